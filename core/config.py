@@ -1,0 +1,533 @@
+"""Lab files: loading, validation that reports every problem at once, the JSON schema.
+
+A lab technician fixes a lab file faster from one complete list of problems,
+each with ``file:line`` and a suggestion, than from a first-error-only
+traceback, so validation never stops at the first problem and never raises
+anything but :class:`ConfigError` (whatever the bytes in the file).
+
+tomllib gives values but no line numbers; :func:`locate_keys` recovers them
+from the text with a small line scanner (tables, arrays of tables, keys).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from .host import PluginHost
+from .specs import FLAVORS, InstrumentType
+
+# Schemes pyserial (or a plugin's URL handler) resolves; a path without one must exist.
+URL_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+VISA_LOCK_SCOPES = ("resource", "board", "global")
+
+DAQHUB_KEYS: dict[str, Any] = {
+    "output_dir": {"type": "string", "description": "root of all session directories",
+                   "default": "data"},
+    "visa_lock_scope": {"enum": list(VISA_LOCK_SCOPES), "default": "resource",
+                        "description": "serialize VISA I/O per resource, per GPIB board, or "
+                                       "globally (for a VISA library that is not thread-safe)"},
+    "shutdown_timeout": {"type": "number", "exclusiveMinimum": 0, "default": 15,
+                         "description": "seconds the phased shutdown may take in total"},
+    "lock_timeout": {"type": "number", "exclusiveMinimum": 0, "default": 2,
+                     "description": "seconds any wait for a shared resource may take"},
+}
+FLAVOR_KEYS: dict[str, Any] = {
+    "enabled": {"type": "boolean", "default": True},
+    "storage": {"type": "string", "description": "storage backend name (daqhub plugins lists them)"},
+    "output_dir": {"type": "string",
+                   "description": "where this flavor's sessions go (default <output_dir>/<flavor>)"},
+    "instruments": {"type": "array"},
+}
+COMMON_INSTRUMENT_KEYS: dict[str, Any] = {
+    "id": {"type": "string", "pattern": ID_RE.pattern,
+           "description": "unique name of the instrument (used in file and group names)"},
+    "type": {"type": "string", "description": "instrument type, e.g. newport.esp300"},
+    "poll_hz": {"type": "number", "exclusiveMinimum": 0, "maximum": 10000, "default": 10,
+                "description": "how often the runtime reads the instrument's channels"},
+    "enabled": {"type": "boolean", "default": True},
+}
+TRANSPORT_KEYS: dict[str, dict[str, Any]] = {
+    "serial": {
+        "port": {"type": "string", "description": "device path, pyserial URL (sim://, "
+                 "socket://, rfc2217://) or USB identity usb:VID:PID[:SERIAL]"},
+        "baudrate": {"type": "integer", "minimum": 50, "maximum": 4000000,
+                     "description": "overrides the instrument type's default"},
+    },
+    "visa": {
+        "resource": {"type": "string", "description": "VISA resource name, e.g. GPIB0::5::INSTR"},
+        "visa_backend": {"type": "string", "default": "@py",
+                         "description": "@py, @ivi, @sim or path/to/file.yaml@sim"},
+    },
+    "none": {},
+}
+REQUIRED_BY_TRANSPORT = {"serial": ["port"], "visa": ["resource"], "none": []}
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    line: int
+    message: str
+    suggestion: str = ""
+
+    def __str__(self) -> str:
+        hint = f" ({self.suggestion})" if self.suggestion else ""
+        return f"{self.file}:{self.line}: {self.message}{hint}"
+
+
+class ConfigError(Exception):
+    """A lab file has problems; ``problems`` lists all of them."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+@dataclass(frozen=True)
+class InstrumentConfig:
+    id: str
+    type: str
+    flavor: str
+    block: Mapping[str, Any]
+    line: int
+
+    @property
+    def poll_hz(self) -> float:
+        return float(self.block.get("poll_hz", 10))
+
+
+@dataclass(frozen=True)
+class FlavorConfig:
+    flavor: str
+    enabled: bool
+    storage: str
+    output_dir: Path
+    instruments: list[InstrumentConfig] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class LabConfig:
+    path: str
+    text: str
+    data: Mapping[str, Any]
+    output_dir: Path
+    flavors: dict[str, FlavorConfig]
+    storage_options: Mapping[str, Mapping[str, Any]]
+    visa_lock_scope: str = "resource"
+    shutdown_timeout: float = 15.0
+    lock_timeout: float = 2.0
+
+    def instruments(self) -> list[InstrumentConfig]:
+        return [i for f in self.flavors.values() if f.enabled for i in f.instruments]
+
+
+# --- line numbers ---------------------------------------------------------------------
+
+_KEY = r'(?:[A-Za-z0-9_-]+|"(?:[^"\\]|\\.)*"|\'[^\']*\')'
+_DOTTED = rf"{_KEY}(?:\s*\.\s*{_KEY})*"
+_HEADER_RE = re.compile(rf"^\s*(\[\[?)\s*({_DOTTED})\s*\]\]?\s*(#.*)?$")
+_ASSIGN_RE = re.compile(rf"^\s*({_DOTTED})\s*=")
+
+
+def _split_key(dotted: str) -> list[str]:
+    parts = re.findall(_KEY, dotted)
+    return [p[1:-1] if p[:1] in "\"'" else p for p in parts]
+
+
+def locate_keys(text: str) -> dict[tuple[Any, ...], int]:
+    """Map key paths (``("v2", "instruments", 0, "port")``) to 1-based line numbers.
+
+    Best effort: it follows tables, arrays of tables and dotted keys, and skips
+    the inside of multi-line strings and arrays. Anything it cannot place is
+    reported at the line of its enclosing table.
+    """
+    where: dict[tuple[Any, ...], int] = {}
+    counters: dict[tuple[Any, ...], int] = {}
+    table: tuple[Any, ...] = ()
+    in_multiline: str | None = None
+    depth = 0
+    for n, line in enumerate(text.splitlines(), start=1):
+        if in_multiline:
+            if line.count(in_multiline) % 2 == 1:
+                in_multiline = None
+            continue
+        if depth > 0:
+            depth += line.count("[") - line.count("]")
+            continue
+        m = _HEADER_RE.match(line)
+        if m:
+            path = tuple(_split_key(m.group(2)))
+            if m.group(1) == "[[":
+                idx = counters.get(path, -1) + 1
+                counters[path] = idx
+                table = (*_resolve(path, counters), idx)
+            else:
+                table = _resolve(path, counters)
+            where.setdefault(table, n)
+            continue
+        m = _ASSIGN_RE.match(line)
+        if m:
+            key = (*table, *_split_key(m.group(1)))
+            where.setdefault(key, n)
+            rest = line[m.end():]
+            for quote in ('"""', "'''"):
+                if rest.count(quote) % 2 == 1:
+                    in_multiline = quote
+            if not in_multiline:
+                code = re.sub(r'"(?:[^"\\]|\\.)*"|\'[^\']*\'', "", rest).split("#", 1)[0]
+                depth = max(0, code.count("[") - code.count("]"))
+    return where
+
+
+def _resolve(path: tuple[str, ...], counters: dict[tuple[Any, ...], int]) -> tuple[Any, ...]:
+    """A header path inside arrays of tables points at their latest element."""
+    out: list[Any] = []
+    for i, part in enumerate(path):
+        out.append(part)
+        prefix = tuple(path[: i + 1])
+        if prefix in counters and i < len(path) - 1:
+            out.append(counters[prefix])
+    return tuple(out)
+
+
+def _line_of(where: Mapping[tuple[Any, ...], int], path: Sequence[Any]) -> int:
+    p = tuple(path)
+    while p:
+        if p in where:
+            return where[p]
+        p = p[:-1]
+    return 1
+
+
+def closest(word: str, candidates: Sequence[str], n: int = 3) -> list[str]:
+    return difflib.get_close_matches(word, list(candidates), n=n, cutoff=0.5)
+
+
+def _did_you_mean(word: str, candidates: Sequence[str]) -> str:
+    near = closest(word, candidates)
+    return f"did you mean {' or '.join(repr(c) for c in near)}?" if near else ""
+
+
+# --- validation -------------------------------------------------------------------------
+
+class _Collector:
+    def __init__(self, file: str, where: Mapping[tuple[Any, ...], int]) -> None:
+        self.file = file
+        self.where = where
+        self.problems: list[Problem] = []
+
+    def add(self, path: Sequence[Any], message: str, suggestion: str = "") -> None:
+        self.problems.append(Problem(self.file, _line_of(self.where, path), message, suggestion))
+
+
+def _check_keys(c: _Collector, table: Mapping[str, Any], allowed: Sequence[str],
+                path: Sequence[Any], what: str) -> None:
+    for key in table:
+        if key not in allowed:
+            c.add((*path, key), f"unknown key {key!r} in {what}", _did_you_mean(key, allowed))
+
+
+def _schema_problems(c: _Collector, value: Any, schema: Mapping[str, Any],
+                     path: Sequence[Any]) -> None:
+    validator = jsonschema.Draft202012Validator(schema)
+    for err in sorted(validator.iter_errors(value), key=lambda e: list(map(str, e.path))):
+        epath = (*path, *err.path)
+        if err.validator == "additionalProperties":
+            allowed = list(err.schema.get("properties", {}))
+            extra = sorted(set(err.instance) - set(allowed)) if isinstance(err.instance,
+                                                                              dict) else []
+            for key in extra:
+                c.add((*epath, key), f"unknown key {key!r}", _did_you_mean(key, allowed)
+                      or f"valid keys: {', '.join(sorted(allowed))}")
+        elif err.validator == "required":
+            c.add(epath, err.message.replace("is a required property", "is required"))
+        else:
+            name = ".".join(str(p) for p in err.path) or "value"
+            c.add(epath, f"{name}: {err.message}")
+
+
+def instrument_schema(t: InstrumentType, *, core_checks: bool = True) -> dict[str, Any]:
+    """JSON schema of one instrument block of type ``t``: core keys plus the plugin's keys.
+
+    ``core_checks=False`` leaves out what the validator checks itself with better
+    messages (the id's form and presence).
+    """
+    own = dict(t.config_schema.get("properties", {}))
+    common = dict(COMMON_INSTRUMENT_KEYS)
+    if not core_checks:
+        common["id"] = {}
+    props = {**common, **TRANSPORT_KEYS[t.transport], **own, "type": {"const": t.name}}
+    required = sorted({*(("id",) if core_checks else ()), "type",
+                       *REQUIRED_BY_TRANSPORT[t.transport], *t.config_schema.get("required", [])})
+    schema: dict[str, Any] = {"type": "object", "properties": props, "required": required,
+                              "additionalProperties": False, "description": t.description}
+    for key in ("allOf", "anyOf", "oneOf", "dependentRequired", "$defs"):
+        if key in t.config_schema:
+            schema[key] = t.config_schema[key]
+    return schema
+
+
+def _check_port(c: _Collector, port: str, path: Sequence[Any]) -> None:
+    if URL_RE.match(port) or port.startswith("usb:"):
+        return
+    if not os.path.exists(port):
+        try:
+            from serial.tools import list_ports
+            existing = [p.device for p in list_ports.comports()]
+        except Exception:  # listing ports is a courtesy; its failure must not hide the problem
+            existing = []
+        hint = (f"existing ports: {', '.join(existing)}" if existing else
+                "no serial ports found; use sim://<device> for a simulator")
+        c.add(path, f"serial device {port!r} does not exist", hint)
+
+
+def _check_visa(c: _Collector, resource: str, path: Sequence[Any]) -> None:
+    from pyvisa import rname
+    example = "e.g. GPIB0::5::INSTR, TCPIP::10.0.0.2::INSTR, ASRL/dev/ttyUSB0::INSTR"
+    try:
+        parsed = rname.parse_resource_name(resource)
+    except (rname.InvalidResourceName, ValueError) as exc:
+        c.add(path, f"malformed VISA resource name {resource!r}: {exc}".replace("\n", " "),
+              example)
+        return
+    # pyvisa's parser takes any text as a GPIB address; IEEE 488 allows 0-30 (secondary 0-31)
+    for attr, top in (("primary_address", 30), ("secondary_address", 31)):
+        value = getattr(parsed, attr, None)
+        if value in (None, ""):
+            continue
+        if not str(value).isdigit() or int(value) > top:
+            c.add(path, f"malformed VISA resource name {resource!r}: GPIB {attr.replace('_', ' ')}"
+                        f" {value!r} is not a number from 0 to {top}", example)
+
+
+def _is_within(a: Path, b: Path) -> bool:
+    try:
+        a.relative_to(b)
+        return True
+    except ValueError:
+        return False
+
+
+def check_output_dir(path: Path) -> str | None:
+    """Why ``path`` cannot be created or written, if it cannot (nothing is created)."""
+    p = path
+    while not p.exists():
+        if p.parent == p:
+            return f"output directory {path} cannot be created"
+        p = p.parent
+    if not p.is_dir():
+        return f"output directory {path} cannot be created: {p} is a file"
+    if not os.access(p, os.W_OK | os.X_OK):
+        return f"output directory {path} is not writable ({p} is not writable)"
+    return None
+
+
+def validate(data: Mapping[str, Any], text: str, file: str, host: PluginHost,
+             base_dir: Path) -> tuple[LabConfig | None, list[Problem]]:
+    where = locate_keys(text)
+    c = _Collector(file, where)
+    _check_keys(c, data, ["daqhub", "v2", "v4", "storage"], (), "the lab file")
+    daq = data.get("daqhub", {})
+    if not isinstance(daq, dict):
+        c.add(("daqhub",), "[daqhub] must be a table")
+        daq = {}
+    _schema_problems(c, daq, {"type": "object", "properties": DAQHUB_KEYS,
+                              "additionalProperties": False}, ("daqhub",))
+    out_root = base_dir / str(daq.get("output_dir", "data"))
+    backends = host.storage_backends()
+    types = host.instrument_types()
+    type_names = sorted({n for n, _ in types})
+    seen_ids: dict[str, tuple[str, int]] = {}
+    flavors: dict[str, FlavorConfig] = {}
+    storage_tbl = data.get("storage", {})
+    if not isinstance(storage_tbl, dict):
+        c.add(("storage",), "[storage] must be a table of backend options")
+        storage_tbl = {}
+    for flavor in FLAVORS:
+        section = data.get(flavor)
+        if section is None:
+            continue
+        if not isinstance(section, dict):
+            c.add((flavor,), f"[{flavor}] must be a table")
+            continue
+        _schema_problems(c, section, {"type": "object", "properties": FLAVOR_KEYS,
+                                      "additionalProperties": False}, (flavor,))
+        enabled = section.get("enabled", True) is not False
+        storage = section.get("storage", "hdf5" if flavor == "v2" else "arrow")
+        if isinstance(storage, str) and storage not in backends:
+            c.add((flavor, "storage"), f"unknown storage backend {storage!r}",
+                  _did_you_mean(storage, sorted(backends)) or
+                  f"installed backends: {', '.join(sorted(backends)) or 'none'}")
+        fdir = section.get("output_dir")
+        fdir_path = base_dir / fdir if isinstance(fdir, str) else out_root / flavor
+        instruments: list[InstrumentConfig] = []
+        items = section.get("instruments", [])
+        if not isinstance(items, list):
+            items = []
+        for i, block in enumerate(items):
+            path = (flavor, "instruments", i)
+            if not isinstance(block, dict):
+                c.add(path, f"[[{flavor}.instruments]] entries must be tables")
+                continue
+            inst = _check_instrument(c, block, path, flavor, types, type_names, seen_ids)
+            if inst:
+                instruments.append(inst)
+        flavors[flavor] = FlavorConfig(flavor, enabled, str(storage), fdir_path.resolve(),
+                                       instruments)
+    for name, opts in storage_tbl.items():
+        if name not in backends:
+            c.add(("storage", name), f"options for unknown storage backend {name!r}",
+                  _did_you_mean(name, sorted(backends)))
+        elif not isinstance(opts, dict):
+            c.add(("storage", name), f"[storage.{name}] must be a table")
+        else:
+            _schema_problems(c, opts, backends[name].options_schema, ("storage", name))
+    enabled = [f for f in flavors.values() if f.enabled]
+    for f in enabled:
+        why = check_output_dir(f.output_dir)
+        if why:
+            c.add((f.flavor, "output_dir") if (f.flavor, "output_dir") in where
+                  else ("daqhub", "output_dir"), why)
+    if len(enabled) == 2:
+        a, b = enabled[0].output_dir, enabled[1].output_dir
+        if a == b or _is_within(a, b) or _is_within(b, a):
+            c.add(("v4", "output_dir") if ("v4", "output_dir") in where else ("daqhub",),
+                  f"v2 and v4 output directories must be separate, got {a} and {b}",
+                  "give each flavor its own directory; neither inside the other")
+    for info, msg in host.validate_config(data):
+        c.add((), f"{msg} (from plugin {info.distribution})")
+    if c.problems:
+        return None, c.problems
+    return LabConfig(
+        path=file, text=text, data=data, output_dir=out_root.resolve(), flavors=flavors,
+        storage_options={k: dict(v) for k, v in storage_tbl.items()},
+        visa_lock_scope=str(daq.get("visa_lock_scope", "resource")),
+        shutdown_timeout=float(daq.get("shutdown_timeout", 15)),
+        lock_timeout=float(daq.get("lock_timeout", 2)),
+    ), []
+
+
+def _check_instrument(c: _Collector, block: Mapping[str, Any], path: tuple[Any, ...],
+                      flavor: str, types: Mapping[tuple[str, str], InstrumentType],
+                      type_names: Sequence[str], seen_ids: dict[str, tuple[str, int]]
+                      ) -> InstrumentConfig | None:
+    line = _line_of(c.where, path)
+    iid = block.get("id")
+    ok = True
+    if not isinstance(iid, str) or not iid:
+        c.add(path, "instrument has no 'id'", "add id = \"<name>\"")
+        ok = False
+    elif not ID_RE.match(iid):
+        c.add((*path, "id"), f"instrument id {iid!r} is not a plain name",
+              "use letters, digits, '_' and '-', starting with a letter (it names files)")
+        ok = False
+    elif iid in seen_ids:
+        other_flavor, other_line = seen_ids[iid]
+        free = next(f"{iid}{k}" for k in range(2, 1000) if f"{iid}{k}" not in seen_ids)
+        c.add((*path, "id"), f"duplicate instrument id {iid!r} (also in [[{other_flavor}."
+              f"instruments]] at line {other_line})", f"ids are unique across v2 and v4; "
+              f"{free!r} is free")
+        ok = False
+    else:
+        seen_ids[iid] = (flavor, line)
+    tname = block.get("type")
+    if not isinstance(tname, str):
+        c.add(path, "instrument has no 'type'", f"installed types: {', '.join(type_names)}")
+        return None
+    t = types.get((tname, flavor))
+    if t is None:
+        other = [f for f in FLAVORS if (tname, f) in types]
+        if other:
+            c.add((*path, "type"), f"type {tname!r} has no {flavor} flavor",
+                  f"it has {', '.join(other)}: move it to [[{other[0]}.instruments]]")
+        else:
+            c.add((*path, "type"), f"unknown instrument type {tname!r}",
+                  _did_you_mean(tname, type_names) or
+                  (f"installed types: {', '.join(type_names)}" if type_names
+                   else "no instrument types are installed"))
+        return None
+    before = len(c.problems)
+    _schema_problems(c, block, instrument_schema(t, core_checks=False), path)
+    if t.transport == "serial" and isinstance(block.get("port"), str):
+        _check_port(c, block["port"], (*path, "port"))
+    if t.transport == "visa" and isinstance(block.get("resource"), str):
+        _check_visa(c, block["resource"], (*path, "resource"))
+    if not ok or len(c.problems) > before:
+        return None
+    return InstrumentConfig(str(iid), tname, flavor, dict(block), line)
+
+
+def parse(text: str | bytes, file: str, host: PluginHost, base_dir: Path | None = None
+          ) -> LabConfig:
+    """Validate a lab file's content; raises ConfigError listing every problem."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = text[: exc.start].count(b"\n") + 1
+            raise ConfigError([Problem(file, line, f"not UTF-8 text: {exc.reason} at byte "
+                                                   f"{exc.start}")]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        m = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
+        line = int(m.group(1)) if m else 1
+        msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        col = f", column {m.group(2)}" if m else ""
+        raise ConfigError([Problem(file, line, f"not valid TOML: {msg}{col}")]) from None
+    except (RecursionError, ValueError) as exc:
+        raise ConfigError([Problem(file, 1, f"not valid TOML: {exc}")]) from None
+    lab, problems = validate(data, text, file, host, base_dir or Path.cwd())
+    if problems:
+        raise ConfigError(problems)
+    assert lab is not None
+    return lab
+
+
+def load(path: str | os.PathLike[str], host: PluginHost) -> LabConfig:
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError([Problem(str(p), 0, f"cannot read the lab file: {exc.strerror}")]
+                          ) from None
+    return parse(raw, str(p), host, p.resolve().parent)
+
+
+def lab_schema(host: PluginHost) -> dict[str, Any]:
+    """The JSON schema of a lab file, with one branch per installed instrument type."""
+    types = host.instrument_types()
+    flavor_schemas = {}
+    for flavor in FLAVORS:
+        branches = [instrument_schema(t) for (n, f), t in sorted(types.items()) if f == flavor]
+        item: dict[str, Any] = {"type": "object", "required": ["id", "type"],
+                                "properties": {"type": {"enum": sorted(
+                                    n for (n, f) in types if f == flavor)}}}
+        if branches:
+            item["oneOf"] = branches
+        props = {**FLAVOR_KEYS, "instruments": {"type": "array", "items": item}}
+        flavor_schemas[flavor] = {"type": "object", "properties": props,
+                                  "additionalProperties": False}
+    storage = {name: b.options_schema for name, b in sorted(host.storage_backends().items())}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "daqhub lab file",
+        "type": "object",
+        "properties": {
+            "daqhub": {"type": "object", "properties": DAQHUB_KEYS,
+                       "additionalProperties": False},
+            **flavor_schemas,
+            "storage": {"type": "object", "properties": storage, "additionalProperties": False},
+        },
+        "additionalProperties": False,
+    }

@@ -1,0 +1,104 @@
+"""Every extension point of daqhub, in one file.
+
+A plugin is a module (or a module-level object) named by an entry point in the
+group ``daqhub``::
+
+    [project.entry-points.daqhub]
+    acme = "daqhub_acme.plugin"
+
+and implements any of the hooks below with ``@hookimpl``::
+
+    from daqhub.hookspecs import hookimpl
+
+    @hookimpl
+    def daqhub_instrument_types():
+        return [InstrumentType(...)]
+
+A hook implementation may take a subset of the arguments a spec lists; a
+misspelled argument or a hook name that is not listed here is reported as a
+broken plugin (the host keeps running without it). Hooks that collect return a
+list; the host merges the lists of all plugins and reports clashes (two
+plugins declaring the same instrument type in the same flavor, or the same
+storage backend) instead of letting the last one win silently.
+
+The core never calls ``pm.hook.x(...)`` directly: :class:`daqhub.plugins.PluginHost`
+has one typed method per hook.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pluggy
+
+from .specs import Converter, InstrumentType, StorageBackend
+
+PROJECT = "daqhub"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# --- what a plugin provides -------------------------------------------------
+
+@hookspec
+def daqhub_instrument_types() -> Sequence[InstrumentType]:
+    """Instrument types this plugin provides, one entry per flavor.
+
+    A driver with both flavors returns two ``InstrumentType``s with the same
+    ``name``: one ``flavor="v2"`` (a blocking class the V2 runtime polls from a
+    thread) and one ``flavor="v4"`` (an actor the V4 runtime supervises).
+    """
+
+
+@hookspec
+def daqhub_storage_backends() -> Sequence[StorageBackend]:
+    """Storage backends (``hdf5``, ``arrow``, ...) a lab can name as ``storage = "..."``."""
+
+
+@hookspec
+def daqhub_converters() -> Sequence[Converter]:
+    """Converters between measurement formats (``v2``, ``unified``, ``arrow``)."""
+
+
+@hookspec
+def daqhub_serial_url_packages() -> Sequence[str]:
+    """Packages holding pyserial URL handlers (``protocol_<scheme>`` modules).
+
+    The serial manager adds them to ``serial.protocol_handler_packages`` so a
+    lab file can name ports such as ``sim://elliptec`` that a plugin serves.
+    """
+
+
+@hookspec
+def daqhub_validate_config(config: Mapping[str, Any]) -> Sequence[str]:
+    """Extra problems this plugin finds in a parsed lab file (plain sentences).
+
+    Called after the core's own validation with the whole parsed file; return
+    an empty list when all is well.
+    """
+
+
+# --- what a plugin is told (notifications; return values are ignored) --------
+
+@hookspec
+def daqhub_session_started(session_id: str, output_dirs: Mapping[str, str]) -> None:
+    """A run started; ``output_dirs`` maps flavor to its session directory."""
+
+
+@hookspec
+def daqhub_session_stopped(session_id: str, report: Mapping[str, Any]) -> None:
+    """A run ended; ``report`` is the shutdown report (what stopped, was forced, leaked)."""
+
+
+@hookspec
+def daqhub_resource_event(resource: str, event: str, detail: str) -> None:
+    """A shared resource changed state: ``event`` is ``disconnected`` or ``reconnected``."""
+
+
+@hookspec
+def daqhub_instrument_event(instrument_id: str, event: str, detail: str) -> None:
+    """An instrument changed state: ``disconnected``, ``reconnected``, ``restarted`` or ``failed``.
+
+    Meant for alerting plugins (mail, chat, a lab dashboard).
+    """

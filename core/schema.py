@@ -1,0 +1,183 @@
+"""Arrow schemas of v4 batches and of the unified stream.
+
+One record batch holds samples of ONE channel of ONE instrument. A lab's
+channels differ in kind and dtype, and a column has one type, so a
+channel-per-batch layout keeps every column a plain typed array (zero-copy to
+numpy, HDF5 and Parquet) instead of a union or a blob.
+
+Columns:
+
+==============  ===========================================================
+``timestamp_ns`` int64, nanoseconds since the Unix epoch
+``value``        scalar: the channel dtype; spectrum: list (fixed-size when
+                 the length is declared); image: fixed-size list of h*w,
+                 row-major
+``axis``         spectra only: the x axis, float64, same list layout
+``metadata``     nullable string: JSON object of per-sample metadata
+``source``       unified stream only: ``"v2"`` or ``"v4"``
+==============  ===========================================================
+
+The channel declaration and instrument id travel in the schema metadata, so a
+batch (or an IPC file of them) is self-describing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from .measurement import ChannelSpec, DataError, Source
+
+SCHEMA_VERSION = "1"
+META_INSTRUMENT = b"daqhub.instrument_id"
+META_CHANNEL = b"daqhub.channel"
+META_VERSION = b"daqhub.schema_version"
+
+
+def arrow_dtype(dtype: str) -> pa.DataType:
+    return pa.from_numpy_dtype(np.dtype(dtype))
+
+
+def value_type(spec: ChannelSpec) -> pa.DataType:
+    item = arrow_dtype(spec.dtype)
+    if spec.kind == "scalar":
+        return item
+    size = spec.fixed_size
+    return pa.list_(item, size) if size is not None else pa.list_(item)
+
+
+def axis_type(spec: ChannelSpec) -> pa.DataType:
+    size = spec.fixed_size
+    return pa.list_(pa.float64(), size) if size is not None else pa.list_(pa.float64())
+
+
+def channel_schema(instrument_id: str, spec: ChannelSpec, *, unified: bool = False) -> pa.Schema:
+    """Schema of a v4 batch (``unified=False``) or a unified-stream batch of one channel."""
+    fields = [pa.field("timestamp_ns", pa.int64(), nullable=False),
+              pa.field("value", value_type(spec), nullable=False)]
+    if spec.kind == "spectrum":
+        fields.append(pa.field("axis", axis_type(spec), nullable=False))
+    fields.append(pa.field("metadata", pa.string(), nullable=True))
+    if unified:
+        fields.append(pa.field("source", pa.string(), nullable=False))
+    meta = {META_INSTRUMENT: instrument_id.encode(),
+            META_CHANNEL: json.dumps(spec.to_dict()).encode(),
+            META_VERSION: SCHEMA_VERSION.encode()}
+    return pa.schema(fields, metadata=meta)
+
+
+def describe(schema: pa.Schema) -> tuple[str, ChannelSpec]:
+    """Instrument id and channel declaration carried by a batch's schema."""
+    meta = schema.metadata or {}
+    try:
+        instrument_id = meta[META_INSTRUMENT].decode()
+        spec = ChannelSpec.from_dict(json.loads(meta[META_CHANNEL]))
+    except (KeyError, ValueError, TypeError) as exc:
+        raise DataError(f"not a daqhub channel batch (schema metadata: {exc})") from exc
+    return instrument_id, spec
+
+
+def _list_array(flat: np.ndarray, n_rows: int, spec: ChannelSpec,
+                lengths: Sequence[int] | None) -> pa.Array:
+    values = pa.array(flat, type=arrow_dtype(str(flat.dtype)))
+    size = spec.fixed_size
+    if size is not None:
+        return pa.FixedSizeListArray.from_arrays(values, size)
+    assert lengths is not None
+    offsets = np.zeros(n_rows + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(offsets), values)
+
+
+def build_batch(
+    instrument_id: str,
+    spec: ChannelSpec,
+    timestamps_ns: Sequence[int] | np.ndarray,
+    values: Sequence[Any] | np.ndarray,
+    *,
+    axes: Sequence[np.ndarray] | None = None,
+    metadata: Sequence[Mapping[str, Any] | None] | None = None,
+    source: Source | None = None,
+) -> pa.RecordBatch:
+    """Build one channel batch from columns, checking them against the declaration.
+
+    ``values`` is a 1-d array of scalars, or a sequence (or stacked array) of
+    spectra/images. ``source`` given -> a unified-stream batch.
+    """
+    where = f"{instrument_id}.{spec.name}"
+    ts = np.asarray(timestamps_ns, dtype=np.int64)
+    n = len(ts)
+    dtype = np.dtype(spec.dtype)
+    lengths: list[int] | None = None
+    if spec.kind == "scalar":
+        arr = np.asarray(values)
+        if arr.shape != (n,):
+            raise DataError(f"channel {where}: {n} timestamps but values of shape {arr.shape}")
+        if arr.dtype != dtype:
+            raise DataError(f"channel {where} is declared {spec.dtype}, got {arr.dtype}")
+        value_col: pa.Array = pa.array(arr, type=arrow_dtype(spec.dtype))
+    else:
+        samples = [np.asarray(v) for v in values] if not isinstance(values, np.ndarray) else values
+        if len(samples) != n:
+            raise DataError(f"channel {where}: {n} timestamps but {len(samples)} samples")
+        for s in samples:
+            if s.dtype != dtype:
+                raise DataError(f"channel {where} is declared {spec.dtype}, got {s.dtype}")
+            if spec.fixed_size is not None and s.shape != spec.shape:
+                raise DataError(f"channel {where} is declared {spec.shape}, got {s.shape}")
+            if spec.kind == "spectrum" and s.ndim != 1:
+                raise DataError(f"channel {where}: a spectrum is 1-d, got shape {s.shape}")
+        if spec.fixed_size is None:
+            lengths = [len(s) for s in samples]
+        flat = (np.ascontiguousarray(samples).reshape(-1) if isinstance(samples, np.ndarray)
+                else (np.concatenate([s.reshape(-1) for s in samples]) if n
+                      else np.empty(0, dtype)))
+        value_col = _list_array(flat.astype(dtype, copy=False), n, spec, lengths)
+    cols: list[pa.Array] = [pa.array(ts, type=pa.int64()), value_col]
+    if spec.kind == "spectrum":
+        if axes is None or len(axes) != n:
+            raise DataError(f"channel {where}: a spectrum batch needs one axis per sample")
+        ax = [np.asarray(a) for a in axes]
+        for a, length in zip(ax, lengths or [spec.fixed_size or 0] * n, strict=True):
+            if a.dtype != np.float64 or a.shape != (length,):
+                raise DataError(f"channel {where}: axis must be float64 of the values' length, "
+                                f"got {a.dtype} {a.shape}")
+        flat_axis = np.concatenate(ax) if n else np.empty(0, np.float64)
+        cols.append(_list_array(flat_axis, n, spec, lengths))
+    meta_col = [None if not m else json.dumps(dict(m)) for m in metadata] if metadata else [None] * n
+    if len(meta_col) != n:
+        raise DataError(f"channel {where}: {n} timestamps but {len(meta_col)} metadata entries")
+    cols.append(pa.array(meta_col, type=pa.string()))
+    schema = channel_schema(instrument_id, spec, unified=source is not None)
+    if source is not None:
+        cols.append(pa.array([Source(source).value] * n, type=pa.string()))
+    return pa.RecordBatch.from_arrays(cols, schema=schema)
+
+
+def with_source(batch: pa.RecordBatch, source: Source) -> pa.RecordBatch:
+    """A v4 batch as a unified-stream batch (zero-copy for the data columns)."""
+    if "source" in batch.schema.names:
+        return batch
+    instrument_id, spec = describe(batch.schema)
+    col = pa.array([Source(source).value] * batch.num_rows, type=pa.string())
+    return pa.RecordBatch.from_arrays([*batch.columns, col],
+                                      schema=channel_schema(instrument_id, spec, unified=True))
+
+
+def column_values(batch: pa.RecordBatch | pa.Table, spec: ChannelSpec, name: str = "value"
+                  ) -> np.ndarray | list[np.ndarray]:
+    """The value (or axis) column as numpy: an array for scalars and fixed shapes, else a list."""
+    col = batch.column(name)
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    if spec.kind == "scalar":
+        return col.to_numpy(zero_copy_only=False)
+    flat = col.flatten().to_numpy(zero_copy_only=False)
+    if spec.fixed_size is not None:
+        return flat.reshape((len(col), *spec.shape))  # type: ignore[arg-type]
+    offsets = col.offsets.to_numpy()
+    return [flat[offsets[i]:offsets[i + 1]] for i in range(len(col))]

@@ -1,0 +1,71 @@
+"""The contract every simulated serial instrument follows.
+
+A simulated device is a byte-level state machine plus a clock. Transports (the
+``sim://`` URL handler, a pseudo-terminal, a TCP socket) own the threading and
+the waiting; the device itself never blocks and never sleeps, so a test can run
+it on a :class:`ManualClock` and step time exactly.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+
+
+class Clock(ABC):
+    """Time source of a simulated device, in seconds."""
+
+    @abstractmethod
+    def now(self) -> float: ...
+
+
+class RealClock(Clock):
+    def now(self) -> float:
+        return time.monotonic()
+
+
+class ManualClock(Clock):
+    """A clock that only moves when a test moves it (deterministic motion tests)."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self._t = start
+        self._lock = threading.Lock()
+
+    def now(self) -> float:
+        with self._lock:
+            return self._t
+
+    def advance(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("a clock does not run backwards")
+        with self._lock:
+            self._t += seconds
+
+
+class SimDevice(ABC):
+    """A simulated instrument on one serial line.
+
+    Subclasses implement the protocol from ``protocols.md``. All methods are
+    called with the transport's lock held, so a device needs no locking of its own.
+    """
+
+    #: Baud rate of the real link; transports use it for wire-speed emulation.
+    baudrate: int = 9600
+
+    def __init__(self, options: Mapping[str, str] | None = None, clock: Clock | None = None) -> None:
+        self.options: dict[str, str] = dict(options or {})
+        self.clock: Clock = clock or RealClock()
+
+    @abstractmethod
+    def feed(self, data: bytes) -> None:
+        """Bytes written by the host, received at ``self.clock.now()``."""
+
+    @abstractmethod
+    def read(self) -> bytes:
+        """Output that is due by ``self.clock.now()``; returned bytes are removed."""
+
+    @abstractmethod
+    def next_output_in(self) -> float | None:
+        """Seconds until more output becomes due, 0 if some is due now, None if none is scheduled."""

@@ -1,0 +1,212 @@
+"""Lab-file validation: every problem at once, each at its line, never a traceback."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from daqhub.config import ConfigError, lab_schema, load, locate_keys, parse
+
+VALID = """\
+[daqhub]
+output_dir = "out"
+
+[v2]
+storage = "hdf5"
+
+[v4]
+storage = "arrow"
+
+[[v2.instruments]]
+id = "power"
+type = "acme.meter"
+port = "sim://meter"
+wavelength_nm = 800
+poll_hz = 5
+
+[[v4.instruments]]
+id = "dmm"
+type = "acme.dmm"
+resource = "GPIB0::5::INSTR"
+visa_backend = "@sim"
+"""
+
+# Each planted problem is marked with "# P:<text expected in the message>" on its line.
+BROKEN = """\
+[daqhub]
+output_dir = "out"
+colour = "blue"                 # P:unknown key 'colour'
+
+[v2]
+storage = "hdf55"               # P:unknown storage backend 'hdf55'
+
+[v4]
+output_dir = "out/v2/nested"    # P:must be separate
+
+[[v2.instruments]]
+id = "power"
+type = "acme.meter"
+port = "/dev/ttyNOPE99"         # P:does not exist
+wavelenght_nm = 800             # P:unknown key 'wavelenght_nm'
+
+[[v2.instruments]]
+id = "power"                    # P:duplicate instrument id 'power'
+type = "acme.metre"             # P:unknown instrument type 'acme.metre'
+port = "sim://x"
+
+[[v2.instruments]]
+id = "dmm2"
+type = "acme.dmm"               # P:has no v2 flavor
+resource = "GPIB0::5::INSTR"
+
+[[v4.instruments]]
+id = "dmm"
+type = "acme.dmm"
+resource = "GPIB0::five::INSTR" # P:malformed VISA resource name
+
+[[v4.instruments]]
+id = "../escape"                # P:is not a plain name
+type = "acme.meter"
+port = "sim://m"
+address = 99                    # P:99 is greater than the maximum of 15
+
+[[v4.instruments]]              # P:instrument has no 'id'
+type = "acme.meter"
+port = "sim://m"
+"""
+
+
+def planted(text: str) -> list[tuple[int, str]]:
+    return [(n, line.split("# P:")[1].strip()) for n, line in enumerate(text.splitlines(), 1)
+            if "# P:" in line]
+
+
+def test_valid_file_has_no_problems(host, tmp_path: Path) -> None:
+    lab = parse(VALID, "lab.toml", host, tmp_path)
+    assert [i.id for i in lab.instruments()] == ["power", "dmm"]
+    assert lab.flavors["v2"].output_dir == (tmp_path / "out" / "v2").resolve()
+    assert lab.flavors["v4"].storage == "arrow"
+
+
+def test_every_planted_problem_is_reported_at_its_line(host, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(BROKEN, "lab.toml", host, tmp_path)
+    got = info.value.problems
+    expected = planted(BROKEN)
+    assert len(expected) >= 8
+    for line, text in expected:
+        assert any(p.line == line and text in p.message for p in got), (
+            f"line {line}: expected {text!r}; got:\n" + "\n".join(map(str, got)))
+    assert all(str(p).startswith("lab.toml:") for p in got)
+
+
+def test_suggestions(host, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(BROKEN, "lab.toml", host, tmp_path)
+    by_msg = {p.message: p.suggestion for p in info.value.problems}
+    sugg = " ".join(by_msg.values())
+    assert "'acme.meter'" in sugg          # closest type name
+    assert "'wavelength_nm'" in sugg       # closest valid key
+    assert "'hdf5'" in sugg                # closest backend
+    assert "'power2' is free" in sugg      # a free id
+    assert "move it to [[v4.instruments]]" in sugg
+
+
+def test_toml_syntax_error_has_line(host) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse('[daqhub]\noutput_dir = "x"\n[[v2.instruments]\n', "bad.toml", host)
+    (p,) = info.value.problems
+    assert p.line == 3 and "not valid TOML" in p.message
+
+
+def test_unwritable_output_dir(host, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a dir")
+    with pytest.raises(ConfigError, match="cannot be created"):
+        parse(VALID.replace('output_dir = "out"', f'output_dir = "{blocker}/sub"'), "l.toml",
+              host, tmp_path)
+
+
+def test_same_output_dirs_rejected(host, tmp_path: Path) -> None:
+    text = VALID.replace('storage = "arrow"', 'storage = "arrow"\noutput_dir = "same"').replace(
+        'storage = "hdf5"', 'storage = "hdf5"\noutput_dir = "same"')
+    with pytest.raises(ConfigError, match="must be separate"):
+        parse(text, "l.toml", host, tmp_path)
+
+
+def test_load_reads_files_and_resolves_relative_to_them(host, tmp_path: Path) -> None:
+    f = tmp_path / "lab.toml"
+    f.write_text(VALID)
+    lab = load(f, host)
+    assert lab.output_dir == (tmp_path / "out").resolve()
+    with pytest.raises(ConfigError, match="cannot read"):
+        load(tmp_path / "missing.toml", host)
+
+
+def test_locate_keys_handles_multiline_values() -> None:
+    text = 'a = """\nb = 1\n"""\nc = [\n  1,\n]\n[t]\nd = 2\n[[arr]]\ne = 1\n[[arr]]\ne = 2\n'
+    where = locate_keys(text)
+    assert where[("a",)] == 1 and ("b",) not in where
+    assert where[("c",)] == 4 and where[("t", "d")] == 8
+    assert where[("arr", 1, "e")] == 12
+
+
+def test_schema_covers_plugin_blocks(host) -> None:
+    schema = lab_schema(host)
+    branches = schema["properties"]["v2"]["properties"]["instruments"]["items"]["oneOf"]
+    meter = next(b for b in branches if b["properties"]["type"] == {"const": "acme.meter"})
+    assert "wavelength_nm" in meter["properties"] and "port" in meter["required"]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=300))
+def test_random_bytes_never_traceback(host, data: bytes) -> None:
+    try:
+        parse(data, "fuzz.toml", host, Path(os.devnull).parent)
+    except ConfigError as exc:
+        assert exc.problems
+
+
+toml_scalars = st.one_of(st.integers(), st.text(max_size=10), st.booleans(), st.floats(
+    allow_nan=False))
+toml_values = st.recursive(toml_scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(
+        ["id", "type", "port", "resource", "poll_hz", "storage", "enabled", "instruments", "x"]),
+        inner, max_size=4)), max_leaves=12)
+
+
+def _to_toml(d: dict) -> str:
+    import json
+    lines = []
+    for k, v in d.items():
+        lines.append(f"{json.dumps(k)} = {_inline(v)}")
+    return "\n".join(lines)
+
+
+def _inline(v) -> str:
+    import json
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v) if not isinstance(v, float) or v == v and abs(v) != float("inf") else "0"
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_inline(x) for x in v) + "]"
+    return "{" + ", ".join(f"{json.dumps(k)} = {_inline(x)}" for k, x in v.items()) + "}"
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(st.dictionaries(st.sampled_from(["daqhub", "v2", "v4", "storage", "other"]), toml_values,
+                       max_size=4))
+def test_random_toml_never_tracebacks(host, tmp_path: Path, doc: dict) -> None:
+    try:
+        parse(_to_toml(doc), "fuzz.toml", host, tmp_path)
+    except ConfigError as exc:
+        assert all(p.line >= 1 for p in exc.problems)
