@@ -43,9 +43,11 @@ DAQHUB_KEYS: dict[str, Any] = {
 }
 FLAVOR_KEYS: dict[str, Any] = {
     "enabled": {"type": "boolean", "default": True},
-    "storage": {"type": "string", "description": "storage backend name (daqhub plugins lists them)"},
+    "storage": {"type": "string",
+                "description": "storage backend name (daqhub plugins lists them)"},
     "output_dir": {"type": "string",
-                   "description": "where this flavor's sessions go (default <output_dir>/<flavor>)"},
+                   "description": "where this flavor's sessions go "
+                                  "(default <output_dir>/<flavor>)"},
     "instruments": {"type": "array"},
 }
 COMMON_INSTRUMENT_KEYS: dict[str, Any] = {

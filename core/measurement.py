@@ -28,7 +28,7 @@ DTYPES: tuple[str, ...] = (
 MetaValue: TypeAlias = str | int | float | bool
 
 
-class Source(str, enum.Enum):
+class Source(enum.StrEnum):
     """Which flavor produced a measurement."""
 
     V2 = "v2"

@@ -148,7 +148,8 @@ def build_batch(
                                 f"got {a.dtype} {a.shape}")
         flat_axis = np.concatenate(ax) if n else np.empty(0, np.float64)
         cols.append(_list_array(flat_axis, n, spec, lengths))
-    meta_col = [None if not m else json.dumps(dict(m)) for m in metadata] if metadata else [None] * n
+    meta_col = ([None if not m else json.dumps(dict(m)) for m in metadata] if metadata
+                else [None] * n)
     if len(meta_col) != n:
         raise DataError(f"channel {where}: {n} timestamps but {len(meta_col)} metadata entries")
     cols.append(pa.array(meta_col, type=pa.string()))

@@ -18,7 +18,7 @@ from .measurement import ChannelSpec
 
 if TYPE_CHECKING:
     from .resources.serial import SharedSerialPort
-    from .resources.visa import VisaResource
+    from .resources.visa import SharedVisaResource
 
 Flavor: TypeAlias = Literal["v2", "v4"]
 Transport: TypeAlias = Literal["serial", "visa", "none"]
@@ -42,7 +42,7 @@ class InstrumentContext:
     config: Mapping[str, Any]
     channels: Sequence[ChannelSpec]
     port: SharedSerialPort | None = None
-    visa: VisaResource | None = None
+    visa: SharedVisaResource | None = None
 
 
 ChannelsFor: TypeAlias = Callable[[Mapping[str, Any]], Sequence[ChannelSpec]]
@@ -84,7 +84,8 @@ class InstrumentType:
             out.append(f"transport {self.transport!r} is not one of {TRANSPORTS}")
         if not callable(self.factory):
             out.append("factory is not callable")
-        if not isinstance(self.config_schema, Mapping) or self.config_schema.get("type") != "object":
+        schema = self.config_schema
+        if not isinstance(schema, Mapping) or schema.get("type") != "object":
             out.append("config_schema must be a JSON schema of type 'object'")
         if not callable(self.channels):
             names = [c.name for c in self.channels]

@@ -54,7 +54,8 @@ class SimDevice(ABC):
     #: Baud rate of the real link; transports use it for wire-speed emulation.
     baudrate: int = 9600
 
-    def __init__(self, options: Mapping[str, str] | None = None, clock: Clock | None = None) -> None:
+    def __init__(self, options: Mapping[str, str] | None = None,
+                 clock: Clock | None = None) -> None:
         self.options: dict[str, str] = dict(options or {})
         self.clock: Clock = clock or RealClock()
 
@@ -68,4 +69,4 @@ class SimDevice(ABC):
 
     @abstractmethod
     def next_output_in(self) -> float | None:
-        """Seconds until more output becomes due, 0 if some is due now, None if none is scheduled."""
+        """Seconds until more output is due: 0 if some is due now, None if none is scheduled."""

@@ -1,0 +1,112 @@
+"""What a driver implements, per flavor, and the error it raises.
+
+A driver writes its protocol once, as *transaction functions*: plain blocking
+functions ``fn(io) -> result`` that write a command and read its reply on a
+pyserial-like ``io`` (or a VISA resource). Both flavors run the very same
+functions on the core's shared resource:
+
+* v2: ``self.port.transaction(fn, owner=self.id)`` in the instrument's thread;
+* v4: ``await self.port.atransaction(fn, owner=self.id)``, which runs ``fn`` on the
+  resource's worker thread under the same lock, so the event loop never blocks.
+
+So a flavor is a thin shell: it decides when to poll and how to package values
+(``Measurement`` objects for v2, Arrow batches for v4), nothing more.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import pyarrow as pa
+
+from .measurement import ChannelSpec, Measurement
+from .specs import InstrumentContext
+
+
+class DriverError(RuntimeError):
+    """An instrument refused or garbled a command.
+
+    Carries who (instrument id), what (the command sent) and the instrument's
+    own error code and message, so a log line alone tells a technician what
+    happened without a debugger.
+    """
+
+    def __init__(self, instrument_id: str, command: str, message: str,
+                 code: str | int | None = None) -> None:
+        self.instrument_id = instrument_id
+        self.command = command
+        self.code = code
+        self.message = message
+        where = f"{instrument_id}: {command!r}" if command else instrument_id
+        codepart = f" [code {code}]" if code is not None else ""
+        super().__init__(f"{where}{codepart}: {message}")
+
+
+def now_ns() -> int:
+    """Timestamp of a sample, in ns since the epoch (take it when the reply arrives)."""
+    return time.time_ns()
+
+
+class _Base:
+    def __init__(self, ctx: InstrumentContext) -> None:
+        self.ctx = ctx
+        self.id = ctx.instrument_id
+        self.config = ctx.config
+        self.channels: Sequence[ChannelSpec] = ctx.channels
+        self.port = ctx.port
+        self.visa = ctx.visa
+
+    def channel(self, name: str) -> ChannelSpec:
+        for c in self.channels:
+            if c.name == name:
+                return c
+        raise KeyError(f"{self.id} has no channel {name!r}")
+
+
+class V2Instrument(_Base, ABC):
+    """A v2 (direct) instrument: blocking methods, called from one thread.
+
+    The V2 runtime calls ``connect()`` once, then ``read()`` at the configured
+    rate, and runs commands (any public method, e.g. ``move_absolute``) queued
+    by scripts between two reads, in the same thread. ``close()`` at the end.
+    """
+
+    def connect(self) -> None:
+        """Check the instrument answers and set it up; raise DriverError if not."""
+
+    @abstractmethod
+    def read(self) -> list[Measurement]:
+        """One poll: the current samples of this instrument's channels."""
+
+    def close(self) -> None:
+        """Leave the instrument safe; the core closes the port itself."""
+
+
+class V4Actor(_Base, ABC):
+    """A v4 (actor) instrument: async methods, run one at a time from its mailbox.
+
+    The V4 runtime calls ``start()``, then ``read()`` on every poll tick and
+    any public async method a script asks for (control messages such as
+    ``stop`` jump the queue), and ``close()`` at the end. A method that raises
+    makes the supervisor restart the actor with backoff. (``stop`` is left free
+    for the Motion capability's "halt the axis".)
+    """
+
+    async def start(self) -> None:
+        """Check the instrument answers and set it up; raise DriverError if not."""
+
+    @abstractmethod
+    async def read(self) -> list[pa.RecordBatch]:
+        """One poll: one batch per channel that has new samples."""
+
+    async def close(self) -> None:
+        """Leave the instrument safe; the core closes the port itself."""
+
+
+def public_methods(obj: object) -> list[str]:
+    """Commands a script may send: public methods that are not lifecycle methods."""
+    lifecycle = {"connect", "read", "close", "start", "channel"}
+    return sorted(n for n in dir(obj) if not n.startswith("_") and n not in lifecycle
+                  and callable(getattr(obj, n, None)))

@@ -1,0 +1,215 @@
+"""Fan-out of data to subscribers, each with its own bounded queue and loss policy.
+
+Storage must never lose a sample, so a *lossless* subscriber applies
+backpressure: a producer whose item does not fit waits (bounded slices, an
+alarm raised while it waits) rather than dropping. A live view would rather
+show fresh data than old, so a *lossy* subscriber drops its oldest items and
+counts them; it never slows anyone down. One slow subscriber only affects
+producers if it is lossless, and then visibly.
+
+Producers may be threads (V2) or coroutines on the V4 loop; ``apublish`` keeps
+the event loop free while a lossless subscriber is full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class SubscriptionClosed(Exception):
+    """Reading from (or publishing to) a subscription that was closed."""
+
+
+@dataclass
+class SubscriberStats:
+    name: str
+    lossless: bool
+    capacity: int
+    depth: int
+    delivered: int
+    dropped: int
+    blocked_s: float
+    alarms: int
+    alarm_active: bool
+
+
+class Subscription(Generic[T]):
+    """One subscriber's bounded queue."""
+
+    def __init__(self, name: str, *, lossless: bool, capacity: int = 1000,
+                 on_alarm: Callable[[str, str], None] | None = None) -> None:
+        if capacity < 1:
+            raise ValueError("a subscription holds at least one item")
+        self.name = name
+        self.lossless = lossless
+        self.capacity = capacity
+        self._items: collections.deque[T] = collections.deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._on_alarm = on_alarm
+        self.delivered = 0
+        self.dropped = 0
+        self.blocked_s = 0.0
+        self.alarms = 0
+        self.alarm_active = False
+
+    # --- producer side ------------------------------------------------------------
+
+    def offer(self, item: T, timeout: float) -> bool:
+        """Queue ``item``; for a lossless subscriber wait up to ``timeout`` for room.
+
+        Returns False only when a lossless subscriber stayed full for the whole
+        timeout (the caller decides whether to wait again or give up loudly).
+        """
+        with self._cond:
+            if self._closed:
+                raise SubscriptionClosed(f"subscriber {self.name!r} is closed")
+            if len(self._items) >= self.capacity:
+                if not self.lossless:
+                    self._items.popleft()
+                    self.dropped += 1
+                else:
+                    start = time.monotonic()
+                    self._raise_alarm()
+                    deadline = start + timeout
+                    while len(self._items) >= self.capacity and not self._closed:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            self.blocked_s += time.monotonic() - start
+                            return False
+                        self._cond.wait(left)
+                    self.blocked_s += time.monotonic() - start
+                    if self._closed:
+                        raise SubscriptionClosed(f"subscriber {self.name!r} is closed")
+            self._items.append(item)
+            self._cond.notify_all()
+            return True
+
+    def _raise_alarm(self) -> None:
+        if not self.alarm_active:
+            self.alarm_active = True
+            self.alarms += 1
+            if self._on_alarm:
+                self._on_alarm(self.name, f"subscriber {self.name!r} is full ({self.capacity} "
+                                          "items): producers are being slowed down")
+
+    # --- consumer side ------------------------------------------------------------
+
+    def get_many(self, timeout: float, max_items: int = 10_000) -> list[T]:
+        """Up to ``max_items`` queued items, waiting up to ``timeout`` for the first."""
+        with self._cond:
+            if not self._items and not self._closed:
+                self._cond.wait(timeout)
+            n = min(len(self._items), max_items)
+            out = [self._items.popleft() for _ in range(n)]
+            if out:
+                self.delivered += n
+                if self.alarm_active and len(self._items) < self.capacity // 2:
+                    self.alarm_active = False
+                self._cond.notify_all()
+            elif self._closed:
+                raise SubscriptionClosed(f"subscriber {self.name!r} is closed")
+            return out
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def depth(self) -> int:
+        return len(self._items)
+
+    def stats(self) -> SubscriberStats:
+        with self._cond:
+            return SubscriberStats(self.name, self.lossless, self.capacity, len(self._items),
+                                   self.delivered, self.dropped, self.blocked_s, self.alarms,
+                                   self.alarm_active)
+
+
+class Broadcast(Generic[T]):
+    """Publishes every item to every subscription.
+
+    ``DataDistributor`` (V2 measurements) and ``DataPublisher`` (V4 batches) are
+    both this class; the name says who produces.
+    """
+
+    def __init__(self, name: str, *, stop: threading.Event | None = None,
+                 on_alarm: Callable[[str, str], None] | None = None) -> None:
+        self.name = name
+        self._subs: list[Subscription[T]] = []
+        self._lock = threading.Lock()
+        self._stop = stop or threading.Event()
+        self._on_alarm = on_alarm
+        self.published = 0
+
+    def subscribe(self, name: str, *, lossless: bool, capacity: int = 1000) -> Subscription[T]:
+        sub: Subscription[T] = Subscription(name, lossless=lossless, capacity=capacity,
+                                            on_alarm=self._on_alarm)
+        self.attach(sub)
+        return sub
+
+    def attach(self, sub: Subscription[T]) -> None:
+        """Add an existing subscription (one consumer may listen to several broadcasts)."""
+        with self._lock:
+            self._subs = [*self._subs, sub]
+
+    def detach(self, sub: Subscription[T]) -> None:
+        with self._lock:
+            self._subs = [s for s in self._subs if s is not sub]
+
+    def publish(self, item: T, slice_s: float = 0.25) -> None:
+        """Deliver to every open subscriber; wait (in slices) while a lossless one is full.
+
+        The wait ends when the broadcast is stopped: at shutdown an item that
+        cannot be delivered raises instead of blocking the shutdown forever.
+        """
+        for sub in self._subs:
+            while True:
+                try:
+                    if sub.offer(item, slice_s):
+                        break
+                except SubscriptionClosed:
+                    break
+                if self._stop.is_set():
+                    raise SubscriptionClosed(
+                        f"{self.name}: shutting down while subscriber {sub.name!r} was full; "
+                        "item not delivered")
+        self.published += 1
+
+    async def apublish(self, item: T) -> None:
+        """``publish`` from a coroutine: fast when there is room, off-loop when there is not."""
+        for sub in self._subs:
+            try:
+                if sub.offer(item, 0.0):
+                    continue
+            except SubscriptionClosed:
+                continue
+            while True:
+                try:
+                    if await asyncio.to_thread(sub.offer, item, 0.25):
+                        break
+                except SubscriptionClosed:
+                    break
+                if self._stop.is_set():
+                    raise SubscriptionClosed(
+                        f"{self.name}: shutting down while subscriber {sub.name!r} was full")
+        self.published += 1
+
+    def subscriptions(self) -> list[Subscription[T]]:
+        return list(self._subs)
+
+
+def stats_dict(sub: Subscription[Any]) -> dict[str, Any]:
+    return vars(sub.stats())

@@ -1,0 +1,146 @@
+"""Resource budget: what each subsystem costs, sampled while a run goes on.
+
+A lab running for days needs to see a leak or a saturating core before it
+loses data, so a sampler thread records, per subsystem (V2 threads, the V4
+loop, the bridge, storage, shared-resource workers), CPU share, plus process
+memory, queue depths, rates, drops, restarts and reconnects. A configured
+budget turns an excess into an alarm. The history is saved with the session.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+
+
+@dataclass(frozen=True)
+class Budget:
+    max_cpu_percent: float | None = None       # per subsystem, of one core
+    max_rss_mb: float | None = None
+    max_queue_depth: int | None = None         # any subscriber queue
+    max_mailbox_depth: int | None = None       # any v4 mailbox
+    interval_s: float = 1.0
+
+    @classmethod
+    def from_config(cls, d: Mapping[str, Any]) -> Budget:
+        return cls(**{k: d[k] for k in ("max_cpu_percent", "max_rss_mb", "max_queue_depth",
+                                         "max_mailbox_depth", "interval_s") if k in d})
+
+
+BUDGET_SCHEMA: dict[str, Any] = {
+    "type": "object", "additionalProperties": False,
+    "description": "limits that raise an alarm when exceeded",
+    "properties": {
+        "max_cpu_percent": {"type": "number", "exclusiveMinimum": 0,
+                            "description": "alarm when a subsystem uses more of one core"},
+        "max_rss_mb": {"type": "number", "exclusiveMinimum": 0},
+        "max_queue_depth": {"type": "integer", "minimum": 1},
+        "max_mailbox_depth": {"type": "integer", "minimum": 1},
+        "interval_s": {"type": "number", "exclusiveMinimum": 0, "default": 1.0,
+                       "description": "sampling period"},
+    },
+}
+
+
+def subsystem_of(thread_name: str) -> str:
+    for prefix, name in (("daqhub-v2", "v2"), ("daqhub-v4", "v4"), ("daqhub-bridge", "bridge"),
+                         ("daqhub-storage", "storage"), ("daqhub-gate", "resources"),
+                         ("daqhub-serial", "resources"), ("daqhub-visa", "resources")):
+        if thread_name.startswith(prefix):
+            return name
+    return "other"
+
+
+class BudgetMonitor:
+    """Samples every ``budget.interval_s``; ``probe()`` supplies queue/instrument figures."""
+
+    def __init__(self, probe: Callable[[], dict[str, Any]], budget: Budget | None = None,
+                 on_alarm: Callable[[str, str], None] | None = None,
+                 history: int = 3600) -> None:
+        self.probe = probe
+        self.budget = budget or Budget()
+        self.on_alarm = on_alarm or (lambda what, msg: None)
+        self.samples: deque[dict[str, Any]] = deque(maxlen=history)
+        self.alarms: list[dict[str, Any]] = []
+        self._proc = psutil.Process()
+        self._last_cpu: dict[int, float] = {}
+        self._last_t = time.monotonic()
+        self._stop = threading.Event()
+        self._active: set[str] = set()
+        self.thread = threading.Thread(target=self._main, name="daqhub-budget", daemon=True)
+
+    def start(self) -> None:
+        self.sample()
+        self.thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout)
+
+    def _main(self) -> None:
+        while not self._stop.wait(self.budget.interval_s):
+            self.sample()
+
+    def latest(self) -> dict[str, Any]:
+        return self.samples[-1] if self.samples else {}
+
+    def sample(self) -> dict[str, Any]:
+        now = time.monotonic()
+        dt = max(now - self._last_t, 1e-6)
+        first = not self._last_cpu
+        self._last_t = now
+        names = {t.native_id: t.name for t in threading.enumerate() if t.native_id}
+        cpu: dict[str, float] = {}
+        try:
+            threads = self._proc.threads()
+            rss = self._proc.memory_info().rss / 2**20
+        except psutil.Error:
+            threads, rss = [], 0.0
+        seen: dict[int, float] = {}
+        for th in threads:
+            total = th.user_time + th.system_time
+            seen[th.id] = total
+            if first:
+                continue
+            delta = total - self._last_cpu.get(th.id, 0.0)
+            sub = subsystem_of(names.get(th.id, ""))
+            cpu[sub] = cpu.get(sub, 0.0) + max(delta, 0.0) / dt * 100
+        self._last_cpu = seen
+        s = {"time": time.time(), "cpu_percent": {k: round(v, 1) for k, v in cpu.items()},
+             "rss_mb": round(rss, 1), **self.probe()}
+        self.samples.append(s)
+        self._check(s)
+        return s
+
+    def _check(self, s: dict[str, Any]) -> None:
+        b = self.budget
+        found: dict[str, str] = {}
+        if b.max_cpu_percent is not None:
+            for sub, pct in s["cpu_percent"].items():
+                if sub != "other" and pct > b.max_cpu_percent:
+                    found[f"cpu:{sub}"] = (f"subsystem {sub} uses {pct:.0f}% CPU "
+                                           f"(budget {b.max_cpu_percent:g}%)")
+        if b.max_rss_mb is not None and s["rss_mb"] > b.max_rss_mb:
+            found["rss"] = f"memory {s['rss_mb']:.0f} MB (budget {b.max_rss_mb:g} MB)"
+        if b.max_queue_depth is not None:
+            for name, q in s.get("queues", {}).items():
+                if q.get("depth", 0) > b.max_queue_depth:
+                    found[f"queue:{name}"] = (f"queue {name} holds {q['depth']} items "
+                                              f"(budget {b.max_queue_depth})")
+        if b.max_mailbox_depth is not None:
+            for iid, depth in s.get("mailboxes", {}).items():
+                if depth > b.max_mailbox_depth:
+                    found[f"mailbox:{iid}"] = (f"mailbox of {iid} holds {depth} messages "
+                                               f"(budget {b.max_mailbox_depth})")
+        for key, msg in found.items():
+            if key not in self._active:  # raise once per excess, not once per sample
+                self.alarms.append({"time": s["time"], "what": key, "message": msg})
+                self.on_alarm(key, msg)
+        self._active = set(found)

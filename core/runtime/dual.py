@@ -1,0 +1,351 @@
+"""DualRuntimeManager: both flavors on the shared managers, health, phased shutdown.
+
+Start order: shared managers -> unified-stream consumers -> bridge -> V4 -> V2,
+so nothing produced is ever published to nobody. Shutdown runs in phases, each
+bounded, and the whole bounded by ``shutdown_timeout``:
+
+1. signal both runtimes to stop;
+2. wait for the V4 actors (5 s by default), then for the V2 threads (5 s);
+3. force what did not stop: cancel actor tasks, close the hardware under
+   hung V2 threads (their blocking I/O then fails and the thread usually ends);
+4. release shared resources: close every serial port and VISA session;
+5. drain the bridge, then flush and close every consumer (storage).
+
+It ends with a report: what stopped cleanly, what was forced, what leaked
+(threads still alive), which resources would not close, and counts per
+instrument and channel. A second ``shutdown()`` returns the same report.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import pyarrow as pa
+
+from ..config import InstrumentConfig, LabConfig
+from ..host import PluginHost
+from ..measurement import ChannelSpec, Measurement
+from ..resources import PortEvent, SerialPortManager, VisaSessionManager
+from ..specs import InstrumentContext, InstrumentType
+from .bridge import MeasurementBridge
+from .broadcast import Broadcast, Subscription, SubscriptionClosed
+from .budget import Budget, BudgetMonitor
+from .v2 import V2Runtime
+from .v4 import RestartPolicy, V4Runtime
+
+log = logging.getLogger("daqhub.runtime")
+
+
+class Sink(Protocol):
+    """A lossless consumer of the unified stream (a storage session)."""
+
+    def write(self, batch: pa.RecordBatch) -> None: ...
+    def flush(self) -> None: ...
+    def close(self) -> Any: ...
+
+
+@dataclass
+class PhaseTimeouts:
+    v4_s: float = 5.0
+    v2_s: float = 5.0
+    total_s: float = 15.0
+
+
+@dataclass
+class ShutdownReport:
+    clean: list[str] = field(default_factory=list)
+    forced: list[str] = field(default_factory=list)
+    leaked: list[str] = field(default_factory=list)
+    unclosed_resources: list[str] = field(default_factory=list)
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    sink_results: dict[str, Any] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    duration_s: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items()}
+
+    @property
+    def ok(self) -> bool:
+        return not (self.forced or self.leaked or self.unclosed_resources or self.errors)
+
+
+class SinkThread:
+    """Feeds one lossless unified-stream subscription into a sink on its own thread."""
+
+    def __init__(self, name: str, sink: Sink, sub: Subscription[pa.RecordBatch],
+                 on_error: Callable[[str, str], None]) -> None:
+        self.name = name
+        self.sink = sink
+        self.sub = sub
+        self.on_error = on_error
+        self.written = 0
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._main, name=f"daqhub-storage:{name}",
+                                       daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _main(self) -> None:
+        while True:
+            try:
+                batches = self.sub.get_many(0.2)
+            except SubscriptionClosed:
+                return
+            for b in batches:
+                try:
+                    self.sink.write(b)
+                    self.written += b.num_rows
+                except Exception as exc:  # a storage fault is reported, the run goes on
+                    self.on_error(self.name, f"write failed: {exc}")
+            if self._stop.is_set() and self.sub.depth() == 0:
+                return
+
+    def stop(self, timeout: float) -> bool:
+        self._stop.set()
+        self.thread.join(timeout)
+        return not self.thread.is_alive()
+
+
+class DualRuntimeManager:
+    def __init__(self, lab: LabConfig, host: PluginHost, *,
+                 sinks: Mapping[str, Sink] | None = None,
+                 phases: PhaseTimeouts | None = None,
+                 restart_policy: RestartPolicy | None = None,
+                 budget: Budget | None = None,
+                 serial: SerialPortManager | None = None,
+                 visa: VisaSessionManager | None = None,
+                 session_id: str = "", sink_capacity: int = 1000) -> None:
+        self.lab = lab
+        self.host = host
+        self.session_id = session_id
+        self.phases = phases or PhaseTimeouts(total_s=lab.shutdown_timeout)
+        self.stop_event = threading.Event()
+        self.alarms: list[dict[str, Any]] = []
+        self.serial = serial or SerialPortManager(host.serial_url_packages(),
+                                                  default_timeout=lab.lock_timeout)
+        self.visa = visa or VisaSessionManager(lab.visa_lock_scope,  # type: ignore[arg-type]
+                                               default_timeout=lab.lock_timeout)
+        self.serial.add_listener(self._port_event)
+        self.distributor: Broadcast[list[Measurement]] = Broadcast(
+            "v2", stop=self.stop_event, on_alarm=self._alarm)
+        self.publisher: Broadcast[pa.RecordBatch] = Broadcast(
+            "v4", stop=self.stop_event, on_alarm=self._alarm)
+        self.v2 = V2Runtime(self.distributor, self._instrument_event)
+        self.v4 = V4Runtime(self.publisher, self._instrument_event, restart_policy)
+        self.channels: dict[tuple[str, str], ChannelSpec] = {}
+        self.types: dict[str, InstrumentType] = {}
+        self.instrument_ports: dict[str, str] = {}
+        self.bridge: MeasurementBridge | None = None
+        self.sink_threads: list[SinkThread] = []
+        self._sinks = dict(sinks or {})
+        self.sink_capacity = sink_capacity
+        self.budget = BudgetMonitor(self._probe, budget, on_alarm=self._alarm)
+        self._report: ShutdownReport | None = None
+        self._shutdown_lock = threading.Lock()
+        self.started = False
+
+    # --- events -----------------------------------------------------------------------
+
+    def _alarm(self, what: str, message: str) -> None:
+        self.alarms.append({"time": time.time(), "what": what, "message": message})
+        log.warning("alarm: %s", message)
+
+    def _instrument_event(self, instrument_id: str, event: str, detail: str) -> None:
+        log.info("%s: %s %s", instrument_id, event, detail)
+        self.host.notify("daqhub_instrument_event", instrument_id=instrument_id, event=event,
+                         detail=detail)
+
+    def _port_event(self, ev: PortEvent) -> None:
+        self.host.notify("daqhub_resource_event", resource=ev.port, event=ev.kind,
+                         detail=ev.detail)
+        for iid, port in self.instrument_ports.items():
+            if port == ev.port:
+                self._instrument_event(iid, ev.kind, f"port {ev.port}: {ev.detail}")
+                h = self.health_of(iid)
+                if h is not None and ev.kind == "reconnected":
+                    h.reconnects += 1
+
+    # --- building ---------------------------------------------------------------------
+
+    def _context(self, inst: InstrumentConfig, itype: InstrumentType) -> InstrumentContext:
+        channels = itype.channels_for(inst.block)
+        for c in channels:
+            self.channels[(inst.id, c.name)] = c
+        ctx = InstrumentContext(inst.id, itype.name, inst.block, channels)
+        if itype.transport == "serial":
+            settings = dict(itype.serial_settings)
+            if "baudrate" in inst.block:
+                settings["baudrate"] = inst.block["baudrate"]
+            ctx.port = self.serial.port(inst.block["port"], **settings)
+            self.instrument_ports[inst.id] = ctx.port.name
+        elif itype.transport == "visa":
+            ctx.visa = self.visa.resource(
+                inst.block["resource"], backend=inst.block.get("visa_backend", "@py"),
+                **{k: inst.block[k] for k in ("read_termination", "write_termination",
+                                              "timeout_ms") if k in inst.block})
+        return ctx
+
+    def start(self) -> None:
+        """Open resources and start everything; on failure, undo what was started."""
+        if self.started:
+            raise RuntimeError("this runtime was already started")
+        self.started = True
+        try:
+            for inst in self.lab.instruments():
+                if inst.block.get("enabled", True) is False:
+                    continue
+                itype = self.host.instrument_type(inst.type, inst.flavor)
+                if itype is None:
+                    raise LookupError(f"instrument {inst.id}: type {inst.type} ({inst.flavor}) "
+                                      "is not installed")
+                self.types[inst.id] = itype
+                ctx = self._context(inst, itype)
+                (self.v2 if inst.flavor == "v2" else self.v4).add(itype, ctx, inst.poll_hz)
+            self.bridge = MeasurementBridge(self.channels, self.distributor, self.publisher,
+                                            self.host.converter("v2", "arrow").convert,
+                                            on_error=lambda iid, msg: self._health_error(iid, msg),
+                                            on_alarm=self._alarm)
+            for name, sink in self._sinks.items():
+                sub = self.bridge.unified.subscribe(name, lossless=True,
+                                                    capacity=self.sink_capacity)
+                st = SinkThread(name, sink, sub, lambda n, m: self._alarm(f"sink:{n}", m))
+                self.sink_threads.append(st)
+                st.start()
+            self.bridge.start()
+            self.v4.start()
+            self.v2.start()
+            self.budget.start()
+        except BaseException:
+            self.shutdown()
+            raise
+
+    def _health_error(self, iid: str, msg: str) -> None:
+        h = self.health_of(iid)
+        if h is not None:
+            h.error(msg)
+
+    # --- using ------------------------------------------------------------------------
+
+    def subscribe(self, name: str, *, lossless: bool, capacity: int = 1000
+                  ) -> Subscription[pa.RecordBatch]:
+        """A consumer of the unified stream (a live view, a test)."""
+        if self.bridge is None:
+            raise RuntimeError("start() the runtime before subscribing")
+        return self.bridge.unified.subscribe(name, lossless=lossless, capacity=capacity)
+
+    def call(self, instrument_id: str, method: str, *args: Any, timeout: float = 30.0,
+             **kwargs: Any) -> Any:
+        """Run a command on an instrument of either flavor and wait for its result."""
+        if instrument_id in self.v2.workers:
+            return self.v2.call(instrument_id, method, *args, timeout=timeout, **kwargs)
+        if instrument_id in self.v4.runners:
+            return self.v4.ask(instrument_id, method, *args, timeout=timeout, **kwargs)
+        raise KeyError(f"no running instrument {instrument_id!r}")
+
+    def health_of(self, instrument_id: str) -> Any:
+        if instrument_id in self.v2.workers:
+            return self.v2.workers[instrument_id].health
+        if instrument_id in self.v4.runners:
+            return self.v4.runners[instrument_id].health
+        return None
+
+    def health(self) -> dict[str, Any]:
+        instruments = [w.health.snapshot() for w in self.v2.workers.values()]
+        instruments += [r.health.snapshot() for r in self.v4.runners.values()]
+        return {"instruments": instruments, **self._probe(),
+                "budget": self.budget.latest(), "alarms": list(self.alarms)}
+
+    def _probe(self) -> dict[str, Any]:
+        queues: dict[str, Any] = {}
+        if self.bridge is not None:
+            queues["bridge"] = vars(self.bridge.inbound.stats())
+            for sub in self.bridge.unified.subscriptions():
+                queues[sub.name] = vars(sub.stats())
+        mailboxes = {r.id: r.mailbox.depth() for r in self.v4.runners.values() if r.mailbox}
+        resources = {p.name: p.stats() for p in self.serial.ports()}
+        resources.update({r.label: r.stats() for r in self.visa.resources()})
+        return {"queues": queues, "mailboxes": mailboxes, "resources": resources,
+                "bridge": self.bridge.stats() if self.bridge else {},
+                "restarts": sum(r.health.restarts for r in self.v4.runners.values()),
+                "reconnects": sum(w.health.reconnects for w in self.v2.workers.values())
+                + sum(r.health.reconnects for r in self.v4.runners.values())}
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        if self.bridge is not None:
+            for source in ("v2", "v4"):
+                for (iid, ch), n in self.bridge.counts[source].items():
+                    out.setdefault(iid, {})[ch] = n
+        return out
+
+    # --- stopping ---------------------------------------------------------------------
+
+    def shutdown(self) -> ShutdownReport:
+        with self._shutdown_lock:
+            if self._report is not None:
+                return self._report
+            self._report = self._shutdown()
+            return self._report
+
+    def _shutdown(self) -> ShutdownReport:
+        t0 = time.monotonic()
+        deadline = t0 + self.phases.total_s
+        report = ShutdownReport()
+
+        def left(cap: float) -> float:
+            return max(0.0, min(cap, deadline - time.monotonic()))
+
+        # 1. signal both
+        self.v4.signal_stop()
+        self.v2.signal_stop()
+        # 2. wait V4, then V2
+        v4_stuck = self.v4.wait(left(self.phases.v4_s))
+        v2_stuck = self.v2.wait(left(self.phases.v2_s))
+        # 3. force: unblock producers waiting on full queues, cancel actors, close hardware
+        self.stop_event.set()
+        if v4_stuck:
+            still = self.v4.force(v4_stuck, left(2.0))
+            report.forced += [f"{i} (v4 actor, busy in {self.v4.runners[i].busy_in or '?'})"
+                              for i in v4_stuck]
+            report.leaked += [f"v4 actor {i}" for i in still]
+        if v2_stuck:
+            report.forced += [f"{i} (v2 thread, busy in {self.v2.workers[i].busy_in or '?'})"
+                              for i in v2_stuck]
+        report.clean = [i for i in [*self.v4.runners, *self.v2.workers]
+                        if i not in v4_stuck and i not in v2_stuck]
+        # 4. release shared resources (this also wakes V2 threads hung in I/O)
+        report.unclosed_resources += self.serial.close_all(left(3.0))
+        report.unclosed_resources += self.visa.close_all(left(3.0))
+        if v2_stuck:
+            self.v2.wait(left(1.0))
+            report.leaked += [f"v2 thread {w.id} (in {w.busy_in or '?'})"
+                              for w in self.v2.workers.values() if w.thread.is_alive()]
+        if not self.v4.close(left(2.0)):
+            report.leaked.append("v4 event loop thread")
+        # 5. drain the bridge, then flush and close consumers
+        if self.bridge is not None:
+            if self.bridge.thread.is_alive() and not self.bridge.stop(left(3.0)):
+                report.leaked.append("bridge thread")
+            self.bridge.close()
+        for st in self.sink_threads:
+            if not st.stop(left(5.0)):
+                report.leaked.append(f"storage thread {st.name}")
+                report.errors.append(f"{st.name}: {st.sub.depth()} batch(es) not written: the "
+                                     "shutdown budget ran out while storage was behind")
+            st.sub.close()
+        for name, sink in self._sinks.items():
+            try:
+                report.sink_results[name] = sink.close()
+            except Exception as exc:
+                report.errors.append(f"closing {name} failed: {exc}")
+        self.budget.stop(left(1.0))
+        report.counts = self.counts()
+        report.duration_s = round(time.monotonic() - t0, 3)
+        return report

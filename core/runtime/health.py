@@ -1,0 +1,75 @@
+"""Per-instrument health, shared by both runtimes and shown by the live view."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+#: (instrument_id, event, detail) -> None; events: disconnected, reconnected, restarted, failed
+EventSink = Callable[[str, str, str], None]
+
+
+@dataclass
+class InstrumentHealth:
+    id: str
+    type: str
+    flavor: str
+    state: str = "starting"
+    measurements: int = 0
+    errors: int = 0
+    restarts: int = 0
+    reconnects: int = 0
+    last_error: str = ""
+    last_value: str = ""
+    last_timestamp_ns: int = 0
+    _recent: deque[float] = field(default_factory=lambda: deque(maxlen=64), repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def produced(self, n: int, last_value: str, timestamp_ns: int) -> None:
+        with self._lock:
+            self.measurements += n
+            self.last_value = last_value
+            self.last_timestamp_ns = timestamp_ns
+            self._recent.append(time.monotonic())
+
+    def error(self, message: str) -> None:
+        with self._lock:
+            self.errors += 1
+            self.last_error = message
+
+    def rate_hz(self) -> float:
+        """Polls per second over the last few polls (0 when stale for 5 s)."""
+        with self._lock:
+            if len(self._recent) < 2 or time.monotonic() - self._recent[-1] > 5:
+                return 0.0
+            span = self._recent[-1] - self._recent[0]
+            return (len(self._recent) - 1) / span if span > 0 else 0.0
+
+    def snapshot(self) -> dict[str, Any]:
+        rate = self.rate_hz()
+        with self._lock:
+            return {"id": self.id, "type": self.type, "flavor": self.flavor, "state": self.state,
+                    "measurements": self.measurements, "errors": self.errors,
+                    "restarts": self.restarts, "reconnects": self.reconnects,
+                    "last_error": self.last_error, "last_value": self.last_value,
+                    "last_timestamp_ns": self.last_timestamp_ns, "rate_hz": round(rate, 2)}
+
+
+def describe_value(data: Any) -> str:
+    """Short text of a sample for the live view."""
+    from ..measurement import Image, Scalar, Spectrum
+
+    if isinstance(data, Scalar):
+        v = data.value
+        text = f"{v:.6g}" if isinstance(v, float) or hasattr(v, "dtype") and v.dtype.kind == "f" \
+            else str(v)
+        return f"{text} {data.unit}".strip()
+    if isinstance(data, Spectrum):
+        return f"spectrum[{len(data.values)}] {data.unit}".strip()
+    if isinstance(data, Image):
+        return f"image{tuple(data.pixels.shape)} {data.unit}".strip()
+    return str(data)

@@ -1,0 +1,219 @@
+"""The V2 runtime: one thread per v2 instrument, polling at its rate.
+
+Each thread owns its instrument object outright (v2 drivers are plain blocking
+classes, not thread-safe), so commands from scripts are queued to that thread
+and run between two polls. Measurements go to the DataDistributor.
+
+A driver call that hangs cannot be killed in Python; at shutdown such a thread
+is *forced*: the runtime stops waiting for it, the core closes the hardware
+under it (which usually wakes it with an I/O error) and the report says so.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+from ..instrument import V2Instrument, public_methods
+from ..measurement import Measurement
+from ..specs import InstrumentContext, InstrumentType
+from .broadcast import Broadcast, SubscriptionClosed
+from .health import EventSink, InstrumentHealth, describe_value
+
+DataDistributor = Broadcast  # V2 producers publish lists of Measurements
+
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 10.0
+
+
+class CommandRejected(RuntimeError):
+    pass
+
+
+class V2Worker:
+    """The thread that runs one v2 instrument."""
+
+    def __init__(self, itype: InstrumentType, ctx: InstrumentContext, poll_hz: float,
+                 distributor: Broadcast[list[Measurement]], events: EventSink,
+                 max_commands: int = 100) -> None:
+        self.itype = itype
+        self.ctx = ctx
+        self.id = ctx.instrument_id
+        self.period = 1.0 / poll_hz
+        self.distributor = distributor
+        self.events = events
+        self.health = InstrumentHealth(self.id, itype.name, "v2")
+        self.commands: queue.Queue[tuple[str, tuple[Any, ...], dict[str, Any], Future[Any]]] = \
+            queue.Queue(maxsize=max_commands)
+        self.stop_event = threading.Event()
+        self.instrument: V2Instrument | None = None
+        self.thread = threading.Thread(target=self._main, name=f"daqhub-v2:{self.id}",
+                                       daemon=True)
+        self.busy_in = ""  # what the thread is doing now, for the shutdown report
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def submit(self, method: str, *args: Any, **kwargs: Any) -> Future[Any]:
+        """Queue a command (a public method of the driver) for the instrument's thread."""
+        fut: Future[Any] = Future()
+        if self.stop_event.is_set():
+            raise CommandRejected(f"{self.id} is shutting down; {method} not sent")
+        try:
+            self.commands.put_nowait((method, args, kwargs, fut))
+        except queue.Full:
+            raise CommandRejected(f"{self.id}: command queue full ({self.commands.maxsize}); "
+                                  f"{method} not sent") from None
+        return fut
+
+    # --- the thread -------------------------------------------------------------------
+
+    def _main(self) -> None:
+        retry = RETRY_FIRST_S
+        while not self.stop_event.is_set():
+            try:
+                self.busy_in = "connect"
+                inst = self.itype.factory(self.ctx)
+                if not isinstance(inst, V2Instrument):
+                    raise TypeError(f"factory of {self.itype.name} (v2) returned "
+                                    f"{type(inst).__name__}, not a V2Instrument")
+                self.instrument = inst
+                inst.connect()
+            except Exception as exc:
+                self._failed_attempt(f"connect failed: {exc}")
+                self.stop_event.wait(retry)
+                retry = min(retry * 2, RETRY_MAX_S)
+                continue
+            if self.health.state in ("reconnecting", "error"):
+                self.health.reconnects += 1
+                self.events(self.id, "reconnected", "")
+            self.health.state = "running"
+            retry = RETRY_FIRST_S
+            try:
+                self._loop(inst)
+            finally:
+                self.busy_in = "close"
+                try:
+                    inst.close()
+                except Exception as exc:  # closing a broken device must not hide why it broke
+                    self.health.error(f"close failed: {exc}")
+                self.busy_in = ""
+        self._reject_pending("shutting down")
+        self.health.state = "stopped"
+
+    def _failed_attempt(self, message: str) -> None:
+        self.health.error(message)
+        if self.health.state != "reconnecting":
+            self.health.state = "reconnecting"
+            self.events(self.id, "disconnected", message)
+
+    def _loop(self, inst: V2Instrument) -> None:
+        next_poll = time.monotonic()
+        consecutive_errors = 0
+        while not self.stop_event.is_set():
+            wait = next_poll - time.monotonic()
+            if wait > 0:
+                try:
+                    cmd = self.commands.get(timeout=min(wait, 0.5))
+                except queue.Empty:
+                    continue
+                self._run_command(inst, *cmd)
+                continue
+            next_poll += self.period
+            if next_poll < time.monotonic():  # fell behind: do not try to catch up in a burst
+                next_poll = time.monotonic() + self.period
+            try:
+                self.busy_in = "read"
+                batch = inst.read()
+                self.busy_in = ""
+            except Exception as exc:
+                self.busy_in = ""
+                consecutive_errors += 1
+                self.health.error(f"read failed: {exc}")
+                if consecutive_errors >= 3:
+                    self._failed_attempt(f"{consecutive_errors} reads failed in a row: {exc}")
+                    return  # close and reconnect through _main
+                self.health.state = "error"
+                continue
+            if consecutive_errors:
+                consecutive_errors = 0
+                self.health.state = "running"
+            if batch:
+                last = batch[-1]
+                self.health.produced(len(batch), describe_value(last.data), last.timestamp_ns)
+                try:
+                    self.distributor.publish(batch)
+                except SubscriptionClosed as exc:
+                    self.health.error(str(exc))
+                    return
+
+    def _run_command(self, inst: V2Instrument, method: str, args: tuple[Any, ...],
+                     kwargs: dict[str, Any], fut: Future[Any]) -> None:
+        if not fut.set_running_or_notify_cancel():
+            return
+        if method not in public_methods(inst):
+            fut.set_exception(CommandRejected(
+                f"{self.id} has no command {method!r}; it has: {', '.join(public_methods(inst))}"))
+            return
+        self.busy_in = method
+        try:
+            fut.set_result(getattr(inst, method)(*args, **kwargs))
+        except Exception as exc:
+            self.health.error(f"{method} failed: {exc}")
+            fut.set_exception(exc)
+        finally:
+            self.busy_in = ""
+
+    def _reject_pending(self, why: str) -> None:
+        while True:
+            try:
+                _, _, _, fut = self.commands.get_nowait()
+            except queue.Empty:
+                return
+            if fut.set_running_or_notify_cancel():
+                fut.set_exception(CommandRejected(f"{self.id}: {why}; command not run"))
+
+
+class V2Runtime:
+    """All v2 workers of a run."""
+
+    def __init__(self, distributor: Broadcast[list[Measurement]], events: EventSink) -> None:
+        self.distributor = distributor
+        self.events = events
+        self.workers: dict[str, V2Worker] = {}
+
+    def add(self, itype: InstrumentType, ctx: InstrumentContext, poll_hz: float) -> V2Worker:
+        w = V2Worker(itype, ctx, poll_hz, self.distributor, self.events)
+        self.workers[w.id] = w
+        return w
+
+    def start(self) -> None:
+        for w in self.workers.values():
+            w.start()
+
+    def signal_stop(self) -> None:
+        for w in self.workers.values():
+            w.stop_event.set()
+
+    def wait(self, timeout: float) -> list[str]:
+        """Join every worker within ``timeout`` in total; ids of those still running."""
+        deadline = time.monotonic() + timeout
+        for w in self.workers.values():
+            w.thread.join(max(0.0, deadline - time.monotonic()))
+        return [w.id for w in self.workers.values() if w.thread.is_alive()]
+
+    def call(self, instrument_id: str, method: str, *args: Any, timeout: float = 30.0,
+             **kwargs: Any) -> Any:
+        worker = self.workers[instrument_id]
+        fut = worker.submit(method, *args, **kwargs)
+        try:
+            return fut.result(timeout)
+        except FutureTimeout:
+            fut.cancel()
+            raise TimeoutError(f"{instrument_id}.{method}: no result within {timeout} s (its "
+                               f"thread is busy in {worker.busy_in or 'its poll loop'!r})"
+                               ) from None

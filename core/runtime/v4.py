@@ -1,0 +1,373 @@
+"""The V4 runtime: supervised asyncio actors on one event loop in its own thread.
+
+Each v4 instrument is an actor with a bounded mailbox. Its runner alternates
+between poll ticks and messages, one at a time, so an actor never runs two of
+its own methods at once. Control messages (``stop``, ``abort`` ...) sit in a
+separate lane served before routine ones, so a stop never waits behind a queue
+of position requests.
+
+Supervision: an actor whose method raises (or overruns its time) is closed and
+restarted with exponential backoff; after ``max_restarts`` restarts within
+``window_s`` it is marked failed and reported while the others keep running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from ..instrument import V4Actor, public_methods
+from ..measurement import Source
+from ..schema import with_source
+from ..specs import InstrumentContext, InstrumentType
+from .broadcast import Broadcast, SubscriptionClosed
+from .health import EventSink, InstrumentHealth
+
+DataPublisher = Broadcast  # V4 producers publish Arrow record batches
+
+CONTROL_METHODS = frozenset({"stop", "abort", "halt", "emergency_stop"})
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    max_restarts: int = 5
+    window_s: float = 60.0
+    backoff_first_s: float = 0.2
+    backoff_max_s: float = 5.0
+    start_timeout_s: float = 10.0
+    read_timeout_s: float = 10.0
+    call_timeout_s: float = 60.0
+
+
+class MailboxFull(RuntimeError):
+    pass
+
+
+class ActorFailed(RuntimeError):
+    pass
+
+
+@dataclass
+class _Message:
+    method: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    future: concurrent.futures.Future[Any] | None
+
+
+class Mailbox:
+    """Two lanes (control first), bounded, awaited by exactly one runner."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.control: collections.deque[_Message] = collections.deque()
+        self.normal: collections.deque[_Message] = collections.deque()
+        self.arrived = asyncio.Event()
+
+    def put(self, msg: _Message) -> None:
+        lane = self.control if msg.method in CONTROL_METHODS else self.normal
+        if lane is self.normal and len(self.normal) >= self.capacity:
+            raise MailboxFull(f"mailbox full ({self.capacity} messages); {msg.method} not sent")
+        lane.append(msg)
+        self.arrived.set()
+
+    def take(self) -> _Message | None:
+        if self.control:
+            return self.control.popleft()
+        if self.normal:
+            return self.normal.popleft()
+        self.arrived.clear()
+        return None
+
+    def depth(self) -> int:
+        return len(self.control) + len(self.normal)
+
+    def drain(self) -> list[_Message]:
+        out = [*self.control, *self.normal]
+        self.control.clear()
+        self.normal.clear()
+        return out
+
+
+class ActorRunner:
+    """Supervises one actor: start, poll, serve messages, restart, fail."""
+
+    def __init__(self, itype: InstrumentType, ctx: InstrumentContext, poll_hz: float,
+                 publisher: Broadcast[pa.RecordBatch], events: EventSink,
+                 policy: RestartPolicy, mailbox_capacity: int = 100) -> None:
+        self.itype = itype
+        self.ctx = ctx
+        self.id = ctx.instrument_id
+        self.period = 1.0 / poll_hz
+        self.publisher = publisher
+        self.events = events
+        self.policy = policy
+        self.health = InstrumentHealth(self.id, itype.name, "v4")
+        self.mailbox: Mailbox | None = None
+        self.mailbox_capacity = mailbox_capacity
+        self.task: asyncio.Task[None] | None = None
+        self.stopping = False
+        self.busy_in = ""
+        self._restart_times: collections.deque[float] = collections.deque()
+
+    async def run(self) -> None:
+        self.mailbox = Mailbox(self.mailbox_capacity)
+        backoff = self.policy.backoff_first_s
+        while not self.stopping:
+            actor: V4Actor | None = None
+            try:
+                actor = self.itype.factory(self.ctx)
+                if not isinstance(actor, V4Actor):
+                    raise TypeError(f"factory of {self.itype.name} (v4) returned "
+                                    f"{type(actor).__name__}, not a V4Actor")
+                self.busy_in = "start"
+                await asyncio.wait_for(actor.start(), self.policy.start_timeout_s)
+                self.health.state = "running"
+                backoff = self.policy.backoff_first_s
+                await self._serve(actor)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.health.error(f"{self.busy_in or 'actor'} failed: {exc!r}"
+                                  if isinstance(exc, TimeoutError) else
+                                  f"{self.busy_in or 'actor'} failed: {exc}")
+                if self.stopping:
+                    break
+                now = time.monotonic()
+                self._restart_times.append(now)
+                while self._restart_times and now - self._restart_times[0] > self.policy.window_s:
+                    self._restart_times.popleft()
+                if len(self._restart_times) > self.policy.max_restarts:
+                    self.health.state = "failed"
+                    self.events(self.id, "failed",
+                                f"{self.policy.max_restarts} restarts within "
+                                f"{self.policy.window_s:g} s; last error: {exc}")
+                    self._fail_messages(f"actor {self.id} failed: {exc}")
+                    return
+                self.health.state = "restarting"
+                self.health.restarts += 1
+                self.events(self.id, "restarted", f"after error: {exc}; retry in {backoff:.2f} s")
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.policy.backoff_max_s)
+            finally:
+                if actor is not None:
+                    self.busy_in = "close"
+                    try:
+                        await asyncio.wait_for(actor.close(), self.policy.start_timeout_s)
+                    except Exception as exc:  # a broken actor's close must not mask why
+                        self.health.error(f"close failed: {exc}")
+                    self.busy_in = ""
+        self._fail_messages(f"{self.id} is shutting down")
+        self.health.state = "stopped"
+
+    async def _serve(self, actor: V4Actor) -> None:
+        assert self.mailbox is not None
+        next_poll = time.monotonic()
+        while not self.stopping:
+            msg = self.mailbox.take()
+            if msg is not None:
+                await self._handle(actor, msg)
+                continue
+            wait = next_poll - time.monotonic()
+            if wait > 0:
+                try:
+                    await asyncio.wait_for(self.mailbox.arrived.wait(), wait)
+                except TimeoutError:
+                    pass
+                continue
+            next_poll += self.period
+            if next_poll < time.monotonic():
+                next_poll = time.monotonic() + self.period
+            self.busy_in = "read"
+            batches = await asyncio.wait_for(actor.read(), self.policy.read_timeout_s)
+            self.busy_in = ""
+            for b in batches:
+                if b.num_rows == 0:
+                    continue
+                ts = b.column("timestamp_ns")
+                last = b.column("value")[b.num_rows - 1]
+                self.health.produced(b.num_rows, _short(last), ts[b.num_rows - 1].as_py())
+                try:
+                    await self.publisher.apublish(with_source(b, Source.V4))
+                except SubscriptionClosed as exc:
+                    self.health.error(str(exc))
+                    return
+
+    async def _handle(self, actor: V4Actor, msg: _Message) -> None:
+        fut = msg.future
+        if fut is not None and not fut.set_running_or_notify_cancel():
+            return
+        if msg.method not in public_methods(actor):
+            err = LookupError(f"{self.id} has no command {msg.method!r}; it has: "
+                              f"{', '.join(public_methods(actor))}")
+            if fut:
+                fut.set_exception(err)
+            return
+        self.busy_in = msg.method
+        try:
+            result = getattr(actor, msg.method)(*msg.args, **msg.kwargs)
+            if asyncio.iscoroutine(result):
+                result = await asyncio.wait_for(result, self.policy.call_timeout_s)
+        except Exception as exc:
+            self.health.error(f"{msg.method} failed: {exc}")
+            if fut:
+                fut.set_exception(exc)
+            return  # a failed command is the caller's to handle, not a reason to restart
+        finally:
+            self.busy_in = ""
+        if fut:
+            fut.set_result(result)
+
+    def _fail_messages(self, why: str) -> None:
+        if self.mailbox is None:
+            return
+        for msg in self.mailbox.drain():
+            if msg.future and msg.future.set_running_or_notify_cancel():
+                msg.future.set_exception(ActorFailed(f"{why}; {msg.method} not run"))
+
+
+def _short(value: pa.Scalar) -> str:
+    v = value.as_py()
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    if isinstance(v, list):
+        return f"[{len(v)} values]"
+    return str(v)
+
+
+class V4Runtime:
+    """The event loop thread and every actor runner on it."""
+
+    def __init__(self, publisher: Broadcast[pa.RecordBatch], events: EventSink,
+                 policy: RestartPolicy | None = None) -> None:
+        self.publisher = publisher
+        self.events = events
+        self.policy = policy or RestartPolicy()
+        self.runners: dict[str, ActorRunner] = {}
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._main, name="daqhub-v4-loop", daemon=True)
+        self._started = threading.Event()
+
+    def add(self, itype: InstrumentType, ctx: InstrumentContext, poll_hz: float) -> ActorRunner:
+        r = ActorRunner(itype, ctx, poll_hz, self.publisher, self.events, self.policy)
+        self.runners[r.id] = r
+        return r
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self._started.set()
+        try:
+            self.loop.run_forever()
+        finally:
+            self.loop.close()
+
+    def start(self, timeout: float = 5.0) -> None:
+        self.thread.start()
+        if not self._started.wait(timeout):
+            raise TimeoutError(f"the V4 event loop thread did not start within {timeout} s")
+        for r in self.runners.values():
+            self.loop.call_soon_threadsafe(self._spawn, r)
+
+    def _spawn(self, r: ActorRunner) -> None:
+        r.task = self.loop.create_task(r.run(), name=f"daqhub-v4:{r.id}")
+
+    def tell(self, instrument_id: str, method: str, *args: Any, **kwargs: Any) -> None:
+        """Send without waiting for the result (errors are counted in health)."""
+        self._post(instrument_id, _Message(method, args, kwargs, None))
+
+    def ask_future(self, instrument_id: str, method: str, *args: Any,
+                   **kwargs: Any) -> concurrent.futures.Future[Any]:
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._post(instrument_id, _Message(method, args, kwargs, fut))
+        return fut
+
+    def ask(self, instrument_id: str, method: str, *args: Any, timeout: float = 30.0,
+            **kwargs: Any) -> Any:
+        """Call an actor method from any thread and wait for its result."""
+        fut = self.ask_future(instrument_id, method, *args, **kwargs)
+        try:
+            return fut.result(timeout)
+        except concurrent.futures.TimeoutError:
+            fut.cancel()
+            busy = self.runners[instrument_id].busy_in
+            raise TimeoutError(f"{instrument_id}.{method}: no result within {timeout} s (the "
+                               f"actor is busy in {busy or 'its poll loop'!r})") from None
+
+    def _post(self, instrument_id: str, msg: _Message) -> None:
+        runner = self.runners[instrument_id]
+        if runner.stopping or runner.health.state in ("failed", "stopped"):
+            state = "shutting down" if runner.stopping else runner.health.state
+            raise ActorFailed(f"{instrument_id} is {state}; {msg.method} not sent")
+        done = concurrent.futures.Future[None]()
+
+        def post() -> None:
+            try:
+                if runner.mailbox is None:
+                    raise ActorFailed(f"{instrument_id} has not started yet")
+                runner.mailbox.put(msg)
+                done.set_result(None)
+            except Exception as exc:
+                done.set_exception(exc)
+
+        if threading.current_thread() is self.thread:
+            post()
+        else:
+            self.loop.call_soon_threadsafe(post)
+        done.result(5.0)
+
+    def signal_stop(self) -> None:
+        def stop_all() -> None:
+            for r in self.runners.values():
+                r.stopping = True
+                if r.mailbox:
+                    r.mailbox.arrived.set()
+        if self.loop.is_running():
+            self.loop.call_soon_threadsafe(stop_all)
+
+    def wait(self, timeout: float) -> list[str]:
+        """Wait for every actor to finish; ids of those still running after ``timeout``."""
+        if not self.loop.is_running():
+            return []
+        tasks = [r.task for r in self.runners.values() if r.task]
+
+        async def gather() -> None:
+            if tasks:
+                await asyncio.wait(tasks, timeout=timeout)
+        try:
+            asyncio.run_coroutine_threadsafe(gather(), self.loop).result(timeout + 1.0)
+        except (concurrent.futures.TimeoutError, RuntimeError):
+            pass
+        return [r.id for r in self.runners.values() if r.task and not r.task.done()]
+
+    def force(self, ids: list[str], timeout: float = 2.0) -> list[str]:
+        """Cancel the named actors' tasks; ids still not finished after ``timeout``."""
+        if not self.loop.is_running():
+            return []
+
+        async def cancel() -> list[str]:
+            tasks = [self.runners[i].task for i in ids if self.runners[i].task]
+            for t in tasks:
+                assert t is not None
+                t.cancel()
+            if tasks:
+                await asyncio.wait(tasks, timeout=timeout)  # type: ignore[arg-type]
+            return [i for i in ids if not (self.runners[i].task and self.runners[i].task.done())]
+        try:
+            return asyncio.run_coroutine_threadsafe(cancel(), self.loop).result(timeout + 1.0)
+        except concurrent.futures.TimeoutError:
+            return ids
+
+    def close(self, timeout: float = 2.0) -> bool:
+        """Stop the loop and join its thread; False if it did not end in time."""
+        if self.loop.is_running():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        if self.thread.is_alive():
+            self.thread.join(timeout)
+        return not self.thread.is_alive()

@@ -1,0 +1,155 @@
+"""Both runtimes at once: exactly-once delivery, supervision, forced shutdown, backpressure."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+import pytest
+from conftest import PRODUCED, make_lab, wait_for
+
+from daqhub.plugins.converters import batch_to_rows
+from daqhub.runtime.dual import DualRuntimeManager, PhaseTimeouts
+from daqhub.runtime.v4 import RestartPolicy
+
+FAST = RestartPolicy(max_restarts=3, window_s=30, backoff_first_s=0.01, backoff_max_s=0.05)
+
+
+class Recorder:
+    """A lossless sink that records every unified row."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.rows: list = []
+        self.delay = delay
+        self.closed = False
+
+    def write(self, batch) -> None:
+        if self.delay:
+            time.sleep(self.delay)  # a slow disk
+        self.rows.extend(batch_to_rows(batch))
+
+    def flush(self) -> None:
+        pass
+
+    def close(self):
+        self.closed = True
+        return len(self.rows)
+
+
+@pytest.mark.timeout(30)
+def test_every_measurement_reaches_storage_exactly_once_in_order(host, tmp_path) -> None:
+    lab = make_lab(host, tmp_path, v2=[("a", "test.counter"), ("b", "test.counter")],
+                   v4=[("c", "test.counter"), ("d", "test.slow")], poll_hz=200)
+    rec = Recorder()
+    rt = DualRuntimeManager(lab, host, sinks={"storage": rec}, restart_policy=FAST)
+    rt.start()
+    wait_for(lambda: all(PRODUCED.get(i, 0) >= 100 for i in "abcd"), what="100 polls each")
+    assert rt.call("a", "add", 2, 3) == 5       # a v2 command between polls
+    assert rt.call("c", "add", 4, 5) == 9       # a v4 ask through the mailbox
+    report = rt.shutdown()
+    assert rec.closed and report.ok, report
+    counts = Counter((r.instrument_id, r.channel) for r in rec.rows)
+    for iid in "abcd":
+        for ch in ("count", "x"):
+            assert counts[(iid, ch)] == PRODUCED[iid], (iid, ch)   # none lost, none doubled
+        seq = [int(r.data.value) for r in rec.rows if r.instrument_id == iid and
+               r.channel == "count"]
+        assert seq == list(range(1, PRODUCED[iid] + 1))             # in order
+    assert {r.source.value for r in rec.rows if r.instrument_id in "ab"} == {"v2"}
+    assert {r.source.value for r in rec.rows if r.instrument_id in "cd"} == {"v4"}
+    assert report.counts["a"]["count"] == PRODUCED["a"]
+    assert rt.shutdown() is report  # a second shutdown is harmless
+
+
+@pytest.mark.timeout(30)
+def test_crashing_actor_restarts_then_fails_while_others_produce(host, tmp_path) -> None:
+    events = []
+    lab = make_lab(host, tmp_path, v2=[("a", "test.counter")],
+                   v4=[("boom", "test.crash"), ("flaky", "test.flaky"), ("ok", "test.counter")])
+    rt = DualRuntimeManager(lab, host, restart_policy=FAST)
+    rt._instrument_event = lambda iid, ev, detail: events.append((iid, ev))  # type: ignore
+    rt.v4.events = rt._instrument_event
+    rt.start()
+    wait_for(lambda: rt.health_of("boom").state == "failed", what="boom marked failed")
+    wait_for(lambda: PRODUCED.get("flaky", 0) > 5, what="flaky producing after its restart")
+    before = PRODUCED.get("ok", 0)
+    wait_for(lambda: PRODUCED.get("ok", 0) > before + 5, what="others still producing")
+    boom = rt.health_of("boom")
+    assert boom.restarts == FAST.max_restarts and "sensor on fire" in boom.last_error
+    assert rt.health_of("flaky").restarts == 1
+    assert ("boom", "failed") in events and events.count(("boom", "restarted")) == 3
+    with pytest.raises(Exception, match="failed"):
+        rt.call("boom", "add", 1, 1, timeout=2)
+    report = rt.shutdown()
+    assert not report.leaked
+
+
+@pytest.mark.timeout(30)
+def test_hung_v2_driver_is_forced_within_budget_and_reported(host, tmp_path) -> None:
+    lab = make_lab(host, tmp_path, v2=[("stuck", "test.hang"), ("a", "test.counter")],
+                   v4=[("c", "test.counter")])
+    rt = DualRuntimeManager(lab, host, phases=PhaseTimeouts(v4_s=1, v2_s=1, total_s=4))
+    before = {t.name for t in threading.enumerate()}
+    rt.start()
+    wait_for(lambda: rt.v2.workers["stuck"].busy_in == "read", what="driver stuck in read")
+    t0 = time.monotonic()
+    report = rt.shutdown()
+    assert time.monotonic() - t0 < 4.5
+    assert any(f.startswith("stuck (v2 thread, busy in read)") for f in report.forced)
+    assert any("stuck" in x for x in report.leaked)       # pure-Python hang: the thread lives on
+    assert set(report.clean) == {"a", "c"}
+    from conftest import RELEASE
+    RELEASE.set()
+    rt.v2.workers["stuck"].thread.join(5)
+    leftover = {t.name for t in threading.enumerate()} - before
+    assert not [n for n in leftover if n.startswith("daqhub")], leftover
+
+
+@pytest.mark.timeout(30)
+def test_shutdown_under_load_is_bounded_every_time(host, tmp_path) -> None:
+    for _ in range(5):
+        lab = make_lab(host, tmp_path, v2=[("a", "test.counter"), ("b", "test.counter")],
+                       v4=[("c", "test.counter"), ("d", "test.counter")], poll_hz=1000)
+        rt = DualRuntimeManager(lab, host, sinks={"s": Recorder()},
+                                phases=PhaseTimeouts(total_s=3))
+        rt.start()
+        wait_for(lambda: PRODUCED.get("d", 0) > 20, what="load")
+        t0 = time.monotonic()
+        report = rt.shutdown()
+        assert time.monotonic() - t0 < 3.5 and report.ok, report
+        PRODUCED.clear()
+
+
+@pytest.mark.timeout(30)
+def test_slow_lossless_subscriber_slows_producers_and_alarms(host, tmp_path) -> None:
+    lab = make_lab(host, tmp_path, v2=[("a", "test.counter")], v4=[("c", "test.counter")],
+                   poll_hz=500)
+    slow = Recorder(delay=0.01)
+    rt = DualRuntimeManager(lab, host, sinks={"slow": slow}, sink_capacity=20)
+    rt.start()
+    live = rt.subscribe("live", lossless=False, capacity=5)  # lossy, never read: loses its own
+    wait_for(lambda: any("slow" in a["message"] for a in rt.alarms), what="backpressure alarm")
+    report = rt.shutdown()
+    counts = Counter((r.instrument_id, r.channel) for r in slow.rows)
+    assert counts[("a", "count")] == PRODUCED["a"] and counts[("c", "count")] == PRODUCED["c"]
+    st = live.stats()
+    assert st.dropped > 0 and st.depth <= 5
+    assert report.counts["a"]["count"] == PRODUCED["a"]
+
+
+def test_unknown_command_and_health(host, tmp_path) -> None:
+    lab = make_lab(host, tmp_path, v2=[("a", "test.counter")], v4=[("c", "test.counter")])
+    rt = DualRuntimeManager(lab, host)
+    rt.start()
+    try:
+        with pytest.raises(Exception, match="has no command 'explode'"):
+            rt.call("a", "explode")
+        with pytest.raises(Exception, match="has no command 'explode'"):
+            rt.call("c", "explode")
+        wait_for(lambda: all(h["measurements"] > 0 for h in rt.health()["instruments"]))
+        h = {x["id"]: x for x in rt.health()["instruments"]}
+        assert h["a"]["flavor"] == "v2" and h["c"]["flavor"] == "v4"
+        assert h["a"]["state"] == "running" and h["a"]["last_value"]
+    finally:
+        rt.shutdown()
