@@ -1,0 +1,458 @@
+"""Simulated Newport 1830-C optical power meter on RS-232, written from protocols.md section 3.
+
+The meter takes a raw sample every :data:`SAMPLE_PERIOD` seconds of the device clock; samples
+are computed lazily when the host talks to the meter, so nothing runs in a thread and a
+:class:`~daqhub_sims.device.ManualClock` gives exact, repeatable behaviour.
+
+Model choices where the reference leaves room (a driver must not depend on them):
+
+- Detector: silicon, calibrated for 400-1100 nm (options ``wl_min``/``wl_max``). Its
+  responsivity (:func:`silicon_responsivity`) is a smooth textbook-like curve: quantum
+  efficiency 0.9 times a logistic blue roll-off at 380 nm and a logistic band-gap cut-off at
+  1020 nm, times lambda/1239.84 (about 0.18 A/W at 400 nm, 0.46 at 633, 0.64 at 900, 0.14 at
+  1064). Like the real meter, the reading is calibrated with the responsivity at the set
+  wavelength ``W``: reading = P x R(source) / R(W). The light's wavelength is option
+  ``source_nm``; without it the light is taken to be at whatever ``W`` says (reading = P).
+- Noise is relative and Gaussian (option ``noise``, default 0.001), from a ``random.Random``
+  seeded with option ``seed`` (default 0). Filters are moving averages of the last 16 (slow),
+  4 (medium) or 1 (fast) samples. Power-on filter: fast.
+- Ranges: full scale of range n is 2e-10 x 10**(n-1) W (range 8 = 2 mW), x1000 with the
+  attenuator (``A1``, the meter then scales the reading back). Above full scale the over-range
+  bit is set; the amplifier clips at 1.1 x full scale, which sets the saturation bit and holds
+  the reading at the clip level. Both bits describe the latest sample.
+- Auto-range (``R0``, power-on) jumps straight to the most sensitive range whose full scale
+  holds the sample with 10 % headroom, switches down only below 9 % of full scale, and is busy
+  for :data:`AUTORANGE_TIME` (no samples, busy bit set, filter restarts).
+- ``O`` (auto-calibration) is busy for :data:`CALIBRATION_TIME`. Power-up is not simulated:
+  the meter behaves as if it had been running, its filter already full at the first contact.
+- ``Z1`` takes the latest reading as the offset (the real meter takes the next one, at most one
+  sample period later); ``Z0`` stops subtracting it.
+- ``S`` stores the latest displayed power (zero applied) as reference; a reading <= 0 cannot
+  be a reference and sets the parameter-error bit. Power-up reference 1 mW.
+- Formats: W mode ``1.234E-6`` (4 significant digits, exponent without padding), dB and dBm
+  two decimals (``-15.24``), REL 4 significant digits in decimal (``0.5000``). dB of a power
+  <= 0 is computed from 1e-15 W.
+- One command per line. An unknown letter sets the command-error bit, a bad argument (or an
+  argument to ``S``, ``C``, ``O``, or a set value where only ``?`` is allowed) the
+  parameter-error bit; nothing is ever replied for an error. Lines longer than 64 characters
+  are command errors.
+- ``E1`` (echo, unconfirmed): each received line is sent back followed by CR LF, and replies
+  end with CR LF instead of LF.
+- The incident power comes from option ``power`` (W, default 1e-6) or from a callable given to
+  :meth:`Newport1830C.set_power_source`; the callable is evaluated once each time the meter
+  catches up with its clock, so all samples of one catch-up share one value.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import deque
+from collections.abc import Callable, Mapping
+
+from daqhub_sims.device import Clock, SimDevice
+
+#: Seconds between raw samples.
+SAMPLE_PERIOD = 0.04
+#: Seconds the meter is busy after an automatic range change.
+AUTORANGE_TIME = 0.1
+#: Seconds the meter is busy after ``O``.
+CALIBRATION_TIME = 0.3
+#: Full scale of range 1 in watts (without attenuator); each range up is one decade.
+FULL_SCALE_RANGE_1 = 2e-10
+#: Attenuation of the detector's attenuator cap (``A1``); the meter compensates it.
+ATTENUATOR_FACTOR = 1000.0
+#: Amplifier clip level as a multiple of full scale.
+CLIP_LEVEL = 1.1
+#: Samples averaged by filter 1 (slow), 2 (medium), 3 (fast).
+FILTER_LENGTH: dict[int, int] = {1: 16, 2: 4, 3: 1}
+#: Power-up dB/REL reference in watts.
+POWER_UP_REFERENCE = 1e-3
+#: Ticks the meter computes at most when it catches up after a long silence.
+_CATCH_UP_LIMIT = 64
+_MAX_LINE = 64
+_TINY_POWER = 1e-15
+
+# Status byte bits (protocols.md section 3).
+PARAMETER_ERROR = 1
+COMMAND_ERROR = 2
+SATURATED = 4
+OVER_RANGE = 8
+MESSAGE_AVAILABLE = 16
+BUSY = 32
+SERVICE_REQUEST = 64
+READ_DONE = 128
+
+
+def silicon_responsivity(wavelength_nm: float) -> float:
+    """Responsivity in A/W of the simulated silicon photodiode (smooth, positive everywhere)."""
+
+    def logistic(x: float) -> float:
+        return 1.0 / (1.0 + math.exp(-max(min(x, 50.0), -50.0)))
+
+    efficiency = 0.9 * logistic((wavelength_nm - 380.0) / 45.0)
+    efficiency *= logistic((1020.0 - wavelength_nm) / 30.0)
+    return efficiency * wavelength_nm / 1239.84
+
+
+def full_scale(range_number: int, attenuator: bool) -> float:
+    """Full-scale power in watts of range 1..8."""
+    scale = FULL_SCALE_RANGE_1 * 10.0 ** (range_number - 1)
+    return scale * ATTENUATOR_FACTOR if attenuator else scale
+
+
+def format_watts(value: float) -> str:
+    """``D?`` text in W mode: 4 significant digits, ``1.234E-6``."""
+    if value == 0.0 or not math.isfinite(value):
+        return "0.000E0"
+    exponent = math.floor(math.log10(abs(value)))
+    mantissa = round(value / 10.0**exponent, 3)
+    if abs(mantissa) >= 10.0:
+        mantissa /= 10.0
+        exponent += 1
+    return f"{mantissa:.3f}E{exponent}"
+
+
+def format_decimal(value: float, significant: int = 4) -> str:
+    """``D?`` text in REL mode: decimal with ``significant`` digits, never an exponent."""
+    if value == 0.0 or not math.isfinite(value):
+        return "0.000"
+    decimals = significant - 1 - math.floor(math.log10(abs(value)))
+    return f"{value:.{max(0, min(decimals, 15))}f}"
+
+
+def _option_number(options: Mapping[str, str], name: str, default: float) -> float:
+    text = options.get(name)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"1830-C option {name}={text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"1830-C option {name}={text!r} must be finite")
+    return value
+
+
+class Newport1830C(SimDevice):
+    """Newport 1830-C on RS-232.
+
+    Options (all strings): ``power`` (incident W, default 1e-6), ``noise`` (relative, default
+    0.001), ``seed`` (int, default 0), ``wavelength`` (power-on ``W``, default 633),
+    ``source_nm`` (the light's wavelength; default: whatever ``W`` is set to), ``wl_min`` /
+    ``wl_max`` (calibrated band, default 400/1100). Unknown options are ignored because the
+    same query string also carries transport options.
+    """
+
+    baudrate = 9600
+
+    def __init__(
+        self, options: Mapping[str, str] | None = None, clock: Clock | None = None
+    ) -> None:
+        super().__init__(options, clock)
+        self._power = _option_number(self.options, "power", 1e-6)
+        self._noise = _option_number(self.options, "noise", 0.001)
+        seed = _option_number(self.options, "seed", 0)
+        self._wl_min = int(_option_number(self.options, "wl_min", 400))
+        self._wl_max = int(_option_number(self.options, "wl_max", 1100))
+        wavelength = _option_number(self.options, "wavelength", 633)
+        source = self.options.get("source_nm")
+        self._source_nm = None if source is None else _option_number(self.options, "source_nm", 0)
+        if self._power < 0 or self._noise < 0:
+            raise ValueError("1830-C options power and noise must be >= 0")
+        if seed != int(seed):
+            raise ValueError(f"1830-C option seed={seed} must be an integer")
+        if not 0 < self._wl_min <= wavelength <= self._wl_max <= 9999:
+            raise ValueError(
+                f"1830-C options need 0 < wl_min <= wavelength <= wl_max <= 9999, got "
+                f"{self._wl_min}, {wavelength}, {self._wl_max}"
+            )
+        if self._source_nm is not None and self._source_nm <= 0:
+            raise ValueError(f"1830-C option source_nm={self._source_nm} must be > 0")
+        self._rng = random.Random(int(seed))
+        self._source: Callable[[], float] | None = None
+        self._t0 = self.clock.now()
+        self._rx = bytearray()
+        self._out = bytearray()
+
+        self._wavelength = int(wavelength)
+        self._units = 1
+        self._auto = True
+        self._range = 8
+        self._attenuator = 0
+        self._filter = 3
+        self._run = 1
+        self._zero = 0
+        self._offset = 0.0
+        self._reference = POWER_UP_REFERENCE
+        self._mask = 0
+        self._beeper = 1
+        self._backlight = 1
+        self._lockout = 0
+        self._echo = 0
+
+        self._parameter_error = False
+        self._command_error = False
+        self._saturated = False
+        self._over_range = False
+        self._read_done = False
+        self._busy_until = -math.inf
+
+        self._started = False
+        self._tick = 0
+        self._window: deque[float] = deque(maxlen=FILTER_LENGTH[self._filter])
+        self._reading = 0.0
+
+    # -- optical input ------------------------------------------------------------------------
+
+    def set_power_source(self, source: Callable[[], float] | None) -> None:
+        """Take incident power (W) from ``source`` from now on; ``None`` returns to ``power``.
+
+        Samples already due keep the power they had, so a reading lags a change the way a
+        filtered real reading does.
+        """
+        if self._started:
+            self._acquire(self.clock.now())
+        self._source = source
+
+    def set_power(self, watts: float) -> None:
+        """Constant incident power from now on (replaces any power source)."""
+        if watts < 0 or not math.isfinite(watts):
+            raise ValueError(f"incident power must be a finite value >= 0 W, got {watts}")
+        if self._started:
+            self._acquire(self.clock.now())
+        self._source = None
+        self._power = watts
+
+    def incident_power(self) -> float:
+        """The power currently falling on the detector, in W."""
+        value = self._source() if self._source is not None else self._power
+        return max(float(value), 0.0)
+
+    # -- SimDevice ------------------------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        now = self.clock.now()
+        for byte in data:
+            if byte in (0x0A, 0x0D):
+                line = self._rx.decode("latin-1")
+                self._rx.clear()
+                self._line(line, now)
+            else:
+                self._rx.append(byte)
+                if len(self._rx) > _MAX_LINE:
+                    self._rx.clear()
+                    self._command_error = True
+
+    def read(self) -> bytes:
+        data = bytes(self._out)
+        self._out.clear()
+        return data
+
+    def next_output_in(self) -> float | None:
+        return 0.0 if self._out else None
+
+    # -- acquisition ----------------------------------------------------------------------
+
+    def _tick_at(self, t: float) -> int:
+        return math.floor((t - self._t0) / SAMPLE_PERIOD + 1e-9)
+
+    def _acquire(self, now: float) -> None:
+        """Take every sample due by ``now`` (at most the last few after a long silence)."""
+        latest = self._tick_at(now)
+        power = self.incident_power()
+        if not self._started:
+            self._started = True
+            self._tick = latest - FILTER_LENGTH[1]
+            if self._auto:
+                self._range = self._fitting_range(self._signal(power))
+        first = max(self._tick + 1, latest - _CATCH_UP_LIMIT)
+        for tick in range(first, latest + 1):
+            self._sample(self._t0 + tick * SAMPLE_PERIOD, power)
+        self._tick = max(self._tick, latest)
+
+    def _signal(self, power: float) -> float:
+        """Calibrated reading of ``power`` before noise: the detector sees the source's
+        wavelength, the meter divides by the responsivity at the set one."""
+        if self._source_nm is None:
+            return power
+        ratio = silicon_responsivity(self._source_nm) / silicon_responsivity(self._wavelength)
+        return power * ratio
+
+    def _full_scale(self, range_number: int) -> float:
+        return full_scale(range_number, bool(self._attenuator))
+
+    def _fitting_range(self, value: float) -> int:
+        for number in range(1, 9):
+            if abs(value) <= 0.9 * self._full_scale(number):
+                return number
+        return 8
+
+    def _sample(self, t: float, power: float) -> None:
+        if not self._run or t < self._busy_until:
+            return
+        raw = self._signal(power) * (1.0 + self._noise * self._rng.gauss(0.0, 1.0))
+        if self._auto:
+            scale = self._full_scale(self._range)
+            if abs(raw) > scale or abs(raw) < 0.09 * scale:
+                best = self._fitting_range(raw)
+                if best != self._range:
+                    self._range = best
+                    self._busy_until = t + AUTORANGE_TIME
+                    self._window.clear()
+                    return
+        scale = self._full_scale(self._range)
+        clip = CLIP_LEVEL * scale
+        self._saturated = abs(raw) > clip
+        self._window.append(max(min(raw, clip), -clip))
+        self._reading = math.fsum(self._window) / len(self._window)
+        self._over_range = abs(self._reading) > scale
+        self._read_done = True
+
+    # -- commands -----------------------------------------------------------------------------
+
+    def _reply(self, text: str) -> None:
+        self._out += text.encode("ascii") + (b"\r\n" if self._echo else b"\n")
+
+    def _line(self, line: str, now: float) -> None:
+        text = "".join(line.split()).upper()
+        if not text:
+            return
+        if self._echo:
+            self._out += line.encode("latin-1") + b"\r\n"
+        self._acquire(now)
+        letter, argument = text[0], text[1:]
+        if letter == "D":
+            self._read_reading(argument)
+        elif letter == "W":
+            self._set_wavelength(argument)
+        elif letter == "R":
+            self._set_range(argument)
+        elif letter == "F":
+            value = self._setting(argument, self._filter, 1, 3)
+            if value is not None:
+                self._filter = value
+                self._window = deque(self._window, maxlen=FILTER_LENGTH[value])
+        elif letter == "Z":
+            value = self._setting(argument, self._zero, 0, 1)
+            if value is not None:
+                self._zero = value
+                if value:
+                    self._offset = self._reading
+        elif letter == "U":
+            self._units = self._setting_or_keep(argument, self._units, 1, 4)
+        elif letter == "A":
+            self._attenuator = self._setting_or_keep(argument, self._attenuator, 0, 1)
+        elif letter == "G":
+            self._run = self._setting_or_keep(argument, self._run, 0, 1)
+        elif letter == "M":
+            self._mask = self._setting_or_keep(argument, self._mask, 0, 255)
+        elif letter == "B":
+            self._beeper = self._setting_or_keep(argument, self._beeper, 0, 1)
+        elif letter == "K":
+            self._backlight = self._setting_or_keep(argument, self._backlight, 0, 2)
+        elif letter == "L":
+            self._lockout = self._setting_or_keep(argument, self._lockout, 0, 1)
+        elif letter == "E":
+            self._echo = self._setting_or_keep(argument, self._echo, 0, 1)
+        elif letter == "Q":
+            self._query_status(argument, now)
+        elif letter in "SCO":
+            self._action(letter, argument, now)
+        else:
+            self._command_error = True
+
+    def _setting(self, argument: str, current: int, low: int, high: int) -> int | None:
+        """A new value for a numeric setting, or None after answering ``?`` or a bad argument."""
+        if argument == "?":
+            self._reply(str(current))
+            return None
+        if not argument.isdigit() or not low <= int(argument) <= high:
+            self._parameter_error = True
+            return None
+        return int(argument)
+
+    def _setting_or_keep(self, argument: str, current: int, low: int, high: int) -> int:
+        value = self._setting(argument, current, low, high)
+        return current if value is None else value
+
+    def _displayed_watts(self) -> float:
+        return self._reading - self._offset if self._zero else self._reading
+
+    def _read_reading(self, argument: str) -> None:
+        if argument != "?":
+            self._parameter_error = True
+            return
+        watts = self._displayed_watts()
+        if self._units == 1:
+            text = format_watts(watts)
+        elif self._units == 2:
+            text = f"{10.0 * math.log10(max(watts, _TINY_POWER) / self._reference):.2f}"
+        elif self._units == 3:
+            text = f"{10.0 * math.log10(max(watts, _TINY_POWER) / 1e-3):.2f}"
+        else:
+            text = format_decimal(watts / self._reference)
+        self._read_done = False
+        self._reply(text)
+
+    def _set_wavelength(self, argument: str) -> None:
+        if argument == "?":
+            self._reply(f"{self._wavelength:04d}")
+        elif argument.isdigit() and self._wl_min <= int(argument) <= self._wl_max:
+            self._wavelength = int(argument)
+        else:
+            self._parameter_error = True
+
+    def _set_range(self, argument: str) -> None:
+        if argument == "?":
+            self._reply(str(self._range))
+            return
+        value = self._setting(argument, self._range, 0, 8)
+        if value is None:
+            return
+        self._auto = value == 0
+        if value:
+            self._range = value
+
+    def _query_status(self, argument: str, now: float) -> None:
+        if argument != "?":
+            self._parameter_error = True
+            return
+        self._reply(str(self._status(now)))
+
+    def _status(self, now: float) -> int:
+        bits = 0
+        if self._parameter_error:
+            bits |= PARAMETER_ERROR
+        if self._command_error:
+            bits |= COMMAND_ERROR
+        if self._saturated:
+            bits |= SATURATED
+        if self._over_range:
+            bits |= OVER_RANGE
+        if self._out:
+            bits |= MESSAGE_AVAILABLE
+        if now < self._busy_until:
+            bits |= BUSY
+        if self._read_done:
+            bits |= READ_DONE
+        if bits & self._mask & ~SERVICE_REQUEST:
+            bits |= SERVICE_REQUEST
+        return bits
+
+    def _action(self, letter: str, argument: str, now: float) -> None:
+        if argument:
+            self._parameter_error = True
+            return
+        if letter == "C":
+            self._parameter_error = self._command_error = False
+            self._saturated = self._over_range = self._read_done = False
+        elif letter == "S":
+            watts = self._displayed_watts()
+            if watts > 0.0:
+                self._reference = watts
+            else:
+                self._parameter_error = True
+        else:
+            self._busy_until = now + CALIBRATION_TIME
+            self._window.clear()
