@@ -29,8 +29,13 @@ environment: DAQHUB_TRACE_HOOKS=1 prints every plugin hook call to stderr.
 
 
 def _host(args: argparse.Namespace) -> PluginHost:
-    host = PluginHost(strict=getattr(args, "strict", False))
-    host.load_entry_points()
+    """The host loaded by main(); in --strict mode any plugin problem so far is fatal."""
+    host: PluginHost = args.host
+    if args.strict:
+        host.strict = True
+        host.instrument_types(), host.storage_backends(), host.converters()
+        if host.problems:
+            raise PluginError(host.problems[0])
     return host
 
 
@@ -94,7 +99,37 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
+def cmd_run(args: argparse.Namespace) -> int:
+    from .run import run
+
+    return run(args, _host(args))
+
+
+def cmd_ports(args: argparse.Namespace) -> int:
+    from .ports import list_ports
+
+    return list_ports(args.backend, args.json)
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .inspect import main as inspect_main
+
+    return inspect_main(args.rest)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from .migrate import main as migrate_main
+
+    return migrate_main(args, _host(args))
+
+
+def cmd_new(args: argparse.Namespace) -> int:
+    from .wizard import main as wizard_main
+
+    return wizard_main(args, _host(args))
+
+
+def build_parser(host: PluginHost | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="daqhub",
         description="Drive every instrument of a lab from one process through installed "
@@ -123,12 +158,76 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Print the JSON schema of a lab file, including the blocks "
                                    "that installed instrument types and storage backends add.")
     p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser(
+        "run", help="run a lab (no file: the built-in simulated demo lab)",
+        description="Validate the lab file (all problems, then exit 2), start every instrument "
+                    "of both flavors, show a live view, and write the session's HDF5/Arrow "
+                    "files. Ctrl-C or SIGTERM shuts down through the phased shutdown; a second "
+                    "Ctrl-C forces. Ends with the shutdown report, counts per instrument and "
+                    "the session files. Exit codes: 0 clean, 1 an instrument failed or the "
+                    "shutdown forced/leaked something, 2 invalid lab, 130 forced.")
+    p.add_argument("lab", nargs="?", help="lab file (TOML); omitted: the demo lab")
+    p.add_argument("--duration", type=float, default=0.0, metavar="S",
+                   help="stop after S seconds (default: run until Ctrl-C)")
+    p.add_argument("--output-dir", metavar="DIR", help="override the lab file's output_dir")
+    p.add_argument("--plain", action="store_true",
+                   help="periodic plain lines instead of the live table (default without a TTY)")
+    p.add_argument("--interval", type=float, default=2.0, metavar="S",
+                   help="seconds between plain status lines (default 2)")
+    p.add_argument("--no-storage", action="store_true", help="do not write session files")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("ports", help="list serial ports and VISA resources",
+                       description="List serial ports (with USB vendor/product/serial where "
+                                   "known) and the VISA resources each backend sees.")
+    p.add_argument("--backend", action="append", default=None, metavar="B",
+                   help="VISA backend to ask (@py, @ivi, file.yaml@sim); repeatable; "
+                        "default: @py and @ivi")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_ports)
+
+    p = sub.add_parser("inspect", help="summarise (and plot) a session or data file",
+                       description="Summarise a session directory or an HDF5/Arrow file; "
+                                   "--plot out.png draws the channels over time.",
+                       add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("migrate", help="convert a v2-only lab file to v4 where possible",
+                       description="Move every instrument whose type has a v4 flavor from "
+                                   "[[v2.instruments]] to [[v4.instruments]], keep the others, "
+                                   "and list what could not be converted and why. The result "
+                                   "is validated before it is written.")
+    p.add_argument("lab", help="the v2 lab file")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="where to write the new lab (default: print it)")
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("new", help="build a lab file interactively",
+                       description="Ask for instruments one by one (type, connection, "
+                                   "options) from the installed plugins, validating each "
+                                   "answer; works with piped answers.")
+    p.add_argument("-o", "--output", metavar="FILE", default="lab.toml",
+                   help="file to write (default lab.toml)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    p.set_defaults(func=cmd_new)
+
+    for name, command in sorted((host.cli_commands() if host else {}).items()):
+        if name in sub.choices:
+            continue
+        p = sub.add_parser(name, help=command.help, description=command.help, add_help=False)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(func=lambda a, c=command: c.main(a.rest))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    host = PluginHost()
+    host.load_entry_points()
+    parser = build_parser(host)
     args = parser.parse_args(argv)
+    args.host = host
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE

@@ -23,12 +23,27 @@ from typing import Any
 import jsonschema
 
 from .host import PluginHost
+from .routines import ROUTINE_SCHEMA
 from .specs import FLAVORS, InstrumentType
 
 # Schemes pyserial (or a plugin's URL handler) resolves; a path without one must exist.
 URL_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 VISA_LOCK_SCOPES = ("resource", "board", "global")
+
+BUDGET_SCHEMA: dict[str, Any] = {
+    "type": "object", "additionalProperties": False,
+    "description": "limits that raise an alarm when exceeded",
+    "properties": {
+        "max_cpu_percent": {"type": "number", "exclusiveMinimum": 0,
+                            "description": "alarm when a subsystem uses more of one core"},
+        "max_rss_mb": {"type": "number", "exclusiveMinimum": 0},
+        "max_queue_depth": {"type": "integer", "minimum": 1},
+        "max_mailbox_depth": {"type": "integer", "minimum": 1},
+        "interval_s": {"type": "number", "exclusiveMinimum": 0, "default": 1.0,
+                       "description": "sampling period"},
+    },
+}
 
 DAQHUB_KEYS: dict[str, Any] = {
     "output_dir": {"type": "string", "description": "root of all session directories",
@@ -40,6 +55,7 @@ DAQHUB_KEYS: dict[str, Any] = {
                          "description": "seconds the phased shutdown may take in total"},
     "lock_timeout": {"type": "number", "exclusiveMinimum": 0, "default": 2,
                      "description": "seconds any wait for a shared resource may take"},
+    "budget": BUDGET_SCHEMA,
 }
 FLAVOR_KEYS: dict[str, Any] = {
     "enabled": {"type": "boolean", "default": True},
@@ -128,6 +144,8 @@ class LabConfig:
     visa_lock_scope: str = "resource"
     shutdown_timeout: float = 15.0
     lock_timeout: float = 2.0
+    budget: Mapping[str, Any] = field(default_factory=dict)
+    routines: list[dict[str, Any]] = field(default_factory=list)
 
     def instruments(self) -> list[InstrumentConfig]:
         return [i for f in self.flavors.values() if f.enabled for i in f.instruments]
@@ -338,7 +356,7 @@ def validate(data: Mapping[str, Any], text: str, file: str, host: PluginHost,
              base_dir: Path) -> tuple[LabConfig | None, list[Problem]]:
     where = locate_keys(text)
     c = _Collector(file, where)
-    _check_keys(c, data, ["daqhub", "v2", "v4", "storage"], (), "the lab file")
+    _check_keys(c, data, ["daqhub", "v2", "v4", "storage", "routines"], (), "the lab file")
     daq = data.get("daqhub", {})
     if not isinstance(daq, dict):
         c.add(("daqhub",), "[daqhub] must be a table")
@@ -406,6 +424,16 @@ def validate(data: Mapping[str, Any], text: str, file: str, host: PluginHost,
             c.add(("v4", "output_dir") if ("v4", "output_dir") in where else ("daqhub",),
                   f"v2 and v4 output directories must be separate, got {a} and {b}",
                   "give each flavor its own directory; neither inside the other")
+    routines = data.get("routines", [])
+    if not isinstance(routines, list):
+        c.add(("routines",), "routines must be an array of tables: [[routines]]")
+        routines = []
+    for i, r in enumerate(routines):
+        before = len(c.problems)
+        _schema_problems(c, r, ROUTINE_SCHEMA, ("routines", i))
+        if len(c.problems) == before and r["instrument"] not in seen_ids:
+            c.add(("routines", i, "instrument"), f"routine names unknown instrument "
+                  f"{r['instrument']!r}", _did_you_mean(r["instrument"], sorted(seen_ids)))
     for info, msg in host.validate_config(data):
         c.add((), f"{msg} (from plugin {info.distribution})")
     if c.problems:
@@ -416,6 +444,8 @@ def validate(data: Mapping[str, Any], text: str, file: str, host: PluginHost,
         visa_lock_scope=str(daq.get("visa_lock_scope", "resource")),
         shutdown_timeout=float(daq.get("shutdown_timeout", 15)),
         lock_timeout=float(daq.get("lock_timeout", 2)),
+        budget=dict(daq.get("budget", {})),
+        routines=[dict(r) for r in routines],
     ), []
 
 
@@ -530,6 +560,7 @@ def lab_schema(host: PluginHost) -> dict[str, Any]:
                        "additionalProperties": False},
             **flavor_schemas,
             "storage": {"type": "object", "properties": storage, "additionalProperties": False},
+            "routines": {"type": "array", "items": ROUTINE_SCHEMA},
         },
         "additionalProperties": False,
     }

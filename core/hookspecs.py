@@ -32,7 +32,7 @@ from typing import Any
 
 import pluggy
 
-from .specs import Converter, InstrumentType, StorageBackend
+from .specs import CliCommand, Converter, InstrumentType, StorageBackend
 
 PROJECT = "daqhub"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -68,6 +68,11 @@ def daqhub_serial_url_packages() -> Sequence[str]:
     The serial manager adds them to ``serial.protocol_handler_packages`` so a
     lab file can name ports such as ``sim://elliptec`` that a plugin serves.
     """
+
+
+@hookspec
+def daqhub_cli_commands() -> Sequence[CliCommand]:
+    """Extra ``daqhub`` subcommands (e.g. ``daqhub sim`` from daqhub-sims)."""
 
 
 @hookspec

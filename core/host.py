@@ -27,7 +27,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
 
 from . import __version__, hookspecs
-from .specs import Converter, Format, InstrumentType, StorageBackend
+from .specs import CliCommand, Converter, Format, InstrumentType, StorageBackend
 
 GROUP = "daqhub"
 TRACE_ENV = "DAQHUB_TRACE_HOOKS"
@@ -239,6 +239,12 @@ class PluginHost:
             if c.source == source and c.target == target:
                 return c
         raise LookupError(f"no converter from {source!r} to {target!r} is installed")
+
+    def cli_commands(self) -> dict[str, CliCommand]:
+        found = self._cached("cli", lambda: self._unique(
+            "daqhub_cli_commands", CliCommand, lambda c: c.name,
+            lambda c: f"command {c.name!r}"))
+        return {k: v[1] for k, v in found.items()}
 
     def serial_url_packages(self) -> list[str]:
         return self._cached("serial", lambda: sorted({

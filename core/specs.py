@@ -148,3 +148,15 @@ class Converter:
     target: Format
     convert: Callable[..., Any]
     description: str = ""
+
+
+@dataclass(frozen=True)
+class CliCommand:
+    """A ``daqhub <name> ...`` subcommand a plugin adds (``daqhub sim`` comes this way).
+
+    ``main`` gets the arguments after the command name and returns an exit code.
+    """
+
+    name: str
+    help: str
+    main: Callable[[list[str]], int]

@@ -33,21 +33,6 @@ class Budget:
                                          "max_mailbox_depth", "interval_s") if k in d})
 
 
-BUDGET_SCHEMA: dict[str, Any] = {
-    "type": "object", "additionalProperties": False,
-    "description": "limits that raise an alarm when exceeded",
-    "properties": {
-        "max_cpu_percent": {"type": "number", "exclusiveMinimum": 0,
-                            "description": "alarm when a subsystem uses more of one core"},
-        "max_rss_mb": {"type": "number", "exclusiveMinimum": 0},
-        "max_queue_depth": {"type": "integer", "minimum": 1},
-        "max_mailbox_depth": {"type": "integer", "minimum": 1},
-        "interval_s": {"type": "number", "exclusiveMinimum": 0, "default": 1.0,
-                       "description": "sampling period"},
-    },
-}
-
-
 def subsystem_of(thread_name: str) -> str:
     for prefix, name in (("daqhub-v2", "v2"), ("daqhub-v4", "v4"), ("daqhub-bridge", "bridge"),
                          ("daqhub-storage", "storage"), ("daqhub-gate", "resources"),

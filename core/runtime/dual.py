@@ -18,11 +18,13 @@ instrument and channel. A second ``shutdown()`` returns the same report.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import pyarrow as pa
@@ -31,7 +33,9 @@ from ..config import InstrumentConfig, LabConfig
 from ..host import PluginHost
 from ..measurement import ChannelSpec, Measurement
 from ..resources import PortEvent, SerialPortManager, VisaSessionManager
+from ..routines import RoutineRunner
 from ..specs import InstrumentContext, InstrumentType
+from ..storage import FlavorStorage, StorageSession
 from .bridge import MeasurementBridge
 from .broadcast import Broadcast, Subscription, SubscriptionClosed
 from .budget import Budget, BudgetMonitor
@@ -121,7 +125,8 @@ class DualRuntimeManager:
                  budget: Budget | None = None,
                  serial: SerialPortManager | None = None,
                  visa: VisaSessionManager | None = None,
-                 session_id: str = "", sink_capacity: int = 1000) -> None:
+                 session_id: str = "", sink_capacity: int = 1000,
+                 storage: bool = False) -> None:
         self.lab = lab
         self.host = host
         self.session_id = session_id
@@ -146,7 +151,12 @@ class DualRuntimeManager:
         self.sink_threads: list[SinkThread] = []
         self._sinks = dict(sinks or {})
         self.sink_capacity = sink_capacity
-        self.budget = BudgetMonitor(self._probe, budget, on_alarm=self._alarm)
+        self.use_storage = storage
+        self.storage: StorageSession | None = None
+        self.budget = BudgetMonitor(self._probe, budget or Budget.from_config(lab.budget),
+                                    on_alarm=self._alarm)
+        self.routine_stop = threading.Event()
+        self.routines = [RoutineRunner(r, self.call, self.routine_stop) for r in lab.routines]
         self._report: ShutdownReport | None = None
         self._shutdown_lock = threading.Lock()
         self.started = False
@@ -208,6 +218,8 @@ class DualRuntimeManager:
                 self.types[inst.id] = itype
                 ctx = self._context(inst, itype)
                 (self.v2 if inst.flavor == "v2" else self.v4).add(itype, ctx, inst.poll_hz)
+            if self.use_storage:
+                self._open_storage()
             self.bridge = MeasurementBridge(self.channels, self.distributor, self.publisher,
                                             self.host.converter("v2", "arrow").convert,
                                             on_error=lambda iid, msg: self._health_error(iid, msg),
@@ -222,9 +234,36 @@ class DualRuntimeManager:
             self.v4.start()
             self.v2.start()
             self.budget.start()
+            for r in self.routines:
+                r.start()
+            self.host.notify("daqhub_session_started", session_id=self.session_id,
+                             output_dirs={f: str(d) for f, d in self.output_dirs().items()})
         except BaseException:
             self.shutdown()
             raise
+
+    def _open_storage(self) -> None:
+        plans: dict[Any, FlavorStorage] = {}
+        for flavor, fc in self.lab.flavors.items():
+            ids = [i.id for i in fc.instruments if i.id in self.types]
+            if not fc.enabled or not ids:
+                continue
+            plans[flavor] = FlavorStorage(
+                backend=fc.storage,
+                channels={i: [c for (j, _), c in self.channels.items() if j == i] for i in ids},
+                instruments={i.id: dict(i.block) for i in fc.instruments if i.id in ids},
+                options=self.lab.storage_options.get(fc.storage, {}),
+                directory=fc.output_dir)
+        if not plans:
+            return
+        self.storage = StorageSession.open(self.host, self.lab.output_dir, plans,
+                                           lab_config=self.lab.text,
+                                           session_id=self.session_id or None)
+        self.session_id = self.storage.session_id
+        self._sinks["storage"] = self.storage
+
+    def output_dirs(self) -> dict[str, Path]:
+        return dict(self.storage.directories) if self.storage else {}
 
     def _health_error(self, iid: str, msg: str) -> None:
         h = self.health_of(iid)
@@ -260,6 +299,7 @@ class DualRuntimeManager:
         instruments = [w.health.snapshot() for w in self.v2.workers.values()]
         instruments += [r.health.snapshot() for r in self.v4.runners.values()]
         return {"instruments": instruments, **self._probe(),
+                "routines": [vars(r.state) for r in self.routines],
                 "budget": self.budget.latest(), "alarms": list(self.alarms)}
 
     def _probe(self) -> dict[str, Any]:
@@ -302,7 +342,8 @@ class DualRuntimeManager:
         def left(cap: float) -> float:
             return max(0.0, min(cap, deadline - time.monotonic()))
 
-        # 1. signal both
+        # 1. signal both (routines first: they would only send commands into a shutdown)
+        self.routine_stop.set()
         self.v4.signal_stop()
         self.v2.signal_stop()
         # 2. wait V4, then V2
@@ -346,6 +387,20 @@ class DualRuntimeManager:
             except Exception as exc:
                 report.errors.append(f"closing {name} failed: {exc}")
         self.budget.stop(left(1.0))
+        for r in self.routines:
+            if not r.join(left(0.5)):
+                report.leaked.append(f"routine thread for {r.state.instrument}")
         report.counts = self.counts()
         report.duration_s = round(time.monotonic() - t0, 3)
+        for d in self.output_dirs().values():  # the budget history goes with the data
+            try:
+                (d / "budget.json").write_text(json.dumps(
+                    {"samples": list(self.budget.samples), "alarms": self.alarms,
+                     "health": [h["id"] for h in self.health()["instruments"]],
+                     "shutdown": report.as_dict()}, indent=1, default=str))
+            except OSError as exc:
+                report.errors.append(f"could not save budget.json in {d}: {exc}")
+        if self.started:
+            self.host.notify("daqhub_session_stopped", session_id=self.session_id,
+                             report=report.as_dict())
         return report

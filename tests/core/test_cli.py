@@ -61,7 +61,7 @@ def test_schema_is_json() -> None:
     r = run("schema")
     assert r.returncode == 0
     schema = json.loads(r.stdout)
-    assert set(schema["properties"]) == {"daqhub", "v2", "v4", "storage"}
+    assert set(schema["properties"]) == {"daqhub", "v2", "v4", "storage", "routines"}
 
 
 def test_no_command_prints_help_and_exits_2() -> None:

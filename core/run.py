@@ -1,0 +1,216 @@
+"""``daqhub run``: validate a lab, run it with a live view, shut down cleanly, report.
+
+Signals: the first Ctrl-C (SIGINT) or SIGTERM starts the phased shutdown; a
+second one during shutdown forces the process out at once (HDF5 and Arrow
+files stay readable up to their last flush).
+
+Exit codes: 0 the run ended cleanly (duration reached or stopped by the user);
+1 an instrument failed or the shutdown had to force or leak something;
+2 invalid lab file; 130 forced by a second interrupt.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any, TextIO
+
+from .config import ConfigError, LabConfig, load, parse
+from .host import PluginHost
+from .runtime.dual import DualRuntimeManager, ShutdownReport
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_FORCED = 0, 1, 2, 130
+
+
+def demo_lab_text() -> str:
+    return (resources.files("daqhub") / "demo_lab.toml").read_text()
+
+
+def load_lab(path: str | None, host: PluginHost, output_dir: str | None) -> LabConfig:
+    """The lab file, or the built-in demo lab; ``output_dir`` overrides the file's."""
+    if path is None:
+        text = demo_lab_text()
+        if output_dir:
+            text = _override_output(text, output_dir)
+        return parse(text, "<demo lab>", host, Path.cwd())
+    if output_dir:
+        raw = Path(path).read_text()
+        return parse(_override_output(raw, str(Path(output_dir).resolve())), path, host,
+                     Path(path).resolve().parent)
+    return load(path, host)
+
+
+def _override_output(text: str, output_dir: str) -> str:
+    """Point a lab at another output directory without disturbing its line numbers."""
+    import json
+    import re
+
+    value = json.dumps(str(Path(output_dir).resolve()))
+    if re.search(r"(?m)^\s*output_dir\s*=", text.split("[v2]")[0].split("[v4]")[0]):
+        return re.sub(r"(?m)^(\s*output_dir\s*=\s*).*$", lambda m: m.group(1) + value, text,
+                      count=1)
+    if re.search(r"(?m)^\[daqhub\]\s*$", text):
+        return re.sub(r"(?m)^\[daqhub\]\s*$", f"[daqhub]\noutput_dir = {value}", text, count=1)
+    return f"[daqhub]\noutput_dir = {value}\n" + text
+
+
+class LiveView:
+    """The rich table while running, or plain periodic lines (no TTY, or --plain)."""
+
+    def __init__(self, rt: DualRuntimeManager, plain: bool, out: TextIO,
+                 interval_s: float) -> None:
+        self.rt = rt
+        self.plain = plain
+        self.out = out
+        self.interval_s = interval_s
+        self._live: Any = None
+
+    def __enter__(self) -> LiveView:
+        if not self.plain:
+            from rich.console import Console
+            from rich.live import Live
+
+            self._live = Live(self._table(), console=Console(file=self.out),
+                              refresh_per_second=4, transient=False)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.update(self._table())
+            self._live.__exit__(None, None, None)
+
+    def update(self, elapsed: float) -> None:
+        if self._live is not None:
+            self._live.update(self._table(elapsed))
+        else:
+            h = self.rt.health()
+            parts = [f"{i['id']}={i['state']}:{i['measurements']}"
+                     + (f"!{i['errors']}" if i["errors"] else "") for i in h["instruments"]]
+            cpu = h.get("budget", {}).get("cpu_percent", {})
+            print(f"[{elapsed:6.1f}s] " + " ".join(parts)
+                  + f" | bridge queue {h['queues'].get('bridge', {}).get('depth', 0)}"
+                  + (f" | cpu {sum(cpu.values()):.0f}%" if cpu else "")
+                  + (f" | alarms {len(h['alarms'])}" if h["alarms"] else ""),
+                  file=self.out, flush=True)
+
+    def _table(self, elapsed: float = 0.0) -> Any:
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
+
+        h = self.rt.health()
+        t = Table(title=f"daqhub - session {self.rt.session_id or '(no storage)'} - "
+                        f"{elapsed:.0f} s", expand=False)
+        for col in ("instrument", "flavor", "type", "state", "rate Hz", "last value",
+                    "samples", "errors", "restarts", "reconnects"):
+            t.add_column(col, justify="right" if col in ("rate Hz", "samples", "errors",
+                                                         "restarts", "reconnects") else "left")
+        styles = {"running": "green", "failed": "bold red", "reconnecting": "yellow",
+                  "restarting": "yellow", "error": "yellow"}
+        for i in h["instruments"]:
+            t.add_row(i["id"], i["flavor"], i["type"],
+                      Text(i["state"], style=styles.get(i["state"], "")), f"{i['rate_hz']:.1f}",
+                      i["last_value"][:28], str(i["measurements"]), str(i["errors"]),
+                      str(i["restarts"]), str(i["reconnects"]))
+        b = h.get("budget", {})
+        cpu = ", ".join(f"{k} {v:.0f}%" for k, v in sorted(b.get("cpu_percent", {}).items()))
+        queues = ", ".join(f"{k} {v['depth']}/{v['capacity']}" for k, v in h["queues"].items())
+        lines = [Text(f"queues: {queues}"),
+                 Text(f"cpu: {cpu or '-'}   memory: {b.get('rss_mb', 0):.0f} MB")]
+        for r in h.get("routines", []):
+            lines.append(Text(f"routine {r['instrument']}: {r['state']} ({r['cycles']} cycles)"
+                              + (f" - {r['error']}" if r["error"] else "")))
+        errs = [f"{i['id']}: {i['last_error']}" for i in h["instruments"] if i["last_error"]]
+        for e in errs[-3:]:
+            lines.append(Text(e[:150], style="yellow"))
+        for a in h["alarms"][-3:]:
+            lines.append(Text(f"alarm: {a['message']}", style="red"))
+        return Group(t, *lines)
+
+
+def print_report(rt: DualRuntimeManager, report: ShutdownReport, out: TextIO) -> None:
+    print("\nshutdown report", file=out)
+    print(f"  took {report.duration_s:.2f} s; stopped cleanly: {', '.join(report.clean) or '-'}",
+          file=out)
+    for label, items in (("forced", report.forced), ("leaked", report.leaked),
+                         ("resources not closed", report.unclosed_resources),
+                         ("errors", report.errors)):
+        for item in items:
+            print(f"  {label}: {item}", file=out)
+    print("measurements per instrument and channel:", file=out)
+    for iid, chans in sorted(report.counts.items()):
+        print(f"  {iid}: " + ", ".join(f"{ch}={n}" for ch, n in sorted(chans.items())), file=out)
+    failed = [i["id"] for i in rt.health()["instruments"] if i["state"] == "failed"]
+    if failed:
+        print(f"failed instruments: {', '.join(failed)}", file=out)
+    files = report.sink_results.get("storage") or {}
+    if files:
+        print("session files:", file=out)
+        for flavor, paths in sorted(files.items()):
+            for p in paths:
+                print(f"  {flavor}: {p}", file=out)
+
+
+def run(args: Any, host: PluginHost, out: TextIO = sys.stdout) -> int:
+    try:
+        lab = load_lab(args.lab, host, args.output_dir)
+    except ConfigError as exc:
+        print(f"{args.lab or '<demo lab>'}: {len(exc.problems)} problem(s); not started",
+              file=sys.stderr)
+        for p in exc.problems:
+            print(f"  {p}", file=sys.stderr)
+        return EXIT_USAGE
+    if not lab.instruments():
+        print("the lab has no enabled instruments; nothing to run", file=sys.stderr)
+        return EXIT_USAGE
+    plain = args.plain or not out.isatty()
+    rt = DualRuntimeManager(lab, host, storage=not args.no_storage)
+    stop = threading.Event()
+    interrupts = 0
+
+    def on_signal(signum: int, frame: Any) -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts == 1:
+            print(f"\n{signal.Signals(signum).name}: shutting down (again to force)",
+                  file=sys.stderr, flush=True)
+            stop.set()
+        else:
+            print("\nforced exit; files are readable up to their last flush", file=sys.stderr,
+                  flush=True)
+            os._exit(EXIT_FORCED)
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        print(f"daqhub: starting {len(lab.instruments())} instruments "
+              f"({'demo lab' if args.lab is None else lab.path})", file=out, flush=True)
+        try:
+            rt.start()
+        except Exception as exc:
+            print(f"daqhub: could not start the lab: {exc}", file=sys.stderr)
+            return EXIT_FAIL
+        for flavor, d in rt.output_dirs().items():
+            print(f"  {flavor} data -> {d}", file=out, flush=True)
+        t0 = time.monotonic()
+        with LiveView(rt, plain, out, args.interval) as view:
+            while not stop.wait(args.interval if plain else 0.25):
+                elapsed = time.monotonic() - t0
+                view.update(elapsed)
+                if args.duration and elapsed >= args.duration:
+                    break
+            view.update(time.monotonic() - t0)
+        print("daqhub: shutting down ...", file=out, flush=True)
+        report = rt.shutdown()
+    finally:
+        report = rt.shutdown()
+        for s, h in old.items():
+            signal.signal(s, h)
+    print_report(rt, report, out)
+    failed = any(i["state"] == "failed" for i in rt.health()["instruments"])
+    return EXIT_OK if report.ok and not failed else EXIT_FAIL

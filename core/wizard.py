@@ -1,0 +1,198 @@
+"""``daqhub new``: build a lab file by answering questions.
+
+Every answer is checked as it is given (against the installed types and their
+config schemas), so the file written at the end validates. Reads plain lines
+from standard input, so answers can be piped in tests and scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from .config import (
+    ID_RE,
+    TRANSPORT_KEYS,
+    ConfigError,
+    _check_visa,
+    _Collector,
+    closest,
+    parse,
+)
+from .host import PluginHost
+from .specs import InstrumentType
+from .tomlwrite import dumps
+
+MAX_TRIES = 5
+
+
+class Aborted(Exception):
+    pass
+
+
+class Asker:
+    def __init__(self, read: Callable[[], str], write: Callable[[str], None]) -> None:
+        self.read = read
+        self.write = write
+
+    def ask(self, prompt: str, default: str = "",
+            check: Callable[[str], str | None] | None = None) -> str:
+        """Ask until ``check`` accepts (it returns None) or MAX_TRIES answers were refused."""
+        for _ in range(MAX_TRIES):
+            self.write(f"{prompt}{f' [{default}]' if default else ''}: ")
+            line = self.read()
+            if line == "":
+                raise Aborted("no more answers (end of input)")
+            answer = line.strip() or default
+            problem = check(answer) if check else None
+            if problem is None:
+                return answer
+            self.write(f"  {problem}\n")
+        raise Aborted(f"gave up after {MAX_TRIES} refused answers to {prompt!r}")
+
+    def yes(self, prompt: str, default: bool = False) -> bool:
+        ans = self.ask(prompt + " (y/n)", "y" if default else "n",
+                       lambda a: None if a.lower() in ("y", "yes", "n", "no") else "answer y or n")
+        return ans.lower() in ("y", "yes")
+
+
+def _convert(text: str, schema: Mapping[str, Any]) -> Any:
+    t = schema.get("type")
+    if t == "integer":
+        return int(text)
+    if t == "number":
+        return float(text)
+    if t == "boolean":
+        if text.lower() in ("y", "yes", "true", "1"):
+            return True
+        if text.lower() in ("n", "no", "false", "0"):
+            return False
+        raise ValueError("answer yes or no")
+    if t in ("array", "object"):
+        return json.loads(text)
+    return text
+
+
+def _property_check(name: str, schema: Mapping[str, Any], out: dict[str, Any],
+                    required: bool) -> Callable[[str], str | None]:
+    def check(answer: str) -> str | None:
+        if answer == "":
+            return f"{name} is required" if required else None
+        try:
+            v = _convert(answer, schema)
+            jsonschema.validate(v, dict(schema))
+        except (ValueError, jsonschema.ValidationError) as exc:
+            return f"not a valid {name}: {getattr(exc, 'message', exc)}"
+        out[name] = v
+        return None
+    return check
+
+
+def _ask_instrument(a: Asker, host: PluginHost, used: set[str]) -> tuple[str, dict[str, Any]]:
+    types = host.instrument_types()
+    names = sorted({n for n, _ in types})
+    a.write("installed instrument types:\n")
+    for n in names:
+        flavors = sorted(f for (m, f) in types if m == n)
+        a.write(f"  {n} ({', '.join(flavors)}): {types[(n, flavors[0])].description}\n")
+
+    def check_type(t: str) -> str | None:
+        if t in names:
+            return None
+        near = closest(t, names)
+        return f"unknown type {t!r}" + (f"; did you mean {' or '.join(near)}?" if near else "")
+
+    tname = a.ask("type", "", check_type)
+    flavors = sorted(f for (m, f) in types if m == tname)
+    flavor = a.ask(f"flavor ({'/'.join(flavors)})", "v4" if "v4" in flavors else flavors[0],
+                   lambda f: None if f in flavors else f"choose one of {', '.join(flavors)}")
+    itype: InstrumentType = types[(tname, flavor)]
+    base = tname.split(".")[-1]
+    default_id = next(f"{base}{i}" for i in range(1, 1000) if f"{base}{i}" not in used)
+
+    def check_id(i: str) -> str | None:
+        if not ID_RE.match(i):
+            return "use letters, digits, '_' and '-', starting with a letter"
+        return f"id {i!r} is taken" if i in used else None
+
+    block: dict[str, Any] = {"id": a.ask("id", default_id, check_id), "type": tname}
+    if itype.transport == "serial":
+        block["port"] = a.ask("serial port (device path, sim://..., socket://..., usb:VID:PID)",
+                              "", lambda p: None if p else "a port is required")
+    elif itype.transport == "visa":
+        def check_res(r: str) -> str | None:
+            c = _Collector("", {})
+            _check_visa(c, r, ())
+            return c.problems[0].message if c.problems else None
+        block["resource"] = a.ask("VISA resource", "", check_res)
+        block["visa_backend"] = a.ask("VISA backend (@py, @ivi, file.yaml@sim)", "@py")
+    props = dict(itype.config_schema.get("properties", {}))
+    required = set(itype.config_schema.get("required", []))
+    for name, schema in props.items():
+        if name in TRANSPORT_KEYS.get(itype.transport, {}):
+            continue
+        default = schema.get("default")
+        desc = schema.get("description", "")
+        label = f"{name}" + (f" ({desc})" if desc else "") + ("" if name in required
+                                                               else " - optional")
+        a.ask(label, "" if default is None else json.dumps(default) if not isinstance(
+            default, str) else default, _property_check(name, schema, block, name in required))
+    hz = a.ask("poll rate in Hz", "10", lambda t: None if _positive(t) else "a positive number")
+    block["poll_hz"] = float(hz)
+    return flavor, block
+
+
+def _positive(t: str) -> bool:
+    try:
+        return float(t) > 0
+    except ValueError:
+        return False
+
+
+def build(a: Asker, host: PluginHost) -> dict[str, Any]:
+    doc: dict[str, Any] = {"daqhub": {"output_dir": a.ask("output directory", "data")}}
+    backends = sorted(host.storage_backends())
+    flavors: dict[str, list[dict[str, Any]]] = {"v2": [], "v4": []}
+    used: set[str] = set()
+    while a.yes("add an instrument?", default=not used):
+        flavor, block = _ask_instrument(a, host, used)
+        used.add(block["id"])
+        flavors[flavor].append(block)
+    for flavor, default in (("v2", "hdf5"), ("v4", "arrow")):
+        if not flavors[flavor]:
+            continue
+        storage = a.ask(f"storage for {flavor} ({', '.join(backends)})",
+                        default if default in backends else (backends[0] if backends else ""),
+                        lambda s: None if s in backends else f"choose one of {backends}")
+        doc[flavor] = {"enabled": True, "storage": storage, "instruments": flavors[flavor]}
+    return doc
+
+
+def main(args: argparse.Namespace, host: PluginHost) -> int:
+    out = Path(args.output)
+    if out.exists() and not args.force:
+        print(f"{out} exists; use --force to overwrite it", file=sys.stderr)
+        return 2
+    a = Asker(sys.stdin.readline, lambda s: (sys.stdout.write(s), sys.stdout.flush())[0])
+    try:
+        doc = build(a, host)
+    except Aborted as exc:
+        print(f"\nnothing written: {exc}", file=sys.stderr)
+        return 2
+    text = dumps(doc)
+    try:
+        parse(text, str(out), host, out.resolve().parent)
+    except ConfigError as exc:
+        print("the lab does not validate; nothing written:", file=sys.stderr)
+        for p in exc.problems:
+            print(f"  {p}", file=sys.stderr)
+        return 1
+    out.write_text(text)
+    print(f"\nwrote {out}; run it with: daqhub run {out}")
+    return 0

@@ -1,0 +1,99 @@
+"""daqhub migrate and daqhub new, against in-process plugin types."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from daqhub import tomlwrite
+from daqhub.config import parse
+from daqhub.migrate import migrate
+from daqhub.wizard import Aborted, Asker, build
+
+V2_LAB = """\
+[daqhub]
+output_dir = "out"
+
+[v2]
+storage = "hdf5"
+
+[[v2.instruments]]
+id = "power"
+type = "acme.meter"
+port = "sim://meter"
+wavelength_nm = 800
+
+[[v2.instruments]]
+id = "stage"
+type = "acme.stage"
+port = "sim://stage"
+
+[[routines]]
+instrument = "stage"
+steps = [["sleep", 1]]
+"""
+
+
+def test_migrate_moves_what_has_a_v4_flavor(host, tmp_path: Path) -> None:
+    doc, moved, kept = migrate(tomllib.loads(V2_LAB), host)
+    assert moved == ["power"]
+    assert len(kept) == 1 and kept[0].startswith("stage (acme.stage): no v4 flavor")
+    text = tomlwrite.dumps(doc)
+    lab = parse(text, "migrated.toml", host, tmp_path)       # the output validates
+    assert [(i.id, i.flavor) for i in lab.instruments()] == [("stage", "v2"), ("power", "v4")]
+    assert lab.flavors["v4"].instruments[0].block["wavelength_nm"] == 800
+    assert lab.routines == [{"instrument": "stage", "steps": [["sleep", 1]]}]
+
+
+def test_migrate_cli_round_trip(host, tmp_path: Path, monkeypatch, capsys) -> None:
+    import argparse
+
+    from daqhub.migrate import main
+    src = tmp_path / "old.toml"
+    src.write_text(V2_LAB)
+    out = tmp_path / "new.toml"
+    assert main(argparse.Namespace(lab=str(src), output=str(out)), host) == 0
+    err = capsys.readouterr().err
+    assert "moved to v4: power" in err and "kept on v2: stage" in err
+    assert parse(out.read_text(), str(out), host, tmp_path).flavors["v4"].instruments
+
+
+def answers(*lines: str) -> Asker:
+    it = iter(f"{line}\n" for line in lines)   # as readline() gives them; "" = end of input
+    return Asker(lambda: next(it, ""), lambda s: None)
+
+
+def test_new_with_piped_answers_gives_a_valid_file(host, tmp_path: Path) -> None:
+    a = answers(
+        "labdata",                 # output directory
+        "y",                       # add an instrument
+        "acme.metre",              # typo: refused with a suggestion
+        "acme.meter", "v2", "",    # type, flavor, default id
+        "sim://meter",             # port
+        "5000",                    # wavelength_nm: out of range, refused
+        "633", "2",                # wavelength_nm, address
+        "20",                      # poll rate
+        "y",
+        "acme.dmm", "", "dmm",     # only v4 exists: default flavor; id
+        "GPIB0::5::INSTR", "@sim",
+        "5",
+        "n",                       # no more
+        "", "",                    # storage defaults
+    )
+    doc = build(a, host)
+    lab = parse(tomlwrite.dumps(doc), "new.toml", host, tmp_path)
+    got = {i.id: (i.type, i.flavor, i.block.get("wavelength_nm")) for i in lab.instruments()}
+    assert got == {"meter1": ("acme.meter", "v2", 633), "dmm": ("acme.dmm", "v4", None)}
+
+
+def test_new_aborts_cleanly_at_end_of_input(host) -> None:
+    with pytest.raises(Aborted, match="end of input"):
+        build(answers("data", "y", "acme.meter"), host)
+
+
+def test_toml_writer_round_trips() -> None:
+    doc = {"a": {"x": 1, "y": [1.5, "s"], "z": {"k": True}},
+           "arr": [{"id": "p", "q": "a\"b"}, {"id": "r"}], "top": "v"}
+    assert tomllib.loads(tomlwrite.dumps(doc)) == doc
