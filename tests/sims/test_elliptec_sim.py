@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from daqhub_sims.device import ManualClock
 from daqhub_sims.elliptec import ElliptecBus
 

@@ -7,6 +7,7 @@ import re
 import statistics
 
 import pytest
+
 from daqhub_sims.device import ManualClock
 from daqhub_sims.newport1830c import (
     AUTORANGE_TIME,

@@ -16,9 +16,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import daqhub_sims
 import pytest
 import serial
+
+import daqhub_sims
 from daqhub_sims import registry
 from daqhub_sims.device import ManualClock
 from daqhub_sims.elliptec import ElliptecBus
@@ -447,6 +448,7 @@ def test_serve_function_stops_on_event() -> None:
 def test_plugin_hook_gives_the_url_handler_package() -> None:
     hookspecs = pytest.importorskip("daqhub.hookspecs")
     import pluggy
+
     from daqhub_sims import plugin
 
     manager = pluggy.PluginManager("daqhub")
