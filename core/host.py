@@ -217,7 +217,8 @@ class PluginHost:
         return self.instrument_types().get((name, flavor))
 
     def type_owner(self, name: str, flavor: str) -> PluginInfo | None:
-        found = self._cache.get("types") or {}
+        self.instrument_types()
+        found = self._cache["types"]
         entry = found.get((name, flavor))
         return entry[0] if entry else None
 

@@ -43,6 +43,7 @@ from .v2 import V2Runtime
 from .v4 import RestartPolicy, V4Runtime
 
 log = logging.getLogger("daqhub.runtime")
+LINE_SETTINGS = ("baudrate", "bytesize", "parity", "stopbits", "rtscts", "xonxoff", "dsrdtr")
 
 
 class Sink(Protocol):
@@ -77,6 +78,24 @@ class ShutdownReport:
     @property
     def ok(self) -> bool:
         return not (self.forced or self.leaked or self.unclosed_resources or self.errors)
+
+
+def make_context(itype: InstrumentType, instrument_id: str, block: Mapping[str, Any],
+                 serial: SerialPortManager, visa: VisaSessionManager) -> InstrumentContext:
+    """The context a factory gets: channels from the declaration, hardware from the managers."""
+    ctx = InstrumentContext(instrument_id, itype.name, block, itype.channels_for(block))
+    if itype.transport == "serial":
+        settings = dict(itype.serial_settings)
+        for key in LINE_SETTINGS:  # a lab may override the type's line defaults
+            if key in block:
+                settings[key] = block[key]
+        ctx.port = serial.port(block["port"], **settings)
+    elif itype.transport == "visa":
+        ctx.visa = visa.resource(
+            block["resource"], backend=block.get("visa_backend", "@py"),
+            **{k: block[k] for k in ("read_termination", "write_termination", "timeout_ms")
+               if k in block})
+    return ctx
 
 
 class SinkThread:
@@ -185,21 +204,11 @@ class DualRuntimeManager:
     # --- building ---------------------------------------------------------------------
 
     def _context(self, inst: InstrumentConfig, itype: InstrumentType) -> InstrumentContext:
-        channels = itype.channels_for(inst.block)
-        for c in channels:
+        ctx = make_context(itype, inst.id, inst.block, self.serial, self.visa)
+        for c in ctx.channels:
             self.channels[(inst.id, c.name)] = c
-        ctx = InstrumentContext(inst.id, itype.name, inst.block, channels)
-        if itype.transport == "serial":
-            settings = dict(itype.serial_settings)
-            if "baudrate" in inst.block:
-                settings["baudrate"] = inst.block["baudrate"]
-            ctx.port = self.serial.port(inst.block["port"], **settings)
+        if ctx.port is not None:
             self.instrument_ports[inst.id] = ctx.port.name
-        elif itype.transport == "visa":
-            ctx.visa = self.visa.resource(
-                inst.block["resource"], backend=inst.block.get("visa_backend", "@py"),
-                **{k: inst.block[k] for k in ("read_termination", "write_termination",
-                                              "timeout_ms") if k in inst.block})
         return ctx
 
     def start(self) -> None:

@@ -7,7 +7,7 @@ import time
 from collections import Counter
 
 import pytest
-from conftest import PRODUCED, make_lab, wait_for
+from runtime_fakes import PRODUCED, make_lab, wait_for
 
 from daqhub.plugins.converters import batch_to_rows
 from daqhub.runtime.dual import DualRuntimeManager, PhaseTimeouts
@@ -99,7 +99,7 @@ def test_hung_v2_driver_is_forced_within_budget_and_reported(host, tmp_path) -> 
     assert any(f.startswith("stuck (v2 thread, busy in read)") for f in report.forced)
     assert any("stuck" in x for x in report.leaked)       # pure-Python hang: the thread lives on
     assert set(report.clean) == {"a", "c"}
-    from conftest import RELEASE
+    from runtime_fakes import RELEASE
     RELEASE.set()
     rt.v2.workers["stuck"].thread.join(5)
     leftover = {t.name for t in threading.enumerate()} - before

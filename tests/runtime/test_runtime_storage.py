@@ -7,7 +7,7 @@ from collections import Counter
 import h5py
 import pyarrow as pa
 import pytest
-from conftest import PRODUCED, make_lab, wait_for
+from runtime_fakes import PRODUCED, make_lab, wait_for
 
 from daqhub.runtime.dual import DualRuntimeManager
 

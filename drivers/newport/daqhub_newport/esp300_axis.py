@@ -1,0 +1,341 @@
+"""One ESP300 axis, flavor-neutral: the transactions both flavors run, and what errors mean.
+
+The ESP300 reports problems only through its controller-wide error FIFO, and some of them
+arrive long after the command that caused them: a move into a hardware limit is accepted
+silently and logs ``x04`` when the stage gets there. Whoever drains the FIFO next (a poll of
+this axis, or an exchange of another axis sharing the controller) must get each error to the
+axis it belongs to. So:
+
+* every exchange ends by draining the FIFO; entries of other axes go to the controller's
+  :class:`ErrorRouter` (one per port), entries of this axis and general errors are ours;
+* an error drained right after a set command is that command's failure and raises at once;
+* an error that shows up otherwise (during a poll, or routed from another axis' exchange) is
+  a *fault* of the running motion: it is reported once in the poll's metadata and raised by
+  the next :meth:`wait_until_done` or :meth:`home`, which is where a script learns that its
+  move did not end where it asked;
+* a new motion command starts with a clean slate (faults nobody waited for are logged).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import TypeVar
+
+from daqhub.instrument import DriverError
+from daqhub.measurement import MetaValue
+
+from .esp300_config import AxisSettings
+from .esp300_protocol import (
+    COMMAND_END,
+    FIFO_DEPTH,
+    REPLY_END,
+    UNIT_CODES,
+    UNIT_NAMES,
+    EspError,
+    as_driver_error,
+    command,
+    describe,
+    drain_errors,
+    format_number,
+)
+from .lineio import (
+    DriverTimeoutError,
+    LineIO,
+    Op,
+    Transaction,
+    begin,
+    no_reply,
+    parse_int,
+    parse_number,
+    read_reply,
+    send,
+)
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+def raw_axis(text: str) -> int | None:
+    """The axis a raw command line addresses (its numeric prefix), if any."""
+    match = re.match(r"\s*(\d+)", text)
+    return int(match.group(1)) if match else None
+
+
+class ErrorRouter:
+    """Errors of one controller drained by one axis' exchange but belonging to another axis.
+
+    Shared per port (``port.shared(ErrorRouter.KEY, ErrorRouter)``) by every axis instrument
+    of either flavor. Bounded per axis like the controller's own FIFO, so errors of an axis
+    that no instrument drives cannot pile up.
+    """
+
+    KEY = "daqhub_newport.esp300.error_router"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: dict[int, deque[EspError]] = {}
+
+    def split(self, axis: int, errors: list[EspError], *, also: int | None = None
+              ) -> list[EspError]:
+        """Keep the errors of other axes for them; return this axis' and the general ones.
+
+        ``also``: a further axis whose errors are claimed (a raw command addressed to it).
+        """
+        own: list[EspError] = []
+        with self._lock:
+            for err in errors:
+                if err.axis in (0, axis) or err.axis == also:
+                    own.append(err)
+                else:
+                    self._pending.setdefault(err.axis, deque(maxlen=FIFO_DEPTH)).append(err)
+        return own
+
+    def pending(self, axis: int) -> int:
+        """How many errors wait for ``axis`` (diagnostics)."""
+        with self._lock:
+            return len(self._pending.get(axis, ()))
+
+    def take(self, axis: int) -> list[EspError]:
+        with self._lock:
+            queue = self._pending.pop(axis, None)
+        return list(queue) if queue else []
+
+
+class AxisSession:
+    """Everything about one axis that does not depend on the flavor.
+
+    Methods named ``*_fn`` return transaction functions for ``port.transaction`` /
+    ``port.atransaction``; they run on whichever thread holds the port, so the fault list is
+    guarded by a lock.
+    """
+
+    def __init__(self, instrument_id: str, settings: AxisSettings, router: ErrorRouter) -> None:
+        self.id = instrument_id
+        self.settings = settings
+        self.axis = settings.axis
+        self.unit = settings.units
+        self.router = router
+        self._lock = threading.Lock()
+        self._faults: list[EspError] = []
+        self._motion_command = ""
+
+    def cmd(self, mnemonic: str, parameter: str = "") -> str:
+        return command(self.axis, mnemonic, parameter)
+
+    def number(self, value: float, mnemonic: str) -> str:
+        return format_number(value, self.id, self.cmd(mnemonic))
+
+    # ------------------------------------------------------------------ building blocks
+    def _own_errors(self, io: LineIO, also: int | None = None) -> list[EspError]:
+        return self.router.split(self.axis, drain_errors(io, self.id), also=also)
+
+    def _add_faults(self, errors: list[EspError]) -> None:
+        """Keep faults for the next wait; bounded, keeping the oldest (the first cause)."""
+        if errors:
+            with self._lock:
+                self._faults = (self._faults + errors)[:FIFO_DEPTH]
+
+    def _ask(self, io: LineIO, cmd: str, parse: Callable[[str], T], also: int | None) -> T:
+        """Send a query and parse its reply; silence is explained from the error FIFO."""
+        send(io, cmd, COMMAND_END)
+        text = read_reply(io, self.id, cmd, REPLY_END)
+        if text is None:
+            try:
+                own = self._own_errors(io, also)
+            except DriverTimeoutError:
+                raise no_reply(io, self.id, cmd) from None  # silent altogether
+            if own:
+                raise as_driver_error(self.id, cmd, own)
+            raise no_reply(io, self.id, cmd)
+        return parse(text)
+
+    def _set(self, io: LineIO, cmd: str, also: int | None = None) -> None:
+        send(io, cmd, COMMAND_END)
+        own = self._own_errors(io, also)
+        if own:
+            raise as_driver_error(self.id, cmd, own)
+
+    def parse_float(self, cmd: str) -> Callable[[str], float]:
+        return lambda text: parse_number(text, self.id, cmd)
+
+    def parse_done(self, cmd: str) -> Callable[[str], bool]:
+        """``MD?``: ``1`` = motion done, ``0`` = moving (protocols.md)."""
+        return lambda text: parse_int(text, self.id, cmd, 0, 1) == 1
+
+    # ------------------------------------------------------------------ transactions
+    def connect_fn(self) -> Transaction[None]:
+        """Check the axis answers, agree on units, power the motor, apply the lab's settings."""
+        s = self.settings
+
+        def connect(io: LineIO) -> None:
+            begin(io, s.reply_timeout)
+            stale = self._own_errors(io)
+            if stale:
+                log.info("%s: discarded errors left from before connect: %s", self.id,
+                         describe(stale))
+            sn = self.cmd("SN?")
+            code = self._ask(io, sn, lambda t: parse_int(t, self.id, sn, 0, 11), None)
+            reported = UNIT_NAMES[code]
+            if reported != s.units:
+                if not s.set_units:
+                    raise DriverError(
+                        self.id, sn,
+                        f"axis {self.axis} works in {reported} (SN {code}) but the lab file "
+                        f"declares units = {s.units!r}; declare units = {reported!r}, or set "
+                        f"set_units = true to switch the axis to {s.units}", code="units")
+                self._set(io, self.cmd("SN", str(UNIT_CODES[s.units])))
+            if s.motor_on:
+                self._set(io, self.cmd("MO"))
+            if s.velocity is not None:
+                self._set(io, self.cmd("VA", self.number(s.velocity, "VA")))
+            if s.acceleration is not None:
+                self._set(io, self.cmd("AC", self.number(s.acceleration, "AC")))
+            if s.limits is not None:
+                self._set(io, self.cmd("SL", self.number(s.limits[0], "SL")))
+                self._set(io, self.cmd("SR", self.number(s.limits[1], "SR")))
+
+        return connect
+
+    def set_fn(self, cmd: str, *, also: int | None = None) -> Transaction[None]:
+        """A set command: errors it causes raise; faults routed to us meanwhile are kept."""
+
+        def set_command(io: LineIO) -> None:
+            begin(io, self.settings.reply_timeout)
+            self._add_faults(self.router.take(self.axis))
+            self._set(io, cmd, also)
+
+        return set_command
+
+    def motion_fn(self, cmd: str) -> Transaction[None]:
+        """Start a motion (PA, PR, OR): forget earlier faults, remember what we asked for."""
+
+        def start_motion(io: LineIO) -> None:
+            begin(io, self.settings.reply_timeout)
+            with self._lock:
+                old, self._faults = self._faults, []
+                self._motion_command = cmd
+            old += self.router.take(self.axis)
+            if old:
+                log.warning("%s: faults of an earlier motion nobody waited for: %s", self.id,
+                            describe(old))
+            self._set(io, cmd)
+
+        return start_motion
+
+    def query_fn(self, cmd: str, parse: Callable[[str], T], *, also: int | None = None
+                 ) -> Transaction[T]:
+        def query(io: LineIO) -> T:
+            begin(io, self.settings.reply_timeout)
+            value = self._ask(io, cmd, parse, also)
+            self._add_faults(self._own_errors(io, also) + self.router.take(self.axis))
+            return value
+
+        return query
+
+    def write_fn(self, cmd: str) -> Transaction[None]:
+        """Write only, no FIFO drain: for ST/AB, which must be on the wire as fast as possible.
+
+        Whatever they cause (``x20 HOMING ABORTED``) is drained by the next exchange and
+        becomes a fault of the motion they interrupted.
+        """
+
+        def write(io: LineIO) -> None:
+            send(io, cmd, COMMAND_END)
+
+        return write
+
+    def poll_fn(self) -> Transaction[tuple[float, dict[str, MetaValue]]]:
+        """One sample: actual position, whether the axis moves, faults seen since last time."""
+        tp, md = self.cmd("TP?"), self.cmd("MD?")
+
+        def poll(io: LineIO) -> tuple[float, dict[str, MetaValue]]:
+            begin(io, self.settings.reply_timeout)
+            position = self._ask(io, tp, self.parse_float(tp), None)
+            done = self._ask(io, md, self.parse_done(md), None)
+            new = self._own_errors(io) + self.router.take(self.axis)
+            self._add_faults(new)
+            meta: dict[str, MetaValue] = {"moving": not done}
+            if new:
+                meta["error_code"] = new[0].code
+                meta["error"] = describe(new)
+            return position, meta
+
+        return poll
+
+    # ------------------------------------------------------------------ after a motion
+    def raise_faults(self) -> None:
+        """Raise (once) the faults of the motion just finished, naming its command."""
+        with self._lock:
+            faults, self._faults = self._faults, []
+            cmd = self._motion_command
+        if faults:
+            raise as_driver_error(self.id, cmd or self.cmd("MD?"), faults)
+
+    def motion_timeout(self, waited: float, homing: bool) -> DriverTimeoutError:
+        with self._lock:
+            cmd = self._motion_command or self.cmd("MD?")
+        what = "homing" if homing else "the motion"
+        after = "; the axis was stopped (ST)" if homing else ""
+        return DriverTimeoutError(
+            self.id, cmd,
+            f"axis {self.axis}: {what} did not finish within {waited:.3g} s (MD? still "
+            f"reported moving){after}", code="timeout")
+
+    def home_command(self) -> str:
+        mode = self.settings.home_mode
+        return self.cmd("OR", "" if mode is None else str(mode))
+
+    # ------------------------------------------------------------------ operations
+    # One per driver method, so a flavor method is a single line: run the op.
+    def connect(self) -> Op[None]:
+        return Op("connect", self.connect_fn())
+
+    def poll(self) -> Op[tuple[float, dict[str, MetaValue]]]:
+        return Op("poll", self.poll_fn())
+
+    def move_absolute(self, position: float) -> Op[None]:
+        cmd = self.cmd("PA", self.number(position, "PA"))
+        return Op(cmd, self.motion_fn(cmd))
+
+    def move_relative(self, distance: float) -> Op[None]:
+        cmd = self.cmd("PR", self.number(distance, "PR"))
+        return Op(cmd, self.motion_fn(cmd))
+
+    def start_home(self) -> Op[None]:
+        cmd = self.home_command()
+        return Op(cmd, self.motion_fn(cmd))
+
+    def stop(self) -> Op[None]:
+        cmd = self.cmd("ST")
+        return Op(cmd, self.write_fn(cmd), urgent=True)
+
+    def abort(self) -> Op[None]:
+        """``AB`` has no axis: it aborts every axis of the controller."""
+        return Op("AB", self.write_fn("AB"), urgent=True)
+
+    def motion_done(self) -> Op[bool]:
+        md = self.cmd("MD?")
+        return Op(md, self.query_fn(md, self.parse_done(md)))
+
+    def query_float(self, mnemonic: str) -> Op[float]:
+        cmd = self.cmd(mnemonic)
+        return Op(cmd, self.query_fn(cmd, self.parse_float(cmd)))
+
+    def units(self) -> Op[str]:
+        sn = self.cmd("SN?")
+        return Op(sn, self.query_fn(sn, lambda t: UNIT_NAMES[parse_int(t, self.id, sn, 0, 11)]))
+
+    def set_value(self, mnemonic: str, value: float | None = None) -> Op[None]:
+        """``MO``, ``MF`` (no value) or ``VA``, ``AC``, ``SL``, ``SR`` ... with a number."""
+        cmd = self.cmd(mnemonic, "" if value is None else self.number(value, mnemonic))
+        return Op(cmd, self.set_fn(cmd))
+
+    def raw_command(self, text: str) -> Op[None]:
+        return Op(text, self.set_fn(text, also=raw_axis(text)))
+
+    def raw_query(self, text: str) -> Op[str]:
+        return Op(text, self.query_fn(text, str, also=raw_axis(text)))

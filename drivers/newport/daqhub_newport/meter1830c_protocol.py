@@ -1,0 +1,142 @@
+"""Newport 1830-C wire protocol: commands, reply parsing and the status byte.
+
+Written from protocols.md section 3. The meter never answers a set command and never prints
+an error: it sets bit 0 (parameter error) or bit 1 (command error) of its status byte and stays
+silent. So a set command is followed by ``Q?`` in the same transaction, and an error bit
+becomes a :class:`DriverError` naming the command that caused it; a query met with silence is
+explained the same way. Saturation and over-range (bits 2 and 3) are facts about a reading,
+not errors: they travel with the sample as metadata.
+"""
+
+from __future__ import annotations
+
+from daqhub.instrument import DriverError
+from daqhub.measurement import MetaValue
+
+from .lineio import DriverTimeoutError, LineIO, no_reply, parse_int, parse_number, read_reply, send
+
+TERMINATOR = b"\n"  # both ways (protocols.md: LF on RS-232, VISA drivers use \n)
+
+UNIT_CODES: dict[str, int] = {"W": 1, "dB": 2, "dBm": 3, "REL": 4}
+UNIT_NAMES: dict[int, str] = {code: name for name, code in UNIT_CODES.items()}
+#: ``F1`` slow (16-reading average), ``F2`` medium (4), ``F3`` fast (no averaging).
+FILTER_CODES: dict[str, int] = {"slow": 1, "medium": 2, "fast": 3}
+FILTER_NAMES: dict[int, str] = {code: name for name, code in FILTER_CODES.items()}
+AUTO_RANGE = 0
+RANGES = range(0, 9)  # 0 = auto, 1 (most gain) .. 8 (least)
+
+# Status byte (Q?) bits.
+PARAMETER_ERROR = 1
+COMMAND_ERROR = 2
+SATURATED = 4
+OVER_RANGE = 8
+MESSAGE_AVAILABLE = 16
+BUSY = 32
+SERVICE_REQUEST = 64
+READ_DONE = 128
+ERROR_BITS = PARAMETER_ERROR | COMMAND_ERROR
+
+STATUS_ERRORS: dict[int, str] = {
+    PARAMETER_ERROR: "parameter error (status bit 0): the meter refused the command's argument",
+    COMMAND_ERROR: "command error (status bit 1): the meter does not know the command",
+}
+
+
+def status_error(instrument_id: str, command: str, status: int) -> DriverError | None:
+    """The error the status byte reports for ``command``, or None.
+
+    The code is the error bits of the status byte (1, 2, or 3 when both are set).
+    """
+    bits = status & ERROR_BITS
+    if not bits:
+        return None
+    text = "; ".join(msg for bit, msg in STATUS_ERRORS.items() if bits & bit)
+    return DriverError(instrument_id, command, f"{text} (status byte {status})", code=bits)
+
+
+def reading_flags(status: int) -> dict[str, MetaValue]:
+    """What the status byte says about the reading taken with it (only the flags that hold).
+
+    Read as the meter's present condition: the driver never clears these two bits (``C``),
+    which would drop the flag from a repeated read of the same clipped sample. Whether the
+    real meter latches them until ``C`` is not documented (protocols.md section 3).
+    """
+    flags: dict[str, MetaValue] = {}
+    if status & SATURATED:
+        flags["saturated"] = True
+    if status & OVER_RANGE:
+        flags["over_range"] = True
+    return flags
+
+
+def read_status(io: LineIO, instrument_id: str) -> int:
+    send(io, "Q?", TERMINATOR)
+    text = read_reply(io, instrument_id, "Q?", TERMINATOR)
+    if text is None:
+        raise no_reply(io, instrument_id, "Q?")
+    return parse_int(text, instrument_id, "Q?", 0, 255)
+
+
+def clear_status(io: LineIO) -> None:
+    send(io, "C", TERMINATOR)
+
+
+def set_command(io: LineIO, instrument_id: str, command: str) -> None:
+    """Send a set command and raise what the status byte says went wrong (then clear it)."""
+    send(io, command, TERMINATOR)
+    status = read_status(io, instrument_id)
+    err = status_error(instrument_id, command, status)
+    if err is not None:
+        clear_status(io)
+        raise err
+
+
+def query(io: LineIO, instrument_id: str, command: str) -> str:
+    """A query's reply; silence is explained by the status byte, or is a timeout."""
+    send(io, command, TERMINATOR)
+    text = read_reply(io, instrument_id, command, TERMINATOR)
+    if text is None:
+        try:
+            status = read_status(io, instrument_id)
+        except DriverTimeoutError:
+            raise no_reply(io, instrument_id, command) from None  # silent altogether
+        err = status_error(instrument_id, command, status)
+        if err is not None:
+            clear_status(io)
+            raise err
+        raise no_reply(io, instrument_id, command)
+    return text
+
+
+def parse_reading(text: str, instrument_id: str, command: str = "D?") -> float:
+    """``D?`` in any unit: ``5E-9``, ``+.75E-9``, ``1.23E-6`` (W) or ``-15.24`` (dB, dBm, REL)."""
+    return parse_number(text, instrument_id, command)
+
+
+def wavelength_command(nm: float, instrument_id: str) -> str:
+    """``W800``: whole nanometres, as the meter takes them."""
+    rounded = round(nm)
+    if abs(nm - rounded) > 1e-6 or not 1 <= rounded <= 9999:
+        raise ValueError(f"{instrument_id}: wavelength must be a whole number of nm in "
+                         f"1..9999, got {nm!r}")
+    return f"W{rounded}"
+
+
+def range_command(range_: int, instrument_id: str) -> str:
+    if range_ not in RANGES:
+        raise ValueError(f"{instrument_id}: range must be 0 (auto) or 1..8, got {range_!r}")
+    return f"R{range_}"
+
+
+def units_command(units: str, instrument_id: str) -> str:
+    if units not in UNIT_CODES:
+        raise ValueError(f"{instrument_id}: units must be one of {', '.join(UNIT_CODES)}, "
+                         f"got {units!r}")
+    return f"U{UNIT_CODES[units]}"
+
+
+def filter_command(speed: str, instrument_id: str) -> str:
+    if speed not in FILTER_CODES:
+        raise ValueError(f"{instrument_id}: filter must be one of {', '.join(FILTER_CODES)}, "
+                         f"got {speed!r}")
+    return f"F{FILTER_CODES[speed]}"

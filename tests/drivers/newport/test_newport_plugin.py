@@ -1,0 +1,133 @@
+"""Registration of daqhub-newport: types, schemas, capabilities and lab-file validation."""
+
+from __future__ import annotations
+
+import inspect
+
+import jsonschema
+import pytest
+
+from daqhub.capabilities import missing_methods
+from daqhub.config import ConfigError, instrument_schema, parse
+from daqhub.host import PluginHost
+from daqhub.plugins import arrow, hdf5
+from daqhub_newport import plugin
+
+pytestmark = pytest.mark.timeout(10)
+
+
+@pytest.fixture
+def host() -> PluginHost:
+    """A host with this plugin and the core's built-in storage backends (not every plugin
+    installed: another distribution's problem must not fail these tests)."""
+    h = PluginHost(strict=True)
+    h.register(plugin, "newport", "daqhub-newport", "0.1.0")
+    h.register(hdf5, "hdf5", "daqhub", "")
+    h.register(arrow, "arrow", "daqhub", "")
+    return h
+
+
+def test_both_types_in_both_flavors(host: PluginHost) -> None:
+    types = host.instrument_types()
+    assert {("newport.esp300", "v2"), ("newport.esp300", "v4"), ("newport.1830c", "v2"),
+            ("newport.1830c", "v4")} <= set(types)
+    for (name, _flavor), t in types.items():
+        if not name.startswith("newport."):
+            continue
+        assert t.problems() == []
+        assert t.transport == "serial"
+        for capability in t.capabilities:
+            assert missing_methods(t.factory, capability) == [], (name, capability)
+
+
+@pytest.mark.parametrize("name, capability", [("newport.esp300", "Motion"),
+                                              ("newport.1830c", "PowerMeter")])
+def test_v4_capability_methods_are_coroutines(host: PluginHost, name: str,
+                                              capability: str) -> None:
+    t = host.instrument_type(name, "v4")
+    assert t is not None and capability in t.capabilities
+    for method in ("move_absolute", "home", "stop", "wait_until_done", "position") if (
+            capability == "Motion") else ("power", "set_wavelength", "set_units", "set_range"):
+        assert inspect.iscoroutinefunction(getattr(t.factory, method)), method
+
+
+def test_serial_defaults_follow_the_manuals(host: PluginHost) -> None:
+    esp = host.instrument_type("newport.esp300", "v2")
+    meter = host.instrument_type("newport.1830c", "v2")
+    assert esp is not None and meter is not None
+    assert (esp.serial_settings["baudrate"], esp.serial_settings["rtscts"]) == (19200, True)
+    assert (meter.serial_settings["baudrate"], meter.serial_settings["rtscts"]) == (9600, False)
+
+
+def test_channels_take_their_unit_from_the_block(host: PluginHost) -> None:
+    esp = host.instrument_type("newport.esp300", "v4")
+    meter = host.instrument_type("newport.1830c", "v4")
+    assert esp is not None and meter is not None
+    [pos] = esp.channels_for({"axis": 2, "units": "deg"})
+    assert (pos.name, pos.kind, pos.unit, pos.dtype) == ("position", "scalar", "deg", "float64")
+    assert esp.channels_for({"axis": 1})[0].unit == "mm"
+    [power] = meter.channels_for({"units": "dBm"})
+    assert (power.name, power.unit) == ("power", "dBm")
+    assert meter.channels_for({})[0].unit == "W"
+
+
+@pytest.mark.parametrize("block, ok", [
+    ({"axis": 1}, True), ({"axis": 3, "units": "deg", "limits": [-90, 90]}, True),
+    ({"axis": 4}, False), ({"units": "mm"}, False), ({"axis": 1, "units": "furlong"}, False),
+    ({"axis": 1, "limits": [1]}, False), ({"axis": 1, "rtscts": "yes"}, False),
+])
+def test_esp300_schema(host: PluginHost, block: dict[str, object], ok: bool) -> None:
+    t = host.instrument_type("newport.esp300", "v2")
+    assert t is not None
+    full = {"id": "x", "type": "newport.esp300", "port": "sim://esp300", **block}
+    validator = jsonschema.Draft202012Validator(instrument_schema(t))
+    assert (not list(validator.iter_errors(full))) is ok
+
+
+LAB = """
+[v2]
+enabled = true
+[[v2.instruments]]
+id = "x"
+type = "newport.esp300"
+port = "sim://esp300"
+axis = 1
+[[v2.instruments]]
+id = "power"
+type = "newport.1830c"
+port = "sim://newport1830c"
+units = "dBm"
+wavelength_nm = 800
+
+[v4]
+enabled = true
+[[v4.instruments]]
+id = "y"
+type = "newport.esp300"
+port = "sim://esp300"
+axis = AXIS_Y
+rtscts = RTSCTS_Y
+"""
+
+
+def test_a_lab_with_two_axes_on_one_controller_in_two_flavors(host: PluginHost) -> None:
+    lab = parse(LAB.replace("AXIS_Y", "2").replace("RTSCTS_Y", "true"), "lab.toml", host)
+    assert lab is not None
+
+
+@pytest.mark.parametrize("axis, rtscts, words", [("1", "true", "both drive axis 1"),
+                                                 ("2", "false", "disagree on rtscts")])
+def test_clashing_axes_are_reported(host: PluginHost, axis: str, rtscts: str,
+                                    words: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(LAB.replace("AXIS_Y", axis).replace("RTSCTS_Y", rtscts), "lab.toml", host)
+    assert words in str(info.value)
+
+
+def test_the_entry_point_loads_cleanly() -> None:
+    h = PluginHost()
+    h.load_entry_points()
+    assert [p for p in h.problems if p.distribution == "daqhub-newport"] == []
+    assert ("newport.1830c", "v2") in h.instrument_types()
+    owner = h.type_owner("newport.esp300", "v4")
+    assert owner is not None and owner.distribution == "daqhub-newport"

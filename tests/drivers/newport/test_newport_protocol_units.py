@@ -1,0 +1,247 @@
+"""Protocol pieces of both Newport instruments against scripted lines (no simulator).
+
+What is checked is what a user relies on: numbers are read exactly as the instruments print
+them, anything else is refused with a DriverError naming instrument and command, and ESP300
+errors reach the axis they belong to.
+"""
+
+from __future__ import annotations
+
+import pytest
+from fakeline import FakeLine
+
+from daqhub.instrument import DriverError
+from daqhub_newport import esp300_protocol as esp
+from daqhub_newport import meter1830c_protocol as pm
+from daqhub_newport.esp300_axis import AxisSession, ErrorRouter
+from daqhub_newport.esp300_config import AxisSettings
+from daqhub_newport.lineio import DriverTimeoutError, parse_number, read_reply
+
+pytestmark = pytest.mark.timeout(10)
+
+
+@pytest.mark.parametrize("text, value", [
+    ("5.32", 5.32), ("-15.24", -15.24), ("+.75E-9", 0.75e-9), ("1.23E-6", 1.23e-6),
+    ("5E-9", 5e-9), ("0", 0.0), ("0800", 800.0), ("1.", 1.0),
+])
+def test_numbers_as_the_instruments_print_them(text: str, value: float) -> None:
+    assert parse_number(text, "dev", "D?") == value
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "1_000", "", "5.3.2", "0x10", "1e", "E-9",
+                                  "5 3"])
+def test_anything_else_is_a_garbled_reply(text: str) -> None:
+    with pytest.raises(DriverError) as info:
+        parse_number(text, "dev", "D?")
+    assert (info.value.instrument_id, info.value.command, info.value.code) == ("dev", "D?",
+                                                                              "garbled")
+
+
+@pytest.mark.parametrize("raw, code", [
+    (b"5.3", "truncated"), (b"\xff\xfe5\r\n", "garbled"), (b"5\x003\r\n", "garbled"),
+])
+def test_truncated_and_garbled_lines(raw: bytes, code: str) -> None:
+    line = FakeLine(lambda cmd: raw)
+    line.write(b"1TP?\r")
+    with pytest.raises(DriverError) as info:
+        read_reply(line, "stage", "1TP?", b"\r\n")
+    assert info.value.code == code
+    assert "stage" in str(info.value) and "1TP?" in str(info.value)
+
+
+def test_silence_is_none_so_the_caller_can_ask_why() -> None:
+    line = FakeLine(lambda cmd: None)
+    line.write(b"1TP?\r")
+    assert read_reply(line, "stage", "1TP?", b"\r\n") is None
+
+
+# ---------------------------------------------------------------------------- ESP300
+@pytest.mark.parametrize("text, code, axis, message", [
+    ("0, 451322, NO ERROR DETECTED", 0, 0, "NO ERROR DETECTED"),
+    ("108, 12, MOTOR / STAGE NOT CONNECTED", 108, 1, "MOTOR / STAGE NOT CONNECTED"),
+    ("  7 ,  3 , PARAMETER OUT OF RANGE", 7, 0, "PARAMETER OUT OF RANGE"),
+    ("306", 306, 3, "POSITIVE SOFTWARE LIMIT DETECTED"),  # TE?-style bare code
+])
+def test_tb_replies(text: str, code: int, axis: int, message: str) -> None:
+    err = esp.parse_error(text, "stage")
+    assert (err.code, err.axis, err.message) == (code, axis, message)
+
+
+def test_tb_garbage_is_refused() -> None:
+    with pytest.raises(DriverError, match="garbled"):
+        esp.parse_error("NO ERROR", "stage")
+
+
+def fifo(entries: list[str]) -> FakeLine:
+    queue = list(entries)
+    return FakeLine(lambda cmd: ((queue.pop(0) if queue else "0, 1, NO ERROR DETECTED")
+                                 + "\r\n").encode() if cmd == "TB?" else None)
+
+
+def test_drain_pops_until_no_error() -> None:
+    line = fifo(["7, 10, PARAMETER OUT OF RANGE", "213, 11, MOTOR NOT ENABLED"])
+    errors = esp.drain_errors(line, "stage")
+    assert [e.code for e in errors] == [7, 213]
+    assert line.sent == ["TB?"] * 3
+
+
+def test_drain_is_bounded_by_the_fifo_depth() -> None:
+    line = FakeLine(lambda cmd: b"6, 1, COMMAND DOES NOT EXIST\r\n")
+    with pytest.raises(DriverError, match="did not empty"):
+        esp.drain_errors(line, "stage")
+    assert len(line.sent) == esp.FIFO_DEPTH + 1
+
+
+@pytest.mark.parametrize("value, text", [(5, "5"), (0.1, "0.1"), (-0.0, "0"), (1e-5, "0.00001"),
+                                         (-2.5, "-2.5"), (123456.789, "123456.789")])
+def test_numbers_sent_as_plain_decimals(value: float, text: str) -> None:
+    assert esp.format_number(value, "stage", "1PA") == text
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 1e13])
+def test_impossible_numbers_are_refused_before_sending(value: float) -> None:
+    with pytest.raises(ValueError, match="1PA"):
+        esp.format_number(value, "stage", "1PA")
+
+
+def test_router_keeps_other_axes_errors_for_them_bounded() -> None:
+    router = ErrorRouter()
+    errors = [esp.EspError(7, 1, "PARAMETER OUT OF RANGE"), esp.EspError(104, 2, "x"),
+              *[esp.EspError(206, i, "y") for i in range(12)]]
+    own = router.split(3, errors)
+    assert [e.code for e in own] == [7]  # general: the command just sent on axis 3
+    assert [e.code for e in router.take(2)] == [206] * esp.FIFO_DEPTH  # oldest dropped
+    assert [e.code for e in router.take(1)] == [104]
+    assert router.take(1) == []
+
+
+class ScriptedController:
+    """Just enough ESP300 for the axis session: position, motion state and a FIFO."""
+
+    def __init__(self) -> None:
+        self.position = "1.5"
+        self.done = "1"
+        self.errors: list[str] = []
+
+    def __call__(self, cmd: str) -> bytes | None:
+        if cmd.endswith("TP?"):
+            return f"{self.position}\r\n".encode()
+        if cmd.endswith("MD?"):
+            return f"{self.done}\r\n".encode()
+        if cmd == "TB?":
+            text = self.errors.pop(0) if self.errors else "0, 5, NO ERROR DETECTED"
+            return f"{text}\r\n".encode()
+        return None
+
+
+def test_a_limit_hit_is_reported_once_by_a_poll_and_raised_by_the_wait() -> None:
+    dev = ScriptedController()
+    line = FakeLine(dev)
+    router = ErrorRouter()
+    axis1 = AxisSession("x", AxisSettings(axis=1), router)
+    axis2 = AxisSession("y", AxisSettings(axis=2), router)
+    axis1.move_absolute(30).fn(line)
+    assert line.sent[-2:] == ["1PA30", "TB?"]
+    dev.errors = ["104, 99, POSITIVE HARDWARE LIMIT DETECTED", "205, 99, NEGATIVE HARDWARE"]
+    position, meta = axis1.poll().fn(line)
+    assert position == 1.5
+    assert meta["moving"] is False and meta["error_code"] == 104
+    _, meta = axis1.poll().fn(line)
+    assert "error_code" not in meta  # reported once
+    with pytest.raises(DriverError) as info:
+        axis1.raise_faults()
+    assert (info.value.code, info.value.command) == (104, "1PA30")
+    axis1.raise_faults()  # raised once
+    _, meta2 = axis2.poll().fn(line)  # axis 2's error, drained by axis 1, reaches axis 2
+    assert meta2["error_code"] == 205
+
+
+def test_a_set_command_raises_the_error_it_caused() -> None:
+    dev = ScriptedController()
+    line = FakeLine(dev)
+    session = AxisSession("x", AxisSettings(axis=1), ErrorRouter())
+    dev.errors = ["111, 4, MAXIMUM ACCELERATION EXCEEDED"]
+    with pytest.raises(DriverError) as info:
+        session.set_value("AC", 1e6).fn(line)
+    assert (info.value.code, info.value.command) == (111, "1AC1000000")
+    assert "MAXIMUM ACCELERATION EXCEEDED" in info.value.message
+
+
+def test_a_silent_query_is_explained_by_the_fifo_or_is_a_timeout() -> None:
+    dev = ScriptedController()
+    line = FakeLine(dev)
+    session = AxisSession("x", AxisSettings(axis=1), ErrorRouter())
+    dev.errors = ["6, 4, COMMAND DOES NOT EXIST"]
+    with pytest.raises(DriverError) as info:
+        session.raw_query("1ZZ?").fn(line)
+    assert info.value.code == 6
+    with pytest.raises(DriverTimeoutError) as tinfo:
+        session.raw_query("1ZZ?").fn(line)
+    assert tinfo.value.command == "1ZZ?" and "x" in str(tinfo.value)
+    dead = FakeLine(lambda cmd: None)
+    with pytest.raises(DriverTimeoutError) as dinfo:
+        session.query_float("TP?").fn(dead)
+    assert dinfo.value.command == "1TP?"  # not the TB? asked to explain the silence
+
+
+def test_every_exchange_starts_by_dropping_stale_input() -> None:
+    line = FakeLine(ScriptedController())
+    session = AxisSession("x", AxisSettings(axis=1), ErrorRouter())
+    line._out += b"9.99\r\n"  # a reply that came after its reader gave up
+    assert session.query_float("TP?").fn(line) == 1.5
+
+
+# ---------------------------------------------------------------------------- 1830-C
+@pytest.mark.parametrize("status, code, words", [
+    (1, 1, ["parameter error"]), (2, 2, ["command error"]),
+    (3, 3, ["parameter error", "command error"]), (144 | 1, 1, ["parameter error"]),
+])
+def test_status_error_bits(status: int, code: int, words: list[str]) -> None:
+    err = pm.status_error("meter", "W5000", status)
+    assert err is not None and err.code == code and err.command == "W5000"
+    assert all(w in err.message for w in words)
+
+
+@pytest.mark.parametrize("status, flags", [
+    (0, {}), (144, {}), (4, {"saturated": True}), (8, {"over_range": True}),
+    (12 | 128, {"saturated": True, "over_range": True}),
+])
+def test_reading_flags(status: int, flags: dict[str, bool]) -> None:
+    assert pm.status_error("meter", "D?", status) is None
+    assert pm.reading_flags(status) == flags
+
+
+def test_meter_set_command_checks_and_clears_the_status_byte() -> None:
+    status = {"value": 0}
+
+    def meter(cmd: str) -> bytes | None:
+        if cmd == "Q?":
+            return f"{status['value']}\n".encode()
+        if cmd == "C":
+            status["value"] = 0
+        elif cmd.startswith("W"):
+            status["value"] = 1 if int(cmd[1:]) > 1100 else 0
+        return None
+
+    line = FakeLine(meter, terminator=b"\n")
+    pm.set_command(line, "meter", "W800")
+    with pytest.raises(DriverError) as info:
+        pm.set_command(line, "meter", "W5000")
+    assert info.value.code == 1
+    assert line.sent[-3:] == ["W5000", "Q?", "C"]
+
+
+@pytest.mark.parametrize("make, arg", [
+    (pm.wavelength_command, 800.5), (pm.wavelength_command, 0), (pm.range_command, 9),
+    (pm.units_command, "mW"), (pm.filter_command, "turbo"),
+])
+def test_meter_arguments_refused_before_sending(make: object, arg: object) -> None:
+    with pytest.raises(ValueError, match="meter"):
+        make(arg, "meter")  # type: ignore[operator]
+
+
+def test_meter_commands() -> None:
+    assert pm.wavelength_command(800, "m") == "W800"
+    assert pm.range_command(0, "m") == "R0"
+    assert pm.units_command("dBm", "m") == "U3"
+    assert pm.filter_command("slow", "m") == "F1"

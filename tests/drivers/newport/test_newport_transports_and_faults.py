@@ -1,0 +1,164 @@
+"""Both Newport drivers over a pseudo-terminal and TCP, and under injected line faults.
+
+A fault must end in a DriverError that names the instrument and the command, within the
+reply timeout, and the driver must work again once the line is healthy.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from conftest import Build, run, sim_url
+
+from daqhub.instrument import DriverError
+from daqhub.measurement import Scalar
+from daqhub.plugins.converters import batch_to_rows
+from daqhub_newport import DriverTimeoutError
+from daqhub_newport.lineio import DriverDisconnectedError
+from daqhub_sims import registry
+from daqhub_sims.pty_server import PtyServer
+from daqhub_sims.tcp_server import TcpServer
+
+pytestmark = pytest.mark.timeout(20)
+
+REPLY_TIMEOUT = 0.1
+
+
+class Case:
+    """One instrument: how to build it, one query to poke it with, and its line terminator."""
+
+    def __init__(self, type_name: str, model: str, options: dict[str, Any],
+                 config: dict[str, Any], query: Callable[[Any], Any], command: str,
+                 terminator: bytes) -> None:
+        self.type_name, self.model, self.options = type_name, model, options
+        self.config, self.query, self.command = config, query, command
+        self.terminator = terminator
+
+    def url(self) -> str:
+        return sim_url(self.model, **self.options)
+
+
+ESP300 = Case("newport.esp300", "esp300", {"speed_scale": 10},
+              {"axis": 1, "reply_timeout": REPLY_TIMEOUT}, lambda i: i.position(), "1TP?",
+              b"\r\n")
+METER = Case("newport.1830c", "newport1830c", {"noise": 0, "power": 1e-6},
+             {"reply_timeout": REPLY_TIMEOUT}, lambda i: i.power(), "D?", b"\n")
+CASES = [pytest.param(ESP300, id="esp300"), pytest.param(METER, id="1830c")]
+
+
+def connected(build: Build, case: Case, port: str | None = None) -> Any:
+    inst = build(case.type_name, "v2", port or case.url(), case.config, "dut")
+    inst.connect()
+    return inst
+
+
+# ------------------------------------------------------------------ transports
+@pytest.mark.parametrize("case", CASES)
+def test_over_a_pseudo_terminal(build: Build, case: Case) -> None:
+    with PtyServer(registry.endpoint(case.url())) as pty:
+        inst = connected(build, case, pty.path)
+        assert inst.serial_port.device.startswith("/dev/pts/")
+        [m] = inst.read()
+        assert m.data in (Scalar(0.0, "mm"), Scalar(1e-6, "W"))
+        inst.close()
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_over_tcp_like_ser2net(build: Build, case: Case) -> None:
+    with TcpServer(registry.endpoint(case.url())) as srv:
+        inst = connected(build, case, srv.url)
+        [m] = inst.read()
+        assert m.data in (Scalar(0.0, "mm"), Scalar(1e-6, "W"))
+
+
+def test_esp300_v4_moves_over_tcp(build: Build) -> None:
+    with TcpServer(registry.endpoint(ESP300.url())) as srv:
+        ax = build("newport.esp300", "v4", srv.url, {"axis": 1}, "tcp-stage")
+
+        async def script() -> Any:
+            await ax.start()
+            await ax.move_absolute(1.5)
+            await ax.wait_until_done(5)
+            return await ax.read()
+
+        [row] = batch_to_rows(run(script())[0])
+        assert row.data == Scalar(1.5, "mm")
+
+
+# ------------------------------------------------------------------ faults
+@pytest.mark.parametrize("junk", ["binary", "line"])
+@pytest.mark.parametrize("case", CASES)
+def test_garbage_before_a_reply(build: Build, case: Case, junk: str) -> None:
+    url = case.url()
+    inst = connected(build, case, url)
+    data = b"\xfe\x07" if junk == "binary" else b"@@" + case.terminator
+    registry.endpoint(url).faults.inject_garbage(data)
+    with pytest.raises(DriverError) as info:
+        case.query(inst)
+    err = info.value
+    assert (err.instrument_id, err.command, err.code) == ("dut", case.command, "garbled")
+    assert case.query(inst) in (0.0, 1e-6)  # the next exchange is clean again
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_truncated_reply(build: Build, case: Case) -> None:
+    url = case.url()
+    inst = connected(build, case, url)
+    registry.endpoint(url).faults.truncate_next(1)
+    t0 = time.monotonic()
+    with pytest.raises(DriverError) as info:
+        case.query(inst)
+    assert time.monotonic() - t0 < 1.0
+    err = info.value
+    assert (err.instrument_id, err.command, err.code) == ("dut", case.command, "truncated")
+    assert case.query(inst) in (0.0, 1e-6)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_silent_instrument_times_out_naming_instrument_and_command(
+        build: Build, case: Case) -> None:
+    url = case.url()
+    inst = connected(build, case, url)
+    registry.endpoint(url).faults.latency = 5.0
+    t0 = time.monotonic()
+    with pytest.raises(DriverTimeoutError) as info:
+        case.query(inst)
+    assert time.monotonic() - t0 < 1.0
+    err = info.value
+    assert isinstance(info.value, TimeoutError)
+    assert (err.instrument_id, err.command, err.code) == ("dut", case.command, "timeout")
+    assert "dut" in str(err) and case.command in str(err) and f"{REPLY_TIMEOUT} s" in str(err)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_disconnect_and_reconnect(build: Build, case: Case) -> None:
+    url = case.url()
+    inst = connected(build, case, url)
+    faults = registry.endpoint(url).faults
+    reconnected = threading.Event()
+    inst.serial_port.add_listener(
+        lambda event: reconnected.set() if event.kind == "reconnected" else None)
+    faults.disconnect()
+    t0 = time.monotonic()
+    with pytest.raises(DriverDisconnectedError) as info:
+        case.query(inst)
+    assert time.monotonic() - t0 < 1.0
+    err = info.value
+    assert isinstance(info.value, ConnectionError)
+    assert (err.instrument_id, err.command, err.code) == ("dut", case.command, "disconnected")
+    with pytest.raises(DriverDisconnectedError):  # still down: fails at once, sends nothing
+        inst.read()
+    faults.reconnect()
+    assert reconnected.wait(5), "the serial manager did not reopen the port"
+    assert case.query(inst) in (0.0, 1e-6)
+
+
+def test_close_of_an_axis_on_a_dead_port_does_not_raise(build: Build) -> None:
+    url = ESP300.url()
+    inst = connected(build, ESP300, url)
+    registry.endpoint(url).faults.disconnect()
+    inst.close()  # logs and returns: the lab is shutting down anyway

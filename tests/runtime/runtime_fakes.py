@@ -1,0 +1,108 @@
+"""In-process instrument types for runtime tests: counters, crashers, hangers."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from daqhub.config import LabConfig, parse
+from daqhub.host import PluginHost
+from daqhub.instrument import V2Instrument, V4Actor, now_ns
+from daqhub.measurement import ChannelSpec, Measurement, Scalar
+from daqhub.schema import build_batch
+from daqhub.specs import InstrumentType
+
+CHANNELS = [ChannelSpec("count", "scalar", "", "int64"), ChannelSpec("x", "scalar", "V")]
+PRODUCED: dict[str, int] = {}          # instrument id -> samples produced per channel
+RELEASE = threading.Event()            # lets hung drivers go at the end of a test
+
+
+class CounterV2(V2Instrument):
+    def connect(self) -> None:
+        self.n = 0
+
+    def read(self) -> list[Measurement]:
+        self.n += 1
+        PRODUCED[self.id] = self.n
+        ts = now_ns()
+        return [Measurement(self.id, "count", ts, Scalar(np.int64(self.n), "")),
+                Measurement(self.id, "x", ts, Scalar(float(self.n) / 2, "V"))]
+
+    def add(self, a: int, b: int) -> int:
+        return a + b
+
+
+class CounterV4(V4Actor):
+    async def start(self) -> None:
+        self.n = 0
+
+    async def read(self):
+        self.n += 1
+        PRODUCED[self.id] = self.n
+        ts = [now_ns()]
+        return [build_batch(self.id, CHANNELS[0], ts, np.array([self.n], np.int64)),
+                build_batch(self.id, CHANNELS[1], ts, np.array([self.n / 2]))]
+
+    async def add(self, a: int, b: int) -> int:
+        return a + b
+
+    async def stop(self) -> str:  # a control message: served before routine ones
+        return "stopped"
+
+
+class CrashV4(CounterV4):
+    async def read(self):
+        raise RuntimeError("sensor on fire")
+
+
+class FlakyV4(CounterV4):
+    crashed: set[str] = set()
+
+    async def read(self):
+        if self.id not in FlakyV4.crashed:
+            FlakyV4.crashed.add(self.id)
+            raise RuntimeError("transient glitch")
+        return await super().read()
+
+
+class HangV2(CounterV2):
+    def read(self) -> list[Measurement]:
+        RELEASE.wait(60)  # a driver stuck in a call that never returns (until the test ends)
+        return []
+
+
+class SlowStartV4(CounterV4):
+    async def start(self) -> None:
+        await asyncio.sleep(0.05)
+        await super().start()
+
+
+def _types() -> list[InstrumentType]:
+    out = []
+    for name, flavor, cls in [("test.counter", "v2", CounterV2), ("test.counter", "v4", CounterV4),
+                              ("test.crash", "v4", CrashV4), ("test.flaky", "v4", FlakyV4),
+                              ("test.hang", "v2", HangV2), ("test.slow", "v4", SlowStartV4)]:
+        out.append(InstrumentType(name, flavor, "none", cls, CHANNELS, f"{name} for tests",
+                                  capabilities=("Readable",)))
+    return out
+
+
+def make_lab(host: PluginHost, tmp_path: Path, v2: list[tuple[str, str]],
+             v4: list[tuple[str, str]], poll_hz: float = 50, extra: str = "") -> LabConfig:
+    text = f'[daqhub]\noutput_dir = "{tmp_path}/data"\nshutdown_timeout = 15\n{extra}\n'
+    for flavor, items in (("v2", v2), ("v4", v4)):
+        for iid, t in items:
+            text += f'[[{flavor}.instruments]]\nid = "{iid}"\ntype = "{t}"\npoll_hz = {poll_hz}\n'
+    return parse(text, "test.toml", host, tmp_path)
+
+
+def wait_for(cond, timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)
