@@ -241,7 +241,9 @@ def _did_you_mean(word: str, candidates: Sequence[str]) -> str:
 # --- validation -------------------------------------------------------------------------
 
 class _Collector:
-    def __init__(self, file: str, where: Mapping[tuple[Any, ...], int]) -> None:
+    def __init__(self, file: str, where: Mapping[tuple[Any, ...], int],
+                 base_dir: Path | None = None) -> None:
+        self.base_dir = base_dir or Path.cwd()
         self.file = file
         self.where = where
         self.problems: list[Problem] = []
@@ -355,7 +357,7 @@ def check_output_dir(path: Path) -> str | None:
 def validate(data: Mapping[str, Any], text: str, file: str, host: PluginHost,
              base_dir: Path) -> tuple[LabConfig | None, list[Problem]]:
     where = locate_keys(text)
-    c = _Collector(file, where)
+    c = _Collector(file, where, base_dir)
     _check_keys(c, data, ["daqhub", "v2", "v4", "storage", "routines"], (), "the lab file")
     daq = data.get("daqhub", {})
     if not isinstance(daq, dict):
@@ -492,11 +494,40 @@ def _check_instrument(c: _Collector, block: Mapping[str, Any], path: tuple[Any, 
     _schema_problems(c, block, instrument_schema(t, core_checks=False), path)
     if t.transport == "serial" and isinstance(block.get("port"), str):
         _check_port(c, block["port"], (*path, "port"))
+    block = dict(block)
     if t.transport == "visa" and isinstance(block.get("resource"), str):
         _check_visa(c, block["resource"], (*path, "resource"))
+    if t.transport == "visa" and isinstance(block.get("visa_backend"), str):
+        resolved, why = resolve_visa_backend(block["visa_backend"], c.base_dir)
+        if why:
+            c.add((*path, "visa_backend"), why)
+        block["visa_backend"] = resolved
     if not ok or len(c.problems) > before:
         return None
-    return InstrumentConfig(str(iid), tname, flavor, dict(block), line)
+    return InstrumentConfig(str(iid), tname, flavor, block, line)
+
+
+def resolve_visa_backend(backend: str, base_dir: Path) -> tuple[str, str]:
+    """A backend with a simulation file, made absolute; and why it is unusable, if it is.
+
+    ``file.yaml@sim`` is relative to the lab file; ``package:path/file.yaml@sim`` is a
+    file shipped inside an installed package (the demo lab uses daqhub-sims' files).
+    """
+    if not backend.endswith("@sim") or backend == "@sim":
+        return backend, ""
+    spec = backend[: -len("@sim")]
+    m = re.match(r"^([A-Za-z_][\w.]*):(.+)$", spec)
+    if m and not re.match(r"^[A-Za-z]:[\\/]", spec):  # not a Windows drive letter
+        from importlib import resources
+        try:
+            path = Path(str(resources.files(m.group(1)) / m.group(2)))
+        except ModuleNotFoundError:
+            return backend, f"visa_backend {backend!r}: package {m.group(1)!r} is not installed"
+    else:
+        path = (base_dir / spec).resolve()
+    if not path.is_file():
+        return backend, f"visa_backend {backend!r}: simulation file {path} does not exist"
+    return f"{path}@sim", ""
 
 
 def parse(text: str | bytes, file: str, host: PluginHost, base_dir: Path | None = None

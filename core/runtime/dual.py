@@ -93,8 +93,7 @@ def make_context(itype: InstrumentType, instrument_id: str, block: Mapping[str, 
     elif itype.transport == "visa":
         ctx.visa = visa.resource(
             block["resource"], backend=block.get("visa_backend", "@py"),
-            **{k: block[k] for k in ("read_termination", "write_termination", "timeout_ms")
-               if k in block})
+            **{k: block[k] for k in ("read_termination", "write_termination") if k in block})
     return ctx
 
 

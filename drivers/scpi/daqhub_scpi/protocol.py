@@ -1,0 +1,487 @@
+"""The SCPI protocol, written once as transaction functions both flavors run.
+
+Each public ``*_fn`` method returns a plain blocking function ``fn(session)`` that
+the core runs with exclusive use of the shared VISA session (``session`` is the
+pyvisa resource). A function writes its command, reads the reply, and, unless
+``check_errors`` is off, drains ``SYST:ERR?`` before it returns, so an error in
+the instrument's queue is reported against the command that caused it and never
+against the next instrument that happens to use the same resource.
+
+Why the I/O is done by hand (``write_raw``/``read_raw``) instead of
+``session.query``: the session is shared, so this instrument's terminations and
+timeout are applied per transaction and restored afterwards; and pyvisa only
+*warns* when a reply lacks its terminator (a read can end early on GPIB END or
+a quiet serial line), which would let a truncated ``+1.00`` pass as a reading.
+(On a TCP socket pyvisa-py reports such a reply as a timeout instead.)
+
+Keeping replies in step: SCPI pairs replies with queries only by order. After
+a timeout, a truncated or a garbled reply, a late reply may still be on its way
+and would be taken as the answer to the next query, possibly another
+instrument's. The session is then marked *out of step* (state kept per session,
+shared by every SCPI instrument on it) and resynchronised: pending input is
+drained, then ``*IDN?`` is asked and replies are read until the known
+identification comes back. Until that succeeds no other command is sent.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pyvisa import constants as visa_constants
+from pyvisa.errors import Error as VisaError
+from pyvisa.errors import VisaIOError
+
+from daqhub.instrument import DriverError, now_ns
+
+from .parsing import ReplyParseError, Value, parse_error_entry, parse_int
+
+T = TypeVar("T")
+Session = Any  # a pyvisa MessageBasedResource; typed loosely so tests can pass fakes
+
+ERROR_QUERY = "SYST:ERR?"
+IDN_QUERY = "*IDN?"
+#: ``SYST:ERR?`` reads before giving up on emptying the queue (instruments hold 10 to ~100
+#: entries; the bound only matters for one that never answers ``0``).
+MAX_ERROR_READS = 128
+#: Replies read while resynchronising before giving up (stale replies plus ours).
+MAX_SYNC_READS = 8
+#: Timeout of each read that drains stale input after a failure.
+DRAIN_TIMEOUT_MS = 50
+MAX_DRAIN_READS = 8
+#: Seconds a transaction may wait for the shared resource before it runs.
+LOCK_WAIT_S = 2.0
+_ENCODING = "latin-1"  # every byte decodes, so garbage becomes a parse error, not a crash
+
+
+class ScpiTimeoutError(DriverError, TimeoutError):
+    """No (complete) reply within the instrument's ``timeout_ms``."""
+
+
+class ScpiDeviceError(DriverError):
+    """The instrument's error queue reported one or more errors after a command.
+
+    ``code`` is the first SCPI error code (e.g. -113), ``errors`` all entries read.
+    """
+
+    def __init__(self, instrument_id: str, command: str, errors: Sequence[tuple[int, str]],
+                 note: str = "") -> None:
+        self.errors = list(errors)
+        text = "; ".join(f"{code},\"{message}\"" for code, message in self.errors)
+        first = self.errors[0][0] if self.errors else None
+        super().__init__(instrument_id, command, f"SCPI error {text}{note}", first)
+
+
+@dataclass(frozen=True)
+class ScpiSettings:
+    """The per-instrument link settings of the lab file (keys of the same names)."""
+
+    read_termination: str = "\n"
+    write_termination: str = "\n"
+    timeout_ms: int = 2000
+    check_errors: bool = True
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> ScpiSettings:
+        return cls(
+            read_termination=str(config.get("read_termination", "\n")),
+            write_termination=str(config.get("write_termination", "\n")),
+            timeout_ms=int(config.get("timeout_ms", 2000)),
+            check_errors=bool(config.get("check_errors", True)),
+        )
+
+    def problems(self) -> list[str]:
+        out = []
+        if not self.read_termination:
+            out.append("read_termination must not be empty (it is how a reply's end is found)")
+        elif self.read_termination[-1] in self.read_termination[:-1]:
+            out.append(f"read_termination {self.read_termination!r} repeats its last "
+                       f"character, so a read would stop early")
+        if not self.write_termination:
+            out.append("write_termination must not be empty")
+        if self.timeout_ms <= 0:
+            out.append(f"timeout_ms must be positive, got {self.timeout_ms}")
+        return out
+
+
+@dataclass
+class _SessionState:
+    """What every SCPI instrument on one session must agree on."""
+
+    idn: str | None = None
+    out_of_step: bool = False
+    why: str = ""
+
+
+_STATES: weakref.WeakKeyDictionary[Any, _SessionState] = weakref.WeakKeyDictionary()
+_STATES_LOCK = threading.Lock()
+
+
+def session_state(session: Session) -> _SessionState:
+    with _STATES_LOCK:
+        state = _STATES.get(session)
+        if state is None:
+            state = _STATES[session] = _SessionState()
+        return state
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One parsed reply and when it arrived."""
+
+    value: Value
+    timestamp_ns: int
+
+
+@dataclass(frozen=True)
+class Query:
+    """A reading: which query to send and how to parse its reply."""
+
+    command: str
+    parse: Callable[[str], Value]
+
+
+class ScpiProtocol:
+    """SCPI transaction functions of one instrument.
+
+    ``resource`` is only used in messages, so a technician reading a log line
+    knows which cable to check.
+    """
+
+    def __init__(self, instrument_id: str, settings: ScpiSettings, resource: str = "") -> None:
+        problems = settings.problems()
+        if problems:
+            raise DriverError(instrument_id, "", "; ".join(problems))
+        self.id = instrument_id
+        self.settings = settings
+        self.resource = resource
+        self._rterm = settings.read_termination
+        self._wterm = settings.write_termination
+
+    # ------------------------------------------------------------------ budgets
+    def transaction_timeout(self, reads: int = 1, extra_ms: float = 0.0) -> float:
+        """Seconds to give the resource manager for a transaction doing ``reads`` queries.
+
+        Covers waiting for the resource, the reads themselves, an error check per
+        read, and one resynchronisation after a failure, so the manager never
+        abandons a transaction that is still inside its own I/O timeouts.
+        """
+        per_read = self.settings.timeout_ms / 1000.0
+        error_reads = reads if self.settings.check_errors else 0
+        io_s = per_read * (reads + error_reads + 3) + extra_ms / 1000.0 + 0.5
+        return LOCK_WAIT_S + io_s
+
+    # ------------------------------------------------------------------ transaction functions
+    def write_fn(self, command: str) -> Callable[[Session], None]:
+        """A command without a reply (then the error check)."""
+        self._check_command(command)
+
+        def write(session: Session) -> None:
+            with _Configured(session, self.settings):
+                self._ensure_in_step(session, command)
+                self._send(session, command)
+                self._check_errors(session, command)
+
+        return write
+
+    def query_fn(self, command: str, parse: Callable[[str], T] | None = None
+                 ) -> Callable[[Session], T | str]:
+        """A query; its reply parsed by ``parse`` (the raw text without ``parse``)."""
+        self._check_command(command)
+
+        def query(session: Session) -> T | str:
+            with _Configured(session, self.settings):
+                self._ensure_in_step(session, command)
+                text = self._ask(session, command)
+                self._check_errors(session, command)
+                return text if parse is None else self._parse(session, command, text, parse)
+
+        return query
+
+    def read_fn(self, queries: Sequence[Query]) -> Callable[[Session], list[Sample]]:
+        """All readings of one poll in one transaction, each stamped when its reply came."""
+        for q in queries:
+            self._check_command(q.command)
+
+        def read(session: Session) -> list[Sample]:
+            out: list[Sample] = []
+            with _Configured(session, self.settings):
+                for q in queries:
+                    self._ensure_in_step(session, q.command)
+                    text = self._ask(session, q.command)
+                    stamp = now_ns()
+                    self._check_errors(session, q.command)
+                    out.append(Sample(self._parse(session, q.command, text, q.parse), stamp))
+            return out
+
+        return read
+
+    def sequence_fn(self, commands: Sequence[str]) -> Callable[[Session], list[str | None]]:
+        """Commands in order (queries among them return their reply), each error-checked.
+
+        Stops at the first command the instrument refuses: the rest of a setup
+        sequence usually depends on it.
+        """
+        for c in commands:
+            self._check_command(c)
+
+        def run(session: Session) -> list[str | None]:
+            replies: list[str | None] = []
+            with _Configured(session, self.settings):
+                for c in commands:
+                    self._ensure_in_step(session, c)
+                    if _is_query(c):
+                        replies.append(self._ask(session, c))
+                    else:
+                        self._send(session, c)
+                        replies.append(None)
+                    self._check_errors(session, c)
+            return replies
+
+        return run
+
+    def opc_fn(self, timeout_ms: float) -> Callable[[Session], None]:
+        """``*OPC?``: returns once the instrument finished every pending operation."""
+        command = "*OPC?"
+
+        def opc(session: Session) -> None:
+            with _Configured(session, self.settings, timeout_ms=timeout_ms):
+                self._ensure_in_step(session, command)
+                text = self._ask(session, command, timeout_ms)
+                value = self._parse(session, command, text, parse_int)
+                if value != 1:
+                    self._mark_out_of_step(session, f"{command} answered {text!r}")
+                    raise DriverError(self.id, command, f"expected 1, got {text!r}")
+
+        return opc
+
+    def errors_fn(self) -> Callable[[Session], list[tuple[int, str]]]:
+        """Drain the error queue and return its entries without raising for them."""
+
+        def errors(session: Session) -> list[tuple[int, str]]:
+            with _Configured(session, self.settings):
+                self._ensure_in_step(session, ERROR_QUERY)
+                return self._drain_errors(session, ERROR_QUERY)
+
+        return errors
+
+    def remember_idn(self, session: Session, idn: str) -> None:
+        """Record the identification resynchronisation looks for (from the manager's cache)."""
+        state = session_state(session)
+        if idn and state.idn is None:
+            state.idn = idn
+
+    # ------------------------------------------------------------------ I/O steps
+    def _check_command(self, command: str) -> None:
+        if not command or not command.strip():
+            raise DriverError(self.id, command, "empty command")
+        for ch in {"\n", "\r", *self._wterm, *self._rterm}:
+            if ch in command:
+                raise DriverError(self.id, command, f"a command may not contain {ch!r}: it "
+                                  "would split into two messages and pair replies wrongly")
+        try:
+            command.encode(_ENCODING)
+        except UnicodeEncodeError as exc:
+            raise DriverError(self.id, command, f"not sendable as bytes: {exc}") from None
+
+    def _where(self) -> str:
+        return f" on {self.resource}" if self.resource else ""
+
+    def _send(self, session: Session, command: str) -> None:
+        data = (command + self._wterm).encode(_ENCODING)
+        try:
+            session.write_raw(data)
+        except VisaIOError as exc:
+            self._mark_out_of_step(session, f"sending {command!r} failed")
+            raise DriverError(self.id, command, f"sending failed{self._where()}: {exc}",
+                              exc.error_code) from exc
+        except OSError as exc:
+            self._mark_out_of_step(session, f"sending {command!r} failed")
+            raise DriverError(self.id, command, f"connection lost{self._where()} while "
+                              f"sending: {exc!r}") from exc
+
+    def _receive(self, session: Session, command: str, timeout_ms: float | None = None) -> str:
+        """One reply without its terminator; raises (and marks out of step) on any fault."""
+        waited = self.settings.timeout_ms if timeout_ms is None else timeout_ms
+        try:
+            raw = session.read_raw()
+        except VisaIOError as exc:
+            self._mark_out_of_step(session, f"no reply to {command!r}")
+            if exc.error_code == visa_constants.StatusCode.error_timeout:
+                raise ScpiTimeoutError(
+                    self.id, command, f"no complete reply within {waited:g} ms (timeout_ms) "
+                    f"while {self.id} held {self.resource or 'the resource'}") from exc
+            raise DriverError(self.id, command, f"reading the reply failed{self._where()}: "
+                              f"{exc}", exc.error_code) from exc
+        except OSError as exc:
+            self._mark_out_of_step(session, f"no reply to {command!r}")
+            raise DriverError(self.id, command, f"connection lost{self._where()} while "
+                              f"reading the reply: {exc!r}") from exc
+        text = bytes(raw).decode(_ENCODING)
+        if not text.endswith(self._rterm):
+            self._mark_out_of_step(session, f"truncated reply to {command!r}")
+            raise DriverError(self.id, command, f"truncated reply {text!r}{self._where()}: it "
+                              f"does not end with {self._rterm!r} (link lost mid-reply, or "
+                              f"read_termination does not match the instrument)")
+        return text[: -len(self._rterm)]
+
+    def _ask(self, session: Session, command: str, timeout_ms: float | None = None) -> str:
+        """Send a query and read its reply; a timeout is explained by the error queue if it can."""
+        self._send(session, command)
+        try:
+            return self._receive(session, command, timeout_ms)
+        except ScpiTimeoutError as exc:
+            self._resync(session, command)
+            if self.settings.check_errors and not session_state(session).out_of_step:
+                try:
+                    errors = self._drain_errors(session, command)
+                except DriverError:
+                    raise exc from None
+                if errors:
+                    raise ScpiDeviceError(self.id, command, errors,
+                                          f" (and no reply within "
+                                          f"{self.settings.timeout_ms} ms)") from exc
+            raise
+        except DriverError:
+            self._resync(session, command)
+            raise
+
+    def _parse(self, session: Session, command: str, text: str,
+               parse: Callable[[str], T]) -> T:
+        try:
+            return parse(text)
+        except (ReplyParseError, ValueError) as exc:
+            # a reply of the wrong form may be someone else's: get back in step first
+            self._mark_out_of_step(session, f"unexpected reply {text!r} to {command!r}")
+            self._resync(session, command)
+            raise DriverError(self.id, command, f"unexpected reply {text!r}: {exc}") from None
+
+    def _drain_errors(self, session: Session, command: str) -> list[tuple[int, str]]:
+        errors: list[tuple[int, str]] = []
+        for _ in range(MAX_ERROR_READS):
+            self._send(session, ERROR_QUERY)
+            try:
+                text = self._receive(session, ERROR_QUERY)
+            except DriverError as exc:
+                self._resync(session, command)
+                kind = ScpiTimeoutError if isinstance(exc, ScpiTimeoutError) else DriverError
+                raise kind(self.id, command, f"checking the error queue after it: "
+                           f"{exc.message}", exc.code) from exc
+            try:
+                code, message = parse_error_entry(text)
+            except ReplyParseError:
+                self._mark_out_of_step(session, f"unexpected reply {text!r} to {ERROR_QUERY}")
+                self._resync(session, command)
+                raise DriverError(self.id, command, f"checking the error queue after it: "
+                                  f"unexpected reply {text!r} to {ERROR_QUERY}") from None
+            if code == 0:
+                return errors
+            errors.append((code, message))
+        errors.append((0, f"more errors left after {MAX_ERROR_READS} reads of {ERROR_QUERY}"))
+        return errors
+
+    def _check_errors(self, session: Session, command: str) -> None:
+        if not self.settings.check_errors:
+            return
+        errors = self._drain_errors(session, command)
+        if errors:
+            raise ScpiDeviceError(self.id, command, errors)
+
+    # ------------------------------------------------------------------ staying in step
+    def _mark_out_of_step(self, session: Session, why: str) -> None:
+        state = session_state(session)
+        state.out_of_step = True
+        state.why = f"{self.id}: {why}"
+
+    def _ensure_in_step(self, session: Session, command: str) -> None:
+        state = session_state(session)
+        if not state.out_of_step:
+            return
+        self._resync(session, command)
+        if state.out_of_step:
+            raise DriverError(self.id, command, f"not sent: the replies{self._where()} are out "
+                              f"of step since {state.why} and resynchronising failed")
+
+    def _resync(self, session: Session, command: str) -> None:
+        """Drain stale input, then read until our ``*IDN?`` comes back; bounded throughout."""
+        state = session_state(session)
+        if not state.out_of_step:
+            return
+        self._drain_input(session)
+        if state.idn is None:
+            # nothing to recognise: draining is the best available
+            state.out_of_step = False
+            return
+        try:
+            self._send(session, IDN_QUERY)
+        except DriverError:
+            return
+        deadline = time.monotonic() + self.settings.timeout_ms / 1000.0
+        for _ in range(MAX_SYNC_READS):
+            try:
+                raw = session.read_raw()
+            except (VisaIOError, OSError):
+                return
+            if bytes(raw).decode(_ENCODING).removesuffix(self._rterm) == state.idn:
+                # that may have been a late answer to an earlier *IDN?; ours then follows
+                # at once (the instrument is answering again), so drain briefly once more
+                self._drain_input(session)
+                state.out_of_step = False
+                return
+            if time.monotonic() > deadline:
+                return
+
+    def _drain_input(self, session: Session) -> None:
+        saved = session.timeout
+        try:
+            session.timeout = DRAIN_TIMEOUT_MS
+            for _ in range(MAX_DRAIN_READS):
+                try:
+                    session.read_raw()
+                except (VisaIOError, OSError):
+                    return
+        finally:
+            session.timeout = saved
+
+
+class _Configured:
+    """This instrument's timeout and read termination on the shared session, then the old ones."""
+
+    __slots__ = ("session", "timeout", "term", "old_timeout", "old_term")
+
+    def __init__(self, session: Session, settings: ScpiSettings,
+                 timeout_ms: float | None = None) -> None:
+        self.session = session
+        self.timeout = settings.timeout_ms if timeout_ms is None else timeout_ms
+        self.term = settings.read_termination
+        self.old_timeout: Any = None
+        self.old_term: Any = None
+
+    def __enter__(self) -> None:
+        s = self.session
+        self.old_timeout = s.timeout
+        self.old_term = s.read_termination
+        if self.old_timeout != self.timeout:
+            s.timeout = self.timeout
+        if self.old_term != self.term:
+            s.read_termination = self.term
+
+    def __exit__(self, *exc: object) -> None:
+        s = self.session
+        try:
+            if s.timeout != self.old_timeout:
+                s.timeout = self.old_timeout
+            if s.read_termination != self.old_term:
+                s.read_termination = self.old_term
+        except (VisaError, OSError):
+            pass  # a closed or lost session has nothing left to restore; keep the real error
+
+
+def _is_query(command: str) -> bool:
+    """SCPI: a query's header ends with ``?`` (parameters may follow, e.g. ``MEAS:VOLT? 10``)."""
+    header = command.strip().split(None, 1)[0]
+    return header.endswith("?")
