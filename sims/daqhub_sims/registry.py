@@ -47,8 +47,26 @@ class UnknownModelError(LookupError):
     pass
 
 
+#: Entry-point group through which other distributions add simulated models
+#: (``acme = "daqhub_acme_sim:AcmeSim"``), so ``sim://acme`` works without importing them.
+MODEL_GROUP = "daqhub_sims.models"
+_discovered = False
+
+
+def _discover() -> None:
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=MODEL_GROUP):
+        _MODELS.setdefault(ep.name.lower(), ep.value)
+
+
 def models() -> list[str]:
     """Names accepted by :func:`create` and as the host part of a ``sim://`` URL."""
+    _discover()
     return sorted(_MODELS)
 
 
@@ -61,6 +79,7 @@ def create(
     name: str, options: Mapping[str, str] | None = None, clock: Clock | None = None
 ) -> SimDevice:
     """A fresh device of model ``name`` (not registered anywhere)."""
+    _discover()
     factory = _MODELS.get(name.lower())
     if factory is None:
         raise UnknownModelError(
