@@ -1,0 +1,98 @@
+"""`daqhub run` on the demo lab, as a lab user runs it: a subprocess, stopped with Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import pyarrow as pa
+import pytest
+
+INSTRUMENTS = ("stage", "power", "rotator", "slider", "dmm", "psu")
+
+
+def read_until(proc: subprocess.Popen[str], pattern: str, timeout: float) -> list[str]:
+    """Lines of stdout up to the first matching ``pattern`` (fails after ``timeout``)."""
+    import selectors
+
+    sel = selectors.DefaultSelector()
+    assert proc.stdout is not None
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not sel.select(max(0.0, deadline - time.monotonic())):
+            continue
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if re.search(pattern, line):
+            return lines
+    raise AssertionError(f"no line matching {pattern!r} within {timeout} s; got:\n"
+                         + "".join(lines))
+
+
+@pytest.mark.timeout(120)
+def test_demo_lab_runs_and_stops_cleanly_on_sigint(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daqhub", "run", "--plain", "--interval", "0.5",
+         "--output-dir", str(tmp_path / "data")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
+    try:
+        # wait until every instrument has produced data, then interrupt mid-run
+        every = "".join(rf"(?=.*\b{i}=running:[1-9])" for i in INSTRUMENTS)
+        read_until(proc, every, timeout=60)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "SIGINT: shutting down" in err
+    assert "shutdown report" in out and "forced" not in out and "leaked" not in out
+    assert "resources not closed" not in out
+    counts = {m.group(1): {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(2))}
+              for m in re.finditer(r"^  (\w+): ((?:\w+=\d+(?:, )?)+)$", out, re.M)}
+    assert set(counts) == set(INSTRUMENTS), out
+    files = re.findall(r"^  (v2|v4): (\S+)$", out, re.M)
+    assert {f for f, _ in files} == {"v2", "v4"}
+    stored: dict[str, dict[str, int]] = {}
+    for flavor, path in files:
+        p = Path(path)
+        assert p.stat().st_size > 0
+        if p.suffix == ".h5":
+            with h5py.File(p, "r") as f:
+                for iid in (k for k in f if not k.startswith("_")):
+                    for ch in f[iid]:
+                        stored.setdefault(iid, {})[ch] = len(f[iid][ch]["timestamp_ns"])
+        else:
+            with pa.ipc.open_stream(p) as r:
+                table = r.read_all()
+            stored.setdefault(p.parent.name, {})[p.stem] = table.num_rows
+    assert stored == counts            # what the report printed is what the files hold
+    assert all(n > 0 for chans in counts.values() for n in chans.values())
+    budget = json.loads((Path(files[0][1]).parent / "budget.json").read_text()) \
+        if files[0][0] == "v2" else None
+    if budget:
+        assert budget["shutdown"]["unclosed_resources"] == []
+
+
+@pytest.mark.timeout(60)
+def test_run_with_invalid_lab_lists_problems_and_exits_2(tmp_path: Path) -> None:
+    lab = tmp_path / "lab.toml"
+    lab.write_text('[[v2.instruments]]\nid = "x"\ntype = "newport.esp30"\nport = "sim://esp300"'
+                   '\naxis = 1\n')
+    r = subprocess.run([sys.executable, "-m", "daqhub", "run", str(lab)], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2
+    assert f"{lab}:3: unknown instrument type 'newport.esp30'" in r.stderr
+    assert "newport.esp300" in r.stderr
