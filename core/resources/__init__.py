@@ -1,0 +1,67 @@
+"""Core-owned shared hardware managers: serial ports, VISA sessions, leases across them.
+
+Instruments of both flavors get handles from these managers and never open hardware
+themselves; see design.md §3 and the module docs of ``ordering``, ``serial`` and ``visa``.
+"""
+
+from .errors import (
+    LockOrderError,
+    PortDisconnectedError,
+    PortOpenError,
+    ReplyTimeoutError,
+    ResourceClosedError,
+    ResourceConfigConflictError,
+    ResourceError,
+    ResourceTimeoutError,
+    TransactionOverrunError,
+)
+from .ordering import (
+    DEFAULT_CHECKER,
+    DEFAULT_TIMEOUT_S,
+    Gate,
+    Lease,
+    LockOrderChecker,
+    TransactionStats,
+    dump_gates,
+    held_resources,
+    lease,
+)
+from .serial import (
+    PortEvent,
+    PortIO,
+    SerialPortManager,
+    SharedSerialPort,
+    UsbIdentity,
+    canonical_port_name,
+)
+from .visa import SharedVisaResource, VisaSessionManager, canonical_resource_name
+
+__all__ = [
+    "DEFAULT_CHECKER",
+    "DEFAULT_TIMEOUT_S",
+    "Gate",
+    "Lease",
+    "LockOrderChecker",
+    "LockOrderError",
+    "PortDisconnectedError",
+    "PortEvent",
+    "PortIO",
+    "PortOpenError",
+    "ReplyTimeoutError",
+    "ResourceClosedError",
+    "ResourceConfigConflictError",
+    "ResourceError",
+    "ResourceTimeoutError",
+    "SerialPortManager",
+    "SharedSerialPort",
+    "SharedVisaResource",
+    "TransactionOverrunError",
+    "TransactionStats",
+    "UsbIdentity",
+    "VisaSessionManager",
+    "canonical_port_name",
+    "canonical_resource_name",
+    "dump_gates",
+    "held_resources",
+    "lease",
+]

@@ -1,0 +1,1130 @@
+"""Fair per-resource gates, the global acquisition order, leases and the held-resource registry.
+
+Every shared resource (a serial port, a VISA session, a GPIB board) is guarded by one
+:class:`Gate`: a FIFO lock with an urgent lane, owner tracking and bounded waits.
+
+How a transaction runs (measured choices, see design.md §3):
+
+* **Uncontended sync caller** (V2 thread): takes the gate and runs the transaction in its own
+  thread. No thread hand-off, because a hand-off costs more than a pty or pyvisa-sim round trip.
+* **Anything that has to wait, and every async caller** (V4 coroutine): becomes a *job* in the
+  gate's queue. Whoever holds the gate runs queued jobs back to back (combining): a sync caller
+  runs up to ``COMBINE_BUDGET`` of them after its own transaction, then the per-gate worker
+  thread takes over (it also runs async jobs on an idle gate, so the loop never does I/O).
+  A contended resource thus changes hands once per batch instead of once per transaction; each
+  waiting thread is woken once, when its own result is ready. Finished async jobs are handed
+  back to their loop in batches (``_hold_back``): one ``call_soon_threadsafe`` per batch, sent
+  when the holder runs out of work, or after ``POST_BATCH_MAX`` jobs or ``POST_BATCH_AGE_S``.
+  Job timeouts bound the wait *for the gate*; once started, a job is given the same time again
+  to finish, and is never abandoned half-way (a late result is discarded with
+  :class:`TransactionOverrunError`).
+* **Leases** (several transactions or resources without interleaving) are handed over directly:
+  the releasing side grants the gate to the next waiter in FIFO order.
+
+The urgent lane is served before the normal FIFO (stop/abort for motion controllers); it cannot
+pre-empt a transaction or lease already running.
+
+Deadlock freedom comes from one global order: every resource has an ``order_key`` (serial ports
+``(0, name)`` before VISA ``(1, name)``). Leases acquire their gates sorted by it, and the
+:class:`LockOrderChecker` raises :class:`LockOrderError` *before waiting* whenever a context
+that holds a gate asks for one that orders before it. The held set is tracked in a
+``ContextVar``, so it is per thread and per asyncio task alike.
+
+Ctrl-C: CPython runs signal handlers only in the main thread, between bytecodes. While the main
+thread runs a transaction, SIGINT is deferred by a temporary handler that only records it; the
+previous handler is restored and the signal re-raised (``signal.raise_signal``) as soon as the
+transaction is finished, so a command is never split from its reply. While the main thread is
+merely *queued* the interrupt is honoured at once and the queued job is withdrawn (never sent);
+if the worker already started it, the main thread first waits (bounded) for it to finish. Other
+threads never receive KeyboardInterrupt in CPython. Async callers are cancelled the asyncio way:
+a cancelled coroutine withdraws its job if it has not started; a started one runs to completion
+on the worker and its result is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from contextvars import ContextVar, Token
+from types import TracebackType
+from typing import Any, Protocol, TypeVar
+
+from .errors import (
+    LockOrderError,
+    ResourceClosedError,
+    ResourceTimeoutError,
+    TransactionOverrunError,
+)
+
+T = TypeVar("T")
+# What a holder is doing, for messages: a description, or (verb, argument) formatted lazily so
+# the hot path does not build strings.
+What = str | tuple[str, object]
+
+DEFAULT_TIMEOUT_S = 2.0
+# Waits are bounded: "forever" (None, -1, inf) is refused rather than silently allowed.
+MAX_TIMEOUT_S = 3600.0
+# How many queued transactions a sync caller runs for others after its own (see Gate._combine).
+COMBINE_BUDGET = 16
+# Finished async transactions are handed back to their loop in batches (see Gate._hold_back).
+POST_BATCH_MAX = 64
+POST_BATCH_AGE_S = 0.002
+SLOW_JOB_S = 0.0005
+SERIAL_ORDER = 0
+VISA_ORDER = 1
+
+_QUEUED = 0
+_RUNNING = 1
+_DONE = 2
+_CANCELLED = 3
+_GRANTED = 4
+
+_now = time.monotonic
+_perf = time.perf_counter
+_get_ident = threading.get_ident
+_allocate_lock = threading.Lock
+_running_loop = asyncio.events._get_running_loop
+_MAIN_IDENT = threading.main_thread().ident
+try:  # the C module: signal.signal/getsignal convert to enums and cost ~25 us per transaction
+    import _signal
+
+    _set_handler: Callable[[int, Any], Any] = _signal.signal
+    _get_handler: Callable[[int], Any] = _signal.getsignal
+except ImportError:  # pragma: no cover - other interpreters
+    _set_handler = signal.signal
+    _get_handler = signal.getsignal
+_SIGINT_NUM = int(signal.SIGINT)
+
+
+class Holding:
+    """Who holds (or waits for) a gate, and since when: the facts timeout errors report."""
+
+    __slots__ = ("gate", "owner", "what", "since", "held", "group")
+
+    def __init__(self, gate: Gate, owner: str, what: What, held: tuple[Holding, ...],
+                 group: list[Gate] | None = None) -> None:
+        self.gate = gate
+        self.owner = owner
+        self.what = what
+        self.since = 0.0
+        self.held = held
+        self.group = group
+
+    def holds(self) -> list[str]:
+        """Names of every gate this owner holds through the context it acquired from."""
+        names = [h.gate.name for h in self.held]
+        extra = [*self.group, self.gate] if self.group is not None else [self.gate]
+        for gate in extra:
+            if gate.name not in names:
+                names.append(gate.name)
+        return names
+
+    def describe(self, now: float) -> str:
+        what = self.what if isinstance(self.what, str) else f"{self.what[0]} {self.what[1]!r}"
+        return (f"{self.owner!r} for {now - self.since:.3f} s ({what}), "
+                f"holding [{', '.join(self.holds())}]")
+
+
+class _Job(Holding):
+    """A transaction waiting for, or being run by, a gate's worker."""
+
+    __slots__ = ("fn", "runner", "stats", "urgent", "enqueued", "state", "result", "exc",
+                 "waiter", "loop", "fut", "timer", "timeout")
+
+    def __init__(self, gate: Gate, owner: str, what: What, held: tuple[Holding, ...],
+                 fn: Callable[[Any], Any], runner: Callable[[Callable[[Any], Any]], Any],
+                 stats: TransactionStats | None, urgent: bool, timeout: float) -> None:
+        Holding.__init__(self, gate, owner, what, held)
+        self.fn = fn
+        self.runner = runner
+        self.stats = stats
+        self.urgent = urgent
+        self.enqueued = _now()
+        self.state = _QUEUED
+        self.result: Any = None
+        self.exc: BaseException | None = None
+        self.waiter: Any = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.fut: asyncio.Future[Any] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.timeout = timeout
+
+
+class _Handoff(Holding):
+    """A lease waiting for a gate to be handed over to it."""
+
+    __slots__ = ("urgent", "enqueued", "state", "result", "exc", "waiter", "loop", "fut", "timer",
+                 "timeout")
+
+    def __init__(self, gate: Gate, owner: str, held: tuple[Holding, ...], group: list[Gate],
+                 urgent: bool, timeout: float) -> None:
+        Holding.__init__(self, gate, owner, "lease", held, group)
+        self.urgent = urgent
+        self.enqueued = _now()
+        self.state = _QUEUED
+        self.result: Any = None
+        self.exc: BaseException | None = None
+        self.waiter: Any = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.fut: asyncio.Future[Any] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.timeout = timeout
+
+
+_Entry = _Job | _Handoff
+
+_HELD: ContextVar[tuple[Holding, ...]] = ContextVar("daqhub_resources_held", default=())
+
+
+def held_resources() -> list[str]:
+    """Names of the gates the current thread or task holds (for diagnostics and tests)."""
+    return [h.gate.name for h in _HELD.get()]
+
+
+class TransactionStats:
+    """Counters of one resource. Updated by whoever holds its gate, so no lock of their own."""
+
+    __slots__ = ("transactions", "errors", "timeouts", "urgent", "wait_total", "wait_max",
+                 "io_total", "io_max", "disconnects", "reconnects")
+
+    def __init__(self) -> None:
+        self.transactions = 0
+        self.errors = 0
+        self.timeouts = 0
+        self.urgent = 0
+        self.wait_total = 0.0
+        self.wait_max = 0.0
+        self.io_total = 0.0
+        self.io_max = 0.0
+        self.disconnects = 0
+        self.reconnects = 0
+
+    def record_io(self, seconds: float, ok: bool) -> None:
+        if ok:
+            self.transactions += 1
+        else:
+            self.errors += 1
+        self.io_total += seconds
+        if seconds > self.io_max:
+            self.io_max = seconds
+
+    def snapshot(self) -> dict[str, Any]:
+        done = self.transactions + self.errors
+        return {
+            "transactions": self.transactions,
+            "errors": self.errors,
+            "timeouts": self.timeouts,
+            "urgent": self.urgent,
+            "wait_mean_s": self.wait_total / done if done else 0.0,
+            "wait_max_s": self.wait_max,
+            "io_mean_s": self.io_total / done if done else 0.0,
+            "io_max_s": self.io_max,
+            "disconnects": self.disconnects,
+            "reconnects": self.reconnects,
+        }
+
+
+class LockOrderChecker:
+    """Raises on any acquisition against the global order.
+
+    The check is a comparison with the highest gate the caller's context already holds, so it
+    costs well under a microsecond and stays on in production. ``violations`` counts what it
+    caught (also when a caller swallowed the error).
+    """
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.violations = 0
+
+    def check(self, gate: Gate, held: Sequence[Holding], owner: str) -> None:
+        if not self.enabled or not held:
+            return
+        top = max(held, key=_holding_order)
+        if gate.order_key > top.gate.order_key:
+            return
+        self.violations += 1
+        now = _now()
+        stack = ", ".join(f"{h.gate.name} (as {h.owner!r}, {now - h.since:.3f} s)" for h in held)
+        current = gate.holder_description(now)
+        raise LockOrderError(
+            f"lock order violation: {owner!r} asked for {gate.name} while holding {top.gate.name},"
+            f" which orders after it (serial ports before VISA, then by name). "
+            f"{owner!r} holds [{stack}]; {gate.name} is "
+            f"{'held by ' + current if current else 'free'}. Take both in one lease([...]) so "
+            f"they are acquired in order.")
+
+
+def _holding_order(h: Holding) -> tuple[int, str]:
+    return h.gate.order_key
+
+
+DEFAULT_CHECKER = LockOrderChecker(enabled=True)
+
+_REGISTRY: weakref.WeakSet[Gate] = weakref.WeakSet()
+
+
+class _SigintGuard:
+    """Defers SIGINT in the main thread while a transaction is on the wire (see module doc)."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.pending = False
+        self.interruptible = False
+        self.previous: Any = None
+        self.handler = self._handler  # one bound method, so "is ours?" is an identity test
+
+    def enter(self) -> bool:
+        if self.depth:
+            self.depth += 1
+            return True
+        previous = _get_handler(_SIGINT_NUM)
+        if previous is None:  # installed from C: we could not restore it, so leave it alone
+            return False
+        try:
+            _set_handler(_SIGINT_NUM, self.handler)
+        except ValueError:  # not the main interpreter
+            return False
+        self.previous = previous
+        self.pending = False
+        self.interruptible = False
+        self.depth = 1
+        return True
+
+    def exit(self) -> None:
+        self.depth -= 1
+        if self.depth:
+            return
+        self.interruptible = False
+        if _get_handler(_SIGINT_NUM) is self.handler:  # unless replaced meanwhile
+            _set_handler(_SIGINT_NUM, self.previous)
+        if self.pending:
+            self.pending = False
+            signal.raise_signal(_SIGINT_NUM)  # now handled by the restored handler
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.interruptible and self.depth == 1:
+            previous = self.previous
+            if callable(previous):
+                previous(signum, frame)
+                return
+        self.pending = True
+
+
+_SIGINT = _SigintGuard()
+
+
+class Gate:
+    """One FIFO lock with an urgent lane, a combining worker and owner tracking.
+
+    The worker thread is started on demand and exits after ``idle_exit_s`` without work, so
+    an idle process keeps no thread per resource.
+    """
+
+    def __init__(self, name: str, order_key: tuple[int, str], *,
+                 checker: LockOrderChecker | None = DEFAULT_CHECKER,
+                 idle_exit_s: float = 5.0) -> None:
+        self.name = name
+        self.order_key = order_key
+        self.checker = checker
+        self.note: Callable[[], str] | None = None
+        self._idle_exit_s = idle_exit_s
+        self._mutex = threading.Lock()
+        self._wake = threading.Condition(self._mutex)
+        self._idle = threading.Condition(self._mutex)
+        self._busy = False
+        self._draining = False
+        self._holder: Holding | None = None
+        self._last_holder: Holding | None = None
+        self._last_release = 0.0
+        self._urgent: deque[_Entry] = deque()
+        self._normal: deque[_Entry] = deque()
+        self._direct: deque[_Job] = deque()
+        self._worker: threading.Thread | None = None
+        self._worker_idle = False
+        self._closed = False
+        self._post_lock = threading.Lock()
+        self._posts: dict[asyncio.AbstractEventLoop, list[_Entry]] = {}
+        self._finished: list[_Job] = []
+        self._finished_since = 0.0
+        self.max_queue_depth = 0
+        _REGISTRY.add(self)
+
+    def __repr__(self) -> str:
+        return f"<Gate {self.name}>"
+
+    # ------------------------------------------------------------------ introspection
+    @property
+    def queue_depth(self) -> int:
+        return len(self._urgent) + len(self._normal)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def holder_description(self, now: float | None = None) -> str | None:
+        holder = self._holder
+        if holder is None:
+            return None
+        return holder.describe(_now() if now is None else now)
+
+    def describe(self, now: float | None = None) -> list[str]:
+        """Holder and waiters, one line each: the body of the diagnostic dump."""
+        now = _now() if now is None else now
+        with self._mutex:
+            holder = self._holder
+            waiting = [("urgent", e) for e in self._urgent] + [("", e) for e in self._normal]
+            worker = self._worker
+            worker_idle = self._worker_idle
+            draining = self._draining
+        lines = [f"{self.name} order={self.order_key}"
+                 + (" CLOSED" if self._closed else "")
+                 + (f" [{self.note()}]" if self.note is not None else "")]
+        if holder is not None:
+            lines.append(f"  holder: {holder.describe(now)}")
+        elif draining:
+            lines.append("  holder: worker (between queued transactions)")
+        else:
+            lines.append("  holder: none")
+        for lane, entry in waiting:
+            kind = "lease" if isinstance(entry, _Handoff) else "transaction"
+            lines.append(f"  waiting{' (' + lane + ')' if lane else ''}: {entry.owner!r} "
+                         f"{kind} for {now - entry.enqueued:.3f} s")
+        state = "none" if worker is None else ("idle" if worker_idle else "running")
+        lines.append(f"  worker: {state}")
+        return lines
+
+    # ------------------------------------------------------------------ ordering
+    def _check_order(self, held: tuple[Holding, ...], owner: str) -> None:
+        checker = self.checker
+        if checker is not None and held:
+            checker.check(self, held, owner)
+
+    def _timeout_error(self, owner: str, waited: float, ahead: int, kind: str,
+                       cls: type[ResourceTimeoutError] = ResourceTimeoutError
+                       ) -> ResourceTimeoutError:
+        now = _now()
+        holder = self.holder_description(now)
+        last = self._last_holder
+        if holder is not None:
+            tail = f"held by {holder}"
+        elif last is not None:
+            # released an instant ago, to a request queued ahead of this one
+            holder = (f"{last.describe(self._last_release)}, released "
+                      f"{now - self._last_release:.3f} s ago")
+            tail = f"last held by {holder}"
+        else:
+            tail = "it was free at that moment"
+        msg = (f"{owner!r} timed out after {waited:.2f} s waiting for {self.name} ({kind}); "
+               f"{tail}; {ahead} request(s) were queued ahead")
+        return cls(msg, resource=self.name, waited_s=waited, holder=holder, owner=owner)
+
+    # ------------------------------------------------------------------ queue helpers
+    def _enqueue_locked(self, entry: _Entry, urgent: bool) -> None:
+        if self._closed:
+            raise ResourceClosedError(f"{self.name} is closed")
+        (self._urgent if urgent else self._normal).append(entry)
+        depth = len(self._urgent) + len(self._normal)
+        if depth > self.max_queue_depth:
+            self.max_queue_depth = depth
+
+    def _withdraw_locked(self, entry: _Entry) -> int:
+        """Remove a queued entry; returns how many entries were ahead of it."""
+        if isinstance(entry, _Job) and entry in self._direct:  # a lease holder's own job
+            self._direct.remove(entry)
+            entry.state = _CANCELLED
+            return 0
+        lane = self._urgent if entry.urgent else self._normal
+        index = lane.index(entry)
+        del lane[index]
+        entry.state = _CANCELLED
+        return index if entry.urgent else index + len(self._urgent)
+
+    def _wake_worker_locked(self) -> None:
+        worker = self._worker
+        if worker is None:
+            worker = threading.Thread(target=self._worker_main, daemon=True,
+                                      name=f"daqhub-gate {self.name}")
+            self._worker = worker
+            worker.start()
+        elif self._worker_idle:
+            self._wake.notify()
+
+    def _grant_locked(self, handoff: _Handoff) -> None:
+        handoff.state = _GRANTED
+        handoff.since = _now()
+        self._holder = handoff
+        if handoff.waiter is not None:
+            handoff.waiter.release()
+        elif not self._post(handoff):  # its loop is gone: nobody will use or release the gate
+            handoff.state = _CANCELLED
+            self._pass_on_locked()
+
+    def _left_locked(self) -> None:
+        """Remember who held the gate last: a timeout right after a release still names it."""
+        if self._holder is not None:
+            self._last_holder = self._holder
+            self._last_release = _now()
+            self._holder = None
+
+    def _pass_on_locked(self) -> None:
+        """The holder is done: grant the next lease or let the worker run queued jobs."""
+        self._left_locked()
+        lane = self._urgent or self._normal
+        if not lane:
+            self._busy = False
+            if self._closed:
+                self._idle.notify_all()
+            return
+        head = lane[0]
+        if type(head) is _Handoff:
+            lane.popleft()
+            self._grant_locked(head)
+        else:
+            self._draining = True
+            self._wake_worker_locked()
+
+    def release(self) -> None:
+        """Give the gate up (lease exit, or the end of an inline transaction)."""
+        with self._mutex:
+            self._pass_on_locked()
+
+    # ------------------------------------------------------------------ worker
+    def _next_job_locked(self) -> _Job | None:
+        if self._direct:
+            job = self._direct.popleft()
+            job.state = _RUNNING
+            return job
+        if not self._draining:
+            return None
+        while True:
+            lane = self._urgent or self._normal
+            if not lane:
+                self._draining = False
+                self._busy = False
+                self._left_locked()
+                if self._closed:
+                    self._idle.notify_all()
+                return None
+            entry = lane.popleft()
+            if isinstance(entry, _Handoff):
+                self._draining = False
+                self._grant_locked(entry)
+                return None
+            entry.state = _RUNNING
+            self._left_locked()
+            self._holder = entry
+            return entry
+
+    def _worker_main(self) -> None:
+        mutex = self._mutex
+        while True:
+            with mutex:
+                job = self._next_job_locked()
+            if job is not None:
+                self._execute(job)
+                continue
+            if self._finished:
+                self._send_finished()  # out of work: wake the loops for what is done
+            with mutex:
+                job = self._next_job_locked()  # work may have come while we sent
+                if job is None:
+                    if self._closed and not self._busy:
+                        self._worker = None
+                        return
+                    self._worker_idle = True
+                    woken = self._wake.wait(self._idle_exit_s)
+                    self._worker_idle = False
+                    if (not woken and not self._direct and not self._draining) or (
+                            self._closed and not self._busy and not self._direct):
+                        self._worker = None
+                        return
+                    continue
+            self._execute(job)
+
+    def _execute(self, job: _Job) -> None:
+        start = _now()
+        job.since = start
+        if self._finished and start - self._finished_since >= POST_BATCH_AGE_S:
+            self._send_finished()  # do not keep finished async jobs waiting behind this one
+        stats = job.stats
+        if stats is not None:
+            wait = start - job.enqueued
+            stats.wait_total += wait
+            if wait > stats.wait_max:
+                stats.wait_max = wait
+        token = _HELD.set((*job.held, job))
+        try:
+            job.result = job.runner(job.fn)
+        except BaseException as exc:  # delivered to the caller, whatever it is
+            job.exc = exc
+        finally:
+            _HELD.reset(token)
+        job.state = _DONE
+        if job.waiter is not None:
+            job.waiter.release()
+            # sync traffic must not hold back finished async jobs beyond the batch age
+            if self._finished and _now() - self._finished_since >= POST_BATCH_AGE_S:
+                self._send_finished()
+        else:
+            self._hold_back(job)
+
+    def _hold_back(self, job: _Job) -> None:
+        """Collect finished async jobs so their loop is woken once per batch.
+
+        Waking a loop per job made the worker and the loop trade the GIL at every
+        ``call_soon_threadsafe`` (its pipe write releases the GIL): 1.2 jobs per wake-up and a
+        quarter of raw throughput. A batch is sent when the holder runs out of queued work,
+        reaches ``POST_BATCH_MAX`` jobs or ``POST_BATCH_AGE_S`` seconds, or at once after a slow
+        job (a 9600-baud exchange takes milliseconds; a loop wake-up is cheap next to it).
+        """
+        with self._post_lock:
+            finished = self._finished
+            now = _now()
+            if not finished:
+                self._finished_since = now
+            finished.append(job)
+            if (len(finished) < POST_BATCH_MAX and now - self._finished_since < POST_BATCH_AGE_S
+                    and now - job.since < SLOW_JOB_S):
+                return
+        self._send_finished()
+
+    def _send_finished(self) -> None:
+        schedule: list[asyncio.AbstractEventLoop] = []
+        with self._post_lock:
+            finished = self._finished
+            if not finished:
+                return
+            self._finished = []
+            for job in finished:
+                loop = job.loop
+                assert loop is not None
+                batch = self._posts.get(loop)
+                if batch is None:
+                    self._posts[loop] = [job]
+                    schedule.append(loop)
+                else:
+                    batch.append(job)
+        for loop in schedule:
+            try:
+                loop.call_soon_threadsafe(self._flush, loop)
+            except RuntimeError:  # loop closed: nobody is waiting any more
+                with self._post_lock:
+                    self._posts.pop(loop, None)
+
+    # ------------------------------------------------------------------ loop hand-back
+    def _post(self, entry: _Entry) -> bool:
+        """Hand a finished job or a granted lease back to its loop, one wake-up per batch.
+
+        Returns False when the loop is closed (nobody is waiting any more).
+        """
+        loop = entry.loop
+        assert loop is not None
+        with self._post_lock:
+            batch = self._posts.get(loop)
+            if batch is not None:
+                batch.append(entry)
+                return True
+            self._posts[loop] = [entry]
+        try:
+            loop.call_soon_threadsafe(self._flush, loop)
+        except RuntimeError:
+            with self._post_lock:
+                self._posts.pop(loop, None)
+            return False
+        return True
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._post_lock:
+            batch = self._posts.pop(loop, ())
+        for entry in batch:
+            fut = entry.fut
+            if fut is None or fut.done():
+                continue
+            if entry.exc is not None:
+                fut.set_exception(entry.exc)
+            else:
+                fut.set_result(entry.result)
+
+    # ------------------------------------------------------------------ sync transactions
+    def run(self, runner: Callable[[Callable[[Any], T]], T], fn: Callable[[Any], T],
+            owner: str, what: What, timeout: float, urgent: bool = False,
+            stats: TransactionStats | None = None) -> T:
+        """Run ``runner(fn)`` with exclusive access; blocking, for threads."""
+        if not 0.0 <= timeout <= MAX_TIMEOUT_S:
+            raise ValueError(f"timeout must be between 0 and {MAX_TIMEOUT_S} s, not {timeout!r}")
+        held = _HELD.get()
+        reentrant = False
+        if held:
+            for h in held:
+                if h.gate is self:  # inside our own lease or transaction: already exclusive
+                    reentrant = True
+                    break
+            if not reentrant:
+                self._check_order(held, owner)
+        if _running_loop() is not None:
+            raise RuntimeError(f"blocking transaction on {self.name} from a running event loop "
+                               f"(owner {owner!r}); use the async API")
+        # installed before the gate is taken, so no interrupt can land between take and try
+        guarded = _get_ident() == _MAIN_IDENT and _SIGINT.enter()
+        try:
+            if reentrant:
+                return runner(fn)
+            if urgent and stats is not None:
+                stats.urgent += 1
+            with self._mutex:
+                if self._closed:
+                    raise ResourceClosedError(f"{self.name} is closed; {owner!r} cannot use it")
+                if not self._busy:
+                    self._busy = True
+                    holding = Holding(self, owner, what, held)
+                    holding.since = _now()
+                    self._holder = holding
+                    job = None
+                else:
+                    job = _Job(self, owner, what, held, fn, runner, stats, urgent, timeout)
+                    job.waiter = waiter = _allocate_lock()
+                    waiter.acquire()
+                    self._enqueue_locked(job, urgent)
+            if job is None:
+                token = _HELD.set((*held, holding))
+                try:
+                    return runner(fn)
+                finally:
+                    _HELD.reset(token)
+                    with self._mutex:
+                        idle = not (self._urgent or self._normal or self._closed)
+                        if idle:  # the common case, inline: nobody to combine or notify
+                            self._last_holder = holding
+                            self._last_release = _now()
+                            self._holder = None
+                            self._busy = False
+                    if not idle:
+                        self._combine()
+            return self._wait_job(job, waiter, guarded)  # type: ignore[no-any-return]
+        finally:
+            if guarded:
+                _SIGINT.exit()
+
+    def _combine(self) -> None:
+        """After its own transaction, a sync holder runs a few queued ones before letting go.
+
+        Saves waking the worker thread (an OS wake-up costs more than a pyvisa-sim query); the
+        budget bounds how long a V2 caller can be kept from returning.
+        """
+        budget = COMBINE_BUDGET
+        mutex = self._mutex
+        while True:
+            with mutex:
+                lane = self._urgent or self._normal
+                if budget <= 0 or not lane or type(lane[0]) is _Handoff:
+                    self._pass_on_locked()
+                    break
+                job = lane.popleft()
+                job.state = _RUNNING
+                self._left_locked()
+                self._holder = job
+            self._execute(job)  # type: ignore[arg-type]
+            budget -= 1
+        if self._finished:
+            self._send_finished()
+
+    def _wait_job(self, job: _Job, waiter: Any, guarded: bool) -> Any:
+        if guarded:
+            _SIGINT.interruptible = _SIGINT.depth == 1
+        try:
+            got = waiter.acquire(True, job.timeout)
+            if guarded:
+                _SIGINT.interruptible = False
+        except BaseException:  # Ctrl-C (or whatever the previous SIGINT handler raised)
+            if guarded:
+                _SIGINT.interruptible = False
+            with self._mutex:
+                if job.state == _QUEUED:
+                    self._withdraw_locked(job)  # never sent
+                    raise
+            try:
+                self._finish_started(job, waiter)  # never split from its reply
+            except ResourceTimeoutError:
+                pass
+            raise
+        if not got:
+            with self._mutex:
+                if job.state == _QUEUED:
+                    ahead = self._withdraw_locked(job)
+                    if job.stats is not None:
+                        job.stats.timeouts += 1
+                    raise self._timeout_error(job.owner, _now() - job.enqueued, ahead,
+                                              "transaction")
+            self._finish_started(job, waiter)
+        if job.exc is not None:
+            exc, job.exc = job.exc, None
+            raise exc
+        return job.result
+
+    def _finish_started(self, job: _Job, waiter: Any) -> None:
+        """A started job is never abandoned half-way: wait (bounded) for it to finish."""
+        budget = max(0.0, job.since + job.timeout - _now()) if job.since else job.timeout
+        if waiter.acquire(True, budget):
+            return
+        raise self._timeout_error(job.owner, _now() - job.enqueued, 0,
+                                  f"transaction started {(_now() - job.since):.2f} s ago and "
+                                  f"still running; its result will be discarded",
+                                  TransactionOverrunError)
+
+    # ------------------------------------------------------------------ async transactions
+    async def arun(self, runner: Callable[[Callable[[Any], T]], T], fn: Callable[[Any], T],
+                   owner: str, what: What, timeout: float, urgent: bool = False,
+                   stats: TransactionStats | None = None) -> T:
+        """Run ``runner(fn)`` on the gate's worker thread; the event loop never blocks."""
+        if not 0.0 <= timeout <= MAX_TIMEOUT_S:
+            raise ValueError(f"timeout must be between 0 and {MAX_TIMEOUT_S} s, not {timeout!r}")
+        held = _HELD.get()
+        direct = False
+        if held:
+            for h in held:
+                if h.gate is self:
+                    direct = True
+                    break
+            if not direct:
+                self._check_order(held, owner)
+        loop = asyncio.get_running_loop()
+        job = _Job(self, owner, what, held, fn, runner, stats, urgent, timeout)
+        job.loop = loop
+        job.fut = fut = loop.create_future()
+        if urgent and stats is not None:
+            stats.urgent += 1
+        with self._mutex:
+            if direct:
+                # our own lease holds the gate: run at once, outside the queue
+                if self._closed:
+                    raise ResourceClosedError(f"{self.name} is closed; {owner!r} cannot use it")
+                self._direct.append(job)
+                self._wake_worker_locked()
+            elif not self._busy:
+                self._enqueue_locked(job, urgent)
+                self._busy = True
+                self._draining = True
+                self._wake_worker_locked()
+            else:
+                self._enqueue_locked(job, urgent)
+        job.timer = loop.call_later(timeout, self._async_timeout, job)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            if job.state == _QUEUED:
+                with self._mutex:
+                    if job.state == _QUEUED:
+                        self._withdraw_locked(job)
+            raise
+        finally:
+            timer = job.timer
+            if timer is not None:
+                timer.cancel()
+
+    def _async_timeout(self, entry: _Entry) -> None:
+        entry.timer = None
+        fut = entry.fut
+        assert fut is not None and entry.loop is not None
+        with self._mutex:
+            state = entry.state
+            if state == _QUEUED:
+                ahead = self._withdraw_locked(entry)
+                kind = "lease" if isinstance(entry, _Handoff) else "transaction"
+                if isinstance(entry, _Job) and entry.stats is not None:
+                    entry.stats.timeouts += 1
+                err = self._timeout_error(entry.owner, _now() - entry.enqueued, ahead, kind)
+            elif state == _RUNNING and isinstance(entry, _Job):
+                entry.timer = entry.loop.call_later(entry.timeout, self._async_overrun, entry)
+                return
+            else:
+                return
+        if not fut.done():
+            fut.set_exception(err)
+
+    def _async_overrun(self, job: _Job) -> None:
+        job.timer = None
+        fut = job.fut
+        if job.state == _RUNNING and fut is not None and not fut.done():
+            fut.set_exception(self._timeout_error(
+                job.owner, _now() - job.enqueued, 0,
+                f"transaction started {(_now() - job.since):.2f} s ago and still running; "
+                f"its result will be discarded", TransactionOverrunError))
+
+    # ------------------------------------------------------------------ leases
+    def acquire(self, holding: Holding, timeout: float, urgent: bool = False) -> None:
+        """Take the gate for a lease (blocking, bounded)."""
+        with self._mutex:
+            if self._closed:
+                raise ResourceClosedError(f"{self.name} is closed; {holding.owner!r} cannot use it")
+            if not self._busy:
+                self._busy = True
+                holding.since = _now()
+                self._holder = holding
+                return
+            entry = _Handoff(self, holding.owner, holding.held,
+                             holding.group if holding.group is not None else [], urgent, timeout)
+            entry.waiter = waiter = _allocate_lock()
+            waiter.acquire()
+            self._enqueue_locked(entry, urgent)
+        try:
+            waiter.acquire(True, max(0.0, timeout))
+        except BaseException:
+            with self._mutex:
+                if entry.state == _QUEUED:
+                    self._withdraw_locked(entry)
+                    raise
+                if entry.state == _GRANTED:
+                    self._pass_on_locked()
+            raise
+        with self._mutex:
+            if entry.state == _QUEUED:
+                ahead = self._withdraw_locked(entry)
+                raise self._timeout_error(holding.owner, _now() - entry.enqueued, ahead, "lease")
+            if entry.state == _CANCELLED:
+                assert entry.exc is not None
+                raise entry.exc
+            # granted: the lease's own Holding becomes the record
+            holding.since = entry.since
+            self._holder = holding
+
+    async def aacquire(self, holding: Holding, timeout: float, urgent: bool = False) -> None:
+        """Take the gate for a lease from a coroutine (bounded, cancellable)."""
+        loop = asyncio.get_running_loop()
+        with self._mutex:
+            if self._closed:
+                raise ResourceClosedError(f"{self.name} is closed; {holding.owner!r} cannot use it")
+            if not self._busy:
+                self._busy = True
+                holding.since = _now()
+                self._holder = holding
+                return
+            entry = _Handoff(self, holding.owner, holding.held,
+                             holding.group if holding.group is not None else [], urgent, timeout)
+            entry.loop = loop
+            entry.fut = fut = loop.create_future()
+            self._enqueue_locked(entry, urgent)
+        entry.timer = loop.call_later(max(0.0, timeout), self._async_timeout, entry)
+        try:
+            await fut
+        except BaseException:
+            with self._mutex:
+                if entry.state == _QUEUED:
+                    self._withdraw_locked(entry)
+                elif entry.state == _GRANTED:
+                    self._pass_on_locked()
+            raise
+        finally:
+            timer = entry.timer
+            if timer is not None:
+                timer.cancel()
+        with self._mutex:
+            holding.since = entry.since
+            self._holder = holding
+
+    # ------------------------------------------------------------------ failure and shutdown
+    def fail_queued(self, make_error: Callable[[_Entry], BaseException],
+                    runner: Callable[..., Any] | None = None) -> int:
+        """Fail queued transactions (not leases); only those of ``runner`` if given."""
+        failed: list[_Job] = []
+        with self._mutex:
+            for lane in (self._urgent, self._normal, self._direct):
+                keep: list[_Entry] = []
+                for entry in lane:
+                    if type(entry) is _Job and (runner is None or entry.runner == runner):
+                        entry.state = _CANCELLED
+                        entry.exc = make_error(entry)
+                        failed.append(entry)
+                    else:
+                        keep.append(entry)
+                if len(keep) != len(lane):
+                    lane.clear()
+                    lane.extend(keep)  # type: ignore[arg-type]
+        for job in failed:
+            if job.waiter is not None:
+                job.waiter.release()
+            else:
+                self._post(job)
+        return len(failed)
+
+    def close(self, timeout: float) -> bool:
+        """Refuse new work, fail what is queued, wait (bounded) for the holder to finish.
+
+        Returns False when the holder did not finish in time (the gate is then left marked
+        closed, and whatever runs keeps running).
+        """
+        deadline = _now() + timeout
+        with self._mutex:
+            self._closed = True
+            queued = list(self._urgent) + list(self._normal) + list(self._direct)
+            self._urgent.clear()
+            self._normal.clear()
+            self._direct.clear()
+            for entry in queued:
+                entry.state = _CANCELLED
+                entry.exc = ResourceClosedError(
+                    f"{self.name} was closed while {entry.owner!r} waited for it")
+        for entry in queued:
+            if entry.waiter is not None:
+                entry.waiter.release()
+            elif entry.loop is not None:
+                self._post(entry)
+        with self._mutex:
+            while self._busy:
+                remaining = deadline - _now()
+                if remaining <= 0 or not self._idle.wait(remaining):
+                    break
+            idle = not self._busy
+            worker = self._worker
+            if worker is not None and self._worker_idle:
+                self._wake.notify()
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(max(0.0, deadline - _now()))
+            idle = idle and not worker.is_alive()
+        return idle
+
+
+class _HasGate(Protocol):
+    @property
+    def gate(self) -> Gate: ...
+
+
+Leasable = Gate | _HasGate
+
+
+class Lease:
+    """Exclusive use of several resources, acquired in the global order, released in reverse.
+
+    Usable once, with ``with`` from a thread or ``async with`` from a coroutine. Transactions
+    made by the same thread or task inside the lease run without queueing (the lease already
+    holds the gate); async ones still run on the gate's worker thread so the loop never blocks.
+    """
+
+    def __init__(self, resources: Iterable[Leasable], *, owner: str | None = None,
+                 timeout: float | None = None, urgent: bool = False) -> None:
+        gates: dict[int, Gate] = {}
+        for res in resources:
+            gate = res if isinstance(res, Gate) else res.gate
+            gates[id(gate)] = gate
+        self.gates = sorted(gates.values(), key=_gate_order)
+        self.owner = owner
+        self.timeout = DEFAULT_TIMEOUT_S if timeout is None else timeout
+        if not 0.0 <= self.timeout <= MAX_TIMEOUT_S:
+            raise ValueError(f"timeout must be between 0 and {MAX_TIMEOUT_S} s, "
+                             f"not {self.timeout!r}")
+        self.urgent = urgent
+        self._acquired: list[Gate] = []
+        self._token: Token[tuple[Holding, ...]] | None = None
+
+    def _plan(self, owner: str) -> tuple[tuple[Holding, ...], list[Gate]]:
+        if self._token is not None:
+            raise RuntimeError("a Lease object can be entered only once at a time")
+        held = _HELD.get()
+        todo = [g for g in self.gates if not any(h.gate is g for h in held)]
+        if todo:
+            todo[0]._check_order(held, owner)
+        return held, todo
+
+    def _failed(self, exc: BaseException) -> BaseException:
+        names = [g.name for g in self._acquired]
+        for gate in reversed(self._acquired):
+            gate.release()
+        self._acquired.clear()
+        if isinstance(exc, ResourceTimeoutError) and names:
+            new = type(exc)(f"{exc}; the lease released what it already held: "
+                            f"[{', '.join(names)}]", resource=exc.resource,
+                            waited_s=exc.waited_s, holder=exc.holder, owner=exc.owner)
+            new.__cause__ = exc
+            return new
+        return exc
+
+    def __enter__(self) -> Lease:
+        owner = self.owner or threading.current_thread().name
+        if _running_loop() is not None:
+            raise RuntimeError(f"blocking lease by {owner!r} inside a running event loop; "
+                               f"use 'async with'")
+        held, todo = self._plan(owner)
+        deadline = _now() + self.timeout
+        holdings: list[Holding] = []
+        try:
+            for gate in todo:
+                holding = Holding(gate, owner, "lease", held, self._acquired)
+                gate.acquire(holding, deadline - _now(), self.urgent)
+                self._acquired.append(gate)
+                holdings.append(holding)
+        except BaseException as exc:
+            err = self._failed(exc)
+            if err is exc:
+                raise
+            raise err from exc
+        self._token = _HELD.set((*held, *holdings))
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._release()
+
+    async def __aenter__(self) -> Lease:
+        task = asyncio.current_task()
+        owner = self.owner or (task.get_name() if task is not None else "coroutine")
+        held, todo = self._plan(owner)
+        deadline = _now() + self.timeout
+        holdings: list[Holding] = []
+        try:
+            for gate in todo:
+                holding = Holding(gate, owner, "lease", held, self._acquired)
+                await gate.aacquire(holding, deadline - _now(), self.urgent)
+                self._acquired.append(gate)
+                holdings.append(holding)
+        except BaseException as exc:
+            err = self._failed(exc)
+            if err is exc:
+                raise
+            raise err from exc
+        self._token = _HELD.set((*held, *holdings))
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        if self._token is not None:
+            _HELD.reset(self._token)
+            self._token = None
+        for gate in reversed(self._acquired):
+            gate.release()
+        self._acquired.clear()
+
+
+def _gate_order(gate: Gate) -> tuple[int, str]:
+    return gate.order_key
+
+
+def lease(resources: Iterable[Leasable], *, owner: str | None = None,
+          timeout: float | None = None, urgent: bool = False) -> Lease:
+    """Exclusive use of several resources (any mix of serial ports and VISA resources)."""
+    return Lease(resources, owner=owner, timeout=timeout, urgent=urgent)
+
+
+def default_owner() -> str:
+    """The current task's name in a coroutine, else the thread's name."""
+    if _running_loop() is not None:
+        task = asyncio.current_task()
+        if task is not None:
+            return task.get_name()
+    return threading.current_thread().name
+
+
+def dump_gates(gates: Iterable[Gate] | None = None) -> str:
+    """Every gate (or the given ones): holder, waiters, worker state. For humans, not parsing."""
+    chosen = sorted(_REGISTRY if gates is None else gates, key=_gate_order)
+    now = _now()
+    lines: list[str] = []
+    for gate in chosen:
+        lines.extend(gate.describe(now))
+    return "\n".join(lines) if lines else "(no resources)"

@@ -1,0 +1,628 @@
+"""Shared serial ports: one object per port per process, for instruments of both flavors.
+
+A port is opened with ``serial.serial_for_url``, so device paths and pyserial URLs (``sim://``,
+``socket://``, ``rfc2217://``, ``loop://``) all work; a USB-serial adapter can also be named by
+identity (``usb:VID:PID[:SERIAL]``, hex ids) and is found again under another path after it
+re-enumerates. All traffic goes through transactions (see :mod:`.ordering` for how they are
+serialized); a multi-drop bus is one port, so every device on it shares one lock.
+
+Disconnects: pyserial reports a lost device as ``SerialException``, ``OSError`` or
+``termios.error`` depending on the call (library-notes §2). Any of them marks the port
+disconnected, fails the transaction in flight and every queued one with
+:class:`PortDisconnectedError`, and starts a reconnect thread: it tells listeners
+("disconnected"), retries the open with capped exponential backoff (first try after 0.5 s),
+then tells them "reconnected". Nothing is retried on anybody's behalf, so nothing is sent twice;
+nothing queued is dropped without its caller getting an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, TypeVar
+
+import serial
+
+from .errors import (
+    PortDisconnectedError,
+    PortOpenError,
+    ReplyTimeoutError,
+    ResourceConfigConflictError,
+    ResourceError,
+)
+from .ordering import (
+    DEFAULT_CHECKER,
+    DEFAULT_TIMEOUT_S,
+    SERIAL_ORDER,
+    Gate,
+    Leasable,
+    Lease,
+    LockOrderChecker,
+    TransactionStats,
+    What,
+    default_owner,
+    dump_gates,
+)
+
+try:
+    import termios
+
+    _TermiosError: type[BaseException] = termios.error
+except ImportError:  # pragma: no cover - Windows has no termios
+
+    class _TermiosError(Exception):  # type: ignore[no-redef]
+        """Placeholder so the except clauses below read the same everywhere."""
+
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+_IO_ERRORS: tuple[type[BaseException], ...] = (serial.SerialException, OSError, _TermiosError)
+# Subclasses of the above that do not mean the device is gone.
+_NOT_A_DISCONNECT: tuple[type[BaseException], ...] = (
+    ResourceError, TimeoutError, serial.SerialTimeoutException)
+_OPEN_ERRORS: tuple[type[BaseException], ...] = (*_IO_ERRORS, ValueError, PortOpenError)
+
+# Settings that describe the line itself; two users of one port must agree on them.
+_LINE_SETTINGS = ("baudrate", "bytesize", "parity", "stopbits", "rtscts", "xonxoff", "dsrdtr")
+
+_perf = time.perf_counter
+
+
+@dataclass(frozen=True)
+class PortEvent:
+    """What listeners are told. ``at`` is wall-clock time (``time.time()``)."""
+
+    kind: Literal["disconnected", "reconnected"]
+    port: str
+    at: float
+    detail: str
+    attempt: int = 0
+
+
+Listener = Callable[[PortEvent], None]
+
+
+class PortInfo(Protocol):
+    """The part of ``serial.tools.list_ports_common.ListPortInfo`` we use."""
+
+    device: str
+    vid: int | None
+    pid: int | None
+    serial_number: str | None
+
+
+Lister = Callable[[], Iterable[PortInfo]]
+
+
+@dataclass(frozen=True)
+class UsbIdentity:
+    """A USB-serial adapter named by what it is rather than where the kernel put it."""
+
+    vid: int
+    pid: int
+    serial_number: str | None = None
+
+    @classmethod
+    def parse(cls, name: str) -> UsbIdentity | None:
+        """``usb:0403:6015[:SERIAL]`` -> identity; anything else -> None."""
+        if not name.lower().startswith("usb:") or "://" in name:
+            return None
+        parts = name.split(":", 3)
+        if len(parts) < 3:
+            raise ValueError(f"USB port name {name!r}: expected usb:VID:PID[:SERIAL] (hex ids)")
+        try:
+            vid, pid = int(parts[1], 16), int(parts[2], 16)
+        except ValueError:
+            raise ValueError(f"USB port name {name!r}: VID and PID must be hex, "
+                             f"e.g. usb:0403:6015:DK0AHAJZ") from None
+        serial_number = parts[3] if len(parts) == 4 and parts[3] else None
+        return cls(vid, pid, serial_number)
+
+    def matches(self, info: PortInfo) -> bool:
+        return (info.vid == self.vid and info.pid == self.pid
+                and (self.serial_number is None or info.serial_number == self.serial_number))
+
+    def __str__(self) -> str:
+        tail = f":{self.serial_number}" if self.serial_number else ""
+        return f"usb:{self.vid:04x}:{self.pid:04x}{tail}"
+
+
+def canonical_port_name(name: str) -> str:
+    """One spelling per port, so two configurations naming it alike share one object.
+
+    Paths are made absolute (symlinks are kept: a stable symlink is how a device that comes
+    back under another node is found again). URL schemes are lower-cased; the rest of a URL is
+    kept verbatim, since its options are part of what it opens.
+    """
+    name = name.strip()
+    usb = UsbIdentity.parse(name)
+    if usb is not None:
+        return str(usb)
+    if "://" in name:
+        scheme, rest = name.split("://", 1)
+        return f"{scheme.lower()}://{rest}"
+    if os.sep in name or name.startswith("."):
+        return os.path.normpath(os.path.abspath(name))
+    return name  # COM3 and the like
+
+
+def _default_lister() -> Iterable[PortInfo]:
+    from serial.tools.list_ports import comports
+
+    return comports()  # type: ignore[no-any-return]
+
+
+class PortIO:
+    """What a transaction function receives: the open port, valid only inside the transaction.
+
+    A thin layer over the pyserial object so a transaction cannot close or reconfigure the
+    shared port by accident; ``timeout`` may be changed and is restored afterwards.
+    """
+
+    __slots__ = ("_serial", "_timeout_changed", "name")
+
+    def __init__(self, ser: serial.SerialBase, name: str) -> None:
+        self._serial = ser
+        self._timeout_changed = False
+        self.name = name
+
+    def write(self, data: bytes) -> int | None:
+        return self._serial.write(data)
+
+    def read(self, size: int = 1) -> bytes:
+        return self._serial.read(size)
+
+    def read_until(self, expected: bytes = b"\n", size: int | None = None) -> bytes:
+        """pyserial semantics: returns what arrived, with or without ``expected``, on timeout."""
+        return self._serial.read_until(expected, size)
+
+    def readline(self) -> bytes:
+        return self._serial.readline()
+
+    def flush(self) -> None:
+        self._serial.flush()
+
+    def reset_input_buffer(self) -> None:
+        self._serial.reset_input_buffer()
+
+    @property
+    def in_waiting(self) -> int:
+        return int(self._serial.in_waiting)
+
+    @property
+    def timeout(self) -> float | None:
+        """Read timeout in seconds for this transaction."""
+        return self._serial.timeout  # type: ignore[no-any-return]
+
+    @timeout.setter
+    def timeout(self, value: float | None) -> None:
+        self._timeout_changed = True
+        self._serial.timeout = value
+
+    @property
+    def raw(self) -> serial.SerialBase:
+        """The pyserial object, for what this class does not wrap (modem lines, break)."""
+        return self._serial
+
+
+class SharedSerialPort:
+    """One serial port (or multi-drop bus) shared by every instrument that names it."""
+
+    def __init__(self, manager: SerialPortManager, name: str, settings: dict[str, Any]) -> None:
+        self.name = name
+        self.settings = dict(settings)
+        self.default_timeout = manager.default_timeout
+        self.gate = Gate(f"serial:{name}", (SERIAL_ORDER, name), checker=manager.checker)
+        self.gate.note = self._note
+        self._manager = manager
+        self._usb = UsbIdentity.parse(name)
+        self._stats = TransactionStats()
+        self._state_lock = threading.Lock()
+        self._connected = False
+        self._closed = False
+        self._disconnected_at = 0.0
+        self._last_error = ""
+        self._listeners: list[Listener] = []
+        self._shared: dict[str, Any] = {}
+        self._shared_lock = threading.RLock()
+        self._stop = threading.Event()
+        self._reconnector: threading.Thread | None = None
+        self.device = ""
+        ser = self._open()
+        self._serial = ser
+        self._io = PortIO(ser, name)
+        self._connected = True
+
+    def __repr__(self) -> str:
+        state = "connected" if self._connected else "disconnected"
+        return f"<SharedSerialPort {self.name} {state}>"
+
+    # ------------------------------------------------------------------ opening
+    def _resolve(self) -> str:
+        if self._usb is None:
+            return self.name
+        present = list(self._manager.lister())
+        found = [p for p in present if self._usb.matches(p)]
+        if not found:
+            seen = ", ".join(f"{p.device} ({_usb_text(p)})" for p in present) or "none"
+            raise PortOpenError(f"no USB serial device {self._usb} is present; seen: {seen}",
+                                port=self.name)
+        if len(found) > 1:
+            raise PortOpenError(f"{self._usb} matches several devices "
+                                f"({', '.join(p.device for p in found)}); add the serial number",
+                                port=self.name)
+        return found[0].device
+
+    def _open(self) -> serial.SerialBase:
+        target = self._resolve()
+        kwargs = dict(self.settings)
+        kwargs["timeout"] = kwargs.pop("read_timeout")
+        try:
+            ser = serial.serial_for_url(target, do_not_open=True, **kwargs)
+            ser.open()
+        except PortOpenError:
+            raise
+        except _OPEN_ERRORS as exc:
+            where = f" (found at {target})" if target != self.name else ""
+            raise PortOpenError(f"cannot open serial port {self.name}{where}: {exc}",
+                                port=self.name) from exc
+        self.device = target
+        return ser
+
+    # ------------------------------------------------------------------ state
+    @property
+    def is_connected(self) -> bool:
+        return self._connected
+
+    def _note(self) -> str:
+        if self._closed:
+            return "closed"
+        if self._connected:
+            return f"connected at {self.device}"
+        return (f"DISCONNECTED for {time.monotonic() - self._disconnected_at:.1f} s: "
+                f"{self._last_error}")
+
+    def _disconnected_error(self) -> PortDisconnectedError:
+        if self._closed:
+            return PortDisconnectedError(f"serial port {self.name} is closed", port=self.name)
+        return PortDisconnectedError(
+            f"serial port {self.name} is disconnected (for "
+            f"{time.monotonic() - self._disconnected_at:.1f} s, cause: {self._last_error}); "
+            f"reconnecting in the background", port=self.name)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters and latencies of this port (wait = queueing, io = the transaction itself)."""
+        snap = self._stats.snapshot()
+        snap.update(name=self.name, device=self.device, connected=self._connected,
+                    queue_depth=self.gate.queue_depth, max_queue_depth=self.gate.max_queue_depth,
+                    holder=self.gate.holder_description())
+        return snap
+
+    # ------------------------------------------------------------------ transactions
+    def _run(self, fn: Callable[[PortIO], T]) -> T:
+        """Executed by whoever holds the gate: the I/O, its statistics and disconnect handling."""
+        if not self._connected:
+            self._stats.errors += 1
+            raise self._disconnected_error()
+        io = self._io
+        t0 = _perf()
+        try:
+            result = fn(io)
+        except _NOT_A_DISCONNECT:
+            self._stats.record_io(_perf() - t0, False)
+            raise
+        except _IO_ERRORS as exc:
+            self._stats.record_io(_perf() - t0, False)
+            self._lost(exc)
+            raise PortDisconnectedError(
+                f"serial port {self.name} disconnected during a transaction: {exc!r}; the "
+                f"reply (if any) is lost, queued transactions were not sent",
+                port=self.name) from exc
+        except BaseException:
+            self._stats.record_io(_perf() - t0, False)
+            raise
+        finally:
+            if io._timeout_changed:
+                io._timeout_changed = False
+                try:
+                    io._serial.timeout = self.settings["read_timeout"]
+                except _IO_ERRORS:
+                    pass  # the next transaction will see the port's state for itself
+        elapsed = _perf() - t0
+        stats = self._stats
+        stats.transactions += 1
+        stats.io_total += elapsed
+        if elapsed > stats.io_max:
+            stats.io_max = elapsed
+        return result
+
+    def transaction(self, fn: Callable[[PortIO], T], *, owner: str | None = None,
+                    timeout: float | None = None, urgent: bool = False,
+                    what: What = "transaction") -> T:
+        """Run ``fn(io)`` with exclusive use of the port and return its result (threads).
+
+        ``timeout`` bounds the wait for the port (default 2 s); the I/O inside is bounded by
+        the port's read/write timeouts. ``urgent`` puts it ahead of routine traffic.
+        """
+        if not self._connected:
+            raise self._disconnected_error()
+        return self.gate.run(self._run, fn, owner or default_owner(), what,
+                             self.default_timeout if timeout is None else timeout,
+                             urgent, self._stats)
+
+    async def atransaction(self, fn: Callable[[PortIO], T], *, owner: str | None = None,
+                           timeout: float | None = None, urgent: bool = False,
+                           what: What = "transaction") -> T:
+        """Same as :meth:`transaction` for coroutines: ``fn`` runs on the port's worker thread."""
+        if not self._connected:
+            raise self._disconnected_error()
+        return await self.gate.arun(self._run, fn, owner or default_owner(), what,
+                                    self.default_timeout if timeout is None else timeout,
+                                    urgent, self._stats)
+
+    def _query_fn(self, data: bytes, terminator: bytes, read_timeout: float | None,
+                  clear_input: bool) -> Callable[[PortIO], bytes]:
+        name = self.name
+
+        def query(io: PortIO) -> bytes:
+            if read_timeout is not None:
+                io.timeout = read_timeout
+            if clear_input:
+                io.reset_input_buffer()
+            io.write(data)
+            reply = io.read_until(terminator)
+            if not reply.endswith(terminator):
+                raise ReplyTimeoutError(
+                    f"no complete reply to {data!r} on {name} within {io.timeout} s "
+                    f"(expected it to end with {terminator!r}); got {reply!r}",
+                    port=name, sent=data, partial=reply)
+            return reply[:-len(terminator)]
+
+        return query
+
+    def query(self, data: bytes, *, terminator: bytes = b"\r\n", owner: str | None = None,
+              timeout: float | None = None, urgent: bool = False,
+              read_timeout: float | None = None, clear_input: bool = False) -> bytes:
+        """Write ``data`` and return the reply without ``terminator``.
+
+        Raises :class:`ReplyTimeoutError` when the reply does not end with ``terminator``.
+        """
+        if not self._connected:
+            raise self._disconnected_error()
+        return self.gate.run(self._run, self._query_fn(data, terminator, read_timeout, clear_input),
+                             owner or default_owner(), ("query", data),
+                             self.default_timeout if timeout is None else timeout, urgent,
+                             self._stats)
+
+    async def aquery(self, data: bytes, *, terminator: bytes = b"\r\n", owner: str | None = None,
+                     timeout: float | None = None, urgent: bool = False,
+                     read_timeout: float | None = None, clear_input: bool = False) -> bytes:
+        return await self.atransaction(
+            self._query_fn(data, terminator, read_timeout, clear_input), owner=owner,
+            timeout=timeout, urgent=urgent, what=("query", data))
+
+    def write(self, data: bytes, *, owner: str | None = None, timeout: float | None = None,
+              urgent: bool = False) -> None:
+        """Write a command that has no reply."""
+        self.transaction(lambda io: io.write(data), owner=owner, timeout=timeout, urgent=urgent,
+                         what=("write", data))
+
+    async def awrite(self, data: bytes, *, owner: str | None = None,
+                     timeout: float | None = None, urgent: bool = False) -> None:
+        await self.atransaction(lambda io: io.write(data), owner=owner, timeout=timeout,
+                                urgent=urgent, what=("write", data))
+
+    def lease(self, *, owner: str | None = None, timeout: float | None = None,
+              urgent: bool = False) -> Lease:
+        """Several transactions on this port without interleaving (``with`` or ``async with``)."""
+        return Lease([self], owner=owner,
+                     timeout=self.default_timeout if timeout is None else timeout, urgent=urgent)
+
+    # ------------------------------------------------------------------ sharing
+    def shared(self, key: str, factory: Callable[[], T]) -> T:
+        """One object per port and key, created once by ``factory()``.
+
+        Lets protocol helpers of both flavors on one bus share state, e.g. the Elliptec driver's
+        router that hands each reply to the device address it came from.
+        """
+        with self._shared_lock:
+            try:
+                return self._shared[key]  # type: ignore[no-any-return]
+            except KeyError:
+                obj = factory()
+                self._shared[key] = obj
+                return obj
+
+    # ------------------------------------------------------------------ disconnects
+    def add_listener(self, fn: Listener) -> None:
+        """Call ``fn(event)`` on disconnect and reconnect, from the port's reconnect thread."""
+        self._listeners.append(fn)
+
+    def remove_listener(self, fn: Listener) -> None:
+        self._listeners.remove(fn)
+
+    def _notify(self, event: PortEvent) -> None:
+        for fn in [*self._listeners, *self._manager._listeners]:
+            try:
+                fn(event)
+            except Exception:
+                log.exception("listener %r failed on %s event of %s", fn, event.kind, self.name)
+
+    def _lost(self, exc: BaseException) -> None:
+        """The holder saw the device vanish: fail the queue, close, start reconnecting."""
+        with self._state_lock:
+            if not self._connected:
+                return
+            self._connected = False
+            self._disconnected_at = time.monotonic()
+            self._last_error = repr(exc)
+            self._stats.disconnects += 1
+            old = self._serial
+            start = not self._closed
+        self.gate.fail_queued(
+            lambda entry: PortDisconnectedError(
+                f"serial port {self.name} disconnected ({exc!r}) while {entry.owner!r} was "
+                f"queued; the transaction was not sent", port=self.name),
+            runner=self._run)
+        try:
+            old.close()
+        except Exception as close_exc:  # the node may already be gone
+            log.debug("closing lost port %s: %r", self.name, close_exc)
+        if start:
+            self._reconnector = threading.Thread(
+                target=self._reconnect_main, args=(repr(exc),), daemon=True,
+                name=f"daqhub-reconnect {self.name}")
+            self._reconnector.start()
+
+    def _reconnect_main(self, cause: str) -> None:
+        self._notify(PortEvent("disconnected", self.name, time.time(), cause))
+        delay = self._manager.reconnect_initial_s
+        attempt = 0
+        while not self._stop.wait(delay):
+            attempt += 1
+            try:
+                ser = self._open()
+            except _OPEN_ERRORS as exc:
+                self._last_error = f"{cause}; reopen attempt {attempt} failed: {exc}"
+                delay = min(delay * 2, self._manager.reconnect_max_s)
+                continue
+            with self._state_lock:
+                if self._stop.is_set():
+                    ser.close()
+                    return
+                self._serial = ser
+                self._io._serial = ser
+                self._stats.reconnects += 1
+                self._connected = True
+            self._notify(PortEvent("reconnected", self.name, time.time(),
+                                   f"reopened at {self.device}", attempt))
+            return
+
+    # ------------------------------------------------------------------ shutdown
+    def close(self, timeout: float = 2.0) -> bool:
+        """Stop reconnecting, fail what is queued, close the port. False if it could not."""
+        deadline = time.monotonic() + timeout
+        with self._state_lock:
+            self._closed = True
+            self._stop.set()
+            reconnector = self._reconnector
+        if reconnector is not None and reconnector is not threading.current_thread():
+            reconnector.join(max(0.0, deadline - time.monotonic()))
+        idle = self.gate.close(max(0.0, deadline - time.monotonic()))
+        with self._state_lock:
+            self._connected = False
+            ser = self._serial
+        if idle:
+            try:
+                ser.close()
+            except Exception as exc:
+                log.debug("closing %s: %r", self.name, exc)
+        return idle and (reconnector is None or not reconnector.is_alive())
+
+
+def _usb_text(info: PortInfo) -> str:
+    if info.vid is None or info.pid is None:
+        return "not USB"
+    return f"usb:{info.vid:04x}:{info.pid:04x}:{info.serial_number or ''}"
+
+
+class SerialPortManager:
+    """Owns every serial port of the process; instruments ask it for ports by name."""
+
+    def __init__(self, url_packages: Iterable[str] = (), *,
+                 default_timeout: float = DEFAULT_TIMEOUT_S,
+                 checker: LockOrderChecker | None = DEFAULT_CHECKER,
+                 lister: Lister | None = None,
+                 reconnect_initial_s: float = 0.5, reconnect_max_s: float = 5.0) -> None:
+        for package in url_packages:
+            if package not in serial.protocol_handler_packages:
+                serial.protocol_handler_packages.append(package)
+        self.default_timeout = default_timeout
+        self.checker = checker
+        self.lister: Lister = lister or _default_lister
+        self.reconnect_initial_s = reconnect_initial_s
+        self.reconnect_max_s = reconnect_max_s
+        self._ports: dict[str, SharedSerialPort] = {}
+        self._lock = threading.Lock()
+        self._listeners: list[Listener] = []
+
+    def port(self, name: str, *, baudrate: int = 9600, bytesize: int = 8, parity: str = "N",
+             stopbits: float = 1, rtscts: bool = False, xonxoff: bool = False,
+             dsrdtr: bool = False, read_timeout: float = 0.5,
+             write_timeout: float | None = 2.0, **extra: Any) -> SharedSerialPort:
+        """The shared port for ``name`` (same object for the same canonical name), opened now.
+
+        The line settings (baud, framing, flow control) must agree between users of one port,
+        else :class:`ResourceConfigConflictError`. Read/write timeouts are the first user's;
+        a transaction can change ``io.timeout`` for itself.
+        """
+        canonical = canonical_port_name(name)
+        settings: dict[str, Any] = dict(
+            baudrate=baudrate, bytesize=bytesize, parity=parity, stopbits=stopbits,
+            rtscts=rtscts, xonxoff=xonxoff, dsrdtr=dsrdtr, read_timeout=read_timeout,
+            write_timeout=write_timeout, **extra)
+        with self._lock:
+            port = self._ports.get(canonical)
+            if port is None:
+                port = SharedSerialPort(self, canonical, settings)
+                self._ports[canonical] = port
+                return port
+        keys = (*_LINE_SETTINGS, *extra)
+        clash = {k: (port.settings.get(k), settings[k]) for k in keys
+                 if port.settings.get(k) != settings[k]}
+        if clash:
+            text = ", ".join(f"{k}={old!r} (open) vs {new!r} (asked)"
+                             for k, (old, new) in clash.items())
+            raise ResourceConfigConflictError(f"serial port {canonical} is already open with "
+                                              f"other settings: {text}")
+        return port
+
+    def get(self, name: str) -> SharedSerialPort | None:
+        return self._ports.get(canonical_port_name(name))
+
+    def ports(self) -> list[SharedSerialPort]:
+        with self._lock:
+            return list(self._ports.values())
+
+    def add_listener(self, fn: Listener) -> None:
+        """Hear disconnect/reconnect events of every port of this manager."""
+        self._listeners.append(fn)
+
+    def remove_listener(self, fn: Listener) -> None:
+        self._listeners.remove(fn)
+
+    def lease(self, resources: Iterable[Leasable], *, owner: str | None = None,
+              timeout: float | None = None, urgent: bool = False) -> Lease:
+        """Several resources (any mix of serial and VISA) in the global order."""
+        return Lease(resources, owner=owner,
+                     timeout=self.default_timeout if timeout is None else timeout, urgent=urgent)
+
+    def dump(self) -> str:
+        return dump_gates([p.gate for p in self.ports()])
+
+    def close_all(self, timeout: float = 5.0) -> list[str]:
+        """Close every port and stop reconnect threads; returns the ports that would not close."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            ports = list(self._ports.values())
+            self._ports.clear()
+        for port in ports:  # stop reconnecting everywhere first, so nothing reopens meanwhile
+            port._stop.set()
+        failed = []
+        for port in ports:
+            if not port.close(max(0.0, deadline - time.monotonic())):
+                failed.append(port.name)
+        return failed
+
+    close = close_all
+
+    def __enter__(self) -> SerialPortManager:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close_all()

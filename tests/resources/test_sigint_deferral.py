@@ -1,0 +1,91 @@
+"""Ctrl-C never splits a command from its reply (main thread, where CPython delivers SIGINT)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+from resources_fakes import PtyDevice
+
+from daqhub.resources import PortIO, SerialPortManager
+
+pytestmark = pytest.mark.timeout(20)
+
+
+@pytest.fixture(autouse=True)
+def _main_thread_only() -> None:
+    assert threading.current_thread() is threading.main_thread()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_interrupt_inside_a_transaction_waits_for_the_reply(
+        serial_mgr: SerialPortManager, pty_device: Callable[..., PtyDevice]) -> None:
+    port = serial_mgr.port(pty_device().path)
+    seen: list[bytes] = []
+
+    def fn(io: PortIO) -> bytes:
+        io.write(b"Q1\n")
+        signal.raise_signal(signal.SIGINT)  # Ctrl-C between the command and its reply
+        reply = io.read_until(b"\n")
+        seen.append(reply)
+        return reply
+
+    with pytest.raises(KeyboardInterrupt):
+        port.transaction(fn)
+    assert seen == [b"R1\n"]  # the reply was read before the interrupt was honoured
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert port.query(b"Q2\n", terminator=b"\n") == b"R2"  # nothing left on the line, gate free
+
+
+def test_interrupt_from_outside_while_blocked_on_a_slow_reply(
+        serial_mgr: SerialPortManager, pty_device: Callable[..., PtyDevice]) -> None:
+    def slow(line: bytes) -> bytes:
+        time.sleep(0.3)  # the device takes its time
+        return b"R" + line[1:] + b"\n"
+
+    port = serial_mgr.port(pty_device(on_request=slow).path, read_timeout=2.0)
+    timer = threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    start = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            port.query(b"Q7\n", terminator=b"\n")
+    finally:
+        timer.cancel()
+    assert time.monotonic() - start >= 0.25  # honoured only once the reply was in
+    assert port.query(b"Q8\n", terminator=b"\n") == b"R8"  # not R7: the reply was consumed
+
+
+def test_interrupt_while_queued_withdraws_the_request(
+        serial_mgr: SerialPortManager, pty_device: Callable[..., PtyDevice]) -> None:
+    dev = pty_device()
+    port = serial_mgr.port(dev.path)
+    held = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with port.lease(owner="scan", timeout=2):
+            held.set()
+            release.wait(5)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    assert held.wait(5)
+    timer = threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    start = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            port.query(b"Q9\n", terminator=b"\n", timeout=3.0)
+        assert time.monotonic() - start < 1.0  # honoured at once, not after the 3 s wait
+        assert port.gate.queue_depth == 0
+    finally:
+        timer.cancel()
+        release.set()
+        t.join(5)
+    assert port.query(b"Q10\n", terminator=b"\n") == b"R10"
+    assert dev.requests == [b"Q10"]  # the interrupted request was never sent
