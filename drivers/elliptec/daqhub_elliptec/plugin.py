@@ -1,3 +1,116 @@
-"""daqhub plugin entry point of daqhub-elliptec: registers the instrument types that work."""
+"""daqhub plugin entry point of daqhub-elliptec: ELL14, ELL6, ELL9 and ELL20 in both flavors.
+
+One instrument per module (``address = 0..15``); every module of one bus names
+the same ``port`` and shares it through the core's serial manager and one
+reply router (:mod:`.router`), whichever flavor each instrument uses.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import partial
+from typing import Any
+
+from daqhub.hookspecs import hookimpl
+from daqhub.measurement import ChannelSpec
+from daqhub.specs import InstrumentType
+
+from .axis import DEFAULT_MOVE_TIMEOUT_S, DEFAULT_REPLY_TIMEOUT_S
+from .frames import address_of
+from .models import BY_NAME
+from .v2 import ElliptecV2
+from .v4 import ElliptecV4
+
+#: The Elliptec link (protocols.md section 1): 9600 8N1, no handshake of any kind.
+SERIAL_SETTINGS: dict[str, Any] = {
+    "baudrate": 9600, "bytesize": 8, "parity": "N", "stopbits": 1,
+    "rtscts": False, "xonxoff": False, "dsrdtr": False,
+}
+
+#: type name -> (model, description)
+TYPES: dict[str, tuple[str, str]] = {
+    "elliptec.ell14": ("ELL14", "Thorlabs ELL14 rotation mount on an Elliptec bus (deg)"),
+    "elliptec.ell20": ("ELL20", "Thorlabs ELL20 linear stage on an Elliptec bus (mm)"),
+    "elliptec.ell9": ("ELL9", "Thorlabs ELL9 4-position slider on an Elliptec bus (slot 0-3)"),
+    "elliptec.ell6": ("ELL6", "Thorlabs ELL6 2-position slider on an Elliptec bus (slot 0-1)"),
+}
+
+_ADDRESS: dict[str, Any] = {
+    "anyOf": [{"type": "integer", "minimum": 0, "maximum": 15},
+              {"type": "string", "pattern": "^[0-9A-Fa-f]$"}],
+    "description": "module address on the bus: 0-15 or one hex character 0-F (factory: 0)",
+}
+_COMMON: dict[str, Any] = {
+    "address": _ADDRESS,
+    "home_on_start": {"type": "boolean", "default": False,
+                      "description": "home the module when the instrument starts (sliders go "
+                                     "to slot 0)"},
+    "move_timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 600,
+                     "default": DEFAULT_MOVE_TIMEOUT_S,
+                     "description": "seconds a move may take before it counts as failed"},
+    "reply_timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 30,
+                      "default": DEFAULT_REPLY_TIMEOUT_S,
+                      "description": "seconds to wait for the reply to a command that is not "
+                                     "a move"},
+}
+_VELOCITY: dict[str, Any] = {
+    "type": "integer", "minimum": 1, "maximum": 100,
+    "description": "drive power in percent set on start (sv); below ~45 % a loaded stage may "
+                   "stall",
+}
+
+
+def config_schema(model: str) -> dict[str, Any]:
+    props = dict(_COMMON)
+    if BY_NAME[model].kind != "slider":
+        props["velocity"] = _VELOCITY
+    return {"type": "object", "properties": props, "required": ["address"]}
+
+
+def channels(model: str) -> list[ChannelSpec]:
+    m = BY_NAME[model]
+    what = {"rotary": "angle", "linear": "position", "slider": "slot index"}[m.kind]
+    return [ChannelSpec("position", "scalar", m.unit, "float64",
+                        description=f"{m.name} {what} (last known value while moving)")]
+
+
+@hookimpl
+def daqhub_instrument_types() -> list[InstrumentType]:
+    types: list[InstrumentType] = []
+    for name, (model, description) in TYPES.items():
+        for flavor, cls in (("v2", ElliptecV2), ("v4", ElliptecV4)):
+            types.append(InstrumentType(
+                name=name, flavor=flavor, transport="serial",  # type: ignore[arg-type]
+                factory=partial(cls, model=model), channels=channels(model),
+                description=description, config_schema=config_schema(model),
+                capabilities=("Motion", "Readable"), serial_settings=SERIAL_SETTINGS))
+    return types
+
+
+@hookimpl
+def daqhub_validate_config(config: Mapping[str, Any]) -> list[str]:
+    """Two enabled instruments on one address of one bus would take each other's replies."""
+    problems: list[str] = []
+    seen: dict[tuple[str, str], str] = {}
+    for flavor in ("v2", "v4"):
+        section = config.get(flavor)
+        blocks: Sequence[Any] = (section.get("instruments", [])
+                                 if isinstance(section, Mapping) else [])
+        for block in blocks:
+            if (not isinstance(block, Mapping) or block.get("type") not in TYPES
+                    or block.get("enabled", True) is False):
+                continue
+            port, raw_address = block.get("port"), block.get("address")
+            if not isinstance(port, str) or not isinstance(raw_address, int | str):
+                continue  # the schema check reports what is missing
+            try:
+                address = address_of(raw_address)
+            except ValueError:
+                continue
+            ident = str(block.get("id"))
+            other = seen.setdefault((port.strip(), address), ident)
+            if other != ident:
+                problems.append(f"instruments {other!r} and {ident!r} both use address "
+                                f"{address} of the Elliptec bus on {port}; give each module its "
+                                f"own address (change_address) and one instrument")
+    return problems

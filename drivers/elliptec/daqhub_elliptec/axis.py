@@ -1,0 +1,456 @@
+"""One Elliptec module as a motion axis: every operation, written once as a plan.
+
+Both flavors drive an :class:`Axis` through a runner (:mod:`.runners`); the
+axis holds the module's identity, scaling, last known position and the move in
+flight, and turns replies into values or DriverErrors.
+
+Moves are started and then *collected*: the command is written in one short
+transaction and its deferred ``PO`` (or ``GSxx``) picked up later, by
+``wait_until_done``, ``is_moving`` or a poll (``read``), so the bus is never held
+while a module moves. While a move is pending nothing else is sent to that
+module (the manual says it answers ``GS09`` meanwhile, and a busy reply could
+not be told apart from the move's interim one); polls report the last known
+position with ``moving=True``.
+
+A move that fails while only polls are watching it keeps its error, which the
+next motion call (``wait_until_done``, ``is_moving``, ``move_*``, ``home``,
+``jog_*``) raises once: a failure is never dropped, and a poll never raises
+for a move it did not start.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from daqhub.instrument import DriverError
+
+from . import status
+from .frames import BadLine, Command, Frame, Line, address_of, from_hex32, hex32
+from .models import BY_NAME, DeviceInfo, Model, Scale, parse_info
+from .router import BusRouter, Expectation
+from .steps import Collect, ElliptecTimeout, Exchange, Pause, Plan, Send
+
+DEFAULT_MOVE_TIMEOUT_S = 10.0
+DEFAULT_REPLY_TIMEOUT_S = 1.0
+DEFAULT_BUSY_TIMEOUT_S = 3.0
+_BUSY_RETRY_S = (0.02, 0.05, 0.1, 0.2)
+
+
+@dataclass(frozen=True)
+class Options:
+    """An instrument block's own keys, checked and with defaults applied."""
+
+    model: Model
+    address: str
+    velocity: int | None = None
+    home_on_start: bool = False
+    move_timeout: float = DEFAULT_MOVE_TIMEOUT_S
+    reply_timeout: float = DEFAULT_REPLY_TIMEOUT_S
+    busy_timeout: float = DEFAULT_BUSY_TIMEOUT_S
+
+    @classmethod
+    def from_config(cls, model_name: str, config: Mapping[str, Any]) -> Options:
+        model = BY_NAME[model_name]
+        if "address" not in config:
+            raise ValueError("an Elliptec instrument needs 'address' (0-15 on its bus)")
+        velocity = config.get("velocity")
+        if velocity is not None:
+            velocity = check_velocity(velocity)
+        return cls(
+            model=model,
+            address=address_of(config["address"]),
+            velocity=velocity,
+            home_on_start=bool(config.get("home_on_start", False)),
+            move_timeout=float(config.get("move_timeout", DEFAULT_MOVE_TIMEOUT_S)),
+            reply_timeout=float(config.get("reply_timeout", DEFAULT_REPLY_TIMEOUT_S)),
+        )
+
+
+def check_velocity(percent: Any) -> int:
+    if isinstance(percent, bool) or not isinstance(percent, int | float) or percent != int(
+            percent) or not 1 <= percent <= 100:
+        raise ValueError(f"velocity is a whole percentage 1-100, got {percent!r}")
+    return int(percent)
+
+
+@dataclass
+class Pending:
+    """A move written to the bus whose end (``PO`` or ``GSxx``) has not been read yet."""
+
+    expect: Expectation
+    started: float
+    deadline: float
+
+    @property
+    def command(self) -> Command:
+        return self.expect.command
+
+
+class Axis:
+    """State and plans of one module; see the module docstring for the move model."""
+
+    def __init__(self, instrument_id: str, options: Options, router: BusRouter) -> None:
+        self.id = instrument_id
+        self.options = options
+        self.router = router
+        self.address = options.address
+        self.info: DeviceInfo | None = None
+        self.scale: Scale | None = None
+        self.pulses: int | None = None
+        self.pending: Pending | None = None
+        self.failure: DriverError | None = None
+        self.claimed = False
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def unit(self) -> str:
+        return self.options.model.unit
+
+    @property
+    def is_slider(self) -> bool:
+        return self.options.model.kind == "slider"
+
+    def _command(self, mnemonic: str, data: str = "", reply: str = "GS",
+                 deferred: bool = False, reply_address: str = "") -> Command:
+        return Command(self.address, mnemonic, data, reply, deferred, reply_address)
+
+    def _scale(self) -> Scale:
+        if self.scale is None:
+            raise DriverError(self.id, "", f"address {self.address} has not been identified "
+                              f"yet (connect/start first)")
+        return self.scale
+
+    def position_units(self) -> float:
+        if self.pulses is None:
+            return float("nan")
+        return self._scale().to_units(self.pulses)
+
+    def check(self, command: Command, line: Line | None, waited: float) -> Frame:
+        """The reply as a frame, or the DriverError it stands for."""
+        where = f"address {command.answers_from}"
+        if line is None:
+            raise ElliptecTimeout(self.id, command.text,
+                                  f"no reply from {where} within {waited:.2f} s")
+        if isinstance(line, BadLine):
+            raise DriverError(self.id, command.text, f"{line.describe()} from {where}")
+        code = line.status if line.mnemonic == "GS" else None
+        if code is not None and status.is_error(code):
+            raise DriverError(self.id, command.text,
+                              f"module at {where} reports {status.message(code)} "
+                              f"(GS{status.code_text(code)})", status.code_text(code))
+        if line.mnemonic != command.reply and not (code == status.OK and command.reply == "GS"):
+            raise DriverError(self.id, command.text,
+                              f"unexpected reply {line.text!r} from {where} (expected "
+                              f"{command.reply})")
+        return line
+
+    def identity(self) -> dict[str, Any]:
+        """What the `IN` reply said and how positions are scaled (empty before connecting)."""
+        info, scale = self.info, self.scale
+        if info is None or scale is None:
+            return {}
+        return {"model": info.model_name, "serial": info.serial, "year": info.year,
+                "firmware": info.firmware, "hardware": info.hardware & 0x7F,
+                "imperial": info.imperial, "travel": info.travel, "pulses": info.pulses,
+                "address": self.address, "unit": self.unit,
+                "pulses_per_unit": scale.pulses_per_unit}
+
+    def _take_failure(self) -> None:
+        failure, self.failure = self.failure, None
+        if failure is not None:
+            raise failure
+
+    # ------------------------------------------------------------------ immediate commands
+    def query(self, command: Command) -> Plan[Frame]:
+        """One immediate command; retries while the module answers busy (``GS09``).
+
+        A pending move is collected first: the module would only answer busy, and
+        the command would drop the move's end if it had already been filed.
+        """
+        yield from self._idle()
+        busy_since: float | None = None
+        retry = 0
+        while True:
+            expect = Expectation(command)
+            line = yield Exchange(expect, self.options.reply_timeout)
+            if isinstance(line, Frame) and line.mnemonic == "GS" and line.status == status.BUSY:
+                now = time.monotonic()
+                busy_since = now if busy_since is None else busy_since
+                if now - busy_since >= self.options.busy_timeout:
+                    raise DriverError(self.id, command.text,
+                                      f"module at address {command.answers_from} still busy "
+                                      f"(GS09) after {now - busy_since:.1f} s of retries",
+                                      status.code_text(status.BUSY))
+                yield Pause(_BUSY_RETRY_S[min(retry, len(_BUSY_RETRY_S) - 1)])
+                retry += 1
+                continue
+            try:
+                return self.check(command, line, self.options.reply_timeout)
+            except DriverError as err:
+                if err.code is not None:
+                    yield from self._clear_status()
+                raise
+
+    def _clear_status(self) -> Plan[None]:
+        """Read ``gs`` once: the manual's way to clear a sticky error code; best effort."""
+        try:
+            yield Exchange(Expectation(self._command("gs")), self.options.reply_timeout)
+        except DriverError:
+            pass
+
+    def status(self) -> Plan[int]:
+        """The module's status code, without raising for it (reading clears a sticky error)."""
+        yield from self._idle()
+        command = self._command("gs")
+        line = yield Exchange(Expectation(command), self.options.reply_timeout)
+        if isinstance(line, Frame) and line.status is not None:
+            return line.status
+        self.check(command, line, self.options.reply_timeout)
+        raise DriverError(self.id, command.text, f"unexpected reply {line!r}")
+
+    def identify(self) -> Plan[DeviceInfo]:
+        command = self._command("in", reply="IN")
+        frame = yield from self.query(command)
+        try:
+            info = parse_info(frame.data)
+        except ValueError as exc:
+            raise DriverError(self.id, command.text, f"bad IN reply {frame.text!r}: {exc}"
+                              ) from None
+        expected = self.options.model
+        if info.model is None or info.model.name != expected.name:
+            raise DriverError(self.id, command.text,
+                              f"address {self.address} answers as {info.model_name} (serial "
+                              f"{info.serial}), but this instrument is configured as "
+                              f"{expected.name}")
+        self.info = info
+        self.scale = Scale.for_info(info)
+        return info
+
+    def connect(self) -> Plan[None]:
+        if not self.claimed:
+            try:
+                self.router.claim(self.address, self.id)
+            except ValueError as exc:
+                raise DriverError(self.id, "", str(exc)) from None
+            self.claimed = True
+        yield from self.identify()
+        if self.options.velocity is not None and not self.is_slider:
+            yield from self.set_velocity(self.options.velocity)
+        if self.options.home_on_start:
+            yield from self.home(self.options.move_timeout)
+        yield from self.refresh_position()
+
+    def close(self) -> None:
+        if self.claimed:
+            self.router.release(self.address, self.id)
+            self.claimed = False
+
+    def refresh_position(self) -> Plan[float]:
+        frame = yield from self.query(self._command("gp", reply="PO"))
+        self.pulses = from_hex32(frame.data)
+        return self.position_units()
+
+    def velocity(self) -> Plan[int]:
+        frame = yield from self.query(self._command("gv", reply="GV"))
+        return int(frame.data, 16)
+
+    def set_velocity(self, percent: int) -> Plan[None]:
+        try:
+            value = check_velocity(percent)
+        except ValueError as exc:
+            raise ValueError(f"{self.id}: {exc}") from None
+        yield from self.query(self._command("sv", f"{value:02X}"))
+
+    def jog_step(self) -> Plan[float]:
+        self._no_slider("jog step")
+        frame = yield from self.query(self._command("gj", reply="GJ"))
+        return from_hex32(frame.data) / self._scale().pulses_per_unit
+
+    def set_jog_step(self, step: float) -> Plan[None]:
+        self._no_slider("jog step")
+        pulses = self._pulses(step)
+        yield from self.query(self._command("sj", hex32(pulses)))
+
+    def change_address(self, new: int | str) -> Plan[str]:
+        """Re-address the module (``ca``; the reply comes from the new address).
+
+        Volatile until :meth:`save_user_data`; the lab file must name the new
+        address for the next start.
+        """
+        target = address_of(new)
+        yield from self._idle()
+        if target == self.address:
+            return target
+        try:
+            self.router.claim(target, self.id)
+        except ValueError as exc:
+            raise DriverError(self.id, f"{self.address}ca{target}", str(exc)) from None
+        try:
+            yield from self.query(self._command("ca", target, reply_address=target))
+        except DriverError:
+            self.router.release(target, self.id)
+            raise
+        self.router.release(self.address, self.id)
+        self.address = target
+        return target
+
+    def save_user_data(self) -> Plan[None]:
+        yield from self.query(self._command("us"))
+
+    def _no_slider(self, what: str) -> None:
+        if self.is_slider:
+            raise ValueError(f"{self.id}: {self.options.model.name} is a slider; it has no "
+                             f"{what}")
+
+    def _pulses(self, value: float) -> int:
+        try:
+            return self._scale().to_pulses(value)
+        except (OverflowError, ValueError) as exc:
+            raise ValueError(f"{self.id}: cannot move by {value!r} {self.unit}: {exc}") from None
+
+    # ------------------------------------------------------------------ moves
+    def move_absolute(self, position: float) -> Plan[None]:
+        scale = self._scale()
+        try:
+            pulses = scale.slot_pulses(position) if self.is_slider else scale.to_pulses(position)
+            data = hex32(pulses)
+        except (OverflowError, ValueError) as exc:
+            raise ValueError(f"{self.id}: cannot move to {position!r} {self.unit}: {exc}"
+                             ) from None
+        yield from self._start(self._command("ma", data, reply="PO", deferred=True))
+
+    def move_relative(self, distance: float) -> Plan[None]:
+        if self.is_slider:
+            # A slot offset becomes an absolute slot, checked against the slider's slots.
+            yield from self._idle()
+            if self.pulses is None:
+                yield from self.refresh_position()
+            yield from self.move_absolute(self.position_units() + distance)
+            return
+        data = hex32(self._pulses(distance))
+        yield from self._start(self._command("mr", data, reply="PO", deferred=True))
+
+    def home(self, timeout: float = 30.0, direction: int = 0) -> Plan[float]:
+        """Home and wait for the end; sliders (which ignore ``ho``) go to slot 0."""
+        if self.is_slider:
+            yield from self.move_absolute(0)
+        else:
+            if direction not in (0, 1):
+                raise ValueError(f"{self.id}: home direction is 0 (CW) or 1 (CCW)")
+            yield from self._start(self._command("ho", str(direction), reply="PO",
+                                                 deferred=True), timeout)
+        return (yield from self.wait_until_done(timeout))
+
+    def jog(self, forward: bool = True) -> Plan[None]:
+        """One jog step (sliders: next or previous slot); collect it like a move."""
+        yield from self._start(self._command("fw" if forward else "bw", reply="PO",
+                                             deferred=True))
+
+    def stop(self) -> Plan[None]:
+        """End a continuous jog (``st``, ELL14/16/21).
+
+        The manual says bounded moves cannot be aborted (they end within the
+        2.5 s drive time-out), so on other models, or with nothing to stop, this
+        sends nothing.
+        """
+        if not self.options.model.can_stop:
+            return
+        command = self._command("st")
+        line = yield Exchange(Expectation(command), self.options.reply_timeout, urgent=True,
+                              drop_stale=self.pending is None)
+        if isinstance(line, Frame) and line.status == status.BUSY:
+            return  # "GS09 and/or GS00": the jog is ending
+        self.check(command, line, self.options.reply_timeout)
+
+    def _start(self, command: Command, timeout: float | None = None) -> Plan[None]:
+        yield from self._idle()
+        self._take_failure()
+        yield Send(command)
+        now = time.monotonic()
+        limit = self.options.move_timeout if timeout is None else timeout
+        self.pending = Pending(Expectation(command), now, now + limit)
+
+    def _idle(self) -> Plan[None]:
+        """Let a pending move end first (bounded by its own deadline)."""
+        while self.pending is not None:
+            yield from self._settle(self.pending.deadline - time.monotonic())
+
+    def _settle(self, timeout: float) -> Plan[None]:
+        """Collect the pending move's end if it arrives within ``timeout``."""
+        pending = self.pending
+        if pending is None:
+            return
+        wait = max(0.0, min(timeout, pending.deadline - time.monotonic()))
+        line = yield Collect(pending.expect, wait)
+        if line is None:
+            if time.monotonic() < pending.deadline:
+                return
+            self.pending = None
+            self.failure = self._move_timeout(pending)
+            return
+        self.pending = None
+        try:
+            frame = self.check(pending.command, line, time.monotonic() - pending.started)
+        except DriverError as err:
+            self.failure = err
+            if err.code is not None:
+                yield from self._clear_status()
+            return
+        self.pulses = from_hex32(frame.data)
+
+    def _move_timeout(self, pending: Pending) -> ElliptecTimeout:
+        notes = []
+        if pending.expect.seen_busy:
+            notes.append("the module answered busy (GS09) and never reported the end")
+        if pending.expect.skipped:
+            notes.append(f"skipped {', '.join(pending.expect.skipped)}")
+        damage = self.router.damage_since(pending.started)
+        if damage:
+            notes.append(f"damaged lines on the bus meanwhile: {'; '.join(damage)}")
+        extra = f" ({'; '.join(notes)})" if notes else ""
+        return ElliptecTimeout(
+            self.id, pending.command.text,
+            f"move at address {pending.command.address} did not report its end (PO) within "
+            f"{pending.deadline - pending.started:.1f} s{extra}")
+
+    def wait_until_done(self, timeout: float = 30.0) -> Plan[float]:
+        deadline = time.monotonic() + timeout
+        while self.pending is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ElliptecTimeout(self.id, self.pending.command.text,
+                                      f"move at address {self.address} still running after "
+                                      f"waiting {timeout:.1f} s")
+            yield from self._settle(remaining)
+        self._take_failure()
+        if self.pulses is None:
+            return (yield from self.refresh_position())
+        return self.position_units()
+
+    def is_moving(self) -> Plan[bool]:
+        yield from self._settle(0.0)
+        if self.pending is not None:
+            return True
+        self._take_failure()
+        return False
+
+    def position(self) -> Plan[float]:
+        """Current position; during a move, the last known one (the module is not asked)."""
+        yield from self._settle(0.0)
+        if self.pending is not None:
+            return self.position_units()
+        return (yield from self.refresh_position())
+
+    def poll(self) -> Plan[tuple[float, bool]]:
+        """One sample for the position channel: (position, moving); never raises a move's
+        failure (it is kept for the next motion call)."""
+        if self.pending is not None:
+            yield from self._settle(0.0)
+            if self.pending is not None:
+                return self.position_units(), True
+            if self.failure is None:
+                return self.position_units(), False
+        return (yield from self.refresh_position()), False

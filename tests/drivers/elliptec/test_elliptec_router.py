@@ -1,0 +1,198 @@
+"""The bus router on its own: filing by address, wake-ups of both flavors, damaged lines.
+
+A small in-memory port stands in for the serial line so each case controls exactly which
+bytes arrive when; the same router runs against the simulators in the other test files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from daqhub_elliptec.frames import BadLine, Command, Frame
+from daqhub_elliptec.router import TRUNCATION_GAP_S, BusRouter, Expectation
+
+pytestmark = pytest.mark.timeout(20)
+
+
+class FakeIO:
+    """A port whose incoming bytes the test feeds; ``answer`` replies to each write."""
+
+    def __init__(self, answer: Callable[[bytes], bytes] | None = None) -> None:
+        self.timeout: float | None = 0.5
+        self.written: list[bytes] = []
+        self.answer = answer
+        self._cond = threading.Condition()
+        self._buf = bytearray()
+
+    @property
+    def in_waiting(self) -> int:
+        with self._cond:
+            return len(self._buf)
+
+    def feed(self, data: bytes) -> None:
+        with self._cond:
+            self._buf += data
+            self._cond.notify_all()
+
+    def write(self, data: bytes) -> int:
+        self.written.append(data)
+        if self.answer is not None:
+            self.feed(self.answer(data))
+        return len(data)
+
+    def read(self, size: int = 1) -> bytes:
+        with self._cond:
+            out = bytes(self._buf[:size])
+            del self._buf[:size]
+            return out
+
+    def read_until(self, expected: bytes = b"\n", size: int | None = None) -> bytes:
+        deadline = time.monotonic() + (self.timeout or 0.0)
+        with self._cond:
+            while True:
+                end = self._buf.find(expected)
+                if end >= 0:
+                    out = bytes(self._buf[:end + 1])
+                    del self._buf[:end + 1]
+                    return out
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    out = bytes(self._buf)
+                    self._buf.clear()
+                    return out
+                self._cond.wait(remaining)
+
+
+def move(address: str = "0") -> Expectation:
+    return Expectation(Command(address, "ma", "00008C00", "PO", deferred=True))
+
+
+def query(address: str, mnemonic: str = "gp", reply: str = "PO") -> Expectation:
+    return Expectation(Command(address, mnemonic, reply=reply))
+
+
+def test_a_deferred_reply_read_during_another_devices_exchange_is_filed_for_its_owner() -> None:
+    router = BusRouter("bus")
+    io = FakeIO(lambda cmd: b"0PO00008C00\r\n1PO0000001F\r\n" if cmd == b"1gp\r" else b"")
+    pending = move("0")
+    router.send(io, pending.command)
+    reply = router.exchange(io, query("1"), reply_timeout=1.0)
+    assert isinstance(reply, Frame) and reply.text == "1PO0000001F"
+    line, _, reading = router.poll(pending)
+    assert isinstance(line, Frame) and line.text == "0PO00008C00"
+    assert not reading
+    assert io.written == [b"0ma00008C00\r", b"1gp\r"]
+
+
+def test_a_thread_waiting_for_its_address_wakes_when_its_reply_is_filed() -> None:
+    router = BusRouter("bus")
+    io = FakeIO(lambda cmd: b"1PO00000000\r\n")
+    pending = move("0")
+    _, version, _ = router.poll(pending)
+    woke = threading.Event()
+
+    def waiter() -> None:
+        router.wait(version, 10.0)
+        woke.set()
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    io.feed(b"0PO00008C00\r\n")
+    router.exchange(io, query("1"), reply_timeout=1.0)
+    assert woke.wait(5.0)
+    t.join(5.0)
+    line, _, _ = router.poll(pending)
+    assert isinstance(line, Frame) and line.address == "0"
+
+
+def test_a_coroutine_waiting_for_its_address_wakes_when_a_thread_files_its_reply() -> None:
+    router = BusRouter("bus")
+    io = FakeIO(lambda cmd: b"1PO00000000\r\n")
+    pending = move("0")
+
+    async def main() -> float:
+        _, version, _ = router.poll(pending)
+        loop = asyncio.get_running_loop()
+        t0 = time.monotonic()
+        io.feed(b"0PO00008C00\r\n")
+        filer = loop.run_in_executor(None, router.exchange, io, query("1"), 1.0)
+        await router.wait_async(version, 10.0)
+        await filer
+        return time.monotonic() - t0
+
+    assert asyncio.run(main()) < 5.0
+    line, _, _ = router.poll(pending)
+    assert isinstance(line, Frame) and line.text == "0PO00008C00"
+
+
+def test_a_truncated_reply_reaches_its_waiter_as_damaged_instead_of_a_timeout() -> None:
+    router = BusRouter("bus")
+    io = FakeIO(lambda cmd: b"0PO0000")
+    t0 = time.monotonic()
+    reply = router.exchange(io, query("0"), reply_timeout=5.0)
+    assert isinstance(reply, BadLine) and reply.reason == "truncated" and reply.address == "0"
+    assert time.monotonic() - t0 < TRUNCATION_GAP_S + 1.0
+    assert router.stats["truncated"] == 1
+
+
+def test_garbage_alone_is_the_commands_damaged_reply() -> None:
+    router = BusRouter("bus")
+    io = FakeIO(lambda cmd: b"\x13\x37junk\r\n")
+    reply = router.exchange(io, query("0"), reply_timeout=1.0)
+    assert isinstance(reply, BadLine) and reply.reason == "garbled"
+
+
+def test_garbage_followed_by_the_reply_gives_the_reply() -> None:
+    router = BusRouter("bus")
+    io = FakeIO(lambda cmd: b"\x13\x37junk\r\n0PO00000010\r\n")
+    reply = router.exchange(io, query("0"), reply_timeout=1.0)
+    assert isinstance(reply, Frame) and reply.data == "00000010"
+    [damage] = router.damage_since(0.0)
+    assert damage.startswith("garbled reply") and "junk" in damage
+
+
+def test_a_late_reply_is_not_taken_as_the_answer_to_the_next_command() -> None:
+    router = BusRouter("bus")
+    io = FakeIO()
+    assert router.exchange(io, query("0", "gv", "GV"), reply_timeout=0.05) is None
+    io.feed(b"0GV32\r\n")  # the answer arrives after its waiter gave up
+    io.answer = lambda cmd: b"0GV64\r\n"
+    reply = router.exchange(io, query("0", "gv", "GV"), reply_timeout=1.0)
+    assert isinstance(reply, Frame) and reply.data == "64"
+    assert router.stats["stale"] == 1
+
+
+def test_a_pump_returns_early_when_other_transactions_queue() -> None:
+    router = BusRouter("bus")
+    io = FakeIO()
+    t0 = time.monotonic()
+    assert router.pump(io, move("0"), budget=5.0, others_waiting=lambda: 1) is None
+    assert time.monotonic() - t0 < 1.0
+
+
+def test_an_address_belongs_to_one_instrument() -> None:
+    router = BusRouter("bus")
+    router.claim("0", "rot")
+    router.claim("0", "rot")  # the same instrument again (a restarted actor)
+    with pytest.raises(ValueError, match="already used by instrument 'rot'"):
+        router.claim("0", "other")
+    router.release("0", "rot")
+    router.claim("0", "other")
+    assert router.owner_of("0") == "other"
+
+
+def test_a_reply_cut_off_by_a_short_reply_timeout_is_reported_as_truncated() -> None:
+    router = BusRouter("bus")
+    io = FakeIO(lambda cmd: b"0PO00")
+    reply = router.exchange(io, query("0"), reply_timeout=0.05)
+    assert isinstance(reply, BadLine) and reply.reason == "truncated"
+    io.feed(b"008C00\r\n")  # the rest arrives late: filed, then dropped before the next command
+    io.answer = lambda cmd: b"0PO00000001\r\n"
+    reply = router.exchange(io, query("0"), reply_timeout=1.0)
+    assert isinstance(reply, Frame) and reply.data == "00000001"
+    assert router.stats["stale"] == 1
