@@ -23,6 +23,7 @@ batch (or an IPC file of them) is self-describing.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -73,9 +74,17 @@ def channel_schema(instrument_id: str, spec: ChannelSpec, *, unified: bool = Fal
 def describe(schema: pa.Schema) -> tuple[str, ChannelSpec]:
     """Instrument id and channel declaration carried by a batch's schema."""
     meta = schema.metadata or {}
+    return _describe(meta.get(META_INSTRUMENT), meta.get(META_CHANNEL))
+
+
+@functools.lru_cache(maxsize=4096)
+def _describe(instrument: bytes | None, channel: bytes | None) -> tuple[str, ChannelSpec]:
+    """Cached: every batch of a channel carries the same metadata, parsed once."""
+    if instrument is None or channel is None:
+        raise DataError("not a daqhub channel batch (no daqhub schema metadata)")
     try:
-        instrument_id = meta[META_INSTRUMENT].decode()
-        spec = ChannelSpec.from_dict(json.loads(meta[META_CHANNEL]))
+        instrument_id = instrument.decode()
+        spec = ChannelSpec.from_dict(json.loads(channel))
     except (KeyError, ValueError, TypeError) as exc:
         raise DataError(f"not a daqhub channel batch (schema metadata: {exc})") from exc
     return instrument_id, spec
@@ -148,25 +157,35 @@ def build_batch(
                                 f"got {a.dtype} {a.shape}")
         flat_axis = np.concatenate(ax) if n else np.empty(0, np.float64)
         cols.append(_list_array(flat_axis, n, spec, lengths))
-    meta_col = ([None if not m else json.dumps(dict(m)) for m in metadata] if metadata
-                else [None] * n)
-    if len(meta_col) != n:
-        raise DataError(f"channel {where}: {n} timestamps but {len(meta_col)} metadata entries")
-    cols.append(pa.array(meta_col, type=pa.string()))
+    if metadata and any(metadata):
+        if len(metadata) != n:
+            raise DataError(f"channel {where}: {n} timestamps but {len(metadata)} metadata "
+                            "entries")
+        cols.append(pa.array([json.dumps(dict(m)) if m else None for m in metadata],
+                             type=pa.string()))
+    else:
+        cols.append(pa.nulls(n, pa.string()))
     schema = channel_schema(instrument_id, spec, unified=source is not None)
     if source is not None:
-        cols.append(pa.array([Source(source).value] * n, type=pa.string()))
+        cols.append(constant_string(Source(source).value, n))
     return pa.RecordBatch.from_arrays(cols, schema=schema)
+
+
+def constant_string(text: str, n: int) -> pa.Array:
+    """``n`` copies of ``text`` as a string array, built from buffers (no Python list)."""
+    raw = text.encode()
+    offsets = np.arange(0, len(raw) * (n + 1), len(raw), dtype=np.int32)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(raw * n))
 
 
 def with_source(batch: pa.RecordBatch, source: Source) -> pa.RecordBatch:
     """A v4 batch as a unified-stream batch (zero-copy for the data columns)."""
     if "source" in batch.schema.names:
         return batch
-    instrument_id, spec = describe(batch.schema)
-    col = pa.array([Source(source).value] * batch.num_rows, type=pa.string())
-    return pa.RecordBatch.from_arrays([*batch.columns, col],
-                                      schema=channel_schema(instrument_id, spec, unified=True))
+    schema = batch.schema.append(pa.field("source", pa.string(), nullable=False))
+    return pa.RecordBatch.from_arrays([*batch.columns,
+                                       constant_string(Source(source).value, batch.num_rows)],
+                                      schema=schema)
 
 
 def column_values(batch: pa.RecordBatch | pa.Table, spec: ChannelSpec, name: str = "value"

@@ -186,7 +186,8 @@ class ActorRunner:
             if next_poll < time.monotonic():
                 next_poll = time.monotonic() + self.period
             self.busy_in = "read"
-            batches = await asyncio.wait_for(actor.read(), self.policy.read_timeout_s)
+            async with asyncio.timeout(self.policy.read_timeout_s):  # no task per poll
+                batches = await actor.read()
             self.busy_in = ""
             for b in batches:
                 if b.num_rows == 0:
