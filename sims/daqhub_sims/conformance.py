@@ -3,7 +3,7 @@
 A driver author lists cases, one per instrument type, each with a lab block
 that points at a fresh simulated device, and calls the kit from a test::
 
-    def test_conformance(daqhub_conformance, sim_url):
+    def test_conformance(daqhub_conformance, sim_url, sim_endpoint):
         daqhub_conformance.check("daqhub-acme", [
             ConformanceCase("acme.meter", lambda: {"port": sim_url("acme")},
                             steps=[("set_wavelength", 800)],
@@ -98,14 +98,20 @@ def _read_after_garbage(inst: Any, case: ConformanceCase, block: Mapping[str, An
     assert case.garbage is not None
     if isinstance(inst, V2Instrument):
         inst.connect()
-        case.garbage(block)
-        inst.read()
+        try:
+            case.garbage(block)
+            inst.read()
+        finally:
+            inst.close()
         return
 
     async def go() -> None:
         await inst.start()
-        case.garbage(block)  # type: ignore[misc]
-        await inst.read()
+        try:
+            case.garbage(block)  # type: ignore[misc]
+            await inst.read()
+        finally:
+            await inst.close()
     asyncio.run(go())
 
 

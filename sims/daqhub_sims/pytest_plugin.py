@@ -63,6 +63,7 @@ def sim_pty(sim_registry: Any) -> Iterator[Callable[[str], str]]:
     def make(url: str) -> str:
         server = PtyServer(sim_registry.endpoint(url))
         servers.append(server)
+        server.start()
         return str(server.path)
     yield make
     for s in servers:
@@ -78,6 +79,7 @@ def sim_tcp(sim_registry: Any) -> Iterator[Callable[[str], str]]:
     def make(url: str) -> str:
         server = TcpServer(sim_registry.endpoint(url))
         servers.append(server)
+        server.start()
         return str(server.url)
     yield make
     for s in servers:

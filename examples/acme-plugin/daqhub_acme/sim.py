@@ -1,0 +1,197 @@
+"""A simulated ACME TC-1 temperature controller, written from the README's protocol section.
+
+Registered with daqhub-sims through the entry-point group ``daqhub_sims.models``, so
+``sim://acmetemp?tau=2&noise=0.01`` reaches one. The temperature is computed from the device
+clock whenever the host asks, so nothing runs in a thread and a ``ManualClock`` gives exact,
+repeatable behaviour. Model choices where the manual leaves room are listed in the README
+("The simulator"); a driver must not depend on them.
+
+This module is the only one of daqhub-acme that imports daqhub-sims (a test dependency);
+the driver never imports it.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from collections.abc import Mapping
+
+from daqhub_sims.device import Clock, SimDevice
+
+SETPOINT_MIN_K = 3.0
+SETPOINT_MAX_K = 500.0
+#: Characters a command line may have before its CR.
+MAX_LINE = 32
+#: Heater output needed per kelvin of setpoint above ambient, and per kelvin of error.
+HOLD_GAIN = 0.5
+ERROR_GAIN = 10.0
+
+ERRORS: dict[int, str] = {
+    1: "UNKNOWN COMMAND",
+    2: "BAD ARGUMENT",
+    3: "OUT OF RANGE",
+    4: "LINE TOO LONG",
+}
+
+#: A plain decimal number as the manual defines ``<K>``: sign, digits, point, fraction.
+_DECIMAL = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)$")
+_SERIAL = re.compile(r"^[A-Za-z0-9]+$")
+
+
+def _number_option(options: Mapping[str, str], name: str, default: float) -> float:
+    text = options.get(name)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"TC-1 option {name}={text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"TC-1 option {name}={text!r} must be finite")
+    return value
+
+
+class AcmeTempSim(SimDevice):
+    """ACME TC-1 on RS-232.
+
+    Options (strings, as they come from a ``sim://`` URL): ``serial`` (``A0001``), ``ambient``
+    (K, 293.15), ``tau`` (s, 5; 0 = the temperature jumps to the setpoint), ``noise`` (K rms
+    on each ``TEMP?``, 0), ``seed`` (0). Unknown options are ignored: the same query string
+    also carries transport options.
+    """
+
+    baudrate = 9600
+
+    def __init__(self, options: Mapping[str, str] | None = None,
+                 clock: Clock | None = None) -> None:
+        super().__init__(options, clock)
+        self.serial = self.options.get("serial", "A0001")
+        if not _SERIAL.match(self.serial):
+            raise ValueError(f"TC-1 option serial={self.serial!r}: letters and digits only")
+        self.ambient = _number_option(self.options, "ambient", 293.15)
+        self.tau = _number_option(self.options, "tau", 5.0)
+        self.noise = _number_option(self.options, "noise", 0.0)
+        seed = _number_option(self.options, "seed", 0)
+        if self.tau < 0 or self.noise < 0:
+            raise ValueError("TC-1 options tau and noise must be >= 0")
+        if self.ambient <= 0:
+            raise ValueError(f"TC-1 option ambient={self.ambient} must be > 0 K")
+        if seed != int(seed):
+            raise ValueError(f"TC-1 option seed={seed} must be an integer")
+        self._rng = random.Random(int(seed))
+        self._rx = bytearray()
+        self._overlong = False
+        self._out = bytearray()
+        # The temperature is start_k at start_t and relaxes towards the setpoint from there.
+        self._setpoint = self.ambient
+        self._start_k = self.ambient
+        self._start_t = self.clock.now()
+
+    # -- the physics ------------------------------------------------------------------------
+
+    def temperature(self) -> float:
+        """The sensor temperature now (K), without noise."""
+        if self.tau == 0:
+            return self._setpoint
+        elapsed = max(0.0, self.clock.now() - self._start_t)
+        return self._setpoint + (self._start_k - self._setpoint) * math.exp(-elapsed / self.tau)
+
+    def heater(self) -> float:
+        """Heater output now (%)."""
+        drive = (HOLD_GAIN * (self._setpoint - self.ambient)
+                 + ERROR_GAIN * (self._setpoint - self.temperature()))
+        return min(100.0, max(0.0, drive))
+
+    @property
+    def setpoint(self) -> float:
+        return self._setpoint
+
+    def _set_setpoint(self, kelvin: float) -> None:
+        self._start_k = self.temperature()
+        self._start_t = self.clock.now()
+        self._setpoint = kelvin
+
+    # -- SimDevice ----------------------------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        for byte in data:
+            if byte == 0x0D:
+                line, overlong = bytes(self._rx), self._overlong
+                self._rx.clear()
+                self._overlong = False
+                if overlong:
+                    self._error(4)
+                else:
+                    self._line(line.decode("latin-1"))
+            elif byte == 0x0A and not self._rx:
+                continue  # the LF of a CR LF
+            elif len(self._rx) >= MAX_LINE:
+                self._overlong = True
+            else:
+                self._rx.append(byte)
+
+    def read(self) -> bytes:
+        data = bytes(self._out)
+        self._out.clear()
+        return data
+
+    def next_output_in(self) -> float | None:
+        return 0.0 if self._out else None
+
+    # -- commands -----------------------------------------------------------------------------
+
+    def _reply(self, text: str) -> None:
+        self._out += text.encode("ascii") + b"\r\n"
+
+    def _error(self, code: int) -> None:
+        self._reply(f"ERR {code} {ERRORS[code]}")
+
+    def _line(self, line: str) -> None:
+        words = line.split()
+        if not words:
+            return
+        command, args = words[0].upper(), words[1:]
+        if command.endswith("?"):
+            self._query(command, args)
+        elif command == "SETP":
+            self._setp(args)
+        else:
+            self._error(1)
+
+    def _query(self, command: str, args: list[str]) -> None:
+        answers = {"*IDN?": self._idn, "TEMP?": self._temp, "SETP?": self._setp_query,
+                   "HEAT?": self._heat}
+        answer = answers.get(command)
+        if answer is None:
+            self._error(1)
+        elif args:
+            self._error(2)
+        else:
+            self._reply(answer())
+
+    def _idn(self) -> str:
+        return f"ACME,TC-1,{self.serial},1.0"
+
+    def _temp(self) -> str:
+        value = self.temperature()
+        if self.noise:
+            value += self._rng.gauss(0.0, self.noise)
+        return f"{value:+.3f}"
+
+    def _setp_query(self) -> str:
+        return f"{self._setpoint:+.3f}"
+
+    def _heat(self) -> str:
+        return f"{self.heater():.1f}"
+
+    def _setp(self, args: list[str]) -> None:
+        if len(args) != 1 or not _DECIMAL.match(args[0]):
+            self._error(2)
+            return
+        kelvin = round(float(args[0]), 3)
+        if not SETPOINT_MIN_K <= kelvin <= SETPOINT_MAX_K:
+            self._error(3)
+            return
+        self._set_setpoint(kelvin)
+        self._reply("OK")
