@@ -239,13 +239,14 @@ class DualRuntimeManager:
                 self.sink_threads.append(st)
                 st.start()
             self.bridge.start()
+            # announced before any instrument runs, so no instrument event precedes it
+            self.host.notify("daqhub_session_started", session_id=self.session_id,
+                             output_dirs={f: str(d) for f, d in self.output_dirs().items()})
             self.v4.start()
             self.v2.start()
             self.budget.start()
             for r in self.routines:
                 r.start()
-            self.host.notify("daqhub_session_started", session_id=self.session_id,
-                             output_dirs={f: str(d) for f, d in self.output_dirs().items()})
         except BaseException:
             self.shutdown()
             raise

@@ -153,3 +153,43 @@ def test_unknown_command_and_health(host, tmp_path) -> None:
         assert h["a"]["state"] == "running" and h["a"]["last_value"]
     finally:
         rt.shutdown()
+
+
+def test_plugins_hear_lifecycle_events(host, tmp_path) -> None:
+    import types as pytypes
+
+    from daqhub.hookspecs import hookimpl
+
+    heard: list[tuple] = []
+    listener = pytypes.SimpleNamespace(
+        daqhub_session_started=hookimpl(
+            lambda session_id, output_dirs: heard.append(("started", session_id))),
+        daqhub_session_stopped=hookimpl(
+            lambda session_id, report: heard.append(("stopped", bool(report["clean"])))),
+        daqhub_instrument_event=hookimpl(
+            lambda instrument_id, event, detail: heard.append((instrument_id, event))))
+    assert host.register(listener, "alerts", "alerts", "1")
+    lab = make_lab(host, tmp_path, v2=[("a", "test.counter")], v4=[("boom", "test.crash")])
+    rt = DualRuntimeManager(lab, host, restart_policy=FAST, storage=True)
+    rt.start()
+    wait_for(lambda: ("boom", "failed") in heard, what="the failed event")
+    rt.shutdown()
+    assert heard[0] == ("started", rt.session_id) and rt.session_id
+    assert ("boom", "restarted") in heard and heard[-1] == ("stopped", True)
+
+
+def test_budget_excess_raises_an_alarm_and_is_saved(host, tmp_path) -> None:
+    import json
+
+    lab = make_lab(host, tmp_path, v2=[("a", "test.counter")], v4=[("c", "test.counter")],
+                   poll_hz=500,
+                   extra="[daqhub.budget]\nmax_cpu_percent = 0.01\ninterval_s = 0.1\n")
+    rt = DualRuntimeManager(lab, host, storage=True)
+    rt.start()
+    wait_for(lambda: any(a["what"].startswith("cpu:") for a in rt.alarms),
+             what="a CPU budget alarm")
+    report = rt.shutdown()
+    assert report.ok
+    saved = json.loads((rt.output_dirs()["v2"] / "budget.json").read_text())
+    assert any(a["what"].startswith("cpu:") for a in saved["alarms"])
+    assert saved["samples"] and "cpu_percent" in saved["samples"][-1]
