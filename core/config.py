@@ -414,14 +414,14 @@ def validate(data: Mapping[str, Any], text: str, file: str, host: PluginHost,
             c.add(("storage", name), f"[storage.{name}] must be a table")
         else:
             _schema_problems(c, opts, backends[name].options_schema, ("storage", name))
-    enabled = [f for f in flavors.values() if f.enabled]
-    for f in enabled:
+    active = [f for f in flavors.values() if f.enabled]
+    for f in active:
         why = check_output_dir(f.output_dir)
         if why:
             c.add((f.flavor, "output_dir") if (f.flavor, "output_dir") in where
                   else ("daqhub", "output_dir"), why)
-    if len(enabled) == 2:
-        a, b = enabled[0].output_dir, enabled[1].output_dir
+    if len(active) == 2:
+        a, b = active[0].output_dir, active[1].output_dir
         if a == b or _is_within(a, b) or _is_within(b, a):
             c.add(("v4", "output_dir") if ("v4", "output_dir") in where else ("daqhub",),
                   f"v2 and v4 output directories must be separate, got {a} and {b}",
@@ -534,10 +534,11 @@ def parse(text: str | bytes, file: str, host: PluginHost, base_dir: Path | None 
           ) -> LabConfig:
     """Validate a lab file's content; raises ConfigError listing every problem."""
     if isinstance(text, bytes):
+        raw = text
         try:
-            text = text.decode("utf-8")
+            text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            line = text[: exc.start].count(b"\n") + 1
+            line = raw[: exc.start].count(b"\n") + 1
             raise ConfigError([Problem(file, line, f"not UTF-8 text: {exc.reason} at byte "
                                                    f"{exc.start}")]) from None
     try:

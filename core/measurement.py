@@ -84,7 +84,10 @@ class ChannelSpec:
         """Number of elements per sample, or None when the length varies."""
         if any(d is None for d in self.shape):
             return None
-        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+        n = 1
+        for d in self.shape:
+            n *= int(d)  # type: ignore[arg-type]  # None ruled out above
+        return n
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -179,7 +179,11 @@ def main(args: argparse.Namespace, host: PluginHost) -> int:
     if out.exists() and not args.force:
         print(f"{out} exists; use --force to overwrite it", file=sys.stderr)
         return 2
-    a = Asker(sys.stdin.readline, lambda s: (sys.stdout.write(s), sys.stdout.flush())[0])
+    def write(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    a = Asker(sys.stdin.readline, write)
     try:
         doc = build(a, host)
     except Aborted as exc:

@@ -83,13 +83,13 @@ class MeasurementBridge:
                 for m in item:
                     rows[(m.instrument_id, m.channel)].append(m)
         for key, ms in rows.items():
-            spec = self.channels.get(key)
-            if spec is None:
+            declared = self.channels.get(key)
+            if declared is None:
                 self.rejected += len(ms)
                 self.on_error(key[0], f"measurement for undeclared channel {key[1]!r}")
                 continue
             try:
-                out.append(self.rows_to_batch(ms, spec))
+                out.append(self.rows_to_batch(ms, declared))
                 self.counts["v2"][key] += len(ms)
             except DataError as exc:
                 self.rejected += len(ms)

@@ -272,7 +272,7 @@ class DualRuntimeManager:
         self._sinks["storage"] = self.storage
 
     def output_dirs(self) -> dict[str, Path]:
-        return dict(self.storage.directories) if self.storage else {}
+        return {str(f): d for f, d in self.storage.directories.items()} if self.storage else {}
 
     def _health_error(self, iid: str, msg: str) -> None:
         h = self.health_of(iid)

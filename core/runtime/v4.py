@@ -353,13 +353,12 @@ class V4Runtime:
             return []
 
         async def cancel() -> list[str]:
-            tasks = [self.runners[i].task for i in ids if self.runners[i].task]
-            for t in tasks:
-                assert t is not None
+            tasks = {i: t for i in ids if (t := self.runners[i].task) is not None}
+            for t in tasks.values():
                 t.cancel()
             if tasks:
-                await asyncio.wait(tasks, timeout=timeout)  # type: ignore[arg-type]
-            return [i for i in ids if not (self.runners[i].task and self.runners[i].task.done())]
+                await asyncio.wait(tasks.values(), timeout=timeout)
+            return [i for i, t in tasks.items() if not t.done()]
         try:
             return asyncio.run_coroutine_threadsafe(cancel(), self.loop).result(timeout + 1.0)
         except concurrent.futures.TimeoutError:
