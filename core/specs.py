@@ -95,7 +95,13 @@ class InstrumentType:
 
 
 class StorageWriter(Protocol):
-    """An open storage session of one backend for one flavor."""
+    """An open storage session of one backend for one flavor.
+
+    The router serializes calls to one writer, though they may come from different
+    threads. A writer may expose ``flush_interval`` (seconds): the router then also
+    flushes it when it has been idle that long. ``flush()`` must be cheap when nothing
+    new was written, and ``close()`` may follow a failed open (cleanup).
+    """
 
     def write(self, batch: pa.RecordBatch) -> None:
         """Take one unified-stream batch (one channel of one instrument)."""

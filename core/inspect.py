@@ -1,0 +1,590 @@
+"""``daqhub inspect PATH``: what a session (or one data file) holds, and a plot of it.
+
+The summary lists, per file, its instruments and channels with their kind,
+dtype, shape and unit, the number of rows, the time span and rate, and gaps
+(intervals between samples much larger than the channel's median spacing),
+then the versions and the lab file the run used.
+
+Files left by a killed process are read as far as they go, and the summary
+says what happened to them:
+
+- an HDF5 file written with ``swmr = true`` opens only with ``swmr=True``
+  after its writer died (HDF5 leaves it marked "open for write"); a file still
+  being written by a live process is opened without HDF5's file lock and shows
+  its last flushed state;
+- an Arrow stream cut in the middle of a batch gives its complete batches,
+  and is reported as truncated; one without an end-of-stream marker was not
+  closed cleanly;
+- a ``.lock`` file beside a data file names the process that wrote it, and
+  tells a live writer (lock held) from a dead one (lock stale).
+
+``--plot out.png`` draws each channel headless (matplotlib's Agg canvas, no
+display needed): scalars over time, spectra as their mean over time (the
+last spectrum when lengths vary), images as the mean of the last frames.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+
+from .filelock import LOCK_SUFFIX, is_held, lock_path_for, read_holder
+from .measurement import ChannelSpec
+from .schema import column_values, describe
+from .specs import FLAVORS
+
+DATA_SUFFIXES = (".h5", ".hdf5", ".arrows", ".arrow", ".feather", ".parquet")
+DEFAULT_GAP_FACTOR = 10.0
+MAX_GAPS_LISTED = 5
+MAX_PLOT_POINTS = 200_000
+MAX_MEAN_FRAMES = 64
+MAX_PLOTTED_CHANNELS = 24
+_EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"
+_H5_META_GROUP = "_daqhub"
+
+
+@dataclass
+class PlotData:
+    """What the plot draws for one channel, already reduced to a drawable size."""
+
+    t_ns: np.ndarray | None = None
+    y: np.ndarray | None = None
+    axis: np.ndarray | None = None
+    spectrum: np.ndarray | None = None
+    image: np.ndarray | None = None
+    note: str = ""
+
+
+@dataclass
+class ChannelReport:
+    instrument: str
+    spec: ChannelSpec
+    rows: int
+    timestamps: np.ndarray
+    load: Callable[[], PlotData]
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self, gap_factor: float) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "instrument": self.instrument, "channel": self.spec.name, "kind": self.spec.kind,
+            "dtype": self.spec.dtype, "shape": list(self.spec.shape), "unit": self.spec.unit,
+            "axis_unit": self.spec.axis_unit, "rows": self.rows, "notes": self.notes,
+        }
+        d.update(time_stats(self.timestamps, gap_factor))
+        return d
+
+
+@dataclass
+class FileReport:
+    path: Path
+    format: str
+    flavor: str | None
+    status: str = "ok"  # ok | recovered | unreadable
+    session_id: str = ""
+    versions: dict[str, str] = field(default_factory=dict)
+    lab_config: str = ""
+    instruments: dict[str, Any] = field(default_factory=dict)
+    channels: list[ChannelReport] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self, gap_factor: float) -> dict[str, Any]:
+        return {"path": str(self.path), "format": self.format, "flavor": self.flavor,
+                "status": self.status, "session_id": self.session_id, "notes": self.notes,
+                "channels": [c.to_dict(gap_factor) for c in self.channels]}
+
+
+# --- statistics ---------------------------------------------------------------------
+
+
+def time_stats(ts: np.ndarray, gap_factor: float = DEFAULT_GAP_FACTOR) -> dict[str, Any]:
+    """Span, rate and gaps of one channel's timestamps (ns)."""
+    out: dict[str, Any] = {"first": None, "last": None, "first_ns": None, "last_ns": None,
+                           "span_s": 0.0, "median_interval_s": None, "rate_hz": None,
+                           "gaps": [], "gap_count": 0, "out_of_order": 0}
+    if len(ts) == 0:
+        return out
+    first, last = int(ts.min()), int(ts.max())
+    out.update(first_ns=first, last_ns=last, first=_iso(first), last=_iso(last),
+               span_s=(last - first) / 1e9)
+    if len(ts) < 2:
+        return out
+    diffs = np.diff(ts)
+    out["out_of_order"] = int((diffs < 0).sum())
+    positive = diffs[diffs > 0]
+    if len(positive) == 0:
+        return out
+    median = float(np.median(positive))
+    out["median_interval_s"] = median / 1e9
+    if last > first:
+        out["rate_hz"] = (len(ts) - 1) / ((last - first) / 1e9)
+    big = np.flatnonzero(diffs > gap_factor * median)
+    out["gap_count"] = int(len(big))
+    largest = big[np.argsort(diffs[big])[::-1][:MAX_GAPS_LISTED]]
+    out["gaps"] = [{"after_row": int(i), "start": _iso(int(ts[i])), "end": _iso(int(ts[i + 1])),
+                    "duration_s": float(diffs[i]) / 1e9} for i in sorted(largest)]
+    return out
+
+
+def _iso(ns: int) -> str:
+    stamp = datetime.fromtimestamp(ns // 1_000_000_000, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{stamp}.{(ns % 1_000_000_000) // 1_000_000:03d}Z"
+
+
+# --- reading files ------------------------------------------------------------------
+
+
+def find_data_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in DATA_SUFFIXES
+                  and not p.name.endswith(LOCK_SUFFIX))
+
+
+def read_file(path: Path) -> FileReport:
+    """Summarize one data file; never raises for a damaged file (status ``unreadable``)."""
+    suffix = path.suffix
+    fmt = {".h5": "hdf5", ".hdf5": "hdf5", ".parquet": "parquet"}.get(suffix, "arrow")
+    report = FileReport(path, fmt, _flavor_of(path))
+    _lock_notes(path, report)
+    try:
+        if fmt == "hdf5":
+            _read_hdf5(path, report)
+        elif fmt == "parquet":
+            _read_parquet(path, report)
+        else:
+            _read_arrow(path, report)
+    except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as exc:
+        report.status = "unreadable"
+        report.notes.append(f"cannot read: {type(exc).__name__}: {exc}")
+    return report
+
+
+def _flavor_of(path: Path) -> str | None:
+    """The flavor from the directory layout ``<output_dir>/<flavor>/<session>/...``."""
+    for parent in path.parents:
+        if parent.name in FLAVORS:
+            return parent.name
+    return None
+
+
+def _lock_notes(path: Path, report: FileReport) -> None:
+    lock = lock_path_for(path)
+    if not lock.exists():
+        return
+    holder = read_holder(lock)
+    who = str(holder) if holder else "an unknown process"
+    if is_held(lock):
+        report.notes.append(f"being written right now by {who}: showing what it has flushed")
+    else:
+        report.notes.append(f"not closed cleanly: its writer ({who}) stopped without closing "
+                            "it, so up to one flush interval before that is missing")
+        report.status = "recovered"
+
+
+def _open_hdf5(path: Path, report: FileReport) -> dict[str, Any]:
+    """Open arguments that work for this file, trying plain h5py first."""
+    try:
+        h5py.File(path, "r").close()
+        return {}
+    except BlockingIOError:
+        report.notes.append("HDF5 file is locked by a live writer: opened without HDF5 locking")
+        h5py.File(path, "r", locking=False).close()
+        return {"locking": False}
+    except OSError as exc:
+        if "already open for write" not in str(exc) and "swmr" not in str(exc).lower():
+            raise
+    kwargs: dict[str, Any] = {"swmr": True, "libver": "latest"}
+    h5py.File(path, "r", **kwargs).close()
+    report.notes.append("written in SWMR mode and not closed (writer killed or still running): "
+                        "plain h5py refuses it; opened with h5py.File(path, 'r', swmr=True)")
+    if report.status == "ok":
+        report.status = "recovered"
+    return kwargs
+
+
+def _read_hdf5(path: Path, report: FileReport) -> None:
+    kwargs = _open_hdf5(path, report)
+    with h5py.File(path, "r", **kwargs) as f:
+        if "daqhub_format" not in f.attrs:
+            raise ValueError("not a daqhub HDF5 file (no daqhub_format attribute)")
+        report.session_id = _text(f.attrs.get("session_id", ""))
+        report.versions = json.loads(_text(f.attrs.get("versions", "{}")))
+        if _H5_META_GROUP in f and "lab_config" in f[_H5_META_GROUP]:
+            report.lab_config = _text(f[_H5_META_GROUP]["lab_config"][()])
+        for iid in f:
+            group = f[iid]
+            if iid == _H5_META_GROUP or not isinstance(group, h5py.Group):
+                continue
+            report.instruments[iid] = json.loads(_text(group.attrs.get("instrument", "{}")))
+            for name in group:
+                g = group[name]
+                spec = ChannelSpec.from_dict(json.loads(_text(g.attrs["channel"])))
+                rows, notes = _hdf5_rows(g, spec)
+                ts = g["timestamp_ns"][:rows]
+                report.channels.append(ChannelReport(iid, spec, rows, ts,
+                                                     _hdf5_loader(path, kwargs, iid, spec, rows),
+                                                     notes))
+
+
+def _hdf5_rows(g: h5py.Group, spec: ChannelSpec) -> tuple[int, list[str]]:
+    """Rows present in every dataset of a channel (a killed writer may leave them uneven)."""
+    flat = g.attrs.get("layout", "rows") == "flat"
+    lengths = [len(g["timestamp_ns"])]
+    if flat:
+        extent = g["extent"][:]
+        points = min(len(g["value"]), len(g["axis"]))
+        ends = extent[:, 0] + extent[:, 1] if len(extent) else np.empty(0, np.int64)
+        lengths.append(int(np.searchsorted(np.maximum.accumulate(ends), points, side="right")))
+    else:
+        lengths.append(len(g["value"]))
+        if "axis" in g:
+            lengths.append(len(g["axis"]))
+    rows = min(lengths)
+    notes = []
+    if max(lengths) != rows:
+        notes.append(f"{max(lengths) - rows} row(s) only partly written (writer stopped while "
+                     "appending); ignored")
+    return rows, notes
+
+
+def _hdf5_loader(path: Path, kwargs: dict[str, Any], iid: str, spec: ChannelSpec,
+                 rows: int) -> Callable[[], PlotData]:
+    def load() -> PlotData:
+        with h5py.File(path, "r", **kwargs) as f:
+            g = f[iid][spec.name]
+            ts = g["timestamp_ns"][:rows]
+            if spec.kind == "scalar":
+                step = max(1, math.ceil(rows / MAX_PLOT_POINTS))
+                return PlotData(t_ns=ts[::step], y=g["value"][:rows:step])
+            if spec.kind == "image":
+                k = min(rows, MAX_MEAN_FRAMES)
+                frames = g["value"][rows - k:rows].astype(np.float64)
+                return PlotData(image=frames.mean(axis=0), note=f"mean of the last {k} frames")
+            if g.attrs.get("layout") == "flat":
+                start, length = g["extent"][rows - 1]
+                return PlotData(axis=g["axis"][start:start + length],
+                                spectrum=g["value"][start:start + length].astype(np.float64),
+                                note=f"last of {rows} spectra")
+            return PlotData(axis=g["axis"][rows - 1],
+                            spectrum=_mean_rows(g["value"], rows),
+                            note=f"mean of {rows} spectra")
+    return load
+
+
+def _mean_rows(ds: h5py.Dataset, rows: int) -> np.ndarray:
+    """Mean over the first axis, read in blocks so a long run does not fill memory."""
+    total = np.zeros(ds.shape[1:], dtype=np.float64)
+    block = 4096
+    for i in range(0, rows, block):
+        total += ds[i:min(rows, i + block)].astype(np.float64).sum(axis=0)
+    return total / rows
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, np.ndarray):
+        return _text(value.item())
+    return str(value)
+
+
+def _arrow_batches(path: Path, report: FileReport) -> tuple[pa.Schema, list[pa.RecordBatch]]:
+    source = pa.memory_map(str(path))
+    head = source.read(8)
+    source.seek(0)
+    if head.startswith(b"ARROW1"):
+        try:
+            reader = ipc.open_file(source)
+            return reader.schema, [reader.get_batch(i) for i in range(reader.num_record_batches)]
+        except pa.ArrowInvalid:
+            report.notes.append("IPC file without its footer (writer killed): read as a stream")
+            report.status = "recovered"
+            source.seek(8)
+    try:
+        stream = ipc.open_stream(source)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ValueError(f"no complete Arrow schema: the writer stopped before writing one "
+                         f"({exc})") from exc
+    batches: list[pa.RecordBatch] = []
+    while True:
+        try:
+            batches.append(stream.read_next_batch())
+        except StopIteration:
+            break
+        except (pa.ArrowInvalid, OSError) as exc:
+            report.notes.append(f"truncated: read {len(batches)} complete batch(es); the rest is "
+                                f"an incomplete batch from a writer that was killed ({exc})")
+            report.status = "recovered"
+            break
+    if report.status == "ok" and path.suffix == ".arrows" and _tail(path) != _EOS:
+        report.notes.append("not closed cleanly (no end-of-stream marker); every batch is intact")
+        report.status = "recovered"
+    return stream.schema, batches
+
+
+def _tail(path: Path) -> bytes:
+    with path.open("rb") as fh:
+        fh.seek(0, 2)
+        size = fh.tell()
+        fh.seek(max(0, size - len(_EOS)))
+        return fh.read()
+
+
+def _read_arrow(path: Path, report: FileReport) -> None:
+    schema, batches = _arrow_batches(path, report)
+    table = pa.Table.from_batches(batches, schema=schema)
+    _table_report(table, schema, report)
+
+
+def _read_parquet(path: Path, report: FileReport) -> None:
+    table = pq.read_table(path, memory_map=True)
+    _table_report(table, table.schema, report)
+
+
+def _table_report(table: pa.Table, schema: pa.Schema, report: FileReport) -> None:
+    iid, spec = describe(schema)
+    meta = schema.metadata or {}
+    report.session_id = meta.get(b"daqhub.session_id", b"").decode()
+    report.lab_config = meta.get(b"daqhub.lab_config", b"").decode(errors="replace")
+    report.versions = json.loads(meta.get(b"daqhub.versions", b"{}"))
+    report.instruments[iid] = json.loads(meta.get(b"daqhub.instrument", b"{}"))
+    ts = table.column("timestamp_ns").to_numpy()
+    report.channels.append(ChannelReport(iid, spec, table.num_rows, ts,
+                                         _table_loader(table, spec)))
+
+
+def _table_loader(table: pa.Table, spec: ChannelSpec) -> Callable[[], PlotData]:
+    def load() -> PlotData:
+        rows = table.num_rows
+        if spec.kind == "scalar":
+            step = max(1, math.ceil(rows / MAX_PLOT_POINTS))
+            return PlotData(t_ns=table.column("timestamp_ns").to_numpy()[::step],
+                            y=table.column("value").to_numpy()[::step])
+        if spec.kind == "image":
+            k = min(rows, MAX_MEAN_FRAMES)
+            frames = column_values(table.slice(rows - k), spec)
+            assert isinstance(frames, np.ndarray)
+            return PlotData(image=frames.astype(np.float64).mean(axis=0),
+                            note=f"mean of the last {k} frames")
+        last = table.slice(rows - 1)
+        axis = column_values(last, spec, "axis")[0]
+        if spec.fixed_size is None:
+            values = column_values(last, spec)[0]
+            return PlotData(axis=np.asarray(axis), spectrum=np.asarray(values, np.float64),
+                            note=f"last of {rows} spectra")
+        all_values = column_values(table, spec)
+        assert isinstance(all_values, np.ndarray)
+        return PlotData(axis=np.asarray(axis), spectrum=all_values.astype(np.float64).mean(axis=0),
+                        note=f"mean of {rows} spectra")
+    return load
+
+
+# --- the summary --------------------------------------------------------------------
+
+
+def summarize(path: Path) -> list[FileReport]:
+    return [read_file(p) for p in find_data_files(path)]
+
+
+def to_json(path: Path, reports: Sequence[FileReport], gap_factor: float) -> dict[str, Any]:
+    sessions: dict[str, dict[str, Any]] = {}
+    for r in reports:
+        s = sessions.setdefault(r.session_id, {"session_id": r.session_id, "versions": {},
+                                               "lab_config": "", "instruments": {}, "files": []})
+        s["versions"].update(r.versions)
+        s["lab_config"] = s["lab_config"] or r.lab_config
+        s["instruments"].update(r.instruments)
+        s["files"].append(r.to_dict(gap_factor))
+    return {"path": str(path), "sessions": list(sessions.values())}
+
+
+def format_text(summary: dict[str, Any], root: Path) -> str:
+    lines: list[str] = []
+    for s in summary["sessions"]:
+        lines.append(f"session {s['session_id'] or '(unknown)'}")
+        lines.append(f"  files ({len(s['files'])}):")
+        channels: list[dict[str, Any]] = []
+        for f in s["files"]:
+            lines.append(f"    {_relative(Path(f['path']), root)}  {f['format']}  {f['status']}")
+            lines.extend(f"      ! {n}" for n in f["notes"])
+            channels.extend({**c, "flavor": f["flavor"] or "-"} for c in f["channels"])
+        if channels:
+            lines.extend(_channel_table(channels))
+        if s["versions"]:
+            lines.append("  versions: " + ", ".join(f"{k} {v}" for k, v in
+                                                    sorted(s["versions"].items())))
+        if s["instruments"]:
+            lines.append("  instruments:")
+            lines.extend(f"    {iid}: {json.dumps(block)}" for iid, block in
+                         sorted(s["instruments"].items()))
+        if s["lab_config"]:
+            lines.append("  lab file:")
+            lines.extend(f"    | {line}" for line in s["lab_config"].rstrip("\n").splitlines())
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _relative(p: Path, root: Path) -> str:
+    base = root if root.is_dir() else root.parent
+    try:
+        return str(p.relative_to(base))
+    except ValueError:
+        return str(p)
+
+
+def _channel_table(channels: list[dict[str, Any]]) -> list[str]:
+    header = ["flavor", "instrument", "channel", "kind", "dtype", "shape", "unit", "rows",
+              "first (UTC)", "span s", "rate Hz", "gaps"]
+    rows = []
+    for c in sorted(channels, key=lambda c: (c["flavor"], c["instrument"], c["channel"])):
+        shape = "x".join("?" if d is None else str(d) for d in c["shape"]) or "-"
+        rate = f"{c['rate_hz']:.4g}" if c["rate_hz"] else "-"
+        rows.append([c["flavor"], c["instrument"], c["channel"], c["kind"], c["dtype"], shape,
+                     c["unit"] or "-", str(c["rows"]), c["first"] or "-",
+                     f"{c['span_s']:.3f}", rate, str(c["gap_count"])])
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    out = ["  " + "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
+    out += ["  " + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
+            for r in rows]
+    for c in channels:
+        name = f"{c['flavor']} {c['instrument']}.{c['channel']}".lstrip("- ")
+        for g in c["gaps"]:
+            out.append(f"    gap in {name}: {g['duration_s']:.3f} s from {g['start']} "
+                       f"(after row {g['after_row']})")
+        if c["gap_count"] > len(c["gaps"]):
+            out.append(f"    ... {c['gap_count'] - len(c['gaps'])} more gap(s) in {name}")
+        if c["out_of_order"]:
+            out.append(f"    {name}: {c['out_of_order']} timestamp(s) earlier than the one "
+                       "before")
+        out.extend(f"    {name}: {n}" for n in c["notes"])
+    return out
+
+
+# --- the plot -----------------------------------------------------------------------
+
+
+def plot(reports: Sequence[FileReport], out: Path) -> list[str]:
+    """Draw every channel with data into one PNG; return notes on what was left out."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    channels = [(r, c) for r in reports for c in r.channels if c.rows > 0]
+    notes = []
+    if len(channels) > MAX_PLOTTED_CHANNELS:
+        notes.append(f"plotted the first {MAX_PLOTTED_CHANNELS} of {len(channels)} channels")
+        channels = channels[:MAX_PLOTTED_CHANNELS]
+    starts = [int(c.timestamps.min()) for _, c in channels]
+    t0 = min(starts) if starts else 0
+    cols = 1 if len(channels) <= 4 else 2
+    rows = max(1, math.ceil(len(channels) / cols))
+    height = 2.8 * rows + 0.6
+    fig = Figure(figsize=(7 * cols + 3 * (cols == 1), height))
+    # fixed margins: constrained layout took two thirds of the time of a 20-channel plot
+    fig.subplots_adjust(left=0.07, right=0.97, top=1 - 0.75 / height,
+                        bottom=0.45 / height, hspace=0.6, wspace=0.3)
+    FigureCanvasAgg(fig)
+    if not channels:
+        ax = fig.add_subplot(1, 1, 1)
+        ax.text(0.5, 0.5, "no data", ha="center", va="center")
+        ax.set_axis_off()
+    for i, (report, channel) in enumerate(channels):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        _draw(ax, fig, report, channel, t0)
+    if t0:
+        fig.suptitle(f"t = 0 at {_iso(t0)}", y=1 - 0.2 / height)
+    fig.savefig(out, dpi=90)
+    return notes
+
+
+def _draw(ax: Any, fig: Any, report: FileReport, channel: ChannelReport, t0: int) -> None:
+    spec = channel.spec
+    data = channel.load()
+    title = f"{report.flavor + ' ' if report.flavor else ''}{channel.instrument}.{spec.name}"
+    if spec.kind == "scalar":
+        assert data.t_ns is not None and data.y is not None
+        t = (data.t_ns - t0) / 1e9
+        if spec.dtype == "bool":
+            ax.step(t, data.y.astype(np.int8), where="post", linewidth=0.8)
+        else:
+            ax.plot(t, data.y, linewidth=0.8)
+        ax.set_xlabel("time (s)")
+        ax.set_ylabel(spec.unit or spec.name)
+    elif spec.kind == "spectrum":
+        assert data.axis is not None and data.spectrum is not None
+        ax.plot(data.axis, data.spectrum, linewidth=0.8)
+        ax.set_xlabel(spec.axis_unit or "axis")
+        ax.set_ylabel(spec.unit or spec.name)
+        title += f" ({data.note})"
+    else:
+        assert data.image is not None
+        im = ax.imshow(data.image, aspect="auto", interpolation="nearest")
+        fig.colorbar(im, ax=ax, label=spec.unit or spec.name)
+        title += f" ({data.note})"
+    ax.set_title(title, fontsize=9)
+
+
+# --- command line -------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="daqhub inspect",
+        description="Summarize a session directory or one data file (HDF5, Arrow stream, "
+                    "Parquet): instruments, channels, counts, time span, units, gaps and the "
+                    "lab file used. Files left by a killed writer are read as far as they go.")
+    parser.add_argument("path", type=Path,
+                        help="a session directory (or any directory above it) or one data file")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument("--plot", type=Path, metavar="OUT.png",
+                        help="also draw every channel over time into this PNG (headless)")
+    parser.add_argument("--gap-factor", type=float, default=DEFAULT_GAP_FACTOR, metavar="F",
+                        help="a gap is an interval F times the median spacing or more "
+                             f"(default {DEFAULT_GAP_FACTOR:g})")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Exit status: 0 all files read (possibly recovered), 1 nothing found or a file
+    unreadable, 2 bad arguments."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(argv) if argv is not None else None)
+    except SystemExit as exc:  # --help or a usage error: the caller decides how to exit
+        return int(exc.code or 0)
+    path: Path = args.path
+    if not path.exists():
+        print(f"daqhub inspect: {path} does not exist")
+        return 1
+    reports = summarize(path)
+    if not reports:
+        print(f"daqhub inspect: no data files ({', '.join(DATA_SUFFIXES)}) under {path}")
+        return 1
+    summary = to_json(path, reports, args.gap_factor)
+    if args.plot is not None:
+        summary["plot"] = str(args.plot)
+        summary["plot_notes"] = plot([r for r in reports if r.status != "unreadable"], args.plot)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(format_text(summary, path))
+        if args.plot is not None:
+            print(f"plot written to {args.plot}")
+            for note in summary["plot_notes"]:
+                print(f"  ! {note}")
+    return 1 if any(r.status == "unreadable" for r in reports) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

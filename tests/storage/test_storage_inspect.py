@@ -1,0 +1,175 @@
+"""``daqhub inspect``: the summary a user reads, its JSON, and the plot."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from contextlib import redirect_stdout
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pytest
+from storage_testdata import CHANNELS, INSTRUMENTS, LAB_CONFIG
+
+from daqhub import inspect as daqhub_inspect
+from daqhub.host import PluginHost
+from daqhub.measurement import Source
+from daqhub.schema import build_batch
+from daqhub.storage import FlavorStorage, StorageSession
+
+START = 1_700_000_000_000_000_000
+ROWS = 200
+GAP_AFTER = 120  # one 1 s pause in a 10 ms series
+
+
+def _run(*argv: str) -> tuple[int, str]:
+    buf = StringIO()
+    with redirect_stdout(buf):
+        rc = daqhub_inspect.main(list(argv))
+    return rc, buf.getvalue()
+
+
+def _timestamps() -> np.ndarray:
+    ts = START + np.arange(ROWS, dtype=np.int64) * 10_000_000
+    ts[GAP_AFTER + 1:] += 1_000_000_000
+    return ts
+
+
+def _write_session(out: Path, host: PluginHost, channel_data: Any, **arrow_opts: Any) -> str:
+    session = StorageSession.open(host, out, {
+        "v2": FlavorStorage("hdf5", CHANNELS, INSTRUMENTS),
+        "v4": FlavorStorage("arrow", CHANNELS, INSTRUMENTS, options=arrow_opts),
+    }, lab_config=LAB_CONFIG)
+    ts = _timestamps()
+    for d in channel_data(ROWS, seed=5):
+        values: Any = (np.array(d.values, dtype=d.spec.dtype) if d.spec.kind == "scalar"
+                       else d.values)
+        for source in (Source.V2, Source.V4):
+            session.write(build_batch(d.instrument, d.spec, ts, values,
+                                      axes=d.axes or None, source=source))
+    session.close()
+    return session.session_id
+
+
+@pytest.fixture
+def session_dir(tmp_path: Path, storage_host: PluginHost, channel_data: Any) -> Path:
+    _write_session(tmp_path / "data", storage_host, channel_data)
+    return tmp_path / "data"
+
+
+@pytest.mark.timeout(30)
+def test_summary_shows_instruments_channels_counts_units_gaps_and_config(
+        session_dir: Path) -> None:
+    rc, text = _run(str(session_dir))
+    assert rc == 0
+    [sid] = [p.name for p in (session_dir / "v2").iterdir()]
+    assert f"session {sid}" in text
+    for iid, specs in CHANNELS.items():
+        for spec in specs:
+            line = next(line for line in text.splitlines()
+                        if f"  v2      {iid}" in line and f" {spec.name} " in line)
+            assert f" {ROWS} " in line and spec.kind in line and spec.dtype in line
+            if spec.unit:
+                assert f" {spec.unit} " in line
+    assert "gap in v2 meter.power: 1.010 s" in text
+    assert "| # unicode survives: µW, é" in text
+    assert '"type": "newport.1830c"' in text
+    assert "daqhub " in text.split("versions:")[1]
+
+
+@pytest.mark.timeout(30)
+def test_json_summary_has_the_numbers(session_dir: Path) -> None:
+    rc, out = _run(str(session_dir), "--json")
+    assert rc == 0
+    summary = json.loads(out)
+    [session] = summary["sessions"]
+    assert session["lab_config"] == LAB_CONFIG
+    assert session["instruments"] == INSTRUMENTS
+    files = session["files"]
+    assert {f["format"] for f in files} == {"hdf5", "arrow"}
+    assert all(f["status"] == "ok" and not f["notes"] for f in files)
+    channels = [dict(c, flavor=f["flavor"]) for f in files for c in f["channels"]]
+    assert len(channels) == 2 * sum(len(s) for s in CHANNELS.values())
+    for c in channels:
+        assert c["rows"] == ROWS
+        assert c["first_ns"] == START and c["last_ns"] == int(_timestamps()[-1])
+        assert c["span_s"] == pytest.approx(ROWS * 0.01 - 0.01 + 1.0)
+        assert c["median_interval_s"] == pytest.approx(0.01)
+        assert c["gap_count"] == 1
+        [gap] = c["gaps"]
+        assert gap["after_row"] == GAP_AFTER and gap["duration_s"] == pytest.approx(1.01)
+    power = next(c for c in channels if c["channel"] == "power" and c["flavor"] == "v4")
+    assert power["unit"] == "W" and power["dtype"] == "float64" and power["kind"] == "scalar"
+
+
+@pytest.mark.timeout(60)
+def test_plot_writes_a_png_of_every_channel(session_dir: Path, tmp_path: Path) -> None:
+    import matplotlib.image
+
+    png = tmp_path / "session.png"
+    rc, text = _run(str(session_dir), "--plot", str(png))
+    assert rc == 0 and f"plot written to {png}" in text
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+    image = matplotlib.image.imread(png)
+    channels = 2 * sum(len(s) for s in CHANNELS.values())
+    assert image.shape[0] > 100 * channels and image.shape[2] in (3, 4)
+    assert image[..., :3].std() > 0.05, "not a blank canvas"
+
+
+@pytest.mark.timeout(30)
+def test_parquet_and_single_files_are_summarized(tmp_path: Path, storage_host: PluginHost,
+                                                 channel_data: Any) -> None:
+    sid = _write_session(tmp_path / "data", storage_host, channel_data, parquet=True)
+    parquet = tmp_path / "data" / "v4" / sid / "cam" / "frame.parquet"
+    rc, out = _run(str(parquet), "--json")
+    assert rc == 0
+    [f] = json.loads(out)["sessions"][0]["files"]
+    assert f["format"] == "parquet" and f["flavor"] == "v4"
+    assert [(c["channel"], c["rows"], c["shape"]) for c in f["channels"]] == [
+        ("frame", ROWS, [24, 32])]
+    rc, out = _run(str(tmp_path / "data" / "v2" / sid / "session.h5"), "--plot",
+                   str(tmp_path / "one.png"))
+    assert rc == 0 and (tmp_path / "one.png").stat().st_size > 10_000
+
+
+@pytest.mark.timeout(30)
+def test_a_file_being_written_is_shown_with_its_writer(tmp_path: Path,
+                                                       storage_host: PluginHost) -> None:
+    x = CHANNELS["meter"][0]
+    session = StorageSession.open(storage_host, tmp_path, {
+        "v2": FlavorStorage("hdf5", {"meter": [x]}), "v4": FlavorStorage("arrow", {"meter": [x]})})
+    try:
+        for source in (Source.V2, Source.V4):
+            session.write(build_batch("meter", x, [START, START + 1], np.ones(2), source=source))
+        session.flush()
+        # another process, as a user would run it (HDF5 shares open files within a process)
+        out = subprocess.run([sys.executable, "-m", "daqhub.inspect", str(tmp_path), "--json"],
+                             capture_output=True, text=True, timeout=30)
+    finally:
+        session.close()
+    assert out.returncode == 0, out.stderr
+    files = json.loads(out.stdout)["sessions"][0]["files"]
+    import os
+    for f in files:
+        assert any(f"being written right now by process {os.getpid()}" in n
+                   for n in f["notes"]), f
+        assert f["channels"][0]["rows"] == 2
+
+
+def test_help_missing_paths_and_foreign_files(tmp_path: Path) -> None:
+    rc, text = _run("--help")
+    assert rc == 0 and "usage: daqhub inspect" in text and "--plot" in text
+    assert _run("--bogus")[0] == 2
+    rc, text = _run(str(tmp_path / "nope"))
+    assert rc == 1 and "does not exist" in text
+    rc, text = _run(str(tmp_path))
+    assert rc == 1 and "no data files" in text
+    with h5py.File(tmp_path / "foreign.h5", "w") as f:
+        f["x"] = [1, 2, 3]
+    rc, text = _run(str(tmp_path))
+    assert rc == 1 and "unreadable" in text and "not a daqhub HDF5 file" in text
