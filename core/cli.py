@@ -111,10 +111,10 @@ def cmd_ports(args: argparse.Namespace) -> int:
     return list_ports(args.backend, args.json)
 
 
-def cmd_inspect(args: argparse.Namespace) -> int:
+def _inspect_main(argv: list[str]) -> int:
     from .inspect import main as inspect_main
 
-    return inspect_main(args.rest)
+    return inspect_main(argv)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -192,7 +192,6 @@ def build_parser(host: PluginHost | None = None) -> argparse.ArgumentParser:
                                    "--plot out.png draws the channels over time.",
                        add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("migrate", help="convert a v2-only lab file to v4 where possible",
                        description="Move every instrument whose type has a v4 flavor from "
@@ -225,6 +224,17 @@ def build_parser(host: PluginHost | None = None) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     host = PluginHost()
     host.load_entry_points()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Commands with their own argument parser get everything after their name untouched
+    # (argparse would take their --help as ours).
+    rest = argv[1:] if argv[:1] == ["--strict"] else argv
+    delegated = {name: c.main for name, c in host.cli_commands().items()}
+    delegated["inspect"] = _inspect_main
+    if rest and rest[0] in delegated:
+        if rest is not argv and host.problems:
+            print(f"daqhub: plugin problem (strict mode): {host.problems[0]}", file=sys.stderr)
+            return EXIT_PLUGINS
+        return int(delegated[rest[0]](rest[1:]))
     parser = build_parser(host)
     args = parser.parse_args(argv)
     args.host = host

@@ -67,3 +67,25 @@ def test_schema_is_json() -> None:
 def test_no_command_prints_help_and_exits_2() -> None:
     r = run()
     assert r.returncode == 2 and "usage" in r.stdout
+
+
+def test_ports_json_lists_serial_ports_and_visa_backends() -> None:
+    r = run("ports", "--json", "--backend", "@py")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert isinstance(info["serial"], list)
+    assert [v["backend"] for v in info["visa"]] == ["@py"]
+    assert all("device" in p and "usb_identity" in p for p in info["serial"])
+
+
+def test_ports_reports_a_missing_visa_library_without_failing() -> None:
+    r = run("ports", "--backend", "/nonexistent/libvisa.so")
+    assert r.returncode == 0
+    assert "not available" in r.stdout
+
+
+def test_plugin_commands_reach_the_cli() -> None:
+    r = run("sim", "models")          # added by daqhub-sims through daqhub_cli_commands
+    assert r.returncode == 0 and "elliptec" in r.stdout.split()
+    r = run("inspect", "--help")
+    assert r.returncode == 0 and "--plot" in r.stdout
