@@ -100,24 +100,31 @@ class LiveView:
                   file=self.out, flush=True)
 
     def _table(self, elapsed: float = 0.0) -> Any:
+        """Abbreviated to fit 80 columns: fl = flavor, rs/rc = restarts/reconnects."""
+        from rich import box
         from rich.console import Group
         from rich.table import Table
         from rich.text import Text
 
         h = self.rt.health()
         t = Table(title=f"daqhub - session {self.rt.session_id or '(no storage)'} - "
-                        f"{elapsed:.0f} s", expand=False)
-        for col in ("instrument", "flavor", "type", "state", "rate Hz", "last value",
-                    "samples", "errors", "restarts", "reconnects"):
-            t.add_column(col, justify="right" if col in ("rate Hz", "samples", "errors",
-                                                         "restarts", "reconnects") else "left")
+                        f"{elapsed:.0f} s", expand=False, box=box.SIMPLE_HEAD, pad_edge=False,
+                  collapse_padding=True)
+        widths = {"fl": 2, "state": 7, "Hz": 4, "samples": 6, "err": 3, "rs/rc": 5,
+                  "last value": 9}
+        for col in ("instrument", "fl", "type", "state", "Hz", "last value", "samples", "err",
+                    "rs/rc"):
+            t.add_column(col, no_wrap=True, overflow="ellipsis", min_width=widths.get(col),
+                         max_width=12 if col in ("type", "instrument") else None,
+                         justify="right" if col in ("Hz", "samples", "err", "rs/rc")
+                         else "left")
         styles = {"running": "green", "failed": "bold red", "reconnecting": "yellow",
                   "restarting": "yellow", "error": "yellow"}
         for i in h["instruments"]:
             t.add_row(i["id"], i["flavor"], i["type"],
                       Text(i["state"], style=styles.get(i["state"], "")), f"{i['rate_hz']:.1f}",
                       i["last_value"][:28], str(i["measurements"]), str(i["errors"]),
-                      str(i["restarts"]), str(i["reconnects"]))
+                      f"{i['restarts']}/{i['reconnects']}")
         b = h.get("budget", {})
         cpu = ", ".join(f"{k} {v:.0f}%" for k, v in sorted(b.get("cpu_percent", {}).items()))
         queues = ", ".join(f"{k} {v['depth']}/{v['capacity']}" for k, v in h["queues"].items())

@@ -340,6 +340,11 @@ class Gate:
         self._draining = False
         self._holder: Holding | None = None
         self._last_holder: Holding | None = None
+        # The record of an inline sync holder, reused: there is at most one holder at a time, so
+        # one object per gate suffices, and allocating one per transaction was measurable.
+        # Readers only describe it (timeout and lock-order messages), under the mutex or while
+        # it is the holder; the next inline holder overwrites it only after taking the gate.
+        self._inline = Holding(self, "", "", ())
         self._last_release = 0.0
         self._urgent: deque[_Entry] = deque()
         self._normal: deque[_Entry] = deque()
@@ -676,36 +681,48 @@ class Gate:
                 return runner(fn)
             if urgent and stats is not None:
                 stats.urgent += 1
-            with self._mutex:
+            # acquire()/try/finally/release() rather than ``with``: this runs once per transaction
+            # and the two ``with`` blocks cost 0.3 us more, 1.5% of a pyvisa-sim query.
+            mutex = self._mutex
+            job: _Job | None = None
+            mutex.acquire()
+            try:
                 if self._closed:
                     raise ResourceClosedError(f"{self.name} is closed; {owner!r} cannot use it")
                 if not self._busy:
                     self._busy = True
-                    holding = Holding(self, owner, what, held)
+                    holding = self._inline
+                    holding.owner = owner
+                    holding.what = what
+                    holding.held = held
                     holding.since = _now()
                     self._holder = holding
-                    job = None
                 else:
                     job = _Job(self, owner, what, held, fn, runner, stats, urgent, timeout)
                     job.waiter = waiter = _allocate_lock()
                     waiter.acquire()
                     self._enqueue_locked(job, urgent)
+            finally:
+                mutex.release()
             if job is None:
                 token = _HELD.set((*held, holding))
                 try:
                     return runner(fn)
                 finally:
                     _HELD.reset(token)
-                    with self._mutex:
+                    mutex.acquire()
+                    try:
                         idle = not (self._urgent or self._normal or self._closed)
                         if idle:  # the common case, inline: nobody to combine or notify
                             self._last_holder = holding
                             self._last_release = _now()
                             self._holder = None
                             self._busy = False
+                    finally:
+                        mutex.release()
                     if not idle:
                         self._combine()
-            return self._wait_job(job, waiter, guarded)  # type: ignore[no-any-return]
+            return self._wait_job(job, waiter, guarded)
         finally:
             if guarded:
                 _SIGINT.exit()

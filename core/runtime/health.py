@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -59,15 +60,27 @@ class InstrumentHealth:
                     "last_timestamp_ns": self.last_timestamp_ns, "rate_hz": round(rate, 2)}
 
 
+SI_UNITS = frozenset({"W", "V", "A", "Ohm", "ohm", "Hz", "s", "F", "H", "m", "g"})
+_PREFIXES = {-5: "f", -4: "p", -3: "n", -2: "u", -1: "m", 0: "", 1: "k", 2: "M", 3: "G"}
+
+
+def si_text(v: float, unit: str) -> str:
+    """``0.0005003 W`` -> ``500.3 uW``: readable at a glance in a live table."""
+    if unit not in SI_UNITS or v == 0 or not math.isfinite(v):
+        return f"{v:.4g} {unit}".strip()
+    step = max(-5, min(3, math.floor(math.log10(abs(v)) / 3)))
+    return f"{v / 10 ** (3 * step):.4g} {_PREFIXES[step]}{unit}"
+
+
 def describe_value(data: Any) -> str:
     """Short text of a sample for the live view."""
     from ..measurement import Image, Scalar, Spectrum
 
     if isinstance(data, Scalar):
         v = data.value
-        text = f"{v:.6g}" if isinstance(v, float) or hasattr(v, "dtype") and v.dtype.kind == "f" \
-            else str(v)
-        return f"{text} {data.unit}".strip()
+        if isinstance(v, float) or hasattr(v, "dtype") and v.dtype.kind == "f":
+            return si_text(float(v), data.unit)
+        return f"{v} {data.unit}".strip()
     if isinstance(data, Spectrum):
         return f"spectrum[{len(data.values)}] {data.unit}".strip()
     if isinstance(data, Image):

@@ -25,10 +25,10 @@ import pyarrow as pa
 
 from ..instrument import V4Actor, public_methods
 from ..measurement import Source
-from ..schema import with_source
+from ..schema import describe, with_source
 from ..specs import InstrumentContext, InstrumentType
 from .broadcast import Broadcast, SubscriptionClosed
-from .health import EventSink, InstrumentHealth
+from .health import EventSink, InstrumentHealth, si_text
 
 DataPublisher = Broadcast  # V4 producers publish Arrow record batches
 
@@ -194,7 +194,8 @@ class ActorRunner:
                     continue
                 ts = b.column("timestamp_ns")
                 last = b.column("value")[b.num_rows - 1]
-                self.health.produced(b.num_rows, _short(last), ts[b.num_rows - 1].as_py())
+                self.health.produced(b.num_rows, _short(last, describe(b.schema)[1].unit),
+                                     ts[b.num_rows - 1].as_py())
                 try:
                     await self.publisher.apublish(with_source(b, Source.V4))
                 except SubscriptionClosed as exc:
@@ -234,13 +235,13 @@ class ActorRunner:
                 msg.future.set_exception(ActorFailed(f"{why}; {msg.method} not run"))
 
 
-def _short(value: pa.Scalar) -> str:
+def _short(value: pa.Scalar, unit: str) -> str:
     v = value.as_py()
     if isinstance(v, float):
-        return f"{v:.6g}"
+        return si_text(v, unit)
     if isinstance(v, list):
-        return f"[{len(v)} values]"
-    return str(v)
+        return f"[{len(v)} values] {unit}".strip()
+    return f"{v} {unit}".strip()
 
 
 class V4Runtime:
@@ -321,7 +322,12 @@ class V4Runtime:
             post()
         else:
             self.loop.call_soon_threadsafe(post)
-        done.result(5.0)
+        try:
+            done.result(5.0)
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError(f"{instrument_id}.{msg.method}: the V4 event loop did not take "
+                               f"the message within 5 s (the loop is blocked; busy in "
+                               f"{runner.busy_in or 'nothing known'!r})") from None
 
     def signal_stop(self) -> None:
         def stop_all() -> None:
