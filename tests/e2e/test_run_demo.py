@@ -66,7 +66,7 @@ def test_demo_lab_runs_and_stops_cleanly_on_sigint(tmp_path: Path) -> None:
     files = re.findall(r"^  (v2|v4): (\S+)$", out, re.M)
     assert {f for f, _ in files} == {"v2", "v4"}
     stored: dict[str, dict[str, int]] = {}
-    for flavor, path in files:
+    for _flavor, path in files:
         p = Path(path)
         assert p.stat().st_size > 0
         if p.suffix == ".h5":
