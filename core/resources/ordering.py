@@ -18,6 +18,18 @@ How a transaction runs (measured choices, see design.md §3):
   Job timeouts bound the wait *for the gate*; once started, a job is given the same time again
   to finish, and is never abandoned half-way (a late result is discarded with
   :class:`TransactionOverrunError`).
+* **Trade-off of combining:** a transaction may run on another caller's thread or on the worker,
+  never necessarily on its own. pyvisa (all backends here) and pyserial sessions are not bound to
+  the thread that opened them, so this is safe for them; a thread-affine library would need its
+  own single-thread runner (all of its I/O on one thread), not this gate alone.
+* **Fairness between flavors** is FIFO *at the gate*; what the gate cannot change is the GIL. A
+  V2 thread that holds the GIL finds the gate free and runs inline, hundreds of queries per
+  switch interval (5 ms), while each V4 query needs the loop thread to get the GIL once per
+  round trip. Measured (4 V2 threads + 4 coroutines on one pyvisa-sim resource): ~27,000 inline
+  V2 queries/s against ~330 queued V2 and ~380 V4 jobs/s, the V4 ones posted back in one batch
+  per round trip of ~10 ms; coroutines get ~2% of the queries. Shortening the switch interval
+  to 1 ms raised their share to ~6% but cut total throughput by a quarter, so the gate does not
+  trade throughput for it.
 * **Leases** (several transactions or resources without interleaving) are handed over directly:
   the releasing side grants the gate to the next waiter in FIFO order.
 

@@ -47,6 +47,10 @@ def run_together(v2: Any, v4: Any, check_v2: Callable[[list[Any]], None],
                 check_v2(v2.read())
                 v2_extra()
                 v2_polls += 1
+                # Paced like the V2 runtime at a high poll rate (500 Hz). Unpaced, a thread
+                # hammering pure-Python pyvisa-sim keeps the GIL and starves the event loop
+                # (see docs/architecture.md, "Fairness between flavors").
+                time.sleep(0.002)
         except BaseException as exc:
             errors.append(exc)
 
