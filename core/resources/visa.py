@@ -12,6 +12,12 @@ gets the same :class:`SharedVisaResource`, and its I/O runs as transactions unde
 
 The manager is meant to exist once per process (the runtime creates it), which makes its
 ResourceManagers one per backend per process.
+
+A session whose transport is lost (a LAN instrument rebooted, a socket reset) is not
+reopened by pyvisa: every later call fails. The shared resource notices connection
+errors, fails calls with :class:`PortDisconnectedError` while it is down, and reopens the
+session (under the gate, so no one else is mid-transaction) with backoff: first try after
+0.5 s, doubling up to 5 s. A reply timeout alone does not count as a lost session.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from typing import Any, Literal, TypeVar
 import pyvisa
 from pyvisa import rname
 
-from .errors import ResourceClosedError, ResourceConfigConflictError
+from .errors import PortDisconnectedError, ResourceClosedError, ResourceConfigConflictError
 from .ordering import (
     DEFAULT_CHECKER,
     DEFAULT_TIMEOUT_S,
@@ -42,6 +48,31 @@ from .ordering import (
 
 T = TypeVar("T")
 LockScope = Literal["resource", "board", "global"]
+RECONNECT_FIRST_S = 0.5
+RECONNECT_MAX_S = 5.0
+
+
+_LOST_CODES = (pyvisa.constants.StatusCode.error_connection_lost,
+               pyvisa.constants.StatusCode.error_resource_not_found,
+               pyvisa.constants.StatusCode.error_invalid_object)
+
+
+def _connection_lost(exc: BaseException | None) -> bool:
+    """A transport failure (not a mere reply timeout) that leaves the session unusable.
+
+    Drivers wrap pyvisa's errors in their own (``raise DriverError(...) from exc``), so the
+    cause chain is searched too.
+    """
+    for _ in range(5):
+        if exc is None:
+            return False
+        if isinstance(exc, pyvisa.errors.VisaIOError):
+            if exc.error_code in _LOST_CODES:
+                return True
+        elif isinstance(exc, OSError) and not isinstance(exc, TimeoutError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 _perf = time.perf_counter
 
 
@@ -87,6 +118,11 @@ class SharedVisaResource:
         self.settings = settings
         self.default_timeout = manager.default_timeout
         self._session = session
+        self._open = lambda: manager.resource_manager(backend).open_resource(
+            name, **settings)
+        self._lost: str = ""          # why the session is down ("" = it is up)
+        self._retry_at = 0.0
+        self._backoff = RECONNECT_FIRST_S
         self._stats = TransactionStats()
         self._idn: str | None = None
         self._closed = False
@@ -96,16 +132,27 @@ class SharedVisaResource:
 
     @property
     def label(self) -> str:
-        return f"{self.name}@{self.backend}" if self.backend else self.name
+        if not self.backend:
+            return self.name
+        return f"{self.name}{self.backend}" if self.backend.startswith("@") else \
+            f"{self.name} ({self.backend})"
 
     def _run(self, fn: Callable[[Any], T]) -> T:
         if self._closed:
             raise ResourceClosedError(f"VISA resource {self.label} is closed")
+        if self._lost:
+            self._reopen()
         t0 = _perf()
         try:
             result = fn(self._session)
-        except BaseException:
+        except BaseException as exc:
             self._stats.record_io(_perf() - t0, False)
+            if _connection_lost(exc):
+                self._mark_lost(f"{type(exc).__name__}: {exc}")
+                raise PortDisconnectedError(
+                    f"VISA resource {self.label}: connection lost during a transaction "
+                    f"({type(exc).__name__}: {exc}); reopening in {self._backoff:.1f} s",
+                    port=self.label) from exc
             raise
         elapsed = _perf() - t0
         stats = self._stats
@@ -114,6 +161,39 @@ class SharedVisaResource:
         if elapsed > stats.io_max:
             stats.io_max = elapsed
         return result
+
+    def _mark_lost(self, why: str) -> None:
+        if not self._lost:
+            self._stats.disconnects += 1
+            self._backoff = RECONNECT_FIRST_S
+        self._lost = why
+        self._retry_at = time.monotonic() + self._backoff
+
+    def _reopen(self) -> None:
+        """Called under the gate: reopen a lost session once its backoff has passed."""
+        wait = self._retry_at - time.monotonic()
+        if wait > 0:
+            raise PortDisconnectedError(
+                f"VISA resource {self.label} is disconnected ({self._lost}); next reopen "
+                f"attempt in {wait:.1f} s", port=self.label)
+        try:
+            self._session.close()
+        except Exception:  # the old session is dead; closing it is a courtesy
+            pass
+        try:
+            self._session = self._open()
+        except Exception as exc:
+            self._backoff = min(self._backoff * 2, RECONNECT_MAX_S)
+            self._retry_at = time.monotonic() + self._backoff
+            raise PortDisconnectedError(
+                f"VISA resource {self.label}: reopening failed ({type(exc).__name__}: {exc}); "
+                f"next attempt in {self._backoff:.1f} s", port=self.label) from exc
+        self._lost = ""
+        self._stats.reconnects += 1
+
+    @property
+    def is_connected(self) -> bool:
+        return not self._lost and not self._closed
 
     def transaction(self, fn: Callable[[Any], T], *, owner: str | None = None,
                     timeout: float | None = None, urgent: bool = False,
@@ -174,7 +254,8 @@ class SharedVisaResource:
     def stats(self) -> dict[str, Any]:
         snap = self._stats.snapshot()
         snap.update(name=self.name, backend=self.backend, gate=self.gate.name,
-                    connected=not self._closed, queue_depth=self.gate.queue_depth,
+                    connected=self.is_connected, lost=self._lost,
+                    queue_depth=self.gate.queue_depth,
                     max_queue_depth=self.gate.max_queue_depth,
                     holder=self.gate.holder_description())
         return snap

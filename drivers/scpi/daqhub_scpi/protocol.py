@@ -115,6 +115,9 @@ class _SessionState:
     idn: str | None = None
     out_of_step: bool = False
     why: str = ""
+    #: why the last resynchronisation failed; chained to the refusal so the core can tell
+    #: a lost connection (which it then reopens) from a merely slow instrument
+    resync_error: BaseException | None = None
 
 
 _STATES: weakref.WeakKeyDictionary[Any, _SessionState] = weakref.WeakKeyDictionary()
@@ -404,7 +407,8 @@ class ScpiProtocol:
         self._resync(session, command)
         if state.out_of_step:
             raise DriverError(self.id, command, f"not sent: the replies{self._where()} are out "
-                              f"of step since {state.why} and resynchronising failed")
+                              f"of step since {state.why} and resynchronising failed"
+                              ) from state.resync_error
 
     def _resync(self, session: Session, command: str) -> None:
         """Drain stale input, then read until our ``*IDN?`` comes back; bounded throughout."""
@@ -416,15 +420,18 @@ class ScpiProtocol:
             # nothing to recognise: draining is the best available
             state.out_of_step = False
             return
+        state.resync_error = None
         try:
             self._send(session, IDN_QUERY)
-        except DriverError:
+        except DriverError as exc:
+            state.resync_error = exc
             return
         deadline = time.monotonic() + self.settings.timeout_ms / 1000.0
         for _ in range(MAX_SYNC_READS):
             try:
                 raw = session.read_raw()
-            except (VisaIOError, OSError):
+            except (VisaIOError, OSError) as exc:
+                state.resync_error = exc
                 return
             if bytes(raw).decode(_ENCODING).removesuffix(self._rterm) == state.idn:
                 # that may have been a late answer to an earlier *IDN?; ours then follows
