@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from conftest import Build, run, sim_url
+from newport_helpers import Build, run, sim_url
 
 from daqhub.instrument import DriverError
 from daqhub.measurement import Measurement, Scalar

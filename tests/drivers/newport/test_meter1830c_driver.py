@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from conftest import Build, advance, manual_clock_sim, run, sim_url
+from newport_helpers import Build, advance, manual_clock_sim, run, sim_url
 
 from daqhub.instrument import DriverError
 from daqhub.measurement import Measurement, Scalar

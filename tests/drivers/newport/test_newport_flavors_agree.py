@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import Build, advance, manual_clock_sim, run, sim_url
+from newport_helpers import Build, advance, manual_clock_sim, run, sim_url
 
 from daqhub.instrument import DriverError
 from daqhub.measurement import UnifiedMeasurement

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import Build, run, sim_url
+from newport_helpers import Build, run, sim_url
 
 from daqhub.instrument import DriverError
 from daqhub.measurement import Scalar
