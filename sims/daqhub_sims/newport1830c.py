@@ -51,6 +51,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 
 from daqhub_sims.device import Clock, SimDevice
+from daqhub_sims.optics import polariser_source
 
 #: Seconds between raw samples.
 SAMPLE_PERIOD = 0.04
@@ -171,6 +172,11 @@ class Newport1830C(SimDevice):
             raise ValueError(f"1830-C option source_nm={self._source_nm} must be > 0")
         self._rng = random.Random(int(seed))
         self._source: Callable[[], float] | None = None
+        if self.options.get("polariser"):  # e.g. polariser=bench:0 (an ELL14 on line "bench")
+            self._source = polariser_source(
+                self._power, self.options["polariser"],
+                _option_number(self.options, "polariser_offset", 0.0),
+                _option_number(self.options, "extinction", 0.001))
         self._t0 = self.clock.now()
         self._rx = bytearray()
         self._out = bytearray()

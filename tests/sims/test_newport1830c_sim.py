@@ -457,3 +457,29 @@ def test_bad_options_are_refused() -> None:
         Newport1830C({"noise": "lots"}, ManualClock())
     with pytest.raises(ValueError, match="wavelength"):
         Newport1830C({"wavelength": "1500"}, ManualClock())
+
+
+def test_polariser_option_ties_the_reading_to_an_elliptec_rotator() -> None:
+    """A meter behind a polariser on a named Elliptec bus follows Malus' law."""
+    from daqhub_sims import registry
+
+    registry.reset()
+    try:
+        clock = ManualClock()
+        bus = registry.endpoint("sim://elliptec?name=optbench&devices=0:ELL14", clock=clock)
+        meter = Newport1830C({"power": "1e-3", "noise": "0", "polariser": "optbench:0",
+                              "extinction": "0"}, clock=ManualClock())
+
+        def reading() -> float:
+            meter.feed(b"D?\n")
+            return float(meter.read().strip())
+        assert reading() == pytest.approx(1e-3, rel=1e-3)           # aligned: all light
+        with bus.lock:
+            bus.device.feed(b"0ma00008C00")                        # 90 deg = 35840 pulses
+        clock.advance(5.0)
+        with bus.lock:
+            bus.device.read()                                      # the deferred PO
+        meter.clock.advance(1.0)                                   # type: ignore[attr-defined]
+        assert reading() < 1e-6                                    # crossed: dark
+    finally:
+        registry.reset()
