@@ -76,6 +76,11 @@ def _convert(text: str, schema: Mapping[str, Any]) -> Any:
         raise ValueError("answer yes or no")
     if t in ("array", "object"):
         return json.loads(text)
+    if t is None:  # a union (e.g. an address as 0-15 or "0"-"F"): a JSON value if it is one
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
     return text
 
 
@@ -114,7 +119,7 @@ def _ask_instrument(a: Asker, host: PluginHost, used: set[str]) -> tuple[str, di
                    lambda f: None if f in flavors else f"choose one of {', '.join(flavors)}")
     itype: InstrumentType = types[(tname, flavor)]
     base = tname.split(".")[-1]
-    default_id = next(f"{base}{i}" for i in range(1, 1000) if f"{base}{i}" not in used)
+    default_id = next(f"{base}_{i}" for i in range(1, 1000) if f"{base}_{i}" not in used)
 
     def check_id(i: str) -> str | None:
         if not ID_RE.match(i):
@@ -139,10 +144,12 @@ def _ask_instrument(a: Asker, host: PluginHost, used: set[str]) -> tuple[str, di
             continue
         default = schema.get("default")
         desc = schema.get("description", "")
-        label = f"{name}" + (f" ({desc})" if desc else "") + ("" if name in required
-                                                               else " - optional")
-        a.ask(label, "" if default is None else json.dumps(default) if not isinstance(
-            default, str) else default, _property_check(name, schema, block, name in required))
+        if name in required:
+            label = f"{name}" + (f" ({desc})" if desc else "")
+        else:  # left empty: the key stays out of the file and the type's default applies
+            shown = "" if default is None else f", default {json.dumps(default)}"
+            label = f"{name}" + (f" ({desc})" if desc else "") + f" - optional{shown}"
+        a.ask(label, "", _property_check(name, schema, block, name in required))
     hz = a.ask("poll rate in Hz", "10", lambda t: None if _positive(t) else "a positive number")
     block["poll_hz"] = float(hz)
     return flavor, block

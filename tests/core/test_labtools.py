@@ -85,7 +85,7 @@ def test_new_with_piped_answers_gives_a_valid_file(host, tmp_path: Path) -> None
     doc = build(a, host)
     lab = parse(tomlwrite.dumps(doc), "new.toml", host, tmp_path)
     got = {i.id: (i.type, i.flavor, i.block.get("wavelength_nm")) for i in lab.instruments()}
-    assert got == {"meter1": ("acme.meter", "v2", 633), "dmm": ("acme.dmm", "v4", None)}
+    assert got == {"meter_1": ("acme.meter", "v2", 633), "dmm": ("acme.dmm", "v4", None)}
 
 
 def test_new_aborts_cleanly_at_end_of_input(host) -> None:
@@ -97,3 +97,24 @@ def test_toml_writer_round_trips() -> None:
     doc = {"a": {"x": 1, "y": [1.5, "s"], "z": {"k": True}},
            "arr": [{"id": "p", "q": "a\"b"}, {"id": "r"}], "top": "v"}
     assert tomllib.loads(tomlwrite.dumps(doc)) == doc
+
+
+def test_daqhub_new_from_piped_stdin(tmp_path: Path) -> None:
+    """The real command, answers piped in as a script would: a lab file that validates."""
+    import subprocess
+    import sys
+
+    answers = "\n".join([
+        "data", "y", "elliptec.ell14", "v2", "mount",
+        "sim://elliptec?devices=0:ELL14",     # port
+        "0", "", "", "", "",                   # address, then the optional keys' defaults
+        "5",                                   # poll rate
+        "n", "",                               # no more; default storage
+    ]) + "\n"
+    out = tmp_path / "lab.toml"
+    r = subprocess.run([sys.executable, "-m", "daqhub", "new", "-o", str(out)], input=answers,
+                       capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = subprocess.run([sys.executable, "-m", "daqhub", "validate", str(out)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "mount [elliptec.ell14, v2]" in r.stdout, r.stderr
