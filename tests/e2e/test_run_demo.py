@@ -18,19 +18,22 @@ import pytest
 INSTRUMENTS = ("stage", "power", "rotator", "slider", "dmm", "psu")
 
 
-def read_until(proc: subprocess.Popen[str], pattern: str, timeout: float) -> list[str]:
-    """Lines of stdout up to the first matching ``pattern`` (fails after ``timeout``)."""
+def read_until(proc: subprocess.Popen[str], pattern: str, timeout: float,
+               stream: str = "stdout") -> list[str]:
+    """Lines of stdout (or stderr) up to the first matching ``pattern`` (fails after
+    ``timeout``)."""
     import selectors
 
     sel = selectors.DefaultSelector()
-    assert proc.stdout is not None
-    sel.register(proc.stdout, selectors.EVENT_READ)
+    pipe = getattr(proc, stream)
+    assert pipe is not None
+    sel.register(pipe, selectors.EVENT_READ)
     lines: list[str] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not sel.select(max(0.0, deadline - time.monotonic())):
             continue
-        line = proc.stdout.readline()
+        line = pipe.readline()
         if not line:
             break
         lines.append(line)
@@ -96,3 +99,29 @@ def test_run_with_invalid_lab_lists_problems_and_exits_2(tmp_path: Path) -> None
     assert r.returncode == 2
     assert f"{lab}:3: unknown instrument type 'newport.esp30'" in r.stderr
     assert "newport.esp300" in r.stderr
+
+
+@pytest.mark.timeout(120)
+def test_second_sigint_forces_exit_and_files_stay_readable(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daqhub", "run", "--plain", "--interval", "0.5",
+         "--output-dir", str(tmp_path / "data")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
+    try:
+        read_until(proc, r"\bpower=running:[1-9]\d", timeout=60)   # 10+ samples stored
+        # Two interrupts before the first is handled: a second SIGINT sent at once would be
+        # merged with the first by the OS, so the second one is a SIGTERM (same handler).
+        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, (out, err)
+    assert "forced exit" in err
+    session = next((tmp_path / "data" / "v2").iterdir())
+    r = subprocess.run([sys.executable, "-m", "daqhub", "inspect", str(session)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr      # readable up to its last flush
+    assert "power" in r.stdout
