@@ -56,8 +56,12 @@ def axis_type(spec: ChannelSpec) -> pa.DataType:
     return pa.list_(pa.float64(), size) if size is not None else pa.list_(pa.float64())
 
 
+@functools.lru_cache(maxsize=4096)
 def channel_schema(instrument_id: str, spec: ChannelSpec, *, unified: bool = False) -> pa.Schema:
-    """Schema of a v4 batch (``unified=False``) or a unified-stream batch of one channel."""
+    """Schema of a v4 batch (``unified=False``) or a unified-stream batch of one channel.
+
+    Cached: a channel's schema is built once, not once per batch (it carries JSON).
+    """
     fields = [pa.field("timestamp_ns", pa.int64(), nullable=False),
               pa.field("value", value_type(spec), nullable=False)]
     if spec.kind == "spectrum":
@@ -171,8 +175,12 @@ def build_batch(
     return pa.RecordBatch.from_arrays(cols, schema=schema)
 
 
+@functools.lru_cache(maxsize=256)
 def constant_string(text: str, n: int) -> pa.Array:
-    """``n`` copies of ``text`` as a string array, built from buffers (no Python list)."""
+    """``n`` copies of ``text`` as a string array, built from buffers (no Python list).
+
+    Cached: arrays are immutable and batch sizes repeat.
+    """
     raw = text.encode()
     offsets = np.arange(0, len(raw) * (n + 1), len(raw), dtype=np.int32)
     return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(raw * n))
@@ -182,10 +190,25 @@ def with_source(batch: pa.RecordBatch, source: Source) -> pa.RecordBatch:
     """A v4 batch as a unified-stream batch (zero-copy for the data columns)."""
     if "source" in batch.schema.names:
         return batch
-    schema = batch.schema.append(pa.field("source", pa.string(), nullable=False))
+    schema = _with_source_field(batch.schema)
     return pa.RecordBatch.from_arrays([*batch.columns,
                                        constant_string(Source(source).value, batch.num_rows)],
                                       schema=schema)
+
+
+_SOURCE_FIELD = pa.field("source", pa.string(), nullable=False)
+_last_schemas: tuple[pa.Schema, pa.Schema] | None = None
+
+
+def _with_source_field(schema: pa.Schema) -> pa.Schema:
+    """``schema`` plus the source column; remembers the last one (batches come in runs)."""
+    global _last_schemas
+    last = _last_schemas
+    if last is not None and last[0].equals(schema, check_metadata=True):
+        return last[1]
+    out = schema.append(_SOURCE_FIELD)
+    _last_schemas = (schema, out)
+    return out
 
 
 def column_values(batch: pa.RecordBatch | pa.Table, spec: ChannelSpec, name: str = "value"

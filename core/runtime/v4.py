@@ -178,7 +178,8 @@ class ActorRunner:
             wait = next_poll - time.monotonic()
             if wait > 0:
                 try:
-                    await asyncio.wait_for(self.mailbox.arrived.wait(), wait)
+                    async with asyncio.timeout(wait):  # no task per wait, unlike wait_for
+                        await self.mailbox.arrived.wait()
                 except TimeoutError:
                     pass
                 continue
