@@ -355,7 +355,9 @@ def check_output_dir(path: Path) -> str | None:
 
 
 def validate(data: Mapping[str, Any], text: str, file: str, host: PluginHost,
-             base_dir: Path) -> tuple[LabConfig | None, list[Problem]]:
+             base_dir: Path, output_dir: Path | None = None
+             ) -> tuple[LabConfig | None, list[Problem]]:
+    """``output_dir`` (``daqhub run --output-dir``) replaces the file's ``[daqhub] output_dir``."""
     where = locate_keys(text)
     c = _Collector(file, where, base_dir)
     _check_keys(c, data, ["daqhub", "v2", "v4", "storage", "routines"], (), "the lab file")
@@ -365,7 +367,8 @@ def validate(data: Mapping[str, Any], text: str, file: str, host: PluginHost,
         daq = {}
     _schema_problems(c, daq, {"type": "object", "properties": DAQHUB_KEYS,
                               "additionalProperties": False}, ("daqhub",))
-    out_root = base_dir / str(daq.get("output_dir", "data"))
+    out_root = output_dir if output_dir is not None else base_dir / str(
+        daq.get("output_dir", "data"))
     backends = host.storage_backends()
     types = host.instrument_types()
     type_names = sorted({n for n, _ in types})
@@ -530,8 +533,8 @@ def resolve_visa_backend(backend: str, base_dir: Path) -> tuple[str, str]:
     return f"{path}@sim", ""
 
 
-def parse(text: str | bytes, file: str, host: PluginHost, base_dir: Path | None = None
-          ) -> LabConfig:
+def parse(text: str | bytes, file: str, host: PluginHost, base_dir: Path | None = None,
+          output_dir: Path | None = None) -> LabConfig:
     """Validate a lab file's content; raises ConfigError listing every problem."""
     if isinstance(text, bytes):
         raw = text
@@ -551,21 +554,22 @@ def parse(text: str | bytes, file: str, host: PluginHost, base_dir: Path | None 
         raise ConfigError([Problem(file, line, f"not valid TOML: {msg}{col}")]) from None
     except (RecursionError, ValueError) as exc:
         raise ConfigError([Problem(file, 1, f"not valid TOML: {exc}")]) from None
-    lab, problems = validate(data, text, file, host, base_dir or Path.cwd())
+    lab, problems = validate(data, text, file, host, base_dir or Path.cwd(), output_dir)
     if problems:
         raise ConfigError(problems)
     assert lab is not None
     return lab
 
 
-def load(path: str | os.PathLike[str], host: PluginHost) -> LabConfig:
+def load(path: str | os.PathLike[str], host: PluginHost, output_dir: Path | None = None
+         ) -> LabConfig:
     p = Path(path)
     try:
         raw = p.read_bytes()
     except OSError as exc:
         raise ConfigError([Problem(str(p), 0, f"cannot read the lab file: {exc.strerror}")]
                           ) from None
-    return parse(raw, str(p), host, p.resolve().parent)
+    return parse(raw, str(p), host, p.resolve().parent, output_dir)
 
 
 def lab_schema(host: PluginHost) -> dict[str, Any]:

@@ -33,30 +33,10 @@ def demo_lab_text() -> str:
 
 def load_lab(path: str | None, host: PluginHost, output_dir: str | None) -> LabConfig:
     """The lab file, or the built-in demo lab; ``output_dir`` overrides the file's."""
+    override = Path(output_dir).resolve() if output_dir else None
     if path is None:
-        text = demo_lab_text()
-        if output_dir:
-            text = _override_output(text, output_dir)
-        return parse(text, "<demo lab>", host, Path.cwd())
-    if output_dir:
-        raw = Path(path).read_text()
-        return parse(_override_output(raw, str(Path(output_dir).resolve())), path, host,
-                     Path(path).resolve().parent)
-    return load(path, host)
-
-
-def _override_output(text: str, output_dir: str) -> str:
-    """Point a lab at another output directory without disturbing its line numbers."""
-    import json
-    import re
-
-    value = json.dumps(str(Path(output_dir).resolve()))
-    if re.search(r"(?m)^\s*output_dir\s*=", text.split("[v2]")[0].split("[v4]")[0]):
-        return re.sub(r"(?m)^(\s*output_dir\s*=\s*).*$", lambda m: m.group(1) + value, text,
-                      count=1)
-    if re.search(r"(?m)^\[daqhub\]\s*$", text):
-        return re.sub(r"(?m)^\[daqhub\]\s*$", f"[daqhub]\noutput_dir = {value}", text, count=1)
-    return f"[daqhub]\noutput_dir = {value}\n" + text
+        return parse(demo_lab_text(), "<demo lab>", host, Path.cwd(), override)
+    return load(path, host, override)
 
 
 class LiveView:

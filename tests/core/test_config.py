@@ -210,3 +210,12 @@ def test_random_toml_never_tracebacks(host, tmp_path: Path, doc: dict) -> None:
         parse(_to_toml(doc), "fuzz.toml", host, tmp_path)
     except ConfigError as exc:
         assert all(p.line >= 1 for p in exc.problems)
+
+
+def test_output_dir_override_keeps_line_numbers(host, tmp_path: Path) -> None:
+    """`daqhub run --output-dir` replaces the file's output_dir without touching its text."""
+    lab = parse(VALID, "lab.toml", host, tmp_path, output_dir=tmp_path / "elsewhere")
+    assert lab.flavors["v2"].output_dir == (tmp_path / "elsewhere" / "v2").resolve()
+    with pytest.raises(ConfigError) as info:
+        parse(BROKEN, "lab.toml", host, tmp_path, output_dir=tmp_path / "elsewhere")
+    assert any(p.line == 6 and "hdf55" in p.message for p in info.value.problems)
