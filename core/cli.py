@@ -50,21 +50,32 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
     console = Console()
     table = Table(title=f"daqhub {info['daqhub']} - installed plugins", show_lines=False)
-    for col in ("distribution", "version", "instrument types (flavors)", "storage", "converters"):
-        table.add_column(col)
+    for col in ("distribution", "version", "instrument type", "flavors", "capabilities"):
+        table.add_column(col, overflow="fold")
+    extras: list[str] = []
     for d in info["distributions"]:
         flavors: dict[str, list[str]] = {}
         caps: dict[str, list[str]] = {}
         for t in d["instrument_types"]:
             flavors.setdefault(t["name"], []).append(t["flavor"])
             caps[t["name"]] = t["capabilities"]
-        types = "\n".join(f"{n} ({', '.join(sorted(f))})"
-                          + (f" [{', '.join(caps[n])}]" if caps[n] else "")
-                          for n, f in sorted(flavors.items())) or "-"
-        table.add_row(d["name"], d["version"], types,
-                      ", ".join(b["name"] for b in d["storage_backends"]) or "-",
-                      str(len(d["converters"])) if d["converters"] else "-")
+        rows = sorted(flavors.items()) or [("-", [])]
+        for i, (name, fl) in enumerate(rows):
+            table.add_row(d["name"] if i == 0 else "", d["version"] if i == 0 else "", name,
+                          ", ".join(sorted(fl)), ", ".join(caps.get(name, [])))
+        if d["storage_backends"]:
+            extras.append(f"storage backends from {d['name']}: "
+                          + ", ".join(b["name"] for b in d["storage_backends"]))
+        if d["converters"]:
+            extras.append(f"converters from {d['name']}: "
+                          + ", ".join(c["name"] for c in d["converters"]))
+        for name in d["hooks"]:
+            if name == "daqhub_cli_commands":
+                extras.append(f"commands from {d['name']}: "
+                              + ", ".join(sorted(host.cli_commands())))
     console.print(table)
+    for line in extras:
+        console.print(line, markup=False, highlight=False)
     if info["problems"]:
         console.print("[bold red]plugin problems[/] (these plugins, or parts of them, are not "
                       "used):")
