@@ -1,7 +1,8 @@
 """Core-owned shared hardware managers: serial ports, VISA sessions, leases across them.
 
 Instruments of both flavors get handles from these managers and never open hardware
-themselves; see design.md §3 and the module docs of ``ordering``, ``serial`` and ``visa``.
+themselves; see design.md §3 and the module docs of ``gate`` (transactions), ``lease``,
+``ordering`` (deadlock freedom), ``serial`` and ``visa``.
 """
 
 from .errors import (
@@ -15,17 +16,9 @@ from .errors import (
     ResourceTimeoutError,
     TransactionOverrunError,
 )
-from .ordering import (
-    DEFAULT_CHECKER,
-    DEFAULT_TIMEOUT_S,
-    Gate,
-    Lease,
-    LockOrderChecker,
-    TransactionStats,
-    dump_gates,
-    held_resources,
-    lease,
-)
+from .gate import DEFAULT_TIMEOUT_S, Gate, dump_gates
+from .lease import Lease, lease
+from .ordering import DEFAULT_CHECKER, LockOrderChecker, held_resources
 from .serial import (
     PortEvent,
     PortIO,
@@ -34,6 +27,7 @@ from .serial import (
     UsbIdentity,
     canonical_port_name,
 )
+from .stats import TransactionStats
 from .visa import SharedVisaResource, VisaSessionManager, canonical_resource_name
 
 __all__ = [

@@ -3,7 +3,7 @@
 A port is opened with ``serial.serial_for_url``, so device paths and pyserial URLs (``sim://``,
 ``socket://``, ``rfc2217://``, ``loop://``) all work; a USB-serial adapter can also be named by
 identity (``usb:VID:PID[:SERIAL]``, hex ids) and is found again under another path after it
-re-enumerates. All traffic goes through transactions (see :mod:`.ordering` for how they are
+re-enumerates. All traffic goes through transactions (see :mod:`.gate` for how they are
 serialized); a multi-drop bus is one port, so every device on it shares one lock.
 
 Disconnects: pyserial reports a lost device as ``SerialException``, ``OSError`` or
@@ -34,19 +34,10 @@ from .errors import (
     ResourceConfigConflictError,
     ResourceError,
 )
-from .ordering import (
-    DEFAULT_CHECKER,
-    DEFAULT_TIMEOUT_S,
-    SERIAL_ORDER,
-    Gate,
-    Leasable,
-    Lease,
-    LockOrderChecker,
-    TransactionStats,
-    What,
-    default_owner,
-    dump_gates,
-)
+from .gate import DEFAULT_TIMEOUT_S, Gate, dump_gates
+from .lease import Leasable, Lease
+from .ordering import DEFAULT_CHECKER, SERIAL_ORDER, LockOrderChecker, What, default_owner
+from .stats import TransactionStats
 
 try:
     import termios

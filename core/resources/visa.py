@@ -4,7 +4,7 @@ VISA lets many sessions talk to one instrument, but SCPI answers in order, so tw
 interleaving ``write``/``read`` get each other's replies; pyvisa-sim even tears replies when two
 threads share one session (library-notes §1). Every instrument naming a resource therefore
 gets the same :class:`SharedVisaResource`, and its I/O runs as transactions under a gate
-(see :mod:`.ordering`). The gate's scope is configurable:
+(see :mod:`.gate`). The gate's scope is configurable:
 
 * ``resource`` (default): one lock per resource;
 * ``board``: one lock per interface board (all of GPIB0), for bus arbitration;
@@ -32,19 +32,10 @@ import pyvisa
 from pyvisa import rname
 
 from .errors import PortDisconnectedError, ResourceClosedError, ResourceConfigConflictError
-from .ordering import (
-    DEFAULT_CHECKER,
-    DEFAULT_TIMEOUT_S,
-    VISA_ORDER,
-    Gate,
-    Leasable,
-    Lease,
-    LockOrderChecker,
-    TransactionStats,
-    What,
-    default_owner,
-    dump_gates,
-)
+from .gate import DEFAULT_TIMEOUT_S, Gate, dump_gates
+from .lease import Leasable, Lease
+from .ordering import DEFAULT_CHECKER, VISA_ORDER, LockOrderChecker, What, default_owner
+from .stats import TransactionStats
 
 T = TypeVar("T")
 LockScope = Literal["resource", "board", "global"]

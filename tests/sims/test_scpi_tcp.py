@@ -418,6 +418,9 @@ def test_clients_share_one_instrument(
 ) -> None:
     first, second = connect(rm, psu_server), connect(rm, psu_server)
     first.write("VOLT 7.5")
+    # a write returns once sent; *OPC? on the same connection waits until it is processed
+    # (each connection has its own server thread, so without it the other could read first)
+    assert first.query("*OPC?") == "1"
     assert second.query("VOLT?") == "+7.500000E+00"
 
 
