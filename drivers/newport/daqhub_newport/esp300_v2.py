@@ -12,7 +12,7 @@ from daqhub.specs import InstrumentContext
 
 from .esp300_axis import AxisSession, ErrorRouter
 from .esp300_config import AxisSettings
-from .lineio import Op, named_errors, serial_port_of
+from .lineio import Op, run_op, serial_port_of
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -33,9 +33,7 @@ class Esp300AxisV2(V2Instrument):
         self.session = AxisSession(self.id, self.settings, router)
 
     def _do(self, op: Op[T]) -> T:
-        with named_errors(self.id, op.what):
-            return self.serial_port.transaction(op.fn, owner=self.id, what=op.what,
-                                                urgent=op.urgent)
+        return run_op(self.serial_port, self.id, op)
 
     # ------------------------------------------------------------------ lifecycle
     def connect(self) -> None:

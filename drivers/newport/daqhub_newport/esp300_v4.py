@@ -16,7 +16,7 @@ from daqhub.specs import InstrumentContext
 
 from .esp300_axis import AxisSession, ErrorRouter
 from .esp300_config import AxisSettings
-from .lineio import Op, named_errors, serial_port_of
+from .lineio import Op, arun_op, serial_port_of
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -38,9 +38,7 @@ class Esp300AxisV4(V4Actor):
         self.session = AxisSession(self.id, self.settings, router)
 
     async def _do(self, op: Op[T]) -> T:
-        with named_errors(self.id, op.what):
-            return await self.serial_port.atransaction(op.fn, owner=self.id, what=op.what,
-                                                       urgent=op.urgent)
+        return await arun_op(self.serial_port, self.id, op)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:

@@ -176,3 +176,16 @@ def serial_port_of(ctx: InstrumentContext) -> SharedSerialPort:
     if ctx.port is None:
         raise ValueError(f"{ctx.instrument_id}: {ctx.type_name} needs a serial port (port = ...)")
     return ctx.port
+
+
+def run_op(port: SharedSerialPort, instrument_id: str, op: Op[T]) -> T:
+    """Run one protocol step as a transaction of ``instrument_id`` (v2: in this thread)."""
+    with named_errors(instrument_id, op.what):
+        return port.transaction(op.fn, owner=instrument_id, what=op.what, urgent=op.urgent)
+
+
+async def arun_op(port: SharedSerialPort, instrument_id: str, op: Op[T]) -> T:
+    """The same for v4 actors: on the port's worker thread, the event loop stays free."""
+    with named_errors(instrument_id, op.what):
+        return await port.atransaction(op.fn, owner=instrument_id, what=op.what,
+                                       urgent=op.urgent)

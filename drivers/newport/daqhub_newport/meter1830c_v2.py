@@ -8,7 +8,7 @@ from daqhub.instrument import V2Instrument, now_ns
 from daqhub.measurement import Measurement, Scalar
 from daqhub.specs import InstrumentContext
 
-from .lineio import Op, named_errors, serial_port_of
+from .lineio import Op, run_op, serial_port_of
 from .meter1830c_config import MeterSettings
 from .meter1830c_session import MeterSession, MeterState
 
@@ -25,9 +25,7 @@ class Meter1830cV2(V2Instrument):
         self.session = MeterSession(self.id, MeterSettings.from_config(ctx.config), state)
 
     def _do(self, op: Op[T]) -> T:
-        with named_errors(self.id, op.what):
-            return self.serial_port.transaction(op.fn, owner=self.id, what=op.what,
-                                                urgent=op.urgent)
+        return run_op(self.serial_port, self.id, op)
 
     def connect(self) -> None:
         self._do(self.session.connect())

@@ -11,7 +11,7 @@ from daqhub.instrument import V4Actor, now_ns
 from daqhub.schema import build_batch
 from daqhub.specs import InstrumentContext
 
-from .lineio import Op, named_errors, serial_port_of
+from .lineio import Op, arun_op, serial_port_of
 from .meter1830c_config import MeterSettings
 from .meter1830c_session import MeterSession, MeterState
 
@@ -28,9 +28,7 @@ class Meter1830cV4(V4Actor):
         self.session = MeterSession(self.id, MeterSettings.from_config(ctx.config), state)
 
     async def _do(self, op: Op[T]) -> T:
-        with named_errors(self.id, op.what):
-            return await self.serial_port.atransaction(op.fn, owner=self.id, what=op.what,
-                                                       urgent=op.urgent)
+        return await arun_op(self.serial_port, self.id, op)
 
     async def start(self) -> None:
         await self._do(self.session.connect())
