@@ -54,36 +54,33 @@ def sim_endpoint(sim_registry: Any) -> Callable[[str], Any]:
     return sim_registry.endpoint  # type: ignore[no-any-return]
 
 
+def _serving(registry: Any, server_class: Any, address: str
+             ) -> Iterator[Callable[[str], str]]:
+    """``make(url)`` serves the device behind ``url`` and gives the server's ``address``."""
+    servers: list[Any] = []
+
+    def make(url: str) -> str:
+        server = server_class(registry.endpoint(url))
+        servers.append(server)
+        server.start()
+        return str(getattr(server, address))
+    yield make
+    for s in servers:
+        s.close()
+
+
 @pytest.fixture
 def sim_pty(sim_registry: Any) -> Iterator[Callable[[str], str]]:
     from daqhub_sims.pty_server import PtyServer
 
-    servers: list[PtyServer] = []
-
-    def make(url: str) -> str:
-        server = PtyServer(sim_registry.endpoint(url))
-        servers.append(server)
-        server.start()
-        return str(server.path)
-    yield make
-    for s in servers:
-        s.close()
+    yield from _serving(sim_registry, PtyServer, "path")
 
 
 @pytest.fixture
 def sim_tcp(sim_registry: Any) -> Iterator[Callable[[str], str]]:
     from daqhub_sims.tcp_server import TcpServer
 
-    servers: list[TcpServer] = []
-
-    def make(url: str) -> str:
-        server = TcpServer(sim_registry.endpoint(url))
-        servers.append(server)
-        server.start()
-        return str(server.url)
-    yield make
-    for s in servers:
-        s.close()
+    yield from _serving(sim_registry, TcpServer, "url")
 
 
 @pytest.fixture
