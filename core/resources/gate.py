@@ -98,11 +98,29 @@ _running_loop = asyncio.events._get_running_loop
 _MAIN_IDENT = threading.main_thread().ident
 
 
-class _Job(Holding):
+class _Queued(Holding):
+    """What every queue entry carries: its lane, age, state, outcome and how it is woken."""
+
+    __slots__ = ("urgent", "enqueued", "state", "result", "exc", "waiter", "loop", "fut", "timer",
+                 "timeout")
+
+    def _queue(self, urgent: bool, timeout: float) -> None:
+        self.urgent = urgent
+        self.enqueued = _now()
+        self.state = _QUEUED
+        self.result: Any = None
+        self.exc: BaseException | None = None
+        self.waiter: Any = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.fut: asyncio.Future[Any] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.timeout = timeout
+
+
+class _Job(_Queued):
     """A transaction waiting for, or being run by, a gate's worker."""
 
-    __slots__ = ("fn", "runner", "stats", "urgent", "enqueued", "state", "result", "exc",
-                 "waiter", "loop", "fut", "timer", "timeout")
+    __slots__ = ("fn", "runner", "stats")
 
     def __init__(self, gate: Gate, owner: str, what: What, held: tuple[Holding, ...],
                  fn: Callable[[Any], Any], runner: Callable[[Callable[[Any], Any]], Any],
@@ -111,37 +129,18 @@ class _Job(Holding):
         self.fn = fn
         self.runner = runner
         self.stats = stats
-        self.urgent = urgent
-        self.enqueued = _now()
-        self.state = _QUEUED
-        self.result: Any = None
-        self.exc: BaseException | None = None
-        self.waiter: Any = None
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.fut: asyncio.Future[Any] | None = None
-        self.timer: asyncio.TimerHandle | None = None
-        self.timeout = timeout
+        self._queue(urgent, timeout)
 
 
-class _Handoff(Holding):
+class _Handoff(_Queued):
     """A lease waiting for a gate to be handed over to it."""
 
-    __slots__ = ("urgent", "enqueued", "state", "result", "exc", "waiter", "loop", "fut", "timer",
-                 "timeout")
+    __slots__ = ()
 
     def __init__(self, gate: Gate, owner: str, held: tuple[Holding, ...], group: list[Gate],
                  urgent: bool, timeout: float) -> None:
         Holding.__init__(self, gate, owner, "lease", held, group)
-        self.urgent = urgent
-        self.enqueued = _now()
-        self.state = _QUEUED
-        self.result: Any = None
-        self.exc: BaseException | None = None
-        self.waiter: Any = None
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.fut: asyncio.Future[Any] | None = None
-        self.timer: asyncio.TimerHandle | None = None
-        self.timeout = timeout
+        self._queue(urgent, timeout)
 
 
 _Entry = _Job | _Handoff
