@@ -17,8 +17,8 @@ from types import TracebackType
 from typing import Protocol
 
 from .errors import ResourceTimeoutError
-from .gate import DEFAULT_TIMEOUT_S, MAX_TIMEOUT_S, Gate
-from .ordering import _HELD, Holding, _gate_order
+from .gate import DEFAULT_TIMEOUT_S, Gate, _checked_timeout
+from .ordering import _HELD, Holding, _gate_order, current_held
 
 _now = time.monotonic
 _running_loop = asyncio.events._get_running_loop
@@ -48,10 +48,7 @@ class Lease:
             gates[id(gate)] = gate
         self.gates = sorted(gates.values(), key=_gate_order)
         self.owner = owner
-        self.timeout = DEFAULT_TIMEOUT_S if timeout is None else timeout
-        if not 0.0 <= self.timeout <= MAX_TIMEOUT_S:
-            raise ValueError(f"timeout must be between 0 and {MAX_TIMEOUT_S} s, "
-                             f"not {self.timeout!r}")
+        self.timeout = DEFAULT_TIMEOUT_S if timeout is None else _checked_timeout(timeout)
         self.urgent = urgent
         self._acquired: list[Gate] = []
         self._token: Token[tuple[Holding, ...]] | None = None
@@ -59,7 +56,7 @@ class Lease:
     def _plan(self, owner: str) -> tuple[tuple[Holding, ...], list[Gate]]:
         if self._token is not None:
             raise RuntimeError("a Lease object can be entered only once at a time")
-        held = _HELD.get()
+        held = current_held()
         todo = [g for g in self.gates if not any(h.gate is g for h in held)]
         if todo:
             todo[0]._check_order(held, owner)

@@ -61,7 +61,6 @@ _OPEN_ERRORS: tuple[type[BaseException], ...] = (*_IO_ERRORS, ValueError, PortOp
 # Settings that describe the line itself; two users of one port must agree on them.
 _LINE_SETTINGS = ("baudrate", "bytesize", "parity", "stopbits", "rtscts", "xonxoff", "dsrdtr")
 
-_perf = time.perf_counter
 
 
 @dataclass(frozen=True)
@@ -208,7 +207,8 @@ class SharedSerialPort:
         self.name = name
         self.settings = dict(settings)
         self.default_timeout = manager.default_timeout
-        self.gate = Gate(f"serial:{name}", (SERIAL_ORDER, name), checker=manager.checker)
+        self.gate = Gate(f"serial:{name}", (SERIAL_ORDER, name), checker=manager.checker,
+                         default_timeout=manager.default_timeout)
         self.gate.note = self._note
         self._manager = manager
         self._usb = UsbIdentity.parse(name)
@@ -296,27 +296,21 @@ class SharedSerialPort:
 
     # ------------------------------------------------------------------ transactions
     def _run(self, fn: Callable[[PortIO], T]) -> T:
-        """Executed by whoever holds the gate: the I/O, its statistics and disconnect handling."""
+        """Executed by whoever holds the gate (which also counts and times it): the I/O and
+        disconnect handling."""
         if not self._connected:
-            self._stats.errors += 1
             raise self._disconnected_error()
         io = self._io
-        t0 = _perf()
         try:
-            result = fn(io)
+            return fn(io)
         except _NOT_A_DISCONNECT:
-            self._stats.record_io(_perf() - t0, False)
             raise
         except _IO_ERRORS as exc:
-            self._stats.record_io(_perf() - t0, False)
             self._lost(exc)
             raise PortDisconnectedError(
                 f"serial port {self.name} disconnected during a transaction: {exc!r}; the "
                 f"reply (if any) is lost, queued transactions were not sent",
                 port=self.name) from exc
-        except BaseException:
-            self._stats.record_io(_perf() - t0, False)
-            raise
         finally:
             if io._timeout_changed:
                 io._timeout_changed = False
@@ -324,13 +318,6 @@ class SharedSerialPort:
                     io._serial.timeout = self.settings["read_timeout"]
                 except _IO_ERRORS:
                     pass  # the next transaction will see the port's state for itself
-        elapsed = _perf() - t0
-        stats = self._stats
-        stats.transactions += 1
-        stats.io_total += elapsed
-        if elapsed > stats.io_max:
-            stats.io_max = elapsed
-        return result
 
     def transaction(self, fn: Callable[[PortIO], T], *, owner: str | None = None,
                     timeout: float | None = None, urgent: bool = False,
@@ -343,7 +330,7 @@ class SharedSerialPort:
         if not self._connected:
             raise self._disconnected_error()
         return self.gate.run(self._run, fn, owner or default_owner(), what,
-                             self.default_timeout if timeout is None else timeout,
+                             timeout,
                              urgent, self._stats)
 
     async def atransaction(self, fn: Callable[[PortIO], T], *, owner: str | None = None,
@@ -353,7 +340,7 @@ class SharedSerialPort:
         if not self._connected:
             raise self._disconnected_error()
         return await self.gate.arun(self._run, fn, owner or default_owner(), what,
-                                    self.default_timeout if timeout is None else timeout,
+                                    timeout,
                                     urgent, self._stats)
 
     def _query_fn(self, data: bytes, terminator: bytes, read_timeout: float | None,
@@ -387,7 +374,7 @@ class SharedSerialPort:
             raise self._disconnected_error()
         return self.gate.run(self._run, self._query_fn(data, terminator, read_timeout, clear_input),
                              owner or default_owner(), ("query", data),
-                             self.default_timeout if timeout is None else timeout, urgent,
+                             timeout, urgent,
                              self._stats)
 
     async def aquery(self, data: bytes, *, terminator: bytes = b"\r\n", owner: str | None = None,

@@ -6,7 +6,11 @@ from typing import Any
 
 
 class TransactionStats:
-    """Counters of one resource. Updated by whoever holds its gate, so no lock of their own."""
+    """Counters of one resource. Updated by whoever holds its gate, so no lock of their own.
+
+    The gate counts and times every transaction (:meth:`.gate.Gate.run`); the resource adds
+    its disconnects and reconnects.
+    """
 
     __slots__ = ("transactions", "errors", "timeouts", "urgent", "wait_total", "wait_max",
                  "io_total", "io_max", "disconnects", "reconnects")
@@ -22,15 +26,6 @@ class TransactionStats:
         self.io_max = 0.0
         self.disconnects = 0
         self.reconnects = 0
-
-    def record_io(self, seconds: float, ok: bool) -> None:
-        if ok:
-            self.transactions += 1
-        else:
-            self.errors += 1
-        self.io_total += seconds
-        if seconds > self.io_max:
-            self.io_max = seconds
 
     def snapshot(self) -> dict[str, Any]:
         done = self.transactions + self.errors

@@ -64,7 +64,7 @@ def _connection_lost(exc: BaseException | None) -> bool:
             return True
         exc = exc.__cause__ or exc.__context__
     return False
-_perf = time.perf_counter
+
 
 
 def normalize_backend(backend: str) -> str:
@@ -112,6 +112,7 @@ class SharedVisaResource:
         self._open = lambda: manager.resource_manager(backend).open_resource(
             name, **settings)
         self._lost: str = ""          # why the session is down ("" = it is up)
+        self._down = False            # lost or closed: one test per transaction instead of two
         self._retry_at = 0.0
         self._backoff = RECONNECT_FIRST_S
         self._stats = TransactionStats()
@@ -129,35 +130,45 @@ class SharedVisaResource:
             f"{self.name} ({self.backend})"
 
     def _run(self, fn: Callable[[Any], T]) -> T:
+        """Executed by whoever holds the gate (which also counts and times it)."""
+        if self._down:
+            self._unusable()
+        try:
+            return fn(self._session)
+        except BaseException as exc:
+            self._failed(exc)
+            raise
+
+    def _query(self, command: str) -> str:
+        """``_run`` for the commonest transaction, without a function object per query."""
+        if self._down:
+            self._unusable()
+        try:
+            return self._session.query(command)  # type: ignore[no-any-return]
+        except BaseException as exc:
+            self._failed(exc)
+            raise
+
+    def _unusable(self) -> None:
         if self._closed:
             raise ResourceClosedError(f"VISA resource {self.label} is closed")
-        if self._lost:
-            self._reopen()
-        t0 = _perf()
-        try:
-            result = fn(self._session)
-        except BaseException as exc:
-            self._stats.record_io(_perf() - t0, False)
-            if _connection_lost(exc):
-                self._mark_lost(f"{type(exc).__name__}: {exc}")
-                raise PortDisconnectedError(
-                    f"VISA resource {self.label}: connection lost during a transaction "
-                    f"({type(exc).__name__}: {exc}); reopening in {self._backoff:.1f} s",
-                    port=self.label) from exc
-            raise
-        elapsed = _perf() - t0
-        stats = self._stats
-        stats.transactions += 1
-        stats.io_total += elapsed
-        if elapsed > stats.io_max:
-            stats.io_max = elapsed
-        return result
+        self._reopen()
+
+    def _failed(self, exc: BaseException) -> None:
+        """A transaction raised: if the connection is gone, say so and plan the reopen."""
+        if _connection_lost(exc):
+            self._mark_lost(f"{type(exc).__name__}: {exc}")
+            raise PortDisconnectedError(
+                f"VISA resource {self.label}: connection lost during a transaction "
+                f"({type(exc).__name__}: {exc}); reopening in {self._backoff:.1f} s",
+                port=self.label) from exc
 
     def _mark_lost(self, why: str) -> None:
         if not self._lost:
             self._stats.disconnects += 1
             self._backoff = RECONNECT_FIRST_S
         self._lost = why
+        self._down = True
         self._retry_at = time.monotonic() + self._backoff
 
     def _reopen(self) -> None:
@@ -180,6 +191,7 @@ class SharedVisaResource:
                 f"VISA resource {self.label}: reopening failed ({type(exc).__name__}: {exc}); "
                 f"next attempt in {self._backoff:.1f} s", port=self.label) from exc
         self._lost = ""
+        self._down = self._closed
         self._stats.reconnects += 1
 
     @property
@@ -191,7 +203,7 @@ class SharedVisaResource:
                     what: What = "transaction") -> T:
         """Run ``fn(session)`` (a pyvisa resource) with exclusive use of the resource's gate."""
         return self.gate.run(self._run, fn, owner or default_owner(), what,
-                             self.default_timeout if timeout is None else timeout,
+                             timeout,
                              urgent, self._stats)
 
     async def atransaction(self, fn: Callable[[Any], T], *, owner: str | None = None,
@@ -199,20 +211,22 @@ class SharedVisaResource:
                            what: What = "transaction") -> T:
         """Same for coroutines: ``fn`` runs on the gate's worker thread."""
         return await self.gate.arun(self._run, fn, owner or default_owner(), what,
-                                    self.default_timeout if timeout is None else timeout,
+                                    timeout,
                                     urgent, self._stats)
 
     def query(self, command: str, *, owner: str | None = None, timeout: float | None = None,
               urgent: bool = False) -> str:
-        return self.gate.run(self._run, lambda s: s.query(command), owner or default_owner(),
+        return self.gate.run(self._query, command, owner or default_owner(),
                              ("query", command),
-                             self.default_timeout if timeout is None else timeout, urgent,
+                             timeout, urgent,
                              self._stats)
 
     async def aquery(self, command: str, *, owner: str | None = None,
                      timeout: float | None = None, urgent: bool = False) -> str:
-        return await self.atransaction(lambda s: s.query(command), owner=owner, timeout=timeout,
-                                       urgent=urgent, what=("query", command))
+        return await self.gate.arun(self._query, command, owner or default_owner(),
+                                    ("query", command),
+                                    timeout,
+                                    urgent, self._stats)
 
     def write(self, command: str, *, owner: str | None = None, timeout: float | None = None,
               urgent: bool = False) -> None:
@@ -293,7 +307,8 @@ class VisaSessionManager:
             gate_name = f"visa:{name}" + (f"@{backend}" if backend else "")
         gate = self._gates.get(gate_name)
         if gate is None:
-            gate = Gate(gate_name, (VISA_ORDER, gate_name), checker=self.checker)
+            gate = Gate(gate_name, (VISA_ORDER, gate_name), checker=self.checker,
+                        default_timeout=self.default_timeout)
             self._gates[gate_name] = gate
         return gate
 
@@ -359,7 +374,7 @@ class VisaSessionManager:
             if not gate.close(max(0.0, deadline - time.monotonic())):
                 busy.add(gate.name)
         for res in resources:
-            res._closed = True
+            res._closed = res._down = True
             if res.gate.name in busy:
                 failed.append(res.label)
                 continue

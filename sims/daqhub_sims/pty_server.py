@@ -5,6 +5,10 @@ adapter (library-notes section 2). Plugging it back in creates a *new* pty, whos
 kernel picks (it is often, not always, the same). Give ``link=`` to get a stable symlink that
 always points at the current pty, like socat's ``link=``; it is removed while unplugged, so a
 reopen fails with ``ENOENT`` as for a vanished ``/dev/ttyUSB0``.
+
+A pty server forwards every byte its line sends, whether or not a client holds the pty open
+(the master cannot tell): another transport sharing the line (``sim://``, a TCP server) may
+then miss replies. One host per line, as with real hardware.
 """
 
 from __future__ import annotations

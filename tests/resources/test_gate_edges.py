@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from resources_fakes import PtyDevice
@@ -155,3 +157,106 @@ def test_unbounded_waits_are_refused(port: SharedSerialPort) -> None:
             port.query(b"Q1\n", terminator=b"\n", timeout=bad)
         with pytest.raises(ValueError, match="timeout must be between"):
             port.lease(timeout=bad)
+
+
+def test_a_holder_letting_go_while_a_request_is_being_queued_leaves_it_served() -> None:
+    """The one interleaving the mutex-free release must survive, forced step by step.
+
+    'late' finds the gate taken; before its request is in the queue, the holder finishes,
+    lets go (no mutex) and sees an empty queue. The request must still be served, because
+    'late' tries the gate again after queueing, instead of waiting out its timeout.
+    """
+    from daqhub.resources.gate import Gate
+    from daqhub.resources.ordering import SERIAL_ORDER
+    from daqhub.resources.stats import TransactionStats
+
+    gate = Gate("serial:interleave", (SERIAL_ORDER, "interleave"))
+    stats = TransactionStats()
+    inside, finish, holder_gone = threading.Event(), threading.Event(), threading.Event()
+
+    def hold(_: object) -> str:
+        inside.set()
+        assert finish.wait(5)
+        return "held"
+
+    def holder() -> None:
+        assert gate.run(hold, None, "holder", "hold", 2.0, False, stats) == "held"
+        holder_gone.set()
+
+    enqueue = gate._enqueue_locked
+
+    def enqueue_after_the_holder_left(entry: Any, urgent: bool) -> None:
+        if entry.owner == "late":
+            finish.set()
+            assert holder_gone.wait(5)
+        enqueue(entry, urgent)
+
+    gate._enqueue_locked = enqueue_after_the_holder_left  # type: ignore[method-assign]
+    t = threading.Thread(target=holder)
+    t.start()
+    assert inside.wait(5)
+    started = time.monotonic()
+    assert gate.run(lambda n: n + 1, 41, "late", "late", 1.0, False, stats) == 42
+    assert time.monotonic() - started < 0.9  # served, not timed out and retried
+    t.join(5)
+    assert stats.transactions == 2 and stats.timeouts == 0
+    assert gate.close(2)
+
+
+def test_no_request_is_stranded_by_a_release_without_the_mutex() -> None:
+    """Inline holders let go without the gate's mutex while others queue behind them.
+
+    Empty transactions make the window between a queuer's failed take and a holder's release
+    as likely as it gets, and so does a tiny switch interval; a request stranded there would
+    wait out its 2 s and raise.
+    """
+    from daqhub.resources.gate import Gate
+    from daqhub.resources.ordering import SERIAL_ORDER
+    from daqhub.resources.stats import TransactionStats
+
+    gate = Gate("serial:race", (SERIAL_ORDER, "race"))
+    stats = TransactionStats()
+    inside = [0]
+
+    def runner(n: int) -> int:
+        inside[0] += 1
+        try:
+            assert inside[0] == 1, "two transactions inside the gate at once"
+            return n
+        finally:
+            inside[0] -= 1
+
+    errors: list[BaseException] = []
+
+    def v2(k: int) -> None:
+        try:
+            for n in range(1500):
+                assert gate.run(runner, n, f"v2-{k}", "race", 2.0, n % 7 == 0, stats) == n
+        except BaseException as exc:  # reported below, with the others
+            errors.append(exc)
+
+    async def v4(k: int) -> None:
+        for n in range(300):
+            assert await gate.arun(runner, n, f"v4-{k}", "race", 2.0, False, stats) == n
+
+    async def all_v4() -> None:
+        await asyncio.gather(*(v4(k) for k in range(3)))
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch between almost any two bytecodes
+    try:
+        for with_v4 in (False, True):  # threads alone first: nobody else would rescue them
+            threads = [threading.Thread(target=v2, args=(k,)) for k in range(3)]
+            for t in threads:
+                t.start()
+            if with_v4:
+                asyncio.run(all_v4())
+            for t in threads:
+                t.join(15)
+    finally:
+        sys.setswitchinterval(interval)
+    assert not errors, errors[:3]
+    assert stats.transactions == 2 * 3 * 1500 + 3 * 300
+    assert stats.errors == stats.timeouts == 0
+    assert gate.queue_depth == 0 and gate.holder_description() is None
+    assert gate.close(2)

@@ -80,3 +80,20 @@ def test_inline_holder_seen_by_a_nested_call_on_the_same_resource(
 
     assert res.transaction(outer, owner="outer") == ("R6", "R7")
     assert res.gate.holder_description() is None
+
+
+def test_the_gate_counts_inline_leased_and_failed_transactions(res: SharedVisaResource) -> None:
+    before = res.stats()
+    assert res.query("Q1?", owner="inline") == "R1"
+    with res.lease(owner="scan"):  # transactions inside a lease are counted too
+        assert [res.query(f"Q{n}?", owner="scan") for n in (2, 3)] == ["R2", "R3"]
+
+    def broken(session: Any) -> None:
+        raise ValueError("driver bug")
+
+    with pytest.raises(ValueError, match="driver bug"):
+        res.transaction(broken, owner="inline")
+    after = res.stats()
+    assert after["transactions"] - before["transactions"] == 3
+    assert after["errors"] - before["errors"] == 1
+    assert after["io_max_s"] > 0 and after["io_mean_s"] > 0

@@ -62,6 +62,28 @@ def test_checker_catches_acquisition_against_the_order(pair: Pair,
         pass
 
 
+def test_checker_sees_what_an_inline_transaction_holds(pair: Pair,
+                                                      checker: LockOrderChecker) -> None:
+    """A transaction's function asking for a resource that orders first is refused at once."""
+    port, res = pair
+    seen: list[list[str]] = []
+
+    def scan(session: object) -> None:
+        seen.append(held_resources())
+        port.query(b"Q1\n", terminator=b"\n", owner="dmm-scan")
+
+    with pytest.raises(LockOrderError, match=rf"asked for {port.gate.name} while holding "
+                                             rf"{res.gate.name}"):
+        res.transaction(scan, owner="dmm-scan")
+    assert seen == [[res.gate.name]] and held_resources() == []
+    assert checker.violations == 1
+    # in the order (serial transaction, VISA inside it) is fine, and both are released after
+    inner = port.transaction(
+        lambda io: res.transaction(lambda s: (held_resources(), s.query("Q2?"))), owner="scan")
+    assert inner == ([port.gate.name, res.gate.name], "R2")
+    assert held_resources() == []
+
+
 def test_checker_names_the_other_holder(pair: Pair,
                                         checker: LockOrderChecker) -> None:
     port, res = pair
