@@ -110,15 +110,15 @@ class ActorRunner:
         self.events = events
         self.policy = policy
         self.health = InstrumentHealth(self.id, itype.name, "v4")
-        self.mailbox: Mailbox | None = None
-        self.mailbox_capacity = mailbox_capacity
+        # Made here, not when the task first runs: a command sent right after start() is
+        # queued until the actor is up instead of finding no mailbox (a race seen in CI).
+        self.mailbox = Mailbox(mailbox_capacity)
         self.task: asyncio.Task[None] | None = None
         self.stopping = False
         self.busy_in = ""
         self._restart_times: collections.deque[float] = collections.deque()
 
     async def run(self) -> None:
-        self.mailbox = Mailbox(self.mailbox_capacity)
         backoff = self.policy.backoff_first_s
         while not self.stopping:
             actor: V4Actor | None = None
@@ -168,7 +168,6 @@ class ActorRunner:
         self.health.state = "stopped"
 
     async def _serve(self, actor: V4Actor) -> None:
-        assert self.mailbox is not None
         next_poll = time.monotonic()
         while not self.stopping:
             msg = self.mailbox.take()
@@ -229,8 +228,6 @@ class ActorRunner:
             fut.set_result(result)
 
     def _fail_messages(self, why: str) -> None:
-        if self.mailbox is None:
-            return
         for msg in self.mailbox.drain():
             if msg.future and msg.future.set_running_or_notify_cancel():
                 msg.future.set_exception(ActorFailed(f"{why}; {msg.method} not run"))
@@ -312,8 +309,6 @@ class V4Runtime:
 
         def post() -> None:
             try:
-                if runner.mailbox is None:
-                    raise ActorFailed(f"{instrument_id} has not started yet")
                 runner.mailbox.put(msg)
                 done.set_result(None)
             except Exception as exc:
@@ -334,8 +329,7 @@ class V4Runtime:
         def stop_all() -> None:
             for r in self.runners.values():
                 r.stopping = True
-                if r.mailbox:
-                    r.mailbox.arrived.set()
+                r.mailbox.arrived.set()
         if self.loop.is_running():
             self.loop.call_soon_threadsafe(stop_all)
 

@@ -193,3 +193,16 @@ def test_budget_excess_raises_an_alarm_and_is_saved(host, tmp_path) -> None:
     saved = json.loads((rt.output_dirs()["v2"] / "budget.json").read_text())
     assert any(a["what"].startswith("cpu:") for a in saved["alarms"])
     assert saved["samples"] and "cpu_percent" in saved["samples"][-1]
+
+
+@pytest.mark.timeout(30)
+def test_a_v4_command_sent_right_after_start_waits_for_the_actor(host, tmp_path) -> None:
+    """start() hands the actors to the loop; a command may arrive before an actor's first step."""
+    lab = make_lab(host, tmp_path, v2=[], v4=[("c", "test.slow")])
+    rt = DualRuntimeManager(lab, host, sinks={"storage": Recorder()}, restart_policy=FAST)
+    rt.v4.loop.call_soon(time.sleep, 0.2)  # the loop is still busy when start() returns
+    rt.start()
+    try:
+        assert rt.call("c", "add", 4, 5, timeout=10) == 9  # queued, served once it is up
+    finally:
+        assert rt.shutdown().ok
