@@ -50,7 +50,8 @@ class View:
     """The device as the scenario sees one connection of it: requests from ``start`` on."""
 
     def __init__(self, dev: TokenEcho, start: int, gone: threading.Event) -> None:
-        self.dev, self.start, self.end, self.gone = dev, start, None, gone
+        self.dev, self.start, self.gone = dev, start, gone
+        self.end: int | None = None
 
     @property
     def requests(self) -> list[bytes]:
