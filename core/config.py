@@ -439,8 +439,8 @@ def validate(data: Mapping[str, Any], text: str, file: str, host: PluginHost,
         if len(c.problems) == before and r["instrument"] not in seen_ids:
             c.add(("routines", i, "instrument"), f"routine names unknown instrument "
                   f"{r['instrument']!r}", _did_you_mean(r["instrument"], sorted(seen_ids)))
-    for info, msg in host.validate_config(data):
-        c.add((), f"{msg} (from plugin {info.distribution})")
+    for info, problem in host.validate_config(data):
+        c.add(problem.path, f"{problem.message} (from plugin {info.distribution})")
     if c.problems:
         return None, c.problems
     return LabConfig(

@@ -32,7 +32,7 @@ from typing import Any
 
 import pluggy
 
-from .specs import CliCommand, Converter, InstrumentType, StorageBackend
+from .specs import CliCommand, ConfigProblem, Converter, InstrumentType, StorageBackend
 
 PROJECT = "daqhub"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -76,11 +76,12 @@ def daqhub_cli_commands() -> Sequence[CliCommand]:
 
 
 @hookspec
-def daqhub_validate_config(config: Mapping[str, Any]) -> Sequence[str]:
-    """Extra problems this plugin finds in a parsed lab file (plain sentences).
+def daqhub_validate_config(config: Mapping[str, Any]) -> Sequence[ConfigProblem | str]:
+    """Extra problems this plugin finds in a parsed lab file.
 
-    Called after the core's own validation with the whole parsed file; return
-    an empty list when all is well.
+    Called after the core's own validation with the whole parsed file; return an empty list
+    when all is well. A :class:`~daqhub.specs.ConfigProblem` carries the path of the value at
+    fault, so the lab gets its line number; a plain sentence is reported at line 1.
     """
 
 

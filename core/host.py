@@ -27,7 +27,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
 
 from . import __version__, hookspecs
-from .specs import CliCommand, Converter, Format, InstrumentType, StorageBackend
+from .specs import CliCommand, ConfigProblem, Converter, Format, InstrumentType, StorageBackend
 
 GROUP = "daqhub"
 TRACE_ENV = "DAQHUB_TRACE_HOOKS"
@@ -155,7 +155,9 @@ class PluginHost:
                                           traceback.format_exc()))
         return out
 
-    def _collect(self, hook: str, kind: type[T], **kwargs: Any) -> list[tuple[PluginInfo, T]]:
+    def _collect(self, hook: str, kind: type[T] | tuple[type[T], ...],
+                 **kwargs: Any) -> list[tuple[PluginInfo, T]]:
+        expected = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
         items: list[tuple[PluginInfo, T]] = []
         for info, result in self._call_each(hook, **kwargs):
             if result is None:
@@ -169,7 +171,7 @@ class PluginHost:
                 if not isinstance(item, kind):
                     self.report(PluginProblem(info.distribution, info.version, info.name,
                                               f"hook {hook} returned a {type(item).__name__}, "
-                                              f"expected {kind.__name__}"))
+                                              f"expected {expected}"))
                     continue
                 items.append((info, item))
         return items
@@ -251,8 +253,13 @@ class PluginHost:
         return self._cached("serial", lambda: sorted({
             p for _, p in self._collect("daqhub_serial_url_packages", str)}))
 
-    def validate_config(self, config: Mapping[str, Any]) -> list[tuple[PluginInfo, str]]:
-        return self._collect("daqhub_validate_config", str, config=config)
+    def validate_config(self, config: Mapping[str, Any]
+                        ) -> list[tuple[PluginInfo, ConfigProblem]]:
+        """Every plugin's problems with ``config``; a plain sentence becomes a pathless one."""
+        found: list[tuple[PluginInfo, ConfigProblem | str]] = self._collect(
+            "daqhub_validate_config", (ConfigProblem, str), config=config)
+        return [(info, ConfigProblem(item) if isinstance(item, str) else item)
+                for info, item in found]
 
     def notify(self, hook: str, **kwargs: Any) -> None:
         """Tell every plugin of an event; a plugin that raises is reported, never propagated."""

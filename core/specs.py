@@ -157,6 +157,19 @@ class Converter:
 
 
 @dataclass(frozen=True)
+class ConfigProblem:
+    """A problem a plugin finds in a lab file, with where it is, so the error names its line.
+
+    ``path`` leads from the top of the parsed file to the offending value, with list
+    indexes as ints: ``("v4", "instruments", 2, "address")`` is the ``address`` key of the
+    third ``[[v4.instruments]]`` block. An empty path points at the file as a whole.
+    """
+
+    message: str
+    path: tuple[str | int, ...] = ()
+
+
+@dataclass(frozen=True)
 class CliCommand:
     """A ``daqhub <name> ...`` subcommand a plugin adds (``daqhub sim`` comes this way).
 

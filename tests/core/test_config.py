@@ -219,3 +219,31 @@ def test_output_dir_override_keeps_line_numbers(host, tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         parse(BROKEN, "lab.toml", host, tmp_path, output_dir=tmp_path / "elsewhere")
     assert any(p.line == 6 and "hdf55" in p.message for p in info.value.problems)
+
+
+def test_plugin_problems_are_reported_at_the_line_they_name(host) -> None:
+    import types
+
+    from daqhub.hookspecs import hookimpl
+    from daqhub.specs import ConfigProblem
+
+    @hookimpl
+    def daqhub_validate_config(config):
+        return [ConfigProblem("wavelength outside the detector's range",
+                              ("v2", "instruments", 0, "wavelength_nm")),
+                "a sentence without a place",
+                42]
+
+    host.register(types.SimpleNamespace(daqhub_validate_config=daqhub_validate_config),
+                  "checker", "checker-dist", "0.1")
+    with pytest.raises(ConfigError) as info:
+        parse(VALID, "lab.toml", host)
+    lines = VALID.splitlines()
+    found = {p.message: p.line for p in info.value.problems}
+    assert found == {
+        "wavelength outside the detector's range (from plugin checker-dist)":
+            lines.index("wavelength_nm = 800") + 1,
+        "a sentence without a place (from plugin checker-dist)": 1,
+    }
+    [bad] = [p for p in host.problems if p.distribution == "checker-dist"]
+    assert "returned a int, expected ConfigProblem or str" in bad.error

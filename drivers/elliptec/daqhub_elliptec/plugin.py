@@ -13,7 +13,7 @@ from typing import Any
 
 from daqhub.hookspecs import hookimpl
 from daqhub.measurement import ChannelSpec
-from daqhub.specs import InstrumentType
+from daqhub.specs import ConfigProblem, InstrumentType
 
 from .axis import DEFAULT_MOVE_TIMEOUT_S, DEFAULT_REPLY_TIMEOUT_S
 from .frames import address_of
@@ -88,15 +88,15 @@ def daqhub_instrument_types() -> list[InstrumentType]:
 
 
 @hookimpl
-def daqhub_validate_config(config: Mapping[str, Any]) -> list[str]:
+def daqhub_validate_config(config: Mapping[str, Any]) -> list[ConfigProblem]:
     """Two enabled instruments on one address of one bus would take each other's replies."""
-    problems: list[str] = []
+    problems: list[ConfigProblem] = []
     seen: dict[tuple[str, str], str] = {}
     for flavor in ("v2", "v4"):
         section = config.get(flavor)
         blocks: Sequence[Any] = (section.get("instruments", [])
                                  if isinstance(section, Mapping) else [])
-        for block in blocks:
+        for i, block in enumerate(blocks):
             if (not isinstance(block, Mapping) or block.get("type") not in TYPES
                     or block.get("enabled", True) is False):
                 continue
@@ -110,7 +110,8 @@ def daqhub_validate_config(config: Mapping[str, Any]) -> list[str]:
             ident = str(block.get("id"))
             other = seen.setdefault((port.strip(), address), ident)
             if other != ident:
-                problems.append(f"instruments {other!r} and {ident!r} both use address "
-                                f"{address} of the Elliptec bus on {port}; give each module its "
-                                f"own address (change_address) and one instrument")
+                problems.append(ConfigProblem(
+                    f"instruments {other!r} and {ident!r} both use address {address} of the "
+                    f"Elliptec bus on {port}; give each module its own address (change_address) "
+                    f"and one instrument", (flavor, "instruments", i, "address")))
     return problems

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from daqhub.hookspecs import hookimpl
-from daqhub.specs import Flavor, InstrumentType
+from daqhub.specs import ConfigProblem, Flavor, InstrumentType
 
 from . import esp300_config, meter1830c_config
 from .esp300_v2 import Esp300AxisV2
@@ -39,16 +39,16 @@ def daqhub_instrument_types() -> list[InstrumentType]:
 
 
 @hookimpl
-def daqhub_validate_config(config: Mapping[str, Any]) -> list[str]:
+def daqhub_validate_config(config: Mapping[str, Any]) -> list[ConfigProblem]:
     """Axes of one controller that clash: the same axis twice, or disagreeing handshakes."""
-    problems: list[str] = []
+    problems: list[ConfigProblem] = []
     seen: dict[tuple[str, int], str] = {}
     rtscts: dict[str, tuple[bool, str]] = {}
     for flavor in ("v2", "v4"):
         section = config.get(flavor)
         instruments: Sequence[Any] = section.get("instruments", []) if isinstance(
             section, Mapping) else []
-        for block in instruments:
+        for i, block in enumerate(instruments):
             if not isinstance(block, Mapping) or block.get("type") != esp300_config.TYPE_NAME:
                 continue
             port, axis, ident = block.get("port"), block.get("axis"), str(block.get("id"))
@@ -58,11 +58,15 @@ def daqhub_validate_config(config: Mapping[str, Any]) -> list[str]:
                 continue
             other = seen.setdefault((port.strip(), axis), ident)
             if other != ident:
-                problems.append(f"instruments {other!r} and {ident!r} both drive axis {axis} of "
-                                f"the ESP300 on {port}; give each axis one instrument")
+                problems.append(ConfigProblem(
+                    f"instruments {other!r} and {ident!r} both drive axis {axis} of the ESP300 "
+                    f"on {port}; give each axis one instrument",
+                    (flavor, "instruments", i, "axis")))
             flow = bool(block.get("rtscts", True))
             first = rtscts.setdefault(port.strip(), (flow, ident))
             if first[0] != flow:
-                problems.append(f"instruments {first[1]!r} and {ident!r} share the ESP300 on "
-                                f"{port} but disagree on rtscts; one port has one handshake")
+                problems.append(ConfigProblem(
+                    f"instruments {first[1]!r} and {ident!r} share the ESP300 on {port} but "
+                    f"disagree on rtscts; one port has one handshake",
+                    (flavor, "instruments", i, "rtscts")))
     return problems

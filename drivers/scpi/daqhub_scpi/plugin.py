@@ -8,7 +8,7 @@ from typing import Any
 import jsonschema
 
 from daqhub.hookspecs import hookimpl
-from daqhub.specs import InstrumentType
+from daqhub.specs import ConfigProblem, InstrumentType
 
 from . import v2, v4
 from .profiles import CUSTOM, DMM, PSU, channels_for, config_problems
@@ -38,10 +38,10 @@ def daqhub_instrument_types() -> Sequence[InstrumentType]:
 
 
 @hookimpl
-def daqhub_validate_config(config: Mapping[str, Any]) -> Sequence[str]:
+def daqhub_validate_config(config: Mapping[str, Any]) -> Sequence[ConfigProblem]:
     """Problems in SCPI blocks that a JSON schema cannot express (e.g. regex groups)."""
     names = {p[0] for p in _PROFILES}
-    problems: list[str] = []
+    problems: list[ConfigProblem] = []
     for flavor in ("v2", "v4"):
         section = config.get(flavor)
         items = section.get("instruments", []) if isinstance(section, Mapping) else []
@@ -54,5 +54,6 @@ def daqhub_validate_config(config: Mapping[str, Any]) -> Sequence[str]:
                 continue  # the core reports schema problems, with their line numbers
             label = f"[[{flavor}.instruments]] #{i + 1} ({block.get('id', '?')!s}, " \
                     f"{block['type']})"
-            problems.extend(f"{label}: {p}" for p in config_problems(block["type"], block))
+            problems.extend(ConfigProblem(f"{label}: {p}", (flavor, "instruments", i))
+                            for p in config_problems(block["type"], block))
     return problems

@@ -93,6 +93,18 @@ def test_bad_lab_files_are_refused_with_the_reason(host: PluginHost, tmp_path: P
     assert expected in str(err.value)
 
 
+def test_a_shared_address_is_reported_at_the_second_instruments_line(
+        host: PluginHost, tmp_path: Path) -> None:
+    text = lab(slider_address="0")
+    with pytest.raises(ConfigError) as err:
+        parse(text, "lab.toml", host, tmp_path)
+    [problem] = err.value.problems
+    assert "both use address 0" in problem.message
+    lines = text.splitlines()
+    slider = lines.index('id = "slider"')
+    assert problem.line == lines.index("address = 0", slider) + 1
+
+
 def test_sliders_take_no_velocity(host: PluginHost, tmp_path: Path) -> None:
     text = lab().replace('address = 1\n', 'address = 1\nvelocity = 50\n')
     with pytest.raises(ConfigError, match="unknown key 'velocity'"):

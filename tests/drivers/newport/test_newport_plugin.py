@@ -115,13 +115,16 @@ def test_a_lab_with_two_axes_on_one_controller_in_two_flavors(host: PluginHost) 
     assert lab is not None
 
 
-@pytest.mark.parametrize("axis, rtscts, words", [("1", "true", "both drive axis 1"),
-                                                 ("2", "false", "disagree on rtscts")])
-def test_clashing_axes_are_reported(host: PluginHost, axis: str, rtscts: str,
-                                    words: str) -> None:
+@pytest.mark.parametrize("axis, rtscts, words, key", [
+    ("1", "true", "both drive axis 1", "axis = AXIS_Y"),
+    ("2", "false", "disagree on rtscts", "rtscts = RTSCTS_Y")])
+def test_clashing_axes_are_reported_at_their_line(host: PluginHost, axis: str, rtscts: str,
+                                                  words: str, key: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse(LAB.replace("AXIS_Y", axis).replace("RTSCTS_Y", rtscts), "lab.toml", host)
-    assert words in str(info.value)
+    [problem] = info.value.problems
+    assert words in problem.message and "(from plugin daqhub-newport)" in problem.message
+    assert problem.line == LAB.splitlines().index(key) + 1  # the second instrument's key
 
 
 def test_the_entry_point_loads_cleanly() -> None:
