@@ -157,7 +157,7 @@ class PluginHost:
 
     def _collect(self, hook: str, kind: type[T] | tuple[type[T], ...],
                  **kwargs: Any) -> list[tuple[PluginInfo, T]]:
-        expected = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+        kinds = kind if isinstance(kind, tuple) else (kind,)
         items: list[tuple[PluginInfo, T]] = []
         for info, result in self._call_each(hook, **kwargs):
             if result is None:
@@ -171,7 +171,8 @@ class PluginHost:
                 if not isinstance(item, kind):
                     self.report(PluginProblem(info.distribution, info.version, info.name,
                                               f"hook {hook} returned a {type(item).__name__}, "
-                                              f"expected {expected}"))
+                                              f"expected "
+                                              f"{' or '.join(k.__name__ for k in kinds)}"))
                     continue
                 items.append((info, item))
         return items

@@ -188,7 +188,7 @@ class Gate:
         # Readers only describe it (timeout and lock-order messages), under the mutex or while
         # it is the holder; the next inline holder overwrites it only after taking the gate.
         self._inline = Holding(self, "", "", ())
-        self._inline_chain = (self._inline,)  # what the held set is while it runs, held empty
+        self._inline_chain = (self._inline,)  # its _INLINE entry when no outer inline one
         self._last_release = 0.0
         self._urgent: deque[_Entry] = deque()
         self._normal: deque[_Entry] = deque()
@@ -551,7 +551,8 @@ class Gate:
                     raise ResourceClosedError(f"{self.name} is closed; {owner!r} cannot use it")
                 # The held set of a sync inline transaction lives in _INLINE, not in _HELD: a
                 # ContextVar set and reset per transaction cost 5% of a pyvisa-sim query.
-                _INLINE[ident] = (*held, holding) if held else self._inline_chain
+                # only the inline part: leases and queued transactions stay in _HELD
+                _INLINE[ident] = (*outer, holding) if outer is not None else self._inline_chain
                 try:
                     result = runner(arg)
                 except BaseException:
@@ -613,13 +614,10 @@ class Gate:
         with self._mutex:
             if not self._owned.acquire(False):
                 return  # taken meanwhile: its holder will see the queue when it lets go
-            lane = self._urgent or self._normal
-            if held or not lane or type(lane[0]) is _Handoff:
-                # holding another gate (do not run others' work meanwhile), a lease to grant,
-                # or nothing left but the closing to announce
+            if held:  # holding another gate: do not run others' work meanwhile
                 self._pass_on_locked()
                 return
-        self._combine()
+        self._combine()  # which also grants a lease at the head, or announces the closing
 
     def _combine(self) -> None:
         """After its own transaction, a sync holder runs a few queued ones before letting go.

@@ -94,7 +94,7 @@ class Lease:
             if err is exc:
                 raise
             raise err from exc
-        self._token = _HELD.set((*held, *holdings))
+        self._token = _HELD.set((*_HELD.get(), *holdings))
         return self
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
@@ -118,7 +118,7 @@ class Lease:
             if err is exc:
                 raise
             raise err from exc
-        self._token = _HELD.set((*held, *holdings))
+        self._token = _HELD.set((*_HELD.get(), *holdings))
         return self
 
     async def __aexit__(self, et: type[BaseException] | None, ev: BaseException | None,

@@ -68,15 +68,15 @@ class Holding:
 # What the current context holds through leases and queued transactions (per thread and per
 # asyncio task alike) ...
 _HELD: ContextVar[tuple[Holding, ...]] = ContextVar("daqhub_resources_held", default=())
-# ... and, per thread, through the sync transaction it is running inline (thread ident -> the
-# held set while it runs). A dict entry is far cheaper than a ContextVar set and reset, and an
-# inline transaction never runs on an event loop's thread, so it needs no per-task copy.
+# ... and, per thread, through the sync transactions it is running inline (thread ident -> their
+# holdings, outermost first). A dict entry is far cheaper than a ContextVar set and reset, and
+# an inline transaction never runs on an event loop's thread, so it needs no per-task copy.
 _INLINE: dict[int, tuple[Holding, ...]] = {}
 _get_ident = threading.get_ident
 
 
 def current_held() -> tuple[Holding, ...]:
-    """Every gate the current thread or task holds, innermost last (may repeat a holding)."""
+    """Every gate the current thread or task holds."""
     held = _HELD.get()
     inline = _INLINE.get(_get_ident())
     return (*held, *inline) if inline else held
@@ -84,11 +84,7 @@ def current_held() -> tuple[Holding, ...]:
 
 def held_resources() -> list[str]:
     """Names of the gates the current thread or task holds (for diagnostics and tests)."""
-    names: list[str] = []
-    for h in current_held():
-        if h.gate.name not in names:
-            names.append(h.gate.name)
-    return names
+    return [h.gate.name for h in current_held()]
 
 
 class LockOrderChecker:
