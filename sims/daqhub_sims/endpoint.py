@@ -141,14 +141,19 @@ class Endpoint:
         if session.closed or session.generation != self._generation or not self.connected:
             raise EndpointDisconnected(f"{self.url}: device disconnected")
 
-    def _collect(self, now: float) -> None:
-        """Move what the device has due, and what the wire has delivered, to the host side."""
+    def _collect(self, now: float) -> bool:
+        """Move what the device has due, and what the wire has delivered, to the host side.
+
+        True when the host side got new bytes.
+        """
+        before = len(self._ready)
         produced = self.device.read()
         if produced:
             self._release(produced, now)
         scheduled = self._scheduled
         while scheduled and scheduled[0][0] <= now:
             self._ready += scheduled.popleft()[1]
+        return len(self._ready) > before
 
     def _release(self, data: bytes, now: float) -> None:
         faults = self.faults
@@ -330,11 +335,18 @@ class Session:
         """Seconds until more bytes may arrive; bytes already due are collected first, so
         a poll loop that does not take them does not spin."""
         ep = self.endpoint
+        callbacks: list[ChangeCallback] = []
         with ep.lock:
             now = time.monotonic()
-            if self.alive:
-                ep._collect(now)
-            return ep._next_event_in(now)
+            if self.alive and ep._collect(now):
+                # Bytes that arrived here are no longer "in flight": whoever takes them (another
+                # transport on this line) must hear of it now, not at its next timeout.
+                ep.lock.notify_all()
+                callbacks = ep._callbacks(self) if ep._watchers else []
+            event = ep._next_event_in(now)
+        for callback in callbacks:
+            callback(False)
+        return event
 
     def in_waiting(self) -> int:
         ep = self.endpoint

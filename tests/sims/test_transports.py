@@ -455,3 +455,30 @@ def test_plugin_hook_gives_the_url_handler_package() -> None:
     manager.add_hookspecs(hookspecs)
     manager.register(plugin)
     assert manager.hook.daqhub_serial_url_packages() == [["daqhub_sims.urlhandler"]]
+
+
+def test_bytes_one_session_sees_arrive_wake_the_other_sessions_on_the_line() -> None:
+    """A transport that only watches the line (an idle TCP server) must not sit on a reply.
+
+    Its poll loop moves bytes that have come due off the simulated wire; the transport that
+    takes them (a pty server) is told at once instead of at its next one-second timeout.
+    """
+    ep = registry.endpoint(BUS + "&baud=1")
+    told = threading.Event()
+
+    def on_change(line_changed: bool) -> None:
+        told.set()
+
+    ep.watch(on_change)
+    taker = ep.open_session(on_change)
+    watcher = ep.open_session()
+    taker.write(b"0gp")
+    deadline = time.monotonic() + 5
+    while True:  # the watcher's poll loop, as a bridge runs it
+        event = watcher.next_event_in()
+        if told.is_set():
+            break
+        assert event is not None, "the reply left the wire without anyone being told"
+        assert time.monotonic() < deadline
+        time.sleep(min(event, 0.05))  # this is the poll loop under test, not a wait for it
+    assert taker.read_until(b"\r\n", None, 1.0) == b"0PO00000000\r\n"
