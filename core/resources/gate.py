@@ -549,9 +549,8 @@ class Gate:
                 if self._closed:
                     self._let_go(holding, start, held)
                     raise ResourceClosedError(f"{self.name} is closed; {owner!r} cannot use it")
-                # The held set of a sync inline transaction lives in _INLINE, not in _HELD: a
-                # ContextVar set and reset per transaction cost 5% of a pyvisa-sim query.
-                # only the inline part: leases and queued transactions stay in _HELD
+                # Inline holdings live in _INLINE, not in _HELD (leases and queued jobs stay
+                # there): a ContextVar set and reset per transaction cost 5% of a query.
                 _INLINE[ident] = (*outer, holding) if outer is not None else self._inline_chain
                 try:
                     result = runner(arg)

@@ -330,8 +330,7 @@ class SharedSerialPort:
         if not self._connected:
             raise self._disconnected_error()
         return self.gate.run(self._run, fn, owner or default_owner(), what,
-                             timeout,
-                             urgent, self._stats)
+                             timeout, urgent, self._stats)
 
     async def atransaction(self, fn: Callable[[PortIO], T], *, owner: str | None = None,
                            timeout: float | None = None, urgent: bool = False,
@@ -340,8 +339,7 @@ class SharedSerialPort:
         if not self._connected:
             raise self._disconnected_error()
         return await self.gate.arun(self._run, fn, owner or default_owner(), what,
-                                    timeout,
-                                    urgent, self._stats)
+                                    timeout, urgent, self._stats)
 
     def _query_fn(self, data: bytes, terminator: bytes, read_timeout: float | None,
                   clear_input: bool) -> Callable[[PortIO], bytes]:
@@ -373,8 +371,7 @@ class SharedSerialPort:
         if not self._connected:
             raise self._disconnected_error()
         return self.gate.run(self._run, self._query_fn(data, terminator, read_timeout, clear_input),
-                             owner or default_owner(), ("query", data),
-                             timeout, urgent,
+                             owner or default_owner(), ("query", data), timeout, urgent,
                              self._stats)
 
     async def aquery(self, data: bytes, *, terminator: bytes = b"\r\n", owner: str | None = None,

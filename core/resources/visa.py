@@ -196,37 +196,32 @@ class SharedVisaResource:
 
     @property
     def is_connected(self) -> bool:
-        return not self._lost and not self._closed
+        return not self._down
 
     def transaction(self, fn: Callable[[Any], T], *, owner: str | None = None,
                     timeout: float | None = None, urgent: bool = False,
                     what: What = "transaction") -> T:
         """Run ``fn(session)`` (a pyvisa resource) with exclusive use of the resource's gate."""
         return self.gate.run(self._run, fn, owner or default_owner(), what,
-                             timeout,
-                             urgent, self._stats)
+                             timeout, urgent, self._stats)
 
     async def atransaction(self, fn: Callable[[Any], T], *, owner: str | None = None,
                            timeout: float | None = None, urgent: bool = False,
                            what: What = "transaction") -> T:
         """Same for coroutines: ``fn`` runs on the gate's worker thread."""
         return await self.gate.arun(self._run, fn, owner or default_owner(), what,
-                                    timeout,
-                                    urgent, self._stats)
+                                    timeout, urgent, self._stats)
 
     def query(self, command: str, *, owner: str | None = None, timeout: float | None = None,
               urgent: bool = False) -> str:
         return self.gate.run(self._query, command, owner or default_owner(),
-                             ("query", command),
-                             timeout, urgent,
-                             self._stats)
+                             ("query", command), timeout, urgent, self._stats)
 
     async def aquery(self, command: str, *, owner: str | None = None,
                      timeout: float | None = None, urgent: bool = False) -> str:
         return await self.gate.arun(self._query, command, owner or default_owner(),
-                                    ("query", command),
-                                    timeout,
-                                    urgent, self._stats)
+                                    ("query", command), timeout, urgent,
+                                    self._stats)
 
     def write(self, command: str, *, owner: str | None = None, timeout: float | None = None,
               urgent: bool = False) -> None:
