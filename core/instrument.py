@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import Any
 
 import pyarrow as pa
 
@@ -83,6 +84,15 @@ class V2Instrument(_Base, ABC):
     def close(self) -> None:
         """Leave the instrument safe; the core closes the port itself."""
 
+    def settings(self) -> dict[str, Any]:
+        """The instrument's current settings (model, serial number, units, range ...).
+
+        Stored as the session's settings snapshot at start and after each command
+        that changes a setting, so the data says how it was taken. Values must be
+        JSON-serialisable. The default knows none.
+        """
+        return {}
+
 
 class V4Actor(_Base, ABC):
     """A v4 (actor) instrument: async methods, run one at a time from its mailbox.
@@ -104,9 +114,13 @@ class V4Actor(_Base, ABC):
     async def close(self) -> None:
         """Leave the instrument safe; the core closes the port itself."""
 
+    async def settings(self) -> dict[str, Any]:
+        """The v4 twin of :meth:`V2Instrument.settings` (same keys, same meaning)."""
+        return {}
+
 
 def public_methods(obj: object) -> list[str]:
     """Commands a script may send: public methods that are not lifecycle methods."""
-    lifecycle = {"connect", "read", "close", "start", "channel"}
+    lifecycle = {"connect", "read", "close", "start", "channel", "settings"}
     return sorted(n for n in dir(obj) if not n.startswith("_") and n not in lifecycle
                   and callable(getattr(obj, n, None)))
