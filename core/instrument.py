@@ -120,7 +120,11 @@ class V4Actor(_Base, ABC):
 
 
 def public_methods(obj: object) -> list[str]:
-    """Commands a script may send: public methods that are not lifecycle methods."""
-    lifecycle = {"connect", "read", "close", "start", "channel", "settings"}
+    """Commands a script may send: public methods that are not lifecycle methods.
+
+    ``read`` (a fresh sample now, as the scan engine takes it) and ``settings`` (the
+    snapshot) are queries a script may send too, run like any command.
+    """
+    lifecycle = {"connect", "close", "start", "channel"}
     return sorted(n for n in dir(obj) if not n.startswith("_") and n not in lifecycle
                   and callable(getattr(obj, n, None)))

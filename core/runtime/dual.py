@@ -18,6 +18,7 @@ instrument and channel. A second ``shutdown()`` returns the same report.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import logging
 import threading
@@ -174,6 +175,8 @@ class DualRuntimeManager:
         self.budget = BudgetMonitor(self._probe, budget or Budget.from_config(lab.budget),
                                     on_alarm=self._alarm)
         self.routine_stop = threading.Event()
+        #: called with (instrument id, method) after each command that succeeded
+        self.on_command: list[Callable[[str, str], None]] = []
         self.routines = [RoutineRunner(r, self.call, self.routine_stop) for r in lab.routines]
         self._report: ShutdownReport | None = None
         self._shutdown_lock = threading.Lock()
@@ -292,10 +295,30 @@ class DualRuntimeManager:
              **kwargs: Any) -> Any:
         """Run a command on an instrument of either flavor and wait for its result."""
         if instrument_id in self.v2.workers:
-            return self.v2.call(instrument_id, method, *args, timeout=timeout, **kwargs)
+            result = self.v2.call(instrument_id, method, *args, timeout=timeout, **kwargs)
+        elif instrument_id in self.v4.runners:
+            result = self.v4.ask(instrument_id, method, *args, timeout=timeout, **kwargs)
+        else:
+            raise KeyError(f"no running instrument {instrument_id!r}")
+        self.command_done(instrument_id, method)
+        return result
+
+    def submit(self, instrument_id: str, method: str, *args: Any, **kwargs: Any
+               ) -> concurrent.futures.Future[Any]:
+        """Send a command to an instrument of either flavor; its future holds the result.
+
+        For callers that wait their own way (several instruments at once, or an
+        event loop); they call :meth:`command_done` after a command succeeded.
+        """
+        if instrument_id in self.v2.workers:
+            return self.v2.workers[instrument_id].submit(method, *args, **kwargs)
         if instrument_id in self.v4.runners:
-            return self.v4.ask(instrument_id, method, *args, timeout=timeout, **kwargs)
+            return self.v4.ask_future(instrument_id, method, *args, **kwargs)
         raise KeyError(f"no running instrument {instrument_id!r}")
+
+    def command_done(self, instrument_id: str, method: str) -> None:
+        for listener in self.on_command:
+            listener(instrument_id, method)
 
     def health_of(self, instrument_id: str) -> Any:
         if instrument_id in self.v2.workers:

@@ -97,3 +97,8 @@ class ElliptecV2(V2Instrument):
     def bus_stats(self) -> dict[str, int]:
         """Counters of the bus this module is on (shared by all its instruments)."""
         return dict(self.axis.router.stats)
+
+    # ------------------------------------------------------------------ settings snapshot
+    def settings(self) -> dict[str, Any]:
+        return {**self.identity(), "velocity_percent": self.velocity(),
+                "position": self.position()}

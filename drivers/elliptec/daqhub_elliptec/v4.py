@@ -102,3 +102,8 @@ class ElliptecV4(V4Actor):
     async def bus_stats(self) -> dict[str, int]:
         """Counters of the bus this module is on (shared by all its instruments)."""
         return dict(self.axis.router.stats)
+
+    # ------------------------------------------------------------------ settings snapshot
+    async def settings(self) -> dict[str, Any]:
+        return {**self.axis.identity(), "velocity_percent": await self.velocity(),
+                "position": await self.position()}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from daqhub.instrument import DriverError, V2Instrument, now_ns
 from daqhub.measurement import Measurement, Scalar
@@ -28,9 +28,9 @@ class Esp300AxisV2(V2Instrument):
     def __init__(self, ctx: InstrumentContext) -> None:
         super().__init__(ctx)
         self.serial_port = serial_port_of(ctx)
-        self.settings = AxisSettings.from_config(ctx.config)
+        self.axis_settings = AxisSettings.from_config(ctx.config)
         router = self.serial_port.shared(ErrorRouter.KEY, ErrorRouter)
-        self.session = AxisSession(self.id, self.settings, router)
+        self.session = AxisSession(self.id, self.axis_settings, router)
 
     def _do(self, op: Op[T]) -> T:
         return run_op(self.serial_port, self.id, op)
@@ -89,7 +89,7 @@ class Esp300AxisV2(V2Instrument):
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            time.sleep(min(self.settings.poll_interval, left))
+            time.sleep(min(self.axis_settings.poll_interval, left))
         return True
 
     # ------------------------------------------------------------------ more of the ESP300
@@ -134,3 +134,10 @@ class Esp300AxisV2(V2Instrument):
     def raw_query(self, text: str) -> str:
         """Send a query this driver does not wrap and return its reply line."""
         return self._do(self.session.raw_query(text))
+
+    # ------------------------------------------------------------------ settings snapshot
+    def settings(self) -> dict[str, Any]:
+        left, right = self.limits()
+        return {"model": "Newport ESP300", "units": self.units(), "velocity": self.velocity(),
+                "acceleration": self.acceleration(), "limits": [left, right],
+                "position": self.position()}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -33,9 +33,9 @@ class Esp300AxisV4(V4Actor):
     def __init__(self, ctx: InstrumentContext) -> None:
         super().__init__(ctx)
         self.serial_port = serial_port_of(ctx)
-        self.settings = AxisSettings.from_config(ctx.config)
+        self.axis_settings = AxisSettings.from_config(ctx.config)
         router = self.serial_port.shared(ErrorRouter.KEY, ErrorRouter)
-        self.session = AxisSession(self.id, self.settings, router)
+        self.session = AxisSession(self.id, self.axis_settings, router)
 
     async def _do(self, op: Op[T]) -> T:
         return await arun_op(self.serial_port, self.id, op)
@@ -95,7 +95,7 @@ class Esp300AxisV4(V4Actor):
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            await asyncio.sleep(min(self.settings.poll_interval, left))
+            await asyncio.sleep(min(self.axis_settings.poll_interval, left))
         return True
 
     # ------------------------------------------------------------------ more of the ESP300
@@ -141,3 +141,10 @@ class Esp300AxisV4(V4Actor):
     async def raw_query(self, text: str) -> str:
         """Send a query this driver does not wrap and return its reply line."""
         return await self._do(self.session.raw_query(text))
+
+    # ------------------------------------------------------------------ settings snapshot
+    async def settings(self) -> dict[str, Any]:
+        left, right = await self.limits()
+        return {"model": "Newport ESP300", "units": await self.units(),
+                "velocity": await self.velocity(), "acceleration": await self.acceleration(),
+                "limits": [left, right], "position": await self.position()}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from daqhub.instrument import V2Instrument, now_ns
 from daqhub.measurement import Measurement, Scalar
@@ -97,3 +97,10 @@ class Meter1830cV2(V2Instrument):
     def raw_query(self, text: str) -> str:
         """Send a query this driver does not wrap and return its reply line."""
         return self._do(self.session.raw_query(text))
+
+    # ------------------------------------------------------------------ settings snapshot
+    def settings(self) -> dict[str, Any]:
+        return {"model": "Newport 1830-C", "units": self.units(),
+                "wavelength_nm": self.wavelength(), "range": self.current_range(),
+                "filter": self.filter_speed(), "attenuator": self.attenuator(),
+                "zero": self.zero()}

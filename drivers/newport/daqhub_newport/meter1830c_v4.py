@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -100,3 +100,10 @@ class Meter1830cV4(V4Actor):
     async def raw_query(self, text: str) -> str:
         """Send a query this driver does not wrap and return its reply line."""
         return await self._do(self.session.raw_query(text))
+
+    # ------------------------------------------------------------------ settings snapshot
+    async def settings(self) -> dict[str, Any]:
+        return {"model": "Newport 1830-C", "units": await self.units(),
+                "wavelength_nm": await self.wavelength(), "range": await self.current_range(),
+                "filter": await self.filter_speed(), "attenuator": await self.attenuator(),
+                "zero": await self.zero()}

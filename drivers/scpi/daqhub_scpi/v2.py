@@ -84,6 +84,10 @@ class ScpiInstrumentV2(V2Instrument):
         """One channel's reading as a plain value, outside the poll."""
         return self._call(self.core.measure(channel))
 
+    # ------------------------------------------------------------------ settings snapshot
+    def settings(self) -> dict[str, Any]:
+        return {"identity": self.identify()}
+
 
 class DmmV2(ScpiInstrumentV2):
     type_name = DMM

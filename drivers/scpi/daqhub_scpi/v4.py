@@ -85,6 +85,10 @@ class ScpiActorV4(V4Actor):
         """One channel's reading as a plain value, outside the poll."""
         return await self._call(self.core.measure(channel))
 
+    # ------------------------------------------------------------------ settings snapshot
+    async def settings(self) -> dict[str, Any]:
+        return {"identity": await self.identify()}
+
 
 class DmmV4(ScpiActorV4):
     type_name = DMM

@@ -1,0 +1,53 @@
+"""The commands an instrument type has, known from its driver class before anything runs.
+
+Both the Lab API (an unknown attribute of a handle is an ``AttributeError`` at
+once, whatever the flavor) and routine validation (``daqhub validate`` names a
+step the type lacks, or one with the wrong number of arguments) need to know a
+type's commands without connecting to hardware; the driver class says it.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any
+
+from .instrument import public_methods
+from .specs import InstrumentType
+
+
+def driver_class(itype: InstrumentType) -> type | None:
+    """The class the type's factory builds (a class, or a ``functools.partial`` of one)."""
+    factory: Any = itype.factory
+    while isinstance(factory, functools.partial):
+        factory = factory.func
+    return factory if isinstance(factory, type) else None
+
+
+def command_names(itype: InstrumentType) -> list[str] | None:
+    """The type's commands, or None when its factory is a function (then unknown until run)."""
+    cls = driver_class(itype)
+    return public_methods(cls) if cls is not None else None
+
+
+def argument_problem(itype: InstrumentType, command: str, args: tuple[Any, ...]) -> str | None:
+    """Why ``command(*args)`` cannot be called on the type, or None when it can (or is unknown)."""
+    cls = driver_class(itype)
+    if cls is None:
+        return None
+    try:
+        sig = inspect.signature(getattr(cls, command))
+    except (AttributeError, TypeError, ValueError):
+        return None
+    try:
+        sig.bind(None, *args)  # None stands for self
+    except TypeError:
+        params = [p for p in list(sig.parameters.values())[1:]
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        need = sum(1 for p in params if p.default is p.empty)
+        shape = ", ".join(p.name if p.default is p.empty else f"{p.name}={p.default!r}"
+                          for p in params)
+        count = f"{need}" if need == len(params) else f"{need} to {len(params)}"
+        return (f"{command} takes {count} argument{'s' if len(params) != 1 else ''} "
+                f"({shape}), got {len(args)}")
+    return None

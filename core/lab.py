@@ -1,0 +1,422 @@
+"""The Lab API: run a lab file from a Python script or an asyncio program.
+
+``open_lab`` validates the lab exactly as ``daqhub validate`` does (same
+problems, same lines), starts both runtimes, stores the session metadata and
+the settings snapshot, and hands back a :class:`Lab`. ``lab["stage"]`` is an
+:class:`Instrument` handle: its commands are the driver's public methods,
+whatever the flavor. Called from plain code a command blocks and returns the
+result; called inside a running event loop it returns an awaitable instead,
+so the same handle serves scripts, notebooks and asyncio programs (and the
+bluesky devices in :mod:`daqhub.bluesky`) without ever blocking a loop.
+
+Errors are the same in both flavors: the driver's own exception (e.g.
+:class:`~daqhub.instrument.DriverError`) as the driver raised it; an unknown
+command is an ``AttributeError`` before anything is sent; a command the
+runtime could not deliver (shutting down, failed actor, full queue) is a
+:class:`CommandNotSent`; no answer in time is a ``TimeoutError`` naming the
+instrument, the command and what it was busy with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import difflib
+import functools
+import inspect
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TextIO
+
+import pyarrow as pa
+
+from . import tomlwrite
+from .commands import command_names, driver_class
+from .config import LabConfig, load, parse
+from .host import PluginHost, default_host
+from .records import SessionRecords
+from .runtime.broadcast import Subscription, SubscriptionClosed
+from .runtime.dual import DualRuntimeManager, ShutdownReport
+from .runtime.v2 import CommandRejected
+from .runtime.v4 import ActorFailed, MailboxFull
+from .schema import column_values, describe
+
+#: How long a command may take when the driver method has no ``timeout`` of its own.
+COMMAND_TIMEOUT_S = 60.0
+#: Added to a driver method's own ``timeout`` argument: the driver reports its timeout first.
+TIMEOUT_MARGIN_S = 10.0
+
+LabSource = str | os.PathLike[str] | Mapping[str, Any]
+
+
+class CommandNotSent(RuntimeError):
+    """The runtime could not deliver a command (shutting down, actor failed, queue full)."""
+
+
+def load_lab_config(lab: LabSource, host: PluginHost, output_dir: str | os.PathLike[str] | None
+                    ) -> LabConfig:
+    """A lab from a path, TOML text or a dict, validated by the one lab-file validator.
+
+    A dict is written out as TOML first, so its problems carry lines of that text
+    (``<dict>:LINE``) like any file's.
+    """
+    override = Path(output_dir).resolve() if output_dir is not None else None
+    if isinstance(lab, Mapping):
+        return parse(tomlwrite.dumps(lab), "<dict>", host, Path.cwd(), override)
+    if isinstance(lab, str) and ("\n" in lab or "=" in lab or lab.lstrip().startswith("[")):
+        return parse(lab, "<string>", host, Path.cwd(), override)
+    return load(lab, host, override)
+
+
+def open_lab(lab: LabSource, *, output_dir: str | os.PathLike[str] | None = None,
+             storage: bool = True, meta: Mapping[str, Any] | None = None,
+             host: PluginHost | None = None, report: TextIO | None = sys.stderr) -> Lab:
+    """Validate and start a lab; use the result as a context manager.
+
+    ``lab`` is a path, TOML text or a dict. ``meta`` (operator, sample, notes ...)
+    is stored with the session. ``report`` receives the shutdown report when the
+    lab closes (None: keep it quiet; :attr:`Lab.report` always has it).
+    Raises :class:`~daqhub.config.ConfigError` listing every problem of the lab.
+    """
+    host = host or default_host()
+    cfg = load_lab_config(lab, host, output_dir)
+    if not cfg.instruments():
+        raise ValueError(f"{cfg.path}: the lab has no enabled instruments")
+    rt = DualRuntimeManager(cfg, host, storage=storage)
+    records = SessionRecords(rt, meta)
+    rt.start()
+    try:
+        records.start()
+        return Lab(rt, records, report)
+    except BaseException:
+        rt.shutdown()
+        raise
+
+
+class _AsyncOpen:
+    """``async with open_lab_async(...) as lab`` (or ``lab = await open_lab_async(...)``)."""
+
+    def __init__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.args, self.kwargs = args, kwargs
+        self.lab: Lab | None = None
+
+    async def _open(self) -> Lab:
+        self.lab = await asyncio.to_thread(open_lab, *self.args, **self.kwargs)
+        return self.lab
+
+    def __await__(self) -> Any:
+        return self._open().__await__()
+
+    async def __aenter__(self) -> Lab:
+        return await self._open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.lab is not None:
+            await self.lab.aclose()
+
+
+def open_lab_async(lab: LabSource, **kwargs: Any) -> _AsyncOpen:
+    """The asyncio twin of :func:`open_lab`: starting and stopping run off the event loop."""
+    return _AsyncOpen((lab,), kwargs)
+
+
+class Instrument:
+    """One instrument of a running lab, whatever its flavor; its commands are attributes."""
+
+    def __init__(self, lab: Lab, instrument_id: str) -> None:
+        rt = lab.rt
+        self._lab = lab
+        self.id = instrument_id
+        self.flavor = "v2" if instrument_id in rt.v2.workers else "v4"
+        self.itype = rt.types[instrument_id]
+        self.type = self.itype.name
+        self.capabilities = tuple(self.itype.capabilities)
+        #: channel name -> unit, as the lab declares them
+        self.channels = {c.name: c.unit for (i, _), c in rt.channels.items() if i == instrument_id}
+        self._commands = command_names(self.itype)
+        self._cls = driver_class(self.itype)
+
+    def __repr__(self) -> str:
+        return f"<daqhub instrument {self.id} [{self.type}, {self.flavor}]>"
+
+    def __dir__(self) -> list[str]:
+        return sorted({*super().__dir__(), *(self._commands or [])})
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if self._commands is not None and name not in self._commands:
+            near = difflib.get_close_matches(name, self._commands, n=2)
+            hint = f"; did you mean {' or '.join(near)}?" if near else ""
+            raise AttributeError(f"{self.id} ({self.type}) has no command {name!r}{hint} "
+                                 f"Its commands: {', '.join(self._commands)}")
+        return functools.partial(self.call, name)
+
+    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Run ``method`` on the instrument: the result, or an awaitable inside an event loop."""
+        fut = self.send(method, *args, **kwargs)
+        limit = self.wait_limit(method, args, kwargs)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return self.result(fut, method, limit)
+        return self._await(fut, method, limit)
+
+    def send(self, method: str, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        """Queue ``method`` without waiting (see :meth:`result`)."""
+        try:
+            return self._lab.rt.submit(self.id, method, *args, **kwargs)
+        except (CommandRejected, ActorFailed, MailboxFull, TimeoutError) as exc:
+            raise CommandNotSent(str(exc)) from None
+
+    def result(self, fut: concurrent.futures.Future[Any], method: str, limit: float) -> Any:
+        """Wait for a sent command's result (at most ``limit`` s), in the one error vocabulary."""
+        try:
+            value = fut.result(limit)
+        except concurrent.futures.TimeoutError:
+            fut.cancel()
+            raise self._timeout(method, limit) from None
+        except (CommandRejected, ActorFailed) as exc:
+            raise CommandNotSent(str(exc)) from None
+        self._lab.rt.command_done(self.id, method)
+        return value
+
+    async def _await(self, fut: concurrent.futures.Future[Any], method: str, limit: float
+                     ) -> Any:
+        try:
+            value = await asyncio.wait_for(asyncio.wrap_future(fut), limit)
+        except TimeoutError:
+            raise self._timeout(method, limit) from None
+        except (CommandRejected, ActorFailed) as exc:
+            raise CommandNotSent(str(exc)) from None
+        await asyncio.to_thread(self._lab.rt.command_done, self.id, method)
+        return value
+
+    def _timeout(self, method: str, limit: float) -> TimeoutError:
+        rt = self._lab.rt
+        worker: Any = rt.v2.workers.get(self.id) or rt.v4.runners.get(self.id)
+        busy = getattr(worker, "busy_in", "") or "its poll loop"
+        return TimeoutError(f"{self.id}.{method}: no result within {limit:g} s (busy in "
+                            f"{busy!r})")
+
+    def wait_limit(self, method: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> float:
+        """How long to wait: a method's own ``timeout`` argument plus a margin, else the default."""
+        fn = getattr(self._cls, method, None)
+        if fn is None:
+            return COMMAND_TIMEOUT_S
+        try:
+            bound = inspect.signature(fn).bind(None, *args, **kwargs)
+        except (TypeError, ValueError):
+            return COMMAND_TIMEOUT_S
+        bound.apply_defaults()
+        own = bound.arguments.get("timeout")
+        return float(own) + TIMEOUT_MARGIN_S if isinstance(own, int | float) else COMMAND_TIMEOUT_S
+
+    def latest(self) -> dict[str, dict[str, Any]]:
+        """The last sample of each channel seen on the stream (see :meth:`Lab.latest`)."""
+        return self._lab.latest(self.id)
+
+    def settings(self) -> Any:
+        """The instrument's settings now (also stored as a snapshot)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return self._lab.records.snapshot(self.id, "requested")
+        return asyncio.to_thread(self._lab.records.snapshot, self.id, "requested")
+
+
+class LiveData:
+    """Batches of the unified stream as they come, optionally only some instruments'."""
+
+    def __init__(self, sub: Subscription[pa.RecordBatch], ids: set[str] | None) -> None:
+        self.sub = sub
+        self.ids = ids
+
+    def get(self, timeout: float = 1.0) -> list[pa.RecordBatch]:
+        """The batches that arrived (waiting up to ``timeout`` s for the first); [] if none."""
+        try:
+            batches = self.sub.get_many(timeout)
+        except SubscriptionClosed:
+            return []
+        if self.ids is None:
+            return batches
+        return [b for b in batches if describe(b.schema)[0] in self.ids]
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        while not self.sub.closed:
+            yield from self.get(0.5)
+
+    def close(self) -> None:
+        self.sub.close()
+
+    def __enter__(self) -> LiveData:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Latest:
+    """Keeps the last sample per channel from a lossy subscription, on its own thread."""
+
+    def __init__(self, sub: Subscription[pa.RecordBatch]) -> None:
+        self.sub = sub
+        self.values: dict[str, dict[str, dict[str, Any]]] = {}
+        self.thread = threading.Thread(target=self._main, name="daqhub-lab-latest", daemon=True)
+        self.thread.start()
+
+    def _main(self) -> None:
+        while True:
+            try:
+                batches = self.sub.get_many(0.5)
+            except SubscriptionClosed:
+                return
+            for b in batches:
+                if b.num_rows == 0:
+                    continue
+                iid, spec = describe(b.schema)
+                values = column_values(b.slice(b.num_rows - 1), spec)
+                self.values.setdefault(iid, {})[spec.name] = {
+                    "value": values[0], "unit": spec.unit,
+                    "timestamp_ns": b.column("timestamp_ns")[b.num_rows - 1].as_py(),
+                    "source": b.column("source")[b.num_rows - 1].as_py()}
+
+
+class Lab:
+    """A running lab; closing it (or leaving its ``with`` block) shuts everything down."""
+
+    def __init__(self, rt: DualRuntimeManager, records: SessionRecords,
+                 report_to: TextIO | None = None) -> None:
+        self.rt = rt
+        self.records = records
+        self.report_to = report_to
+        self.report: ShutdownReport | None = None
+        self.instruments: dict[str, Instrument] = {
+            iid: Instrument(self, iid) for iid in [*rt.v2.workers, *rt.v4.runners]}
+        self.stop_event = threading.Event()
+        self._latest = _Latest(rt.subscribe("lab-latest", lossless=False, capacity=100))
+
+    @property
+    def session_id(self) -> str:
+        return self.rt.session_id
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.records.meta
+
+    def output_dirs(self) -> dict[str, Path]:
+        """Each flavor's session directory (empty when storage is off)."""
+        return self.rt.output_dirs()
+
+    def __getitem__(self, instrument_id: str) -> Instrument:
+        try:
+            return self.instruments[instrument_id]
+        except KeyError:
+            near = difflib.get_close_matches(instrument_id, list(self.instruments), n=2)
+            hint = f"did you mean {' or '.join(map(repr, near))}? " if near else ""
+            raise KeyError(f"no instrument {instrument_id!r} in this lab; {hint}"
+                           f"it has: {', '.join(self.instruments)}") from None
+
+    def __contains__(self, instrument_id: object) -> bool:
+        return instrument_id in self.instruments
+
+    def latest(self, instrument_id: str) -> dict[str, dict[str, Any]]:
+        """Last sample per channel: ``{channel: {value, unit, timestamp_ns, source}}``.
+
+        A channel that has not produced a sample yet is absent.
+        """
+        self[instrument_id]  # an unknown id is a KeyError, not an empty dict
+        return dict(self._latest.values.get(instrument_id, {}))
+
+    def health(self) -> dict[str, Any]:
+        """Instruments' states, queues, resources, routines, budget and alarms."""
+        return self.rt.health()
+
+    def subscribe(self, instruments: Sequence[str] | None = None, *, capacity: int = 1000,
+                  lossless: bool = False) -> LiveData:
+        """Live data: a lossy subscription drops the oldest batches when the reader lags."""
+        ids = None
+        if instruments is not None:
+            ids = {self[i].id for i in instruments}
+        name = f"lab-subscriber-{time.monotonic_ns()}"
+        return LiveData(self.rt.subscribe(name, lossless=lossless, capacity=capacity), ids)
+
+    # --- recorded points (the engine is daqhub.scan) ---------------------------------
+
+    def scan(self, movers: str | Mapping[str, Sequence[float]], values: Sequence[float] = (),
+             *, read: Sequence[str] = (), settle: float = 0.0, repeat: int = 1,
+             move_timeout: float = 60.0) -> pa.Table:
+        """Step one mover over ``values`` (or several, given as ``{id: values}``, together).
+
+        At each point: move, wait until the move is done, settle, then take a fresh
+        reading of each ``read`` entry (an instrument id: all its channels; or
+        ``"id.channel"``), ``repeat`` times. Returns the points table (see
+        :mod:`daqhub.scan` for its columns); it is stored in the session too.
+        """
+        from .scan import plan_scan, run_plan
+
+        return run_plan(self, plan_scan(self, movers, values, read, settle, repeat, "scan",
+                                        move_timeout))
+
+    def grid(self, axes: Mapping[str, Sequence[float]], *, read: Sequence[str] = (),
+             settle: float = 0.0, repeat: int = 1, move_timeout: float = 60.0) -> pa.Table:
+        """Every combination of the movers' values; the last mover varies fastest."""
+        from .scan import plan_grid, run_plan
+
+        return run_plan(self, plan_grid(self, axes, read, settle, repeat, move_timeout))
+
+    def measure(self, read: Sequence[str], *, repeat: int = 1, interval: float = 0.0
+                ) -> pa.Table:
+        """Fresh readings without moving anything: ``repeat`` rows, ``interval`` s apart."""
+        from .scan import plan_scan, run_plan
+
+        return run_plan(self, plan_scan(self, {}, (), read, interval, repeat, "measure", 0.0))
+
+    def stop(self) -> None:
+        """Stop the running scan after its current step (from another thread or a callback)."""
+        self.stop_event.set()
+
+    # --- closing ------------------------------------------------------------------------
+
+    def close(self) -> ShutdownReport:
+        """Shut down (bounded by the lab's ``shutdown_timeout``); the report, also on reuse.
+
+        Ctrl-C during the shutdown is held back until it has finished, so the
+        files are closed properly; it is raised afterwards.
+        """
+        if self.report is not None:
+            return self.report
+        interrupted: list[int] = []
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGINT, lambda s, f: interrupted.append(s))
+        try:
+            self.report = self.rt.shutdown()
+            self._latest.sub.close()
+            self.records.flush()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+        if self.report_to is not None:
+            from .run import print_report
+
+            print_report(self.rt, self.report, self.report_to)
+        if interrupted:
+            raise KeyboardInterrupt
+        return self.report
+
+    async def aclose(self) -> ShutdownReport:
+        return await asyncio.to_thread(self.close)
+
+    def __enter__(self) -> Lab:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

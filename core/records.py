@@ -1,0 +1,269 @@
+"""Session records: metadata, settings snapshots and points tables, stored beside the data.
+
+The streams say *what* was measured; these records say *how* (each instrument's
+settings, the operator's notes) and *where the scan was* (one points row per
+step, with the setpoints and the fresh readings taken there). They are kept in
+memory and every flavor's session directory gets a complete copy, in that
+flavor's format, so either half of a session can be read on its own:
+
+* ``hdf5`` flavor: ``records.h5`` with ``/meta`` (attributes, one per key, plus
+  ``json``), ``/settings`` (datasets ``time_ns``, ``instrument``, ``reason``,
+  ``settings``: one row per snapshot, settings as a JSON object) and
+  ``/points/<run_id>`` (one dataset per column, attribute ``unit``; group
+  attributes ``complete``, ``stop_reason`` and ``columns`` in table order);
+* any other backend: Arrow IPC files ``settings.arrow`` (same columns, session
+  metadata in the schema metadata ``daqhub.meta``) and ``points-<run_id>.arrow``
+  (the points table as returned, units in field metadata ``unit``).
+
+Each file is rewritten whole through a temporary file and ``os.replace``, so a
+reader (or a crash, or a second Ctrl-C) never sees half a file. Points are
+written at most every :data:`FLUSH_INTERVAL_S` during a run and always at its end.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+if TYPE_CHECKING:
+    from .runtime.dual import DualRuntimeManager
+
+log = logging.getLogger("daqhub.records")
+FLUSH_INTERVAL_S = 1.0
+#: Longest the settings snapshot at session start waits for one instrument.
+SNAPSHOT_TIMEOUT_S = 10.0
+META_SESSION = b"daqhub.meta"
+HDF5_FILE = "records.h5"
+SETTINGS_FILE = "settings.arrow"
+SETTINGS_SCHEMA = pa.schema([pa.field("time_ns", pa.int64()), pa.field("instrument", pa.string()),
+                             pa.field("reason", pa.string()), pa.field("settings", pa.string())])
+
+
+def changes_settings(method: str) -> bool:
+    """Whether a command changes a setting (so a new snapshot is due): the ``set_*`` commands."""
+    return method.startswith("set_")
+
+
+def parse_meta(pairs: list[str]) -> dict[str, str]:
+    """``key=value`` strings (``daqhub run --meta``) as a dict; a pair without ``=`` is refused."""
+    out: dict[str, str] = {}
+    for p in pairs:
+        k, sep, v = p.partition("=")
+        if not sep or not k.strip():
+            raise ValueError(f"--meta {p!r}: expected key=value, e.g. operator=Ada")
+        out[k.strip()] = v
+    return out
+
+
+@dataclass
+class PointsRun:
+    """One scan's rows as they accumulate; ``table()`` is what scripts get and files hold."""
+
+    run_id: str
+    schema: pa.Schema
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    complete: bool = False
+    stop_reason: str = "running"
+
+    def table(self) -> pa.Table:
+        cols = {f.name: [r.get(f.name) for r in self.rows] for f in self.schema}
+        meta = dict(self.schema.metadata or {})
+        meta.update({b"daqhub.run_id": self.run_id.encode(),
+                     b"daqhub.complete": b"true" if self.complete else b"false",
+                     b"daqhub.stop_reason": self.stop_reason.encode()})
+        return pa.table(cols, schema=self.schema.with_metadata(meta))
+
+
+class SessionRecords:
+    """Metadata, settings snapshots and points of one running lab; writes them to its sessions."""
+
+    def __init__(self, rt: DualRuntimeManager, meta: Mapping[str, Any] | None = None) -> None:
+        self.rt = rt
+        self.meta = {str(k): v for k, v in (meta or {}).items()}
+        json.dumps(self.meta)  # refuse what cannot be stored before anything starts
+        self.settings: list[tuple[int, str, str, str]] = []
+        self.runs: dict[str, PointsRun] = {}
+        self.errors: list[str] = []
+        self._lock = threading.RLock()
+        #: notified after each points row (a test or a live plot can wait on it)
+        self.row_added = threading.Condition(self._lock)
+        self._started = False
+        self._last_flush = 0.0
+        rt.on_command.append(self._after_command)
+
+    # --- settings -----------------------------------------------------------------------
+
+    def start(self, timeout: float = SNAPSHOT_TIMEOUT_S) -> None:
+        """Take the session-start snapshot of every instrument and write the first files."""
+        ids = [*self.rt.v2.workers, *self.rt.v4.runners]
+        futures = {}
+        for iid in ids:
+            try:
+                futures[iid] = self.rt.submit(iid, "settings")
+            except Exception as exc:
+                self._add_settings(iid, "session start", {"error": str(exc)})
+        deadline = time.monotonic() + timeout
+        for iid, fut in futures.items():
+            try:
+                value = fut.result(max(0.0, deadline - time.monotonic()))
+            except Exception as exc:
+                value = {"error": f"{type(exc).__name__}: {exc}" if str(exc)
+                         else f"no answer within {timeout:g} s"}
+            self._add_settings(iid, "session start", value)
+        with self._lock:
+            self._started = True
+            self.flush()
+
+    def snapshot(self, instrument_id: str, reason: str, timeout: float = SNAPSHOT_TIMEOUT_S
+                 ) -> dict[str, Any]:
+        """Ask one instrument for its settings now and store them."""
+        try:
+            value = self.rt.submit(instrument_id, "settings").result(timeout)
+        except Exception as exc:
+            value = {"error": f"{type(exc).__name__}: {exc}"}
+        self._add_settings(instrument_id, reason, value)
+        with self._lock:
+            if self._started:
+                self.flush()
+        return value
+
+    def _after_command(self, instrument_id: str, method: str) -> None:
+        if changes_settings(method):
+            self.snapshot(instrument_id, f"after {method}")
+
+    def _add_settings(self, iid: str, reason: str, value: Any) -> None:
+        try:
+            text = json.dumps(value, default=str, sort_keys=True)
+        except (TypeError, ValueError) as exc:
+            text = json.dumps({"error": f"settings are not JSON-able: {exc}"})
+        with self._lock:
+            self.settings.append((time.time_ns(), iid, reason, text))
+
+    # --- points -------------------------------------------------------------------------
+
+    def new_run(self, run_id: str, schema: pa.Schema) -> PointsRun:
+        with self._lock:
+            run = self.runs[run_id] = PointsRun(run_id, schema)
+            return run
+
+    def add_row(self, run: PointsRun, row: Mapping[str, Any]) -> None:
+        with self._lock:
+            run.rows.append(dict(row))
+            self.row_added.notify_all()
+            if time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S:
+                self.flush()
+
+    def end_run(self, run: PointsRun, complete: bool, reason: str) -> pa.Table:
+        with self._lock:
+            run.complete = complete
+            run.stop_reason = reason
+            self.flush()
+            return run.table()
+
+    # --- files --------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Rewrite every session's record files; a failure is logged, kept, never raised."""
+        with self._lock:
+            self._last_flush = time.monotonic()
+            if not self._started:
+                return
+            for flavor, directory in self.rt.output_dirs().items():
+                backend = self.rt.lab.flavors[flavor].storage
+                try:
+                    if backend == "hdf5":
+                        self._write_hdf5(directory / HDF5_FILE)
+                    else:
+                        self._write_arrow(directory)
+                except Exception as exc:
+                    msg = f"{flavor} records in {directory}: {type(exc).__name__}: {exc}"
+                    self.errors.append(msg)
+                    log.error("could not write %s", msg)
+
+    def _settings_table(self) -> pa.Table:
+        t, i, r, s = (list(c) for c in zip(*self.settings, strict=True)) if self.settings \
+            else ([], [], [], [])
+        return pa.table([pa.array(t, pa.int64()), i, r, s], schema=SETTINGS_SCHEMA.with_metadata(
+            {META_SESSION: json.dumps(self.meta, default=str).encode()}))
+
+    def _write_arrow(self, directory: Path) -> None:
+        _replace(directory / SETTINGS_FILE, lambda p: _write_ipc(p, self._settings_table()))
+        for run in self.runs.values():
+            table = run.table()
+            meta = dict(table.schema.metadata or {})
+            meta[META_SESSION] = json.dumps(self.meta, default=str).encode()
+            table = table.replace_schema_metadata(meta)
+            _replace(directory / f"points-{run.run_id}.arrow", functools.partial(
+                _write_ipc, table=table))
+
+    def _write_hdf5(self, path: Path) -> None:
+        import h5py
+
+        def write(tmp: Path) -> None:
+            with h5py.File(tmp, "w") as f:
+                g = f.create_group("meta")
+                g.attrs["json"] = json.dumps(self.meta, default=str)
+                for k, v in self.meta.items():
+                    g.attrs[k] = v if isinstance(v, int | float | bool) else str(v)
+                s = f.create_group("settings")
+                table = self._settings_table()
+                s.create_dataset("time_ns", data=np.asarray(table["time_ns"].to_pylist(),
+                                                            dtype=np.int64))
+                for name in ("instrument", "reason", "settings"):
+                    s.create_dataset(name, data=table[name].to_pylist(),
+                                     dtype=h5py.string_dtype())
+                points = f.create_group("points")
+                for run in self.runs.values():
+                    _hdf5_points(points.create_group(run.run_id), run.table())
+        _replace(path, write)
+
+
+def _hdf5_points(g: Any, table: pa.Table) -> None:
+    import h5py
+
+    meta = table.schema.metadata or {}
+    g.attrs["complete"] = meta.get(b"daqhub.complete") == b"true"
+    g.attrs["stop_reason"] = meta.get(b"daqhub.stop_reason", b"").decode()
+    g.attrs["columns"] = json.dumps(table.column_names)
+    for f in table.schema:
+        values = table[f.name].to_pylist()
+        if pa.types.is_string(f.type):
+            ds = g.create_dataset(f.name, data=[v or "" for v in values],
+                                  dtype=h5py.string_dtype())
+        elif pa.types.is_list(f.type) or pa.types.is_fixed_size_list(f.type):
+            arrays = [np.asarray(v, dtype=np.float64) for v in values]
+            if len({a.shape for a in arrays}) <= 1:
+                ds = g.create_dataset(f.name, data=np.array(arrays).reshape(len(arrays), -1))
+            else:
+                ds = g.create_dataset(f.name, (len(arrays),),
+                                      dtype=h5py.vlen_dtype(np.float64))
+                for k, a in enumerate(arrays):
+                    ds[k] = a
+        else:
+            ds = g.create_dataset(f.name, data=np.asarray(
+                table[f.name].to_numpy(zero_copy_only=False), dtype=f.type.to_pandas_dtype()))
+        unit = (f.metadata or {}).get(b"unit")
+        if unit is not None:
+            ds.attrs["unit"] = unit.decode()
+
+
+def _write_ipc(path: Path, table: pa.Table) -> None:
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+        w.write_table(table)
+
+
+def _replace(path: Path, write: Callable[[Path], None]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)

@@ -1,0 +1,293 @@
+"""The points engine: move, wait until done, settle, take fresh readings, record a row.
+
+Scripts (``Lab.scan``/``grid``/``measure``) and lab-file routines (a ``record``
+step) write rows through the same code, so a row means the same everywhere.
+
+A points table has these columns, in this order:
+
+==============================  ===================================================
+``run_id``                      the run's id (``<kind>-<n>`` within the session)
+``step``                        int64, row index 0, 1, 2 ...
+``repeat``                      int64, which of the ``repeat`` readings at one point
+``<mover>``                     the setpoint sent to each mover (its position unit)
+``<mover>.readback``            where the mover reported it ended (``wait_until_done``)
+``<id>.<channel>``              the reading, in the channel's declared unit
+``<id>.<channel>.requested_ns`` when the engine asked the instrument for the reading
+``<id>.<channel>.answered_ns``  when the instrument answered: the sample's own
+                                timestamp, which the driver takes as the reply arrives
+==============================  ===================================================
+
+Every reading is taken by sending the instrument's ``read`` command *after*
+all movers reported their move done and the settle time passed, so it can
+never be a sample from before or during the move (``requested_ns`` is always
+later than the move's end). The ordinary polled streams keep flowing meanwhile.
+Units are in each field's metadata (``unit``).
+
+A run ends complete, or incomplete with its reason: ``stopped`` (``Lab.stop()``),
+``interrupted`` (Ctrl-C) or the error of the instrument that failed. The rows
+taken so far are stored either way; an instrument error is then raised again,
+as the driver raised it, with a note saying how many rows were kept.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from .measurement import ChannelSpec, Image, Measurement, Scalar, Spectrum
+from .records import SessionRecords
+from .schema import column_values, describe, value_type
+
+if TYPE_CHECKING:
+    from .lab import Lab
+    from .runtime.dual import DualRuntimeManager
+
+#: How often ``read`` may come back without a requested channel before the step fails.
+READ_ATTEMPTS = 3
+
+
+class ScanError(RuntimeError):
+    """A scan could not be planned or an instrument answered without the asked-for channel."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    kind: str
+    movers: tuple[str, ...]
+    points: tuple[tuple[float, ...], ...]
+    reads: tuple[tuple[str, ChannelSpec], ...]
+    settle: float
+    repeat: int
+    move_timeout: float
+
+
+def _reads(rt: DualRuntimeManager, read: Sequence[str]) -> tuple[tuple[str, ChannelSpec], ...]:
+    if isinstance(read, str):
+        read = [read]
+    out: list[tuple[str, ChannelSpec]] = []
+    for entry in read:
+        iid, _, chan = entry.partition(".")
+        specs = [c for (i, _), c in rt.channels.items() if i == iid]
+        if not specs:
+            raise ScanError(f"read {entry!r}: no running instrument {iid!r} "
+                            f"(instruments: {', '.join(sorted({i for i, _ in rt.channels}))})")
+        if chan:
+            specs = [c for c in specs if c.name == chan]
+            if not specs:
+                names = ", ".join(c.name for (i, _), c in rt.channels.items() if i == iid)
+                raise ScanError(f"read {entry!r}: {iid} has no channel {chan!r} ({names})")
+        out += [(iid, c) for c in specs if (iid, c) not in out]
+    return tuple(out)
+
+
+def _check_movers(lab: Lab, movers: Sequence[str]) -> None:
+    for m in movers:
+        inst = lab[m]
+        if "Motion" not in inst.capabilities:
+            raise ScanError(f"{m} ({inst.type}) cannot be a mover: it has no Motion capability")
+        for r in lab.rt.routines:
+            if r.state.instrument == m and r.state.state in ("waiting", "running"):
+                raise ScanError(f"{m} is being moved by a routine of the lab file; a scan "
+                                "would fight it (leave the routine out of the lab to scan it)")
+
+
+def plan_scan(lab: Lab, movers: str | Mapping[str, Sequence[float]], values: Sequence[float],
+              read: Sequence[str], settle: float, repeat: int, kind: str,
+              move_timeout: float) -> Plan:
+    axes = {movers: list(values)} if isinstance(movers, str) else {
+        k: list(v) for k, v in movers.items()}
+    lengths = {len(v) for v in axes.values()}
+    if len(lengths) > 1:
+        raise ScanError("movers scanned together need as many values each, got "
+                        + ", ".join(f"{k}: {len(v)}" for k, v in axes.items())
+                        + " (use Lab.grid for every combination)")
+    points = tuple(zip(*axes.values(), strict=True)) if axes else ((),) * 1
+    return _plan(lab, kind, axes, points, read, settle, repeat, move_timeout)
+
+
+def plan_grid(lab: Lab, axes: Mapping[str, Sequence[float]], read: Sequence[str], settle: float,
+              repeat: int, move_timeout: float) -> Plan:
+    values = {k: list(v) for k, v in axes.items()}
+    return _plan(lab, "grid", values, tuple(itertools.product(*values.values())), read, settle,
+                 repeat, move_timeout)
+
+
+def _plan(lab: Lab, kind: str, axes: Mapping[str, list[float]],
+          points: tuple[tuple[float, ...], ...], read: Sequence[str], settle: float,
+          repeat: int, move_timeout: float) -> Plan:
+    if repeat < 1:
+        raise ScanError(f"repeat must be at least 1, got {repeat}")
+    if settle < 0:
+        raise ScanError(f"settle must not be negative, got {settle}")
+    if axes and not points:
+        raise ScanError("no values to scan")
+    _check_movers(lab, list(axes))
+    reads = _reads(lab.rt, read)
+    if not reads and not axes:
+        raise ScanError("nothing to do: give movers, channels to read, or both")
+    return Plan(kind, tuple(axes), tuple(tuple(float(v) for v in p) for p in points), reads,
+                float(settle), int(repeat), float(move_timeout))
+
+
+def points_schema(rt: DualRuntimeManager, movers: Sequence[str],
+                  reads: Sequence[tuple[str, ChannelSpec]], kind: str) -> pa.Schema:
+    def unit(u: str) -> dict[bytes, bytes]:
+        return {b"unit": u.encode()}
+
+    fields = [pa.field("run_id", pa.string()), pa.field("step", pa.int64()),
+              pa.field("repeat", pa.int64())]
+    for m in movers:
+        u = next((c.unit for (i, n), c in rt.channels.items() if i == m and n == "position"), "")
+        fields += [pa.field(m, pa.float64(), metadata=unit(u)),
+                   pa.field(f"{m}.readback", pa.float64(), metadata=unit(u))]
+    for iid, spec in reads:
+        col = f"{iid}.{spec.name}"
+        fields += [pa.field(col, value_type(spec), metadata=unit(spec.unit)),
+                   pa.field(f"{col}.requested_ns", pa.int64(), metadata=unit("ns")),
+                   pa.field(f"{col}.answered_ns", pa.int64(), metadata=unit("ns"))]
+    return pa.schema(fields, metadata={b"daqhub.kind": kind.encode(),
+                                       b"daqhub.movers": ",".join(movers).encode()})
+
+
+def new_run_id(records: SessionRecords, kind: str) -> str:
+    n = sum(1 for r in records.runs if r.startswith(f"{kind}-")) + 1
+    return f"{kind}-{n}"
+
+
+def run_plan(lab: Lab, plan: Plan) -> pa.Table:
+    """Run a planned scan in this thread; the points table (complete or not)."""
+    rt, records = lab.rt, lab.records
+    run = records.new_run(new_run_id(records, plan.kind),
+                          points_schema(rt, plan.movers, plan.reads, plan.kind))
+    lab.stop_event.clear()
+    step = 0
+    try:
+        for point in plan.points:
+            if lab.stop_event.is_set():
+                return records.end_run(run, False, "stopped")
+            readback = move_all(lab, dict(zip(plan.movers, point, strict=True)),
+                                plan.move_timeout)
+            for k in range(plan.repeat):
+                # a scan settles once after each move; a measurement waits between its rows
+                pause = plan.settle if (k == 0) != (plan.kind == "measure") or (
+                    plan.kind == "measure" and step) else 0.0
+                if lab.stop_event.wait(pause) or lab.stop_event.is_set():
+                    return records.end_run(run, False, "stopped")
+                row: dict[str, Any] = {"run_id": run.run_id, "step": step, "repeat": k}
+                for m, v in zip(plan.movers, point, strict=True):
+                    row[m], row[f"{m}.readback"] = v, readback[m]
+                row.update(read_fresh(lab, plan.reads))
+                records.add_row(run, row)
+                step += 1
+    except KeyboardInterrupt:
+        _halt(lab, plan.movers)
+        records.end_run(run, False, "interrupted")
+        raise
+    except Exception as exc:
+        _halt(lab, plan.movers)
+        records.end_run(run, False, f"{type(exc).__name__}: {exc}")
+        exc.add_note(f"daqhub: {run.run_id} ended at step {step}; the {len(run.rows)} row(s) "
+                     "taken are stored, marked incomplete")
+        raise
+    return records.end_run(run, True, "complete")
+
+
+def move_all(lab: Lab, targets: Mapping[str, float], timeout: float) -> dict[str, float]:
+    """Move every mover at once, then wait until each reports its move done; readbacks."""
+    handles = {m: lab[m] for m in targets}
+    _wait_all({m: (h, h.send("move_absolute", v)) for m, (h, v) in
+               ((m, (handles[m], v)) for m, v in targets.items())}, "move_absolute", 30.0)
+    done = _wait_all({m: (h, h.send("wait_until_done", timeout)) for m, h in handles.items()},
+                     "wait_until_done", timeout + 10.0)
+    out: dict[str, float] = {}
+    for m, value in done.items():
+        if not isinstance(value, int | float):
+            h = handles[m]
+            value = h.result(h.send("position"), "position", 30.0)
+        out[m] = float(value)
+    return out
+
+
+def _wait_all(sent: Mapping[str, tuple[Any, concurrent.futures.Future[Any]]], method: str,
+              limit: float) -> dict[str, Any]:
+    """Results of commands sent to several instruments; the first failure is raised."""
+    out: dict[str, Any] = {}
+    try:
+        for m, (h, fut) in sent.items():
+            out[m] = h.result(fut, method, limit)
+    finally:
+        for _, fut in sent.values():
+            fut.cancel()
+    return out
+
+
+def read_fresh(lab: Lab, reads: Sequence[tuple[str, ChannelSpec]]) -> dict[str, Any]:
+    """One fresh sample of each channel, asked now from every instrument at once."""
+    wanted: dict[str, list[ChannelSpec]] = {}
+    for iid, spec in reads:
+        wanted.setdefault(iid, []).append(spec)
+    out: dict[str, Any] = {}
+    missing = dict(wanted)
+    for _ in range(READ_ATTEMPTS):
+        requested = time.time_ns()
+        sent = {iid: (lab[iid], lab[iid].send("read")) for iid in missing}
+        results = _wait_all(sent, "read", 30.0)
+        still: dict[str, list[ChannelSpec]] = {}
+        for iid, specs in missing.items():
+            samples = _samples(results[iid])
+            for spec in specs:
+                got = samples.get(spec.name)
+                if got is None:
+                    still.setdefault(iid, []).append(spec)
+                    continue
+                col = f"{iid}.{spec.name}"
+                out[col], out[f"{col}.answered_ns"] = got
+                out[f"{col}.requested_ns"] = requested
+        missing = still
+        if not missing:
+            return out
+    names = ", ".join(f"{i}.{c.name}" for i, cs in missing.items() for c in cs)
+    raise ScanError(f"read returned no sample of {names} in {READ_ATTEMPTS} attempts")
+
+
+def _samples(result: Any) -> dict[str, tuple[Any, int]]:
+    """Last value and timestamp per channel from what ``read`` returned (either flavor)."""
+    out: dict[str, tuple[Any, int]] = {}
+    for item in result or []:
+        if isinstance(item, Measurement):
+            out[item.channel] = (_value(item.data), item.timestamp_ns)
+        elif isinstance(item, pa.RecordBatch) and item.num_rows:
+            _, spec = describe(item.schema)
+            last = item.slice(item.num_rows - 1)
+            value = column_values(last, spec)[0]
+            out[spec.name] = (_value(value), last.column("timestamp_ns")[0].as_py())
+    return out
+
+
+def _value(data: Any) -> Any:
+    if isinstance(data, Scalar):
+        return data.value
+    if isinstance(data, Spectrum):
+        return np.asarray(data.values).ravel().tolist()
+    if isinstance(data, Image):
+        return np.asarray(data.pixels).ravel().tolist()
+    if isinstance(data, np.ndarray):
+        return data.ravel().tolist()
+    return data.item() if isinstance(data, np.generic) else data
+
+
+def _halt(lab: Lab, movers: Sequence[str]) -> None:
+    """Stop movers a failed or interrupted scan leaves moving (best effort, bounded)."""
+    for m in movers:
+        try:
+            h = lab[m]
+            h.result(h.send("stop"), "stop", 5.0)
+        except Exception:  # halting is a courtesy; the scan's own error is what matters
+            pass

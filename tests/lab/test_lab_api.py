@@ -1,0 +1,163 @@
+"""The Lab API's public face: opening, handles in both flavors, sync and asyncio, live data."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import tomllib
+from pathlib import Path
+
+import h5py
+import pyarrow as pa
+import pytest
+from conftest import optics_lab
+
+import daqhub
+from daqhub.config import ConfigError, load
+from daqhub.host import PluginHost
+from daqhub.instrument import DriverError
+
+pytestmark = pytest.mark.timeout(120)
+
+BOTH = '''
+[[v2.instruments]]
+id = "stage2"
+type = "test.limited"
+poll_hz = 20
+
+[[v4.instruments]]
+id = "stage4"
+type = "test.limited"
+poll_hz = 20
+'''
+
+
+def test_public_names_are_curated() -> None:
+    assert {"open_lab", "open_lab_async", "Lab", "Instrument", "DriverError",
+            "ConfigError"} <= set(daqhub.__all__)
+    for name in daqhub.__all__:
+        assert getattr(daqhub, name) is not None
+
+
+def test_open_lab_reports_problems_like_validate(tmp_path: Path, host: PluginHost) -> None:
+    text = optics_lab(tmp_path, "v2").replace('type = "elliptec.ell14"', 'type = "elliptec.ell41"')
+    line = next(n for n, t in enumerate(text.splitlines(), 1) if "ell41" in t)
+    path = tmp_path / "lab.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as validated:  # what `daqhub validate` runs
+        load(path, host)
+    expected = [(p.line, p.message, p.suggestion) for p in validated.value.problems]
+    assert expected[0][:2] == (line, "unknown instrument type 'elliptec.ell41'")
+    for source, file in ((text, "<string>"), (path, str(path))):
+        with pytest.raises(ConfigError) as err:
+            daqhub.open_lab(source, host=host)
+        assert [(p.line, p.message, p.suggestion) for p in err.value.problems] == expected
+        assert {p.file for p in err.value.problems} == {file}
+    data = tomllib.loads(text)
+    with pytest.raises(ConfigError) as err:
+        daqhub.open_lab(data, host=host)
+    assert err.value.problems[0].file == "<dict>"
+    assert "unknown instrument type 'elliptec.ell41'" in err.value.problems[0].message
+
+
+def test_handles_work_alike_in_both_flavors(tmp_path: Path, host: PluginHost) -> None:
+    lab_text = optics_lab(tmp_path, "v2", extra=BOTH)
+    with daqhub.open_lab(lab_text, host=host, report=None, meta={"notes": "api"}) as lab:
+        assert set(lab.instruments) == {"power", "rotator", "stage2", "stage4"}
+        for iid in ("stage2", "stage4"):
+            h = lab[iid]
+            h.move_absolute(12.5)
+            assert h.wait_until_done(5) == 12.5
+            with pytest.raises(DriverError, match="limit switch hit") as err:
+                h.move_absolute(99)
+            assert type(err.value) is DriverError
+            with pytest.raises(AttributeError, match="no command 'move_absolut'.*move_absolute"):
+                h.move_absolut(1)
+        with pytest.raises(KeyError, match="no instrument 'stage'.*did you mean"):
+            lab["stage"]
+        assert lab["power"].settings()["model"] == "Newport 1830-C"
+        assert "Motion" in lab["rotator"].capabilities
+        with lab.subscribe(["stage4"]) as live:
+            batches = live.get(5.0)
+        assert batches and all(b.schema.metadata[b"daqhub.instrument_id"] == b"stage4"
+                               for b in batches)
+        latest = lab.latest("stage4")
+        assert latest["position"]["unit"] == "mm"
+        assert {i["id"] for i in lab.health()["instruments"]} == set(lab.instruments)
+    assert lab.report is not None and lab.report.ok
+
+
+def test_async_twin_and_awaitable_handles(tmp_path: Path, host: PluginHost) -> None:
+    lab_text = optics_lab(tmp_path, "v4", extra=BOTH)
+
+    async def main() -> tuple[float, float, float]:
+        async with daqhub.open_lab_async(lab_text, host=host, report=None) as lab:
+            await asyncio.gather(lab["stage2"].move_absolute(3.0),
+                                 lab["stage4"].move_absolute(4.0))
+            with pytest.raises(DriverError, match="limit switch hit"):
+                await lab["stage4"].move_absolute(30)
+            await lab["rotator"].move_absolute(20.0)
+            rot = await lab["rotator"].wait_until_done(10)
+            return await lab["stage2"].position(), await lab["stage4"].position(), rot
+
+    s2, s4, rot = asyncio.run(main())
+    assert (s2, s4) == (3.0, 4.0)
+    assert rot == pytest.approx(20.0, abs=0.05)
+
+
+SCRIPT = '''
+import sys
+import daqhub
+with daqhub.open_lab(sys.argv[1]) as lab:
+    print("dirs", lab.output_dirs()["v2"], lab.output_dirs()["v4"], flush=True)
+    lab.scan("rotator", [i * 2.0 for i in range(91)], read=["power"], settle=0.2)
+print("scan finished", flush=True)
+'''
+
+
+def test_sigint_mid_scan_stores_the_rows_marked_incomplete(tmp_path: Path) -> None:
+    lab_file = tmp_path / "lab.toml"
+    lab_file.write_text(optics_lab(tmp_path / "data", "v4"))
+    script = tmp_path / "scan.py"
+    script.write_text(textwrap.dedent(SCRIPT))
+    proc = subprocess.Popen([sys.executable, str(script), str(lab_file)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("dirs "), proc.stderr.read() if proc.stderr else line
+        v2_dir, v4_dir = (Path(p) for p in line.split()[1:])
+        points = v4_dir / "points-scan-1.arrow"
+        deadline = time.monotonic() + 60
+        while not (points.exists() and pa.ipc.open_file(points).read_all().num_rows >= 3):
+            assert time.monotonic() < deadline, "no points row written within 60 s"
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.1)  # polling another process's file: there is no event to wait on
+        os.kill(proc.pid, signal.SIGINT)
+        t0 = time.monotonic()
+        out, err = proc.communicate(timeout=10 + 10)  # the lab's shutdown_timeout + margin
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    assert took < 20
+    assert "scan finished" not in out
+    assert "KeyboardInterrupt" in err and "shutdown report" in err
+    table = pa.ipc.open_file(points).read_all()
+    assert 3 <= table.num_rows < 91
+    assert table.schema.metadata[b"daqhub.complete"] == b"false"
+    assert table.schema.metadata[b"daqhub.stop_reason"] == b"interrupted"
+    with h5py.File(v2_dir / "records.h5", "r") as f:
+        assert bool(f["points/scan-1"].attrs["complete"]) is False
+        assert len(f["points/scan-1/step"]) == table.num_rows
+    with h5py.File(v2_dir / "session.h5", "r") as f:
+        assert len(f["power/power/value"]) > 0
+    for stream in v4_dir.rglob("*.arrows"):
+        with pa.ipc.open_stream(stream) as reader:
+            assert reader.read_all().num_rows > 0

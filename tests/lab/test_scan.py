@@ -1,0 +1,164 @@
+"""Recorded points through the Lab API: the Malus-law scan on the demo's simulated optics."""
+
+from __future__ import annotations
+
+import glob
+import json
+import threading
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from conftest import optics_lab
+
+import daqhub
+from daqhub.host import PluginHost
+from daqhub.instrument import DriverError
+
+pytestmark = pytest.mark.timeout(120)
+ANGLES = list(range(0, 181, 10))
+
+
+def malus_fit(angles_deg: np.ndarray, power: np.ndarray) -> tuple[float, float, float]:
+    """P = a + b cos(2(theta - theta0)): amplitude b, phase theta0 (deg), rms residual / b."""
+    t = np.radians(angles_deg)
+    basis = np.column_stack([np.ones_like(t), np.cos(2 * t), np.sin(2 * t)])
+    coef, *_ = np.linalg.lstsq(basis, power, rcond=None)
+    amp = float(np.hypot(coef[1], coef[2]))
+    phase = float(np.degrees(np.arctan2(coef[2], coef[1])) / 2)
+    rms = float(np.sqrt(np.mean((basis @ coef - power) ** 2)))
+    return amp, phase, rms / amp
+
+
+@pytest.mark.parametrize("flavor", ["v2", "v4"])
+def test_malus_scan_with_the_mount_in_either_flavor(tmp_path: Path, host: PluginHost,
+                                                    flavor: str) -> None:
+    with daqhub.open_lab(optics_lab(tmp_path, flavor), host=host, report=None) as lab:
+        assert lab["rotator"].flavor == flavor
+        table = lab.scan("rotator", ANGLES, read=["power"], settle=0.2)
+    assert isinstance(table, pa.Table)
+    assert table.num_rows == 19
+    assert table["step"].type == pa.int64()
+    assert table["step"].to_pylist() == list(range(19))
+    assert table["rotator"].to_pylist() == [float(a) for a in ANGLES]
+    readback = np.array(table["rotator.readback"].to_pylist())
+    assert np.allclose(readback, ANGLES, atol=0.05)
+    requested = np.array(table["power.power.requested_ns"].to_pylist())
+    answered = np.array(table["power.power.answered_ns"].to_pylist())
+    assert (answered >= requested).all()
+    assert (requested[1:] > answered[:-1]).all()  # one fresh reading per step, in order
+    amp, phase, rel_rms = malus_fit(np.array(ANGLES, float), np.array(table["power.power"]))
+    assert amp == pytest.approx(0.0005 * 0.98 / 2, rel=0.05)
+    assert abs(phase) < 1.0
+    assert rel_rms < 0.01  # sim noise is 0.2 %; a stale (mid-move) reading would be far off
+    assert table.schema.field("power.power").metadata[b"unit"] == b"W"
+    assert table.schema.field("rotator").metadata[b"unit"] == b"deg"
+    assert table.schema.metadata[b"daqhub.complete"] == b"true"
+
+
+def test_points_table_settings_and_meta_read_back_with_plain_tools(
+        tmp_path: Path, host: PluginHost) -> None:
+    meta = {"operator": "Ada", "sample": "polariser P3"}
+    with daqhub.open_lab(optics_lab(tmp_path, "v4"), host=host, meta=meta, report=None) as lab:
+        lab["power"].set_wavelength(800)
+        table = lab.scan("rotator", ANGLES[:5], read=["power.power"], settle=0.05)
+        dirs = lab.output_dirs()
+    # HDF5 flavor: records.h5 beside session.h5
+    with h5py.File(dirs["v2"] / "records.h5", "r") as f:
+        g = f["points/scan-1"]
+        assert bool(g.attrs["complete"]) is True
+        assert json.loads(g.attrs["columns"]) == table.column_names
+        for name in table.column_names:
+            stored = g[name][:]
+            if stored.dtype.kind == "O":
+                stored = [v.decode() for v in stored]
+            assert list(stored) == table[name].to_pylist(), name
+        assert g["power.power"].attrs["unit"] == "W"
+        assert g["rotator"].attrs["unit"] == "deg"
+        assert dict(f["meta"].attrs)["operator"] == "Ada"
+        assert json.loads(f["meta"].attrs["json"]) == meta
+        snaps = list(zip([v.decode() for v in f["settings/instrument"][:]],
+                         [v.decode() for v in f["settings/reason"][:]],
+                         [json.loads(v) for v in f["settings/settings"][:]], strict=True))
+    start = {i: s for i, r, s in snaps if r == "session start"}
+    assert start["power"]["wavelength_nm"] == 633 and start["rotator"]["model"] == "ELL14"
+    after = [s for i, r, s in snaps if i == "power" and r == "after set_wavelength"]
+    assert after and after[0]["wavelength_nm"] == 800
+    # Arrow flavor: one IPC file per points run, read with pyarrow and pandas
+    path = dirs["v4"] / "points-scan-1.arrow"
+    back = pa.ipc.open_file(path).read_all()
+    assert back.equals(table)
+    for f in table.schema:
+        assert back.schema.field(f.name).metadata == f.metadata
+    assert json.loads(back.schema.metadata[b"daqhub.meta"]) == meta
+    frame = pd.read_feather(path)
+    assert frame["step"].tolist() == list(range(5))
+    assert frame.equals(table.to_pandas())
+    settings = pa.ipc.open_file(dirs["v4"] / "settings.arrow").read_all()
+    assert json.loads(settings.schema.metadata[b"daqhub.meta"]) == meta
+    assert {"power", "rotator"} <= set(settings["instrument"].to_pylist())
+
+
+LIMITED = '''
+[[{flavor}.instruments]]
+id = "stage"
+type = "test.limited"
+poll_hz = 5
+'''
+
+
+@pytest.mark.parametrize("flavor", ["v2", "v4"])
+def test_an_instrument_failing_mid_scan_ends_it_with_its_error(
+        tmp_path: Path, host: PluginHost, flavor: str) -> None:
+    lab_text = optics_lab(tmp_path, "v2", extra=LIMITED.format(flavor=flavor))
+    with daqhub.open_lab(lab_text, host=host, report=None) as lab:
+        with pytest.raises(DriverError) as err:
+            lab.scan("stage", [0, 10, 20, 30, 40], read=["power"])
+        dirs = lab.output_dirs()
+    assert str(err.value) == "stage: 'PA30.0' [code 7]: limit switch hit"
+    assert err.value.instrument_id == "stage"
+    with h5py.File(dirs["v2"] / "records.h5", "r") as f:
+        g = f["points/scan-1"]
+        assert bool(g.attrs["complete"]) is False
+        assert "limit switch hit" in g.attrs["stop_reason"]
+        assert list(g["step"][:]) == [0, 1, 2]
+
+
+def test_lab_stop_ends_the_scan_with_the_rows_so_far_marked_incomplete(
+        tmp_path: Path, host: PluginHost) -> None:
+    with daqhub.open_lab(optics_lab(tmp_path, "v2"), host=host, report=None) as lab:
+        records = lab.records
+
+        def stop_after_two_rows() -> None:
+            with records.row_added:
+                records.row_added.wait_for(
+                    lambda: any(len(r.rows) >= 2 for r in records.runs.values()), timeout=60)
+            lab.stop()
+
+        stopper = threading.Thread(target=stop_after_two_rows)
+        stopper.start()
+        table = lab.scan("rotator", ANGLES, read=["power"], settle=0.1)
+        stopper.join(5)
+    assert 2 <= table.num_rows < 19
+    assert table.schema.metadata[b"daqhub.complete"] == b"false"
+    assert table.schema.metadata[b"daqhub.stop_reason"] == b"stopped"
+    files = glob.glob(str(tmp_path / "v2" / "*" / "records.h5"))
+    with h5py.File(files[0], "r") as f:
+        assert len(f["points/scan-1/step"]) == table.num_rows
+
+
+def test_grid_and_measure_share_the_engine(tmp_path: Path, host: PluginHost) -> None:
+    lab_text = optics_lab(tmp_path, "v2", extra=LIMITED.format(flavor="v4"))
+    with daqhub.open_lab(lab_text, host=host, report=None, storage=False) as lab:
+        grid = lab.grid({"stage": [0, 5], "rotator": [0, 90]}, read=["power"], settle=0.3)
+        measured = lab.measure(["power", "rotator"], repeat=3)
+    assert grid.num_rows == 4
+    assert grid["stage"].to_pylist() == [0, 0, 5, 5]
+    assert grid["rotator"].to_pylist() == [0, 90, 0, 90]
+    p = grid["power.power"].to_pylist()
+    assert p[0] > 10 * p[1] and p[2] > 10 * p[3]  # crossed polariser at 90 deg
+    assert measured.num_rows == 3 and measured["repeat"].to_pylist() == [0, 1, 2]
+    assert "rotator.position" in measured.column_names
