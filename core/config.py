@@ -22,8 +22,9 @@ from typing import Any
 
 import jsonschema
 
+from .commands import command_names
 from .host import PluginHost
-from .routines import ROUTINE_SCHEMA
+from .routines import ROUTINE_SCHEMA, routine_problems, step_lines
 from .specs import FLAVORS, InstrumentType
 
 # Schemes pyserial (or a plugin's URL handler) resolves; a path without one must exist.
@@ -433,12 +434,20 @@ def validate(data: Mapping[str, Any], text: str, file: str, host: PluginHost,
     if not isinstance(routines, list):
         c.add(("routines",), "routines must be an array of tables: [[routines]]")
         routines = []
+    known = {inst.id: (types[(inst.type, inst.flavor)],
+                       [ch.name for ch in types[(inst.type, inst.flavor)].channels_for(inst.block)])
+             for f in flavors.values() for inst in f.instruments}
+    all_commands = sorted({n for t in types.values() for n in command_names(t) or []})
     for i, r in enumerate(routines):
         before = len(c.problems)
         _schema_problems(c, r, ROUTINE_SCHEMA, ("routines", i))
         if len(c.problems) == before and r["instrument"] not in seen_ids:
             c.add(("routines", i, "instrument"), f"routine names unknown instrument "
                   f"{r['instrument']!r}", _did_you_mean(r["instrument"], sorted(seen_ids)))
+        elif len(c.problems) == before:
+            lines = step_lines(text, _line_of(where, ("routines", i, "steps")), len(r["steps"]))
+            c.problems += [Problem(file, line, msg, hint) for line, msg, hint in
+                           routine_problems(r, known, all_commands, lines)]
     for info, problem in host.validate_config(data):
         c.add(problem.path, f"{problem.message} (from plugin {info.distribution})")
     if c.problems:

@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 
 from .filelock import LOCK_SUFFIX, is_held, lock_path_for, read_holder
 from .measurement import ChannelSpec
+from .records import is_record_file
 from .schema import column_values, describe
 from .specs import FLAVORS
 
@@ -149,7 +150,7 @@ def find_data_files(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
     return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in DATA_SUFFIXES
-                  and not p.name.endswith(LOCK_SUFFIX))
+                  and not p.name.endswith(LOCK_SUFFIX) and not is_record_file(p))
 
 
 def read_file(path: Path) -> FileReport:

@@ -137,8 +137,8 @@ class Instrument:
         self.itype = rt.types[instrument_id]
         self.type = self.itype.name
         self.capabilities = tuple(self.itype.capabilities)
-        #: channel name -> unit, as the lab declares them
-        self.channels = {c.name: c.unit for (i, _), c in rt.channels.items() if i == instrument_id}
+        #: channel name -> declaration (unit, dtype, shape), as the lab declares them
+        self.specs = {c.name: c for (i, _), c in rt.channels.items() if i == instrument_id}
         self._commands = command_names(self.itype)
         self._cls = driver_class(self.itype)
 

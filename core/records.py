@@ -50,6 +50,12 @@ SETTINGS_SCHEMA = pa.schema([pa.field("time_ns", pa.int64()), pa.field("instrume
                              pa.field("reason", pa.string()), pa.field("settings", pa.string())])
 
 
+def is_record_file(path: Path) -> bool:
+    """Whether a file in a session directory holds these records (not a stream's data)."""
+    return path.name in (HDF5_FILE, SETTINGS_FILE) or (
+        path.name.startswith("points-") and path.suffix == ".arrow")
+
+
 def changes_settings(method: str) -> bool:
     """Whether a command changes a setting (so a new snapshot is due): the ``set_*`` commands."""
     return method.startswith("set_")
@@ -101,6 +107,10 @@ class SessionRecords:
         self._started = False
         self._last_flush = 0.0
         rt.on_command.append(self._after_command)
+        from .scan import RoutinePoints  # the engine imports these records
+
+        for routine in rt.routines:
+            routine.points = RoutinePoints(self, routine)
 
     # --- settings -----------------------------------------------------------------------
 

@@ -13,15 +13,32 @@ Each step calls a command of the instrument (either flavor) through the
 runtime and waits for its result; ``sleep`` pauses the routine. A step that
 fails is reported and the routine stops (a scan that lost its stage must not
 carry on as if it had moved).
+
+Routines are closed-loop: a ``move_absolute`` or ``move_relative`` step waits
+until the move is done before the next step runs, and a ``record`` (or
+``measure``) step takes fresh readings of the instruments or channels it names
+(``["record", "power", "dmm.voltage"]``) and writes a row to the session's
+points table (``routine-<instrument>-<n>``, the same engine and columns as
+``Lab.scan``, see :mod:`daqhub.scan`). Mistakes in steps (an unknown command, one
+the instrument's type lacks, a wrong number of arguments, ``sleep`` without a
+duration, a record step naming nothing known) are found by ``daqhub validate``
+(:func:`routine_problems`), before anything runs.
 """
 
 from __future__ import annotations
 
+import difflib
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from .commands import argument_problem, command_names
+
+if TYPE_CHECKING:
+    from .scan import RoutinePoints
+    from .specs import InstrumentType
 
 ROUTINE_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -40,6 +57,10 @@ ROUTINE_SCHEMA: dict[str, Any] = {
 }
 
 Call = Callable[..., Any]
+#: Steps the routine runs itself, not commands of the instrument.
+RECORD_STEPS = ("record", "measure")
+#: Commands after which a closed-loop routine waits until the move is done.
+MOVE_COMMANDS = ("move_absolute", "move_relative")
 
 
 @dataclass
@@ -62,11 +83,42 @@ class RoutineRunner:
         self.state = RoutineState(str(spec["instrument"]))
         self.thread = threading.Thread(target=self._main, name=f"daqhub-routine:"
                                        f"{spec['instrument']}", daemon=True)
+        #: where record steps write (set by the session's records; None: record steps fail)
+        self.points: RoutinePoints | None = None
+        #: last move target and where the last wait said the axis ended, for points rows
+        self.setpoint: float | None = None
+        self.readback: float | None = None
 
     def start(self) -> None:
         self.thread.start()
 
     def _main(self) -> None:
+        try:
+            self._run()
+        finally:
+            if self.points is not None:
+                self.points.end(self.state.state, self.state.error)
+
+    def _step(self, name: str, args: Sequence[Any], timeout: float) -> None:
+        instrument = self.state.instrument
+        if name in RECORD_STEPS:
+            if self.points is None:
+                raise RuntimeError("record steps need the session's records (daqhub run or "
+                                   "daqhub.open_lab start them)")
+            self.points.row([str(a) for a in args])
+            return
+        result = self.call(instrument, name, *args, timeout=timeout)
+        if name == "move_absolute":
+            self.setpoint = float(args[0])
+        elif name == "move_relative" and self.setpoint is not None:
+            self.setpoint += float(args[0])
+        if name in MOVE_COMMANDS and not self.stop.is_set():
+            result = self.call(instrument, "wait_until_done", timeout, timeout=timeout + 10)
+            name = "wait_until_done"
+        if name == "wait_until_done" and isinstance(result, int | float):
+            self.readback = float(result)
+
+    def _run(self) -> None:
         st = self.state
         if self.stop.wait(float(self.spec.get("start_delay_s", 0))):
             st.state = "stopped"
@@ -83,9 +135,11 @@ class RoutineRunner:
                     if name == "sleep":
                         self.stop.wait(float(args[0]) if args else 1.0)
                     else:
-                        self.call(st.instrument, name, *args, timeout=timeout)
+                        self._step(name, args, timeout)
                     st.steps_done += 1
                 except Exception as exc:
+                    if self.stop.is_set():  # the shutdown refused the step: stopped, not failed
+                        break
                     st.state = "failed"
                     st.error = f"step {name}{tuple(args)!r} failed: {exc}"
                     return
@@ -103,3 +157,106 @@ def wait_all(runners: Sequence[RoutineRunner], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     for r in runners:
         r.join(max(0.0, deadline - time.monotonic()))
+
+
+# --- validation (daqhub validate) ------------------------------------------------------
+
+
+def step_lines(text: str, steps_line: int, count: int) -> list[int]:
+    """The line of each step of a ``steps = [[...], ...]`` array starting at ``steps_line``.
+
+    tomllib gives no positions; this follows brackets (outside strings and
+    comments) from the ``steps`` key, so a mistake is reported on its own line.
+    Steps it cannot place get the ``steps`` line.
+    """
+    lines = text.splitlines()
+    out: list[int] = []
+    depth = 0
+    started = False
+    for n in range(max(steps_line, 1), len(lines) + 1):
+        line = lines[n - 1]
+        if not started:
+            line = line.partition("=")[2]
+        quote = ""
+        for ch in line:
+            if quote:
+                quote = "" if ch == quote else quote
+            elif ch in "\"'":
+                quote = ch
+            elif ch == "#":
+                break
+            elif ch == "[":
+                depth += 1
+                started = True
+                if depth == 2:
+                    out.append(n)
+            elif ch == "]":
+                depth -= 1
+                if started and depth == 0:
+                    return (out + [steps_line] * count)[:count]
+    return (out + [steps_line] * count)[:count]
+
+
+def routine_problems(routine: Mapping[str, Any],
+                     instruments: Mapping[str, tuple[InstrumentType, Sequence[str]]],
+                     all_commands: Sequence[str], lines: Sequence[int]
+                     ) -> list[tuple[int, str, str]]:
+    """Mistakes in a routine's steps as ``(line, message, suggestion)``.
+
+    ``instruments`` maps each valid instrument id to its type and channel names;
+    ``all_commands`` is every command of every installed type (to tell a typo
+    from a command of another kind of instrument); ``lines`` is each step's line.
+    """
+    iid = str(routine["instrument"])
+    if iid not in instruments:
+        return []
+    itype, _ = instruments[iid]
+    commands = command_names(itype)
+    out: list[tuple[int, str, str]] = []
+    for k, step in enumerate(routine["steps"]):
+        line = lines[k] if k < len(lines) else lines[-1] if lines else 1
+        name, *args = step
+        where = f"routine of {iid}, step {k + 1} {list(step)!r}"
+        if name == "sleep":
+            if len(args) != 1 or not isinstance(args[0], int | float) or isinstance(args[0], bool):
+                out.append((line, f"{where}: sleep needs one duration in seconds",
+                            'write ["sleep", 0.5]'))
+        elif name in RECORD_STEPS:
+            out += [(line, f"{where}: {why}", hint) for why, hint in
+                    _record_problems(args, instruments)]
+        elif commands is not None and name not in commands:
+            near = difflib.get_close_matches(name, commands, n=2, cutoff=0.6)
+            if name in all_commands:
+                out.append((line, f"{where}: {itype.name} has no command {name!r} (other "
+                            "instrument types do)",
+                            f"did you mean {' or '.join(map(repr, near))}?" if near else
+                            f"{iid} has: {', '.join(commands)}"))
+            else:
+                out.append((line, f"{where}: unknown command {name!r}",
+                            f"did you mean {' or '.join(map(repr, near))}?" if near else
+                            f"{iid} has: {', '.join(commands)}"))
+        else:
+            why = argument_problem(itype, name, tuple(args))
+            if why:
+                out.append((line, f"{where}: {why}", "fix the number of arguments"))
+    return out
+
+
+def _record_problems(args: Sequence[Any],
+                     instruments: Mapping[str, tuple[InstrumentType, Sequence[str]]]
+                     ) -> list[tuple[str, str]]:
+    if not args:
+        return [("record needs the instruments or channels to read",
+                 'write ["record", "power"] or ["record", "power.power"]')]
+    out: list[tuple[str, str]] = []
+    for a in args:
+        iid, _, chan = str(a).partition(".")
+        if iid not in instruments:
+            near = difflib.get_close_matches(iid, list(instruments), n=2)
+            out.append((f"record names unknown instrument {iid!r}",
+                        f"did you mean {' or '.join(map(repr, near))}?" if near
+                        else f"instruments: {', '.join(instruments)}"))
+        elif chan and chan not in instruments[iid][1]:
+            out.append((f"{iid} has no channel {chan!r}",
+                        f"its channels: {', '.join(instruments[iid][1])}"))
+    return out

@@ -22,6 +22,7 @@ from typing import Any, TextIO
 
 from .config import ConfigError, LabConfig, load, parse
 from .host import PluginHost
+from .records import SessionRecords, parse_meta
 from .runtime.dual import DualRuntimeManager, ShutdownReport
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_FORCED = 0, 1, 2, 130
@@ -156,8 +157,14 @@ def run(args: Any, host: PluginHost, out: TextIO = sys.stdout) -> int:
     if not lab.instruments():
         print("the lab has no enabled instruments; nothing to run", file=sys.stderr)
         return EXIT_USAGE
+    try:
+        meta = parse_meta(getattr(args, "meta", None) or [])
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
     plain = args.plain or not out.isatty()
     rt = DualRuntimeManager(lab, host, storage=not args.no_storage)
+    records = SessionRecords(rt, meta)
     stop = threading.Event()
     interrupts = 0
 
@@ -184,6 +191,9 @@ def run(args: Any, host: PluginHost, out: TextIO = sys.stdout) -> int:
             return EXIT_FAIL
         for flavor, d in rt.output_dirs().items():
             print(f"  {flavor} data -> {d}", file=out, flush=True)
+        # the settings snapshot waits for every instrument to answer: not in the live view's way
+        threading.Thread(target=records.start, name="daqhub-settings-snapshot",
+                         daemon=True).start()
         t0 = time.monotonic()
         with LiveView(rt, plain, out, args.interval) as view:
             while not stop.wait(args.interval if plain else 0.25):

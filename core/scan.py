@@ -36,13 +36,14 @@ import itertools
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pyarrow as pa
 
 from .measurement import ChannelSpec, Image, Measurement, Scalar, Spectrum
-from .records import SessionRecords
+from .records import PointsRun, SessionRecords
+from .routines import RoutineRunner
 from .schema import column_values, describe, value_type
 
 if TYPE_CHECKING:
@@ -163,7 +164,7 @@ def new_run_id(records: SessionRecords, kind: str) -> str:
 
 def run_plan(lab: Lab, plan: Plan) -> pa.Table:
     """Run a planned scan in this thread; the points table (complete or not)."""
-    rt, records = lab.rt, lab.records
+    rt, records, cmd = lab.rt, lab.records, LabCommands(lab)
     run = records.new_run(new_run_id(records, plan.kind),
                           points_schema(rt, plan.movers, plan.reads, plan.kind))
     lab.stop_event.clear()
@@ -172,7 +173,7 @@ def run_plan(lab: Lab, plan: Plan) -> pa.Table:
         for point in plan.points:
             if lab.stop_event.is_set():
                 return records.end_run(run, False, "stopped")
-            readback = move_all(lab, dict(zip(plan.movers, point, strict=True)),
+            readback = move_all(cmd, dict(zip(plan.movers, point, strict=True)),
                                 plan.move_timeout)
             for k in range(plan.repeat):
                 # a scan settles once after each move; a measurement waits between its rows
@@ -183,15 +184,15 @@ def run_plan(lab: Lab, plan: Plan) -> pa.Table:
                 row: dict[str, Any] = {"run_id": run.run_id, "step": step, "repeat": k}
                 for m, v in zip(plan.movers, point, strict=True):
                     row[m], row[f"{m}.readback"] = v, readback[m]
-                row.update(read_fresh(lab, plan.reads))
+                row.update(read_fresh(cmd, plan.reads))
                 records.add_row(run, row)
                 step += 1
     except KeyboardInterrupt:
-        _halt(lab, plan.movers)
+        halt(cmd, plan.movers)
         records.end_run(run, False, "interrupted")
         raise
     except Exception as exc:
-        _halt(lab, plan.movers)
+        halt(cmd, plan.movers)
         records.end_run(run, False, f"{type(exc).__name__}: {exc}")
         exc.add_note(f"daqhub: {run.run_id} ended at step {step}; the {len(run.rows)} row(s) "
                      "taken are stored, marked incomplete")
@@ -199,36 +200,76 @@ def run_plan(lab: Lab, plan: Plan) -> pa.Table:
     return records.end_run(run, True, "complete")
 
 
-def move_all(lab: Lab, targets: Mapping[str, float], timeout: float) -> dict[str, float]:
+class Commands(Protocol):
+    """Sends commands and waits for their results: through Lab handles, or the bare runtime."""
+
+    def send(self, iid: str, method: str, *args: Any) -> concurrent.futures.Future[Any]: ...
+    def result(self, iid: str, fut: concurrent.futures.Future[Any], method: str,
+               limit: float) -> Any: ...
+
+
+class LabCommands:
+    """Commands through the Lab's handles (their error vocabulary, settings snapshots)."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+
+    def send(self, iid: str, method: str, *args: Any) -> concurrent.futures.Future[Any]:
+        return self.lab[iid].send(method, *args)
+
+    def result(self, iid: str, fut: concurrent.futures.Future[Any], method: str,
+               limit: float) -> Any:
+        return self.lab[iid].result(fut, method, limit)
+
+
+class RuntimeCommands:
+    """Commands straight through the runtime (routines run without a Lab)."""
+
+    def __init__(self, rt: DualRuntimeManager) -> None:
+        self.rt = rt
+
+    def send(self, iid: str, method: str, *args: Any) -> concurrent.futures.Future[Any]:
+        return self.rt.submit(iid, method, *args)
+
+    def result(self, iid: str, fut: concurrent.futures.Future[Any], method: str,
+               limit: float) -> Any:
+        try:
+            value = fut.result(limit)
+        except concurrent.futures.TimeoutError:
+            fut.cancel()
+            raise TimeoutError(f"{iid}.{method}: no result within {limit:g} s") from None
+        self.rt.command_done(iid, method)
+        return value
+
+
+def move_all(cmd: Commands, targets: Mapping[str, float], timeout: float) -> dict[str, float]:
     """Move every mover at once, then wait until each reports its move done; readbacks."""
-    handles = {m: lab[m] for m in targets}
-    _wait_all({m: (h, h.send("move_absolute", v)) for m, (h, v) in
-               ((m, (handles[m], v)) for m, v in targets.items())}, "move_absolute", 30.0)
-    done = _wait_all({m: (h, h.send("wait_until_done", timeout)) for m, h in handles.items()},
+    _wait_all(cmd, {m: cmd.send(m, "move_absolute", v) for m, v in targets.items()},
+              "move_absolute", 30.0)
+    done = _wait_all(cmd, {m: cmd.send(m, "wait_until_done", timeout) for m in targets},
                      "wait_until_done", timeout + 10.0)
     out: dict[str, float] = {}
     for m, value in done.items():
         if not isinstance(value, int | float):
-            h = handles[m]
-            value = h.result(h.send("position"), "position", 30.0)
+            value = cmd.result(m, cmd.send(m, "position"), "position", 30.0)
         out[m] = float(value)
     return out
 
 
-def _wait_all(sent: Mapping[str, tuple[Any, concurrent.futures.Future[Any]]], method: str,
+def _wait_all(cmd: Commands, sent: Mapping[str, concurrent.futures.Future[Any]], method: str,
               limit: float) -> dict[str, Any]:
     """Results of commands sent to several instruments; the first failure is raised."""
     out: dict[str, Any] = {}
     try:
-        for m, (h, fut) in sent.items():
-            out[m] = h.result(fut, method, limit)
+        for iid, fut in sent.items():
+            out[iid] = cmd.result(iid, fut, method, limit)
     finally:
-        for _, fut in sent.values():
+        for fut in sent.values():
             fut.cancel()
     return out
 
 
-def read_fresh(lab: Lab, reads: Sequence[tuple[str, ChannelSpec]]) -> dict[str, Any]:
+def read_fresh(cmd: Commands, reads: Sequence[tuple[str, ChannelSpec]]) -> dict[str, Any]:
     """One fresh sample of each channel, asked now from every instrument at once."""
     wanted: dict[str, list[ChannelSpec]] = {}
     for iid, spec in reads:
@@ -237,11 +278,10 @@ def read_fresh(lab: Lab, reads: Sequence[tuple[str, ChannelSpec]]) -> dict[str, 
     missing = dict(wanted)
     for _ in range(READ_ATTEMPTS):
         requested = time.time_ns()
-        sent = {iid: (lab[iid], lab[iid].send("read")) for iid in missing}
-        results = _wait_all(sent, "read", 30.0)
+        results = _wait_all(cmd, {iid: cmd.send(iid, "read") for iid in missing}, "read", 30.0)
         still: dict[str, list[ChannelSpec]] = {}
         for iid, specs in missing.items():
-            samples = _samples(results[iid])
+            samples = samples_of(results[iid])
             for spec in specs:
                 got = samples.get(spec.name)
                 if got is None:
@@ -257,7 +297,7 @@ def read_fresh(lab: Lab, reads: Sequence[tuple[str, ChannelSpec]]) -> dict[str, 
     raise ScanError(f"read returned no sample of {names} in {READ_ATTEMPTS} attempts")
 
 
-def _samples(result: Any) -> dict[str, tuple[Any, int]]:
+def samples_of(result: Any) -> dict[str, tuple[Any, int]]:
     """Last value and timestamp per channel from what ``read`` returned (either flavor)."""
     out: dict[str, tuple[Any, int]] = {}
     for item in result or []:
@@ -283,11 +323,38 @@ def _value(data: Any) -> Any:
     return data.item() if isinstance(data, np.generic) else data
 
 
-def _halt(lab: Lab, movers: Sequence[str]) -> None:
+def halt(cmd: Commands, movers: Sequence[str]) -> None:
     """Stop movers a failed or interrupted scan leaves moving (best effort, bounded)."""
     for m in movers:
         try:
-            h = lab[m]
-            h.result(h.send("stop"), "stop", 5.0)
+            cmd.result(m, cmd.send(m, "stop"), "stop", 5.0)
         except Exception:  # halting is a courtesy; the scan's own error is what matters
             pass
+
+
+class RoutinePoints:
+    """Where a lab-file routine's ``record`` steps write: one points run per routine run."""
+
+    def __init__(self, records: SessionRecords, runner: RoutineRunner) -> None:
+        self.records = records
+        self.runner = runner
+        self.run: PointsRun | None = None
+
+    def row(self, read: Sequence[str]) -> None:
+        rt, runner = self.records.rt, self.runner
+        iid = runner.state.instrument
+        reads = _reads(rt, read)
+        mover = [iid] if "Motion" in rt.types[iid].capabilities else []
+        if self.run is None:
+            self.run = self.records.new_run(new_run_id(self.records, f"routine-{iid}"),
+                                            points_schema(rt, mover, reads, "routine"))
+        row: dict[str, Any] = {"run_id": self.run.run_id, "step": len(self.run.rows),
+                               "repeat": 0}
+        for m in mover:
+            row[m], row[f"{m}.readback"] = runner.setpoint, runner.readback
+        row.update(read_fresh(RuntimeCommands(rt), reads))
+        self.records.add_row(self.run, row)
+
+    def end(self, state: str, error: str) -> None:
+        if self.run is not None:
+            self.records.end_run(self.run, state == "done", error or state)

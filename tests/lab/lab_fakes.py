@@ -14,6 +14,13 @@ from daqhub.specs import InstrumentType
 
 CHANNELS = [ChannelSpec("position", "scalar", "mm", "float64")]
 LIMIT = 25.0
+#: the limited stage as a lab-file block, in either flavor (``.format(flavor=...)``)
+LIMITED_TOML = '''
+[[{flavor}.instruments]]
+id = "stage"
+type = "test.limited"
+poll_hz = 5
+'''
 
 
 class LimitedV2(V2Instrument):

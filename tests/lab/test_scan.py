@@ -13,6 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 from conftest import optics_lab
+from lab_fakes import LIMITED_TOML
 
 import daqhub
 from daqhub.host import PluginHost
@@ -102,18 +103,13 @@ def test_points_table_settings_and_meta_read_back_with_plain_tools(
     assert {"power", "rotator"} <= set(settings["instrument"].to_pylist())
 
 
-LIMITED = '''
-[[{flavor}.instruments]]
-id = "stage"
-type = "test.limited"
-poll_hz = 5
-'''
+
 
 
 @pytest.mark.parametrize("flavor", ["v2", "v4"])
 def test_an_instrument_failing_mid_scan_ends_it_with_its_error(
         tmp_path: Path, host: PluginHost, flavor: str) -> None:
-    lab_text = optics_lab(tmp_path, "v2", extra=LIMITED.format(flavor=flavor))
+    lab_text = optics_lab(tmp_path, "v2", extra=LIMITED_TOML.format(flavor=flavor))
     with daqhub.open_lab(lab_text, host=host, report=None) as lab:
         with pytest.raises(DriverError) as err:
             lab.scan("stage", [0, 10, 20, 30, 40], read=["power"])
@@ -151,7 +147,7 @@ def test_lab_stop_ends_the_scan_with_the_rows_so_far_marked_incomplete(
 
 
 def test_grid_and_measure_share_the_engine(tmp_path: Path, host: PluginHost) -> None:
-    lab_text = optics_lab(tmp_path, "v2", extra=LIMITED.format(flavor="v4"))
+    lab_text = optics_lab(tmp_path, "v2", extra=LIMITED_TOML.format(flavor="v4"))
     with daqhub.open_lab(lab_text, host=host, report=None, storage=False) as lab:
         grid = lab.grid({"stage": [0, 5], "rotator": [0, 90]}, read=["power"], settle=0.3)
         measured = lab.measure(["power", "rotator"], repeat=3)

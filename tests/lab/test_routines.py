@@ -1,0 +1,88 @@
+"""Routines on the points engine: closed-loop moves, record steps, mistakes found by validate."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import pytest
+from conftest import optics_lab
+
+import daqhub
+from daqhub.host import PluginHost
+
+pytestmark = pytest.mark.timeout(120)
+
+ROUTINE = '''
+[[routines]]
+instrument = "rotator"
+steps = [
+    ["move_absolute", 0.0],
+    ["sleep", 0.3],
+    ["record", "power"],
+    ["move_absolute", 90.0],
+    ["sleep", 0.3],
+    ["record", "power"],
+]
+'''
+
+
+def test_routine_moves_closed_loop_and_records_points_rows(tmp_path: Path,
+                                                            host: PluginHost) -> None:
+    with daqhub.open_lab(optics_lab(tmp_path, "v4", routines=ROUTINE), host=host,
+                         report=None) as lab:
+        records = lab.records
+        with records.row_added:
+            assert records.row_added.wait_for(
+                lambda: any(r.complete for r in records.runs.values()), timeout=60)
+        dirs = lab.output_dirs()
+    with h5py.File(dirs["v2"] / "records.h5", "r") as f:
+        g = f["points/routine-rotator-1"]
+        assert bool(g.attrs["complete"]) is True
+        assert list(g["step"][:]) == [0, 1]
+        assert list(g["rotator"][:]) == [0.0, 90.0]
+        assert abs(g["rotator.readback"][1] - 90.0) < 0.05  # the move was done before reading
+        power = g["power.power"][:]
+        assert power[0] > 20 * power[1]  # Malus: crossed at 90 deg
+
+
+MISTAKES = [
+    (["move_absolut", 5.0], "unknown command 'move_absolut'", "did you mean 'move_absolute'?"),
+    (["set_wavelength", 633], "elliptec.ell14 has no command 'set_wavelength'", ""),
+    (["move_absolute", 1.0, 2.0], "move_absolute takes 1 argument (position), got 2",
+     "fix the number of arguments"),
+    (["sleep"], "sleep needs one duration in seconds", 'write ["sleep", 0.5]'),
+    (["record", "powr"], "record names unknown instrument 'powr'", "did you mean 'power'?"),
+]
+
+
+@pytest.mark.parametrize("step,message,hint", MISTAKES, ids=[m[0][0] for m in MISTAKES])
+def test_validate_reports_each_routine_mistake_on_its_line(
+        tmp_path: Path, step: list[object], message: str, hint: str) -> None:
+    steps = [["move_absolute", 10.0], ["wait_until_done", 10], step, ["sleep", 0.5]]
+    body = ",\n".join(f"    {_toml(s)}" for s in steps)
+    text = optics_lab(tmp_path, "v2", routines=f'''
+[[routines]]
+instrument = "rotator"
+steps = [
+{body},
+]
+''')
+    path = tmp_path / "lab.toml"
+    path.write_text(text)
+    line = next(n for n, t in enumerate(text.splitlines(), 1) if t.strip().startswith(
+        _toml(step)))
+    r = subprocess.run([sys.executable, "-m", "daqhub", "validate", str(path)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stdout
+    problems = [ln.strip() for ln in r.stderr.splitlines()[1:]]
+    assert len(problems) == 1, r.stderr
+    assert problems[0].startswith(f"{path}:{line}: routine of rotator, step 3 ")
+    assert message in problems[0]
+    assert hint in problems[0]
+
+
+def _toml(step: list[object]) -> str:
+    return "[" + ", ".join(f'"{v}"' if isinstance(v, str) else repr(v) for v in step) + "]"
