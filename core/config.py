@@ -435,7 +435,7 @@ def validate(data: Mapping[str, Any], text: str, file: str, host: PluginHost,
         c.add(("routines",), "routines must be an array of tables: [[routines]]")
         routines = []
     known = {inst.id: (types[(inst.type, inst.flavor)],
-                       [ch.name for ch in types[(inst.type, inst.flavor)].channels_for(inst.block)])
+                       _channel_names(types[(inst.type, inst.flavor)], inst.block))
              for f in flavors.values() for inst in f.instruments}
     all_commands = sorted({n for t in types.values() for n in command_names(t) or []})
     for i, r in enumerate(routines):
@@ -461,6 +461,14 @@ def validate(data: Mapping[str, Any], text: str, file: str, host: PluginHost,
         budget=dict(daq.get("budget", {})),
         routines=[dict(r) for r in routines],
     ), []
+
+
+def _channel_names(t: InstrumentType, block: Mapping[str, Any]) -> list[str]:
+    """Channel names for routine checks; a block its type cannot read is reported elsewhere."""
+    try:
+        return [ch.name for ch in t.channels_for(block)]
+    except (ValueError, TypeError, KeyError):
+        return []
 
 
 def _check_instrument(c: _Collector, block: Mapping[str, Any], path: tuple[Any, ...],

@@ -66,8 +66,11 @@ def test_open_lab_reports_problems_like_validate(tmp_path: Path, host: PluginHos
 
 
 def test_handles_work_alike_in_both_flavors(tmp_path: Path, host: PluginHost) -> None:
-    lab_text = optics_lab(tmp_path, "v2", extra=BOTH)
-    with daqhub.open_lab(lab_text, host=host, report=None, meta={"notes": "api"}) as lab:
+    lab_text = optics_lab(tmp_path / "from-file", "v2", extra=BOTH)
+    elsewhere = tmp_path / "elsewhere"
+    with daqhub.open_lab(lab_text, host=host, report=None, meta={"notes": "api"},
+                         output_dir=elsewhere) as lab:
+        assert all(d.is_relative_to(elsewhere) for d in lab.output_dirs().values())
         assert set(lab.instruments) == {"power", "rotator", "stage2", "stage4"}
         for iid in ("stage2", "stage4"):
             h = lab[iid]

@@ -39,7 +39,8 @@ def test_malus_scan_with_the_mount_in_either_flavor(tmp_path: Path, host: Plugin
                                                     flavor: str) -> None:
     with daqhub.open_lab(optics_lab(tmp_path, flavor), host=host, report=None) as lab:
         assert lab["rotator"].flavor == flavor
-        table = lab.scan("rotator", ANGLES, read=["power"], settle=0.2)
+        # the mount's own position is read too: a reading taken mid-move would show it
+        table = lab.scan("rotator", ANGLES, read=["power", "rotator.position"], settle=0.2)
     assert isinstance(table, pa.Table)
     assert table.num_rows == 19
     assert table["step"].type == pa.int64()
@@ -47,6 +48,9 @@ def test_malus_scan_with_the_mount_in_either_flavor(tmp_path: Path, host: Plugin
     assert table["rotator"].to_pylist() == [float(a) for a in ANGLES]
     readback = np.array(table["rotator.readback"].to_pylist())
     assert np.allclose(readback, ANGLES, atol=0.05)
+    assert np.allclose(table["rotator.position"].to_pylist(), ANGLES, atol=0.05)
+    assert (np.array(table["rotator.position.requested_ns"].to_pylist())
+            == np.array(table["power.power.requested_ns"].to_pylist())).all()
     requested = np.array(table["power.power.requested_ns"].to_pylist())
     answered = np.array(table["power.power.answered_ns"].to_pylist())
     assert (answered >= requested).all()
