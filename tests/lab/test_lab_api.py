@@ -93,6 +93,9 @@ def test_handles_work_alike_in_both_flavors(tmp_path: Path, host: PluginHost) ->
         assert latest["position"]["unit"] == "mm"
         assert {i["id"] for i in lab.health()["instruments"]} == set(lab.instruments)
     assert lab.report is not None and lab.report.ok
+    for iid in ("stage2", "stage4"):  # after closing, both flavors refuse the same way
+        with pytest.raises(daqhub.CommandNotSent, match="shutting down"):
+            lab[iid].position()
 
 
 def test_async_twin_and_awaitable_handles(tmp_path: Path, host: PluginHost) -> None:

@@ -18,6 +18,7 @@ from lab_fakes import LIMITED_TOML
 import daqhub
 from daqhub.host import PluginHost
 from daqhub.instrument import DriverError
+from daqhub.scan import ScanError
 
 pytestmark = pytest.mark.timeout(120)
 ANGLES = list(range(0, 181, 10))
@@ -155,6 +156,9 @@ def test_grid_and_measure_share_the_engine(tmp_path: Path, host: PluginHost) -> 
     with daqhub.open_lab(lab_text, host=host, report=None, storage=False) as lab:
         grid = lab.grid({"stage": [0, 5], "rotator": [0, 90]}, read=["power"], settle=0.3)
         measured = lab.measure(["power", "rotator"], repeat=3)
+        together = lab.scan({"stage": [1.0, 2.0], "rotator": [10.0, 20.0]}, read=["stage"])
+        with pytest.raises(ScanError, match="as many values each"):
+            lab.scan({"stage": [1.0], "rotator": [10.0, 20.0]}, read=["power"])
     assert grid.num_rows == 4
     assert grid["stage"].to_pylist() == [0, 0, 5, 5]
     assert grid["rotator"].to_pylist() == [0, 90, 0, 90]
@@ -162,3 +166,6 @@ def test_grid_and_measure_share_the_engine(tmp_path: Path, host: PluginHost) -> 
     assert p[0] > 10 * p[1] and p[2] > 10 * p[3]  # crossed polariser at 90 deg
     assert measured.num_rows == 3 and measured["repeat"].to_pylist() == [0, 1, 2]
     assert "rotator.position" in measured.column_names
+    assert together["stage"].to_pylist() == [1.0, 2.0]
+    assert together["rotator"].to_pylist() == [10.0, 20.0]
+    assert together["stage.position"].to_pylist() == [1.0, 2.0]
