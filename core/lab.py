@@ -153,9 +153,9 @@ class Instrument:
             raise AttributeError(name)
         if self._commands is not None and name not in self._commands:
             near = difflib.get_close_matches(name, self._commands, n=2)
-            hint = f"; did you mean {' or '.join(near)}?" if near else ""
-            raise AttributeError(f"{self.id} ({self.type}) has no command {name!r}{hint} "
-                                 f"Its commands: {', '.join(self._commands)}")
+            hint = f" (did you mean {' or '.join(near)}?)" if near else ""
+            raise AttributeError(f"{self.id} ({self.type}) has no command {name!r}{hint}; "
+                                 f"its commands: {', '.join(self._commands)}")
         return functools.partial(self.call, name)
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
