@@ -11,3 +11,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 # A library does not print log records by itself: the CLI shows alarms in its live view,
 # and an application that wants the records attaches its own handler.
 logging.getLogger("daqhub").addHandler(logging.NullHandler())
+
+from .readback import read_session  # noqa: E402  (needs __version__, defined above)
+
+__all__ = ["__version__", "read_session"]
