@@ -81,7 +81,10 @@ def migrate(doc: TOMLDocument, host: PluginHost) -> tuple[list[str], list[str], 
         for item in reversed(leading):
             body.insert(0, (None, item))
         while body and body[-1][0] is None and isinstance(body[-1][1], Whitespace):
-            body.pop()  # tomlkit separates the tables of an array by one blank line
+            body.pop()
+        before = v4_aot.body[-1] if len(v4_aot) else v4
+        # one blank line above each moved header (unless the table before ends with one)
+        table.trivia.indent = "" if _ends_blank(before) else "\n"
         v4_aot.append(table)
     v4_aot.body[-1].value.body.append((None, Whitespace("\n")))  # before what follows
     v2 = doc.get("v2", {})
@@ -129,6 +132,11 @@ def _key_of(doc: TOMLDocument, item: Item) -> str | None:
     return next((k.key for k, v in doc.body if v is item and k is not None), None)
 
 
+def _ends_blank(table: Table) -> bool:
+    body = table.value.body
+    return bool(body) and body[-1][0] is None and isinstance(body[-1][1], Whitespace)
+
+
 def _trailing_comments(table: Table) -> list[Item]:
     """Remove and return the comment lines ending a table's body (from the first comment
     after its last key on): in the file they stand above the next table's header."""
@@ -167,7 +175,7 @@ def main(args: argparse.Namespace, host: PluginHost) -> int:
         print(f"{out_path} exists; use --force to overwrite it (nothing written)",
               file=sys.stderr)
         return 2
-    if _find_aot(doc, "v4") is not None and len(_find_aot(doc, "v4") or []):
+    if len(_find_aot(doc, "v4") or []):
         print(f"{path}: already has [[v4.instruments]]; migrating the v2 ones next to them",
               file=sys.stderr)
     moved, kept, notes = migrate(doc, host)

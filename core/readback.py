@@ -23,6 +23,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from .inspect import FileReport, arrow_batches, hdf5_open_kwargs, hdf5_rows, session_dirs
 from .measurement import ChannelSpec, Source
@@ -87,16 +88,18 @@ def _channels(path: Path) -> Iterator[tuple[str, pa.Table]]:
     for d in dirs:
         for f in sorted(d.rglob("*.h5")):
             yield from _hdf5_channels(f)
-        for f in sorted(d.rglob("*.arrows")):
-            table = _arrow_table(f)
+        streams = sorted(d.rglob("*.arrows"))
+        compacted = [p for p in sorted(d.rglob("*.parquet"))  # keep_stream: both on disk
+                     if p.with_suffix(".arrows") not in streams]
+        for f in [*streams, *compacted]:
+            table = _arrow_table(f) if f.suffix == ".arrows" else pq.read_table(f)
             iid, spec = describe(table.schema)
-            yield f"{iid}.{spec.name}", table
+            yield f"{iid}.{spec.name}", table.sort_by("timestamp_ns")
 
 
 def _arrow_table(path: Path) -> pa.Table:
     schema, batches = arrow_batches(path, FileReport(path, "arrow", None))
-    table = pa.Table.from_batches(batches, schema=schema)
-    return table.sort_by("timestamp_ns") if table.num_rows else table
+    return pa.Table.from_batches(batches, schema=schema)
 
 
 def _hdf5_channels(path: Path) -> Iterator[tuple[str, pa.Table]]:
