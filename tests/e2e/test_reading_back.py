@@ -139,7 +139,7 @@ def test_plot_names_the_session_and_shows_the_units(demo_dir: Path) -> None:
             "mf.Figure.savefig = keep\n"
             f"i.main([{sid!r}, '--plot', 'p.png'])\n"
             "fig = saved[0]; r = fig.canvas.get_renderer()\n"
-            "print('TITLE', fig._suptitle.get_text().replace(chr(10), ' '))\n"
+            "print('TITLE', fig.get_suptitle().replace(chr(10), ' '))\n"
             "for ax in fig.axes:\n"
             "    box = ax.yaxis.label.get_window_extent(r)\n"
             "    print('YLABEL', ax.yaxis.label.get_text(), box.x0 >= 0, ax.get_title())\n")
