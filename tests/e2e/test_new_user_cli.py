@@ -144,6 +144,11 @@ def run_in_terminal(args: list[str], cwd: Path, columns: int, timeout: float = 9
     proc = subprocess.Popen([sys.executable, "-m", "daqhub", *args], stdin=slave,
                             stdout=slave, stderr=slave, cwd=cwd, env=env, close_fds=True)
     os.close(slave)
+    return read_terminal(proc, master, timeout)
+
+
+def read_terminal(proc: subprocess.Popen[bytes], master: int, timeout: float) -> str:
+    """Everything ``proc`` writes to its terminal until it exits (0 expected)."""
     chunks: list[bytes] = []
     deadline = time.monotonic() + timeout
     try:
@@ -294,3 +299,41 @@ def test_esp300_reaches_its_configured_10_hz_in_the_demo(tmp_path: Path) -> None
     rate = (len(t) - 1) / ((t[-1] - t[0]) / 1e9)
     # 9.0-9.2 Hz when a move's wait held the instrument's thread (no polls during moves)
     assert rate > 9.6, (rate, np.round(np.diff(t) / 1e9, 3))
+
+
+# `daqhub run` with the simulated meter's cable pulled for 2 s after 2 s (the fault is the
+# test's; everything else is the command as a user runs it)
+CABLE_PULL_LAUNCHER = """
+import sys, threading, time
+from daqhub_sims import registry
+from daqhub.cli import main
+def pull():
+    time.sleep(2)
+    line = registry.endpoint("sim://newport1830c")
+    line.faults.disconnect()
+    time.sleep(2)
+    line.faults.reconnect()
+threading.Thread(target=pull, daemon=True).start()
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.timeout(120)
+def test_last_error_clears_when_the_instrument_comes_back(tmp_path: Path) -> None:
+    """The last frame counts the errors and the reconnect, but no longer shows the last
+    error as if it still held."""
+    f = lab(tmp_path, '[[v2.instruments]]\nid = "power"\ntype = "newport.1830c"\n'
+                      'port = "sim://newport1830c"\npoll_hz = 10\n')
+    master, slave = pty.openpty()
+    env = {**os.environ, "COLUMNS": "160", "LINES": "50", "TERM": "xterm"}
+    proc = subprocess.Popen([sys.executable, "-c", CABLE_PULL_LAUNCHER, "run", str(f),
+                             "--duration", "9", "--no-storage"], stdin=slave, stdout=slave,
+                            stderr=slave, cwd=tmp_path, env=env, close_fds=True)
+    os.close(slave)
+    text = read_terminal(proc, master, timeout=90)
+    assert re.search(r"^power: .*(failed|disconnect|reconnect)", text, re.M), text  # seen live
+    frame = last_frame(text).split("shutdown report")[0]
+    row = re.search(r"power\s+v2\s+newport\.1830c\s+running\s.*?(\d+)\s+(\d+)\s+(\d+)/(\d+)",
+                    frame)
+    assert row and int(row.group(2)) > 0 and int(row.group(4)) >= 1, frame   # errors, reconnect
+    assert not re.search(r"^power: ", frame, re.M), frame
