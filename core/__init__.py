@@ -19,7 +19,7 @@ _PUBLIC = {
     "LiveData": "lab", "CommandNotSent": "lab", "ScanError": "scan",
     "ConfigError": "config", "DriverError": "instrument", "V2Instrument": "instrument",
     "V4Actor": "instrument", "Measurement": "measurement", "ChannelSpec": "measurement",
-    "ShutdownReport": "runtime.dual",
+    "ShutdownReport": "runtime.dual", "read_session": "readback",
 }
 __all__ = ["__version__", *_PUBLIC]
 

@@ -7,12 +7,14 @@ Exit codes (documented in ``daqhub --help``):
 * 2  bad usage or an invalid lab file (every problem is listed)
 * 3  plugin problems in ``--strict`` mode
 * 130 interrupted (Ctrl-C) before a clean shutdown could finish
+* 141 the reader of the output went away (``| head``)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -20,11 +22,26 @@ from . import __version__
 from .host import PluginError, PluginHost
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_PLUGINS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool whose reader went away
 
 EPILOG = """\
 exit codes: 0 success; 1 failure; 2 bad usage or invalid lab file; 3 plugin problems
-with --strict; 130 interrupted.
+with --strict; 130 interrupted; 141 the output pipe was closed (e.g. | head).
 environment: DAQHUB_TRACE_HOOKS=1 prints every plugin hook call to stderr.
+"""
+
+LIVE_VIEW_LEGEND = """\
+live view columns:
+  instrument  the id from the lab file      fl       flavor: v2 (thread) or v4 (actor)
+  type        instrument type               state    running, error, reconnecting,
+  polls/s     successful reads per second            restarting, failed, stopped
+              (over the last 64 reads)      samples  values read, all channels together
+  last value  the latest value and unit     err      errors so far (the last one below)
+  rs/rc       restarts (v4 actor restarted after an error) / reconnects (port reopened)
+  below: queues (depth/capacity), cpu per subsystem, memory, routines (step i of n, time
+  left), last errors, alarms
+plain lines (--plain or no terminal): [elapsed s] id=state:samples!errors ... | bridge
+  queue depth | cpu total % | alarms count
 """
 
 
@@ -87,11 +104,13 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .config import ConfigError, load
+    from .config import ConfigError, load, runnable_problems
 
     host = _host(args)
     try:
-        lab = load(args.lab, host)
+        lab = load(args.lab, host, offline=args.offline)
+        if problems := runnable_problems(lab):
+            raise ConfigError(problems)
     except ConfigError as exc:
         print(f"{args.lab}: {len(exc.problems)} problem(s)", file=sys.stderr)
         for p in exc.problems:
@@ -163,6 +182,9 @@ def build_parser(host: PluginHost | None = None) -> argparse.ArgumentParser:
                                    "Prints every problem as file:line: message (suggestion); "
                                    "exit 0 when valid, 2 otherwise.")
     p.add_argument("lab", help="lab file (TOML)")
+    p.add_argument("--offline", action="store_true",
+                   help="check the file away from the lab PC: no checks that serial devices "
+                        "exist or output directories can be written")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("schema", help="print the JSON schema of a lab file",
@@ -177,7 +199,8 @@ def build_parser(host: PluginHost | None = None) -> argparse.ArgumentParser:
                     "files. Ctrl-C or SIGTERM shuts down through the phased shutdown; a second "
                     "Ctrl-C forces. Ends with the shutdown report, counts per instrument and "
                     "the session files. Exit codes: 0 clean, 1 an instrument failed or the "
-                    "shutdown forced/leaked something, 2 invalid lab, 130 forced.")
+                    "shutdown forced/leaked something, 2 invalid lab, 130 forced.",
+        epilog=LIVE_VIEW_LEGEND, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("lab", nargs="?", help="lab file (TOML); omitted: the demo lab")
     p.add_argument("--duration", type=float, default=0.0, metavar="S",
                    help="stop after S seconds (default: run until Ctrl-C)")
@@ -196,7 +219,8 @@ def build_parser(host: PluginHost | None = None) -> argparse.ArgumentParser:
                        description="List serial ports (with USB vendor/product/serial where "
                                    "known) and the VISA resources each backend sees.")
     p.add_argument("--backend", action="append", default=None, metavar="B",
-                   help="VISA backend to ask (@py, @ivi, file.yaml@sim); repeatable; "
+                   help="VISA backend to ask (@py, @ivi, file.yaml@sim, or "
+                        "package:path.yaml@sim as lab files write it); repeatable; "
                         "default: @py and @ivi")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_ports)
@@ -210,11 +234,13 @@ def build_parser(host: PluginHost | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("migrate", help="convert a v2-only lab file to v4 where possible",
                        description="Move every instrument whose type has a v4 flavor from "
                                    "[[v2.instruments]] to [[v4.instruments]], keep the others, "
-                                   "and list what could not be converted and why. The result "
-                                   "is validated before it is written.")
+                                   "and list what could not be converted and why. Comments "
+                                   "and layout are kept; a changed storage backend is named. "
+                                   "The result is validated before it is written.")
     p.add_argument("lab", help="the v2 lab file")
     p.add_argument("-o", "--output", metavar="FILE",
                    help="where to write the new lab (default: print it)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing FILE")
     p.set_defaults(func=cmd_migrate)
 
     p = sub.add_parser("new", help="build a lab file interactively",
@@ -236,6 +262,16 @@ def build_parser(host: PluginHost | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # the reader closed the pipe (``daqhub inspect ... | head``): stop quietly like other
+        # Unix tools, and keep the interpreter's final flush from failing again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_PIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     host = PluginHost()
     host.load_entry_points()
     argv = list(sys.argv[1:] if argv is None else argv)

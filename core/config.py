@@ -12,6 +12,7 @@ from the text with a small line scanner (tables, arrays of tables, keys).
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import os
 import re
 import tomllib
@@ -22,9 +23,11 @@ from typing import Any
 
 import jsonschema
 
+from . import firstparty
 from .commands import command_names
 from .host import PluginHost
 from .routines import ROUTINE_SCHEMA, routine_problems, step_lines
+from .schema_words import not_allowed
 from .specs import FLAVORS, InstrumentType
 
 # Schemes pyserial (or a plugin's URL handler) resolves; a path without one must exist.
@@ -101,7 +104,8 @@ class Problem:
 
     def __str__(self) -> str:
         hint = f" ({self.suggestion})" if self.suggestion else ""
-        return f"{self.file}:{self.line}: {self.message}{hint}"
+        where = f"{self.file}:{self.line}" if self.line else self.file  # 0: the whole file
+        return f"{where}: {self.message}{hint}"
 
 
 class ConfigError(Exception):
@@ -192,6 +196,7 @@ def locate_keys(text: str) -> dict[tuple[Any, ...], int]:
                 idx = counters.get(path, -1) + 1
                 counters[path] = idx
                 table = (*_resolve(path, counters), idx)
+                where.setdefault(table[:-1], n)  # the array itself: its first table
             else:
                 table = _resolve(path, counters)
             where.setdefault(table, n)
@@ -243,8 +248,11 @@ def _did_you_mean(word: str, candidates: Sequence[str]) -> str:
 
 class _Collector:
     def __init__(self, file: str, where: Mapping[tuple[Any, ...], int],
-                 base_dir: Path | None = None) -> None:
+                 base_dir: Path | None = None, offline: bool = False,
+                 url_packages: Sequence[str] = ()) -> None:
         self.base_dir = base_dir or Path.cwd()
+        self.offline = offline  # away from the lab PC: no port or directory existence checks
+        self.url_packages = list(url_packages)
         self.file = file
         self.where = where
         self.problems: list[Problem] = []
@@ -257,7 +265,25 @@ def _check_keys(c: _Collector, table: Mapping[str, Any], allowed: Sequence[str],
                 path: Sequence[Any], what: str) -> None:
     for key in table:
         if key not in allowed:
-            c.add((*path, key), f"unknown key {key!r} in {what}", _did_you_mean(key, allowed))
+            c.add((*path, key), f"unknown key {key!r} in {what}",
+                  _unknown_key_hint(path, key, table[key], allowed))
+
+
+def _unknown_key_hint(path: Sequence[Any], key: str, value: Any, allowed: Sequence[str]
+                      ) -> str:
+    """The closest allowed key, written as the table header when the value is a table."""
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        form = "[[{}]]"
+    elif isinstance(value, dict):
+        form = "[{}]"
+    else:
+        return _did_you_mean(key, allowed)
+    if not path and key.rstrip("s") == "instrument":
+        return "instruments belong to a flavor: [[v2.instruments]] or [[v4.instruments]]"
+    near = closest(key, allowed)
+    prefix = [str(p) for p in path if isinstance(p, str)]
+    return ("did you mean " + " or ".join(form.format(".".join([*prefix, n])) for n in near)
+            + "?") if near else ""
 
 
 def _schema_problems(c: _Collector, value: Any, schema: Mapping[str, Any],
@@ -270,13 +296,35 @@ def _schema_problems(c: _Collector, value: Any, schema: Mapping[str, Any],
             extra = sorted(set(err.instance) - set(allowed)) if isinstance(err.instance,
                                                                               dict) else []
             for key in extra:
-                c.add((*epath, key), f"unknown key {key!r}", _did_you_mean(key, allowed)
+                c.add((*epath, key), f"unknown key {key!r}",
+                      _unknown_key_hint(epath, key, err.instance[key], allowed)
                       or f"valid keys: {', '.join(sorted(allowed))}")
         elif err.validator == "required":
-            c.add(epath, err.message.replace("is a required property", "is required"))
+            for key in err.validator_value:
+                if isinstance(err.instance, dict) and key not in err.instance:
+                    c.add(epath, f"{key!r} is required", _required_hint(c, key, err.schema))
         else:
             name = ".".join(str(p) for p in err.path) or "value"
-            c.add(epath, f"{name}: {err.message}")
+            c.add(epath, *not_allowed(name, err.instance, err.schema))
+
+
+def _required_hint(c: _Collector, key: str, schema: Mapping[str, Any]) -> str:
+    if key == "port" and not c.offline:
+        return _existing_ports_hint()
+    if key == "resource":
+        return "e.g. GPIB0::5::INSTR; daqhub ports lists the VISA resources"
+    return str(schema.get("properties", {}).get(key, {}).get("description", ""))
+
+
+def _existing_ports_hint() -> str:
+    try:
+        from serial.tools import list_ports
+        existing = [p.device for p in list_ports.comports()]
+    except Exception:  # listing ports is a courtesy; its failure must not hide the problem
+        existing = []
+    sim = "sim://<device> for a simulator"
+    return (f"existing ports: {', '.join(existing)}; or {sim}" if existing else
+            f"no serial ports found; use {sim}")
 
 
 def instrument_schema(t: InstrumentType, *, core_checks: bool = True) -> dict[str, Any]:
@@ -301,17 +349,30 @@ def instrument_schema(t: InstrumentType, *, core_checks: bool = True) -> dict[st
 
 
 def _check_port(c: _Collector, port: str, path: Sequence[Any]) -> None:
-    if URL_RE.match(port) or port.startswith("usb:"):
+    if URL_RE.match(port):
+        scheme = port.split("://", 1)[0].lower()
+        provider = firstparty.URL_SCHEMES.get(scheme)
+        if provider is not None:
+            served = firstparty.is_installed(provider)
+        else:
+            handlers = ["serial.urlhandler", *c.url_packages]
+            served = any(_module_exists(f"{pkg}.protocol_{scheme}") for pkg in handlers)
+        if not served:
+            c.add(path, f"no installed package serves {scheme}:// ports ({port!r})",
+                  firstparty.missing_provider(provider, f"{scheme}://")
+                  or "pyserial serves socket://, rfc2217://, loop:// and spy://")
+        return
+    if port.startswith("usb:") or c.offline:
         return
     if not os.path.exists(port):
-        try:
-            from serial.tools import list_ports
-            existing = [p.device for p in list_ports.comports()]
-        except Exception:  # listing ports is a courtesy; its failure must not hide the problem
-            existing = []
-        hint = (f"existing ports: {', '.join(existing)}" if existing else
-                "no serial ports found; use sim://<device> for a simulator")
-        c.add(path, f"serial device {port!r} does not exist", hint)
+        c.add(path, f"serial device {port!r} does not exist", _existing_ports_hint())
+
+
+def _module_exists(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ImportError:  # a parent package is missing
+        return False
 
 
 def _check_visa(c: _Collector, resource: str, path: Sequence[Any]) -> None:
@@ -356,11 +417,12 @@ def check_output_dir(path: Path) -> str | None:
 
 
 def validate(data: Mapping[str, Any], text: str, file: str, host: PluginHost,
-             base_dir: Path, output_dir: Path | None = None
+             base_dir: Path, output_dir: Path | None = None, offline: bool = False
              ) -> tuple[LabConfig | None, list[Problem]]:
-    """``output_dir`` (``daqhub run --output-dir``) replaces the file's ``[daqhub] output_dir``."""
+    """``output_dir`` (``daqhub run --output-dir``) replaces the file's ``[daqhub] output_dir``;
+    ``offline`` leaves out what only the lab PC can check (ports, output directories)."""
     where = locate_keys(text)
-    c = _Collector(file, where, base_dir)
+    c = _Collector(file, where, base_dir, offline, host.serial_url_packages())
     _check_keys(c, data, ["daqhub", "v2", "v4", "storage", "routines"], (), "the lab file")
     daq = data.get("daqhub", {})
     if not isinstance(daq, dict):
@@ -419,7 +481,7 @@ def validate(data: Mapping[str, Any], text: str, file: str, host: PluginHost,
         else:
             _schema_problems(c, opts, backends[name].options_schema, ("storage", name))
     active = [f for f in flavors.values() if f.enabled]
-    for f in active:
+    for f in active if not offline else []:
         why = check_output_dir(f.output_dir)
         if why:
             c.add((f.flavor, "output_dir") if (f.flavor, "output_dir") in where
@@ -451,7 +513,7 @@ def validate(data: Mapping[str, Any], text: str, file: str, host: PluginHost,
     for info, problem in host.validate_config(data):
         c.add(problem.path, f"{problem.message} (from plugin {info.distribution})")
     if c.problems:
-        return None, c.problems
+        return None, sorted(c.problems, key=lambda p: p.line)
     return LabConfig(
         path=file, text=text, data=data, output_dir=out_root.resolve(), flavors=flavors,
         storage_options={k: dict(v) for k, v in storage_tbl.items()},
@@ -506,6 +568,7 @@ def _check_instrument(c: _Collector, block: Mapping[str, Any], path: tuple[Any, 
                   f"it has {', '.join(other)}: move it to [[{other[0]}.instruments]]")
         else:
             c.add((*path, "type"), f"unknown instrument type {tname!r}",
+                  firstparty.missing_provider(firstparty.type_provider(tname), tname) or
                   _did_you_mean(tname, type_names) or
                   (f"installed types: {', '.join(type_names)}" if type_names
                    else "no instrument types are installed"))
@@ -542,7 +605,9 @@ def resolve_visa_backend(backend: str, base_dir: Path) -> tuple[str, str]:
         try:
             path = Path(str(resources.files(m.group(1)) / m.group(2)))
         except ModuleNotFoundError:
-            return backend, f"visa_backend {backend!r}: package {m.group(1)!r} is not installed"
+            hint = firstparty.missing_provider(firstparty.PACKAGES.get(m.group(1)), m.group(1))
+            return backend, (f"visa_backend {backend!r}: package {m.group(1)!r} is not installed"
+                             + (f"; {hint}" if hint else ""))
     else:
         path = (base_dir / spec).resolve()
     if not path.is_file():
@@ -551,7 +616,7 @@ def resolve_visa_backend(backend: str, base_dir: Path) -> tuple[str, str]:
 
 
 def parse(text: str | bytes, file: str, host: PluginHost, base_dir: Path | None = None,
-          output_dir: Path | None = None) -> LabConfig:
+          output_dir: Path | None = None, offline: bool = False) -> LabConfig:
     """Validate a lab file's content; raises ConfigError listing every problem."""
     if isinstance(text, bytes):
         raw = text
@@ -571,22 +636,36 @@ def parse(text: str | bytes, file: str, host: PluginHost, base_dir: Path | None 
         raise ConfigError([Problem(file, line, f"not valid TOML: {msg}{col}")]) from None
     except (RecursionError, ValueError) as exc:
         raise ConfigError([Problem(file, 1, f"not valid TOML: {exc}")]) from None
-    lab, problems = validate(data, text, file, host, base_dir or Path.cwd(), output_dir)
+    lab, problems = validate(data, text, file, host, base_dir or Path.cwd(), output_dir,
+                             offline)
     if problems:
         raise ConfigError(problems)
     assert lab is not None
     return lab
 
 
-def load(path: str | os.PathLike[str], host: PluginHost, output_dir: Path | None = None
-         ) -> LabConfig:
+def load(path: str | os.PathLike[str], host: PluginHost, output_dir: Path | None = None,
+         offline: bool = False) -> LabConfig:
     p = Path(path)
     try:
         raw = p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError([Problem(str(p), 0, "the lab file does not exist")]) from None
     except OSError as exc:
         raise ConfigError([Problem(str(p), 0, f"cannot read the lab file: {exc.strerror}")]
                           ) from None
-    return parse(raw, str(p), host, p.resolve().parent, output_dir)
+    return parse(raw, str(p), host, p.resolve().parent, output_dir, offline)
+
+
+NO_INSTRUMENTS = "the lab has no enabled instruments; nothing to run"
+
+
+def runnable_problems(lab: LabConfig) -> list[Problem]:
+    """Why a valid lab still cannot run; ``run`` and ``validate`` refuse the same labs."""
+    if lab.instruments():
+        return []
+    return [Problem(lab.path, 0, NO_INSTRUMENTS,
+                    "add [[v2.instruments]] or [[v4.instruments]] tables, or enable a flavor")]
 
 
 def lab_schema(host: PluginHost) -> dict[str, Any]:

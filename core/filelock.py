@@ -214,3 +214,31 @@ def claim_new_file(path: Path | str, timeout: float = 0.0) -> FileLock:
         raise FileExistsRefusal(f"{lock.path} exists already; daqhub never overwrites recorded "
                                 "data. Start a new session (or move the file away).")
     return lock
+
+
+def remove_stale(lock_path: Path) -> bool:
+    """Remove a lock file whose writer is gone; False when it is held (or already gone).
+
+    The lock is taken before the file is removed, so a writer that starts meanwhile
+    keeps its lock: only a lock nobody holds disappears.
+    """
+    if not lock_path.name.endswith(LOCK_SUFFIX) or not lock_path.exists():
+        return False
+    lock = FileLock(lock_path.with_name(lock_path.name[: -len(LOCK_SUFFIX)]))
+    try:
+        lock.acquire()
+    except (FileLockError, OSError):
+        return False
+    lock.release()
+    return True
+
+
+def remove_stale_locks(flavor_dir: Path) -> list[Path]:
+    """Stale lock files of killed runs in the sessions under a flavor's directory, removed.
+
+    A killed writer leaves ``<file>.lock`` behind; nothing holds it any more, but a user
+    who lists the directory cannot tell, so the next run (and ``daqhub inspect``) clears
+    them. Sessions are ``<flavor_dir>/<session>/`` with files one or two levels below.
+    """
+    found = [*flavor_dir.glob(f"*/*{LOCK_SUFFIX}"), *flavor_dir.glob(f"*/*/*{LOCK_SUFFIX}")]
+    return [p for p in found if remove_stale(p)]

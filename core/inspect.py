@@ -40,11 +40,12 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from .filelock import LOCK_SUFFIX, is_held, lock_path_for, read_holder
+from .filelock import LOCK_SUFFIX, is_held, lock_path_for, read_holder, remove_stale
 from .measurement import ChannelSpec
 from .records import is_record_file
 from .schema import column_values, describe
 from .specs import FLAVORS
+from .storage import is_session_id
 
 DATA_SUFFIXES = (".h5", ".hdf5", ".arrows", ".arrow", ".feather", ".parquet")
 DEFAULT_GAP_FACTOR = 10.0
@@ -146,10 +147,27 @@ def _iso(ns: int) -> str:
 # --- reading files ------------------------------------------------------------------
 
 
+def session_dirs(path: Path) -> list[Path]:
+    """Both flavors' directories of the session ``path`` names, or [] when it names none.
+
+    ``path`` is either flavor's session directory (``<output_dir>/v2/<session>``) or a
+    bare session id, looked up under ``./data`` (the default output_dir) and ``.``.
+    """
+    if path.is_dir() and path.parent.name in FLAVORS:
+        candidates = [path.parent.parent / f / path.name for f in FLAVORS]
+    elif not path.exists() and len(path.parts) == 1 and is_session_id(path.name):
+        candidates = [root / f / path.name for root in (Path("data"), Path(".")) for f in FLAVORS]
+    else:
+        return []
+    return [c for c in candidates if c.is_dir()]
+
+
 def find_data_files(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
-    return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in DATA_SUFFIXES
+    roots = session_dirs(path) or [path]
+    return sorted(p for root in roots for p in root.rglob("*")
+                  if p.is_file() and p.suffix in DATA_SUFFIXES
                   and not p.name.endswith(LOCK_SUFFIX) and not is_record_file(p))
 
 
@@ -190,27 +208,34 @@ def _lock_notes(path: Path, report: FileReport) -> None:
         report.notes.append(f"being written right now by {who}: showing what it has flushed")
     else:
         report.notes.append(f"not closed cleanly: its writer ({who}) stopped without closing "
-                            "it, so up to one flush interval before that is missing")
+                            "it, so up to one flush interval before that is missing"
+                            + ("; its stale lock file is removed" if remove_stale(lock) else ""))
         report.status = "recovered"
 
 
-def _open_hdf5(path: Path, report: FileReport) -> dict[str, Any]:
-    """Open arguments that work for this file, trying plain h5py first."""
+def hdf5_open_kwargs(path: Path) -> tuple[dict[str, Any], str]:
+    """Open arguments that work for this file (plain h5py first), and why others were needed."""
     try:
         h5py.File(path, "r").close()
-        return {}
+        return {}, ""
     except BlockingIOError:
-        report.notes.append("HDF5 file is locked by a live writer: opened without HDF5 locking")
         h5py.File(path, "r", locking=False).close()
-        return {"locking": False}
+        return {"locking": False}, "HDF5 file is locked by a live writer: opened without HDF5 " \
+                                   "locking"
     except OSError as exc:
         if "already open for write" not in str(exc) and "swmr" not in str(exc).lower():
             raise
     kwargs: dict[str, Any] = {"swmr": True, "libver": "latest"}
     h5py.File(path, "r", **kwargs).close()
-    report.notes.append("written in SWMR mode and not closed (writer killed or still running): "
-                        "plain h5py refuses it; opened with h5py.File(path, 'r', swmr=True)")
-    if report.status == "ok":
+    return kwargs, ("written in SWMR mode and not closed (writer killed or still running): "
+                    "plain h5py refuses it; opened with h5py.File(path, 'r', swmr=True)")
+
+
+def _open_hdf5(path: Path, report: FileReport) -> dict[str, Any]:
+    kwargs, note = hdf5_open_kwargs(path)
+    if note:
+        report.notes.append(note)
+    if kwargs.get("swmr") and report.status == "ok":
         report.status = "recovered"
     return kwargs
 
@@ -232,14 +257,14 @@ def _read_hdf5(path: Path, report: FileReport) -> None:
             for name in group:
                 g = group[name]
                 spec = ChannelSpec.from_dict(json.loads(_text(g.attrs["channel"])))
-                rows, notes = _hdf5_rows(g, spec)
+                rows, notes = hdf5_rows(g, spec)
                 ts = g["timestamp_ns"][:rows]
                 report.channels.append(ChannelReport(iid, spec, rows, ts,
                                                      _hdf5_loader(path, kwargs, iid, spec, rows),
                                                      notes))
 
 
-def _hdf5_rows(g: h5py.Group, spec: ChannelSpec) -> tuple[int, list[str]]:
+def hdf5_rows(g: h5py.Group, spec: ChannelSpec) -> tuple[int, list[str]]:
     """Rows present in every dataset of a channel (a killed writer may leave them uneven)."""
     flat = g.attrs.get("layout", "rows") == "flat"
     lengths = [len(g["timestamp_ns"])]
@@ -301,7 +326,7 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def _arrow_batches(path: Path, report: FileReport) -> tuple[pa.Schema, list[pa.RecordBatch]]:
+def arrow_batches(path: Path, report: FileReport) -> tuple[pa.Schema, list[pa.RecordBatch]]:
     source = pa.memory_map(str(path))
     head = source.read(8)
     source.seek(0)
@@ -344,7 +369,7 @@ def _tail(path: Path) -> bytes:
 
 
 def _read_arrow(path: Path, report: FileReport) -> None:
-    schema, batches = _arrow_batches(path, report)
+    schema, batches = arrow_batches(path, report)
     table = pa.Table.from_batches(batches, schema=schema)
     _table_report(table, schema, report)
 
@@ -490,11 +515,13 @@ def plot(reports: Sequence[FileReport], out: Path) -> list[str]:
     t0 = min(starts) if starts else 0
     cols = 1 if len(channels) <= 4 else 2
     rows = max(1, math.ceil(len(channels) / cols))
-    height = 2.8 * rows + 0.6
-    fig = Figure(figsize=(7 * cols + 3 * (cols == 1), height))
-    # fixed margins: constrained layout took two thirds of the time of a 20-channel plot
-    fig.subplots_adjust(left=0.07, right=0.97, top=1 - 0.75 / height,
-                        bottom=0.45 / height, hspace=0.6, wspace=0.3)
+    height = 2.8 * rows + 0.8
+    width = 7 * cols + 3 * (cols == 1)
+    fig = Figure(figsize=(width, height))
+    # fixed margins in inches (room for tick labels and the unit on the y axis): constrained
+    # layout took two thirds of the time of a 20-channel plot
+    fig.subplots_adjust(left=1.0 / width, right=1 - 0.3 / width, top=1 - 0.95 / height,
+                        bottom=0.45 / height, hspace=0.6, wspace=1.2 / 7)
     FigureCanvasAgg(fig)
     if not channels:
         ax = fig.add_subplot(1, 1, 1)
@@ -503,8 +530,9 @@ def plot(reports: Sequence[FileReport], out: Path) -> list[str]:
     for i, (report, channel) in enumerate(channels):
         ax = fig.add_subplot(rows, cols, i + 1)
         _draw(ax, fig, report, channel, t0)
-    if t0:
-        fig.suptitle(f"t = 0 at {_iso(t0)}", y=1 - 0.2 / height)
+    sessions = sorted({r.session_id for r in reports if r.session_id})
+    fig.suptitle(f"session {', '.join(sessions) or '(unknown)'}"
+                 + (f"\nt = 0 at {_iso(t0)}" if t0 else ""), y=1 - 0.15 / height, va="top")
     fig.savefig(out, dpi=90)
     return notes
 
@@ -512,7 +540,8 @@ def plot(reports: Sequence[FileReport], out: Path) -> list[str]:
 def _draw(ax: Any, fig: Any, report: FileReport, channel: ChannelReport, t0: int) -> None:
     spec = channel.spec
     data = channel.load()
-    title = f"{report.flavor + ' ' if report.flavor else ''}{channel.instrument}.{spec.name}"
+    title = f"{report.flavor + ' ' if report.flavor else ''}{channel.instrument}.{spec.name}" \
+        + (f" [{spec.unit}]" if spec.unit else "")
     if spec.kind == "scalar":
         assert data.t_ns is not None and data.y is not None
         t = (data.t_ns - t0) / 1e9
@@ -546,7 +575,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "Parquet): instruments, channels, counts, time span, units, gaps and the "
                     "lab file used. Files left by a killed writer are read as far as they go.")
     parser.add_argument("path", type=Path,
-                        help="a session directory (or any directory above it) or one data file")
+                        help="a session id (looked up under ./data), either flavor's session "
+                             "directory (both flavors are read), any directory above "
+                             "sessions, or one data file")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--plot", type=Path, metavar="OUT.png",
                         help="also draw every channel over time into this PNG (headless)")
@@ -565,8 +596,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help or a usage error: the caller decides how to exit
         return int(exc.code or 0)
     path: Path = args.path
-    if not path.exists():
-        print(f"daqhub inspect: {path} does not exist")
+    if not path.exists() and not session_dirs(path):
+        print(f"daqhub inspect: {path} does not exist (give a data file, a session directory "
+              "or a session id found under ./data)")
         return 1
     reports = summarize(path)
     if not reports:
@@ -579,7 +611,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print(format_text(summary, path))
+        dirs = session_dirs(path)
+        print(format_text(summary, dirs[0].parent.parent if dirs else path))
         if args.plot is not None:
             print(f"plot written to {args.plot}")
             for note in summary["plot_notes"]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 from typing import Any
 
 
@@ -21,19 +22,38 @@ def serial_ports() -> list[dict[str, Any]]:
 
 
 def visa_resources(backend: str) -> dict[str, Any]:
+    """The resources a backend sees; ``backend`` as lab files write it (``pkg:file@sim`` too)."""
     import pyvisa
 
+    from .config import resolve_visa_backend
+
+    resolved, why = resolve_visa_backend(backend, Path.cwd())
+    if why:
+        return {"backend": backend, "resources": [], "error": why}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            rm = pyvisa.ResourceManager(backend)
+            rm = pyvisa.ResourceManager(resolved)
             try:
                 found = list(rm.list_resources())
             finally:
                 rm.close()
         return {"backend": backend, "resources": found, "error": ""}
     except Exception as exc:  # a missing VISA library is information, not a crash
-        return {"backend": backend, "resources": [], "error": f"{type(exc).__name__}: {exc}"}
+        return {"backend": backend, "resources": [], "error": visa_error_text(exc)}
+
+
+def visa_error_text(exc: Exception) -> str:
+    """Why a VISA backend did not open, in words: pyvisa says nothing when no library exists."""
+    text = str(exc).strip()
+    if text.rstrip(":") == "Could not open VISA library":
+        return ("no VISA library found on this machine (pyvisa looked for NI-VISA, Keysight "
+                "IO Libraries and other IVI VISA libraries by their usual names); install one, "
+                "or use @py (pyvisa-py, installed with daqhub)")
+    if text.startswith("Could not open VISA library:"):
+        return "a VISA library was found but did not load: " + "; ".join(
+            line.strip() for line in text.splitlines()[1:] if line.strip())
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 def list_ports(backends: list[str] | None, as_json: bool) -> int:
@@ -51,7 +71,7 @@ def list_ports(backends: list[str] | None, as_json: bool) -> int:
     for v in visa:
         print(f"VISA {v['backend']}:")
         if v["error"]:
-            print(f"  not available: {v['error'].splitlines()[0][:160]}")
+            print(f"  not available: {v['error']}")
         elif not v["resources"]:
             print("  (no resources found)")
         for r in v["resources"]:

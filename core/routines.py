@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from .scan import RoutinePoints
     from .specs import InstrumentType
 
+from .runtime.v2 import CommandRejected
+
 ROUTINE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
@@ -61,6 +63,8 @@ Call = Callable[..., Any]
 RECORD_STEPS = ("record", "measure")
 #: Commands after which a closed-loop routine waits until the move is done.
 MOVE_COMMANDS = ("move_absolute", "move_relative")
+#: seconds between is_moving() checks while a routine waits for a move
+MOTION_CHECK_S = 0.05
 
 
 @dataclass
@@ -71,6 +75,31 @@ class RoutineState:
     state: str = "waiting"
     error: str = ""
     log: list[str] = field(default_factory=list)
+    #: progress: the step running now (1-based; 0 before the first), of how many, its name
+    step: int = 0
+    steps_total: int = 0
+    step_name: str = ""
+    #: monotonic start of the running cycle, and how long the last whole cycle took
+    cycle_started: float = 0.0
+    last_cycle_s: float = 0.0
+    #: seconds of 'sleep' steps from the running step to the end of the cycle
+    sleep_left_s: float = 0.0
+
+    def progress(self) -> str:
+        """``step 2 of 6 (wait_until_done), cycle 3, ~1.2 s left``: what a long scan is at.
+
+        Time left comes from the previous cycle's duration; before a cycle has ended it
+        is the sleeps still ahead (a lower bound: moves take time too).
+        """
+        if not self.step or self.state != "running":
+            return f"{self.state} ({self.cycles} cycle{'s' if self.cycles != 1 else ''})"
+        text = f"step {self.step} of {self.steps_total} ({self.step_name}), cycle {self.cycles + 1}"
+        if self.last_cycle_s:
+            left = self.last_cycle_s - (time.monotonic() - self.cycle_started)
+            text += f", ~{max(0.0, left):.1f} s left in this cycle"
+        elif self.sleep_left_s:
+            text += f", at least {self.sleep_left_s:.1f} s left"
+        return text
 
 
 class RoutineRunner:
@@ -107,13 +136,16 @@ class RoutineRunner:
                                    "daqhub.open_lab start them)")
             self.points.row([str(a) for a in args])
             return
-        result = self.call(instrument, name, *args, timeout=timeout)
+        if name == "wait_until_done":
+            result = self._wait_until_done(args, timeout)
+        else:
+            result = self.call(instrument, name, *args, timeout=timeout)
         if name == "move_absolute":
             self.setpoint = float(args[0])
         elif name == "move_relative" and self.setpoint is not None:
             self.setpoint += float(args[0])
         if name in MOVE_COMMANDS and not self.stop.is_set():
-            result = self.call(instrument, "wait_until_done", timeout, timeout=timeout + 10)
+            result = self._wait_until_done([timeout], timeout)
             name = "wait_until_done"
         if name == "wait_until_done" and isinstance(result, int | float):
             self.readback = float(result)
@@ -126,14 +158,18 @@ class RoutineRunner:
         steps: Sequence[Sequence[Any]] = self.spec["steps"]
         timeout = float(self.spec.get("step_timeout_s", 60))
         st.state = "running"
+        st.steps_total = len(steps)
+        sleeps = [sleep_s(s) for s in steps]
         while not self.stop.is_set():
-            for step in steps:
+            st.cycle_started = time.monotonic()
+            for i, step in enumerate(steps, start=1):
                 if self.stop.is_set():
                     break
                 name, *args = step
+                st.step, st.step_name, st.sleep_left_s = i, str(name), sum(sleeps[i - 1:])
                 try:
                     if name == "sleep":
-                        self.stop.wait(float(args[0]) if args else 1.0)
+                        self.stop.wait(sleep_s(step))
                     else:
                         self._step(name, args, timeout)
                     st.steps_done += 1
@@ -144,13 +180,43 @@ class RoutineRunner:
                     st.error = f"step {name}{tuple(args)!r} failed: {exc}"
                     return
             st.cycles += 1
+            st.last_cycle_s = time.monotonic() - st.cycle_started
             if not self.spec.get("repeat", False):
                 break
         st.state = "done" if not self.stop.is_set() else "stopped"
 
+    def _wait_until_done(self, args: Sequence[Any], timeout: float) -> Any:
+        """Wait for a move in short ``is_moving()`` calls, then ``wait_until_done``.
+
+        One ``wait_until_done`` call holds a v2 instrument's thread for the whole move,
+        and its polls (the position during the move, at the configured rate) stop
+        meanwhile. The final call still raises what went wrong during the motion. An
+        instrument without ``is_moving`` gets the plain call.
+        """
+        iid = self.state.instrument
+        deadline = time.monotonic() + (float(args[0]) if args else 30.0)
+        try:
+            while self.call(iid, "is_moving", timeout=timeout):
+                if time.monotonic() > deadline or self.stop.wait(MOTION_CHECK_S):
+                    break  # past its timeout the call below raises the driver's own error
+        except (LookupError, CommandRejected) as exc:
+            if "has no command" not in str(exc):
+                raise
+        if self.stop.is_set():
+            return None
+        # the driver's own wait gives up first and says why; the call's timeout is the backstop
+        return self.call(iid, "wait_until_done", *args, timeout=timeout + 10)
+
     def join(self, timeout: float) -> bool:
         self.thread.join(timeout)
         return not self.thread.is_alive()
+
+
+def sleep_s(step: Sequence[Any]) -> float:
+    """How long a step pauses the routine: a 'sleep' its argument (default 1 s), others 0."""
+    if step[0] != "sleep":
+        return 0.0
+    return float(step[1]) if len(step) > 1 else 1.0
 
 
 def wait_all(runners: Sequence[RoutineRunner], timeout: float) -> None:

@@ -11,6 +11,7 @@ Exit codes: 0 the run ended cleanly (duration reached or stopped by the user);
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sys
@@ -20,7 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
 
-from .config import ConfigError, LabConfig, load, parse
+from .config import ConfigError, LabConfig, load, parse, runnable_problems
 from .host import PluginHost
 from .records import SessionRecords, parse_meta
 from .runtime.dual import DualRuntimeManager, ShutdownReport
@@ -44,11 +45,13 @@ class LiveView:
     """The rich table while running, or plain periodic lines (no TTY, or --plain)."""
 
     def __init__(self, rt: DualRuntimeManager, plain: bool, out: TextIO,
-                 interval_s: float) -> None:
+                 interval_s: float, duration_s: float = 0.0) -> None:
         self.rt = rt
         self.plain = plain
         self.out = out
         self.interval_s = interval_s
+        self.duration_s = duration_s
+        self.elapsed = 0.0  # of the last update: the final frame shows it, not 0
         self._live: Any = None
 
     def __enter__(self) -> LiveView:
@@ -63,10 +66,11 @@ class LiveView:
 
     def __exit__(self, *exc: object) -> None:
         if self._live is not None:
-            self._live.update(self._table())
+            self._live.update(self._table(self.elapsed))
             self._live.__exit__(None, None, None)
 
     def update(self, elapsed: float) -> None:
+        self.elapsed = elapsed
         if self._live is not None:
             self._live.update(self._table(elapsed))
         else:
@@ -81,23 +85,25 @@ class LiveView:
                   file=self.out, flush=True)
 
     def _table(self, elapsed: float = 0.0) -> Any:
-        """Abbreviated to fit 80 columns: fl = flavor, rs/rc = restarts/reconnects."""
+        """Abbreviated to fit 80 columns; ``daqhub run --help`` explains every column."""
         from rich import box
         from rich.console import Group
         from rich.table import Table
         from rich.text import Text
 
         h = self.rt.health()
+        of = f" of {self.duration_s:.0f} s" if self.duration_s else ""
         t = Table(title=f"daqhub - session {self.rt.session_id or '(no storage)'} - "
-                        f"{elapsed:.0f} s", expand=False, box=box.SIMPLE_HEAD, pad_edge=False,
-                  collapse_padding=True)
-        widths = {"fl": 2, "state": 7, "Hz": 4, "samples": 6, "err": 3, "rs/rc": 5,
-                  "last value": 9}
-        for col in ("instrument", "fl", "type", "state", "Hz", "last value", "samples", "err",
-                    "rs/rc"):
+                        f"{elapsed:.0f} s{of}", expand=False, box=box.SIMPLE_HEAD,
+                  pad_edge=False, collapse_padding=True)
+        widths = {"fl": 2, "state": 7, "polls/s": 4, "samples": 6, "err": 3, "rs/rc": 5,
+                  "last value": 9, "type": 8}
+        for col in ("instrument", "fl", "type", "state", "polls/s", "last value", "samples",
+                    "err", "rs/rc"):
+            # the type column takes what the terminal's width leaves (rich shrinks it last)
             t.add_column(col, no_wrap=True, overflow="ellipsis", min_width=widths.get(col),
-                         max_width=12 if col in ("type", "instrument") else None,
-                         justify="right" if col in ("Hz", "samples", "err", "rs/rc")
+                         max_width=12 if col == "instrument" else None,
+                         justify="right" if col in ("polls/s", "samples", "err", "rs/rc")
                          else "left")
         styles = {"running": "green", "failed": "bold red", "reconnecting": "yellow",
                   "restarting": "yellow", "error": "yellow"}
@@ -112,7 +118,7 @@ class LiveView:
         lines = [Text(f"queues: {queues}"),
                  Text(f"cpu: {cpu or '-'}   memory: {b.get('rss_mb', 0):.0f} MB")]
         for r in h.get("routines", []):
-            lines.append(Text(f"routine {r['instrument']}: {r['state']} ({r['cycles']} cycles)"
+            lines.append(Text(f"routine {r['instrument']}: {r['progress']}"
                               + (f" - {r['error']}" if r["error"] else "")))
         errs = [f"{i['id']}: {i['last_error']}" for i in h["instruments"] if i["last_error"]]
         for e in errs[-3:]:
@@ -154,8 +160,8 @@ def run(args: Any, host: PluginHost, out: TextIO = sys.stdout) -> int:
         for p in exc.problems:
             print(f"  {p}", file=sys.stderr)
         return EXIT_USAGE
-    if not lab.instruments():
-        print("the lab has no enabled instruments; nothing to run", file=sys.stderr)
+    for problem in runnable_problems(lab):
+        print(problem, file=sys.stderr)
         return EXIT_USAGE
     try:
         meta = parse_meta(getattr(args, "meta", None) or [])
@@ -195,12 +201,15 @@ def run(args: Any, host: PluginHost, out: TextIO = sys.stdout) -> int:
         threading.Thread(target=records.start, name="daqhub-settings-snapshot",
                          daemon=True).start()
         t0 = time.monotonic()
-        with LiveView(rt, plain, out, args.interval) as view:
-            while not stop.wait(args.interval if plain else 0.25):
+        with LiveView(rt, plain, out, args.interval, args.duration) as view:
+            # --duration ends on time whatever --interval is; the last status prints once
+            while not stop.wait(min(args.interval if plain else 0.25,
+                                    args.duration - (time.monotonic() - t0) if args.duration
+                                    else math.inf)):
                 elapsed = time.monotonic() - t0
-                view.update(elapsed)
                 if args.duration and elapsed >= args.duration:
                     break
+                view.update(elapsed)
             view.update(time.monotonic() - t0)
         print("daqhub: shutting down ...", file=out, flush=True)
         report = rt.shutdown()

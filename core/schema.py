@@ -37,6 +37,7 @@ SCHEMA_VERSION = "1"
 META_INSTRUMENT = b"daqhub.instrument_id"
 META_CHANNEL = b"daqhub.channel"
 META_VERSION = b"daqhub.schema_version"
+META_UNIT = b"unit"
 
 
 def arrow_dtype(dtype: str) -> pa.DataType:
@@ -56,16 +57,24 @@ def axis_type(spec: ChannelSpec) -> pa.DataType:
     return pa.list_(pa.float64(), size) if size is not None else pa.list_(pa.float64())
 
 
+def unit_meta(unit: str) -> dict[bytes, bytes] | None:
+    """Field metadata naming a column's unit: readers that keep field metadata (pyarrow,
+    Parquet, ``daqhub.read_session``) then carry it with the column itself, apart from the
+    schema-level channel JSON that only daqhub parses."""
+    return {META_UNIT: unit.encode()} if unit else None
+
+
 @functools.lru_cache(maxsize=4096)
 def channel_schema(instrument_id: str, spec: ChannelSpec, *, unified: bool = False) -> pa.Schema:
     """Schema of a v4 batch (``unified=False``) or a unified-stream batch of one channel.
 
     Cached: a channel's schema is built once, not once per batch (it carries JSON).
     """
-    fields = [pa.field("timestamp_ns", pa.int64(), nullable=False),
-              pa.field("value", value_type(spec), nullable=False)]
+    fields = [pa.field("timestamp_ns", pa.int64(), nullable=False, metadata=unit_meta("ns")),
+              pa.field("value", value_type(spec), nullable=False, metadata=unit_meta(spec.unit))]
     if spec.kind == "spectrum":
-        fields.append(pa.field("axis", axis_type(spec), nullable=False))
+        fields.append(pa.field("axis", axis_type(spec), nullable=False,
+                               metadata=unit_meta(spec.axis_unit)))
     fields.append(pa.field("metadata", pa.string(), nullable=True))
     if unified:
         fields.append(pa.field("source", pa.string(), nullable=False))

@@ -41,6 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import __version__
+from .filelock import remove_stale_locks
 from .measurement import ChannelSpec, DataError
 from .schema import META_CHANNEL, META_INSTRUMENT, channel_schema, describe
 from .specs import FLAVORS, Flavor, StorageTarget, StorageWriter
@@ -328,6 +329,8 @@ class StorageSession:
         if problems:
             raise StorageError("storage cannot start:\n" + "\n".join(f"  - {p}" for p in problems))
         fresh = session_id is None
+        for d in dirs.values():
+            remove_stale_locks(d)  # left by killed runs: they protect nothing any more
         session_id, session_dirs = _make_session_dirs(dirs, session_id)
         vers = dict(versions) if versions is not None else versions_of(host)
         backends = host.storage_backends()

@@ -331,7 +331,8 @@ class DualRuntimeManager:
         instruments = [w.health.snapshot() for w in self.v2.workers.values()]
         instruments += [r.health.snapshot() for r in self.v4.runners.values()]
         return {"instruments": instruments, **self._probe(),
-                "routines": [vars(r.state) for r in self.routines],
+                "routines": [{**vars(r.state), "progress": r.state.progress()}
+                             for r in self.routines],
                 "budget": self.budget.latest(), "alarms": list(self.alarms)}
 
     def _probe(self) -> dict[str, Any]:

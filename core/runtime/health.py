@@ -31,11 +31,24 @@ class InstrumentHealth:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def produced(self, n: int, last_value: str, timestamp_ns: int) -> None:
+        """``n`` samples of one channel (a poll of a multi-channel instrument calls it once
+        per channel; :meth:`polled` counts the poll)."""
         with self._lock:
             self.measurements += n
             self.last_value = last_value
             self.last_timestamp_ns = timestamp_ns
+
+    def polled(self) -> None:
+        """One successful read of the instrument, whatever it returned: the rate counts these."""
+        with self._lock:
             self._recent.append(time.monotonic())
+
+    def running(self) -> None:
+        """The instrument works (again): an error it recovered from is no longer its state."""
+        with self._lock:
+            if self.state in RECOVERING:
+                self.last_error = ""
+            self.state = "running"
 
     def error(self, message: str) -> None:
         with self._lock:
@@ -59,6 +72,9 @@ class InstrumentHealth:
                     "last_error": self.last_error, "last_value": self.last_value,
                     "last_timestamp_ns": self.last_timestamp_ns, "rate_hz": round(rate, 2)}
 
+
+#: states an instrument leaves when it works again
+RECOVERING = frozenset({"error", "reconnecting", "restarting"})
 
 SI_UNITS = frozenset({"W", "V", "A", "Ohm", "ohm", "Hz", "s", "F", "H", "m", "g"})
 _PREFIXES = {-5: "f", -4: "p", -3: "n", -2: "u", -1: "m", 0: "", 1: "k", 2: "M", 3: "G"}

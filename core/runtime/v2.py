@@ -11,6 +11,7 @@ under it (which usually wakes it with an I/O error) and the report says so.
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 import time
@@ -91,7 +92,7 @@ class V2Worker:
             if self.health.state in ("reconnecting", "error"):
                 self.health.reconnects += 1
                 self.events(self.id, "reconnected", "")
-            self.health.state = "running"
+            self.health.running()
             retry = RETRY_FIRST_S
             try:
                 self._loop(inst)
@@ -123,13 +124,15 @@ class V2Worker:
                     continue
                 self._run_command(inst, *cmd)
                 continue
-            next_poll += self.period
-            if next_poll < time.monotonic():  # fell behind: do not try to catch up in a burst
-                next_poll = time.monotonic() + self.period
+            # start to start on a fixed grid: a poll delayed by a command keeps the grid, so
+            # the rate stays the configured one; missed slots are skipped, not made up in a burst
+            next_poll += self.period * max(1, math.ceil((time.monotonic() - next_poll)
+                                                        / self.period))
             try:
                 self.busy_in = "read"
                 batch = inst.read()
                 self.busy_in = ""
+                self.health.polled()
             except Exception as exc:
                 self.busy_in = ""
                 consecutive_errors += 1
@@ -141,7 +144,7 @@ class V2Worker:
                 continue
             if consecutive_errors:
                 consecutive_errors = 0
-                self.health.state = "running"
+                self.health.running()
             if batch:
                 last = batch[-1]
                 self.health.produced(len(batch), describe_value(last.data), last.timestamp_ns)

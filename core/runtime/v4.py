@@ -129,7 +129,7 @@ class ActorRunner:
                                     f"{type(actor).__name__}, not a V4Actor")
                 self.busy_in = "start"
                 await asyncio.wait_for(actor.start(), self.policy.start_timeout_s)
-                self.health.state = "running"
+                self.health.running()
                 backoff = self.policy.backoff_first_s
                 await self._serve(actor)
             except asyncio.CancelledError:
@@ -189,6 +189,7 @@ class ActorRunner:
             async with asyncio.timeout(self.policy.read_timeout_s):  # no task per poll
                 batches = await actor.read()
             self.busy_in = ""
+            self.health.polled()
             for b in batches:
                 if b.num_rows == 0:
                     continue

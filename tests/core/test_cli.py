@@ -51,10 +51,11 @@ def test_validate_lists_all_problems_and_exits_2(tmp_path: Path) -> None:
 
 def test_validate_valid_file(tmp_path: Path) -> None:
     lab = tmp_path / "lab.toml"
-    lab.write_text('[daqhub]\noutput_dir = "x"\n')
+    lab.write_text('[daqhub]\noutput_dir = "x"\n\n[[v2.instruments]]\nid = "stage"\n'
+                   'type = "newport.esp300"\nport = "sim://esp300"\naxis = 1\n')
     r = run("validate", str(lab))
     assert r.returncode == 0, r.stderr
-    assert "valid" in r.stdout
+    assert "valid (1 instrument: stage [newport.esp300, v2])" in r.stdout
 
 
 def test_schema_is_json() -> None:

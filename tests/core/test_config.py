@@ -72,7 +72,7 @@ resource = "GPIB0::five::INSTR" # P:malformed VISA resource name
 id = "../escape"                # P:is not a plain name
 type = "acme.meter"
 port = "sim://m"
-address = 99                    # P:99 is greater than the maximum of 15
+address = 99                    # P:address must be a whole number from 0 to 15
 
 [[v4.instruments]]              # P:instrument has no 'id'
 type = "acme.meter"
@@ -143,7 +143,7 @@ def test_load_reads_files_and_resolves_relative_to_them(host, tmp_path: Path) ->
     f.write_text(VALID)
     lab = load(f, host)
     assert lab.output_dir == (tmp_path / "out").resolve()
-    with pytest.raises(ConfigError, match="cannot read"):
+    with pytest.raises(ConfigError, match=r"missing\.toml: the lab file does not exist"):
         load(tmp_path / "missing.toml", host)
 
 

@@ -6,6 +6,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import tomlkit
 
 from daqhub import tomlwrite
 from daqhub.config import parse
@@ -37,10 +38,12 @@ steps = [["sleep", 1]]
 
 
 def test_migrate_moves_what_has_a_v4_flavor(host, tmp_path: Path) -> None:
-    doc, moved, kept = migrate(tomllib.loads(V2_LAB), host)
+    doc = tomlkit.parse(V2_LAB)
+    moved, kept, notes = migrate(doc, host)
     assert moved == ["power"]
     assert len(kept) == 1 and kept[0].startswith("stage (acme.stage): no v4 flavor")
-    text = tomlwrite.dumps(doc)
+    assert notes and notes[0].startswith("storage: power now write(s) 'arrow'")
+    text = tomlkit.dumps(doc)
     lab = parse(text, "migrated.toml", host, tmp_path)       # the output validates
     assert [(i.id, i.flavor) for i in lab.instruments()] == [("stage", "v2"), ("power", "v4")]
     assert lab.flavors["v4"].instruments[0].block["wavelength_nm"] == 800
@@ -54,7 +57,7 @@ def test_migrate_cli_round_trip(host, tmp_path: Path, monkeypatch, capsys) -> No
     src = tmp_path / "old.toml"
     src.write_text(V2_LAB)
     out = tmp_path / "new.toml"
-    assert main(argparse.Namespace(lab=str(src), output=str(out)), host) == 0
+    assert main(argparse.Namespace(lab=str(src), output=str(out), force=False), host) == 0
     err = capsys.readouterr().err
     assert "moved to v4: power" in err and "kept on v2: stage" in err
     assert parse(out.read_text(), str(out), host, tmp_path).flavors["v4"].instruments

@@ -210,3 +210,55 @@ def _rows_on_disk_seen_by_another_process(h5: Path) -> int:
     out = subprocess.run([sys.executable, "-c", code, str(h5)], capture_output=True, text=True,
                          timeout=20, check=True)
     return int(out.stdout)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("v2_backend,v4_options", [("hdf5", {}), ("arrow", {"parquet": True})])
+def test_read_session_gives_back_both_flavors_exactly(
+        tmp_path: Path, storage_host: PluginHost, channel_data: Any, v2_backend: str,
+        v4_options: dict[str, Any]) -> None:
+    """daqhub.read_session: every kind, both flavors, units in each field's metadata."""
+    import daqhub
+
+    v2_data, v4_data = channel_data(ROWS, seed=5), channel_data(ROWS, seed=6)
+    v4_channels = {f"{iid}4": specs for iid, specs in CHANNELS.items()}
+    for d in v4_data:
+        d.instrument += "4"
+    session = StorageSession.open(
+        storage_host, tmp_path,
+        {"v2": FlavorStorage(v2_backend, CHANNELS, INSTRUMENTS),
+         "v4": FlavorStorage("arrow", v4_channels, {}, v4_options)},
+        lab_config=LAB_CONFIG, versions=VERSIONS)
+    _feed(session, v2_data, Source.V2, seed=1)
+    _feed(session, v4_data, Source.V4, seed=2)
+    session.close()
+    tables = daqhub.read_session(tmp_path / "v4" / session.session_id)
+    assert isinstance(tables, dict)
+    assert sorted(tables) == sorted(f"{d.instrument}.{d.spec.name}" for d in v2_data + v4_data)
+    for d, source in [*((d, Source.V2) for d in v2_data), *((d, Source.V4) for d in v4_data)]:
+        table = tables[f"{d.instrument}.{d.spec.name}"]
+        where = f"{d.instrument}.{d.spec.name}"
+        assert _same(table.column("timestamp_ns").to_numpy(), d.timestamps), where
+        got, expected = column_values(table, d.spec), _expected_values(d)
+        if isinstance(expected, list):
+            assert all(_same(g, e) for g, e in zip(got, expected, strict=True)), where
+        else:
+            assert _same(np.asarray(got), expected), where
+        metas = [json.loads(m) if m else None for m in table.column("metadata").to_pylist()]
+        assert metas == d.metadata, where
+        assert set(table.column("source").to_pylist()) == {source.value}
+        unit = (table.schema.field("value").metadata or {}).get(b"unit", b"").decode()
+        assert unit == d.spec.unit, where
+    merged = daqhub.read_session(tmp_path / "v2" / session.session_id, merge=True)
+    assert isinstance(merged, pa.Table)
+    scalars = [d for d in v2_data + v4_data if d.spec.kind == "scalar"]
+    assert merged.column_names == ["timestamp_ns", *sorted(f"{d.instrument}.{d.spec.name}"
+                                                           for d in scalars)]
+    power = merged.schema.field("meter.power")
+    assert power.metadata == {b"unit": b"W"}
+    times = merged.column("timestamp_ns").to_numpy()
+    assert (np.diff(times) > 0).all()
+    col = merged.column("meter.power").to_numpy(zero_copy_only=False)
+    d = next(d for d in v2_data if d.instrument == "meter" and d.spec.name == "power")
+    at = np.searchsorted(times, d.timestamps)
+    assert _same(col[at].astype(np.float64), np.array(d.values, np.float64))

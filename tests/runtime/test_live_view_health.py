@@ -1,0 +1,47 @@
+"""What the live view shows about health: errors cleared on recovery, polls counted once."""
+
+from __future__ import annotations
+
+import io
+
+from runtime_fakes import make_lab, wait_for
+
+from daqhub.run import LiveView
+from daqhub.runtime.dual import DualRuntimeManager
+
+
+def final_frame(rt: DualRuntimeManager) -> str:
+    out = io.StringIO()
+    with LiveView(rt, plain=False, out=out, interval_s=1, duration_s=0) as view:
+        view.update(1.0)
+    return out.getvalue()
+
+
+def test_last_error_clears_when_the_instrument_recovers(host, tmp_path) -> None:
+    lab = make_lab(host, tmp_path, v2=[], v4=[("glitchy", "test.flaky")], poll_hz=20)
+    rt = DualRuntimeManager(lab, host, storage=False)
+    rt.start()
+    try:
+        wait_for(lambda: rt.health()["instruments"][0]["measurements"] > 0, what="recovery")
+        h = rt.health()["instruments"][0]
+        assert h["errors"] == 1 and h["restarts"] == 1 and h["state"] == "running"
+        assert h["last_error"] == ""
+        assert "transient glitch" not in final_frame(rt)
+    finally:
+        rt.shutdown()
+
+
+def test_rate_counts_polls_not_channels(host, tmp_path) -> None:
+    """A v4 poll of a two-channel instrument is one poll (it was counted once per channel)."""
+    lab = make_lab(host, tmp_path, v2=[("a", "test.counter")], v4=[("c", "test.counter")],
+                   poll_hz=20)
+    rt = DualRuntimeManager(lab, host, storage=False)
+    rt.start()
+    try:
+        wait_for(lambda: all(i["measurements"] >= 60 for i in rt.health()["instruments"]),
+                 what="30 polls of each")
+        for i in rt.health()["instruments"]:
+            assert 0 < i["rate_hz"] < 1.5 * 20, i       # 40 if each channel counted a poll
+        assert "polls/s" in final_frame(rt)
+    finally:
+        rt.shutdown()
