@@ -35,7 +35,7 @@ def _host(args: argparse.Namespace) -> PluginHost:
         host.strict = True
         host.instrument_types(), host.storage_backends(), host.converters()
         if host.problems:
-            raise PluginError(host.problems[0])
+            raise PluginError(host.problems)
     return host
 
 
@@ -232,6 +232,13 @@ def build_parser(host: PluginHost | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _plugin_problems(exc: PluginError) -> int:
+    print(f"daqhub: {len(exc.problems)} plugin problem(s) (strict mode):", file=sys.stderr)
+    for p in exc.problems:
+        print(f"  - {p}", file=sys.stderr)
+    return EXIT_PLUGINS
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     host = PluginHost()
     host.load_entry_points()
@@ -243,8 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     delegated["inspect"] = _inspect_main
     if rest and rest[0] in delegated:
         if rest is not argv and host.problems:
-            print(f"daqhub: plugin problem (strict mode): {host.problems[0]}", file=sys.stderr)
-            return EXIT_PLUGINS
+            return _plugin_problems(PluginError(host.problems))
         return int(delegated[rest[0]](rest[1:]))
     parser = build_parser(host)
     args = parser.parse_args(argv)
@@ -255,8 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except PluginError as exc:
-        print(f"daqhub: plugin problem (strict mode): {exc}", file=sys.stderr)
-        return EXIT_PLUGINS
+        return _plugin_problems(exc)
     except KeyboardInterrupt:
         print("daqhub: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -21,6 +21,10 @@ from serial.serialutil import LF, PortNotOpenError, SerialBase, SerialException,
 from daqhub_sims import registry
 from daqhub_sims.endpoint import Endpoint, EndpointDisconnected, Session
 
+#: Which simulated line a URL reaches; the core keys shared ports by it (one lock per device
+#: however the lab spells its URL), found through ``daqhub_serial_url_packages``.
+canonical_url = registry.canonical_url
+
 _READ_GONE = ("device reports readiness to read but returned no data "
               "(device disconnected or multiple access on port?)")
 
