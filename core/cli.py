@@ -119,7 +119,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_ports(args: argparse.Namespace) -> int:
     from .ports import list_ports
 
-    return list_ports(args.backend, args.json)
+    return list_ports(args.backend, args.json, args.device)
 
 
 def _inspect_main(argv: list[str]) -> int:
@@ -191,7 +191,10 @@ def build_parser(host: PluginHost | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("ports", help="list serial ports and VISA resources",
                        description="List serial ports (with USB vendor/product/serial where "
-                                   "known) and the VISA resources each backend sees.")
+                                   "known, and who holds each: a daqhub process with its pid, "
+                                   "command and start, or another program) and the VISA "
+                                   "resources each backend sees.")
+    p.add_argument("device", nargs="*", help="also show these devices (e.g. a pty)")
     p.add_argument("--backend", action="append", default=None, metavar="B",
                    help="VISA backend to ask (@py, @ivi, file.yaml@sim); repeatable; "
                         "default: @py and @ivi")

@@ -599,8 +599,8 @@ def _check_instrument(c: _Collector, block: Mapping[str, Any], path: tuple[Any, 
         if clash:
             c.add((*path, "type"), f"type {tname!r} ({flavor}) is declared by several installed "
                   f"distributions: {', '.join(clash)}; none of them is used until the lab "
-                  f"chooses one", f'add [daqhub.providers] "{tname}" = '
-                  f'"{clash[0].rsplit(" ", 1)[0]}" (or another of them)')
+                  f"chooses one", f'choose one in the lab file: [daqhub.providers] "{tname}" = '
+                  f'"{clash[0].rsplit(" ", 1)[0]}"')
         elif other:
             c.add((*path, "type"), f"type {tname!r} has no {flavor} flavor",
                   f"it has {', '.join(other)}: move it to [[{other[0]}.instruments]]")

@@ -240,10 +240,12 @@ class PluginHost:
             owners = ", ".join(f"{i.distribution} {i.version}" for i, _ in entries)
             if clashes is not None:
                 clashes[k] = entries
+            unless = (" unless a lab file chooses one in [daqhub.providers]"
+                      if clashes is not None else "")
             for info, item in entries:
                 self.report(PluginProblem(info.distribution, info.version, info.name,
                                           f"{label(item)} is declared by several plugins "
-                                          f"({owners}); none of them is used"))
+                                          f"({owners}); none of them is used{unless}"))
         return out
 
     # --- the typed facade -------------------------------------------------------------

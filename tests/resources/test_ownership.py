@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -225,3 +226,26 @@ def test_record_path_is_beside_a_writable_device_directory(tmp_path: Path,
     assert record_path(str(tmp_path / "ttyX")) == lock_path_for(tmp_path / "ttyX")
     assert record_path("/dev/ttyUSB0").parent == lock_dir
     assert record_path("/dev/ttyUSB0").name == "%2Fdev%2FttyUSB0.lock"
+
+
+def test_daqhub_ports_says_who_holds_each_port(
+        serial_mgr: SerialPortManager, pty_device: Callable[..., PtyDevice], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from daqhub.ports import list_ports
+
+    held = pty_device()
+    serial_mgr.port(held.pty_path)
+    node = tmp_path / "ttyS9"  # a device node nobody has open, until another program opens it
+    node.touch()
+    with open(node, "rb"):
+        assert list_ports([], True, [str(node)]) == 0
+    found = {p["device"]: p["in_use"] for p in json.loads(capsys.readouterr().out)["serial"]}
+    # the port a daqhub manager holds is listed although the system does not list ptys
+    assert found[os.path.realpath(held.pty_path)].startswith(f"daqhub process {os.getpid()}")
+    assert found[str(node)].startswith(f"pid {os.getpid()} (")
+    list_ports([], True, [str(node)])
+    found = {p["device"]: p["in_use"] for p in json.loads(capsys.readouterr().out)["serial"]}
+    assert found[str(node)] == ""
+    list_ports([], False, [str(node)])
+    text = capsys.readouterr().out
+    assert "in use by daqhub process" in text and "free" in text
