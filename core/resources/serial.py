@@ -273,8 +273,7 @@ class SharedSerialPort:
         kwargs = dict(self.settings)
         kwargs["timeout"] = kwargs.pop("read_timeout")
         local = is_local_path(target)
-        if local:
-            kwargs["exclusive"] = True
+        kwargs["exclusive"] = True  # handlers that cannot lock (socket://) ignore it
         where = f" (found at {target})" if target != self.name else ""
         try:
             ser = serial.serial_for_url(target, do_not_open=True, **kwargs)
@@ -282,12 +281,13 @@ class SharedSerialPort:
         except PortOpenError:
             raise
         except _OPEN_ERRORS as exc:
-            if local and _is_busy(exc):
+            if _is_busy(exc):
+                who = ("another program (not a daqhub process: none holds its lock record)"
+                       if local else "a handle opened without the manager (a driver or tool "
+                       "calling serial_for_url itself?)")
                 raise ResourceBusyError(
-                    f"serial port {self.name}{where} is in use by another program (not a "
-                    f"daqhub process: none holds its lock record): {exc}; close that program "
-                    f"(minicom, screen, another tool) first", resource=self.name,
-                    holder=None) from exc
+                    f"serial port {self.name}{where} is in use by {who}: {exc}; close that "
+                    f"first", resource=self.name, holder=None) from exc
             raise PortOpenError(f"cannot open serial port {self.name}{where}: {exc}",
                                 port=self.name) from exc
         if local:

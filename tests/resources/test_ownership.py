@@ -249,3 +249,20 @@ def test_daqhub_ports_says_who_holds_each_port(
     list_ports([], False, [str(node)])
     text = capsys.readouterr().out
     assert "in use by daqhub process" in text and "free" in text
+
+
+def test_a_driver_opening_a_managed_simulated_port_itself_is_refused(
+        serial_mgr: SerialPortManager) -> None:
+    import errno
+
+    import daqhub_sims
+
+    daqhub_sims.install()
+    url = "sim://esp300?name=ownership-test"
+    port = serial_mgr.port(url)
+    with pytest.raises(serial.SerialException) as info:
+        serial.serial_for_url("SIM://esp300?name=ownership-test")  # bytes that would mix in
+    assert info.value.errno == errno.EBUSY and "busy" in str(info.value)
+    assert port.query(b"1TP?\r", terminator=b"\r\n")  # the manager's own line still works
+    serial_mgr.close_all(5.0)
+    serial.serial_for_url(url).close()  # free again once the manager let go
