@@ -32,8 +32,8 @@ def _host(args: argparse.Namespace) -> PluginHost:
     """The host loaded by main(); in --strict mode any plugin problem so far is fatal."""
     host: PluginHost = args.host
     if args.strict:
+        host.instrument_types(), host.storage_backends(), host.converters()  # every step first
         host.strict = True
-        host.instrument_types(), host.storage_backends(), host.converters()
         if host.problems:
             raise PluginError(host.problems)
     return host

@@ -477,6 +477,7 @@ class _Types(dict[tuple[str, str], InstrumentType]):
         super().__init__()
         self.owners: dict[tuple[str, str], str] = {}
         self.clashes: dict[tuple[str, str], list[str]] = {}
+        self.rejected: dict[tuple[str, str], list[str]] = {}
 
 
 def _chosen_types(c: _Collector, host: PluginHost, providers: Mapping[str, str]) -> _Types:
@@ -485,6 +486,7 @@ def _chosen_types(c: _Collector, host: PluginHost, providers: Mapping[str, str])
         owner = host.type_owner(*key)
         types[key] = t
         types.owners[key] = f"{owner.distribution} {owner.version}" if owner else "?"
+    types.rejected = host.type_rejections()
     for key, entries in host.type_clashes().items():
         types.clashes[key] = sorted(f"{i.distribution} {i.version}" for i, _ in entries)
     for tname, dist in providers.items():
@@ -596,7 +598,12 @@ def _check_instrument(c: _Collector, block: Mapping[str, Any], path: tuple[Any, 
     if t is None:
         other = [f for f in FLAVORS if (tname, f) in types]
         clash = types.clashes.get((tname, flavor))
-        if clash:
+        rejected = types.rejected.get((tname, flavor))
+        if rejected and not clash:
+            c.add((*path, "type"), f"type {tname!r} ({flavor}) is installed but its declaration "
+                  f"was refused: {'; '.join(rejected)}", "a bug in the plugin; report it to its "
+                  "authors (daqhub plugins lists every plugin problem)")
+        elif clash:
             c.add((*path, "type"), f"type {tname!r} ({flavor}) is declared by several installed "
                   f"distributions: {', '.join(clash)}; none of them is used until the lab "
                   f"chooses one", f'choose one in the lab file: [daqhub.providers] "{tname}" = '

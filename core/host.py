@@ -75,6 +75,11 @@ class PluginInfo:
     hooks: list[str] = field(default_factory=list)
 
 
+_TypeTables = tuple[dict[Any, tuple[PluginInfo, InstrumentType]],
+                    dict[Any, list[tuple[PluginInfo, InstrumentType]]],
+                    dict[Any, list[str]]]
+
+
 class PluginHost:
     """Loads plugins and gives the core one typed method per hook."""
 
@@ -220,16 +225,21 @@ class PluginHost:
                 label: Callable[[T], str],
                 check: Callable[[T], list[str]] | None = None,
                 clashes: dict[Any, list[tuple[PluginInfo, T]]] | None = None,
+                rejected: dict[Any, list[str]] | None = None,
                 ) -> dict[Any, tuple[PluginInfo, T]]:
         """Collect declarations; drop invalid ones and every side of a clash, with reports.
 
-        ``clashes`` receives the dropped sides, so a lab file can choose one of them."""
+        ``clashes`` receives the dropped sides, so a lab file can choose one of them;
+        ``rejected`` why invalid ones were dropped, so a lab using one is told."""
         found: dict[Any, list[tuple[PluginInfo, T]]] = {}
         for info, item in self._collect(hook, kind):
             bad = check(item) if check else []
             if bad:
-                self.report(PluginProblem(info.distribution, info.version, info.name,
-                                          f"invalid {label(item)}: {'; '.join(bad)}"))
+                why = f"invalid {label(item)}: {'; '.join(bad)}"
+                self.report(PluginProblem(info.distribution, info.version, info.name, why))
+                if rejected is not None:
+                    rejected.setdefault(key(item), []).append(
+                        f"{info.distribution} {info.version} ({info.name}): {why}")
                 continue
             found.setdefault(key(item), []).append((info, item))
         out = {}
@@ -250,15 +260,15 @@ class PluginHost:
 
     # --- the typed facade -------------------------------------------------------------
 
-    def _types(self) -> tuple[dict[Any, tuple[PluginInfo, InstrumentType]],
-                              dict[Any, list[tuple[PluginInfo, InstrumentType]]]]:
-        def build() -> tuple[dict[Any, tuple[PluginInfo, InstrumentType]],
-                             dict[Any, list[tuple[PluginInfo, InstrumentType]]]]:
+    def _types(self) -> _TypeTables:
+        def build() -> _TypeTables:
             clashes: dict[Any, list[tuple[PluginInfo, InstrumentType]]] = {}
+            rejected: dict[Any, list[str]] = {}
             found = self._unique(
                 "daqhub_instrument_types", InstrumentType, lambda t: (t.name, t.flavor),
-                lambda t: f"instrument type {t.name!r} ({t.flavor})", _type_problems, clashes)
-            return found, clashes
+                lambda t: f"instrument type {t.name!r} ({t.flavor})", _type_problems, clashes,
+                rejected)
+            return found, clashes, rejected
 
         return self._cached("types", build)
 
@@ -271,6 +281,10 @@ class PluginHost:
         unless a lab chooses one with ``[daqhub.providers]``)."""
         return dict(self._types()[1])
 
+    def type_rejections(self) -> dict[tuple[str, str], list[str]]:
+        """(type name, flavor) -> why each declaration of it was refused at load."""
+        return dict(self._types()[2])
+
     def instrument_type(self, name: str, flavor: str,
                         provider: str | None = None) -> InstrumentType | None:
         """The declaration in use; with ``provider``, the one that distribution declares
@@ -280,7 +294,7 @@ class PluginHost:
 
     def _type_entry(self, name: str, flavor: str, provider: str | None
                     ) -> tuple[PluginInfo, InstrumentType] | None:
-        found, clashes = self._types()
+        found, clashes, _ = self._types()
         if provider is None:
             return found.get((name, flavor))
         candidates = clashes.get((name, flavor)) or [e for e in [found.get((name, flavor))] if e]

@@ -176,3 +176,32 @@ def test_a_lab_check_that_raises_makes_the_lab_invalid(host: PluginHost, tmp_pat
     [problem] = info.value.problems
     assert "calibration table unreadable" in problem.message
     assert "checker-dist" in problem.message
+
+
+def test_two_spellings_of_one_simulated_bus_are_one_device(tmp_path: Path) -> None:
+    host = PluginHost()
+    host.load_entry_points()  # daqhub-sims says which line a sim:// URL reaches
+    text = f"""\
+[daqhub]
+output_dir = "{tmp_path / 'out'}"
+
+[[v2.instruments]]
+id = "x"
+type = "newport.esp300"
+port = "sim://esp300?name=bench"
+axis = 1
+
+[[v4.instruments]]
+id = "y"
+type = "newport.esp300"
+port = "SIM://esp300?name=bench&latency=0.01"
+axis = 2
+BAUD
+"""
+    assert len(parse(text.replace("BAUD", ""), "lab.toml", host, tmp_path).instruments()) == 2
+    with pytest.raises(ConfigError) as info:
+        parse(text.replace("BAUD", "baudrate = 9600"), "lab.toml", host, tmp_path)
+    [problem] = info.value.problems
+    assert "'y' (line 10) and instrument 'x' (line 4) share a port" in problem.message
+    assert "reach the same device, sim://esp300?name=bench" in problem.message
+    assert "baudrate=19200 at line 4 vs 9600 at line 10" in problem.message

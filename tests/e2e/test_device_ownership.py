@@ -95,15 +95,15 @@ def daqhub_instrument_types():
 '''
 
 
-def _install_clash(site: Path) -> None:
+def install(site: Path, dist: str, version: str, module: str, source: str) -> None:
     """A distribution as pip leaves it, found through PYTHONPATH like any installed one."""
-    site.mkdir()
-    (site / "esp300_fork.py").write_text(CLASH)
-    info = site / "esp300_fork-0.9.dist-info"
+    site.mkdir(exist_ok=True)
+    (site / f"{module}.py").write_text(source)
+    info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: esp300-fork\nVersion: 0.9\n"
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n"
                                    "Requires-Dist: daqhub>=0.1\n")
-    (info / "entry_points.txt").write_text("[daqhub]\nfork = esp300_fork\n")
+    (info / "entry_points.txt").write_text(f"[daqhub]\nplugin = {module}\n")
 
 
 @pytest.mark.timeout(120)
@@ -113,7 +113,7 @@ def test_a_clashing_plugin_is_reported_and_the_lab_chooses_a_provider(
 
     from daqhub.run import demo_lab_text
 
-    _install_clash(tmp_path / "site")
+    install(tmp_path / "site", "esp300-fork", "0.9", "esp300_fork", CLASH)
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "site"), env.get("PYTHONPATH", "")])
     demo = subprocess.run([sys.executable, "-m", "daqhub", "run", "--no-storage", "--duration",
                            "1"], capture_output=True, text=True, timeout=60, env=env,
@@ -134,3 +134,61 @@ def test_a_clashing_plugin_is_reported_and_the_lab_chooses_a_provider(
                             capture_output=True, text=True, timeout=90, env=env, cwd=tmp_path)
     assert chosen.returncode == 0, chosen.stderr
     assert re.search(r"stage=running:[1-9]", chosen.stdout), chosen.stdout
+
+
+MISTAKES = '''
+from daqhub.hookspecs import hookimpl
+from daqhub.instrument import V2Instrument
+from daqhub.specs import InstrumentType
+
+
+class Meter(V2Instrument):
+    def __init__(self, ctx):
+        raise AssertionError("an instrument was built")
+
+
+@hookimpl
+def daqhub_instrument_types():
+    return [InstrumentType("sloppy.meter", "v4", "none", Meter, [], "a v2 class as v4"),
+            InstrumentType("sloppy.scope", "v2", "none", Meter,
+                           lambda block: [{"name": "trace", "kind": "spectrum"}], "dicts"),
+            InstrumentType("sloppy.probe", "v2", "none", Meter, [{"name": "t"}], "dicts too")]
+
+
+@hookimpl
+def daqhub_validate_config(config):
+    raise KeyError("calibration")
+
+
+@hookimpl
+def daqhub_session_started(session_id):
+    raise RuntimeError("never reached: the lab must not start")
+'''
+
+
+@pytest.mark.timeout(120)
+def test_declaration_mistakes_are_reported_before_any_instrument_starts(
+        tmp_path: Path, env: dict[str, str]) -> None:
+    install(tmp_path / "site", "sloppy-drivers", "0.0.1", "sloppy", MISTAKES)
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "site"), env.get("PYTHONPATH", "")])
+    lab = tmp_path / "lab.toml"
+    lab.write_text('[[v4.instruments]]\nid = "meter"\ntype = "sloppy.meter"\n\n'
+                   '[[v2.instruments]]\nid = "scope"\ntype = "sloppy.scope"\n')
+    run = subprocess.run([sys.executable, "-m", "daqhub", "run", str(lab), "--no-storage",
+                          "--duration", "1"], capture_output=True, text=True, timeout=60,
+                         env=env, cwd=tmp_path)
+    assert run.returncode == 2, run.stderr
+    assert "starting" not in run.stdout and "never reached" not in run.stderr
+    problems = {int(m.group(1)): m.group(2)
+                for m in re.finditer(rf"{re.escape(str(lab))}:(\d+): (.*)", run.stderr)}
+    assert "sloppy-drivers 0.0.1" in problems[3] and "'sloppy.meter' (v4)" in problems[3]
+    assert "must subclass V4Actor" in problems[3]
+    assert "sloppy-drivers 0.0.1" in problems[5] and "'sloppy.scope' (v2" in problems[5]
+    assert "item 0 is a dict" in problems[5]
+    assert "its lab check failed" in problems[1] and "KeyError" in problems[1]
+    assert "sloppy-drivers" in problems[1]
+    strict = subprocess.run([sys.executable, "-m", "daqhub", "--strict", "validate", str(lab)],
+                            capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+    assert strict.returncode == 3
+    assert "2 plugin problem(s)" in strict.stderr  # every one, not only the first
+    assert "'sloppy.meter' (v4)" in strict.stderr and "'sloppy.probe' (v2)" in strict.stderr
