@@ -34,6 +34,15 @@ class Meter(V2Instrument):
     def read(self): return []
 
 
+def lab_text(tmp_path: Path, *blocks: tuple[str, dict[str, object]]) -> str:
+    """A lab file of ``(flavor, keys)`` blocks; the first block's header is on line 4."""
+    text = f'[daqhub]\noutput_dir = "{tmp_path / "out"}"\n'
+    for flavor, keys in blocks:
+        text += f"\n[[{flavor}.instruments]]\n" + "".join(
+            f"{k} = {v!r}\n".replace("'", '"') for k, v in keys.items())
+    return text
+
+
 def two_lines(host: PluginHost, tmp_path: Path, first: str, second: str, extra: str = "") -> str:
     return f"""\
 [daqhub]
@@ -122,18 +131,8 @@ def test_a_channels_function_is_called_and_checked_for_each_block(
         ]
     host.register(types.SimpleNamespace(daqhub_instrument_types=daqhub_instrument_types),
                   "bad", "bad-dist", "0.1")
-    text = f"""\
-[daqhub]
-output_dir = "{tmp_path / 'out'}"
-
-[[v2.instruments]]
-id = "a"
-type = "bad.dicts"
-
-[[v2.instruments]]
-id = "b"
-type = "bad.raises"
-"""
+    text = lab_text(tmp_path, ("v2", {"id": "a", "type": "bad.dicts"}),
+                    ("v2", {"id": "b", "type": "bad.raises"}))
     with pytest.raises(ConfigError) as info:
         parse(text, "lab.toml", host, tmp_path)
     found = {p.line: p.message for p in info.value.problems}
@@ -181,26 +180,13 @@ def test_a_lab_check_that_raises_makes_the_lab_invalid(host: PluginHost, tmp_pat
 def test_two_spellings_of_one_simulated_bus_are_one_device(tmp_path: Path) -> None:
     host = PluginHost()
     host.load_entry_points()  # daqhub-sims says which line a sim:// URL reaches
-    text = f"""\
-[daqhub]
-output_dir = "{tmp_path / 'out'}"
-
-[[v2.instruments]]
-id = "x"
-type = "newport.esp300"
-port = "sim://esp300?name=bench"
-axis = 1
-
-[[v4.instruments]]
-id = "y"
-type = "newport.esp300"
-port = "SIM://esp300?name=bench&latency=0.01"
-axis = 2
-BAUD
-"""
-    assert len(parse(text.replace("BAUD", ""), "lab.toml", host, tmp_path).instruments()) == 2
+    x = {"id": "x", "type": "newport.esp300", "port": "sim://esp300?name=bench", "axis": 1}
+    y = {**x, "id": "y", "port": "SIM://esp300?name=bench&latency=0.01", "axis": 2}
+    lab = parse(lab_text(tmp_path, ("v2", x), ("v4", y)), "lab.toml", host, tmp_path)
+    assert len(lab.instruments()) == 2
     with pytest.raises(ConfigError) as info:
-        parse(text.replace("BAUD", "baudrate = 9600"), "lab.toml", host, tmp_path)
+        parse(lab_text(tmp_path, ("v2", x), ("v4", {**y, "baudrate": 9600})), "lab.toml", host,
+              tmp_path)
     [problem] = info.value.problems
     assert "'y' (line 10) and instrument 'x' (line 4) share a port" in problem.message
     assert "reach the same device, sim://esp300?name=bench" in problem.message
