@@ -17,11 +17,15 @@ import importlib
 import ipaddress
 import os
 from collections.abc import Iterable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import serial
 from pyvisa import rname
+
+if TYPE_CHECKING:
+    from .serial import PortInfo
 
 # Settings that describe the line itself; two users of one port must agree on them.
 LINE_SETTINGS = ("baudrate", "bytesize", "parity", "stopbits", "rtscts", "xonxoff", "dsrdtr")
@@ -43,6 +47,39 @@ def line_of(settings: Mapping[str, Any]) -> dict[str, Any]:
     return {k: settings.get(k, LINE_DEFAULTS[k]) for k in LINE_SETTINGS}
 
 _NETWORK_SCHEMES = ("socket", "rfc2217")
+
+
+@dataclass(frozen=True)
+class UsbIdentity:
+    """A USB-serial adapter named by what it is rather than where the kernel put it."""
+
+    vid: int
+    pid: int
+    serial_number: str | None = None
+
+    @classmethod
+    def parse(cls, name: str) -> UsbIdentity | None:
+        """``usb:0403:6015[:SERIAL]`` -> identity; anything else -> None."""
+        if not name.lower().startswith("usb:") or "://" in name:
+            return None
+        parts = name.split(":", 3)
+        if len(parts) < 3:
+            raise ValueError(f"USB port name {name!r}: expected usb:VID:PID[:SERIAL] (hex ids)")
+        try:
+            vid, pid = int(parts[1], 16), int(parts[2], 16)
+        except ValueError:
+            raise ValueError(f"USB port name {name!r}: VID and PID must be hex, "
+                             f"e.g. usb:0403:6015:DK0AHAJZ") from None
+        serial_number = parts[3] if len(parts) == 4 and parts[3] else None
+        return cls(vid, pid, serial_number)
+
+    def matches(self, info: PortInfo) -> bool:
+        return (info.vid == self.vid and info.pid == self.pid
+                and (self.serial_number is None or info.serial_number == self.serial_number))
+
+    def __str__(self) -> str:
+        tail = f":{self.serial_number}" if self.serial_number else ""
+        return f"usb:{self.vid:04x}:{self.pid:04x}{tail}"
 
 
 def is_local_path(name: str) -> bool:
@@ -106,8 +143,9 @@ def serial_identity(name: str, packages: Iterable[str] | None = None) -> str:
     is depends on what is plugged in when the port opens.
     """
     name = name.strip()
-    if name.lower().startswith("usb:") and "://" not in name:
-        return name.lower()
+    usb = UsbIdentity.parse(name)
+    if usb is not None:
+        return str(usb)
     if "://" in name:
         scheme, rest = name.split("://", 1)
         scheme = scheme.lower()

@@ -20,7 +20,7 @@ symlink and its target are one port with one gate. A local device is opened excl
 any other ``open`` by an unprivileged process, a driver bypassing the manager included), and
 the process holds a lock record naming itself (:mod:`.ownership`) from the first open to the
 close, across reconnects; a second daqhub process is refused with the holder's pid, command
-and start time.
+and since when it holds the port.
 """
 
 from __future__ import annotations
@@ -47,7 +47,13 @@ from .errors import (
     ResourceError,
 )
 from .gate import DEFAULT_TIMEOUT_S, Gate, dump_gates
-from .identity import LINE_DEFAULTS, LINE_SETTINGS, is_local_path, serial_identity
+from .identity import (
+    LINE_DEFAULTS,
+    LINE_SETTINGS,
+    UsbIdentity,
+    is_local_path,
+    serial_identity,
+)
 from .lease import Leasable, Lease
 from .ordering import DEFAULT_CHECKER, SERIAL_ORDER, LockOrderChecker, What, default_owner
 from .ownership import claim
@@ -97,39 +103,6 @@ class PortInfo(Protocol):
 
 
 Lister = Callable[[], Iterable[PortInfo]]
-
-
-@dataclass(frozen=True)
-class UsbIdentity:
-    """A USB-serial adapter named by what it is rather than where the kernel put it."""
-
-    vid: int
-    pid: int
-    serial_number: str | None = None
-
-    @classmethod
-    def parse(cls, name: str) -> UsbIdentity | None:
-        """``usb:0403:6015[:SERIAL]`` -> identity; anything else -> None."""
-        if not name.lower().startswith("usb:") or "://" in name:
-            return None
-        parts = name.split(":", 3)
-        if len(parts) < 3:
-            raise ValueError(f"USB port name {name!r}: expected usb:VID:PID[:SERIAL] (hex ids)")
-        try:
-            vid, pid = int(parts[1], 16), int(parts[2], 16)
-        except ValueError:
-            raise ValueError(f"USB port name {name!r}: VID and PID must be hex, "
-                             f"e.g. usb:0403:6015:DK0AHAJZ") from None
-        serial_number = parts[3] if len(parts) == 4 and parts[3] else None
-        return cls(vid, pid, serial_number)
-
-    def matches(self, info: PortInfo) -> bool:
-        return (info.vid == self.vid and info.pid == self.pid
-                and (self.serial_number is None or info.serial_number == self.serial_number))
-
-    def __str__(self) -> str:
-        tail = f":{self.serial_number}" if self.serial_number else ""
-        return f"usb:{self.vid:04x}:{self.pid:04x}{tail}"
 
 
 def canonical_port_name(name: str) -> str:
@@ -236,9 +209,10 @@ class SharedSerialPort:
         self._stop = threading.Event()
         self._reconnector: threading.Thread | None = None
         self.device = ""
-        # The record first: when a daqhub process holds the port, it names the holder.
+        # The record first: when a daqhub process holds the port, it names the holder. URLs
+        # reach devices other processes own (a ser2net server, a simulator in this process).
         self._record: FileLock | None = (claim(self.identity, name)
-                                         if is_local_path(self.identity) else None)
+                                         if "://" not in self.identity else None)
         try:
             ser = self._open()
         except BaseException:
