@@ -23,9 +23,9 @@ from typing import Any
 import jsonschema
 
 from .host import PluginHost
-from .resources.identity import line_of, line_settings, serial_identity, visa_identity
+from .labchecks import ChosenTypes, check_channels, check_shared_devices, chosen_types
 from .routines import ROUTINE_SCHEMA
-from .specs import FLAVORS, InstrumentType, channel_problems
+from .specs import FLAVORS, InstrumentType
 
 # Schemes pyserial (or a plugin's URL handler) resolves; a path without one must exist.
 URL_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
@@ -381,7 +381,7 @@ def validate(data: Mapping[str, Any], text: str, file: str, host: PluginHost,
     backends = host.storage_backends()
     providers = {k: v for k, v in (daq.get("providers") or {}).items() if isinstance(v, str)} \
         if isinstance(daq.get("providers"), dict) else {}
-    types = _chosen_types(c, host, providers)
+    types = chosen_types(c, host, providers)
     type_names = sorted({n for n, _ in types} | {n for n, _ in types.clashes})
     seen_ids: dict[str, tuple[str, int]] = {}
     flavors: dict[str, FlavorConfig] = {}
@@ -418,7 +418,7 @@ def validate(data: Mapping[str, Any], text: str, file: str, host: PluginHost,
             inst = _check_instrument(c, block, path, flavor, types, type_names, seen_ids)
             if inst:
                 instruments.append(inst)
-                _check_channels(c, types, inst, path)
+                check_channels(c, types, inst, path)
         flavors[flavor] = FlavorConfig(flavor, enabled, str(storage), fdir_path.resolve(),
                                        instruments)
     for name, opts in storage_tbl.items():
@@ -451,8 +451,8 @@ def validate(data: Mapping[str, Any], text: str, file: str, host: PluginHost,
         if len(c.problems) == before and r["instrument"] not in seen_ids:
             c.add(("routines", i, "instrument"), f"routine names unknown instrument "
                   f"{r['instrument']!r}", _did_you_mean(r["instrument"], sorted(seen_ids)))
-    _check_shared_devices(c, types, [i for f in flavors.values() for i in f.instruments],
-                          host.serial_url_packages())
+    check_shared_devices(c, types, [i for f in flavors.values() for i in f.instruments],
+                         host.serial_url_packages())
     for info, problem in host.validate_config(data):
         c.add(problem.path, f"{problem.message} (from plugin {info.distribution})")
     if c.problems:
@@ -469,106 +469,8 @@ def validate(data: Mapping[str, Any], text: str, file: str, host: PluginHost,
     ), []
 
 
-class _Types(dict[tuple[str, str], InstrumentType]):
-    """The types a lab can use, after its ``[daqhub.providers]`` choices, with who declares
-    each and the declarations nobody chose between."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.owners: dict[tuple[str, str], str] = {}
-        self.clashes: dict[tuple[str, str], list[str]] = {}
-        self.rejected: dict[tuple[str, str], list[str]] = {}
-
-
-def _chosen_types(c: _Collector, host: PluginHost, providers: Mapping[str, str]) -> _Types:
-    types = _Types()
-    for key, t in host.instrument_types().items():
-        owner = host.type_owner(*key)
-        types[key] = t
-        types.owners[key] = f"{owner.distribution} {owner.version}" if owner else "?"
-    types.rejected = host.type_rejections()
-    for key, entries in host.type_clashes().items():
-        types.clashes[key] = sorted(f"{i.distribution} {i.version}" for i, _ in entries)
-    for tname, dist in providers.items():
-        declared = sorted({o for (n, _), o in types.owners.items() if n == tname}
-                          | {o for (n, _), os_ in types.clashes.items() if n == tname
-                             for o in os_})
-        for flavor in FLAVORS:
-            types.pop((tname, flavor), None)
-            types.clashes.pop((tname, flavor), None)
-            chosen = host.instrument_type(tname, flavor, dist)
-            owner = host.type_owner(tname, flavor, dist)
-            if chosen is not None and owner is not None:
-                types[(tname, flavor)] = chosen
-                types.owners[(tname, flavor)] = f"{owner.distribution} {owner.version}"
-        if not any((tname, f) in types for f in FLAVORS):
-            c.add(("daqhub", "providers", tname),
-                  f"provider {dist!r} does not declare instrument type {tname!r}",
-                  f"it is declared by {', '.join(declared)}" if declared
-                  else "no installed distribution declares it")
-    return types
-
-
-def _check_channels(c: _Collector, types: _Types, inst: InstrumentConfig,
-                    path: tuple[Any, ...]) -> None:
-    """Call a channels function for this block now, so its mistakes name plugin, type and
-    line here rather than surfacing as an AttributeError when the run starts."""
-    key = (inst.type, inst.flavor)
-    t = types[key]
-    if not callable(t.channels):
-        return
-    try:
-        found: object = t.channels(inst.block)
-    except Exception as exc:
-        bad = [f"raised {type(exc).__name__}: {exc}"]
-    else:
-        bad = channel_problems(found)
-    for why in bad:
-        c.add(path, f"the channels function of type {inst.type!r} ({inst.flavor}, from plugin "
-                    f"{types.owners.get(key, '?')}) for this block: {why}",
-              "a bug in the plugin; report it to its authors")
-
-
-def _check_shared_devices(c: _Collector, types: _Types, instruments: Sequence[InstrumentConfig],
-                          url_packages: Sequence[str]) -> None:
-    """Entries that reach one device share one resource, so they must agree on its line."""
-    seen: dict[str, tuple[InstrumentConfig, dict[str, Any], str]] = {}
-    for inst in instruments:
-        t = types[(inst.type, inst.flavor)]
-        if t.transport == "serial":
-            name, what = str(inst.block["port"]), "port"
-            line = line_of(line_settings(t.serial_settings, inst.block))
-            try:
-                key = "serial " + serial_identity(name, url_packages)
-            except ValueError as exc:
-                c.add_at(inst.line, str(exc))
-                continue
-        elif t.transport == "visa":
-            name, what = str(inst.block["resource"]), "resource"
-            line = {k: inst.block.get(k) for k in ("read_termination", "write_termination")
-                    if k in inst.block}
-            key = f"visa {visa_identity(name)} {inst.block.get('visa_backend', '@py')}"
-        else:
-            continue
-        first = seen.setdefault(key, (inst, line, name))
-        other, other_line, other_name = first
-        if other is inst:
-            continue
-        clash = {k: (other_line[k], v) for k, v in line.items()
-                 if k in other_line and other_line[k] != v}
-        if clash:
-            same = "" if other_name == name else f" ({other_name!r} and {name!r} reach " \
-                                                  f"the same device, {key.split(' ', 1)[1]})"
-            text = ", ".join(f"{k}={a!r} at line {other.line} vs {b!r} at line {inst.line}"
-                             for k, (a, b) in clash.items())
-            c.add_at(inst.line,
-                     f"instrument {inst.id!r} (line {inst.line}) and instrument {other.id!r} "
-                     f"(line {other.line}) share a {what}{same} but not its settings: {text}",
-                     "one device has one line: give both the same settings")
-
-
 def _check_instrument(c: _Collector, block: Mapping[str, Any], path: tuple[Any, ...],
-                      flavor: str, types: _Types,
+                      flavor: str, types: ChosenTypes,
                       type_names: Sequence[str], seen_ids: dict[str, tuple[str, int]]
                       ) -> InstrumentConfig | None:
     line = _line_of(c.where, path)
