@@ -191,11 +191,10 @@ class PluginHost:
         return out
 
     def _collect(self, hook: str, kind: type[T] | tuple[type[T], ...],
-                 failed: list[PluginProblem] | None = None,
                  **kwargs: Any) -> list[tuple[PluginInfo, T]]:
         kinds = kind if isinstance(kind, tuple) else (kind,)
         items: list[tuple[PluginInfo, T]] = []
-        for info, result in self._call_each(hook, failed, **kwargs):
+        for info, result in self._call_each(hook, **kwargs):
             if result is None:
                 continue
             if not isinstance(result, Iterable) or isinstance(result, str | bytes | Mapping):
