@@ -49,10 +49,10 @@ def _host(args: argparse.Namespace) -> PluginHost:
     """The host loaded by main(); in --strict mode any plugin problem so far is fatal."""
     host: PluginHost = args.host
     if args.strict:
+        host.instrument_types(), host.storage_backends(), host.converters()  # every step first
         host.strict = True
-        host.instrument_types(), host.storage_backends(), host.converters()
         if host.problems:
-            raise PluginError(host.problems[0])
+            raise PluginError(host.problems)
     return host
 
 
@@ -138,7 +138,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_ports(args: argparse.Namespace) -> int:
     from .ports import list_ports
 
-    return list_ports(args.backend, args.json)
+    return list_ports(args.backend, args.json, args.device)
 
 
 def _inspect_main(argv: list[str]) -> int:
@@ -217,7 +217,10 @@ def build_parser(host: PluginHost | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("ports", help="list serial ports and VISA resources",
                        description="List serial ports (with USB vendor/product/serial where "
-                                   "known) and the VISA resources each backend sees.")
+                                   "known, and who holds each: a daqhub process with its pid, "
+                                   "command and start, or another program) and the VISA "
+                                   "resources each backend sees.")
+    p.add_argument("device", nargs="*", help="also show these devices (e.g. a pty)")
     p.add_argument("--backend", action="append", default=None, metavar="B",
                    help="VISA backend to ask (@py, @ivi, file.yaml@sim, or "
                         "package:path.yaml@sim as lab files write it); repeatable; "
@@ -261,6 +264,13 @@ def build_parser(host: PluginHost | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _plugin_problems(exc: PluginError) -> int:
+    print(f"daqhub: {len(exc.problems)} plugin problem(s) (strict mode):", file=sys.stderr)
+    for p in exc.problems:
+        print(f"  - {p}", file=sys.stderr)
+    return EXIT_PLUGINS
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _main(argv)
@@ -282,8 +292,7 @@ def _main(argv: Sequence[str] | None) -> int:
     delegated["inspect"] = _inspect_main
     if rest and rest[0] in delegated:
         if rest is not argv and host.problems:
-            print(f"daqhub: plugin problem (strict mode): {host.problems[0]}", file=sys.stderr)
-            return EXIT_PLUGINS
+            return _plugin_problems(PluginError(host.problems))
         return int(delegated[rest[0]](rest[1:]))
     parser = build_parser(host)
     args = parser.parse_args(argv)
@@ -294,8 +303,7 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         return int(args.func(args))
     except PluginError as exc:
-        print(f"daqhub: plugin problem (strict mode): {exc}", file=sys.stderr)
-        return EXIT_PLUGINS
+        return _plugin_problems(exc)
     except KeyboardInterrupt:
         print("daqhub: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

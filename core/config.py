@@ -26,6 +26,7 @@ import jsonschema
 from . import firstparty
 from .commands import command_names
 from .host import PluginHost
+from .labchecks import ChosenTypes, check_channels, check_shared_devices, chosen_types
 from .routines import ROUTINE_SCHEMA, routine_problems, step_lines
 from .schema_words import not_allowed
 from .specs import FLAVORS, InstrumentType
@@ -60,6 +61,9 @@ DAQHUB_KEYS: dict[str, Any] = {
     "lock_timeout": {"type": "number", "exclusiveMinimum": 0, "default": 2,
                      "description": "seconds any wait for a shared resource may take"},
     "budget": BUDGET_SCHEMA,
+    "providers": {"type": "object", "additionalProperties": {"type": "string"},
+                  "description": "instrument type -> the distribution that provides it, "
+                                 "when several installed distributions declare it"},
 }
 FLAVOR_KEYS: dict[str, Any] = {
     "enabled": {"type": "boolean", "default": True},
@@ -151,6 +155,8 @@ class LabConfig:
     lock_timeout: float = 2.0
     budget: Mapping[str, Any] = field(default_factory=dict)
     routines: list[dict[str, Any]] = field(default_factory=list)
+    #: instrument type -> distribution chosen in ``[daqhub.providers]``
+    providers: Mapping[str, str] = field(default_factory=dict)
 
     def instruments(self) -> list[InstrumentConfig]:
         return [i for f in self.flavors.values() if f.enabled for i in f.instruments]
@@ -258,7 +264,10 @@ class _Collector:
         self.problems: list[Problem] = []
 
     def add(self, path: Sequence[Any], message: str, suggestion: str = "") -> None:
-        self.problems.append(Problem(self.file, _line_of(self.where, path), message, suggestion))
+        self.add_at(_line_of(self.where, path), message, suggestion)
+
+    def add_at(self, line: int, message: str, suggestion: str = "") -> None:
+        self.problems.append(Problem(self.file, line, message, suggestion))
 
 
 def _check_keys(c: _Collector, table: Mapping[str, Any], allowed: Sequence[str],
@@ -433,8 +442,10 @@ def validate(data: Mapping[str, Any], text: str, file: str, host: PluginHost,
     out_root = output_dir if output_dir is not None else base_dir / str(
         daq.get("output_dir", "data"))
     backends = host.storage_backends()
-    types = host.instrument_types()
-    type_names = sorted({n for n, _ in types})
+    providers = {k: v for k, v in (daq.get("providers") or {}).items() if isinstance(v, str)} \
+        if isinstance(daq.get("providers"), dict) else {}
+    types = chosen_types(c, host, providers)
+    type_names = sorted({n for n, _ in types} | {n for n, _ in types.clashes})
     seen_ids: dict[str, tuple[str, int]] = {}
     flavors: dict[str, FlavorConfig] = {}
     storage_tbl = data.get("storage", {})
@@ -470,6 +481,7 @@ def validate(data: Mapping[str, Any], text: str, file: str, host: PluginHost,
             inst = _check_instrument(c, block, path, flavor, types, type_names, seen_ids)
             if inst:
                 instruments.append(inst)
+                check_channels(c, types, inst, path)
         flavors[flavor] = FlavorConfig(flavor, enabled, str(storage), fdir_path.resolve(),
                                        instruments)
     for name, opts in storage_tbl.items():
@@ -510,6 +522,8 @@ def validate(data: Mapping[str, Any], text: str, file: str, host: PluginHost,
             lines = step_lines(text, _line_of(where, ("routines", i, "steps")), len(r["steps"]))
             c.problems += [Problem(file, line, msg, hint) for line, msg, hint in
                            routine_problems(r, known, all_commands, lines)]
+    check_shared_devices(c, types, [i for f in flavors.values() for i in f.instruments],
+                         host.serial_url_packages())
     for info, problem in host.validate_config(data):
         c.add(problem.path, f"{problem.message} (from plugin {info.distribution})")
     if c.problems:
@@ -522,6 +536,7 @@ def validate(data: Mapping[str, Any], text: str, file: str, host: PluginHost,
         lock_timeout=float(daq.get("lock_timeout", 2)),
         budget=dict(daq.get("budget", {})),
         routines=[dict(r) for r in routines],
+        providers=providers,
     ), []
 
 
@@ -534,7 +549,7 @@ def _channel_names(t: InstrumentType, block: Mapping[str, Any]) -> list[str]:
 
 
 def _check_instrument(c: _Collector, block: Mapping[str, Any], path: tuple[Any, ...],
-                      flavor: str, types: Mapping[tuple[str, str], InstrumentType],
+                      flavor: str, types: ChosenTypes,
                       type_names: Sequence[str], seen_ids: dict[str, tuple[str, int]]
                       ) -> InstrumentConfig | None:
     line = _line_of(c.where, path)
@@ -563,7 +578,18 @@ def _check_instrument(c: _Collector, block: Mapping[str, Any], path: tuple[Any, 
     t = types.get((tname, flavor))
     if t is None:
         other = [f for f in FLAVORS if (tname, f) in types]
-        if other:
+        clash = types.clashes.get((tname, flavor))
+        rejected = types.rejected.get((tname, flavor))
+        if rejected and not clash:
+            c.add((*path, "type"), f"type {tname!r} ({flavor}) is installed but its declaration "
+                  f"was refused: {'; '.join(rejected)}", "a bug in the plugin; report it to its "
+                  "authors (daqhub plugins lists every plugin problem)")
+        elif clash:
+            c.add((*path, "type"), f"type {tname!r} ({flavor}) is declared by several installed "
+                  f"distributions: {', '.join(clash)}; none of them is used until the lab "
+                  f"chooses one", f'choose one in the lab file: [daqhub.providers] "{tname}" = '
+                  f'"{clash[0].rsplit(" ", 1)[0]}"')
+        elif other:
             c.add((*path, "type"), f"type {tname!r} has no {flavor} flavor",
                   f"it has {', '.join(other)}: move it to [[{other[0]}.instruments]]")
         else:

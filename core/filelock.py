@@ -159,8 +159,7 @@ class FileLock:
     def _record_holder(self) -> None:
         assert self._fd is not None
         since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        command = " ".join(os.path.basename(a) if i == 0 else a
-                           for i, a in enumerate(sys.argv[:4]))[:200]
+        command = " ".join([_program(), *sys.argv[1:4]])[:200]
         text = (f"pid={os.getpid()}\nhost={socket.gethostname()}\nsince={since}\n"
                 f"command={command}\n").encode()
         os.ftruncate(self._fd, 0)
@@ -199,6 +198,15 @@ class FileLock:
         fd = getattr(self, "_fd", None)
         if fd is not None:
             os.close(fd)
+
+
+def _program() -> str:
+    """How this process was started, as its user typed it (``python -m daqhub``, not the
+    ``__main__.py`` in argv)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name.endswith(".__main__"):
+        return f"python -m {spec.name.removesuffix('.__main__')}"
+    return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
 
 
 def claim_new_file(path: Path | str, timeout: float = 0.0) -> FileLock:

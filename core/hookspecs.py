@@ -67,6 +67,9 @@ def daqhub_serial_url_packages() -> Sequence[str]:
 
     The serial manager adds them to ``serial.protocol_handler_packages`` so a
     lab file can name ports such as ``sim://elliptec`` that a plugin serves.
+    A ``protocol_<scheme>`` module may also define ``canonical_url(url) -> str``, naming
+    the device a URL reaches (two spellings of one simulated bus give one string): the core
+    keys shared ports by it, so both spellings share one port and one lock.
     """
 
 

@@ -6,7 +6,8 @@ raises. A lab with one broken third-party driver must still run everything
 else, so the host loads entry points in its own loop and calls collecting
 hooks one implementation at a time, turning every failure into a
 :class:`PluginProblem` that names the distribution, its version and the error.
-Strict mode (for CI) raises on the first problem instead.
+Strict mode (for CI) raises once a step (loading, collecting one hook) is done, with every
+problem that step found, so CI sees them all in one run.
 
 Set ``DAQHUB_TRACE_HOOKS=1`` to print every hook call and its result to stderr.
 """
@@ -27,7 +28,15 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
 
 from . import __version__, hookspecs
-from .specs import CliCommand, ConfigProblem, Converter, Format, InstrumentType, StorageBackend
+from .instrument import V2Instrument, V4Actor
+from .specs import (
+    CliCommand,
+    ConfigProblem,
+    Converter,
+    Format,
+    InstrumentType,
+    StorageBackend,
+)
 
 GROUP = "daqhub"
 TRACE_ENV = "DAQHUB_TRACE_HOOKS"
@@ -49,11 +58,12 @@ class PluginProblem:
 
 
 class PluginError(RuntimeError):
-    """Raised in strict mode for the first plugin problem."""
+    """Raised in strict mode with every plugin problem of the step that found them."""
 
-    def __init__(self, problem: PluginProblem) -> None:
-        super().__init__(str(problem))
-        self.problem = problem
+    def __init__(self, problems: Sequence[PluginProblem]) -> None:
+        self.problems = list(problems)
+        self.problem = self.problems[0]
+        super().__init__("\n".join(str(p) for p in self.problems))
 
 
 @dataclass
@@ -65,6 +75,11 @@ class PluginInfo:
     hooks: list[str] = field(default_factory=list)
 
 
+_TypeTables = tuple[dict[Any, tuple[PluginInfo, InstrumentType]],
+                    dict[Any, list[tuple[PluginInfo, InstrumentType]]],
+                    dict[Any, list[str]]]
+
+
 class PluginHost:
     """Loads plugins and gives the core one typed method per hook."""
 
@@ -73,6 +88,8 @@ class PluginHost:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self.problems: list[PluginProblem] = []
+        #: told of every notification hook that raised (a run turns it into an alarm)
+        self.notify_listeners: list[Callable[[PluginProblem], None]] = []
         self.plugins: dict[str, PluginInfo] = {}
         self._cache: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -84,11 +101,18 @@ class PluginHost:
 
     def report(self, problem: PluginProblem) -> None:
         self.problems.append(problem)
-        if self.strict:
-            raise PluginError(problem)
+
+    def _raise_if_strict(self, before: int) -> None:
+        if self.strict and len(self.problems) > before:
+            raise PluginError(self.problems[before:])
 
     def load_entry_points(self, group: str = GROUP) -> None:
         """Load every plugin of the entry-point group, reporting the broken ones."""
+        before = len(self.problems)
+        self._load_entry_points(group)
+        self._raise_if_strict(before)
+
+    def _load_entry_points(self, group: str) -> None:
         eps = sorted(md.entry_points(group=group),
                      key=lambda ep: ((ep.dist.name if ep.dist else ""), ep.name))
         for ep in eps:
@@ -112,11 +136,18 @@ class PluginHost:
                                           f"entry point {ep.value} names a class; name a module "
                                           "or a module-level object"))
                 continue
-            self.register(obj, plugin_name, dist_name, version, ep.value)
+            self._register(obj, plugin_name, dist_name, version, ep.value)
 
     def register(self, obj: object, name: str, distribution: str = "<in-process>",
                  version: str = "", entry_point: str = "") -> bool:
         """Register one plugin object; False (and a report) when it is broken."""
+        before = len(self.problems)
+        ok = self._register(obj, name, distribution, version, entry_point)
+        self._raise_if_strict(before)
+        return ok
+
+    def _register(self, obj: object, name: str, distribution: str, version: str,
+                  entry_point: str) -> bool:
         short = name.split(":", 1)[-1]
         try:
             self.pm.register(obj, name=name)
@@ -141,7 +172,8 @@ class PluginHost:
 
     # --- calling hooks one implementation at a time ---------------------------------
 
-    def _call_each(self, hook: str, **kwargs: Any) -> list[tuple[PluginInfo, Any]]:
+    def _call_each(self, hook: str, failed: list[PluginProblem] | None = None,
+                   **kwargs: Any) -> list[tuple[PluginInfo, Any]]:
         caller = getattr(self.pm.hook, hook)
         out = []
         for impl in reversed(caller.get_hookimpls()):  # registration order
@@ -150,9 +182,12 @@ class PluginHost:
             try:
                 out.append((info, impl.function(**args)))
             except Exception as exc:  # isolate one plugin's bug from the rest
-                self.report(PluginProblem(info.distribution, info.version, info.name,
-                                          f"hook {hook} raised {_short(exc)}",
-                                          traceback.format_exc()))
+                problem = PluginProblem(info.distribution, info.version, info.name,
+                                        f"hook {hook} raised {_short(exc)}",
+                                        traceback.format_exc())
+                self.report(problem)
+                if failed is not None:
+                    failed.append(problem)
         return out
 
     def _collect(self, hook: str, kind: type[T] | tuple[type[T], ...],
@@ -180,19 +215,30 @@ class PluginHost:
     def _cached(self, key: str, build: Callable[[], T]) -> T:
         with self._lock:
             if key not in self._cache:
+                before = len(self.problems)
                 self._cache[key] = build()
+                self._raise_if_strict(before)
             return self._cache[key]  # type: ignore[no-any-return]
 
     def _unique(self, hook: str, kind: type[T], key: Callable[[T], Any],
                 label: Callable[[T], str],
-                check: Callable[[T], list[str]] | None = None) -> dict[Any, tuple[PluginInfo, T]]:
-        """Collect declarations; drop invalid ones and every side of a clash, with reports."""
+                check: Callable[[T], list[str]] | None = None,
+                clashes: dict[Any, list[tuple[PluginInfo, T]]] | None = None,
+                rejected: dict[Any, list[str]] | None = None,
+                ) -> dict[Any, tuple[PluginInfo, T]]:
+        """Collect declarations; drop invalid ones and every side of a clash, with reports.
+
+        ``clashes`` receives the dropped sides, so a lab file can choose one of them;
+        ``rejected`` why invalid ones were dropped, so a lab using one is told."""
         found: dict[Any, list[tuple[PluginInfo, T]]] = {}
         for info, item in self._collect(hook, kind):
             bad = check(item) if check else []
             if bad:
-                self.report(PluginProblem(info.distribution, info.version, info.name,
-                                          f"invalid {label(item)}: {'; '.join(bad)}"))
+                why = f"invalid {label(item)}: {'; '.join(bad)}"
+                self.report(PluginProblem(info.distribution, info.version, info.name, why))
+                if rejected is not None:
+                    rejected.setdefault(key(item), []).append(
+                        f"{info.distribution} {info.version} ({info.name}): {why}")
                 continue
             found.setdefault(key(item), []).append((info, item))
         out = {}
@@ -201,28 +247,62 @@ class PluginHost:
                 out[k] = entries[0]
                 continue
             owners = ", ".join(f"{i.distribution} {i.version}" for i, _ in entries)
+            if clashes is not None:
+                clashes[k] = entries
+            unless = (" unless a lab file chooses one in [daqhub.providers]"
+                      if clashes is not None else "")
             for info, item in entries:
                 self.report(PluginProblem(info.distribution, info.version, info.name,
                                           f"{label(item)} is declared by several plugins "
-                                          f"({owners}); none of them is used"))
+                                          f"({owners}); none of them is used{unless}"))
         return out
 
     # --- the typed facade -------------------------------------------------------------
 
+    def _types(self) -> _TypeTables:
+        def build() -> _TypeTables:
+            clashes: dict[Any, list[tuple[PluginInfo, InstrumentType]]] = {}
+            rejected: dict[Any, list[str]] = {}
+            found = self._unique(
+                "daqhub_instrument_types", InstrumentType, lambda t: (t.name, t.flavor),
+                lambda t: f"instrument type {t.name!r} ({t.flavor})", _type_problems, clashes,
+                rejected)
+            return found, clashes, rejected
+
+        return self._cached("types", build)
+
     def instrument_types(self) -> dict[tuple[str, str], InstrumentType]:
         """(type name, flavor) -> declaration, from every plugin."""
-        found = self._cached("types", lambda: self._unique(
-            "daqhub_instrument_types", InstrumentType, lambda t: (t.name, t.flavor),
-            lambda t: f"instrument type {t.name!r} ({t.flavor})", InstrumentType.problems))
-        return {k: v[1] for k, v in found.items()}
+        return {k: v[1] for k, v in self._types()[0].items()}
 
-    def instrument_type(self, name: str, flavor: str) -> InstrumentType | None:
-        return self.instrument_types().get((name, flavor))
+    def type_clashes(self) -> dict[tuple[str, str], list[tuple[PluginInfo, InstrumentType]]]:
+        """(type name, flavor) declared by several plugins -> every declaration (none is used
+        unless a lab chooses one with ``[daqhub.providers]``)."""
+        return dict(self._types()[1])
 
-    def type_owner(self, name: str, flavor: str) -> PluginInfo | None:
-        self.instrument_types()
-        found = self._cache["types"]
-        entry = found.get((name, flavor))
+    def type_rejections(self) -> dict[tuple[str, str], list[str]]:
+        """(type name, flavor) -> why each declaration of it was refused at load."""
+        return dict(self._types()[2])
+
+    def instrument_type(self, name: str, flavor: str,
+                        provider: str | None = None) -> InstrumentType | None:
+        """The declaration in use; with ``provider``, the one that distribution declares
+        (which is how a lab settles a clash)."""
+        entry = self._type_entry(name, flavor, provider)
+        return entry[1] if entry else None
+
+    def _type_entry(self, name: str, flavor: str, provider: str | None
+                    ) -> tuple[PluginInfo, InstrumentType] | None:
+        found, clashes, _ = self._types()
+        if provider is None:
+            return found.get((name, flavor))
+        candidates = clashes.get((name, flavor)) or [e for e in [found.get((name, flavor))] if e]
+        want = _dist_key(provider)
+        return next((e for e in candidates if _dist_key(e[0].distribution) == want), None)
+
+    def type_owner(self, name: str, flavor: str,
+                   provider: str | None = None) -> PluginInfo | None:
+        entry = self._type_entry(name, flavor, provider)
         return entry[0] if entry else None
 
     def type_names(self) -> list[str]:
@@ -256,29 +336,38 @@ class PluginHost:
 
     def validate_config(self, config: Mapping[str, Any]
                         ) -> list[tuple[PluginInfo, ConfigProblem]]:
-        """Every plugin's problems with ``config``; a plain sentence becomes a pathless one."""
+        """Every plugin's problems with ``config``; a plain sentence becomes a pathless one.
+
+        A check that raises (or returns the wrong thing) is a problem of the lab's validation
+        too: its silence must not read as "valid"."""
+        before = len(self.problems)
         found: list[tuple[PluginInfo, ConfigProblem | str]] = self._collect(
             "daqhub_validate_config", (ConfigProblem, str), config=config)
-        return [(info, ConfigProblem(item) if isinstance(item, str) else item)
-                for info, item in found]
+        out = [(info, ConfigProblem(item) if isinstance(item, str) else item)
+               for info, item in found]
+        for p in self.problems[before:]:
+            info = PluginInfo(p.plugin, p.distribution, p.version, "")
+            out.append((info, ConfigProblem(f"its lab check failed: {p.error}")))
+        return out
 
     def notify(self, hook: str, **kwargs: Any) -> None:
-        """Tell every plugin of an event; a plugin that raises is reported, never propagated."""
+        """Tell every plugin of an event; a plugin that raises is reported (to
+        ``notify_listeners`` too), never propagated: a listener's bug must not stop a run."""
         if hook not in ("daqhub_session_started", "daqhub_session_stopped",
                         "daqhub_resource_event", "daqhub_instrument_event"):
             raise ValueError(f"{hook} is not a notification hook")
-        strict, self.strict = self.strict, False  # a listener's bug must not stop a run
-        try:
-            self._call_each(hook, **kwargs)
-        finally:
-            self.strict = strict
+        failed: list[PluginProblem] = []
+        self._call_each(hook, failed, **kwargs)
+        for problem in failed:
+            for listener in list(self.notify_listeners):
+                listener(problem)
 
     # --- listing ---------------------------------------------------------------------
 
     def describe(self) -> dict[str, Any]:
         """Everything ``daqhub plugins`` shows, JSON-ready."""
         self.instrument_types(), self.storage_backends(), self.converters()  # fill the caches
-        found_types = self._cache["types"]
+        found_types = self._cache["types"][0]
         backends = self._cache["storage"]
         converters = self._cache["converters"]
         dists: dict[str, dict[str, Any]] = {}
@@ -318,6 +407,24 @@ class PluginHost:
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().replace("\n", " | ")
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _dist_key(name: str) -> str:
+    """Distribution names compare as pip compares them (``daqhub_newport`` is
+    ``daqhub-newport``)."""
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def _type_problems(t: InstrumentType) -> list[str]:
+    """A declaration's own checks plus its flavor's contract, checked when it loads rather
+    than when an instrument of it first starts."""
+    out = t.problems()
+    contract = {"v2": V2Instrument, "v4": V4Actor}.get(t.flavor)
+    if contract is not None and isinstance(t.factory, type) and not issubclass(t.factory,
+                                                                               contract):
+        out.append(f"a {t.flavor} type's class must subclass {contract.__name__}; "
+                   f"{t.factory.__qualname__} does not")
+    return out
 
 
 def _dist_version(name: str) -> str:

@@ -1,23 +1,73 @@
-"""``daqhub ports``: what serial ports and VISA resources this machine offers."""
+"""``daqhub ports``: what serial ports and VISA resources this machine offers, and who holds
+each serial port (a daqhub process from its lock record, another program from ``/proc``)."""
 
 from __future__ import annotations
 
 import json
+import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .resources.identity import serial_identity
+from .resources.ownership import held_devices, holder
 
-def serial_ports() -> list[dict[str, Any]]:
+
+def _openers(device: str) -> list[str]:
+    """Processes with ``device`` open, as "pid N (command)" (Linux ``/proc``; other systems
+    and other users' processes that cannot be read give nothing)."""
+    out: list[str] = []
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return out
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fds = list((entry / "fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(fd) != device:  # the kernel gives the resolved path
+                    continue
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(
+                    errors="replace").strip()
+            except OSError:
+                continue
+            out.append(f"pid {entry.name} ({cmd[:80] or '?'})")
+            break
+    return out
+
+
+def in_use(device: str) -> str:
+    """Who holds a port: "" when nobody does."""
+    identity = serial_identity(device)
+    found = holder(identity)
+    if found is not None:
+        return f"daqhub {found}"
+    return ", ".join(_openers(identity))
+
+
+def serial_ports(extra: Sequence[str] = ()) -> list[dict[str, Any]]:
     from serial.tools import list_ports
 
     out = []
+    seen = set()
     for p in sorted(list_ports.comports(), key=lambda p: p.device):
         usb = (f"usb:{p.vid:04x}:{p.pid:04x}:{p.serial_number or ''}"
                if p.vid is not None and p.pid is not None else "")
+        seen.add(serial_identity(p.device))
         out.append({"device": p.device, "description": p.description or "",
                     "usb_identity": usb, "manufacturer": p.manufacturer or "",
-                    "serial_number": p.serial_number or ""})
+                    "serial_number": p.serial_number or "", "in_use": in_use(p.device)})
+    # ports the system does not list (ptys, named ones) but a daqhub process holds or asked for
+    for device in [*extra, *held_devices()]:
+        if os.path.exists(device) and serial_identity(device) not in seen:
+            seen.add(serial_identity(device))
+            out.append({"device": device, "description": "", "usb_identity": "",
+                        "manufacturer": "", "serial_number": "", "in_use": in_use(device)})
     return out
 
 
@@ -56,8 +106,8 @@ def visa_error_text(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
 
 
-def list_ports(backends: list[str] | None, as_json: bool) -> int:
-    serial = serial_ports()
+def list_ports(backends: list[str] | None, as_json: bool, devices: Sequence[str] = ()) -> int:
+    serial = serial_ports(devices)
     visa = [visa_resources(b) for b in (backends or ["@py", "@ivi"])]
     if as_json:
         print(json.dumps({"serial": serial, "visa": visa}, indent=2))
@@ -68,6 +118,7 @@ def list_ports(backends: list[str] | None, as_json: bool) -> int:
     for p in serial:
         extra = f"  [{p['usb_identity']}]" if p["usb_identity"] else ""
         print(f"  {p['device']:<20} {p['description']}{extra}")
+        print(f"  {'':<20} in use by {p['in_use']}" if p["in_use"] else f"  {'':<20} free")
     for v in visa:
         print(f"VISA {v['backend']}:")
         if v["error"]:

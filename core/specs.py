@@ -88,10 +88,23 @@ class InstrumentType:
         if not isinstance(schema, Mapping) or schema.get("type") != "object":
             out.append("config_schema must be a JSON schema of type 'object'")
         if not callable(self.channels):
-            names = [c.name for c in self.channels]
-            if len(set(names)) != len(names):
-                out.append(f"duplicate channel names in {names}")
+            out += channel_problems(self.channels)
         return out
+
+
+def channel_problems(channels: object) -> list[str]:
+    """What is wrong with a channel declaration (a static list, or what a channels function
+    returned): it must be a sequence of uniquely named :class:`ChannelSpec`."""
+    if not isinstance(channels, Sequence) or isinstance(channels, str | bytes):
+        return [f"channels must be a list of ChannelSpec, got {type(channels).__name__}"]
+    bad = [f"item {i} is a {type(c).__name__}" for i, c in enumerate(channels)
+           if not isinstance(c, ChannelSpec)]
+    if bad:
+        return [f"channels must be ChannelSpec objects: {', '.join(bad)}"]
+    names = [c.name for c in channels]
+    if len(set(names)) != len(names):
+        return [f"duplicate channel names in {names}"]
+    return []
 
 
 class StorageWriter(Protocol):

@@ -10,6 +10,7 @@ from .errors import (
     PortDisconnectedError,
     PortOpenError,
     ReplyTimeoutError,
+    ResourceBusyError,
     ResourceClosedError,
     ResourceConfigConflictError,
     ResourceError,
@@ -17,6 +18,7 @@ from .errors import (
     TransactionOverrunError,
 )
 from .gate import DEFAULT_TIMEOUT_S, Gate, dump_gates
+from .identity import LINE_SETTINGS, line_settings, serial_identity, visa_identity
 from .lease import Lease, lease
 from .ordering import DEFAULT_CHECKER, LockOrderChecker, held_resources
 from .serial import (
@@ -28,11 +30,12 @@ from .serial import (
     canonical_port_name,
 )
 from .stats import TransactionStats
-from .visa import SharedVisaResource, VisaSessionManager, canonical_resource_name
+from .visa import SharedVisaResource, VisaSessionManager
 
 __all__ = [
     "DEFAULT_CHECKER",
     "DEFAULT_TIMEOUT_S",
+    "LINE_SETTINGS",
     "Gate",
     "Lease",
     "LockOrderChecker",
@@ -42,6 +45,7 @@ __all__ = [
     "PortIO",
     "PortOpenError",
     "ReplyTimeoutError",
+    "ResourceBusyError",
     "ResourceClosedError",
     "ResourceConfigConflictError",
     "ResourceError",
@@ -54,8 +58,10 @@ __all__ = [
     "UsbIdentity",
     "VisaSessionManager",
     "canonical_port_name",
-    "canonical_resource_name",
     "dump_gates",
     "held_resources",
     "lease",
+    "line_settings",
+    "serial_identity",
+    "visa_identity",
 ]

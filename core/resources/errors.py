@@ -83,3 +83,16 @@ class ResourceConfigConflictError(ResourceError, ValueError):
     A bus has one baud rate and a VISA session one termination; silently keeping the first
     settings would make the second instrument fail in a confusing way later.
     """
+
+
+class ResourceBusyError(ResourceError, ConnectionError):
+    """Another process (or a driver bypassing the managers) owns the device.
+
+    ``holder`` describes the owner when it is known (a daqhub process records pid, host,
+    command and since when); ``None`` when the operating system refused without saying who.
+    """
+
+    def __init__(self, message: str, *, resource: str, holder: str | None) -> None:
+        super().__init__(message)
+        self.resource = resource
+        self.holder = holder

@@ -13,10 +13,20 @@ disconnected, fails the transaction in flight and every queued one with
 ("disconnected"), retries the open with capped exponential backoff (first try after 0.5 s),
 then tells them "reconnected". Nothing is retried on anybody's behalf, so nothing is sent twice;
 nothing queued is dropped without its caller getting an error.
+
+Ownership: ports are keyed by the device they reach (:func:`.identity.serial_identity`), so a
+symlink and its target are one port with one gate. A local device is opened exclusively
+(``flock`` through pyserial's ``exclusive=True``, plus ``TIOCEXCL`` so the kernel refuses
+any other ``open`` by an unprivileged process, a driver bypassing the manager included), and
+the process holds a lock record naming itself (:mod:`.ownership`) from the first open to the
+close, across reconnects; a second daqhub process is refused with the holder's pid, command
+and since when it holds the port.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import logging
 import os
 import threading
@@ -27,16 +37,26 @@ from typing import Any, Literal, Protocol, TypeVar
 
 import serial
 
+from ..filelock import FileLock
 from .errors import (
     PortDisconnectedError,
     PortOpenError,
     ReplyTimeoutError,
+    ResourceBusyError,
     ResourceConfigConflictError,
     ResourceError,
 )
 from .gate import DEFAULT_TIMEOUT_S, Gate, dump_gates
+from .identity import (
+    LINE_DEFAULTS,
+    LINE_SETTINGS,
+    UsbIdentity,
+    is_local_path,
+    serial_identity,
+)
 from .lease import Leasable, Lease
 from .ordering import DEFAULT_CHECKER, SERIAL_ORDER, LockOrderChecker, What, default_owner
+from .ownership import claim
 from .stats import TransactionStats
 
 try:
@@ -57,10 +77,6 @@ _IO_ERRORS: tuple[type[BaseException], ...] = (serial.SerialException, OSError, 
 _NOT_A_DISCONNECT: tuple[type[BaseException], ...] = (
     ResourceError, TimeoutError, serial.SerialTimeoutException)
 _OPEN_ERRORS: tuple[type[BaseException], ...] = (*_IO_ERRORS, ValueError, PortOpenError)
-
-# Settings that describe the line itself; two users of one port must agree on them.
-_LINE_SETTINGS = ("baudrate", "bytesize", "parity", "stopbits", "rtscts", "xonxoff", "dsrdtr")
-
 
 
 @dataclass(frozen=True)
@@ -87,39 +103,6 @@ class PortInfo(Protocol):
 
 
 Lister = Callable[[], Iterable[PortInfo]]
-
-
-@dataclass(frozen=True)
-class UsbIdentity:
-    """A USB-serial adapter named by what it is rather than where the kernel put it."""
-
-    vid: int
-    pid: int
-    serial_number: str | None = None
-
-    @classmethod
-    def parse(cls, name: str) -> UsbIdentity | None:
-        """``usb:0403:6015[:SERIAL]`` -> identity; anything else -> None."""
-        if not name.lower().startswith("usb:") or "://" in name:
-            return None
-        parts = name.split(":", 3)
-        if len(parts) < 3:
-            raise ValueError(f"USB port name {name!r}: expected usb:VID:PID[:SERIAL] (hex ids)")
-        try:
-            vid, pid = int(parts[1], 16), int(parts[2], 16)
-        except ValueError:
-            raise ValueError(f"USB port name {name!r}: VID and PID must be hex, "
-                             f"e.g. usb:0403:6015:DK0AHAJZ") from None
-        serial_number = parts[3] if len(parts) == 4 and parts[3] else None
-        return cls(vid, pid, serial_number)
-
-    def matches(self, info: PortInfo) -> bool:
-        return (info.vid == self.vid and info.pid == self.pid
-                and (self.serial_number is None or info.serial_number == self.serial_number))
-
-    def __str__(self) -> str:
-        tail = f":{self.serial_number}" if self.serial_number else ""
-        return f"usb:{self.vid:04x}:{self.pid:04x}{tail}"
 
 
 def canonical_port_name(name: str) -> str:
@@ -203,8 +186,10 @@ class PortIO:
 class SharedSerialPort:
     """One serial port (or multi-drop bus) shared by every instrument that names it."""
 
-    def __init__(self, manager: SerialPortManager, name: str, settings: dict[str, Any]) -> None:
+    def __init__(self, manager: SerialPortManager, name: str, settings: dict[str, Any],
+                 identity: str = "") -> None:
         self.name = name
+        self.identity = identity or serial_identity(name)
         self.settings = dict(settings)
         self.default_timeout = manager.default_timeout
         self.gate = Gate(f"serial:{name}", (SERIAL_ORDER, name), checker=manager.checker,
@@ -224,7 +209,15 @@ class SharedSerialPort:
         self._stop = threading.Event()
         self._reconnector: threading.Thread | None = None
         self.device = ""
-        ser = self._open()
+        # The record first: when a daqhub process holds the port, it names the holder. URLs
+        # reach devices other processes own (a ser2net server, a simulator in this process).
+        self._record: FileLock | None = (claim(self.identity, name)
+                                         if "://" not in self.identity else None)
+        try:
+            ser = self._open()
+        except BaseException:
+            self._release_record()
+            raise
         self._serial = ser
         self._io = PortIO(ser, name)
         self._connected = True
@@ -253,15 +246,26 @@ class SharedSerialPort:
         target = self._resolve()
         kwargs = dict(self.settings)
         kwargs["timeout"] = kwargs.pop("read_timeout")
+        local = is_local_path(target)
+        kwargs["exclusive"] = True  # handlers that cannot lock (socket://) ignore it
+        where = f" (found at {target})" if target != self.name else ""
         try:
             ser = serial.serial_for_url(target, do_not_open=True, **kwargs)
             ser.open()
         except PortOpenError:
             raise
         except _OPEN_ERRORS as exc:
-            where = f" (found at {target})" if target != self.name else ""
+            if _is_busy(exc):
+                who = ("another program (not a daqhub process: none holds its lock record)"
+                       if local else "a handle opened without the manager (a driver or tool "
+                       "calling serial_for_url itself?)")
+                raise ResourceBusyError(
+                    f"serial port {self.name}{where} is in use by {who}: {exc}; close that "
+                    f"first", resource=self.name, holder=None) from exc
             raise PortOpenError(f"cannot open serial port {self.name}{where}: {exc}",
                                 port=self.name) from exc
+        if local:
+            _exclusive_mode(ser, True)
         self.device = target
         return ser
 
@@ -277,6 +281,11 @@ class SharedSerialPort:
             return f"connected at {self.device}"
         return (f"DISCONNECTED for {time.monotonic() - self._disconnected_at:.1f} s: "
                 f"{self._last_error}")
+
+    def _release_record(self) -> None:
+        record, self._record = self._record, None
+        if record is not None:
+            record.release()
 
     def _disconnected_error(self) -> PortDisconnectedError:
         if self._closed:
@@ -445,7 +454,7 @@ class SharedSerialPort:
                 f"queued; the transaction was not sent", port=self.name),
             runner=self._run)
         try:
-            old.close()
+            _close(old)
         except Exception as close_exc:  # the node may already be gone
             log.debug("closing lost port %s: %r", self.name, close_exc)
         if start:
@@ -468,7 +477,7 @@ class SharedSerialPort:
                 continue
             with self._state_lock:
                 if self._stop.is_set():
-                    ser.close()
+                    _close(ser)
                     return
                 self._serial = ser
                 self._io._serial = ser
@@ -494,10 +503,36 @@ class SharedSerialPort:
             ser = self._serial
         if idle:
             try:
-                ser.close()
+                _close(ser)
             except Exception as exc:
                 log.debug("closing %s: %r", self.name, exc)
+            self._release_record()
         return idle and (reconnector is None or not reconnector.is_alive())
+
+
+def _is_busy(exc: BaseException) -> bool:
+    """pyserial's refusal of a device someone else holds (flock or TIOCEXCL)."""
+    return (getattr(exc, "errno", None) in (errno.EBUSY, errno.EAGAIN, errno.EWOULDBLOCK)
+            or "exclusively lock" in str(exc))
+
+
+def _exclusive_mode(ser: serial.SerialBase, on: bool) -> None:
+    """TIOCEXCL: the kernel refuses further opens of the tty (except by a privileged
+    process), so a program that does not flock (minicom, a driver calling
+    ``serial_for_url`` itself) is refused too. Cleared before each close, so the tty is
+    left as found (a pty's flag would outlive the close)."""
+    request = getattr(termios, "TIOCEXCL" if on else "TIOCNXCL", None)
+    if request is None or not is_local_path(str(ser.port)):
+        return
+    try:
+        fcntl.ioctl(ser.fileno(), request)
+    except (OSError, AttributeError, NotImplementedError, serial.SerialException) as exc:
+        log.debug("TIOC%sXCL on %s: %r", "E" if on else "N", ser.port, exc)
+
+
+def _close(ser: serial.SerialBase) -> None:
+    _exclusive_mode(ser, False)
+    ser.close()
 
 
 def _usb_text(info: PortInfo) -> str:
@@ -526,9 +561,11 @@ class SerialPortManager:
         self._lock = threading.Lock()
         self._listeners: list[Listener] = []
 
-    def port(self, name: str, *, baudrate: int = 9600, bytesize: int = 8, parity: str = "N",
-             stopbits: float = 1, rtscts: bool = False, xonxoff: bool = False,
-             dsrdtr: bool = False, read_timeout: float = 0.5,
+    def port(self, name: str, *, baudrate: int = LINE_DEFAULTS["baudrate"],
+             bytesize: int = LINE_DEFAULTS["bytesize"], parity: str = LINE_DEFAULTS["parity"],
+             stopbits: float = LINE_DEFAULTS["stopbits"], rtscts: bool = LINE_DEFAULTS["rtscts"],
+             xonxoff: bool = LINE_DEFAULTS["xonxoff"], dsrdtr: bool = LINE_DEFAULTS["dsrdtr"],
+             read_timeout: float = 0.5,
              write_timeout: float | None = 2.0, **extra: Any) -> SharedSerialPort:
         """The shared port for ``name`` (same object for the same canonical name), opened now.
 
@@ -537,28 +574,30 @@ class SerialPortManager:
         a transaction can change ``io.timeout`` for itself.
         """
         canonical = canonical_port_name(name)
+        identity = serial_identity(canonical)
         settings: dict[str, Any] = dict(
             baudrate=baudrate, bytesize=bytesize, parity=parity, stopbits=stopbits,
             rtscts=rtscts, xonxoff=xonxoff, dsrdtr=dsrdtr, read_timeout=read_timeout,
             write_timeout=write_timeout, **extra)
         with self._lock:
-            port = self._ports.get(canonical)
+            port = self._ports.get(identity)
             if port is None:
-                port = SharedSerialPort(self, canonical, settings)
-                self._ports[canonical] = port
+                port = SharedSerialPort(self, canonical, settings, identity)
+                self._ports[identity] = port
                 return port
-        keys = (*_LINE_SETTINGS, *extra)
+        keys = (*LINE_SETTINGS, *extra)
         clash = {k: (port.settings.get(k), settings[k]) for k in keys
                  if port.settings.get(k) != settings[k]}
         if clash:
             text = ", ".join(f"{k}={old!r} (open) vs {new!r} (asked)"
                              for k, (old, new) in clash.items())
-            raise ResourceConfigConflictError(f"serial port {canonical} is already open with "
-                                              f"other settings: {text}")
+            also = f" (as {port.name}; both reach {identity})" if port.name != canonical else ""
+            raise ResourceConfigConflictError(f"serial port {canonical} is already open{also} "
+                                              f"with other settings: {text}")
         return port
 
     def get(self, name: str) -> SharedSerialPort | None:
-        return self._ports.get(canonical_port_name(name))
+        return self._ports.get(serial_identity(canonical_port_name(name)))
 
     def ports(self) -> list[SharedSerialPort]:
         with self._lock:

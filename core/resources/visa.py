@@ -18,6 +18,13 @@ reopened by pyvisa: every later call fails. The shared resource notices connecti
 errors, fails calls with :class:`PortDisconnectedError` while it is down, and reopens the
 session (under the gate, so no one else is mid-transaction) with backoff: first try after
 0.5 s, doubling up to 5 s. A reply timeout alone does not count as a lost session.
+
+Ownership: each session (and each reopened one) takes VISA's exclusive lock (``lock_excl``),
+so another program's session is refused while this process holds the resource, and a
+resource another program has locked is refused here with :class:`ResourceBusyError`. Not
+every backend can lock: pyvisa-sim has no locking (``NotImplementedError``) and pyvisa-py
+answers "operation not supported" for its session types; there the session is used
+unlocked and ``stats()["exclusive"]`` says why.
 """
 
 from __future__ import annotations
@@ -31,8 +38,14 @@ from typing import Any, Literal, TypeVar
 import pyvisa
 from pyvisa import rname
 
-from .errors import PortDisconnectedError, ResourceClosedError, ResourceConfigConflictError
+from .errors import (
+    PortDisconnectedError,
+    ResourceBusyError,
+    ResourceClosedError,
+    ResourceConfigConflictError,
+)
 from .gate import DEFAULT_TIMEOUT_S, Gate, dump_gates
+from .identity import visa_identity
 from .lease import Leasable, Lease
 from .ordering import DEFAULT_CHECKER, VISA_ORDER, LockOrderChecker, What, default_owner
 from .stats import TransactionStats
@@ -85,12 +98,29 @@ def normalize_backend(backend: str) -> str:
     return f"{path}@{library}" if library else path
 
 
-def canonical_resource_name(name: str) -> str:
-    """pyvisa's normal form (``GPIB::5::INSTR`` -> ``GPIB0::5::INSTR``)."""
+_BUSY_CODES = (pyvisa.constants.StatusCode.error_resource_locked,
+               pyvisa.constants.StatusCode.error_timeout)
+
+
+def open_exclusive(rm: Any, name: str, settings: dict[str, Any]) -> tuple[Any, str]:
+    """Open a session and lock it exclusively where the backend can; returns the session
+    and what became of the lock ("locked", or why not)."""
+    session = rm.open_resource(name, **settings)
     try:
-        return str(rname.parse_resource_name(name.strip()))
-    except rname.InvalidResourceName as exc:
-        raise ValueError(f"malformed VISA resource name {name!r}: {exc}") from exc
+        session.lock_excl(timeout=0)
+    except (NotImplementedError, AttributeError):
+        return session, "unlocked: this VISA backend cannot lock"
+    except pyvisa.errors.VisaIOError as exc:
+        if exc.error_code not in _BUSY_CODES:
+            return session, f"unlocked: the backend refused to lock ({exc.abbreviation})"
+        try:
+            session.close()
+        finally:
+            raise ResourceBusyError(
+                f"VISA resource {name} is locked by another session (another program, or a "
+                f"daqhub process on this or another machine): {exc}; close it there first",
+                resource=name, holder=None) from exc
+    return session, "locked"
 
 
 def _board_of(name: str) -> str:
@@ -102,15 +132,14 @@ class SharedVisaResource:
     """One VISA session shared by every instrument that names the resource."""
 
     def __init__(self, manager: VisaSessionManager, name: str, backend: str, gate: Gate,
-                 session: Any, settings: dict[str, Any]) -> None:
+                 session: tuple[Any, str], settings: dict[str, Any]) -> None:
         self.name = name
         self.backend = backend
         self.gate = gate
         self.settings = settings
         self.default_timeout = manager.default_timeout
-        self._session = session
-        self._open = lambda: manager.resource_manager(backend).open_resource(
-            name, **settings)
+        self._session, self.exclusive = session
+        self._open = lambda: open_exclusive(manager.resource_manager(backend), name, settings)
         self._lost: str = ""          # why the session is down ("" = it is up)
         self._down = False            # lost or closed: one test per transaction instead of two
         self._retry_at = 0.0
@@ -183,7 +212,7 @@ class SharedVisaResource:
         except Exception:  # the old session is dead; closing it is a courtesy
             pass
         try:
-            self._session = self._open()
+            self._session, self.exclusive = self._open()
         except Exception as exc:
             self._backoff = min(self._backoff * 2, RECONNECT_MAX_S)
             self._retry_at = time.monotonic() + self._backoff
@@ -254,7 +283,7 @@ class SharedVisaResource:
     def stats(self) -> dict[str, Any]:
         snap = self._stats.snapshot()
         snap.update(name=self.name, backend=self.backend, gate=self.gate.name,
-                    connected=self.is_connected, lost=self._lost,
+                    connected=self.is_connected, lost=self._lost, exclusive=self.exclusive,
                     queue_depth=self.gate.queue_depth,
                     max_queue_depth=self.gate.max_queue_depth,
                     holder=self.gate.holder_description())
@@ -315,7 +344,7 @@ class VisaSessionManager:
         Settings given here must agree with those of an already open session (one session has
         one termination), else :class:`ResourceConfigConflictError`; ``None`` means "don't care".
         """
-        canonical = canonical_resource_name(name)
+        canonical = visa_identity(name)
         key_backend = normalize_backend(backend)
         settings = {k: v for k, v in dict(read_termination=read_termination,
                                            write_termination=write_termination,
@@ -325,7 +354,7 @@ class VisaSessionManager:
             res = self._resources.get((key_backend, canonical))
             if res is None:
                 rm = self._rm_locked(key_backend)
-                session = rm.open_resource(name.strip(), **settings)
+                session = open_exclusive(rm, name.strip(), settings)
                 gate = self._gate_locked(canonical, key_backend)
                 res = SharedVisaResource(self, canonical, key_backend, gate, session, settings)
                 self._resources[(key_backend, canonical)] = res

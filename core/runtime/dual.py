@@ -31,9 +31,9 @@ from typing import Any, Protocol
 import pyarrow as pa
 
 from ..config import InstrumentConfig, LabConfig
-from ..host import PluginHost
+from ..host import PluginHost, PluginProblem
 from ..measurement import ChannelSpec, Measurement
-from ..resources import PortEvent, SerialPortManager, VisaSessionManager
+from ..resources import PortEvent, SerialPortManager, VisaSessionManager, line_settings
 from ..routines import RoutineRunner
 from ..specs import InstrumentContext, InstrumentType
 from ..storage import FlavorStorage, StorageSession
@@ -44,7 +44,6 @@ from .v2 import V2Runtime
 from .v4 import RestartPolicy, V4Runtime
 
 log = logging.getLogger("daqhub.runtime")
-LINE_SETTINGS = ("baudrate", "bytesize", "parity", "stopbits", "rtscts", "xonxoff", "dsrdtr")
 
 
 class Sink(Protocol):
@@ -86,11 +85,7 @@ def make_context(itype: InstrumentType, instrument_id: str, block: Mapping[str, 
     """The context a factory gets: channels from the declaration, hardware from the managers."""
     ctx = InstrumentContext(instrument_id, itype.name, block, itype.channels_for(block))
     if itype.transport == "serial":
-        settings = dict(itype.serial_settings)
-        for key in LINE_SETTINGS:  # a lab may override the type's line defaults
-            if key in block:
-                settings[key] = block[key]
-        ctx.port = serial.port(block["port"], **settings)
+        ctx.port = serial.port(block["port"], **line_settings(itype.serial_settings, block))
     elif itype.transport == "visa":
         ctx.visa = visa.resource(
             block["resource"], backend=block.get("visa_backend", "@py"),
@@ -157,6 +152,8 @@ class DualRuntimeManager:
         self.visa = visa or VisaSessionManager(lab.visa_lock_scope,  # type: ignore[arg-type]
                                                default_timeout=lab.lock_timeout)
         self.serial.add_listener(self._port_event)
+        self.plugin_failures: list[str] = []  # notification hooks that raised during the run
+        host.notify_listeners.append(self._plugin_failed)
         self.distributor: Broadcast[list[Measurement]] = Broadcast(
             "v2", stop=self.stop_event, on_alarm=self._alarm)
         self.publisher: Broadcast[pa.RecordBatch] = Broadcast(
@@ -187,6 +184,10 @@ class DualRuntimeManager:
     def _alarm(self, what: str, message: str) -> None:
         self.alarms.append({"time": time.time(), "what": what, "message": message})
         log.warning("alarm: %s", message)
+
+    def _plugin_failed(self, problem: PluginProblem) -> None:
+        self.plugin_failures.append(f"plugin {problem}")
+        self._alarm(f"plugin:{problem.distribution}", f"plugin {problem}")
 
     def _instrument_event(self, instrument_id: str, event: str, detail: str) -> None:
         log.info("%s: %s %s", instrument_id, event, detail)
@@ -222,7 +223,8 @@ class DualRuntimeManager:
             for inst in self.lab.instruments():
                 if inst.block.get("enabled", True) is False:
                     continue
-                itype = self.host.instrument_type(inst.type, inst.flavor)
+                itype = self.host.instrument_type(inst.type, inst.flavor,
+                                                  self.lab.providers.get(inst.type))
                 if itype is None:
                     raise LookupError(f"instrument {inst.id}: type {inst.type} ({inst.flavor}) "
                                       "is not installed")
@@ -423,6 +425,7 @@ class DualRuntimeManager:
         for r in self.routines:
             if not r.join(left(0.5)):
                 report.leaked.append(f"routine thread for {r.state.instrument}")
+        report.errors += self.plugin_failures
         report.counts = self.counts()
         report.duration_s = round(time.monotonic() - t0, 3)
         for d in self.output_dirs().values():  # the budget history goes with the data
@@ -436,4 +439,6 @@ class DualRuntimeManager:
         if self.started:
             self.host.notify("daqhub_session_stopped", session_id=self.session_id,
                              report=report.as_dict())
+        if self._plugin_failed in self.host.notify_listeners:
+            self.host.notify_listeners.remove(self._plugin_failed)
         return report

@@ -33,6 +33,11 @@ class EndpointDisconnected(Exception):
     """The line behind a session is gone (unplugged, or replugged since the session opened)."""
 
 
+class EndpointBusy(Exception):
+    """The line is open exclusively (``TIOCEXCL`` on a real tty), or is asked for exclusively
+    while open."""
+
+
 class Endpoint:
     """A simulated device on one line, shared by every session that opens it."""
 
@@ -62,16 +67,22 @@ class Endpoint:
     def connected(self) -> bool:
         return self._connected and not self._closed
 
-    def open_session(self, owner: ChangeCallback | None = None) -> Session:
+    def open_session(self, owner: ChangeCallback | None = None,
+                     exclusive: bool = False) -> Session:
         """Open the line, as ``open()`` of a device node would.
 
         ``owner`` is the watcher (see :meth:`watch`) of whoever opens the session; it is not
-        told about this session's own writes.
+        told about this session's own writes. An ``exclusive`` session is refused while the
+        line is open, and refuses every later open until it closes.
         """
         with self.lock:
             if not self.connected:
                 raise EndpointDisconnected(f"{self.url}: no such device (disconnected)")
+            live = [s for s in self._sessions if s.alive]
+            if any(s.exclusive for s in live) or (exclusive and live):
+                raise EndpointBusy(f"{self.url}: device or resource busy (open exclusively)")
             session = Session(self, self._generation, owner)
+            session.exclusive = exclusive
             self._sessions.append(session)
             return session
 
@@ -231,6 +242,7 @@ class Session:
         self.generation = generation
         self.owner = owner
         self.closed = False
+        self.exclusive = False
         self._cancel_read = False
 
     @property

@@ -244,6 +244,9 @@ def test_plugin_problems_are_reported_at_the_line_they_name(host) -> None:
         "wavelength outside the detector's range (from plugin checker-dist)":
             lines.index("wavelength_nm = 800") + 1,
         "a sentence without a place (from plugin checker-dist)": 1,
+        # a check that returns garbage is broken: the lab must not read as checked
+        "its lab check failed: hook daqhub_validate_config returned a int, expected "
+        "ConfigProblem or str (from plugin checker-dist)": 1,
     }
     [bad] = [p for p in host.problems if p.distribution == "checker-dist"]
     assert "returned a int, expected ConfigProblem or str" in bad.error

@@ -173,3 +173,17 @@ def test_installed_distributions_are_listed() -> None:
         assert names.get(dist), f"{dist} missing from {sorted(names)}"
     assert any(c["name"] == "unified-to-arrow"
                for d in info["distributions"] for c in d["converters"])
+
+
+def test_strict_mode_reports_every_problem_not_only_the_first(site: Path) -> None:
+    host = PluginHost(strict=True)
+    with pytest.raises(PluginError) as info:
+        host.load_entry_points(GROUP)
+    broken = {p.distribution for p in info.value.problems}
+    assert {"dqtest-broken-import", "dqtest-misspelled", "dqtest-unknown-hook",
+            "dqtest-klass", "dqtest-too-new"} <= broken
+    assert all(d in str(info.value) for d in broken)
+    with pytest.raises(PluginError) as info:  # the next step: every declaration problem
+        host.instrument_types()
+    assert {"dqtest-raises", "dqtest-not-a-list", "dqtest-bad-type", "dqtest-twin-a",
+            "dqtest-twin-b"} <= {p.distribution for p in info.value.problems}

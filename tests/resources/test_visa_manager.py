@@ -19,7 +19,7 @@ from daqhub.resources import (
     LockOrderChecker,
     ResourceConfigConflictError,
     VisaSessionManager,
-    canonical_resource_name,
+    visa_identity,
 )
 
 pytestmark = pytest.mark.timeout(30)
@@ -32,9 +32,9 @@ def test_one_session_per_resource_and_one_rm_per_backend(visa_mgr: VisaSessionMa
     b = visa_mgr.resource("GPIB::5::INSTR", backend=sim_backend)
     assert a is b
     assert visa_mgr.resource_manager(sim_backend) is visa_mgr.resource_manager(sim_backend)
-    assert canonical_resource_name("TCPIP::127.0.0.1::INSTR") == "TCPIP0::127.0.0.1::inst0::INSTR"
+    assert visa_identity("TCPIP::127.0.0.1::INSTR") == "TCPIP0::127.0.0.1::inst0::INSTR"
     with pytest.raises(ValueError, match="malformed VISA resource name"):
-        canonical_resource_name("FOO::1::INSTR")
+        visa_identity("FOO::1::INSTR")
     with pytest.raises(ResourceConfigConflictError, match="read_termination"):
         visa_mgr.resource("GPIB0::5::INSTR", backend=sim_backend, read_termination="\r\n")
 

@@ -19,7 +19,11 @@ from typing import Any
 from serial.serialutil import LF, PortNotOpenError, SerialBase, SerialException, to_bytes
 
 from daqhub_sims import registry
-from daqhub_sims.endpoint import Endpoint, EndpointDisconnected, Session
+from daqhub_sims.endpoint import Endpoint, EndpointBusy, EndpointDisconnected, Session
+
+#: Which simulated line a URL reaches; the core keys shared ports by it (one lock per device
+#: however the lab spells its URL), found through ``daqhub_serial_url_packages``.
+canonical_url = registry.canonical_url
 
 _READ_GONE = ("device reports readiness to read but returned no data "
               "(device disconnected or multiple access on port?)")
@@ -52,7 +56,9 @@ class Serial(SerialBase):
         except (ValueError, LookupError) as exc:
             raise SerialException(f"could not open port {self._port}: {exc}") from exc
         try:
-            self._session = ep.open_session()
+            self._session = ep.open_session(exclusive=bool(self._exclusive))
+        except EndpointBusy as exc:
+            raise SerialException(errno.EBUSY, f"could not open port {self._port}: {exc}") from None
         except EndpointDisconnected:
             raise SerialException(
                 errno.ENOENT,

@@ -1,0 +1,124 @@
+"""Lab checks that meet the plugins and the hardware: which declaration of a type a lab uses
+(``[daqhub.providers]``, clashes, refused declarations), what a channels function returns for
+each block, and lab entries that reach one device under two names.
+
+They report through the validator's collector (see :mod:`daqhub.config`), so every problem
+has its file and line like the core's own checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .host import PluginHost
+from .resources.identity import line_of, line_settings, serial_identity, visa_identity
+from .specs import FLAVORS, InstrumentType, channel_problems
+
+if TYPE_CHECKING:
+    from .config import InstrumentConfig
+
+
+class Collector(Protocol):
+    """Where problems go: at the line of a key path, or at a line."""
+
+    def add(self, path: Sequence[Any], message: str, suggestion: str = "") -> None: ...
+    def add_at(self, line: int, message: str, suggestion: str = "") -> None: ...
+
+
+class ChosenTypes(dict[tuple[str, str], InstrumentType]):
+    """The types a lab can use, after its ``[daqhub.providers]`` choices, with who declares
+    each and the declarations nobody chose between."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.owners: dict[tuple[str, str], str] = {}
+        self.clashes: dict[tuple[str, str], list[str]] = {}
+        self.rejected: dict[tuple[str, str], list[str]] = {}
+
+
+def chosen_types(c: Collector, host: PluginHost, providers: Mapping[str, str]) -> ChosenTypes:
+    types = ChosenTypes()
+    for key, t in host.instrument_types().items():
+        owner = host.type_owner(*key)
+        types[key] = t
+        types.owners[key] = f"{owner.distribution} {owner.version}" if owner else "?"
+    types.rejected = host.type_rejections()
+    for key, entries in host.type_clashes().items():
+        types.clashes[key] = sorted(f"{i.distribution} {i.version}" for i, _ in entries)
+    for tname, dist in providers.items():
+        declared = sorted({o for (n, _), o in types.owners.items() if n == tname}
+                          | {o for (n, _), os_ in types.clashes.items() if n == tname
+                             for o in os_})
+        for flavor in FLAVORS:
+            types.pop((tname, flavor), None)
+            types.clashes.pop((tname, flavor), None)
+            chosen = host.instrument_type(tname, flavor, dist)
+            owner = host.type_owner(tname, flavor, dist)
+            if chosen is not None and owner is not None:
+                types[(tname, flavor)] = chosen
+                types.owners[(tname, flavor)] = f"{owner.distribution} {owner.version}"
+        if not any((tname, f) in types for f in FLAVORS):
+            c.add(("daqhub", "providers", tname),
+                  f"provider {dist!r} does not declare instrument type {tname!r}",
+                  f"it is declared by {', '.join(declared)}" if declared
+                  else "no installed distribution declares it")
+    return types
+
+
+def check_channels(c: Collector, types: ChosenTypes, inst: InstrumentConfig,
+                    path: tuple[Any, ...]) -> None:
+    """Call a channels function for this block now, so its mistakes name plugin, type and
+    line here rather than surfacing as an AttributeError when the run starts."""
+    key = (inst.type, inst.flavor)
+    t = types[key]
+    if not callable(t.channels):
+        return
+    try:
+        found: object = t.channels(inst.block)
+    except Exception as exc:
+        bad = [f"raised {type(exc).__name__}: {exc}"]
+    else:
+        bad = channel_problems(found)
+    for why in bad:
+        c.add(path, f"the channels function of type {inst.type!r} ({inst.flavor}, from plugin "
+                    f"{types.owners.get(key, '?')}) for this block: {why}",
+              "a bug in the plugin; report it to its authors")
+
+
+def check_shared_devices(c: Collector, types: ChosenTypes, instruments: Sequence[InstrumentConfig],
+                          url_packages: Sequence[str]) -> None:
+    """Entries that reach one device share one resource, so they must agree on its line."""
+    seen: dict[str, tuple[InstrumentConfig, dict[str, Any], str]] = {}
+    for inst in instruments:
+        t = types[(inst.type, inst.flavor)]
+        if t.transport == "serial":
+            name, what = str(inst.block["port"]), "port"
+            line = line_of(line_settings(t.serial_settings, inst.block))
+            try:
+                key = "serial " + serial_identity(name, url_packages)
+            except ValueError as exc:
+                c.add_at(inst.line, str(exc))
+                continue
+        elif t.transport == "visa":
+            name, what = str(inst.block["resource"]), "resource"
+            line = {k: inst.block.get(k) for k in ("read_termination", "write_termination")
+                    if k in inst.block}
+            key = f"visa {visa_identity(name)} {inst.block.get('visa_backend', '@py')}"
+        else:
+            continue
+        first = seen.setdefault(key, (inst, line, name))
+        other, other_line, other_name = first
+        if other is inst:
+            continue
+        clash = {k: (other_line[k], v) for k, v in line.items()
+                 if k in other_line and other_line[k] != v}
+        if clash:
+            same = "" if other_name == name else f" ({other_name!r} and {name!r} reach " \
+                                                  f"the same device, {key.split(' ', 1)[1]})"
+            text = ", ".join(f"{k}={a!r} at line {other.line} vs {b!r} at line {inst.line}"
+                             for k, (a, b) in clash.items())
+            c.add_at(inst.line,
+                     f"instrument {inst.id!r} (line {inst.line}) and instrument {other.id!r} "
+                     f"(line {other.line}) share a {what}{same} but not its settings: {text}",
+                     "one device has one line: give both the same settings")
