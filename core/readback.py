@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from .inspect import FileReport, arrow_batches, hdf5_open_kwargs, hdf5_rows, session_dirs
 from .measurement import ChannelSpec, Source
+from .records import is_record_file
 from .schema import META_UNIT, build_batch, describe, unit_meta
 
 H5_META_GROUP = "_daqhub"
@@ -87,7 +88,8 @@ def _channels(path: Path) -> Iterator[tuple[str, pa.Table]]:
                                 "(<output_dir>/v2/<session> or <output_dir>/v4/<session>)")
     for d in dirs:
         for f in sorted(d.rglob("*.h5")):
-            yield from _hdf5_channels(f)
+            if not is_record_file(f):  # scan points and settings: see daqhub.records
+                yield from _hdf5_channels(f)
         streams = sorted(d.rglob("*.arrows"))
         compacted = [p for p in sorted(d.rglob("*.parquet"))  # keep_stream: both on disk
                      if p.with_suffix(".arrows") not in streams]

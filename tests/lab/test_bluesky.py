@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import optics_lab
 from lab_fakes import LIMITED_TOML
+from lab_texts import optics_lab
 
 import daqhub
 from daqhub.host import PluginHost

@@ -15,7 +15,7 @@ from pathlib import Path
 import h5py
 import pyarrow as pa
 import pytest
-from conftest import optics_lab
+from lab_texts import optics_lab
 
 import daqhub
 from daqhub.config import ConfigError, load

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import h5py
 import pytest
-from conftest import optics_lab
+from lab_texts import optics_lab
 
 import daqhub
 from daqhub.host import PluginHost

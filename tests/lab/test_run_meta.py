@@ -10,7 +10,7 @@ from pathlib import Path
 import h5py
 import pyarrow as pa
 import pytest
-from conftest import optics_lab
+from lab_texts import optics_lab
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from conftest import optics_lab
 from lab_fakes import LIMITED_TOML
+from lab_texts import optics_lab
 
 import daqhub
 from daqhub.host import PluginHost
