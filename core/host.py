@@ -27,6 +27,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
 
 from . import __version__, hookspecs
+from .capabilities import CAPABILITIES, implementation_problems
 from .specs import CliCommand, ConfigProblem, Converter, Format, InstrumentType, StorageBackend
 
 GROUP = "daqhub"
@@ -211,10 +212,28 @@ class PluginHost:
 
     def instrument_types(self) -> dict[tuple[str, str], InstrumentType]:
         """(type name, flavor) -> declaration, from every plugin."""
+        known = self.capabilities()
+
+        def check(t: InstrumentType) -> list[str]:
+            cls = _class_of(t.factory)
+            if cls is None:  # a plain function: what it builds is known only when called
+                return t.problems()
+            return t.problems() + implementation_problems(cls, t.flavor, t.capabilities, known)
+
         found = self._cached("types", lambda: self._unique(
             "daqhub_instrument_types", InstrumentType, lambda t: (t.name, t.flavor),
-            lambda t: f"instrument type {t.name!r} ({t.flavor})", InstrumentType.problems))
+            lambda t: f"instrument type {t.name!r} ({t.flavor})", check))
         return {k: v[1] for k, v in found.items()}
+
+    def capabilities(self) -> dict[str, type]:
+        """Capability name -> its Protocol class: the core's and every plugin's."""
+        def build() -> dict[str, type]:
+            found = self._unique("daqhub_capabilities", type, lambda c: c.__name__,
+                                 lambda c: f"capability {c.__name__!r}",
+                                 lambda c: [f"the core already defines {c.__name__}"]
+                                 if c.__name__ in CAPABILITIES else [])
+            return {**CAPABILITIES, **{k: v[1] for k, v in found.items()}}
+        return self._cached("capabilities", build)
 
     def instrument_type(self, name: str, flavor: str) -> InstrumentType | None:
         return self.instrument_types().get((name, flavor))
@@ -313,6 +332,12 @@ class PluginHost:
             "problems": [{"distribution": p.distribution, "version": p.version,
                           "plugin": p.plugin, "error": p.error} for p in self.problems],
         }
+
+
+def _class_of(factory: Callable[..., Any]) -> type | None:
+    """The class an instrument factory builds: itself, or a ``functools.partial`` of it."""
+    target = getattr(factory, "func", factory)
+    return target if isinstance(target, type) else None
 
 
 def _short(exc: BaseException) -> str:
