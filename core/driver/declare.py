@@ -108,7 +108,7 @@ class Parameter(_Declared, Generic[T]):
         if self.set is None:
             raise TypeError(f"{self.name} is read-only")
         wire = self.check(value)
-        text = self.format(wire) if self.format else wire
+        text = _formatted(self.format, wire, session, self.name)
         return Transaction(self.set.format(text, **session.fields), _ack(self.ack),
                            urgent=self.urgent)
 
@@ -145,7 +145,7 @@ class Command(_Declared):
         if len(values) != len(self.args):
             raise TypeError(f"{self.name} takes {len(self.args)} argument(s) "
                             f"({', '.join(self.args)}), got {len(values)}")
-        texts = [self.format(v) for v in values] if self.format else list(values)
+        texts = [_formatted(self.format, v, session, self.name) for v in values]
         parse = self.parse if self.parse is not None else _ack(self.ack)
         return Transaction(self.template.format(*texts, **session.fields), parse,
                            urgent=self.urgent)
@@ -155,6 +155,17 @@ class Command(_Declared):
             return self.transaction(session, *values)
         run.__doc__ = f"{self.doc or self.name}: sends {self.template!r}."
         return {self.name: _named(run, self.name, list(self.args))}
+
+
+def _formatted(format: Callable[[Any], str] | None, value: Any, session: Session,
+               name: str) -> Any:
+    """A value's text for a template; a value the formatter refuses names who and what."""
+    if format is None:
+        return value
+    try:
+        return format(value)
+    except ValueError as exc:
+        raise ValueError(f"{session.id}: {name} {exc}") from None
 
 
 def _ack(expected: str | None) -> Callable[[str], None] | None:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import pytest
 from fakeline import FakeLine
 
+from daqhub.driver import DriverTimeoutError
 from daqhub.instrument import DriverError
 from daqhub_newport import esp300_protocol as esp
 from daqhub_newport import meter1830c_protocol as pm
 from daqhub_newport.esp300_axis import AxisSession, ErrorRouter
 from daqhub_newport.esp300_config import AxisSettings
-from daqhub_newport.lineio import DriverTimeoutError, parse_number, read_reply
+from daqhub_newport.lineio import parse_number, read_reply
 
 pytestmark = pytest.mark.timeout(10)
 
