@@ -17,7 +17,7 @@ from ..instrument import (
     DriverTimeoutError,
     UnknownCommandError,
 )
-from .declare import Command, Parameter, command, declared_commands, parameters
+from .declare import Command, Delegate, Parameter, command, declared_commands, parameters
 from .flavors import SessionActor, SessionInstrument, flavor_class, instrument_types
 from .session import Sample, Session, arun, run
 from .transaction import Pause, Plan, Transaction, driver_error, parse_reply
@@ -25,6 +25,7 @@ from .transaction import Pause, Plan, Transaction, driver_error, parse_reply
 __all__ = [
     "Command",
     "CommandRejected",
+    "Delegate",
     "DriverDisconnectedError",
     "DriverError",
     "DriverReplyError",

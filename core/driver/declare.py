@@ -157,6 +157,30 @@ class Command(_Declared):
         return {self.name: _named(run, self.name, list(self.args))}
 
 
+class Delegate(_Declared):
+    """Commands carried out by a helper object the session holds (``self.<attribute>``),
+    whose methods of the same names return plans: ``Delegate("axis", Axis, "home", "stop")``.
+
+    ``cls`` is the helper's class, for the commands' signatures and docstrings.
+    """
+
+    def __init__(self, attribute: str, cls: type, *names: str) -> None:
+        self.attribute, self.cls, self.names = attribute, cls, names
+
+    def commands(self) -> dict[str, Callable[..., Any]]:
+        out = {}
+        for name in self.names:
+            def run(session: Session, *args: Any, _name: str = name, **kwargs: Any) -> Any:
+                return getattr(getattr(session, self.attribute), _name)(*args, **kwargs)
+            target = getattr(self.cls, name)
+            run.__doc__ = target.__doc__
+            sig = inspect.signature(target)
+            run.__signature__ = sig  # type: ignore[attr-defined]
+            run.__name__ = run.__qualname__ = name
+            out[name] = command(run)
+        return out
+
+
 def _formatted(format: Callable[[Any], str] | None, value: Any, session: Session,
                name: str) -> Any:
     """A value's text for a template; a value the formatter refuses names who and what."""
@@ -193,7 +217,7 @@ def declared_commands(cls: type) -> dict[str, Callable[..., Any]]:
     out: dict[str, Callable[..., Any]] = {}
     for klass in reversed(cls.__mro__):
         for name, value in vars(klass).items():
-            if isinstance(value, Parameter | Command):
+            if isinstance(value, Parameter | Command | Delegate):
                 out.update(value.commands())
             elif callable(value) and getattr(value, COMMAND_MARK, False):
                 out[name] = value

@@ -222,13 +222,17 @@ class Session:
 # --- the runners --------------------------------------------------------------------------
 
 def run(session: Session, plan: Any) -> Any:
-    """Execute a plan (or a single Transaction, or None) blocking, and return its result.
+    """Execute a plan blocking and return its result.
+
+    A single Transaction or Pause is a one-step plan; anything else that is not a generator
+    (None, a value a command computed without I/O) is the result itself. Steps of a
+    session's own kinds must be yielded from a plan.
 
     A failing step's error, translated into the driver error family, is thrown into the
     plan, so a plan may catch it (a retry, a cleanup) or let it end the operation.
     """
     if not isinstance(plan, Generator):
-        return None if plan is None else _sync_step(session, plan)
+        return _sync_step(session, plan) if isinstance(plan, Transaction | Pause) else plan
     value: Any = None
     error: DriverError | None = None
     while True:
@@ -244,7 +248,8 @@ def run(session: Session, plan: Any) -> Any:
 async def arun(session: Session, plan: Any) -> Any:
     """:func:`run` for coroutines: the same plan, each step awaited."""
     if not isinstance(plan, Generator):
-        return None if plan is None else await _async_step(session, plan)
+        return (await _async_step(session, plan) if isinstance(plan, Transaction | Pause)
+                else plan)
     value: Any = None
     error: DriverError | None = None
     while True:

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from daqhub.driver import (
     Command,
+    Delegate,
     DriverError,
     Parameter,
     Pause,
@@ -63,6 +64,9 @@ class Esp300Axis(Session):
                             doc="right software travel limit")
     motor_on = Command("{axis}MO", doc="power the motor")
     motor_off = Command("{axis}MF", doc="switch the motor off")
+    #: ST and AB take the port's urgent lane; raw commands claim their axis' errors
+    moves = Delegate("axis", AxisSession, "move_absolute", "move_relative", "stop", "abort",
+                     "raw_command", "raw_query")
 
     def __init__(self, ctx: InstrumentContext) -> None:
         super().__init__(ctx)
@@ -100,14 +104,6 @@ class Esp300Axis(Session):
 
     # ------------------------------------------------------------------ Motion
     @command
-    def move_absolute(self, position: float) -> Transaction[None]:
-        return self.axis.move_absolute(position)
-
-    @command
-    def move_relative(self, distance: float) -> Transaction[None]:
-        return self.axis.move_relative(distance)
-
-    @command
     def home(self, timeout: float = 30.0) -> Plan[None]:
         """Search home (``OR``) and wait for it; on timeout stop the axis and raise."""
         yield self.axis.start_home()
@@ -115,10 +111,6 @@ class Esp300Axis(Session):
             yield self.axis.stop()
             raise self.axis.motion_timeout(timeout, homing=True)
         self.axis.raise_faults()
-
-    @command
-    def stop(self) -> Transaction[None]:
-        return self.axis.stop()
 
     @command
     def is_moving(self) -> Plan[bool]:
@@ -143,11 +135,6 @@ class Esp300Axis(Session):
 
     # ------------------------------------------------------------------ more of the ESP300
     @command
-    def abort(self) -> Transaction[None]:
-        """``AB``: abort the motion of EVERY axis of the controller at once (no deceleration)."""
-        return self.axis.abort()
-
-    @command
     def set_limits(self, left: float, right: float) -> Plan[None]:
         """Software travel limits (``SL``, ``SR``) in the axis' units."""
         yield type(self).left_limit.assign(self, left)
@@ -158,12 +145,3 @@ class Esp300Axis(Session):
         return ((yield type(self).left_limit.query(self)),
                 (yield type(self).right_limit.query(self)))
 
-    @command
-    def raw_command(self, text: str) -> Transaction[None]:
-        """Send a command this driver does not wrap (no axis prefix added); raise its errors."""
-        return self.axis.raw_command(text)
-
-    @command
-    def raw_query(self, text: str) -> Transaction[str]:
-        """Send a query this driver does not wrap and return its reply line."""
-        return self.axis.raw_query(text)

@@ -308,6 +308,7 @@ class AxisSession:
         return Transaction(cmd, fn=self.motion_fn(cmd))
 
     def stop(self) -> Transaction[None]:
+        """``ST``: decelerate this axis to a stop (urgent: ahead of queued traffic)."""
         cmd = self.cmd("ST")
         return Transaction(cmd, fn=self.write_fn(cmd), urgent=True)
 
@@ -334,7 +335,9 @@ class AxisSession:
         return Transaction(cmd, fn=self.set_fn(cmd))
 
     def raw_command(self, text: str) -> Transaction[None]:
+        """Send a command this driver does not wrap (no axis prefix added); raise its errors."""
         return Transaction(text, fn=self.set_fn(text, also=raw_axis(text)))
 
     def raw_query(self, text: str) -> Transaction[str]:
+        """Send a query this driver does not wrap and return its reply line."""
         return Transaction(text, fn=self.query_fn(text, str, also=raw_axis(text)))
