@@ -24,8 +24,10 @@ from .declare import declared_commands
 from .session import Sample, Session, arun, run
 
 
-def _split(value: Any) -> tuple[Any, Mapping[str, Any] | None]:
-    return (value.value, value.meta) if isinstance(value, Sample) else (value, None)
+def _split(value: Any, t: int) -> tuple[Any, Mapping[str, Any] | None, int]:
+    if isinstance(value, Sample):
+        return value.value, value.meta, t if value.timestamp_ns is None else value.timestamp_ns
+    return value, None, t
 
 
 class SessionInstrument(V2Instrument):
@@ -45,10 +47,10 @@ class SessionInstrument(V2Instrument):
         t = now_ns()
         out = []
         for name, item in values.items():
-            value, meta = _split(item)
+            value, meta, at = _split(item, t)
             if not isinstance(value, Scalar | Spectrum | Image):
                 value = Scalar(value, self.channel(name).unit)
-            out.append(Measurement(self.id, name, t, value, dict(meta or {})))
+            out.append(Measurement(self.id, name, at, value, dict(meta or {})))
         return out
 
     def close(self) -> None:
@@ -72,7 +74,7 @@ class SessionActor(V4Actor):
 
     async def read(self) -> list[pa.RecordBatch]:
         values = await arun(self.session, self.session.poll())
-        t = [now_ns()]
+        t = now_ns()
         return [_batch(self.id, self.channel(name), t, item) for name, item in values.items()]
 
     async def close(self) -> None:
@@ -82,8 +84,9 @@ class SessionActor(V4Actor):
         return await arun(self.session, self.session.settings())  # type: ignore[no-any-return]
 
 
-def _batch(instrument_id: str, spec: ChannelSpec, t: list[int], item: Any) -> pa.RecordBatch:
-    value, meta = _split(item)
+def _batch(instrument_id: str, spec: ChannelSpec, now: int, item: Any) -> pa.RecordBatch:
+    value, meta, at = _split(item, now)
+    t = [at]
     metadata = [dict(meta)] if meta else None
     if isinstance(value, Spectrum):
         return build_batch(instrument_id, spec, t, [value.values], axes=[value.axis],

@@ -35,10 +35,12 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Sample:
-    """A polled value with metadata stored next to it (``{"moving": True}``)."""
+    """A polled value with metadata stored next to it (``{"moving": True}``), and when its
+    reply arrived (ns since the epoch; None: when the poll ended)."""
 
     value: Any
     meta: Mapping[str, Any] | None = None
+    timestamp_ns: int | None = None
 
 
 def _is_io_error(exc: BaseException) -> bool:
@@ -190,14 +192,14 @@ class Session:
         return list(self.ctx.channels)
 
     # --- running steps: the flavor-specific hook -------------------------------------------
-    def _call(self, tx: Transaction[Any]) -> tuple[Callable[[Any], Any], dict[str, Any]]:
+    def _resource_call(self, tx: Transaction[Any]) -> tuple[Callable[[Any], Any], dict[str, Any]]:
         return (lambda io: self.execute(io, tx)), {
             "owner": self.id, "what": tx.command, "urgent": tx.urgent, "timeout": tx.timeout}
 
     def run_step(self, step: Any) -> Any:
         """Execute one step in the calling thread (v2)."""
         if isinstance(step, Transaction):
-            fn, kw = self._call(step)
+            fn, kw = self._resource_call(step)
             return self.resource.transaction(fn, **kw)
         if isinstance(step, Pause):
             time.sleep(step.seconds)
@@ -207,7 +209,7 @@ class Session:
     async def arun_step(self, step: Any) -> Any:
         """Execute one step from the event loop (v4); I/O runs on the resource's worker."""
         if isinstance(step, Transaction):
-            fn, kw = self._call(step)
+            fn, kw = self._resource_call(step)
             return await self.resource.atransaction(fn, **kw)
         if isinstance(step, Pause):
             await asyncio.sleep(step.seconds)
