@@ -16,3 +16,11 @@ from .driver import Tc1
 @hookimpl
 def daqhub_instrument_types() -> list[InstrumentType]:
     return instrument_types(Tc1)
+
+
+def conformance() -> list[dict[str, object]]:
+    """How ``daqhub check`` and the conformance test check acme.tc1 against its simulator
+    (entry point group ``daqhub_sims.conformance``)."""
+    return [{"type": "acme.tc1", "sim": "acmetemp", "options": {"tau": 0},
+             "block": {"setpoint_k": 80.0}, "steps": [["set_setpoint", 350.0]],
+             "garbage": "\x00??\r\n"}]
