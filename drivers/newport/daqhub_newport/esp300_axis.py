@@ -320,20 +320,6 @@ class AxisSession:
         md = self.cmd("MD?")
         return Transaction(md, fn=self.query_fn(md, self.parse_done(md)))
 
-    def query_float(self, mnemonic: str) -> Transaction[float]:
-        cmd = self.cmd(mnemonic)
-        return Transaction(cmd, fn=self.query_fn(cmd, self.parse_float(cmd)))
-
-    def units(self) -> Transaction[str]:
-        sn = self.cmd("SN?")
-        return Transaction(sn, fn=self.query_fn(
-            sn, lambda t: UNIT_NAMES[parse_int(t, self.id, sn, 0, 11)]))
-
-    def set_value(self, mnemonic: str, value: float | None = None) -> Transaction[None]:
-        """``MO``, ``MF`` (no value) or ``VA``, ``AC``, ``SL``, ``SR`` ... with a number."""
-        cmd = self.cmd(mnemonic, "" if value is None else self.number(value, mnemonic))
-        return Transaction(cmd, fn=self.set_fn(cmd))
-
     def raw_command(self, text: str) -> Transaction[None]:
         """Send a command this driver does not wrap (no axis prefix added); raise its errors."""
         return Transaction(text, fn=self.set_fn(text, also=raw_axis(text)))

@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
-from daqhub.driver import DriverError, DriverTimeoutError
+from daqhub.driver import DriverError, DriverTimeoutError, parse_reply
 
 #: A plain decimal or exponent number as both Newport instruments print them
 #: (``5.32``, ``-15.24``, ``+.75E-9``, ``1.23E-6``, ``0``). ``float()`` alone would also take
@@ -114,17 +114,9 @@ def integer(low: int, high: int) -> Callable[[str], int]:
 
 
 def parse_number(text: str, instrument_id: str, command: str) -> float:
-    if not _NUMBER.match(text):
-        raise DriverError(instrument_id, command,
-                          f"garbled reply: expected a number, got {text!r}", code="garbled")
-    return float(text)
+    return parse_reply(number, text, instrument_id, command)
 
 
 def parse_int(text: str, instrument_id: str, command: str, low: int, high: int) -> int:
     """An integer reply within ``low..high`` (instruments print ``1``, some ``1.0`` or ``01``)."""
-    value = parse_number(text, instrument_id, command)
-    if value != int(value) or not low <= value <= high:
-        raise DriverError(instrument_id, command,
-                          f"garbled reply: expected an integer {low}..{high}, got {text!r}",
-                          code="garbled")
-    return int(value)
+    return parse_reply(integer(low, high), text, instrument_id, command)
