@@ -14,6 +14,7 @@ import pytest
 
 from daqhub.driver import (
     Command,
+    Delegate,
     DriverDisconnectedError,
     DriverError,
     DriverReplyError,
@@ -260,3 +261,37 @@ def test_poll_values_may_carry_metadata() -> None:
     assert (m.data, m.metadata) == (Scalar(20.0, "degC"), {"stable": True})
     (row,) = batch_to_rows(asyncio.run(flavor_class(Tagged, "v4")(ctx).read())[0])
     assert (row.data, row.metadata) == (Scalar(20.5, "degC"), {"stable": True})
+
+
+class _Door:
+    """A helper object whose plan methods a session hands commands to."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def knock(self, times: int = 1) -> Generator[Any, Any, str]:
+        """Knock ``times`` times; the door's answer."""
+        answer = ""
+        for _ in range(times):
+            answer = yield self.session.query("KNOCK", str)
+        return answer
+
+
+class Doored(Oven):
+    doors = Delegate("door_helper", _Door, "knock")
+
+    def __init__(self, ctx: InstrumentContext) -> None:
+        super().__init__(ctx)
+        self.door_helper = _Door(self)
+
+
+@pytest.mark.parametrize("flavor", ["v2", "v4"])
+def test_delegated_commands_keep_the_helpers_signature_and_doc(flavor: str) -> None:
+    cls = flavor_class(Doored, flavor)  # type: ignore[arg-type]
+    assert str(inspect.signature(cls.knock)) == "(self, times: 'int' = 1) -> " \
+                                                "'Generator[Any, Any, str]'"
+    assert cls.knock.__doc__ == "Knock ``times`` times; the door's answer."
+    port = ScriptedPort([(b"KNOCK\n", b"who\n"), (b"KNOCK\n", b"there\n")])
+    ctx = InstrumentContext("d", "test.oven", {}, Oven.channels, port=port)  # type: ignore[arg-type]
+    assert call(cls(ctx), "knock", 2) == "there"
+    port.assert_done()
