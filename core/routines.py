@@ -23,6 +23,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .instrument import CommandRejected
+
 ROUTINE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
@@ -86,6 +88,8 @@ class RoutineRunner:
                         self.call(st.instrument, name, *args, timeout=timeout)
                     st.steps_done += 1
                 except Exception as exc:
+                    if isinstance(exc, CommandRejected) and self.stop.is_set():
+                        break  # the run is shutting down: the step was refused, not failed
                     st.state = "failed"
                     st.error = f"step {name}{tuple(args)!r} failed: {exc}"
                     return

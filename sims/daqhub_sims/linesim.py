@@ -8,9 +8,24 @@ latency or fault is the transport's business (``sim_endpoint(url).faults``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 from daqhub_sims.device import Clock, SimDevice
+
+
+def number_option(options: Mapping[str, str], name: str, default: float, device: str) -> float:
+    """A finite number from a ``sim://`` option (strings, as the URL carries them)."""
+    text = options.get(name)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{device} option {name}={text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{device} option {name}={text!r} must be finite")
+    return value
 
 
 class LineDevice(SimDevice):

@@ -3,6 +3,7 @@ error type both runtimes raise for a command they will not run."""
 
 from __future__ import annotations
 
+import threading
 import types
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -15,6 +16,7 @@ from daqhub.hookspecs import hookimpl
 from daqhub.host import PluginHost
 from daqhub.instrument import V2Instrument, V4Actor
 from daqhub.measurement import ChannelSpec
+from daqhub.routines import RoutineRunner
 from daqhub.specs import InstrumentType
 
 CHANNELS = [ChannelSpec("x", "scalar", "")]
@@ -149,3 +151,21 @@ def test_unknown_command_and_command_during_shutdown_raise_the_same_type_in_both
     for instrument in ("old", "new"):
         with pytest.raises(CommandRejected, match="shutting down|stopped"):
             rt.call(instrument, "setpoint", timeout=5.0)
+
+
+@pytest.mark.parametrize(("stopping", "state"), [(True, "stopped"), (False, "failed")])
+def test_a_routine_step_refused_by_a_shutdown_stops_the_routine_without_failing_it(
+        stopping: bool, state: str) -> None:
+    stop = threading.Event()
+
+    def call(instrument: str, method: str, *args: Any, timeout: float) -> None:
+        if stopping:
+            stop.set()  # the run began shutting down while the step was queued
+        raise CommandRejected(f"{instrument}: shutting down; command not run")
+
+    runner = RoutineRunner({"instrument": "rot", "steps": [["home"]], "repeat": True}, call,
+                           stop)
+    runner.start()
+    assert runner.join(5.0)
+    assert runner.state.state == state
+    assert (runner.state.error == "") is stopping

@@ -18,7 +18,7 @@ import re
 from collections.abc import Mapping
 
 from daqhub_sims.device import Clock
-from daqhub_sims.linesim import LineDevice
+from daqhub_sims.linesim import LineDevice, number_option
 
 SETPOINT_MIN_K = 3.0
 SETPOINT_MAX_K = 500.0
@@ -41,16 +41,7 @@ _SERIAL = re.compile(r"^[A-Za-z0-9]+$")
 
 
 def _number_option(options: Mapping[str, str], name: str, default: float) -> float:
-    text = options.get(name)
-    if text is None:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"TC-1 option {name}={text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise ValueError(f"TC-1 option {name}={text!r} must be finite")
-    return value
+    return number_option(options, name, default, "TC-1")
 
 
 class AcmeTempSim(LineDevice):
