@@ -14,9 +14,10 @@ point in the group ``daqhub_sims.conformance``: a function returning plain dicti
 
 ``sim``/``options`` make the ``port`` of a fresh simulated device for each block; ``block``
 adds the type's own keys; ``steps`` are commands run in both flavors before the reads;
-``garbage`` (optional) is a reply the device sends instead of the next one, which must raise
-instead of hanging. The same dictionaries serve the distribution's own tests
-(:func:`cases`). With ``--junit-xml PATH`` the outcome is also written as JUnit XML, for CI.
+``garbage`` (optional) is a reply the device sends before the next one (instead of it with
+``"replace_reply": true``), which must raise instead of hanging. The same dictionaries serve
+the distribution's own tests (:func:`case`). With ``--junit-xml PATH`` the outcome is also
+written as JUnit XML, for CI.
 """
 
 from __future__ import annotations
@@ -65,7 +66,10 @@ def case(spec: Mapping[str, Any], url: Callable[..., str] | None = None,
         data = garbage.encode("latin-1") if isinstance(garbage, str) else bytes(garbage)
 
         def inject(b: Mapping[str, Any]) -> None:
-            find(b["port"]).faults.inject_garbage(data)
+            faults = find(b["port"]).faults
+            if spec.get("replace_reply"):
+                faults.truncate_next(0)  # the device's own next reply never arrives
+            faults.inject_garbage(data)
 
     return ConformanceCase(spec["type"], block, steps=[tuple(s) for s in spec.get("steps", [])],
                            reads=int(spec.get("reads", 3)), garbage=inject,

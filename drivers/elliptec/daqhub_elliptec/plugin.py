@@ -116,3 +116,13 @@ def daqhub_validate_config(config: Mapping[str, Any]) -> list[ConfigProblem]:
                     f"Elliptec bus on {port}; give each module its own address (change_address) "
                     f"and one instrument", (flavor, "instruments", i, "address")))
     return problems
+
+
+def conformance() -> list[dict[str, Any]]:
+    """What ``daqhub check`` runs against the simulators (group ``daqhub_sims.conformance``)."""
+    garbage = {"garbage": "\xff\xfe#?!\r\n", "replace_reply": True}
+    return [{"type": f"elliptec.{model.lower()}", "sim": "elliptec",
+             "options": {"devices": f"{address}:{model}", "speed_scale": 20},
+             "block": {"address": address}, "steps": [["move_absolute", target],
+                                                      ["wait_until_done", 10.0]], **garbage}
+            for model, address, target in (("ELL14", 0, 45.0), ("ELL9", 2, 2))]

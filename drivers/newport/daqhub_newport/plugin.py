@@ -51,3 +51,14 @@ def daqhub_validate_config(config: Mapping[str, Any]) -> list[ConfigProblem]:
                     f"disagree on rtscts; one port has one handshake",
                     (flavor, "instruments", i, "rtscts")))
     return problems
+
+
+def conformance() -> list[dict[str, Any]]:
+    """What ``daqhub check`` runs against the simulators (group ``daqhub_sims.conformance``)."""
+    garbage = {"garbage": "\xff\xfe#?!\r\n", "replace_reply": True}
+    return [{"type": "newport.esp300", "sim": "esp300", "options": {"speed_scale": 20},
+             "block": {"axis": 1}, "steps": [["move_absolute", 2.0], ["wait_until_done", 10.0]],
+             **garbage},
+            {"type": "newport.1830c", "sim": "newport1830c",
+             "options": {"noise": 0, "power": 0.001}, "block": {"wavelength_nm": 800},
+             "steps": [["set_wavelength", 900]], **garbage}]
