@@ -148,8 +148,11 @@ class V4Actor(_Base, ABC):
         return {}
 
 
+#: Methods the runtimes call on every instrument themselves: never commands.
+LIFECYCLE = frozenset({"connect", "read", "close", "start", "channel", "settings"})
+
+
 def public_methods(obj: object) -> list[str]:
     """Commands a script may send: public methods that are not lifecycle methods."""
-    lifecycle = {"connect", "read", "close", "start", "channel", "settings"}
-    return sorted(n for n in dir(obj) if not n.startswith("_") and n not in lifecycle
+    return sorted(n for n in dir(obj) if not n.startswith("_") and n not in LIFECYCLE
                   and callable(getattr(obj, n, None)))

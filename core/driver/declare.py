@@ -44,6 +44,11 @@ class _Declared:
     name = ""
 
     def __set_name__(self, owner: type, name: str) -> None:
+        for base in owner.__mro__[1:]:
+            taken = vars(base).get(name)
+            if taken is not None and not isinstance(taken, _Declared):
+                raise TypeError(f"{owner.__qualname__}.{name}: the name is taken by "
+                                f"{base.__qualname__}.{name}; declare it under another name")
         self.name = name
 
 
@@ -221,7 +226,7 @@ def declared_commands(cls: type) -> dict[str, Callable[..., Any]]:
                 out.update(value.commands())
             elif callable(value) and getattr(value, COMMAND_MARK, False):
                 out[name] = value
-            elif name in out and not name.startswith("set_"):
+            elif name in out:
                 del out[name]  # a subclass replaced the command by something else
     return out
 

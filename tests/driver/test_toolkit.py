@@ -295,3 +295,14 @@ def test_delegated_commands_keep_the_helpers_signature_and_doc(flavor: str) -> N
     ctx = InstrumentContext("d", "test.oven", {}, Oven.channels, port=port)  # type: ignore[arg-type]
     assert call(cls(ctx), "knock", 2) == "there"
     port.assert_done()
+
+
+def test_a_declaration_may_not_shadow_the_session_or_the_runtime() -> None:
+    with pytest.raises((TypeError, RuntimeError)) as info:  # 3.11 wraps __set_name__ errors
+        class Bad(Session):
+            poll = Parameter("P?")
+    assert "Bad.poll: the name is taken by Session.poll" in f"{info.value} {info.value.__cause__}"
+    with pytest.raises(TypeError, match="a command may not be named 'read'"):
+        class Reads(Session):
+            read = Command("READ?")
+        flavor_class(Reads, "v2")
