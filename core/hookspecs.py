@@ -52,6 +52,17 @@ def daqhub_instrument_types() -> Sequence[InstrumentType]:
 
 
 @hookspec
+def daqhub_capabilities() -> Sequence[type]:
+    """Capabilities this plugin adds (a shutter, a filter wheel ...) beyond the core's.
+
+    A capability is a ``typing.Protocol`` class: its name is what an ``InstrumentType`` lists
+    in ``capabilities``, its public methods what every such type implements (blocking in a v2
+    class, ``async def`` in a v4 actor; the host checks both when it loads the type). See
+    :mod:`daqhub.capabilities` for the core's own.
+    """
+
+
+@hookspec
 def daqhub_storage_backends() -> Sequence[StorageBackend]:
     """Storage backends (``hdf5``, ``arrow``, ...) a lab can name as ``storage = "..."``."""
 

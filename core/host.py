@@ -28,6 +28,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
 
 from . import __version__, hookspecs
+from .capabilities import CAPABILITIES, implementation_problems
 from .instrument import V2Instrument, V4Actor
 from .specs import (
     CliCommand,
@@ -260,12 +261,21 @@ class PluginHost:
     # --- the typed facade -------------------------------------------------------------
 
     def _types(self) -> _TypeTables:
+        known = self.capabilities()
+
+        def check(t: InstrumentType) -> list[str]:
+            cls = _class_of(t.factory)
+            if cls is None:  # a plain function: what it builds is known only when called
+                return _type_problems(t)
+            return _type_problems(t) + implementation_problems(cls, t.flavor, t.capabilities,
+                                                               known)
+
         def build() -> _TypeTables:
             clashes: dict[Any, list[tuple[PluginInfo, InstrumentType]]] = {}
             rejected: dict[Any, list[str]] = {}
             found = self._unique(
                 "daqhub_instrument_types", InstrumentType, lambda t: (t.name, t.flavor),
-                lambda t: f"instrument type {t.name!r} ({t.flavor})", _type_problems, clashes,
+                lambda t: f"instrument type {t.name!r} ({t.flavor})", check, clashes,
                 rejected)
             return found, clashes, rejected
 
@@ -279,6 +289,16 @@ class PluginHost:
         """(type name, flavor) declared by several plugins -> every declaration (none is used
         unless a lab chooses one with ``[daqhub.providers]``)."""
         return dict(self._types()[1])
+
+    def capabilities(self) -> dict[str, type]:
+        """Capability name -> its Protocol class: the core's and every plugin's."""
+        def build() -> dict[str, type]:
+            found = self._unique("daqhub_capabilities", type, lambda c: c.__name__,
+                                 lambda c: f"capability {c.__name__!r}",
+                                 lambda c: [f"the core already defines {c.__name__}"]
+                                 if c.__name__ in CAPABILITIES else [])
+            return {**CAPABILITIES, **{k: v[1] for k, v in found.items()}}
+        return self._cached("capabilities", build)
 
     def type_rejections(self) -> dict[tuple[str, str], list[str]]:
         """(type name, flavor) -> why each declaration of it was refused at load."""
@@ -402,6 +422,12 @@ class PluginHost:
             "problems": [{"distribution": p.distribution, "version": p.version,
                           "plugin": p.plugin, "error": p.error} for p in self.problems],
         }
+
+
+def _class_of(factory: Callable[..., Any]) -> type | None:
+    """The class an instrument factory builds: itself, or a ``functools.partial`` of it."""
+    target = getattr(factory, "func", factory)
+    return target if isinstance(target, type) else None
 
 
 def _short(exc: BaseException) -> str:

@@ -45,6 +45,35 @@ class DriverError(RuntimeError):
         super().__init__(f"{where}{codepart}: {message}")
 
 
+class DriverTimeoutError(DriverError, TimeoutError):
+    """No reply (or no end of an operation) within a bounded wait, or the line stayed busy.
+
+    Also a ``TimeoutError``, so generic timeout handling catches it, and so the core's port
+    does not mistake it for a vanished device.
+    """
+
+
+class DriverDisconnectedError(DriverError, ConnectionError):
+    """The port or VISA session was gone (or vanished) under a command; the core reopens it."""
+
+
+class DriverReplyError(DriverError, ValueError):
+    """The instrument answered, but not with what the command expects (garbled, truncated,
+    an error reply, a value of the wrong form)."""
+
+
+class CommandRejected(RuntimeError):
+    """A command was not run: the instrument is shutting down, failed, or its queue is full.
+
+    Both runtimes raise this one type (and :class:`UnknownCommandError`), so a script does
+    not need to know the flavor of what it drives.
+    """
+
+
+class UnknownCommandError(CommandRejected, LookupError):
+    """The instrument has no command of that name; the message lists the ones it has."""
+
+
 def now_ns() -> int:
     """Timestamp of a sample, in ns since the epoch (take it when the reply arrives)."""
     return time.time_ns()
@@ -119,12 +148,17 @@ class V4Actor(_Base, ABC):
         return {}
 
 
+#: Methods the runtimes call on every instrument themselves: never commands.
+LIFECYCLE = frozenset({"connect", "read", "close", "start", "channel", "settings"})
+#: Lifecycle methods a script may still send as commands (queries with no side effect).
+QUERIES = frozenset({"read", "settings"})
+
+
 def public_methods(obj: object) -> list[str]:
     """Commands a script may send: public methods that are not lifecycle methods.
 
     ``read`` (a fresh sample now, as the scan engine takes it) and ``settings`` (the
     snapshot) are queries a script may send too, run like any command.
     """
-    lifecycle = {"connect", "close", "start", "channel"}
-    return sorted(n for n in dir(obj) if not n.startswith("_") and n not in lifecycle
+    return sorted(n for n in dir(obj) if not n.startswith("_") and n not in LIFECYCLE - QUERIES
                   and callable(getattr(obj, n, None)))

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from .scan import RoutinePoints
     from .specs import InstrumentType
 
-from .runtime.v2 import CommandRejected
+from .instrument import CommandRejected
 
 ROUTINE_SCHEMA: dict[str, Any] = {
     "type": "object",

@@ -19,7 +19,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
-from ..instrument import V2Instrument, public_methods
+from ..instrument import CommandRejected, UnknownCommandError, V2Instrument, public_methods
 from ..measurement import Measurement
 from ..specs import InstrumentContext, InstrumentType
 from .broadcast import Broadcast, SubscriptionClosed
@@ -29,10 +29,6 @@ DataDistributor = Broadcast  # V2 producers publish lists of Measurements
 
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 10.0
-
-
-class CommandRejected(RuntimeError):
-    pass
 
 
 class V2Worker:
@@ -159,7 +155,7 @@ class V2Worker:
         if not fut.set_running_or_notify_cancel():
             return
         if method not in public_methods(inst):
-            fut.set_exception(CommandRejected(
+            fut.set_exception(UnknownCommandError(
                 f"{self.id} has no command {method!r}; it has: {', '.join(public_methods(inst))}"))
             return
         self.busy_in = method

@@ -23,7 +23,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..instrument import V4Actor, public_methods
+from ..instrument import CommandRejected, UnknownCommandError, V4Actor, public_methods
 from ..measurement import Source
 from ..schema import describe, with_source
 from ..specs import InstrumentContext, InstrumentType
@@ -46,11 +46,11 @@ class RestartPolicy:
     call_timeout_s: float = 60.0
 
 
-class MailboxFull(RuntimeError):
+class MailboxFull(CommandRejected):
     pass
 
 
-class ActorFailed(RuntimeError):
+class ActorFailed(CommandRejected):
     pass
 
 
@@ -208,7 +208,7 @@ class ActorRunner:
         if fut is not None and not fut.set_running_or_notify_cancel():
             return
         if msg.method not in public_methods(actor):
-            err = LookupError(f"{self.id} has no command {msg.method!r}; it has: "
+            err = UnknownCommandError(f"{self.id} has no command {msg.method!r}; it has: "
                               f"{', '.join(public_methods(actor))}")
             if fut:
                 fut.set_exception(err)

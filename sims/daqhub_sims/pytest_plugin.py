@@ -16,6 +16,10 @@ without a conftest:
 * ``daqhub_lab(text)`` / ``daqhub_run(lab)`` - validate a lab and run it on the
   dual runtime; every run is shut down at teardown.
 * ``daqhub_conformance`` - the conformance kit (see ``daqhub_sims.conformance``).
+* ``daqhub_instrument(type, flavor, port=..., **block)`` - one connected instrument of an
+  installed type, either flavor, without a lab file (see ``daqhub_sims.instruments``).
+* ``scripted_port(script)`` - a line answering from scripted request/reply pairs, for quick
+  byte-exchange tests of either flavor (see ``daqhub_sims.scripted``).
 """
 
 from __future__ import annotations
@@ -149,3 +153,23 @@ def daqhub_conformance(sim_registry: Any) -> Any:
     from daqhub_sims.conformance import ConformanceKit
 
     return ConformanceKit()
+
+
+@pytest.fixture
+def daqhub_instrument(daqhub_host: Any, sim_registry: Any) -> Iterator[Callable[..., Any]]:
+    from daqhub_sims.instruments import InstrumentMaker
+
+    maker = InstrumentMaker(daqhub_host)
+
+    def make(type_name: str, flavor: str, *, instrument_id: str = "dut", connect: bool = True,
+             **block: Any) -> Any:
+        return maker.make(type_name, flavor, block, instrument_id, connect)
+    yield make
+    assert maker.close() == [], "ports or VISA sessions did not close"
+
+
+@pytest.fixture
+def scripted_port() -> Callable[..., Any]:
+    from daqhub_sims.scripted import ScriptedPort
+
+    return ScriptedPort

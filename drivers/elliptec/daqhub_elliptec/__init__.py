@@ -2,8 +2,8 @@
 
 Layout, bottom up: ``status`` (GS codes), ``frames`` (commands and reply lines),
 ``models`` (`IN` reply, scaling), ``router`` (one reply router per port),
-``steps`` + ``axis`` (every operation written once as a plan), ``runners``
-(plans run blocking for v2, awaited for v4), ``v2``/``v4`` (thin flavor
-shells), ``discovery`` (which addresses answer) and ``plugin``
+``steps`` + ``axis`` (every operation written once as a plan), ``driver``
+(the session class both flavors are generated from, running the router's
+steps), ``discovery`` (which addresses answer) and ``plugin``
 (registration). See README.md beside the package.
 """

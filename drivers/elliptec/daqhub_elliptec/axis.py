@@ -1,6 +1,6 @@
 """One Elliptec module as a motion axis: every operation, written once as a plan.
 
-Both flavors drive an :class:`Axis` through a runner (:mod:`.runners`); the
+Both flavors drive an :class:`Axis` through :class:`.driver.ElliptecModule`; the
 axis holds the module's identity, scaling, last known position and the move in
 flight, and turns replies into values or DriverErrors.
 
@@ -25,13 +25,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from daqhub.instrument import DriverError
+from daqhub.driver import DriverError, Pause
 
 from . import status
 from .frames import BadLine, Command, Frame, Line, address_of, from_hex32, hex32
 from .models import BY_NAME, DeviceInfo, Model, Scale, parse_info
 from .router import BusRouter, Expectation
-from .steps import Collect, ElliptecTimeout, Exchange, Pause, Plan, Send
+from .steps import Collect, ElliptecTimeout, Exchange, Plan, Send
 
 DEFAULT_MOVE_TIMEOUT_S = 10.0
 DEFAULT_REPLY_TIMEOUT_S = 1.0

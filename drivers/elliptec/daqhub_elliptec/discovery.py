@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from daqhub.driver import arun, run
 from daqhub.resources import SharedSerialPort
+from daqhub.specs import InstrumentContext
 
+from .driver import ElliptecBus
 from .frames import ADDRESSES, BadLine, Command, Frame
 from .models import DeviceInfo, parse_info
-from .router import BusRouter, Expectation, bus_router
-from .runners import AsyncRunner, SyncRunner
+from .router import BusRouter, Expectation
 from .steps import Exchange, Plan
 
 #: A module answers `in` within a few ms plus ~36 ms of wire time for the reply.
@@ -60,12 +62,16 @@ def scan(router: BusRouter, reply_timeout: float = DEFAULT_SCAN_TIMEOUT_S) -> Pl
 def discover(port: SharedSerialPort, reply_timeout: float = DEFAULT_SCAN_TIMEOUT_S
              ) -> BusScan:
     """Scan the bus on ``port`` (blocking; from a thread). Port failures raise DriverError."""
-    router = bus_router(port)
-    return SyncRunner(OWNER, port, router).run(scan(router, reply_timeout))
+    bus = _bus(port)
+    return run(bus, scan(bus.router, reply_timeout))  # type: ignore[no-any-return]
 
 
 async def adiscover(port: SharedSerialPort, reply_timeout: float = DEFAULT_SCAN_TIMEOUT_S
                     ) -> BusScan:
     """Scan the bus on ``port`` from a coroutine."""
-    router = bus_router(port)
-    return await AsyncRunner(OWNER, port, router).run(scan(router, reply_timeout))
+    bus = _bus(port)
+    return await arun(bus, scan(bus.router, reply_timeout))  # type: ignore[no-any-return]
+
+
+def _bus(port: SharedSerialPort) -> ElliptecBus:
+    return ElliptecBus(InstrumentContext(OWNER, "elliptec.bus", {}, (), port=port))

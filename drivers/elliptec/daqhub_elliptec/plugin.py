@@ -8,18 +8,17 @@ reply router (:mod:`.router`), whichever flavor each instrument uses.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from functools import partial
 from typing import Any
 
+from daqhub.driver import instrument_types
 from daqhub.hookspecs import hookimpl
 from daqhub.measurement import ChannelSpec
 from daqhub.specs import ConfigProblem, InstrumentType
 
 from .axis import DEFAULT_MOVE_TIMEOUT_S, DEFAULT_REPLY_TIMEOUT_S
+from .driver import ElliptecModule
 from .frames import address_of
 from .models import BY_NAME
-from .v2 import ElliptecV2
-from .v4 import ElliptecV4
 
 #: The Elliptec link (protocols.md section 1): 9600 8N1, no handshake of any kind.
 SERIAL_SETTINGS: dict[str, Any] = {
@@ -74,17 +73,19 @@ def channels(model: str) -> list[ChannelSpec]:
                         description=f"{m.name} {what} (last known value while moving)")]
 
 
+#: One session class per type: the model is all that differs.
+SESSIONS: dict[str, type[ElliptecModule]] = {
+    name: type(model, (ElliptecModule,), {
+        "model_name": model, "type_name": name, "description": description,
+        "channels": channels(model), "config_schema": config_schema(model),
+        "serial_settings": SERIAL_SETTINGS, "__module__": __name__})
+    for name, (model, description) in TYPES.items()
+}
+
+
 @hookimpl
 def daqhub_instrument_types() -> list[InstrumentType]:
-    types: list[InstrumentType] = []
-    for name, (model, description) in TYPES.items():
-        for flavor, cls in (("v2", ElliptecV2), ("v4", ElliptecV4)):
-            types.append(InstrumentType(
-                name=name, flavor=flavor, transport="serial",  # type: ignore[arg-type]
-                factory=partial(cls, model=model), channels=channels(model),
-                description=description, config_schema=config_schema(model),
-                capabilities=("Motion", "Readable"), serial_settings=SERIAL_SETTINGS))
-    return types
+    return [t for session in SESSIONS.values() for t in instrument_types(session)]
 
 
 @hookimpl
@@ -115,3 +116,13 @@ def daqhub_validate_config(config: Mapping[str, Any]) -> list[ConfigProblem]:
                     f"Elliptec bus on {port}; give each module its own address (change_address) "
                     f"and one instrument", (flavor, "instruments", i, "address")))
     return problems
+
+
+def conformance() -> list[dict[str, Any]]:
+    """What ``daqhub check`` runs against the simulators (group ``daqhub_sims.conformance``)."""
+    garbage = {"garbage": "\xff\xfe#?!\r\n", "replace_reply": True}
+    return [{"type": f"elliptec.{model.lower()}", "sim": "elliptec",
+             "options": {"devices": f"{address}:{model}", "speed_scale": 20},
+             "block": {"address": address}, "steps": [["move_absolute", target],
+                                                      ["wait_until_done", 10.0]], **garbage}
+            for model, address, target in (("ELL14", 0, 45.0), ("ELL9", 2, 2))]

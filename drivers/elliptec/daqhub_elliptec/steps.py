@@ -2,8 +2,8 @@
 
 Every Elliptec operation (identify, move, poll, jog...) is written once, in
 :mod:`.axis`, as a generator that *yields* these steps and receives their
-results. A v2 runner executes a step with blocking transactions, a v4 runner
-with awaited ones (:mod:`.runners`); the protocol logic itself never knows
+results. The toolkit runs a plan blocking (v2) or awaited (v4), and
+:class:`.driver.ElliptecBus` executes these steps for it; the protocol logic itself never knows
 which flavor runs it. That is how "the protocol is written once" holds even
 though a move spans many transactions and some waiting in between.
 """
@@ -14,7 +14,7 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar
 
-from daqhub.instrument import DriverError
+from daqhub.driver import DriverDisconnectedError, DriverTimeoutError, Pause
 
 from .frames import Command
 from .router import Expectation
@@ -53,13 +53,6 @@ class Collect:
     timeout: float
 
 
-@dataclass(frozen=True)
-class Pause:
-    """Let time pass before a retry (a busy module). Result: None."""
-
-    seconds: float
-
-
 Step: TypeAlias = Exchange | Send | Collect | Pause
 Plan: TypeAlias = Generator[Step, Any, T]
 
@@ -73,9 +66,6 @@ def command_of(step: Step) -> str:
     return ""
 
 
-class ElliptecTimeout(DriverError, TimeoutError):
-    """No reply (or no end of a move) in time; names instrument, command and the wait."""
-
-
-class ElliptecPortError(DriverError, ConnectionError):
-    """The serial port failed under a command (disconnected, closed, not obtainable)."""
+#: The core's driver errors under the names this driver has always documented.
+ElliptecTimeout = DriverTimeoutError
+ElliptecPortError = DriverDisconnectedError

@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TypeVar
 
-from daqhub.instrument import DriverError
+from daqhub.driver import DriverError, DriverTimeoutError, Transaction
 from daqhub.measurement import MetaValue
 
 from .esp300_config import AxisSettings
@@ -43,10 +43,8 @@ from .esp300_protocol import (
     format_number,
 )
 from .lineio import (
-    DriverTimeoutError,
+    LineFn,
     LineIO,
-    Op,
-    Transaction,
     begin,
     no_reply,
     parse_int,
@@ -167,7 +165,7 @@ class AxisSession:
         return lambda text: parse_int(text, self.id, cmd, 0, 1) == 1
 
     # ------------------------------------------------------------------ transactions
-    def connect_fn(self) -> Transaction[None]:
+    def connect_fn(self) -> LineFn[None]:
         """Check the axis answers, agree on units, power the motor, apply the lab's settings."""
         s = self.settings
 
@@ -200,7 +198,7 @@ class AxisSession:
 
         return connect
 
-    def set_fn(self, cmd: str, *, also: int | None = None) -> Transaction[None]:
+    def set_fn(self, cmd: str, *, also: int | None = None) -> LineFn[None]:
         """A set command: errors it causes raise; faults routed to us meanwhile are kept."""
 
         def set_command(io: LineIO) -> None:
@@ -210,7 +208,7 @@ class AxisSession:
 
         return set_command
 
-    def motion_fn(self, cmd: str) -> Transaction[None]:
+    def motion_fn(self, cmd: str) -> LineFn[None]:
         """Start a motion (PA, PR, OR): forget earlier faults, remember what we asked for."""
 
         def start_motion(io: LineIO) -> None:
@@ -227,7 +225,7 @@ class AxisSession:
         return start_motion
 
     def query_fn(self, cmd: str, parse: Callable[[str], T], *, also: int | None = None
-                 ) -> Transaction[T]:
+                 ) -> LineFn[T]:
         def query(io: LineIO) -> T:
             begin(io, self.settings.reply_timeout)
             value = self._ask(io, cmd, parse, also)
@@ -236,7 +234,7 @@ class AxisSession:
 
         return query
 
-    def write_fn(self, cmd: str) -> Transaction[None]:
+    def write_fn(self, cmd: str) -> LineFn[None]:
         """Write only, no FIFO drain: for ST/AB, which must be on the wire as fast as possible.
 
         Whatever they cause (``x20 HOMING ABORTED``) is drained by the next exchange and
@@ -248,7 +246,7 @@ class AxisSession:
 
         return write
 
-    def poll_fn(self) -> Transaction[tuple[float, dict[str, MetaValue]]]:
+    def poll_fn(self) -> LineFn[tuple[float, dict[str, MetaValue]]]:
         """One sample: actual position, whether the axis moves, faults seen since last time."""
         tp, md = self.cmd("TP?"), self.cmd("MD?")
 
@@ -291,51 +289,41 @@ class AxisSession:
 
     # ------------------------------------------------------------------ operations
     # One per driver method, so a flavor method is a single line: run the op.
-    def connect(self) -> Op[None]:
-        return Op("connect", self.connect_fn())
+    def connect(self) -> Transaction[None]:
+        return Transaction("connect", fn=self.connect_fn())
 
-    def poll(self) -> Op[tuple[float, dict[str, MetaValue]]]:
-        return Op("poll", self.poll_fn())
+    def poll(self) -> Transaction[tuple[float, dict[str, MetaValue]]]:
+        return Transaction("poll", fn=self.poll_fn())
 
-    def move_absolute(self, position: float) -> Op[None]:
+    def move_absolute(self, position: float) -> Transaction[None]:
         cmd = self.cmd("PA", self.number(position, "PA"))
-        return Op(cmd, self.motion_fn(cmd))
+        return Transaction(cmd, fn=self.motion_fn(cmd))
 
-    def move_relative(self, distance: float) -> Op[None]:
+    def move_relative(self, distance: float) -> Transaction[None]:
         cmd = self.cmd("PR", self.number(distance, "PR"))
-        return Op(cmd, self.motion_fn(cmd))
+        return Transaction(cmd, fn=self.motion_fn(cmd))
 
-    def start_home(self) -> Op[None]:
+    def start_home(self) -> Transaction[None]:
         cmd = self.home_command()
-        return Op(cmd, self.motion_fn(cmd))
+        return Transaction(cmd, fn=self.motion_fn(cmd))
 
-    def stop(self) -> Op[None]:
+    def stop(self) -> Transaction[None]:
+        """``ST``: decelerate this axis to a stop (urgent: ahead of queued traffic)."""
         cmd = self.cmd("ST")
-        return Op(cmd, self.write_fn(cmd), urgent=True)
+        return Transaction(cmd, fn=self.write_fn(cmd), urgent=True)
 
-    def abort(self) -> Op[None]:
+    def abort(self) -> Transaction[None]:
         """``AB`` has no axis: it aborts every axis of the controller."""
-        return Op("AB", self.write_fn("AB"), urgent=True)
+        return Transaction("AB", fn=self.write_fn("AB"), urgent=True)
 
-    def motion_done(self) -> Op[bool]:
+    def motion_done(self) -> Transaction[bool]:
         md = self.cmd("MD?")
-        return Op(md, self.query_fn(md, self.parse_done(md)))
+        return Transaction(md, fn=self.query_fn(md, self.parse_done(md)))
 
-    def query_float(self, mnemonic: str) -> Op[float]:
-        cmd = self.cmd(mnemonic)
-        return Op(cmd, self.query_fn(cmd, self.parse_float(cmd)))
+    def raw_command(self, text: str) -> Transaction[None]:
+        """Send a command this driver does not wrap (no axis prefix added); raise its errors."""
+        return Transaction(text, fn=self.set_fn(text, also=raw_axis(text)))
 
-    def units(self) -> Op[str]:
-        sn = self.cmd("SN?")
-        return Op(sn, self.query_fn(sn, lambda t: UNIT_NAMES[parse_int(t, self.id, sn, 0, 11)]))
-
-    def set_value(self, mnemonic: str, value: float | None = None) -> Op[None]:
-        """``MO``, ``MF`` (no value) or ``VA``, ``AC``, ``SL``, ``SR`` ... with a number."""
-        cmd = self.cmd(mnemonic, "" if value is None else self.number(value, mnemonic))
-        return Op(cmd, self.set_fn(cmd))
-
-    def raw_command(self, text: str) -> Op[None]:
-        return Op(text, self.set_fn(text, also=raw_axis(text)))
-
-    def raw_query(self, text: str) -> Op[str]:
-        return Op(text, self.query_fn(text, str, also=raw_axis(text)))
+    def raw_query(self, text: str) -> Transaction[str]:
+        """Send a query this driver does not wrap and return its reply line."""
+        return Transaction(text, fn=self.query_fn(text, str, also=raw_axis(text)))

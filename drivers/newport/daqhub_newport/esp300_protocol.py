@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from daqhub.instrument import DriverError
 
-from .lineio import LineIO, no_reply, parse_int, read_reply, send
+from .lineio import LineIO, no_reply, number, parse_int, read_reply, send
 
 COMMAND_END = b"\r"
 REPLY_END = b"\r\n"
@@ -86,7 +86,7 @@ def known_message(code: int) -> str:
     return GENERAL_ERRORS.get(code, f"ERROR {code}")
 
 
-def format_number(value: float, instrument_id: str, command: str) -> str:
+def plain(value: float) -> str:
     """A parameter as the controller reads it: plain decimal, never an exponent.
 
     The manual shows only plain decimals (``2PA1000``, ``3PA10.0``); ``repr`` would print
@@ -94,15 +94,28 @@ def format_number(value: float, instrument_id: str, command: str) -> str:
     value no controller could take.
     """
     if not math.isfinite(value) or abs(value) >= 1e12:
-        raise ValueError(f"{instrument_id}: {command} needs a finite number below 1e12 in "
-                         f"magnitude (an 80-character command line), got {value!r}")
+        raise ValueError(f"needs a finite number below 1e12 in magnitude (an 80-character "
+                         f"command line), got {value!r}")
     text = f"{value:.9f}".rstrip("0").rstrip(".")
     return "0" if text in ("-0", "") else text
+
+
+def format_number(value: float, instrument_id: str, command: str) -> str:
+    """:func:`plain`, its refusal naming the instrument and the command."""
+    try:
+        return plain(value)
+    except ValueError as exc:
+        raise ValueError(f"{instrument_id}: {command} {exc}") from None
 
 
 def command(axis: int | None, mnemonic: str, parameter: str = "") -> str:
     """``[axis]MN[parameter]``, the controller's command syntax."""
     return f"{axis if axis is not None else ''}{mnemonic}{parameter}"
+
+
+def unit_name(text: str) -> str:
+    """``SN?``: the unit code as daqhub names it."""
+    return UNIT_NAMES[int(number(text))]
 
 
 def parse_error(text: str, instrument_id: str) -> EspError:

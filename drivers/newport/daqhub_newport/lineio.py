@@ -13,15 +13,10 @@ what arrived, never a hang and never a silently wrong number.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from collections.abc import Callable
+from typing import Protocol, TypeVar
 
-from daqhub.instrument import DriverError
-from daqhub.resources.errors import PortDisconnectedError, ResourceError, ResourceTimeoutError
-from daqhub.resources.serial import SharedSerialPort
-from daqhub.specs import InstrumentContext
+from daqhub.driver import DriverError, DriverTimeoutError, parse_reply
 
 #: A plain decimal or exponent number as both Newport instruments print them
 #: (``5.32``, ``-15.24``, ``+.75E-9``, ``1.23E-6``, ``0``). ``float()`` alone would also take
@@ -46,60 +41,7 @@ class LineIO(Protocol):
 
 
 T = TypeVar("T")
-Transaction = Callable[[LineIO], T]
-
-
-@dataclass(frozen=True)
-class Op(Generic[T]):
-    """One transaction ready to run: what a flavor hands to ``port.(a)transaction``.
-
-    Built by the flavor-neutral session, so a flavor method is one line: run the op.
-    """
-
-    what: str  # shown as the port holder's activity in timeout reports
-    fn: Transaction[T]
-    urgent: bool = False
-
-
-class DriverTimeoutError(DriverError, TimeoutError):
-    """The instrument did not answer (or did not finish) within a bounded wait.
-
-    A ``TimeoutError`` too, so callers that handle timeouts generically catch it, and so the
-    serial manager does not mistake it for a vanished device.
-    """
-
-    def __init__(self, instrument_id: str, command: str, message: str,
-                 code: str | int | None = None) -> None:
-        DriverError.__init__(self, instrument_id, command, message, code)
-
-
-class DriverDisconnectedError(DriverError, ConnectionError):
-    """The port vanished under a command (or was already gone); the reply, if any, is lost.
-
-    A ``ConnectionError`` too, like the core's ``PortDisconnectedError`` it wraps: the core
-    reopens the port in the background and the instrument decides whether to retry.
-    """
-
-    def __init__(self, instrument_id: str, command: str, message: str,
-                 code: str | int | None = None) -> None:
-        DriverError.__init__(self, instrument_id, command, message, code)
-
-
-@contextmanager
-def named_errors(instrument_id: str, what: str) -> Iterator[None]:
-    """Turn the port's errors into DriverErrors that name the instrument and the command.
-
-    The serial manager's errors name the port and the holder; a user reading a log wants to
-    know which instrument failed doing what. The original error stays chained as the cause.
-    """
-    try:
-        yield
-    except PortDisconnectedError as exc:
-        raise DriverDisconnectedError(instrument_id, what, str(exc), code="disconnected") from exc
-    except ResourceTimeoutError as exc:
-        raise DriverTimeoutError(instrument_id, what, str(exc), code="busy") from exc
-    except ResourceError as exc:
-        raise DriverError(instrument_id, what, str(exc), code="port") from exc
+LineFn = Callable[[LineIO], T]
 
 
 def begin(io: LineIO, reply_timeout: float) -> None:
@@ -154,38 +96,27 @@ def no_reply(io: LineIO, instrument_id: str, command: str) -> DriverTimeoutError
         code="timeout")
 
 
-def parse_number(text: str, instrument_id: str, command: str) -> float:
+def number(text: str) -> float:
+    """A reply parser for the toolkit: a plain number, or ValueError."""
     if not _NUMBER.match(text):
-        raise DriverError(instrument_id, command,
-                          f"garbled reply: expected a number, got {text!r}", code="garbled")
+        raise ValueError("expected a number")
     return float(text)
+
+
+def integer(low: int, high: int) -> Callable[[str], int]:
+    """A reply parser for an integer within ``low..high`` (``1``, ``1.0`` or ``01``)."""
+    def parse(text: str) -> int:
+        value = number(text)
+        if value != int(value) or not low <= value <= high:
+            raise ValueError(f"expected an integer {low}..{high}")
+        return int(value)
+    return parse
+
+
+def parse_number(text: str, instrument_id: str, command: str) -> float:
+    return parse_reply(number, text, instrument_id, command)
 
 
 def parse_int(text: str, instrument_id: str, command: str, low: int, high: int) -> int:
     """An integer reply within ``low..high`` (instruments print ``1``, some ``1.0`` or ``01``)."""
-    value = parse_number(text, instrument_id, command)
-    if value != int(value) or not low <= value <= high:
-        raise DriverError(instrument_id, command,
-                          f"garbled reply: expected an integer {low}..{high}, got {text!r}",
-                          code="garbled")
-    return int(value)
-
-
-def serial_port_of(ctx: InstrumentContext) -> SharedSerialPort:
-    """The shared port the core handed over (both Newport instruments are serial only)."""
-    if ctx.port is None:
-        raise ValueError(f"{ctx.instrument_id}: {ctx.type_name} needs a serial port (port = ...)")
-    return ctx.port
-
-
-def run_op(port: SharedSerialPort, instrument_id: str, op: Op[T]) -> T:
-    """Run one protocol step as a transaction of ``instrument_id`` (v2: in this thread)."""
-    with named_errors(instrument_id, op.what):
-        return port.transaction(op.fn, owner=instrument_id, what=op.what, urgent=op.urgent)
-
-
-async def arun_op(port: SharedSerialPort, instrument_id: str, op: Op[T]) -> T:
-    """The same for v4 actors: on the port's worker thread, the event loop stays free."""
-    with named_errors(instrument_id, op.what):
-        return await port.atransaction(op.fn, owner=instrument_id, what=op.what,
-                                       urgent=op.urgent)
+    return parse_reply(integer(low, high), text, instrument_id, command)

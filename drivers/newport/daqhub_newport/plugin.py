@@ -5,37 +5,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from daqhub.driver import instrument_types
 from daqhub.hookspecs import hookimpl
-from daqhub.specs import ConfigProblem, Flavor, InstrumentType
+from daqhub.specs import ConfigProblem, InstrumentType
 
-from . import esp300_config, meter1830c_config
-from .esp300_v2 import Esp300AxisV2
-from .esp300_v4 import Esp300AxisV4
-from .meter1830c_v2 import Meter1830cV2
-from .meter1830c_v4 import Meter1830cV4
+from . import esp300_config
+from .esp300 import Esp300Axis
+from .meter1830c import Meter1830c
 
 
 @hookimpl
 def daqhub_instrument_types() -> list[InstrumentType]:
-    types: list[InstrumentType] = []
-    esp300: tuple[tuple[Flavor, type], ...] = (("v2", Esp300AxisV2), ("v4", Esp300AxisV4))
-    meter: tuple[tuple[Flavor, type], ...] = (("v2", Meter1830cV2), ("v4", Meter1830cV4))
-    for flavor, factory in esp300:
-        types.append(InstrumentType(
-            name=esp300_config.TYPE_NAME, flavor=flavor, transport="serial",
-            factory=factory, channels=esp300_config.channels,
-            description=esp300_config.DESCRIPTION, config_schema=esp300_config.CONFIG_SCHEMA,
-            capabilities=("Motion", "Readable"),
-            serial_settings=esp300_config.SERIAL_SETTINGS))
-    for flavor, factory in meter:
-        types.append(InstrumentType(
-            name=meter1830c_config.TYPE_NAME, flavor=flavor, transport="serial",
-            factory=factory, channels=meter1830c_config.channels,
-            description=meter1830c_config.DESCRIPTION,
-            config_schema=meter1830c_config.CONFIG_SCHEMA,
-            capabilities=("PowerMeter", "Readable"),
-            serial_settings=meter1830c_config.SERIAL_SETTINGS))
-    return types
+    return instrument_types(Esp300Axis) + instrument_types(Meter1830c)
 
 
 @hookimpl
@@ -70,3 +51,14 @@ def daqhub_validate_config(config: Mapping[str, Any]) -> list[ConfigProblem]:
                     f"disagree on rtscts; one port has one handshake",
                     (flavor, "instruments", i, "rtscts")))
     return problems
+
+
+def conformance() -> list[dict[str, Any]]:
+    """What ``daqhub check`` runs against the simulators (group ``daqhub_sims.conformance``)."""
+    garbage = {"garbage": "\xff\xfe#?!\r\n", "replace_reply": True}
+    return [{"type": "newport.esp300", "sim": "esp300", "options": {"speed_scale": 20},
+             "block": {"axis": 1}, "steps": [["move_absolute", 2.0], ["wait_until_done", 10.0]],
+             **garbage},
+            {"type": "newport.1830c", "sim": "newport1830c",
+             "options": {"noise": 0, "power": 0.001}, "block": {"wavelength_nm": 800},
+             "steps": [["set_wavelength", 900]], **garbage}]

@@ -30,6 +30,6 @@ Every type also takes ``read_termination``/``write_termination`` (default
 
 Modules: :mod:`.parsing` (reply text to values), :mod:`.protocol` (transaction
 functions), :mod:`.profiles` (readings per type), :mod:`.schemas` (config
-schemas), :mod:`.driver` (flavor-independent instrument), :mod:`.v2`, :mod:`.v4`,
+schemas), :mod:`.driver` (one toolkit session class per type; both flavors generated),
 :mod:`.plugin` (registration).
 """

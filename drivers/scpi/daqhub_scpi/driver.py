@@ -1,36 +1,27 @@
-"""Everything about one SCPI instrument that does not depend on the flavor.
+"""SCPI instruments on the driver toolkit: one session class per profile, both flavors.
 
-Each command a script may send is planned here as a :class:`Call` (the
-transaction function, what it sends, its time budget); the v2 class runs a call
-with ``transaction`` and the v4 actor with ``atransaction``. Samples become
-``Measurement`` objects or Arrow batches here too, from the same values, which
-is what makes the two flavors produce the same data.
+Each command a script may send is a :class:`~daqhub.driver.Transaction` with its own time
+budget, run on the VISA resource by the toolkit in either flavor. Samples are typed to their
+channel's dtype here, which is what makes the two flavors produce the same data.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
-import pyarrow as pa
 
-from daqhub.instrument import DriverError
-from daqhub.measurement import ChannelSpec, Measurement, Scalar
-from daqhub.schema import build_batch
+from daqhub.driver import DriverError, Sample, Session, Transaction, command
+from daqhub.measurement import ChannelSpec, Scalar
 from daqhub.specs import InstrumentContext
 
 from .parsing import format_number
-from .profiles import PSU, Reading, init_commands, readings_for
-from .protocol import (
-    Query,
-    Sample,
-    ScpiProtocol,
-    ScpiSettings,
-    ScpiTimeoutError,
-    Session,
-)
+from .profiles import CUSTOM, DMM, PSU, Reading, channels_for, init_commands, readings_for
+from .protocol import IDN_QUERY, LOCK_WAIT_S, Query, ScpiProtocol, ScpiSettings
+from .protocol import Session as Visa
+from .schemas import CUSTOM_SCHEMA, DMM_SCHEMA, PSU_SCHEMA
 
 T = TypeVar("T")
 
@@ -39,28 +30,29 @@ OPC_TIMEOUT_MS = 10000
 
 
 @dataclass(frozen=True)
-class Call(Generic[T]):
-    """A planned transaction: run ``fn`` on the session, allowing ``timeout`` seconds."""
+class Identify:
+    """A plan step: the VISA manager's cached ``*IDN?`` (asked once per session)."""
 
-    fn: Callable[[Session], T]
-    what: str
+    refresh: bool
     timeout: float
+    command: str = IDN_QUERY
 
 
-class ScpiCore:
+class ScpiSession(Session):
     """Protocol, readings and setup of one instrument of a SCPI profile."""
 
-    def __init__(self, ctx: InstrumentContext, type_name: str) -> None:
-        self.id = ctx.instrument_id
-        self.type_name = type_name
+    transport = "visa"
+
+    def __init__(self, ctx: InstrumentContext) -> None:
+        super().__init__(ctx)
         config = ctx.config
         resource = str(config.get("resource", "")) or str(getattr(ctx.visa, "label", ""))
         try:
-            self.readings: list[Reading] = readings_for(type_name, config)
-            self.setup_commands = init_commands(type_name, config)
+            self.readings: list[Reading] = readings_for(self.type_name, config)
+            self.setup_commands = init_commands(self.type_name, config)
             settings = ScpiSettings.from_config(config)
         except (TypeError, ValueError) as exc:
-            raise DriverError(self.id, "", f"bad {type_name} configuration: {exc}") from None
+            raise DriverError(self.id, "", f"bad {self.type_name} configuration: {exc}") from None
         self.protocol = ScpiProtocol(self.id, settings, resource)
         self.specs: dict[str, ChannelSpec] = {r.name: r.channel() for r in self.readings}
         declared = [c.name for c in ctx.channels]
@@ -83,11 +75,79 @@ class ScpiCore:
         return bool(opened.get("read_termination") == s.read_termination
                     and opened.get("write_termination") == s.write_termination)
 
+    # ------------------------------------------------------------------ the flavor hook
+    def run_step(self, step: Any) -> Any:
+        if isinstance(step, Identify):
+            return self.resource.idn(refresh=step.refresh, owner=self.id, timeout=step.timeout)
+        return super().run_step(step)
+
+    async def arun_step(self, step: Any) -> Any:
+        if isinstance(step, Identify):
+            return await self.resource.aidn(refresh=step.refresh, owner=self.id,
+                                            timeout=step.timeout)
+        return await super().arun_step(step)
+
+    def _planned(self, fn: Callable[[Visa], T], what: str, timeout: float) -> Transaction[T]:
+        return Transaction(what, fn=fn, timeout=timeout)
+
+    # ------------------------------------------------------------------ lifecycle
+    def connect(self) -> Generator[Any, Any, None]:
+        yield self._planned(*self.setup((yield from self.identify())))
+
+    def poll(self) -> Generator[Any, Any, dict[str, Sample]]:
+        samples = yield self._planned(*self.read_all())
+        return {r.name: Sample(Scalar(_typed(s.value, self.specs[r.name]),
+                                      self.specs[r.name].unit), timestamp_ns=s.timestamp_ns)
+                for r, s in zip(self.readings, samples, strict=True)}
+
+    # ------------------------------------------------------------------ generic SCPI commands
+    @command
+    def identify(self, refresh: bool = False) -> Generator[Any, Any, str]:
+        """``*IDN?``: the shared session's cached answer when the session was opened with this
+        instrument's terminations (the manager asks with those), else asked directly."""
+        if not self.manager_idn_fits(self.resource):
+            return str((yield self._planned(*self._query(IDN_QUERY)))).strip()
+        budget = LOCK_WAIT_S + self.protocol.settings.timeout_ms / 1e3
+        return str((yield Identify(refresh, budget))).strip()
+
+    @command
+    def reset(self) -> Transaction[None]:
+        """``*RST`` and the setup sequence again, then wait until the instrument is done."""
+        return self._planned(*self._reset())
+
+    @command
+    def write(self, command: str) -> Transaction[None]:  # type: ignore[override]
+        return self._planned(self.protocol.write_fn(command), command, self._budget())
+
+    @command
+    def query(self, command: str) -> Transaction[str]:  # type: ignore[override]
+        return self._planned(*self._query(command))
+
+    @command
+    def wait_complete(self, timeout_s: float = 10.0) -> Transaction[None]:
+        ms = max(1.0, timeout_s * 1000.0)
+        return self._planned(self.protocol.opc_fn(ms), "*OPC?", self._budget(1, ms))
+
+    @command
+    def errors(self) -> Transaction[list[tuple[int, str]]]:
+        """Drain the error queue (useful with ``check_errors = false``)."""
+        return self._planned(self.protocol.errors_fn(), "SYST:ERR?", self._budget(4))
+
+    @command
+    def measure(self, channel: str) -> Transaction[Any]:
+        """One channel's reading as a plain value, outside the poll."""
+        reading = self._by_name.get(channel)
+        if reading is None:
+            raise DriverError(self.id, "", f"no reading {channel!r}; readings: "
+                              f"{', '.join(self._by_name)}")
+        fn: Callable[[Visa], Any] = self.protocol.query_fn(reading.query, reading.parser)
+        return self._planned(fn, reading.query, self._budget())
+
     # ------------------------------------------------------------------ planned calls
     def _budget(self, reads: int = 1, extra_ms: float = 0.0) -> float:
         return self.protocol.transaction_timeout(reads, extra_ms)
 
-    def setup(self, idn: str) -> Call[None]:
+    def setup(self, idn: str) -> tuple[Callable[[Visa], None], str, float]:
         """Remember the identification, discard stale errors, send the init commands.
 
         Stale errors are drained (``SYST:ERR?``) rather than cleared with ``*CLS`` so
@@ -102,7 +162,7 @@ class ScpiCore:
         run = proto.sequence_fn(init) if init else None
         opc = proto.opc_fn(self._opc_ms())
 
-        def setup(session: Session) -> None:
+        def setup(session: Visa) -> None:
             proto.remember_idn(session, ident)
             if drain is not None:
                 drain(session)
@@ -111,64 +171,26 @@ class ScpiCore:
                 opc(session)
 
         what = " ; ".join(init) if init else "SYST:ERR?"
-        return Call(setup, what, self._budget(len(init) + 3, self._opc_ms()))
+        return setup, what, self._budget(len(init) + 3, self._opc_ms())
 
-    def read_all(self) -> Call[list[Sample]]:
-        return Call(self.protocol.read_fn(self._queries),
-                    " ; ".join(q.command for q in self._queries), self._budget(len(self._queries)))
+    def read_all(self) -> tuple[Callable[[Visa], Any], str, float]:
+        return (self.protocol.read_fn(self._queries),
+                " ; ".join(q.command for q in self._queries), self._budget(len(self._queries)))
 
-    def write(self, command: str) -> Call[None]:
-        return Call(self.protocol.write_fn(command), command, self._budget())
+    def _query(self, command: str) -> tuple[Callable[[Visa], Any], str, float]:
+        return self.protocol.query_fn(command), command, self._budget()
 
-    def query(self, command: str) -> Call[str]:
-        fn: Callable[[Session], Any] = self.protocol.query_fn(command)
-        return Call(fn, command, self._budget())
-
-    def reset(self) -> Call[None]:
+    def _reset(self) -> tuple[Callable[[Visa], None], str, float]:
         """``*RST``, the profile's init commands again, then wait for ``*OPC?``."""
         commands = ["*RST", *self.setup_commands]
         run = self.protocol.sequence_fn(commands)
         opc = self.protocol.opc_fn(self._opc_ms())
 
-        def reset(session: Session) -> None:
+        def reset(session: Visa) -> None:
             run(session)
             opc(session)
 
-        return Call(reset, " ; ".join(commands), self._budget(len(commands) + 1, self._opc_ms()))
-
-    def wait_complete(self, timeout_s: float) -> Call[None]:
-        ms = max(1.0, timeout_s * 1000.0)
-        return Call(self.protocol.opc_fn(ms), "*OPC?", self._budget(1, ms))
-
-    def errors(self) -> Call[list[tuple[int, str]]]:
-        return Call(self.protocol.errors_fn(), "SYST:ERR?", self._budget(4))
-
-    def measure(self, channel: str) -> Call[Any]:
-        """One reading by channel name, as a plain value (for PowerSupply.voltage() etc.)."""
-        reading = self._by_name.get(channel)
-        if reading is None:
-            raise DriverError(self.id, "", f"no reading {channel!r}; readings: "
-                              f"{', '.join(self._by_name)}")
-        fn: Callable[[Session], Any] = self.protocol.query_fn(reading.query, reading.parser)
-        return Call(fn, reading.query, self._budget())
-
-    # PowerSupply commands (SCPI-99 SOURce/OUTPut subsystems, short forms)
-    def set_output(self, on: bool) -> Call[None]:
-        self._need(PSU, "set_output")
-        return self.write(f"OUTP {1 if on else 0}")
-
-    def set_voltage(self, volts: float) -> Call[None]:
-        self._need(PSU, "set_voltage")
-        return self.write(f"VOLT {self._number(volts, 'VOLT')}")
-
-    def set_current_limit(self, amps: float) -> Call[None]:
-        self._need(PSU, "set_current_limit")
-        return self.write(f"CURR {self._number(amps, 'CURR')}")
-
-    def _need(self, type_name: str, method: str) -> None:
-        if self.type_name != type_name:
-            raise DriverError(self.id, "", f"{method} is a {type_name} command, this is a "
-                              f"{self.type_name}")
+        return reset, " ; ".join(commands), self._budget(len(commands) + 1, self._opc_ms())
 
     def _number(self, value: float, header: str) -> str:
         try:
@@ -179,32 +201,51 @@ class ScpiCore:
     def _opc_ms(self) -> float:
         return float(max(self.protocol.settings.timeout_ms, OPC_TIMEOUT_MS))
 
-    # ------------------------------------------------------------------ results
-    def measurements(self, samples: list[Sample]) -> list[Measurement]:
-        out = []
-        for reading, s in zip(self.readings, samples, strict=True):
-            spec = self.specs[reading.name]
-            out.append(Measurement(self.id, reading.name, s.timestamp_ns,
-                                   Scalar(_typed(s.value, spec), spec.unit)))
-        return out
 
-    def batches(self, samples: list[Sample]) -> list[pa.RecordBatch]:
-        out = []
-        for reading, s in zip(self.readings, samples, strict=True):
-            spec = self.specs[reading.name]
-            values = np.array([s.value], dtype=spec.dtype)
-            out.append(build_batch(self.id, spec, [s.timestamp_ns], values))
-        return out
+class DmmSession(ScpiSession):
+    type_name = DMM
+    description = "SCPI digital multimeter over VISA (MEAS:VOLT:DC? and friends)"
+    channels = staticmethod(channels_for(DMM))
+    config_schema = DMM_SCHEMA
+    capabilities = ("Readable",)
 
-    # ------------------------------------------------------------------ errors
-    def wrap(self, exc: BaseException, what: str) -> DriverError:
-        """A resource-level failure (lock wait, closed session, VISA error) as a DriverError."""
-        if isinstance(exc, DriverError):
-            return exc
-        if isinstance(exc, TimeoutError):
-            return ScpiTimeoutError(self.id, what, str(exc))
-        return DriverError(self.id, what, f"{type(exc).__name__}: {exc}")
 
+class PsuSession(ScpiSession):
+    """SCPI-99 SOURce/OUTPut subsystems, short forms."""
+
+    type_name = PSU
+    description = "SCPI programmable DC power supply over VISA (VOLT, CURR, OUTP, MEAS)"
+    channels = staticmethod(channels_for(PSU))
+    config_schema = PSU_SCHEMA
+    capabilities = ("Readable", "PowerSupply")
+
+    @command
+    def set_output(self, on: bool) -> Transaction[None]:
+        return self.write(f"OUTP {1 if on else 0}")
+
+    @command
+    def set_voltage(self, volts: float) -> Transaction[None]:
+        return self.write(f"VOLT {self._number(volts, 'VOLT')}")
+
+    @command
+    def set_current_limit(self, amps: float) -> Transaction[None]:
+        return self.write(f"CURR {self._number(amps, 'CURR')}")
+
+    @command
+    def voltage(self) -> Generator[Any, Any, float]:
+        return float((yield self.measure("voltage")))
+
+    @command
+    def current(self) -> Generator[Any, Any, float]:
+        return float((yield self.measure("current")))
+
+
+class CustomSession(ScpiSession):
+    type_name = CUSTOM
+    description = "any SCPI instrument over VISA, its readings and setup listed in the lab file"
+    channels = staticmethod(channels_for(CUSTOM))
+    config_schema = CUSTOM_SCHEMA
+    capabilities = ("Readable",)
 
 
 def _typed(value: Any, spec: ChannelSpec) -> Any:

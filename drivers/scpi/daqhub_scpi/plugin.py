@@ -2,45 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jsonschema
 
+from daqhub.driver import instrument_types
 from daqhub.hookspecs import hookimpl
 from daqhub.specs import ConfigProblem, InstrumentType
 
-from . import v2, v4
-from .profiles import CUSTOM, DMM, PSU, channels_for, config_problems
-from .schemas import CUSTOM_SCHEMA, DMM_SCHEMA, PSU_SCHEMA, SCHEMAS
+from .driver import CustomSession, DmmSession, PsuSession
+from .profiles import config_problems
+from .schemas import SCHEMAS
 
-_PROFILES: tuple[tuple[str, str, Mapping[str, Any], tuple[str, ...], Callable[..., Any],
-                       Callable[..., Any]], ...] = (
-    (DMM, "SCPI digital multimeter over VISA (MEAS:VOLT:DC? and friends)", DMM_SCHEMA,
-     ("Readable",), v2.DmmV2, v4.DmmV4),
-    (PSU, "SCPI programmable DC power supply over VISA (VOLT, CURR, OUTP, MEAS)", PSU_SCHEMA,
-     ("Readable", "PowerSupply"), v2.PsuV2, v4.PsuV4),
-    (CUSTOM, "any SCPI instrument over VISA, its readings and setup listed in the lab file",
-     CUSTOM_SCHEMA, ("Readable",), v2.CustomV2, v4.CustomV4),
-)
-
+_SESSIONS = (DmmSession, PsuSession, CustomSession)
 
 @hookimpl
 def daqhub_instrument_types() -> Sequence[InstrumentType]:
-    out = []
-    for name, description, schema, capabilities, v2_class, v4_class in _PROFILES:
-        for flavor, factory in (("v2", v2_class), ("v4", v4_class)):
-            out.append(InstrumentType(
-                name=name, flavor=flavor, transport="visa",  # type: ignore[arg-type]
-                factory=factory, channels=channels_for(name), description=description,
-                config_schema=schema, capabilities=capabilities))
-    return out
+    return [t for session in _SESSIONS for t in instrument_types(session)]
 
 
 @hookimpl
 def daqhub_validate_config(config: Mapping[str, Any]) -> Sequence[ConfigProblem]:
     """Problems in SCPI blocks that a JSON schema cannot express (e.g. regex groups)."""
-    names = {p[0] for p in _PROFILES}
+    names = {s.type_name for s in _SESSIONS}
     problems: list[ConfigProblem] = []
     for flavor in ("v2", "v4"):
         section = config.get(flavor)

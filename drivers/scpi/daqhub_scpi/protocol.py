@@ -36,7 +36,8 @@ from pyvisa import constants as visa_constants
 from pyvisa.errors import Error as VisaError
 from pyvisa.errors import VisaIOError
 
-from daqhub.instrument import DriverError, now_ns
+from daqhub.driver import DriverError, DriverReplyError, DriverTimeoutError
+from daqhub.instrument import now_ns
 
 from .parsing import ReplyParseError, Value, parse_error_entry, parse_int
 
@@ -58,11 +59,11 @@ LOCK_WAIT_S = 2.0
 _ENCODING = "latin-1"  # every byte decodes, so garbage becomes a parse error, not a crash
 
 
-class ScpiTimeoutError(DriverError, TimeoutError):
-    """No (complete) reply within the instrument's ``timeout_ms``."""
+#: No (complete) reply within the instrument's ``timeout_ms``: the core's timeout error.
+ScpiTimeoutError = DriverTimeoutError
 
 
-class ScpiDeviceError(DriverError):
+class ScpiDeviceError(DriverReplyError):
     """The instrument's error queue reported one or more errors after a command.
 
     ``code`` is the first SCPI error code (e.g. -113), ``errors`` all entries read.

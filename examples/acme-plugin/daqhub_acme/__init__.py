@@ -1,7 +1,7 @@
 """daqhub-acme: the ACME TC-1 temperature controller for daqhub (an example plugin).
 
-The driver is :mod:`daqhub_acme.protocol` (the wire protocol, once) with two thin flavors,
-:mod:`daqhub_acme.v2` and :mod:`daqhub_acme.v4`, registered by :mod:`daqhub_acme.plugin`.
+The driver is :class:`daqhub_acme.driver.Tc1` (the protocol table, once); daqhub's driver toolkit
+makes both flavors of it, registered by :mod:`daqhub_acme.plugin`.
 :mod:`daqhub_acme.sim` is a simulated TC-1 for tests; nothing here imports it.
 """
 

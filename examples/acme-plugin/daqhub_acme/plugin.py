@@ -1,27 +1,26 @@
 """The daqhub entry point of daqhub-acme (``[project.entry-points.daqhub] acme = ...``).
 
-One instrument type, ``acme.tc1``, declared once per flavor with the same name, channels,
-schema and capabilities, so a lab can move an instrument from v2 to v4 by moving its block.
+One instrument type, ``acme.tc1``, in both flavors made from one session class, so a lab can
+move an instrument from v2 to v4 by moving its block.
 """
 
 from __future__ import annotations
 
+from daqhub.driver import instrument_types
 from daqhub.hookspecs import hookimpl
-from daqhub.specs import Flavor, InstrumentType
+from daqhub.specs import InstrumentType
 
-from . import config
-from .v2 import Tc1V2
-from .v4 import Tc1V4
+from .driver import Tc1
 
 
 @hookimpl
 def daqhub_instrument_types() -> list[InstrumentType]:
-    flavors: tuple[tuple[Flavor, type], ...] = (("v2", Tc1V2), ("v4", Tc1V4))
-    return [
-        InstrumentType(
-            name=config.TYPE_NAME, flavor=flavor, transport="serial", factory=factory,
-            channels=config.CHANNELS, description=config.DESCRIPTION,
-            config_schema=config.CONFIG_SCHEMA, capabilities=config.CAPABILITIES,
-            serial_settings=config.SERIAL_SETTINGS)
-        for flavor, factory in flavors
-    ]
+    return instrument_types(Tc1)
+
+
+def conformance() -> list[dict[str, object]]:
+    """How ``daqhub check`` and the conformance test check acme.tc1 against its simulator
+    (entry point group ``daqhub_sims.conformance``)."""
+    return [{"type": "acme.tc1", "sim": "acmetemp", "options": {"tau": 0},
+             "block": {"setpoint_k": 80.0}, "steps": [["set_setpoint", 350.0]],
+             "garbage": "\x00??\r\n"}]

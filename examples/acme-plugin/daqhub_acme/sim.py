@@ -17,7 +17,8 @@ import random
 import re
 from collections.abc import Mapping
 
-from daqhub_sims.device import Clock, SimDevice
+from daqhub_sims.device import Clock
+from daqhub_sims.linesim import LineDevice, number_option
 
 SETPOINT_MIN_K = 3.0
 SETPOINT_MAX_K = 500.0
@@ -40,19 +41,10 @@ _SERIAL = re.compile(r"^[A-Za-z0-9]+$")
 
 
 def _number_option(options: Mapping[str, str], name: str, default: float) -> float:
-    text = options.get(name)
-    if text is None:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"TC-1 option {name}={text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise ValueError(f"TC-1 option {name}={text!r} must be finite")
-    return value
+    return number_option(options, name, default, "TC-1")
 
 
-class AcmeTempSim(SimDevice):
+class AcmeTempSim(LineDevice):
     """ACME TC-1 on RS-232.
 
     Options (strings, as they come from a ``sim://`` URL): ``serial`` (``A0001``), ``ambient``
@@ -62,6 +54,7 @@ class AcmeTempSim(SimDevice):
     """
 
     baudrate = 9600
+    line_end, reply_end, skip_leading, max_line = b"\r", b"\r\n", b"\n", MAX_LINE
 
     def __init__(self, options: Mapping[str, str] | None = None,
                  clock: Clock | None = None) -> None:
@@ -80,9 +73,6 @@ class AcmeTempSim(SimDevice):
         if seed != int(seed):
             raise ValueError(f"TC-1 option seed={seed} must be an integer")
         self._rng = random.Random(int(seed))
-        self._rx = bytearray()
-        self._overlong = False
-        self._out = bytearray()
         # The temperature is start_k at start_t and relaxes towards the setpoint from there.
         self._setpoint = self.ambient
         self._start_k = self.ambient
@@ -112,63 +102,30 @@ class AcmeTempSim(SimDevice):
         self._start_t = self.clock.now()
         self._setpoint = kelvin
 
-    # -- SimDevice ----------------------------------------------------------------------------
-
-    def feed(self, data: bytes) -> None:
-        for byte in data:
-            if byte == 0x0D:
-                line, overlong = bytes(self._rx), self._overlong
-                self._rx.clear()
-                self._overlong = False
-                if overlong:
-                    self._error(4)
-                else:
-                    self._line(line.decode("latin-1"))
-            elif byte == 0x0A and not self._rx:
-                continue  # the LF of a CR LF
-            elif len(self._rx) >= MAX_LINE:
-                self._overlong = True
-            else:
-                self._rx.append(byte)
-
-    def read(self) -> bytes:
-        data = bytes(self._out)
-        self._out.clear()
-        return data
-
-    def next_output_in(self) -> float | None:
-        return 0.0 if self._out else None
-
     # -- commands -----------------------------------------------------------------------------
 
-    def _reply(self, text: str) -> None:
-        self._out += text.encode("ascii") + b"\r\n"
+    def overlong(self) -> str:
+        return self._error(4)
 
-    def _error(self, code: int) -> None:
-        self._reply(f"ERR {code} {ERRORS[code]}")
-
-    def _line(self, line: str) -> None:
+    def answer(self, line: str) -> str:
         words = line.split()
-        if not words:
-            return
         command, args = words[0].upper(), words[1:]
         if command.endswith("?"):
-            self._query(command, args)
-        elif command == "SETP":
-            self._setp(args)
-        else:
-            self._error(1)
+            return self._query(command, args)
+        if command == "SETP":
+            return self._setp(args)
+        return self._error(1)
 
-    def _query(self, command: str, args: list[str]) -> None:
+    def _error(self, code: int) -> str:
+        return f"ERR {code} {ERRORS[code]}"
+
+    def _query(self, command: str, args: list[str]) -> str:
         answers = {"*IDN?": self._idn, "TEMP?": self._temp, "SETP?": self._setp_query,
                    "HEAT?": self._heat}
         answer = answers.get(command)
         if answer is None:
-            self._error(1)
-        elif args:
-            self._error(2)
-        else:
-            self._reply(answer())
+            return self._error(1)
+        return self._error(2) if args else answer()
 
     def _idn(self) -> str:
         return f"ACME,TC-1,{self.serial},1.0"
@@ -185,13 +142,11 @@ class AcmeTempSim(SimDevice):
     def _heat(self) -> str:
         return f"{self.heater():.1f}"
 
-    def _setp(self, args: list[str]) -> None:
+    def _setp(self, args: list[str]) -> str:
         if len(args) != 1 or not _DECIMAL.match(args[0]):
-            self._error(2)
-            return
+            return self._error(2)
         kelvin = round(float(args[0]), 3)
         if not SETPOINT_MIN_K <= kelvin <= SETPOINT_MAX_K:
-            self._error(3)
-            return
+            return self._error(3)
         self._set_setpoint(kelvin)
-        self._reply("OK")
+        return "OK"

@@ -15,10 +15,9 @@ import pytest
 from daqhub.instrument import DriverError
 from daqhub.measurement import Scalar, UnifiedMeasurement
 from daqhub.plugins.converters import batch_to_rows
-from daqhub.resources import SerialPortManager
 from daqhub_sims.device import ManualClock
 
-from daqhub_acme import protocol
+from daqhub_acme.driver import Tc1
 
 Build = Callable[..., Any]  # the ``build`` fixture of conftest.py
 
@@ -42,7 +41,7 @@ def test_v2_reads_both_channels_and_sets_the_setpoint(build: Build,
                                                       sim_url: Callable[..., str]) -> None:
     tc = build("v2", sim_url("acmetemp", serial="B7", tau=0))
     tc.connect()
-    assert tc.identity == protocol.Identity("B7", "1.0")
+    assert tc.session.identity == {"model": "TC-1", "serial": "B7", "firmware": "1.0"}
     assert rows_v2(tc) == [("temperature", Scalar(293.15, "K")), ("heater", Scalar(0.0, "%"))]
     tc.set_setpoint(77.0)
     assert tc.setpoint() == 77.0
@@ -119,7 +118,7 @@ def test_works_through_a_real_pty(build: Build, sim_url: Callable[..., str],
     assert path.startswith("/dev/")
     tc = build("v2", path)
     tc.connect()
-    assert tc.identity == protocol.Identity("PTY1", "1.0")
+    assert tc.session.identity["serial"] == "PTY1"
     tc.set_setpoint(123.456)
     assert tc.setpoint() == 123.456
     assert rows_v2(tc)[0] == ("temperature", Scalar(123.456, "K"))
@@ -133,11 +132,10 @@ def test_works_through_a_real_pty(build: Build, sim_url: Callable[..., str],
 @pytest.mark.parametrize(("command", "code"), [
     ("FOO?", 1), ("SETP abc", 2), ("TEMP? 1", 2), ("SETP 999", 3), ("SETP " + "0" * 40, 4)])
 def test_every_device_error_code_becomes_a_driver_error(
-        command: str, code: int, serial_manager: SerialPortManager,
-        sim_url: Callable[..., str]) -> None:
-    port = serial_manager.port(sim_url("acmetemp"))
+        command: str, code: int, build: Build, sim_url: Callable[..., str]) -> None:
+    session = build("v2", sim_url("acmetemp"), instrument_id="tc7").session
     with pytest.raises(DriverError) as info:
-        port.transaction(lambda io: protocol.exchange(io, "tc7", command), owner="tc7")
+        session.resource.transaction(lambda io: session.exchange(io, command, True), owner="tc7")
     err = info.value
     assert (err.instrument_id, err.command, err.code) == ("tc7", command, code)
     assert str(err).startswith(f"tc7: {command!r} [code {code}]: ")
@@ -204,7 +202,7 @@ def test_silence_is_a_bounded_timeout_naming_instrument_and_command(
     err = info.value
     assert isinstance(err, DriverError)
     assert (err.instrument_id, err.command, err.code) == ("slow", "SETP?", "timeout")
-    assert f"within {protocol.REPLY_TIMEOUT_S} s" in str(err)
+    assert f"within {Tc1.read_timeout} s" in str(err)
 
 
 @pytest.mark.timeout(10)

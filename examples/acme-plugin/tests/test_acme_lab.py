@@ -11,7 +11,9 @@ import pytest
 from daqhub.capabilities import missing_methods
 from daqhub.config import ConfigError
 from daqhub.plugins.converters import batch_to_rows
-from daqhub_sims.conformance import ConformanceCase
+from daqhub_sims.checks import case
+
+from daqhub_acme.plugin import conformance
 
 LAB = """
 [daqhub]
@@ -92,8 +94,5 @@ def test_a_v2_and_a_v4_tc1_share_one_port_in_a_run(
 @pytest.mark.timeout(60)
 def test_conformance(daqhub_conformance: Any, sim_url: Callable[..., str],
                      sim_endpoint: Callable[[str], Any]) -> None:
-    daqhub_conformance.check("daqhub-acme", [ConformanceCase(
-        "acme.tc1", lambda: {"port": sim_url("acmetemp", tau=0), "setpoint_k": 80.0},
-        steps=[("set_setpoint", 350.0)],
-        garbage=lambda block: sim_endpoint(block["port"]).faults.inject_garbage(b"\x00??\r\n"),
-    )])
+    daqhub_conformance.check("daqhub-acme", [case(spec, sim_url, sim_endpoint)
+                                             for spec in conformance()])

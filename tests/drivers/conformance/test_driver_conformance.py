@@ -6,18 +6,10 @@ import math
 
 import pytest
 
+from daqhub_elliptec.plugin import conformance as elliptec_conformance
+from daqhub_newport.plugin import conformance as newport_conformance
+from daqhub_sims.checks import case
 from daqhub_sims.conformance import ConformanceCase
-
-GARBAGE = b"\xff\xfe#?!\r\n"
-
-
-def garbage_instead_of_reply(sim_endpoint):
-    """The device's next reply is replaced by garbage (its own bytes never arrive)."""
-    def spoil(block) -> None:
-        faults = sim_endpoint(block["port"]).faults
-        faults.truncate_next(0)
-        faults.inject_garbage(GARBAGE)
-    return spoil
 
 
 def close_values(rel: float):
@@ -29,37 +21,13 @@ def close_values(rel: float):
 
 
 @pytest.mark.timeout(120)
-def test_newport_conformance(daqhub_conformance, sim_url, sim_endpoint) -> None:
-    garbage = garbage_instead_of_reply(sim_endpoint)
-
-    daqhub_conformance.check("daqhub-newport", [
-        ConformanceCase("newport.esp300",
-                        lambda: {"port": sim_url("esp300", speed_scale=20), "axis": 1},
-                        steps=[("move_absolute", 2.0), ("wait_until_done", 10.0)],
-                        garbage=garbage),
-        ConformanceCase("newport.1830c",
-                        lambda: {"port": sim_url("newport1830c", noise=0, power=0.001),
-                                 "wavelength_nm": 800},
-                        steps=[("set_wavelength", 900)], garbage=garbage),
-    ])
-
-
-@pytest.mark.timeout(120)
-def test_elliptec_conformance(daqhub_conformance, sim_url, sim_endpoint) -> None:
-    garbage = garbage_instead_of_reply(sim_endpoint)
-
-    daqhub_conformance.check("daqhub-elliptec", [
-        ConformanceCase("elliptec.ell14",
-                        lambda: {"port": sim_url("elliptec", devices="0:ELL14", speed_scale=20),
-                                 "address": 0},
-                        steps=[("move_absolute", 45.0), ("wait_until_done", 10.0)],
-                        garbage=garbage),
-        ConformanceCase("elliptec.ell9",
-                        lambda: {"port": sim_url("elliptec", devices="2:ELL9", speed_scale=20),
-                                 "address": 2},
-                        steps=[("move_absolute", 2), ("wait_until_done", 10.0)],
-                        garbage=garbage),
-    ])
+@pytest.mark.parametrize(("distribution", "declared"), [
+    ("daqhub-newport", newport_conformance), ("daqhub-elliptec", elliptec_conformance)])
+def test_serial_driver_conformance(distribution, declared, daqhub_conformance, sim_url,
+                                   sim_endpoint) -> None:
+    """The cases the drivers declare for ``daqhub check``, run by the kit."""
+    daqhub_conformance.check(distribution, [case(spec, sim_url, sim_endpoint)
+                                            for spec in declared()])
 
 
 @pytest.mark.timeout(120)

@@ -86,7 +86,7 @@ def test_a_module_that_stays_busy_gives_a_busy_error(
     device = scripted(scripted_url)
     inst = build(scripted_url, "elliptec.ell14", flavor, "rot", address=0)
     call(inst, flavor, "connect")
-    inst.axis.options = dataclasses.replace(inst.axis.options, busy_timeout=0.3)
+    inst.session.axis.options = dataclasses.replace(inst.session.axis.options, busy_timeout=0.3)
     device.script["0gp"] = b"0GS09\r\n"
     with pytest.raises(DriverError) as err:
         call(inst, flavor, "position")

@@ -81,16 +81,16 @@ def test_moves_wait_and_report_motion(build: Build) -> None:
 def test_stop_goes_through_the_urgent_lane_and_halts_the_axis(build: Build) -> None:
     ax = axis_v2(build, sim_url("esp300"), velocity=2)
     ax.move_absolute(20)  # 10 s at 2 mm/s
-    urgent_before = ax.serial_port.stats()["urgent"]
+    urgent_before = ax.port.stats()["urgent"]
     ax.stop()
-    assert ax.serial_port.stats()["urgent"] == urgent_before + 1
+    assert ax.port.stats()["urgent"] == urgent_before + 1
     final = ax.wait_until_done(5)
     assert 0 < final < 1
 
 
 def test_stop_overtakes_routine_traffic_queued_before_it(build: Build) -> None:
     ax = axis_v2(build, sim_url("esp300", **FAST))
-    port = ax.serial_port
+    port = ax.port
 
     def wait_queued(depth: int) -> None:
         deadline = time.monotonic() + 5
@@ -223,12 +223,12 @@ def test_two_axes_share_one_port_and_get_their_own_errors(build: Build) -> None:
     x = axis_v2(build, url, id="x")
     y = build(ESP, "v2", url, {"axis": 2, "limits": [-100, 100]}, "y")
     y.connect()
-    assert x.serial_port is y.serial_port
+    assert x.port is y.port
     y.move_absolute(40)  # runs into the +25 mm hardware limit: error 204, later
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and not x.session.router.pending(2):
+    while time.monotonic() < deadline and not x.session.axis.router.pending(2):
         x.read()  # only x polls: x drains y's 204 from the controller's FIFO
-    assert x.session.router.pending(2) == 1
+    assert x.session.axis.router.pending(2) == 1
     assert "error_code" not in x.read()[0].metadata
     assert y.read()[0].metadata["error_code"] == 204  # ...and y gets it
     with pytest.raises(DriverError) as info:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import pytest
 from fakeline import FakeLine
 
+from daqhub.driver import DriverTimeoutError
 from daqhub.instrument import DriverError
 from daqhub_newport import esp300_protocol as esp
 from daqhub_newport import meter1830c_protocol as pm
 from daqhub_newport.esp300_axis import AxisSession, ErrorRouter
 from daqhub_newport.esp300_config import AxisSettings
-from daqhub_newport.lineio import DriverTimeoutError, parse_number, read_reply
+from daqhub_newport.lineio import parse_number, read_reply
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -162,7 +163,7 @@ def test_a_set_command_raises_the_error_it_caused() -> None:
     session = AxisSession("x", AxisSettings(axis=1), ErrorRouter())
     dev.errors = ["111, 4, MAXIMUM ACCELERATION EXCEEDED"]
     with pytest.raises(DriverError) as info:
-        session.set_value("AC", 1e6).fn(line)
+        session.set_fn("1AC1000000")(line)
     assert (info.value.code, info.value.command) == (111, "1AC1000000")
     assert "MAXIMUM ACCELERATION EXCEEDED" in info.value.message
 
@@ -180,7 +181,7 @@ def test_a_silent_query_is_explained_by_the_fifo_or_is_a_timeout() -> None:
     assert tinfo.value.command == "1ZZ?" and "x" in str(tinfo.value)
     dead = FakeLine(lambda cmd: None)
     with pytest.raises(DriverTimeoutError) as dinfo:
-        session.query_float("TP?").fn(dead)
+        session.query_fn("1TP?", float)(dead)
     assert dinfo.value.command == "1TP?"  # not the TB? asked to explain the silence
 
 
@@ -188,7 +189,7 @@ def test_every_exchange_starts_by_dropping_stale_input() -> None:
     line = FakeLine(ScriptedController())
     session = AxisSession("x", AxisSettings(axis=1), ErrorRouter())
     line._out += b"9.99\r\n"  # a reply that came after its reader gave up
-    assert session.query_float("TP?").fn(line) == 1.5
+    assert session.query_fn("1TP?", float)(line) == 1.5
 
 
 # ---------------------------------------------------------------------------- 1830-C

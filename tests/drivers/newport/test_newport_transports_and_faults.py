@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from newport_helpers import Build, run, sim_url
 
+from daqhub.driver import DriverDisconnectedError
 from daqhub.instrument import DriverError
 from daqhub.measurement import Scalar
 from daqhub.plugins.converters import batch_to_rows
 from daqhub_newport import DriverTimeoutError
-from daqhub_newport.lineio import DriverDisconnectedError
 from daqhub_sims import registry
 from daqhub_sims.pty_server import PtyServer
 from daqhub_sims.tcp_server import TcpServer
@@ -61,7 +61,7 @@ def connected(build: Build, case: Case, port: str | None = None) -> Any:
 def test_over_a_pseudo_terminal(build: Build, case: Case) -> None:
     with PtyServer(registry.endpoint(case.url())) as pty:
         inst = connected(build, case, pty.path)
-        assert inst.serial_port.device.startswith("/dev/pts/")
+        assert inst.port.device.startswith("/dev/pts/")
         [m] = inst.read()
         assert m.data in (Scalar(0.0, "mm"), Scalar(1e-6, "W"))
         inst.close()
@@ -140,7 +140,7 @@ def test_disconnect_and_reconnect(build: Build, case: Case) -> None:
     inst = connected(build, case, url)
     faults = registry.endpoint(url).faults
     reconnected = threading.Event()
-    inst.serial_port.add_listener(
+    inst.port.add_listener(
         lambda event: reconnected.set() if event.kind == "reconnected" else None)
     faults.disconnect()
     t0 = time.monotonic()

@@ -1,0 +1,239 @@
+"""Declarative commands and parameters: a driver's protocol table, one line per entry.
+
+::
+
+    class Tc1(Session):
+        setpoint = Parameter("SETP?", "SETP {:.3f}", parse=kelvin, unit="K", range=(3, 500))
+        heater = Parameter("HEAT?", parse=percent, unit="%")
+        reset = Command("*RST", doc="Factory settings.")
+
+A :class:`Parameter` named ``setpoint`` gives every flavor the commands ``setpoint()`` (send
+the query, parse the reply) and ``set_setpoint(value)`` (check the value, then send the set
+command), and an entry ``setpoint`` in the settings snapshot. A :class:`Command` gives one
+command with the declared arguments. Templates are ``str.format`` strings: ``{}`` is the value
+(or the arguments in order), and named fields (``{axis}``) come from :attr:`Session.fields`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from .transaction import Transaction
+
+if TYPE_CHECKING:
+    from .session import Session
+
+T = TypeVar("T")
+COMMAND_MARK = "__daqhub_command__"
+
+
+def command(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a session method (a plan, a Transaction, or plain code) as a user command.
+
+    Both flavors get a method of the same name, signature and docstring; the command list
+    shown to users is built from these marks and the declarations of this module.
+    """
+    setattr(fn, COMMAND_MARK, True)
+    return fn
+
+
+class _Declared:
+    name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        for base in owner.__mro__[1:]:
+            taken = vars(base).get(name)
+            if taken is not None and not isinstance(taken, _Declared):
+                raise TypeError(f"{owner.__qualname__}.{name}: the name is taken by "
+                                f"{base.__qualname__}.{name}; declare it under another name")
+        self.name = name
+
+
+class Parameter(_Declared, Generic[T]):
+    """A value of the instrument that can be read (``get``) and, if ``set`` is given, changed.
+
+    ``parse`` turns the reply text into the value (``float`` by default; a ValueError becomes
+    a reply error naming the command). ``range`` (inclusive) and ``choices`` are checked
+    before anything is sent, so bad input gets a clear ``ValueError`` and the instrument is
+    left as it was. ``choices`` given as a mapping translates the user's value to what the
+    wire carries (``{"W": 1, "dBm": 3}``) and the parsed reply back. ``format`` turns the
+    (translated) value into its text for the template (default: ``format()``'s own). ``ack``
+    is the reply a set command must get (``"OK"``), None when the instrument stays silent.
+    ``setting=False`` leaves it out of the settings snapshot (a reading, not a setting).
+    """
+
+    def __init__(self, get: str | None, set: str | None = None, *,
+                 parse: Callable[[str], Any] = float, unit: str = "",
+                 range: tuple[float, float] | None = None,
+                 choices: Sequence[Any] | Mapping[Any, Any] | None = None,
+                 format: Callable[[Any], str] | None = None, ack: str | None = None,
+                 doc: str = "", setting: bool = True, urgent: bool = False) -> None:
+        if get is None and set is None:
+            raise ValueError("a Parameter needs a query, a set command or both")
+        self.get, self.set, self.parse, self.unit = get, set, parse, unit
+        self.range, self.choices, self.format, self.ack = range, choices, format, ack
+        self.doc, self.setting, self.urgent = doc, setting and get is not None, urgent
+
+    def query(self, session: Session) -> Transaction[T]:
+        """The transaction that reads the value."""
+        if self.get is None:
+            raise TypeError(f"{self.name} is write-only")
+        command = self.get.format(**session.fields)
+        parse = self.parse
+        if isinstance(self.choices, Mapping):
+            back = {wire: user for user, wire in self.choices.items()}
+            raw = self.parse
+
+            def parse(text: str) -> Any:
+                wire = raw(text)
+                if wire not in back:
+                    raise ValueError(f"not one of the known values {sorted(map(str, back))}")
+                return back[wire]
+
+        return Transaction(command, parse, urgent=self.urgent)
+
+    def check(self, value: Any) -> Any:
+        """``value`` as the wire carries it; ValueError (nothing sent) if it is not allowed."""
+        if self.range is not None:
+            low, high = self.range
+            if (not isinstance(value, int | float) or isinstance(value, bool)
+                    or not math.isfinite(value) or not low <= value <= high):
+                raise ValueError(f"{self.name} must be a number from {low:g} to {high:g}"
+                                 f"{' ' + self.unit if self.unit else ''}, got {value!r}")
+        if self.choices is not None and value not in self.choices:
+            raise ValueError(f"{self.name} must be one of {', '.join(map(repr, self.choices))}"
+                             f", got {value!r}")
+        return self.choices[value] if isinstance(self.choices, Mapping) else value
+
+    def assign(self, session: Session, value: Any) -> Transaction[None]:
+        """The transaction that sets the value (after :meth:`check`)."""
+        if self.set is None:
+            raise TypeError(f"{self.name} is read-only")
+        wire = self.check(value)
+        text = _formatted(self.format, wire, session, self.name)
+        return Transaction(self.set.format(text, **session.fields), _ack(self.ack),
+                           urgent=self.urgent)
+
+    def commands(self) -> dict[str, Callable[..., Any]]:
+        """The commands this declaration gives a session: ``name`` and ``set_name``."""
+        out: dict[str, Callable[..., Any]] = {}
+        unit = f" ({self.unit})" if self.unit else ""
+        if self.get is not None:
+            def get(session: Session) -> Transaction[T]:
+                return self.query(session)
+            get.__doc__ = f"{self.doc or self.name}{unit}: sends {self.get!r}."
+            out[self.name] = _named(get, self.name, [])
+        if self.set is not None:
+            def set_(session: Session, value: Any) -> Transaction[None]:
+                return self.assign(session, value)
+            allowed = (f" from {self.range[0]:g} to {self.range[1]:g}" if self.range else
+                       f" one of {', '.join(map(repr, self.choices))}" if self.choices else "")
+            set_.__doc__ = f"Set {self.doc or self.name}{unit}{allowed}: sends {self.set!r}."
+            out[f"set_{self.name}"] = _named(set_, f"set_{self.name}", ["value"])
+        return out
+
+
+class Command(_Declared):
+    """A plain command: ``template`` filled with the call's arguments, its reply parsed by
+    ``parse`` (None: no reply, or the ``ack`` it must get)."""
+
+    def __init__(self, template: str, *args: str, parse: Callable[[str], Any] | None = None,
+                 format: Callable[[Any], str] | None = None, ack: str | None = None,
+                 urgent: bool = False, doc: str = "") -> None:
+        self.template, self.args, self.parse, self.format = template, args, parse, format
+        self.ack, self.urgent, self.doc = ack, urgent, doc
+
+    def transaction(self, session: Session, *values: Any) -> Transaction[Any]:
+        if len(values) != len(self.args):
+            raise TypeError(f"{self.name} takes {len(self.args)} argument(s) "
+                            f"({', '.join(self.args)}), got {len(values)}")
+        texts = [_formatted(self.format, v, session, self.name) for v in values]
+        parse = self.parse if self.parse is not None else _ack(self.ack)
+        return Transaction(self.template.format(*texts, **session.fields), parse,
+                           urgent=self.urgent)
+
+    def commands(self) -> dict[str, Callable[..., Any]]:
+        def run(session: Session, *values: Any) -> Transaction[Any]:
+            return self.transaction(session, *values)
+        run.__doc__ = f"{self.doc or self.name}: sends {self.template!r}."
+        return {self.name: _named(run, self.name, list(self.args))}
+
+
+class Delegate(_Declared):
+    """Commands carried out by a helper object the session holds (``self.<attribute>``),
+    whose methods of the same names return plans: ``Delegate("axis", Axis, "home", "stop")``.
+
+    ``cls`` is the helper's class, for the commands' signatures and docstrings.
+    """
+
+    def __init__(self, attribute: str, cls: type, *names: str) -> None:
+        self.attribute, self.cls, self.names = attribute, cls, names
+
+    def commands(self) -> dict[str, Callable[..., Any]]:
+        out = {}
+        for name in self.names:
+            def run(session: Session, *args: Any, _name: str = name, **kwargs: Any) -> Any:
+                return getattr(getattr(session, self.attribute), _name)(*args, **kwargs)
+            target = getattr(self.cls, name)
+            run.__doc__ = target.__doc__
+            sig = inspect.signature(target)
+            run.__signature__ = sig  # type: ignore[attr-defined]
+            run.__name__ = run.__qualname__ = name
+            out[name] = command(run)
+        return out
+
+
+def _formatted(format: Callable[[Any], str] | None, value: Any, session: Session,
+               name: str) -> Any:
+    """A value's text for a template; a value the formatter refuses names who and what."""
+    if format is None:
+        return value
+    try:
+        return format(value)
+    except ValueError as exc:
+        raise ValueError(f"{session.id}: {name} {exc}") from None
+
+
+def _ack(expected: str | None) -> Callable[[str], None] | None:
+    if expected is None:
+        return None
+
+    def ack(text: str) -> None:
+        if text != expected:
+            raise ValueError(f"expected {expected!r}")
+    return ack
+
+
+def _named(fn: Callable[..., Any], name: str, args: list[str]) -> Callable[..., Any]:
+    """Give a generated command its user-facing name and signature (``inspect`` shows them)."""
+    fn.__name__ = fn.__qualname__ = name
+    params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    params += [inspect.Parameter(a, inspect.Parameter.POSITIONAL_OR_KEYWORD) for a in args]
+    fn.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    setattr(fn, COMMAND_MARK, True)
+    return fn
+
+
+def declared_commands(cls: type) -> dict[str, Callable[..., Any]]:
+    """Every command of a session class, in declaration order (base classes first)."""
+    out: dict[str, Callable[..., Any]] = {}
+    for klass in reversed(cls.__mro__):
+        for name, value in vars(klass).items():
+            if isinstance(value, Parameter | Command | Delegate):
+                out.update(value.commands())
+            elif callable(value) and getattr(value, COMMAND_MARK, False):
+                out[name] = value
+            elif name in out:
+                del out[name]  # a subclass replaced the command by something else
+    return out
+
+
+def parameters(cls: type) -> dict[str, Parameter[Any]]:
+    """Declared parameters of a session class by name (base classes first)."""
+    out: dict[str, Parameter[Any]] = {}
+    for klass in reversed(cls.__mro__):
+        out.update((n, v) for n, v in vars(klass).items() if isinstance(v, Parameter))
+    return out

@@ -1,0 +1,164 @@
+"""Both flavors, made from one :class:`~daqhub.driver.session.Session` class.
+
+The v2 class and the v4 actor are generated, not written: each lifecycle method runs the
+session's plan (blocking in the v2 thread, awaited in the v4 actor) and packages the polled
+values (``Measurement`` objects for v2, Arrow batches for v4); each declared command becomes a
+method of the same name, signature and docstring, sync in v2 and ``async`` in v4.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+
+from ..instrument import LIFECYCLE, V2Instrument, V4Actor, now_ns
+from ..measurement import ChannelSpec, Image, Measurement, Scalar, Spectrum
+from ..schema import build_batch
+from ..specs import Flavor, InstrumentContext, InstrumentType
+from .declare import declared_commands
+from .session import Sample, Session, arun, run
+
+
+def _split(value: Any, t: int) -> tuple[Any, Mapping[str, Any] | None, int]:
+    if isinstance(value, Sample):
+        return value.value, value.meta, t if value.timestamp_ns is None else value.timestamp_ns
+    return value, None, t
+
+
+class SessionInstrument(V2Instrument):
+    """The v2 flavor of a session: blocking, in the instrument's thread."""
+
+    _session_class: ClassVar[type[Session]] = Session
+
+    def __init__(self, ctx: InstrumentContext) -> None:
+        super().__init__(ctx)
+        self.session = self._session_class(ctx)
+
+    def connect(self) -> None:
+        run(self.session, self.session.connect())
+
+    def read(self) -> list[Measurement]:
+        values = run(self.session, self.session.poll())
+        t = now_ns()
+        out = []
+        for name, item in values.items():
+            value, meta, at = _split(item, t)
+            if not isinstance(value, Scalar | Spectrum | Image):
+                value = Scalar(value, self.channel(name).unit)
+            out.append(Measurement(self.id, name, at, value, dict(meta or {})))
+        return out
+
+    def close(self) -> None:
+        run(self.session, self.session.close())
+
+    def settings(self) -> dict[str, Any]:
+        return run(self.session, self.session.settings())  # type: ignore[no-any-return]
+
+
+class SessionActor(V4Actor):
+    """The v4 flavor of a session: each plan awaited, its I/O on the resource's worker."""
+
+    _session_class: ClassVar[type[Session]] = Session
+
+    def __init__(self, ctx: InstrumentContext) -> None:
+        super().__init__(ctx)
+        self.session = self._session_class(ctx)
+
+    async def start(self) -> None:
+        await arun(self.session, self.session.connect())
+
+    async def read(self) -> list[pa.RecordBatch]:
+        values = await arun(self.session, self.session.poll())
+        t = now_ns()
+        return [_batch(self.id, self.channel(name), t, item) for name, item in values.items()]
+
+    async def close(self) -> None:
+        await arun(self.session, self.session.close())
+
+    async def settings(self) -> dict[str, Any]:
+        return await arun(self.session, self.session.settings())  # type: ignore[no-any-return]
+
+
+def _batch(instrument_id: str, spec: ChannelSpec, now: int, item: Any) -> pa.RecordBatch:
+    value, meta, at = _split(item, now)
+    t = [at]
+    metadata = [dict(meta)] if meta else None
+    if isinstance(value, Spectrum):
+        return build_batch(instrument_id, spec, t, [value.values], axes=[value.axis],
+                           metadata=metadata)
+    if isinstance(value, Image):
+        return build_batch(instrument_id, spec, t, [value.pixels], metadata=metadata)
+    if isinstance(value, Scalar):
+        value = value.value
+    return build_batch(instrument_id, spec, t, np.array([value], dtype=spec.dtype),
+                       metadata=metadata)
+
+
+def _v2_method(name: str, impl: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(impl)
+    def method(self: SessionInstrument, *args: Any, **kwargs: Any) -> Any:
+        return run(self.session, impl(self.session, *args, **kwargs))
+    method.__name__ = method.__qualname__ = name
+    return method
+
+
+def _v4_method(name: str, impl: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(impl)
+    async def method(self: SessionActor, *args: Any, **kwargs: Any) -> Any:
+        return await arun(self.session, impl(self.session, *args, **kwargs))
+    method.__name__ = method.__qualname__ = name
+    return method
+
+
+def flavor_class(session_class: type[Session], flavor: Flavor,
+                 base: type | None = None) -> type:
+    """The generated v2 class or v4 actor of ``session_class`` (made once, then cached).
+
+    ``base`` replaces :class:`SessionInstrument`/:class:`SessionActor` for a driver that
+    needs flavor-specific behaviour beyond :meth:`Session.run_step`/``arun_step``.
+    """
+    key = f"_daqhub_{flavor}_class"
+    cached = session_class.__dict__.get(key)
+    if cached is not None and base is None:
+        return cached  # type: ignore[no-any-return]
+    parent = base or (SessionInstrument if flavor == "v2" else SessionActor)
+    wrap = _v2_method if flavor == "v2" else _v4_method
+    namespace: dict[str, Any] = {
+        "_session_class": session_class, "__module__": session_class.__module__,
+        "__doc__": f"{flavor} flavor of {session_class.__qualname__} (generated by "
+                   f"daqhub.driver).\n\n{inspect.getdoc(session_class) or ''}"}
+    for name, impl in declared_commands(session_class).items():
+        if name in LIFECYCLE:
+            raise TypeError(f"{session_class.__qualname__}: a command may not be named {name!r}"
+                            f" (the runtime calls {', '.join(sorted(LIFECYCLE))} itself)")
+        namespace[name] = wrap(name, impl)
+    cls = type(f"{session_class.__name__}{flavor.upper()}", (parent,), namespace)
+    if base is None:
+        setattr(session_class, key, cls)
+    return cls
+
+
+def instrument_types(session_class: type[Session], **overrides: Any) -> list[InstrumentType]:
+    """Both flavors' declarations of a session's type, read from its class attributes.
+
+    ``overrides`` replaces any field (``name=``, ``factory`` is always the generated class)
+    for a driver that declares several types from one session (models of one family).
+    """
+    out = []
+    for flavor in ("v2", "v4"):
+        fields: dict[str, Any] = {
+            "name": session_class.type_name, "flavor": flavor,
+            "transport": session_class.transport,
+            "factory": flavor_class(session_class, flavor),  # type: ignore[arg-type]
+            "channels": session_class.channels, "description": session_class.description,
+            "config_schema": session_class.config_schema,
+            "capabilities": session_class.capabilities,
+            "serial_settings": session_class.serial_settings}
+        fields.update(overrides)
+        out.append(InstrumentType(**fields))
+    return out

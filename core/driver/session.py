@@ -1,0 +1,300 @@
+"""The one class a driver author writes: a :class:`Session` holds the protocol of one
+instrument, and both flavors are made from it (:mod:`daqhub.driver.flavors`).
+
+What the class says:
+
+* the type (``type_name``, ``channels``, ``capabilities`` ...), read by
+  :func:`~daqhub.driver.flavors.instrument_types`;
+* the line framing (``command_end``, ``reply_end``, ``read_timeout``), or an own
+  :meth:`exchange` for anything else;
+* the protocol table (:mod:`daqhub.driver.declare`) and the lifecycle plans :meth:`connect`,
+  :meth:`poll` and :meth:`close`.
+
+Running a step is the flavor-specific part: :meth:`run_step` (v2, blocking) and
+:meth:`arun_step` (v4, awaited). A driver with steps of its own (the Elliptec bus router's
+"collect a deferred reply") overrides both and hands everything else to ``super()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+from ..instrument import DriverError, DriverReplyError, DriverTimeoutError
+from ..measurement import ChannelSpec
+from ..resources.errors import ResourceError
+from ..specs import ChannelsFor, InstrumentContext, Transport
+from .declare import parameters
+from .transaction import Pause, Plan, Transaction, driver_error, parse_reply
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A polled value with metadata stored next to it (``{"moving": True}``), and when its
+    reply arrived (ns since the epoch; None: when the poll ended)."""
+
+    value: Any
+    meta: Mapping[str, Any] | None = None
+    timestamp_ns: int | None = None
+
+
+def _is_io_error(exc: BaseException) -> bool:
+    """Errors of the line itself, as opposed to bugs in the driver: these are translated."""
+    return (isinstance(exc, ResourceError | OSError | TimeoutError)
+            or type(exc).__module__.startswith("pyvisa"))
+
+
+class Session:
+    """One instrument's protocol, flavor-neutral. Subclass it and declare what differs."""
+
+    # --- the instrument type (see flavors.instrument_types) -------------------------------
+    type_name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    transport: ClassVar[Transport] = "serial"
+    channels: ClassVar[Sequence[ChannelSpec] | ChannelsFor] = ()
+    config_schema: ClassVar[Mapping[str, Any]] = {"type": "object"}
+    capabilities: ClassVar[tuple[str, ...]] = ()
+    serial_settings: ClassVar[Mapping[str, Any]] = {}
+
+    # --- line framing of the default exchange --------------------------------------------
+    command_end: ClassVar[bytes] = b"\r\n"
+    reply_end: ClassVar[bytes] = b"\r\n"
+    #: seconds a reply may take; set on the port for each exchange (restored afterwards)
+    read_timeout: ClassVar[float] = 1.0
+    #: longest reply accepted (None: no limit); more is line noise
+    max_reply: ClassVar[int | None] = None
+    encoding: ClassVar[str] = "ascii"
+
+    def __init__(self, ctx: InstrumentContext) -> None:
+        self.ctx = ctx
+        self.id = ctx.instrument_id
+        self.config = ctx.config
+        resource = ctx.port if self.transport == "serial" else ctx.visa
+        if resource is None and self.transport != "none":
+            what = ("a serial port (port = ...)" if self.transport == "serial"
+                    else "a VISA resource (address = ...)")
+            raise ValueError(f"{self.id}: {ctx.type_name} needs {what}")
+        self.resource: Any = resource
+        #: named fields of command templates (``{axis}``)
+        self.fields: dict[str, Any] = {}
+        #: what connect learnt about the instrument (model, serial, firmware): settings too
+        self.identity: dict[str, Any] = {}
+
+    # --- building transactions -------------------------------------------------------------
+    def query(self, command: str, parse: Callable[[str], T] = str,  # type: ignore[assignment]
+              *, urgent: bool = False) -> Transaction[T]:
+        return Transaction(command, parse, urgent=urgent)
+
+    def write(self, command: str, *, urgent: bool = False) -> Transaction[None]:
+        return Transaction(command, None, urgent=urgent)
+
+    def together(self, *transactions: Transaction[Any]) -> Transaction[tuple[Any, ...]]:
+        """Several exchanges in one transaction, so no other traffic comes in between."""
+        def fn(io: Any) -> tuple[Any, ...]:
+            return tuple(self.execute(io, t) for t in transactions)
+        return Transaction("; ".join(t.command for t in transactions), fn=fn,
+                           urgent=any(t.urgent for t in transactions))
+
+    # --- the exchange (runs with the line to itself) ---------------------------------------
+    def execute(self, io: Any, tx: Transaction[T]) -> T:
+        """Run one transaction's I/O on the open port (or pyvisa resource)."""
+        if tx.fn is not None:
+            return tx.fn(io)
+        text = self.exchange(io, tx.command, tx.parse is not None)
+        if tx.parse is None:
+            return None  # type: ignore[return-value]
+        return parse_reply(tx.parse, text or "", self.id, tx.command)
+
+    def exchange(self, io: Any, command: str, reply: bool) -> str | None:
+        """Send ``command``; with ``reply``, return the checked reply text.
+
+        Serial: drops what an earlier exchange left on the line, writes the command with
+        :attr:`command_end`, reads one line ending in :attr:`reply_end` within
+        :attr:`read_timeout`. VISA: the resource's own ``write``/``query`` (its terminations
+        and timeout come from the lab file).
+        """
+        if self.transport == "visa":
+            if not reply:
+                io.write(command)
+                return None
+            return self.check_reply(command, str(io.query(command)).strip())
+        if io.timeout != self.read_timeout:  # each assignment reconfigures a real port
+            io.timeout = self.read_timeout
+        io.reset_input_buffer()
+        io.write(command.encode(self.encoding) + self.command_end)
+        if not reply:
+            return None
+        return self.check_reply(command, self.read_line(io, command))
+
+    def read_line(self, io: Any, command: str) -> str:
+        """One reply line without its terminator; silence, truncation and noise raise."""
+        end = self.reply_end
+        raw = io.read_until(end, self.max_reply) if self.max_reply else io.read_until(end)
+        if not raw:
+            raise self.no_reply(io, command)
+        if not raw.endswith(end):
+            if self.max_reply and len(raw) >= self.max_reply:
+                raise DriverReplyError(self.id, command, f"garbled reply on {io.name}: "
+                                       f"{raw!r} and no end of line", "garbled")
+            raise DriverReplyError(self.id, command, f"truncated reply on {io.name}: got "
+                                   f"{raw!r}, then nothing for {io.timeout} s (a reply ends "
+                                   f"with {end!r})", "truncated")
+        try:
+            text = raw[: -len(end)].decode(self.encoding)
+        except UnicodeDecodeError:
+            text = "\x00"
+        if not text.isprintable():
+            raise DriverReplyError(self.id, command, f"garbled reply on {io.name}: {raw!r}",
+                                   "garbled")
+        return text.strip()
+
+    def no_reply(self, io: Any, command: str) -> DriverError:
+        return DriverTimeoutError(
+            self.id, command, f"no reply on {io.name} within {io.timeout} s (is the "
+            f"instrument powered, cabled and set to the right baud rate?)", "timeout")
+
+    def check_reply(self, command: str, text: str) -> str:
+        """Raise the instrument's error replies (``ERR 3``) as DriverReplyError; the default
+        accepts every reply."""
+        return text
+
+    # --- lifecycle plans (each may return None, a Transaction or a generator) --------------
+    def connect(self) -> Any:
+        """Check the instrument answers and set it up; fill :attr:`identity`."""
+        return None
+
+    def poll(self) -> Any:
+        """Channel name -> value (or :class:`Sample`). The default queries, in one
+        transaction, the declared parameter of each channel's name."""
+        params = parameters(type(self))
+        names = [c.name for c in self.channel_specs() if c.name in params]
+        values = yield self.together(*(params[n].query(self) for n in names))
+        return dict(zip(names, values, strict=True))
+
+    def close(self) -> Any:
+        """Leave the instrument safe; the core closes the port itself."""
+        return None
+
+    def settings(self) -> Plan[dict[str, Any]]:
+        """The settings snapshot: :attr:`identity` and every declared setting's value."""
+        out: dict[str, Any] = dict(self.identity)
+        for name, param in parameters(type(self)).items():
+            if param.setting:
+                out[name] = yield param.query(self)
+        return out
+
+    def channel_specs(self) -> list[ChannelSpec]:
+        return list(self.ctx.channels)
+
+    # --- running steps: the flavor-specific hook -------------------------------------------
+    def _resource_call(self, tx: Transaction[Any]) -> tuple[Callable[[Any], Any], dict[str, Any]]:
+        return (lambda io: self.execute(io, tx)), {
+            "owner": self.id, "what": tx.command, "urgent": tx.urgent, "timeout": tx.timeout}
+
+    def run_step(self, step: Any) -> Any:
+        """Execute one step in the calling thread (v2)."""
+        if isinstance(step, Transaction):
+            fn, kw = self._resource_call(step)
+            return self.resource.transaction(fn, **kw)
+        if isinstance(step, Pause):
+            time.sleep(step.seconds)
+            return None
+        raise TypeError(f"{self.id}: not a plan step: {step!r}")
+
+    async def arun_step(self, step: Any) -> Any:
+        """Execute one step from the event loop (v4); I/O runs on the resource's worker."""
+        if isinstance(step, Transaction):
+            fn, kw = self._resource_call(step)
+            return await self.resource.atransaction(fn, **kw)
+        if isinstance(step, Pause):
+            await asyncio.sleep(step.seconds)
+            return None
+        raise TypeError(f"{self.id}: not a plan step: {step!r}")
+
+    def step_command(self, step: Any) -> str:
+        """What a step is about, for error messages."""
+        return getattr(step, "command", "") if not isinstance(step, Pause) else ""
+
+
+# --- the runners --------------------------------------------------------------------------
+
+def run(session: Session, plan: Any) -> Any:
+    """Execute a plan blocking and return its result.
+
+    A single Transaction or Pause is a one-step plan; anything else that is not a generator
+    (None, a value a command computed without I/O) is the result itself. Steps of a
+    session's own kinds must be yielded from a plan.
+
+    A failing step's error, translated into the driver error family, is thrown into the
+    plan, so a plan may catch it (a retry, a cleanup) or let it end the operation.
+    """
+    if not isinstance(plan, Generator):
+        return _sync_step(session, plan) if isinstance(plan, Transaction | Pause) else plan
+    value: Any = None
+    error: DriverError | None = None
+    while True:
+        done, step = _advance(plan, value, error)
+        if done:
+            return step
+        try:
+            value, error = _sync_step(session, step), None
+        except DriverError as exc:
+            value, error = None, exc
+
+
+async def arun(session: Session, plan: Any) -> Any:
+    """:func:`run` for coroutines: the same plan, each step awaited."""
+    if not isinstance(plan, Generator):
+        return (await _async_step(session, plan) if isinstance(plan, Transaction | Pause)
+                else plan)
+    value: Any = None
+    error: DriverError | None = None
+    while True:
+        done, step = _advance(plan, value, error)
+        if done:
+            return step
+        try:
+            value, error = await _async_step(session, step), None
+        except DriverError as exc:
+            value, error = None, exc
+
+
+def _advance(plan: Generator[Any, Any, Any], value: Any,
+             error: DriverError | None) -> tuple[bool, Any]:
+    """(True, the plan's result) when it ended, else (False, its next step)."""
+    try:
+        return False, plan.throw(error) if error is not None else plan.send(value)
+    except StopIteration as stop:
+        return True, stop.value
+
+
+def _translated(session: Session, step: Any, exc: Exception) -> Exception:
+    if isinstance(exc, DriverError) or not _is_io_error(exc):
+        return exc
+    err = driver_error(exc, session.id, session.step_command(step))
+    return err
+
+
+def _sync_step(session: Session, step: Any) -> Any:
+    try:
+        return session.run_step(step)
+    except Exception as exc:
+        err = _translated(session, step, exc)
+        if err is exc:
+            raise
+        raise err from exc
+
+
+async def _async_step(session: Session, step: Any) -> Any:
+    try:
+        return await session.arun_step(step)
+    except Exception as exc:
+        err = _translated(session, step, exc)
+        if err is exc:
+            raise
+        raise err from exc

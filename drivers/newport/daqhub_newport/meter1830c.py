@@ -1,0 +1,218 @@
+"""Newport 1830-C optical power meter: the driver both flavors are made from.
+
+Units: the ``power`` channel is declared in the lab file's ``units``. A script may still
+change the meter's units (``set_units``: the front panel and :meth:`power` follow), but the
+channel keeps its declared unit: while they differ, a poll switches the meter to the channel's
+unit for its ``D?`` and back afterwards, all in one transaction. dB and REL depend on the
+reference stored in the meter, so converting a reading afterwards would not be possible.
+
+What the meter is set to is a fact about the meter, not about one instrument object: two
+instruments may name the same meter (a v2 and a v4 one while a lab migrates, each with its
+own channel unit). So it lives in a :class:`MeterState` shared per port.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Generator
+from typing import Any, TypeVar
+
+from daqhub.driver import Command, Parameter, Sample, Session, Transaction, command
+from daqhub.measurement import MetaValue
+from daqhub.specs import InstrumentContext
+
+from . import meter1830c_config as config
+from .lineio import LineIO, begin, integer, number
+from .meter1830c_protocol import (
+    FILTER_NAMES,
+    UNIT_NAMES,
+    clear_status,
+    filter_command,
+    parse_reading,
+    query,
+    range_command,
+    read_status,
+    reading_flags,
+    set_command,
+    status_error,
+    units_command,
+    wavelength_command,
+)
+
+T = TypeVar("T")
+
+
+class MeterState:
+    """What one physical meter is set to, shared by every instrument on its port.
+
+    ``units`` is None when unknown (a raw command may have changed them); a poll then sets
+    the channel's unit and leaves it. Changed only inside transactions (under the port lock);
+    the lock makes the value visible across the threads that run them.
+    """
+
+    KEY = "daqhub_newport.1830c.state"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._units: str | None = None
+
+    @property
+    def units(self) -> str | None:
+        with self._lock:
+            return self._units
+
+    @units.setter
+    def units(self, value: str | None) -> None:
+        with self._lock:
+            self._units = value
+
+
+def _flag(text: str) -> bool:
+    return integer(0, 1)(text) == 1
+
+
+def _whole_nm(nm: float) -> str:
+    rounded = round(nm)
+    if abs(nm - rounded) > 1e-6 or not 1 <= rounded <= 9999:
+        raise ValueError(f"must be a whole number of nm in 1..9999, got {nm!r}")
+    return str(rounded)
+
+
+class Meter1830c(Session):
+    """A Newport 1830-C (PowerMeter capability) on RS-232."""
+
+    type_name = config.TYPE_NAME
+    description = config.DESCRIPTION
+    channels = staticmethod(config.channels)
+    config_schema = config.CONFIG_SCHEMA
+    capabilities = ("PowerMeter", "Readable")
+    serial_settings = config.SERIAL_SETTINGS
+
+    power = Parameter("D?", parse=number, setting=False,
+                      doc="the reading in the meter's current units (see units)")
+    units = Parameter("U?", parse=lambda t: UNIT_NAMES[integer(1, 4)(t)],
+                      doc="the meter's units: W, dB, dBm or REL")
+    wavelength = Parameter("W?", "W{}", parse=lambda t: float(integer(1, 9999)(t)),
+                           format=_whole_nm, unit="nm", doc="calibration wavelength")
+    current_range = Parameter("R?", parse=integer(1, 8),
+                              doc="the range in use (1..8), also while auto-ranging")
+    filter_speed = Parameter("F?", parse=lambda t: FILTER_NAMES[integer(1, 3)(t)],
+                             doc="averaging: slow (16 readings), medium (4) or fast (none)")
+    attenuator = Parameter("A?", "A{}", parse=_flag, format=lambda on: str(int(bool(on))))
+    zero = Parameter("Z?", "Z{}", parse=_flag, format=lambda on: str(int(bool(on))),
+                     doc="on: the next reading becomes an offset subtracted from later ones")
+    store_reference = Command("S", doc="the current reading becomes the dB/REL reference")
+
+    def __init__(self, ctx: InstrumentContext) -> None:
+        super().__init__(ctx)
+        self.options = config.MeterSettings.from_config(ctx.config)
+        self.channel_units = self.options.units
+        self.state = self.resource.shared(MeterState.KEY, MeterState)
+        self.identity = {"model": "1830-C"}
+
+    @property
+    def meter_units(self) -> str | None:
+        """The units the meter is set to (what :meth:`power` returns); None if unknown."""
+        return self.state.units
+
+    def exchange(self, io: LineIO, command: str, reply: bool) -> str | None:
+        """A query's reply, or a set command whose status byte is checked."""
+        begin(io, self.options.reply_timeout)
+        if reply:
+            return query(io, self.id, command)
+        set_command(io, self.id, command)
+        return None
+
+    # ------------------------------------------------------------------ lifecycle
+    def connect(self) -> Transaction[None]:
+        """Check the meter answers, clear old errors, set the lab's units and settings."""
+        s = self.options
+
+        def connect(io: LineIO) -> None:
+            begin(io, s.reply_timeout)
+            clear_status(io)
+            integer(1, 4)(query(io, self.id, "U?"))  # is it a 1830-C?
+            set_command(io, self.id, units_command(s.units, self.id))
+            if s.wavelength_nm is not None:
+                set_command(io, self.id, wavelength_command(s.wavelength_nm, self.id))
+            if s.range is not None:
+                set_command(io, self.id, range_command(s.range, self.id))
+            if s.filter is not None:
+                set_command(io, self.id, filter_command(s.filter, self.id))
+            if s.attenuator is not None:
+                set_command(io, self.id, f"A{int(s.attenuator)}")
+            self.state.units = s.units
+
+        return Transaction("connect", fn=connect)
+
+    def poll(self) -> Generator[Any, Any, dict[str, Sample]]:
+        """One ``power`` sample in the channel's unit, flagged as the status byte says."""
+        channel_cmd = units_command(self.channel_units, self.id)
+
+        def poll(io: LineIO) -> tuple[float, dict[str, MetaValue]]:
+            begin(io, self.options.reply_timeout)
+            meter_units = self.state.units
+            if meter_units != self.channel_units:
+                set_command(io, self.id, channel_cmd)
+                self.state.units = self.channel_units
+            value = parse_reading(query(io, self.id, "D?"), self.id)
+            status = read_status(io, self.id)
+            err = status_error(self.id, "D?", status)
+            if err is not None:
+                clear_status(io)
+                raise err
+            if meter_units is not None and meter_units != self.channel_units:
+                set_command(io, self.id, units_command(meter_units, self.id))
+                self.state.units = meter_units
+            return value, reading_flags(status)
+
+        value, meta = yield Transaction("poll D?", fn=poll)
+        return {"power": Sample(value, meta)}
+
+    # ------------------------------------------------------------------ commands
+    @command
+    def set_units(self, units: str) -> Transaction[None]:
+        """``W``, ``dB``, ``dBm`` or ``REL`` for the display and :meth:`power`; the ``power``
+        channel stays in the unit the lab file declares."""
+        cmd = units_command(units, self.id)
+
+        def set_units(io: LineIO) -> None:
+            self.exchange(io, cmd, False)
+            self.state.units = units
+
+        return Transaction(cmd, fn=set_units)
+
+    @command
+    def set_range(self, range_: int) -> Transaction[None]:
+        """0 = auto range, 1 (most gain) .. 8 (least)."""
+        return self.write(range_command(range_, self.id))
+
+    @command
+    def set_filter(self, speed: str) -> Transaction[None]:
+        """``slow`` (16-reading average), ``medium`` (4) or ``fast`` (none)."""
+        return self.write(filter_command(speed, self.id))
+
+    @command
+    def status(self) -> Transaction[int]:
+        """The raw status byte (``Q?``), without clearing anything."""
+        def status(io: LineIO) -> int:
+            begin(io, self.options.reply_timeout)
+            return read_status(io, self.id)
+
+        return Transaction("Q?", fn=status)
+
+    @command
+    def raw_command(self, text: str) -> Transaction[None]:
+        """Send a command this driver does not wrap; raise what the status byte reports. One
+        that may change the units makes them unknown (the next poll sets them again)."""
+        def raw(io: LineIO) -> None:
+            if text.lstrip()[:1].upper() == "U":
+                self.state.units = None
+            self.exchange(io, text, False)
+
+        return Transaction(text, fn=raw)
+
+    @command
+    def raw_query(self, text: str) -> Transaction[str]:
+        """Send a query this driver does not wrap and return its reply line."""
+        return self.query(text)

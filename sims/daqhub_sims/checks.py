@@ -1,0 +1,150 @@
+"""``daqhub check [DISTRIBUTION ...]``: the conformance kit from the command line.
+
+A driver distribution says how to check its types against its simulators with an entry
+point in the group ``daqhub_sims.conformance``: a function returning plain dictionaries
+(so the driver package needs nothing of daqhub-sims to declare them)::
+
+    [project.entry-points."daqhub_sims.conformance"]
+    daqhub-acme = "daqhub_acme.checks:conformance"
+
+    def conformance() -> list[dict]:
+        return [{"type": "acme.tc1", "sim": "acmetemp", "options": {"tau": 0},
+                 "block": {"setpoint_k": 80.0}, "steps": [["set_setpoint", 350.0]],
+                 "garbage": "\\x00??\\r\\n"}]
+
+``sim``/``options`` make the ``port`` of a fresh simulated device for each block; ``block``
+adds the type's own keys; ``steps`` are commands run in both flavors before the reads;
+``garbage`` (optional) is a reply the device sends before the next one (instead of it with
+``"replace_reply": true``), which must raise instead of hanging. The same dictionaries serve
+the distribution's own tests (:func:`case`). With ``--junit-xml PATH`` the outcome is also
+written as JUnit XML, for CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import time
+import traceback
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any
+
+from daqhub_sims.conformance import ConformanceCase, ConformanceKit
+
+GROUP = "daqhub_sims.conformance"
+_names = itertools.count()
+
+
+def case(spec: Mapping[str, Any], url: Callable[..., str] | None = None,
+         endpoint: Callable[[str], Any] | None = None) -> ConformanceCase:
+    """A :class:`ConformanceCase` from one declared dictionary (see the module docstring).
+
+    ``url``/``endpoint`` default to daqhub-sims' registry with a fresh line name per device,
+    as the ``sim_url``/``sim_endpoint`` fixtures make them.
+    """
+    from daqhub_sims import install, registry
+
+    install()
+    if url is None:
+        def url(model: str, **options: Any) -> str:
+            query = "&".join(f"{k}={v}" for k, v in
+                             {"name": f"check{next(_names)}", **options}.items())
+            return f"sim://{model}?{query}"
+    find = endpoint or registry.endpoint
+    sim, options = spec.get("sim"), dict(spec.get("options", {}))
+
+    def block() -> dict[str, Any]:
+        port = {"port": url(sim, **options)} if sim else {}
+        return {**port, **dict(spec.get("block", {}))}
+
+    garbage = spec.get("garbage")
+    inject = None
+    if garbage is not None:
+        data = garbage.encode("latin-1") if isinstance(garbage, str) else bytes(garbage)
+
+        def inject(b: Mapping[str, Any]) -> None:
+            faults = find(b["port"]).faults
+            if spec.get("replace_reply"):
+                faults.truncate_next(0)  # the device's own next reply never arrives
+            faults.inject_garbage(data)
+
+    return ConformanceCase(spec["type"], block, steps=[tuple(s) for s in spec.get("steps", [])],
+                           reads=int(spec.get("reads", 3)), garbage=inject,
+                           timeout_s=float(spec.get("timeout_s", 10.0)))
+
+
+def declared() -> dict[str, list[dict[str, Any]]]:
+    """Distribution name -> its declared conformance dictionaries, for every installed one."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for ep in entry_points(group=GROUP):
+        dist = ep.dist.name if ep.dist is not None else ep.name
+        out.setdefault(dist, []).extend(ep.load()())
+    return out
+
+
+@dataclass
+class Outcome:
+    distribution: str
+    type: str
+    seconds: float
+    error: str = ""
+    detail: str = ""
+
+
+def run_checks(distributions: Sequence[str]) -> list[Outcome]:
+    """Check each case of ``distributions`` (all declared when empty), one outcome each."""
+    specs = declared()
+    unknown = [d for d in distributions if d not in specs]
+    names = list(distributions) or sorted(specs)
+    kit = ConformanceKit()
+    outcomes = [Outcome(d, "-", 0.0, f"{d} declares no conformance cases (entry point group "
+                                     f"{GROUP!r}); installed: {', '.join(sorted(specs)) or 'none'}")
+                for d in unknown]
+    for dist in names:
+        for spec in specs.get(dist, []):
+            t0 = time.monotonic()
+            try:
+                kit.check(dist, [case(spec)])
+                outcomes.append(Outcome(dist, spec["type"], time.monotonic() - t0))
+            except Exception as exc:  # every failure is reported, then the next case runs
+                outcomes.append(Outcome(dist, spec.get("type", "?"), time.monotonic() - t0,
+                                        f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+    return outcomes
+
+
+def junit_xml(outcomes: Sequence[Outcome]) -> bytes:
+    failed = [o for o in outcomes if o.error]
+    suite = ET.Element("testsuite", name="daqhub check", tests=str(len(outcomes)),
+                       failures=str(len(failed)), errors="0",
+                       time=f"{sum(o.seconds for o in outcomes):.3f}")
+    for o in outcomes:
+        tc = ET.SubElement(suite, "testcase", classname=o.distribution, name=o.type,
+                           time=f"{o.seconds:.3f}")
+        if o.error:
+            ET.SubElement(tc, "failure", message=o.error).text = o.detail or o.error
+    return ET.tostring(ET.ElementTree(suite).getroot(), encoding="utf-8", xml_declaration=True)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="daqhub check",
+        description="Run the conformance kit on installed driver plugins against their "
+                    "simulators. Exit 0 when every case passes, 1 when one fails or a named "
+                    "distribution declares none.")
+    parser.add_argument("distributions", nargs="*", metavar="DISTRIBUTION",
+                        help="distributions to check (default: every one that declares cases)")
+    parser.add_argument("--junit-xml", metavar="PATH", help="also write the outcome as JUnit XML")
+    args = parser.parse_args(argv)
+    outcomes = run_checks(args.distributions)
+    for o in outcomes:
+        print(f"{'FAIL' if o.error else 'ok  '} {o.distribution} {o.type} ({o.seconds:.1f} s)"
+              + (f"\n     {o.error}" if o.error else ""))
+    failed = sum(1 for o in outcomes if o.error)
+    print(f"{len(outcomes) - failed} passed, {failed} failed")
+    if args.junit_xml:
+        with open(args.junit_xml, "wb") as f:
+            f.write(junit_xml(outcomes))
+    return 1 if failed or not outcomes else 0

@@ -1,0 +1,308 @@
+"""daqhub.driver: one session class, both flavors, declarations, the one error family.
+
+Driven over daqhub-sims' scripted line, so every byte the toolkit sends is checked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Generator
+from typing import Any
+
+import pytest
+
+from daqhub.driver import (
+    Command,
+    Delegate,
+    DriverDisconnectedError,
+    DriverError,
+    DriverReplyError,
+    DriverTimeoutError,
+    Parameter,
+    Pause,
+    Sample,
+    Session,
+    Transaction,
+    command,
+    driver_error,
+    flavor_class,
+    instrument_types,
+)
+from daqhub.instrument import V2Instrument, V4Actor, public_methods
+from daqhub.measurement import ChannelSpec, Scalar
+from daqhub.plugins.converters import batch_to_rows
+from daqhub.resources.errors import (
+    PortDisconnectedError,
+    ReplyTimeoutError,
+    ResourceError,
+    ResourceTimeoutError,
+)
+from daqhub.specs import InstrumentContext
+from daqhub_sims.scripted import ScriptedPort
+
+
+class Oven(Session):
+    """A made-up oven: the protocol table of the tests."""
+
+    type_name = "test.oven"
+    description = "test oven"
+    capabilities = ("Readable", "TemperatureController")
+    channels = [ChannelSpec("temperature", "scalar", "degC")]
+    command_end, reply_end, read_timeout = b"\n", b"\n", 0.2
+
+    temperature = Parameter("T?", unit="degC", setting=False)
+    setpoint = Parameter("S?", "S {:.1f}", unit="degC", range=(0, 300), ack="OK")
+    fan = Parameter("F?", "F {}", parse=int, choices={"off": 0, "low": 1, "high": 2})
+    mode = Parameter("M?", "M {}", parse=str, choices=("run", "hold"))
+    door = Command("DOOR {}", "state", doc="open or close the door")
+    reset = Command("RST", urgent=True)
+
+    def check_reply(self, command: str, text: str) -> str:
+        if text.startswith("E"):
+            raise DriverReplyError(self.id, command, f"refused: {text}", int(text[1:]))
+        return text
+
+    def connect(self) -> Generator[Any, Any, None]:
+        model = yield self.query("ID?")
+        self.identity = {"model": model}
+
+    @command
+    def ramp(self, target: float, steps: int = 2) -> Generator[Any, Any, float]:
+        """Step the setpoint to ``target``, pausing in between."""
+        for i in range(1, steps + 1):
+            yield type(self).setpoint.assign(self, target * i / steps)
+            yield Pause(0.0)
+        return float((yield type(self).temperature.query(self)))
+
+
+def build(flavor: str, script: list[tuple[bytes, bytes]]) -> tuple[Any, ScriptedPort]:
+    port = ScriptedPort(script)
+    ctx = InstrumentContext("oven1", "test.oven", {}, Oven.channels, port=port)  # type: ignore[arg-type]
+    return flavor_class(Oven, flavor)(ctx), port  # type: ignore[arg-type]
+
+
+def call(inst: Any, method: str, *args: Any) -> Any:
+    result = getattr(inst, method)(*args)
+    return asyncio.run(result) if inspect.isawaitable(result) else result
+
+
+@pytest.mark.parametrize("flavor", ["v2", "v4"])
+def test_one_session_gives_both_flavors_the_same_commands_and_bytes(flavor: str) -> None:
+    inst, port = build(flavor, [
+        (b"ID?\n", b"OV-1\n"), (b"S 100.0\n", b"OK\n"), (b"S?\n", b"100.0\n"),
+        (b"F 2\n", b""), (b"F?\n", b"2\n"), (b"DOOR open\n", b""),
+        (b"S 50.0\n", b"OK\n"), (b"S 100.0\n", b"OK\n"), (b"T?\n", b"21.5\n"),
+        (b"T?\n", b"22.0\n")])
+    assert isinstance(inst, V2Instrument if flavor == "v2" else V4Actor)
+    call(inst, "connect" if flavor == "v2" else "start")
+    call(inst, "set_setpoint", 100)
+    assert call(inst, "setpoint") == 100.0
+    call(inst, "set_fan", "high")
+    assert call(inst, "fan") == "high"
+    call(inst, "door", "open")
+    assert call(inst, "ramp", 100.0) == 21.5
+    out = call(inst, "read")
+    rows = ([(m.channel, m.data) for m in out] if flavor == "v2"
+            else [(r.channel, r.data) for b in out for r in batch_to_rows(b)])
+    assert rows == [("temperature", Scalar(22.0, "degC"))]
+    port.assert_done()
+
+
+def test_the_command_list_comes_from_the_declarations_with_signatures_and_docs() -> None:
+    v2, v4 = flavor_class(Oven, "v2"), flavor_class(Oven, "v4")
+    expected = ["door", "fan", "mode", "ramp", "read", "reset", "set_fan", "set_mode",
+                "set_setpoint", "setpoint", "settings", "temperature"]
+    assert public_methods(v2) == public_methods(v4) == expected
+    assert str(inspect.signature(v2.ramp)) == str(inspect.signature(v4.ramp)) == \
+        "(self, target: 'float', steps: 'int' = 2) -> 'Generator[Any, Any, float]'"
+    assert str(inspect.signature(v4.set_setpoint)) == "(self, value)"
+    assert "from 0 to 300" in (v2.set_setpoint.__doc__ or "")
+    assert "'S {:.1f}'" in (v2.set_setpoint.__doc__ or "")
+    assert all(inspect.iscoroutinefunction(getattr(v4, n)) for n in expected)
+    assert not any(inspect.iscoroutinefunction(getattr(v2, n)) for n in expected)
+    assert flavor_class(Oven, "v2") is v2  # made once
+
+
+@pytest.mark.parametrize("flavor", ["v2", "v4"])
+@pytest.mark.parametrize(("method", "value", "message"), [
+    ("set_setpoint", 301, "setpoint must be a number from 0 to 300 degC, got 301"),
+    ("set_setpoint", float("nan"), "from 0 to 300"),
+    ("set_setpoint", "100", "from 0 to 300"),
+    ("set_fan", "max", "fan must be one of 'off', 'low', 'high', got 'max'"),
+    ("set_mode", "stop", "mode must be one of 'run', 'hold'")])
+def test_bad_values_are_refused_before_anything_is_sent(flavor: str, method: str, value: Any,
+                                                        message: str) -> None:
+    inst, port = build(flavor, [])
+    with pytest.raises(ValueError, match=message):
+        call(inst, method, value)
+    assert port.sent == []
+
+
+@pytest.mark.parametrize("flavor", ["v2", "v4"])
+def test_settings_snapshot_is_generated_from_the_declared_parameters(flavor: str) -> None:
+    inst, port = build(flavor, [(b"ID?\n", b"OV-1\n"), (b"S?\n", b"80.0\n"), (b"F?\n", b"0\n"),
+                                (b"M?\n", b"hold\n")])
+    call(inst, "connect" if flavor == "v2" else "start")
+    assert call(inst, "settings") == {"model": "OV-1", "setpoint": 80.0, "fan": "off",
+                                      "mode": "hold"}
+    port.assert_done()
+
+
+@pytest.mark.parametrize("flavor", ["v2", "v4"])
+def test_reply_errors_name_instrument_command_and_code(flavor: str) -> None:
+    inst, _ = build(flavor, [(b"S 10.0\n", b"E7\n"), (b"S?\n", b"warm\n"), (b"F?\n", b"9\n"),
+                             (b"S?\n", b"")])
+    with pytest.raises(DriverReplyError) as refused:
+        call(inst, "set_setpoint", 10)
+    assert (refused.value.instrument_id, refused.value.command, refused.value.code) == (
+        "oven1", "S 10.0", 7)
+    with pytest.raises(DriverReplyError, match=r"garbled reply 'warm'") as garbled:
+        call(inst, "setpoint")
+    assert garbled.value.code == "garbled"
+    with pytest.raises(DriverReplyError, match="not one of the known values"):
+        call(inst, "fan")
+    with pytest.raises(DriverTimeoutError, match=r"no reply on scripted within 0.2 s") as silent:
+        call(inst, "setpoint")
+    assert (silent.value.command, silent.value.code) == ("S?", "timeout")
+
+
+def test_a_plan_can_catch_a_failed_step_and_go_on() -> None:
+    class Retry(Oven):
+        @command
+        def patient(self) -> Generator[Any, Any, float]:
+            for _ in range(3):
+                try:
+                    return float((yield self.query("T?", float)))
+                except DriverTimeoutError:
+                    yield Pause(0.0)
+            raise AssertionError("unreachable in this test")
+
+    for flavor in ("v2", "v4"):
+        port = ScriptedPort([(b"T?\n", b""), (b"T?\n", b"20.0\n")])
+        ctx = InstrumentContext("r", "test.oven", {}, Oven.channels, port=port)  # type: ignore[arg-type]
+        assert call(flavor_class(Retry, flavor)(ctx), "patient") == 20.0  # type: ignore[arg-type]
+        port.assert_done()
+
+
+class _Failing:
+    """A port whose every transaction raises ``exc`` (what the core's managers raise)."""
+
+    name = "failing"
+    default_timeout = 1.0
+
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+    def transaction(self, fn: Any, **_: Any) -> Any:
+        raise self.exc
+
+    async def atransaction(self, fn: Any, **_: Any) -> Any:
+        raise self.exc
+
+
+@pytest.mark.parametrize("flavor", ["v2", "v4"])
+@pytest.mark.parametrize(("exc", "kind", "code", "also"), [
+    (PortDisconnectedError("port gone", port="p"), DriverDisconnectedError, "disconnected",
+     ConnectionError),
+    (ReplyTimeoutError("slow", port="p", sent=b"", partial=b""), DriverTimeoutError, "timeout",
+     TimeoutError),
+    (ResourceTimeoutError("held by x for 2 s", resource="p", waited_s=2, holder="x", owner="o"),
+     DriverTimeoutError, "busy", TimeoutError),
+    (ResourceError("odd"), DriverError, "port", DriverError),
+    (OSError(5, "I/O error"), DriverError, "io", DriverError)])
+def test_every_resource_failure_becomes_one_driver_error_naming_instrument_and_command(
+        flavor: str, exc: Exception, kind: type, code: str, also: type) -> None:
+    ctx = InstrumentContext("oven9", "test.oven", {}, Oven.channels, port=_Failing(exc))  # type: ignore[arg-type]
+    inst = flavor_class(Oven, flavor)(ctx)
+    with pytest.raises(kind) as info:
+        call(inst, "set_setpoint", 5)
+    err = info.value
+    assert (err.instrument_id, err.command, err.code) == ("oven9", "S 5.0", code)
+    assert isinstance(err, also) and err.__cause__ is exc
+    assert str(exc) in str(err)
+
+
+def test_driver_error_passes_a_driver_error_through() -> None:
+    err = DriverError("a", "b", "c")
+    assert driver_error(err, "x", "y") is err
+
+
+def test_a_bug_in_a_driver_is_not_dressed_up_as_a_device_error() -> None:
+    class Buggy(Oven):
+        @command
+        def broken(self) -> Transaction[None]:
+            return Transaction("X", fn=lambda io: {}["missing"])
+
+    port = ScriptedPort([])
+    ctx = InstrumentContext("b", "test.oven", {}, Oven.channels, port=port)  # type: ignore[arg-type]
+    with pytest.raises(KeyError):
+        flavor_class(Buggy, "v2")(ctx).broken()
+
+
+def test_instrument_types_declares_both_flavors_from_the_class() -> None:
+    v2, v4 = instrument_types(Oven)
+    assert (v2.name, v2.flavor, v4.flavor) == ("test.oven", "v2", "v4")
+    assert v2.factory is flavor_class(Oven, "v2") and v4.factory is flavor_class(Oven, "v4")
+    assert v2.capabilities == v4.capabilities == ("Readable", "TemperatureController")
+    assert v2.problems() == v4.problems() == []
+    assert instrument_types(Oven, name="test.oven2")[1].name == "test.oven2"
+
+
+def test_poll_values_may_carry_metadata() -> None:
+    class Tagged(Oven):
+        def poll(self) -> Generator[Any, Any, dict[str, Any]]:
+            value = yield self.query("T?", float)
+            return {"temperature": Sample(value, {"stable": True})}
+
+    port = ScriptedPort([(b"T?\n", b"20.0\n"), (b"T?\n", b"20.5\n")])
+    ctx = InstrumentContext("t", "test.oven", {}, Oven.channels, port=port)  # type: ignore[arg-type]
+    (m,) = flavor_class(Tagged, "v2")(ctx).read()
+    assert (m.data, m.metadata) == (Scalar(20.0, "degC"), {"stable": True})
+    (row,) = batch_to_rows(asyncio.run(flavor_class(Tagged, "v4")(ctx).read())[0])
+    assert (row.data, row.metadata) == (Scalar(20.5, "degC"), {"stable": True})
+
+
+class _Door:
+    """A helper object whose plan methods a session hands commands to."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def knock(self, times: int = 1) -> Generator[Any, Any, str]:
+        """Knock ``times`` times; the door's answer."""
+        answer = ""
+        for _ in range(times):
+            answer = yield self.session.query("KNOCK", str)
+        return answer
+
+
+class Doored(Oven):
+    doors = Delegate("door_helper", _Door, "knock")
+
+    def __init__(self, ctx: InstrumentContext) -> None:
+        super().__init__(ctx)
+        self.door_helper = _Door(self)
+
+
+@pytest.mark.parametrize("flavor", ["v2", "v4"])
+def test_delegated_commands_keep_the_helpers_signature_and_doc(flavor: str) -> None:
+    cls = flavor_class(Doored, flavor)  # type: ignore[arg-type]
+    assert str(inspect.signature(cls.knock)) == "(self, times: 'int' = 1) -> " \
+                                                "'Generator[Any, Any, str]'"
+    assert cls.knock.__doc__ == "Knock ``times`` times; the door's answer."
+    port = ScriptedPort([(b"KNOCK\n", b"who\n"), (b"KNOCK\n", b"there\n")])
+    ctx = InstrumentContext("d", "test.oven", {}, Oven.channels, port=port)  # type: ignore[arg-type]
+    assert call(cls(ctx), "knock", 2) == "there"
+    port.assert_done()
+
+
+def test_a_declaration_may_not_shadow_the_session_or_the_runtime() -> None:
+    with pytest.raises((TypeError, RuntimeError)) as info:  # 3.11 wraps __set_name__ errors
+        class Bad(Session):
+            poll = Parameter("P?")
+    assert "Bad.poll: the name is taken by Session.poll" in f"{info.value} {info.value.__cause__}"
+    with pytest.raises(TypeError, match="a command may not be named 'read'"):
+        class Reads(Session):
+            read = Command("READ?")
+        flavor_class(Reads, "v2")

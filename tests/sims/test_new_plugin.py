@@ -1,0 +1,106 @@
+"""``daqhub new-plugin`` writes a distribution an outsider can install and test as it is,
+and ``daqhub check`` runs the conformance kit on installed plugins."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from daqhub.cli import main as daqhub_main
+from daqhub_sims import newplugin
+from daqhub_sims.checks import junit_xml, main, run_checks
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_writes_a_complete_distribution(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                        ) -> None:
+    assert daqhub_main(["new-plugin", "oventc", "--dir", str(tmp_path)]) == 0
+    root = tmp_path / "daqhub-oventc"
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) == [
+        "README.md", "daqhub_oventc/__init__.py", "daqhub_oventc/driver.py",
+        "daqhub_oventc/plugin.py", "daqhub_oventc/sim.py", "pyproject.toml",
+        "tests/test_driver.py"]
+    pyproject = (root / "pyproject.toml").read_text()
+    for entry in ('[project.entry-points.daqhub]\noventc = "daqhub_oventc.plugin"',
+                  '[project.entry-points."daqhub_sims.models"]\n'
+                  'oventc = "daqhub_oventc.sim:Simulator"',
+                  '[project.entry-points."daqhub_sims.conformance"]'):
+        assert entry in pyproject
+    for path in root.rglob("*.py"):
+        compile(path.read_text(), str(path), "exec")  # every file is valid Python
+    assert "pip install -e" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["Bad", "9lives", "a", "with-dash"])
+def test_a_bad_name_is_refused_and_writes_nothing(name: str, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    assert newplugin.main([name, "--dir", str(tmp_path)]) == 2
+    assert "lower-case letters and digits" in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_existing_folder_is_not_overwritten(tmp_path: Path) -> None:
+    (tmp_path / "daqhub-oven").mkdir()
+    (tmp_path / "daqhub-oven" / "mine.txt").write_text("keep")
+    assert newplugin.main(["oven", "--dir", str(tmp_path)]) == 2
+    assert (tmp_path / "daqhub-oven" / "mine.txt").read_text() == "keep"
+
+
+@pytest.mark.timeout(60)
+def test_check_runs_the_conformance_kit_on_installed_plugins(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    report = tmp_path / "check.xml"
+    assert main(["daqhub-acme", "--junit-xml", str(report)]) == 0
+    assert "ok   daqhub-acme acme.tc1" in capsys.readouterr().out
+    suite = ET.parse(report).getroot()
+    assert (suite.get("tests"), suite.get("failures")) == ("1", "0")
+    assert suite.find("testcase").get("name") == "acme.tc1"  # type: ignore[union-attr]
+
+
+def test_check_fails_for_a_distribution_without_cases(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["daqhub-nothing"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL daqhub-nothing" in out and "declares no conformance cases" in out
+
+
+def test_a_failing_case_is_a_junit_failure_naming_the_check() -> None:
+    outcomes = run_checks(["daqhub-nothing"])
+    suite = ET.fromstring(junit_xml(outcomes))
+    assert suite.get("failures") == "1"
+    failure = suite.find("testcase/failure")
+    assert failure is not None and "declares no conformance cases" in failure.get("message", "")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+def test_a_generated_plugin_installs_in_a_fresh_venv_and_passes_its_own_tests(
+        tmp_path: Path) -> None:
+    root = newplugin.write("freshtc", tmp_path)
+    venv = tmp_path / "venv"
+    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
+    env.pop("PYTHONPATH", None)
+
+    def step(args: list[str], cwd: Path, timeout: float) -> str:
+        done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True,
+                              timeout=timeout)
+        assert done.returncode == 0, f"{args} failed:\n{done.stdout[-3000:]}\n" \
+                                     f"{done.stderr[-3000:]}"
+        return done.stdout
+
+    step([sys.executable, "-m", "venv", str(venv)], tmp_path, 120)
+    # As an outsider would: the released packages (here: local paths), then the plugin.
+    step([str(venv / "bin" / "pip"), "install", "-q", str(ROOT), str(ROOT / "sims"),
+          f"{root}[test]"], tmp_path, 900)
+    out = step([str(venv / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+               root, 300)
+    assert "6 passed" in out
+    out = step([str(venv / "bin" / "daqhub"), "check", "daqhub-freshtc", "--junit-xml",
+                str(tmp_path / "check.xml")], root, 120)
+    assert "ok   daqhub-freshtc freshtc.tc" in out
