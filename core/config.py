@@ -25,6 +25,7 @@ import jsonschema
 from .host import PluginHost
 from .routines import ROUTINE_SCHEMA
 from .specs import FLAVORS, InstrumentType
+from .web.settings import WEB_SCHEMA
 
 # Schemes pyserial (or a plugin's URL handler) resolves; a path without one must exist.
 URL_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
@@ -56,6 +57,7 @@ DAQHUB_KEYS: dict[str, Any] = {
     "lock_timeout": {"type": "number", "exclusiveMinimum": 0, "default": 2,
                      "description": "seconds any wait for a shared resource may take"},
     "budget": BUDGET_SCHEMA,
+    "web": WEB_SCHEMA,
 }
 FLAVOR_KEYS: dict[str, Any] = {
     "enabled": {"type": "boolean", "default": True},

@@ -23,6 +23,7 @@ from typing import Any, TextIO
 from .config import ConfigError, LabConfig, load, parse
 from .host import PluginHost
 from .runtime.dual import DualRuntimeManager, ShutdownReport
+from .web.runweb import RunDashboard, WebError
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_FORCED = 0, 1, 2, 130
 
@@ -156,6 +157,11 @@ def run(args: Any, host: PluginHost, out: TextIO = sys.stdout) -> int:
     if not lab.instruments():
         print("the lab has no enabled instruments; nothing to run", file=sys.stderr)
         return EXIT_USAGE
+    try:
+        dashboard = RunDashboard.prepare(lab, getattr(args, "web", None))
+    except WebError as exc:
+        print(f"daqhub: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     plain = args.plain or not out.isatty()
     rt = DualRuntimeManager(lab, host, storage=not args.no_storage)
     stop = threading.Event()
@@ -184,6 +190,8 @@ def run(args: Any, host: PluginHost, out: TextIO = sys.stdout) -> int:
             return EXIT_FAIL
         for flavor, d in rt.output_dirs().items():
             print(f"  {flavor} data -> {d}", file=out, flush=True)
+        if dashboard is not None:
+            dashboard.start(rt, out)
         t0 = time.monotonic()
         with LiveView(rt, plain, out, args.interval) as view:
             while not stop.wait(args.interval if plain else 0.25):
@@ -196,6 +204,8 @@ def run(args: Any, host: PluginHost, out: TextIO = sys.stdout) -> int:
         report = rt.shutdown()
     finally:
         report = rt.shutdown()
+        if dashboard is not None:
+            dashboard.stop()
         for s, h in old.items():
             signal.signal(s, h)
     print_report(rt, report, out)
