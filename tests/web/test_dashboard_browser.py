@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from chromium import Chromium
 from conftest import needs_chromium
-from pixels import colour_pixels
+from pixels import colour_pixels, distinct_colours
 
 DEMO = {"stage": "v2", "power": "v2", "rotator": "v2", "slider": "v4", "dmm": "v4", "psu": "v4"}
 LINE = (31, 119, 180)  # the scalar plots' line colour in app.js
@@ -100,3 +100,34 @@ def test_demo_lab_dashboard_updates_live_in_chromium(tmp_path: Path) -> None:
     assert isinstance(rects, dict) and len(rects) >= 4, rects
     drawn = {key: colour_pixels(Path(str(seen["shot"])), r, LINE) for key, r in rects.items()}
     assert all(n >= 40 for n in drawn.values()), f"plots without a line: {drawn}"
+
+
+async def look_at_kinds(url: str, tmp_path: Path) -> dict[str, object]:
+    async with Chromium(url, tmp_path / "profile", width=1400, height=1400) as page:
+        await page.wait_for("['scalar', 'spectrum', 'image'].every(k => document.querySelector("
+                            "`.card[data-kind=${k}] .main-svg`))", 60,
+                            "a drawn plot of every kind")
+        frame = await page.wait_for(f"{value_of('scope0/frame')} !== '-' && "
+                                    f"{value_of('scope0/frame')}", 30, "the frame's range")
+        rects = await page.evaluate(
+            "Object.fromEntries([...document.querySelectorAll('.card')]"
+            ".map(c => [c.dataset.key, c.getBoundingClientRect().toJSON()]))")
+        shot = await page.screenshot(tmp_path / "kinds.png")
+    return {"rects": rects, "shot": shot, "frame": frame}
+
+
+@needs_chromium
+@pytest.mark.timeout(120)
+def test_spectra_show_their_latest_trace_and_images_their_latest_frame(tmp_path: Path) -> None:
+    from test_dashboard_server import dashboard
+
+    from daqhub.web.settings import WebSettings
+
+    with dashboard(tmp_path, WebSettings(port=0)) as (_, server):
+        seen = asyncio.run(look_at_kinds(server.url, tmp_path))
+    rects, shot = seen["rects"], Path(str(seen["shot"]))
+    assert isinstance(rects, dict)
+    assert colour_pixels(shot, rects["scope0/trace"], (214, 39, 40)) >= 40  # the red trace
+    assert colour_pixels(shot, rects["scope0/level"], LINE) >= 40
+    assert distinct_colours(shot, rects["scope0/frame"]) >= 20  # a heatmap, not a blank card
+    assert str(seen["frame"]).startswith("24x32")
