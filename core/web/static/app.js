@@ -7,6 +7,7 @@ const headers = token ? { "X-Daqhub-Token": token } : {};
 let since = 0, rate = 4, historyMs = 60000, failures = 0;
 const rows = {}, channels = {}, onScreen = new Set(), dirty = new Set();
 const PLOT_CONFIG = { staticPlot: true, responsive: false };
+const PLOT_EVERY_MS = 500;  // plots redraw at 2 Hz at most: plotly costs the browser ms each
 
 const observer = new IntersectionObserver(entries => {
   for (const e of entries) {
@@ -122,10 +123,12 @@ function layout(c, extra) {
 }
 
 function draw() {
+  const now = performance.now();
   for (const key of dirty) {
-    if (!onScreen.has(key)) continue;
     const c = channels[key];
+    if (!onScreen.has(key) || now - (c.drawn || 0) < PLOT_EVERY_MS) continue;
     dirty.delete(key);
+    c.drawn = now;
     if (c.kind === "scalar") {
       Plotly.react(c.card, [{ x: c.t.map(t => new Date(t)), y: c.v, mode: "lines",
                                line: { width: 1.5, color: "#1f77b4" } }],
