@@ -78,6 +78,7 @@ class DashboardModel:
         self.files: list[dict[str, Any]] = []
         self._files_at = 0.0
         self.errors = 0  # batches the model could not read (counted, shown)
+        self.problem = ""  # why the last update failed, if it did (shown)
 
     # --- taking data in (the dashboard thread, every tick) -------------------------------
 
@@ -183,7 +184,8 @@ class DashboardModel:
             "tick": self.tick, "instruments": rows, "series": series, "traces": traces,
             "frames": frames, "alarms": [a for seq, a in self.alarms if seq > since],
             "routines": self.health.get("routines", []), "files": self.files,
-            "dropped": self.health.get("dropped", 0), "unreadable": self.errors}
+            "dropped": self.health.get("dropped", 0), "unreadable": self.errors,
+            "problem": self.problem}
         if since == 0:
             out["channels"] = [c.describe() for c in self.channels.values()]
         return out

@@ -7,6 +7,7 @@ serving needs the running runtime (its unified stream exists only then).
 from __future__ import annotations
 
 import socket
+import sys
 from typing import Any, TextIO
 
 from ..config import LabConfig
@@ -49,7 +50,11 @@ class RunDashboard:
         from .source import RuntimeSource
 
         self.server = DashboardServer(RuntimeSource(rt), self.settings, self.sock)
-        self.server.start()
+        try:
+            self.server.start()
+        except (RuntimeError, TimeoutError) as exc:  # the data matter more than the page
+            print(f"daqhub: {exc}; the run goes on without it", file=sys.stderr, flush=True)
+            return
         access = ("read-only" if not self.settings.commands else "commands allowed with the "
                   "token") + ("; token required" if self.settings.token_required else "")
         print(f"  dashboard -> {self.server.url} ({access})", file=out, flush=True)

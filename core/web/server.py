@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import secrets
 import socket
@@ -30,6 +31,7 @@ from .model import DashboardModel
 from .settings import LOOPBACK_NAMES, WebSettings
 from .source import DashboardSource
 
+log = logging.getLogger("daqhub.web")
 COOKIE = "daqhub_token"
 METHOD_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 COMMAND_TIMEOUT_S = 30.0
@@ -154,7 +156,13 @@ class DashboardServer:
         period = 1.0 / self.settings.rate_hz
         while True:
             await asyncio.sleep(period)
-            self.model.update()
+            try:
+                self.model.update()
+            except Exception as exc:  # shown on the page; the next tick tries again
+                self.model.problem = f"the dashboard could not update: {exc!r}"
+                log.exception("dashboard update failed")
+            else:
+                self.model.problem = ""
 
     # --- requests -----------------------------------------------------------------------
 

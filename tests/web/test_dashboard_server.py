@@ -14,14 +14,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from web_fakes import web_host, web_lab
 
 from daqhub.config import ConfigError
+from daqhub.measurement import ChannelSpec, Source
 from daqhub.runtime.dual import DualRuntimeManager
+from daqhub.schema import build_batch
 from daqhub.web.server import DashboardServer
 from daqhub.web.settings import WebSettings, parse_listen, web_settings
-from daqhub.web.source import RuntimeSource
+from daqhub.web.source import InstrumentInfo, RuntimeSource
 
 
 @contextmanager
@@ -224,3 +227,56 @@ def test_run_refuses_a_bad_or_busy_address_before_starting(tmp_path: Path) -> No
         busy = run(f"127.0.0.1:{taken.getsockname()[1]}")
     assert busy.returncode == 2 and "cannot listen on 127.0.0.1:" in busy.stderr
     assert "starting" not in busy.stdout
+
+
+class ScriptedSource:
+    """A DashboardSource that is not a runtime (as a remote run's source will be)."""
+
+    def __init__(self) -> None:
+        self.spec = ChannelSpec("temp", "scalar", "K")
+        self.fail = False
+        self.n = 0
+
+    def title(self) -> str:
+        return "scripted"
+
+    def instruments(self) -> list[InstrumentInfo]:
+        return [InstrumentInfo("oven", "acme.oven", "v4", 2.0, (self.spec,))]
+
+    def take(self) -> list[Any]:
+        if self.fail:
+            raise OSError("link to the remote run lost")
+        self.n += 1
+        return [build_batch("oven", self.spec, [time.time_ns()], np.array([300.0 + self.n]),
+                            source=Source.V4)]
+
+    def health(self) -> dict[str, Any]:
+        return {"instruments": [{"id": "oven", "state": "running", "rate_hz": 2.0}],
+                "alarms": [], "routines": []}
+
+    def files(self) -> list[dict[str, Any]]:
+        return []
+
+    def call(self, instrument: str, method: str, args: Any, timeout: float) -> Any:
+        raise AssertionError("read-only")
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.timeout(60)
+def test_any_source_can_feed_the_page_and_a_failing_one_is_shown_not_hidden() -> None:
+    source = ScriptedSource()
+    server = DashboardServer(source, WebSettings(port=0, rate_hz=20))
+    server.start()
+    try:
+        state = wait_state(server, lambda s: s["instruments"][0]["values"]["temp"], "a value")
+        assert state["instruments"][0]["values"]["temp"].endswith(" K")
+        assert state["title"] == "scripted" and state["problem"] == ""
+        source.fail = True
+        failing = wait_state(server, lambda s: s["problem"], "the problem on the page")
+        assert "link to the remote run lost" in failing["problem"]
+        source.fail = False
+        wait_state(server, lambda s: not s["problem"], "the page to recover")
+    finally:
+        assert server.stop(10)

@@ -107,9 +107,11 @@ function apply(s) {
   const cmd = document.getElementById("commands");
   cmd.hidden = !s.commands;
   const status = document.getElementById("status");
-  status.className = "";
+  status.className = s.problem ? "lost" : "";
   status.textContent = `updated ${new Date().toLocaleTimeString()}` +
-    (s.dropped ? ` - page dropped ${s.dropped} batch(es) to keep up` : "");
+    (s.dropped ? ` - page dropped ${s.dropped} batch(es) to keep up` : "") +
+    (s.unreadable ? ` - ${s.unreadable} batch(es) unreadable` : "") +
+    (s.problem ? ` - ${s.problem}` : "");
   since = s.tick;
   requestAnimationFrame(draw);
 }
