@@ -24,7 +24,7 @@ from ..runtime.health import si_text
 from ..schema import describe
 from .source import DashboardSource
 
-MAX_POINTS = 1000
+MAX_POINTS = 400
 MAX_TRACE = 2048
 MAX_FRAME = 128
 MAX_ALARMS = 200
