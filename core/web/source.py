@@ -47,7 +47,8 @@ class DashboardSource(Protocol):
         """Unified-stream batches that arrived since the last call; never waits."""
 
     def health(self) -> dict[str, Any]:
-        """``instruments`` (health snapshots), ``alarms``, ``routines``, ``dropped``."""
+        """``instruments`` (health snapshots), ``alarms``, ``routines`` (with ``steps`` per
+        cycle, so the page can show progress), ``dropped``."""
 
     def files(self) -> list[dict[str, Any]]:
         """The session's files so far: ``path``, ``name`` (short, for the page), ``bytes``."""
@@ -88,8 +89,11 @@ class RuntimeSource:
 
     def health(self) -> dict[str, Any]:
         h = self.rt.health()
+        routines = [{**state, "steps": len(r.spec.get("steps", [])),
+                     "repeat": bool(r.spec.get("repeat", False))}
+                    for r, state in zip(self.rt.routines, h["routines"], strict=True)]
         return {"instruments": h["instruments"], "alarms": h["alarms"],
-                "routines": h["routines"], "dropped": self.sub.dropped}
+                "routines": routines, "dropped": self.sub.dropped}
 
     def files(self) -> list[dict[str, Any]]:
         out = []

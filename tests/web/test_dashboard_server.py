@@ -74,11 +74,17 @@ def wait_state(server: DashboardServer, cond: Any, what: str, since: int = 0,
 
 @pytest.mark.timeout(90)
 def test_the_page_gets_every_instrument_and_every_channel_kind(tmp_path: Path) -> None:
-    with dashboard(tmp_path, WebSettings(port=0)) as (rt, server):
+    routine = ('[[routines]]\ninstrument = "scope0"\nrepeat = true\n'
+               'steps = [["add", 1, 2], ["sleep", 0.05], ["add", 3, 4]]')
+    with dashboard(tmp_path, WebSettings(port=0), extra=routine) as (rt, server):
         state = wait_state(server, lambda s: s["frames"] and s["traces"] and all(
             r["state"] == "running" and r["rate_hz"] > 0 for r in s["instruments"])
             and any(f["path"].endswith("session.h5") for f in s["files"]),
             "running instruments, a trace, a frame and the session files")
+        routines = wait_state(server, lambda s: s["routines"][0]["cycles"] >= 1,
+                              "a routine cycle")["routines"]
+        assert routines[0]["steps"] == 3 and routines[0]["repeat"] is True
+        assert routines[0]["instrument"] == "scope0" and routines[0]["state"] == "running"
         rows = {r["id"]: r for r in state["instruments"]}
         assert {i: (r["flavor"], r["type"], r["requested_hz"]) for i, r in rows.items()} == {
             "scope0": ("v2", "webtest.scope", 20.0), "wave0": ("v4", "webtest.wave", 20.0)}
@@ -204,9 +210,9 @@ def test_listen_addresses_parse_or_say_what_is_wrong() -> None:
 
 def test_the_web_table_is_validated_with_lines(tmp_path: Path) -> None:
     host = web_host()
-    web_lab(host, tmp_path, web='[daqhub.web]\nlisten = "127.0.0.1:9000"\ncommands = true')
+    web_lab(host, tmp_path, extra='[daqhub.web]\nlisten = "127.0.0.1:9000"\ncommands = true')
     with pytest.raises(ConfigError) as err:
-        web_lab(host, tmp_path, web='[daqhub.web]\nlisten = "here"\ncomand = true')
+        web_lab(host, tmp_path, extra='[daqhub.web]\nlisten = "here"\ncomand = true')
     text = str(err.value)
     assert "web-test.toml:5: unknown key 'comand'" in text and "did you mean 'commands'" in text
     assert "web-test.toml:4: web.listen" in text

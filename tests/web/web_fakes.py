@@ -62,8 +62,9 @@ def web_host() -> PluginHost:
 
 
 def web_lab(host: PluginHost, tmp_path: Path, scopes: int = 1, waves: int = 1,
-            poll_hz: float = 20, web: str = "") -> LabConfig:
-    text = f'[daqhub]\noutput_dir = "{tmp_path}/data"\n{web}\n'
+            poll_hz: float = 20, extra: str = "") -> LabConfig:
+    """``extra``: TOML after [daqhub] (a [daqhub.web] table, [[routines]])."""
+    text = f'[daqhub]\noutput_dir = "{tmp_path}/data"\n{extra}\n'
     for i in range(scopes):
         text += (f'[[v2.instruments]]\nid = "scope{i}"\ntype = "webtest.scope"\n'
                  f'poll_hz = {poll_hz}\n')

@@ -82,6 +82,15 @@ function list(id, items, text, empty, title = () => "") {
 
 function bytes(n) { return n > 1e6 ? (n / 1e6).toFixed(1) + " MB" : n > 1e3 ? (n / 1e3).toFixed(1) + " kB" : n + " B"; }
 
+function progress(r) {
+  // steps_done counts every step of every cycle; the page shows where the current cycle is
+  const inCycle = r.steps ? r.steps_done - r.cycles * r.steps : r.steps_done;
+  const where = r.state === "running" && r.steps
+    ? `step ${inCycle + 1} of ${r.steps}` + (r.repeat ? `, cycle ${r.cycles + 1}` : "")
+    : `${r.steps_done} step(s)` + (r.repeat ? ` in ${r.cycles} cycle(s)` : "");
+  return `${r.instrument}: ${r.state}, ${where}` + (r.error ? ` - ${r.error}` : "");
+}
+
 const alarms = [];
 function apply(s) {
   rate = s.rate_hz; historyMs = s.history_s * 1000;
@@ -102,8 +111,7 @@ function apply(s) {
   for (const a of s.alarms) alarms.push(a);
   list("alarms", alarms.slice(-50).reverse(),
        a => `${new Date(a.time * 1000).toLocaleTimeString()} ${a.message}`, "none");
-  list("routines", s.routines, r => `${r.instrument}: ${r.state}, step ${r.steps_done}, ` +
-       `${r.cycles} cycle(s)` + (r.error ? ` - ${r.error}` : ""), "none");
+  list("routines", s.routines, progress, "none");
   list("files", s.files, f => `${f.name} (${bytes(f.bytes)})`, "none yet", f => f.path);
   const cmd = document.getElementById("commands");
   cmd.hidden = !s.commands;
