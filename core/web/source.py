@@ -51,7 +51,8 @@ class DashboardSource(Protocol):
         cycle, so the page can show progress), ``dropped``."""
 
     def files(self) -> list[dict[str, Any]]:
-        """The session's files so far: ``path``, ``name`` (short, for the page), ``bytes``."""
+        """The session's files so far: ``path``, ``name`` (short, for the page), and ``bytes``
+        (or ``rows``, where only the data service's row counts are known)."""
 
     def call(self, instrument: str, method: str, args: Sequence[Any], timeout: float) -> Any:
         """Run a command on an instrument (blocking; the server calls it off its loop)."""

@@ -66,8 +66,9 @@ function updateRow(inst) {
     }
     setText(span.lastChild, text || "-");
   }
-  setText(c.measurements, String(inst.measurements)); setText(c.errors, String(inst.errors));
-  setText(c.restarts, String(inst.restarts)); setText(c.reconnects, String(inst.reconnects));
+  // a remote run without the service's health action reports no error counts: "-"
+  for (const name of ["measurements", "errors", "restarts", "reconnects"])
+    setText(c[name], String(inst[name] ?? "-"));
   setText(c.last_error, inst.last_error); c.last_error.title = inst.last_error;
 }
 
@@ -112,7 +113,8 @@ function apply(s) {
   list("alarms", alarms.slice(-50).reverse(),
        a => `${new Date(a.time * 1000).toLocaleTimeString()} ${a.message}`, "none");
   list("routines", s.routines, progress, "none");
-  list("files", s.files, f => `${f.name} (${bytes(f.bytes)})`, "none yet", f => f.path);
+  list("files", s.files, f => `${f.name} (${f.bytes != null ? bytes(f.bytes) : f.rows + " rows"})`,
+       "none yet", f => f.path);
   const cmd = document.getElementById("commands");
   cmd.hidden = !s.commands;
   const status = document.getElementById("status");
