@@ -63,6 +63,8 @@ class FlightSource:
         return list(self._infos)
 
     def take(self) -> list[pa.RecordBatch]:
+        if self._lost is not None:  # stays on the page: the live data will not come back
+            raise self._lost
         out: list[pa.RecordBatch] = []
         while not self.ended:
             try:

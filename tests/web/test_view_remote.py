@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,12 @@ from test_dashboard_browser import DEMO, LINE, look_at, wait_for_line
 pytest.importorskip("daqhub.flight_client", reason="the live data service client (issue 16)")
 
 
-def daqhub(*args: str, out: Path, cwd: Path) -> subprocess.Popen[bytes]:
+def daqhub(*args: str, out: Path, cwd: Path, env: dict[str, str] | None = None
+           ) -> subprocess.Popen[bytes]:
     with out.open("wb") as sink:
         return subprocess.Popen([sys.executable, "-m", "daqhub", *args], stdout=sink,
                                 stderr=subprocess.STDOUT, cwd=cwd,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
 
 
 def state(url: str) -> dict[str, Any]:
@@ -86,5 +88,44 @@ def test_view_shows_a_run_served_by_another_process(tmp_path: Path) -> None:
         assert all(r["state"] == "ended" for r in ended["instruments"])
     finally:
         stop(run)
+        if view is not None:
+            assert stop(view) == 0, view_out.read_text()
+
+
+@pytest.mark.timeout(240)
+def test_view_takes_states_from_the_service_and_forwards_commands(tmp_path: Path) -> None:
+    from daqhub.run import demo_lab_text
+
+    lab = tmp_path / "lab.toml"
+    lab.write_text(demo_lab_text() + '\n[daqhub.serve]\naddress = "127.0.0.1:0"\n'
+                                     'actions = true\n')
+    run_out, view_out = tmp_path / "run.txt", tmp_path / "view.txt"
+    token_env = {"DAQHUB_TOKEN": "service-token-for-tests"}  # the service's and the client's
+    run = daqhub("run", str(lab), "--plain", "--interval", "1", "--output-dir",
+                 str(tmp_path / "data"), out=run_out, cwd=tmp_path, env=token_env)
+    view = None
+    try:
+        service = wait_for_line(run_out, r"live data -> (grpc\S*://\S+)", run, 60).group(1)
+        view = daqhub("view", service, "--web", "127.0.0.1:0", "--commands", out=view_out,
+                      cwd=tmp_path, env=token_env)
+        m = wait_for_line(view_out, r"-> (http://127\.0\.0\.1:\d+/)\?token=(\S+)", view, 60)
+        url, token = m.group(1), m.group(2)
+        s = wait_state(url, lambda s: all(r["state"] == "running" for r in s["instruments"])
+                       and s["routines"], "the service's health")
+        assert all(r["errors"] == 0 and r["restarts"] == 0 for r in s["instruments"])
+        assert {r["instrument"] for r in s["routines"]} == {"stage", "rotator", "slider", "psu"}
+        call = json.dumps({"instrument": "psu", "method": "set_output",
+                           "args": [True]}).encode()
+        req = urllib.request.Request(f"{url}api/call", data=call, method="POST", headers={
+            "Content-Type": "application/json", "X-Daqhub-Token": token})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            assert json.loads(r.read()) == {"ok": True, "result": None}
+        req = urllib.request.Request(f"{url}api/call", data=call, method="POST",
+                                     headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(req, timeout=30)
+        assert refused.value.code == 401
+    finally:
+        assert stop(run) == 0, run_out.read_text()
         if view is not None:
             assert stop(view) == 0, view_out.read_text()
