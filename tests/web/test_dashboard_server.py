@@ -148,6 +148,7 @@ def test_beyond_127_0_0_1_reads_need_the_token(tmp_path: Path) -> None:
             assert (status, text) == (403, "wrong token")
         status, page, headers = request(server, f"/?token={settings.token}")
         assert status == 200 and "vendor/plotly.min.js" in page
+        assert headers["Content-Security-Policy"].startswith("default-src 'self'")  # offline
         cookie = headers["Set-Cookie"].split(";")[0]
         assert "HttpOnly" in headers["Set-Cookie"] and "SameSite=Strict" in headers["Set-Cookie"]
         status, js, _ = request(server, "/vendor/plotly.min.js", {"Cookie": cookie})
