@@ -3,70 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from chromium import Chromium
 from conftest import needs_chromium
 from pixels import colour_pixels, distinct_colours
-
-DEMO = {"stage": "v2", "power": "v2", "rotator": "v2", "slider": "v4", "dmm": "v4", "psu": "v4"}
-LINE = (31, 119, 180)  # the scalar plots' line colour in app.js
-
-
-def wait_for_line(path: Path, pattern: str, proc: subprocess.Popen[bytes],
-                  timeout: float) -> re.Match[str]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        m = re.search(pattern, path.read_text())
-        if m:
-            return m
-        if proc.poll() is not None:
-            break
-        time.sleep(0.1)
-    raise AssertionError(f"no {pattern!r} in the output within {timeout} s:\n"
-                         + path.read_text())
-
-
-def value_of(key: str) -> str:
-    return f"document.querySelector('[data-key=\"{key}\"] .v')?.textContent"
-
-
-async def look_at(url: str, tmp_path: Path) -> dict[str, object]:
-    async with Chromium(url, tmp_path / "profile") as page:
-        await page.wait_for("document.querySelectorAll('#instruments tbody tr').length === 6",
-                            60, "the six demo instruments in the table")
-        rows = await page.evaluate(
-            "Object.fromEntries([...document.querySelectorAll('#instruments tbody tr')].map("
-            "r => [r.dataset.instrument, Object.fromEntries([...r.querySelectorAll('td')]"
-            ".map(td => [td.dataset.col, td.textContent]))]))")
-        first = await page.wait_for(f"{value_of('stage/position')} !== '-' && "
-                                    f"{value_of('stage/position')}", 60, "a stage position")
-        moved = await page.wait_for(
-            f"{value_of('stage/position')} !== {json.dumps(first)} && "
-            f"{value_of('stage/position')}", 60, "the stage position to change on the page")
-        await page.wait_for("[...document.querySelectorAll('.card[data-kind=scalar]')]"
-                            ".filter(c => c.querySelector('path.js-line')).length >= 6", 60,
-                            "a drawn line in every scalar plot on screen")
-        await page.wait_for(f"{value_of('stage/position')} !== {json.dumps(moved)}", 60,
-                            "another stage position (so the plot holds a move)")
-        rects = await page.evaluate(
-            "Object.fromEntries([...document.querySelectorAll('.card[data-kind=scalar]')]"
-            ".map(c => [c.dataset.key, c.getBoundingClientRect().toJSON()])"
-            ".filter(([k, r]) => r.bottom <= innerHeight && r.right <= innerWidth))")
-        rows_after = await page.evaluate(
-            "[...document.querySelectorAll('#instruments tbody tr')].map("
-            "r => r.querySelector('[data-col=state]').textContent)")
-        shot = await page.screenshot(tmp_path / "dashboard.png")
-    return {"rows": rows, "first": first, "moved": moved, "rects": rects, "shot": shot,
-            "states": rows_after}
+from webtest import DEMO, LINE, dashboard, look_at, value_of, wait_for_line
 
 
 @needs_chromium
@@ -119,8 +66,6 @@ async def look_at_kinds(url: str, tmp_path: Path) -> dict[str, object]:
 @needs_chromium
 @pytest.mark.timeout(120)
 def test_spectra_show_their_latest_trace_and_images_their_latest_frame(tmp_path: Path) -> None:
-    from test_dashboard_server import dashboard
-
     from daqhub.web.settings import WebSettings
 
     with dashboard(tmp_path, WebSettings(port=0)) as (_, server):

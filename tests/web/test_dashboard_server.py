@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from web_fakes import web_host, web_lab
+from webtest import dashboard, request, wait_state
 
 from daqhub.config import ConfigError
 from daqhub.measurement import ChannelSpec, Source
@@ -25,51 +21,6 @@ from daqhub.schema import build_batch
 from daqhub.web.server import DashboardServer
 from daqhub.web.settings import WebSettings, parse_listen, web_settings
 from daqhub.web.source import InstrumentInfo, RuntimeSource
-
-
-@contextmanager
-def dashboard(tmp_path: Path, settings: WebSettings, **lab: Any
-              ) -> Iterator[tuple[DualRuntimeManager, DashboardServer]]:
-    rt = DualRuntimeManager(web_lab(web_host(), tmp_path, **lab), web_host(), storage=True)
-    rt.start()
-    server = DashboardServer(RuntimeSource(rt), settings)
-    try:
-        server.start()
-        yield rt, server
-    finally:
-        assert server.stop(10), "the dashboard thread did not end"
-        assert rt.shutdown().ok
-
-
-def request(server: DashboardServer, path: str, headers: dict[str, str] | None = None,
-            body: Any = None) -> tuple[int, Any, Any]:
-    host = f"[{server.settings.host}]" if ":" in server.settings.host else server.settings.host
-    req = urllib.request.Request(f"http://{host}:{server.port}{path}", headers=headers or {},
-                                 data=None if body is None else json.dumps(body).encode(),
-                                 method="GET" if body is None else "POST")
-    if body is not None:
-        req.add_header("Content-Type", "application/json")
-    try:
-        r = urllib.request.urlopen(req, timeout=10)
-    except urllib.error.HTTPError as exc:
-        r = exc
-    with r:
-        raw = r.read()
-        json_body = "json" in r.headers.get("Content-Type", "")
-        return r.status, json.loads(raw) if json_body else raw.decode(), r.headers
-
-
-def wait_state(server: DashboardServer, cond: Any, what: str, since: int = 0,
-               timeout: float = 20.0, headers: dict[str, str] | None = None) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        status, state, _ = request(server, f"/api/state?since={since}", headers)
-        assert status == 200, state
-        if cond(state):
-            return state
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}: {state}")
-        time.sleep(0.1)
 
 
 @pytest.mark.timeout(90)

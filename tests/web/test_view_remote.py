@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from conftest import needs_chromium
 from pixels import colour_pixels
-from test_dashboard_browser import DEMO, LINE, look_at, wait_for_line
+from webtest import DEMO, LINE, look_at, wait_for_line
 
 pytest.importorskip("daqhub.flight_client", reason="the live data service client (issue 16)")
 
