@@ -204,7 +204,7 @@ def build_parser(host: PluginHost | None = None) -> argparse.ArgumentParser:
                                    "--web' does for a local run. The remote run never waits "
                                    "for this viewer.")
     p.add_argument("url", help="the run's data service, e.g. grpc://lab-pc:8815")
-    p.add_argument("--web", metavar="[HOST:]PORT", default="127.0.0.1:8640",
+    p.add_argument("--web", metavar="[HOST:]PORT",
                    help="where the dashboard listens (default 127.0.0.1:8640; any other "
                         "address needs the printed token)")
     p.add_argument("--token", help="the data service's token (default $DAQHUB_TOKEN)")
