@@ -140,7 +140,10 @@ def main(args: argparse.Namespace) -> int:
     from .settings import ListenError, web_settings
 
     try:
-        from ..flight_client import connect  # type: ignore[import-not-found,unused-ignore]
+        from ..flight_client import (  # type: ignore[import-not-found,unused-ignore]
+            clear_message,
+            connect,
+        )
         from .server import DashboardServer, bind
     except ImportError as exc:
         print(f"daqhub view: {exc.name} is missing: the view needs the live data service "
@@ -157,7 +160,7 @@ def main(args: argparse.Namespace) -> int:
         source = FlightSource(connect(args.url, token=args.token), args.url)
     except Exception as exc:  # no service there, refused token, no live run
         sock.close()
-        print(f"daqhub view: cannot follow {args.url}: {exc}", file=sys.stderr)
+        print(f"daqhub view: cannot follow {args.url}: {clear_message(exc)}", file=sys.stderr)
         return 1
     server = DashboardServer(source, settings, sock)
     server.start()
