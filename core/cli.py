@@ -135,6 +135,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run(args, _host(args))
 
 
+def cmd_view(args: argparse.Namespace) -> int:
+    from .web.view import main as view_main
+
+    return view_main(args)
+
+
 def cmd_ports(args: argparse.Namespace) -> int:
     from .ports import list_ports
 
@@ -213,7 +219,27 @@ def build_parser(host: PluginHost | None = None) -> argparse.ArgumentParser:
     p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
                    help="session metadata stored with the data (repeatable), e.g. "
                         "--meta operator=Ada --meta sample=P3")
+    p.add_argument("--web", metavar="[HOST:]PORT",
+                   help="serve a live dashboard in the browser (127.0.0.1 unless HOST is "
+                        "given; any other address needs the printed token)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("view", help="a live dashboard of a run on another machine",
+                       description="Follow a run served by 'daqhub run --serve' (Arrow Flight) "
+                                   "and show its live dashboard in the browser, as 'daqhub run "
+                                   "--web' does for a local run. The remote run never waits "
+                                   "for this viewer.")
+    p.add_argument("url", help="the run's data service, e.g. grpc://lab-pc:8815")
+    p.add_argument("--web", metavar="[HOST:]PORT",
+                   help="where the dashboard listens (default 127.0.0.1:8640; any other "
+                        "address needs the printed token)")
+    p.add_argument("--token", help="the data service's token (default $DAQHUB_TOKEN)")
+    p.add_argument("--commands", action="store_true",
+                   help="let the page send commands (token-guarded; the service must "
+                        "allow actions)")
+    p.add_argument("--duration", type=float, default=0.0, metavar="S",
+                   help="stop after S seconds (default: until Ctrl-C)")
+    p.set_defaults(func=cmd_view)
 
     p = sub.add_parser("ports", help="list serial ports and VISA resources",
                        description="List serial ports (with USB vendor/product/serial where "

@@ -30,6 +30,7 @@ from .labchecks import ChosenTypes, check_channels, check_shared_devices, chosen
 from .routines import ROUTINE_SCHEMA, routine_problems, step_lines
 from .schema_words import not_allowed
 from .specs import FLAVORS, InstrumentType
+from .web.settings import WEB_SCHEMA
 
 # Schemes pyserial (or a plugin's URL handler) resolves; a path without one must exist.
 URL_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
@@ -64,6 +65,7 @@ DAQHUB_KEYS: dict[str, Any] = {
     "providers": {"type": "object", "additionalProperties": {"type": "string"},
                   "description": "instrument type -> the distribution that provides it, "
                                  "when several installed distributions declare it"},
+    "web": WEB_SCHEMA,
 }
 FLAVOR_KEYS: dict[str, Any] = {
     "enabled": {"type": "boolean", "default": True},

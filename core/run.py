@@ -25,6 +25,7 @@ from .config import ConfigError, LabConfig, load, parse, runnable_problems
 from .host import PluginHost
 from .records import SessionRecords, parse_meta
 from .runtime.dual import DualRuntimeManager, ShutdownReport
+from .web.runweb import RunDashboard, WebError
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_FORCED = 0, 1, 2, 130
 
@@ -168,6 +169,11 @@ def run(args: Any, host: PluginHost, out: TextIO = sys.stdout) -> int:
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
+    try:
+        dashboard = RunDashboard.prepare(lab, getattr(args, "web", None))
+    except WebError as exc:
+        print(f"daqhub: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     plain = args.plain or not out.isatty()
     rt = DualRuntimeManager(lab, host, storage=not args.no_storage)
     records = SessionRecords(rt, meta)
@@ -200,6 +206,8 @@ def run(args: Any, host: PluginHost, out: TextIO = sys.stdout) -> int:
         # the settings snapshot waits for every instrument to answer: not in the live view's way
         threading.Thread(target=records.start, name="daqhub-settings-snapshot",
                          daemon=True).start()
+        if dashboard is not None:
+            dashboard.start(rt, out)
         t0 = time.monotonic()
         with LiveView(rt, plain, out, args.interval, args.duration) as view:
             # --duration ends on time whatever --interval is; the last status prints once
@@ -215,6 +223,8 @@ def run(args: Any, host: PluginHost, out: TextIO = sys.stdout) -> int:
         report = rt.shutdown()
     finally:
         report = rt.shutdown()
+        if dashboard is not None:
+            dashboard.stop()
         for s, h in old.items():
             signal.signal(s, h)
     print_report(rt, report, out)

@@ -1,0 +1,66 @@
+"""The dashboard of ``daqhub run``: bound before the lab starts, served once it runs.
+
+Binding first makes a busy or forbidden address an error before any instrument moves;
+serving needs the running runtime (its unified stream exists only then).
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from typing import Any, TextIO
+
+from ..config import LabConfig
+from ..runtime.dual import DualRuntimeManager
+from .settings import ListenError, WebSettings, web_settings
+
+
+class WebError(Exception):
+    """The dashboard cannot be served as asked (the message says why and what to do)."""
+
+
+class RunDashboard:
+    def __init__(self, settings: WebSettings, sock: socket.socket) -> None:
+        self.settings = settings
+        self.sock = sock
+        self.server: Any = None
+
+    @classmethod
+    def prepare(cls, lab: LabConfig, listen: str | None) -> RunDashboard | None:
+        """None when neither ``--web`` nor ``[daqhub.web]`` asks for a dashboard."""
+        daq = lab.data.get("daqhub", {})
+        try:
+            settings = web_settings(daq.get("web") if isinstance(daq, dict) else None, listen)
+        except ListenError as exc:
+            raise WebError(f"--web {exc}") from None
+        if settings is None:
+            return None
+        try:
+            from .server import bind
+        except ImportError as exc:
+            raise WebError(f"the dashboard needs the web extra ({exc.name} is missing): "
+                           "pip install 'daqhub[web]'") from None
+        try:
+            return cls(settings, bind(settings))
+        except OSError as exc:
+            raise WebError(str(exc)) from None
+
+    def start(self, rt: DualRuntimeManager, out: TextIO) -> None:
+        from .server import DashboardServer
+        from .source import RuntimeSource
+
+        self.server = DashboardServer(RuntimeSource(rt), self.settings, self.sock)
+        try:
+            self.server.start()
+        except (RuntimeError, TimeoutError) as exc:  # the data matter more than the page
+            print(f"daqhub: {exc}; the run goes on without it", file=sys.stderr, flush=True)
+            return
+        access = ("read-only" if not self.settings.commands else "commands allowed with the "
+                  "token") + ("; token required" if self.settings.token_required else "")
+        print(f"  dashboard -> {self.server.url} ({access})", file=out, flush=True)
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+        else:
+            self.sock.close()

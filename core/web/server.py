@@ -1,0 +1,253 @@
+"""The dashboard's web server: aiohttp on its own asyncio loop in its own thread.
+
+Why aiohttp and plotly.js: aiohttp is one well-kept package that is both an asyncio HTTP
+server and (for tests and tools) a client, and runs happily on a private loop in a
+daemon thread; the page polls a small JSON state at a few Hz and draws it with
+plotly.js, which the ``plotly`` wheel ships (its offline bundle), so the page loads
+nothing from the internet. A Bokeh server would do the diffing of every plot in this
+process, under the GIL the instrument threads need; here the process only thins samples
+and writes JSON, and the browser does the drawing.
+
+Who may do what is decided in :func:`check_access`, one place for the rule of
+:mod:`daqhub.web.settings`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import secrets
+import socket
+import threading
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+
+from .model import DashboardModel
+from .settings import LOOPBACK_NAMES, WebSettings
+from .source import DashboardSource
+
+log = logging.getLogger("daqhub.web")
+COOKIE = "daqhub_token"
+METHOD_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+COMMAND_TIMEOUT_S = 30.0
+STATIC = ("index.html", "app.js", "style.css")
+# Nothing but this server: the page works offline, and a test that passes proves it does.
+# plotly.js sets inline styles and draws some marks as data: images.
+CSP = ("default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+       "frame-ancestors 'none'")
+TYPES = {"html": "text/html", "js": "text/javascript", "css": "text/css"}
+
+
+def bind(settings: WebSettings) -> socket.socket:
+    """The listening socket, taken before the lab starts so a busy port fails fast."""
+    try:
+        return socket.create_server((settings.host, settings.port),
+                                    family=socket.AF_INET6 if ":" in settings.host
+                                    else socket.AF_INET, reuse_port=False)
+    except OSError as exc:
+        raise OSError(f"the dashboard cannot listen on {settings.host}:{settings.port}: "
+                      f"{exc.strerror or exc}") from None
+
+
+def presented_token(request: web.Request) -> str:
+    return (request.headers.get("X-Daqhub-Token") or request.query.get("token")
+            or request.cookies.get(COOKIE) or "")
+
+
+def check_access(settings: WebSettings, request: web.Request, command: bool) -> None:
+    """Raise the HTTP error a request deserves, or return when it may go on.
+
+    Reads need the token when the dashboard listens beyond loopback; commands need the
+    lab's permission and the token in a header (a cookie alone would let another web
+    site's form send one), wherever it listens.
+    """
+    if command and not settings.commands:
+        raise web.HTTPForbidden(text="this dashboard is read-only: the lab does not allow "
+                                     "commands ([daqhub.web] commands = true)")
+    given = request.headers.get("X-Daqhub-Token", "") if command else presented_token(request)
+    if command or settings.token_required:
+        if not given:
+            raise web.HTTPUnauthorized(text="this dashboard needs its token: open the URL "
+                                            "that daqhub printed (it ends in ?token=...)")
+        if not secrets.compare_digest(given.encode(), settings.token.encode()):
+            raise web.HTTPForbidden(text="wrong token")
+    elif request.host.rsplit(":", 1)[0].strip("[]") not in {*LOOPBACK_NAMES, settings.host}:
+        # a loopback page answers only to loopback names (no DNS rebinding)
+        raise web.HTTPForbidden(text=f"unexpected Host header {request.host!r}")
+
+
+class DashboardServer:
+    """Serves one source's dashboard until :meth:`stop`."""
+
+    def __init__(self, source: DashboardSource, settings: WebSettings,
+                 sock: socket.socket | None = None) -> None:
+        self.source = source
+        self.settings = settings
+        self.sock = sock or bind(settings)
+        self.port: int = self.sock.getsockname()[1]
+        self.model: DashboardModel | None = None
+        self.error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self.thread = threading.Thread(target=self._main, name="daqhub-web", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return self.settings.url(self.port)
+
+    def start(self, timeout: float = 10.0) -> None:
+        self.thread.start()
+        if not self._ready.wait(timeout):
+            raise TimeoutError(f"the dashboard on port {self.port} did not start within "
+                               f"{timeout} s")
+        if self.error is not None:
+            raise RuntimeError(f"the dashboard could not start: {self.error}") from self.error
+
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Stop serving (the run goes on); False when the thread did not end in time."""
+        if self._loop is not None and self._stopping is not None:
+            try:
+                self._loop.call_soon_threadsafe(self._stopping.set)
+            except RuntimeError:  # the loop already ended
+                pass
+        if self.thread.is_alive():
+            self.thread.join(timeout)
+        self.source.close()
+        return not self.thread.is_alive()
+
+    # --- the thread ---------------------------------------------------------------------
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as exc:  # reported by start() or shown on the page's absence
+            self.error = exc
+        finally:
+            self._ready.set()
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        self.model = DashboardModel(self.source, self.settings.history_s)
+        self.model.update()
+        app = web.Application(middlewares=[self._guard])
+        app.router.add_get("/", self._page)
+        app.router.add_get("/static/{name}", self._static)
+        app.router.add_get("/vendor/plotly.min.js", self._plotly)
+        app.router.add_get("/api/state", self._state)
+        app.router.add_post("/api/call", self._call)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                               shutdown_timeout=1.0)
+        await runner.setup()
+        site = web.SockSite(runner, self.sock)
+        await site.start()
+        ticker = asyncio.create_task(self._tick())
+        self._ready.set()
+        try:
+            await self._stopping.wait()
+        finally:
+            ticker.cancel()
+            await runner.cleanup()
+
+    async def _tick(self) -> None:
+        assert self.model is not None
+        period = 1.0 / self.settings.rate_hz
+        while True:
+            await asyncio.sleep(period)
+            try:
+                self.model.update()
+            except Exception as exc:  # shown on the page; the next tick tries again
+                self.model.problem = f"the dashboard could not update: {exc!r}"
+                log.exception("dashboard update failed")
+            else:
+                self.model.problem = ""
+
+    # --- requests -----------------------------------------------------------------------
+
+    @web.middleware
+    async def _guard(self, request: web.Request,
+                     handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                     ) -> web.StreamResponse:
+        check_access(self.settings, request, command=request.path == "/api/call")
+        response = await handler(request)
+        response.headers["Content-Security-Policy"] = CSP
+        token = request.query.get("token")
+        if token and self.settings.token and secrets.compare_digest(
+                token.encode(), self.settings.token.encode()):
+            response.set_cookie(COOKIE, token, httponly=True, samesite="Strict")
+        return response
+
+    async def _page(self, request: web.Request) -> web.Response:
+        return await self._static_file("index.html")
+
+    async def _static(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in STATIC:
+            raise web.HTTPNotFound()
+        return await self._static_file(name)
+
+    async def _static_file(self, name: str) -> web.Response:
+        text = (resources.files("daqhub.web") / "static" / name).read_text()
+        return web.Response(text=text, content_type=TYPES[name.rsplit(".", 1)[1]],
+                            headers={"Cache-Control": "no-cache"})
+
+    async def _plotly(self, request: web.Request) -> web.Response:
+        return web.Response(body=plotly_js(), content_type="text/javascript",
+                            headers={"Cache-Control": "max-age=86400"})
+
+    async def _state(self, request: web.Request) -> web.Response:
+        assert self.model is not None
+        try:
+            since = int(request.query.get("since", "0"))
+        except ValueError:
+            raise web.HTTPBadRequest(text="since must be a tick number") from None
+        if since > self.model.tick:
+            since = 0  # the page saw another run: send it everything
+        state = self.model.state(since)
+        state.update(title=self.source.title(), rate_hz=self.settings.rate_hz,
+                     history_s=self.settings.history_s, commands=self.settings.commands)
+        return web.Response(text=json.dumps(state, separators=(",", ":")),
+                            content_type="application/json")
+
+    async def _call(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            instrument, method = str(body["instrument"]), str(body["method"])
+            args = body.get("args", [])
+        except (ValueError, KeyError, TypeError):
+            raise web.HTTPBadRequest(text='send JSON {"instrument": ..., "method": ..., '
+                                          '"args": [...]}') from None
+        if not METHOD_RE.match(method) or not isinstance(args, list):
+            raise web.HTTPBadRequest(text=f"{method!r}: not a public method name, or args is "
+                                          "not a list")
+        try:
+            result = await asyncio.to_thread(self.source.call, instrument, method, args,
+                                             COMMAND_TIMEOUT_S)
+        except KeyError as exc:
+            raise web.HTTPNotFound(text=str(exc.args[0] if exc.args else exc)) from None
+        except Exception as exc:  # the instrument's error goes back to the page
+            return web.json_response({"ok": False, "error": f"{type(exc).__name__}: {exc}"},
+                                     status=502)
+        return web.json_response({"ok": True, "result": result}, dumps=_dumps)
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, default=repr)
+
+
+_PLOTLY: list[bytes] = []
+
+
+def plotly_js() -> bytes:
+    """plotly.js from the installed ``plotly`` wheel (read once, 4-5 MB)."""
+    if not _PLOTLY:
+        from plotly.offline import get_plotlyjs
+
+        _PLOTLY.append(get_plotlyjs().encode())
+    return _PLOTLY[0]

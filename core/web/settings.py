@@ -1,0 +1,107 @@
+"""Where the dashboard listens, who may read it and who may command: ``[daqhub.web]``.
+
+One rule decides when a token is needed, so the server, the CLI and the docs agree:
+anything but ``127.0.0.1``, ``::1`` or ``localhost`` is reachable by other users or
+machines and needs a token, and so does every command, whatever the address.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "::1", "localhost"})
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8640
+
+WEB_SCHEMA: dict[str, Any] = {
+    "type": "object", "additionalProperties": False,
+    "description": "the live dashboard in the browser (daqhub run --web overrides listen)",
+    "properties": {
+        "enabled": {"type": "boolean", "default": True,
+                    "description": "serve the dashboard whenever this lab runs"},
+        "listen": {"type": "string", "pattern": r"^(\[[0-9A-Fa-f:.]+\]:|[^:\[\]]+:)?[0-9]{1,5}$",
+                   "default": f"{DEFAULT_HOST}:{DEFAULT_PORT}",
+                   "description": "[HOST:]PORT; anything but 127.0.0.1/::1/localhost "
+                                  "needs a token"},
+        "token": {"type": "string", "minLength": 8,
+                  "description": "secret the page must present (default: a random one is "
+                                 "made and printed when a token is needed)"},
+        "commands": {"type": "boolean", "default": False,
+                     "description": "let the page send commands to instruments "
+                                    "(always token-guarded)"},
+        "rate_hz": {"type": "number", "minimum": 0.2, "maximum": 20, "default": 4,
+                    "description": "how often the page refreshes"},
+        "history_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 3600,
+                      "default": 60, "description": "seconds of scalar history plotted"},
+    },
+}
+
+
+class ListenError(ValueError):
+    """A ``[HOST:]PORT`` that cannot be used."""
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``8640`` -> (127.0.0.1, 8640); ``0.0.0.0:80``; ``[::1]:8640``; ``host:0`` (any port)."""
+    text = text.strip()
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        host = DEFAULT_HOST
+    elif host.startswith("["):
+        if not host.endswith("]"):
+            raise ListenError(f"{text!r}: an IPv6 address is written [addr]:PORT")
+        host = host[1:-1]
+    elif ":" in host:
+        raise ListenError(f"{text!r}: write an IPv6 address as [addr]:PORT")
+    if not host:
+        raise ListenError(f"{text!r}: empty host (write PORT alone for {DEFAULT_HOST})")
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ListenError(f"{text!r}: the port must be a number from 0 to 65535")
+    return host, int(port_text)
+
+
+def needs_token(host: str) -> bool:
+    return host not in LOOPBACK_NAMES
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    token: str = ""
+    commands: bool = False
+    rate_hz: float = 4.0
+    history_s: float = 60.0
+
+    @property
+    def token_required(self) -> bool:
+        """A read needs the token; commands need it in any case."""
+        return needs_token(self.host)
+
+    def url(self, port: int | None = None) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        query = f"?token={self.token}" if self.token else ""
+        return f"http://{host}:{self.port if port is None else port}/{query}"
+
+
+def web_settings(table: Mapping[str, Any] | None, listen: str | None) -> WebSettings | None:
+    """The dashboard's settings from the lab's ``[daqhub.web]`` and ``--web``; None: no page.
+
+    A token is made up (and shown in the printed URL) when the address or the commands
+    need one and the lab gave none, so a dashboard is never open without one where the
+    rule asks for it.
+    """
+    table = dict(table or {})
+    if listen is None and (not table or table.get("enabled", True) is False):
+        return None
+    host, port = parse_listen(listen or str(table.get("listen", f"{DEFAULT_HOST}:"
+                                                                f"{DEFAULT_PORT}")))
+    commands = bool(table.get("commands", False))
+    token = str(table.get("token", ""))
+    if not token and (needs_token(host) or commands):
+        token = secrets.token_urlsafe(18)
+    return WebSettings(host, port, token, commands, float(table.get("rate_hz", 4.0)),
+                       float(table.get("history_s", 60.0)))

@@ -1,0 +1,176 @@
+"""``daqhub view URL``: the dashboard of a run on another machine, fed by its data service.
+
+:class:`FlightSource` is a :class:`~.source.DashboardSource` over ``daqhub.connect(URL)``
+(the Arrow Flight live data service, ``daqhub run --serve``): what the run measures comes
+from the service's manifest and live channels, the data from one lossy live subscription
+(the service drops this viewer's oldest batches if it falls behind; the run never waits),
+the instruments' states from the service's ``health`` action where the service allows it.
+Every network call happens on the source's own thread or the subscription's, never in the
+dashboard's loop: the page keeps answering, and says so, when the link is slow or lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from .source import InstrumentInfo
+
+REFRESH_S = 1.0  # health and session listing
+
+
+class FlightSource:
+    """A remote run, read through the live data service's client ``conn``."""
+
+    def __init__(self, conn: Any, url: str) -> None:
+        self.conn = conn
+        self.url = url
+        manifest = conn.manifest()
+        self.session = str(manifest.get("session_id", ""))
+        self._infos: list[InstrumentInfo] = []
+        specs = {(c.instrument, c.name): c.spec for c in conn.channels()}
+        for flavor, plan in sorted(manifest.get("flavors", {}).items()):
+            for iid, block in sorted(plan.get("instruments", {}).items()):
+                self._infos.append(InstrumentInfo(
+                    iid, str(block.get("type", "?")), flavor, float(block.get("poll_hz", 10)),
+                    tuple(s for (i, _), s in sorted(specs.items()) if i == iid)))
+        self.sub = conn.subscribe("*")
+        self.ended = False
+        self._lost: Exception | None = None
+        self._health: dict[str, Any] = {}
+        self._files: list[dict[str, Any]] = []
+        self._seen: dict[str, collections.deque[float]] = {
+            i.id: collections.deque(maxlen=64) for i in self._infos}
+        self._counts: dict[str, int] = collections.Counter()
+        # polls are counted on each instrument's first channel (all channels share a poll)
+        self._primary = {i.id: i.channels[0].name for i in self._infos if i.channels}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._refresh, name="daqhub-view", daemon=True)
+        self._thread.start()
+
+    def title(self) -> str:
+        state = " (the run ended)" if self.ended else ""
+        return f"{self.url} - session {self.session or '?'}{state}"
+
+    def instruments(self) -> list[InstrumentInfo]:
+        return list(self._infos)
+
+    def take(self) -> list[pa.RecordBatch]:
+        if self._lost is not None:  # stays on the page: the live data will not come back
+            raise self._lost
+        out: list[pa.RecordBatch] = []
+        while not self.ended:
+            try:
+                item = self.sub.get(timeout=0)
+            except StopIteration:
+                self.ended = True
+                break
+            except ConnectionError as exc:  # the client's LinkLostError
+                self._lost = exc
+                raise
+            if item is None:
+                break
+            out.append(item.batch)
+            if self._primary.get(item.instrument) == item.channel:
+                self._seen[item.instrument].extend(
+                    t / 1e9 for t in item.batch.column("timestamp_ns").to_pylist())
+                self._counts[item.instrument] += item.batch.num_rows
+        return out
+
+    def health(self) -> dict[str, Any]:
+        remote = {i["id"]: i for i in self._health.get("instruments", [])}
+        rows = []
+        for info in self._infos:
+            if info.id in remote:
+                rows.append(remote[info.id])
+                continue
+            # without the service's health action: what the data itself says
+            seen = self._seen.get(info.id) or collections.deque()
+            fresh = bool(seen) and time.time() - seen[-1] < 5
+            span = seen[-1] - seen[0] if len(seen) > 1 else 0.0
+            rows.append({"id": info.id, "state": "ended" if self.ended else
+                         "receiving" if fresh else "silent",
+                         "rate_hz": round((len(seen) - 1) / span, 2) if fresh and span else 0.0,
+                         "measurements": self._counts.get(info.id, 0), "errors": None,
+                         "restarts": None, "reconnects": None, "last_error": ""})
+        return {"instruments": rows, "alarms": self._health.get("alarms", []),
+                "routines": self._health.get("routines", []),
+                "dropped": sum(self.sub.lost.values())}
+
+    def files(self) -> list[dict[str, Any]]:
+        return list(self._files)
+
+    def call(self, instrument: str, method: str, args: Sequence[Any], timeout: float) -> Any:
+        return self.conn.call(instrument, method, *args)
+
+    def close(self) -> None:
+        self._stop.set()
+        self.sub.close()
+        self._thread.join(5.0)
+        self.conn.close()
+
+    def _refresh(self) -> None:
+        """Health (when the service allows it) and the session's stored channels."""
+        health_allowed = True
+        while not self._stop.wait(REFRESH_S):
+            if health_allowed:
+                try:
+                    self._health = self.conn.health()
+                except Exception:  # actions off or no token: the data alone then
+                    health_allowed = False
+                    self._health = {}
+            try:
+                stored = self.conn.sessions().get(self.session, {})
+                self._files = [{"name": f"{flavor}: {c.key}", "path": f"{self.session}/"
+                                f"{flavor}/{c.key}", "rows": c.rows}
+                               for flavor, chans in sorted(stored.items()) for c in chans]
+            except Exception:  # shown as stale files; the live data go on
+                continue
+
+
+def main(args: argparse.Namespace) -> int:
+    """``daqhub view URL``: serve the remote run's dashboard until Ctrl-C (or --duration)."""
+    from .settings import ListenError, web_settings
+
+    try:
+        from ..flight_client import (  # type: ignore[import-not-found,unused-ignore]
+            clear_message,
+            connect,
+        )
+        from .server import DashboardServer, bind
+    except ImportError as exc:
+        print(f"daqhub view: {exc.name} is missing: the view needs the live data service "
+              "client and the web extra (pip install 'daqhub[web]')", file=sys.stderr)
+        return 2
+    try:
+        settings = web_settings({"commands": args.commands}, args.web)
+        assert settings is not None
+        sock = bind(settings)
+    except (ListenError, OSError) as exc:
+        print(f"daqhub view: {exc}", file=sys.stderr)
+        return 2
+    try:
+        source = FlightSource(connect(args.url, token=args.token), args.url)
+    except Exception as exc:  # no service there, refused token, no live run
+        sock.close()
+        print(f"daqhub view: cannot follow {args.url}: {clear_message(exc)}", file=sys.stderr)
+        return 1
+    server = DashboardServer(source, settings, sock)
+    server.start()
+    print(f"daqhub view: {args.url} -> {server.url}", flush=True)
+    t0 = time.monotonic()
+    try:
+        while not (args.duration and time.monotonic() - t0 >= args.duration):
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    server.stop()
+    return 0
+

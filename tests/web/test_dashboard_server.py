@@ -1,0 +1,240 @@
+"""The dashboard server against an in-process lab: what the page is sent, and who may ask."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from web_fakes import web_host, web_lab
+from webtest import dashboard, request, wait_state
+
+from daqhub.config import ConfigError
+from daqhub.measurement import ChannelSpec, Source
+from daqhub.runtime.dual import DualRuntimeManager
+from daqhub.schema import build_batch
+from daqhub.web.server import DashboardServer
+from daqhub.web.settings import WebSettings, parse_listen, web_settings
+from daqhub.web.source import InstrumentInfo, RuntimeSource
+
+
+@pytest.mark.timeout(90)
+def test_the_page_gets_every_instrument_and_every_channel_kind(tmp_path: Path) -> None:
+    routine = ('[[routines]]\ninstrument = "scope0"\nrepeat = true\n'
+               'steps = [["add", 1, 2], ["sleep", 0.05], ["add", 3, 4]]')
+    with dashboard(tmp_path, WebSettings(port=0), extra=routine) as (rt, server):
+        state = wait_state(server, lambda s: s["frames"] and s["traces"] and all(
+            r["state"] == "running" and r["rate_hz"] > 0 for r in s["instruments"])
+            and any(f["path"].endswith("session.h5") for f in s["files"]),
+            "running instruments, a trace, a frame and the session files")
+        routines = wait_state(server, lambda s: s["routines"][0]["cycles"] >= 1,
+                              "a routine cycle")["routines"]
+        assert routines[0]["steps"] == 3 and routines[0]["repeat"] is True
+        assert routines[0]["instrument"] == "scope0" and routines[0]["state"] == "running"
+        rows = {r["id"]: r for r in state["instruments"]}
+        assert {i: (r["flavor"], r["type"], r["requested_hz"]) for i, r in rows.items()} == {
+            "scope0": ("v2", "webtest.scope", 20.0), "wave0": ("v4", "webtest.wave", 20.0)}
+        assert rows["scope0"]["values"]["level"].endswith(" V")
+        assert rows["scope0"]["values"]["frame"].startswith("24x32")
+        assert rows["wave0"]["values"]["wave"].endswith("V")
+        kinds = {c["key"]: c["kind"] for c in state["channels"]}
+        assert kinds == {"scope0/level": "scalar", "scope0/trace": "spectrum",
+                         "scope0/frame": "image", "wave0/wave": "scalar"}
+        trace = state["traces"]["scope0/trace"]
+        assert len(trace["x"]) == len(trace["y"]) == 64 and trace["x"][0] == 400.0
+        assert max(trace["y"]) > 0.5
+        frame = state["frames"]["scope0/frame"]
+        assert (frame["h"], frame["w"]) == (24, 32) and len(frame["z"]) == 24
+        assert max(map(max, frame["z"])) == 255 and frame["hi"] > 500
+        level = state["series"]["scope0/level"]
+        assert len(level["t"]) == len(level["v"]) >= 2
+        # a refresh carries only what came after the tick the page saw
+        tick, last_t = state["tick"], level["t"][-1]
+        newer = wait_state(server, lambda s: "scope0/level" in s["series"], "new points",
+                           since=tick)
+        assert "channels" not in newer
+        assert all(t > last_t for t in newer["series"]["scope0/level"]["t"])
+        # alarms as they come: once each
+        rt._alarm("test", "storage is 95% full")
+        alarmed = wait_state(server, lambda s: s["alarms"], "the alarm", since=newer["tick"])
+        assert [a["message"] for a in alarmed["alarms"]] == ["storage is 95% full"]
+        _, later, _ = request(server, f"/api/state?since={alarmed['tick']}")
+        assert later["alarms"] == []
+
+
+@pytest.mark.timeout(60)
+def test_a_stalled_page_drops_its_own_data_and_never_slows_the_run(tmp_path: Path) -> None:
+    rt = DualRuntimeManager(web_lab(web_host(), tmp_path, poll_hz=50), web_host())
+    rt.start()
+    try:
+        source = RuntimeSource(rt, capacity=5)  # nobody takes from it
+        before = rt.health_of("scope0").measurements
+        deadline = time.monotonic() + 20
+        while source.sub.dropped < 50 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert source.sub.dropped >= 50
+        assert rt.health_of("scope0").measurements - before >= 15
+        assert rt.health()["queues"]["web"]["lossless"] is False
+        assert source.health()["dropped"] == source.sub.dropped
+        source.close()
+        assert "web" not in rt.health()["queues"]
+    finally:
+        assert rt.shutdown().ok
+
+
+@pytest.mark.timeout(60)
+def test_beyond_127_0_0_1_reads_need_the_token(tmp_path: Path) -> None:
+    settings = web_settings(None, "127.0.0.2:0")  # another loopback address counts as beyond
+    assert settings is not None and settings.token_required and len(settings.token) >= 16
+    with dashboard(tmp_path, settings) as (_, server):
+        for path in ("/", "/api/state", "/vendor/plotly.min.js", "/static/app.js"):
+            status, text, _ = request(server, path)
+            assert status == 401 and "needs its token" in text, (path, status)
+            status, text, _ = request(server, path, {"X-Daqhub-Token": settings.token + "x"})
+            assert (status, text) == (403, "wrong token")
+        status, page, headers = request(server, f"/?token={settings.token}")
+        assert status == 200 and "vendor/plotly.min.js" in page
+        assert headers["Content-Security-Policy"].startswith("default-src 'self'")  # offline
+        cookie = headers["Set-Cookie"].split(";")[0]
+        assert "HttpOnly" in headers["Set-Cookie"] and "SameSite=Strict" in headers["Set-Cookie"]
+        status, js, _ = request(server, "/vendor/plotly.min.js", {"Cookie": cookie})
+        assert status == 200 and "plotly" in js[:2000].lower() and len(js) > 1_000_000
+        status, state, _ = request(server, "/api/state", {"X-Daqhub-Token": settings.token})
+        assert status == 200 and len(state["instruments"]) == 2
+
+
+@pytest.mark.timeout(60)
+def test_commands_need_the_lab_s_permission_and_the_token_in_a_header(tmp_path: Path) -> None:
+    with dashboard(tmp_path, WebSettings(port=0, token="s3cret-token")) as (_, server):
+        status, text, _ = request(server, "/api/call", {"X-Daqhub-Token": "s3cret-token"},
+                                  {"instrument": "scope0", "method": "add", "args": [2, 3]})
+        assert status == 403 and "read-only" in text
+    settings = web_settings({"commands": True}, "127.0.0.1:0")
+    assert settings is not None and settings.token and not settings.token_required
+    call = {"instrument": "scope0", "method": "add", "args": [2, 3]}
+    with dashboard(tmp_path, settings) as (_, server):
+        assert request(server, "/api/state")[0] == 200  # reads on loopback stay open
+        status, text, _ = request(server, "/api/call", {}, call)
+        assert status == 401
+        status, text, _ = request(server, "/api/call", {"Cookie": f"daqhub_token="
+                                                                  f"{settings.token}"}, call)
+        assert status == 401, "a cookie alone must not command"
+        status, text, _ = request(server, "/api/call", {"X-Daqhub-Token": "nope"}, call)
+        assert status == 403
+        good = {"X-Daqhub-Token": settings.token}
+        assert request(server, "/api/call", good, call)[1] == {"ok": True, "result": 5}
+        status, text, _ = request(server, "/api/call", good, {**call, "method": "_close"})
+        assert status == 400
+        status, text, _ = request(server, "/api/call", good, {**call, "instrument": "nobody"})
+        assert status == 404 and "nobody" in text
+        status, body, _ = request(server, "/api/call", good, {**call, "args": [1]})
+        assert status == 502 and body["ok"] is False and "TypeError" in body["error"]
+
+
+@pytest.mark.timeout(60)
+def test_a_loopback_page_answers_only_to_loopback_names(tmp_path: Path) -> None:
+    with dashboard(tmp_path, WebSettings(port=0)) as (_, server):
+        status, text, _ = request(server, "/api/state", {"Host": f"evil.example:{server.port}"})
+        assert status == 403 and "Host" in text
+        assert request(server, "/api/state", {"Host": f"localhost:{server.port}"})[0] == 200
+
+
+def test_listen_addresses_parse_or_say_what_is_wrong() -> None:
+    assert parse_listen("8640") == ("127.0.0.1", 8640)
+    assert parse_listen("0.0.0.0:80") == ("0.0.0.0", 80)
+    assert parse_listen("[::1]:8640") == ("::1", 8640)
+    for bad, why in (("70000", "0 to 65535"), ("::1:80", "[addr]:PORT"), (":80", "empty host"),
+                     ("host:x", "0 to 65535")):
+        with pytest.raises(ValueError, match=why.replace("[", r"\[").replace("]", r"\]")):
+            parse_listen(bad)
+    assert web_settings(None, None) is None
+    assert web_settings({"enabled": False}, None) is None
+    s = web_settings({"listen": "localhost:9000", "rate_hz": 2}, None)
+    assert s == WebSettings("localhost", 9000, "", False, 2.0, 60.0)
+    assert web_settings({"listen": "0.0.0.0:9000", "token": "mine-mine"}, "9001") == \
+        WebSettings("127.0.0.1", 9001, "mine-mine", False, 4.0, 60.0)
+
+
+def test_the_web_table_is_validated_with_lines(tmp_path: Path) -> None:
+    host = web_host()
+    web_lab(host, tmp_path, extra='[daqhub.web]\nlisten = "127.0.0.1:9000"\ncommands = true')
+    with pytest.raises(ConfigError) as err:
+        web_lab(host, tmp_path, extra='[daqhub.web]\nlisten = "here"\ncomand = true')
+    text = str(err.value)
+    assert "web-test.toml:5: unknown key 'comand'" in text and "did you mean 'commands'" in text
+    assert "web-test.toml:4: web.listen" in text
+
+
+@pytest.mark.timeout(60)
+def test_run_refuses_a_bad_or_busy_address_before_starting(tmp_path: Path) -> None:
+    def run(listen: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "daqhub", "run", "--no-storage",
+                               "--duration", "1", "--web", listen], capture_output=True,
+                              text=True, timeout=30, cwd=tmp_path)
+
+    bad = run("127.0.0.1:70000")
+    assert bad.returncode == 2 and "0 to 65535" in bad.stderr and "starting" not in bad.stdout
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = run(f"127.0.0.1:{taken.getsockname()[1]}")
+    assert busy.returncode == 2 and "cannot listen on 127.0.0.1:" in busy.stderr
+    assert "starting" not in busy.stdout
+
+
+class ScriptedSource:
+    """A DashboardSource that is not a runtime (as a remote run's source will be)."""
+
+    def __init__(self) -> None:
+        self.spec = ChannelSpec("temp", "scalar", "K")
+        self.fail = False
+        self.n = 0
+
+    def title(self) -> str:
+        return "scripted"
+
+    def instruments(self) -> list[InstrumentInfo]:
+        return [InstrumentInfo("oven", "acme.oven", "v4", 2.0, (self.spec,))]
+
+    def take(self) -> list[Any]:
+        if self.fail:
+            raise OSError("link to the remote run lost")
+        self.n += 1
+        return [build_batch("oven", self.spec, [time.time_ns()], np.array([300.0 + self.n]),
+                            source=Source.V4)]
+
+    def health(self) -> dict[str, Any]:
+        return {"instruments": [{"id": "oven", "state": "running", "rate_hz": 2.0}],
+                "alarms": [], "routines": []}
+
+    def files(self) -> list[dict[str, Any]]:
+        return []
+
+    def call(self, instrument: str, method: str, args: Any, timeout: float) -> Any:
+        raise AssertionError("read-only")
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.timeout(60)
+def test_any_source_can_feed_the_page_and_a_failing_one_is_shown_not_hidden() -> None:
+    source = ScriptedSource()
+    server = DashboardServer(source, WebSettings(port=0, rate_hz=20))
+    server.start()
+    try:
+        state = wait_state(server, lambda s: s["instruments"][0]["values"]["temp"], "a value")
+        assert state["instruments"][0]["values"]["temp"].endswith(" K")
+        assert state["title"] == "scripted" and state["problem"] == ""
+        source.fail = True
+        failing = wait_state(server, lambda s: s["problem"], "the problem on the page")
+        assert "link to the remote run lost" in failing["problem"]
+        source.fail = False
+        wait_state(server, lambda s: not s["problem"], "the page to recover")
+    finally:
+        assert server.stop(10)

@@ -1,0 +1,74 @@
+"""A lab of in-process instruments with every channel kind, for dashboard tests."""
+
+from __future__ import annotations
+
+import types
+from pathlib import Path
+
+import numpy as np
+
+from daqhub.config import LabConfig, parse
+from daqhub.hookspecs import hookimpl
+from daqhub.host import PluginHost
+from daqhub.instrument import V2Instrument, V4Actor, now_ns
+from daqhub.measurement import ChannelSpec, Image, Measurement, Scalar, Spectrum
+from daqhub.schema import build_batch
+
+SCOPE = [ChannelSpec("level", "scalar", "V"),
+         ChannelSpec("trace", "spectrum", "V", shape=(64,), axis_unit="nm"),
+         ChannelSpec("frame", "image", "counts", "uint16", shape=(24, 32))]
+WAVE = [ChannelSpec("wave", "scalar", "V")]
+
+
+class ScopeV2(V2Instrument):
+    """A level that ramps, a Gaussian peak that walks, a frame with a bright spot."""
+
+    def connect(self) -> None:
+        self.n = 0
+
+    def read(self) -> list[Measurement]:
+        self.n += 1
+        ts = now_ns()
+        x = np.linspace(400.0, 700.0, 64)
+        peak = np.exp(-((x - 400 - (self.n * 7) % 300) / 20) ** 2)
+        yy, xx = np.mgrid[0:24, 0:32]
+        frame = (1000 * np.exp(-((xx - self.n % 32) ** 2 + (yy - 12) ** 2) / 30)).astype(np.uint16)
+        return [Measurement(self.id, "level", ts, Scalar(float(self.n % 50), "V")),
+                Measurement(self.id, "trace", ts, Spectrum(peak, x, "V", "nm")),
+                Measurement(self.id, "frame", ts, Image(frame, "counts"))]
+
+    def add(self, a: int, b: int) -> int:
+        return a + b
+
+
+class WaveV4(V4Actor):
+    """A sine of the clock: a v4 channel that always moves."""
+
+    async def read(self):
+        t = now_ns()
+        return [build_batch(self.id, WAVE[0], [t], np.array([np.sin(t / 1e9)]))]
+
+
+def web_host() -> PluginHost:
+    from daqhub.specs import InstrumentType
+
+    h = PluginHost()
+    h.load_entry_points()
+    kinds = [InstrumentType("webtest.scope", "v2", "none", ScopeV2, SCOPE, "scope for tests"),
+             InstrumentType("webtest.wave", "v4", "none", WaveV4, WAVE, "sine for tests")]
+    plugin = types.SimpleNamespace(daqhub_instrument_types=hookimpl(lambda: kinds))
+    assert h.register(plugin, "web-tests", "web-tests", "0")
+    return h
+
+
+def web_lab(host: PluginHost, tmp_path: Path, scopes: int = 1, waves: int = 1,
+            poll_hz: float = 20, extra: str = "") -> LabConfig:
+    """``extra``: TOML after [daqhub] (a [daqhub.web] table, [[routines]])."""
+    text = f'[daqhub]\noutput_dir = "{tmp_path}/data"\n{extra}\n'
+    for i in range(scopes):
+        text += (f'[[v2.instruments]]\nid = "scope{i}"\ntype = "webtest.scope"\n'
+                 f'poll_hz = {poll_hz}\n')
+    for i in range(waves):
+        text += (f'[[v4.instruments]]\nid = "wave{i}"\ntype = "webtest.wave"\n'
+                 f'poll_hz = {poll_hz}\n')
+    return parse(text, "web-test.toml", host, tmp_path)
