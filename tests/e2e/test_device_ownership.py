@@ -76,24 +76,21 @@ def test_a_second_process_on_one_port_is_refused_and_the_first_is_unharmed(
 
 
 CLASH = '''
+from daqhub.driver import instrument_types
 from daqhub.hookspecs import hookimpl
-from daqhub.specs import InstrumentType
-from daqhub_newport import esp300_config
-from daqhub_newport.esp300_v2 import Esp300AxisV2
+from daqhub_newport.esp300 import Esp300Axis
 
 
-class ForkedAxis(Esp300AxisV2):
+class ForkedAxis(Esp300Axis):
     """A lab's fork of the ESP300 driver, published under the same type name."""
+
+    description = "a forked ESP300 driver"
 
 
 @hookimpl
 def daqhub_instrument_types():
-    return [InstrumentType(esp300_config.TYPE_NAME, "v2", "serial", ForkedAxis,
-                           esp300_config.channels, "a forked ESP300 driver",
-                           esp300_config.CONFIG_SCHEMA,
-                           serial_settings=esp300_config.SERIAL_SETTINGS)]
+    return [t for t in instrument_types(ForkedAxis) if t.flavor == "v2"]
 '''
-
 
 def install(site: Path, dist: str, version: str, module: str, source: str) -> None:
     """A distribution as pip leaves it, found through PYTHONPATH like any installed one."""
