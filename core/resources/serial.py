@@ -36,6 +36,7 @@ from .errors import (
 )
 from .gate import DEFAULT_TIMEOUT_S, Gate, dump_gates
 from .lease import Leasable, Lease
+from .network import link_lost, open_kwargs, refused_hint, serial_for_url
 from .ordering import DEFAULT_CHECKER, SERIAL_ORDER, LockOrderChecker, What, default_owner
 from .stats import TransactionStats
 
@@ -251,17 +252,17 @@ class SharedSerialPort:
 
     def _open(self) -> serial.SerialBase:
         target = self._resolve()
-        kwargs = dict(self.settings)
+        kwargs = open_kwargs(target, self.settings)
         kwargs["timeout"] = kwargs.pop("read_timeout")
         try:
-            ser = serial.serial_for_url(target, do_not_open=True, **kwargs)
+            ser = serial_for_url(target, **kwargs)
             ser.open()
         except PortOpenError:
             raise
         except _OPEN_ERRORS as exc:
             where = f" (found at {target})" if target != self.name else ""
-            raise PortOpenError(f"cannot open serial port {self.name}{where}: {exc}",
-                                port=self.name) from exc
+            raise PortOpenError(f"cannot open serial port {self.name}{where}: {exc}"
+                                f"{refused_hint(target)}", port=self.name) from exc
         self.device = target
         return ser
 
@@ -303,8 +304,13 @@ class SharedSerialPort:
         io = self._io
         try:
             return fn(io)
-        except _NOT_A_DISCONNECT:
-            raise
+        except _NOT_A_DISCONNECT as exc:
+            gone = link_lost(io._serial)  # a network link that dropped looks like a timeout
+            if gone is None:
+                raise
+            self._lost(exc)
+            raise PortDisconnectedError(f"serial port {self.name} disconnected: {gone}; "
+                                        f"{exc}", port=self.name) from exc
         except _IO_ERRORS as exc:
             self._lost(exc)
             raise PortDisconnectedError(
