@@ -187,6 +187,8 @@ def build_parser(host: PluginHost | None = None) -> argparse.ArgumentParser:
     p.add_argument("--interval", type=float, default=2.0, metavar="S",
                    help="seconds between plain status lines (default 2)")
     p.add_argument("--no-storage", action="store_true", help="do not write session files")
+    p.add_argument("--serve", metavar="HOST:PORT",
+                   help="serve live data and sessions over Arrow Flight (token: $DAQHUB_TOKEN)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("ports", help="list serial ports and VISA resources",

@@ -24,6 +24,7 @@ import jsonschema
 
 from .host import PluginHost
 from .routines import ROUTINE_SCHEMA
+from .serve_config import SERVE_SCHEMA
 from .specs import FLAVORS, InstrumentType
 
 # Schemes pyserial (or a plugin's URL handler) resolves; a path without one must exist.
@@ -56,6 +57,7 @@ DAQHUB_KEYS: dict[str, Any] = {
     "lock_timeout": {"type": "number", "exclusiveMinimum": 0, "default": 2,
                      "description": "seconds any wait for a shared resource may take"},
     "budget": BUDGET_SCHEMA,
+    "serve": SERVE_SCHEMA,
 }
 FLAVOR_KEYS: dict[str, Any] = {
     "enabled": {"type": "boolean", "default": True},
@@ -145,6 +147,7 @@ class LabConfig:
     shutdown_timeout: float = 15.0
     lock_timeout: float = 2.0
     budget: Mapping[str, Any] = field(default_factory=dict)
+    serve: Mapping[str, Any] = field(default_factory=dict)
     routines: list[dict[str, Any]] = field(default_factory=list)
 
     def instruments(self) -> list[InstrumentConfig]:
@@ -450,6 +453,7 @@ def validate(data: Mapping[str, Any], text: str, file: str, host: PluginHost,
         shutdown_timeout=float(daq.get("shutdown_timeout", 15)),
         lock_timeout=float(daq.get("lock_timeout", 2)),
         budget=dict(daq.get("budget", {})),
+        serve=dict(daq.get("serve", {})),
         routines=[dict(r) for r in routines],
     ), []
 

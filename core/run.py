@@ -23,6 +23,7 @@ from typing import Any, TextIO
 from .config import ConfigError, LabConfig, load, parse
 from .host import PluginHost
 from .runtime.dual import DualRuntimeManager, ShutdownReport
+from .serve_config import ServeConfigError, serve_config
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_FORCED = 0, 1, 2, 130
 
@@ -158,6 +159,15 @@ def run(args: Any, host: PluginHost, out: TextIO = sys.stdout) -> int:
         return EXIT_USAGE
     plain = args.plain or not out.isatty()
     rt = DualRuntimeManager(lab, host, storage=not args.no_storage)
+    try:  # the live data service (--serve, [daqhub.serve]) listens before anything runs
+        serving = serve_config(lab.serve, getattr(args, "serve", None), lab.path)
+        if serving is not None:
+            from .flight_service import start_service
+
+            service = start_service(rt, serving)
+    except ServeConfigError as exc:
+        print(f"daqhub: cannot serve live data: {exc}; not started", file=sys.stderr)
+        return EXIT_USAGE
     stop = threading.Event()
     interrupts = 0
 
@@ -184,6 +194,8 @@ def run(args: Any, host: PluginHost, out: TextIO = sys.stdout) -> int:
             return EXIT_FAIL
         for flavor, d in rt.output_dirs().items():
             print(f"  {flavor} data -> {d}", file=out, flush=True)
+        if serving is not None:
+            print(f"  live data -> {service.url}", file=out, flush=True)
         t0 = time.monotonic()
         with LiveView(rt, plain, out, args.interval) as view:
             while not stop.wait(args.interval if plain else 0.25):
@@ -196,6 +208,9 @@ def run(args: Any, host: PluginHost, out: TextIO = sys.stdout) -> int:
         report = rt.shutdown()
     finally:
         report = rt.shutdown()
+        if serving is not None and not service.stop():
+            print("daqhub: the data service did not stop within 5 s (a client stopped "
+                  "reading)", file=sys.stderr)
         for s, h in old.items():
             signal.signal(s, h)
     print_report(rt, report, out)
