@@ -106,7 +106,7 @@ class ServeConfig:
 
     @property
     def scheme(self) -> str:
-        return "grpc+tls" if self.tls_cert else "grpc+tcp"
+        return "grpc+tls" if self.tls_cert else "grpc"
 
 
 def serve_config(table: Mapping[str, Any], address: str | None, lab_path: str

@@ -17,8 +17,10 @@ from daqhub.runtime.dual import DualRuntimeManager
 from daqhub.serve_config import ServeConfig
 
 
-def lab_text(output_dir: Path, visa_backend: str, esp_url: str, *, poll_hz: float = 20) -> str:
-    """A v2 ESP300 axis (HDF5, with per-sample metadata) and a v4 DMM (Arrow)."""
+def lab_text(output_dir: Path | str, visa_backend: str, esp_url: str, *, poll_hz: float = 20,
+             stage_hz: float | None = None, resource: str = "GPIB0::5::INSTR",
+             extra: str = "") -> str:
+    """A v2 ESP300 axis (HDF5, with per-sample metadata) and a v4 DMM (Arrow), + ``extra``."""
     return f"""
 [daqhub]
 output_dir = "{output_dir}"
@@ -31,14 +33,14 @@ id = "stage"
 type = "newport.esp300"
 port = "{esp_url}"
 axis = 1
-poll_hz = {poll_hz}
+poll_hz = {stage_hz or poll_hz}
 [[v4.instruments]]
 id = "dmm"
 type = "scpi.dmm"
-resource = "GPIB0::5::INSTR"
+resource = "{resource}"
 visa_backend = "{visa_backend}"
 poll_hz = {poll_hz}
-"""
+{extra}"""
 
 
 @contextmanager

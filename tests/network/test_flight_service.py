@@ -6,7 +6,9 @@ Real gRPC on loopback: what a remote analysis machine sees of a run, and what it
 from __future__ import annotations
 
 import json
+import re
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -226,7 +228,7 @@ def test_tls_when_a_certificate_is_configured(served: Any, tmp_path: Path) -> No
     with daqhub.connect(service.url, tls_root_certs=cert) as conn:
         assert len(conn.channels()) == 2
     with pytest.raises(flight.FlightUnavailableError), daqhub.connect(
-            service.url.replace("grpc+tls", "grpc+tcp"), timeout=3) as plain:
+            service.url.replace("grpc+tls", "grpc"), timeout=3) as plain:
         plain.channels()
 
 
@@ -244,3 +246,30 @@ def test_a_broken_link_is_reported_not_taken_for_the_end(served: Any) -> None:
     finally:
         proxy.close()
     assert all(i["state"] == "running" for i in rt.health()["instruments"])
+
+
+def test_tail_prints_live_values_until_the_run_stops(served: Any, tmp_path: Path) -> None:
+    rt, service = served()
+    tail = subprocess.Popen([sys.executable, "-m", "daqhub", "tail", service.url, "stage/*"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert tail.stdout is not None
+        lines = [tail.stdout.readline() for _ in range(5)]  # blocks until values arrive
+        rt.shutdown()
+        service.stop()
+        rest, err = tail.communicate(timeout=30)
+    finally:
+        if tail.poll() is None:
+            tail.kill()
+    for line in lines:
+        assert re.match(r"^\d\d:\d\d:\d\d\.\d{3}  stage/position  -?\d.* mm", line), line
+    assert "dmm/" not in rest
+    assert tail.returncode == 0 and "the run has stopped" in err
+
+
+def test_tail_of_an_unknown_channel_says_what_there_is(served: Any) -> None:
+    rt, service = served()
+    done = subprocess.run([sys.executable, "-m", "daqhub", "tail", service.url, "nope/*"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "no live channel matches 'nope/*'" in done.stderr and "stage/position" in done.stderr
