@@ -242,10 +242,11 @@ class Connection:
         """Live channels whose ``INSTRUMENT/CHANNEL`` matches ``pattern`` (fnmatch)."""
         return [c for c in self._flights("live/*") if fnmatch.fnmatchcase(c.key, pattern)]
 
-    def sessions(self) -> dict[str, dict[str, list[Channel]]]:
-        """Stored sessions: id -> flavor -> channels (``rows`` = rows in the files now)."""
+    def sessions(self, session: str = "*") -> dict[str, dict[str, list[Channel]]]:
+        """Stored sessions (``session``: an id or pattern): id -> flavor -> channels, with
+        ``rows`` = rows in the files now."""
         out: dict[str, dict[str, list[Channel]]] = {}
-        for c in self._flights("session/*"):
+        for c in self._flights(f"session/{session}/*"):
             out.setdefault(c.session, {}).setdefault(c.flavor, []).append(c)
         return out
 

@@ -125,7 +125,8 @@ class Recorder:
         self._written[key] = self._written.get(key, 0) + batch.num_rows
 
     def _stored(self) -> dict[str, Channel]:
-        flavors = self.conn.sessions().get(self.result.session_id, {})
+        sid = self.result.session_id
+        flavors = self.conn.sessions(sid).get(sid, {})
         return {c.key: c for chans in flavors.values() for c in chans}
 
     def _fill(self, stored: dict[str, Channel], key: str, upto: int | None = None) -> None:

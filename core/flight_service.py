@@ -39,6 +39,7 @@ import fnmatch
 import hmac
 import json
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -227,6 +228,11 @@ class FlightService(flight.FlightServerBase):  # type: ignore[misc]
         pattern = criteria.decode("utf-8", errors="replace") if criteria else "*"
         if len(pattern) > MAX_TICKET_BYTES:
             raise _invalid(f"criteria of {len(pattern)} bytes; at most {MAX_TICKET_BYTES}")
+        literal = re.split(r"[*?\[]", pattern, maxsplit=1)[0]
+
+        def may_match(prefix: str) -> bool:  # skip what cannot match before reading files
+            return prefix.startswith(literal) or literal.startswith(prefix)
+
         for (iid, ch), spec in sorted(self._live_channels().items()):
             path = f"live/{iid}/{ch}"
             if fnmatch.fnmatchcase(path, pattern):
@@ -234,6 +240,8 @@ class FlightService(flight.FlightServerBase):  # type: ignore[misc]
                                  {"live": f"{iid}/{ch}"}, -1)
         for sid, flavors in sorted(self._session_dirs().items()):
             for flavor, d in sorted(flavors.items()):
+                if not may_match(f"session/{sid}/{flavor}/"):
+                    continue
                 for c in session_files.channels(flavor, d):  # type: ignore[arg-type]
                     path = f"session/{sid}/{flavor}/{c.instrument_id}/{c.spec.name}"
                     if fnmatch.fnmatchcase(path, pattern):

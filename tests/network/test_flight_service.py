@@ -291,3 +291,16 @@ def test_a_backlog_is_sent_in_fewer_larger_messages_without_joining_across_a_los
     assert [(b.num_rows, first) for b, first in out] == [(5, 0), (5, 9)]
     assert out[1][0].column("timestamp_ns").to_pylist() == [9, 10, 11, 12, 13]
     assert out[0][0].schema.equals(items[0][0].schema, check_metadata=True)
+
+
+def test_a_misspelled_serve_key_is_a_lab_file_problem(lab: str, daqhub_host: Any,
+                                                      tmp_path: Path) -> None:
+    from daqhub.config import ConfigError, parse
+
+    with pytest.raises(ConfigError) as info:
+        parse(lab + '[daqhub.serve]\nadress = "127.0.0.1:0"\n', "lab.toml", daqhub_host,
+              tmp_path)
+    assert any("adress" in str(p) for p in info.value.problems)
+    ok = parse(lab + '[daqhub.serve]\naddress = "127.0.0.1:0"\n', "lab.toml", daqhub_host,
+               tmp_path)
+    assert ok.serve == {"address": "127.0.0.1:0"}
