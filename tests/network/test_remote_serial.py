@@ -48,9 +48,15 @@ class Rows:
         return len(self.rows)
 
     def wait_for(self, n: int, timeout: float) -> None:
+        self.wait_until(lambda: len(self.rows) >= n, timeout)
+
+    def wait_until(self, cond: Callable[[], bool], timeout: float) -> None:
         with self.arrived:
-            assert self.arrived.wait_for(lambda: len(self.rows) >= n, timeout), (
-                f"{len(self.rows)} rows after {timeout} s, expected {n}")
+            assert self.arrived.wait_for(cond, timeout), (
+                f"{len(self.rows)} rows after {timeout} s; not there yet")
+
+    def of(self, instrument_id: str) -> list[Any]:
+        return [r for r in self.rows if r.instrument_id == instrument_id]
 
 
 @pytest.mark.parametrize("rfc2217", [True, False], ids=["rfc2217", "socket"])
@@ -80,22 +86,46 @@ def test_a_second_client_is_turned_away_while_daqhub_holds_the_port(
             b"1TP?\r", terminator=b"\r\n")
 
 
-@pytest.mark.timeout(90)
-def test_ser2net_gone_for_3_s_is_a_disconnect_then_a_reconnect_losing_only_the_outage(
-        ser2net: Callable[..., Any], sim_url: Callable[..., str], daqhub_host: Any,
-        tmp_path: Path) -> None:
-    device = sim_url("esp300", speed_scale=20)
-    server = ser2net(device)
-    lab = parse(f"""
-[daqhub]
-output_dir = "{tmp_path}"
+ESP300_LAB = """
 [[v2.instruments]]
 id = "stage"
 type = "newport.esp300"
-port = "{server.url}"
+port = "{url}"
 axis = 1
 poll_hz = 5
-""", "network-lab.toml", daqhub_host, tmp_path)
+"""
+ELLIPTEC_LAB = """
+[[v2.instruments]]
+id = "rot"
+type = "elliptec.ell14"
+port = "{url}"
+address = 0
+poll_hz = 5
+[[v4.instruments]]
+id = "slide"
+type = "elliptec.ell9"
+port = "{url}"
+address = 1
+poll_hz = 5
+"""
+OUTAGE_CASES = [
+    pytest.param(("esp300", {"speed_scale": 20}), ESP300_LAB, "stage", 2.5, id="esp300"),
+    pytest.param(("elliptec", {"devices": "0:ELL14,1:ELL9", "speed_scale": 10}), ELLIPTEC_LAB,
+                 "rot", 30.0, id="elliptec-v2-and-v4"),
+]
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize(("device", "instruments", "mover", "target"), OUTAGE_CASES)
+def test_ser2net_gone_for_3_s_is_a_disconnect_then_a_reconnect_losing_only_the_outage(
+        ser2net: Callable[..., Any], sim_url: Callable[..., str], daqhub_host: Any,
+        tmp_path: Path, device: tuple[str, dict[str, Any]], instruments: str, mover: str,
+        target: float) -> None:
+    server = ser2net(sim_url(device[0], **device[1]))
+    lab = parse(f"""
+[daqhub]
+output_dir = "{tmp_path}"
+{instruments.format(url=server.url)}""", "network-lab.toml", daqhub_host, tmp_path)
     rows = Rows()
     events: list[PortEvent] = []
     seen = threading.Condition()
@@ -109,11 +139,12 @@ poll_hz = 5
                                reconnect_max_s=1.0)
     serial.add_listener(on_event)
     rt = DualRuntimeManager(lab, daqhub_host, sinks={"rows": rows}, serial=serial)
+    ids = [i.id for i in lab.instruments()]
     rt.start()
     try:
-        rows.wait_for(5, 10)
-        rt.call("stage", "move_absolute", 2.5)
-        assert rt.call("stage", "wait_until_done", 5) == 2.5
+        rows.wait_for(5 * len(ids), 10)
+        rt.call(mover, "move_absolute", target)
+        assert rt.call(mover, "wait_until_done", 5) == pytest.approx(target, abs=0.01)
         server.stop()
         with seen:
             assert seen.wait_for(lambda: any(e.kind == "disconnected" for e in events), 10)
@@ -122,18 +153,20 @@ poll_hz = 5
         server.start()
         with seen:
             assert seen.wait_for(lambda: any(e.kind == "reconnected" for e in events), 15)
-        before = len(rows.rows)
-        rows.wait_for(before + 5, 10)
-        assert rt.call("stage", "position") == 2.5  # the device kept its state
+        counts = {i: len(rows.of(i)) for i in ids}
+        for i in ids:
+            rows.wait_until(lambda i=i: len(rows.of(i)) >= counts[i] + 5, 15)
+        # the device kept its state
+        assert rt.call(mover, "position") == pytest.approx(target, abs=0.01)
     finally:
         report = rt.shutdown()
     assert [e.kind for e in events] == ["disconnected", "reconnected"]
     assert report.ok, report
-    ts = np.array([r.timestamp_ns for r in rows.rows]) / 1e9
-    gaps = np.diff(ts)
-    outage = gaps.argmax()
-    assert OUTAGE_S <= gaps[outage] < OUTAGE_S + 6, gaps[outage]
-    assert ts[outage] <= t_down <= ts[outage + 1]
-    others = np.delete(gaps, outage)
-    assert others.max() < 1.0, "a second gap: more than the outage was lost"
-    assert rt.health()["instruments"][0]["state"] in ("running", "stopped")
+    for i in ids:
+        ts = np.array([r.timestamp_ns for r in rows.of(i)]) / 1e9
+        gaps = np.diff(ts)
+        outage = gaps.argmax()
+        assert OUTAGE_S <= gaps[outage] < OUTAGE_S + 6, (i, gaps[outage])
+        assert ts[outage] <= t_down <= ts[outage + 1], i
+        others = np.delete(gaps, outage)
+        assert others.max() < 1.0, f"{i}: a second gap, more than the outage was lost"
