@@ -20,6 +20,7 @@ _PUBLIC = {
     "ConfigError": "config", "DriverError": "instrument", "V2Instrument": "instrument",
     "V4Actor": "instrument", "Measurement": "measurement", "ChannelSpec": "measurement",
     "ShutdownReport": "runtime.dual", "read_session": "readback",
+    "connect": "flight_client", "Connection": "flight_client",
 }
 __all__ = ["__version__", *_PUBLIC]
 

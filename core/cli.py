@@ -222,6 +222,8 @@ def build_parser(host: PluginHost | None = None) -> argparse.ArgumentParser:
     p.add_argument("--web", metavar="[HOST:]PORT",
                    help="serve a live dashboard in the browser (127.0.0.1 unless HOST is "
                         "given; any other address needs the printed token)")
+    p.add_argument("--serve", metavar="HOST:PORT",
+                   help="serve live data and sessions over Arrow Flight (token: $DAQHUB_TOKEN)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("view", help="a live dashboard of a run on another machine",

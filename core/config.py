@@ -29,6 +29,7 @@ from .host import PluginHost
 from .labchecks import ChosenTypes, check_channels, check_shared_devices, chosen_types
 from .routines import ROUTINE_SCHEMA, routine_problems, step_lines
 from .schema_words import not_allowed
+from .serve_config import SERVE_SCHEMA
 from .specs import FLAVORS, InstrumentType
 from .web.settings import WEB_SCHEMA
 
@@ -66,6 +67,7 @@ DAQHUB_KEYS: dict[str, Any] = {
                   "description": "instrument type -> the distribution that provides it, "
                                  "when several installed distributions declare it"},
     "web": WEB_SCHEMA,
+    "serve": SERVE_SCHEMA,
 }
 FLAVOR_KEYS: dict[str, Any] = {
     "enabled": {"type": "boolean", "default": True},
@@ -156,6 +158,7 @@ class LabConfig:
     shutdown_timeout: float = 15.0
     lock_timeout: float = 2.0
     budget: Mapping[str, Any] = field(default_factory=dict)
+    serve: Mapping[str, Any] = field(default_factory=dict)
     routines: list[dict[str, Any]] = field(default_factory=list)
     #: instrument type -> distribution chosen in ``[daqhub.providers]``
     providers: Mapping[str, str] = field(default_factory=dict)
@@ -537,6 +540,7 @@ def validate(data: Mapping[str, Any], text: str, file: str, host: PluginHost,
         shutdown_timeout=float(daq.get("shutdown_timeout", 15)),
         lock_timeout=float(daq.get("lock_timeout", 2)),
         budget=dict(daq.get("budget", {})),
+        serve=dict(daq.get("serve", {})),
         routines=[dict(r) for r in routines],
         providers=providers,
     ), []

@@ -25,6 +25,7 @@ from .config import ConfigError, LabConfig, load, parse, runnable_problems
 from .host import PluginHost
 from .records import SessionRecords, parse_meta
 from .runtime.dual import DualRuntimeManager, ShutdownReport
+from .serve_config import ServeConfigError, serve_config
 from .web.runweb import RunDashboard, WebError
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_FORCED = 0, 1, 2, 130
@@ -177,6 +178,15 @@ def run(args: Any, host: PluginHost, out: TextIO = sys.stdout) -> int:
     plain = args.plain or not out.isatty()
     rt = DualRuntimeManager(lab, host, storage=not args.no_storage)
     records = SessionRecords(rt, meta)
+    try:  # the live data service (--serve, [daqhub.serve]) listens before anything runs
+        serving = serve_config(lab.serve, getattr(args, "serve", None), lab.path)
+        if serving is not None:
+            from .flight_service import start_service
+
+            service = start_service(rt, serving)
+    except ServeConfigError as exc:
+        print(f"daqhub: cannot serve live data: {exc}; not started", file=sys.stderr)
+        return EXIT_USAGE
     stop = threading.Event()
     interrupts = 0
 
@@ -208,6 +218,8 @@ def run(args: Any, host: PluginHost, out: TextIO = sys.stdout) -> int:
                          daemon=True).start()
         if dashboard is not None:
             dashboard.start(rt, out)
+        if serving is not None:
+            print(f"  live data -> {service.url}", file=out, flush=True)
         t0 = time.monotonic()
         with LiveView(rt, plain, out, args.interval, args.duration) as view:
             # --duration ends on time whatever --interval is; the last status prints once
@@ -225,6 +237,9 @@ def run(args: Any, host: PluginHost, out: TextIO = sys.stdout) -> int:
         report = rt.shutdown()
         if dashboard is not None:
             dashboard.stop()
+        if serving is not None and not service.stop():
+            print("daqhub: the data service did not stop within 5 s (a client stopped "
+                  "reading)", file=sys.stderr)
         for s, h in old.items():
             signal.signal(s, h)
     print_report(rt, report, out)

@@ -55,6 +55,7 @@ from .identity import (
     serial_identity,
 )
 from .lease import Leasable, Lease
+from .network import link_lost, open_kwargs, refused_hint, serial_for_url
 from .ordering import DEFAULT_CHECKER, SERIAL_ORDER, LockOrderChecker, What, default_owner
 from .ownership import claim
 from .stats import TransactionStats
@@ -244,13 +245,13 @@ class SharedSerialPort:
 
     def _open(self) -> serial.SerialBase:
         target = self._resolve()
-        kwargs = dict(self.settings)
+        kwargs = open_kwargs(target, self.settings)
         kwargs["timeout"] = kwargs.pop("read_timeout")
         local = is_local_path(target)
         kwargs["exclusive"] = True  # handlers that cannot lock (socket://) ignore it
         where = f" (found at {target})" if target != self.name else ""
         try:
-            ser = serial.serial_for_url(target, do_not_open=True, **kwargs)
+            ser = serial_for_url(target, **kwargs)
             ser.open()
         except PortOpenError:
             raise
@@ -262,8 +263,8 @@ class SharedSerialPort:
                 raise ResourceBusyError(
                     f"serial port {self.name}{where} is in use by {who}: {exc}; close that "
                     f"first", resource=self.name, holder=None) from exc
-            raise PortOpenError(f"cannot open serial port {self.name}{where}: {exc}",
-                                port=self.name) from exc
+            raise PortOpenError(f"cannot open serial port {self.name}{where}: {exc}"
+                                f"{refused_hint(target)}", port=self.name) from exc
         if local:
             _exclusive_mode(ser, True)
         self.device = target
@@ -312,8 +313,13 @@ class SharedSerialPort:
         io = self._io
         try:
             return fn(io)
-        except _NOT_A_DISCONNECT:
-            raise
+        except _NOT_A_DISCONNECT as exc:
+            gone = link_lost(io._serial)  # a network link that dropped looks like a timeout
+            if gone is None:
+                raise
+            self._lost(exc)
+            raise PortDisconnectedError(f"serial port {self.name} disconnected: {gone}; "
+                                        f"{exc}", port=self.name) from exc
         except _IO_ERRORS as exc:
             self._lost(exc)
             raise PortDisconnectedError(

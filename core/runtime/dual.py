@@ -165,6 +165,9 @@ class DualRuntimeManager:
         self.instrument_ports: dict[str, str] = {}
         self.bridge: MeasurementBridge | None = None
         self.sink_threads: list[SinkThread] = []
+        #: subscriptions that must see the unified stream from its first batch (attached first)
+        self.taps: list[Subscription[pa.RecordBatch]] = []
+        self.storage_plans: dict[Any, FlavorStorage] = {}
         self._sinks = dict(sinks or {})
         self.sink_capacity = sink_capacity
         self.use_storage = storage
@@ -203,6 +206,8 @@ class DualRuntimeManager:
                 h = self.health_of(iid)
                 if h is not None and ev.kind == "reconnected":
                     h.reconnects += 1
+                    if iid in self.v2.workers:  # retry its connect now, not after a backoff
+                        self.v2.workers[iid].wake.set()
 
     # --- building ---------------------------------------------------------------------
 
@@ -237,6 +242,8 @@ class DualRuntimeManager:
                                             self.host.converter("v2", "arrow").convert,
                                             on_error=lambda iid, msg: self._health_error(iid, msg),
                                             on_alarm=self._alarm)
+            for tap in self.taps:
+                self.bridge.unified.attach(tap)
             for name, sink in self._sinks.items():
                 sub = self.bridge.unified.subscribe(name, lossless=True,
                                                     capacity=self.sink_capacity)
@@ -270,6 +277,7 @@ class DualRuntimeManager:
                 directory=fc.output_dir)
         if not plans:
             return
+        self.storage_plans = plans
         self.storage = StorageSession.open(self.host, self.lab.output_dir, plans,
                                            lab_config=self.lab.text,
                                            session_id=self.session_id or None)

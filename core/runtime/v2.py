@@ -47,6 +47,8 @@ class V2Worker:
         self.commands: queue.Queue[tuple[str, tuple[Any, ...], dict[str, Any], Future[Any]]] = \
             queue.Queue(maxsize=max_commands)
         self.stop_event = threading.Event()
+        #: cuts a reconnect backoff short (stop, or the instrument's port came back)
+        self.wake = threading.Event()
         self.instrument: V2Instrument | None = None
         self.thread = threading.Thread(target=self._main, name=f"daqhub-v2:{self.id}",
                                        daemon=True)
@@ -82,7 +84,8 @@ class V2Worker:
                 inst.connect()
             except Exception as exc:
                 self._failed_attempt(f"connect failed: {exc}")
-                self.stop_event.wait(retry)
+                self.wake.wait(retry)
+                self.wake.clear()
                 retry = min(retry * 2, RETRY_MAX_S)
                 continue
             if self.health.state in ("reconnecting", "error"):
@@ -197,6 +200,7 @@ class V2Runtime:
     def signal_stop(self) -> None:
         for w in self.workers.values():
             w.stop_event.set()
+            w.wake.set()
 
     def wait(self, timeout: float) -> list[str]:
         """Join every worker within ``timeout`` in total; ids of those still running."""

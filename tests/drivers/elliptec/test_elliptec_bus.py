@@ -37,10 +37,15 @@ SLIDER_SLOTS = (3.0, 1.0, 2.0, 0.0)
 
 
 @contextmanager
-def transport(kind: str, sim_url: str) -> Iterator[str]:
+def transport(kind: str, sim_url: str, ser2net: Callable[..., Any] | None = None
+              ) -> Iterator[str]:
     """The port name the driver opens to reach the simulated bus behind ``sim_url``."""
     if kind == "sim":
         yield sim_url
+        return
+    if kind == "ser2net":  # a real ser2net (RFC 2217) in front of the bus's pty
+        assert ser2net is not None
+        yield ser2net(sim_url).url
         return
     endpoint = registry.endpoint(sim_url)
     server: PtyServer | TcpServer = PtyServer(endpoint) if kind == "pty" else TcpServer(endpoint)
@@ -123,13 +128,14 @@ def run_shared_bus(build: Callable[..., Any], port_name: str, seconds: float
     ("sim", 3.0, "&baud=1"),  # wire speed emulated: replies trickle in at 9600 baud
     ("pty", 1.5, ""),
     ("tcp", 1.5, ""),
+    ("ser2net", 3.0, ""),  # each RFC 2217 open negotiates for ~0.5 s
 ])
 def test_v2_and_v4_instruments_share_one_bus_without_protocol_errors(
         build: Callable[..., Any], manager: SerialPortManager, kind: str, seconds: float,
-        options: str) -> None:
+        options: str, ser2net: Callable[..., Any]) -> None:
     sim_url = (f"sim://elliptec?name=t{uuid.uuid4().hex}&devices=0:ELL14,1:ELL9"
                f"&speed_scale=2{options}")
-    with transport(kind, sim_url) as port_name:
+    with transport(kind, sim_url, ser2net) as port_name:
         rot, slider = run_shared_bus(build, port_name, seconds)
         router: BusRouter = manager.port(port_name).shared(ROUTER_KEY, lambda: BusRouter())
         stats = dict(router.stats)
@@ -166,10 +172,11 @@ def test_a_moves_end_read_by_another_instrument_reaches_its_own(
 
 
 @pytest.mark.timeout(20)
+@pytest.mark.parametrize("kind", ["pty", "ser2net"])
 def test_a_pty_that_vanishes_fails_both_flavors_with_port_errors(
-        build: Callable[..., Any]) -> None:
+        build: Callable[..., Any], kind: str, ser2net: Callable[..., Any]) -> None:
     sim_url = f"sim://elliptec?name=t{uuid.uuid4().hex}&devices=0:ELL14,1:ELL9"
-    with transport("pty", sim_url) as path:
+    with transport(kind, sim_url, ser2net) as path:
         rotator = build(path, "elliptec.ell14", "v2", "rotator", address=0)
         slider = build(path, "elliptec.ell9", "v4", "slider", address=1)
         rotator.connect()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from typing import Any
 
 import pytest
@@ -68,6 +69,16 @@ def test_over_a_pseudo_terminal(build: Build, case: Case) -> None:
 
 
 @pytest.mark.parametrize("case", CASES)
+def test_over_ser2net_rfc2217(build: Build, case: Case, ser2net: Callable[..., Any]) -> None:
+    server = ser2net(case.url())  # a real ser2net in front of the device's pty
+    inst = connected(build, case, server.url)
+    assert inst.serial_port.device.startswith("rfc2217://127.0.0.1:")
+    [m] = inst.read()
+    assert m.data in (Scalar(0.0, "mm"), Scalar(1e-6, "W"))
+    inst.close()
+
+
+@pytest.mark.parametrize("case", CASES)
 def test_over_tcp_like_ser2net(build: Build, case: Case) -> None:
     with TcpServer(registry.endpoint(case.url())) as srv:
         inst = connected(build, case, srv.url)
@@ -75,9 +86,14 @@ def test_over_tcp_like_ser2net(build: Build, case: Case) -> None:
         assert m.data in (Scalar(0.0, "mm"), Scalar(1e-6, "W"))
 
 
-def test_esp300_v4_moves_over_tcp(build: Build) -> None:
-    with TcpServer(registry.endpoint(ESP300.url())) as srv:
-        ax = build("newport.esp300", "v4", srv.url, {"axis": 1}, "tcp-stage")
+@pytest.mark.parametrize("served_by", ["tcp", "ser2net"])
+def test_esp300_v4_moves_over_the_network(build: Build, served_by: str,
+                                          ser2net: Callable[..., Any]) -> None:
+    url = ESP300.url()
+    with ExitStack() as stack:  # one server per simulated line
+        port = (stack.enter_context(TcpServer(registry.endpoint(url))).url
+                if served_by == "tcp" else ser2net(url).url)
+        ax = build("newport.esp300", "v4", port, {"axis": 1}, "net-stage")
 
         async def script() -> Any:
             await ax.start()

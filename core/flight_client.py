@@ -1,0 +1,340 @@
+"""Reading a daqhub run over Arrow Flight from another process or machine.
+
+``daqhub.connect(url)`` returns a :class:`Connection`; everything it gives is Arrow
+(``pyarrow.RecordBatch``/``Table``, pandas on request), with the channel declarations in the
+schemas as the service sends them (:mod:`daqhub.flight_service`). The subscribe API is the one
+to build live displays on::
+
+    with daqhub.connect("grpc://lab-pc:8815", token=...) as conn:
+        for c in conn.channels("stage/*"):            # what the run measures
+            print(c.key, c.spec.unit)
+        with conn.subscribe("stage/*") as live:       # every matching channel, merged
+            for item in live:                         # ends when the run stops
+                print(item.key, item.batch.num_rows, item.lost_before)
+        tables = conn.read_session()                  # a session's data from its files
+
+A subscriber that falls behind loses its own oldest batches on the server (nobody else
+slows down); each :class:`LiveBatch` says how many rows were lost just before it, and
+:attr:`Subscription.lost` keeps the totals. A broken link ends the iteration with
+:class:`LinkLostError`, a stopped run with ``StopIteration``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.flight as flight
+
+from .measurement import ChannelSpec
+from .schema import describe
+from .serve_config import DEFAULT_TOKEN_ENV
+
+Key = tuple[str, str]
+_END = object()
+
+
+class LinkLostError(ConnectionError):
+    """A live stream broke before the run ended (network, server gone)."""
+
+
+def clear_message(exc: BaseException) -> str:
+    """A Flight error's own message, without gRPC's debug context and server traceback."""
+    text = str(exc)
+    for cut in (". Detail:", ". gRPC client debug context:"):
+        if cut in text:
+            text = text.split(cut, 1)[0]
+    return text
+
+
+@dataclass(frozen=True)
+class Channel:
+    """One channel the service offers: live (``session`` empty) or stored."""
+
+    instrument: str
+    name: str
+    spec: ChannelSpec
+    schema: pa.Schema
+    ticket: bytes
+    session: str = ""
+    flavor: str = ""
+    rows: int = -1
+
+    @property
+    def key(self) -> str:
+        return f"{self.instrument}/{self.name}"
+
+
+@dataclass(frozen=True)
+class LiveBatch:
+    """A batch of one channel as the run produced it (unified-stream columns).
+
+    ``first_row`` is the index of its first row in the channel since the run started (the
+    same as in the session files); ``lost_before`` is how many rows this subscriber missed
+    right before it (it fell behind); ``dropped_batches`` the server's count so far.
+    """
+
+    instrument: str
+    channel: str
+    batch: pa.RecordBatch
+    first_row: int
+    lost_before: int
+    dropped_batches: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.instrument}/{self.channel}"
+
+    @property
+    def spec(self) -> ChannelSpec:
+        return describe(self.batch.schema)[1]
+
+
+class Subscription:
+    """Live batches of several channels, merged in arrival order (iterate, or :meth:`get`)."""
+
+    def __init__(self, conn: Connection, channels: list[Channel], queue_batches: int) -> None:
+        self.channels = channels
+        self.lost: dict[str, int] = {c.key: 0 for c in channels}
+        self._items: queue.Queue[Any] = queue.Queue(maxsize=max(1, queue_batches))
+        self._closed = threading.Event()
+        self._readers: list[Any] = []
+        self._open = len(channels)
+        self._lock = threading.Lock()
+        self._threads = []
+        for c in channels:
+            ticket = json.loads(c.ticket)
+            ticket["queue"] = queue_batches
+            reader = conn.client.do_get(flight.Ticket(json.dumps(ticket).encode()),
+                                        conn.options(stream=True))
+            self._readers.append(reader)
+            t = threading.Thread(target=self._pump, args=(c, reader), daemon=True,
+                                 name=f"daqhub-subscribe:{c.key}")
+            self._threads.append(t)
+        for t in self._threads:
+            t.start()
+
+    def _put(self, item: Any) -> bool:
+        while not self._closed.is_set():
+            try:
+                self._items.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _pump(self, channel: Channel, reader: Any) -> None:
+        expected: int | None = None
+        outcome: Any = _END
+        try:
+            while not self._closed.is_set():
+                try:
+                    chunk = reader.read_chunk()
+                except StopIteration:
+                    break
+                meta = json.loads(chunk.app_metadata.to_pybytes()) if chunk.app_metadata \
+                    else {}
+                first = int(meta.get("first_row", expected or 0))
+                lost = first - expected if expected is not None and first > expected else 0
+                expected = first + chunk.data.num_rows
+                self.lost[channel.key] += lost
+                item = LiveBatch(channel.instrument, channel.name, chunk.data, first, lost,
+                                 int(meta.get("dropped_batches", 0)))
+                if not self._put(item):
+                    return
+        except Exception as exc:
+            if not self._closed.is_set():
+                outcome = LinkLostError(f"live stream of {channel.key} broke: "
+                                        f"{clear_message(exc)}")
+        with self._lock:
+            self._open -= 1
+            last = self._open == 0
+        if isinstance(outcome, LinkLostError):
+            self._put(outcome)
+        elif last:
+            self._put(_END)
+
+    def get(self, timeout: float | None = None) -> LiveBatch | None:
+        """The next batch, or None after ``timeout`` s without one.
+
+        Raises StopIteration when every stream ended (the run stopped) and
+        :class:`LinkLostError` when one broke.
+        """
+        try:
+            item = self._items.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if item is _END:
+            self._items.put(_END)  # every later get() ends too
+            raise StopIteration
+        if isinstance(item, LinkLostError):
+            raise item
+        return item  # type: ignore[no-any-return]
+
+    def __iter__(self) -> Iterator[LiveBatch]:
+        while True:
+            try:
+                item = self.get(timeout=0.5)
+            except StopIteration:
+                return
+            if item is not None:
+                yield item
+
+    def close(self) -> None:
+        self._closed.set()
+        for reader in self._readers:
+            try:
+                reader.cancel()
+            except Exception:  # already finished
+                pass
+        for t in self._threads:
+            t.join(5.0)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Connection:
+    """A client of one daqhub data service."""
+
+    def __init__(self, url: str, *, token: str | None = None,
+                 tls_root_certs: str | Path | None = None, timeout: float = 10.0) -> None:
+        if "://" not in url:
+            url = f"grpc://{url}"
+        self.url = url
+        self.timeout = timeout
+        kwargs: dict[str, Any] = {}
+        if tls_root_certs is not None:
+            kwargs["tls_root_certs"] = Path(tls_root_certs).read_bytes()
+        self.client = flight.FlightClient(url, **kwargs)
+        self._headers = [(b"authorization", f"Bearer {token}".encode())] if token else []
+
+    def options(self, *, stream: bool = False) -> flight.FlightCallOptions:
+        """Call options: the token, and a deadline except on live streams (they run on)."""
+        return flight.FlightCallOptions(timeout=None if stream else self.timeout,
+                                        headers=self._headers)
+
+    # --- what there is ------------------------------------------------------------------
+
+    def _flights(self, criteria: str) -> list[Channel]:
+        out = []
+        for info in self.client.list_flights(criteria.encode(), self.options()):
+            path = [p.decode() if isinstance(p, bytes) else p for p in info.descriptor.path]
+            iid, spec = describe(info.schema)
+            session, flavor = (path[1], path[2]) if path[0] == "session" else ("", "")
+            out.append(Channel(iid, spec.name, spec, info.schema,
+                               info.endpoints[0].ticket.ticket, session, flavor,
+                               info.total_records))
+        return out
+
+    def channels(self, pattern: str = "*") -> list[Channel]:
+        """Live channels whose ``INSTRUMENT/CHANNEL`` matches ``pattern`` (fnmatch)."""
+        return [c for c in self._flights("live/*") if fnmatch.fnmatchcase(c.key, pattern)]
+
+    def sessions(self, session: str = "*") -> dict[str, dict[str, list[Channel]]]:
+        """Stored sessions (``session``: an id or pattern): id -> flavor -> channels, with
+        ``rows`` = rows in the files now."""
+        out: dict[str, dict[str, list[Channel]]] = {}
+        for c in self._flights(f"session/{session}/*"):
+            out.setdefault(c.session, {}).setdefault(c.flavor, []).append(c)
+        return out
+
+    def manifest(self) -> dict[str, Any]:
+        """What a copy of the running session needs (see the service's ``manifest`` ticket)."""
+        ticket = flight.Ticket(json.dumps({"manifest": "current"}).encode())
+        table = self.client.do_get(ticket, self.options()).read_all()
+        return json.loads(table.column("manifest")[0].as_py())  # type: ignore[no-any-return]
+
+    # --- data ---------------------------------------------------------------------------
+
+    def subscribe(self, pattern: str = "*", *, queue_batches: int = 1000) -> Subscription:
+        """Live batches of every channel matching ``pattern``, from now until the run stops."""
+        chans = self.channels(pattern)
+        if not chans:
+            known = ", ".join(c.key for c in self.channels()) or "none"
+            raise LookupError(f"no live channel matches {pattern!r} (live: {known})")
+        return Subscription(self, chans, queue_batches)
+
+    def read_channel(self, channel: Channel, start: int = 0) -> Iterator[pa.RecordBatch]:
+        """A stored channel's batches from row ``start`` on (what the files hold now)."""
+        ticket = json.loads(channel.ticket)
+        ticket["start"] = start
+        reader = self.client.do_get(flight.Ticket(json.dumps(ticket).encode()),
+                                    self.options(stream=True))
+        for chunk in reader:
+            if chunk.data.num_rows:
+                yield chunk.data
+
+    def read_session(self, session: str | None = None, pattern: str = "*", *,
+                     pandas: bool = False) -> dict[str, Any]:
+        """``"FLAVOR/INSTRUMENT/CHANNEL"`` -> Table (or DataFrame) of a stored session.
+
+        ``session`` None: the running session (else the newest stored one).
+        """
+        if pandas:
+            try:
+                import pandas as _  # noqa: F401
+            except ImportError:
+                raise ImportError("pandas is not installed (pip install pandas); or take "
+                                  "the Arrow tables: read_session(..., pandas=False)") from None
+        stored = self.sessions()
+        if not stored:
+            raise LookupError(f"{self.url} has no stored session")
+        if session is None:
+            running = self.manifest().get("session_id") if self.channels() else ""
+            session = running if running in stored else max(stored)
+        if session not in stored:
+            raise LookupError(f"no session {session!r} at {self.url} (there are "
+                              f"{', '.join(sorted(stored))})")
+        out: dict[str, Any] = {}
+        for flavor, chans in sorted(stored[session].items()):
+            for c in chans:
+                if fnmatch.fnmatchcase(c.key, pattern):
+                    table = pa.Table.from_batches(list(self.read_channel(c)), schema=c.schema)
+                    out[f"{flavor}/{c.key}"] = table.to_pandas() if pandas else table
+        return out
+
+    # --- remote commands (the service must allow them) ------------------------------------
+
+    def _action(self, kind: str, body: dict[str, Any] | None = None) -> Any:
+        action = flight.Action(kind, json.dumps(body or {}).encode())
+        results = list(self.client.do_action(action, self.options()))
+        return json.loads(results[0].body.to_pybytes())
+
+    def health(self) -> dict[str, Any]:
+        return self._action("health")  # type: ignore[no-any-return]
+
+    def call(self, instrument: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Run an instrument command in the remote run and return its (JSON) result."""
+        return self._action("call", {"instrument": instrument, "method": method,
+                                     "args": list(args), "kwargs": kwargs})["result"]
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def connect(url: str, *, token: str | None = None, tls_root_certs: str | Path | None = None,
+            timeout: float = 10.0) -> Connection:
+    """A client of the daqhub data service at ``url`` (``grpc://host:port``, ``grpc+tls://``).
+
+    ``token`` None: read from ``$DAQHUB_TOKEN`` when set.
+    """
+    return Connection(url, token=token if token is not None else os.environ.get(
+        DEFAULT_TOKEN_ENV), tls_root_certs=tls_root_certs, timeout=timeout)

@@ -1,0 +1,235 @@
+"""``daqhub record URL --output-dir D``: a full copy of a running session on another machine.
+
+The copy is written by the same storage router and backends as the run's own (HDF5 / Arrow,
+same layout, same session id, lab file and versions), from two sources of the same rows:
+
+- the session's files, read through the service from the row this copy has up to: what the
+  run stored before the recorder (re)joined, and what a slow or broken link made it miss;
+- the live stream, for everything after.
+
+Every live batch carries its first row index (the file's row index), so the two are joined
+without overlap. Rows that neither gives (produced before the recorder joined and not stored
+yet when it asked, or lost while the link was down and never stored) are reported as gaps,
+per channel, with their row range. A broken link is retried with backoff; a recorder
+restarted into the same directory moves its predecessor's partial copy aside and starts the
+copy again from the files. Exit codes: 0 a complete copy, 1 a copy with gaps (listed) or a
+link that never came back, 2 bad arguments or storage that cannot open.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+import pyarrow as pa
+import pyarrow.flight as flight
+
+from .flight_client import Channel, Connection, LinkLostError, LiveBatch, clear_message
+from .measurement import ChannelSpec
+from .storage import FlavorStorage, StorageError, StorageSession, check_id, is_session_id
+
+if TYPE_CHECKING:
+    from .host import PluginHost
+
+EXIT_COMPLETE, EXIT_GAPS, EXIT_USAGE = 0, 1, 2
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 5.0
+
+
+@dataclass(frozen=True)
+class Gap:
+    channel: str
+    first_row: int
+    rows: int
+
+    def __str__(self) -> str:
+        return (f"{self.channel}: rows {self.first_row}..{self.first_row + self.rows - 1} "
+                f"({self.rows}) not received")
+
+
+@dataclass
+class RecordResult:
+    session_id: str = ""
+    rows: dict[str, int] = field(default_factory=dict)
+    gaps: list[Gap] = field(default_factory=list)
+    files: dict[str, list[Path]] = field(default_factory=dict)
+    links_lost: int = 0
+    moved_aside: list[Path] = field(default_factory=list)
+    error: str = ""
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_GAPS if self.gaps or self.error else EXIT_COMPLETE
+
+
+class Recorder:
+    """Copies the session running behind ``conn`` into ``output_dir``."""
+
+    def __init__(self, conn: Connection, output_dir: Path, host: PluginHost, out: TextIO, *,
+                 give_up_s: float = 60.0) -> None:
+        self.conn = conn
+        self.output_dir = Path(output_dir)
+        self.host = host
+        self.out = out
+        self.give_up_s = give_up_s
+        self.result = RecordResult()
+        self._written: dict[str, int] = {}
+        self._storage: StorageSession | None = None
+
+    @property
+    def rows_copied(self) -> int:
+        """Rows in the copy so far (all channels)."""
+        return sum(self._written.values())
+
+    def say(self, text: str) -> None:
+        print(f"daqhub record: {text}", file=self.out, flush=True)
+
+    # --- opening the copy ---------------------------------------------------------------
+
+    def _open(self, manifest: dict[str, Any]) -> None:
+        sid = str(manifest.get("session_id", ""))
+        if not is_session_id(sid) and check_id(sid) is not None:
+            raise StorageError(f"the service names session {sid!r}, not a session id")
+        plans = {}
+        for flavor, f in manifest["flavors"].items():
+            plans[flavor] = FlavorStorage(
+                backend=f["backend"], options=f["options"], instruments=f["instruments"],
+                channels={i: [ChannelSpec.from_dict(s) for s in specs]
+                          for i, specs in f["channels"].items()})
+            here = self.output_dir / flavor / sid
+            if here.exists():  # a previous recorder's partial copy: keep it, start afresh
+                n = 1
+                while (aside := here.with_name(f"{sid}.partial-{n}")).exists():
+                    n += 1
+                here.rename(aside)
+                self.result.moved_aside.append(aside)
+                self.say(f"moved the partial copy {here} aside to {aside}")
+        self._storage = StorageSession.open(self.host, self.output_dir, plans,
+                                            lab_config=manifest["lab_config"],
+                                            session_id=sid, versions=manifest["versions"])
+        self.result.session_id = sid
+        for f in manifest["flavors"].values():
+            for iid, specs in f["channels"].items():
+                for s in specs:
+                    self._written.setdefault(f"{iid}/{s['name']}", 0)
+        self.say(f"copying session {sid} into {self.output_dir}")
+
+    # --- writing ------------------------------------------------------------------------
+
+    def _write(self, key: str, batch: pa.RecordBatch) -> None:
+        assert self._storage is not None
+        self._storage.write(batch)
+        self._written[key] = self._written.get(key, 0) + batch.num_rows
+
+    def _stored(self) -> dict[str, Channel]:
+        sid = self.result.session_id
+        flavors = self.conn.sessions(sid).get(sid, {})
+        return {c.key: c for chans in flavors.values() for c in chans}
+
+    def _fill(self, stored: dict[str, Channel], key: str, upto: int | None = None) -> None:
+        """Rows from what this copy has up to ``upto`` (None: all), from the files."""
+        channel = stored.get(key)
+        if channel is None:
+            return
+        for batch in self.conn.read_channel(channel, self._written[key]):
+            if upto is not None:
+                batch = batch.slice(0, max(0, upto - self._written[key]))
+            if batch.num_rows:
+                self._write(key, batch)
+            if upto is not None and self._written[key] >= upto:
+                return
+
+    def _take(self, item: LiveBatch) -> None:
+        key = item.key
+        have = self._written.setdefault(key, 0)
+        if item.first_row > have:  # missed rows: maybe stored by now
+            self._fill(self._stored(), key, item.first_row)
+            have = self._written[key]
+            if item.first_row > have:
+                gap = Gap(key, have, item.first_row - have)
+                self.result.gaps.append(gap)
+                self.say(f"gap: {gap}")
+                self._written[key] = item.first_row  # the rows after it go on from there
+        skip = self._written[key] - item.first_row
+        if skip < item.batch.num_rows:
+            assert self._storage is not None
+            self._storage.write(item.batch.slice(skip))
+            self._written[key] = item.first_row + item.batch.num_rows
+
+    # --- the loop -----------------------------------------------------------------------
+
+    def _copy_once(self, stop: threading.Event) -> bool:
+        """Follow the run until it ends (True) or the link breaks (LinkLostError)."""
+        manifest = self.conn.manifest()
+        if self._storage is None:
+            self._open(manifest)
+        elif manifest.get("session_id") != self.result.session_id:
+            self.say(f"the service now runs session {manifest.get('session_id')}: session "
+                     f"{self.result.session_id} has ended")
+            return True
+        else:
+            self.say("link back: resuming (what was missed comes from the run's files)")
+        live = self.conn.subscribe("*") if manifest.get("running") else None
+        try:
+            stored = self._stored()
+            for key in list(self._written):
+                self._fill(stored, key)
+            if live is None:
+                return True
+            for item in live:
+                self._take(item)
+                if stop.is_set():
+                    return True
+            return True
+        finally:
+            if live is not None:
+                live.close()
+
+    def run(self, stop: threading.Event | None = None) -> RecordResult:
+        stop = stop or threading.Event()
+        retry = RETRY_FIRST_S
+        down_since: float | None = None
+        try:
+            while not stop.is_set():
+                try:
+                    if self._copy_once(stop):
+                        break
+                except (LinkLostError, flight.FlightUnavailableError,
+                        flight.FlightTimedOutError, flight.FlightCancelledError) as exc:
+                    now = time.monotonic()
+                    if down_since is None:
+                        down_since = now
+                        self.result.links_lost += 1
+                        self.say(f"link lost ({clear_message(exc)}); reconnecting")
+                    if now - down_since > self.give_up_s:
+                        self.result.error = (f"the service did not come back within "
+                                             f"{self.give_up_s:.0f} s")
+                        break
+                    stop.wait(retry)
+                    retry = min(retry * 2, RETRY_MAX_S)
+                    continue
+                retry, down_since = RETRY_FIRST_S, None
+        finally:
+            if self._storage is not None:
+                self.result.files = {str(f): p for f, p in self._storage.close().items()}
+        self.result.rows = dict(self._written)
+        for gap in self.result.gaps:
+            self.result.rows[gap.channel] -= gap.rows
+        return self.result
+
+
+def report(result: RecordResult, out: TextIO) -> None:
+    print(f"session {result.session_id or '?'}: "
+          + ", ".join(f"{k}={n}" for k, n in sorted(result.rows.items())), file=out)
+    for flavor, paths in sorted(result.files.items()):
+        for p in paths:
+            print(f"  {flavor}: {p}", file=out)
+    if result.links_lost:
+        print(f"link lost {result.links_lost} time(s)", file=out)
+    for gap in result.gaps:
+        print(f"gap: {gap}", file=out)
+    print("copy complete" if result.exit_code == EXIT_COMPLETE else
+          f"copy INCOMPLETE: {result.error or f'{len(result.gaps)} gap(s)'}", file=out)

@@ -1,0 +1,118 @@
+"""What the live data service (``daqhub run --serve``, ``[daqhub.serve]``) is told to do.
+
+Kept apart from the service so that reading a lab file does not import gRPC. The token is never
+written in the lab file (the lab file is stored with every session): the table names the
+environment variable that holds it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_ADDRESS = "127.0.0.1:8815"
+DEFAULT_TOKEN_ENV = "DAQHUB_TOKEN"
+
+SERVE_SCHEMA: dict[str, Any] = {
+    "type": "object", "additionalProperties": False,
+    "description": "serve the run's live data and session files over Arrow Flight",
+    "properties": {
+        "address": {"type": "string", "default": DEFAULT_ADDRESS,
+                    "description": "HOST:PORT to listen on (port 0: any free port); a host "
+                                   "other than loopback requires a token"},
+        "token_env": {"type": "string", "default": DEFAULT_TOKEN_ENV,
+                      "description": "environment variable holding the bearer token clients "
+                                     "must send"},
+        "tls_cert": {"type": "string", "description": "PEM certificate: serve over TLS"},
+        "tls_key": {"type": "string", "description": "PEM private key of tls_cert"},
+        "actions": {"type": "boolean", "default": False,
+                    "description": "allow remote commands (call, health); needs a token"},
+        "queue_batches": {"type": "integer", "minimum": 1, "maximum": 1_000_000,
+                          "default": 1000,
+                          "description": "batches a live subscriber may fall behind before "
+                                         "it loses its oldest (it is told how many)"},
+    },
+}
+
+
+class ServeConfigError(ValueError):
+    """The service cannot start as configured; the message says what to change."""
+
+
+def split_address(address: str) -> tuple[str, int]:
+    host, sep, port = address.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ServeConfigError(f"serve address {address!r}: expected HOST:PORT, e.g. "
+                               f"{DEFAULT_ADDRESS} (port 0 picks a free one)")
+    return host.strip("[]"), int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    host: str = "127.0.0.1"
+    port: int = 8815
+    token: str | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    actions: bool = False
+    queue_batches: int = 1000
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any], *, address: str | None = None,
+                   base_dir: Path | None = None,
+                   environ: Mapping[str, str] | None = None) -> ServeConfig:
+        """From ``[daqhub.serve]`` (``address`` overrides, as ``--serve`` does); checked."""
+        env = os.environ if environ is None else environ
+        host, port = split_address(address or str(table.get("address", DEFAULT_ADDRESS)))
+        token_env = str(table.get("token_env", DEFAULT_TOKEN_ENV))
+        base = base_dir or Path.cwd()
+
+        def path(key: str) -> Path | None:
+            return base / str(table[key]) if key in table else None
+
+        cfg = cls(host, port, env.get(token_env) or None, path("tls_cert"), path("tls_key"),
+                  bool(table.get("actions", False)), int(table.get("queue_batches", 1000)))
+        problems = cfg.problems(token_env)
+        if problems:
+            raise ServeConfigError("; ".join(problems))
+        return cfg
+
+    def problems(self, token_env: str = DEFAULT_TOKEN_ENV) -> list[str]:
+        out = []
+        if not is_loopback(self.host) and not self.token:
+            out.append(f"serving on {self.host} (not loopback) needs a token: set "
+                       f"{token_env} in the environment, or serve on 127.0.0.1")
+        if self.actions and not self.token:
+            out.append(f"remote commands (actions = true) need a token: set {token_env}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            out.append("TLS needs both tls_cert and tls_key")
+        for p in (self.tls_cert, self.tls_key):
+            if p is not None and not p.is_file():
+                out.append(f"TLS file {p} does not exist")
+        return out
+
+    @property
+    def scheme(self) -> str:
+        return "grpc+tls" if self.tls_cert else "grpc"
+
+
+def serve_config(table: Mapping[str, Any], address: str | None, lab_path: str
+                 ) -> ServeConfig | None:
+    """What ``daqhub run`` serves: ``--serve`` (``address``) or ``[daqhub.serve]``, else None."""
+    if address is None and not table:
+        return None
+    base = Path(lab_path).parent if Path(lab_path).is_file() else Path.cwd()
+    return ServeConfig.from_table(table, address=address, base_dir=base)

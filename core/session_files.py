@@ -1,0 +1,168 @@
+"""A session's channels read back from its files as unified-stream batches.
+
+The live data service serves finished and running sessions from here (``do_get`` of a session
+channel), and a recorder that joins a run late fills its copy from here before following the
+live stream, so both backends' layouts are read into the one shape every consumer already
+takes: batches of :func:`daqhub.schema.channel_schema` (``unified=True``). A file still open
+by its writer is read as far as it was flushed (HDF5 without locking, or in SWMR mode; Arrow
+streams up to their last complete batch).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+
+from .measurement import ChannelSpec, Source
+from .schema import build_batch, channel_schema, describe
+from .specs import Flavor
+
+HDF5_FILE = "session.h5"
+ARROW_SUFFIX = ".arrows"
+PARQUET_SUFFIX = ".parquet"
+META_GROUP = "_daqhub"
+#: rows per batch read from a file
+READ_ROWS = 65536
+
+
+@dataclass(frozen=True)
+class StoredChannel:
+    flavor: Flavor
+    instrument_id: str
+    spec: ChannelSpec
+    rows: int
+    path: Path
+
+
+def _h5(path: Path) -> h5py.File:
+    """Open for reading in whatever state the writer left it (see daqhub inspect).
+
+    Plain first: in the writer's own process (the data service) HDF5 shares the open file,
+    and any other locking flag is refused; another process's writer locks it.
+    """
+    try:
+        return h5py.File(path, "r")
+    except BlockingIOError:
+        return h5py.File(path, "r", locking=False)
+    except OSError as exc:
+        if "already open for write" not in str(exc) and "swmr" not in str(exc).lower():
+            raise
+    return h5py.File(path, "r", swmr=True, libver="latest")
+
+
+def _h5_rows(g: h5py.Group) -> int:
+    if g.attrs.get("layout", "rows") == "flat":
+        return min(len(g["timestamp_ns"]), len(g["extent"]))
+    return min(len(g["timestamp_ns"]), len(g["value"]), *([len(g["axis"])] if "axis" in g
+                                                           else []))
+
+
+def channels(flavor: Flavor, session_dir: Path) -> list[StoredChannel]:
+    """Every channel stored in one flavor's session directory, with its rows so far."""
+    out: list[StoredChannel] = []
+    h5 = session_dir / HDF5_FILE
+    if h5.is_file():
+        with _h5(h5) as f:
+            for iid, group in f.items():
+                if iid == META_GROUP or not isinstance(group, h5py.Group):
+                    continue
+                for g in group.values():
+                    spec = ChannelSpec.from_dict(json.loads(g.attrs["channel"]))
+                    out.append(StoredChannel(flavor, iid, spec, _h5_rows(g), h5))
+    for path in sorted(session_dir.glob(f"*/*{ARROW_SUFFIX}")):
+        try:
+            with pa.memory_map(str(path)) as source:
+                reader = ipc.open_stream(source)
+                iid, spec = describe(reader.schema)
+                rows = sum(b.num_rows for b in _complete_batches(reader))
+        except (pa.ArrowInvalid, OSError):
+            continue  # created a moment ago, schema not written yet
+        out.append(StoredChannel(flavor, iid, spec, rows, path))
+    for path in sorted(session_dir.glob(f"*/*{PARQUET_SUFFIX}")):
+        meta = pq.read_metadata(path)
+        iid, spec = describe(meta.schema.to_arrow_schema())
+        out.append(StoredChannel(flavor, iid, spec, meta.num_rows, path))
+    return out
+
+
+def _complete_batches(reader: Any) -> Iterator[pa.RecordBatch]:
+    while True:
+        try:
+            yield reader.read_next_batch()
+        except StopIteration:
+            return
+        except (pa.ArrowInvalid, OSError):
+            return  # a batch being written right now (or cut by a kill): not there yet
+
+
+def read(channel: StoredChannel, start: int = 0) -> Iterator[pa.RecordBatch]:
+    """The channel's rows from ``start`` on, as unified batches (source = the flavor)."""
+    if channel.path.suffix == ARROW_SUFFIX:
+        yield from _read_arrow(channel, start)
+    elif channel.path.suffix == PARQUET_SUFFIX:
+        for batch in _drop_rows(pq.ParquetFile(channel.path).iter_batches(READ_ROWS), start):
+            yield pa.RecordBatch.from_arrays(batch.columns, schema=_unified(channel))
+    else:
+        yield from _read_h5(channel, start)
+
+
+def _drop_rows(batches: Iterator[pa.RecordBatch], start: int) -> Iterator[pa.RecordBatch]:
+    seen = 0
+    for batch in batches:
+        if seen + batch.num_rows > start and batch.num_rows:
+            yield batch.slice(max(0, start - seen))
+        seen += batch.num_rows
+
+
+def _read_arrow(channel: StoredChannel, start: int) -> Iterator[pa.RecordBatch]:
+    with pa.memory_map(str(channel.path)) as source:
+        reader = ipc.open_stream(source)
+        for part in _drop_rows(_complete_batches(reader), start):
+            # the file's schema carries more metadata (session, lab file): the stream's own
+            yield pa.RecordBatch.from_arrays(part.columns, schema=_unified(channel))
+
+
+def _unified(channel: StoredChannel) -> pa.Schema:
+    return channel_schema(channel.instrument_id, channel.spec, unified=True)
+
+
+def _read_h5(channel: StoredChannel, start: int) -> Iterator[pa.RecordBatch]:
+    spec = channel.spec
+    with _h5(channel.path) as f:
+        g = f[channel.instrument_id][spec.name]
+        rows = _h5_rows(g)
+        meta_rows = g["metadata_row"][:]
+        meta_text = g["metadata"].asstr()
+        flat = g.attrs.get("layout", "rows") == "flat"
+        for lo in range(start, rows, READ_ROWS):
+            hi = min(rows, lo + READ_ROWS)
+            ts = g["timestamp_ns"][lo:hi]
+            axes = None
+            if flat:
+                ext = g["extent"][lo:hi]
+                values: Any = [g["value"][s:s + n] for s, n in ext]
+                axes = [g["axis"][s:s + n] for s, n in ext]
+            else:
+                values = g["value"][lo:hi]
+                if "axis" in g:
+                    axes = list(g["axis"][lo:hi])
+            batch = build_batch(channel.instrument_id, spec, ts, values, axes=axes,
+                                source=Source(channel.flavor))
+            sel = np.flatnonzero((meta_rows >= lo) & (meta_rows < hi))
+            if len(sel):
+                texts: list[str | None] = [None] * (hi - lo)
+                for i in sel:
+                    texts[int(meta_rows[i]) - lo] = meta_text[int(i)]
+                idx = batch.schema.get_field_index("metadata")
+                batch = batch.set_column(idx, batch.schema.field(idx),
+                                         pa.array(texts, type=pa.string()))
+            yield batch

@@ -1,0 +1,33 @@
+"""Fixtures shared by every test folder: a real ser2net in front of a simulated device."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from ser2net_server import Ser2net
+
+
+@pytest.fixture
+def ser2net(tmp_path: Path) -> Iterator[Callable[..., Ser2net]]:
+    """``ser2net(sim_url, rfc2217=True)``: the simulated device behind ``sim_url`` on a pty (as
+    ``daqhub sim serve --pty`` serves it), served by a real ser2net on a free loopback port.
+    ``.url`` is what a lab file names; ``.stop()``/``.start()`` restart the server."""
+    from daqhub_sims import install, registry
+    from daqhub_sims.pty_server import PtyServer
+
+    install()
+    started: list[tuple[Ser2net, PtyServer]] = []
+
+    def make(url: str, *, rfc2217: bool = True) -> Ser2net:
+        pty = PtyServer(registry.endpoint(url))
+        pty.start()
+        server = Ser2net(pty.path, tmp_path, rfc2217=rfc2217)
+        started.append((server, pty))
+        return server.start()
+
+    yield make
+    for server, pty in started:
+        server.stop()
+        pty.close()
