@@ -40,6 +40,15 @@ class LimitedV2(V2Instrument):
     def position(self) -> float:
         return self.position_mm
 
+    def move_relative(self, distance: float) -> None:
+        self.move_absolute(self.position_mm + distance)
+
+    def home(self, timeout: float = 30.0) -> None:
+        self.position_mm = 0.0
+
+    def is_moving(self) -> bool:
+        return False
+
     def stop(self) -> None:
         pass
 
@@ -64,6 +73,15 @@ class LimitedV4(V4Actor):
 
     async def position(self) -> float:
         return self.position_mm
+
+    async def move_relative(self, distance: float) -> None:
+        await self.move_absolute(self.position_mm + distance)
+
+    async def home(self, timeout: float = 30.0) -> None:
+        self.position_mm = 0.0
+
+    async def is_moving(self) -> bool:
+        return False
 
     async def stop(self) -> None:
         pass

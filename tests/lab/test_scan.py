@@ -90,9 +90,9 @@ def test_points_table_settings_and_meta_read_back_with_plain_tools(
                          [v.decode() for v in f["settings/reason"][:]],
                          [json.loads(v) for v in f["settings/settings"][:]], strict=True))
     start = {i: s for i, r, s in snaps if r == "session start"}
-    assert start["power"]["wavelength_nm"] == 633 and start["rotator"]["model"] == "ELL14"
+    assert start["power"]["wavelength"] == 633 and start["rotator"]["model"] == "ELL14"
     after = [s for i, r, s in snaps if i == "power" and r == "after set_wavelength"]
-    assert after and after[0]["wavelength_nm"] == 800
+    assert after and after[0]["wavelength"] == 800
     # Arrow flavor: one IPC file per points run, read with pyarrow and pandas
     path = dirs["v4"] / "points-scan-1.arrow"
     back = pa.ipc.open_file(path).read_all()

@@ -72,7 +72,7 @@ def test_over_a_pseudo_terminal(build: Build, case: Case) -> None:
 def test_over_ser2net_rfc2217(build: Build, case: Case, ser2net: Callable[..., Any]) -> None:
     server = ser2net(case.url())  # a real ser2net in front of the device's pty
     inst = connected(build, case, server.url)
-    assert inst.serial_port.device.startswith("rfc2217://127.0.0.1:")
+    assert inst.port.device.startswith("rfc2217://127.0.0.1:")
     [m] = inst.read()
     assert m.data in (Scalar(0.0, "mm"), Scalar(1e-6, "W"))
     inst.close()
