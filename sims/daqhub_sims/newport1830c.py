@@ -29,15 +29,25 @@ Model choices where the reference leaves room (a driver must not depend on them)
   sample period later); ``Z0`` stops subtracting it.
 - ``S`` stores the latest displayed power (zero applied) as reference; a reading <= 0 cannot
   be a reference and sets the parameter-error bit. Power-up reference 1 mW.
-- Formats: W mode ``1.234E-6`` (4 significant digits, exponent without padding), dB and dBm
-  two decimals (``-15.24``), REL 4 significant digits in decimal (``0.5000``). dB of a power
-  <= 0 is computed from 1e-15 W.
+- W-mode ``D?`` text follows the display, so it depends on the value and the range, giving
+  the forms protocols.md quotes from real meters (``5E-9``, ``+.75E-9``, ``1.23E-6``): the
+  exponent is the range's display unit (-9 for the nW ranges 1-3, -6 for the uW ranges 4-6,
+  -3 for ranges 7-8; the attenuator's ranges are 1000 times higher), the mantissa has the
+  range's resolution (four significant digits at full scale: ``.2000`` nW on range 1,
+  ``2.000`` on range 2, ``20.00`` on range 3), trailing zeros and a bare point are dropped,
+  and a mantissa below 1 loses its leading zero and carries an explicit sign (``+.11E-9``).
+  The exact rule is not in the reference [U]; drivers must parse any such float.
+- dB and dBm two decimals (``-15.24``), REL 4 significant digits in decimal (``0.5000``).
+  dB of a power <= 0 is computed from 1e-15 W.
 - One command per line. An unknown letter sets the command-error bit, a bad argument (or an
   argument to ``S``, ``C``, ``O``, or a set value where only ``?`` is allowed) the
   parameter-error bit; nothing is ever replied for an error. Lines longer than 64 characters
   are command errors.
-- ``E1`` (echo, unconfirmed): each received line is sent back followed by CR LF, and replies
-  end with CR LF instead of LF.
+- ``E1`` echo, as the sister 2832-C's manual describes RS-232 echo (protocols.md: assume the
+  same [U]): every received character is sent back as it arrives, a line terminator as
+  CR LF, and replies end with CR LF instead of LF. ``E1`` itself is not echoed (echo starts
+  after it); the characters of ``E0`` are. Option ``echo=1`` powers the meter on in echo
+  mode, so a driver can be tested against a meter left in either state.
 - The incident power comes from option ``power`` (W, default 1e-6) or from a callable given to
   :meth:`Newport1830C.set_power_source`; the callable is evaluated once each time the meter
   catches up with its clock, so all samples of one catch-up share one value.
@@ -102,16 +112,21 @@ def full_scale(range_number: int, attenuator: bool) -> float:
     return scale * ATTENUATOR_FACTOR if attenuator else scale
 
 
-def format_watts(value: float) -> str:
-    """``D?`` text in W mode: 4 significant digits, ``1.234E-6``."""
-    if value == 0.0 or not math.isfinite(value):
-        return "0.000E0"
-    exponent = math.floor(math.log10(abs(value)))
-    mantissa = round(value / 10.0**exponent, 3)
-    if abs(mantissa) >= 10.0:
-        mantissa /= 10.0
-        exponent += 1
-    return f"{mantissa:.3f}E{exponent}"
+def format_watts(value: float, scale: float) -> str:
+    """``D?`` text in W mode for ``value`` shown on a range of full scale ``scale`` W."""
+    exponent = 3 * math.floor((math.log10(scale) + 1.0) / 3.0)
+    unit = 10.0**exponent
+    decimals = max(0, 3 - math.floor(math.log10(scale / unit) + 1e-9))
+    text = f"{value / unit if math.isfinite(value) else 0.0:.{decimals}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    if text in ("0", "-0", ""):
+        text = "0"
+    elif text.startswith("0."):
+        text = "+" + text[1:]
+    elif text.startswith("-0."):
+        text = "-" + text[2:]
+    return f"{text}E{exponent}"
 
 
 def format_decimal(value: float, significant: int = 4) -> str:
@@ -133,6 +148,14 @@ def _option_number(options: Mapping[str, str], name: str, default: float) -> flo
     if not math.isfinite(value):
         raise ValueError(f"1830-C option {name}={text!r} must be finite")
     return value
+
+
+def _flag(text: str) -> bool:
+    if text.lower() in ("1", "true", "on", "yes"):
+        return True
+    if text.lower() in ("0", "false", "off", "no", ""):
+        return False
+    raise ValueError(f"1830-C option echo={text!r} is not a flag (use 1 or 0)")
 
 
 class Newport1830C(SimDevice):
@@ -180,6 +203,7 @@ class Newport1830C(SimDevice):
         self._t0 = self.clock.now()
         self._rx = bytearray()
         self._out = bytearray()
+        self._after_cr = False  # a CR LF terminator is echoed once
 
         self._wavelength = int(wavelength)
         self._units = 1
@@ -195,7 +219,7 @@ class Newport1830C(SimDevice):
         self._beeper = 1
         self._backlight = 1
         self._lockout = 0
-        self._echo = 0
+        self._echo = 1 if _flag(self.options.get("echo", "0")) else 0
 
         self._parameter_error = False
         self._command_error = False
@@ -240,6 +264,9 @@ class Newport1830C(SimDevice):
     def feed(self, data: bytes) -> None:
         now = self.clock.now()
         for byte in data:
+            if self._echo and not (byte == 0x0A and self._after_cr):
+                self._out += b"\r\n" if byte in (0x0A, 0x0D) else bytes((byte,))
+            self._after_cr = byte == 0x0D
             if byte in (0x0A, 0x0D):
                 line = self._rx.decode("latin-1")
                 self._rx.clear()
@@ -324,8 +351,6 @@ class Newport1830C(SimDevice):
         text = "".join(line.split()).upper()
         if not text:
             return
-        if self._echo:
-            self._out += line.encode("latin-1") + b"\r\n"
         self._acquire(now)
         letter, argument = text[0], text[1:]
         if letter == "D":
@@ -391,7 +416,7 @@ class Newport1830C(SimDevice):
             return
         watts = self._displayed_watts()
         if self._units == 1:
-            text = format_watts(watts)
+            text = format_watts(watts, self._full_scale(self._range))
         elif self._units == 2:
             text = f"{10.0 * math.log10(max(watts, _TINY_POWER) / self._reference):.2f}"
         elif self._units == 3:
