@@ -4,25 +4,9 @@ Written from protocols.md section 1 only. Where the reference marks a behaviour 
 [U], the choice made here is stated next to the code so a driver author knows what a test
 against this simulator does and does not prove.
 
-Options (all strings, as they arrive from a ``sim://elliptec?...`` URL):
-
-``devices``
-    ``ADDR:MODEL`` pairs, e.g. ``0:ELL14,1:ELL9,2:ELL20,3:ELL6`` (default ``0:ELL14``).
-    Two entries may share an address: both units then execute and their simultaneous replies
-    collide on the open-drain line (modelled as a bytewise wired-AND).
-``speed_scale``
-    Multiplies every motion speed and divides every timed operation (``om``, ``cm``, ``s1``),
-    so tests can make moves short (default 1).
-``drive_timeout``
-    Seconds a stalled motor drives before the unit gives up with status ``02`` (default 2.5,
-    the thermal drive time-out of the ELL18K manual).
-``stall``
-    Comma-separated addresses whose moves end in a mechanical time-out (``GS02``).
-``interim_busy``
-    ``1``: a timed move first answers ``GS09`` and later ``PO`` (the manual says "may").
-``lowercase_hex``
-    ``1``: accept ``a``-``f`` in data; by default they are malformed hex (``GS04``), since one
-    driver author reports real units reject them [U].
+Options: see :attr:`ElliptecBus.OPTIONS` (``daqhub sim models`` prints them). Two
+``devices`` entries may share an address: both units then execute and their simultaneous
+replies collide on the open-drain line (modelled as a bytewise wired-AND).
 
 Choices where the reference is silent or unconfirmed [U]:
 
@@ -62,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from daqhub_sims.device import Clock, SimDevice
+from daqhub_sims.model_options import SimOption, with_defaults
 
 CR = 0x0D
 LF = 0x0A
@@ -268,23 +253,43 @@ class ElliptecBus(SimDevice):
     """The bus: a byte-stream receiver shared by all units, and the replies they schedule."""
 
     baudrate = 9600
+    summary = "Thorlabs Elliptec ELLx bus: several modules at their addresses on one line"
+    OPTIONS = (
+        SimOption("devices", "0:ELL14", "ADDR:MODEL pairs, e.g. 0:ELL14,1:ELL9,2:ELL20 "
+                  "(models in the table below)"),
+        SimOption("speed_scale", "1", "multiplies every motion speed and divides every timed "
+                  "operation (om, cm, s1)"),
+        SimOption("drive_timeout", "2.5", "seconds a stalled motor drives before status 02 "
+                  "(the ELL18K manual's thermal drive time-out)"),
+        SimOption("stall", "", "comma-separated addresses whose moves end in a mechanical "
+                  "time-out (GS02)"),
+        SimOption("interim_busy", "0", "1: a timed move first answers GS09, then PO"),
+        SimOption("lowercase_hex", "0", "1: accept a-f in data (default: GS04, as one driver "
+                  "author reports of real units)"),
+    )
+
+    @classmethod
+    def reference_tables(cls) -> list[tuple[str, list[str], list[list[str]]]]:
+        rows = [[m.name, f"{m.type_code:02X}", m.kind, f"{m.travel} {m.units}", str(m.pulses),
+                 ", ".join(m.capabilities())] for m in MODELS.values()]
+        return [("Elliptec models (`devices=ADDR:MODEL`)",
+                 ["model", "IN type", "kind", "travel", "pulses field", "capabilities"], rows)]
 
     def __init__(
         self, options: Mapping[str, str] | None = None, clock: Clock | None = None
     ) -> None:
         super().__init__(options, clock)
-        opts = dict(self.options)
-        known = {"devices", "speed_scale", "drive_timeout", "stall", "interim_busy",
-                 "lowercase_hex"}
-        unknown = sorted(set(opts) - known)
+        known = {o.name for o in self.OPTIONS}
+        unknown = sorted(set(self.options) - known)
         if unknown:
             raise ValueError(f"unknown elliptec option(s) {unknown}; known: {sorted(known)}")
-        self.speed_scale = _positive_float(opts.get("speed_scale", "1"), "speed_scale")
-        self.drive_timeout = _positive_float(opts.get("drive_timeout", "2.5"), "drive_timeout")
-        self.interim_busy = _flag(opts.get("interim_busy", "0"), "interim_busy")
-        self.lowercase_hex = _flag(opts.get("lowercase_hex", "0"), "lowercase_hex")
-        self.units: list[ElliptecUnit] = list(_parse_devices(opts.get("devices", "0:ELL14")))
-        for addr in _split(opts.get("stall", "")):
+        opts = with_defaults(self.OPTIONS, self.options)
+        self.speed_scale = _positive_float(opts["speed_scale"], "speed_scale")
+        self.drive_timeout = _positive_float(opts["drive_timeout"], "drive_timeout")
+        self.interim_busy = _flag(opts["interim_busy"], "interim_busy")
+        self.lowercase_hex = _flag(opts["lowercase_hex"], "lowercase_hex")
+        self.units: list[ElliptecUnit] = list(_parse_devices(opts["devices"]))
+        for addr in _split(opts["stall"]):
             for unit in self._units_at(addr.upper()):
                 unit.stalled = True
         self._rx = bytearray()

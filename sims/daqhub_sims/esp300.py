@@ -87,6 +87,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from daqhub_sims.device import Clock, SimDevice
+from daqhub_sims.model_options import SimOption, with_defaults
 
 #: Seconds per servo tick; ``TB?`` timestamps count these since power-on.
 SERVO_TICK = 400e-6
@@ -519,11 +520,22 @@ class _Options:
     travel: float
 
 
-def _parse_options(options: Mapping[str, str]) -> _Options:
-    def number(name: str, default: float) -> float:
-        text = options.get(name)
-        if text is None:
-            return default
+OPTIONS = (
+    SimOption("axes", "3", "number of axes, 1-3"),
+    SimOption("units", "2", "power-on SN units of every axis (0 encoder counts ... 2 mm ... "
+              "7 deg ... 11 urad)"),
+    SimOption("speed_scale", "1", "multiplies every power-on speed, so motions take 1/scale "
+              "of the time"),
+    SimOption("home", "0", "home switch position, default units from the power-on position"),
+    SimOption("travel", "50", "distance between the hardware limits, default units"),
+)
+
+
+def _parse_options(given: Mapping[str, str]) -> _Options:
+    options = with_defaults(OPTIONS, given)
+
+    def number(name: str) -> float:
+        text = options[name]
         try:
             value = float(text)
         except ValueError:
@@ -532,20 +544,18 @@ def _parse_options(options: Mapping[str, str]) -> _Options:
             raise ValueError(f"ESP300 option {name}={text!r} must be finite")
         return value
 
-    def integer(name: str, default: int, low: int, high: int) -> int:
-        text = options.get(name)
-        if text is None:
-            return default
+    def integer(name: str, low: int, high: int) -> int:
+        text = options[name]
         if not text.strip().isdigit() or not low <= int(text) <= high:
             raise ValueError(f"ESP300 option {name}={text!r}: expected an integer {low}..{high}")
         return int(text)
 
     parsed = _Options(
-        axes=integer("axes", 3, 1, 3),
-        units=integer("units", 2, 0, 11),
-        speed_scale=number("speed_scale", 1.0),
-        home=number("home", 0.0),
-        travel=number("travel", 50.0),
+        axes=integer("axes", 1, 3),
+        units=integer("units", 0, 11),
+        speed_scale=number("speed_scale"),
+        home=number("home"),
+        travel=number("travel"),
     )
     if parsed.speed_scale <= 0:
         raise ValueError(f"ESP300 option speed_scale={parsed.speed_scale} must be > 0")
@@ -561,14 +571,13 @@ def _parse_options(options: Mapping[str, str]) -> _Options:
 class ESP300(SimDevice):
     """Newport ESP300 on RS-232.
 
-    Options (all strings): ``axes`` (1-3, default 3), ``units`` (power-on ``SN``, default 2 =
-    mm), ``speed_scale`` (multiplies every power-on speed, so motions take 1/scale of the time),
-    ``home`` (home switch position, default units from power-on position, default 0),
-    ``travel`` (distance between the hardware limits, default 50). Unknown options are ignored
-    because the same query string also carries transport options.
+    Options: :data:`OPTIONS`. Unknown options are ignored because the same query string also
+    carries transport options.
     """
 
     baudrate = 19200
+    summary = "Newport ESP300 three-axis motion controller (RS-232, 19200 baud)"
+    OPTIONS = OPTIONS
 
     def __init__(
         self, options: Mapping[str, str] | None = None, clock: Clock | None = None

@@ -61,6 +61,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 
 from daqhub_sims.device import Clock, SimDevice
+from daqhub_sims.model_options import SimOption, with_defaults
 from daqhub_sims.optics import polariser_source
 
 #: Seconds between raw samples.
@@ -137,10 +138,24 @@ def format_decimal(value: float, significant: int = 4) -> str:
     return f"{value:.{max(0, min(decimals, 15))}f}"
 
 
-def _option_number(options: Mapping[str, str], name: str, default: float) -> float:
-    text = options.get(name)
-    if text is None:
-        return default
+OPTIONS = (
+    SimOption("power", "1e-6", "incident power, W"),
+    SimOption("noise", "0.001", "relative Gaussian noise of each sample"),
+    SimOption("seed", "0", "seed of the noise generator (integer)"),
+    SimOption("wavelength", "633", "power-on W setting, nm"),
+    SimOption("source_nm", None, "the light's wavelength, nm (default: whatever W is set to)"),
+    SimOption("wl_min", "400", "shortest calibrated wavelength, nm"),
+    SimOption("wl_max", "1100", "longest calibrated wavelength, nm"),
+    SimOption("echo", "0", "1: power on in echo mode (E1)"),
+    SimOption("polariser", None, "LINE:ADDR of a simulated ELL14 whose angle sets the power "
+              "by Malus' law, e.g. bench:0 (sim://elliptec?name=bench)"),
+    SimOption("polariser_offset", "0", "with polariser: angle of full transmission, deg"),
+    SimOption("extinction", "0.001", "with polariser: transmitted fraction when crossed"),
+)
+
+
+def _option_number(options: Mapping[str, str], name: str) -> float:
+    text = options[name]
     try:
         value = float(text)
     except ValueError:
@@ -161,27 +176,27 @@ def _flag(text: str) -> bool:
 class Newport1830C(SimDevice):
     """Newport 1830-C on RS-232.
 
-    Options (all strings): ``power`` (incident W, default 1e-6), ``noise`` (relative, default
-    0.001), ``seed`` (int, default 0), ``wavelength`` (power-on ``W``, default 633),
-    ``source_nm`` (the light's wavelength; default: whatever ``W`` is set to), ``wl_min`` /
-    ``wl_max`` (calibrated band, default 400/1100). Unknown options are ignored because the
-    same query string also carries transport options.
+    Options: :data:`OPTIONS`. Unknown options are ignored because the same query string also
+    carries transport options.
     """
 
     baudrate = 9600
+    summary = "Newport 1830-C optical power meter (RS-232, 9600 baud)"
+    OPTIONS = OPTIONS
 
     def __init__(
         self, options: Mapping[str, str] | None = None, clock: Clock | None = None
     ) -> None:
         super().__init__(options, clock)
-        self._power = _option_number(self.options, "power", 1e-6)
-        self._noise = _option_number(self.options, "noise", 0.001)
-        seed = _option_number(self.options, "seed", 0)
-        self._wl_min = int(_option_number(self.options, "wl_min", 400))
-        self._wl_max = int(_option_number(self.options, "wl_max", 1100))
-        wavelength = _option_number(self.options, "wavelength", 633)
-        source = self.options.get("source_nm")
-        self._source_nm = None if source is None else _option_number(self.options, "source_nm", 0)
+        opts = with_defaults(self.OPTIONS, self.options)
+        self._power = _option_number(opts, "power")
+        self._noise = _option_number(opts, "noise")
+        seed = _option_number(opts, "seed")
+        self._wl_min = int(_option_number(opts, "wl_min"))
+        self._wl_max = int(_option_number(opts, "wl_max"))
+        wavelength = _option_number(opts, "wavelength")
+        source = opts.get("source_nm")
+        self._source_nm = None if source is None else _option_number(opts, "source_nm")
         if self._power < 0 or self._noise < 0:
             raise ValueError("1830-C options power and noise must be >= 0")
         if seed != int(seed):
@@ -195,11 +210,11 @@ class Newport1830C(SimDevice):
             raise ValueError(f"1830-C option source_nm={self._source_nm} must be > 0")
         self._rng = random.Random(int(seed))
         self._source: Callable[[], float] | None = None
-        if self.options.get("polariser"):  # e.g. polariser=bench:0 (an ELL14 on line "bench")
+        if opts.get("polariser"):  # e.g. polariser=bench:0 (an ELL14 on line "bench")
             self._source = polariser_source(
-                self._power, self.options["polariser"],
-                _option_number(self.options, "polariser_offset", 0.0),
-                _option_number(self.options, "extinction", 0.001))
+                self._power, opts["polariser"],
+                _option_number(opts, "polariser_offset"),
+                _option_number(opts, "extinction"))
         self._t0 = self.clock.now()
         self._rx = bytearray()
         self._out = bytearray()
@@ -219,7 +234,7 @@ class Newport1830C(SimDevice):
         self._beeper = 1
         self._backlight = 1
         self._lockout = 0
-        self._echo = 1 if _flag(self.options.get("echo", "0")) else 0
+        self._echo = 1 if _flag(opts["echo"]) else 0
 
         self._parameter_error = False
         self._command_error = False

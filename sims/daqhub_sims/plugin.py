@@ -21,6 +21,8 @@ def _sim_command(argv: list[str]) -> int:
 
 @hookimpl
 def daqhub_cli_commands() -> list[CliCommand]:
-    """``daqhub sim serve MODEL --pty|--tcp PORT``: a simulated device for other programs."""
-    return [CliCommand("sim", "serve a simulated instrument on a pty or TCP port "
-                              "(daqhub sim serve --help)", _sim_command)]
+    """``daqhub sim serve MODEL --pty|--tcp PORT``: a simulated device for other programs;
+    ``daqhub sim models``: the models and their ``sim://`` options."""
+    return [CliCommand("sim", "simulated instruments: serve one on a pty or TCP port, with "
+                              "scheduled faults (sim serve --help); list models and their "
+                              "options (sim models)", _sim_command)]
