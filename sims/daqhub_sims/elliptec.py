@@ -24,7 +24,7 @@ Choices where the reference is silent or unconfirmed [U]:
 - ``so`` is stored and reported by ``go`` but does not shift positions. ``fw`` at the last
   slot (``bw`` at the first) answers ``PO`` with the current slot without moving.
 - ``ho`` on a multi-position slider (ELL6, ELL9) moves to slot 0 and answers ``PO00000000``
-  when there, as independent clients written against real sliders expect (protocols.md [D];
+  when there, as independent clients written against real sliders expect (several agree [D];
   the manual's slider pages say ``ho`` does not apply). Its direction byte is ignored.
 - ELL15 (iris): its travel, 10.5 or 11.5 mm in the reference, cannot be written in the
   whole-mm ``IN`` travel field; it reports 11 (``000B``) and moves over 0..11 mm [U].
@@ -135,7 +135,7 @@ def _linear(name: str, code: int, travel: int) -> Model:
     return Model(name, code, "linear", travel, 1024, 2, _LINEAR_MM_S * 1024)
 
 
-#: Every model protocols.md knows (its "Scaling per model" table), by the name a lab writes.
+#: Every model of the protocol reference's scaling table, by the name a lab writes.
 MODELS: dict[str, Model] = {
     # Sliders: pulses field 0, positions are multiples of the 31-unit slot pitch.
     # Motor counts of the sliders are not in the reference [U]: ELL6 1, ELL9 2.

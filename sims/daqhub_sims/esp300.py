@@ -42,9 +42,9 @@ Model choices where the reference leaves room (a driver must not depend on them)
 - Motors are off at power-on, as on the real controller.
 - Number replies use up to 10 significant digits with trailing zeros removed (``5.32``, ``0``).
 
-Commands protocols.md names only through the clients that send them (``MT``, ``WP``, ``ZU``,
-``TS``, ``TX``, ``PH``, ``KP``/``KI``/``KD``/``KS``, ``ZH``, ``ZB``, ``QM``, ``TJ``, ``SA``,
-``DH?``) follow the manual's command reference; where the reference gives no detail the
+Commands independent clients send that the protocol reference does not detail (``MT``,
+``WP``, ``ZU``, ``TS``, ``TX``, ``PH``, ``KP``/``KI``/``KD``/``KS``, ``ZH``, ``ZB``, ``QM``,
+``TJ``, ``SA``, ``DH?``) follow the manual's command reference; where that leaves room the
 choice made is:
 
 - ``xxMT+``/``xxMT-`` runs at ``VA`` to the hardware limit, ignoring software limits (it seeks

@@ -30,7 +30,7 @@ Model choices where the reference leaves room (a driver must not depend on them)
 - ``S`` stores the latest displayed power (zero applied) as reference; a reading <= 0 cannot
   be a reference and sets the parameter-error bit. Power-up reference 1 mW.
 - W-mode ``D?`` text follows the display, so it depends on the value and the range, giving
-  the forms protocols.md quotes from real meters (``5E-9``, ``+.75E-9``, ``1.23E-6``): the
+  the forms quoted from real meters (``5E-9``, ``+.75E-9``, ``1.23E-6``): the
   exponent is the range's display unit (-9 for the nW ranges 1-3, -6 for the uW ranges 4-6,
   -3 for ranges 7-8; the attenuator's ranges are 1000 times higher), the mantissa has the
   range's resolution (four significant digits at full scale: ``.2000`` nW on range 1,
@@ -43,7 +43,7 @@ Model choices where the reference leaves room (a driver must not depend on them)
   argument to ``S``, ``C``, ``O``, or a set value where only ``?`` is allowed) the
   parameter-error bit; nothing is ever replied for an error. Lines longer than 64 characters
   are command errors.
-- ``E1`` echo, as the sister 2832-C's manual describes RS-232 echo (protocols.md: assume the
+- ``E1`` echo, as the sister 2832-C's manual describes RS-232 echo (the reference: assume the
   same [U]): every received character is sent back as it arrives, a line terminator as
   CR LF, and replies end with CR LF instead of LF. ``E1`` itself is not echoed (echo starts
   after it); the characters of ``E0`` are. Option ``echo=1`` powers the meter on in echo

@@ -325,7 +325,7 @@ def test_ell9_jogs_slot_by_slot() -> None:
 
 @pytest.mark.parametrize("model", ["ELL6", "ELL6B", "ELL9"])
 def test_home_on_a_slider_moves_to_slot_0_and_answers_po_when_there(model: str) -> None:
-    # protocols.md: "Model `ho` on sliders as a move to slot 0" answering `0PO00000000`.
+    # The protocol reference: "Model `ho` on sliders as a move to slot 0" answering `0PO00000000`.
     bus = Bus(f"0:{model}")
     bus.ask(b"0fw")
     assert bus.finish() == b"0PO0000001F\r\n"
