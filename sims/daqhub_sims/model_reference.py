@@ -41,7 +41,8 @@ def text(names: list[str] | None = None) -> str:
     out: list[str] = []
     for name in names or registry.models():
         summary, options, tables = _declared(name)
-        out.append(f"sim://{name}  {summary}".rstrip())
+        out.append(f"{name}  ({summary}; sim://{name}?OPTION=VALUE&...)" if summary
+                   else f"{name}  (sim://{name}?OPTION=VALUE&...)")
         out += _option_lines(options)
         for title, headers, rows in tables:
             out.append(f"  {title}:")
