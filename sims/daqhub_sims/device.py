@@ -12,6 +12,9 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from typing import ClassVar
+
+from daqhub_sims.model_options import SimOption
 
 
 class Clock(ABC):
@@ -53,6 +56,15 @@ class SimDevice(ABC):
 
     #: Baud rate of the real link; transports use it for wire-speed emulation.
     baudrate: int = 9600
+    #: One line on what the model simulates, for ``daqhub sim models``.
+    summary: ClassVar[str] = ""
+    #: The ``sim://`` options the model takes, with their defaults (``daqhub sim models``).
+    OPTIONS: ClassVar[tuple[SimOption, ...]] = ()
+
+    @classmethod
+    def reference_tables(cls) -> list[tuple[str, list[str], list[list[str]]]]:
+        """Extra tables a lab needs to write options (title, headers, rows), e.g. models."""
+        return []
 
     def __init__(self, options: Mapping[str, str] | None = None,
                  clock: Clock | None = None) -> None:

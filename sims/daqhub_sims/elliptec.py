@@ -4,25 +4,9 @@ Written from protocols.md section 1 only. Where the reference marks a behaviour 
 [U], the choice made here is stated next to the code so a driver author knows what a test
 against this simulator does and does not prove.
 
-Options (all strings, as they arrive from a ``sim://elliptec?...`` URL):
-
-``devices``
-    ``ADDR:MODEL`` pairs, e.g. ``0:ELL14,1:ELL9,2:ELL20,3:ELL6`` (default ``0:ELL14``).
-    Two entries may share an address: both units then execute and their simultaneous replies
-    collide on the open-drain line (modelled as a bytewise wired-AND).
-``speed_scale``
-    Multiplies every motion speed and divides every timed operation (``om``, ``cm``, ``s1``),
-    so tests can make moves short (default 1).
-``drive_timeout``
-    Seconds a stalled motor drives before the unit gives up with status ``02`` (default 2.5,
-    the thermal drive time-out of the ELL18K manual).
-``stall``
-    Comma-separated addresses whose moves end in a mechanical time-out (``GS02``).
-``interim_busy``
-    ``1``: a timed move first answers ``GS09`` and later ``PO`` (the manual says "may").
-``lowercase_hex``
-    ``1``: accept ``a``-``f`` in data; by default they are malformed hex (``GS04``), since one
-    driver author reports real units reject them [U].
+Options: see :attr:`ElliptecBus.OPTIONS` (``daqhub sim models`` prints them). Two
+``devices`` entries may share an address: both units then execute and their simultaneous
+replies collide on the open-drain line (modelled as a bytewise wired-AND).
 
 Choices where the reference is silent or unconfirmed [U]:
 
@@ -37,8 +21,15 @@ Choices where the reference is silent or unconfirmed [U]:
 - ``ga``: the re-pointed unit answers only to the group address until it has handled one
   command there; its replies (and its deferred ``PO``) carry the group address.
 - Rotary positions stay within one turn; ``ma`` to a target beyond travels the direct way.
-- ``so`` is stored and reported by ``go`` but does not shift positions. ``ho`` on sliders
-  answers ``PO`` with the current slot; ``fw`` at the last slot (``bw`` at the first) too.
+- ``so`` is stored and reported by ``go`` but does not shift positions. ``fw`` at the last
+  slot (``bw`` at the first) answers ``PO`` with the current slot without moving.
+- ``ho`` on a multi-position slider (ELL6, ELL9) moves to slot 0 and answers ``PO00000000``
+  when there, as independent clients written against real sliders expect (several agree [D];
+  the manual's slider pages say ``ho`` does not apply). Its direction byte is ignored.
+- ELL15 (iris): its travel, 10.5 or 11.5 mm in the reference, cannot be written in the
+  whole-mm ``IN`` travel field; it reports 11 (``000B``) and moves over 0..11 mm [U].
+  ``cm`` is refused (``GS03``) as on the real unit; ``ah`` (auto-home, ELL15 only) stores the
+  flag and answers ``GS00``.
 - Continuous jog (``sj00000000`` + ``fw``/``bw``, ELL14/16/21) answers ``PO`` when ``st``
   ends it, followed by ``st``'s ``GS00``.
 - ``is`` isolates for the given minutes with no reply; the unit then reports ``06``.
@@ -55,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from daqhub_sims.device import Clock, SimDevice
+from daqhub_sims.model_options import SimOption, with_defaults
 
 CR = 0x0D
 LF = 0x0A
@@ -79,7 +71,7 @@ DATA_LENGTH: dict[str, int] = {
     "fw": 0, "bw": 0, "gv": 0, "sv": 2, "st": 0, "ga": 1, "om": 0, "cm": 0, "ah": 1,
 }
 
-Kind = Literal["rotary", "linear", "slider"]
+Kind = Literal["rotary", "linear", "slider", "iris"]
 
 
 @dataclass(frozen=True)
@@ -96,6 +88,24 @@ class Model:
     slots: int = 0
     continuous_jog: bool = False  # ELL14/16/21: `sj00000000` + `fw` jogs until `st`
     optimize: bool = True  # `om` supported
+    clean: bool = True  # `cm` supported (not on ELL15)
+    auto_home: bool = False  # `ah` supported (ELL15 only)
+
+    def capabilities(self) -> list[str]:
+        """What a lab can ask of this model beyond moves, in protocol mnemonics' terms."""
+        found: list[str] = [self.kind]
+        if self.kind == "slider":
+            found.append(f"{self.slots} slots")
+        if self.continuous_jog:
+            found.append("continuous jog")
+        if self.optimize:
+            found.append("optimize (om)")
+        if self.clean:
+            found.append("clean (cm)")
+        if self.auto_home:
+            found.append("auto-home (ah)")
+        found.append(f"{self.motors} motor{'s' if self.motors > 1 else ''}")
+        return found
 
     @property
     def pulses_per_unit_range(self) -> int:
@@ -103,6 +113,11 @@ class Model:
         if self.kind == "rotary":
             return self.pulses
         return self.travel * self.pulses
+
+    @property
+    def units(self) -> str:
+        """Unit of the ``IN`` travel field."""
+        return "deg" if self.kind == "rotary" else "mm"
 
 
 SLOT_PITCH = 0x1F
@@ -120,13 +135,19 @@ def _linear(name: str, code: int, travel: int) -> Model:
     return Model(name, code, "linear", travel, 1024, 2, _LINEAR_MM_S * 1024)
 
 
+#: Every model of the protocol reference's scaling table, by the name a lab writes.
 MODELS: dict[str, Model] = {
     # Sliders: pulses field 0, positions are multiples of the 31-unit slot pitch.
     # Motor counts of the sliders are not in the reference [U]: ELL6 1, ELL9 2.
     "ELL6": Model("ELL6", 0x06, "slider", 31, 0, 1, _SLIDER_UNITS_S, slots=2, optimize=False),
+    "ELL6B": Model("ELL6B", 0x06, "slider", 31, 0, 1, _SLIDER_UNITS_S, slots=2,
+                   optimize=False),
     "ELL9": Model("ELL9", 0x09, "slider", 31, 0, 2, _SLIDER_UNITS_S, slots=4, optimize=False),
     # ELL14: 143360 pulses/rev as seen on real units (the manual table says 262144).
     "ELL14": _rotary("ELL14", 0x0E, 143360, True),
+    # ELL15 iris: 1000 pulses per mm; travel 10.5/11.5 mm reported as 11 [U]; motor count [U].
+    "ELL15": Model("ELL15", 0x0F, "iris", 11, 1000, 1, _LINEAR_MM_S * 1000, clean=False,
+                   auto_home=True),
     "ELL16": _rotary("ELL16", 0x10, 65536, True),
     "ELL17": _linear("ELL17", 0x11, 28),
     "ELL18": _rotary("ELL18", 0x12, 262144, False),  # manual value; one driver says 143360 [U]
@@ -189,12 +210,13 @@ class ElliptecUnit:
         self.group_address: str | None = None
         self.isolated_until: float | None = None
         self.stalled = False
+        self.auto_home = False
         self.job: _Job | None = None
 
     def _default_jog(self) -> int:
         if self.model.kind == "rotary":
             return self.model.pulses // 36  # 10 degrees
-        if self.model.kind == "linear":
+        if self.model.kind in ("linear", "iris"):
             return self.model.pulses  # 1 mm
         return SLOT_PITCH
 
@@ -231,23 +253,43 @@ class ElliptecBus(SimDevice):
     """The bus: a byte-stream receiver shared by all units, and the replies they schedule."""
 
     baudrate = 9600
+    summary = "Thorlabs Elliptec ELLx bus: several modules at their addresses on one line"
+    OPTIONS = (
+        SimOption("devices", "0:ELL14", "ADDR:MODEL pairs, e.g. 0:ELL14,1:ELL9,2:ELL20 "
+                  "(models in the table below)"),
+        SimOption("speed_scale", "1", "multiplies every motion speed and divides every timed "
+                  "operation (om, cm, s1)"),
+        SimOption("drive_timeout", "2.5", "seconds a stalled motor drives before status 02 "
+                  "(the ELL18K manual's thermal drive time-out)"),
+        SimOption("stall", "", "comma-separated addresses whose moves end in a mechanical "
+                  "time-out (GS02)"),
+        SimOption("interim_busy", "0", "1: a timed move first answers GS09, then PO"),
+        SimOption("lowercase_hex", "0", "1: accept a-f in data (default: GS04, as one driver "
+                  "author reports of real units)"),
+    )
+
+    @classmethod
+    def reference_tables(cls) -> list[tuple[str, list[str], list[list[str]]]]:
+        rows = [[m.name, f"{m.type_code:02X}", m.kind, f"{m.travel} {m.units}", str(m.pulses),
+                 ", ".join(m.capabilities())] for m in MODELS.values()]
+        return [("Elliptec models (`devices=ADDR:MODEL`)",
+                 ["model", "IN type", "kind", "travel", "pulses field", "capabilities"], rows)]
 
     def __init__(
         self, options: Mapping[str, str] | None = None, clock: Clock | None = None
     ) -> None:
         super().__init__(options, clock)
-        opts = dict(self.options)
-        known = {"devices", "speed_scale", "drive_timeout", "stall", "interim_busy",
-                 "lowercase_hex"}
-        unknown = sorted(set(opts) - known)
+        known = {o.name for o in self.OPTIONS}
+        unknown = sorted(set(self.options) - known)
         if unknown:
             raise ValueError(f"unknown elliptec option(s) {unknown}; known: {sorted(known)}")
-        self.speed_scale = _positive_float(opts.get("speed_scale", "1"), "speed_scale")
-        self.drive_timeout = _positive_float(opts.get("drive_timeout", "2.5"), "drive_timeout")
-        self.interim_busy = _flag(opts.get("interim_busy", "0"), "interim_busy")
-        self.lowercase_hex = _flag(opts.get("lowercase_hex", "0"), "lowercase_hex")
-        self.units: list[ElliptecUnit] = list(_parse_devices(opts.get("devices", "0:ELL14")))
-        for addr in _split(opts.get("stall", "")):
+        opts = with_defaults(self.OPTIONS, self.options)
+        self.speed_scale = _positive_float(opts["speed_scale"], "speed_scale")
+        self.drive_timeout = _positive_float(opts["drive_timeout"], "drive_timeout")
+        self.interim_busy = _flag(opts["interim_busy"], "interim_busy")
+        self.lowercase_hex = _flag(opts["lowercase_hex"], "lowercase_hex")
+        self.units: list[ElliptecUnit] = list(_parse_devices(opts["devices"]))
+        for addr in _split(opts["stall"]):
             for unit in self._units_at(addr.upper()):
                 unit.stalled = True
         self._rx = bytearray()
@@ -473,6 +515,11 @@ class ElliptecBus(SimDevice):
                 return VALUE_OUT_OF_RANGE
             unit.velocity = percent
             return "GS00"
+        if mnemonic == "ah" and unit.model.auto_home:
+            if data not in ("0", "1"):
+                return VALUE_OUT_OF_RANGE
+            unit.auto_home = data == "1"
+            return "GS00"
         # c1/c2 (current-curve scan) are not simulated; ah (auto-home) exists on ELL15 only.
         return COMMAND_ERROR
 
@@ -498,7 +545,7 @@ class ElliptecBus(SimDevice):
         model = unit.model
         if mnemonic[0] == "s" and int(mnemonic[1]) > model.motors:
             return _error(unit, address, now, COMMAND_ERROR)
-        if mnemonic == "om" and not model.optimize:
+        if (mnemonic == "om" and not model.optimize) or (mnemonic == "cm" and not model.clean):
             return _error(unit, address, now, COMMAND_ERROR)
         # Frequency search takes seconds, optimise/clean minutes.
         seconds = (3.0 if mnemonic[0] == "s" else 60.0) / self.speed_scale
@@ -533,9 +580,8 @@ class ElliptecBus(SimDevice):
         model = unit.model
         pos = unit.position
         if mnemonic == "ho":
-            if model.kind == "slider":
-                return [(now, address, "PO" + hex32(pos))]  # sliders ignore `ho` [D]
-            if model.kind == "linear":
+            if model.kind != "rotary":
+                # Linear stages, the iris and sliders (slot 0) home to position 0 [D].
                 return self._start_move(unit, address, now, pos, 0)
             if data not in ("0", "1"):
                 return _error(unit, address, now, VALUE_OUT_OF_RANGE)

@@ -41,6 +41,41 @@ Model choices where the reference leaves room (a driver must not depend on them)
 - ``DH`` is refused with 27 COMMAND NOT ALLOWED while the axis moves (``x30`` while homing).
 - Motors are off at power-on, as on the real controller.
 - Number replies use up to 10 significant digits with trailing zeros removed (``5.32``, ``0``).
+
+Commands independent clients send that the protocol reference does not detail (``MT``,
+``WP``, ``ZU``, ``TS``, ``TX``, ``PH``, ``KP``/``KI``/``KD``/``KS``, ``ZH``, ``ZB``, ``QM``,
+``TJ``, ``SA``, ``DH?``) follow the manual's command reference; where that leaves room the
+choice made is:
+
+- ``xxMT+``/``xxMT-`` runs at ``VA`` to the hardware limit, ignoring software limits (it seeks
+  the switch), and logs nothing on arrival (reaching the switch is what was asked);
+  ``xxMT?`` answers ``0`` while the axis moves, ``1`` at rest. No argument logs 38, any other
+  argument 7; motor off ``x13``; during a home search ``x30``.
+- ``xxWPnn`` holds later commands until the axis reaches or crosses ``nn``. If the axis is at
+  rest, or its motion ends short of ``nn``, the wait ends when it is at rest (the real
+  controller would wait for ever; a simulator that hangs proves nothing).
+- ``TS`` answers one ASCII character: bit 6 always set, bits 0-2 axis 1-3 in motion, bit 4 at
+  least one motor on (the manual's example ``[P`` carries a second character only on
+  controllers with more than four axes). ``TX`` answers the same way with bits 0-3 program
+  running, waiting (``WS``/``WT``/``WP``), manual jog, local mode: all clear whenever a ``TX``
+  can execute, since it runs after any wait before it.
+- ``PH`` answers two registers in hex, ``18000404H, 4H`` style. First: bits 0-2 axis 1-3 at
+  the positive hardware limit, bits 3-5 at the negative one [U], bits 8-10 index signal (at
+  the home switch), bits 16-17 digital inputs A/B (low). Second: bits 0-2 home signal high
+  (the axis is on the positive side of its home switch) [U].
+- ``ZU`` answers the ESP system configuration in hex: bit n-1 set for each axis n with an
+  ESP-compatible stage (every simulated axis) [U]. ``ZB`` (feedback) and ``ZH`` (hardware
+  limit configuration) are stored per axis, take ``nnH`` hex or a decimal number, answer
+  ``?`` in hex, and do not change the motion model.
+- ``KP``/``KI``/``KD`` (0 to 2**31) and ``KS`` (0 to 1) are stored and answered; the perfect
+  servo ignores them. Out of range logs ``x01``.
+- ``QM`` (motor type 0-4, power-on 1 DC servo) and ``TJ`` (trajectory mode 1-6, power-on 1
+  trapezoidal; 2 S-curve is run as a trapezoid) refuse a change while the axis moves with 27.
+  ``MO`` with motor type 0 logs ``x00`` MOTOR TYPE NOT DEFINED; ``PA``/``PR``/``MT`` in modes
+  3-6 log ``x32`` and ``OR`` ``x27`` (invalid trajectory mode for moving / homing).
+- ``SAnn`` sets the controller's device address (1-31, power-on 1); ``SA?`` answers it.
+  Out of range logs 7.
+- ``xxDH?`` answers the position value last defined with ``DH`` (0 at power-on).
 """
 
 from __future__ import annotations
@@ -49,9 +84,10 @@ import math
 import re
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from daqhub_sims.device import Clock, SimDevice
+from daqhub_sims.model_options import SimOption, with_defaults
 
 #: Seconds per servo tick; ``TB?`` timestamps count these since power-on.
 SERVO_TICK = 400e-6
@@ -143,11 +179,14 @@ E_HW_LIMIT_POS = 4
 E_HW_LIMIT_NEG = 5
 E_SW_LIMIT_POS = 6
 E_SW_LIMIT_NEG = 7
+E_MOTOR_TYPE = 0
 E_MAX_VELOCITY = 10
 E_MAX_ACCELERATION = 11
 E_MOTOR_OFF = 13
 E_HOMING_ABORTED = 20
 E_DURING_HOMING = 30
+E_TRAJECTORY_HOMING = 27
+E_TRAJECTORY_MOVING = 32
 
 # General error numbers used by the simulator.
 E_NO_COMMAND = 6
@@ -182,7 +221,27 @@ UNITS_PER_BASE: dict[int, float] = {
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)(E[+-]?\d+)?")
 _COMMAND = re.compile(r"(\d+)?(\*IDN|[A-Z]{2})(.*)")
 #: Commands that reply whether or not a ``?`` follows (pymeasure sends ``1TP``).
-_ALWAYS_QUERIES = frozenset({"TP", "DP", "MD", "TE", "TB", "VE", "ID", "*IDN"})
+_ALWAYS_QUERIES = frozenset(
+    {"TP", "DP", "MD", "TE", "TB", "VE", "ID", "*IDN", "TS", "TX", "PH", "ZU"}
+)
+#: Unit-free axis settings: power-on value and accepted range (``x01`` outside it).
+_SETTINGS: dict[str, tuple[float, float, float]] = {
+    "KP": (1.0, 0.0, 2.0**31),
+    "KI": (0.0, 0.0, 2.0**31),
+    "KD": (0.0, 0.0, 2.0**31),
+    "KS": (1.0, 0.0, 1.0),
+    "QM": (1, 0, 4),
+    "TJ": (1, 1, 6),
+    "ZB": (0x5, 0, 0xFFFF),
+    "ZH": (0x5, 0, 0xFFFF),
+}
+#: Settings that take whole numbers, and those written in hex (``1ZB3H``, reply ``3H``).
+_INTEGER_SETTINGS = frozenset({"QM", "TJ", "ZB", "ZH"})
+_HEX_SETTINGS = frozenset({"ZB", "ZH"})
+#: Settings a moving axis refuses to change (27 COMMAND NOT ALLOWED).
+_SETTINGS_FIXED_IN_MOTION = frozenset({"QM", "TJ"})
+#: Trajectory modes (``TJ``) in which point-to-point moves are possible.
+_MOVE_MODES = frozenset({1, 2})
 
 # Validation class of each stored axis parameter.
 _VELOCITY = "velocity"  # > 0 and <= VU
@@ -295,6 +354,29 @@ class Trajectory:
         return 0.0
 
 
+def reach_time(trajectory: Trajectory, t: float, target: float) -> float | None:
+    """First time from ``t`` at which ``trajectory`` is on or past ``target`` (None: never).
+
+    Within one segment the velocity keeps its sign, so the position there is monotonic and
+    the crossing is a root of the segment's quadratic.
+    """
+    for seg in trajectory.segments:
+        if seg.end < t:
+            continue
+        t0 = max(t, seg.start)
+        p0, p1 = seg.position_at(t0), seg.position_at(seg.end)
+        if min(p0, p1) - 0.5 <= target <= max(p0, p1) + 0.5:
+            if abs(target - p0) <= 0.5:
+                return t0
+            a, v, d = seg.acceleration, seg.velocity_at(t0), target - p0
+            if a == 0.0:
+                return t0 + d / v
+            disc = max(v * v + 2.0 * a * d, 0.0)
+            roots = [(-v + sign * math.sqrt(disc)) / a for sign in (1.0, -1.0)]
+            return t0 + min(r for r in roots if r >= -1e-12)
+    return None
+
+
 def _segment(t: float, duration: float, p: float, v: float, a: float) -> Segment:
     return Segment(t, max(duration, 0.0), p, v, a)
 
@@ -371,6 +453,9 @@ class Axis:
     half_travel: float  # counts from the home switch to either hardware limit
     parameters: dict[str, float]
     home_mode: int = 1
+    settings: dict[str, float] = field(default_factory=lambda: {
+        name: spec[0] for name, spec in _SETTINGS.items()})
+    defined_home: float = 0.0  # last ``DH`` value, in the units it was given in
     motor_on: bool = False
     homed: bool = False
     offset: float = 0.0  # user coordinate = physical + offset
@@ -435,11 +520,22 @@ class _Options:
     travel: float
 
 
-def _parse_options(options: Mapping[str, str]) -> _Options:
-    def number(name: str, default: float) -> float:
-        text = options.get(name)
-        if text is None:
-            return default
+OPTIONS = (
+    SimOption("axes", "3", "number of axes, 1-3"),
+    SimOption("units", "2", "power-on SN units of every axis (0 encoder counts ... 2 mm ... "
+              "7 deg ... 11 urad)"),
+    SimOption("speed_scale", "1", "multiplies every power-on speed, so motions take 1/scale "
+              "of the time"),
+    SimOption("home", "0", "home switch position, default units from the power-on position"),
+    SimOption("travel", "50", "distance between the hardware limits, default units"),
+)
+
+
+def _parse_options(given: Mapping[str, str]) -> _Options:
+    options = with_defaults(OPTIONS, given)
+
+    def number(name: str) -> float:
+        text = options[name]
         try:
             value = float(text)
         except ValueError:
@@ -448,20 +544,18 @@ def _parse_options(options: Mapping[str, str]) -> _Options:
             raise ValueError(f"ESP300 option {name}={text!r} must be finite")
         return value
 
-    def integer(name: str, default: int, low: int, high: int) -> int:
-        text = options.get(name)
-        if text is None:
-            return default
+    def integer(name: str, low: int, high: int) -> int:
+        text = options[name]
         if not text.strip().isdigit() or not low <= int(text) <= high:
             raise ValueError(f"ESP300 option {name}={text!r}: expected an integer {low}..{high}")
         return int(text)
 
     parsed = _Options(
-        axes=integer("axes", 3, 1, 3),
-        units=integer("units", 2, 0, 11),
-        speed_scale=number("speed_scale", 1.0),
-        home=number("home", 0.0),
-        travel=number("travel", 50.0),
+        axes=integer("axes", 1, 3),
+        units=integer("units", 0, 11),
+        speed_scale=number("speed_scale"),
+        home=number("home"),
+        travel=number("travel"),
     )
     if parsed.speed_scale <= 0:
         raise ValueError(f"ESP300 option speed_scale={parsed.speed_scale} must be > 0")
@@ -477,14 +571,13 @@ def _parse_options(options: Mapping[str, str]) -> _Options:
 class ESP300(SimDevice):
     """Newport ESP300 on RS-232.
 
-    Options (all strings): ``axes`` (1-3, default 3), ``units`` (power-on ``SN``, default 2 =
-    mm), ``speed_scale`` (multiplies every power-on speed, so motions take 1/scale of the time),
-    ``home`` (home switch position, default units from power-on position, default 0),
-    ``travel`` (distance between the hardware limits, default 50). Unknown options are ignored
-    because the same query string also carries transport options.
+    Options: :data:`OPTIONS`. Unknown options are ignored because the same query string also
+    carries transport options.
     """
 
     baudrate = 19200
+    summary = "Newport ESP300 three-axis motion controller (RS-232, 19200 baud)"
+    OPTIONS = OPTIONS
 
     def __init__(
         self, options: Mapping[str, str] | None = None, clock: Clock | None = None
@@ -519,9 +612,18 @@ class ESP300(SimDevice):
             "WT": self._wait,
             "SM": self._nothing,
             "RS": self._reset,
+            "MT": self._travel_limit,
+            "WP": self._wait,
+            "TS": self._controller_status,
+            "TX": self._controller_activity,
+            "PH": self._hardware_status,
+            "ZU": self._system_configuration,
+            "SA": self._device_address,
         }
         for mnemonic in _PARAMETER_RULES:
             self._handlers[mnemonic] = self._parameter
+        for mnemonic in _SETTINGS:
+            self._handlers[mnemonic] = self._setting
         self._power_on(self.clock.now())
 
     # -- SimDevice ------------------------------------------------------------------------
@@ -569,6 +671,7 @@ class ESP300(SimDevice):
         self._errors: deque[_ErrorEntry] = deque(maxlen=ERROR_FIFO_DEPTH)
         self._queue: deque[Command] = deque()
         self._axes = [self._new_axis(n) for n in range(1, self._config.axes + 1)]
+        self._device_address_value = 1
 
     def _new_axis(self, number: int) -> Axis:
         config = self._config
@@ -616,6 +719,8 @@ class ESP300(SimDevice):
 
     def _due(self, command: Command) -> float:
         ready = max(command.received, self._stream_time)
+        if command.mnemonic == "WP" and not command.error:
+            return self._position_reached(command, ready)
         if command.error or command.mnemonic not in ("WS", "WT"):
             return ready
         delay = _milliseconds(command.argument) / 1000.0
@@ -626,6 +731,19 @@ class ESP300(SimDevice):
             end = axis.trajectory.end if axis.trajectory is not None else axis.stopped_at
             stop = max(stop, end)
         return stop + delay
+
+    def _position_reached(self, command: Command, ready: float) -> float:
+        """When ``WP`` lets the stream go on: the axis reaches ``nn``, or comes to rest."""
+        axes = self._waited_axes(command) if command.axis is not None else []
+        if not axes or _NUMBER.fullmatch(command.argument) is None:
+            return ready  # its error is logged when it executes
+        axis = axes[0]
+        self._settle(ready)
+        if axis.trajectory is None:
+            return ready
+        target = axis.to_counts(float(command.argument))
+        reached = reach_time(axis.trajectory, ready, target)
+        return max(ready, axis.trajectory.end if reached is None else reached)
 
     def _waited_axes(self, command: Command) -> list[Axis]:
         if command.axis is None:
@@ -784,6 +902,9 @@ class ESP300(SimDevice):
     def _move_to(self, axis: Axis, t: float, target: float) -> None:
         if not self._can_move(axis, t):
             return
+        if axis.settings["TJ"] not in _MOVE_MODES:
+            self._log(axis.error(E_TRAJECTORY_MOVING), t)
+            return
         if target > axis.parameters["SR"]:
             self._log(axis.error(E_SW_LIMIT_POS), t)
             return
@@ -882,6 +1003,9 @@ class ESP300(SimDevice):
         if not axis.motor_on:
             self._log(axis.error(E_HOMING_ABORTED), t)
             return None
+        if axis.settings["TJ"] not in _MOVE_MODES:
+            self._log(axis.error(E_TRAJECTORY_HOMING), t)
+            return None
         low, high = axis.hardware_limits()
         targets = {0: 0.0, 1: axis.home_switch + axis.offset, 3: high, 4: low}
         target = targets[{2: 1, 5: 3, 6: 4}.get(mode, mode)]
@@ -904,6 +1028,8 @@ class ESP300(SimDevice):
         axis = self._axis_of(command, t)
         if axis is None:
             return None
+        if command.argument == "?":
+            return format_number(axis.defined_home)
         value = 0.0 if command.argument == "" else self._number(command, t)
         if value is None:
             return None
@@ -916,6 +1042,7 @@ class ESP300(SimDevice):
         counts = axis.to_counts(value)
         axis.offset += counts - axis.position
         axis.position = counts
+        axis.defined_home = value
         return None
 
     def _motor_on(self, command: Command, t: float) -> str | None:
@@ -924,6 +1051,9 @@ class ESP300(SimDevice):
             return None
         if command.argument == "?":
             return "1" if axis.motor_on else "0"
+        if axis.settings["QM"] == 0:
+            self._log(axis.error(E_MOTOR_TYPE), t)
+            return None
         axis.motor_on = True
         return None
 
@@ -1000,12 +1130,124 @@ class ESP300(SimDevice):
         return VERSION
 
     def _wait(self, command: Command, t: float) -> str | None:
+        if command.mnemonic == "WP":
+            if self._axis_of(command, t) is not None:
+                self._number(command, t)
+            return None
         if command.mnemonic == "WS" and command.axis is not None:
             self._axis_of(command, t)
         if command.argument and _NUMBER.fullmatch(command.argument) is None:
             self._log(E_BAD_NUMBER, t)
         elif command.mnemonic == "WT" and command.argument == "":
             self._log(E_PARAMETER_MISSING, t)
+        return None
+
+    def _travel_limit(self, command: Command, t: float) -> str | None:
+        axis = self._axis_of(command, t)
+        if axis is None:
+            return None
+        if command.argument == "?":
+            return "1" if axis.state == IDLE else "0"
+        if command.argument == "":
+            self._log(E_PARAMETER_MISSING, t)
+            return None
+        if command.argument not in ("+", "-"):
+            self._log(E_BAD_NUMBER, t)
+            return None
+        if not self._can_move(axis, t):
+            return None
+        if axis.settings["TJ"] not in _MOVE_MODES:
+            self._log(axis.error(E_TRAJECTORY_MOVING), t)
+            return None
+        low, high = axis.hardware_limits()
+        self._start(axis, t, high if command.argument == "+" else low, MOVING,
+                    axis.parameters["VA"])
+        return None
+
+    def _no_argument(self, command: Command, t: float) -> bool:
+        """Status queries take nothing but an optional ``?``; anything else logs 7."""
+        if command.argument in ("", "?"):
+            return True
+        self._log(E_BAD_NUMBER, t)
+        return False
+
+    def _controller_status(self, command: Command, t: float) -> str | None:
+        if not self._no_argument(command, t):
+            return None
+        bits = 0x40
+        for axis in self._axes:
+            if axis.state != IDLE:
+                bits |= 1 << (axis.number - 1)
+        if any(axis.motor_on for axis in self._axes):
+            bits |= 0x10
+        return chr(bits)
+
+    def _controller_activity(self, command: Command, t: float) -> str | None:
+        # No stored programs, no manual jog, remote mode, and no wait pending while TX runs.
+        return chr(0x40) if self._no_argument(command, t) else None
+
+    def _hardware_status(self, command: Command, t: float) -> str | None:
+        if not self._no_argument(command, t):
+            return None
+        inputs = home_signals = 0
+        for axis in self._axes:
+            bit = 1 << (axis.number - 1)
+            position = axis.position_at(t)
+            low, high = axis.hardware_limits()
+            switch = axis.home_switch + axis.offset
+            if position >= high - 0.5:
+                inputs |= bit
+            if position <= low + 0.5:
+                inputs |= bit << 3
+            if abs(position - switch) <= 0.5:
+                inputs |= bit << 8
+            if position >= switch:
+                home_signals |= bit
+        return f"{inputs:X}H, {home_signals:X}H"
+
+    def _system_configuration(self, command: Command, t: float) -> str | None:
+        if not self._no_argument(command, t):
+            return None
+        return f"{(1 << len(self._axes)) - 1:X}H"
+
+    def _device_address(self, command: Command, t: float) -> str | None:
+        if command.argument == "?":
+            return str(self._device_address_value)
+        value = self._number(command, t)
+        if value is None:
+            return None
+        if value != int(value) or not 1 <= value <= 31:
+            self._log(E_BAD_NUMBER, t)
+            return None
+        self._device_address_value = int(value)
+        return None
+
+    def _setting(self, command: Command, t: float) -> str | None:
+        axis = self._axis_of(command, t)
+        if axis is None:
+            return None
+        name = command.mnemonic
+        if command.argument == "?":
+            value = axis.settings[name]
+            if name in _HEX_SETTINGS:
+                return f"{int(value):X}H"
+            return format_number(value)
+        argument = command.argument
+        if name in _HEX_SETTINGS and re.fullmatch(r"[0-9A-F]+H", argument):
+            number: float | None = float(int(argument[:-1], 16))
+        else:
+            number = self._number(command, t)
+        if number is None:
+            return None
+        _default, low, high = _SETTINGS[name]
+        whole = name in _INTEGER_SETTINGS
+        if not low <= number <= high or (whole and number != int(number)):
+            self._log(axis.error(E_PARAMETER), t)
+            return None
+        if name in _SETTINGS_FIXED_IN_MOTION and axis.state != IDLE:
+            self._log(E_NOT_ALLOWED, t)
+            return None
+        axis.settings[name] = int(number) if whole else number
         return None
 
     def _nothing(self, command: Command, t: float) -> str | None:

@@ -29,15 +29,25 @@ Model choices where the reference leaves room (a driver must not depend on them)
   sample period later); ``Z0`` stops subtracting it.
 - ``S`` stores the latest displayed power (zero applied) as reference; a reading <= 0 cannot
   be a reference and sets the parameter-error bit. Power-up reference 1 mW.
-- Formats: W mode ``1.234E-6`` (4 significant digits, exponent without padding), dB and dBm
-  two decimals (``-15.24``), REL 4 significant digits in decimal (``0.5000``). dB of a power
-  <= 0 is computed from 1e-15 W.
+- W-mode ``D?`` text follows the display, so it depends on the value and the range, giving
+  the forms quoted from real meters (``5E-9``, ``+.75E-9``, ``1.23E-6``): the
+  exponent is the range's display unit (-9 for the nW ranges 1-3, -6 for the uW ranges 4-6,
+  -3 for ranges 7-8; the attenuator's ranges are 1000 times higher), the mantissa has the
+  range's resolution (four significant digits at full scale: ``.2000`` nW on range 1,
+  ``2.000`` on range 2, ``20.00`` on range 3), trailing zeros and a bare point are dropped,
+  and a mantissa below 1 loses its leading zero and carries an explicit sign (``+.11E-9``).
+  The exact rule is not in the reference [U]; drivers must parse any such float.
+- dB and dBm two decimals (``-15.24``), REL 4 significant digits in decimal (``0.5000``).
+  dB of a power <= 0 is computed from 1e-15 W.
 - One command per line. An unknown letter sets the command-error bit, a bad argument (or an
   argument to ``S``, ``C``, ``O``, or a set value where only ``?`` is allowed) the
   parameter-error bit; nothing is ever replied for an error. Lines longer than 64 characters
   are command errors.
-- ``E1`` (echo, unconfirmed): each received line is sent back followed by CR LF, and replies
-  end with CR LF instead of LF.
+- ``E1`` echo, as the sister 2832-C's manual describes RS-232 echo (the reference: assume the
+  same [U]): every received character is sent back as it arrives, a line terminator as
+  CR LF, and replies end with CR LF instead of LF. ``E1`` itself is not echoed (echo starts
+  after it); the characters of ``E0`` are. Option ``echo=1`` powers the meter on in echo
+  mode, so a driver can be tested against a meter left in either state.
 - The incident power comes from option ``power`` (W, default 1e-6) or from a callable given to
   :meth:`Newport1830C.set_power_source`; the callable is evaluated once each time the meter
   catches up with its clock, so all samples of one catch-up share one value.
@@ -51,6 +61,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 
 from daqhub_sims.device import Clock, SimDevice
+from daqhub_sims.model_options import SimOption, with_defaults
 from daqhub_sims.optics import polariser_source
 
 #: Seconds between raw samples.
@@ -102,16 +113,21 @@ def full_scale(range_number: int, attenuator: bool) -> float:
     return scale * ATTENUATOR_FACTOR if attenuator else scale
 
 
-def format_watts(value: float) -> str:
-    """``D?`` text in W mode: 4 significant digits, ``1.234E-6``."""
-    if value == 0.0 or not math.isfinite(value):
-        return "0.000E0"
-    exponent = math.floor(math.log10(abs(value)))
-    mantissa = round(value / 10.0**exponent, 3)
-    if abs(mantissa) >= 10.0:
-        mantissa /= 10.0
-        exponent += 1
-    return f"{mantissa:.3f}E{exponent}"
+def format_watts(value: float, scale: float) -> str:
+    """``D?`` text in W mode for ``value`` shown on a range of full scale ``scale`` W."""
+    exponent = 3 * math.floor((math.log10(scale) + 1.0) / 3.0)
+    unit = 10.0**exponent
+    decimals = max(0, 3 - math.floor(math.log10(scale / unit) + 1e-9))
+    text = f"{value / unit if math.isfinite(value) else 0.0:.{decimals}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    if text in ("0", "-0", ""):
+        text = "0"
+    elif text.startswith("0."):
+        text = "+" + text[1:]
+    elif text.startswith("-0."):
+        text = "-" + text[2:]
+    return f"{text}E{exponent}"
 
 
 def format_decimal(value: float, significant: int = 4) -> str:
@@ -122,10 +138,24 @@ def format_decimal(value: float, significant: int = 4) -> str:
     return f"{value:.{max(0, min(decimals, 15))}f}"
 
 
-def _option_number(options: Mapping[str, str], name: str, default: float) -> float:
-    text = options.get(name)
-    if text is None:
-        return default
+OPTIONS = (
+    SimOption("power", "1e-6", "incident power, W"),
+    SimOption("noise", "0.001", "relative Gaussian noise of each sample"),
+    SimOption("seed", "0", "seed of the noise generator (integer)"),
+    SimOption("wavelength", "633", "power-on W setting, nm"),
+    SimOption("source_nm", None, "the light's wavelength, nm (default: whatever W is set to)"),
+    SimOption("wl_min", "400", "shortest calibrated wavelength, nm"),
+    SimOption("wl_max", "1100", "longest calibrated wavelength, nm"),
+    SimOption("echo", "0", "1: power on in echo mode (E1)"),
+    SimOption("polariser", None, "LINE:ADDR of a simulated ELL14 whose angle sets the power "
+              "by Malus' law, e.g. bench:0 (sim://elliptec?name=bench)"),
+    SimOption("polariser_offset", "0", "with polariser: angle of full transmission, deg"),
+    SimOption("extinction", "0.001", "with polariser: transmitted fraction when crossed"),
+)
+
+
+def _option_number(options: Mapping[str, str], name: str) -> float:
+    text = options[name]
     try:
         value = float(text)
     except ValueError:
@@ -135,30 +165,38 @@ def _option_number(options: Mapping[str, str], name: str, default: float) -> flo
     return value
 
 
+def _flag(text: str) -> bool:
+    if text.lower() in ("1", "true", "on", "yes"):
+        return True
+    if text.lower() in ("0", "false", "off", "no", ""):
+        return False
+    raise ValueError(f"1830-C option echo={text!r} is not a flag (use 1 or 0)")
+
+
 class Newport1830C(SimDevice):
     """Newport 1830-C on RS-232.
 
-    Options (all strings): ``power`` (incident W, default 1e-6), ``noise`` (relative, default
-    0.001), ``seed`` (int, default 0), ``wavelength`` (power-on ``W``, default 633),
-    ``source_nm`` (the light's wavelength; default: whatever ``W`` is set to), ``wl_min`` /
-    ``wl_max`` (calibrated band, default 400/1100). Unknown options are ignored because the
-    same query string also carries transport options.
+    Options: :data:`OPTIONS`. Unknown options are ignored because the same query string also
+    carries transport options.
     """
 
     baudrate = 9600
+    summary = "Newport 1830-C optical power meter (RS-232, 9600 baud)"
+    OPTIONS = OPTIONS
 
     def __init__(
         self, options: Mapping[str, str] | None = None, clock: Clock | None = None
     ) -> None:
         super().__init__(options, clock)
-        self._power = _option_number(self.options, "power", 1e-6)
-        self._noise = _option_number(self.options, "noise", 0.001)
-        seed = _option_number(self.options, "seed", 0)
-        self._wl_min = int(_option_number(self.options, "wl_min", 400))
-        self._wl_max = int(_option_number(self.options, "wl_max", 1100))
-        wavelength = _option_number(self.options, "wavelength", 633)
-        source = self.options.get("source_nm")
-        self._source_nm = None if source is None else _option_number(self.options, "source_nm", 0)
+        opts = with_defaults(self.OPTIONS, self.options)
+        self._power = _option_number(opts, "power")
+        self._noise = _option_number(opts, "noise")
+        seed = _option_number(opts, "seed")
+        self._wl_min = int(_option_number(opts, "wl_min"))
+        self._wl_max = int(_option_number(opts, "wl_max"))
+        wavelength = _option_number(opts, "wavelength")
+        source = opts.get("source_nm")
+        self._source_nm = None if source is None else _option_number(opts, "source_nm")
         if self._power < 0 or self._noise < 0:
             raise ValueError("1830-C options power and noise must be >= 0")
         if seed != int(seed):
@@ -172,14 +210,15 @@ class Newport1830C(SimDevice):
             raise ValueError(f"1830-C option source_nm={self._source_nm} must be > 0")
         self._rng = random.Random(int(seed))
         self._source: Callable[[], float] | None = None
-        if self.options.get("polariser"):  # e.g. polariser=bench:0 (an ELL14 on line "bench")
+        if opts.get("polariser"):  # e.g. polariser=bench:0 (an ELL14 on line "bench")
             self._source = polariser_source(
-                self._power, self.options["polariser"],
-                _option_number(self.options, "polariser_offset", 0.0),
-                _option_number(self.options, "extinction", 0.001))
+                self._power, opts["polariser"],
+                _option_number(opts, "polariser_offset"),
+                _option_number(opts, "extinction"))
         self._t0 = self.clock.now()
         self._rx = bytearray()
         self._out = bytearray()
+        self._after_cr = False  # a CR LF terminator is echoed once
 
         self._wavelength = int(wavelength)
         self._units = 1
@@ -195,7 +234,7 @@ class Newport1830C(SimDevice):
         self._beeper = 1
         self._backlight = 1
         self._lockout = 0
-        self._echo = 0
+        self._echo = 1 if _flag(opts["echo"]) else 0
 
         self._parameter_error = False
         self._command_error = False
@@ -240,6 +279,9 @@ class Newport1830C(SimDevice):
     def feed(self, data: bytes) -> None:
         now = self.clock.now()
         for byte in data:
+            if self._echo and not (byte == 0x0A and self._after_cr):
+                self._out += b"\r\n" if byte in (0x0A, 0x0D) else bytes((byte,))
+            self._after_cr = byte == 0x0D
             if byte in (0x0A, 0x0D):
                 line = self._rx.decode("latin-1")
                 self._rx.clear()
@@ -324,8 +366,6 @@ class Newport1830C(SimDevice):
         text = "".join(line.split()).upper()
         if not text:
             return
-        if self._echo:
-            self._out += line.encode("latin-1") + b"\r\n"
         self._acquire(now)
         letter, argument = text[0], text[1:]
         if letter == "D":
@@ -391,7 +431,7 @@ class Newport1830C(SimDevice):
             return
         watts = self._displayed_watts()
         if self._units == 1:
-            text = format_watts(watts)
+            text = format_watts(watts, self._full_scale(self._range))
         elif self._units == 2:
             text = f"{10.0 * math.log10(max(watts, _TINY_POWER) / self._reference):.2f}"
         elif self._units == 3:

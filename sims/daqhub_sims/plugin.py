@@ -35,9 +35,11 @@ def _new_plugin_command(argv: list[str]) -> int:
 @hookimpl
 def daqhub_cli_commands() -> list[CliCommand]:
     """``daqhub sim serve MODEL --pty|--tcp PORT``: a simulated device for other programs;
-    ``daqhub check``: the conformance kit; ``daqhub new-plugin NAME``: a driver distribution."""
-    return [CliCommand("sim", "serve a simulated instrument on a pty or TCP port "
-                              "(daqhub sim serve --help)", _sim_command),
+    ``daqhub sim models``: the models and their ``sim://`` options; ``daqhub check``: the
+    conformance kit; ``daqhub new-plugin NAME``: a driver distribution."""
+    return [CliCommand("sim", "simulated instruments: serve one on a pty or TCP port, with "
+                              "scheduled faults (sim serve --help); list models and their "
+                              "options (sim models)", _sim_command),
             CliCommand("check", "run the conformance kit on installed driver plugins against "
                                 "their simulators (daqhub check --help)", _check_command),
             CliCommand("new-plugin", "write a new driver distribution: driver in both flavors, "

@@ -25,6 +25,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from daqhub_sims.device import Clock, SimDevice
 from daqhub_sims.endpoint import Endpoint
+from daqhub_sims.model_options import SimOption
 
 DeviceFactory = Callable[[Mapping[str, str] | None, Clock | None], SimDevice]
 
@@ -35,8 +36,16 @@ _MODELS: dict[str, str | DeviceFactory] = {
     "esp300": "daqhub_sims.esp300:ESP300",
     "newport1830c": "daqhub_sims.newport1830c:Newport1830C",
 }
+#: The models daqhub-sims itself ships (the others come through :data:`MODEL_GROUP`).
+BUILT_IN_MODELS = tuple(sorted(_MODELS))
 
-LINE_OPTIONS = frozenset({"latency", "baud", "name"})
+#: Options of the line rather than the device, taken by every model (see the module docstring).
+LINE_OPTION_SPECS = (
+    SimOption("latency", "0", "seconds added before each reply"),
+    SimOption("baud", "0", "1: bytes travel at the device's baud rate, both ways"),
+    SimOption("name", None, "names the line, so a later sim://MODEL?name=N reaches the same one"),
+)
+LINE_OPTIONS = frozenset(o.name for o in LINE_OPTION_SPECS)
 
 _lock = threading.Lock()
 _endpoints: dict[str, Endpoint] = {}
@@ -75,10 +84,8 @@ def register_model(name: str, factory: str | DeviceFactory) -> None:
     _MODELS[name.lower()] = factory
 
 
-def create(
-    name: str, options: Mapping[str, str] | None = None, clock: Clock | None = None
-) -> SimDevice:
-    """A fresh device of model ``name`` (not registered anywhere)."""
+def model_factory(name: str) -> DeviceFactory:
+    """What makes a device of model ``name``: usually its :class:`SimDevice` subclass."""
     _discover()
     factory = _MODELS.get(name.lower())
     if factory is None:
@@ -95,7 +102,14 @@ def create(
                 f"cannot be imported: {exc}"
             ) from exc
         factory = getattr(module, attribute)
-    return factory(options, clock)
+    return factory
+
+
+def create(
+    name: str, options: Mapping[str, str] | None = None, clock: Clock | None = None
+) -> SimDevice:
+    """A fresh device of model ``name`` (not registered anywhere)."""
+    return model_factory(name)(options, clock)
 
 
 @dataclass(frozen=True)

@@ -315,13 +315,89 @@ def test_ell6_forward_and_backward_select_its_two_slots() -> None:
     assert bus.ask(b"0ma0000003E") == b"0GS0C\r\n"
 
 
-def test_ell9_jogs_slot_by_slot_and_ignores_home() -> None:
+def test_ell9_jogs_slot_by_slot() -> None:
     bus = Bus("0:ELL9")
     bus.ask(b"0fw")
     assert bus.finish() == b"0PO0000001F\r\n"
     bus.ask(b"0fw")
     assert bus.finish() == b"0PO0000003E\r\n"
-    assert bus.ask(b"0ho0") == b"0PO0000003E\r\n"
+
+
+@pytest.mark.parametrize("model", ["ELL6", "ELL6B", "ELL9"])
+def test_home_on_a_slider_moves_to_slot_0_and_answers_po_when_there(model: str) -> None:
+    # The protocol reference: "Model `ho` on sliders as a move to slot 0" answering `0PO00000000`.
+    bus = Bus(f"0:{model}")
+    bus.ask(b"0fw")
+    assert bus.finish() == b"0PO0000001F\r\n"
+    assert bus.ask(b"0ho0") == b""  # a move answers once, when motion ends
+    assert bus.ask(b"0gp") == b"0GS09\r\n"  # busy while it travels
+    assert bus.finish() == b"0PO00000000\r\n"
+    assert bus.ask(b"0gp") == b"0PO00000000\r\n"
+    assert bus.ask(b"0ho1") == b"0PO00000000\r\n"  # already at slot 0: no travel, same answer
+
+
+def test_home_from_the_last_ell9_slot_takes_the_travel_time() -> None:
+    bus = Bus("0:ELL9")
+    bus.ask(b"0ma0000005D")
+    assert bus.finish() == b"0PO0000005D\r\n"
+    bus.ask(b"0ho0")
+    assert bus.advance(0.5) == b""  # 0x5D units at ~100 units/s are still under way
+    assert bus.finish() == b"0PO00000000\r\n"
+
+
+# -- every model of the reference ------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("model", "type_code", "travel", "pulses"),
+    [("ELL6", "06", "001F", "00000000"), ("ELL6B", "06", "001F", "00000000"),
+     ("ELL9", "09", "001F", "00000000"), ("ELL14", "0E", "0168", "00023000"),
+     ("ELL15", "0F", "000B", "000003E8"), ("ELL16", "10", "0168", "00010000"),
+     ("ELL17", "11", "001C", "00000400"), ("ELL18", "12", "0168", "00040000"),
+     ("ELL20", "14", "003C", "00000400"), ("ELL21", "15", "0168", "00010000")],
+)
+def test_every_model_of_the_scaling_table_identifies_itself(
+    model: str, type_code: str, travel: str, pulses: str
+) -> None:
+    f = fields(Bus(f"3:{model}").ask(b"3in"))
+    assert (f["type"], f["travel"], f["pulses"]) == (type_code, travel, pulses)
+
+
+def test_ell17_linear_travel_is_28_mm_at_1024_pulses_per_mm() -> None:
+    bus = Bus("0:ELL17")
+    assert bus.ask(b"0ma00007001") == b"0GS0C\r\n"  # 28 mm + 1 pulse
+    bus.ask(b"0ma00007000")
+    assert bus.finish() == b"0PO00007000\r\n"
+
+
+def test_ell15_iris_moves_over_its_travel_refuses_clean_and_takes_auto_home() -> None:
+    bus = Bus("0:ELL15")
+    bus.ask(b"0ma00001388")  # 5 mm at 1000 pulses/mm
+    assert bus.finish() == b"0PO00001388\r\n"
+    assert bus.ask(b"0ma00002AF9") == b"0GS0C\r\n"  # beyond 11 mm
+    bus.ask(b"0gs")
+    assert bus.ask(b"0cm") == b"0GS03\r\n"  # "clean mechanics (not ELL15)"
+    bus.ask(b"0gs")
+    assert bus.ask(b"0ah1") == b"0GS00\r\n"
+    assert bus.ask(b"0ah2") == b"0GS04\r\n"
+
+
+@pytest.mark.parametrize("model", ["ELL14", "ELL20", "ELL9"])
+def test_auto_home_is_ell15_only(model: str) -> None:
+    assert Bus(f"0:{model}").ask(b"0ah1") == b"0GS03\r\n"
+
+
+@pytest.mark.parametrize(("model", "continuous"), [("ELL16", True), ("ELL21", True),
+                                                   ("ELL18", False), ("ELL17", False)])
+def test_stop_ends_continuous_jog_only_on_the_models_that_have_it(
+    model: str, continuous: bool
+) -> None:
+    bus = Bus(f"0:{model}")
+    bus.ask(b"0sj00000000")
+    bus.ask(b"0fw")
+    if continuous:
+        assert bus.advance(0.1) == b""
+        assert bus.ask(b"0st").endswith(b"0GS00\r\n")
+    else:
+        assert bus.ask(b"0st") == b"0GS03\r\n"
 
 
 # -- addressing -----------------------------------------------------------------------------

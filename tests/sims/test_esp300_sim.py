@@ -569,3 +569,166 @@ def test_move_past_a_hardware_limit_stops_there() -> None:
     link.at(5)
     assert link.ask("1MD?;1TP?") == ["1", "5"]
     assert link.one("TE?") == "104"
+
+
+# -- commands independent clients send (manual command reference) -------------------------
+
+
+def test_move_to_travel_limit_runs_to_the_hardware_limit_past_software_limits(
+    esp: Link,
+) -> None:
+    esp.send("1SR5;1MT+")
+    assert esp.one("1MT?") == "0"  # motion in progress
+    esp.at(30)
+    assert esp.ask("1MT?;1MD?;1TP?") == ["1", "1", "25"]  # default travel 50: limits +/-25
+    esp.send("1MT-")
+    esp.at(60)
+    assert esp.num("1TP?") == -25
+    assert esp.errors() == []  # reaching the switch is what was asked
+
+
+@pytest.mark.parametrize(("line", "code"), [("1MT", 38), ("1MT5", 7), ("MT+", 37), ("4MT+", 9)])
+def test_move_to_travel_limit_bad_arguments(esp: Link, line: str, code: int) -> None:
+    esp.send(line)
+    assert esp.errors() == [code]
+
+
+def test_move_to_travel_limit_with_motor_off_is_x13() -> None:
+    link = Link()
+    link.send("2MT+")
+    assert link.errors() == [213]
+    assert link.one("2MD?") == "1"
+
+
+def test_wait_for_position_holds_later_commands_until_the_axis_gets_there(esp: Link) -> None:
+    # 1PA5 at VA 10, AC = AG = 40: position 1.25 is reached after 0.25 s of acceleration.
+    esp.dev.feed(b"1PA5;1WP1.25;1TP?\r")
+    assert esp.dev.read() == b""
+    assert esp.dev.next_output_in() == pytest.approx(0.25)
+    esp.at(0.2)
+    assert esp.dev.read() == b""
+    esp.at(0.25 + 1e-9)
+    assert float(esp.dev.read()) == pytest.approx(1.25)
+    assert esp.errors() == []
+
+
+def test_wait_for_position_on_the_way_back_and_when_never_reached(esp: Link) -> None:
+    esp.send("1PA5;1WS")
+    esp.at(1)
+    esp.dev.feed(b"1PA3;1WP4;1TP?\r")  # passing 4 downwards
+    esp.at(1.3)
+    assert float(esp.dev.read()) == pytest.approx(4, abs=1e-6)
+    esp.at(2)
+    esp.dev.feed(b"1WP100;1TP?\r")  # at rest: the wait ends at once
+    assert esp.dev.read() == b"3\r\n"
+
+
+@pytest.mark.parametrize(("line", "code"), [("1WP", 38), ("1WPx", 7), ("WP1", 37)])
+def test_wait_for_position_bad_arguments(esp: Link, line: str, code: int) -> None:
+    esp.send(line)
+    assert esp.errors() == [code]
+
+
+def test_controller_status_character(esp: Link) -> None:
+    # bit 6 always, bit 4 a motor on, bits 0-2 axes in motion (the manual's "[P" example)
+    assert esp.one("TS") == "P"
+    esp.send("1PA5;3PA1")
+    assert esp.one("TS") == chr(0x40 | 0x10 | 0b101)
+    off = Link()
+    assert off.one("TS") == "@"
+
+
+def test_controller_activity_character(esp: Link) -> None:
+    esp.send("1PA5")
+    assert esp.one("TX") == "@"
+    esp.dev.feed(b"1WS;TX\r")  # TX waits behind WS like any command
+    assert esp.dev.read() == b""
+    esp.at(1)
+    assert esp.dev.read() == b"@\r\n"
+
+
+def test_hardware_status_registers() -> None:
+    link = Link(home="2")  # hardware limits at -23 and +27
+    assert link.one("PH") == "0H, 0H"  # every axis below its home switch
+    link.send("1MO;1MT+;2MO;2OR1")
+    link.at(30)
+    assert link.one("PH") == "201H, 3H"  # axis 1 + limit, axis 2 at its switch (index)
+    link.send("1MT-")
+    link.at(60)
+    assert link.one("PH") == "208H, 2H"
+
+
+def test_system_configuration_lists_the_axes() -> None:
+    assert Link().one("ZU") == "7H"
+    assert Link(axes="2").one("ZU") == "3H"
+
+
+@pytest.mark.parametrize(
+    ("name", "default", "new"),
+    [("KP", "1", "0.25"), ("KI", "0", "1000"), ("KD", "0", "12.5"), ("KS", "1", "0.5"),
+     ("QM", "1", "2"), ("TJ", "1", "2")],
+)
+def test_servo_and_motion_settings_set_and_query(
+    esp: Link, name: str, default: str, new: str
+) -> None:
+    assert esp.one(f"2{name}?") == default
+    esp.send(f"2{name}{new}")
+    assert esp.one(f"2{name}?") == new
+    assert esp.one(f"1{name}?") == default
+    assert esp.errors() == []
+
+
+@pytest.mark.parametrize("name", ["ZB", "ZH"])
+def test_configuration_registers_take_and_answer_hex(esp: Link, name: str) -> None:
+    assert esp.one(f"1{name}?") == "5H"
+    esp.send(f"1{name}24H")
+    assert esp.one(f"1{name}?") == "24H"
+    esp.send(f"1{name}16")
+    assert esp.one(f"1{name}?") == "10H"
+    assert esp.errors() == []
+
+
+@pytest.mark.parametrize(
+    ("line", "code"),
+    [("1KP-1", 101), ("2KS1.5", 201), ("1KP", 38), ("1KDx", 7), ("KP1", 37), ("1QM5", 101),
+     ("1QM1.5", 101), ("3TJ0", 301), ("3TJ7", 301), ("1ZB10000H", 101), ("1ZHxyz", 7),
+     ("SA0", 7), ("SA32", 7), ("SA", 38), ("TSX", 7), ("PH1", 7), ("ZU2", 7)],
+)
+def test_bad_arguments_of_the_new_commands_log_the_manuals_codes(
+    esp: Link, line: str, code: int
+) -> None:
+    esp.send(line)
+    assert esp.errors() == [code]
+
+
+def test_motor_type_and_trajectory_mode_cannot_change_during_motion(esp: Link) -> None:
+    esp.send("1PA5;1QM2;1TJ2")
+    assert esp.errors() == [27, 27]
+
+
+def test_motor_type_undefined_refuses_motor_on() -> None:
+    link = Link()
+    link.send("1QM0;1MO")
+    assert link.errors() == [100]
+    assert link.one("1MO?") == "0"
+
+
+def test_jog_trajectory_mode_refuses_moves_and_home_search(esp: Link) -> None:
+    esp.send("1TJ3;1PA1;1PR1;1MT+;1OR1")
+    assert esp.errors() == [132, 132, 132, 127]
+    esp.send("1TJ1;1PA1")
+    assert esp.errors() == []
+
+
+def test_device_address(esp: Link) -> None:
+    assert esp.one("SA?") == "1"
+    esp.send("SA12")
+    assert esp.one("SA?") == "12"
+
+
+def test_define_home_query_answers_the_last_defined_value(esp: Link) -> None:
+    assert esp.one("1DH?") == "0"
+    esp.send("1DH2.5")
+    assert esp.one("1DH?") == "2.5"
+    assert esp.num("1TP?") == 2.5
+    assert esp.errors() == []

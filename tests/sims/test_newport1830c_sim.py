@@ -61,7 +61,7 @@ def test_link_speed_is_9600() -> None:
 def test_terminators_and_lower_case(terminator: bytes) -> None:
     meter = Meter(power="2.5e-6")
     meter.dev.feed(b"d?" + terminator + b"w?" + terminator)
-    assert meter.dev.read() == b"2.500E-6\n0633\n"
+    assert meter.dev.read() == b"2.5E-6\n0633\n"
 
 
 def test_nothing_happens_before_the_terminator() -> None:
@@ -79,12 +79,41 @@ def test_nothing_happens_before_the_terminator() -> None:
 
 @pytest.mark.parametrize(
     ("power", "text"),
-    [("1.234e-6", "1.234E-6"), ("5e-9", "5.000E-9"), ("0.00075", "7.500E-4"), ("0", "0.000E0")],
+    [
+        ("1.234e-6", "1.234E-6"),  # range 5 (2 uW): uW with three decimals
+        ("1.23e-6", "1.23E-6"),  # trailing zeros dropped
+        ("5e-9", "5E-9"),  # range 3 (20 nW): "5.00" -> "5"
+        ("9e-9", "9E-9"),
+        ("1.1e-10", "+.11E-9"),  # range 1 (0.2 nW): below 1 nW, signed, no leading zero
+        ("7.5e-10", "+.75E-9"),  # range 2 (2 nW)
+        ("0.00075", "+.75E-3"),  # range 8 (2 mW)
+        ("1.5e-5", "15E-6"),  # range 6 (20 uW)
+        ("0", "0E-9"),
+    ],
 )
-def test_watts_reading_is_exponent_form(power: str, text: str) -> None:
+def test_watts_reading_follows_the_display_of_its_range(power: str, text: str) -> None:
     meter = Meter(power=power)
     assert meter.ask("U?") == "1"
     assert meter.ask("D?") == text
+
+
+@pytest.mark.parametrize(
+    ("range_number", "text"),
+    [("1", "+.1234E-9"), ("2", "+.123E-9"), ("3", "+.12E-9"), ("4", "+.0001E-6"), ("8", "0E-3")],
+)
+def test_watts_resolution_follows_a_fixed_range(range_number: str, text: str) -> None:
+    meter = Meter(power="1.234e-10")
+    meter.send(f"R{range_number}")
+    meter.wait(SAMPLE_PERIOD)
+    assert meter.ask("D?") == text
+
+
+def test_watts_reading_with_the_attenuator_uses_its_thousandfold_ranges() -> None:
+    meter = Meter(power="1.5e-3")
+    meter.send("A1")
+    meter.send("R5")  # 2 mW full scale with the attenuator: mW, three decimals
+    meter.wait(SAMPLE_PERIOD)
+    assert meter.ask("D?") == "1.5E-3"
 
 
 def test_db_dbm_and_rel_readings_and_stored_reference() -> None:
@@ -105,7 +134,7 @@ def test_db_dbm_and_rel_readings_and_stored_reference() -> None:
     meter.send("U3")
     assert meter.ask("D?") == "-13.01"  # dBm does not use the reference
     meter.send("U1")
-    assert meter.ask("D?") == "5.000E-5"
+    assert meter.ask("D?") == "+.05E-3"  # range 7 (0.2 mW)
 
 
 def test_bad_units_set_the_parameter_error_only() -> None:
@@ -312,14 +341,14 @@ def test_zero_subtracts_the_stored_reading() -> None:
     assert meter.ask("Z?") == "0"
     meter.send("Z1")
     assert meter.ask("Z?") == "1"
-    assert meter.ask("D?") == "0.000E0"
+    assert meter.ask("D?") == "0E-6"
     meter.dev.set_power(1.8e-6)  # same range: no auto-range pause
     meter.wait(SAMPLE_PERIOD)
     assert meter.watts() == pytest.approx(0.8e-6)
     meter.send("Z0")
     assert meter.watts() == pytest.approx(1.8e-6)
     meter.send("Z1")  # a new zero takes the reading of now
-    assert meter.ask("D?") == "0.000E0"
+    assert meter.ask("D?") == "0E-6"
     meter.send("S")
     assert meter.status() & PARAMETER_ERROR  # a zero reading cannot be a reference
 
@@ -406,12 +435,27 @@ def test_front_panel_settings(letter: str, default: str, new: str) -> None:
     assert meter.status() & (PARAMETER_ERROR | COMMAND_ERROR) == 0
 
 
-def test_echo_mode_echoes_lines_and_ends_replies_with_crlf() -> None:
+def test_echo_mode_echoes_each_character_and_ends_replies_with_crlf() -> None:
     meter = Meter(power="1e-6")
     assert meter.ask("E?") == "0"
-    meter.send("E1")
-    meter.dev.feed(b"W?\n")
-    assert meter.dev.read() == b"W?\r\n0633\r\n"
+    meter.send("E1")  # echo starts after E1: E1 itself is not echoed
+    meter.dev.feed(b"W")
+    assert meter.dev.read() == b"W"  # as it arrives, before the line is complete
+    meter.dev.feed(b"?")
+    assert meter.dev.read() == b"?"
+    meter.dev.feed(b"\r\n")  # CR LF terminator: one CR LF back, then the reply
+    assert meter.dev.read() == b"\r\n0633\r\n"
+    meter.dev.feed(b"U2\r")  # a set command: only its echo
+    assert meter.dev.read() == b"U2\r\n"
+    meter.dev.feed(b"E0\n")
+    assert meter.dev.read() == b"E0\r\n"
+    assert meter.ask("E?") == "0"
+
+
+def test_echo_option_powers_the_meter_on_in_echo_mode() -> None:
+    meter = Meter(echo="1")
+    meter.dev.feed(b"E?\n")
+    assert meter.dev.read() == b"E?\r\n1\r\n"
     meter.dev.feed(b"E0\n")
     assert meter.dev.read() == b"E0\r\n"
     assert meter.ask("E?") == "0"
@@ -447,7 +491,9 @@ def test_reading_format_holds_for_noisy_readings() -> None:
     meter = Meter(power="3e-7", noise="0.05", seed="1")
     for _ in range(50):
         meter.wait(SAMPLE_PERIOD)
-        assert re.fullmatch(r"-?\d\.\d{3}E-?\d+", meter.ask("D?"))
+        text = meter.ask("D?")
+        assert re.fullmatch(r"([+-]\.\d{1,3}|-?[1-9]\d*(\.\d{0,2}[1-9])?|0)E-6", text), text
+        assert float(text) == pytest.approx(3e-7, rel=0.3)
 
 
 def test_bad_options_are_refused() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import numpy as np
 import pytest
 
 from daqhub.measurement import UnifiedMeasurement
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.timeout(20)
 
 
 def key(r: UnifiedMeasurement) -> tuple[str, str, Any, str, str]:
-    return (r.instrument_id, r.channel, r.data.value, type(r.data.value).__name__,  # type: ignore[union-attr]
+    return (r.instrument_id, r.channel, r.data.value, np.asarray(r.data.value).dtype.name,  # type: ignore[union-attr]
             r.data.unit)
 
 

@@ -1,0 +1,45 @@
+"""The ``sim://`` options each simulated model takes, declared once.
+
+A model declares its options as ``OPTIONS`` on its device class; the device takes its
+defaults from there (:func:`with_defaults`), and ``daqhub sim models`` and
+``docs/simulators.md`` print the same declaration, so the table a lab reads is the one the
+code runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SimOption:
+    """One ``key=value`` of a ``sim://`` URL (or ``-o key=value`` of ``daqhub sim serve``)."""
+
+    name: str
+    default: str | None  # None: not set unless given (the model then does without it)
+    help: str
+
+
+def with_defaults(declared: Iterable[SimOption], given: Mapping[str, str]) -> dict[str, str]:
+    """``given`` over the declared defaults (options without a default stay absent)."""
+    merged = {o.name: o.default for o in declared if o.default is not None}
+    merged.update(given)
+    return merged
+
+
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A GitHub-flavoured Markdown table (``|`` in cells escaped)."""
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    out = [line(headers), "|" + "|".join("---" for _ in headers) + "|"]
+    out.extend(line(row) for row in rows)
+    return "\n".join(out)
+
+
+def option_rows(options: Iterable[SimOption]) -> list[list[str]]:
+    """Rows ``name, default, help`` as the tables show them."""
+    return [[o.name, "(none)" if o.default is None else o.default or '""', o.help]
+            for o in options]
