@@ -73,4 +73,6 @@ class _SigintGuard:
         self.pending = True
 
 
-_SIGINT = _SigintGuard()
+# The one guard of the process (signal handlers are per process): public within the package,
+# used by the gate around every transaction the main thread makes.
+SIGINT_GUARD = _SigintGuard()
