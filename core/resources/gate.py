@@ -78,9 +78,7 @@ class Gate(InlineGate):
         """Run ``runner(arg)`` on the gate's worker thread; the event loop never blocks."""
         timeout = self.default_timeout if timeout is None else checked_timeout(timeout)
         held = current_held()
-        direct = any(h.gate is self for h in held)
-        if held and not direct:
-            self.check_order(held, owner)
+        direct = self.holds_or_checks(held, owner) if held else False
         loop = asyncio.get_running_loop()
         job = Job(self, owner, what, held, runner, arg, stats, urgent, timeout)
         job.loop = loop

@@ -61,21 +61,14 @@ class InlineGate(Worker):
         held = context_held()
         if outer is not None:
             held = (*held, *outer)
-        mine = False  # inside our own lease or transaction: already exclusive
-        if held:
-            for h in held:
-                if h.gate is self:
-                    mine = True
-                    break
-            else:
-                self.check_order(held, owner)
+        mine = self.holds_or_checks(held, owner) if held else False
         if not mine and _running_loop() is not None:
             raise RuntimeError(f"blocking transaction on {self.name} from a running event loop "
                                f"(owner {owner!r}); use the async API")
         # installed before the gate is taken, so no interrupt can land between take and try
         guarded = ident == _MAIN_IDENT and SIGINT_GUARD.enter()
         try:
-            if mine:
+            if mine:  # inside our own lease or transaction: already exclusive
                 return stats.run_counted(runner, arg)
             if urgent:
                 stats.urgent += 1

@@ -101,6 +101,14 @@ class Lanes(HandBack):
         lines.append(f"  worker: {state}")
         return lines
 
+    def holds_or_checks(self, held: tuple[Holding, ...], owner: str) -> bool:
+        """True if the caller's held set has this gate; else check the order for taking it."""
+        for h in held:
+            if h.gate is self:
+                return True
+        self.check_order(held, owner)
+        return False
+
     def check_order(self, held: tuple[Holding, ...], owner: str) -> None:
         """Refuse (before waiting) to take this gate against the global order."""
         checker = self.checker
