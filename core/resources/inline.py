@@ -69,7 +69,7 @@ class InlineGate(Worker):
         guarded = ident == _MAIN_IDENT and SIGINT_GUARD.enter()
         try:
             if mine:  # inside our own lease or transaction: already exclusive
-                return stats.run_counted(runner, arg)
+                return stats.run_counted(runner, arg, _now())
             if urgent:
                 stats.urgent += 1
             if self._urgent or self._normal or not self._owned.acquire(False):
@@ -79,7 +79,7 @@ class InlineGate(Worker):
             holding.owner = owner
             holding.what = what
             holding.held = held
-            holding.since = _now()
+            holding.since = start = _now()
             self._holder = holding
             # Inline holdings live in INLINE_HELD, not in the context's held set (leases and
             # queued jobs stay there): a ContextVar set and reset per transaction cost 5%.
@@ -87,7 +87,7 @@ class InlineGate(Worker):
             try:
                 if self._closed:
                     raise ResourceClosedError(f"{self.name} is closed; {owner!r} cannot use it")
-                return stats.run_counted(runner, arg)
+                return stats.run_counted(runner, arg, start)
             finally:
                 if outer is None:
                     del INLINE_HELD[ident]

@@ -34,9 +34,12 @@ class TransactionStats:
         self.disconnects = 0
         self.reconnects = 0
 
-    def run_counted(self, runner: Callable[[A], T], arg: A) -> T:
-        """Run one transaction, counting it as done or failed and timing its I/O."""
-        start = _now()
+    def run_counted(self, runner: Callable[[A], T], arg: A, start: float) -> T:
+        """Run one transaction, counting it as done or failed and timing its I/O.
+
+        ``start`` is the caller's ``time.monotonic()`` of the moment it took the gate (it has
+        one already; a clock read is measurable on the inline path).
+        """
         try:
             result = runner(arg)
         except BaseException:

@@ -179,7 +179,7 @@ class Worker(Lanes):
             stats.wait_max = wait
         token = set_context_held((*job.held, job))
         try:
-            job.result = stats.run_counted(job.runner, job.arg)
+            job.result = stats.run_counted(job.runner, job.arg, start)
         except BaseException as exc:  # delivered to the caller, whatever it is
             job.exc = exc
         finally:
