@@ -1,8 +1,9 @@
 """Core-owned shared hardware managers: serial ports, VISA sessions, leases across them.
 
 Instruments of both flavors get handles from these managers and never open hardware
-themselves; see design.md §3 and the module docs of ``gate`` (transactions), ``lease``,
-``ordering`` (deadlock freedom), ``serial`` and ``visa``.
+themselves; see docs/architecture.md ("Shared hardware") and the module docs of ``gate``
+(transactions, and the modules it is split into), ``lease``, ``ordering`` (deadlock
+freedom), ``serial`` and ``visa``.
 """
 
 from .errors import (

@@ -17,8 +17,16 @@ from types import TracebackType
 from typing import Protocol
 
 from .errors import ResourceTimeoutError
-from .gate import DEFAULT_TIMEOUT_S, Gate, _checked_timeout
-from .ordering import _HELD, Holding, _gate_order, current_held
+from .gate import Gate
+from .ordering import (
+    Holding,
+    context_held,
+    current_held,
+    gate_order,
+    reset_context_held,
+    set_context_held,
+)
+from .timeouts import DEFAULT_TIMEOUT_S, checked_timeout
 
 _now = time.monotonic
 _running_loop = asyncio.events._get_running_loop
@@ -46,9 +54,9 @@ class Lease:
         for res in resources:
             gate = res if isinstance(res, Gate) else res.gate
             gates[id(gate)] = gate
-        self.gates = sorted(gates.values(), key=_gate_order)
+        self.gates = sorted(gates.values(), key=gate_order)
         self.owner = owner
-        self.timeout = DEFAULT_TIMEOUT_S if timeout is None else _checked_timeout(timeout)
+        self.timeout = DEFAULT_TIMEOUT_S if timeout is None else checked_timeout(timeout)
         self.urgent = urgent
         self._acquired: list[Gate] = []
         self._token: Token[tuple[Holding, ...]] | None = None
@@ -59,7 +67,7 @@ class Lease:
         held = current_held()
         todo = [g for g in self.gates if not any(h.gate is g for h in held)]
         if todo:
-            todo[0]._check_order(held, owner)
+            todo[0].check_order(held, owner)
         return held, todo
 
     def _failed(self, exc: BaseException) -> BaseException:
@@ -94,7 +102,7 @@ class Lease:
             if err is exc:
                 raise
             raise err from exc
-        self._token = _HELD.set((*_HELD.get(), *holdings))
+        self._token = set_context_held((*context_held(), *holdings))
         return self
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
@@ -118,7 +126,7 @@ class Lease:
             if err is exc:
                 raise
             raise err from exc
-        self._token = _HELD.set((*_HELD.get(), *holdings))
+        self._token = set_context_held((*context_held(), *holdings))
         return self
 
     async def __aexit__(self, et: type[BaseException] | None, ev: BaseException | None,
@@ -127,7 +135,7 @@ class Lease:
 
     def _release(self) -> None:
         if self._token is not None:
-            _HELD.reset(self._token)
+            reset_context_held(self._token)
             self._token = None
         for gate in reversed(self._acquired):
             gate.release()

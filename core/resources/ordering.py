@@ -8,7 +8,9 @@ waiting* whenever a context that holds a gate asks for one that orders before it
 asyncio task alike.
 
 The gates themselves live in :mod:`.gate`; this module imports it only for type checking, so
-the gate can depend on the checker and the registry without an import cycle.
+the gate can depend on the checker and the registry without an import cycle. The registry's
+names (``context_held``, ``set_context_held``, ``reset_context_held``, ``INLINE_HELD``,
+``current_held``) are the package's internal API for it.
 """
 
 from __future__ import annotations
@@ -65,20 +67,28 @@ class Holding:
                 f"holding [{', '.join(self.holds())}]")
 
 
+# The held-resource registry, in two parts. Its names are public within the package (the gate,
+# the worker and leases use them) and not exported by ``daqhub.resources``.
+#
 # What the current context holds through leases and queued transactions (per thread and per
-# asyncio task alike) ...
+# asyncio task alike): read with context_held(), replaced with set_context_held() (which
+# returns the token for reset_context_held()). Bound methods, so the hot path pays no wrapper.
 _HELD: ContextVar[tuple[Holding, ...]] = ContextVar("daqhub_resources_held", default=())
+context_held = _HELD.get
+set_context_held = _HELD.set
+reset_context_held = _HELD.reset
 # ... and, per thread, through the sync transactions it is running inline (thread ident -> their
 # holdings, outermost first). A dict entry is far cheaper than a ContextVar set and reset, and
 # an inline transaction never runs on an event loop's thread, so it needs no per-task copy.
-_INLINE: dict[int, tuple[Holding, ...]] = {}
+# Only the thread whose ident is the key writes its entry.
+INLINE_HELD: dict[int, tuple[Holding, ...]] = {}
 _get_ident = threading.get_ident
 
 
 def current_held() -> tuple[Holding, ...]:
     """Every gate the current thread or task holds."""
     held = _HELD.get()
-    inline = _INLINE.get(_get_ident())
+    inline = INLINE_HELD.get(_get_ident())
     return (*held, *inline) if inline else held
 
 
@@ -124,7 +134,8 @@ def _holding_order(h: Holding) -> tuple[int, str]:
 DEFAULT_CHECKER = LockOrderChecker(enabled=True)
 
 
-def _gate_order(gate: Gate) -> tuple[int, str]:
+def gate_order(gate: Gate) -> tuple[int, str]:
+    """Sort key of the global acquisition order."""
     return gate.order_key
 
 

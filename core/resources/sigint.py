@@ -4,7 +4,7 @@ CPython runs signal handlers only in the main thread, between bytecodes. While t
 runs a transaction, SIGINT is deferred by a temporary handler that only records it; the previous
 handler is restored and the signal re-raised (``signal.raise_signal``) as soon as the
 transaction is finished, so a command is never split from its reply. While the main thread is
-merely *queued* (``interruptible``, set by :class:`~.gate.Gate` around its wait) the previous
+merely *queued* (``interruptible``, set around that wait by :mod:`.inline`) the previous
 handler runs at once, so the interrupt is honoured and the gate withdraws the queued job.
 Other threads never receive KeyboardInterrupt in CPython.
 """
@@ -73,4 +73,6 @@ class _SigintGuard:
         self.pending = True
 
 
-_SIGINT = _SigintGuard()
+# The one guard of the process (signal handlers are per process): public within the package,
+# used by the gate around every transaction the main thread makes.
+SIGINT_GUARD = _SigintGuard()

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+A = TypeVar("A")
+T = TypeVar("T")
+_now = time.monotonic
 
 
 class TransactionStats:
     """Counters of one resource. Updated by whoever holds its gate, so no lock of their own.
 
-    The gate counts and times every transaction (:meth:`.gate.Gate.run`); the resource adds
-    its disconnects and reconnects.
+    The gate counts and times every transaction through :meth:`run_counted`, wherever it
+    runs (inline, inside a lease, on the worker); the resource adds its disconnects and
+    reconnects.
     """
 
     __slots__ = ("transactions", "errors", "timeouts", "urgent", "wait_total", "wait_max",
@@ -26,6 +33,25 @@ class TransactionStats:
         self.io_max = 0.0
         self.disconnects = 0
         self.reconnects = 0
+
+    def run_counted(self, runner: Callable[[A], T], arg: A, start: float) -> T:
+        """Run one transaction, counting it as done or failed and timing its I/O.
+
+        ``start`` is the caller's ``time.monotonic()`` of the moment it took the gate (it has
+        one already; a clock read is measurable on the inline path).
+        """
+        try:
+            result = runner(arg)
+        except BaseException:
+            self.errors += 1
+            raise
+        finally:
+            io = _now() - start
+            self.io_total += io
+            if io > self.io_max:
+                self.io_max = io
+        self.transactions += 1
+        return result
 
     def snapshot(self) -> dict[str, Any]:
         done = self.transactions + self.errors

@@ -185,11 +185,11 @@ def test_a_holder_letting_go_while_a_request_is_being_queued_leaves_it_served() 
 
     enqueue = gate._enqueue_locked
 
-    def enqueue_after_the_holder_left(entry: Any, urgent: bool) -> None:
+    def enqueue_after_the_holder_left(entry: Any) -> None:
         if entry.owner == "late":
             finish.set()
             assert holder_gone.wait(5)
-        enqueue(entry, urgent)
+        enqueue(entry)
 
     gate._enqueue_locked = enqueue_after_the_holder_left  # type: ignore[method-assign]
     t = threading.Thread(target=holder)
