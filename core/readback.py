@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .inspect import FileReport, arrow_batches, hdf5_open_kwargs, hdf5_rows, session_dirs
-from .measurement import ChannelSpec, Source
+from .measurement import ChannelSpec
 from .schema import META_UNIT, build_batch, describe, unit_meta
 
 H5_META_GROUP = "_daqhub"
@@ -135,4 +135,4 @@ def _hdf5_batch(g: h5py.Group, iid: str, spec: ChannelSpec, rows: int) -> pa.Rec
     for row, text in zip(g["metadata_row"][:], g["metadata"].asstr()[:], strict=False):
         if row < rows:
             meta[int(row)] = json.loads(text)
-    return build_batch(iid, spec, ts, values, axes=axes, metadata=meta, source=Source.V2)
+    return build_batch(iid, spec, ts, values, axes=axes, metadata=meta, source="v2")

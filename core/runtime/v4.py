@@ -24,7 +24,6 @@ from typing import Any
 import pyarrow as pa
 
 from ..instrument import V4Actor, public_methods
-from ..measurement import Source
 from ..schema import describe, with_source
 from ..specs import InstrumentContext, InstrumentType
 from .broadcast import Broadcast, SubscriptionClosed
@@ -198,7 +197,7 @@ class ActorRunner:
                 self.health.produced(b.num_rows, _short(last, describe(b.schema)[1].unit),
                                      ts[b.num_rows - 1].as_py())
                 try:
-                    await self.publisher.apublish(with_source(b, Source.V4))
+                    await self.publisher.apublish(with_source(b, "v4"))
                 except SubscriptionClosed as exc:
                     self.health.error(str(exc))
                     return
