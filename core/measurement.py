@@ -1,6 +1,6 @@
 """Measurement formats shared by every flavor, driver and storage backend.
 
-Three kinds of data exist (design.md section 4): a scalar, a spectrum (values
+Three kinds of data exist: a scalar, a spectrum (values
 over an axis) and an image. Each instrument type declares its channels up front
 (:class:`ChannelSpec`), so storage can lay out its files before the first sample
 arrives and converters can refuse data that contradicts the declaration instead

@@ -6,9 +6,12 @@ its own methods at once. Control messages (``stop``, ``abort`` ...) sit in a
 separate lane served before routine ones, so a stop never waits behind a queue
 of position requests.
 
-Supervision: an actor whose method raises (or overruns its time) is closed and
-restarted with exponential backoff; after ``max_restarts`` restarts within
-``window_s`` it is marked failed and reported while the others keep running.
+Supervision: an actor whose factory, ``start`` or ``read`` raises (or overruns its time)
+is closed and restarted with exponential backoff; after ``max_restarts`` restarts within
+``window_s`` it is marked failed and reported while the others keep running. A command
+(any other public method) that raises or overruns ``call_timeout_s`` fails only that
+command: its caller gets the exception, health records it, and the actor is not restarted
+(a wrong argument from a script must not cost an instrument its state).
 """
 
 from __future__ import annotations
