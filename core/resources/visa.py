@@ -337,6 +337,10 @@ class VisaSessionManager(EventSource):
     def close_all(self, timeout: float = 5.0) -> list[str]:
         """Close every session and ResourceManager; returns what could not be closed."""
         deadline = time.monotonic() + timeout
+        failed: list[str] = []
+        for res in self.resources():  # first, so no reopen creates a ResourceManager anew
+            if not res.stop_reconnecting(max(0.0, deadline - time.monotonic())):
+                failed.append(f"{res.label} (still reconnecting)")
         with self._lock:
             resources = list(self._resources.values())
             gates = list(self._gates.values())
@@ -344,11 +348,7 @@ class VisaSessionManager(EventSource):
             self._resources.clear()
             self._gates.clear()
             self._rms.clear()
-        failed: list[str] = []
         busy: set[str] = set()
-        for res in resources:  # stop reconnecting first, so nothing reopens meanwhile
-            if not res.stop_reconnecting(max(0.0, deadline - time.monotonic())):
-                failed.append(f"{res.label} (still reconnecting)")
         for gate in gates:
             if not gate.close(max(0.0, deadline - time.monotonic())):
                 busy.add(gate.name)
