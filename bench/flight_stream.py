@@ -32,7 +32,7 @@ import pyarrow.flight as flight
 
 import daqhub
 from daqhub.flight_service import start_service
-from daqhub.measurement import ChannelSpec, Source
+from daqhub.measurement import ChannelSpec
 from daqhub.runtime.broadcast import Broadcast
 from daqhub.schema import build_batch
 from daqhub.serve_config import ServeConfig
@@ -43,7 +43,7 @@ SPEC = ChannelSpec("signal", "scalar", "V", "float64")
 def batches(n: int, rows: int) -> list[pa.RecordBatch]:
     ts = np.arange(rows, dtype=np.int64)
     return [build_batch("bench", SPEC, ts + i * rows, np.random.default_rng(i).random(rows),
-                        source=Source.V4) for i in range(n)]
+                        source="v4") for i in range(n)]
 
 
 class RawServer(flight.FlightServerBase):  # type: ignore[misc]
@@ -123,7 +123,7 @@ def latency(url: str, rt: Any, n: int, rows: int, rate: float) -> list[float]:
             for _ in range(n):
                 ts = np.full(rows, time.time_ns(), dtype=np.int64)
                 rt.bridge.unified.publish(build_batch("bench", SPEC, ts, np.zeros(rows),
-                                                      source=Source.V4))
+                                                      source="v4"))
                 time.sleep(1 / rate)  # the pace of an instrument, not a synchronisation
 
         threading.Thread(target=publish, daemon=True).start()

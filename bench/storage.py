@@ -36,7 +36,7 @@ import pyarrow.ipc as ipc
 import daqhub.plugins.arrow as arrow_plugin
 import daqhub.plugins.hdf5 as hdf5_plugin
 from daqhub.host import PluginHost
-from daqhub.measurement import ChannelSpec, Source
+from daqhub.measurement import ChannelSpec
 from daqhub.schema import build_batch
 from daqhub.storage import FlavorStorage, StorageSession
 
@@ -50,14 +50,14 @@ def scalar_batches(rows: int) -> list[pa.RecordBatch]:
     for start in range(0, rows, BATCH_ROWS):
         ts = np.arange(start, start + BATCH_ROWS, dtype=np.int64) * 1000
         out.append(build_batch("meter", SCALAR, ts, np.random.rand(BATCH_ROWS),
-                               source=Source.V2))
+                               source="v2"))
     return out
 
 
 def image_batches(count: int) -> list[pa.RecordBatch]:
     rng = np.random.default_rng(1)
     frames = [rng.integers(0, 4096, size=(1, 512, 512), dtype=np.uint16) for _ in range(8)]
-    return [build_batch("cam", IMAGE, [i], frames[i % 8], source=Source.V2) for i in range(count)]
+    return [build_batch("cam", IMAGE, [i], frames[i % 8], source="v2") for i in range(count)]
 
 
 def through_backend(host: PluginHost, backend: str, spec: ChannelSpec, instrument: str,

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .host import PluginError, PluginHost
+from .host import SLOW_IMPORT_S, PluginError, PluginHost
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_PLUGINS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool whose reader went away
@@ -27,7 +27,8 @@ EXIT_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool whose reader w
 EPILOG = """\
 exit codes: 0 success; 1 failure; 2 bad usage or invalid lab file; 3 plugin problems
 with --strict; 130 interrupted; 141 the output pipe was closed (e.g. | head).
-environment: DAQHUB_TRACE_HOOKS=1 prints every plugin hook call to stderr.
+environment: DAQHUB_TRACE_HOOKS=1 prints every plugin import and hook call to stderr.
+installed plugins may add commands: `daqhub plugins` lists them.
 """
 
 LIVE_VIEW_LEGEND = """\
@@ -67,10 +68,15 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
     console = Console()
     table = Table(title=f"daqhub {info['daqhub']} - installed plugins", show_lines=False)
-    for col in ("distribution", "version", "instrument type", "flavors", "capabilities"):
+    for col in ("distribution", "version", "import", "instrument type", "flavors",
+                "capabilities"):
         table.add_column(col, overflow="fold")
     extras: list[str] = []
     for d in info["distributions"]:
+        took = f"{d['import_s'] * 1000:.0f} ms"
+        if d["import_s"] > SLOW_IMPORT_S:
+            extras.append(f"warning: importing {d['name']} takes {d['import_s']:.1f} s, which "
+                          f"every daqhub command that loads plugins waits for")
         flavors: dict[str, list[str]] = {}
         caps: dict[str, list[str]] = {}
         for t in d["instrument_types"]:
@@ -78,8 +84,9 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             caps[t["name"]] = t["capabilities"]
         rows = sorted(flavors.items()) or [("-", [])]
         for i, (name, fl) in enumerate(rows):
-            table.add_row(d["name"] if i == 0 else "", d["version"] if i == 0 else "", name,
-                          ", ".join(sorted(fl)), ", ".join(caps.get(name, [])))
+            table.add_row(d["name"] if i == 0 else "", d["version"] if i == 0 else "",
+                          took if i == 0 else "", name, ", ".join(sorted(fl)),
+                          ", ".join(caps.get(name, [])))
         if d["storage_backends"]:
             extras.append(f"storage backends from {d['name']}: "
                           + ", ".join(b["name"] for b in d["storage_backends"]))
@@ -310,9 +317,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "--version"):  # no plugin import to wait for
+        parser = build_parser()
+        parser.parse_args(argv)  # --help and --version print and exit here
+        parser.print_help()
+        return EXIT_USAGE
     host = PluginHost()
     host.load_entry_points()
-    argv = list(sys.argv[1:] if argv is None else argv)
     # Commands with their own argument parser get everything after their name untouched
     # (argparse would take their --help as ours).
     rest = argv[1:] if argv[:1] == ["--strict"] else argv

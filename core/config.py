@@ -27,6 +27,7 @@ from . import firstparty
 from .commands import command_names
 from .host import PluginHost
 from .labchecks import ChosenTypes, check_channels, check_shared_devices, chosen_types
+from .outdir import unwritable
 from .routines import ROUTINE_SCHEMA, routine_problems, step_lines
 from .schema_words import not_allowed
 from .serve_config import SERVE_SCHEMA
@@ -417,17 +418,9 @@ def _is_within(a: Path, b: Path) -> bool:
 
 
 def check_output_dir(path: Path) -> str | None:
-    """Why ``path`` cannot be created or written, if it cannot (nothing is created)."""
-    p = path
-    while not p.exists():
-        if p.parent == p:
-            return f"output directory {path} cannot be created"
-        p = p.parent
-    if not p.is_dir():
-        return f"output directory {path} cannot be created: {p} is a file"
-    if not os.access(p, os.W_OK | os.X_OK):
-        return f"output directory {path} is not writable ({p} is not writable)"
-    return None
+    """Why ``path`` cannot be created or written, if it cannot (storage's own check)."""
+    why = unwritable(path)
+    return f"output directory {path} {why}" if why else None
 
 
 def validate(data: Mapping[str, Any], text: str, file: str, host: PluginHost,

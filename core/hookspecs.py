@@ -21,8 +21,17 @@ list; the host merges the lists of all plugins and reports clashes (two
 plugins declaring the same instrument type in the same flavor, or the same
 storage backend) instead of letting the last one win silently.
 
-The core never calls ``pm.hook.x(...)`` directly: :class:`daqhub.plugins.PluginHost`
-has one typed method per hook.
+The core never calls ``pm.hook.x(...)`` directly: :class:`daqhub.host.PluginHost`
+has one typed method per hook, and calls each implementation itself, one at a time, in
+registration order (installed plugins: by distribution name, then entry-point name), so one
+plugin's exception cannot hide another's result. What that means for pluggy's features:
+
+* hook wrappers (``wrapper=True``, ``hookwrapper=True``) are not supported: a plugin with
+  one is reported as broken and not used;
+* ``firstresult`` is not used: every hook either collects every plugin's list or tells
+  every plugin;
+* ``tryfirst``/``trylast`` are ignored (registration order decides);
+* ``pluggy``'s own tracing sees nothing: set ``DAQHUB_TRACE_HOOKS=1`` for the host's trace.
 """
 
 from __future__ import annotations

@@ -9,7 +9,10 @@ hooks one implementation at a time, turning every failure into a
 Strict mode (for CI) raises once a step (loading, collecting one hook) is done, with every
 problem that step found, so CI sees them all in one run.
 
-Set ``DAQHUB_TRACE_HOOKS=1`` to print every hook call and its result to stderr.
+Set ``DAQHUB_TRACE_HOOKS=1`` to print to stderr every plugin import (with its duration)
+and every hook call: plugin, arguments, duration and result. The host traces its own calls,
+since it calls implementations itself rather than through ``pm.hook`` (pluggy's tracing
+would see nothing).
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ import importlib.metadata as md
 import os
 import sys
 import threading
+import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -41,6 +46,8 @@ from .specs import (
 
 GROUP = "daqhub"
 TRACE_ENV = "DAQHUB_TRACE_HOOKS"
+#: a distribution whose plugins take longer than this to import is flagged by ``daqhub plugins``
+SLOW_IMPORT_S = 1.0
 T = TypeVar("T")
 
 
@@ -92,26 +99,52 @@ class PluginHost:
         #: told of every notification hook that raised (a run turns it into an alarm)
         self.notify_listeners: list[Callable[[PluginProblem], None]] = []
         self.plugins: dict[str, PluginInfo] = {}
+        #: seconds each distribution's entry points took to import
+        self.import_times: dict[str, float] = {}
+        self._order: dict[str, int] = {}  # plugin name -> registration number
         self._cache: dict[str, Any] = {}
         self._lock = threading.Lock()
-        if os.environ.get(TRACE_ENV):
-            self.pm.trace.root.setwriter(lambda msg: sys.stderr.write(f"[daqhub hooks] {msg}"))
-            self.pm.enable_tracing()
+        self._step = threading.local()  # the problems of this thread's current step
+        self._trace = bool(os.environ.get(TRACE_ENV))
 
     # --- loading ----------------------------------------------------------------
 
     def report(self, problem: PluginProblem) -> None:
         self.problems.append(problem)
+        found = getattr(self._step, "found", None)
+        if found is not None:
+            found.append(problem)
 
-    def _raise_if_strict(self, before: int) -> None:
-        if self.strict and len(self.problems) > before:
-            raise PluginError(self.problems[before:])
+    @contextmanager
+    def _collecting(self, isolated: bool = False) -> Iterator[list[PluginProblem]]:
+        """The problems this thread reports inside the block (a notification another thread
+        reports meanwhile is not part of this step); ``isolated``: not part of an enclosing
+        step either."""
+        outer = getattr(self._step, "found", None)
+        found: list[PluginProblem] = []
+        self._step.found = found
+        try:
+            yield found
+        finally:
+            self._step.found = outer
+            if outer is not None and not isolated:
+                outer.extend(found)
+
+    @contextmanager
+    def _strict_step(self) -> Iterator[None]:
+        """In strict mode, raise once the step is done with every problem it found."""
+        with self._collecting() as found:
+            yield
+        if self.strict and found:
+            raise PluginError(found)
+
+    def _say(self, text: str) -> None:
+        sys.stderr.write(f"[daqhub hooks] {text}\n")
 
     def load_entry_points(self, group: str = GROUP) -> None:
         """Load every plugin of the entry-point group, reporting the broken ones."""
-        before = len(self.problems)
-        self._load_entry_points(group)
-        self._raise_if_strict(before)
+        with self._strict_step():
+            self._load_entry_points(group)
 
     def _load_entry_points(self, group: str) -> None:
         eps = sorted(md.entry_points(group=group),
@@ -125,6 +158,7 @@ class PluginHost:
             if ep.dist is not None and (why := _incompatible(ep.dist)):
                 self.report(PluginProblem(dist_name, version, ep.name, why))
                 continue
+            started = time.perf_counter()
             try:
                 obj = ep.load()
             except Exception as exc:  # a plugin's import may raise anything
@@ -132,6 +166,12 @@ class PluginHost:
                                           f"failed to import {ep.value}: {_short(exc)}",
                                           traceback.format_exc()))
                 continue
+            finally:
+                took = time.perf_counter() - started
+                self.import_times[dist_name] = self.import_times.get(dist_name, 0.0) + took
+                if self._trace:
+                    self._say(f"load {plugin_name} = {ep.value} ({dist_name} {version}): "
+                              f"import {took * 1000:.1f} ms")
             if isinstance(obj, type):
                 self.report(PluginProblem(dist_name, version, ep.name,
                                           f"entry point {ep.value} names a class; name a module "
@@ -142,9 +182,8 @@ class PluginHost:
     def register(self, obj: object, name: str, distribution: str = "<in-process>",
                  version: str = "", entry_point: str = "") -> bool:
         """Register one plugin object; False (and a report) when it is broken."""
-        before = len(self.problems)
-        ok = self._register(obj, name, distribution, version, entry_point)
-        self._raise_if_strict(before)
+        with self._strict_step():
+            ok = self._register(obj, name, distribution, version, entry_point)
         return ok
 
     def _register(self, obj: object, name: str, distribution: str, version: str,
@@ -156,16 +195,24 @@ class PluginHost:
             self.report(PluginProblem(distribution, version, short,
                                       f"invalid hook implementation: {_short(exc)}"))
             return False
-        unknown = [hc.name for hc in self.pm.get_hookcallers(obj) or [] if not hc.has_spec()]
-        if unknown:
+        callers = self.pm.get_hookcallers(obj) or []
+        unknown = [hc.name for hc in callers if not hc.has_spec()]
+        wrappers = [hc.name for hc in callers for impl in hc.get_hookimpls()
+                    if impl.plugin is obj and (impl.wrapper or impl.hookwrapper)]
+        if unknown or wrappers:
             self.pm.unregister(obj)
-            self.report(PluginProblem(distribution, version, short,
-                                      f"implements unknown hook(s) {', '.join(unknown)}; "
-                                      f"known hooks: {', '.join(self.hook_names())}"))
+            why = (f"implements unknown hook(s) {', '.join(unknown)}; known hooks: "
+                   f"{', '.join(self.hook_names())}" if unknown else
+                   f"implements {', '.join(wrappers)} as a wrapper, which daqhub does not "
+                   f"support (see daqhub.hookspecs)")
+            self.report(PluginProblem(distribution, version, short, why))
             return False
-        hooks = sorted(hc.name for hc in self.pm.get_hookcallers(obj) or [])
+        hooks = sorted(hc.name for hc in callers)
         self.plugins[name] = PluginInfo(short, distribution, version, entry_point, hooks)
+        self._order[name] = len(self._order)
         self._cache.clear()
+        if self._trace:
+            self._say(f"register {name} ({distribution} {version}): {', '.join(hooks)}")
         return True
 
     def hook_names(self) -> list[str]:
@@ -173,22 +220,32 @@ class PluginHost:
 
     # --- calling hooks one implementation at a time ---------------------------------
 
-    def _call_each(self, hook: str, failed: list[PluginProblem] | None = None,
-                   **kwargs: Any) -> list[tuple[PluginInfo, Any]]:
+    def _call_each(self, hook: str, **kwargs: Any) -> list[tuple[PluginInfo, Any]]:
         caller = getattr(self.pm.hook, hook)
         out = []
-        for impl in reversed(caller.get_hookimpls()):  # registration order
+        # registration order (installed plugins: by distribution, then entry-point name),
+        # whatever order pluggy keeps them in
+        impls = sorted(caller.get_hookimpls(), key=lambda i: self._order.get(i.plugin_name, -1))
+        for impl in impls:
             info = self.plugins.get(impl.plugin_name) or PluginInfo(impl.plugin_name, "?", "", "")
             args = {k: kwargs[k] for k in impl.argnames}
+            started = time.perf_counter()
             try:
-                out.append((info, impl.function(**args)))
+                result = impl.function(**args)
             except Exception as exc:  # isolate one plugin's bug from the rest
+                result = exc
                 problem = PluginProblem(info.distribution, info.version, info.name,
                                         f"hook {hook} raised {_short(exc)}",
                                         traceback.format_exc())
                 self.report(problem)
-                if failed is not None:
-                    failed.append(problem)
+            else:
+                out.append((info, result))
+            if self._trace:
+                shown = ", ".join(f"{k}={_brief(v)}" for k, v in args.items())
+                self._say(f"call {hook}({shown}) -> {impl.plugin_name}: "
+                          f"{(time.perf_counter() - started) * 1000:.2f} ms, "
+                          f"{'raised' if isinstance(result, Exception) else 'returned'} "
+                          f"{_brief(result)}")
         return out
 
     def _collect(self, hook: str, kind: type[T] | tuple[type[T], ...],
@@ -216,9 +273,8 @@ class PluginHost:
     def _cached(self, key: str, build: Callable[[], T]) -> T:
         with self._lock:
             if key not in self._cache:
-                before = len(self.problems)
-                self._cache[key] = build()
-                self._raise_if_strict(before)
+                with self._strict_step():
+                    self._cache[key] = build()
             return self._cache[key]  # type: ignore[no-any-return]
 
     def _unique(self, hook: str, kind: type[T], key: Callable[[T], Any],
@@ -360,12 +416,12 @@ class PluginHost:
 
         A check that raises (or returns the wrong thing) is a problem of the lab's validation
         too: its silence must not read as "valid"."""
-        before = len(self.problems)
-        found: list[tuple[PluginInfo, ConfigProblem | str]] = self._collect(
-            "daqhub_validate_config", (ConfigProblem, str), config=config)
+        with self._collecting() as failures:
+            found: list[tuple[PluginInfo, ConfigProblem | str]] = self._collect(
+                "daqhub_validate_config", (ConfigProblem, str), config=config)
         out = [(info, ConfigProblem(item) if isinstance(item, str) else item)
                for info, item in found]
-        for p in self.problems[before:]:
+        for p in failures:
             info = PluginInfo(p.plugin, p.distribution, p.version, "")
             out.append((info, ConfigProblem(f"its lab check failed: {p.error}")))
         return out
@@ -376,8 +432,8 @@ class PluginHost:
         if hook not in ("daqhub_session_started", "daqhub_session_stopped",
                         "daqhub_resource_event", "daqhub_instrument_event"):
             raise ValueError(f"{hook} is not a notification hook")
-        failed: list[PluginProblem] = []
-        self._call_each(hook, failed, **kwargs)
+        with self._collecting(isolated=True) as failed:  # never a strict failure
+            self._call_each(hook, **kwargs)
         for problem in failed:
             for listener in list(self.notify_listeners):
                 listener(problem)
@@ -395,6 +451,7 @@ class PluginHost:
         def dist(name: str, version: str) -> dict[str, Any]:
             return dists.setdefault(name, {
                 "name": name, "version": version, "plugins": [], "hooks": [],
+                "import_s": round(self.import_times.get(name, 0.0), 4),
                 "instrument_types": [], "storage_backends": [], "converters": [],
                 "problems": []})
 
@@ -428,6 +485,11 @@ def _class_of(factory: Callable[..., Any]) -> type | None:
     """The class an instrument factory builds: itself, or a ``functools.partial`` of it."""
     target = getattr(factory, "func", factory)
     return target if isinstance(target, type) else None
+
+
+def _brief(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
 
 
 def _short(exc: BaseException) -> str:

@@ -128,9 +128,11 @@ class V4Actor(_Base, ABC):
 
     The V4 runtime calls ``start()``, then ``read()`` on every poll tick and
     any public async method a script asks for (control messages such as
-    ``stop`` jump the queue), and ``close()`` at the end. A method that raises
-    makes the supervisor restart the actor with backoff. (``stop`` is left free
-    for the Motion capability's "halt the axis".)
+    ``stop`` jump the queue), and ``close()`` at the end. If ``start()`` or ``read()``
+    raises (or overruns its timeout), the supervisor closes the actor and restarts it with
+    backoff. A command that raises is the caller's error: the caller gets the exception,
+    the instrument's health records it, and the actor keeps running unrestarted.
+    (``stop`` is left free for the Motion capability's "halt the axis".)
     """
 
     async def start(self) -> None:

@@ -1,6 +1,6 @@
 """Measurement formats shared by every flavor, driver and storage backend.
 
-Three kinds of data exist (design.md section 4): a scalar, a spectrum (values
+Three kinds of data exist: a scalar, a spectrum (values
 over an axis) and an image. Each instrument type declares its channels up front
 (:class:`ChannelSpec`), so storage can lay out its files before the first sample
 arrives and converters can refuse data that contradicts the declaration instead
@@ -9,7 +9,6 @@ of writing something a reader would misinterpret later.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
@@ -28,15 +27,22 @@ DTYPES: tuple[str, ...] = (
 MetaValue: TypeAlias = str | int | float | bool
 
 
-class Source(enum.StrEnum):
-    """Which flavor produced a measurement."""
-
-    V2 = "v2"
-    V4 = "v4"
+#: Which runtime an instrument runs in, and so which one produced a measurement: ``v2`` (a
+#: thread polling a blocking class) or ``v4`` (a supervised asyncio actor). Plain strings, so
+#: a lab file, an Arrow ``source`` column and a plugin's declaration all spell it alike.
+Flavor: TypeAlias = Literal["v2", "v4"]
+FLAVORS: tuple[Flavor, ...] = ("v2", "v4")
 
 
 class DataError(ValueError):
     """Data contradicts the channel it claims to belong to."""
+
+
+def as_flavor(value: object) -> Flavor:
+    """``value`` checked to be a flavor (``DataError`` if not)."""
+    if value == "v2" or value == "v4":
+        return value  # type: ignore[return-value]
+    raise DataError(f"a source is 'v2' or 'v4', not {value!r}")
 
 
 @dataclass(frozen=True)
@@ -179,12 +185,12 @@ class UnifiedMeasurement:
     channel: str
     timestamp_ns: int
     data: Data
-    source: Source
+    source: Flavor
     metadata: Mapping[str, MetaValue] = field(default_factory=dict)
 
     @classmethod
     def from_v2(cls, m: Measurement) -> UnifiedMeasurement:
-        return cls(m.instrument_id, m.channel, m.timestamp_ns, m.data, Source.V2, dict(m.metadata))
+        return cls(m.instrument_id, m.channel, m.timestamp_ns, m.data, "v2", dict(m.metadata))
 
     def to_v2(self) -> Measurement:
         return Measurement(self.instrument_id, self.channel, self.timestamp_ns, self.data,

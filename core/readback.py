@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .inspect import FileReport, arrow_batches, hdf5_open_kwargs, hdf5_rows, session_dirs
-from .measurement import ChannelSpec, Source
+from .measurement import ChannelSpec
 from .records import is_record_file
 from .schema import META_UNIT, build_batch, describe, unit_meta
 
@@ -137,4 +137,4 @@ def _hdf5_batch(g: h5py.Group, iid: str, spec: ChannelSpec, rows: int) -> pa.Rec
     for row, text in zip(g["metadata_row"][:], g["metadata"].asstr()[:], strict=False):
         if row < rows:
             meta[int(row)] = json.loads(text)
-    return build_batch(iid, spec, ts, values, axes=axes, metadata=meta, source=Source.V2)
+    return build_batch(iid, spec, ts, values, axes=axes, metadata=meta, source="v2")

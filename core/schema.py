@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .measurement import ChannelSpec, DataError, Source
+from .measurement import ChannelSpec, DataError, Flavor, as_flavor
 
 SCHEMA_VERSION = "1"
 META_INSTRUMENT = b"daqhub.instrument_id"
@@ -123,7 +123,7 @@ def build_batch(
     *,
     axes: Sequence[np.ndarray] | None = None,
     metadata: Sequence[Mapping[str, Any] | None] | None = None,
-    source: Source | None = None,
+    source: Flavor | None = None,
 ) -> pa.RecordBatch:
     """Build one channel batch from columns, checking them against the declaration.
 
@@ -180,7 +180,7 @@ def build_batch(
         cols.append(pa.nulls(n, pa.string()))
     schema = channel_schema(instrument_id, spec, unified=source is not None)
     if source is not None:
-        cols.append(constant_string(Source(source).value, n))
+        cols.append(constant_string(as_flavor(source), n))
     return pa.RecordBatch.from_arrays(cols, schema=schema)
 
 
@@ -195,13 +195,13 @@ def constant_string(text: str, n: int) -> pa.Array:
     return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(raw * n))
 
 
-def with_source(batch: pa.RecordBatch, source: Source) -> pa.RecordBatch:
+def with_source(batch: pa.RecordBatch, source: Flavor) -> pa.RecordBatch:
     """A v4 batch as a unified-stream batch (zero-copy for the data columns)."""
     if "source" in batch.schema.names:
         return batch
     schema = _with_source_field(batch.schema)
     return pa.RecordBatch.from_arrays([*batch.columns,
-                                       constant_string(Source(source).value, batch.num_rows)],
+                                       constant_string(as_flavor(source), batch.num_rows)],
                                       schema=schema)
 
 

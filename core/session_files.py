@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from .measurement import ChannelSpec, Source
+from .measurement import ChannelSpec
 from .schema import build_batch, channel_schema, describe
 from .specs import Flavor
 
@@ -156,7 +156,7 @@ def _read_h5(channel: StoredChannel, start: int) -> Iterator[pa.RecordBatch]:
                 if "axis" in g:
                     axes = list(g["axis"][lo:hi])
             batch = build_batch(channel.instrument_id, spec, ts, values, axes=axes,
-                                source=Source(channel.flavor))
+                                source=channel.flavor)
             sel = np.flatnonzero((meta_rows >= lo) & (meta_rows < hi))
             if len(sel):
                 texts: list[str | None] = [None] * (hi - lo)

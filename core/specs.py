@@ -14,15 +14,13 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias
 
 import pyarrow as pa
 
-from .measurement import ChannelSpec
+from .measurement import FLAVORS, ChannelSpec, Flavor
 
 if TYPE_CHECKING:
     from .resources.serial import SharedSerialPort
     from .resources.visa import SharedVisaResource
 
-Flavor: TypeAlias = Literal["v2", "v4"]
 Transport: TypeAlias = Literal["serial", "visa", "none"]
-FLAVORS: tuple[Flavor, ...] = ("v2", "v4")
 TRANSPORTS: tuple[Transport, ...] = ("serial", "visa", "none")
 
 _TYPE_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9][a-z0-9_]*)+$")

@@ -24,10 +24,8 @@ session directory.
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -43,6 +41,7 @@ import pyarrow.compute as pc
 from . import __version__
 from .filelock import remove_stale_locks
 from .measurement import ChannelSpec, DataError
+from .outdir import resolved, unwritable
 from .schema import META_CHANNEL, META_INSTRUMENT, channel_schema, describe
 from .specs import FLAVORS, Flavor, StorageTarget, StorageWriter
 
@@ -135,13 +134,12 @@ def check_output_dirs(v2_dir: Path | str | None, v4_dir: Path | str | None) -> l
     The same or nested directories are refused because one flavor's sessions
     would then sit inside the other's tree, and cleaning or archiving one
     would take the other's data with it. Each directory must be writable, or
-    creatable under a writable parent; that is probed by creating and removing
-    a temporary file, since permission bits lie (root, read-only mounts).
+    creatable under a writable parent (:func:`.outdir.unwritable`).
     """
     problems: list[str] = []
     dirs = {f: Path(d) for f, d in (("v2", v2_dir), ("v4", v4_dir)) if d is not None}
     if len(dirs) == 2:
-        a, b = (_resolved(dirs["v2"]), _resolved(dirs["v4"]))
+        a, b = (resolved(dirs["v2"]), resolved(dirs["v4"]))
         if a == b:
             problems.append(f"v2 and v4 output directories are the same ({a}); give each flavor "
                             f"its own, e.g. {a / 'v2'} and {a / 'v4'}")
@@ -150,35 +148,10 @@ def check_output_dirs(v2_dir: Path | str | None, v4_dir: Path | str | None) -> l
             problems.append(f"the {inner} output directory ({dirs[inner]}) is inside the "
                             f"{outer} one ({dirs[outer]}); use two directories side by side")
     for flavor, d in dirs.items():
-        why = _unwritable(d)
+        why = unwritable(d)
         if why:
             problems.append(f"{flavor} output directory {d}: {why}")
     return problems
-
-
-def _resolved(p: Path) -> Path:
-    return Path(os.path.abspath(p.expanduser())).resolve(strict=False)
-
-
-def _unwritable(d: Path) -> str | None:
-    target = _resolved(d)
-    probe_dir = target
-    while not probe_dir.exists():
-        if probe_dir.parent == probe_dir:
-            return "no part of the path exists"
-        probe_dir = probe_dir.parent
-    if not probe_dir.is_dir():
-        return (f"{probe_dir} is not a directory" if probe_dir == target else
-                f"cannot be created: {probe_dir} is a file, not a directory")
-    try:
-        fd, name = tempfile.mkstemp(prefix=".daqhub-probe-", dir=probe_dir)
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        return (f"is not writable ({reason})" if probe_dir == target else
-                f"cannot be created: {probe_dir} is not writable ({reason})")
-    os.close(fd)
-    os.unlink(name)
-    return None
 
 
 def versions_of(host: PluginHost | None) -> dict[str, str]:

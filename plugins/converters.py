@@ -23,9 +23,9 @@ from daqhub.measurement import (
     Image,
     Measurement,
     Scalar,
-    Source,
     Spectrum,
     UnifiedMeasurement,
+    as_flavor,
     check_against,
 )
 from daqhub.schema import build_batch, column_values, describe
@@ -46,10 +46,10 @@ def rows_to_batch(rows: Sequence[UnifiedMeasurement | Measurement], spec: Channe
     if not rows and instrument_id is None:
         raise DataError("an empty batch needs the instrument id")
     iid = instrument_id if instrument_id is not None else rows[0].instrument_id
-    sources = {r.source if isinstance(r, UnifiedMeasurement) else Source.V2 for r in rows}
+    sources = {r.source if isinstance(r, UnifiedMeasurement) else "v2" for r in rows}
     if len(sources) > 1:
         raise DataError(f"channel {iid}.{spec.name}: one batch holds one source, got "
-                        f"{sorted(s.value for s in sources)}")
+                        f"{sorted(sources)}")
     if spec.kind == "scalar" and _scalars_match(rows, spec, iid):
         pass  # checked in bulk
     else:
@@ -71,7 +71,7 @@ def rows_to_batch(rows: Sequence[UnifiedMeasurement | Measurement], spec: Channe
         values = [d.pixels for d in payload]  # type: ignore[union-attr]
     return build_batch(iid, spec, [r.timestamp_ns for r in rows], values, axes=axes,
                        metadata=[r.metadata for r in rows],
-                       source=sources.pop() if sources else Source.V2)
+                       source=sources.pop() if sources else "v2")
 
 
 _PY_DTYPES = {float: np.dtype("float64"), int: np.dtype("int64"), bool: np.dtype("bool")}
@@ -108,7 +108,7 @@ def batch_to_rows(batch: pa.RecordBatch) -> list[UnifiedMeasurement]:
     axes = column_values(batch, spec, "axis") if spec.kind == "spectrum" else None
     metas = batch.column("metadata").to_pylist()
     sources = (batch.column("source").to_pylist() if "source" in batch.schema.names
-               else [Source.V4.value] * batch.num_rows)
+               else ["v4"] * batch.num_rows)
     dtype = np.dtype(spec.dtype)
     out = []
     for i in range(batch.num_rows):
@@ -122,7 +122,8 @@ def batch_to_rows(batch: pa.RecordBatch) -> list[UnifiedMeasurement]:
         else:
             data = Image(np.array(values[i], dtype=dtype), spec.unit)
         meta = json.loads(metas[i]) if metas[i] else {}
-        out.append(UnifiedMeasurement(iid, spec.name, int(ts[i]), data, Source(sources[i]), meta))
+        out.append(UnifiedMeasurement(iid, spec.name, int(ts[i]), data, as_flavor(sources[i]),
+                                      meta))
     return out
 
 

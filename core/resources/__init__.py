@@ -1,9 +1,10 @@
 """Core-owned shared hardware managers: serial ports, VISA sessions, leases across them.
 
 Instruments of both flavors get handles from these managers and never open hardware
-themselves; see docs/architecture.md ("Shared hardware") and the module docs of ``gate``
-(transactions, and the modules it is split into), ``lease``, ``ordering`` (deadlock
-freedom), ``serial`` and ``visa``.
+themselves; see the module docs of ``gate`` (transactions, and the modules it is split
+into), ``lease``, ``ordering`` (deadlock freedom), ``shared`` (what both kinds have in
+common: transactions, disconnects), ``serial`` and ``visa``, and "Shared hardware" in
+``docs/architecture.md``.
 """
 
 from .errors import (
@@ -14,9 +15,11 @@ from .errors import (
     ResourceBusyError,
     ResourceClosedError,
     ResourceConfigConflictError,
+    ResourceDisconnectedError,
     ResourceError,
     ResourceTimeoutError,
     TransactionOverrunError,
+    VisaDisconnectedError,
 )
 from .gate import DEFAULT_TIMEOUT_S, Gate, dump_gates
 from .identity import LINE_SETTINGS, line_settings, serial_identity, visa_identity
@@ -30,6 +33,7 @@ from .serial import (
     UsbIdentity,
     canonical_port_name,
 )
+from .shared import ResourceEvent, SharedResource
 from .stats import TransactionStats
 from .visa import SharedVisaResource, VisaSessionManager
 
@@ -49,14 +53,18 @@ __all__ = [
     "ResourceBusyError",
     "ResourceClosedError",
     "ResourceConfigConflictError",
+    "ResourceDisconnectedError",
     "ResourceError",
+    "ResourceEvent",
     "ResourceTimeoutError",
     "SerialPortManager",
+    "SharedResource",
     "SharedSerialPort",
     "SharedVisaResource",
     "TransactionOverrunError",
     "TransactionStats",
     "UsbIdentity",
+    "VisaDisconnectedError",
     "VisaSessionManager",
     "canonical_port_name",
     "dump_gates",

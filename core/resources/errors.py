@@ -47,16 +47,28 @@ class ResourceClosedError(ResourceError):
     """The resource was closed (manager shut down) before or while the request waited."""
 
 
-class PortDisconnectedError(ResourceError, ConnectionError):
-    """The serial port is (or just became) disconnected; the request was not completed.
+class ResourceDisconnectedError(ResourceError, ConnectionError):
+    """The resource is (or just became) disconnected; the request was not completed.
 
-    A transaction that was queued when the port dropped was never sent. The one in flight
-    may have been partially sent; instruments decide whether to retry.
+    A transaction that was queued when the device dropped was never sent. The one in flight
+    may have been partially sent; instruments decide whether to retry. ``resource`` names it.
     """
 
-    def __init__(self, message: str, *, port: str) -> None:
+    def __init__(self, message: str, *, resource: str) -> None:
         super().__init__(message)
+        self.resource = resource
+
+
+class PortDisconnectedError(ResourceDisconnectedError):
+    """A serial port is (or just became) disconnected."""
+
+    def __init__(self, message: str, *, port: str) -> None:
+        super().__init__(message, resource=port)
         self.port = port
+
+
+class VisaDisconnectedError(ResourceDisconnectedError):
+    """A VISA session lost its connection (a LAN instrument rebooted, a socket reset)."""
 
 
 class PortOpenError(ResourceError, ConnectionError):

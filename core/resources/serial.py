@@ -7,12 +7,10 @@ re-enumerates. All traffic goes through transactions (see :mod:`.gate` for how t
 serialized); a multi-drop bus is one port, so every device on it shares one lock.
 
 Disconnects: pyserial reports a lost device as ``SerialException``, ``OSError`` or
-``termios.error`` depending on the call (library-notes §2). Any of them marks the port
-disconnected, fails the transaction in flight and every queued one with
-:class:`PortDisconnectedError`, and starts a reconnect thread: it tells listeners
-("disconnected"), retries the open with capped exponential backoff (first try after 0.5 s),
-then tells them "reconnected". Nothing is retried on anybody's behalf, so nothing is sent twice;
-nothing queued is dropped without its caller getting an error.
+``termios.error`` depending on the call (an unplugged adapter: ``read`` raises
+``SerialException``, ``in_waiting`` a bare ``OSError`` EIO, ``flush`` a ``termios.error``).
+Any of them marks the port disconnected and fails the transaction in flight and every queued
+one with :class:`PortDisconnectedError`; the reconnect that follows is :mod:`.shared`'s.
 
 Ownership: ports are keyed by the device they reach (:func:`.identity.serial_identity`), so a
 symlink and its target are one port with one gate. A local device is opened exclusively
@@ -32,8 +30,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import serial
 
@@ -56,9 +53,9 @@ from .identity import (
 )
 from .lease import Leasable, Lease
 from .network import link_lost, open_kwargs, refused_hint, serial_for_url
-from .ordering import DEFAULT_CHECKER, SERIAL_ORDER, LockOrderChecker, What, default_owner
+from .ordering import DEFAULT_CHECKER, SERIAL_ORDER, LockOrderChecker, default_owner
 from .ownership import claim
-from .stats import TransactionStats
+from .shared import EventSource, ResourceEvent, SharedResource
 
 try:
     import termios
@@ -80,18 +77,7 @@ _NOT_A_DISCONNECT: tuple[type[BaseException], ...] = (
 _OPEN_ERRORS: tuple[type[BaseException], ...] = (*_IO_ERRORS, ValueError, PortOpenError)
 
 
-@dataclass(frozen=True)
-class PortEvent:
-    """What listeners are told. ``at`` is wall-clock time (``time.time()``)."""
-
-    kind: Literal["disconnected", "reconnected"]
-    port: str
-    at: float
-    detail: str
-    attempt: int = 0
-
-
-Listener = Callable[[PortEvent], None]
+PortEvent = ResourceEvent  # the name serial listeners have always used
 
 
 class PortInfo(Protocol):
@@ -184,31 +170,27 @@ class PortIO:
         return self._serial
 
 
-class SharedSerialPort:
+class SharedSerialPort(SharedResource[PortIO]):
     """One serial port (or multi-drop bus) shared by every instrument that names it."""
+
+    what = "serial port"
+    open_errors = _OPEN_ERRORS
 
     def __init__(self, manager: SerialPortManager, name: str, settings: dict[str, Any],
                  identity: str = "") -> None:
+        super().__init__(name, manager, manager.default_timeout, manager.reconnect_initial_s,
+                         manager.reconnect_max_s)
         self.name = name
         self.identity = identity or serial_identity(name)
         self.settings = dict(settings)
-        self.default_timeout = manager.default_timeout
         self.gate = Gate(f"serial:{name}", (SERIAL_ORDER, name), checker=manager.checker,
                          default_timeout=manager.default_timeout)
         self.gate.note = self._note
+        self._runners = (self._run,)
         self._manager = manager
         self._usb = UsbIdentity.parse(name)
-        self._stats = TransactionStats()
-        self._state_lock = threading.Lock()
-        self._connected = False
-        self._closed = False
-        self._disconnected_at = 0.0
-        self._last_error = ""
-        self._listeners: list[Listener] = []
         self._shared: dict[str, Any] = {}
         self._shared_lock = threading.RLock()
-        self._stop = threading.Event()
-        self._reconnector: threading.Thread | None = None
         self.device = ""
         # The record first: when a daqhub process holds the port, it names the holder. URLs
         # reach devices other processes own (a ser2net server, a simulator in this process).
@@ -270,11 +252,23 @@ class SharedSerialPort:
         self.device = target
         return ser
 
-    # ------------------------------------------------------------------ state
-    @property
-    def is_connected(self) -> bool:
-        return self._connected
+    def _open_handle(self) -> serial.SerialBase:
+        return self._open()
 
+    def _install(self, handle: serial.SerialBase) -> None:
+        self._serial = handle
+        self._io._serial = handle
+
+    def _close_handle(self, handle: serial.SerialBase) -> None:
+        _close(handle)
+
+    def _current_handle(self) -> serial.SerialBase:
+        return self._serial
+
+    def _reopened_detail(self) -> str:
+        return f"reopened at {self.device}"
+
+    # ------------------------------------------------------------------ state
     def _note(self) -> str:
         if self._closed:
             return "closed"
@@ -292,17 +286,16 @@ class SharedSerialPort:
         if self._closed:
             return PortDisconnectedError(f"serial port {self.name} is closed", port=self.name)
         return PortDisconnectedError(
-            f"serial port {self.name} is disconnected (for "
-            f"{time.monotonic() - self._disconnected_at:.1f} s, cause: {self._last_error}); "
+            f"serial port {self.name} is disconnected ({self._down_for()}); "
             f"reconnecting in the background", port=self.name)
 
-    def stats(self) -> dict[str, Any]:
-        """Counters and latencies of this port (wait = queueing, io = the transaction itself)."""
-        snap = self._stats.snapshot()
-        snap.update(name=self.name, device=self.device, connected=self._connected,
-                    queue_depth=self.gate.queue_depth, max_queue_depth=self.gate.max_queue_depth,
-                    holder=self.gate.holder_description())
-        return snap
+    def _queued_error(self, owner: str, cause: BaseException) -> PortDisconnectedError:
+        return PortDisconnectedError(
+            f"serial port {self.name} disconnected ({cause!r}) while {owner!r} was "
+            f"queued; the transaction was not sent", port=self.name)
+
+    def _stats_extra(self) -> dict[str, Any]:
+        return {"name": self.name, "device": self.device}
 
     # ------------------------------------------------------------------ transactions
     def _run(self, fn: Callable[[PortIO], T]) -> T:
@@ -333,28 +326,6 @@ class SharedSerialPort:
                     io._serial.timeout = self.settings["read_timeout"]
                 except _IO_ERRORS:
                     pass  # the next transaction will see the port's state for itself
-
-    def transaction(self, fn: Callable[[PortIO], T], *, owner: str | None = None,
-                    timeout: float | None = None, urgent: bool = False,
-                    what: What = "transaction") -> T:
-        """Run ``fn(io)`` with exclusive use of the port and return its result (threads).
-
-        ``timeout`` bounds the wait for the port (default 2 s); the I/O inside is bounded by
-        the port's read/write timeouts. ``urgent`` puts it ahead of routine traffic.
-        """
-        if not self._connected:
-            raise self._disconnected_error()
-        return self.gate.run(self._run, fn, owner or default_owner(), what,
-                             timeout, urgent, self._stats)
-
-    async def atransaction(self, fn: Callable[[PortIO], T], *, owner: str | None = None,
-                           timeout: float | None = None, urgent: bool = False,
-                           what: What = "transaction") -> T:
-        """Same as :meth:`transaction` for coroutines: ``fn`` runs on the port's worker thread."""
-        if not self._connected:
-            raise self._disconnected_error()
-        return await self.gate.arun(self._run, fn, owner or default_owner(), what,
-                                    timeout, urgent, self._stats)
 
     def _query_fn(self, data: bytes, terminator: bytes, read_timeout: float | None,
                   clear_input: bool) -> Callable[[PortIO], bytes]:
@@ -396,23 +367,6 @@ class SharedSerialPort:
             self._query_fn(data, terminator, read_timeout, clear_input), owner=owner,
             timeout=timeout, urgent=urgent, what=("query", data))
 
-    def write(self, data: bytes, *, owner: str | None = None, timeout: float | None = None,
-              urgent: bool = False) -> None:
-        """Write a command that has no reply."""
-        self.transaction(lambda io: io.write(data), owner=owner, timeout=timeout, urgent=urgent,
-                         what=("write", data))
-
-    async def awrite(self, data: bytes, *, owner: str | None = None,
-                     timeout: float | None = None, urgent: bool = False) -> None:
-        await self.atransaction(lambda io: io.write(data), owner=owner, timeout=timeout,
-                                urgent=urgent, what=("write", data))
-
-    def lease(self, *, owner: str | None = None, timeout: float | None = None,
-              urgent: bool = False) -> Lease:
-        """Several transactions on this port without interleaving (``with`` or ``async with``)."""
-        return Lease([self], owner=owner,
-                     timeout=self.default_timeout if timeout is None else timeout, urgent=urgent)
-
     # ------------------------------------------------------------------ sharing
     def shared(self, key: str, factory: Callable[[], T]) -> T:
         """One object per port and key, created once by ``factory()``.
@@ -428,81 +382,11 @@ class SharedSerialPort:
                 self._shared[key] = obj
                 return obj
 
-    # ------------------------------------------------------------------ disconnects
-    def add_listener(self, fn: Listener) -> None:
-        """Call ``fn(event)`` on disconnect and reconnect, from the port's reconnect thread."""
-        self._listeners.append(fn)
-
-    def remove_listener(self, fn: Listener) -> None:
-        self._listeners.remove(fn)
-
-    def _notify(self, event: PortEvent) -> None:
-        for fn in [*self._listeners, *self._manager._listeners]:
-            try:
-                fn(event)
-            except Exception:
-                log.exception("listener %r failed on %s event of %s", fn, event.kind, self.name)
-
-    def _lost(self, exc: BaseException) -> None:
-        """The holder saw the device vanish: fail the queue, close, start reconnecting."""
-        with self._state_lock:
-            if not self._connected:
-                return
-            self._connected = False
-            self._disconnected_at = time.monotonic()
-            self._last_error = repr(exc)
-            self._stats.disconnects += 1
-            old = self._serial
-            start = not self._closed
-        self.gate.fail_queued(
-            lambda entry: PortDisconnectedError(
-                f"serial port {self.name} disconnected ({exc!r}) while {entry.owner!r} was "
-                f"queued; the transaction was not sent", port=self.name),
-            runner=self._run)
-        try:
-            _close(old)
-        except Exception as close_exc:  # the node may already be gone
-            log.debug("closing lost port %s: %r", self.name, close_exc)
-        if start:
-            self._reconnector = threading.Thread(
-                target=self._reconnect_main, args=(repr(exc),), daemon=True,
-                name=f"daqhub-reconnect {self.name}")
-            self._reconnector.start()
-
-    def _reconnect_main(self, cause: str) -> None:
-        self._notify(PortEvent("disconnected", self.name, time.time(), cause))
-        delay = self._manager.reconnect_initial_s
-        attempt = 0
-        while not self._stop.wait(delay):
-            attempt += 1
-            try:
-                ser = self._open()
-            except _OPEN_ERRORS as exc:
-                self._last_error = f"{cause}; reopen attempt {attempt} failed: {exc}"
-                delay = min(delay * 2, self._manager.reconnect_max_s)
-                continue
-            with self._state_lock:
-                if self._stop.is_set():
-                    _close(ser)
-                    return
-                self._serial = ser
-                self._io._serial = ser
-                self._stats.reconnects += 1
-                self._connected = True
-            self._notify(PortEvent("reconnected", self.name, time.time(),
-                                   f"reopened at {self.device}", attempt))
-            return
-
     # ------------------------------------------------------------------ shutdown
     def close(self, timeout: float = 2.0) -> bool:
         """Stop reconnecting, fail what is queued, close the port. False if it could not."""
         deadline = time.monotonic() + timeout
-        with self._state_lock:
-            self._closed = True
-            self._stop.set()
-            reconnector = self._reconnector
-        if reconnector is not None and reconnector is not threading.current_thread():
-            reconnector.join(max(0.0, deadline - time.monotonic()))
+        stopped = self.stop_reconnecting(timeout)
         idle = self.gate.close(max(0.0, deadline - time.monotonic()))
         with self._state_lock:
             self._connected = False
@@ -513,7 +397,7 @@ class SharedSerialPort:
             except Exception as exc:
                 log.debug("closing %s: %r", self.name, exc)
             self._release_record()
-        return idle and (reconnector is None or not reconnector.is_alive())
+        return idle and stopped
 
 
 def _is_busy(exc: BaseException) -> bool:
@@ -547,14 +431,17 @@ def _usb_text(info: PortInfo) -> str:
     return f"usb:{info.vid:04x}:{info.pid:04x}:{info.serial_number or ''}"
 
 
-class SerialPortManager:
-    """Owns every serial port of the process; instruments ask it for ports by name."""
+class SerialPortManager(EventSource):
+    """Owns every serial port of the process; instruments ask it for ports by name.
+
+    Its listeners hear the disconnect/reconnect events of every port."""
 
     def __init__(self, url_packages: Iterable[str] = (), *,
                  default_timeout: float = DEFAULT_TIMEOUT_S,
                  checker: LockOrderChecker | None = DEFAULT_CHECKER,
                  lister: Lister | None = None,
                  reconnect_initial_s: float = 0.5, reconnect_max_s: float = 5.0) -> None:
+        super().__init__()
         for package in url_packages:
             if package not in serial.protocol_handler_packages:
                 serial.protocol_handler_packages.append(package)
@@ -565,7 +452,6 @@ class SerialPortManager:
         self.reconnect_max_s = reconnect_max_s
         self._ports: dict[str, SharedSerialPort] = {}
         self._lock = threading.Lock()
-        self._listeners: list[Listener] = []
 
     def port(self, name: str, *, baudrate: int = LINE_DEFAULTS["baudrate"],
              bytesize: int = LINE_DEFAULTS["bytesize"], parity: str = LINE_DEFAULTS["parity"],
@@ -608,13 +494,6 @@ class SerialPortManager:
     def ports(self) -> list[SharedSerialPort]:
         with self._lock:
             return list(self._ports.values())
-
-    def add_listener(self, fn: Listener) -> None:
-        """Hear disconnect/reconnect events of every port of this manager."""
-        self._listeners.append(fn)
-
-    def remove_listener(self, fn: Listener) -> None:
-        self._listeners.remove(fn)
 
     def lease(self, resources: Iterable[Leasable], *, owner: str | None = None,
               timeout: float | None = None, urgent: bool = False) -> Lease:

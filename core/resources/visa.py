@@ -2,9 +2,10 @@
 
 VISA lets many sessions talk to one instrument, but SCPI answers in order, so two users
 interleaving ``write``/``read`` get each other's replies; pyvisa-sim even tears replies when two
-threads share one session (library-notes §1). Every instrument naming a resource therefore
-gets the same :class:`SharedVisaResource`, and its I/O runs as transactions under a gate
-(see :mod:`.gate`). The gate's scope is configurable:
+threads share one session (measured: 4 threads on one pyvisa-sim session gave another
+thread's reply, torn replies and timeouts; with a lock around ``query`` none). Every
+instrument naming a resource therefore gets the same :class:`SharedVisaResource`, and its
+I/O runs as transactions under a gate (see :mod:`.gate`). The gate's scope is configurable:
 
 * ``resource`` (default): one lock per resource;
 * ``board``: one lock per interface board (all of GPIB0), for bus arbitration;
@@ -15,9 +16,10 @@ ResourceManagers one per backend per process.
 
 A session whose transport is lost (a LAN instrument rebooted, a socket reset) is not
 reopened by pyvisa: every later call fails. The shared resource notices connection
-errors, fails calls with :class:`PortDisconnectedError` while it is down, and reopens the
-session (under the gate, so no one else is mid-transaction) with backoff: first try after
-0.5 s, doubling up to 5 s. A reply timeout alone does not count as a lost session.
+errors (also in the cause chain of a driver's error), fails calls with
+:class:`VisaDisconnectedError` while it is down, and reopens the session from a reconnect
+thread with backoff, telling listeners ``disconnected`` and ``reconnected`` like a serial
+port (:mod:`.shared`). A reply timeout alone does not count as a lost session.
 
 Ownership: each session (and each reopened one) takes VISA's exclusive lock (``lock_excl``),
 so another program's session is refused while this process holds the resource, and a
@@ -39,21 +41,19 @@ import pyvisa
 from pyvisa import rname
 
 from .errors import (
-    PortDisconnectedError,
     ResourceBusyError,
     ResourceClosedError,
     ResourceConfigConflictError,
+    VisaDisconnectedError,
 )
 from .gate import DEFAULT_TIMEOUT_S, Gate, dump_gates
 from .identity import visa_identity
 from .lease import Leasable, Lease
-from .ordering import DEFAULT_CHECKER, VISA_ORDER, LockOrderChecker, What, default_owner
-from .stats import TransactionStats
+from .ordering import DEFAULT_CHECKER, VISA_ORDER, LockOrderChecker, default_owner
+from .shared import EventSource, SharedResource
 
 T = TypeVar("T")
 LockScope = Literal["resource", "board", "global"]
-RECONNECT_FIRST_S = 0.5
-RECONNECT_MAX_S = 5.0
 
 
 _LOST_CODES = (pyvisa.constants.StatusCode.error_connection_lost,
@@ -128,40 +128,34 @@ def _board_of(name: str) -> str:
     return f"{parsed.interface_type}{getattr(parsed, 'board', '')}"
 
 
-class SharedVisaResource:
+class SharedVisaResource(SharedResource[Any]):
     """One VISA session shared by every instrument that names the resource."""
+
+    what = "VISA resource"
 
     def __init__(self, manager: VisaSessionManager, name: str, backend: str, gate: Gate,
                  session: tuple[Any, str], settings: dict[str, Any]) -> None:
+        label = name if not backend else (
+            f"{name}{backend}" if backend.startswith("@") else f"{name} ({backend})")
+        super().__init__(label, manager, manager.default_timeout, manager.reconnect_initial_s,
+                         manager.reconnect_max_s)
         self.name = name
         self.backend = backend
         self.gate = gate
         self.settings = settings
-        self.default_timeout = manager.default_timeout
+        self._runners = (self._run, self._query)
         self._session, self.exclusive = session
-        self._open = lambda: open_exclusive(manager.resource_manager(backend), name, settings)
-        self._lost: str = ""          # why the session is down ("" = it is up)
-        self._down = False            # lost or closed: one test per transaction instead of two
-        self._retry_at = 0.0
-        self._backoff = RECONNECT_FIRST_S
-        self._stats = TransactionStats()
+        self._manager = manager
         self._idn: str | None = None
-        self._closed = False
+        self._connected = True
 
     def __repr__(self) -> str:
         return f"<SharedVisaResource {self.label} via {self.gate.name}>"
 
-    @property
-    def label(self) -> str:
-        if not self.backend:
-            return self.name
-        return f"{self.name}{self.backend}" if self.backend.startswith("@") else \
-            f"{self.name} ({self.backend})"
-
     def _run(self, fn: Callable[[Any], T]) -> T:
         """Executed by whoever holds the gate (which also counts and times it)."""
-        if self._down:
-            self._unusable()
+        if not self._connected:
+            raise self._disconnected_error()
         try:
             return fn(self._session)
         except BaseException as exc:
@@ -170,76 +164,47 @@ class SharedVisaResource:
 
     def _query(self, command: str) -> str:
         """``_run`` for the commonest transaction, without a function object per query."""
-        if self._down:
-            self._unusable()
+        if not self._connected:
+            raise self._disconnected_error()
         try:
             return self._session.query(command)  # type: ignore[no-any-return]
         except BaseException as exc:
             self._failed(exc)
             raise
 
-    def _unusable(self) -> None:
-        if self._closed:
-            raise ResourceClosedError(f"VISA resource {self.label} is closed")
-        self._reopen()
-
     def _failed(self, exc: BaseException) -> None:
-        """A transaction raised: if the connection is gone, say so and plan the reopen."""
+        """A transaction raised: if the connection is gone, say so and start reconnecting."""
         if _connection_lost(exc):
-            self._mark_lost(f"{type(exc).__name__}: {exc}")
-            raise PortDisconnectedError(
+            self._lost(exc)
+            raise VisaDisconnectedError(
                 f"VISA resource {self.label}: connection lost during a transaction "
-                f"({type(exc).__name__}: {exc}); reopening in {self._backoff:.1f} s",
-                port=self.label) from exc
+                f"({type(exc).__name__}: {exc}); reopening in the background, queued "
+                f"transactions were not sent", resource=self.label) from exc
 
-    def _mark_lost(self, why: str) -> None:
-        if not self._lost:
-            self._stats.disconnects += 1
-            self._backoff = RECONNECT_FIRST_S
-        self._lost = why
-        self._down = True
-        self._retry_at = time.monotonic() + self._backoff
+    def _disconnected_error(self) -> Exception:
+        if self._closed:
+            return ResourceClosedError(f"VISA resource {self.label} is closed")
+        return VisaDisconnectedError(
+            f"VISA resource {self.label} is disconnected ({self._down_for()}); reopening in "
+            f"the background", resource=self.label)
 
-    def _reopen(self) -> None:
-        """Called under the gate: reopen a lost session once its backoff has passed."""
-        wait = self._retry_at - time.monotonic()
-        if wait > 0:
-            raise PortDisconnectedError(
-                f"VISA resource {self.label} is disconnected ({self._lost}); next reopen "
-                f"attempt in {wait:.1f} s", port=self.label)
-        try:
-            self._session.close()
-        except Exception:  # the old session is dead; closing it is a courtesy
-            pass
-        try:
-            self._session, self.exclusive = self._open()
-        except Exception as exc:
-            self._backoff = min(self._backoff * 2, RECONNECT_MAX_S)
-            self._retry_at = time.monotonic() + self._backoff
-            raise PortDisconnectedError(
-                f"VISA resource {self.label}: reopening failed ({type(exc).__name__}: {exc}); "
-                f"next attempt in {self._backoff:.1f} s", port=self.label) from exc
-        self._lost = ""
-        self._down = self._closed
-        self._stats.reconnects += 1
+    def _queued_error(self, owner: str, cause: BaseException) -> Exception:
+        return VisaDisconnectedError(
+            f"VISA resource {self.label} lost its connection ({cause!r}) while {owner!r} was "
+            f"queued; the transaction was not sent", resource=self.label)
 
-    @property
-    def is_connected(self) -> bool:
-        return not self._down
+    def _open_handle(self) -> tuple[Any, str]:
+        return open_exclusive(self._manager.resource_manager(self.backend), self.name,
+                              self.settings)
 
-    def transaction(self, fn: Callable[[Any], T], *, owner: str | None = None,
-                    timeout: float | None = None, urgent: bool = False,
-                    what: What = "transaction") -> T:
-        """Run ``fn(session)`` (a pyvisa resource) with exclusive use of the resource's gate."""
-        return self.gate.run(self._run, fn, owner or default_owner(), what,
-                             timeout, urgent, self._stats)
+    def _install(self, handle: tuple[Any, str]) -> None:
+        self._session, self.exclusive = handle
 
-    async def atransaction(self, fn: Callable[[Any], T], *, owner: str | None = None,
-                           timeout: float | None = None, urgent: bool = False,
-                           what: What = "transaction") -> T:
-        """Same for coroutines: ``fn`` runs on the gate's worker thread."""
-        return await self.gate.arun(self._run, fn, owner or default_owner(), what,
-                                    timeout, urgent, self._stats)
+    def _close_handle(self, handle: Any) -> None:
+        (handle[0] if isinstance(handle, tuple) else handle).close()
+
+    def _current_handle(self) -> Any:
+        return self._session
 
     def query(self, command: str, *, owner: str | None = None, timeout: float | None = None,
               urgent: bool = False) -> str:
@@ -251,16 +216,6 @@ class SharedVisaResource:
         return await self.gate.arun(self._query, command, owner or default_owner(),
                                     ("query", command), timeout, urgent,
                                     self._stats)
-
-    def write(self, command: str, *, owner: str | None = None, timeout: float | None = None,
-              urgent: bool = False) -> None:
-        self.transaction(lambda s: s.write(command), owner=owner, timeout=timeout,
-                         urgent=urgent, what=("write", command))
-
-    async def awrite(self, command: str, *, owner: str | None = None,
-                     timeout: float | None = None, urgent: bool = False) -> None:
-        await self.atransaction(lambda s: s.write(command), owner=owner, timeout=timeout,
-                                urgent=urgent, what=("write", command))
 
     def idn(self, *, refresh: bool = False, owner: str | None = None,
             timeout: float | None = None) -> str:
@@ -275,34 +230,31 @@ class SharedVisaResource:
             self._idn = await self.aquery("*IDN?", owner=owner, timeout=timeout)
         return self._idn
 
-    def lease(self, *, owner: str | None = None, timeout: float | None = None,
-              urgent: bool = False) -> Lease:
-        return Lease([self], owner=owner,
-                     timeout=self.default_timeout if timeout is None else timeout, urgent=urgent)
-
-    def stats(self) -> dict[str, Any]:
-        snap = self._stats.snapshot()
-        snap.update(name=self.name, backend=self.backend, gate=self.gate.name,
-                    connected=self.is_connected, lost=self._lost, exclusive=self.exclusive,
-                    queue_depth=self.gate.queue_depth,
-                    max_queue_depth=self.gate.max_queue_depth,
-                    holder=self.gate.holder_description())
-        return snap
+    def _stats_extra(self) -> dict[str, Any]:
+        return {"name": self.name, "backend": self.backend, "gate": self.gate.name,
+                "lost": "" if self._connected else self._last_error,
+                "exclusive": self.exclusive}
 
 
-class VisaSessionManager:
-    """Owns the process's VISA ResourceManagers, sessions and their gates."""
+class VisaSessionManager(EventSource):
+    """Owns the process's VISA ResourceManagers, sessions and their gates.
+
+    Its listeners hear the disconnect/reconnect events of every session."""
 
     def __init__(self, lock_scope: LockScope = "resource", *,
                  default_timeout: float = DEFAULT_TIMEOUT_S,
                  checker: LockOrderChecker | None = DEFAULT_CHECKER,
-                 rm_factory: Callable[[str], Any] = pyvisa.ResourceManager) -> None:
+                 rm_factory: Callable[[str], Any] = pyvisa.ResourceManager,
+                 reconnect_initial_s: float = 0.5, reconnect_max_s: float = 5.0) -> None:
+        super().__init__()
         if lock_scope not in ("resource", "board", "global"):
             raise ValueError(f"lock_scope must be 'resource', 'board' or 'global', "
                              f"not {lock_scope!r}")
         self.lock_scope = lock_scope
         self.default_timeout = default_timeout
         self.checker = checker
+        self.reconnect_initial_s = reconnect_initial_s
+        self.reconnect_max_s = reconnect_max_s
         self._rm_factory = rm_factory
         self._lock = threading.Lock()
         self._rms: dict[str, Any] = {}
@@ -385,6 +337,10 @@ class VisaSessionManager:
     def close_all(self, timeout: float = 5.0) -> list[str]:
         """Close every session and ResourceManager; returns what could not be closed."""
         deadline = time.monotonic() + timeout
+        failed: list[str] = []
+        for res in self.resources():  # first, so no reopen creates a ResourceManager anew
+            if not res.stop_reconnecting(max(0.0, deadline - time.monotonic())):
+                failed.append(f"{res.label} (still reconnecting)")
         with self._lock:
             resources = list(self._resources.values())
             gates = list(self._gates.values())
@@ -392,13 +348,12 @@ class VisaSessionManager:
             self._resources.clear()
             self._gates.clear()
             self._rms.clear()
-        failed: list[str] = []
         busy: set[str] = set()
         for gate in gates:
             if not gate.close(max(0.0, deadline - time.monotonic())):
                 busy.add(gate.name)
         for res in resources:
-            res._closed = res._down = True
+            res.mark_closed()
             if res.gate.name in busy:
                 failed.append(res.label)
                 continue

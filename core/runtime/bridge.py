@@ -21,7 +21,14 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..measurement import ChannelSpec, DataError, Measurement, Source, UnifiedMeasurement
+from ..measurement import (
+    ChannelSpec,
+    DataError,
+    Flavor,
+    Measurement,
+    UnifiedMeasurement,
+    as_flavor,
+)
 from ..schema import describe
 from .broadcast import Broadcast, Subscription, SubscriptionClosed
 
@@ -117,5 +124,5 @@ class MeasurementBridge:
             "inbound_depth": self.inbound.depth(),
         }
 
-    def count(self, source: Source | str, instrument_id: str, channel: str) -> int:
-        return self.counts[Source(source).value][(instrument_id, channel)]
+    def count(self, source: Flavor | str, instrument_id: str, channel: str) -> int:
+        return self.counts[as_flavor(source)][(instrument_id, channel)]

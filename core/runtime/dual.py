@@ -152,6 +152,7 @@ class DualRuntimeManager:
         self.visa = visa or VisaSessionManager(lab.visa_lock_scope,  # type: ignore[arg-type]
                                                default_timeout=lab.lock_timeout)
         self.serial.add_listener(self._port_event)
+        self.visa.add_listener(self._port_event)
         self.plugin_failures: list[str] = []  # notification hooks that raised during the run
         host.notify_listeners.append(self._plugin_failed)
         self.distributor: Broadcast[list[Measurement]] = Broadcast(
@@ -202,7 +203,7 @@ class DualRuntimeManager:
                          detail=ev.detail)
         for iid, port in self.instrument_ports.items():
             if port == ev.port:
-                self._instrument_event(iid, ev.kind, f"port {ev.port}: {ev.detail}")
+                self._instrument_event(iid, ev.kind, f"{ev.what} {ev.port}: {ev.detail}")
                 h = self.health_of(iid)
                 if h is not None and ev.kind == "reconnected":
                     h.reconnects += 1
@@ -217,6 +218,8 @@ class DualRuntimeManager:
             self.channels[(inst.id, c.name)] = c
         if ctx.port is not None:
             self.instrument_ports[inst.id] = ctx.port.name
+        elif ctx.visa is not None:
+            self.instrument_ports[inst.id] = ctx.visa.label
         return ctx
 
     def start(self) -> None:

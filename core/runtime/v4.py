@@ -6,9 +6,12 @@ its own methods at once. Control messages (``stop``, ``abort`` ...) sit in a
 separate lane served before routine ones, so a stop never waits behind a queue
 of position requests.
 
-Supervision: an actor whose method raises (or overruns its time) is closed and
-restarted with exponential backoff; after ``max_restarts`` restarts within
-``window_s`` it is marked failed and reported while the others keep running.
+Supervision: an actor whose factory, ``start`` or ``read`` raises (or overruns its time)
+is closed and restarted with exponential backoff; after ``max_restarts`` restarts within
+``window_s`` it is marked failed and reported while the others keep running. A command
+(any other public method) that raises or overruns ``call_timeout_s`` fails only that
+command: its caller gets the exception, health records it, and the actor is not restarted
+(a wrong argument from a script must not cost an instrument its state).
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ from typing import Any
 import pyarrow as pa
 
 from ..instrument import CommandRejected, UnknownCommandError, V4Actor, public_methods
-from ..measurement import Source
 from ..schema import describe, with_source
 from ..specs import InstrumentContext, InstrumentType
 from .broadcast import Broadcast, SubscriptionClosed
@@ -198,7 +200,7 @@ class ActorRunner:
                 self.health.produced(b.num_rows, _short(last, describe(b.schema)[1].unit),
                                      ts[b.num_rows - 1].as_py())
                 try:
-                    await self.publisher.apublish(with_source(b, Source.V4))
+                    await self.publisher.apublish(with_source(b, "v4"))
                 except SubscriptionClosed as exc:
                     self.health.error(str(exc))
                     return

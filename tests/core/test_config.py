@@ -131,6 +131,22 @@ def test_unwritable_output_dir(host, tmp_path: Path) -> None:
               host, tmp_path)
 
 
+def test_validate_refuses_an_output_dir_exactly_when_storage_does(host, tmp_path: Path) -> None:
+    """/proc passes every permission test for root, but nothing can be created in it:
+    validate and storage run the same probe, so both refuse it with the same reason."""
+    from daqhub.storage import check_output_dirs
+
+    target = Path("/proc/daqhub-test")
+    [storage_says] = check_output_dirs(target / "v2", None)
+    with pytest.raises(ConfigError) as info:
+        parse(VALID.replace('output_dir = "out"', f'output_dir = "{target}"'), "l.toml", host,
+              tmp_path)
+    said = [p.message for p in info.value.problems if "output directory" in p.message]
+    reason = storage_says.split(": ", 1)[1]  # "cannot be created: /proc is not writable (..)"
+    assert reason.startswith("cannot be created: /proc is not writable")
+    assert said and all(m.endswith(reason) for m in said), (said, storage_says)
+
+
 def test_same_output_dirs_rejected(host, tmp_path: Path) -> None:
     text = VALID.replace('storage = "arrow"', 'storage = "arrow"\noutput_dir = "same"').replace(
         'storage = "hdf5"', 'storage = "hdf5"\noutput_dir = "same"')

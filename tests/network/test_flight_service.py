@@ -277,14 +277,14 @@ def test_tail_of_an_unknown_channel_says_what_there_is(served: Any) -> None:
 
 def test_a_backlog_is_sent_in_fewer_larger_messages_without_joining_across_a_loss() -> None:
     from daqhub.flight_service import coalesce
-    from daqhub.measurement import ChannelSpec, Source
+    from daqhub.measurement import ChannelSpec
     from daqhub.schema import build_batch
 
     spec = ChannelSpec("v", "scalar", "V", "float64")
 
     def batch(first: int, n: int) -> pa.RecordBatch:
         return build_batch("i", spec, np.arange(first, first + n), np.arange(n, dtype=float),
-                           source=Source.V4)
+                           source="v4")
 
     items = [(batch(0, 3), 0), (batch(3, 2), 3), (batch(9, 4), 9), (batch(13, 1), 13)]
     out = coalesce(items)

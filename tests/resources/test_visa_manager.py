@@ -101,7 +101,7 @@ def _hammer(query: Callable[[str], str], threads: int, per_thread: int) -> dict[
 
 def test_pyvisa_sim_needs_the_lock_and_the_manager_provides_it(tmp_path: Path) -> None:
     """Raw sharing of one pyvisa-sim session from threads misroutes or tears replies
-    (library-notes §1); the same load through the manager is clean.
+    (measured with pyvisa-sim 0.7); the same load through the manager is clean.
 
     A tiny switch interval makes the interpreter switch threads inside ``query()`` often,
     so the raw failure shows within a bounded number of short runs instead of by luck.

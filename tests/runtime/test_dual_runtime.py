@@ -56,8 +56,8 @@ def test_every_measurement_reaches_storage_exactly_once_in_order(host, tmp_path)
         seq = [int(r.data.value) for r in rec.rows if r.instrument_id == iid and
                r.channel == "count"]
         assert seq == list(range(1, PRODUCED[iid] + 1))             # in order
-    assert {r.source.value for r in rec.rows if r.instrument_id in "ab"} == {"v2"}
-    assert {r.source.value for r in rec.rows if r.instrument_id in "cd"} == {"v4"}
+    assert {r.source for r in rec.rows if r.instrument_id in "ab"} == {"v2"}
+    assert {r.source for r in rec.rows if r.instrument_id in "cd"} == {"v4"}
     assert report.counts["a"]["count"] == PRODUCED["a"]
     assert rt.shutdown() is report  # a second shutdown is harmless
 

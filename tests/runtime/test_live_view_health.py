@@ -45,3 +45,23 @@ def test_rate_counts_polls_not_channels(host, tmp_path) -> None:
         assert "polls/s" in final_frame(rt)
     finally:
         rt.shutdown()
+
+
+def test_a_raising_command_fails_its_caller_but_does_not_restart_the_actor(host,
+                                                                          tmp_path) -> None:
+    """What V4Actor's docstring says: a command that raises is the caller's error; only
+    start/read failures restart an actor."""
+    import pytest
+
+    lab = make_lab(host, tmp_path, v2=[], v4=[("c", "test.counter")], poll_hz=20)
+    rt = DualRuntimeManager(lab, host, storage=False)
+    rt.start()
+    try:
+        wait_for(lambda: rt.health()["instruments"][0]["measurements"] > 0, what="first poll")
+        with pytest.raises(TypeError):
+            rt.call("c", "add", 1, "two")
+        h = rt.health()["instruments"][0]
+        assert h["restarts"] == 0 and h["state"] == "running" and h["errors"] == 1
+        assert rt.call("c", "add", 1, 2) == 3
+    finally:
+        rt.shutdown()

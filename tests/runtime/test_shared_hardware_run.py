@@ -137,7 +137,7 @@ steps = [["move_absolute", 1.0], ["wait_until_done", 10], ["move_absolute", 0.0]
         seen[(r.instrument_id, r.channel)].append(r.timestamp_ns)
     for key, ts in seen.items():
         assert ts == sorted(ts) and len(set(ts)) == len(ts), f"{key} out of order or doubled"
-    assert {r.source.value for r in rec.rows if r.instrument_id in ("rot", "dmm_a", "x")} \
+    assert {r.source for r in rec.rows if r.instrument_id in ("rot", "dmm_a", "x")} \
         == {"v2"}
     # every port and session closed: no file descriptors or daqhub threads left behind
     assert open_fds() - fds_before == set(), "file descriptors left open"

@@ -1,4 +1,4 @@
-"""The Elliptec bus simulator against protocols.md section 1, in raw bytes on a manual clock."""
+"""The Elliptec bus simulator against Thorlabs' ELLx protocol, in raw bytes on a manual clock."""
 
 from __future__ import annotations
 

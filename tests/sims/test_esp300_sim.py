@@ -1,4 +1,4 @@
-"""The simulated ESP300 spoken to in raw bytes, on a manual clock (protocols.md section 2)."""
+"""The simulated ESP300 spoken to in raw bytes, on a manual clock (its manual's commands)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The simulated Newport 1830-C spoken to in raw bytes, on a manual clock (protocols.md §3)."""
+"""The simulated Newport 1830-C spoken to in raw bytes on a manual clock (its manual's commands)."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ import numpy as np
 import daqhub.plugins.arrow as arrow_plugin
 import daqhub.plugins.hdf5 as hdf5_plugin
 from daqhub.host import PluginHost
-from daqhub.measurement import ChannelSpec, Source
+from daqhub.measurement import ChannelSpec
 from daqhub.schema import build_batch
 from daqhub.storage import FlavorStorage, StorageSession
 
@@ -52,7 +52,7 @@ def main(argv: list[str]) -> int:
         now = time.time_ns()
         ts = now + np.arange(ROWS_PER_BATCH, dtype=np.int64)
         values = np.arange(i, i + ROWS_PER_BATCH, dtype=np.float64)
-        for source in (Source.V2, Source.V4):
+        for source in ("v2", "v4"):
             session.write(build_batch("meter", SCALAR, ts, values, source=source))
         i += ROWS_PER_BATCH
         if i % (ROWS_PER_BATCH * FRAME_EVERY) == 0:
@@ -60,7 +60,7 @@ def main(argv: list[str]) -> int:
             length = frame % 7 + 1
             spectrum = np.full(length, frame, dtype=np.float32)
             axis = np.arange(length, dtype=np.float64)
-            for source in (Source.V2, Source.V4):
+            for source in ("v2", "v4"):
                 session.write(build_batch("cam", IMAGE, [now], pixels, source=source))
                 session.write(build_batch("cam", SPECTRUM, [now], [spectrum], axes=[axis],
                                           source=source))

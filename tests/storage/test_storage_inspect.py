@@ -17,7 +17,6 @@ from storage_testdata import CHANNELS, INSTRUMENTS, LAB_CONFIG
 
 from daqhub import inspect as daqhub_inspect
 from daqhub.host import PluginHost
-from daqhub.measurement import Source
 from daqhub.schema import build_batch
 from daqhub.storage import FlavorStorage, StorageSession
 
@@ -48,7 +47,7 @@ def _write_session(out: Path, host: PluginHost, channel_data: Any, **arrow_opts:
     for d in channel_data(ROWS, seed=5):
         values: Any = (np.array(d.values, dtype=d.spec.dtype) if d.spec.kind == "scalar"
                        else d.values)
-        for source in (Source.V2, Source.V4):
+        for source in ("v2", "v4"):
             session.write(build_batch(d.instrument, d.spec, ts, values,
                                       axes=d.axes or None, source=source))
     session.close()
@@ -144,7 +143,7 @@ def test_a_file_being_written_is_shown_with_its_writer(tmp_path: Path,
     session = StorageSession.open(storage_host, tmp_path, {
         "v2": FlavorStorage("hdf5", {"meter": [x]}), "v4": FlavorStorage("arrow", {"meter": [x]})})
     try:
-        for source in (Source.V2, Source.V4):
+        for source in ("v2", "v4"):
             session.write(build_batch("meter", x, [START, START + 1], np.ones(2), source=source))
         session.flush()
         # another process, as a user would run it (HDF5 shares open files within a process)

@@ -18,7 +18,7 @@ import pytest
 from storage_testdata import CHANNELS, INSTRUMENTS, LAB_CONFIG, ChannelData
 
 from daqhub.host import PluginHost
-from daqhub.measurement import Image, Scalar, Source, Spectrum, UnifiedMeasurement
+from daqhub.measurement import Flavor, Image, Scalar, Spectrum, UnifiedMeasurement
 from daqhub.plugins.converters import rows_to_batch
 from daqhub.schema import column_values, describe
 from daqhub.storage import FlavorStorage, StorageSession
@@ -27,7 +27,7 @@ VERSIONS = {"daqhub": "0.1.0", "daqhub-newport": "1.2.3", "acme-cam": "0.0.1"}
 ROWS = 180
 
 
-def _rows(d: ChannelData, source: Source) -> list[UnifiedMeasurement]:
+def _rows(d: ChannelData, source: Flavor) -> list[UnifiedMeasurement]:
     out = []
     axes = iter(d.axes)
     for ts, value, meta in zip(d.timestamps, d.values, d.metadata, strict=True):
@@ -42,7 +42,7 @@ def _rows(d: ChannelData, source: Source) -> list[UnifiedMeasurement]:
     return out
 
 
-def _feed(session: StorageSession, data: list[ChannelData], source: Source, seed: int) -> None:
+def _feed(session: StorageSession, data: list[ChannelData], source: Flavor, seed: int) -> None:
     """Interleave the channels in batches of random size, 1 to 60 rows, as the bridge would."""
     rng = np.random.default_rng(seed)
     queues = []
@@ -103,7 +103,7 @@ def _check_hdf5(path: Path, data: list[ChannelData], session_id: str) -> None:
             assert stored == {i: m for i, m in enumerate(d.metadata) if m}, where
 
 
-def _check_table(table: pa.Table, d: ChannelData, session_id: str, source: Source) -> None:
+def _check_table(table: pa.Table, d: ChannelData, session_id: str, source: Flavor) -> None:
     where = f"{d.instrument}.{d.spec.name}"
     meta = table.schema.metadata
     assert describe(table.schema) == (d.instrument, d.spec)
@@ -124,7 +124,7 @@ def _check_table(table: pa.Table, d: ChannelData, session_id: str, source: Sourc
         assert all(_same(g, e) for g, e in zip(axes, d.axes, strict=True)), where
     metas = [json.loads(m) if m else None for m in table.column("metadata").to_pylist()]
     assert metas == d.metadata, where
-    assert set(table.column("source").to_pylist()) == {source.value}
+    assert set(table.column("source").to_pylist()) == {source}
 
 
 @pytest.mark.timeout(30)
@@ -134,11 +134,11 @@ def _check_table(table: pa.Table, d: ChannelData, session_id: str, source: Sourc
     ("arrow", {}),
     ("arrow", {"parquet": True, "batch_rows": 7, "compression": "zstd"}),
 ])
-@pytest.mark.parametrize("source", [Source.V2, Source.V4])
+@pytest.mark.parametrize("source", ["v2", "v4"])
 def test_round_trip_is_exact(tmp_path: Path, storage_host: PluginHost, channel_data: Any,
-                             backend: str, options: dict[str, Any], source: Source) -> None:
+                             backend: str, options: dict[str, Any], source: Flavor) -> None:
     data = channel_data(ROWS, seed=7)
-    flavor = source.value
+    flavor = source
     session = StorageSession.open(
         storage_host, tmp_path, {flavor: FlavorStorage(backend, CHANNELS, INSTRUMENTS, options)},
         lab_config=LAB_CONFIG, versions=VERSIONS)
@@ -167,7 +167,7 @@ def test_arrow_coalesces_small_batches(tmp_path: Path, storage_host: PluginHost,
     data = [d for d in channel_data(1000, seed=2) if d.spec.name == "power"]
     session = StorageSession.open(storage_host, tmp_path, {"v4": FlavorStorage(
         "arrow", {"meter": [data[0].spec]}, options={"batch_rows": 400})})
-    for row in _rows(data[0], Source.V4):
+    for row in _rows(data[0], "v4"):
         session.write(rows_to_batch([row], data[0].spec))
     [path] = session.close()["v4"]
     sizes = [b.num_rows for b in ipc.open_stream(path)]
@@ -185,8 +185,8 @@ def test_a_quiet_channel_still_reaches_disk_within_the_flush_interval(
         "v4": FlavorStorage("arrow", {"meter": [data.spec]}, options={"flush_interval": 0.2}),
     })
     try:
-        session.write(rows_to_batch(_rows(data, Source.V2), data.spec))
-        session.write(rows_to_batch(_rows(data, Source.V4), data.spec))
+        session.write(rows_to_batch(_rows(data, "v2"), data.spec))
+        session.write(rows_to_batch(_rows(data, "v4"), data.spec))
         h5 = session.directories["v2"] / "session.h5"
         stream = session.directories["v4"] / "meter" / "power.arrows"
         deadline = time.monotonic() + 5.0
@@ -229,13 +229,13 @@ def test_read_session_gives_back_both_flavors_exactly(
         {"v2": FlavorStorage(v2_backend, CHANNELS, INSTRUMENTS),
          "v4": FlavorStorage("arrow", v4_channels, {}, v4_options)},
         lab_config=LAB_CONFIG, versions=VERSIONS)
-    _feed(session, v2_data, Source.V2, seed=1)
-    _feed(session, v4_data, Source.V4, seed=2)
+    _feed(session, v2_data, "v2", seed=1)
+    _feed(session, v4_data, "v4", seed=2)
     session.close()
     tables = daqhub.read_session(tmp_path / "v4" / session.session_id)
     assert isinstance(tables, dict)
     assert sorted(tables) == sorted(f"{d.instrument}.{d.spec.name}" for d in v2_data + v4_data)
-    for d, source in [*((d, Source.V2) for d in v2_data), *((d, Source.V4) for d in v4_data)]:
+    for d, source in [*((d, "v2") for d in v2_data), *((d, "v4") for d in v4_data)]:
         table = tables[f"{d.instrument}.{d.spec.name}"]
         where = f"{d.instrument}.{d.spec.name}"
         assert _same(table.column("timestamp_ns").to_numpy(), d.timestamps), where
@@ -246,7 +246,7 @@ def test_read_session_gives_back_both_flavors_exactly(
             assert _same(np.asarray(got), expected), where
         metas = [json.loads(m) if m else None for m in table.column("metadata").to_pylist()]
         assert metas == d.metadata, where
-        assert set(table.column("source").to_pylist()) == {source.value}
+        assert set(table.column("source").to_pylist()) == {source}
         unit = (table.schema.field("value").metadata or {}).get(b"unit", b"").decode()
         assert unit == d.spec.unit, where
     merged = daqhub.read_session(tmp_path / "v2" / session.session_id, merge=True)

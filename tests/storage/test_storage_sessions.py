@@ -21,7 +21,7 @@ import pytest
 from daqhub import storage
 from daqhub.filelock import FileExistsRefusal, FileLock, FileLockError
 from daqhub.host import PluginHost
-from daqhub.measurement import ChannelSpec, DataError, Source
+from daqhub.measurement import ChannelSpec, DataError, Flavor
 from daqhub.schema import build_batch
 from daqhub.storage import (
     FlavorStorage,
@@ -37,7 +37,7 @@ X = ChannelSpec("x", "scalar", "W")
 CHANNELS = {"meter": [X]}
 
 
-def _batch(values: np.ndarray, source: Source, start: int = 0) -> object:
+def _batch(values: np.ndarray, source: Flavor, start: int = 0) -> object:
     ts = np.arange(start, start + len(values), dtype=np.int64) * 1000
     return build_batch("meter", X, ts, values, source=source)
 
@@ -238,7 +238,7 @@ def test_v2_and_v4_written_at_once_never_touch_each_others_files(
         "v2": FlavorStorage("hdf5", CHANNELS), "v4": FlavorStorage("arrow", CHANNELS)})
     errors: list[BaseException] = []
 
-    def produce(source: Source, sign: float) -> None:
+    def produce(source: Flavor, sign: float) -> None:
         try:
             for i in range(200):
                 session.write(_batch(sign * np.arange(i * 50, (i + 1) * 50, dtype=np.float64),
@@ -246,8 +246,8 @@ def test_v2_and_v4_written_at_once_never_touch_each_others_files(
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
 
-    threads = [threading.Thread(target=produce, args=(Source.V2, 1.0)),
-               threading.Thread(target=produce, args=(Source.V4, -1.0))]
+    threads = [threading.Thread(target=produce, args=("v2", 1.0)),
+               threading.Thread(target=produce, args=("v4", -1.0))]
     for t in threads:
         t.start()
     for t in threads:
@@ -271,16 +271,16 @@ def test_batches_that_do_not_fit_the_session_are_refused(tmp_path: Path,
     session = StorageSession.open(storage_host, tmp_path, {"v2": FlavorStorage("hdf5", CHANNELS)})
     try:
         with pytest.raises(StorageError, match="v4 data of meter.x.*v4 storage is not enabled"):
-            session.write(_batch(np.ones(3), Source.V4))
+            session.write(_batch(np.ones(3), "v4"))
         other = ChannelSpec("y", "scalar", "W")
         with pytest.raises(DataError, match="meter.y was not declared"):
-            session.write(build_batch("meter", other, [1], np.ones(1), source=Source.V2))
+            session.write(build_batch("meter", other, [1], np.ones(1), source="v2"))
         watts = ChannelSpec("x", "scalar", "mW")
         with pytest.raises(DataError, match="declared as"):
-            session.write(build_batch("meter", watts, [1], np.ones(1), source=Source.V2))
+            session.write(build_batch("meter", watts, [1], np.ones(1), source="v2"))
         with pytest.raises(DataError, match="no 'source' column"):
             session.write(build_batch("meter", X, [1], np.ones(1)))
-        session.write(_batch(np.ones(3), Source.V2))
+        session.write(_batch(np.ones(3), "v2"))
     finally:
         files = session.close()
     with h5py.File(files["v2"][0], "r") as f:
@@ -291,7 +291,7 @@ def test_a_mixed_source_batch_is_split_between_flavors(tmp_path: Path,
                                                        storage_host: PluginHost) -> None:
     session = StorageSession.open(storage_host, tmp_path, {
         "v2": FlavorStorage("hdf5", CHANNELS), "v4": FlavorStorage("arrow", CHANNELS)})
-    batch = _batch(np.arange(4, dtype=np.float64), Source.V2)
+    batch = _batch(np.arange(4, dtype=np.float64), "v2")
     mixed = batch.set_column(batch.schema.get_field_index("source"), batch.schema.field("source"),
                              pa.array(["v2", "v4", "v2", "v4"]))
     session.write(mixed)

@@ -15,7 +15,7 @@ from web_fakes import web_host, web_lab
 from webtest import dashboard, request, wait_state
 
 from daqhub.config import ConfigError
-from daqhub.measurement import ChannelSpec, Source
+from daqhub.measurement import ChannelSpec
 from daqhub.runtime.dual import DualRuntimeManager
 from daqhub.schema import build_batch
 from daqhub.web.server import DashboardServer
@@ -206,7 +206,7 @@ class ScriptedSource:
             raise OSError("link to the remote run lost")
         self.n += 1
         return [build_batch("oven", self.spec, [time.time_ns()], np.array([300.0 + self.n]),
-                            source=Source.V4)]
+                            source="v4")]
 
     def health(self) -> dict[str, Any]:
         return {"instruments": [{"id": "oven", "state": "running", "rate_hz": 2.0}],

@@ -234,7 +234,7 @@ def test_v2_and_v4_give_the_same_data_for_the_same_script(device: Callable[..., 
 
     v2, v4 = script("v2"), script("v4")
     assert v2 == v4
-    # rotary wrap-around is the module's business ([U] in protocols.md): compare modulo a turn
+    # rotary wrap-around is the module's business, not the protocol's: compare modulo a turn
     assert [row[2].value % 360 for row in v2][:4] == pytest.approx([0.0, 90.0, 180.5, 315.0],
                                                                    abs=0.003)
     assert {row[2].unit for row in v2} == {"deg"}

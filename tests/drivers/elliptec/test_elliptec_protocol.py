@@ -1,4 +1,4 @@
-"""Framing, reply parsing, scaling and status codes, checked against protocols.md examples."""
+"""Framing, reply parsing, scaling, status codes, checked against the ELLx manual's examples."""
 
 from __future__ import annotations
 
