@@ -257,10 +257,12 @@ class Axis:
         return self.position_units()
 
     def velocity(self) -> Plan[int]:
+        """Drive power in percent (``gv``)."""
         frame = yield from self.query(self._command("gv", reply="GV"))
         return int(frame.data, 16)
 
     def set_velocity(self, percent: int) -> Plan[None]:
+        """Drive power in percent, 1-100 (``sv``); below ~45 % a loaded stage may stall."""
         try:
             value = check_velocity(percent)
         except ValueError as exc:
@@ -268,9 +270,11 @@ class Axis:
         yield from self.query(self._command("sv", f"{value:02X}"))
 
     def jog_step(self) -> Plan[float]:
+        """Distance of one jog step in the axis' unit (``gj``)."""
         return (yield from self._distance("jog step", "gj", "GJ"))
 
     def set_jog_step(self, step: float) -> Plan[None]:
+        """Distance of one jog step (``sj``); 0 makes ``fw``/``bw`` a continuous jog."""
         yield from self._set_distance("jog step", "sj", step)
 
     def home_offset(self) -> Plan[float]:
@@ -370,6 +374,7 @@ class Axis:
         return target
 
     def save_user_data(self) -> Plan[None]:
+        """Persist address, frequencies and the other user data in the module (``us``)."""
         yield from self.query(self._command("us"))
 
     def _no_slider(self, what: str) -> None:
@@ -385,6 +390,8 @@ class Axis:
 
     # ------------------------------------------------------------------ moves
     def move_absolute(self, position: float) -> Plan[None]:
+        """Start a move to ``position`` (``ma``; sliders: a slot index); collect it with
+        wait_until_done."""
         scale = self._scale()
         try:
             pulses = scale.slot_pulses(position) if self.is_slider else scale.to_pulses(position)
@@ -395,6 +402,7 @@ class Axis:
         yield from self._start(self._command("ma", data, reply="PO", deferred=True))
 
     def move_relative(self, distance: float) -> Plan[None]:
+        """Start a move by ``distance`` (``mr``; sliders: slots)."""
         if self.is_slider:
             # A slot offset becomes an absolute slot, checked against the slider's slots.
             yield from self._idle()
@@ -491,6 +499,7 @@ class Axis:
             f"{pending.deadline - pending.started:.1f} s{extra}")
 
     def wait_until_done(self, timeout: float = 30.0) -> Plan[float]:
+        """Wait for the move in flight to end; raise how it failed; the position."""
         deadline = time.monotonic() + timeout
         while self.pending is not None:
             remaining = deadline - time.monotonic()
@@ -505,6 +514,7 @@ class Axis:
         return self.position_units()
 
     def is_moving(self) -> Plan[bool]:
+        """Whether a move is still in flight (raises how a finished one failed)."""
         yield from self._settle(0.0)
         if self.pending is not None:
             return True

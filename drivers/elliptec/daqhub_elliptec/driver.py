@@ -163,10 +163,12 @@ class ElliptecModule(ElliptecBus):
 
     @command
     def jog_forward(self) -> Any:
+        """One jog step forward (``fw``; sliders: the next slot)."""
         return self.axis.jog(forward=True)
 
     @command
     def jog_backward(self) -> Any:
+        """One jog step backward (``bw``; sliders: the previous slot)."""
         return self.axis.jog(forward=False)
 
     @command

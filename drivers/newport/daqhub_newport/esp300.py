@@ -126,6 +126,7 @@ class Esp300Axis(Session):
 
     @command
     def is_moving(self) -> Plan[bool]:
+        """``MD?``: whether the axis is still moving."""
         return not (yield self.axis.motion_done())
 
     @command
@@ -154,6 +155,7 @@ class Esp300Axis(Session):
 
     @command
     def limits(self) -> Plan[tuple[float, float]]:
+        """Software travel limits (``SL?``, ``SR?``): (left, right)."""
         return ((yield type(self).left_limit.query(self)),
                 (yield type(self).right_limit.query(self)))
 

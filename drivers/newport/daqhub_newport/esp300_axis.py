@@ -313,10 +313,12 @@ class AxisSession:
         return Transaction("poll", fn=self.poll_fn())
 
     def move_absolute(self, position: float) -> Transaction[None]:
+        """Start a move to ``position`` (``PA``, axis units); wait_until_done waits for it."""
         cmd = self.cmd("PA", self.number(position, "PA"))
         return Transaction(cmd, fn=self.motion_fn(cmd))
 
     def move_relative(self, distance: float) -> Transaction[None]:
+        """Start a move by ``distance`` (``PR``, axis units)."""
         cmd = self.cmd("PR", self.number(distance, "PR"))
         return Transaction(cmd, fn=self.motion_fn(cmd))
 
