@@ -54,9 +54,9 @@ def report(scan: BusScan, port: str, flavor: str, out: TextIO) -> int:
     """Print the table, the collisions and the blocks; the exit code."""
     print(f"{port}: {len(scan.found)} module(s) answered", file=out)
     if scan.found:
-        print(f"  {'address':<8}{'model':<24}{'serial':<10}{'travel':<10}", file=out)
+        print(f"  {'address':<8}{'model':<24}{'serial':<10}travel", file=out)
         for address, info in sorted(scan.found.items()):
-            print(f"  {address:<8}{info.model_name:<24}{info.serial:<10}{_travel(info):<10}",
+            print(f"  {address:<8}{info.model_name:<24}{info.serial:<10}{_travel(info)}",
                   file=out)
     for address, owner in sorted(scan.in_use.items()):
         print(f"  address {address}: in use by instrument {owner!r} (not asked)", file=out)
