@@ -98,7 +98,7 @@ def echo_off(io: LineIO, instrument_id: str) -> bool:
     send(io, "E0", TERMINATOR)
     send(io, "Q?", TERMINATOR)
     raw = io.read_until(TERMINATOR)
-    echoed = raw == b"E0\r\n"
+    echoed = raw.endswith(TERMINATOR) and raw.rstrip(b"\r\n").upper() == b"E0"
     if echoed:
         raw = io.read_until(TERMINATOR)
     text = reply_text(io, raw, instrument_id, "Q?", TERMINATOR)

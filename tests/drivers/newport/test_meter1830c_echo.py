@@ -50,9 +50,10 @@ def power_rows(meter: Any, flavor: str) -> list[tuple[str, Any]]:
 @pytest.mark.parametrize("flavor", FLAVORS)
 @pytest.mark.parametrize("echo_off", [
     [(b"E0\n", b"E0\r\n"), (b"Q?\n", b"0\n")],       # found in echo mode: E0 echoed
+    [(b"E0\n", b"E0\n"), (b"Q?\n", b"0\n")],         # an echo ending LF only, too
     [(b"E0\n", b""), (b"Q?\n", b"0\n")],             # found with echo off: nothing
     [(b"E0\n", b""), (b"Q?\n", b"2\n"), (b"C\n", b"")],  # a meter refusing E: error cleared
-], ids=["echoing", "quiet", "refused"])
+], ids=["echoing", "echoing-lf", "quiet", "refused"])
 def test_connect_turns_echo_off_and_reads_normally_after(
         daqhub_host: Any, flavor: str, echo_off: list[tuple[bytes, bytes]]) -> None:
     meter, line = connect_and_poll(daqhub_host, flavor, echo_off)
