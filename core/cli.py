@@ -59,6 +59,8 @@ def _host(args: argparse.Namespace) -> PluginHost:
 
 def cmd_plugins(args: argparse.Namespace) -> int:
     host = _host(args)
+    if args.type:
+        return _type_reference(host, args.type, args.json)
     info = host.describe()
     if args.json:
         print(json.dumps(info, indent=2))
@@ -107,6 +109,18 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             console.print(f"  - {p['distribution']} {p['version']} ({p['plugin']}): "
                           f"{p['error']}", markup=False, highlight=False)
         return EXIT_OK
+    return EXIT_OK
+
+
+def _type_reference(host: PluginHost, name: str, as_json: bool) -> int:
+    from .typeref import markdown, reference
+
+    try:
+        ref = reference(host, name)
+    except LookupError as exc:
+        print(f"daqhub plugins: {exc.args[0]}", file=sys.stderr)
+        return EXIT_USAGE
+    print(json.dumps(ref, indent=2) if as_json else markdown(ref))
     return EXIT_OK
 
 
@@ -187,6 +201,8 @@ def build_parser(host: PluginHost | None = None) -> argparse.ArgumentParser:
                        description="List installed plugin distributions with their versions, "
                                    "instrument types (with flavors and capabilities), storage "
                                    "backends, converters, and plugins that failed to load.")
+    p.add_argument("type", nargs="?", help="one instrument type: its channels, lab-file keys "
+                                           "and commands with their arguments")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_plugins)
 

@@ -29,7 +29,7 @@ from daqhub.driver import DriverError, Pause
 
 from . import status
 from .frames import BadLine, Command, Frame, Line, address_of, from_hex32, hex32
-from .models import BY_NAME, DeviceInfo, Model, Scale, parse_info
+from .models import BY_NAME, DeviceInfo, Model, Scale, parse_info, parse_motor_info, period_data
 from .router import BusRouter, Expectation
 from .steps import Collect, ElliptecTimeout, Exchange, Plan, Send
 
@@ -103,6 +103,8 @@ class Axis:
         self.pending: Pending | None = None
         self.failure: DriverError | None = None
         self.claimed = False
+        #: monotonic time until which the module ignores the bus (``is``)
+        self.isolated_until = 0.0
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -171,6 +173,7 @@ class Axis:
         the command would drop the move's end if it had already been filed.
         """
         yield from self._idle()
+        self._not_isolated(command)
         busy_since: float | None = None
         retry = 0
         while True:
@@ -254,10 +257,12 @@ class Axis:
         return self.position_units()
 
     def velocity(self) -> Plan[int]:
+        """Drive power in percent (``gv``)."""
         frame = yield from self.query(self._command("gv", reply="GV"))
         return int(frame.data, 16)
 
     def set_velocity(self, percent: int) -> Plan[None]:
+        """Drive power in percent, 1-100 (``sv``); below ~45 % a loaded stage may stall."""
         try:
             value = check_velocity(percent)
         except ValueError as exc:
@@ -265,14 +270,85 @@ class Axis:
         yield from self.query(self._command("sv", f"{value:02X}"))
 
     def jog_step(self) -> Plan[float]:
-        self._no_slider("jog step")
-        frame = yield from self.query(self._command("gj", reply="GJ"))
-        return from_hex32(frame.data) / self._scale().pulses_per_unit
+        """Distance of one jog step in the axis' unit (``gj``)."""
+        return (yield from self._distance("jog step", "gj", "GJ"))
 
     def set_jog_step(self, step: float) -> Plan[None]:
-        self._no_slider("jog step")
-        pulses = self._pulses(step)
-        yield from self.query(self._command("sj", hex32(pulses)))
+        """Distance of one jog step (``sj``); 0 makes ``fw``/``bw`` a continuous jog."""
+        yield from self._set_distance("jog step", "sj", step)
+
+    def home_offset(self) -> Plan[float]:
+        """Where home is, from the mechanical home, in the axis' unit (``go``)."""
+        return (yield from self._distance("home offset", "go", "HO"))
+
+    def set_home_offset(self, offset: float) -> Plan[None]:
+        """Move home by ``offset`` (``so``); volatile until :meth:`save_user_data`."""
+        yield from self._set_distance("home offset", "so", offset)
+
+    def _distance(self, what: str, mnemonic: str, reply: str) -> Plan[float]:
+        self._no_slider(what)
+        frame = yield from self.query(self._command(mnemonic, reply=reply))
+        return from_hex32(frame.data) / self._scale().pulses_per_unit
+
+    def _set_distance(self, what: str, mnemonic: str, value: float) -> Plan[None]:
+        self._no_slider(what)
+        yield from self.query(self._command(mnemonic, hex32(self._pulses(value))))
+
+    # ------------------------------------------------------------------ motor tuning
+    def motor_info(self, motor: int = 1) -> Plan[dict[str, Any]]:
+        """A motor's state (``i1``/``i2``): loop and motor flags, current (A), ramps, and
+        its forward/backward drive frequencies (Hz)."""
+        m = _motor(motor)
+        command = self._command(f"i{m}", reply=f"I{m}")
+        frame = yield from self.query(command)
+        try:
+            return parse_motor_info(frame.data)
+        except ValueError as exc:
+            raise DriverError(self.id, command.text, f"bad reply {frame.text!r}: {exc}",
+                              "garbled") from None
+
+    def frequency(self, motor: int = 1) -> Plan[tuple[float | None, float | None]]:
+        """A motor's forward and backward drive frequencies in Hz (from ``i1``/``i2``)."""
+        info = yield from self.motor_info(motor)
+        return info["forward_hz"], info["backward_hz"]
+
+    def set_frequency(self, forward_hz: float | None, backward_hz: float | None,
+                      motor: int = 1) -> Plan[None]:
+        """Set a motor's drive frequencies in Hz (``f1``, ``b1``; None: the factory value).
+        Volatile until :meth:`save_user_data`."""
+        m = _motor(motor)
+        try:
+            forward, backward = period_data(forward_hz), period_data(backward_hz)
+        except ValueError as exc:
+            raise ValueError(f"{self.id}: {exc}") from None
+        yield from self.query(self._command(f"f{m}", forward))
+        yield from self.query(self._command(f"b{m}", backward))
+
+    def search_frequency(self, motor: int = 1, timeout: float = 30.0
+                         ) -> Plan[tuple[float | None, float | None]]:
+        """Let the module search a motor's resonance (``s1``/``s2``: seconds, and the part
+        may move), collected like a move; the frequencies it settled on."""
+        m = _motor(motor)
+        yield from self._start(self._command(f"s{m}", deferred=True), timeout)
+        yield from self.wait_until_done(timeout)
+        return (yield from self.frequency(m))
+
+    def isolate(self, minutes: int) -> Plan[None]:
+        """Make the module ignore the bus for ``minutes`` (``is``, 1-255). It answers nothing
+        meanwhile, so polls report the last known position and commands are refused."""
+        if isinstance(minutes, bool) or not isinstance(minutes, int) or not 1 <= minutes <= 255:
+            raise ValueError(f"{self.id}: isolate takes whole minutes 1-255, got {minutes!r}")
+        yield from self._idle()
+        self._not_isolated(self._command("is"))
+        yield Send(self._command("is", f"{minutes:02X}"))
+        self.isolated_until = time.monotonic() + 60.0 * minutes
+
+    def _not_isolated(self, command: Command) -> None:
+        left = self.isolated_until - time.monotonic()
+        if left > 0:
+            raise DriverError(self.id, command.text,
+                              f"module at address {self.address} is isolated (is) for another "
+                              f"{left:.0f} s and answers nothing until then", "isolated")
 
     def change_address(self, new: int | str) -> Plan[str]:
         """Re-address the module (``ca``; the reply comes from the new address).
@@ -298,6 +374,7 @@ class Axis:
         return target
 
     def save_user_data(self) -> Plan[None]:
+        """Persist address, frequencies and the other user data in the module (``us``)."""
         yield from self.query(self._command("us"))
 
     def _no_slider(self, what: str) -> None:
@@ -313,6 +390,8 @@ class Axis:
 
     # ------------------------------------------------------------------ moves
     def move_absolute(self, position: float) -> Plan[None]:
+        """Start a move to ``position`` (``ma``; sliders: a slot index); collect it with
+        wait_until_done."""
         scale = self._scale()
         try:
             pulses = scale.slot_pulses(position) if self.is_slider else scale.to_pulses(position)
@@ -323,6 +402,7 @@ class Axis:
         yield from self._start(self._command("ma", data, reply="PO", deferred=True))
 
     def move_relative(self, distance: float) -> Plan[None]:
+        """Start a move by ``distance`` (``mr``; sliders: slots)."""
         if self.is_slider:
             # A slot offset becomes an absolute slot, checked against the slider's slots.
             yield from self._idle()
@@ -367,6 +447,7 @@ class Axis:
 
     def _start(self, command: Command, timeout: float | None = None) -> Plan[None]:
         yield from self._idle()
+        self._not_isolated(command)
         self._take_failure()
         yield Send(command)
         now = time.monotonic()
@@ -399,7 +480,8 @@ class Axis:
             if err.code is not None:
                 yield from self._clear_status()
             return
-        self.pulses = from_hex32(frame.data)
+        # a move ends with PO and where it got to; a frequency search with GS00 (moved, maybe)
+        self.pulses = from_hex32(frame.data) if frame.mnemonic == "PO" else None
 
     def _move_timeout(self, pending: Pending) -> ElliptecTimeout:
         notes = []
@@ -417,6 +499,7 @@ class Axis:
             f"{pending.deadline - pending.started:.1f} s{extra}")
 
     def wait_until_done(self, timeout: float = 30.0) -> Plan[float]:
+        """Wait for the move in flight to end; raise how it failed; the position."""
         deadline = time.monotonic() + timeout
         while self.pending is not None:
             remaining = deadline - time.monotonic()
@@ -431,6 +514,7 @@ class Axis:
         return self.position_units()
 
     def is_moving(self) -> Plan[bool]:
+        """Whether a move is still in flight (raises how a finished one failed)."""
         yield from self._settle(0.0)
         if self.pending is not None:
             return True
@@ -451,6 +535,15 @@ class Axis:
             yield from self._settle(0.0)
             if self.pending is not None:
                 return self.position_units(), True
-            if self.failure is None:
+            if self.failure is None and self.pulses is not None:
                 return self.position_units(), False
+        if self.isolated_until > time.monotonic():
+            return self.position_units(), False
         return (yield from self.refresh_position()), False
+
+
+def _motor(motor: int) -> int:
+    if motor not in (1, 2) or isinstance(motor, bool):
+        raise ValueError(f"motor is 1 or 2 (i2/f2/b2/s2 only on two-motor modules), got "
+                         f"{motor!r}")
+    return motor

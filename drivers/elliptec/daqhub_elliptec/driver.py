@@ -157,14 +157,18 @@ class ElliptecModule(ElliptecBus):
     motion = Delegate("axis", Axis, "move_absolute", "move_relative", "home", "stop",
                       "position", "is_moving", "wait_until_done", "jog_step", "set_jog_step",
                       "velocity", "set_velocity", "status", "change_address",
-                      "save_user_data", "identity")
+                      "save_user_data", "identity", "home_offset", "set_home_offset",
+                      "motor_info", "frequency", "set_frequency", "search_frequency",
+                      "isolate")
 
     @command
     def jog_forward(self) -> Any:
+        """One jog step forward (``fw``; sliders: the next slot)."""
         return self.axis.jog(forward=True)
 
     @command
     def jog_backward(self) -> Any:
+        """One jog step backward (``bw``; sliders: the previous slot)."""
         return self.axis.jog(forward=False)
 
     @command

@@ -20,8 +20,14 @@ names instead of being lost or misrouted.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 ADDRESSES = "0123456789ABCDEF"
+#: The Elliptec link (protocols.md section 1): 9600 8N1, no handshake of any kind.
+SERIAL_SETTINGS: dict[str, Any] = {
+    "baudrate": 9600, "bytesize": 8, "parity": "N", "stopbits": 1,
+    "rtscts": False, "xonxoff": False, "dsrdtr": False,
+}
 TERMINATOR = b"\r"
 _HEX = frozenset("0123456789ABCDEFabcdef")
 _ALNUM = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")

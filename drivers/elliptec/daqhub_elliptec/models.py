@@ -10,8 +10,9 @@ documented value.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 Kind = Literal["rotary", "linear", "slider"]
 
@@ -90,6 +91,41 @@ def parse_info(data: str) -> DeviceInfo:
     return DeviceInfo(type_code=values["type"], serial=data[2:10], year=data[10:14],
                       firmware=data[14:16], hardware=values["hardware"],
                       travel=values["travel"], pulses=values["pulses"])
+
+
+#: Motor periods are counts of this clock: frequency = 14 740 000 / period (``I1`` layout).
+MOTOR_CLOCK_HZ = 14_740_000
+#: ``f1``/``b1`` data: the period in the low 12 bits, top nibble 8; ``8FFF`` = factory value.
+PERIOD_FLAG, FACTORY_PERIOD, MAX_PERIOD = 0x8000, 0xFFF, 0xFFE
+
+
+def parse_motor_info(data: str) -> dict[str, Any]:
+    """Fields of an ``I1``/``I2`` reply: loop(1) motor(1) current(4) ramp up(4) ramp down(4)
+    forward period(4) backward period(4), all hex; ``FFFF`` = undefined (None here)."""
+    if len(data) != 22 or any(c not in "0123456789ABCDEFabcdef" for c in data):
+        raise ValueError(f"motor info {data!r} is not 22 hex characters")
+    words = [int(data[i:i + 4], 16) for i in range(2, 22, 4)]
+    current, up, down, forward, backward = (None if w == 0xFFFF else w for w in words)
+
+    def hz(period: int | None) -> float | None:
+        return MOTOR_CLOCK_HZ / period if period else None
+
+    return {"loop": data[0] == "1", "motor_on": data[1] == "1",
+            "current_a": None if current is None else current / 1866,
+            "ramp_up": up, "ramp_down": down,
+            "forward_hz": hz(forward), "backward_hz": hz(backward)}
+
+
+def period_data(hz: float | None) -> str:
+    """``f1``/``b1`` data for a frequency in Hz (None: the factory value, ``8FFF``)."""
+    if hz is None:
+        return f"{PERIOD_FLAG | FACTORY_PERIOD:04X}"
+    low, high = MOTOR_CLOCK_HZ / MAX_PERIOD, float(MOTOR_CLOCK_HZ)
+    if (isinstance(hz, bool) or not isinstance(hz, int | float) or not math.isfinite(hz)
+            or not low <= hz <= high):
+        raise ValueError(f"frequency must be {low:.0f}..{high:.0f} Hz (or None for the "
+                         f"factory value), got {hz!r}")
+    return f"{PERIOD_FLAG | min(MAX_PERIOD, round(MOTOR_CLOCK_HZ / hz)):04X}"
 
 
 @dataclass(frozen=True)

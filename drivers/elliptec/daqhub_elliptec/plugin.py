@@ -1,4 +1,4 @@
-"""daqhub plugin entry point of daqhub-elliptec: ELL14, ELL6, ELL9 and ELL20 in both flavors.
+"""daqhub plugin entry point of daqhub-elliptec: every ELLx model it knows, in both flavors.
 
 One instrument per module (``address = 0..15``); every module of one bus names
 the same ``port`` and shares it through the core's serial manager and one
@@ -13,25 +13,27 @@ from typing import Any
 from daqhub.driver import instrument_types
 from daqhub.hookspecs import hookimpl
 from daqhub.measurement import ChannelSpec
-from daqhub.specs import ConfigProblem, InstrumentType
+from daqhub.specs import CliCommand, ConfigProblem, InstrumentType
 
 from .axis import DEFAULT_MOVE_TIMEOUT_S, DEFAULT_REPLY_TIMEOUT_S
 from .driver import ElliptecModule
-from .frames import address_of
-from .models import BY_NAME
+from .frames import SERIAL_SETTINGS, address_of
+from .models import BY_NAME, MODELS, Model
+from .scancli import command as scan_command
 
-#: The Elliptec link (protocols.md section 1): 9600 8N1, no handshake of any kind.
-SERIAL_SETTINGS: dict[str, Any] = {
-    "baudrate": 9600, "bytesize": 8, "parity": "N", "stopbits": 1,
-    "rtscts": False, "xonxoff": False, "dsrdtr": False,
-}
+_KIND_TEXT = {"rotary": "rotation mount", "linear": "linear stage", "slider": "slider"}
 
-#: type name -> (model, description)
+
+def _description(model: Model) -> str:
+    what = (f"{model.slots}-position slider (slot 0-{model.slots - 1})"
+            if model.kind == "slider" else f"{_KIND_TEXT[model.kind]} ({model.unit})")
+    return f"Thorlabs {model.name} {what} on an Elliptec bus"
+
+
+#: type name -> (model, description): one type per model in :data:`.models.MODELS`.
 TYPES: dict[str, tuple[str, str]] = {
-    "elliptec.ell14": ("ELL14", "Thorlabs ELL14 rotation mount on an Elliptec bus (deg)"),
-    "elliptec.ell20": ("ELL20", "Thorlabs ELL20 linear stage on an Elliptec bus (mm)"),
-    "elliptec.ell9": ("ELL9", "Thorlabs ELL9 4-position slider on an Elliptec bus (slot 0-3)"),
-    "elliptec.ell6": ("ELL6", "Thorlabs ELL6 2-position slider on an Elliptec bus (slot 0-1)"),
+    f"elliptec.{m.name.lower()}": (m.name, _description(m))
+    for m in sorted(MODELS.values(), key=lambda m: m.type_code)
 }
 
 _ADDRESS: dict[str, Any] = {
@@ -86,6 +88,12 @@ SESSIONS: dict[str, type[ElliptecModule]] = {
 @hookimpl
 def daqhub_instrument_types() -> list[InstrumentType]:
     return [t for session in SESSIONS.values() for t in instrument_types(session)]
+
+
+@hookimpl
+def daqhub_cli_commands() -> list[CliCommand]:
+    """``daqhub scan PORT``: the modules on a bus, as lab-file blocks (:mod:`.scancli`)."""
+    return [scan_command()]
 
 
 @hookimpl

@@ -68,7 +68,8 @@ class Expectation:
     A ``GS09`` before a deferred ``PO`` is interim (the manual says one may
     precede it); to an immediate command it is the answer (the module is busy).
     ``GS00`` never answers a data query or a move, so one seen while waiting
-    for those is a stale acknowledgement of an earlier command.
+    for those is a stale acknowledgement of an earlier command; it is the end of a
+    deferred command whose answer is a status (``s1``, the frequency search).
     """
 
     command: Command
@@ -91,7 +92,7 @@ class Expectation:
             if code == status.BUSY:
                 self.seen_busy = True
                 return not self.command.deferred
-            if code == status.OK:
+            if code == status.OK and reply != "GS":
                 self._skip(line)
                 return False
             return True

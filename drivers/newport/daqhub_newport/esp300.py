@@ -29,7 +29,7 @@ from daqhub.specs import InstrumentContext
 
 from . import esp300_config as config
 from .esp300_axis import AxisSession, ErrorRouter
-from .esp300_protocol import plain, unit_name
+from .esp300_protocol import MOTIONS, direction, mnemonic_of, plain, unit_name
 from .lineio import LineIO, number
 
 T = TypeVar("T")
@@ -62,6 +62,14 @@ class Esp300Axis(Session):
                            doc="left software travel limit")
     right_limit = Parameter("{axis}SR?", "{axis}SR{}", parse=number, format=plain,
                             doc="right software travel limit")
+    firmware = Parameter("VE?", parse=str, setting=False, doc="controller firmware (VE?)")
+    stage = Parameter("{axis}ID?", parse=str, setting=False, doc="stage model and serial")
+    define_position = Command("{axis}DH{}", "position", format=plain,
+                              doc="call the current position `position` (0: zero here)")
+    jog = Command("{axis}MV{}", "direction", format=direction,
+                  doc="move indefinitely, '+' or '-', until stop")
+    move_to_limit = Command("{axis}MT{}", "direction", format=direction,
+                            doc="move to the '+' or '-' hardware travel limit")
     motor_on = Command("{axis}MO", doc="power the motor")
     motor_off = Command("{axis}MF", doc="switch the motor off")
     #: ST and AB take the port's urgent lane; raw commands claim their axis' errors
@@ -77,9 +85,13 @@ class Esp300Axis(Session):
                                 self.resource.shared(ErrorRouter.KEY, ErrorRouter))
 
     def execute(self, io: LineIO, tx: Transaction[T]) -> T:
-        """Declared commands go through the axis' exchanges (error FIFO drained after each)."""
+        """Declared commands go through the axis' exchanges (error FIFO drained after each);
+        one that starts a motion forgets earlier faults, so later ones are its own."""
         if tx.fn is not None:
             return tx.fn(io)
+        if tx.parse is None and mnemonic_of(tx.command) in MOTIONS:
+            self.axis.motion_fn(tx.command)(io)
+            return None  # type: ignore[return-value]
         if tx.parse is None:
             self.axis.set_fn(tx.command)(io)
             return None  # type: ignore[return-value]
@@ -114,6 +126,7 @@ class Esp300Axis(Session):
 
     @command
     def is_moving(self) -> Plan[bool]:
+        """``MD?``: whether the axis is still moving."""
         return not (yield self.axis.motion_done())
 
     @command
@@ -142,6 +155,7 @@ class Esp300Axis(Session):
 
     @command
     def limits(self) -> Plan[tuple[float, float]]:
+        """Software travel limits (``SL?``, ``SR?``): (left, right)."""
         return ((yield type(self).left_limit.query(self)),
                 (yield type(self).right_limit.query(self)))
 

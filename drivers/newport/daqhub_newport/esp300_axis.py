@@ -6,8 +6,13 @@ silently and logs ``x04`` when the stage gets there. Whoever drains the FIFO nex
 this axis, or an exchange of another axis sharing the controller) must get each error to the
 axis it belongs to. So:
 
-* every exchange ends by draining the FIFO; entries of other axes go to the controller's
-  :class:`ErrorRouter` (one per port), entries of this axis and general errors are ours;
+* every command and query ends by draining the FIFO; entries of other axes go to the
+  controller's :class:`ErrorRouter` (one per port), entries of this axis and general errors
+  are ours;
+* a poll (``TP?``, ``MD?``) drains it only when an error can be waiting that no command
+  drained: while the axis moves, on the poll that sees it stop, and otherwise once per
+  :data:`IDLE_ERROR_CHECK_S` since anyone last drained the controller's FIFO (a fault of an
+  idle axis, a stage unplugged). An idle poll is two exchanges, not three;
 * an error drained right after a set command is that command's failure and raises at once;
 * an error that shows up otherwise (during a poll, or routed from another axis' exchange) is
   a *fault* of the running motion: it is reported once in the poll's metadata and raised by
@@ -21,6 +26,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import TypeVar
@@ -55,6 +61,8 @@ from .lineio import (
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+#: Longest time an idle axis' polls go without the error FIFO being read (by any axis).
+IDLE_ERROR_CHECK_S = 1.0
 
 
 def raw_axis(text: str) -> int | None:
@@ -76,6 +84,8 @@ class ErrorRouter:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pending: dict[int, deque[EspError]] = {}
+        #: monotonic time of the last drain of the controller's FIFO (by any axis)
+        self.drained_at = 0.0
 
     def split(self, axis: int, errors: list[EspError], *, also: int | None = None
               ) -> list[EspError]:
@@ -85,6 +95,7 @@ class ErrorRouter:
         """
         own: list[EspError] = []
         with self._lock:
+            self.drained_at = time.monotonic()
             for err in errors:
                 if err.axis in (0, axis) or err.axis == also:
                     own.append(err)
@@ -120,6 +131,7 @@ class AxisSession:
         self._lock = threading.Lock()
         self._faults: list[EspError] = []
         self._motion_command = ""
+        self._was_moving = True  # the first poll reads the FIFO
 
     def cmd(self, mnemonic: str, parameter: str = "") -> str:
         return command(self.axis, mnemonic, parameter)
@@ -216,6 +228,7 @@ class AxisSession:
             with self._lock:
                 old, self._faults = self._faults, []
                 self._motion_command = cmd
+            self._was_moving = True  # a short move may end before the next poll sees it
             old += self.router.take(self.axis)
             if old:
                 log.warning("%s: faults of an earlier motion nobody waited for: %s", self.id,
@@ -247,14 +260,18 @@ class AxisSession:
         return write
 
     def poll_fn(self) -> LineFn[tuple[float, dict[str, MetaValue]]]:
-        """One sample: actual position, whether the axis moves, faults seen since last time."""
+        """One sample: actual position, whether the axis moves, faults seen since last time
+        (the FIFO read only when one can be waiting: see the module docstring)."""
         tp, md = self.cmd("TP?"), self.cmd("MD?")
 
         def poll(io: LineIO) -> tuple[float, dict[str, MetaValue]]:
             begin(io, self.settings.reply_timeout)
             position = self._ask(io, tp, self.parse_float(tp), None)
             done = self._ask(io, md, self.parse_done(md), None)
-            new = self._own_errors(io) + self.router.take(self.axis)
+            drain = (self._was_moving or not done
+                     or time.monotonic() - self.router.drained_at >= IDLE_ERROR_CHECK_S)
+            self._was_moving = not done
+            new = (self._own_errors(io) if drain else []) + self.router.take(self.axis)
             self._add_faults(new)
             meta: dict[str, MetaValue] = {"moving": not done}
             if new:
@@ -296,10 +313,12 @@ class AxisSession:
         return Transaction("poll", fn=self.poll_fn())
 
     def move_absolute(self, position: float) -> Transaction[None]:
+        """Start a move to ``position`` (``PA``, axis units); wait_until_done waits for it."""
         cmd = self.cmd("PA", self.number(position, "PA"))
         return Transaction(cmd, fn=self.motion_fn(cmd))
 
     def move_relative(self, distance: float) -> Transaction[None]:
+        """Start a move by ``distance`` (``PR``, axis units)."""
         cmd = self.cmd("PR", self.number(distance, "PR"))
         return Transaction(cmd, fn=self.motion_fn(cmd))
 

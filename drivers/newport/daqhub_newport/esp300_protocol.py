@@ -108,6 +108,22 @@ def format_number(value: float, instrument_id: str, command: str) -> str:
         raise ValueError(f"{instrument_id}: {command} {exc}") from None
 
 
+#: Commands that start a motion: faults seen afterwards belong to them (see esp300_axis).
+MOTIONS = frozenset({"PA", "PR", "OR", "MV", "MT"})
+
+
+def mnemonic_of(cmd: str) -> str:
+    """``2MV+`` -> ``MV``: the mnemonic after the axis prefix, upper case."""
+    return cmd.lstrip(" 0123456789")[:2].upper()
+
+
+def direction(value: str) -> str:
+    """``+`` or ``-``, the direction argument of ``MV`` and ``MT``."""
+    if value not in ("+", "-"):
+        raise ValueError(f"direction is '+' or '-', got {value!r}")
+    return value
+
+
 def command(axis: int | None, mnemonic: str, parameter: str = "") -> str:
     """``[axis]MN[parameter]``, the controller's command syntax."""
     return f"{axis if axis is not None else ''}{mnemonic}{parameter}"

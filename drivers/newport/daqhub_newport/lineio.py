@@ -66,7 +66,12 @@ def read_reply(io: LineIO, instrument_id: str, command: str, terminator: bytes) 
     stayed silent: both instruments answer a refused query with silence, not with an error text.
     A partial line is a truncated reply and raises at once.
     """
-    raw = io.read_until(terminator)
+    return reply_text(io, io.read_until(terminator), instrument_id, command, terminator)
+
+
+def reply_text(io: LineIO, raw: bytes, instrument_id: str, command: str, terminator: bytes
+               ) -> str | None:
+    """:func:`read_reply` for a line already read."""
     if not raw:
         return None
     if not raw.endswith(terminator):

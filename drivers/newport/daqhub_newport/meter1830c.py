@@ -13,6 +13,7 @@ own channel unit). So it lives in a :class:`MeterState` shared per port.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Generator
 from typing import Any, TypeVar
@@ -27,6 +28,7 @@ from .meter1830c_protocol import (
     FILTER_NAMES,
     UNIT_NAMES,
     clear_status,
+    echo_off,
     filter_command,
     parse_reading,
     query,
@@ -40,6 +42,7 @@ from .meter1830c_protocol import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class MeterState:
@@ -125,11 +128,13 @@ class Meter1830c(Session):
 
     # ------------------------------------------------------------------ lifecycle
     def connect(self) -> Transaction[None]:
-        """Check the meter answers, clear old errors, set the lab's units and settings."""
+        """Echo off, check the meter answers, clear old errors, set the lab's settings."""
         s = self.options
 
         def connect(io: LineIO) -> None:
             begin(io, s.reply_timeout)
+            if echo_off(io, self.id):
+                log.info("%s: the meter was in echo mode (E1); switched it off (E0)", self.id)
             clear_status(io)
             integer(1, 4)(query(io, self.id, "U?"))  # is it a 1830-C?
             set_command(io, self.id, units_command(s.units, self.id))
@@ -204,7 +209,11 @@ class Meter1830c(Session):
     @command
     def raw_command(self, text: str) -> Transaction[None]:
         """Send a command this driver does not wrap; raise what the status byte reports. One
-        that may change the units makes them unknown (the next poll sets them again)."""
+        that may change the units makes them unknown (the next poll sets them again). Echo
+        (``E1``) is refused: replies are read as the next line, which echo would take."""
+        if text.replace(" ", "").upper().startswith("E1"):
+            raise ValueError(f"{self.id}: the driver keeps echo off (E0); {text!r} refused")
+
         def raw(io: LineIO) -> None:
             if text.lstrip()[:1].upper() == "U":
                 self.state.units = None

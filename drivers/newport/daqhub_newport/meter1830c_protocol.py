@@ -13,7 +13,16 @@ from __future__ import annotations
 from daqhub.instrument import DriverError
 from daqhub.measurement import MetaValue
 
-from .lineio import DriverTimeoutError, LineIO, no_reply, parse_int, parse_number, read_reply, send
+from .lineio import (
+    DriverTimeoutError,
+    LineIO,
+    no_reply,
+    parse_int,
+    parse_number,
+    read_reply,
+    reply_text,
+    send,
+)
 
 TERMINATOR = b"\n"  # both ways (protocols.md: LF on RS-232, VISA drivers use \n)
 
@@ -75,6 +84,29 @@ def read_status(io: LineIO, instrument_id: str) -> int:
     if text is None:
         raise no_reply(io, instrument_id, "Q?")
     return parse_int(text, instrument_id, "Q?", 0, 255)
+
+
+def echo_off(io: LineIO, instrument_id: str) -> bool:
+    """``E0`` whatever the meter's echo state; True if it was echoing.
+
+    A meter left in echo mode (``E1``) sends every character back as it arrives, the line
+    end as CR LF (as the sister 2832-C's manual describes RS-232 echo), so its echo of
+    ``E0`` (``E0<CR><LF>``) comes before the reply to the ``Q?`` that follows; once ``E0``
+    is taken nothing more is echoed. A meter that was not echoing sends nothing for ``E0``.
+    The status read also clears an error ``E0`` caused on a meter without echo support.
+    """
+    send(io, "E0", TERMINATOR)
+    send(io, "Q?", TERMINATOR)
+    raw = io.read_until(TERMINATOR)
+    echoed = raw.endswith(TERMINATOR) and raw.rstrip(b"\r\n").upper() == b"E0"
+    if echoed:
+        raw = io.read_until(TERMINATOR)
+    text = reply_text(io, raw, instrument_id, "Q?", TERMINATOR)
+    if text is None:
+        raise no_reply(io, instrument_id, "Q?")
+    if parse_int(text, instrument_id, "Q?", 0, 255) & ERROR_BITS:
+        clear_status(io)
+    return echoed
 
 
 def clear_status(io: LineIO) -> None:

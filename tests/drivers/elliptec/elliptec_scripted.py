@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
+from typing import Any
 
 from daqhub_sims.device import Clock, SimDevice
 
@@ -46,3 +48,11 @@ class ScriptedBus(SimDevice):
 
 
 ELL14_IN = b"0IN0E1140051720231701016800023000\r\n"
+
+
+def call(inst: Any, flavor: str, name: str, *args: Any) -> Any:
+    """Run a command of either flavor to its end (``connect`` is ``start`` in v4)."""
+    if flavor == "v4" and name == "connect":
+        name = "start"
+    result = getattr(inst, name)(*args)
+    return asyncio.run(result) if flavor == "v4" else result

@@ -6,14 +6,13 @@ instrument and the command, quickly, and the driver must keep working once the c
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from elliptec_scripted import ELL14_IN, ScriptedBus
+from elliptec_scripted import ELL14_IN, ScriptedBus, call
 
 from daqhub.instrument import DriverError
 from daqhub.resources import SerialPortManager
@@ -25,13 +24,6 @@ from daqhub_sims import registry
 pytestmark = pytest.mark.timeout(20)
 
 FLAVORS = ("v2", "v4")
-
-
-def call(inst: Any, flavor: str, name: str, *args: Any) -> Any:
-    if flavor == "v4" and name == "connect":
-        name = "start"
-    result = getattr(inst, name)(*args)
-    return asyncio.run(result) if flavor == "v4" else result
 
 
 def scripted(url: str) -> ScriptedBus:

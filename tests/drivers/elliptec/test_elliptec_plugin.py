@@ -12,7 +12,10 @@ from daqhub.config import ConfigError, parse
 from daqhub.host import PluginHost
 from daqhub_elliptec import plugin
 
-TYPE_NAMES = {"elliptec.ell14", "elliptec.ell20", "elliptec.ell9", "elliptec.ell6"}
+#: every model the driver knows is a type (issue 17): sliders, rotation mounts, linear stages
+TYPE_NAMES = {"elliptec.ell6", "elliptec.ell9", "elliptec.ell14", "elliptec.ell15",
+              "elliptec.ell16", "elliptec.ell17", "elliptec.ell18", "elliptec.ell20",
+              "elliptec.ell21"}
 
 
 @pytest.fixture
@@ -37,7 +40,9 @@ def test_every_type_comes_in_both_flavors_with_motion(host: PluginHost) -> None:
 
 
 @pytest.mark.parametrize(("name", "unit"), [("elliptec.ell14", "deg"), ("elliptec.ell20", "mm"),
-                                            ("elliptec.ell9", "slot"), ("elliptec.ell6", "slot")])
+                                            ("elliptec.ell9", "slot"), ("elliptec.ell6", "slot"),
+                                            ("elliptec.ell16", "deg"), ("elliptec.ell17", "mm"),
+                                            ("elliptec.ell18", "deg"), ("elliptec.ell21", "deg")])
 def test_position_channel_unit_per_model(host: PluginHost, name: str, unit: str) -> None:
     t = host.instrument_type(name, "v4")
     assert t is not None
