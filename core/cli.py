@@ -21,9 +21,18 @@ from .host import PluginError, PluginHost
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_PLUGINS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
+RUN_EXIT_CODES = (
+    "Exit codes: 0 every enabled instrument connected, had samples stored and stopped, "
+    "and every routine completed or was stopped by the shutdown; 1 anything else (an "
+    "instrument that never connected, failed, stored no data or had to be forced; a routine "
+    "that failed; a lab that could not start; something leaked); 2 invalid lab file; "
+    "130 interrupted before the run started, or forced by a second Ctrl-C.")
+
 EPILOG = """\
 exit codes: 0 success; 1 failure; 2 bad usage or invalid lab file; 3 plugin problems
-with --strict; 130 interrupted.
+with --strict; 130 interrupted. For `daqhub run`, 0 means every enabled instrument
+connected, had samples stored and stopped, and every routine completed or was stopped;
+anything else is 1 (details: daqhub run --help).
 environment: DAQHUB_TRACE_HOOKS=1 prints every plugin hook call to stderr.
 """
 
@@ -176,8 +185,7 @@ def build_parser(host: PluginHost | None = None) -> argparse.ArgumentParser:
                     "of both flavors, show a live view, and write the session's HDF5/Arrow "
                     "files. Ctrl-C or SIGTERM shuts down through the phased shutdown; a second "
                     "Ctrl-C forces. Ends with the shutdown report, counts per instrument and "
-                    "the session files. Exit codes: 0 clean, 1 an instrument failed or the "
-                    "shutdown forced/leaked something, 2 invalid lab, 130 forced.")
+                    "the session files. " + RUN_EXIT_CODES)
     p.add_argument("lab", nargs="?", help="lab file (TOML); omitted: the demo lab")
     p.add_argument("--duration", type=float, default=0.0, metavar="S",
                    help="stop after S seconds (default: run until Ctrl-C)")
@@ -233,6 +241,15 @@ def build_parser(host: PluginHost | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command; Ctrl-C before a command installs its own handling exits 130 quietly."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("daqhub: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     host = PluginHost()
     host.load_entry_points()
     argv = list(sys.argv[1:] if argv is None else argv)

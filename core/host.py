@@ -31,6 +31,8 @@ from .specs import CliCommand, ConfigProblem, Converter, Format, InstrumentType,
 
 GROUP = "daqhub"
 TRACE_ENV = "DAQHUB_TRACE_HOOKS"
+NOTIFICATION_HOOKS = ("daqhub_session_started", "daqhub_session_stopped",
+                      "daqhub_resource_event", "daqhub_instrument_event")
 T = TypeVar("T")
 
 
@@ -141,10 +143,13 @@ class PluginHost:
 
     # --- calling hooks one implementation at a time ---------------------------------
 
-    def _call_each(self, hook: str, **kwargs: Any) -> list[tuple[PluginInfo, Any]]:
+    def _call_each(self, hook: str, *, only: str | None = None,
+                   **kwargs: Any) -> list[tuple[PluginInfo, Any]]:
         caller = getattr(self.pm.hook, hook)
         out = []
         for impl in reversed(caller.get_hookimpls()):  # registration order
+            if only is not None and impl.plugin_name != only:
+                continue
             info = self.plugins.get(impl.plugin_name) or PluginInfo(impl.plugin_name, "?", "", "")
             args = {k: kwargs[k] for k in impl.argnames}
             try:
@@ -262,16 +267,23 @@ class PluginHost:
         return [(info, ConfigProblem(item) if isinstance(item, str) else item)
                 for info, item in found]
 
-    def notify(self, hook: str, **kwargs: Any) -> None:
-        """Tell every plugin of an event; a plugin that raises is reported, never propagated."""
-        if hook not in ("daqhub_session_started", "daqhub_session_stopped",
-                        "daqhub_resource_event", "daqhub_instrument_event"):
+    def notify(self, hook: str, *, plugin: str | None = None, **kwargs: Any) -> None:
+        """Tell every plugin (or only ``plugin``) of an event; a plugin that raises is
+        reported, never propagated. A run delivers these through ``runtime.notify``, one
+        thread per plugin, so a slow listener never holds up an instrument."""
+        if hook not in NOTIFICATION_HOOKS:
             raise ValueError(f"{hook} is not a notification hook")
         strict, self.strict = self.strict, False  # a listener's bug must not stop a run
         try:
-            self._call_each(hook, **kwargs)
+            self._call_each(hook, only=plugin, **kwargs)
         finally:
             self.strict = strict
+
+    def notification_plugins(self) -> list[str]:
+        """Names of the plugins that implement at least one notification hook."""
+        names = {impl.plugin_name for hook in NOTIFICATION_HOOKS
+                 for impl in getattr(self.pm.hook, hook).get_hookimpls()}
+        return sorted(names)
 
     # --- listing ---------------------------------------------------------------------
 

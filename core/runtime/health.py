@@ -12,6 +12,12 @@ from typing import Any
 
 #: (instrument_id, event, detail) -> None; events: disconnected, reconnected, restarted, failed
 EventSink = Callable[[str, str, str], None]
+#: (health, old state, new state, reason) -> None, called on every change of state
+StateListener = Callable[["InstrumentHealth", str, str, str], None]
+
+#: states in which the instrument is cut off from its hardware (counted as time disconnected)
+DISCONNECTED_STATES = frozenset({"reconnecting", "restarting"})
+EVENT_HISTORY = 200  # the newest events kept per instrument (the total is counted)
 
 
 @dataclass
@@ -27,6 +33,13 @@ class InstrumentHealth:
     last_error: str = ""
     last_value: str = ""
     last_timestamp_ns: int = 0
+    connected: bool = False        # reached ``running`` at least once
+    events_total: int = 0
+    events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=EVENT_HISTORY),
+                                          repr=False)
+    listener: StateListener | None = field(default=None, repr=False)
+    _down_since: float | None = field(default=None, repr=False)
+    _down_total: float = field(default=0.0, repr=False)
     _recent: deque[float] = field(default_factory=lambda: deque(maxlen=64), repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -41,6 +54,36 @@ class InstrumentHealth:
         with self._lock:
             self.errors += 1
             self.last_error = message
+
+    def set_state(self, state: str, reason: str = "") -> None:
+        """Change state (a no-op when unchanged); the listener hears each change once."""
+        with self._lock:
+            old = self.state
+            if state == old:
+                return
+            self.state = state
+            now = time.monotonic()
+            if state == "running":
+                self.connected = True
+            if state in DISCONNECTED_STATES and self._down_since is None:
+                self._down_since = now
+            elif state not in DISCONNECTED_STATES and self._down_since is not None:
+                self._down_total += now - self._down_since
+                self._down_since = None
+        if self.listener is not None:
+            self.listener(self, old, state, reason)
+
+    def event(self, kind: str, detail: str) -> None:
+        """Record a lifecycle event (disconnected, reconnected, restarted, failed...)."""
+        with self._lock:
+            self.events_total += 1
+            self.events.append({"time": time.time(), "event": kind, "detail": detail})
+
+    def disconnected_s(self) -> float:
+        """Seconds spent cut off from the hardware (reconnecting or restarting) so far."""
+        with self._lock:
+            ongoing = time.monotonic() - self._down_since if self._down_since else 0.0
+            return self._down_total + ongoing
 
     def rate_hz(self) -> float:
         """Polls per second over the last few polls (0 when stale for 5 s)."""
@@ -57,7 +100,10 @@ class InstrumentHealth:
                     "measurements": self.measurements, "errors": self.errors,
                     "restarts": self.restarts, "reconnects": self.reconnects,
                     "last_error": self.last_error, "last_value": self.last_value,
-                    "last_timestamp_ns": self.last_timestamp_ns, "rate_hz": round(rate, 2)}
+                    "last_timestamp_ns": self.last_timestamp_ns, "rate_hz": round(rate, 2),
+                    "connected": self.connected,
+                    "disconnected_s": round(self._down_total + (
+                        time.monotonic() - self._down_since if self._down_since else 0.0), 2)}
 
 
 SI_UNITS = frozenset({"W", "V", "A", "Ohm", "ohm", "Hz", "s", "F", "H", "m", "g"})

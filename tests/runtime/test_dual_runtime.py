@@ -204,5 +204,6 @@ def test_a_v4_command_sent_right_after_start_waits_for_the_actor(host, tmp_path)
     rt.start()
     try:
         assert rt.call("c", "add", 4, 5, timeout=10) == 9  # queued, served once it is up
+        wait_for(lambda: rt.health_of("c").measurements > 0, what="a sample (a clean run)")
     finally:
         assert rt.shutdown().ok
