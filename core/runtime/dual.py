@@ -178,10 +178,10 @@ class DualRuntimeManager:
         self.phases = phases or PhaseTimeouts(total_s=lab.shutdown_timeout)
         self.stop_event = threading.Event()
         self.alarms: list[dict[str, Any]] = []
-        # reopen attempts at most 1 s apart: an instrument resumes within ~1 s of its port
+        # reopen attempts at most 0.5 s apart: instruments resume within ~1 s of their port
         self.serial = serial or SerialPortManager(host.serial_url_packages(),
                                                   default_timeout=lab.lock_timeout,
-                                                  reconnect_max_s=1.0)
+                                                  reconnect_max_s=0.5)
         self.visa = visa or VisaSessionManager(lab.visa_lock_scope,  # type: ignore[arg-type]
                                                default_timeout=lab.lock_timeout)
         self.serial.add_listener(self._port_event)

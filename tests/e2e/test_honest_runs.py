@@ -115,3 +115,55 @@ def test_every_instrument_that_cannot_start_reports_its_own_cause(
         assert re.search(rf"^  {iid}: cannot open serial port .*Connection refused", r.stderr,
                          re.M), r.stderr
     assert "Traceback" not in r.stderr and "cannot join thread" not in r.stderr, r.stderr
+
+
+def before_daqhub(returncode: int, err: str) -> bool:
+    """An interrupt the interpreter got while starting, before it ran a line of daqhub."""
+    import signal
+
+    import daqhub
+
+    if returncode == -signal.SIGINT and not err or "Fatal Python error: init_" in err:
+        return True
+    return "Traceback" in err and str(Path(daqhub.__file__).parent) not in err
+
+
+@pytest.mark.timeout(300)
+def test_ctrl_c_at_any_moment_ends_with_a_documented_exit_code_and_no_traceback(
+        tmp_path: Path, liars_env: dict[str, str]) -> None:
+    import signal
+    import sys
+    import time
+
+    lab = tmp_path / "lab.toml"
+    lab.write_text(HEAD + GOOD + '[[v4.instruments]]\nid = "good4"\ntype = "liar.good"\n')
+    seen = set()
+    # from interpreter start-up (imports, plugin loading), through start, the run, to shutdown
+    for delay in (0.02, 0.1, 0.2, 0.3, 0.4, 0.5, 0.8, 1.2, 1.8, 2.6, "shutdown"):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "daqhub", "run", "--plain", str(lab), "--duration", "2.5"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=liars_env,
+            cwd=tmp_path)
+        try:
+            if delay == "shutdown":
+                assert proc.stdout is not None
+                while "shutting down" not in proc.stdout.readline():
+                    pass
+            else:
+                time.sleep(delay)  # the moment of the interrupt is what is under test
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        if before_daqhub(proc.returncode, err):
+            continue  # the interpreter's own start-up, before any daqhub code could run
+        assert "Traceback" not in err and "KeyboardInterrupt" not in err, (delay, err)
+        if "shutdown report" in out:
+            assert proc.returncode in (0, 1), (delay, proc.returncode, out, err)
+            assert (proc.returncode == 0) == ("NOT OK" not in out), (delay, out)
+        else:
+            assert proc.returncode == 130 and "interrupted" in err or "stopping" in err, \
+                (delay, proc.returncode, out, err)
+        seen.add(proc.returncode)
+    assert 130 in seen and seen & {0, 1}, seen   # both before and after the run started

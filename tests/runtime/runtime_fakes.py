@@ -81,11 +81,31 @@ class SlowStartV4(CounterV4):
         await super().start()
 
 
+class BlockingV4(CounterV4):
+    """Calls blocking code in read() once (its 5th poll): the whole event loop stalls."""
+
+    returned_at: dict[str, float] = {}
+
+    async def read(self):
+        if self.n == 4 and self.id not in BlockingV4.returned_at:
+            time.sleep(2)
+            BlockingV4.returned_at[self.id] = time.monotonic()
+        return await super().read()
+
+
+class SlowReadV4(CounterV4):
+    async def read(self):
+        await asyncio.sleep(0.05)  # at most 20 polls a second, whatever is asked
+        return await super().read()
+
+
 def _types() -> list[InstrumentType]:
     out = []
     for name, flavor, cls in [("test.counter", "v2", CounterV2), ("test.counter", "v4", CounterV4),
                               ("test.crash", "v4", CrashV4), ("test.flaky", "v4", FlakyV4),
-                              ("test.hang", "v2", HangV2), ("test.slow", "v4", SlowStartV4)]:
+                              ("test.hang", "v2", HangV2), ("test.slow", "v4", SlowStartV4),
+                              ("test.blocking", "v4", BlockingV4),
+                              ("test.slowread", "v4", SlowReadV4)]:
         out.append(InstrumentType(name, flavor, "none", cls, CHANNELS, f"{name} for tests",
                                   capabilities=("Readable",)))
     return out
