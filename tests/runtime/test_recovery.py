@@ -11,8 +11,9 @@ from daqhub.config import parse
 from daqhub.runtime.dual import DualRuntimeManager
 
 
-def shared_esp300(daqhub_host, tmp_path, url: str):
-    return parse(f"""
+def start_shared_esp300(daqhub_host, tmp_path, url: str):
+    """A v2 and a v4 axis on one ESP300 port, both polling: (runtime, x health, y health)."""
+    lab = parse(f"""
 [[v2.instruments]]
 id = "x"
 type = "newport.esp300"
@@ -26,6 +27,15 @@ port = "{url}"
 axis = 2
 poll_hz = 20
 """, "outage.toml", daqhub_host, tmp_path)
+    rt = DualRuntimeManager(lab, daqhub_host)
+    rt.start()
+    x, y = rt.health_of("x"), rt.health_of("y")
+    try:
+        wait_for(lambda: x.measurements > 5 and y.measurements > 5, what="both polling")
+    except AssertionError:
+        rt.shutdown()
+        raise
+    return rt, x, y
 
 
 @pytest.mark.timeout(90)
@@ -33,11 +43,8 @@ poll_hz = 20
 def test_both_flavors_resume_within_1_5_s_of_the_port_coming_back(
         outage_s, daqhub_host, sim_url, sim_endpoint, tmp_path) -> None:
     url = sim_url("esp300", speed_scale=20)
-    rt = DualRuntimeManager(shared_esp300(daqhub_host, tmp_path, url), daqhub_host)
-    rt.start()
+    rt, x, y = start_shared_esp300(daqhub_host, tmp_path, url)
     try:
-        x, y = rt.health_of("x"), rt.health_of("y")
-        wait_for(lambda: x.measurements > 10 and y.measurements > 10, what="both polling")
         sim_endpoint(url).faults.disconnect()
         pulled = time.monotonic()
         wait_for(lambda: x.state == "reconnecting" and y.state == "reconnecting", timeout=5,
@@ -66,15 +73,12 @@ def test_both_flavors_resume_within_1_5_s_of_the_port_coming_back(
 def test_a_truncated_reply_every_so_often_is_an_error_not_a_restart(
         daqhub_host, sim_url, sim_endpoint, tmp_path) -> None:
     url = sim_url("esp300", speed_scale=20)
-    rt = DualRuntimeManager(shared_esp300(daqhub_host, tmp_path, url), daqhub_host)
-    rt.start()
+    rt, x, y = start_shared_esp300(daqhub_host, tmp_path, url)
     try:
-        x, y = rt.health_of("x"), rt.health_of("y")
-        wait_for(lambda: x.measurements > 5 and y.measurements > 5, what="both polling")
         for _ in range(8):  # more than max_restarts (5) bad replies, quickly
             errors = x.errors + y.errors
             sim_endpoint(url).faults.truncate_next(2)
-            wait_for(lambda: x.errors + y.errors > errors, timeout=5, what="the bad reply")
+            wait_for(lambda e=errors: x.errors + y.errors > e, timeout=5, what="the bad reply")
         n = (x.measurements, y.measurements)
         wait_for(lambda: x.measurements > n[0] + 5 and y.measurements > n[1] + 5,
                  what="both to keep polling")
