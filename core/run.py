@@ -143,6 +143,8 @@ def print_report(rt: DualRuntimeManager, report: ShutdownReport, out: TextIO) ->
     for r in report.routines:
         print(f"  routine {r['instrument']}: {r['state']}, {r['cycles']} cycle(s)"
               + (f"  <- NOT OK: {r['problem']}" if r["problem"] else ""), file=out)
+    for a in rt.alarms:
+        print(f"  alarm: {a['message']}", file=out)
     for label, items in (("forced", report.forced), ("leaked", report.leaked),
                          ("resources not closed", report.unclosed_resources),
                          ("errors", report.errors)):
@@ -151,8 +153,6 @@ def print_report(rt: DualRuntimeManager, report: ShutdownReport, out: TextIO) ->
     print("measurements per instrument and channel:", file=out)
     for iid, chans in sorted(report.counts.items()):
         print(f"  {iid}: " + ", ".join(f"{ch}={n}" for ch, n in sorted(chans.items())), file=out)
-    for a in rt.alarms:
-        print(f"  alarm: {a['message']}", file=out)
     if report.failed:
         print(f"NOT OK: {'; '.join(report.failed)}", file=out)
     files = report.sink_results.get("storage") or {}

@@ -7,10 +7,12 @@ memory, queue depths, rates, drops, restarts and reconnects. A configured
 budget turns an excess into an alarm. The history is saved with the session.
 
 The history stays bounded however long the run: the newest ``recent`` samples
-are kept whole; older ones are cut to their key figures (CPU, memory, queue
-depths, restarts, reconnects) and thinned, every other one dropped whenever
-``older`` fill up, so a day-long run keeps an evenly spaced sketch of itself
-in constant memory.
+(a minute) are kept whole, with the per-resource detail; of the older ones one
+in ``first_stride`` is kept, cut to its key figures (CPU, memory, queue depths,
+restarts, reconnects), and whenever ``older`` of those fill up every other one is
+dropped and the stride doubles, so a day-long run keeps an evenly spaced sketch
+of itself in constant memory. (Keeping 3,600 whole samples grew RSS by 0.4 MB a
+minute for the first hour.)
 """
 
 from __future__ import annotations
@@ -60,14 +62,14 @@ class BudgetMonitor:
 
     def __init__(self, probe: Callable[[], dict[str, Any]], budget: Budget | None = None,
                  on_alarm: Callable[[str, str], None] | None = None,
-                 recent: int = 300, older: int = 600) -> None:
+                 recent: int = 60, older: int = 600, first_stride: int = 10) -> None:
         self.probe = probe
         self.budget = budget or Budget()
         self.on_alarm = on_alarm or (lambda what, msg: None)
         self.samples: deque[dict[str, Any]] = deque(maxlen=recent)
         self.older: list[dict[str, Any]] = []
         self.older_capacity = older
-        self._stride = 1       # keep one in ``_stride`` of the samples leaving ``samples``
+        self._stride = first_stride  # keep one in this many of the samples leaving ``samples``
         self._leaving = 0
         self.alarms: list[dict[str, Any]] = []
         self._proc = psutil.Process()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +35,7 @@ class InstrumentHealth:
     last_timestamp_ns: int = 0
     connected: bool = False        # reached ``running`` at least once
     events_total: int = 0
+    event_counts: Counter[str] = field(default_factory=Counter, repr=False)
     events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=EVENT_HISTORY),
                                           repr=False)
     listener: StateListener | None = field(default=None, repr=False)
@@ -77,6 +78,7 @@ class InstrumentHealth:
         """Record a lifecycle event (disconnected, reconnected, restarted, failed...)."""
         with self._lock:
             self.events_total += 1
+            self.event_counts[kind] += 1
             self.events.append({"time": time.time(), "event": kind, "detail": detail})
 
     def disconnected_s(self) -> float:

@@ -35,6 +35,7 @@ def instrument_outcome(h: InstrumentHealth, stored: Mapping[str, int]) -> dict[s
             "restarts": h.restarts, "reconnects": h.reconnects,
             "disconnected_s": snap["disconnected_s"], "last_error": h.last_error,
             "ok": not problem, "problem": problem, "events_total": h.events_total,
+            "event_counts": dict(h.event_counts),
             "events": list(h.events)}
 
 
