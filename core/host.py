@@ -143,8 +143,10 @@ class PluginHost:
 
     # --- calling hooks one implementation at a time ---------------------------------
 
-    def _call_each(self, hook: str, *, only: str | None = None,
+    def _call_each(self, hook: str, *, only: str | None = None, lenient: bool = False,
                    **kwargs: Any) -> list[tuple[PluginInfo, Any]]:
+        """``lenient``: a raising plugin is recorded but never raises, even in strict mode
+        (notifications run on several threads at once, so strict is not toggled)."""
         caller = getattr(self.pm.hook, hook)
         out = []
         for impl in reversed(caller.get_hookimpls()):  # registration order
@@ -155,9 +157,13 @@ class PluginHost:
             try:
                 out.append((info, impl.function(**args)))
             except Exception as exc:  # isolate one plugin's bug from the rest
-                self.report(PluginProblem(info.distribution, info.version, info.name,
-                                          f"hook {hook} raised {_short(exc)}",
-                                          traceback.format_exc()))
+                problem = PluginProblem(info.distribution, info.version, info.name,
+                                        f"hook {hook} raised {_short(exc)}",
+                                        traceback.format_exc())
+                if lenient:
+                    self.problems.append(problem)
+                else:
+                    self.report(problem)
         return out
 
     def _collect(self, hook: str, kind: type[T] | tuple[type[T], ...],
@@ -273,11 +279,7 @@ class PluginHost:
         thread per plugin, so a slow listener never holds up an instrument."""
         if hook not in NOTIFICATION_HOOKS:
             raise ValueError(f"{hook} is not a notification hook")
-        strict, self.strict = self.strict, False  # a listener's bug must not stop a run
-        try:
-            self._call_each(hook, only=plugin, **kwargs)
-        finally:
-            self.strict = strict
+        self._call_each(hook, only=plugin, lenient=True, **kwargs)  # never stops a run
 
     def notification_plugins(self) -> list[str]:
         """Names of the plugins that implement at least one notification hook."""

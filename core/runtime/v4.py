@@ -224,11 +224,12 @@ class ActorRunner:
         """One poll; None when it failed (counted as an error, polling goes on)."""
         self.busy_in = "read"
         self.blocked_loop_s = 0.0
+        deadline = asyncio.timeout(self.policy.read_timeout_s)  # no task per poll
         try:
-            async with asyncio.timeout(self.policy.read_timeout_s):  # no task per poll
+            async with deadline:
                 return await actor.read()
-        except TimeoutError as exc:
-            if isinstance(exc, ResourceError):  # a reply timeout, not our deadline
+        except TimeoutError:
+            if not deadline.expired():  # the driver's own timeout (a reply), not ours
                 raise
             raise TimeoutError(f"did not finish within {self.policy.read_timeout_s:g} s and "
                                f"was cancelled") from None
@@ -305,6 +306,9 @@ class ActorRunner:
             if asyncio.iscoroutine(result):
                 result = await asyncio.wait_for(result, self.policy.call_timeout_s)
         except Exception as exc:
+            if isinstance(exc, TimeoutError) and not str(exc):  # our call_timeout_s
+                exc = TimeoutError(f"{self.id}.{msg.method} did not finish within "
+                                   f"{self.policy.call_timeout_s:g} s and was cancelled")
             self.health.error(f"{msg.method} failed: {exc}")
             if fut:
                 fut.set_exception(exc)

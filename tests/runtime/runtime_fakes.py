@@ -35,6 +35,10 @@ class CounterV2(V2Instrument):
     def add(self, a: int, b: int) -> int:
         return a + b
 
+    def dwell(self, seconds: float) -> None:
+        """A command that takes a while (a move waited for)."""
+        time.sleep(seconds)
+
 
 class CounterV4(V4Actor):
     async def start(self) -> None:
