@@ -177,7 +177,9 @@ class DualRuntimeManager:
         self.session_id = session_id
         self.phases = phases or PhaseTimeouts(total_s=lab.shutdown_timeout)
         self.stop_event = threading.Event()
-        self.alarms: list[dict[str, Any]] = []
+        # the newest alarms (a blocked loop's carries its stack); alarms_total counts all
+        self.alarms: collections.deque[dict[str, Any]] = collections.deque(maxlen=500)
+        self.alarms_total = 0
         # reopen attempts at most 0.5 s apart: instruments resume within ~1 s of their port
         self.serial = serial or SerialPortManager(host.serial_url_packages(),
                                                   default_timeout=lab.lock_timeout,
@@ -219,6 +221,7 @@ class DualRuntimeManager:
     # --- events -----------------------------------------------------------------------
 
     def _alarm(self, what: str, message: str, extra: Mapping[str, Any] | None = None) -> None:
+        self.alarms_total += 1
         self.alarms.append({"time": time.time(), "what": what, "message": message,
                             **(extra or {})})
         log.warning("alarm: %s", message)
@@ -502,7 +505,8 @@ class DualRuntimeManager:
         try:
             (dirs[0] / "budget.json").write_text(json.dumps(
                 {"session_id": self.session_id, "samples": self.budget.history(),
-                 "alarms": self.alarms, "instruments": report.instruments,
+                 "alarms": list(self.alarms), "alarms_total": self.alarms_total,
+                 "instruments": report.instruments,
                  "routines": report.routines, "state_changes": list(self.state_changes),
                  "shutdown": {k: v for k, v in report.as_dict().items()
                               if k not in ("instruments", "routines")}},
