@@ -5,7 +5,7 @@ from __future__ import annotations
 import types
 
 import pytest
-from runtime_fakes import PRODUCED, RELEASE, BlockingV4, FlakyV4, _types
+from runtime_fakes import PRODUCED, RELEASE, BlockingV4, FlakyV4, OnCueV4, _types
 
 from daqhub.hookspecs import hookimpl
 from daqhub.host import PluginHost
@@ -26,6 +26,7 @@ def _release_hung_drivers():
     PRODUCED.clear()
     FlakyV4.crashed.clear()
     BlockingV4.returned_at.clear()
+    OnCueV4.cue.clear()
     yield
     RELEASE.set()
 

@@ -73,6 +73,18 @@ class FlakyV4(CounterV4):
         return await super().read()
 
 
+class OnCueV4(CounterV4):
+    """Crashes once when the test gives the cue (so something is announced then)."""
+
+    cue = threading.Event()
+
+    async def read(self):
+        if OnCueV4.cue.is_set() and self.id not in FlakyV4.crashed:
+            FlakyV4.crashed.add(self.id)
+            raise RuntimeError("crashed on cue")
+        return await super().read()
+
+
 class HangV2(CounterV2):
     def read(self) -> list[Measurement]:
         RELEASE.wait(60)  # a driver stuck in a call that never returns (until the test ends)
@@ -109,7 +121,8 @@ def _types() -> list[InstrumentType]:
                               ("test.crash", "v4", CrashV4), ("test.flaky", "v4", FlakyV4),
                               ("test.hang", "v2", HangV2), ("test.slow", "v4", SlowStartV4),
                               ("test.blocking", "v4", BlockingV4),
-                              ("test.slowread", "v4", SlowReadV4)]:
+                              ("test.slowread", "v4", SlowReadV4),
+                              ("test.oncue", "v4", OnCueV4)]:
         out.append(InstrumentType(name, flavor, "none", cls, CHANNELS, f"{name} for tests",
                                   capabilities=("Readable",)))
     return out

@@ -7,7 +7,7 @@ import time
 import types
 
 import pytest
-from runtime_fakes import PRODUCED, RELEASE, BlockingV4, make_lab, wait_for
+from runtime_fakes import PRODUCED, RELEASE, BlockingV4, OnCueV4, make_lab, wait_for
 
 from daqhub.hookspecs import hookimpl
 from daqhub.runtime.dual import DualRuntimeManager, PhaseTimeouts
@@ -33,17 +33,21 @@ def test_a_hook_that_sleeps_30_s_delays_only_itself(host, tmp_path) -> None:
     plugin = types.SimpleNamespace(daqhub_instrument_event=hookimpl(alerting))
     assert host.register(plugin, "mailer", "mailer", "1")
     lab = make_lab(host, tmp_path, v2=[("a", "test.counter")],
-                   v4=[("c", "test.counter"), ("flaky", "test.flaky")], poll_hz=50)
+                   v4=[("c", "test.counter"), ("cue", "test.oncue")], poll_hz=50)
     before = {t.name for t in threading.enumerate()}
     rt = DualRuntimeManager(lab, host, restart_policy=FAST,
                             phases=PhaseTimeouts(v4_s=2, v2_s=2, total_s=6))
     rt.start()
     try:
-        entered.wait(10)  # flaky's restart was announced: the hook is now asleep
-        assert entered.is_set()
+        wait_for(lambda: PRODUCED.get("c", 0) > 10, what="polling")
+        base = rate("a", 3.0), rate("c", 3.0)  # on this machine, now, without the hook
+        OnCueV4.cue.set()  # cue's crash is announced: the hook falls asleep
+        assert entered.wait(10)
         wait_for(lambda: any(a["what"] == "plugin:mailer" for a in rt.alarms), timeout=5,
                  what="an alarm naming the plugin")
-        assert rate("a", 2.0) >= 45 and rate("c", 2.0) >= 45   # within 10 % of 50 Hz
+        hooked = rate("a", 3.0), rate("c", 3.0)
+        assert hooked[0] >= 0.9 * base[0] and hooked[1] >= 0.9 * base[1], (base, hooked)
+        assert min(base) > 25, base  # and the instruments did poll at a real rate
     finally:
         t0 = time.monotonic()
         report = rt.shutdown()
