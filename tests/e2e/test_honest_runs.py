@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import budget_of, run_lab
+from run_helpers import budget_of, run_lab
 
 GOOD = '[[v2.instruments]]\nid = "good"\ntype = "liar.good"\npoll_hz = 20\n'
 HEAD = '[daqhub]\noutput_dir = "data"\n'
