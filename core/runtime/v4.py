@@ -140,7 +140,7 @@ class ActorRunner:
         self.busy_in = ""
         self._restart_times: collections.deque[float] = collections.deque()
         self.wake = asyncio.Event()  # set by a reconnect of its resource, or a stop
-        self.blocked_loop_s = 0.0   # set by the watchdog: this actor blocked the event loop
+        self.blocked_since = 0.0    # set by the watchdog: this actor blocks the loop since
         self._retry = RETRY_FIRST_S
 
     async def run(self) -> None:
@@ -223,7 +223,7 @@ class ActorRunner:
     async def _read(self, actor: V4Actor) -> list[pa.RecordBatch] | None:
         """One poll; None when it failed (counted as an error, polling goes on)."""
         self.busy_in = "read"
-        self.blocked_loop_s = 0.0
+        self.blocked_since = 0.0
         deadline = asyncio.timeout(self.policy.read_timeout_s)  # no task per poll
         try:
             async with deadline:
@@ -235,10 +235,11 @@ class ActorRunner:
                                f"was cancelled") from None
         finally:
             self.busy_in = ""
-            if self.blocked_loop_s:  # noticed by the watchdog while this read ran
-                self.health.error(f"read blocked the event loop for {self.blocked_loop_s:.1f} s "
-                                  "(a blocking call in an async method)")
-                self.blocked_loop_s = 0.0
+            if self.blocked_since:  # noticed by the watchdog while this read ran
+                self.health.error(f"read blocked the event loop for "
+                                  f"{time.monotonic() - self.blocked_since:.1f} s (a blocking "
+                                  "call in an async method)")
+                self.blocked_since = 0.0
 
     async def _serve(self, actor: V4Actor) -> None:
         next_poll = time.monotonic()

@@ -79,13 +79,13 @@ class LoopWatchdog:
         stalled = now - self._sent
         if stalled < self.bound_s:
             return
-        if not self._episode:
+        if not self._episode:  # once per episode, so a read that returned is not blamed twice
             self._episode = True
             self.blocked += 1
             self._culprit = self._running_actor()
+            if self._culprit is not None:
+                self._culprit.blocked_since = self._sent
             self._alarm(stalled)
-        if self._culprit is not None:
-            self._culprit.blocked_loop_s = stalled
 
     def _running_actor(self) -> ActorRunner | None:
         task = asyncio.current_task(self.loop)  # only reads the loop's current-task entry
