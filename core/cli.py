@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from . import __version__
 from .host import PluginError, PluginHost
@@ -245,8 +247,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _main(argv)
     except KeyboardInterrupt:
-        print("daqhub: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        interrupted()
+
+
+def interrupted() -> NoReturn:
+    """Exit 130 at once. Not ``sys.exit``: an interrupt that landed in code a C extension
+    runs while importing leaves CPython marked as killed by SIGINT, and it would end with
+    -2 instead of the documented code, however the exception was handled."""
+    print("daqhub: interrupted", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_INTERRUPTED)
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
@@ -274,6 +285,4 @@ def _main(argv: Sequence[str] | None = None) -> int:
     except PluginError as exc:
         print(f"daqhub: plugin problem (strict mode): {exc}", file=sys.stderr)
         return EXIT_PLUGINS
-    except KeyboardInterrupt:
-        print("daqhub: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+
