@@ -1,10 +1,9 @@
 """daqhub: one process drives every instrument of a lab through installable driver plugins."""
 
 import logging
-from typing import Any
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> str:
     """``__version__`` is looked up on first use: importing importlib.metadata takes long
     enough that a Ctrl-C right after ``daqhub run`` would land in it, before the command
     can handle it."""

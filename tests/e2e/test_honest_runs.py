@@ -125,6 +125,8 @@ def before_daqhub(returncode: int, err: str) -> bool:
 
     if returncode == -signal.SIGINT and not err or "Fatal Python error: init_" in err:
         return True
+    if "Traceback" in err and 'in _get_module_details' in err:
+        return True  # runpy still importing the package, before daqhub/__main__ runs
     return "Traceback" in err and str(Path(daqhub.__file__).parent) not in err
 
 
