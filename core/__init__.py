@@ -1,12 +1,6 @@
 """daqhub: one process drives every instrument of a lab through installable driver plugins."""
 
 import logging
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("daqhub")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0"
 
 # A library does not print log records by itself: the CLI shows alarms in its live view,
 # and an application that wants the records attaches its own handler.
@@ -26,12 +20,28 @@ __all__ = ["__version__", *_PUBLIC]
 
 
 def __getattr__(name: str) -> object:
+    if name == "__version__":
+        return _version()
     module = _PUBLIC.get(name)
     if module is None:
         raise AttributeError(f"module 'daqhub' has no attribute {name!r}")
     from importlib import import_module
 
     return getattr(import_module(f"daqhub.{module}"), name)
+
+
+def _version() -> str:
+    """``__version__`` is looked up on first use: importing importlib.metadata takes long
+    enough that a Ctrl-C right after ``daqhub run`` would land in it, before the command
+    can handle it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        found = version("daqhub")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        found = "0.0.0"
+    globals()["__version__"] = found
+    return found
 
 
 def __dir__() -> list[str]:

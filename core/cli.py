@@ -17,6 +17,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from . import __version__
 from .host import SLOW_IMPORT_S, PluginError, PluginHost
@@ -24,9 +25,19 @@ from .host import SLOW_IMPORT_S, PluginError, PluginHost
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_PLUGINS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool whose reader went away
 
+RUN_EXIT_CODES = (
+    "Exit codes: 0 every enabled instrument connected, had samples stored and stopped, "
+    "and every routine completed or was stopped by the shutdown; 1 anything else (an "
+    "instrument that never connected, failed, stored no data or had to be forced; a routine "
+    "that failed; a lab that could not start; something leaked); 2 invalid lab file; "
+    "130 interrupted before the run started, or forced by a second Ctrl-C.")
+
 EPILOG = """\
 exit codes: 0 success; 1 failure; 2 bad usage or invalid lab file; 3 plugin problems
 with --strict; 130 interrupted; 141 the output pipe was closed (e.g. | head).
+For `daqhub run`, 0 means every enabled instrument connected, had samples stored and
+stopped, and every routine completed or was stopped; anything else is 1 (details:
+daqhub run --help).
 environment: DAQHUB_TRACE_HOOKS=1 prints every plugin import and hook call to stderr.
 installed plugins may add commands: `daqhub plugins` lists them.
 """
@@ -227,8 +238,7 @@ def build_parser(host: PluginHost | None = None) -> argparse.ArgumentParser:
                     "of both flavors, show a live view, and write the session's HDF5/Arrow "
                     "files. Ctrl-C or SIGTERM shuts down through the phased shutdown; a second "
                     "Ctrl-C forces. Ends with the shutdown report, counts per instrument and "
-                    "the session files. Exit codes: 0 clean, 1 an instrument failed or the "
-                    "shutdown forced/leaked something, 2 invalid lab, 130 forced.",
+                    "the session files. " + RUN_EXIT_CODES,
         epilog=LIVE_VIEW_LEGEND, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("lab", nargs="?", help="lab file (TOML); omitted: the demo lab")
     p.add_argument("--duration", type=float, default=0.0, metavar="S",
@@ -323,13 +333,26 @@ def _plugin_problems(exc: PluginError) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command; Ctrl-C before a command installs its own handling exits 130 quietly."""
     try:
         return _main(argv)
+    except KeyboardInterrupt:
+        interrupted()
     except BrokenPipeError:
         # the reader closed the pipe (``daqhub inspect ... | head``): stop quietly like other
         # Unix tools, and keep the interpreter's final flush from failing again
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_PIPE
+
+
+def interrupted() -> NoReturn:
+    """Exit 130 at once. Not ``sys.exit``: an interrupt that landed in code a C extension
+    runs while importing leaves CPython marked as killed by SIGINT, and it would end with
+    -2 instead of the documented code, however the exception was handled."""
+    print("daqhub: interrupted", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_INTERRUPTED)
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -360,6 +383,3 @@ def _main(argv: Sequence[str] | None) -> int:
         return int(args.func(args))
     except PluginError as exc:
         return _plugin_problems(exc)
-    except KeyboardInterrupt:
-        print("daqhub: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import math
 import os
 import re
 import tomllib
@@ -38,6 +39,37 @@ from .web.settings import WEB_SCHEMA
 URL_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 VISA_LOCK_SCOPES = ("resource", "board", "global")
+#: the longest duration a lab file may give (115 days): beyond it waits overflow
+MAX_SECONDS = 1e7
+
+
+def seconds(description: str = "", *, minimum: float = 0.0, default: float | None = None,
+            exclusive: bool = True) -> dict[str, Any]:
+    """Schema of a duration: positive (or >= ``minimum``), finite, at most MAX_SECONDS."""
+    out: dict[str, Any] = {"type": "number", "maximum": MAX_SECONDS,
+                           ("exclusiveMinimum" if exclusive else "minimum"): minimum}
+    if description:
+        out["description"] = description
+    if default is not None:
+        out["default"] = default
+    return out
+
+
+RESTART_SCHEMA: dict[str, Any] = {
+    "type": "object", "additionalProperties": False,
+    "description": "how a v4 actor that crashes is restarted (per lab, or per instrument)",
+    "properties": {
+        "max_restarts": {"type": "integer", "minimum": 0, "maximum": 1_000_000, "default": 5,
+                         "description": "restarts allowed within window_s before 'failed'"},
+        "window_s": seconds("the window max_restarts counts in", default=60),
+        "backoff_first_s": seconds("wait before the first restart", default=0.2),
+        "backoff_max_s": seconds("the backoff doubles up to this", default=5),
+        "read_timeout_s": seconds("a read that takes longer is cancelled and counted as an "
+                                  "error", default=10),
+        "call_timeout_s": seconds("a command that takes longer is cancelled", default=60),
+        "start_timeout_s": seconds("start() or close() that takes longer fails", default=10),
+    },
+}
 
 BUDGET_SCHEMA: dict[str, Any] = {
     "type": "object", "additionalProperties": False,
@@ -48,8 +80,7 @@ BUDGET_SCHEMA: dict[str, Any] = {
         "max_rss_mb": {"type": "number", "exclusiveMinimum": 0},
         "max_queue_depth": {"type": "integer", "minimum": 1},
         "max_mailbox_depth": {"type": "integer", "minimum": 1},
-        "interval_s": {"type": "number", "exclusiveMinimum": 0, "default": 1.0,
-                       "description": "sampling period"},
+        "interval_s": seconds("sampling period", default=1.0),
     },
 }
 
@@ -59,16 +90,17 @@ DAQHUB_KEYS: dict[str, Any] = {
     "visa_lock_scope": {"enum": list(VISA_LOCK_SCOPES), "default": "resource",
                         "description": "serialize VISA I/O per resource, per GPIB board, or "
                                        "globally (for a VISA library that is not thread-safe)"},
-    "shutdown_timeout": {"type": "number", "exclusiveMinimum": 0, "default": 15,
-                         "description": "seconds the phased shutdown may take in total"},
-    "lock_timeout": {"type": "number", "exclusiveMinimum": 0, "default": 2,
-                     "description": "seconds any wait for a shared resource may take"},
+    "shutdown_timeout": seconds("seconds the phased shutdown may take in total", default=15),
+    "lock_timeout": seconds("seconds any wait for a shared resource may take", default=2),
+    "loop_watchdog_s": seconds("alarm when the v4 event loop is blocked this long",
+                               default=0.3),
     "budget": BUDGET_SCHEMA,
     "providers": {"type": "object", "additionalProperties": {"type": "string"},
                   "description": "instrument type -> the distribution that provides it, "
                                  "when several installed distributions declare it"},
     "web": WEB_SCHEMA,
     "serve": SERVE_SCHEMA,
+    "restart": RESTART_SCHEMA,
 }
 FLAVOR_KEYS: dict[str, Any] = {
     "enabled": {"type": "boolean", "default": True},
@@ -83,9 +115,10 @@ COMMON_INSTRUMENT_KEYS: dict[str, Any] = {
     "id": {"type": "string", "pattern": ID_RE.pattern,
            "description": "unique name of the instrument (used in file and group names)"},
     "type": {"type": "string", "description": "instrument type, e.g. newport.esp300"},
-    "poll_hz": {"type": "number", "exclusiveMinimum": 0, "maximum": 10000, "default": 10,
+    "poll_hz": {"type": "number", "minimum": 1 / MAX_SECONDS, "maximum": 10000, "default": 10,
                 "description": "how often the runtime reads the instrument's channels"},
     "enabled": {"type": "boolean", "default": True},
+    "restart": RESTART_SCHEMA,
 }
 TRANSPORT_KEYS: dict[str, dict[str, Any]] = {
     "serial": {
@@ -163,6 +196,8 @@ class LabConfig:
     routines: list[dict[str, Any]] = field(default_factory=list)
     #: instrument type -> distribution chosen in ``[daqhub.providers]``
     providers: Mapping[str, str] = field(default_factory=dict)
+    restart: Mapping[str, Any] = field(default_factory=dict)
+    loop_watchdog_s: float = 0.3
 
     def instruments(self) -> list[InstrumentConfig]:
         return [i for f in self.flavors.values() if f.enabled for i in f.instruments]
@@ -430,6 +465,7 @@ def validate(data: Mapping[str, Any], text: str, file: str, host: PluginHost,
     ``offline`` leaves out what only the lab PC can check (ports, output directories)."""
     where = locate_keys(text)
     c = _Collector(file, where, base_dir, offline, host.serial_url_packages())
+    _check_finite(c, data, ())
     _check_keys(c, data, ["daqhub", "v2", "v4", "storage", "routines"], (), "the lab file")
     daq = data.get("daqhub", {})
     if not isinstance(daq, dict):
@@ -517,6 +553,8 @@ def validate(data: Mapping[str, Any], text: str, file: str, host: PluginHost,
             c.add(("routines", i, "instrument"), f"routine names unknown instrument "
                   f"{r['instrument']!r}", _did_you_mean(r["instrument"], sorted(seen_ids)))
         elif len(c.problems) == before:
+            _check_steps(c, r, ("routines", i))
+        if len(c.problems) == before:
             lines = step_lines(text, _line_of(where, ("routines", i, "steps")), len(r["steps"]))
             c.problems += [Problem(file, line, msg, hint) for line, msg, hint in
                            routine_problems(r, known, all_commands, lines)]
@@ -536,6 +574,8 @@ def validate(data: Mapping[str, Any], text: str, file: str, host: PluginHost,
         serve=dict(daq.get("serve", {})),
         routines=[dict(r) for r in routines],
         providers=providers,
+        restart=dict(daq.get("restart", {})),
+        loop_watchdog_s=float(daq.get("loop_watchdog_s", 0.3)),
     ), []
 
 
@@ -545,6 +585,44 @@ def _channel_names(t: InstrumentType, block: Mapping[str, Any]) -> list[str]:
         return [ch.name for ch in t.channels_for(block)]
     except Exception:  # a plugin's channels function: what it got wrong is reported elsewhere
         return []
+
+
+def _check_finite(c: _Collector, value: Any, path: tuple[Any, ...]) -> None:
+    """NaN and infinities are refused wherever they appear (TOML allows them)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        name = ".".join(str(p) for p in path) or "value"
+        c.add(path, f"{name}: {value} is not a finite number", "give a number")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(c, v, (*path, k))
+    elif isinstance(value, list):
+        for k, v in enumerate(value):
+            _check_finite(c, v, (*path, k))
+
+
+MIN_SLEEP_S = 0.001
+
+
+def _check_steps(c: _Collector, routine: Mapping[str, Any], path: tuple[Any, ...]) -> None:
+    """``sleep`` takes one duration (1 ms up to MAX_SECONDS); a repeating routine needs a
+    step that takes time, else it would loop flat out."""
+    paced = False
+    for k, step in enumerate(routine["steps"]):
+        name, args = step[0], step[1:]
+        if name == "sleep":
+            d = args[0] if args else 1.0
+            if len(args) > 1 or isinstance(d, bool) or not isinstance(d, int | float) \
+                    or not MIN_SLEEP_S <= d <= MAX_SECONDS:
+                c.add((*path, "steps", k), f"step {k + 1}: sleep needs one duration from "
+                      f"{MIN_SLEEP_S:g} to {MAX_SECONDS:g} s, got {args!r}",
+                      'e.g. ["sleep", 0.5]')
+            paced = True
+        elif name.startswith("wait"):
+            paced = True
+    if routine.get("repeat", False) and not paced:
+        c.add((*path, "repeat"), "a repeating routine needs a step that takes time (a sleep "
+              "or a wait_... command); without one it loops flat out",
+              'add e.g. ["sleep", 0.1]')
 
 
 def _check_instrument(c: _Collector, block: Mapping[str, Any], path: tuple[Any, ...],

@@ -48,6 +48,8 @@ GROUP = "daqhub"
 TRACE_ENV = "DAQHUB_TRACE_HOOKS"
 #: a distribution whose plugins take longer than this to import is flagged by ``daqhub plugins``
 SLOW_IMPORT_S = 1.0
+NOTIFICATION_HOOKS = ("daqhub_session_started", "daqhub_session_stopped",
+                      "daqhub_resource_event", "daqhub_instrument_event")
 T = TypeVar("T")
 
 
@@ -220,13 +222,17 @@ class PluginHost:
 
     # --- calling hooks one implementation at a time ---------------------------------
 
-    def _call_each(self, hook: str, **kwargs: Any) -> list[tuple[PluginInfo, Any]]:
+    def _call_each(self, hook: str, *, only: str | None = None,
+                   **kwargs: Any) -> list[tuple[PluginInfo, Any]]:
+        """Each implementation in turn (only ``only``'s when given), each isolated."""
         caller = getattr(self.pm.hook, hook)
         out = []
         # registration order (installed plugins: by distribution, then entry-point name),
         # whatever order pluggy keeps them in
         impls = sorted(caller.get_hookimpls(), key=lambda i: self._order.get(i.plugin_name, -1))
         for impl in impls:
+            if only is not None and impl.plugin_name != only:
+                continue
             info = self.plugins.get(impl.plugin_name) or PluginInfo(impl.plugin_name, "?", "", "")
             args = {k: kwargs[k] for k in impl.argnames}
             started = time.perf_counter()
@@ -426,17 +432,24 @@ class PluginHost:
             out.append((info, ConfigProblem(f"its lab check failed: {p.error}")))
         return out
 
-    def notify(self, hook: str, **kwargs: Any) -> None:
-        """Tell every plugin of an event; a plugin that raises is reported (to
-        ``notify_listeners`` too), never propagated: a listener's bug must not stop a run."""
-        if hook not in ("daqhub_session_started", "daqhub_session_stopped",
-                        "daqhub_resource_event", "daqhub_instrument_event"):
+    def notify(self, hook: str, *, plugin: str | None = None, **kwargs: Any) -> None:
+        """Tell every plugin (or only ``plugin``) of an event; a plugin that raises is
+        reported (to ``notify_listeners`` too), never propagated: a listener's bug must not
+        stop a run. A run delivers these through ``runtime.notify``, one thread per plugin,
+        so a slow listener never holds up an instrument."""
+        if hook not in NOTIFICATION_HOOKS:
             raise ValueError(f"{hook} is not a notification hook")
         with self._collecting(isolated=True) as failed:  # never a strict failure
-            self._call_each(hook, **kwargs)
+            self._call_each(hook, only=plugin, **kwargs)
         for problem in failed:
             for listener in list(self.notify_listeners):
                 listener(problem)
+
+    def notification_plugins(self) -> list[str]:
+        """Names of the plugins that implement at least one notification hook."""
+        names = {impl.plugin_name for hook in NOTIFICATION_HOOKS
+                 for impl in getattr(self.pm.hook, hook).get_hookimpls()}
+        return sorted(names)
 
     # --- listing ---------------------------------------------------------------------
 

@@ -53,8 +53,9 @@ ROUTINE_SCHEMA: dict[str, Any] = {
                             "prefixItems": [{"type": "string"}]},
                   "description": "[command, arg, ...] lists; 'sleep' pauses for N seconds"},
         "repeat": {"type": "boolean", "default": False},
-        "start_delay_s": {"type": "number", "minimum": 0, "default": 0},
-        "step_timeout_s": {"type": "number", "exclusiveMinimum": 0, "default": 60},
+        "start_delay_s": {"type": "number", "minimum": 0, "maximum": 1e7, "default": 0},
+        "step_timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 1e7,
+                           "default": 60},
     },
 }
 
@@ -174,8 +175,9 @@ class RoutineRunner:
                         self._step(name, args, timeout)
                     st.steps_done += 1
                 except Exception as exc:
-                    if self.stop.is_set():  # the shutdown refused the step: stopped, not failed
-                        break
+                    if self.stop.is_set():  # a step cut short by the shutdown did not fail
+                        st.state = "stopped"
+                        return
                     st.state = "failed"
                     st.error = f"step {name}{tuple(args)!r} failed: {exc}"
                     return

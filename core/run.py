@@ -2,11 +2,11 @@
 
 Signals: the first Ctrl-C (SIGINT) or SIGTERM starts the phased shutdown; a
 second one during shutdown forces the process out at once (HDF5 and Arrow
-files stay readable up to their last flush).
+files stay readable up to their last flush). The handler is in place from the
+start of ``run()`` to its end, so an interrupt at any moment ends in an exit
+code, never a traceback.
 
-Exit codes: 0 the run ended cleanly (duration reached or stopped by the user);
-1 an instrument failed or the shutdown had to force or leak something;
-2 invalid lab file; 130 forced by a second interrupt.
+Exit codes: see ``RUN_EXIT_CODES`` in :mod:`daqhub.cli` (``daqhub run --help``).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
@@ -24,7 +25,8 @@ from typing import Any, TextIO
 from .config import ConfigError, LabConfig, load, parse, runnable_problems
 from .host import PluginHost
 from .records import SessionRecords, parse_meta
-from .runtime.dual import DualRuntimeManager, ShutdownReport
+from .runtime.dual import DualRuntimeManager, ShutdownReport, StartError
+from .runtime.outcome import report_line
 from .serve_config import ServeConfigError, serve_config
 from .web.runweb import RunDashboard, WebError
 
@@ -76,6 +78,7 @@ class LiveView:
         if self._live is not None:
             self._live.update(self._table(elapsed))
         else:
+            self.print_state_changes()
             h = self.rt.health()
             parts = [f"{i['id']}={i['state']}:{i['measurements']}"
                      + (f"!{i['errors']}" if i["errors"] else "") for i in h["instruments"]]
@@ -85,6 +88,15 @@ class LiveView:
                   + (f" | cpu {sum(cpu.values()):.0f}%" if cpu else "")
                   + (f" | alarms {len(h['alarms'])}" if h["alarms"] else ""),
                   file=self.out, flush=True)
+
+    def print_state_changes(self) -> None:
+        """Each instrument's change of state, with its reason, once."""
+        changes = self.rt.state_changes
+        while changes:
+            c = changes.popleft()
+            reason = f": {c['reason']}" if c["reason"] else ""
+            print(f"{time.strftime('%H:%M:%S', time.localtime(c['time']))} {c['id']}: "
+                  f"{c['old']} -> {c['new']}{reason}", file=self.out, flush=True)
 
     def _table(self, elapsed: float = 0.0) -> Any:
         """Abbreviated to fit 80 columns; ``daqhub run --help`` explains every column."""
@@ -134,6 +146,14 @@ def print_report(rt: DualRuntimeManager, report: ShutdownReport, out: TextIO) ->
     print("\nshutdown report", file=out)
     print(f"  took {report.duration_s:.2f} s; stopped cleanly: {', '.join(report.clean) or '-'}",
           file=out)
+    print("instruments:", file=out)
+    for o in report.instruments:
+        print(f"  {report_line(o)}", file=out)
+    for r in report.routines:
+        print(f"  routine {r['instrument']}: {r['state']}, {r['cycles']} cycle(s)"
+              + (f"  <- NOT OK: {r['problem']}" if r["problem"] else ""), file=out)
+    for a in rt.alarms:
+        print(f"  alarm: {a['message']}", file=out)
     for label, items in (("forced", report.forced), ("leaked", report.leaked),
                          ("resources not closed", report.unclosed_resources),
                          ("errors", report.errors)):
@@ -142,9 +162,8 @@ def print_report(rt: DualRuntimeManager, report: ShutdownReport, out: TextIO) ->
     print("measurements per instrument and channel:", file=out)
     for iid, chans in sorted(report.counts.items()):
         print(f"  {iid}: " + ", ".join(f"{ch}={n}" for ch, n in sorted(chans.items())), file=out)
-    failed = [i["id"] for i in rt.health()["instruments"] if i["state"] == "failed"]
-    if failed:
-        print(f"failed instruments: {', '.join(failed)}", file=out)
+    if report.failed:
+        print(f"NOT OK: {'; '.join(report.failed)}", file=out)
     files = report.sink_results.get("storage") or {}
     if files:
         print("session files:", file=out)
@@ -153,7 +172,44 @@ def print_report(rt: DualRuntimeManager, report: ShutdownReport, out: TextIO) ->
                 print(f"  {flavor}: {p}", file=out)
 
 
+def _say(text: str) -> None:
+    """Write to stderr from a signal handler: os.write, because a buffered stream may be
+    in the middle of a write of the main thread (re-entering it raises)."""
+    os.write(2, text.encode())
+
+
 def run(args: Any, host: PluginHost, out: TextIO = sys.stdout) -> int:
+    stop = threading.Event()
+    interrupts = 0
+    running = False
+
+    def on_signal(signum: int, frame: Any) -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts == 1 and running:
+            _say(f"\n{signal.Signals(signum).name}: shutting down (again to force)\n")
+            stop.set()
+        elif interrupts == 1:
+            _say(f"\n{signal.Signals(signum).name}: stopping before the run started\n")
+            stop.set()
+        else:
+            _say("\nforced exit; files are readable up to their last flush\n")
+            os._exit(EXIT_FORCED)
+
+    def mark_running() -> None:
+        nonlocal running
+        running = True
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _run(args, host, out, stop, mark_running)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _run(args: Any, host: PluginHost, out: TextIO, stop: threading.Event,
+         mark_running: Callable[[], None]) -> int:
     try:
         lab = load_lab(args.lab, host, args.output_dir)
     except ConfigError as exc:
@@ -175,6 +231,8 @@ def run(args: Any, host: PluginHost, out: TextIO = sys.stdout) -> int:
     except WebError as exc:
         print(f"daqhub: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if stop.is_set():
+        return EXIT_FORCED
     plain = args.plain or not out.isatty()
     rt = DualRuntimeManager(lab, host, storage=not args.no_storage)
     records = SessionRecords(rt, meta)
@@ -187,27 +245,17 @@ def run(args: Any, host: PluginHost, out: TextIO = sys.stdout) -> int:
     except ServeConfigError as exc:
         print(f"daqhub: cannot serve live data: {exc}; not started", file=sys.stderr)
         return EXIT_USAGE
-    stop = threading.Event()
-    interrupts = 0
-
-    def on_signal(signum: int, frame: Any) -> None:
-        nonlocal interrupts
-        interrupts += 1
-        if interrupts == 1:
-            print(f"\n{signal.Signals(signum).name}: shutting down (again to force)",
-                  file=sys.stderr, flush=True)
-            stop.set()
-        else:
-            print("\nforced exit; files are readable up to their last flush", file=sys.stderr,
-                  flush=True)
-            os._exit(EXIT_FORCED)
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    mark_running()
     try:
         print(f"daqhub: starting {len(lab.instruments())} instruments "
               f"({'demo lab' if args.lab is None else lab.path})", file=out, flush=True)
         try:
             rt.start()
+        except StartError as exc:
+            print("daqhub: could not start the lab:", file=sys.stderr)
+            for iid, why in exc.causes.items():
+                print(f"  {iid}: {why}", file=sys.stderr)
+            return EXIT_FAIL
         except Exception as exc:
             print(f"daqhub: could not start the lab: {exc}", file=sys.stderr)
             return EXIT_FAIL
@@ -240,8 +288,7 @@ def run(args: Any, host: PluginHost, out: TextIO = sys.stdout) -> int:
         if serving is not None and not service.stop():
             print("daqhub: the data service did not stop within 5 s (a client stopped "
                   "reading)", file=sys.stderr)
-        for s, h in old.items():
-            signal.signal(s, h)
+    if plain:
+        view.print_state_changes()
     print_report(rt, report, out)
-    failed = any(i["state"] == "failed" for i in rt.health()["instruments"])
-    return EXIT_OK if report.ok and not failed else EXIT_FAIL
+    return EXIT_OK if report.ok else EXIT_FAIL

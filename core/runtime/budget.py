@@ -5,6 +5,14 @@ loses data, so a sampler thread records, per subsystem (V2 threads, the V4
 loop, the bridge, storage, shared-resource workers), CPU share, plus process
 memory, queue depths, rates, drops, restarts and reconnects. A configured
 budget turns an excess into an alarm. The history is saved with the session.
+
+The history stays bounded however long the run: the newest ``recent`` samples
+(a minute) are kept whole, with the per-resource detail; of the older ones one
+in ``first_stride`` is kept, cut to its key figures (CPU, memory, queue depths,
+restarts, reconnects), and whenever ``older`` of those fill up every other one is
+dropped and the stride doubles, so a day-long run keeps an evenly spaced sketch
+of itself in constant memory. (Keeping 3,600 whole samples grew RSS by 0.4 MB a
+minute for the first hour.)
 """
 
 from __future__ import annotations
@@ -42,16 +50,27 @@ def subsystem_of(thread_name: str) -> str:
     return "other"
 
 
+def summary(s: dict[str, Any]) -> dict[str, Any]:
+    """The key figures of a sample, for the thinned part of the history."""
+    return {"time": s["time"], "cpu_percent": s["cpu_percent"], "rss_mb": s["rss_mb"],
+            "queues": {k: q.get("depth", 0) for k, q in s.get("queues", {}).items()},
+            "restarts": s.get("restarts", 0), "reconnects": s.get("reconnects", 0)}
+
+
 class BudgetMonitor:
     """Samples every ``budget.interval_s``; ``probe()`` supplies queue/instrument figures."""
 
     def __init__(self, probe: Callable[[], dict[str, Any]], budget: Budget | None = None,
                  on_alarm: Callable[[str, str], None] | None = None,
-                 history: int = 3600) -> None:
+                 recent: int = 60, older: int = 600, first_stride: int = 10) -> None:
         self.probe = probe
         self.budget = budget or Budget()
         self.on_alarm = on_alarm or (lambda what, msg: None)
-        self.samples: deque[dict[str, Any]] = deque(maxlen=history)
+        self.samples: deque[dict[str, Any]] = deque(maxlen=recent)
+        self.older: list[dict[str, Any]] = []
+        self.older_capacity = older
+        self._stride = first_stride  # keep one in this many of the samples leaving ``samples``
+        self._leaving = 0
         self.alarms: list[dict[str, Any]] = []
         self._proc = psutil.Process()
         self._last_cpu: dict[int, float] = {}
@@ -100,9 +119,24 @@ class BudgetMonitor:
         self._last_cpu = seen
         s = {"time": time.time(), "cpu_percent": {k: round(v, 1) for k, v in cpu.items()},
              "rss_mb": round(rss, 1), **self.probe()}
+        if len(self.samples) == self.samples.maxlen:
+            self._retire(self.samples[0])
         self.samples.append(s)
         self._check(s)
         return s
+
+    def _retire(self, s: dict[str, Any]) -> None:
+        self._leaving += 1
+        if self._leaving % self._stride:
+            return
+        self.older.append(summary(s))
+        if len(self.older) >= self.older_capacity:
+            self.older = self.older[::2]
+            self._stride *= 2
+
+    def history(self) -> list[dict[str, Any]]:
+        """Every kept sample, oldest first (older ones as summaries)."""
+        return [*self.older, *self.samples]
 
     def _check(self, s: dict[str, Any]) -> None:
         b = self.budget

@@ -1,9 +1,14 @@
 """DualRuntimeManager: both flavors on the shared managers, health, phased shutdown.
 
 Start order: shared managers -> unified-stream consumers -> bridge -> V4 -> V2,
-so nothing produced is ever published to nobody. Shutdown runs in phases, each
-bounded, and the whole bounded by ``shutdown_timeout``:
+so nothing produced is ever published to nobody. An instrument that cannot be
+set up (unknown type, a port that will not open) does not stop the others from
+being tried: start() raises :class:`StartError` naming every one with its cause.
+Shutdown runs in phases, each bounded, and the whole bounded by
+``shutdown_timeout``:
 
+0. stop the routines and join them (a step in flight is abandoned, and the
+   routine recorded ``stopped``, not failed), so no command races the stop;
 1. signal both runtimes to stop;
 2. wait for the V4 actors (5 s by default), then for the V2 threads (5 s);
 3. force what did not stop: cancel actor tasks, close the hardware under
@@ -11,14 +16,19 @@ bounded, and the whole bounded by ``shutdown_timeout``:
 4. release shared resources: close every serial port and VISA session;
 5. drain the bridge, then flush and close every consumer (storage).
 
-It ends with a report: what stopped cleanly, what was forced, what leaked
-(threads still alive), which resources would not close, and counts per
-instrument and channel. A second ``shutdown()`` returns the same report.
+It ends with a report: one outcome per instrument and routine (see
+:mod:`.outcome`; only those that are ok are "clean"), what was forced, what
+leaked (threads still alive), which resources would not close, and counts per
+instrument and channel; ``budget.json`` (one per session) keeps it with the
+budget history and every instrument's events. A second ``shutdown()`` returns
+the same report.
 """
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
+import dataclasses
 import json
 import logging
 import threading
@@ -40,8 +50,13 @@ from ..storage import FlavorStorage, StorageSession
 from .bridge import MeasurementBridge
 from .broadcast import Broadcast, Subscription, SubscriptionClosed
 from .budget import Budget, BudgetMonitor
+from .health import InstrumentHealth
+from .notify import Notifier
+from .outcome import instrument_outcome, routine_outcome
+from .rates import RateWatch
 from .v2 import V2Runtime
 from .v4 import RestartPolicy, V4Runtime
+from .watchdog import LoopWatchdog
 
 log = logging.getLogger("daqhub.runtime")
 
@@ -52,6 +67,14 @@ class Sink(Protocol):
     def write(self, batch: pa.RecordBatch) -> None: ...
     def flush(self) -> None: ...
     def close(self) -> Any: ...
+
+
+class StartError(RuntimeError):
+    """Instruments that could not be set up, each with its own cause."""
+
+    def __init__(self, causes: Mapping[str, str]) -> None:
+        self.causes = dict(causes)
+        super().__init__("\n".join(f"{i}: {why}" for i, why in self.causes.items()))
 
 
 @dataclass
@@ -68,6 +91,9 @@ class ShutdownReport:
     leaked: list[str] = field(default_factory=list)
     unclosed_resources: list[str] = field(default_factory=list)
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    failed: list[str] = field(default_factory=list)  # "<id>: <why>" of what is not ok
+    instruments: list[dict[str, Any]] = field(default_factory=list)
+    routines: list[dict[str, Any]] = field(default_factory=list)
     sink_results: dict[str, Any] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     duration_s: float = 0.0
@@ -77,7 +103,8 @@ class ShutdownReport:
 
     @property
     def ok(self) -> bool:
-        return not (self.forced or self.leaked or self.unclosed_resources or self.errors)
+        return not (self.forced or self.leaked or self.unclosed_resources or self.errors
+                    or self.failed)
 
 
 def make_context(itype: InstrumentType, instrument_id: str, block: Mapping[str, Any],
@@ -146,9 +173,13 @@ class DualRuntimeManager:
         self.session_id = session_id
         self.phases = phases or PhaseTimeouts(total_s=lab.shutdown_timeout)
         self.stop_event = threading.Event()
-        self.alarms: list[dict[str, Any]] = []
+        # the newest alarms (a blocked loop's carries its stack); alarms_total counts all
+        self.alarms: collections.deque[dict[str, Any]] = collections.deque(maxlen=500)
+        self.alarms_total = 0
+        # reopen attempts at most 0.5 s apart: instruments resume within ~1 s of their port
         self.serial = serial or SerialPortManager(host.serial_url_packages(),
-                                                  default_timeout=lab.lock_timeout)
+                                                  default_timeout=lab.lock_timeout,
+                                                  reconnect_max_s=0.5)
         self.visa = visa or VisaSessionManager(lab.visa_lock_scope,  # type: ignore[arg-type]
                                                default_timeout=lab.lock_timeout)
         self.serial.add_listener(self._port_event)
@@ -160,7 +191,14 @@ class DualRuntimeManager:
         self.publisher: Broadcast[pa.RecordBatch] = Broadcast(
             "v4", stop=self.stop_event, on_alarm=self._alarm)
         self.v2 = V2Runtime(self.distributor, self._instrument_event)
-        self.v4 = V4Runtime(self.publisher, self._instrument_event, restart_policy)
+        self.v4 = V4Runtime(self.publisher, self._instrument_event,
+                            restart_policy or RestartPolicy.from_config(lab.restart))
+        self.notifier = Notifier(host, self._alarm)
+        self.rates = RateWatch(self._alarm)
+        self.watchdog = LoopWatchdog(
+            self.v4.loop, self.v4.thread, self.v4.runners, self._alarm,
+            bound_s=lab.loop_watchdog_s, checks=[self.notifier.check, self._check_rates])
+        self.state_changes: collections.deque[dict[str, Any]] = collections.deque(maxlen=1000)
         self.channels: dict[tuple[str, str], ChannelSpec] = {}
         self.types: dict[str, InstrumentType] = {}
         self.instrument_ports: dict[str, str] = {}
@@ -182,11 +220,14 @@ class DualRuntimeManager:
         self._report: ShutdownReport | None = None
         self._shutdown_lock = threading.Lock()
         self.started = False
+        self._announced = False
 
     # --- events -----------------------------------------------------------------------
 
-    def _alarm(self, what: str, message: str) -> None:
-        self.alarms.append({"time": time.time(), "what": what, "message": message})
+    def _alarm(self, what: str, message: str, extra: Mapping[str, Any] | None = None) -> None:
+        self.alarms_total += 1
+        self.alarms.append({"time": time.time(), "what": what, "message": message,
+                            **(extra or {})})
         log.warning("alarm: %s", message)
 
     def _plugin_failed(self, problem: PluginProblem) -> None:
@@ -195,20 +236,37 @@ class DualRuntimeManager:
 
     def _instrument_event(self, instrument_id: str, event: str, detail: str) -> None:
         log.info("%s: %s %s", instrument_id, event, detail)
-        self.host.notify("daqhub_instrument_event", instrument_id=instrument_id, event=event,
-                         detail=detail)
+        h = self.health_of(instrument_id)
+        if h is not None:
+            h.event(event, detail)
+        self.notifier.notify("daqhub_instrument_event", instrument_id=instrument_id,
+                             event=event, detail=detail)
+
+    def _state_changed(self, h: InstrumentHealth, old: str, new: str, reason: str) -> None:
+        self.state_changes.append({"time": time.time(), "id": h.id, "old": old, "new": new,
+                                   "reason": reason})
+
+    def _check_rates(self) -> None:
+        self.rates.check([(w.health, 1 / w.period) for w in self.v2.workers.values()]
+                         + [(r.health, 1 / r.period) for r in self.v4.runners.values()])
 
     def _port_event(self, ev: PortEvent) -> None:
-        self.host.notify("daqhub_resource_event", resource=ev.port, event=ev.kind,
-                         detail=ev.detail)
-        for iid, port in self.instrument_ports.items():
-            if port == ev.port:
-                self._instrument_event(iid, ev.kind, f"{ev.what} {ev.port}: {ev.detail}")
-                h = self.health_of(iid)
-                if h is not None and ev.kind == "reconnected":
-                    h.reconnects += 1
-                    if iid in self.v2.workers:  # retry its connect now, not after a backoff
-                        self.v2.workers[iid].wake.set()
+        """Tell plugins; on a reconnect, wake every instrument on the resource at once."""
+        self.notifier.notify("daqhub_resource_event", resource=ev.port, event=ev.kind,
+                             detail=ev.detail)
+        on_port = [i for i, port in self.instrument_ports.items() if port == ev.port]
+        if ev.kind == "reconnected":
+            for iid in on_port:
+                if iid in self.v2.workers:
+                    self.v2.workers[iid].wake_event.set()
+            self.v4.wake([i for i in on_port if i in self.v4.runners])
+        for iid in on_port:
+            detail = f"{ev.what} {ev.port}: {ev.detail}"
+            h = self.health_of(iid)
+            if h is not None:
+                h.event(f"port {ev.kind}", detail)
+            self.notifier.notify("daqhub_instrument_event", instrument_id=iid, event=ev.kind,
+                                 detail=detail)
 
     # --- building ---------------------------------------------------------------------
 
@@ -228,17 +286,30 @@ class DualRuntimeManager:
             raise RuntimeError("this runtime was already started")
         self.started = True
         try:
+            causes: dict[str, str] = {}
             for inst in self.lab.instruments():
                 if inst.block.get("enabled", True) is False:
                     continue
                 itype = self.host.instrument_type(inst.type, inst.flavor,
                                                   self.lab.providers.get(inst.type))
                 if itype is None:
-                    raise LookupError(f"instrument {inst.id}: type {inst.type} ({inst.flavor}) "
-                                      "is not installed")
+                    causes[inst.id] = f"type {inst.type} ({inst.flavor}) is not installed"
+                    continue
+                try:
+                    ctx = self._context(inst, itype)
+                except Exception as exc:  # each instrument reports its own cause
+                    causes[inst.id] = str(exc) or type(exc).__name__
+                    continue
                 self.types[inst.id] = itype
-                ctx = self._context(inst, itype)
-                (self.v2 if inst.flavor == "v2" else self.v4).add(itype, ctx, inst.poll_hz)
+                if inst.flavor == "v2":
+                    worker: Any = self.v2.add(itype, ctx, inst.poll_hz)
+                else:
+                    policy = dataclasses.replace(self.v4.policy, **inst.block.get("restart", {}))
+                    worker = self.v4.add(itype, ctx, inst.poll_hz, policy)
+                worker.health.listener = self._state_changed
+            if causes:
+                raise StartError(causes)
+            self.notifier.start()
             if self.use_storage:
                 self._open_storage()
             self.bridge = MeasurementBridge(self.channels, self.distributor, self.publisher,
@@ -255,10 +326,12 @@ class DualRuntimeManager:
                 st.start()
             self.bridge.start()
             # announced before any instrument runs, so no instrument event precedes it
-            self.host.notify("daqhub_session_started", session_id=self.session_id,
-                             output_dirs={f: str(d) for f, d in self.output_dirs().items()})
+            self.notifier.notify("daqhub_session_started", session_id=self.session_id,
+                                 output_dirs={f: str(d) for f, d in self.output_dirs().items()})
+            self._announced = True
             self.v4.start()
             self.v2.start()
+            self.watchdog.start()
             self.budget.start()
             for r in self.routines:
                 r.start()
@@ -388,8 +461,12 @@ class DualRuntimeManager:
         def left(cap: float) -> float:
             return max(0.0, min(cap, deadline - time.monotonic()))
 
-        # 1. signal both (routines first: they would only send commands into a shutdown)
+        # 0. routines first: they would only send commands into a shutdown
         self.routine_stop.set()
+        for r in self.routines:
+            if r.thread.ident is not None:
+                r.join(left(1.0))
+        # 1. signal both
         self.v4.signal_stop()
         self.v2.signal_stop()
         # 2. wait V4, then V2
@@ -405,8 +482,7 @@ class DualRuntimeManager:
         if v2_stuck:
             report.forced += [f"{i} (v2 thread, busy in {self.v2.workers[i].busy_in or '?'})"
                               for i in v2_stuck]
-        report.clean = [i for i in [*self.v4.runners, *self.v2.workers]
-                        if i not in v4_stuck and i not in v2_stuck]
+        self.watchdog.stop(left(1.0))
         # 4. release shared resources (this also wakes V2 threads hung in I/O)
         report.unclosed_resources += self.serial.close_all(left(3.0))
         report.unclosed_resources += self.visa.close_all(left(3.0))
@@ -434,22 +510,47 @@ class DualRuntimeManager:
                 report.errors.append(f"closing {name} failed: {exc}")
         self.budget.stop(left(1.0))
         for r in self.routines:
-            if not r.join(left(0.5)):
+            if r.thread.ident is not None and not r.join(left(0.5)):
                 report.leaked.append(f"routine thread for {r.state.instrument}")
         report.errors += self.plugin_failures
         report.counts = self.counts()
+        self._judge(report)
         report.duration_s = round(time.monotonic() - t0, 3)
-        for d in self.output_dirs().values():  # the budget history goes with the data
-            try:
-                (d / "budget.json").write_text(json.dumps(
-                    {"samples": list(self.budget.samples), "alarms": self.alarms,
-                     "health": [h["id"] for h in self.health()["instruments"]],
-                     "shutdown": report.as_dict()}, indent=1, default=str))
-            except OSError as exc:
-                report.errors.append(f"could not save budget.json in {d}: {exc}")
-        if self.started:
-            self.host.notify("daqhub_session_stopped", session_id=self.session_id,
-                             report=report.as_dict())
+        self._save_budget(report)
+        if self._announced:
+            self.notifier.notify("daqhub_session_stopped", session_id=self.session_id,
+                                 report=report.as_dict())
+        for stuck in self.notifier.close(left(1.0) + 0.5):  # a stuck plugin is its own fault
+            self._alarm("plugin", f"plugin {stuck} was still busy at shutdown")
         if self._plugin_failed in self.host.notify_listeners:
             self.host.notify_listeners.remove(self._plugin_failed)
         return report
+
+    def _judge(self, report: ShutdownReport) -> None:
+        """One outcome per instrument and routine; only the ok ones are clean."""
+        healths = [h for i in self.lab.instruments() if (h := self.health_of(i.id))]
+        report.instruments = [instrument_outcome(h, report.counts.get(h.id, {}))
+                              for h in healths]
+        report.routines = [routine_outcome(vars(r.state) | {"log": []}) for r in self.routines]
+        report.clean = [o["id"] for o in report.instruments if o["ok"]]
+        report.failed = [f"{o['id']}: {o['problem']}" for o in report.instruments
+                         if not o["ok"]]
+        report.failed += [f"routine {o['instrument']}: {o['problem']}" for o in report.routines
+                          if not o["ok"]]
+
+    def _save_budget(self, report: ShutdownReport) -> None:
+        """One budget.json per session, in the first flavor's session directory."""
+        dirs = list(self.output_dirs().values())
+        if not dirs:
+            return
+        try:
+            (dirs[0] / "budget.json").write_text(json.dumps(
+                {"session_id": self.session_id, "samples": self.budget.history(),
+                 "alarms": list(self.alarms), "alarms_total": self.alarms_total,
+                 "instruments": report.instruments,
+                 "routines": report.routines, "state_changes": list(self.state_changes),
+                 "shutdown": {k: v for k, v in report.as_dict().items()
+                              if k not in ("instruments", "routines")}},
+                indent=1, default=str))
+        except OSError as exc:
+            report.errors.append(f"could not save budget.json in {dirs[0]}: {exc}")

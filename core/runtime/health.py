@@ -5,13 +5,19 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 #: (instrument_id, event, detail) -> None; events: disconnected, reconnected, restarted, failed
 EventSink = Callable[[str, str, str], None]
+#: (health, old state, new state, reason) -> None, called on every change of state
+StateListener = Callable[["InstrumentHealth", str, str, str], None]
+
+#: states in which the instrument is cut off from its hardware (counted as time disconnected)
+DISCONNECTED_STATES = frozenset({"reconnecting", "restarting"})
+EVENT_HISTORY = 200  # the newest events kept per instrument (the total is counted)
 
 
 @dataclass
@@ -24,9 +30,20 @@ class InstrumentHealth:
     errors: int = 0
     restarts: int = 0
     reconnects: int = 0
+    #: the error the instrument is in now (cleared when it recovers) ...
     last_error: str = ""
+    #: ... and the last one it ever had (for the final report)
+    last_error_seen: str = ""
     last_value: str = ""
     last_timestamp_ns: int = 0
+    connected: bool = False        # reached ``running`` at least once
+    events_total: int = 0
+    event_counts: Counter[str] = field(default_factory=Counter, repr=False)
+    events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=EVENT_HISTORY),
+                                          repr=False)
+    listener: StateListener | None = field(default=None, repr=False)
+    _down_since: float | None = field(default=None, repr=False)
+    _down_total: float = field(default=0.0, repr=False)
     _recent: deque[float] = field(default_factory=lambda: deque(maxlen=64), repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -43,17 +60,47 @@ class InstrumentHealth:
         with self._lock:
             self._recent.append(time.monotonic())
 
-    def running(self) -> None:
+    def running(self, reason: str = "") -> None:
         """The instrument works (again): an error it recovered from is no longer its state."""
-        with self._lock:
-            if self.state in RECOVERING:
-                self.last_error = ""
-            self.state = "running"
+        self.set_state("running", reason)
 
     def error(self, message: str) -> None:
         with self._lock:
             self.errors += 1
-            self.last_error = message
+            self.last_error = self.last_error_seen = message
+
+    def set_state(self, state: str, reason: str = "") -> None:
+        """Change state (a no-op when unchanged); the listener hears each change once."""
+        with self._lock:
+            old = self.state
+            if state == old:
+                return
+            self.state = state
+            now = time.monotonic()
+            if state == "running":
+                self.connected = True
+                if old in RECOVERING:  # the live view shows what is wrong now, not what was
+                    self.last_error = ""
+            if state in DISCONNECTED_STATES and self._down_since is None:
+                self._down_since = now
+            elif state not in DISCONNECTED_STATES and self._down_since is not None:
+                self._down_total += now - self._down_since
+                self._down_since = None
+        if self.listener is not None:
+            self.listener(self, old, state, reason)
+
+    def event(self, kind: str, detail: str) -> None:
+        """Record a lifecycle event (disconnected, reconnected, restarted, failed...)."""
+        with self._lock:
+            self.events_total += 1
+            self.event_counts[kind] += 1
+            self.events.append({"time": time.time(), "event": kind, "detail": detail})
+
+    def disconnected_s(self) -> float:
+        """Seconds spent cut off from the hardware (reconnecting or restarting) so far."""
+        with self._lock:
+            ongoing = time.monotonic() - self._down_since if self._down_since else 0.0
+            return self._down_total + ongoing
 
     def rate_hz(self) -> float:
         """Polls per second over the last few polls (0 when stale for 5 s)."""
@@ -70,7 +117,10 @@ class InstrumentHealth:
                     "measurements": self.measurements, "errors": self.errors,
                     "restarts": self.restarts, "reconnects": self.reconnects,
                     "last_error": self.last_error, "last_value": self.last_value,
-                    "last_timestamp_ns": self.last_timestamp_ns, "rate_hz": round(rate, 2)}
+                    "last_timestamp_ns": self.last_timestamp_ns, "rate_hz": round(rate, 2),
+                    "connected": self.connected,
+                    "disconnected_s": round(self._down_total + (
+                        time.monotonic() - self._down_since if self._down_since else 0.0), 2)}
 
 
 #: states an instrument leaves when it works again

@@ -47,8 +47,8 @@ class V2Worker:
         self.commands: queue.Queue[tuple[str, tuple[Any, ...], dict[str, Any], Future[Any]]] = \
             queue.Queue(maxsize=max_commands)
         self.stop_event = threading.Event()
-        #: cuts a reconnect backoff short (stop, or the instrument's port came back)
-        self.wake = threading.Event()
+        self.wake_event = threading.Event()  # set by a reconnect of its resource, or a stop
+        self._retry = RETRY_FIRST_S
         self.instrument: V2Instrument | None = None
         self.thread = threading.Thread(target=self._main, name=f"daqhub-v2:{self.id}",
                                        daemon=True)
@@ -72,7 +72,6 @@ class V2Worker:
     # --- the thread -------------------------------------------------------------------
 
     def _main(self) -> None:
-        retry = RETRY_FIRST_S
         while not self.stop_event.is_set():
             try:
                 self.busy_in = "connect"
@@ -84,15 +83,12 @@ class V2Worker:
                 inst.connect()
             except Exception as exc:
                 self._failed_attempt(f"connect failed: {exc}")
-                self.wake.wait(retry)
-                self.wake.clear()
-                retry = min(retry * 2, RETRY_MAX_S)
+                self._back_off()
                 continue
             if self.health.state in ("reconnecting", "error"):
                 self.health.reconnects += 1
                 self.events(self.id, "reconnected", "")
-            self.health.running()
-            retry = RETRY_FIRST_S
+            self.health.set_state("running", "connected")
             try:
                 self._loop(inst)
             finally:
@@ -102,13 +98,22 @@ class V2Worker:
                 except Exception as exc:  # closing a broken device must not hide why it broke
                     self.health.error(f"close failed: {exc}")
                 self.busy_in = ""
+            if not self.stop_event.is_set():
+                self._back_off()
         self._reject_pending("shutting down")
-        self.health.state = "stopped"
+        self.health.set_state("stopped", "shut down")
+
+    def _back_off(self) -> None:
+        """Wait before reopening: until the resource is back (a reconnect wakes every
+        instrument on it) or the backoff, which only a successful read resets, runs out."""
+        self.wake_event.wait(self._retry)
+        self.wake_event.clear()
+        self._retry = min(self._retry * 2, RETRY_MAX_S)
 
     def _failed_attempt(self, message: str) -> None:
         self.health.error(message)
         if self.health.state != "reconnecting":
-            self.health.state = "reconnecting"
+            self.health.set_state("reconnecting", message)
             self.events(self.id, "disconnected", message)
 
     def _loop(self, inst: V2Instrument) -> None:
@@ -139,11 +144,12 @@ class V2Worker:
                 if consecutive_errors >= 3:
                     self._failed_attempt(f"{consecutive_errors} reads failed in a row: {exc}")
                     return  # close and reconnect through _main
-                self.health.state = "error"
+                self.health.set_state("error", f"read failed: {exc}")
                 continue
+            self._retry = RETRY_FIRST_S
             if consecutive_errors:
                 consecutive_errors = 0
-                self.health.running()
+                self.health.set_state("running", "reads succeed again")
             if batch:
                 last = batch[-1]
                 self.health.produced(len(batch), describe_value(last.data), last.timestamp_ns)
@@ -200,14 +206,15 @@ class V2Runtime:
     def signal_stop(self) -> None:
         for w in self.workers.values():
             w.stop_event.set()
-            w.wake.set()
+            w.wake_event.set()
 
     def wait(self, timeout: float) -> list[str]:
-        """Join every worker within ``timeout`` in total; ids of those still running."""
+        """Join every started worker within ``timeout`` in total; ids of those still running."""
         deadline = time.monotonic() + timeout
-        for w in self.workers.values():
+        started = [w for w in self.workers.values() if w.thread.ident is not None]
+        for w in started:
             w.thread.join(max(0.0, deadline - time.monotonic()))
-        return [w.id for w in self.workers.values() if w.thread.is_alive()]
+        return [w.id for w in started if w.thread.is_alive()]
 
     def call(self, instrument_id: str, method: str, *args: Any, timeout: float = 30.0,
              **kwargs: Any) -> Any:

@@ -6,8 +6,14 @@ its own methods at once. Control messages (``stop``, ``abort`` ...) sit in a
 separate lane served before routine ones, so a stop never waits behind a queue
 of position requests.
 
-Supervision: an actor whose factory, ``start`` or ``read`` raises (or overruns its time)
-is closed and restarted with exponential backoff; after ``max_restarts`` restarts within
+Supervision, alike for both flavors: what goes wrong with the device or its link
+is not a crash. A read that raises a device error (:data:`DEVICE_ERRORS`: a
+garbled or truncated reply, a reply timeout) or overruns ``read_timeout_s`` (it
+is cancelled) counts as an error and polling goes on; three in a row, or a lost
+connection, close the actor and start it again when its resource is back
+(state ``reconnecting``, woken at once by the resource's reconnect, else retried
+with backoff), like a v2 worker. Only a crash (any other exception) restarts the
+actor with exponential backoff; after ``max_restarts`` restarts within
 ``window_s`` it is marked failed and reported while the others keep running. A command
 (any other public method) that raises or overruns ``call_timeout_s`` fails only that
 command: its caller gets the exception, health records it, and the actor is not restarted
@@ -21,20 +27,34 @@ import collections
 import concurrent.futures
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
-from ..instrument import CommandRejected, UnknownCommandError, V4Actor, public_methods
+from ..instrument import (
+    CommandRejected,
+    DriverError,
+    UnknownCommandError,
+    V4Actor,
+    public_methods,
+)
+from ..measurement import DataError
+from ..resources import ResourceError
 from ..schema import describe, with_source
 from ..specs import InstrumentContext, InstrumentType
 from .broadcast import Broadcast, SubscriptionClosed
 from .health import EventSink, InstrumentHealth, si_text
+from .v2 import RETRY_FIRST_S, RETRY_MAX_S
 
 DataPublisher = Broadcast  # V4 producers publish Arrow record batches
 
 CONTROL_METHODS = frozenset({"stop", "abort", "halt", "emergency_stop"})
+#: failures of the device or its link (bad or missing replies, a lost port): never a crash
+DEVICE_ERRORS: tuple[type[BaseException], ...] = (DriverError, DataError, ResourceError,
+                                                  TimeoutError, OSError)
+READS_BEFORE_RECONNECT = 3  # consecutive failed reads that make the runner reopen the device
 
 
 @dataclass(frozen=True)
@@ -47,6 +67,11 @@ class RestartPolicy:
     read_timeout_s: float = 10.0
     call_timeout_s: float = 60.0
 
+    @classmethod
+    def from_config(cls, d: Mapping[str, Any]) -> RestartPolicy:
+        """From a lab's ``[daqhub.restart]`` merged with an instrument's ``restart`` table."""
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
 
 class MailboxFull(CommandRejected):
     pass
@@ -54,6 +79,10 @@ class MailboxFull(CommandRejected):
 
 class ActorFailed(CommandRejected):
     pass
+
+
+class DeviceLost(ConnectionError):
+    """Reads keep failing: the runner closes the actor and reopens it (not a crash)."""
 
 
 @dataclass
@@ -119,6 +148,9 @@ class ActorRunner:
         self.stopping = False
         self.busy_in = ""
         self._restart_times: collections.deque[float] = collections.deque()
+        self.wake = asyncio.Event()  # set by a reconnect of its resource, or a stop
+        self.blocked_since = 0.0    # set by the watchdog: this actor blocks the loop since
+        self._retry = RETRY_FIRST_S
 
     async def run(self) -> None:
         backoff = self.policy.backoff_first_s
@@ -131,11 +163,34 @@ class ActorRunner:
                                     f"{type(actor).__name__}, not a V4Actor")
                 self.busy_in = "start"
                 await asyncio.wait_for(actor.start(), self.policy.start_timeout_s)
-                self.health.running()
+                if self.health.state == "reconnecting":
+                    self.health.reconnects += 1
+                    self.events(self.id, "reconnected", "")
+                self.health.set_state("running", "started")
                 backoff = self.policy.backoff_first_s
                 await self._serve(actor)
             except asyncio.CancelledError:
                 raise
+            except DEVICE_ERRORS as exc:  # the device or its link, not the actor: reconnect
+                what = "connect" if self.busy_in == "start" else self.busy_in or "actor"
+                message = str(exc) if isinstance(exc, DeviceLost) else \
+                    f"{what} failed: {exc or type(exc).__name__}"
+                if not isinstance(exc, DeviceLost):
+                    self.health.error(message)
+                if self.stopping:
+                    break
+                if self.health.state != "reconnecting":
+                    self.health.set_state("reconnecting", message)
+                    self.events(self.id, "disconnected", message)
+                await self._close(actor)
+                actor = None
+                try:  # until the resource is back, or the backoff (reset by a good read) ends
+                    async with asyncio.timeout(self._retry):
+                        await self.wake.wait()
+                except TimeoutError:
+                    pass
+                self.wake.clear()
+                self._retry = min(self._retry * 2, RETRY_MAX_S)
             except Exception as exc:
                 self.health.error(f"{self.busy_in or 'actor'} failed: {exc!r}"
                                   if isinstance(exc, TimeoutError) else
@@ -147,30 +202,57 @@ class ActorRunner:
                 while self._restart_times and now - self._restart_times[0] > self.policy.window_s:
                     self._restart_times.popleft()
                 if len(self._restart_times) > self.policy.max_restarts:
-                    self.health.state = "failed"
+                    self.health.set_state("failed", f"{self.policy.max_restarts} restarts "
+                                          f"within {self.policy.window_s:g} s; last error: {exc}")
                     self.events(self.id, "failed",
                                 f"{self.policy.max_restarts} restarts within "
                                 f"{self.policy.window_s:g} s; last error: {exc}")
                     self._fail_messages(f"actor {self.id} failed: {exc}")
                     return
-                self.health.state = "restarting"
+                self.health.set_state("restarting", f"crashed: {exc}")
                 self.health.restarts += 1
                 self.events(self.id, "restarted", f"after error: {exc}; retry in {backoff:.2f} s")
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.policy.backoff_max_s)
             finally:
-                if actor is not None:
-                    self.busy_in = "close"
-                    try:
-                        await asyncio.wait_for(actor.close(), self.policy.start_timeout_s)
-                    except Exception as exc:  # a broken actor's close must not mask why
-                        self.health.error(f"close failed: {exc}")
-                    self.busy_in = ""
+                await self._close(actor)
         self._fail_messages(f"{self.id} is shutting down")
-        self.health.state = "stopped"
+        self.health.set_state("stopped", "shut down")
+
+    async def _close(self, actor: V4Actor | None) -> None:
+        if actor is None:
+            return
+        self.busy_in = "close"
+        try:
+            await asyncio.wait_for(actor.close(), self.policy.start_timeout_s)
+        except Exception as exc:  # a broken actor's close must not mask why
+            self.health.error(f"close failed: {exc}")
+        self.busy_in = ""
+
+    async def _read(self, actor: V4Actor) -> list[pa.RecordBatch] | None:
+        """One poll; None when it failed (counted as an error, polling goes on)."""
+        self.busy_in = "read"
+        self.blocked_since = 0.0
+        deadline = asyncio.timeout(self.policy.read_timeout_s)  # no task per poll
+        try:
+            async with deadline:
+                return await actor.read()
+        except TimeoutError:
+            if not deadline.expired():  # the driver's own timeout (a reply), not ours
+                raise
+            raise TimeoutError(f"did not finish within {self.policy.read_timeout_s:g} s and "
+                               f"was cancelled") from None
+        finally:
+            self.busy_in = ""
+            if self.blocked_since:  # noticed by the watchdog while this read ran
+                self.health.error(f"read blocked the event loop for "
+                                  f"{time.monotonic() - self.blocked_since:.1f} s (a blocking "
+                                  "call in an async method)")
+                self.blocked_since = 0.0
 
     async def _serve(self, actor: V4Actor) -> None:
         next_poll = time.monotonic()
+        failed_reads = 0
         while not self.stopping:
             msg = self.mailbox.take()
             if msg is not None:
@@ -187,23 +269,37 @@ class ActorRunner:
             next_poll += self.period
             if next_poll < time.monotonic():
                 next_poll = time.monotonic() + self.period
-            self.busy_in = "read"
-            async with asyncio.timeout(self.policy.read_timeout_s):  # no task per poll
-                batches = await actor.read()
-            self.busy_in = ""
+            try:
+                batches = await self._read(actor)
+            except ConnectionError:
+                raise  # the link is gone: reopen when it is back
+            except DEVICE_ERRORS as exc:
+                failed_reads += 1
+                message = f"read failed: {exc or type(exc).__name__}"
+                self.health.error(message)
+                if failed_reads >= READS_BEFORE_RECONNECT:
+                    raise DeviceLost(f"{failed_reads} reads failed in a row: {exc}") from exc
+                self.health.set_state("error", message)
+                continue
+            self._retry = RETRY_FIRST_S
             self.health.polled()
-            for b in batches:
+            if failed_reads:
+                failed_reads = 0
+                self.health.set_state("running", "reads succeed again")
+            rows, last_text, last_ts = 0, "", 0
+            for b in batches or ():
                 if b.num_rows == 0:
                     continue
-                ts = b.column("timestamp_ns")
-                last = b.column("value")[b.num_rows - 1]
-                self.health.produced(b.num_rows, _short(last, describe(b.schema)[1].unit),
-                                     ts[b.num_rows - 1].as_py())
+                rows += b.num_rows
+                last_ts = b.column("timestamp_ns")[b.num_rows - 1].as_py()
+                last_text = _short(b.column("value")[b.num_rows - 1], describe(b.schema)[1].unit)
                 try:
                     await self.publisher.apublish(with_source(b, "v4"))
                 except SubscriptionClosed as exc:
                     self.health.error(str(exc))
                     return
+            if rows:
+                self.health.produced(rows, last_text, last_ts)
 
     async def _handle(self, actor: V4Actor, msg: _Message) -> None:
         fut = msg.future
@@ -221,6 +317,9 @@ class ActorRunner:
             if asyncio.iscoroutine(result):
                 result = await asyncio.wait_for(result, self.policy.call_timeout_s)
         except Exception as exc:
+            if isinstance(exc, TimeoutError) and not str(exc):  # our call_timeout_s
+                exc = TimeoutError(f"{self.id}.{msg.method} did not finish within "
+                                   f"{self.policy.call_timeout_s:g} s and was cancelled")
             self.health.error(f"{msg.method} failed: {exc}")
             if fut:
                 fut.set_exception(exc)
@@ -258,8 +357,9 @@ class V4Runtime:
         self.thread = threading.Thread(target=self._main, name="daqhub-v4-loop", daemon=True)
         self._started = threading.Event()
 
-    def add(self, itype: InstrumentType, ctx: InstrumentContext, poll_hz: float) -> ActorRunner:
-        r = ActorRunner(itype, ctx, poll_hz, self.publisher, self.events, self.policy)
+    def add(self, itype: InstrumentType, ctx: InstrumentContext, poll_hz: float,
+            policy: RestartPolicy | None = None) -> ActorRunner:
+        r = ActorRunner(itype, ctx, poll_hz, self.publisher, self.events, policy or self.policy)
         self.runners[r.id] = r
         return r
 
@@ -328,11 +428,20 @@ class V4Runtime:
                                f"the message within 5 s (the loop is blocked; busy in "
                                f"{runner.busy_in or 'nothing known'!r})") from None
 
+    def wake(self, ids: list[str]) -> None:
+        """The named actors' resource is back: end their reconnect waits now."""
+        def wake_all() -> None:
+            for i in ids:
+                self.runners[i].wake.set()
+        if self.loop.is_running():
+            self.loop.call_soon_threadsafe(wake_all)
+
     def signal_stop(self) -> None:
         def stop_all() -> None:
             for r in self.runners.values():
                 r.stopping = True
                 r.mailbox.arrived.set()
+                r.wake.set()
         if self.loop.is_running():
             self.loop.call_soon_threadsafe(stop_all)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import types
 
 import pytest
-from runtime_fakes import PRODUCED, RELEASE, FlakyV4, _types
+from runtime_fakes import PRODUCED, RELEASE, BlockingV4, FlakyV4, OnCueV4, _types
 
 from daqhub.hookspecs import hookimpl
 from daqhub.host import PluginHost
@@ -25,6 +25,8 @@ def _release_hung_drivers():
     RELEASE.clear()
     PRODUCED.clear()
     FlakyV4.crashed.clear()
+    BlockingV4.returned_at.clear()
+    OnCueV4.cue.clear()
     yield
     RELEASE.set()
 

@@ -35,6 +35,10 @@ class CounterV2(V2Instrument):
     def add(self, a: int, b: int) -> int:
         return a + b
 
+    def dwell(self, seconds: float) -> None:
+        """A command that takes a while (a move waited for)."""
+        time.sleep(seconds)
+
 
 class CounterV4(V4Actor):
     async def start(self) -> None:
@@ -69,6 +73,18 @@ class FlakyV4(CounterV4):
         return await super().read()
 
 
+class OnCueV4(CounterV4):
+    """Crashes once when the test gives the cue (so something is announced then)."""
+
+    cue = threading.Event()
+
+    async def read(self):
+        if OnCueV4.cue.is_set() and self.id not in FlakyV4.crashed:
+            FlakyV4.crashed.add(self.id)
+            raise RuntimeError("crashed on cue")
+        return await super().read()
+
+
 class HangV2(CounterV2):
     def read(self) -> list[Measurement]:
         RELEASE.wait(60)  # a driver stuck in a call that never returns (until the test ends)
@@ -81,11 +97,32 @@ class SlowStartV4(CounterV4):
         await super().start()
 
 
+class BlockingV4(CounterV4):
+    """Calls blocking code in read() once (its 5th poll): the whole event loop stalls."""
+
+    returned_at: dict[str, float] = {}
+
+    async def read(self):
+        if self.n == 4 and self.id not in BlockingV4.returned_at:
+            time.sleep(2)
+            BlockingV4.returned_at[self.id] = time.monotonic()
+        return await super().read()
+
+
+class SlowReadV4(CounterV4):
+    async def read(self):
+        await asyncio.sleep(0.05)  # at most 20 polls a second, whatever is asked
+        return await super().read()
+
+
 def _types() -> list[InstrumentType]:
     out = []
     for name, flavor, cls in [("test.counter", "v2", CounterV2), ("test.counter", "v4", CounterV4),
                               ("test.crash", "v4", CrashV4), ("test.flaky", "v4", FlakyV4),
-                              ("test.hang", "v2", HangV2), ("test.slow", "v4", SlowStartV4)]:
+                              ("test.hang", "v2", HangV2), ("test.slow", "v4", SlowStartV4),
+                              ("test.blocking", "v4", BlockingV4),
+                              ("test.slowread", "v4", SlowReadV4),
+                              ("test.oncue", "v4", OnCueV4)]:
         out.append(InstrumentType(name, flavor, "none", cls, CHANNELS, f"{name} for tests",
                                   capabilities=("Readable",)))
     return out

@@ -204,5 +204,32 @@ def test_a_v4_command_sent_right_after_start_waits_for_the_actor(host, tmp_path)
     rt.start()
     try:
         assert rt.call("c", "add", 4, 5, timeout=10) == 9  # queued, served once it is up
+        wait_for(lambda: rt.health_of("c").measurements > 0, what="a sample (a clean run)")
     finally:
         assert rt.shutdown().ok
+
+
+@pytest.mark.timeout(30)
+def test_a_routine_step_in_flight_at_shutdown_is_stopped_not_failed(host, tmp_path) -> None:
+    lab = make_lab(host, tmp_path, v2=[("a", "test.counter")], v4=[],
+                   extra='[[routines]]\ninstrument = "a"\nsteps = [["dwell", 1.5]]\n')
+    rt = DualRuntimeManager(lab, host)
+    rt.start()
+    wait_for(lambda: rt.v2.workers["a"].busy_in == "dwell", what="the step in flight")
+    report = rt.shutdown()
+    assert report.routines[0]["state"] == "stopped" and report.ok, report.as_dict()
+
+
+def test_budget_history_stays_bounded_and_spans_the_run() -> None:
+    from daqhub.runtime.budget import BudgetMonitor
+
+    mon = BudgetMonitor(lambda: {"queues": {"bridge": {"depth": 1, "capacity": 9}},
+                                 "resources": {"big": "x" * 1000}},
+                        recent=5, older=10, first_stride=2)
+    for _ in range(400):
+        mon.sample()
+    history = mon.history()
+    assert len(history) <= 15 and len(mon.samples) == 5
+    assert "resources" not in history[0] and history[0]["queues"] == {"bridge": 1}
+    times = [s["time"] for s in history]
+    assert times == sorted(times)

@@ -1,0 +1,64 @@
+"""What a run achieved, per instrument and per routine: the basis of the exit code.
+
+A lab reads the exit code and the report the morning after, so neither may
+call a run clean that was not: an instrument is *ok* only when it connected,
+had samples stored and ended ``stopped``; a routine only when it completed or
+was stopped by the shutdown. Everything else is named with its reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .health import InstrumentHealth
+
+
+def instrument_outcome(h: InstrumentHealth, stored: Mapping[str, int]) -> dict[str, Any]:
+    """One instrument's final record; ``stored`` is its samples per channel in the stream."""
+    samples = sum(stored.values())
+    snap = h.snapshot()
+    if not h.connected:
+        problem = "never connected"
+    elif h.state == "failed":
+        problem = "failed"
+    elif h.state != "stopped":
+        problem = f"did not stop (left {h.state})"
+    elif samples == 0 and h.measurements:
+        problem = f"none of its {h.measurements} samples was accepted"
+    elif samples == 0:
+        problem = "produced no data"
+    else:
+        problem = ""
+    return {"id": h.id, "flavor": h.flavor, "type": h.type, "state": h.state,
+            "samples": samples, "produced": h.measurements, "errors": h.errors,
+            "restarts": h.restarts, "reconnects": h.reconnects,
+            "disconnected_s": snap["disconnected_s"], "last_error": h.last_error_seen,
+            "ok": not problem, "problem": problem, "events_total": h.events_total,
+            "event_counts": dict(h.event_counts),
+            "events": list(h.events)}
+
+
+def routine_outcome(state: Mapping[str, Any]) -> dict[str, Any]:
+    """A routine is fine when it completed or was stopped; anything else is named."""
+    st = state["state"]
+    problem = "" if st in ("done", "stopped") else \
+        (f"failed: {state['error']}" if st == "failed" else f"did not finish (left {st})")
+    return {**state, "ok": not problem, "problem": problem}
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def report_line(o: Mapping[str, Any]) -> str:
+    """``stage (v2): stopped, 120 samples, 0 errors, ... - last error: ...``"""
+    plural = _plural
+    text = (f"{o['id']} ({o['flavor']}): {o['state']}, {plural(o['samples'], 'sample')}, "
+            f"{plural(o['errors'], 'error')}, {plural(o['restarts'], 'restart')}, "
+            f"{plural(o['reconnects'], 'reconnect')}, {o['disconnected_s']:.1f} s disconnected")
+    if o["last_error"]:
+        text += f"; last error: {o['last_error']}"
+    if o["problem"]:
+        text += f"  <- NOT OK: {o['problem']}"
+    return text

@@ -1,0 +1,107 @@
+"""The watchdog: notices what would otherwise freeze a run silently.
+
+Every v4 actor shares one event loop, so one blocking call in one actor (a
+``time.sleep`` in ``read()``, a synchronous driver call) stops them all. The
+watchdog thread posts a heartbeat to the loop every ``tick_s``; when one has
+not run within ``bound_s`` the loop is blocked, and the alarm names the actor
+whose task is running (or, for a plain callback, says so) with the loop
+thread's stack. The actor's poll is then counted as an error when it returns.
+
+The same thread runs the other periodic checks of a run (slow plugin hooks,
+instruments below their requested rate), so none of them needs its own thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .v4 import ActorRunner
+
+Alarm = Callable[[str, str, dict[str, Any]], None]
+DEFAULT_BOUND_S = 0.3
+
+
+class LoopWatchdog:
+    def __init__(self, loop: asyncio.AbstractEventLoop, loop_thread: threading.Thread,
+                 runners: Mapping[str, ActorRunner], on_alarm: Alarm, *,
+                 bound_s: float = DEFAULT_BOUND_S, tick_s: float = 0.05,
+                 checks: list[Callable[[], None]] | None = None) -> None:
+        self.loop = loop
+        self.loop_thread = loop_thread
+        self.runners = runners
+        self.on_alarm = on_alarm
+        self.bound_s = bound_s
+        self.tick_s = min(tick_s, bound_s / 3)
+        self.checks = list(checks or [])
+        self.blocked = 0          # episodes seen
+        self._sent = 0.0          # when the pending heartbeat was posted (0: none pending)
+        self._episode = False
+        self._culprit: ActorRunner | None = None
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._main, name="daqhub-watchdog", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self, timeout: float = 1.0) -> bool:
+        self._stop.set()
+        if self.thread.ident is not None:
+            self.thread.join(timeout)
+        return not self.thread.is_alive()
+
+    def _beat(self) -> None:
+        self._sent = 0.0
+
+    def _main(self) -> None:
+        while not self._stop.wait(self.tick_s):
+            self._watch_loop()
+            for check in self.checks:
+                check()
+
+    def _watch_loop(self) -> None:
+        if not self.loop.is_running():
+            return
+        now = time.monotonic()
+        if not self._sent:
+            self._episode, self._culprit = False, None
+            self._sent = now
+            try:
+                self.loop.call_soon_threadsafe(self._beat)
+            except RuntimeError:  # the loop closed meanwhile
+                self._sent = 0.0
+            return
+        stalled = now - self._sent
+        if stalled < self.bound_s:
+            return
+        if not self._episode:  # once per episode, so a read that returned is not blamed twice
+            self._episode = True
+            self.blocked += 1
+            self._culprit = self._running_actor()
+            if self._culprit is not None:
+                self._culprit.blocked_since = self._sent
+            self._alarm(stalled)
+
+    def _running_actor(self) -> ActorRunner | None:
+        task = asyncio.current_task(self.loop)  # only reads the loop's current-task entry
+        name = task.get_name() if task is not None else ""
+        return next((r for r in self.runners.values() if r.task is task and task), None) \
+            if name.startswith("daqhub-v4:") else None
+
+    def _alarm(self, stalled: float) -> None:
+        frame = sys._current_frames().get(self.loop_thread.ident or -1)
+        stack = "".join(traceback.format_stack(frame)) if frame is not None else ""
+        where = traceback.extract_stack(frame)[-1] if frame is not None else None
+        at = f" at {where.filename}:{where.lineno} in {where.name}" if where else ""
+        r = self._culprit
+        if r is not None:
+            what, who = f"loop:{r.id}", f"v4 actor {r.id} (in {r.busy_in or 'its poll loop'})"
+        else:
+            what, who = "loop", "a callback outside any actor"
+        self.on_alarm(what, f"event loop blocked for over {stalled:.2f} s by {who}{at}; every "
+                      "v4 instrument waits meanwhile", {"stack": stack})

@@ -1,0 +1,108 @@
+"""Nothing a plugin or a driver does can freeze the runtime unnoticed."""
+
+from __future__ import annotations
+
+import threading
+import time
+import types
+
+import pytest
+from runtime_fakes import PRODUCED, RELEASE, BlockingV4, OnCueV4, make_lab, wait_for
+
+from daqhub.hookspecs import hookimpl
+from daqhub.runtime.dual import DualRuntimeManager, PhaseTimeouts
+from daqhub.runtime.v4 import RestartPolicy
+
+FAST = RestartPolicy(max_restarts=3, window_s=60, backoff_first_s=0.01, backoff_max_s=0.05)
+
+
+def rate(iid: str, seconds: float) -> float:
+    before = PRODUCED.get(iid, 0)
+    time.sleep(seconds)  # the measurement window itself
+    return (PRODUCED.get(iid, 0) - before) / seconds
+
+
+@pytest.mark.timeout(60)
+def test_a_hook_that_sleeps_30_s_delays_only_itself(host, tmp_path) -> None:
+    entered = threading.Event()
+
+    def alerting(instrument_id: str, event: str, detail: str) -> None:
+        entered.set()
+        RELEASE.wait(30)  # the mail server that never answers
+
+    plugin = types.SimpleNamespace(daqhub_instrument_event=hookimpl(alerting))
+    assert host.register(plugin, "mailer", "mailer", "1")
+    lab = make_lab(host, tmp_path, v2=[("a", "test.counter")],
+                   v4=[("c", "test.counter"), ("cue", "test.oncue")], poll_hz=50)
+    before = {t.name for t in threading.enumerate()}
+    rt = DualRuntimeManager(lab, host, restart_policy=FAST,
+                            phases=PhaseTimeouts(v4_s=2, v2_s=2, total_s=6))
+    rt.start()
+    try:
+        wait_for(lambda: PRODUCED.get("c", 0) > 10, what="polling")
+        base = rate("a", 3.0), rate("c", 3.0)  # on this machine, now, without the hook
+        OnCueV4.cue.set()  # cue's crash is announced: the hook falls asleep
+        assert entered.wait(10)
+        wait_for(lambda: any(a["what"] == "plugin:mailer" for a in rt.alarms), timeout=5,
+                 what="an alarm naming the plugin")
+        hooked = rate("a", 3.0), rate("c", 3.0)
+        assert hooked[0] >= 0.9 * base[0] and hooked[1] >= 0.9 * base[1], (base, hooked)
+        assert min(base) > 25, base  # and the instruments did poll at a real rate
+    finally:
+        t0 = time.monotonic()
+        report = rt.shutdown()
+        took = time.monotonic() - t0
+    assert took < 6 + 1.5 and report.ok, report.as_dict()
+    assert any("mailer" in a["message"] and "busy at shutdown" in a["message"]
+               for a in rt.alarms), rt.alarms
+    left = {t.name for t in threading.enumerate()} - before
+    # the event loop and every instrument thread ended; only the plugin's own delivery
+    # thread is still inside its hook (a thread cannot be killed), and it is named above
+    assert left <= {"daqhub-notify:mailer"}, left
+    assert not rt.v4.thread.is_alive()
+
+
+@pytest.mark.timeout(60)
+def test_a_v4_read_calling_time_sleep_is_named_and_counted(host, tmp_path) -> None:
+    lab = make_lab(host, tmp_path, v2=[], v4=[("blocker", "test.blocking"),
+                                              ("ok", "test.counter")], poll_hz=50)
+    rt = DualRuntimeManager(lab, host, restart_policy=FAST)
+    rt.start()
+    try:
+        wait_for(lambda: "blocker" in BlockingV4.returned_at, timeout=20,
+                 what="the blocking read to return")
+        at = PRODUCED.get("ok", 0)
+        wait_for(lambda: PRODUCED.get("ok", 0) >= at + 5, timeout=1.0,
+                 what="the other actor to poll again as soon as the loop is free")
+        alarm = next(a for a in rt.alarms if a["what"] == "loop:blocker")
+        assert "v4 actor blocker (in read)" in alarm["message"]
+        assert "time.sleep(2)" in alarm["stack"]
+        h = rt.health_of("blocker")
+        assert h.errors == 1 and "read blocked the event loop" in h.last_error
+        assert h.restarts == 0 and h.state == "running"
+    finally:
+        assert rt.shutdown().ok
+
+
+@pytest.mark.timeout(60)
+def test_an_instrument_far_below_its_requested_rate_raises_an_alarm(host, tmp_path) -> None:
+    import json
+
+    lab = make_lab(host, tmp_path, v2=[("a", "test.counter")],
+                   v4=[("slowpoke", "test.slowread")], poll_hz=50)
+    rt = DualRuntimeManager(lab, host, storage=True)
+    rt.rates.after_s = 1.0
+    rt.start()
+    try:
+        wait_for(lambda: any(a["what"] == "rate:slowpoke" for a in rt.alarms), timeout=15,
+                 what="a rate alarm naming slowpoke")
+        shown = rt.health()["alarms"]       # what the live view shows
+        msg = next(a["message"] for a in shown if a["what"] == "rate:slowpoke")
+        assert "slowpoke polls at" in msg and "of the 50 Hz asked" in msg
+        assert not any(a["what"] == "rate:a" for a in shown)
+    finally:
+        rt.shutdown()
+    saved = json.loads((rt.output_dirs()["v2"] / "budget.json").read_text())
+    assert any(a["what"] == "rate:slowpoke" for a in saved["alarms"])
+    slow = {i["id"]: i for i in saved["instruments"]}["slowpoke"]
+    assert any(e["event"] == "slow" for e in slow["events"])
