@@ -125,7 +125,7 @@ def junit_xml(outcomes: Sequence[Outcome]) -> bytes:
                            time=f"{o.seconds:.3f}")
         if o.error:
             ET.SubElement(tc, "failure", message=o.error).text = o.detail or o.error
-    return ET.tostring(ET.ElementTree(suite).getroot(), encoding="utf-8", xml_declaration=True)
+    return ET.tostring(suite, encoding="utf-8", xml_declaration=True)
 
 
 def main(argv: list[str]) -> int:

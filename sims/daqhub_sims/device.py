@@ -50,7 +50,7 @@ class ManualClock(Clock):
 class SimDevice(ABC):
     """A simulated instrument on one serial line.
 
-    Subclasses implement the protocol from ``protocols.md``. All methods are
+    Subclasses implement the protocol from the protocol reference. All methods are
     called with the transport's lock held, so a device needs no locking of its own.
     """
 

@@ -1,6 +1,6 @@
 """Simulated Thorlabs Elliptec bus: several ELLx modules at their addresses on one serial line.
 
-Written from protocols.md section 1 only. Where the reference marks a behaviour unconfirmed
+Written from the protocol reference only. Where the reference marks a behaviour unconfirmed
 [U], the choice made here is stated next to the code so a driver author knows what a test
 against this simulator does and does not prove.
 
@@ -53,7 +53,7 @@ LF = 0x0A
 ADDRESSES = "0123456789ABCDEF"
 INTER_BYTE_TIMEOUT_S = 2.0
 
-# Status codes (protocols.md "Status / error codes").
+# Status codes (the protocol reference "Status / error codes").
 OK = 0x00
 COMM_TIMEOUT = 0x01
 MECH_TIMEOUT = 0x02

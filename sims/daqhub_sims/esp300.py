@@ -1,4 +1,4 @@
-"""Simulated Newport ESP300 three-axis motion controller, written from protocols.md section 2.
+"""Simulated Newport ESP300 three-axis motion controller, written from the protocol reference.
 
 The device is a pure state machine: motion is a function of the clock, and commands that must
 wait (``WS``, ``WT``) stay in a queue until the clock reaches their due time. Nothing sleeps and

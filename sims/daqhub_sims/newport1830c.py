@@ -1,4 +1,4 @@
-"""Simulated Newport 1830-C optical power meter on RS-232, written from protocols.md section 3.
+"""Simulated Newport 1830-C optical power meter on RS-232, written from the protocol reference.
 
 The meter takes a raw sample every :data:`SAMPLE_PERIOD` seconds of the device clock; samples
 are computed lazily when the host talks to the meter, so nothing runs in a thread and a
@@ -85,7 +85,7 @@ _CATCH_UP_LIMIT = 64
 _MAX_LINE = 64
 _TINY_POWER = 1e-15
 
-# Status byte bits (protocols.md section 3).
+# Status byte bits (the protocol reference).
 PARAMETER_ERROR = 1
 COMMAND_ERROR = 2
 SATURATED = 4

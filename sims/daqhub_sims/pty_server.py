@@ -1,7 +1,8 @@
 """Serve a simulated device on a pseudo-terminal, so any program can open ``/dev/pts/N``.
 
 Unplugging the line closes the master: the client then gets the errors of a vanished USB
-adapter (library-notes section 2). Plugging it back in creates a *new* pty, whose number the
+adapter (docs/architecture.md, "Library behaviour the code relies on"). Plugging it back
+in creates a *new* pty, whose number the
 kernel picks (it is often, not always, the same). Give ``link=`` to get a stable symlink that
 always points at the current pty, like socat's ``link=``; it is removed while unplugged, so a
 reopen fails with ``ENOENT`` as for a vanished ``/dev/ttyUSB0``.

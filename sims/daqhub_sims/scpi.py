@@ -6,7 +6,7 @@ whose measured current follows its load, or readings that depend on the
 configured function are tested against this model instead (served over TCP by
 :mod:`daqhub_sims.scpi_tcp`).
 
-Conventions follow IEEE 488.2 / SCPI-99 (protocols.md §4 names the codes):
+Conventions follow IEEE 488.2 / SCPI-99 (the protocol reference names the codes):
 
 * Keywords match their short form (the upper-case letters of the canonical
   spelling, ``MEAS``) or their long form (``MEASURE``), in any case; nothing in

@@ -2,7 +2,8 @@
 
 pyvisa-sim keeps one device state per YAML *path* for the whole process
 (``ResourceManager("x.yaml@sim")`` hands back the same devices even after
-``close()``; library-notes §1). A test that changes a setting would leak it into
+``close()``; docs/architecture.md, "Library behaviour the code relies on"). A test that
+changes a setting would leak it into
 every later test that opens the same file, so tests open a fresh copy instead.
 """
 

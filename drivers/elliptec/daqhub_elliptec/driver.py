@@ -99,7 +99,8 @@ class ElliptecBus(Session):
             while True:
                 kind, arg = wait.send(result)
                 if kind == "wait":
-                    result = self.router.wait(*arg)
+                    self.router.wait(*arg)
+                    result = None
                 else:
                     fn, kw = arg
                     result = self.resource.transaction(fn, **kw)
@@ -118,7 +119,8 @@ class ElliptecBus(Session):
             while True:
                 kind, arg = wait.send(result)
                 if kind == "wait":
-                    result = await self.router.wait_async(*arg)
+                    await self.router.wait_async(*arg)
+                    result = None
                 else:
                     fn, kw = arg
                     result = await self.resource.atransaction(fn, **kw)

@@ -1,7 +1,7 @@
 """Elliptec framing: commands the host sends and the reply lines it reads back.
 
 Host -> module: address char, two lower-case letters, fixed-length hex data and
-no terminator (protocols.md section 1, "Framing"). We append a lone ``<CR>``
+no terminator (the protocol reference, "Framing"). We append a lone ``<CR>``
 to every command anyway: the manual says a lone ``<CR>`` resets a module's
 receive state machine and Micro-Manager's driver sends one after every command
 [M][D]. It costs one byte per command and means that a packet a module
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 ADDRESSES = "0123456789ABCDEF"
-#: The Elliptec link (protocols.md section 1): 9600 8N1, no handshake of any kind.
+#: The Elliptec link (the protocol reference): 9600 8N1, no handshake of any kind.
 SERIAL_SETTINGS: dict[str, Any] = {
     "baudrate": 9600, "bytesize": 8, "parity": "N", "stopbits": 1,
     "rtscts": False, "xonxoff": False, "dsrdtr": False,
@@ -33,7 +33,7 @@ _HEX = frozenset("0123456789ABCDEFabcdef")
 _ALNUM = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 #: Data characters of each reply mnemonic a module sends (IN: 30 per the manual; some
-#: firmware is reported to send up to 33, protocols.md [U]).
+#: firmware is reported to send up to 33, the protocol reference [U]).
 REPLY_LENGTHS: dict[str, tuple[int, ...]] = {
     "GS": (2,), "BS": (2,), "GV": (2,),
     "PO": (8,), "BO": (8,), "HO": (8,), "GJ": (8,),

@@ -2,7 +2,7 @@
 
 Scaling comes from the module itself (the `IN` pulses field) because the manual
 and real units disagree for some models (ELL14: manual 262144 per turn, units
-report 143360; protocols.md section 1, "Scaling per model"). The table below
+report 143360; the protocol reference, "Scaling per model"). The table below
 only fills in what a module leaves out: sliders report 0 pulses and move in
 slots of 0x1F pulses, and a rotary or linear unit reporting 0 falls back to the
 documented value.
@@ -52,7 +52,7 @@ BY_NAME: dict[str, Model] = {m.name: m for m in MODELS.values()}
 
 @dataclass(frozen=True)
 class DeviceInfo:
-    """The fields of an `IN` reply (layout from protocols.md, 30 data characters)."""
+    """The fields of an `IN` reply (layout from the protocol reference, 30 data characters)."""
 
     type_code: int
     serial: str

@@ -2,7 +2,7 @@
 
 Kept apart from the framing code because error messages are what a technician
 reads in a log: the text comes verbatim from the ELLx protocol manual's table
-(protocols.md section 1, "Status / error codes").
+(the protocol reference, "Status / error codes").
 """
 
 from __future__ import annotations

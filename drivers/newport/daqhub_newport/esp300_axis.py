@@ -173,7 +173,7 @@ class AxisSession:
         return lambda text: parse_number(text, self.id, cmd)
 
     def parse_done(self, cmd: str) -> Callable[[str], bool]:
-        """``MD?``: ``1`` = motion done, ``0`` = moving (protocols.md)."""
+        """``MD?``: ``1`` = motion done, ``0`` = moving (the protocol reference)."""
         return lambda text: parse_int(text, self.id, cmd, 0, 1) == 1
 
     # ------------------------------------------------------------------ transactions

@@ -1,6 +1,6 @@
 """Newport ESP300 wire protocol: command text, reply parsing, units and the error FIFO.
 
-Written from protocols.md section 2. Pure functions over a line ``io`` so that both flavors
+Written from the protocol reference. Pure functions over a line ``io`` so that both flavors
 run exactly the same bytes; what to do with an error (raise it, or keep it for the axis that
 is waiting on a motion) is the axis session's business, not this module's.
 
@@ -33,7 +33,8 @@ UNIT_NAMES: dict[int, str] = {
 }
 UNIT_CODES: dict[str, int] = {name: code for code, name in UNIT_NAMES.items()}
 
-#: General error texts (protocols.md), used only when the controller's own text is missing.
+#: General error texts (the protocol reference), used only when the controller's own text
+#: is missing.
 GENERAL_ERRORS: dict[int, str] = {
     0: "NO ERROR DETECTED", 1: "PCI COMMUNICATION TIME-OUT",
     2: "RS-232 COMMUNICATION TIME-OUT", 4: "EMERGENCY STOP ACTIVATED",

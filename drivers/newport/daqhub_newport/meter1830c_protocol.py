@@ -1,6 +1,6 @@
 """Newport 1830-C wire protocol: commands, reply parsing and the status byte.
 
-Written from protocols.md section 3. The meter never answers a set command and never prints
+Written from the protocol reference. The meter never answers a set command and never prints
 an error: it sets bit 0 (parameter error) or bit 1 (command error) of its status byte and stays
 silent. So a set command is followed by ``Q?`` in the same transaction, and an error bit
 becomes a :class:`DriverError` naming the command that caused it; a query met with silence is
@@ -24,7 +24,7 @@ from .lineio import (
     send,
 )
 
-TERMINATOR = b"\n"  # both ways (protocols.md: LF on RS-232, VISA drivers use \n)
+TERMINATOR = b"\n"  # both ways (the protocol reference: LF on RS-232, VISA drivers use \n)
 
 UNIT_CODES: dict[str, int] = {"W": 1, "dB": 2, "dBm": 3, "REL": 4}
 UNIT_NAMES: dict[int, str] = {code: name for name, code in UNIT_CODES.items()}
@@ -68,7 +68,7 @@ def reading_flags(status: int) -> dict[str, MetaValue]:
 
     Read as the meter's present condition: the driver never clears these two bits (``C``),
     which would drop the flag from a repeated read of the same clipped sample. Whether the
-    real meter latches them until ``C`` is not documented (protocols.md section 3).
+    real meter latches them until ``C`` is not documented (the protocol reference).
     """
     flags: dict[str, MetaValue] = {}
     if status & SATURATED:

@@ -4,7 +4,8 @@ pyserial imports ``protocol_<scheme>`` from each package in ``serial.protocol_ha
 ``daqhub_sims.install()`` (or the daqhub plugin hook) adds ``daqhub_sims.urlhandler``.
 
 Once the simulated line is unplugged (``faults.disconnect()``), this port raises exactly what
-pyserial's POSIX port raises after a USB adapter vanished (library-notes section 2):
+pyserial's POSIX port raises after a USB adapter vanished (docs/architecture.md, "Library
+behaviour the code relies on"):
 ``SerialException`` from read/write, a bare ``OSError(EIO)`` from ``in_waiting``,
 ``termios.error`` from ``flush``/``reset_*_buffer``; ``is_open`` stays True, and the handle
 stays dead after a reconnect: reopen it, as with real hardware.

@@ -1,6 +1,6 @@
 """Motor frequencies, frequency search, home offset and isolation, byte for byte.
 
-The exchanges are written from the protocol manual's text (protocols.md section 1): ``i1``
+The exchanges are written from the protocol manual's text (the protocol reference): ``i1``
 answers ``I1`` + 22 characters (loop, motor, current, ramps, forward and backward period;
 frequency = 14 740 000 / period), ``f1``/``b1`` take a period with top nibble 8 (``8FFF`` =
 factory) and answer ``GS00``, ``s1`` answers ``GS00`` when the search is done, ``go``/``so``
@@ -94,7 +94,7 @@ def test_home_offset_in_degrees(rotator: tuple[Any, ScriptedBus, str]) -> None:
     inst, device, flavor = rotator
     device.script.update({"0go": b"0HO00008C00\r\n", "0soFFFFFE72": b"0GS00\r\n"})
     assert call(inst, flavor, "home_offset") == pytest.approx(90.0)
-    call(inst, flavor, "set_home_offset", -1.0)  # -398 pulses (protocols.md's example)
+    call(inst, flavor, "set_home_offset", -1.0)  # -398 pulses (the protocol reference's example)
     assert device.received == ["0go", "0soFFFFFE72"]
 
 

@@ -1,6 +1,6 @@
 """ESP300: define position, jog, move to limit, identity, and what one poll costs on the wire.
 
-Scripted byte exchanges written from the manual's text (protocols.md section 2): commands
+Scripted byte exchanges written from the manual's text (the protocol reference): commands
 end with CR and set commands get no reply; queries answer one line ending CR LF; every
 problem lands in the error FIFO that ``TB?`` pops (``code, timestamp, MESSAGE``), code 0
 when empty; axis errors are ``100*axis + n``.

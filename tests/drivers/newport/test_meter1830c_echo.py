@@ -1,6 +1,6 @@
 """1830-C: echo off at connect, whatever echo state the meter is found in.
 
-Scripted byte exchanges written from the manual's text (protocols.md section 3, and the sister
+Scripted byte exchanges written from the manual's text (the protocol reference, and the sister
 2832-C's RS-232 echo: every received character is sent back, the line end as CR LF; replies
 end with LF, CR LF in echo mode; set commands answer nothing and errors only set status bits).
 The driver sends ``E0`` and reads the status byte: a meter in echo mode puts its echo of
