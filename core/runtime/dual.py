@@ -39,7 +39,7 @@ from ..specs import InstrumentContext, InstrumentType
 from ..storage import FlavorStorage, StorageSession
 from .bridge import MeasurementBridge
 from .broadcast import Broadcast, Subscription, SubscriptionClosed
-from .budget import Budget, BudgetMonitor
+from .budget import HISTORY_FILE, Budget, BudgetMonitor
 from .v2 import V2Runtime
 from .v4 import RestartPolicy, V4Runtime
 
@@ -438,12 +438,12 @@ class DualRuntimeManager:
         report.duration_s = round(time.monotonic() - t0, 3)
         for d in self.output_dirs().values():  # the budget history goes with the data
             try:
-                (d / "budget.json").write_text(json.dumps(
+                (d / HISTORY_FILE).write_text(json.dumps(
                     {"samples": list(self.budget.samples), "alarms": self.alarms,
                      "health": [h["id"] for h in self.health()["instruments"]],
                      "shutdown": report.as_dict()}, indent=1, default=str))
             except OSError as exc:
-                report.errors.append(f"could not save budget.json in {d}: {exc}")
+                report.errors.append(f"could not save {HISTORY_FILE} in {d}: {exc}")
         if self.started:
             self.host.notify("daqhub_session_stopped", session_id=self.session_id,
                              report=report.as_dict())
