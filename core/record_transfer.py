@@ -107,7 +107,7 @@ def write_file(directory: Path, name: str, data: bytes) -> Path:
     if Path(name).name != name or not is_carried(Path(name)):
         raise ValueError(f"{name!r} is not a session record file")
     path = directory / name
-    tmp = path.with_name(f".{name}.tmp")
+    tmp = path.with_name(f".{name}.{threading.get_ident()}.tmp")  # a late fetch may overlap
     tmp.write_bytes(data)
     os.replace(tmp, path)
     return path
