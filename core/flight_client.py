@@ -12,6 +12,7 @@ to build live displays on::
             for item in live:                         # ends when the run stops
                 print(item.key, item.batch.num_rows, item.lost_before)
         tables = conn.read_session()                  # a session's data from its files
+        records = conn.read_records()                 # its metadata, settings, points files
 
 A subscriber that falls behind loses its own oldest batches on the server (nobody else
 slows down); each :class:`LiveBatch` says how many rows were lost just before it, and
@@ -35,6 +36,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 
 from .measurement import ChannelSpec
+from .record_transfer import FileAssembler
 from .schema import describe
 from .serve_config import DEFAULT_TOKEN_ENV
 
@@ -289,6 +291,16 @@ class Connection:
                 raise ImportError("pandas is not installed (pip install pandas); or take "
                                   "the Arrow tables: read_session(..., pandas=False)") from None
         stored = self.sessions()
+        session = self._pick(stored, session)
+        out: dict[str, Any] = {}
+        for flavor, chans in sorted(stored[session].items()):
+            for c in chans:
+                if fnmatch.fnmatchcase(c.key, pattern):
+                    table = pa.Table.from_batches(list(self.read_channel(c)), schema=c.schema)
+                    out[f"{flavor}/{c.key}"] = table.to_pandas() if pandas else table
+        return out
+
+    def _pick(self, stored: dict[str, Any], session: str | None) -> str:
         if not stored:
             raise LookupError(f"{self.url} has no stored session")
         if session is None:
@@ -297,13 +309,30 @@ class Connection:
         if session not in stored:
             raise LookupError(f"no session {session!r} at {self.url} (there are "
                               f"{', '.join(sorted(stored))})")
-        out: dict[str, Any] = {}
-        for flavor, chans in sorted(stored[session].items()):
-            for c in chans:
-                if fnmatch.fnmatchcase(c.key, pattern):
-                    table = pa.Table.from_batches(list(self.read_channel(c)), schema=c.schema)
-                    out[f"{flavor}/{c.key}"] = table.to_pandas() if pandas else table
-        return out
+        return session
+
+    def record_files(self, session: str, flavor: str, *, follow: bool = False
+                     ) -> Iterator[tuple[str, bytes]]:
+        """``(name, content)`` of each record file of one flavor of a session, byte for byte.
+
+        With ``follow`` (the running session) a file comes again each time the run rewrites
+        it, and the iteration ends after the final versions, once the run has stopped.
+        """
+        ticket = json.dumps({"records": session, "flavor": flavor, "follow": follow})
+        reader = self.client.do_get(flight.Ticket(ticket.encode()), self.options(stream=follow))
+        files = FileAssembler()
+        for chunk in reader:
+            for name in files.add(chunk.data):
+                yield name, files.files[name]
+
+    def read_records(self, session: str | None = None) -> dict[str, bytes]:
+        """``"FLAVOR/FILE"`` -> content of a session's record files (its metadata, settings
+        snapshots and scan points tables; see :mod:`daqhub.records` for their layout), as
+        stored. ``session`` None: as in :meth:`read_session`."""
+        stored = self.sessions()
+        session = self._pick(stored, session)
+        return {f"{flavor}/{name}": data for flavor in sorted(stored[session])
+                for name, data in self.record_files(session, flavor)}
 
     # --- remote commands (the service must allow them) ------------------------------------
 

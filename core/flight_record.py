@@ -5,7 +5,10 @@ same layout, same session id, lab file and versions), from two sources of the sa
 
 - the session's files, read through the service from the row this copy has up to: what the
   run stored before the recorder (re)joined, and what a slow or broken link made it miss;
-- the live stream, for everything after.
+- the live stream, for everything after;
+- the session's record files (metadata, settings snapshots, points tables: :mod:`daqhub.records`)
+  byte for byte, followed while the run goes on and fetched once more after it stops, so the
+  records written last (the final points row) are in the copy too.
 
 Every live batch carries its first row index (the file's row index), so the two are joined
 without overlap. Rows that neither gives (produced before the recorder joined and not stored
@@ -29,6 +32,7 @@ import pyarrow.flight as flight
 
 from .flight_client import Channel, Connection, LinkLostError, LiveBatch, clear_message
 from .measurement import ChannelSpec
+from .record_transfer import write_file
 from .storage import FlavorStorage, StorageError, StorageSession, check_id, is_session_id
 
 if TYPE_CHECKING:
@@ -37,6 +41,8 @@ if TYPE_CHECKING:
 EXIT_COMPLETE, EXIT_GAPS, EXIT_USAGE = 0, 1, 2
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 5.0
+#: how long the record files' stream may take to end after the live streams have
+RECORDS_WAIT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -159,6 +165,26 @@ class Recorder:
             self._storage.write(item.batch.slice(skip))
             self._written[key] = item.first_row + item.batch.num_rows
 
+    def _copy_records(self, flavors: list[str] | None = None, follow: bool = False,
+                      stop: threading.Event | None = None) -> None:
+        """The record files of ``flavors`` (None: all) into the copy (``follow``: until the
+        run stops)."""
+        assert self._storage is not None
+        sid = self.result.session_id
+        for flavor, directory in sorted(self._storage.directories.items()):
+            if flavors is not None and flavor not in flavors:
+                continue
+            for name, data in self.conn.record_files(sid, flavor, follow=follow):
+                if stop is not None and stop.is_set():
+                    return  # the recorder was stopped: its copy is closed
+                write_file(directory, name, data)
+
+    def _follow_records(self, flavor: str, failed: list[str], stop: threading.Event) -> None:
+        try:
+            self._copy_records([flavor], True, stop)
+        except Exception:  # the link broke: fetched again once the run has stopped
+            failed.append(flavor)
+
     # --- the loop -----------------------------------------------------------------------
 
     def _copy_once(self, stop: threading.Event) -> bool:
@@ -173,16 +199,30 @@ class Recorder:
         else:
             self.say("link back: resuming (what was missed comes from the run's files)")
         live = self.conn.subscribe("*") if manifest.get("running") else None
+        assert self._storage is not None
+        failed: list[str] = []
+        followers = [threading.Thread(target=self._follow_records, args=(str(f), failed, stop),
+                                      daemon=True, name=f"daqhub-record-records:{f}")
+                     for f in sorted(self._storage.directories)] if live is not None else []
         try:
+            for t in followers:
+                t.start()
             stored = self._stored()
             for key in list(self._written):
                 self._fill(stored, key)
             if live is None:
+                self._copy_records()
                 return True
             for item in live:
                 self._take(item)
                 if stop.is_set():
                     return True
+            deadline = time.monotonic() + RECORDS_WAIT_S
+            for t in followers:
+                t.join(max(0.0, deadline - time.monotonic()))
+            late = failed + [t.name.split(":")[1] for t in followers if t.is_alive()]
+            if late:  # their last versions did not come: fetch them
+                self._copy_records(late)
             return True
         finally:
             if live is not None:

@@ -17,6 +17,10 @@ Tickets are small JSON objects (at most :data:`MAX_TICKET_BYTES`):
 ``{"session": ID, "flavor": "v2", "channel": "INSTRUMENT/CHANNEL", "start": ROW}``
     a finished or running session's channel, read from its files (a running session is flushed
     first).
+``{"records": ID, "flavor": "v2", "follow": false}``
+    the session's record files (metadata, settings snapshots, points tables; see
+    :mod:`daqhub.record_transfer`) as they are on disk, byte for byte; with ``follow`` (the
+    running session) again whenever the run rewrites one, the final versions after it stops.
 ``{"manifest": "current"}``
     one row, column ``manifest``: JSON of what a copy of the session needs (session id, each
     flavor's backend, options, instruments and channel declarations, the lab file, versions).
@@ -48,10 +52,11 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.flight as flight
 
-from . import session_files
+from . import record_transfer, session_files
 from .runtime.broadcast import Subscription, SubscriptionClosed
 from .schema import channel_schema, describe
 from .serve_config import ServeConfig, ServeConfigError
+from .specs import Flavor
 from .storage import check_id, is_session_id, versions_of
 
 if TYPE_CHECKING:
@@ -261,13 +266,16 @@ class FlightService(flight.FlightServerBase):  # type: ignore[misc]
 
     def do_get(self, context: Any, ticket: flight.Ticket) -> flight.FlightDataStream:
         req = _parse_json(ticket.ticket, MAX_TICKET_BYTES, "ticket")
-        kinds = [k for k in ("live", "session", "manifest") if k in req]
+        kinds = [k for k in ("live", "session", "records", "manifest") if k in req]
         if len(kinds) != 1:
-            raise _invalid(f"ticket {sorted(req)}: give exactly one of live, session, manifest")
+            raise _invalid(f"ticket {sorted(req)}: give exactly one of live, session, records, "
+                           "manifest")
         if kinds[0] == "live":
             return self._live(context, req)
         if kinds[0] == "session":
             return self._stored(req)
+        if kinds[0] == "records":
+            return self._records(context, req)
         return self._manifest(req)
 
     def _live(self, context: Any, req: dict[str, Any]) -> flight.FlightDataStream:
@@ -308,24 +316,38 @@ class FlightService(flight.FlightServerBase):  # type: ignore[misc]
             detach(feed)
             feed.close()
 
-    def _stored(self, req: dict[str, Any]) -> flight.FlightDataStream:
-        sid, flavor, start = req["session"], req.get("flavor"), req.get("start", 0)
+    def _session_dir(self, sid: Any, flavor: Any) -> tuple[Flavor, Path]:
+        """The flavor and directory of a stored session named in a ticket."""
         if not isinstance(sid, str) or (not is_session_id(sid) and check_id(sid) is not None):
             raise _invalid(f"session {sid!r} is not a session id")
-        if not isinstance(start, int) or start < 0:
-            raise _invalid(f"start {start!r}: a row index, 0 or more")
-        key = _split_channel(req.get("channel"))
         flavors = self._session_dirs().get(sid)
         if not flavors:
             raise flight.FlightServerError(f"no session {sid} here")
         if flavor not in flavors:
             raise _invalid(f"flavor {flavor!r}: session {sid} has {', '.join(sorted(flavors))}")
+        return flavor, flavors[flavor]
+
+    def _records(self, context: Any, req: dict[str, Any]) -> flight.FlightDataStream:
+        sid, follow = req["records"], req.get("follow", False)
+        if not isinstance(follow, bool):
+            raise _invalid(f"follow {follow!r}: true or false")
+        _, directory = self._session_dir(sid, req.get("flavor"))
+        follow = follow and sid == self.rt.session_id and not self._stop.is_set()
+        return flight.GeneratorStream(record_transfer.RECORDS_SCHEMA, record_transfer.file_batches(
+            directory, follow, self._stop, context.is_cancelled))
+
+    def _stored(self, req: dict[str, Any]) -> flight.FlightDataStream:
+        sid, flavor, start = req["session"], req.get("flavor"), req.get("start", 0)
+        if not isinstance(start, int) or start < 0:
+            raise _invalid(f"start {start!r}: a row index, 0 or more")
+        key = _split_channel(req.get("channel"))
+        flavor, directory = self._session_dir(sid, flavor)
         if sid == self.rt.session_id and self.rt.storage is not None and not self._stop.is_set():
             try:
                 self.rt.storage.flush()  # what the run has stored so far, not a second ago
             except Exception as exc:  # closed meanwhile: the files are complete then
                 log.debug("flush before serving %s: %r", sid, exc)
-        found = [c for c in session_files.channels(flavor, flavors[flavor])
+        found = [c for c in session_files.channels(flavor, directory)
                  if (c.instrument_id, c.spec.name) == key]
         if not found:
             raise flight.FlightServerError(f"session {sid} ({flavor}) has no channel "

@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import pyarrow as pa
 
@@ -46,6 +46,10 @@ from .runtime.dual import DualRuntimeManager, ShutdownReport
 from .runtime.v2 import CommandRejected
 from .runtime.v4 import ActorFailed, MailboxFull
 from .schema import column_values, describe
+from .serve_config import serve_config
+
+if TYPE_CHECKING:
+    from .flight_service import FlightService
 
 #: How long a command may take when the driver method has no ``timeout`` of its own.
 COMMAND_TIMEOUT_S = 60.0
@@ -90,12 +94,20 @@ def open_lab(lab: LabSource, *, output_dir: str | os.PathLike[str] | None = None
         raise ValueError(f"{cfg.path}: the lab has no enabled instruments")
     rt = DualRuntimeManager(cfg, host, storage=storage)
     records = SessionRecords(rt, meta)
-    rt.start()
+    service = None
+    serving = serve_config(cfg.serve, None, cfg.path)  # [daqhub.serve], as for daqhub run
+    if serving is not None:
+        from .flight_service import start_service
+
+        service = start_service(rt, serving)
     try:
+        rt.start()
         records.start()
-        return Lab(rt, records, report)
+        return Lab(rt, records, report, service)
     except BaseException:
         rt.shutdown()
+        if service is not None:
+            service.stop()
         raise
 
 
@@ -292,9 +304,12 @@ class Lab:
     """A running lab; closing it (or leaving its ``with`` block) shuts everything down."""
 
     def __init__(self, rt: DualRuntimeManager, records: SessionRecords,
-                 report_to: TextIO | None = None) -> None:
+                 report_to: TextIO | None = None, service: FlightService | None = None
+                 ) -> None:
         self.rt = rt
         self.records = records
+        #: the live data service when the lab file has ``[daqhub.serve]`` (its ``url``)
+        self.service = service
         self.report_to = report_to
         self.report: ShutdownReport | None = None
         self.instruments: dict[str, Instrument] = {
@@ -400,6 +415,8 @@ class Lab:
             self.report = self.rt.shutdown()
             self._latest.sub.close()
             self.records.flush()
+            if self.service is not None:  # after the last records: recorders fetch them
+                self.service.stop()
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)

@@ -26,6 +26,9 @@ from typing import Any
 
 import psutil
 
+#: the budget history a run leaves in each session directory at shutdown
+HISTORY_FILE = "budget.json"
+
 
 @dataclass(frozen=True)
 class Budget:

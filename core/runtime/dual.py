@@ -49,7 +49,7 @@ from ..specs import InstrumentContext, InstrumentType
 from ..storage import FlavorStorage, StorageSession
 from .bridge import MeasurementBridge
 from .broadcast import Broadcast, Subscription, SubscriptionClosed
-from .budget import Budget, BudgetMonitor
+from .budget import HISTORY_FILE, Budget, BudgetMonitor
 from .health import InstrumentHealth
 from .notify import Notifier
 from .outcome import instrument_outcome, routine_outcome
@@ -544,7 +544,7 @@ class DualRuntimeManager:
         if not dirs:
             return
         try:
-            (dirs[0] / "budget.json").write_text(json.dumps(
+            (dirs[0] / HISTORY_FILE).write_text(json.dumps(
                 {"session_id": self.session_id, "samples": self.budget.history(),
                  "alarms": list(self.alarms), "alarms_total": self.alarms_total,
                  "instruments": report.instruments,
@@ -553,4 +553,4 @@ class DualRuntimeManager:
                               if k not in ("instruments", "routines")}},
                 indent=1, default=str))
         except OSError as exc:
-            report.errors.append(f"could not save budget.json in {dirs[0]}: {exc}")
+            report.errors.append(f"could not save {HISTORY_FILE} in {dirs[0]}: {exc}")

@@ -33,6 +33,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType, TracebackType
+from typing import Any
 
 from daqhub_sims.scpi import PROFILES, ScpiInstrument, make_instrument
 
@@ -434,7 +435,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the reading noise")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before each reply")
     args = parser.parse_args(argv)
+    serve_until_signalled(
+        ScpiTcpServer(args.profile, args.host, args.port, seed=args.seed, latency=args.latency)
+    )
+    return 0
 
+
+def serve_until_signalled(server: Any) -> None:
+    """Start ``server`` (a context manager with a ``resource``), print its resource name on
+    one line, and serve until SIGINT or SIGTERM."""
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -442,16 +451,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with ScpiTcpServer(
-            args.profile, args.host, args.port, seed=args.seed, latency=args.latency
-        ) as server:
+        with server:
             print(server.resource, flush=True)
             while not stop.wait(0.5):
                 pass
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    return 0
 
 
 if __name__ == "__main__":

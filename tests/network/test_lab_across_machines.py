@@ -106,19 +106,21 @@ def same(a: Any, b: Any) -> bool:
 
 
 def data_files(root: Path) -> list[Path]:
-    return sorted(p.relative_to(root) for p in root.rglob("*")
-                  if p.is_file() and p.suffix in (".h5", ".arrows"))
+    """Every file of the sessions under ``root``: the channels' and the records'."""
+    return sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())
 
 
 def assert_same_session(local: Path, copy: Path) -> None:
-    """The copy equals the local session file for file: rows, units, metadata."""
+    """The copy equals the local session file for file: rows, units, metadata, records."""
     assert data_files(copy) == data_files(local)
     for rel in data_files(local):
         if rel.suffix == ".h5":
             assert same(h5_content(local / rel), h5_content(copy / rel)), rel
-        else:
+        elif rel.suffix == ".arrows":
             a, b = (ipc.open_stream(p).read_all() for p in (local / rel, copy / rel))
             assert a.equals(b, check_metadata=True), rel
+        else:  # records (settings, points tables) are copied as they are
+            assert (local / rel).read_bytes() == (copy / rel).read_bytes(), rel
 
 
 def assert_same_but_gaps(local: Path, copy: Path, sid: str, gaps: list[tuple[str, int, int]]

@@ -1,14 +1,16 @@
-"""VISA instruments over LAN (pyvisa-py ``TCPIP::host::port::SOCKET``) in a run.
+"""VISA instruments over LAN (pyvisa-py ``TCPIP::host::port::SOCKET`` and, over VXI-11,
+``TCPIP::host::INSTR``) in a run.
 
-The TCP SCPI simulator plays a LAN instrument. A v2 and a v4 DMM share it through the VISA
-manager's gate (each reply reaches its own asker), and an instrument that goes off the network
-for a while comes back by itself with only the outage missing from the data.
+The TCP SCPI simulator or the VXI-11 one plays a LAN instrument. A v2 and a v4 DMM share it
+through the VISA manager's gate (each reply reaches its own asker), and an instrument that
+goes off the network for a while comes back by itself with only the outage missing from the
+data.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ import numpy as np
 import pytest
 
 from daqhub.plugins.converters import batch_to_rows
+from daqhub_sims.vxi11 import serve_on_loopback
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -67,12 +70,26 @@ poll_hz = 10
 """
 
 
+@pytest.fixture(params=["SOCKET", "INSTR"])
+def lan_dmm(request: Any, scpi_tcp: Callable[..., Any]) -> Iterator[Any]:
+    """A simulated LAN DMM: raw SCPI on a TCP port, or VXI-11 behind a portmapper."""
+    if request.param == "SOCKET":
+        yield scpi_tcp("dmm", seed=3)
+        return
+    server = serve_on_loopback("dmm", seed=3)
+    if server is None:
+        pytest.skip("VXI-11 clients ask the portmapper on port 111: it cannot be bound on any "
+                    "loopback address here (needs root, and 127.0.0.1:111 may be rpcbind's)")
+    with server:
+        yield server
+
+
 def test_two_flavors_share_a_lan_instrument_and_survive_its_outage(
-        scpi_tcp: Callable[..., Any], daqhub_lab: Callable[[str], Any],
+        lan_dmm: Any, daqhub_lab: Callable[[str], Any],
         daqhub_run: Callable[..., Any], tmp_path: Path) -> None:
-    server = scpi_tcp("dmm", seed=3)
-    assert server.resource.startswith("TCPIP::127.0.0.1::") and server.resource.endswith(
-        "::SOCKET")
+    server = lan_dmm
+    assert server.resource.startswith("TCPIP::127.0.0.") and server.resource.endswith(
+        ("::SOCKET", "::INSTR"))
     rows = Rows()
     rt = daqhub_run(daqhub_lab(lan_lab(server.resource, tmp_path)), sinks={"rows": rows})
     for iid in ("dmm_a", "dmm_b"):
