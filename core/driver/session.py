@@ -173,11 +173,17 @@ class Session:
 
     def poll(self) -> Any:
         """Channel name -> value (or :class:`Sample`). The default queries, in one
-        transaction, the declared parameter of each channel's name."""
-        params = parameters(type(self))
-        names = [c.name for c in self.channel_specs() if c.name in params]
-        values = yield self.together(*(params[n].query(self) for n in names))
-        return dict(zip(names, values, strict=True))
+        transaction, the declared parameter of each channel's name (planned once, and
+        again only when :attr:`fields` change)."""
+        key = tuple(self.fields.items())
+        planned = self.__dict__.get("_planned_poll")
+        if planned is None or planned[0] != key:
+            params = parameters(type(self))
+            names = [c.name for c in self.channel_specs() if c.name in params]
+            planned = self._planned_poll = (
+                key, names, self.together(*(params[n].query(self) for n in names)))
+        values = yield planned[2]
+        return dict(zip(planned[1], values, strict=True))
 
     def close(self) -> Any:
         """Leave the instrument safe; the core closes the port itself."""
