@@ -243,17 +243,23 @@ class ScpiProtocol:
             self._check_command(q.command)
 
         checks = self.settings.checks_readings
+        # planned once: each query's bytes, and the settings the session must have
+        planned = [(q.command, self._message(q.command), q.parse) for q in queries]
+        wanted = (self.settings.timeout_ms, self.settings.read_termination)
 
         def read(session: Session) -> list[Sample]:
             out: list[Sample] = []
-            with _Configured(session, self._state(session), self.settings):
-                for q in queries:
-                    self._ensure_in_step(session, q.command)
-                    text = self._ask(session, q.command)
-                    stamp = now_ns()
-                    if checks:
-                        self._check_errors(session, q.command)
-                    out.append(Sample(self._parse(session, q.command, text, q.parse), stamp))
+            state = self._state(session)
+            if state.applied != wanted:
+                _Configured(session, state, self.settings).__enter__()
+            for command, message, parse in planned:
+                if state.out_of_step:
+                    self._ensure_in_step(session, command)
+                text = self._ask(session, command, message=message)
+                stamp = now_ns()
+                if checks:
+                    self._check_errors(session, command)
+                out.append(Sample(self._parse(session, command, text, parse), stamp))
             return out
 
         return read
@@ -329,8 +335,11 @@ class ScpiProtocol:
     def _where(self) -> str:
         return f" on {self.resource}" if self.resource else ""
 
-    def _send(self, session: Session, command: str) -> None:
-        data = (command + self._wterm).encode(_ENCODING)
+    def _message(self, command: str) -> bytes:
+        return (command + self._wterm).encode(_ENCODING)
+
+    def _send(self, session: Session, command: str, message: bytes | None = None) -> None:
+        data = self._message(command) if message is None else message
         try:
             session.write_raw(data)
         except VisaIOError as exc:
@@ -367,9 +376,11 @@ class ScpiProtocol:
                               f"read_termination does not match the instrument)")
         return text[: -len(self._rterm)]
 
-    def _ask(self, session: Session, command: str, timeout_ms: float | None = None) -> str:
-        """Send a query and read its reply; a timeout is explained by the error queue if it can."""
-        self._send(session, command)
+    def _ask(self, session: Session, command: str, timeout_ms: float | None = None,
+             message: bytes | None = None) -> str:
+        """Send a query (``message``: its bytes, when planned) and read its reply; a timeout
+        is explained by the error queue if it can."""
+        self._send(session, command, message)
         try:
             return self._receive(session, command, timeout_ms)
         except ScpiTimeoutError as exc:
