@@ -16,7 +16,8 @@ _PUBLIC = {
     "open_lab": "lab", "open_lab_async": "lab", "Lab": "lab", "Instrument": "lab",
     "LiveData": "lab", "CommandNotSent": "lab", "ScanError": "scan",
     "ConfigError": "config", "DriverError": "instrument", "V2Instrument": "instrument",
-    "V4Actor": "instrument", "Measurement": "measurement", "ChannelSpec": "measurement",
+    "V4Actor": "instrument", "Measurement": "measurement", "Columns": "measurement",
+    "ChannelSpec": "measurement",
     "ShutdownReport": "runtime.dual", "read_session": "readback",
     "connect": "flight_client", "Connection": "flight_client",
 }

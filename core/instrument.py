@@ -22,7 +22,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from .measurement import ChannelSpec, Measurement
+from .measurement import ChannelSpec, Columns, Measurement
 from .specs import InstrumentContext
 
 
@@ -107,8 +107,12 @@ class V2Instrument(_Base, ABC):
         """Check the instrument answers and set it up; raise DriverError if not."""
 
     @abstractmethod
-    def read(self) -> list[Measurement]:
-        """One poll: the current samples of this instrument's channels."""
+    def read(self) -> Sequence[Measurement | Columns]:
+        """One poll: the current samples of this instrument's channels.
+
+        One :class:`Measurement` per sample, or, for a driver that reads many samples at
+        once, a :class:`Columns` block of arrays per channel (no Python object per sample).
+        """
 
     def close(self) -> None:
         """Leave the instrument safe; the core closes the port itself."""

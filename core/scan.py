@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import pyarrow as pa
 
-from .measurement import ChannelSpec, Image, Measurement, Scalar, Spectrum
+from .measurement import ChannelSpec, Columns, Image, Measurement, Scalar, Spectrum
 from .records import PointsRun, SessionRecords
 from .routines import RoutineRunner
 from .schema import column_values, describe, value_type
@@ -301,6 +301,8 @@ def samples_of(result: Any) -> dict[str, tuple[Any, int]]:
     """Last value and timestamp per channel from what ``read`` returned (either flavor)."""
     out: dict[str, tuple[Any, int]] = {}
     for item in result or []:
+        if isinstance(item, Columns) and len(item):
+            item = item.row(len(item) - 1)
         if isinstance(item, Measurement):
             out[item.channel] = (_value(item.data), item.timestamp_ns)
         elif isinstance(item, pa.RecordBatch) and item.num_rows:

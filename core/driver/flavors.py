@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..instrument import LIFECYCLE, V2Instrument, V4Actor, now_ns
-from ..measurement import ChannelSpec, Image, Measurement, Scalar, Spectrum
+from ..measurement import NO_METADATA, ChannelSpec, Image, Measurement, Scalar, Spectrum
 from ..schema import build_batch
 from ..specs import Flavor, InstrumentContext, InstrumentType
 from .declare import declared_commands
@@ -50,7 +50,8 @@ class SessionInstrument(V2Instrument):
             value, meta, at = _split(item, t)
             if not isinstance(value, Scalar | Spectrum | Image):
                 value = Scalar(value, self.channel(name).unit)
-            out.append(Measurement(self.id, name, at, value, dict(meta or {})))
+            out.append(Measurement(self.id, name, at, value,
+                                   dict(meta) if meta else NO_METADATA))
         return out
 
     def close(self) -> None:

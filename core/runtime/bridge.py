@@ -1,7 +1,7 @@
 """MeasurementBridge: both flavors into one unified, time-ordered stream.
 
-V2 workers publish lists of ``Measurement``s, V4 actors publish Arrow batches.
-The bridge listens to both through ONE lossless subscription (so it needs one
+V2 workers publish lists of ``Measurement``s (and ``Columns`` blocks), V4 actors publish
+Arrow batches. The bridge listens to both through ONE lossless subscription (so it needs one
 thread and one wait), converts v2 rows into unified batches per channel, and
 publishes unified batches ordered by timestamp within a bounded reordering
 window: everything that arrived during one window is sorted by its first
@@ -23,16 +23,19 @@ import pyarrow as pa
 
 from ..measurement import (
     ChannelSpec,
+    Columns,
     DataError,
     Flavor,
     Measurement,
     UnifiedMeasurement,
     as_flavor,
+    group_by_channel,
+    sample_count,
 )
 from ..schema import describe
 from .broadcast import Broadcast, Subscription, SubscriptionClosed
 
-RowsToBatch = Callable[[list[Measurement], ChannelSpec], pa.RecordBatch]
+RowsToBatch = Callable[[list[Measurement | Columns], ChannelSpec], pa.RecordBatch]
 BatchToRows = Callable[[pa.RecordBatch], list[UnifiedMeasurement]]
 
 
@@ -79,28 +82,28 @@ class MeasurementBridge:
                 return
 
     def _emit(self, items: list[Any]) -> None:
-        rows: dict[tuple[str, str], list[Measurement]] = defaultdict(list)
+        rows: dict[tuple[str, str], list[Measurement | Columns]] = defaultdict(list)
         out: list[pa.RecordBatch] = []
         for item in items:
             if isinstance(item, pa.RecordBatch):
                 iid, spec = describe(item.schema)
                 self.counts["v4"][(iid, spec.name)] += item.num_rows
                 out.append(item)
-            else:
-                for m in item:
-                    rows[(m.instrument_id, m.channel)].append(m)
+            elif item:
+                group_by_channel(item, rows)
         for key, ms in rows.items():
             declared = self.channels.get(key)
             if declared is None:
-                self.rejected += len(ms)
+                self.rejected += sample_count(ms)
                 self.on_error(key[0], f"measurement for undeclared channel {key[1]!r}")
                 continue
             try:
-                out.append(self.rows_to_batch(ms, declared))
-                self.counts["v2"][key] += len(ms)
+                batch = self.rows_to_batch(ms, declared)
+                out.append(batch)
+                self.counts["v2"][key] += batch.num_rows
             except DataError as exc:
-                self.rejected += len(ms)
-                self.on_error(key[0], f"rejected {len(ms)} sample(s): {exc}")
+                self.rejected += sample_count(ms)
+                self.on_error(key[0], f"rejected {sample_count(ms)} sample(s): {exc}")
         out.sort(key=lambda b: b.column("timestamp_ns")[0].as_py() if b.num_rows else 0)
         for b in out:
             self.unified.publish(b)

@@ -20,7 +20,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from ..instrument import CommandRejected, UnknownCommandError, V2Instrument, public_methods
-from ..measurement import Measurement
+from ..measurement import Measurement, last_sample, sample_count
 from ..specs import InstrumentContext, InstrumentType
 from .broadcast import Broadcast, SubscriptionClosed
 from .health import EventSink, InstrumentHealth, describe_value
@@ -150,11 +150,12 @@ class V2Worker:
             if consecutive_errors:
                 consecutive_errors = 0
                 self.health.set_state("running", "reads succeed again")
-            if batch:
-                last = batch[-1]
-                self.health.produced(len(batch), describe_value(last.data), last.timestamp_ns)
+            last = last_sample(batch) if batch else None
+            if last is not None:
+                self.health.produced(sample_count(batch), describe_value(last.data),
+                                     last.timestamp_ns)
                 try:
-                    self.distributor.publish(batch)
+                    self.distributor.publish(batch)  # type: ignore[arg-type]  # rows or Columns
                 except SubscriptionClosed as exc:
                     self.health.error(str(exc))
                     return

@@ -1,6 +1,12 @@
-"""Round trips v2 -> unified -> Arrow -> unified -> v2 lose nothing."""
+"""Round trips v2 -> unified -> Arrow -> unified -> v2 lose nothing; v2 samples stay cheap
+(slotted rows, blocks of column arrays)."""
 
 from __future__ import annotations
+
+import pickle
+import time
+import types
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -9,19 +15,29 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from daqhub.config import parse
+from daqhub.hookspecs import hookimpl
 from daqhub.host import PluginHost
+from daqhub.instrument import V2Instrument
 from daqhub.measurement import (
     DTYPES,
+    NO_METADATA,
     ChannelSpec,
+    Columns,
     DataError,
     Image,
     Measurement,
     Scalar,
     Spectrum,
     UnifiedMeasurement,
+    last_sample,
+    sample_count,
 )
 from daqhub.plugins.converters import batch_to_rows, rows_to_batch
+from daqhub.runtime.dual import DualRuntimeManager
+from daqhub.scan import samples_of
 from daqhub.schema import build_batch, channel_schema, describe, with_source
+from daqhub.specs import InstrumentType
 
 ids = st.from_regex(r"[A-Za-z][A-Za-z0-9_-]{0,10}", fullmatch=True)
 units = st.sampled_from(["W", "V", "mm", "deg", "counts", "", "dBm"])
@@ -137,3 +153,130 @@ def test_converters_are_registered_through_the_hook() -> None:
     batch = conv.convert([Measurement("a", "x", 5, Scalar(np.int32(7), "V"))], spec)
     assert batch.column("value").to_pylist() == [7]
     assert host.converter("arrow", "unified").convert(batch)[0].data == Scalar(np.int32(7), "V")
+
+
+# --- cheap v2 samples (issue 18) ---------------------------------------------------------
+
+def as_columns(iid: str, spec: ChannelSpec, rows: list[Measurement]) -> Columns:
+    """The same samples as one block of arrays."""
+    ts = [r.timestamp_ns for r in rows]
+    metas = [dict(r.metadata) or None for r in rows]
+    if spec.kind == "scalar":
+        return Columns(iid, spec.name, ts, np.array([r.data.value for r in rows],
+                                                    dtype=spec.dtype), spec.unit,
+                       metadata=metas)
+    if spec.kind == "spectrum":
+        return Columns(iid, spec.name, ts, [r.data.values for r in rows], spec.unit,
+                       axes=[r.data.axis for r in rows], axis_unit=spec.axis_unit,
+                       metadata=metas)
+    return Columns(iid, spec.name, ts, np.stack([r.data.pixels for r in rows])
+                   if rows else np.empty((0, *spec.shape), spec.dtype), spec.unit,
+                   metadata=metas)
+
+
+@settings(max_examples=100, deadline=None)
+@given(channel_and_rows())
+def test_a_block_of_columns_gives_the_batch_its_rows_give(case) -> None:
+    iid, spec, rows = case
+    block = as_columns(iid, spec, rows)
+    assert rows_to_batch([block], spec, iid).equals(rows_to_batch(rows, spec, iid))
+    # split in two blocks, and mixed with rows: still the same samples in the same order
+    half = len(rows) // 2
+    parts = [as_columns(iid, spec, rows[:half]), as_columns(iid, spec, rows[half:])]
+    assert rows_to_batch(parts, spec, iid).equals(rows_to_batch(rows, spec, iid))
+    mixed = [*rows[:half], as_columns(iid, spec, rows[half:])]
+    assert [r.to_v2() for r in batch_to_rows(rows_to_batch(mixed, spec, iid))] == rows
+    assert sample_count([block]) == sample_count(rows) == len(rows)
+    if rows:
+        assert last_sample([block]) == rows[-1]
+
+
+def test_a_block_contradicting_its_declaration_is_refused_naming_the_channel() -> None:
+    spec = ChannelSpec("volts", "scalar", "V", "float64")
+    with pytest.raises(DataError, match="dmm.volts is declared float64, got float32"):
+        rows_to_batch([Columns("dmm", "volts", [1, 2], np.zeros(2, np.float32), "V")], spec)
+    with pytest.raises(DataError, match=r"dmm.volts is declared in 'V', got 'mV'"):
+        rows_to_batch([Columns("dmm", "volts", [1, 2], np.zeros(2), "mV")], spec)
+    with pytest.raises(DataError, match="got samples of dmm.amps"):
+        rows_to_batch([Columns("dmm", "amps", [1], np.zeros(1), "V")], spec, "dmm")
+    with pytest.raises(DataError, match="3 timestamps but 2 values"):
+        Columns("dmm", "volts", [1, 2, 3], np.zeros(2), "V")
+
+
+def test_a_shared_spectrum_axis_is_every_rows_axis() -> None:
+    spec = ChannelSpec("s", "spectrum", "counts", "int32", (3,), axis_unit="nm")
+    axis = np.array([400.0, 500.0, 600.0])
+    block = Columns("spec", "s", [5, 6], np.arange(6, dtype=np.int32).reshape(2, 3), "counts",
+                    axes=axis, axis_unit="nm")
+    rows = batch_to_rows(rows_to_batch([block], spec))
+    assert [r.data for r in rows] == [
+        Spectrum(np.array([0, 1, 2], np.int32), axis, "counts", "nm"),
+        Spectrum(np.array([3, 4, 5], np.int32), axis, "counts", "nm")]
+
+
+def test_rows_are_light_and_keep_their_public_form() -> None:
+    m = Measurement("dmm", "volts", 7, Scalar(1.5, "V"))
+    assert not hasattr(m, "__dict__") and not hasattr(m.data, "__dict__")
+    assert m.metadata is NO_METADATA and m.metadata == {}
+    assert Measurement("dmm", "volts", 8, Scalar(2.0, "V")).metadata is m.metadata
+    with pytest.raises(TypeError):
+        m.metadata["x"] = 1  # type: ignore[index]  # the shared empty mapping is read-only
+    flagged = Measurement(instrument_id="dmm", channel="volts", timestamp_ns=7,
+                          data=Scalar(1.5, "V"), metadata={"range": 2})
+    assert flagged != m and flagged.metadata == {"range": 2}
+    assert m == Measurement("dmm", "volts", 7, Scalar(1.5, "V"), {})
+    assert pickle.loads(pickle.dumps(flagged)) == flagged
+    assert pickle.loads(pickle.dumps(m)) == m
+    assert "Scalar(value=1.5, unit='V')" in repr(m)
+    match m:
+        case Measurement(channel="volts", data=Scalar(value=v)):
+            assert v == 1.5
+
+
+SPEC = ChannelSpec("x", "scalar", "V", "float64")
+
+
+class BlockReader(V2Instrument):
+    """Reads 100 samples a poll, as a DAQ card's buffer would."""
+
+    polls = 0
+
+    def read(self) -> list[Columns]:
+        t = time.time_ns()
+        n = BlockReader.polls * 100
+        BlockReader.polls += 1
+        return [Columns(self.id, "x", np.arange(t, t + 100), np.arange(n, n + 100,
+                                                                       dtype=np.float64), "V")]
+
+
+def test_a_v2_driver_returning_columns_runs_end_to_end(tmp_path: Path) -> None:
+    h = PluginHost()
+    h.load_entry_points()
+    itype = InstrumentType("test.block", "v2", "none", BlockReader, [SPEC], "test source")
+    h.register(types.SimpleNamespace(daqhub_instrument_types=hookimpl(lambda: [itype])),
+               "test-block", "test", "0")
+    lab = parse(f'[daqhub]\noutput_dir = "{tmp_path}"\n[[v2.instruments]]\nid = "card"\n'
+                f'type = "test.block"\npoll_hz = 50\n', "lab.toml", h, tmp_path)
+    rt = DualRuntimeManager(lab, h)
+    rt.start()
+    sub = rt.subscribe("test", lossless=True, capacity=100)
+    got: list[float] = []
+    try:
+        deadline = time.monotonic() + 20
+        while len(got) < 300 and time.monotonic() < deadline:
+            for b in sub.get_many(0.2):
+                got.extend(b.column("value").to_pylist())
+                assert b.column("source")[0].as_py() == "v2"
+        health = rt.health()["instruments"][0]
+    finally:
+        report = rt.shutdown()
+    assert got[:300] == [float(i) for i in range(300)]  # every sample, in order
+    assert health["measurements"] >= 300 and health["last_value"].endswith("V")
+    assert report.counts["card"]["x"] >= 300
+
+
+def test_a_scan_reads_the_last_sample_of_a_block() -> None:
+    block = Columns("card", "x", [10, 20], np.array([1.0, 2.0]), "V")
+    assert samples_of([block]) == {"x": (2.0, 20)}
+
+

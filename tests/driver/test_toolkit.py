@@ -306,3 +306,26 @@ def test_a_declaration_may_not_shadow_the_session_or_the_runtime() -> None:
         class Reads(Session):
             read = Command("READ?")
         flavor_class(Reads, "v2")
+
+
+class Stage(Session):
+    """Its query names the axis from :attr:`Session.fields`, as a multi-axis controller's do."""
+
+    type_name = "test.stage"
+    channels = [ChannelSpec("position", "scalar", "mm")]
+    command_end, reply_end, read_timeout = b"\n", b"\n", 0.2
+    position = Parameter("{axis}TP", unit="mm", setting=False)
+
+
+def test_the_default_poll_is_planned_once_and_again_when_fields_change() -> None:
+    port = ScriptedPort([(b"1TP\n", b"1.5\n"), (b"1TP\n", b"1.6\n"), (b"2TP\n", b"7.0\n")])
+    ctx = InstrumentContext("stage", "test.stage", {}, Stage.channels, port=port)  # type: ignore[arg-type]
+    inst: Any = flavor_class(Stage, "v2")(ctx)
+    inst.session.fields["axis"] = 1
+    assert [m.data.value for m in inst.read()] == [1.5]
+    planned = inst.session._planned_poll[2]
+    assert [m.data.value for m in inst.read()] == [1.6]
+    assert inst.session._planned_poll[2] is planned  # reused, not planned again
+    inst.session.fields["axis"] = 2
+    assert [m.data.value for m in inst.read()] == [7.0]
+    port.assert_done()

@@ -24,9 +24,10 @@ Types (each in ``v2`` and ``v4``, transport ``visa``):
   read as a float) or ``csv[N]`` (field N, 0-based, as a float).
 
 Every type also takes ``read_termination``/``write_termination`` (default
-``"\\n"``), ``timeout_ms`` (default 2000) and ``check_errors`` (default true:
-``SYST:ERR?`` is drained after every command and any entry raises a
-``DriverError`` carrying the SCPI code and message).
+``"\\n"``), ``timeout_ms`` (default 2000) and ``check_errors`` (default
+``"always"``: ``SYST:ERR?`` is drained after every command and every reading, and
+any entry raises a ``DriverError`` carrying the SCPI code and message;
+``"commands"`` checks after commands only, ``"never"`` never).
 
 Modules: :mod:`.parsing` (reply text to values), :mod:`.protocol` (transaction
 functions), :mod:`.profiles` (readings per type), :mod:`.schemas` (config

@@ -62,6 +62,7 @@ class ScpiSession(Session):
         self._queries = [Query(r.query, r.parser) for r in self.readings]
         self._by_name = {r.name: r for r in self.readings}
         self.idn: str | None = None
+        self._poll = self._planned_poll()
 
     def manager_idn_fits(self, visa: Any) -> bool:
         """Whether the manager's cached ``*IDN?`` can be used for this instrument.
@@ -94,11 +95,21 @@ class ScpiSession(Session):
     def connect(self) -> Generator[Any, Any, None]:
         yield self._planned(*self.setup((yield from self.identify())))
 
-    def poll(self) -> Generator[Any, Any, dict[str, Sample]]:
-        samples = yield self._planned(*self.read_all())
-        return {r.name: Sample(Scalar(_typed(s.value, self.specs[r.name]),
-                                      self.specs[r.name].unit), timestamp_ns=s.timestamp_ns)
-                for r, s in zip(self.readings, samples, strict=True)}
+    def poll(self) -> Transaction[dict[str, Sample]]:
+        return self._poll
+
+    def _planned_poll(self) -> Transaction[dict[str, Sample]]:
+        """The poll, planned once: one transaction reading every channel and packing the
+        samples, each typed to its channel's dtype (so both flavors store one dtype)."""
+        read, what, budget = self.read_all()
+        packing = [(r.name, np.dtype(self.specs[r.name].dtype).type, self.specs[r.name].unit)
+                   for r in self.readings]
+
+        def poll(session: Visa) -> dict[str, Sample]:
+            return {name: Sample(Scalar(typed(s.value), unit), None, s.timestamp_ns)
+                    for (name, typed, unit), s in zip(packing, read(session), strict=True)}
+
+        return self._planned(poll, what, budget)
 
     # ------------------------------------------------------------------ generic SCPI commands
     @command
@@ -130,7 +141,7 @@ class ScpiSession(Session):
 
     @command
     def errors(self) -> Transaction[list[tuple[int, str]]]:
-        """Drain the error queue (useful with ``check_errors = false``)."""
+        """Drain the error queue (useful with ``check_errors = "never"``)."""
         return self._planned(self.protocol.errors_fn(), "SYST:ERR?", self._budget(4))
 
     @command
@@ -157,7 +168,7 @@ class ScpiSession(Session):
         self.idn = idn.strip()
         ident = self.idn
         proto = self.protocol
-        drain = proto.errors_fn() if proto.settings.check_errors else None
+        drain = proto.errors_fn() if proto.settings.checks_commands else None
         init = self.setup_commands
         run = proto.sequence_fn(init) if init else None
         opc = proto.opc_fn(self._opc_ms())
@@ -247,7 +258,3 @@ class CustomSession(ScpiSession):
     config_schema = CUSTOM_SCHEMA
     capabilities = ("Readable",)
 
-
-def _typed(value: Any, spec: ChannelSpec) -> Any:
-    """The value as the numpy scalar type of its channel, so both flavors store one dtype."""
-    return np.dtype(spec.dtype).type(value)

@@ -30,10 +30,9 @@ import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from pyvisa import constants as visa_constants
-from pyvisa.errors import Error as VisaError
 from pyvisa.errors import VisaIOError
 
 from daqhub.driver import DriverError, DriverReplyError, DriverTimeoutError
@@ -77,6 +76,25 @@ class ScpiDeviceError(DriverReplyError):
         super().__init__(instrument_id, command, f"SCPI error {text}{note}", first)
 
 
+#: When ``SYST:ERR?`` is read (the lab file's ``check_errors``): after every command and
+#: every poll's readings (``"always"``, the default: an error is reported against the
+#: command or reading that caused it), after the commands scripts send and the setup only
+#: (``"commands"``: a poll is one query per reading; an error a reading caused is then
+#: reported by the next command's check), or never (``"never"``; ``errors()`` drains the
+#: queue on demand). ``true``/``false`` are ``"always"``/``"never"``.
+CHECK_ERRORS = ("always", "commands", "never")
+
+
+def check_errors_mode(value: Any) -> str:
+    """The lab file's ``check_errors`` as one of :data:`CHECK_ERRORS`; ValueError if not one."""
+    if isinstance(value, bool):
+        return "always" if value else "never"
+    if value not in CHECK_ERRORS:
+        raise ValueError(f"check_errors must be one of {', '.join(map(repr, CHECK_ERRORS))} "
+                         f"(or true/false), got {value!r}")
+    return str(value)
+
+
 @dataclass(frozen=True)
 class ScpiSettings:
     """The per-instrument link settings of the lab file (keys of the same names)."""
@@ -84,7 +102,7 @@ class ScpiSettings:
     read_termination: str = "\n"
     write_termination: str = "\n"
     timeout_ms: int = 2000
-    check_errors: bool = True
+    check_errors: str = "always"
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> ScpiSettings:
@@ -92,11 +110,22 @@ class ScpiSettings:
             read_termination=str(config.get("read_termination", "\n")),
             write_termination=str(config.get("write_termination", "\n")),
             timeout_ms=int(config.get("timeout_ms", 2000)),
-            check_errors=bool(config.get("check_errors", True)),
+            check_errors=check_errors_mode(config.get("check_errors", "always")),
         )
+
+    @property
+    def checks_commands(self) -> bool:
+        return self.check_errors != "never"
+
+    @property
+    def checks_readings(self) -> bool:
+        return self.check_errors == "always"
 
     def problems(self) -> list[str]:
         out = []
+        if self.check_errors not in CHECK_ERRORS:
+            out.append(f"check_errors must be one of {', '.join(map(repr, CHECK_ERRORS))}, "
+                       f"got {self.check_errors!r}")
         if not self.read_termination:
             out.append("read_termination must not be empty (it is how a reply's end is found)")
         elif self.read_termination[-1] in self.read_termination[:-1]:
@@ -119,6 +148,8 @@ class _SessionState:
     #: why the last resynchronisation failed; chained to the refusal so the core can tell
     #: a lost connection (which it then reopens) from a merely slow instrument
     resync_error: BaseException | None = None
+    #: (timeout ms, read termination) last applied to the session by an SCPI instrument
+    applied: tuple[float, str] | None = None
 
 
 _STATES: weakref.WeakKeyDictionary[Any, _SessionState] = weakref.WeakKeyDictionary()
@@ -133,8 +164,7 @@ def session_state(session: Session) -> _SessionState:
         return state
 
 
-@dataclass(frozen=True)
-class Sample:
+class Sample(NamedTuple):
     """One parsed reply and when it arrived."""
 
     value: Value
@@ -165,6 +195,7 @@ class ScpiProtocol:
         self.resource = resource
         self._rterm = settings.read_termination
         self._wterm = settings.write_termination
+        self._last: tuple[Session, _SessionState] | None = None
 
     # ------------------------------------------------------------------ budgets
     def transaction_timeout(self, reads: int = 1, extra_ms: float = 0.0) -> float:
@@ -175,7 +206,7 @@ class ScpiProtocol:
         abandons a transaction that is still inside its own I/O timeouts.
         """
         per_read = self.settings.timeout_ms / 1000.0
-        error_reads = reads if self.settings.check_errors else 0
+        error_reads = reads if self.settings.checks_commands else 0
         io_s = per_read * (reads + error_reads + 3) + extra_ms / 1000.0 + 0.5
         return LOCK_WAIT_S + io_s
 
@@ -185,7 +216,7 @@ class ScpiProtocol:
         self._check_command(command)
 
         def write(session: Session) -> None:
-            with _Configured(session, self.settings):
+            with _Configured(session, self._state(session), self.settings):
                 self._ensure_in_step(session, command)
                 self._send(session, command)
                 self._check_errors(session, command)
@@ -198,7 +229,7 @@ class ScpiProtocol:
         self._check_command(command)
 
         def query(session: Session) -> T | str:
-            with _Configured(session, self.settings):
+            with _Configured(session, self._state(session), self.settings):
                 self._ensure_in_step(session, command)
                 text = self._ask(session, command)
                 self._check_errors(session, command)
@@ -211,15 +242,24 @@ class ScpiProtocol:
         for q in queries:
             self._check_command(q.command)
 
+        checks = self.settings.checks_readings
+        # planned once: each query's bytes, and the settings the session must have
+        planned = [(q.command, self._message(q.command), q.parse) for q in queries]
+        wanted = (self.settings.timeout_ms, self.settings.read_termination)
+
         def read(session: Session) -> list[Sample]:
             out: list[Sample] = []
-            with _Configured(session, self.settings):
-                for q in queries:
-                    self._ensure_in_step(session, q.command)
-                    text = self._ask(session, q.command)
-                    stamp = now_ns()
-                    self._check_errors(session, q.command)
-                    out.append(Sample(self._parse(session, q.command, text, q.parse), stamp))
+            state = self._state(session)
+            if state.applied != wanted:
+                _Configured(session, state, self.settings).__enter__()
+            for command, message, parse in planned:
+                if state.out_of_step:
+                    self._ensure_in_step(session, command)
+                text = self._ask(session, command, message=message)
+                stamp = now_ns()
+                if checks:
+                    self._check_errors(session, command)
+                out.append(Sample(self._parse(session, command, text, parse), stamp))
             return out
 
         return read
@@ -235,7 +275,7 @@ class ScpiProtocol:
 
         def run(session: Session) -> list[str | None]:
             replies: list[str | None] = []
-            with _Configured(session, self.settings):
+            with _Configured(session, self._state(session), self.settings):
                 for c in commands:
                     self._ensure_in_step(session, c)
                     if _is_query(c):
@@ -253,7 +293,7 @@ class ScpiProtocol:
         command = "*OPC?"
 
         def opc(session: Session) -> None:
-            with _Configured(session, self.settings, timeout_ms=timeout_ms):
+            with _Configured(session, self._state(session), self.settings, timeout_ms=timeout_ms):
                 self._ensure_in_step(session, command)
                 text = self._ask(session, command, timeout_ms)
                 value = self._parse(session, command, text, parse_int)
@@ -267,7 +307,7 @@ class ScpiProtocol:
         """Drain the error queue and return its entries without raising for them."""
 
         def errors(session: Session) -> list[tuple[int, str]]:
-            with _Configured(session, self.settings):
+            with _Configured(session, self._state(session), self.settings):
                 self._ensure_in_step(session, ERROR_QUERY)
                 return self._drain_errors(session, ERROR_QUERY)
 
@@ -295,8 +335,11 @@ class ScpiProtocol:
     def _where(self) -> str:
         return f" on {self.resource}" if self.resource else ""
 
-    def _send(self, session: Session, command: str) -> None:
-        data = (command + self._wterm).encode(_ENCODING)
+    def _message(self, command: str) -> bytes:
+        return (command + self._wterm).encode(_ENCODING)
+
+    def _send(self, session: Session, command: str, message: bytes | None = None) -> None:
+        data = self._message(command) if message is None else message
         try:
             session.write_raw(data)
         except VisaIOError as exc:
@@ -333,14 +376,16 @@ class ScpiProtocol:
                               f"read_termination does not match the instrument)")
         return text[: -len(self._rterm)]
 
-    def _ask(self, session: Session, command: str, timeout_ms: float | None = None) -> str:
-        """Send a query and read its reply; a timeout is explained by the error queue if it can."""
-        self._send(session, command)
+    def _ask(self, session: Session, command: str, timeout_ms: float | None = None,
+             message: bytes | None = None) -> str:
+        """Send a query (``message``: its bytes, when planned) and read its reply; a timeout
+        is explained by the error queue if it can."""
+        self._send(session, command, message)
         try:
             return self._receive(session, command, timeout_ms)
         except ScpiTimeoutError as exc:
             self._resync(session, command)
-            if self.settings.check_errors and not session_state(session).out_of_step:
+            if self.settings.checks_commands and not session_state(session).out_of_step:
                 try:
                     errors = self._drain_errors(session, command)
                 except DriverError:
@@ -389,7 +434,7 @@ class ScpiProtocol:
         return errors
 
     def _check_errors(self, session: Session, command: str) -> None:
-        if not self.settings.check_errors:
+        if not self.settings.checks_commands:
             return
         errors = self._drain_errors(session, command)
         if errors:
@@ -401,8 +446,18 @@ class ScpiProtocol:
         state.out_of_step = True
         state.why = f"{self.id}: {why}"
 
-    def _ensure_in_step(self, session: Session, command: str) -> None:
+    def _state(self, session: Session) -> _SessionState:
+        """:func:`session_state`, remembered for the session last used (a lookup takes a
+        lock and a weak reference; a transaction needs the state twice)."""
+        last = self._last
+        if last is not None and last[0] is session:
+            return last[1]
         state = session_state(session)
+        self._last = (session, state)
+        return state
+
+    def _ensure_in_step(self, session: Session, command: str) -> None:
+        state = self._state(session)
         if not state.out_of_step:
             return
         self._resync(session, command)
@@ -457,36 +512,39 @@ class ScpiProtocol:
 
 
 class _Configured:
-    """This instrument's timeout and read termination on the shared session, then the old ones."""
+    """This instrument's timeout and read termination on the shared session.
 
-    __slots__ = ("session", "timeout", "term", "old_timeout", "old_term")
+    What is in force is remembered with the session (:class:`_SessionState`), so an exchange
+    whose settings are already applied reads and writes no VISA attribute (each is a call
+    into the VISA library); they stay applied afterwards, and the next SCPI user of the
+    session changes only what differs for it. A reopened session is a new object with
+    nothing remembered, so its attributes are read afresh.
+    """
 
-    def __init__(self, session: Session, settings: ScpiSettings,
+    __slots__ = ("session", "state", "timeout", "term")
+
+    def __init__(self, session: Session, state: _SessionState, settings: ScpiSettings,
                  timeout_ms: float | None = None) -> None:
         self.session = session
+        self.state = state
         self.timeout = settings.timeout_ms if timeout_ms is None else timeout_ms
         self.term = settings.read_termination
-        self.old_timeout: Any = None
-        self.old_term: Any = None
 
     def __enter__(self) -> None:
+        state = self.state
+        applied = state.applied
+        if applied is not None and applied == (self.timeout, self.term):
+            return
         s = self.session
-        self.old_timeout = s.timeout
-        self.old_term = s.read_termination
-        if self.old_timeout != self.timeout:
+        state.applied = None  # unknown until both are set
+        if (applied[0] if applied else s.timeout) != self.timeout:
             s.timeout = self.timeout
-        if self.old_term != self.term:
+        if (applied[1] if applied else s.read_termination) != self.term:
             s.read_termination = self.term
+        state.applied = (self.timeout, self.term)
 
     def __exit__(self, *exc: object) -> None:
-        s = self.session
-        try:
-            if s.timeout != self.old_timeout:
-                s.timeout = self.old_timeout
-            if s.read_termination != self.old_term:
-                s.read_termination = self.old_term
-        except (VisaError, OSError):
-            pass  # a closed or lost session has nothing left to restore; keep the real error
+        pass
 
 
 def _is_query(command: str) -> bool:

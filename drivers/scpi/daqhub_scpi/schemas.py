@@ -14,6 +14,7 @@ from typing import Any
 
 from .parsing import PARSE_SPEC_PATTERN
 from .profiles import CUSTOM, DEFAULT_DMM_FUNCTION, DMM, DMM_FUNCTIONS, PSU
+from .protocol import CHECK_ERRORS
 
 LINK_PROPERTIES: dict[str, Any] = {
     "read_termination": {
@@ -29,8 +30,11 @@ LINK_PROPERTIES: dict[str, Any] = {
         "description": "how long to wait for each reply, in milliseconds",
     },
     "check_errors": {
-        "type": "boolean", "default": True,
-        "description": "read SYST:ERR? after every command and report errors against it",
+        "enum": [*CHECK_ERRORS, True, False], "default": "always",
+        "description": "when to read SYST:ERR? and report errors against what caused them: "
+                       "\"always\" (after every command and every reading of a poll), "
+                       "\"commands\" (after commands and the setup only: faster polls), "
+                       "\"never\"; true/false mean always/never",
     },
 }
 

@@ -75,6 +75,7 @@ check_errors = false
 id = "cryo"
 type = "scpi.custom"
 resource = "TCPIP::10.0.0.7::5025::SOCKET"
+check_errors = "commands"
 read_termination = "\\r\\n"
 init = ["*RST", "CONF:TEMP"]
 readings = [
@@ -131,6 +132,7 @@ def _problems(host: PluginHost, tmp_path: Path, block: str) -> list[str]:
     ('type = "scpi.dmm"\nfunction = ["RES", "RES"]\n', "function"),
     ('type = "scpi.psu"\ntimeout_ms = 0\n', "timeout_ms"),
     ('type = "scpi.psu"\ncheck_errors = "yes"\n', "check_errors"),
+    ('type = "scpi.psu"\ncheck_errors = "sometimes"\n', "check_errors"),
     ('type = "scpi.psu"\nread_termination = "\\n\\n"\n', "read_termination"),
     ('type = "scpi.psu"\nterminator = "\\n"\n', "terminator"),
 ])
