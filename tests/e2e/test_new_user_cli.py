@@ -77,7 +77,7 @@ def test_validate_speaks_plainly_at_the_right_lines(tmp_path: Path) -> None:
                                "number from 0 to 15 or text in quotes matching ^[0-9A-Fa-f]$")
     assert lines[3].startswith(f"{f}:20: 'port' is required (existing ports: ")
     assert lines[4].startswith(f'{f}:23: poll_hz = "fast" is not allowed: poll_hz must be a '
-                               'number above 0 and at most 10000')
+                               'number from 1e-07 to 10000')
     numbers = [int(ln.split(":")[1]) for ln in lines]
     assert numbers == sorted(numbers)
     assert "is not valid under any of the given schemas" not in r.stderr

@@ -87,8 +87,12 @@ def test_handles_work_alike_in_both_flavors(tmp_path: Path, host: PluginHost) ->
         assert "Motion" in lab["rotator"].capabilities
         with lab.subscribe(["stage4"]) as live:
             batches = live.get(5.0)
-        assert batches and all(b.schema.metadata[b"daqhub.instrument_id"] == b"stage4"
-                               for b in batches)
+            assert batches and all(b.schema.metadata[b"daqhub.instrument_id"] == b"stage4"
+                                   for b in batches)
+            # latest() is fed by its own subscriber: it may be a batch behind this one
+            deadline = time.monotonic() + 5.0
+            while "position" not in lab.latest("stage4") and time.monotonic() < deadline:
+                live.get(0.5)
         latest = lab.latest("stage4")
         assert latest["position"]["unit"] == "mm"
         assert {i["id"] for i in lab.health()["instruments"]} == set(lab.instruments)
