@@ -41,8 +41,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import __version__
-from .filelock import remove_stale_locks
 from .measurement import ChannelSpec, DataError
+from .resources.filelock import remove_stale_locks
 from .schema import META_CHANNEL, META_INSTRUMENT, channel_schema, describe
 from .specs import FLAVORS, Flavor, StorageTarget, StorageWriter
 
