@@ -40,9 +40,9 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from .filelock import LOCK_SUFFIX, is_held, lock_path_for, read_holder, remove_stale
 from .measurement import ChannelSpec
 from .records import is_record_file
+from .resources.filelock import LOCK_SUFFIX, is_held, lock_path_for, read_holder, remove_stale
 from .schema import column_values, describe
 from .specs import FLAVORS
 from .storage import is_session_id

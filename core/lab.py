@@ -43,6 +43,7 @@ from .host import PluginHost, default_host
 from .records import SessionRecords
 from .runtime.broadcast import Subscription, SubscriptionClosed
 from .runtime.dual import DualRuntimeManager, ShutdownReport
+from .runtime.report import print_report
 from .runtime.v2 import CommandRejected
 from .runtime.v4 import ActorFailed, MailboxFull
 from .schema import column_values, describe
@@ -421,8 +422,6 @@ class Lab:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
         if self.report_to is not None:
-            from .run import print_report
-
             print_report(self.rt, self.report, self.report_to)
         if interrupted:
             raise KeyboardInterrupt

@@ -39,9 +39,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import __version__
-from .filelock import remove_stale_locks
 from .measurement import ChannelSpec, DataError
 from .outdir import resolved, unwritable
+from .resources.filelock import remove_stale_locks
 from .schema import META_CHANNEL, META_INSTRUMENT, channel_schema, describe
 from .specs import FLAVORS, Flavor, StorageTarget, StorageWriter
 

@@ -37,9 +37,9 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from daqhub.filelock import FileLock, claim_new_file
 from daqhub.hookspecs import hookimpl
 from daqhub.measurement import ChannelSpec
+from daqhub.resources.filelock import FileLock, claim_new_file
 from daqhub.schema import channel_schema
 from daqhub.specs import StorageBackend, StorageTarget
 from daqhub.storage import DEFAULT_FLUSH_INTERVAL, DeclaredChannels, check_id, option_problems

@@ -54,9 +54,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from daqhub import __version__
-from daqhub.filelock import FileLock, claim_new_file
 from daqhub.hookspecs import hookimpl
 from daqhub.measurement import ChannelSpec
+from daqhub.resources.filelock import FileLock, claim_new_file
 from daqhub.specs import StorageBackend, StorageTarget
 from daqhub.storage import DEFAULT_FLUSH_INTERVAL, DeclaredChannels, check_id, option_problems
 

@@ -3,7 +3,7 @@
 The operating system refuses a second exclusive open of a serial port (pyserial's
 ``exclusive=True`` takes ``flock`` on the device; ``TIOCEXCL`` makes the kernel refuse any
 further ``open`` by an unprivileged process), but its refusal does not say who holds the port.
-So a daqhub process also holds a :class:`~daqhub.filelock.FileLock` on a record named for the
+So a daqhub process also holds a :class:`~.filelock.FileLock` on a record named for the
 device's identity (:mod:`.identity`); the record says pid, host, command and since when, and
 the kernel drops the lock when the process dies, so a record left by a killed process is
 stale and simply taken over.
@@ -21,8 +21,8 @@ import tempfile
 from pathlib import Path
 from urllib.parse import quote, unquote
 
-from ..filelock import LOCK_SUFFIX, FileLock, FileLockError, LockHolder, is_held, read_holder
 from .errors import ResourceBusyError
+from .filelock import LOCK_SUFFIX, FileLock, FileLockError, LockHolder, is_held, read_holder
 
 LOCK_DIR_ENV = "DAQHUB_LOCK_DIR"
 

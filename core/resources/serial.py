@@ -34,7 +34,6 @@ from typing import Any, Protocol, TypeVar
 
 import serial
 
-from ..filelock import FileLock
 from .errors import (
     PortDisconnectedError,
     PortOpenError,
@@ -43,6 +42,7 @@ from .errors import (
     ResourceConfigConflictError,
     ResourceError,
 )
+from .filelock import FileLock
 from .gate import DEFAULT_TIMEOUT_S, Gate, dump_gates
 from .identity import (
     LINE_DEFAULTS,

@@ -9,9 +9,9 @@ import pytest
 import tomlkit
 
 from daqhub import tomlwrite
+from daqhub.cli.migrate import migrate
+from daqhub.cli.wizard import Aborted, Asker, build
 from daqhub.config import parse
-from daqhub.migrate import migrate
-from daqhub.wizard import Aborted, Asker, build
 
 V2_LAB = """\
 [daqhub]
@@ -53,7 +53,7 @@ def test_migrate_moves_what_has_a_v4_flavor(host, tmp_path: Path) -> None:
 def test_migrate_cli_round_trip(host, tmp_path: Path, monkeypatch, capsys) -> None:
     import argparse
 
-    from daqhub.migrate import main
+    from daqhub.cli.migrate import main
     src = tmp_path / "old.toml"
     src.write_text(V2_LAB)
     out = tmp_path / "new.toml"

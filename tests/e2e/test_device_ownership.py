@@ -108,7 +108,7 @@ def test_a_clashing_plugin_is_reported_and_the_lab_chooses_a_provider(
         tmp_path: Path, env: dict[str, str]) -> None:
     from importlib.metadata import version
 
-    from daqhub.run import demo_lab_text
+    from daqhub.cli.run import demo_lab_text
 
     install(tmp_path / "site", "esp300-fork", "0.9", "esp300_fork", CLASH)
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "site"), env.get("PYTHONPATH", "")])

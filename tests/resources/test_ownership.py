@@ -16,7 +16,6 @@ import pyvisa
 import serial
 from resources_fakes import PtyDevice
 
-from daqhub.filelock import lock_path_for
 from daqhub.resources import (
     ResourceBusyError,
     ResourceConfigConflictError,
@@ -25,6 +24,7 @@ from daqhub.resources import (
     serial_identity,
     visa_identity,
 )
+from daqhub.resources.filelock import lock_path_for
 from daqhub.resources.ownership import LOCK_DIR_ENV, held_devices, holder, record_path
 
 pytestmark = pytest.mark.timeout(30)
@@ -243,7 +243,7 @@ def test_record_path_is_beside_a_writable_device_directory(tmp_path: Path,
 def test_daqhub_ports_says_who_holds_each_port(
         serial_mgr: SerialPortManager, pty_device: Callable[..., PtyDevice], tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
-    from daqhub.ports import list_ports
+    from daqhub.cli.ports import list_ports
 
     held = pty_device()
     serial_mgr.port(held.pty_path)

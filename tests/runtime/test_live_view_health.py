@@ -6,7 +6,7 @@ import io
 
 from runtime_fakes import make_lab, wait_for
 
-from daqhub.run import LiveView
+from daqhub.cli.run import LiveView
 from daqhub.runtime.dual import DualRuntimeManager
 
 

@@ -19,9 +19,9 @@ import pyarrow.ipc as ipc
 import pytest
 
 from daqhub import storage
-from daqhub.filelock import FileExistsRefusal, FileLock, FileLockError
 from daqhub.host import PluginHost
 from daqhub.measurement import ChannelSpec, DataError, Flavor
+from daqhub.resources.filelock import FileExistsRefusal, FileLock, FileLockError
 from daqhub.schema import build_batch
 from daqhub.storage import (
     FlavorStorage,
@@ -214,7 +214,7 @@ def test_a_second_writer_of_the_same_file_is_told_who_holds_it(
 
 def test_a_stale_lock_left_by_a_dead_process_is_taken_over(tmp_path: Path) -> None:
     target = tmp_path / "data.h5"
-    code = ("import os, sys\nfrom daqhub.filelock import FileLock\n"
+    code = ("import os, sys\nfrom daqhub.resources.filelock import FileLock\n"
             "FileLock(sys.argv[1]).acquire()\nos._exit(0)\n")
     subprocess.run([sys.executable, "-c", code, str(target)], check=True, timeout=20)
     assert (tmp_path / "data.h5.lock").exists()

@@ -94,7 +94,7 @@ def test_view_shows_a_run_served_by_another_process(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(240)
 def test_view_takes_states_from_the_service_and_forwards_commands(tmp_path: Path) -> None:
-    from daqhub.run import demo_lab_text
+    from daqhub.cli.run import demo_lab_text
 
     lab = tmp_path / "lab.toml"
     lab.write_text(demo_lab_text() + '\n[daqhub.serve]\naddress = "127.0.0.1:0"\n'

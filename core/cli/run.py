@@ -22,13 +22,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
 
-from .config import ConfigError, LabConfig, load, parse, runnable_problems
-from .host import PluginHost
-from .records import SessionRecords, parse_meta
-from .runtime.dual import DualRuntimeManager, ShutdownReport, StartError
-from .runtime.outcome import report_line
-from .serve_config import ServeConfigError, serve_config
-from .web.runweb import RunDashboard, WebError
+from ..config import ConfigError, LabConfig, load, parse, runnable_problems
+from ..host import PluginHost
+from ..records import SessionRecords, parse_meta
+from ..runtime.dual import DualRuntimeManager, StartError
+from ..runtime.report import print_report
+from ..serve_config import ServeConfigError, serve_config
+from ..web.runweb import RunDashboard, WebError
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_FORCED = 0, 1, 2, 130
 
@@ -142,36 +142,6 @@ class LiveView:
         return Group(t, *lines)
 
 
-def print_report(rt: DualRuntimeManager, report: ShutdownReport, out: TextIO) -> None:
-    print("\nshutdown report", file=out)
-    print(f"  took {report.duration_s:.2f} s; stopped cleanly: {', '.join(report.clean) or '-'}",
-          file=out)
-    print("instruments:", file=out)
-    for o in report.instruments:
-        print(f"  {report_line(o)}", file=out)
-    for r in report.routines:
-        print(f"  routine {r['instrument']}: {r['state']}, {r['cycles']} cycle(s)"
-              + (f"  <- NOT OK: {r['problem']}" if r["problem"] else ""), file=out)
-    for a in rt.alarms:
-        print(f"  alarm: {a['message']}", file=out)
-    for label, items in (("forced", report.forced), ("leaked", report.leaked),
-                         ("resources not closed", report.unclosed_resources),
-                         ("errors", report.errors)):
-        for item in items:
-            print(f"  {label}: {item}", file=out)
-    print("measurements per instrument and channel:", file=out)
-    for iid, chans in sorted(report.counts.items()):
-        print(f"  {iid}: " + ", ".join(f"{ch}={n}" for ch, n in sorted(chans.items())), file=out)
-    if report.failed:
-        print(f"NOT OK: {'; '.join(report.failed)}", file=out)
-    files = report.sink_results.get("storage") or {}
-    if files:
-        print("session files:", file=out)
-        for flavor, paths in sorted(files.items()):
-            for p in paths:
-                print(f"  {flavor}: {p}", file=out)
-
-
 def _say(text: str) -> None:
     """Write to stderr from a signal handler: os.write, because a buffered stream may be
     in the middle of a write of the main thread (re-entering it raises)."""
@@ -239,7 +209,7 @@ def _run(args: Any, host: PluginHost, out: TextIO, stop: threading.Event,
     try:  # the live data service (--serve, [daqhub.serve]) listens before anything runs
         serving = serve_config(lab.serve, getattr(args, "serve", None), lab.path)
         if serving is not None:
-            from .flight_service import start_service
+            from ..flight_service import start_service
 
             service = start_service(rt, serving)
     except ServeConfigError as exc:

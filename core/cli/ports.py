@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .resources.identity import serial_identity
-from .resources.ownership import held_devices, holder
+from ..resources.identity import serial_identity
+from ..resources.ownership import held_devices, holder
 
 
 def _openers(device: str) -> list[str]:
@@ -75,7 +75,7 @@ def visa_resources(backend: str) -> dict[str, Any]:
     """The resources a backend sees; ``backend`` as lab files write it (``pkg:file@sim`` too)."""
     import pyvisa
 
-    from .config import resolve_visa_backend
+    from ..config import resolve_visa_backend
 
     resolved, why = resolve_visa_backend(backend, Path.cwd())
     if why:

@@ -16,7 +16,7 @@ from typing import Any
 
 import jsonschema
 
-from .config import (
+from ..config import (
     ID_RE,
     TRANSPORT_KEYS,
     ConfigError,
@@ -25,9 +25,9 @@ from .config import (
     closest,
     parse,
 )
-from .host import PluginHost
-from .specs import InstrumentType
-from .tomlwrite import dumps
+from ..host import PluginHost
+from ..specs import InstrumentType
+from ..tomlwrite import dumps
 
 MAX_TRIES = 5
 

@@ -25,8 +25,8 @@ from tomlkit.exceptions import TOMLKitError
 from tomlkit.items import AoT, Comment, Item, Table, Whitespace
 from tomlkit.toml_document import TOMLDocument
 
-from .config import ConfigError, instrument_schema, parse
-from .host import PluginHost
+from ..config import ConfigError, instrument_schema, parse
+from ..host import PluginHost
 
 DEFAULT_STORAGE = {"v2": "hdf5", "v4": "arrow"}
 

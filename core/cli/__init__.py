@@ -19,8 +19,8 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from . import __version__
-from .host import SLOW_IMPORT_S, PluginError, PluginHost
+from .. import __version__
+from ..host import SLOW_IMPORT_S, PluginError, PluginHost
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_PLUGINS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool whose reader went away
@@ -124,7 +124,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def _type_reference(host: PluginHost, name: str, as_json: bool) -> int:
-    from .typeref import markdown, reference
+    from ..typeref import markdown, reference
 
     try:
         ref = reference(host, name)
@@ -136,7 +136,7 @@ def _type_reference(host: PluginHost, name: str, as_json: bool) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .config import ConfigError, load, runnable_problems
+    from ..config import ConfigError, load, runnable_problems
 
     host = _host(args)
     try:
@@ -155,7 +155,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from .config import lab_schema
+    from ..config import lab_schema
 
     print(json.dumps(lab_schema(_host(args)), indent=2))
     return EXIT_OK
@@ -168,7 +168,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_view(args: argparse.Namespace) -> int:
-    from .web.view import main as view_main
+    from ..web.view import main as view_main
 
     return view_main(args)
 
@@ -180,7 +180,7 @@ def cmd_ports(args: argparse.Namespace) -> int:
 
 
 def _inspect_main(argv: list[str]) -> int:
-    from .inspect import main as inspect_main
+    from ..inspect import main as inspect_main
 
     return inspect_main(argv)
 
