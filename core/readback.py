@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .inspect import FileReport, arrow_batches, hdf5_open_kwargs, hdf5_rows, session_dirs
+from .datafiles import FileReport, arrow_batches, hdf5_open_kwargs, hdf5_rows, session_dirs
 from .measurement import ChannelSpec
 from .records import is_record_file
 from .schema import META_UNIT, build_batch, describe, unit_meta

@@ -180,7 +180,7 @@ def cmd_ports(args: argparse.Namespace) -> int:
 
 
 def _inspect_main(argv: list[str]) -> int:
-    from ..inspect import main as inspect_main
+    from .inspect import main as inspect_main
 
     return inspect_main(argv)
 

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pytest
 
-from daqhub import inspect as daqhub_inspect
+from daqhub.cli import inspect as daqhub_inspect
 
 WRITER = Path(__file__).with_name("storage_crash_writer.py")
 INTERVAL = 0.15

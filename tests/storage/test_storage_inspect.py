@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from storage_testdata import CHANNELS, INSTRUMENTS, LAB_CONFIG
 
-from daqhub import inspect as daqhub_inspect
+from daqhub.cli import inspect as daqhub_inspect
 from daqhub.host import PluginHost
 from daqhub.schema import build_batch
 from daqhub.storage import FlavorStorage, StorageSession
@@ -147,7 +147,7 @@ def test_a_file_being_written_is_shown_with_its_writer(tmp_path: Path,
             session.write(build_batch("meter", x, [START, START + 1], np.ones(2), source=source))
         session.flush()
         # another process, as a user would run it (HDF5 shares open files within a process)
-        out = subprocess.run([sys.executable, "-m", "daqhub.inspect", str(tmp_path), "--json"],
+        out = subprocess.run([sys.executable, "-m", "daqhub.cli.inspect", str(tmp_path), "--json"],
                              capture_output=True, text=True, timeout=30)
     finally:
         session.close()
