@@ -150,8 +150,21 @@ def plot(reports: Sequence[FileReport], out: Path) -> list[str]:
     sessions = sorted({r.session_id for r in reports if r.session_id})
     fig.suptitle(f"session {', '.join(sessions) or '(unknown)'}"
                  + (f"\nt = 0 at {iso_time(t0)}" if t0 else ""), y=1 - 0.15 / height, va="top")
+    _fit_left_margin(fig)
     fig.savefig(out, dpi=90)
     return notes
+
+
+def _fit_left_margin(fig: Any) -> None:
+    """Widen the left margin when wide tick labels push a unit off the figure: the fixed
+    margin suits most values, and measuring once is far cheaper than constrained layout."""
+    renderer = fig.canvas.get_renderer()
+    overflow = max((-box.x0 for ax in fig.axes
+                    if (box := ax.get_tightbbox(renderer)) is not None and box.x0 < 0),
+                   default=0.0)
+    if overflow:
+        width_px = fig.get_figwidth() * fig.dpi
+        fig.subplots_adjust(left=min(0.45, fig.subplotpars.left + (overflow + 4) / width_px))
 
 
 def _draw(ax: Any, fig: Any, report: FileReport, channel: ChannelReport, t0: int) -> None:
