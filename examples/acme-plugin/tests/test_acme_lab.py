@@ -82,7 +82,7 @@ def test_a_v2_and_a_v4_tc1_share_one_port_in_a_run(
     assert {(r.instrument_id, r.channel, r.data.unit) for r in rows} == {
         ("tc_old", "temperature", "K"), ("tc_old", "heater", "%"),
         ("tc_new", "temperature", "K"), ("tc_new", "heater", "%")}
-    assert {r.source.value for r in rows} == {"v2", "v4"}
+    assert {r.source for r in rows} == {"v2", "v4"}
 
     report = rt.shutdown()
     assert report.ok, report.as_dict()
