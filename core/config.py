@@ -425,6 +425,14 @@ def _module_exists(name: str) -> bool:
         return False
 
 
+def visa_resource_problem(resource: str) -> str | None:
+    """What is wrong with a VISA resource name as a lab file would give it, or None: the
+    lab file's own check, for tools that ask for one name (``daqhub new``)."""
+    c = _Collector("", {})
+    _check_visa(c, resource, ())
+    return c.problems[0].message if c.problems else None
+
+
 def _check_visa(c: _Collector, resource: str, path: Sequence[Any]) -> None:
     from pyvisa import rname
     example = "e.g. GPIB0::5::INSTR, TCPIP::10.0.0.2::INSTR, ASRL/dev/ttyUSB0::INSTR"

@@ -20,10 +20,9 @@ from ..config import (
     ID_RE,
     TRANSPORT_KEYS,
     ConfigError,
-    _check_visa,
-    _Collector,
     closest,
     parse,
+    visa_resource_problem,
 )
 from ..host import PluginHost
 from ..specs import InstrumentType
@@ -131,11 +130,7 @@ def _ask_instrument(a: Asker, host: PluginHost, used: set[str]) -> tuple[str, di
         block["port"] = a.ask("serial port (device path, sim://..., socket://..., usb:VID:PID)",
                               "", lambda p: None if p else "a port is required")
     elif itype.transport == "visa":
-        def check_res(r: str) -> str | None:
-            c = _Collector("", {})
-            _check_visa(c, r, ())
-            return c.problems[0].message if c.problems else None
-        block["resource"] = a.ask("VISA resource", "", check_res)
+        block["resource"] = a.ask("VISA resource", "", visa_resource_problem)
         block["visa_backend"] = a.ask("VISA backend (@py, @ivi, file.yaml@sim)", "@py")
     props = dict(itype.config_schema.get("properties", {}))
     required = set(itype.config_schema.get("required", []))
