@@ -266,3 +266,12 @@ def test_plugin_problems_are_reported_at_the_line_they_name(host) -> None:
     }
     [bad] = [p for p in host.problems if p.distribution == "checker-dist"]
     assert "returned a int, expected ConfigProblem or str" in bad.error
+
+
+def test_one_visa_name_is_checked_as_a_lab_file_checks_it() -> None:
+    """``daqhub new`` asks for one VISA name and must refuse what validate would refuse."""
+    from daqhub.config import visa_resource_problem
+
+    assert visa_resource_problem("GPIB0::5::INSTR") is None
+    problem = visa_resource_problem("garbage name")
+    assert problem is not None and "'garbage name'" in problem
