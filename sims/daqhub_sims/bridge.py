@@ -206,6 +206,12 @@ class Bridge(ABC):
             event = session.next_event_in()
             if event is not None:
                 wait = min(wait, event)
+            # next_event_in may itself have collected the last bytes of a reply (then no event
+            # is left to wake us): a transport that takes them must not sleep on them
+            if self._has_peer():
+                with contextlib.suppress(EndpointDisconnected):
+                    if session.in_waiting():
+                        wait = 0.0
         return max(0, int(wait * 1000 + 0.999))  # round up: never wake before the bytes are due
 
     def _follow_line(self) -> None:
