@@ -14,10 +14,14 @@ from collections.abc import Mapping
 from daqhub_sims.device import Clock, SimDevice
 
 
-def number_option(options: Mapping[str, str], name: str, default: float, device: str) -> float:
-    """A finite number from a ``sim://`` option (strings, as the URL carries them)."""
+def number_option(options: Mapping[str, str], name: str, default: float | None = None,
+                  device: str = "device") -> float:
+    """A finite number from a ``sim://`` option (strings, as the URL carries them); without
+    a ``default`` the option must be there (options already merged with their defaults)."""
     text = options.get(name)
     if text is None:
+        if default is None:
+            raise KeyError(f"{device} option {name} is missing")
         return default
     try:
         value = float(text)

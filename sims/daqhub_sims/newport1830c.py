@@ -61,6 +61,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 
 from daqhub_sims.device import Clock, SimDevice
+from daqhub_sims.linesim import number_option
 from daqhub_sims.model_options import SimOption, with_defaults
 from daqhub_sims.optics import polariser_source
 
@@ -154,17 +155,6 @@ OPTIONS = (
 )
 
 
-def _option_number(options: Mapping[str, str], name: str) -> float:
-    text = options[name]
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"1830-C option {name}={text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise ValueError(f"1830-C option {name}={text!r} must be finite")
-    return value
-
-
 def _flag(text: str) -> bool:
     if text.lower() in ("1", "true", "on", "yes"):
         return True
@@ -189,14 +179,14 @@ class Newport1830C(SimDevice):
     ) -> None:
         super().__init__(options, clock)
         opts = with_defaults(self.OPTIONS, self.options)
-        self._power = _option_number(opts, "power")
-        self._noise = _option_number(opts, "noise")
-        seed = _option_number(opts, "seed")
-        self._wl_min = int(_option_number(opts, "wl_min"))
-        self._wl_max = int(_option_number(opts, "wl_max"))
-        wavelength = _option_number(opts, "wavelength")
-        source = opts.get("source_nm")
-        self._source_nm = None if source is None else _option_number(opts, "source_nm")
+        self._power = number_option(opts, "power", device="1830-C")
+        self._noise = number_option(opts, "noise", device="1830-C")
+        seed = number_option(opts, "seed", device="1830-C")
+        self._wl_min = int(number_option(opts, "wl_min", device="1830-C"))
+        self._wl_max = int(number_option(opts, "wl_max", device="1830-C"))
+        wavelength = number_option(opts, "wavelength", device="1830-C")
+        self._source_nm = (None if opts.get("source_nm") is None
+                           else number_option(opts, "source_nm", device="1830-C"))
         if self._power < 0 or self._noise < 0:
             raise ValueError("1830-C options power and noise must be >= 0")
         if seed != int(seed):
@@ -213,8 +203,8 @@ class Newport1830C(SimDevice):
         if opts.get("polariser"):  # e.g. polariser=bench:0 (an ELL14 on line "bench")
             self._source = polariser_source(
                 self._power, opts["polariser"],
-                _option_number(opts, "polariser_offset"),
-                _option_number(opts, "extinction"))
+                number_option(opts, "polariser_offset", device="1830-C"),
+                number_option(opts, "extinction", device="1830-C"))
         self._t0 = self.clock.now()
         self._rx = bytearray()
         self._out = bytearray()

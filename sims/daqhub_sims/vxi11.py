@@ -328,7 +328,7 @@ class Vxi11Server:
         flags, data = args.u32(), args.opaque()
         with link.ready:
             link.pending += data
-            messages = link.pending.split(b"\n")
+            messages = [bytes(m) for m in link.pending.split(b"\n")]
             link.pending = bytearray(messages.pop())
             if flags & FLAG_END and link.pending:
                 messages.append(bytes(link.pending))

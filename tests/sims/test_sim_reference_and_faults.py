@@ -77,7 +77,8 @@ def test_sim_url_rejects_nothing_it_documents() -> None:
     for name in registry.BUILT_IN_MODELS:
         made_by = registry.model_factory(name)
         explicit = {o.name: o.default for o in made_by.OPTIONS if o.default is not None}
-        registry.create(name, explicit, ManualClock())
+        # every documented default, given explicitly, is accepted (create raises otherwise)
+        assert type(registry.create(name, explicit, ManualClock())) is made_by, name
 
 
 # -- fault schedule ---------------------------------------------------------------------------
