@@ -84,6 +84,7 @@ class Gate(InlineGate):
         held = current_held()
         direct = self.holds_or_checks(held, owner) if held else False
         loop = asyncio.get_running_loop()
+        self._uses(loop)
         job = Job(self, owner, what, held, runner, arg, stats, urgent, timeout)
         job.loop = loop
         job.fut = fut = loop.create_future()
@@ -237,7 +238,7 @@ class Gate(InlineGate):
         """
         deadline = _now() + timeout
         with self._mutex:
-            self._closed = True
+            self._closed = self._notice = True
             queued = list(self._urgent) + list(self._normal) + list(self._direct)
             self._urgent.clear()
             self._normal.clear()
