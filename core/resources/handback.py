@@ -32,7 +32,6 @@ import asyncio
 import sys
 import threading
 import time
-import weakref
 from collections.abc import Iterable
 
 from .entries import Entry, Job
@@ -41,9 +40,25 @@ POST_BATCH_MAX = 64
 POST_BATCH_AGE_S = 0.002
 SLOW_JOB_S = 0.0005
 LOOK_S = 0.001  # how often an inline holder looks whether a loop using the gate is due
+LOOK_BACKOFF_S = 0.05  # ... and after a loop did not take its turn (blocked, or it is starved)
 NEVER = float("inf")
 
 _now = time.monotonic
+
+
+class LoopTurns:
+    """What a gate knows of the loops that use it (see the module doc)."""
+
+    __slots__ = ("served", "users", "look_at")
+
+    def __init__(self) -> None:
+        self.served = threading.Event()  # clear while a flush is scheduled
+        self.served.set()
+        # the loops whose coroutines use the gate (a tuple replaced whole, never changed in
+        # place: read without a lock, see .gil; a loop lost to two threads replacing it at once
+        # is added back by its next request), and when an inline holder next looks at them
+        self.users: tuple[asyncio.AbstractEventLoop, ...] = ()
+        self.look_at = NEVER
 
 
 class HandBack:
@@ -57,11 +72,7 @@ class HandBack:
         self._posts: dict[asyncio.AbstractEventLoop, list[Entry]] = {}
         self._finished: list[Job] = []  # finished async jobs not yet posted, oldest first
         self._finished_since = 0.0
-        self._loops_served = threading.Event()  # clear while a flush is scheduled
-        self._loops_served.set()
-        # the loops whose coroutines use the gate, and when an inline holder next looks at them
-        self._users: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
-        self._look_at = NEVER
+        self._turns = LoopTurns()
         self._notice = False  # the gate is closed or loops use it: its releases look closer
 
     def _hold_back(self, job: Job) -> None:
@@ -111,7 +122,7 @@ class HandBack:
                 if batch is None:
                     self._posts[loop] = [entry]
                     schedule.append(loop)
-                    self._loops_served.clear()
+                    self._turns.served.clear()
                 else:
                     batch.append(entry)
         delivered = True
@@ -122,7 +133,7 @@ class HandBack:
                 with self._post_lock:
                     self._posts.pop(loop, None)
                     if not self._posts:
-                        self._loops_served.set()
+                        self._turns.served.set()
                 delivered = False
         return delivered
 
@@ -144,7 +155,7 @@ class HandBack:
     def _loop_served(self) -> None:
         with self._post_lock:
             if not self._posts:
-                self._loops_served.set()
+                self._turns.served.set()
 
     def _yield_to_loops(self) -> None:
         """A sync holder that posted: let the loops take their turn before going on (bounded).
@@ -152,22 +163,25 @@ class HandBack:
         Waiting drops the GIL, so the loop thread gets it now instead of after a switch interval.
         """
         if self._posts:  # without the lock: one load (see .gil)
-            self._loops_served.wait(sys.getswitchinterval())
+            self._turns.served.wait(sys.getswitchinterval())
 
     def _uses(self, loop: asyncio.AbstractEventLoop) -> None:
         """An async caller's loop: from now on inline holders look at it (see the module doc)."""
-        if loop not in self._users:
-            self._users.add(loop)
-            self._look_at = 0.0
+        turns = self._turns
+        if loop not in turns.users:
+            turns.users = (*turns.users, loop)
+            turns.look_at = 0.0
             self._notice = True
 
     def _turn_for_loops(self, now: float) -> None:
         """An inline holder, between transactions: hand the GIL to a loop that has work due."""
-        self._look_at = now + LOOK_S
-        for loop in list(self._users):
-            if loop.is_closed():
-                self._users.discard(loop)
-                continue
+        turns = self._turns
+        turns.look_at = NEVER  # not looked at again by others meanwhile
+        wait = LOOK_S
+        users = turns.users
+        if any(loop.is_closed() for loop in users):
+            turns.users = users = tuple(loop for loop in users if not loop.is_closed())
+        for loop in users:
             # read from this thread while the loop's may change them: single loads (see .gil)
             ready = getattr(loop, "_ready", None)
             timers = getattr(loop, "_scheduled", None)
@@ -181,7 +195,9 @@ class HandBack:
                     loop.call_soon_threadsafe(loop.call_soon, served.set)
                 except RuntimeError:  # closed meanwhile
                     continue
-                served.wait(sys.getswitchinterval())
-        if not self._users:
-            self._look_at = NEVER
+                if not served.wait(sys.getswitchinterval()):
+                    wait = LOOK_BACKOFF_S  # do not throttle the thread on an unresponsive loop
+        turns.look_at = _now() + wait
+        if not turns.users:
+            turns.look_at = NEVER
             self._notice = self._closed
