@@ -20,14 +20,12 @@ to finish, and is never abandoned half-way (a late result is discarded with
 :class:`TransactionOverrunError`). A cancelled coroutine withdraws its job if it has not
 started; a started one runs to completion on the worker and its result is dropped.
 
-Fairness between flavors is FIFO *at the gate*; what the gate cannot change is the GIL. A V2
-thread that holds the GIL finds the gate free and runs inline, hundreds of queries per switch
-interval (5 ms), while each V4 query needs the loop thread to get the GIL once per round trip.
-Measured (4 V2 threads + 4 coroutines on one pyvisa-sim resource): ~27,000 inline V2
-queries/s against ~330 queued V2 and ~380 V4 jobs/s, the V4 ones posted back in one batch per
-round trip of ~10 ms; coroutines get ~2% of the queries. Shortening the switch interval to
-1 ms raised their share to ~6% but cut total throughput by a quarter, so the gate does not
-trade throughput for it.
+Fairness between flavors is FIFO *at the gate*, and the gate also gives event loops the turns
+the GIL would withhold: a V2 thread running inline transactions back to back keeps the GIL, so a
+loop sharing the resource used to wait a switch interval (5 ms) or more for each poll timer and
+again for each result. :mod:`.handback` hands the GIL over at both points (bounded by the switch
+interval), so a coroutine's next request is queued in the order it would come with real I/O.
+Measured figures are in ``docs/architecture.md`` ("Fairness between flavors").
 
 Deadlock freedom: a gate asks the lock-order checker (:mod:`.ordering`) before waiting, and
 records itself in the caller's held set while a transaction or lease holds it.
@@ -84,6 +82,7 @@ class Gate(InlineGate):
         held = current_held()
         direct = self.holds_or_checks(held, owner) if held else False
         loop = asyncio.get_running_loop()
+        self._uses(loop)
         job = Job(self, owner, what, held, runner, arg, stats, urgent, timeout)
         job.loop = loop
         job.fut = fut = loop.create_future()
@@ -237,7 +236,7 @@ class Gate(InlineGate):
         """
         deadline = _now() + timeout
         with self._mutex:
-            self._closed = True
+            self._closed = self._notice = True
             queued = list(self._urgent) + list(self._normal) + list(self._direct)
             self._urgent.clear()
             self._normal.clear()

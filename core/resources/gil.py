@@ -13,6 +13,10 @@ Every other module in this package points here instead of repeating it.
   ``entry.state``, the worker's look at its finished batch, ``holder_description`` reading the
   holder record, and ``TransactionStats`` fields read by the health report while the holder
   updates them: each is one bytecode-atomic load of a reference or an int.
+* **Turns for event loops** (:mod:`.handback`): an inline holder reads the gate's ``_notice``,
+  ``_turns`` and ``_posts`` without a lock, and the ``_ready`` and ``_scheduled`` of loops
+  running in other threads (a truth test, then the earliest timer: a miss only costs or skips
+  one bounded hand-over).
 * **The inline held set** (:mod:`.ordering` ``INLINE_HELD``): a dict every thread writes its
   own key of, without a lock.
 

@@ -109,7 +109,11 @@ class InlineGate(Worker):
         self._last_holder = holding
         self._last_release = _now()
         self._owned.release()
-        if self._urgent or self._normal or self._closed:
+        if self._urgent or self._normal or self._notice:  # _notice: closed, or loops use it
+            if self._last_release >= self._turns.look_at and not held:  # a loop due? (.handback)
+                self._turn_for_loops(self._last_release)
+            if not (self._urgent or self._normal or self._closed):
+                return
             with self._mutex:
                 if not self._owned.acquire(False):
                     return  # taken meanwhile: its holder will see the queue when it lets go

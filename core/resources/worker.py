@@ -166,6 +166,7 @@ class Worker(Lanes):
             self._execute(job)
             budget -= 1
         self._send_finished()
+        self._yield_to_loops()
 
     def _execute(self, job: Job) -> None:
         """Run a queued job for its caller, in the caller's held set, and wake the caller."""
