@@ -17,6 +17,23 @@ from .schemas import SCHEMAS
 
 _SESSIONS = (DmmSession, PsuSession, CustomSession)
 
+
+def conformance() -> list[dict[str, Any]]:
+    """What ``daqhub check`` runs (group ``daqhub_sims.conformance``): each type on pyvisa-sim,
+    and on the TCP simulator, which can also garble a reply."""
+    psu = {"type": "scpi.psu", "steps": [["set_voltage", 3.0], ["set_output", True]]}
+    tcp = {"garbage": "#~?GARBAGE,@@,!!\n", "rel_tol": 0.05,
+           "block": {"read_termination": "\n", "write_termination": "\n"}}
+    sim = {"visa": "dmm_psu.yaml", "rel_tol": 0.05}
+    return [{"type": "scpi.dmm", "scpi_tcp": "dmm", **tcp}, {**psu, "scpi_tcp": "psu", **tcp},
+            {"type": "scpi.dmm", **sim, "block": {"resource": "GPIB0::5::INSTR"}},
+            {**psu, **sim, "block": {"resource": "GPIB0::6::INSTR"}},
+            {"type": "scpi.custom", **sim, "block": {
+                "resource": "GPIB0::5::INSTR", "init": ["CONF:RES"], "readings": [
+                    {"name": "resistance", "query": "MEAS:RES?", "unit": "Ohm"},
+                    {"name": "version", "query": "SYST:VERS?"}]}}]
+
+
 @hookimpl
 def daqhub_instrument_types() -> Sequence[InstrumentType]:
     return [t for session in _SESSIONS for t in instrument_types(session)]
