@@ -19,6 +19,7 @@ from ..instrument import (
 )
 from .declare import Command, Delegate, Parameter, command, declared_commands, parameters
 from .flavors import SessionActor, SessionInstrument, flavor_class, instrument_types
+from .options import options
 from .session import Sample, Session, arun, run
 from .transaction import Pause, Plan, Transaction, driver_error, parse_reply
 
@@ -45,6 +46,7 @@ __all__ = [
     "driver_error",
     "flavor_class",
     "instrument_types",
+    "options",
     "parameters",
     "parse_reply",
     "run",

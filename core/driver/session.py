@@ -28,6 +28,7 @@ from ..measurement import ChannelSpec
 from ..resources.errors import ResourceError
 from ..specs import ChannelsFor, InstrumentContext, Transport
 from .declare import parameters
+from .options import options
 from .transaction import Pause, Plan, Transaction, driver_error, parse_reply
 
 T = TypeVar("T")
@@ -83,6 +84,8 @@ class Session:
                     else "a VISA resource (address = ...)")
             raise ValueError(f"{self.id}: {ctx.type_name} needs {what}")
         self.resource: Any = resource
+        #: the block's own keys (checked, defaults filled in): :func:`~.options.options`
+        self.options: Any = options(self.config_schema, ctx.config, self.id)
         #: named fields of command templates (``{axis}``)
         self.fields: dict[str, Any] = {}
         #: what connect learnt about the instrument (model, serial, firmware): settings too

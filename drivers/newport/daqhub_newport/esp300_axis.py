@@ -29,12 +29,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from daqhub.driver import DriverError, DriverTimeoutError, Transaction
+from daqhub.driver import DriverError, DriverTimeoutError
 from daqhub.measurement import MetaValue
 
-from .esp300_config import AxisSettings
 from .esp300_protocol import (
     COMMAND_END,
     FIFO_DEPTH,
@@ -122,7 +121,7 @@ class AxisSession:
     guarded by a lock.
     """
 
-    def __init__(self, instrument_id: str, settings: AxisSettings, router: ErrorRouter) -> None:
+    def __init__(self, instrument_id: str, settings: Any, router: ErrorRouter) -> None:
         self.id = instrument_id
         self.settings = settings
         self.axis = settings.axis
@@ -303,46 +302,3 @@ class AxisSession:
     def home_command(self) -> str:
         mode = self.settings.home_mode
         return self.cmd("OR", "" if mode is None else str(mode))
-
-    # ------------------------------------------------------------------ operations
-    # One per driver method, so a flavor method is a single line: run the op.
-    def connect(self) -> Transaction[None]:
-        return Transaction("connect", fn=self.connect_fn())
-
-    def poll(self) -> Transaction[tuple[float, dict[str, MetaValue]]]:
-        return Transaction("poll", fn=self.poll_fn())
-
-    def move_absolute(self, position: float) -> Transaction[None]:
-        """Start a move to ``position`` (``PA``, axis units); wait_until_done waits for it."""
-        cmd = self.cmd("PA", self.number(position, "PA"))
-        return Transaction(cmd, fn=self.motion_fn(cmd))
-
-    def move_relative(self, distance: float) -> Transaction[None]:
-        """Start a move by ``distance`` (``PR``, axis units)."""
-        cmd = self.cmd("PR", self.number(distance, "PR"))
-        return Transaction(cmd, fn=self.motion_fn(cmd))
-
-    def start_home(self) -> Transaction[None]:
-        cmd = self.home_command()
-        return Transaction(cmd, fn=self.motion_fn(cmd))
-
-    def stop(self) -> Transaction[None]:
-        """``ST``: decelerate this axis to a stop (urgent: ahead of queued traffic)."""
-        cmd = self.cmd("ST")
-        return Transaction(cmd, fn=self.write_fn(cmd), urgent=True)
-
-    def abort(self) -> Transaction[None]:
-        """``AB`` has no axis: it aborts every axis of the controller."""
-        return Transaction("AB", fn=self.write_fn("AB"), urgent=True)
-
-    def motion_done(self) -> Transaction[bool]:
-        md = self.cmd("MD?")
-        return Transaction(md, fn=self.query_fn(md, self.parse_done(md)))
-
-    def raw_command(self, text: str) -> Transaction[None]:
-        """Send a command this driver does not wrap (no axis prefix added); raise its errors."""
-        return Transaction(text, fn=self.set_fn(text, also=raw_axis(text)))
-
-    def raw_query(self, text: str) -> Transaction[str]:
-        """Send a query this driver does not wrap and return its reply line."""
-        return Transaction(text, fn=self.query_fn(text, str, also=raw_axis(text)))

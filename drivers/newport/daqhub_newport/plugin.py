@@ -9,7 +9,6 @@ from daqhub.driver import instrument_types
 from daqhub.hookspecs import hookimpl
 from daqhub.specs import ConfigProblem, InstrumentType
 
-from . import esp300_config
 from .esp300 import Esp300Axis
 from .meter1830c import Meter1830c
 
@@ -30,7 +29,7 @@ def daqhub_validate_config(config: Mapping[str, Any]) -> list[ConfigProblem]:
         instruments: Sequence[Any] = section.get("instruments", []) if isinstance(
             section, Mapping) else []
         for i, block in enumerate(instruments):
-            if not isinstance(block, Mapping) or block.get("type") != esp300_config.TYPE_NAME:
+            if not isinstance(block, Mapping) or block.get("type") != Esp300Axis.type_name:
                 continue
             port, axis, ident = block.get("port"), block.get("axis"), str(block.get("id"))
             if not isinstance(port, str) or not isinstance(axis, int):

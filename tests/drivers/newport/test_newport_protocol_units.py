@@ -10,12 +10,12 @@ from __future__ import annotations
 import pytest
 from fakeline import FakeLine
 
-from daqhub.driver import DriverTimeoutError
+from daqhub.driver import DriverTimeoutError, options
 from daqhub.instrument import DriverError
 from daqhub_newport import esp300_protocol as esp
 from daqhub_newport import meter1830c_protocol as pm
+from daqhub_newport.esp300 import Esp300Axis
 from daqhub_newport.esp300_axis import AxisSession, ErrorRouter
-from daqhub_newport.esp300_config import AxisSettings
 from daqhub_newport.lineio import parse_number, read_reply
 
 pytestmark = pytest.mark.timeout(10)
@@ -139,28 +139,28 @@ def test_a_limit_hit_is_reported_once_by_a_poll_and_raised_by_the_wait() -> None
     dev = ScriptedController()
     line = FakeLine(dev)
     router = ErrorRouter()
-    axis1 = AxisSession("x", AxisSettings(axis=1), router)
-    axis2 = AxisSession("y", AxisSettings(axis=2), router)
-    axis1.move_absolute(30).fn(line)
+    axis1 = AxisSession("x", options(Esp300Axis.config_schema, {"axis": 1}), router)
+    axis2 = AxisSession("y", options(Esp300Axis.config_schema, {"axis": 2}), router)
+    axis1.motion_fn("1PA30")(line)
     assert line.sent[-2:] == ["1PA30", "TB?"]
     dev.errors = ["104, 99, POSITIVE HARDWARE LIMIT DETECTED", "205, 99, NEGATIVE HARDWARE"]
-    position, meta = axis1.poll().fn(line)
+    position, meta = axis1.poll_fn()(line)
     assert position == 1.5
     assert meta["moving"] is False and meta["error_code"] == 104
-    _, meta = axis1.poll().fn(line)
+    _, meta = axis1.poll_fn()(line)
     assert "error_code" not in meta  # reported once
     with pytest.raises(DriverError) as info:
         axis1.raise_faults()
     assert (info.value.code, info.value.command) == (104, "1PA30")
     axis1.raise_faults()  # raised once
-    _, meta2 = axis2.poll().fn(line)  # axis 2's error, drained by axis 1, reaches axis 2
+    _, meta2 = axis2.poll_fn()(line)  # axis 2's error, drained by axis 1, reaches axis 2
     assert meta2["error_code"] == 205
 
 
 def test_a_set_command_raises_the_error_it_caused() -> None:
     dev = ScriptedController()
     line = FakeLine(dev)
-    session = AxisSession("x", AxisSettings(axis=1), ErrorRouter())
+    session = AxisSession("x", options(Esp300Axis.config_schema, {"axis": 1}), ErrorRouter())
     dev.errors = ["111, 4, MAXIMUM ACCELERATION EXCEEDED"]
     with pytest.raises(DriverError) as info:
         session.set_fn("1AC1000000")(line)
@@ -171,13 +171,13 @@ def test_a_set_command_raises_the_error_it_caused() -> None:
 def test_a_silent_query_is_explained_by_the_fifo_or_is_a_timeout() -> None:
     dev = ScriptedController()
     line = FakeLine(dev)
-    session = AxisSession("x", AxisSettings(axis=1), ErrorRouter())
+    session = AxisSession("x", options(Esp300Axis.config_schema, {"axis": 1}), ErrorRouter())
     dev.errors = ["6, 4, COMMAND DOES NOT EXIST"]
     with pytest.raises(DriverError) as info:
-        session.raw_query("1ZZ?").fn(line)
+        session.query_fn("1ZZ?", str, also=1)(line)
     assert info.value.code == 6
     with pytest.raises(DriverTimeoutError) as tinfo:
-        session.raw_query("1ZZ?").fn(line)
+        session.query_fn("1ZZ?", str, also=1)(line)
     assert tinfo.value.command == "1ZZ?" and "x" in str(tinfo.value)
     dead = FakeLine(lambda cmd: None)
     with pytest.raises(DriverTimeoutError) as dinfo:
@@ -187,7 +187,7 @@ def test_a_silent_query_is_explained_by_the_fifo_or_is_a_timeout() -> None:
 
 def test_every_exchange_starts_by_dropping_stale_input() -> None:
     line = FakeLine(ScriptedController())
-    session = AxisSession("x", AxisSettings(axis=1), ErrorRouter())
+    session = AxisSession("x", options(Esp300Axis.config_schema, {"axis": 1}), ErrorRouter())
     line._out += b"9.99\r\n"  # a reply that came after its reader gave up
     assert session.query_fn("1TP?", float)(line) == 1.5
 
