@@ -17,6 +17,7 @@ from ..instrument import (
     DriverTimeoutError,
     UnknownCommandError,
 )
+from . import lines
 from .declare import Command, Delegate, Parameter, command, declared_commands, parameters
 from .flavors import SessionActor, SessionInstrument, flavor_class, instrument_types
 from .options import options
@@ -46,6 +47,7 @@ __all__ = [
     "driver_error",
     "flavor_class",
     "instrument_types",
+    "lines",
     "options",
     "parameters",
     "parse_reply",

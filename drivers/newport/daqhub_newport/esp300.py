@@ -24,12 +24,12 @@ from daqhub.driver import (
     command,
     parse_reply,
 )
+from daqhub.driver.lines import number
 from daqhub.measurement import ChannelSpec
 from daqhub.specs import InstrumentContext
 
 from .esp300_axis import AxisSession, ErrorRouter, raw_axis
 from .esp300_protocol import AXES, MOTIONS, UNIT_CODES, direction, mnemonic_of, plain, unit_name
-from .lineio import LineIO, number
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ class Esp300Axis(Session):
         self.axis = AxisSession(self.id, self.options,
                                 self.resource.shared(ErrorRouter.KEY, ErrorRouter))
 
-    def execute(self, io: LineIO, tx: Transaction[Any]) -> Any:
+    def execute(self, io: Any, tx: Transaction[Any]) -> Any:
         """Declared commands go through the axis' exchanges (error FIFO drained after each);
         one that starts a motion forgets earlier faults, so later ones are its own."""
         if tx.fn is not None:

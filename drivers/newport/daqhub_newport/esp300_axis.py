@@ -31,7 +31,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from daqhub.driver import DriverError, DriverTimeoutError
+from daqhub.driver import DriverError, DriverTimeoutError, parse_reply
+from daqhub.driver.lines import begin, integer, no_reply, number, read_line, send
 from daqhub.measurement import MetaValue
 
 from .esp300_protocol import (
@@ -46,16 +47,6 @@ from .esp300_protocol import (
     describe,
     drain_errors,
     format_number,
-)
-from .lineio import (
-    LineFn,
-    LineIO,
-    begin,
-    no_reply,
-    parse_int,
-    parse_number,
-    read_reply,
-    send,
 )
 
 T = TypeVar("T")
@@ -139,7 +130,7 @@ class AxisSession:
         return format_number(value, self.id, self.cmd(mnemonic))
 
     # ------------------------------------------------------------------ building blocks
-    def _own_errors(self, io: LineIO, also: int | None = None) -> list[EspError]:
+    def _own_errors(self, io: Any, also: int | None = None) -> list[EspError]:
         return self.router.split(self.axis, drain_errors(io, self.id), also=also)
 
     def _add_faults(self, errors: list[EspError]) -> None:
@@ -148,10 +139,10 @@ class AxisSession:
             with self._lock:
                 self._faults = (self._faults + errors)[:FIFO_DEPTH]
 
-    def _ask(self, io: LineIO, cmd: str, parse: Callable[[str], T], also: int | None) -> T:
+    def _ask(self, io: Any, cmd: str, parse: Callable[[str], T], also: int | None) -> T:
         """Send a query and parse its reply; silence is explained from the error FIFO."""
         send(io, cmd, COMMAND_END)
-        text = read_reply(io, self.id, cmd, REPLY_END)
+        text = read_line(io, self.id, cmd, REPLY_END)
         if text is None:
             try:
                 own = self._own_errors(io, also)
@@ -162,32 +153,32 @@ class AxisSession:
             raise no_reply(io, self.id, cmd)
         return parse(text)
 
-    def _set(self, io: LineIO, cmd: str, also: int | None = None) -> None:
+    def _set(self, io: Any, cmd: str, also: int | None = None) -> None:
         send(io, cmd, COMMAND_END)
         own = self._own_errors(io, also)
         if own:
             raise as_driver_error(self.id, cmd, own)
 
     def parse_float(self, cmd: str) -> Callable[[str], float]:
-        return lambda text: parse_number(text, self.id, cmd)
+        return lambda text: parse_reply(number, text, self.id, cmd)
 
     def parse_done(self, cmd: str) -> Callable[[str], bool]:
         """``MD?``: ``1`` = motion done, ``0`` = moving (the protocol reference)."""
-        return lambda text: parse_int(text, self.id, cmd, 0, 1) == 1
+        return lambda text: parse_reply(integer(0, 1), text, self.id, cmd) == 1
 
     # ------------------------------------------------------------------ transactions
-    def connect_fn(self) -> LineFn[None]:
+    def connect_fn(self) -> Callable[[Any], None]:
         """Check the axis answers, agree on units, power the motor, apply the lab's settings."""
         s = self.settings
 
-        def connect(io: LineIO) -> None:
+        def connect(io: Any) -> None:
             begin(io, s.reply_timeout)
             stale = self._own_errors(io)
             if stale:
                 log.info("%s: discarded errors left from before connect: %s", self.id,
                          describe(stale))
             sn = self.cmd("SN?")
-            code = self._ask(io, sn, lambda t: parse_int(t, self.id, sn, 0, 11), None)
+            code = self._ask(io, sn, lambda t: parse_reply(integer(0, 11), t, self.id, sn), None)
             reported = UNIT_NAMES[code]
             if reported != s.units:
                 if not s.set_units:
@@ -209,20 +200,20 @@ class AxisSession:
 
         return connect
 
-    def set_fn(self, cmd: str, *, also: int | None = None) -> LineFn[None]:
+    def set_fn(self, cmd: str, *, also: int | None = None) -> Callable[[Any], None]:
         """A set command: errors it causes raise; faults routed to us meanwhile are kept."""
 
-        def set_command(io: LineIO) -> None:
+        def set_command(io: Any) -> None:
             begin(io, self.settings.reply_timeout)
             self._add_faults(self.router.take(self.axis))
             self._set(io, cmd, also)
 
         return set_command
 
-    def motion_fn(self, cmd: str) -> LineFn[None]:
+    def motion_fn(self, cmd: str) -> Callable[[Any], None]:
         """Start a motion (PA, PR, OR): forget earlier faults, remember what we asked for."""
 
-        def start_motion(io: LineIO) -> None:
+        def start_motion(io: Any) -> None:
             begin(io, self.settings.reply_timeout)
             with self._lock:
                 old, self._faults = self._faults, []
@@ -237,8 +228,8 @@ class AxisSession:
         return start_motion
 
     def query_fn(self, cmd: str, parse: Callable[[str], T], *, also: int | None = None
-                 ) -> LineFn[T]:
-        def query(io: LineIO) -> T:
+                 ) -> Callable[[Any], T]:
+        def query(io: Any) -> T:
             begin(io, self.settings.reply_timeout)
             value = self._ask(io, cmd, parse, also)
             self._add_faults(self._own_errors(io, also) + self.router.take(self.axis))
@@ -246,24 +237,24 @@ class AxisSession:
 
         return query
 
-    def write_fn(self, cmd: str) -> LineFn[None]:
+    def write_fn(self, cmd: str) -> Callable[[Any], None]:
         """Write only, no FIFO drain: for ST/AB, which must be on the wire as fast as possible.
 
         Whatever they cause (``x20 HOMING ABORTED``) is drained by the next exchange and
         becomes a fault of the motion they interrupted.
         """
 
-        def write(io: LineIO) -> None:
+        def write(io: Any) -> None:
             send(io, cmd, COMMAND_END)
 
         return write
 
-    def poll_fn(self) -> LineFn[tuple[float, dict[str, MetaValue]]]:
+    def poll_fn(self) -> Callable[[Any], tuple[float, dict[str, MetaValue]]]:
         """One sample: actual position, whether the axis moves, faults seen since last time
         (the FIFO read only when one can be waiting: see the module docstring)."""
         tp, md = self.cmd("TP?"), self.cmd("MD?")
 
-        def poll(io: LineIO) -> tuple[float, dict[str, MetaValue]]:
+        def poll(io: Any) -> tuple[float, dict[str, MetaValue]]:
             begin(io, self.settings.reply_timeout)
             position = self._ask(io, tp, self.parse_float(tp), None)
             done = self._ask(io, md, self.parse_done(md), None)

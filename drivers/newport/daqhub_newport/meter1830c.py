@@ -19,10 +19,10 @@ from collections.abc import Generator, Mapping
 from typing import Any, TypeVar
 
 from daqhub.driver import Command, Parameter, Sample, Session, Transaction, command
+from daqhub.driver.lines import begin, integer, number
 from daqhub.measurement import ChannelSpec, MetaValue
 from daqhub.specs import InstrumentContext
 
-from .lineio import LineIO, begin, integer, number
 from .meter1830c_protocol import (
     FILTER_CODES,
     FILTER_NAMES,
@@ -142,7 +142,7 @@ class Meter1830c(Session):
         """The units the meter is set to (what :meth:`power` returns); None if unknown."""
         return self.state.units
 
-    def exchange(self, io: LineIO, command: str, reply: bool) -> str | None:
+    def exchange(self, io: Any, command: str, reply: bool) -> str | None:
         """A query's reply, or a set command whose status byte is checked."""
         begin(io, self.options.reply_timeout)
         if reply:
@@ -155,7 +155,7 @@ class Meter1830c(Session):
         """Echo off, check the meter answers, clear old errors, set the lab's settings."""
         s = self.options
 
-        def connect(io: LineIO) -> None:
+        def connect(io: Any) -> None:
             begin(io, s.reply_timeout)
             if echo_off(io, self.id):
                 log.info("%s: the meter was in echo mode (E1); switched it off (E0)", self.id)
@@ -178,7 +178,7 @@ class Meter1830c(Session):
         """One ``power`` sample in the channel's unit, flagged as the status byte says."""
         channel_cmd = units_command(self.channel_units, self.id)
 
-        def poll(io: LineIO) -> tuple[float, dict[str, MetaValue]]:
+        def poll(io: Any) -> tuple[float, dict[str, MetaValue]]:
             begin(io, self.options.reply_timeout)
             meter_units = self.state.units
             if meter_units != self.channel_units:
@@ -205,7 +205,7 @@ class Meter1830c(Session):
         channel stays in the unit the lab file declares."""
         cmd = units_command(units, self.id)
 
-        def set_units(io: LineIO) -> None:
+        def set_units(io: Any) -> None:
             self.exchange(io, cmd, False)
             self.state.units = units
 
@@ -224,7 +224,7 @@ class Meter1830c(Session):
     @command
     def status(self) -> Transaction[int]:
         """The raw status byte (``Q?``), without clearing anything."""
-        def status(io: LineIO) -> int:
+        def status(io: Any) -> int:
             begin(io, self.options.reply_timeout)
             return read_status(io, self.id)
 
@@ -238,7 +238,7 @@ class Meter1830c(Session):
         if text.replace(" ", "").upper().startswith("E1"):
             raise ValueError(f"{self.id}: the driver keeps echo off (E0); {text!r} refused")
 
-        def raw(io: LineIO) -> None:
+        def raw(io: Any) -> None:
             if text.lstrip()[:1].upper() == "U":
                 self.state.units = None
             self.exchange(io, text, False)

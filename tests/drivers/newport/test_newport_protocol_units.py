@@ -11,12 +11,13 @@ import pytest
 from fakeline import FakeLine
 
 from daqhub.driver import DriverTimeoutError, options
+from daqhub.driver.lines import read_line
 from daqhub.instrument import DriverError
 from daqhub_newport import esp300_protocol as esp
 from daqhub_newport import meter1830c_protocol as pm
 from daqhub_newport.esp300 import Esp300Axis
 from daqhub_newport.esp300_axis import AxisSession, ErrorRouter
-from daqhub_newport.lineio import parse_number, read_reply
+from daqhub_newport.meter1830c_protocol import parse_reading
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -26,14 +27,14 @@ pytestmark = pytest.mark.timeout(10)
     ("5E-9", 5e-9), ("0", 0.0), ("0800", 800.0), ("1.", 1.0),
 ])
 def test_numbers_as_the_instruments_print_them(text: str, value: float) -> None:
-    assert parse_number(text, "dev", "D?") == value
+    assert parse_reading(text, "dev", "D?") == value
 
 
 @pytest.mark.parametrize("text", ["nan", "inf", "1_000", "", "5.3.2", "0x10", "1e", "E-9",
                                   "5 3"])
 def test_anything_else_is_a_garbled_reply(text: str) -> None:
     with pytest.raises(DriverError) as info:
-        parse_number(text, "dev", "D?")
+        parse_reading(text, "dev", "D?")
     assert (info.value.instrument_id, info.value.command, info.value.code) == ("dev", "D?",
                                                                               "garbled")
 
@@ -45,7 +46,7 @@ def test_truncated_and_garbled_lines(raw: bytes, code: str) -> None:
     line = FakeLine(lambda cmd: raw)
     line.write(b"1TP?\r")
     with pytest.raises(DriverError) as info:
-        read_reply(line, "stage", "1TP?", b"\r\n")
+        read_line(line, "stage", "1TP?", b"\r\n")
     assert info.value.code == code
     assert "stage" in str(info.value) and "1TP?" in str(info.value)
 
@@ -53,7 +54,7 @@ def test_truncated_and_garbled_lines(raw: bytes, code: str) -> None:
 def test_silence_is_none_so_the_caller_can_ask_why() -> None:
     line = FakeLine(lambda cmd: None)
     line.write(b"1TP?\r")
-    assert read_reply(line, "stage", "1TP?", b"\r\n") is None
+    assert read_line(line, "stage", "1TP?", b"\r\n") is None
 
 
 # ---------------------------------------------------------------------------- ESP300
