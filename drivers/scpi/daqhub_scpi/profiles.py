@@ -37,27 +37,16 @@ class Reading:
                            description=f"reply to {self.query} ({self.parser.spec})")
 
 
-@dataclass(frozen=True)
-class DmmFunction:
-    """A DMM measurement function as the ``function`` key names it."""
-
-    channel: str
-    unit: str
-    query: str
-
-
-#: ``function`` values of ``scpi.dmm`` -> the channel each adds.
-DMM_FUNCTIONS: dict[str, DmmFunction] = {
-    "VOLT:DC": DmmFunction("voltage", "V", "MEAS:VOLT:DC?"),
-    "CURR:DC": DmmFunction("current", "A", "MEAS:CURR:DC?"),
-    "RES": DmmFunction("resistance", "Ohm", "MEAS:RES?"),
+_FLOAT = ReplyParser("float")
+#: ``function`` values of ``scpi.dmm`` -> the reading (channel) each adds.
+DMM_FUNCTIONS: dict[str, Reading] = {
+    "VOLT:DC": Reading("voltage", "MEAS:VOLT:DC?", "V", _FLOAT),
+    "CURR:DC": Reading("current", "MEAS:CURR:DC?", "A", _FLOAT),
+    "RES": Reading("resistance", "MEAS:RES?", "Ohm", _FLOAT),
 }
 DEFAULT_DMM_FUNCTION = "VOLT:DC"
-
-PSU_READINGS: tuple[Reading, ...] = (
-    Reading("voltage", "MEAS:VOLT?", "V", ReplyParser("float")),
-    Reading("current", "MEAS:CURR?", "A", ReplyParser("float")),
-)
+PSU_READINGS = (Reading("voltage", "MEAS:VOLT?", "V", _FLOAT),
+                Reading("current", "MEAS:CURR?", "A", _FLOAT))
 
 
 def dmm_functions(config: Mapping[str, Any]) -> list[str]:
@@ -76,18 +65,6 @@ def dmm_functions(config: Mapping[str, Any]) -> list[str]:
     if len(set(names)) != len(names):
         raise ValueError(f"function lists a name twice: {value!r}")
     return names
-
-
-def dmm_readings(config: Mapping[str, Any]) -> list[Reading]:
-    out = []
-    for name in dmm_functions(config):
-        f = DMM_FUNCTIONS[name]
-        out.append(Reading(f.channel, f.query, f.unit, ReplyParser("float")))
-    return out
-
-
-def psu_readings(config: Mapping[str, Any]) -> list[Reading]:
-    return list(PSU_READINGS)
 
 
 def custom_readings(config: Mapping[str, Any]) -> list[Reading]:
@@ -129,11 +106,10 @@ def custom_init(config: Mapping[str, Any]) -> list[str]:
     return [str(c) for c in items]
 
 
-READINGS = {DMM: dmm_readings, PSU: psu_readings, CUSTOM: custom_readings}
-
-
 def readings_for(type_name: str, config: Mapping[str, Any]) -> list[Reading]:
-    return READINGS[type_name](config)
+    if type_name == DMM:
+        return [DMM_FUNCTIONS[name] for name in dmm_functions(config)]
+    return list(PSU_READINGS) if type_name == PSU else custom_readings(config)
 
 
 def init_commands(type_name: str, config: Mapping[str, Any]) -> list[str]:

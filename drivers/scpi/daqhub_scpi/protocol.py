@@ -171,14 +171,6 @@ class Sample(NamedTuple):
     timestamp_ns: int
 
 
-@dataclass(frozen=True)
-class Query:
-    """A reading: which query to send and how to parse its reply."""
-
-    command: str
-    parse: Callable[[str], Value]
-
-
 class ScpiProtocol:
     """SCPI transaction functions of one instrument.
 
@@ -216,10 +208,10 @@ class ScpiProtocol:
         self._check_command(command)
 
         def write(session: Session) -> None:
-            with _Configured(session, self._state(session), self.settings):
-                self._ensure_in_step(session, command)
-                self._send(session, command)
-                self._check_errors(session, command)
+            _configure(session, self._state(session), self.settings)
+            self._ensure_in_step(session, command)
+            self._send(session, command)
+            self._check_errors(session, command)
 
         return write
 
@@ -229,29 +221,31 @@ class ScpiProtocol:
         self._check_command(command)
 
         def query(session: Session) -> T | str:
-            with _Configured(session, self._state(session), self.settings):
-                self._ensure_in_step(session, command)
-                text = self._ask(session, command)
-                self._check_errors(session, command)
-                return text if parse is None else self._parse(session, command, text, parse)
+            _configure(session, self._state(session), self.settings)
+            self._ensure_in_step(session, command)
+            text = self._ask(session, command)
+            self._check_errors(session, command)
+            return text if parse is None else self._parse(session, command, text, parse)
 
         return query
 
-    def read_fn(self, queries: Sequence[Query]) -> Callable[[Session], list[Sample]]:
-        """All readings of one poll in one transaction, each stamped when its reply came."""
-        for q in queries:
-            self._check_command(q.command)
+    def read_fn(self, queries: Sequence[tuple[str, Callable[[str], Value]]]
+                ) -> Callable[[Session], list[Sample]]:
+        """All readings of one poll (query, reply parser) in one transaction, each stamped
+        when its reply came."""
+        for command, _ in queries:
+            self._check_command(command)
 
         checks = self.settings.checks_readings
         # planned once: each query's bytes, and the settings the session must have
-        planned = [(q.command, self._message(q.command), q.parse) for q in queries]
+        planned = [(command, self._message(command), parse) for command, parse in queries]
         wanted = (self.settings.timeout_ms, self.settings.read_termination)
 
         def read(session: Session) -> list[Sample]:
             out: list[Sample] = []
             state = self._state(session)
             if state.applied != wanted:
-                _Configured(session, state, self.settings).__enter__()
+                _configure(session, state, self.settings)
             for command, message, parse in planned:
                 if state.out_of_step:
                     self._ensure_in_step(session, command)
@@ -275,15 +269,15 @@ class ScpiProtocol:
 
         def run(session: Session) -> list[str | None]:
             replies: list[str | None] = []
-            with _Configured(session, self._state(session), self.settings):
-                for c in commands:
-                    self._ensure_in_step(session, c)
-                    if _is_query(c):
-                        replies.append(self._ask(session, c))
-                    else:
-                        self._send(session, c)
-                        replies.append(None)
-                    self._check_errors(session, c)
+            _configure(session, self._state(session), self.settings)
+            for c in commands:
+                self._ensure_in_step(session, c)
+                if _is_query(c):
+                    replies.append(self._ask(session, c))
+                else:
+                    self._send(session, c)
+                    replies.append(None)
+                self._check_errors(session, c)
             return replies
 
         return run
@@ -293,13 +287,13 @@ class ScpiProtocol:
         command = "*OPC?"
 
         def opc(session: Session) -> None:
-            with _Configured(session, self._state(session), self.settings, timeout_ms=timeout_ms):
-                self._ensure_in_step(session, command)
-                text = self._ask(session, command, timeout_ms)
-                value = self._parse(session, command, text, parse_int)
-                if value != 1:
-                    self._mark_out_of_step(session, f"{command} answered {text!r}")
-                    raise DriverError(self.id, command, f"expected 1, got {text!r}")
+            _configure(session, self._state(session), self.settings, timeout_ms=timeout_ms)
+            self._ensure_in_step(session, command)
+            text = self._ask(session, command, timeout_ms)
+            value = self._parse(session, command, text, parse_int)
+            if value != 1:
+                self._mark_out_of_step(session, f"{command} answered {text!r}")
+                raise DriverError(self.id, command, f"expected 1, got {text!r}")
 
         return opc
 
@@ -307,9 +301,9 @@ class ScpiProtocol:
         """Drain the error queue and return its entries without raising for them."""
 
         def errors(session: Session) -> list[tuple[int, str]]:
-            with _Configured(session, self._state(session), self.settings):
-                self._ensure_in_step(session, ERROR_QUERY)
-                return self._drain_errors(session, ERROR_QUERY)
+            _configure(session, self._state(session), self.settings)
+            self._ensure_in_step(session, ERROR_QUERY)
+            return self._drain_errors(session, ERROR_QUERY)
 
         return errors
 
@@ -511,7 +505,8 @@ class ScpiProtocol:
             session.timeout = saved
 
 
-class _Configured:
+def _configure(session: Session, state: _SessionState, settings: ScpiSettings,
+               timeout_ms: float | None = None) -> None:
     """This instrument's timeout and read termination on the shared session.
 
     What is in force is remembered with the session (:class:`_SessionState`), so an exchange
@@ -520,31 +515,17 @@ class _Configured:
     session changes only what differs for it. A reopened session is a new object with
     nothing remembered, so its attributes are read afresh.
     """
-
-    __slots__ = ("session", "state", "timeout", "term")
-
-    def __init__(self, session: Session, state: _SessionState, settings: ScpiSettings,
-                 timeout_ms: float | None = None) -> None:
-        self.session = session
-        self.state = state
-        self.timeout = settings.timeout_ms if timeout_ms is None else timeout_ms
-        self.term = settings.read_termination
-
-    def __enter__(self) -> None:
-        state = self.state
-        applied = state.applied
-        if applied is not None and applied == (self.timeout, self.term):
-            return
-        s = self.session
-        state.applied = None  # unknown until both are set
-        if (applied[0] if applied else s.timeout) != self.timeout:
-            s.timeout = self.timeout
-        if (applied[1] if applied else s.read_termination) != self.term:
-            s.read_termination = self.term
-        state.applied = (self.timeout, self.term)
-
-    def __exit__(self, *exc: object) -> None:
-        pass
+    timeout = settings.timeout_ms if timeout_ms is None else timeout_ms
+    term = settings.read_termination
+    applied = state.applied
+    if applied is not None and applied == (timeout, term):
+        return
+    state.applied = None  # unknown until both are set
+    if (applied[0] if applied else session.timeout) != timeout:
+        session.timeout = timeout
+    if (applied[1] if applied else session.read_termination) != term:
+        session.read_termination = term
+    state.applied = (timeout, term)
 
 
 def _is_query(command: str) -> bool:
