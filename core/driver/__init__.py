@@ -17,7 +17,7 @@ from ..instrument import (
     DriverTimeoutError,
     UnknownCommandError,
 )
-from . import lines
+from . import bus, lines
 from .declare import Command, Delegate, Parameter, command, declared_commands, parameters
 from .flavors import SessionActor, SessionInstrument, flavor_class, instrument_types
 from .options import options
@@ -42,6 +42,7 @@ __all__ = [
     "Transaction",
     "UnknownCommandError",
     "arun",
+    "bus",
     "command",
     "declared_commands",
     "driver_error",

@@ -25,13 +25,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from daqhub.driver import DriverError, Pause
+from daqhub.driver import DriverError, DriverTimeoutError, Pause, Plan
+from daqhub.driver.bus import Collect, Exchange, Send
 
 from . import status
 from .frames import BadLine, Command, Frame, Line, address_of, from_hex32, hex32
 from .models import BY_NAME, DeviceInfo, Model, Scale, parse_info, parse_motor_info, period_data
 from .router import BusRouter, Expectation
-from .steps import Collect, ElliptecTimeout, Exchange, Plan, Send
 
 DEFAULT_MOVE_TIMEOUT_S = 10.0
 DEFAULT_REPLY_TIMEOUT_S = 1.0
@@ -134,7 +134,7 @@ class Axis:
         """The reply as a frame, or the DriverError it stands for."""
         where = f"address {command.answers_from}"
         if line is None:
-            raise ElliptecTimeout(self.id, command.text,
+            raise DriverTimeoutError(self.id, command.text,
                                   f"no reply from {where} within {waited:.2f} s")
         if isinstance(line, BadLine):
             raise DriverError(self.id, command.text, f"{line.describe()} from {where}")
@@ -483,7 +483,7 @@ class Axis:
         # a move ends with PO and where it got to; a frequency search with GS00 (moved, maybe)
         self.pulses = from_hex32(frame.data) if frame.mnemonic == "PO" else None
 
-    def _move_timeout(self, pending: Pending) -> ElliptecTimeout:
+    def _move_timeout(self, pending: Pending) -> DriverTimeoutError:
         notes = []
         if pending.expect.seen_busy:
             notes.append("the module answered busy (GS09) and never reported the end")
@@ -493,7 +493,7 @@ class Axis:
         if damage:
             notes.append(f"damaged lines on the bus meanwhile: {'; '.join(damage)}")
         extra = f" ({'; '.join(notes)})" if notes else ""
-        return ElliptecTimeout(
+        return DriverTimeoutError(
             self.id, pending.command.text,
             f"move at address {pending.command.address} did not report its end (PO) within "
             f"{pending.deadline - pending.started:.1f} s{extra}")
@@ -504,7 +504,7 @@ class Axis:
         while self.pending is not None:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise ElliptecTimeout(self.id, self.pending.command.text,
+                raise DriverTimeoutError(self.id, self.pending.command.text,
                                       f"move at address {self.address} still running after "
                                       f"waiting {timeout:.1f} s")
             yield from self._settle(remaining)

@@ -14,11 +14,12 @@ from typing import Any
 import pytest
 from elliptec_scripted import ELL14_IN, ScriptedBus, call
 
+from daqhub.driver import DriverDisconnectedError as ElliptecPortError
+from daqhub.driver import DriverTimeoutError as ElliptecTimeout
 from daqhub.instrument import DriverError
 from daqhub.resources import SerialPortManager
 from daqhub_elliptec import status
 from daqhub_elliptec.router import ROUTER_KEY
-from daqhub_elliptec.steps import ElliptecPortError, ElliptecTimeout
 from daqhub_sims import registry
 
 pytestmark = pytest.mark.timeout(20)
