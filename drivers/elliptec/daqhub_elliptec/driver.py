@@ -16,7 +16,8 @@ from daqhub.driver import Delegate, Sample, command
 from daqhub.driver.bus import BusSession
 from daqhub.specs import InstrumentContext
 
-from .axis import Axis, Options
+from .axis import Axis
+from .models import BY_NAME
 from .router import ROUTER_KEY, BusRouter
 
 
@@ -35,7 +36,7 @@ class ElliptecModule(ElliptecBus):
 
     def __init__(self, ctx: InstrumentContext) -> None:
         super().__init__(ctx)
-        self.axis = Axis(self.id, Options.from_config(self.model_name, ctx.config), self.router)
+        self.axis = Axis(self.id, BY_NAME[self.model_name], self.options, self.router)
 
     def connect(self) -> Any:
         return self.axis.connect()

@@ -15,7 +15,6 @@ from daqhub.hookspecs import hookimpl
 from daqhub.measurement import ChannelSpec
 from daqhub.specs import CliCommand, ConfigProblem, InstrumentType
 
-from .axis import DEFAULT_MOVE_TIMEOUT_S, DEFAULT_REPLY_TIMEOUT_S
 from .driver import ElliptecModule
 from .frames import SERIAL_SETTINGS, address_of
 from .models import BY_NAME, MODELS, Model
@@ -47,10 +46,10 @@ _COMMON: dict[str, Any] = {
                       "description": "home the module when the instrument starts (sliders go "
                                      "to slot 0)"},
     "move_timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 600,
-                     "default": DEFAULT_MOVE_TIMEOUT_S,
+                     "default": 10.0,
                      "description": "seconds a move may take before it counts as failed"},
     "reply_timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 30,
-                      "default": DEFAULT_REPLY_TIMEOUT_S,
+                      "default": 1.0,
                       "description": "seconds to wait for the reply to a command that is not "
                                      "a move"},
 }

@@ -6,7 +6,6 @@ instrument and the command, quickly, and the driver must keep working once the c
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
@@ -79,7 +78,7 @@ def test_a_module_that_stays_busy_gives_a_busy_error(
     device = scripted(scripted_url)
     inst = build(scripted_url, "elliptec.ell14", flavor, "rot", address=0)
     call(inst, flavor, "connect")
-    inst.session.axis.options = dataclasses.replace(inst.session.axis.options, busy_timeout=0.3)
+    inst.session.axis.busy_timeout = 0.3
     device.script["0gp"] = b"0GS09\r\n"
     with pytest.raises(DriverError) as err:
         call(inst, flavor, "position")
