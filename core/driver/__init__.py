@@ -20,7 +20,7 @@ from ..instrument import (
 from . import bus, lines
 from .declare import Command, Delegate, Parameter, command, declared_commands, parameters
 from .flavors import SessionActor, SessionInstrument, flavor_class, instrument_types
-from .options import options
+from .options import lab_blocks, options
 from .session import Sample, Session, arun, run
 from .transaction import Pause, Plan, Transaction, driver_error, parse_reply
 
@@ -48,6 +48,7 @@ __all__ = [
     "driver_error",
     "flavor_class",
     "instrument_types",
+    "lab_blocks",
     "lines",
     "options",
     "parameters",

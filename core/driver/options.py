@@ -8,7 +8,7 @@ driver needs no settings class restating its schema key by key.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Iterator, Mapping
 from types import SimpleNamespace
 from typing import Any
 
@@ -28,3 +28,23 @@ def options(schema: Mapping[str, Any], config: Mapping[str, Any],
         raise ValueError(f"{who}{where}: {error.message}")
     return SimpleNamespace(**{key: config.get(key, prop.get("default"))
                               for key, prop in schema.get("properties", {}).items()})
+
+
+def lab_blocks(config: Mapping[str, Any], type_names: Collection[str], *,
+               disabled: bool = False
+               ) -> Iterator[tuple[tuple[str, str, int], Mapping[str, Any]]]:
+    """The instrument blocks of ``type_names`` in a raw lab file (what a
+    ``daqhub_validate_config`` hook checks), each with its path for a ConfigProblem;
+    ``enabled = false`` ones only with ``disabled`` (they use no resource, but a user
+    enabling one later wants to know it is wrong now).
+
+    The hook sees the lab file before the core's own checks, so anything malformed is
+    skipped here: the core reports it, with its line number.
+    """
+    for flavor in ("v2", "v4"):
+        section = config.get(flavor)
+        items = section.get("instruments", []) if isinstance(section, Mapping) else []
+        for i, block in enumerate(items if isinstance(items, list) else []):
+            if (isinstance(block, Mapping) and block.get("type") in type_names
+                    and (disabled or block.get("enabled", True) is not False)):
+                yield (flavor, "instruments", i), block
