@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Generator, Mapping
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from typing import Any
 
 from daqhub.driver import (
     Command,
     DriverError,
     Parameter,
     Pause,
+    Plan,
     Sample,
     Session,
     Transaction,
@@ -31,9 +32,7 @@ from daqhub.specs import InstrumentContext
 from .esp300_axis import AxisSession, ErrorRouter, raw_axis
 from .esp300_protocol import AXES, MOTIONS, UNIT_CODES, direction, mnemonic_of, plain, unit_name
 
-T = TypeVar("T")
 log = logging.getLogger(__name__)
-Plan = Generator[Any, Any, T]
 
 
 def _channels(config: Mapping[str, Any]) -> list[ChannelSpec]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Generator, Mapping
-from typing import Any, TypeVar
+from typing import Any
 
 from daqhub.driver import Command, Parameter, Sample, Session, Transaction, command
 from daqhub.driver.lines import begin, integer, number
@@ -43,7 +43,6 @@ from .meter1830c_protocol import (
     wavelength_command,
 )
 
-T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
@@ -22,8 +22,6 @@ from .profiles import CUSTOM, DMM, PSU, Reading, channels_for, init_commands, re
 from .protocol import IDN_QUERY, LOCK_WAIT_S, ScpiProtocol, ScpiSettings
 from .protocol import Session as Visa
 from .schemas import CUSTOM_SCHEMA, DMM_SCHEMA, PSU_SCHEMA
-
-T = TypeVar("T")
 
 #: How long ``*OPC?`` may take after a reset or the setup sequence, at least.
 OPC_TIMEOUT_MS = 10000

@@ -30,12 +30,12 @@ import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 from pyvisa import constants as visa_constants
 from pyvisa.errors import VisaIOError
 
-from daqhub.driver import DriverError, DriverReplyError, DriverTimeoutError
+from daqhub.driver import DriverError, DriverReplyError, DriverTimeoutError, Sample
 from daqhub.instrument import now_ns
 
 from .parsing import ReplyParseError, Value, parse_error_entry, parse_int
@@ -76,12 +76,8 @@ class ScpiDeviceError(DriverReplyError):
         super().__init__(instrument_id, command, f"SCPI error {text}{note}", first)
 
 
-#: When ``SYST:ERR?`` is read (the lab file's ``check_errors``): after every command and
-#: every poll's readings (``"always"``, the default: an error is reported against the
-#: command or reading that caused it), after the commands scripts send and the setup only
-#: (``"commands"``: a poll is one query per reading; an error a reading caused is then
-#: reported by the next command's check), or never (``"never"``; ``errors()`` drains the
-#: queue on demand). ``true``/``false`` are ``"always"``/``"never"``.
+#: When ``SYST:ERR?`` is read (the lab file's ``check_errors``; the README says what each
+#: costs and when an error is reported). ``true``/``false`` are ``"always"``/``"never"``.
 CHECK_ERRORS = ("always", "commands", "never")
 
 
@@ -122,20 +118,12 @@ class ScpiSettings:
         return self.check_errors == "always"
 
     def problems(self) -> list[str]:
-        out = []
-        if self.check_errors not in CHECK_ERRORS:
-            out.append(f"check_errors must be one of {', '.join(map(repr, CHECK_ERRORS))}, "
-                       f"got {self.check_errors!r}")
-        if not self.read_termination:
-            out.append("read_termination must not be empty (it is how a reply's end is found)")
-        elif self.read_termination[-1] in self.read_termination[:-1]:
-            out.append(f"read_termination {self.read_termination!r} repeats its last "
-                       f"character, so a read would stop early")
-        if not self.write_termination:
-            out.append("write_termination must not be empty")
-        if self.timeout_ms <= 0:
-            out.append(f"timeout_ms must be positive, got {self.timeout_ms}")
-        return out
+        """What the schema cannot see (its limits are checked before a session is built)."""
+        term = self.read_termination
+        if term and term[-1] in term[:-1]:
+            return [f"read_termination {term!r} repeats its last character, so a read would "
+                    f"stop early"]
+        return []
 
 
 @dataclass
@@ -162,13 +150,6 @@ def session_state(session: Session) -> _SessionState:
         if state is None:
             state = _STATES[session] = _SessionState()
         return state
-
-
-class Sample(NamedTuple):
-    """One parsed reply and when it arrived."""
-
-    value: Value
-    timestamp_ns: int
 
 
 class ScpiProtocol:
@@ -253,7 +234,7 @@ class ScpiProtocol:
                 stamp = now_ns()
                 if checks:
                     self._check_errors(session, command)
-                out.append(Sample(self._parse(session, command, text, parse), stamp))
+                out.append(Sample(self._parse(session, command, text, parse), None, stamp))
             return out
 
         return read
