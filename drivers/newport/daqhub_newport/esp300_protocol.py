@@ -102,14 +102,6 @@ def plain(value: float) -> str:
     return "0" if text in ("-0", "") else text
 
 
-def format_number(value: float, instrument_id: str, command: str) -> str:
-    """:func:`plain`, its refusal naming the instrument and the command."""
-    try:
-        return plain(value)
-    except ValueError as exc:
-        raise ValueError(f"{instrument_id}: {command} {exc}") from None
-
-
 #: Commands that start a motion: faults seen afterwards belong to them (see esp300_axis).
 MOTIONS = frozenset({"PA", "PR", "OR", "MV", "MT"})
 
@@ -124,11 +116,6 @@ def direction(value: str) -> str:
     if value not in ("+", "-"):
         raise ValueError(f"direction is '+' or '-', got {value!r}")
     return value
-
-
-def command(axis: int | None, mnemonic: str, parameter: str = "") -> str:
-    """``[axis]MN[parameter]``, the controller's command syntax."""
-    return f"{axis if axis is not None else ''}{mnemonic}{parameter}"
 
 
 def unit_name(text: str) -> str:

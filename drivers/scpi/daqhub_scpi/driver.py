@@ -19,7 +19,7 @@ from daqhub.specs import InstrumentContext
 
 from .parsing import format_number
 from .profiles import CUSTOM, DMM, PSU, Reading, channels_for, init_commands, readings_for
-from .protocol import IDN_QUERY, LOCK_WAIT_S, ScpiProtocol, ScpiSettings
+from .protocol import IDN_QUERY, LOCK_WAIT_S, ScpiProtocol, ScpiSettings, check_errors_mode
 from .protocol import Session as Visa
 from .schemas import CUSTOM_SCHEMA, DMM_SCHEMA, PSU_SCHEMA
 
@@ -48,7 +48,9 @@ class ScpiSession(Session):
         try:
             self.readings: list[Reading] = readings_for(self.type_name, config)
             self.setup_commands = init_commands(self.type_name, config)
-            settings = ScpiSettings.from_config(config)
+            o = self.options
+            settings = ScpiSettings(o.read_termination, o.write_termination, o.timeout_ms,
+                                    check_errors_mode(o.check_errors))
         except (TypeError, ValueError) as exc:
             raise DriverError(self.id, "", f"bad {self.type_name} configuration: {exc}") from None
         self.protocol = ScpiProtocol(self.id, settings, resource)

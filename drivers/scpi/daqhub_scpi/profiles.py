@@ -96,8 +96,5 @@ def config_problems(type_name: str, config: Mapping[str, Any]) -> list[str]:
         readings_for(type_name, config)
     except ValueError as exc:
         problems.append(str(exc))
-    try:
-        problems.extend(ScpiSettings.from_config(config).problems())
-    except (TypeError, ValueError) as exc:
-        problems.append(f"link settings: {exc}")
+    problems.extend(ScpiSettings(str(config.get("read_termination", "\n"))).problems())
     return problems

@@ -28,7 +28,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -99,15 +99,6 @@ class ScpiSettings:
     write_termination: str = "\n"
     timeout_ms: int = 2000
     check_errors: str = "always"
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> ScpiSettings:
-        return cls(
-            read_termination=str(config.get("read_termination", "\n")),
-            write_termination=str(config.get("write_termination", "\n")),
-            timeout_ms=int(config.get("timeout_ms", 2000)),
-            check_errors=check_errors_mode(config.get("check_errors", "always")),
-        )
 
     @property
     def checks_commands(self) -> bool:

@@ -7,16 +7,19 @@ errors reach the axis they belong to.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from fakeline import FakeLine
 
-from daqhub.driver import DriverTimeoutError, options
+from daqhub.driver import DriverTimeoutError
 from daqhub.driver.lines import read_line
 from daqhub.instrument import DriverError
+from daqhub.specs import InstrumentContext
 from daqhub_newport import esp300_protocol as esp
 from daqhub_newport import meter1830c_protocol as pm
 from daqhub_newport.esp300 import Esp300Axis
-from daqhub_newport.esp300_axis import AxisSession, ErrorRouter
+from daqhub_newport.esp300_axis import ErrorRouter
 from daqhub_newport.meter1830c_protocol import parse_reading
 
 pytestmark = pytest.mark.timeout(10)
@@ -97,13 +100,13 @@ def test_drain_is_bounded_by_the_fifo_depth() -> None:
 @pytest.mark.parametrize("value, text", [(5, "5"), (0.1, "0.1"), (-0.0, "0"), (1e-5, "0.00001"),
                                          (-2.5, "-2.5"), (123456.789, "123456.789")])
 def test_numbers_sent_as_plain_decimals(value: float, text: str) -> None:
-    assert esp.format_number(value, "stage", "1PA") == text
+    assert axis_session("stage", 1, ErrorRouter()).arg_text(value, "PA") == text
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), 1e13])
 def test_impossible_numbers_are_refused_before_sending(value: float) -> None:
     with pytest.raises(ValueError, match="1PA"):
-        esp.format_number(value, "stage", "1PA")
+        axis_session("stage", 1, ErrorRouter()).arg_text(value, "PA")
 
 
 def test_router_keeps_other_axes_errors_for_them_bounded() -> None:
@@ -136,12 +139,19 @@ class ScriptedController:
         return None
 
 
+def axis_session(instrument_id: str, axis: int, router: ErrorRouter) -> Esp300Axis:
+    """An ESP300 axis whose exchanges the tests run on a FakeLine themselves."""
+    port = SimpleNamespace(shared=lambda key, factory: router)
+    return Esp300Axis(InstrumentContext(instrument_id, "newport.esp300", {"axis": axis}, (),
+                                        port=port))  # type: ignore[arg-type]
+
+
 def test_a_limit_hit_is_reported_once_by_a_poll_and_raised_by_the_wait() -> None:
     dev = ScriptedController()
     line = FakeLine(dev)
     router = ErrorRouter()
-    axis1 = AxisSession("x", options(Esp300Axis.config_schema, {"axis": 1}), router)
-    axis2 = AxisSession("y", options(Esp300Axis.config_schema, {"axis": 2}), router)
+    axis1 = axis_session("x", 1, router)
+    axis2 = axis_session("y", 2, router)
     axis1.motion_fn("1PA30")(line)
     assert line.sent[-2:] == ["1PA30", "TB?"]
     dev.errors = ["104, 99, POSITIVE HARDWARE LIMIT DETECTED", "205, 99, NEGATIVE HARDWARE"]
@@ -161,7 +171,7 @@ def test_a_limit_hit_is_reported_once_by_a_poll_and_raised_by_the_wait() -> None
 def test_a_set_command_raises_the_error_it_caused() -> None:
     dev = ScriptedController()
     line = FakeLine(dev)
-    session = AxisSession("x", options(Esp300Axis.config_schema, {"axis": 1}), ErrorRouter())
+    session = axis_session("x", 1, ErrorRouter())
     dev.errors = ["111, 4, MAXIMUM ACCELERATION EXCEEDED"]
     with pytest.raises(DriverError) as info:
         session.set_fn("1AC1000000")(line)
@@ -172,7 +182,7 @@ def test_a_set_command_raises_the_error_it_caused() -> None:
 def test_a_silent_query_is_explained_by_the_fifo_or_is_a_timeout() -> None:
     dev = ScriptedController()
     line = FakeLine(dev)
-    session = AxisSession("x", options(Esp300Axis.config_schema, {"axis": 1}), ErrorRouter())
+    session = axis_session("x", 1, ErrorRouter())
     dev.errors = ["6, 4, COMMAND DOES NOT EXIST"]
     with pytest.raises(DriverError) as info:
         session.query_fn("1ZZ?", str, also=1)(line)
@@ -188,7 +198,7 @@ def test_a_silent_query_is_explained_by_the_fifo_or_is_a_timeout() -> None:
 
 def test_every_exchange_starts_by_dropping_stale_input() -> None:
     line = FakeLine(ScriptedController())
-    session = AxisSession("x", options(Esp300Axis.config_schema, {"axis": 1}), ErrorRouter())
+    session = axis_session("x", 1, ErrorRouter())
     line._out += b"9.99\r\n"  # a reply that came after its reader gave up
     assert session.query_fn("1TP?", float)(line) == 1.5
 
