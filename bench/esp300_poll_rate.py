@@ -25,7 +25,7 @@ import serial
 import daqhub_sims
 from daqhub.host import default_host
 from daqhub.resources import SerialPortManager
-from daqhub_newport.esp300_config import SERIAL_SETTINGS
+from daqhub_newport.esp300 import Esp300Axis
 from daqhub_sims.scripted import scripted_instrument
 
 URL = "sim://esp300?baud=1&name={}"  # two controllers: one per client
@@ -47,7 +47,8 @@ def main() -> None:
     host = default_host()
     manager = SerialPortManager(host.serial_url_packages())
     axis = scripted_instrument(host, "newport.esp300", "v2",
-                               manager.port(URL.format("driver"), **SERIAL_SETTINGS), {"axis": 1})
+                               manager.port(URL.format("driver"), **Esp300Axis.serial_settings),
+                               {"axis": 1})
     axis.connect()
     raw = serial.serial_for_url(URL.format("raw"), baudrate=19200, timeout=1.0)
 

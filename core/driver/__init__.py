@@ -17,8 +17,10 @@ from ..instrument import (
     DriverTimeoutError,
     UnknownCommandError,
 )
+from . import bus, lines
 from .declare import Command, Delegate, Parameter, command, declared_commands, parameters
 from .flavors import SessionActor, SessionInstrument, flavor_class, instrument_types
+from .options import lab_blocks, options
 from .session import Sample, Session, arun, run
 from .transaction import Pause, Plan, Transaction, driver_error, parse_reply
 
@@ -40,11 +42,15 @@ __all__ = [
     "Transaction",
     "UnknownCommandError",
     "arun",
+    "bus",
     "command",
     "declared_commands",
     "driver_error",
     "flavor_class",
     "instrument_types",
+    "lab_blocks",
+    "lines",
+    "options",
     "parameters",
     "parse_reply",
     "run",

@@ -23,11 +23,13 @@ from collections.abc import Callable, Generator, Mapping, Sequence
 from types import GeneratorType
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
-from ..instrument import DriverError, DriverReplyError, DriverTimeoutError
+from ..instrument import DriverError
 from ..measurement import ChannelSpec
 from ..resources.errors import ResourceError
 from ..specs import ChannelsFor, InstrumentContext, Transport
+from . import lines
 from .declare import parameters
+from .options import options
 from .transaction import Pause, Plan, Transaction, driver_error, parse_reply
 
 T = TypeVar("T")
@@ -83,6 +85,8 @@ class Session:
                     else "a VISA resource (address = ...)")
             raise ValueError(f"{self.id}: {ctx.type_name} needs {what}")
         self.resource: Any = resource
+        #: the block's own keys (checked, defaults filled in): :func:`~.options.options`
+        self.options: Any = options(self.config_schema, ctx.config, self.id)
         #: named fields of command templates (``{axis}``)
         self.fields: dict[str, Any] = {}
         #: what connect learnt about the instrument (model, serial, firmware): settings too
@@ -126,40 +130,15 @@ class Session:
                 io.write(command)
                 return None
             return self.check_reply(command, str(io.query(command)).strip())
-        if io.timeout != self.read_timeout:  # each assignment reconfigures a real port
-            io.timeout = self.read_timeout
-        io.reset_input_buffer()
-        io.write(command.encode(self.encoding) + self.command_end)
+        lines.begin(io, self.read_timeout)
+        lines.send(io, command, self.command_end, self.encoding)
         if not reply:
             return None
-        return self.check_reply(command, self.read_line(io, command))
-
-    def read_line(self, io: Any, command: str) -> str:
-        """One reply line without its terminator; silence, truncation and noise raise."""
-        end = self.reply_end
-        raw = io.read_until(end, self.max_reply) if self.max_reply else io.read_until(end)
-        if not raw:
-            raise self.no_reply(io, command)
-        if not raw.endswith(end):
-            if self.max_reply and len(raw) >= self.max_reply:
-                raise DriverReplyError(self.id, command, f"garbled reply on {io.name}: "
-                                       f"{raw!r} and no end of line", "garbled")
-            raise DriverReplyError(self.id, command, f"truncated reply on {io.name}: got "
-                                   f"{raw!r}, then nothing for {io.timeout} s (a reply ends "
-                                   f"with {end!r})", "truncated")
-        try:
-            text = raw[: -len(end)].decode(self.encoding)
-        except UnicodeDecodeError:
-            text = "\x00"
-        if not text.isprintable():
-            raise DriverReplyError(self.id, command, f"garbled reply on {io.name}: {raw!r}",
-                                   "garbled")
-        return text.strip()
-
-    def no_reply(self, io: Any, command: str) -> DriverError:
-        return DriverTimeoutError(
-            self.id, command, f"no reply on {io.name} within {io.timeout} s (is the "
-            f"instrument powered, cabled and set to the right baud rate?)", "timeout")
+        text = lines.read_line(io, self.id, command, self.reply_end, max_reply=self.max_reply,
+                               encoding=self.encoding)
+        if text is None:
+            raise lines.no_reply(io, self.id, command)
+        return self.check_reply(command, text)
 
     def check_reply(self, command: str, text: str) -> str:
         """Raise the instrument's error replies (``ERR 3``) as DriverReplyError; the default

@@ -15,39 +15,74 @@ point in the group ``daqhub_sims.conformance``: a function returning plain dicti
 ``sim``/``options`` make the ``port`` of a fresh simulated device for each block; ``block``
 adds the type's own keys; ``steps`` are commands run in both flavors before the reads;
 ``garbage`` (optional) is a reply the device sends before the next one (instead of it with
-``"replace_reply": true``), which must raise instead of hanging. The same dictionaries serve
-the distribution's own tests (:func:`case`). With ``--junit-xml PATH`` the outcome is also
-written as JUnit XML, for CI.
+``"replace_reply": true``), which must raise instead of hanging. VISA instruments name their
+simulator instead of ``sim``: ``"visa": "dmm_psu.yaml"`` gives each block the
+``visa_backend`` of a fresh copy of that pyvisa-sim file of daqhub-sims (``block`` names the
+``resource``), ``"scpi_tcp": "dmm"`` its own :class:`~daqhub_sims.scpi_tcp.ScpiTcpServer`
+of that profile as ``resource`` (pyvisa-py), whose next reply ``garbage`` spoils. Simulated
+readings with noise compare within ``"rel_tol"`` across the flavors. The same dictionaries
+serve the distribution's own tests (:func:`case`). With ``--junit-xml PATH`` the outcome is
+also written as JUnit XML, for CI.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import itertools
+import math
+import tempfile
 import time
 import traceback
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
+from daqhub.measurement import UnifiedMeasurement
 from daqhub_sims.conformance import ConformanceCase, ConformanceKit
 
 GROUP = "daqhub_sims.conformance"
 _names = itertools.count()
+#: Servers and file copies of cases made without a ``stack`` live until the process ends.
+_process_stack = ExitStack()
+atexit.register(_process_stack.close)
+
+
+def close_values(rel: float) -> Callable[[UnifiedMeasurement, UnifiedMeasurement], bool]:
+    """Noisy simulated readings: same channel, dtype and unit, values within ``rel``."""
+    def same(a: UnifiedMeasurement, b: UnifiedMeasurement) -> bool:
+        return (a.data.unit == b.data.unit and type(a.data.value) is type(b.data.value)
+                and math.isclose(float(a.data.value), float(b.data.value), rel_tol=rel))
+    return same
+
+
+def label(spec: Mapping[str, Any]) -> str:
+    """What a case is called in reports: its type, and the simulator when that is not ``sim``."""
+    where = (f" on pyvisa-sim {spec['visa']}" if "visa" in spec else
+             f" on scpi_tcp {spec['scpi_tcp']}" if "scpi_tcp" in spec else "")
+    return f"{spec.get('type', '?')}{where}"
 
 
 def case(spec: Mapping[str, Any], url: Callable[..., str] | None = None,
-         endpoint: Callable[[str], Any] | None = None) -> ConformanceCase:
+         endpoint: Callable[[str], Any] | None = None,
+         stack: ExitStack | None = None) -> ConformanceCase:
     """A :class:`ConformanceCase` from one declared dictionary (see the module docstring).
 
     ``url``/``endpoint`` default to daqhub-sims' registry with a fresh line name per device,
-    as the ``sim_url``/``sim_endpoint`` fixtures make them.
+    as the ``sim_url``/``sim_endpoint`` fixtures make them. TCP servers and pyvisa-sim file
+    copies are closed and removed with ``stack`` (default: at process exit).
     """
-    from daqhub_sims import install, registry
+    from daqhub_sims import install, registry, visa_files
+    from daqhub_sims.scpi_tcp import ScpiTcpServer
 
     install()
+    keep = _process_stack if stack is None else stack
+    visa, tcp = spec.get("visa"), spec.get("scpi_tcp")
+    servers: dict[str, ScpiTcpServer] = {}
+    folders: list[str] = []
     if url is None:
         def url(model: str, **options: Any) -> str:
             query = "&".join(f"{k}={v}" for k, v in
@@ -57,15 +92,31 @@ def case(spec: Mapping[str, Any], url: Callable[..., str] | None = None,
     sim, options = spec.get("sim"), dict(spec.get("options", {}))
 
     def block() -> dict[str, Any]:
-        port = {"port": url(sim, **options)} if sim else {}
-        return {**port, **dict(spec.get("block", {}))}
+        place: dict[str, Any] = {"port": url(sim, **options)} if sim else {}
+        if visa:
+            if not folders:
+                folders.append(keep.enter_context(tempfile.TemporaryDirectory(
+                    prefix="daqhub-check-")))
+            copy = visa_files.fresh_copy(folders[0], visa)  # pyvisa-sim state is per path
+            place = {"visa_backend": visa_files.sim_library(copy)}
+        if tcp:
+            server = keep.enter_context(ScpiTcpServer(tcp))
+            servers[server.resource] = server
+            place = {"resource": server.resource, "visa_backend": "@py"}
+        return {**place, **dict(spec.get("block", {}))}
 
     garbage = spec.get("garbage")
     inject = None
     if garbage is not None:
         data = garbage.encode("latin-1") if isinstance(garbage, str) else bytes(garbage)
 
+        if visa:
+            raise ValueError(f"{label(spec)}: pyvisa-sim cannot send garbage; use scpi_tcp")
+
         def inject(b: Mapping[str, Any]) -> None:
+            if tcp:
+                servers[b["resource"]].garbage_next_reply(data, terminate=False)
+                return
             faults = find(b["port"]).faults
             if spec.get("replace_reply"):
                 faults.truncate_next(0)  # the device's own next reply never arrives
@@ -73,6 +124,7 @@ def case(spec: Mapping[str, Any], url: Callable[..., str] | None = None,
 
     return ConformanceCase(spec["type"], block, steps=[tuple(s) for s in spec.get("steps", [])],
                            reads=int(spec.get("reads", 3)), garbage=inject,
+                           same=close_values(spec["rel_tol"]) if "rel_tol" in spec else None,
                            timeout_s=float(spec.get("timeout_s", 10.0)))
 
 
@@ -107,10 +159,11 @@ def run_checks(distributions: Sequence[str]) -> list[Outcome]:
         for spec in specs.get(dist, []):
             t0 = time.monotonic()
             try:
-                kit.check(dist, [case(spec)])
-                outcomes.append(Outcome(dist, spec["type"], time.monotonic() - t0))
+                with ExitStack() as stack:
+                    kit.check(dist, [case(spec, stack=stack)])
+                outcomes.append(Outcome(dist, label(spec), time.monotonic() - t0))
             except Exception as exc:  # every failure is reported, then the next case runs
-                outcomes.append(Outcome(dist, spec.get("type", "?"), time.monotonic() - t0,
+                outcomes.append(Outcome(dist, label(spec), time.monotonic() - t0,
                                         f"{type(exc).__name__}: {exc}", traceback.format_exc()))
     return outcomes
 

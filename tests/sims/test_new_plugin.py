@@ -7,13 +7,16 @@ import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
 from daqhub.cli import main as daqhub_main
+from daqhub.driver import DriverError
 from daqhub_sims import newplugin
-from daqhub_sims.checks import junit_xml, main, run_checks
+from daqhub_sims.checks import case, junit_xml, main, run_checks
+from daqhub_sims.conformance import ConformanceKit
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,6 +64,29 @@ def test_check_runs_the_conformance_kit_on_installed_plugins(
     suite = ET.parse(report).getroot()
     assert (suite.get("tests"), suite.get("failures")) == ("1", "0")
     assert suite.find("testcase").get("name") == "acme.tc1"  # type: ignore[union-attr]
+
+
+@pytest.mark.timeout(120)
+def test_check_runs_the_scpi_cases_on_pyvisa_sim_and_the_tcp_simulator(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    report = tmp_path / "check.xml"
+    assert daqhub_main(["check", "daqhub-scpi", "--junit-xml", str(report)]) == 0
+    out = capsys.readouterr().out
+    for name in ("scpi.dmm on scpi_tcp dmm", "scpi.psu on scpi_tcp psu",
+                 "scpi.dmm on pyvisa-sim dmm_psu.yaml", "scpi.psu on pyvisa-sim dmm_psu.yaml",
+                 "scpi.custom on pyvisa-sim dmm_psu.yaml"):
+        assert f"ok   daqhub-scpi {name}" in out
+    suite = ET.parse(report).getroot()
+    assert (suite.get("tests"), suite.get("failures")) == ("5", "0")
+
+
+def test_a_scpi_case_that_breaks_the_driver_fails_the_check() -> None:
+    """The SCPI cases really drive the instrument: a set value the simulator refuses fails."""
+    spec = {"type": "scpi.psu", "visa": "dmm_psu.yaml", "block": {"resource": "GPIB0::6::INSTR"},
+            "steps": [["set_voltage", 99.0]]}
+    with ExitStack() as stack:
+        with pytest.raises(DriverError, match="VOLT 99"):
+            ConformanceKit().check("daqhub-scpi", [case(spec, stack=stack)])
 
 
 def test_check_fails_for_a_distribution_without_cases(

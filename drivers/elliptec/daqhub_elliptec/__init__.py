@@ -1,9 +1,8 @@
 """daqhub driver for Thorlabs Elliptec (ELLx) modules on a shared serial bus.
 
 Layout, bottom up: ``status`` (GS codes), ``frames`` (commands and reply lines),
-``models`` (`IN` reply, scaling), ``router`` (one reply router per port),
-``steps`` + ``axis`` (every operation written once as a plan), ``driver``
-(the session class both flavors are generated from, running the router's
-steps), ``discovery`` (which addresses answer) and ``plugin``
+``models`` (`IN` reply, scaling), ``router`` (the toolkit's bus router with Elliptec's
+lines), ``axis`` (every operation written once as a plan), ``driver`` (the session class
+both flavors are generated from), ``discovery`` (which addresses answer) and ``plugin``
 (registration). See README.md beside the package.
 """

@@ -21,52 +21,20 @@ for a move it did not start.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from daqhub.driver import DriverError, Pause
+from daqhub.driver import DriverError, DriverTimeoutError, Pause, Plan
+from daqhub.driver.bus import Collect, Exchange, Send
 
 from . import status
 from .frames import BadLine, Command, Frame, Line, address_of, from_hex32, hex32
-from .models import BY_NAME, DeviceInfo, Model, Scale, parse_info, parse_motor_info, period_data
+from .models import DeviceInfo, Model, Scale, parse_info, parse_motor_info, period_data
 from .router import BusRouter, Expectation
-from .steps import Collect, ElliptecTimeout, Exchange, Plan, Send
 
-DEFAULT_MOVE_TIMEOUT_S = 10.0
-DEFAULT_REPLY_TIMEOUT_S = 1.0
-DEFAULT_BUSY_TIMEOUT_S = 3.0
+#: How long an immediate command is retried while the module answers busy (GS09).
+BUSY_TIMEOUT_S = 3.0
 _BUSY_RETRY_S = (0.02, 0.05, 0.1, 0.2)
-
-
-@dataclass(frozen=True)
-class Options:
-    """An instrument block's own keys, checked and with defaults applied."""
-
-    model: Model
-    address: str
-    velocity: int | None = None
-    home_on_start: bool = False
-    move_timeout: float = DEFAULT_MOVE_TIMEOUT_S
-    reply_timeout: float = DEFAULT_REPLY_TIMEOUT_S
-    busy_timeout: float = DEFAULT_BUSY_TIMEOUT_S
-
-    @classmethod
-    def from_config(cls, model_name: str, config: Mapping[str, Any]) -> Options:
-        model = BY_NAME[model_name]
-        if "address" not in config:
-            raise ValueError("an Elliptec instrument needs 'address' (0-15 on its bus)")
-        velocity = config.get("velocity")
-        if velocity is not None:
-            velocity = check_velocity(velocity)
-        return cls(
-            model=model,
-            address=address_of(config["address"]),
-            velocity=velocity,
-            home_on_start=bool(config.get("home_on_start", False)),
-            move_timeout=float(config.get("move_timeout", DEFAULT_MOVE_TIMEOUT_S)),
-            reply_timeout=float(config.get("reply_timeout", DEFAULT_REPLY_TIMEOUT_S)),
-        )
 
 
 def check_velocity(percent: Any) -> int:
@@ -92,11 +60,15 @@ class Pending:
 class Axis:
     """State and plans of one module; see the module docstring for the move model."""
 
-    def __init__(self, instrument_id: str, options: Options, router: BusRouter) -> None:
+    def __init__(self, instrument_id: str, model: Model, options: Any,
+                 router: BusRouter) -> None:
+        """``options``: the block's own keys (:attr:`daqhub.driver.Session.options`)."""
         self.id = instrument_id
+        self.model = model
         self.options = options
+        self.busy_timeout = BUSY_TIMEOUT_S
         self.router = router
-        self.address = options.address
+        self.address = address_of(options.address)
         self.info: DeviceInfo | None = None
         self.scale: Scale | None = None
         self.pulses: int | None = None
@@ -109,11 +81,11 @@ class Axis:
     # ------------------------------------------------------------------ helpers
     @property
     def unit(self) -> str:
-        return self.options.model.unit
+        return self.model.unit
 
     @property
     def is_slider(self) -> bool:
-        return self.options.model.kind == "slider"
+        return self.model.kind == "slider"
 
     def _command(self, mnemonic: str, data: str = "", reply: str = "GS",
                  deferred: bool = False, reply_address: str = "") -> Command:
@@ -134,7 +106,7 @@ class Axis:
         """The reply as a frame, or the DriverError it stands for."""
         where = f"address {command.answers_from}"
         if line is None:
-            raise ElliptecTimeout(self.id, command.text,
+            raise DriverTimeoutError(self.id, command.text,
                                   f"no reply from {where} within {waited:.2f} s")
         if isinstance(line, BadLine):
             raise DriverError(self.id, command.text, f"{line.describe()} from {where}")
@@ -182,7 +154,7 @@ class Axis:
             if isinstance(line, Frame) and line.mnemonic == "GS" and line.status == status.BUSY:
                 now = time.monotonic()
                 busy_since = now if busy_since is None else busy_since
-                if now - busy_since >= self.options.busy_timeout:
+                if now - busy_since >= self.busy_timeout:
                     raise DriverError(self.id, command.text,
                                       f"module at address {command.answers_from} still busy "
                                       f"(GS09) after {now - busy_since:.1f} s of retries",
@@ -222,7 +194,7 @@ class Axis:
         except ValueError as exc:
             raise DriverError(self.id, command.text, f"bad IN reply {frame.text!r}: {exc}"
                               ) from None
-        expected = self.options.model
+        expected = self.model
         if info.model is None or info.model.name != expected.name:
             raise DriverError(self.id, command.text,
                               f"address {self.address} answers as {info.model_name} (serial "
@@ -240,7 +212,7 @@ class Axis:
                 raise DriverError(self.id, "", str(exc)) from None
             self.claimed = True
         yield from self.identify()
-        if self.options.velocity is not None and not self.is_slider:
+        if not self.is_slider and self.options.velocity is not None:
             yield from self.set_velocity(self.options.velocity)
         if self.options.home_on_start:
             yield from self.home(self.options.move_timeout)
@@ -379,7 +351,7 @@ class Axis:
 
     def _no_slider(self, what: str) -> None:
         if self.is_slider:
-            raise ValueError(f"{self.id}: {self.options.model.name} is a slider; it has no "
+            raise ValueError(f"{self.id}: {self.model.name} is a slider; it has no "
                              f"{what}")
 
     def _pulses(self, value: float) -> int:
@@ -436,7 +408,7 @@ class Axis:
         2.5 s drive time-out), so on other models, or with nothing to stop, this
         sends nothing.
         """
-        if not self.options.model.can_stop:
+        if not self.model.can_stop:
             return
         command = self._command("st")
         line = yield Exchange(Expectation(command), self.options.reply_timeout, urgent=True,
@@ -483,7 +455,7 @@ class Axis:
         # a move ends with PO and where it got to; a frequency search with GS00 (moved, maybe)
         self.pulses = from_hex32(frame.data) if frame.mnemonic == "PO" else None
 
-    def _move_timeout(self, pending: Pending) -> ElliptecTimeout:
+    def _move_timeout(self, pending: Pending) -> DriverTimeoutError:
         notes = []
         if pending.expect.seen_busy:
             notes.append("the module answered busy (GS09) and never reported the end")
@@ -493,7 +465,7 @@ class Axis:
         if damage:
             notes.append(f"damaged lines on the bus meanwhile: {'; '.join(damage)}")
         extra = f" ({'; '.join(notes)})" if notes else ""
-        return ElliptecTimeout(
+        return DriverTimeoutError(
             self.id, pending.command.text,
             f"move at address {pending.command.address} did not report its end (PO) within "
             f"{pending.deadline - pending.started:.1f} s{extra}")
@@ -504,7 +476,7 @@ class Axis:
         while self.pending is not None:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise ElliptecTimeout(self.id, self.pending.command.text,
+                raise DriverTimeoutError(self.id, self.pending.command.text,
                                       f"move at address {self.address} still running after "
                                       f"waiting {timeout:.1f} s")
             yield from self._settle(remaining)

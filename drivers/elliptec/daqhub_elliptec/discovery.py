@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from daqhub.driver import arun, run
+from daqhub.driver import Plan, arun, run
+from daqhub.driver.bus import Exchange
 from daqhub.resources import SharedSerialPort
 from daqhub.specs import InstrumentContext
 
@@ -18,7 +19,6 @@ from .driver import ElliptecBus
 from .frames import ADDRESSES, BadLine, Command, Frame
 from .models import DeviceInfo, parse_info
 from .router import BusRouter, Expectation
-from .steps import Exchange, Plan
 
 #: A module answers `in` within a few ms plus ~36 ms of wire time for the reply.
 DEFAULT_SCAN_TIMEOUT_S = 0.1

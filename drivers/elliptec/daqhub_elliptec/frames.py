@@ -20,7 +20,9 @@ names instead of being lost or misrouted.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
+
+from daqhub.driver.bus import BadLine
 
 ADDRESSES = "0123456789ABCDEF"
 #: The Elliptec link (the protocol reference): 9600 8N1, no handshake of any kind.
@@ -129,23 +131,7 @@ class Frame:
         return f"{self.address}{self.mnemonic}{self.data}"
 
 
-@dataclass(frozen=True)
-class BadLine:
-    """Bytes that are not a reply: ``garbled`` or ``truncated`` (no end of line came).
-
-    ``address`` is set when the bytes start like a reply of that address, so the
-    waiter of that address learns its reply was damaged instead of timing out.
-    """
-
-    address: str | None
-    raw: bytes
-    reason: str
-
-    def describe(self) -> str:
-        return f"{self.reason} reply {self.raw!r}"
-
-
-Line = Frame | BadLine
+Line: TypeAlias = Frame | BadLine
 
 
 def _is_head(text: str) -> bool:

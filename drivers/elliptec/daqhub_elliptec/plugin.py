@@ -7,15 +7,14 @@ reply router (:mod:`.router`), whichever flavor each instrument uses.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-from daqhub.driver import instrument_types
+from daqhub.driver import instrument_types, lab_blocks
 from daqhub.hookspecs import hookimpl
 from daqhub.measurement import ChannelSpec
 from daqhub.specs import CliCommand, ConfigProblem, InstrumentType
 
-from .axis import DEFAULT_MOVE_TIMEOUT_S, DEFAULT_REPLY_TIMEOUT_S
 from .driver import ElliptecModule
 from .frames import SERIAL_SETTINGS, address_of
 from .models import BY_NAME, MODELS, Model
@@ -47,10 +46,10 @@ _COMMON: dict[str, Any] = {
                       "description": "home the module when the instrument starts (sliders go "
                                      "to slot 0)"},
     "move_timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 600,
-                     "default": DEFAULT_MOVE_TIMEOUT_S,
+                     "default": 10.0,
                      "description": "seconds a move may take before it counts as failed"},
     "reply_timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 30,
-                      "default": DEFAULT_REPLY_TIMEOUT_S,
+                      "default": 1.0,
                       "description": "seconds to wait for the reply to a command that is not "
                                      "a move"},
 }
@@ -101,28 +100,21 @@ def daqhub_validate_config(config: Mapping[str, Any]) -> list[ConfigProblem]:
     """Two enabled instruments on one address of one bus would take each other's replies."""
     problems: list[ConfigProblem] = []
     seen: dict[tuple[str, str], str] = {}
-    for flavor in ("v2", "v4"):
-        section = config.get(flavor)
-        blocks: Sequence[Any] = (section.get("instruments", [])
-                                 if isinstance(section, Mapping) else [])
-        for i, block in enumerate(blocks):
-            if (not isinstance(block, Mapping) or block.get("type") not in TYPES
-                    or block.get("enabled", True) is False):
-                continue
-            port, raw_address = block.get("port"), block.get("address")
-            if not isinstance(port, str) or not isinstance(raw_address, int | str):
-                continue  # the schema check reports what is missing
-            try:
-                address = address_of(raw_address)
-            except ValueError:
-                continue
-            ident = str(block.get("id"))
-            other = seen.setdefault((port.strip(), address), ident)
-            if other != ident:
-                problems.append(ConfigProblem(
-                    f"instruments {other!r} and {ident!r} both use address {address} of the "
-                    f"Elliptec bus on {port}; give each module its own address (change_address) "
-                    f"and one instrument", (flavor, "instruments", i, "address")))
+    for path, block in lab_blocks(config, TYPES):
+        port, raw_address = block.get("port"), block.get("address")
+        if not isinstance(port, str) or not isinstance(raw_address, int | str):
+            continue  # the schema check reports what is missing
+        try:
+            address = address_of(raw_address)
+        except ValueError:
+            continue
+        ident = str(block.get("id"))
+        other = seen.setdefault((port.strip(), address), ident)
+        if other != ident:
+            problems.append(ConfigProblem(
+                f"instruments {other!r} and {ident!r} both use address {address} of the "
+                f"Elliptec bus on {port}; give each module its own address (change_address) "
+                f"and one instrument", (*path, "address")))
     return problems
 
 

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
+from daqhub.driver import parse_reply
+from daqhub.driver.lines import integer, no_reply, number, read_line, send
 from daqhub.instrument import DriverError
-
-from .lineio import LineIO, no_reply, number, parse_int, read_reply, send
 
 COMMAND_END = b"\r"
 REPLY_END = b"\r\n"
@@ -101,14 +102,6 @@ def plain(value: float) -> str:
     return "0" if text in ("-0", "") else text
 
 
-def format_number(value: float, instrument_id: str, command: str) -> str:
-    """:func:`plain`, its refusal naming the instrument and the command."""
-    try:
-        return plain(value)
-    except ValueError as exc:
-        raise ValueError(f"{instrument_id}: {command} {exc}") from None
-
-
 #: Commands that start a motion: faults seen afterwards belong to them (see esp300_axis).
 MOTIONS = frozenset({"PA", "PR", "OR", "MV", "MT"})
 
@@ -125,11 +118,6 @@ def direction(value: str) -> str:
     return value
 
 
-def command(axis: int | None, mnemonic: str, parameter: str = "") -> str:
-    """``[axis]MN[parameter]``, the controller's command syntax."""
-    return f"{axis if axis is not None else ''}{mnemonic}{parameter}"
-
-
 def unit_name(text: str) -> str:
     """``SN?``: the unit code as daqhub names it."""
     return UNIT_NAMES[int(number(text))]
@@ -141,15 +129,15 @@ def parse_error(text: str, instrument_id: str) -> EspError:
     A bare code (the ``TE?`` form) is accepted too; the message then comes from the manual.
     """
     parts = [p.strip() for p in text.split(",", 2)]
-    code = parse_int(parts[0], instrument_id, "TB?", 0, 999)
+    code = parse_reply(integer(0, 999), parts[0], instrument_id, "TB?")
     timestamp = None
     if len(parts) >= 2 and parts[1]:
-        timestamp = parse_int(parts[1], instrument_id, "TB?", 0, 2**63 - 1)
+        timestamp = parse_reply(integer(0, 2**63 - 1), parts[1], instrument_id, "TB?")
     message = parts[2] if len(parts) == 3 and parts[2] else known_message(code)
     return EspError(code, timestamp, message)
 
 
-def drain_errors(io: LineIO, instrument_id: str) -> list[EspError]:
+def drain_errors(io: Any, instrument_id: str) -> list[EspError]:
     """Pop the whole error FIFO (oldest first); empty when the controller reports no error.
 
     Bounded: the FIFO holds at most :data:`FIFO_DEPTH` entries, so a controller that keeps
@@ -158,7 +146,7 @@ def drain_errors(io: LineIO, instrument_id: str) -> list[EspError]:
     found: list[EspError] = []
     for _ in range(FIFO_DEPTH + 1):
         send(io, "TB?", COMMAND_END)
-        text = read_reply(io, instrument_id, "TB?", REPLY_END)
+        text = read_line(io, instrument_id, "TB?", REPLY_END)
         if text is None:
             raise no_reply(io, instrument_id, "TB?")
         entry = parse_error(text, instrument_id)

@@ -15,17 +15,19 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Generator
-from typing import Any, TypeVar
+from collections.abc import Generator, Mapping
+from typing import Any
 
 from daqhub.driver import Command, Parameter, Sample, Session, Transaction, command
-from daqhub.measurement import MetaValue
+from daqhub.driver.lines import begin, integer, number
+from daqhub.measurement import ChannelSpec, MetaValue
 from daqhub.specs import InstrumentContext
 
-from . import meter1830c_config as config
-from .lineio import LineIO, begin, integer, number
 from .meter1830c_protocol import (
+    FILTER_CODES,
     FILTER_NAMES,
+    RANGES,
+    UNIT_CODES,
     UNIT_NAMES,
     clear_status,
     echo_off,
@@ -41,7 +43,6 @@ from .meter1830c_protocol import (
     wavelength_command,
 )
 
-T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
@@ -81,15 +82,38 @@ def _whole_nm(nm: float) -> str:
     return str(rounded)
 
 
+def _channels(config: Mapping[str, Any]) -> list[ChannelSpec]:
+    return [ChannelSpec("power", "scalar", config.get("units", "W"),
+                        description="optical power reading (D?)")]
+
+
 class Meter1830c(Session):
     """A Newport 1830-C (PowerMeter capability) on RS-232."""
 
-    type_name = config.TYPE_NAME
-    description = config.DESCRIPTION
-    channels = staticmethod(config.channels)
-    config_schema = config.CONFIG_SCHEMA
+    type_name = "newport.1830c"
+    description = "Newport 1830-C optical power meter (power in W, dB, dBm or REL)"
+    channels = staticmethod(_channels)
+    config_schema: Mapping[str, Any] = {
+        "type": "object",
+        "properties": {
+            "units": {"type": "string", "enum": list(UNIT_CODES), "default": "W",
+                      "description": "unit of the power channel, set on the meter on connect"},
+            "wavelength_nm": {"type": "integer", "minimum": 1, "maximum": 9999,
+                              "description": "calibration wavelength set on connect (W)"},
+            "range": {"type": "integer", "minimum": RANGES.start, "maximum": RANGES.stop - 1,
+                      "description": "0 = auto range, 1 (most gain) .. 8 (least), set on connect"},
+            "filter": {"type": "string", "enum": list(FILTER_CODES),
+                       "description": "averaging: slow (16 readings), medium (4), fast (none)"},
+            "attenuator": {"type": "boolean", "description": "attenuator on/off (A1/A0)"},
+            "reply_timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 30,
+                              "default": 1.0, "description": "seconds to wait for a reply line"},
+        },
+        "required": [],
+    }
     capabilities = ("PowerMeter", "Readable")
-    serial_settings = config.SERIAL_SETTINGS
+    #: the meter's RS-232 link: 9600 8N1, no handshake
+    serial_settings = {"baudrate": 9600, "bytesize": 8, "parity": "N", "stopbits": 1,
+                       "rtscts": False, "read_timeout": 1.0}
 
     power = Parameter("D?", parse=number, setting=False,
                       doc="the reading in the meter's current units (see units)")
@@ -108,7 +132,6 @@ class Meter1830c(Session):
 
     def __init__(self, ctx: InstrumentContext) -> None:
         super().__init__(ctx)
-        self.options = config.MeterSettings.from_config(ctx.config)
         self.channel_units = self.options.units
         self.state = self.resource.shared(MeterState.KEY, MeterState)
         self.identity = {"model": "1830-C"}
@@ -118,7 +141,7 @@ class Meter1830c(Session):
         """The units the meter is set to (what :meth:`power` returns); None if unknown."""
         return self.state.units
 
-    def exchange(self, io: LineIO, command: str, reply: bool) -> str | None:
+    def exchange(self, io: Any, command: str, reply: bool) -> str | None:
         """A query's reply, or a set command whose status byte is checked."""
         begin(io, self.options.reply_timeout)
         if reply:
@@ -131,7 +154,7 @@ class Meter1830c(Session):
         """Echo off, check the meter answers, clear old errors, set the lab's settings."""
         s = self.options
 
-        def connect(io: LineIO) -> None:
+        def connect(io: Any) -> None:
             begin(io, s.reply_timeout)
             if echo_off(io, self.id):
                 log.info("%s: the meter was in echo mode (E1); switched it off (E0)", self.id)
@@ -154,7 +177,7 @@ class Meter1830c(Session):
         """One ``power`` sample in the channel's unit, flagged as the status byte says."""
         channel_cmd = units_command(self.channel_units, self.id)
 
-        def poll(io: LineIO) -> tuple[float, dict[str, MetaValue]]:
+        def poll(io: Any) -> tuple[float, dict[str, MetaValue]]:
             begin(io, self.options.reply_timeout)
             meter_units = self.state.units
             if meter_units != self.channel_units:
@@ -181,7 +204,7 @@ class Meter1830c(Session):
         channel stays in the unit the lab file declares."""
         cmd = units_command(units, self.id)
 
-        def set_units(io: LineIO) -> None:
+        def set_units(io: Any) -> None:
             self.exchange(io, cmd, False)
             self.state.units = units
 
@@ -200,7 +223,7 @@ class Meter1830c(Session):
     @command
     def status(self) -> Transaction[int]:
         """The raw status byte (``Q?``), without clearing anything."""
-        def status(io: LineIO) -> int:
+        def status(io: Any) -> int:
             begin(io, self.options.reply_timeout)
             return read_status(io, self.id)
 
@@ -214,7 +237,7 @@ class Meter1830c(Session):
         if text.replace(" ", "").upper().startswith("E1"):
             raise ValueError(f"{self.id}: the driver keeps echo off (E0); {text!r} refused")
 
-        def raw(io: LineIO) -> None:
+        def raw(io: Any) -> None:
             if text.lstrip()[:1].upper() == "U":
                 self.state.units = None
             self.exchange(io, text, False)

@@ -10,19 +10,11 @@ not errors: they travel with the sample as metadata.
 
 from __future__ import annotations
 
-from daqhub.instrument import DriverError
-from daqhub.measurement import MetaValue
+from typing import Any
 
-from .lineio import (
-    DriverTimeoutError,
-    LineIO,
-    no_reply,
-    parse_int,
-    parse_number,
-    read_reply,
-    reply_text,
-    send,
-)
+from daqhub.driver import DriverError, DriverTimeoutError, parse_reply
+from daqhub.driver.lines import integer, line_text, no_reply, number, read_line, send
+from daqhub.measurement import MetaValue
 
 TERMINATOR = b"\n"  # both ways (the protocol reference: LF on RS-232, VISA drivers use \n)
 
@@ -78,15 +70,15 @@ def reading_flags(status: int) -> dict[str, MetaValue]:
     return flags
 
 
-def read_status(io: LineIO, instrument_id: str) -> int:
+def read_status(io: Any, instrument_id: str) -> int:
     send(io, "Q?", TERMINATOR)
-    text = read_reply(io, instrument_id, "Q?", TERMINATOR)
+    text = read_line(io, instrument_id, "Q?", TERMINATOR)
     if text is None:
         raise no_reply(io, instrument_id, "Q?")
-    return parse_int(text, instrument_id, "Q?", 0, 255)
+    return parse_reply(integer(0, 255), text, instrument_id, "Q?")
 
 
-def echo_off(io: LineIO, instrument_id: str) -> bool:
+def echo_off(io: Any, instrument_id: str) -> bool:
     """``E0`` whatever the meter's echo state; True if it was echoing.
 
     A meter left in echo mode (``E1``) sends every character back as it arrives, the line
@@ -101,19 +93,19 @@ def echo_off(io: LineIO, instrument_id: str) -> bool:
     echoed = raw.endswith(TERMINATOR) and raw.rstrip(b"\r\n").upper() == b"E0"
     if echoed:
         raw = io.read_until(TERMINATOR)
-    text = reply_text(io, raw, instrument_id, "Q?", TERMINATOR)
+    text = line_text(io, raw, instrument_id, "Q?", TERMINATOR)
     if text is None:
         raise no_reply(io, instrument_id, "Q?")
-    if parse_int(text, instrument_id, "Q?", 0, 255) & ERROR_BITS:
+    if parse_reply(integer(0, 255), text, instrument_id, "Q?") & ERROR_BITS:
         clear_status(io)
     return echoed
 
 
-def clear_status(io: LineIO) -> None:
+def clear_status(io: Any) -> None:
     send(io, "C", TERMINATOR)
 
 
-def set_command(io: LineIO, instrument_id: str, command: str) -> None:
+def set_command(io: Any, instrument_id: str, command: str) -> None:
     """Send a set command and raise what the status byte says went wrong (then clear it)."""
     send(io, command, TERMINATOR)
     status = read_status(io, instrument_id)
@@ -123,10 +115,10 @@ def set_command(io: LineIO, instrument_id: str, command: str) -> None:
         raise err
 
 
-def query(io: LineIO, instrument_id: str, command: str) -> str:
+def query(io: Any, instrument_id: str, command: str) -> str:
     """A query's reply; silence is explained by the status byte, or is a timeout."""
     send(io, command, TERMINATOR)
-    text = read_reply(io, instrument_id, command, TERMINATOR)
+    text = read_line(io, instrument_id, command, TERMINATOR)
     if text is None:
         try:
             status = read_status(io, instrument_id)
@@ -142,7 +134,7 @@ def query(io: LineIO, instrument_id: str, command: str) -> str:
 
 def parse_reading(text: str, instrument_id: str, command: str = "D?") -> float:
     """``D?`` in any unit: ``5E-9``, ``+.75E-9``, ``1.23E-6`` (W) or ``-15.24`` (dB, dBm, REL)."""
-    return parse_number(text, instrument_id, command)
+    return parse_reply(number, text, instrument_id, command)
 
 
 def wavelength_command(nm: float, instrument_id: str) -> str:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-from daqhub.driver import instrument_types
+from daqhub.driver import instrument_types, lab_blocks
 from daqhub.hookspecs import hookimpl
 from daqhub.specs import ConfigProblem, InstrumentType
 
-from . import esp300_config
 from .esp300 import Esp300Axis
 from .meter1830c import Meter1830c
 
@@ -25,31 +24,21 @@ def daqhub_validate_config(config: Mapping[str, Any]) -> list[ConfigProblem]:
     problems: list[ConfigProblem] = []
     seen: dict[tuple[str, int], str] = {}
     rtscts: dict[str, tuple[bool, str]] = {}
-    for flavor in ("v2", "v4"):
-        section = config.get(flavor)
-        instruments: Sequence[Any] = section.get("instruments", []) if isinstance(
-            section, Mapping) else []
-        for i, block in enumerate(instruments):
-            if not isinstance(block, Mapping) or block.get("type") != esp300_config.TYPE_NAME:
-                continue
-            port, axis, ident = block.get("port"), block.get("axis"), str(block.get("id"))
-            if not isinstance(port, str) or not isinstance(axis, int):
-                continue
-            if block.get("enabled", True) is False:
-                continue
-            other = seen.setdefault((port.strip(), axis), ident)
-            if other != ident:
-                problems.append(ConfigProblem(
-                    f"instruments {other!r} and {ident!r} both drive axis {axis} of the ESP300 "
-                    f"on {port}; give each axis one instrument",
-                    (flavor, "instruments", i, "axis")))
-            flow = bool(block.get("rtscts", True))
-            first = rtscts.setdefault(port.strip(), (flow, ident))
-            if first[0] != flow:
-                problems.append(ConfigProblem(
-                    f"instruments {first[1]!r} and {ident!r} share the ESP300 on {port} but "
-                    f"disagree on rtscts; one port has one handshake",
-                    (flavor, "instruments", i, "rtscts")))
+    for path, block in lab_blocks(config, [Esp300Axis.type_name]):
+        port, axis, ident = block.get("port"), block.get("axis"), str(block.get("id"))
+        if not isinstance(port, str) or not isinstance(axis, int):
+            continue
+        other = seen.setdefault((port.strip(), axis), ident)
+        if other != ident:
+            problems.append(ConfigProblem(
+                f"instruments {other!r} and {ident!r} both drive axis {axis} of the ESP300 "
+                f"on {port}; give each axis one instrument", (*path, "axis")))
+        flow = bool(block.get("rtscts", True))
+        first = rtscts.setdefault(port.strip(), (flow, ident))
+        if first[0] != flow:
+            problems.append(ConfigProblem(
+                f"instruments {first[1]!r} and {ident!r} share the ESP300 on {port} but "
+                f"disagree on rtscts; one port has one handshake", (*path, "rtscts")))
     return problems
 
 

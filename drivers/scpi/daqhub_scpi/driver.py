@@ -7,9 +7,9 @@ channel's dtype here, which is what makes the two flavors produce the same data.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
@@ -19,11 +19,9 @@ from daqhub.specs import InstrumentContext
 
 from .parsing import format_number
 from .profiles import CUSTOM, DMM, PSU, Reading, channels_for, init_commands, readings_for
-from .protocol import IDN_QUERY, LOCK_WAIT_S, Query, ScpiProtocol, ScpiSettings
+from .protocol import IDN_QUERY, LOCK_WAIT_S, ScpiProtocol, ScpiSettings, check_errors_mode
 from .protocol import Session as Visa
 from .schemas import CUSTOM_SCHEMA, DMM_SCHEMA, PSU_SCHEMA
-
-T = TypeVar("T")
 
 #: How long ``*OPC?`` may take after a reset or the setup sequence, at least.
 OPC_TIMEOUT_MS = 10000
@@ -50,7 +48,9 @@ class ScpiSession(Session):
         try:
             self.readings: list[Reading] = readings_for(self.type_name, config)
             self.setup_commands = init_commands(self.type_name, config)
-            settings = ScpiSettings.from_config(config)
+            o = self.options
+            settings = ScpiSettings(o.read_termination, o.write_termination, o.timeout_ms,
+                                    check_errors_mode(o.check_errors))
         except (TypeError, ValueError) as exc:
             raise DriverError(self.id, "", f"bad {self.type_name} configuration: {exc}") from None
         self.protocol = ScpiProtocol(self.id, settings, resource)
@@ -59,7 +59,6 @@ class ScpiSession(Session):
         if declared and declared != list(self.specs):
             raise DriverError(self.id, "", f"channels {declared} given to the instrument do not "
                               f"match its readings {list(self.specs)}")
-        self._queries = [Query(r.query, r.parser) for r in self.readings]
         self._by_name = {r.name: r for r in self.readings}
         self.idn: str | None = None
         self._poll = self._planned_poll()
@@ -88,12 +87,9 @@ class ScpiSession(Session):
                                             timeout=step.timeout)
         return await super().arun_step(step)
 
-    def _planned(self, fn: Callable[[Visa], T], what: str, timeout: float) -> Transaction[T]:
-        return Transaction(what, fn=fn, timeout=timeout)
-
     # ------------------------------------------------------------------ lifecycle
     def connect(self) -> Generator[Any, Any, None]:
-        yield self._planned(*self.setup((yield from self.identify())))
+        yield self.setup((yield from self.identify()))
 
     def poll(self) -> Transaction[dict[str, Sample]]:
         return self._poll
@@ -101,7 +97,7 @@ class ScpiSession(Session):
     def _planned_poll(self) -> Transaction[dict[str, Sample]]:
         """The poll, planned once: one transaction reading every channel and packing the
         samples, each typed to its channel's dtype (so both flavors store one dtype)."""
-        read, what, budget = self.read_all()
+        read = self.protocol.read_fn([(r.query, r.parser) for r in self.readings])
         packing = [(r.name, np.dtype(self.specs[r.name].dtype).type, self.specs[r.name].unit)
                    for r in self.readings]
 
@@ -109,7 +105,8 @@ class ScpiSession(Session):
             return {name: Sample(Scalar(typed(s.value), unit), None, s.timestamp_ns)
                     for (name, typed, unit), s in zip(packing, read(session), strict=True)}
 
-        return self._planned(poll, what, budget)
+        return Transaction(" ; ".join(r.query for r in self.readings), fn=poll,
+                           timeout=self._budget(len(self.readings)))
 
     # ------------------------------------------------------------------ generic SCPI commands
     @command
@@ -117,32 +114,41 @@ class ScpiSession(Session):
         """``*IDN?``: the shared session's cached answer when the session was opened with this
         instrument's terminations (the manager asks with those), else asked directly."""
         if not self.manager_idn_fits(self.resource):
-            return str((yield self._planned(*self._query(IDN_QUERY)))).strip()
+            return str((yield self.query(IDN_QUERY))).strip()
         budget = LOCK_WAIT_S + self.protocol.settings.timeout_ms / 1e3
         return str((yield Identify(refresh, budget))).strip()
 
     @command
     def reset(self) -> Transaction[None]:
         """``*RST`` and the setup sequence again, then wait until the instrument is done."""
-        return self._planned(*self._reset())
+        commands = ["*RST", *self.setup_commands]
+        run = self.protocol.sequence_fn(commands)
+        opc = self.protocol.opc_fn(self._opc_ms())
+
+        def reset(session: Visa) -> None:
+            run(session)
+            opc(session)
+
+        return Transaction(" ; ".join(commands), fn=reset,
+                           timeout=self._budget(len(commands) + 1, self._opc_ms()))
 
     @command
     def write(self, command: str) -> Transaction[None]:  # type: ignore[override]
-        return self._planned(self.protocol.write_fn(command), command, self._budget())
+        return Transaction(command, fn=self.protocol.write_fn(command), timeout=self._budget())
 
     @command
     def query(self, command: str) -> Transaction[str]:  # type: ignore[override]
-        return self._planned(*self._query(command))
+        return Transaction(command, fn=self.protocol.query_fn(command), timeout=self._budget())
 
     @command
     def wait_complete(self, timeout_s: float = 10.0) -> Transaction[None]:
         ms = max(1.0, timeout_s * 1000.0)
-        return self._planned(self.protocol.opc_fn(ms), "*OPC?", self._budget(1, ms))
+        return Transaction("*OPC?", fn=self.protocol.opc_fn(ms), timeout=self._budget(1, ms))
 
     @command
     def errors(self) -> Transaction[list[tuple[int, str]]]:
         """Drain the error queue (useful with ``check_errors = "never"``)."""
-        return self._planned(self.protocol.errors_fn(), "SYST:ERR?", self._budget(4))
+        return Transaction("SYST:ERR?", fn=self.protocol.errors_fn(), timeout=self._budget(4))
 
     @command
     def measure(self, channel: str) -> Transaction[Any]:
@@ -151,22 +157,22 @@ class ScpiSession(Session):
         if reading is None:
             raise DriverError(self.id, "", f"no reading {channel!r}; readings: "
                               f"{', '.join(self._by_name)}")
-        fn: Callable[[Visa], Any] = self.protocol.query_fn(reading.query, reading.parser)
-        return self._planned(fn, reading.query, self._budget())
+        return Transaction(reading.query, fn=self.protocol.query_fn(reading.query,
+                                                                    reading.parser),
+                           timeout=self._budget())
 
     # ------------------------------------------------------------------ planned calls
     def _budget(self, reads: int = 1, extra_ms: float = 0.0) -> float:
         return self.protocol.transaction_timeout(reads, extra_ms)
 
-    def setup(self, idn: str) -> tuple[Callable[[Visa], None], str, float]:
+    def setup(self, idn: str) -> Transaction[None]:
         """Remember the identification, discard stale errors, send the init commands.
 
         Stale errors are drained (``SYST:ERR?``) rather than cleared with ``*CLS`` so
         that instruments without the IEEE 488.2 status commands work too; either way
         our first command is not blamed for what happened before we connected.
         """
-        self.idn = idn.strip()
-        ident = self.idn
+        self.idn = ident = idn.strip()
         proto = self.protocol
         drain = proto.errors_fn() if proto.settings.checks_commands else None
         init = self.setup_commands
@@ -181,27 +187,8 @@ class ScpiSession(Session):
                 run(session)
                 opc(session)
 
-        what = " ; ".join(init) if init else "SYST:ERR?"
-        return setup, what, self._budget(len(init) + 3, self._opc_ms())
-
-    def read_all(self) -> tuple[Callable[[Visa], Any], str, float]:
-        return (self.protocol.read_fn(self._queries),
-                " ; ".join(q.command for q in self._queries), self._budget(len(self._queries)))
-
-    def _query(self, command: str) -> tuple[Callable[[Visa], Any], str, float]:
-        return self.protocol.query_fn(command), command, self._budget()
-
-    def _reset(self) -> tuple[Callable[[Visa], None], str, float]:
-        """``*RST``, the profile's init commands again, then wait for ``*OPC?``."""
-        commands = ["*RST", *self.setup_commands]
-        run = self.protocol.sequence_fn(commands)
-        opc = self.protocol.opc_fn(self._opc_ms())
-
-        def reset(session: Visa) -> None:
-            run(session)
-            opc(session)
-
-        return reset, " ; ".join(commands), self._budget(len(commands) + 1, self._opc_ms())
+        return Transaction(" ; ".join(init) if init else "SYST:ERR?", fn=setup,
+                           timeout=self._budget(len(init) + 3, self._opc_ms()))
 
     def _number(self, value: float, header: str) -> str:
         try:

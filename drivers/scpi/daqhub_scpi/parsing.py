@@ -14,10 +14,11 @@ import re
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
+from daqhub.driver.lines import NUMBER
+
 Value: TypeAlias = float | int | bool
 ParseKind: TypeAlias = Literal["float", "int", "bool", "regex", "csv"]
 
-_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _INTEGER = re.compile(r"[+-]?\d+")
 _CSV_SPEC = re.compile(r"csv\[(0|[1-9][0-9]*)\]")
 #: The ``parse`` key of a user-defined reading, as the config schema checks it.
@@ -41,7 +42,7 @@ class ReplyParseError(ValueError):
 def parse_float(text: str) -> float:
     """An SCPI number; the SCPI encodings of +/-infinity and NaN become real inf/nan."""
     body = text.strip()
-    if not _NUMBER.fullmatch(body):
+    if not NUMBER.fullmatch(body):
         raise ReplyParseError(f"{text!r} is not a number")
     value = float(body)
     if value == _SCPI_NAN:
@@ -56,7 +57,7 @@ def parse_int(text: str) -> int:
     body = text.strip()
     if _INTEGER.fullmatch(body):
         value = int(body)
-    elif _NUMBER.fullmatch(body):
+    elif NUMBER.fullmatch(body):
         as_float = float(body)
         if not as_float.is_integer():
             raise ReplyParseError(f"{text!r} is not an integer")

@@ -9,7 +9,7 @@ computed from the same readings, so storage and the driver cannot disagree.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,84 +37,29 @@ class Reading:
                            description=f"reply to {self.query} ({self.parser.spec})")
 
 
-@dataclass(frozen=True)
-class DmmFunction:
-    """A DMM measurement function as the ``function`` key names it."""
-
-    channel: str
-    unit: str
-    query: str
-
-
-#: ``function`` values of ``scpi.dmm`` -> the channel each adds.
-DMM_FUNCTIONS: dict[str, DmmFunction] = {
-    "VOLT:DC": DmmFunction("voltage", "V", "MEAS:VOLT:DC?"),
-    "CURR:DC": DmmFunction("current", "A", "MEAS:CURR:DC?"),
-    "RES": DmmFunction("resistance", "Ohm", "MEAS:RES?"),
+_FLOAT = ReplyParser("float")
+#: ``function`` values of ``scpi.dmm`` -> the reading (channel) each adds.
+DMM_FUNCTIONS: dict[str, Reading] = {
+    "VOLT:DC": Reading("voltage", "MEAS:VOLT:DC?", "V", _FLOAT),
+    "CURR:DC": Reading("current", "MEAS:CURR:DC?", "A", _FLOAT),
+    "RES": Reading("resistance", "MEAS:RES?", "Ohm", _FLOAT),
 }
 DEFAULT_DMM_FUNCTION = "VOLT:DC"
-
-PSU_READINGS: tuple[Reading, ...] = (
-    Reading("voltage", "MEAS:VOLT?", "V", ReplyParser("float")),
-    Reading("current", "MEAS:CURR?", "A", ReplyParser("float")),
-)
-
-
-def dmm_functions(config: Mapping[str, Any]) -> list[str]:
-    """The ``function`` key as a list (a single name or a list of names)."""
-    value = config.get("function", DEFAULT_DMM_FUNCTION)
-    if isinstance(value, str):
-        names = [value]
-    elif isinstance(value, list | tuple):
-        names = list(value)
-    else:
-        raise ValueError(f"function must be a name or a list of names, got {value!r}")
-    unknown = [n for n in names if not isinstance(n, str) or n not in DMM_FUNCTIONS]
-    if unknown or not names:
-        raise ValueError(f"function must be one or more of {', '.join(DMM_FUNCTIONS)}, "
-                         f"got {value!r}")
-    if len(set(names)) != len(names):
-        raise ValueError(f"function lists a name twice: {value!r}")
-    return names
-
-
-def dmm_readings(config: Mapping[str, Any]) -> list[Reading]:
-    out = []
-    for name in dmm_functions(config):
-        f = DMM_FUNCTIONS[name]
-        out.append(Reading(f.channel, f.query, f.unit, ReplyParser("float")))
-    return out
-
-
-def psu_readings(config: Mapping[str, Any]) -> list[Reading]:
-    return list(PSU_READINGS)
+PSU_READINGS = (Reading("voltage", "MEAS:VOLT?", "V", _FLOAT),
+                Reading("current", "MEAS:CURR?", "A", _FLOAT))
 
 
 def custom_readings(config: Mapping[str, Any]) -> list[Reading]:
-    """The ``readings`` list of a ``scpi.custom`` block; ValueError names the bad entry."""
-    items = config.get("readings")
-    if not isinstance(items, Sequence) or isinstance(items, str) or not items:
-        raise ValueError("readings must be a non-empty list of "
-                         "{name = ..., query = ..., unit = ..., parse = ...} tables")
+    """The ``readings`` of a ``scpi.custom`` block, whose form the schema checks; ValueError
+    names the entry for what it cannot: a name used twice, a parse spec or regex that fails."""
     out: list[Reading] = []
-    seen: set[str] = set()
-    for i, item in enumerate(items):
-        where = f"readings[{i}]"
-        if not isinstance(item, Mapping):
-            raise ValueError(f"{where} must be a table")
-        name = item.get("name")
-        query = item.get("query")
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"{where} has no name")
-        where = f"readings[{i}] ({name!r})"
-        if name in seen:
+    for i, item in enumerate(config["readings"]):
+        where = f"readings[{i}] ({item['name']!r})"
+        if any(r.name == item["name"] for r in out):
             raise ValueError(f"{where}: the name is used twice (each reading is a channel)")
-        seen.add(name)
-        if not isinstance(query, str) or not query.strip():
-            raise ValueError(f"{where} has no query")
         try:
             parser = ReplyParser.from_spec(str(item.get("parse", "float")), item.get("regex"))
-            reading = Reading(name, query, str(item.get("unit", "")), parser)
+            reading = Reading(item["name"], item["query"], str(item.get("unit", "")), parser)
             reading.channel()  # checks the name is a valid channel name
         except ValueError as exc:
             raise ValueError(f"{where}: {exc}") from None
@@ -122,23 +67,16 @@ def custom_readings(config: Mapping[str, Any]) -> list[Reading]:
     return out
 
 
-def custom_init(config: Mapping[str, Any]) -> list[str]:
-    items = config.get("init", [])
-    if not isinstance(items, Sequence) or isinstance(items, str):
-        raise ValueError("init must be a list of SCPI commands")
-    return [str(c) for c in items]
-
-
-READINGS = {DMM: dmm_readings, PSU: psu_readings, CUSTOM: custom_readings}
-
-
 def readings_for(type_name: str, config: Mapping[str, Any]) -> list[Reading]:
-    return READINGS[type_name](config)
+    if type_name == DMM:
+        names = config.get("function", DEFAULT_DMM_FUNCTION)  # the schema checks them
+        return [DMM_FUNCTIONS[n] for n in ([names] if isinstance(names, str) else names)]
+    return list(PSU_READINGS) if type_name == PSU else custom_readings(config)
 
 
 def init_commands(type_name: str, config: Mapping[str, Any]) -> list[str]:
     """Sent in order on connect (and after ``reset``): the lab's ``init`` list for custom."""
-    return custom_init(config) if type_name == CUSTOM else []
+    return [str(c) for c in config.get("init", [])] if type_name == CUSTOM else []
 
 
 def channels_for(type_name: str) -> Any:
@@ -158,13 +96,5 @@ def config_problems(type_name: str, config: Mapping[str, Any]) -> list[str]:
         readings_for(type_name, config)
     except ValueError as exc:
         problems.append(str(exc))
-    if type_name == CUSTOM:
-        try:
-            custom_init(config)
-        except ValueError as exc:
-            problems.append(str(exc))
-    try:
-        problems.extend(ScpiSettings.from_config(config).problems())
-    except (TypeError, ValueError) as exc:
-        problems.append(f"link settings: {exc}")
+    problems.extend(ScpiSettings(str(config.get("read_termination", "\n"))).problems())
     return problems

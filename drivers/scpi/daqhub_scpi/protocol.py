@@ -28,14 +28,14 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 from pyvisa import constants as visa_constants
 from pyvisa.errors import VisaIOError
 
-from daqhub.driver import DriverError, DriverReplyError, DriverTimeoutError
+from daqhub.driver import DriverError, DriverReplyError, DriverTimeoutError, Sample
 from daqhub.instrument import now_ns
 
 from .parsing import ReplyParseError, Value, parse_error_entry, parse_int
@@ -76,12 +76,8 @@ class ScpiDeviceError(DriverReplyError):
         super().__init__(instrument_id, command, f"SCPI error {text}{note}", first)
 
 
-#: When ``SYST:ERR?`` is read (the lab file's ``check_errors``): after every command and
-#: every poll's readings (``"always"``, the default: an error is reported against the
-#: command or reading that caused it), after the commands scripts send and the setup only
-#: (``"commands"``: a poll is one query per reading; an error a reading caused is then
-#: reported by the next command's check), or never (``"never"``; ``errors()`` drains the
-#: queue on demand). ``true``/``false`` are ``"always"``/``"never"``.
+#: When ``SYST:ERR?`` is read (the lab file's ``check_errors``; the README says what each
+#: costs and when an error is reported). ``true``/``false`` are ``"always"``/``"never"``.
 CHECK_ERRORS = ("always", "commands", "never")
 
 
@@ -104,15 +100,6 @@ class ScpiSettings:
     timeout_ms: int = 2000
     check_errors: str = "always"
 
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> ScpiSettings:
-        return cls(
-            read_termination=str(config.get("read_termination", "\n")),
-            write_termination=str(config.get("write_termination", "\n")),
-            timeout_ms=int(config.get("timeout_ms", 2000)),
-            check_errors=check_errors_mode(config.get("check_errors", "always")),
-        )
-
     @property
     def checks_commands(self) -> bool:
         return self.check_errors != "never"
@@ -122,20 +109,12 @@ class ScpiSettings:
         return self.check_errors == "always"
 
     def problems(self) -> list[str]:
-        out = []
-        if self.check_errors not in CHECK_ERRORS:
-            out.append(f"check_errors must be one of {', '.join(map(repr, CHECK_ERRORS))}, "
-                       f"got {self.check_errors!r}")
-        if not self.read_termination:
-            out.append("read_termination must not be empty (it is how a reply's end is found)")
-        elif self.read_termination[-1] in self.read_termination[:-1]:
-            out.append(f"read_termination {self.read_termination!r} repeats its last "
-                       f"character, so a read would stop early")
-        if not self.write_termination:
-            out.append("write_termination must not be empty")
-        if self.timeout_ms <= 0:
-            out.append(f"timeout_ms must be positive, got {self.timeout_ms}")
-        return out
+        """What the schema cannot see (its limits are checked before a session is built)."""
+        term = self.read_termination
+        if term and term[-1] in term[:-1]:
+            return [f"read_termination {term!r} repeats its last character, so a read would "
+                    f"stop early"]
+        return []
 
 
 @dataclass
@@ -162,21 +141,6 @@ def session_state(session: Session) -> _SessionState:
         if state is None:
             state = _STATES[session] = _SessionState()
         return state
-
-
-class Sample(NamedTuple):
-    """One parsed reply and when it arrived."""
-
-    value: Value
-    timestamp_ns: int
-
-
-@dataclass(frozen=True)
-class Query:
-    """A reading: which query to send and how to parse its reply."""
-
-    command: str
-    parse: Callable[[str], Value]
 
 
 class ScpiProtocol:
@@ -216,10 +180,10 @@ class ScpiProtocol:
         self._check_command(command)
 
         def write(session: Session) -> None:
-            with _Configured(session, self._state(session), self.settings):
-                self._ensure_in_step(session, command)
-                self._send(session, command)
-                self._check_errors(session, command)
+            _configure(session, self._state(session), self.settings)
+            self._ensure_in_step(session, command)
+            self._send(session, command)
+            self._check_errors(session, command)
 
         return write
 
@@ -229,29 +193,31 @@ class ScpiProtocol:
         self._check_command(command)
 
         def query(session: Session) -> T | str:
-            with _Configured(session, self._state(session), self.settings):
-                self._ensure_in_step(session, command)
-                text = self._ask(session, command)
-                self._check_errors(session, command)
-                return text if parse is None else self._parse(session, command, text, parse)
+            _configure(session, self._state(session), self.settings)
+            self._ensure_in_step(session, command)
+            text = self._ask(session, command)
+            self._check_errors(session, command)
+            return text if parse is None else self._parse(session, command, text, parse)
 
         return query
 
-    def read_fn(self, queries: Sequence[Query]) -> Callable[[Session], list[Sample]]:
-        """All readings of one poll in one transaction, each stamped when its reply came."""
-        for q in queries:
-            self._check_command(q.command)
+    def read_fn(self, queries: Sequence[tuple[str, Callable[[str], Value]]]
+                ) -> Callable[[Session], list[Sample]]:
+        """All readings of one poll (query, reply parser) in one transaction, each stamped
+        when its reply came."""
+        for command, _ in queries:
+            self._check_command(command)
 
         checks = self.settings.checks_readings
         # planned once: each query's bytes, and the settings the session must have
-        planned = [(q.command, self._message(q.command), q.parse) for q in queries]
+        planned = [(command, self._message(command), parse) for command, parse in queries]
         wanted = (self.settings.timeout_ms, self.settings.read_termination)
 
         def read(session: Session) -> list[Sample]:
             out: list[Sample] = []
             state = self._state(session)
             if state.applied != wanted:
-                _Configured(session, state, self.settings).__enter__()
+                _configure(session, state, self.settings)
             for command, message, parse in planned:
                 if state.out_of_step:
                     self._ensure_in_step(session, command)
@@ -259,7 +225,7 @@ class ScpiProtocol:
                 stamp = now_ns()
                 if checks:
                     self._check_errors(session, command)
-                out.append(Sample(self._parse(session, command, text, parse), stamp))
+                out.append(Sample(self._parse(session, command, text, parse), None, stamp))
             return out
 
         return read
@@ -275,15 +241,15 @@ class ScpiProtocol:
 
         def run(session: Session) -> list[str | None]:
             replies: list[str | None] = []
-            with _Configured(session, self._state(session), self.settings):
-                for c in commands:
-                    self._ensure_in_step(session, c)
-                    if _is_query(c):
-                        replies.append(self._ask(session, c))
-                    else:
-                        self._send(session, c)
-                        replies.append(None)
-                    self._check_errors(session, c)
+            _configure(session, self._state(session), self.settings)
+            for c in commands:
+                self._ensure_in_step(session, c)
+                if _is_query(c):
+                    replies.append(self._ask(session, c))
+                else:
+                    self._send(session, c)
+                    replies.append(None)
+                self._check_errors(session, c)
             return replies
 
         return run
@@ -293,13 +259,13 @@ class ScpiProtocol:
         command = "*OPC?"
 
         def opc(session: Session) -> None:
-            with _Configured(session, self._state(session), self.settings, timeout_ms=timeout_ms):
-                self._ensure_in_step(session, command)
-                text = self._ask(session, command, timeout_ms)
-                value = self._parse(session, command, text, parse_int)
-                if value != 1:
-                    self._mark_out_of_step(session, f"{command} answered {text!r}")
-                    raise DriverError(self.id, command, f"expected 1, got {text!r}")
+            _configure(session, self._state(session), self.settings, timeout_ms=timeout_ms)
+            self._ensure_in_step(session, command)
+            text = self._ask(session, command, timeout_ms)
+            value = self._parse(session, command, text, parse_int)
+            if value != 1:
+                self._mark_out_of_step(session, f"{command} answered {text!r}")
+                raise DriverError(self.id, command, f"expected 1, got {text!r}")
 
         return opc
 
@@ -307,9 +273,9 @@ class ScpiProtocol:
         """Drain the error queue and return its entries without raising for them."""
 
         def errors(session: Session) -> list[tuple[int, str]]:
-            with _Configured(session, self._state(session), self.settings):
-                self._ensure_in_step(session, ERROR_QUERY)
-                return self._drain_errors(session, ERROR_QUERY)
+            _configure(session, self._state(session), self.settings)
+            self._ensure_in_step(session, ERROR_QUERY)
+            return self._drain_errors(session, ERROR_QUERY)
 
         return errors
 
@@ -511,7 +477,8 @@ class ScpiProtocol:
             session.timeout = saved
 
 
-class _Configured:
+def _configure(session: Session, state: _SessionState, settings: ScpiSettings,
+               timeout_ms: float | None = None) -> None:
     """This instrument's timeout and read termination on the shared session.
 
     What is in force is remembered with the session (:class:`_SessionState`), so an exchange
@@ -520,31 +487,17 @@ class _Configured:
     session changes only what differs for it. A reopened session is a new object with
     nothing remembered, so its attributes are read afresh.
     """
-
-    __slots__ = ("session", "state", "timeout", "term")
-
-    def __init__(self, session: Session, state: _SessionState, settings: ScpiSettings,
-                 timeout_ms: float | None = None) -> None:
-        self.session = session
-        self.state = state
-        self.timeout = settings.timeout_ms if timeout_ms is None else timeout_ms
-        self.term = settings.read_termination
-
-    def __enter__(self) -> None:
-        state = self.state
-        applied = state.applied
-        if applied is not None and applied == (self.timeout, self.term):
-            return
-        s = self.session
-        state.applied = None  # unknown until both are set
-        if (applied[0] if applied else s.timeout) != self.timeout:
-            s.timeout = self.timeout
-        if (applied[1] if applied else s.read_termination) != self.term:
-            s.read_termination = self.term
-        state.applied = (self.timeout, self.term)
-
-    def __exit__(self, *exc: object) -> None:
-        pass
+    timeout = settings.timeout_ms if timeout_ms is None else timeout_ms
+    term = settings.read_termination
+    applied = state.applied
+    if applied is not None and applied == (timeout, term):
+        return
+    state.applied = None  # unknown until both are set
+    if (applied[0] if applied else session.timeout) != timeout:
+        session.timeout = timeout
+    if (applied[1] if applied else session.read_termination) != term:
+        session.read_termination = term
+    state.applied = (timeout, term)
 
 
 def _is_query(command: str) -> bool:

@@ -52,7 +52,7 @@ DMM_SCHEMA: dict[str, Any] = {
             "else": {"items": _FUNCTION, "minItems": 1, "uniqueItems": True},
             "default": DEFAULT_DMM_FUNCTION,
             "description": "what to measure, one or several of "
-                           + ", ".join(f"{k} (channel {v.channel}, {v.unit})"
+                           + ", ".join(f"{k} (channel {v.name}, {v.unit})"
                                        for k, v in DMM_FUNCTIONS.items()),
         },
     },

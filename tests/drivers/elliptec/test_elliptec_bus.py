@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 
+from daqhub.driver import DriverDisconnectedError as ElliptecPortError
 from daqhub.instrument import DriverError
 from daqhub.resources import SerialPortManager
 from daqhub_elliptec.discovery import adiscover, discover
 from daqhub_elliptec.router import ROUTER_KEY, BusRouter
-from daqhub_elliptec.steps import ElliptecPortError
 from daqhub_sims import registry
 from daqhub_sims.pty_server import PtyServer
 from daqhub_sims.tcp_server import TcpServer

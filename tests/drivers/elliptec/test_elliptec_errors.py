@@ -6,7 +6,6 @@ instrument and the command, quickly, and the driver must keep working once the c
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
@@ -14,11 +13,12 @@ from typing import Any
 import pytest
 from elliptec_scripted import ELL14_IN, ScriptedBus, call
 
+from daqhub.driver import DriverDisconnectedError as ElliptecPortError
+from daqhub.driver import DriverTimeoutError as ElliptecTimeout
 from daqhub.instrument import DriverError
 from daqhub.resources import SerialPortManager
 from daqhub_elliptec import status
 from daqhub_elliptec.router import ROUTER_KEY
-from daqhub_elliptec.steps import ElliptecPortError, ElliptecTimeout
 from daqhub_sims import registry
 
 pytestmark = pytest.mark.timeout(20)
@@ -78,7 +78,7 @@ def test_a_module_that_stays_busy_gives_a_busy_error(
     device = scripted(scripted_url)
     inst = build(scripted_url, "elliptec.ell14", flavor, "rot", address=0)
     call(inst, flavor, "connect")
-    inst.session.axis.options = dataclasses.replace(inst.session.axis.options, busy_timeout=0.3)
+    inst.session.axis.busy_timeout = 0.3
     device.script["0gp"] = b"0GS09\r\n"
     with pytest.raises(DriverError) as err:
         call(inst, flavor, "position")

@@ -13,8 +13,9 @@ from collections.abc import Callable
 
 import pytest
 
+from daqhub.driver.bus import TRUNCATION_GAP_S
 from daqhub_elliptec.frames import BadLine, Command, Frame
-from daqhub_elliptec.router import TRUNCATION_GAP_S, BusRouter, Expectation
+from daqhub_elliptec.router import BusRouter, Expectation
 
 pytestmark = pytest.mark.timeout(20)
 

@@ -226,9 +226,9 @@ def test_two_axes_share_one_port_and_get_their_own_errors(build: Build) -> None:
     assert x.port is y.port
     y.move_absolute(40)  # runs into the +25 mm hardware limit: error 204, later
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and not x.session.axis.router.pending(2):
+    while time.monotonic() < deadline and not x.session.router.pending(2):
         x.read()  # only x polls: x drains y's 204 from the controller's FIFO
-    assert x.session.axis.router.pending(2) == 1
+    assert x.session.router.pending(2) == 1
     assert "error_code" not in x.read()[0].metadata
     assert y.read()[0].metadata["error_code"] == 204  # ...and y gets it
     with pytest.raises(DriverError) as info:

@@ -116,7 +116,7 @@ def test_an_idle_poll_is_two_exchanges_and_errors_are_read_when_they_can_be_wait
     call(inst, "move_absolute", 5.0)
     sent = polls(inst, line, 3)
     assert [len(p) for p in sent] == [3, 5, 2]
-    router = inst.session.axis.router
+    router = inst.session.router
     assert router.pending(3) == 1  # axis 3's error is kept for axis 3, not reported here
     router.drained_at -= IDLE_ERROR_CHECK_S
     assert [len(p) for p in polls(inst, line, 1)] == [3]

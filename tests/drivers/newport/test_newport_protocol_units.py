@@ -7,16 +7,20 @@ errors reach the axis they belong to.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from fakeline import FakeLine
 
 from daqhub.driver import DriverTimeoutError
+from daqhub.driver.lines import read_line
 from daqhub.instrument import DriverError
+from daqhub.specs import InstrumentContext
 from daqhub_newport import esp300_protocol as esp
 from daqhub_newport import meter1830c_protocol as pm
-from daqhub_newport.esp300_axis import AxisSession, ErrorRouter
-from daqhub_newport.esp300_config import AxisSettings
-from daqhub_newport.lineio import parse_number, read_reply
+from daqhub_newport.esp300 import Esp300Axis
+from daqhub_newport.esp300_axis import ErrorRouter
+from daqhub_newport.meter1830c_protocol import parse_reading
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -26,14 +30,14 @@ pytestmark = pytest.mark.timeout(10)
     ("5E-9", 5e-9), ("0", 0.0), ("0800", 800.0), ("1.", 1.0),
 ])
 def test_numbers_as_the_instruments_print_them(text: str, value: float) -> None:
-    assert parse_number(text, "dev", "D?") == value
+    assert parse_reading(text, "dev", "D?") == value
 
 
 @pytest.mark.parametrize("text", ["nan", "inf", "1_000", "", "5.3.2", "0x10", "1e", "E-9",
                                   "5 3"])
 def test_anything_else_is_a_garbled_reply(text: str) -> None:
     with pytest.raises(DriverError) as info:
-        parse_number(text, "dev", "D?")
+        parse_reading(text, "dev", "D?")
     assert (info.value.instrument_id, info.value.command, info.value.code) == ("dev", "D?",
                                                                               "garbled")
 
@@ -45,7 +49,7 @@ def test_truncated_and_garbled_lines(raw: bytes, code: str) -> None:
     line = FakeLine(lambda cmd: raw)
     line.write(b"1TP?\r")
     with pytest.raises(DriverError) as info:
-        read_reply(line, "stage", "1TP?", b"\r\n")
+        read_line(line, "stage", "1TP?", b"\r\n")
     assert info.value.code == code
     assert "stage" in str(info.value) and "1TP?" in str(info.value)
 
@@ -53,7 +57,7 @@ def test_truncated_and_garbled_lines(raw: bytes, code: str) -> None:
 def test_silence_is_none_so_the_caller_can_ask_why() -> None:
     line = FakeLine(lambda cmd: None)
     line.write(b"1TP?\r")
-    assert read_reply(line, "stage", "1TP?", b"\r\n") is None
+    assert read_line(line, "stage", "1TP?", b"\r\n") is None
 
 
 # ---------------------------------------------------------------------------- ESP300
@@ -96,13 +100,13 @@ def test_drain_is_bounded_by_the_fifo_depth() -> None:
 @pytest.mark.parametrize("value, text", [(5, "5"), (0.1, "0.1"), (-0.0, "0"), (1e-5, "0.00001"),
                                          (-2.5, "-2.5"), (123456.789, "123456.789")])
 def test_numbers_sent_as_plain_decimals(value: float, text: str) -> None:
-    assert esp.format_number(value, "stage", "1PA") == text
+    assert axis_session("stage", 1, ErrorRouter()).arg_text(value, "PA") == text
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), 1e13])
 def test_impossible_numbers_are_refused_before_sending(value: float) -> None:
     with pytest.raises(ValueError, match="1PA"):
-        esp.format_number(value, "stage", "1PA")
+        axis_session("stage", 1, ErrorRouter()).arg_text(value, "PA")
 
 
 def test_router_keeps_other_axes_errors_for_them_bounded() -> None:
@@ -135,32 +139,39 @@ class ScriptedController:
         return None
 
 
+def axis_session(instrument_id: str, axis: int, router: ErrorRouter) -> Esp300Axis:
+    """An ESP300 axis whose exchanges the tests run on a FakeLine themselves."""
+    port = SimpleNamespace(shared=lambda key, factory: router)
+    return Esp300Axis(InstrumentContext(instrument_id, "newport.esp300", {"axis": axis}, (),
+                                        port=port))  # type: ignore[arg-type]
+
+
 def test_a_limit_hit_is_reported_once_by_a_poll_and_raised_by_the_wait() -> None:
     dev = ScriptedController()
     line = FakeLine(dev)
     router = ErrorRouter()
-    axis1 = AxisSession("x", AxisSettings(axis=1), router)
-    axis2 = AxisSession("y", AxisSettings(axis=2), router)
-    axis1.move_absolute(30).fn(line)
+    axis1 = axis_session("x", 1, router)
+    axis2 = axis_session("y", 2, router)
+    axis1.motion_fn("1PA30")(line)
     assert line.sent[-2:] == ["1PA30", "TB?"]
     dev.errors = ["104, 99, POSITIVE HARDWARE LIMIT DETECTED", "205, 99, NEGATIVE HARDWARE"]
-    position, meta = axis1.poll().fn(line)
+    position, meta = axis1.poll_fn()(line)
     assert position == 1.5
     assert meta["moving"] is False and meta["error_code"] == 104
-    _, meta = axis1.poll().fn(line)
+    _, meta = axis1.poll_fn()(line)
     assert "error_code" not in meta  # reported once
     with pytest.raises(DriverError) as info:
         axis1.raise_faults()
     assert (info.value.code, info.value.command) == (104, "1PA30")
     axis1.raise_faults()  # raised once
-    _, meta2 = axis2.poll().fn(line)  # axis 2's error, drained by axis 1, reaches axis 2
+    _, meta2 = axis2.poll_fn()(line)  # axis 2's error, drained by axis 1, reaches axis 2
     assert meta2["error_code"] == 205
 
 
 def test_a_set_command_raises_the_error_it_caused() -> None:
     dev = ScriptedController()
     line = FakeLine(dev)
-    session = AxisSession("x", AxisSettings(axis=1), ErrorRouter())
+    session = axis_session("x", 1, ErrorRouter())
     dev.errors = ["111, 4, MAXIMUM ACCELERATION EXCEEDED"]
     with pytest.raises(DriverError) as info:
         session.set_fn("1AC1000000")(line)
@@ -171,13 +182,13 @@ def test_a_set_command_raises_the_error_it_caused() -> None:
 def test_a_silent_query_is_explained_by_the_fifo_or_is_a_timeout() -> None:
     dev = ScriptedController()
     line = FakeLine(dev)
-    session = AxisSession("x", AxisSettings(axis=1), ErrorRouter())
+    session = axis_session("x", 1, ErrorRouter())
     dev.errors = ["6, 4, COMMAND DOES NOT EXIST"]
     with pytest.raises(DriverError) as info:
-        session.raw_query("1ZZ?").fn(line)
+        session.query_fn("1ZZ?", str, also=1)(line)
     assert info.value.code == 6
     with pytest.raises(DriverTimeoutError) as tinfo:
-        session.raw_query("1ZZ?").fn(line)
+        session.query_fn("1ZZ?", str, also=1)(line)
     assert tinfo.value.command == "1ZZ?" and "x" in str(tinfo.value)
     dead = FakeLine(lambda cmd: None)
     with pytest.raises(DriverTimeoutError) as dinfo:
@@ -187,7 +198,7 @@ def test_a_silent_query_is_explained_by_the_fifo_or_is_a_timeout() -> None:
 
 def test_every_exchange_starts_by_dropping_stale_input() -> None:
     line = FakeLine(ScriptedController())
-    session = AxisSession("x", AxisSettings(axis=1), ErrorRouter())
+    session = axis_session("x", 1, ErrorRouter())
     line._out += b"9.99\r\n"  # a reply that came after its reader gave up
     assert session.query_fn("1TP?", float)(line) == 1.5
 

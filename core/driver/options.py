@@ -1,0 +1,50 @@
+"""An instrument block's own keys as the driver reads them: checked against the type's
+config schema, with the schema's defaults filled in.
+
+The lab file is validated when it is loaded, but a session can also be built directly (a
+test, a script, the conformance kit), so the session checks its block again here; then a
+driver needs no settings class restating its schema key by key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Mapping
+from types import SimpleNamespace
+from typing import Any
+
+import jsonschema
+
+
+def options(schema: Mapping[str, Any], config: Mapping[str, Any],
+            instrument_id: str = "") -> Any:
+    """The schema's properties as attributes (``options.reply_timeout``): the block's value,
+    else the property's ``default``, else None. A block the schema refuses raises ValueError
+    naming the key and what is wrong with it."""
+    error = jsonschema.exceptions.best_match(
+        jsonschema.Draft202012Validator(schema).iter_errors(dict(config)))
+    if error is not None:
+        where = ".".join(map(str, error.absolute_path)) or "block"
+        who = f"{instrument_id}: " if instrument_id else ""
+        raise ValueError(f"{who}{where}: {error.message}")
+    return SimpleNamespace(**{key: config.get(key, prop.get("default"))
+                              for key, prop in schema.get("properties", {}).items()})
+
+
+def lab_blocks(config: Mapping[str, Any], type_names: Collection[str], *,
+               disabled: bool = False
+               ) -> Iterator[tuple[tuple[str, str, int], Mapping[str, Any]]]:
+    """The instrument blocks of ``type_names`` in a raw lab file (what a
+    ``daqhub_validate_config`` hook checks), each with its path for a ConfigProblem;
+    ``enabled = false`` ones only with ``disabled`` (they use no resource, but a user
+    enabling one later wants to know it is wrong now).
+
+    The hook sees the lab file before the core's own checks, so anything malformed is
+    skipped here: the core reports it, with its line number.
+    """
+    for flavor in ("v2", "v4"):
+        section = config.get(flavor)
+        items = section.get("instruments", []) if isinstance(section, Mapping) else []
+        for i, block in enumerate(items if isinstance(items, list) else []):
+            if (isinstance(block, Mapping) and block.get("type") in type_names
+                    and (disabled or block.get("enabled", True) is not False)):
+                yield (flavor, "instruments", i), block
