@@ -40,7 +40,9 @@ META_VERSION = b"daqhub.schema_version"
 META_UNIT = b"unit"
 
 
+@functools.lru_cache(maxsize=64)
 def arrow_dtype(dtype: str) -> pa.DataType:
+    """Cached: asked on every batch built."""
     return pa.from_numpy_dtype(np.dtype(dtype))
 
 
@@ -130,10 +132,10 @@ def build_batch(
     ``values`` is a 1-d array of scalars, or a sequence (or stacked array) of
     spectra/images. ``source`` given -> a unified-stream batch.
     """
-    where = f"{instrument_id}.{spec.name}"
+    where = _Where(instrument_id, spec.name)
     ts = np.asarray(timestamps_ns, dtype=np.int64)
     n = len(ts)
-    dtype = np.dtype(spec.dtype)
+    dtype = _np_dtype(spec.dtype)
     lengths: list[int] | None = None
     if spec.kind == "scalar":
         arr = np.asarray(values)
@@ -177,11 +179,33 @@ def build_batch(
         cols.append(pa.array([json.dumps(dict(m)) if m else None for m in metadata],
                              type=pa.string()))
     else:
-        cols.append(pa.nulls(n, pa.string()))
+        cols.append(_no_metadata(n))
     schema = channel_schema(instrument_id, spec, unified=source is not None)
     if source is not None:
         cols.append(constant_string(as_flavor(source), n))
     return pa.RecordBatch.from_arrays(cols, schema=schema)
+
+
+class _Where:
+    """``<instrument>.<channel>`` for error messages, formatted only when one is raised."""
+
+    __slots__ = ("instrument_id", "channel")
+
+    def __init__(self, instrument_id: str, channel: str) -> None:
+        self.instrument_id = instrument_id
+        self.channel = channel
+
+    def __str__(self) -> str:
+        return f"{self.instrument_id}.{self.channel}"
+
+
+_np_dtype = functools.lru_cache(maxsize=64)(np.dtype)
+
+
+@functools.lru_cache(maxsize=256)
+def _no_metadata(n: int) -> pa.Array:
+    """The metadata column of ``n`` rows without metadata (cached: arrays are immutable)."""
+    return pa.nulls(n, pa.string())
 
 
 @functools.lru_cache(maxsize=256)
@@ -199,25 +223,10 @@ def with_source(batch: pa.RecordBatch, source: Flavor) -> pa.RecordBatch:
     """A v4 batch as a unified-stream batch (zero-copy for the data columns)."""
     if "source" in batch.schema.names:
         return batch
-    schema = _with_source_field(batch.schema)
-    return pa.RecordBatch.from_arrays([*batch.columns,
-                                       constant_string(as_flavor(source), batch.num_rows)],
-                                      schema=schema)
+    return batch.append_column(_SOURCE_FIELD, constant_string(as_flavor(source), batch.num_rows))
 
 
 _SOURCE_FIELD = pa.field("source", pa.string(), nullable=False)
-_last_schemas: tuple[pa.Schema, pa.Schema] | None = None
-
-
-def _with_source_field(schema: pa.Schema) -> pa.Schema:
-    """``schema`` plus the source column; remembers the last one (batches come in runs)."""
-    global _last_schemas
-    last = _last_schemas
-    if last is not None and last[0].equals(schema, check_metadata=True):
-        return last[1]
-    out = schema.append(_SOURCE_FIELD)
-    _last_schemas = (schema, out)
-    return out
 
 
 def column_values(batch: pa.RecordBatch | pa.Table, spec: ChannelSpec, name: str = "value"

@@ -90,7 +90,8 @@ class Subscription(Generic[T]):
                     if self._closed:
                         raise SubscriptionClosed(f"subscriber {self.name!r} is closed")
             self._items.append(item)
-            self._cond.notify_all()
+            if len(self._items) == 1:  # only a consumer finding nothing waits for an item
+                self._cond.notify_all()
             return True
 
     def _raise_alarm(self) -> None:
@@ -141,8 +142,8 @@ class Subscription(Generic[T]):
 class Broadcast(Generic[T]):
     """Publishes every item to every subscription.
 
-    ``DataDistributor`` (V2 measurements) and ``DataPublisher`` (V4 batches) are
-    both this class; the name says who produces.
+    ``DataDistributor`` (V2 measurements) and the unified stream are both this class;
+    the name says who produces.
     """
 
     def __init__(self, name: str, *, stop: threading.Event | None = None,
