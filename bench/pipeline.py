@@ -8,8 +8,9 @@ v4 source runs, another thread keeps posting callbacks to the event loop and wai
 ``ratio=<the slower v4 source's rows/s / raw rows/s>``. The sources do no I/O, so what is
 measured is the runtime's own cost: polling, conversion, publishing and fan-out.
 
-Each flavor runs ``--sources`` instruments at once at the highest poll rate a lab file may ask
-(10 kHz), so what limits them is the runtime, not their schedule.
+The v4 phases run ``--sources`` instruments at once at the highest poll rate a lab file may ask
+(10 kHz), so what limits them is the runtime, not their schedule (one source would be capped at
+10,000 polls/s). The v2 phases run one source, as a v2 rows/s figure always has.
 
     python bench/pipeline.py [--seconds 3] [--rows 1000] [--sources 8]
 """
@@ -117,7 +118,7 @@ def pipeline_rows_per_s(h: PluginHost, flavor: str, seconds: float, out: Path,
                         ) -> float:
     lab = parse(f'[daqhub]\noutput_dir = "{out}"\n' + "".join(
         f'[[{flavor}.instruments]]\nid = "src{i}"\ntype = "{type_name}"\npoll_hz = 10000\n'
-        for i in range(SOURCES)), "bench.toml", h, out)
+        for i in range(SOURCES if flavor == "v4" else 1)), "bench.toml", h, out)
     rt = DualRuntimeManager(lab, h)
     rt.start()
     sub = rt.subscribe("null", lossless=True, capacity=1000)
@@ -169,7 +170,7 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--rows", type=int, default=ROWS, help="rows per poll")
-    ap.add_argument("--sources", type=int, default=SOURCES, help="instruments per flavor")
+    ap.add_argument("--sources", type=int, default=SOURCES, help="v4 instruments per phase")
     args = ap.parse_args()
     ROWS, SOURCES = args.rows, args.sources
     h = host()

@@ -143,7 +143,7 @@ def build_batch(
             raise DataError(f"channel {where}: {n} timestamps but values of shape {arr.shape}")
         if arr.dtype != dtype:
             raise DataError(f"channel {where} is declared {spec.dtype}, got {arr.dtype}")
-        value_col: pa.Array = pa.array(arr, type=arrow_dtype(spec.dtype))
+        value_col: pa.Array = _primitive(arr, arrow_dtype(spec.dtype))
     else:
         samples = [np.asarray(v) for v in values] if not isinstance(values, np.ndarray) else values
         if len(samples) != n:
@@ -161,7 +161,7 @@ def build_batch(
                 else (np.concatenate([s.reshape(-1) for s in samples]) if n
                       else np.empty(0, dtype)))
         value_col = _list_array(flat.astype(dtype, copy=False), n, spec, lengths)
-    cols: list[pa.Array] = [pa.array(ts, type=pa.int64()), value_col]
+    cols: list[pa.Array] = [_primitive(ts, _INT64), value_col]
     if spec.kind == "spectrum":
         if axes is None or len(axes) != n:
             raise DataError(f"channel {where}: a spectrum batch needs one axis per sample")
@@ -184,6 +184,18 @@ def build_batch(
     if source is not None:
         cols.append(constant_string(as_flavor(source), n))
     return pa.RecordBatch.from_arrays(cols, schema=schema)
+
+
+_INT64 = pa.int64()
+
+
+def _primitive(arr: np.ndarray, arrow_type: pa.DataType) -> pa.Array:
+    """A numeric numpy column as Arrow over the same memory, as ``pa.array`` makes it, but
+    without its conversion machinery: measured next to a pyvisa-sim query (caches shared), a
+    one-row v4 batch cost 40 us more through ``pa.array``, 10 us through this."""
+    if arr.dtype.kind in "iuf" and arr.flags.c_contiguous and arr.dtype.isnative:
+        return pa.Array.from_buffers(arrow_type, len(arr), [None, pa.py_buffer(arr)])
+    return pa.array(arr, type=arrow_type)
 
 
 class _Where:
