@@ -28,7 +28,7 @@ import concurrent.futures
 import functools
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -168,6 +168,7 @@ class ActorRunner:
         self._deadline = 0.0        # loop time the running read must end by (0: none runs)
         self._deadline_timer: asyncio.TimerHandle | None = None
         self._overran = False       # the deadline timer cancelled the running read
+        self.suspended = False      # the running (or last) read suspended at least once
 
     async def run(self) -> None:
         backoff = self.policy.backoff_first_s
@@ -263,7 +264,7 @@ class ActorRunner:
         if self._deadline_timer is None:
             self._deadline_timer = loop.call_at(self._deadline, self._check_deadline)
         try:
-            return await actor.read()
+            return await _Watched(actor.read(), self)
         except asyncio.CancelledError:
             if self._overran:
                 self._overran = False
@@ -299,9 +300,10 @@ class ActorRunner:
     async def _serve(self, actor: V4Actor) -> None:
         """Poll and serve messages until stopped.
 
-        Every poll is preceded by a suspension (the wait for its time, else a bare yield), so
-        an actor whose ``read()`` never awaits cannot keep the loop from the other actors,
-        thread-safe callbacks and the watchdog's heartbeat. A poll due within
+        Every poll is preceded by a suspension (the wait for its time, the previous read's own
+        awaits, else a bare yield), so an actor whose ``read()`` never awaits cannot keep the
+        loop from the other actors, thread-safe callbacks and the watchdog's heartbeat, and
+        one that does await is not made to yield twice. A poll due within
         ``TIMER_GRAIN_S`` runs now: the loop's timers wake in whole milliseconds, so waiting
         for less would cap a fast actor near 1 kHz; polls stay on their grid of periods, so
         the rate is the one asked, each poll at most that much early.
@@ -323,19 +325,20 @@ class ActorRunner:
                     pass
                 yielded = True
                 continue
-            if not yielded:  # behind schedule: still let the loop run once per poll
+            if not yielded:  # behind schedule, and the last read did not suspend: yield now
                 yielded = True
                 await asyncio.sleep(0)
                 continue
-            yielded = False
             next_poll += self.period
             if next_poll < time.monotonic():
                 next_poll = time.monotonic() + self.period
+            self.suspended = False
             try:
                 batches = await self._read(actor)
             except ConnectionError:
                 raise  # the link is gone: reopen when it is back
             except DEVICE_ERRORS as exc:
+                yielded = self.suspended
                 failed_reads += 1
                 message = f"read failed: {exc or type(exc).__name__}"
                 self.health.error(message)
@@ -343,6 +346,7 @@ class ActorRunner:
                     raise DeviceLost(f"{failed_reads} reads failed in a row: {exc}") from exc
                 self.health.set_state("error", message)
                 continue
+            yielded = self.suspended  # a read that awaited something has let the loop run
             self._retry = RETRY_FIRST_S
             self.health.polled()
             if failed_reads:
@@ -395,6 +399,39 @@ class ActorRunner:
         for msg in self.mailbox.drain():
             if msg.future and msg.future.set_running_or_notify_cancel():
                 msg.future.set_exception(ActorFailed(f"{why}; {msg.method} not run"))
+
+
+class _Watched:
+    """Awaits a read as ``await`` would, noting on its runner whether it ever suspended.
+
+    Each value the coroutine yields (a future, or None for a bare yield) goes to the task
+    unchanged, and whatever the task sends or throws back (a result, a cancellation) goes to
+    the coroutine, so awaiting this is awaiting the read.
+    """
+
+    __slots__ = ("coro", "runner")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], runner: ActorRunner) -> None:
+        self.coro = coro
+        self.runner = runner
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro = self.coro
+        send: Any = None
+        thrown: BaseException | None = None
+        while True:
+            try:
+                step = coro.send(send) if thrown is None else coro.throw(thrown)
+            except StopIteration as done:
+                return done.value
+            self.runner.suspended = True
+            try:
+                send, thrown = (yield step), None
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # a cancellation: the read's to handle
+                send, thrown = None, exc
 
 
 def _last_text(batch: pa.RecordBatch) -> str:
