@@ -92,7 +92,7 @@ class RowCounter(Subscription[pa.RecordBatch]):
         super().__init__("flight-row-counter", lossless=False, capacity=1)
         self.rows: dict[Key, int] = {}
 
-    def offer(self, item: pa.RecordBatch, timeout: float) -> bool:
+    def offer(self, item: pa.RecordBatch, timeout: float, wake: bool = True) -> bool:
         key = _channel_key(item)
         self.rows[key] = self.rows.get(key, 0) + item.num_rows
         return True
@@ -106,11 +106,11 @@ class ChannelFeed(Subscription[Any]):
         self.key = key
         self.counter = counter
 
-    def offer(self, item: pa.RecordBatch, timeout: float) -> bool:
+    def offer(self, item: pa.RecordBatch, timeout: float, wake: bool = True) -> bool:
         if _channel_key(item) != self.key:
             return True
         first_row = self.counter.rows.get(self.key, item.num_rows) - item.num_rows
-        return super().offer((item, first_row), timeout)
+        return super().offer((item, first_row), timeout, wake)
 
 
 def coalesce(items: list[tuple[pa.RecordBatch, int]]) -> list[tuple[pa.RecordBatch, int]]:

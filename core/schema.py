@@ -40,7 +40,9 @@ META_VERSION = b"daqhub.schema_version"
 META_UNIT = b"unit"
 
 
+@functools.lru_cache(maxsize=64)
 def arrow_dtype(dtype: str) -> pa.DataType:
+    """Cached: asked on every batch built."""
     return pa.from_numpy_dtype(np.dtype(dtype))
 
 
@@ -130,10 +132,10 @@ def build_batch(
     ``values`` is a 1-d array of scalars, or a sequence (or stacked array) of
     spectra/images. ``source`` given -> a unified-stream batch.
     """
-    where = f"{instrument_id}.{spec.name}"
+    where = _Where(instrument_id, spec.name)
     ts = np.asarray(timestamps_ns, dtype=np.int64)
     n = len(ts)
-    dtype = np.dtype(spec.dtype)
+    dtype = _np_dtype(spec.dtype)
     lengths: list[int] | None = None
     if spec.kind == "scalar":
         arr = np.asarray(values)
@@ -141,7 +143,7 @@ def build_batch(
             raise DataError(f"channel {where}: {n} timestamps but values of shape {arr.shape}")
         if arr.dtype != dtype:
             raise DataError(f"channel {where} is declared {spec.dtype}, got {arr.dtype}")
-        value_col: pa.Array = pa.array(arr, type=arrow_dtype(spec.dtype))
+        value_col: pa.Array = _primitive(arr, arrow_dtype(spec.dtype))
     else:
         samples = [np.asarray(v) for v in values] if not isinstance(values, np.ndarray) else values
         if len(samples) != n:
@@ -159,7 +161,7 @@ def build_batch(
                 else (np.concatenate([s.reshape(-1) for s in samples]) if n
                       else np.empty(0, dtype)))
         value_col = _list_array(flat.astype(dtype, copy=False), n, spec, lengths)
-    cols: list[pa.Array] = [pa.array(ts, type=pa.int64()), value_col]
+    cols: list[pa.Array] = [_primitive(ts, _INT64), value_col]
     if spec.kind == "spectrum":
         if axes is None or len(axes) != n:
             raise DataError(f"channel {where}: a spectrum batch needs one axis per sample")
@@ -177,11 +179,45 @@ def build_batch(
         cols.append(pa.array([json.dumps(dict(m)) if m else None for m in metadata],
                              type=pa.string()))
     else:
-        cols.append(pa.nulls(n, pa.string()))
+        cols.append(_no_metadata(n))
     schema = channel_schema(instrument_id, spec, unified=source is not None)
     if source is not None:
         cols.append(constant_string(as_flavor(source), n))
     return pa.RecordBatch.from_arrays(cols, schema=schema)
+
+
+_INT64 = pa.int64()
+
+
+def _primitive(arr: np.ndarray, arrow_type: pa.DataType) -> pa.Array:
+    """A numeric numpy column as Arrow over the same memory, as ``pa.array`` makes it, but
+    without its conversion machinery: measured next to a pyvisa-sim query (caches shared), a
+    one-row v4 batch cost 40 us more through ``pa.array``, 10 us through this."""
+    if arr.dtype.kind in "iuf" and arr.flags.c_contiguous and arr.dtype.isnative:
+        return pa.Array.from_buffers(arrow_type, len(arr), [None, pa.py_buffer(arr)])
+    return pa.array(arr, type=arrow_type)
+
+
+class _Where:
+    """``<instrument>.<channel>`` for error messages, formatted only when one is raised."""
+
+    __slots__ = ("instrument_id", "channel")
+
+    def __init__(self, instrument_id: str, channel: str) -> None:
+        self.instrument_id = instrument_id
+        self.channel = channel
+
+    def __str__(self) -> str:
+        return f"{self.instrument_id}.{self.channel}"
+
+
+_np_dtype = functools.lru_cache(maxsize=64)(np.dtype)
+
+
+@functools.lru_cache(maxsize=256)
+def _no_metadata(n: int) -> pa.Array:
+    """The metadata column of ``n`` rows without metadata (cached: arrays are immutable)."""
+    return pa.nulls(n, pa.string())
 
 
 @functools.lru_cache(maxsize=256)
@@ -199,25 +235,10 @@ def with_source(batch: pa.RecordBatch, source: Flavor) -> pa.RecordBatch:
     """A v4 batch as a unified-stream batch (zero-copy for the data columns)."""
     if "source" in batch.schema.names:
         return batch
-    schema = _with_source_field(batch.schema)
-    return pa.RecordBatch.from_arrays([*batch.columns,
-                                       constant_string(as_flavor(source), batch.num_rows)],
-                                      schema=schema)
+    return batch.append_column(_SOURCE_FIELD, constant_string(as_flavor(source), batch.num_rows))
 
 
 _SOURCE_FIELD = pa.field("source", pa.string(), nullable=False)
-_last_schemas: tuple[pa.Schema, pa.Schema] | None = None
-
-
-def _with_source_field(schema: pa.Schema) -> pa.Schema:
-    """``schema`` plus the source column; remembers the last one (batches come in runs)."""
-    global _last_schemas
-    last = _last_schemas
-    if last is not None and last[0].equals(schema, check_metadata=True):
-        return last[1]
-    out = schema.append(_SOURCE_FIELD)
-    _last_schemas = (schema, out)
-    return out
 
 
 def column_values(batch: pa.RecordBatch | pa.Table, spec: ChannelSpec, name: str = "value"

@@ -86,18 +86,21 @@ class SessionActor(V4Actor):
 
 
 def _batch(instrument_id: str, spec: ChannelSpec, now: int, item: Any) -> pa.RecordBatch:
+    """One polled value as a unified-stream batch: built once, with its source column (the
+    runtime publishes it as it is)."""
     value, meta, at = _split(item, now)
     t = [at]
     metadata = [dict(meta)] if meta else None
     if isinstance(value, Spectrum):
         return build_batch(instrument_id, spec, t, [value.values], axes=[value.axis],
-                           metadata=metadata)
+                           metadata=metadata, source="v4")
     if isinstance(value, Image):
-        return build_batch(instrument_id, spec, t, [value.pixels], metadata=metadata)
+        return build_batch(instrument_id, spec, t, [value.pixels], metadata=metadata,
+                           source="v4")
     if isinstance(value, Scalar):
         value = value.value
     return build_batch(instrument_id, spec, t, np.array([value], dtype=spec.dtype),
-                       metadata=metadata)
+                       metadata=metadata, source="v4")
 
 
 def _v2_method(name: str, impl: Callable[..., Any]) -> Callable[..., Any]:

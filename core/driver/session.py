@@ -184,13 +184,19 @@ class Session:
         return (lambda io: self.execute(io, tx)), {
             "owner": self.id, "what": tx.command, "urgent": tx.urgent, "timeout": tx.timeout}
 
+    def _io_of(self, tx: Transaction[Any]) -> Callable[[Any], Any]:
+        """What a transaction runs on the open handle: its own function when the session
+        executes transactions the default way (one call less per transaction)."""
+        if tx.fn is not None and type(self).execute is Session.execute:
+            return tx.fn
+        return lambda io: self.execute(io, tx)
+
     def run_step(self, step: Any) -> Any:
         """Execute one step in the calling thread (v2)."""
         if type(step) is Transaction:  # the common step, without building keyword dicts
-            fn = (step.fn if step.fn is not None and type(self).execute is Session.execute
-                  else lambda io: self.execute(io, step))
-            return self.resource.transaction(fn, owner=self.id, what=step.command,
-                                             urgent=step.urgent, timeout=step.timeout)
+            return self.resource.transaction(self._io_of(step), owner=self.id,
+                                             what=step.command, urgent=step.urgent,
+                                             timeout=step.timeout)
         if isinstance(step, Transaction):
             fn, kw = self._resource_call(step)
             return self.resource.transaction(fn, **kw)
@@ -200,7 +206,13 @@ class Session:
         raise TypeError(f"{self.id}: not a plan step: {step!r}")
 
     async def arun_step(self, step: Any) -> Any:
-        """Execute one step from the event loop (v4); I/O runs on the resource's worker."""
+        """Execute one step from the event loop (v4); I/O runs on the resource's worker, or
+        in the loop's thread when the resource judges that quick (see
+        :mod:`daqhub.resources.loopinline`)."""
+        if type(step) is Transaction:  # as in run_step
+            return await self.resource.atransaction(self._io_of(step), owner=self.id,
+                                                    what=step.command, urgent=step.urgent,
+                                                    timeout=step.timeout)
         if isinstance(step, Transaction):
             fn, kw = self._resource_call(step)
             return await self.resource.atransaction(fn, **kw)

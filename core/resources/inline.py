@@ -39,7 +39,12 @@ _now = time.monotonic
 _get_ident = threading.get_ident
 _allocate_lock = threading.Lock
 _running_loop = asyncio.events._get_running_loop
+_set_running_loop = asyncio.events._set_running_loop
 _MAIN_IDENT = threading.main_thread().ident
+
+
+#: what :meth:`InlineGate.run_on_loop` returns when the gate was not free
+NOT_TAKEN = object()
 
 
 class InlineGate(Worker):
@@ -95,6 +100,50 @@ class InlineGate(Worker):
                     INLINE_HELD[ident] = outer
                 self._let_go(holding, held)
         finally:
+            if guarded:
+                SIGINT_GUARD.exit()
+
+    def run_on_loop(self, runner: Callable[[A], T], arg: A, owner: str, what: What,
+                    stats: TransactionStats) -> T | object:
+        """Run an async caller's transaction in the loop's own thread, if the gate is free.
+
+        Returns :data:`NOT_TAKEN` when it is held, queued for or closed: the caller hands the
+        transaction to the worker instead. Only for what :mod:`.loopinline` judged quick (the
+        loop waits meanwhile) and a task holding no lease. Unlike :meth:`run`, what others
+        queue meanwhile is passed on to the worker thread, never run here; and the
+        transaction runs as on the worker (no running loop), so a blocking transaction it
+        nests on another resource works as it would there.
+        """
+        if self._urgent or self._normal or self._closed or not self._owned.acquire(False):
+            return NOT_TAKEN
+        ident = _get_ident()
+        guarded = ident == _MAIN_IDENT and SIGINT_GUARD.enter()
+        holding = self._inline
+        holding.owner = owner
+        holding.what = what
+        holding.held = ()
+        holding.since = start = _now()
+        self._holder = holding
+        outer = INLINE_HELD.get(ident)
+        INLINE_HELD[ident] = (*outer, holding) if outer is not None else self._inline_chain
+        loop = _running_loop()
+        _set_running_loop(None)
+        try:
+            return stats.run_counted(runner, arg, start)
+        finally:
+            _set_running_loop(loop)
+            if outer is None:
+                del INLINE_HELD[ident]
+            else:
+                INLINE_HELD[ident] = outer
+            self._holder = None
+            self._last_holder = holding
+            self._last_release = _now()
+            self._owned.release()
+            if self._urgent or self._normal or self._closed:
+                with self._mutex:
+                    if self._owned.acquire(False):
+                        self._pass_on_locked()
             if guarded:
                 SIGINT_GUARD.exit()
 

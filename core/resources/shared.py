@@ -21,13 +21,16 @@ from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
 from .gate import Gate
+from .inline import NOT_TAKEN
 from .lease import Lease
-from .ordering import What, default_owner
+from .loopinline import QuickKinds
+from .ordering import What, current_held, default_owner
 from .stats import TransactionStats
 
 T = TypeVar("T")
 H = TypeVar("H")  # what a transaction function receives: PortIO or a pyvisa resource
 log = logging.getLogger(__name__)
+_now = time.monotonic
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,7 @@ class SharedResource(EventSource, Generic[H]):
         self._manager_events = manager_events
         self._reconnect_s = (reconnect_initial_s, reconnect_max_s)
         self._stats = TransactionStats()
+        self._quick = QuickKinds()  # which async transactions may skip the worker hand-off
         self._state_lock = threading.Lock()
         self._connected = False
         self._closed = False
@@ -145,10 +149,24 @@ class SharedResource(EventSource, Generic[H]):
     async def atransaction(self, fn: Callable[[H], T], *, owner: str | None = None,
                            timeout: float | None = None, urgent: bool = False,
                            what: What = "transaction") -> T:
-        """Same as :meth:`transaction` for coroutines: ``fn`` runs on the gate's worker thread."""
+        """Same as :meth:`transaction` for coroutines: ``fn`` runs on the gate's worker thread,
+        or in the loop's thread when the gate is free and this kind of transaction has been
+        quick (:mod:`.loopinline`)."""
         if not self._connected:
             raise self._disconnected_error()
-        return await self.gate.arun(self._runners[0], fn, owner or default_owner(), what,
+        owner = owner or default_owner()
+        quick = self._quick
+        if quick.allows(what) and not current_held():
+            start = _now()
+            try:
+                result = self.gate.run_on_loop(self._runners[0], fn, owner, what, self._stats)
+            except BaseException:
+                quick.record(what, _now() - start)
+                raise
+            if result is not NOT_TAKEN:
+                quick.record(what, _now() - start)
+                return result  # type: ignore[return-value]
+        return await self.gate.arun(self._runners[0], quick.timed(fn, what), owner, what,
                                     timeout, urgent, self._stats)
 
     def write(self, data: Any, *, owner: str | None = None, timeout: float | None = None,

@@ -1,11 +1,13 @@
 """MeasurementBridge: both flavors into one unified, time-ordered stream.
 
-V2 workers publish lists of ``Measurement``s (and ``Columns`` blocks), V4 actors publish
-Arrow batches. The bridge listens to both through ONE lossless subscription (so it needs one
-thread and one wait), converts v2 rows into unified batches per channel, and
-publishes unified batches ordered by timestamp within a bounded reordering
-window: everything that arrived during one window is sorted by its first
-timestamp before it goes out. Within a channel the order is the producer's.
+V2 workers publish lists of ``Measurement``s (and ``Columns`` blocks) to one lossless
+subscription, read by the bridge's thread, which converts them into unified batches per
+channel and publishes them ordered by timestamp within a bounded reordering window:
+everything that arrived during one window is sorted by its first timestamp before it goes
+out. V4 actors make unified batches themselves and publish them straight from the event
+loop through :meth:`MeasurementBridge.apublish` (counted, no hop through the bridge's
+thread), so a v4 batch may pass v2 batches of the same moment. Within a channel the order is
+the producer's.
 
 Every consumer (storage, live view, remote subscribers) reads only the unified
 stream.
@@ -41,7 +43,7 @@ BatchToRows = Callable[[pa.RecordBatch], list[UnifiedMeasurement]]
 
 class MeasurementBridge:
     def __init__(self, channels: Mapping[tuple[str, str], ChannelSpec],
-                 v2_in: Broadcast[list[Measurement]], v4_in: Broadcast[pa.RecordBatch],
+                 v2_in: Broadcast[list[Measurement]],
                  rows_to_batch: RowsToBatch, *, window_s: float = 0.05,
                  capacity: int = 10_000, on_error: Callable[[str, str], None] | None = None,
                  on_alarm: Callable[[str, str], None] | None = None) -> None:
@@ -52,7 +54,6 @@ class MeasurementBridge:
         self.inbound: Subscription[Any] = Subscription("bridge", lossless=True,
                                                        capacity=capacity, on_alarm=on_alarm)
         v2_in.attach(self.inbound)
-        v4_in.attach(self.inbound)
         self.on_error = on_error or (lambda iid, msg: None)
         self.counts: dict[str, dict[tuple[str, str], int]] = {"v2": defaultdict(int),
                                                               "v4": defaultdict(int)}
@@ -81,15 +82,17 @@ class MeasurementBridge:
             if self._stop.is_set() and self.inbound.depth() == 0:
                 return
 
+    async def apublish(self, batch: pa.RecordBatch) -> None:
+        """A v4 actor's unified batch, published from the event loop (counted here)."""
+        iid, spec = describe(batch.schema)
+        self.counts["v4"][(iid, spec.name)] += batch.num_rows
+        await self.unified.apublish(batch)
+
     def _emit(self, items: list[Any]) -> None:
         rows: dict[tuple[str, str], list[Measurement | Columns]] = defaultdict(list)
         out: list[pa.RecordBatch] = []
         for item in items:
-            if isinstance(item, pa.RecordBatch):
-                iid, spec = describe(item.schema)
-                self.counts["v4"][(iid, spec.name)] += item.num_rows
-                out.append(item)
-            elif item:
+            if item:
                 group_by_channel(item, rows)
         for key, ms in rows.items():
             declared = self.channels.get(key)

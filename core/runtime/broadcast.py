@@ -63,11 +63,13 @@ class Subscription(Generic[T]):
 
     # --- producer side ------------------------------------------------------------
 
-    def offer(self, item: T, timeout: float) -> bool:
+    def offer(self, item: T, timeout: float, wake: bool = True) -> bool:
         """Queue ``item``; for a lossless subscriber wait up to ``timeout`` for room.
 
         Returns False only when a lossless subscriber stayed full for the whole
         timeout (the caller decides whether to wait again or give up loudly).
+        ``wake=False``: the caller wakes the consumer itself soon (:meth:`wake`), once for
+        several items.
         """
         with self._cond:
             if self._closed:
@@ -90,8 +92,15 @@ class Subscription(Generic[T]):
                     if self._closed:
                         raise SubscriptionClosed(f"subscriber {self.name!r} is closed")
             self._items.append(item)
-            self._cond.notify_all()
+            if wake and len(self._items) == 1:  # only a consumer finding nothing waits
+                self._cond.notify_all()
             return True
+
+    def wake(self) -> None:
+        """Wake a consumer waiting for items offered with ``wake=False``."""
+        with self._cond:
+            if self._items:
+                self._cond.notify_all()
 
     def _raise_alarm(self) -> None:
         if not self.alarm_active:
@@ -141,8 +150,8 @@ class Subscription(Generic[T]):
 class Broadcast(Generic[T]):
     """Publishes every item to every subscription.
 
-    ``DataDistributor`` (V2 measurements) and ``DataPublisher`` (V4 batches) are
-    both this class; the name says who produces.
+    ``DataDistributor`` (V2 measurements) and the unified stream are both this class;
+    the name says who produces.
     """
 
     def __init__(self, name: str, *, stop: threading.Event | None = None,
@@ -153,6 +162,9 @@ class Broadcast(Generic[T]):
         self._stop = stop or threading.Event()
         self._on_alarm = on_alarm
         self.published = 0
+        #: subscriptions given items by apublish whose consumers the loop wakes next turn
+        #: (apublish runs on one event loop; see there)
+        self._to_wake: list[Subscription[T]] = []
 
     def subscribe(self, name: str, *, lossless: bool, capacity: int = 1000) -> Subscription[T]:
         sub: Subscription[T] = Subscription(name, lossless=lossless, capacity=capacity,
@@ -189,10 +201,19 @@ class Broadcast(Generic[T]):
         self.published += 1
 
     async def apublish(self, item: T) -> None:
-        """``publish`` from a coroutine: fast when there is room, off-loop when there is not."""
+        """``publish`` from a coroutine: fast when there is room, off-loop when there is not.
+
+        Consumers are woken once per turn of the loop, not once per item: every actor that
+        polls in one turn publishes first, then one wake-up per consumer hands over the lot
+        (one thread wake-up and GIL hand-over instead of one per batch).
+        """
         for sub in self._subs:
             try:
-                if sub.offer(item, 0.0):
+                if sub.offer(item, 0.0, wake=False):
+                    if sub not in self._to_wake:
+                        self._to_wake.append(sub)
+                        if len(self._to_wake) == 1:
+                            asyncio.get_running_loop().call_soon(self._wake_consumers)
                     continue
             except SubscriptionClosed:
                 continue
@@ -206,6 +227,11 @@ class Broadcast(Generic[T]):
                     raise SubscriptionClosed(
                         f"{self.name}: shutting down while subscriber {sub.name!r} was full")
         self.published += 1
+
+    def _wake_consumers(self) -> None:
+        subs, self._to_wake = self._to_wake, []
+        for sub in subs:
+            sub.wake()
 
     def subscriptions(self) -> list[Subscription[T]]:
         return list(self._subs)

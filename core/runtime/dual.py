@@ -188,10 +188,8 @@ class DualRuntimeManager:
         host.notify_listeners.append(self._plugin_failed)
         self.distributor: Broadcast[list[Measurement]] = Broadcast(
             "v2", stop=self.stop_event, on_alarm=self._alarm)
-        self.publisher: Broadcast[pa.RecordBatch] = Broadcast(
-            "v4", stop=self.stop_event, on_alarm=self._alarm)
         self.v2 = V2Runtime(self.distributor, self._instrument_event)
-        self.v4 = V4Runtime(self.publisher, self._instrument_event,
+        self.v4 = V4Runtime(None, self._instrument_event,
                             restart_policy or RestartPolicy.from_config(lab.restart))
         self.notifier = Notifier(host, self._alarm)
         self.rates = RateWatch(self._alarm)
@@ -312,7 +310,7 @@ class DualRuntimeManager:
             self.notifier.start()
             if self.use_storage:
                 self._open_storage()
-            self.bridge = MeasurementBridge(self.channels, self.distributor, self.publisher,
+            self.bridge = MeasurementBridge(self.channels, self.distributor,
                                             self.host.converter("v2", "arrow").convert,
                                             on_error=lambda iid, msg: self._health_error(iid, msg),
                                             on_alarm=self._alarm)
@@ -325,6 +323,7 @@ class DualRuntimeManager:
                 self.sink_threads.append(st)
                 st.start()
             self.bridge.start()
+            self.v4.publish_to(self.bridge)  # v4 batches go straight to the unified stream
             # announced before any instrument runs, so no instrument event precedes it
             self.notifier.notify("daqhub_session_started", session_id=self.session_id,
                                  output_dirs={f: str(d) for f, d in self.output_dirs().items()})

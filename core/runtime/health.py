@@ -34,8 +34,9 @@ class InstrumentHealth:
     last_error: str = ""
     #: ... and the last one it ever had (for the final report)
     last_error_seen: str = ""
-    last_value: str = ""
-    last_timestamp_ns: int = 0
+    #: the newest sample's text and time, or how to make them: made when someone looks, not
+    #: on every poll (see :attr:`last_value`)
+    last_sample: tuple[str | Callable[[], str], int | Callable[[], int]] = ("", 0)
     connected: bool = False        # reached ``running`` at least once
     events_total: int = 0
     event_counts: Counter[str] = field(default_factory=Counter, repr=False)
@@ -47,13 +48,31 @@ class InstrumentHealth:
     _recent: deque[float] = field(default_factory=lambda: deque(maxlen=64), repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def produced(self, n: int, last_value: str, timestamp_ns: int) -> None:
-        """``n`` samples of one channel (a poll of a multi-channel instrument calls it once
-        per channel; :meth:`polled` counts the poll)."""
+    def produced(self, n: int, last_value: str | Callable[[], str],
+                 timestamp_ns: int | Callable[[], int]) -> None:
+        """``n`` samples (:meth:`polled` counts the poll) and the newest one's text and time,
+        given as such or as functions that make them, called only when someone looks."""
         with self._lock:
             self.measurements += n
-            self.last_value = last_value
-            self.last_timestamp_ns = timestamp_ns
+            self.last_sample = (last_value, timestamp_ns)
+
+    @property
+    def last_value(self) -> str:
+        """The newest sample as the live view shows it."""
+        return self._last()[0]
+
+    @property
+    def last_timestamp_ns(self) -> int:
+        return self._last()[1]
+
+    def _last(self) -> tuple[str, int]:
+        with self._lock:
+            text, ts = self.last_sample
+            if callable(text) or callable(ts):  # made once, then kept
+                text = text() if callable(text) else text
+                ts = ts() if callable(ts) else ts
+                self.last_sample = (text, ts)
+            return text, ts
 
     def polled(self) -> None:
         """One successful read of the instrument, whatever it returned: the rate counts these."""
@@ -112,12 +131,13 @@ class InstrumentHealth:
 
     def snapshot(self) -> dict[str, Any]:
         rate = self.rate_hz()
+        last_value, last_timestamp_ns = self._last()
         with self._lock:
             return {"id": self.id, "type": self.type, "flavor": self.flavor, "state": self.state,
                     "measurements": self.measurements, "errors": self.errors,
                     "restarts": self.restarts, "reconnects": self.reconnects,
-                    "last_error": self.last_error, "last_value": self.last_value,
-                    "last_timestamp_ns": self.last_timestamp_ns, "rate_hz": round(rate, 2),
+                    "last_error": self.last_error, "last_value": last_value,
+                    "last_timestamp_ns": last_timestamp_ns, "rate_hz": round(rate, 2),
                     "connected": self.connected,
                     "disconnected_s": round(self._down_total + (
                         time.monotonic() - self._down_since if self._down_since else 0.0), 2)}

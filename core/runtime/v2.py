@@ -17,6 +17,7 @@ import threading
 import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from functools import partial
 from typing import Any
 
 from ..instrument import CommandRejected, UnknownCommandError, V2Instrument, public_methods
@@ -152,7 +153,7 @@ class V2Worker:
                 self.health.set_state("running", "reads succeed again")
             last = last_sample(batch) if batch else None
             if last is not None:
-                self.health.produced(sample_count(batch), describe_value(last.data),
+                self.health.produced(sample_count(batch), partial(describe_value, last.data),
                                      last.timestamp_ns)
                 try:
                     self.distributor.publish(batch)  # type: ignore[arg-type]  # rows or Columns

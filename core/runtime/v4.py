@@ -25,11 +25,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import functools
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Generator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow as pa
 
@@ -44,17 +45,30 @@ from ..measurement import DataError
 from ..resources import ResourceError
 from ..schema import describe, with_source
 from ..specs import InstrumentContext, InstrumentType
-from .broadcast import Broadcast, SubscriptionClosed
+from .broadcast import SubscriptionClosed
 from .health import EventSink, InstrumentHealth, si_text
 from .v2 import RETRY_FIRST_S, RETRY_MAX_S
 
-DataPublisher = Broadcast  # V4 producers publish Arrow record batches
+
+class BatchSink(Protocol):
+    """Where actors publish their unified batches (the bridge's ``apublish`` in a run)."""
+
+    async def apublish(self, batch: pa.RecordBatch) -> None: ...
+
+
+class _Nowhere:
+    """The sink of a runtime not yet told where to publish: a batch raises, loudly."""
+
+    async def apublish(self, batch: pa.RecordBatch) -> None:
+        raise SubscriptionClosed("the V4 runtime was not told where to publish (publish_to)")
+
 
 CONTROL_METHODS = frozenset({"stop", "abort", "halt", "emergency_stop"})
 #: failures of the device or its link (bad or missing replies, a lost port): never a crash
 DEVICE_ERRORS: tuple[type[BaseException], ...] = (DriverError, DataError, ResourceError,
                                                   TimeoutError, OSError)
 READS_BEFORE_RECONNECT = 3  # consecutive failed reads that make the runner reopen the device
+TIMER_GRAIN_S = 0.001  # epoll's timeout granularity: a shorter wait is not waited for
 
 
 @dataclass(frozen=True)
@@ -131,7 +145,7 @@ class ActorRunner:
     """Supervises one actor: start, poll, serve messages, restart, fail."""
 
     def __init__(self, itype: InstrumentType, ctx: InstrumentContext, poll_hz: float,
-                 publisher: Broadcast[pa.RecordBatch], events: EventSink,
+                 publisher: BatchSink, events: EventSink,
                  policy: RestartPolicy, mailbox_capacity: int = 100) -> None:
         self.itype = itype
         self.ctx = ctx
@@ -151,6 +165,10 @@ class ActorRunner:
         self.wake = asyncio.Event()  # set by a reconnect of its resource, or a stop
         self.blocked_since = 0.0    # set by the watchdog: this actor blocks the loop since
         self._retry = RETRY_FIRST_S
+        self._deadline = 0.0        # loop time the running read must end by (0: none runs)
+        self._deadline_timer: asyncio.TimerHandle | None = None
+        self._overran = False       # the deadline timer cancelled the running read
+        self.suspended = False      # the running (or last) read suspended at least once
 
     async def run(self) -> None:
         backoff = self.policy.backoff_first_s
@@ -216,6 +234,9 @@ class ActorRunner:
                 backoff = min(backoff * 2, self.policy.backoff_max_s)
             finally:
                 await self._close(actor)
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
         self._fail_messages(f"{self.id} is shutting down")
         self.health.set_state("stopped", "shut down")
 
@@ -230,19 +251,33 @@ class ActorRunner:
         self.busy_in = ""
 
     async def _read(self, actor: V4Actor) -> list[pa.RecordBatch] | None:
-        """One poll; None when it failed (counted as an error, polling goes on)."""
+        """One poll; None when it failed (counted as an error, polling goes on).
+
+        The deadline is the actor's, not the poll's: one timer per actor that re-arms itself
+        at the running read's deadline (:meth:`_check_deadline`), instead of a timer handle
+        made and cancelled on every poll.
+        """
         self.busy_in = "read"
         self.blocked_since = 0.0
-        deadline = asyncio.timeout(self.policy.read_timeout_s)  # no task per poll
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.time() + self.policy.read_timeout_s
+        if self._deadline_timer is None:
+            self._deadline_timer = loop.call_at(self._deadline, self._check_deadline)
         try:
-            async with deadline:
-                return await actor.read()
-        except TimeoutError:
-            if not deadline.expired():  # the driver's own timeout (a reply), not ours
-                raise
-            raise TimeoutError(f"did not finish within {self.policy.read_timeout_s:g} s and "
-                               f"was cancelled") from None
+            return await _Watched(actor.read(), self)
+        except asyncio.CancelledError:
+            if self._overran:
+                self._overran = False
+                if self.task is not None and self.task.uncancel() == 0:  # ours alone
+                    raise TimeoutError(f"did not finish within {self.policy.read_timeout_s:g} "
+                                       "s and was cancelled") from None
+            raise
         finally:
+            self._deadline = 0.0
+            if self._overran:  # the read swallowed our cancellation and returned
+                self._overran = False
+                if self.task is not None:
+                    self.task.uncancel()
             self.busy_in = ""
             if self.blocked_since:  # noticed by the watchdog while this read ran
                 self.health.error(f"read blocked the event loop for "
@@ -250,30 +285,60 @@ class ActorRunner:
                                   "call in an async method)")
                 self.blocked_since = 0.0
 
+    def _check_deadline(self) -> None:
+        """The actor's deadline timer: cancel a read that overran, else re-arm for this one."""
+        self._deadline_timer = None
+        if not self._deadline or self.task is None:
+            return  # no read running: the next read arms the timer again
+        loop = self.task.get_loop()
+        if loop.time() < self._deadline:
+            self._deadline_timer = loop.call_at(self._deadline, self._check_deadline)
+            return
+        self._overran = True
+        self.task.cancel()
+
     async def _serve(self, actor: V4Actor) -> None:
+        """Poll and serve messages until stopped.
+
+        Every poll is preceded by a suspension (the wait for its time, the previous read's own
+        awaits, else a bare yield), so an actor whose ``read()`` never awaits cannot keep the
+        loop from the other actors, thread-safe callbacks and the watchdog's heartbeat, and
+        one that does await is not made to yield twice. A poll due within
+        ``TIMER_GRAIN_S`` runs now: the loop's timers wake in whole milliseconds, so waiting
+        for less would cap a fast actor near 1 kHz; polls stay on their grid of periods, so
+        the rate is the one asked, each poll at most that much early.
+        """
         next_poll = time.monotonic()
         failed_reads = 0
+        yielded = False
         while not self.stopping:
             msg = self.mailbox.take()
             if msg is not None:
                 await self._handle(actor, msg)
                 continue
             wait = next_poll - time.monotonic()
-            if wait > 0:
+            if wait > TIMER_GRAIN_S:
                 try:
                     async with asyncio.timeout(wait):  # no task per wait, unlike wait_for
                         await self.mailbox.arrived.wait()
                 except TimeoutError:
                     pass
+                yielded = True
+                continue
+            if not yielded:  # behind schedule, and the last read did not suspend: yield now
+                yielded = True
+                await asyncio.sleep(0)
                 continue
             next_poll += self.period
             if next_poll < time.monotonic():
                 next_poll = time.monotonic() + self.period
+            self.suspended = False
             try:
                 batches = await self._read(actor)
             except ConnectionError:
                 raise  # the link is gone: reopen when it is back
             except DEVICE_ERRORS as exc:
+                yielded = self.suspended
                 failed_reads += 1
                 message = f"read failed: {exc or type(exc).__name__}"
                 self.health.error(message)
@@ -281,25 +346,26 @@ class ActorRunner:
                     raise DeviceLost(f"{failed_reads} reads failed in a row: {exc}") from exc
                 self.health.set_state("error", message)
                 continue
+            yielded = self.suspended  # a read that awaited something has let the loop run
             self._retry = RETRY_FIRST_S
             self.health.polled()
             if failed_reads:
                 failed_reads = 0
                 self.health.set_state("running", "reads succeed again")
-            rows, last_text, last_ts = 0, "", 0
+            rows, last = 0, None
             for b in batches or ():
                 if b.num_rows == 0:
                     continue
                 rows += b.num_rows
-                last_ts = b.column("timestamp_ns")[b.num_rows - 1].as_py()
-                last_text = _short(b.column("value")[b.num_rows - 1], describe(b.schema)[1].unit)
+                last = b
                 try:
                     await self.publisher.apublish(with_source(b, "v4"))
                 except SubscriptionClosed as exc:
                     self.health.error(str(exc))
                     return
-            if rows:
-                self.health.produced(rows, last_text, last_ts)
+            if last is not None:  # the live-view text is made when someone looks
+                self.health.produced(rows, functools.partial(_last_text, last),
+                                     functools.partial(_last_timestamp, last))
 
     async def _handle(self, actor: V4Actor, msg: _Message) -> None:
         fut = msg.future
@@ -335,6 +401,49 @@ class ActorRunner:
                 msg.future.set_exception(ActorFailed(f"{why}; {msg.method} not run"))
 
 
+class _Watched:
+    """Awaits a read as ``await`` would, noting on its runner whether it ever suspended.
+
+    Each value the coroutine yields (a future, or None for a bare yield) goes to the task
+    unchanged, and whatever the task sends or throws back (a result, a cancellation) goes to
+    the coroutine, so awaiting this is awaiting the read.
+    """
+
+    __slots__ = ("coro", "runner")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], runner: ActorRunner) -> None:
+        self.coro = coro
+        self.runner = runner
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro = self.coro
+        send: Any = None
+        thrown: BaseException | None = None
+        while True:
+            try:
+                step = coro.send(send) if thrown is None else coro.throw(thrown)
+            except StopIteration as done:
+                return done.value
+            self.runner.suspended = True
+            try:
+                send, thrown = (yield step), None
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # a cancellation: the read's to handle
+                send, thrown = None, exc
+
+
+def _last_text(batch: pa.RecordBatch) -> str:
+    """The live view's text of a batch's last value."""
+    return _short(batch.column("value")[batch.num_rows - 1], describe(batch.schema)[1].unit)
+
+
+def _last_timestamp(batch: pa.RecordBatch) -> int:
+    ts: int = batch.column("timestamp_ns")[batch.num_rows - 1].as_py()
+    return ts
+
+
 def _short(value: pa.Scalar, unit: str) -> str:
     v = value.as_py()
     if isinstance(v, float):
@@ -347,9 +456,9 @@ def _short(value: pa.Scalar, unit: str) -> str:
 class V4Runtime:
     """The event loop thread and every actor runner on it."""
 
-    def __init__(self, publisher: Broadcast[pa.RecordBatch], events: EventSink,
+    def __init__(self, publisher: BatchSink | None, events: EventSink,
                  policy: RestartPolicy | None = None) -> None:
-        self.publisher = publisher
+        self.publisher: BatchSink = publisher or _Nowhere()
         self.events = events
         self.policy = policy or RestartPolicy()
         self.runners: dict[str, ActorRunner] = {}
@@ -362,6 +471,12 @@ class V4Runtime:
         r = ActorRunner(itype, ctx, poll_hz, self.publisher, self.events, policy or self.policy)
         self.runners[r.id] = r
         return r
+
+    def publish_to(self, publisher: BatchSink) -> None:
+        """Where every actor publishes from now on (set before :meth:`start`)."""
+        self.publisher = publisher
+        for r in self.runners.values():
+            r.publisher = publisher
 
     def _main(self) -> None:
         asyncio.set_event_loop(self.loop)

@@ -58,6 +58,16 @@ class CounterV4(V4Actor):
         return "stopped"
 
 
+class SpinV4(CounterV4):
+    """Computes for 0.2 ms per read without ever suspending."""
+
+    async def read(self):
+        busy_until = time.perf_counter() + 0.0002  # longer than a poll period at 10 kHz
+        while time.perf_counter() < busy_until:
+            pass
+        return await super().read()
+
+
 class CrashV4(CounterV4):
     async def read(self):
         raise RuntimeError("sensor on fire")
@@ -122,7 +132,7 @@ def _types() -> list[InstrumentType]:
                               ("test.hang", "v2", HangV2), ("test.slow", "v4", SlowStartV4),
                               ("test.blocking", "v4", BlockingV4),
                               ("test.slowread", "v4", SlowReadV4),
-                              ("test.oncue", "v4", OnCueV4)]:
+                              ("test.oncue", "v4", OnCueV4), ("test.spin", "v4", SpinV4)]:
         out.append(InstrumentType(name, flavor, "none", cls, CHANNELS, f"{name} for tests",
                                   capabilities=("Readable",)))
     return out
