@@ -142,8 +142,14 @@ class _Channel:
 
         def grow(name: str, dt: Any, row: tuple[int, ...], chunk: int,
                  extra: dict[str, Any] | None = None) -> h5py.Dataset:
+            # An append touches one chunk, which must stay in HDF5's chunk cache (or each
+            # append reads it back). At HDF5's default of 1 MiB per dataset, the cache kept
+            # every chunk filled so far, a row at a time, up to that size for each dataset:
+            # RSS grew with every row for hours. The chunk being filled and a bit is all.
+            chunk_bytes = chunk * np.dtype(dt).itemsize * int(np.prod(row, dtype=np.int64))
             return g.create_dataset(name, (0, *row), dtype=dt, maxshape=(None, *row),
-                                    chunks=(chunk, *row), **(extra if extra is not None else kw))
+                                    chunks=(chunk, *row), rdcc_nbytes=chunk_bytes * 5 // 4,
+                                    **(extra if extra is not None else kw))
 
         row_bytes = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
         self.value = grow("value", dtype, shape, _chunk_rows(row_bytes))
