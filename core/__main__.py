@@ -7,18 +7,19 @@ run`` installs its phased shutdown). What happens before this module runs belong
 interpreter's start-up; docs/lab-guide.md says how long that is.
 """
 
-import signal
+import atexit
 import sys
 
-from .interrupt import exit_on_interrupt, interrupted, quit_on_interrupt
+from .interrupt import exit_on_interrupt, hand_over, ignore_at_exit, interrupted, quit_on_interrupt
 
 
 def main() -> int:
     previous = quit_on_interrupt()
+    atexit.register(ignore_at_exit)  # first registered, last run
     try:
         from .cli import main as command
 
-        signal.signal(signal.SIGINT, previous)  # type: ignore[arg-type]
+        hand_over(previous)
         code = command()
     except KeyboardInterrupt:  # between giving SIGINT back and the command's own handling
         interrupted()

@@ -45,23 +45,61 @@ def _on_sigint(signum: int, frame: FrameType | None) -> None:
     interrupted()
 
 
-def exit_on_interrupt(code: int) -> None:
-    """The command has finished with ``code``: a Ctrl-C while the interpreter winds down
-    (atexit, joining threads) ends the process at once with that same code, instead of a
-    ``KeyboardInterrupt`` traceback from the interpreter's exit."""
-    def finish(signum: int, frame: FrameType | None) -> None:
-        _flush()
-        os._exit(code)
-
-    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-        signal.signal(signal.SIGINT, finish)
-
-
 def quit_on_interrupt() -> signal.Handlers | object:
     """Make SIGINT end the process at once with :func:`interrupted`; returns the previous
-    handler to give back once the command's own handling is loaded. A SIGINT that the
-    parent set to be ignored (a job started with ``&`` by a script) stays ignored."""
+    handler, for :func:`hand_over`. A SIGINT that the parent set to be ignored (a job
+    started with ``&`` by a script) stays ignored."""
     previous = signal.getsignal(signal.SIGINT)
     if previous is not signal.SIG_IGN:
         signal.signal(signal.SIGINT, _on_sigint)
     return previous
+
+
+#: the exit code a command has settled on, once it has (see :func:`finished`)
+_outcome: list[int] = []
+
+
+def finished(code: int) -> None:
+    """The command has settled on ``code`` (``daqhub run``: its report is out). From now
+    on a Ctrl-C in the ``daqhub`` process ends it at once with that code: the command is
+    still returning (handlers being put back, the interpreter winding down), and a
+    ``KeyboardInterrupt`` there would turn a finished run into exit 130. In a process
+    that did not start in ``daqhub.__main__`` (a script calling the CLI) this only notes
+    the code."""
+    _outcome[:] = [code]
+
+
+def _on_command_sigint(signum: int, frame: FrameType | None) -> None:
+    if _outcome:
+        _flush()
+        os._exit(_outcome[0])
+    raise KeyboardInterrupt  # what Python's own handler does: the command handles it
+
+
+def hand_over(previous: signal.Handlers | object) -> None:
+    """The command is loaded: SIGINT raises ``KeyboardInterrupt`` again (the command's own
+    handling takes it from there), until :func:`finished`."""
+    _outcome.clear()
+    if previous is signal.default_int_handler:
+        previous = _on_command_sigint
+    signal.signal(signal.SIGINT, previous)  # type: ignore[arg-type]
+
+
+def exit_on_interrupt(code: int) -> None:
+    """The command has returned ``code``: a Ctrl-C while the interpreter winds down (atexit,
+    joining threads) ends the process at once with that same code, instead of a
+    ``KeyboardInterrupt`` traceback from the interpreter's exit."""
+    finished(code)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, _on_command_sigint)
+
+
+def ignore_at_exit() -> None:
+    """Registered with ``atexit`` before the command loads, so it runs after every other
+    exit function: the command's output is written and its code settled, and what is left
+    is the interpreter's teardown, whose first step puts SIGINT back to the default action
+    (killed by the signal, exit -2) unless it is ignored. A Ctrl-C in those last
+    milliseconds changes nothing; one while threads are joined or earlier exit functions
+    run still ends the process at once (:func:`exit_on_interrupt`)."""
+    if signal.getsignal(signal.SIGINT) is not None:  # None: set from C, not ours to change
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
