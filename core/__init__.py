@@ -1,10 +1,8 @@
 """daqhub: one process drives every instrument of a lab through installable driver plugins."""
 
 import logging
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    __version__: str  # found on first use, see _version()
+__version__: str  # found on first use, see _version(); an annotation alone costs no import
 
 # A library does not print log records by itself: the CLI shows alarms in its live view,
 # and an application that wants the records attaches its own handler.

@@ -1,13 +1,31 @@
-"""``python -m daqhub`` is the ``daqhub`` command."""
+"""The ``daqhub`` command: ``python -m daqhub`` and the ``daqhub`` script both start here.
 
-import os
+Ctrl-C must end in one line and exit 130 even while the command is still loading, so this
+module imports nothing heavy: it installs that handling first, then loads the command and
+hands SIGINT back (the command turns ``KeyboardInterrupt`` into the same exit, and ``daqhub
+run`` installs its phased shutdown). What happens before this module runs belongs to the
+interpreter's start-up; docs/lab-guide.md says how long that is.
+"""
+
+import atexit
 import sys
 
-try:
-    from .cli import main
-except KeyboardInterrupt:  # Ctrl-C while the command is still being loaded (see cli.interrupted)
-    sys.stderr.write("daqhub: interrupted\n")
-    sys.stderr.flush()
-    os._exit(130)
+from .interrupt import exit_on_interrupt, hand_over, ignore_at_exit, interrupted, quit_on_interrupt
 
-sys.exit(main())
+
+def main() -> int:
+    previous = quit_on_interrupt()
+    atexit.register(ignore_at_exit)  # first registered, last run
+    try:
+        from .cli import main as command
+
+        hand_over(previous)
+        code = command()
+    except KeyboardInterrupt:  # between giving SIGINT back and the command's own handling
+        interrupted()
+    exit_on_interrupt(code)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

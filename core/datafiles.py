@@ -256,6 +256,20 @@ def _read_hdf5(path: Path, report: FileReport) -> None:
                                                      notes))
 
 
+def hdf5_metadata(g: h5py.Group) -> tuple[np.ndarray, list[str]]:
+    """A channel's per-sample metadata: the rows that carry some, and each one's JSON text.
+    Bytes with end offsets (daqhub-hdf5/2), or variable-length strings (daqhub-hdf5/1)."""
+    rows = g["metadata_row"][:]
+    if "metadata_end" not in g:
+        texts = list(g["metadata"].asstr()[:])
+        return rows[:len(texts)], texts[:len(rows)]
+    ends = g["metadata_end"][:]
+    data = g["metadata"][:].tobytes()
+    n = min(len(rows), int(np.searchsorted(ends, len(data), side="right")))
+    starts = np.concatenate(([0], ends[:-1])) if len(ends) else ends
+    return rows[:n], [data[a:b].decode() for a, b in zip(starts[:n], ends[:n], strict=True)]
+
+
 def hdf5_rows(g: h5py.Group, spec: ChannelSpec) -> tuple[int, list[str]]:
     """Rows present in every dataset of a channel (a killed writer may leave them uneven)."""
     flat = g.attrs.get("layout", "rows") == "flat"

@@ -25,7 +25,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .datafiles import FileReport, arrow_batches, hdf5_open_kwargs, hdf5_rows, session_dirs
+from .datafiles import (
+    FileReport,
+    arrow_batches,
+    hdf5_metadata,
+    hdf5_open_kwargs,
+    hdf5_rows,
+    session_dirs,
+)
 from .measurement import ChannelSpec
 from .records import is_record_file
 from .schema import META_UNIT, build_batch, describe, unit_meta
@@ -134,7 +141,7 @@ def _hdf5_batch(g: h5py.Group, iid: str, spec: ChannelSpec, rows: int) -> pa.Rec
         if spec.kind == "spectrum":
             axes = list(g["axis"][:rows])
     meta: list[dict[str, object] | None] = [None] * rows
-    for row, text in zip(g["metadata_row"][:], g["metadata"].asstr()[:], strict=False):
+    for row, text in zip(*hdf5_metadata(g), strict=True):
         if row < rows:
             meta[int(row)] = json.loads(text)
     return build_batch(iid, spec, ts, values, axes=axes, metadata=meta, source="v2")

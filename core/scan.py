@@ -243,11 +243,21 @@ class RuntimeCommands:
 
 
 def move_all(cmd: Commands, targets: Mapping[str, float], timeout: float) -> dict[str, float]:
-    """Move every mover at once, then wait until each reports its move done; readbacks."""
-    _wait_all(cmd, {m: cmd.send(m, "move_absolute", v) for m, v in targets.items()},
-              "move_absolute", 30.0)
-    done = _wait_all(cmd, {m: cmd.send(m, "wait_until_done", timeout) for m in targets},
-                     "wait_until_done", timeout + 10.0)
+    """Move every mover at once, then wait until each reports its move done; readbacks.
+
+    Each ``wait_until_done`` is queued right behind its mover's ``move_absolute`` (an
+    instrument runs its commands in order), so a step costs one round trip to the mover,
+    not two; it is withdrawn if a move fails."""
+    moves = {m: cmd.send(m, "move_absolute", v) for m, v in targets.items()}
+    waits: dict[str, concurrent.futures.Future[Any]] = {}
+    try:
+        waits.update((m, cmd.send(m, "wait_until_done", timeout)) for m in targets)
+        _wait_all(cmd, moves, "move_absolute", 30.0)
+    except BaseException:
+        for fut in (*moves.values(), *waits.values()):
+            fut.cancel()
+        raise
+    done = _wait_all(cmd, waits, "wait_until_done", timeout + 10.0)
     out: dict[str, float] = {}
     for m, value in done.items():
         if not isinstance(value, int | float):

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
+from .datafiles import hdf5_metadata
 from .measurement import ChannelSpec
 from .schema import build_batch, channel_schema, describe
 from .specs import Flavor
@@ -140,8 +141,7 @@ def _read_h5(channel: StoredChannel, start: int) -> Iterator[pa.RecordBatch]:
     with _h5(channel.path) as f:
         g = f[channel.instrument_id][spec.name]
         rows = _h5_rows(g)
-        meta_rows = g["metadata_row"][:]
-        meta_text = g["metadata"].asstr()
+        meta_rows, meta_text = hdf5_metadata(g)
         flat = g.attrs.get("layout", "rows") == "flat"
         for lo in range(start, rows, READ_ROWS):
             hi = min(rows, lo + READ_ROWS)

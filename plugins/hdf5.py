@@ -12,7 +12,9 @@ Layout of ``<session dir>/session.h5`` (plain h5py reads all of it)::
         value                 (n, *shape) in the channel dtype; attr unit
         axis                  spectra: float64, same layout as value; attr unit (axis unit)
         metadata_row          int64 (m,): rows that carried per-sample metadata
-        metadata              UTF-8 strings (m,): that metadata as a JSON object
+        metadata_end          int64 (m,): where each row's text ends in ``metadata``
+        metadata              uint8: those texts (JSON objects, UTF-8) back to back; row
+                              metadata_row[i]'s is metadata[metadata_end[i-1]:metadata_end[i]]
 
 Spectra whose length varies (declared shape ``(None,)``) use ``layout = "flat"``:
 ``value`` and ``axis`` are 1-d, all points of all rows concatenated, and
@@ -24,8 +26,12 @@ a live reader fails with "address of object past end of allocation").
 
 Per-sample metadata is stored sparsely because nearly every row has none:
 one variable-length string per row made 1000-row appends 3x slower and the
-file 3x larger. In SWMR mode it is the one part a *live* reader should not
-read (variable-length strings); everything else is SWMR-safe.
+file 3x larger. Its texts are bytes with end offsets, not HDF5 variable-length
+strings: each of those lands in the file's global heap, and the library kept
+about 120 bytes of memory per string written for as long as the file was open
+(a demo lab whose stages tag every sample grew by 0.1 MB a minute). Bytes and
+offsets are also SWMR-safe, like every other dataset of the file. Files of
+format ``daqhub-hdf5/1`` (strings) are still read.
 
 Rows are buffered per channel and appended in blocks of about ``block_bytes``
 (one-row appends are ~800x slower), and the file is flushed every
@@ -61,7 +67,7 @@ from daqhub.specs import StorageBackend, StorageTarget
 from daqhub.storage import DEFAULT_FLUSH_INTERVAL, DeclaredChannels, check_id, option_problems
 
 FILE_NAME = "session.h5"
-FORMAT = "daqhub-hdf5/1"
+FORMAT = "daqhub-hdf5/2"
 META_GROUP = "_daqhub"
 TIMESTAMP_UNIT = "ns since 1970-01-01T00:00:00Z"
 _CHUNK_BYTES = 1 << 20
@@ -136,8 +142,14 @@ class _Channel:
 
         def grow(name: str, dt: Any, row: tuple[int, ...], chunk: int,
                  extra: dict[str, Any] | None = None) -> h5py.Dataset:
+            # An append touches one chunk, which must stay in HDF5's chunk cache (or each
+            # append reads it back). At HDF5's default of 1 MiB per dataset, the cache kept
+            # every chunk filled so far, a row at a time, up to that size for each dataset:
+            # RSS grew with every row for hours. The chunk being filled and a bit is all.
+            chunk_bytes = chunk * np.dtype(dt).itemsize * int(np.prod(row, dtype=np.int64))
             return g.create_dataset(name, (0, *row), dtype=dt, maxshape=(None, *row),
-                                    chunks=(chunk, *row), **(extra if extra is not None else kw))
+                                    chunks=(chunk, *row), rdcc_nbytes=chunk_bytes * 5 // 4,
+                                    **(extra if extra is not None else kw))
 
         row_bytes = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
         self.value = grow("value", dtype, shape, _chunk_rows(row_bytes))
@@ -152,12 +164,14 @@ class _Channel:
             self.extent = grow("extent", np.int64, (2,), _chunk_rows(16))
             self.extent.attrs["columns"] = "start,length"
         self.meta_row = grow("metadata_row", np.int64, (), 4096, {})
-        self.meta = grow("metadata", h5py.string_dtype(), (), 1024, {})
+        self.meta_end = grow("metadata_end", np.int64, (), 4096, {})
+        self.meta = grow("metadata", np.uint8, (), 1 << 16, {})
         self.ts = grow("timestamp_ns", np.int64, (), _chunk_rows(8))
         self.ts.attrs["unit"] = TIMESTAMP_UNIT
         self.rows = 0
         self.points = 0
         self.meta_rows = 0
+        self.meta_bytes = 0
         self.pending: list[pa.RecordBatch] = []
         self.pending_bytes = 0
 
@@ -229,11 +243,16 @@ class _Channel:
         if not rows:
             return
         m0, j = self.meta_rows, len(rows)
-        self.meta.resize(m0 + j, axis=0)
-        self.meta[m0:m0 + j] = np.array(texts, dtype=object)
-        self.meta_row.resize(m0 + j, axis=0)
+        encoded = [t.encode() for t in texts]
+        b0 = self.meta_bytes
+        ends = b0 + np.cumsum([len(e) for e in encoded], dtype=np.int64)
+        self.meta.resize(int(ends[-1]), axis=0)
+        self.meta[b0:int(ends[-1])] = np.frombuffer(b"".join(encoded), np.uint8)
+        self.meta_end.resize(m0 + j, axis=0)
+        self.meta_end[m0:m0 + j] = ends
+        self.meta_row.resize(m0 + j, axis=0)  # last: readers take rows that have an end
         self.meta_row[m0:m0 + j] = np.asarray(rows, dtype=np.int64)
-        self.meta_rows = m0 + j
+        self.meta_rows, self.meta_bytes = m0 + j, int(ends[-1])
 
 
 def _concat(parts: list[np.ndarray]) -> np.ndarray:

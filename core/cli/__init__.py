@@ -17,12 +17,12 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
 
 from .. import __version__
 from ..host import SLOW_IMPORT_S, PluginError, PluginHost
+from ..interrupt import interrupted
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_PLUGINS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_PLUGINS = 0, 1, 2, 3
 EXIT_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool whose reader went away
 
 RUN_EXIT_CODES = (
@@ -343,16 +343,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Unix tools, and keep the interpreter's final flush from failing again
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_PIPE
-
-
-def interrupted() -> NoReturn:
-    """Exit 130 at once. Not ``sys.exit``: an interrupt that landed in code a C extension
-    runs while importing leaves CPython marked as killed by SIGINT, and it would end with
-    -2 instead of the documented code, however the exception was handled."""
-    print("daqhub: interrupted", file=sys.stderr)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(EXIT_INTERRUPTED)
 
 
 def _main(argv: Sequence[str] | None) -> int:

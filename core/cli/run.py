@@ -24,6 +24,7 @@ from typing import Any, TextIO
 
 from ..config import ConfigError, LabConfig, load, parse, runnable_problems
 from ..host import PluginHost
+from ..interrupt import finished
 from ..records import SessionRecords, parse_meta
 from ..runtime.dual import DualRuntimeManager, StartError
 from ..runtime.report import print_report
@@ -172,7 +173,9 @@ def run(args: Any, host: PluginHost, out: TextIO = sys.stdout) -> int:
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return _run(args, host, out, stop, mark_running)
+        code = _run(args, host, out, stop, mark_running)
+        finished(code)  # the report is out: a Ctrl-C from here on keeps this code
+        return code
     finally:
         for s, h in old.items():
             signal.signal(s, h)

@@ -116,10 +116,14 @@ class Mailbox:
         self.normal: collections.deque[_Message] = collections.deque()
         self.arrived = asyncio.Event()
 
-    def put(self, msg: _Message) -> None:
-        lane = self.control if msg.method in CONTROL_METHODS else self.normal
-        if lane is self.normal and len(self.normal) >= self.capacity:
+    def check_room(self, msg: _Message) -> None:
+        """Refuse a message the mailbox has no room for (safe from any thread: a read)."""
+        if msg.method not in CONTROL_METHODS and len(self.normal) >= self.capacity:
             raise MailboxFull(f"mailbox full ({self.capacity} messages); {msg.method} not sent")
+
+    def put(self, msg: _Message) -> None:
+        self.check_room(msg)
+        lane = self.control if msg.method in CONTROL_METHODS else self.normal
         lane.append(msg)
         self.arrived.set()
 
@@ -444,6 +448,12 @@ def _last_timestamp(batch: pa.RecordBatch) -> int:
     return ts
 
 
+def _refuse_if_gone(runner: ActorRunner, msg: _Message) -> None:
+    if runner.stopping or runner.health.state in ("failed", "stopped"):
+        state = "shutting down" if runner.stopping else runner.health.state
+        raise ActorFailed(f"{runner.id} is {state}; {msg.method} not sent")
+
+
 def _short(value: pa.Scalar, unit: str) -> str:
     v = value.as_py()
     if isinstance(v, float):
@@ -520,10 +530,27 @@ class V4Runtime:
 
     def _post(self, instrument_id: str, msg: _Message) -> None:
         runner = self.runners[instrument_id]
-        if runner.stopping or runner.health.state in ("failed", "stopped"):
-            state = "shutting down" if runner.stopping else runner.health.state
-            raise ActorFailed(f"{instrument_id} is {state}; {msg.method} not sent")
-        done = concurrent.futures.Future[None]()
+        _refuse_if_gone(runner, msg)
+        if threading.current_thread() is self.thread:
+            runner.mailbox.put(msg)
+            return
+        if msg.future is not None:
+            # An ask: its future carries whatever happens, a full mailbox included, so do
+            # not wait for the loop to take the message (half the time of a scan step).
+            # A full mailbox is still refused here at once; the loop checks again.
+            runner.mailbox.check_room(msg)
+
+            def post_or_fail() -> None:
+                try:
+                    _refuse_if_gone(runner, msg)  # it may have stopped since
+                    runner.mailbox.put(msg)
+                except (ActorFailed, MailboxFull) as exc:
+                    if msg.future is not None and not msg.future.done():
+                        msg.future.set_exception(exc)
+
+            self.loop.call_soon_threadsafe(post_or_fail)
+            return
+        done = concurrent.futures.Future[None]()  # a tell: only here can a failure be seen
 
         def post() -> None:
             try:
@@ -532,10 +559,7 @@ class V4Runtime:
             except Exception as exc:
                 done.set_exception(exc)
 
-        if threading.current_thread() is self.thread:
-            post()
-        else:
-            self.loop.call_soon_threadsafe(post)
+        self.loop.call_soon_threadsafe(post)
         try:
             done.result(5.0)
         except concurrent.futures.TimeoutError:

@@ -118,16 +118,32 @@ def test_every_instrument_that_cannot_start_reports_its_own_cause(
 
 
 def before_daqhub(returncode: int, err: str) -> bool:
-    """An interrupt the interpreter got while starting, before it ran a line of daqhub."""
+    """An interrupt that came before ``daqhub.__main__`` installed its SIGINT handling: in
+    the interpreter's start-up (no handler yet: killed by SIGINT, -2), in ``site``, the
+    console script or ``runpy``, or importing the package itself (``daqhub/__init__``,
+    ``daqhub.interrupt``). Anything later ending in a traceback is a failure."""
     import signal
 
     import daqhub
 
     if returncode == -signal.SIGINT and not err or "Fatal Python error: init_" in err:
         return True
-    if "Traceback" in err and 'in _get_module_details' in err:
-        return True  # runpy still importing the package, before daqhub/__main__ runs
-    return "Traceback" in err and str(Path(daqhub.__file__).parent) not in err
+    if "Traceback" not in err:
+        return False
+    package = Path(daqhub.__file__).parent
+    ours = [(Path(f), line, fn) for f, line, fn in
+            re.findall(r'File "([^"]+)", line (\d+), in (\S+)', err)
+            if Path(f).parent == package]
+    if not ours:
+        return True  # site, the script's own imports, runpy finding the package
+    import inspect
+
+    import daqhub.__main__
+
+    path, line, function = ours[-1]
+    handler_from = inspect.getsourcelines(daqhub.__main__.main)[1]
+    return path.name in ("__init__.py", "interrupt.py") or (
+        path.name == "__main__.py" and function == "<module>" and int(line) < handler_from)
 
 
 @pytest.mark.timeout(300)
@@ -141,20 +157,29 @@ def test_ctrl_c_at_any_moment_ends_with_a_documented_exit_code_and_no_traceback(
     lab.write_text(HEAD + GOOD + '[[v4.instruments]]\nid = "good4"\ntype = "liar.good"\n')
     seen = set()
     # from interpreter start-up (imports, plugin loading), through start, the run, to shutdown
-    for delay in (0.02, 0.1, 0.2, 0.3, 0.4, 0.5, 0.8, 1.2, 1.8, 2.6, "shutdown"):
+    # both ways in: the console script and python -m, in turn
+    script = [str(Path(sys.executable).parent / "daqhub")]
+    for n, delay in enumerate((0.0, 0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.2, 0.3, 0.4, 0.5,
+                               0.8, 1.2, 1.8, 2.6, "shutdown", "report")):
+        command = script if n % 2 else [sys.executable, "-m", "daqhub"]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "daqhub", "run", "--plain", str(lab), "--duration", "2.5"],
+            [*command, "run", "--plain", str(lab), "--duration", "2.5"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=liars_env,
             cwd=tmp_path)
+        head = ""
         try:
-            if delay == "shutdown":
+            if delay in ("shutdown", "report"):  # as the run stops; as it reports
                 assert proc.stdout is not None
-                while "shutting down" not in proc.stdout.readline():
-                    pass
+                mark = "shutting down" if delay == "shutdown" else "shutdown report"
+                while mark not in head:
+                    line = proc.stdout.readline()
+                    assert line, (delay, head)
+                    head += line
             else:
                 time.sleep(delay)  # the moment of the interrupt is what is under test
             proc.send_signal(signal.SIGINT)
             out, err = proc.communicate(timeout=60)
+            out = head + out
         finally:
             if proc.poll() is None:
                 proc.kill()

@@ -161,7 +161,9 @@ def test_a_running_and_a_finished_session_read_from_the_files(served: Any) -> No
         assert np.array_equal(table["value"].to_numpy(), f["stage/position/value"][:])
         assert np.array_equal(table["timestamp_ns"].to_numpy(),
                               f["stage/position/timestamp_ns"][:])
-        stored_meta = [m.decode() for m in f["stage/position/metadata"][:]]
+        g = f["stage/position"]  # texts back to back, each ending at its metadata_end
+        text, ends = g["metadata"][:].tobytes().decode(), g["metadata_end"][:]
+        stored_meta = [text[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
     assert [m for m in table["metadata"].to_pylist() if m is not None] == stored_meta
     assert finished["v4/dmm/voltage"].num_rows == rt.counts()["dmm"]["voltage"]
 

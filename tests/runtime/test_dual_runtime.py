@@ -233,3 +233,31 @@ def test_budget_history_stays_bounded_and_spans_the_run() -> None:
     assert "resources" not in history[0] and history[0]["queues"] == {"bridge": 1}
     times = [s["time"] for s in history]
     assert times == sorted(times)
+
+
+@pytest.mark.timeout(30)
+def test_asks_from_another_thread_do_not_wait_for_the_loop_and_a_full_mailbox_fails_them(
+        host, tmp_path) -> None:
+    """A script's command is on its way as soon as it is sent; what the loop cannot take
+    (more than the mailbox holds) fails that command's own future, never the sender."""
+    from daqhub.runtime.v4 import MailboxFull
+
+    lab = make_lab(host, tmp_path, v2=[], v4=[("c", "test.counter")])
+    rt = DualRuntimeManager(lab, host, sinks={"storage": Recorder()}, restart_policy=FAST)
+    rt.start()
+    try:
+        assert rt.call("c", "add", 1, 1, timeout=10) == 2
+        capacity = rt.v4.runners["c"].mailbox.capacity
+        gate = threading.Event()
+        rt.v4.loop.call_soon_threadsafe(gate.wait, 10)  # the loop is busy elsewhere
+        futures = [rt.submit("c", "add", i, 0) for i in range(capacity + 20)]  # none waits
+        gate.set()
+        outcomes = []
+        for fut in futures:
+            try:
+                outcomes.append(fut.result(10))
+            except MailboxFull:
+                outcomes.append("full")
+        assert outcomes == [*range(capacity), *["full"] * 20]
+    finally:
+        rt.shutdown()

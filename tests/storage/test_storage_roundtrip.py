@@ -78,6 +78,12 @@ def _check_hdf5(path: Path, data: list[ChannelData], session_id: str) -> None:
         assert f["_daqhub/lab_config"][()].decode() == LAB_CONFIG
         for iid, block in INSTRUMENTS.items():
             assert json.loads(f[iid].attrs["instrument"]) == block
+        # no variable-length data past the header: each such string stays in HDF5's memory
+        # while the file is open (RSS grew with every sample that carried metadata)
+        vlen: list[str] = []
+        f.visititems(lambda name, o: vlen.append(name) if isinstance(o, h5py.Dataset)
+                     and h5py.check_vlen_dtype(o.dtype) is not None else None)
+        assert vlen == ["_daqhub/lab_config"], vlen
         for d in data:
             g = f[d.instrument][d.spec.name]
             where = f"{d.instrument}.{d.spec.name}"
@@ -98,8 +104,11 @@ def _check_hdf5(path: Path, data: list[ChannelData], session_id: str) -> None:
                 if d.spec.kind == "spectrum":
                     assert _same(g["axis"][:], np.stack(d.axes)), where
                     assert g["axis"].attrs["unit"] == d.spec.axis_unit
-            stored = {int(r): json.loads(m) for r, m in zip(g["metadata_row"][:],
-                                                          g["metadata"].asstr()[:], strict=True)}
+            ends = g["metadata_end"][:]
+            text = g["metadata"][:].tobytes().decode()  # ASCII JSON here: bytes are characters
+            starts = [0, *ends[:-1]]
+            stored = {int(r): json.loads(text[a:b]) for r, a, b in zip(
+                g["metadata_row"][:], starts, ends, strict=True)}
             assert stored == {i: m for i, m in enumerate(d.metadata) if m}, where
 
 
@@ -262,3 +271,33 @@ def test_read_session_gives_back_both_flavors_exactly(
     d = next(d for d in v2_data if d.instrument == "meter" and d.spec.name == "power")
     at = np.searchsorted(times, d.timestamps)
     assert _same(col[at].astype(np.float64), np.array(d.values, np.float64))
+
+
+@pytest.mark.timeout(20)
+def test_metadata_of_format_1_files_is_still_read(
+        tmp_path: Path, storage_host: PluginHost, channel_data: Any) -> None:
+    """daqhub-hdf5/1 stored each row's metadata as a variable-length string."""
+    import daqhub
+
+    data = channel_data(ROWS, seed=9)
+    session = StorageSession.open(storage_host, tmp_path,
+                                  {"v2": FlavorStorage("hdf5", CHANNELS, INSTRUMENTS)},
+                                  lab_config=LAB_CONFIG, versions=VERSIONS)
+    _feed(session, data, "v2", seed=4)
+    session.close()
+    with h5py.File(tmp_path / "v2" / session.session_id / "session.h5", "a") as f:
+        f.attrs["daqhub_format"] = "daqhub-hdf5/1"
+        for d in data:
+            g = f[d.instrument][d.spec.name]
+            for name in ("metadata", "metadata_end", "metadata_row"):
+                del g[name]
+            rows = [i for i, m in enumerate(d.metadata) if m]
+            g["metadata_row"] = np.asarray(rows, np.int64)
+            g.create_dataset("metadata", data=[json.dumps(d.metadata[i]) for i in rows],
+                             dtype=h5py.string_dtype())
+    tables = daqhub.read_session(tmp_path / "v2" / session.session_id)
+    assert isinstance(tables, dict)
+    assert any(any(d.metadata) for d in data)
+    for d in data:
+        got = tables[f"{d.instrument}.{d.spec.name}"].column("metadata").to_pylist()
+        assert [json.loads(m) if m else None for m in got] == d.metadata
