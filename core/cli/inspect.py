@@ -34,6 +34,10 @@ from ..datafiles import (
     session_dirs,
 )
 
+PLOT_DPI = 90
+#: the least room, in pixels, left of every axis's tick labels and unit
+PLOT_EDGE_PX = 4
+
 # --- the summary --------------------------------------------------------------------
 
 
@@ -134,7 +138,9 @@ def plot(reports: Sequence[FileReport], out: Path) -> list[str]:
     rows = max(1, math.ceil(len(channels) / cols))
     height = 2.8 * rows + 0.8
     width = 7 * cols + 3 * (cols == 1)
-    fig = Figure(figsize=(width, height))
+    # measured and saved at one dpi: a label placed while drawing at another dpi is off by
+    # the ratio, so a fit measured at 100 dpi could still cut a unit saved at 90
+    fig = Figure(figsize=(width, height), dpi=PLOT_DPI)
     # fixed margins in inches (room for tick labels and the unit on the y axis): constrained
     # layout took two thirds of the time of a 20-channel plot
     fig.subplots_adjust(left=1.0 / width, right=1 - 0.3 / width, top=1 - 0.95 / height,
@@ -151,7 +157,7 @@ def plot(reports: Sequence[FileReport], out: Path) -> list[str]:
     fig.suptitle(f"session {', '.join(sessions) or '(unknown)'}"
                  + (f"\nt = 0 at {iso_time(t0)}" if t0 else ""), y=1 - 0.15 / height, va="top")
     _fit_left_margin(fig)
-    fig.savefig(out, dpi=90)
+    fig.savefig(out, dpi=PLOT_DPI)
     return notes
 
 
@@ -159,12 +165,12 @@ def _fit_left_margin(fig: Any) -> None:
     """Widen the left margin when wide tick labels push a unit off the figure: the fixed
     margin suits most values, and measuring once is far cheaper than constrained layout."""
     renderer = fig.canvas.get_renderer()
-    overflow = max((-box.x0 for ax in fig.axes
-                    if (box := ax.get_tightbbox(renderer)) is not None and box.x0 < 0),
-                   default=0.0)
-    if overflow:
+    short = max((PLOT_EDGE_PX - box.x0 for ax in fig.axes
+                 if (box := ax.get_tightbbox(renderer)) is not None and box.x0 < PLOT_EDGE_PX),
+                default=0.0)
+    if short:
         width_px = fig.get_figwidth() * fig.dpi
-        fig.subplots_adjust(left=min(0.45, fig.subplotpars.left + (overflow + 4) / width_px))
+        fig.subplots_adjust(left=min(0.45, fig.subplotpars.left + short / width_px))
 
 
 def _draw(ax: Any, fig: Any, report: FileReport, channel: ChannelReport, t0: int) -> None:

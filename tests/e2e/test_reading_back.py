@@ -18,6 +18,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -151,3 +152,38 @@ def test_plot_names_the_session_and_shows_the_units(demo_dir: Path) -> None:
     # one axis per channel with data (a 3 s run on a loaded box may leave one empty)
     assert len(labels) >= 5 and all(inside == "True" for _, inside, _ in labels), r.stdout
     assert ("W", "True", "v2 power.power [W]") in labels
+
+
+def test_a_unit_beside_wide_tick_labels_stays_on_the_figure(tmp_path: Path) -> None:
+    """Values crossing zero at 1e-4 give the widest tick labels ('−0.00015'); the unit
+    beside them must still be inside the saved figure, measured at the dpi it is saved at."""
+    from matplotlib.figure import Figure
+
+    from daqhub.cli import inspect as i
+    from daqhub.datafiles import ChannelReport, FileReport, PlotData
+    from daqhub.measurement import ChannelSpec
+
+    t = np.arange(7, dtype=np.int64) * 500_000_000
+    wide = np.array([0.35e-4, 0.82e-4, 0.33e-4, -1.3e-4, 0.9e-4, 0.44e-4, 1.1e-4])
+    channels = [ChannelReport(f"i{k}", ChannelSpec("current", "scalar", "A"), 7, t,
+                              lambda y=(wide if k == 4 else t / 1e9): PlotData(t_ns=t, y=y))
+                for k in range(7)]
+    saved: list[Figure] = []
+    orig = Figure.savefig
+
+    def keep(self: Figure, *a: object, **k: object) -> None:
+        saved.append(self)
+        orig(self, *a, **k)
+
+    Figure.savefig = keep  # type: ignore[method-assign]
+    try:
+        i.plot([FileReport(tmp_path / "x.h5", "hdf5", "v2", channels=channels)],
+               tmp_path / "p.png")
+    finally:
+        Figure.savefig = orig  # type: ignore[method-assign]
+    fig = saved[0]
+    renderer = fig.canvas.get_renderer()
+    ticks = [t.get_text() for t in fig.axes[4].get_yticklabels()]
+    assert any(len(s) >= 8 for s in ticks), ticks  # the case really has wide labels
+    for ax in fig.axes:
+        assert ax.yaxis.label.get_window_extent(renderer).x0 >= 0, ax.get_title()
