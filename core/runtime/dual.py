@@ -57,6 +57,7 @@ from .rates import RateWatch
 from .v2 import V2Runtime
 from .v4 import RestartPolicy, V4Runtime
 from .watchdog import LoopWatchdog
+from .workers import WorkerPool
 
 log = logging.getLogger("daqhub.runtime")
 
@@ -218,6 +219,10 @@ class DualRuntimeManager:
         self.on_command: list[Callable[[str, str], None]] = []
         self.routines = [RoutineRunner(r, self.call, self.routine_stop) for r in lab.routines]
         self._report: ShutdownReport | None = None
+        #: the worker processes of ``[daqhub] workers = N`` (None: every instrument in process)
+        self.pool = WorkerPool(lab, host.serial_url_packages(), publish=self.publisher.publish,
+                               notify=self.notifier.notify, on_event=self._instrument_event,
+                               alarm=self._alarm) if lab.workers > 1 else None
         self._shutdown_lock = threading.Lock()
         self.started = False
         self._announced = False
@@ -295,6 +300,10 @@ class DualRuntimeManager:
                 if itype is None:
                     causes[inst.id] = f"type {inst.type} ({inst.flavor}) is not installed"
                     continue
+                if self.pool is not None:
+                    self.types[inst.id] = itype
+                    self.pool.add(inst, itype, self.channels).listener = self._state_changed
+                    continue
                 try:
                     ctx = self._context(inst, itype)
                 except Exception as exc:  # each instrument reports its own cause
@@ -307,6 +316,8 @@ class DualRuntimeManager:
                     policy = dataclasses.replace(self.v4.policy, **inst.block.get("restart", {}))
                     worker = self.v4.add(itype, ctx, inst.poll_hz, policy)
                 worker.health.listener = self._state_changed
+            if self.pool is not None and not causes:
+                causes.update(self.pool.start())
             if causes:
                 raise StartError(causes)
             self.notifier.start()
@@ -329,6 +340,8 @@ class DualRuntimeManager:
             self.notifier.notify("daqhub_session_started", session_id=self.session_id,
                                  output_dirs={f: str(d) for f, d in self.output_dirs().items()})
             self._announced = True
+            if self.pool is not None:
+                self.pool.attach()
             self.v4.start()
             self.v2.start()
             self.watchdog.start()
@@ -384,6 +397,8 @@ class DualRuntimeManager:
             result = self.v2.call(instrument_id, method, *args, timeout=timeout, **kwargs)
         elif instrument_id in self.v4.runners:
             result = self.v4.ask(instrument_id, method, *args, timeout=timeout, **kwargs)
+        elif self.pool is not None and instrument_id in self.pool.health:
+            result = self.pool.call(instrument_id, method, args, kwargs, timeout)
         else:
             raise KeyError(f"no running instrument {instrument_id!r}")
         self.command_done(instrument_id, method)
@@ -400,6 +415,8 @@ class DualRuntimeManager:
             return self.v2.workers[instrument_id].submit(method, *args, **kwargs)
         if instrument_id in self.v4.runners:
             return self.v4.ask_future(instrument_id, method, *args, **kwargs)
+        if self.pool is not None and instrument_id in self.pool.health:
+            return self.pool.submit(instrument_id, method, *args, **kwargs)
         raise KeyError(f"no running instrument {instrument_id!r}")
 
     def command_done(self, instrument_id: str, method: str) -> None:
@@ -411,11 +428,20 @@ class DualRuntimeManager:
             return self.v2.workers[instrument_id].health
         if instrument_id in self.v4.runners:
             return self.v4.runners[instrument_id].health
-        return None
+        return self.pool.health.get(instrument_id) if self.pool is not None else None
+
+    def instrument_ids(self) -> list[str]:
+        """Every running instrument, of either flavor, in process or in a worker."""
+        return [*self.v2.workers, *self.v4.runners, *(self.pool.health if self.pool else ())]
+
+    def probe(self) -> dict[str, Any]:
+        """Queues, mailboxes and resources now (what a worker process reports to its parent)."""
+        return self._probe()
 
     def health(self) -> dict[str, Any]:
         instruments = [w.health.snapshot() for w in self.v2.workers.values()]
         instruments += [r.health.snapshot() for r in self.v4.runners.values()]
+        instruments += [h.snapshot() for h in (self.pool.health.values() if self.pool else ())]
         return {"instruments": instruments, **self._probe(),
                 "routines": [{**vars(r.state), "progress": r.state.progress()}
                              for r in self.routines],
@@ -430,11 +456,12 @@ class DualRuntimeManager:
         mailboxes = {r.id: r.mailbox.depth() for r in self.v4.runners.values() if r.mailbox}
         resources = {p.name: p.stats() for p in self.serial.ports()}
         resources.update({r.label: r.stats() for r in self.visa.resources()})
-        return {"queues": queues, "mailboxes": mailboxes, "resources": resources,
-                "bridge": self.bridge.stats() if self.bridge else {},
-                "restarts": sum(r.health.restarts for r in self.v4.runners.values()),
-                "reconnects": sum(w.health.reconnects for w in self.v2.workers.values())
-                + sum(r.health.reconnects for r in self.v4.runners.values())}
+        probe = {"queues": queues, "mailboxes": mailboxes, "resources": resources,
+                 "bridge": self.bridge.stats() if self.bridge else {},
+                 "restarts": sum(r.health.restarts for r in self.v4.runners.values()),
+                 "reconnects": sum(w.health.reconnects for w in self.v2.workers.values())
+                 + sum(r.health.reconnects for r in self.v4.runners.values())}
+        return self.pool.merge_probe(probe) if self.pool is not None else probe
 
     def counts(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
@@ -472,6 +499,9 @@ class DualRuntimeManager:
         # 2. wait V4, then V2
         v4_stuck = self.v4.wait(left(self.phases.v4_s))
         v2_stuck = self.v2.wait(left(self.phases.v2_s))
+        if self.pool is not None:  # each worker runs these phases for its own shard
+            self.pool.stop(max(0.0, left(self.phases.total_s) - 2.0), report.forced, report.leaked,
+                           report.unclosed_resources, report.errors)
         # 3. force: unblock producers waiting on full queues, cancel actors, close hardware
         self.stop_event.set()
         if v4_stuck:
