@@ -255,9 +255,8 @@ class Worker:
         log.error("worker died: %s", why)
         for h in self.healths():
             h.error(why)
-            h.event("worker died", why)
+            self.pool.on_event(h.id, "worker died", why)  # recorded in h.events there
             h.set_state("restarting", why)
-            self.pool.on_event(h.id, "worker died", why)
         return True
 
     def _respawn(self) -> bool:
@@ -271,9 +270,8 @@ class Worker:
                    f"{policy.window_s:g} s (max_restarts = {policy.max_restarts})")
             self.state = "failed"
             for h in self.healths():
-                h.event("failed", why)
-                h.set_state("failed", why)
                 self.pool.on_event(h.id, "failed", why)
+                h.set_state("failed", why)
             return False
         delay = min(policy.backoff_max_s, policy.backoff_first_s * 2 ** len(self.restarts))
         if self.pool.stopping.wait(delay):
@@ -281,9 +279,8 @@ class Worker:
         self.restarts.append(time.monotonic())
         for h in self.healths():
             h.restarts += 1
-            h.event("restarted", f"{self.shard.name} spawned again")
-            h.carry()
             self.pool.on_event(h.id, "restarted", f"{self.shard.name} spawned again")
+            h.carry()  # after every count of the parent's own
         self.spawn()
         self.state = "starting"
         return True
