@@ -165,7 +165,7 @@ def test_commands_reach_instruments_in_workers_through_the_lab_api(make_lab) -> 
         wait_for(lambda: lab.latest("rot")["position"]["value"] != before, 30,
                  "rot's position to change after the jog")
         with pytest.raises(AttributeError, match="no command"):
-            lab["rot"].no_such_command
+            lab["rot"].no_such_command  # noqa: B018
     assert lab.report is not None and lab.report.ok, lab.report.as_dict()
 
 
@@ -225,21 +225,36 @@ def _children(pid: int) -> set[int]:
     return found
 
 
+def start_cli(lab_file: Path) -> tuple[subprocess.Popen[str], set[int]]:
+    """``daqhub run`` in its own session, once it stores data; and its worker processes."""
+    proc = subprocess.Popen([sys.executable, "-m", "daqhub", "run", "--plain", str(lab_file)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=lab_file.parent, start_new_session=True)
+    assert proc.stdout is not None
+    lines: list[str] = []
+    while not any("data ->" in line for line in lines):
+        line = proc.stdout.readline()
+        if not line:
+            proc.kill()
+            raise AssertionError("".join(lines) + proc.communicate(timeout=30)[1])
+        lines.append(line)
+    return proc, _children(proc.pid)
+
+
+def gone(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    try:
+        return "zombie" in status.read_text()
+    except FileNotFoundError:
+        return True
+
+
 @pytest.mark.timeout(240)
 def test_ctrl_c_stops_every_worker_and_the_run_is_clean(make_lab, tmp_path: Path) -> None:
     lab_file = tmp_path / "lab.toml"
     lab_file.write_text(make_lab(5))  # more workers than groups: one per group
-    proc = subprocess.Popen([sys.executable, "-m", "daqhub", "run", "--plain", str(lab_file)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=tmp_path, start_new_session=True)
+    proc, children = start_cli(lab_file)
     try:
-        assert proc.stdout is not None
-        lines = []
-        while not any("data ->" in line for line in lines):
-            line = proc.stdout.readline()
-            assert line, "".join(lines) + (proc.stderr.read() if proc.stderr else "")
-            lines.append(line)
-        children = _children(proc.pid)
         assert len(children) == 2, children
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
         out, err = proc.communicate(timeout=60)
@@ -251,6 +266,39 @@ def test_ctrl_c_stops_every_worker_and_the_run_is_clean(make_lab, tmp_path: Path
     for iid in ("rot", "slide", "dmm_a", "dmm_b"):
         assert re.search(rf"^  {iid} \(v[24]\): stopped, [1-9]\d* samples", out, re.M), out
     assert "Traceback" not in err, err
-    for pid in children:
-        assert not Path(f"/proc/{pid}").exists() or \
-            "zombie" in Path(f"/proc/{pid}/status").read_text(), f"worker {pid} still runs"
+    assert all(gone(pid) for pid in children), children
+
+
+@pytest.mark.timeout(240)
+def test_workers_stop_by_themselves_when_the_parent_is_killed(make_lab, tmp_path: Path
+                                                              ) -> None:
+    lab_file = tmp_path / "lab.toml"
+    lab_file.write_text(make_lab(2))
+    proc, children = start_cli(lab_file)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    wait_for(lambda: all(gone(pid) for pid in children), 60,
+             f"worker processes {children} to end after their parent was killed")
+
+
+@pytest.mark.timeout(240)
+def test_the_worker_that_opens_a_device_holds_its_ownership_record(
+        tmp_path: Path, sim_url, sim_pty, visa_sim_backend) -> None:
+    from daqhub.resources import serial_identity
+    from daqhub.resources.ownership import holder
+
+    pty = sim_pty(sim_url("elliptec", devices="0:ELL14,1:ELL9", speed_scale=20))
+    text = lab_text(tmp_path / "own", visa_sim_backend(), pty, 2)
+    identity = serial_identity(pty)
+    with daqhub.open_lab(text, report=None) as lab:
+        rt = lab.rt
+        owner = next(w for w in rt.pool.workers if "rot" in w.shard.ids)
+        record = holder(identity)
+        assert record is not None and record.pid == owner.process.pid != os.getpid()
+        first = owner.process.pid
+        os.kill(first, signal.SIGKILL)  # the kernel drops its lock; the new worker claims it
+        wait_for(lambda: rt.health_of("rot").state == "running"
+                 and rt.health_of("rot").restarts == 1, 60, "rot running in a new worker")
+        record = holder(identity)
+        assert record is not None and record.pid == owner.process.pid != first
+    assert lab.report is not None and lab.report.ok, lab.report.as_dict()
