@@ -4,7 +4,8 @@ Instruments that reach one device share its core-owned manager (one serial
 port, one VISA session, one gate), and that sharing is only exact inside one
 process. So the unit of placement is the *resource group*: every instrument
 on one port or VISA resource (the same device, however it is spelled, by the
-identity the lab-file check uses), widened to the GPIB board or to all of VISA
+identity the lab-file check uses; a VISA resource per VISA library, as the
+VISA manager keys its sessions), widened to the GPIB board or to all of VISA
 when ``visa_lock_scope`` says the VISA library must be serialized that way.
 An instrument without a transport is a group of its own.
 
@@ -23,6 +24,7 @@ from pyvisa import rname
 
 from ..config import InstrumentConfig
 from ..resources import serial_identity, visa_identity
+from ..resources.visa import normalize_backend
 from ..specs import InstrumentType
 
 
@@ -51,12 +53,13 @@ def resource_group(inst: InstrumentConfig, itype: InstrumentType, visa_lock_scop
         return "serial " + serial_identity(str(inst.block["port"]), url_packages)
     if itype.transport == "visa":
         name = str(inst.block["resource"])
+        backend = normalize_backend(str(inst.block.get("visa_backend", "@py")))
         if visa_lock_scope == "global":
             return "visa (global lock scope)"
         if visa_lock_scope == "board":
             parsed = rname.parse_resource_name(visa_identity(name))
-            return f"visa board {parsed.interface_type}{getattr(parsed, 'board', '')}"
-        return f"visa {visa_identity(name)}"
+            return f"visa board {parsed.interface_type}{getattr(parsed, 'board', '')}@{backend}"
+        return f"visa {visa_identity(name)}@{backend}"
     return f"instrument {inst.id}"
 
 

@@ -6,6 +6,7 @@ pyvisa-sim DMM resource (a v2 and a v4 reading), two resource groups.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -141,6 +142,13 @@ def test_instruments_sharing_a_device_are_placed_together(daqhub_host, visa_sim_
     assert groups(3) == [["dmm_a", "dmm_b"], ["dmm_c"], ["rot", "slide"]]
     assert groups(8) == groups(3)  # more workers than groups: one worker per group
     assert groups(8, "board") == [["dmm_a", "dmm_b", "dmm_c"], ["rot", "slide"]]
+    assert groups(8, "global") == groups(8, "board")
+    other = parse(lab_text(Path("/tmp/unused"), visa_sim_backend(), "sim://elliptec?name=b", 2),
+                  "<test>", daqhub_host, offline=True).instruments()
+    insts += [dataclasses.replace(i, id=i.id + "_2") for i in other if i.id.startswith("dmm")]
+    types.update({i.id: types[i.id.removesuffix("_2")] for i in insts})
+    # the same resource name on another VISA library is another device
+    assert ["dmm_a_2", "dmm_b_2"] in groups(8, "board") and ["dmm_c"] in groups(8)
     with pytest.raises(ValueError, match="at least 1"):
         plan(insts, types, 0, "resource", [])
 
