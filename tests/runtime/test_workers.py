@@ -310,3 +310,23 @@ def test_the_worker_that_opens_a_device_holds_its_ownership_record(
         record = holder(identity)
         assert record is not None and record.pid == owner.process.pid != first
     assert lab.report is not None and lab.report.ok, lab.report.as_dict()
+
+
+@pytest.mark.timeout(240)
+def test_a_worker_that_dies_too_often_leaves_its_instruments_failed(make_lab) -> None:
+    text = make_lab(2).replace("backoff_first_s = 0.05", "backoff_first_s = 0.05\nmax_restarts = 1")
+    with daqhub.open_lab(text, report=None) as lab:
+        rt = lab.rt
+        worker = next(w for w in rt.pool.workers if "rot" in w.shard.ids)
+        os.kill(worker.process.pid, signal.SIGKILL)
+        wait_for(lambda: rt.health_of("rot").restarts == 1
+                 and rt.health_of("rot").state == "running", 60, "rot running again")
+        os.kill(worker.process.pid, signal.SIGKILL)
+        wait_for(lambda: rt.health_of("rot").state == "failed", 60, "rot failed")
+        assert rt.health_of("slide").state == "failed"
+        assert rt.health_of("dmm_a").state == "running"  # the other worker runs on
+    report = lab.report
+    assert report is not None and not report.ok
+    assert sorted(f.split(":")[0] for f in report.failed) == ["rot", "slide"]
+    events = {o["id"]: o["event_counts"] for o in report.instruments}
+    assert events["rot"]["worker died"] == 2 and events["rot"]["failed"] == 1
