@@ -63,13 +63,27 @@ def encode(message: tuple[Any, ...]) -> bytes:
     return MESSAGE + pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def portable(exc: BaseException) -> BaseException:
-    """The exception itself when it survives pickling, else a RuntimeError with its text."""
+ExceptionState = tuple[type[BaseException], tuple[Any, ...], dict[str, Any]]
+
+
+def portable(exc: BaseException) -> ExceptionState:
+    """An exception as its class, args and attributes: an exception whose ``__init__`` takes
+    other arguments than ``args`` (``DriverError``) does not survive plain pickling."""
+    state = (type(exc), exc.args, dict(getattr(exc, "__dict__", {})))
     try:
-        pickle.loads(pickle.dumps(exc))
-        return exc
+        pickle.dumps(state)
+        return state
     except Exception:
-        return RuntimeError(f"{type(exc).__name__}: {exc}")
+        return RuntimeError, (f"{type(exc).__name__}: {exc}",), {}
+
+
+def rebuild(state: ExceptionState) -> BaseException:
+    """The exception :func:`portable` took apart, of its own class, as the worker raised it."""
+    cls, args, attributes = state
+    exc = cls.__new__(cls)
+    exc.args = args
+    exc.__dict__.update(attributes)
+    return exc
 
 
 def health_state(h: InstrumentHealth, events_sent: int) -> dict[str, Any]:
@@ -217,9 +231,9 @@ class ShardRuntime:
             try:
                 self.outbox.post(("result", request, True, f.result()))
             except Exception as why:  # a result that does not pickle
-                self.outbox.post(("result", request, False, RuntimeError(
+                self.outbox.post(("result", request, False, portable(RuntimeError(
                     f"{iid}.{method} returned a value that cannot leave the worker process: "
-                    f"{why}")))
+                    f"{why}"))))
         fut.add_done_callback(done)
 
     def serve(self) -> None:

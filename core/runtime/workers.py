@@ -43,7 +43,7 @@ from .health import InstrumentHealth
 from .shards import Shard, plan
 from .v2 import CommandRejected
 from .v4 import RestartPolicy
-from .worker_process import BATCH, decode_batches, encode
+from .worker_process import BATCH, decode_batches, encode, rebuild
 
 log = logging.getLogger("daqhub.workers")
 
@@ -120,6 +120,8 @@ class Worker:
         self.probe: dict[str, Any] = {}
         self.pending: dict[int, tuple[str, concurrent.futures.Future[Any]]] = {}
         self.send_lock = threading.Lock()
+        #: held while commands are registered and while a death fails them: none slips between
+        self.pending_lock = threading.Lock()
         self.restarts: collections.deque[float] = collections.deque()
         self.thread = threading.Thread(target=self._main, name=f"daqhub-{self.label}",
                                        daemon=True)
@@ -173,8 +175,8 @@ class Worker:
                 break
             if not self._respawn():
                 break
-        self.state = "stopped" if self.stopped.is_set() else self.state
-        self._fail_pending("its worker process has stopped")
+        self._fail_pending("its worker process has stopped",
+                           "stopped" if self.stopped.is_set() else self.state)
 
     def _read(self) -> None:
         """Deliver what the worker sends until it is gone (or hangs while starting)."""
@@ -214,7 +216,10 @@ class Worker:
             iid_fut = self.pending.pop(request, None)
             if iid_fut is not None and not iid_fut[1].done():
                 try:
-                    (iid_fut[1].set_result if ok else iid_fut[1].set_exception)(value)
+                    if ok:
+                        iid_fut[1].set_result(value)
+                    else:
+                        iid_fut[1].set_exception(rebuild(value))
                 except concurrent.futures.InvalidStateError:
                     pass  # the caller gave up (cancelled) in the meantime
         elif kind == "notify":
@@ -231,11 +236,21 @@ class Worker:
             self.stop_report = message[1]
             self.stopped.set()
 
-    def _fail_pending(self, why: str) -> None:
-        for iid, fut in list(self.pending.values()):
+    def register(self, iid: str, method: str, request: int,
+                 fut: concurrent.futures.Future[Any]) -> None:
+        with self.pending_lock:
+            if self.state != "running":
+                raise WorkerFailed(f"{iid}.{method}: its worker process is {self.state} "
+                                   f"({self.describe()})")
+            self.pending[request] = (iid, fut)
+
+    def _fail_pending(self, why: str, state: str) -> None:
+        with self.pending_lock:
+            self.state = state
+            waiting, self.pending = list(self.pending.values()), {}
+        for iid, fut in waiting:
             if not fut.done():
                 fut.set_exception(WorkerFailed(f"{iid}: {why} ({self.describe()})"))
-        self.pending.clear()
 
     def _died(self) -> bool:
         """A worker that ended without being told to: report it on each of its instruments."""
@@ -250,8 +265,7 @@ class Worker:
             self.start_causes = {i: why for i in self.shard.ids}
             self.started.set()
             return False
-        self.state = "restarting"
-        self._fail_pending(f"its worker process {how}")
+        self._fail_pending(f"its worker process {how}", "restarting")
         log.error("worker died: %s", why)
         for h in self.healths():
             h.error(why)
@@ -361,12 +375,9 @@ class WorkerPool:
     def submit(self, iid: str, method: str, *args: Any, **kwargs: Any
                ) -> concurrent.futures.Future[Any]:
         w = self.owner[iid]
-        if w.state != "running":
-            raise WorkerFailed(f"{iid}.{method}: its worker process is {w.state} "
-                               f"({w.describe()})")
         fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
         request = next(self._requests)
-        w.pending[request] = (iid, fut)
+        w.register(iid, method, request, fut)
         try:
             w.send(("call", request, iid, method, args, kwargs))
         except (pickle.PicklingError, TypeError, AttributeError) as exc:

@@ -172,6 +172,10 @@ def test_commands_reach_instruments_in_workers_through_the_lab_api(make_lab) -> 
         lab["rot"].jog_forward()
         wait_for(lambda: lab.latest("rot")["position"]["value"] != before, 30,
                  "rot's position to change after the jog")
+        for iid in ("dmm_a", "dmm_b"):  # the driver's own error, of its own class and code
+            with pytest.raises(daqhub.DriverError) as err:
+                lab[iid].write("NO:SUCH:CMD")
+            assert err.value.code == -113 and err.value.instrument_id == iid
         with pytest.raises(AttributeError, match="no command"):
             lab["rot"].no_such_command  # noqa: B018
     assert lab.report is not None and lab.report.ok, lab.report.as_dict()
