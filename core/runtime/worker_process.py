@@ -12,7 +12,7 @@ storage or routines. The shared managers live here, so every instrument on one
 port or VISA resource is in this process and the device-ownership lock records
 (``core/resources/filelock.py``) name this process, the one holding the device.
 
-Everything goes to the parent over one pipe: unified batches as Arrow IPC
+Everything goes to the parent over one socket: unified batches as Arrow IPC
 streams, and pickled messages: ``started`` (per-instrument causes, empty when
 all started), ``health`` (every instrument's counters, each state change as it
 happens), ``notify`` (plugin notifications, delivered by the parent's plugins),
@@ -30,6 +30,7 @@ import queue
 import signal
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from multiprocessing.connection import Connection
 from typing import Any
@@ -37,26 +38,51 @@ from typing import Any
 import pyarrow as pa
 
 from ..config import LabConfig
+from .broadcast import Subscription, SubscriptionClosed
 from .health import InstrumentHealth
 
 BATCH = b"B"
 MESSAGE = b"M"
 #: how often counters and alarms go to the parent
 HEALTH_INTERVAL_S = 0.25
+#: how long the stream collects before it goes to the parent (the bridge window's length)
+WINDOW_S = 0.05
 #: plugin notifications the parent sends itself, for the whole lab
 PARENT_ONLY_HOOKS = frozenset({"daqhub_session_started", "daqhub_session_stopped"})
 
 
-def encode_batch(batch: pa.RecordBatch) -> bytes:
+def ipc_stream(batch: pa.RecordBatch) -> bytes:
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, batch.schema) as writer:
         writer.write_batch(batch)
-    return BATCH + sink.getvalue().to_pybytes()
+    return sink.getvalue().to_pybytes()  # type: ignore[no-any-return]
+
+
+def encode_batches(batches: list[pa.RecordBatch]) -> bytes:
+    """One message for a window of the stream: each channel's rows as one Arrow IPC stream.
+
+    Joining a channel's batches first makes one encoding, one decoding and one publish
+    per channel and window instead of one per poll.
+    """
+    by_channel: dict[Any, list[pa.RecordBatch]] = {}
+    for b in batches:
+        by_channel.setdefault(b.schema.metadata and tuple(b.schema.metadata.items()), []
+                              ).append(b)
+    streams = []
+    for group in by_channel.values():
+        try:
+            streams.append(ipc_stream(pa.concat_batches(group) if len(group) > 1 else group[0]))
+        except pa.ArrowInvalid:  # schemas differ after all: one stream each
+            streams += [ipc_stream(b) for b in group]
+    return BATCH + pickle.dumps(streams, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def decode_batches(data: bytes) -> list[pa.RecordBatch]:
-    with pa.ipc.open_stream(pa.py_buffer(data)[1:]) as reader:
-        return list(reader)
+    out: list[pa.RecordBatch] = []
+    for stream in pickle.loads(memoryview(data)[1:]):
+        with pa.ipc.open_stream(stream) as reader:
+            out += list(reader)
+    return out
 
 
 def encode(message: tuple[Any, ...]) -> bytes:
@@ -96,10 +122,10 @@ def health_state(h: InstrumentHealth, events_sent: int) -> dict[str, Any]:
 
 
 class Outbox:
-    """The one writer of the pipe: batches from the sink thread, messages from anywhere.
+    """The one writer of the socket: batches from the pump, messages from anywhere.
 
     Messages queue here and a sender thread writes them, so a command result that
-    completes on the event loop never waits for the pipe.
+    completes on the event loop never waits for the socket.
     """
 
     def __init__(self, conn: Connection) -> None:
@@ -132,22 +158,38 @@ class Outbox:
         self.thread.join(timeout)
 
 
-class PipeSink:
-    """The shard's only consumer of its unified stream: every batch to the parent, lossless."""
+class BatchPump:
+    """The shard's only consumer of its unified stream: everything to the parent, lossless,
+    one message per window (:data:`WINDOW_S`) rather than one per batch."""
 
     def __init__(self, outbox: Outbox) -> None:
         self.outbox = outbox
-        self.batches = 0
+        self.sub: Subscription[pa.RecordBatch] = Subscription("parent", lossless=True,
+                                                              capacity=10_000)
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._main, name="daqhub-worker-pump",
+                                       daemon=True)
 
-    def write(self, batch: pa.RecordBatch) -> None:
-        self.outbox.send_now(encode_batch(batch))
-        self.batches += 1
+    def _main(self) -> None:
+        while True:
+            try:
+                items = self.sub.get_many(HEALTH_INTERVAL_S)
+                deadline = time.monotonic() + WINDOW_S
+                while items and not self.done.is_set() and time.monotonic() < deadline:
+                    items += self.sub.get_many(max(0.0, deadline - time.monotonic()))
+            except SubscriptionClosed:
+                return
+            if items:
+                self.outbox.send_now(encode_batches(items))
+            if self.done.is_set() and self.sub.depth() == 0:
+                return
 
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> int:
-        return self.batches
+    def stop(self, timeout: float) -> bool:
+        """Send what is still queued (the runtime has stopped producing), then end."""
+        self.done.set()
+        self.thread.join(timeout)
+        self.sub.close()
+        return not self.thread.is_alive()
 
 
 class ShardRuntime:
@@ -159,8 +201,9 @@ class ShardRuntime:
 
         self.conn = conn
         self.outbox = Outbox(conn)
-        self.rt = DualRuntimeManager(lab, default_host(), sinks={"parent": PipeSink(self.outbox)},
-                                     session_id=session_id)
+        self.rt = DualRuntimeManager(lab, default_host(), session_id=session_id)
+        self.pump = BatchPump(self.outbox)
+        self.rt.taps.append(self.pump.sub)
         # plugin notifications go to the parent's plugins: one delivery per lab, not per shard
         self.rt.notifier.notify = self._notify  # type: ignore[method-assign]
         self.alarms_sent = 0
@@ -191,6 +234,7 @@ class ShardRuntime:
     def start(self) -> bool:
         from .dual import StartError
 
+        self.pump.thread.start()
         try:
             self.rt.start()
         except StartError as exc:
@@ -238,8 +282,6 @@ class ShardRuntime:
 
     def serve(self) -> None:
         """Answer the parent until it says stop or goes away, then shut the shard down."""
-        import time
-
         next_health = 0.0
         while True:
             if time.monotonic() >= next_health:
@@ -258,6 +300,9 @@ class ShardRuntime:
 
     def stop(self) -> None:
         report = self.rt.shutdown()
+        if not self.pump.stop(max(1.0, self.rt.lab.shutdown_timeout - report.duration_s)):
+            report.errors.append(f"{self.pump.sub.depth()} batch(es) not sent to the daqhub "
+                                 "process: it stopped reading")
         self.report_health()  # the final states ("stopped") before the report
         self.outbox.post(("stopped", {k: getattr(report, k) for k in
                                       ("forced", "leaked", "unclosed_resources", "errors")}))
