@@ -25,6 +25,7 @@ import itertools
 import logging
 import pickle
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -50,6 +51,11 @@ log = logging.getLogger("daqhub.workers")
 #: how long a new worker may take to import, load the plugins and start its instruments,
 #: on top of the restart policy's ``start_timeout_s``
 SPAWN_ALLOWANCE_S = 30.0
+#: a running worker reports every 0.25 s: one silent this long is hung, and is killed
+HUNG_AFTER_S = 10.0
+#: the longest a message to a worker may wait for room in its socket (a worker that stopped
+#: reading is stuck: the sender gets an error rather than hanging with it)
+SEND_TIMEOUT_S = 5.0
 COUNTERS = ("measurements", "errors", "restarts", "reconnects", "events_total")
 
 
@@ -115,6 +121,11 @@ class Worker:
         self.started = threading.Event()
         self.start_causes: dict[str, str] = {}
         self.spawned_at = 0.0
+        self.heard_at = 0.0
+        #: a worker ran its instruments once: from then on a death is restarted
+        self.ever_started = False
+        #: why the parent killed the worker, for the report of its death
+        self.kill_reason = ""
         self.stopped = threading.Event()
         self.stop_report: dict[str, list[str]] = {}
         self.probe: dict[str, Any] = {}
@@ -142,15 +153,24 @@ class Worker:
     def spawn(self) -> None:
         parent_end, child_end = socket.socketpair()
         self.started.clear()
-        self.spawned_at = time.monotonic()
+        self.stopped.clear()
+        self.spawned_at = self.heard_at = time.monotonic()
         with child_end:  # closed here at once: the parent's end reads EOF when the child dies
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "daqhub.runtime.worker_process", str(child_end.fileno())],
                 pass_fds=(child_end.fileno(),), stdin=subprocess.DEVNULL, process_group=0)
+        parent_end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                              struct.pack("ll", int(SEND_TIMEOUT_S), 0))
         self.conn = Connection(parent_end.detach())
         self.send(("lab", self.lab, ""))
         if not self.thread.is_alive():
             self.thread.start()
+
+    def kill(self, why: str) -> None:
+        if not self.kill_reason:
+            self.kill_reason = f"{why}, so it was killed"
+            log.error("%s %s", self.describe(), self.kill_reason)
+        self.process.kill()
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -179,24 +199,24 @@ class Worker:
                            "stopped" if self.stopped.is_set() else self.state)
 
     def _read(self) -> None:
-        """Deliver what the worker sends until it is gone (or hangs while starting)."""
+        """Deliver what the worker sends until it is gone; kill it when it hangs."""
         limit = self.pool.policy.start_timeout_s + SPAWN_ALLOWANCE_S
         while True:
             try:
                 if not self.conn.poll(0.5):
                     if not self.alive():
                         return
-                    if not self.started.is_set() and \
-                            time.monotonic() - self.spawned_at > limit:
-                        why = f"did not report within {limit:g} s that its instruments started"
-                        self.start_causes = {i: f"{self.describe()} {why}"
-                                             for i in self.shard.ids}
-                        self.started.set()
-                        self.process.kill()
+                    silent = time.monotonic() - self.heard_at
+                    if not self.started.is_set() and silent > limit:
+                        self.kill(f"did not report within {limit:g} s that its instruments "
+                                  "started")
+                    elif self.started.is_set() and silent > HUNG_AFTER_S:
+                        self.kill(f"sent nothing for {silent:.0f} s (hung)")
                     continue
                 data = self.conn.recv_bytes()
             except (EOFError, OSError):
                 return
+            self.heard_at = time.monotonic()
             if data[:1] == BATCH:
                 for batch in decode_batches(data):
                     self.pool.publish(batch)
@@ -231,6 +251,7 @@ class Worker:
         elif kind == "started":
             self.start_causes = dict(message[1])
             self.state = "running" if not self.start_causes else "failed"
+            self.ever_started |= not self.start_causes
             self.started.set()
         elif kind == "stopped":
             self.stop_report = message[1]
@@ -254,15 +275,18 @@ class Worker:
 
     def _died(self) -> bool:
         """A worker that ended without being told to: report it on each of its instruments."""
-        if self.stopped.is_set():
-            return False
         self.join(1.0)
         code = self.process.returncode
-        how = f"was killed by signal {-code}" if code is not None and code < 0 else \
-            f"exited with code {code}"
+        how = self.kill_reason or (
+            f"was killed by signal {-code}" if code is not None and code < 0 else
+            f"exited with code {code}")
+        if self.start_causes and not self.kill_reason:
+            how += f" after it could not start: {next(iter(self.start_causes.values()))}"
+        self.kill_reason = ""
         why = f"{self.describe()} {how}"
-        if not self.started.is_set():  # died while starting: a start failure, not a crash
-            self.start_causes = {i: why for i in self.shard.ids}
+        if not self.ever_started:  # the lab's start failed: StartError names it, no restart
+            if not self.start_causes:
+                self.start_causes = {i: why for i in self.shard.ids}
             self.started.set()
             return False
         self._fail_pending(f"its worker process {how}", "restarting")
@@ -384,6 +408,12 @@ class WorkerPool:
             w.pending.pop(request, None)
             raise TypeError(f"{iid}.{method}: its arguments cannot be sent to the worker "
                             f"process: {exc}") from None
+        except BlockingIOError:  # half a message may be in the socket: the worker is lost
+            w.pending.pop(request, None)
+            why = (f"{iid}.{method}: {w.describe()} took no message for {SEND_TIMEOUT_S:g} s "
+                   "(it stopped reading its socket); it is killed and started again")
+            w.kill(f"took no message for {SEND_TIMEOUT_S:g} s")
+            raise WorkerFailed(why) from None
         except (OSError, ValueError) as exc:
             w.pending.pop(request, None)
             raise WorkerFailed(f"{iid}.{method}: the worker process is gone ({exc})") from None

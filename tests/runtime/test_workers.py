@@ -334,3 +334,20 @@ def test_a_worker_that_dies_too_often_leaves_its_instruments_failed(make_lab) ->
     assert sorted(f.split(":")[0] for f in report.failed) == ["rot", "slide"]
     events = {o["id"]: o["event_counts"] for o in report.instruments}
     assert events["rot"]["worker died"] == 2 and events["rot"]["failed"] == 1
+
+
+@pytest.mark.timeout(240)
+def test_a_hung_worker_is_killed_and_restarted(make_lab) -> None:
+    from daqhub.runtime.workers import HUNG_AFTER_S
+
+    with daqhub.open_lab(make_lab(2), report=None) as lab:
+        rt = lab.rt
+        worker = next(w for w in rt.pool.workers if "dmm_a" in w.shard.ids)
+        hung = worker.process.pid
+        os.kill(hung, signal.SIGSTOP)  # alive, but silent: nothing it runs can go on
+        wait_for(lambda: rt.health_of("dmm_a").restarts == 1
+                 and rt.health_of("dmm_a").state == "running", HUNG_AFTER_S + 60,
+                 "dmm_a running in a new worker")
+        assert worker.process.pid != hung and gone(hung)
+        assert "(hung), so it was killed" in rt.health_of("dmm_a").last_error_seen
+    assert lab.report is not None and lab.report.ok, lab.report.as_dict()
