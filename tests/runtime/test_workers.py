@@ -262,13 +262,18 @@ def gone(pid: int) -> bool:
 
 
 @pytest.mark.timeout(240)
-def test_ctrl_c_stops_every_worker_and_the_run_is_clean(make_lab, tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["Ctrl-C", "SIGTERM"])
+def test_ctrl_c_stops_every_worker_and_the_run_is_clean(how: str, make_lab, tmp_path: Path
+                                                       ) -> None:
     lab_file = tmp_path / "lab.toml"
     lab_file.write_text(make_lab(5))  # more workers than groups: one per group
     proc, children = start_cli(lab_file)
     try:
         assert len(children) == 2, children
-        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        if how == "Ctrl-C":
+            os.killpg(proc.pid, signal.SIGINT)  # what a terminal does: the whole group
+        else:
+            os.kill(proc.pid, signal.SIGTERM)  # what a service manager does
         out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
