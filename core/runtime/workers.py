@@ -162,7 +162,10 @@ class Worker:
         parent_end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
                               struct.pack("ll", int(SEND_TIMEOUT_S), 0))
         self.conn = Connection(parent_end.detach())
-        self.send(("lab", self.lab, ""))
+        try:
+            self.send(("lab", self.lab, ""))
+        except OSError:
+            pass  # it died at once: its reader sees the end of the socket and reports it
         if not self.thread.is_alive():
             self.thread.start()
 
@@ -304,13 +307,8 @@ class Worker:
         while self.restarts and now - self.restarts[0] > policy.window_s:
             self.restarts.popleft()
         if len(self.restarts) >= policy.max_restarts:
-            why = (f"{self.shard.name} died {len(self.restarts) + 1} times within "
-                   f"{policy.window_s:g} s (max_restarts = {policy.max_restarts})")
-            self.state = "failed"
-            for h in self.healths():
-                self.pool.on_event(h.id, "failed", why)
-                h.set_state("failed", why)
-            return False
+            return self._give_up(f"{self.shard.name} died {len(self.restarts) + 1} times within "
+                                 f"{policy.window_s:g} s (max_restarts = {policy.max_restarts})")
         delay = min(policy.backoff_max_s, policy.backoff_first_s * 2 ** len(self.restarts))
         if self.pool.stopping.wait(delay):
             return False
@@ -319,9 +317,19 @@ class Worker:
             h.restarts += 1
             self.pool.on_event(h.id, "restarted", f"{self.shard.name} spawned again")
             h.carry()  # after every count of the parent's own
-        self.spawn()
+        try:
+            self.spawn()
+        except OSError as exc:  # no process at all (the interpreter went away?): final
+            return self._give_up(f"{self.shard.name} could not be started again: {exc}")
         self.state = "starting"
         return True
+
+    def _give_up(self, why: str) -> bool:
+        self.state = "failed"
+        for h in self.healths():
+            self.pool.on_event(h.id, "failed", why)
+            h.set_state("failed", why)
+        return False
 
 
 class WorkerPool:
