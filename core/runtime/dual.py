@@ -22,6 +22,10 @@ leaked (threads still alive), which resources would not close, and counts per
 instrument and channel; ``budget.json`` (one per session) keeps it with the
 budget history and every instrument's events. A second ``shutdown()`` returns
 the same report.
+
+With ``[daqhub] workers = N`` (N > 1) the instruments run in worker processes instead
+(:mod:`.workers`, each an instance of this class for its shard): this one keeps storage,
+routines, commands, health and the report, and stops the workers after phase 2.
 """
 
 from __future__ import annotations
