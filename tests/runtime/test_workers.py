@@ -210,6 +210,7 @@ def test_a_killed_worker_is_reported_per_instrument_and_restarted(make_lab) -> N
     assert all(o["state"] == "stopped" for o in report.instruments), report.as_dict()
 
 
+@pytest.mark.timeout(180)
 def test_a_command_to_a_dead_worker_is_not_sent(make_lab) -> None:
     text = make_lab(2, extra="").replace("backoff_first_s = 0.05", "backoff_first_s = 30")
     with daqhub.open_lab(text, report=None) as lab:
