@@ -49,6 +49,7 @@ from ..host import PluginHost, PluginProblem
 from ..measurement import ChannelSpec, Measurement
 from ..resources import PortEvent, SerialPortManager, VisaSessionManager, line_settings
 from ..routines import RoutineRunner
+from ..schema import describe
 from ..specs import InstrumentContext, InstrumentType
 from ..storage import FlavorStorage, StorageSession
 from .bridge import MeasurementBridge
@@ -224,7 +225,7 @@ class DualRuntimeManager:
         self.routines = [RoutineRunner(r, self.call, self.routine_stop) for r in lab.routines]
         self._report: ShutdownReport | None = None
         #: the worker processes of ``[daqhub] workers = N`` (None: every instrument in process)
-        self.pool = WorkerPool(lab, host.serial_url_packages(), publish=self.publisher.publish,
+        self.pool = WorkerPool(lab, host.serial_url_packages(), publish=self._publish_remote,
                                notify=self.notifier.notify, on_event=self._instrument_event,
                                alarm=self._alarm) if lab.workers > 1 else None
         self._shutdown_lock = threading.Lock()
@@ -379,6 +380,13 @@ class DualRuntimeManager:
 
     def output_dirs(self) -> dict[str, Path]:
         return {str(f): d for f, d in self.storage.directories.items()} if self.storage else {}
+
+    def _publish_remote(self, batch: pa.RecordBatch) -> None:
+        """A worker's unified batch (already ordered there): counted, then straight out."""
+        assert self.bridge is not None, "worker batches are held until the bridge exists"
+        iid, spec = describe(batch.schema)
+        self.bridge.counts[self.types[iid].flavor][(iid, spec.name)] += batch.num_rows
+        self.bridge.unified.publish(batch)
 
     def _health_error(self, iid: str, msg: str) -> None:
         h = self.health_of(iid)
