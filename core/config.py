@@ -101,6 +101,9 @@ DAQHUB_KEYS: dict[str, Any] = {
     "web": WEB_SCHEMA,
     "serve": SERVE_SCHEMA,
     "restart": RESTART_SCHEMA,
+    "workers": {"type": "integer", "minimum": 1, "maximum": 64, "default": 1,
+                "description": "processes the instruments run in, sharded by shared port or "
+                               "VISA resource (1: all in the daqhub process)"},
 }
 FLAVOR_KEYS: dict[str, Any] = {
     "enabled": {"type": "boolean", "default": True},
@@ -198,6 +201,7 @@ class LabConfig:
     providers: Mapping[str, str] = field(default_factory=dict)
     restart: Mapping[str, Any] = field(default_factory=dict)
     loop_watchdog_s: float = 0.3
+    workers: int = 1
 
     def instruments(self) -> list[InstrumentConfig]:
         return [i for f in self.flavors.values() if f.enabled for i in f.instruments]
@@ -584,6 +588,7 @@ def validate(data: Mapping[str, Any], text: str, file: str, host: PluginHost,
         providers=providers,
         restart=dict(daq.get("restart", {})),
         loop_watchdog_s=float(daq.get("loop_watchdog_s", 0.3)),
+        workers=int(daq.get("workers", 1)),
     ), []
 
 

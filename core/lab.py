@@ -146,7 +146,7 @@ class Instrument:
         rt = lab.rt
         self._lab = lab
         self.id = instrument_id
-        self.flavor = "v2" if instrument_id in rt.v2.workers else "v4"
+        self.flavor = rt.health_of(instrument_id).flavor
         self.itype = rt.types[instrument_id]
         self.type = self.itype.name
         self.capabilities = tuple(self.itype.capabilities)
@@ -314,7 +314,7 @@ class Lab:
         self.report_to = report_to
         self.report: ShutdownReport | None = None
         self.instruments: dict[str, Instrument] = {
-            iid: Instrument(self, iid) for iid in [*rt.v2.workers, *rt.v4.runners]}
+            iid: Instrument(self, iid) for iid in rt.instrument_ids()}
         self.stop_event = threading.Event()
         self._latest = _Latest(rt.subscribe("lab-latest", lossless=False, capacity=100))
 

@@ -116,7 +116,7 @@ class SessionRecords:
 
     def start(self, timeout: float = SNAPSHOT_TIMEOUT_S) -> None:
         """Take the session-start snapshot of every instrument and write the first files."""
-        ids = [*self.rt.v2.workers, *self.rt.v4.runners]
+        ids = self.rt.instrument_ids()
         futures = {}
         for iid in ids:
             try:

@@ -22,6 +22,10 @@ leaked (threads still alive), which resources would not close, and counts per
 instrument and channel; ``budget.json`` (one per session) keeps it with the
 budget history and every instrument's events. A second ``shutdown()`` returns
 the same report.
+
+With ``[daqhub] workers = N`` (N > 1) the instruments run in worker processes instead
+(:mod:`.workers`, each an instance of this class for its shard): this one keeps storage,
+routines, commands, health and the report, and stops the workers after phase 2.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from ..host import PluginHost, PluginProblem
 from ..measurement import ChannelSpec, Measurement
 from ..resources import PortEvent, SerialPortManager, VisaSessionManager, line_settings
 from ..routines import RoutineRunner
+from ..schema import describe
 from ..specs import InstrumentContext, InstrumentType
 from ..storage import FlavorStorage, StorageSession
 from .bridge import MeasurementBridge
@@ -57,6 +62,7 @@ from .rates import RateWatch
 from .v2 import V2Runtime
 from .v4 import RestartPolicy, V4Runtime
 from .watchdog import LoopWatchdog
+from .workers import WorkerPool
 
 log = logging.getLogger("daqhub.runtime")
 
@@ -216,6 +222,10 @@ class DualRuntimeManager:
         self.on_command: list[Callable[[str, str], None]] = []
         self.routines = [RoutineRunner(r, self.call, self.routine_stop) for r in lab.routines]
         self._report: ShutdownReport | None = None
+        #: the worker processes of ``[daqhub] workers = N`` (None: every instrument in process)
+        self.pool = WorkerPool(lab, host.serial_url_packages(), publish=self._publish_remote,
+                               notify=self.notifier.notify, on_event=self._instrument_event,
+                               alarm=self._alarm) if lab.workers > 1 else None
         self._shutdown_lock = threading.Lock()
         self.started = False
         self._announced = False
@@ -293,6 +303,10 @@ class DualRuntimeManager:
                 if itype is None:
                     causes[inst.id] = f"type {inst.type} ({inst.flavor}) is not installed"
                     continue
+                if self.pool is not None:
+                    self.types[inst.id] = itype
+                    self.pool.add(inst, itype, self.channels).listener = self._state_changed
+                    continue
                 try:
                     ctx = self._context(inst, itype)
                 except Exception as exc:  # each instrument reports its own cause
@@ -305,6 +319,8 @@ class DualRuntimeManager:
                     policy = dataclasses.replace(self.v4.policy, **inst.block.get("restart", {}))
                     worker = self.v4.add(itype, ctx, inst.poll_hz, policy)
                 worker.health.listener = self._state_changed
+            if self.pool is not None and not causes:
+                causes.update(self.pool.start())
             if causes:
                 raise StartError(causes)
             self.notifier.start()
@@ -328,6 +344,8 @@ class DualRuntimeManager:
             self.notifier.notify("daqhub_session_started", session_id=self.session_id,
                                  output_dirs={f: str(d) for f, d in self.output_dirs().items()})
             self._announced = True
+            if self.pool is not None:
+                self.pool.attach()
             self.v4.start()
             self.v2.start()
             self.watchdog.start()
@@ -362,6 +380,13 @@ class DualRuntimeManager:
     def output_dirs(self) -> dict[str, Path]:
         return {str(f): d for f, d in self.storage.directories.items()} if self.storage else {}
 
+    def _publish_remote(self, batch: pa.RecordBatch) -> None:
+        """A worker's unified batch (already ordered there): counted, then straight out."""
+        assert self.bridge is not None, "worker batches are held until the bridge exists"
+        iid, spec = describe(batch.schema)
+        self.bridge.counts[self.types[iid].flavor][(iid, spec.name)] += batch.num_rows
+        self.bridge.unified.publish(batch)
+
     def _health_error(self, iid: str, msg: str) -> None:
         h = self.health_of(iid)
         if h is not None:
@@ -383,6 +408,8 @@ class DualRuntimeManager:
             result = self.v2.call(instrument_id, method, *args, timeout=timeout, **kwargs)
         elif instrument_id in self.v4.runners:
             result = self.v4.ask(instrument_id, method, *args, timeout=timeout, **kwargs)
+        elif self.pool is not None and instrument_id in self.pool.health:
+            result = self.pool.call(instrument_id, method, args, kwargs, timeout)
         else:
             raise KeyError(f"no running instrument {instrument_id!r}")
         self.command_done(instrument_id, method)
@@ -399,6 +426,8 @@ class DualRuntimeManager:
             return self.v2.workers[instrument_id].submit(method, *args, **kwargs)
         if instrument_id in self.v4.runners:
             return self.v4.ask_future(instrument_id, method, *args, **kwargs)
+        if self.pool is not None and instrument_id in self.pool.health:
+            return self.pool.submit(instrument_id, method, *args, **kwargs)
         raise KeyError(f"no running instrument {instrument_id!r}")
 
     def command_done(self, instrument_id: str, method: str) -> None:
@@ -410,11 +439,20 @@ class DualRuntimeManager:
             return self.v2.workers[instrument_id].health
         if instrument_id in self.v4.runners:
             return self.v4.runners[instrument_id].health
-        return None
+        return self.pool.health.get(instrument_id) if self.pool is not None else None
+
+    def instrument_ids(self) -> list[str]:
+        """Every running instrument, of either flavor, in process or in a worker."""
+        return [*self.v2.workers, *self.v4.runners, *(self.pool.health if self.pool else ())]
+
+    def probe(self) -> dict[str, Any]:
+        """Queues, mailboxes and resources now (what a worker process reports to its parent)."""
+        return self._probe()
 
     def health(self) -> dict[str, Any]:
         instruments = [w.health.snapshot() for w in self.v2.workers.values()]
         instruments += [r.health.snapshot() for r in self.v4.runners.values()]
+        instruments += [h.snapshot() for h in (self.pool.health.values() if self.pool else ())]
         return {"instruments": instruments, **self._probe(),
                 "routines": [{**vars(r.state), "progress": r.state.progress()}
                              for r in self.routines],
@@ -429,11 +467,12 @@ class DualRuntimeManager:
         mailboxes = {r.id: r.mailbox.depth() for r in self.v4.runners.values() if r.mailbox}
         resources = {p.name: p.stats() for p in self.serial.ports()}
         resources.update({r.label: r.stats() for r in self.visa.resources()})
-        return {"queues": queues, "mailboxes": mailboxes, "resources": resources,
-                "bridge": self.bridge.stats() if self.bridge else {},
-                "restarts": sum(r.health.restarts for r in self.v4.runners.values()),
-                "reconnects": sum(w.health.reconnects for w in self.v2.workers.values())
-                + sum(r.health.reconnects for r in self.v4.runners.values())}
+        probe = {"queues": queues, "mailboxes": mailboxes, "resources": resources,
+                 "bridge": self.bridge.stats() if self.bridge else {},
+                 "restarts": sum(r.health.restarts for r in self.v4.runners.values()),
+                 "reconnects": sum(w.health.reconnects for w in self.v2.workers.values())
+                 + sum(r.health.reconnects for r in self.v4.runners.values())}
+        return self.pool.merge_probe(probe) if self.pool is not None else probe
 
     def counts(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
@@ -471,6 +510,9 @@ class DualRuntimeManager:
         # 2. wait V4, then V2
         v4_stuck = self.v4.wait(left(self.phases.v4_s))
         v2_stuck = self.v2.wait(left(self.phases.v2_s))
+        if self.pool is not None:  # each worker runs these phases for its own shard
+            self.pool.stop(max(0.0, left(self.phases.total_s) - 2.0), report.forced, report.leaked,
+                           report.unclosed_resources, report.errors)
         # 3. force: unblock producers waiting on full queues, cancel actors, close hardware
         self.stop_event.set()
         if v4_stuck:

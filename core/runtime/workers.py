@@ -1,0 +1,482 @@
+"""The parent side of ``[daqhub] workers = N``: shards of the lab in worker processes.
+
+The parent keeps everything a user sees: storage (one writer), routines, the
+Lab API, the live view, the report and ``budget.json``. Each worker (see
+:mod:`.worker_process`) runs one :mod:`.shards` shard and streams its unified
+batches here, where they join the parent's unified stream as if produced in
+process. Each remote instrument has a :class:`RemoteHealth` that mirrors the
+worker's own record of it, so reports and exit codes are judged the same way.
+
+A worker that dies (a crash, ``kill -9``) is noticed by its supervisor thread at
+once (the pipe closes): its instruments get the error and go ``restarting``,
+commands waiting on it fail, and it is spawned again after the lab's restart
+backoff (``[daqhub.restart]``: ``backoff_first_s`` doubling up to
+``backoff_max_s``); more than ``max_restarts`` within ``window_s`` leaves its
+instruments ``failed``, as for a v4 actor. Every wait is bounded and its error
+names the worker, its process id and its instruments.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import itertools
+import logging
+import pickle
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+import pyarrow as pa
+
+from ..config import InstrumentConfig, LabConfig
+from ..measurement import ChannelSpec
+from ..specs import InstrumentType
+from .health import InstrumentHealth
+from .shards import Shard, plan
+from .v2 import CommandRejected
+from .v4 import RestartPolicy
+from .worker_process import BATCH, decode_batches, encode, rebuild
+
+log = logging.getLogger("daqhub.workers")
+
+#: how long a new worker may take to import, load the plugins and start its instruments,
+#: on top of the restart policy's ``start_timeout_s``
+SPAWN_ALLOWANCE_S = 30.0
+#: a running worker reports every 0.25 s: one silent this long is hung, and is killed
+HUNG_AFTER_S = 10.0
+#: the longest a message to a worker may wait for room in its socket (a worker that stopped
+#: reading is stuck: the sender gets an error rather than hanging with it)
+SEND_TIMEOUT_S = 5.0
+COUNTERS = ("measurements", "errors", "restarts", "reconnects", "events_total")
+
+
+@dataclass
+class RemoteHealth(InstrumentHealth):
+    """The parent's copy of a worker instrument's health.
+
+    A restarted worker counts from zero again, so what earlier processes counted
+    (and what the parent itself recorded: the deaths and restarts) is carried.
+    """
+
+    rate_mirror: float = 0.0
+    carried: dict[str, int] = field(default_factory=dict, repr=False)
+    carried_counts: collections.Counter[str] = field(default_factory=collections.Counter,
+                                                     repr=False)
+
+    def rate_hz(self) -> float:
+        return self.rate_mirror
+
+    def mirror(self, s: Mapping[str, Any], reason: str = "") -> None:
+        with self._lock:
+            for k in COUNTERS:
+                setattr(self, k, self.carried.get(k, 0) + int(s[k]))
+            self.event_counts = self.carried_counts + collections.Counter(s["event_counts"])
+            self.events.extend(s["new_events"])
+            self.last_error = s["last_error"]
+            self.last_error_seen = s["last_error_seen"] or self.last_error_seen
+            self.last_value, self.last_timestamp_ns = s["last_value"], s["last_timestamp_ns"]
+            self.rate_mirror = float(s["rate_hz"])
+        self.set_state(s["state"], reason)
+
+    def carry(self) -> None:
+        """Keep what is counted now: the next worker process starts from zero."""
+        with self._lock:
+            self.carried = {k: getattr(self, k) for k in COUNTERS}
+            self.carried_counts = collections.Counter(self.event_counts)
+            self.rate_mirror = 0.0
+
+
+def shard_lab(lab: LabConfig, shard: Shard, shutdown_s: float) -> LabConfig:
+    """The lab a worker runs: its instruments only, no routines, serving or storage."""
+    ids = set(shard.ids)
+    flavors = {f: dataclasses.replace(fc, instruments=[i for i in fc.instruments if i.id in ids])
+               for f, fc in lab.flavors.items()}
+    return dataclasses.replace(lab, flavors=flavors, routines=[], serve={}, workers=1,
+                               shutdown_timeout=shutdown_s)
+
+
+class WorkerFailed(CommandRejected):
+    """A command could not reach its instrument: the worker process died or is restarting."""
+
+
+class Worker:
+    """One worker process, and the thread that reads it and restarts it when it dies."""
+
+    def __init__(self, pool: WorkerPool, shard: Shard) -> None:
+        self.pool = pool
+        self.shard = shard
+        self.lab = shard_lab(pool.lab, shard, max(1.0, pool.lab.shutdown_timeout - 3.0))
+        self.process: Any = None
+        self.conn: Any = None
+        self.state = "starting"
+        self.started = threading.Event()
+        self.start_causes: dict[str, str] = {}
+        self.spawned_at = 0.0
+        self.heard_at = 0.0
+        #: a worker ran its instruments once: from then on a death is restarted
+        self.ever_started = False
+        #: why the parent killed the worker, for the report of its death
+        self.kill_reason = ""
+        self.stopped = threading.Event()
+        self.stop_report: dict[str, list[str]] = {}
+        self.probe: dict[str, Any] = {}
+        self.pending: dict[int, tuple[str, concurrent.futures.Future[Any]]] = {}
+        self.send_lock = threading.Lock()
+        #: held while commands are registered and while a death fails them: none slips between
+        self.pending_lock = threading.Lock()
+        self.restarts: collections.deque[float] = collections.deque()
+        self.thread = threading.Thread(target=self._main, name=f"daqhub-{self.label}",
+                                       daemon=True)
+
+    @property
+    def label(self) -> str:
+        return self.shard.name.replace(" ", "-")
+
+    def describe(self) -> str:
+        pid = self.process.pid if self.process is not None else "not running"
+        return f"{self.shard.name} (pid {pid}; {', '.join(self.shard.ids)})"
+
+    def healths(self) -> list[RemoteHealth]:
+        return [self.pool.health[i] for i in self.shard.ids]
+
+    # --- process ------------------------------------------------------------------------
+
+    def spawn(self) -> None:
+        parent_end, child_end = socket.socketpair()
+        self.started.clear()
+        self.stopped.clear()
+        self.spawned_at = self.heard_at = time.monotonic()
+        with child_end:  # closed here at once: the parent's end reads EOF when the child dies
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "daqhub.runtime.worker_process", str(child_end.fileno())],
+                pass_fds=(child_end.fileno(),), stdin=subprocess.DEVNULL, process_group=0)
+        parent_end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                              struct.pack("ll", int(SEND_TIMEOUT_S), 0))
+        self.conn = Connection(parent_end.detach())
+        try:
+            self.send(("lab", self.lab, ""))
+        except OSError:
+            pass  # it died at once: its reader sees the end of the socket and reports it
+        if not self.thread.is_alive():
+            self.thread.start()
+
+    def kill(self, why: str) -> None:
+        if not self.kill_reason:
+            self.kill_reason = f"{why}, so it was killed"
+            log.error("%s %s", self.describe(), self.kill_reason)
+        self.process.kill()
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def join(self, timeout: float) -> bool:
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        data = encode(message)
+        with self.send_lock:
+            self.conn.send_bytes(data)
+
+    def _main(self) -> None:
+        while True:
+            self._read()
+            self.conn.close()
+            if self.pool.stopping.is_set() or not self._died():
+                break
+            if not self._respawn():
+                break
+        self._fail_pending("its worker process has stopped",
+                           "stopped" if self.stopped.is_set() else self.state)
+
+    def _read(self) -> None:
+        """Deliver what the worker sends until it is gone; kill it when it hangs."""
+        limit = self.pool.policy.start_timeout_s + SPAWN_ALLOWANCE_S
+        while True:
+            try:
+                if not self.conn.poll(0.5):
+                    if not self.alive():
+                        return
+                    silent = time.monotonic() - self.heard_at
+                    if not self.started.is_set() and silent > limit:
+                        self.kill(f"did not report within {limit:g} s that its instruments "
+                                  "started")
+                    elif self.started.is_set() and silent > HUNG_AFTER_S:
+                        self.kill(f"sent nothing for {silent:.0f} s (hung)")
+                    continue
+                data = self.conn.recv_bytes()
+            except (EOFError, OSError):
+                return
+            self.heard_at = time.monotonic()
+            if data[:1] == BATCH:
+                for batch in decode_batches(data):
+                    self.pool.publish(batch)
+            else:
+                self._handle(pickle.loads(data[1:]))
+
+    def _handle(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "health":
+            for iid, state in message[1].items():
+                self.pool.health[iid].mirror(state)
+            self.probe = message[2]
+        elif kind == "state":
+            self.pool.health[message[1]].mirror(message[2], message[4])
+        elif kind == "result":
+            _, request, ok, value = message
+            iid_fut = self.pending.pop(request, None)
+            if iid_fut is not None and not iid_fut[1].done():
+                try:
+                    if ok:
+                        iid_fut[1].set_result(value)
+                    else:
+                        iid_fut[1].set_exception(rebuild(value))
+                except concurrent.futures.InvalidStateError:
+                    pass  # the caller gave up (cancelled) in the meantime
+        elif kind == "notify":
+            self.pool.notify(message[1], **message[2])
+        elif kind == "alarm":
+            alarm = dict(message[1])
+            self.pool.alarm(alarm.pop("what"), alarm.pop("message"),
+                            {k: v for k, v in alarm.items() if k != "time"})
+        elif kind == "started":
+            self.start_causes = dict(message[1])
+            self.state = "running" if not self.start_causes else "failed"
+            self.ever_started |= not self.start_causes
+            self.started.set()
+        elif kind == "stopped":
+            self.stop_report = message[1]
+            self.stopped.set()
+
+    def register(self, iid: str, method: str, request: int,
+                 fut: concurrent.futures.Future[Any]) -> None:
+        with self.pending_lock:
+            if self.state != "running":
+                raise WorkerFailed(f"{iid}.{method}: its worker process is {self.state} "
+                                   f"({self.describe()})")
+            self.pending[request] = (iid, fut)
+
+    def _fail_pending(self, why: str, state: str) -> None:
+        with self.pending_lock:
+            self.state = state
+            waiting, self.pending = list(self.pending.values()), {}
+        for iid, fut in waiting:
+            if not fut.done():
+                fut.set_exception(WorkerFailed(f"{iid}: {why} ({self.describe()})"))
+
+    def _died(self) -> bool:
+        """A worker that ended without being told to: report it on each of its instruments."""
+        self.join(1.0)
+        code = self.process.returncode
+        how = self.kill_reason or (
+            f"was killed by signal {-code}" if code is not None and code < 0 else
+            f"exited with code {code}")
+        if self.start_causes and not self.kill_reason:
+            how += f" after it could not start: {next(iter(self.start_causes.values()))}"
+        self.kill_reason = ""
+        why = f"{self.describe()} {how}"
+        if not self.ever_started:  # the lab's start failed: StartError names it, no restart
+            if not self.start_causes:
+                self.start_causes = {i: why for i in self.shard.ids}
+            self.started.set()
+            return False
+        self._fail_pending(f"its worker process {how}", "restarting")
+        log.error("worker died: %s", why)
+        for h in self.healths():
+            h.error(why)
+            self.pool.on_event(h.id, "worker died", why)  # recorded in h.events there
+            h.set_state("restarting", why)
+        return True
+
+    def _respawn(self) -> bool:
+        """Spawn the worker again after the backoff, unless it died too often."""
+        policy = self.pool.policy
+        now = time.monotonic()
+        while self.restarts and now - self.restarts[0] > policy.window_s:
+            self.restarts.popleft()
+        if len(self.restarts) >= policy.max_restarts:
+            return self._give_up(f"{self.shard.name} died {len(self.restarts) + 1} times within "
+                                 f"{policy.window_s:g} s (max_restarts = {policy.max_restarts})")
+        delay = min(policy.backoff_max_s, policy.backoff_first_s * 2 ** len(self.restarts))
+        if self.pool.stopping.wait(delay):
+            return False
+        self.restarts.append(time.monotonic())
+        for h in self.healths():
+            h.restarts += 1
+            self.pool.on_event(h.id, "restarted", f"{self.shard.name} spawned again")
+            h.carry()  # after every count of the parent's own
+        try:
+            self.spawn()
+        except OSError as exc:  # no process at all (the interpreter went away?): final
+            return self._give_up(f"{self.shard.name} could not be started again: {exc}")
+        self.state = "starting"
+        return True
+
+    def _give_up(self, why: str) -> bool:
+        self.state = "failed"
+        for h in self.healths():
+            self.pool.on_event(h.id, "failed", why)
+            h.set_state("failed", why)
+        return False
+
+
+class WorkerPool:
+    """Every worker of a lab; the runtime manager's way to its remote instruments."""
+
+    def __init__(self, lab: LabConfig, url_packages: Sequence[str], *,
+                 publish: Callable[[pa.RecordBatch], None],
+                 notify: Callable[..., None],
+                 on_event: Callable[[str, str, str], None],
+                 alarm: Callable[[str, str, Mapping[str, Any] | None], None]) -> None:
+        self.lab = lab
+        self.url_packages = list(url_packages)
+        self.policy = RestartPolicy.from_config(lab.restart)
+        self._publish = publish
+        self.notify = notify
+        self.on_event = on_event
+        self.alarm = alarm
+        self.health: dict[str, RemoteHealth] = {}
+        self.types: dict[str, InstrumentType] = {}
+        self.instruments: list[InstrumentConfig] = []
+        self.workers: list[Worker] = []
+        self.owner: dict[str, Worker] = {}
+        self.stopping = threading.Event()
+        self._held: list[pa.RecordBatch] | None = []
+        self._held_lock = threading.Lock()
+        self._requests = itertools.count()
+
+    def add(self, inst: InstrumentConfig, itype: InstrumentType,
+            channels: dict[tuple[str, str], ChannelSpec]) -> RemoteHealth:
+        """Declare an instrument a worker will run; its channels as the lab declares them."""
+        for c in itype.channels_for(inst.block):
+            channels[(inst.id, c.name)] = c
+        self.instruments.append(inst)
+        self.types[inst.id] = itype
+        self.health[inst.id] = RemoteHealth(inst.id, itype.name, inst.flavor)
+        return self.health[inst.id]
+
+    def start(self) -> dict[str, str]:
+        """Spawn every worker and wait until each started its instruments: the causes of
+        those that did not, per instrument (empty when all started)."""
+        shards = plan(self.instruments, self.types, self.lab.workers, self.lab.visa_lock_scope,
+                      self.url_packages)
+        if len(shards) < self.lab.workers:
+            log.info("workers = %d, but the lab has %d resource group(s): %d worker(s) run",
+                     self.lab.workers, len(shards), len(shards))
+        for shard in shards:
+            w = Worker(self, shard)
+            self.workers.append(w)
+            self.owner.update({i: w for i in shard.ids})
+            w.spawn()
+        limit = self.policy.start_timeout_s + SPAWN_ALLOWANCE_S + 1.0
+        deadline = time.monotonic() + limit
+        causes: dict[str, str] = {}
+        for w in self.workers:
+            if not w.started.wait(max(0.0, deadline - time.monotonic())):
+                causes.update({i: f"{w.describe()} did not report within {limit:g} s that "
+                                  "its instruments started" for i in w.shard.ids})
+            causes.update(w.start_causes)
+        return causes
+
+    def publish(self, batch: pa.RecordBatch) -> None:
+        with self._held_lock:
+            if self._held is not None:
+                self._held.append(batch)
+                return
+        self._publish(batch)
+
+    def attach(self) -> None:
+        """The unified stream is ready: what the workers sent so far goes out first."""
+        with self._held_lock:
+            held, self._held = self._held or [], None
+            for batch in held:
+                self._publish(batch)
+
+    def submit(self, iid: str, method: str, *args: Any, **kwargs: Any
+               ) -> concurrent.futures.Future[Any]:
+        w = self.owner[iid]
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        request = next(self._requests)
+        w.register(iid, method, request, fut)
+        try:
+            w.send(("call", request, iid, method, args, kwargs))
+        except (pickle.PicklingError, TypeError, AttributeError) as exc:
+            w.pending.pop(request, None)
+            raise TypeError(f"{iid}.{method}: its arguments cannot be sent to the worker "
+                            f"process: {exc}") from None
+        except BlockingIOError:  # half a message may be in the socket: the worker is lost
+            w.pending.pop(request, None)
+            why = (f"{iid}.{method}: {w.describe()} took no message for {SEND_TIMEOUT_S:g} s "
+                   "(it stopped reading its socket); it is killed and started again")
+            w.kill(f"took no message for {SEND_TIMEOUT_S:g} s")
+            raise WorkerFailed(why) from None
+        except (OSError, ValueError) as exc:
+            w.pending.pop(request, None)
+            raise WorkerFailed(f"{iid}.{method}: the worker process is gone ({exc})") from None
+        return fut
+
+    def call(self, iid: str, method: str, args: tuple[Any, ...], kwargs: Mapping[str, Any],
+             timeout: float) -> Any:
+        fut = self.submit(iid, method, *args, **kwargs)
+        try:
+            return fut.result(timeout)
+        except concurrent.futures.TimeoutError:
+            fut.cancel()
+            raise TimeoutError(f"{iid}.{method}: no result within {timeout:g} s from "
+                               f"{self.owner[iid].describe()}") from None
+
+    def merge_probe(self, probe: dict[str, Any]) -> dict[str, Any]:
+        """The parent's probe with every worker's queues, mailboxes and resources in it."""
+        for w in self.workers:
+            p = w.probe
+            for k, v in p.get("queues", {}).items():
+                probe["queues"][f"{w.label}:{k}"] = v
+            probe["mailboxes"].update(p.get("mailboxes", {}))
+            probe["resources"].update(p.get("resources", {}))
+        probe["restarts"] += sum(h.restarts for h in self.health.values())
+        probe["reconnects"] += sum(h.reconnects for h in self.health.values())
+        return probe
+
+    def stop(self, timeout: float, forced: list[str], leaked: list[str],
+             unclosed: list[str], errors: list[str]) -> None:
+        """Stop every worker within ``timeout``; what it could not do goes in the lists."""
+        deadline = time.monotonic() + timeout
+        self.stopping.set()
+
+        def left(cap: float) -> float:
+            return max(0.0, min(cap, deadline - time.monotonic()))
+
+        for w in self.workers:
+            if w.process is not None and w.alive():
+                try:
+                    w.send(("stop",))
+                except (OSError, ValueError):
+                    pass  # already gone: its thread reports it
+        for w in self.workers:
+            if w.process is None or w.state == "failed":
+                continue
+            wait = left(timeout)
+            if not w.stopped.wait(wait) and w.alive():
+                forced.append(f"{w.describe()}: no shutdown report within {wait:.1f} s, "
+                              "killed")
+                w.process.kill()
+            if not w.join(left(2.0) + 0.1):
+                leaked.append(f"worker process {w.describe()}")
+            w.thread.join(left(1.0) + 0.1)
+            if w.thread.is_alive():
+                leaked.append(f"reader thread of {w.shard.name}")
+            for key, out in (("forced", forced), ("leaked", leaked),
+                             ("unclosed_resources", unclosed), ("errors", errors)):
+                out += [f"{w.shard.name}: {x}" for x in w.stop_report.get(key, [])]

@@ -1,0 +1,357 @@
+"""``[daqhub] workers = N``: the lab's instruments in worker processes, nothing else changes.
+
+Runs on the simulators: one Elliptec bus (a v2 rotation mount and a v4 slider) and one
+pyvisa-sim DMM resource (a v2 and a v4 reading), two resource groups.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from runtime_fakes import wait_for
+
+import daqhub
+from daqhub.config import ConfigError, parse
+from daqhub.runtime.shards import plan
+from daqhub.runtime.workers import WorkerFailed
+
+
+def lab_text(out: Path, visa: str, bus: str, workers: int, extra: str = "") -> str:
+    return f"""
+[daqhub]
+output_dir = "{out}"
+workers = {workers}
+{extra}
+[daqhub.restart]
+backoff_first_s = 0.05
+[[v2.instruments]]
+id = "rot"
+type = "elliptec.ell14"
+port = "{bus}"
+address = 0
+poll_hz = 20
+[[v4.instruments]]
+id = "slide"
+type = "elliptec.ell9"
+port = "{bus}"
+address = 1
+poll_hz = 20
+[[v2.instruments]]
+id = "dmm_a"
+type = "scpi.dmm"
+resource = "GPIB0::5::INSTR"
+visa_backend = "{visa}"
+poll_hz = 40
+[[v4.instruments]]
+id = "dmm_b"
+type = "scpi.dmm"
+resource = "GPIB::5"
+visa_backend = "{visa}"
+poll_hz = 40
+"""
+
+
+@pytest.fixture
+def make_lab(tmp_path: Path, sim_url: Callable[..., str], visa_sim_backend: Callable[..., str]
+             ) -> Callable[..., str]:
+    def make(workers: int, name: str = "run", extra: str = "") -> str:
+        bus = sim_url("elliptec", devices="0:ELL14,1:ELL9", speed_scale=20)
+        return lab_text(tmp_path / name, visa_sim_backend(), bus, workers, extra)
+    return make
+
+
+def run_for(text: str, seconds: float) -> Any:
+    with daqhub.open_lab(text, report=None) as lab:
+        wait_for(lambda: all(h["state"] == "running" and h["measurements"] > 5
+                             for h in lab.rt.health()["instruments"]), 60,
+                 "every instrument running with samples")
+        time.sleep(seconds)  # the run itself: samples accumulate for this long
+        pool = lab.rt.pool
+        placed = [sorted(w.shard.ids) for w in pool.workers] if pool else None
+        dirs = lab.rt.output_dirs()
+    assert lab.report is not None
+    return lab.report, placed, dirs
+
+
+def session_layout(dirs: dict[str, Path]) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """Per stored channel: its columns and rows; per flavor: the files of its session."""
+    session = next(iter(dirs.values()))
+    tables = daqhub.read_session(session)
+    channels = {name: (t.column_names, t.num_rows) for name, t in tables.items()}
+    files = {f: sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file())
+             for f, d in dirs.items()}
+    return channels, files
+
+
+@pytest.mark.timeout(240)
+def test_two_groups_in_two_workers_store_and_report_as_in_one_process(make_lab) -> None:
+    one, placed_one, dirs_one = run_for(make_lab(1, "one"), 1.5)
+    two, placed_two, dirs_two = run_for(make_lab(2, "two"), 1.5)
+    assert placed_one is None  # workers = 1: no worker process at all
+    # each resource group whole in one worker (the DMM named two ways is one resource)
+    assert sorted(placed_two) == [["dmm_a", "dmm_b"], ["rot", "slide"]]
+    for report in (one, two):
+        assert report.ok, report.as_dict()
+        assert sorted(report.clean) == ["dmm_a", "dmm_b", "rot", "slide"]
+    assert [(o["id"], o["flavor"], o["state"], o["ok"]) for o in one.instruments] == \
+        [(o["id"], o["flavor"], o["state"], o["ok"]) for o in two.instruments]
+    ch_one, files_one = session_layout(dirs_one)
+    ch_two, files_two = session_layout(dirs_two)
+    assert files_one == files_two
+    assert {k: cols for k, (cols, _) in ch_one.items()} == \
+        {k: cols for k, (cols, _) in ch_two.items()}
+    for o in two.instruments:  # what the report counts is what is stored
+        stored = sum(rows for name, (_, rows) in ch_two.items()
+                     if name.startswith(o["id"] + "."))
+        assert stored == o["samples"] > 10, o
+    budget = json.loads(next(d / "budget.json" for d in dirs_two.values()
+                             if (d / "budget.json").exists()).read_text())
+    assert [o["id"] for o in budget["instruments"]] == [o["id"] for o in two.instruments]
+
+
+def test_instruments_sharing_a_device_are_placed_together(daqhub_host, visa_sim_backend
+                                                          ) -> None:
+    visa = visa_sim_backend()
+    lab = parse(lab_text(Path("/tmp/unused"), visa, "sim://elliptec?name=b", 2)
+                + '[[v4.instruments]]\nid = "dmm_c"\ntype = "scpi.dmm"\n'
+                  f'resource = "GPIB0::7::INSTR"\nvisa_backend = "{visa}"\npoll_hz = 200\n',
+                "<test>", daqhub_host, offline=True)
+    insts = lab.instruments()
+    types = {i.id: daqhub_host.instrument_type(i.type, i.flavor) for i in insts}
+
+    def groups(workers: int, scope: str = "resource") -> list[list[str]]:
+        return sorted(sorted(s.ids) for s in plan(insts, types, workers, scope, ["daqhub_sims"]))
+
+    # the busiest group (dmm_c, 200 polls/s) alone; the two lighter ones share a worker
+    assert groups(2) == [["dmm_a", "dmm_b", "rot", "slide"], ["dmm_c"]]
+    assert groups(3) == [["dmm_a", "dmm_b"], ["dmm_c"], ["rot", "slide"]]
+    assert groups(8) == groups(3)  # more workers than groups: one worker per group
+    assert groups(8, "board") == [["dmm_a", "dmm_b", "dmm_c"], ["rot", "slide"]]
+    assert groups(8, "global") == groups(8, "board")
+    other = parse(lab_text(Path("/tmp/unused"), visa_sim_backend(), "sim://elliptec?name=b", 2),
+                  "<test>", daqhub_host, offline=True).instruments()
+    insts += [dataclasses.replace(i, id=i.id + "_2") for i in other if i.id.startswith("dmm")]
+    types.update({i.id: types[i.id.removesuffix("_2")] for i in insts})
+    # the same resource name on another VISA library is another device
+    assert ["dmm_a_2", "dmm_b_2"] in groups(8, "board") and ["dmm_c"] in groups(8)
+    with pytest.raises(ValueError, match="at least 1"):
+        plan(insts, types, 0, "resource", [])
+
+
+@pytest.mark.parametrize("value", ["0", "-1", '"x"', "1.5", "true", "65"])
+def test_bad_workers_values_are_named_in_the_lab_file(value: str, daqhub_host) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse(f"[daqhub]\nworkers = {value}\n", "lab.toml", daqhub_host, offline=True)
+    assert any(p.line == 2 and "workers" in str(p) for p in err.value.problems), \
+        [str(p) for p in err.value.problems]
+
+
+@pytest.mark.timeout(180)
+def test_commands_reach_instruments_in_workers_through_the_lab_api(make_lab) -> None:
+    with daqhub.open_lab(make_lab(2), report=None) as lab:
+        assert lab["dmm_b"].flavor == "v4" and lab["rot"].flavor == "v2"
+        idn = lab["dmm_a"].identify()
+        assert idn and lab["dmm_b"].query("*IDN?") == idn  # both reach the one device
+        wait_for(lambda: "position" in lab.latest("rot"), 30, "a position from rot")
+        before = lab.latest("rot")["position"]["value"]
+        lab["rot"].jog_forward()
+        wait_for(lambda: lab.latest("rot")["position"]["value"] != before, 30,
+                 "rot's position to change after the jog")
+        for iid in ("dmm_a", "dmm_b"):  # the driver's own error, of its own class and code
+            with pytest.raises(daqhub.DriverError) as err:
+                lab[iid].write("NO:SUCH:CMD")
+            assert err.value.code == -113 and err.value.instrument_id == iid
+        with pytest.raises(AttributeError, match="no command"):
+            lab["rot"].no_such_command  # noqa: B018
+    assert lab.report is not None and lab.report.ok, lab.report.as_dict()
+
+
+@pytest.mark.timeout(240)
+def test_a_killed_worker_is_reported_per_instrument_and_restarted(make_lab) -> None:
+    with daqhub.open_lab(make_lab(2), report=None) as lab:
+        rt = lab.rt
+        wait_for(lambda: all(h["state"] == "running" for h in rt.health()["instruments"]),
+                 60, "every instrument running")
+        victim = next(w for w in rt.pool.workers if "dmm_a" in w.shard.ids)
+        other = next(w for w in rt.pool.workers if w is not victim)
+        other_pid = other.process.pid
+        os.kill(victim.process.pid, signal.SIGKILL)
+        wait_for(lambda: rt.health_of("dmm_a").restarts == 1
+                 and rt.health_of("dmm_a").state == "running", 60,
+                 "dmm_a restarted and running again")
+        for iid in ("dmm_a", "dmm_b"):
+            h = rt.health_of(iid)
+            assert h.restarts == 1 and h.event_counts["worker died"] == 1
+            assert any(e["event"] == "worker died" and "killed by signal 9" in e["detail"]
+                       for e in h.events), list(h.events)
+        for iid in ("rot", "slide"):  # the other worker never noticed
+            assert rt.health_of(iid).restarts == 0
+        assert other.process.pid == other_pid
+        n = rt.health_of("dmm_a").measurements
+        wait_for(lambda: rt.health_of("dmm_a").measurements > n + 5, 30,
+                 "dmm_a producing again")
+        assert lab["dmm_b"].query("*IDN?")  # commands reach the new process
+    report = lab.report
+    assert report is not None
+    outcome = {o["id"]: o for o in report.instruments}
+    assert outcome["dmm_a"]["restarts"] == outcome["dmm_b"]["restarts"] == 1
+    assert outcome["dmm_a"]["event_counts"]["worker died"] == 1
+    assert all(o["state"] == "stopped" for o in report.instruments), report.as_dict()
+
+
+@pytest.mark.timeout(180)
+def test_a_command_to_a_dead_worker_is_not_sent(make_lab) -> None:
+    text = make_lab(2, extra="").replace("backoff_first_s = 0.05", "backoff_first_s = 30")
+    with daqhub.open_lab(text, report=None) as lab:
+        rt = lab.rt
+        victim = next(w for w in rt.pool.workers if "rot" in w.shard.ids)
+        os.kill(victim.process.pid, signal.SIGKILL)
+        wait_for(lambda: rt.health_of("rot").state == "restarting", 30, "rot restarting")
+        with pytest.raises(daqhub.CommandNotSent, match="worker process is restarting"):
+            lab["rot"].jog_forward()
+        with pytest.raises(WorkerFailed):
+            rt.submit("slide", "settings")
+    report = lab.report
+    assert report is not None and not report.ok
+    assert any(f.startswith("rot: did not stop (left restarting)") for f in report.failed)
+
+
+def _children(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        found |= {int(c) for c in text}
+    return found
+
+
+def start_cli(lab_file: Path) -> tuple[subprocess.Popen[str], set[int]]:
+    """``daqhub run`` in its own session, once it stores data; and its worker processes."""
+    proc = subprocess.Popen([sys.executable, "-m", "daqhub", "run", "--plain", str(lab_file)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=lab_file.parent, start_new_session=True)
+    assert proc.stdout is not None
+    lines: list[str] = []
+    while not any("data ->" in line for line in lines):
+        line = proc.stdout.readline()
+        if not line:
+            proc.kill()
+            raise AssertionError("".join(lines) + proc.communicate(timeout=30)[1])
+        lines.append(line)
+    return proc, _children(proc.pid)
+
+
+def gone(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    try:
+        return "zombie" in status.read_text()
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("how", ["Ctrl-C", "SIGTERM"])
+def test_ctrl_c_stops_every_worker_and_the_run_is_clean(how: str, make_lab, tmp_path: Path
+                                                       ) -> None:
+    lab_file = tmp_path / "lab.toml"
+    lab_file.write_text(make_lab(5))  # more workers than groups: one per group
+    proc, children = start_cli(lab_file)
+    try:
+        assert len(children) == 2, children
+        if how == "Ctrl-C":
+            os.killpg(proc.pid, signal.SIGINT)  # what a terminal does: the whole group
+        else:
+            os.kill(proc.pid, signal.SIGTERM)  # what a service manager does
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out + err
+    assert "NOT OK" not in out and "forced" not in out and "leaked" not in out, out
+    for iid in ("rot", "slide", "dmm_a", "dmm_b"):
+        assert re.search(rf"^  {iid} \(v[24]\): stopped, [1-9]\d* samples", out, re.M), out
+    assert "Traceback" not in err, err
+    assert all(gone(pid) for pid in children), children
+
+
+@pytest.mark.timeout(240)
+def test_workers_stop_by_themselves_when_the_parent_is_killed(make_lab, tmp_path: Path
+                                                              ) -> None:
+    lab_file = tmp_path / "lab.toml"
+    lab_file.write_text(make_lab(2))
+    proc, children = start_cli(lab_file)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    wait_for(lambda: all(gone(pid) for pid in children), 60,
+             f"worker processes {children} to end after their parent was killed")
+
+
+@pytest.mark.timeout(240)
+def test_the_worker_that_opens_a_device_holds_its_ownership_record(
+        tmp_path: Path, sim_url, sim_pty, visa_sim_backend) -> None:
+    from daqhub.resources import serial_identity
+    from daqhub.resources.ownership import holder
+
+    pty = sim_pty(sim_url("elliptec", devices="0:ELL14,1:ELL9", speed_scale=20))
+    text = lab_text(tmp_path / "own", visa_sim_backend(), pty, 2)
+    identity = serial_identity(pty)
+    with daqhub.open_lab(text, report=None) as lab:
+        rt = lab.rt
+        owner = next(w for w in rt.pool.workers if "rot" in w.shard.ids)
+        record = holder(identity)
+        assert record is not None and record.pid == owner.process.pid != os.getpid()
+        first = owner.process.pid
+        os.kill(first, signal.SIGKILL)  # the kernel drops its lock; the new worker claims it
+        wait_for(lambda: rt.health_of("rot").state == "running"
+                 and rt.health_of("rot").restarts == 1, 60, "rot running in a new worker")
+        record = holder(identity)
+        assert record is not None and record.pid == owner.process.pid != first
+    assert lab.report is not None and lab.report.ok, lab.report.as_dict()
+
+
+@pytest.mark.timeout(240)
+def test_a_worker_that_dies_too_often_leaves_its_instruments_failed(make_lab) -> None:
+    text = make_lab(2).replace("backoff_first_s = 0.05", "backoff_first_s = 0.05\nmax_restarts = 1")
+    with daqhub.open_lab(text, report=None) as lab:
+        rt = lab.rt
+        worker = next(w for w in rt.pool.workers if "rot" in w.shard.ids)
+        os.kill(worker.process.pid, signal.SIGKILL)
+        wait_for(lambda: rt.health_of("rot").restarts == 1
+                 and rt.health_of("rot").state == "running", 60, "rot running again")
+        os.kill(worker.process.pid, signal.SIGKILL)
+        wait_for(lambda: rt.health_of("rot").state == "failed", 60, "rot failed")
+        assert rt.health_of("slide").state == "failed"
+        assert rt.health_of("dmm_a").state == "running"  # the other worker runs on
+    report = lab.report
+    assert report is not None and not report.ok
+    assert sorted(f.split(":")[0] for f in report.failed) == ["rot", "slide"]
+    events = {o["id"]: o["event_counts"] for o in report.instruments}
+    assert events["rot"]["worker died"] == 2 and events["rot"]["failed"] == 1
+
+
+@pytest.mark.timeout(240)
+def test_a_hung_worker_is_killed_and_restarted(make_lab) -> None:
+    from daqhub.runtime.workers import HUNG_AFTER_S
+
+    with daqhub.open_lab(make_lab(2), report=None) as lab:
+        rt = lab.rt
+        worker = next(w for w in rt.pool.workers if "dmm_a" in w.shard.ids)
+        hung = worker.process.pid
+        os.kill(hung, signal.SIGSTOP)  # alive, but silent: nothing it runs can go on
+        wait_for(lambda: rt.health_of("dmm_a").restarts == 1
+                 and rt.health_of("dmm_a").state == "running", HUNG_AFTER_S + 60,
+                 "dmm_a running in a new worker")
+        assert worker.process.pid != hung and gone(hung)
+        assert any(e["event"] == "worker died" and "(hung), so it was killed" in e["detail"]
+                   for e in rt.health_of("dmm_a").events), list(rt.health_of("dmm_a").events)
+    assert lab.report is not None and lab.report.ok, lab.report.as_dict()
