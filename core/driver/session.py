@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from types import GeneratorType
 from typing import Any, ClassVar, NamedTuple, NoReturn, TypeVar
 
@@ -180,10 +180,6 @@ class Session:
         return list(self.ctx.channels)
 
     # --- running steps: the flavor-specific hook -------------------------------------------
-    def _resource_call(self, tx: Transaction[Any]) -> tuple[Callable[[Any], Any], dict[str, Any]]:
-        return (lambda io: self.execute(io, tx)), {
-            "owner": self.id, "what": tx.command, "urgent": tx.urgent, "timeout": tx.timeout}
-
     def _io_of(self, tx: Transaction[Any]) -> Callable[[Any], Any]:
         """What a transaction runs on the open handle: its own function when the session
         executes transactions the default way (one call less per transaction)."""
@@ -196,8 +192,7 @@ class Session:
         :class:`Transaction` to the resource themselves (the commonest step, one call less):
         an override sees the other steps, and Transaction subclasses."""
         if isinstance(step, Transaction):
-            fn, kw = self._resource_call(step)
-            return self.resource.transaction(fn, **kw)
+            return _transact(self, step)
         if isinstance(step, Pause):
             time.sleep(step.seconds)
             return None
@@ -208,8 +203,7 @@ class Session:
         Transaction does not come here); I/O runs on the resource's worker, or in the loop's
         thread when the resource judges that quick (see :mod:`daqhub.resources.loopinline`)."""
         if isinstance(step, Transaction):
-            fn, kw = self._resource_call(step)
-            return await self.resource.atransaction(fn, **kw)
+            return await _atransact(self, step)
         if isinstance(step, Pause):
             await asyncio.sleep(step.seconds)
             return None
@@ -290,12 +284,23 @@ def _raise_translated(session: Session, step: Any, exc: Exception) -> NoReturn:
     raise err from exc
 
 
+def _transact(session: Session, tx: Transaction[Any]) -> Any:
+    """One transaction on the session's resource (blocking)."""
+    return session.resource.transaction(session._io_of(tx), owner=session.id, what=tx.command,
+                                        urgent=tx.urgent, timeout=tx.timeout)
+
+
+def _atransact(session: Session, tx: Transaction[Any]) -> Awaitable[Any]:
+    """:func:`_transact` for coroutines: the resource's own awaitable, no coroutine between."""
+    return session.resource.atransaction(  # type: ignore[no-any-return]
+        session._io_of(tx), owner=session.id, what=tx.command, urgent=tx.urgent,
+        timeout=tx.timeout)
+
+
 def _sync_step(session: Session, step: Any) -> Any:
     try:
         if type(step) is Transaction:  # straight to the resource (see Session.run_step)
-            return session.resource.transaction(session._io_of(step), owner=session.id,
-                                                what=step.command, urgent=step.urgent,
-                                                timeout=step.timeout)
+            return _transact(session, step)
         return session.run_step(step)
     except Exception as exc:
         _raise_translated(session, step, exc)
@@ -304,9 +309,7 @@ def _sync_step(session: Session, step: Any) -> Any:
 async def _async_step(session: Session, step: Any) -> Any:
     try:
         if type(step) is Transaction:
-            return await session.resource.atransaction(session._io_of(step), owner=session.id,
-                                                       what=step.command, urgent=step.urgent,
-                                                       timeout=step.timeout)
+            return await _atransact(session, step)
         return await session.arun_step(step)
     except Exception as exc:
         _raise_translated(session, step, exc)
