@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Mapping, Sequence
+import struct
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -187,6 +188,55 @@ def build_batch(
 
 
 _INT64 = pa.int64()
+
+
+_PACK_CODES = {"float64": "d", "float32": "f", "int64": "q", "int32": "i", "int16": "h",
+               "int8": "b", "uint64": "Q", "uint32": "I", "uint16": "H", "uint8": "B"}
+#: what ``struct`` packs as numpy converts it (an array would pack as its one element)
+_NUMBERS = frozenset({float, int, bool, np.bool_, *(np.dtype(t).type for t in _PACK_CODES)})
+
+
+@functools.lru_cache(maxsize=4096)
+def scalar_rows(instrument_id: str, spec: ChannelSpec, source: Flavor
+                ) -> Callable[[int, Any], pa.RecordBatch]:
+    """``row(timestamp_ns, value)``: one sample of a scalar channel, without metadata, as a
+    unified-stream batch, equal to what :func:`build_batch` makes of it.
+
+    A v4 poll's usual batch, so it is built from one buffer holding both numbers (the
+    timestamp, then the value at byte 8) instead of column by column: about 4 us instead of 9.
+    A value ``struct`` cannot pack as the declared dtype exactly as numpy would (a string, a
+    float for an integer channel, an out-of-range number), a boolean channel (Arrow packs
+    those in bits) and any other kind go through :func:`build_batch`, which converts or refuses
+    them as always.
+    """
+    if spec.kind != "scalar":
+        raise ValueError(f"channel {spec.name!r} is a {spec.kind}, not a scalar")
+    def general(timestamp_ns: int, value: Any) -> pa.RecordBatch:
+        return build_batch(instrument_id, spec, [timestamp_ns],
+                           np.array([value], dtype=_np_dtype(spec.dtype)), source=source)
+
+    code = _PACK_CODES.get(spec.dtype)
+    if code is None:
+        return general
+    pack = struct.Struct(f"<q{code}").pack
+    value_type, offset = arrow_dtype(spec.dtype), 8 // _np_dtype(spec.dtype).itemsize
+    tail = [_no_metadata(1), constant_string(as_flavor(source), 1)]
+    schema = channel_schema(instrument_id, spec, unified=True)
+    from_buffers, from_arrays, buffer = pa.Array.from_buffers, pa.RecordBatch.from_arrays, \
+        pa.py_buffer
+
+    def row(timestamp_ns: int, value: Any) -> pa.RecordBatch:
+        if type(value) not in _NUMBERS:
+            return general(timestamp_ns, value)
+        try:
+            data = buffer(pack(timestamp_ns, value))
+        except (struct.error, OverflowError):
+            return general(timestamp_ns, value)
+        return from_arrays([from_buffers(_INT64, 1, [None, data]),
+                            from_buffers(value_type, 1, [None, data], offset=offset), *tail],
+                           schema=schema)
+
+    return row
 
 
 def _primitive(arr: np.ndarray, arrow_type: pa.DataType) -> pa.Array:

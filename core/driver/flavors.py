@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from ..instrument import LIFECYCLE, V2Instrument, V4Actor, now_ns
 from ..measurement import NO_METADATA, ChannelSpec, Image, Measurement, Scalar, Spectrum
-from ..schema import build_batch
+from ..schema import build_batch, scalar_rows
 from ..specs import Flavor, InstrumentContext, InstrumentType
 from .declare import declared_commands
 from .session import Sample, Session, arun, run
@@ -47,8 +47,13 @@ class SessionInstrument(V2Instrument):
         t = now_ns()
         out = []
         for name, item in values.items():
-            value, meta, at = _split(item, t)
-            if not isinstance(value, Scalar | Spectrum | Image):
+            if isinstance(item, Sample):  # _split, a call less per reading
+                value, meta, at = item
+                if at is None:
+                    at = t
+            else:
+                value, meta, at = item, None, t
+            if type(value) is not Scalar and not isinstance(value, Scalar | Spectrum | Image):
                 value = Scalar(value, self.channel(name).unit)
             out.append(Measurement(self.id, name, at, value,
                                    dict(meta) if meta else NO_METADATA))
@@ -69,6 +74,8 @@ class SessionActor(V4Actor):
     def __init__(self, ctx: InstrumentContext) -> None:
         super().__init__(ctx)
         self.session = self._session_class(ctx)
+        # channel -> its one-row batch builder (a scalar channel's sample without metadata)
+        self._rows: dict[str, Callable[[int, Any], pa.RecordBatch]] = {}
 
     async def start(self) -> None:
         await arun(self.session, self.session.connect())
@@ -76,7 +83,17 @@ class SessionActor(V4Actor):
     async def read(self) -> list[pa.RecordBatch]:
         values = await arun(self.session, self.session.poll())
         t = now_ns()
-        return [_batch(self.id, self.channel(name), t, item) for name, item in values.items()]
+        return [self._batch(name, t, item) for name, item in values.items()]
+
+    def _batch(self, name: str, now: int, item: Any) -> pa.RecordBatch:
+        value, meta, at = _split(item, now)
+        row = self._rows.get(name)
+        if row is not None and not meta and not isinstance(value, Spectrum | Image):
+            return row(at, value.value if type(value) is Scalar else value)
+        spec = self.channel(name)
+        if spec.kind == "scalar" and row is None:
+            self._rows[name] = scalar_rows(self.id, spec, "v4")
+        return _batch(self.id, spec, at, value, meta)
 
     async def close(self) -> None:
         await arun(self.session, self.session.close())
@@ -85,10 +102,10 @@ class SessionActor(V4Actor):
         return await arun(self.session, self.session.settings())  # type: ignore[no-any-return]
 
 
-def _batch(instrument_id: str, spec: ChannelSpec, now: int, item: Any) -> pa.RecordBatch:
+def _batch(instrument_id: str, spec: ChannelSpec, at: int, value: Any,
+           meta: Mapping[str, Any] | None) -> pa.RecordBatch:
     """One polled value as a unified-stream batch: built once, with its source column (the
     runtime publishes it as it is)."""
-    value, meta, at = _split(item, now)
     t = [at]
     metadata = [dict(meta)] if meta else None
     if isinstance(value, Spectrum):

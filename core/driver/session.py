@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from types import GeneratorType
-from typing import Any, ClassVar, NamedTuple, TypeVar
+from typing import Any, ClassVar, NamedTuple, NoReturn, TypeVar
 
 from ..instrument import DriverError
 from ..measurement import ChannelSpec
@@ -180,10 +180,6 @@ class Session:
         return list(self.ctx.channels)
 
     # --- running steps: the flavor-specific hook -------------------------------------------
-    def _resource_call(self, tx: Transaction[Any]) -> tuple[Callable[[Any], Any], dict[str, Any]]:
-        return (lambda io: self.execute(io, tx)), {
-            "owner": self.id, "what": tx.command, "urgent": tx.urgent, "timeout": tx.timeout}
-
     def _io_of(self, tx: Transaction[Any]) -> Callable[[Any], Any]:
         """What a transaction runs on the open handle: its own function when the session
         executes transactions the default way (one call less per transaction)."""
@@ -192,30 +188,22 @@ class Session:
         return lambda io: self.execute(io, tx)
 
     def run_step(self, step: Any) -> Any:
-        """Execute one step in the calling thread (v2)."""
-        if type(step) is Transaction:  # the common step, without building keyword dicts
-            return self.resource.transaction(self._io_of(step), owner=self.id,
-                                             what=step.command, urgent=step.urgent,
-                                             timeout=step.timeout)
+        """Execute one step in the calling thread (v2). The runners send a plain
+        :class:`Transaction` to the resource themselves (the commonest step, one call less):
+        an override sees the other steps, and Transaction subclasses."""
         if isinstance(step, Transaction):
-            fn, kw = self._resource_call(step)
-            return self.resource.transaction(fn, **kw)
+            return _transact(self, step)
         if isinstance(step, Pause):
             time.sleep(step.seconds)
             return None
         raise TypeError(f"{self.id}: not a plan step: {step!r}")
 
     async def arun_step(self, step: Any) -> Any:
-        """Execute one step from the event loop (v4); I/O runs on the resource's worker, or
-        in the loop's thread when the resource judges that quick (see
-        :mod:`daqhub.resources.loopinline`)."""
-        if type(step) is Transaction:  # as in run_step
-            return await self.resource.atransaction(self._io_of(step), owner=self.id,
-                                                    what=step.command, urgent=step.urgent,
-                                                    timeout=step.timeout)
+        """Execute one step from the event loop (v4), as :meth:`run_step` (a plain
+        Transaction does not come here); I/O runs on the resource's worker, or in the loop's
+        thread when the resource judges that quick (see :mod:`daqhub.resources.loopinline`)."""
         if isinstance(step, Transaction):
-            fn, kw = self._resource_call(step)
-            return await self.resource.atransaction(fn, **kw)
+            return await _atransact(self, step)
         if isinstance(step, Pause):
             await asyncio.sleep(step.seconds)
             return None
@@ -238,6 +226,8 @@ def run(session: Session, plan: Any) -> Any:
     A failing step's error, translated into the driver error family, is thrown into the
     plan, so a plan may catch it (a retry, a cleanup) or let it end the operation.
     """
+    if type(plan) is Transaction:  # a poll's usual plan, before the slower type tests
+        return _sync_step(session, plan)
     if type(plan) is not GeneratorType and not isinstance(plan, Generator):
         return _sync_step(session, plan) if isinstance(plan, Transaction | Pause) else plan
     value: Any = None
@@ -254,6 +244,8 @@ def run(session: Session, plan: Any) -> Any:
 
 async def arun(session: Session, plan: Any) -> Any:
     """:func:`run` for coroutines: the same plan, each step awaited."""
+    if type(plan) is Transaction:  # as in run
+        return await _async_step(session, plan)
     if not isinstance(plan, Generator):
         return (await _async_step(session, plan) if isinstance(plan, Transaction | Pause)
                 else plan)
@@ -285,21 +277,39 @@ def _translated(session: Session, step: Any, exc: Exception) -> Exception:
     return err
 
 
+def _raise_translated(session: Session, step: Any, exc: Exception) -> NoReturn:
+    err = _translated(session, step, exc)
+    if err is exc:
+        raise exc
+    raise err from exc
+
+
+def _transact(session: Session, tx: Transaction[Any]) -> Any:
+    """One transaction on the session's resource (blocking)."""
+    return session.resource.transaction(session._io_of(tx), owner=session.id, what=tx.command,
+                                        urgent=tx.urgent, timeout=tx.timeout)
+
+
+def _atransact(session: Session, tx: Transaction[Any]) -> Awaitable[Any]:
+    """:func:`_transact` for coroutines: the resource's own awaitable, no coroutine between."""
+    return session.resource.atransaction(  # type: ignore[no-any-return]
+        session._io_of(tx), owner=session.id, what=tx.command, urgent=tx.urgent,
+        timeout=tx.timeout)
+
+
 def _sync_step(session: Session, step: Any) -> Any:
     try:
+        if type(step) is Transaction:  # straight to the resource (see Session.run_step)
+            return _transact(session, step)
         return session.run_step(step)
     except Exception as exc:
-        err = _translated(session, step, exc)
-        if err is exc:
-            raise
-        raise err from exc
+        _raise_translated(session, step, exc)
 
 
 async def _async_step(session: Session, step: Any) -> Any:
     try:
+        if type(step) is Transaction:
+            return await _atransact(session, step)
         return await session.arun_step(step)
     except Exception as exc:
-        err = _translated(session, step, exc)
-        if err is exc:
-            raise
-        raise err from exc
+        _raise_translated(session, step, exc)

@@ -95,17 +95,16 @@ class ScpiSession(Session):
         return self._poll
 
     def _planned_poll(self) -> Transaction[dict[str, Sample]]:
-        """The poll, planned once: one transaction reading every channel and packing the
-        samples, each typed to its channel's dtype (so both flavors store one dtype)."""
-        read = self.protocol.read_fn([(r.query, r.parser) for r in self.readings])
-        packing = [(r.name, np.dtype(self.specs[r.name].dtype).type, self.specs[r.name].unit)
-                   for r in self.readings]
+        """The poll, planned once: one transaction reading every channel, each sample typed to
+        its channel's dtype (so both flavors store one dtype)."""
+        def sample(typed: Any, unit: str) -> Any:
+            return lambda value, stamp: Sample(Scalar(typed(value), unit), None, stamp)
 
-        def poll(session: Visa) -> dict[str, Sample]:
-            return {name: Sample(Scalar(typed(s.value), unit), None, s.timestamp_ns)
-                    for (name, typed, unit), s in zip(packing, read(session), strict=True)}
-
-        return Transaction(" ; ".join(r.query for r in self.readings), fn=poll,
+        read = self.protocol.read_fn([
+            (r.name, r.query, r.parser.function(),
+             sample(np.dtype(self.specs[r.name].dtype).type, self.specs[r.name].unit))
+            for r in self.readings])
+        return Transaction(" ; ".join(r.query for r in self.readings), fn=read,
                            timeout=self._budget(len(self.readings)))
 
     # ------------------------------------------------------------------ generic SCPI commands

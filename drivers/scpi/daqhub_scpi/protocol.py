@@ -30,12 +30,12 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from pyvisa import constants as visa_constants
 from pyvisa.errors import VisaIOError
 
-from daqhub.driver import DriverError, DriverReplyError, DriverTimeoutError, Sample
+from daqhub.driver import DriverError, DriverReplyError, DriverTimeoutError
 from daqhub.instrument import now_ns
 
 from .parsing import ReplyParseError, Value, parse_error_entry, parse_int
@@ -201,31 +201,38 @@ class ScpiProtocol:
 
         return query
 
-    def read_fn(self, queries: Sequence[tuple[str, Callable[[str], Value]]]
-                ) -> Callable[[Session], list[Sample]]:
-        """All readings of one poll (query, reply parser) in one transaction, each stamped
-        when its reply came."""
-        for command, _ in queries:
+    def read_fn(self, readings: Sequence[tuple[str, str, Callable[[str], Value],
+                                              Callable[[Value, int], T]]]
+                ) -> Callable[[Session], dict[str, T]]:
+        """All readings of one poll in one transaction: per reading its name, query, reply
+        parser and ``make(value, timestamp_ns)``, which builds what the poll returns for the
+        name, stamped when the reply came."""
+        for _, command, _, _ in readings:
             self._check_command(command)
 
         checks = self.settings.checks_readings
         # planned once: each query's bytes, and the settings the session must have
-        planned = [(command, self._message(command), parse) for command, parse in queries]
+        planned = [(name, command, self._message(command), parse, make)
+                   for name, command, parse, make in readings]
         wanted = (self.settings.timeout_ms, self.settings.read_termination)
 
-        def read(session: Session) -> list[Sample]:
-            out: list[Sample] = []
+        def read(session: Session) -> dict[str, T]:
+            out: dict[str, T] = {}
             state = self._state(session)
             if state.applied != wanted:
                 _configure(session, state, self.settings)
-            for command, message, parse in planned:
+            for name, command, message, parse, make in planned:
                 if state.out_of_step:
                     self._ensure_in_step(session, command)
                 text = self._ask(session, command, message=message)
                 stamp = now_ns()
                 if checks:
                     self._check_errors(session, command)
-                out.append(Sample(self._parse(session, command, text, parse), None, stamp))
+                try:
+                    value = parse(text)
+                except ValueError as exc:  # ReplyParseError too
+                    self._bad_reply(session, command, text, exc)
+                out[name] = make(value, stamp)
             return out
 
         return read
@@ -370,10 +377,14 @@ class ScpiProtocol:
         try:
             return parse(text)
         except (ReplyParseError, ValueError) as exc:
-            # a reply of the wrong form may be someone else's: get back in step first
-            self._mark_out_of_step(session, f"unexpected reply {text!r} to {command!r}")
-            self._resync(session, command)
-            raise DriverError(self.id, command, f"unexpected reply {text!r}: {exc}") from None
+            self._bad_reply(session, command, text, exc)
+
+    def _bad_reply(self, session: Session, command: str, text: str, exc: Exception
+                   ) -> NoReturn:
+        # a reply of the wrong form may be someone else's: get back in step first
+        self._mark_out_of_step(session, f"unexpected reply {text!r} to {command!r}")
+        self._resync(session, command)
+        raise DriverError(self.id, command, f"unexpected reply {text!r}: {exc}") from None
 
     def _drain_errors(self, session: Session, command: str) -> list[tuple[int, str]]:
         errors: list[tuple[int, str]] = []

@@ -1,0 +1,62 @@
+"""A v4 poll's one-row batch (``schema.scalar_rows``) is exactly what ``build_batch`` makes."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+from daqhub.measurement import ChannelSpec, DataError
+from daqhub.schema import build_batch, scalar_rows
+
+DTYPES = ["float64", "float32", "int64", "int32", "int16", "int8", "uint64", "uint32",
+          "uint16", "uint8", "bool"]
+VALUES: list[Any] = [1.5, 3, -1, True, 300, np.float64(2.25), np.float32(0.1), np.int64(7),
+                     np.uint8(255), np.bool_(False), float("nan"), 2**63 - 1]
+
+
+def outcome(make: Any) -> Any:
+    try:
+        return make()
+    except Exception as exc:  # what build_batch refuses, the fast path must refuse alike
+        return type(exc)
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_equal_to_build_batch_for_every_dtype_and_value_kind(dtype: str) -> None:
+    spec = ChannelSpec("c", "scalar", "V", dtype)
+    row = scalar_rows("inst", spec, "v4")
+    t = time.time_ns()
+    for value in VALUES:
+        want = outcome(lambda v=value: build_batch(
+            "inst", spec, [t], np.array([v], dtype=dtype), source="v4"))
+        got = outcome(lambda v=value: row(t, v))
+        if isinstance(want, type):
+            assert got is want, (dtype, value)
+            continue
+        assert not isinstance(got, type), (dtype, value, got)
+        if isinstance(value, float) and value != value:  # NaN != NaN: compare as numbers
+            np.testing.assert_array_equal(got.column("value").to_numpy(zero_copy_only=False),
+                                          want.column("value").to_numpy(zero_copy_only=False))
+            got, want = got.drop_columns(["value"]), want.drop_columns(["value"])
+        assert got.equals(want), (dtype, value, got.to_pydict(), want.to_pydict())
+        assert got.schema.equals(want.schema, check_metadata=True)
+
+
+def test_values_struct_would_pack_differently_take_build_batchs_way() -> None:
+    spec = ChannelSpec("c", "scalar", "V", "float64")
+    row = scalar_rows("inst", spec, "v4")
+    # numpy converts the text; a one-element array is a shape error, not its element
+    assert row(5, "4.5").column("value").to_pylist() == [4.5]
+    with pytest.raises(DataError, match="shape"):
+        row(5, np.array([1.5]))
+    ints = scalar_rows("inst", ChannelSpec("n", "scalar", "", "int64"), "v4")
+    assert ints(5, 2.9).column("value").to_pylist() == [2]  # numpy truncates, as before
+
+
+def test_only_for_scalar_channels() -> None:
+    with pytest.raises(ValueError, match="spectrum"):
+        scalar_rows("inst", ChannelSpec("s", "spectrum", "V", "float64", (4,)), "v4")
