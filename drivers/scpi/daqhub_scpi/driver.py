@@ -101,7 +101,7 @@ class ScpiSession(Session):
             return lambda value, stamp: Sample(Scalar(typed(value), unit), None, stamp)
 
         read = self.protocol.read_fn([
-            (r.name, r.query, r.parser.function(),
+            (r.name, r.query, r.parser,
              sample(np.dtype(self.specs[r.name].dtype).type, self.specs[r.name].unit))
             for r in self.readings])
         return Transaction(" ; ".join(r.query for r in self.readings), fn=read,

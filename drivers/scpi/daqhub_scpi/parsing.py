@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
@@ -125,10 +124,6 @@ class ReplyParser:
     def spec(self) -> str:
         return f"csv[{self.index}]" if self.kind == "csv" else self.kind
 
-    def function(self) -> Callable[[str], Value]:
-        """The parser as the plainest function (a call less per reading, for planned polls)."""
-        return _PLAIN.get(self.kind, self)
-
     def __call__(self, text: str) -> Value:
         if self.kind == "float":
             return parse_float(text)
@@ -147,10 +142,6 @@ class ReplyParser:
             raise ReplyParseError(f"{text!r} has {len(fields)} comma-separated field(s), "
                                   f"field {self.index} (0-based) was asked for")
         return parse_float(fields[self.index])
-
-
-_PLAIN: dict[str, Callable[[str], Value]] = {"float": parse_float, "int": parse_int,
-                                             "bool": parse_bool}
 
 
 def parse_error_entry(text: str) -> tuple[int, str]:

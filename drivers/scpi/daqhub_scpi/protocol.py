@@ -30,7 +30,7 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 from pyvisa import constants as visa_constants
 from pyvisa.errors import VisaIOError
@@ -204,9 +204,8 @@ class ScpiProtocol:
     def read_fn(self, readings: Sequence[tuple[str, str, Callable[[str], Value],
                                               Callable[[Value, int], T]]]
                 ) -> Callable[[Session], dict[str, T]]:
-        """All readings of one poll in one transaction: per reading its name, query, reply
-        parser and ``make(value, timestamp_ns)``, which builds what the poll returns for the
-        name, stamped when the reply came."""
+        """All readings of one poll in one transaction: per reading (name, query, reply
+        parser, ``make(value, timestamp_ns)`` building the poll's entry, stamped on reply)."""
         for _, command, _, _ in readings:
             self._check_command(command)
 
@@ -228,11 +227,7 @@ class ScpiProtocol:
                 stamp = now_ns()
                 if checks:
                     self._check_errors(session, command)
-                try:
-                    value = parse(text)
-                except ValueError as exc:  # ReplyParseError too
-                    self._bad_reply(session, command, text, exc)
-                out[name] = make(value, stamp)
+                out[name] = make(self._parse(session, command, text, parse), stamp)
             return out
 
         return read
@@ -377,14 +372,10 @@ class ScpiProtocol:
         try:
             return parse(text)
         except (ReplyParseError, ValueError) as exc:
-            self._bad_reply(session, command, text, exc)
-
-    def _bad_reply(self, session: Session, command: str, text: str, exc: Exception
-                   ) -> NoReturn:
-        # a reply of the wrong form may be someone else's: get back in step first
-        self._mark_out_of_step(session, f"unexpected reply {text!r} to {command!r}")
-        self._resync(session, command)
-        raise DriverError(self.id, command, f"unexpected reply {text!r}: {exc}") from None
+            # a reply of the wrong form may be someone else's: get back in step first
+            self._mark_out_of_step(session, f"unexpected reply {text!r} to {command!r}")
+            self._resync(session, command)
+            raise DriverError(self.id, command, f"unexpected reply {text!r}: {exc}") from None
 
     def _drain_errors(self, session: Session, command: str) -> list[tuple[int, str]]:
         errors: list[tuple[int, str]] = []
