@@ -252,14 +252,18 @@ class LiveData:
         self.ids = ids
 
     def get(self, timeout: float = 1.0) -> list[pa.RecordBatch]:
-        """The batches that arrived (waiting up to ``timeout`` s for the first); [] if none."""
-        try:
-            batches = self.sub.get_many(timeout)
-        except SubscriptionClosed:
-            return []
-        if self.ids is None:
-            return batches
-        return [b for b in batches if describe(b.schema)[0] in self.ids]
+        """The batches of the chosen instruments that arrived, waiting up to ``timeout`` s for
+        the first of them (other instruments' batches do not end the wait); [] if none."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                batches = self.sub.get_many(max(0.0, deadline - time.monotonic()))
+            except SubscriptionClosed:
+                return []
+            if self.ids is not None:
+                batches = [b for b in batches if describe(b.schema)[0] in self.ids]
+            if batches or time.monotonic() >= deadline:
+                return batches
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         while not self.sub.closed:

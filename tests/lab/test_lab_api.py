@@ -102,6 +102,21 @@ def test_handles_work_alike_in_both_flavors(tmp_path: Path, host: PluginHost) ->
             lab[iid].position()
 
 
+def test_live_data_waits_for_the_chosen_instruments(tmp_path: Path, host: PluginHost) -> None:
+    """get(timeout) on a subscription to one instrument waits for that instrument's batches:
+    the other instruments' batches, which arrive more often, do not end the wait empty."""
+    slow = BOTH.replace('id = "stage4"\ntype = "test.limited"\npoll_hz = 20',
+                        'id = "stage4"\ntype = "test.limited"\npoll_hz = 2')
+    assert slow != BOTH
+    with daqhub.open_lab(optics_lab(tmp_path, "v2", extra=slow), host=host, report=None) as lab:
+        with lab.subscribe(["stage4"]) as live:
+            for _ in range(4):
+                batches = live.get(5.0)
+                assert batches, "get(5.0) came back empty: another instrument's batch ended it"
+                assert {b.schema.metadata[b"daqhub.instrument_id"] for b in batches} == {
+                    b"stage4"}
+
+
 def test_async_twin_and_awaitable_handles(tmp_path: Path, host: PluginHost) -> None:
     lab_text = optics_lab(tmp_path, "v4", extra=BOTH)
 
