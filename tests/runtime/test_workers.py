@@ -290,8 +290,10 @@ def test_workers_stop_by_themselves_when_the_parent_is_killed(make_lab, tmp_path
     lab_file = tmp_path / "lab.toml"
     lab_file.write_text(make_lab(2))
     proc, children = start_cli(lab_file)
+    assert len(children) == 2, children  # two resource groups, two workers to outlive it
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
     wait_for(lambda: all(gone(pid) for pid in children), 60,
              f"worker processes {children} to end after their parent was killed")
 
