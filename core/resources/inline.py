@@ -136,38 +136,34 @@ class InlineGate(Worker):
                 del INLINE_HELD[ident]
             else:
                 INLINE_HELD[ident] = outer
-            self._holder = None
-            self._last_holder = holding
-            self._last_release = _now()
-            self._owned.release()
-            if self._urgent or self._normal or self._closed:
-                with self._mutex:
-                    if self._owned.acquire(False):
-                        self._pass_on_locked()
+            self._let_go(holding, (), run_queued=False)
             if guarded:
                 SIGINT_GUARD.exit()
 
-    def _let_go(self, holding: Holding, held: tuple[Holding, ...]) -> None:
+    def _let_go(self, holding: Holding, held: tuple[Holding, ...], run_queued: bool = True
+                ) -> None:
         """End of an inline transaction: give the gate back, then serve what was queued.
 
         The release needs no mutex because every queuer appends first and tries to take the
         gate second (:meth:`_enqueue_locked`): either it took the free gate itself, or it
         queued before the release and the check below sees it (see .gil).
+        ``run_queued=False`` (a transaction run on an event loop's thread): what was queued
+        goes to the worker, and no turn is handed to loops, this thread being one.
         """
         self._holder = None  # before the release: the next holder records itself after it
         self._last_holder = holding
         self._last_release = _now()
         self._owned.release()
         if self._urgent or self._normal or self._notice:  # _notice: closed, or loops use it
-            if self._last_release >= self._turns.look_at and not held:  # a loop due? (.handback)
-                self._turn_for_loops(self._last_release)
+            if run_queued and not held and self._last_release >= self._turns.look_at:
+                self._turn_for_loops(self._last_release)  # a loop due? (.handback)
             if not (self._urgent or self._normal or self._closed):
                 return
             with self._mutex:
                 if not self._owned.acquire(False):
                     return  # taken meanwhile: its holder will see the queue when it lets go
-                if held:  # holding another gate: do not run others' work meanwhile
-                    self._pass_on_locked()
+                if held or not run_queued:  # holding another gate, or on the loop's thread:
+                    self._pass_on_locked()  # do not run others' work meanwhile
                     return
             self._combine()  # which also grants a lease at the head, or announces the closing
 
