@@ -198,43 +198,54 @@ _NUMBERS = frozenset({float, int, bool, np.bool_, *(np.dtype(t).type for t in _P
 
 @functools.lru_cache(maxsize=4096)
 def scalar_rows(instrument_id: str, spec: ChannelSpec, source: Flavor
-                ) -> Callable[[int, Any], pa.RecordBatch]:
-    """``row(timestamp_ns, value)``: one sample of a scalar channel, without metadata, as a
+                ) -> Callable[[int, Any, Mapping[str, Any] | None], pa.RecordBatch]:
+    """``row(timestamp_ns, value, meta=None)``: one sample of a scalar channel as a
     unified-stream batch, equal to what :func:`build_batch` makes of it.
 
     A v4 poll's usual batch, so it is built from one buffer holding both numbers (the
-    timestamp, then the value at byte 8) instead of column by column: about 4 us instead of 9.
-    A value ``struct`` cannot pack as the declared dtype exactly as numpy would (a string, a
-    float for an integer channel, an out-of-range number), a boolean channel (Arrow packs
-    those in bits) and any other kind go through :func:`build_batch`, which converts or refuses
-    them as always.
+    timestamp, then the value at byte 8) and, when the sample has metadata, its JSON text as
+    the one string of a column made from buffers, instead of column by column: about 4 us
+    instead of 9 (13 instead of 20 with metadata). A value ``struct`` cannot pack as the
+    declared dtype exactly as numpy would (a string, a float for an integer channel, an
+    out-of-range number), a boolean channel (Arrow packs those in bits) and any other kind go
+    through :func:`build_batch`, which converts or refuses them as always.
     """
     if spec.kind != "scalar":
         raise ValueError(f"channel {spec.name!r} is a {spec.kind}, not a scalar")
-    def general(timestamp_ns: int, value: Any) -> pa.RecordBatch:
+    def general(timestamp_ns: int, value: Any, meta: Mapping[str, Any] | None = None
+                ) -> pa.RecordBatch:
         return build_batch(instrument_id, spec, [timestamp_ns],
-                           np.array([value], dtype=_np_dtype(spec.dtype)), source=source)
+                           np.array([value], dtype=_np_dtype(spec.dtype)),
+                           metadata=[meta] if meta else None, source=source)
 
     code = _PACK_CODES.get(spec.dtype)
     if code is None:
         return general
     pack = struct.Struct(f"<q{code}").pack
     value_type, offset = arrow_dtype(spec.dtype), 8 // _np_dtype(spec.dtype).itemsize
-    tail = [_no_metadata(1), constant_string(as_flavor(source), 1)]
+    no_metadata, source_col = _no_metadata(1), constant_string(as_flavor(source), 1)
     schema = channel_schema(instrument_id, spec, unified=True)
     from_buffers, from_arrays, buffer = pa.Array.from_buffers, pa.RecordBatch.from_arrays, \
         pa.py_buffer
+    string, offsets = pa.string(), struct.Struct("<ii").pack
 
-    def row(timestamp_ns: int, value: Any) -> pa.RecordBatch:
+    def row(timestamp_ns: int, value: Any, meta: Mapping[str, Any] | None = None
+            ) -> pa.RecordBatch:
         if type(value) not in _NUMBERS:
-            return general(timestamp_ns, value)
+            return general(timestamp_ns, value, meta)
         try:
             data = buffer(pack(timestamp_ns, value))
         except (struct.error, OverflowError):
-            return general(timestamp_ns, value)
+            return general(timestamp_ns, value, meta)
+        if meta:
+            text = json.dumps(dict(meta)).encode()
+            meta_col = from_buffers(string, 1, [None, buffer(offsets(0, len(text))),
+                                                buffer(text)])
+        else:
+            meta_col = no_metadata
         return from_arrays([from_buffers(_INT64, 1, [None, data]),
-                            from_buffers(value_type, 1, [None, data], offset=offset), *tail],
-                           schema=schema)
+                            from_buffers(value_type, 1, [None, data], offset=offset),
+                            meta_col, source_col], schema=schema)
 
     return row
 

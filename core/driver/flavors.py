@@ -74,8 +74,9 @@ class SessionActor(V4Actor):
     def __init__(self, ctx: InstrumentContext) -> None:
         super().__init__(ctx)
         self.session = self._session_class(ctx)
-        # channel -> its one-row batch builder (a scalar channel's sample without metadata)
-        self._rows: dict[str, Callable[[int, Any], pa.RecordBatch]] = {}
+        # channel -> its one-row batch builder (a scalar channel's sample)
+        self._rows: dict[str, Callable[[int, Any, Mapping[str, Any] | None],
+                                       pa.RecordBatch]] = {}
 
     async def start(self) -> None:
         await arun(self.session, self.session.connect())
@@ -88,8 +89,8 @@ class SessionActor(V4Actor):
     def _batch(self, name: str, now: int, item: Any) -> pa.RecordBatch:
         value, meta, at = _split(item, now)
         row = self._rows.get(name)
-        if row is not None and not meta and not isinstance(value, Spectrum | Image):
-            return row(at, value.value if type(value) is Scalar else value)
+        if row is not None and not isinstance(value, Spectrum | Image):
+            return row(at, value.value if type(value) is Scalar else value, meta)
         spec = self.channel(name)
         if spec.kind == "scalar" and row is None:
             self._rows[name] = scalar_rows(self.id, spec, "v4")

@@ -23,6 +23,10 @@ from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
+#: a busy stream wakes each of its consumers at most this often from the event loop: a thread
+#: wake-up and GIL hand-over per few batches cost the loop more than the batches themselves
+WAKE_EVERY_S = 0.002
+
 
 class SubscriptionClosed(Exception):
     """Reading from (or publishing to) a subscription that was closed."""
@@ -81,6 +85,7 @@ class Subscription(Generic[T]):
                 else:
                     start = time.monotonic()
                     self._raise_alarm()
+                    self._cond.notify_all()  # items offered with wake=False: make room now
                     deadline = start + timeout
                     while len(self._items) >= self.capacity and not self._closed:
                         left = deadline - time.monotonic()
@@ -162,9 +167,10 @@ class Broadcast(Generic[T]):
         self._stop = stop or threading.Event()
         self._on_alarm = on_alarm
         self.published = 0
-        #: subscriptions given items by apublish whose consumers the loop wakes next turn
+        #: subscriptions given items by apublish whose consumers the loop wakes soon
         #: (apublish runs on one event loop; see there)
         self._to_wake: list[Subscription[T]] = []
+        self._woke_at = 0.0  # loop time of the last wake-up
 
     def subscribe(self, name: str, *, lossless: bool, capacity: int = 1000) -> Subscription[T]:
         sub: Subscription[T] = Subscription(name, lossless=lossless, capacity=capacity,
@@ -203,9 +209,10 @@ class Broadcast(Generic[T]):
     async def apublish(self, item: T) -> None:
         """``publish`` from a coroutine: fast when there is room, off-loop when there is not.
 
-        Consumers are woken once per turn of the loop, not once per item: every actor that
-        polls in one turn publishes first, then one wake-up per consumer hands over the lot
-        (one thread wake-up and GIL hand-over instead of one per batch).
+        Consumers are woken once per turn of the loop, and at most once per ``WAKE_EVERY_S``,
+        not once per item: every actor that polls meanwhile publishes first, then one wake-up
+        per consumer hands over the lot (one thread wake-up and GIL hand-over instead of one
+        per batch). A stream that was quiet for longer wakes its consumers on the next turn.
         """
         for sub in self._subs:
             try:
@@ -213,7 +220,7 @@ class Broadcast(Generic[T]):
                     if sub not in self._to_wake:
                         self._to_wake.append(sub)
                         if len(self._to_wake) == 1:
-                            asyncio.get_running_loop().call_soon(self._wake_consumers)
+                            self._schedule_wake(asyncio.get_running_loop())
                     continue
             except SubscriptionClosed:
                 continue
@@ -228,7 +235,15 @@ class Broadcast(Generic[T]):
                         f"{self.name}: shutting down while subscriber {sub.name!r} was full")
         self.published += 1
 
-    def _wake_consumers(self) -> None:
+    def _schedule_wake(self, loop: asyncio.AbstractEventLoop) -> None:
+        due = self._woke_at + WAKE_EVERY_S
+        if loop.time() >= due:
+            loop.call_soon(self._wake_consumers, loop)
+        else:
+            loop.call_at(due, self._wake_consumers, loop)
+
+    def _wake_consumers(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._woke_at = loop.time()
         subs, self._to_wake = self._to_wake, []
         for sub in subs:
             sub.wake()

@@ -74,10 +74,18 @@ class InstrumentHealth:
                 self.last_sample = (text, ts)
             return text, ts
 
-    def polled(self) -> None:
-        """One successful read of the instrument, whatever it returned: the rate counts these."""
+    def polled(self, n: int = 0, last_value: str | Callable[[], str] = "",
+               timestamp_ns: int | Callable[[], int] = 0) -> None:
+        """One successful read of the instrument, whatever it returned: the rate counts these.
+
+        A read that produced ``n`` samples says so here too (as :meth:`produced`), so a v4
+        poll takes the lock once.
+        """
         with self._lock:
             self._recent.append(time.monotonic())
+            if n:
+                self.measurements += n
+                self.last_sample = (last_value, timestamp_ns)
 
     def running(self, reason: str = "") -> None:
         """The instrument works (again): an error it recovered from is no longer its state."""

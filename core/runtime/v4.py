@@ -28,7 +28,7 @@ import concurrent.futures
 import functools
 import threading
 import time
-from collections.abc import Coroutine, Generator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -69,6 +69,7 @@ DEVICE_ERRORS: tuple[type[BaseException], ...] = (DriverError, DataError, Resour
                                                   TimeoutError, OSError)
 READS_BEFORE_RECONNECT = 3  # consecutive failed reads that make the runner reopen the device
 TIMER_GRAIN_S = 0.001  # epoll's timeout granularity: a shorter wait is not waited for
+CATCH_UP_S = 2 * TIMER_GRAIN_S  # a poll later than this starts its grid again
 
 
 @dataclass(frozen=True)
@@ -128,11 +129,12 @@ class Mailbox:
         self.arrived.set()
 
     def take(self) -> _Message | None:
+        """The next message, control first; the runner clears ``arrived`` itself before it
+        waits on it."""
         if self.control:
             return self.control.popleft()
         if self.normal:
             return self.normal.popleft()
-        self.arrived.clear()
         return None
 
     def depth(self) -> int:
@@ -172,7 +174,6 @@ class ActorRunner:
         self._deadline = 0.0        # loop time the running read must end by (0: none runs)
         self._deadline_timer: asyncio.TimerHandle | None = None
         self._overran = False       # the deadline timer cancelled the running read
-        self.suspended = False      # the running (or last) read suspended at least once
 
     async def run(self) -> None:
         backoff = self.policy.backoff_first_s
@@ -255,7 +256,7 @@ class ActorRunner:
         self.busy_in = ""
 
     async def _read(self, actor: V4Actor) -> list[pa.RecordBatch] | None:
-        """One poll; None when it failed (counted as an error, polling goes on).
+        """One poll, cancelled when it overruns ``read_timeout_s`` (a TimeoutError).
 
         The deadline is the actor's, not the poll's: one timer per actor that re-arms itself
         at the running read's deadline (:meth:`_check_deadline`), instead of a timer handle
@@ -268,7 +269,7 @@ class ActorRunner:
         if self._deadline_timer is None:
             self._deadline_timer = loop.call_at(self._deadline, self._check_deadline)
         try:
-            return await _Watched(actor.read(), self)
+            return await actor.read()
         except asyncio.CancelledError:
             if self._overran:
                 self._overran = False
@@ -304,45 +305,48 @@ class ActorRunner:
     async def _serve(self, actor: V4Actor) -> None:
         """Poll and serve messages until stopped.
 
-        Every poll is preceded by a suspension (the wait for its time, the previous read's own
-        awaits, else a bare yield), so an actor whose ``read()`` never awaits cannot keep the
-        loop from the other actors, thread-safe callbacks and the watchdog's heartbeat, and
-        one that does await is not made to yield twice. A poll due within
+        Every poll is preceded by a suspension (the wait for its time, else a bare yield), so
+        an actor whose ``read()`` never awaits cannot keep the loop from the other actors,
+        thread-safe callbacks and the watchdog's heartbeat. A poll due within
         ``TIMER_GRAIN_S`` runs now: the loop's timers wake in whole milliseconds, so waiting
-        for less would cap a fast actor near 1 kHz; polls stay on their grid of periods, so
-        the rate is the one asked, each poll at most that much early.
+        for less would cap a fast actor near 1 kHz. Polls stay on their grid of periods, each
+        at most that much early; a poll late by up to ``CATCH_UP_S`` (a timer that woke a
+        millisecond late) keeps the grid, so the missed polls are made at once and the rate
+        is the one asked; later than that (a slow read, a loop too busy), the grid starts
+        again from now.
         """
         next_poll = time.monotonic()
         failed_reads = 0
         yielded = False
+        mailbox = self.mailbox
         while not self.stopping:
-            msg = self.mailbox.take()
+            msg = mailbox.take() if mailbox.control or mailbox.normal else None
             if msg is not None:
                 await self._handle(actor, msg)
                 continue
-            wait = next_poll - time.monotonic()
-            if wait > TIMER_GRAIN_S:
+            now = time.monotonic()
+            if next_poll - now > TIMER_GRAIN_S:
+                mailbox.arrived.clear()  # both lanes are empty: wait for a message or the time
                 try:
-                    async with asyncio.timeout(wait):  # no task per wait, unlike wait_for
-                        await self.mailbox.arrived.wait()
+                    async with asyncio.timeout(next_poll - now):  # no task, unlike wait_for
+                        await mailbox.arrived.wait()
                 except TimeoutError:
                     pass
                 yielded = True
                 continue
-            if not yielded:  # behind schedule, and the last read did not suspend: yield now
+            if not yielded:
                 yielded = True
                 await asyncio.sleep(0)
                 continue
+            yielded = False
             next_poll += self.period
-            if next_poll < time.monotonic():
-                next_poll = time.monotonic() + self.period
-            self.suspended = False
+            if next_poll < now - CATCH_UP_S:
+                next_poll = now + self.period
             try:
                 batches = await self._read(actor)
             except ConnectionError:
                 raise  # the link is gone: reopen when it is back
             except DEVICE_ERRORS as exc:
-                yielded = self.suspended
                 failed_reads += 1
                 message = f"read failed: {exc or type(exc).__name__}"
                 self.health.error(message)
@@ -350,9 +354,7 @@ class ActorRunner:
                     raise DeviceLost(f"{failed_reads} reads failed in a row: {exc}") from exc
                 self.health.set_state("error", message)
                 continue
-            yielded = self.suspended  # a read that awaited something has let the loop run
             self._retry = RETRY_FIRST_S
-            self.health.polled()
             if failed_reads:
                 failed_reads = 0
                 self.health.set_state("running", "reads succeed again")
@@ -367,9 +369,11 @@ class ActorRunner:
                 except SubscriptionClosed as exc:
                     self.health.error(str(exc))
                     return
-            if last is not None:  # the live-view text is made when someone looks
-                self.health.produced(rows, functools.partial(_last_text, last),
-                                     functools.partial(_last_timestamp, last))
+            if last is None:
+                self.health.polled()
+            else:  # the live-view text is made when someone looks
+                self.health.polled(rows, functools.partial(_last_text, last),
+                                   functools.partial(_last_timestamp, last))
 
     async def _handle(self, actor: V4Actor, msg: _Message) -> None:
         fut = msg.future
@@ -403,39 +407,6 @@ class ActorRunner:
         for msg in self.mailbox.drain():
             if msg.future and msg.future.set_running_or_notify_cancel():
                 msg.future.set_exception(ActorFailed(f"{why}; {msg.method} not run"))
-
-
-class _Watched:
-    """Awaits a read as ``await`` would, noting on its runner whether it ever suspended.
-
-    Each value the coroutine yields (a future, or None for a bare yield) goes to the task
-    unchanged, and whatever the task sends or throws back (a result, a cancellation) goes to
-    the coroutine, so awaiting this is awaiting the read.
-    """
-
-    __slots__ = ("coro", "runner")
-
-    def __init__(self, coro: Coroutine[Any, Any, Any], runner: ActorRunner) -> None:
-        self.coro = coro
-        self.runner = runner
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        coro = self.coro
-        send: Any = None
-        thrown: BaseException | None = None
-        while True:
-            try:
-                step = coro.send(send) if thrown is None else coro.throw(thrown)
-            except StopIteration as done:
-                return done.value
-            self.runner.suspended = True
-            try:
-                send, thrown = (yield step), None
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:  # a cancellation: the read's to handle
-                send, thrown = None, exc
 
 
 def _last_text(batch: pa.RecordBatch) -> str:

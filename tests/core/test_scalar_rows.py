@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -44,6 +45,19 @@ def test_equal_to_build_batch_for_every_dtype_and_value_kind(dtype: str) -> None
             got, want = got.drop_columns(["value"]), want.drop_columns(["value"])
         assert got.equals(want), (dtype, value, got.to_pydict(), want.to_pydict())
         assert got.schema.equals(want.schema, check_metadata=True)
+
+
+@pytest.mark.parametrize("meta", [{"moving": True}, {"status": "ok", "code": 3, "note": "µ"},
+                                  {}, None])
+@pytest.mark.parametrize("value", [0.5, "2.5"])  # the fast path, and build_batch's way
+def test_equal_to_build_batch_with_metadata(meta: dict[str, Any] | None, value: Any) -> None:
+    spec = ChannelSpec("c", "scalar", "mm", "float64")
+    got = scalar_rows("inst", spec, "v4")(7, value, meta)
+    want = build_batch("inst", spec, [7], np.array([value], dtype="float64"),
+                       metadata=[meta] if meta else None, source="v4")
+    assert got.equals(want), (got.to_pydict(), want.to_pydict())
+    assert got.schema.equals(want.schema, check_metadata=True)
+    assert got.column("metadata").to_pylist() == [json.dumps(meta) if meta else None]
 
 
 def test_values_struct_would_pack_differently_take_build_batchs_way() -> None:
