@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 import json
 import struct
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -196,58 +196,111 @@ _PACK_CODES = {"float64": "d", "float32": "f", "int64": "q", "int32": "i", "int1
 _NUMBERS = frozenset({float, int, bool, np.bool_, *(np.dtype(t).type for t in _PACK_CODES)})
 
 
-@functools.lru_cache(maxsize=4096)
-def scalar_rows(instrument_id: str, spec: ChannelSpec, source: Flavor
-                ) -> Callable[[int, Any, Mapping[str, Any] | None], pa.RecordBatch]:
-    """``row(timestamp_ns, value, meta=None)``: one sample of a scalar channel as a
-    unified-stream batch, equal to what :func:`build_batch` makes of it.
+#: rows of one block of :class:`ScalarRows` (each of its batches is a one-row view of a block)
+BLOCK_ROWS = 1024
+#: bytes of metadata JSON one block holds; a sample whose text does not fit starts a block
+BLOCK_META_BYTES = 1 << 16
 
-    A v4 poll's usual batch, so it is built from one buffer holding both numbers (the
-    timestamp, then the value at byte 8) and, when the sample has metadata, its JSON text as
-    the one string of a column made from buffers, instead of column by column: about 4 us
-    instead of 9 (13 instead of 20 with metadata). A value ``struct`` cannot pack as the
-    declared dtype exactly as numpy would (a string, a float for an integer channel, an
-    out-of-range number), a boolean channel (Arrow packs those in bits) and any other kind go
-    through :func:`build_batch`, which converts or refuses them as always.
-    """
+
+def scalar_rows(instrument_id: str, spec: ChannelSpec, source: Flavor) -> ScalarRows:
+    """``row(timestamp_ns, value, meta=None)``: one sample of a scalar channel as a
+    unified-stream batch, equal to what :func:`build_batch` makes of it (see
+    :class:`ScalarRows`). One per producer: it is not thread-safe."""
     if spec.kind != "scalar":
         raise ValueError(f"channel {spec.name!r} is a {spec.kind}, not a scalar")
-    def general(timestamp_ns: int, value: Any, meta: Mapping[str, Any] | None = None
-                ) -> pa.RecordBatch:
-        return build_batch(instrument_id, spec, [timestamp_ns],
-                           np.array([value], dtype=_np_dtype(spec.dtype)),
-                           metadata=[meta] if meta else None, source=source)
+    return ScalarRows(instrument_id, spec, source)
 
-    code = _PACK_CODES.get(spec.dtype)
-    if code is None:
-        return general
-    pack = struct.Struct(f"<q{code}").pack
-    value_type, offset = arrow_dtype(spec.dtype), 8 // _np_dtype(spec.dtype).itemsize
-    no_metadata, source_col = _no_metadata(1), constant_string(as_flavor(source), 1)
-    schema = channel_schema(instrument_id, spec, unified=True)
-    from_buffers, from_arrays, buffer = pa.Array.from_buffers, pa.RecordBatch.from_arrays, \
-        pa.py_buffer
-    string, offsets = pa.string(), struct.Struct("<ii").pack
 
-    def row(timestamp_ns: int, value: Any, meta: Mapping[str, Any] | None = None
-            ) -> pa.RecordBatch:
-        if type(value) not in _NUMBERS:
-            return general(timestamp_ns, value, meta)
+class ScalarRows:
+    """One scalar channel's one-row batches, each a zero-copy slice of a block of rows.
+
+    A v4 poll's usual batch. Building it with pyarrow's constructors costs 7 us alone, but
+    each of them (``Array.from_buffers``, ``RecordBatch.from_arrays``: their validation)
+    lets go of the GIL, four times a row; in a process whose other threads want the GIL
+    (v2 instruments, simulators, storage), the event loop then waited for it every time:
+    measured in ``bench/lab_load.py``, 446 us of wall time and 59 us of CPU per row, so the
+    v4 actors got 79-86 % of their rate while the v2 ones got all of theirs. Here the
+    constructors run once per :data:`BLOCK_ROWS` rows, over buffers this builder owns; a
+    row is written into the block with ``struct.pack_into`` (the timestamp, the value, the
+    metadata JSON and its validity bit) and handed out as ``block.slice(i, 1)``, which
+    neither validates nor lets go of the GIL.
+
+    Arrow arrays are immutable to their readers, and these are: a row's bytes are written
+    once, before the slice that shows them exists, and never again; the rest of a block is
+    seen by nobody (the block itself is never handed out). The metadata column is made with
+    an unknown null count, so a slice counts its nulls from its own bits.
+
+    A value ``struct`` cannot pack as the declared dtype exactly as numpy would (a string, a
+    float for an integer channel, an out-of-range number), a boolean channel (Arrow packs
+    those in bits) and metadata longer than a block go through :func:`build_batch`, which
+    converts or refuses them as always.
+    """
+
+    def __init__(self, instrument_id: str, spec: ChannelSpec, source: Flavor) -> None:
+        self.instrument_id, self.spec, self.source = instrument_id, spec, source
+        code = _PACK_CODES.get(spec.dtype)
+        self.value_struct = struct.Struct(f"<{code}") if code is not None else None
+        self.schema = channel_schema(instrument_id, spec, unified=True)
+        self.block: pa.RecordBatch | None = None
+        self.i = BLOCK_ROWS  # the next row's index in the block: none is open yet
+        self.meta_end = 0
+
+    def __call__(self, timestamp_ns: int, value: Any, meta: Mapping[str, Any] | None = None
+                 ) -> pa.RecordBatch:
+        text = json.dumps(dict(meta)).encode() if meta else b""
+        if (self.value_struct is None or type(value) not in _NUMBERS
+                or len(text) > BLOCK_META_BYTES):
+            return self._general(timestamp_ns, value, meta)
+        if self.i == BLOCK_ROWS or self.meta_end + len(text) > BLOCK_META_BYTES:
+            self._new_block()
+        i = self.i
         try:
-            data = buffer(pack(timestamp_ns, value))
+            self.value_struct.pack_into(self.values, i * self.value_struct.size, value)
+            _I64.pack_into(self.timestamps, i * 8, timestamp_ns)
         except (struct.error, OverflowError):
-            return general(timestamp_ns, value, meta)
-        if meta:
-            text = json.dumps(dict(meta)).encode()
-            meta_col = from_buffers(string, 1, [None, buffer(offsets(0, len(text))),
-                                                buffer(text)])
-        else:
-            meta_col = no_metadata
-        return from_arrays([from_buffers(_INT64, 1, [None, data]),
-                            from_buffers(value_type, 1, [None, data], offset=offset),
-                            meta_col, source_col], schema=schema)
+            return self._general(timestamp_ns, value, meta)
+        if text:
+            start = self.meta_end
+            self.meta_end = start + len(text)
+            self.meta_bytes[start:self.meta_end] = text
+            self.valid[i >> 3] |= 1 << (i & 7)
+        _I32.pack_into(self.offsets, (i + 1) * 4, self.meta_end)
+        self.i = i + 1
+        assert self.block is not None
+        return self.block.slice(i, 1)
 
-    return row
+    def _general(self, timestamp_ns: int, value: Any, meta: Mapping[str, Any] | None
+                 ) -> pa.RecordBatch:
+        return build_batch(self.instrument_id, self.spec, [timestamp_ns],
+                           np.array([value], dtype=_np_dtype(self.spec.dtype)),
+                           metadata=[meta] if meta else None, source=self.source)
+
+    def _new_block(self) -> None:
+        n, item = BLOCK_ROWS, self.value_struct.size if self.value_struct else 0
+        self.timestamps, self.values = bytearray(8 * n), bytearray(item * n)
+        self.offsets, self.valid = bytearray(4 * (n + 1)), bytearray((n + 7) // 8)
+        self.meta_bytes = bytearray(BLOCK_META_BYTES)
+        buf = pa.py_buffer
+        self.block = pa.RecordBatch.from_arrays([
+            pa.Array.from_buffers(_INT64, n, [None, buf(self.timestamps)]),
+            pa.Array.from_buffers(arrow_dtype(self.spec.dtype), n, [None, buf(self.values)]),
+            pa.Array.from_buffers(pa.string(), n, [buf(self.valid), buf(self.offsets),
+                                                   buf(self.meta_bytes)], null_count=-1),
+            constant_string(as_flavor(self.source), n)], schema=self.schema)
+        self.i = self.meta_end = 0
+
+
+_I64, _I32 = struct.Struct("<q"), struct.Struct("<i")
+
+
+def shown_bytes(batch: pa.RecordBatch) -> int:
+    """The bytes of the rows a batch shows, for a writer deciding when it holds enough.
+
+    A one-row batch may be a view of a :class:`ScalarRows` block, whose buffers
+    ``get_total_buffer_size`` counts whole (92 KB for a row of 40 bytes); ``nbytes`` counts
+    what the view shows, and costs about 9 us, so it is asked only of one-row batches.
+    """
+    return batch.nbytes if batch.num_rows == 1 else batch.get_total_buffer_size()
 
 
 def _primitive(arr: np.ndarray, arrow_type: pa.DataType) -> pa.Array:

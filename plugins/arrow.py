@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 from daqhub.hookspecs import hookimpl
 from daqhub.measurement import ChannelSpec
 from daqhub.resources.filelock import FileLock, claim_new_file
-from daqhub.schema import channel_schema
+from daqhub.schema import channel_schema, shown_bytes
 from daqhub.specs import StorageBackend, StorageTarget
 from daqhub.storage import DEFAULT_FLUSH_INTERVAL, DeclaredChannels, check_id, option_problems
 
@@ -134,7 +134,7 @@ class _Stream:
         self.closed = False
 
     def add(self, batch: pa.RecordBatch) -> None:
-        size = batch.get_total_buffer_size()
+        size = shown_bytes(batch)
         if not self.pending and (batch.num_rows >= self.opts.batch_rows or size >= DIRECT_BYTES):
             self.writer.write_batch(batch)  # big enough already: coalescing would only copy
             return

@@ -63,6 +63,7 @@ from daqhub import __version__
 from daqhub.hookspecs import hookimpl
 from daqhub.measurement import ChannelSpec
 from daqhub.resources.filelock import FileLock, claim_new_file
+from daqhub.schema import shown_bytes
 from daqhub.specs import StorageBackend, StorageTarget
 from daqhub.storage import DEFAULT_FLUSH_INTERVAL, DeclaredChannels, check_id, option_problems
 
@@ -178,7 +179,7 @@ class _Channel:
     def add(self, batch: pa.RecordBatch, block_bytes: int) -> bool:
         """Buffer a batch; append the buffer when it is big enough. True if it appended."""
         self.pending.append(batch)
-        self.pending_bytes += batch.get_total_buffer_size()
+        self.pending_bytes += shown_bytes(batch)
         if self.pending_bytes >= block_bytes:
             self.append_pending()
             return True

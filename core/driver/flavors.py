@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from ..instrument import LIFECYCLE, V2Instrument, V4Actor, now_ns
 from ..measurement import NO_METADATA, ChannelSpec, Image, Measurement, Scalar, Spectrum
-from ..schema import build_batch, scalar_rows
+from ..schema import ScalarRows, build_batch, scalar_rows
 from ..specs import Flavor, InstrumentContext, InstrumentType
 from .declare import declared_commands
 from .session import Sample, Session, arun, run
@@ -75,8 +75,7 @@ class SessionActor(V4Actor):
         super().__init__(ctx)
         self.session = self._session_class(ctx)
         # channel -> its one-row batch builder (a scalar channel's sample)
-        self._rows: dict[str, Callable[[int, Any, Mapping[str, Any] | None],
-                                       pa.RecordBatch]] = {}
+        self._rows: dict[str, ScalarRows] = {}
 
     async def start(self) -> None:
         await arun(self.session, self.session.connect())

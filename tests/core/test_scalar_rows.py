@@ -7,10 +7,11 @@ import time
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from daqhub.measurement import ChannelSpec, DataError
-from daqhub.schema import build_batch, scalar_rows
+from daqhub.schema import BLOCK_META_BYTES, BLOCK_ROWS, build_batch, scalar_rows, shown_bytes
 
 DTYPES = ["float64", "float32", "int64", "int32", "int16", "int8", "uint64", "uint32",
           "uint16", "uint8", "bool"]
@@ -74,3 +75,35 @@ def test_values_struct_would_pack_differently_take_build_batchs_way() -> None:
 def test_only_for_scalar_channels() -> None:
     with pytest.raises(ValueError, match="spectrum"):
         scalar_rows("inst", ChannelSpec("s", "spectrum", "V", "float64", (4,)), "v4")
+
+
+def test_rows_across_blocks_keep_what_they_showed() -> None:
+    """Every batch stays what it was when made while later rows fill its block and the next,
+    null counts included, and survives Arrow IPC and concatenation as a reader would use it."""
+    spec = ChannelSpec("pos", "scalar", "mm", "float64")
+    row = scalar_rows("inst", spec, "v4")
+    n = 2 * BLOCK_ROWS + 7
+    metas = [{"moving": i % 3 == 0, "i": i} if i % 2 else None for i in range(n)]
+    got = [row(1_000 + i, i * 0.5, metas[i]) for i in range(n)]
+    # metadata long enough to end a block early still lands in the right rows
+    long = {"note": "x" * (BLOCK_META_BYTES // 3)}
+    got += [row(9_000 + i, -1.0, long) for i in range(4)]
+    metas += [long] * 4
+    stamps = [1_000 + i for i in range(n)] + [9_000 + i for i in range(4)]
+    values = [i * 0.5 for i in range(n)] + [-1.0] * 4
+    for b, t, v, m in zip(got, stamps, values, metas, strict=True):
+        want = build_batch("inst", spec, [t], np.array([v]), metadata=[m] if m else None,
+                           source="v4")
+        assert b.equals(want), (t, b.to_pydict(), want.to_pydict())
+        assert b.column("metadata").null_count == (0 if m else 1)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, got[0].schema) as writer:
+        for b in got[BLOCK_ROWS - 2:BLOCK_ROWS + 2]:
+            writer.write_batch(b)
+    back = pa.ipc.open_stream(sink.getvalue()).read_all()
+    assert back.column("timestamp_ns").to_pylist() == stamps[BLOCK_ROWS - 2:BLOCK_ROWS + 2]
+    assert back.column("metadata").to_pylist() == [
+        json.dumps(m) if m else None for m in metas[BLOCK_ROWS - 2:BLOCK_ROWS + 2]]
+    whole = pa.Table.from_batches(got).combine_chunks()
+    assert whole.column("value").to_pylist() == values
+    assert shown_bytes(got[0]) < 100  # a view is counted as its row, not its block
