@@ -10,7 +10,12 @@ import pytest
 from runtime_fakes import PRODUCED, RELEASE, BlockingV4, OnCueV4, make_lab, wait_for
 
 from daqhub.hookspecs import hookimpl
-from daqhub.runtime.dual import DualRuntimeManager, PhaseTimeouts
+from daqhub.runtime.dual import (
+    ALARM_STACKS_KEPT,
+    ALARMS_KEPT,
+    DualRuntimeManager,
+    PhaseTimeouts,
+)
 from daqhub.runtime.v4 import RestartPolicy
 
 FAST = RestartPolicy(max_restarts=3, window_s=60, backoff_first_s=0.01, backoff_max_s=0.05)
@@ -106,3 +111,19 @@ def test_an_instrument_far_below_its_requested_rate_raises_an_alarm(host, tmp_pa
     assert any(a["what"] == "rate:slowpoke" for a in saved["alarms"])
     slow = {i["id"]: i for i in saved["instruments"]}["slowpoke"]
     assert any(e["event"] == "slow" for e in slow["events"])
+
+
+def test_alarms_are_all_listed_but_only_the_newest_keep_their_stacks(host, tmp_path) -> None:
+    """A lab that keeps blocking its loop must not grow by a stack (KBs) per alarm: the
+    soak's RSS slope was those stacks."""
+    lab = make_lab(host, tmp_path, v2=[("a", "test.counter")], v4=[])
+    rt = DualRuntimeManager(lab, host)
+    n = ALARMS_KEPT + 30
+    for i in range(n):  # what the watchdog raises for each blocked-loop episode
+        rt._alarm("loop:blocker", f"episode {i}", {"stack": f"frame {i}\n" * 200})
+    alarms = list(rt.alarms)
+    assert rt.alarms_total == n
+    assert [a["message"] for a in alarms] == [f"episode {i}" for i in range(30, n)]
+    assert [a["stack"].splitlines()[0] for a in alarms[-ALARM_STACKS_KEPT:]] == [
+        f"frame {i}" for i in range(n - ALARM_STACKS_KEPT, n)]
+    assert not any("stack" in a for a in alarms[:-ALARM_STACKS_KEPT])
