@@ -213,10 +213,9 @@ class SharedVisaResource(SharedResource[Any]):
 
     async def aquery(self, command: str, *, owner: str | None = None,
                      timeout: float | None = None, urgent: bool = False) -> str:
-        """:meth:`query` for coroutines: on the gate's worker, or in the loop's own thread
-        when the gate is free and this query has been quick (as any :meth:`atransaction`)."""
-        return await self.atransaction(lambda session: session.query(command), owner=owner,
-                                       timeout=timeout, urgent=urgent, what=("query", command))
+        return await self.gate.arun(self._query, command, owner or default_owner(),
+                                    ("query", command), timeout, urgent,
+                                    self._stats)
 
     def idn(self, *, refresh: bool = False, owner: str | None = None,
             timeout: float | None = None) -> str:
