@@ -226,8 +226,11 @@ def run(session: Session, plan: Any) -> Any:
     A failing step's error, translated into the driver error family, is thrown into the
     plan, so a plan may catch it (a retry, a cleanup) or let it end the operation.
     """
-    if type(plan) is Transaction:  # a poll's usual plan, before the slower type tests
-        return _sync_step(session, plan)
+    if type(plan) is Transaction:  # a poll's usual plan: straight to the resource
+        try:
+            return _transact(session, plan)
+        except Exception as exc:
+            _raise_translated(session, plan, exc)
     if type(plan) is not GeneratorType and not isinstance(plan, Generator):
         return _sync_step(session, plan) if isinstance(plan, Transaction | Pause) else plan
     value: Any = None
@@ -244,8 +247,11 @@ def run(session: Session, plan: Any) -> Any:
 
 async def arun(session: Session, plan: Any) -> Any:
     """:func:`run` for coroutines: the same plan, each step awaited."""
-    if type(plan) is Transaction:  # as in run
-        return await _async_step(session, plan)
+    if type(plan) is Transaction:  # as in run, without a coroutine between
+        try:
+            return await _atransact(session, plan)
+        except Exception as exc:
+            _raise_translated(session, plan, exc)
     if not isinstance(plan, Generator):
         return (await _async_step(session, plan) if isinstance(plan, Transaction | Pause)
                 else plan)

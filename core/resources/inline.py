@@ -107,16 +107,18 @@ class InlineGate(Worker):
                     stats: TransactionStats) -> T | object:
         """Run an async caller's transaction in the loop's own thread, if the gate is free.
 
-        Returns :data:`NOT_TAKEN` when it is held, queued for or closed: the caller hands the
+        Returns :data:`NOT_TAKEN` when it is held, queued for or closed, or when the task
+        holds a gate (a lease; leased work keeps its own path): the caller hands the
         transaction to the worker instead. Only for what :mod:`.loopinline` judged quick (the
-        loop waits meanwhile) and a task holding no lease. Unlike :meth:`run`, what others
-        queue meanwhile is passed on to the worker thread, never run here; and the
-        transaction runs as on the worker (no running loop), so a blocking transaction it
-        nests on another resource works as it would there.
+        loop waits meanwhile). Unlike :meth:`run`, what others queue meanwhile is passed on
+        to the worker thread, never run here; and the transaction runs as on the worker (no
+        running loop), so a blocking transaction it nests on another resource works as it
+        would there.
         """
-        if self._urgent or self._normal or self._closed or not self._owned.acquire(False):
-            return NOT_TAKEN
         ident = _get_ident()
+        if (self._urgent or self._normal or self._closed or ident in INLINE_HELD
+                or context_held() or not self._owned.acquire(False)):
+            return NOT_TAKEN
         guarded = ident == _MAIN_IDENT and SIGINT_GUARD.enter()
         holding = self._inline
         holding.owner = owner
@@ -124,19 +126,15 @@ class InlineGate(Worker):
         holding.held = ()
         holding.since = start = _now()
         self._holder = holding
-        outer = INLINE_HELD.get(ident)
-        INLINE_HELD[ident] = (*outer, holding) if outer is not None else self._inline_chain
+        INLINE_HELD[ident] = self._inline_chain
         loop = _running_loop()
         _set_running_loop(None)
         try:
             return stats.run_counted(runner, arg, start)
         finally:
             _set_running_loop(loop)
-            if outer is None:
-                del INLINE_HELD[ident]
-            else:
-                INLINE_HELD[ident] = outer
-            self._let_go(holding, (), run_queued=False)
+            del INLINE_HELD[ident]
+            self._let_go(holding, (), False)
             if guarded:
                 SIGINT_GUARD.exit()
 

@@ -223,7 +223,7 @@ class ScpiProtocol:
             for name, command, message, parse, make in planned:
                 if state.out_of_step:
                     self._ensure_in_step(session, command)
-                text = self._ask(session, command, message=message)
+                text = self._ask(session, command, None, message)
                 stamp = now_ns()
                 if checks:
                     self._check_errors(session, command)
@@ -336,7 +336,7 @@ class ScpiProtocol:
             self._mark_out_of_step(session, f"no reply to {command!r}")
             raise DriverError(self.id, command, f"connection lost{self._where()} while "
                               f"reading the reply: {exc!r}") from exc
-        text = bytes(raw).decode(_ENCODING)
+        text = raw.decode(_ENCODING)
         if not text.endswith(self._rterm):
             self._mark_out_of_step(session, f"truncated reply to {command!r}")
             raise DriverError(self.id, command, f"truncated reply {text!r}{self._where()}: it "
