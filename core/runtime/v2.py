@@ -30,10 +30,11 @@ DataDistributor = Broadcast  # V2 producers publish lists of Measurements
 
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 10.0
-#: A poll due within this runs at once instead of sleeping for it (the v4 runner's
-#: ``TIMER_GRAIN_S`` rule). A shorter sleep costs more than it is worth in a busy process: it
-#: hands the GIL over and wakes a thread waiting for it, and getting it back behind a thread
-#: that computes takes up to a switch interval (5 ms), so the poll came late, not on time.
+#: A poll due within this runs at once instead of sleeping for it, in both flavors (the v4
+#: runner uses it too: epoll's timers wake in whole milliseconds). A shorter sleep costs more
+#: than it is worth in a busy process: it hands the GIL over and wakes a thread waiting for
+#: it, and getting it back behind a thread that computes takes up to a switch interval
+#: (5 ms), so the poll came late, not on time.
 #: Two 1830-C meters polled flat out over ``sim://`` made 1.5 context switches per poll that
 #: way, 0.2 without. Polls stay on their grid, so the rate is never above the one asked;
 #: each poll starts at most this much early.

@@ -47,7 +47,7 @@ from ..schema import describe, with_source
 from ..specs import InstrumentContext, InstrumentType
 from .broadcast import SubscriptionClosed
 from .health import EventSink, InstrumentHealth, si_text
-from .v2 import RETRY_FIRST_S, RETRY_MAX_S
+from .v2 import POLL_GRAIN_S, RETRY_FIRST_S, RETRY_MAX_S
 
 
 class BatchSink(Protocol):
@@ -68,8 +68,7 @@ CONTROL_METHODS = frozenset({"stop", "abort", "halt", "emergency_stop"})
 DEVICE_ERRORS: tuple[type[BaseException], ...] = (DriverError, DataError, ResourceError,
                                                   TimeoutError, OSError)
 READS_BEFORE_RECONNECT = 3  # consecutive failed reads that make the runner reopen the device
-TIMER_GRAIN_S = 0.001  # epoll's timeout granularity: a shorter wait is not waited for
-CATCH_UP_S = 2 * TIMER_GRAIN_S  # a poll later than this starts its grid again
+CATCH_UP_S = 2 * POLL_GRAIN_S  # a poll later than this starts its grid again
 
 
 @dataclass(frozen=True)
@@ -308,7 +307,7 @@ class ActorRunner:
         Every poll is preceded by a suspension (the wait for its time, else a bare yield), so
         an actor whose ``read()`` never awaits cannot keep the loop from the other actors,
         thread-safe callbacks and the watchdog's heartbeat. A poll due within
-        ``TIMER_GRAIN_S`` runs now: the loop's timers wake in whole milliseconds, so waiting
+        ``POLL_GRAIN_S`` runs now: the loop's timers wake in whole milliseconds, so waiting
         for less would cap a fast actor near 1 kHz. Polls stay on their grid of periods, each
         at most that much early; a poll late by up to ``CATCH_UP_S`` (a timer that woke a
         millisecond late) keeps the grid, so the missed polls are made at once and the rate
@@ -325,7 +324,7 @@ class ActorRunner:
                 await self._handle(actor, msg)
                 continue
             now = time.monotonic()
-            if next_poll - now > TIMER_GRAIN_S:
+            if next_poll - now > POLL_GRAIN_S:
                 mailbox.arrived.clear()  # both lanes are empty: wait for a message or the time
                 try:
                     async with asyncio.timeout(next_poll - now):  # no task, unlike wait_for
