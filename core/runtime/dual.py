@@ -67,8 +67,8 @@ from .workers import WorkerPool
 log = logging.getLogger("daqhub.runtime")
 #: alarms kept (``alarms_total`` counts them all) ...
 ALARMS_KEPT = 500
-#: ... of which the newest keep a blocked loop's stack: 3-7 KB each, so 500 of them grew a
-#: faulty lab's memory by 3 MB in its first hour (the soak's RSS slope, 0.056 MB/min)
+#: ... of which the newest keep a blocked loop's stack (kilobytes each: older alarms keep
+#: their message, so a lab that keeps blocking its loop holds 20 stacks, not 500)
 ALARM_STACKS_KEPT = 20
 
 
