@@ -106,6 +106,8 @@ class SessionRecords:
         self.row_added = threading.Condition(self._lock)
         self._started = False
         self._last_flush = 0.0
+        #: (directory, run id) of ended runs -> the session metadata their file was written with
+        self._ended_written: dict[tuple[Path, str], bytes] = {}
         rt.on_command.append(self._after_command)
         from .scan import RoutinePoints  # the engine imports these records
 
@@ -209,13 +211,19 @@ class SessionRecords:
 
     def _write_arrow(self, directory: Path) -> None:
         _replace(directory / SETTINGS_FILE, lambda p: _write_ipc(p, self._settings_table()))
+        session_meta = json.dumps(self.meta, default=str).encode()
         for run in self.runs.values():
+            if run.stop_reason != "running" and \
+                    self._ended_written.get((directory, run.run_id)) == session_meta:
+                continue  # an ended run's file changes only with the session's metadata
             table = run.table()
             meta = dict(table.schema.metadata or {})
-            meta[META_SESSION] = json.dumps(self.meta, default=str).encode()
+            meta[META_SESSION] = session_meta
             table = table.replace_schema_metadata(meta)
             _replace(directory / f"points-{run.run_id}.arrow", functools.partial(
                 _write_ipc, table=table))
+            if run.stop_reason != "running":
+                self._ended_written[(directory, run.run_id)] = session_meta
 
     def _write_hdf5(self, path: Path) -> None:
         import h5py

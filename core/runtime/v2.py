@@ -20,7 +20,13 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from functools import partial
 from typing import Any
 
-from ..instrument import CommandRejected, UnknownCommandError, V2Instrument, public_methods
+from ..instrument import (
+    CommandRejected,
+    UnknownCommandError,
+    V2Instrument,
+    is_command,
+    public_methods,
+)
 from ..measurement import Measurement, last_sample, sample_count
 from ..specs import InstrumentContext, InstrumentType
 from .broadcast import Broadcast, SubscriptionClosed
@@ -178,7 +184,7 @@ class V2Worker:
                      kwargs: dict[str, Any], fut: Future[Any]) -> None:
         if not fut.set_running_or_notify_cancel():
             return
-        if method not in public_methods(inst):
+        if not is_command(inst, method):
             fut.set_exception(UnknownCommandError(
                 f"{self.id} has no command {method!r}; it has: {', '.join(public_methods(inst))}"))
             return

@@ -28,9 +28,9 @@ import concurrent.futures
 import functools
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import pyarrow as pa
 
@@ -39,6 +39,7 @@ from ..instrument import (
     DriverError,
     UnknownCommandError,
     V4Actor,
+    is_command,
     public_methods,
 )
 from ..measurement import DataError
@@ -69,6 +70,7 @@ DEVICE_ERRORS: tuple[type[BaseException], ...] = (DriverError, DataError, Resour
                                                   TimeoutError, OSError)
 READS_BEFORE_RECONNECT = 3  # consecutive failed reads that make the runner reopen the device
 CATCH_UP_S = 2 * POLL_GRAIN_S  # a poll later than this starts its grid again
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -170,9 +172,9 @@ class ActorRunner:
         self.wake = asyncio.Event()  # set by a reconnect of its resource, or a stop
         self.blocked_since = 0.0    # set by the watchdog: this actor blocks the loop since
         self._retry = RETRY_FIRST_S
-        self._deadline = 0.0        # loop time the running read must end by (0: none runs)
+        self._deadline = 0.0        # loop time the running call must end by (0: none runs)
         self._deadline_timer: asyncio.TimerHandle | None = None
-        self._overran = False       # the deadline timer cancelled the running read
+        self._overran = False       # the deadline timer cancelled the running call
 
     async def run(self) -> None:
         backoff = self.policy.backoff_first_s
@@ -255,45 +257,53 @@ class ActorRunner:
         self.busy_in = ""
 
     async def _read(self, actor: V4Actor) -> list[pa.RecordBatch] | None:
-        """One poll, cancelled when it overruns ``read_timeout_s`` (a TimeoutError).
+        return await self._bounded("read", actor.read(), self.policy.read_timeout_s)
 
-        The deadline is the actor's, not the poll's: one timer per actor that re-arms itself
-        at the running read's deadline (:meth:`_check_deadline`), instead of a timer handle
-        made and cancelled on every poll.
+    async def _bounded(self, what: str, work: Awaitable[T], timeout: float) -> T:
+        """A read or command of the actor, cancelled when it overruns ``timeout`` (a
+        TimeoutError).
+
+        The deadline is the actor's, not the call's: one timer per actor that re-arms itself
+        at the running call's deadline (:meth:`_check_deadline`), instead of a timer handle
+        made and cancelled on every poll, or the task ``asyncio.wait_for`` makes per command
+        (a third of a scan step's round trip).
         """
-        self.busy_in = "read"
+        self.busy_in = what
         self.blocked_since = 0.0
         loop = asyncio.get_running_loop()
-        self._deadline = loop.time() + self.policy.read_timeout_s
-        if self._deadline_timer is None:
-            self._deadline_timer = loop.call_at(self._deadline, self._check_deadline)
+        self._deadline = deadline = loop.time() + timeout
+        timer = self._deadline_timer
+        if timer is None or timer.when() > deadline:  # a shorter bound than the armed one
+            if timer is not None:
+                timer.cancel()
+            self._deadline_timer = loop.call_at(deadline, self._check_deadline)
         try:
-            return await actor.read()
+            return await work
         except asyncio.CancelledError:
             if self._overran:
                 self._overran = False
                 if self.task is not None and self.task.uncancel() == 0:  # ours alone
-                    raise TimeoutError(f"did not finish within {self.policy.read_timeout_s:g} "
-                                       "s and was cancelled") from None
+                    raise TimeoutError(f"{self.id}.{what} did not finish within {timeout:g} s "
+                                       "and was cancelled") from None
             raise
         finally:
             self._deadline = 0.0
-            if self._overran:  # the read swallowed our cancellation and returned
+            if self._overran:  # the call swallowed our cancellation and returned
                 self._overran = False
                 if self.task is not None:
                     self.task.uncancel()
             self.busy_in = ""
-            if self.blocked_since:  # noticed by the watchdog while this read ran
-                self.health.error(f"read blocked the event loop for "
+            if self.blocked_since:  # noticed by the watchdog while this call ran
+                self.health.error(f"{what} blocked the event loop for "
                                   f"{time.monotonic() - self.blocked_since:.1f} s (a blocking "
                                   "call in an async method)")
                 self.blocked_since = 0.0
 
     def _check_deadline(self) -> None:
-        """The actor's deadline timer: cancel a read that overran, else re-arm for this one."""
+        """The actor's deadline timer: cancel a call that overran, else re-arm for this one."""
         self._deadline_timer = None
         if not self._deadline or self.task is None:
-            return  # no read running: the next read arms the timer again
+            return  # nothing running: the next call arms the timer again
         loop = self.task.get_loop()
         if loop.time() < self._deadline:
             self._deadline_timer = loop.call_at(self._deadline, self._check_deadline)
@@ -378,7 +388,7 @@ class ActorRunner:
         fut = msg.future
         if fut is not None and not fut.set_running_or_notify_cancel():
             return
-        if msg.method not in public_methods(actor):
+        if not is_command(actor, msg.method):
             err = UnknownCommandError(f"{self.id} has no command {msg.method!r}; it has: "
                               f"{', '.join(public_methods(actor))}")
             if fut:
@@ -388,11 +398,8 @@ class ActorRunner:
         try:
             result = getattr(actor, msg.method)(*msg.args, **msg.kwargs)
             if asyncio.iscoroutine(result):
-                result = await asyncio.wait_for(result, self.policy.call_timeout_s)
+                result = await self._bounded(msg.method, result, self.policy.call_timeout_s)
         except Exception as exc:
-            if isinstance(exc, TimeoutError) and not str(exc):  # our call_timeout_s
-                exc = TimeoutError(f"{self.id}.{msg.method} did not finish within "
-                                   f"{self.policy.call_timeout_s:g} s and was cancelled")
             self.health.error(f"{msg.method} failed: {exc}")
             if fut:
                 fut.set_exception(exc)

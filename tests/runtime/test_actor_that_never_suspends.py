@@ -65,7 +65,7 @@ def test_a_read_past_its_deadline_is_cancelled_and_counted_as_an_error(host, tmp
     try:
         wait_for(lambda: rt.health_of("late").errors >= 2, what="two overrun reads")
         h = rt.health_of("late")
-        assert "read failed: did not finish within 0.02 s and was cancelled" in \
+        assert "read failed: late.read did not finish within 0.02 s and was cancelled" in \
             h.last_error_seen, h.last_error_seen
         assert h.restarts == 0 and "late" not in PRODUCED  # a device error, not a crash
         ok = PRODUCED.get("ok", 0)
