@@ -3,8 +3,10 @@
 One pyvisa-sim DMM (the YAML daqhub-sims ships, a fresh copy). raw: one pyvisa session
 calling ``float(session.query("MEAS:VOLT:DC?"))`` in a loop, the least any driver can do
 for one reading. v2: the ``scpi.dmm`` v2 instrument's ``read()`` (the driver toolkit, the
-shared VISA manager, a ``Measurement`` per reading) called in a loop. v4: the v4 actor's
-``await read()`` (an Arrow batch per reading) from an event loop. ``check_errors =
+shared VISA manager, a ``Measurement`` per reading) called in a loop on a thread of its
+own, as the runtime polls a v2 instrument (so without the Ctrl-C guard a transaction of the
+main thread takes, ~1 us); raw runs on that thread too. v4: the v4 actor's ``await read()``
+(an Arrow batch per reading) from an event loop. ``check_errors =
 "never"`` in both, so all three send one query per reading.
 
 Phases alternate (raw, v2, raw, v4, ...; ``--phase`` seconds each) for ``--seconds`` in
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import statistics
 import tempfile
 import time
@@ -82,6 +85,11 @@ def run(seconds: float, phase: float, backend: str) -> tuple[float, float]:
     def raw_read() -> float:
         return float(raw.query(QUERY))
 
+    poller = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="v2-poller")
+
+    def polled(read: Callable[[], Any]) -> float:
+        return poller.submit(sync_rate, read, phase).result(timeout=phase + 30)
+
     with VisaSessionManager() as manager:
         res = manager.resource(RESOURCE, backend=backend, read_termination="\n",
                                write_termination="\n")
@@ -89,17 +97,18 @@ def run(seconds: float, phase: float, backend: str) -> tuple[float, float]:
         v2.connect()
         loop.run_until_complete(v4.start())
         assert v2.read() and loop.run_until_complete(v4.read())
-        raws = [sync_rate(raw_read, phase)]
+        raws = [polled(raw_read)]
         flavors: dict[str, list[float]] = {"v2": [], "v4": []}
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline or not flavors["v4"]:
             for name in ("v2", "v4"):
-                rate = (sync_rate(v2.read, phase) if name == "v2"
+                rate = (polled(v2.read) if name == "v2"
                         else loop.run_until_complete(async_rate(v4.read, phase)))
-                raws.append(sync_rate(raw_read, phase))
+                raws.append(polled(raw_read))
                 flavors[name].append(rate / ((raws[-2] + raws[-1]) / 2))
         v2.close()
         loop.run_until_complete(v4.close())
+    poller.shutdown()
     loop.close()
     raw.close()
     print(f"raw pyvisa: median {statistics.median(raws):9,.0f} reads/s over {len(raws)} phases")

@@ -8,12 +8,21 @@ truncated or garbled reply is an error naming the instrument, the command and wh
 never a hang and never a silently wrong number. :class:`~.session.Session`'s default exchange
 is made of these; a driver whose instrument answers some queries with silence (and says why
 elsewhere: an error FIFO, a status byte) calls them itself.
+
+Dropping what is on the line is not enough after a reply was given up on: it may arrive
+later, after the next exchange began, and be read as that exchange's answer (a position
+taken for a velocity, another axis' reading for this one's). An instrument with a query
+whose answer is known (a firmware text) registers it with :func:`resync_by`; from a reply
+given up on until that answer comes back, :func:`begin` first asks it and skips every line
+before it, so a late reply is skipped instead of misread.
 """
 
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ..instrument import DriverReplyError, DriverTimeoutError
@@ -24,15 +33,96 @@ from ..instrument import DriverReplyError, DriverTimeoutError
 NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 
 
-def begin(io: Any, timeout: float) -> None:
+#: lines read past while resynchronising before giving up (a line that keeps talking)
+RESYNC_MAX_LINES = 64
+
+
+@dataclass
+class _Resync:
+    """How a line gets back in step, and whether it is out of step (see the module doc)."""
+
+    message: bytes  # the query, with its command end
+    answer: str     # its known reply, stripped
+    end: bytes
+    encoding: str
+    late: bool = False   # a reply was given up on and has not been accounted for
+    unanswered: int = 0  # marker queries sent whose answers have not been read yet
+
+
+_resyncs: weakref.WeakKeyDictionary[Any, _Resync] = weakref.WeakKeyDictionary()
+
+
+def resync_by(io: Any, command: str, answer: str, command_end: bytes, reply_end: bytes,
+              encoding: str = "ascii") -> None:
+    """Make ``command`` (answered ``answer``, as just read) the line's resynchronisation.
+
+    Called by a driver once it has read the answer in step (at connect); every instrument on
+    the line shares it, since a late reply can be read by any of them.
+    """
+    state = _resyncs.get(io)
+    message = command.encode(encoding) + command_end
+    if state is None or (state.message, state.answer) != (message, answer):
+        _resyncs[io] = _Resync(message, answer, reply_end, encoding)
+
+
+def begin(io: Any, timeout: float, instrument_id: str = "") -> None:
     """Start a transaction: our read timeout, and nothing stale left to misread as a reply.
 
     The timeout is only assigned when it differs: pyserial reconfigures a native port (a
-    termios call) on every assignment, and the port restores its own value afterwards.
+    termios call) on every assignment, and the port restores its own value afterwards. A
+    line out of step (a reply given up on) is resynchronised first; if that fails, the
+    transaction fails with it (a :class:`DriverTimeoutError` or :class:`DriverReplyError`)
+    and the next one tries again.
     """
     if io.timeout != timeout:
         io.timeout = timeout
     io.reset_input_buffer()
+    state = _resyncs.get(io)
+    if state is not None and state.late:
+        _resync(io, state, instrument_id)
+
+
+def _resync(io: Any, state: _Resync, instrument_id: str) -> None:
+    """Ask the marker query, skip every line up to its answer (and up to the answers of the
+    markers earlier attempts sent, which come first on a line that answers in order).
+
+    Answers may also be lost (a reply cut short): a line quiet for a read timeout after an
+    answer came has nothing more to say, so it is in step; one quiet from the start may still
+    send this marker's answer, but no earlier one is waited for.
+    """
+    command = state.message.decode(state.encoding).strip()
+    io.write(state.message)
+    state.unanswered += 1
+    heard = answered = False
+    for _ in range(RESYNC_MAX_LINES):
+        raw = io.read_until(state.end)
+        if not raw.endswith(state.end):
+            if answered:
+                state.late, state.unanswered = False, 0
+                return
+            if not heard:
+                state.unanswered = 1
+            raise DriverTimeoutError(
+                instrument_id, command, f"{io.name} is out of step (a reply was given up "
+                f"on) and the answer to {command} that resynchronises it did not come "
+                f"within {io.timeout} s", "timeout")
+        heard = True
+        if raw[: -len(state.end)].decode(state.encoding, "replace").strip() == state.answer:
+            answered = True
+            state.unanswered -= 1
+            if state.unanswered <= 0:
+                state.late, state.unanswered = False, 0
+                return
+    raise DriverReplyError(instrument_id, command, f"{io.name} is out of step and sent more "
+                           f"than {RESYNC_MAX_LINES} lines without the answer to {command}",
+                           "garbled")
+
+
+def gave_up(io: Any) -> None:
+    """A reply on ``io`` was given up on (none, or a broken one): the line is out of step."""
+    state = _resyncs.get(io)
+    if state is not None:
+        state.late = True
 
 
 def send(io: Any, command: str, end: bytes, encoding: str = "ascii") -> None:
@@ -48,8 +138,14 @@ def read_line(io: Any, instrument_id: str, command: str, end: bytes, *,
     a :class:`DriverReplyError` (code ``truncated`` or ``garbled``) at once.
     """
     raw = io.read_until(end, max_reply) if max_reply else io.read_until(end)
-    return line_text(io, raw, instrument_id, command, end, max_reply=max_reply,
-                     encoding=encoding)
+    if not raw.endswith(end):
+        gave_up(io)  # nothing, or part of a reply whose rest may still come
+    try:
+        return line_text(io, raw, instrument_id, command, end, max_reply=max_reply,
+                         encoding=encoding)
+    except DriverReplyError:
+        gave_up(io)  # garbled: whatever it answered may be on its way still
+        raise
 
 
 def line_text(io: Any, raw: bytes, instrument_id: str, command: str, end: bytes, *,

@@ -124,7 +124,7 @@ class PortIO:
     shared port by accident; ``timeout`` may be changed and is restored afterwards.
     """
 
-    __slots__ = ("_serial", "_timeout_changed", "name")
+    __slots__ = ("_serial", "_timeout_changed", "name", "__weakref__")  # weak: driver.lines
 
     def __init__(self, ser: serial.SerialBase, name: str) -> None:
         self._serial = ser

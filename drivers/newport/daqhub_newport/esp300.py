@@ -27,7 +27,7 @@ from daqhub.driver import (
     command,
     parse_reply,
 )
-from daqhub.driver.lines import begin, integer, no_reply, number, read_line, send
+from daqhub.driver.lines import begin, integer, no_reply, number, read_line, resync_by, send
 from daqhub.measurement import ChannelSpec, MetaValue
 from daqhub.specs import InstrumentContext
 
@@ -306,11 +306,11 @@ class Esp300Axis(Session):
         s = self.options
 
         def connect(io: Any) -> None:
-            begin(io, s.reply_timeout)
+            begin(io, s.reply_timeout, self.id)
             stale = self._own_errors(io)
+            resync_by(io, "VE?", self._ask(io, "VE?", str, None), COMMAND_END, REPLY_END)
             if stale:
-                log.info("%s: discarded errors left from before connect: %s", self.id,
-                         describe(stale))
+                log.info("%s: discarded errors from before connect: %s", self.id, describe(stale))
             sn = self.cmd("SN?")
             code = self._ask(io, sn, lambda t: parse_reply(integer(0, 11), t, self.id, sn), None)
             reported = UNIT_NAMES[code]
@@ -338,7 +338,7 @@ class Esp300Axis(Session):
         """A set command: errors it causes raise; faults routed to us meanwhile are kept."""
 
         def set_command(io: Any) -> None:
-            begin(io, self.options.reply_timeout)
+            begin(io, self.options.reply_timeout, self.id)
             self._add_faults(self.router.take(self.axis))
             self._set(io, cmd, also)
 
@@ -348,7 +348,7 @@ class Esp300Axis(Session):
         """Start a motion (PA, PR, OR): forget earlier faults, remember what we asked for."""
 
         def start_motion(io: Any) -> None:
-            begin(io, self.options.reply_timeout)
+            begin(io, self.options.reply_timeout, self.id)
             with self._lock:
                 old, self._faults = self._faults, []
                 self._motion_command = cmd
@@ -364,7 +364,7 @@ class Esp300Axis(Session):
     def query_fn(self, cmd: str, parse: Callable[[str], T], *, also: int | None = None
                  ) -> Callable[[Any], T]:
         def query(io: Any) -> T:
-            begin(io, self.options.reply_timeout)
+            begin(io, self.options.reply_timeout, self.id)
             value = self._ask(io, cmd, parse, also)
             self._add_faults(self._own_errors(io, also) + self.router.take(self.axis))
             return value
@@ -389,7 +389,7 @@ class Esp300Axis(Session):
         tp, md = self.cmd("TP?"), self.cmd("MD?")
 
         def poll(io: Any) -> tuple[float, dict[str, MetaValue]]:
-            begin(io, self.options.reply_timeout)
+            begin(io, self.options.reply_timeout, self.id)
             position = self._ask(io, tp, self.parse_float(tp), None)
             done = self._ask(io, md, self.parse_done(md), None)
             drain = (self._was_moving or not done

@@ -150,6 +150,33 @@ def test_silent_instrument_times_out_naming_instrument_and_command(
     assert "dut" in str(err) and case.command in str(err) and f"{REPLY_TIMEOUT} s" in str(err)
 
 
+@pytest.mark.parametrize("flavor", ["v2", "v4"])
+def test_a_reply_given_up_on_is_never_read_as_the_next_answer(build: Build, flavor: str) -> None:
+    """The position asked for arrives after its timeout, while the next query (the velocity)
+    waits for its own reply: that query answers 7.5 or fails, never with the position."""
+    url = ESP300.url()
+    ax = build("newport.esp300", flavor, url, {**ESP300.config, "velocity": 7.5}, "dut")
+
+    def call(name: str) -> Any:
+        return getattr(ax, name)() if flavor == "v2" else run(getattr(ax, name)())
+
+    call("connect" if flavor == "v2" else "start")
+    faults = registry.endpoint(url).faults
+    faults.latency = 3 * REPLY_TIMEOUT  # the TP? reply comes during the next exchange
+    with pytest.raises(DriverTimeoutError):
+        call("position")
+    faults.latency = 0.0
+    answers: list[Any] = []
+    for _ in range(5):  # errors are allowed while the line gets back in step
+        try:
+            answers.append(call("velocity"))
+            break
+        except DriverError as exc:
+            answers.append(exc)
+    assert answers[-1] == 7.5, answers
+    assert 0.0 not in answers, answers  # the position (0.0), taken for the velocity
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_disconnect_and_reconnect(build: Build, case: Case) -> None:
     url = case.url()
