@@ -65,6 +65,13 @@ class _SigintGuard:
             signal.raise_signal(_SIGINT_NUM)  # now handled by the restored handler
 
     def _handler(self, signum: int, frame: Any) -> None:
+        if self.depth == 0:  # installed outside a transaction (code that saved it and put it
+            # back later): deferring would lose the interrupt, with nobody left to raise it
+            if callable(self.previous):
+                self.previous(signum, frame)
+            elif self.previous != signal.SIG_IGN:
+                raise KeyboardInterrupt
+            return
         if self.interruptible and self.depth == 1:
             previous = self.previous
             if callable(previous):

@@ -89,3 +89,18 @@ def test_interrupt_while_queued_withdraws_the_request(
         t.join(5)
     assert port.query(b"Q10\n", terminator=b"\n") == b"R10"
     assert dev.requests == [b"Q10"]  # the interrupted request was never sent
+
+
+def test_the_deferring_handler_put_back_outside_a_transaction_still_interrupts(
+        serial_mgr: SerialPortManager, pty_device: Callable[..., PtyDevice]) -> None:
+    """Code that saved the handler during a transaction and restores it later must not make
+    Ctrl-C vanish: outside a transaction nobody would raise the deferred interrupt."""
+    port = serial_mgr.port(pty_device().path)
+    saved = port.transaction(lambda io: signal.getsignal(signal.SIGINT))
+    assert saved is not signal.default_int_handler  # the guard's, seen from inside
+    signal.signal(signal.SIGINT, saved)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
