@@ -169,3 +169,32 @@ def test_grid_and_measure_share_the_engine(tmp_path: Path, host: PluginHost) -> 
     assert together["stage"].to_pylist() == [1.0, 2.0]
     assert together["rotator"].to_pylist() == [10.0, 20.0]
     assert together["stage.position"].to_pylist() == [1.0, 2.0]
+
+
+def test_many_runs_are_all_in_records_h5_each_written_once(
+        tmp_path: Path, host: PluginHost, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A script of many short runs: every run is in records.h5 with its rows, and a run that
+    ended is not written again at every later flush (that made N runs cost O(N^2))."""
+    from daqhub import records
+
+    written: list[str] = []
+    encode = records._hdf5_points
+    monkeypatch.setattr(records, "_hdf5_points",
+                        lambda g, table: (written.append(g.name), encode(g, table))[1])
+    runs = 40
+    with daqhub.open_lab(optics_lab(tmp_path, "v4"), host=host, report=None) as lab:
+        tables = [lab.measure(["power"], repeat=2) for _ in range(runs)]
+        lab["power"].set_wavelength(700)  # a settings snapshot after the runs
+        dirs = lab.output_dirs()
+    with h5py.File(dirs["v2"] / "records.h5", "r") as f:
+        assert sorted(f["points"], key=lambda r: int(r.split("-")[1])) == \
+            [f"measure-{i}" for i in range(1, runs + 1)]
+        for i, table in enumerate(tables, 1):
+            g = f[f"points/measure-{i}"]
+            assert bool(g.attrs["complete"]) and len(g["repeat"]) == table.num_rows == 2
+            assert list(g["power.power"][:]) == table["power.power"].to_pylist()
+        reasons = [r.decode() for r in f["settings/reason"][:]]
+        assert reasons[-1] == "after set_wavelength" and "session start" in reasons
+    # each run written about once (plus the whole rewrites when the file doubles); every run
+    # at every end would be runs * (runs + 1) / 2 = 820
+    assert len(written) < 4 * runs, len(written)
