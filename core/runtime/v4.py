@@ -26,6 +26,7 @@ import asyncio
 import collections
 import concurrent.futures
 import functools
+import selectors
 import threading
 import time
 from collections.abc import Awaitable, Mapping
@@ -148,8 +149,23 @@ class Mailbox:
         return out
 
 
+class LoopPasses(selectors.DefaultSelector):
+    """The V4 loop's selector, counting the loop's passes (each pass selects once), so a
+    runner can tell whether a read let the loop run (see :meth:`ActorRunner._serve`)."""
+
+    passes = 0
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        self.passes += 1
+        return super().select(timeout)
+
+
 class ActorRunner:
     """Supervises one actor: start, poll, serve messages, restart, fail."""
+
+    #: the passes of the loop it runs on (a runner on another loop sees none, and yields
+    #: before every poll)
+    loop_passes: LoopPasses | _NoPasses
 
     def __init__(self, itype: InstrumentType, ctx: InstrumentContext, poll_hz: float,
                  publisher: BatchSink, events: EventSink,
@@ -175,6 +191,7 @@ class ActorRunner:
         self._deadline = 0.0        # loop time the running call must end by (0: none runs)
         self._deadline_timer: asyncio.TimerHandle | None = None
         self._overran = False       # the deadline timer cancelled the running call
+        self.loop_passes = _NoPasses()
 
     async def run(self) -> None:
         backoff = self.policy.backoff_first_s
@@ -314,8 +331,9 @@ class ActorRunner:
     async def _serve(self, actor: V4Actor) -> None:
         """Poll and serve messages until stopped.
 
-        Every poll is preceded by a suspension (the wait for its time, else a bare yield), so
-        an actor whose ``read()`` never awaits cannot keep the loop from the other actors,
+        Every poll is preceded by a suspension (the wait for its time, a bare yield, or the
+        previous read's own: the loop made a pass while it ran, :class:`LoopPasses`), so an
+        actor whose ``read()`` never awaits cannot keep the loop from the other actors,
         thread-safe callbacks and the watchdog's heartbeat. A poll due within
         ``POLL_GRAIN_S`` runs now: the loop's timers wake in whole milliseconds, so waiting
         for less would cap a fast actor near 1 kHz. Polls stay on their grid of periods, each
@@ -328,6 +346,7 @@ class ActorRunner:
         failed_reads = 0
         yielded = False
         mailbox = self.mailbox
+        loop_passes = self.loop_passes
         while not self.stopping:
             msg = mailbox.take() if mailbox.control or mailbox.normal else None
             if msg is not None:
@@ -347,10 +366,11 @@ class ActorRunner:
                 yielded = True
                 await asyncio.sleep(0)
                 continue
-            yielded = False
             next_poll += self.period
             if next_poll < now - CATCH_UP_S:
                 next_poll = now + self.period
+            yielded = False
+            passes = loop_passes.passes
             try:
                 batches = await self._read(actor)
             except ConnectionError:
@@ -363,6 +383,9 @@ class ActorRunner:
                     raise DeviceLost(f"{failed_reads} reads failed in a row: {exc}") from exc
                 self.health.set_state("error", message)
                 continue
+            # the read let the loop run: the next poll needs no yield of its own (one loop
+            # pass per poll, not two)
+            yielded = loop_passes.passes != passes
             self._retry = RETRY_FIRST_S
             if failed_reads:
                 failed_reads = 0
@@ -440,6 +463,12 @@ def _short(value: pa.Scalar, unit: str) -> str:
     return f"{v} {unit}".strip()
 
 
+class _NoPasses:
+    """What a runner not on a :class:`V4Runtime` loop sees: no pass ever counted."""
+
+    passes = 0
+
+
 class V4Runtime:
     """The event loop thread and every actor runner on it."""
 
@@ -449,13 +478,15 @@ class V4Runtime:
         self.events = events
         self.policy = policy or RestartPolicy()
         self.runners: dict[str, ActorRunner] = {}
-        self.loop = asyncio.new_event_loop()
+        self.passes = LoopPasses()
+        self.loop = asyncio.SelectorEventLoop(self.passes)
         self.thread = threading.Thread(target=self._main, name="daqhub-v4-loop", daemon=True)
         self._started = threading.Event()
 
     def add(self, itype: InstrumentType, ctx: InstrumentContext, poll_hz: float,
             policy: RestartPolicy | None = None) -> ActorRunner:
         r = ActorRunner(itype, ctx, poll_hz, self.publisher, self.events, policy or self.policy)
+        r.loop_passes = self.passes
         self.runners[r.id] = r
         return r
 

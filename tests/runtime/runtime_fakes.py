@@ -125,6 +125,14 @@ class SlowReadV4(CounterV4):
         return await super().read()
 
 
+class YieldingV4(CounterV4):
+    """Lets the loop run once in every read, as any read that waits for I/O does."""
+
+    async def read(self):
+        await asyncio.sleep(0)
+        return await super().read()
+
+
 def _types() -> list[InstrumentType]:
     out = []
     for name, flavor, cls in [("test.counter", "v2", CounterV2), ("test.counter", "v4", CounterV4),
@@ -132,7 +140,8 @@ def _types() -> list[InstrumentType]:
                               ("test.hang", "v2", HangV2), ("test.slow", "v4", SlowStartV4),
                               ("test.blocking", "v4", BlockingV4),
                               ("test.slowread", "v4", SlowReadV4),
-                              ("test.oncue", "v4", OnCueV4), ("test.spin", "v4", SpinV4)]:
+                              ("test.oncue", "v4", OnCueV4), ("test.spin", "v4", SpinV4),
+                              ("test.yielding", "v4", YieldingV4)]:
         out.append(InstrumentType(name, flavor, "none", cls, CHANNELS, f"{name} for tests",
                                   capabilities=("Readable",)))
     return out

@@ -55,6 +55,25 @@ def test_a_flat_out_actor_that_never_suspends_leaves_the_loop_to_the_others(host
 
 
 @pytest.mark.timeout(60)
+def test_an_actor_whose_reads_suspend_takes_one_loop_pass_per_poll(host, tmp_path) -> None:
+    """Its read lets the loop run already, so the runner adds no yield of its own: the loop
+    made two passes per poll of such an actor (in bench/pipeline.py its CPU per poll fell
+    from 47 to 40 us without the second)."""
+    lab = make_lab(host, tmp_path, v2=[], v4=[("yielding", "test.yielding")], poll_hz=10_000)
+    rt = DualRuntimeManager(lab, host, phases=PhaseTimeouts(v4_s=3, v2_s=2, total_s=8))
+    rt.start()
+    try:
+        wait_for(lambda: PRODUCED.get("yielding", 0) > 200, what="the actor to poll")
+        passes, polls = rt.v4.passes.passes, PRODUCED["yielding"]
+        wait_for(lambda: PRODUCED["yielding"] > polls + 3000, what="3000 more polls")
+        per_poll = (rt.v4.passes.passes - passes) / (PRODUCED["yielding"] - polls)
+    finally:
+        report = rt.shutdown()
+    assert report.ok, report.failed
+    assert 0.9 < per_poll < 1.5, f"{per_poll:.2f} loop passes per poll"
+
+
+@pytest.mark.timeout(60)
 def test_a_read_past_its_deadline_is_cancelled_and_counted_as_an_error(host, tmp_path) -> None:
     # test.slowread sleeps 50 ms in every read; its deadline is 20 ms
     lab = make_lab(host, tmp_path, v2=[], v4=[("late", "test.slowread"),
