@@ -138,14 +138,15 @@ def read_line(io: Any, instrument_id: str, command: str, end: bytes, *,
     a :class:`DriverReplyError` (code ``truncated`` or ``garbled``) at once.
     """
     raw = io.read_until(end, max_reply) if max_reply else io.read_until(end)
-    if not raw.endswith(end):
-        gave_up(io)  # nothing, or part of a reply whose rest may still come
     try:
-        return line_text(io, raw, instrument_id, command, end, max_reply=max_reply,
+        text = line_text(io, raw, instrument_id, command, end, max_reply=max_reply,
                          encoding=encoding)
-    except DriverReplyError:
-        gave_up(io)  # garbled: whatever it answered may be on its way still
+    except DriverReplyError:  # cut short or garbled: the rest, or the answer, may still come
+        gave_up(io)
         raise
+    if text is None:  # silence: the answer may still come
+        gave_up(io)
+    return text
 
 
 def line_text(io: Any, raw: bytes, instrument_id: str, command: str, end: bytes, *,
