@@ -89,6 +89,10 @@ class PointsRun:
     complete: bool = False
     stop_reason: str = "running"
 
+    @property
+    def ended(self) -> bool:
+        return self.stop_reason != "running"
+
     def table(self) -> pa.Table:
         cols = {f.name: [r.get(f.name) for r in self.rows] for f in self.schema}
         meta = dict(self.schema.metadata or {})
@@ -113,10 +117,8 @@ class SessionRecords:
         self.row_added = threading.Condition(self._lock)
         self._started = False
         self._last_flush = 0.0
-        #: (directory, run id) of ended runs -> the session metadata their file was written with
-        self._ended_written: dict[tuple[Path, str], bytes] = {}
-        #: records.h5 path -> what it holds that is not rewritten (see the module doc)
-        self._h5_written: dict[Path, _H5Written] = {}
+        #: a flavor's records (its directory or records.h5) -> what was last written there
+        self._written: dict[Path, _Written] = {}
         rt.on_command.append(self._after_command)
         from .scan import RoutinePoints  # the engine imports these records
 
@@ -200,49 +202,56 @@ class SessionRecords:
             self._last_flush = time.monotonic()
             if not self._started:
                 return
+            meta = json.dumps(self.meta, default=str)
             for flavor, directory in self.rt.output_dirs().items():
                 backend = self.rt.lab.flavors[flavor].storage
                 try:
                     if backend == "hdf5":
-                        self._write_hdf5(directory / HDF5_FILE)
+                        self._write_hdf5(directory / HDF5_FILE, meta)
                     else:
-                        self._write_arrow(directory)
+                        self._write_arrow(directory, meta)
                 except Exception as exc:
                     msg = f"{flavor} records in {directory}: {type(exc).__name__}: {exc}"
                     self.errors.append(msg)
                     log.error("could not write %s", msg)
 
-    def _settings_table(self) -> pa.Table:
+    def _settings_table(self, meta: str) -> pa.Table:
         t, i, r, s = (list(c) for c in zip(*self.settings, strict=True)) if self.settings \
             else ([], [], [], [])
         return pa.table([pa.array(t, pa.int64()), i, r, s], schema=SETTINGS_SCHEMA.with_metadata(
-            {META_SESSION: json.dumps(self.meta, default=str).encode()}))
+            {META_SESSION: meta.encode()}))
 
-    def _write_arrow(self, directory: Path) -> None:
-        _replace(directory / SETTINGS_FILE, lambda p: _write_ipc(p, self._settings_table()))
-        session_meta = json.dumps(self.meta, default=str).encode()
+    def _unchanged(self, place: Path, meta: str) -> set[str]:
+        """The runs ``place`` holds that need no writing: those that had ended when it was
+        last written, unless the session metadata (which every record carries) changed."""
+        known = self._written.get(place)
+        return known.ended if known is not None and known.meta == meta else set()
+
+    def _wrote(self, place: Path, meta: str, size_whole: int = 0) -> None:
+        self._written[place] = _Written(meta, {r.run_id for r in self.runs.values() if r.ended},
+                                        size_whole)
+
+    def _write_arrow(self, directory: Path, meta: str) -> None:
+        _replace(directory / SETTINGS_FILE, lambda p: _write_ipc(p, self._settings_table(meta)))
+        unchanged = self._unchanged(directory, meta)
         for run in self.runs.values():
-            if run.stop_reason != "running" and \
-                    self._ended_written.get((directory, run.run_id)) == session_meta:
-                continue  # an ended run's file changes only with the session's metadata
+            if run.run_id in unchanged:
+                continue
             table = run.table()
-            meta = dict(table.schema.metadata or {})
-            meta[META_SESSION] = session_meta
-            table = table.replace_schema_metadata(meta)
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                                   META_SESSION: meta.encode()})
             _replace(directory / f"points-{run.run_id}.arrow", functools.partial(
                 _write_ipc, table=table))
-            if run.stop_reason != "running":
-                self._ended_written[(directory, run.run_id)] = session_meta
+        self._wrote(directory, meta)
 
-    def _write_hdf5(self, path: Path) -> None:
+    def _write_hdf5(self, path: Path, meta: str) -> None:
         import h5py
 
-        meta_json = json.dumps(self.meta, default=str)
-        ended = {r.run_id for r in self.runs.values() if r.stop_reason != "running"}
-        known = self._h5_written.get(path)
-        size = path.stat().st_size if path.exists() else 0
-        whole = known is None or known.meta != meta_json or size > 2 * known.size_whole
-        kept = known.ended if known is not None and not whole else set()
+        unchanged = self._unchanged(path, meta)
+        known = self._written.get(path)
+        whole = known is None or not unchanged or path.stat().st_size > 2 * known.size_whole
+        if whole:
+            unchanged = set()  # a new file: everything is written
 
         def write(tmp: Path) -> None:
             if not whole:
@@ -250,7 +259,7 @@ class SessionRecords:
             with h5py.File(tmp, "w" if whole else "r+") as f:
                 if whole:
                     g = f.create_group("meta")
-                    g.attrs["json"] = meta_json
+                    g.attrs["json"] = meta
                     for k, v in self.meta.items():
                         g.attrs[k] = v if isinstance(v, int | float | bool) else str(v)
                     points = f.create_group("points")
@@ -258,29 +267,29 @@ class SessionRecords:
                     del f["settings"]
                     points = f["points"]
                 s = f.create_group("settings")
-                table = self._settings_table()
+                table = self._settings_table(meta)
                 s.create_dataset("time_ns", data=np.asarray(table["time_ns"].to_pylist(),
                                                             dtype=np.int64))
                 for name in ("instrument", "reason", "settings"):
                     s.create_dataset(name, data=table[name].to_pylist(),
                                      dtype=h5py.string_dtype())
                 for run in self.runs.values():
-                    if run.run_id not in kept:
+                    if run.run_id not in unchanged:
                         if run.run_id in points:
                             del points[run.run_id]
                         _hdf5_points(points.create_group(run.run_id), run.table())
         _replace(path, write)
-        self._h5_written[path] = _H5Written(meta_json, ended, path.stat().st_size if whole or
-                                            known is None else known.size_whole)
+        self._wrote(path, meta, path.stat().st_size if whole or known is None
+                    else known.size_whole)
 
 
 @dataclass
-class _H5Written:
-    """What a records.h5 holds that a flush need not write again."""
+class _Written:
+    """What a flavor's records were last written with (see the module doc)."""
 
-    meta: str          # the session metadata it was written with
-    ended: set[str]    # runs that had ended when it was written
-    size_whole: int    # its size when last rewritten whole
+    meta: str         # the session metadata, as JSON
+    ended: set[str]   # runs that had ended then: written for good
+    size_whole: int   # records.h5: its size when last rewritten whole
 
 
 def _hdf5_points(g: Any, table: pa.Table) -> None:
