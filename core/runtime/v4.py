@@ -160,12 +160,18 @@ class LoopPasses(selectors.DefaultSelector):
         return super().select(timeout)
 
 
+class _NoPasses:
+    """What a runner not on a :class:`V4Runtime` loop sees: no pass ever counted."""
+
+    passes = 0
+
+
 class ActorRunner:
     """Supervises one actor: start, poll, serve messages, restart, fail."""
 
     #: the passes of the loop it runs on (a runner on another loop sees none, and yields
     #: before every poll)
-    loop_passes: LoopPasses | _NoPasses
+    loop_passes: LoopPasses | _NoPasses = _NoPasses()
 
     def __init__(self, itype: InstrumentType, ctx: InstrumentContext, poll_hz: float,
                  publisher: BatchSink, events: EventSink,
@@ -191,7 +197,6 @@ class ActorRunner:
         self._deadline = 0.0        # loop time the running call must end by (0: none runs)
         self._deadline_timer: asyncio.TimerHandle | None = None
         self._overran = False       # the deadline timer cancelled the running call
-        self.loop_passes = _NoPasses()
 
     async def run(self) -> None:
         backoff = self.policy.backoff_first_s
@@ -461,12 +466,6 @@ def _short(value: pa.Scalar, unit: str) -> str:
     if isinstance(v, list):
         return f"[{len(v)} values] {unit}".strip()
     return f"{v} {unit}".strip()
-
-
-class _NoPasses:
-    """What a runner not on a :class:`V4Runtime` loop sees: no pass ever counted."""
-
-    passes = 0
 
 
 class V4Runtime:
