@@ -110,32 +110,28 @@ def test_a_slow_subscriber_loses_only_its_own_data_and_is_told_how_much(
     fast_lab = lab_text(tmp_path / "data", visa_sim_backend(),
                         sim_url("esp300", speed_scale=20), poll_hz=1000, stage_hz=20)
     with served_run(fast_lab, daqhub_host, tmp_path) as (rt, service):
-        slow_subscriber_loses_only_its_own_data(rt, service)
-
-
-def slow_subscriber_loses_only_its_own_data(rt: Any, service: Any) -> None:
-    conn = daqhub.connect(service.url)
-    slow = conn.subscribe("dmm/*", queue_batches=1)  # holds one batch here, one on the server
-    fast = conn.subscribe("dmm/*")
-    fast_batches = [fast.get(timeout=10)]
-    start = fast_batches[0].first_row
-    wait_rows(rt, "dmm", start + 1500)
-    rt.shutdown()
-    service.stop()
-    fast_batches.extend(fast)
-    slow_batches = list(slow)
-    fast_rows = sum(b.batch.num_rows for b in fast_batches)
-    assert fast.lost == {"dmm/voltage": 0}
-    assert start + fast_rows == rt.counts()["dmm"]["voltage"]  # the fast one got everything
-    lost = slow.lost["dmm/voltage"]
-    assert lost > 0 and lost == sum(b.lost_before for b in slow_batches)
-    slow_first = slow_batches[0].first_row
-    assert slow_first + sum(b.batch.num_rows for b in slow_batches) + lost == \
-        rt.counts()["dmm"]["voltage"]
-    assert slow_batches[-1].dropped_batches > 0
-    # storage (lossless) was not slowed into losing anything either
-    with h5py.File(rt.output_dirs()["v2"] / "session.h5") as f:
-        assert len(f["stage/position/value"]) == rt.counts()["stage"]["position"]
+        conn = daqhub.connect(service.url)
+        slow = conn.subscribe("dmm/*", queue_batches=1)  # one batch here, one on the server
+        fast = conn.subscribe("dmm/*")
+        fast_batches = [fast.get(timeout=10)]
+        start = fast_batches[0].first_row
+        wait_rows(rt, "dmm", start + 1500)
+        rt.shutdown()
+        service.stop()
+        fast_batches.extend(fast)
+        slow_batches = list(slow)
+        fast_rows = sum(b.batch.num_rows for b in fast_batches)
+        assert fast.lost == {"dmm/voltage": 0}
+        assert start + fast_rows == rt.counts()["dmm"]["voltage"]  # the fast one got everything
+        lost = slow.lost["dmm/voltage"]
+        assert lost > 0 and lost == sum(b.lost_before for b in slow_batches)
+        slow_first = slow_batches[0].first_row
+        assert slow_first + sum(b.batch.num_rows for b in slow_batches) + lost == \
+            rt.counts()["dmm"]["voltage"]
+        assert slow_batches[-1].dropped_batches > 0
+        # storage (lossless) was not slowed into losing anything either
+        with h5py.File(rt.output_dirs()["v2"] / "session.h5") as f:
+            assert len(f["stage/position/value"]) == rt.counts()["stage"]["position"]
 
 
 def test_a_running_and_a_finished_session_read_from_the_files(served: Any) -> None:
