@@ -249,7 +249,8 @@ class SessionRecords:
 
         unchanged = self._unchanged(path, meta)
         known = self._written.get(path)
-        whole = known is None or not unchanged or path.stat().st_size > 2 * known.size_whole
+        whole = (known is None or not unchanged or not path.exists()  # (removed meanwhile)
+                 or path.stat().st_size > 2 * known.size_whole)
         if whole:
             unchanged = set()  # a new file: everything is written
 

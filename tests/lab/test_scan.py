@@ -198,3 +198,16 @@ def test_many_runs_are_all_in_records_h5_each_written_once(
     # each run written about once (plus the whole rewrites when the file doubles); every run
     # at every end would be runs * (runs + 1) / 2 = 820
     assert len(written) < 4 * runs, len(written)
+
+
+def test_records_h5_removed_during_a_session_is_written_again_whole(
+        tmp_path: Path, host: PluginHost) -> None:
+    with daqhub.open_lab(optics_lab(tmp_path, "v4"), host=host, report=None) as lab:
+        lab.measure(["power"], repeat=2)
+        path = lab.output_dirs()["v2"] / "records.h5"
+        path.unlink()  # e.g. a cleanup script; the next flush must not fail for good
+        lab.measure(["power"], repeat=2)
+        errors = list(lab.records.errors)
+    with h5py.File(path, "r") as f:
+        assert sorted(f["points"]) == ["measure-1", "measure-2"]
+    assert errors == []
