@@ -235,13 +235,13 @@ class SessionRecords:
         _replace(directory / SETTINGS_FILE, lambda p: _write_ipc(p, self._settings_table(meta)))
         unchanged = self._unchanged(directory, meta)
         for run in self.runs.values():
-            if run.run_id in unchanged:
+            path = directory / f"points-{run.run_id}.arrow"
+            if run.run_id in unchanged and path.exists():  # (unless removed meanwhile)
                 continue
             table = run.table()
             table = table.replace_schema_metadata({**(table.schema.metadata or {}),
                                                    META_SESSION: meta.encode()})
-            _replace(directory / f"points-{run.run_id}.arrow", functools.partial(
-                _write_ipc, table=table))
+            _replace(path, functools.partial(_write_ipc, table=table))
         self._wrote(directory, meta)
 
     def _write_hdf5(self, path: Path, meta: str) -> None:

@@ -200,14 +200,17 @@ def test_many_runs_are_all_in_records_h5_each_written_once(
     assert len(written) < 4 * runs, len(written)
 
 
-def test_records_h5_removed_during_a_session_is_written_again_whole(
+def test_record_files_removed_during_a_session_are_written_again(
         tmp_path: Path, host: PluginHost) -> None:
     with daqhub.open_lab(optics_lab(tmp_path, "v4"), host=host, report=None) as lab:
         lab.measure(["power"], repeat=2)
         path = lab.output_dirs()["v2"] / "records.h5"
+        points = lab.output_dirs()["v4"] / "points-measure-1.arrow"
         path.unlink()  # e.g. a cleanup script; the next flush must not fail for good
+        points.unlink()
         lab.measure(["power"], repeat=2)
         errors = list(lab.records.errors)
     with h5py.File(path, "r") as f:
         assert sorted(f["points"]) == ["measure-1", "measure-2"]
+    assert pa.ipc.open_file(points).read_all().num_rows == 2
     assert errors == []
