@@ -14,7 +14,11 @@ later, after the next exchange began, and be read as that exchange's answer (a p
 taken for a velocity, another axis' reading for this one's). An instrument with a query
 whose answer is known (a firmware text) registers it with :func:`resync_by`; from a reply
 given up on until that answer comes back, :func:`begin` first asks it and skips every line
-before it, so a late reply is skipped instead of misread.
+before it, so a late reply is skipped instead of misread. A line without such a query (the
+1830-C's answers all change) is waited out instead: :func:`begin` drops every line until
+the line stays quiet for a read timeout. That bounds how late a reply can come and still be
+skipped, where the marker has no bound; it costs one read timeout after each reply given up
+on, which a dead instrument pays on every attempt.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ RESYNC_MAX_LINES = 64
 class _Resync:
     """How a line gets back in step, and whether it is out of step (see the module doc)."""
 
-    message: bytes  # the query, with its command end
+    message: bytes  # the query, with its command end (b"": none, wait for quiet)
     answer: str     # its known reply, stripped
     end: bytes
     encoding: str
@@ -62,7 +66,9 @@ def resync_by(io: Any, command: str, answer: str, command_end: bytes, reply_end:
     state = _resyncs.get(io)
     message = command.encode(encoding) + command_end
     if state is None or (state.message, state.answer) != (message, answer):
-        _resyncs[io] = _Resync(message, answer, reply_end, encoding)
+        # a line already out of step stays so (its late replies come before this answer)
+        _resyncs[io] = _Resync(message, answer, reply_end, encoding,
+                               late=state is not None and state.late)
 
 
 def begin(io: Any, timeout: float, instrument_id: str = "") -> None:
@@ -79,7 +85,21 @@ def begin(io: Any, timeout: float, instrument_id: str = "") -> None:
     io.reset_input_buffer()
     state = _resyncs.get(io)
     if state is not None and state.late:
-        _resync(io, state, instrument_id)
+        if state.message:
+            _resync(io, state, instrument_id)
+        else:
+            _wait_for_quiet(io, state, instrument_id)
+
+
+def _wait_for_quiet(io: Any, state: _Resync, instrument_id: str) -> None:
+    """Drop every line until the line is quiet for a read timeout (no marker query)."""
+    for _ in range(RESYNC_MAX_LINES):
+        if not io.read_until(state.end):
+            state.late = False
+            return
+    raise DriverReplyError(instrument_id, "", f"{io.name} is out of step (a reply was given "
+                           f"up on) and sent more than {RESYNC_MAX_LINES} lines without a "
+                           f"pause of {io.timeout} s", "garbled")
 
 
 def _resync(io: Any, state: _Resync, instrument_id: str) -> None:
@@ -118,11 +138,13 @@ def _resync(io: Any, state: _Resync, instrument_id: str) -> None:
                            "garbled")
 
 
-def gave_up(io: Any) -> None:
-    """A reply on ``io`` was given up on (none, or a broken one): the line is out of step."""
+def gave_up(io: Any, end: bytes) -> None:
+    """A reply on ``io`` was given up on (none, or a broken one): the line is out of step.
+    ``end`` ends its replies (to wait out a line without a marker query)."""
     state = _resyncs.get(io)
-    if state is not None:
-        state.late = True
+    if state is None:
+        state = _resyncs[io] = _Resync(b"", "", end, "ascii")
+    state.late = True
 
 
 def send(io: Any, command: str, end: bytes, encoding: str = "ascii") -> None:
@@ -142,10 +164,10 @@ def read_line(io: Any, instrument_id: str, command: str, end: bytes, *,
         text = line_text(io, raw, instrument_id, command, end, max_reply=max_reply,
                          encoding=encoding)
     except DriverReplyError:  # cut short or garbled: the rest, or the answer, may still come
-        gave_up(io)
+        gave_up(io, end)
         raise
     if text is None:  # silence: the answer may still come
-        gave_up(io)
+        gave_up(io, end)
     return text
 
 

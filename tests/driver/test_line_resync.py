@@ -7,6 +7,8 @@ that timed out), and every byte written is recorded.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from daqhub.driver import DriverReplyError, DriverTimeoutError, lines
@@ -63,11 +65,33 @@ def test_after_a_reply_given_up_on_the_late_lines_are_skipped_up_to_the_marker()
     assert io.sent == [MARKER]  # in step again: no second resync
 
 
-def test_a_line_without_a_marker_is_left_as_it_was() -> None:
+def test_a_line_without_a_marker_drops_late_lines_until_it_is_quiet() -> None:
     io = ScriptedLine()
     give_up(io)
+    io.arrivals = [b"5E-9\r\n", b"0\r\n", b"", b"7.5\r\n"]  # two late replies, a pause, ours
     lines.begin(io, 0.1, "dut")
-    assert io.sent == []
+    assert io.sent == []  # nothing asked: waited out
+    assert lines.read_line(io, "dut", "D?", END) == "7.5"
+    io.arrivals = [b"8.5\r\n"]
+    lines.begin(io, 0.1, "dut")  # in step again: nothing read before the next exchange
+    assert lines.read_line(io, "dut", "D?", END) == "8.5"
+
+
+def test_a_line_without_a_marker_in_step_is_not_waited_on() -> None:
+    io = ScriptedLine()
+    io.arrivals = [b"7.5\r\n"]
+    lines.begin(io, 0.1, "dut")
+    assert lines.read_line(io, "dut", "D?", END) == "7.5"
+
+
+def test_a_line_out_of_step_when_its_marker_is_registered_is_resynchronised() -> None:
+    io = ScriptedLine()
+    give_up(io)  # before connect registered the marker
+    lines.resync_by(io, "VE?", ANSWER[:-2].decode(), b"\r", END)
+    io.arrivals = [b"1.50000\r\n", ANSWER, b"7.5\r\n"]
+    lines.begin(io, 0.1, "dut")
+    assert io.sent == [MARKER]
+    assert lines.read_line(io, "dut", "1VA?", END) == "7.5"
 
 
 def test_a_marker_answer_that_does_not_come_fails_the_transaction_and_is_tried_again() -> None:
@@ -108,13 +132,15 @@ def test_an_answer_lost_after_a_late_line_does_not_keep_the_line_out_of_step() -
     assert len(io.sent) == 2  # the second attempt ended it; the third begin asked nothing
 
 
-def test_a_line_that_never_stops_talking_is_a_garbled_line_not_a_hang() -> None:
-    io = in_step_line()
+@pytest.mark.parametrize("make", [in_step_line, ScriptedLine], ids=["marker", "quiet"])
+def test_a_line_that_never_stops_talking_is_a_garbled_line_not_a_hang(
+        make: Callable[[], ScriptedLine]) -> None:
+    io = make()
     give_up(io)
     io.arrivals = [b"noise\r\n"] * (lines.RESYNC_MAX_LINES + 5)
     with pytest.raises(DriverReplyError) as info:
         lines.begin(io, 0.1, "dut")
-    assert info.value.code == "garbled" and "VE?" in str(info.value)
+    assert info.value.code == "garbled" and "line0 is out of step" in str(info.value)
 
 
 @pytest.mark.parametrize("broken", [b"1.5", b"\xfe\x07\r\n"], ids=["truncated", "garbled"])

@@ -123,7 +123,10 @@ def test_a_held_resource_is_waited_for_off_the_loop_and_others_work_never_runs_o
     def inline_fn(session: Any) -> str:
         started.set()
         assert queued.wait(5)
-        time.sleep(0.05)  # let the thread reach its wait in the queue
+        deadline = time.monotonic() + 5
+        while not res.gate.queue_depth:  # the thread's transaction is in the gate's queue
+            assert time.monotonic() < deadline, "the thread's transaction never queued"
+            time.sleep(0.001)
         return str(session.query("Q1?"))
 
     def thread_fn(session: Any) -> str:

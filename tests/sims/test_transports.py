@@ -193,6 +193,16 @@ def test_disconnect_fails_every_operation_like_a_real_port_and_reopen_resumes() 
     port.close()
 
 
+def waiting(thread: threading.Thread) -> bool:
+    """Whether ``thread`` is inside a condition's wait (a reader blocked for data)."""
+    frame = sys._current_frames().get(thread.ident or 0)
+    while frame is not None:
+        if frame.f_code.co_name == "wait":
+            return True
+        frame = frame.f_back
+    return False
+
+
 def test_disconnect_wakes_a_blocked_reader() -> None:
     ep = registry.endpoint(BUS)
     port = open_url(timeout=5)
@@ -206,7 +216,10 @@ def test_disconnect_wakes_a_blocked_reader() -> None:
 
     thread = threading.Thread(target=reader)
     thread.start()
-    time.sleep(0.05)  # let it block; nothing to wait on from outside
+    deadline = time.monotonic() + 5
+    while not waiting(thread):  # blocked in the read, not yet on its way to it
+        assert time.monotonic() < deadline, "the reader never blocked"
+        time.sleep(0.001)
     start = time.monotonic()
     ep.faults.disconnect()
     thread.join(2)

@@ -60,8 +60,7 @@ class Pending:
 class Axis:
     """State and plans of one module; see the module docstring for the move model."""
 
-    def __init__(self, instrument_id: str, model: Model, options: Any,
-                 router: BusRouter) -> None:
+    def __init__(self, instrument_id: str, model: Model, options: Any, router: BusRouter) -> None:
         """``options``: the block's own keys (:attr:`daqhub.driver.Session.options`)."""
         self.id = instrument_id
         self.model = model

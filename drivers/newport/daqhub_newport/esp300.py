@@ -279,6 +279,7 @@ class Esp300Axis(Session):
         text = read_line(io, self.id, cmd, REPLY_END)
         if text is None:
             try:
+                begin(io, io.timeout, self.id)  # in step: a late reply is no error entry
                 own = self._own_errors(io, also)
             except DriverTimeoutError:
                 raise no_reply(io, self.id, cmd) from None  # silent altogether

@@ -177,6 +177,60 @@ def test_a_reply_given_up_on_is_never_read_as_the_next_answer(build: Build, flav
     assert 0.0 not in answers, answers  # the position (0.0), taken for the velocity
 
 
+@pytest.mark.parametrize("flavor", ["v2", "v4"])
+def test_a_late_reply_is_never_read_as_the_error_that_explains_the_silence(
+        build: Build, flavor: str) -> None:
+    """A position query met with silence is explained from the error FIFO (``TB?``) in the
+    same transaction; the position (5, which reads as error code 5) arriving meanwhile is
+    skipped, so the query fails as unanswered, not with the controller's error 5."""
+    url = ESP300.url()
+    ax = build("newport.esp300", flavor, url, ESP300.config, "dut")
+
+    def call(name: str, *args: Any) -> Any:
+        return getattr(ax, name)(*args) if flavor == "v2" else run(getattr(ax, name)(*args))
+
+    call("connect" if flavor == "v2" else "start")
+    call("define_position", 5)
+    assert call("position") == 5.0
+    registry.endpoint(url).faults.latency = 1.5 * REPLY_TIMEOUT  # TP? answered during TB?
+    with pytest.raises(DriverError) as info:
+        call("position")
+    assert isinstance(info.value, DriverTimeoutError), info.value
+    assert info.value.command == "1TP?" and info.value.code == "timeout"
+
+
+@pytest.mark.parametrize("flavor", ["v2", "v4"])
+def test_a_late_power_reading_is_never_read_as_the_next_one(build: Build,
+                                                            flavor: str) -> None:
+    """The 1830-C has no query with a fixed answer: after a reading given up on, the line is
+    waited out. Its late ``D?`` reply (1 uW) arrives while the next poll would be reading,
+    after the power changed to 2 uW: that poll reads 2 uW or fails, never 1 uW."""
+    url = METER.url()
+    meter = build("newport.1830c", flavor, url, METER.config, "dut")
+
+    def read() -> float:
+        batch = meter.read() if flavor == "v2" else batch_to_rows(run(meter.read())[0])
+        return float(batch[0].data.value)
+
+    meter.connect() if flavor == "v2" else run(meter.start())
+    assert read() == pytest.approx(1e-6)
+    endpoint = registry.endpoint(url)
+    endpoint.faults.latency = 3 * REPLY_TIMEOUT  # D? and Q? answered after the poll gave up
+    with pytest.raises(DriverTimeoutError):
+        read()
+    endpoint.device.set_power_source(lambda: 2e-6)
+    endpoint.faults.latency = 0.0
+    answers: list[Any] = []
+    for _ in range(5):  # errors are allowed while the line gets back in step
+        try:
+            answers.append(read())
+            break
+        except DriverError as exc:
+            answers.append(exc)
+    assert answers[-1] == pytest.approx(2e-6), answers
+    assert not any(a == pytest.approx(1e-6) for a in answers), answers  # the late reading
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_disconnect_and_reconnect(build: Build, case: Case) -> None:
     url = case.url()
