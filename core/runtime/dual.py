@@ -52,6 +52,7 @@ from ..routines import RoutineRunner
 from ..schema import describe
 from ..specs import InstrumentContext, InstrumentType
 from ..storage import FlavorStorage, StorageSession
+from . import gcbaseline
 from .bridge import MeasurementBridge
 from .broadcast import Broadcast, Subscription, SubscriptionClosed
 from .budget import HISTORY_FILE, Budget, BudgetMonitor
@@ -233,6 +234,7 @@ class DualRuntimeManager:
                                alarm=self._alarm) if lab.workers > 1 else None
         self._shutdown_lock = threading.Lock()
         self.started = False
+        self._gc_held = False  # this runtime counts in gcbaseline's holders
         self._announced = False
 
     # --- events -----------------------------------------------------------------------
@@ -356,6 +358,8 @@ class DualRuntimeManager:
             self._announced = True
             if self.pool is not None:
                 self.pool.attach()
+            gcbaseline.hold()
+            self._gc_held = True
             self.v4.start()
             self.v2.start()
             self.watchdog.start()
@@ -498,7 +502,12 @@ class DualRuntimeManager:
         with self._shutdown_lock:
             if self._report is not None:
                 return self._report
-            self._report = self._shutdown()
+            try:
+                self._report = self._shutdown()
+            finally:
+                if self._gc_held:
+                    self._gc_held = False
+                    gcbaseline.release()
             return self._report
 
     def _shutdown(self) -> ShutdownReport:
