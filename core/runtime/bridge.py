@@ -34,7 +34,6 @@ from ..measurement import (
     group_by_channel,
     sample_count,
 )
-from ..schema import describe
 from .broadcast import Broadcast, Subscription, SubscriptionClosed
 
 RowsToBatch = Callable[[list[Measurement | Columns], ChannelSpec], pa.RecordBatch]
@@ -82,10 +81,10 @@ class MeasurementBridge:
             if self._stop.is_set() and self.inbound.depth() == 0:
                 return
 
-    async def apublish(self, batch: pa.RecordBatch) -> None:
-        """A v4 actor's unified batch, published from the event loop (counted here)."""
-        iid, spec = describe(batch.schema)
-        self.counts["v4"][(iid, spec.name)] += batch.num_rows
+    async def apublish(self, batch: pa.RecordBatch, channel: tuple[str, str]) -> None:
+        """A v4 actor's unified batch of ``channel`` (``(instrument id, channel)``, as its
+        schema declares), published from the event loop (counted here)."""
+        self.counts["v4"][channel] += batch.num_rows
         await self.unified.apublish(batch)
 
     def _emit(self, items: list[Any]) -> None:

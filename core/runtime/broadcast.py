@@ -56,7 +56,10 @@ class Subscription(Generic[T]):
         self.lossless = lossless
         self.capacity = capacity
         self._items: collections.deque[T] = collections.deque()
-        self._cond = threading.Condition()
+        # held as ``with self._lock`` (C) rather than ``with self._cond`` (a Python-level
+        # __enter__/__exit__ pair per item); reentrant, as a Condition's own lock is
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
         self._closed = False
         self._on_alarm = on_alarm
         self.delivered = 0
@@ -75,7 +78,7 @@ class Subscription(Generic[T]):
         ``wake=False``: the caller wakes the consumer itself soon (:meth:`wake`), once for
         several items.
         """
-        with self._cond:
+        with self._lock:
             if self._closed:
                 raise SubscriptionClosed(f"subscriber {self.name!r} is closed")
             if len(self._items) >= self.capacity:
@@ -103,7 +106,7 @@ class Subscription(Generic[T]):
 
     def wake(self) -> None:
         """Wake a consumer waiting for items offered with ``wake=False``."""
-        with self._cond:
+        with self._lock:
             if self._items:
                 self._cond.notify_all()
 
@@ -119,7 +122,7 @@ class Subscription(Generic[T]):
 
     def get_many(self, timeout: float, max_items: int = 10_000) -> list[T]:
         """Up to ``max_items`` queued items, waiting up to ``timeout`` for the first."""
-        with self._cond:
+        with self._lock:
             if not self._items and not self._closed:
                 self._cond.wait(timeout)
             n = min(len(self._items), max_items)
@@ -138,7 +141,7 @@ class Subscription(Generic[T]):
             return out
 
     def close(self) -> None:
-        with self._cond:
+        with self._lock:
             self._closed = True
             self._cond.notify_all()
 
@@ -150,7 +153,7 @@ class Subscription(Generic[T]):
         return len(self._items)
 
     def stats(self) -> SubscriberStats:
-        with self._cond:
+        with self._lock:
             return SubscriberStats(self.name, self.lossless, self.capacity, len(self._items),
                                    self.delivered, self.dropped, self.blocked_s, self.alarms,
                                    self.alarm_active)

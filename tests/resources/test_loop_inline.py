@@ -179,7 +179,7 @@ def test_the_watchdog_names_the_actor_whose_inline_transaction_blocks_the_loop(
     published: list[pa.RecordBatch] = []
 
     class Sink:
-        async def apublish(self, batch: pa.RecordBatch) -> None:
+        async def apublish(self, batch: pa.RecordBatch, channel: tuple[str, str]) -> None:
             published.append(batch)
 
     rt = V4Runtime(Sink(), lambda *a: None, RestartPolicy())
