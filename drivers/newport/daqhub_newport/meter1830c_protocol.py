@@ -4,15 +4,15 @@ Written from the protocol reference. The meter never answers a set command and n
 an error: it sets bit 0 (parameter error) or bit 1 (command error) of its status byte and stays
 silent. So a set command is followed by ``Q?`` in the same transaction, and an error bit
 becomes a :class:`DriverError` naming the command that caused it; a query met with silence is
-explained the same way. Saturation and over-range (bits 2 and 3) are facts about a reading,
-not errors: they travel with the sample as metadata.
+explained the same way, once the line is quiet. Saturation and over-range (bits 2 and 3) are
+facts about a reading, not errors: they travel with the sample as metadata.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from daqhub.driver import DriverError, DriverTimeoutError, parse_reply
+from daqhub.driver import DriverError, lines, parse_reply
 from daqhub.driver.lines import integer, line_text, no_reply, number, read_line, send
 from daqhub.measurement import MetaValue
 
@@ -44,10 +44,7 @@ STATUS_ERRORS: dict[int, str] = {
 
 
 def status_error(instrument_id: str, command: str, status: int) -> DriverError | None:
-    """The error the status byte reports for ``command``, or None.
-
-    The code is the error bits of the status byte (1, 2, or 3 when both are set).
-    """
+    """The error the status byte reports for ``command`` (coded by its error bits), or None."""
     bits = status & ERROR_BITS
     if not bits:
         return None
@@ -81,11 +78,10 @@ def read_status(io: Any, instrument_id: str) -> int:
 def echo_off(io: Any, instrument_id: str) -> bool:
     """``E0`` whatever the meter's echo state; True if it was echoing.
 
-    A meter left in echo mode (``E1``) sends every character back as it arrives, the line
-    end as CR LF (as the sister 2832-C's manual describes RS-232 echo), so its echo of
-    ``E0`` (``E0<CR><LF>``) comes before the reply to the ``Q?`` that follows; once ``E0``
-    is taken nothing more is echoed. A meter that was not echoing sends nothing for ``E0``.
-    The status read also clears an error ``E0`` caused on a meter without echo support.
+    A meter left in echo mode (``E1``) sends every character back as it arrives, the line end
+    as CR LF (as the sister 2832-C's manual describes RS-232 echo), so ``E0<CR><LF>`` comes
+    before the reply to the ``Q?`` that follows, and nothing after it. A meter that was not
+    echoing sends nothing for ``E0``; one without echo support flags an error, cleared here.
     """
     send(io, "E0", TERMINATOR)
     send(io, "Q?", TERMINATOR)
@@ -120,10 +116,12 @@ def query(io: Any, instrument_id: str, command: str) -> str:
     send(io, command, TERMINATOR)
     text = read_line(io, instrument_id, command, TERMINATOR)
     if text is None:
+        lines.begin(io, io.timeout, instrument_id)  # in step: a late reply is no status byte
         try:
             status = read_status(io, instrument_id)
-        except DriverTimeoutError:
-            raise no_reply(io, instrument_id, command) from None  # silent altogether
+        except DriverError:  # silent too, or a reply later still (the status comes after it)
+            lines.gave_up(io, TERMINATOR)
+            raise no_reply(io, instrument_id, command) from None
         err = status_error(instrument_id, command, status)
         if err is not None:
             clear_status(io)

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 from fakeline import FakeLine
 
-from daqhub.driver import DriverTimeoutError
+from daqhub.driver import DriverTimeoutError, lines
 from daqhub.driver.lines import read_line
 from daqhub.instrument import DriverError
 from daqhub.specs import InstrumentContext
@@ -257,3 +257,41 @@ def test_meter_commands() -> None:
     assert pm.range_command(0, "m") == "R0"
     assert pm.units_command("dBm", "m") == "U3"
     assert pm.filter_command("slow", "m") == "F1"
+
+
+class LaggingLine(FakeLine):
+    """A meter whose reply to each command comes ``lag[command]`` reads after it is sent
+    (each read is one read timeout of a real line)."""
+
+    def __init__(self, replies: dict[str, bytes], lag: dict[str, int]) -> None:
+        super().__init__(lambda cmd: None, b"\n")
+        self.replies, self.lag = replies, lag
+        self.reads = 0
+        self.pending: list[tuple[int, bytes]] = []
+
+    def write(self, data: bytes) -> int:
+        command = data.decode("ascii").strip()
+        self.sent.append(command)
+        self.pending.append((self.reads + self.lag[command], self.replies[command]))
+        return len(data)
+
+    def read_until(self, expected: bytes = b"\n", size: int | None = None) -> bytes:
+        self.reads += 1
+        for due, reply in [p for p in self.pending if p[0] <= self.reads]:
+            self.pending.remove((due, reply))
+            self._out += reply
+        return super().read_until(expected, size)
+
+
+def test_a_late_reading_is_not_the_status_byte_nor_is_that_byte_a_reading() -> None:
+    """``D?`` goes unanswered, the line stays quiet for a read, and the reading arrives while
+    ``Q?`` (asked to explain the silence) is read: it is no status byte, so the query is
+    unanswered, and the line is out of step until the status byte that is still to come has
+    been waited out, so the next ``D?`` reads a power, not the status (0) as 0 W."""
+    line = LaggingLine({"D?": b"1E-6\n", "Q?": b"0\n"}, {"D?": 3, "Q?": 2})
+    with pytest.raises(DriverTimeoutError) as info:
+        pm.query(line, "meter", "D?")
+    assert (info.value.command, info.value.code) == ("D?", "timeout")
+    line.replies["D?"], line.lag["D?"] = b"2E-6\n", 1  # the meter answers at once again
+    lines.begin(line, line.timeout, "meter")  # what every exchange of the driver starts with
+    assert pm.parse_reading(pm.query(line, "meter", "D?"), "meter") == 2e-6

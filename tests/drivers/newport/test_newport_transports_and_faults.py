@@ -200,6 +200,27 @@ def test_a_late_reply_is_never_read_as_the_error_that_explains_the_silence(
 
 
 @pytest.mark.parametrize("flavor", ["v2", "v4"])
+def test_a_late_reply_is_never_read_as_the_status_byte_that_explains_the_silence(
+        build: Build, flavor: str) -> None:
+    """A meter query met with silence is explained by the status byte (``Q?``) in the same
+    transaction; the units (1, which reads as status 1: a parameter error) arriving meanwhile
+    are waited out, so the query fails as unanswered, not as a refused parameter."""
+    url = METER.url()
+    meter = build("newport.1830c", flavor, url, METER.config, "dut")
+
+    def ask(text: str) -> Any:
+        return meter.raw_query(text) if flavor == "v2" else run(meter.raw_query(text))
+
+    meter.connect() if flavor == "v2" else run(meter.start())
+    assert ask("U?") == "1"  # watts
+    registry.endpoint(url).faults.latency = 1.5 * REPLY_TIMEOUT  # U? answered during Q?
+    with pytest.raises(DriverError) as info:
+        ask("U?")
+    assert isinstance(info.value, DriverTimeoutError), info.value
+    assert info.value.command == "U?" and info.value.code == "timeout"
+
+
+@pytest.mark.parametrize("flavor", ["v2", "v4"])
 def test_a_late_power_reading_is_never_read_as_the_next_one(build: Build,
                                                             flavor: str) -> None:
     """The 1830-C has no query with a fixed answer: after a reading given up on, the line is
