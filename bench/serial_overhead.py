@@ -4,7 +4,8 @@ raw:     ``ser.write(b"Q1\\n"); ser.readline()`` on a ``serial.Serial`` of the p
 managed: the same two calls inside ``port.transaction(...)`` from ``SerialPortManager``.
 Same line settings and timeouts on both. The device runs in a child process; both clients
 run in this (main) thread, alternating in small blocks so machine load hits both alike.
-Prints ``ratio=<managed time per transaction / raw time>`` as its last line (target <= 1.2).
+Prints ``ratio=<managed time per transaction / raw time>`` as its last line (target <= 1.1,
+issue 18; the seed design asked <= 1.2).
 
     python bench/serial_overhead.py [--count 2000] [--rounds 7]
 """

@@ -13,7 +13,8 @@ Four cases, each a ratio of backend throughput to raw throughput (1.0 = as fast 
 Both sides include creating and closing their files; the backend side also includes
 the session directory, locks, routing, validation and its periodic flushes. Raw and
 backend runs alternate, and each ratio is the median of the rounds, so machine load hits
-both alike. The last line is ``ratio=<worst ratio>`` (target >= 0.8).
+both alike. The last line is ``ratio=<worst ratio>`` (target >= 0.85:
+issue 18 keeps it there; the seed design asked >= 0.8).
 
     python bench/storage.py [--rounds 5] [--rows 2000000] [--images 300] [--dir DIR]
 """
