@@ -93,6 +93,23 @@ def describe(schema: pa.Schema) -> tuple[str, ChannelSpec]:
     return _describe(meta.get(META_INSTRUMENT), meta.get(META_CHANNEL))
 
 
+def declared_channel(schema: pa.Schema, declared: Mapping[tuple[str, str], ChannelSpec]
+                     ) -> tuple[str, str]:
+    """The ``(instrument id, channel)`` a batch's schema describes, if ``declared`` holds it
+    as such; else a DataError naming the channel: an undeclared channel, or one described
+    otherwise (unit, dtype, shape) than it was declared, cannot be stored faithfully."""
+    iid, spec = describe(schema)
+    key = (iid, spec.name)
+    found = declared.get(key)
+    if found is None:
+        known = ", ".join(f"{i}.{c}" for i, c in sorted(declared)) or "none"
+        raise DataError(f"channel {iid}.{spec.name} was not declared (declared: {known})")
+    if found != spec:
+        raise DataError(f"channel {iid}.{spec.name} was declared as {found.to_dict()}, but a "
+                        f"batch describes it as {spec.to_dict()}")
+    return key
+
+
 @functools.lru_cache(maxsize=4096)
 def _describe(instrument: bytes | None, channel: bytes | None) -> tuple[str, ChannelSpec]:
     """Cached: every batch of a channel carries the same metadata, parsed once."""

@@ -42,7 +42,7 @@ from . import __version__
 from .measurement import ChannelSpec, DataError
 from .outdir import resolved, unwritable
 from .resources.filelock import remove_stale_locks
-from .schema import META_CHANNEL, META_INSTRUMENT, channel_schema, describe
+from .schema import META_CHANNEL, META_INSTRUMENT, channel_schema, declared_channel
 from .specs import FLAVORS, Flavor, StorageTarget, StorageWriter
 
 if TYPE_CHECKING:
@@ -215,17 +215,7 @@ class DeclaredChannels(Generic[T]):
         return self.items[key]
 
     def _resolve(self, batch: pa.RecordBatch) -> tuple[str, str]:
-        iid, spec = describe(batch.schema)
-        key = (iid, spec.name)
-        declared = self._declared.get(key)
-        if declared is None:
-            known = ", ".join(f"{i}.{c}" for i, c in sorted(self._declared)) or "none"
-            raise DataError(f"channel {iid}.{spec.name} was not declared when storage opened "
-                            f"(declared: {known})")
-        if declared != spec:
-            raise DataError(f"channel {iid}.{spec.name} was declared as {declared.to_dict()}, "
-                            f"but a batch describes it as {spec.to_dict()}")
-        return key
+        return declared_channel(batch.schema, self._declared)
 
 
 # --- the router ---------------------------------------------------------------------

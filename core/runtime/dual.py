@@ -142,6 +142,9 @@ class SinkThread:
         self.sub = sub
         self.on_error = on_error
         self.written = 0
+        self.failed_batches = 0  # batches the sink refused or failed to write (reported)
+        self.failed_rows = 0
+        self.last_failure = ""
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._main, name=f"daqhub-storage:{name}",
                                        daemon=True)
@@ -160,7 +163,12 @@ class SinkThread:
                     self.sink.write(b)
                     self.written += b.num_rows
                 except Exception as exc:  # a storage fault is reported, the run goes on
-                    self.on_error(self.name, f"write failed: {exc}")
+                    self.failed_batches += 1
+                    self.failed_rows += b.num_rows
+                    message = f"write failed: {exc}"
+                    if message != self.last_failure:  # an alarm per new fault, not per batch
+                        self.last_failure = message
+                        self.on_error(self.name, message)
             if self._stop.is_set() and self.sub.depth() == 0:
                 return
 
@@ -563,6 +571,10 @@ class DualRuntimeManager:
                 report.errors.append(f"{st.name}: {st.sub.depth()} batch(es) not written: the "
                                      "shutdown budget ran out while storage was behind")
             st.sub.close()
+            if st.failed_batches:  # samples that are in no file: the run did not go well
+                report.errors.append(f"{st.name}: {st.failed_batches} batch(es) "
+                                     f"({st.failed_rows} samples) not written; last: "
+                                     f"{st.last_failure}")
         for name, sink in self._sinks.items():
             try:
                 report.sink_results[name] = sink.close()

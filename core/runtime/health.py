@@ -74,18 +74,20 @@ class InstrumentHealth:
                 self.last_sample = (text, ts)
             return text, ts
 
-    def polled(self, n: int = 0, last_value: str | Callable[[], str] = "",
+    def polled(self, n: int = 0, last_value: str | Callable[[], str] | None = "",
                timestamp_ns: int | Callable[[], int] = 0) -> None:
         """One successful read of the instrument, whatever it returned: the rate counts these.
 
         A read that produced ``n`` samples says so here too (as :meth:`produced`), so a v4
-        poll takes the lock once.
+        poll takes the lock once; ``last_value`` None: none of them was accepted, so the live
+        view keeps the newest that was.
         """
         with self._lock:
             self._recent.append(time.monotonic())
             if n:
                 self.measurements += n
-                self.last_sample = (last_value, timestamp_ns)
+                if last_value is not None:
+                    self.last_sample = (last_value, timestamp_ns)
 
     def running(self, reason: str = "") -> None:
         """The instrument works (again): an error it recovered from is no longer its state."""

@@ -43,9 +43,9 @@ from ..instrument import (
     is_command,
     public_methods,
 )
-from ..measurement import DataError
+from ..measurement import ChannelSpec, DataError
 from ..resources import ResourceError
-from ..schema import describe, with_source
+from ..schema import declared_channel, describe, with_source
 from ..specs import InstrumentContext, InstrumentType
 from .broadcast import SubscriptionClosed
 from .health import EventSink, InstrumentHealth, si_text
@@ -351,7 +351,7 @@ class ActorRunner:
         mailbox = self.mailbox
         loop_passes = self.loop_passes
         read_timeout = self.policy.read_timeout_s
-        known = KnownSchemas()
+        known = KnownSchemas({(self.id, c.name): c for c in self.ctx.channels})
         while not self.stopping:
             msg = mailbox.take() if mailbox.control or mailbox.normal else None
             if msg is not None:
@@ -400,15 +400,19 @@ class ActorRunner:
                 if b.num_rows == 0:
                     continue
                 rows += b.num_rows
+                try:
+                    unified, channel = known.route(b.schema)
+                except DataError as exc:
+                    self.health.error(f"rejected {b.num_rows} sample(s): {exc}")
+                    continue
                 last = b
-                unified, channel = known.route(b.schema)
                 try:
                     await self.publisher.apublish(b if unified else with_source(b, "v4"), channel)
                 except SubscriptionClosed as exc:
                     self.health.error(str(exc))
                     return
-            if last is None:
-                self.health.polled()
+            if last is None:  # nothing, or nothing accepted (the live view keeps its sample)
+                self.health.polled(rows, None)
             else:  # the live-view text is made when someone looks
                 self.health.polled(rows, functools.partial(_last_text, last),
                                    functools.partial(_last_timestamp, last))
@@ -449,22 +453,35 @@ class KnownSchemas:
 
     An actor sends the same few schemas over and over; comparing one with a schema seen
     before (``Schema.equals``, metadata included: 45 ns) is ten times cheaper than reading
-    its metadata and field names again on every poll.
+    its metadata and field names again on every poll. A schema of a channel the instrument
+    did not declare (or declared otherwise, or of another instrument) is refused, as the
+    bridge refuses a v2 driver's: its batches would reach consumers that cannot store them.
     """
 
-    __slots__ = ("seen",)
+    __slots__ = ("declared", "seen")
 
-    def __init__(self) -> None:
-        #: (schema, has its ``source`` column, (instrument id, channel)), newest first
-        self.seen: list[tuple[pa.Schema, bool, tuple[str, str]]] = []
+    def __init__(self, declared: Mapping[tuple[str, str], ChannelSpec]) -> None:
+        self.declared = declared
+        #: (schema, has its ``source`` column, (instrument id, channel) or why it is
+        #: refused), newest first
+        self.seen: list[tuple[pa.Schema, bool, tuple[str, str] | str]] = []
 
     def route(self, schema: pa.Schema) -> tuple[bool, tuple[str, str]]:
+        """Whether the schema has its source column, and its channel; a DataError when the
+        channel is refused."""
         for entry in self.seen:
             if schema.equals(entry[0], check_metadata=True):
-                return entry[1], entry[2]
-        iid, spec = describe(schema)  # a DataError for a batch that is not a channel's
-        entry = (schema, schema.get_field_index("source") >= 0, (iid, spec.name))
-        self.seen = [entry, *self.seen[:MAX_SCHEMAS - 1]]
+                break
+        else:
+            channel: tuple[str, str] | str
+            try:
+                channel = declared_channel(schema, self.declared)
+            except DataError as exc:
+                channel = str(exc)
+            entry = (schema, schema.get_field_index("source") >= 0, channel)
+            self.seen = [entry, *self.seen[:MAX_SCHEMAS - 1]]
+        if isinstance(entry[2], str):
+            raise DataError(entry[2])
         return entry[1], entry[2]
 
 

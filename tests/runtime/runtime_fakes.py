@@ -125,6 +125,22 @@ class SlowReadV4(CounterV4):
         return await super().read()
 
 
+class StrayV4(CounterV4):
+    """Besides its counter: a channel it never declared, and ``x`` in mV (declared in V)."""
+
+    async def read(self):
+        count, _ = await super().read()
+        ts = [now_ns()]
+        return [count, build_batch(self.id, ChannelSpec("bogus", "scalar", "V"), ts,
+                                   np.array([1.0])),
+                build_batch(self.id, ChannelSpec("x", "scalar", "mV"), ts, np.array([1.0]))]
+
+
+class OnlyStrayV4(StrayV4):
+    async def read(self):
+        return (await super().read())[1:]
+
+
 class YieldingV4(CounterV4):
     """Lets the loop run once in every read, as any read that waits for I/O does."""
 
@@ -141,7 +157,9 @@ def _types() -> list[InstrumentType]:
                               ("test.blocking", "v4", BlockingV4),
                               ("test.slowread", "v4", SlowReadV4),
                               ("test.oncue", "v4", OnCueV4), ("test.spin", "v4", SpinV4),
-                              ("test.yielding", "v4", YieldingV4)]:
+                              ("test.yielding", "v4", YieldingV4),
+                              ("test.stray", "v4", StrayV4),
+                              ("test.onlystray", "v4", OnlyStrayV4)]:
         out.append(InstrumentType(name, flavor, "none", cls, CHANNELS, f"{name} for tests",
                                   capabilities=("Readable",)))
     return out

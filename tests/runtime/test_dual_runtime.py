@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import Counter
@@ -137,6 +138,51 @@ def test_slow_lossless_subscriber_slows_producers_and_alarms(host, tmp_path) -> 
     st = live.stats()
     assert st.dropped > 0 and st.depth <= 5
     assert report.counts["a"]["count"] == PRODUCED["a"]
+
+
+@pytest.mark.timeout(30)
+def test_v4_batches_of_channels_not_declared_so_are_refused_and_named(host, tmp_path) -> None:
+    """As the bridge refuses a v2 driver's samples of an undeclared channel: storage could not
+    write them, so they are counted as the instrument's errors, never as stored samples."""
+    lab = make_lab(host, tmp_path, v2=[], v4=[("s", "test.stray"), ("o", "test.onlystray")])
+    rec = Recorder()
+    rt = DualRuntimeManager(lab, host, sinks={"storage": rec}, restart_policy=FAST)
+    rt.start()
+    wait_for(lambda: PRODUCED.get("s", 0) >= 5 and PRODUCED.get("o", 0) >= 5, what="5 polls")
+    report = rt.shutdown()
+    outcome = {o["id"]: o for o in report.instruments}
+    assert report.counts == {"s": {"count": PRODUCED["s"]}}
+    assert {(r.instrument_id, r.channel) for r in rec.rows} == {("s", "count")}
+    assert outcome["s"]["ok"] and outcome["s"]["errors"] == 2 * PRODUCED["s"]
+    assert "channel s.x was declared as" in outcome["s"]["last_error"]
+    assert not outcome["o"]["ok"], outcome["o"]
+    assert outcome["o"]["problem"] == f"none of its {2 * PRODUCED['o']} samples was accepted"
+    assert outcome["o"]["errors"] == 2 * PRODUCED["o"]
+    assert not report.ok
+
+
+@pytest.mark.timeout(30)
+def test_samples_a_sink_failed_to_write_make_the_run_not_ok(host, tmp_path) -> None:
+    class FullDisk(Recorder):
+        def write(self, batch) -> None:
+            if len(self.rows) >= 20:
+                raise OSError(28, "No space left on device")
+            super().write(batch)
+
+    lab = make_lab(host, tmp_path, v2=[("a", "test.counter")], v4=[("c", "test.counter")])
+    disk = FullDisk()
+    rt = DualRuntimeManager(lab, host, sinks={"disk": disk}, restart_policy=FAST)
+    rt.start()
+    wait_for(lambda: PRODUCED.get("a", 0) >= 20 and PRODUCED.get("c", 0) >= 20,
+             what="20 polls each")
+    report = rt.shutdown()
+    lost = sum(n for chans in report.counts.values() for n in chans.values()) - len(disk.rows)
+    assert lost > 0 and not report.ok
+    assert len(report.errors) == 1 and re.fullmatch(
+        rf"disk: \d+ batch\(es\) \({lost} samples\) not written; last: write failed: "
+        r"\[Errno 28\] No space left on device", report.errors[0]), report.errors
+    assert [a["message"] for a in rt.alarms if a["what"] == "sink:disk"] == \
+        ["write failed: [Errno 28] No space left on device"]  # one alarm, not one per batch
 
 
 def test_unknown_command_and_health(host, tmp_path) -> None:
