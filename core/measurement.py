@@ -302,18 +302,30 @@ def sample_count(items: Sequence[Measurement | Columns]) -> int:
     return sum(len(i) if type(i) is Columns else 1 for i in items)
 
 
-def group_by_channel(items: Sequence[Measurement | Columns],
-                     into: dict[tuple[str, str], list[Measurement | Columns]]) -> None:
-    """Append a v2 ``read()``'s items to ``into[(instrument_id, channel)]``.
+#: what a v2 worker publishes per poll: its instrument's id and what ``read()`` returned
+V2Read: TypeAlias = tuple[str, Sequence[Measurement | Columns]]
 
-    A read of one instrument's one channel (the common case when samples are many) is
-    moved as one list, not item by item.
+
+def group_by_channel(read: V2Read, into: dict[tuple[str, str], list[Measurement | Columns]]
+                     ) -> list[Measurement | Columns]:
+    """Append a v2 ``read()``'s items to ``into[(instrument_id, channel)]``; return the items
+    naming another instrument than the one whose read returned them, not grouped (a driver
+    speaks for its own instrument only: its samples must not be stored as another's).
+
+    A read of its instrument's one channel (the common case when samples are many) is moved
+    as one list, not item by item.
     """
-    if len({i.channel for i in items}) == 1 and len({i.instrument_id for i in items}) == 1:
-        into[(items[0].instrument_id, items[0].channel)].extend(items)
-        return
+    owner, items = read
+    if {i.instrument_id for i in items} == {owner} and len({i.channel for i in items}) == 1:
+        into[(owner, items[0].channel)].extend(items)
+        return []
+    foreign: list[Measurement | Columns] = []
     for i in items:
-        into[(i.instrument_id, i.channel)].append(i)
+        if i.instrument_id == owner:
+            into[(owner, i.channel)].append(i)
+        else:
+            foreign.append(i)
+    return foreign
 
 
 def last_sample(items: Sequence[Measurement | Columns]) -> Measurement | None:

@@ -30,6 +30,7 @@ from ..measurement import (
     Flavor,
     Measurement,
     UnifiedMeasurement,
+    V2Read,
     as_flavor,
     group_by_channel,
     sample_count,
@@ -42,7 +43,7 @@ BatchToRows = Callable[[pa.RecordBatch], list[UnifiedMeasurement]]
 
 class MeasurementBridge:
     def __init__(self, channels: Mapping[tuple[str, str], ChannelSpec],
-                 v2_in: Broadcast[list[Measurement]],
+                 v2_in: Broadcast[V2Read],
                  rows_to_batch: RowsToBatch, *, window_s: float = 0.05,
                  capacity: int = 10_000, on_error: Callable[[str, str], None] | None = None,
                  on_alarm: Callable[[str, str], None] | None = None) -> None:
@@ -91,8 +92,13 @@ class MeasurementBridge:
         rows: dict[tuple[str, str], list[Measurement | Columns]] = defaultdict(list)
         out: list[pa.RecordBatch] = []
         for item in items:
-            if item:
-                group_by_channel(item, rows)
+            foreign = group_by_channel(item, rows)
+            if foreign:
+                self.rejected += sample_count(foreign)
+                names = ", ".join(sorted({repr(m.instrument_id) for m in foreign}))
+                self.on_error(item[0], f"rejected {sample_count(foreign)} sample(s) named for "
+                              f"instrument {names}: a driver's read() returns its own "
+                              "instrument's samples only")
         for key, ms in rows.items():
             declared = self.channels.get(key)
             if declared is None:

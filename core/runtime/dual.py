@@ -46,7 +46,7 @@ import pyarrow as pa
 
 from ..config import InstrumentConfig, LabConfig
 from ..host import PluginHost, PluginProblem
-from ..measurement import ChannelSpec, Measurement
+from ..measurement import ChannelSpec, V2Read
 from ..resources import PortEvent, SerialPortManager, VisaSessionManager, line_settings
 from ..routines import RoutineRunner
 from ..schema import describe
@@ -206,7 +206,7 @@ class DualRuntimeManager:
         self.visa.add_listener(self._port_event)
         self.plugin_failures: list[str] = []  # notification hooks that raised during the run
         host.notify_listeners.append(self._plugin_failed)
-        self.distributor: Broadcast[list[Measurement]] = Broadcast(
+        self.distributor: Broadcast[V2Read] = Broadcast(
             "v2", stop=self.stop_event, on_alarm=self._alarm)
         self.v2 = V2Runtime(self.distributor, self._instrument_event)
         self.v4 = V4Runtime(None, self._instrument_event,

@@ -27,7 +27,7 @@ from ..instrument import (
     is_command,
     public_methods,
 )
-from ..measurement import Measurement, last_sample, sample_count
+from ..measurement import V2Read, last_sample, sample_count
 from ..specs import InstrumentContext, InstrumentType
 from .broadcast import Broadcast, SubscriptionClosed
 from .health import EventSink, InstrumentHealth, describe_value
@@ -51,7 +51,7 @@ class V2Worker:
     """The thread that runs one v2 instrument."""
 
     def __init__(self, itype: InstrumentType, ctx: InstrumentContext, poll_hz: float,
-                 distributor: Broadcast[list[Measurement]], events: EventSink,
+                 distributor: Broadcast[V2Read], events: EventSink,
                  max_commands: int = 100) -> None:
         self.itype = itype
         self.ctx = ctx
@@ -175,7 +175,7 @@ class V2Worker:
                 self.health.produced(sample_count(batch), partial(describe_value, last.data),
                                      last.timestamp_ns)
                 try:
-                    self.distributor.publish(batch)  # type: ignore[arg-type]  # rows or Columns
+                    self.distributor.publish((self.id, batch))
                 except SubscriptionClosed as exc:
                     self.health.error(str(exc))
                     return
@@ -210,7 +210,7 @@ class V2Worker:
 class V2Runtime:
     """All v2 workers of a run."""
 
-    def __init__(self, distributor: Broadcast[list[Measurement]], events: EventSink) -> None:
+    def __init__(self, distributor: Broadcast[V2Read], events: EventSink) -> None:
         self.distributor = distributor
         self.events = events
         self.workers: dict[str, V2Worker] = {}

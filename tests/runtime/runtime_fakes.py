@@ -125,6 +125,14 @@ class SlowReadV4(CounterV4):
         return await super().read()
 
 
+class ImpostorV2(CounterV2):
+    """Its own counter, and a sample named for instrument ``a`` (a copy-paste bug)."""
+
+    def read(self) -> list[Measurement]:
+        rows = super().read()
+        return [*rows, Measurement("a", "count", rows[0].timestamp_ns, Scalar(np.int64(-1), ""))]
+
+
 class StrayV4(CounterV4):
     """Besides its counter: a channel it never declared, and ``x`` in mV (declared in V)."""
 
@@ -159,6 +167,7 @@ def _types() -> list[InstrumentType]:
                               ("test.oncue", "v4", OnCueV4), ("test.spin", "v4", SpinV4),
                               ("test.yielding", "v4", YieldingV4),
                               ("test.stray", "v4", StrayV4),
+                              ("test.impostor", "v2", ImpostorV2),
                               ("test.onlystray", "v4", OnlyStrayV4)]:
         out.append(InstrumentType(name, flavor, "none", cls, CHANNELS, f"{name} for tests",
                                   capabilities=("Readable",)))

@@ -162,6 +162,24 @@ def test_v4_batches_of_channels_not_declared_so_are_refused_and_named(host, tmp_
 
 
 @pytest.mark.timeout(30)
+def test_a_v2_driver_cannot_store_samples_as_another_instruments(host, tmp_path) -> None:
+    lab = make_lab(host, tmp_path, v2=[("a", "test.counter"), ("i", "test.impostor")], v4=[])
+    rec = Recorder()
+    rt = DualRuntimeManager(lab, host, sinks={"storage": rec}, restart_policy=FAST)
+    rt.start()
+    wait_for(lambda: PRODUCED.get("a", 0) >= 5 and PRODUCED.get("i", 0) >= 5, what="5 polls")
+    report = rt.shutdown()
+    outcome = {o["id"]: o for o in report.instruments}
+    assert report.counts["a"]["count"] == PRODUCED["a"]  # only a's own
+    assert sorted(int(r.data.value) for r in rec.rows
+                  if (r.instrument_id, r.channel) == ("a", "count")) == \
+        list(range(1, PRODUCED["a"] + 1))  # no -1 among them
+    assert outcome["a"]["errors"] == 0 and outcome["i"]["errors"] == PRODUCED["i"]
+    assert "rejected 1 sample(s) named for instrument 'a'" in outcome["i"]["last_error"]
+    assert report.counts["i"] == {"count": PRODUCED["i"], "x": PRODUCED["i"]}
+
+
+@pytest.mark.timeout(30)
 def test_samples_a_sink_failed_to_write_make_the_run_not_ok(host, tmp_path) -> None:
     class FullDisk(Recorder):
         def write(self, batch) -> None:
