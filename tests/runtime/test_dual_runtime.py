@@ -11,7 +11,7 @@ import pytest
 from runtime_fakes import PRODUCED, make_lab, wait_for
 
 from daqhub.plugins.converters import batch_to_rows
-from daqhub.runtime.dual import DualRuntimeManager, PhaseTimeouts
+from daqhub.runtime.dual import DualRuntimeManager, PhaseTimeouts, ShutdownReport
 from daqhub.runtime.v4 import RestartPolicy
 
 FAST = RestartPolicy(max_restarts=3, window_s=30, backoff_first_s=0.01, backoff_max_s=0.05)
@@ -140,16 +140,23 @@ def test_slow_lossless_subscriber_slows_producers_and_alarms(host, tmp_path) -> 
     assert report.counts["a"]["count"] == PRODUCED["a"]
 
 
+def five_polls_each(host, tmp_path, v2=(), v4=()) -> tuple[ShutdownReport, Recorder]:
+    """A run of the given instruments until each polled five times, stored by a Recorder."""
+    lab = make_lab(host, tmp_path, v2=list(v2), v4=list(v4))
+    rec = Recorder()
+    rt = DualRuntimeManager(lab, host, sinks={"storage": rec}, restart_policy=FAST)
+    rt.start()
+    ids = [i for i, _ in (*v2, *v4)]
+    wait_for(lambda: all(PRODUCED.get(i, 0) >= 5 for i in ids), what="5 polls each")
+    return rt.shutdown(), rec
+
+
 @pytest.mark.timeout(30)
 def test_v4_batches_of_channels_not_declared_so_are_refused_and_named(host, tmp_path) -> None:
     """As the bridge refuses a v2 driver's samples of an undeclared channel: storage could not
     write them, so they are counted as the instrument's errors, never as stored samples."""
-    lab = make_lab(host, tmp_path, v2=[], v4=[("s", "test.stray"), ("o", "test.onlystray")])
-    rec = Recorder()
-    rt = DualRuntimeManager(lab, host, sinks={"storage": rec}, restart_policy=FAST)
-    rt.start()
-    wait_for(lambda: PRODUCED.get("s", 0) >= 5 and PRODUCED.get("o", 0) >= 5, what="5 polls")
-    report = rt.shutdown()
+    report, rec = five_polls_each(host, tmp_path, v4=[("s", "test.stray"),
+                                                      ("o", "test.onlystray")])
     outcome = {o["id"]: o for o in report.instruments}
     assert report.counts == {"s": {"count": PRODUCED["s"]}}
     assert {(r.instrument_id, r.channel) for r in rec.rows} == {("s", "count")}
@@ -163,12 +170,8 @@ def test_v4_batches_of_channels_not_declared_so_are_refused_and_named(host, tmp_
 
 @pytest.mark.timeout(30)
 def test_a_v2_driver_cannot_store_samples_as_another_instruments(host, tmp_path) -> None:
-    lab = make_lab(host, tmp_path, v2=[("a", "test.counter"), ("i", "test.impostor")], v4=[])
-    rec = Recorder()
-    rt = DualRuntimeManager(lab, host, sinks={"storage": rec}, restart_policy=FAST)
-    rt.start()
-    wait_for(lambda: PRODUCED.get("a", 0) >= 5 and PRODUCED.get("i", 0) >= 5, what="5 polls")
-    report = rt.shutdown()
+    report, rec = five_polls_each(host, tmp_path, v2=[("a", "test.counter"),
+                                                      ("i", "test.impostor")])
     outcome = {o["id"]: o for o in report.instruments}
     assert report.counts["a"]["count"] == PRODUCED["a"]  # only a's own
     assert sorted(int(r.data.value) for r in rec.rows
