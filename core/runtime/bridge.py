@@ -94,9 +94,10 @@ class MeasurementBridge:
         for item in items:
             foreign = group_by_channel(item, rows)
             if foreign:
-                self.rejected += sample_count(foreign)
+                n = sample_count(foreign)
+                self.rejected += n
                 names = ", ".join(sorted({repr(m.instrument_id) for m in foreign}))
-                self.on_error(item[0], f"rejected {sample_count(foreign)} sample(s) named for "
+                self.on_error(item[0], f"rejected {n} sample(s) named for "
                               f"instrument {names}: a driver's read() returns its own "
                               "instrument's samples only")
         for key, ms in rows.items():
