@@ -21,7 +21,7 @@ from . import bus, lines
 from .declare import Command, Delegate, Parameter, command, declared_commands, parameters
 from .flavors import SessionActor, SessionInstrument, flavor_class, instrument_types
 from .options import lab_blocks, options
-from .session import Sample, Session, arun, run
+from .session import Sample, Session, arun, new_sample, run
 from .transaction import Pause, Plan, Transaction, driver_error, parse_reply
 
 __all__ = [
@@ -50,6 +50,7 @@ __all__ = [
     "instrument_types",
     "lab_blocks",
     "lines",
+    "new_sample",
     "options",
     "parameters",
     "parse_reply",

@@ -44,15 +44,15 @@ class SessionInstrument(V2Instrument):
 
     def read(self) -> list[Measurement]:
         values = run(self.session, self.session.poll())
-        t = now_ns()
+        t: int | None = None  # when the poll ended: read only for a value without its own
         out = []
         for name, item in values.items():
             if isinstance(item, Sample):  # _split, a call less per reading
                 value, meta, at = item
-                if at is None:
-                    at = t
             else:
-                value, meta, at = item, None, t
+                value, meta, at = item, None, None
+            if at is None:
+                at = t = now_ns() if t is None else t
             if type(value) is not Scalar and not isinstance(value, Scalar | Spectrum | Image):
                 value = Scalar(value, self.channel(name).unit)
             out.append(Measurement(self.id, name, at, value,

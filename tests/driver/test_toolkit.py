@@ -28,6 +28,7 @@ from daqhub.driver import (
     driver_error,
     flavor_class,
     instrument_types,
+    new_sample,
 )
 from daqhub.instrument import V2Instrument, V4Actor, public_methods
 from daqhub.measurement import ChannelSpec, Scalar
@@ -261,6 +262,32 @@ def test_poll_values_may_carry_metadata() -> None:
     assert (m.data, m.metadata) == (Scalar(20.0, "degC"), {"stable": True})
     (row,) = batch_to_rows(asyncio.run(flavor_class(Tagged, "v4")(ctx).read())[0])
     assert (row.data, row.metadata) == (Scalar(20.5, "degC"), {"stable": True})
+
+
+def test_a_sample_built_from_one_tuple_is_the_same_sample() -> None:
+    fast = new_sample((Scalar(1.5, "V"), None, 7))
+    assert type(fast) is Sample and fast == Sample(Scalar(1.5, "V"), None, 7)
+    assert (fast.value, fast.meta, fast.timestamp_ns) == (Scalar(1.5, "V"), None, 7)
+
+
+@pytest.mark.parametrize("flavor", ["v2", "v4"])
+def test_a_transaction_fn_goes_through_a_session_s_own_execute(flavor: str) -> None:
+    class Logged(Oven):
+        seen: list[str] = []
+
+        def execute(self, io: Any, tx: Transaction[Any]) -> Any:
+            Logged.seen.append(tx.command)
+            return super().execute(io, tx)
+
+        def poll(self) -> Transaction[dict[str, Any]]:
+            return Transaction("T?", fn=lambda io: {"temperature": 1.0})
+
+    assert Logged.plain_execute is False and Oven.plain_execute is True
+    ctx = InstrumentContext("t", "test.oven", {}, Oven.channels,
+                            port=ScriptedPort([]))  # type: ignore[arg-type]
+    inst = flavor_class(Logged, flavor)(ctx)  # type: ignore[arg-type]
+    read = inst.read() if flavor == "v2" else asyncio.run(inst.read())
+    assert read and Logged.seen == ["T?"]
 
 
 class _Door:

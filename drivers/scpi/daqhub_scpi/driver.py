@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from daqhub.driver import DriverError, Sample, Session, Transaction, command
+from daqhub.driver import DriverError, Sample, Session, Transaction, command, new_sample
 from daqhub.measurement import ChannelSpec, Scalar
 from daqhub.specs import InstrumentContext
 
@@ -95,15 +95,13 @@ class ScpiSession(Session):
         return self._poll
 
     def _planned_poll(self) -> Transaction[dict[str, Sample]]:
-        """The poll, planned once: one transaction reading every channel, each sample typed to
-        its channel's dtype (so both flavors store one dtype)."""
+        """The poll, planned once; each sample typed to its channel's dtype, as v4 gives it."""
         def sample(typed: Any, unit: str) -> Any:
-            return lambda value, stamp: Sample(Scalar(typed(value), unit), None, stamp)
+            return lambda value, stamp: new_sample((Scalar(typed(value), unit), None, stamp))
 
-        read = self.protocol.read_fn([
-            (r.name, r.query, r.parser,
-             sample(np.dtype(self.specs[r.name].dtype).type, self.specs[r.name].unit))
-            for r in self.readings])
+        read = self.protocol.read_fn([(r.name, r.query, r.parser.function,
+                                       sample(np.dtype(r.parser.dtype).type, r.unit))
+                                      for r in self.readings])
         return Transaction(" ; ".join(r.query for r in self.readings), fn=read,
                            timeout=self._budget(len(self.readings)))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
@@ -42,13 +43,15 @@ class ReplyParseError(ValueError):
 def parse_float(text: str) -> float:
     """An SCPI number; the SCPI encodings of +/-infinity and NaN become real inf/nan."""
     try:  # faster than matching NUMBER (float() strips blanks too), but what float() takes
-        value = float("?" if "_" in text or "n" in text.lower() else text)  # with an n or a _
-    except ValueError:  # (nan, inf, 1_000) is no SCPI number
+        value = float("?" if "_" in text else text)  # beyond SCPI: 1_000, and nan, inf below
+    except ValueError:
         raise ReplyParseError(f"{text!r} is not a number") from None
     if value == _SCPI_NAN:
         return math.nan
     if abs(value) == _SCPI_POS_INF:
         return math.copysign(math.inf, value)
+    if value - value != 0.0 and "n" in text.lower():  # not finite: nan or inf spelled out
+        raise ReplyParseError(f"{text!r} is not a number")
     return value
 
 
@@ -124,13 +127,14 @@ class ReplyParser:
     def spec(self) -> str:
         return f"csv[{self.index}]" if self.kind == "csv" else self.kind
 
+    @property
+    def function(self) -> Callable[[str], Value]:
+        """What to call per reply: the plain parser of a float/int/bool reading (a call less)."""
+        return {"float": parse_float, "int": parse_int, "bool": parse_bool}.get(self.kind, self)
+
     def __call__(self, text: str) -> Value:
-        if self.kind == "float":
-            return parse_float(text)
-        if self.kind == "int":
-            return parse_int(text)
-        if self.kind == "bool":
-            return parse_bool(text)
+        if self.kind != "regex" and self.kind != "csv":
+            return self.function(text)
         if self.kind == "regex":
             assert self.pattern is not None
             m = self.pattern.search(text)

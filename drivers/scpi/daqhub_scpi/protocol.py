@@ -321,12 +321,12 @@ class ScpiProtocol:
 
     def _receive(self, session: Session, command: str, timeout_ms: float | None = None) -> str:
         """One reply without its terminator; raises (and marks out of step) on any fault."""
-        waited = self.settings.timeout_ms if timeout_ms is None else timeout_ms
         try:
             raw = session.read_raw()
         except VisaIOError as exc:
             self._mark_out_of_step(session, f"no reply to {command!r}")
             if exc.error_code == visa_constants.StatusCode.error_timeout:
+                waited = timeout_ms or self.settings.timeout_ms
                 raise ScpiTimeoutError(
                     self.id, command, f"no complete reply within {waited:g} ms (timeout_ms) "
                     f"while {self.id} held {self.resource or 'the resource'}") from exc

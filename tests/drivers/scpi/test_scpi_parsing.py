@@ -33,7 +33,7 @@ def test_float_maps_scpi_infinity_and_nan() -> None:
 
 
 @pytest.mark.parametrize("text", [
-    "", "nan", "inf", "1_000", "+1.00E", "+1.000012E+", "#~?GARBAGE", "1.0,2.0", "1 V", "--1",
+    "", "nan", "inf", "-Infinity", " NaN ", "+INF", "1_000", "+1.00E", "+1.000012E+", "#~?GARBAGE", "1.0,2.0", "1 V", "--1",
 ])
 def test_float_refuses_what_is_not_one_number(text: str) -> None:
     # (a reply truncated to "+1.0000" is a valid number: only its missing terminator tells,
@@ -72,6 +72,15 @@ def test_regex_and_csv_readings() -> None:
         csv("1,2")
     assert ReplyParser.from_spec("int").dtype == "int64"
     assert ReplyParser.from_spec("bool").dtype == "bool"
+
+
+@pytest.mark.parametrize("spec, reply", [("float", "+1.5E+00"), ("int", "+7"), ("bool", "1"),
+                                         ("csv[1]", "1,2.5"), ("regex", "T=3K")])
+def test_a_polls_parse_function_reads_as_the_parser_does(spec: str, reply: str) -> None:
+    parser = ReplyParser.from_spec(spec, r"T=(\S+)K" if spec == "regex" else None)
+    assert parser.function(reply) == parser(reply)
+    with pytest.raises(ReplyParseError):
+        parser.function("garbage")
 
 
 @pytest.mark.parametrize("parse, regex, message", [
