@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import pyarrow as pa
@@ -82,11 +82,12 @@ class MeasurementBridge:
             if self._stop.is_set() and self.inbound.depth() == 0:
                 return
 
-    async def apublish(self, batch: pa.RecordBatch, channel: tuple[str, str]) -> None:
+    def apublish(self, batch: pa.RecordBatch, channel: tuple[str, str]) -> Awaitable[None]:
         """A v4 actor's unified batch of ``channel`` (``(instrument id, channel)``, as its
-        schema declares), published from the event loop (counted here)."""
+        schema declares), published from the event loop (counted here, as it is handed over:
+        the stream's own coroutine is returned to be awaited, not wrapped in another)."""
         self.counts["v4"][channel] += batch.num_rows
-        await self.unified.apublish(batch)
+        return self.unified.apublish(batch)
 
     def _emit(self, items: list[Any]) -> None:
         rows: dict[tuple[str, str], list[Measurement | Columns]] = defaultdict(list)

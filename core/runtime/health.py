@@ -8,12 +8,14 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 #: (instrument_id, event, detail) -> None; events: disconnected, reconnected, restarted, failed
 EventSink = Callable[[str, str, str], None]
 #: (health, old state, new state, reason) -> None, called on every change of state
 StateListener = Callable[["InstrumentHealth", str, str, str], None]
+
+T = TypeVar("T")
 
 #: states in which the instrument is cut off from its hardware (counted as time disconnected)
 DISCONNECTED_STATES = frozenset({"reconnecting", "restarting"})
@@ -34,9 +36,8 @@ class InstrumentHealth:
     last_error: str = ""
     #: ... and the last one it ever had (for the final report)
     last_error_seen: str = ""
-    #: the newest sample's text and time, or how to make them: made when someone looks, not
-    #: on every poll (see :attr:`last_value`)
-    last_sample: tuple[str | Callable[[], str], int | Callable[[], int]] = ("", 0)
+    #: the newest sample's (text, time); see :meth:`sample_made` for how a poll defers it
+    last_sample: tuple[str, int] = ("", 0)
     connected: bool = False        # reached ``running`` at least once
     events_total: int = 0
     event_counts: Counter[str] = field(default_factory=Counter, repr=False)
@@ -47,14 +48,22 @@ class InstrumentHealth:
     _down_total: float = field(default=0.0, repr=False)
     _recent: deque[float] = field(default_factory=lambda: deque(maxlen=64), repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    #: what makes :attr:`last_sample` when someone looks, and from what (None: it is made)
+    _make_sample: Callable[[Any], tuple[str, int]] | None = field(default=None, repr=False)
+    _sample_of: Any = field(default=None, repr=False)
 
-    def produced(self, n: int, last_value: str | Callable[[], str],
-                 timestamp_ns: int | Callable[[], int]) -> None:
-        """``n`` samples (:meth:`polled` counts the poll) and the newest one's text and time,
-        given as such or as functions that make them, called only when someone looks."""
+    def produced(self, n: int, make: Callable[[T], tuple[str, int]], of: T) -> None:
+        """``n`` samples (:meth:`polled` counts the poll); the newest one's (text, time) is
+        ``make(of)``, called only when someone looks: a poll keeps a reference, no text."""
         with self._lock:
             self.measurements += n
-            self.last_sample = (last_value, timestamp_ns)
+            self._make_sample, self._sample_of = make, of
+
+    def sample_made(self, text: str, timestamp_ns: int) -> None:
+        """The newest sample's text and time, made already (a worker process's mirror)."""
+        with self._lock:
+            self.last_sample = (text, timestamp_ns)
+            self._make_sample = self._sample_of = None
 
     @property
     def last_value(self) -> str:
@@ -67,27 +76,26 @@ class InstrumentHealth:
 
     def _last(self) -> tuple[str, int]:
         with self._lock:
-            text, ts = self.last_sample
-            if callable(text) or callable(ts):  # made once, then kept
-                text = text() if callable(text) else text
-                ts = ts() if callable(ts) else ts
-                self.last_sample = (text, ts)
-            return text, ts
+            make = self._make_sample
+            if make is not None:  # made once, then kept
+                self.last_sample = make(self._sample_of)
+                self._make_sample = self._sample_of = None
+            return self.last_sample
 
-    def polled(self, n: int = 0, last_value: str | Callable[[], str] | None = "",
-               timestamp_ns: int | Callable[[], int] = 0) -> None:
+    def polled(self, n: int = 0, make: Callable[[T], tuple[str, int]] | None = None,
+               of: T | None = None) -> None:
         """One successful read of the instrument, whatever it returned: the rate counts these.
 
         A read that produced ``n`` samples says so here too (as :meth:`produced`), so a v4
-        poll takes the lock once; ``last_value`` None: none of them was accepted, so the live
-        view keeps the newest that was.
+        poll takes the lock once; ``make`` None: none of them was accepted, so the live view
+        keeps the newest that was.
         """
         with self._lock:
             self._recent.append(time.monotonic())
             if n:
                 self.measurements += n
-                if last_value is not None:
-                    self.last_sample = (last_value, timestamp_ns)
+                if make is not None:
+                    self._make_sample, self._sample_of = make, of
 
     def running(self, reason: str = "") -> None:
         """The instrument works (again): an error it recovered from is no longer its state."""

@@ -17,7 +17,6 @@ import threading
 import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from functools import partial
 from typing import Any
 
 from ..instrument import (
@@ -27,7 +26,7 @@ from ..instrument import (
     is_command,
     public_methods,
 )
-from ..measurement import V2Read, last_sample, sample_count
+from ..measurement import Measurement, V2Read, last_sample, sample_count
 from ..specs import InstrumentContext, InstrumentType
 from .broadcast import Broadcast, SubscriptionClosed
 from .health import EventSink, InstrumentHealth, describe_value
@@ -172,8 +171,7 @@ class V2Worker:
                 self.health.set_state("running", "reads succeed again")
             last = last_sample(batch) if batch else None
             if last is not None:
-                self.health.produced(sample_count(batch), partial(describe_value, last.data),
-                                     last.timestamp_ns)
+                self.health.produced(sample_count(batch), _described, last)
                 try:
                     self.distributor.publish((self.id, batch))
                 except SubscriptionClosed as exc:
@@ -248,3 +246,8 @@ class V2Runtime:
             raise TimeoutError(f"{instrument_id}.{method}: no result within {timeout} s (its "
                                f"thread is busy in {worker.busy_in or 'its poll loop'!r})"
                                ) from None
+
+
+def _described(m: Measurement) -> tuple[str, int]:
+    """The live view's text and time of a sample."""
+    return describe_value(m.data), m.timestamp_ns

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
-import functools
+import math
 import selectors
 import threading
 import time
@@ -56,7 +56,7 @@ class BatchSink(Protocol):
     """Where actors publish their unified batches (the bridge's ``apublish`` in a run), each
     with the ``(instrument id, channel)`` its schema declares."""
 
-    async def apublish(self, batch: pa.RecordBatch, channel: tuple[str, str]) -> None: ...
+    def apublish(self, batch: pa.RecordBatch, channel: tuple[str, str]) -> Awaitable[None]: ...
 
 
 class _Nowhere:
@@ -197,6 +197,7 @@ class ActorRunner:
         self._retry = RETRY_FIRST_S
         self._deadline = 0.0        # loop time the running call must end by (0: none runs)
         self._deadline_timer: asyncio.TimerHandle | None = None
+        self._armed_at = math.inf   # loop time the deadline timer fires (inf: none is armed)
         self._overran = False       # the deadline timer cancelled the running call
 
     async def run(self) -> None:
@@ -265,7 +266,7 @@ class ActorRunner:
                 await self._close(actor)
         if self._deadline_timer is not None:
             self._deadline_timer.cancel()
-            self._deadline_timer = None
+            self._deadline_timer, self._armed_at = None, math.inf
         self._fail_messages(f"{self.id} is shutting down")
         self.health.set_state("stopped", "shut down")
 
@@ -292,11 +293,11 @@ class ActorRunner:
         self.blocked_since = 0.0
         loop = asyncio.get_running_loop()
         self._deadline = deadline = loop.time() + timeout
-        timer = self._deadline_timer
-        if timer is None or timer.when() > deadline:  # a shorter bound than the armed one
-            if timer is not None:
-                timer.cancel()
+        if deadline < self._armed_at:  # none armed, or a shorter bound than the armed one
+            if self._deadline_timer is not None:
+                self._deadline_timer.cancel()
             self._deadline_timer = loop.call_at(deadline, self._check_deadline)
+            self._armed_at = deadline
         try:
             return await work
         except asyncio.CancelledError:
@@ -321,12 +322,13 @@ class ActorRunner:
 
     def _check_deadline(self) -> None:
         """The actor's deadline timer: cancel a call that overran, else re-arm for this one."""
-        self._deadline_timer = None
+        self._deadline_timer, self._armed_at = None, math.inf
         if not self._deadline or self.task is None:
             return  # nothing running: the next call arms the timer again
         loop = self.task.get_loop()
         if loop.time() < self._deadline:
             self._deadline_timer = loop.call_at(self._deadline, self._check_deadline)
+            self._armed_at = self._deadline
             return
         self._overran = True
         self.task.cancel()
@@ -411,11 +413,9 @@ class ActorRunner:
                 except SubscriptionClosed as exc:
                     self.health.error(str(exc))
                     return
-            if last is None:  # nothing, or nothing accepted (the live view keeps its sample)
-                self.health.polled(rows, None)
-            else:  # the live-view text is made when someone looks
-                self.health.polled(rows, functools.partial(_last_text, last),
-                                   functools.partial(_last_timestamp, last))
+            # None: nothing, or nothing accepted (the live view keeps its sample); else the
+            # live-view text is made when someone looks
+            self.health.polled(rows, None if last is None else _last_sample, last)
 
     async def _handle(self, actor: V4Actor, msg: _Message) -> None:
         fut = msg.future
@@ -488,14 +488,11 @@ class KnownSchemas:
 MAX_SCHEMAS = 16  # schemas a runner remembers (an actor with more channels re-reads some)
 
 
-def _last_text(batch: pa.RecordBatch) -> str:
-    """The live view's text of a batch's last value."""
-    return _short(batch.column("value")[batch.num_rows - 1], describe(batch.schema)[1].unit)
-
-
-def _last_timestamp(batch: pa.RecordBatch) -> int:
-    ts: int = batch.column("timestamp_ns")[batch.num_rows - 1].as_py()
-    return ts
+def _last_sample(batch: pa.RecordBatch) -> tuple[str, int]:
+    """The live view's text and time of a batch's last sample."""
+    last = batch.num_rows - 1
+    return (_short(batch.column("value")[last], describe(batch.schema)[1].unit),
+            batch.column("timestamp_ns")[last].as_py())
 
 
 def _refuse_if_gone(runner: ActorRunner, msg: _Message) -> None:

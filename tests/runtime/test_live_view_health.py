@@ -65,3 +65,24 @@ def test_a_raising_command_fails_its_caller_but_does_not_restart_the_actor(host,
         assert rt.call("c", "add", 1, 2) == 3
     finally:
         rt.shutdown()
+
+
+def test_the_live_view_text_is_made_once_from_the_newest_sample_when_someone_looks() -> None:
+    from daqhub.runtime.health import InstrumentHealth
+
+    made: list[int] = []
+
+    def make(n: int) -> tuple[str, int]:
+        made.append(n)
+        return f"{n} V", n
+
+    h = InstrumentHealth("dmm", "scpi.dmm", "v4")
+    h.polled(1, make, 1)
+    h.polled(1, make, 2)
+    assert made == []  # nothing formatted while nobody looks
+    assert (h.last_value, h.last_timestamp_ns) == ("2 V", 2) and made == [2]
+    h.polled(3, None)  # samples none of which was accepted: the view keeps the last one
+    assert (h.last_value, h.measurements, made) == ("2 V", 5, [2])
+    h.produced(1, make, 3)
+    h.sample_made("4 V", 4)  # a worker's mirror: made already, replaces what was pending
+    assert (h.last_value, h.last_timestamp_ns, made) == ("4 V", 4, [2])

@@ -33,7 +33,8 @@ def test_float_maps_scpi_infinity_and_nan() -> None:
 
 
 @pytest.mark.parametrize("text", [
-    "", "nan", "inf", "-Infinity", " NaN ", "+INF", "1_000", "+1.00E", "+1.000012E+", "#~?GARBAGE", "1.0,2.0", "1 V", "--1",
+    "", "nan", "inf", "-Infinity", " NaN ", "+INF", "1_000", "+1.00E", "+1.000012E+",
+    "#~?GARBAGE", "1.0,2.0", "1 V", "--1",
 ])
 def test_float_refuses_what_is_not_one_number(text: str) -> None:
     # (a reply truncated to "+1.0000" is a valid number: only its missing terminator tells,
