@@ -9,7 +9,7 @@ against the next instrument that happens to use the same resource.
 
 Why the I/O is done by hand (``write_raw``/``read_raw``) instead of
 ``session.query``: the session is shared, so this instrument's terminations and
-timeout are applied per transaction and restored afterwards; and pyvisa only
+timeout are set when they differ from the session's (:func:`_configure`); and pyvisa only
 *warns* when a reply lacks its terminator (a read can end early on GPIB END or
 a quiet serial line), which would let a truncated ``+1.00`` pass as a reading.
 (On a TCP socket pyvisa-py reports such a reply as a timeout instead.)
@@ -30,7 +30,7 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from pyvisa import constants as visa_constants
 from pyvisa.errors import VisaIOError
@@ -136,11 +136,8 @@ _STATES_LOCK = threading.Lock()
 
 
 def session_state(session: Session) -> _SessionState:
-    with _STATES_LOCK:
-        state = _STATES.get(session)
-        if state is None:
-            state = _STATES[session] = _SessionState()
-        return state
+    with _STATES_LOCK:  # (looked up on a change of session and on faults: a spare is cheap)
+        return _STATES.setdefault(session, _SessionState())
 
 
 class ScpiProtocol:
@@ -227,7 +224,11 @@ class ScpiProtocol:
                 stamp = now_ns()
                 if checks:
                     self._check_errors(session, command)
-                out[name] = make(self._parse(session, command, text, parse), stamp)
+                try:
+                    value = parse(text)
+                except (ReplyParseError, ValueError) as exc:
+                    self._unparsed(session, command, text, exc)
+                out[name] = make(value, stamp)
             return out
 
         return read
@@ -307,84 +308,85 @@ class ScpiProtocol:
         return (command + self._wterm).encode(_ENCODING)
 
     def _send(self, session: Session, command: str, message: bytes | None = None) -> None:
-        data = self._message(command) if message is None else message
         try:
-            session.write_raw(data)
-        except VisaIOError as exc:
-            self._mark_out_of_step(session, f"sending {command!r} failed")
-            raise DriverError(self.id, command, f"sending failed{self._where()}: {exc}",
-                              exc.error_code) from exc
-        except OSError as exc:
-            self._mark_out_of_step(session, f"sending {command!r} failed")
-            raise DriverError(self.id, command, f"connection lost{self._where()} while "
-                              f"sending: {exc!r}") from exc
-
-    def _receive(self, session: Session, command: str, timeout_ms: float | None = None) -> str:
-        """One reply without its terminator; raises (and marks out of step) on any fault."""
-        try:
-            raw = session.read_raw()
-        except VisaIOError as exc:
-            self._mark_out_of_step(session, f"no reply to {command!r}")
-            if exc.error_code == visa_constants.StatusCode.error_timeout:
-                waited = timeout_ms or self.settings.timeout_ms
-                raise ScpiTimeoutError(
-                    self.id, command, f"no complete reply within {waited:g} ms (timeout_ms) "
-                    f"while {self.id} held {self.resource or 'the resource'}") from exc
-            raise DriverError(self.id, command, f"reading the reply failed{self._where()}: "
-                              f"{exc}", exc.error_code) from exc
-        except OSError as exc:
-            self._mark_out_of_step(session, f"no reply to {command!r}")
-            raise DriverError(self.id, command, f"connection lost{self._where()} while "
-                              f"reading the reply: {exc!r}") from exc
-        text = raw.decode(_ENCODING)
-        if not text.endswith(self._rterm):
-            self._mark_out_of_step(session, f"truncated reply to {command!r}")
-            raise DriverError(self.id, command, f"truncated reply {text!r}{self._where()}: it "
-                              f"does not end with {self._rterm!r} (link lost mid-reply, or "
-                              f"read_termination does not match the instrument)")
-        return text[: -len(self._rterm)]
+            session.write_raw(self._message(command) if message is None else message)
+        except (VisaIOError, OSError) as exc:
+            raise self._link_error(session, command, exc, "sending") from exc
 
     def _ask(self, session: Session, command: str, timeout_ms: float | None = None,
-             message: bytes | None = None) -> str:
-        """Send a query (``message``: its bytes, when planned) and read its reply; a timeout
-        is explained by the error queue if it can."""
-        self._send(session, command, message)
+             message: bytes | None = None, explain: bool = True) -> str:
+        """A query's reply (``message``: the query's bytes, planned); a fault goes to
+        :meth:`_given_up`, so the usual exchange calls nothing of ours."""
         try:
-            return self._receive(session, command, timeout_ms)
-        except ScpiTimeoutError as exc:
-            self._resync(session, command)
-            if self.settings.checks_commands and not session_state(session).out_of_step:
-                try:
-                    errors = self._drain_errors(session, command)
-                except DriverError:
-                    raise exc from None
-                if errors:
-                    raise ScpiDeviceError(self.id, command, errors,
-                                          f" (and no reply within "
-                                          f"{self.settings.timeout_ms} ms)") from exc
-            raise
-        except DriverError:
-            self._resync(session, command)
-            raise
+            session.write_raw(self._message(command) if message is None else message)
+        except (VisaIOError, OSError) as exc:
+            raise self._link_error(session, command, exc, "sending") from exc
+        try:
+            text = session.read_raw().decode(_ENCODING)
+        except (VisaIOError, OSError) as exc:
+            self._given_up(session, self._link_error(session, command, exc, "reading the reply",
+                                                     timeout_ms or self.settings.timeout_ms),
+                           explain)
+        if not text.endswith(self._rterm):
+            self._mark_out_of_step(session, f"truncated reply to {command!r}")
+            self._given_up(session, DriverError(
+                self.id, command, f"truncated reply {text!r}{self._where()}: it does not end "
+                f"with {self._rterm!r} (link lost mid-reply, or read_termination does not match "
+                f"the instrument)"), explain)
+        return text[: -len(self._rterm)]
+
+    def _given_up(self, session: Session, exc: DriverError, explain: bool) -> NoReturn:
+        """A reply failed (marked out of step): back in step, then raise; a timeout is
+        explained by the error queue if ``explain`` and it can."""
+        self._resync(session, exc.command)
+        if (explain and isinstance(exc, ScpiTimeoutError) and self.settings.checks_commands
+                and not session_state(session).out_of_step):
+            try:
+                errors = self._drain_errors(session, exc.command)
+            except DriverError:
+                raise exc from None
+            if errors:
+                raise ScpiDeviceError(self.id, exc.command, errors, f" (and no reply within "
+                                      f"{self.settings.timeout_ms} ms)") from exc
+        raise exc
+
+    def _link_error(self, session: Session, command: str, exc: Exception, doing: str,
+                    timeout_ms: float | None = None) -> DriverError:
+        """A fault of the link while ``doing`` (sending, reading the reply): what comes next
+        is out of step; a read that timed out (``timeout_ms`` given) is the core's timeout."""
+        self._mark_out_of_step(session, f"{doing} for {command!r} failed")
+        if not isinstance(exc, VisaIOError):
+            err = DriverError(self.id, command, f"connection lost{self._where()} while {doing}: "
+                              f"{exc!r}")
+        elif timeout_ms and exc.error_code == visa_constants.StatusCode.error_timeout:
+            held = self.resource or "the resource"
+            err = ScpiTimeoutError(self.id, command, f"no complete reply within {timeout_ms:g} "
+                                   f"ms (timeout_ms) while {self.id} held {held}")
+        else:
+            err = DriverError(self.id, command, f"{doing} failed{self._where()}: {exc}",
+                              exc.error_code)
+        err.__cause__ = exc
+        return err
 
     def _parse(self, session: Session, command: str, text: str,
                parse: Callable[[str], T]) -> T:
         try:
             return parse(text)
         except (ReplyParseError, ValueError) as exc:
-            # a reply of the wrong form may be someone else's: get back in step first
-            self._mark_out_of_step(session, f"unexpected reply {text!r} to {command!r}")
-            self._resync(session, command)
-            raise DriverError(self.id, command, f"unexpected reply {text!r}: {exc}") from None
+            self._unparsed(session, command, text, exc)
+
+    def _unparsed(self, session: Session, command: str, text: str, exc: Exception) -> NoReturn:
+        # a reply of the wrong form may be someone else's: get back in step first
+        self._mark_out_of_step(session, f"unexpected reply {text!r} to {command!r}")
+        self._resync(session, command)
+        raise DriverError(self.id, command, f"unexpected reply {text!r}: {exc}") from None
 
     def _drain_errors(self, session: Session, command: str) -> list[tuple[int, str]]:
         errors: list[tuple[int, str]] = []
         for _ in range(MAX_ERROR_READS):
-            self._send(session, ERROR_QUERY)
             try:
-                text = self._receive(session, ERROR_QUERY)
+                text = self._ask(session, ERROR_QUERY, explain=False)
             except DriverError as exc:
-                self._resync(session, command)
                 kind = ScpiTimeoutError if isinstance(exc, ScpiTimeoutError) else DriverError
                 raise kind(self.id, command, f"checking the error queue after it: "
                            f"{exc.message}", exc.code) from exc
@@ -402,9 +404,7 @@ class ScpiProtocol:
         return errors
 
     def _check_errors(self, session: Session, command: str) -> None:
-        if not self.settings.checks_commands:
-            return
-        errors = self._drain_errors(session, command)
+        errors = self._drain_errors(session, command) if self.settings.checks_commands else []
         if errors:
             raise ScpiDeviceError(self.id, command, errors)
 
