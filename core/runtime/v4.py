@@ -26,7 +26,6 @@ import asyncio
 import collections
 import concurrent.futures
 import math
-import selectors
 import threading
 import time
 from collections.abc import Awaitable, Mapping
@@ -49,6 +48,7 @@ from ..schema import declared_channel, describe, with_source
 from ..specs import InstrumentContext, InstrumentType
 from .broadcast import SubscriptionClosed
 from .health import EventSink, InstrumentHealth, si_text
+from .loopselect import LoopPasses
 from .v2 import POLL_GRAIN_S, RETRY_FIRST_S, RETRY_MAX_S
 
 
@@ -148,17 +148,6 @@ class Mailbox:
         self.control.clear()
         self.normal.clear()
         return out
-
-
-class LoopPasses(selectors.DefaultSelector):
-    """The V4 loop's selector, counting the loop's passes (each pass selects once), so a
-    runner can tell whether a read let the loop run (see :meth:`ActorRunner._serve`)."""
-
-    passes = 0
-
-    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        self.passes += 1
-        return super().select(timeout)
 
 
 class _NoPasses:
