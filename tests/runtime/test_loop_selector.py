@@ -7,12 +7,15 @@ import selectors
 import socket
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import pytest
 
 from daqhub.runtime import loopselect
 from daqhub.runtime.loopselect import LoopPasses
+
+S = TypeVar("S", bound=selectors.BaseSelector)
 
 pytestmark = pytest.mark.skipif(not loopselect.KEEPS_GIL,
                                 reason="epoll_wait cannot be called keeping the GIL here")
@@ -27,12 +30,26 @@ def pairs() -> Iterator[list[tuple[socket.socket, socket.socket]]]:
         b.close()
 
 
+@pytest.fixture
+def closing() -> Iterator[Callable[[S], S]]:
+    """Closes every selector it was given when the test ends (each holds an epoll fd)."""
+    made: list[selectors.BaseSelector] = []
+
+    def close_later(sel: S) -> S:
+        made.append(sel)
+        return sel
+    yield close_later
+    for sel in made:
+        sel.close()
+
+
 def ready(sel: selectors.BaseSelector) -> set[tuple[int, int]]:
     return {(key.fd, events) for key, events in sel.select(0)}
 
 
-def test_a_zero_timeout_pass_reports_what_the_standard_selector_reports(pairs) -> None:
-    ours, stock = LoopPasses(), selectors.EpollSelector()
+def test_a_zero_timeout_pass_reports_what_the_standard_selector_reports(pairs, closing
+                                                                       ) -> None:
+    ours, stock = closing(LoopPasses()), closing(selectors.EpollSelector())
     for _ in range(4):
         pairs.append(socket.socketpair())
     (idle, _), (readable, feeder), (writable, _), (hung_up, peer) = pairs
@@ -52,8 +69,8 @@ def test_a_zero_timeout_pass_reports_what_the_standard_selector_reports(pairs) -
     assert ours.passes == 2
 
 
-def test_more_ready_than_one_pass_takes_are_reported_on_the_next(pairs) -> None:
-    sel = LoopPasses()
+def test_more_ready_than_one_pass_takes_are_reported_on_the_next(pairs, closing) -> None:
+    sel = closing(LoopPasses())
     for _ in range(loopselect.MAX_EVENTS + 20):
         a, b = socket.socketpair()
         pairs.append((a, b))
@@ -99,9 +116,10 @@ def passes_until_another_thread_runs(sel: selectors.BaseSelector, limit: int) ->
         thread.join(5)
 
 
-def test_a_busy_loop_keeps_the_gil_where_a_standard_one_hands_it_over() -> None:
+def test_a_busy_loop_keeps_the_gil_where_a_standard_one_hands_it_over(closing) -> None:
     # the standard selector lets go on every pass: the waiting thread soon wins one
     # (measured: within 17-35 passes); ours never lets go, so the waiter must wait for
     # its switch interval, as next to any thread that computes
-    assert passes_until_another_thread_runs(selectors.EpollSelector(), 200_000) is not None
-    assert passes_until_another_thread_runs(LoopPasses(), 20_000) is None
+    stock, ours = closing(selectors.EpollSelector()), closing(LoopPasses())
+    assert passes_until_another_thread_runs(stock, 200_000) is not None
+    assert passes_until_another_thread_runs(ours, 20_000) is None
