@@ -16,7 +16,6 @@ stream.
 from __future__ import annotations
 
 import threading
-import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -71,12 +70,12 @@ class MeasurementBridge:
                 items = self.inbound.get_many(self.window_s)
             except SubscriptionClosed:
                 return
-            deadline = time.monotonic() + self.window_s
-            while time.monotonic() < deadline and not self._stop.is_set():
+            if items and not self._stop.is_set():
+                self.inbound.collect(self.window_s)
                 try:
-                    items += self.inbound.get_many(max(0.0, deadline - time.monotonic()))
+                    items += self.inbound.get_many(0.0)
                 except SubscriptionClosed:
-                    break
+                    pass  # closed with nothing more: emit what was taken
             if items:
                 self._emit(items)
             if self._stop.is_set() and self.inbound.depth() == 0:

@@ -174,11 +174,14 @@ class BatchPump:
         while True:
             try:
                 items = self.sub.get_many(HEALTH_INTERVAL_S)
-                deadline = time.monotonic() + WINDOW_S
-                while items and not self.done.is_set() and time.monotonic() < deadline:
-                    items += self.sub.get_many(max(0.0, deadline - time.monotonic()))
             except SubscriptionClosed:
                 return
+            if items and not self.done.is_set():
+                self.sub.collect(WINDOW_S)
+                try:
+                    items += self.sub.get_many(0.0)
+                except SubscriptionClosed:
+                    pass  # closed with nothing more: send what was taken
             if items:
                 self.outbox.send_now(encode_batches(items))
             if self.done.is_set() and self.sub.depth() == 0:
