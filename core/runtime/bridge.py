@@ -67,15 +67,9 @@ class MeasurementBridge:
     def _main(self) -> None:
         while True:
             try:
-                items = self.inbound.get_many(self.window_s)
+                items = self.inbound.get_window(self.window_s, self.window_s, self._stop)
             except SubscriptionClosed:
                 return
-            if items and not self._stop.is_set():
-                self.inbound.collect(self.window_s)
-                try:
-                    items += self.inbound.get_many(0.0)
-                except SubscriptionClosed:
-                    pass  # closed with nothing more: emit what was taken
             if items:
                 self._emit(items)
             if self._stop.is_set() and self.inbound.depth() == 0:

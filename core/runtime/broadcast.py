@@ -158,6 +158,19 @@ class Subscription(Generic[T]):
                     return
                 self._cond.wait(left)
 
+    def get_window(self, timeout: float, window_s: float, stop: threading.Event) -> list[T]:
+        """One window's items: up to ``timeout`` for the first, then whatever gathers in
+        ``window_s`` more (see :meth:`collect`), unless ``stop`` is set. Raises
+        :class:`SubscriptionClosed` only when closed with nothing taken."""
+        items = self.get_many(timeout)
+        if items and not stop.is_set():
+            self.collect(window_s)
+            try:
+                items += self.get_many(0.0)
+            except SubscriptionClosed:
+                pass  # closed with nothing more: what was taken is still delivered
+        return items
+
     def close(self) -> None:
         with self._lock:
             self._closed = True

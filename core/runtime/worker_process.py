@@ -173,15 +173,9 @@ class BatchPump:
     def _main(self) -> None:
         while True:
             try:
-                items = self.sub.get_many(HEALTH_INTERVAL_S)
+                items = self.sub.get_window(HEALTH_INTERVAL_S, WINDOW_S, self.done)
             except SubscriptionClosed:
                 return
-            if items and not self.done.is_set():
-                self.sub.collect(WINDOW_S)
-                try:
-                    items += self.sub.get_many(0.0)
-                except SubscriptionClosed:
-                    pass  # closed with nothing more: send what was taken
             if items:
                 self.outbox.send_now(encode_batches(items))
             if self.done.is_set() and self.sub.depth() == 0:

@@ -45,7 +45,7 @@ def test_a_full_queue_ends_the_window_and_its_blocked_producer_goes_on() -> None
         assert sub.offer(i, 1.0)
     thread.join(10)  # well before the window's 60 s: the queue is full
     assert not thread.is_alive(), "a full lossless queue did not end the consumer's window"
-    taken: list[int] = []
+    taken: list[bool] = []
     producer = threading.Thread(target=lambda: taken.append(sub.offer(3, 10.0)))
     producer.start()  # blocked until the consumer takes
     assert sub.get_many(0.0) == [0, 1, 2]
@@ -60,3 +60,16 @@ def test_closing_ends_the_window() -> None:
     sub.close()
     thread.join(10)
     assert not thread.is_alive(), "closing the subscription did not end the window"
+
+
+@pytest.mark.timeout(30)
+def test_a_window_closed_midway_still_delivers_what_it_took() -> None:
+    sub: Subscription[int] = Subscription("bridge", lossless=True, capacity=10)
+    got: list[list[int]] = []
+    thread = threading.Thread(target=lambda: got.append(
+        sub.get_window(10.0, 60.0, threading.Event())))
+    assert sub.offer(1, 1.0)
+    thread.start()
+    sub.close()  # during the window (or before it): the item taken is not lost
+    thread.join(10)
+    assert not thread.is_alive() and got == [[1]]
