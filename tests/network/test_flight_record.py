@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import io
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flight_lab import lab_text, served_run
+from polling import wait_until
 from tcp_proxy import TcpProxy
 from test_lab_across_machines import assert_same_but_gaps, assert_same_session
 
@@ -33,13 +33,6 @@ def rows_of(rt: Any) -> int:
     return sum(sum(ch.values()) for ch in rt.counts().values())
 
 
-def wait_until(cond: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
-        time.sleep(0.02)
-
-
 @pytest.mark.parametrize("recorder", [Recorder, FilesUnreadable])
 def test_a_broken_link_is_resumed_and_only_unrecoverable_rows_are_gaps(
         recorder: type[Recorder], tmp_path: Path, daqhub_host: Any,
@@ -52,14 +45,15 @@ def test_a_broken_link_is_resumed_and_only_unrecoverable_rows_are_gaps(
                        tmp_path / "copy", daqhub_host, out)
         thread = threading.Thread(target=rec.run, daemon=True)
         thread.start()
-        wait_until(lambda: "copying session" in out.getvalue(), "the recorder started")
-        wait_until(lambda: rec.rows_copied > 20, "rows copied")
+        wait_until(lambda: "copying session" in out.getvalue(), "the recorder started",
+                   timeout=30)
+        wait_until(lambda: rec.rows_copied > 20, "rows copied", timeout=30)
         proxy.cut()  # the link breaks; the run goes on and the recorder reconnects
         before = rows_of(rt)
-        wait_until(lambda: rows_of(rt) > before + 40, "the run goes on")
-        wait_until(lambda: "link back" in out.getvalue(), "the recorder resumed")
+        wait_until(lambda: rows_of(rt) > before + 40, "the run goes on", timeout=30)
+        wait_until(lambda: "link back" in out.getvalue(), "the recorder resumed", timeout=30)
         resumed_at = rows_of(rt)
-        wait_until(lambda: rows_of(rt) > resumed_at + 20, "the run goes on after")
+        wait_until(lambda: rows_of(rt) > resumed_at + 20, "the run goes on after", timeout=30)
         rt.shutdown()
         service.stop()
         thread.join(30)

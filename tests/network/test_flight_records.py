@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pyarrow.ipc as ipc
 import pytest
-from test_flight_record import wait_until
+from polling import wait_until
 from test_lab_across_machines import assert_same_session
 
 import daqhub
@@ -44,7 +44,8 @@ def test_a_scans_points_and_settings_arrive_in_the_remote_copy(tmp_path: Path,
         rec = Recorder(conn, tmp_path / "copy", daqhub_host, out)
         thread = threading.Thread(target=rec.run, daemon=True)
         thread.start()
-        wait_until(lambda: "copying session" in out.getvalue(), "the recorder started")
+        wait_until(lambda: "copying session" in out.getvalue(), "the recorder started",
+                   timeout=30)
         lab["power"].set_wavelength(800)  # a settings snapshot in the middle of the run
         table = lab.scan("rotator", ANGLES, read=["power.power"], settle=0.05)
         sid, dirs = lab.session_id, lab.output_dirs()

@@ -9,7 +9,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 from flight_lab import lab_text, served_run
+from polling import wait_until
 from tcp_proxy import TcpProxy
 
 import daqhub
@@ -52,10 +52,8 @@ def served(lab: str, daqhub_host: Any, tmp_path: Path) -> Iterator[Callable[...,
 
 
 def wait_rows(rt: Any, iid: str, n: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while sum(rt.counts().get(iid, {}).values()) < n:
-        assert time.monotonic() < deadline, f"{iid}: fewer than {n} rows in {timeout} s"
-        time.sleep(0.02)
+    wait_until(lambda: sum(rt.counts().get(iid, {}).values()) >= n, f"{n} rows from {iid}",
+               timeout=timeout)
 
 
 def test_channels_carry_their_declarations_and_sessions_are_listed(served: Any) -> None:

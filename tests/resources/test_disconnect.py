@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from polling import wait_until
 from resources_fakes import PtyDevice
 
 from daqhub.resources import (
@@ -108,13 +109,6 @@ class Clients:
             assert not t.is_alive()
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.005)
-
-
 def run_disconnect_scenario(port: SharedSerialPort, first: PtyDevice,
                             bring_back: Callable[[], PtyDevice]) -> None:
     events: list[PortEvent] = []
@@ -129,20 +123,21 @@ def run_disconnect_scenario(port: SharedSerialPort, first: PtyDevice,
     clients = Clients(port)
     clients.start()
     try:
-        wait_for(lambda: len(clients.ok) >= 50, 10, "traffic before the disconnect")
+        wait_until(lambda: len(clients.ok) >= 50, "traffic before the disconnect", timeout=10)
         first.disconnect_on = b"-60"  # some client's 60th request pulls the cable mid-reply
         with got_event:
             assert got_event.wait_for(lambda: len(events) >= 1, 10)
         assert first.gone.wait(5)  # set just after the fds close, which is what we heard
         assert not port.is_connected
-        wait_for(lambda: len(clients.failed) >= 5, 10, "failures while disconnected")
+        wait_until(lambda: len(clients.failed) >= 5, "failures while disconnected", timeout=10)
         t_down = time.monotonic()
         second = bring_back()
         with got_event:
             assert got_event.wait_for(lambda: len(events) >= 2, 10)
         t_up = time.monotonic()
         ok_before = len(clients.ok)
-        wait_for(lambda: len(clients.ok) >= ok_before + 50, 10, "traffic after reconnecting")
+        wait_until(lambda: len(clients.ok) >= ok_before + 50, "traffic after reconnecting",
+                   timeout=10)
     finally:
         clients.join()
 
@@ -240,7 +235,7 @@ def test_first_reconnect_attempt_waits_and_close_stops_the_thread(
     with pytest.raises(PortDisconnectedError, match="is disconnected"):
         port.query(b"Qagain\n", terminator=b"\n")  # fails fast, not after a timeout
     link.unlink()  # the device stays away
-    wait_for(lambda: len(attempts) >= 2, 5, "two reopen attempts")
+    wait_until(lambda: len(attempts) >= 2, "two reopen attempts", timeout=5)
     assert attempts[0] - lost_at >= 0.45  # first try after ~500 ms
     assert attempts[1] - attempts[0] >= 0.9  # then backoff
     reconnector = port._reconnector

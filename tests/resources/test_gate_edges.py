@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from polling import wait_until
 from resources_fakes import PtyDevice
 
 from daqhub.resources import (
@@ -136,8 +137,8 @@ def test_close_fails_waiters_with_a_clear_error(pty_device: Callable[..., PtyDev
     assert held.wait(5)
     waiter = threading.Thread(target=wait_for_port)
     waiter.start()
-    while port.gate.queue_depth == 0:
-        time.sleep(0.002)
+    wait_until(lambda: port.gate.queue_depth > 0, "the poller queued behind the lease",
+               timeout=5, every=0.002)
     closer = threading.Thread(target=lambda: errors.append(mgr.close_all(3)))
     closer.start()
     waiter.join(5)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Callable
 
 import pytest
+from polling import wait_until
 from resources_fakes import PtyDevice
 
 from daqhub.resources import (
@@ -166,10 +166,8 @@ def test_dump_lists_holder_and_waiters(pair: Pair) -> None:
     assert held.wait(5)
     for w in waiters:
         w.start()
-    deadline = time.monotonic() + 5
-    while (port.gate.queue_depth, res.gate.queue_depth) != (1, 1):
-        assert time.monotonic() < deadline
-        time.sleep(0.002)
+    wait_until(lambda: (port.gate.queue_depth, res.gate.queue_depth) == (1, 1),
+               "one waiter queued on each gate", timeout=5, every=0.002)
     text = dump_gates([port.gate, res.gate])
     done.set()
     t.join(5)

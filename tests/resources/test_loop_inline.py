@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
+from polling import wait_until
 
 from daqhub.instrument import V4Actor
 from daqhub.measurement import ChannelSpec
@@ -123,10 +124,8 @@ def test_a_held_resource_is_waited_for_off_the_loop_and_others_work_never_runs_o
     def inline_fn(session: Any) -> str:
         started.set()
         assert queued.wait(5)
-        deadline = time.monotonic() + 5
-        while not res.gate.queue_depth:  # the thread's transaction is in the gate's queue
-            assert time.monotonic() < deadline, "the thread's transaction never queued"
-            time.sleep(0.001)
+        wait_until(lambda: res.gate.queue_depth, "the thread's transaction in the gate's queue",
+                   timeout=5, every=0.001)
         return str(session.query("Q1?"))
 
     def thread_fn(session: Any) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import serial
+from polling import wait_until
 from resources_fakes import PtyDevice
 
 from daqhub.resources import (
@@ -26,15 +27,6 @@ from daqhub.resources import (
 )
 
 pytestmark = pytest.mark.timeout(20)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Deadline loop for conditions nothing signals (queue depth of another thread's wait)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.002)
 
 
 def queued(port: SharedSerialPort, depth: int) -> bool:
@@ -161,7 +153,8 @@ def test_timeout_while_a_transaction_holds_names_the_transaction(
     t = threading.Thread(target=lambda: results.append(pytest.raises(
         ReplyTimeoutError, port.query, b"SLOW\n", terminator=b"\n", owner="poller").value))
     t.start()
-    wait_until(lambda: port.gate.holder_description() is not None)
+    wait_until(lambda: port.gate.holder_description() is not None,
+               "the poller's query to hold the port", timeout=5, every=0.002)
     with pytest.raises(ResourceTimeoutError, match=r"held by 'poller' for .* \(query b'SLOW\\n'\)"):
         port.query(b"Q2\n", terminator=b"\n", owner="stage", timeout=0.1)
     t.join(5)
@@ -193,12 +186,14 @@ def test_urgent_lane_is_served_before_the_normal_fifo(
     for n in range(3):
         threads.append(threading.Thread(target=sync_query, args=(f"poll{n}", False)))
         threads[-1].start()
-        wait_until(functools.partial(queued, port, n + 1))
+        wait_until(functools.partial(queued, port, n + 1),
+                   f"{n + 1} queries queued behind the lease", timeout=5, every=0.002)
 
     if flavor == "sync":
         threads.append(threading.Thread(target=sync_query, args=("stop", True)))
         threads[-1].start()
-        wait_until(lambda: port.gate.queue_depth == 4)
+        wait_until(lambda: port.gate.queue_depth == 4,
+                   "the urgent query queued behind the 3 polls", timeout=5, every=0.002)
         release.set()
     else:
         async def main() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import types
 
 import pytest
-from runtime_fakes import PRODUCED, RELEASE, BlockingV4, FlakyV4, OnCueV4, _types
+from runtime_fakes import PRODUCED, RELEASE, BlockingV4, FlakyV4, OnCueV4, fake_instrument_types
 
 from daqhub.hookspecs import hookimpl
 from daqhub.host import PluginHost
@@ -15,7 +15,7 @@ from daqhub.host import PluginHost
 def host() -> PluginHost:
     h = PluginHost()
     h.load_entry_points()
-    plugin = types.SimpleNamespace(daqhub_instrument_types=hookimpl(lambda: _types()))
+    plugin = types.SimpleNamespace(daqhub_instrument_types=hookimpl(fake_instrument_types))
     assert h.register(plugin, "runtime-tests", "runtime-tests", "0")
     return h
 

@@ -157,7 +157,7 @@ class YieldingV4(CounterV4):
         return await super().read()
 
 
-def _types() -> list[InstrumentType]:
+def fake_instrument_types() -> list[InstrumentType]:
     out = []
     for name, flavor, cls in [("test.counter", "v2", CounterV2), ("test.counter", "v4", CounterV4),
                               ("test.crash", "v4", CrashV4), ("test.flaky", "v4", FlakyV4),
@@ -181,11 +181,3 @@ def make_lab(host: PluginHost, tmp_path: Path, v2: list[tuple[str, str]],
         for iid, t in items:
             text += f'[[{flavor}.instruments]]\nid = "{iid}"\ntype = "{t}"\npoll_hz = {poll_hz}\n'
     return parse(text, "test.toml", host, tmp_path)
-
-
-def wait_for(cond, timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)

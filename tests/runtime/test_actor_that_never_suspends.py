@@ -10,7 +10,8 @@ from __future__ import annotations
 import threading
 
 import pytest
-from runtime_fakes import PRODUCED, make_lab, wait_for
+from polling import wait_until
+from runtime_fakes import PRODUCED, make_lab
 
 from daqhub.runtime.dual import DualRuntimeManager, PhaseTimeouts
 from daqhub.runtime.v4 import RestartPolicy
@@ -26,7 +27,7 @@ def test_a_flat_out_actor_that_never_suspends_leaves_the_loop_to_the_others(host
     rt = DualRuntimeManager(lab, host, phases=PhaseTimeouts(v4_s=3, v2_s=2, total_s=8))
     rt.start()
     try:
-        wait_for(lambda: PRODUCED.get("busy", 0) > 1000, what="the busy actor to poll")
+        wait_until(lambda: PRODUCED.get("busy", 0) > 1000, what="the busy actor to poll")
         ran = [0]
         all_ran = threading.Event()
 
@@ -39,10 +40,10 @@ def test_a_flat_out_actor_that_never_suspends_leaves_the_loop_to_the_others(host
             rt.v4.loop.call_soon_threadsafe(callback)
         assert all_ran.wait(2.0), f"{ran[0]} of 200 thread-safe callbacks ran within 2 s"
         slept = PRODUCED.get("sleeper", 0)
-        wait_for(lambda: PRODUCED.get("sleeper", 0) >= slept + 5, timeout=5,
-                 what="the actor that suspends to keep polling")
+        wait_until(lambda: PRODUCED.get("sleeper", 0) >= slept + 5, timeout=5,
+                   what="the actor that suspends to keep polling")
         busy = PRODUCED["busy"]
-        wait_for(lambda: PRODUCED["busy"] > busy + 1000, what="the busy actor to keep polling")
+        wait_until(lambda: PRODUCED["busy"] > busy + 1000, what="the busy actor to keep polling")
         # timers are scheduled per actor, not per poll: nothing piles up on the loop
         pending = len(rt.v4.loop._scheduled)  # the loop's timer heap (no public view of it)
         assert pending < 20, f"{pending} timer handles scheduled on the loop"
@@ -63,9 +64,9 @@ def test_an_actor_whose_reads_suspend_takes_one_loop_pass_per_poll(host, tmp_pat
     rt = DualRuntimeManager(lab, host, phases=PhaseTimeouts(v4_s=3, v2_s=2, total_s=8))
     rt.start()
     try:
-        wait_for(lambda: PRODUCED.get("yielding", 0) > 200, what="the actor to poll")
+        wait_until(lambda: PRODUCED.get("yielding", 0) > 200, what="the actor to poll")
         passes, polls = rt.v4.passes.passes, PRODUCED["yielding"]
-        wait_for(lambda: PRODUCED["yielding"] > polls + 3000, what="3000 more polls")
+        wait_until(lambda: PRODUCED["yielding"] > polls + 3000, what="3000 more polls")
         per_poll = (rt.v4.passes.passes - passes) / (PRODUCED["yielding"] - polls)
     finally:
         report = rt.shutdown()
@@ -82,13 +83,13 @@ def test_a_read_past_its_deadline_is_cancelled_and_counted_as_an_error(host, tmp
     rt = DualRuntimeManager(lab, host, restart_policy=policy)
     rt.start()
     try:
-        wait_for(lambda: rt.health_of("late").errors >= 2, what="two overrun reads")
+        wait_until(lambda: rt.health_of("late").errors >= 2, what="two overrun reads")
         h = rt.health_of("late")
         assert "read failed: late.read did not finish within 0.02 s and was cancelled" in \
             h.last_error_seen, h.last_error_seen
         assert h.restarts == 0 and "late" not in PRODUCED  # a device error, not a crash
         ok = PRODUCED.get("ok", 0)
-        wait_for(lambda: PRODUCED.get("ok", 0) > ok + 3, what="the other actor to poll on")
+        wait_until(lambda: PRODUCED.get("ok", 0) > ok + 3, what="the other actor to poll on")
     finally:
         report = rt.shutdown()
     assert not report.forced and not report.leaked, report.as_dict()

@@ -8,7 +8,8 @@ import time
 from collections import Counter
 
 import pytest
-from runtime_fakes import PRODUCED, make_lab, wait_for
+from polling import wait_until
+from runtime_fakes import PRODUCED, make_lab
 
 from daqhub.plugins.converters import batch_to_rows
 from daqhub.runtime.dual import DualRuntimeManager, PhaseTimeouts, ShutdownReport
@@ -45,7 +46,7 @@ def test_every_measurement_reaches_storage_exactly_once_in_order(host, tmp_path)
     rec = Recorder()
     rt = DualRuntimeManager(lab, host, sinks={"storage": rec}, restart_policy=FAST)
     rt.start()
-    wait_for(lambda: all(PRODUCED.get(i, 0) >= 100 for i in "abcd"), what="100 polls each")
+    wait_until(lambda: all(PRODUCED.get(i, 0) >= 100 for i in "abcd"), what="100 polls each")
     assert rt.call("a", "add", 2, 3) == 5       # a v2 command between polls
     assert rt.call("c", "add", 4, 5) == 9       # a v4 ask through the mailbox
     report = rt.shutdown()
@@ -73,10 +74,10 @@ def test_crashing_actor_restarts_then_fails_while_others_produce(host, tmp_path)
     rt._instrument_event = lambda iid, ev, detail: events.append((iid, ev))  # type: ignore
     rt.v4.events = rt._instrument_event
     rt.start()
-    wait_for(lambda: rt.health_of("boom").state == "failed", what="boom marked failed")
-    wait_for(lambda: PRODUCED.get("flaky", 0) > 5, what="flaky producing after its restart")
+    wait_until(lambda: rt.health_of("boom").state == "failed", what="boom marked failed")
+    wait_until(lambda: PRODUCED.get("flaky", 0) > 5, what="flaky producing after its restart")
     before = PRODUCED.get("ok", 0)
-    wait_for(lambda: PRODUCED.get("ok", 0) > before + 5, what="others still producing")
+    wait_until(lambda: PRODUCED.get("ok", 0) > before + 5, what="others still producing")
     boom = rt.health_of("boom")
     assert boom.restarts == FAST.max_restarts and "sensor on fire" in boom.last_error
     assert rt.health_of("flaky").restarts == 1
@@ -94,7 +95,7 @@ def test_hung_v2_driver_is_forced_within_budget_and_reported(host, tmp_path) -> 
     rt = DualRuntimeManager(lab, host, phases=PhaseTimeouts(v4_s=1, v2_s=1, total_s=4))
     before = {t.name for t in threading.enumerate()}
     rt.start()
-    wait_for(lambda: rt.v2.workers["stuck"].busy_in == "read", what="driver stuck in read")
+    wait_until(lambda: rt.v2.workers["stuck"].busy_in == "read", what="driver stuck in read")
     t0 = time.monotonic()
     report = rt.shutdown()
     assert time.monotonic() - t0 < 4.5
@@ -116,7 +117,7 @@ def test_shutdown_under_load_is_bounded_every_time(host, tmp_path) -> None:
         rt = DualRuntimeManager(lab, host, sinks={"s": Recorder()},
                                 phases=PhaseTimeouts(total_s=3))
         rt.start()
-        wait_for(lambda: PRODUCED.get("d", 0) > 20, what="load")
+        wait_until(lambda: PRODUCED.get("d", 0) > 20, what="load")
         t0 = time.monotonic()
         report = rt.shutdown()
         assert time.monotonic() - t0 < 3.5 and report.ok, report
@@ -131,7 +132,7 @@ def test_slow_lossless_subscriber_slows_producers_and_alarms(host, tmp_path) -> 
     rt = DualRuntimeManager(lab, host, sinks={"slow": slow}, sink_capacity=20)
     rt.start()
     live = rt.subscribe("live", lossless=False, capacity=5)  # lossy, never read: loses its own
-    wait_for(lambda: any("slow" in a["message"] for a in rt.alarms), what="backpressure alarm")
+    wait_until(lambda: any("slow" in a["message"] for a in rt.alarms), what="backpressure alarm")
     report = rt.shutdown()
     counts = Counter((r.instrument_id, r.channel) for r in slow.rows)
     assert counts[("a", "count")] == PRODUCED["a"] and counts[("c", "count")] == PRODUCED["c"]
@@ -147,7 +148,7 @@ def five_polls_each(host, tmp_path, v2=(), v4=()) -> tuple[ShutdownReport, Recor
     rt = DualRuntimeManager(lab, host, sinks={"storage": rec}, restart_policy=FAST)
     rt.start()
     ids = [i for i, _ in (*v2, *v4)]
-    wait_for(lambda: all(PRODUCED.get(i, 0) >= 5 for i in ids), what="5 polls each")
+    wait_until(lambda: all(PRODUCED.get(i, 0) >= 5 for i in ids), what="5 polls each")
     return rt.shutdown(), rec
 
 
@@ -194,8 +195,8 @@ def test_samples_a_sink_failed_to_write_make_the_run_not_ok(host, tmp_path) -> N
     disk = FullDisk()
     rt = DualRuntimeManager(lab, host, sinks={"disk": disk}, restart_policy=FAST)
     rt.start()
-    wait_for(lambda: PRODUCED.get("a", 0) >= 20 and PRODUCED.get("c", 0) >= 20,
-             what="20 polls each")
+    wait_until(lambda: PRODUCED.get("a", 0) >= 20 and PRODUCED.get("c", 0) >= 20,
+               what="20 polls each")
     report = rt.shutdown()
     lost = sum(n for chans in report.counts.values() for n in chans.values()) - len(disk.rows)
     assert lost > 0 and not report.ok
@@ -215,7 +216,8 @@ def test_unknown_command_and_health(host, tmp_path) -> None:
             rt.call("a", "explode")
         with pytest.raises(Exception, match="has no command 'explode'"):
             rt.call("c", "explode")
-        wait_for(lambda: all(h["measurements"] > 0 for h in rt.health()["instruments"]))
+        wait_until(lambda: all(h["measurements"] > 0 for h in rt.health()["instruments"]),
+                   what="a sample from each instrument")
         h = {x["id"]: x for x in rt.health()["instruments"]}
         assert h["a"]["flavor"] == "v2" and h["c"]["flavor"] == "v4"
         assert h["a"]["state"] == "running" and h["a"]["last_value"]
@@ -240,7 +242,7 @@ def test_plugins_hear_lifecycle_events(host, tmp_path) -> None:
     lab = make_lab(host, tmp_path, v2=[("a", "test.counter")], v4=[("boom", "test.crash")])
     rt = DualRuntimeManager(lab, host, restart_policy=FAST, storage=True)
     rt.start()
-    wait_for(lambda: ("boom", "failed") in heard, what="the failed event")
+    wait_until(lambda: ("boom", "failed") in heard, what="the failed event")
     rt.shutdown()
     assert heard[0] == ("started", rt.session_id) and rt.session_id
     assert ("boom", "restarted") in heard and heard[-1] == ("stopped", True)
@@ -254,8 +256,8 @@ def test_budget_excess_raises_an_alarm_and_is_saved(host, tmp_path) -> None:
                    extra="[daqhub.budget]\nmax_cpu_percent = 0.01\ninterval_s = 0.1\n")
     rt = DualRuntimeManager(lab, host, storage=True)
     rt.start()
-    wait_for(lambda: any(a["what"].startswith("cpu:") for a in rt.alarms),
-             what="a CPU budget alarm")
+    wait_until(lambda: any(a["what"].startswith("cpu:") for a in rt.alarms),
+               what="a CPU budget alarm")
     report = rt.shutdown()
     assert report.ok
     saved = json.loads((rt.output_dirs()["v2"] / "budget.json").read_text())
@@ -272,7 +274,7 @@ def test_a_v4_command_sent_right_after_start_waits_for_the_actor(host, tmp_path)
     rt.start()
     try:
         assert rt.call("c", "add", 4, 5, timeout=10) == 9  # queued, served once it is up
-        wait_for(lambda: rt.health_of("c").measurements > 0, what="a sample (a clean run)")
+        wait_until(lambda: rt.health_of("c").measurements > 0, what="a sample (a clean run)")
     finally:
         assert rt.shutdown().ok
 
@@ -283,7 +285,7 @@ def test_a_routine_step_in_flight_at_shutdown_is_stopped_not_failed(host, tmp_pa
                    extra='[[routines]]\ninstrument = "a"\nsteps = [["dwell", 1.5]]\n')
     rt = DualRuntimeManager(lab, host)
     rt.start()
-    wait_for(lambda: rt.v2.workers["a"].busy_in == "dwell", what="the step in flight")
+    wait_until(lambda: rt.v2.workers["a"].busy_in == "dwell", what="the step in flight")
     report = rt.shutdown()
     assert report.routines[0]["state"] == "stopped" and report.ok, report.as_dict()
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import io
 
-from runtime_fakes import make_lab, wait_for
+from polling import wait_until
+from runtime_fakes import make_lab
 
 from daqhub.cli.run import LiveView
 from daqhub.runtime.dual import DualRuntimeManager
@@ -22,7 +23,7 @@ def test_last_error_clears_when_the_instrument_recovers(host, tmp_path) -> None:
     rt = DualRuntimeManager(lab, host, storage=False)
     rt.start()
     try:
-        wait_for(lambda: rt.health()["instruments"][0]["measurements"] > 0, what="recovery")
+        wait_until(lambda: rt.health()["instruments"][0]["measurements"] > 0, what="recovery")
         h = rt.health()["instruments"][0]
         assert h["errors"] == 1 and h["restarts"] == 1 and h["state"] == "running"
         assert h["last_error"] == ""
@@ -38,8 +39,8 @@ def test_rate_counts_polls_not_channels(host, tmp_path) -> None:
     rt = DualRuntimeManager(lab, host, storage=False)
     rt.start()
     try:
-        wait_for(lambda: all(i["measurements"] >= 60 for i in rt.health()["instruments"]),
-                 what="30 polls of each")
+        wait_until(lambda: all(i["measurements"] >= 60 for i in rt.health()["instruments"]),
+                   what="30 polls of each")
         for i in rt.health()["instruments"]:
             assert 0 < i["rate_hz"] < 1.5 * 20, i       # 40 if each channel counted a poll
         assert "polls/s" in final_frame(rt)
@@ -57,7 +58,7 @@ def test_a_raising_command_fails_its_caller_but_does_not_restart_the_actor(host,
     rt = DualRuntimeManager(lab, host, storage=False)
     rt.start()
     try:
-        wait_for(lambda: rt.health()["instruments"][0]["measurements"] > 0, what="first poll")
+        wait_until(lambda: rt.health()["instruments"][0]["measurements"] > 0, what="first poll")
         with pytest.raises(TypeError):
             rt.call("c", "add", 1, "two")
         h = rt.health()["instruments"][0]

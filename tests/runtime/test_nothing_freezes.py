@@ -7,7 +7,8 @@ import time
 import types
 
 import pytest
-from runtime_fakes import PRODUCED, RELEASE, BlockingV4, OnCueV4, make_lab, wait_for
+from polling import wait_until
+from runtime_fakes import PRODUCED, RELEASE, BlockingV4, OnCueV4, make_lab
 
 from daqhub.hookspecs import hookimpl
 from daqhub.runtime.dual import (
@@ -44,12 +45,12 @@ def test_a_hook_that_sleeps_30_s_delays_only_itself(host, tmp_path) -> None:
                             phases=PhaseTimeouts(v4_s=2, v2_s=2, total_s=6))
     rt.start()
     try:
-        wait_for(lambda: PRODUCED.get("c", 0) > 10, what="polling")
+        wait_until(lambda: PRODUCED.get("c", 0) > 10, what="polling")
         base = rate("a", 3.0), rate("c", 3.0)  # on this machine, now, without the hook
         OnCueV4.cue.set()  # cue's crash is announced: the hook falls asleep
         assert entered.wait(10)
-        wait_for(lambda: any(a["what"] == "plugin:mailer" for a in rt.alarms), timeout=5,
-                 what="an alarm naming the plugin")
+        wait_until(lambda: any(a["what"] == "plugin:mailer" for a in rt.alarms), timeout=5,
+                   what="an alarm naming the plugin")
         hooked = rate("a", 3.0), rate("c", 3.0)
         assert hooked[0] >= 0.9 * base[0] and hooked[1] >= 0.9 * base[1], (base, hooked)
         assert min(base) > 25, base  # and the instruments did poll at a real rate
@@ -74,11 +75,11 @@ def test_a_v4_read_calling_time_sleep_is_named_and_counted(host, tmp_path) -> No
     rt = DualRuntimeManager(lab, host, restart_policy=FAST)
     rt.start()
     try:
-        wait_for(lambda: "blocker" in BlockingV4.returned_at, timeout=20,
-                 what="the blocking read to return")
+        wait_until(lambda: "blocker" in BlockingV4.returned_at, timeout=20,
+                   what="the blocking read to return")
         at = PRODUCED.get("ok", 0)
-        wait_for(lambda: PRODUCED.get("ok", 0) >= at + 5, timeout=1.0,
-                 what="the other actor to poll again as soon as the loop is free")
+        wait_until(lambda: PRODUCED.get("ok", 0) >= at + 5, timeout=1.0,
+                   what="the other actor to poll again as soon as the loop is free")
         alarm = next(a for a in rt.alarms if a["what"] == "loop:blocker")
         assert "v4 actor blocker (in read)" in alarm["message"]
         assert "time.sleep(2)" in alarm["stack"]
@@ -99,8 +100,8 @@ def test_an_instrument_far_below_its_requested_rate_raises_an_alarm(host, tmp_pa
     rt.rates.after_s = 1.0
     rt.start()
     try:
-        wait_for(lambda: any(a["what"] == "rate:slowpoke" for a in rt.alarms), timeout=15,
-                 what="a rate alarm naming slowpoke")
+        wait_until(lambda: any(a["what"] == "rate:slowpoke" for a in rt.alarms), timeout=15,
+                   what="a rate alarm naming slowpoke")
         shown = rt.health()["alarms"]       # what the live view shows
         msg = next(a["message"] for a in shown if a["what"] == "rate:slowpoke")
         assert "slowpoke polls at" in msg and "of the 50 Hz asked" in msg

@@ -5,7 +5,8 @@ from __future__ import annotations
 import types
 
 import pytest
-from runtime_fakes import PRODUCED, make_lab, wait_for
+from polling import wait_until
+from runtime_fakes import PRODUCED, make_lab
 
 from daqhub.hookspecs import hookimpl
 from daqhub.runtime.dual import DualRuntimeManager
@@ -22,7 +23,7 @@ def test_a_raising_notification_hook_is_an_alarm_and_a_report_error(host, tmp_pa
     lab = make_lab(host, tmp_path, v2=[("a", "test.counter")], v4=[])
     rt = DualRuntimeManager(lab, host)
     rt.start()
-    wait_for(lambda: PRODUCED.get("a", 0) > 3, what="the run going on regardless")
+    wait_until(lambda: PRODUCED.get("a", 0) > 3, what="the run going on regardless")
     [alarm] = [a for a in rt.alarms if a["what"] == "plugin:lab-alerts"]
     assert "lab-alerts 0.2 (alerts)" in alarm["message"]
     assert "daqhub_session_started raised ConnectionError: mail server down" in alarm["message"]

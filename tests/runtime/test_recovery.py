@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from runtime_fakes import wait_for
+from polling import wait_until
 
 from daqhub.config import parse
 from daqhub.runtime.dual import DualRuntimeManager
@@ -31,7 +31,7 @@ poll_hz = 20
     rt.start()
     x, y = rt.health_of("x"), rt.health_of("y")
     try:
-        wait_for(lambda: x.measurements > 5 and y.measurements > 5, what="both polling")
+        wait_until(lambda: x.measurements > 5 and y.measurements > 5, what="both polling")
     except AssertionError:
         rt.shutdown()
         raise
@@ -47,14 +47,14 @@ def test_both_flavors_resume_within_1_5_s_of_the_port_coming_back(
     try:
         sim_endpoint(url).faults.disconnect()
         pulled = time.monotonic()
-        wait_for(lambda: x.state == "reconnecting" and y.state == "reconnecting", timeout=5,
-                 what="both to see the outage")
+        wait_until(lambda: x.state == "reconnecting" and y.state == "reconnecting", timeout=5,
+                   what="both to see the outage")
         time.sleep(max(0.0, pulled + outage_s - time.monotonic()))  # the outage itself
         counts = (x.measurements, y.measurements)
         sim_endpoint(url).faults.reconnect()
         back = time.monotonic()
-        wait_for(lambda: x.measurements > counts[0] and y.measurements > counts[1],
-                 timeout=5, what="both to produce again")
+        wait_until(lambda: x.measurements > counts[0] and y.measurements > counts[1],
+                   timeout=5, what="both to produce again")
         resumed = time.monotonic() - back
         assert resumed < 1.5, f"resumed {resumed:.2f} s after the port came back"
         assert x.state == "running" and y.state == "running"
@@ -78,10 +78,10 @@ def test_a_truncated_reply_every_so_often_is_an_error_not_a_restart(
         for _ in range(8):  # more than max_restarts (5) bad replies, quickly
             errors = x.errors + y.errors
             sim_endpoint(url).faults.truncate_next(2)
-            wait_for(lambda e=errors: x.errors + y.errors > e, timeout=5, what="the bad reply")
+            wait_until(lambda e=errors: x.errors + y.errors > e, timeout=5, what="the bad reply")
         n = (x.measurements, y.measurements)
-        wait_for(lambda: x.measurements > n[0] + 5 and y.measurements > n[1] + 5,
-                 what="both to keep polling")
+        wait_until(lambda: x.measurements > n[0] + 5 and y.measurements > n[1] + 5,
+                   what="both to keep polling")
         assert x.restarts == 0 and y.restarts == 0
         assert x.state == "running" and y.state == "running"
     finally:

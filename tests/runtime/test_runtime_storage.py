@@ -7,7 +7,8 @@ from collections import Counter
 import h5py
 import pyarrow as pa
 import pytest
-from runtime_fakes import PRODUCED, make_lab, wait_for
+from polling import wait_until
+from runtime_fakes import PRODUCED, make_lab
 
 from daqhub.runtime.dual import DualRuntimeManager
 
@@ -20,7 +21,7 @@ def test_run_writes_v2_to_hdf5_and_v4_to_arrow(host, tmp_path) -> None:
     rt.start()
     dirs = rt.output_dirs()
     assert set(dirs) == {"v2", "v4"} and dirs["v2"].parent == tmp_path / "data" / "v2"
-    wait_for(lambda: PRODUCED.get("a", 0) > 30 and PRODUCED.get("c", 0) > 30, what="data")
+    wait_until(lambda: PRODUCED.get("a", 0) > 30 and PRODUCED.get("c", 0) > 30, what="data")
     report = rt.shutdown()
     assert report.ok, report
     files = report.sink_results["storage"]

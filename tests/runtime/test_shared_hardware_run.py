@@ -12,7 +12,7 @@ import threading
 from collections import Counter, defaultdict
 
 import pytest
-from runtime_fakes import wait_for
+from polling import wait_until
 
 from daqhub.config import parse
 from daqhub.plugins.converters import batch_to_rows
@@ -113,10 +113,10 @@ steps = [["move_absolute", 1.0], ["wait_until_done", 10], ["move_absolute", 0.0]
     rt = DualRuntimeManager(lab, daqhub_host, sinks={"rec": rec})
     rt.start()
     try:
-        wait_for(lambda: all(r["cycles"] >= 2 for r in rt.health()["routines"]), timeout=40,
-                 what="every routine to complete two cycles")
-        wait_for(lambda: all(h["measurements"] >= 20 for h in rt.health()["instruments"]),
-                 timeout=20, what="20 samples from every instrument")
+        wait_until(lambda: all(r["cycles"] >= 2 for r in rt.health()["routines"]), timeout=40,
+                   what="every routine to complete two cycles")
+        wait_until(lambda: all(h["measurements"] >= 20 for h in rt.health()["instruments"]),
+                   timeout=20, what="20 samples from every instrument")
     finally:
         report = rt.shutdown()
         pty.close()

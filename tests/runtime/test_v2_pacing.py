@@ -7,7 +7,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from runtime_fakes import CHANNELS, PRODUCED, CounterV2, wait_for
+from polling import wait_until
+from runtime_fakes import CHANNELS, PRODUCED, CounterV2
 
 from daqhub.measurement import Measurement
 from daqhub.runtime.broadcast import Broadcast
@@ -58,17 +59,17 @@ def start_worker() -> Iterator:
 @pytest.mark.timeout(30)
 def test_a_command_runs_between_polls_that_all_run_late(start_worker) -> None:
     w = start_worker(LateV2, 1000)
-    wait_for(lambda: PRODUCED.get("w", 0) >= 5, what="5 late polls")
+    wait_until(lambda: PRODUCED.get("w", 0) >= 5, what="5 late polls")
     assert w.submit("add", 2, 3).result(timeout=10) == 5  # not starved by the late polls
     polled = PRODUCED["w"]
-    wait_for(lambda: PRODUCED["w"] >= polled + 5, what="polling to go on after the command")
+    wait_until(lambda: PRODUCED["w"] >= polled + 5, what="polling to go on after the command")
 
 
 @pytest.mark.timeout(30)
 def test_polls_never_run_ahead_of_the_rate_asked(start_worker) -> None:
     hz = 500  # a period shorter than the grain: polls may run early, never too many
     w = start_worker(StampedV2, hz)
-    wait_for(lambda: len(STARTS) >= 200, what="200 polls")
+    wait_until(lambda: len(STARTS) >= 200, what="200 polls")
     w.stop_event.set()
     w.thread.join(5)
     period, first = 1 / hz, STARTS[0]

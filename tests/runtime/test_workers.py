@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from runtime_fakes import wait_for
+from polling import wait_until
 
 import daqhub
 from daqhub.config import ConfigError, parse
@@ -73,9 +73,9 @@ def make_lab(tmp_path: Path, sim_url: Callable[..., str], visa_sim_backend: Call
 
 def run_for(text: str, seconds: float) -> Any:
     with daqhub.open_lab(text, report=None) as lab:
-        wait_for(lambda: all(h["state"] == "running" and h["measurements"] > 5
-                             for h in lab.rt.health()["instruments"]), 60,
-                 "every instrument running with samples")
+        wait_until(lambda: all(h["state"] == "running" and h["measurements"] > 5
+                               for h in lab.rt.health()["instruments"]),
+                   "every instrument running with samples", timeout=60)
         time.sleep(seconds)  # the run itself: samples accumulate for this long
         pool = lab.rt.pool
         placed = [sorted(w.shard.ids) for w in pool.workers] if pool else None
@@ -163,11 +163,11 @@ def test_commands_reach_instruments_in_workers_through_the_lab_api(make_lab) -> 
         assert lab["dmm_b"].flavor == "v4" and lab["rot"].flavor == "v2"
         idn = lab["dmm_a"].identify()
         assert idn and lab["dmm_b"].query("*IDN?") == idn  # both reach the one device
-        wait_for(lambda: "position" in lab.latest("rot"), 30, "a position from rot")
+        wait_until(lambda: "position" in lab.latest("rot"), "a position from rot", timeout=30)
         before = lab.latest("rot")["position"]["value"]
         lab["rot"].jog_forward()
-        wait_for(lambda: lab.latest("rot")["position"]["value"] != before, 30,
-                 "rot's position to change after the jog")
+        wait_until(lambda: lab.latest("rot")["position"]["value"] != before,
+                   "rot's position to change after the jog", timeout=30)
         for iid in ("dmm_a", "dmm_b"):  # the driver's own error, of its own class and code
             with pytest.raises(daqhub.DriverError) as err:
                 lab[iid].write("NO:SUCH:CMD")
@@ -181,15 +181,15 @@ def test_commands_reach_instruments_in_workers_through_the_lab_api(make_lab) -> 
 def test_a_killed_worker_is_reported_per_instrument_and_restarted(make_lab) -> None:
     with daqhub.open_lab(make_lab(2), report=None) as lab:
         rt = lab.rt
-        wait_for(lambda: all(h["state"] == "running" for h in rt.health()["instruments"]),
-                 60, "every instrument running")
+        wait_until(lambda: all(h["state"] == "running" for h in rt.health()["instruments"]),
+                   "every instrument running", timeout=60)
         victim = next(w for w in rt.pool.workers if "dmm_a" in w.shard.ids)
         other = next(w for w in rt.pool.workers if w is not victim)
         other_pid = other.process.pid
         os.kill(victim.process.pid, signal.SIGKILL)
-        wait_for(lambda: rt.health_of("dmm_a").restarts == 1
-                 and rt.health_of("dmm_a").state == "running", 60,
-                 "dmm_a restarted and running again")
+        wait_until(lambda: rt.health_of("dmm_a").restarts == 1
+                   and rt.health_of("dmm_a").state == "running",
+                   "dmm_a restarted and running again", timeout=60)
         for iid in ("dmm_a", "dmm_b"):
             h = rt.health_of(iid)
             assert h.restarts == 1 and h.event_counts["worker died"] == 1
@@ -199,8 +199,8 @@ def test_a_killed_worker_is_reported_per_instrument_and_restarted(make_lab) -> N
             assert rt.health_of(iid).restarts == 0
         assert other.process.pid == other_pid
         n = rt.health_of("dmm_a").measurements
-        wait_for(lambda: rt.health_of("dmm_a").measurements > n + 5, 30,
-                 "dmm_a producing again")
+        wait_until(lambda: rt.health_of("dmm_a").measurements > n + 5, "dmm_a producing again",
+                   timeout=30)
         assert lab["dmm_b"].query("*IDN?")  # commands reach the new process
     report = lab.report
     assert report is not None
@@ -217,7 +217,8 @@ def test_a_command_to_a_dead_worker_is_not_sent(make_lab) -> None:
         rt = lab.rt
         victim = next(w for w in rt.pool.workers if "rot" in w.shard.ids)
         os.kill(victim.process.pid, signal.SIGKILL)
-        wait_for(lambda: rt.health_of("rot").state == "restarting", 30, "rot restarting")
+        wait_until(lambda: rt.health_of("rot").state == "restarting", "rot restarting",
+                   timeout=30)
         with pytest.raises(daqhub.CommandNotSent, match="worker process is restarting"):
             lab["rot"].jog_forward()
         with pytest.raises(WorkerFailed):
@@ -294,8 +295,8 @@ def test_workers_stop_by_themselves_when_the_parent_is_killed(make_lab, tmp_path
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=30)
     assert proc.returncode == -signal.SIGKILL
-    wait_for(lambda: all(gone(pid) for pid in children), 60,
-             f"worker processes {children} to end after their parent was killed")
+    wait_until(lambda: all(gone(pid) for pid in children),
+               f"worker processes {children} to end after their parent was killed", timeout=60)
 
 
 @pytest.mark.timeout(240)
@@ -314,8 +315,9 @@ def test_the_worker_that_opens_a_device_holds_its_ownership_record(
         assert record is not None and record.pid == owner.process.pid != os.getpid()
         first = owner.process.pid
         os.kill(first, signal.SIGKILL)  # the kernel drops its lock; the new worker claims it
-        wait_for(lambda: rt.health_of("rot").state == "running"
-                 and rt.health_of("rot").restarts == 1, 60, "rot running in a new worker")
+        wait_until(lambda: rt.health_of("rot").state == "running"
+                   and rt.health_of("rot").restarts == 1, "rot running in a new worker",
+                   timeout=60)
         record = holder(identity)
         assert record is not None and record.pid == owner.process.pid != first
     assert lab.report is not None and lab.report.ok, lab.report.as_dict()
@@ -328,10 +330,10 @@ def test_a_worker_that_dies_too_often_leaves_its_instruments_failed(make_lab) ->
         rt = lab.rt
         worker = next(w for w in rt.pool.workers if "rot" in w.shard.ids)
         os.kill(worker.process.pid, signal.SIGKILL)
-        wait_for(lambda: rt.health_of("rot").restarts == 1
-                 and rt.health_of("rot").state == "running", 60, "rot running again")
+        wait_until(lambda: rt.health_of("rot").restarts == 1
+                   and rt.health_of("rot").state == "running", "rot running again", timeout=60)
         os.kill(worker.process.pid, signal.SIGKILL)
-        wait_for(lambda: rt.health_of("rot").state == "failed", 60, "rot failed")
+        wait_until(lambda: rt.health_of("rot").state == "failed", "rot failed", timeout=60)
         assert rt.health_of("slide").state == "failed"
         assert rt.health_of("dmm_a").state == "running"  # the other worker runs on
     report = lab.report
@@ -350,9 +352,9 @@ def test_a_hung_worker_is_killed_and_restarted(make_lab) -> None:
         worker = next(w for w in rt.pool.workers if "dmm_a" in w.shard.ids)
         hung = worker.process.pid
         os.kill(hung, signal.SIGSTOP)  # alive, but silent: nothing it runs can go on
-        wait_for(lambda: rt.health_of("dmm_a").restarts == 1
-                 and rt.health_of("dmm_a").state == "running", HUNG_AFTER_S + 60,
-                 "dmm_a running in a new worker")
+        wait_until(lambda: rt.health_of("dmm_a").restarts == 1
+                   and rt.health_of("dmm_a").state == "running", "dmm_a running in a new worker",
+                   timeout=HUNG_AFTER_S + 60)
         assert worker.process.pid != hung and gone(hung)
         assert any(e["event"] == "worker died" and "(hung), so it was killed" in e["detail"]
                    for e in rt.health_of("dmm_a").events), list(rt.health_of("dmm_a").events)

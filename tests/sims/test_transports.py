@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import serial
+from polling import wait_until
 
 import daqhub_sims
 from daqhub_sims import registry
@@ -216,10 +217,8 @@ def test_disconnect_wakes_a_blocked_reader() -> None:
 
     thread = threading.Thread(target=reader)
     thread.start()
-    deadline = time.monotonic() + 5
-    while not waiting(thread):  # blocked in the read, not yet on its way to it
-        assert time.monotonic() < deadline, "the reader never blocked"
-        time.sleep(0.001)
+    wait_until(lambda: waiting(thread), "the reader blocked in its read, not just on its way",
+               timeout=5, every=0.001)
     start = time.monotonic()
     ep.faults.disconnect()
     thread.join(2)

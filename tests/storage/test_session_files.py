@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pytest
 from storage_testdata import CHANNELS, INSTRUMENTS, LAB_CONFIG
-from test_storage_roundtrip import _feed, _rows
+from test_storage_roundtrip import channel_rows, feed_session
 
 from daqhub import session_files
 from daqhub.host import PluginHost
@@ -38,7 +38,7 @@ def test_every_kind_reads_back_exactly_from_any_row(
     data = channel_data(ROWS, seed=5)
     session = StorageSession.open(storage_host, tmp_path, {"v2": FlavorStorage(
         backend, CHANNELS, INSTRUMENTS, options)}, lab_config=LAB_CONFIG)
-    _feed(session, data, "v2", seed=2)
+    feed_session(session, data, "v2", seed=2)
     if open_while_reading:
         session.flush()
     else:
@@ -49,7 +49,7 @@ def test_every_kind_reads_back_exactly_from_any_row(
     for d in data:
         channel = stored[(d.instrument, d.spec.name)]
         assert channel.rows == ROWS and channel.spec == d.spec
-        expected = pa.Table.from_batches([rows_to_batch(_rows(d, "v2"), d.spec)])
+        expected = pa.Table.from_batches([rows_to_batch(channel_rows(d, "v2"), d.spec)])
         for start in (0, 17):
             got = pa.Table.from_batches(list(session_files.read(channel, start)),
                                         schema=expected.schema)

@@ -27,7 +27,7 @@ VERSIONS = {"daqhub": "0.1.0", "daqhub-newport": "1.2.3", "acme-cam": "0.0.1"}
 ROWS = 180
 
 
-def _rows(d: ChannelData, source: Flavor) -> list[UnifiedMeasurement]:
+def channel_rows(d: ChannelData, source: Flavor) -> list[UnifiedMeasurement]:
     out = []
     axes = iter(d.axes)
     for ts, value, meta in zip(d.timestamps, d.values, d.metadata, strict=True):
@@ -42,12 +42,13 @@ def _rows(d: ChannelData, source: Flavor) -> list[UnifiedMeasurement]:
     return out
 
 
-def _feed(session: StorageSession, data: list[ChannelData], source: Flavor, seed: int) -> None:
+def feed_session(session: StorageSession, data: list[ChannelData], source: Flavor,
+                 seed: int) -> None:
     """Interleave the channels in batches of random size, 1 to 60 rows, as the bridge would."""
     rng = np.random.default_rng(seed)
     queues = []
     for d in data:
-        rows = _rows(d, source)
+        rows = channel_rows(d, source)
         bounds = [0, *(int(c) for c in np.cumsum(rng.integers(1, 61, size=len(rows)))
                        if c < len(rows)), len(rows)]
         queues.append([rows_to_batch(rows[a:b], d.spec)
@@ -151,7 +152,7 @@ def test_round_trip_is_exact(tmp_path: Path, storage_host: PluginHost, channel_d
     session = StorageSession.open(
         storage_host, tmp_path, {flavor: FlavorStorage(backend, CHANNELS, INSTRUMENTS, options)},
         lab_config=LAB_CONFIG, versions=VERSIONS)
-    _feed(session, data, source, seed=3)
+    feed_session(session, data, source, seed=3)
     files = session.close()[flavor]
     session_dir = tmp_path / flavor / session.session_id
     assert all(p.parent == session_dir or p.parent.parent == session_dir for p in files)
@@ -176,7 +177,7 @@ def test_arrow_coalesces_small_batches(tmp_path: Path, storage_host: PluginHost,
     data = [d for d in channel_data(1000, seed=2) if d.spec.name == "power"]
     session = StorageSession.open(storage_host, tmp_path, {"v4": FlavorStorage(
         "arrow", {"meter": [data[0].spec]}, options={"batch_rows": 400})})
-    for row in _rows(data[0], "v4"):
+    for row in channel_rows(data[0], "v4"):
         session.write(rows_to_batch([row], data[0].spec))
     [path] = session.close()["v4"]
     sizes = [b.num_rows for b in ipc.open_stream(path)]
@@ -194,8 +195,8 @@ def test_a_quiet_channel_still_reaches_disk_within_the_flush_interval(
         "v4": FlavorStorage("arrow", {"meter": [data.spec]}, options={"flush_interval": 0.2}),
     })
     try:
-        session.write(rows_to_batch(_rows(data, "v2"), data.spec))
-        session.write(rows_to_batch(_rows(data, "v4"), data.spec))
+        session.write(rows_to_batch(channel_rows(data, "v2"), data.spec))
+        session.write(rows_to_batch(channel_rows(data, "v4"), data.spec))
         h5 = session.directories["v2"] / "session.h5"
         stream = session.directories["v4"] / "meter" / "power.arrows"
         deadline = time.monotonic() + 5.0
@@ -238,8 +239,8 @@ def test_read_session_gives_back_both_flavors_exactly(
         {"v2": FlavorStorage(v2_backend, CHANNELS, INSTRUMENTS),
          "v4": FlavorStorage("arrow", v4_channels, {}, v4_options)},
         lab_config=LAB_CONFIG, versions=VERSIONS)
-    _feed(session, v2_data, "v2", seed=1)
-    _feed(session, v4_data, "v4", seed=2)
+    feed_session(session, v2_data, "v2", seed=1)
+    feed_session(session, v4_data, "v4", seed=2)
     session.close()
     tables = daqhub.read_session(tmp_path / "v4" / session.session_id)
     assert isinstance(tables, dict)
@@ -283,7 +284,7 @@ def test_metadata_of_format_1_files_is_still_read(
     session = StorageSession.open(storage_host, tmp_path,
                                   {"v2": FlavorStorage("hdf5", CHANNELS, INSTRUMENTS)},
                                   lab_config=LAB_CONFIG, versions=VERSIONS)
-    _feed(session, data, "v2", seed=4)
+    feed_session(session, data, "v2", seed=4)
     session.close()
     with h5py.File(tmp_path / "v2" / session.session_id / "session.h5", "a") as f:
         f.attrs["daqhub_format"] = "daqhub-hdf5/1"

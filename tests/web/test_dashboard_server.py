@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from polling import wait_until
 from web_fakes import web_host, web_lab
 from webtest import dashboard, request, wait_state
 
@@ -74,10 +75,8 @@ def test_a_stalled_page_drops_its_own_data_and_never_slows_the_run(tmp_path: Pat
     try:
         source = RuntimeSource(rt, capacity=5)  # nobody takes from it
         before = rt.health_of("scope0").measurements
-        deadline = time.monotonic() + 20
-        while source.sub.dropped < 50 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert source.sub.dropped >= 50
+        wait_until(lambda: source.sub.dropped >= 50, "the stalled page to drop 50 items",
+                   timeout=20, every=0.05)
         assert rt.health_of("scope0").measurements - before >= 15
         assert rt.health()["queues"]["web"]["lossless"] is False
         assert source.health()["dropped"] == source.sub.dropped

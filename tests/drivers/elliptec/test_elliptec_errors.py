@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from elliptec_scripted import ELL14_IN, ScriptedBus, call
+from polling import wait_until
 
 from daqhub.driver import DriverDisconnectedError as ElliptecPortError
 from daqhub.driver import DriverTimeoutError as ElliptecTimeout
@@ -31,14 +32,6 @@ def scripted(url: str) -> ScriptedBus:
     assert isinstance(device, ScriptedBus)
     device.script.update({"0in": ELL14_IN, "0gp": b"0PO00000000\r\n", "0gs": b"0GS00\r\n"})
     return device
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
 
 
 # ---------------------------------------------------------------------- status codes
@@ -114,7 +107,7 @@ def test_a_failed_move_seen_by_a_poll_is_raised_by_the_next_motion_call(
     inst = build(bus_url("2:ELL20"), "elliptec.ell20", "v2", "stage", address=2)
     inst.connect()
     inst.move_absolute(70)  # beyond the 60 mm travel
-    wait_for(lambda: not inst.read()[0].metadata["moving"], 5, "the poll to see the end")
+    wait_until(lambda: not inst.read()[0].metadata["moving"], "the poll to see the end", timeout=5)
     assert inst.read()[0].data.value == 0.0  # polls never raise for the move
     with pytest.raises(DriverError) as err:
         inst.is_moving()
@@ -211,7 +204,7 @@ def test_a_late_reply_is_not_mistaken_for_the_next_one(
     with pytest.raises(ElliptecTimeout):
         call(inst, flavor, "velocity")  # its GV32 arrives after the driver gave up
     port = manager.port(url)
-    wait_for(lambda: port.transaction(lambda io: io.in_waiting) > 0, 5, "the late GV32")
+    wait_until(lambda: port.transaction(lambda io: io.in_waiting) > 0, "the late GV32", timeout=5)
     faults.latency = 0.0
     call(inst, flavor, "set_velocity", 70)
     assert call(inst, flavor, "velocity") == 70
@@ -261,7 +254,7 @@ def test_a_vanished_port_is_a_port_error_naming_instrument_and_command(
     assert "disconnected" in err.value.message
     faults.reconnect()
     port = manager.port(url)
-    wait_for(lambda: port.is_connected, 5, "the manager to reopen the port")
+    wait_until(lambda: port.is_connected, "the manager to reopen the port", timeout=5)
     assert call(inst, flavor, "position") == 0.0
 
 

@@ -12,6 +12,7 @@ import time
 
 import pytest
 from newport_helpers import Build, run, sim_url
+from polling import wait_until
 
 from daqhub.instrument import DriverError
 from daqhub.measurement import Measurement, Scalar
@@ -92,11 +93,9 @@ def test_stop_overtakes_routine_traffic_queued_before_it(build: Build) -> None:
     ax = axis_v2(build, sim_url("esp300", **FAST))
     port = ax.port
 
-    def wait_queued(depth: int) -> None:
-        deadline = time.monotonic() + 5
-        while port.stats()["queue_depth"] < depth and time.monotonic() < deadline:
-            time.sleep(0.001)  # nothing to wait on: the gate's queue is only observable
-        assert port.stats()["queue_depth"] >= depth
+    def wait_queued(depth: int) -> None:  # the gate's queue is only observable, not signalled
+        wait_until(lambda: port.stats()["queue_depth"] >= depth,
+                   f"{depth} commands queued behind the lease", timeout=5, every=0.001)
 
     with port.lease(owner="test holds the port"):
         mover = threading.Thread(target=ax.move_absolute, args=(10,))

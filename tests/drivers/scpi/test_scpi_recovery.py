@@ -2,16 +2,8 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
-
-
-def wait_for(cond, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.02)
+from polling import wait_until
 
 
 @pytest.mark.timeout(60)
@@ -27,13 +19,14 @@ def test_both_flavors_resume_after_the_instrument_comes_back(scpi_tcp, daqhub_la
 
     def health():
         return {h["id"]: h for h in rt.health()["instruments"]}
-    wait_for(lambda: all(h["measurements"] > 5 for h in health().values()), 20, "first data")
+    wait_until(lambda: all(h["measurements"] > 5 for h in health().values()), "first data",
+               timeout=20)
     server.disconnect()
-    wait_for(lambda: all(h["errors"] > 0 for h in health().values()), 20,
-             "both instruments to notice the lost connection")
+    wait_until(lambda: all(h["errors"] > 0 for h in health().values()),
+               "both instruments to notice the lost connection", timeout=20)
     before = {i: h["measurements"] for i, h in health().items()}
     server.reconnect()
-    wait_for(lambda: all(h["measurements"] > before[i] + 5 for i, h in health().items()), 30,
-             "data again after the instrument came back")
+    wait_until(lambda: all(h["measurements"] > before[i] + 5 for i, h in health().items()),
+               "data again after the instrument came back", timeout=30)
     report = rt.shutdown()
     assert report.ok, report.as_dict()
