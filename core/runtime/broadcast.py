@@ -67,6 +67,7 @@ class Subscription(Generic[T]):
         self.blocked_s = 0.0
         self.alarms = 0
         self.alarm_active = False
+        self._enough = 0  # the queue depth a consumer in :meth:`collect` waits for (0: none)
 
     # --- producer side ------------------------------------------------------------
 
@@ -100,7 +101,8 @@ class Subscription(Generic[T]):
                     if self._closed:
                         raise SubscriptionClosed(f"subscriber {self.name!r} is closed")
             self._items.append(item)
-            if wake and len(self._items) == 1:  # only a consumer finding nothing waits
+            # a consumer finding nothing waits, and one gathering a window waits for enough
+            if wake and (len(self._items) == 1 or len(self._items) == self._enough):
                 self._cond.notify_all()
             return True
 
@@ -140,31 +142,41 @@ class Subscription(Generic[T]):
                 raise SubscriptionClosed(f"subscriber {self.name!r} is closed")
             return out
 
-    def collect(self, timeout: float) -> None:
-        """Let items gather for ``timeout``: return early only when the queue is full or closed.
+    def collect(self, timeout: float, enough: int = 0) -> None:
+        """Let items gather for ``timeout``: return early only when the queue holds ``enough``
+        items (0: when it is full) or is closed.
 
         For a consumer that takes a window's items at once (the bridge, a worker's pump):
         waiting in :meth:`get_many` meanwhile, it was woken by every item offered after it
         had emptied the queue, and each wake-up is a GIL hand-over from the producing thread
         (the bridge woke 1,900 times a second beside two v2 meters polling flat out). A
-        producer wakes a consumer only when the queue goes from empty to one item, so while
-        the items gather here at most that first one wakes it.
+        producer wakes a consumer only when the queue goes from empty to one item or reaches
+        the depth a collecting consumer waits for, so while the items gather here at most
+        those two wake it.
         """
         deadline = time.monotonic() + timeout
+        limit = min(enough, self.capacity) if enough > 0 else self.capacity
         with self._lock:
-            while len(self._items) < self.capacity and not self._closed:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return
-                self._cond.wait(left)
+            self._enough = limit
+            try:
+                while len(self._items) < limit and not self._closed:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return
+                    self._cond.wait(left)
+            finally:
+                self._enough = 0
 
-    def get_window(self, timeout: float, window_s: float, stop: threading.Event) -> list[T]:
+    def get_window(self, timeout: float, window_s: float, stop: threading.Event,
+                   enough: int = 0) -> list[T]:
         """One window's items: up to ``timeout`` for the first, then whatever gathers in
-        ``window_s`` more (see :meth:`collect`), unless ``stop`` is set. Raises
-        :class:`SubscriptionClosed` only when closed with nothing taken."""
+        ``window_s`` more (see :meth:`collect`), unless ``stop`` is set or ``enough`` items
+        (0: no such bound) are taken. Raises :class:`SubscriptionClosed` only when closed
+        with nothing taken."""
         items = self.get_many(timeout)
-        if items and not stop.is_set():
-            self.collect(window_s)
+        more = enough - len(items) if enough > 0 else self.capacity
+        if items and more > 0 and not stop.is_set():
+            self.collect(window_s, more)
             try:
                 items += self.get_many(0.0)
             except SubscriptionClosed:

@@ -11,13 +11,16 @@ import pytest
 from daqhub.runtime.broadcast import Subscription
 
 
-def collecting(sub: Subscription[int], timeout: float) -> tuple[threading.Thread, list[float]]:
+def collecting(sub: Subscription[int], timeout: float, enough: int = 0,
+               started: threading.Event | None = None) -> tuple[threading.Thread, list[float]]:
     """A thread collecting for ``timeout``; the list gets how long its collect took."""
     took: list[float] = []
 
     def main() -> None:
         t0 = time.monotonic()
-        sub.collect(timeout)
+        if started is not None:
+            started.set()
+        sub.collect(timeout, enough)
         took.append(time.monotonic() - t0)
     thread = threading.Thread(target=main)
     thread.start()
@@ -73,3 +76,71 @@ def test_a_window_closed_midway_still_delivers_what_it_took() -> None:
     sub.close()  # during the window (or before it): the item taken is not lost
     thread.join(10)
     assert not thread.is_alive() and got == [[1]]
+
+
+@pytest.mark.timeout(30)
+def test_enough_items_end_the_window_and_fewer_do_not() -> None:
+    sub: Subscription[int] = Subscription("bridge", lossless=True, capacity=100)
+    thread, took = collecting(sub, 0.3, enough=10)
+    for i in range(9):  # one short of enough: the window runs to its end
+        assert sub.offer(i, 1.0)
+    thread.join(10)
+    assert took[0] >= 0.3, "collect returned before enough items were queued"
+    assert len(sub.get_many(0.0)) == 9
+
+    for i in range(2):  # queued before the window: the queue is not empty when the third
+        assert sub.offer(i, 1.0)  # comes, so only reaching enough can wake the consumer
+    started = threading.Event()
+    thread, took = collecting(sub, 60.0, enough=3, started=started)
+    assert started.wait(10)
+    assert sub.offer(2, 1.0)
+    thread.join(10)  # well before the window's 60 s
+    assert not thread.is_alive(), "3 queued items did not end a window waiting for 3"
+
+
+@pytest.mark.timeout(30)
+def test_a_window_that_took_enough_with_its_first_items_does_not_wait() -> None:
+    sub: Subscription[int] = Subscription("bridge", lossless=True, capacity=100)
+    for i in range(4):
+        assert sub.offer(i, 1.0)
+    got: list[list[int]] = []
+    thread = threading.Thread(target=lambda: got.append(
+        sub.get_window(10.0, 60.0, threading.Event(), enough=4)))
+    thread.start()
+    thread.join(10)  # not the window's 60 s
+    assert not thread.is_alive() and got == [[0, 1, 2, 3]]
+
+
+@pytest.mark.timeout(60)
+def test_the_bridge_passes_many_row_reads_on_before_its_window_ends() -> None:
+    """A fast source's 5,000-row reads are converted as they come, not held for the window
+    (rows left waiting went cold in the cache; see bridge.ROWS_PER_WAKE)."""
+    from daqhub.measurement import ChannelSpec, Measurement, Scalar
+    from daqhub.plugins.converters import rows_to_batch
+    from daqhub.runtime.bridge import MeasurementBridge
+    from daqhub.runtime.broadcast import Broadcast
+
+    spec = ChannelSpec("x", "scalar", "V", "float64")
+    v2: Broadcast[object] = Broadcast("v2")
+    window = 6.0
+    bridge = MeasurementBridge({("src", "x"): spec}, v2, rows_to_batch,  # type: ignore[arg-type]
+                               window_s=window)
+    out = bridge.unified.subscribe("test", lossless=True)
+    bridge.start()
+
+    def read(start: int) -> tuple[str, list[Measurement]]:
+        return ("src", [Measurement("src", "x", start + i, Scalar(float(i), "V"))
+                        for i in range(5000)])
+    try:
+        v2.publish(read(0))  # the first window learns how many rows a read brings
+        first = out.get_many(window + 10)
+        assert sum(b.num_rows for b in first) == 5000
+        t0 = time.monotonic()
+        v2.publish(read(5000))
+        second = out.get_many(window + 10)
+        assert sum(b.num_rows for b in second) == 5000
+        assert time.monotonic() - t0 < window / 2, "the second read waited out the window"
+    finally:
+        bridge.stop(5)
+        bridge.close()
+
