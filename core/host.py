@@ -17,6 +17,7 @@ would see nothing).
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata as md
 import os
 import sys
@@ -528,7 +529,11 @@ def _type_problems(t: InstrumentType) -> list[str]:
     return out
 
 
+@functools.cache
 def _dist_version(name: str) -> str:
+    """Remembered: reading a distribution's metadata (an email-format file parsed anew each
+    time) was a third of opening a storage session, which records the versions; the code
+    this process runs does not change version under it."""
     try:
         return md.version(name)
     except md.PackageNotFoundError:

@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 from daqhub.hookspecs import hookimpl
 from daqhub.measurement import ChannelSpec
 from daqhub.resources.filelock import FileLock, claim_new_file
-from daqhub.schema import channel_schema, shown_bytes
+from daqhub.schema import channel_schema, row_bytes, shown_bytes
 from daqhub.specs import StorageBackend, StorageTarget
 from daqhub.storage import DEFAULT_FLUSH_INTERVAL, DeclaredChannels, check_id, option_problems
 
@@ -131,10 +131,11 @@ class _Stream:
         self.pending: list[pa.RecordBatch] = []
         self.pending_rows = 0
         self.pending_bytes = 0
+        self.row = row_bytes(spec)
         self.closed = False
 
     def add(self, batch: pa.RecordBatch) -> None:
-        size = shown_bytes(batch)
+        size = shown_bytes(batch, self.row)
         if not self.pending and (batch.num_rows >= self.opts.batch_rows or size >= DIRECT_BYTES):
             self.writer.write_batch(batch)  # big enough already: coalescing would only copy
             return

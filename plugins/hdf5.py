@@ -63,7 +63,7 @@ from daqhub import __version__
 from daqhub.hookspecs import hookimpl
 from daqhub.measurement import ChannelSpec
 from daqhub.resources.filelock import FileLock, claim_new_file
-from daqhub.schema import shown_bytes
+from daqhub.schema import row_bytes, shown_bytes
 from daqhub.specs import StorageBackend, StorageTarget
 from daqhub.storage import DEFAULT_FLUSH_INTERVAL, DeclaredChannels, check_id, option_problems
 
@@ -152,8 +152,8 @@ class _Channel:
                                     chunks=(chunk, *row), rdcc_nbytes=chunk_bytes * 5 // 4,
                                     **(extra if extra is not None else kw))
 
-        row_bytes = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
-        self.value = grow("value", dtype, shape, _chunk_rows(row_bytes))
+        value_bytes = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
+        self.value = grow("value", dtype, shape, _chunk_rows(value_bytes))
         self.value.attrs["unit"] = spec.unit
         self.axis: h5py.Dataset | None = None
         self.extent: h5py.Dataset | None = None
@@ -175,11 +175,12 @@ class _Channel:
         self.meta_bytes = 0
         self.pending: list[pa.RecordBatch] = []
         self.pending_bytes = 0
+        self.row = row_bytes(spec)
 
     def add(self, batch: pa.RecordBatch, block_bytes: int) -> bool:
         """Buffer a batch; append the buffer when it is big enough. True if it appended."""
         self.pending.append(batch)
-        self.pending_bytes += shown_bytes(batch)
+        self.pending_bytes += shown_bytes(batch, self.row)
         if self.pending_bytes >= block_bytes:
             self.append_pending()
             return True

@@ -162,7 +162,10 @@ class FileLock:
         command = " ".join([_program(), *sys.argv[1:4]])[:200]
         text = (f"pid={os.getpid()}\nhost={socket.gethostname()}\nsince={since}\n"
                 f"command={command}\n").encode()
-        os.ftruncate(self._fd, 0)
+        if os.fstat(self._fd).st_size:  # a crashed holder's record: replace it
+            # only then: ext4 flushes a file truncated to 0 when it is closed, which made
+            # taking and dropping a lock 0.3 ms instead of 0.1
+            os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, text, 0)
 
     def _wait_for_holder_record(self) -> LockHolder | None:

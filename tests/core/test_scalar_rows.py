@@ -11,7 +11,14 @@ import pyarrow as pa
 import pytest
 
 from daqhub.measurement import ChannelSpec, DataError
-from daqhub.schema import BLOCK_META_BYTES, BLOCK_ROWS, build_batch, scalar_rows, shown_bytes
+from daqhub.schema import (
+    BLOCK_META_BYTES,
+    BLOCK_ROWS,
+    build_batch,
+    row_bytes,
+    scalar_rows,
+    shown_bytes,
+)
 
 DTYPES = ["float64", "float32", "int64", "int32", "int16", "int8", "uint64", "uint32",
           "uint16", "uint8", "bool"]
@@ -107,3 +114,26 @@ def test_rows_across_blocks_keep_what_they_showed() -> None:
     whole = pa.Table.from_batches(got).combine_chunks()
     assert whole.column("value").to_pylist() == values
     assert shown_bytes(got[0]) < 100  # a view is counted as its row, not its block
+
+
+@pytest.mark.parametrize("spec", [
+    ChannelSpec("frame", "image", "counts", "uint16", (64, 48)),
+    ChannelSpec("trace", "spectrum", "V", "float32", (500,), axis_unit="s"),
+])
+def test_a_fixed_shape_channel_is_counted_from_its_declaration_as_pyarrow_counts_it(
+        spec: ChannelSpec) -> None:
+    """Writers decide when they hold enough by these bytes; for arrays of a fixed shape
+    they come from the declaration, without asking pyarrow per batch."""
+    n = 3
+    shape = (n, *(int(d) for d in spec.shape))
+    values = np.ones(shape, dtype=spec.dtype)
+    axes = [np.linspace(0, 1, shape[-1])] * n if spec.kind == "spectrum" else None
+    batch = build_batch("inst", spec, list(range(n)), values, axes=axes, source="v2")
+    row = row_bytes(spec)
+    assert row is not None
+    assert shown_bytes(batch, row) == pytest.approx(batch.get_total_buffer_size(), rel=0.02)
+
+
+def test_scalars_and_varying_spectra_are_counted_by_pyarrow() -> None:
+    assert row_bytes(ChannelSpec("x", "scalar", "V")) is None
+    assert row_bytes(ChannelSpec("t", "spectrum", "V", "float64", (None,))) is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 import select
 import subprocess
@@ -225,6 +226,22 @@ def test_a_stale_lock_left_by_a_dead_process_is_taken_over(tmp_path: Path) -> No
         FileLock(target).acquire(timeout=0.1)
     lock.release()
     assert not (tmp_path / "data.h5.lock").exists()
+
+
+def test_a_dead_holders_longer_record_is_replaced_whole(tmp_path: Path) -> None:
+    """What a refused writer is told names the live holder, not a dead one's leftovers."""
+    target = tmp_path / "data.h5"
+    stale = "pid=999999\nhost=gone\nsince=2020-01-01T00:00:00Z\ncommand=" + "x" * 400 + "\n"
+    (tmp_path / "data.h5.lock").write_text(stale)
+    lock = FileLock(target)
+    lock.acquire()
+    try:
+        text = (tmp_path / "data.h5.lock").read_text()
+        assert f"pid={os.getpid()}\n" in text and "x" * 10 not in text and "gone" not in text
+        with pytest.raises(FileLockError, match=str(os.getpid())):
+            FileLock(target).acquire()
+    finally:
+        lock.release()
 
 
 # --- routing ------------------------------------------------------------------------
