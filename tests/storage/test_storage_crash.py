@@ -114,6 +114,19 @@ def _read_stream(path: Path) -> tuple[pa.Table, bool]:
     return pa.Table.from_batches(batches, schema=reader.schema), truncated
 
 
+def _message_ends(data: bytes) -> list[int]:
+    """Where each whole message of an Arrow IPC stream ends, in bytes."""
+    source = pa.BufferReader(data)
+    reader = ipc.MessageReader.open_stream(source)
+    ends = []
+    while True:
+        try:
+            reader.read_next_message()
+        except (StopIteration, OSError, pa.ArrowInvalid):
+            return ends
+        ends.append(source.tell())
+
+
 def _check_arrow(session_dir: Path, t_kill: int) -> None:
     table, _ = _read_stream(session_dir / "meter" / "x.arrows")
     values = table.column("value").to_numpy()
@@ -191,9 +204,10 @@ def test_truncated_arrow_stream_reads_up_to_the_cut_and_inspect_says_so(tmp_path
     [v4_dir] = (out / "v4").iterdir()
     stream = v4_dir / "meter" / "x.arrows"
     intact, _ = _read_stream(stream)
-    # cut the file in the middle of its last batch, as a kill during a write would
+    # cut the file in the middle of its last whole batch, as a kill during a write would (the
+    # kill may itself have cut one: what follows the last whole batch is not a batch to cut)
     data = stream.read_bytes()
-    stream.write_bytes(data[:len(data) - 100])
+    stream.write_bytes(data[:_message_ends(data)[-1] - 100])
     table, truncated = _read_stream(stream)
     assert truncated and 0 < table.num_rows < intact.num_rows
     assert intact.slice(0, table.num_rows).equals(table)
