@@ -4,10 +4,10 @@ V2 workers publish lists of ``Measurement``s (and ``Columns`` blocks) to one los
 subscription, read by the bridge's thread, which converts them into unified batches per
 channel and publishes them ordered by timestamp within a bounded reordering window:
 everything that arrived during one window (``window_s``, or less once ``ROWS_PER_WAKE`` rows
-are queued) is sorted by its first timestamp before it goes out. V4 actors make unified batches themselves and publish them straight from the event
-loop through :meth:`MeasurementBridge.apublish` (counted, no hop through the bridge's
-thread), so a v4 batch may pass v2 batches of the same moment. Within a channel the order is
-the producer's.
+are queued) is sorted by its first timestamp before it goes out. V4 actors make unified
+batches themselves and publish them straight from the event loop through
+:meth:`MeasurementBridge.apublish` (counted, no hop through the bridge's thread), so a v4
+batch may pass v2 batches of the same moment. Within a channel the order is the producer's.
 
 Every consumer (storage, live view, remote subscribers) reads only the unified
 stream.
