@@ -92,8 +92,10 @@ class MeasurementBridge:
         return self.unified.apublish(batch)
 
     def _emit(self, items: list[Any]) -> int:
+        """Convert and publish one window's items; the rows published."""
         rows: dict[tuple[str, str], list[Measurement | Columns]] = defaultdict(list)
         out: list[pa.RecordBatch] = []
+        emitted = 0
         for item in items:
             foreign = group_by_channel(item, rows)
             if foreign:
@@ -112,7 +114,9 @@ class MeasurementBridge:
             try:
                 batch = self.rows_to_batch(ms, declared)
                 out.append(batch)
-                self.counts["v2"][key] += batch.num_rows
+                n = batch.num_rows
+                self.counts["v2"][key] += n
+                emitted += n
             except DataError as exc:
                 self.rejected += sample_count(ms)
                 self.on_error(key[0], f"rejected {sample_count(ms)} sample(s): {exc}")
@@ -120,7 +124,7 @@ class MeasurementBridge:
         for b in out:
             self.unified.publish(b)
             self.batches_out += 1
-        return sum(b.num_rows for b in out)
+        return emitted
 
     def stop(self, timeout: float) -> bool:
         """Deliver what is queued, then stop; False when it did not finish in time."""
