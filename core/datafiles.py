@@ -249,7 +249,7 @@ def _read_hdf5(path: Path, report: FileReport) -> None:
             for name in group:
                 g = group[name]
                 spec = ChannelSpec.from_dict(json.loads(_text(g.attrs["channel"])))
-                rows, notes = hdf5_rows(g, spec)
+                rows, notes = hdf5_rows(g)
                 ts = g["timestamp_ns"][:rows]
                 report.channels.append(ChannelReport(iid, spec, rows, ts,
                                                      _hdf5_loader(path, kwargs, iid, spec, rows),
@@ -258,37 +258,43 @@ def _read_hdf5(path: Path, report: FileReport) -> None:
 
 def hdf5_metadata(g: h5py.Group) -> tuple[np.ndarray, list[str]]:
     """A channel's per-sample metadata: the rows that carry some, and each one's JSON text.
-    Bytes with end offsets (daqhub-hdf5/2), or variable-length strings (daqhub-hdf5/1)."""
-    rows = g["metadata_row"][:]
+    Bytes with end offsets (daqhub-hdf5/2), or variable-length strings (daqhub-hdf5/1);
+    no more than the writer's last completed flush counted (``metadata_rows``)."""
+    flushed = g.attrs.get("metadata_rows")
+    rows = g["metadata_row"][:flushed]
     if "metadata_end" not in g:
         texts = list(g["metadata"].asstr()[:])
         return rows[:len(texts)], texts[:len(rows)]
-    ends = g["metadata_end"][:]
-    data = g["metadata"][:].tobytes()
+    ends = g["metadata_end"][:flushed]
+    data = g["metadata"][:int(ends[-1]) if len(ends) else 0].tobytes()
     n = min(len(rows), int(np.searchsorted(ends, len(data), side="right")))
     starts = np.concatenate(([0], ends[:-1])) if len(ends) else ends
     return rows[:n], [data[a:b].decode() for a, b in zip(starts[:n], ends[:n], strict=True)]
 
 
-def hdf5_rows(g: h5py.Group, spec: ChannelSpec) -> tuple[int, list[str]]:
-    """Rows present in every dataset of a channel (a killed writer may leave them uneven)."""
+def hdf5_rows(g: h5py.Group) -> tuple[int, list[str]]:
+    """Rows a reader can trust: those the writer's last completed flush counted
+    (``rows``: see the hdf5 plugin for why the datasets' lengths do not say it), and
+    in files without that count those present in every dataset of the channel."""
     flat = g.attrs.get("layout", "rows") == "flat"
-    lengths = [len(g["timestamp_ns"])]
-    if flat:
+    parts = ("timestamp_ns", "extent") if flat else ("timestamp_ns", "value", "axis")
+    lengths = [len(g[name]) for name in parts if name in g]
+    flushed = g.attrs.get("rows")
+    if flushed is not None:
+        rows = min(int(flushed), *lengths)
+        past = max(lengths) - rows
+        return rows, [f"{past} row(s) past the writer's last completed flush; ignored"
+                      ] if past else []
+    if flat:  # a row counts once all its points are there
         extent = g["extent"][:]
         points = min(len(g["value"]), len(g["axis"]))
         ends = extent[:, 0] + extent[:, 1] if len(extent) else np.empty(0, np.int64)
         lengths.append(int(np.searchsorted(np.maximum.accumulate(ends), points, side="right")))
-    else:
-        lengths.append(len(g["value"]))
-        if "axis" in g:
-            lengths.append(len(g["axis"]))
     rows = min(lengths)
-    notes = []
-    if max(lengths) != rows:
-        notes.append(f"{max(lengths) - rows} row(s) only partly written (writer stopped while "
-                     "appending); ignored")
-    return rows, notes
+    if max(lengths) == rows:
+        return rows, []
+    return rows, [f"{max(lengths) - rows} row(s) only partly written (writer stopped while "
+                  "appending); ignored"]
 
 
 def _hdf5_loader(path: Path, kwargs: dict[str, Any], iid: str, spec: ChannelSpec,

@@ -121,7 +121,7 @@ def _hdf5_channels(path: Path) -> Iterator[tuple[str, pa.Table]]:
             for name in group:
                 g = group[name]
                 spec = ChannelSpec.from_dict(json.loads(g.attrs["channel"]))
-                rows, _ = hdf5_rows(g, spec)
+                rows, _ = hdf5_rows(g)
                 batch = _hdf5_batch(g, iid, spec, rows)
                 yield f"{iid}.{spec.name}", pa.Table.from_batches([batch]).sort_by(
                     "timestamp_ns")

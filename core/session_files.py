@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from .datafiles import hdf5_metadata
+from .datafiles import hdf5_metadata, hdf5_rows
 from .measurement import ChannelSpec
 from .schema import build_batch, channel_schema, describe
 from .specs import Flavor
@@ -60,13 +60,6 @@ def _h5(path: Path) -> h5py.File:
     return h5py.File(path, "r", swmr=True, libver="latest")
 
 
-def _h5_rows(g: h5py.Group) -> int:
-    if g.attrs.get("layout", "rows") == "flat":
-        return min(len(g["timestamp_ns"]), len(g["extent"]))
-    return min(len(g["timestamp_ns"]), len(g["value"]), *([len(g["axis"])] if "axis" in g
-                                                           else []))
-
-
 def channels(flavor: Flavor, session_dir: Path) -> list[StoredChannel]:
     """Every channel stored in one flavor's session directory, with its rows so far."""
     out: list[StoredChannel] = []
@@ -78,7 +71,7 @@ def channels(flavor: Flavor, session_dir: Path) -> list[StoredChannel]:
                     continue
                 for g in group.values():
                     spec = ChannelSpec.from_dict(json.loads(g.attrs["channel"]))
-                    out.append(StoredChannel(flavor, iid, spec, _h5_rows(g), h5))
+                    out.append(StoredChannel(flavor, iid, spec, hdf5_rows(g)[0], h5))
     for path in sorted(session_dir.glob(f"*/*{ARROW_SUFFIX}")):
         try:
             with pa.memory_map(str(path)) as source:
@@ -140,7 +133,7 @@ def _read_h5(channel: StoredChannel, start: int) -> Iterator[pa.RecordBatch]:
     spec = channel.spec
     with _h5(channel.path) as f:
         g = f[channel.instrument_id][spec.name]
-        rows = _h5_rows(g)
+        rows, _ = hdf5_rows(g)
         meta_rows, meta_text = hdf5_metadata(g)
         flat = g.attrs.get("layout", "rows") == "flat"
         for lo in range(start, rows, READ_ROWS):

@@ -7,7 +7,8 @@ Layout of ``<session dir>/session.h5`` (plain h5py reads all of it)::
     /_daqhub/lab_config       the lab file's text (a dataset: attributes are capped at 64 KiB)
     /<instrument>/            attrs: instrument_id, type, instrument (JSON of its lab-file block)
     /<instrument>/<channel>/  attrs: channel (JSON declaration), kind, unit, dtype, shape,
-                              axis_unit, description, layout
+                              axis_unit, description, layout, rows and metadata_rows
+                              (what the last completed flush wrote: read no further)
         timestamp_ns          int64 (n,), nanoseconds since the Unix epoch (UTC)
         value                 (n, *shape) in the channel dtype; attr unit
         axis                  spectra: float64, same layout as value; attr unit (axis unit)
@@ -36,12 +37,27 @@ format ``daqhub-hdf5/1`` (strings) are still read.
 Rows are buffered per channel and appended in blocks of about ``block_bytes``
 (one-row appends are ~800x slower), and the file is flushed every
 ``flush_interval`` seconds. A killed process therefore leaves a file that
-plain ``h5py.File(path)`` opens, missing at most the last interval; datasets of
-a channel may then differ in length by a block, so readers take the shortest
-(``timestamp_ns`` is written last). With ``swmr = true`` (live external
-readers) the file uses ``libver="latest"``, and a file left by a killed writer
-opens only with ``h5py.File(path, "r", swmr=True)`` (``daqhub inspect`` does
-that by itself).
+plain ``h5py.File(path)`` opens, missing at most the last interval.
+
+Each channel group's ``rows`` and ``metadata_rows`` attributes count what the
+last completed flush put on disk, and readers take no more than that. The
+datasets' own lengths cannot be trusted after a kill: HDF5 writes a flush's
+metadata in address order, not in the order it depends on, so a kill during
+the ~0.1 ms a flush takes can leave a dataset's new length on disk while the
+chunk index or end-of-file mark that covers it is not (its last rows then read
+as zeros, or fail to read). The counts are therefore set only after a flush
+has returned, and reach the file in a second flush. Files written before these
+attributes existed are read up to their shortest dataset. What the counts
+cannot cover: a kill in the moment a dataset's chunk index splits a node (once
+every 32 or so chunks; h5py cannot set the node size) can still make rows
+already counted unreadable. Metadata comes from 1 MiB blocks, which narrows that
+moment: a new node then lies inside the end of file already on disk, and
+neighbouring nodes are written in one call.
+
+With ``swmr = true`` (live external readers) the file uses ``libver="latest"``,
+whose writes HDF5 orders so that any kill leaves a consistent file; a file left
+by a killed writer opens only with ``h5py.File(path, "r", swmr=True)``
+(``daqhub inspect`` does that by itself).
 """
 
 from __future__ import annotations
@@ -73,6 +89,10 @@ META_GROUP = "_daqhub"
 TIMESTAMP_UNIT = "ns since 1970-01-01T00:00:00Z"
 _CHUNK_BYTES = 1 << 20
 _MAX_CHUNK_ROWS = 16384
+#: Metadata is allocated from blocks this big: new index nodes land inside the file's
+#: recorded end, and a flush writes neighbouring metadata in one call (see the module
+#: docstring); files grow by up to this much.
+_META_BLOCK_BYTES = 1 << 20
 
 OPTIONS_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -139,7 +159,10 @@ class _Channel:
             "dtype": spec.dtype, "shape": json.dumps(list(spec.shape)),
             "axis_unit": spec.axis_unit, "description": spec.description,
             "layout": "flat" if self.flat else "rows",
+            "rows": np.int64(0), "metadata_rows": np.int64(0),
         })
+        self.group = g
+        self.flushed = (0, 0)
 
         def grow(name: str, dt: Any, row: tuple[int, ...], chunk: int,
                  extra: dict[str, Any] | None = None) -> h5py.Dataset:
@@ -204,6 +227,13 @@ class _Channel:
         self.ts.resize(n0 + k, axis=0)
         self.ts[n0:n0 + k] = ts
         self.rows = n0 + k
+
+    def record_flushed(self) -> None:
+        """Count the rows a completed flush put on disk, for readers to trust."""
+        if (self.rows, self.meta_rows) != self.flushed:
+            self.group.attrs.modify("rows", self.rows)  # in place: no new header space
+            self.group.attrs.modify("metadata_rows", self.meta_rows)
+            self.flushed = (self.rows, self.meta_rows)
 
     def _values(self, b: pa.RecordBatch) -> np.ndarray:
         col = b.column("value")
@@ -274,7 +304,8 @@ class Hdf5Writer:
                 raise ValueError(why)
         self._lock: FileLock | None = claim_new_file(self.path)
         try:
-            self._file = h5py.File(self.path, "w-", libver="latest" if self.opts.swmr else None)
+            self._file = h5py.File(self.path, "w-", libver="latest" if self.opts.swmr else None,
+                                   meta_block_size=_META_BLOCK_BYTES)
         except BaseException:
             self._lock.release()
             raise
@@ -323,8 +354,12 @@ class Hdf5Writer:
         if self._closed:
             return
         if self._dirty:
-            for channel in self._channels.items.values():
+            channels = self._channels.items.values()
+            for channel in channels:
                 channel.append_pending()
+            self._file.flush()
+            for channel in channels:  # only now: see "rows" in the module docstring
+                channel.record_flushed()
             self._file.flush()
             self._dirty = False
         self._last_flush = time.monotonic()

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.ipc as ipc
 
 from daqhub.measurement import ChannelSpec
 
@@ -90,3 +92,12 @@ def make_channel_data(rows: int, seed: int = 1, start_ns: int = 1_700_000_000_12
                 data.metadata.append({"range": i % 4, "note": "é"} if i % 7 == 0 else None)
             out.append(data)
     return out
+
+
+def table_bytes(table: pa.Table) -> bytes:
+    """The table's data as IPC bytes: equal bytes, equal data (NaNs included, which
+    ``Table.equals`` calls unequal)."""
+    sink = pa.BufferOutputStream()
+    with ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table.combine_chunks())
+    return sink.getvalue().to_pybytes()

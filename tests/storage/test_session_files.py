@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.ipc as ipc
 import pytest
-from storage_testdata import CHANNELS, INSTRUMENTS, LAB_CONFIG
+from storage_testdata import CHANNELS, INSTRUMENTS, LAB_CONFIG, table_bytes
 from test_storage_roundtrip import channel_rows, feed_session
 
 from daqhub import session_files
@@ -17,14 +16,6 @@ from daqhub.plugins.converters import rows_to_batch
 from daqhub.storage import FlavorStorage, StorageSession
 
 ROWS = 60
-
-
-def _bytes(table: pa.Table) -> bytes:
-    """The table's data as IPC bytes: equal bytes, equal data (NaNs included)."""
-    sink = pa.BufferOutputStream()
-    with ipc.new_stream(sink, table.schema) as w:
-        w.write_table(table.combine_chunks())
-    return sink.getvalue().to_pybytes()
 
 
 @pytest.mark.timeout(30)
@@ -53,6 +44,7 @@ def test_every_kind_reads_back_exactly_from_any_row(
         for start in (0, 17):
             got = pa.Table.from_batches(list(session_files.read(channel, start)),
                                         schema=expected.schema)
-            assert _bytes(got) == _bytes(expected.slice(start)), (d.instrument, d.spec.name)
+            assert table_bytes(got) == table_bytes(expected.slice(start)), (d.instrument,
+                                                                              d.spec.name)
     if open_while_reading:
         session.close()

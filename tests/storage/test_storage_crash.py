@@ -13,6 +13,7 @@ import json
 import os
 import random
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -74,24 +75,24 @@ def _check_prefix(what: str, ts: np.ndarray, index: np.ndarray, t_kill: int | No
                                      f"(flush interval {INTERVAL} s)")
 
 
-def _check_hdf5(path: Path, t_kill: int, **open_kwargs: object) -> None:
+def _check_hdf5(path: Path, t_kill: int | None, **open_kwargs: object) -> None:
+    """Read as a plain h5py user would: each channel up to its documented ``rows`` count."""
     with h5py.File(path, "r", **open_kwargs) as f:  # type: ignore[arg-type]
         g = f["meter/x"]
-        n = min(len(g["timestamp_ns"]), len(g["value"]))
+        n = int(g.attrs["rows"])
         values = g["value"][:n]
         assert values.dtype == np.float64
         _check_prefix(f"{path}:meter/x", g["timestamp_ns"][:n], values, t_kill)
         g = f["cam/frame"]
-        n = min(len(g["timestamp_ns"]), len(g["value"]))
+        n = int(g.attrs["rows"])
         frames = g["value"][:n]
         assert frames.dtype == np.uint16 and frames.shape[1:] == (32, 48)
         assert np.all(frames == frames[:, :1, :1]), "every frame is uniform"
         _check_prefix(f"{path}:cam/frame", g["timestamp_ns"][:n], frames[:, 0, 0], t_kill)
         g = f["cam/spec"]
-        extent = g["extent"][:]
-        points = min(len(g["value"]), len(g["axis"]))
-        n = min(len(g["timestamp_ns"]), int(np.sum(extent[:, 0] + extent[:, 1] <= points)))
-        for j, (start, length) in enumerate(extent[:n]):
+        n = int(g.attrs["rows"])
+        extent = g["extent"][:n]
+        for j, (start, length) in enumerate(extent):
             assert length == j % 7 + 1
             assert np.all(g["value"][start:start + length] == j)
             assert np.array_equal(g["axis"][start:start + length], np.arange(length))
@@ -118,7 +119,7 @@ def _message_ends(data: bytes) -> list[int]:
     """Where each whole message of an Arrow IPC stream ends, in bytes."""
     source = pa.BufferReader(data)
     reader = ipc.MessageReader.open_stream(source)
-    ends = []
+    ends: list[int] = []
     while True:
         try:
             reader.read_next_message()
@@ -127,7 +128,7 @@ def _message_ends(data: bytes) -> list[int]:
         ends.append(source.tell())
 
 
-def _check_arrow(session_dir: Path, t_kill: int) -> None:
+def _check_arrow(session_dir: Path, t_kill: int | None) -> None:
     table, _ = _read_stream(session_dir / "meter" / "x.arrows")
     values = table.column("value").to_numpy()
     assert values.dtype == np.float64
@@ -175,6 +176,49 @@ def test_killed_writer_leaves_readable_files_missing_at_most_a_flush_interval(
         assert rc == 0, context
         files = [f for s in summary["sessions"] for f in s["files"]]  # type: ignore[attr-defined]
         assert len(files) == 4 and {f["status"] for f in files} == {"recovered"}, context
+
+
+def _strace_works() -> bool:
+    """strace can trace a child here (it is installed, and ptrace is allowed)."""
+    if shutil.which("strace") is None:
+        return False
+    return subprocess.run(["strace", "-qq", "-o", os.devnull, "true"], capture_output=True,
+                          timeout=30).returncode == 0
+
+
+#: Kill points: the "ready" flush is over after 20 to 40 pwrite64 calls. Before the 128th, the
+#: meter's datasets cannot hold more than 64 chunks (one pwrite each), so no chunk index
+#: node has split yet: what a kill during a split does is the documented residual risk
+#: (see the hdf5 plugin's docstring), which these points stay clear of.
+WRITE_POINTS = range(50, 128)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(not _strace_works(), reason="needs strace, allowed to trace (ptrace)")
+def test_writer_killed_at_an_exact_write_leaves_its_counted_rows_intact(
+        tmp_path: Path) -> None:
+    """Random kills rarely land inside a flush, which lasts ~0.1 ms; strace kills the writer
+    just before its N-th pwrite, and about half of its writes are a flush's."""
+    seed = int(os.environ.get("DAQHUB_CRASH_SEED", time.time_ns() % 1_000_000))
+    points = sorted(random.Random(seed).sample(WRITE_POINTS, 8))
+    for n in points:
+        out = tmp_path / f"at{n}"
+        proc = subprocess.run(
+            ["strace", "-f", "-qq", "-o", os.devnull, "-e", "trace=pwrite64",
+             "-e", f"inject=pwrite64:signal=KILL:when={n}",
+             sys.executable, str(WRITER), str(out), str(INTERVAL)],
+            capture_output=True, text=True, timeout=60)
+        context = f"killed before pwrite {n} (DAQHUB_CRASH_SEED={seed})"
+        assert proc.stdout.startswith("ready") and proc.returncode == -signal.SIGKILL, (
+            context, proc.returncode, proc.stdout, proc.stderr[-2000:])
+        [v2_dir] = (out / "v2").iterdir()
+        [v4_dir] = (out / "v4").iterdir()
+        try:
+            _check_hdf5(v2_dir / "session.h5", None)
+            _check_arrow(v4_dir, None)
+        except (AssertionError, OSError) as exc:
+            raise AssertionError(f"{context}: {type(exc).__name__}: {exc}") from exc
 
 
 @pytest.mark.slow
