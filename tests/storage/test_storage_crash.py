@@ -63,9 +63,11 @@ def _kill_after(proc: subprocess.Popen[str], seconds: float) -> int:
     return t_kill
 
 
-def _check_prefix(what: str, ts: np.ndarray, index: np.ndarray, t_kill: int | None) -> None:
+def _check_prefix(what: str, ts: np.ndarray, index: np.ndarray, t_kill: int | None, *,
+                  some: bool = True) -> None:
+    """``some``: a flush had completed before the kill, so rows must have survived."""
     n = len(index)
-    assert n > 0, f"{what}: nothing survived"
+    assert n > 0 or not some, f"{what}: nothing survived"
     assert np.array_equal(index, np.arange(n)), f"{what}: the rows are not an unbroken prefix"
     assert np.all(np.diff(ts) >= 0), f"{what}: timestamps out of order"
     if t_kill is None:
@@ -75,20 +77,22 @@ def _check_prefix(what: str, ts: np.ndarray, index: np.ndarray, t_kill: int | No
                                      f"(flush interval {INTERVAL} s)")
 
 
-def _check_hdf5(path: Path, t_kill: int | None, **open_kwargs: object) -> None:
+def _check_hdf5(path: Path, t_kill: int | None, *, some: bool = True,
+                **open_kwargs: object) -> None:
     """Read as a plain h5py user would: each channel up to its documented ``rows`` count."""
     with h5py.File(path, "r", **open_kwargs) as f:  # type: ignore[arg-type]
         g = f["meter/x"]
         n = int(g.attrs["rows"])
         values = g["value"][:n]
         assert values.dtype == np.float64
-        _check_prefix(f"{path}:meter/x", g["timestamp_ns"][:n], values, t_kill)
+        _check_prefix(f"{path}:meter/x", g["timestamp_ns"][:n], values, t_kill, some=some)
         g = f["cam/frame"]
         n = int(g.attrs["rows"])
         frames = g["value"][:n]
         assert frames.dtype == np.uint16 and frames.shape[1:] == (32, 48)
         assert np.all(frames == frames[:, :1, :1]), "every frame is uniform"
-        _check_prefix(f"{path}:cam/frame", g["timestamp_ns"][:n], frames[:, 0, 0], t_kill)
+        _check_prefix(f"{path}:cam/frame", g["timestamp_ns"][:n], frames[:, 0, 0], t_kill,
+                      some=some)
         g = f["cam/spec"]
         n = int(g.attrs["rows"])
         extent = g["extent"][:n]
@@ -96,7 +100,8 @@ def _check_hdf5(path: Path, t_kill: int | None, **open_kwargs: object) -> None:
             assert length == j % 7 + 1
             assert np.all(g["value"][start:start + length] == j)
             assert np.array_equal(g["axis"][start:start + length], np.arange(length))
-        _check_prefix(f"{path}:cam/spec", g["timestamp_ns"][:n], np.arange(n), t_kill)
+        _check_prefix(f"{path}:cam/spec", g["timestamp_ns"][:n], np.arange(n), t_kill,
+                      some=some)
 
 
 def _read_stream(path: Path) -> tuple[pa.Table, bool]:
@@ -186,11 +191,12 @@ def _strace_works() -> bool:
                           timeout=30).returncode == 0
 
 
-#: Kill points: the "ready" flush is over after 20 to 40 pwrite64 calls. Before the 128th, the
-#: meter's datasets cannot hold more than 64 chunks (one pwrite each), so no chunk index
-#: node has split yet: what a kill during a split does is the documented residual risk
-#: (see the hdf5 plugin's docstring), which these points stay clear of.
-WRITE_POINTS = range(50, 128)
+#: Kill points. The "ready" flush is over after 20 to 50 pwrite64 calls (more on a busy
+#: machine, where flushes on the clock come first). Before the 128th, the meter's datasets
+#: cannot hold more than 64 chunks (one pwrite each), so no chunk index node has split yet:
+#: what a kill during a split does is the documented residual risk (see the hdf5 plugin's
+#: docstring), which these points stay clear of.
+WRITE_POINTS = range(30, 128)
 
 
 @pytest.mark.slow
@@ -210,13 +216,15 @@ def test_writer_killed_at_an_exact_write_leaves_its_counted_rows_intact(
              sys.executable, str(WRITER), str(out), str(INTERVAL)],
             capture_output=True, text=True, timeout=60)
         context = f"killed before pwrite {n} (DAQHUB_CRASH_SEED={seed})"
-        assert proc.stdout.startswith("ready") and proc.returncode == -signal.SIGKILL, (
-            context, proc.returncode, proc.stdout, proc.stderr[-2000:])
+        assert proc.returncode == -signal.SIGKILL, (context, proc.returncode, proc.stdout,
+                                                    proc.stderr[-2000:])
+        ready = proc.stdout.startswith("ready")  # its first flush was over
         [v2_dir] = (out / "v2").iterdir()
         [v4_dir] = (out / "v4").iterdir()
         try:
-            _check_hdf5(v2_dir / "session.h5", None)
-            _check_arrow(v4_dir, None)
+            _check_hdf5(v2_dir / "session.h5", None, some=ready)
+            if ready:
+                _check_arrow(v4_dir, None)
         except (AssertionError, OSError) as exc:
             raise AssertionError(f"{context}: {type(exc).__name__}: {exc}") from exc
 
