@@ -84,7 +84,7 @@ class FileReport:
     path: Path
     format: str
     flavor: str | None
-    status: str = "ok"  # ok | recovered | unreadable
+    status: str = "ok"  # ok | recovered | damaged (some channels unreadable) | unreadable
     session_id: str = ""
     versions: dict[str, str] = field(default_factory=dict)
     lab_config: str = ""
@@ -250,7 +250,15 @@ def _read_hdf5(path: Path, report: FileReport) -> None:
                 g = group[name]
                 spec = ChannelSpec.from_dict(json.loads(_text(g.attrs["channel"])))
                 rows, notes = hdf5_rows(g)
-                ts = g["timestamp_ns"][:rows]
+                try:
+                    ts = g["timestamp_ns"][:rows]
+                except OSError as exc:  # the rest of the file may well read: go on
+                    report.status = "damaged"
+                    report.notes.append(
+                        f"{iid}.{spec.name}: its rows cannot be read ({exc}); its writer was "
+                        "probably killed while HDF5 rewrote the channel's chunk index (see "
+                        "the hdf5 storage plugin); the other channels are read")
+                    continue
                 report.channels.append(ChannelReport(iid, spec, rows, ts,
                                                      _hdf5_loader(path, kwargs, iid, spec, rows),
                                                      notes))

@@ -122,7 +122,11 @@ def _hdf5_channels(path: Path) -> Iterator[tuple[str, pa.Table]]:
                 g = group[name]
                 spec = ChannelSpec.from_dict(json.loads(g.attrs["channel"]))
                 rows, _ = hdf5_rows(g)
-                batch = _hdf5_batch(g, iid, spec, rows)
+                try:
+                    batch = _hdf5_batch(g, iid, spec, rows)
+                except OSError as exc:  # h5py's message names neither file nor channel
+                    raise OSError(f"{path}: channel {iid}.{spec.name} cannot be read ({exc}); "
+                                  f"`daqhub inspect {path}` shows what can") from exc
                 yield f"{iid}.{spec.name}", pa.Table.from_batches([batch]).sort_by(
                     "timestamp_ns")
 

@@ -209,7 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="daqhub inspect",
         description="Summarize a session directory or one data file (HDF5, Arrow stream, "
                     "Parquet): instruments, channels, counts, time span, units, gaps and the "
-                    "lab file used. Files left by a killed writer are read as far as they go.")
+                    "lab file used. Files left by a killed writer are read as far as they go.",
+        epilog="Exit status: 0 every file read (some perhaps recovered after a crash), 1 "
+               "nothing found, or a file unreadable or damaged (a channel of it unreadable), "
+               "2 bad arguments.")
     parser.add_argument("path", type=Path,
                         help="a session id (looked up under ./data), either flavor's session "
                              "directory (both flavors are read), any directory above "
@@ -225,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit status: 0 all files read (possibly recovered), 1 nothing found or a file
-    unreadable, 2 bad arguments."""
+    unreadable or damaged (a channel of it unreadable), 2 bad arguments."""
     parser = build_parser()
     try:
         args = parser.parse_args(list(argv) if argv is not None else None)
@@ -253,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"plot written to {args.plot}")
             for note in summary["plot_notes"]:
                 print(f"  ! {note}")
-    return 1 if any(r.status == "unreadable" for r in reports) else 0
+    return 1 if any(r.status in ("unreadable", "damaged") for r in reports) else 0
 
 
 if __name__ == "__main__":

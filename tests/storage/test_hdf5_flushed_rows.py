@@ -6,6 +6,7 @@ as zeros. These tests build that state on purpose; test_storage_crash kills writ
 from __future__ import annotations
 
 import json
+import re
 from contextlib import redirect_stdout
 from io import StringIO
 from pathlib import Path
@@ -26,10 +27,11 @@ ROWS = 80
 STALE = 5000  # rows of zeros past the counted ones, as a kill mid-flush leaves them
 
 
-def _inspect(path: Path) -> dict[str, Any]:
+def _inspect(path: Path, exit_status: int = 0) -> dict[str, Any]:
+    """``daqhub inspect --json`` of one file: that file's report."""
     buf = StringIO()
     with redirect_stdout(buf):
-        assert daqhub_inspect.main([str(path), "--json"]) == 0
+        assert daqhub_inspect.main([str(path), "--json"]) == exit_status
     [session] = json.loads(buf.getvalue())["sessions"]
     [file] = session["files"]
     return file  # type: ignore[no-any-return]
@@ -131,3 +133,40 @@ def test_files_without_the_count_are_read_up_to_their_shortest_dataset(
     assert {c.rows for c in session_files.channels("v2", session_dir)} == {ROWS - 3}
     tables = read_session(session_dir)
     assert isinstance(tables, dict) and {t.num_rows for t in tables.values()} == {ROWS - 3}
+
+
+def _break_chunk_index(path: Path, dataset: str) -> None:
+    """Spoil the signature of the chunk-index node that points at ``dataset``'s first chunk,
+    as a kill between an index split's writes leaves it (HDF5 then says "wrong B-tree
+    signature")."""
+    with h5py.File(path, "r") as f:
+        chunk = f[dataset].id.get_chunk_info(0).byte_offset
+    data = bytearray(path.read_bytes())
+    pointer = chunk.to_bytes(8, "little")
+    starts = [m.start() for m in re.finditer(b"TREE\x01", data)]
+    nodes = {max(i for i in starts if i < m.start())
+             for m in re.finditer(re.escape(pointer), data) if starts[0] < m.start()}
+    assert len(nodes) == 1, nodes  # the node holding the pointer: the last one before it
+    [node] = nodes
+    data[node:node + 4] = b"XXXX"
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.timeout(30)
+def test_a_channel_that_cannot_be_read_is_named_and_the_others_are_read(
+        tmp_path: Path, storage_host: PluginHost, channel_data: Any) -> None:
+    session_dir = _written_dir(tmp_path, storage_host, channel_data(ROWS, seed=8))
+    path = session_dir / "session.h5"
+    before = _inspect(path)
+    [broken, *others] = before["channels"]
+    _break_chunk_index(path, f"{broken['instrument']}/{broken['channel']}/timestamp_ns")
+
+    file = _inspect(path, exit_status=1)  # not "fine": a channel's rows are lost
+    assert file["status"] == "damaged"
+    assert file["channels"] == others
+    [note] = file["notes"]
+    assert note.startswith(f"{broken['instrument']}.{broken['channel']}: its rows cannot be "
+                           "read") and "wrong B-tree signature" in note
+    with pytest.raises(OSError, match=f"channel {broken['instrument']}.{broken['channel']} "
+                                      "cannot be read .*daqhub inspect"):
+        read_session(session_dir)  # the API does not hand back a session with a hole
