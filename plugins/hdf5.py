@@ -55,9 +55,10 @@ moment: a new node then lies inside the end of file already on disk, and
 neighbouring nodes are written in one call.
 
 With ``swmr = true`` (live external readers) the file uses ``libver="latest"``,
-whose writes HDF5 orders so that any kill leaves a consistent file; a file left
-by a killed writer opens only with ``h5py.File(path, "r", swmr=True)``
-(``daqhub inspect`` does that by itself).
+whose index has no nodes to split and whose writes HDF5 orders for its live
+readers: such files survived every kill point tried. A file left by a killed
+SWMR writer opens only with ``h5py.File(path, "r", swmr=True)`` (``daqhub
+inspect`` does that by itself).
 """
 
 from __future__ import annotations
