@@ -1,7 +1,8 @@
 """HDF5 readers take each channel's rows up to what the writer's last completed flush
 counted, never the datasets' lengths: HDF5 may put a dataset's new length on disk
 before the chunk index that covers it, so a kill during a flush leaves rows that read
-as zeros. These tests build that state on purpose; test_storage_crash kills writers."""
+as zeros. And a channel whose index such a kill spoiled is named, the others read.
+These tests build those states on purpose; test_storage_crash kills writers."""
 
 from __future__ import annotations
 
