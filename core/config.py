@@ -138,6 +138,9 @@ TRANSPORT_KEYS: dict[str, dict[str, Any]] = {
     "none": {},
 }
 REQUIRED_BY_TRANSPORT = {"serial": ["port"], "visa": ["resource"], "none": []}
+#: the instrument-block keys the core owns (any transport's), not a driver's
+CORE_INSTRUMENT_KEYS = frozenset({*COMMON_INSTRUMENT_KEYS,
+                                  *(k for keys in TRANSPORT_KEYS.values() for k in keys)})
 
 
 @dataclass(frozen=True)

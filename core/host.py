@@ -413,6 +413,13 @@ class PluginHost:
             lambda c: f"command {c.name!r}"))
         return {k: v[1] for k, v in found.items()}
 
+    def cli_commands_of(self, distribution: str) -> list[str]:
+        """The names of the commands ``distribution`` adds, sorted."""
+        self.cli_commands()
+        found: dict[str, tuple[PluginInfo, CliCommand]] = self._cached("cli", dict)
+        return sorted(k for k, (info, _) in found.items()
+                      if _dist_key(info.distribution) == _dist_key(distribution))
+
     def serial_url_packages(self) -> list[str]:
         return self._cached("serial", lambda: sorted({
             p for _, p in self._collect("daqhub_serial_url_packages", str)}))
@@ -507,8 +514,11 @@ def _brief(value: Any, limit: int = 120) -> str:
 
 
 def _short(exc: BaseException) -> str:
+    """One line: the exception, and the one it was raised from (Python 3.11 wraps an error
+    raised in ``__set_name__``, so the toolkit's own message is only in the cause)."""
     text = str(exc).strip().replace("\n", " | ")
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    line = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return line if exc.__cause__ is None else f"{line} (from {_short(exc.__cause__)})"
 
 
 def _dist_key(name: str) -> str:

@@ -358,14 +358,48 @@ class UnifiedMeasurement:
                            dict(self.metadata))
 
 
+def scalar_fits(value: Any, dtype: str | np.dtype[Any]) -> bool:
+    """Whether a scalar value is stored in a channel of ``dtype`` as what it says.
+
+    The one rule for both flavors' scalar samples: a number converts when the conversion
+    loses nothing of its kind (an integer into a float channel, or into an integer channel
+    whose range holds it; a float into a float channel of any width); a bool only into a
+    bool channel, and a bool channel takes nothing else; anything else (a string, None, a
+    float for an integer channel) is refused, not parsed or truncated, because a driver
+    that returns it has a bug its author must see.
+    """
+    want = np.dtype(dtype)
+    if type(value) is np.ndarray and value.ndim == 0:
+        value = value[()]
+    if isinstance(value, bool | np.bool_):
+        return want.kind == "b"
+    if want.kind == "b":
+        return False
+    if isinstance(value, int | np.integer):
+        if want.kind == "f":
+            return True
+        info = np.iinfo(want)
+        return bool(info.min <= int(value) <= info.max)
+    return isinstance(value, float | np.floating) and want.kind == "f"
+
+
+def value_for_error(value: Any) -> str:
+    """A refused value as an error message names it: its type and a short repr."""
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
+
+
 def check_against(spec: ChannelSpec, data: Data, instrument_id: str = "") -> None:
     """Refuse data that contradicts its channel declaration, naming the channel."""
     where = f"{instrument_id}.{spec.name}" if instrument_id else spec.name
     kind = kind_of(data)
     if kind != spec.kind:
         raise DataError(f"channel {where} is declared {spec.kind}, got a {kind}")
-    dtype = dtype_of(data)
-    if dtype != np.dtype(spec.dtype):
+    if isinstance(data, Scalar):
+        if not scalar_fits(data.value, spec.dtype):
+            raise DataError(f"channel {where} is declared {spec.dtype}, got "
+                            f"{value_for_error(data.value)}")
+    elif (dtype := dtype_of(data)) != np.dtype(spec.dtype):
         raise DataError(f"channel {where} is declared {spec.dtype}, got {dtype}")
     unit = data.unit
     if unit != spec.unit:

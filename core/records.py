@@ -9,8 +9,10 @@ flavor's format, so either half of a session can be read on its own:
 * ``hdf5`` flavor: ``records.h5`` with ``/meta`` (attributes, one per key, plus
   ``json``), ``/settings`` (datasets ``time_ns``, ``instrument``, ``reason``,
   ``settings``: one row per snapshot, settings as a JSON object) and
-  ``/points/<run_id>`` (one dataset per column, attribute ``unit``; group
-  attributes ``complete``, ``stop_reason`` and ``columns`` in table order);
+  ``/points/<run_id>`` (one dataset per column, attribute ``unit``; a row without
+  a value is NaN, or 0 in a non-float column, and listed in its attribute
+  ``missing_rows``; group attributes ``complete``, ``stop_reason`` and ``columns``
+  in table order);
 * any other backend: Arrow IPC files ``settings.arrow`` (same columns, session
   metadata in the schema metadata ``daqhub.meta``) and ``points-<run_id>.arrow``
   (the points table as returned, units in field metadata ``unit``).
@@ -180,6 +182,14 @@ class SessionRecords:
             run = self.runs[run_id] = PointsRun(run_id, schema)
             return run
 
+    def widen_run(self, run: PointsRun, schema: pa.Schema) -> None:
+        """Add the columns of ``schema`` that ``run`` lacks, after its own (null in the rows
+        it already has)."""
+        with self._lock:
+            new = [f for f in schema if f.name not in run.schema.names]
+            if new:
+                run.schema = pa.schema([*run.schema, *new], metadata=run.schema.metadata)
+
     def add_row(self, run: PointsRun, row: Mapping[str, Any]) -> None:
         with self._lock:
             run.rows.append(dict(row))
@@ -315,8 +325,17 @@ def _hdf5_points(g: Any, table: pa.Table) -> None:
                 for k, a in enumerate(arrays):
                     ds[k] = a
         else:
+            column = table[f.name]
+            missing = column.is_null().to_numpy(zero_copy_only=False) if column.null_count \
+                else None
+            if missing is not None:  # rows without a value: NaN, or 0 in a non-float column
+                fill = (float("nan") if pa.types.is_floating(f.type) else
+                        False if pa.types.is_boolean(f.type) else 0)
+                column = column.fill_null(pa.scalar(fill, f.type))
             ds = g.create_dataset(f.name, data=np.asarray(
-                table[f.name].to_numpy(zero_copy_only=False), dtype=f.type.to_pandas_dtype()))
+                column.to_numpy(zero_copy_only=False), dtype=f.type.to_pandas_dtype()))
+            if missing is not None:
+                ds.attrs["missing_rows"] = np.flatnonzero(missing).astype(np.int64)
         unit = (f.metadata or {}).get(b"unit")
         if unit is not None:
             ds.attrs["unit"] = unit.decode()

@@ -357,9 +357,11 @@ class RoutinePoints:
         iid = runner.state.instrument
         reads = _reads(rt, read)
         mover = [iid] if "Motion" in rt.types[iid].capabilities else []
+        schema = points_schema(rt, mover, reads, "routine")
         if self.run is None:
-            self.run = self.records.new_run(new_run_id(self.records, f"routine-{iid}"),
-                                            points_schema(rt, mover, reads, "routine"))
+            self.run = self.records.new_run(new_run_id(self.records, f"routine-{iid}"), schema)
+        else:  # a later record step may read more: its columns join (empty in earlier rows)
+            self.records.widen_run(self.run, schema)
         row: dict[str, Any] = {"run_id": self.run.run_id, "step": len(self.run.rows),
                                "repeat": 0}
         for m in mover:

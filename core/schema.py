@@ -32,7 +32,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .measurement import ChannelSpec, DataError, Flavor, as_flavor
+from .measurement import (
+    ChannelSpec,
+    DataError,
+    Flavor,
+    as_flavor,
+    scalar_fits,
+    value_for_error,
+)
 
 SCHEMA_VERSION = "1"
 META_INSTRUMENT = b"daqhub.instrument_id"
@@ -213,13 +220,28 @@ def build_batch(
     return pa.RecordBatch.from_arrays(cols, schema=schema)
 
 
+def scalar_array(value: Any, spec: ChannelSpec, instrument_id: str = "") -> np.ndarray:
+    """One scalar sample as a one-element array of its channel's dtype, or a
+    :class:`DataError` naming the channel when the value does not fit it
+    (:func:`~daqhub.measurement.scalar_fits`: never parsed, truncated or wrapped)."""
+    if not scalar_fits(value, spec.dtype):
+        raise DataError(f"channel {_where(instrument_id, spec)} is declared {spec.dtype}, got "
+                        f"{value_for_error(value)}")
+    try:
+        return np.array([value], dtype=_np_dtype(spec.dtype))
+    except (OverflowError, ValueError) as exc:  # an integer too large even for a float
+        raise DataError(f"channel {_where(instrument_id, spec)} is declared {spec.dtype}, "
+                        f"got {value_for_error(value)}: {exc}") from exc
+
+
 _INT64 = pa.int64()
 
 
 _PACK_CODES = {"float64": "d", "float32": "f", "int64": "q", "int32": "i", "int16": "h",
                "int8": "b", "uint64": "Q", "uint32": "I", "uint16": "H", "uint8": "B"}
 #: what ``struct`` packs as numpy converts it (an array would pack as its one element)
-_NUMBERS = frozenset({float, int, bool, np.bool_, *(np.dtype(t).type for t in _PACK_CODES)})
+_NUMBERS: frozenset[type] = frozenset(
+    {float, int, bool, np.bool_, *(np.dtype(t).type for t in _PACK_CODES)})
 
 
 #: rows of one block of :class:`ScalarRows` (each of its batches is a one-row view of a block)
@@ -256,16 +278,19 @@ class ScalarRows:
     seen by nobody (the block itself is never handed out). The metadata column is made with
     an unknown null count, so a slice counts its nulls from its own bits.
 
-    A value ``struct`` cannot pack as the declared dtype exactly as numpy would (a string, a
-    float for an integer channel, an out-of-range number), a boolean channel (Arrow packs
-    those in bits) and metadata longer than a block go through :func:`build_batch`, which
-    converts or refuses them as always.
+    Only values of the types that always fit the dtype are packed here (``struct`` would
+    pack a bool as 1.0); any other value, an integer ``struct`` finds out of range, a boolean
+    channel (Arrow packs those in bits) and metadata longer than a block go through
+    :func:`scalar_array` and :func:`build_batch`, which refuse what does not fit.
     """
 
     def __init__(self, instrument_id: str, spec: ChannelSpec, source: Flavor) -> None:
         self.instrument_id, self.spec, self.source = instrument_id, spec, source
         code = _PACK_CODES.get(spec.dtype)
         self.value_struct = struct.Struct(f"<{code}") if code is not None else None
+        # the types packed as they come: those whose values fit the dtype (struct refuses
+        # an integer out of range, which then goes through scalar_array and is refused)
+        self.numbers = frozenset(t for t in _NUMBERS if scalar_fits(t(0), spec.dtype))
         self.schema = channel_schema(instrument_id, spec, unified=True)
         self.block: pa.RecordBatch | None = None
         self.i = BLOCK_ROWS  # the next row's index in the block: none is open yet
@@ -274,7 +299,7 @@ class ScalarRows:
     def __call__(self, timestamp_ns: int, value: Any, meta: Mapping[str, Any] | None = None
                  ) -> pa.RecordBatch:
         text = json.dumps(dict(meta)).encode() if meta else b""
-        if (self.value_struct is None or type(value) not in _NUMBERS
+        if (self.value_struct is None or type(value) not in self.numbers
                 or len(text) > BLOCK_META_BYTES):
             return self._general(timestamp_ns, value, meta)
         if self.i == BLOCK_ROWS or self.meta_end + len(text) > BLOCK_META_BYTES:
@@ -298,7 +323,7 @@ class ScalarRows:
     def _general(self, timestamp_ns: int, value: Any, meta: Mapping[str, Any] | None
                  ) -> pa.RecordBatch:
         return build_batch(self.instrument_id, self.spec, [timestamp_ns],
-                           np.array([value], dtype=_np_dtype(self.spec.dtype)),
+                           scalar_array(value, self.spec, self.instrument_id),
                            metadata=[meta] if meta else None, source=self.source)
 
     def _new_block(self) -> None:

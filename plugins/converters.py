@@ -75,9 +75,14 @@ def rows_to_batch(rows: Sequence[UnifiedMeasurement | Measurement | Columns],
     values: np.ndarray | list[np.ndarray]
     axes = None
     if spec.kind == "scalar":
-        values = np.array(raw if raw is not None
-                          else [d.value for d in payload],  # type: ignore[union-attr]
-                          dtype=spec.dtype)
+        try:
+            values = np.array(raw if raw is not None
+                              else [d.value for d in payload],  # type: ignore[union-attr]
+                              dtype=spec.dtype)
+        except OverflowError:  # a Python int beyond the dtype's range, on the fast path
+            for d in payload:
+                check_against(spec, d, iid)  # which names it
+            raise
     elif spec.kind == "spectrum":
         values = [d.values for d in payload]  # type: ignore[union-attr]
         axes = [d.axis for d in payload]  # type: ignore[union-attr]
@@ -143,7 +148,7 @@ def _matching_scalars(rows: Sequence[UnifiedMeasurement | Measurement], payload:
     want = np.dtype(spec.dtype)
     for t in {type(v) for v in values}:
         dt = _PY_DTYPES.get(t) or (np.dtype(t) if issubclass(t, np.generic) else None)
-        if dt != want:
+        if dt is None or dt != want:  # (a dtype equals None when it is float64)
             return None
     return values
 

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from .. import __version__
 from ..host import SLOW_IMPORT_S, PluginError, PluginHost
 from ..interrupt import interrupted
+from .args import seconds
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_PLUGINS = 0, 1, 2, 3
 EXIT_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool whose reader went away
@@ -110,7 +111,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         for name in d["hooks"]:
             if name == "daqhub_cli_commands":
                 extras.append(f"commands from {d['name']}: "
-                              + ", ".join(sorted(host.cli_commands())))
+                              + ", ".join(host.cli_commands_of(d["name"])))
     console.print(table)
     for line in extras:
         console.print(line, markup=False, highlight=False)
@@ -242,13 +243,13 @@ def build_parser(host: PluginHost | None = None) -> argparse.ArgumentParser:
                     "the session files. " + RUN_EXIT_CODES,
         epilog=LIVE_VIEW_LEGEND, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("lab", nargs="?", help="lab file (TOML); omitted: the demo lab")
-    p.add_argument("--duration", type=float, default=0.0, metavar="S",
-                   help="stop after S seconds (default: run until Ctrl-C)")
+    p.add_argument("--duration", type=seconds, default=0.0, metavar="S",
+                   help="stop after S seconds, S > 0 (default: run until Ctrl-C)")
     p.add_argument("--output-dir", metavar="DIR", help="override the lab file's output_dir")
     p.add_argument("--plain", action="store_true",
                    help="periodic plain lines instead of the live table (default without a TTY)")
-    p.add_argument("--interval", type=float, default=2.0, metavar="S",
-                   help="seconds between plain status lines (default 2)")
+    p.add_argument("--interval", type=seconds, default=2.0, metavar="S",
+                   help="seconds between plain status lines, > 0 (default 2)")
     p.add_argument("--no-storage", action="store_true", help="do not write session files")
     p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
                    help="session metadata stored with the data (repeatable), e.g. "
@@ -273,8 +274,8 @@ def build_parser(host: PluginHost | None = None) -> argparse.ArgumentParser:
     p.add_argument("--commands", action="store_true",
                    help="let the page send commands (token-guarded; the service must "
                         "allow actions)")
-    p.add_argument("--duration", type=float, default=0.0, metavar="S",
-                   help="stop after S seconds (default: until Ctrl-C)")
+    p.add_argument("--duration", type=seconds, default=0.0, metavar="S",
+                   help="stop after S seconds, S > 0 (default: until Ctrl-C)")
     p.set_defaults(func=cmd_view)
 
     p = sub.add_parser("ports", help="list serial ports and VISA resources",

@@ -33,6 +33,7 @@ from ..datafiles import (
     read_file,
     session_dirs,
 )
+from .args import number_above, output_file_problem
 
 PLOT_DPI = 90
 #: the least room, in pixels, left of every axis's tick labels and unit
@@ -120,6 +121,18 @@ def _channel_table(channels: list[dict[str, Any]]) -> list[str]:
 
 
 # --- the plot -----------------------------------------------------------------------
+
+
+def plot_path_problem(out: Path) -> str | None:
+    """Why a plot cannot be written to ``out`` (None: it can), asked before any file is
+    read: a format matplotlib does not write, or a place no file can be written."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    formats = FigureCanvasAgg.get_supported_filetypes()
+    if out.suffix.lower().lstrip(".") not in formats:
+        return (f"the file name must end in one of {', '.join('.' + f for f in sorted(formats))}"
+                f", not {out.suffix or 'nothing'!r}")
+    return output_file_problem(out, force=True)
 
 
 def plot(reports: Sequence[FileReport], out: Path) -> list[str]:
@@ -220,8 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--plot", type=Path, metavar="OUT.png",
                         help="also draw every channel over time into this PNG (headless)")
-    parser.add_argument("--gap-factor", type=float, default=DEFAULT_GAP_FACTOR, metavar="F",
-                        help="a gap is an interval F times the median spacing or more "
+    parser.add_argument("--gap-factor", type=number_above(1.0, "gap factor"),
+                        default=DEFAULT_GAP_FACTOR, metavar="F",
+                        help="a gap is an interval F times the median spacing or more, F > 1 "
                              f"(default {DEFAULT_GAP_FACTOR:g})")
     return parser
 
@@ -235,6 +249,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help or a usage error: the caller decides how to exit
         return int(exc.code or 0)
     path: Path = args.path
+    problem = args.plot and plot_path_problem(args.plot)
+    if problem:
+        print(f"daqhub inspect: --plot {args.plot}: {problem}")
+        return 2
     if not path.exists() and not session_dirs(path):
         print(f"daqhub inspect: {path} does not exist (give a data file, a session directory "
               "or a session id found under ./data)")

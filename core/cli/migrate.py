@@ -27,6 +27,7 @@ from tomlkit.toml_document import TOMLDocument
 
 from ..config import ConfigError, instrument_schema, parse
 from ..host import PluginHost
+from .args import output_file_problem
 
 DEFAULT_STORAGE = {"v2": "hdf5", "v4": "arrow"}
 
@@ -171,9 +172,9 @@ def main(args: argparse.Namespace, host: PluginHost) -> int:
         print(f"{path}: cannot read the lab file: {exc}", file=sys.stderr)
         return 2
     out_path = Path(args.output) if args.output else None
-    if out_path is not None and out_path.exists() and not getattr(args, "force", False):
-        print(f"{out_path} exists; use --force to overwrite it (nothing written)",
-              file=sys.stderr)
+    problem = out_path and output_file_problem(out_path, force=getattr(args, "force", False))
+    if problem:
+        print(problem, file=sys.stderr)
         return 2
     if len(_find_aot(doc, "v4") or []):
         print(f"{path}: already has [[v4.instruments]]; migrating the v2 ones next to them",
@@ -188,7 +189,11 @@ def main(args: argparse.Namespace, host: PluginHost) -> int:
             print(f"  {p}", file=sys.stderr)
         return 1
     if out_path is not None:
-        out_path.write_text(out)
+        try:
+            out_path.write_text(out)
+        except OSError as exc:
+            print(f"cannot write {out_path}: {exc} (nothing written)", file=sys.stderr)
+            return 1
         print(f"wrote {out_path}", file=sys.stderr)
     else:
         sys.stdout.write(out)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -17,16 +18,19 @@ from typing import Any
 import jsonschema
 
 from ..config import (
+    COMMON_INSTRUMENT_KEYS,
     ID_RE,
     TRANSPORT_KEYS,
     ConfigError,
     closest,
     parse,
+    runnable_problems,
     visa_resource_problem,
 )
 from ..host import PluginHost
 from ..specs import InstrumentType
 from ..tomlwrite import dumps
+from .args import output_file_problem
 
 MAX_TRIES = 5
 
@@ -145,16 +149,21 @@ def _ask_instrument(a: Asker, host: PluginHost, used: set[str]) -> tuple[str, di
             shown = "" if default is None else f", default {json.dumps(default)}"
             label = f"{name}" + (f" ({desc})" if desc else "") + f" - optional{shown}"
         a.ask(label, "", _property_check(name, schema, block, name in required))
-    hz = a.ask("poll rate in Hz", "10", lambda t: None if _positive(t) else "a positive number")
+    hz = a.ask("poll rate in Hz", "10", lambda t: _poll_rate_problem(t))
     block["poll_hz"] = float(hz)
     return flavor, block
 
 
-def _positive(t: str) -> bool:
+def _poll_rate_problem(text: str) -> str | None:
+    """What the lab's own check says of a poll rate, asked when it is answered."""
     try:
-        return float(t) > 0
+        value = float(text)
     except ValueError:
-        return False
+        return "a number of polls per second, e.g. 10"
+    rule = COMMON_INSTRUMENT_KEYS["poll_hz"]
+    if not math.isfinite(value) or not rule["minimum"] <= value <= rule["maximum"]:
+        return f"from {rule['minimum']:g} to {rule['maximum']:g} polls per second"
+    return None
 
 
 def build(a: Asker, host: PluginHost) -> dict[str, Any]:
@@ -178,8 +187,9 @@ def build(a: Asker, host: PluginHost) -> dict[str, Any]:
 
 def main(args: argparse.Namespace, host: PluginHost) -> int:
     out = Path(args.output)
-    if out.exists() and not args.force:
-        print(f"{out} exists; use --force to overwrite it", file=sys.stderr)
+    problem = output_file_problem(out, force=args.force)
+    if problem:  # before the questions: their answers would be lost
+        print(problem, file=sys.stderr)
         return 2
     def write(text: str) -> None:
         sys.stdout.write(text)
@@ -193,12 +203,18 @@ def main(args: argparse.Namespace, host: PluginHost) -> int:
         return 2
     text = dumps(doc)
     try:
-        parse(text, str(out), host, out.resolve().parent)
+        problems = runnable_problems(parse(text, str(out), host, out.resolve().parent))
     except ConfigError as exc:
+        problems = exc.problems
+    if problems:
         print("the lab does not validate; nothing written:", file=sys.stderr)
-        for p in exc.problems:
+        for p in problems:
             print(f"  {p}", file=sys.stderr)
         return 1
-    out.write_text(text)
+    try:
+        out.write_text(text)
+    except OSError as exc:
+        print(f"cannot write {out}: {exc}; the lab was:\n{text}", file=sys.stderr)
+        return 1
     print(f"\nwrote {out}; run it with: daqhub run {out}")
     return 0

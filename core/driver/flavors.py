@@ -13,12 +13,11 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
-import numpy as np
 import pyarrow as pa
 
 from ..instrument import LIFECYCLE, V2Instrument, V4Actor, now_ns
 from ..measurement import NO_METADATA, ChannelSpec, Image, Measurement, Scalar, Spectrum
-from ..schema import ScalarRows, build_batch, scalar_rows
+from ..schema import ScalarRows, build_batch, scalar_array, scalar_rows
 from ..specs import Flavor, InstrumentContext, InstrumentType
 from .declare import declared_commands
 from .session import Sample, Session, arun, run
@@ -116,7 +115,7 @@ def _batch(instrument_id: str, spec: ChannelSpec, at: int, value: Any,
                            source="v4")
     if isinstance(value, Scalar):
         value = value.value
-    return build_batch(instrument_id, spec, t, np.array([value], dtype=spec.dtype),
+    return build_batch(instrument_id, spec, t, scalar_array(value, spec, instrument_id),
                        metadata=metadata, source="v4")
 
 

@@ -19,9 +19,18 @@ def options(schema: Mapping[str, Any], config: Mapping[str, Any],
             instrument_id: str = "") -> Any:
     """The schema's properties as attributes (``options.reply_timeout``): the block's value,
     else the property's ``default``, else None. A block the schema refuses raises ValueError
-    naming the key and what is wrong with it."""
+    naming the key and what is wrong with it.
+
+    The schema is of the block's own keys: the core's (``id``, ``type``, ``port``,
+    ``poll_hz`` ...) are checked by the lab's validation and left out here unless the schema
+    declares them, so a schema that allows no other keys (``additionalProperties: false``)
+    holds for the session as it did for ``daqhub validate``.
+    """
+    from ..config import CORE_INSTRUMENT_KEYS  # at call time: config loads the plugin host
+    declared = schema.get("properties", {})
+    own = {k: v for k, v in config.items() if k in declared or k not in CORE_INSTRUMENT_KEYS}
     error = jsonschema.exceptions.best_match(
-        jsonschema.Draft202012Validator(schema).iter_errors(dict(config)))
+        jsonschema.Draft202012Validator(schema).iter_errors(own))
     if error is not None:
         where = ".".join(map(str, error.absolute_path)) or "block"
         who = f"{instrument_id}: " if instrument_id else ""

@@ -120,6 +120,10 @@ class MeasurementBridge:
             except DataError as exc:
                 self.rejected += sample_count(ms)
                 self.on_error(key[0], f"rejected {sample_count(ms)} sample(s): {exc}")
+            except Exception as exc:  # a converter's bug: these samples, not the bridge
+                self.rejected += sample_count(ms)
+                self.on_error(key[0], f"rejected {sample_count(ms)} sample(s) of channel "
+                              f"{key[1]!r}: the converter raised {type(exc).__name__}: {exc}")
         out.sort(key=lambda b: b.column("timestamp_ns")[0].as_py() if b.num_rows else 0)
         for b in out:
             self.unified.publish(b)

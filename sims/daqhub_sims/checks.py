@@ -5,7 +5,7 @@ point in the group ``daqhub_sims.conformance``: a function returning plain dicti
 (so the driver package needs nothing of daqhub-sims to declare them)::
 
     [project.entry-points."daqhub_sims.conformance"]
-    daqhub-acme = "daqhub_acme.checks:conformance"
+    daqhub-acme = "daqhub_acme.plugin:conformance"
 
     def conformance() -> list[dict]:
         return [{"type": "acme.tc1", "sim": "acmetemp", "options": {"tau": 0},
@@ -129,11 +129,23 @@ def case(spec: Mapping[str, Any], url: Callable[..., str] | None = None,
 
 
 def declared() -> dict[str, list[dict[str, Any]]]:
-    """Distribution name -> its declared conformance dictionaries, for every installed one."""
+    """Distribution name -> its declared conformance dictionaries, for every installed one.
+
+    A distribution whose entry point fails to load or to run (or returns no list) is in
+    the result with one dictionary ``{"error": why}``: it fails its own check, and every
+    other distribution is still checked.
+    """
     out: dict[str, list[dict[str, Any]]] = {}
     for ep in entry_points(group=GROUP):
         dist = ep.dist.name if ep.dist is not None else ep.name
-        out.setdefault(dist, []).extend(ep.load()())
+        try:
+            specs = ep.load()()
+            if not isinstance(specs, list):
+                raise TypeError(f"returned {type(specs).__name__}, not a list of dictionaries")
+        except Exception as exc:  # another distribution's bug must not stop this check
+            specs = [{"error": f"its conformance entry point {ep.name} = {ep.value!r} "
+                               f"failed: {type(exc).__name__}: {exc}"}]
+        out.setdefault(dist, []).extend(specs)
     return out
 
 
@@ -158,6 +170,9 @@ def run_checks(distributions: Sequence[str]) -> list[Outcome]:
     for dist in names:
         for spec in specs.get(dist, []):
             t0 = time.monotonic()
+            if "error" in spec:
+                outcomes.append(Outcome(dist, "-", 0.0, spec["error"]))
+                continue
             try:
                 with ExitStack() as stack:
                     kit.check(dist, [case(spec, stack=stack)])

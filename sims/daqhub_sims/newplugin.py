@@ -308,7 +308,8 @@ def main(argv: list[str]) -> int:
         description="Write daqhub-NAME: a driver on daqhub.driver (both flavors), a simulator "
                     "registered under daqhub_sims.models, tests using daqhub-sims' fixtures "
                     "and conformance kit, a README. Exit 2 on a bad name or existing folder.")
-    parser.add_argument("name", help="lower-case letters and digits, e.g. 'acmetemp'")
+    parser.add_argument("name", help="lower-case letters and digits, e.g. 'mytemp' (also the "
+                        "simulator's sim:// name: one no installed plugin uses)")
     parser.add_argument("--dir", type=Path, default=Path.cwd(),
                         help="where to create daqhub-NAME (default: here)")
     args = parser.parse_args(argv)

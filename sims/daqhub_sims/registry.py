@@ -60,6 +60,9 @@ class UnknownModelError(LookupError):
 #: (``acme = "daqhub_acme_sim:AcmeSim"``), so ``sim://acme`` works without importing them.
 MODEL_GROUP = "daqhub_sims.models"
 _discovered = False
+#: model name -> every "module:attribute (distribution)" that claims it, when more than one
+#: does: such a name makes no device (which one a user meant is anybody's guess)
+_clashes: dict[str, list[str]] = {}
 
 
 def _discover() -> None:
@@ -69,8 +72,15 @@ def _discover() -> None:
     _discovered = True
     from importlib.metadata import entry_points
 
+    claims: dict[str, set[str]] = {}
     for ep in entry_points(group=MODEL_GROUP):
-        _MODELS.setdefault(ep.name.lower(), ep.value)
+        name = ep.name.lower()
+        dist = ep.dist.name if ep.dist is not None else "?"
+        claims.setdefault(name, set()).add(f"{ep.value} ({dist})")
+        if name in BUILT_IN_MODELS:
+            claims[name].add(f"{_MODELS[name]} (daqhub-sims)")
+        _MODELS.setdefault(name, ep.value)
+    _clashes.update({name: sorted(c) for name, c in claims.items() if len(c) > 1})
 
 
 def models() -> list[str]:
@@ -88,6 +98,12 @@ def model_factory(name: str) -> DeviceFactory:
     """What makes a device of model ``name``: usually its :class:`SimDevice` subclass."""
     _discover()
     factory = _MODELS.get(name.lower())
+    clash = _clashes.get(name.lower())
+    if clash:
+        raise UnknownModelError(
+            f"simulated device {name!r} is registered more than once: {'; '.join(clash)}; "
+            "uninstall one of these distributions or rename its model"
+        )
     if factory is None:
         raise UnknownModelError(
             f"unknown simulated device {name!r}; known: {', '.join(models())}"

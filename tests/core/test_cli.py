@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import daqhub
+from daqhub.cli import main as daqhub_main
+from daqhub.config import TRANSPORT_KEYS
+from daqhub.host import PluginHost
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -37,6 +43,9 @@ def test_plugins_json_lists_every_distribution() -> None:
 def test_plugins_table() -> None:
     r = run("plugins")
     assert r.returncode == 0 and "daqhub-newport" in r.stdout
+    # each distribution is credited with its own commands, not every plugin's
+    assert "commands from daqhub-elliptec: scan\n" in r.stdout
+    assert "commands from daqhub-sims: check, new-plugin, sim\n" in r.stdout
 
 
 def test_validate_lists_all_problems_and_exits_2(tmp_path: Path) -> None:
@@ -90,3 +99,68 @@ def test_plugin_commands_reach_the_cli() -> None:
     assert r.returncode == 0 and "elliptec" in r.stdout.split()
     r = run("inspect", "--help")
     assert r.returncode == 0 and "--plot" in r.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--duration", "0"], "--duration: seconds must be a finite number above 0, got 0"),
+    (["run", "--duration", "nan"], "--duration: seconds must be a finite number above 0"),
+    (["run", "--duration", "-1"], "--duration: seconds must be a finite number above 0"),
+    (["run", "--plain", "--interval", "0"], "--interval: seconds must be a finite number"),
+    (["view", "grpc://127.0.0.1:1", "--duration", "inf"], "--duration: seconds must be"),
+    (["inspect", "x", "--gap-factor", "0.5"], "--gap-factor: gap factor must be a finite "
+                                              "number above 1"),
+])
+def test_a_number_that_cannot_mean_anything_is_refused_before_anything_runs(
+        args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--duration 0`` used to run forever and ``--interval 0`` to flood the terminal."""
+    try:
+        code = daqhub_main(args)
+    except SystemExit as exc:
+        code = exc.code
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_an_output_file_that_cannot_be_written_is_refused_before_the_work(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """No traceback after the work (or after every question of ``daqhub new``): the
+    place, or the plot's format, is checked first, and nothing is written."""
+    lab = Path(daqhub.__file__).parent / "demo_lab.toml"
+    missing = tmp_path / "nowhere" / "out"
+    cases = [
+        (["migrate", str(lab), "-o", f"{missing}.toml"], f"{missing.parent} is not an existing"),
+        (["migrate", str(lab), "-o", str(tmp_path), "--force"], "is a directory"),
+        (["inspect", str(tmp_path), "--plot", f"{missing}.png"], "is not an existing directory"),
+        (["inspect", str(tmp_path), "--plot", str(tmp_path / "plot.txt")],
+         "must end in one of"),
+        (["new", "-o", f"{missing}.toml"], "is not an existing directory"),
+    ]
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # `new` must not ask anything
+    for args, message in cases:
+        assert daqhub_main(args) == 2, args
+        out = capsys.readouterr()
+        assert message in out.out + out.err, (args, out)
+        assert "Traceback" not in out.err and "?" not in out.out, (args, out)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_new_refuses_a_lab_without_instruments_and_a_poll_rate_it_cannot_run(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "lab.toml"
+    monkeypatch.setattr("sys.stdin", io.StringIO("data\nn\n"))
+    assert daqhub_main(["new", "-o", str(out)]) == 1
+    assert "the lab has no enabled instruments" in capsys.readouterr().err
+    assert not out.exists()
+    host = PluginHost()
+    host.load_entry_points()
+    own = [k for k in host.instrument_types()[("newport.1830c", "v2")].config_schema[
+        "properties"] if k not in TRANSPORT_KEYS["serial"]]  # each asked, left at its default
+    answers = ("data\ny\nnewport.1830c\nv2\nmeter\nsim://newport1830c\n" + "\n" * len(own)
+               + "1e9\ninf\n10\nn\n\n")
+    monkeypatch.setattr("sys.stdin", io.StringIO(answers))
+    assert daqhub_main(["new", "-o", str(out)]) == 0, capsys.readouterr()
+    asked = capsys.readouterr().out
+    assert asked.count(" to 10000 polls per second") == 2  # 1e9 and inf: refused at once
+    assert "poll_hz = 10.0" in out.read_text()

@@ -36,7 +36,7 @@ from daqhub.measurement import (
 from daqhub.plugins.converters import batch_to_rows, rows_to_batch
 from daqhub.runtime.dual import DualRuntimeManager
 from daqhub.scan import samples_of
-from daqhub.schema import build_batch, channel_schema, describe, with_source
+from daqhub.schema import build_batch, channel_schema, describe, scalar_rows, with_source
 from daqhub.specs import InstrumentType
 
 ids = st.from_regex(r"[A-Za-z][A-Za-z0-9_-]{0,10}", fullmatch=True)
@@ -116,7 +116,9 @@ def test_v4_batch_becomes_unified_with_source() -> None:
 
 
 @pytest.mark.parametrize("data, match", [
-    (Scalar(np.float32(1.0), "W"), "declared float64, got float32"),
+    (Scalar("1.5", "W"), "declared float64, got str '1.5'"),
+    (Scalar(True, "W"), "declared float64, got bool True"),
+    (Scalar(None, "W"), "declared float64, got NoneType None"),
     (Scalar(1.0, "mW"), "declared in 'W', got 'mW'"),
     (Image(np.zeros((2, 2)), "W"), "declared scalar, got a image"),
 ])
@@ -273,6 +275,75 @@ def test_a_v2_driver_returning_columns_runs_end_to_end(tmp_path: Path) -> None:
     assert got[:300] == [float(i) for i in range(300)]  # every sample, in order
     assert health["measurements"] >= 300 and health["last_value"].endswith("V")
     assert report.counts["card"]["x"] >= 300
+
+
+SCALARS = [3, 2.7, True, np.bool_(False), "1.5", None, 2**63, -1, 300, np.float32(0.5),
+           np.int64(7), np.uint64(2**63), np.array(2.0), b"x"]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "int64", "int8", "uint8", "bool"])
+def test_both_flavors_store_or_refuse_a_scalar_alike(dtype: str) -> None:
+    """The one rule (``scalar_fits``): what a v2 sample would store, a v4 one stores too,
+    and what one refuses the other refuses, so a driver does not lose its data in one
+    flavor and keep it, converted, in the other."""
+    spec = ChannelSpec("flow", "scalar", "l/min", dtype)
+    v4 = scalar_rows("m", spec, "v4")
+    for value in SCALARS:
+        def v2_way(v: object = value) -> object:
+            m = Measurement("m", "flow", 1, Scalar(v, "l/min"))
+            return rows_to_batch([m], spec).column("value").to_pylist()
+
+        def v4_way(v: object = value) -> object:
+            return v4(1, v).column("value").to_pylist()
+        results = []
+        for way in (v2_way, v4_way):
+            try:
+                results.append(way())
+            except DataError as exc:
+                assert "m.flow is declared" in str(exc), exc
+                results.append("refused")
+        assert results[0] == results[1], (dtype, value, results)
+        if results[0] != "refused":
+            assert np.asarray(value).dtype.kind in "biuf"
+            assert results[0][0] == np.array(value, dtype=dtype)  # as the dtype holds it
+
+
+class Garbled(V2Instrument):
+    """A driver with a bug: text where it declared a number."""
+
+    def read(self) -> list[Measurement]:
+        return [Measurement(self.id, "x", time.time_ns(), Scalar("abc", "V"))]
+
+
+def test_a_driver_returning_text_loses_its_samples_not_the_others(tmp_path: Path) -> None:
+    """Its samples are refused by name; the bridge goes on, and so do the other v2
+    instruments' samples, and the run's report says what was refused."""
+    h = PluginHost()
+    h.load_entry_points()
+    types_ = [InstrumentType("test.garbled", "v2", "none", Garbled, [SPEC], "bad driver"),
+              InstrumentType("test.block", "v2", "none", BlockReader, [SPEC], "good one")]
+    h.register(types.SimpleNamespace(daqhub_instrument_types=hookimpl(lambda: types_)),
+               "test-garbled", "test", "0")
+    lab = parse(f'[daqhub]\noutput_dir = "{tmp_path}"\n'
+                f'[[v2.instruments]]\nid = "bad"\ntype = "test.garbled"\npoll_hz = 50\n'
+                f'[[v2.instruments]]\nid = "card"\ntype = "test.block"\npoll_hz = 50\n',
+                "lab.toml", h, tmp_path)
+    rt = DualRuntimeManager(lab, h)
+    rt.start()
+    sub = rt.subscribe("test", lossless=True, capacity=100)
+    got = 0
+    try:
+        deadline = time.monotonic() + 20
+        while got < 1000 and time.monotonic() < deadline:
+            got += sum(b.num_rows for b in sub.get_many(0.2))
+        assert rt.bridge.thread.is_alive()
+    finally:
+        report = rt.shutdown()
+    assert got >= 1000  # the good instrument's samples went on flowing
+    assert report.counts["card"]["x"] >= 1000
+    assert not report.ok and [f for f in report.failed if f.startswith("bad:")], report.failed
+    [bad] = [i for i in report.instruments if i["id"] == "bad"]
+    assert "bad.x is declared float64, got str 'abc'" in str(bad), bad
 
 
 def test_a_scan_reads_the_last_sample_of_a_block() -> None:

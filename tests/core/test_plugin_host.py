@@ -55,6 +55,15 @@ MODULES = {
         def daqhub_instrument_types():
             return 42
         """),
+    "name_clash": textwrap.dedent("""
+        from daqhub.driver import Parameter, Session
+        from daqhub.hookspecs import hookimpl
+        @hookimpl
+        def daqhub_instrument_types():
+            class Meter(Session):  # Python 3.11 wraps what __set_name__ raises
+                settings = Parameter("S?")
+            return []
+        """),
     "bad_type": GOOD.format(type="NoDotsHere"),
     "klass": textwrap.dedent("""
         class Plugin:
@@ -102,6 +111,8 @@ def test_every_broken_plugin_is_reported_and_the_rest_works(site: Path) -> None:
     problems = problems_of(host)
     assert "No module named 'this_module_does_not_exist'" in problems["dqtest-broken-import"]
     assert "driver table is corrupt" in problems["dqtest-raises"]
+    assert "(from " in problems["dqtest-name-clash"]  # the toolkit's own words, not only
+    assert "Session.settings" in problems["dqtest-name-clash"]  # Python's wrapper
     assert "confg" in problems["dqtest-misspelled"]
     assert "daqhub_instrument_typez" in problems["dqtest-unknown-hook"]
     assert "must return a list" in problems["dqtest-not-a-list"]

@@ -16,6 +16,7 @@ from daqhub.schema import (
     BLOCK_ROWS,
     build_batch,
     row_bytes,
+    scalar_array,
     scalar_rows,
     shown_bytes,
 )
@@ -41,7 +42,7 @@ def test_equal_to_build_batch_for_every_dtype_and_value_kind(dtype: str) -> None
     t = time.time_ns()
     for value in VALUES:
         want = outcome(lambda v=value: build_batch(
-            "inst", spec, [t], np.array([v], dtype=dtype), source="v4"))
+            "inst", spec, [t], scalar_array(v, spec, "inst"), source="v4"))
         got = outcome(lambda v=value: row(t, v))
         if isinstance(want, type):
             assert got is want, (dtype, value)
@@ -57,7 +58,7 @@ def test_equal_to_build_batch_for_every_dtype_and_value_kind(dtype: str) -> None
 
 @pytest.mark.parametrize("meta", [{"moving": True}, {"status": "ok", "code": 3, "note": "µ"},
                                   {}, None])
-@pytest.mark.parametrize("value", [0.5, "2.5"])  # the fast path, and build_batch's way
+@pytest.mark.parametrize("value", [0.5, np.float16(2.5)])  # the fast path, build_batch's way
 def test_equal_to_build_batch_with_metadata(meta: dict[str, Any] | None, value: Any) -> None:
     spec = ChannelSpec("c", "scalar", "mm", "float64")
     got = scalar_rows("inst", spec, "v4")(7, value, meta)
@@ -68,15 +69,21 @@ def test_equal_to_build_batch_with_metadata(meta: dict[str, Any] | None, value: 
     assert got.column("metadata").to_pylist() == [json.dumps(meta) if meta else None]
 
 
-def test_values_struct_would_pack_differently_take_build_batchs_way() -> None:
+def test_values_struct_would_pack_differently_are_refused_not_converted() -> None:
     spec = ChannelSpec("c", "scalar", "V", "float64")
     row = scalar_rows("inst", spec, "v4")
-    # numpy converts the text; a one-element array is a shape error, not its element
-    assert row(5, "4.5").column("value").to_pylist() == [4.5]
-    with pytest.raises(DataError, match="shape"):
+    # struct packs a bool as 1.0 and numpy parses text: both would hide a driver's bug
+    with pytest.raises(DataError, match="inst.c is declared float64, got str '4.5'"):
+        row(5, "4.5")
+    with pytest.raises(DataError, match="got bool True"):
+        row(5, True)
+    with pytest.raises(DataError, match="got ndarray"):  # one element is not a scalar
         row(5, np.array([1.5]))
     ints = scalar_rows("inst", ChannelSpec("n", "scalar", "", "int64"), "v4")
-    assert ints(5, 2.9).column("value").to_pylist() == [2]  # numpy truncates, as before
+    with pytest.raises(DataError, match="inst.n is declared int64, got float 2.9"):
+        ints(5, 2.9)  # numpy would truncate it to 2
+    with pytest.raises(DataError, match="got int 9223372036854775808"):
+        ints(5, 2**63)  # struct refuses it, and so does the general way
 
 
 def test_only_for_scalar_channels() -> None:

@@ -10,8 +10,10 @@ import inspect
 from collections.abc import Generator
 from typing import Any
 
+import jsonschema
 import pytest
 
+from daqhub.config import instrument_schema
 from daqhub.driver import (
     Command,
     Delegate,
@@ -356,3 +358,29 @@ def test_the_default_poll_is_planned_once_and_again_when_fields_change() -> None
     inst.session.fields["axis"] = 2
     assert [m.data.value for m in inst.read()] == [7.0]
     port.assert_done()
+
+
+class Strict(Oven):
+    """A schema that allows no keys but its own."""
+
+    type_name = "test.strict"
+    config_schema = {"type": "object", "additionalProperties": False,
+                     "properties": {"gas": {"type": "string", "default": "N2"}}}
+
+
+def test_a_schema_of_only_its_own_keys_holds_for_the_session_as_for_validate() -> None:
+    """``config_schema`` is of the block's own keys: the core's (id, type, port, poll_hz)
+    pass the session's check as they pass the lab's, and a misspelt own key fails both."""
+    [v2] = [t for t in instrument_types(Strict) if t.flavor == "v2"]
+    block = {"id": "oven1", "type": "test.strict", "port": "sim://x", "poll_hz": 5,
+             "gas": "Ar"}
+    jsonschema.validate(block, instrument_schema(v2))  # what daqhub validate checks
+    ctx = InstrumentContext("oven1", "test.strict", block, Oven.channels,
+                            port=ScriptedPort([]))  # type: ignore[arg-type]
+    assert Strict(ctx).options.gas == "Ar"
+    typo = {**block, "gsa": "Ar"}
+    with pytest.raises(jsonschema.ValidationError, match="gsa"):
+        jsonschema.validate(typo, instrument_schema(v2))
+    with pytest.raises(ValueError, match="oven1: block: .*'gsa' was unexpected"):
+        Strict(InstrumentContext("oven1", "test.strict", typo, Oven.channels,
+                                 port=ScriptedPort([])))  # type: ignore[arg-type]

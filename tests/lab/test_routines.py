@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import h5py
+import pyarrow as pa
 import pytest
 from lab_texts import optics_lab
 
@@ -29,15 +30,22 @@ steps = [
 '''
 
 
-def test_routine_moves_closed_loop_and_records_points_rows(tmp_path: Path,
-                                                            host: PluginHost) -> None:
-    with daqhub.open_lab(optics_lab(tmp_path, "v4", routines=ROUTINE), host=host,
+def run_routine(tmp_path: Path, host: PluginHost, routine: str
+                ) -> tuple[pa.Table, dict[str, Path]]:
+    """The routine's points table, once it is complete, and the session directories."""
+    with daqhub.open_lab(optics_lab(tmp_path, "v4", routines=routine), host=host,
                          report=None) as lab:
         records = lab.records
         with records.row_added:
             assert records.row_added.wait_for(
                 lambda: any(r.complete for r in records.runs.values()), timeout=60)
-        dirs = lab.output_dirs()
+        [table] = [r.table() for r in records.runs.values()]
+        return table, lab.output_dirs()
+
+
+def test_routine_moves_closed_loop_and_records_points_rows(tmp_path: Path,
+                                                            host: PluginHost) -> None:
+    _, dirs = run_routine(tmp_path, host, ROUTINE)
     with h5py.File(dirs["v2"] / "records.h5", "r") as f:
         g = f["points/routine-rotator-1"]
         assert bool(g.attrs["complete"]) is True
@@ -46,6 +54,25 @@ def test_routine_moves_closed_loop_and_records_points_rows(tmp_path: Path,
         assert abs(g["rotator.readback"][1] - 90.0) < 0.05  # the move was done before reading
         power = g["power.power"][:]
         assert power[0] > 20 * power[1]  # Malus: crossed at 90 deg
+
+
+def test_a_later_record_step_that_reads_more_adds_its_columns(tmp_path: Path,
+                                                              host: PluginHost) -> None:
+    """Each record step's readings land in the points table, even those the first record
+    step did not read (those rows have no value there, not a made-up one)."""
+    routine = ROUTINE.replace('["record", "power"],\n]', '["record", "power", "rotator"],\n]')
+    assert routine != ROUTINE
+    table, dirs = run_routine(tmp_path, host, routine)
+    position = table.column("rotator.position").to_pylist()
+    assert position[0] is None and abs(position[1] - 90.0) < 0.05
+    assert table.column("power.power").null_count == 0
+    with h5py.File(dirs["v2"] / "records.h5", "r") as f:
+        g = f["points/routine-rotator-1"]
+        assert list(g["rotator.position.requested_ns"].attrs["missing_rows"]) == [0]
+        assert g["rotator.position.requested_ns"][1] > 0
+        assert list(g["rotator.position"].attrs["missing_rows"]) == [0]
+        assert abs(g["rotator.position"][1] - 90.0) < 0.05
+        assert "missing_rows" not in g["power.power"].attrs
 
 
 MISTAKES = [

@@ -55,3 +55,31 @@ def test_one_instrument_of_a_type_on_a_sim_port_without_a_lab_file(
     assert tc.call("setpoint") == 150.0
     assert tc.settings() == {"model": "TC-1", "serial": "K9", "firmware": "1.0",
                              "setpoint": 150.0}
+
+
+def test_a_model_name_two_distributions_claim_makes_no_device(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two installed distributions registering ``sim://acmetemp`` (or one taking a built-in
+    name) is refused naming both, instead of the first one found silently winning."""
+    import importlib.metadata
+
+    from daqhub_sims import registry
+
+    real = importlib.metadata.entry_points
+    extra = [importlib.metadata.EntryPoint("acmetemp", "daqhub_acmetemp.sim:Simulator",
+                                           registry.MODEL_GROUP),
+             importlib.metadata.EntryPoint("esp300", "daqhub_other.sim:ESP", registry.MODEL_GROUP)]
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda group: [*real(group=group), *extra])
+    monkeypatch.setattr(registry, "_MODELS", dict(registry._MODELS))
+    monkeypatch.setattr(registry, "_clashes", {})
+    monkeypatch.setattr(registry, "_discovered", False)
+    with pytest.raises(registry.UnknownModelError,
+                       match=r"'acmetemp' is registered more than once: "
+                             r"daqhub_acme.sim:AcmeTempSim \(daqhub-acme\); "
+                             r"daqhub_acmetemp.sim:Simulator"):
+        registry.model_factory("acmetemp")
+    built_in = r"daqhub_sims.esp300:ESP300 \(daqhub-sims\)"
+    with pytest.raises(registry.UnknownModelError, match=r"daqhub_other.sim:ESP .*" + built_in):
+        registry.create("esp300")
+    assert registry.model_factory("newport1830c")  # names nobody else claims still work

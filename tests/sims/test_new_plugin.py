@@ -8,13 +8,14 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from contextlib import ExitStack
+from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import pytest
 
 from daqhub.cli import main as daqhub_main
 from daqhub.driver import DriverError
-from daqhub_sims import newplugin
+from daqhub_sims import checks, newplugin
 from daqhub_sims.checks import case, junit_xml, main, run_checks
 from daqhub_sims.conformance import ConformanceKit
 
@@ -130,3 +131,19 @@ def test_a_generated_plugin_installs_in_a_fresh_venv_and_passes_its_own_tests(
     out = step([str(venv / "bin" / "daqhub"), "check", "daqhub-freshtc", "--junit-xml",
                 str(tmp_path / "check.xml")], root, 120)
     assert "ok   daqhub-freshtc freshtc.tc" in out
+
+
+def test_a_broken_conformance_entry_point_fails_its_own_check_only(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Another installed distribution's broken entry point is a failure of that
+    distribution, named with why; the distribution asked for is still checked."""
+    real = checks.entry_points
+    broken = EntryPoint("daqhub-broken", "daqhub_broken_nowhere:conformance", checks.GROUP)
+    monkeypatch.setattr(checks, "entry_points",
+                        lambda group: [*real(group=group), broken])
+    assert main(["daqhub-acme"]) == 0  # not even loading it costs the acme check
+    assert "ok   daqhub-acme acme.tc1" in capsys.readouterr().out
+    assert main(["daqhub-broken"]) == 1
+    out = capsys.readouterr().out
+    assert ("FAIL daqhub-broken -" in out and "daqhub_broken_nowhere:conformance" in out
+            and "ModuleNotFoundError" in out), out

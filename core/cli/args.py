@@ -1,0 +1,42 @@
+"""Argument types the commands share: a number argparse refuses with a clear message, so a
+value that cannot mean anything (``--duration 0``, ``nan``, a negative interval) never
+starts a run that behaves as if it had not been given."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+
+def number_above(lowest: float, what: str) -> Callable[[str], float]:
+    """An argparse ``type``: a finite number greater than ``lowest``."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value) or value <= lowest:
+            raise argparse.ArgumentTypeError(f"{what} must be a finite number above "
+                                             f"{lowest:g}, got {text}")
+        return value
+    parse.__name__ = what  # argparse names the type in its messages
+    return parse
+
+
+#: a length of time in seconds, > 0
+seconds = number_above(0.0, "seconds")
+
+
+def output_file_problem(path: Path, *, force: bool = False) -> str | None:
+    """Why a command cannot write its output file at ``path`` (None: it can), asked before
+    the command does its work, so nothing is done for a file that cannot be written."""
+    if path.is_dir():
+        return f"{path} is a directory; give a file name"
+    if path.exists() and not force:
+        return f"{path} exists; use --force to overwrite it (nothing written)"
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        return f"{parent} is not an existing directory (nothing written)"
+    return None
