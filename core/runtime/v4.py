@@ -49,7 +49,7 @@ from ..specs import InstrumentContext, InstrumentType
 from .broadcast import SubscriptionClosed
 from .health import EventSink, InstrumentHealth, si_text
 from .loopselect import LoopPasses
-from .v2 import POLL_GRAIN_S, RETRY_FIRST_S, RETRY_MAX_S
+from .v2 import POLL_GRAIN_S, RETRY_FIRST_S, RETRY_MAX_S, poll_grain
 
 
 class BatchSink(Protocol):
@@ -328,15 +328,17 @@ class ActorRunner:
         Every poll is preceded by a suspension (the wait for its time, a bare yield, or the
         previous read's own: the loop made a pass while it ran, :class:`LoopPasses`), so an
         actor whose ``read()`` never awaits cannot keep the loop from the other actors,
-        thread-safe callbacks and the watchdog's heartbeat. A poll due within
-        ``POLL_GRAIN_S`` runs now: the loop's timers wake in whole milliseconds, so waiting
-        for less would cap a fast actor near 1 kHz. Polls stay on their grid of periods, each
+        thread-safe callbacks and the watchdog's heartbeat. A poll due within the grain
+        runs now: ``POLL_GRAIN_S``, as the loop's timers wake in whole milliseconds and
+        waiting for less would cap a fast actor near 1 kHz, or more while its waits end late
+        (:func:`~daqhub.runtime.v2.poll_grain`). Polls stay on their grid of periods, each
         at most that much early; a poll late by up to ``CATCH_UP_S`` (a timer that woke a
         millisecond late) keeps the grid, so the missed polls are made at once and the rate
         is the one asked; later than that (a slow read, a loop too busy), the grid starts
         again from now.
         """
         next_poll = time.monotonic()
+        grain = POLL_GRAIN_S  # how early a poll may start: poll_grain says why it grows
         failed_reads = 0
         yielded = False
         mailbox = self.mailbox
@@ -349,13 +351,13 @@ class ActorRunner:
                 await self._handle(actor, msg)
                 continue
             now = time.monotonic()
-            if next_poll - now > POLL_GRAIN_S:
+            if next_poll - now > grain:
                 mailbox.arrived.clear()  # both lanes are empty: wait for a message or the time
                 try:
                     async with asyncio.timeout(next_poll - now):  # no task, unlike wait_for
                         await mailbox.arrived.wait()
                 except TimeoutError:
-                    pass
+                    grain = poll_grain(time.monotonic() - next_poll)
                 yielded = True
                 continue
             if not yielded:
