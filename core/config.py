@@ -29,6 +29,7 @@ from .commands import command_names
 from .host import PluginHost
 from .labchecks import ChosenTypes, check_channels, check_shared_devices, chosen_types
 from .outdir import unwritable
+from .resources import register_url_packages
 from .routines import ROUTINE_SCHEMA, routine_problems, step_lines
 from .schema_words import not_allowed
 from .serve_config import SERVE_SCHEMA
@@ -561,20 +562,27 @@ def validate(data: Mapping[str, Any], text: str, file: str, host: PluginHost,
                        _channel_names(types[(inst.type, inst.flavor)], inst.block))
              for f in flavors.values() for inst in f.instruments}
     all_commands = sorted({n for t in types.values() for n in command_names(t) or []})
+    idle = {inst.id: "its flavor is disabled" if not f.enabled else "it has enabled = false"
+            for f in flavors.values() for inst in f.instruments
+            if not f.enabled or inst.block.get("enabled", True) is False}
     for i, r in enumerate(routines):
         before = len(c.problems)
         _schema_problems(c, r, ROUTINE_SCHEMA, ("routines", i))
-        if len(c.problems) == before and r["instrument"] not in seen_ids:
+        if len(c.problems) > before:
+            continue  # malformed: its steps cannot be read
+        if r["instrument"] not in seen_ids:
             c.add(("routines", i, "instrument"), f"routine names unknown instrument "
                   f"{r['instrument']!r}", _did_you_mean(r["instrument"], sorted(seen_ids)))
-        elif len(c.problems) == before:
-            _check_steps(c, r, ("routines", i))
-        if len(c.problems) == before:
-            lines = step_lines(text, _line_of(where, ("routines", i, "steps")), len(r["steps"]))
-            c.problems += [Problem(file, line, msg, hint) for line, msg, hint in
-                           routine_problems(r, known, all_commands, lines)]
+        elif r["instrument"] in idle:
+            c.add(("routines", i, "instrument"), f"routine of {r['instrument']!r}, which "
+                  f"will not run: {idle[r['instrument']]}", "enable it or remove the routine")
+        _check_steps(c, r, ("routines", i))  # every problem of every step, at once
+        lines = step_lines(text, _line_of(where, ("routines", i, "steps")), len(r["steps"]))
+        c.problems += [Problem(file, line, msg, hint) for line, msg, hint in
+                       routine_problems(r, known, all_commands, lines, idle)]
     check_shared_devices(c, types, [i for f in flavors.values() for i in f.instruments],
                          host.serial_url_packages())
+    register_url_packages(host.serial_url_packages())  # so plugins' checks know every port
     for info, problem in host.validate_config(data):
         c.add(problem.path, f"{problem.message} (from plugin {info.distribution})")
     if c.problems:
@@ -625,10 +633,10 @@ def _check_steps(c: _Collector, routine: Mapping[str, Any], path: tuple[Any, ...
     paced = False
     for k, step in enumerate(routine["steps"]):
         name, args = step[0], step[1:]
-        if name == "sleep":
-            d = args[0] if args else 1.0
-            if len(args) > 1 or isinstance(d, bool) or not isinstance(d, int | float) \
-                    or not MIN_SLEEP_S <= d <= MAX_SECONDS:
+        if name == "sleep":  # its form is routine_problems' to check; its range, ours
+            d = args[0] if len(args) == 1 else 1.0
+            if isinstance(d, int | float) and not isinstance(d, bool) \
+                    and not MIN_SLEEP_S <= d <= MAX_SECONDS:
                 c.add((*path, "steps", k), f"step {k + 1}: sleep needs one duration from "
                       f"{MIN_SLEEP_S:g} to {MAX_SECONDS:g} s, got {args!r}",
                       'e.g. ["sleep", 0.5]')

@@ -267,13 +267,16 @@ def step_lines(text: str, steps_line: int, count: int) -> list[int]:
 
 def routine_problems(routine: Mapping[str, Any],
                      instruments: Mapping[str, tuple[InstrumentType, Sequence[str]]],
-                     all_commands: Sequence[str], lines: Sequence[int]
+                     all_commands: Sequence[str], lines: Sequence[int],
+                     idle: Mapping[str, str] | None = None
                      ) -> list[tuple[int, str, str]]:
     """Mistakes in a routine's steps as ``(line, message, suggestion)``.
 
     ``instruments`` maps each valid instrument id to its type and channel names;
     ``all_commands`` is every command of every installed type (to tell a typo
-    from a command of another kind of instrument); ``lines`` is each step's line.
+    from a command of another kind of instrument); ``lines`` is each step's line;
+    ``idle`` names the instruments that will not run, and why (a record step cannot read
+    them).
     """
     iid = str(routine["instrument"])
     if iid not in instruments:
@@ -291,7 +294,7 @@ def routine_problems(routine: Mapping[str, Any],
                             'write ["sleep", 0.5]'))
         elif name in RECORD_STEPS:
             out += [(line, f"{where}: {why}", hint) for why, hint in
-                    _record_problems(args, instruments)]
+                    _record_problems(args, instruments, idle or {})]
         elif commands is not None and name not in commands:
             near = difflib.get_close_matches(name, commands, n=2, cutoff=0.6)
             if name in all_commands:
@@ -311,8 +314,8 @@ def routine_problems(routine: Mapping[str, Any],
 
 
 def _record_problems(args: Sequence[Any],
-                     instruments: Mapping[str, tuple[InstrumentType, Sequence[str]]]
-                     ) -> list[tuple[str, str]]:
+                     instruments: Mapping[str, tuple[InstrumentType, Sequence[str]]],
+                     idle: Mapping[str, str]) -> list[tuple[str, str]]:
     if not args:
         return [("record needs the instruments or channels to read",
                  'write ["record", "power"] or ["record", "power.power"]')]
@@ -327,4 +330,7 @@ def _record_problems(args: Sequence[Any],
         elif chan and chan not in instruments[iid][1]:
             out.append((f"{iid} has no channel {chan!r}",
                         f"its channels: {', '.join(instruments[iid][1])}"))
+        elif iid in idle:
+            out.append((f"record reads {iid!r}, which will not run: {idle[iid]}",
+                        "enable it, or read another instrument"))
     return out

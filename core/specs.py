@@ -184,9 +184,10 @@ class ConfigProblem:
 class CliCommand:
     """A ``daqhub <name> ...`` subcommand a plugin adds (``daqhub sim`` comes this way).
 
-    ``main`` gets the arguments after the command name and returns an exit code.
+    ``main`` gets the arguments after the command name and returns an exit code (None
+    counts as 0; anything else but an int is reported as the plugin's mistake, exit 3).
     """
 
     name: str
     help: str
-    main: Callable[[list[str]], int]
+    main: Callable[[list[str]], int | None]

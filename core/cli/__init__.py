@@ -347,6 +347,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_PIPE
 
 
+def _exit_code(command: str, result: object) -> int:
+    """A plugin command's exit code: None, as a Python ``main`` returns when all went
+    well, is 0; anything but an int is the plugin's mistake, said with its name."""
+    if result is None:
+        return EXIT_OK
+    if isinstance(result, int) and not isinstance(result, bool):
+        return result
+    print(f"daqhub {command}: the command returned {type(result).__name__} {result!r}, not "
+          "an exit code (an int); its plugin should return one", file=sys.stderr)
+    return EXIT_PLUGINS
+
+
 def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "--version"):  # no plugin import to wait for
@@ -364,7 +376,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if rest and rest[0] in delegated:
         if rest is not argv and host.problems:
             return _plugin_problems(PluginError(host.problems))
-        return int(delegated[rest[0]](rest[1:]))
+        return _exit_code(rest[0], delegated[rest[0]](rest[1:]))
     parser = build_parser(host)
     args = parser.parse_args(argv)
     args.host = host

@@ -221,13 +221,21 @@ def declared_commands(cls: type) -> dict[str, Callable[..., Any]]:
     """Every command of a session class, in declaration order (base classes first)."""
     out: dict[str, Callable[..., Any]] = {}
     for klass in reversed(cls.__mro__):
+        made_by: dict[str, str] = {}  # command -> the declaration of this class that made it
         for name, value in vars(klass).items():
             if isinstance(value, Parameter | Command | Delegate):
-                out.update(value.commands())
+                made = value.commands()
             elif callable(value) and getattr(value, COMMAND_MARK, False):
-                out[name] = value
-            elif name in out:
-                del out[name]  # a subclass replaced the command by something else
+                made = {name: value}
+            else:
+                out.pop(name, None)  # a subclass replaced the command by something else
+                continue
+            for command in made:  # one class, two declarations, one name: neither may win
+                other = made_by.setdefault(command, name)
+                if other != name:
+                    raise TypeError(f"{klass.__qualname__}: {other!r} and {name!r} both make "
+                                    f"the command {command!r}; declare one under another name")
+            out.update(made)
     return out
 
 

@@ -32,6 +32,7 @@ from .serial import (
     SharedSerialPort,
     UsbIdentity,
     canonical_port_name,
+    register_url_packages,
 )
 from .shared import ResourceEvent, SharedResource
 from .stats import TransactionStats
@@ -71,6 +72,7 @@ __all__ = [
     "held_resources",
     "lease",
     "line_settings",
+    "register_url_packages",
     "serial_identity",
     "visa_identity",
 ]

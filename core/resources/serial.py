@@ -431,6 +431,14 @@ def _usb_text(info: PortInfo) -> str:
     return f"usb:{info.vid:04x}:{info.pid:04x}:{info.serial_number or ''}"
 
 
+def register_url_packages(packages: Iterable[str]) -> None:
+    """Let pyserial (``serial_for_url``) and :func:`~.identity.serial_identity` find the URL
+    handlers in ``packages`` (a plugin's ``daqhub_serial_url_packages``)."""
+    for package in packages:
+        if package not in serial.protocol_handler_packages:
+            serial.protocol_handler_packages.append(package)
+
+
 class SerialPortManager(EventSource):
     """Owns every serial port of the process; instruments ask it for ports by name.
 
@@ -442,9 +450,7 @@ class SerialPortManager(EventSource):
                  lister: Lister | None = None,
                  reconnect_initial_s: float = 0.5, reconnect_max_s: float = 5.0) -> None:
         super().__init__()
-        for package in url_packages:
-            if package not in serial.protocol_handler_packages:
-                serial.protocol_handler_packages.append(package)
+        register_url_packages(url_packages)
         self.default_timeout = default_timeout
         self.checker = checker
         self.lister: Lister = lister or _default_lister

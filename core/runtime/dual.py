@@ -585,6 +585,7 @@ class DualRuntimeManager:
             if r.thread.ident is not None and not r.join(left(0.5)):
                 report.leaked.append(f"routine thread for {r.state.instrument}")
         report.errors += self.plugin_failures
+        known_failures = len(self.plugin_failures)
         report.counts = self.counts()
         self._judge(report)
         report.duration_s = round(time.monotonic() - t0, 3)
@@ -594,6 +595,9 @@ class DualRuntimeManager:
                                  report=report.as_dict())
         for stuck in self.notifier.close(left(1.0) + 0.5):  # a stuck plugin is its own fault
             self._alarm("plugin", f"plugin {stuck} was still busy at shutdown")
+            report.errors.append(f"plugin {stuck} was still busy at shutdown")
+        # what the stop notification raised counts as what the start one did
+        report.errors += self.plugin_failures[known_failures:]
         if self._plugin_failed in self.host.notify_listeners:
             self.host.notify_listeners.remove(self._plugin_failed)
         return report

@@ -5,10 +5,16 @@ from __future__ import annotations
 import math
 import threading
 import time
+import traceback
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
+
+from ..instrument import DriverError
+from ..measurement import DataError
+from ..resources import ResourceError
 
 #: (instrument_id, event, detail) -> None; events: disconnected, reconnected, restarted, failed
 EventSink = Callable[[str, str, str], None]
@@ -16,6 +22,26 @@ EventSink = Callable[[str, str, str], None]
 StateListener = Callable[["InstrumentHealth", str, str, str], None]
 
 T = TypeVar("T")
+
+#: failures of the device or its link (bad or missing replies, a lost port): never a crash
+DEVICE_ERRORS: tuple[type[BaseException], ...] = (DriverError, DataError, ResourceError,
+                                                  TimeoutError, OSError)
+
+
+def failure_text(exc: BaseException) -> str:
+    """How a health line names what a driver raised.
+
+    A device error (:data:`DEVICE_ERRORS`) says it all itself: the instrument, the command,
+    the port. Anything else is a bug in the driver, and its message alone does not say so
+    (``'gain'`` for a KeyError, ``division by zero``): it gets its type and the line that
+    raised it, which is what its author needs.
+    """
+    if isinstance(exc, DEVICE_ERRORS):
+        return str(exc) or type(exc).__name__
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = (f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno} in "
+             f"{frames[-1].name})" if frames else "")
+    return f"{type(exc).__name__}: {exc}{where}"
 
 #: states in which the instrument is cut off from its hardware (counted as time disconnected)
 DISCONNECTED_STATES = frozenset({"reconnecting", "restarting"})

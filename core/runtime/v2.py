@@ -30,7 +30,7 @@ from ..instrument import (
 from ..measurement import Measurement, V2Read, last_sample, sample_count
 from ..specs import InstrumentContext, InstrumentType
 from .broadcast import Broadcast, SubscriptionClosed
-from .health import EventSink, InstrumentHealth, describe_value
+from .health import EventSink, InstrumentHealth, describe_value, failure_text
 
 DataDistributor = Broadcast  # V2 producers publish lists of Measurements
 
@@ -115,7 +115,7 @@ class V2Worker:
                 self.instrument = inst
                 inst.connect()
             except Exception as exc:
-                self._failed_attempt(f"connect failed: {exc}")
+                self._failed_attempt(f"connect failed: {failure_text(exc)}")
                 self._back_off()
                 continue
             if self.health.state in ("reconnecting", "error"):
@@ -180,11 +180,12 @@ class V2Worker:
             except Exception as exc:
                 self.busy_in = ""
                 consecutive_errors += 1
-                self.health.error(f"read failed: {exc}")
+                self.health.error(f"read failed: {failure_text(exc)}")
                 if consecutive_errors >= 3:
-                    self._failed_attempt(f"{consecutive_errors} reads failed in a row: {exc}")
+                    self._failed_attempt(f"{consecutive_errors} reads failed in a row: "
+                                          f"{failure_text(exc)}")
                     return  # close and reconnect through _main
-                self.health.set_state("error", f"read failed: {exc}")
+                self.health.set_state("error", f"read failed: {failure_text(exc)}")
                 continue
             self._retry = RETRY_FIRST_S
             if consecutive_errors:
@@ -211,7 +212,7 @@ class V2Worker:
         try:
             fut.set_result(getattr(inst, method)(*args, **kwargs))
         except Exception as exc:
-            self.health.error(f"{method} failed: {exc}")
+            self.health.error(f"{method} failed: {failure_text(exc)}")
             fut.set_exception(exc)
         finally:
             self.busy_in = ""

@@ -36,18 +36,16 @@ import pyarrow as pa
 
 from ..instrument import (
     CommandRejected,
-    DriverError,
     UnknownCommandError,
     V4Actor,
     is_command,
     public_methods,
 )
 from ..measurement import ChannelSpec, DataError
-from ..resources import ResourceError
 from ..schema import declared_channel, describe, with_source
 from ..specs import InstrumentContext, InstrumentType
 from .broadcast import SubscriptionClosed
-from .health import EventSink, InstrumentHealth, si_text
+from .health import DEVICE_ERRORS, EventSink, InstrumentHealth, failure_text, si_text
 from .loopselect import LoopPasses
 from .v2 import POLL_GRAIN_S, RETRY_FIRST_S, RETRY_MAX_S, poll_grain
 
@@ -67,9 +65,6 @@ class _Nowhere:
 
 
 CONTROL_METHODS = frozenset({"stop", "abort", "halt", "emergency_stop"})
-#: failures of the device or its link (bad or missing replies, a lost port): never a crash
-DEVICE_ERRORS: tuple[type[BaseException], ...] = (DriverError, DataError, ResourceError,
-                                                  TimeoutError, OSError)
 READS_BEFORE_RECONNECT = 3  # consecutive failed reads that make the runner reopen the device
 CATCH_UP_S = 2 * POLL_GRAIN_S  # a poll later than this starts its grid again
 T = TypeVar("T")
@@ -229,9 +224,7 @@ class ActorRunner:
                 self.wake.clear()
                 self._retry = min(self._retry * 2, RETRY_MAX_S)
             except Exception as exc:
-                self.health.error(f"{self.busy_in or 'actor'} failed: {exc!r}"
-                                  if isinstance(exc, TimeoutError) else
-                                  f"{self.busy_in or 'actor'} failed: {exc}")
+                self.health.error(f"{self.busy_in or 'actor'} failed: {failure_text(exc)}")
                 if self.stopping:
                     break
                 now = time.monotonic()

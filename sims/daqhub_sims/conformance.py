@@ -38,6 +38,7 @@ from daqhub.measurement import UnifiedMeasurement
 from daqhub.plugins.converters import batch_to_rows
 from daqhub.resources import SerialPortManager, VisaSessionManager
 from daqhub.runtime.dual import DualRuntimeManager, PhaseTimeouts, make_context
+from daqhub.runtime.health import DEVICE_ERRORS, failure_text
 from daqhub.specs import InstrumentType
 from daqhub.tomlwrite import dumps
 
@@ -270,8 +271,13 @@ class ConformanceKit:
                              case.timeout_s, f"{case.type} {flavor} read of garbage")
                 except ConformanceError:
                     raise
-                except Exception:
-                    continue  # raised: what we want
+                except DEVICE_ERRORS:
+                    continue  # a device error, as the runtime expects of bad replies
+                except Exception as exc:  # a bug the garbage set off: the runtime crashes
+                    raise ConformanceError(
+                        f"{case.type} ({flavor}): a garbage reply raised "
+                        f"{failure_text(exc)}; a driver says a reply is bad with a "
+                        "DriverError (DriverReplyError), not another exception") from exc
                 raise ConformanceError(f"{case.type} ({flavor}): a garbage reply was accepted "
                                        "without an error")
             finally:

@@ -14,6 +14,7 @@ import daqhub
 from daqhub.cli import main as daqhub_main
 from daqhub.config import TRANSPORT_KEYS
 from daqhub.host import PluginHost
+from daqhub.specs import CliCommand
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -164,3 +165,18 @@ def test_new_refuses_a_lab_without_instruments_and_a_poll_rate_it_cannot_run(
     asked = capsys.readouterr().out
     assert asked.count(" to 10000 polls per second") == 2  # 1e9 and inf: refused at once
     assert "poll_hz = 10.0" in out.read_text()
+
+
+def test_a_plugin_command_returning_none_succeeds_and_a_wrong_type_is_named(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """None (a plain Python main) is exit 0; a command that returns something else is the
+    plugin's mistake, said with the command's name, not a TypeError after it ran."""
+    ran: list[str] = []
+    commands = {"hello": CliCommand("hello", "says hello", lambda argv: ran.append("hello")),
+                "bad": CliCommand("bad", "returns text", lambda argv: ran.append("bad") or "ok")}
+    monkeypatch.setattr(PluginHost, "cli_commands", lambda self: commands)
+    assert daqhub_main(["hello"]) == 0
+    assert daqhub_main(["bad"]) == 3
+    assert ran == ["hello", "bad"]
+    assert "daqhub bad: the command returned str 'ok', not an exit code" in \
+        capsys.readouterr().err

@@ -34,8 +34,10 @@ def test_nan_and_infinities_are_refused_everywhere(daqhub_host, tmp_path, value,
 @pytest.mark.parametrize("duration", ["0", "-1", "0.0001", '"x"', "1e300"])
 def test_sleep_needs_a_positive_duration(daqhub_host, tmp_path, duration) -> None:
     text = METER + f'[[routines]]\ninstrument = "m"\nsteps = [["sleep", {duration}]]\n'
-    assert "sleep needs one duration from 0.001 to 1e+07 s" in problems(daqhub_host, tmp_path,
-                                                                        text)
+    found = problems(daqhub_host, tmp_path, text)
+    assert ("sleep needs one duration in seconds" if duration == '"x"'  # not a number at all
+            else "sleep needs one duration from 0.001 to 1e+07 s") in found
+    assert found.count("sleep needs") == 1  # one problem, said once
 
 
 def test_a_repeating_routine_needs_a_step_that_takes_time(daqhub_host, tmp_path) -> None:

@@ -335,6 +335,16 @@ def test_a_declaration_may_not_shadow_the_session_or_the_runtime() -> None:
         class Reads(Session):
             read = Command("READ?")
         flavor_class(Reads, "v2")
+    # two declarations of one class making one command: neither silently replaces the other
+    class Gains(Session):
+        gain = Parameter("G?", "G {}")
+        set_gain = Command("SG {}", "value")
+    with pytest.raises(TypeError, match="'gain' and 'set_gain' both make the command "
+                                        "'set_gain'"):
+        flavor_class(Gains, "v2")
+    class Overrides(Oven):  # a subclass replacing its base's command is meant
+        setpoint = Parameter("S2?", "S2 {:.1f}")
+    assert "set_setpoint" in public_methods(flavor_class(Overrides, "v2"))
 
 
 class Stage(Session):

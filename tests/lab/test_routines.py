@@ -113,3 +113,34 @@ steps = [
 
 def _toml(step: list[object]) -> str:
     return "[" + ", ".join(f'"{v}"' if isinstance(v, str) else repr(v) for v in step) + "]"
+
+
+def test_validate_lists_every_routine_problem_at_once(tmp_path: Path, host: PluginHost) -> None:
+    """A typo, a sleep too short, a record of an instrument that will not run and a routine
+    of one: all four in one pass (each used to hide the next), none left for the run."""
+    from daqhub.config import ConfigError, parse
+
+    text = optics_lab(tmp_path, "v2", routines='''
+[[routines]]
+instrument = "rotator"
+steps = [
+    ["move_absolut", 10.0],
+    ["sleep", 0.0001],
+    ["record", "power"],
+]
+
+[[routines]]
+instrument = "power"
+steps = [["sleep", 0.5]]
+''')
+    text = text.replace('id = "power"', 'id = "power"\nenabled = false', 1)
+    assert 'enabled = false' in text
+    with pytest.raises(ConfigError) as info:
+        parse(text, "lab.toml", host, tmp_path)
+    problems = [p.message for p in info.value.problems]
+    assert len(problems) == 4, problems
+    assert any("unknown command 'move_absolut'" in p for p in problems)
+    assert any("sleep needs one duration from 0.001" in p for p in problems)
+    assert any("record reads 'power', which will not run: it has enabled = false" in p
+               for p in problems)
+    assert any("routine of 'power', which will not run" in p for p in problems)

@@ -11,30 +11,40 @@ from polling import wait_until
 from runtime_fakes import PRODUCED, make_lab
 
 from daqhub.hookspecs import hookimpl
+from daqhub.instrument import DriverTimeoutError, V2Instrument
 from daqhub.measurement import ChannelSpec, Measurement, Scalar, V2Read
 from daqhub.plugins.converters import rows_to_batch
 from daqhub.runtime.bridge import MeasurementBridge
 from daqhub.runtime.broadcast import Broadcast
 from daqhub.runtime.dual import DualRuntimeManager
+from daqhub.runtime.health import failure_text
+from daqhub.runtime.v2 import V2Worker
+from daqhub.specs import InstrumentContext, InstrumentType
 
 
 @pytest.mark.timeout(30)
-def test_a_raising_notification_hook_is_an_alarm_and_a_report_error(host, tmp_path) -> None:
-    @hookimpl
-    def daqhub_session_started(session_id):
+@pytest.mark.parametrize("hook", ["daqhub_session_started", "daqhub_session_stopped"])
+def test_a_raising_notification_hook_is_an_alarm_and_a_report_error(hook, host,
+                                                                    tmp_path) -> None:
+    """The stop notification comes after the report is judged: what it raises still makes
+    the report (and the run's exit code) say so, as for the start notification."""
+    def raising():
         raise ConnectionError("mail server down")
 
-    host.register(types.SimpleNamespace(daqhub_session_started=daqhub_session_started),
+    host.register(types.SimpleNamespace(**{hook: hookimpl(specname=hook)(raising)}),
                   "alerts", "lab-alerts", "0.2")
     lab = make_lab(host, tmp_path, v2=[("a", "test.counter")], v4=[])
     rt = DualRuntimeManager(lab, host)
     rt.start()
     wait_until(lambda: PRODUCED.get("a", 0) > 3, what="the run going on regardless")
-    [alarm] = [a for a in rt.alarms if a["what"] == "plugin:lab-alerts"]
-    assert "lab-alerts 0.2 (alerts)" in alarm["message"]
-    assert "daqhub_session_started raised ConnectionError: mail server down" in alarm["message"]
+    if hook == "daqhub_session_started":
+        [alarm] = [a for a in rt.alarms if a["what"] == "plugin:lab-alerts"]
+        assert "lab-alerts 0.2 (alerts)" in alarm["message"]
+        assert f"{hook} raised ConnectionError: mail server down" in alarm["message"]
     report = rt.shutdown()
-    assert any("lab-alerts" in e and "mail server down" in e for e in report.errors)
+    assert not report.ok
+    assert any("lab-alerts" in e and f"{hook} raised ConnectionError: mail server down" in e
+               for e in report.errors), report.errors
     assert rt._plugin_failed not in host.notify_listeners  # the host outlives the run
 
 
@@ -69,3 +79,32 @@ def test_a_converter_that_raises_loses_that_channels_samples_not_the_bridge() ->
     assert errors and all(iid == "a" for iid, _ in errors)
     assert "channel 'y': the converter raised TypeError: cannot handle this" in errors[0][1]
     assert bridge.rejected == 3
+
+
+class BuggyV2(V2Instrument):
+    """A driver with a bug: a key it never set."""
+
+    def read(self) -> list[Measurement]:
+        return {}["gain"]  # type: ignore[no-any-return]
+
+
+@pytest.mark.timeout(30)
+def test_a_driver_bug_is_named_by_its_type_and_line_not_only_its_message() -> None:
+    """``read failed: 'gain'`` said nothing of a KeyError in the driver; a device error
+    keeps its own message, which names the instrument, command and port."""
+    spec = ChannelSpec("x", "scalar", "V")
+    itype = InstrumentType("test.buggy", "v2", "none", BuggyV2, [spec], "a bug")
+    worker = V2Worker(itype, InstrumentContext("b", "test.buggy", {"id": "b"}, [spec]), 50,
+                      Broadcast("v2"), lambda *event: None)
+    worker.start()
+    try:
+        wait_until(lambda: worker.health.errors > 0, what="the first failed read")
+    finally:
+        worker.stop_event.set()
+        worker.wake_event.set()
+        worker.thread.join(5)
+    line = BuggyV2.read.__code__.co_firstlineno + 1
+    assert worker.health.last_error == (f"read failed: KeyError: 'gain' (at "
+                                        f"test_plugin_failures.py:{line} in read)")
+    assert failure_text(DriverTimeoutError("m", "P?", "no reply in 1 s", "timeout")) == \
+        str(DriverTimeoutError("m", "P?", "no reply in 1 s", "timeout"))

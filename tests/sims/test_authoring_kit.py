@@ -83,3 +83,24 @@ def test_a_model_name_two_distributions_claim_makes_no_device(
     with pytest.raises(registry.UnknownModelError, match=r"daqhub_other.sim:ESP .*" + built_in):
         registry.create("esp300")
     assert registry.model_factory("newport1830c")  # names nobody else claims still work
+
+
+def test_validate_finds_a_sim_port_the_run_could_not_open(daqhub_host: Any,
+                                                         tmp_path: Any) -> None:
+    """An unknown simulated model, or an option its model does not take, is a problem of
+    the lab file on its line, not an error when the run opens the port."""
+    from daqhub.config import ConfigError, parse
+
+    text = (f'[daqhub]\noutput_dir = "{tmp_path}"\n'
+            '[[v2.instruments]]\nid = "a"\ntype = "newport.1830c"\nport = "sim://nosuch"\n'
+            '[[v2.instruments]]\nid = "b"\ntype = "elliptec.ell14"\naddress = 0\n'
+            'port = "sim://elliptec?devies=0:ELL14"\n'
+            '[[v2.instruments]]\nid = "c"\ntype = "newport.1830c"\n'
+            'port = "sim://newport1830c?noise=0&latency=0.001&name=c"\n')
+    with pytest.raises(ConfigError) as info:
+        parse(text, "lab.toml", daqhub_host, tmp_path)
+    problems = [str(p) for p in info.value.problems]
+    assert len(problems) == 2, problems
+    assert problems[0].startswith("lab.toml:6: unknown simulated device 'nosuch'")
+    assert problems[1].startswith("lab.toml:11: sim://elliptec takes no option 'devies'")
+    assert "devices" in problems[1]

@@ -17,7 +17,7 @@ from daqhub.cli import main as daqhub_main
 from daqhub.driver import DriverError
 from daqhub_sims import checks, newplugin
 from daqhub_sims.checks import case, junit_xml, main, run_checks
-from daqhub_sims.conformance import ConformanceKit
+from daqhub_sims.conformance import ConformanceError, ConformanceKit
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -147,3 +147,28 @@ def test_a_broken_conformance_entry_point_fails_its_own_check_only(
     out = capsys.readouterr().out
     assert ("FAIL daqhub-broken -" in out and "daqhub_broken_nowhere:conformance" in out
             and "ModuleNotFoundError" in out), out
+
+
+def test_a_garbage_reply_that_sets_off_a_bug_fails_the_check(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A driver must refuse a garbled reply with a device error: any other exception is a
+    bug that would crash its actor at run time, so the kit says which."""
+    from daqhub_acme.driver import Tc1
+
+    from daqhub.driver import flavor_class
+
+    v2 = flavor_class(Tc1, "v2")
+    read = v2.read
+
+    def buggy(self: object) -> object:
+        try:
+            return read(self)
+        except DriverError as exc:  # a handler with a bug of its own
+            return exc.no_such_field  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(v2, "read", buggy)
+    [spec] = [s for s in checks.declared()["daqhub-acme"] if "garbage" in s]
+    with ExitStack() as stack:
+        with pytest.raises(ConformanceError, match=r"\(v2\): a garbage reply raised "
+                                                   r"AttributeError: .* in buggy\)"):
+            ConformanceKit().check("daqhub-acme", [case(spec, stack=stack)])

@@ -13,6 +13,7 @@ from typing import Any
 from daqhub.driver import instrument_types, lab_blocks
 from daqhub.hookspecs import hookimpl
 from daqhub.measurement import ChannelSpec
+from daqhub.resources import serial_identity
 from daqhub.specs import CliCommand, ConfigProblem, InstrumentType
 
 from .driver import ElliptecModule
@@ -109,7 +110,7 @@ def daqhub_validate_config(config: Mapping[str, Any]) -> list[ConfigProblem]:
         except ValueError:
             continue
         ident = str(block.get("id"))
-        other = seen.setdefault((port.strip(), address), ident)
+        other = seen.setdefault((serial_identity(port), address), ident)  # any spelling
         if other != ident:
             problems.append(ConfigProblem(
                 f"instruments {other!r} and {ident!r} both use address {address} of the "

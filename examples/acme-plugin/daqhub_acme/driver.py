@@ -94,6 +94,6 @@ class Tc1(Session):
             raise DriverReplyError(self.id, "*IDN?", f"not an ACME TC-1 on "
                                    f"{self.resource.name}: it answered {idn!r}", "identity")
         self.identity = {"model": "TC-1", "serial": match.group(1), "firmware": match.group(2)}
-        setpoint = self.config.get("setpoint_k")
+        setpoint = self.options.setpoint_k
         if setpoint is not None:
             yield type(self).setpoint.assign(self, float(setpoint))

@@ -11,6 +11,7 @@ import daqhub.plugins.hdf5
 from daqhub.config import ConfigError, parse
 from daqhub.host import PluginHost
 from daqhub_elliptec import plugin
+from daqhub_sims import plugin as sims_plugin
 
 #: every model the driver knows is a type (issue 17): sliders, rotation mounts, linear stages
 TYPE_NAMES = {"elliptec.ell6", "elliptec.ell9", "elliptec.ell14", "elliptec.ell15",
@@ -108,6 +109,20 @@ def test_a_shared_address_is_reported_at_the_second_instruments_line(
     lines = text.splitlines()
     slider = lines.index('id = "slider"')
     assert problem.line == lines.index("address = 0", slider) + 1
+
+
+def test_one_bus_spelt_two_ways_is_one_bus(host: PluginHost, tmp_path: Path) -> None:
+    """Two spellings of one sim:// line (its options in another order) reach one bus, so
+    two instruments on one address of it are refused as on one spelling."""
+    first, second = ("sim://elliptec?name=bus&devices=0:ELL14,1:ELL9",
+                     "sim://elliptec?devices=0:ELL14,1:ELL9&name=bus")
+    text = lab(slider_address="0")
+    text = text.replace("sim://elliptec?devices=0:ELL14,1:ELL9", first, 1)
+    text = text.replace("sim://elliptec?devices=0:ELL14,1:ELL9", second, 1)
+    assert first in text and second in text
+    assert host.register(sims_plugin, "daqhub-sims:sims", "daqhub-sims")  # serves sim://
+    with pytest.raises(ConfigError, match="both use address 0"):
+        parse(text, "lab.toml", host, tmp_path)
 
 
 def test_sliders_take_no_velocity(host: PluginHost, tmp_path: Path) -> None:
