@@ -433,6 +433,15 @@ def _module_exists(name: str) -> bool:
         return False
 
 
+def serial_port_problem(port: str, url_packages: Sequence[str] = ()) -> str | None:
+    """What is wrong with a serial port as a lab file would give it, or None: the lab
+    file's own check, for tools that ask for one port (``daqhub new``)."""
+    c = _Collector("", {}, url_packages=url_packages)
+    _check_port(c, port, ())
+    return (c.problems[0].message + (f" ({c.problems[0].suggestion})"
+                                     if c.problems[0].suggestion else "")) if c.problems else None
+
+
 def visa_resource_problem(resource: str) -> str | None:
     """What is wrong with a VISA resource name as a lab file would give it, or None: the
     lab file's own check, for tools that ask for one name (``daqhub new``)."""
@@ -656,7 +665,11 @@ def _check_instrument(c: _Collector, block: Mapping[str, Any], path: tuple[Any, 
     line = _line_of(c.where, path)
     iid = block.get("id")
     ok = True
-    if not isinstance(iid, str) or not iid:
+    if iid is not None and not isinstance(iid, str):
+        c.add((*path, "id"), f"instrument id must be a name in quotes, got {iid!r}",
+              'e.g. id = "power"')
+        ok = False
+    elif not isinstance(iid, str) or not iid:
         c.add(path, "instrument has no 'id'", "add id = \"<name>\"")
         ok = False
     elif not ID_RE.match(iid):

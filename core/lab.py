@@ -231,9 +231,9 @@ class Instrument:
         own = bound.arguments.get("timeout")
         return float(own) + TIMEOUT_MARGIN_S if isinstance(own, int | float) else COMMAND_TIMEOUT_S
 
-    def latest(self) -> dict[str, dict[str, Any]]:
+    def latest(self, wait: float = 0.0) -> dict[str, dict[str, Any]]:
         """The last sample of each channel seen on the stream (see :meth:`Lab.latest`)."""
-        return self._lab.latest(self.id)
+        return self._lab.latest(self.id, wait)
 
     def settings(self) -> Any:
         """The instrument's settings now (also stored as a snapshot)."""
@@ -285,6 +285,7 @@ class _Latest:
     def __init__(self, sub: Subscription[pa.RecordBatch]) -> None:
         self.sub = sub
         self.values: dict[str, dict[str, dict[str, Any]]] = {}
+        self.changed = threading.Condition()
         self.thread = threading.Thread(target=self._main, name="daqhub-lab-latest", daemon=True)
         self.thread.start()
 
@@ -303,6 +304,9 @@ class _Latest:
                     "value": values[0], "unit": spec.unit,
                     "timestamp_ns": b.column("timestamp_ns")[b.num_rows - 1].as_py(),
                     "source": b.column("source")[b.num_rows - 1].as_py()}
+            if batches:
+                with self.changed:
+                    self.changed.notify_all()
 
 
 class Lab:
@@ -346,13 +350,29 @@ class Lab:
     def __contains__(self, instrument_id: object) -> bool:
         return instrument_id in self.instruments
 
-    def latest(self, instrument_id: str) -> dict[str, dict[str, Any]]:
+    def latest(self, instrument_id: str, wait: float = 0.0) -> dict[str, dict[str, Any]]:
         """Last sample per channel: ``{channel: {value, unit, timestamp_ns, source}}``.
 
-        A channel that has not produced a sample yet is absent.
+        A channel that has not produced a sample yet is absent, unless ``wait`` (seconds)
+        is given: then this waits until every channel of the instrument has one (right
+        after the lab opened, the first poll may not have come yet), and a channel still
+        without one when it runs out is a TimeoutError naming it and the instrument's state.
         """
         self[instrument_id]  # an unknown id is a KeyError, not an empty dict
-        return dict(self._latest.values.get(instrument_id, {}))
+        channels = {name for iid, name in self.rt.channels if iid == instrument_id}
+        latest = self._latest
+
+        def have() -> bool:
+            return channels <= latest.values.get(instrument_id, {}).keys()
+        if wait > 0 and not have():
+            with latest.changed:
+                if not latest.changed.wait_for(have, wait):
+                    missing = sorted(channels - latest.values.get(instrument_id, {}).keys())
+                    state = next((i["state"] for i in self.rt.health()["instruments"]
+                                  if i["id"] == instrument_id), "?")
+                    raise TimeoutError(f"{instrument_id}: no sample of {', '.join(missing)} "
+                                       f"within {wait:g} s (the instrument is {state})")
+        return dict(latest.values.get(instrument_id, {}))
 
     def health(self) -> dict[str, Any]:
         """Instruments' states, queues, resources, routines, budget and alarms."""

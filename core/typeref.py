@@ -61,7 +61,9 @@ def config_keys(itype: InstrumentType) -> list[dict[str, Any]]:
     required = set(schema.get("required", ()))
     out = []
     for key, prop in schema.get("properties", {}).items():
-        kinds = prop.get("type") or [p.get("type") for p in prop.get("anyOf", ())] or "any"
+        kinds = (prop.get("type") or [p.get("type") for p in prop.get("anyOf", ())]
+                 or ("one of " + ", ".join(map(json.dumps, prop["enum"])) if "enum" in prop
+                     else f"= {json.dumps(prop['const'])}" if "const" in prop else "any"))
         out.append({"key": key, "type": kinds if isinstance(kinds, str) else " or ".join(
                         sorted({str(k) for k in kinds if k})),
                     "required": key in required, "default": prop.get("default"),

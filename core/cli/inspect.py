@@ -33,6 +33,7 @@ from ..datafiles import (
     read_file,
     session_dirs,
 )
+from ..records import is_record_file
 from .args import number_above, output_file_problem
 
 PLOT_DPI = 90
@@ -252,6 +253,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     problem = args.plot and plot_path_problem(args.plot)
     if problem:
         print(f"daqhub inspect: --plot {args.plot}: {problem}")
+        return 2
+    if path.is_file() and (path.suffix not in DATA_SUFFIXES or is_record_file(path)):
+        what = ("the session's records (metadata, settings snapshots, points tables)"
+                if is_record_file(path) else f"not a data file ({', '.join(DATA_SUFFIXES)})")
+        print(f"daqhub inspect: {path} is {what}; inspect its session directory "
+              f"({path.parent}) or a data file in it")
         return 2
     if not path.exists() and not session_dirs(path):
         print(f"daqhub inspect: {path} does not exist (give a data file, a session directory "

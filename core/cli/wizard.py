@@ -25,6 +25,7 @@ from ..config import (
     closest,
     parse,
     runnable_problems,
+    serial_port_problem,
     visa_resource_problem,
 )
 from ..host import PluginHost
@@ -132,7 +133,8 @@ def _ask_instrument(a: Asker, host: PluginHost, used: set[str]) -> tuple[str, di
     block: dict[str, Any] = {"id": a.ask("id", default_id, check_id), "type": tname}
     if itype.transport == "serial":
         block["port"] = a.ask("serial port (device path, sim://..., socket://..., usb:VID:PID)",
-                              "", lambda p: None if p else "a port is required")
+                              "", lambda p: serial_port_problem(p, host.serial_url_packages())
+                              if p else "a port is required")
     elif itype.transport == "visa":
         block["resource"] = a.ask("VISA resource", "", visa_resource_problem)
         block["visa_backend"] = a.ask("VISA backend (@py, @ivi, file.yaml@sim)", "@py")

@@ -543,12 +543,14 @@ class DualRuntimeManager:
         # 3. force: unblock producers waiting on full queues, cancel actors, close hardware
         self.stop_event.set()
         if v4_stuck:
+            busy = {i: self.v4.runners[i].busy_in for i in v4_stuck}  # forcing clears it
             still = self.v4.force(v4_stuck, left(2.0))
-            report.forced += [f"{i} (v4 actor, busy in {self.v4.runners[i].busy_in or '?'})"
+            report.forced += [f"{i} (v4 actor, busy in {busy[i] or 'its poll loop'})"
                               for i in v4_stuck]
             report.leaked += [f"v4 actor {i}" for i in still]
         if v2_stuck:
-            report.forced += [f"{i} (v2 thread, busy in {self.v2.workers[i].busy_in or '?'})"
+            report.forced += [f"{i} (v2 thread, busy in "
+                              f"{self.v2.workers[i].busy_in or 'its poll loop'})"
                               for i in v2_stuck]
         self.watchdog.stop(left(1.0))
         # 4. release shared resources (this also wakes V2 threads hung in I/O)

@@ -158,12 +158,13 @@ def test_new_refuses_a_lab_without_instruments_and_a_poll_rate_it_cannot_run(
     host.load_entry_points()
     own = [k for k in host.instrument_types()[("newport.1830c", "v2")].config_schema[
         "properties"] if k not in TRANSPORT_KEYS["serial"]]  # each asked, left at its default
-    answers = ("data\ny\nnewport.1830c\nv2\nmeter\nsim://newport1830c\n" + "\n" * len(own)
-               + "1e9\ninf\n10\nn\n\n")
+    answers = ("data\ny\nnewport.1830c\nv2\nmeter\n/dev/daqhub-no-such-port\n"
+               "sim://newport1830c\n" + "\n" * len(own) + "1e9\ninf\n10\nn\n\n")
     monkeypatch.setattr("sys.stdin", io.StringIO(answers))
     assert daqhub_main(["new", "-o", str(out)]) == 0, capsys.readouterr()
     asked = capsys.readouterr().out
     assert asked.count(" to 10000 polls per second") == 2  # 1e9 and inf: refused at once
+    assert "serial device '/dev/daqhub-no-such-port' does not exist" in asked  # and this
     assert "poll_hz = 10.0" in out.read_text()
 
 
@@ -180,3 +181,15 @@ def test_a_plugin_command_returning_none_succeeds_and_a_wrong_type_is_named(
     assert ran == ["hello", "bad"]
     assert "daqhub bad: the command returned str 'ok', not an exit code" in \
         capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name, says", [("records.h5", "is the session's records"),
+                                        ("points-scan-1.arrow", "is the session's records"),
+                                        ("budget.json", "is not a data file")])
+def test_inspect_of_a_file_that_is_no_data_file_says_what_it_is(
+        name: str, says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Not "unreadable" (exit 1, as for a damaged data file): a usage mistake, exit 2."""
+    path = tmp_path / name
+    path.write_bytes(b"{}")
+    assert daqhub_main(["inspect", str(path)]) == 2
+    assert says in capsys.readouterr().out

@@ -77,6 +77,11 @@ address = 99                    # P:address must be a whole number from 0 to 15
 [[v4.instruments]]              # P:instrument has no 'id'
 type = "acme.meter"
 port = "sim://m"
+
+[[v4.instruments]]
+id = 7                          # P:instrument id must be a name in quotes, got 7
+type = "acme.meter"
+port = "sim://m"
 """
 
 

@@ -89,12 +89,14 @@ def test_handles_work_alike_in_both_flavors(tmp_path: Path, host: PluginHost) ->
             batches = live.get(5.0)
             assert batches and all(b.schema.metadata[b"daqhub.instrument_id"] == b"stage4"
                                    for b in batches)
-            # latest() is fed by its own subscriber: it may be a batch behind this one
-            deadline = time.monotonic() + 5.0
-            while "position" not in lab.latest("stage4") and time.monotonic() < deadline:
-                live.get(0.5)
-        latest = lab.latest("stage4")
+        # latest() is fed by its own subscriber: it may be a batch behind this one, so wait
+        latest = lab.latest("stage4", wait=5.0)
         assert latest["position"]["unit"] == "mm"
+        lab.rt.channels[("stage4", "never")] = lab.rt.channels[("stage4", "position")]
+        with pytest.raises(TimeoutError, match=r"stage4: no sample of never within 0.2 s "
+                                               r"\(the instrument is running\)"):
+            lab.latest("stage4", wait=0.2)
+        del lab.rt.channels[("stage4", "never")]
         assert {i["id"] for i in lab.health()["instruments"]} == set(lab.instruments)
     assert lab.report is not None and lab.report.ok
     for iid in ("stage2", "stage4"):  # after closing, both flavors refuse the same way

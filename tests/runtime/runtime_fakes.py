@@ -101,6 +101,11 @@ class HangV2(CounterV2):
         return []
 
 
+class HangV4(CounterV4):
+    async def read(self):
+        await asyncio.Event().wait()  # a read that never finishes, without blocking the loop
+
+
 class SlowStartV4(CounterV4):
     async def start(self) -> None:
         await asyncio.sleep(0.05)
@@ -161,7 +166,8 @@ def fake_instrument_types() -> list[InstrumentType]:
     out = []
     for name, flavor, cls in [("test.counter", "v2", CounterV2), ("test.counter", "v4", CounterV4),
                               ("test.crash", "v4", CrashV4), ("test.flaky", "v4", FlakyV4),
-                              ("test.hang", "v2", HangV2), ("test.slow", "v4", SlowStartV4),
+                              ("test.hang", "v2", HangV2), ("test.hang", "v4", HangV4),
+                              ("test.slow", "v4", SlowStartV4),
                               ("test.blocking", "v4", BlockingV4),
                               ("test.slowread", "v4", SlowReadV4),
                               ("test.oncue", "v4", OnCueV4), ("test.spin", "v4", SpinV4),

@@ -110,6 +110,18 @@ def test_hung_v2_driver_is_forced_within_budget_and_reported(host, tmp_path) -> 
 
 
 @pytest.mark.timeout(30)
+def test_a_forced_v4_actor_is_reported_with_what_it_was_busy_in(host, tmp_path) -> None:
+    """Forcing cancels the actor and clears what it was doing; the report keeps it."""
+    lab = make_lab(host, tmp_path, v2=[], v4=[("stuck4", "test.hang"), ("c", "test.counter")])
+    rt = DualRuntimeManager(lab, host, phases=PhaseTimeouts(v4_s=1, v2_s=1, total_s=4))
+    rt.start()
+    wait_until(lambda: rt.v4.runners["stuck4"].busy_in == "read", what="actor stuck in read")
+    report = rt.shutdown()
+    assert "stuck4 (v4 actor, busy in read)" in report.forced, report.forced
+    assert "c" in report.clean and not report.leaked
+
+
+@pytest.mark.timeout(30)
 def test_shutdown_under_load_is_bounded_every_time(host, tmp_path) -> None:
     for _ in range(5):
         lab = make_lab(host, tmp_path, v2=[("a", "test.counter"), ("b", "test.counter")],
