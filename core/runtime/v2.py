@@ -30,7 +30,8 @@ from ..instrument import (
 from ..measurement import Measurement, V2Read, last_sample, sample_count
 from ..specs import InstrumentContext, InstrumentType
 from .broadcast import Broadcast, SubscriptionClosed
-from .health import EventSink, InstrumentHealth, describe_value, failure_text
+from .health import DEVICE_ERRORS, EventSink, InstrumentHealth, describe_value, failure_text
+from .restarts import RestartPolicy, Restarts
 
 DataDistributor = Broadcast  # V2 producers publish lists of Measurements
 
@@ -69,7 +70,7 @@ class V2Worker:
 
     def __init__(self, itype: InstrumentType, ctx: InstrumentContext, poll_hz: float,
                  distributor: Broadcast[V2Read], events: EventSink,
-                 max_commands: int = 100) -> None:
+                 max_commands: int = 100, policy: RestartPolicy | None = None) -> None:
         self.itype = itype
         self.ctx = ctx
         self.id = ctx.instrument_id
@@ -86,6 +87,7 @@ class V2Worker:
         self.thread = threading.Thread(target=self._main, name=f"daqhub-v2:{self.id}",
                                        daemon=True)
         self.busy_in = ""  # what the thread is doing now, for the shutdown report
+        self.restarts = Restarts(policy or RestartPolicy())
 
     def start(self) -> None:
         self.thread.start()
@@ -93,6 +95,9 @@ class V2Worker:
     def submit(self, method: str, *args: Any, **kwargs: Any) -> Future[Any]:
         """Queue a command (a public method of the driver) for the instrument's thread."""
         fut: Future[Any] = Future()
+        if self.health.state == "failed":
+            raise CommandRejected(f"{self.id} failed ({self.health.last_error_seen}); {method} "
+                                  "not sent")
         if self.stop_event.is_set():
             raise CommandRejected(f"{self.id} is shutting down; {method} not sent")
         try:
@@ -114,16 +119,24 @@ class V2Worker:
                                     f"{type(inst).__name__}, not a V2Instrument")
                 self.instrument = inst
                 inst.connect()
-            except Exception as exc:
+            except DEVICE_ERRORS as exc:  # the device or its link: reconnect, for ever
                 self._failed_attempt(f"connect failed: {failure_text(exc)}")
                 self._back_off()
                 continue
+            except Exception as exc:  # a bug: a crash (restarts.py)
+                if self._crashed("connect", exc):
+                    continue
+                return
             if self.health.state in ("reconnecting", "error"):
                 self.health.reconnects += 1
                 self.events(self.id, "reconnected", "")
             self.health.set_state("running", "connected")
+            self.restarts.started()
+            crash: Exception | None = None
             try:
                 self._loop(inst)
+            except Exception as exc:  # what _loop lets through is a bug in the driver
+                crash = exc
             finally:
                 self.busy_in = "close"
                 try:
@@ -131,10 +144,34 @@ class V2Worker:
                 except Exception as exc:  # closing a broken device must not hide why it broke
                     self.health.error(f"close failed: {exc}")
                 self.busy_in = ""
+            if crash is not None:
+                if self._crashed("read", crash):
+                    continue
+                return
             if not self.stop_event.is_set():
                 self._back_off()
         self._reject_pending("shutting down")
         self.health.set_state("stopped", "shut down")
+
+    def _crashed(self, what: str, exc: Exception) -> bool:
+        """Count a crash; True after its backoff (start again), False when it failed."""
+        why = failure_text(exc)
+        self.health.error(f"{what} failed: {why}")
+        if self.stop_event.is_set():
+            self._reject_pending("shutting down")
+            self.health.set_state("stopped", "shut down")
+            return False
+        backoff = self.restarts.crashed(time.monotonic())
+        if backoff is None:
+            self.health.set_state("failed", self.restarts.failed_text(why))
+            self.events(self.id, "failed", self.restarts.failed_text(why))
+            self._reject_pending(f"failed: {why}")
+            return False
+        self.health.set_state("restarting", f"crashed: {why}")
+        self.health.restarts += 1
+        self.events(self.id, "restarted", f"after error: {why}; retry in {backoff:.2f} s")
+        self.stop_event.wait(backoff)
+        return True
 
     def _back_off(self) -> None:
         """Wait before reopening: until the resource is back (a reconnect wakes every
@@ -177,7 +214,7 @@ class V2Worker:
                 batch = inst.read()
                 self.busy_in = ""
                 self.health.polled()
-            except Exception as exc:
+            except DEVICE_ERRORS as exc:  # anything else is a crash: _main restarts it
                 self.busy_in = ""
                 consecutive_errors += 1
                 self.health.error(f"read failed: {failure_text(exc)}")
@@ -235,8 +272,9 @@ class V2Runtime:
         self.events = events
         self.workers: dict[str, V2Worker] = {}
 
-    def add(self, itype: InstrumentType, ctx: InstrumentContext, poll_hz: float) -> V2Worker:
-        w = V2Worker(itype, ctx, poll_hz, self.distributor, self.events)
+    def add(self, itype: InstrumentType, ctx: InstrumentContext, poll_hz: float,
+            policy: RestartPolicy | None = None) -> V2Worker:
+        w = V2Worker(itype, ctx, poll_hz, self.distributor, self.events, policy=policy)
         self.workers[w.id] = w
         return w
 

@@ -47,6 +47,7 @@ from ..specs import InstrumentContext, InstrumentType
 from .broadcast import SubscriptionClosed
 from .health import DEVICE_ERRORS, EventSink, InstrumentHealth, failure_text, si_text
 from .loopselect import LoopPasses
+from .restarts import RestartPolicy, Restarts
 from .v2 import POLL_GRAIN_S, RETRY_FIRST_S, RETRY_MAX_S, poll_grain
 
 
@@ -68,22 +69,6 @@ CONTROL_METHODS = frozenset({"stop", "abort", "halt", "emergency_stop"})
 READS_BEFORE_RECONNECT = 3  # consecutive failed reads that make the runner reopen the device
 CATCH_UP_S = 2 * POLL_GRAIN_S  # a poll later than this starts its grid again
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class RestartPolicy:
-    max_restarts: int = 5
-    window_s: float = 60.0
-    backoff_first_s: float = 0.2
-    backoff_max_s: float = 5.0
-    start_timeout_s: float = 10.0
-    read_timeout_s: float = 10.0
-    call_timeout_s: float = 60.0
-
-    @classmethod
-    def from_config(cls, d: Mapping[str, Any]) -> RestartPolicy:
-        """From a lab's ``[daqhub.restart]`` merged with an instrument's ``restart`` table."""
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
 class MailboxFull(CommandRejected):
@@ -175,7 +160,7 @@ class ActorRunner:
         self.task: asyncio.Task[None] | None = None
         self.stopping = False
         self.busy_in = ""
-        self._restart_times: collections.deque[float] = collections.deque()
+        self.restarts = Restarts(policy)
         self.wake = asyncio.Event()  # set by a reconnect of its resource, or a stop
         self.blocked_since = 0.0    # set by the watchdog: this actor blocks the loop since
         self._retry = RETRY_FIRST_S
@@ -185,7 +170,6 @@ class ActorRunner:
         self._overran = False       # the deadline timer cancelled the running call
 
     async def run(self) -> None:
-        backoff = self.policy.backoff_first_s
         while not self.stopping:
             actor: V4Actor | None = None
             try:
@@ -199,7 +183,7 @@ class ActorRunner:
                     self.health.reconnects += 1
                     self.events(self.id, "reconnected", "")
                 self.health.set_state("running", "started")
-                backoff = self.policy.backoff_first_s
+                self.restarts.started()
                 await self._serve(actor)
             except asyncio.CancelledError:
                 raise
@@ -223,27 +207,21 @@ class ActorRunner:
                     pass
                 self.wake.clear()
                 self._retry = min(self._retry * 2, RETRY_MAX_S)
-            except Exception as exc:
-                self.health.error(f"{self.busy_in or 'actor'} failed: {failure_text(exc)}")
+            except Exception as exc:  # a crash (restarts.py)
+                why = failure_text(exc)
+                self.health.error(f"{self.busy_in or 'actor'} failed: {why}")
                 if self.stopping:
                     break
-                now = time.monotonic()
-                self._restart_times.append(now)
-                while self._restart_times and now - self._restart_times[0] > self.policy.window_s:
-                    self._restart_times.popleft()
-                if len(self._restart_times) > self.policy.max_restarts:
-                    self.health.set_state("failed", f"{self.policy.max_restarts} restarts "
-                                          f"within {self.policy.window_s:g} s; last error: {exc}")
-                    self.events(self.id, "failed",
-                                f"{self.policy.max_restarts} restarts within "
-                                f"{self.policy.window_s:g} s; last error: {exc}")
-                    self._fail_messages(f"actor {self.id} failed: {exc}")
+                backoff = self.restarts.crashed(time.monotonic())
+                if backoff is None:
+                    self.health.set_state("failed", self.restarts.failed_text(why))
+                    self.events(self.id, "failed", self.restarts.failed_text(why))
+                    self._fail_messages(f"actor {self.id} failed: {why}")
                     return
-                self.health.set_state("restarting", f"crashed: {exc}")
+                self.health.set_state("restarting", f"crashed: {why}")
                 self.health.restarts += 1
-                self.events(self.id, "restarted", f"after error: {exc}; retry in {backoff:.2f} s")
+                self.events(self.id, "restarted", f"after error: {why}; retry in {backoff:.2f} s")
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.policy.backoff_max_s)
             finally:
                 await self._close(actor)
         if self._deadline_timer is not None:

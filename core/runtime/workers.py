@@ -41,9 +41,9 @@ from ..config import InstrumentConfig, LabConfig
 from ..measurement import ChannelSpec
 from ..specs import InstrumentType
 from .health import InstrumentHealth
+from .restarts import RestartPolicy, Restarts
 from .shards import Shard, plan
 from .v2 import CommandRejected
-from .v4 import RestartPolicy
 from .worker_process import BATCH, decode_batches, encode, rebuild
 
 log = logging.getLogger("daqhub.workers")
@@ -133,7 +133,7 @@ class Worker:
         self.send_lock = threading.Lock()
         #: held while commands are registered and while a death fails them: none slips between
         self.pending_lock = threading.Lock()
-        self.restarts: collections.deque[float] = collections.deque()
+        self.restarts = Restarts(pool.policy)
         self.thread = threading.Thread(target=self._main, name=f"daqhub-{self.label}",
                                        daemon=True)
 
@@ -303,16 +303,13 @@ class Worker:
     def _respawn(self) -> bool:
         """Spawn the worker again after the backoff, unless it died too often."""
         policy = self.pool.policy
-        now = time.monotonic()
-        while self.restarts and now - self.restarts[0] > policy.window_s:
-            self.restarts.popleft()
-        if len(self.restarts) >= policy.max_restarts:
-            return self._give_up(f"{self.shard.name} died {len(self.restarts) + 1} times within "
-                                 f"{policy.window_s:g} s (max_restarts = {policy.max_restarts})")
-        delay = min(policy.backoff_max_s, policy.backoff_first_s * 2 ** len(self.restarts))
+        delay = self.restarts.crashed(time.monotonic())  # the rule of restarts.py
+        if delay is None:
+            return self._give_up(f"{self.shard.name} died {len(self.restarts.times)} times "
+                                 f"within {policy.window_s:g} s (max_restarts = "
+                                 f"{policy.max_restarts})")
         if self.pool.stopping.wait(delay):
             return False
-        self.restarts.append(time.monotonic())
         for h in self.healths():
             h.restarts += 1
             self.pool.on_event(h.id, "restarted", f"{self.shard.name} spawned again")

@@ -101,6 +101,11 @@ class HangV2(CounterV2):
         return []
 
 
+class CrashV2(CounterV2):
+    def read(self) -> list[Measurement]:
+        raise RuntimeError("sensor on fire")
+
+
 class HangV4(CounterV4):
     async def read(self):
         await asyncio.Event().wait()  # a read that never finishes, without blocking the loop
@@ -165,7 +170,8 @@ class YieldingV4(CounterV4):
 def fake_instrument_types() -> list[InstrumentType]:
     out = []
     for name, flavor, cls in [("test.counter", "v2", CounterV2), ("test.counter", "v4", CounterV4),
-                              ("test.crash", "v4", CrashV4), ("test.flaky", "v4", FlakyV4),
+                              ("test.crash", "v4", CrashV4), ("test.crash", "v2", CrashV2),
+                              ("test.flaky", "v4", FlakyV4),
                               ("test.hang", "v2", HangV2), ("test.hang", "v4", HangV4),
                               ("test.slow", "v4", SlowStartV4),
                               ("test.blocking", "v4", BlockingV4),

@@ -89,6 +89,31 @@ def test_crashing_actor_restarts_then_fails_while_others_produce(host, tmp_path)
 
 
 @pytest.mark.timeout(30)
+def test_a_crashing_v2_driver_restarts_then_fails_as_an_actor_does(host, tmp_path) -> None:
+    """A bug in a v2 read (not a device error) is a crash under the same restart policy as
+    a v4 actor's: restarted with backoff, then failed, its commands refused at once; a v2
+    instrument used to reopen such a driver for ever."""
+    events = []
+    lab = make_lab(host, tmp_path, v2=[("boom", "test.crash"), ("a", "test.counter")],
+                   v4=[("ok", "test.counter")])
+    rt = DualRuntimeManager(lab, host, restart_policy=FAST)
+    rt._instrument_event = lambda iid, ev, detail: events.append((iid, ev))  # type: ignore
+    rt.v2.events = rt._instrument_event
+    rt.start()
+    wait_until(lambda: rt.health_of("boom").state == "failed", what="boom marked failed")
+    before = PRODUCED.get("a", 0)
+    wait_until(lambda: PRODUCED.get("a", 0) > before + 5, what="others still producing")
+    boom = rt.health_of("boom")
+    assert boom.restarts == FAST.max_restarts
+    assert "RuntimeError: sensor on fire (at runtime_fakes.py" in boom.last_error
+    assert ("boom", "failed") in events and events.count(("boom", "restarted")) == 3
+    with pytest.raises(Exception, match="boom failed"):
+        rt.call("boom", "add", 1, 1, timeout=2)
+    report = rt.shutdown()
+    assert not report.leaked and any(f.startswith("boom:") for f in report.failed)
+
+
+@pytest.mark.timeout(30)
 def test_hung_v2_driver_is_forced_within_budget_and_reported(host, tmp_path) -> None:
     lab = make_lab(host, tmp_path, v2=[("stuck", "test.hang"), ("a", "test.counter")],
                    v4=[("c", "test.counter")])
