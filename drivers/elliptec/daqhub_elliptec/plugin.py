@@ -109,8 +109,7 @@ def daqhub_validate_config(config: Mapping[str, Any]) -> list[ConfigProblem]:
             address = address_of(raw_address)
         except ValueError:
             continue
-        ident = str(block.get("id"))
-        other = seen.setdefault((serial_identity(port), address), ident)  # any spelling
+        other = seen.setdefault((serial_identity(port), address), ident := str(block.get("id")))
         if other != ident:
             problems.append(ConfigProblem(
                 f"instruments {other!r} and {ident!r} both use address {address} of the "
