@@ -125,8 +125,9 @@ def _plan(lab: Lab, kind: str, axes: Mapping[str, list[float]],
           repeat: int, move_timeout: float) -> Plan:
     if repeat < 1:
         raise ScanError(f"repeat must be at least 1, got {repeat}")
-    if settle < 0:
-        raise ScanError(f"settle must not be negative, got {settle}")
+    if not settle >= 0:  # NaN too
+        wait = "interval" if kind == "measure" else "settle"  # what the caller named it
+        raise ScanError(f"{wait} must be a number of seconds, 0 or more, got {settle}")
     if axes and not points:
         raise ScanError("no values to scan")
     _check_movers(lab, list(axes))

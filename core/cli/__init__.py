@@ -282,7 +282,8 @@ def build_parser(host: PluginHost | None = None) -> argparse.ArgumentParser:
                        description="List serial ports (with USB vendor/product/serial where "
                                    "known, and who holds each: a daqhub process with its pid, "
                                    "command and start, or another program) and the VISA "
-                                   "resources each backend sees.")
+                                   "resources each backend sees. Exit 1 when a device asked "
+                                   "about does not exist or is no serial device.")
     p.add_argument("device", nargs="*", help="also show these devices (e.g. a pty)")
     p.add_argument("--backend", action="append", default=None, metavar="B",
                    help="VISA backend to ask (@py, @ivi, file.yaml@sim, or "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -64,7 +65,7 @@ def serial_ports(extra: Sequence[str] = ()) -> list[dict[str, Any]]:
                     "serial_number": p.serial_number or "", "in_use": in_use(p.device)})
     # ports the system does not list (ptys, named ones) but a daqhub process holds or asked for
     for device in [*extra, *held_devices()]:
-        if os.path.exists(device) and serial_identity(device) not in seen:
+        if not_a_device(device) is None and serial_identity(device) not in seen:
             seen.add(serial_identity(device))
             out.append({"device": device, "description": "", "usb_identity": "",
                         "manufacturer": "", "serial_number": "", "in_use": in_use(device)})
@@ -106,12 +107,23 @@ def visa_error_text(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
 
 
+def not_a_device(path: str) -> str | None:
+    """Why ``path`` is no serial device (None: it is a character device, as ttys and ptys are)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        return "does not exist" if isinstance(exc, FileNotFoundError) else f"cannot be read: {exc}"
+    return None if stat.S_ISCHR(mode) else "is not a serial device (not a character device)"
+
+
 def list_ports(backends: list[str] | None, as_json: bool, devices: Sequence[str] = ()) -> int:
+    """Exit status 0, or 1 when a device asked about is not one."""
     serial = serial_ports(devices)
     visa = [visa_resources(b) for b in (backends or ["@py", "@ivi"])]
+    missing = {d: why for d in devices if (why := not_a_device(d)) is not None}
     if as_json:
-        print(json.dumps({"serial": serial, "visa": visa}, indent=2))
-        return 0
+        print(json.dumps({"serial": serial, "visa": visa, "not_devices": missing}, indent=2))
+        return 1 if missing else 0
     print("serial ports:")
     if not serial:
         print("  (none found; simulators: sim://elliptec, sim://esp300, sim://newport1830c)")
@@ -119,6 +131,8 @@ def list_ports(backends: list[str] | None, as_json: bool, devices: Sequence[str]
         extra = f"  [{p['usb_identity']}]" if p["usb_identity"] else ""
         print(f"  {p['device']:<20} {p['description']}{extra}")
         print(f"  {'':<20} in use by {p['in_use']}" if p["in_use"] else f"  {'':<20} free")
+    for device, why in missing.items():
+        print(f"  {device:<20} {why}")
     for v in visa:
         print(f"VISA {v['backend']}:")
         if v["error"]:
@@ -127,4 +141,4 @@ def list_ports(backends: list[str] | None, as_json: bool, devices: Sequence[str]
             print("  (no resources found)")
         for r in v["resources"]:
             print(f"  {r}")
-    return 0
+    return 1 if missing else 0
