@@ -283,7 +283,7 @@ def build_parser(host: PluginHost | None = None) -> argparse.ArgumentParser:
                                    "known, and who holds each: a daqhub process with its pid, "
                                    "command and start, or another program) and the VISA "
                                    "resources each backend sees. Exit 1 when a device asked "
-                                   "about does not exist or is no serial device.")
+                                   "about does not exist.")
     p.add_argument("device", nargs="*", help="also show these devices (e.g. a pty)")
     p.add_argument("--backend", action="append", default=None, metavar="B",
                    help="VISA backend to ask (@py, @ivi, file.yaml@sim, or "
