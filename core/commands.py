@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 from .instrument import public_methods
@@ -31,7 +32,9 @@ def command_names(itype: InstrumentType) -> list[str] | None:
 
 
 def argument_problem(itype: InstrumentType, command: str, args: tuple[Any, ...]) -> str | None:
-    """Why ``command(*args)`` cannot be called on the type, or None when it can (or is unknown)."""
+    """Why ``command(*args)`` cannot be called on the type, or None when it can (or is unknown):
+    the number of arguments, or a value of another kind where the driver's signature says
+    ``float``, ``int``, ``bool`` or ``str`` (a routine's ``["move_absolute", "abc"]``)."""
     cls = driver_class(itype)
     if cls is None:
         return None
@@ -40,7 +43,7 @@ def argument_problem(itype: InstrumentType, command: str, args: tuple[Any, ...])
     except (AttributeError, TypeError, ValueError):
         return None
     try:
-        sig.bind(None, *args)  # None stands for self
+        bound = sig.bind(None, *args)  # None stands for self
     except TypeError:
         params = [p for p in list(sig.parameters.values())[1:]
                   if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
@@ -50,4 +53,19 @@ def argument_problem(itype: InstrumentType, command: str, args: tuple[Any, ...])
         count = f"{need}" if need == len(params) else f"{need} to {len(params)}"
         return (f"{command} takes {count} argument{'s' if len(params) != 1 else ''} "
                 f"({shape}), got {len(args)}")
+    for name, value in list(bound.arguments.items())[1:]:
+        hint = sig.parameters[name].annotation
+        kind = hint.__name__ if isinstance(hint, type) else str(hint)
+        accepts = _SIMPLE.get(kind)
+        if accepts is not None and not accepts(value):
+            return f"{command}'s {name} is a {kind}, got {value!r}"
     return None
+
+
+#: annotations a routine step's value is checked against (a driver's signature says them)
+_SIMPLE: dict[str, Callable[[Any], bool]] = {
+    "float": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "bool": lambda v: isinstance(v, bool),
+    "str": lambda v: isinstance(v, str),
+}

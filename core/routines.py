@@ -309,7 +309,9 @@ def routine_problems(routine: Mapping[str, Any],
         else:
             why = argument_problem(itype, name, tuple(args))
             if why:
-                out.append((line, f"{where}: {why}", "fix the number of arguments"))
+                out.append((line, f"{where}: {why}", "fix the number of arguments"
+                            if why.startswith(f"{name} takes ") else
+                            f"daqhub plugins {itype.name} lists its commands and arguments"))
     return out
 
 

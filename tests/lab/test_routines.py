@@ -81,6 +81,8 @@ MISTAKES = [
     (["move_absolute", 1.0, 2.0], "move_absolute takes 1 argument (position), got 2",
      "fix the number of arguments"),
     (["sleep"], "sleep needs one duration in seconds", 'write ["sleep", 0.5]'),
+    (["move_absolute", "abc"], "move_absolute's position is a float, got 'abc'",
+     "daqhub plugins elliptec.ell14 lists its commands and arguments"),
     (["record", "powr"], "record names unknown instrument 'powr'", "did you mean 'power'?"),
 ]
 
