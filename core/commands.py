@@ -31,10 +31,12 @@ def command_names(itype: InstrumentType) -> list[str] | None:
     return public_methods(cls) if cls is not None else None
 
 
-def argument_problem(itype: InstrumentType, command: str, args: tuple[Any, ...]) -> str | None:
-    """Why ``command(*args)`` cannot be called on the type, or None when it can (or is unknown):
-    the number of arguments, or a value of another kind where the driver's signature says
-    ``float``, ``int``, ``bool`` or ``str`` (a routine's ``["move_absolute", "abc"]``)."""
+def argument_problem(itype: InstrumentType, command: str, args: tuple[Any, ...]
+                     ) -> tuple[str, str] | None:
+    """Why ``command(*args)`` cannot be called on the type, and what to do, or None when it
+    can (or is unknown): the number of arguments, or a value of another kind where the
+    driver's signature says ``float``, ``int``, ``bool`` or ``str`` (a routine's
+    ``["move_absolute", "abc"]``)."""
     cls = driver_class(itype)
     if cls is None:
         return None
@@ -52,13 +54,14 @@ def argument_problem(itype: InstrumentType, command: str, args: tuple[Any, ...])
                           for p in params)
         count = f"{need}" if need == len(params) else f"{need} to {len(params)}"
         return (f"{command} takes {count} argument{'s' if len(params) != 1 else ''} "
-                f"({shape}), got {len(args)}")
+                f"({shape}), got {len(args)}", "fix the number of arguments")
     for name, value in list(bound.arguments.items())[1:]:
         hint = sig.parameters[name].annotation
         kind = hint.__name__ if isinstance(hint, type) else str(hint)
         accepts = _SIMPLE.get(kind)
         if accepts is not None and not accepts(value):
-            return f"{command}'s {name} is a {kind}, got {value!r}"
+            return (f"{command}'s {name} is a {kind}, got {value!r}",
+                    f"daqhub plugins {itype.name} lists its commands and arguments")
     return None
 
 

@@ -438,8 +438,10 @@ def serial_port_problem(port: str, url_packages: Sequence[str] = ()) -> str | No
     file's own check, for tools that ask for one port (``daqhub new``)."""
     c = _Collector("", {}, url_packages=url_packages)
     _check_port(c, port, ())
-    return (c.problems[0].message + (f" ({c.problems[0].suggestion})"
-                                     if c.problems[0].suggestion else "")) if c.problems else None
+    if not c.problems:
+        return None
+    p = c.problems[0]
+    return f"{p.message} ({p.suggestion})" if p.suggestion else p.message
 
 
 def visa_resource_problem(resource: str) -> str | None:

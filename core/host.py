@@ -407,17 +407,17 @@ class PluginHost:
                 return c
         raise LookupError(f"no converter from {source!r} to {target!r} is installed")
 
-    def cli_commands(self) -> dict[str, CliCommand]:
-        found = self._cached("cli", lambda: self._unique(
+    def _cli_found(self) -> dict[str, tuple[PluginInfo, CliCommand]]:
+        return self._cached("cli", lambda: self._unique(
             "daqhub_cli_commands", CliCommand, lambda c: c.name,
             lambda c: f"command {c.name!r}"))
-        return {k: v[1] for k, v in found.items()}
+
+    def cli_commands(self) -> dict[str, CliCommand]:
+        return {k: v[1] for k, v in self._cli_found().items()}
 
     def cli_commands_of(self, distribution: str) -> list[str]:
         """The names of the commands ``distribution`` adds, sorted."""
-        self.cli_commands()
-        found: dict[str, tuple[PluginInfo, CliCommand]] = self._cached("cli", dict)
-        return sorted(k for k, (info, _) in found.items()
+        return sorted(k for k, (info, _) in self._cli_found().items()
                       if _dist_key(info.distribution) == _dist_key(distribution))
 
     def serial_url_packages(self) -> list[str]:

@@ -368,8 +368,8 @@ class Lab:
             with latest.changed:
                 if not latest.changed.wait_for(have, wait):
                     missing = sorted(channels - latest.values.get(instrument_id, {}).keys())
-                    state = next((i["state"] for i in self.rt.health()["instruments"]
-                                  if i["id"] == instrument_id), "?")
+                    health = self.rt.health_of(instrument_id)
+                    state = health.state if health is not None else "?"
                     raise TimeoutError(f"{instrument_id}: no sample of {', '.join(missing)} "
                                        f"within {wait:g} s (the instrument is {state})")
         return dict(latest.values.get(instrument_id, {}))

@@ -9,6 +9,7 @@ of writing something a reader would misinterpret later.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -376,8 +377,8 @@ def scalar_fits(value: Any, dtype: str | np.dtype[Any]) -> bool:
     if want.kind == "b":
         return False
     if isinstance(value, int | np.integer):
-        if want.kind == "f":
-            return True
+        if want.kind == "f":  # any integer a float holds (2**1024 is none)
+            return abs(int(value)) <= sys.float_info.max
         info = np.iinfo(want)
         return bool(info.min <= int(value) <= info.max)
     return isinstance(value, float | np.floating) and want.kind == "f"

@@ -325,17 +325,16 @@ def _hdf5_points(g: Any, table: pa.Table) -> None:
                 for k, a in enumerate(arrays):
                     ds[k] = a
         else:
-            column = table[f.name]
-            missing = column.is_null().to_numpy(zero_copy_only=False) if column.null_count \
-                else None
-            if missing is not None:  # rows without a value: NaN, or 0 in a non-float column
+            column, missing = table[f.name], None
+            if column.null_count:  # rows without a value: NaN, or 0 in a non-float column
+                missing = np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))
                 fill = (float("nan") if pa.types.is_floating(f.type) else
                         False if pa.types.is_boolean(f.type) else 0)
                 column = column.fill_null(pa.scalar(fill, f.type))
             ds = g.create_dataset(f.name, data=np.asarray(
                 column.to_numpy(zero_copy_only=False), dtype=f.type.to_pandas_dtype()))
             if missing is not None:
-                ds.attrs["missing_rows"] = np.flatnonzero(missing).astype(np.int64)
+                ds.attrs["missing_rows"] = missing.astype(np.int64)
         unit = (f.metadata or {}).get(b"unit")
         if unit is not None:
             ds.attrs["unit"] = unit.decode()

@@ -307,11 +307,9 @@ def routine_problems(routine: Mapping[str, Any],
                             f"did you mean {' or '.join(map(repr, near))}?" if near else
                             f"{iid} has: {', '.join(commands)}"))
         else:
-            why = argument_problem(itype, name, tuple(args))
-            if why:
-                out.append((line, f"{where}: {why}", "fix the number of arguments"
-                            if why.startswith(f"{name} takes ") else
-                            f"daqhub plugins {itype.name} lists its commands and arguments"))
+            problem = argument_problem(itype, name, tuple(args))
+            if problem:
+                out.append((line, f"{where}: {problem[0]}", problem[1]))
     return out
 
 

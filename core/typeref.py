@@ -62,13 +62,19 @@ def config_keys(itype: InstrumentType) -> list[dict[str, Any]]:
     out = []
     for key, prop in schema.get("properties", {}).items():
         kinds = (prop.get("type") or [p.get("type") for p in prop.get("anyOf", ())]
-                 or ("one of " + ", ".join(map(json.dumps, prop["enum"])) if "enum" in prop
-                     else f"= {json.dumps(prop['const'])}" if "const" in prop else "any"))
+                 or _values_text(prop))
         out.append({"key": key, "type": kinds if isinstance(kinds, str) else " or ".join(
                         sorted({str(k) for k in kinds if k})),
                     "required": key in required, "default": prop.get("default"),
                     "description": " ".join(str(prop.get("description", "")).split())})
     return out
+
+
+def _values_text(prop: Mapping[str, Any]) -> str:
+    """What a key without a ``type`` takes: its ``enum`` or ``const`` values, else any."""
+    if "enum" in prop:
+        return "one of " + ", ".join(map(json.dumps, prop["enum"]))
+    return f"= {json.dumps(prop['const'])}" if "const" in prop else "any"
 
 
 def channels(itype: InstrumentType) -> list[dict[str, Any]] | None:

@@ -36,7 +36,6 @@ def output_file_problem(path: Path, *, force: bool = False) -> str | None:
         return f"{path} is a directory; give a file name"
     if path.exists() and not force:
         return f"{path} exists; use --force to overwrite it (nothing written)"
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        return f"{parent} is not an existing directory (nothing written)"
+    if not path.parent.is_dir():
+        return f"{path.parent} is not an existing directory (nothing written)"
     return None

@@ -254,12 +254,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problem:
         print(f"daqhub inspect: --plot {args.plot}: {problem}")
         return 2
-    if path.is_file() and (path.suffix not in DATA_SUFFIXES or is_record_file(path)):
+    if path.is_file():
         what = ("the session's records (metadata, settings snapshots, points tables)"
-                if is_record_file(path) else f"not a data file ({', '.join(DATA_SUFFIXES)})")
-        print(f"daqhub inspect: {path} is {what}; inspect its session directory "
-              f"({path.parent}) or a data file in it")
-        return 2
+                if is_record_file(path) else "" if path.suffix in DATA_SUFFIXES
+                else f"not a data file ({', '.join(DATA_SUFFIXES)})")
+        if what:
+            print(f"daqhub inspect: {path} is {what}; inspect its session directory "
+                  f"({path.parent}) or a data file in it")
+            return 2
     if not path.exists() and not session_dirs(path):
         print(f"daqhub inspect: {path} does not exist (give a data file, a session directory "
               "or a session id found under ./data)")

@@ -64,7 +64,7 @@ def serial_ports(extra: Sequence[str] = ()) -> list[dict[str, Any]]:
                     "serial_number": p.serial_number or "", "in_use": in_use(p.device)})
     # ports the system does not list (ptys, named ones) but a daqhub process holds or asked for
     for device in [*extra, *held_devices()]:
-        if not_a_device(device) is None and serial_identity(device) not in seen:
+        if os.path.exists(device) and serial_identity(device) not in seen:
             seen.add(serial_identity(device))
             out.append({"device": device, "description": "", "usb_identity": "",
                         "manufacturer": "", "serial_number": "", "in_use": in_use(device)})

@@ -151,7 +151,7 @@ def _ask_instrument(a: Asker, host: PluginHost, used: set[str]) -> tuple[str, di
             shown = "" if default is None else f", default {json.dumps(default)}"
             label = f"{name}" + (f" ({desc})" if desc else "") + f" - optional{shown}"
         a.ask(label, "", _property_check(name, schema, block, name in required))
-    hz = a.ask("poll rate in Hz", "10", lambda t: _poll_rate_problem(t))
+    hz = a.ask("poll rate in Hz", "10", _poll_rate_problem)
     block["poll_hz"] = float(hz)
     return flavor, block
 

@@ -39,10 +39,10 @@ def options(schema: Mapping[str, Any], config: Mapping[str, Any],
                               for key, prop in schema.get("properties", {}).items()})
 
 
-def lab_blocks(config: Mapping[str, Any], type_names: Collection[str], *,
+def lab_blocks(config: Mapping[str, Any], type_names: Collection[str] | None, *,
                disabled: bool = False
                ) -> Iterator[tuple[tuple[str, str, int], Mapping[str, Any]]]:
-    """The instrument blocks of ``type_names`` in a raw lab file (what a
+    """The instrument blocks of ``type_names`` (None: of every type) in a raw lab file (what a
     ``daqhub_validate_config`` hook checks), each with its path for a ConfigProblem;
     ``enabled = false`` ones only with ``disabled`` (they use no resource, but a user
     enabling one later wants to know it is wrong now).
@@ -54,6 +54,7 @@ def lab_blocks(config: Mapping[str, Any], type_names: Collection[str], *,
         section = config.get(flavor)
         items = section.get("instruments", []) if isinstance(section, Mapping) else []
         for i, block in enumerate(items if isinstance(items, list) else []):
-            if (isinstance(block, Mapping) and block.get("type") in type_names
+            if (isinstance(block, Mapping)
+                    and (type_names is None or block.get("type") in type_names)
                     and (disabled or block.get("enabled", True) is not False)):
                 yield (flavor, "instruments", i), block

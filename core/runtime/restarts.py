@@ -12,9 +12,12 @@ is not started again. A lab sets the policy in ``[daqhub.restart]``, an instrume
 from __future__ import annotations
 
 import collections
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from .health import EventSink, InstrumentHealth, failure_text
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,23 @@ class Restarts:
         wait, self.backoff = self.backoff, min(self.backoff * 2, self.policy.backoff_max_s)
         return wait
 
-    def failed_text(self, why: str) -> str:
-        return (f"{self.policy.max_restarts} restarts within {self.policy.window_s:g} s; "
-                f"last error: {why}")
+    def crash(self, health: InstrumentHealth, events: EventSink, what: str,
+              exc: BaseException, stopping: bool) -> float | None:
+        """Record the crash of ``health``'s instrument in ``what`` and say so (its health,
+        its events): the wait before its next start, or None when it is not started again
+        (it failed, or the runtime is ``stopping``)."""
+        why = failure_text(exc)
+        health.error(f"{what} failed: {why}")
+        if stopping:
+            return None
+        backoff = self.crashed(time.monotonic())
+        if backoff is None:
+            text = (f"{self.policy.max_restarts} restarts within {self.policy.window_s:g} s; "
+                    f"last error: {why}")
+            health.set_state("failed", text)
+            events(health.id, "failed", text)
+            return None
+        health.set_state("restarting", f"crashed: {why}")
+        health.restarts += 1
+        events(health.id, "restarted", f"after error: {why}; retry in {backoff:.2f} s")
+        return backoff

@@ -155,21 +155,15 @@ class V2Worker:
 
     def _crashed(self, what: str, exc: Exception) -> bool:
         """Count a crash; True after its backoff (start again), False when it failed."""
-        why = failure_text(exc)
-        self.health.error(f"{what} failed: {why}")
-        if self.stop_event.is_set():
+        stopping = self.stop_event.is_set()
+        backoff = self.restarts.crash(self.health, self.events, what, exc, stopping)
+        if stopping:
             self._reject_pending("shutting down")
             self.health.set_state("stopped", "shut down")
             return False
-        backoff = self.restarts.crashed(time.monotonic())
         if backoff is None:
-            self.health.set_state("failed", self.restarts.failed_text(why))
-            self.events(self.id, "failed", self.restarts.failed_text(why))
-            self._reject_pending(f"failed: {why}")
+            self._reject_pending(f"failed: {failure_text(exc)}")
             return False
-        self.health.set_state("restarting", f"crashed: {why}")
-        self.health.restarts += 1
-        self.events(self.id, "restarted", f"after error: {why}; retry in {backoff:.2f} s")
         self.stop_event.wait(backoff)
         return True
 

@@ -208,19 +208,14 @@ class ActorRunner:
                 self.wake.clear()
                 self._retry = min(self._retry * 2, RETRY_MAX_S)
             except Exception as exc:  # a crash (restarts.py)
-                why = failure_text(exc)
-                self.health.error(f"{self.busy_in or 'actor'} failed: {why}")
-                if self.stopping:
+                stopping = self.stopping
+                backoff = self.restarts.crash(self.health, self.events,
+                                              self.busy_in or "actor", exc, stopping)
+                if stopping:
                     break
-                backoff = self.restarts.crashed(time.monotonic())
                 if backoff is None:
-                    self.health.set_state("failed", self.restarts.failed_text(why))
-                    self.events(self.id, "failed", self.restarts.failed_text(why))
-                    self._fail_messages(f"actor {self.id} failed: {why}")
+                    self._fail_messages(f"actor {self.id} failed: {failure_text(exc)}")
                     return
-                self.health.set_state("restarting", f"crashed: {why}")
-                self.health.restarts += 1
-                self.events(self.id, "restarted", f"after error: {why}; retry in {backoff:.2f} s")
                 await asyncio.sleep(backoff)
             finally:
                 await self._close(actor)

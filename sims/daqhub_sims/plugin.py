@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from daqhub.driver import lab_blocks
 from daqhub.hookspecs import hookimpl
 from daqhub.specs import CliCommand, ConfigProblem
 from daqhub_sims import URL_HANDLER_PACKAGE
@@ -57,25 +58,22 @@ def daqhub_validate_config(config: Mapping[str, Any]) -> list[ConfigProblem]:
     from daqhub_sims.registry import LINE_OPTIONS, UnknownModelError, model_factory, parse_url
 
     problems: list[ConfigProblem] = []
-    for flavor in ("v2", "v4"):
-        section = config.get(flavor)
-        blocks = section.get("instruments", []) if isinstance(section, Mapping) else []
-        for i, block in enumerate(blocks if isinstance(blocks, list) else []):
-            port = block.get("port") if isinstance(block, Mapping) else None
-            if not isinstance(port, str) or not port.strip().lower().startswith("sim://"):
-                continue
-            where = (flavor, "instruments", i, "port")
-            try:
-                url = parse_url(port.strip())
-                factory = model_factory(url.model)
-            except (ValueError, UnknownModelError) as exc:
-                problems.append(ConfigProblem(str(exc), where))
-                continue
-            known = {o.name for o in getattr(factory, "OPTIONS", ())}
-            unknown = sorted(set(url.device_options) - known)
-            if known and unknown:  # a model that declares none takes whatever it is given
-                problems.append(ConfigProblem(
-                    f"sim://{url.model} takes no option {', '.join(map(repr, unknown))}; its "
-                    f"options: {', '.join(sorted(known | LINE_OPTIONS))} (daqhub sim models)",
-                    where))
+    for path, block in lab_blocks(config, None, disabled=True):
+        port = block.get("port")
+        if not isinstance(port, str) or not port.strip().lower().startswith("sim://"):
+            continue
+        where = (*path, "port")
+        try:
+            url = parse_url(port.strip())
+            factory = model_factory(url.model)
+        except (ValueError, UnknownModelError) as exc:
+            problems.append(ConfigProblem(str(exc), where))
+            continue
+        known = {o.name for o in getattr(factory, "OPTIONS", ())}
+        unknown = sorted(set(url.device_options) - known)
+        if known and unknown:  # a model that declares none takes whatever it is given
+            problems.append(ConfigProblem(
+                f"sim://{url.model} takes no option {', '.join(map(repr, unknown))}; its "
+                f"options: {', '.join(sorted(known | LINE_OPTIONS))} (daqhub sim models)",
+                where))
     return problems
