@@ -19,6 +19,11 @@ Every other module in this package points here instead of repeating it.
   one bounded hand-over).
 * **The inline held set** (:mod:`.ordering` ``INLINE_HELD``): a dict every thread writes its
   own key of, without a lock.
+* **A subscription's offer** (:meth:`daqhub.runtime.broadcast.Subscription.offer`): while
+  there is room a producer appends without the lock, then reads the depth the consumer
+  published (under the lock, before its own look at the queue) that it waits for. Either the
+  consumer's look sees the item or the producer's read sees the wish and wakes it; the consumer
+  takes items one ``popleft`` at a time, so an append between two of its steps is never lost.
 
 On a free-threaded build with the GIL disabled (``sys._is_gil_enabled()`` False) those would
 race silently, so importing the gate fails instead, with the way out in the message.

@@ -161,7 +161,7 @@ class SharedResource(EventSource, Generic[H]):
             try:
                 result = self.gate.run_on_loop(self._runners[0], fn, owner, what, self._stats)
             except BaseException:
-                quick.record(what, _now() - start)
+                quick.record(what, _now() - start, failed=True)
                 raise
             if result is not NOT_TAKEN:
                 quick.record(what, _now() - start)

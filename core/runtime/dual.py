@@ -216,7 +216,8 @@ class DualRuntimeManager:
         self.rates = RateWatch(self._alarm)
         self.watchdog = LoopWatchdog(
             self.v4.loop, self.v4.thread, self.v4.runners, self._alarm,
-            bound_s=lab.loop_watchdog_s, checks=[self.notifier.check, self._check_rates])
+            bound_s=lab.loop_watchdog_s, checks=[self.notifier.check, self._check_rates],
+            passes=self.v4.passes)
         self.state_changes: collections.deque[dict[str, Any]] = collections.deque(maxlen=1000)
         self.channels: dict[tuple[str, str], ChannelSpec] = {}
         self.types: dict[str, InstrumentType] = {}

@@ -7,6 +7,12 @@ not run within ``bound_s`` the loop is blocked, and the alarm names the actor
 whose task is running (or, for a plain callback, says so) with the loop
 thread's stack. The actor's poll is then counted as an error when it returns.
 
+A loop that keeps making passes (its selector counts them, :class:`~.loopselect.LoopPasses`)
+is not blocked, so it is sent no heartbeat: each one is a write to the loop's wake-up pipe,
+and the loop's read of it lets go of the GIL, which a v2 thread polling flat out then keeps
+for a switch interval (5 ms, 20 times a second, 10 % of the loop's time). A heartbeat goes
+out only once a tick passed without a pass: the loop is idle in its wait, or blocked.
+
 The same thread runs the other periodic checks of a run (slow plugin hooks,
 instruments below their requested rate), so none of them needs its own thread.
 """
@@ -21,6 +27,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .loopselect import LoopPasses
 from .v4 import ActorRunner
 
 Alarm = Callable[[str, str, dict[str, Any]], None]
@@ -31,8 +38,11 @@ class LoopWatchdog:
     def __init__(self, loop: asyncio.AbstractEventLoop, loop_thread: threading.Thread,
                  runners: Mapping[str, ActorRunner], on_alarm: Alarm, *,
                  bound_s: float = DEFAULT_BOUND_S, tick_s: float = 0.05,
-                 checks: list[Callable[[], None]] | None = None) -> None:
+                 checks: list[Callable[[], None]] | None = None,
+                 passes: LoopPasses | None = None) -> None:
         self.loop = loop
+        self.passes = passes  # the loop's selector, when it counts the loop's passes
+        self._passes_seen = -1
         self.loop_thread = loop_thread
         self.runners = runners
         self.on_alarm = on_alarm
@@ -70,6 +80,9 @@ class LoopWatchdog:
         now = time.monotonic()
         if not self._sent:
             self._episode, self._culprit = False, None
+            if self.passes is not None and self.passes.passes != self._passes_seen:
+                self._passes_seen = self.passes.passes  # busy, not blocked: no heartbeat
+                return
             self._sent = now
             try:
                 self.loop.call_soon_threadsafe(self._beat)

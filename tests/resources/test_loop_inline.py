@@ -59,7 +59,10 @@ def test_a_kind_proven_quick_runs_in_the_loop_thread_and_a_slow_one_goes_back(
     threads.clear()
 
     async def slowed() -> int:
-        await res.atransaction(asker("Q1?", threads, delay=INLINE_BUDGET_S * 4), what="Q1?")
+        # once slow: forgiven (the loop's thread may just have been switched out); slow twice
+        # in a row: handed off until quick again
+        for delay in (INLINE_BUDGET_S * 4, 0.0, INLINE_BUDGET_S * 4, INLINE_BUDGET_S * 4):
+            await res.atransaction(asker("Q1?", threads, delay=delay), what="Q1?")
         for _ in range(FAST_STREAK + 1):
             await res.atransaction(asker("Q1?", threads), what="Q1?")
         # another kind is judged on its own: Q2? was never seen, so the worker runs it
@@ -67,12 +70,37 @@ def test_a_kind_proven_quick_runs_in_the_loop_thread_and_a_slow_one_goes_back(
         return threading.get_ident()
 
     loop_thread = asyncio.run(slowed())
-    # the slow one ran inline (it was judged by its quick past), then the kind is handed off
-    # until it has been quick again; Q2? went to the worker
-    assert threads[0] == loop_thread
-    assert loop_thread not in threads[1:1 + FAST_STREAK]
-    assert threads[1 + FAST_STREAK] == loop_thread
+    # the slow ones ran inline (judged by their quick past), the one after two slow in a row
+    # went to the worker until the kind was quick again; Q2? went to the worker
+    assert threads[:4] == [loop_thread] * 4
+    assert loop_thread not in threads[4:4 + FAST_STREAK]
+    assert threads[4 + FAST_STREAK] == loop_thread
     assert threads[-1] != loop_thread
+
+
+@pytest.mark.timeout(30)
+def test_a_transaction_that_fails_slowly_sends_its_kind_to_the_worker_at_once(
+        visa_mgr: VisaSessionManager, sim_backend: str) -> None:
+    res = open_sim(visa_mgr, sim_backend)
+    threads: list[int] = []
+
+    def times_out(session: Any) -> str:
+        threads.append(threading.get_ident())
+        time.sleep(INLINE_BUDGET_S * 4)
+        raise TimeoutError("no reply to Q1? (a device that stopped answering)")
+
+    async def main() -> int:
+        for _ in range(FAST_STREAK + 1):  # a quick kind, trusted
+            await res.atransaction(asker("Q1?", threads), what="Q1?")
+        threads.clear()
+        with pytest.raises(TimeoutError):
+            await res.atransaction(times_out, what="Q1?")
+        await res.atransaction(asker("Q1?", threads), what="Q1?")
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(main())
+    assert threads[0] == loop_thread  # the failing run went inline: the kind was quick
+    assert threads[1] != loop_thread, "a run that timed out was forgiven as a GIL switch"
 
 
 @pytest.mark.timeout(30)

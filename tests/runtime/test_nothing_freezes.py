@@ -91,6 +91,37 @@ def test_a_v4_read_calling_time_sleep_is_named_and_counted(host, tmp_path) -> No
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("poll_hz", [2000, 2])
+def test_the_watchdog_wakes_the_loop_only_when_it_stopped_making_passes(
+        host, tmp_path, poll_hz: float) -> None:
+    # each heartbeat wakes the loop through its pipe, and that read lets go of the GIL: a
+    # loop busy polling makes passes and needs none; an idle one still gets them (a blocked
+    # one too: the test above)
+    lab = make_lab(host, tmp_path, v2=[], v4=[("c", "test.counter")], poll_hz=poll_hz)
+    rt = DualRuntimeManager(lab, host, restart_policy=FAST)
+    beats: list[float] = []
+    post = rt.v4.loop.call_soon_threadsafe
+
+    def counting(callback, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if threading.current_thread() is rt.watchdog.thread:
+            beats.append(time.monotonic())
+        return post(callback, *args, **kwargs)
+    rt.v4.loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+    rt.start()
+    try:
+        wait_until(lambda: PRODUCED.get("c", 0) >= 2, timeout=20, what="the actor to poll")
+        beats.clear()
+        time.sleep(1.0)  # the window whose heartbeats are counted
+        ticks = 1.0 / rt.watchdog.tick_s
+        if poll_hz > 100:
+            assert len(beats) <= 2, f"{len(beats)} heartbeats woke a loop busy polling"
+        else:
+            assert len(beats) >= ticks / 4, f"an idle loop got {len(beats)} heartbeats"
+    finally:
+        assert rt.shutdown().ok
+
+
+@pytest.mark.timeout(60)
 def test_an_instrument_far_below_its_requested_rate_raises_an_alarm(host, tmp_path) -> None:
     import json
 
