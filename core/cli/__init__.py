@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from .. import __version__
 from ..host import SLOW_IMPORT_S, PluginError, PluginHost
 from ..interrupt import interrupted
-from .args import seconds
+from .args import path_named, seconds
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_PLUGINS = 0, 1, 2, 3
 EXIT_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool whose reader went away
@@ -223,7 +223,7 @@ def build_parser(host: PluginHost | None = None) -> argparse.ArgumentParser:
                        description="Validate a lab TOML file against the installed plugins. "
                                    "Prints every problem as file:line: message (suggestion); "
                                    "exit 0 when valid, 2 otherwise.")
-    p.add_argument("lab", help="lab file (TOML)")
+    p.add_argument("lab", type=path_named("lab file"), help="lab file (TOML)")
     p.add_argument("--offline", action="store_true",
                    help="check the file away from the lab PC: no checks that serial devices "
                         "exist or output directories can be written")
@@ -242,10 +242,12 @@ def build_parser(host: PluginHost | None = None) -> argparse.ArgumentParser:
                     "Ctrl-C forces. Ends with the shutdown report, counts per instrument and "
                     "the session files. " + RUN_EXIT_CODES,
         epilog=LIVE_VIEW_LEGEND, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("lab", nargs="?", help="lab file (TOML); omitted: the demo lab")
+    p.add_argument("lab", nargs="?", type=path_named("lab file"),
+                   help="lab file (TOML); omitted: the demo lab")
     p.add_argument("--duration", type=seconds, default=0.0, metavar="S",
                    help="stop after S seconds, S > 0 (default: run until Ctrl-C)")
-    p.add_argument("--output-dir", metavar="DIR", help="override the lab file's output_dir")
+    p.add_argument("--output-dir", metavar="DIR", type=path_named("output directory"),
+                   help="override the lab file's output_dir")
     p.add_argument("--plain", action="store_true",
                    help="periodic plain lines instead of the live table (default without a TTY)")
     p.add_argument("--interval", type=seconds, default=2.0, metavar="S",
@@ -304,8 +306,8 @@ def build_parser(host: PluginHost | None = None) -> argparse.ArgumentParser:
                                    "and list what could not be converted and why. Comments "
                                    "and layout are kept; a changed storage backend is named. "
                                    "The result is validated before it is written.")
-    p.add_argument("lab", help="the v2 lab file")
-    p.add_argument("-o", "--output", metavar="FILE",
+    p.add_argument("lab", type=path_named("lab file"), help="the v2 lab file")
+    p.add_argument("-o", "--output", metavar="FILE", type=path_named("output file"),
                    help="where to write the new lab (default: print it)")
     p.add_argument("--force", action="store_true", help="overwrite an existing FILE")
     p.set_defaults(func=cmd_migrate)
@@ -315,6 +317,7 @@ def build_parser(host: PluginHost | None = None) -> argparse.ArgumentParser:
                                    "options) from the installed plugins, validating each "
                                    "answer; works with piped answers.")
     p.add_argument("-o", "--output", metavar="FILE", default="lab.toml",
+                   type=path_named("output file"),
                    help="file to write (default lab.toml)")
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
     p.set_defaults(func=cmd_new)

@@ -29,6 +29,18 @@ def number_above(lowest: float, what: str) -> Callable[[str], float]:
 seconds = number_above(0.0, "seconds")
 
 
+def path_named(what: str) -> Callable[[str], str]:
+    """An argparse ``type``: a path that is not empty. ``Path("")`` is the current
+    directory, so an empty argument (an unset shell variable, ``""``) would quietly mean
+    "here" instead of the file the user meant to name."""
+    def parse(text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"an empty string is no {what}; give its path")
+        return text
+    parse.__name__ = what
+    return parse
+
+
 def output_file_problem(path: Path, *, force: bool = False) -> str | None:
     """Why a command cannot write its output file at ``path`` (None: it can), asked before
     the command does its work, so nothing is done for a file that cannot be written."""

@@ -34,7 +34,7 @@ from ..datafiles import (
     session_dirs,
 )
 from ..records import is_record_file
-from .args import number_above, output_file_problem
+from .args import number_above, output_file_problem, path_named
 
 PLOT_DPI = 90
 #: the least room, in pixels, left of every axis's tick labels and unit
@@ -227,12 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 every file read (some perhaps recovered after a crash), 1 "
                "nothing found, or a file unreadable or damaged (a channel of it unreadable), "
                "2 bad arguments.")
-    parser.add_argument("path", type=Path,
+    parser.add_argument("path", type=path_named("path"),
                         help="a session id (looked up under ./data), either flavor's session "
                              "directory (both flavors are read), any directory above "
                              "sessions, or one data file")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
-    parser.add_argument("--plot", type=Path, metavar="OUT.png",
+    parser.add_argument("--plot", type=path_named("plot file"), metavar="OUT.png",
                         help="also draw every channel over time into this PNG (headless)")
     parser.add_argument("--gap-factor", type=number_above(1.0, "gap factor"),
                         default=DEFAULT_GAP_FACTOR, metavar="F",
@@ -249,8 +249,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(list(argv) if argv is not None else None)
     except SystemExit as exc:  # --help or a usage error: the caller decides how to exit
         return int(exc.code or 0)
-    path: Path = args.path
-    problem = args.plot and plot_path_problem(args.plot)
+    path = Path(args.path)
+    plot_to = None if args.plot is None else Path(args.plot)
+    problem = plot_to and plot_path_problem(plot_to)
     if problem:
         print(f"daqhub inspect: --plot {args.plot}: {problem}")
         return 2
@@ -271,16 +272,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"daqhub inspect: no data files ({', '.join(DATA_SUFFIXES)}) under {path}")
         return 1
     summary = to_json(path, reports, args.gap_factor)
-    if args.plot is not None:
-        summary["plot"] = str(args.plot)
-        summary["plot_notes"] = plot([r for r in reports if r.status != "unreadable"], args.plot)
+    if plot_to is not None:
+        summary["plot"] = str(plot_to)
+        summary["plot_notes"] = plot([r for r in reports if r.status != "unreadable"], plot_to)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
         dirs = session_dirs(path)
         print(format_text(summary, dirs[0].parent.parent if dirs else path))
-        if args.plot is not None:
-            print(f"plot written to {args.plot}")
+        if plot_to is not None:
+            print(f"plot written to {plot_to}")
             for note in summary["plot_notes"]:
                 print(f"  ! {note}")
     return 1 if any(r.status in ("unreadable", "damaged") for r in reports) else 0

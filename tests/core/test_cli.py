@@ -131,6 +131,30 @@ def test_a_number_that_cannot_mean_anything_is_refused_before_anything_runs(
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("args, what", [
+    (["validate", ""], "argument lab: an empty string is no lab file"),
+    (["run", "", "--duration", "1"], "argument lab: an empty string is no lab file"),
+    (["run", "--output-dir", " ", "--duration", "1"], "no output directory"),
+    (["inspect", ""], "argument path: an empty string is no path"),
+    (["inspect", ".", "--plot", ""], "no plot file"),
+    (["migrate", ""], "no lab file"),
+    (["new", "-o", ""], "no output file"),
+])
+def test_an_empty_path_is_refused_not_taken_for_the_current_directory(
+        args: list[str], what: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Path("")`` is ``.``: an unset shell variable made ``inspect "$SESSION"`` summarise
+    every session under the current directory, and ``run ""`` read ``.`` as the demo lab."""
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    try:
+        code = daqhub_main(args)
+    except SystemExit as exc:
+        code = exc.code
+    assert code == 2
+    out = capsys.readouterr()
+    assert what in out.err and "session" not in out.out
+
+
 def test_an_output_file_that_cannot_be_written_is_refused_before_the_work(
         tmp_path: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
