@@ -16,6 +16,12 @@ from typing import Any
 from .instrument import public_methods
 from .specs import InstrumentType
 
+#: attribute of a command holding a check of its arguments (a callable taking them, raising
+#: ValueError for what the command itself would refuse before sending anything): the driver
+#: toolkit gives its generated setters their Parameter's range and choices, so that
+#: ``daqhub validate`` finds ``["set_wavelength", 5000]`` before the run sends it
+ARGUMENT_CHECK = "__daqhub_argument_check__"
+
 
 def driver_class(itype: InstrumentType) -> type | None:
     """The class the type's factory builds (a class, or a ``functools.partial`` of one)."""
@@ -34,9 +40,10 @@ def command_names(itype: InstrumentType) -> list[str] | None:
 def argument_problem(itype: InstrumentType, command: str, args: tuple[Any, ...]
                      ) -> tuple[str, str] | None:
     """Why ``command(*args)`` cannot be called on the type, and what to do, or None when it
-    can (or is unknown): the number of arguments, or a value of another kind where the
+    can (or is unknown): the number of arguments, a value of another kind where the
     driver's signature says ``float``, ``int``, ``bool`` or ``str`` (a routine's
-    ``["move_absolute", "abc"]``)."""
+    ``["move_absolute", "abc"]``), or a value the command's own check refuses
+    (:data:`ARGUMENT_CHECK`)."""
     cls = driver_class(itype)
     if cls is None:
         return None
@@ -55,13 +62,19 @@ def argument_problem(itype: InstrumentType, command: str, args: tuple[Any, ...]
         count = f"{need}" if need == len(params) else f"{need} to {len(params)}"
         return (f"{command} takes {count} argument{'s' if len(params) != 1 else ''} "
                 f"({shape}), got {len(args)}", "fix the number of arguments")
+    hint = f"daqhub plugins {itype.name} lists its commands and arguments"
     for name, value in list(bound.arguments.items())[1:]:
-        hint = sig.parameters[name].annotation
-        kind = hint.__name__ if isinstance(hint, type) else str(hint)
+        kind = sig.parameters[name].annotation
+        kind = kind.__name__ if isinstance(kind, type) else str(kind)
         accepts = _SIMPLE.get(kind)
         if accepts is not None and not accepts(value):
-            return (f"{command}'s {name} is a {kind}, got {value!r}",
-                    f"daqhub plugins {itype.name} lists its commands and arguments")
+            return f"{command}'s {name} is a {kind}, got {value!r}", hint
+    check = getattr(getattr(cls, command), ARGUMENT_CHECK, None)
+    if check is not None:
+        try:
+            check(*args)
+        except ValueError as exc:
+            return f"{command}: {exc}", hint
     return None
 
 

@@ -21,6 +21,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from ..commands import ARGUMENT_CHECK
 from .transaction import Transaction
 
 if TYPE_CHECKING:
@@ -132,6 +133,7 @@ class Parameter(_Declared, Generic[T]):
             allowed = (f" from {self.range[0]:g} to {self.range[1]:g}" if self.range else
                        f" one of {', '.join(map(repr, self.choices))}" if self.choices else "")
             set_.__doc__ = f"Set {self.doc or self.name}{unit}{allowed}: sends {self.set!r}."
+            setattr(set_, ARGUMENT_CHECK, self.check)
             out[f"set_{self.name}"] = _named(set_, f"set_{self.name}", ["value"])
         return out
 

@@ -13,6 +13,7 @@ from typing import Any
 import jsonschema
 import pytest
 
+from daqhub.commands import argument_problem
 from daqhub.config import instrument_schema
 from daqhub.driver import (
     Command,
@@ -41,7 +42,7 @@ from daqhub.resources.errors import (
     ResourceError,
     ResourceTimeoutError,
 )
-from daqhub.specs import InstrumentContext
+from daqhub.specs import InstrumentContext, InstrumentType
 from daqhub_sims.scripted import ScriptedPort
 
 
@@ -140,6 +141,24 @@ def test_bad_values_are_refused_before_anything_is_sent(flavor: str, method: str
     with pytest.raises(ValueError, match=message):
         call(inst, method, value)
     assert port.sent == []
+
+
+@pytest.mark.parametrize("flavor", ["v2", "v4"])
+@pytest.mark.parametrize(("method", "value", "message"), [
+    ("set_setpoint", 301, "set_setpoint: setpoint must be a number from 0 to 300 degC, got 301"),
+    ("set_fan", "max", "set_fan: fan must be one of 'off', 'low', 'high', got 'max'"),
+    ("set_setpoint", 120.5, None), ("set_fan", "low", None)])
+def test_validate_finds_the_values_a_parameter_refuses_without_an_instrument(
+        flavor: str, method: str, value: Any, message: str | None) -> None:
+    """What ``daqhub validate`` asks of a routine step: the generated setter's range and
+    choices, from the class alone (nothing connected, nothing sent)."""
+    itype = InstrumentType("test.oven", flavor, "serial", flavor_class(Oven, flavor), [], "")
+    found = argument_problem(itype, method, (value,))
+    if message is None:
+        assert found is None
+    else:
+        assert found is not None and found[0] == message
+        assert "daqhub plugins test.oven" in found[1]
 
 
 @pytest.mark.parametrize("flavor", ["v2", "v4"])
