@@ -6,9 +6,13 @@ so the lab keeps running through the migration.
 
 The file is edited, not rewritten: tomlkit keeps every comment, blank line and
 key order, and a moved ``[[v2.instruments]]`` table becomes a
-``[[v4.instruments]]`` table with its own comments (in the file, the comment
-lines above a table header belong to that table; tomlkit files them under the
-table before, so they are moved along explicitly).
+``[[v4.instruments]]`` table with its own comments. In the file the comment lines
+above a table header belong to that table, but tomlkit files them under what comes
+before (the previous table's body, or the parent table's body ahead of the array),
+so they are moved explicitly: into the text tomlkit writes before a header
+(``trivia.indent``), the moved table's own and, for the comments that stood above the
+header after it, the next table's. Items are blanked (``Null``) rather than deleted,
+so tomlkit's index of the keys after them stays right.
 """
 
 from __future__ import annotations
@@ -17,12 +21,13 @@ import argparse
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import tomlkit
 from tomlkit.container import Container
 from tomlkit.exceptions import TOMLKitError
-from tomlkit.items import AoT, Comment, Item, Table, Whitespace
+from tomlkit.items import AoT, Comment, Item, Null, Table, Whitespace
 from tomlkit.toml_document import TOMLDocument
 
 from ..config import ConfigError, instrument_schema, parse
@@ -60,34 +65,44 @@ def migrate(doc: TOMLDocument, host: PluginHost) -> tuple[list[str], list[str], 
     if not moving:
         return moved, kept, notes
     order = [t for t in _tables(doc) if not t.is_super_table()]
-    detached = []
-    for t in moving:  # one by one: each detach changes which table stands before the next
-        detached.append((t, _detach(t, order)))
+    v2_body = doc["v2"].value.body  # _find_aot found the array in the [v2] table
+    file_end = ""  # comments that ended the file after a moved table stay at its end
+    for t in moving:  # in file order: each detach changes which table stands before the next
+        file_end += _detach(t, order, v2_body, v2_aot)
         order.remove(t)
-    for table, _ in detached:
-        v2_aot.body.remove(table)
+        v2_aot.body.remove(t)
+    emptied = False
+    if not v2_aot.body:  # before [v4] is added, so that the blank lines come out right
+        _remove_aot(doc, "v2")
+        if "v2" in doc:
+            doc["v2"]["enabled"] = False
+            emptied = True
     v4 = doc.get("v4")
     if v4 is None:
         v4 = tomlkit.table()
         v4.add("enabled", True)
         v4.add("storage", DEFAULT_STORAGE["v4"])
-        doc.add(tomlkit.nl())
+        last = doc.body[-1][1] if doc.body else None
+        if not (isinstance(last, Whitespace) or (isinstance(last, Table) and _ends_blank(last))
+                or (isinstance(last, AoT) and len(last) and _ends_blank(last.body[-1]))):
+            doc.add(tomlkit.nl())
         doc.add("v4", v4)
     v4_aot = _find_aot(doc, "v4")
     if v4_aot is None:
         v4_aot = tomlkit.aot()
         v4.add("instruments", v4_aot)
-    for table, leading in detached:
+    for table in moving:
         body = table.value.body
-        for item in reversed(leading):
-            body.insert(0, (None, item))
-        while body and body[-1][0] is None and isinstance(body[-1][1], Whitespace):
+        while body and body[-1][0] is None and isinstance(body[-1][1], Whitespace | Null):
             body.pop()
         before = v4_aot.body[-1] if len(v4_aot) else v4
         # one blank line above each moved header (unless the table before ends with one)
-        table.trivia.indent = "" if _ends_blank(before) else "\n"
+        table.trivia.indent = (("" if _ends_blank(before) else "\n")
+                               + table.trivia.indent.lstrip("\n"))
         v4_aot.append(table)
     v4_aot.body[-1].value.body.append((None, Whitespace("\n")))  # before what follows
+    if file_end:
+        doc.body.append((None, Whitespace(file_end)))
     v2 = doc.get("v2", {})
     v2_storage = str(v2.get("storage", DEFAULT_STORAGE["v2"]))
     v4_storage = str(doc["v4"].get("storage", DEFAULT_STORAGE["v4"]))
@@ -95,11 +110,8 @@ def migrate(doc: TOMLDocument, host: PluginHost) -> tuple[list[str], list[str], 
         notes.append(f"storage: {', '.join(moved)} now write(s) {v4_storage!r} ([v4] storage) "
                      f"instead of {v2_storage!r} ([v2] storage): each flavor stores with its "
                      f"own backend. Set [v4] storage = \"{v2_storage}\" to keep {v2_storage}.")
-    if not v2_aot.body:
-        _remove_aot(doc, "v2")
-        if "v2" in doc:
-            doc["v2"]["enabled"] = False
-            notes.append("[v2] enabled = false: no v2 instruments are left")
+    if emptied:
+        notes.append("[v2] enabled = false: no v2 instruments are left")
     return moved, kept, notes
 
 
@@ -134,34 +146,54 @@ def _key_of(doc: TOMLDocument, item: Item) -> str | None:
 
 
 def _ends_blank(table: Table) -> bool:
-    body = table.value.body
-    return bool(body) and body[-1][0] is None and isinstance(body[-1][1], Whitespace)
+    items = [item for _, item in table.value.body if not isinstance(item, Null)]
+    return bool(items) and isinstance(items[-1], Whitespace)
 
 
-def _trailing_comments(table: Table) -> list[Item]:
-    """Remove and return the comment lines ending a table's body (from the first comment
-    after its last key on): in the file they stand above the next table's header."""
-    body = table.value.body
-    start = len(body)
+def _comment_block(body: list[tuple[Any, Item]], end: int) -> int:
+    """Where the comment lines right before ``body[end]`` start (the blank lines among
+    them included, the blank lines above the first one not)."""
+    start = end
     while start > 0 and body[start - 1][0] is None and isinstance(body[start - 1][1],
                                                                    Comment | Whitespace):
         start -= 1
-    while start < len(body) and isinstance(body[start][1], Whitespace):
+    while start < end and isinstance(body[start][1], Whitespace):
         start += 1
-    taken = [item for _, item in body[start:]]
-    del body[start:]
-    return taken
+    return start
 
 
-def _detach(table: Table, order: list[Table]) -> list[Item]:
-    """Take ``table`` out of the comment chain: return the comments above its header, and
-    hand the comments above the next header (filed under ``table``) to the table before."""
+def _take_text(body: list[tuple[Any, Item]], start: int, end: int) -> str:
+    """The text of ``body[start:end]``, blanked in place (see the module doc)."""
+    text = "".join(item.as_string() for _, item in body[start:end])
+    body[start:end] = [(None, Null()) for _ in range(start, end)]
+    return text
+
+
+def _detach(table: Table, order: list[Table], v2_body: list[tuple[Any, Item]],
+            aot: AoT) -> str:
+    """Take ``table`` out of the comment chain: the comments above its header go into the
+    text before its header, the comments above the next header into the next table's.
+    Returns the comments that ended the file after it (for the new end of the file)."""
     i = order.index(table)
-    own_next = _trailing_comments(table)
-    leading = _trailing_comments(order[i - 1]) if i > 0 else []
-    if i > 0:
-        order[i - 1].value.body.extend((None, item) for item in own_next)
-    return leading
+    first = aot.body[0] is table
+    at = next(n for n, (_, item) in enumerate(v2_body) if item is aot) if first else 0
+    start = _comment_block(v2_body, at) if first else at
+    if start < at:  # the array's first table: its comments are in [v2], ahead of the array
+        leading = _take_text(v2_body, start, at)
+    elif i > 0:  # the comments end the body of the table before
+        prev = order[i - 1].value.body
+        leading = _take_text(prev, _comment_block(prev, len(prev)), len(prev))
+    else:
+        leading = ""
+    table.trivia.indent = leading + table.trivia.indent
+    body = table.value.body
+    above_next = _take_text(body, _comment_block(body, len(body)), len(body))
+    if above_next:
+        if i + 1 < len(order):
+            order[i + 1].trivia.indent = above_next + order[i + 1].trivia.indent
+        else:
+            return above_next
+    return ""
 
 
 def main(args: argparse.Namespace, host: PluginHost) -> int:

@@ -50,6 +50,89 @@ def test_migrate_moves_what_has_a_v4_flavor(host, tmp_path: Path) -> None:
     assert lab.routines == [{"instrument": "stage", "steps": [["sleep", 1]]}]
 
 
+COMMENTED = """\
+[v2]
+storage = "hdf5"
+
+# meter A, above the array's first header
+[[v2.instruments]]
+id = "a"
+type = "acme.meter"
+port = "sim://a"
+
+# the stage, kept on v2
+[[v2.instruments]]
+id = "stage"
+type = "acme.stage"
+port = "sim://stage"
+
+# meter B
+[[v2.instruments]]
+id = "b"
+type = "acme.meter"
+port = "sim://b"
+
+# the routines
+[[routines]]
+instrument = "stage"
+steps = [["sleep", 1]]
+# the end of the file
+"""
+
+MIGRATED = """\
+[v2]
+storage = "hdf5"
+
+# the stage, kept on v2
+[[v2.instruments]]
+id = "stage"
+type = "acme.stage"
+port = "sim://stage"
+
+# the routines
+[[routines]]
+instrument = "stage"
+steps = [["sleep", 1]]
+# the end of the file
+
+[v4]
+enabled = true
+storage = "arrow"
+
+# meter A, above the array's first header
+[[v4.instruments]]
+id = "a"
+type = "acme.meter"
+port = "sim://a"
+
+# meter B
+[[v4.instruments]]
+id = "b"
+type = "acme.meter"
+port = "sim://b"
+"""
+
+
+def test_migrate_moves_the_comments_above_each_header_with_its_table(host) -> None:
+    """In the file a comment above a header belongs to that table; tomlkit files it under
+    what comes before (the [v2] table for the array's first one), so it used to stay behind
+    in [v2] or land inside the moved table."""
+    doc = tomlkit.parse(COMMENTED)
+    moved, kept, _ = migrate(doc, host)
+    assert moved == ["a", "b"] and len(kept) == 1
+    assert tomlkit.dumps(doc).rstrip("\n") == MIGRATED.rstrip("\n")
+
+
+def test_migrate_keeps_the_comments_ending_the_file_at_its_end(host) -> None:
+    doc = tomlkit.parse('[daqhub]\noutput_dir = "d"\n\n# meter A, no [v2] table\n'
+                        '[[v2.instruments]]\nid = "a"\ntype = "acme.meter"\nport = "sim://a"\n'
+                        '# the end of the file\n')
+    assert migrate(doc, host)[0] == ["a"]
+    text = tomlkit.dumps(doc)
+    assert text.rstrip("\n").endswith('port = "sim://a"\n\n# the end of the file')
+    assert '# meter A, no [v2] table\n[[v4.instruments]]\nid = "a"' in text
+
+
 def test_migrate_cli_round_trip(host, tmp_path: Path, monkeypatch, capsys) -> None:
     import argparse
 
