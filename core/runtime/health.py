@@ -28,15 +28,17 @@ DEVICE_ERRORS: tuple[type[BaseException], ...] = (DriverError, DataError, Resour
                                                   TimeoutError, OSError)
 
 
-def failure_text(exc: BaseException) -> str:
-    """How a health line names what a driver raised.
+def failure_text(exc: BaseException, *, command: bool = False) -> str:
+    """How a health line names what a driver raised (``command``: in a user's command).
 
     A device error (:data:`DEVICE_ERRORS`) says it all itself: the instrument, the command,
-    the port. Anything else is a bug in the driver, and its message alone does not say so
-    (``'gain'`` for a KeyError, ``division by zero``): it gets its type and the line that
-    raised it, which is what its author needs.
+    the port; so does a command's ValueError or TypeError, the driver refusing the values
+    it was given before sending anything (``move_absolute(1e9)``; the caller gets the
+    exception itself). Anything else is a bug in the driver, and its message alone does not
+    say so (``'gain'`` for a KeyError, ``division by zero``): it gets its type and the line
+    that raised it, which is what its author needs.
     """
-    if isinstance(exc, DEVICE_ERRORS):
+    if isinstance(exc, DEVICE_ERRORS) or (command and isinstance(exc, ValueError | TypeError)):
         return str(exc) or type(exc).__name__
     frames = traceback.extract_tb(exc.__traceback__)
     where = (f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno} in "

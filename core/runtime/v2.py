@@ -243,7 +243,7 @@ class V2Worker:
         try:
             fut.set_result(getattr(inst, method)(*args, **kwargs))
         except Exception as exc:
-            self.health.error(f"{method} failed: {failure_text(exc)}")
+            self.health.error(f"{method} failed: {failure_text(exc, command=True)}")
             fut.set_exception(exc)
         finally:
             self.busy_in = ""

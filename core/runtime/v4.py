@@ -390,7 +390,7 @@ class ActorRunner:
             if asyncio.iscoroutine(result):
                 result = await self._bounded(msg.method, result, self.policy.call_timeout_s)
         except Exception as exc:
-            self.health.error(f"{msg.method} failed: {exc}")
+            self.health.error(f"{msg.method} failed: {failure_text(exc, command=True)}")
             if fut:
                 fut.set_exception(exc)
             return  # a failed command is the caller's to handle, not a reason to restart

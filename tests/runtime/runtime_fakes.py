@@ -21,6 +21,11 @@ PRODUCED: dict[str, int] = {}          # instrument id -> samples produced per c
 RELEASE = threading.Event()            # lets hung drivers go at the end of a test
 
 
+def refuse_gain(value: float) -> None:
+    if not 0 <= value <= 10:
+        raise ValueError(f"gain must be from 0 to 10, got {value!r}")
+
+
 class CounterV2(V2Instrument):
     def connect(self) -> None:
         self.n = 0
@@ -39,6 +44,14 @@ class CounterV2(V2Instrument):
         """A command that takes a while (a move waited for)."""
         time.sleep(seconds)
 
+    def set_gain(self, value: float) -> None:
+        """Refuses a value before sending anything, as a driver checking its range does."""
+        refuse_gain(value)
+
+    def buggy(self) -> None:
+        """A command with a bug in it."""
+        {}["gain"]  # noqa: B018
+
 
 class CounterV4(V4Actor):
     async def start(self) -> None:
@@ -56,6 +69,12 @@ class CounterV4(V4Actor):
 
     async def stop(self) -> str:  # a control message: served before routine ones
         return "stopped"
+
+    async def set_gain(self, value: float) -> None:
+        refuse_gain(value)
+
+    async def buggy(self) -> None:
+        {}["gain"]  # noqa: B018
 
 
 class SpinV4(CounterV4):

@@ -108,3 +108,31 @@ def test_a_driver_bug_is_named_by_its_type_and_line_not_only_its_message() -> No
                                         f"test_plugin_failures.py:{line} in read)")
     assert failure_text(DriverTimeoutError("m", "P?", "no reply in 1 s", "timeout")) == \
         str(DriverTimeoutError("m", "P?", "no reply in 1 s", "timeout"))
+
+
+@pytest.mark.timeout(60)
+def test_a_command_refusing_its_values_and_a_command_bug_read_alike_in_both_flavors(
+        host, tmp_path) -> None:
+    """A ValueError from a command is the driver refusing what it was given (the lab guide
+    says so): the health line is its message. Any other exception is a bug, named by type
+    and line. The v4 runner used to give a bug's message alone ("'gain'") and v2 gave a
+    refusal the bug's file and line."""
+    lab = make_lab(host, tmp_path, v2=[("c2", "test.counter")], v4=[("c4", "test.counter")])
+    rt = DualRuntimeManager(lab, host)
+    rt.start()
+    try:
+        lines = {}
+        for iid in ("c2", "c4"):
+            with pytest.raises(ValueError, match="gain must be from 0 to 10, got 99"):
+                rt.call(iid, "set_gain", 99)
+            refused = rt.health_of(iid).last_error
+            with pytest.raises(KeyError):
+                rt.call(iid, "buggy")
+            lines[iid] = (refused, rt.health_of(iid).last_error)
+    finally:
+        assert rt.shutdown().ok
+    for refused, bug in lines.values():
+        assert refused == "set_gain failed: gain must be from 0 to 10, got 99"
+        assert bug.startswith("buggy failed: KeyError: 'gain' (at runtime_fakes.py:")
+        assert bug.endswith(" in buggy)")
+
