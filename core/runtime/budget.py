@@ -53,6 +53,33 @@ def subsystem_of(thread_name: str) -> str:
     return "other"
 
 
+def thread_cpu_seconds() -> tuple[float, dict[Any, tuple[str, float]]]:
+    """The process's CPU seconds so far, and each thread's with its name.
+
+    Read through each thread's CPU clock, which keeps the GIL: reading ``/proc`` for every
+    thread each second (psutil) let go of it at each open and read, and in a process whose
+    threads compute every release is a hand-over to a busy thread and a switch interval's
+    wait to get it back. Where the clocks are not available (not on Unix), psutil. Threads
+    Python did not start (a library's pool) are in the process's time only.
+    """
+    clock_of = getattr(time, "pthread_getcpuclockid", None)
+    if clock_of is None:
+        names = {t.native_id: t.name for t in threading.enumerate() if t.native_id}
+        try:
+            threads = {th.id: (names.get(th.id, "other"), th.user_time + th.system_time)
+                       for th in psutil.Process().threads()}
+        except psutil.Error:
+            threads = {}
+        return sum(total for _, total in threads.values()), threads
+    out: dict[Any, tuple[str, float]] = {}
+    for t in threading.enumerate():
+        try:
+            out[t.ident] = (t.name, time.clock_gettime(clock_of(t.ident)))
+        except (OSError, TypeError, OverflowError):  # ended meanwhile, or never started
+            continue
+    return time.process_time(), out
+
+
 def summary(s: dict[str, Any]) -> dict[str, Any]:
     """The key figures of a sample, for the thinned part of the history."""
     return {"time": s["time"], "cpu_percent": s["cpu_percent"], "rss_mb": s["rss_mb"],
@@ -76,7 +103,8 @@ class BudgetMonitor:
         self._leaving = 0
         self.alarms: list[dict[str, Any]] = []
         self._proc = psutil.Process()
-        self._last_cpu: dict[int, float] = {}
+        self._last_cpu: dict[Any, tuple[str, float]] = {}
+        self._last_process = 0.0
         self._last_t = time.monotonic()
         self._stop = threading.Event()
         self._active: set[str] = set()
@@ -103,23 +131,22 @@ class BudgetMonitor:
         dt = max(now - self._last_t, 1e-6)
         first = not self._last_cpu
         self._last_t = now
-        names = {t.native_id: t.name for t in threading.enumerate() if t.native_id}
-        cpu: dict[str, float] = {}
         try:
-            threads = self._proc.threads()
             rss = self._proc.memory_info().rss / 2**20
         except psutil.Error:
-            threads, rss = [], 0.0
-        seen: dict[int, float] = {}
-        for th in threads:
-            total = th.user_time + th.system_time
-            seen[th.id] = total
-            if first:
-                continue
-            delta = total - self._last_cpu.get(th.id, 0.0)
-            sub = subsystem_of(names.get(th.id, ""))
-            cpu[sub] = cpu.get(sub, 0.0) + max(delta, 0.0) / dt * 100
-        self._last_cpu = seen
+            rss = 0.0
+        process, seen = thread_cpu_seconds()
+        cpu: dict[str, float] = {}
+        if not first:
+            named = 0.0  # what the threads seen used; the rest of the process's is "other"
+            for key, (name, total) in seen.items():
+                delta = max(total - self._last_cpu.get(key, (name, 0.0))[1], 0.0)
+                named += delta
+                sub = subsystem_of(name)
+                cpu[sub] = cpu.get(sub, 0.0) + delta / dt * 100
+            rest = max(process - self._last_process - named, 0.0) / dt * 100
+            cpu["other"] = cpu.get("other", 0.0) + rest
+        self._last_cpu, self._last_process = seen, process
         s = {"time": time.time(), "cpu_percent": {k: round(v, 1) for k, v in cpu.items()},
              "rss_mb": round(rss, 1), **self.probe()}
         if len(self.samples) == self.samples.maxlen:
