@@ -2,7 +2,10 @@
 
 Signals: the first Ctrl-C (SIGINT) or SIGTERM starts the phased shutdown; a
 second one during shutdown forces the process out at once (HDF5 and Arrow
-files stay readable up to their last flush). The handler is in place from the
+files stay readable up to their last flush). The same signal again within
+``ECHO_S`` is the first one delivered twice, not a second: GNU ``timeout -s INT``
+signals the process and then its process group, and half the time daqhub saw
+both and forced its way out of a run it was stopping cleanly. The handler is in place from the
 start of ``run()`` to its end, so an interrupt at any moment ends in an exit
 code, never a traceback.
 
@@ -149,18 +152,41 @@ def _say(text: str) -> None:
     os.write(2, text.encode())
 
 
+#: a signal repeated sooner than this is one signal delivered twice (no one presses Ctrl-C
+#: twice within 50 ms; ``timeout`` sends its two copies microseconds apart)
+ECHO_S = 0.05
+
+
+class Interrupts:
+    """How many times the user asked to stop, counting a signal delivered twice once."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._first = (0, 0.0)  # the first signal and when it came
+
+    def arrived(self, signum: int, now: float) -> int:
+        """The count after ``signum`` arrived at ``now`` (unchanged for an echo of the first)."""
+        if self.count and signum == self._first[0] and now - self._first[1] < ECHO_S:
+            return self.count
+        self.count += 1
+        if self.count == 1:
+            self._first = (signum, now)
+        return self.count
+
+
 def run(args: Any, host: PluginHost, out: TextIO = sys.stdout) -> int:
     stop = threading.Event()
-    interrupts = 0
+    interrupts = Interrupts()
     running = False
 
     def on_signal(signum: int, frame: Any) -> None:
-        nonlocal interrupts
-        interrupts += 1
-        if interrupts == 1 and running:
+        before = interrupts.count
+        if interrupts.arrived(signum, time.monotonic()) == before:
+            return
+        if interrupts.count == 1 and running:
             _say(f"\n{signal.Signals(signum).name}: shutting down (again to force)\n")
             stop.set()
-        elif interrupts == 1:
+        elif interrupts.count == 1:
             _say(f"\n{signal.Signals(signum).name}: stopping before the run started\n")
             stop.set()
         else:

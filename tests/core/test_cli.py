@@ -226,3 +226,20 @@ def test_inspect_of_a_file_that_is_no_data_file_says_what_it_is(
     path.write_bytes(b"{}")
     assert daqhub_main(["inspect", str(path)]) == 2
     assert says in capsys.readouterr().out
+
+
+def test_a_signal_delivered_twice_is_one_request_to_stop_and_a_second_one_forces() -> None:
+    """GNU ``timeout -s INT`` signals daqhub and then its process group: the copy, arriving
+    microseconds later, used to count as the second Ctrl-C that forces the exit."""
+    import signal
+
+    from daqhub.cli.run import ECHO_S, Interrupts
+
+    echo = Interrupts()
+    assert echo.arrived(signal.SIGINT, 100.0) == 1
+    assert echo.arrived(signal.SIGINT, 100.0 + ECHO_S / 10) == 1  # the same one, twice
+    assert echo.arrived(signal.SIGINT, 100.0 + ECHO_S * 4) == 2   # a second press: forces
+    other = Interrupts()
+    assert other.arrived(signal.SIGINT, 5.0) == 1
+    assert other.arrived(signal.SIGTERM, 5.0) == 2  # another signal at once is a second one
+
