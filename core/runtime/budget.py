@@ -17,10 +17,11 @@ minute for the first hour.)
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,17 +54,23 @@ def subsystem_of(thread_name: str) -> str:
     return "other"
 
 
-def thread_cpu_seconds() -> tuple[float, dict[Any, tuple[str, float]]]:
-    """The process's CPU seconds so far, and each thread's with its name.
+def thread_cpu_seconds(threads: Iterable[threading.Thread] | None = None
+                       ) -> tuple[float, dict[Any, tuple[str, float]]]:
+    """The process's CPU seconds so far, and each thread's with its name (of ``threads``:
+    by default every thread Python knows).
 
-    Read through each thread's CPU clock, which keeps the GIL: reading ``/proc`` for every
-    thread each second (psutil) let go of it at each open and read, and in a process whose
-    threads compute every release is a hand-over to a busy thread and a switch interval's
-    wait to get it back. Where the clocks are not available (not on Unix), psutil. Threads
-    Python did not start (a library's pool) are in the process's time only.
+    On Linux, read through each thread's CPU clock, which keeps the GIL: reading ``/proc``
+    for every thread each second (psutil) let go of it at each open and read, and in a
+    process whose threads compute every release is a hand-over to a busy thread and a
+    switch interval's wait to get it back. The clock is named by the thread's kernel id
+    (the kernel's encoding, as glibc's ``pthread_getcpuclockid`` makes it) and not through
+    ``time.pthread_getcpuclockid``: that reads the thread's pthread structure, freed when a
+    thread ends, and a thread ending between ``threading.enumerate()`` and the call crashed
+    the process. For a thread that has ended the kernel refuses the id (EINVAL), and it
+    never lets another process's thread be read. Elsewhere, psutil. Threads Python did not
+    start (a library's pool) are in the process's time only.
     """
-    clock_of = getattr(time, "pthread_getcpuclockid", None)
-    if clock_of is None:
+    if not sys.platform.startswith("linux"):
         names = {t.native_id: t.name for t in threading.enumerate() if t.native_id}
         try:
             threads = {th.id: (names.get(th.id, "other"), th.user_time + th.system_time)
@@ -72,12 +79,19 @@ def thread_cpu_seconds() -> tuple[float, dict[Any, tuple[str, float]]]:
             threads = {}
         return sum(total for _, total in threads.values()), threads
     out: dict[Any, tuple[str, float]] = {}
-    for t in threading.enumerate():
+    for t in threading.enumerate() if threads is None else threads:
+        tid = t.native_id
+        if tid is None:
+            continue
         try:
-            out[t.ident] = (t.name, time.clock_gettime(clock_of(t.ident)))
-        except (OSError, TypeError, OverflowError):  # ended meanwhile, or never started
+            out[tid] = (t.name, time.clock_gettime((~tid << 3) | _THREAD_SCHED_CLOCK))
+        except OSError:  # ended meanwhile
             continue
     return time.process_time(), out
+
+
+#: the low bits of a thread's CPU clock id on Linux: per-thread (4) | scheduler time (2)
+_THREAD_SCHED_CLOCK = 6
 
 
 def summary(s: dict[str, Any]) -> dict[str, Any]:
