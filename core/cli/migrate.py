@@ -82,9 +82,7 @@ def migrate(doc: TOMLDocument, host: PluginHost) -> tuple[list[str], list[str], 
         v4 = tomlkit.table()
         v4.add("enabled", True)
         v4.add("storage", DEFAULT_STORAGE["v4"])
-        last = doc.body[-1][1] if doc.body else None
-        if not (isinstance(last, Whitespace) or (isinstance(last, Table) and _ends_blank(last))
-                or (isinstance(last, AoT) and len(last) and _ends_blank(last.body[-1]))):
+        if not doc.as_string().endswith("\n\n"):  # one blank line above [v4]
             doc.add(tomlkit.nl())
         doc.add("v4", v4)
     v4_aot = _find_aot(doc, "v4")
@@ -175,16 +173,13 @@ def _detach(table: Table, order: list[Table], v2_body: list[tuple[Any, Item]],
     text before its header, the comments above the next header into the next table's.
     Returns the comments that ended the file after it (for the new end of the file)."""
     i = order.index(table)
-    first = aot.body[0] is table
-    at = next(n for n, (_, item) in enumerate(v2_body) if item is aot) if first else 0
-    start = _comment_block(v2_body, at) if first else at
-    if start < at:  # the array's first table: its comments are in [v2], ahead of the array
-        leading = _take_text(v2_body, start, at)
-    elif i > 0:  # the comments end the body of the table before
+    leading = ""
+    if aot.body[0] is table:  # the array's first table: its comments are in [v2], ahead of it
+        at = next(n for n, (_, item) in enumerate(v2_body) if item is aot)
+        leading = _take_text(v2_body, _comment_block(v2_body, at), at)
+    if not leading and i > 0:  # the comments end the body of the table before
         prev = order[i - 1].value.body
         leading = _take_text(prev, _comment_block(prev, len(prev)), len(prev))
-    else:
-        leading = ""
     table.trivia.indent = leading + table.trivia.indent
     body = table.value.body
     above_next = _take_text(body, _comment_block(body, len(body)), len(body))

@@ -92,9 +92,16 @@ class Subscription(Generic[T]):
             items.append(item)
             if self._closed:
                 self._withdraw(item)
-            if wake and 0 < self._want <= len(items):
-                self._wake_consumer()
-            return True
+        elif not self._offer_locked(item, timeout):
+            return False
+        if wake and 0 < self._want <= len(items):
+            self.wake()
+        return True
+
+    def _offer_locked(self, item: T, timeout: float) -> bool:
+        """:meth:`offer` when the queue is full or closed: drop the oldest item (lossy) or
+        wait for room (lossless, False when none came within ``timeout``), then append."""
+        items = self._items
         with self._lock:
             if self._closed:
                 raise SubscriptionClosed(f"subscriber {self.name!r} is closed")
@@ -118,15 +125,13 @@ class Subscription(Generic[T]):
                     if self._closed:
                         raise SubscriptionClosed(f"subscriber {self.name!r} is closed")
             items.append(item)
-            if wake and 0 < self._want <= len(items):
-                self._want = 0
-                self._cond.notify_all()
             return True
 
-    def _wake_consumer(self) -> None:
-        """Wake the consumer waiting for the queue to hold ``_want`` items (it published that
-        number under the lock before it looked at the queue and waited, so a producer that
-        appended after the look sees the number and wakes it here)."""
+    def wake(self) -> None:
+        """Wake the consumer if it waits for the queue to hold ``_want`` items: items offered
+        with ``wake=False``, or an offer that found it waiting (it published that number
+        under the lock before it looked at the queue and waited, so a producer that appended
+        after the look sees the number and wakes it here)."""
         with self._lock:
             if 0 < self._want <= len(self._items):
                 self._want = 0
@@ -140,10 +145,6 @@ class Subscription(Generic[T]):
                 if queued is item:
                     del self._items[i]
                     raise SubscriptionClosed(f"subscriber {self.name!r} is closed")
-
-    def wake(self) -> None:
-        """Wake a consumer waiting for items offered with ``wake=False``."""
-        self._wake_consumer()
 
     def _raise_alarm(self) -> None:
         if not self.alarm_active:

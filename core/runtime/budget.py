@@ -54,6 +54,10 @@ def subsystem_of(thread_name: str) -> str:
     return "other"
 
 
+#: the low bits of a thread's CPU clock id on Linux: per-thread (4) | scheduler time (2)
+_THREAD_SCHED_CLOCK = 6
+
+
 def thread_cpu_seconds(threads: Iterable[threading.Thread] | None = None
                        ) -> tuple[float, dict[Any, tuple[str, float]]]:
     """The process's CPU seconds so far, and each thread's with its name (of ``threads``:
@@ -70,16 +74,17 @@ def thread_cpu_seconds(threads: Iterable[threading.Thread] | None = None
     never lets another process's thread be read. Elsewhere, psutil. Threads Python did not
     start (a library's pool) are in the process's time only.
     """
+    threads = threading.enumerate() if threads is None else threads
     if not sys.platform.startswith("linux"):
-        names = {t.native_id: t.name for t in threading.enumerate() if t.native_id}
+        names = {t.native_id: t.name for t in threads if t.native_id}
         try:
-            threads = {th.id: (names.get(th.id, "other"), th.user_time + th.system_time)
-                       for th in psutil.Process().threads()}
+            found = {th.id: (names.get(th.id, "other"), th.user_time + th.system_time)
+                     for th in psutil.Process().threads()}
         except psutil.Error:
-            threads = {}
-        return sum(total for _, total in threads.values()), threads
+            found = {}
+        return sum(total for _, total in found.values()), found
     out: dict[Any, tuple[str, float]] = {}
-    for t in threading.enumerate() if threads is None else threads:
+    for t in threads:
         tid = t.native_id
         if tid is None:
             continue
@@ -88,10 +93,6 @@ def thread_cpu_seconds(threads: Iterable[threading.Thread] | None = None
         except OSError:  # ended meanwhile
             continue
     return time.process_time(), out
-
-
-#: the low bits of a thread's CPU clock id on Linux: per-thread (4) | scheduler time (2)
-_THREAD_SCHED_CLOCK = 6
 
 
 def summary(s: dict[str, Any]) -> dict[str, Any]:
