@@ -71,6 +71,19 @@ def make_lab(tmp_path: Path, sim_url: Callable[..., str], visa_sim_backend: Call
     return make
 
 
+def wait_measuring_again(rt: Any, ids: list[str], timeout: float) -> None:
+    """Wait until each of a dead worker's instruments runs in the new worker and measures.
+
+    Call it at once after the old worker died or hung. A test that then stops the lab and
+    asks for a clean report needs this: ``open_lab`` returns once the instruments started,
+    so the old worker may have died before one's first sample, and stopped as soon as
+    another runs again, the lab rightly reports that one "produced no data"."""
+    made = {i: rt.health_of(i).measurements for i in ids}
+    wait_until(lambda: all(rt.health_of(i).restarts == 1 and rt.health_of(i).state == "running"
+                           and rt.health_of(i).measurements > made[i] + 2 for i in ids),
+               f"{', '.join(ids)} running and measuring in a new worker", timeout=timeout)
+
+
 def run_for(text: str, seconds: float) -> Any:
     with daqhub.open_lab(text, report=None) as lab:
         wait_until(lambda: all(h["state"] == "running" and h["measurements"] > 5
@@ -315,9 +328,7 @@ def test_the_worker_that_opens_a_device_holds_its_ownership_record(
         assert record is not None and record.pid == owner.process.pid != os.getpid()
         first = owner.process.pid
         os.kill(first, signal.SIGKILL)  # the kernel drops its lock; the new worker claims it
-        wait_until(lambda: rt.health_of("rot").state == "running"
-                   and rt.health_of("rot").restarts == 1, "rot running in a new worker",
-                   timeout=60)
+        wait_measuring_again(rt, owner.shard.ids, 60)
         record = holder(identity)
         assert record is not None and record.pid == owner.process.pid != first
     assert lab.report is not None and lab.report.ok, lab.report.failed or lab.report.as_dict()
@@ -352,9 +363,7 @@ def test_a_hung_worker_is_killed_and_restarted(make_lab) -> None:
         worker = next(w for w in rt.pool.workers if "dmm_a" in w.shard.ids)
         hung = worker.process.pid
         os.kill(hung, signal.SIGSTOP)  # alive, but silent: nothing it runs can go on
-        wait_until(lambda: rt.health_of("dmm_a").restarts == 1
-                   and rt.health_of("dmm_a").state == "running", "dmm_a running in a new worker",
-                   timeout=HUNG_AFTER_S + 60)
+        wait_measuring_again(rt, worker.shard.ids, HUNG_AFTER_S + 60)
         assert worker.process.pid != hung and gone(hung)
         assert any(e["event"] == "worker died" and "(hung), so it was killed" in e["detail"]
                    for e in rt.health_of("dmm_a").events), list(rt.health_of("dmm_a").events)
