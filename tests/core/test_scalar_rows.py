@@ -121,6 +121,7 @@ def test_rows_across_blocks_keep_what_they_showed() -> None:
     whole = pa.Table.from_batches(got).combine_chunks()
     assert whole.column("value").to_pylist() == values
     assert shown_bytes(got[0]) < 100  # a view is counted as its row, not its block
+    assert shown_bytes(got[0], row_bytes(spec)) == 16  # a writer's count: timestamp, value
 
 
 @pytest.mark.parametrize("spec", [
@@ -141,6 +142,7 @@ def test_a_fixed_shape_channel_is_counted_from_its_declaration_as_pyarrow_counts
     assert shown_bytes(batch, row) == pytest.approx(batch.get_total_buffer_size(), rel=0.02)
 
 
-def test_scalars_and_varying_spectra_are_counted_by_pyarrow() -> None:
-    assert row_bytes(ChannelSpec("x", "scalar", "V")) is None
+def test_scalars_are_counted_from_their_dtype_and_varying_spectra_by_pyarrow() -> None:
+    assert row_bytes(ChannelSpec("x", "scalar", "V")) == 16
+    assert row_bytes(ChannelSpec("n", "scalar", "", "uint8")) == 9
     assert row_bytes(ChannelSpec("t", "spectrum", "V", "float64", (None,))) is None
