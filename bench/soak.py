@@ -4,7 +4,8 @@
 
 Runs, in-process on the simulators, a v2 and a v4 ESP300 axis sharing one port, a v2
 and a v4 1830-C meter, a v2 and a v4 Elliptec device on one bus, storage on, and an
-alerting plugin. Every 1-4 s one fault, chosen at random:
+alerting plugin. One fault at a time, chosen at random, with 1-4 s between the end of one
+and the start of the next (``--gaps``):
 
 - ``disconnect``: the port's adapter is pulled for 0.5-4 s (the device keeps its state);
 - ``restart``: the same, but for 4-10 s, as when a device server is restarted;
@@ -102,6 +103,7 @@ class Soak:
     seed: int
     warmup_s: float
     max_rss_slope: float
+    gaps: tuple[float, float] = (1.0, 4.0)
     faults: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
@@ -169,7 +171,7 @@ poll_hz = 5
         stop = threading.Event()
         try:
             while time.monotonic() - t0 < self.duration_s:
-                if stop.wait(rng.uniform(1.0, 4.0)):
+                if stop.wait(rng.uniform(*self.gaps)):
                     break
                 self._fault(rng, urls, alerts, registry, t0)
             stop.wait(SETTLE_S)
@@ -289,9 +291,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=float, default=60.0,
                     help="seconds left out of the RSS slope")
     ap.add_argument("--max-rss-slope", type=float, default=0.05, help="MB per minute")
+    ap.add_argument("--gaps", type=float, nargs=2, default=(1.0, 4.0), metavar=("MIN", "MAX"),
+                    help="seconds from the end of one fault to the start of the next, drawn "
+                         "evenly from MIN-MAX (default 1 4)")
     ap.add_argument("--json", help="also write the result here")
     args = ap.parse_args(argv)
-    result = Soak(args.duration, args.seed, args.warmup, args.max_rss_slope).run()
+    if not 0 <= args.gaps[0] <= args.gaps[1]:
+        ap.error(f"--gaps: need 0 <= MIN <= MAX, got {args.gaps[0]:g} {args.gaps[1]:g}")
+    result = Soak(args.duration, args.seed, args.warmup, args.max_rss_slope,
+                  tuple(args.gaps)).run()
     text = json.dumps(result, indent=1)
     print(text)
     if args.json:
