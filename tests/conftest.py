@@ -14,10 +14,10 @@ from ser2net_server import Ser2net
 def pytest_configure(config: pytest.Config) -> None:
     """Every Python process of the suite caches the bytecode it compiles.
 
-    The suite starts hundreds of Python processes (CLI runs, worker processes, lab scripts).
-    Where PYTHONDONTWRITEBYTECODE is set (the CI box sets it), each compiled daqhub's
-    editable sources afresh on import: pip byte-compiles only what it installs, not an
-    editable checkout.
+    The suite starts well over 150 Python processes (CLI runs, worker processes, lab
+    scripts). Where PYTHONDONTWRITEBYTECODE is set (the CI box sets it), each compiled
+    daqhub's editable sources afresh on import: pip byte-compiles only what it installs,
+    not an editable checkout.
     """
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     sys.dont_write_bytecode = False
