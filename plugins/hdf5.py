@@ -268,11 +268,9 @@ class _Channel:
     def _append_metadata(self, col: pa.Array, n0: int) -> None:
         if col.null_count == len(col):
             return
-        valid = np.flatnonzero(col.is_valid().to_numpy(zero_copy_only=False))
-        rows = (valid + n0).tolist()
-        texts: list[str] = col.take(pa.array(valid)).to_pylist()
+        rows = n0 + np.flatnonzero(col.is_valid().to_numpy(zero_copy_only=False))
         m0, j = self.meta_rows, len(rows)
-        encoded = [t.encode() for t in texts]
+        encoded = [t.encode() for t in col.drop_null().to_pylist()]
         b0 = self.meta_bytes
         ends = b0 + np.cumsum([len(e) for e in encoded], dtype=np.int64)
         self.meta.resize(int(ends[-1]), axis=0)
@@ -280,7 +278,7 @@ class _Channel:
         self.meta_end.resize(m0 + j, axis=0)
         self.meta_end[m0:m0 + j] = ends
         self.meta_row.resize(m0 + j, axis=0)  # last: readers take rows that have an end
-        self.meta_row[m0:m0 + j] = np.asarray(rows, dtype=np.int64)
+        self.meta_row[m0:m0 + j] = rows
         self.meta_rows, self.meta_bytes = m0 + j, int(ends[-1])
 
 
