@@ -25,7 +25,7 @@ the GIL would withhold: a V2 thread running inline transactions back to back kee
 loop sharing the resource used to wait a switch interval (5 ms) or more for each poll timer and
 again for each result. :mod:`.handback` hands the GIL over at both points (bounded by the switch
 interval), so a coroutine's next request is queued in the order it would come with real I/O.
-Measured figures are in ``docs/architecture.md`` ("Fairness between flavors").
+Measured figures are in ``docs/performance.md`` ("Fairness between flavors").
 
 Deadlock freedom: a gate asks the lock-order checker (:mod:`.ordering`) before waiting, and
 records itself in the caller's held set while a transaction or lease holds it.
