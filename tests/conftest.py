@@ -1,4 +1,5 @@
-"""Fixtures shared by every test folder: a real ser2net in front of a simulated device."""
+"""Fixtures shared by every test folder (a real ser2net in front of a simulated device), and
+the suite's process set-up."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from pathlib import Path
 
 import pytest
 from ser2net_server import Ser2net
+
+#: stack dumps of a hung test under pytest-xdist (tests/stack_dumps.py)
+pytest_plugins = ("stack_dumps",)
 
 
 def pytest_configure(config: pytest.Config) -> None:
