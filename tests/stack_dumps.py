@@ -26,14 +26,31 @@ STACK_DUMPS_ENV = "DAQHUB_TEST_STACK_DUMPS"
 DUMP_AHEAD_S = 1.0
 
 
+class Role:
+    """This process's part: the main process keeps the folder, a worker writes into it."""
+
+    folder: Path | None = None
+    worker = ""  # the xdist worker id ("gw0"), or "" in the main process
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    if "PYTEST_XDIST_WORKER" not in os.environ:  # the main process, made before its workers
-        os.environ[STACK_DUMPS_ENV] = tempfile.mkdtemp(prefix="daqhub-test-stacks-")
+    # xdist gives its workers ``config.workerinput``; the environment cannot tell, since a
+    # test may run pytest itself from inside a worker
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is None:  # the main process, before it starts its workers
+        Role.folder = Path(tempfile.mkdtemp(prefix="daqhub-test-stacks-"))
+        os.environ[STACK_DUMPS_ENV] = str(Role.folder)
+    else:
+        Role.worker = str(workerinput["workerid"])
+        folder = os.environ.get(STACK_DUMPS_ENV)
+        Role.folder = Path(folder) if folder else None
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    if "PYTEST_XDIST_WORKER" not in os.environ and STACK_DUMPS_ENV in os.environ:
-        shutil.rmtree(os.environ.pop(STACK_DUMPS_ENV), ignore_errors=True)
+    if not Role.worker and Role.folder is not None:
+        shutil.rmtree(Role.folder, ignore_errors=True)
+        os.environ.pop(STACK_DUMPS_ENV, None)
+    Role.folder = None
 
 
 def timeout_of(item: pytest.Item) -> float:
@@ -50,12 +67,11 @@ def timeout_of(item: pytest.Item) -> float:
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None
                             ) -> Generator[None, None, None]:
     """In a worker: every thread's stack to a file ``DUMP_AHEAD_S`` before the timeout."""
-    worker, folder = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get(STACK_DUMPS_ENV)
     timeout = timeout_of(item)
-    if not (worker and folder and timeout > DUMP_AHEAD_S):
+    if not (Role.worker and Role.folder is not None and timeout > DUMP_AHEAD_S):
         yield
         return
-    path = Path(folder) / f"{worker}.txt"
+    path = Role.folder / f"{Role.worker}.txt"
     with path.open("w") as dump:
         dump.write(f"{item.nodeid}: every thread {DUMP_AHEAD_S:g} s before its {timeout:g} s "
                    "timeout\n")
@@ -70,12 +86,11 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     """In the main process: a worker that died in a test left its stacks; show them."""
-    folder = os.environ.get(STACK_DUMPS_ENV)
-    if "PYTEST_XDIST_WORKER" in os.environ or not folder or not report.failed:
+    if Role.worker or Role.folder is None or not report.failed:
         return
     if "crashed while running" not in str(report.longrepr):
         return
-    for dump in sorted(Path(folder).glob("*.txt")):
+    for dump in sorted(Role.folder.glob("*.txt")):
         text = dump.read_text(errors="replace")
         if text.startswith(f"{report.nodeid}:"):
             report.sections.append(("stacks before the timeout", text))

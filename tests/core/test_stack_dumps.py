@@ -39,7 +39,10 @@ def test_a_hung_test_under_xdist_is_reported_with_every_threads_stack(tmp_path: 
     (tmp_path / "pytest.ini").write_text("[pytest]\ntimeout = 60\ntimeout_method = thread\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(TESTS), *filter(None, [os.environ.get("PYTHONPATH")])])}
-    env.pop("DAQHUB_TEST_STACK_DUMPS", None)  # the nested run's main process makes its own
+    # run from an xdist worker (the README's command), the nested run is its own main process
+    for name in ("DAQHUB_TEST_STACK_DUMPS", "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT",
+                 "PYTEST_XDIST_TESTRUNUID"):
+        env.pop(name, None)
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     env["TMPDIR"] = str(scratch)
