@@ -154,7 +154,7 @@ def test_shutdown_under_load_is_bounded_every_time(host, tmp_path) -> None:
         rt = DualRuntimeManager(lab, host, sinks={"s": Recorder()},
                                 phases=PhaseTimeouts(total_s=3))
         rt.start()
-        wait_until(lambda: PRODUCED.get("d", 0) > 20, what="load")
+        wait_until(lambda: all(PRODUCED.get(i, 0) > 20 for i in "abcd"), what="load")
         t0 = time.monotonic()
         report = rt.shutdown()
         assert time.monotonic() - t0 < 3.5 and report.ok, report

@@ -121,6 +121,7 @@ def test_a_command_refusing_its_values_and_a_command_bug_read_alike_in_both_flav
     rt = DualRuntimeManager(lab, host)
     rt.start()
     try:
+        wait_until(lambda: set(rt.counts()) == {"c2", "c4"}, what="samples of c2 and c4")
         lines = {}
         for iid in ("c2", "c4"):
             with pytest.raises(ValueError, match="gain must be from 0 to 10, got 99"):

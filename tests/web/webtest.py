@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from chromium import Chromium
+from polling import wait_until
 from web_fakes import web_host, web_lab
 
 from daqhub.runtime.dual import DualRuntimeManager
@@ -28,6 +29,9 @@ def dashboard(tmp_path: Path, settings: WebSettings, **lab: Any
               ) -> Iterator[tuple[DualRuntimeManager, DashboardServer]]:
     rt = DualRuntimeManager(web_lab(web_host(), tmp_path, **lab), web_host(), storage=True)
     rt.start()
+    # a run whose instrument stored nothing is not ok, whatever the test did with it
+    wait_until(lambda: set(rt.counts()) == {i.id for i in rt.lab.instruments()},
+               what="every instrument's first samples")
     server = DashboardServer(RuntimeSource(rt), settings)
     try:
         server.start()
