@@ -8,7 +8,6 @@ channel's dtype here, which is what makes the two flavors produce the same data.
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,21 +18,12 @@ from daqhub.specs import InstrumentContext
 
 from .parsing import format_number
 from .profiles import CUSTOM, DMM, PSU, Reading, channels_for, init_commands, readings_for
-from .protocol import IDN_QUERY, LOCK_WAIT_S, ScpiProtocol, ScpiSettings, check_errors_mode
+from .protocol import IDN_QUERY, ScpiProtocol, ScpiSettings, check_errors_mode
 from .protocol import Session as Visa
 from .schemas import CUSTOM_SCHEMA, DMM_SCHEMA, PSU_SCHEMA
 
 #: How long ``*OPC?`` may take after a reset or the setup sequence, at least.
 OPC_TIMEOUT_MS = 10000
-
-
-@dataclass(frozen=True)
-class Identify:
-    """A plan step: the VISA manager's cached ``*IDN?`` (asked once per session)."""
-
-    refresh: bool
-    timeout: float
-    command: str = IDN_QUERY
 
 
 class ScpiSession(Session):
@@ -63,33 +53,9 @@ class ScpiSession(Session):
         self.idn: str | None = None
         self._poll = self._planned_poll()
 
-    def manager_idn_fits(self, visa: Any) -> bool:
-        """Whether the manager's cached ``*IDN?`` can be used for this instrument.
-
-        The manager asks with the session's own terminations; a session opened
-        without them (the lab file left them at their defaults) would time out on
-        a socket, so such an instrument asks ``*IDN?`` itself, with its settings.
-        """
-        opened = getattr(visa, "settings", {})
-        s = self.protocol.settings
-        return bool(opened.get("read_termination") == s.read_termination
-                    and opened.get("write_termination") == s.write_termination)
-
-    # ------------------------------------------------------------------ the flavor hook
-    def run_step(self, step: Any) -> Any:
-        if isinstance(step, Identify):
-            return self.resource.idn(refresh=step.refresh, owner=self.id, timeout=step.timeout)
-        return super().run_step(step)
-
-    async def arun_step(self, step: Any) -> Any:
-        if isinstance(step, Identify):
-            return await self.resource.aidn(refresh=step.refresh, owner=self.id,
-                                            timeout=step.timeout)
-        return await super().arun_step(step)
-
     # ------------------------------------------------------------------ lifecycle
     def connect(self) -> Generator[Any, Any, None]:
-        yield self.setup((yield from self.identify()))
+        yield self.setup((yield from self.identify(refresh=True)))
 
     def poll(self) -> Transaction[dict[str, Sample]]:
         return self._poll
@@ -108,12 +74,11 @@ class ScpiSession(Session):
     # ------------------------------------------------------------------ generic SCPI commands
     @command
     def identify(self, refresh: bool = False) -> Generator[Any, Any, str]:
-        """``*IDN?``: the shared session's cached answer when the session was opened with this
-        instrument's terminations (the manager asks with those), else asked directly."""
-        if not self.manager_idn_fits(self.resource):
-            return str((yield self.query(IDN_QUERY))).strip()
-        budget = LOCK_WAIT_S + self.protocol.settings.timeout_ms / 1e3
-        return str((yield Identify(refresh, budget))).strip()
+        """``*IDN?``: the answer got at connect, or asked again with ``refresh``."""
+        if self.idn is None or refresh:
+            idn = yield Transaction(IDN_QUERY, fn=self.protocol.idn_fn(), timeout=self._budget())
+            self.idn = str(idn).strip()
+        return self.idn
 
     @command
     def reset(self) -> Transaction[None]:
@@ -169,7 +134,7 @@ class ScpiSession(Session):
         that instruments without the IEEE 488.2 status commands work too; either way
         our first command is not blamed for what happened before we connected.
         """
-        self.idn = ident = idn.strip()
+        self.idn = idn.strip()
         proto = self.protocol
         drain = proto.errors_fn() if proto.settings.checks_commands else None
         init = self.setup_commands
@@ -177,7 +142,6 @@ class ScpiSession(Session):
         opc = proto.opc_fn(self._opc_ms())
 
         def setup(session: Visa) -> None:
-            proto.remember_idn(session, ident)
             if drain is not None:
                 drain(session)
             if run is not None:

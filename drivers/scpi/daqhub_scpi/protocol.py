@@ -21,6 +21,10 @@ instrument's. The session is then marked *out of step* (state kept per session,
 shared by every SCPI instrument on it) and resynchronised: pending input is
 drained, then ``*IDN?`` is asked and replies are read until the known
 identification comes back. Until that succeeds no other command is sent.
+Identifications look alike, so the session also counts the ``*IDN?`` queries whose reply
+was not read (a timed-out ``*IDN?`` of a script or of a connect, earlier resynchronisations):
+resynchronising waits for as many identifications as are owed, and only a reply later than
+:data:`LOST_AFTER_TIMEOUTS` timeouts is given up as lost.
 """
 
 from __future__ import annotations
@@ -28,8 +32,9 @@ from __future__ import annotations
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
 
 from pyvisa import constants as visa_constants
@@ -53,6 +58,9 @@ MAX_SYNC_READS = 8
 #: Timeout of each read that drains stale input after a failure.
 DRAIN_TIMEOUT_MS = 50
 MAX_DRAIN_READS = 8
+#: An ``*IDN?`` unanswered for this many of the instrument's timeouts is taken as lost (its
+#: reply never comes), so resynchronising stops waiting for it.
+LOST_AFTER_TIMEOUTS = 10
 #: Seconds a transaction may wait for the shared resource before it runs.
 LOCK_WAIT_S = 2.0
 _ENCODING = "latin-1"  # every byte decodes, so garbage becomes a parse error, not a crash
@@ -129,6 +137,8 @@ class _SessionState:
     resync_error: BaseException | None = None
     #: (timeout ms, read termination) last applied to the session by an SCPI instrument
     applied: tuple[float, str] | None = None
+    #: when each ``*IDN?`` whose reply was not read yet was sent (monotonic s), oldest first
+    idn_owed: deque[float] = field(default_factory=deque)
 
 
 _STATES: weakref.WeakKeyDictionary[Any, _SessionState] = weakref.WeakKeyDictionary()
@@ -282,11 +292,22 @@ class ScpiProtocol:
 
         return errors
 
-    def remember_idn(self, session: Session, idn: str) -> None:
-        """Record the identification resynchronisation looks for (from the manager's cache)."""
-        state = session_state(session)
-        if idn and state.idn is None:
-            state.idn = idn
+    def idn_fn(self) -> Callable[[Session], str]:
+        """``*IDN?``, a connection's first question: kept in step like any query (a reply
+        that comes late is drained, never taken as the next query's), not followed by an
+        error check (errors from before we connected are the setup's to drain, not this
+        query's), and remembered per session as the reply resynchronisation looks for."""
+
+        def idn(session: Session) -> str:
+            state = self._state(session)
+            _configure(session, state, self.settings)
+            self._ensure_in_step(session, IDN_QUERY)
+            text = self._ask(session, IDN_QUERY, explain=False)
+            if text and state.idn is None:
+                state.idn = text
+            return text
+
+        return idn
 
     # ------------------------------------------------------------------ I/O steps
     def _check_command(self, command: str) -> None:
@@ -317,6 +338,9 @@ class ScpiProtocol:
              message: bytes | None = None, explain: bool = True) -> str:
         """A query's reply (``message``: the query's bytes, planned); a fault goes to
         :meth:`_given_up`, so the usual exchange calls nothing of ours."""
+        owed = self._state(session).idn_owed if command == IDN_QUERY else None
+        if owed is not None:
+            owed.append(time.monotonic())
         try:
             session.write_raw(self._message(command) if message is None else message)
         except (VisaIOError, OSError) as exc:
@@ -327,6 +351,8 @@ class ScpiProtocol:
             self._given_up(session, self._link_error(session, command, exc, "reading the reply",
                                                      timeout_ms or self.settings.timeout_ms),
                            explain)
+        if owed:
+            owed.popleft()
         if not text.endswith(self._rterm):
             self._mark_out_of_step(session, f"truncated reply to {command!r}")
             self._given_up(session, DriverError(
@@ -435,48 +461,59 @@ class ScpiProtocol:
                               ) from state.resync_error
 
     def _resync(self, session: Session, command: str) -> None:
-        """Drain stale input, then read until our ``*IDN?`` comes back; bounded throughout."""
+        """Drain stale input, then read until the identifications owed (ours among them)
+        have come back; bounded throughout."""
         state = session_state(session)
         if not state.out_of_step:
             return
-        self._drain_input(session)
+        self._drain_input(session, state)
         if state.idn is None:
             # nothing to recognise: draining is the best available
             state.out_of_step = False
             return
+        owed = state.idn_owed
+        lost_before = time.monotonic() - LOST_AFTER_TIMEOUTS * self.settings.timeout_ms / 1e3
+        while owed and owed[0] < lost_before:
+            owed.popleft()
         state.resync_error = None
         try:
             self._send(session, IDN_QUERY)
         except DriverError as exc:
             state.resync_error = exc
             return
+        owed.append(time.monotonic())
         deadline = time.monotonic() + self.settings.timeout_ms / 1000.0
-        for _ in range(MAX_SYNC_READS):
+        for _ in range(MAX_SYNC_READS + len(owed)):
             try:
                 raw = session.read_raw()
             except (VisaIOError, OSError) as exc:
                 state.resync_error = exc
                 return
-            if bytes(raw).decode(_ENCODING).removesuffix(self._rterm) == state.idn:
-                # that may have been a late answer to an earlier *IDN?; ours then follows
-                # at once (the instrument is answering again), so drain briefly once more
-                self._drain_input(session)
+            if self._is_idn(raw, state) and not owed:  # the last one owed: ours
                 state.out_of_step = False
                 return
             if time.monotonic() > deadline:
                 return
 
-    def _drain_input(self, session: Session) -> None:
+    def _drain_input(self, session: Session, state: _SessionState) -> None:
         saved = session.timeout
         try:
             session.timeout = DRAIN_TIMEOUT_MS
             for _ in range(MAX_DRAIN_READS):
                 try:
-                    session.read_raw()
+                    self._is_idn(session.read_raw(), state)
                 except (VisaIOError, OSError):
                     return
         finally:
             session.timeout = saved
+
+    def _is_idn(self, raw: bytes, state: _SessionState) -> bool:
+        """Whether a stale reply is an identification; one is then no longer owed."""
+        if bytes(raw).decode(_ENCODING).removesuffix(self._rterm) != state.idn:
+            return False
+        if state.idn_owed:
+            state.idn_owed.popleft()
+        return True
 
 
 def _configure(session: Session, state: _SessionState, settings: ScpiSettings,

@@ -4,6 +4,8 @@ exchange resynchronises before it sends anything)."""
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -12,7 +14,7 @@ from pyvisa import constants
 from pyvisa.errors import VisaIOError
 
 from daqhub.driver import DriverError, DriverTimeoutError
-from daqhub_scpi.protocol import ScpiProtocol, ScpiSettings, session_state
+from daqhub_scpi.protocol import LOST_AFTER_TIMEOUTS, ScpiProtocol, ScpiSettings, session_state
 
 
 class ScriptedSession:
@@ -87,3 +89,45 @@ def test_a_good_reply_after_a_fault_is_read_once_the_session_is_back_in_step() -
     session.reads = [b"stale\n", timeout(), b"+1.5\n"]  # drained, then the answer
     assert readings(proto)(session) == {"voltage": 1.5}
     assert session.sent == [b"MEAS:VOLT:DC?\n"] and not session_state(session).out_of_step
+
+
+def identified(proto: ScpiProtocol) -> ScriptedSession:
+    """A session on which ``proto`` has asked ``*IDN?`` once: resynchronisation knows it."""
+    session = ScriptedSession([], [b"ACME,DMM,1,1.0\n"])
+    assert proto.idn_fn()(session) == "ACME,DMM,1,1.0"
+    return session
+
+
+def test_every_identification_owed_is_read_before_the_session_is_back_in_step() -> None:
+    """An identification that comes late looks like the one the resynchronisation asked for;
+    taking it for that left the real one to answer the next query."""
+    proto = dmm()
+    session = identified(proto)
+    # *IDN? times out, nothing to drain; its late reply comes while resynchronising, the
+    # resync's own does not
+    session.reads = [timeout(), timeout(), b"ACME,DMM,1,1.0\n", timeout()]
+    with pytest.raises(DriverTimeoutError, match=r"'\*IDN\?': no complete reply within 300 ms"):
+        proto.idn_fn()(session)
+    assert session_state(session).out_of_step
+    # drained: the resync's late answer; then the new resync's answer, then the reading's
+    session.reads = [b"ACME,DMM,1,1.0\n", timeout(), b"ACME,DMM,1,1.0\n", b"+1.5\n"]
+    assert readings(proto)(session) == {"voltage": 1.5}
+    assert not session.reads and not session_state(session).out_of_step
+
+
+def test_an_identification_that_never_comes_is_given_up_after_ten_timeouts() -> None:
+    """A lost reply must not keep the session out of step for good."""
+    proto = dmm()
+    session = identified(proto)
+    session.reads = [timeout(), timeout()]  # the *IDN? and the resync's are both lost
+    with pytest.raises(DriverTimeoutError):
+        proto.idn_fn()(session)
+    session.reads = [timeout(), b"ACME,DMM,1,1.0\n"]  # the instrument answers again
+    with pytest.raises(DriverError, match="out of step .* and resynchronising failed"):
+        readings(proto)(session)  # two identifications still owed: they may yet come
+    state = session_state(session)
+    assert len(state.idn_owed) == 2
+    ten_timeouts_ago = time.monotonic() - LOST_AFTER_TIMEOUTS * 0.3 - 0.1
+    state.idn_owed = deque([ten_timeouts_ago] * 2)
+    session.reads = [timeout(), b"ACME,DMM,1,1.0\n", b"+1.5\n"]
+    assert readings(proto)(session) == {"voltage": 1.5}

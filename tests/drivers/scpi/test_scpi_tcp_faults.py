@@ -238,6 +238,32 @@ def test_a_late_reply_is_never_taken_for_the_next_one(psu_link) -> None:
     assert psu.query("OUTP?") == "0"
 
 
+@pytest.mark.parametrize("check_errors", ["always", "never"])
+def test_a_late_identification_is_never_taken_for_the_next_reply(
+        tcp_server, open_resource, build, check_errors: str) -> None:
+    """``identify(refresh=True)`` used to ask through the VISA manager's cache, which did
+    not put the session out of step when it timed out: every later query then read the
+    reply to the one before it (``check_errors = "never"``: silently)."""
+    server = tcp_server("psu", seed=1)
+    psu = build("v2", "scpi.psu", open_resource(server.resource, BACKEND), "psu",
+                check_errors=check_errors)
+    psu.connect()
+    psu.set_voltage(1.5)
+    server.latency = 0.5  # longer than the 300 ms timeout
+    with pytest.raises(ScpiTimeoutError, match=r"psu: '\*IDN\?': no complete reply within 300"):
+        psu.identify(refresh=True)
+    server.latency = 0.0
+    deadline = time.monotonic() + 5.0
+    while True:  # refused until back in step; never answered with another query's reply
+        try:
+            assert psu.query("VOLT?") == "+1.500000E+00"
+            break
+        except DriverError:
+            assert time.monotonic() < deadline, "never got back in step"
+    assert psu.query("OUTP?") == "0"
+    assert psu.identify() == "SIM,PSU1,TCP0002,1.0"
+
+
 def test_disconnect_gives_errors_not_hangs(dmm_link) -> None:
     server, dmm = dmm_link
     server.disconnect()
