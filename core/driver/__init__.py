@@ -22,7 +22,7 @@ from .declare import Command, Delegate, Parameter, command, declared_commands, p
 from .flavors import SessionActor, SessionInstrument, flavor_class, instrument_types
 from .options import lab_blocks, options
 from .session import Sample, Session, arun, new_sample, run
-from .transaction import Pause, Plan, Transaction, driver_error, parse_reply
+from .transaction import Pause, Plan, Transaction, checked_wait, driver_error, parse_reply
 
 __all__ = [
     "Command",
@@ -43,6 +43,7 @@ __all__ = [
     "UnknownCommandError",
     "arun",
     "bus",
+    "checked_wait",
     "command",
     "declared_commands",
     "driver_error",

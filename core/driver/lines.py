@@ -23,6 +23,7 @@ on, which a dead instrument pays on every attempt.
 
 from __future__ import annotations
 
+import math
 import re
 import weakref
 from collections.abc import Callable
@@ -200,10 +201,14 @@ def no_reply(io: Any, instrument_id: str, command: str) -> DriverTimeoutError:
 
 
 def number(text: str) -> float:
-    """A reply parser: a plain number (:data:`NUMBER`), or ValueError."""
+    """A reply parser: a plain, finite number (:data:`NUMBER`), or ValueError. ``1E999``
+    has a number's form but overflows to ``inf``: line noise like any other."""
     if not NUMBER.fullmatch(text):
         raise ValueError("expected a number")
-    return float(text)
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("expected a number within a float's range")
+    return value
 
 
 def integer(low: int, high: int) -> Callable[[str], int]:

@@ -28,6 +28,7 @@ from ..resources.errors import (
     ResourceError,
     ResourceTimeoutError,
 )
+from ..resources.timeouts import MAX_TIMEOUT_S, checked_timeout
 
 T = TypeVar("T")
 
@@ -90,13 +91,25 @@ def driver_error(exc: BaseException, instrument_id: str, command: str) -> Driver
     return err
 
 
+def checked_wait(instrument_id: str, timeout: float) -> float:
+    """A plan's own wait (a motion's end, a search): bounded like every wait in the core.
+    NaN never compares past a deadline, so ``wait_until_done(nan)`` waited forever; it, inf
+    and negative times are refused naming the instrument, before anything is sent."""
+    try:
+        return checked_timeout(timeout)
+    except (TypeError, ValueError):
+        raise ValueError(f"{instrument_id}: timeout must be a number of seconds between 0 and "
+                         f"{MAX_TIMEOUT_S:g}, not {timeout!r}") from None
+
+
 def parse_reply(parse: Callable[[str], T], text: str, instrument_id: str, command: str) -> T:
-    """Apply a reply parser; its ValueError (a reply of the wrong form) becomes a
+    """Apply a reply parser; its ValueError (a reply of the wrong form; ArithmeticError for
+    one out of range, such as ``int()`` of an overflowed float) becomes a
     :class:`DriverReplyError` naming the instrument, the command and the reply."""
     try:
         return parse(text)
     except DriverError:
         raise
-    except (ValueError, TypeError, KeyError, IndexError) as exc:
+    except (ValueError, TypeError, KeyError, IndexError, ArithmeticError) as exc:
         raise DriverReplyError(instrument_id, command,
                                f"garbled reply {text!r}: {exc}", "garbled") from exc

@@ -20,11 +20,12 @@ for a move it did not start.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from daqhub.driver import DriverError, DriverTimeoutError, Pause, Plan
+from daqhub.driver import DriverError, DriverTimeoutError, Pause, Plan, checked_wait
 from daqhub.driver.bus import Collect, Exchange, Send
 
 from . import status
@@ -38,8 +39,8 @@ _BUSY_RETRY_S = (0.02, 0.05, 0.1, 0.2)
 
 
 def check_velocity(percent: Any) -> int:
-    if isinstance(percent, bool) or not isinstance(percent, int | float) or percent != int(
-            percent) or not 1 <= percent <= 100:
+    if (isinstance(percent, bool) or not isinstance(percent, int | float)
+            or not math.isfinite(percent) or percent != int(percent) or not 1 <= percent <= 100):
         raise ValueError(f"velocity is a whole percentage 1-100, got {percent!r}")
     return int(percent)
 
@@ -263,7 +264,7 @@ class Axis:
 
     def _set_distance(self, what: str, mnemonic: str, value: float) -> Plan[None]:
         self._no_slider(what)
-        yield from self.query(self._command(mnemonic, hex32(self._pulses(value))))
+        yield from self.query(self._command(mnemonic, self._pulses(value)))
 
     # ------------------------------------------------------------------ motor tuning
     def motor_info(self, motor: int = 1) -> Plan[dict[str, Any]]:
@@ -299,8 +300,8 @@ class Axis:
                          ) -> Plan[tuple[float | None, float | None]]:
         """Let the module search a motor's resonance (``s1``/``s2``: seconds, and the part
         may move), collected like a move; the frequencies it settled on."""
-        m = _motor(motor)
-        yield from self._start(self._command(f"s{m}", deferred=True), timeout)
+        m, limit = _motor(motor), checked_wait(self.id, timeout)
+        yield from self._start(self._command(f"s{m}", deferred=True), limit)
         yield from self.wait_until_done(timeout)
         return (yield from self.frequency(m))
 
@@ -353,9 +354,11 @@ class Axis:
             raise ValueError(f"{self.id}: {self.model.name} is a slider; it has no "
                              f"{what}")
 
-    def _pulses(self, value: float) -> int:
+    def _pulses(self, value: float) -> str:
+        """``value`` in the axis' units as the module's 32-bit pulse count, in hex; what does
+        not fit is refused naming the instrument, before anything is sent."""
         try:
-            return self._scale().to_pulses(value)
+            return hex32(self._scale().to_pulses(value))
         except (OverflowError, ValueError) as exc:
             raise ValueError(f"{self.id}: cannot move by {value!r} {self.unit}: {exc}") from None
 
@@ -381,11 +384,12 @@ class Axis:
                 yield from self.refresh_position()
             yield from self.move_absolute(self.position_units() + distance)
             return
-        data = hex32(self._pulses(distance))
+        data = self._pulses(distance)
         yield from self._start(self._command("mr", data, reply="PO", deferred=True))
 
     def home(self, timeout: float = 30.0, direction: int = 0) -> Plan[float]:
         """Home and wait for the end; sliders (which ignore ``ho``) go to slot 0."""
+        checked_wait(self.id, timeout)
         if self.is_slider:
             yield from self.move_absolute(0)
         else:
@@ -471,7 +475,7 @@ class Axis:
 
     def wait_until_done(self, timeout: float = 30.0) -> Plan[float]:
         """Wait for the move in flight to end; raise how it failed; the position."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + checked_wait(self.id, timeout)
         while self.pending is not None:
             remaining = deadline - time.monotonic()
             if remaining <= 0:

@@ -24,6 +24,7 @@ from daqhub.driver import (
     Sample,
     Session,
     Transaction,
+    checked_wait,
     command,
     parse_reply,
 )
@@ -52,6 +53,12 @@ from .esp300_protocol import (
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+
+
+def renamed(exc: DriverError, command: str, prefix: str) -> DriverError:
+    """``exc`` (about a helper query: ``TB?``, ``VE?``) told as a failure of ``command``, of
+    the same kind and code, so a caller's handling of timeouts and replies still applies."""
+    return type(exc)(exc.instrument_id, command, prefix + exc.message, exc.code)
 
 
 def _channels(config: Mapping[str, Any]) -> list[ChannelSpec]:
@@ -195,6 +202,7 @@ class Esp300Axis(Session):
     @command
     def home(self, timeout: float = 30.0) -> Plan[None]:
         """Search home (``OR``) and wait for it; on timeout stop the axis and raise."""
+        checked_wait(self.id, timeout)
         yield self.write(self.home_command())
         if not (yield from self._wait(timeout)):
             yield type(self).stop.transaction(self)
@@ -209,6 +217,7 @@ class Esp300Axis(Session):
     @command
     def wait_until_done(self, timeout: float = 30.0) -> Plan[float]:
         """Wait until the axis stops; raise what went wrong during the motion; final position."""
+        checked_wait(self.id, timeout)
         if not (yield from self._wait(timeout)):
             raise self.motion_timeout(timeout, homing=False)
         self.raise_faults()
@@ -264,8 +273,24 @@ class Esp300Axis(Session):
     # ------------------------------------------------------------------ the axis' exchanges
     # Methods named *_fn are transaction functions; they run on whichever thread holds the
     # port, so the fault list is guarded by a lock.
-    def _own_errors(self, io: Any, also: int | None = None) -> list[EspError]:
-        return self.router.split(self.axis, drain_errors(io, self.id), also=also)
+    def _own_errors(self, io: Any, also: int | None = None, after: str | None = None
+                    ) -> list[EspError]:
+        """The error FIFO's entries for this axis; a failure to read it ``after`` a command
+        names that command (the user's call), saying it was sent, not ``TB?`` alone."""
+        try:
+            return self.router.split(self.axis, drain_errors(io, self.id), also=also)
+        except DriverError as exc:
+            if after is None:
+                raise
+            raise renamed(exc, after, "sent; checking the error FIFO (TB?) after it: ") from exc
+
+    def _begin(self, io: Any, cmd: str) -> None:
+        """:func:`begin`; a line it cannot bring back in step keeps ``cmd`` from being sent,
+        and the error says so (naming only the marker query left the user guessing)."""
+        try:
+            begin(io, self.options.reply_timeout, self.id)
+        except DriverError as exc:
+            raise renamed(exc, cmd, "not sent: ") from exc
 
     def _add_faults(self, errors: list[EspError]) -> None:
         """Keep faults for the next wait; bounded, keeping the oldest (the first cause)."""
@@ -290,7 +315,7 @@ class Esp300Axis(Session):
 
     def _set(self, io: Any, cmd: str, also: int | None = None) -> None:
         send(io, cmd, COMMAND_END)
-        own = self._own_errors(io, also)
+        own = self._own_errors(io, also, after=cmd)
         if own:
             raise as_driver_error(self.id, cmd, own)
 
@@ -339,7 +364,7 @@ class Esp300Axis(Session):
         """A set command: errors it causes raise; faults routed to us meanwhile are kept."""
 
         def set_command(io: Any) -> None:
-            begin(io, self.options.reply_timeout, self.id)
+            self._begin(io, cmd)
             self._add_faults(self.router.take(self.axis))
             self._set(io, cmd, also)
 
@@ -349,7 +374,7 @@ class Esp300Axis(Session):
         """Start a motion (PA, PR, OR): forget earlier faults, remember what we asked for."""
 
         def start_motion(io: Any) -> None:
-            begin(io, self.options.reply_timeout, self.id)
+            self._begin(io, cmd)
             with self._lock:
                 old, self._faults = self._faults, []
                 self._motion_command = cmd
@@ -365,9 +390,9 @@ class Esp300Axis(Session):
     def query_fn(self, cmd: str, parse: Callable[[str], T], *, also: int | None = None
                  ) -> Callable[[Any], T]:
         def query(io: Any) -> T:
-            begin(io, self.options.reply_timeout, self.id)
+            self._begin(io, cmd)
             value = self._ask(io, cmd, parse, also)
-            self._add_faults(self._own_errors(io, also) + self.router.take(self.axis))
+            self._add_faults(self._own_errors(io, also, after=cmd) + self.router.take(self.axis))
             return value
 
         return query
@@ -390,7 +415,7 @@ class Esp300Axis(Session):
         tp, md = self.cmd("TP?"), self.cmd("MD?")
 
         def poll(io: Any) -> tuple[float, dict[str, MetaValue]]:
-            begin(io, self.options.reply_timeout, self.id)
+            self._begin(io, tp)
             position = self._ask(io, tp, self.parse_float(tp), None)
             done = self._ask(io, md, self.parse_done(md), None)
             drain = (self._was_moving or not done

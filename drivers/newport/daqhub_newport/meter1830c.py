@@ -18,7 +18,7 @@ import threading
 from collections.abc import Generator, Mapping
 from typing import Any
 
-from daqhub.driver import Command, Parameter, Sample, Session, Transaction, command
+from daqhub.driver import Command, Parameter, Sample, Session, Transaction, command, parse_reply
 from daqhub.driver.lines import begin, integer, number
 from daqhub.measurement import ChannelSpec, MetaValue
 from daqhub.specs import InstrumentContext
@@ -41,6 +41,7 @@ from .meter1830c_protocol import (
     status_error,
     units_command,
     wavelength_command,
+    whole_nm,
 )
 
 log = logging.getLogger(__name__)
@@ -50,8 +51,10 @@ class MeterState:
     """What one physical meter is set to, shared by every instrument on its port.
 
     ``units`` is None when unknown (a raw command may have changed them); a poll then sets
-    the channel's unit and leaves it. Changed only inside transactions (under the port lock);
-    the lock makes the value visible across the threads that run them.
+    the channel's unit and leaves it. ``shown`` is the unit a poll switched to and could not
+    switch back from (it failed in between): the next transaction switches back first, so a
+    script's ``set_units`` is not undone by one bad reply. Changed only inside transactions
+    (under the port lock); the lock makes ``units`` visible across the threads that run them.
     """
 
     KEY = "daqhub_newport.1830c.state"
@@ -59,6 +62,7 @@ class MeterState:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._units: str | None = None
+        self.shown: str | None = None
 
     @property
     def units(self) -> str | None:
@@ -73,13 +77,6 @@ class MeterState:
 
 def _flag(text: str) -> bool:
     return integer(0, 1)(text) == 1
-
-
-def _whole_nm(nm: float) -> str:
-    rounded = round(nm)
-    if abs(nm - rounded) > 1e-6 or not 1 <= rounded <= 9999:
-        raise ValueError(f"must be a whole number of nm in 1..9999, got {nm!r}")
-    return str(rounded)
 
 
 def _channels(config: Mapping[str, Any]) -> list[ChannelSpec]:
@@ -120,7 +117,7 @@ class Meter1830c(Session):
     units = Parameter("U?", parse=lambda t: UNIT_NAMES[integer(1, 4)(t)],
                       doc="the meter's units: W, dB, dBm or REL")
     wavelength = Parameter("W?", "W{}", parse=lambda t: float(integer(1, 9999)(t)),
-                           format=_whole_nm, unit="nm", doc="calibration wavelength")
+                           format=whole_nm, unit="nm", doc="calibration wavelength")
     current_range = Parameter("R?", parse=integer(1, 8),
                               doc="the range in use (1..8), also while auto-ranging")
     filter_speed = Parameter("F?", parse=lambda t: FILTER_NAMES[integer(1, 3)(t)],
@@ -145,6 +142,7 @@ class Meter1830c(Session):
         """A query's reply, or a set command whose status byte is checked."""
         begin(io, self.options.reply_timeout)
         if reply:
+            self.switch_back(io)
             return query(io, self.id, command)
         set_command(io, self.id, command)
         return None
@@ -159,7 +157,7 @@ class Meter1830c(Session):
             if echo_off(io, self.id):
                 log.info("%s: the meter was in echo mode (E1); switched it off (E0)", self.id)
             clear_status(io)
-            integer(1, 4)(query(io, self.id, "U?"))  # is it a 1830-C?
+            parse_reply(integer(1, 4), query(io, self.id, "U?"), self.id, "U?")  # a 1830-C?
             set_command(io, self.id, units_command(s.units, self.id))
             if s.wavelength_nm is not None:
                 set_command(io, self.id, wavelength_command(s.wavelength_nm, self.id))
@@ -169,7 +167,7 @@ class Meter1830c(Session):
                 set_command(io, self.id, filter_command(s.filter, self.id))
             if s.attenuator is not None:
                 set_command(io, self.id, f"A{int(s.attenuator)}")
-            self.state.units = s.units
+            self.state.units, self.state.shown = s.units, None
 
         return Transaction("connect", fn=connect)
 
@@ -179,23 +177,34 @@ class Meter1830c(Session):
 
         def poll(io: Any) -> tuple[float, dict[str, MetaValue]]:
             begin(io, self.options.reply_timeout)
-            meter_units = self.state.units
-            if meter_units != self.channel_units:
+            state = self.state
+            meter_units = state.units
+            if meter_units is None:
                 set_command(io, self.id, channel_cmd)
-                self.state.units = self.channel_units
+                state.units = self.channel_units
+            elif (state.shown or meter_units) != self.channel_units:
+                state.shown = self.channel_units  # until switched back, below or next time
+                set_command(io, self.id, channel_cmd)
             value = parse_reading(query(io, self.id, "D?"), self.id)
             status = read_status(io, self.id)
             err = status_error(self.id, "D?", status)
             if err is not None:
                 clear_status(io)
                 raise err
-            if meter_units is not None and meter_units != self.channel_units:
-                set_command(io, self.id, units_command(meter_units, self.id))
-                self.state.units = meter_units
+            self.switch_back(io)
             return value, reading_flags(status)
 
         value, meta = yield Transaction("poll D?", fn=poll)
         return {"power": Sample(value, meta)}
+
+    def switch_back(self, io: Any) -> None:
+        """The meter back in the units a script or the lab set, if a poll left it in its
+        channel's (in a transaction, under the port lock)."""
+        state = self.state
+        if state.shown is not None:
+            if state.units is not None and state.shown != state.units:
+                set_command(io, self.id, units_command(state.units, self.id))
+            state.shown = None
 
     # ------------------------------------------------------------------ commands
     @command
@@ -206,7 +215,7 @@ class Meter1830c(Session):
 
         def set_units(io: Any) -> None:
             self.exchange(io, cmd, False)
-            self.state.units = units
+            self.state.units, self.state.shown = units, None
 
         return Transaction(cmd, fn=set_units)
 
@@ -239,7 +248,7 @@ class Meter1830c(Session):
 
         def raw(io: Any) -> None:
             if text.lstrip()[:1].upper() == "U":
-                self.state.units = None
+                self.state.units = self.state.shown = None
             self.exchange(io, text, False)
 
         return Transaction(text, fn=raw)

@@ -10,6 +10,7 @@ facts about a reading, not errors: they travel with the sample as metadata.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from daqhub.driver import DriverError, lines, parse_reply
@@ -135,13 +136,20 @@ def parse_reading(text: str, instrument_id: str, command: str = "D?") -> float:
     return parse_reply(number, text, instrument_id, command)
 
 
-def wavelength_command(nm: float, instrument_id: str) -> str:
-    """``W800``: whole nanometres, as the meter takes them."""
-    rounded = round(nm)
+def whole_nm(nm: float) -> str:
+    """A wavelength as the meter takes it: whole nanometres, 1..9999 (``W``'s argument)."""
+    rounded = round(nm) if math.isfinite(nm) else 0  # round() of inf raises OverflowError
     if abs(nm - rounded) > 1e-6 or not 1 <= rounded <= 9999:
-        raise ValueError(f"{instrument_id}: wavelength must be a whole number of nm in "
-                         f"1..9999, got {nm!r}")
-    return f"W{rounded}"
+        raise ValueError(f"must be a whole number of nm in 1..9999, got {nm!r}")
+    return str(rounded)
+
+
+def wavelength_command(nm: float, instrument_id: str) -> str:
+    """``W800``."""
+    try:
+        return f"W{whole_nm(nm)}"
+    except ValueError as exc:
+        raise ValueError(f"{instrument_id}: wavelength {exc}") from None
 
 
 def range_command(range_: int, instrument_id: str) -> str:

@@ -248,3 +248,28 @@ def test_every_type_implements_motion(device: Callable[..., Drive], type_name: s
     inst = device(type_name, flavor).inst
     assert missing_methods(inst, "Motion") == []
     assert missing_methods(inst, "Readable") == []
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+@pytest.mark.parametrize("call, words", [
+    (lambda r: r.set_velocity(float("inf")), "velocity is a whole percentage 1-100, got inf"),
+    (lambda r: r.move_relative(1e12), "cannot move by 1000000000000.0 deg: 398222222222222 "
+                                      "pulses does not fit a signed 32-bit position"),
+    (lambda r: r.set_jog_step(1e12), "cannot move by 1000000000000.0 deg"),
+    (lambda r: r.set_home_offset(-1e12), "cannot move by -1000000000000.0 deg"),
+    (lambda r: r.wait_until_done(float("nan")), "timeout must be a number of seconds"),
+    (lambda r: r.home(float("inf")), "timeout must be a number of seconds"),
+])
+def test_values_no_module_can_take_are_refused_naming_the_instrument(
+        device: Callable[..., Drive], flavor: str, call: Callable[[Drive], Any],
+        words: str) -> None:
+    """Infinite speeds and 32-bit overflows escaped as a bare OverflowError, or a
+    ValueError without the instrument's name; a NaN wait compared past no deadline."""
+    rot = device("elliptec.ell14", flavor)
+    rot.connect()
+    rot.move_absolute(45)
+    assert rot.wait_until_done(5) == pytest.approx(45.0, abs=0.01)
+    with pytest.raises(ValueError) as info:
+        call(rot)
+    assert str(info.value).startswith(f"{rot.inst.id}: ") and words in str(info.value)
+    assert rot.position() == pytest.approx(45.0, abs=0.01) and rot.is_moving() is False

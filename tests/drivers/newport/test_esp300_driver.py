@@ -165,6 +165,22 @@ def test_wait_timeout_names_the_motion(build: Build) -> None:
     ax.stop()
 
 
+@pytest.mark.parametrize("timeout", [float("nan"), float("inf"), -1.0])
+def test_a_wait_that_could_not_end_is_refused_before_anything_moves(
+        build: Build, timeout: float) -> None:
+    """NaN never compared past the deadline: wait_until_done(nan) waited forever."""
+    ax = axis_v2(build, sim_url("esp300", **FAST))
+    ax.move_absolute(3)
+    ax.wait_until_done(timeout=10)
+    with pytest.raises(ValueError, match=r"stage: timeout must be a number of seconds between 0 and"):
+        ax.home(timeout)
+    assert not ax.is_moving() and ax.position() == pytest.approx(3)  # OR was never sent
+    ax.move_absolute(10)
+    with pytest.raises(ValueError, match=r"stage: timeout must be a number of seconds between 0 and"):
+        ax.wait_until_done(timeout)
+    ax.stop()
+
+
 # ------------------------------------------------------------------ controller error codes
 def _raw(command: str):  # noqa: ANN202 - a small step factory
     return lambda ax: ax.raw_command(command)

@@ -15,6 +15,7 @@ from daqhub.instrument import DriverError
 from daqhub.measurement import Measurement, Scalar
 from daqhub.plugins.converters import batch_to_rows
 from daqhub_newport import Meter1830cV2, Meter1830cV4
+from daqhub_sims import registry
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -61,6 +62,23 @@ def test_the_channel_keeps_its_declared_unit_when_a_script_changes_the_display(
     [sample] = m.read()
     assert sample.data == Scalar(1e-6, "W")  # what the channel stores
     assert m.units() == "dBm"  # and the display stays as the script left it
+
+
+def test_a_failed_poll_does_not_undo_the_scripts_units(build: Build) -> None:
+    """A poll switches the meter to the channel's unit and back; failing in between used to
+    leave it in the channel's unit, and power() returned watts to a script set to dBm."""
+    url = sim_url("newport1830c", **QUIET)
+    m = meter_v2(build, url, units="W", reply_timeout=0.1)
+    m.set_units("dBm")
+    faults = registry.endpoint(url).faults
+    faults.latency = 0.15  # the meter stalls mid-poll, after it took the switch to W
+    with pytest.raises(DriverError):
+        m.read()
+    faults.latency = 0.0
+    assert m.power() == -30.0  # switched back before the reply was read
+    assert m.units() == "dBm"
+    [sample] = m.read()
+    assert sample.data == Scalar(1e-6, "W")
 
 
 def test_reference_and_relative_readings(build: Build) -> None:

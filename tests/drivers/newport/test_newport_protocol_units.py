@@ -20,6 +20,7 @@ from daqhub_newport import esp300_protocol as esp
 from daqhub_newport import meter1830c_protocol as pm
 from daqhub_newport.esp300 import Esp300Axis
 from daqhub_newport.esp300_axis import ErrorRouter
+from daqhub_newport.meter1830c import Meter1830c
 from daqhub_newport.meter1830c_protocol import parse_reading
 
 pytestmark = pytest.mark.timeout(10)
@@ -196,6 +197,37 @@ def test_a_silent_query_is_explained_by_the_fifo_or_is_a_timeout() -> None:
     assert dinfo.value.command == "1TP?"  # not the TB? asked to explain the silence
 
 
+def test_a_silent_controller_fails_the_users_command_not_a_helper_query() -> None:
+    """The FIFO check after a set and the resynchronisation before one are the driver's
+    business; their failure used to be reported as a failure of ``TB?`` or ``VE?``."""
+    line = FakeLine(ScriptedController())
+    session = axis_session("x", 1, ErrorRouter())
+    lines.resync_by(line, "VE?", "ESP300 Version 3.08", esp.COMMAND_END, esp.REPLY_END)
+    line.answer = lambda cmd: None  # the controller stops answering
+    with pytest.raises(DriverTimeoutError) as sent:
+        session.motion_fn("1PA5")(line)
+    assert sent.value.command == "1PA5"
+    assert sent.value.message.startswith("sent; checking the error FIFO (TB?) after it: no reply")
+    with pytest.raises(DriverTimeoutError) as held:
+        session.set_fn("1SL-1")(line)
+    assert held.value.command == "1SL-1" and held.value.message.startswith("not sent: ")
+    assert "VE?" in held.value.message and "1SL-1" not in line.sent
+    dev = ScriptedController()  # answering again: the reply to VE? brings it back in step
+    line.answer = lambda cmd: b"ESP300 Version 3.08\r\n" if cmd == "VE?" else dev(cmd)
+    assert session.query_fn("1TP?", float)(line) == 1.5
+
+
+@pytest.mark.parametrize("reply", ["1E999", "-1e400"])
+def test_a_number_past_a_floats_range_is_a_garbled_reply(reply: str) -> None:
+    """``float('1E999')`` is inf: a number's form, but line noise all the same."""
+    with pytest.raises(ValueError, match="float's range"):
+        lines.number(reply)
+    dev = ScriptedController()
+    dev.done = reply  # MD? answered with it: int() of the inf it became overflowed
+    with pytest.raises(DriverError, match="garbled reply '1E999'|garbled reply '-1e400'"):
+        axis_session("x", 1, ErrorRouter()).poll_fn()(FakeLine(dev))
+
+
 def test_every_exchange_starts_by_dropping_stale_input() -> None:
     line = FakeLine(ScriptedController())
     session = axis_session("x", 1, ErrorRouter())
@@ -245,6 +277,7 @@ def test_meter_set_command_checks_and_clears_the_status_byte() -> None:
 
 @pytest.mark.parametrize("make, arg", [
     (pm.wavelength_command, 800.5), (pm.wavelength_command, 0), (pm.range_command, 9),
+    (pm.wavelength_command, float("inf")), (pm.wavelength_command, float("nan")),
     (pm.units_command, "mW"), (pm.filter_command, "turbo"),
 ])
 def test_meter_arguments_refused_before_sending(make: object, arg: object) -> None:
@@ -257,6 +290,19 @@ def test_meter_commands() -> None:
     assert pm.range_command(0, "m") == "R0"
     assert pm.units_command("dBm", "m") == "U3"
     assert pm.filter_command("slow", "m") == "F1"
+
+
+def test_a_meter_that_answers_units_out_of_range_is_refused_at_connect() -> None:
+    """``U?`` is 1..4 on a 1830-C; its parser's bare ValueError named neither the
+    instrument nor the query."""
+    port = SimpleNamespace(shared=lambda key, factory: factory())
+    meter = Meter1830c(InstrumentContext("meter", "newport.1830c", {}, (),
+                                         port=port))  # type: ignore[arg-type]
+    line = FakeLine(lambda cmd: {"Q?": b"0\n", "U?": b"7\n"}.get(cmd), terminator=b"\n")
+    connect = meter.connect().fn
+    assert connect is not None
+    with pytest.raises(DriverError, match=r"meter: 'U\?' \[code garbled\]: garbled reply '7'"):
+        connect(line)
 
 
 class LaggingLine(FakeLine):
