@@ -22,7 +22,8 @@ import asyncio
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, TypeAlias
 
@@ -152,8 +153,28 @@ class BusRouter:
     :meth:`unsolicited`, :attr:`end` and :attr:`max_line`. ``stats`` counts what a bus health
     check wants to see: ``lines`` read, ``taken`` by their waiter, ``routed`` (read by one
     address's transaction, filed for another), ``stale`` (left unclaimed and dropped at the
-    address's next command), ``garbled``, ``truncated``, ``unsolicited`` (lines no command
-    asked for, e.g. a handset move's) and ``overflow``.
+    address's next command, or an unfinished line nobody waits for, below), ``garbled``,
+    ``truncated``, ``unsolicited`` (lines no command asked for, e.g. a handset move's) and
+    ``overflow``.
+
+    Bytes without an end of line yet are joined with the bytes read next: one reply often
+    arrives in several reads, and its waiter may give up (getting them as a truncated reply)
+    before the rest comes. Two things the router sees end that:
+
+    * the port failing (an exception out of a transaction function, e.g. a disconnect; the
+      port is reopened with none of the old byte stream): the bytes are dropped (counted
+      ``stale`` and ``truncated``);
+    * the next command to the address whose line they start, when it forgets what the
+      address said before (``drop_stale``): nobody waits for that reply any more, so the
+      bytes are set aside. If with what follows they make exactly one well-formed line, that
+      line is the late rest of the old reply; otherwise (a new reply began after a cut-off
+      one) they are a piece of it. Either way they are counted (``stale``, and ``truncated``
+      for a piece) and never filed, so they can neither answer nor spoil the new command;
+      only what follows them is filed.
+
+    A silence of ``TRUNCATION_GAP_S`` while reading ends them too, as a truncated line.
+    Without ``drop_stale`` (a move of that address is pending), or when they start another
+    address's line, they stay joined: they may be a deferred reply still coming in.
     """
 
     #: the end of every line a device sends
@@ -166,6 +187,7 @@ class BusRouter:
         self._cond = threading.Condition()
         self._inbox: dict[str, deque[Any]] = {}
         self._partial = bytearray()
+        self._aside = 0  # leading bytes of _partial that no waiter wants (see the class doc)
         self._silent_s = 0.0
         self._version = 0
         self._reading = False
@@ -184,7 +206,8 @@ class BusRouter:
         raise NotImplementedError
 
     def truncated(self, raw: bytes) -> BadLine:
-        """Bytes left without an end of line once the line fell silent."""
+        """Bytes without an end of line: a line that fell silent, or one whose address the
+        router needs to know (its ``address``; None when the bytes name none)."""
         return BadLine(None, raw, "truncated")
 
     def unsolicited(self, line: Any) -> bool:
@@ -247,8 +270,9 @@ class BusRouter:
     # ------------------------------------------------------------------ transaction functions
     def send(self, io: BusIO, command: BusCommand, drop_stale: bool = True) -> None:
         """Write a command whose reply is collected later (a move)."""
-        self._prepare(io, command, drop_stale)
-        io.write(command.wire())
+        with self._port_io():
+            self._prepare(io, command, drop_stale)
+            io.write(command.wire())
 
     def exchange(self, io: BusIO, expect: Expectation, reply_timeout: float,
                  drop_stale: bool = True) -> Any:
@@ -262,28 +286,29 @@ class BusRouter:
         be filed.
         """
         command = expect.command
-        self._prepare(io, command, drop_stale)
-        with self._cond:
-            self._reading = True
-            self._reading_for = expect.address
-        try:
-            io.write(command.wire())
-            deadline = time.monotonic() + reply_timeout
-            orphan: BadLine | None = None
-            while True:
-                with self._cond:
-                    line = self._take_locked(expect)
-                if line is not None:
-                    return line
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return orphan or self._partial_reply(expect.address)
-                orphans = self._read_once(io, min(remaining, READ_SLICE_S))
-                if orphans and orphan is None:
-                    orphan = orphans[0]
-                    deadline = min(deadline, time.monotonic() + GARBAGE_GRACE_S)
-        finally:
-            self._done_reading()
+        with self._port_io():
+            self._prepare(io, command, drop_stale)
+            with self._cond:
+                self._reading = True
+                self._reading_for = expect.address
+            try:
+                io.write(command.wire())
+                deadline = time.monotonic() + reply_timeout
+                orphan: BadLine | None = None
+                while True:
+                    with self._cond:
+                        line = self._take_locked(expect)
+                    if line is not None:
+                        return line
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return orphan or self._partial_reply(expect.address)
+                    orphans = self._read_once(io, min(remaining, READ_SLICE_S))
+                    if orphans and orphan is None:
+                        orphan = orphans[0]
+                        deadline = min(deadline, time.monotonic() + GARBAGE_GRACE_S)
+            finally:
+                self._done_reading()
 
     def pump(self, io: BusIO, expect: Expectation, budget: float,
              others_waiting: Callable[[], int]) -> Any:
@@ -300,36 +325,55 @@ class BusRouter:
             self._reading = True
             self._reading_for = expect.address
         try:
-            deadline = time.monotonic() + budget
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
-                self._read_once(io, min(remaining, READ_SLICE_S))
-                with self._cond:
-                    line = self._take_locked(expect)
-                if line is not None:
-                    return line
-                if not self._partial and others_waiting() > 0:
-                    return None
+            with self._port_io():
+                deadline = time.monotonic() + budget
+                while True:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return None
+                    self._read_once(io, min(remaining, READ_SLICE_S))
+                    with self._cond:
+                        line = self._take_locked(expect)
+                    if line is not None:
+                        return line
+                    if not self._partial and others_waiting() > 0:
+                        return None
         finally:
             self._done_reading()
 
     # ------------------------------------------------------------------ internals
+    @contextmanager
+    def _port_io(self) -> Iterator[None]:
+        """The I/O of a transaction function. An exception out of it is the port failing
+        (a disconnect: the port is reopened with none of the old byte stream), so the
+        unfinished line is dropped, counted as stale, rather than joined with the first
+        bytes the reopened port reads."""
+        try:
+            yield
+        except BaseException:
+            if self._partial:
+                self._count_stale(self.truncated(bytes(self._partial)))
+            self._partial.clear()
+            self._aside = 0
+            self._silent_s = 0.0
+            raise
+
     def _partial_reply(self, address: str) -> BadLine | None:
         """The start of ``address``'s reply still being read when its waiter gives up.
 
-        The bytes stay buffered: if the rest comes, the line is filed (and later
-        dropped as stale) instead of garbling the next reply.
+        The bytes stay buffered: if the rest comes before the address's next command, the
+        line is filed (and dropped as stale there); at that command they are set aside
+        (class doc). Bytes set aside before this command are not this reply's start.
         """
-        if self._partial[:1] == address.encode():
-            bad = self.truncated(bytes(self._partial))
+        head = bytes(self._partial[self._aside:])
+        if head[:1] == address.encode():
+            bad = self.truncated(head)
             if bad.address == address:
                 return bad
         return None
 
     def _prepare(self, io: BusIO, command: BusCommand, drop_stale: bool) -> None:
-        """File what already arrived, then forget the address's unclaimed lines.
+        """File what already arrived, then forget what the address said before.
 
         Filing first matters: a reply that came after its waiter gave up would
         otherwise be read after the next command and taken as its answer.
@@ -352,10 +396,10 @@ class BusRouter:
         if self._partial:
             self._silent_s += time.monotonic() - t0
             if self._silent_s >= TRUNCATION_GAP_S:
-                line = self.truncated(bytes(self._partial))
+                lines = self._pieces(bytes(self._partial), ended=False)
                 self._partial.clear()
                 self._silent_s = 0.0
-                return self._file([line])
+                return self._file(lines) if lines else []
         return []
 
     def _absorb(self, data: bytes) -> list[BadLine]:
@@ -368,30 +412,58 @@ class BusRouter:
             if end < 0:
                 break
             stop = end + len(self.end)
-            lines += self.parse_line(bytes(self._partial[:stop]))
+            lines += self._pieces(bytes(self._partial[:stop]), ended=True)
             del self._partial[:stop]
         if len(self._partial) >= self.max_line:
             lines.append(BadLine(None, bytes(self._partial), "garbled"))
             self._partial.clear()
+            self._aside = 0
         return self._file(lines) if lines else []
+
+    def _pieces(self, raw: bytes, ended: bool) -> list[Any]:
+        """The lines to file from ``raw``: bytes read up to an end of line (``ended``), or
+        up to a silence of ``TRUNCATION_GAP_S`` (a truncated line).
+
+        Bytes set aside at its start are counted and left out, with what follows them if
+        together they make one well-formed line (the rule is in the class doc).
+        """
+        aside, self._aside = self._aside, 0
+        if aside:
+            whole = self.parse_line(raw) if ended else []
+            if len(whole) == 1 and not isinstance(whole[0], BadLine):
+                self._count_stale(whole[0])
+                return []
+            self._count_stale(self.truncated(raw[:aside]))
+            raw = raw[aside:]
+        if ended:
+            return self.parse_line(raw)
+        return [self.truncated(raw)] if raw else []
+
+    def _count_stale(self, line: Any) -> None:
+        """Count a line nobody waits for that is not filed (see the class doc)."""
+        with self._cond:
+            self._count_locked(line, time.monotonic())
+            self.stats["stale"] += 1
+
+    def _count_locked(self, line: Any, now: float) -> None:
+        self.stats["lines"] += 1
+        if isinstance(line, BadLine):
+            self.stats[line.reason] += 1
+            self._damage.append((now, line))
 
     def _file(self, lines: list[Any]) -> list[BadLine]:
         orphans: list[BadLine] = []
         now = time.monotonic()
         with self._cond:
             for line in lines:
-                self.stats["lines"] += 1
+                self._count_locked(line, now)
                 if isinstance(line, BadLine):
-                    self.stats[line.reason] += 1
-                    self._damage.append((now, line))
                     if line.address is None:
                         orphans.append(line)
                         continue
-                    address = line.address
-                else:
-                    if self.unsolicited(line):
-                        self.stats["unsolicited"] += 1
-                    address = line.address
+                elif self.unsolicited(line):
+                    self.stats["unsolicited"] += 1
+                address = line.address
                 if self._reading_for is not None and address != self._reading_for:
                     self.stats["routed"] += 1  # read by one instrument, filed for another
                 box = self._inbox.setdefault(address, deque(maxlen=INBOX_DEPTH))
@@ -419,12 +491,20 @@ class BusRouter:
         return None
 
     def _drop_locked(self, command: BusCommand) -> None:
-        """Forget what an address said before this command: nobody is waiting for it."""
-        for address in {command.address, command.answers_from}:
+        """Forget what an address said before this command: nobody is waiting for it.
+
+        That is its unclaimed lines, and the unfinished line it was sending, which is set
+        aside (what becomes of it is in the class doc).
+        """
+        addresses = {command.address, command.answers_from}
+        for address in addresses:
             box = self._inbox.get(address)
             if box:
                 self.stats["stale"] += len(box)
                 box.clear()
+        if len(self._partial) > self._aside and \
+                self.truncated(bytes(self._partial[self._aside:])).address in addresses:
+            self._aside = len(self._partial)
 
     def _done_reading(self) -> None:
         with self._cond:

@@ -176,6 +176,28 @@ def test_a_truncated_end_of_move_fails_the_move(
     assert call(inst, flavor, "position") == pytest.approx(90.0)
 
 
+#: Shorter than the router's TRUNCATION_GAP_S: the driver gives up on a reply cut short
+#: while its bytes are still an unfinished line.
+SHORT_REPLY_TIMEOUT = 0.15
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+def test_a_reply_cut_short_at_the_reply_timeout_fails_only_its_own_command(
+        build: Callable[..., Any], scripted_url: str, flavor: str) -> None:
+    device = scripted(scripted_url)
+    inst = build(scripted_url, "elliptec.ell14", flavor, "rot", address=0,
+                 reply_timeout=SHORT_REPLY_TIMEOUT)
+    call(inst, flavor, "connect")
+    device.script["0gp"] = [b"0PO00", b"0PO00002300\r\n"]  # cut once, then in full
+    with pytest.raises(DriverError) as err:
+        call(inst, flavor, "position")
+    assert err.value.instrument_id == "rot" and err.value.command == "0gp"
+    assert "truncated reply b'0PO00' from address 0" in err.value.message
+    assert call(inst, flavor, "position") == pytest.approx(22.5)
+    stats = call(inst, flavor, "bus_stats")
+    assert stats["truncated"] == 1 and stats["stale"] == 1
+
+
 # ---------------------------------------------------------------------- silence
 @pytest.mark.parametrize("flavor", FLAVORS)
 def test_an_address_nobody_answers_times_out_naming_instrument_and_command(
@@ -256,6 +278,28 @@ def test_a_vanished_port_is_a_port_error_naming_instrument_and_command(
     port = manager.port(url)
     wait_until(lambda: port.is_connected, "the manager to reopen the port", timeout=5)
     assert call(inst, flavor, "position") == 0.0
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+def test_the_start_of_a_reply_read_before_an_unplug_is_gone_after_the_reopen(
+        build: Callable[..., Any], scripted_url: str, manager: SerialPortManager,
+        flavor: str) -> None:
+    device = scripted(scripted_url)
+    inst = build(scripted_url, "elliptec.ell14", flavor, "rot", address=0,
+                 reply_timeout=SHORT_REPLY_TIMEOUT)
+    call(inst, flavor, "connect")
+    device.script["0gp"] = [b"0PO00", b"0PO00002300\r\n"]
+    with pytest.raises(DriverError, match="truncated reply"):
+        call(inst, flavor, "position")  # its start is left unfinished on the line
+    faults = registry.endpoint(scripted_url).faults
+    faults.disconnect()
+    with pytest.raises(ElliptecPortError):
+        call(inst, flavor, "position")
+    assert call(inst, flavor, "bus_stats")["stale"] == 1  # dropped with the old port
+    faults.reconnect()
+    port = manager.port(scripted_url)
+    wait_until(lambda: port.is_connected, "the manager to reopen the port", timeout=5)
+    assert call(inst, flavor, "position") == pytest.approx(22.5)
 
 
 @pytest.mark.parametrize("flavor", FLAVORS)

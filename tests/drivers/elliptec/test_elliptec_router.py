@@ -21,12 +21,17 @@ pytestmark = pytest.mark.timeout(20)
 
 
 class FakeIO:
-    """A port whose incoming bytes the test feeds; ``answer`` replies to each write."""
+    """A port whose incoming bytes the test feeds; ``answer`` replies to each write.
+
+    With ``vanish_when_drained`` set, a read that finds nothing left raises, as a read of a
+    serial adapter pulled out of its socket does.
+    """
 
     def __init__(self, answer: Callable[[bytes], bytes] | None = None) -> None:
         self.timeout: float | None = 0.5
         self.written: list[bytes] = []
         self.answer = answer
+        self.vanish_when_drained = False
         self._cond = threading.Condition()
         self._buf = bytearray()
 
@@ -55,6 +60,8 @@ class FakeIO:
     def read_until(self, expected: bytes = b"\n", size: int | None = None) -> bytes:
         deadline = time.monotonic() + (self.timeout or 0.0)
         with self._cond:
+            if self.vanish_when_drained and not self._buf:
+                raise OSError("device reports readiness to read but returned no data")
             while True:
                 end = self._buf.find(expected)
                 if end >= 0:
@@ -197,3 +204,69 @@ def test_a_reply_cut_off_by_a_short_reply_timeout_is_reported_as_truncated() -> 
     reply = router.exchange(io, query("0"), reply_timeout=1.0)
     assert isinstance(reply, Frame) and reply.data == "00000001"
     assert router.stats["stale"] == 1
+
+
+def test_a_reply_cut_off_when_its_waiter_gives_up_costs_only_that_command() -> None:
+    router = BusRouter("bus")
+    io = FakeIO(lambda cmd: b"0PO00")
+    reply = router.exchange(io, query("0"), reply_timeout=0.05)
+    assert isinstance(reply, BadLine) and reply.raw == b"0PO00"
+    io.answer = lambda cmd: b"0PO00002300\r\n"  # the module answers the next one in full
+    reply = router.exchange(io, query("0"), reply_timeout=1.0)
+    assert isinstance(reply, Frame) and reply.data == "00002300"
+    assert router.stats["stale"] == 1 and router.stats["truncated"] == 1
+    assert router.poll(query("0"))[0] is None  # the stale piece was not filed either
+
+
+def test_the_rest_of_a_reply_given_up_on_is_not_the_next_commands_answer() -> None:
+    router = BusRouter("bus")
+    io = FakeIO(lambda cmd: b"0PO00")
+    assert isinstance(router.exchange(io, query("0"), reply_timeout=0.05), BadLine)
+    io.answer = lambda cmd: b"008C00\r\n0PO00000001\r\n"  # the old rest, then the new reply
+    reply = router.exchange(io, query("0"), reply_timeout=1.0)
+    assert isinstance(reply, Frame) and reply.data == "00000001"
+    assert router.stats["stale"] == 1
+
+
+def test_a_deferred_reply_split_around_another_addresses_command_is_joined() -> None:
+    router = BusRouter("bus")
+    io = FakeIO()
+    pending = move("1")
+    router.send(io, pending.command)
+    io.feed(b"1PO0000")  # the move's end is half-way in when address 0 is asked
+    io.answer = lambda cmd: b"001F\r\n0PO00000002\r\n"
+    reply = router.exchange(io, query("0"), reply_timeout=1.0)
+    assert isinstance(reply, Frame) and reply.data == "00000002"
+    line, _, _ = router.poll(pending)
+    assert isinstance(line, Frame) and line.text == "1PO0000001F"
+    assert router.stats["stale"] == 0
+
+
+def test_a_pending_moves_end_split_around_a_stop_of_its_address_is_joined() -> None:
+    router = BusRouter("bus")
+    io = FakeIO()
+    jog = Expectation(Command("0", "fw", reply="PO", deferred=True))
+    router.send(io, jog.command)
+    io.feed(b"0PO0000")
+    io.answer = lambda cmd: b"8C00\r\n0GS00\r\n"
+    reply = router.exchange(io, query("0", "st", "GS"), reply_timeout=1.0, drop_stale=False)
+    assert isinstance(reply, Frame) and reply.status == 0
+    line, _, _ = router.poll(jog)
+    assert isinstance(line, Frame) and line.text == "0PO00008C00"
+
+
+def test_bytes_read_before_the_port_failed_never_join_the_reopened_ports_lines() -> None:
+    router = BusRouter("bus")
+    io = FakeIO(lambda cmd: b"0PO00")
+    io.vanish_when_drained = True  # unplugged half-way through the reply
+    with pytest.raises(OSError):
+        router.exchange(io, query("0"), reply_timeout=5.0)
+    assert router.stats["stale"] == 1 and router.stats["truncated"] == 1
+    io.vanish_when_drained = False  # reopened
+    io.answer = lambda cmd: b"1PO00000010\r\n"
+    reply = router.exchange(io, query("1"), reply_timeout=1.0)
+    assert isinstance(reply, Frame) and reply.data == "00000010"
+    assert router.poll(query("0"))[0] is None  # no damaged line left for address 0
+    io.answer = lambda cmd: b"0PO00002300\r\n"
+    reply = router.exchange(io, query("0"), reply_timeout=1.0)
+    assert isinstance(reply, Frame) and reply.data == "00002300"

@@ -172,11 +172,11 @@ def test_a_wait_that_could_not_end_is_refused_before_anything_moves(
     ax = axis_v2(build, sim_url("esp300", **FAST))
     ax.move_absolute(3)
     ax.wait_until_done(timeout=10)
-    with pytest.raises(ValueError, match=r"stage: timeout must be a number of seconds between 0 and"):
+    with pytest.raises(ValueError, match="stage: timeout must be a number of seconds"):
         ax.home(timeout)
     assert not ax.is_moving() and ax.position() == pytest.approx(3)  # OR was never sent
     ax.move_absolute(10)
-    with pytest.raises(ValueError, match=r"stage: timeout must be a number of seconds between 0 and"):
+    with pytest.raises(ValueError, match="stage: timeout must be a number of seconds"):
         ax.wait_until_done(timeout)
     ax.stop()
 
