@@ -11,6 +11,9 @@ happened to them:
 - an Arrow stream cut in the middle of a batch gives its complete batches,
   and is reported as truncated; one without an end-of-stream marker was not
   closed cleanly;
+- an HDF5 file whose ``closed`` attribute is 0 and that no live writer holds
+  was not closed cleanly either: its writer stopped at a write error (a full
+  disk: the storage plugins then stop writing the file) or was killed;
 - a ``.lock`` file beside a data file names the process that wrote it, and
   tells a live writer (lock held) from a dead one (lock stale).
 """
@@ -205,6 +208,22 @@ def _lock_notes(path: Path, report: FileReport) -> None:
         report.status = "recovered"
 
 
+def writer_alive(path: Path) -> bool:
+    """A live process holds the data file's lock: it is being written right now."""
+    lock = lock_path_for(path)
+    return lock.exists() and is_held(lock)
+
+
+def hdf5_not_closed(f: h5py.File, path: Path) -> str:
+    """Why the HDF5 file is not known to hold everything its writer took, or "" when it
+    is (``closed`` is 1, or absent: files written before it existed) or still written."""
+    if int(f.attrs.get("closed", 1)) or writer_alive(path):
+        return ""
+    return ("not closed cleanly: its writer stopped at a write error or was killed, so "
+            "what came after its last completed flush is missing; the rows that flush "
+            "counted are read")
+
+
 def hdf5_open_kwargs(path: Path) -> tuple[dict[str, Any], str]:
     """Open arguments that work for this file (plain h5py first), and why others were needed."""
     try:
@@ -237,6 +256,10 @@ def _read_hdf5(path: Path, report: FileReport) -> None:
     with h5py.File(path, "r", **kwargs) as f:
         if "daqhub_format" not in f.attrs:
             raise ValueError("not a daqhub HDF5 file (no daqhub_format attribute)")
+        why = hdf5_not_closed(f, path)
+        if why and report.status == "ok":  # else a stale lock or SWMR note said so already
+            report.notes.append(why)
+            report.status = "recovered"
         report.session_id = _text(f.attrs.get("session_id", ""))
         report.versions = json.loads(_text(f.attrs.get("versions", "{}")))
         if _H5_META_GROUP in f and "lab_config" in f[_H5_META_GROUP]:
@@ -371,11 +394,13 @@ def arrow_batches(path: Path, report: FileReport) -> tuple[pa.Schema, list[pa.Re
             break
         except (pa.ArrowInvalid, OSError) as exc:
             report.notes.append(f"truncated: read {len(batches)} complete batch(es); the rest is "
-                                f"an incomplete batch from a writer that was killed ({exc})")
+                                f"an incomplete batch from a writer that was killed or failed "
+                                f"({exc})")
             report.status = "recovered"
             break
     if report.status == "ok" and path.suffix == ".arrows" and _tail(path) != _EOS:
-        report.notes.append("not closed cleanly (no end-of-stream marker); every batch is intact")
+        report.notes.append("not closed cleanly (no end-of-stream marker): its writer stopped "
+                            "at a write error or was killed; every batch it holds is intact")
         report.status = "recovered"
     return stream.schema, batches
 

@@ -437,9 +437,8 @@ class Lab:
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGINT, lambda s, f: interrupted.append(s))
         try:
-            self.report = self.rt.shutdown()
+            self.report = self.rt.shutdown()  # with the records' last flush, and its errors
             self._latest.sub.close()
-            self.records.flush()
             if self.service is not None:  # after the last records: recorders fetch them
                 self.service.stop()
         finally:

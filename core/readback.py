@@ -10,13 +10,16 @@ the unified stream (``timestamp_ns``, ``value``, ``axis`` for spectra,
 scalar channel on a common time axis. Only pyarrow is needed; ``.to_pandas()``
 on a result needs pandas (the ``daqhub[pandas]`` extra).
 
-Files left by a killed writer are read as far as they go, like ``daqhub inspect``
-reads them.
+Files left by a killed writer, or by one that stopped at a write error (a full
+disk), are read as far as they go, like ``daqhub inspect`` reads them, with a
+:class:`SessionFileWarning` naming the file: what such a file holds is intact,
+but the session may have more samples than it.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,15 +32,21 @@ from .datafiles import (
     FileReport,
     arrow_batches,
     hdf5_metadata,
+    hdf5_not_closed,
     hdf5_open_kwargs,
     hdf5_rows,
     session_dirs,
+    writer_alive,
 )
 from .measurement import ChannelSpec
 from .records import is_record_file
 from .schema import META_UNIT, build_batch, describe, unit_meta
 
 H5_META_GROUP = "_daqhub"
+
+
+class SessionFileWarning(UserWarning):
+    """A session file was not closed cleanly: it is read as far as it goes."""
 
 
 def read_session(path: str | Path, *, merge: bool = False
@@ -107,13 +116,20 @@ def _channels(path: Path) -> Iterator[tuple[str, pa.Table]]:
 
 
 def _arrow_table(path: Path) -> pa.Table:
-    schema, batches = arrow_batches(path, FileReport(path, "arrow", None))
+    report = FileReport(path, "arrow", None)
+    schema, batches = arrow_batches(path, report)
+    if report.status != "ok" and not writer_alive(path):
+        # stack: here, _channels, read_session, its caller
+        warnings.warn(f"{path}: {'; '.join(report.notes)}", SessionFileWarning, stacklevel=4)
     return pa.Table.from_batches(batches, schema=schema)
 
 
 def _hdf5_channels(path: Path) -> Iterator[tuple[str, pa.Table]]:
     kwargs, _ = hdf5_open_kwargs(path)
     with h5py.File(path, "r", **kwargs) as f:
+        why = hdf5_not_closed(f, path)
+        if why:  # stack: here, _channels, read_session, its caller
+            warnings.warn(f"{path}: {why}", SessionFileWarning, stacklevel=4)
         for iid in f:
             group = f[iid]
             if iid == H5_META_GROUP or not isinstance(group, h5py.Group):

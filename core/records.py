@@ -26,6 +26,14 @@ added), rebuilt whole only when the session metadata changed or the file doubled
 since it last was (the space of what was replaced is not reused). Rewriting every
 run at every flush made a script of N scans cost O(N^2): 1.3 ms per run per flush,
 so about 100 s in all for 400 scans.
+
+A write that fails (a full disk, a directory made read-only) does not stop a scan, whose
+rows are still returned, but it is not hidden: the last flush runs in the runtime's
+shutdown, before the report is judged, and each flavor whose records could not be
+written puts a line in the report's errors naming the files and the cause, so the run
+is not ok (:meth:`SessionRecords.finish`). A failure a later flush made good (every
+flush rewrites what is not on disk yet) was logged when it happened and is not one at the
+end: the report judges what the session leaves on disk.
 """
 
 from __future__ import annotations
@@ -113,7 +121,10 @@ class SessionRecords:
         json.dumps(self.meta)  # refuse what cannot be stored before anything starts
         self.settings: list[tuple[int, str, str, str]] = []
         self.runs: dict[str, PointsRun] = {}
+        #: every failed write, as logged
         self.errors: list[str] = []
+        #: flavor -> its records' failed writes (the report's errors, see :meth:`finish`)
+        self.failures: dict[str, WriteFailure] = {}
         self._lock = threading.RLock()
         #: notified after each points row (a test or a live plot can wait on it)
         self.row_added = threading.Condition(self._lock)
@@ -122,6 +133,7 @@ class SessionRecords:
         #: a flavor's records (its directory or records.h5) -> what was last written there
         self._written: dict[Path, _Written] = {}
         rt.on_command.append(self._after_command)
+        rt.on_stopped.append(self.finish)
         from .scan import RoutinePoints  # the engine imports these records
 
         for routine in rt.routines:
@@ -207,7 +219,8 @@ class SessionRecords:
     # --- files --------------------------------------------------------------------------
 
     def flush(self) -> None:
-        """Rewrite every session's record files; a failure is logged, kept, never raised."""
+        """Rewrite every session's record files; a failure is logged and kept for the report
+        (:meth:`finish`), never raised: a scan goes on, its rows are still returned."""
         with self._lock:
             self._last_flush = time.monotonic()
             if not self._started:
@@ -215,15 +228,32 @@ class SessionRecords:
             meta = json.dumps(self.meta, default=str)
             for flavor, directory in self.rt.output_dirs().items():
                 backend = self.rt.lab.flavors[flavor].storage
+                unwritten = ["its record files"]  # until the writer knows which they are
                 try:
                     if backend == "hdf5":
-                        self._write_hdf5(directory / HDF5_FILE, meta)
+                        self._write_hdf5(directory / HDF5_FILE, meta, unwritten)
                     else:
-                        self._write_arrow(directory, meta)
+                        self._write_arrow(directory, meta, unwritten)
                 except Exception as exc:
-                    msg = f"{flavor} records in {directory}: {type(exc).__name__}: {exc}"
+                    why = f"{type(exc).__name__}: {exc}"
+                    msg = f"{flavor} records in {directory}: {why}"
                     self.errors.append(msg)
                     log.error("could not write %s", msg)
+                    failure = self.failures.setdefault(flavor, WriteFailure(directory))
+                    failure.count += 1
+                    failure.why, failure.unwritten = why, unwritten
+                else:
+                    if flavor in self.failures:
+                        self.failures[flavor].unwritten = []  # all in place again
+
+    def finish(self) -> list[str]:
+        """The last flush, once the runtime has stopped (an ``on_stopped`` listener); the
+        report's errors: a line per flavor whose records failed to write (see the module
+        doc)."""
+        with self._lock:
+            self.flush()
+            return [f.report_line(flavor) for flavor, f in self.failures.items()
+                    if f.unwritten]
 
     def _settings_table(self, meta: str) -> pa.Table:
         t, i, r, s = (list(c) for c in zip(*self.settings, strict=True)) if self.settings \
@@ -241,20 +271,27 @@ class SessionRecords:
         self._written[place] = _Written(meta, {r.run_id for r in self.runs.values() if r.ended},
                                         size_whole)
 
-    def _write_arrow(self, directory: Path, meta: str) -> None:
-        _replace(directory / SETTINGS_FILE, lambda p: _write_ipc(p, self._settings_table(meta)))
+    def _write_arrow(self, directory: Path, meta: str, unwritten: list[str]) -> None:
+        """Write ``directory``'s Arrow records; ``unwritten`` holds, at any moment, what of
+        them is not written yet (so a failure can name it)."""
         unchanged = self._unchanged(directory, meta)
-        for run in self.runs.values():
-            path = directory / f"points-{run.run_id}.arrow"
-            if run.run_id in unchanged and path.exists():  # (unless removed meanwhile)
-                continue
+        runs = [r for r in self.runs.values()
+                if not (r.run_id in unchanged  # (unless removed meanwhile)
+                        and (directory / f"points-{r.run_id}.arrow").exists())]
+        unwritten[:] = [SETTINGS_FILE, *(f"points-{r.run_id}.arrow" for r in runs)]
+        _replace(directory / SETTINGS_FILE, lambda p: _write_ipc(p, self._settings_table(meta)))
+        unwritten.remove(SETTINGS_FILE)
+        for run in runs:
             table = run.table()
             table = table.replace_schema_metadata({**(table.schema.metadata or {}),
                                                    META_SESSION: meta.encode()})
-            _replace(path, functools.partial(_write_ipc, table=table))
+            name = f"points-{run.run_id}.arrow"
+            _replace(directory / name, functools.partial(_write_ipc, table=table))
+            unwritten.remove(name)
         self._wrote(directory, meta)
 
-    def _write_hdf5(self, path: Path, meta: str) -> None:
+    def _write_hdf5(self, path: Path, meta: str, unwritten: list[str]) -> None:
+        """Update ``records.h5``; ``unwritten`` names what it lacks until it is replaced."""
         import h5py
 
         unchanged = self._unchanged(path, meta)
@@ -263,6 +300,9 @@ class SessionRecords:
                  or path.stat().st_size > 2 * known.size_whole)
         if whole:
             unchanged = set()  # a new file: everything is written
+        unwritten[:] = [f"{HDF5_FILE} (settings" + "".join(
+            f", points {r.run_id}" for r in self.runs.values() if r.run_id not in unchanged)
+            + ")"]
 
         def write(tmp: Path) -> None:
             if not whole:
@@ -290,8 +330,25 @@ class SessionRecords:
                             del points[run.run_id]
                         _hdf5_points(points.create_group(run.run_id), run.table())
         _replace(path, write)
+        unwritten.clear()
         self._wrote(path, meta, path.stat().st_size if whole or known is None
                     else known.size_whole)
+
+
+@dataclass
+class WriteFailure:
+    """A flavor's record files that could not be written (for the report)."""
+
+    directory: Path
+    count: int = 0
+    why: str = ""  # the last failure's exception
+    #: what the last attempt left unwritten; empty once a later flush wrote everything
+    unwritten: list[str] = field(default_factory=list)
+
+    def report_line(self, flavor: str) -> str:
+        tries = f"{self.count} failed write{'s' if self.count != 1 else ''}"
+        return (f"{flavor} records in {self.directory} left unwritten or out of date: "
+                f"{', '.join(self.unwritten)} ({tries}; last: {self.why})")
 
 
 @dataclass

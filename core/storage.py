@@ -15,7 +15,13 @@ Two guarantees live here rather than in each backend:
 - data reaches the disk on a bounded interval even when a channel goes quiet:
   a background thread calls ``flush()`` on every writer idle for longer than
   its ``flush_interval`` (a writer attribute; 1 s when it has none). Calls to
-  one writer are serialized, so a backend never sees two threads at once.
+  one writer are serialized, so a backend never sees two threads at once;
+- every sample a writer loses is counted once, by the sink that fed it: a
+  backend raises :class:`WriteFailed` with the samples a failure left out of its
+  files (those it still held, not just the batch in hand), and a flush that
+  fails outside ``write()`` (the background one, ``flush()``) keeps its loss
+  for the writer's next ``write()`` or ``close()`` to raise, never for another
+  flavor's batch.
 
 Ids become file and HDF5 group names, so :func:`check_id` confines them to a
 safe alphabet: no configuration can make a backend write outside its
@@ -24,6 +30,7 @@ session directory.
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import threading
@@ -67,6 +74,30 @@ RESERVED_IDS = frozenset({"_daqhub"})
 
 class StorageError(RuntimeError):
     """Storage could not be opened, written or closed; the message says which flavor and why."""
+
+
+class WriteFailed(StorageError):
+    """Samples that are in no file: ``lost`` counts them, exactly.
+
+    A backend holds samples before they reach the disk (HDF5 blocks, coalesced
+    Arrow batches), so a failed write loses more than the batch in hand; and a
+    file removed while it was written loses everything written to it. A sink
+    counts ``lost``, not the batch's rows. ``result`` is what ``close()`` would
+    have returned (the files still in place) when ``close()`` raises this after
+    closing everything.
+    """
+
+    def __init__(self, message: str, lost: int, result: Any = None) -> None:
+        super().__init__(message)
+        self.lost = lost
+        self.result = result
+
+    @classmethod
+    def joined(cls, failures: Sequence[WriteFailed], result: Any = None) -> WriteFailed:
+        """Several failures as one, their losses added."""
+        if len(failures) == 1 and result is None:
+            return failures[0]
+        return cls("; ".join(map(str, failures)), sum(f.lost for f in failures), result)
 
 
 # --- ids and directories ------------------------------------------------------------
@@ -178,6 +209,46 @@ def option_problems(backend: str, schema: Mapping[str, Any], options: Mapping[st
 # --- for backends -------------------------------------------------------------------
 
 
+def file_identity(path: Path) -> tuple[int, int]:
+    """Device and inode of the file at ``path``: taken at open, checked by :func:`moved_away`."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def moved_away(path: Path, identity: tuple[int, int]) -> str | None:
+    """Why the file opened as ``identity`` is no longer at ``path``, or None while it is.
+
+    A file removed while it is open takes every write without an error (the
+    data goes to an inode nobody can open once it is closed), so a writer checks
+    at close that what it wrote is still where it says.
+    """
+    try:
+        now = file_identity(path)
+    except FileNotFoundError:
+        return f"{path} was removed while it was being written"
+    except OSError as exc:
+        return f"{path} cannot be checked after writing: {exc}"
+    if now != identity:
+        return f"{path} was replaced by another file while it was being written"
+    return None
+
+
+def discard_writes(fd: int) -> None:
+    """Send whatever is still written through ``fd`` to ``/dev/null``.
+
+    After a write error a file is left as the disk has it: HDF5 flushes its caches
+    when a file is closed, whatever happened before (with the disk still full its
+    close fails and the process crashes at exit), and an IPC writer ends its stream
+    with a marker that would call a cut stream complete. The descriptor stays open,
+    so the libraries close normally.
+    """
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, fd)
+    finally:
+        os.close(null)
+
+
 class DeclaredChannels(Generic[T]):
     """Finds the declared channel a batch belongs to, refusing anything undeclared.
 
@@ -247,6 +318,9 @@ class _Slot:
     last_flush: float = field(default_factory=time.monotonic)
     holder: str = ""
     closed: bool = False
+    #: a flush outside write() failed: why, and the samples it lost, for the next write or close
+    failure: str = ""
+    lost: int = 0
 
 
 class StorageSession:
@@ -255,7 +329,6 @@ class StorageSession:
     def __init__(self, session_id: str, slots: dict[Flavor, _Slot]) -> None:
         self.session_id = session_id
         self._slots = slots
-        self._errors: list[str] = []
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
         if slots:
@@ -336,11 +409,15 @@ class StorageSession:
     # --- writing ----------------------------------------------------------------------
 
     def write(self, batch: pa.RecordBatch) -> None:
-        """Route one unified-stream batch to the writer of its source flavor."""
+        """Route one unified-stream batch to the writer of its source flavor.
+
+        Raises :class:`WriteFailed` with every sample lost, this batch's and those of
+        the writer's earlier failed flushes; other errors refuse just this batch.
+        """
         rows = batch.num_rows
         if rows == 0:
             return
-        self._raise_background_errors()
+        failed: list[WriteFailed] = []
         for source, part in _split_by_source(batch, rows):
             slot = self._slots.get(source)
             if slot is None:
@@ -357,39 +434,62 @@ class StorageSession:
                 if slot.closed:
                     raise StorageError(f"{slot.flavor} storage of session {self.session_id} is "
                                        "closed")
-                slot.writer.write(part)
+                try:
+                    slot.writer.write(part)
+                except WriteFailed as exc:
+                    failed.append(_handed_over(slot, exc))
+                else:
+                    if slot.failure:
+                        failed.append(_handed_over(slot, None))
             finally:
                 slot.holder = ""
                 slot.lock.release()
+        if failed:
+            raise WriteFailed.joined(failed)
 
     def flush(self) -> None:
-        """Make everything written so far durable and readable by plain tools, now."""
-        self._raise_background_errors()
+        """Make everything written so far durable and readable by plain tools, now.
+
+        A failure raises :class:`StorageError`; the samples it lost are raised by the
+        writer's next ``write()`` or ``close()``, to the sink that counts them.
+        """
+        failures: list[str] = []
         for slot in self._slots.values():
             with self._locked(slot, "flush"):
-                if not slot.closed:
-                    slot.writer.flush()
-                    slot.last_flush = time.monotonic()
+                if not self._flush_held(slot):
+                    failures.append(slot.failure)
+        if failures:
+            raise StorageError("flush failed:\n" + "\n".join(f"  - {f}" for f in failures))
 
     def close(self) -> dict[Flavor, list[Path]]:
         """Flush and close every writer; return the files each flavor wrote.
 
         Every writer is closed even when one fails; the failures are then raised
-        together.
+        together: :class:`WriteFailed` (with the files still in place as its
+        ``result``) when samples were lost, :class:`StorageError` otherwise.
         """
         self._stop.set()
         if self._flusher is not None:
             self._flusher.join(FLUSHER_JOIN_TIMEOUT)
         out: dict[Flavor, list[Path]] = {}
-        failures = list(self._errors)
-        self._errors.clear()
+        failures: list[str] = []
+        lost = 0
         for flavor, slot in self._slots.items():
             try:
                 with self._locked(slot, "close"):
                     if slot.closed:
                         continue
                     slot.closed = True
-                    out[flavor] = list(slot.writer.close())
+                    if slot.failure:
+                        pending = _handed_over(slot, None)
+                        failures.append(str(pending))
+                        lost += pending.lost
+                    try:
+                        out[flavor] = list(slot.writer.close())
+                    except WriteFailed as exc:
+                        out[flavor] = list(exc.result or [])
+                        failures.append(str(_handed_over(slot, exc)))
+                        lost += exc.lost
             except Exception as exc:
                 failures.append(f"{flavor} ({slot.backend}): closing failed: "
                                 f"{type(exc).__name__}: {exc}")
@@ -397,8 +497,11 @@ class StorageSession:
             failures.append(f"the background flusher did not stop within "
                             f"{FLUSHER_JOIN_TIMEOUT:.0f} s")
         if failures:
-            raise StorageError(f"storage session {self.session_id}:\n"
-                               + "\n".join(f"  - {f}" for f in failures))
+            message = f"storage session {self.session_id}:\n" + "\n".join(
+                f"  - {f}" for f in failures)
+            if lost:
+                raise WriteFailed(message, lost, out)
+            raise StorageError(message)
         return out
 
     def __enter__(self) -> StorageSession:
@@ -412,11 +515,19 @@ class StorageSession:
     def _locked(self, slot: _Slot, purpose: str) -> _SlotLock:
         return _SlotLock(slot, purpose, self.session_id)
 
-    def _raise_background_errors(self) -> None:
-        if self._errors:
-            errors, self._errors = self._errors, []
-            raise StorageError("background flush failed:\n" + "\n".join(f"  - {e}"
-                                                                       for e in errors))
+    def _flush_held(self, slot: _Slot) -> bool:
+        """Flush a writer whose lock the caller holds; False (and the slot keeps why, and
+        what it lost) when that failed."""
+        try:
+            if not slot.closed:
+                slot.writer.flush()
+            return True
+        except Exception as exc:
+            slot.failure = f"{slot.flavor} ({slot.backend}): {type(exc).__name__}: {exc}"
+            slot.lost += exc.lost if isinstance(exc, WriteFailed) else 0
+            return False
+        finally:
+            slot.last_flush = time.monotonic()
 
     def _flush_loop(self, tick: float) -> None:
         """Flush writers that went quiet; busy writers flush inline on their own interval."""
@@ -428,15 +539,21 @@ class StorageSession:
                     continue  # a write is in progress; try again next tick
                 try:
                     slot.holder = "the background flush"
-                    if not slot.closed:
-                        slot.writer.flush()
-                except Exception as exc:
-                    self._errors.append(f"{slot.flavor} ({slot.backend}): "
-                                        f"{type(exc).__name__}: {exc}")
+                    self._flush_held(slot)
                 finally:
-                    slot.last_flush = time.monotonic()
                     slot.holder = ""
                     slot.lock.release()
+
+
+def _handed_over(slot: _Slot, exc: WriteFailed | None) -> WriteFailed:
+    """What the slot's writer lost, ``exc``'s samples plus those of its failed flushes that
+    no write or close has raised yet: each lost sample is raised once."""
+    why = [slot.failure] if slot.failure else []
+    if exc is not None:
+        why.append(f"{slot.flavor} ({slot.backend}): {exc}")
+    lost = slot.lost + (exc.lost if exc is not None else 0)
+    slot.failure, slot.lost = "", 0
+    return WriteFailed("; ".join(why), lost)
 
 
 class _SlotLock:

@@ -21,10 +21,21 @@ file is written without user-space buffering, so what was written survives a
 killed process. ``parquet = true`` compacts each stream to
 ``<channel>.parquet`` on close (same schema and metadata) and removes the
 stream unless ``keep_stream = true``.
+
+A write that fails (a full disk) stops that channel's stream: the file is cut
+back to the end of its last complete batch (a batch written in part would make
+everything appended after it unreadable), what is still written goes to
+``/dev/null`` (:func:`~daqhub.storage.discard_writes`), so it has no
+end-of-stream marker and readers report it as not closed cleanly, and it is not
+compacted. :class:`~daqhub.storage.WriteFailed` counts every row the stream
+took that is not in a complete batch (the coalesced ones too); each later batch
+of the channel is refused and counted. A stream removed while it is written is
+named at close, with all its rows lost.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -42,7 +53,16 @@ from daqhub.measurement import ChannelSpec
 from daqhub.resources.filelock import FileLock, claim_new_file
 from daqhub.schema import channel_schema, row_bytes, shown_bytes
 from daqhub.specs import StorageBackend, StorageTarget
-from daqhub.storage import DEFAULT_FLUSH_INTERVAL, DeclaredChannels, check_id, option_problems
+from daqhub.storage import (
+    DEFAULT_FLUSH_INTERVAL,
+    DeclaredChannels,
+    WriteFailed,
+    check_id,
+    discard_writes,
+    file_identity,
+    moved_away,
+    option_problems,
+)
 
 STREAM_SUFFIX = ".arrows"
 PARQUET_SUFFIX = ".parquet"
@@ -113,6 +133,7 @@ class _Stream:
     def __init__(self, directory: Path, instrument_id: str, spec: ChannelSpec,
                  target: StorageTarget, opts: ArrowOptions) -> None:
         self.opts = opts
+        self.where = f"{instrument_id}.{spec.name}"
         self.path = directory / instrument_id / f"{spec.name}{STREAM_SUFFIX}"
         self.path.parent.mkdir(exist_ok=True)
         self.lock: FileLock | None = claim_new_file(self.path)
@@ -120,6 +141,8 @@ class _Stream:
             # claim_new_file checked the path is free under the lock. No O_EXCL pre-create:
             # reopening a created file with O_TRUNC makes ext4 flush it on close (~3 ms/MB).
             self.sink = pa.OSFile(str(self.path), "wb")
+            self.fd = self.sink.fileno()
+            self.identity = file_identity(self.path)
             self.schema = file_schema(instrument_id, spec, target)
             options = ipc.IpcWriteOptions(compression=opts.compression)
             self.writer = ipc.new_stream(self.sink, self.schema, options=options)
@@ -133,11 +156,20 @@ class _Stream:
         self.pending_bytes = 0
         self.row = row_bytes(spec)
         self.closed = False
+        self.accepted = 0  # rows taken by add()
+        self.written = 0  # rows in complete batches in the file
+        self.end = os.lseek(self.fd, 0, os.SEEK_CUR)  # where the last complete batch ends
+        self.failure = ""  # why the stream stopped: nothing more goes to the file
 
     def add(self, batch: pa.RecordBatch) -> None:
+        if self.failure:
+            raise WriteFailed(f"{self.where}: not written: "
+                              f"{self.path} stopped at an earlier error ({self.failure})",
+                              batch.num_rows)
+        self.accepted += batch.num_rows
         size = shown_bytes(batch, self.row)
         if not self.pending and (batch.num_rows >= self.opts.batch_rows or size >= DIRECT_BYTES):
-            self.writer.write_batch(batch)  # big enough already: coalescing would only copy
+            self._write(batch)  # big enough already: coalescing would only copy
             return
         self.pending.append(batch)
         self.pending_rows += batch.num_rows
@@ -149,22 +181,52 @@ class _Stream:
         pending, self.pending = self.pending, []
         self.pending_rows = self.pending_bytes = 0
         if pending:
-            self.writer.write_batch(pending[0] if len(pending) == 1 else
-                                    pa.concat_batches(pending))
+            self._write(pending[0] if len(pending) == 1 else pa.concat_batches(pending))
+
+    def _write(self, batch: pa.RecordBatch) -> None:
+        try:
+            self.writer.write_batch(batch)
+        except Exception as exc:
+            raise self._fail(exc) from exc
+        self.end = os.lseek(self.fd, 0, os.SEEK_CUR)  # a system call, not a call into pyarrow
+        self.written += batch.num_rows
+
+    def _fail(self, exc: Exception) -> WriteFailed:
+        """Stop the stream at a write error: see the module docstring."""
+        self.failure = f"{type(exc).__name__}: {exc}"
+        lost = self.accepted - self.written
+        self.pending, self.pending_rows, self.pending_bytes = [], 0, 0
+        with contextlib.suppress(OSError):  # unlikely (it frees space); readers see a cut batch
+            os.ftruncate(self.fd, self.end)
+        discard_writes(self.fd)
+        return WriteFailed(f"{self.path}: {self.failure}; stopped writing it, {lost} row(s) "
+                           "it held are lost (it keeps its complete batches)", lost)
 
     def close(self) -> list[Path]:
         """Finish the stream (end-of-stream marker), compact if asked, release the locks."""
         if self.closed:
             return []
         self.closed = True
+        failed: WriteFailed | None = None
         try:
             try:
                 self.write_pending()
+            except WriteFailed as exc:
+                failed = exc
             finally:
-                self.writer.close()
-                self.sink.close()
-            if not self.opts.parquet:
-                return [self.path]
+                try:
+                    self.writer.close()  # after a failure, the marker goes to /dev/null
+                finally:
+                    self.sink.close()
+            gone = moved_away(self.path, self.identity)
+            if gone:
+                lost = self.written + (failed.lost if failed else 0)
+                raise WriteFailed(f"{gone}: its {self.written} row(s) are lost"
+                                  + (f"; {failed}" if failed else ""), lost, [])
+            if failed is not None:
+                raise WriteFailed(str(failed), failed.lost, [self.path])
+            if self.failure or not self.opts.parquet:
+                return [self.path]  # a stream cut at an error is not compacted: see above
             return self._compact()
         finally:
             if self.lock is not None:
@@ -243,24 +305,40 @@ class ArrowWriter:
     def flush(self) -> None:
         if self._closed:
             return
+        failed: list[WriteFailed] = []
         if self._dirty:
             for stream in self._streams.items.values():
-                stream.write_pending()
+                try:
+                    stream.write_pending()
+                except WriteFailed as exc:  # the other streams are still flushed
+                    failed.append(exc)
             self._dirty = False
         self._last_flush = time.monotonic()
+        if failed:
+            raise WriteFailed.joined(failed)
 
     def close(self) -> list[Path]:
-        """Close every stream even if one fails; the first failure is raised afterwards."""
+        """Close every stream even if one fails; the failures are raised afterwards
+        (:class:`~daqhub.storage.WriteFailed` with the files still in place if rows were
+        lost)."""
         if self._closed:
             return []
         self._closed = True
         paths: list[Path] = []
+        failed: list[WriteFailed] = []
         first: BaseException | None = None
         for stream in self._streams.items.values():
             try:
                 paths.extend(stream.close())
+            except WriteFailed as exc:
+                failed.append(exc)
+                paths.extend(exc.result or [])
             except BaseException as exc:  # keep closing the others
                 first = first or exc
+        if failed:
+            if first is not None:
+                failed.append(WriteFailed(f"{type(first).__name__}: {first}", 0))
+            raise WriteFailed.joined(failed, paths) from first
         if first is not None:
             raise first
         return paths

@@ -3,7 +3,8 @@
 Layout of ``<session dir>/session.h5`` (plain h5py reads all of it)::
 
     /                         attrs: daqhub_format, session_id, created_utc, versions (JSON:
-                              daqhub and every plugin distribution -> version)
+                              daqhub and every plugin distribution -> version), closed
+                              (1 once the writer closed it having stored all it took)
     /_daqhub/lab_config       the lab file's text (a dataset: attributes are capped at 64 KiB)
     /<instrument>/            attrs: instrument_id, type, instrument (JSON of its lab-file block)
     /<instrument>/<channel>/  attrs: channel (JSON declaration), kind, unit, dtype, shape,
@@ -54,6 +55,18 @@ already counted unreadable. Metadata comes from 1 MiB blocks, which narrows that
 moment: a new node then lies inside the end of file already on disk, and
 neighbouring nodes are written in one call.
 
+A write or flush that fails (a full disk) stops the writer: HDF5 drops a
+chunk whose write failed and reads it back as zeros, so appending on and
+counting past it would count lost rows, and even the rows of that chunk
+stored earlier. The writer raises :class:`~daqhub.storage.WriteFailed` with
+every row the file's counts do not cover, refuses (and counts) every later
+batch, and what HDF5 still writes, at close, goes to ``/dev/null``
+(:func:`~daqhub.storage.discard_writes`). The file keeps what its last
+completed flush counted, is padded to the end its superblock may give (HDF5
+opens no file shorter than that), and its ``closed`` attribute stays 0, so
+readers report it as not closed cleanly. A file removed while it is written
+is named at close, with all its rows lost.
+
 With ``swmr = true`` (live external readers) the file uses ``libver="latest"``,
 whose index has no nodes to split and whose writes HDF5 orders for its live
 readers: such files survived every kill point tried. A file left by a killed
@@ -63,7 +76,9 @@ inspect`` does that by itself).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -82,7 +97,16 @@ from daqhub.measurement import ChannelSpec
 from daqhub.resources.filelock import FileLock, claim_new_file
 from daqhub.schema import row_bytes, shown_bytes
 from daqhub.specs import StorageBackend, StorageTarget
-from daqhub.storage import DEFAULT_FLUSH_INTERVAL, DeclaredChannels, check_id, option_problems
+from daqhub.storage import (
+    DEFAULT_FLUSH_INTERVAL,
+    DeclaredChannels,
+    WriteFailed,
+    check_id,
+    discard_writes,
+    file_identity,
+    moved_away,
+    option_problems,
+)
 
 FILE_NAME = "session.h5"
 FORMAT = "daqhub-hdf5/2"
@@ -163,7 +187,8 @@ class _Channel:
             "rows": np.int64(0), "metadata_rows": np.int64(0),
         })
         self.group = g
-        self.flushed = (0, 0)
+        self.flushed = (0, 0)  # (rows, metadata rows) a completed flush counted in the file
+        self.accepted = 0  # rows taken by add(): those past flushed[0] are lost if a write fails
 
         def grow(name: str, dt: Any, row: tuple[int, ...], chunk: int,
                  extra: dict[str, Any] | None = None) -> h5py.Dataset:
@@ -203,6 +228,7 @@ class _Channel:
 
     def add(self, batch: pa.RecordBatch, block_bytes: int) -> bool:
         """Buffer a batch; append the buffer when it is big enough. True if it appended."""
+        self.accepted += batch.num_rows
         self.pending.append(batch)
         self.pending_bytes += shown_bytes(batch, self.row)
         if self.pending_bytes >= block_bytes:
@@ -232,12 +258,14 @@ class _Channel:
         self.ts[n0:n0 + k] = ts
         self.rows = n0 + k
 
-    def record_flushed(self) -> None:
-        """Count the rows a completed flush put on disk, for readers to trust."""
-        if (self.rows, self.meta_rows) != self.flushed:
-            self.group.attrs.modify("rows", self.rows)  # in place: no new header space
-            self.group.attrs.modify("metadata_rows", self.meta_rows)
-            self.flushed = (self.rows, self.meta_rows)
+    def record_flushed(self) -> bool:
+        """Count the rows a completed flush put on disk, for readers to trust; True if the
+        count changed (it is on disk, and in ``flushed``, after the next flush)."""
+        if (self.rows, self.meta_rows) == self.flushed:
+            return False
+        self.group.attrs.modify("rows", self.rows)  # in place: no new header space
+        self.group.attrs.modify("metadata_rows", self.meta_rows)
+        return True
 
     def _values(self, b: pa.RecordBatch) -> np.ndarray:
         col = b.column("value")
@@ -301,6 +329,7 @@ class Hdf5Writer:
             self._lock.release()
             raise
         try:
+            self._identity = file_identity(self.path)
             self._layout(target)
         except BaseException:
             self._file.close()
@@ -310,6 +339,8 @@ class Hdf5Writer:
         self._last_flush = time.monotonic()
         self._dirty = False
         self._closed = False
+        self._failure = ""  # why the writer stopped: nothing more goes to the file
+        self._end = 0  # the file's end as HDF5 had it when the writer stopped
 
     def _layout(self, target: StorageTarget) -> None:
         f = self._file
@@ -317,6 +348,7 @@ class Hdf5Writer:
             "daqhub_format": FORMAT, "session_id": target.session_id,
             "created_utc": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "daqhub_version": __version__, "versions": json.dumps(dict(target.versions)),
+            "closed": np.int8(0),
         })
         meta = f.create_group(META_GROUP)
         meta.create_dataset("lab_config", data=target.lab_config, dtype=h5py.string_dtype())
@@ -335,39 +367,105 @@ class Hdf5Writer:
         if self._closed:
             raise ValueError(f"{self.path} is closed")
         channel = self._channels.lookup(batch)
-        if batch.num_rows:
-            channel.add(batch, self.opts.block_bytes)
-            self._dirty = True
-        if time.monotonic() - self._last_flush >= self.flush_interval:
-            self.flush()
+        if self._failure:
+            raise WriteFailed(f"{channel.where}: not written: "
+                              f"{self.path} stopped at an earlier error ({self._failure})",
+                              batch.num_rows)
+        try:
+            if batch.num_rows:
+                channel.add(batch, self.opts.block_bytes)
+                self._dirty = True
+            if time.monotonic() - self._last_flush >= self.flush_interval:
+                self.flush()
+        except WriteFailed:
+            raise
+        except Exception as exc:
+            raise self._fail(exc) from exc
 
     def flush(self) -> None:
-        if self._closed:
-            return
-        if self._dirty:
-            channels = self._channels.items.values()
-            for channel in channels:
-                channel.append_pending()
-            self._file.flush()
-            for channel in channels:  # only now: see "rows" in the module docstring
-                channel.record_flushed()
-            self._file.flush()
-            self._dirty = False
+        if self._closed or self._failure:
+            return  # a failed writer's loss was raised when it failed
+        try:
+            if self._dirty:
+                channels = self._channels.items.values()
+                for channel in channels:
+                    channel.append_pending()
+                self._file.flush()
+                counted = [c for c in channels if c.record_flushed()]  # see "rows" above
+                self._file.flush()
+                for channel in counted:  # on disk now: what a failure no longer loses
+                    channel.flushed = (channel.rows, channel.meta_rows)
+                self._dirty = False
+        except Exception as exc:
+            raise self._fail(exc) from exc
         self._last_flush = time.monotonic()
+
+    def _fail(self, exc: Exception) -> WriteFailed:
+        """Stop writing the file at a write error: see the module docstring."""
+        self._failure = f"{type(exc).__name__}: {exc}"
+        lost = sum(c.accepted - c.flushed[0] for c in self._channels.items.values())
+        for channel in self._channels.items.values():
+            channel.pending, channel.pending_bytes = [], 0
+        fd: int | None = None
+        try:
+            self._end = self._file.id.get_filesize()
+            fd = self._file.id.get_vfd_handle() if self._file.driver == "sec2" else None
+        except (OSError, RuntimeError):  # HDF5 is past answering: the file stays as it is
+            pass
+        self._pad()
+        if fd is not None:
+            discard_writes(fd)
+        return WriteFailed(f"{self.path}: {self._failure}; stopped writing it, {lost} row(s) "
+                           "it held are lost (it keeps those its last completed flush counted)",
+                           lost)
+
+    def _pad(self) -> None:
+        """Make a failed file as long as its superblock may say it is: HDF5 refuses to open
+        a file shorter than that ("truncated file"), and the failed flush may have written
+        the new end without what lies before it. Padding is sparse (it needs no room on
+        the disk); if it fails here it is tried again at close."""
+        with contextlib.suppress(OSError):
+            if self.path.stat().st_size < self._end:
+                os.truncate(self.path, self._end)
 
     def close(self) -> list[Path]:
         if self._closed:
             return [self.path]
+        failed: WriteFailed | None = None
         try:
-            self.flush()
+            try:
+                self.flush()
+                if not self._failure:
+                    self._file.attrs.modify("closed", np.int8(1))  # in place, like "rows"
+                    self._file.flush()  # a failure here is one too, not a failed close
+            except WriteFailed as exc:
+                failed = exc
+            except Exception as exc:
+                failed = self._fail(exc)
         finally:
             self._closed = True
             try:
                 self._file.close()
+            except Exception:
+                # After a failed cache flush HDF5 fails every later one ("slist already
+                # enabled?"), this close's too, though it writes to /dev/null: it loses
+                # nothing more, and the failure itself was raised already.
+                if not self._failure:
+                    raise
             finally:
                 if self._lock is not None:
                     self._lock.release()
                     self._lock = None
+        gone = moved_away(self.path, self._identity)
+        if self._failure and not gone:
+            self._pad()
+        if gone:
+            kept = sum(c.flushed[0] for c in self._channels.items.values())
+            lost = kept + (failed.lost if failed else 0)
+            raise WriteFailed(f"{gone}: its {kept} counted row(s) are lost"
+                              + (f"; {failed}" if failed else ""), lost, [])
+        if failed is not None:
+            raise WriteFailed(str(failed), failed.lost, [self.path])
         return [self.path]
 
 

@@ -30,8 +30,9 @@ RUN_EXIT_CODES = (
     "Exit codes: 0 every enabled instrument connected, had samples stored and stopped, "
     "and every routine completed or was stopped by the shutdown; 1 anything else (an "
     "instrument that never connected, failed, stored no data or had to be forced; a routine "
-    "that failed; a lab that could not start; something leaked; samples storage could not "
-    "write); 2 invalid lab file; "
+    "that failed; a lab that could not start; something leaked; samples or session records "
+    "storage could not write; a worker process that died in the shutdown); 2 invalid lab "
+    "file; "
     "130 interrupted before the run started, or forced by a second Ctrl-C.")
 
 EPILOG = """\

@@ -14,7 +14,9 @@ Shutdown runs in phases, each bounded, and the whole bounded by
 3. force what did not stop: cancel actor tasks, close the hardware under
    hung V2 threads (their blocking I/O then fails and the thread usually ends);
 4. release shared resources: close every serial port and VISA session;
-5. drain the bridge, then flush and close every consumer (storage).
+5. drain the bridge, then flush and close every consumer (storage), and let the
+   ``on_stopped`` listeners finish (the session records' last flush): what they could
+   not write is in the report's errors.
 
 It ends with a report: one outcome per instrument and routine (see
 :mod:`.outcome`; only those that are ok are "clean"), what was forced, what
@@ -51,7 +53,7 @@ from ..resources import PortEvent, SerialPortManager, VisaSessionManager, line_s
 from ..routines import RoutineRunner
 from ..schema import describe
 from ..specs import InstrumentContext, InstrumentType
-from ..storage import FlavorStorage, StorageSession
+from ..storage import FlavorStorage, StorageSession, WriteFailed
 from . import gcbaseline
 from .bridge import MeasurementBridge
 from .broadcast import Broadcast, Subscription, SubscriptionClosed
@@ -134,7 +136,12 @@ def make_context(itype: InstrumentType, instrument_id: str, block: Mapping[str, 
 
 
 class SinkThread:
-    """Feeds one lossless unified-stream subscription into a sink on its own thread."""
+    """Feeds one lossless unified-stream subscription into a sink on its own thread.
+
+    It counts every sample the sink did not store: a batch's rows when its write is
+    refused, or what a :class:`.WriteFailed` says was lost (a writer that fails loses
+    what it still held, too), and what the sink's close says it lost.
+    """
 
     def __init__(self, name: str, sink: Sink, sub: Subscription[pa.RecordBatch],
                  on_error: Callable[[str, str], None]) -> None:
@@ -143,8 +150,8 @@ class SinkThread:
         self.sub = sub
         self.on_error = on_error
         self.written = 0
-        self.failed_batches = 0  # batches the sink refused or failed to write (reported)
-        self.failed_rows = 0
+        self.failed_writes = 0  # writes (and a close) the sink refused or failed (reported)
+        self.failed_rows = 0  # samples those left out of the sink
         self.last_failure = ""
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._main, name=f"daqhub-storage:{name}",
@@ -164,14 +171,26 @@ class SinkThread:
                     self.sink.write(b)
                     self.written += b.num_rows
                 except Exception as exc:  # a storage fault is reported, the run goes on
-                    self.failed_batches += 1
-                    self.failed_rows += b.num_rows
-                    message = f"write failed: {exc}"
-                    if message != self.last_failure:  # an alarm per new fault, not per batch
-                        self.last_failure = message
-                        self.on_error(self.name, message)
+                    self.count_failure(f"write failed: {exc}", exc.lost
+                                       if isinstance(exc, WriteFailed) else b.num_rows)
             if self._stop.is_set() and self.sub.depth() == 0:
                 return
+
+    def count_failure(self, message: str, samples: int) -> None:
+        """Count samples the sink did not store; alarm once per new fault, not per batch."""
+        self.failed_writes += 1
+        self.failed_rows += samples
+        if message != self.last_failure:
+            self.last_failure = message
+            self.on_error(self.name, message)
+
+    def close_sink(self) -> Any:
+        """Close the sink; what its close lost is counted with the writes' losses."""
+        try:
+            return self.sink.close()
+        except WriteFailed as exc:
+            self.count_failure(f"close failed: {exc}", exc.lost)
+            return exc.result
 
     def stop(self, timeout: float) -> bool:
         self._stop.set()
@@ -236,6 +255,9 @@ class DualRuntimeManager:
         self.routine_stop = threading.Event()
         #: called with (instrument id, method) after each command that succeeded
         self.on_command: list[Callable[[str, str], None]] = []
+        #: called once everything has stopped, before the report is judged: each does its
+        #: last work (the session records' last flush) and returns what failed, as errors
+        self.on_stopped: list[Callable[[], list[str]]] = []
         self.routines = [RoutineRunner(r, self.call, self.routine_stop) for r in lab.routines]
         self._report: ShutdownReport | None = None
         #: the worker processes of ``[daqhub] workers = N`` (None: every instrument in process)
@@ -575,19 +597,28 @@ class DualRuntimeManager:
                 report.errors.append(f"{st.name}: {st.sub.depth()} batch(es) not written: the "
                                      "shutdown budget ran out while storage was behind")
             st.sub.close()
-            if st.failed_batches:  # samples that are in no file: the run did not go well
-                report.errors.append(f"{st.name}: {st.failed_batches} batch(es) "
-                                     f"({st.failed_rows} samples) not written; last: "
-                                     f"{st.last_failure}")
+        threads = {st.name: st for st in self.sink_threads}
         for name, sink in self._sinks.items():
             try:
-                report.sink_results[name] = sink.close()
+                report.sink_results[name] = (threads[name].close_sink() if name in threads
+                                             else sink.close())
             except Exception as exc:
                 report.errors.append(f"closing {name} failed: {exc}")
+        for st in self.sink_threads:
+            if st.failed_writes:  # samples that are in no file: the run did not go well
+                report.errors.append(f"{st.name}: {st.failed_rows} sample(s) not written "
+                                     f"({st.failed_writes} failed write(s)); last: "
+                                     f"{st.last_failure}")
         self.budget.stop(left(1.0))
         for r in self.routines:
             if r.thread.ident is not None and not r.join(left(0.5)):
                 report.leaked.append(f"routine thread for {r.state.instrument}")
+        for finish in self.on_stopped:
+            try:
+                report.errors += finish()
+            except Exception as exc:
+                report.errors.append(f"{getattr(finish, '__qualname__', finish)} failed: "
+                                     f"{type(exc).__name__}: {exc}")
         report.errors += self.plugin_failures
         known_failures = len(self.plugin_failures)
         report.counts = self.counts()

@@ -14,6 +14,12 @@ backoff (``[daqhub.restart]``: ``backoff_first_s`` doubling up to
 ``backoff_max_s``); more than ``max_restarts`` within ``window_s`` leaves its
 instruments ``failed``, as for a v4 actor. Every wait is bounded and its error
 names the worker, its process id and its instruments.
+
+At shutdown the parent sends ``stop`` and waits for the worker's ``stopped`` report or
+the end of its socket, whichever comes first. A worker whose socket ends without the
+report (it crashed in its shard's shutdown, in a driver's ``close()`` or after) is not
+restarted but named in the report's errors, with its exit status and instruments, and
+the run is not ok: its last samples and its shutdown report are lost.
 """
 
 from __future__ import annotations
@@ -127,6 +133,11 @@ class Worker:
         #: why the parent killed the worker, for the report of its death
         self.kill_reason = ""
         self.stopped = threading.Event()
+        #: nothing more will come: the ``stopped`` report arrived, or the reader thread ended
+        #: (the socket's end); what shutdown waits on, so a dead worker does not hold it
+        self.finished = threading.Event()
+        #: the socket ended during shutdown before the ``stopped`` report: the worker died
+        self.cut_off = False
         self.stop_report: dict[str, list[str]] = {}
         self.probe: dict[str, Any] = {}
         self.pending: dict[int, tuple[str, concurrent.futures.Future[Any]]] = {}
@@ -154,6 +165,7 @@ class Worker:
         parent_end, child_end = socket.socketpair()
         self.started.clear()
         self.stopped.clear()
+        self.finished.clear()
         self.spawned_at = self.heard_at = time.monotonic()
         with child_end:  # closed here at once: the parent's end reads EOF when the child dies
             self.process = subprocess.Popen(
@@ -194,12 +206,14 @@ class Worker:
         while True:
             self._read()
             self.conn.close()
-            if self.pool.stopping.is_set() or not self._died():
+            if self.pool.stopping.is_set():
+                self.cut_off = not self.stopped.is_set()  # reported by WorkerPool.stop
                 break
-            if not self._respawn():
+            if not self._died() or not self._respawn():
                 break
         self._fail_pending("its worker process has stopped",
                            "stopped" if self.stopped.is_set() else self.state)
+        self.finished.set()
 
     def _read(self) -> None:
         """Deliver what the worker sends until it is gone; kill it when it hangs."""
@@ -259,6 +273,7 @@ class Worker:
         elif kind == "stopped":
             self.stop_report = message[1]
             self.stopped.set()
+            self.finished.set()
 
     def register(self, iid: str, method: str, request: int,
                  fut: concurrent.futures.Future[Any]) -> None:
@@ -276,13 +291,20 @@ class Worker:
             if not fut.done():
                 fut.set_exception(WorkerFailed(f"{iid}: {why} ({self.describe()})"))
 
+    def ended_how(self) -> str:
+        """How the process ended, for reports: why the parent killed it, else its exit
+        status (``was killed by signal 9``, ``exited with code 1``)."""
+        code = self.process.returncode
+        if self.kill_reason:
+            return self.kill_reason
+        if code is None:
+            return "closed its socket but is still running"
+        return f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+
     def _died(self) -> bool:
         """A worker that ended without being told to: report it on each of its instruments."""
         self.join(1.0)
-        code = self.process.returncode
-        how = self.kill_reason or (
-            f"was killed by signal {-code}" if code is not None and code < 0 else
-            f"exited with code {code}")
+        how = self.ended_how()
         if self.start_causes and not self.kill_reason:
             how += f" after it could not start: {next(iter(self.start_causes.values()))}"
         self.kill_reason = ""
@@ -299,6 +321,21 @@ class Worker:
             self.pool.on_event(h.id, "worker died", why)  # recorded in h.events there
             h.set_state("restarting", why)
         return True
+
+    def lost_in_shutdown(self) -> str:
+        """The report's error for a worker that died during shutdown before its ``stopped``
+        report; each of its instruments gets it as its error and a ``worker died`` event."""
+        why = f"{self.describe()} {self.ended_how()} during shutdown, before its shutdown report"
+        log.error("worker died: %s", why)
+        for h in self.healths():
+            h.error(why)
+            self.pool.on_event(h.id, "worker died", why)
+        stopped = [h.id for h in self.healths() if h.state == "stopped"]
+        running = [f"{h.id} (left {h.state})" for h in self.healths() if h.state != "stopped"]
+        known = "".join([f"; {', '.join(stopped)} had stopped" if stopped else "",
+                         f"; {', '.join(running)} had not stopped" if running else ""])
+        return (f"{why}: the samples it had not sent yet are lost, and what its shutdown "
+                f"forced, leaked or could not close is unknown{known}")
 
     def _respawn(self) -> bool:
         """Spawn the worker again after the backoff, unless it died too often."""
@@ -465,7 +502,9 @@ class WorkerPool:
             if w.process is None or w.state == "failed":
                 continue
             wait = left(timeout)
-            if not w.stopped.wait(wait) and w.alive():
+            # its report, or the end of its socket: a worker that died ends the wait at once
+            killed = not w.finished.wait(wait) and w.alive()
+            if killed:
                 forced.append(f"{w.describe()}: no shutdown report within {wait:.1f} s, "
                               "killed")
                 w.process.kill()
@@ -474,6 +513,8 @@ class WorkerPool:
             w.thread.join(left(1.0) + 0.1)
             if w.thread.is_alive():
                 leaked.append(f"reader thread of {w.shard.name}")
+            elif w.cut_off and not killed:
+                errors.append(w.lost_in_shutdown())
             for key, out in (("forced", forced), ("leaked", leaked),
                              ("unclosed_resources", unclosed), ("errors", errors)):
                 out += [f"{w.shard.name}: {x}" for x in w.stop_report.get(key, [])]

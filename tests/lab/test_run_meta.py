@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -42,3 +43,39 @@ def test_run_refuses_meta_without_equals(tmp_path: Path) -> None:
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert "expected key=value" in r.stderr
+
+
+#: ``daqhub run`` with every record file failing as on a full disk
+FULL_DISK_RUN = """
+import errno, sys
+from daqhub import records
+from daqhub.cli import main
+
+def no_space(path, write):
+    raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+records._replace = no_space
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_run_whose_records_cannot_be_written_exits_1_naming_them(tmp_path: Path) -> None:
+    lab = tmp_path / "lab.toml"
+    lab.write_text(optics_lab(tmp_path / "data", "v4", routines="""
+[[routines]]
+instrument = "rotator"
+steps = [["record", "power"]]
+"""))
+    r = subprocess.run([sys.executable, "-c", FULL_DISK_RUN, "run", str(lab), "--plain",
+                        "--duration", "3"], capture_output=True, text=True, timeout=90)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "NOT OK" not in r.stdout  # the instruments and the routine did their part
+    (v2,) = (tmp_path / "data" / "v2").glob("*")
+    (v4,) = (tmp_path / "data" / "v4").glob("*")
+    assert re.search(rf"^  errors: v2 records in {re.escape(str(v2))} left unwritten or out "
+                     r"of date: records\.h5 \(settings, points routine-rotator-1\) \(\d+ "
+                     r"failed writes?; last: OSError: \[Errno 28\] No space left on device",
+                     r.stdout, re.M), r.stdout
+    assert re.search(rf"^  errors: v4 records in {re.escape(str(v4))} left unwritten or out "
+                     r"of date: settings\.arrow, points-routine-rotator-1\.arrow ",
+                     r.stdout, re.M), r.stdout

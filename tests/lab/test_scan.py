@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import glob
 import json
+import re
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import h5py
@@ -219,3 +222,69 @@ def test_record_files_removed_during_a_session_are_written_again(
         assert sorted(f["points"]) == ["measure-1", "measure-2"]
     assert pa.ipc.open_file(points).read_all().num_rows == 2
     assert errors == []
+
+
+def no_space(path: Path, write: Callable[[Path], None]) -> None:
+    """Stands in for ``records._replace`` on a full disk: every record file fails."""
+    raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+
+def records_errors(report: daqhub.ShutdownReport | None) -> list[str]:
+    assert report is not None
+    return sorted(e for e in report.errors if " records in " in e)
+
+
+def test_records_that_cannot_be_written_make_the_run_not_ok(
+        tmp_path: Path, host: PluginHost, monkeypatch: pytest.MonkeyPatch) -> None:
+    from daqhub import records
+
+    with daqhub.open_lab(optics_lab(tmp_path, "v4"), host=host, report=None) as lab:
+        monkeypatch.setattr(records, "_replace", no_space)
+        table = lab.measure(["power"], repeat=2)
+        dirs = lab.output_dirs()
+    assert table.num_rows == 2  # the script has its rows all the same
+    assert lab.report is not None and not lab.report.ok
+    v2, v4 = records_errors(lab.report)
+    why = r"\d+ failed writes; last: OSError: \[Errno 28\] No space left on device: '{}'\)"
+    assert re.fullmatch(re.escape(f"v2 records in {dirs['v2']} left unwritten or out of date: "
+                                  "records.h5 (settings, points measure-1) (")
+                        + why.format(re.escape(str(dirs["v2"] / "records.h5"))), v2), v2
+    assert re.fullmatch(re.escape(f"v4 records in {dirs['v4']} left unwritten or out of date: "
+                                  "settings.arrow, points-measure-1.arrow (")
+                        + why.format(re.escape(str(dirs["v4"] / "settings.arrow"))), v4), v4
+    assert not (dirs["v4"] / "points-measure-1.arrow").exists()
+
+
+def test_a_failure_of_the_last_records_flush_is_in_the_report(
+        tmp_path: Path, host: PluginHost, monkeypatch: pytest.MonkeyPatch) -> None:
+    from daqhub import records
+
+    with daqhub.open_lab(optics_lab(tmp_path, "v4"), host=host, report=None) as lab:
+        lab.measure(["power"], repeat=2)  # written in full when the run ended
+        monkeypatch.setattr(records, "_replace", no_space)  # only the shutdown's flush fails
+        dirs = lab.output_dirs()
+    assert lab.report is not None and not lab.report.ok
+    assert records_errors(lab.report) == [
+        f"{flavor} records in {dirs[flavor]} left unwritten or out of date: {what} (1 failed "
+        f"write; last: OSError: [Errno 28] No space left on device: '{dirs[flavor] / path}')"
+        for flavor, what, path in (("v2", "records.h5 (settings)", "records.h5"),
+                                   ("v4", "settings.arrow", "settings.arrow"))]
+
+
+def test_records_a_later_flush_wrote_after_a_failure_leave_the_run_ok(
+        tmp_path: Path, host: PluginHost, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the report judges is what the session leaves on disk: every flush rewrites what
+    is missing, so a disk full for a moment costs nothing once one has written it all."""
+    from daqhub import records
+
+    with daqhub.open_lab(optics_lab(tmp_path, "v4"), host=host, report=None) as lab:
+        with monkeypatch.context() as m:
+            m.setattr(records, "_replace", no_space)
+            lab.measure(["power"], repeat=2)  # a disk full for a moment
+        lab.measure(["power"], repeat=2)  # freed again: this run's end writes everything
+        dirs = lab.output_dirs()
+    assert lab.report is not None and lab.report.ok, lab.report.errors
+    assert records_errors(lab.report) == []
+    assert pa.ipc.open_file(dirs["v4"] / "points-measure-1.arrow").read_all().num_rows == 2
+    with h5py.File(dirs["v2"] / "records.h5", "r") as f:
+        assert sorted(f["points"]) == ["measure-1", "measure-2"]

@@ -14,6 +14,7 @@ from runtime_fakes import PRODUCED, make_lab
 from daqhub.plugins.converters import batch_to_rows
 from daqhub.runtime.dual import DualRuntimeManager, PhaseTimeouts, ShutdownReport
 from daqhub.runtime.v4 import RestartPolicy
+from daqhub.storage import WriteFailed
 
 FAST = RestartPolicy(max_restarts=3, window_s=30, backoff_first_s=0.01, backoff_max_s=0.05)
 
@@ -238,10 +239,58 @@ def test_samples_a_sink_failed_to_write_make_the_run_not_ok(host, tmp_path) -> N
     lost = sum(n for chans in report.counts.values() for n in chans.values()) - len(disk.rows)
     assert lost > 0 and not report.ok
     assert len(report.errors) == 1 and re.fullmatch(
-        rf"disk: \d+ batch\(es\) \({lost} samples\) not written; last: write failed: "
-        r"\[Errno 28\] No space left on device", report.errors[0]), report.errors
+        rf"disk: {lost} sample\(s\) not written \(\d+ failed write\(s\)\); last: write "
+        r"failed: \[Errno 28\] No space left on device", report.errors[0]), report.errors
     assert [a["message"] for a in rt.alarms if a["what"] == "sink:disk"] == \
         ["write failed: [Errno 28] No space left on device"]  # one alarm, not one per batch
+
+
+@pytest.mark.timeout(30)
+def test_samples_a_sink_held_when_it_failed_and_lost_at_close_are_all_counted(
+        host, tmp_path) -> None:
+    """A storage writer holds samples before they reach the disk: when it fails it loses
+    those too, and says how many (WriteFailed.lost); a file removed while written loses its
+    samples at close. The report counts them all, in one line, and lists the files left."""
+    class Holding(Recorder):
+        """Keeps every other batch in memory; loses what it holds at the 20th row; then
+        refuses each batch; at close, its first 5 stored rows turn out lost."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.held: list = []
+            self.failed = False
+
+        def write(self, batch) -> None:
+            rows = batch_to_rows(batch)
+            if self.failed:
+                raise WriteFailed("the file stopped at an earlier error", len(rows))
+            if len(self.rows) + len(self.held) + len(rows) > 20:
+                self.failed = True
+                lost = len(self.held) + len(rows)
+                self.held = []
+                raise WriteFailed(f"disk full: {lost} held", lost)
+            self.held.extend(rows)
+            if len(self.held) >= 2:
+                self.rows.extend(self.held)
+                self.held = []
+
+        def close(self):
+            raise WriteFailed("one file was removed", 5, ["kept.h5"])
+
+    lab = make_lab(host, tmp_path, v2=[("a", "test.counter")], v4=[("c", "test.counter")])
+    sink = Holding()
+    rt = DualRuntimeManager(lab, host, sinks={"disk": sink}, restart_policy=FAST)
+    rt.start()
+    wait_until(lambda: PRODUCED.get("a", 0) >= 20 and PRODUCED.get("c", 0) >= 20,
+               what="20 polls each")
+    report = rt.shutdown()
+    produced = sum(n for chans in report.counts.values() for n in chans.values())
+    lost = produced - (len(sink.rows) - 5)
+    assert sink.failed and not report.ok
+    assert report.sink_results["disk"] == ["kept.h5"]
+    assert len(report.errors) == 1 and re.fullmatch(
+        rf"disk: {lost} sample\(s\) not written \(\d+ failed write\(s\)\); last: close "
+        r"failed: one file was removed", report.errors[0]), report.errors
 
 
 def test_unknown_command_and_health(host, tmp_path) -> None:

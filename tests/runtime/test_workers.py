@@ -368,3 +368,69 @@ def test_a_hung_worker_is_killed_and_restarted(make_lab) -> None:
         assert any(e["event"] == "worker died" and "(hung), so it was killed" in e["detail"]
                    for e in rt.health_of("dmm_a").events), list(rt.health_of("dmm_a").events)
     assert lab.report is not None and lab.report.ok, lab.report.failed or lab.report.as_dict()
+
+
+@pytest.fixture
+def worker_faults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The ``worker_faults`` test plugin installed (entry point and all) for this process and
+    the worker processes it starts; its plugin host."""
+    from daqhub.host import PluginHost
+
+    plugin = Path(__file__).parent / "worker_faults"
+    site = tmp_path / "site"
+    info = site / "daqhub_worker_faults-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: daqhub-worker-faults\n"
+                                   "Version: 0.1\n")
+    (info / "entry_points.txt").write_text("[daqhub]\nworker_faults = worker_faults_plugin\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(site), str(plugin), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.syspath_prepend(str(plugin))
+    monkeypatch.syspath_prepend(str(site))
+    host = PluginHost()
+    host.load_entry_points()
+    return host
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("fault", ["dies_in_close", "dies_after_shutdown"])
+def test_a_worker_that_dies_during_shutdown_is_reported_at_once(
+        fault: str, worker_faults: Any, tmp_path: Path) -> None:
+    # a shutdown budget the old wait (the whole budget for a dead worker) would have used up
+    text = f"""
+[daqhub]
+output_dir = "{tmp_path / 'data'}"
+workers = 2
+shutdown_timeout = 40
+[[v2.instruments]]
+id = "good"
+type = "worker_faults.good"
+poll_hz = 50
+[[v2.instruments]]
+id = "bad"
+type = "worker_faults.{fault}"
+poll_hz = 50
+"""
+    with daqhub.open_lab(text, host=worker_faults, report=None) as lab:
+        rt = lab.rt
+        wait_until(lambda: all(h["state"] == "running" and h["measurements"] > 5
+                               for h in rt.health()["instruments"]),
+                   "every instrument running with samples", timeout=60)
+        dying = next(w for w in rt.pool.workers if "bad" in w.shard.ids)
+        pid = dying.process.pid
+    report = lab.report
+    assert report is not None and not report.ok
+    assert report.duration_s < 20, report.duration_s  # not the whole 37 s budget
+    why = (f"{dying.shard.name} (pid {pid}; bad) was killed by signal 9 during shutdown, "
+           "before its shutdown report")
+    assert [e for e in report.errors if "worker" in e] == [
+        f"{why}: the samples it had not sent yet are lost, and what its shutdown forced, "
+        "leaked or could not close is unknown; "
+        + ("bad (left running) had not stopped" if fault == "dies_in_close"
+           else "bad had stopped")], report.errors
+    outcome = {o["id"]: o for o in report.instruments}
+    assert outcome["good"]["ok"], outcome["good"]  # the other worker stopped as ever
+    assert outcome["bad"]["last_error"] == why
+    assert outcome["bad"]["event_counts"]["worker died"] == 1
+    if fault == "dies_in_close":
+        assert outcome["bad"]["problem"] == "did not stop (left running)"

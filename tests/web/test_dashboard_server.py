@@ -31,8 +31,9 @@ def test_the_page_gets_every_instrument_and_every_channel_kind(tmp_path: Path) -
     with dashboard(tmp_path, WebSettings(port=0), extra=routine) as (rt, server):
         state = wait_state(server, lambda s: s["frames"] and s["traces"] and all(
             r["state"] == "running" and r["rate_hz"] > 0 for r in s["instruments"])
-            and any(f["path"].endswith("session.h5") for f in s["files"]),
-            "running instruments, a trace, a frame and the session files")
+            and any(f["path"].endswith("session.h5") for f in s["files"])
+            and len(s["series"].get("scope0/level", {}).get("t", ())) >= 2,
+            "running instruments, a trace, a frame, two points of a series and the files")
         routines = wait_state(server, lambda s: s["routines"][0]["cycles"] >= 1,
                               "a routine cycle")["routines"]
         assert routines[0]["steps"] == 3 and routines[0]["repeat"] is True
