@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+import numbers
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .instrument import public_methods
@@ -37,22 +38,20 @@ def command_names(itype: InstrumentType) -> list[str] | None:
     return public_methods(cls) if cls is not None else None
 
 
-def argument_problem(itype: InstrumentType, command: str, args: tuple[Any, ...]
-                     ) -> tuple[str, str] | None:
+def argument_problem(itype: InstrumentType, command: str, args: tuple[Any, ...],
+                     kwargs: Mapping[str, Any] | None = None) -> tuple[str, str] | None:
     """Why ``command(*args)`` cannot be called on the type, and what to do, or None when it
     can (or is unknown): the number of arguments, a value of another kind where the
     driver's signature says ``float``, ``int``, ``bool`` or ``str`` (a routine's
     ``["move_absolute", "abc"]``), or a value the command's own check refuses
     (:data:`ARGUMENT_CHECK`)."""
     cls = driver_class(itype)
-    if cls is None:
+    sig = None if cls is None else _signature(cls, command)
+    if sig is None:
         return None
+    kwargs = kwargs or {}
     try:
-        sig = inspect.signature(getattr(cls, command))
-    except (AttributeError, TypeError, ValueError):
-        return None
-    try:
-        bound = sig.bind(None, *args)  # None stands for self
+        bound = sig.bind(None, *args, **kwargs)  # None stands for self
     except TypeError:
         params = [p for p in list(sig.parameters.values())[1:]
                   if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
@@ -72,16 +71,30 @@ def argument_problem(itype: InstrumentType, command: str, args: tuple[Any, ...]
     check = getattr(getattr(cls, command), ARGUMENT_CHECK, None)
     if check is not None:
         try:
-            check(*args)
-        except ValueError as exc:
+            check(*args, **kwargs)
+        except (ValueError, TypeError) as exc:  # TypeError: a value of another kind
             return f"{command}: {exc}", hint
     return None
 
 
-#: annotations a routine step's value is checked against (a driver's signature says them)
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool) or type(value).__name__ in ("bool", "bool_")  # numpy's
+
+
+@functools.lru_cache(maxsize=1024)
+def _signature(cls: type, command: str) -> inspect.Signature | None:
+    """A command's signature, read once: a script's every command is checked."""
+    try:
+        return inspect.signature(getattr(cls, command))
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+#: annotations a command's value is checked against (a driver's signature says them); numbers
+#: of numpy's kinds pass, as a script's ``np.linspace`` values must
 _SIMPLE: dict[str, Callable[[Any], bool]] = {
-    "float": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "bool": lambda v: isinstance(v, bool),
+    "float": lambda v: isinstance(v, numbers.Real) and not _is_bool(v),
+    "int": lambda v: isinstance(v, numbers.Integral) and not _is_bool(v),
+    "bool": _is_bool,
     "str": lambda v: isinstance(v, str),
 }

@@ -37,10 +37,11 @@ from typing import TYPE_CHECKING, Any, TextIO
 import pyarrow as pa
 
 from . import tomlwrite
-from .commands import command_names, driver_class
+from .commands import argument_problem, command_names, driver_class
 from .config import LabConfig, load, parse
 from .host import PluginHost, default_host
 from .records import SessionRecords
+from .resources.timeouts import MAX_TIMEOUT_S
 from .runtime.broadcast import Subscription, SubscriptionClosed
 from .runtime.dual import DualRuntimeManager, ShutdownReport
 from .runtime.report import print_report
@@ -56,6 +57,8 @@ if TYPE_CHECKING:
 COMMAND_TIMEOUT_S = 60.0
 #: Added to a driver method's own ``timeout`` argument: the driver reports its timeout first.
 TIMEOUT_MARGIN_S = 10.0
+#: How much longer than the runtime's shutdown budget a second ``close()`` waits for the first.
+CLOSE_MARGIN_S = 30.0
 
 LabSource = str | os.PathLike[str] | Mapping[str, Any]
 
@@ -182,7 +185,12 @@ class Instrument:
         return self._await(fut, method, limit)
 
     def send(self, method: str, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
-        """Queue ``method`` without waiting (see :meth:`result`)."""
+        """Queue ``method`` without waiting (see :meth:`result`). Its arguments are checked
+        first, as a routine's are: ``set_output("off")`` was sent as ``OUTP 1`` (a string is
+        true), and a wrong kind of value came back as a bare TypeError from deep in a driver."""
+        problem = argument_problem(self.itype, method, args, kwargs)
+        if problem is not None:
+            raise ValueError(f"{self.id}: {problem[0]} ({problem[1]})")
         try:
             return self._lab.rt.submit(self.id, method, *args, **kwargs)
         except (CommandRejected, ActorFailed, MailboxFull, TimeoutError) as exc:
@@ -229,7 +237,9 @@ class Instrument:
             return COMMAND_TIMEOUT_S
         bound.apply_defaults()
         own = bound.arguments.get("timeout")
-        return float(own) + TIMEOUT_MARGIN_S if isinstance(own, int | float) else COMMAND_TIMEOUT_S
+        if isinstance(own, int | float) and 0 <= own <= MAX_TIMEOUT_S:  # not NaN, inf, 1e12
+            return float(own) + TIMEOUT_MARGIN_S
+        return COMMAND_TIMEOUT_S  # the driver refuses a wait that could not end, and says so
 
     def latest(self, wait: float = 0.0) -> dict[str, dict[str, Any]]:
         """The last sample of each channel seen on the stream (see :meth:`Lab.latest`)."""
@@ -324,6 +334,12 @@ class Lab:
         self.instruments: dict[str, Instrument] = {
             iid: Instrument(self, iid) for iid in rt.instrument_ids()}
         self.stop_event = threading.Event()
+        #: movers a scan, grid or measure is moving -> its run id (see daqhub.scan.claimed)
+        self.movers_held: dict[str, str] = {}
+        self.plan_lock = threading.Lock()
+        #: set once close() begins: scans refuse to start, the report is printed once
+        self.closing = False
+        self._close_lock = threading.Lock()
         self._latest = _Latest(rt.subscribe("lab-latest", lossless=False, capacity=100))
 
     @property
@@ -430,8 +446,19 @@ class Lab:
         Ctrl-C during the shutdown is held back until it has finished, so the
         files are closed properly; it is raised afterwards.
         """
-        if self.report is not None:
+        budget = self.rt.phases.total_s + CLOSE_MARGIN_S
+        if not self._close_lock.acquire(timeout=budget):
+            raise TimeoutError(f"Lab.close: another thread's close of session "
+                               f"{self.session_id} did not end within {budget:g} s")
+        try:
+            return self._close()
+        finally:
+            self._close_lock.release()
+
+    def _close(self) -> ShutdownReport:
+        if self.report is not None:  # closed already (maybe by another thread meanwhile)
             return self.report
+        self.closing = True
         interrupted: list[int] = []
         previous = None
         if threading.current_thread() is threading.main_thread():

@@ -121,6 +121,7 @@ class SessionRecords:
         json.dumps(self.meta)  # refuse what cannot be stored before anything starts
         self.settings: list[tuple[int, str, str, str]] = []
         self.runs: dict[str, PointsRun] = {}
+        self._numbers: dict[str, int] = {}  # kind -> the last run number given
         #: every failed write, as logged
         self.errors: list[str] = []
         #: flavor -> its records' failed writes (the report's errors, see :meth:`finish`)
@@ -189,9 +190,14 @@ class SessionRecords:
 
     # --- points -------------------------------------------------------------------------
 
-    def new_run(self, run_id: str, schema: pa.Schema) -> PointsRun:
+    def new_run(self, kind: str, schema: pa.Schema) -> PointsRun:
+        """A new points run, numbered per kind (``scan-3``) under the lock: runs started at
+        once in several threads got one id, and the last one's table replaced the others'."""
         with self._lock:
-            run = self.runs[run_id] = PointsRun(run_id, schema)
+            n = self._numbers[kind] = self._numbers.get(kind, 0) + 1
+            while f"{kind}-{n}" in self.runs:  # another kind's ids can look like ours
+                n = self._numbers[kind] = n + 1
+            run = self.runs[f"{kind}-{n}"] = PointsRun(f"{kind}-{n}", schema)
             return run
 
     def widen_run(self, run: PointsRun, schema: pa.Schema) -> None:

@@ -32,9 +32,10 @@ as the driver raised it, with a note saying how many rows were kept.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import itertools
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -43,6 +44,7 @@ import pyarrow as pa
 
 from .measurement import ChannelSpec, Columns, Image, Measurement, Scalar, Spectrum
 from .records import PointsRun, SessionRecords
+from .resources.timeouts import MAX_TIMEOUT_S
 from .routines import RoutineRunner
 from .schema import column_values, describe, value_type
 
@@ -125,9 +127,13 @@ def _plan(lab: Lab, kind: str, axes: Mapping[str, list[float]],
           repeat: int, move_timeout: float) -> Plan:
     if repeat < 1:
         raise ScanError(f"repeat must be at least 1, got {repeat}")
-    if not settle >= 0:  # NaN too
+    if not 0 <= settle <= MAX_TIMEOUT_S:  # NaN and inf too (a wait must end)
         wait = "interval" if kind == "measure" else "settle"  # what the caller named it
-        raise ScanError(f"{wait} must be a number of seconds, 0 or more, got {settle}")
+        raise ScanError(f"{wait} must be a number of seconds from 0 to {MAX_TIMEOUT_S:g}, "
+                        f"got {settle}")
+    if axes and not 0 < move_timeout <= MAX_TIMEOUT_S:
+        raise ScanError(f"move_timeout must be a number of seconds above 0, at most "
+                        f"{MAX_TIMEOUT_S:g}, got {move_timeout}")
     if axes and not points:
         raise ScanError("no values to scan")
     _check_movers(lab, list(axes))
@@ -158,16 +164,39 @@ def points_schema(rt: DualRuntimeManager, movers: Sequence[str],
                                        b"daqhub.movers": ",".join(movers).encode()})
 
 
-def new_run_id(records: SessionRecords, kind: str) -> str:
-    n = sum(1 for r in records.runs if r.startswith(f"{kind}-")) + 1
-    return f"{kind}-{n}"
-
-
 def run_plan(lab: Lab, plan: Plan) -> pa.Table:
     """Run a planned scan in this thread; the points table (complete or not)."""
     rt, records, cmd = lab.rt, lab.records, LabCommands(lab)
-    run = records.new_run(new_run_id(records, plan.kind),
-                          points_schema(rt, plan.movers, plan.reads, plan.kind))
+    if lab.closing:
+        raise ScanError(f"the lab (session {lab.session_id}) is closed: open a new one")
+    with claimed(lab, plan):
+        run = records.new_run(plan.kind, points_schema(rt, plan.movers, plan.reads, plan.kind))
+        with lab.plan_lock:
+            lab.movers_held.update(dict.fromkeys(plan.movers, run.run_id))
+        return _run_points(lab, plan, run, cmd)
+
+
+@contextlib.contextmanager
+def claimed(lab: Lab, plan: Plan) -> Iterator[None]:
+    """The plan's movers, for this plan alone while it runs: two scans (in two threads)
+    moving one mover both stored points at positions the other had set, marked complete."""
+    with lab.plan_lock:
+        held = {m: lab.movers_held[m] for m in plan.movers if m in lab.movers_held}
+        if held:
+            raise ScanError("; ".join(f"{m} is being moved by {run} (another thread's run)"
+                                      for m, run in held.items())
+                            + ": wait for it to end, or stop it (Lab.stop)")
+        lab.movers_held.update(dict.fromkeys(plan.movers, f"a {plan.kind} starting"))
+    try:
+        yield
+    finally:
+        with lab.plan_lock:
+            for m in plan.movers:
+                lab.movers_held.pop(m, None)
+
+
+def _run_points(lab: Lab, plan: Plan, run: PointsRun, cmd: LabCommands) -> pa.Table:
+    records = lab.records
     lab.stop_event.clear()
     step = 0
     try:
@@ -360,7 +389,7 @@ class RoutinePoints:
         mover = [iid] if "Motion" in rt.types[iid].capabilities else []
         schema = points_schema(rt, mover, reads, "routine")
         if self.run is None:
-            self.run = self.records.new_run(new_run_id(self.records, f"routine-{iid}"), schema)
+            self.run = self.records.new_run(f"routine-{iid}", schema)
         else:  # a later record step may read more: its columns join (empty in earlier rows)
             self.records.widen_run(self.run, schema)
         row: dict[str, Any] = {"run_id": self.run.run_id, "step": len(self.run.rows),

@@ -195,7 +195,7 @@ def _formatted(format: Callable[[Any], str] | None, value: Any, session: Session
         return value
     try:
         return format(value)
-    except ValueError as exc:
+    except (ValueError, TypeError, ArithmeticError) as exc:  # the wrong kind, inf into int()
         raise ValueError(f"{session.id}: {name} {exc}") from None
 
 

@@ -163,9 +163,9 @@ def test_grid_and_measure_share_the_engine(tmp_path: Path, host: PluginHost) -> 
         with pytest.raises(ScanError, match="as many values each"):
             lab.scan({"stage": [1.0], "rotator": [10.0, 20.0]}, read=["power"])
         # each wait is named as the caller named it
-        with pytest.raises(ScanError, match="interval must be a number of seconds, 0 or more"):
+        with pytest.raises(ScanError, match="interval must be a number of seconds from 0 to 3600"):
             lab.measure(["power"], interval=-1)
-        with pytest.raises(ScanError, match="settle must be a number of seconds, 0 or more"):
+        with pytest.raises(ScanError, match="settle must be a number of seconds from 0 to 3600"):
             lab.grid({"stage": [0]}, read=["power"], settle=float("nan"))
     assert grid.num_rows == 4
     assert grid["stage"].to_pylist() == [0, 0, 5, 5]
