@@ -106,6 +106,7 @@ class PluginHost:
         self.import_times: dict[str, float] = {}
         self._order: dict[str, int] = {}  # plugin name -> registration number
         self._cache: dict[str, Any] = {}
+        self.reserved_commands: frozenset[str] = frozenset()  # see reserve_commands
         self._lock = threading.Lock()
         self._step = threading.local()  # the problems of this thread's current step
         self._trace = bool(os.environ.get(TRACE_ENV))
@@ -164,7 +165,8 @@ class PluginHost:
             started = time.perf_counter()
             try:
                 obj = ep.load()
-            except Exception as exc:  # a plugin's import may raise anything
+            except (Exception, SystemExit) as exc:  # a plugin's import may raise anything:
+                # sys.exit() in it ended every command with 0 and nothing said, --strict too
                 self.report(PluginProblem(dist_name, version, ep.name,
                                           f"failed to import {ep.value}: {_short(exc)}",
                                           traceback.format_exc()))
@@ -239,7 +241,7 @@ class PluginHost:
             started = time.perf_counter()
             try:
                 result = impl.function(**args)
-            except Exception as exc:  # isolate one plugin's bug from the rest
+            except (Exception, SystemExit) as exc:  # isolate one plugin's bug from the rest
                 result = exc
                 problem = PluginProblem(info.distribution, info.version, info.name,
                                         f"hook {hook} raised {_short(exc)}",
@@ -251,7 +253,7 @@ class PluginHost:
                 shown = ", ".join(f"{k}={_brief(v)}" for k, v in args.items())
                 self._say(f"call {hook}({shown}) -> {impl.plugin_name}: "
                           f"{(time.perf_counter() - started) * 1000:.2f} ms, "
-                          f"{'raised' if isinstance(result, Exception) else 'returned'} "
+                          f"{'raised' if isinstance(result, BaseException) else 'returned'} "
                           f"{_brief(result)}")
         return out
 
@@ -407,10 +409,19 @@ class PluginHost:
                 return c
         raise LookupError(f"no converter from {source!r} to {target!r} is installed")
 
+    def reserve_commands(self, names: Iterable[str]) -> None:
+        """Command names no plugin may take: the CLI's own (a plugin's ``run`` used to
+        replace ``daqhub run`` without a word). A plugin command so named is reported."""
+        self.reserved_commands = frozenset(names)
+        self._cache.pop("cli", None)
+
     def _cli_found(self) -> dict[str, tuple[PluginInfo, CliCommand]]:
+        def own(c: CliCommand) -> list[str]:
+            return [f"daqhub has a command {c.name!r} of its own; the plugin's is not used"
+                    ] if c.name in self.reserved_commands else []
         return self._cached("cli", lambda: self._unique(
             "daqhub_cli_commands", CliCommand, lambda c: c.name,
-            lambda c: f"command {c.name!r}"))
+            lambda c: f"command {c.name!r}", check=own))
 
     def cli_commands(self) -> dict[str, CliCommand]:
         return {k: v[1] for k, v in self._cli_found().items()}

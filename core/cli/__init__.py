@@ -25,6 +25,9 @@ from .args import path_named, seconds
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_PLUGINS = 0, 1, 2, 3
 EXIT_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool whose reader went away
+#: daqhub's own commands (build_parser's): a plugin may not take these names
+BUILTIN_COMMANDS = ("plugins", "validate", "schema", "run", "view", "ports", "inspect",
+                    "migrate", "new")
 
 RUN_EXIT_CODES = (
     "Exit codes: 0 every enabled instrument connected, had samples stored and stopped, "
@@ -324,7 +327,7 @@ def build_parser(host: PluginHost | None = None) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_new)
 
     for name, command in sorted((host.cli_commands() if host else {}).items()):
-        if name in sub.choices:
+        if name in sub.choices:  # reserved (the host reported it): daqhub's own stays
             continue
         p = sub.add_parser(name, help=command.help, description=command.help, add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER)
@@ -372,6 +375,7 @@ def _main(argv: Sequence[str] | None) -> int:
         parser.print_help()
         return EXIT_USAGE
     host = PluginHost()
+    host.reserve_commands(BUILTIN_COMMANDS)
     host.load_entry_points()
     # Commands with their own argument parser get everything after their name untouched
     # (argparse would take their --help as ours).

@@ -31,6 +31,15 @@ MODULES = {
     "twin_a": GOOD.format(type="twin.meter"),
     "twin_b": GOOD.format(type="twin.meter"),
     "broken_import": "import this_module_does_not_exist\n",
+    "exits": "import sys\nsys.exit(0)  # every daqhub command used to end here, with 0\n",
+    "takes_run": textwrap.dedent("""
+        from daqhub.hookspecs import hookimpl
+        from daqhub.specs import CliCommand
+        @hookimpl
+        def daqhub_cli_commands():
+            return [CliCommand("run", "not daqhub's run", lambda argv: 0),
+                    CliCommand("takes-run-extra", "a command of its own", lambda argv: 0)]
+        """),
     "raises": textwrap.dedent("""
         from daqhub.hookspecs import hookimpl
         @hookimpl
@@ -110,6 +119,7 @@ def test_every_broken_plugin_is_reported_and_the_rest_works(site: Path) -> None:
     assert ("good.meter", "v2") in types
     problems = problems_of(host)
     assert "No module named 'this_module_does_not_exist'" in problems["dqtest-broken-import"]
+    assert problems["dqtest-exits"] == "failed to import dqtest_exits: SystemExit: 0"
     assert "driver table is corrupt" in problems["dqtest-raises"]
     assert "(from " in problems["dqtest-name-clash"]  # the toolkit's own words, not only
     assert "Session.settings" in problems["dqtest-name-clash"]  # Python's wrapper
@@ -199,3 +209,18 @@ def test_strict_mode_reports_every_problem_not_only_the_first(site: Path) -> Non
         host.instrument_types()
     assert {"dqtest-raises", "dqtest-not-a-list", "dqtest-bad-type", "dqtest-twin-a",
             "dqtest-twin-b"} <= {p.distribution for p in info.value.problems}
+
+
+def test_a_plugin_command_named_like_one_of_daqhubs_own_is_refused(site: Path) -> None:
+    """A plugin's ``run`` used to replace ``daqhub run`` without a word."""
+    from daqhub.cli import BUILTIN_COMMANDS, build_parser
+
+    host = PluginHost()
+    host.reserve_commands(BUILTIN_COMMANDS)
+    host.load_entry_points(GROUP)
+    assert "run" not in host.cli_commands() and "takes-run-extra" in host.cli_commands()
+    assert problems_of(host)["dqtest-takes-run"] == (
+        "invalid command 'run': daqhub has a command 'run' of its own; the plugin's is not used")
+    listed = {line.split()[0] for line in build_parser().format_help().splitlines()
+              if line.startswith("    ") and line.split()}
+    assert listed == set(BUILTIN_COMMANDS)  # the reserved names are the parser's commands
