@@ -479,6 +479,13 @@ def _is_within(a: Path, b: Path) -> bool:
         return False
 
 
+def lab_path(base_dir: Path, given: str) -> Path:
+    """A path a lab file gives (``output_dir``, a ``file.yaml@sim`` backend): ``~`` is the
+    user's home, as in a shell; a relative path is relative to the lab file's directory.
+    Joined unexpanded, ``~/data`` became a directory named ``~`` beside the lab file."""
+    return base_dir / os.path.expanduser(given)  # Path.expanduser raises for ~nobody
+
+
 def check_output_dir(path: Path) -> str | None:
     """Why ``path`` cannot be created or written, if it cannot (storage's own check)."""
     why = unwritable(path)
@@ -500,8 +507,8 @@ def validate(data: Mapping[str, Any], text: str, file: str, host: PluginHost,
         daq = {}
     _schema_problems(c, daq, {"type": "object", "properties": DAQHUB_KEYS,
                               "additionalProperties": False}, ("daqhub",))
-    out_root = output_dir if output_dir is not None else base_dir / str(
-        daq.get("output_dir", "data"))
+    out_root = output_dir if output_dir is not None else lab_path(
+        base_dir, str(daq.get("output_dir", "data")))
     backends = host.storage_backends()
     providers = {k: v for k, v in (daq.get("providers") or {}).items() if isinstance(v, str)} \
         if isinstance(daq.get("providers"), dict) else {}
@@ -529,7 +536,7 @@ def validate(data: Mapping[str, Any], text: str, file: str, host: PluginHost,
                   _did_you_mean(storage, sorted(backends)) or
                   f"installed backends: {', '.join(sorted(backends)) or 'none'}")
         fdir = section.get("output_dir")
-        fdir_path = base_dir / fdir if isinstance(fdir, str) else out_root / flavor
+        fdir_path = lab_path(base_dir, fdir) if isinstance(fdir, str) else out_root / flavor
         instruments: list[InstrumentConfig] = []
         items = section.get("instruments", [])
         if not isinstance(items, list):
@@ -576,11 +583,18 @@ def validate(data: Mapping[str, Any], text: str, file: str, host: PluginHost,
     idle = {inst.id: "its flavor is disabled" if not f.enabled else "it has enabled = false"
             for f in flavors.values() for inst in f.instruments
             if not f.enabled or inst.block.get("enabled", True) is False}
+    first_routine: dict[str, tuple[int, int]] = {}  # instrument id -> (routine, its line)
     for i, r in enumerate(routines):
         before = len(c.problems)
         _schema_problems(c, r, ROUTINE_SCHEMA, ("routines", i))
         if len(c.problems) > before:
             continue  # malformed: its steps cannot be read
+        here = _line_of(where, ("routines", i, "instrument"))
+        first, first_line = first_routine.setdefault(r["instrument"], (i, here))
+        if first != i:  # two runners would interleave their moves and records
+            c.add_at(here, f"a second routine for {r['instrument']!r} (its first routine "
+                     f"names it at line {first_line}); an instrument runs one routine",
+                     "put the steps of both in one [[routines]], in the order they should run")
         if r["instrument"] not in seen_ids:
             c.add(("routines", i, "instrument"), f"routine names unknown instrument "
                   f"{r['instrument']!r}", _did_you_mean(r["instrument"], sorted(seen_ids)))
@@ -751,7 +765,7 @@ def resolve_visa_backend(backend: str, base_dir: Path) -> tuple[str, str]:
             return backend, (f"visa_backend {backend!r}: package {m.group(1)!r} is not installed"
                              + (f"; {hint}" if hint else ""))
     else:
-        path = (base_dir / spec).resolve()
+        path = lab_path(base_dir, spec).resolve()
     if not path.is_file():
         return backend, f"visa_backend {backend!r}: simulation file {path} does not exist"
     return f"{path}@sim", ""

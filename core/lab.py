@@ -72,12 +72,16 @@ def load_lab_config(lab: LabSource, host: PluginHost, output_dir: str | os.PathL
     """A lab from a path, TOML text or a dict, validated by the one lab-file validator.
 
     A dict is written out as TOML first, so its problems carry lines of that text
-    (``<dict>:LINE``) like any file's.
+    (``<dict>:LINE``) like any file's. A ``str`` that names an existing file is that
+    file, whatever its name holds (``runs/a=1.toml``); any other ``str`` with a line
+    break, an ``=`` or a leading ``[`` is TOML text; the rest are paths (a missing file
+    is a ConfigError saying so). A path object is always a path.
     """
     override = Path(output_dir).resolve() if output_dir is not None else None
     if isinstance(lab, Mapping):
         return parse(tomlwrite.dumps(lab), "<dict>", host, Path.cwd(), override)
-    if isinstance(lab, str) and ("\n" in lab or "=" in lab or lab.lstrip().startswith("[")):
+    if isinstance(lab, str) and not os.path.isfile(lab) and (  # isfile never raises for text
+            "\n" in lab or "=" in lab or lab.lstrip().startswith("[")):
         return parse(lab, "<string>", host, Path.cwd(), override)
     return load(lab, host, override)
 

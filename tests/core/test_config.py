@@ -280,3 +280,44 @@ def test_one_visa_name_is_checked_as_a_lab_file_checks_it() -> None:
     assert visa_resource_problem("GPIB0::5::INSTR") is None
     problem = visa_resource_problem("garbage name")
     assert problem is not None and "'garbage name'" in problem
+
+
+def test_a_second_routine_of_one_instrument_is_refused_at_its_line(host, tmp_path: Path
+                                                                   ) -> None:
+    """Two routines of one instrument ran at once and interleaved their commands: rows were
+    stored as done at positions the other routine had moved to. Routines of different
+    instruments still run side by side."""
+    routines = ('\n[[routines]]\ninstrument = "power"\nsteps = [["sleep", 1]]\n'
+                '\n[[routines]]\ninstrument = "dmm"\nsteps = [["sleep", 1]]\n')
+    lab = parse(VALID + routines, "lab.toml", host, tmp_path)
+    assert [r["instrument"] for r in lab.routines] == ["power", "dmm"]
+    text = VALID + routines + '\n[[routines]]\ninstrument = "power"\nsteps = [["sleep", 2]]\n'
+    lines = [n for n, t in enumerate(text.splitlines(), 1) if t == 'instrument = "power"']
+    with pytest.raises(ConfigError) as info:
+        parse(text, "lab.toml", host, tmp_path)
+    [problem] = info.value.problems
+    assert problem.line == lines[1]
+    assert f"a second routine for 'power' (its first routine names it at line {lines[0]})" \
+        in problem.message
+
+
+def test_paths_in_the_lab_file_expand_the_home_directory(host, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    """``~/data`` used to become a directory named ``~`` beside the lab file."""
+    home = tmp_path / "home"
+    (home / "sims").mkdir(parents=True)
+    (home / "sims" / "dmm.yaml").write_text("spec: '1.1'\n")
+    monkeypatch.setenv("HOME", str(home))
+    labdir = tmp_path / "lab"
+    labdir.mkdir()
+    text = VALID.replace('output_dir = "out"', 'output_dir = "~/daqhub-data"').replace(
+        'storage = "arrow"', 'storage = "arrow"\noutput_dir = "~/v4-data"').replace(
+        'visa_backend = "@sim"', 'visa_backend = "~/sims/dmm.yaml@sim"')
+    lab = parse(text, "lab.toml", host, labdir)
+    assert lab.output_dir == (home / "daqhub-data").resolve()
+    assert lab.flavors["v2"].output_dir == (home / "daqhub-data" / "v2").resolve()
+    assert lab.flavors["v4"].output_dir == (home / "v4-data").resolve()
+    [dmm] = lab.flavors["v4"].instruments
+    assert dmm.block["visa_backend"] == f"{(home / 'sims' / 'dmm.yaml').resolve()}@sim"
+    assert list(labdir.iterdir()) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import tomllib
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import tomlkit
 from daqhub import tomlwrite
 from daqhub.cli.migrate import migrate
 from daqhub.cli.wizard import Aborted, Asker, build
-from daqhub.config import parse
+from daqhub.config import ConfigError, parse
 
 V2_LAB = """\
 [daqhub]
@@ -204,3 +205,31 @@ def test_daqhub_new_from_piped_stdin(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "daqhub", "validate", str(out)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "mount [elliptec.ell14, v2]" in r.stdout, r.stderr
+
+
+def test_toml_writer_writes_numpy_numbers_as_numbers() -> None:
+    """A script's dict for open_lab holds numpy's numbers: np.float64 was written as
+    ``np.float64(0.0)`` (not TOML) and np.int64 refused with a TypeError."""
+    import numpy as np
+
+    doc = {"t": {"f": np.float64(0.1), "g": np.float32(0.5), "i": np.int64(3),
+                 "u": np.uint8(7), "b": True, "steps": [["move", a] for a in np.linspace(0, 1, 3)],
+                 "n": {"x": np.int16(-2)}},
+           "arr": [{"v": np.float64(-1e-300)}]}
+    back = tomllib.loads(tomlwrite.dumps(doc))
+    assert back == {"t": {"f": 0.1, "g": 0.5, "i": 3, "u": 7, "b": True,
+                          "steps": [["move", 0.0], ["move", 0.5], ["move", 1.0]],
+                          "n": {"x": -2}}, "arr": [{"v": -1e-300}]}
+    assert type(back["t"]["f"]) is float and type(back["t"]["i"]) is int
+
+
+@pytest.mark.parametrize("doc, where", [
+    ({"arr": [{"id": "a"}, {"id": "b", "when": datetime.time(1)}]}, "arr[1].when"),
+    ({"routines": [{"steps": [["move", [None]]]}]}, "routines[0].steps[0][1][0]"),
+    ({"t": {"inline": [{1: "x"}]}}, "t.inline[0]"),
+])
+def test_toml_writer_names_the_key_it_cannot_write(doc: dict, where: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        tomlwrite.dumps(doc)
+    [problem] = info.value.problems
+    assert problem.file == "<dict>" and problem.message.startswith(f"{where}: ")

@@ -65,6 +65,46 @@ def test_open_lab_reports_problems_like_validate(tmp_path: Path, host: PluginHos
     assert "unknown instrument type 'elliptec.ell41'" in err.value.problems[0].message
 
 
+def test_a_file_is_read_as_a_file_whatever_its_name_holds(
+        tmp_path: Path, host: PluginHost, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A str naming an existing file is that file: ``a=1.toml`` used to be parsed as TOML
+    text (``<string>:1: not valid TOML``). Text is still text, even too long for a name."""
+    text = optics_lab(tmp_path, "v2").replace('type = "elliptec.ell14"',
+                                              'type = "elliptec.ell41"')
+    path = tmp_path / "scan=3 [rotator].toml"
+    path.write_text(text)
+    monkeypatch.chdir(tmp_path)
+    for source in (str(path), path.name, path):
+        with pytest.raises(ConfigError) as err:
+            daqhub.open_lab(source, host=host)
+        assert {p.file for p in err.value.problems} == {str(source)}
+        assert "unknown instrument type 'elliptec.ell41'" in err.value.problems[0].message
+    for source in (text, text + "\n# " + "x" * 5000):
+        with pytest.raises(ConfigError) as err:
+            daqhub.open_lab(source, host=host)
+        assert {p.file for p in err.value.problems} == {"<string>"}
+
+
+def test_a_dict_may_hold_numpy_numbers(tmp_path: Path, host: PluginHost) -> None:
+    """np.linspace's values in a routine were written as ``np.float64(0.0)``: "not valid
+    TOML" for TOML the user never wrote; np.int64 was refused outright."""
+    import numpy as np
+
+    from daqhub.lab import load_lab_config
+
+    data = tomllib.loads(optics_lab(tmp_path, "v2"))
+    data["v2"]["instruments"][0]["poll_hz"] = np.int64(5)
+    data["routines"] = [{"instrument": "rotator",
+                         "steps": [["move_absolute", a] for a in np.linspace(0, 90, 4)]}]
+    cfg = load_lab_config(data, host, None)
+    assert cfg.routines[0]["steps"] == [["move_absolute", a] for a in (0.0, 30.0, 60.0, 90.0)]
+    assert cfg.instruments()[0].block["poll_hz"] == 5
+    data["routines"][0]["steps"].append(["move_absolute", np.array([1.0])])
+    with pytest.raises(ConfigError, match=r"^<dict>: routines\[0\]\.steps\[4\]\[1\]: TOML "
+                                          r"has no value of type numpy\.ndarray"):
+        load_lab_config(data, host, None)
+
+
 def test_handles_work_alike_in_both_flavors(tmp_path: Path, host: PluginHost) -> None:
     lab_text = optics_lab(tmp_path / "from-file", "v2", extra=BOTH)
     elsewhere = tmp_path / "elsewhere"

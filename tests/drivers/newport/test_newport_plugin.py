@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -138,3 +139,39 @@ def test_the_entry_point_loads_cleanly() -> None:
     assert ("newport.1830c", "v2") in h.instrument_types()
     owner = h.type_owner("newport.esp300", "v4")
     assert owner is not None and owner.distribution == "daqhub-newport"
+
+
+def _two_axes(port_a: str, port_b: str, rtscts_b: str = "true") -> str:
+    return (f'[[v2.instruments]]\nid = "a"\ntype = "newport.esp300"\nport = "{port_a}"\n'
+            f'axis = 1\n\n[[v4.instruments]]\nid = "b"\ntype = "newport.esp300"\n'
+            f'port = "{port_b}"\naxis = AXIS\nrtscts = {rtscts_b}\n')
+
+
+@pytest.mark.parametrize("spelling", ["host name", "device link"])
+def test_one_controller_is_one_controller_however_its_port_is_spelt(
+        host: PluginHost, tmp_path: Path, spelling: str) -> None:
+    """localhost and 127.0.0.1, or a /dev/serial/by-id link and its device, reach one
+    ESP300: two instruments on its axis 1 used to pass and drive the same axis."""
+    if spelling == "host name":
+        port_a, port_b = "socket://localhost:40123", "socket://127.0.0.1:40123"
+    else:
+        device = tmp_path / "ttyUSB7"
+        device.write_text("")  # validation only checks that the device path exists
+        (tmp_path / "by-id").mkdir()
+        link = tmp_path / "by-id" / "usb-Newport_ESP300-if00"
+        link.symlink_to(device)
+        port_a, port_b = str(device), str(link)
+    text = _two_axes(port_a, port_b)
+    assert parse(text.replace("AXIS", "2"), "lab.toml", host, tmp_path) is not None
+    with pytest.raises(ConfigError) as info:
+        parse(text.replace("AXIS", "1"), "lab.toml", host, tmp_path)
+    [problem] = info.value.problems
+    assert "'a' and 'b' both drive axis 1" in problem.message
+    assert f"{port_a!r} and {port_b!r} reach the same device" in problem.message
+    assert problem.line == text.splitlines().index("axis = AXIS") + 1
+    with pytest.raises(ConfigError) as info:
+        parse(_two_axes(port_a, port_b, "false").replace("AXIS", "2"), "lab.toml", host,
+              tmp_path)
+    assert any("'a' and 'b' share the ESP300" in p.message and "disagree on rtscts" in
+               p.message and p.message.endswith("(from plugin daqhub-newport)")
+               for p in info.value.problems)
