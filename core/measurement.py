@@ -9,6 +9,7 @@ of writing something a reader would misinterpret later.
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,64 @@ FLAVORS: tuple[Flavor, ...] = ("v2", "v4")
 
 class DataError(ValueError):
     """Data contradicts the channel it claims to belong to."""
+
+
+_INT64_MIN, _INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+
+
+def timestamps_array(values: Any, instrument_id: str, channel: str) -> np.ndarray:
+    """``values`` as a 1-d int64 array of nanoseconds, or a :class:`DataError` naming the
+    instrument and channel, the first offending row and how many there are.
+
+    The one rule of what a timestamp is, for both flavors (:func:`~daqhub.schema.build_batch`
+    applies it to every batch it makes, v2 windows and v4 reads alike, and :class:`Columns`
+    to its block): a whole number of nanoseconds within int64. NaN, an infinity, ``1.5``,
+    None, a string or a bool is refused, never parsed, truncated or wrapped as numpy's int64
+    conversion would (and for NaN it raised a bare ``ValueError`` naming no row or channel).
+    An integer array passes with a look at its dtype; a list of ints costs one inference.
+    """
+    try:
+        arr = values if isinstance(values, np.ndarray) else np.asarray(values)
+    except (ValueError, TypeError):  # ragged: the per-row check below names the culprit
+        arr = np.empty(len(values), dtype=object)
+        arr[:] = list(values)
+    if arr.ndim != 1:
+        raise DataError(f"channel {instrument_id}.{channel}: timestamps must be 1-d, got "
+                        f"shape {arr.shape}")
+    kind = arr.dtype.kind
+    if kind == "i":
+        return arr if arr.dtype == np.int64 else arr.astype(np.int64)
+    if kind == "u":
+        bad = arr > _INT64_MAX
+    elif kind == "f":
+        with np.errstate(invalid="ignore"):
+            bad = ~(np.isfinite(arr) & (np.trunc(arr) == arr) & (arr >= _INT64_MIN)
+                    & (arr < 2.0 ** 63))
+    else:  # objects, strings, bools: row by row (the rare case)
+        bad = np.fromiter((not _whole_ns(v) for v in arr), dtype=bool, count=len(arr))
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        more = f" (and {len(rows) - 1} more row(s))" if len(rows) > 1 else ""
+        first = arr[rows[0]]
+        first = first.item() if isinstance(first, np.generic) else first  # as the driver gave it
+        raise DataError(f"channel {instrument_id}.{channel}: timestamp_ns must be a whole "
+                        f"number of nanoseconds within int64; row {rows[0]} has "
+                        f"{value_for_error(first)}{more}")
+    if kind == "O":
+        return np.array([int(v) for v in arr], dtype=np.int64)
+    return arr.astype(np.int64)
+
+
+def _whole_ns(value: Any) -> bool:
+    """Whether one timestamp of an object array is a whole number of ns within int64."""
+    if isinstance(value, bool | np.bool_):
+        return False
+    if isinstance(value, int | np.integer):
+        return _INT64_MIN <= int(value) <= _INT64_MAX
+    if isinstance(value, float | np.floating):
+        f = float(value)
+        return math.isfinite(f) and f.is_integer() and _INT64_MIN <= f < 2.0 ** 63
+    return False
 
 
 def as_flavor(value: object) -> Flavor:
@@ -253,15 +312,12 @@ class Columns:
                  metadata: Sequence[Mapping[str, MetaValue] | None] | None = None) -> None:
         self.instrument_id = instrument_id
         self.channel = channel
-        self.timestamps_ns = np.asarray(timestamps_ns, dtype=np.int64)
+        self.timestamps_ns = timestamps_array(timestamps_ns, instrument_id, channel)
         self.values = values
         self.unit = unit
         self.axes = axes
         self.axis_unit = axis_unit
         self.metadata = metadata
-        if self.timestamps_ns.ndim != 1:
-            raise DataError(f"channel {instrument_id}.{channel}: timestamps must be 1-d, got "
-                            f"shape {self.timestamps_ns.shape}")
         if len(values) != len(self.timestamps_ns):
             raise DataError(f"channel {instrument_id}.{channel}: {len(self.timestamps_ns)} "
                             f"timestamps but {len(values)} values")
@@ -303,8 +359,36 @@ def sample_count(items: Sequence[Measurement | Columns]) -> int:
     return sum(len(i) if type(i) is Columns else 1 for i in items)
 
 
+def read_size(items: object) -> int:
+    """How many samples a v2 ``read()`` returned, after checking that it returned a list (or
+    tuple) of :class:`Measurement` and :class:`Columns`: a TypeError naming the first item
+    that is not one (a None in the list), which the worker counts as its driver's crash.
+
+    Checked where the read is made, so the driver is named, not the bridge thread every v2
+    instrument shares (a None there killed it, and the report blamed the instruments whose
+    samples were lost with it). One set of the items' types, as :func:`sample_count` takes.
+    """
+    if not isinstance(items, list | tuple):
+        raise TypeError(f"returned {value_for_error(items)}: a v2 read() returns a list of "
+                        "Measurement and Columns")
+    kinds = set(map(type, items))
+    if kinds <= _ROWS:
+        return len(items)
+    if not kinds <= _SAMPLES:
+        for at, item in enumerate(items):
+            if not isinstance(item, Measurement | Columns):
+                raise TypeError(f"returned {value_for_error(item)} as item {at} of "
+                                f"{len(items)}: a v2 read() returns a list of Measurement "
+                                "and Columns")
+    return sum(len(i) if isinstance(i, Columns) else 1 for i in items)
+
+
 #: what a v2 worker publishes per poll: its instrument's id and what ``read()`` returned
 V2Read: TypeAlias = tuple[str, Sequence[Measurement | Columns]]
+
+
+_ROWS: frozenset[type] = frozenset({Measurement})
+_SAMPLES: frozenset[type] = frozenset({Measurement, Columns})
 
 
 def group_by_channel(read: V2Read, into: dict[tuple[str, str], list[Measurement | Columns]]
@@ -314,18 +398,22 @@ def group_by_channel(read: V2Read, into: dict[tuple[str, str], list[Measurement 
     speaks for its own instrument only: its samples must not be stored as another's).
 
     A read of its instrument's one channel (the common case when samples are many) is moved
-    as one list, not item by item.
+    as one list, not item by item. A read with an item that is not a sample raises before
+    anything of it is grouped, so the caller can refuse that read whole.
     """
     owner, items = read
     if {i.instrument_id for i in items} == {owner} and len({i.channel for i in items}) == 1:
         into[(owner, items[0].channel)].extend(items)
         return []
     foreign: list[Measurement | Columns] = []
+    mine: list[tuple[tuple[str, str], Measurement | Columns]] = []
     for i in items:
         if i.instrument_id == owner:
-            into[(owner, i.channel)].append(i)
+            mine.append(((owner, i.channel), i))
         else:
             foreign.append(i)
+    for key, i in mine:
+        into[key].append(i)
     return foreign
 
 

@@ -38,6 +38,7 @@ from .measurement import (
     Flavor,
     as_flavor,
     scalar_fits,
+    timestamps_array,
     value_for_error,
 )
 
@@ -163,7 +164,7 @@ def build_batch(
     ``values`` is a 1-d array of scalars, or a sequence (or stacked array) of
     spectra/images. ``source`` given -> a unified-stream batch.
     """
-    ts = np.asarray(timestamps_ns, dtype=np.int64)
+    ts = timestamps_array(timestamps_ns, instrument_id, spec.name)
     n = len(ts)
     dtype = _np_dtype(spec.dtype)
     lengths: list[int] | None = None

@@ -461,22 +461,32 @@ class StorageSession:
         if failures:
             raise StorageError("flush failed:\n" + "\n".join(f"  - {f}" for f in failures))
 
-    def close(self) -> dict[Flavor, list[Path]]:
+    def close(self, timeout: float | None = None) -> dict[Flavor, list[Path]]:
         """Flush and close every writer; return the files each flavor wrote.
 
         Every writer is closed even when one fails; the failures are then raised
         together: :class:`WriteFailed` (with the files still in place as its
         ``result``) when samples were lost, :class:`StorageError` otherwise.
+        ``timeout`` bounds the waits for the background flusher and each writer's lock
+        together (a runtime's shutdown passes what is left of its budget); None: their own
+        bounds (:data:`FLUSHER_JOIN_TIMEOUT`, :data:`WRITE_LOCK_TIMEOUT`). A writer's own
+        ``close()`` cannot be bounded here: the runtime runs this on a helper thread.
         """
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def bound(cap: float) -> float:
+            return cap if deadline is None else max(0.0, min(cap, deadline - time.monotonic()))
+
         self._stop.set()
+        flusher_wait = bound(FLUSHER_JOIN_TIMEOUT)
         if self._flusher is not None:
-            self._flusher.join(FLUSHER_JOIN_TIMEOUT)
+            self._flusher.join(flusher_wait)
         out: dict[Flavor, list[Path]] = {}
         failures: list[str] = []
         lost = 0
         for flavor, slot in self._slots.items():
             try:
-                with self._locked(slot, "close"):
+                with _SlotLock(slot, "close", self.session_id, bound(WRITE_LOCK_TIMEOUT)):
                     if slot.closed:
                         continue
                     slot.closed = True
@@ -495,7 +505,7 @@ class StorageSession:
                                 f"{type(exc).__name__}: {exc}")
         if self._flusher is not None and self._flusher.is_alive():
             failures.append(f"the background flusher did not stop within "
-                            f"{FLUSHER_JOIN_TIMEOUT:.0f} s")
+                            f"{flusher_wait:.1f} s")
         if failures:
             message = f"storage session {self.session_id}:\n" + "\n".join(
                 f"  - {f}" for f in failures)
@@ -559,14 +569,16 @@ def _handed_over(slot: _Slot, exc: WriteFailed | None) -> WriteFailed:
 class _SlotLock:
     """A writer's lock taken with a deadline, naming who held it when it runs out."""
 
-    def __init__(self, slot: _Slot, purpose: str, session_id: str) -> None:
+    def __init__(self, slot: _Slot, purpose: str, session_id: str,
+                 timeout: float = WRITE_LOCK_TIMEOUT) -> None:
         self.slot, self.purpose, self.session_id = slot, purpose, session_id
+        self.timeout = timeout
 
     def __enter__(self) -> None:
         slot = self.slot
-        if not slot.lock.acquire(timeout=WRITE_LOCK_TIMEOUT):
+        if not slot.lock.acquire(timeout=self.timeout):
             raise StorageError(f"{self.purpose} of {slot.flavor} storage ({slot.backend}) waited "
-                               f"{WRITE_LOCK_TIMEOUT:.0f} s for its writer, held by "
+                               f"{self.timeout:.1f} s for its writer, held by "
                                f"{slot.holder or 'another thread'}")
         slot.holder = f"a {self.purpose} in thread {threading.current_thread().name}"
 

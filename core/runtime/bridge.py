@@ -45,6 +45,10 @@ BatchToRows = Callable[[pa.RecordBatch], list[UnifiedMeasurement]]
 #: as they came); ending the window at ~4,000 rows gave 1.0-1.08 M (1,000: 0.96-1.02 M; 16,000:
 #: 0.80-0.99 M). One-row reads still wait the window out: at most ~100 wake-ups a second.
 ROWS_PER_WAKE = 4000
+#: Conversions the bridge spends per channel and window finding the rows a failed window's
+#: conversion fails on (about two per halving per bad row: ~20 bad rows of 4,000 each found
+#: exactly); past it, a failing part is refused whole, so bad data costs bounded time.
+SIFT_CONVERSIONS = 256
 
 
 class MeasurementBridge:
@@ -61,9 +65,12 @@ class MeasurementBridge:
                                                        capacity=capacity, on_alarm=on_alarm)
         v2_in.attach(self.inbound)
         self.on_error = on_error or (lambda iid, msg: None)
+        self.on_alarm = on_alarm or (lambda what, msg: None)
         self.counts: dict[str, dict[tuple[str, str], int]] = {"v2": defaultdict(int),
                                                               "v4": defaultdict(int)}
         self.rejected = 0
+        #: v2 reads the bridge itself failed on (a bug of its own): the run is not ok
+        self.lost = 0
         self.batches_out = 0
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._main, name="daqhub-bridge", daemon=True)
@@ -79,7 +86,15 @@ class MeasurementBridge:
             except SubscriptionClosed:
                 return
             if items:
-                rows = self._emit(items)
+                try:
+                    rows = self._emit(items)
+                except SubscriptionClosed:
+                    return
+                except Exception as exc:  # a bug of the bridge's own: the window, not the thread
+                    self.lost += len(items)
+                    self.on_alarm("bridge", f"the bridge lost a window of {len(items)} v2 "
+                                  f"read(s): {type(exc).__name__}: {exc}")
+                    continue
                 enough = max(1, ROWS_PER_WAKE * len(items) // max(rows, 1))
             if self._stop.is_set() and self.inbound.depth() == 0:
                 return
@@ -92,12 +107,22 @@ class MeasurementBridge:
         return self.unified.apublish(batch)
 
     def _emit(self, items: list[Any]) -> int:
-        """Convert and publish one window's items; the rows published."""
+        """Convert and publish one window's items; the rows published.
+
+        One instrument's data costs only its own samples, never the others' nor the thread
+        every v2 instrument needs: a read that is not a list of its samples is refused whole,
+        and a channel's window that does not convert is sifted (:meth:`_convert`) so only the
+        rows it fails on are refused, each named with its instrument, channel and cause.
+        """
         rows: dict[tuple[str, str], list[Measurement | Columns]] = defaultdict(list)
         out: list[pa.RecordBatch] = []
         emitted = 0
         for item in items:
-            foreign = group_by_channel(item, rows)
+            try:
+                foreign = group_by_channel(item, rows)
+            except Exception as exc:  # not a list of samples (a None in it): that read only
+                self._refuse_read(item, exc)
+                continue
             if foreign:
                 n = sample_count(foreign)
                 self.rejected += n
@@ -111,24 +136,75 @@ class MeasurementBridge:
                 self.rejected += sample_count(ms)
                 self.on_error(key[0], f"measurement for undeclared channel {key[1]!r}")
                 continue
-            try:
-                batch = self.rows_to_batch(ms, declared)
+            for batch in self._convert(key, ms, declared):
                 out.append(batch)
                 n = batch.num_rows
                 self.counts["v2"][key] += n
                 emitted += n
-            except DataError as exc:
-                self.rejected += sample_count(ms)
-                self.on_error(key[0], f"rejected {sample_count(ms)} sample(s): {exc}")
-            except Exception as exc:  # a converter's bug: these samples, not the bridge
-                self.rejected += sample_count(ms)
-                self.on_error(key[0], f"rejected {sample_count(ms)} sample(s) of channel "
-                              f"{key[1]!r}: the converter raised {type(exc).__name__}: {exc}")
         out.sort(key=lambda b: b.column("timestamp_ns")[0].as_py() if b.num_rows else 0)
         for b in out:
             self.unified.publish(b)
             self.batches_out += 1
         return emitted
+
+    def _convert(self, key: tuple[str, str], ms: list[Measurement | Columns],
+                 declared: ChannelSpec) -> list[pa.RecordBatch]:
+        """A channel's window as batches: all of it at once (the hot path: no check per row
+        here), or, when that fails, what is left once the items it fails on are refused.
+
+        The converter names only the first bad row, and one bad timestamp used to cost the
+        whole window (a NaN among 20 good rows lost all 21), so a failed window is halved
+        until each failing part is one item (a row, or a driver's :class:`Columns` block):
+        a bad row costs about two conversions per halving, only on the failure path.
+        """
+        try:
+            return [self.rows_to_batch(ms, declared)]
+        except Exception as exc:  # a converter's bug too: these samples, not the bridge
+            good: list[pa.RecordBatch] = []
+            self._sift(key, ms, declared, exc, good, SIFT_CONVERSIONS)
+            return good
+
+    def _sift(self, key: tuple[str, str], ms: list[Measurement | Columns],
+              declared: ChannelSpec, exc: Exception, good: list[pa.RecordBatch],
+              budget: int) -> int:
+        """``ms`` failed to convert with ``exc``: append what converts of it to ``good``, in
+        order, and refuse the rest; the conversions of ``budget`` left unspent.
+
+        Once the budget is spent (a window whose rows are nearly all bad), what still fails
+        is refused in parts as large as it has reached, so a driver that sends nothing but
+        bad rows costs the bridge a bounded effort per window.
+        """
+        if len(ms) == 1 or budget < 2:
+            self._refuse(key, ms, exc)
+            return budget
+        half = len(ms) // 2
+        for part in (ms[:half], ms[half:]):
+            budget -= 1
+            try:
+                good.append(self.rows_to_batch(part, declared))
+            except Exception as part_exc:
+                budget = self._sift(key, part, declared, part_exc, good, budget)
+        return budget
+
+    def _refuse(self, key: tuple[str, str], ms: list[Measurement | Columns],
+                exc: Exception) -> None:
+        """Count samples of a channel that did not convert as its instrument's error."""
+        n = sample_count(ms)
+        self.rejected += n
+        why = str(exc) if isinstance(exc, DataError) else \
+            f"the converter raised {type(exc).__name__}: {exc}"
+        self.on_error(key[0], f"rejected {n} sample(s) of channel {key[1]!r}: {why}")
+
+    def _refuse_read(self, item: Any, exc: Exception) -> None:
+        """A v2 read that is not its instrument's list of samples: refused whole, named."""
+        try:
+            owner, read = item
+            n = sample_count(read)
+        except Exception:  # not even (instrument id, items): nobody to name but the bridge
+            owner, n = "?", 0
+        self.rejected += n
+        self.on_error(str(owner), f"rejected a read of {n} item(s): {type(exc).__name__}: "
+                      f"{exc} (a v2 read() returns a list of Measurement and Columns)")
 
     def stop(self, timeout: float) -> bool:
         """Deliver what is queued, then stop; False when it did not finish in time."""
@@ -144,6 +220,7 @@ class MeasurementBridge:
             "v2_rows": sum(self.counts["v2"].values()),
             "v4_rows": sum(self.counts["v4"].values()),
             "rejected": self.rejected,
+            "lost_reads": self.lost,
             "batches_out": self.batches_out,
             "inbound_depth": self.inbound.depth(),
         }

@@ -14,9 +14,10 @@ Shutdown runs in phases, each bounded, and the whole bounded by
 3. force what did not stop: cancel actor tasks, close the hardware under
    hung V2 threads (their blocking I/O then fails and the thread usually ends);
 4. release shared resources: close every serial port and VISA session;
-5. drain the bridge, then flush and close every consumer (storage), and let the
-   ``on_stopped`` listeners finish (the session records' last flush): what they could
-   not write is in the report's errors.
+5. drain the bridge, then flush and close every consumer (storage), each close on a
+   helper thread waited for until the budget ends (one still closing is named as leaked:
+   the run is not ok), and let the ``on_stopped`` listeners finish (the session records'
+   last flush): what they could not write is in the report's errors.
 
 It ends with a report: one outcome per instrument and routine (see
 :mod:`.outcome`; only those that are ok are "clean"), what was forced, what
@@ -74,6 +75,9 @@ ALARMS_KEPT = 500
 #: ... of which the newest keep a blocked loop's stack (kilobytes each: older alarms keep
 #: their message, so a lab that keeps blocking its loop holds 20 stacks, not 500)
 ALARM_STACKS_KEPT = 20
+#: the least a sink's close is waited for at shutdown, even when the budget is spent: its
+#: files are only complete once it returns, and a second is what a healthy close takes
+SINK_CLOSE_MIN_S = 1.0
 
 
 class Sink(Protocol):
@@ -135,6 +139,14 @@ def make_context(itype: InstrumentType, instrument_id: str, block: Mapping[str, 
     return ctx
 
 
+def close_sink(sink: Sink, until: float | None) -> Any:
+    """``sink.close()``; a storage session's own waits (its flusher, its writers' locks) are
+    bounded by ``until`` too, so they end with the shutdown's budget."""
+    if isinstance(sink, StorageSession) and until is not None:
+        return sink.close(max(0.0, until - time.monotonic()))
+    return sink.close()
+
+
 class SinkThread:
     """Feeds one lossless unified-stream subscription into a sink on its own thread.
 
@@ -184,10 +196,11 @@ class SinkThread:
             self.last_failure = message
             self.on_error(self.name, message)
 
-    def close_sink(self) -> Any:
-        """Close the sink; what its close lost is counted with the writes' losses."""
+    def close_sink(self, until: float | None = None) -> Any:
+        """Close the sink (its waits bounded by ``until``, a monotonic time, where it takes a
+        bound: :func:`close_sink`); what its close lost is counted with the writes' losses."""
         try:
-            return self.sink.close()
+            return close_sink(self.sink, until)
         except WriteFailed as exc:
             self.count_failure(f"close failed: {exc}", exc.lost)
             return exc.result
@@ -597,13 +610,10 @@ class DualRuntimeManager:
                 report.errors.append(f"{st.name}: {st.sub.depth()} batch(es) not written: the "
                                      "shutdown budget ran out while storage was behind")
             st.sub.close()
-        threads = {st.name: st for st in self.sink_threads}
-        for name, sink in self._sinks.items():
-            try:
-                report.sink_results[name] = (threads[name].close_sink() if name in threads
-                                             else sink.close())
-            except Exception as exc:
-                report.errors.append(f"closing {name} failed: {exc}")
+        self._close_sinks(report, deadline)
+        if self.bridge is not None and self.bridge.lost:
+            report.errors.append(f"the bridge lost {self.bridge.lost} v2 read(s) to an error "
+                                 "of its own (see the alarms)")
         for st in self.sink_threads:
             if st.failed_writes:  # samples that are in no file: the run did not go well
                 report.errors.append(f"{st.name}: {st.failed_rows} sample(s) not written "
@@ -635,6 +645,46 @@ class DualRuntimeManager:
         if self._plugin_failed in self.host.notify_listeners:
             self.host.notify_listeners.remove(self._plugin_failed)
         return report
+
+    def _close_sinks(self, report: ShutdownReport, deadline: float) -> None:
+        """Close every sink, all at once, each on a helper thread waited for until the
+        shutdown's ``deadline`` (at least :data:`SINK_CLOSE_MIN_S`).
+
+        A sink's close is a plugin's code (a backend on a network share that stopped
+        answering): called here it froze the shutdown for ever. One still closing at the
+        deadline is left to its daemon thread and named in ``leaked`` and ``errors``, so the
+        run is not ok, and the shutdown goes on.
+        """
+        threads = {st.name: st for st in self.sink_threads}
+        closing: dict[str, tuple[threading.Thread, concurrent.futures.Future[Any]]] = {}
+        until = max(deadline, time.monotonic() + SINK_CLOSE_MIN_S)
+        for name, sink in self._sinks.items():
+            st = threads.get(name)
+            fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+            def close(st: SinkThread | None = st, sink: Sink = sink,
+                      fut: concurrent.futures.Future[Any] = fut) -> None:
+                try:
+                    fut.set_result(st.close_sink(until) if st is not None
+                                   else close_sink(sink, until))
+                except Exception as exc:
+                    fut.set_exception(exc)
+
+            t = threading.Thread(target=close, name=f"daqhub-close:{name}", daemon=True)
+            t.start()
+            closing[name] = (t, fut)
+        for name, (t, fut) in closing.items():
+            t.join(max(0.0, until - time.monotonic()))
+            if not fut.done():
+                waited = self.phases.total_s if until == deadline else SINK_CLOSE_MIN_S
+                report.leaked.append(f"sink {name} (still in close() after the shutdown's "
+                                     f"{waited:g} s)")
+                report.errors.append(f"closing {name} did not finish within the shutdown "
+                                     "budget: what it still held may not be on disk")
+            elif (exc := fut.exception()) is not None:
+                report.errors.append(f"closing {name} failed: {exc}")
+            else:
+                report.sink_results[name] = fut.result()
 
     def _judge(self, report: ShutdownReport) -> None:
         """One outcome per instrument and routine; only the ok ones are clean."""

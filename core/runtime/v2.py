@@ -27,7 +27,7 @@ from ..instrument import (
     is_command,
     public_methods,
 )
-from ..measurement import Measurement, V2Read, last_sample, sample_count
+from ..measurement import Measurement, V2Read, last_sample, read_size
 from ..specs import InstrumentContext, InstrumentType
 from .broadcast import Broadcast, SubscriptionClosed
 from .health import DEVICE_ERRORS, EventSink, InstrumentHealth, describe_value, failure_text
@@ -222,9 +222,10 @@ class V2Worker:
             if consecutive_errors:
                 consecutive_errors = 0
                 self.health.set_state("running", "reads succeed again")
-            last = last_sample(batch) if batch else None
+            n = read_size(batch) if batch is not None else 0  # not samples: the driver's crash
+            last = last_sample(batch) if n else None
             if last is not None:
-                self.health.produced(sample_count(batch), _described, last)
+                self.health.produced(n, _described, last)
                 try:
                     self.distributor.publish((self.id, batch))
                 except SubscriptionClosed as exc:

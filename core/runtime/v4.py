@@ -178,7 +178,7 @@ class ActorRunner:
                     raise TypeError(f"factory of {self.itype.name} (v4) returned "
                                     f"{type(actor).__name__}, not a V4Actor")
                 self.busy_in = "start"
-                await asyncio.wait_for(actor.start(), self.policy.start_timeout_s)
+                await self._within("start", actor.start(), self.policy.start_timeout_s)
                 if self.health.state == "reconnecting":
                     self.health.reconnects += 1
                     self.events(self.id, "reconnected", "")
@@ -186,7 +186,8 @@ class ActorRunner:
                 self.restarts.started()
                 await self._serve(actor)
             except asyncio.CancelledError:
-                raise
+                raise  # this task's own cancellation: every call into the actor is guarded
+                # (_within, _bounded), so an actor's stray CancelledError arrives as a crash
             except DEVICE_ERRORS as exc:  # the device or its link, not the actor: reconnect
                 what = "connect" if self.busy_in == "start" else self.busy_in or "actor"
                 message = str(exc) if isinstance(exc, DeviceLost) else \
@@ -230,10 +231,26 @@ class ActorRunner:
             return
         self.busy_in = "close"
         try:
-            await asyncio.wait_for(actor.close(), self.policy.start_timeout_s)
+            await self._within("close", actor.close(), self.policy.start_timeout_s)
         except Exception as exc:  # a broken actor's close must not mask why
             self.health.error(f"close failed: {exc}")
         self.busy_in = ""
+
+    async def _within(self, what: str, work: Awaitable[T], timeout: float) -> T:
+        """The actor's ``start()`` or ``close()``, a TimeoutError past ``timeout``; a
+        CancelledError it raises itself is its crash (:func:`stray_cancel`).
+
+        ``asyncio.timeout``, not ``wait_for``: the call runs in this runner's task (3.11's
+        ``wait_for`` makes one), so a stray CancelledError is told from this task's own
+        cancellation by the task's ``cancelling()`` count.
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                return await work
+        except asyncio.CancelledError as exc:
+            if being_cancelled():
+                raise
+            raise stray_cancel(self.id, what, exc) from None
 
     async def _bounded(self, what: str, work: Awaitable[T], timeout: float) -> T:
         """A read or command of the actor, cancelled when it overruns ``timeout`` (a
@@ -255,13 +272,15 @@ class ActorRunner:
             self._armed_at = deadline
         try:
             return await work
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             if self._overran:
                 self._overran = False
                 if self.task is not None and self.task.uncancel() == 0:  # ours alone
                     raise TimeoutError(f"{self.id}.{what} did not finish within {timeout:g} s "
                                        "and was cancelled") from None
-            raise
+            if being_cancelled():
+                raise
+            raise stray_cancel(self.id, what, exc) from None
         finally:
             self._deadline = 0.0
             if self._overran:  # the call swallowed our cancellation and returned
@@ -386,7 +405,10 @@ class ActorRunner:
             return
         self.busy_in = msg.method
         try:
-            result = getattr(actor, msg.method)(*msg.args, **msg.kwargs)
+            try:
+                result = getattr(actor, msg.method)(*msg.args, **msg.kwargs)
+            except asyncio.CancelledError as exc:  # a plain method's stray one: that command's
+                raise stray_cancel(self.id, msg.method, exc) from None
             if asyncio.iscoroutine(result):
                 result = await self._bounded(msg.method, result, self.policy.call_timeout_s)
         except Exception as exc:
@@ -403,6 +425,31 @@ class ActorRunner:
         for msg in self.mailbox.drain():
             if msg.future and msg.future.set_running_or_notify_cancel():
                 msg.future.set_exception(ActorFailed(f"{why}; {msg.method} not run"))
+
+
+class StrayCancel(RuntimeError):
+    """An actor raised CancelledError while nothing cancelled its runner: a bug of the actor.
+
+    Let through, it ended the runner's task in silence (the live view said ``running`` for
+    ever, the report "did not stop" or "never connected" with no cause), so it is a crash of
+    the actor in a read or ``start()`` (restarted, or failed, per its policy) and a failure of
+    only that command in a command, as any other exception is.
+    """
+
+
+def being_cancelled() -> bool:
+    """Whether the running task is being cancelled (by the runtime's shutdown, a deadline or
+    a timeout), as opposed to a CancelledError that an awaited call raised on its own."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
+
+
+def stray_cancel(instrument_id: str, what: str, exc: BaseException) -> StrayCancel:
+    """The crash an actor's own CancelledError stands for, keeping where it was raised (the
+    last frame of its traceback is the actor's line, which the health line names)."""
+    return StrayCancel(f"{instrument_id}.{what} raised CancelledError, but nothing cancelled "
+                       "it (an actor must not raise CancelledError itself)"
+                       ).with_traceback(exc.__traceback__)
 
 
 class KnownSchemas:

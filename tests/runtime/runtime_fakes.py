@@ -186,6 +186,38 @@ class YieldingV4(CounterV4):
         return await super().read()
 
 
+class NoneItemV2(CounterV2):
+    """A None among its samples (a driver that forgot a return in a helper)."""
+
+    def read(self) -> list[Measurement]:
+        return [None, *super().read()]  # type: ignore[list-item]
+
+
+class NanTimestampV2(CounterV2):
+    """Every other read's samples carry a NaN timestamp (a clock read that failed)."""
+
+    def read(self) -> list[Measurement]:
+        rows = super().read()
+        if self.n % 2:
+            for m in rows:
+                m.timestamp_ns = float("nan")  # type: ignore[assignment]
+        return rows
+
+
+class CancelReadV4(CounterV4):
+    """Raises CancelledError from its read (its own, nothing cancelled it) after 3 reads."""
+
+    async def read(self):
+        if self.n >= 3:
+            raise asyncio.CancelledError()
+        return await super().read()
+
+
+class CancelStartV4(CounterV4):
+    async def start(self) -> None:
+        raise asyncio.CancelledError()
+
+
 def fake_instrument_types() -> list[InstrumentType]:
     out = []
     for name, flavor, cls in [("test.counter", "v2", CounterV2), ("test.counter", "v4", CounterV4),
@@ -199,7 +231,11 @@ def fake_instrument_types() -> list[InstrumentType]:
                               ("test.yielding", "v4", YieldingV4),
                               ("test.stray", "v4", StrayV4),
                               ("test.impostor", "v2", ImpostorV2),
-                              ("test.onlystray", "v4", OnlyStrayV4)]:
+                              ("test.onlystray", "v4", OnlyStrayV4),
+                              ("test.noneitem", "v2", NoneItemV2),
+                              ("test.nants", "v2", NanTimestampV2),
+                              ("test.cancelread", "v4", CancelReadV4),
+                              ("test.cancelstart", "v4", CancelStartV4)]:
         out.append(InstrumentType(name, flavor, "none", cls, CHANNELS, f"{name} for tests",
                                   capabilities=("Readable",)))
     return out
