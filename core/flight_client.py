@@ -18,19 +18,27 @@ A subscriber that falls behind loses its own oldest batches on the server (nobod
 slows down); each :class:`LiveBatch` says how many rows were lost just before it, and
 :attr:`Subscription.lost` keeps the totals. A broken link ends the iteration with
 :class:`LinkLostError`, a stopped run with ``StopIteration``.
+
+Every call waits at most the connection's ``timeout`` for the service's answer, and says what
+it waited for when none came (``TimeoutError``: "the channel list: no answer from URL within
+10 s"). A live stream has no deadline once open (it runs until the run stops), but opening
+it does: the service's first answer (the stream's schema) must come within ``timeout``. Those
+waits happen on a helper thread, so Ctrl-C interrupts them.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import fnmatch
 import json
 import os
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.flight as flight
@@ -41,6 +49,7 @@ from .schema import describe
 from .serve_config import DEFAULT_TOKEN_ENV
 
 Key = tuple[str, str]
+T = TypeVar("T")
 _END = object()
 
 
@@ -112,15 +121,18 @@ class Subscription:
         self._open = len(channels)
         self._lock = threading.Lock()
         self._threads = []
-        for c in channels:
-            ticket = json.loads(c.ticket)
-            ticket["queue"] = queue_batches
-            reader = conn.client.do_get(flight.Ticket(json.dumps(ticket).encode()),
-                                        conn.options(stream=True))
-            self._readers.append(reader)
-            t = threading.Thread(target=self._pump, args=(c, reader), daemon=True,
-                                 name=f"daqhub-subscribe:{c.key}")
-            self._threads.append(t)
+        try:
+            for c in channels:
+                ticket = json.loads(c.ticket)
+                ticket["queue"] = queue_batches
+                reader = conn.open_stream(ticket, f"the live stream of {c.key}")
+                self._readers.append(reader)
+                t = threading.Thread(target=self._pump, args=(c, reader), daemon=True,
+                                     name=f"daqhub-subscribe:{c.key}")
+                self._threads.append(t)
+        except BaseException:  # refused, no answer, Ctrl-C: the streams opened so far end
+            self.close()
+            raise
         for t in self._threads:
             t.start()
 
@@ -198,7 +210,8 @@ class Subscription:
             except Exception:  # already finished
                 pass
         for t in self._threads:
-            t.join(5.0)
+            if t.is_alive():  # not started when opening a stream failed
+                t.join(5.0)
 
     def __enter__(self) -> Subscription:
         return self
@@ -223,15 +236,74 @@ class Connection:
         self._headers = [(b"authorization", f"Bearer {token}".encode())] if token else []
 
     def options(self, *, stream: bool = False) -> flight.FlightCallOptions:
-        """Call options: the token, and a deadline except on live streams (they run on)."""
+        """Call options: the token, and a deadline except on streams that run on (live ones,
+        followed records); :meth:`open_stream` bounds the opening of those."""
         return flight.FlightCallOptions(timeout=None if stream else self.timeout,
                                         headers=self._headers)
+
+    def _no_answer(self, what: str) -> TimeoutError:
+        return TimeoutError(f"{what}: no answer from {self.url} within {self.timeout:g} s")
+
+    @contextlib.contextmanager
+    def _waiting_for(self, what: str) -> Iterator[None]:
+        """A call's deadline passing is a TimeoutError that names the call and the limit
+        (gRPC says only "Deadline Exceeded")."""
+        try:
+            yield
+        except flight.FlightTimedOutError:
+            raise self._no_answer(what) from None
+
+    def _bounded(self, what: str, call: Callable[[], T],
+                 discard: Callable[[T], None] | None = None) -> T:
+        """``call()`` (a blocking Flight call) on a helper thread, waited for at most
+        ``timeout`` here, where Ctrl-C interrupts the wait (pyarrow's do_get cannot be).
+
+        ``discard`` gets the result should it come after the wait was given up (a stream
+        opened too late is cancelled rather than left open on the service).
+        """
+        fut: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                fut.set_result(call())
+            except BaseException as exc:  # handed to the waiting caller
+                fut.set_exception(exc)
+
+        threading.Thread(target=run, name=f"daqhub-connect:{what}", daemon=True).start()
+        try:
+            with self._waiting_for(what):
+                return fut.result(self.timeout)
+        except (concurrent.futures.TimeoutError, KeyboardInterrupt) as exc:
+            if discard is not None:
+                def late(f: concurrent.futures.Future[T]) -> None:
+                    if f.exception() is None:
+                        discard(f.result())
+
+                fut.add_done_callback(late)  # runs at once if the result came meanwhile
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            raise self._no_answer(what) from None
+
+    def open_stream(self, ticket: dict[str, Any], what: str) -> flight.FlightStreamReader:
+        """A stream that runs on once open (no deadline), whose opening is bounded: the
+        service must answer (send the stream's schema) within ``timeout``."""
+        raw = flight.Ticket(json.dumps(ticket).encode())
+
+        def cancel(reader: flight.FlightStreamReader) -> None:
+            with contextlib.suppress(Exception):
+                reader.cancel()
+
+        return self._bounded(f"opening {what}",
+                             lambda: self.client.do_get(raw, self.options(stream=True)),
+                             cancel)
 
     # --- what there is ------------------------------------------------------------------
 
     def _flights(self, criteria: str) -> list[Channel]:
+        with self._waiting_for("the channel list"):
+            infos = list(self.client.list_flights(criteria.encode(), self.options()))
         out = []
-        for info in self.client.list_flights(criteria.encode(), self.options()):
+        for info in infos:
             path = [p.decode() if isinstance(p, bytes) else p for p in info.descriptor.path]
             iid, spec = describe(info.schema)
             session, flavor = (path[1], path[2]) if path[0] == "session" else ("", "")
@@ -255,7 +327,8 @@ class Connection:
     def manifest(self) -> dict[str, Any]:
         """What a copy of the running session needs (see the service's ``manifest`` ticket)."""
         ticket = flight.Ticket(json.dumps({"manifest": "current"}).encode())
-        table = self.client.do_get(ticket, self.options()).read_all()
+        table = self._bounded("the manifest",
+                              lambda: self.client.do_get(ticket, self.options()).read_all())
         return json.loads(table.column("manifest")[0].as_py())  # type: ignore[no-any-return]
 
     # --- data ---------------------------------------------------------------------------
@@ -272,8 +345,7 @@ class Connection:
         """A stored channel's batches from row ``start`` on (what the files hold now)."""
         ticket = json.loads(channel.ticket)
         ticket["start"] = start
-        reader = self.client.do_get(flight.Ticket(json.dumps(ticket).encode()),
-                                    self.options(stream=True))
+        reader = self.open_stream(ticket, f"the stored channel {channel.key}")
         for chunk in reader:
             if chunk.data.num_rows:
                 yield chunk.data
@@ -318,8 +390,12 @@ class Connection:
         With ``follow`` (the running session) a file comes again each time the run rewrites
         it, and the iteration ends after the final versions, once the run has stopped.
         """
-        ticket = json.dumps({"records": session, "flavor": flavor, "follow": follow})
-        reader = self.client.do_get(flight.Ticket(ticket.encode()), self.options(stream=follow))
+        ticket = {"records": session, "flavor": flavor, "follow": follow}
+        if follow:
+            reader = self.open_stream(ticket, f"the record files of {session} ({flavor})")
+        else:
+            reader = self.client.do_get(flight.Ticket(json.dumps(ticket).encode()),
+                                        self.options())
         files = FileAssembler()
         for chunk in reader:
             for name in files.add(chunk.data):
@@ -336,9 +412,10 @@ class Connection:
 
     # --- remote commands (the service must allow them) ------------------------------------
 
-    def _action(self, kind: str, body: dict[str, Any] | None = None) -> Any:
+    def _action(self, kind: str, body: dict[str, Any] | None = None, what: str = "") -> Any:
         action = flight.Action(kind, json.dumps(body or {}).encode())
-        results = list(self.client.do_action(action, self.options()))
+        with self._waiting_for(what or kind):
+            results = list(self.client.do_action(action, self.options()))
         return json.loads(results[0].body.to_pybytes())
 
     def health(self) -> dict[str, Any]:
@@ -347,7 +424,8 @@ class Connection:
     def call(self, instrument: str, method: str, *args: Any, **kwargs: Any) -> Any:
         """Run an instrument command in the remote run and return its (JSON) result."""
         return self._action("call", {"instrument": instrument, "method": method,
-                                     "args": list(args), "kwargs": kwargs})["result"]
+                                     "args": list(args), "kwargs": kwargs},
+                            f"the command {instrument}.{method}")["result"]
 
     def close(self) -> None:
         self.client.close()

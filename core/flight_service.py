@@ -9,11 +9,14 @@ Tickets are small JSON objects (at most :data:`MAX_TICKET_BYTES`):
 
 ``{"live": "INSTRUMENT/CHANNEL", "queue": N}``
     the channel's batches as the run produces them. Each subscriber has its own bounded queue
-    (a lossy subscription of the unified stream): one that falls behind loses its *own* oldest
-    batches and slows nobody. Every batch's ``app_metadata`` is JSON ``{"first_row": r,
-    "dropped_batches": d}``: ``r`` is the index of its first row in the channel since the run
-    started (the same index as in the session files), so a client knows exactly which rows it
-    missed. The stream ends when the run stops.
+    (lossy): one that falls behind loses its *own* oldest batches and slows nobody. The
+    :class:`RowCounter` hands each batch to its own channel's subscribers only, so the thread
+    publishing a batch does work for the streams of that channel, not for every stream. At most
+    ``live_streams`` streams are open at once (``live_streams_per_client`` from one client
+    host); more are refused with ``FlightUnavailableError`` naming the limit. Every batch's
+    ``app_metadata`` is JSON ``{"first_row": r, "dropped_batches": d}``: ``r`` is the index of
+    its first row in the channel since the run started (the same index as in the session
+    files), so a client knows exactly which rows it missed. The stream ends when the run stops.
 ``{"session": ID, "flavor": "v2", "channel": "INSTRUMENT/CHANNEL", "start": ROW}``
     a finished or running session's channel, read from its files (a running session is flushed
     first).
@@ -45,7 +48,8 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterator
+import weakref
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +57,8 @@ import pyarrow as pa
 import pyarrow.flight as flight
 
 from . import record_transfer, session_files
+from .command_limits import wait_limit
+from .commands import driver_class
 from .runtime.broadcast import Subscription, SubscriptionClosed
 from .schema import channel_schema, describe
 from .serve_config import ServeConfig, ServeConfigError
@@ -69,8 +75,9 @@ MAX_ACTION_BYTES = 64 * 1024
 MAX_QUEUE_BATCHES = 1_000_000
 #: queued batches of one channel are sent as one message up to this size
 COALESCE_BYTES = 4 * 1024 * 1024
-#: how often a live stream with nothing to send checks whether its client left
-IDLE_CHECK_S = 0.2
+#: how often a live stream with nothing to send checks whether its client left (a stopping
+#: service closes the feeds, which ends their streams at once)
+IDLE_CHECK_S = 1.0
 
 Key = tuple[str, str]
 
@@ -80,37 +87,69 @@ def _channel_key(batch: pa.RecordBatch) -> Key:
     return iid, spec.name
 
 
-class RowCounter(Subscription[pa.RecordBatch]):
-    """Counts each channel's rows as the unified stream publishes them, storing nothing.
+class ChannelFeed(Subscription[Any]):
+    """One live subscriber: its channel's batches with their first row index, lossy."""
 
-    Attached before any instrument runs (a runtime tap), and ahead of every live subscriber,
-    so when a subscriber is offered a batch the count already includes it: the batch's first
-    row index is ``count - num_rows``, the row's index in the session files too.
+    def __init__(self, name: str, key: Key, capacity: int) -> None:
+        super().__init__(name, lossless=False, capacity=capacity)
+        self.key = key
+
+
+class RowCounter(Subscription[pa.RecordBatch]):
+    """Counts each channel's rows as the unified stream publishes them, and hands each batch to
+    the live feeds of its channel, storing nothing itself.
+
+    Attached before any instrument runs (a runtime tap), so a feed's first row index is the
+    row's index in the session files too. The feeds are not subscribers of the unified stream
+    themselves: the publishing thread (an instrument's, or the v4 loop) offered every batch to
+    every feed, each of which looked at its channel and threw most away; 200 streams cut a
+    200 Hz stage to 75 Hz. Here one dict lookup finds the feeds that want the batch.
     """
 
     def __init__(self) -> None:
         super().__init__("flight-row-counter", lossless=False, capacity=1)
         self.rows: dict[Key, int] = {}
+        #: channel -> its feeds; replaced, never changed in place (the publisher reads it bare)
+        self.feeds: dict[Key, tuple[ChannelFeed, ...]] = {}
+        self._feeds_lock = threading.Lock()
+        #: feeds given a batch with wake=False (by the v4 loop), woken by :meth:`wake`
+        self._unwoken: list[ChannelFeed] = []
+
+    def add(self, feed: ChannelFeed) -> None:
+        with self._feeds_lock:
+            feeds = dict(self.feeds)
+            feeds[feed.key] = (*feeds.get(feed.key, ()), feed)
+            self.feeds = feeds
+
+    def remove(self, feed: ChannelFeed) -> None:
+        with self._feeds_lock:
+            feeds = dict(self.feeds)
+            left = tuple(f for f in feeds.get(feed.key, ()) if f is not feed)
+            if left:
+                feeds[feed.key] = left
+            else:
+                feeds.pop(feed.key, None)
+            self.feeds = feeds
 
     def offer(self, item: pa.RecordBatch, timeout: float, wake: bool = True) -> bool:
         key = _channel_key(item)
-        self.rows[key] = self.rows.get(key, 0) + item.num_rows
+        count = self.rows.get(key, 0) + item.num_rows
+        self.rows[key] = count
+        for feed in self.feeds.get(key, ()):
+            try:
+                feed.offer((item, count - item.num_rows), 0.0, wake)  # lossy: never waits
+            except SubscriptionClosed:  # its stream is ending
+                continue
+            if not wake:
+                self._unwoken.append(feed)
         return True
 
-
-class ChannelFeed(Subscription[Any]):
-    """One live subscriber: its channel's batches with their first row index, lossy."""
-
-    def __init__(self, name: str, key: Key, capacity: int, counter: RowCounter) -> None:
-        super().__init__(name, lossless=False, capacity=capacity)
-        self.key = key
-        self.counter = counter
-
-    def offer(self, item: pa.RecordBatch, timeout: float, wake: bool = True) -> bool:
-        if _channel_key(item) != self.key:
-            return True
-        first_row = self.counter.rows.get(self.key, item.num_rows) - item.num_rows
-        return super().offer((item, first_row), timeout, wake)
+    def wake(self) -> None:
+        """The unified stream wakes its consumers once per turn of the v4 loop: wake the feeds
+        that were given batches meanwhile."""
+        feeds, self._unwoken = self._unwoken, []
+        for feed in set(feeds):
+            feed.wake()
 
 
 def coalesce(items: list[tuple[pa.RecordBatch, int]]) -> list[tuple[pa.RecordBatch, int]]:
@@ -155,6 +194,18 @@ class TokenCheck(flight.ServerMiddlewareFactory):  # type: ignore[misc]
         if not hmac.compare_digest(given_b, self._expected):
             raise flight.FlightUnauthenticatedError("wrong token for this daqhub service")
         return None
+
+
+def client_host(peer: str | bytes) -> str:
+    """The client's host from a gRPC peer (``ipv4:10.0.0.7:53412``, ``ipv6:[::1]:53412``).
+
+    The limit per client counts by host, not by connection: one client may open many.
+    """
+    text = peer.decode(errors="replace") if isinstance(peer, bytes) else str(peer)
+    kind, _, address = text.partition(":")
+    if kind in ("ipv4", "ipv6") and ":" in address:
+        return address.rsplit(":", 1)[0].strip("[]")
+    return text
 
 
 def _invalid(message: str) -> pa.ArrowInvalid:
@@ -203,6 +254,8 @@ class FlightService(flight.FlightServerBase):  # type: ignore[misc]
         self._stop = threading.Event()
         self._feeds = 0
         self._lock = threading.Lock()
+        #: open live streams -> the client host each serves (for the limits)
+        self._streams: dict[ChannelFeed, str] = {}
 
     @property
     def url(self) -> str:
@@ -290,17 +343,50 @@ class FlightService(flight.FlightServerBase):  # type: ignore[misc]
                            f"{MAX_QUEUE_BATCHES}")
         if self.rt.bridge is None:
             raise flight.FlightServerError("the run has not started")
+        client = client_host(context.peer())
         with self._lock:
+            self._check_stream_limits(client)
             self._feeds += 1
-            name = f"flight-live-{self._feeds}:{key[0]}/{key[1]}"
-        feed = ChannelFeed(name, key, capacity, self.counter)
-        unified = self.rt.bridge.unified
-        unified.attach(feed)
+            feed = ChannelFeed(f"flight-live-{self._feeds}:{key[0]}/{key[1]}", key, capacity)
+            self._streams[feed] = client
+        self.counter.add(feed)
         schema = channel_schema(key[0], spec, unified=True)
-        return flight.GeneratorStream(schema, self._follow(context, feed, unified.detach))
+        follow = self._follow(context, feed)
+        # a stream whose client left before it began never runs its generator's finally
+        weakref.finalize(follow, self._release, feed)
+        return flight.GeneratorStream(schema, follow)
 
-    def _follow(self, context: Any, feed: ChannelFeed,
-                detach: Callable[[Subscription[Any]], None]) -> Iterator[Any]:
+    def _check_stream_limits(self, client: str) -> None:
+        """Refuse one more live stream beyond the service's limits (held: ``self._lock``).
+
+        Each open stream holds a server thread that wakes for its channel's batches; a few
+        hundred of them slow the instruments' own threads (GIL), so their number is bounded.
+        """
+        total, per_client = self.config.live_streams, self.config.live_streams_per_client
+        if len(self._streams) >= total:
+            raise flight.FlightUnavailableError(
+                f"this service already serves {total} live streams, its limit (one stream per "
+                "channel per client); close some, or raise [daqhub.serve] live_streams")
+        mine = sum(1 for c in self._streams.values() if c == client)
+        if mine >= per_client:
+            raise flight.FlightUnavailableError(
+                f"{client} already has {per_client} live streams open here, the limit per "
+                "client host (one stream per channel subscribed); close some, or raise "
+                "[daqhub.serve] live_streams_per_client")
+
+    def _release(self, feed: ChannelFeed) -> None:
+        """The stream of ``feed`` ended (or never began): stop feeding it; free its place."""
+        self.counter.remove(feed)
+        feed.close()
+        with self._lock:
+            self._streams.pop(feed, None)
+
+    def live_streams(self) -> int:
+        """How many live streams are open now."""
+        with self._lock:
+            return len(self._streams)
+
+    def _follow(self, context: Any, feed: ChannelFeed) -> Iterator[Any]:
         try:
             while True:
                 try:
@@ -313,8 +399,7 @@ class FlightService(flight.FlightServerBase):  # type: ignore[misc]
                 if not items and (self._stop.is_set() or context.is_cancelled()):
                     return
         finally:
-            detach(feed)
-            feed.close()
+            self._release(feed)
 
     def _session_dir(self, sid: Any, flavor: Any) -> tuple[Flavor, Path]:
         """The flavor and directory of a stored session named in a ticket."""
@@ -401,13 +486,36 @@ class FlightService(flight.FlightServerBase):  # type: ignore[misc]
                 and isinstance(kwargs, dict)) or method.startswith("_"):
             raise _invalid("call needs {\"instrument\": ID, \"method\": NAME, "
                            "\"args\": [...], \"kwargs\": {...}}")
+        return iter([json.dumps({"result": self._call(iid, method, args, kwargs)},
+                                default=str).encode()])
+
+    def _call(self, iid: str, method: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        """Run a remote command, waiting here for at most what the command itself allows.
+
+        Every keyword goes to the instrument (``rt.call`` took ``timeout`` as its own: the
+        driver never saw it, and a client could make this thread wait forever with
+        ``"timeout": null``); how long to wait is the server's decision, from the method's
+        own ``timeout`` argument (:func:`daqhub.command_limits.wait_limit`).
+        """
+        itype = self.rt.types.get(iid)
         try:
-            result = self.rt.call(iid, method, *args, **kwargs)
+            fut = self.rt.submit(iid, method, *args, **kwargs)
         except KeyError as exc:
             raise _invalid(str(exc.args[0] if exc.args else exc)) from None
-        except Exception as exc:
+        except Exception as exc:  # not sent: shutting down, failed actor, full mailbox
             raise flight.FlightServerError(f"{iid}.{method} failed: {exc}") from None
-        return iter([json.dumps({"result": result}, default=str).encode()])
+        limit = wait_limit(None if itype is None else driver_class(itype), method,
+                           tuple(args), kwargs)
+        try:
+            result = fut.result(limit)
+        except Exception as exc:  # a driver's own TimeoutError is the driver's answer
+            if not fut.done():
+                fut.cancel()
+                raise flight.FlightServerError(f"{iid}.{method}: no result within {limit:g} s"
+                                               ) from None
+            raise flight.FlightServerError(f"{iid}.{method} failed: {exc}") from None
+        self.rt.command_done(iid, method)
+        return result
 
     # --- stopping ----------------------------------------------------------------------
 
@@ -418,6 +526,10 @@ class FlightService(flight.FlightServerBase):  # type: ignore[misc]
         holds its stream); it is then left to the process exit.
         """
         self._stop.set()
+        with self._lock:
+            feeds = list(self._streams)
+        for feed in feeds:  # each stream sends what it holds, then ends
+            feed.close()
         done = threading.Event()
 
         def shut() -> None:

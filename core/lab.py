@@ -23,7 +23,6 @@ import asyncio
 import concurrent.futures
 import difflib
 import functools
-import inspect
 import os
 import signal
 import sys
@@ -37,11 +36,11 @@ from typing import TYPE_CHECKING, Any, TextIO
 import pyarrow as pa
 
 from . import tomlwrite
+from .command_limits import wait_limit
 from .commands import argument_problem, command_names, driver_class
 from .config import LabConfig, load, parse
 from .host import PluginHost, default_host
 from .records import SessionRecords
-from .resources.timeouts import MAX_TIMEOUT_S
 from .runtime.broadcast import Subscription, SubscriptionClosed
 from .runtime.dual import DualRuntimeManager, ShutdownReport
 from .runtime.report import print_report
@@ -53,10 +52,6 @@ from .serve_config import serve_config
 if TYPE_CHECKING:
     from .flight_service import FlightService
 
-#: How long a command may take when the driver method has no ``timeout`` of its own.
-COMMAND_TIMEOUT_S = 60.0
-#: Added to a driver method's own ``timeout`` argument: the driver reports its timeout first.
-TIMEOUT_MARGIN_S = 10.0
 #: How much longer than the runtime's shutdown budget a second ``close()`` waits for the first.
 CLOSE_MARGIN_S = 30.0
 
@@ -231,19 +226,8 @@ class Instrument:
                             f"{busy!r})")
 
     def wait_limit(self, method: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> float:
-        """How long to wait: a method's own ``timeout`` argument plus a margin, else the default."""
-        fn = getattr(self._cls, method, None)
-        if fn is None:
-            return COMMAND_TIMEOUT_S
-        try:
-            bound = inspect.signature(fn).bind(None, *args, **kwargs)
-        except (TypeError, ValueError):
-            return COMMAND_TIMEOUT_S
-        bound.apply_defaults()
-        own = bound.arguments.get("timeout")
-        if isinstance(own, int | float) and 0 <= own <= MAX_TIMEOUT_S:  # not NaN, inf, 1e12
-            return float(own) + TIMEOUT_MARGIN_S
-        return COMMAND_TIMEOUT_S  # the driver refuses a wait that could not end, and says so
+        """How long to wait (see :mod:`daqhub.command_limits`)."""
+        return wait_limit(self._cls, method, args, kwargs)
 
     def latest(self, wait: float = 0.0) -> dict[str, dict[str, Any]]:
         """The last sample of each channel seen on the stream (see :meth:`Lab.latest`)."""

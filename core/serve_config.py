@@ -16,6 +16,12 @@ from typing import Any
 
 DEFAULT_ADDRESS = "127.0.0.1:8815"
 DEFAULT_TOKEN_ENV = "DAQHUB_TOKEN"
+#: live streams open at once (one per channel per client): each is a server thread sending
+#: its channel's batches; on a 2-core PC 64 streams of a 200 Hz and a 500 Hz channel cost the
+#: instruments a quarter of their polling rate, 200 streams two thirds
+DEFAULT_LIVE_STREAMS = 256
+#: of which one client host may hold (a dashboard opens one per channel of the run)
+DEFAULT_LIVE_STREAMS_PER_CLIENT = 128
 
 SERVE_SCHEMA: dict[str, Any] = {
     "type": "object", "additionalProperties": False,
@@ -35,6 +41,14 @@ SERVE_SCHEMA: dict[str, Any] = {
                           "default": 1000,
                           "description": "batches a live subscriber may fall behind before "
                                          "it loses its oldest (it is told how many)"},
+        "live_streams": {"type": "integer", "minimum": 1, "maximum": 4096,
+                         "default": DEFAULT_LIVE_STREAMS,
+                         "description": "live streams served at once (one per channel per "
+                                        "client); more are refused"},
+        "live_streams_per_client": {"type": "integer", "minimum": 1, "maximum": 4096,
+                                    "default": DEFAULT_LIVE_STREAMS_PER_CLIENT,
+                                    "description": "live streams one client host may hold "
+                                                   "open"},
     },
 }
 
@@ -69,6 +83,8 @@ class ServeConfig:
     tls_key: Path | None = None
     actions: bool = False
     queue_batches: int = 1000
+    live_streams: int = DEFAULT_LIVE_STREAMS
+    live_streams_per_client: int = DEFAULT_LIVE_STREAMS_PER_CLIENT
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any], *, address: str | None = None,
@@ -84,7 +100,9 @@ class ServeConfig:
             return base / str(table[key]) if key in table else None
 
         cfg = cls(host, port, env.get(token_env) or None, path("tls_cert"), path("tls_key"),
-                  bool(table.get("actions", False)), int(table.get("queue_batches", 1000)))
+                  bool(table.get("actions", False)), int(table.get("queue_batches", 1000)),
+                  int(table.get("live_streams", DEFAULT_LIVE_STREAMS)),
+                  int(table.get("live_streams_per_client", DEFAULT_LIVE_STREAMS_PER_CLIENT)))
         problems = cfg.problems(token_env)
         if problems:
             raise ServeConfigError("; ".join(problems))

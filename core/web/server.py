@@ -10,6 +10,15 @@ and writes JSON, and the browser does the drawing.
 
 Who may do what is decided in :func:`check_access`, one place for the rule of
 :mod:`daqhub.web.settings`.
+
+What a client can cost the run is bounded before any of that: at most
+:data:`MAX_CONNECTIONS` connections are open at once (more are answered 503 and closed at
+once), and a connection whose request headers have not all come within
+:data:`REQUEST_WAIT_S` (after it opened, or after its last response) is closed. 1,100 idle
+connections used to hold all of the run's 1,024 file descriptors: the token holder's page
+timed out, and a thread of the run died opening a file. Errors of the server's loop (such as
+a failing ``accept``) are logged once per kind and counted, not once per occurrence (43,000
+lines of tracebacks, with the file descriptors gone).
 """
 
 from __future__ import annotations
@@ -41,6 +50,13 @@ STATIC = ("index.html", "app.js", "style.css")
 CSP = ("default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
        "frame-ancestors 'none'")
 TYPES = {"html": "text/html", "js": "text/javascript", "css": "text/css"}
+#: connections open at once; a page holds one to three (the browser's keep-alive pool)
+MAX_CONNECTIONS = 64
+#: a request's headers must all come within this long (also how long an idle keep-alive
+#: connection stays open): longer than the slowest page refresh (rate_hz 0.2: 5 s)
+REQUEST_WAIT_S = 10.0
+BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+        b"Content-Length: 49\r\n\r\nthe dashboard has too many connections; try again\n")
 
 
 def bind(settings: WebSettings) -> socket.socket:
@@ -81,13 +97,95 @@ def check_access(settings: WebSettings, request: web.Request, command: bool) -> 
         raise web.HTTPForbidden(text=f"unexpected Host header {request.host!r}")
 
 
+class Condensed:
+    """Logs the first problem of each kind and counts the rest (:meth:`summary` says how many).
+
+    For what can happen thousands of times a second when a client floods the server."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def note(self, kind: str, message: str) -> None:
+        n = self.counts.get(kind, 0) + 1
+        self.counts[kind] = n
+        if n == 1:
+            log.warning("dashboard: %s (again: counted, not shown)", message)
+
+    def summary(self) -> None:
+        for kind, n in self.counts.items():
+            if n > 1:
+                log.warning("dashboard: %s happened %d times", kind, n)
+
+
+class ConnectionGate:
+    """The dashboard's protocol factory: aiohttp's, behind a limit on open connections."""
+
+    def __init__(self, factory: Callable[[], asyncio.Protocol], limit: int,
+                 problems: Condensed) -> None:
+        self.factory = factory
+        self.limit = limit
+        self.problems = problems
+        self.open = 0
+
+    def __call__(self) -> asyncio.Protocol:
+        return GatedConnection(self)
+
+
+class GatedConnection(asyncio.Protocol):
+    """One connection: handed to aiohttp's protocol if there is room, else answered 503."""
+
+    def __init__(self, gate: ConnectionGate) -> None:
+        self.gate = gate
+        self.inner: asyncio.Protocol | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        gate = self.gate
+        if gate.open >= gate.limit:
+            gate.problems.note("connection refused: too many open",
+                               f"{gate.limit} connections are open, the limit; further ones "
+                               "are answered 503 and closed")
+            assert isinstance(transport, asyncio.Transport)
+            transport.write(BUSY)
+            transport.close()
+            return
+        gate.open += 1
+        self.inner = gate.factory()
+        self.inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self.inner is not None:
+            self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received() if self.inner is not None else None
+
+    def pause_writing(self) -> None:
+        if self.inner is not None:
+            self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.inner is not None:
+            self.inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.inner is not None:
+            self.gate.open -= 1
+            self.inner.connection_lost(exc)
+            self.inner = None
+
+
 class DashboardServer:
     """Serves one source's dashboard until :meth:`stop`."""
 
     def __init__(self, source: DashboardSource, settings: WebSettings,
-                 sock: socket.socket | None = None) -> None:
+                 sock: socket.socket | None = None, *, max_connections: int = MAX_CONNECTIONS,
+                 request_wait_s: float = REQUEST_WAIT_S) -> None:
         self.source = source
         self.settings = settings
+        self.max_connections = max_connections
+        self.request_wait_s = request_wait_s
+        self.problems = Condensed()
+        self.gate: ConnectionGate | None = None
         self.sock = sock or bind(settings)
         self.port: int = self.sock.getsockname()[1]
         self.model: DashboardModel | None = None
@@ -131,8 +229,17 @@ class DashboardServer:
         finally:
             self._ready.set()
 
+    def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """The loop's errors (a failing accept, a lost task): one line per kind, counted."""
+        exc = context.get("exception")
+        message = str(context.get("message", "error"))
+        errno = f" {exc.errno}" if isinstance(exc, OSError) else ""
+        kind = f"{message} ({type(exc).__name__}{errno})"
+        self.problems.note(kind, f"{message}: {exc!r}" if exc is not None else message)
+
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._loop.set_exception_handler(self._loop_error)
         self._stopping = asyncio.Event()
         self.model = DashboardModel(self.source, self.settings.history_s)
         self.model.update()
@@ -142,18 +249,23 @@ class DashboardServer:
         app.router.add_get("/vendor/plotly.min.js", self._plotly)
         app.router.add_get("/api/state", self._state)
         app.router.add_post("/api/call", self._call)
+        # aiohttp closes a connection that waits for a request this long (none yet, headers
+        # in part, or idle after a response)
         runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                               shutdown_timeout=1.0)
+                               shutdown_timeout=1.0, keepalive_timeout=self.request_wait_s)
         await runner.setup()
-        site = web.SockSite(runner, self.sock)
-        await site.start()
+        assert runner.server is not None
+        self.gate = ConnectionGate(runner.server, self.max_connections, self.problems)
+        listening = await self._loop.create_server(self.gate, sock=self.sock)
         ticker = asyncio.create_task(self._tick())
         self._ready.set()
         try:
             await self._stopping.wait()
         finally:
             ticker.cancel()
+            listening.close()
             await runner.cleanup()
+            self.problems.summary()
 
     async def _tick(self) -> None:
         assert self.model is not None

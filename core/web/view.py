@@ -6,7 +6,10 @@ from the service's manifest and live channels, the data from one lossy live subs
 (the service drops this viewer's oldest batches if it falls behind; the run never waits),
 the instruments' states from the service's ``health`` action where the service allows it.
 Every network call happens on the source's own thread or the subscription's, never in the
-dashboard's loop: the page keeps answering, and says so, when the link is slow or lost.
+dashboard's loop: the page keeps answering, and says so, when the link is slow or lost. A
+health answer that does not come (or fails) leaves the last one on the page, marked stale in
+the title, and is asked for again next time; only the service's refusal (actions off, no or
+a wrong token) turns the health requests off, and the states then come from the data.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class FlightSource:
         self.ended = False
         self._lost: Exception | None = None
         self._health: dict[str, Any] = {}
+        self._health_stale = ""  # why the health shown is not fresh ("" when it is)
         self._files: list[dict[str, Any]] = []
         self._seen: dict[str, collections.deque[float]] = {
             i.id: collections.deque(maxlen=64) for i in self._infos}
@@ -57,7 +61,8 @@ class FlightSource:
 
     def title(self) -> str:
         state = " (the run ended)" if self.ended else ""
-        return f"{self.url} - session {self.session or '?'}{state}"
+        stale = f" (instrument states stale: {self._health_stale})" if self._health_stale else ""
+        return f"{self.url} - session {self.session or '?'}{state}{stale}"
 
     def instruments(self) -> list[InstrumentInfo]:
         return list(self._infos)
@@ -118,14 +123,22 @@ class FlightSource:
 
     def _refresh(self) -> None:
         """Health (when the service allows it) and the session's stored channels."""
+        import pyarrow.flight as flight
+
+        from ..flight_client import clear_message  # type: ignore[import-not-found,unused-ignore]
+
+        refused = (flight.FlightUnauthorizedError, flight.FlightUnauthenticatedError)
         health_allowed = True
         while not self._stop.wait(REFRESH_S):
             if health_allowed:
                 try:
                     self._health = self.conn.health()
-                except Exception:  # actions off or no token: the data alone then
-                    health_allowed = False
-                    self._health = {}
+                    self._health_stale = ""
+                except refused:
+                    health_allowed = False  # actions off or no token: the data alone then
+                    self._health, self._health_stale = {}, ""
+                except Exception as exc:  # slow or lost: the last answer stays, marked
+                    self._health_stale = clear_message(exc)
             try:
                 stored = self.conn.sessions().get(self.session, {})
                 self._files = [{"name": f"{flavor}: {c.key}", "path": f"{self.session}/"
@@ -156,9 +169,13 @@ def main(args: argparse.Namespace) -> int:
     except (ListenError, OSError) as exc:
         print(f"daqhub view: {exc}", file=sys.stderr)
         return 2
-    try:
+    try:  # every step bounded (the client's timeout), and Ctrl-C ends the wait
         source = FlightSource(connect(args.url, token=args.token), args.url)
-    except Exception as exc:  # no service there, refused token, no live run
+    except KeyboardInterrupt:
+        sock.close()
+        print(f"daqhub view: interrupted while connecting to {args.url}", file=sys.stderr)
+        return 130
+    except Exception as exc:  # no service there, refused token, no live run, no answer
         sock.close()
         print(f"daqhub view: cannot follow {args.url}: {clear_message(exc)}", file=sys.stderr)
         return 1

@@ -311,3 +311,59 @@ def test_a_misspelled_serve_key_is_a_lab_file_problem(lab: str, daqhub_host: Any
     ok = parse(lab + '[daqhub.serve]\naddress = "127.0.0.1:0"\n', "lab.toml", daqhub_host,
                tmp_path)
     assert ok.serve == {"address": "127.0.0.1:0"}
+
+
+def test_live_streams_are_limited_and_each_batch_goes_to_its_channel_s_streams_only(
+        served: Any) -> None:
+    import dataclasses
+
+    rt, service = served(ServeConfig(port=0, live_streams=3, live_streams_per_client=2))
+    conn = daqhub.connect(service.url)
+    stage, dmm = conn.subscribe("stage/*"), conn.subscribe("dmm/*")
+    assert stage.get(timeout=10) is not None and dmm.get(timeout=10) is not None
+    # the publishing thread finds a batch's streams by its channel, not by asking them all
+    assert {k: len(f) for k, f in service.counter.feeds.items()} == {
+        ("stage", "position"): 1, ("dmm", "voltage"): 1}
+    with pytest.raises(flight.FlightUnavailableError) as refused:
+        conn.subscribe("stage/*")
+    assert "127.0.0.1 already has 2 live streams open here" in clear_message(refused.value)
+    assert "live_streams_per_client" in clear_message(refused.value)
+    stage.close()
+    wait_until(lambda: service.live_streams() == 1, "the closed stream's place to be free")
+    assert set(service.counter.feeds) == {("dmm", "voltage")}
+    service.config = dataclasses.replace(service.config, live_streams=1)
+    with pytest.raises(flight.FlightUnavailableError, match="already serves 1 live streams"):
+        conn.subscribe("stage/*")
+    assert dmm.get(timeout=10) is not None  # the open one goes on
+    dmm.close()
+
+
+def test_a_remote_call_s_timeout_goes_to_the_driver_and_the_wait_stays_bounded(
+        served: Any) -> None:
+    rt, service = served(ServeConfig(port=0, token=TOKEN, actions=True))
+    with daqhub.connect(service.url, token=TOKEN) as conn:
+        # null was the server's own wait (unbounded); the driver refuses a wait without end
+        with pytest.raises(flight.FlightServerError, match="timeout must be a number"):
+            conn.call("stage", "wait_until_done", timeout=None)
+        conn.call("stage", "move_absolute", 20.0)
+        with pytest.raises(flight.FlightServerError, match="did not finish within 0 s"):
+            conn.call("stage", "wait_until_done", timeout=0)
+        assert conn.call("stage", "wait_until_done", timeout=20) == 20.0
+
+
+def test_a_command_s_wait_comes_from_its_own_timeout_argument() -> None:
+    from daqhub.command_limits import COMMAND_TIMEOUT_S, TIMEOUT_MARGIN_S, wait_limit
+
+    class Driver:
+        def wait_until_done(self, timeout: float = 30.0) -> None: ...
+
+        def position(self) -> None: ...
+
+    assert wait_limit(Driver, "wait_until_done", (2,), {}) == 2 + TIMEOUT_MARGIN_S
+    assert wait_limit(Driver, "wait_until_done", (), {"timeout": 2}) == 2 + TIMEOUT_MARGIN_S
+    assert wait_limit(Driver, "wait_until_done", (), {}) == 30 + TIMEOUT_MARGIN_S
+    for endless in (None, float("nan"), float("inf"), 1e12, -1):
+        assert wait_limit(Driver, "wait_until_done", (), {"timeout": endless}) == \
+            COMMAND_TIMEOUT_S
+    assert wait_limit(Driver, "position", (), {}) == COMMAND_TIMEOUT_S
+    assert wait_limit(None, "anything", (), {}) == COMMAND_TIMEOUT_S

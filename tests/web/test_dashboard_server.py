@@ -238,3 +238,80 @@ def test_any_source_can_feed_the_page_and_a_failing_one_is_shown_not_hidden() ->
         wait_state(server, lambda s: not s["problem"], "the page to recover")
     finally:
         assert server.stop(10)
+
+
+@pytest.mark.timeout(30)
+def test_idle_connections_are_closed_and_those_beyond_the_limit_refused_at_once() -> None:
+    server = DashboardServer(ScriptedSource(), WebSettings(port=0), max_connections=3,
+                             request_wait_s=0.5)
+    server.start()
+    held: list[socket.socket] = []
+    try:
+        for _ in range(3):
+            held.append(socket.create_connection(("127.0.0.1", server.port), timeout=5))
+        held[1].sendall(b"GET /api/state HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # half the headers
+        assert server.gate is not None
+        wait_until(lambda: server.gate is not None and server.gate.open == 3,
+                   "three connections held")
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as extra:
+            answer = extra.recv(4096)  # at once: 503, then closed
+        assert answer.startswith(b"HTTP/1.1 503") and b"too many connections" in answer
+        for s in held:  # closed by the server, none having sent a whole request in time
+            assert s.recv(4096) == b""
+        assert request(server, "/api/state")[0] == 200  # room again
+    finally:
+        for s in held:
+            s.close()
+        assert server.stop(10)
+
+
+@pytest.mark.timeout(60)
+def test_failing_accepts_are_logged_once_not_once_each(tmp_path: Path) -> None:
+    # the server process may open only a few more files; each connection would be one
+    script = tmp_path / "serve.py"
+    script.write_text("""
+import logging, os, resource, sys
+from daqhub.web.server import DashboardServer
+from daqhub.web.settings import WebSettings
+class Empty:
+    def title(self): return "empty"
+    def instruments(self): return []
+    def take(self): return []
+    def health(self): return {"instruments": [], "alarms": [], "routines": []}
+    def files(self): return []
+    def close(self): pass
+logging.basicConfig(level=logging.WARNING)
+server = DashboardServer(Empty(), WebSettings(port=0), max_connections=1000)
+server.start()
+used = len(os.listdir("/proc/self/fd"))
+resource.setrlimit(resource.RLIMIT_NOFILE, (used + 8, resource.getrlimit(
+    resource.RLIMIT_NOFILE)[1]))
+print(server.port, flush=True)
+sys.stdin.readline()  # the test holds its connections until the errors repeated
+server.stop(10)
+""")
+    proc = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=(tmp_path / "err.txt").open("wb"),
+                            text=True)
+    conns: list[socket.socket] = []
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        port = int(proc.stdout.readline())
+        for _ in range(30):
+            conns.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        # asyncio pauses accepting for a second after each failure, then tries again
+        wait_until(lambda: "Too many open files" in (tmp_path / "err.txt").read_text(),
+                   "the first failing accept", timeout=20)
+        for c in conns:
+            c.close()
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for c in conns:
+            c.close()
+    err = (tmp_path / "err.txt").read_text()
+    assert "Traceback" not in err, err
+    assert sum("Too many open files" in line for line in err.splitlines()) == 1, err

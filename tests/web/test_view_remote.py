@@ -129,3 +129,64 @@ def test_view_takes_states_from_the_service_and_forwards_commands(tmp_path: Path
         assert stop(run) == 0, run_out.read_text()
         if view is not None:
             assert stop(view) == 0, view_out.read_text()
+
+
+@pytest.mark.timeout(30)
+def test_a_live_stream_that_never_opens_is_an_error_naming_it_and_the_limit() -> None:
+    from web_fakes import FakeService
+
+    from daqhub.flight_client import connect
+    from daqhub.web.view import FlightSource
+
+    service = FakeService(stall_live=True)
+    try:
+        conn = connect(service.url, timeout=0.5)
+        started = time.monotonic()
+        with pytest.raises(TimeoutError, match=r"opening the live stream of dmm/v: no answer "
+                                               r"from grpc://127\.0\.0\.1:\d+ within 0\.5 s"):
+            FlightSource(conn, service.url)
+        assert time.monotonic() - started < 5
+        conn.close()
+    finally:
+        service.close()
+
+
+@pytest.mark.timeout(30)
+def test_a_slow_health_answer_marks_the_states_stale_and_is_asked_again() -> None:
+    from polling import wait_until
+    from web_fakes import FakeService
+
+    from daqhub.flight_client import connect
+    from daqhub.web.view import FlightSource
+
+    service = FakeService(health=("slow", "ok"))
+    source = FlightSource(connect(service.url, timeout=0.5), service.url)
+    try:
+        wait_until(lambda: "instrument states stale: health: no answer" in source.title(),
+                   "the stale mark", timeout=10)
+        assert "within 0.5 s" in source.title()
+        wait_until(lambda: source.health()["instruments"][0]["state"] == "running"
+                   and "stale" not in source.title(), "the next health answer", timeout=10)
+    finally:
+        source.close()
+        service.close()
+
+
+@pytest.mark.timeout(30)
+def test_a_refused_health_action_turns_health_off_for_the_session() -> None:
+    from polling import wait_until
+    from web_fakes import FakeService
+
+    from daqhub.flight_client import connect
+    from daqhub.web.view import FlightSource
+
+    service = FakeService(health=("refuse", "ok"))
+    source = FlightSource(connect(service.url, timeout=0.5), service.url)
+    try:
+        wait_until(lambda: service.health_calls >= 1, "the health request")
+        assert source.health()["instruments"][0]["state"] in ("silent", "receiving")
+        assert "stale" not in source.title()
+    finally:
+        source.close()
+        service.close()
+    assert service.health_calls == 1

@@ -72,3 +72,69 @@ def web_lab(host: PluginHost, tmp_path: Path, scopes: int = 1, waves: int = 1,
         text += (f'[[v4.instruments]]\nid = "wave{i}"\ntype = "webtest.wave"\n'
                  f'poll_hz = {poll_hz}\n')
     return parse(text, "web-test.toml", host, tmp_path)
+
+
+class FakeService:
+    """A Flight server that answers like a daqhub data service, slow where a test says.
+
+    ``stall_live``: opening a live stream gets no answer (the handler waits for ``release``);
+    ``health``: what the health action does next, in order: ``"slow"`` (no answer for 5 s),
+    ``"refuse"`` (unauthorized), ``"ok"``; the last one repeats.
+    """
+
+    def __init__(self, *, stall_live: bool = False, health: tuple[str, ...] = ("ok",)) -> None:
+        import json
+        import threading
+
+        import pyarrow as pa
+        import pyarrow.flight as flight
+
+        from daqhub.schema import channel_schema
+
+        spec = ChannelSpec("v", "scalar", "V")
+        schema = channel_schema("dmm", spec, unified=True)
+        self.release = threading.Event()
+        self.health_calls = 0
+        fake = self
+
+        class Server(flight.FlightServerBase):  # type: ignore[misc]
+            def list_flights(self, context: object, criteria: bytes) -> object:
+                if criteria.startswith(b"live"):
+                    yield flight.FlightInfo(
+                        schema, flight.FlightDescriptor.for_path("live", "dmm", "v"),
+                        [flight.FlightEndpoint(b'{"live": "dmm/v"}', [])], -1, -1)
+
+            def do_get(self, context: object, ticket: flight.Ticket) -> object:
+                if b"manifest" in ticket.ticket:
+                    manifest = {"session_id": "s1", "flavors": {"v4": {"instruments": {
+                        "dmm": {"type": "scpi.dmm", "poll_hz": 5}}}}}
+                    return flight.RecordBatchStream(pa.table({"manifest": [json.dumps(
+                        manifest)]}))
+                if stall_live:
+                    fake.release.wait(30)
+                    raise flight.FlightServerError("released")
+
+                def nothing() -> object:
+                    while not fake.release.wait(0.05) and not context.is_cancelled():  # type: ignore[attr-defined]
+                        pass
+                    return
+                    yield
+
+                return flight.GeneratorStream(schema, nothing())
+
+            def do_action(self, context: object, action: flight.Action) -> object:
+                kind = health[min(fake.health_calls, len(health) - 1)]
+                fake.health_calls += 1
+                if kind == "slow":
+                    fake.release.wait(5)
+                if kind == "refuse":
+                    raise flight.FlightUnauthorizedError("remote commands are off")
+                return iter([json.dumps({"instruments": [
+                    {"id": "dmm", "state": "running", "rate_hz": 5.0}]}).encode()])
+
+        self.server = Server("grpc://127.0.0.1:0")
+        self.url = f"grpc://127.0.0.1:{self.server.port}"
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()

@@ -1,0 +1,43 @@
+"""How long a caller waits for an instrument command it sent: one rule for every caller.
+
+A command's wait is bounded: the driver method's own ``timeout`` argument plus a margin
+(the driver reports its own timeout first, with its own words), else a default. The
+value a caller gives is read from the method's signature, so ``wait_until_done(0.5)`` and
+``wait_until_done(timeout=0.5)`` wait alike, and a wait that could not end (None, NaN,
+inf, 1e12) is not taken: the default bounds it, and the driver refuses such a value and
+says so.
+
+The Lab API (:meth:`daqhub.lab.Instrument.wait_limit`) and the live data service's remote
+``call`` use these numbers; a remote caller cannot choose how long the service waits.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+from .resources.timeouts import MAX_TIMEOUT_S
+
+#: How long a command may take when the driver method has no ``timeout`` of its own.
+COMMAND_TIMEOUT_S = 60.0
+#: Added to a driver method's own ``timeout`` argument: the driver reports its timeout first.
+TIMEOUT_MARGIN_S = 10.0
+
+
+def wait_limit(cls: type | None, method: str, args: tuple[Any, ...],
+               kwargs: Mapping[str, Any]) -> float:
+    """Seconds to wait for ``cls.method(*args, **kwargs)`` (``cls`` None: the driver class is
+    unknown until it runs, so the default)."""
+    fn = getattr(cls, method, None) if cls is not None else None
+    if fn is None:
+        return COMMAND_TIMEOUT_S
+    try:
+        bound = inspect.signature(fn).bind(None, *args, **kwargs)
+    except (TypeError, ValueError):
+        return COMMAND_TIMEOUT_S
+    bound.apply_defaults()
+    own = bound.arguments.get("timeout")
+    if isinstance(own, int | float) and 0 <= own <= MAX_TIMEOUT_S:  # not NaN, inf, 1e12
+        return float(own) + TIMEOUT_MARGIN_S
+    return COMMAND_TIMEOUT_S
