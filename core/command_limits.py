@@ -37,7 +37,11 @@ def wait_limit(cls: type | None, method: str, args: tuple[Any, ...],
     except (TypeError, ValueError):
         return COMMAND_TIMEOUT_S
     bound.apply_defaults()
-    own = bound.arguments.get("timeout")
+    return limit_for(bound.arguments.get("timeout"))
+
+
+def limit_for(own: Any) -> float:
+    """The wait for a command whose own ``timeout`` argument is ``own`` (None: it has none)."""
     if isinstance(own, int | float) and 0 <= own <= MAX_TIMEOUT_S:  # not NaN, inf, 1e12
         return float(own) + TIMEOUT_MARGIN_S
     return COMMAND_TIMEOUT_S

@@ -43,6 +43,7 @@ from typing import Any, TypeVar
 import pyarrow as pa
 import pyarrow.flight as flight
 
+from .command_limits import limit_for
 from .measurement import ChannelSpec
 from .record_transfer import FileAssembler
 from .schema import describe
@@ -245,13 +246,14 @@ class Connection:
         return TimeoutError(f"{what}: no answer from {self.url} within {self.timeout:g} s")
 
     @contextlib.contextmanager
-    def _waiting_for(self, what: str) -> Iterator[None]:
+    def _waiting_for(self, what: str, limit: float | None = None) -> Iterator[None]:
         """A call's deadline passing is a TimeoutError that names the call and the limit
         (gRPC says only "Deadline Exceeded")."""
         try:
             yield
         except flight.FlightTimedOutError:
-            raise self._no_answer(what) from None
+            raise TimeoutError(f"{what}: no answer from {self.url} within "
+                               f"{limit or self.timeout:g} s") from None
 
     def _bounded(self, what: str, call: Callable[[], T],
                  discard: Callable[[T], None] | None = None) -> T:
@@ -412,20 +414,31 @@ class Connection:
 
     # --- remote commands (the service must allow them) ------------------------------------
 
-    def _action(self, kind: str, body: dict[str, Any] | None = None, what: str = "") -> Any:
+    def _action(self, kind: str, body: dict[str, Any] | None = None, what: str = "",
+                wait: float = 0.0) -> Any:
+        """An action, answered within the connection's timeout plus ``wait`` (how long the
+        service itself may take: a remote command's wait)."""
         action = flight.Action(kind, json.dumps(body or {}).encode())
-        with self._waiting_for(what or kind):
-            results = list(self.client.do_action(action, self.options()))
+        options = self.options() if not wait else flight.FlightCallOptions(
+            timeout=self.timeout + wait, headers=self._headers)
+        with self._waiting_for(what or kind, self.timeout + wait):
+            results = list(self.client.do_action(action, options))
         return json.loads(results[0].body.to_pybytes())
 
     def health(self) -> dict[str, Any]:
         return self._action("health")  # type: ignore[no-any-return]
 
     def call(self, instrument: str, method: str, *args: Any, **kwargs: Any) -> Any:
-        """Run an instrument command in the remote run and return its (JSON) result."""
+        """Run an instrument command in the remote run and return its (JSON) result.
+
+        The service waits for it as the Lab API does (:mod:`daqhub.command_limits`), so
+        this waits that long too, plus the connection's timeout: with the connection's
+        timeout alone, ``call("stage", "wait_until_done", timeout=30)`` gave up first. A
+        ``timeout`` over a minute is seen here only when passed by keyword."""
         return self._action("call", {"instrument": instrument, "method": method,
                                      "args": list(args), "kwargs": kwargs},
-                            f"the command {instrument}.{method}")["result"]
+                            f"the command {instrument}.{method}",
+                            wait=limit_for(kwargs.get("timeout")))["result"]
 
     def close(self) -> None:
         self.client.close()

@@ -9,6 +9,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -367,3 +368,15 @@ def test_a_command_s_wait_comes_from_its_own_timeout_argument() -> None:
             COMMAND_TIMEOUT_S
     assert wait_limit(Driver, "position", (), {}) == COMMAND_TIMEOUT_S
     assert wait_limit(None, "anything", (), {}) == COMMAND_TIMEOUT_S
+
+
+def test_a_remote_command_may_take_longer_than_the_connections_timeout(served: Any) -> None:
+    """The client gave up after its own 10 s whatever the command's wait: a remote
+    ``wait_until_done(timeout=30)`` failed while the service still waited for it."""
+    rt, service = served(ServeConfig(port=0, token=TOKEN, actions=True))
+    with daqhub.connect(service.url, token=TOKEN, timeout=0.5) as conn:
+        conn.call("stage", "set_velocity", 1.0)
+        conn.call("stage", "move_absolute", 20.0)
+        t0 = time.monotonic()
+        assert conn.call("stage", "wait_until_done", timeout=20) == pytest.approx(20.0)
+        assert time.monotonic() - t0 > 0.5  # it did outlast the connection's timeout
