@@ -65,8 +65,7 @@ def argument_problem(itype: InstrumentType, command: str, args: tuple[Any, ...],
     for name, value in list(bound.arguments.items())[1:]:
         kind = sig.parameters[name].annotation
         kind = kind.__name__ if isinstance(kind, type) else str(kind)
-        accepts = _SIMPLE.get(kind)
-        if accepts is not None and not accepts(value):
+        if not value_fits(kind, value):
             return f"{command}'s {name} is a {kind}, got {value!r}", hint
     check = getattr(getattr(cls, command), ARGUMENT_CHECK, None)
     if check is not None:
@@ -88,6 +87,13 @@ def _signature(cls: type, command: str) -> inspect.Signature | None:
         return inspect.signature(getattr(cls, command))
     except (AttributeError, TypeError, ValueError):
         return None
+
+
+def value_fits(kind: str, value: Any) -> bool:
+    """Whether ``value`` is a ``kind`` (``"bool"``, ``"int"``, ``"float"``, ``"str"``; any
+    other kind is not checked here): the one rule for commands' and parameters' values."""
+    accepts = _SIMPLE.get(kind)
+    return accepts is None or accepts(value)
 
 
 #: annotations a command's value is checked against (a driver's signature says them); numbers

@@ -21,7 +21,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from ..commands import ARGUMENT_CHECK
+from ..commands import ARGUMENT_CHECK, value_fits
 from .transaction import Transaction
 
 if TYPE_CHECKING:
@@ -64,6 +64,9 @@ class Parameter(_Declared, Generic[T]):
     (translated) value into its text for the template (default: ``format()``'s own). ``ack``
     is the reply a set command must get (``"OK"``), None when the instrument stays silent.
     ``setting=False`` leaves it out of the settings snapshot (a reading, not a setting).
+    ``kind`` (``bool``, ``int``, ``float`` or ``str``) is the type a set value must have,
+    checked before sending and by ``daqhub validate``: a format such as ``str(int(bool(on)))``
+    took ``"off"`` as true.
     """
 
     def __init__(self, get: str | None, set: str | None = None, *,
@@ -71,9 +74,11 @@ class Parameter(_Declared, Generic[T]):
                  range: tuple[float, float] | None = None,
                  choices: Sequence[Any] | Mapping[Any, Any] | None = None,
                  format: Callable[[Any], str] | None = None, ack: str | None = None,
-                 doc: str = "", setting: bool = True, urgent: bool = False) -> None:
+                 doc: str = "", setting: bool = True, urgent: bool = False,
+                 kind: type | None = None) -> None:
         if get is None and set is None:
             raise ValueError("a Parameter needs a query, a set command or both")
+        self.kind = kind
         self.get, self.set, self.parse, self.unit = get, set, parse, unit
         self.range, self.choices, self.format, self.ack = range, choices, format, ack
         self.doc, self.setting, self.urgent = doc, setting and get is not None, urgent
@@ -98,6 +103,8 @@ class Parameter(_Declared, Generic[T]):
 
     def check(self, value: Any) -> Any:
         """``value`` as the wire carries it; ValueError (nothing sent) if it is not allowed."""
+        if self.kind is not None and not value_fits(self.kind.__name__, value):
+            raise ValueError(f"{self.name} must be a {self.kind.__name__}, got {value!r}")
         if self.range is not None:
             low, high = self.range
             if (not isinstance(value, int | float) or isinstance(value, bool)
@@ -134,7 +141,8 @@ class Parameter(_Declared, Generic[T]):
                        f" one of {', '.join(map(repr, self.choices))}" if self.choices else "")
             set_.__doc__ = f"Set {self.doc or self.name}{unit}{allowed}: sends {self.set!r}."
             setattr(set_, ARGUMENT_CHECK, self.check)
-            out[f"set_{self.name}"] = _named(set_, f"set_{self.name}", ["value"])
+            out[f"set_{self.name}"] = _named(set_, f"set_{self.name}", ["value"],
+                                             {"value": self.kind} if self.kind else None)
         return out
 
 
@@ -209,11 +217,15 @@ def _ack(expected: str | None) -> Callable[[str], None] | None:
     return ack
 
 
-def _named(fn: Callable[..., Any], name: str, args: list[str]) -> Callable[..., Any]:
-    """Give a generated command its user-facing name and signature (``inspect`` shows them)."""
+def _named(fn: Callable[..., Any], name: str, args: list[str],
+           kinds: Mapping[str, type] | None = None) -> Callable[..., Any]:
+    """Give a generated command its user-facing name and signature (``inspect`` shows them;
+    ``kinds`` annotate arguments, so the checks of scripts and routines see them)."""
     fn.__name__ = fn.__qualname__ = name
     params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-    params += [inspect.Parameter(a, inspect.Parameter.POSITIONAL_OR_KEYWORD) for a in args]
+    params += [inspect.Parameter(a, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                 annotation=(kinds or {}).get(a, inspect.Parameter.empty))
+               for a in args]
     fn.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     setattr(fn, COMMAND_MARK, True)
     return fn

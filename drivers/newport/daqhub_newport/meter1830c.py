@@ -122,8 +122,8 @@ class Meter1830c(Session):
                               doc="the range in use (1..8), also while auto-ranging")
     filter_speed = Parameter("F?", parse=lambda t: FILTER_NAMES[integer(1, 3)(t)],
                              doc="averaging: slow (16 readings), medium (4) or fast (none)")
-    attenuator = Parameter("A?", "A{}", parse=_flag, format=lambda on: str(int(bool(on))))
-    zero = Parameter("Z?", "Z{}", parse=_flag, format=lambda on: str(int(bool(on))),
+    attenuator = Parameter("A?", "A{}", parse=_flag, format=lambda on: str(int(on)), kind=bool)
+    zero = Parameter("Z?", "Z{}", parse=_flag, format=lambda on: str(int(on)), kind=bool,
                      doc="on: the next reading becomes an offset subtracted from later ones")
     store_reference = Command("S", doc="the current reading becomes the dB/REL reference")
 

@@ -186,3 +186,21 @@ def test_two_instruments_on_one_meter_each_read_in_their_own_unit(build: Build) 
     watts.raw_command("U4")  # behind the drivers' back: units unknown now
     assert watts.read()[0].data == Scalar(1e-6, "W")
     assert watts.units() == "W"
+
+
+def test_a_switch_takes_true_or_false_only(build: Build) -> None:
+    """``set_attenuator("off")`` went out as ``A1``: its format took any truthy value."""
+    from daqhub.commands import argument_problem
+    from daqhub_newport.plugin import daqhub_instrument_types
+
+    m = meter_v2(build, sim_url("newport1830c", **QUIET), attenuator=False)
+    for setter in (m.set_attenuator, m.set_zero):
+        with pytest.raises(ValueError, match=r"must be a bool, got 'off'"):
+            setter("off")
+    assert m.attenuator() is False and m.zero() is False
+    m.set_attenuator(True)
+    assert m.attenuator() is True
+    itype = next(t for t in daqhub_instrument_types() if t.name == PM and t.flavor == "v2")
+    assert argument_problem(itype, "set_attenuator", ("off",)) == (
+        "set_attenuator's value is a bool, got 'off'",
+        "daqhub plugins newport.1830c lists its commands and arguments")
