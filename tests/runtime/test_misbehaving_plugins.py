@@ -166,7 +166,8 @@ def test_an_actors_own_cancelled_error_is_its_crash(host, tmp_path, kind, where)
     rt = DualRuntimeManager(lab, host, restart_policy=FAST)
     rt.start()
     wait_until(lambda: rt.health_of("bad").state == "failed", what="bad failing")
-    assert rt.v4.runners["bad"].task.done()
+    # failed is set before the runner closes the actor and ends: its task ends just after
+    wait_until(rt.v4.runners["bad"].task.done, what="bad's runner to end")
     report = rt.shutdown()
     outcome = {o["id"]: o for o in report.instruments}
     assert outcome["good"]["ok"], outcome["good"]
