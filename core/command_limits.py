@@ -13,10 +13,10 @@ The Lab API (:meth:`daqhub.lab.Instrument.wait_limit`) and the live data service
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 from typing import Any
 
+from .commands import command_signature
 from .resources.timeouts import MAX_TIMEOUT_S
 
 #: How long a command may take when the driver method has no ``timeout`` of its own.
@@ -29,12 +29,12 @@ def wait_limit(cls: type | None, method: str, args: tuple[Any, ...],
                kwargs: Mapping[str, Any]) -> float:
     """Seconds to wait for ``cls.method(*args, **kwargs)`` (``cls`` None: the driver class is
     unknown until it runs, so the default)."""
-    fn = getattr(cls, method, None) if cls is not None else None
-    if fn is None:
+    sig = command_signature(cls, method)
+    if sig is None:
         return COMMAND_TIMEOUT_S
     try:
-        bound = inspect.signature(fn).bind(None, *args, **kwargs)
-    except (TypeError, ValueError):
+        bound = sig.bind(None, *args, **kwargs)
+    except TypeError:
         return COMMAND_TIMEOUT_S
     bound.apply_defaults()
     return limit_for(bound.arguments.get("timeout"))

@@ -46,7 +46,7 @@ def argument_problem(itype: InstrumentType, command: str, args: tuple[Any, ...],
     ``["move_absolute", "abc"]``), or a value the command's own check refuses
     (:data:`ARGUMENT_CHECK`)."""
     cls = driver_class(itype)
-    sig = None if cls is None else _signature(cls, command)
+    sig = command_signature(cls, command)
     if sig is None:
         return None
     kwargs = kwargs or {}
@@ -81,8 +81,12 @@ def _is_bool(value: Any) -> bool:
 
 
 @functools.lru_cache(maxsize=1024)
-def _signature(cls: type, command: str) -> inspect.Signature | None:
-    """A command's signature, read once: a script's every command is checked."""
+def command_signature(cls: type | None, command: str) -> inspect.Signature | None:
+    """A command's signature (None: unknown), read once per class and command: a script's
+    every command is checked (:func:`argument_problem`) and timed
+    (:func:`daqhub.command_limits.wait_limit`) by it."""
+    if cls is None:
+        return None
     try:
         return inspect.signature(getattr(cls, command))
     except (AttributeError, TypeError, ValueError):

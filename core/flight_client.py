@@ -242,8 +242,9 @@ class Connection:
         return flight.FlightCallOptions(timeout=None if stream else self.timeout,
                                         headers=self._headers)
 
-    def _no_answer(self, what: str) -> TimeoutError:
-        return TimeoutError(f"{what}: no answer from {self.url} within {self.timeout:g} s")
+    def _no_answer(self, what: str, limit: float | None = None) -> TimeoutError:
+        return TimeoutError(f"{what}: no answer from {self.url} within "
+                            f"{limit or self.timeout:g} s")
 
     @contextlib.contextmanager
     def _waiting_for(self, what: str, limit: float | None = None) -> Iterator[None]:
@@ -252,8 +253,7 @@ class Connection:
         try:
             yield
         except flight.FlightTimedOutError:
-            raise TimeoutError(f"{what}: no answer from {self.url} within "
-                               f"{limit or self.timeout:g} s") from None
+            raise self._no_answer(what, limit) from None
 
     def _bounded(self, what: str, call: Callable[[], T],
                  discard: Callable[[T], None] | None = None) -> T:

@@ -74,7 +74,7 @@ def load_lab_config(lab: LabSource, host: PluginHost, output_dir: str | os.PathL
     """
     override = Path(output_dir).resolve() if output_dir is not None else None
     if isinstance(lab, Mapping):
-        return parse(tomlwrite.dumps(lab), "<dict>", host, Path.cwd(), override)
+        return parse(tomlwrite.dumps(lab), tomlwrite.DICT_SOURCE, host, Path.cwd(), override)
     if isinstance(lab, str) and not os.path.isfile(lab) and (  # isfile never raises for text
             "\n" in lab or "=" in lab or lab.lstrip().startswith("[")):
         return parse(lab, "<string>", host, Path.cwd(), override)

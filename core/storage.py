@@ -233,6 +233,19 @@ def moved_away(path: Path, identity: tuple[int, int]) -> str | None:
     return None
 
 
+def raise_close_losses(path: Path, gone: str | None, kept: int,
+                       failed: WriteFailed | None) -> None:
+    """What a writer's close must still say after closing its file at ``path``: everything
+    is lost when the file was removed meanwhile (``gone``, from :func:`moved_away`; its
+    ``kept`` rows too), else what ``failed`` lost, the file still being there."""
+    if gone:
+        raise WriteFailed(f"{gone}: its {kept} row(s) are lost"
+                          + (f"; {failed}" if failed else ""),
+                          kept + (failed.lost if failed else 0), [])
+    if failed is not None:
+        raise WriteFailed(str(failed), failed.lost, [path])
+
+
 def discard_writes(fd: int) -> None:
     """Send whatever is still written through ``fd`` to ``/dev/null``.
 
@@ -486,7 +499,7 @@ class StorageSession:
         lost = 0
         for flavor, slot in self._slots.items():
             try:
-                with _SlotLock(slot, "close", self.session_id, bound(WRITE_LOCK_TIMEOUT)):
+                with self._locked(slot, "close", bound(WRITE_LOCK_TIMEOUT)):
                     if slot.closed:
                         continue
                     slot.closed = True
@@ -522,8 +535,9 @@ class StorageSession:
 
     # --- internals --------------------------------------------------------------------
 
-    def _locked(self, slot: _Slot, purpose: str) -> _SlotLock:
-        return _SlotLock(slot, purpose, self.session_id)
+    def _locked(self, slot: _Slot, purpose: str, timeout: float = WRITE_LOCK_TIMEOUT
+                ) -> _SlotLock:
+        return _SlotLock(slot, purpose, self.session_id, timeout)
 
     def _flush_held(self, slot: _Slot) -> bool:
         """Flush a writer whose lock the caller holds; False (and the slot keeps why, and

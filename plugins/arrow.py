@@ -62,6 +62,7 @@ from daqhub.storage import (
     file_identity,
     moved_away,
     option_problems,
+    raise_close_losses,
 )
 
 STREAM_SUFFIX = ".arrows"
@@ -218,13 +219,8 @@ class _Stream:
                     self.writer.close()  # after a failure, the marker goes to /dev/null
                 finally:
                     self.sink.close()
-            gone = moved_away(self.path, self.identity)
-            if gone:
-                lost = self.written + (failed.lost if failed else 0)
-                raise WriteFailed(f"{gone}: its {self.written} row(s) are lost"
-                                  + (f"; {failed}" if failed else ""), lost, [])
-            if failed is not None:
-                raise WriteFailed(str(failed), failed.lost, [self.path])
+            raise_close_losses(self.path, moved_away(self.path, self.identity), self.written,
+                               failed)
             if self.failure or not self.opts.parquet:
                 return [self.path]  # a stream cut at an error is not compacted: see above
             return self._compact()

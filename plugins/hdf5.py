@@ -106,6 +106,7 @@ from daqhub.storage import (
     file_identity,
     moved_away,
     option_problems,
+    raise_close_losses,
 )
 
 FILE_NAME = "session.h5"
@@ -459,13 +460,8 @@ class Hdf5Writer:
         gone = moved_away(self.path, self._identity)
         if self._failure and not gone:
             self._pad()
-        if gone:
-            kept = sum(c.flushed[0] for c in self._channels.items.values())
-            lost = kept + (failed.lost if failed else 0)
-            raise WriteFailed(f"{gone}: its {kept} counted row(s) are lost"
-                              + (f"; {failed}" if failed else ""), lost, [])
-        if failed is not None:
-            raise WriteFailed(str(failed), failed.lost, [self.path])
+        raise_close_losses(self.path, gone,
+                           sum(c.flushed[0] for c in self._channels.items.values()), failed)
         return [self.path]
 
 

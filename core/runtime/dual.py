@@ -656,7 +656,7 @@ class DualRuntimeManager:
         run is not ok, and the shutdown goes on.
         """
         threads = {st.name: st for st in self.sink_threads}
-        closing: dict[str, tuple[threading.Thread, concurrent.futures.Future[Any]]] = {}
+        closing: dict[str, concurrent.futures.Future[Any]] = {}
         until = max(deadline, time.monotonic() + SINK_CLOSE_MIN_S)
         for name, sink in self._sinks.items():
             st = threads.get(name)
@@ -670,18 +670,19 @@ class DualRuntimeManager:
                 except Exception as exc:
                     fut.set_exception(exc)
 
-            t = threading.Thread(target=close, name=f"daqhub-close:{name}", daemon=True)
-            t.start()
-            closing[name] = (t, fut)
-        for name, (t, fut) in closing.items():
-            t.join(max(0.0, until - time.monotonic()))
-            if not fut.done():
+            threading.Thread(target=close, name=f"daqhub-close:{name}", daemon=True).start()
+            closing[name] = fut
+        for name, fut in closing.items():
+            try:
+                exc = fut.exception(max(0.0, until - time.monotonic()))
+            except concurrent.futures.TimeoutError:
                 waited = self.phases.total_s if until == deadline else SINK_CLOSE_MIN_S
                 report.leaked.append(f"sink {name} (still in close() after the shutdown's "
                                      f"{waited:g} s)")
                 report.errors.append(f"closing {name} did not finish within the shutdown "
                                      "budget: what it still held may not be on disk")
-            elif (exc := fut.exception()) is not None:
+                continue
+            if exc is not None:
                 report.errors.append(f"closing {name} failed: {exc}")
             else:
                 report.sink_results[name] = fut.result()
