@@ -486,6 +486,13 @@ def lab_path(base_dir: Path, given: str) -> Path:
     return base_dir / os.path.expanduser(given)  # Path.expanduser raises for ~nobody
 
 
+def output_override(given: str | os.PathLike[str] | None) -> Path | None:
+    """An ``output_dir`` given beside a lab (``--output-dir``, ``open_lab(output_dir=)``),
+    absolute: ``~`` is expanded as in a lab file, a relative path is from the working
+    directory."""
+    return None if given is None else lab_path(Path.cwd(), os.fspath(given)).resolve()
+
+
 def check_output_dir(path: Path) -> str | None:
     """Why ``path`` cannot be created or written, if it cannot (storage's own check)."""
     why = unwritable(path)

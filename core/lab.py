@@ -38,7 +38,7 @@ import pyarrow as pa
 from . import tomlwrite
 from .command_limits import wait_limit
 from .commands import argument_problem, command_names, driver_class
-from .config import LabConfig, load, parse
+from .config import LabConfig, load, output_override, parse
 from .host import PluginHost, default_host
 from .records import SessionRecords
 from .runtime.broadcast import Subscription, SubscriptionClosed
@@ -72,7 +72,7 @@ def load_lab_config(lab: LabSource, host: PluginHost, output_dir: str | os.PathL
     break, an ``=`` or a leading ``[`` is TOML text; the rest are paths (a missing file
     is a ConfigError saying so). A path object is always a path.
     """
-    override = Path(output_dir).resolve() if output_dir is not None else None
+    override = output_override(output_dir)
     if isinstance(lab, Mapping):
         return parse(tomlwrite.dumps(lab), tomlwrite.DICT_SOURCE, host, Path.cwd(), override)
     if isinstance(lab, str) and not os.path.isfile(lab) and (  # isfile never raises for text

@@ -25,7 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..config import ConfigError, LabConfig, load, parse, runnable_problems
+from ..config import ConfigError, LabConfig, load, output_override, parse, runnable_problems
 from ..host import PluginHost
 from ..interrupt import finished
 from ..records import SessionRecords, parse_meta
@@ -43,7 +43,7 @@ def demo_lab_text() -> str:
 
 def load_lab(path: str | None, host: PluginHost, output_dir: str | None) -> LabConfig:
     """The lab file, or the built-in demo lab; ``output_dir`` overrides the file's."""
-    override = Path(output_dir).resolve() if output_dir else None
+    override = output_override(output_dir)
     if path is None:
         return parse(demo_lab_text(), "<demo lab>", host, Path.cwd(), override)
     return load(path, host, override)

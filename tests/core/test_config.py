@@ -9,7 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from daqhub.cli.run import load_lab
 from daqhub.config import ConfigError, lab_schema, load, locate_keys, parse
+from daqhub.lab import load_lab_config
 
 VALID = """\
 [daqhub]
@@ -321,3 +323,21 @@ def test_paths_in_the_lab_file_expand_the_home_directory(host, tmp_path: Path,
     [dmm] = lab.flavors["v4"].instruments
     assert dmm.block["visa_backend"] == f"{(home / 'sims' / 'dmm.yaml').resolve()}@sim"
     assert list(labdir.iterdir()) == []
+
+
+def test_an_output_dir_given_beside_the_lab_expands_the_home_directory(
+        host, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``open_lab(lab, output_dir="~/x")`` and ``daqhub run --output-dir`` (quoted, so no
+    shell expands it) made a directory named ``~`` in the working directory."""
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    (work / "lab.toml").write_text(VALID)
+    from_api = load_lab_config(str(work / "lab.toml"), host, "~/api-data")
+    from_cli = load_lab(str(work / "lab.toml"), host, "~/cli-data")
+    assert from_api.output_dir == (home / "api-data").resolve()
+    assert from_cli.output_dir == (home / "cli-data").resolve()
+    assert load_lab_config(str(work / "lab.toml"), host, "rel").output_dir == work / "rel"
+    assert sorted(p.name for p in work.iterdir()) == ["lab.toml"]
