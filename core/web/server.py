@@ -12,13 +12,19 @@ Who may do what is decided in :func:`check_access`, one place for the rule of
 :mod:`daqhub.web.settings`.
 
 What a client can cost the run is bounded before any of that: at most
-:data:`MAX_CONNECTIONS` connections are open at once (more are answered 503 and closed at
-once), and a connection whose request headers have not all come within
-:data:`REQUEST_WAIT_S` (after it opened, or after its last response) is closed. 1,100 idle
-connections used to hold all of the run's 1,024 file descriptors: the token holder's page
-timed out, and a thread of the run died opening a file. Errors of the server's loop (such as
-a failing ``accept``) are logged once per kind and counted, not once per occurrence (43,000
-lines of tracebacks, with the file descriptors gone).
+:data:`MAX_CONNECTIONS` connections are open at once, and a connection whose request headers
+have not all come within :data:`REQUEST_WAIT_S` (after it opened, or after its last
+response) is closed. 1,100 idle connections used to hold all of the run's 1,024 file
+descriptors: the token holder's page timed out, and a thread of the run died opening a file.
+When every place is taken, a newcomer takes the place of the connection that has waited
+longest for its next request (at least :data:`YIELD_AFTER_S`; one whose request is being
+answered is never taken), and is answered 503 only when there is none: a client that holds
+all the places with idle or trickling connections, re-opened before each deadline, no longer
+locks the page out, since a page's own connections finish a request every poll.
+
+Errors of the server's loop (such as a failing ``accept``) are logged once per kind and
+counted, not once per occurrence (43,000 lines of tracebacks, with the file descriptors
+gone).
 """
 
 from __future__ import annotations
@@ -55,6 +61,9 @@ MAX_CONNECTIONS = 64
 #: a request's headers must all come within this long (also how long an idle keep-alive
 #: connection stays open): longer than the slowest page refresh (rate_hz 0.2: 5 s)
 REQUEST_WAIT_S = 10.0
+#: a connection waiting this long for its next request gives its place to a newcomer
+#: when all are taken: longer than a page's gap between two requests on one connection
+YIELD_AFTER_S = 1.0
 BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nConnection: close\r\n"
         b"Content-Length: 49\r\n\r\nthe dashboard has too many connections; try again\n")
 
@@ -121,14 +130,37 @@ class ConnectionGate:
     """The dashboard's protocol factory: aiohttp's, behind a limit on open connections."""
 
     def __init__(self, factory: Callable[[], asyncio.Protocol], limit: int,
-                 problems: Condensed) -> None:
+                 problems: Condensed, yield_after_s: float = YIELD_AFTER_S) -> None:
         self.factory = factory
         self.limit = limit
         self.problems = problems
-        self.open = 0
+        self.yield_after_s = yield_after_s
+        #: the admitted connections, by transport (a request finds its own through it)
+        self.members: dict[asyncio.BaseTransport, GatedConnection] = {}
+
+    @property
+    def open(self) -> int:
+        return len(self.members)
 
     def __call__(self) -> asyncio.Protocol:
         return GatedConnection(self)
+
+    def make_room(self, now: float) -> bool:
+        """Drop the connection waiting longest for a request, if one has waited long enough."""
+        idle = [c for c in self.members.values()
+                if c.answering == 0 and now - c.waiting_since >= self.yield_after_s]
+        if not idle:
+            return False
+        oldest = min(idle, key=lambda c: c.waiting_since)
+        self.problems.note("connection dropped for a newcomer",
+                           f"{self.limit} connections are open, the limit; the one waiting "
+                           "longest for a request is closed to let a new one in")
+        oldest.leave()
+        return True
+
+    def answering(self, transport: asyncio.BaseTransport | None) -> GatedConnection | None:
+        """The connection a request came on (None: it has gone)."""
+        return self.members.get(transport) if transport is not None else None
 
 
 class GatedConnection(asyncio.Protocol):
@@ -137,20 +169,33 @@ class GatedConnection(asyncio.Protocol):
     def __init__(self, gate: ConnectionGate) -> None:
         self.gate = gate
         self.inner: asyncio.Protocol | None = None
+        self.transport: asyncio.Transport | None = None
+        #: requests on this connection being answered now, and since when it has waited
+        #: for its next one (the loop's clock: opened, or its last request answered)
+        self.answering = 0
+        self.waiting_since = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         gate = self.gate
-        if gate.open >= gate.limit:
+        now = asyncio.get_running_loop().time()
+        assert isinstance(transport, asyncio.Transport)  # a stream server's, always
+        if gate.open >= gate.limit and not gate.make_room(now):
             gate.problems.note("connection refused: too many open",
-                               f"{gate.limit} connections are open, the limit; further ones "
-                               "are answered 503 and closed")
-            assert isinstance(transport, asyncio.Transport)
+                               f"{gate.limit} connections are open, the limit, each busy or "
+                               "new; further ones are answered 503 and closed")
             transport.write(BUSY)
             transport.close()
             return
-        gate.open += 1
+        self.transport = transport
+        self.waiting_since = now
+        gate.members[transport] = self
         self.inner = gate.factory()
         self.inner.connection_made(transport)
+
+    def leave(self) -> None:
+        """Give up this connection's place at once (its bytes unsent are dropped)."""
+        if self.transport is not None and self.gate.members.pop(self.transport, None) is self:
+            self.transport.abort()  # close() would wait for a reader that may never read
 
     def data_received(self, data: bytes) -> None:
         if self.inner is not None:
@@ -168,8 +213,9 @@ class GatedConnection(asyncio.Protocol):
             self.inner.resume_writing()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is not None:
+            self.gate.members.pop(self.transport, None)
         if self.inner is not None:
-            self.gate.open -= 1
             self.inner.connection_lost(exc)
             self.inner = None
 
@@ -179,11 +225,13 @@ class DashboardServer:
 
     def __init__(self, source: DashboardSource, settings: WebSettings,
                  sock: socket.socket | None = None, *, max_connections: int = MAX_CONNECTIONS,
-                 request_wait_s: float = REQUEST_WAIT_S) -> None:
+                 request_wait_s: float = REQUEST_WAIT_S,
+                 yield_after_s: float = YIELD_AFTER_S) -> None:
         self.source = source
         self.settings = settings
         self.max_connections = max_connections
         self.request_wait_s = request_wait_s
+        self.yield_after_s = yield_after_s
         self.problems = Condensed()
         self.gate: ConnectionGate | None = None
         self.sock = sock or bind(settings)
@@ -255,7 +303,8 @@ class DashboardServer:
                                shutdown_timeout=1.0, keepalive_timeout=self.request_wait_s)
         await runner.setup()
         assert runner.server is not None
-        self.gate = ConnectionGate(runner.server, self.max_connections, self.problems)
+        self.gate = ConnectionGate(runner.server, self.max_connections, self.problems,
+                                   self.yield_after_s)
         listening = await self._loop.create_server(self.gate, sock=self.sock)
         ticker = asyncio.create_task(self._tick())
         self._ready.set()
@@ -286,8 +335,16 @@ class DashboardServer:
     async def _guard(self, request: web.Request,
                      handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                      ) -> web.StreamResponse:
-        check_access(self.settings, request, command=request.path == "/api/call")
-        response = await handler(request)
+        conn = self.gate.answering(request.transport) if self.gate is not None else None
+        if conn is not None:
+            conn.answering += 1
+        try:
+            check_access(self.settings, request, command=request.path == "/api/call")
+            response = await handler(request)
+        finally:
+            if conn is not None:
+                conn.answering -= 1
+                conn.waiting_since = asyncio.get_running_loop().time()
         response.headers["Content-Security-Policy"] = CSP
         token = request.query.get("token")
         if token and self.settings.token and secrets.compare_digest(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -242,8 +243,9 @@ def test_any_source_can_feed_the_page_and_a_failing_one_is_shown_not_hidden() ->
 
 @pytest.mark.timeout(30)
 def test_idle_connections_are_closed_and_those_beyond_the_limit_refused_at_once() -> None:
+    # yield_after_s: none of the held connections has waited long enough to give its place
     server = DashboardServer(ScriptedSource(), WebSettings(port=0), max_connections=3,
-                             request_wait_s=0.5)
+                             request_wait_s=0.5, yield_after_s=60)
     server.start()
     held: list[socket.socket] = []
     try:
@@ -260,6 +262,68 @@ def test_idle_connections_are_closed_and_those_beyond_the_limit_refused_at_once(
             assert s.recv(4096) == b""
         assert request(server, "/api/state")[0] == 200  # room again
     finally:
+        for s in held:
+            s.close()
+        assert server.stop(10)
+
+
+class SlowCommands(ScriptedSource):
+    """Commands that are answered when the test lets them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def call(self, instrument: str, method: str, args: Any, timeout: float) -> Any:
+        self.started.set()
+        assert self.release.wait(10), "the test never released the command"
+        return 42
+
+
+@pytest.mark.timeout(30)
+def test_a_newcomer_takes_the_place_of_the_connection_waiting_longest() -> None:
+    """A client holding every place with idle connections, re-opened before each deadline,
+    used to lock the token holder out with 503s; a request being answered keeps its place."""
+    source = SlowCommands()
+    settings = WebSettings(port=0, commands=True, token="tok")
+    server = DashboardServer(source, settings, max_connections=3, yield_after_s=0)
+    server.start()
+    held: list[socket.socket] = []
+    try:
+        answered: list[tuple[int, Any, Any]] = []
+        command = threading.Thread(target=lambda: answered.append(request(
+            server, "/api/call", {"X-Daqhub-Token": "tok"},
+            {"instrument": "oven", "method": "ramp", "args": []})))
+        command.start()
+        assert source.started.wait(10), "the command never reached the source"
+
+        def hold() -> socket.socket:
+            held.append(socket.create_connection(("127.0.0.1", server.port), timeout=5))
+            wait_until(lambda: server.gate is not None and server.gate.open == 3,
+                       "every place taken")
+            return held[-1]
+
+        def newcomer() -> None:
+            status, state, _ = request(server, "/api/state", {"X-Daqhub-Token": "tok"})
+            assert status == 200 and state["instruments"][0]["id"] == "oven"
+
+        first = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        held.append(first)
+        second = hold()
+        newcomer()
+        assert first.recv(4096) == b""  # the one waiting longest made room
+        third = hold()
+        newcomer()
+        assert second.recv(4096) == b""
+        third.sendall(b"GET /api/state HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                      b"X-Daqhub-Token: tok\r\n\r\n")
+        assert third.recv(4096).startswith(b"HTTP/1.1 200")  # the younger one kept its place
+        source.release.set()
+        command.join(10)
+        assert answered and answered[0][0] == 200 and answered[0][1]["result"] == 42
+    finally:
+        source.release.set()
         for s in held:
             s.close()
         assert server.stop(10)
