@@ -28,7 +28,7 @@ from . import firstparty
 from .commands import command_names
 from .host import PluginHost
 from .labchecks import ChosenTypes, check_channels, check_shared_devices, chosen_types
-from .outdir import unwritable
+from .outdir import lab_path, unwritable
 from .resources import register_url_packages
 from .routines import ROUTINE_SCHEMA, routine_problems, step_lines
 from .schema_words import not_allowed
@@ -477,13 +477,6 @@ def _is_within(a: Path, b: Path) -> bool:
         return True
     except ValueError:
         return False
-
-
-def lab_path(base_dir: Path, given: str) -> Path:
-    """A path a lab file gives (``output_dir``, a ``file.yaml@sim`` backend): ``~`` is the
-    user's home, as in a shell; a relative path is relative to the lab file's directory.
-    Joined unexpanded, ``~/data`` became a directory named ``~`` beside the lab file."""
-    return base_dir / os.path.expanduser(given)  # Path.expanduser raises for ~nobody
 
 
 def output_override(given: str | os.PathLike[str] | None) -> Path | None:

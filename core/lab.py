@@ -70,15 +70,17 @@ def load_lab_config(lab: LabSource, host: PluginHost, output_dir: str | os.PathL
     (``<dict>:LINE``) like any file's. A ``str`` that names an existing file is that
     file, whatever its name holds (``runs/a=1.toml``); any other ``str`` with a line
     break, an ``=`` or a leading ``[`` is TOML text; the rest are paths (a missing file
-    is a ConfigError saying so). A path object is always a path.
+    is a ConfigError saying so). A path object is always a path. A path's leading ``~``
+    is the user's home.
     """
     override = output_override(output_dir)
     if isinstance(lab, Mapping):
         return parse(tomlwrite.dumps(lab), tomlwrite.DICT_SOURCE, host, Path.cwd(), override)
-    if isinstance(lab, str) and not os.path.isfile(lab) and (  # isfile never raises for text
+    path = os.path.expanduser(lab)  # "~/lab.toml", as a lab file's own paths may say
+    if isinstance(lab, str) and not os.path.isfile(path) and (  # isfile never raises for text
             "\n" in lab or "=" in lab or lab.lstrip().startswith("[")):
         return parse(lab, "<string>", host, Path.cwd(), override)
-    return load(lab, host, override)
+    return load(path, host, override)
 
 
 def open_lab(lab: LabSource, *, output_dir: str | os.PathLike[str] | None = None,

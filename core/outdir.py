@@ -1,4 +1,5 @@
-"""Whether an output directory can be used: the one check ``validate`` and storage share.
+"""Paths a lab gives, and whether an output directory can be used: the one check
+``validate`` and storage share.
 
 Permission bits lie (root passes every ``os.access`` test; a read-only mount or a full
 quota refuses what the bits allow), so the check creates and removes a temporary file in
@@ -15,6 +16,14 @@ from pathlib import Path
 def resolved(p: Path) -> Path:
     """``p`` absolute, with ``~`` and symlinks resolved (it need not exist)."""
     return Path(os.path.abspath(p.expanduser())).resolve(strict=False)
+
+
+def lab_path(base_dir: Path, given: str) -> Path:
+    """A path a lab file gives (``output_dir``, a ``file.yaml@sim`` backend, a TLS file):
+    ``~`` is the user's home, as in a shell; a relative path is relative to the lab file's
+    directory. Joined unexpanded, ``~/data`` became a directory named ``~`` beside the lab
+    file."""
+    return base_dir / os.path.expanduser(given)  # Path.expanduser raises for ~nobody
 
 
 def unwritable(d: Path) -> str | None:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .outdir import lab_path
+
 DEFAULT_ADDRESS = "127.0.0.1:8815"
 DEFAULT_TOKEN_ENV = "DAQHUB_TOKEN"
 #: live streams open at once (one per channel per client): each is a server thread sending
@@ -97,7 +99,7 @@ class ServeConfig:
         base = base_dir or Path.cwd()
 
         def path(key: str) -> Path | None:
-            return base / str(table[key]) if key in table else None
+            return lab_path(base, str(table[key])) if key in table else None
 
         cfg = cls(host, port, env.get(token_env) or None, path("tls_cert"), path("tls_key"),
                   bool(table.get("actions", False)), int(table.get("queue_batches", 1000)),
@@ -127,10 +129,10 @@ class ServeConfig:
         return "grpc+tls" if self.tls_cert else "grpc"
 
 
-def serve_config(table: Mapping[str, Any], address: str | None, lab_path: str
+def serve_config(table: Mapping[str, Any], address: str | None, lab_file: str
                  ) -> ServeConfig | None:
     """What ``daqhub run`` serves: ``--serve`` (``address``) or ``[daqhub.serve]``, else None."""
     if address is None and not table:
         return None
-    base = Path(lab_path).parent if Path(lab_path).is_file() else Path.cwd()
+    base = Path(lab_file).parent if Path(lab_file).is_file() else Path.cwd()
     return ServeConfig.from_table(table, address=address, base_dir=base)

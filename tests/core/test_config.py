@@ -340,4 +340,7 @@ def test_an_output_dir_given_beside_the_lab_expands_the_home_directory(
     assert from_api.output_dir == (home / "api-data").resolve()
     assert from_cli.output_dir == (home / "cli-data").resolve()
     assert load_lab_config(str(work / "lab.toml"), host, "rel").output_dir == work / "rel"
+    (home / "lab.toml").write_text(VALID)
+    from_home = load_lab_config("~/lab.toml", host, None)  # a script's own "~" path
+    assert from_home.output_dir == (home / "out").resolve()
     assert sorted(p.name for p in work.iterdir()) == ["lab.toml"]

@@ -240,6 +240,20 @@ def test_tls_when_a_certificate_is_configured(served: Any, tmp_path: Path) -> No
         plain.channels()
 
 
+def test_tls_files_may_be_given_from_the_home_directory(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """``tls_cert = "~/certs/run.pem"`` was looked for in a directory named ``~``."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home" / "certs").mkdir(parents=True)
+    for name in ("run.pem", "run.key"):
+        (tmp_path / "home" / "certs" / name).write_text("PEM")
+    cfg = ServeConfig.from_table({"tls_cert": "~/certs/run.pem", "tls_key": "~/certs/run.key"},
+                                 base_dir=tmp_path / "lab", environ={})
+    assert cfg.tls_cert == tmp_path / "home" / "certs" / "run.pem"
+    assert cfg.tls_key == tmp_path / "home" / "certs" / "run.key"
+    assert cfg.scheme == "grpc+tls"
+
+
 def test_a_broken_link_is_reported_not_taken_for_the_end(served: Any) -> None:
     rt, service = served()
     proxy = TcpProxy(("127.0.0.1", service.port))
