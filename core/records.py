@@ -7,12 +7,13 @@ memory and every flavor's session directory gets a complete copy, in that
 flavor's format, so either half of a session can be read on its own:
 
 * ``hdf5`` flavor: ``records.h5`` with ``/meta`` (attributes, one per key, plus
-  ``json``), ``/settings`` (datasets ``time_ns``, ``instrument``, ``reason``,
-  ``settings``: one row per snapshot, settings as a JSON object) and
+  ``json``, the whole metadata; a key named ``json`` or empty is in ``json`` alone),
+  ``/settings`` (datasets ``time_ns``, ``instrument``, ``reason``, ``settings``: one
+  row per snapshot, settings as a JSON object) and
   ``/points/<run_id>`` (one dataset per column, attribute ``unit``; a row without
-  a value is NaN, or 0 in a non-float column, and listed in its attribute
-  ``missing_rows``; group attributes ``complete``, ``stop_reason`` and ``columns``
-  in table order);
+  a value is NaN, 0 in a non-float column, "" in a text one or an empty array in a
+  spectrum one, and listed in its attribute ``missing_rows``; group attributes
+  ``complete``, ``stop_reason`` and ``columns`` in table order);
 * any other backend: Arrow IPC files ``settings.arrow`` (same columns, session
   metadata in the schema metadata ``daqhub.meta``) and ``points-<run_id>.arrow``
   (the points table as returned, units in field metadata ``unit``).
@@ -60,6 +61,9 @@ log = logging.getLogger("daqhub.records")
 FLUSH_INTERVAL_S = 1.0
 #: Longest the settings snapshot at session start waits for one instrument.
 SNAPSHOT_TIMEOUT_S = 10.0
+#: Longest the last flush waits for a session-start snapshot still being taken (its
+#: commands fail at once once the runtime has stopped, so it ends well within this).
+START_WAIT_S = 2.0
 META_SESSION = b"daqhub.meta"
 HDF5_FILE = "records.h5"
 SETTINGS_FILE = "settings.arrow"
@@ -130,6 +134,10 @@ class SessionRecords:
         #: notified after each points row (a test or a live plot can wait on it)
         self.row_added = threading.Condition(self._lock)
         self._started = False
+        #: set when :meth:`start` has ended (or was never begun and cannot be any more)
+        self._start_ended = threading.Event()
+        self._start_begun = False
+        self._finished = False  # the last flush is done: nothing is written after it
         self._last_flush = 0.0
         #: a flavor's records (its directory or records.h5) -> what was last written there
         self._written: dict[Path, _Written] = {}
@@ -144,9 +152,33 @@ class SessionRecords:
 
     def start(self, timeout: float = SNAPSHOT_TIMEOUT_S) -> None:
         """Take the session-start snapshot of every instrument and write the first files."""
-        ids = self.rt.instrument_ids()
+        with self._lock:
+            if self._finished:
+                return
+            self._start_begun = True
+        try:
+            self._snapshot_all(timeout)
+        finally:
+            self._start_ended.set()
+        with self._lock:
+            if not self._finished:
+                self._started = True
+                self.flush()
+
+    def start_in_background(self) -> None:
+        """:meth:`start` on a thread of its own (it waits for every instrument to answer).
+
+        A run stopped meanwhile has its last flush wait for it (:meth:`finish`) and
+        nothing is written after that flush: the snapshot used to be written after the
+        shutdown report, or never (a daemon thread at exit), with the report saying ok."""
+        with self._lock:
+            self._start_begun = True
+        threading.Thread(target=self.start, name="daqhub-settings-snapshot",
+                         daemon=True).start()
+
+    def _snapshot_all(self, timeout: float) -> None:
         futures = {}
-        for iid in ids:
+        for iid in self.rt.instrument_ids():
             try:
                 futures[iid] = self.rt.submit(iid, "settings")
             except Exception as exc:
@@ -159,9 +191,6 @@ class SessionRecords:
                 value = {"error": f"{type(exc).__name__}: {exc}" if str(exc)
                          else f"no answer within {timeout:g} s"}
             self._add_settings(iid, "session start", value)
-        with self._lock:
-            self._started = True
-            self.flush()
 
     def snapshot(self, instrument_id: str, reason: str, timeout: float = SNAPSHOT_TIMEOUT_S
                  ) -> dict[str, Any]:
@@ -229,7 +258,7 @@ class SessionRecords:
         (:meth:`finish`), never raised: a scan goes on, its rows are still returned."""
         with self._lock:
             self._last_flush = time.monotonic()
-            if not self._started:
+            if not self._started or self._finished:
                 return
             meta = json.dumps(self.meta, default=str)
             for flavor, directory in self.rt.output_dirs().items():
@@ -256,10 +285,20 @@ class SessionRecords:
         """The last flush, once the runtime has stopped (an ``on_stopped`` listener); the
         report's errors: a line per flavor whose records failed to write (see the module
         doc)."""
+        late = []
+        if self._start_begun and not self._start_ended.wait(START_WAIT_S):
+            with self._lock:
+                have = {iid for _, iid, reason, _ in self.settings if reason == "session start"}
+            missing = [iid for iid in self.rt.instrument_ids() if iid not in have]
+            late = [f"records: the session-start settings snapshot had not ended "
+                    f"{START_WAIT_S:g} s after the run stopped; not recorded for "
+                    f"{', '.join(missing) or 'none'}"]
         with self._lock:
+            self._started = True  # (a snapshot never taken: the metadata is written)
             self.flush()
-            return [f.report_line(flavor) for flavor, f in self.failures.items()
-                    if f.unwritten]
+            self._finished = True
+            return late + [f.report_line(flavor) for flavor, f in self.failures.items()
+                           if f.unwritten]
 
     def _settings_table(self, meta: str) -> pa.Table:
         t, i, r, s = (list(c) for c in zip(*self.settings, strict=True)) if self.settings \
@@ -318,7 +357,8 @@ class SessionRecords:
                     g = f.create_group("meta")
                     g.attrs["json"] = meta
                     for k, v in self.meta.items():
-                        g.attrs[k] = v if isinstance(v, int | float | bool) else str(v)
+                        if k and k != "json":  # (those are in "json" alone)
+                            g.attrs[k] = _meta_attribute(v)
                     points = f.create_group("points")
                 else:
                     del f["settings"]
@@ -366,6 +406,15 @@ class _Written:
     size_whole: int   # records.h5: its size when last rewritten whole
 
 
+def _meta_attribute(value: Any) -> Any:
+    """A metadata value as an HDF5 attribute: a number as itself where HDF5 has its type,
+    anything else as text (``2**70`` as a number made every write of the records fail)."""
+    if isinstance(value, bool | float) or (isinstance(value, int)
+                                          and -2**63 <= value < 2**63):
+        return value
+    return str(value)
+
+
 def _hdf5_points(g: Any, table: pa.Table) -> None:
     import h5py
 
@@ -374,30 +423,33 @@ def _hdf5_points(g: Any, table: pa.Table) -> None:
     g.attrs["stop_reason"] = meta.get(b"daqhub.stop_reason", b"").decode()
     g.attrs["columns"] = json.dumps(table.column_names)
     for f in table.schema:
-        values = table[f.name].to_pylist()
+        column = table[f.name]
+        missing = (np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))
+                   if column.null_count else None)
         if pa.types.is_string(f.type):
-            ds = g.create_dataset(f.name, data=[v or "" for v in values],
+            ds = g.create_dataset(f.name, data=[v or "" for v in column.to_pylist()],
                                   dtype=h5py.string_dtype())
         elif pa.types.is_list(f.type) or pa.types.is_fixed_size_list(f.type):
-            arrays = [np.asarray(v, dtype=np.float64) for v in values]
-            if len({a.shape for a in arrays}) <= 1:
-                ds = g.create_dataset(f.name, data=np.array(arrays).reshape(len(arrays), -1))
-            else:
+            # a row without a value is an empty array (h5py crashed the process writing the
+            # 0-d array np.asarray(None) made into a variable-length dataset)
+            arrays = [np.asarray(v if v is not None else (), dtype=np.float64).ravel()
+                      for v in column.to_pylist()]
+            if arrays and len({a.shape for a in arrays}) == 1:
+                ds = g.create_dataset(f.name, data=np.stack(arrays))
+            else:  # rows of several lengths, or none at all
                 ds = g.create_dataset(f.name, (len(arrays),),
                                       dtype=h5py.vlen_dtype(np.float64))
                 for k, a in enumerate(arrays):
                     ds[k] = a
         else:
-            column, missing = table[f.name], None
-            if column.null_count:  # rows without a value: NaN, or 0 in a non-float column
-                missing = np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))
+            if missing is not None:  # rows without a value: NaN, or 0 in a non-float column
                 fill = (float("nan") if pa.types.is_floating(f.type) else
                         False if pa.types.is_boolean(f.type) else 0)
                 column = column.fill_null(pa.scalar(fill, f.type))
             ds = g.create_dataset(f.name, data=np.asarray(
                 column.to_numpy(zero_copy_only=False), dtype=f.type.to_pandas_dtype()))
-            if missing is not None:
-                ds.attrs["missing_rows"] = missing.astype(np.int64)
+        if missing is not None:
+            ds.attrs["missing_rows"] = missing.astype(np.int64)
         unit = (f.metadata or {}).get(b"unit")
         if unit is not None:
             ds.attrs["unit"] = unit.decode()

@@ -260,9 +260,7 @@ def _run(args: Any, host: PluginHost, out: TextIO, stop: threading.Event,
             return EXIT_FAIL
         for flavor, d in rt.output_dirs().items():
             print(f"  {flavor} data -> {d}", file=out, flush=True)
-        # the settings snapshot waits for every instrument to answer: not in the live view's way
-        threading.Thread(target=records.start, name="daqhub-settings-snapshot",
-                         daemon=True).start()
+        records.start_in_background()  # it waits for every instrument: not in the view's way
         if dashboard is not None:
             dashboard.start(rt, out)
         if serving is not None:
