@@ -30,9 +30,10 @@ BUILTIN_COMMANDS = ("plugins", "validate", "schema", "run", "view", "ports", "in
                     "migrate", "new")
 
 RUN_EXIT_CODES = (
-    "Exit codes: 0 every enabled instrument connected, had samples stored and stopped, "
-    "and every routine completed or was stopped by the shutdown; 1 anything else (an "
-    "instrument that never connected, failed, stored no data or had to be forced; a routine "
+    "Exit codes: 0 every enabled instrument connected, had samples stored (none refused) "
+    "and stopped, and every routine completed or was stopped by the shutdown; 1 anything "
+    "else (an instrument that never connected, failed, stored no data, had samples refused "
+    "or had to be forced; a routine "
     "that failed; a lab that could not start; something leaked; samples or session records "
     "storage could not write; a worker process that died in the shutdown); 2 invalid lab "
     "file; "

@@ -55,7 +55,8 @@ class MeasurementBridge:
     def __init__(self, channels: Mapping[tuple[str, str], ChannelSpec],
                  v2_in: Broadcast[V2Read],
                  rows_to_batch: RowsToBatch, *, window_s: float = 0.05,
-                 capacity: int = 10_000, on_error: Callable[[str, str], None] | None = None,
+                 capacity: int = 10_000,
+                 on_refused: Callable[[str, int, str], None] | None = None,
                  on_alarm: Callable[[str, str], None] | None = None) -> None:
         self.channels = dict(channels)
         self.rows_to_batch = rows_to_batch
@@ -64,7 +65,8 @@ class MeasurementBridge:
         self.inbound: Subscription[Any] = Subscription("bridge", lossless=True,
                                                        capacity=capacity, on_alarm=on_alarm)
         v2_in.attach(self.inbound)
-        self.on_error = on_error or (lambda iid, msg: None)
+        #: (instrument, samples, why): samples of an instrument refused, never stored
+        self.on_refused = on_refused or (lambda iid, n, msg: None)
         self.on_alarm = on_alarm or (lambda what, msg: None)
         self.counts: dict[str, dict[tuple[str, str], int]] = {"v2": defaultdict(int),
                                                               "v4": defaultdict(int)}
@@ -127,14 +129,16 @@ class MeasurementBridge:
                 n = sample_count(foreign)
                 self.rejected += n
                 names = ", ".join(sorted({repr(m.instrument_id) for m in foreign}))
-                self.on_error(item[0], f"rejected {n} sample(s) named for "
+                self.on_refused(item[0], n, f"rejected {n} sample(s) named for "
                               f"instrument {names}: a driver's read() returns its own "
                               "instrument's samples only")
         for key, ms in rows.items():
             declared = self.channels.get(key)
             if declared is None:
-                self.rejected += sample_count(ms)
-                self.on_error(key[0], f"measurement for undeclared channel {key[1]!r}")
+                n = sample_count(ms)
+                self.rejected += n
+                self.on_refused(key[0], n, f"rejected {n} sample(s) of undeclared channel "
+                                f"{key[1]!r}")
                 continue
             for batch in self._convert(key, ms, declared):
                 out.append(batch)
@@ -193,7 +197,7 @@ class MeasurementBridge:
         self.rejected += n
         why = str(exc) if isinstance(exc, DataError) else \
             f"the converter raised {type(exc).__name__}: {exc}"
-        self.on_error(key[0], f"rejected {n} sample(s) of channel {key[1]!r}: {why}")
+        self.on_refused(key[0], n, f"rejected {n} sample(s) of channel {key[1]!r}: {why}")
 
     def _refuse_read(self, item: Any, exc: Exception) -> None:
         """A v2 read that is not its instrument's list of samples: refused whole, named."""
@@ -203,7 +207,7 @@ class MeasurementBridge:
         except Exception:  # not even (instrument id, items): nobody to name but the bridge
             owner, n = "?", 0
         self.rejected += n
-        self.on_error(str(owner), f"rejected a read of {n} item(s): {type(exc).__name__}: "
+        self.on_refused(str(owner), n, f"rejected a read of {n} item(s): {type(exc).__name__}: "
                       f"{exc} (a v2 read() returns a list of Measurement and Columns)")
 
     def stop(self, timeout: float) -> bool:

@@ -385,7 +385,7 @@ class DualRuntimeManager:
                 self._open_storage()
             self.bridge = MeasurementBridge(self.channels, self.distributor,
                                             self.host.converter("v2", "arrow").convert,
-                                            on_error=lambda iid, msg: self._health_error(iid, msg),
+                                            on_refused=self._refused,
                                             on_alarm=self._alarm)
             for tap in self.taps:
                 self.bridge.unified.attach(tap)
@@ -446,10 +446,10 @@ class DualRuntimeManager:
         self.bridge.counts[self.types[iid].flavor][(iid, spec.name)] += batch.num_rows
         self.bridge.unified.publish(batch)
 
-    def _health_error(self, iid: str, msg: str) -> None:
+    def _refused(self, iid: str, n: int, msg: str) -> None:
         h = self.health_of(iid)
         if h is not None:
-            h.error(msg)
+            h.refused(n, msg)
 
     # --- using ------------------------------------------------------------------------
 

@@ -58,6 +58,9 @@ class InstrumentHealth:
     state: str = "starting"
     measurements: int = 0
     errors: int = 0
+    #: samples the instrument produced that were refused (not its declared channels, not
+    #: convertible): never stored, so the run is not ok (see :mod:`.outcome`)
+    refused_samples: int = 0
     restarts: int = 0
     reconnects: int = 0
     #: the error the instrument is in now (cleared when it recovers) ...
@@ -134,6 +137,13 @@ class InstrumentHealth:
             self.errors += 1
             self.last_error = self.last_error_seen = message
 
+    def refused(self, n: int, message: str) -> None:
+        """``n`` of the instrument's samples were refused: an error, and data lost."""
+        with self._lock:
+            self.errors += 1
+            self.refused_samples += n
+            self.last_error = self.last_error_seen = message
+
     def set_state(self, state: str, reason: str = "") -> None:
         """Change state (a no-op when unchanged); the listener hears each change once."""
         with self._lock:
@@ -181,6 +191,7 @@ class InstrumentHealth:
         with self._lock:
             return {"id": self.id, "type": self.type, "flavor": self.flavor, "state": self.state,
                     "measurements": self.measurements, "errors": self.errors,
+                    "refused_samples": self.refused_samples,
                     "restarts": self.restarts, "reconnects": self.reconnects,
                     "last_error": self.last_error, "last_value": last_value,
                     "last_timestamp_ns": last_timestamp_ns, "rate_hz": round(rate, 2),

@@ -2,8 +2,10 @@
 
 A lab reads the exit code and the report the morning after, so neither may
 call a run clean that was not: an instrument is *ok* only when it connected,
-had samples stored and ended ``stopped``; a routine only when it completed or
-was stopped by the shutdown. Everything else is named with its reason.
+had samples stored, had none refused (samples of channels it did not declare, or that
+would not convert: data it produced and no file holds) and ended ``stopped``; a
+routine only when it completed or was stopped by the shutdown. Everything else is
+named with its reason.
 """
 
 from __future__ import annotations
@@ -28,10 +30,14 @@ def instrument_outcome(h: InstrumentHealth, stored: Mapping[str, int]) -> dict[s
         problem = f"none of its {h.measurements} samples was accepted"
     elif samples == 0:
         problem = "produced no data"
+    elif h.refused_samples:
+        problem = (f"{h.refused_samples} of its samples refused, not stored (its errors say "
+                   "why)")
     else:
         problem = ""
     return {"id": h.id, "flavor": h.flavor, "type": h.type, "state": h.state,
             "samples": samples, "produced": h.measurements, "errors": h.errors,
+            "refused_samples": h.refused_samples,
             "restarts": h.restarts, "reconnects": h.reconnects,
             "disconnected_s": snap["disconnected_s"], "last_error": h.last_error_seen,
             "ok": not problem, "problem": problem, "events_total": h.events_total,

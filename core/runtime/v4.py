@@ -381,7 +381,7 @@ class ActorRunner:
                 try:
                     unified, channel = known.route(b.schema)
                 except DataError as exc:
-                    self.health.error(f"rejected {b.num_rows} sample(s): {exc}")
+                    self.health.refused(b.num_rows, f"rejected {b.num_rows} sample(s): {exc}")
                     continue
                 last = b
                 try:

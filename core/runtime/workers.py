@@ -62,7 +62,8 @@ HUNG_AFTER_S = 10.0
 #: the longest a message to a worker may wait for room in its socket (a worker that stopped
 #: reading is stuck: the sender gets an error rather than hanging with it)
 SEND_TIMEOUT_S = 5.0
-COUNTERS = ("measurements", "errors", "restarts", "reconnects", "events_total")
+COUNTERS = ("measurements", "errors", "refused_samples", "restarts", "reconnects",
+            "events_total")
 
 
 @dataclass

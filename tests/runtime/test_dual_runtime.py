@@ -193,14 +193,19 @@ def five_polls_each(host, tmp_path, v2=(), v4=()) -> tuple[ShutdownReport, Recor
 @pytest.mark.timeout(30)
 def test_v4_batches_of_channels_not_declared_so_are_refused_and_named(host, tmp_path) -> None:
     """As the bridge refuses a v2 driver's samples of an undeclared channel: storage could not
-    write them, so they are counted as the instrument's errors, never as stored samples."""
+    write them, so they are counted as the instrument's errors, never as stored samples,
+    and an instrument with samples refused is not ok (data it produced is in no file)."""
     report, rec = five_polls_each(host, tmp_path, v4=[("s", "test.stray"),
                                                       ("o", "test.onlystray")])
     outcome = {o["id"]: o for o in report.instruments}
     assert report.counts == {"s": {"count": PRODUCED["s"]}}
     assert {(r.instrument_id, r.channel) for r in rec.rows} == {("s", "count")}
-    assert outcome["s"]["ok"] and outcome["s"]["errors"] == 2 * PRODUCED["s"]
+    assert outcome["s"]["errors"] == 2 * PRODUCED["s"]
     assert "channel s.x was declared as" in outcome["s"]["last_error"]
+    refused = outcome["s"]["refused_samples"]
+    assert refused >= 2 * PRODUCED["s"] and not outcome["s"]["ok"]
+    assert outcome["s"]["problem"] == (f"{refused} of its samples refused, not stored "
+                                       "(its errors say why)")
     assert not outcome["o"]["ok"], outcome["o"]
     assert outcome["o"]["problem"] == f"none of its {2 * PRODUCED['o']} samples was accepted"
     assert outcome["o"]["errors"] == 2 * PRODUCED["o"]
@@ -218,6 +223,8 @@ def test_a_v2_driver_cannot_store_samples_as_another_instruments(host, tmp_path)
         list(range(1, PRODUCED["a"] + 1))  # no -1 among them
     assert outcome["a"]["errors"] == 0 and outcome["i"]["errors"] == PRODUCED["i"]
     assert "rejected 1 sample(s) named for instrument 'a'" in outcome["i"]["last_error"]
+    assert outcome["a"]["ok"] and not outcome["i"]["ok"]
+    assert outcome["i"]["refused_samples"] == PRODUCED["i"]
     assert report.counts["i"] == {"count": PRODUCED["i"], "x": PRODUCED["i"]}
 
 

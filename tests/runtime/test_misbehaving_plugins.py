@@ -90,7 +90,8 @@ def test_the_bridge_refuses_a_malformed_read_and_keeps_the_others() -> None:
     errors: list[tuple[str, str]] = []
     v2_in: Broadcast[V2Read] = Broadcast("v2")
     bridge = MeasurementBridge({("a", "x"): spec, ("b", "x"): spec}, v2_in, rows_to_batch,
-                               window_s=0.01, on_error=lambda iid, msg: errors.append((iid, msg)))
+                               window_s=0.01,
+                               on_refused=lambda iid, n, msg: errors.append((iid, msg)))
     out = bridge.unified.subscribe("test", lossless=True, capacity=100)
     bridge.start()
     try:
@@ -115,7 +116,7 @@ def test_a_row_with_a_nan_timestamp_costs_that_row_not_its_window() -> None:
     errors: list[tuple[str, str]] = []
     v2_in: Broadcast[V2Read] = Broadcast("v2")
     bridge = MeasurementBridge({("n", "x"): spec}, v2_in, rows_to_batch, window_s=0.2,
-                               on_error=lambda iid, msg: errors.append((iid, msg)))
+                               on_refused=lambda iid, n, msg: errors.append((iid, msg)))
     out = bridge.unified.subscribe("test", lossless=True, capacity=100)
     stamps = [1, 2, float("nan"), 4, 5.0, 6.5, 7, None, 9]
     for i, t in enumerate(stamps):  # queued before the bridge starts: one window

@@ -62,7 +62,8 @@ def test_a_converter_that_raises_loses_that_channels_samples_not_the_bridge() ->
     errors: list[tuple[str, str]] = []
     v2_in: Broadcast[V2Read] = Broadcast("v2")
     bridge = MeasurementBridge({("a", "x"): good, ("a", "y"): bad}, v2_in, convert,
-                               window_s=0.01, on_error=lambda iid, msg: errors.append((iid, msg)))
+                               window_s=0.01,
+                               on_refused=lambda iid, n, msg: errors.append((iid, msg)))
     out = bridge.unified.subscribe("test", lossless=True, capacity=100)
     bridge.start()
     try:
