@@ -16,13 +16,20 @@ happened to them:
   disk: the storage plugins then stop writing the file) or was killed;
 - a ``.lock`` file beside a data file names the process that wrote it, and
   tells a live writer (lock held) from a dead one (lock stale).
+
+A session is one directory per flavor, ``<flavor's output_dir>/<session id>``; the flavors'
+output directories need not be siblings (``[v2] output_dir``, ``[v4] output_dir``), so the
+other flavor's directory is found from what the session stored (:func:`find_session`).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+import os
+import tomllib
+import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,10 +42,12 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from .measurement import ChannelSpec
+from .outdir import lab_path, resolved
 from .records import is_record_file
 from .resources.filelock import LOCK_SUFFIX, is_held, lock_path_for, read_holder, remove_stale
+from .runtime.budget import HISTORY_FILE
 from .schema import column_values, describe
-from .specs import FLAVORS
+from .specs import FLAVORS, Flavor
 from .storage import is_session_id
 
 DATA_SUFFIXES = (".h5", ".hdf5", ".arrows", ".arrow", ".feather", ".parquet")
@@ -49,6 +58,11 @@ MAX_MEAN_FRAMES = 64
 MAX_PLOTTED_CHANNELS = 24
 _EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"
 _H5_META_GROUP = "_daqhub"
+
+
+class SessionFileWarning(UserWarning):
+    """A session file was not closed cleanly (it is read as far as it goes), or a flavor's
+    directory of the session was not found (the other flavor is read alone)."""
 
 
 @dataclass
@@ -143,18 +157,204 @@ def iso_time(ns: int) -> str:
 
 
 def session_dirs(path: Path) -> list[Path]:
-    """Both flavors' directories of the session ``path`` names, or [] when it names none.
+    """Every flavor's directory of the session ``path`` names, or [] when it names none
+    (see :func:`find_session`)."""
+    return list(find_session(path, warn_at=1).values())
 
-    ``path`` is either flavor's session directory (``<output_dir>/v2/<session>``) or a
-    bare session id, looked up under ``./data`` (the default output_dir) and ``.``.
+
+def find_session(path: Path, *, warn_at: int = 1) -> dict[Flavor, Path]:
+    """Each flavor's directory of the session ``path`` names, or {} when it names none.
+
+    ``path`` is either flavor's session directory (``<output_dir>/v2/<session>``, or
+    ``<dir>/<session>`` under a flavor's own ``output_dir``), or a bare session id, looked
+    up under ``./data`` (the default output_dir) and ``.``. The other flavor's directory
+    is looked for where the lab file stored with the session puts it, where the session's
+    ``budget.json`` says its files are, and beside the given one (``<output_dir>/<flavor>``);
+    a flavor the stored lab file ran with whose directory is found in none of these is a
+    :class:`SessionFileWarning` naming where it was looked for (at ``warn_at``, a
+    ``stacklevel`` as the caller would give it), never a session returned half silently.
     """
-    if path.is_dir() and path.parent.name in FLAVORS:
-        candidates = [path.parent.parent / f / path.name for f in FLAVORS]
+    found, missing = _locate(path)
+    for flavor, looked in missing.items():
+        warnings.warn(f"session {path.name}: its {flavor} directory was not found (looked in "
+                      f"{', '.join(map(str, looked))}); only {', '.join(found) or 'nothing'} "
+                      f"is read", SessionFileWarning, stacklevel=warn_at + 1)
+    return found
+
+
+def _locate(path: Path) -> tuple[dict[Flavor, Path], dict[Flavor, list[Path]]]:
+    """The session's directories by flavor, and where each flavor the stored lab file ran
+    with was looked for when it is not found."""
+    if path.is_dir() and (path.parent.name in FLAVORS or is_session_id(path.name)):
+        given = [resolved(path)]
     elif not path.exists() and len(path.parts) == 1 and is_session_id(path.name):
-        candidates = [root / f / path.name for root in (Path("data"), Path(".")) for f in FLAVORS]
+        given = [resolved(root / f / path.name) for root in (Path("data"), Path("."))
+                 for f in FLAVORS if (root / f / path.name).is_dir()]
     else:
-        return []
-    return [c for c in candidates if c.is_dir()]
+        return {}, {}
+    if not given:
+        return {}, {}
+    lab = _stored_lab(given)
+    ran = _flavors_run(lab)
+    looked = _candidates(given, lab)
+    found = _place(given, looked, lab)
+    if any(d not in found.values() for d in given) or set(ran) - set(found):
+        for flavor, d in _budget_dirs([*given, *found.values()]).items():  # where it wrote
+            looked[flavor].insert(0, d)
+        found = _place(given, looked, lab)
+    missing = {f: list(dict.fromkeys(looked[f])) for f in ran if f not in found}
+    return found, missing
+
+
+def _place(given: list[Path], looked: Mapping[Flavor, list[Path]], lab: Mapping[str, Any]
+           ) -> dict[Flavor, Path]:
+    """The given directories under their flavors (where they lie, else the instruments they
+    hold), then the first existing directory looked for of each other flavor."""
+    found: dict[Flavor, Path] = {}
+    for d in given:
+        flavor = next((f for f in FLAVORS if f not in found and d in looked[f]), None)
+        if flavor is None:
+            flavor = _flavor_holding(d, lab)
+        if flavor is not None and flavor not in found:
+            found[flavor] = d
+    for flavor in FLAVORS:
+        if flavor not in found:
+            hit = next((d for d in looked[flavor] if d not in found.values() and d.is_dir()),
+                       None)
+            if hit is not None:
+                found[flavor] = hit
+    return {f: found[f] for f in FLAVORS if f in found}
+
+
+def _stored_lab(dirs: list[Path]) -> dict[str, Any]:
+    """The lab file stored with the session (in any data file of its directories), parsed;
+    {} when none is stored or it does not parse."""
+    for d in dirs:
+        text = _stored_lab_text(d)
+        try:
+            if text:
+                return tomllib.loads(text)
+        except tomllib.TOMLDecodeError:
+            continue
+    return {}
+
+
+def _stored_lab_text(d: Path) -> str:
+    """The lab file's text as a data file of the session directory ``d`` holds it, or ""."""
+    for h5 in sorted(d.glob("*.h5")):
+        if is_record_file(h5):
+            continue
+        try:
+            kwargs, _ = hdf5_open_kwargs(h5)
+            with h5py.File(h5, "r", **kwargs) as f:
+                if _H5_META_GROUP in f and "lab_config" in f[_H5_META_GROUP]:
+                    return _text(f[_H5_META_GROUP]["lab_config"][()])
+        except (OSError, ValueError):
+            continue
+    for stream in [*sorted(d.glob("*/*.arrows")), *sorted(d.glob("*/*.parquet"))]:
+        try:
+            if stream.suffix == ".parquet":
+                meta = pq.read_schema(stream).metadata or {}
+            else:
+                with pa.memory_map(str(stream)) as source:
+                    meta = ipc.open_stream(source).schema.metadata or {}
+        except (pa.ArrowInvalid, OSError):
+            continue  # its schema not written yet
+        text = meta.get(b"daqhub.lab_config", b"").decode(errors="replace")
+        if text:
+            return text
+    return ""
+
+
+def _flavors_run(lab: Mapping[str, Any]) -> list[Flavor]:
+    """The flavors the lab file stored each gave a session directory (enabled, with an
+    instrument that is); none when no lab file is stored."""
+    out: list[Flavor] = []
+    for flavor in FLAVORS:
+        section = lab.get(flavor)
+        if isinstance(section, dict) and section.get("enabled", True) is not False and any(
+                isinstance(b, dict) and b.get("enabled", True) is not False
+                for b in _list(section.get("instruments"))):
+            out.append(flavor)
+    return out
+
+
+def _candidates(given: list[Path], lab: Mapping[str, Any]) -> dict[Flavor, list[Path]]:
+    """Where each flavor's directory of the session may be: where the lab file puts it, and
+    beside a given directory that lies in the default layout (``<output_dir>/<flavor>``).
+
+    The lab file's relative paths are relative to its own directory, which is not stored
+    (nor is an ``output_dir`` given beside the lab file): it is taken back from where a given
+    directory lies, and the working directory (a lab given as text) is tried too."""
+    sid = given[0].name
+    daq = lab.get("daqhub")
+    root = daq.get("output_dir", "data") if isinstance(daq, dict) else "data"
+    root = root if isinstance(root, str) else "data"
+    own = {f: sec["output_dir"] for f in FLAVORS
+           if isinstance(sec := lab.get(f), dict) and isinstance(sec.get("output_dir"), str)}
+    layouts = [d.parent.parent for d in given if d.parent.name in FLAVORS]
+    bases = [b for d in given for f, rel in own.items() if (b := _base_of(d.parent, rel))]
+    bases += [b for r in layouts if (b := _base_of(r, root))] + [Path.cwd()]
+    roots = [*layouts, *(resolved(lab_path(b, root)) for b in bases)]
+    out: dict[Flavor, list[Path]] = {}
+    for flavor in FLAVORS:
+        dirs = [resolved(lab_path(b, own[flavor])) for b in bases] if flavor in own else []
+        dirs += [r / flavor for r in roots]
+        out[flavor] = list(dict.fromkeys(d / sid for d in dirs))
+    return out
+
+
+def _base_of(d: Path, rel: str) -> Path | None:
+    """The directory the relative path ``rel`` of a lab file started from, if it led to ``d``."""
+    parts = Path(os.path.normpath(os.path.expanduser(rel))).parts
+    if not parts or Path(*parts).is_absolute() or ".." in parts:
+        return None
+    if parts == (".",):
+        return d
+    return Path(*d.parts[:-len(parts)]) if d.parts[-len(parts):] == parts else None
+
+
+def _flavor_holding(d: Path, lab: Mapping[str, Any]) -> Flavor | None:
+    """The flavor whose instruments (per the stored lab file) the directory's data files
+    hold: the directory itself does not say (a session moved or copied elsewhere)."""
+    if not lab:
+        return None
+    held = {p.name for p in d.iterdir() if p.is_dir()}  # arrow: <instrument>/<channel>.arrows
+    for h5 in sorted(d.glob("*.h5")):
+        if not is_record_file(h5):
+            try:
+                kwargs, _ = hdf5_open_kwargs(h5)
+                with h5py.File(h5, "r", **kwargs) as f:
+                    held.update(k for k in f if k != _H5_META_GROUP)
+            except (OSError, ValueError):
+                continue
+    owners = [f for f in FLAVORS if isinstance(sec := lab.get(f), dict) and held & {
+        str(b.get("id")) for b in _list(sec.get("instruments")) if isinstance(b, dict)}]
+    return owners[0] if len(owners) == 1 else None
+
+
+def _budget_dirs(dirs: list[Path]) -> dict[Flavor, Path]:
+    """Each flavor's session directory as the session's ``budget.json`` (written at the end
+    of the run, in its first flavor's directory) lists the files storage closed."""
+    out: dict[Flavor, Path] = {}
+    for d in dict.fromkeys(dirs):
+        try:
+            stored = json.loads((d / HISTORY_FILE).read_text())["shutdown"]["sink_results"]
+            files = stored["storage"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if not isinstance(files, dict):
+            continue
+        for flavor, paths in files.items():
+            for p in _list(paths):
+                at = next((a for a in Path(str(p)).parents if a.name == d.name), None)
+                if flavor in FLAVORS and at is not None:
+                    out.setdefault(flavor, resolved(at))
+    return out
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def find_data_files(path: Path) -> list[Path]:
@@ -186,8 +386,15 @@ def read_file(path: Path) -> FileReport:
 
 
 def _flavor_of(path: Path) -> str | None:
-    """The flavor from the directory layout ``<output_dir>/<flavor>/<session>/...``."""
+    """The flavor of the session directory holding the file, as :func:`find_session` places
+    it; else from the directory layout ``<output_dir>/<flavor>/...``."""
     for parent in path.parents:
+        if is_session_id(parent.name):
+            found, _ = _locate(parent)
+            here = resolved(parent)
+            flavor = next((f for f, d in found.items() if d == here), None)
+            if flavor is not None:
+                return flavor
         if parent.name in FLAVORS:
             return parent.name
     return None

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import difflib
 import functools
 import os
@@ -323,7 +324,8 @@ class Lab:
         self.report: ShutdownReport | None = None
         self.instruments: dict[str, Instrument] = {
             iid: Instrument(self, iid) for iid in rt.instrument_ids()}
-        self.stop_event = threading.Event()
+        #: the stop flag of each scan, grid or measure running now (see :meth:`run_stop`)
+        self.run_stops: set[threading.Event] = set()
         #: movers a scan, grid or measure is moving -> its run id (see daqhub.scan.claimed)
         self.movers_held: dict[str, str] = {}
         self.plan_lock = threading.Lock()
@@ -425,8 +427,26 @@ class Lab:
         return run_plan(self, plan_scan(self, {}, (), read, interval, repeat, "measure", 0.0))
 
     def stop(self) -> None:
-        """Stop the running scan after its current step (from another thread or a callback)."""
-        self.stop_event.set()
+        """Stop every scan, grid and measure running now, each after its current step (from
+        another thread or a callback); a run started afterwards runs as usual."""
+        with self.plan_lock:
+            for flag in self.run_stops:
+                flag.set()
+
+    @contextlib.contextmanager
+    def run_stop(self) -> Iterator[threading.Event]:
+        """A stop flag of one run, set by every :meth:`stop` while the run is going.
+
+        Each run has its own: with one flag for the lab, which each run cleared as it began,
+        a measure started in another thread wiped a stop meant for a running scan."""
+        flag = threading.Event()
+        with self.plan_lock:
+            self.run_stops.add(flag)
+        try:
+            yield flag
+        finally:
+            with self.plan_lock:
+                self.run_stops.discard(flag)
 
     # --- closing ------------------------------------------------------------------------
 

@@ -1,14 +1,22 @@
 """``daqhub.read_session``: a whole session (both flavors) as Arrow tables.
 
 A session is stored twice over: the v2 instruments' channels in one HDF5 file
-and the v4 ones in one Arrow stream per channel, in two directories. A lab
-reading its data back wants "the session", not two formats, so this reads
-both into the same shape: one ``pyarrow.Table`` per channel with the columns of
-the unified stream (``timestamp_ns``, ``value``, ``axis`` for spectra,
-``metadata``, ``source``), each column's unit in its field metadata
-(``field.metadata[b"unit"]``), or, with ``merge=True``, one table of every
-scalar channel on a common time axis. Only pyarrow is needed; ``.to_pandas()``
-on a result needs pandas (the ``daqhub[pandas]`` extra).
+and the v4 ones in one Arrow stream per channel (by default; either flavor may
+use either backend), in two directories. A lab reading its data back wants "the
+session", not two formats, so this reads both into the same shape: one
+``pyarrow.Table`` per channel with the columns of the unified stream
+(``timestamp_ns``, ``value``, ``axis`` for spectra, ``metadata``, ``source``),
+each column's unit in its field metadata (``field.metadata[b"unit"]``), or, with
+``merge=True``, one table of every scalar channel on a common time axis. Only
+pyarrow is needed; ``.to_pandas()`` on a result needs pandas (the
+``daqhub[pandas]`` extra).
+
+``source`` is the flavor that took the sample: an Arrow stream stores it, an HDF5 file's
+rows take the flavor of the session directory holding it
+(:func:`daqhub.session_files.hdf5_batches`). The two directories need not be siblings
+(``[v2] output_dir``, ``[v4] output_dir``): either one, or the session id, finds the other
+(:func:`daqhub.datafiles.find_session`), and a flavor the session ran with whose
+directory is not found is a :class:`SessionFileWarning` naming where it was looked for.
 
 Files left by a killed writer, or by one that stopped at a write error (a full
 disk), are read as far as they go, like ``daqhub inspect`` reads them, with a
@@ -18,7 +26,6 @@ but the session may have more samples than it.
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,23 +37,17 @@ import pyarrow.parquet as pq
 
 from .datafiles import (
     FileReport,
+    SessionFileWarning,
     arrow_batches,
-    hdf5_metadata,
+    find_session,
     hdf5_not_closed,
     hdf5_open_kwargs,
-    hdf5_rows,
-    session_dirs,
     writer_alive,
 )
-from .measurement import ChannelSpec
 from .records import is_record_file
-from .schema import META_UNIT, build_batch, describe, unit_meta
-
-H5_META_GROUP = "_daqhub"
-
-
-class SessionFileWarning(UserWarning):
-    """A session file was not closed cleanly: it is read as far as it goes."""
+from .schema import META_UNIT, channel_schema, describe, unit_meta
+from .session_files import hdf5_batches, hdf5_channels
+from .specs import Flavor
 
 
 def read_session(path: str | Path, *, merge: bool = False
@@ -97,15 +98,16 @@ def units(table: pa.Table) -> dict[str, str]:
 
 
 def _channels(path: Path) -> Iterator[tuple[str, pa.Table]]:
-    dirs = session_dirs(path)
+    dirs = find_session(path, warn_at=3)  # stack: _channels, read_session, its caller
     if not dirs:
         raise FileNotFoundError(f"no session at {path}: give a session id (looked in ./data "
                                 "and the current directory) or a session directory "
-                                "(<output_dir>/v2/<session> or <output_dir>/v4/<session>)")
-    for d in dirs:
+                                "(<output_dir>/v2/<session> or <output_dir>/v4/<session>, "
+                                "or <session> under a flavor's own output_dir)")
+    for flavor, d in dirs.items():
         for f in sorted(d.rglob("*.h5")):
             if not is_record_file(f):  # scan points and settings: see daqhub.records
-                yield from _hdf5_channels(f)
+                yield from _hdf5_channels(f, flavor)
         streams = sorted(d.rglob("*.arrows"))
         compacted = [p for p in sorted(d.rglob("*.parquet"))  # keep_stream: both on disk
                      if p.with_suffix(".arrows") not in streams]
@@ -124,44 +126,17 @@ def _arrow_table(path: Path) -> pa.Table:
     return pa.Table.from_batches(batches, schema=schema)
 
 
-def _hdf5_channels(path: Path) -> Iterator[tuple[str, pa.Table]]:
+def _hdf5_channels(path: Path, flavor: Flavor) -> Iterator[tuple[str, pa.Table]]:
     kwargs, _ = hdf5_open_kwargs(path)
     with h5py.File(path, "r", **kwargs) as f:
         why = hdf5_not_closed(f, path)
         if why:  # stack: here, _channels, read_session, its caller
             warnings.warn(f"{path}: {why}", SessionFileWarning, stacklevel=4)
-        for iid in f:
-            group = f[iid]
-            if iid == H5_META_GROUP or not isinstance(group, h5py.Group):
-                continue
-            for name in group:
-                g = group[name]
-                spec = ChannelSpec.from_dict(json.loads(g.attrs["channel"]))
-                rows, _ = hdf5_rows(g)
-                try:
-                    batch = _hdf5_batch(g, iid, spec, rows)
-                except OSError as exc:  # h5py's message names neither file nor channel
-                    raise OSError(f"{path}: channel {iid}.{spec.name} cannot be read ({exc}); "
-                                  f"`daqhub inspect {path}` shows what can") from exc
-                yield f"{iid}.{spec.name}", pa.Table.from_batches([batch]).sort_by(
-                    "timestamp_ns")
-
-
-def _hdf5_batch(g: h5py.Group, iid: str, spec: ChannelSpec, rows: int) -> pa.RecordBatch:
-    ts = g["timestamp_ns"][:rows]
-    axes: list[np.ndarray] | None = None
-    values: np.ndarray | list[np.ndarray]
-    if g.attrs.get("layout") == "flat":
-        extent = g["extent"][:rows]
-        flat_v, flat_a = g["value"][:], g["axis"][:]
-        values = [flat_v[s:s + n] for s, n in extent]
-        axes = [flat_a[s:s + n] for s, n in extent]
-    else:
-        values = g["value"][:rows]
-        if spec.kind == "spectrum":
-            axes = list(g["axis"][:rows])
-    meta: list[dict[str, object] | None] = [None] * rows
-    for row, text in zip(*hdf5_metadata(g), strict=True):
-        if row < rows:
-            meta[int(row)] = json.loads(text)
-    return build_batch(iid, spec, ts, values, axes=axes, metadata=meta, source="v2")
+        for iid, spec, g in hdf5_channels(f):
+            try:
+                batches = list(hdf5_batches(g, iid, spec, flavor))
+            except OSError as exc:  # h5py's message names neither file nor channel
+                raise OSError(f"{path}: channel {iid}.{spec.name} cannot be read ({exc}); "
+                              f"`daqhub inspect {path}` shows what can") from exc
+            table = pa.Table.from_batches(batches, channel_schema(iid, spec, unified=True))
+            yield f"{iid}.{spec.name}", table.sort_by("timestamp_ns")

@@ -23,10 +23,11 @@ never be a sample from before or during the move (``requested_ns`` is always
 later than the move's end). The ordinary polled streams keep flowing meanwhile.
 Units are in each field's metadata (``unit``).
 
-A run ends complete, or incomplete with its reason: ``stopped`` (``Lab.stop()``),
-``interrupted`` (Ctrl-C) or the error of the instrument that failed. The rows
-taken so far are stored either way; an instrument error is then raised again,
-as the driver raised it, with a note saying how many rows were kept.
+A run ends complete, or incomplete with its reason: ``stopped`` (``Lab.stop()``, which
+stops every run going at that moment, whichever thread started it), ``interrupted``
+(Ctrl-C) or the error of the instrument that failed. The rows taken so far are stored
+either way; an instrument error is then raised again, as the driver raised it, with a
+note saying how many rows were kept.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import itertools
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -169,11 +171,11 @@ def run_plan(lab: Lab, plan: Plan) -> pa.Table:
     rt, records, cmd = lab.rt, lab.records, LabCommands(lab)
     if lab.closing:
         raise ScanError(f"the lab (session {lab.session_id}) is closed: open a new one")
-    with claimed(lab, plan):
+    with lab.run_stop() as stop, claimed(lab, plan):
         run = records.new_run(plan.kind, points_schema(rt, plan.movers, plan.reads, plan.kind))
         with lab.plan_lock:
             lab.movers_held.update(dict.fromkeys(plan.movers, run.run_id))
-        return _run_points(lab, plan, run, cmd)
+        return _run_points(lab, plan, run, cmd, stop)
 
 
 @contextlib.contextmanager
@@ -195,13 +197,13 @@ def claimed(lab: Lab, plan: Plan) -> Iterator[None]:
                 lab.movers_held.pop(m, None)
 
 
-def _run_points(lab: Lab, plan: Plan, run: PointsRun, cmd: LabCommands) -> pa.Table:
+def _run_points(lab: Lab, plan: Plan, run: PointsRun, cmd: LabCommands,
+                stop: threading.Event) -> pa.Table:
     records = lab.records
-    lab.stop_event.clear()
     step = 0
     try:
         for point in plan.points:
-            if lab.stop_event.is_set():
+            if stop.is_set():
                 return records.end_run(run, False, "stopped")
             readback = move_all(cmd, dict(zip(plan.movers, point, strict=True)),
                                 plan.move_timeout)
@@ -209,7 +211,7 @@ def _run_points(lab: Lab, plan: Plan, run: PointsRun, cmd: LabCommands) -> pa.Ta
                 # a scan settles once after each move; a measurement waits between its rows
                 pause = plan.settle if (k == 0) != (plan.kind == "measure") or (
                     plan.kind == "measure" and step) else 0.0
-                if lab.stop_event.wait(pause) or lab.stop_event.is_set():
+                if stop.wait(pause):
                     return records.end_run(run, False, "stopped")
                 row: dict[str, Any] = {"run_id": run.run_id, "step": step, "repeat": k}
                 for m, v in zip(plan.movers, point, strict=True):

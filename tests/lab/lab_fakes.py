@@ -1,7 +1,9 @@
-"""A mover that refuses to pass a limit, in both flavors (the failure the scan must report)."""
+"""A mover that refuses to pass a limit, in both flavors (the failure the scan must report),
+and a mover whose moves wait until the test lets them go (a run held at a known step)."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -90,7 +92,36 @@ class LimitedV4(V4Actor):
         return {"limit": LIMIT}
 
 
+#: the gated stage as a lab-file block (v2: its moves block the instrument's own thread)
+GATED_TOML = '''
+[[v2.instruments]]
+id = "gated"
+type = "test.gated"
+poll_hz = 5
+'''
+#: Seconds a gated move waits for the test at most (a test that fails never hangs).
+GATE_TIMEOUT_S = 30.0
+
+
+class GatedV2(LimitedV2):
+    """Each move sets ``moving`` and then waits for ``gate``: the test acts while a run is
+    inside a move, then lets the move end."""
+
+    moving = threading.Event()
+    gate = threading.Event()
+
+    def move_absolute(self, position: float) -> None:
+        type(self).moving.set()
+        if not type(self).gate.wait(GATE_TIMEOUT_S):
+            raise DriverError(self.id, f"PA{position}", "the test never opened the gate")
+        super().move_absolute(position)
+
+
 def fake_types() -> list[InstrumentType]:
-    return [InstrumentType("test.limited", flavor, "none", cls, CHANNELS,  # type: ignore[arg-type]
-                           "a stage with a limit switch at 25 mm", capabilities=("Motion",))
-            for flavor, cls in (("v2", LimitedV2), ("v4", LimitedV4))]
+    limited = [InstrumentType("test.limited", flavor, "none", cls,  # type: ignore[arg-type]
+                              CHANNELS, "a stage with a limit switch at 25 mm",
+                              capabilities=("Motion",))
+               for flavor, cls in (("v2", LimitedV2), ("v4", LimitedV4))]
+    return [*limited, InstrumentType("test.gated", "v2", "none", GatedV2, CHANNELS,
+                                     "a stage whose moves wait for the test",
+                                     capabilities=("Motion",))]

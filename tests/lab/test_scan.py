@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from lab_fakes import LIMITED_TOML
+from lab_fakes import GATED_TOML, LIMITED_TOML, GatedV2
 from lab_texts import optics_lab
 
 import daqhub
@@ -152,6 +152,45 @@ def test_lab_stop_ends_the_scan_with_the_rows_so_far_marked_incomplete(
     files = glob.glob(str(tmp_path / "v2" / "*" / "records.h5"))
     with h5py.File(files[0], "r") as f:
         assert len(f["points/scan-1/step"]) == table.num_rows
+
+
+def test_lab_stop_stops_every_run_going_and_no_run_started_after_it(
+        tmp_path: Path, host: PluginHost) -> None:
+    """A scan in one thread, a long measure in another, lab.stop(), then a new measure (as a
+    monitoring thread starts one every few seconds): both runs going at the stop end stopped,
+    the new one runs to its end. Each run cleared one lab-wide flag as it began, so the new
+    measure wiped the stop and the scan ran all its points, marked complete."""
+    GatedV2.moving.clear()
+    GatedV2.gate.clear()
+    tables: dict[str, pa.Table] = {}
+    with daqhub.open_lab(optics_lab(tmp_path, "v2", extra=GATED_TOML), host=host,
+                         report=None) as lab:
+        records = lab.records
+
+        def run(name: str, start: Callable[[], pa.Table]) -> threading.Thread:
+            thread = threading.Thread(target=lambda: tables.__setitem__(name, start()))
+            thread.start()
+            return thread
+
+        monitor = run("monitor", lambda: lab.measure(["power"], repeat=10_000, interval=0.05))
+        with records.row_added:  # the monitor's run is going
+            assert records.row_added.wait_for(lambda: any(
+                r.run_id.startswith("measure") and r.rows for r in records.runs.values()), 60)
+        scan = run("scan", lambda: lab.scan("gated", [1.0, 2.0, 3.0, 4.0], read=["power"]))
+        try:
+            assert GatedV2.moving.wait(60)  # the scan is inside its first move
+            lab.stop()
+            after = lab.measure(["power"], repeat=3)
+        finally:
+            GatedV2.gate.set()
+            scan.join(60)
+            monitor.join(60)
+    assert not scan.is_alive() and not monitor.is_alive()
+    for name in ("scan", "monitor"):
+        meta = tables[name].schema.metadata
+        assert (meta[b"daqhub.complete"], meta[b"daqhub.stop_reason"]) == (b"false", b"stopped")
+    assert tables["scan"].num_rows < 4
+    assert after.num_rows == 3 and after.schema.metadata[b"daqhub.complete"] == b"true"
 
 
 def test_grid_and_measure_share_the_engine(tmp_path: Path, host: PluginHost) -> None:

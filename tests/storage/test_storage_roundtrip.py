@@ -223,11 +223,14 @@ def _rows_on_disk_seen_by_another_process(h5: Path) -> int:
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize("v2_backend,v4_options", [("hdf5", {}), ("arrow", {"parquet": True})])
+@pytest.mark.parametrize("v2_backend,v4_backend,v4_options", [
+    ("hdf5", "arrow", {}), ("arrow", "arrow", {"parquet": True}), ("arrow", "hdf5", {}),
+    ("hdf5", "hdf5", {})])
 def test_read_session_gives_back_both_flavors_exactly(
         tmp_path: Path, storage_host: PluginHost, channel_data: Any, v2_backend: str,
-        v4_options: dict[str, Any]) -> None:
-    """daqhub.read_session: every kind, both flavors, units in each field's metadata."""
+        v4_backend: str, v4_options: dict[str, Any]) -> None:
+    """daqhub.read_session: every kind, both flavors, units in each field's metadata, and
+    each row's source the flavor that took it, whichever backend stored that flavor."""
     import daqhub
 
     v2_data, v4_data = channel_data(ROWS, seed=5), channel_data(ROWS, seed=6)
@@ -237,7 +240,7 @@ def test_read_session_gives_back_both_flavors_exactly(
     session = StorageSession.open(
         storage_host, tmp_path,
         {"v2": FlavorStorage(v2_backend, CHANNELS, INSTRUMENTS),
-         "v4": FlavorStorage("arrow", v4_channels, {}, v4_options)},
+         "v4": FlavorStorage(v4_backend, v4_channels, {}, v4_options)},
         lab_config=LAB_CONFIG, versions=VERSIONS)
     feed_session(session, v2_data, "v2", seed=1)
     feed_session(session, v4_data, "v4", seed=2)

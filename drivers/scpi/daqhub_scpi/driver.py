@@ -16,8 +16,18 @@ from daqhub.driver import DriverError, Sample, Session, Transaction, command, ne
 from daqhub.measurement import ChannelSpec, Scalar
 from daqhub.specs import InstrumentContext
 
-from .parsing import format_number
-from .profiles import CUSTOM, DMM, PSU, Reading, channels_for, init_commands, readings_for
+from .parsing import format_number, parse_idn
+from .profiles import (
+    CUSTOM,
+    DMM,
+    PSU,
+    Reading,
+    channels_for,
+    configured_settings,
+    init_commands,
+    readings_for,
+    setting_readings,
+)
 from .protocol import IDN_QUERY, ScpiProtocol, ScpiSettings, check_errors_mode
 from .protocol import Session as Visa
 from .schemas import CUSTOM_SCHEMA, DMM_SCHEMA, PSU_SCHEMA
@@ -52,6 +62,7 @@ class ScpiSession(Session):
         self._by_name = {r.name: r for r in self.readings}
         self.idn: str | None = None
         self._poll = self._planned_poll()
+        self._setpoints = self._planned_setpoints()
 
     # ------------------------------------------------------------------ lifecycle
     def connect(self) -> Generator[Any, Any, None]:
@@ -71,13 +82,48 @@ class ScpiSession(Session):
         return Transaction(" ; ".join(r.query for r in self.readings), fn=read,
                            timeout=self._budget(len(self.readings)))
 
+    def _planned_setpoints(self) -> Transaction[dict[str, Any]] | None:
+        """The settings snapshot's queries of the profile (``setting_readings``), planned once
+        as one transaction; None when the profile asks none."""
+        wanted = setting_readings(self.type_name)
+        if not wanted:
+            return None
+        queries = [(r.name, self.protocol.query_fn(r.query, r.parser.function)) for r in wanted]
+
+        def read(session: Visa) -> dict[str, Any]:
+            return {name: query(session) for name, query in queries}
+
+        return Transaction(" ; ".join(r.query for r in wanted), fn=read,
+                           timeout=self._budget(len(wanted)))
+
+    def settings(self) -> Generator[Any, Any, dict[str, Any]]:
+        """The settings snapshot: the identity (``*IDN?``), what the lab file set up (a DMM's
+        functions) and the setpoints the instrument holds (a PSU's ``VOLT?``, ``CURR?``,
+        ``OUTP?``). Setpoints that cannot be read leave the rest standing, with the reason:
+        the snapshot is the session's record of what it measured with."""
+        out = yield from super().settings()  # the identity (and declared parameters: none)
+        out.update(configured_settings(self.type_name, self.config))
+        if self._setpoints is not None:
+            try:
+                out.update((yield self._setpoints))
+            except DriverError as exc:
+                out["setpoints_error"] = str(exc)
+        return out
+
+    def _identified(self, idn: str) -> str:
+        """Remember the ``*IDN?`` reply, and the identity every settings snapshot starts
+        with (:func:`~.parsing.parse_idn`)."""
+        self.idn = idn.strip()
+        self.identity = {"idn": self.idn, **parse_idn(self.idn)}
+        return self.idn
+
     # ------------------------------------------------------------------ generic SCPI commands
     @command
     def identify(self, refresh: bool = False) -> Generator[Any, Any, str]:
         """``*IDN?``: the answer got at connect, or asked again with ``refresh``."""
         if self.idn is None or refresh:
             idn = yield Transaction(IDN_QUERY, fn=self.protocol.idn_fn(), timeout=self._budget())
-            self.idn = str(idn).strip()
+            return self._identified(str(idn))
         return self.idn
 
     @command
@@ -134,7 +180,7 @@ class ScpiSession(Session):
         that instruments without the IEEE 488.2 status commands work too; either way
         our first command is not blamed for what happened before we connected.
         """
-        self.idn = idn.strip()
+        self._identified(idn)
         proto = self.protocol
         drain = proto.errors_fn() if proto.settings.checks_commands else None
         init = self.setup_commands

@@ -148,6 +148,20 @@ class ReplyParser:
         return parse_float(fields[self.index])
 
 
+#: The fields of an ``*IDN?`` reply, in order (IEEE 488.2 10.14): who made the instrument,
+#: its model, serial number and firmware level (``0`` where the instrument has none).
+IDN_FIELDS = ("manufacturer", "model", "serial", "firmware")
+
+
+def parse_idn(text: str) -> dict[str, str]:
+    """The fields of an ``*IDN?`` reply by name (:data:`IDN_FIELDS`), never refused: it is
+    what the settings snapshot records of the instrument, and a reply of another form
+    still says something. A missing field is left out; a comma past the fourth stays in
+    the firmware field."""
+    parts = [p.strip() for p in text.strip().split(",", len(IDN_FIELDS) - 1)]
+    return {name: part for name, part in zip(IDN_FIELDS, parts, strict=False) if part}
+
+
 def parse_error_entry(text: str) -> tuple[int, str]:
     """Code and message of one ``SYST:ERR?`` reply (code 0 means the queue is empty)."""
     m = _ERROR_ENTRY.fullmatch(text)

@@ -1,10 +1,11 @@
 """What each SCPI profile reads and sends, derived from an instrument's config block.
 
-A profile is data, not code: the readings (channel name, query, unit, parser) and
-the commands sent when the instrument connects. ``scpi.dmm`` and ``scpi.psu``
-build theirs from fixed tables; ``scpi.custom`` takes them from the lab file, so
-a lab adds a SCPI instrument without writing a driver. Channel declarations are
-computed from the same readings, so storage and the driver cannot disagree.
+A profile is data, not code: the readings (channel name, query, unit, parser),
+the commands sent when the instrument connects, and what its settings snapshot
+holds besides the identity. ``scpi.dmm`` and ``scpi.psu`` build theirs from fixed
+tables; ``scpi.custom`` takes them from the lab file, so a lab adds a SCPI
+instrument without writing a driver. Channel declarations are computed from the
+same readings, so storage and the driver cannot disagree.
 """
 
 from __future__ import annotations
@@ -47,6 +48,12 @@ DMM_FUNCTIONS: dict[str, Reading] = {
 DEFAULT_DMM_FUNCTION = "VOLT:DC"
 PSU_READINGS = (Reading("voltage", "MEAS:VOLT?", "V", _FLOAT),
                 Reading("current", "MEAS:CURR?", "A", _FLOAT))
+#: What a ``scpi.psu`` settings snapshot asks: the setpoints ``set_voltage``,
+#: ``set_current_limit`` and ``set_output`` change, as the supply holds them (also when set
+#: from its front panel or by ``write``), not as this driver last sent them.
+PSU_SETPOINTS = (Reading("voltage_setpoint", "VOLT?", "V", _FLOAT),
+                 Reading("current_limit", "CURR?", "A", _FLOAT),
+                 Reading("output", "OUTP?", "", ReplyParser("bool")))
 
 
 def custom_readings(config: Mapping[str, Any]) -> list[Reading]:
@@ -67,11 +74,27 @@ def custom_readings(config: Mapping[str, Any]) -> list[Reading]:
     return out
 
 
+def dmm_functions(config: Mapping[str, Any]) -> list[str]:
+    """A ``scpi.dmm`` block's ``function``, one or several (the schema checks them), as a list."""
+    names = config.get("function", DEFAULT_DMM_FUNCTION)
+    return [str(names)] if isinstance(names, str) else [str(n) for n in names]
+
+
 def readings_for(type_name: str, config: Mapping[str, Any]) -> list[Reading]:
     if type_name == DMM:
-        names = config.get("function", DEFAULT_DMM_FUNCTION)  # the schema checks them
-        return [DMM_FUNCTIONS[n] for n in ([names] if isinstance(names, str) else names)]
+        return [DMM_FUNCTIONS[n] for n in dmm_functions(config)]
     return list(PSU_READINGS) if type_name == PSU else custom_readings(config)
+
+
+def configured_settings(type_name: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    """What the settings snapshot takes from the lab file, without asking the instrument: a
+    DMM's functions (each ``MEAS:...?`` of its poll sets the function it measures)."""
+    return {"function": dmm_functions(config)} if type_name == DMM else {}
+
+
+def setting_readings(type_name: str) -> tuple[Reading, ...]:
+    """What the settings snapshot asks the instrument (:data:`PSU_SETPOINTS`), if anything."""
+    return PSU_SETPOINTS if type_name == PSU else ()
 
 
 def init_commands(type_name: str, config: Mapping[str, Any]) -> list[str]:

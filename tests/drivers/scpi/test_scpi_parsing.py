@@ -15,6 +15,7 @@ from daqhub_scpi.parsing import (
     parse_bool,
     parse_error_entry,
     parse_float,
+    parse_idn,
     parse_int,
 )
 
@@ -121,3 +122,18 @@ def test_format_number_refuses_non_finite() -> None:
     for bad in (math.nan, math.inf, True, "5"):
         with pytest.raises(ValueError):
             format_number(bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("text, identity", [
+    ("SIM,DMM1,VISA0005,1.0", {"manufacturer": "SIM", "model": "DMM1", "serial": "VISA0005",
+                               "firmware": "1.0"}),
+    (" KEYSIGHT TECHNOLOGIES, 34465A , MY1234 , A.02.14-02.40-02.14-00.49-02-01\r",
+     {"manufacturer": "KEYSIGHT TECHNOLOGIES", "model": "34465A", "serial": "MY1234",
+      "firmware": "A.02.14-02.40-02.14-00.49-02-01"}),
+    ("Acme,PS-3,0,1.2,build 7", {"manufacturer": "Acme", "model": "PS-3", "serial": "0",
+                                 "firmware": "1.2,build 7"}),
+    ("Acme,PS-3", {"manufacturer": "Acme", "model": "PS-3"}),
+    ("", {}),
+])
+def test_idn_fields_by_name(text: str, identity: dict[str, str]) -> None:
+    assert parse_idn(text) == identity
