@@ -12,17 +12,21 @@ the query, parse the reply) and ``set_setpoint(value)`` (check the value, then s
 command), and an entry ``setpoint`` in the settings snapshot. A :class:`Command` gives one
 command with the declared arguments. Templates are ``str.format`` strings: ``{}`` is the value
 (or the arguments in order), and named fields (``{axis}``) come from :attr:`Session.fields`.
+A template's fields are checked when its session class is defined (:func:`check_templates`):
+a set template without its ``{}`` sent the command without the value, and said nothing.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
+import re
+import string
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ..commands import ARGUMENT_CHECK, value_fits
-from .transaction import Transaction
+from .transaction import Transaction, parser_name
 
 if TYPE_CHECKING:
     from .session import Session
@@ -87,7 +91,7 @@ class Parameter(_Declared, Generic[T]):
         """The transaction that reads the value."""
         if self.get is None:
             raise TypeError(f"{self.name} is write-only")
-        command = self.get.format(**session.fields)
+        command = _filled(self.get, (), session, self.name)
         parse = self.parse
         if isinstance(self.choices, Mapping):
             back = {wire: user for user, wire in self.choices.items()}
@@ -98,6 +102,7 @@ class Parameter(_Declared, Generic[T]):
                 if wire not in back:
                     raise ValueError(f"not one of the known values {sorted(map(str, back))}")
                 return back[wire]
+            parse.__qualname__ = f"{parser_name(raw)} and the choices of {self.name}"
 
         return Transaction(command, parse, urgent=self.urgent)
 
@@ -122,8 +127,14 @@ class Parameter(_Declared, Generic[T]):
             raise TypeError(f"{self.name} is read-only")
         wire = self.check(value)
         text = _formatted(self.format, wire, session, self.name)
-        return Transaction(self.set.format(text, **session.fields), _ack(self.ack),
+        return Transaction(_filled(self.set, (text,), session, self.name), _ack(self.ack),
                            urgent=self.urgent)
+
+    def template_problem(self) -> str | None:
+        """What is wrong with the templates (a query takes no value, a set command one)."""
+        return (_template_problem(self.get, 0, "the query") if self.get is not None else None
+                ) or (_template_problem(self.set, 1, "the set command")
+                      if self.set is not None else None)
 
     def commands(self) -> dict[str, Callable[..., Any]]:
         """The commands this declaration gives a session: ``name`` and ``set_name``."""
@@ -162,8 +173,12 @@ class Command(_Declared):
                             f"({', '.join(self.args)}), got {len(values)}")
         texts = [_formatted(self.format, v, session, self.name) for v in values]
         parse = self.parse if self.parse is not None else _ack(self.ack)
-        return Transaction(self.template.format(*texts, **session.fields), parse,
+        return Transaction(_filled(self.template, texts, session, self.name), parse,
                            urgent=self.urgent)
+
+    def template_problem(self) -> str | None:
+        """What is wrong with the template (one field per declared argument)."""
+        return _template_problem(self.template, len(self.args), "the command")
 
     def commands(self) -> dict[str, Callable[..., Any]]:
         def run(session: Session, *values: Any) -> Transaction[Any]:
@@ -207,6 +222,80 @@ def _formatted(format: Callable[[Any], str] | None, value: Any, session: Session
         raise ValueError(f"{session.id}: {name} {exc}") from None
 
 
+def _filled(template: str, values: Sequence[Any], session: Session, name: str) -> str:
+    """``template`` with ``values`` and the session's named fields. What ``str.format``
+    refuses names the instrument, the declaration and the template (its own error named
+    neither): a named field the session does not have is a TypeError, a value the format
+    spec does not take (``'H'`` for ``{:d}``) a ValueError. Nothing is sent either way."""
+    try:
+        return template.format(*values, **session.fields)
+    except KeyError as exc:
+        have = ", ".join(sorted(session.fields)) or "none"
+        raise TypeError(f"{session.id}: {name}: the template {template!r} needs the field "
+                        f"{{{exc.args[0]}}}, which the session's fields do not have (they "
+                        f"are: {have})") from None
+    except (ValueError, TypeError, IndexError, AttributeError) as exc:
+        raise ValueError(f"{session.id}: {name}: the template {template!r} cannot take "
+                         f"{', '.join(map(repr, values)) or 'no value'}: {exc}") from None
+
+
+#: a field's name up to its attribute or index (``axis`` of ``{axis.name}``, ``0`` of ``{0[1]}``)
+_FIELD_NAME = re.compile(r"[^.\[]*")
+
+
+def _template_problem(template: str, values: int, what: str) -> str | None:
+    """Why ``template`` cannot take ``values`` values (in ``{}`` or ``{0}`` fields) besides
+    the session's named fields, or None. ``what`` says which template it is."""
+    auto, numbered = 0, set()
+    pending = [template]
+    try:
+        while pending:
+            for _, field, spec, _ in string.Formatter().parse(pending.pop()):
+                if field is None:
+                    continue
+                if spec and "{" in spec:  # a nested field: {:{width}}
+                    pending.append(spec)
+                base = _FIELD_NAME.match(field).group()  # type: ignore[union-attr]
+                if base == "":
+                    auto += 1
+                elif base.isdigit():
+                    numbered.add(int(base))
+                elif not base.isidentifier():
+                    return (f"{what} template {template!r} has the field {{{field}}}; a field "
+                            "is {} for a value, or a name from the session's fields")
+    except ValueError as exc:  # a lone brace
+        return f"{what} template {template!r} is not a str.format template: {exc}"
+    if auto and numbered:
+        return f"{what} template {template!r} mixes {{}} with numbered fields"
+    found = auto or len(numbered)
+    if numbered and numbered != set(range(found)):
+        return f"{what} template {template!r} skips a value (fields {sorted(numbered)})"
+    if found == values:
+        return None
+    if values == 0:
+        return (f"{what} template {template!r} has a field for a value, and it takes none "
+                "(named fields, such as {axis}, come from the session's fields)")
+    if found == 0:
+        return (f"{what} template {template!r} has no field ({{}}) for a value: it would "
+                f"send {template!r} whatever the value")
+    return f"{what} template {template!r} has {found} fields for values, and it takes {values}"
+
+
+def check_templates(cls: type) -> None:
+    """Refuse a session class whose declarations' templates cannot take their values, with
+    a TypeError naming the declaration and the template: run when the class is defined, so
+    the plugin fails to load instead of sending ``HEAT`` for ``set_heater(False)``.
+
+    Named fields are not looked up here: :attr:`Session.fields` is filled per instance, and
+    one it lacks is refused when the command is built (:func:`_filled`)."""
+    for klass in cls.__mro__:
+        for name, value in vars(klass).items():
+            if isinstance(value, Parameter | Command):
+                problem = value.template_problem()
+                if problem is not None:
+                    raise TypeError(f"{klass.__qualname__}.{name}: {problem}")
+
+
 def _ack(expected: str | None) -> Callable[[str], None] | None:
     if expected is None:
         return None
@@ -214,6 +303,7 @@ def _ack(expected: str | None) -> Callable[[str], None] | None:
     def ack(text: str) -> None:
         if text != expected:
             raise ValueError(f"expected {expected!r}")
+    ack.__qualname__ = f"ack {expected!r}"
     return ack
 
 

@@ -13,10 +13,19 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
+import numpy as np
 import pyarrow as pa
 
 from ..instrument import LIFECYCLE, V2Instrument, V4Actor, now_ns
-from ..measurement import NO_METADATA, ChannelSpec, Image, Measurement, Scalar, Spectrum
+from ..measurement import (
+    NO_METADATA,
+    ChannelSpec,
+    Image,
+    Measurement,
+    Scalar,
+    Spectrum,
+    scalar_fits,
+)
 from ..schema import ScalarRows, build_batch, scalar_array, scalar_rows
 from ..specs import Flavor, InstrumentContext, InstrumentType
 from .declare import declared_commands
@@ -29,6 +38,12 @@ def _split(value: Any, t: int) -> tuple[Any, Mapping[str, Any] | None, int]:
     return value, None, t
 
 
+#: Scalar types whose fit to a channel does not depend on the value (a float fits every
+#: float channel and no other, a bool only a bool channel: ``measurement.scalar_fits``), so
+#: the v2 flavor decides it once per channel; any other value is looked at each time.
+_FIT_BY_TYPE = (float, np.float64, np.float32, bool, np.bool_)
+
+
 class SessionInstrument(V2Instrument):
     """The v2 flavor of a session: blocking, in the instrument's thread."""
 
@@ -37,14 +52,22 @@ class SessionInstrument(V2Instrument):
     def __init__(self, ctx: InstrumentContext) -> None:
         super().__init__(ctx)
         self.session = self._session_class(ctx)
+        # channel -> (its declaration, its dtype, the value types that always fit it)
+        self._scalars: dict[str, tuple[ChannelSpec, np.dtype[Any], frozenset[type]]] = {}
 
     def connect(self) -> None:
         run(self.session, self.session.connect())
 
     def read(self) -> list[Measurement]:
+        """One poll: the current samples of this instrument's channels.
+
+        A scalar that does not fit its channel fails the whole poll with the DataError the
+        v4 flavor raises (``schema.scalar_array``), so both flavors refuse a driver's wrong
+        value alike, at once and by name."""
         values = run(self.session, self.session.poll())
         t: int | None = None  # when the poll ended: read only for a value without its own
         out = []
+        scalars = self._scalars
         for name, item in values.items():
             if isinstance(item, Sample):  # _split, a call less per reading
                 value, meta, at = item
@@ -52,11 +75,23 @@ class SessionInstrument(V2Instrument):
                 value, meta, at = item, None, None
             if at is None:
                 at = t = now_ns() if t is None else t
+            spec, dtype, fits = scalars.get(name) or self._scalar_channel(name)
             if type(value) is not Scalar and not isinstance(value, Scalar | Spectrum | Image):
-                value = Scalar(value, self.channel(name).unit)
+                value = Scalar(value, spec.unit)
+            if (type(value) is Scalar and type(value.value) not in fits
+                    and not scalar_fits(value.value, dtype)):
+                scalar_array(value.value, spec, self.id)  # which refuses it, naming it
             out.append(Measurement(self.id, name, at, value,
                                    dict(meta) if meta else NO_METADATA))
         return out
+
+    def _scalar_channel(self, name: str
+                        ) -> tuple[ChannelSpec, np.dtype[Any], frozenset[type]]:
+        spec = self.channel(name)  # an undeclared channel: KeyError, as in v4
+        dtype = np.dtype(spec.dtype)
+        known = self._scalars[name] = (
+            spec, dtype, frozenset(t for t in _FIT_BY_TYPE if scalar_fits(t(0), dtype)))
+        return known
 
     def close(self) -> None:
         run(self.session, self.session.close())

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..instrument import DriverReplyError, DriverTimeoutError
+from ..resources.timeouts import MAX_TIMEOUT_S
+from .transaction import checked_read_timeout
 
 #: A plain decimal or exponent number as instruments print them (``5.32``, ``-15.24``,
 #: ``+.75E-9``, ``0``). ``float()`` alone would also take ``nan``, ``inf``, ``1_000`` and
@@ -79,8 +81,16 @@ def begin(io: Any, timeout: float, instrument_id: str = "") -> None:
     termios call) on every assignment, and the port restores its own value afterwards. A
     line out of step (a reply given up on) is resynchronised first; if that fails, the
     transaction fails with it (a :class:`DriverTimeoutError` or :class:`DriverReplyError`)
-    and the next one tries again.
+    and the next one tries again. A timeout that is not a finite number of seconds > 0 is a
+    ValueError naming the instrument, before anything is sent: None would wait for ever on a
+    lost reply, with the port held (:func:`~.transaction.checked_read_timeout`).
     """
+    try:
+        bounded = 0.0 < timeout <= MAX_TIMEOUT_S  # the test inlined: every exchange runs it
+    except TypeError:
+        bounded = False
+    if not bounded:
+        checked_read_timeout(timeout, f"{instrument_id or io.name}: the read timeout")
     if io.timeout != timeout:
         io.timeout = timeout
     io.reset_input_buffer()

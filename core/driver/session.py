@@ -29,9 +29,16 @@ from ..measurement import ChannelSpec
 from ..resources.errors import ResourceError
 from ..specs import ChannelsFor, InstrumentContext, Transport
 from . import lines
-from .declare import parameters
+from .declare import check_templates, parameters
 from .options import options
-from .transaction import Pause, Plan, Transaction, driver_error, parse_reply
+from .transaction import (
+    Pause,
+    Plan,
+    Transaction,
+    checked_read_timeout,
+    driver_error,
+    parse_reply,
+)
 
 T = TypeVar("T")
 
@@ -78,7 +85,8 @@ class Session:
     # --- line framing of the default exchange --------------------------------------------
     command_end: ClassVar[bytes] = b"\r\n"
     reply_end: ClassVar[bytes] = b"\r\n"
-    #: seconds a reply may take; set on the port for each exchange (restored afterwards)
+    #: seconds a reply may take; set on the port for each exchange (restored afterwards).
+    #: A finite number > 0, checked when the class is defined: None would wait for ever.
     read_timeout: ClassVar[float] = 1.0
     #: longest reply accepted (None: no limit); more is line noise
     max_reply: ClassVar[int | None] = None
@@ -139,7 +147,7 @@ class Session:
                 io.write(command)
                 return None
             return self.check_reply(command, str(io.query(command)).strip())
-        lines.begin(io, self.read_timeout)
+        lines.begin(io, self.read_timeout, self.id)
         lines.send(io, command, self.command_end, self.encoding)
         if not reply:
             return None
@@ -195,8 +203,18 @@ class Session:
         return lambda io: self.execute(io, tx)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Decide once per class how it executes, and refuse what would fail at every use
+        (a template that drops its value, a read that waits for ever) as the plugin loads,
+        naming the class and the attribute."""
         super().__init_subclass__(**kwargs)
         cls.plain_execute = cls.execute is Session.execute
+        timeout = vars(cls).get("read_timeout", 1.0)
+        if not hasattr(timeout, "__get__"):  # a property is checked at use, by lines.begin
+            try:
+                checked_read_timeout(timeout, f"{cls.__qualname__}.read_timeout")
+            except ValueError as exc:
+                raise TypeError(str(exc)) from None
+        check_templates(cls)
 
     def run_step(self, step: Any) -> Any:
         """Execute one step in the calling thread (v2). The runners send a plain

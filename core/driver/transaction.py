@@ -10,8 +10,10 @@ spans many transactions and waits in between.
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Generic, TypeAlias, TypeVar
 
 from ..instrument import (
@@ -102,14 +104,60 @@ def checked_wait(instrument_id: str, timeout: float) -> float:
                          f"{MAX_TIMEOUT_S:g}, not {timeout!r}") from None
 
 
+def checked_read_timeout(timeout: float, what: str) -> float:
+    """How long a read inside a transaction may wait for bytes: bounded like every wait in
+    the core, and more than nothing. None is pyserial's "block for ever": one lost reply
+    then held a v2 call for good and the port with it, so every v4 transaction on the port
+    failed "busy"; 0 returns before any reply can come. ``what`` names whose timeout it is
+    in the ValueError (``"Tc1.read_timeout"``)."""
+    try:
+        if timeout > 0:
+            return checked_timeout(timeout)
+    except (TypeError, ValueError):
+        pass
+    raise ValueError(f"{what} must be a finite number of seconds > 0 (at most "
+                     f"{MAX_TIMEOUT_S:g}), not {timeout!r}")
+
+
+#: What a reply parser's exception must be for the reply to count as garbled: a ValueError
+#: is a parser's own word that the reply has the wrong form (``float("warm")``), and the
+#: others are what parsing a garbled reply trips on (a failed match subscripted, an unknown
+#: code looked up, a short split, ``int()`` of an overflowed float). A parser's bug raises
+#: the same ones, so the message names the parser and the line that raised; any other
+#: exception (``AttributeError`` of ``None.group``, ``NameError``) is left a bug.
+GARBLED_REPLY_ERRORS: tuple[type[Exception], ...] = (
+    ValueError, TypeError, KeyError, IndexError, ArithmeticError)
+
+
 def parse_reply(parse: Callable[[str], T], text: str, instrument_id: str, command: str) -> T:
-    """Apply a reply parser; its ValueError (a reply of the wrong form; ArithmeticError for
-    one out of range, such as ``int()`` of an overflowed float) becomes a
-    :class:`DriverReplyError` naming the instrument, the command and the reply."""
+    """Apply a reply parser; its :data:`GARBLED_REPLY_ERRORS` become a
+    :class:`DriverReplyError` (code ``"garbled"``) naming the instrument, the command, the
+    reply, the parser and where in it the error was raised."""
     try:
         return parse(text)
     except DriverError:
         raise
-    except (ValueError, TypeError, KeyError, IndexError, ArithmeticError) as exc:
+    except GARBLED_REPLY_ERRORS as exc:
+        what = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
         raise DriverReplyError(instrument_id, command,
-                               f"garbled reply {text!r}: {exc}", "garbled") from exc
+                               f"garbled reply {text!r}: {what} ({_raised_in(parse, exc)})",
+                               "garbled") from exc
+
+
+def _raised_in(parse: Callable[[str], Any], exc: BaseException) -> str:
+    """``parser NAME, at FILE:LINE in FUNCTION``: the parser, and the innermost frame of what
+    it raised (none for a builtin such as ``float``). Only the line tells a parser's bug from
+    a garbled reply, since both raise a TypeError or an IndexError."""
+    name = parser_name(parse)
+    frames = list(traceback.walk_tb(exc.__traceback__))[1:]  # [0]: parse_reply's own call
+    if not frames:
+        return f"parser {name}"
+    frame, line = frames[-1]
+    code = frame.f_code
+    return f"parser {name}, at {Path(code.co_filename).name}:{line} in {code.co_name}"
+
+
+def parser_name(parse: Callable[..., Any]) -> str:
+    """A reply parser as error messages name it: a function's qualified name, else (a
+    callable object) its class's."""
+    return getattr(parse, "__qualname__", None) or type(parse).__qualname__

@@ -14,7 +14,8 @@ that points at a fresh simulated device, and calls the kit from a test::
 It checks, for each case: the distribution loads with no plugin problem; the
 type's declarations are valid (flavors, config schema, channels) and the block
 validates in a lab file; both flavors give the same data for the same scripted
-sequence on fresh simulated devices; a short run shuts down cleanly; and a
+sequence on fresh simulated devices; a short run shuts down cleanly, with no error
+and no alarm naming the instrument (a v4 poll blocking the event loop); and a
 garbage reply raises an error instead of hanging. Each failure names the case
 and the check, so the author knows what to fix.
 """
@@ -24,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,10 +40,17 @@ from daqhub.plugins.converters import batch_to_rows
 from daqhub.resources import SerialPortManager, VisaSessionManager
 from daqhub.runtime.dual import DualRuntimeManager, PhaseTimeouts, make_context
 from daqhub.runtime.health import DEVICE_ERRORS, failure_text
+from daqhub.runtime.watchdog import DEFAULT_BOUND_S as LOOP_BOUND_S
 from daqhub.specs import InstrumentType
 from daqhub.tomlwrite import dumps
 
 Step = tuple[Any, ...]
+
+#: The runtime's alarms (``what`` is ``kind:instrument``) that fail a short run when they name
+#: the instrument under test: its v4 actor blocked the event loop (the watchdog), or its
+#: mailbox outgrew the budget. A rate alarm is left out: how fast a poll comes round on a
+#: loaded machine is the machine's, not the driver's.
+DRIVER_ALARMS = frozenset({"loop", "mailbox"})
 
 
 class ConformanceError(AssertionError):
@@ -78,16 +86,58 @@ def _rows_v2(inst: V2Instrument, case: ConformanceCase) -> list[UnifiedMeasureme
         inst.close()
 
 
+class _Held:
+    """Awaits a v4 actor's coroutine, timing each of its steps: what runs between two of its
+    awaits holds the event loop every v4 actor of a run shares. The runtime's watchdog sees
+    a block only when it outlasts a heartbeat sent after it began (a 0.4 s ``time.sleep``
+    in a poll went unnoticed in one short run of three), so the kit times the calls of its
+    own sequence against the watchdog's bound, and names the call."""
+
+    def __init__(self, coro: Awaitable[Any], what: str) -> None:
+        self.coro, self.what = coro, what
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        if not isinstance(self.coro, Coroutine):  # a hand-written actor's own awaitable
+            return (yield from self.coro.__await__())
+        value: Any = None
+        error: BaseException | None = None
+        longest = 0.0
+        while True:
+            start = time.perf_counter()
+            try:
+                step = self.coro.send(value) if error is None else self.coro.throw(error)
+            except StopIteration as stop:
+                longest = max(longest, time.perf_counter() - start)
+                result = stop.value
+                break
+            longest = max(longest, time.perf_counter() - start)
+            try:
+                value, error = (yield step), None
+            except BaseException as exc:  # cancelled: the coroutine sees it
+                value, error = None, exc
+        if longest > LOOP_BOUND_S:
+            raise ConformanceError(
+                f"{self.what} held the v4 event loop for {longest:.2f} s at once (the "
+                f"runtime's watchdog alarms after {LOOP_BOUND_S:g} s): a blocking call in an "
+                "async method (time.sleep, a synchronous read) stalls every v4 instrument; "
+                "yield Pause or await instead")
+        return result
+
+
 async def _rows_v4(actor: V4Actor, case: ConformanceCase) -> list[UnifiedMeasurement]:
-    await actor.start()
+    who = f"{case.type} (v4)"
+    # pyarrow imports pandas (when installed) on its first array, 0.5 s: here, not in the
+    # actor's first read, as a run's storage does it before anything runs
+    pa.array([0.0])
+    await _Held(actor.start(), f"{who} start()")
     try:
         for method, *args in case.steps:
             result = getattr(actor, method)(*args)
             if asyncio.iscoroutine(result):
-                await result
+                await _Held(result, f"{who} {method}()")
         rows = []
         for _ in range(case.reads):
-            batches: list[pa.RecordBatch] = await actor.read()
+            batches: list[pa.RecordBatch] = await _Held(actor.read(), f"{who} read()")
             for b in batches:
                 rows += batch_to_rows(b)
         return rows
@@ -256,6 +306,18 @@ class ConformanceKit:
         bad = [h for h in rt.health()["instruments"] if h["state"] == "failed"]
         if bad:
             raise ConformanceError(f"{case.type}: failed during a short run: {bad}")
+        flavor_of = {f"dut_{flavor}": flavor for flavor in types}
+        for alarm in rt.alarms:  # what is "loop:dut_v4", "mailbox:dut_v4" ...
+            kind, _, about = alarm["what"].partition(":")
+            if kind in DRIVER_ALARMS and about in flavor_of:
+                raise ConformanceError(f"{case.type} ({flavor_of[about]}): the runtime raised "
+                                       f"an alarm during a short run: {alarm['message']}")
+        for outcome in report.instruments:  # its errors, and the last it ever had
+            if outcome["errors"]:
+                raise ConformanceError(f"{case.type} ({outcome['flavor']}): "
+                                       f"{outcome['errors']} error(s) during a short run on a "
+                                       f"fresh simulated device, the last: "
+                                       f"{outcome['last_error']}")
 
     def check_garbage_raises(self, case: ConformanceCase,
                              types: Mapping[str, InstrumentType]) -> None:

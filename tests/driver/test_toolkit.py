@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import re
 from collections.abc import Generator
 from typing import Any
 
 import jsonschema
+import numpy as np
 import pytest
 
 from daqhub.commands import argument_problem
@@ -31,10 +33,11 @@ from daqhub.driver import (
     driver_error,
     flavor_class,
     instrument_types,
+    lines,
     new_sample,
 )
 from daqhub.instrument import V2Instrument, V4Actor, public_methods
-from daqhub.measurement import ChannelSpec, Scalar
+from daqhub.measurement import ChannelSpec, DataError, Scalar
 from daqhub.plugins.converters import batch_to_rows
 from daqhub.resources.errors import (
     PortDisconnectedError,
@@ -81,9 +84,14 @@ class Oven(Session):
 
 
 def build(flavor: str, script: list[tuple[bytes, bytes]]) -> tuple[Any, ScriptedPort]:
+    return build_of(Oven, flavor, script)
+
+
+def build_of(cls: type[Session], flavor: str, script: list[tuple[bytes, bytes]]
+             ) -> tuple[Any, ScriptedPort]:
     port = ScriptedPort(script)
-    ctx = InstrumentContext("oven1", "test.oven", {}, Oven.channels, port=port)  # type: ignore[arg-type]
-    return flavor_class(Oven, flavor)(ctx), port  # type: ignore[arg-type]
+    ctx = InstrumentContext("oven1", "test.oven", {}, cls.channels, port=port)  # type: ignore[arg-type]
+    return flavor_class(cls, flavor)(ctx), port  # type: ignore[arg-type]
 
 
 def call(inst: Any, method: str, *args: Any) -> Any:
@@ -413,3 +421,162 @@ def test_a_schema_of_only_its_own_keys_holds_for_the_session_as_for_validate() -
     with pytest.raises(ValueError, match="oven1: block: .*'gsa' was unexpected"):
         Strict(InstrumentContext("oven1", "test.strict", typo, Oven.channels,
                                  port=ScriptedPort([])))  # type: ignore[arg-type]
+
+
+# --- a read that would wait for ever -----------------------------------------------------
+
+@pytest.mark.parametrize("timeout", [None, 0, -1.0, float("inf"), float("nan"), "0.5", 1e9])
+def test_a_read_timeout_that_would_wait_for_ever_is_refused_with_the_class(
+        timeout: Any) -> None:
+    """None is pyserial's "block for ever": one lost reply then held a v2 call for good,
+    and the port with it; 0 returns before any reply comes."""
+    with pytest.raises(TypeError, match=r"\.Forever\.read_timeout must be a finite number of "
+                                        r"seconds > 0 \(at most 3600\), not "):
+        class Forever(Oven):
+            read_timeout = timeout
+
+
+def test_a_read_timeout_of_an_instance_is_refused_before_anything_is_sent() -> None:
+    """``lines.begin`` holds the same rule for a timeout the class check cannot see (set
+    per instance, or passed by a driver's own exchange)."""
+    inst, port = build("v2", [])
+    inst.session.read_timeout = None
+    with pytest.raises(ValueError, match=r"^oven1: the read timeout must be a finite number "
+                                         r"of seconds > 0 \(at most 3600\), not None$"):
+        inst.setpoint()
+    assert port.sent == []
+    with pytest.raises(ValueError, match=r"^scripted: the read timeout .* not 0$"):
+        port.transaction(lambda io: lines.begin(io, 0))
+
+
+# --- a parser's bug, told from a garbled reply -------------------------------------------
+
+def pressure_parser(text: str) -> float:
+    mantissa, exponent = text.split("E")
+    return float(mantissa) * 10 ** exponent  # type: ignore[operator]  # the bug: a str
+
+
+@pytest.mark.parametrize("flavor", ["v2", "v4"])
+def test_a_parser_s_error_names_the_parser_and_the_line_that_raised(flavor: str) -> None:
+    """A parser's bug raises what a garbled reply does (a TypeError here): still a reply
+    error, but its message says which parser and which line, so its author looks there."""
+    class Gauge(Oven):
+        pressure = Parameter("P?", parse=pressure_parser, setting=False)
+
+    inst, _ = build_of(Gauge, flavor, [(b"P?\n", b"1.25E-05\n"), (b"T?\n", b"warm\n")])
+    with pytest.raises(DriverReplyError) as bug:
+        call(inst, "pressure")
+    line = pressure_parser.__code__.co_firstlineno + 2
+    assert str(bug.value) == (
+        "oven1: 'P?' [code garbled]: garbled reply '1.25E-05': TypeError: unsupported "
+        "operand type(s) for ** or pow(): 'int' and 'str' (parser pressure_parser, at "
+        f"test_toolkit.py:{line} in pressure_parser)")
+    assert bug.value.code == "garbled"
+    with pytest.raises(DriverReplyError, match=r"garbled reply 'warm': could not convert "
+                                               r"string to float: 'warm' \(parser float\)$"):
+        call(inst, "temperature")
+
+
+def test_a_parser_error_of_another_kind_stays_a_bug() -> None:
+    """Only the documented kinds are taken for a garbled reply: ``None.group()`` of a failed
+    match is an AttributeError, the driver's bug, and is not dressed up."""
+    class Matching(Oven):
+        pressure = Parameter("P?", parse=lambda t: re.match(r"\d", t).group(),  # type: ignore[union-attr]
+                             setting=False)
+
+    inst, _ = build_of(Matching, "v2", [(b"P?\n", b"x\n")])
+    with pytest.raises(AttributeError):
+        inst.pressure()
+
+
+# --- templates ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("declaration", "message"), [
+    (Parameter("HEAT?", "HEAT", kind=bool),
+     "Bad.x: the set command template 'HEAT' has no field ({}) for a value: it would send "
+     "'HEAT' whatever the value"),
+    (Parameter("PRES? {}", setting=False),
+     "Bad.x: the query template 'PRES? {}' has a field for a value, and it takes none"),
+    (Command("DEGAS {} {}", "seconds"),
+     "Bad.x: the command template 'DEGAS {} {}' has 2 fields for values, and it takes 1"),
+    (Command("RAMP {0} {2}", "rate", "target"),
+     "Bad.x: the command template 'RAMP {0} {2}' skips a value (fields [0, 2])"),
+    (Command("RAMP {} {1}", "rate", "target"),
+     "Bad.x: the command template 'RAMP {} {1}' mixes {} with numbered fields"),
+    (Parameter("S?", "S {"),
+     "Bad.x: the set command template 'S {' is not a str.format template"),
+    (Parameter("S?", "S {-1}"),
+     "Bad.x: the set command template 'S {-1}' has the field {-1}")])
+def test_a_template_that_cannot_take_its_values_is_refused_with_the_class(
+        declaration: Any, message: str) -> None:
+    """Checked as the plugin loads: ``HEAT`` (no ``{}``) sent the command without the
+    value and reported success; the others failed at each use with a bare KeyError or
+    IndexError naming neither the instrument nor the parameter."""
+    with pytest.raises(TypeError, match="^" + re.escape(message)):
+        type("Bad", (Oven,), {"x": declaration})
+
+
+def test_templates_that_take_their_values_are_accepted() -> None:
+    class Good(Stage):
+        speed = Parameter("{axis}VA?", "{axis}VA{}")
+        ramp = Command("RAMP {1} {0}", "rate", "target")
+        width = Parameter("W?", "W {:{axis}}")
+        braces = Command("{{literal}} {axis}MO")
+    assert "set_speed" in public_methods(flavor_class(Good, "v2"))
+
+
+@pytest.mark.parametrize("flavor", ["v2", "v4"])
+def test_a_template_failing_when_sent_names_instrument_declaration_and_template(
+        flavor: str) -> None:
+    """What the class check cannot see (a format spec against the values, a named field
+    the session's fields lack) fails before anything is sent, naming who and what."""
+    class Levels(Oven):
+        level = Parameter("L?", "L {:d}", parse=str, choices={"low": "L", "high": "H"})
+        degas = Command("{ch}DEGAS {}", "seconds")
+
+    inst, port = build_of(Levels, flavor, [])
+    with pytest.raises(ValueError, match=r"^oven1: level: the template 'L \{:d\}' cannot take "
+                                         r"'H': Unknown format code 'd'"):
+        call(inst, "set_level", "high")
+    with pytest.raises(TypeError, match=r"^oven1: degas: the template '\{ch\}DEGAS \{\}' needs "
+                                        r"the field \{ch\}, which the session's fields do not "
+                                        r"have \(they are: none\)$"):
+        call(inst, "degas", 5)
+    assert port.sent == []
+
+
+# --- a poll value that does not fit its channel ------------------------------------------
+
+@pytest.mark.parametrize("value", ["21.5", None, True, Scalar("21.5", "degC"), 2 ** 1100],
+                         ids=["text", "None", "bool", "Scalar of text", "int beyond a float"])
+def test_both_flavors_refuse_a_poll_value_that_does_not_fit_its_channel_alike(
+        value: Any) -> None:
+    """The v2 flavor refused nothing: the text went out as a sample, and only the bridge
+    dropped it later, while the v4 flavor failed the poll. Now both fail it, with the same
+    message naming the instrument, the channel and the value."""
+    class Texts(Oven):
+        def poll(self) -> dict[str, Any]:
+            return {"temperature": value}
+
+    errors = []
+    for flavor in ("v2", "v4"):
+        inst, _ = build_of(Texts, flavor, [])
+        with pytest.raises(DataError, match=r"^channel oven1\.temperature is declared "
+                                            r"float64, got ") as info:
+            call(inst, "read")
+        errors.append(str(info.value))
+    assert errors[0] == errors[1]
+
+
+@pytest.mark.parametrize("value", [21.5, 21, np.float64(21.5), np.float32(21.5), np.int16(21),
+                                   Scalar(21.5, "degC"), Sample(21, {"stable": True})])
+def test_values_that_fit_their_channel_are_taken_by_both_flavors(value: Any) -> None:
+    class Numbers(Oven):
+        def poll(self) -> dict[str, Any]:
+            return {"temperature": value}
+
+    v2, _ = build_of(Numbers, "v2", [])
+    v4, _ = build_of(Numbers, "v4", [])
+    (m,) = v2.read()
+    (row,) = batch_to_rows(asyncio.run(v4.read())[0])
+    assert m.data.value == row.data.value and m.data.value in (21.5, 21)

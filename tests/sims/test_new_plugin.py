@@ -3,18 +3,21 @@ and ``daqhub check`` runs the conformance kit on installed plugins."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from contextlib import ExitStack
 from importlib.metadata import EntryPoint
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from daqhub.cli import main as daqhub_main
-from daqhub.driver import DriverError
+from daqhub.driver import DriverError, DriverReplyError
 from daqhub_sims import checks, newplugin
 from daqhub_sims.checks import case, junit_xml, main, run_checks
 from daqhub_sims.conformance import ConformanceError, ConformanceKit
@@ -173,3 +176,94 @@ def test_a_garbage_reply_that_sets_off_a_bug_fails_the_check(
         with pytest.raises(ConformanceError, match=r"\(v2\): a garbage reply raised "
                                                    r"AttributeError: .* in buggy\)"):
             ConformanceKit().check("daqhub-acme", [case(spec, stack=stack)])
+
+
+def _on_event_loop() -> bool:
+    """Whether the caller runs on an event loop: a plan of the v4 flavor, not of the v2."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _kit_with(*sessions: type) -> ConformanceKit:
+    """The kit, with ``sessions`` registered in-process as a plugin's types."""
+    from daqhub.driver import instrument_types
+    from daqhub.hookspecs import hookimpl
+
+    class Plugin:
+        @staticmethod
+        @hookimpl
+        def daqhub_instrument_types() -> list[Any]:
+            return [t for s in sessions for t in instrument_types(s)]
+
+    kit = ConformanceKit()
+    assert kit.host.register(Plugin, "test-kit")
+    return kit
+
+
+def _blocking_tc1() -> type:
+    from daqhub_acme.driver import Tc1
+
+    class Blocking(Tc1):
+        type_name = "test.blocking"
+
+        def poll(self) -> Any:
+            if _on_event_loop():
+                time.sleep(0.7)  # blocks every v4 actor of a run
+            return (yield from super().poll())
+    return Blocking
+
+
+@pytest.mark.timeout(60)
+def test_a_v4_poll_that_blocks_the_event_loop_fails_the_flavor_check() -> None:
+    """The kit times each step of its own v4 sequence: the runtime's watchdog missed a
+    0.4 s block in one short run of three, and ``daqhub check`` said ok."""
+    kit = _kit_with(_blocking_tc1())
+    with ExitStack() as stack:
+        c = case({"type": "test.blocking", "sim": "acmetemp", "options": {"tau": 0}},
+                 stack=stack)
+        with pytest.raises(ConformanceError, match=r"^test\.blocking \(v4\) read\(\) held the v4 "
+                                                   r"event loop for 0\.\d\d s at once"):
+            kit.check_flavors_agree(c, kit.types_of(c))
+
+
+@pytest.mark.timeout(60)
+def test_an_alarm_of_the_runtime_about_the_instrument_fails_the_short_run() -> None:
+    """The runtime named the actor blocking its loop and counted errors, and the short run
+    still passed because it shut down cleanly."""
+    kit = _kit_with(_blocking_tc1())
+    with ExitStack() as stack:
+        c = case({"type": "test.blocking", "sim": "acmetemp", "options": {"tau": 0}},
+                 stack=stack)
+        with pytest.raises(ConformanceError, match=r"^test\.blocking \(v4\): the runtime raised "
+                           r"an alarm during a short run: event loop blocked for over 0\.\d\d s "
+                           r"by v4 actor dut_v4 \(in read\) at .*test_new_plugin\.py:\d+ in "
+                           r"poll"):
+            kit.check_clean_shutdown(c, kit.types_of(c))
+
+
+@pytest.mark.timeout(60)
+def test_errors_during_the_short_run_fail_it_naming_the_last() -> None:
+    """On a fresh simulated device no poll fails: one that does is the driver's, even
+    when polling went on and the run shut down cleanly."""
+    from daqhub_acme.driver import Tc1
+
+    class Flaky(Tc1):
+        type_name = "test.flaky"
+        polls = 0
+
+        def poll(self) -> Any:
+            self.polls += 1
+            if self.polls == 1:  # and polling goes on: data comes, the run shuts down cleanly
+                raise DriverReplyError(self.id, "TEMP?", "misread its own reply", "garbled")
+            return (yield from super().poll())
+
+    kit = _kit_with(Flaky)
+    with ExitStack() as stack:
+        c = case({"type": "test.flaky", "sim": "acmetemp", "options": {"tau": 0}}, stack=stack)
+        with pytest.raises(ConformanceError, match=r"^test\.flaky \(v[24]\): \d+ error\(s\) during "
+                           r"a short run on a fresh simulated device, the last: .*dut_v[24]: "
+                           r"'TEMP\?' \[code garbled\]: misread its own reply"):
+            kit.check_clean_shutdown(c, kit.types_of(c))
