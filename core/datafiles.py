@@ -249,7 +249,7 @@ def _stored_lab_text(d: Path) -> str:
             with h5py.File(h5, "r", **kwargs) as f:
                 if _H5_META_GROUP in f and "lab_config" in f[_H5_META_GROUP]:
                     return _text(f[_H5_META_GROUP]["lab_config"][()])
-        except (OSError, ValueError):
+        except READ_ERRORS:
             continue
     for stream in [*sorted(d.glob("*/*.arrows")), *sorted(d.glob("*/*.parquet"))]:
         try:
@@ -326,7 +326,7 @@ def _flavor_holding(d: Path, lab: Mapping[str, Any]) -> Flavor | None:
                 kwargs, _ = hdf5_open_kwargs(h5)
                 with h5py.File(h5, "r", **kwargs) as f:
                     held.update(k for k in f if k != _H5_META_GROUP)
-            except (OSError, ValueError):
+            except READ_ERRORS:
                 continue
     owners = [f for f in FLAVORS if isinstance(sec := lab.get(f), dict) and held & {
         str(b.get("id")) for b in _list(sec.get("instruments")) if isinstance(b, dict)}]
@@ -366,6 +366,15 @@ def find_data_files(path: Path) -> list[Path]:
                   and not p.name.endswith(LOCK_SUFFIX) and not is_record_file(p))
 
 
+#: What reading a damaged file raises: h5py gives a RuntimeError for damaged metadata ("bad
+#: local heap signature"), which escaped as a traceback and hid the session's other files.
+READ_ERRORS = (OSError, ValueError, KeyError, TypeError, RuntimeError)
+#: The datasets each HDF5 channel layout cannot be read without (see the hdf5 plugin).
+HDF5_DATASETS = {"scalar": ("timestamp_ns", "value"), "image": ("timestamp_ns", "value"),
+                 "spectrum": ("timestamp_ns", "value", "axis"),
+                 "flat": ("timestamp_ns", "extent", "value", "axis")}
+
+
 def read_file(path: Path) -> FileReport:
     """Summarize one data file; never raises for a damaged file (status ``unreadable``)."""
     suffix = path.suffix
@@ -379,7 +388,7 @@ def read_file(path: Path) -> FileReport:
             _read_parquet(path, report)
         else:
             _read_arrow(path, report)
-    except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as exc:
+    except (*READ_ERRORS, pa.ArrowException) as exc:
         report.status = "unreadable"
         report.notes.append(f"cannot read: {type(exc).__name__}: {exc}")
     return report
@@ -472,26 +481,50 @@ def _read_hdf5(path: Path, report: FileReport) -> None:
         if _H5_META_GROUP in f and "lab_config" in f[_H5_META_GROUP]:
             report.lab_config = _text(f[_H5_META_GROUP]["lab_config"][()])
         for iid in f:
-            group = f[iid]
-            if iid == _H5_META_GROUP or not isinstance(group, h5py.Group):
+            if iid == _H5_META_GROUP:
                 continue
-            report.instruments[iid] = json.loads(_text(group.attrs.get("instrument", "{}")))
-            for name in group:
-                g = group[name]
-                spec = ChannelSpec.from_dict(json.loads(_text(g.attrs["channel"])))
-                rows, notes = hdf5_rows(g)
-                try:
-                    ts = g["timestamp_ns"][:rows]
-                except OSError as exc:  # the rest of the file may well read: go on
-                    report.status = "damaged"
-                    report.notes.append(
-                        f"{iid}.{spec.name}: its rows cannot be read ({exc}); its writer was "
-                        "probably killed while HDF5 rewrote the channel's chunk index (see "
-                        "the hdf5 storage plugin); the other channels are read")
+            try:
+                group = f[iid]
+                if not isinstance(group, h5py.Group):
                     continue
-                report.channels.append(ChannelReport(iid, spec, rows, ts,
-                                                     _hdf5_loader(path, kwargs, iid, spec, rows),
-                                                     notes))
+                report.instruments[iid] = json.loads(_text(group.attrs.get("instrument",
+                                                                           "{}")))
+                names = list(group)
+            except READ_ERRORS as exc:  # the other instruments may well read: go on
+                _damaged(report, iid, exc)
+                continue
+            for name in names:
+                try:
+                    channel = _hdf5_channel(path, kwargs, group[name], iid)
+                except READ_ERRORS as exc:
+                    _damaged(report, f"{iid}.{name}", exc)
+                    continue
+                report.channels.append(channel)
+
+
+def _hdf5_channel(path: Path, kwargs: dict[str, Any], g: h5py.Group, iid: str
+                  ) -> ChannelReport:
+    spec = ChannelSpec.from_dict(json.loads(_text(g.attrs["channel"])))
+    layout = "flat" if g.attrs.get("layout", "rows") == "flat" else spec.kind
+    absent = [d for d in HDF5_DATASETS.get(layout, ()) if d not in g]
+    if absent:
+        raise KeyError(f"its dataset(s) {', '.join(absent)} are missing")
+    rows, notes = hdf5_rows(g)
+    try:
+        ts = g["timestamp_ns"][:rows]
+    except OSError as exc:
+        raise OSError(f"its rows cannot be read ({exc}); its writer was probably killed while "
+                      "HDF5 rewrote the channel's chunk index (see the hdf5 storage "
+                      "plugin)") from exc
+    return ChannelReport(iid, spec, rows, ts, _hdf5_loader(path, kwargs, iid, spec, rows), notes)
+
+
+def _damaged(report: FileReport, what: str, exc: BaseException) -> None:
+    """A part of an HDF5 file that cannot be read: named, and the rest is read."""
+    report.status = "damaged"
+    why = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+    report.notes.append(f"{what}: cannot be read ({type(exc).__name__}: {why}); the rest of "
+                        "the file is read")
 
 
 def hdf5_metadata(g: h5py.Group) -> tuple[np.ndarray, list[str]]:
@@ -605,7 +638,8 @@ def arrow_batches(path: Path, report: FileReport) -> tuple[pa.Schema, list[pa.Re
                                 f"({exc})")
             report.status = "recovered"
             break
-    if report.status == "ok" and path.suffix == ".arrows" and _tail(path) != _EOS:
+    if (report.status == "ok" and path.suffix == ".arrows" and _tail(path) != _EOS
+            and not writer_alive(path)):  # a live writer ends the stream when it closes
         report.notes.append("not closed cleanly (no end-of-stream marker): its writer stopped "
                             "at a write error or was killed; every batch it holds is intact")
         report.status = "recovered"

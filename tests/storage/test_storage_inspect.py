@@ -158,16 +158,70 @@ def test_a_file_being_written_is_shown_with_its_writer(tmp_path: Path,
         assert any(f"being written right now by process {os.getpid()}" in n
                    for n in f["notes"]), f
         assert f["channels"][0]["rows"] == 2
+        # a live Arrow stream has no end-of-stream marker yet: that is no damage
+        assert f["status"] == "ok", f
+        assert not any("not closed cleanly" in n for n in f["notes"]), f
 
 
-def test_help_missing_paths_and_foreign_files(tmp_path: Path) -> None:
+def test_a_channel_without_its_values_is_damaged_and_left_out_of_the_plot(
+        session_dir: Path, tmp_path: Path) -> None:
+    """The summary said "ok" (exit 0) for a channel whose value dataset was gone, and
+    --plot then crashed with a KeyError."""
+    [h5] = session_dir.glob("v2/*/session.h5")
+    with h5py.File(h5, "r+") as f:
+        instrument = next(k for k in f if k != "_daqhub")
+        channel = next(iter(f[instrument]))
+        del f[instrument][channel]["value"]
+    png = tmp_path / "p.png"
+    rc, text = _run(str(h5), "--plot", str(png))
+    assert rc == 1
+    assert f"{instrument}.{channel}: cannot be read (KeyError: its dataset(s) value are " \
+           "missing)" in text
+    assert png.stat().st_size > 0
+    rc, text = _run(str(h5), "--json")
+    [report] = json.loads(text)["sessions"][0]["files"]
+    assert report["status"] == "damaged"
+    assert (instrument, channel) not in {(c["instrument"], c["channel"])
+                                         for c in report["channels"]}
+    assert len(report["channels"]) == sum(len(v) for v in CHANNELS.values()) - 1
+
+
+def test_damaged_hdf5_metadata_is_named_and_the_other_files_are_read(session_dir: Path
+                                                                     ) -> None:
+    """h5py raises RuntimeError for damaged group metadata ("bad local heap signature"):
+    inspect ended in a traceback and listed none of the session's intact files."""
+    [h5] = session_dir.glob("v2/*/session.h5")
+    intact = h5.read_bytes()
+    for offset in range(0, 16_000, 97):  # where 8 bytes of damage give that error
+        h5.write_bytes(intact[:offset] + b"\xff" * 8 + intact[offset + 8:])
+        try:
+            with h5py.File(h5, "r") as f:
+                for g in f:
+                    for c in f[g]:
+                        f[g][c].attrs.get("channel")
+        except RuntimeError:
+            break
+        except Exception:  # other damage: try another offset
+            continue
+    else:
+        pytest.fail("no damage of the test file's first 16 kB gives h5py's RuntimeError")
+    rc, text = _run(str(session_dir), "--json")
+    assert rc == 1
+    [session] = json.loads(text)["sessions"]
+    status = {Path(f["path"]).suffix: f["status"] for f in session["files"]}
+    assert status.pop(".h5") in ("unreadable", "damaged")
+    assert set(status.values()) == {"ok"} and status  # every v4 file still read
+
+
+def test_help_missing_paths_and_foreign_files(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
     rc, text = _run("--help")
     assert rc == 0 and "usage: daqhub inspect" in text and "--plot" in text
     assert _run("--bogus")[0] == 2
     rc, text = _run(str(tmp_path / "nope"))
-    assert rc == 1 and "does not exist" in text
+    assert rc == 1 and "does not exist" in capsys.readouterr().err  # errors: on stderr
     rc, text = _run(str(tmp_path))
-    assert rc == 1 and "no data files" in text
+    assert rc == 1 and "no data files" in capsys.readouterr().err
     with h5py.File(tmp_path / "foreign.h5", "w") as f:
         f["x"] = [1, 2, 3]
     rc, text = _run(str(tmp_path))
