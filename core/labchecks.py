@@ -12,7 +12,14 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .host import PluginHost
-from .resources.identity import line_of, line_settings, serial_identity, visa_identity
+from .resources.identity import (
+    line_of,
+    line_settings,
+    normalize_backend,
+    serial_identity,
+    visa_identity,
+    visa_serial_identity,
+)
 from .specs import FLAVORS, InstrumentType, channel_problems
 
 if TYPE_CHECKING:
@@ -87,13 +94,16 @@ def check_channels(c: Collector, types: ChosenTypes, inst: InstrumentConfig,
 
 
 def check_shared_devices(c: Collector, types: ChosenTypes, instruments: Sequence[InstrumentConfig],
-                          url_packages: Sequence[str]) -> None:
-    """Entries that reach one device share one resource, so they must agree on its line."""
-    seen: dict[str, tuple[InstrumentConfig, dict[str, Any], str]] = {}
+                         url_packages: Sequence[str]) -> None:
+    """Entries that reach one device share one resource, so they must open it one way and
+    agree on its line. A VISA ``ASRL`` resource on a local device is that device's serial
+    port (:func:`~daqhub.resources.identity.visa_serial_identity`), but the two managers
+    cannot share one handle: the second to open it would be refused as in use."""
+    seen: dict[str, tuple[InstrumentConfig, dict[str, Any], str, str]] = {}
     for inst in instruments:
         t = types[(inst.type, inst.flavor)]
         if t.transport == "serial":
-            name, what = str(inst.block["port"]), "port"
+            name, what, opener = str(inst.block["port"]), "port", "a serial port"
             line = line_of(line_settings(t.serial_settings, inst.block))
             try:
                 key = "serial " + serial_identity(name, url_packages)
@@ -102,14 +112,26 @@ def check_shared_devices(c: Collector, types: ChosenTypes, instruments: Sequence
                 continue
         elif t.transport == "visa":
             name, what = str(inst.block["resource"]), "resource"
+            backend = normalize_backend(str(inst.block.get("visa_backend", "@py")))
+            opener = f"a VISA resource ({backend})"
             line = {k: inst.block.get(k) for k in ("read_termination", "write_termination")
                     if k in inst.block}
-            key = f"visa {visa_identity(name)} {inst.block.get('visa_backend', '@py')}"
+            device = visa_serial_identity(name, backend)
+            key = f"serial {device}" if device else f"visa {visa_identity(name)} {backend}"
         else:
             continue
-        first = seen.setdefault(key, (inst, line, name))
-        other, other_line, other_name = first
+        first = seen.setdefault(key, (inst, line, name, opener))
+        other, other_line, other_name, other_opener = first
         if other is inst:
+            continue
+        if other_opener != opener:
+            c.add_at(inst.line,
+                     f"instrument {inst.id!r} (line {inst.line}) opens {name!r} as {opener} and "
+                     f"instrument {other.id!r} (line {other.line}) opens {other_name!r} as "
+                     f"{other_opener}, but both reach the device {key.split(' ', 1)[1]}: one "
+                     "handle cannot serve both, and the second would be refused as in use",
+                     "name the device the same way in both entries (both `port = ...`, or both "
+                     "`resource = ...` with one visa_backend)")
             continue
         clash = {k: (other_line[k], v) for k, v in line.items()
                  if k in other_line and other_line[k] != v}

@@ -9,12 +9,20 @@ The lock is ``fcntl.flock`` on ``<file>.lock`` beside the protected file. The
 kernel drops it when the holder dies, so a lock file left by a killed process
 is stale and the next writer simply takes it over. The holder writes who it is
 into the lock file; a waiter reads that to build its error message.
+
+Who "it" is: a worker process of a ``daqhub run`` (``[daqhub] workers = N``) holds
+the devices of its shard, but the process to name is the run, the one a user can
+stop (a worker ignores SIGTERM, and a killed one is restarted and takes the device
+again). So the run gives each worker :func:`holder_for_children` in its
+environment, and the worker's record names the run (its pid and command) with
+the worker as detail. A process without it names itself.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import os
 import socket
 import sys
@@ -24,7 +32,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 LOCK_SUFFIX = ".lock"
+#: Set in a worker process's environment by the run that starts it: see holder_for_children.
+HOLDER_ENV = "DAQHUB_LOCK_HOLDER"
 _POLL_S = 0.02
+#: How long an attempt waits out probes (shared locks, see is_held) before it gives up.
+_PROBE_GRACE_S = 0.5
+_PROBE_RETRY_S = 0.001
+_BUSY = (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
 
 
 class FileLockError(RuntimeError):
@@ -48,13 +62,17 @@ class LockHolder:
     host: str
     since: str
     command: str
+    #: the worker process that holds the lock for the run ``pid`` names, e.g.
+    #: "worker 2 (pid 18827)"; "" when the holder is that process itself
+    via: str = ""
 
     def __str__(self) -> str:
         who = f"process {self.pid}" if self.pid is not None else "an unknown process"
         where = f" on {self.host}" if self.host else ""
         cmd = f" ({self.command})" if self.command else ""
+        via = f" through its {self.via}" if self.via else ""
         since = f" since {self.since}" if self.since else ""
-        return f"{who}{where}{cmd}{since}"
+        return f"{who}{where}{cmd}{via}{since}"
 
 
 def lock_path_for(path: Path) -> Path:
@@ -78,11 +96,16 @@ def read_holder(lock_path: Path) -> LockHolder | None:
     except ValueError:
         pid = None
     return LockHolder(pid, fields.get("host", ""), fields.get("since", ""),
-                      fields.get("command", ""))
+                      fields.get("command", ""), fields.get("via", ""))
 
 
 def is_held(lock_path: Path) -> bool:
-    """Whether some process holds the lock right now (a probe that takes nothing)."""
+    """Whether some process holds the lock right now.
+
+    ``flock`` cannot be asked without asking for a lock, so the probe takes a shared lock
+    for a few microseconds. Holders take only exclusive ones, so a holder that meets a shared
+    lock knows it met a probe and tries again (:func:`_take`) rather than call the file held.
+    """
     try:
         fd = os.open(lock_path, os.O_RDONLY)
     except OSError:
@@ -90,7 +113,7 @@ def is_held(lock_path: Path) -> bool:
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except OSError as exc:
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+        if exc.errno in _BUSY:
             return True
         raise
     else:
@@ -137,15 +160,17 @@ class FileLock:
 
     def _try_once(self) -> int | None:
         """One attempt: the fd holding the lock, or None when someone else has it."""
+        probes_until = time.monotonic() + _PROBE_GRACE_S
         while True:
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
+                taken = _take(fd, probes_until)
+            except BaseException:
                 os.close(fd)
-                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    return None
                 raise
+            if not taken:
+                os.close(fd)
+                return None
             # A releaser unlinks the lock file: if we locked an unlinked inode, the lock
             # protects nothing, so try again on whatever file now has the name.
             try:
@@ -159,9 +184,9 @@ class FileLock:
     def _record_holder(self) -> None:
         assert self._fd is not None
         since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        command = " ".join([_program(), *sys.argv[1:4]])[:200]
-        text = (f"pid={os.getpid()}\nhost={socket.gethostname()}\nsince={since}\n"
-                f"command={command}\n").encode()
+        pid, command, via = _holder_of_this_process()
+        text = (f"pid={pid}\nhost={socket.gethostname()}\nsince={since}\n"
+                f"command={command}\n" + (f"via={via}\n" if via else "")).encode()
         if os.fstat(self._fd).st_size:  # a crashed holder's record: replace it
             # only then: ext4 flushes a file truncated to 0 when it is closed, which made
             # taking and dropping a lock 0.3 ms instead of 0.03
@@ -201,6 +226,62 @@ class FileLock:
         fd = getattr(self, "_fd", None)
         if fd is not None:
             os.close(fd)
+
+
+def _take(fd: int, probes_until: float) -> bool:
+    """An exclusive lock on ``fd``; False when another holder has the file.
+
+    A refusal may come from a probe (:func:`is_held`'s shared lock): then a shared lock can be
+    had, and the attempt is repeated until ``probes_until``; a holder's exclusive lock refuses
+    the shared one too, which ends the attempt at once.
+    """
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError as exc:
+            if exc.errno not in _BUSY:
+                raise
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in _BUSY:
+                raise
+            return False
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        if time.monotonic() >= probes_until:
+            return False
+        time.sleep(_PROBE_RETRY_S)
+
+
+def holder_for_children(role: str) -> dict[str, str]:
+    """The environment to start a child process with (a worker, ``role`` "worker 2"): this
+    process's, plus :data:`HOLDER_ENV` so that the locks the child takes name this process,
+    the one a user can stop, with the child as detail."""
+    me = {"pid": os.getpid(), "command": _command(), "role": role}
+    return {**os.environ, HOLDER_ENV: json.dumps(me)}
+
+
+def _holder_of_this_process() -> tuple[int, str, str]:
+    """Pid, command and "via" detail of a lock record this process writes: its parent's,
+    when the parent named itself in :data:`HOLDER_ENV` (see :func:`holder_for_children`).
+
+    A value naming another process than the parent (inherited by a grandchild, or left
+    in a shell) is ignored: the record would name a process that does not hold the lock.
+    """
+    try:
+        parent = json.loads(os.environ.get(HOLDER_ENV) or "null")
+        pid, command, role = int(parent["pid"]), str(parent["command"]), str(parent["role"])
+    except (ValueError, TypeError, KeyError):
+        return os.getpid(), _command(), ""
+    if pid != os.getppid():
+        return os.getpid(), _command(), ""
+    return pid, command[:200], f"{role} (pid {os.getpid()})"[:200]
+
+
+def _command() -> str:
+    """What the record's ``command`` says: the program and its first arguments."""
+    return " ".join([_program(), *sys.argv[1:4]])[:200]
 
 
 def _program() -> str:

@@ -5,7 +5,9 @@ A lab may reach one device under several names: a ``/dev/serial/by-id/`` symlink
 two spellings of one simulated bus, ``GPIB::5`` and ``GPIB0::5::INSTR``. Two names of one device
 must share one resource (one gate, one lock record), or their transactions interleave on the
 wire. The managers and the lab-file validator key resources by :func:`serial_identity` and
-:func:`visa_identity`, and nothing else decides what "the same device" means.
+:func:`visa_identity`, and nothing else decides what "the same device" means. A VISA ``ASRL``
+resource on a local device path is that device's serial port under another name
+(:func:`visa_serial_identity`): it has the port's owner, and the port's worker process.
 
 What a name is opened with stays the name the lab gave (a stable by-id symlink is how an
 adapter that re-enumerates is found again); only the key is canonical.
@@ -174,3 +176,43 @@ def visa_identity(name: str) -> str:
     if parsed.interface_type == "ASRL" and isinstance(board, str) and board.startswith("/"):
         parsed.board = os.path.realpath(board)  # type: ignore[attr-defined]
     return str(parsed)
+
+
+def normalize_backend(backend: str) -> str:
+    """One spelling per VISA backend: ``@sim`` style names lower-cased, YAML paths made absolute.
+
+    pyvisa-sim keeps its state per YAML path string, so two spellings of one file would be two
+    simulated instruments; a bare ``x.yaml`` means ``x.yaml@sim``.
+    """
+    backend = backend.strip()
+    if not backend:
+        return ""
+    if backend.startswith("@"):
+        return backend.lower()
+    path, at, library = backend.rpartition("@")
+    if not at:
+        path, library = backend, ("sim" if backend.endswith((".yaml", ".yml")) else "")
+    path = os.path.normpath(os.path.abspath(path))
+    return f"{path}@{library}" if library else path
+
+
+def visa_serial_identity(name: str, backend: str) -> str | None:
+    """The :func:`serial_identity` of the local device a VISA ``ASRL`` resource opens
+    (``ASRL/dev/ttyUSB0::INSTR`` through ``@py``), else None.
+
+    Such a resource is the serial port of that device under another name: a daqhub process
+    that opens it through VISA and another that opens it as ``port = "/dev/ttyUSB0"`` would
+    interleave on one line, so both take the port's ownership record and are placed as one
+    device. None for other interfaces, for a numbered board (``ASRL1``: which device that is
+    only the VISA library knows) and on a simulated backend (``@sim`` opens no device).
+    """
+    if normalize_backend(backend).endswith("@sim"):
+        return None
+    try:
+        parsed = rname.parse_resource_name(name.strip())
+    except rname.InvalidResourceName as exc:
+        raise ValueError(f"malformed VISA resource name {name!r}: {exc}") from exc
+    board = getattr(parsed, "board", None)
+    if parsed.interface_type != "ASRL" or not isinstance(board, str) or not os.path.isabs(board):
+        return None
+    return serial_identity(board)

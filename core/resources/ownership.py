@@ -4,9 +4,10 @@ The operating system refuses a second exclusive open of a serial port (pyserial'
 ``exclusive=True`` takes ``flock`` on the device; ``TIOCEXCL`` makes the kernel refuse any
 further ``open`` by an unprivileged process), but its refusal does not say who holds the port.
 So a daqhub process also holds a :class:`~.filelock.FileLock` on a record named for the
-device's identity (:mod:`.identity`); the record says pid, host, command and since when, and
-the kernel drops the lock when the process dies, so a record left by a killed process is
-stale and simply taken over.
+device's identity (:mod:`.identity`); the record says pid, host, command and since when (a
+worker's names the ``daqhub run`` that started it: :mod:`.filelock`), and the kernel drops the
+lock when the process dies, so a record left by a killed process is stale and simply taken
+over. A VISA ``ASRL`` resource on a local device takes the record of that device's port.
 
 Where the record lives: beside the device when its directory is writable and is not under
 ``/dev`` (daqhub never writes into ``/dev``), else in the runtime directory
@@ -48,16 +49,20 @@ def record_path(identity: str) -> Path:
     return lock_dir() / (quote(identity, safe="") + LOCK_SUFFIX)
 
 
-def claim(identity: str, port: str) -> FileLock:
-    """Hold the record of ``identity`` for this process, or raise naming who holds it."""
+def claim(identity: str, port: str, what: str = "serial port") -> FileLock:
+    """Hold the record of ``identity`` for this process, or raise naming who holds it.
+
+    ``port`` is the name this process asked for and ``what`` the kind of resource it named
+    (a VISA ``ASRL`` resource claims its device's record too: :mod:`.visa`)."""
     target = record_path(identity)
     lock = FileLock(target.with_name(target.name.removesuffix(LOCK_SUFFIX)))
     try:
         lock.acquire()
     except FileLockError as exc:
         holder = str(exc.holder) if exc.holder else None
+        device = f" (device {identity})" if identity != port else ""
         raise ResourceBusyError(
-            f"serial port {port} is in use by {holder or 'another daqhub process'} "
+            f"{what} {port}{device} is in use by {holder or 'another daqhub process'} "
             f"(lock record {lock.lock_path}); stop that process or give this lab another port",
             resource=port, holder=holder) from None
     return lock

@@ -26,12 +26,16 @@ so another program's session is refused while this process holds the resource, a
 resource another program has locked is refused here with :class:`ResourceBusyError`. Not
 every backend can lock: pyvisa-sim has no locking (``NotImplementedError``) and pyvisa-py
 answers "operation not supported" for its session types; there the session is used
-unlocked and ``stats()["exclusive"]`` says why.
+unlocked and ``stats()["exclusive"]`` says why. VISA's lock binds only VISA sessions, so it
+does not stop a daqhub process opening the line as a serial port: an ``ASRL`` resource on a local
+device path (``ASRL/dev/ttyUSB0::INSTR``) therefore also holds that device's ownership record
+(:func:`.identity.visa_serial_identity`, :mod:`.ownership`), the one ``port = "/dev/ttyUSB0"``
+takes, from the first open to the close, and a second daqhub process is refused naming the
+holder whichever way either names the device.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -46,10 +50,12 @@ from .errors import (
     ResourceConfigConflictError,
     VisaDisconnectedError,
 )
+from .filelock import FileLock
 from .gate import DEFAULT_TIMEOUT_S, Gate, dump_gates
-from .identity import visa_identity
+from .identity import normalize_backend, visa_identity, visa_serial_identity
 from .lease import Leasable, Lease
 from .ordering import DEFAULT_CHECKER, VISA_ORDER, LockOrderChecker, default_owner
+from .ownership import claim
 from .shared import EventSource, SharedResource
 
 T = TypeVar("T")
@@ -77,25 +83,6 @@ def _connection_lost(exc: BaseException | None) -> bool:
             return True
         exc = exc.__cause__ or exc.__context__
     return False
-
-
-
-def normalize_backend(backend: str) -> str:
-    """One spelling per backend: ``@sim`` style names lower-cased, YAML paths made absolute.
-
-    pyvisa-sim keeps its state per YAML path string, so two spellings of one file would be two
-    simulated instruments; a bare ``x.yaml`` means ``x.yaml@sim``.
-    """
-    backend = backend.strip()
-    if not backend:
-        return ""
-    if backend.startswith("@"):
-        return backend.lower()
-    path, at, library = backend.rpartition("@")
-    if not at:
-        path, library = backend, ("sim" if backend.endswith((".yaml", ".yml")) else "")
-    path = os.path.normpath(os.path.abspath(path))
-    return f"{path}@{library}" if library else path
 
 
 _BUSY_CODES = (pyvisa.constants.StatusCode.error_resource_locked,
@@ -134,7 +121,8 @@ class SharedVisaResource(SharedResource[Any]):
     what = "VISA resource"
 
     def __init__(self, manager: VisaSessionManager, name: str, backend: str, gate: Gate,
-                 session: tuple[Any, str], settings: dict[str, Any]) -> None:
+                 session: tuple[Any, str], settings: dict[str, Any],
+                 record: FileLock | None = None) -> None:
         label = name if not backend else (
             f"{name}{backend}" if backend.startswith("@") else f"{name} ({backend})")
         super().__init__(label, manager, manager.default_timeout, manager.reconnect_initial_s,
@@ -148,6 +136,9 @@ class SharedVisaResource(SharedResource[Any]):
         self._manager = manager
         self._idn: str | None = None
         self._connected = True
+        #: the device's ownership record (an ASRL resource on a local device), kept across
+        #: reopens until the session is closed
+        self._record = record
 
     def __repr__(self) -> str:
         return f"<SharedVisaResource {self.label} via {self.gate.name}>"
@@ -205,6 +196,12 @@ class SharedVisaResource(SharedResource[Any]):
 
     def _current_handle(self) -> Any:
         return self._session
+
+    def release_record(self) -> None:
+        """Let go of the device's ownership record (once the session is closed)."""
+        record, self._record = self._record, None
+        if record is not None:
+            record.release()
 
     def query(self, command: str, *, owner: str | None = None, timeout: float | None = None,
               urgent: bool = False) -> str:
@@ -306,9 +303,19 @@ class VisaSessionManager(EventSource):
             res = self._resources.get((key_backend, canonical))
             if res is None:
                 rm = self._rm_locked(key_backend)
-                session = open_exclusive(rm, name.strip(), settings)
+                device = visa_serial_identity(canonical, key_backend)
+                # the record first, as for a serial port: a holder is named, not raced
+                record = (claim(device, name.strip(), SharedVisaResource.what) if device
+                          else None)
+                try:
+                    session = open_exclusive(rm, name.strip(), settings)
+                except BaseException:
+                    if record is not None:
+                        record.release()
+                    raise
                 gate = self._gate_locked(canonical, key_backend)
-                res = SharedVisaResource(self, canonical, key_backend, gate, session, settings)
+                res = SharedVisaResource(self, canonical, key_backend, gate, session, settings,
+                                         record)
                 self._resources[(key_backend, canonical)] = res
                 return res
         clash = {k: (res.settings.get(k), v) for k, v in settings.items()
@@ -361,6 +368,7 @@ class VisaSessionManager(EventSource):
                 res._session.close()
             except Exception as exc:
                 failed.append(f"{res.label} ({exc!r})")
+            res.release_record()
         for key, rm in rms:
             try:
                 rm.close()

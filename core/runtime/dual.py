@@ -574,9 +574,10 @@ class DualRuntimeManager:
         # 2. wait V4, then V2
         v4_stuck = self.v4.wait(left(self.phases.v4_s))
         v2_stuck = self.v2.wait(left(self.phases.v2_s))
-        if self.pool is not None:  # each worker runs these phases for its own shard
-            self.pool.stop(max(0.0, left(self.phases.total_s) - 2.0), report.forced, report.leaked,
-                           report.unclosed_resources, report.errors)
+        if self.pool is not None:  # each worker runs these phases for its own shard, within
+            # its share of the budget; the pool waits that share (workers.StopBudget)
+            self.pool.stop(report.forced, report.leaked, report.unclosed_resources,
+                           report.errors)
         # 3. force: unblock producers waiting on full queues, cancel actors, close hardware
         self.stop_event.set()
         if v4_stuck:
@@ -611,6 +612,8 @@ class DualRuntimeManager:
                                      "shutdown budget ran out while storage was behind")
             st.sub.close()
         self._close_sinks(report, deadline)
+        if self.pool is not None:  # the workers' processes exited meanwhile, or are leaked
+            report.leaked += self.pool.reap(left(self.phases.total_s))
         if self.bridge is not None and self.bridge.lost:
             report.errors.append(f"the bridge lost {self.bridge.lost} v2 read(s) to an error "
                                  "of its own (see the alarms)")

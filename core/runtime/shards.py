@@ -7,7 +7,12 @@ on one port or VISA resource (the same device, however it is spelled, by the
 identity the lab-file check uses; a VISA resource per VISA library, as the
 VISA manager keys its sessions), widened to the GPIB board or to all of VISA
 when ``visa_lock_scope`` says the VISA library must be serialized that way.
-An instrument without a transport is a group of its own.
+A VISA ``ASRL`` resource on a local device path is that device's serial port
+(:func:`~daqhub.resources.identity.visa_serial_identity`), so its group is the
+port's, whichever transport names it, unless all of VISA is one group (the
+lab-file check refuses a device opened both ways; one group keeps a lab that
+was not checked from having two workers race for the device). An instrument
+without a transport is a group of its own.
 
 Groups are placed largest first (by requested polls per second) on the least
 loaded worker, so N workers share the load about evenly. Asking for more
@@ -24,7 +29,7 @@ from pyvisa import rname
 
 from ..config import InstrumentConfig
 from ..resources import serial_identity, visa_identity
-from ..resources.visa import normalize_backend
+from ..resources.identity import normalize_backend, visa_serial_identity
 from ..specs import InstrumentType
 
 
@@ -56,6 +61,9 @@ def resource_group(inst: InstrumentConfig, itype: InstrumentType, visa_lock_scop
         backend = normalize_backend(str(inst.block.get("visa_backend", "@py")))
         if visa_lock_scope == "global":
             return "visa (global lock scope)"
+        device = visa_serial_identity(name, backend)
+        if device is not None:  # its board is the device, so under "board" scope too
+            return "serial " + device
         if visa_lock_scope == "board":
             parsed = rname.parse_resource_name(visa_identity(name))
             return f"visa board {parsed.interface_type}{getattr(parsed, 'board', '')}@{backend}"

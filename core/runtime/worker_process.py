@@ -9,8 +9,9 @@ its lab as the first message on the socket named by FD and builds everything
 again from it: the plugin host from the installed entry points, then an ordinary
 :class:`~.dual.DualRuntimeManager` for its shard's instruments, without
 storage or routines. The shared managers live here, so every instrument on one
-port or VISA resource is in this process and the device-ownership lock records
-(``core/resources/filelock.py``) name this process, the one holding the device.
+port or VISA resource is in this process, which holds the device-ownership lock
+records (``core/resources/filelock.py``); a record names the run that started it (the
+process a user can stop), with this worker as detail.
 
 Everything goes to the parent over one socket: unified batches as Arrow IPC
 streams, and pickled messages: ``started`` (per-instrument causes, empty when
@@ -33,13 +34,16 @@ import threading
 import time
 from collections.abc import Mapping
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from ..config import LabConfig
 from .broadcast import Subscription, SubscriptionClosed
 from .health import InstrumentHealth
+
+if TYPE_CHECKING:
+    from ..host import PluginHost
 
 BATCH = b"B"
 MESSAGE = b"M"
@@ -121,6 +125,17 @@ def health_state(h: InstrumentHealth, events_sent: int) -> dict[str, Any]:
             "new_events": list(h.events)[len(h.events) - new:] if new > 0 else []}
 
 
+def worker_host() -> PluginHost:
+    """The plugins a worker process has: those of the installed entry points, loaded afresh
+    (a plugin registered by hand in the parent's script is not among them). The parent
+    builds one too, to check before it spawns anything that each worker finds its types."""
+    from ..host import PluginHost
+
+    host = PluginHost()
+    host.load_entry_points()
+    return host
+
+
 class Outbox:
     """The one writer of the socket: batches from the pump, messages from anywhere.
 
@@ -193,12 +208,11 @@ class ShardRuntime:
     """A DualRuntimeManager for one shard, talking to the parent through an :class:`Outbox`."""
 
     def __init__(self, conn: Connection, lab: LabConfig, session_id: str) -> None:
-        from ..host import default_host
         from .dual import DualRuntimeManager
 
         self.conn = conn
         self.outbox = Outbox(conn)
-        self.rt = DualRuntimeManager(lab, default_host(), session_id=session_id)
+        self.rt = DualRuntimeManager(lab, worker_host(), session_id=session_id)
         self.pump = BatchPump(self.outbox)
         self.rt.taps.append(self.pump.sub)
         # plugin notifications go to the parent's plugins: one delivery per lab, not per shard

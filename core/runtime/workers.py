@@ -16,10 +16,14 @@ instruments ``failed``, as for a v4 actor. Every wait is bounded and its error
 names the worker, its process id and its instruments.
 
 At shutdown the parent sends ``stop`` and waits for the worker's ``stopped`` report or
-the end of its socket, whichever comes first. A worker whose socket ends without the
-report (it crashed in its shard's shutdown, in a driver's ``close()`` or after) is not
-restarted but named in the report's errors, with its exit status and instruments, and
-the run is not ok: its last samples and its shutdown report are lost.
+the end of its socket, whichever comes first, for as long as :class:`StopBudget` gives
+(the one rule sharing the lab's ``shutdown_timeout`` between a worker's own shutdown and
+the parent's wait for it); the silence that marks a running worker hung does not apply
+then, since a worker busy in a driver's slow ``close()`` sends nothing meanwhile. A worker
+whose socket ends without the report (it crashed in its shard's shutdown, in a driver's
+``close()`` or after) is not restarted but named in the report's errors, with its exit
+status and instruments, and the run is not ok: its last samples and its shutdown report
+are lost.
 """
 
 from __future__ import annotations
@@ -45,12 +49,13 @@ import pyarrow as pa
 
 from ..config import InstrumentConfig, LabConfig
 from ..measurement import ChannelSpec
+from ..resources.filelock import holder_for_children
 from ..specs import InstrumentType
 from .health import InstrumentHealth
 from .restarts import RestartPolicy, Restarts
 from .shards import Shard, plan
 from .v2 import CommandRejected
-from .worker_process import BATCH, decode_batches, encode, rebuild
+from .worker_process import BATCH, decode_batches, encode, rebuild, worker_host
 
 log = logging.getLogger("daqhub.workers")
 
@@ -64,6 +69,49 @@ HUNG_AFTER_S = 10.0
 SEND_TIMEOUT_S = 5.0
 COUNTERS = ("measurements", "errors", "refused_samples", "restarts", "reconnects",
             "events_total")
+#: the parent's part of a shutdown once its workers stopped (draining the bridge, closing
+#: storage): this long, or a quarter of a shorter ``shutdown_timeout``
+PARENT_PART_S = 2.0
+#: what a worker's report may take beyond its shard's own shutdown (its phases' last steps,
+#: its last batches and the report through the socket): this long, or a quarter of a shorter
+#: budget
+EXIT_PART_S = 1.0
+#: the least ``shutdown_timeout`` with which worker processes can be counted on to stop
+#: cleanly: a shard's quick shutdown (0.2-0.3 s) and its interpreter's exit after the report
+#: (0.2 s, 1.2 s with both cores busy; 2026-12 measurements) fit in less only on an idle box
+MIN_SHUTDOWN_S = 2.0
+
+
+@dataclass(frozen=True)
+class StopBudget:
+    """How a lab's ``shutdown_timeout`` is shared with its workers: the one rule for both
+    ends, so the parent never gives up on a worker still inside its own budget.
+
+    Each worker's shard shuts down within ``shard_s`` (its phases, its drivers' ``close()``)
+    and the parent waits ``wait_s`` for its report, the shard's budget and a margin; what is
+    left of the total is the parent's own part, during which the workers' processes exit
+    (:meth:`WorkerPool.reap`). (Sized apart, the worker had the total less 3 s, at least
+    1 s, and the parent the total less 2 s: with 2 s it killed every worker at once and no
+    driver's ``close()`` ran.)
+    """
+
+    total_s: float
+    shard_s: float
+    wait_s: float
+
+    @classmethod
+    def of(cls, total_s: float) -> StopBudget:
+        parent = min(PARENT_PART_S, total_s / 4)
+        exit_s = min(EXIT_PART_S, total_s / 4)
+        return cls(total_s, total_s - parent - exit_s, total_s - parent)
+
+    def too_short(self) -> str:
+        """Why workers cannot be counted on to stop cleanly in this budget, or ``""``."""
+        if self.total_s >= MIN_SHUTDOWN_S:
+            return ""
+        return (f"shutdown_timeout = {self.total_s:g} s is too short for worker processes to "
+                f"stop cleanly (at least {MIN_SHUTDOWN_S:g} s): raise it, or run with "
+                "workers = 1")
 
 
 @dataclass
@@ -103,7 +151,8 @@ class RemoteHealth(InstrumentHealth):
 
 
 def shard_lab(lab: LabConfig, shard: Shard, shutdown_s: float) -> LabConfig:
-    """The lab a worker runs: its instruments only, no routines, serving or storage."""
+    """The lab a worker runs: its instruments only, no routines, serving or storage, and its
+    shard's part of the shutdown budget (:attr:`StopBudget.shard_s`)."""
     ids = set(shard.ids)
     flavors = {f: dataclasses.replace(fc, instruments=[i for i in fc.instruments if i.id in ids])
                for f, fc in lab.flavors.items()}
@@ -121,7 +170,7 @@ class Worker:
     def __init__(self, pool: WorkerPool, shard: Shard) -> None:
         self.pool = pool
         self.shard = shard
-        self.lab = shard_lab(pool.lab, shard, max(1.0, pool.lab.shutdown_timeout - 3.0))
+        self.lab = shard_lab(pool.lab, shard, pool.budget.shard_s)
         self.process: Any = None
         self.conn: Any = None
         self.state = "starting"
@@ -171,7 +220,8 @@ class Worker:
         with child_end:  # closed here at once: the parent's end reads EOF when the child dies
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "daqhub.runtime.worker_process", str(child_end.fileno())],
-                pass_fds=(child_end.fileno(),), stdin=subprocess.DEVNULL, process_group=0)
+                pass_fds=(child_end.fileno(),), stdin=subprocess.DEVNULL, process_group=0,
+                env=holder_for_children(self.shard.name))  # its device records name the run
         parent_end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
                               struct.pack("ll", int(SEND_TIMEOUT_S), 0))
         self.conn = Connection(parent_end.detach())
@@ -217,7 +267,12 @@ class Worker:
         self.finished.set()
 
     def _read(self) -> None:
-        """Deliver what the worker sends until it is gone; kill it when it hangs."""
+        """Deliver what the worker sends until it is gone; kill it when it hangs.
+
+        Once the shutdown began, the budget (:meth:`WorkerPool.stop`) bounds the wait
+        instead: a worker in its own shutdown sends nothing until its report, for as long as
+        its drivers' ``close()`` take (the hung rule killed it there after 10 s, and its
+        report of what it forced was lost)."""
         limit = self.pool.policy.start_timeout_s + SPAWN_ALLOWANCE_S
         while True:
             try:
@@ -225,6 +280,8 @@ class Worker:
                     if not self.alive():
                         return
                     silent = time.monotonic() - self.heard_at
+                    if self.pool.stopping.is_set():
+                        continue  # the shutdown's budget bounds the wait now
                     if not self.started.is_set() and silent > limit:
                         self.kill(f"did not report within {limit:g} s that its instruments "
                                   "started")
@@ -378,6 +435,7 @@ class WorkerPool:
         self.lab = lab
         self.url_packages = list(url_packages)
         self.policy = RestartPolicy.from_config(lab.restart)
+        self.budget = StopBudget.of(lab.shutdown_timeout)
         self._publish = publish
         self.notify = notify
         self.on_event = on_event
@@ -402,9 +460,29 @@ class WorkerPool:
         self.health[inst.id] = RemoteHealth(inst.id, itype.name, inst.flavor)
         return self.health[inst.id]
 
+    def unloadable(self) -> dict[str, str]:
+        """The instruments whose type a worker process will not find, with why.
+
+        A worker loads its plugins from the installed entry points only (:func:`worker_host`),
+        so a type registered by hand in this process (``PluginHost.register`` in a script)
+        is not there; said here, before anything is spawned, rather than by each worker as
+        "not installed" about a type the script did register.
+        """
+        host = worker_host()
+        return {i.id: f"type {i.type} ({i.flavor}) is registered in this process but not "
+                      "installed as a distribution, so a worker process cannot load it; run "
+                      "with workers = 1 or install the plugin"
+                for i in self.instruments
+                if host.instrument_type(i.type, i.flavor, self.lab.providers.get(i.type)) is None}
+
     def start(self) -> dict[str, str]:
         """Spawn every worker and wait until each started its instruments: the causes of
         those that did not, per instrument (empty when all started)."""
+        causes = self.unloadable()
+        if causes:
+            return causes
+        if why := self.budget.too_short():
+            self.alarm("workers", why, None)
         shards = plan(self.instruments, self.types, self.lab.workers, self.lab.visa_lock_scope,
                       self.url_packages)
         if len(shards) < self.lab.workers:
@@ -417,7 +495,6 @@ class WorkerPool:
             w.spawn()
         limit = self.policy.start_timeout_s + SPAWN_ALLOWANCE_S + 1.0
         deadline = time.monotonic() + limit
-        causes: dict[str, str] = {}
         for w in self.workers:
             if not w.started.wait(max(0.0, deadline - time.monotonic())):
                 causes.update({i: f"{w.describe()} did not report within {limit:g} s that "
@@ -484,38 +561,54 @@ class WorkerPool:
         probe["reconnects"] += sum(h.reconnects for h in self.health.values())
         return probe
 
-    def stop(self, timeout: float, forced: list[str], leaked: list[str],
-             unclosed: list[str], errors: list[str]) -> None:
-        """Stop every worker within ``timeout``; what it could not do goes in the lists."""
-        deadline = time.monotonic() + timeout
+    def stop(self, forced: list[str], leaked: list[str], unclosed: list[str],
+             errors: list[str]) -> None:
+        """Stop every worker, waiting the budget's ``wait_s`` for its report; what it could
+        not do goes in the lists (with :meth:`StopBudget.too_short`'s advice when the budget
+        is why). Its process's exit is waited for later, by :meth:`reap`."""
+        advice = self.budget.too_short()
         self.stopping.set()
-
-        def left(cap: float) -> float:
-            return max(0.0, min(cap, deadline - time.monotonic()))
-
         for w in self.workers:
             if w.process is not None and w.alive():
                 try:
                     w.send(("stop",))
                 except (OSError, ValueError):
                     pass  # already gone: its thread reports it
+        deadline = time.monotonic() + self.budget.wait_s
+
+        def left(cap: float) -> float:
+            return max(0.0, min(cap, deadline - time.monotonic()))
+
         for w in self.workers:
             if w.process is None or w.state == "failed":
                 continue
-            wait = left(timeout)
             # its report, or the end of its socket: a worker that died ends the wait at once
-            killed = not w.finished.wait(wait) and w.alive()
+            killed = not w.finished.wait(left(self.budget.wait_s)) and w.alive()
             if killed:
-                forced.append(f"{w.describe()}: no shutdown report within {wait:.1f} s, "
-                              "killed")
+                forced.append(f"{w.describe()}: no shutdown report within "
+                              f"{self.budget.wait_s:g} s (its own shutdown had "
+                              f"{self.budget.shard_s:g} s), killed" + (advice and f"; {advice}"))
                 w.process.kill()
-            if not w.join(left(2.0) + 0.1):
-                leaked.append(f"worker process {w.describe()}")
-            w.thread.join(left(1.0) + 0.1)
+            w.thread.join(left(1.0) + 0.1)  # it ends with the socket, before the process
             if w.thread.is_alive():
                 leaked.append(f"reader thread of {w.shard.name}")
             elif w.cut_off and not killed:
+                w.join(left(1.0) + 0.1)  # it died: its exit status, for the report
                 errors.append(w.lost_in_shutdown())
             for key, out in (("forced", forced), ("leaked", leaked),
                              ("unclosed_resources", unclosed), ("errors", errors)):
                 out += [f"{w.shard.name}: {x}" for x in w.stop_report.get(key, [])]
+
+    def reap(self, timeout: float) -> list[str]:
+        """The worker processes still running ``timeout`` after the parent's own part of the
+        shutdown: leaked. A worker's interpreter exits after its report (0.2 s, 1.2 s with
+        both cores busy, for the modules it imported), so that exit overlaps the parent's
+        draining of storage rather than shortening the wait for the reports."""
+        advice = self.budget.too_short()
+        deadline = time.monotonic() + timeout
+        return [f"worker process {w.describe()}"
+                + (": still exiting after its shutdown report" if w.stopped.is_set() else "")
+                + (advice and f" ({advice})")
+                for w in self.workers
+                if w.process is not None and not w.join(max(0.0, deadline - time.monotonic())
+                                                         + 0.1)]

@@ -191,3 +191,27 @@ def test_two_spellings_of_one_simulated_bus_are_one_device(tmp_path: Path) -> No
     assert "'y' (line 10) and instrument 'x' (line 4) share a port" in problem.message
     assert "reach the same device, sim://esp300?name=bench" in problem.message
     assert "baudrate=19200 at line 4 vs 9600 at line 10" in problem.message
+
+
+def test_a_serial_port_and_a_visa_asrl_resource_on_one_device_are_refused(
+        host: PluginHost, tmp_path: Path) -> None:
+    target = tmp_path / "ttyUSB3"
+    target.touch()
+    link = tmp_path / "usb-FTDI_FT232R_C3D4-if00-port0"
+    link.symlink_to(target)
+    meter = {"id": "meter", "type": "acme.meter", "port": str(target)}
+    dmm = {"id": "dmm", "type": "acme.dmm", "resource": f"ASRL{link}::INSTR"}
+    text = lab_text(tmp_path, ("v2", meter), ("v4", dmm))
+    with pytest.raises(ConfigError) as info:
+        parse(text, "lab.toml", host, tmp_path)
+    [problem] = info.value.problems
+    assert problem.line == 9
+    assert "'dmm' (line 9) opens" in problem.message and "'meter' (line 4)" in problem.message
+    assert "as a VISA resource (@py)" in problem.message and "as a serial port" in problem.message
+    assert f"both reach the device {os.path.realpath(target)}" in problem.message
+    # two VISA entries on one device share one session; a simulator opens no device
+    twice = lab_text(tmp_path, ("v4", dmm), ("v4", {**dmm, "id": "dmm2",
+                                                    "resource": f"ASRL{target}::INSTR"}))
+    assert len(parse(twice, "lab.toml", host, tmp_path).instruments()) == 2
+    sim = lab_text(tmp_path, ("v2", meter), ("v4", {**dmm, "visa_backend": "@sim"}))
+    assert len(parse(sim, "lab.toml", host, tmp_path).instruments()) == 2

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import select
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -24,8 +27,9 @@ from daqhub.resources import (
     serial_identity,
     visa_identity,
 )
-from daqhub.resources.filelock import lock_path_for
-from daqhub.resources.ownership import LOCK_DIR_ENV, held_devices, holder, record_path
+from daqhub.resources.filelock import HOLDER_ENV, holder_for_children, lock_path_for
+from daqhub.resources.identity import visa_serial_identity
+from daqhub.resources.ownership import LOCK_DIR_ENV, claim, held_devices, holder, record_path
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -278,3 +282,201 @@ def test_a_driver_opening_a_managed_simulated_port_itself_is_refused(
     assert port.query(b"1TP?\r", terminator=b"\r\n")  # the manager's own line still works
     serial_mgr.close_all(5.0)
     serial.serial_for_url(url).close()  # free again once the manager let go
+
+
+# ---------------------------------------------------------------- a serial line through VISA
+
+def _asrl(path: str) -> str:
+    return f"ASRL{path}::INSTR"
+
+
+def test_a_visa_asrl_session_holds_its_devices_record_against_a_serial_port(
+        visa_mgr: VisaSessionManager, other_mgr: SerialPortManager,
+        pty_device: Callable[..., PtyDevice], tmp_path: Path) -> None:
+    dev = pty_device(link=tmp_path / "ttyLINK")
+    res = visa_mgr.resource(_asrl(dev.path), backend="@py", read_termination="\n",
+                            write_termination="\n")
+    assert res.query("Qvisa") == "Rvisa"
+    with pytest.raises(ResourceBusyError) as info:
+        other_mgr.port(dev.pty_path)  # another process naming the same line as a serial port
+    message = str(info.value)
+    assert dev.pty_path in message and f"process {os.getpid()} " in message, message
+    assert info.value.holder and str(os.getpid()) in info.value.holder
+    found = holder(serial_identity(dev.pty_path))
+    assert found is not None and found.pid == os.getpid()
+    assert res.query("Qstill") == "Rstill"  # the owner is unharmed
+    assert dev.requests == [b"Qvisa", b"Qstill"]  # nothing of the refused opener's reached it
+    assert visa_mgr.close_all(5.0) == []
+    assert held_devices() == {}
+    assert other_mgr.port(dev.path).query(b"Qnext\n", terminator=b"\n") == b"Rnext"
+
+
+def test_a_serial_ports_owner_refuses_a_visa_asrl_session_naming_itself(
+        serial_mgr: SerialPortManager, visa_mgr: VisaSessionManager,
+        pty_device: Callable[..., PtyDevice], tmp_path: Path) -> None:
+    dev = pty_device(link=tmp_path / "ttyLINK")
+    port = serial_mgr.port(dev.pty_path)
+    with pytest.raises(ResourceBusyError) as info:
+        visa_mgr.resource(_asrl(dev.path), backend="@py")
+    message = str(info.value)
+    assert message.startswith(f"VISA resource {_asrl(dev.path)} (device "), message
+    assert f"process {os.getpid()} " in message and os.path.realpath(dev.pty_path) in message
+    assert visa_mgr.resources() == []  # refused before anything was opened
+    assert port.query(b"Qok\n", terminator=b"\n") == b"Rok"
+    serial_mgr.close_all(5.0)
+    res = visa_mgr.resource(_asrl(dev.path), backend="@py", read_termination="\n",
+                            write_termination="\n")
+    assert res.query("Q1") == "R1"
+
+
+class _FakeSession:
+    def __init__(self) -> None:
+        self.closed = False
+
+    def lock_excl(self, timeout: int | None = None) -> None:
+        raise NotImplementedError
+
+    def query(self, command: str) -> str:
+        return "R" + command[1:]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class _FakeRm:
+    def open_resource(self, name: str, **settings: object) -> _FakeSession:
+        return _FakeSession()
+
+    def close(self) -> None:
+        pass
+
+
+SIM_ASRL = """\
+spec: "1.1"
+devices:
+  dev0:
+    eom:
+      ASRL INSTR:
+        q: "\\n"
+        r: "\\n"
+    dialogues:
+      - q: "Q1?"
+        r: "R1"
+resources:
+  ASRL1::INSTR:
+    device: dev0
+"""
+
+
+def test_simulated_numbered_and_other_visa_resources_take_no_record(
+        other_mgr: SerialPortManager, pty_device: Callable[..., PtyDevice], tmp_path: Path,
+        sim_backend: str) -> None:
+    dev = pty_device()
+    (tmp_path / "asrl.yaml").write_text(SIM_ASRL)
+    with VisaSessionManager(rm_factory=lambda key: _FakeRm()) as fake:
+        # a simulated backend opens no device, whatever the name says
+        assert fake.resource(_asrl(dev.pty_path), backend="@sim").query("Q2") == "R2"
+        assert fake.resource(_asrl(dev.pty_path), backend=f"{tmp_path}/x.yaml").query(
+            "Q3") == "R3"
+        with VisaSessionManager() as sim:
+            asrl = sim.resource("ASRL1::INSTR", backend=f"{tmp_path / 'asrl.yaml'}@sim",
+                                read_termination="\n", write_termination="\n")
+            gpib = sim.resource("GPIB0::5::INSTR", backend=sim_backend, read_termination="\n",
+                                write_termination="\n")
+            assert asrl.query("Q1?") == "R1" and gpib.query("Q1?") == "R1"
+            assert held_devices() == {}
+            assert other_mgr.port(dev.pty_path).query(b"Q4\n", terminator=b"\n") == b"R4"
+    assert visa_serial_identity(_asrl(dev.pty_path), "@py") == os.path.realpath(dev.pty_path)
+    assert visa_serial_identity(_asrl(dev.pty_path), "") == os.path.realpath(dev.pty_path)
+    for name, backend in ((_asrl(dev.pty_path), "@SIM"), ("ASRL1::INSTR", "@py"),
+                          ("GPIB0::5::INSTR", "@py"), ("TCPIP::10.0.0.2::INSTR", "@py")):
+        assert visa_serial_identity(name, backend) is None, (name, backend)
+
+
+# ---------------------------------------------------------------- who a worker's record names
+
+HOLD = textwrap.dedent("""
+    import sys
+    from daqhub.resources.ownership import claim
+    lock = claim(sys.argv[1], sys.argv[1])
+    print("held", flush=True)
+    sys.stdin.readline()  # until the test lets go
+""")
+
+
+def _holding_child(identity: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    child = subprocess.Popen([sys.executable, "-c", HOLD, identity], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert child.stdout is not None
+    ready, _, _ = select.select([child.stdout], [], [], 20)
+    line = child.stdout.readline() if ready else ""
+    if line != "held\n":
+        child.kill()
+        raise AssertionError(f"no record taken: {line!r} {child.communicate(timeout=10)}")
+    return child
+
+
+def _let_go(child: subprocess.Popen[str]) -> None:
+    child.communicate("\n", timeout=20)
+
+
+def test_a_worker_s_record_names_the_run_that_started_it(lock_dir: Path) -> None:
+    identity = "/dev/ttyWORKER-TEST"
+    env = {**holder_for_children("worker 2"), LOCK_DIR_ENV: str(lock_dir)}
+    child = _holding_child(identity, env)
+    try:
+        with pytest.raises(ResourceBusyError) as info:
+            claim(identity, "/dev/ttyWORKER-TEST")
+        message = str(info.value)
+        # the run (this process, which a user can stop) is the holder; the worker is detail
+        assert f"in use by process {os.getpid()} on " in message, message
+        assert f"through its worker 2 (pid {child.pid}) since " in message, message
+        found = holder(identity)
+        assert found is not None and found.pid == os.getpid()
+        assert found.via == f"worker 2 (pid {child.pid})"
+    finally:
+        _let_go(child)
+    assert holder(identity) is None
+
+
+def test_a_process_not_started_by_the_named_run_names_itself(lock_dir: Path) -> None:
+    identity = "/dev/ttyPLAIN-TEST"
+    # a value inherited from further up (this process's parent's), not the child's parent's
+    variable = {HOLDER_ENV: json.dumps({"pid": os.getppid(), "command": "daqhub run x.toml",
+                                        "role": "worker 1"})}
+    for env in ({**os.environ, LOCK_DIR_ENV: str(lock_dir)},
+                {**os.environ, LOCK_DIR_ENV: str(lock_dir), **variable}):
+        child = _holding_child(identity, env)
+        try:
+            found = holder(identity)
+            assert found is not None and found.pid == child.pid and found.via == ""
+            with pytest.raises(ResourceBusyError, match=f"in use by process {child.pid} on "):
+                claim(identity, identity)
+        finally:
+            _let_go(child)
+
+
+# ---------------------------------------------------------------- looking is not holding
+
+def test_a_probe_caught_looking_does_not_make_a_free_port_busy(lock_dir: Path) -> None:
+    identity = "/dev/ttyPROBED"
+    path = record_path(identity)
+    path.write_text("")
+    probe = os.open(path, os.O_RDONLY)
+    fcntl.flock(probe, fcntl.LOCK_SH)  # what holder() / `daqhub ports` holds while it looks
+    done = threading.Timer(0.05, lambda: (fcntl.flock(probe, fcntl.LOCK_UN), os.close(probe)))
+    done.start()
+    try:
+        lock = claim(identity, identity)  # the port is free: the probe is waited out
+    finally:
+        done.join(5)
+    try:
+        found = holder(identity)
+        assert found is not None and found.pid == os.getpid()  # the probe still sees a holder
+        start = time.monotonic()
+        with pytest.raises(ResourceBusyError, match=f"in use by process {os.getpid()} "):
+            claim(identity, identity)  # a real holder is refused at once, probes or not
+        assert time.monotonic() - start < 0.4
+    finally:
+        lock.release()
+    assert holder(identity) is None

@@ -1,5 +1,5 @@
-"""Instrument types whose worker process dies during the lab's shutdown, for
-``tests/runtime/test_workers.py``.
+"""Instrument types whose worker process dies, or takes long, during the lab's shutdown,
+for ``tests/runtime/test_workers.py``.
 
 Worker processes load their plugins from the installed entry points, so this one is
 installed as a real plugin would be (a dist-info with an entry point on PYTHONPATH, see
@@ -12,11 +12,15 @@ import os
 import signal
 import sys
 import threading
+import time
 from typing import Any
 
+import pyarrow as pa
+
 from daqhub.hookspecs import hookimpl
-from daqhub.instrument import V2Instrument, now_ns
+from daqhub.instrument import V2Instrument, V4Actor, now_ns
 from daqhub.measurement import ChannelSpec, Measurement, Scalar
+from daqhub.schema import build_batch
 from daqhub.specs import InstrumentType
 
 X = ChannelSpec("x", "scalar", "V")
@@ -47,6 +51,41 @@ class DiesAfterShutdown(Good):
         CLOSED.set()
 
 
+class LogsClose(Good):
+    """Takes its block's ``close_s`` to close, then appends ``<id> closed (pid P)`` to the
+    file ``$WORKER_FAULTS_LOG``: which driver's ``close()`` ran, and in which process."""
+
+    def close(self) -> None:
+        time.sleep(float(self.config.get("close_s", 0)))
+        with open(os.environ["WORKER_FAULTS_LOG"], "a") as log:
+            log.write(f"{self.id} closed (pid {os.getpid()})\n")
+
+
+#: how long a ``stuck_close`` instrument's close() takes: longer than any shutdown waits
+STUCK_S = 300.0
+
+
+class StuckCloseV2(Good):
+    """A vendor call in close() that does not return."""
+
+    def close(self) -> None:
+        time.sleep(STUCK_S)
+
+
+class StuckCloseV4(V4Actor):
+    """The same in a v4 driver: a blocking vendor call in its async close()."""
+
+    async def start(self) -> None:
+        self.n = 0
+
+    async def read(self) -> list[pa.RecordBatch]:
+        self.n += 1
+        return [build_batch(self.id, X, [now_ns()], [float(self.n)])]
+
+    async def close(self) -> None:
+        time.sleep(STUCK_S)  # blocks the event loop, as such a call does
+
+
 def _die_after_the_shard_shutdown() -> None:
     """In a worker process (``python -m daqhub.runtime.worker_process``): once a
     ``dies_after_shutdown`` instrument closed, the process is killed right after its shard's
@@ -72,10 +111,15 @@ _die_after_the_shard_shutdown()
 
 @hookimpl
 def daqhub_instrument_types() -> list[InstrumentType]:
-    return [InstrumentType(f"worker_faults.{name}", "v2", "none", cls, [X], doc,
-                           capabilities=("Readable",))
-            for name, cls, doc in (
-                ("good", Good, "reads a counter"),
-                ("dies_in_close", DiesInClose, "kills its process in close()"),
-                ("dies_after_shutdown", DiesAfterShutdown,
-                 "its process dies after its shard's shutdown"))]
+    return [InstrumentType(f"worker_faults.{name}", flavor, "none", cls, [X], doc,
+                           capabilities=("Readable",),
+                           config_schema={"type": "object",
+                                          "properties": {"close_s": {"type": "number"}}})
+            for name, flavor, cls, doc in (
+                ("good", "v2", Good, "reads a counter"),
+                ("dies_in_close", "v2", DiesInClose, "kills its process in close()"),
+                ("dies_after_shutdown", "v2", DiesAfterShutdown,
+                 "its process dies after its shard's shutdown"),
+                ("logs_close", "v2", LogsClose, "says when its close() ran"),
+                ("stuck_close", "v2", StuckCloseV2, "close() does not return"),
+                ("stuck_close", "v4", StuckCloseV4, "close() does not return"))]
