@@ -12,7 +12,8 @@ logging.getLogger("daqhub").addHandler(logging.NullHandler())
 # use, so ``import daqhub`` (and the CLI's start) stays cheap; everything else is internal.
 _PUBLIC = {
     "open_lab": "lab", "open_lab_async": "lab", "Lab": "lab", "Instrument": "lab",
-    "LiveData": "lab", "CommandNotSent": "lab", "ScanError": "scan",
+    "LiveData": "lab", "CommandNotSent": "lab", "CommandOutcomeUnknown": "instrument",
+    "ScanError": "scan",
     "ConfigError": "config", "DriverError": "instrument", "V2Instrument": "instrument",
     "V4Actor": "instrument", "Measurement": "measurement", "Columns": "measurement",
     "ChannelSpec": "measurement",

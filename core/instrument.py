@@ -70,6 +70,15 @@ class CommandRejected(RuntimeError):
     """
 
 
+class CommandOutcomeUnknown(RuntimeError):
+    """A command was sent, and what it did is not known: the process running it (a worker
+    process of ``[daqhub] workers = N``) died before it answered.
+
+    Unlike :class:`CommandRejected` it may have had its effect (a move started, a setting
+    taken), so a script must not simply send it again: ask the instrument where it is.
+    """
+
+
 class UnknownCommandError(CommandRejected, LookupError):
     """The instrument has no command of that name; the message lists the ones it has."""
 

@@ -13,8 +13,9 @@ Errors are the same in both flavors: the driver's own exception (e.g.
 :class:`~daqhub.instrument.DriverError`) as the driver raised it; an unknown
 command is an ``AttributeError`` before anything is sent; a command the
 runtime could not deliver (shutting down, failed actor, full queue) is a
-:class:`CommandNotSent`; no answer in time is a ``TimeoutError`` naming the
-instrument, the command and what it was busy with.
+:class:`CommandNotSent`; one whose worker process died before answering is a
+:class:`~daqhub.instrument.CommandOutcomeUnknown` (it may have run); no answer in time
+is a ``TimeoutError`` naming the instrument, the command and what it was busy with.
 """
 
 from __future__ import annotations

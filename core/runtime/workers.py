@@ -48,6 +48,7 @@ from typing import Any
 import pyarrow as pa
 
 from ..config import InstrumentConfig, LabConfig
+from ..instrument import CommandOutcomeUnknown
 from ..measurement import ChannelSpec
 from ..resources.filelock import holder_for_children
 from ..specs import InstrumentType
@@ -162,6 +163,11 @@ def shard_lab(lab: LabConfig, shard: Shard, shutdown_s: float) -> LabConfig:
 
 class WorkerFailed(CommandRejected):
     """A command could not reach its instrument: the worker process died or is restarting."""
+
+
+class WorkerLost(CommandOutcomeUnknown):
+    """A command was sent to a worker process that ended before it answered: it may have
+    run (a ``CommandNotSent`` here made a script that retries repeat a move)."""
 
 
 class Worker:
@@ -347,7 +353,8 @@ class Worker:
             waiting, self.pending = list(self.pending.values()), {}
         for iid, fut in waiting:
             if not fut.done():
-                fut.set_exception(WorkerFailed(f"{iid}: {why} ({self.describe()})"))
+                fut.set_exception(WorkerLost(f"{iid}: {why} before it answered, so whether "
+                                             f"the command ran is unknown ({self.describe()})"))
 
     def ended_how(self) -> str:
         """How the process ended, for reports: why the parent killed it, else its exit

@@ -441,6 +441,35 @@ poll_hz = 50
         assert outcome["bad"]["problem"] == "did not stop (left running)"
 
 
+@pytest.mark.timeout(180)
+def test_a_command_its_worker_died_in_is_of_unknown_outcome_not_unsent(
+        worker_faults: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command that reached its worker, which then died, was CommandNotSent ("could not
+    deliver"): a script retrying on it would repeat a move that may have started."""
+    log = tmp_path / "held.txt"
+    monkeypatch.setenv("WORKER_FAULTS_LOG", str(log))
+    text = faults_lab(tmp_path, 2, 15, [("a", "v2", "good", ""), ("b", "v2", "good", "")])
+    text = text.replace("[[v2.instruments]]", "[daqhub.restart]\nbackoff_first_s = 30\n"
+                        "[[v2.instruments]]", 1)
+    with daqhub.open_lab(text, host=worker_faults, report=None) as lab:
+        rt = lab.rt
+        wait_until(lambda: rt.health_of("a").state == "running", "a running", timeout=60)
+        worker = rt.pool.owner["a"]
+        pid = worker.process.pid
+        sent = lab["a"].send("hold", 60)
+        wait_until(lambda: log.exists() and f"a hold began (pid {pid})" in log.read_text(),
+                   "the command running in its worker", timeout=30)
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(daqhub.CommandOutcomeUnknown,
+                           match=r"^a: its worker process was killed by signal 9 before it "
+                                 r"answered, so whether the command ran is unknown") as info:
+            lab["a"].result(sent, "hold", 30)
+        assert not isinstance(info.value, daqhub.CommandNotSent)
+        wait_until(lambda: rt.health_of("a").state == "restarting", "a restarting", timeout=30)
+        with pytest.raises(daqhub.CommandNotSent, match="worker process is restarting"):
+            lab["a"].hold(0)  # one that never left: not sent, as before
+
+
 def closed_in(log: Path) -> list[str]:
     """The ``logs_close`` instruments whose ``close()`` ran, with the process it ran in."""
     return sorted(log.read_text().splitlines()) if log.exists() else []

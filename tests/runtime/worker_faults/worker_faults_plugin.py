@@ -36,6 +36,14 @@ class Good(V2Instrument):
         self.n += 1
         return [Measurement(self.id, "x", now_ns(), Scalar(float(self.n), "V"))]
 
+    def hold(self, seconds: float) -> str:
+        """Appends ``<id> hold began (pid P)`` to ``$WORKER_FAULTS_LOG``, then takes
+        ``seconds``: a command its worker process can die in."""
+        with open(os.environ["WORKER_FAULTS_LOG"], "a") as log:
+            log.write(f"{self.id} hold began (pid {os.getpid()})\n")
+        time.sleep(seconds)
+        return "held"
+
 
 class DiesInClose(Good):
     """A vendor library that takes its process down when the device is closed."""
