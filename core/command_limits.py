@@ -9,15 +9,26 @@ says so.
 
 The Lab API (:meth:`daqhub.lab.Instrument.wait_limit`) and the live data service's remote
 ``call`` use these numbers; a remote caller cannot choose how long the service waits.
+
+How a caller tells its own wait running out from the driver's timeout: :func:`result_within`
+(:func:`aresult_within` in a coroutine) raises :class:`NoResult`, which no driver raises. A
+driver's ``DriverTimeoutError`` is a ``TimeoutError`` too, and so is
+``concurrent.futures.TimeoutError`` since Python 3.11, so ``except TimeoutError`` around
+``fut.result(limit)`` took an Elliptec module's "no reply from address 2 within 1.00 s"
+for the caller's own wait and replaced it with "no result within 60 s".
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from .commands import command_signature
 from .resources.timeouts import MAX_TIMEOUT_S
+
+T = TypeVar("T")
 
 #: How long a command may take when the driver method has no ``timeout`` of its own.
 COMMAND_TIMEOUT_S = 60.0
@@ -45,3 +56,32 @@ def limit_for(own: Any) -> float:
     if isinstance(own, int | float) and 0 <= own <= MAX_TIMEOUT_S:  # not NaN, inf, 1e12
         return float(own) + TIMEOUT_MARGIN_S
     return COMMAND_TIMEOUT_S
+
+
+class NoResult(TimeoutError):
+    """The caller's wait for a command's result ran out (raised by :func:`result_within`,
+    never by a driver)."""
+
+
+def result_within(fut: concurrent.futures.Future[T], limit: float) -> T:
+    """``fut``'s result, or what it raised (a driver's own timeout error among them); a
+    :class:`NoResult` when it has not finished within ``limit`` seconds."""
+    done, _ = concurrent.futures.wait((fut,), limit)
+    if not done:
+        raise NoResult(f"no result within {limit:g} s")
+    return fut.result()
+
+
+async def aresult_within(fut: concurrent.futures.Future[T], limit: float) -> T:
+    """:func:`result_within` for a coroutine: the loop is not blocked meanwhile, and a
+    cancelled caller cancels the command if it has not started."""
+    wrapped = asyncio.wrap_future(fut)
+    try:
+        done, _ = await asyncio.wait((wrapped,), timeout=limit)
+    except asyncio.CancelledError:
+        wrapped.cancel()
+        raise
+    if not done:
+        wrapped.cancel()
+        raise NoResult(f"no result within {limit:g} s")
+    return wrapped.result()

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import pyarrow as pa
 
 from . import tomlwrite
-from .command_limits import wait_limit
+from .command_limits import NoResult, aresult_within, result_within, wait_limit
 from .commands import argument_problem, command_names, driver_class
 from .config import LabConfig, load, output_override, parse
 from .host import PluginHost, default_host
@@ -124,10 +124,33 @@ class _AsyncOpen:
     def __init__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self.args, self.kwargs = args, kwargs
         self.lab: Lab | None = None
+        self._lock = threading.Lock()
+        self._abandoned = False
 
     async def _open(self) -> Lab:
-        self.lab = await asyncio.to_thread(open_lab, *self.args, **self.kwargs)
-        return self.lab
+        """The lab, opened on a thread; a caller cancelled meanwhile (a timeout, Ctrl-C, a
+        failing sibling task) has it closed as soon as it is open. The open cannot be
+        interrupted, and a lab nobody holds kept its ports, threads and files for good."""
+        try:
+            lab = await asyncio.to_thread(self._open_unless_abandoned)
+        except asyncio.CancelledError:
+            with self._lock:
+                self._abandoned = True
+                opened, self.lab = self.lab, None
+            if opened is not None:  # it opened as the caller gave up: close it off the loop
+                threading.Thread(target=opened.close, name="daqhub-abandoned-lab").start()
+            raise
+        assert lab is not None
+        return lab
+
+    def _open_unless_abandoned(self) -> Lab | None:
+        lab = open_lab(*self.args, **self.kwargs)
+        with self._lock:
+            if not self._abandoned:
+                self.lab = lab
+                return lab
+        lab.close()
+        return None
 
     def __await__(self) -> Any:
         return self._open().__await__()
@@ -202,8 +225,8 @@ class Instrument:
     def result(self, fut: concurrent.futures.Future[Any], method: str, limit: float) -> Any:
         """Wait for a sent command's result (at most ``limit`` s), in the one error vocabulary."""
         try:
-            value = fut.result(limit)
-        except concurrent.futures.TimeoutError:
+            value = result_within(fut, limit)
+        except NoResult:
             fut.cancel()
             raise self._timeout(method, limit) from None
         except (CommandRejected, ActorFailed) as exc:
@@ -214,8 +237,8 @@ class Instrument:
     async def _await(self, fut: concurrent.futures.Future[Any], method: str, limit: float
                      ) -> Any:
         try:
-            value = await asyncio.wait_for(asyncio.wrap_future(fut), limit)
-        except TimeoutError:
+            value = await aresult_within(fut, limit)
+        except NoResult:
             raise self._timeout(method, limit) from None
         except (CommandRejected, ActorFailed) as exc:
             raise CommandNotSent(str(exc)) from None

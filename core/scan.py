@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import pyarrow as pa
 
+from .command_limits import NoResult, result_within
 from .measurement import ChannelSpec, Columns, Image, Measurement, Scalar, Spectrum
 from .records import PointsRun, SessionRecords
 from .resources.timeouts import MAX_TIMEOUT_S
@@ -266,8 +267,8 @@ class RuntimeCommands:
     def result(self, iid: str, fut: concurrent.futures.Future[Any], method: str,
                limit: float) -> Any:
         try:
-            value = fut.result(limit)
-        except concurrent.futures.TimeoutError:
+            value = result_within(fut, limit)
+        except NoResult:
             fut.cancel()
             raise TimeoutError(f"{iid}.{method}: no result within {limit:g} s") from None
         self.rt.command_done(iid, method)

@@ -17,9 +17,9 @@ import sys
 import threading
 import time
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
+from ..command_limits import NoResult, result_within
 from ..instrument import (
     CommandRejected,
     UnknownCommandError,
@@ -295,8 +295,8 @@ class V2Runtime:
         worker = self.workers[instrument_id]
         fut = worker.submit(method, *args, **kwargs)
         try:
-            return fut.result(timeout)
-        except FutureTimeout:
+            return result_within(fut, timeout)
+        except NoResult:
             fut.cancel()
             raise TimeoutError(f"{instrument_id}.{method}: no result within {timeout} s (its "
                                f"thread is busy in {worker.busy_in or 'its poll loop'!r})"

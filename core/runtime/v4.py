@@ -34,6 +34,7 @@ from typing import Any, Protocol, TypeVar
 
 import pyarrow as pa
 
+from ..command_limits import NoResult, result_within
 from ..instrument import (
     CommandRejected,
     UnknownCommandError,
@@ -574,8 +575,8 @@ class V4Runtime:
         """Call an actor method from any thread and wait for its result."""
         fut = self.ask_future(instrument_id, method, *args, **kwargs)
         try:
-            return fut.result(timeout)
-        except concurrent.futures.TimeoutError:
+            return result_within(fut, timeout)
+        except NoResult:
             fut.cancel()
             busy = self.runners[instrument_id].busy_in
             raise TimeoutError(f"{instrument_id}.{method}: no result within {timeout} s (the "

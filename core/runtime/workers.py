@@ -47,6 +47,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from ..command_limits import NoResult, result_within
 from ..config import InstrumentConfig, LabConfig
 from ..instrument import CommandOutcomeUnknown
 from ..measurement import ChannelSpec
@@ -550,8 +551,8 @@ class WorkerPool:
              timeout: float) -> Any:
         fut = self.submit(iid, method, *args, **kwargs)
         try:
-            return fut.result(timeout)
-        except concurrent.futures.TimeoutError:
+            return result_within(fut, timeout)
+        except NoResult:
             fut.cancel()
             raise TimeoutError(f"{iid}.{method}: no result within {timeout:g} s from "
                                f"{self.owner[iid].describe()}") from None

@@ -9,13 +9,15 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from daqhub.instrument import DriverError, V2Instrument, V4Actor, now_ns
+from daqhub.instrument import DriverError, DriverTimeoutError, V2Instrument, V4Actor, now_ns
 from daqhub.measurement import ChannelSpec, Measurement, Scalar
 from daqhub.schema import build_batch
 from daqhub.specs import InstrumentType
 
 CHANNELS = [ChannelSpec("position", "scalar", "mm", "float64")]
 LIMIT = 25.0
+#: home(timeout) shorter than this: the driver's own timeout error, as a lost reply gives
+HOME_TAKES_S = 1.0
 #: the limited stage as a lab-file block, in either flavor (``.format(flavor=...)``)
 LIMITED_TOML = '''
 [[{flavor}.instruments]]
@@ -46,6 +48,8 @@ class LimitedV2(V2Instrument):
         self.move_absolute(self.position_mm + distance)
 
     def home(self, timeout: float = 30.0) -> None:
+        if timeout < HOME_TAKES_S:
+            raise DriverTimeoutError(self.id, "OR", f"not home within {timeout:g} s")
         self.position_mm = 0.0
 
     def is_moving(self) -> bool:
@@ -80,6 +84,8 @@ class LimitedV4(V4Actor):
         await self.move_absolute(self.position_mm + distance)
 
     async def home(self, timeout: float = 30.0) -> None:
+        if timeout < HOME_TAKES_S:
+            raise DriverTimeoutError(self.id, "OR", f"not home within {timeout:g} s")
         self.position_mm = 0.0
 
     async def is_moving(self) -> bool:

@@ -11,16 +11,18 @@ import textwrap
 import time
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import h5py
 import pyarrow as pa
 import pytest
 from lab_texts import optics_lab
+from polling import wait_until
 
 import daqhub
 from daqhub.config import ConfigError, load
 from daqhub.host import PluginHost
-from daqhub.instrument import DriverError
+from daqhub.instrument import DriverError, DriverTimeoutError
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -142,6 +144,61 @@ def test_handles_work_alike_in_both_flavors(tmp_path: Path, host: PluginHost) ->
     for iid in ("stage2", "stage4"):  # after closing, both flavors refuse the same way
         with pytest.raises(daqhub.CommandNotSent, match="shutting down"):
             lab[iid].position()
+
+
+def test_a_drivers_own_timeout_reaches_the_script_as_the_driver_raised_it(
+        tmp_path: Path, host: PluginHost) -> None:
+    """A DriverTimeoutError is a TimeoutError, as the caller's own wait running out is (and
+    concurrent.futures.TimeoutError is TimeoutError): the Lab API took the driver's "no
+    reply from address 2 within 1.00 s" for its own wait and raised "no result within
+    60 s", not a DriverError; a scan did the same with a mover's error."""
+    own = r"^stage\d: 'OR': not home within 0.5 s$"
+
+    async def awaited(lab: Any) -> None:
+        with pytest.raises(DriverTimeoutError, match=own):
+            await lab["stage4"].home(0.5)
+
+    with daqhub.open_lab(optics_lab(tmp_path, "v2", extra=BOTH), host=host,
+                         report=None) as lab:
+        for iid in ("stage2", "stage4"):
+            with pytest.raises(DriverTimeoutError, match=own) as info:
+                lab[iid].home(0.5)
+            assert isinstance(info.value, DriverError)
+            with pytest.raises(DriverTimeoutError, match=own):
+                lab[iid].result(lab[iid].send("home", 0.5), "home", 30)
+    async_text = optics_lab(tmp_path / "async", "v4", extra=BOTH)
+
+    async def main() -> None:
+        async with daqhub.open_lab_async(async_text, host=host, report=None) as lab:
+            await awaited(lab)
+    asyncio.run(main())
+
+
+def test_a_lab_whose_opener_gave_up_is_closed_once_open(tmp_path: Path,
+                                                        host: PluginHost) -> None:
+    """A task cancelled while ``open_lab_async`` was opening (a timeout, Ctrl-C, a failing
+    sibling task) left the lab running with nobody to close it: instruments polling, ports
+    held, session files never closed."""
+    out = tmp_path / "data"
+    text = optics_lab(out, "v2", extra=BOTH)
+
+    async def experiment() -> None:
+        async with daqhub.open_lab_async(text, host=host, report=None) as lab:
+            await asyncio.sleep(60)  # (only if it opened before the timeout)
+            raise AssertionError(lab)
+
+    async def main() -> None:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(experiment(), 0.05)
+    asyncio.run(main())
+
+    def closed() -> bool:
+        files = list(out.glob("v2/*/session.h5"))
+        if not files or list(out.glob("**/*.lock")):
+            return False
+        with h5py.File(files[0], "r") as f:
+            return int(f.attrs["closed"]) == 1
+    wait_until(closed, "the abandoned lab's session closed", timeout=60)
 
 
 def test_live_data_waits_for_the_chosen_instruments(tmp_path: Path, host: PluginHost) -> None:
