@@ -452,6 +452,14 @@ def visa_resource_problem(resource: str) -> str | None:
     return c.problems[0].message if c.problems else None
 
 
+def finite_problem(value: Any, name: str) -> str | None:
+    """Why ``value`` (a number, or a list or table of them) is refused as not finite, or
+    None: the lab file's own rule, for tools that ask for one value (``daqhub new``)."""
+    c = _Collector("", {})
+    _check_finite(c, value, (name,))
+    return c.problems[0].message if c.problems else None
+
+
 def _check_visa(c: _Collector, resource: str, path: Sequence[Any]) -> None:
     from pyvisa import rname
     example = "e.g. GPIB0::5::INSTR, TCPIP::10.0.0.2::INSTR, ASRL/dev/ttyUSB0::INSTR"
@@ -514,6 +522,7 @@ def validate(data: Mapping[str, Any], text: str, file: str, host: PluginHost,
         if isinstance(daq.get("providers"), dict) else {}
     types = chosen_types(c, host, providers)
     type_names = sorted({n for n, _ in types} | {n for n, _ in types.clashes})
+    unloaded = _unloaded_plugins(host)
     seen_ids: dict[str, tuple[str, int]] = {}
     flavors: dict[str, FlavorConfig] = {}
     storage_tbl = data.get("storage", {})
@@ -546,7 +555,8 @@ def validate(data: Mapping[str, Any], text: str, file: str, host: PluginHost,
             if not isinstance(block, dict):
                 c.add(path, f"[[{flavor}.instruments]] entries must be tables")
                 continue
-            inst = _check_instrument(c, block, path, flavor, types, type_names, seen_ids)
+            inst = _check_instrument(c, block, path, flavor, types, type_names, seen_ids,
+                                     unloaded)
             if inst:
                 instruments.append(inst)
                 check_channels(c, types, inst, path)
@@ -676,8 +686,10 @@ def _check_steps(c: _Collector, routine: Mapping[str, Any], path: tuple[Any, ...
 
 def _check_instrument(c: _Collector, block: Mapping[str, Any], path: tuple[Any, ...],
                       flavor: str, types: ChosenTypes,
-                      type_names: Sequence[str], seen_ids: dict[str, tuple[str, int]]
-                      ) -> InstrumentConfig | None:
+                      type_names: Sequence[str], seen_ids: dict[str, tuple[str, int]],
+                      unloaded: Sequence[str]) -> InstrumentConfig | None:
+    """``unloaded``: the plugins whose types are missing (_unloaded_plugins); one of them
+    may declare a type the lab names, and only its own error says why the type is unknown."""
     line = _line_of(c.where, path)
     iid = block.get("id")
     ok = True
@@ -723,11 +735,13 @@ def _check_instrument(c: _Collector, block: Mapping[str, Any], path: tuple[Any, 
             c.add((*path, "type"), f"type {tname!r} has no {flavor} flavor",
                   f"it has {', '.join(other)}: move it to [[{other[0]}.instruments]]")
         else:
-            c.add((*path, "type"), f"unknown instrument type {tname!r}",
-                  firstparty.missing_provider(firstparty.type_provider(tname), tname) or
-                  _did_you_mean(tname, type_names) or
-                  (f"installed types: {', '.join(type_names)}" if type_names
-                   else "no instrument types are installed"))
+            c.add((*path, "type"), f"unknown instrument type {tname!r}" + (
+                  f"; plugins that failed to load: {'; '.join(unloaded)}" if unloaded else ""),
+                  (firstparty.missing_provider(firstparty.type_provider(tname), tname) or
+                   _did_you_mean(tname, type_names) or
+                   (f"installed types: {', '.join(type_names)}" if type_names
+                    else "no instrument types are installed"))
+                  + ("; daqhub plugins lists every plugin problem" if unloaded else ""))
         return None
     before = len(c.problems)
     _schema_problems(c, block, instrument_schema(t, core_checks=False), path)
@@ -744,6 +758,15 @@ def _check_instrument(c: _Collector, block: Mapping[str, Any], path: tuple[Any, 
     if not ok or len(c.problems) > before:
         return None
     return InstrumentConfig(str(iid), tname, flavor, block, line)
+
+
+def _unloaded_plugins(host: PluginHost) -> list[str]:
+    """The plugins whose instrument types are missing, each with why: not loaded (an import
+    that failed, a daqhub version it does not support, a broken hook), or its types hook
+    failed."""
+    loaded = {(info.distribution, info.name) for info in host.plugins.values()}
+    return [str(p) for p in host.problems if (p.distribution, p.plugin) not in loaded
+            or "daqhub_instrument_types" in p.error]
 
 
 def resolve_visa_backend(backend: str, base_dir: Path) -> tuple[str, str]:
@@ -782,6 +805,7 @@ def parse(text: str | bytes, file: str, host: PluginHost, base_dir: Path | None 
             line = raw[: exc.start].count(b"\n") + 1
             raise ConfigError([Problem(file, line, f"not UTF-8 text: {exc.reason} at byte "
                                                    f"{exc.start}")]) from None
+    text = text.removeprefix("\ufeff")  # a byte order mark, as Windows editors write one
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -16,7 +16,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .. import __version__
 from ..host import SLOW_IMPORT_S, PluginError, PluginHost
@@ -68,11 +68,19 @@ def _host(args: argparse.Namespace) -> PluginHost:
     """The host loaded by main(); in --strict mode any plugin problem so far is fatal."""
     host: PluginHost = args.host
     if args.strict:
-        host.instrument_types(), host.storage_backends(), host.converters()  # every step first
-        host.strict = True
-        if host.problems:
-            raise PluginError(host.problems)
+        _strict(host)
     return host
+
+
+def _strict(host: PluginHost) -> None:
+    """--strict: every collecting step runs first (a hook's problems are known only once it
+    has been called), so that the PluginError lists every plugin problem; later ones raise
+    too."""
+    host.instrument_types(), host.storage_backends(), host.converters()
+    host.serial_url_packages(), host.cli_commands()
+    host.strict = True
+    if host.problems:
+        raise PluginError(host.problems)
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -177,12 +185,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_view(args: argparse.Namespace) -> int:
     from ..web.view import main as view_main
 
+    _host(args)  # --strict
     return view_main(args)
 
 
 def cmd_ports(args: argparse.Namespace) -> int:
     from .ports import list_ports
 
+    _host(args)  # --strict
     return list_ports(args.backend, args.json, args.device)
 
 
@@ -307,20 +317,31 @@ def build_parser(host: PluginHost | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("migrate", help="convert a v2-only lab file to v4 where possible",
                        description="Move every instrument whose type has a v4 flavor from "
-                                   "[[v2.instruments]] to [[v4.instruments]], keep the others, "
-                                   "and list what could not be converted and why. Comments "
-                                   "and layout are kept; a changed storage backend is named. "
-                                   "The result is validated before it is written.")
+                                   "[[v2.instruments]] to [[v4.instruments]] (enabling [v4] "
+                                   "if it was disabled), keep the others, and list what could "
+                                   "not be converted and why. Comments and layout are kept; a "
+                                   "changed storage backend is named. Written to another "
+                                   "directory, the paths the lab gives relative to its file "
+                                   "are rewritten to name the same places. The lab is "
+                                   "validated first (its problems, or instruments written as "
+                                   "an inline array: exit 2) and the result as "
+                                   "it will be read, from where it is written, before it is "
+                                   "written (exit 1 if it does not validate); the file is "
+                                   "replaced whole or not at all.")
     p.add_argument("lab", type=path_named("lab file"), help="the v2 lab file")
     p.add_argument("-o", "--output", metavar="FILE", type=path_named("output file"),
                    help="where to write the new lab (default: print it)")
     p.add_argument("--force", action="store_true", help="overwrite an existing FILE")
+    p.add_argument("--offline", action="store_true",
+                   help="as validate --offline: no checks that serial devices exist or "
+                        "output directories can be written (away from the lab PC)")
     p.set_defaults(func=cmd_migrate)
 
     p = sub.add_parser("new", help="build a lab file interactively",
                        description="Ask for instruments one by one (type, connection, "
                                    "options) from the installed plugins, validating each "
-                                   "answer; works with piped answers.")
+                                   "answer; works with piped answers. Text with escapes is "
+                                   "typed in double quotes, as JSON (\"\\r\\n\").")
     p.add_argument("-o", "--output", metavar="FILE", default="lab.toml",
                    type=path_named("output file"),
                    help="file to write (default lab.toml)")
@@ -368,6 +389,22 @@ def _exit_code(command: str, result: object) -> int:
     return EXIT_PLUGINS
 
 
+def _plugin_command(host: PluginHost, name: str, main: Callable[[list[str]], object],
+                    argv: list[str]) -> int:
+    """Run a plugin's command; one that raises is the plugin's failure, said in one line
+    with the plugin's name (a traceback read as daqhub's own crash)."""
+    try:
+        return _exit_code(name, main(argv))
+    except BrokenPipeError:
+        raise  # the reader went away: main() ends quietly
+    except Exception as exc:
+        owner = next((f"{i.distribution} {i.version}" for i in host.plugins.values()
+                      if name in host.cli_commands_of(i.distribution)), "?")
+        print(f"daqhub {name}: plugin {owner}'s command {name!r} failed: "
+              f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+
+
 def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "--version"):  # no plugin import to wait for
@@ -381,12 +418,16 @@ def _main(argv: Sequence[str] | None) -> int:
     # Commands with their own argument parser get everything after their name untouched
     # (argparse would take their --help as ours).
     rest = argv[1:] if argv[:1] == ["--strict"] else argv
-    delegated = {name: c.main for name, c in host.cli_commands().items()}
-    delegated["inspect"] = _inspect_main
-    if rest and rest[0] in delegated:
-        if rest is not argv and host.problems:
-            return _plugin_problems(PluginError(host.problems))
-        return _exit_code(rest[0], delegated[rest[0]](rest[1:]))
+    plugin_commands = host.cli_commands()
+    if rest and (rest[0] == "inspect" or rest[0] in plugin_commands):
+        if rest is not argv:
+            try:
+                _strict(host)
+            except PluginError as exc:
+                return _plugin_problems(exc)
+        if rest[0] == "inspect":
+            return _inspect_main(rest[1:])
+        return _plugin_command(host, rest[0], plugin_commands[rest[0]].main, rest[1:])
     parser = build_parser(host)
     args = parser.parse_args(argv)
     args.host = host

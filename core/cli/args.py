@@ -1,11 +1,15 @@
 """Argument types the commands share: a number argparse refuses with a clear message, so a
 value that cannot mean anything (``--duration 0``, ``nan``, a negative interval) never
-starts a run that behaves as if it had not been given."""
+starts a run that behaves as if it had not been given; and the output file a command
+writes (``migrate -o``, ``new -o``): whether it can be written, and writing it whole."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -51,3 +55,25 @@ def output_file_problem(path: Path, *, force: bool = False) -> str | None:
     if not path.parent.is_dir():
         return f"{path.parent} is not an existing directory (nothing written)"
     return None
+
+
+def write_whole(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all: into a temporary file beside it,
+    synced, then renamed over it. Written in place, a full disk part way through left the
+    user's file truncated (``migrate -o lab.toml --force`` destroyed the lab it read); now
+    a failure leaves ``path`` as it was and raises the OSError. A symlink is written
+    through, as writing in place did."""
+    target = Path(os.path.realpath(path))
+    tmp = target.with_name(f".{target.name}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:  # the text as it is
+            if target.exists():  # keep the file's permissions, as writing in place did
+                shutil.copymode(target, tmp)
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -253,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     plot_to = None if args.plot is None else Path(args.plot)
     problem = plot_to and plot_path_problem(plot_to)
     if problem:
-        print(f"daqhub inspect: --plot {args.plot}: {problem}")
+        print(f"daqhub inspect: --plot {args.plot}: {problem}", file=sys.stderr)
         return 2
     if path.is_file():
         what = ("the session's records (metadata, settings snapshots, points tables)"
@@ -261,15 +262,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 else f"not a data file ({', '.join(DATA_SUFFIXES)})")
         if what:
             print(f"daqhub inspect: {path} is {what}; inspect its session directory "
-                  f"({path.parent}) or a data file in it")
+                  f"({path.parent}) or a data file in it", file=sys.stderr)
             return 2
     if not path.exists() and not session_dirs(path):
         print(f"daqhub inspect: {path} does not exist (give a data file, a session directory "
-              "or a session id found under ./data)")
+              "or a session id found under ./data)", file=sys.stderr)
         return 1
     reports = summarize(path)
     if not reports:
-        print(f"daqhub inspect: no data files ({', '.join(DATA_SUFFIXES)}) under {path}")
+        print(f"daqhub inspect: no data files ({', '.join(DATA_SUFFIXES)}) under {path}",
+              file=sys.stderr)
         return 1
     summary = to_json(path, reports, args.gap_factor)
     if plot_to is not None:

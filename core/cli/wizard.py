@@ -19,19 +19,24 @@ import jsonschema
 
 from ..config import (
     COMMON_INSTRUMENT_KEYS,
+    DAQHUB_KEYS,
     ID_RE,
     TRANSPORT_KEYS,
     ConfigError,
+    check_output_dir,
     closest,
+    finite_problem,
     parse,
+    resolve_visa_backend,
     runnable_problems,
     serial_port_problem,
     visa_resource_problem,
 )
 from ..host import PluginHost
+from ..outdir import lab_path
 from ..specs import InstrumentType
 from ..tomlwrite import dumps
-from .args import output_file_problem
+from .args import output_file_problem, write_whole
 
 MAX_TRIES = 5
 
@@ -80,6 +85,13 @@ def _convert(text: str, schema: Mapping[str, Any]) -> Any:
         raise ValueError("answer yes or no")
     if t in ("array", "object"):
         return json.loads(text)
+    if t == "string":  # shown as JSON ("\r\n"): typed so, it means what it shows
+        if text.startswith('"'):
+            return json.loads(text)
+        if "\\" in text:  # \r\n typed bare would be 4 characters, never a line end
+            raise ValueError('text with a backslash goes in double quotes, as JSON: "\\r\\n" '
+                             'is CR LF, "C:\\\\data" one backslash')
+        return text
     if t is None:  # a union (e.g. an address as 0-15 or "0"-"F"): a JSON value if it is one
         try:
             return json.loads(text)
@@ -98,12 +110,15 @@ def _property_check(name: str, schema: Mapping[str, Any], out: dict[str, Any],
             jsonschema.validate(v, dict(schema))
         except (ValueError, jsonschema.ValidationError) as exc:
             return f"not a valid {name}: {getattr(exc, 'message', exc)}"
+        if problem := finite_problem(v, name):
+            return problem
         out[name] = v
         return None
     return check
 
 
-def _ask_instrument(a: Asker, host: PluginHost, used: set[str]) -> tuple[str, dict[str, Any]]:
+def _ask_instrument(a: Asker, host: PluginHost, used: set[str], base_dir: Path
+                    ) -> tuple[str, dict[str, Any]]:
     types = host.instrument_types()
     names = sorted({n for n, _ in types})
     a.write("installed instrument types:\n")
@@ -122,7 +137,8 @@ def _ask_instrument(a: Asker, host: PluginHost, used: set[str]) -> tuple[str, di
     flavor = a.ask(f"flavor ({'/'.join(flavors)})", "v4" if "v4" in flavors else flavors[0],
                    lambda f: None if f in flavors else f"choose one of {', '.join(flavors)}")
     itype: InstrumentType = types[(tname, flavor)]
-    base = tname.split(".")[-1]
+    model = tname.split(".")[-1]  # an id starts with a letter: 1830c_1 would be refused
+    base = (model if model[:1].isalpha() else tname.replace(".", "_"))[:58]
     default_id = next(f"{base}_{i}" for i in range(1, 1000) if f"{base}_{i}" not in used)
 
     def check_id(i: str) -> str | None:
@@ -137,7 +153,8 @@ def _ask_instrument(a: Asker, host: PluginHost, used: set[str]) -> tuple[str, di
                               if p else "a port is required")
     elif itype.transport == "visa":
         block["resource"] = a.ask("VISA resource", "", visa_resource_problem)
-        block["visa_backend"] = a.ask("VISA backend (@py, @ivi, file.yaml@sim)", "@py")
+        block["visa_backend"] = a.ask("VISA backend (@py, @ivi, file.yaml@sim)", "@py",
+                                      lambda b: resolve_visa_backend(b, base_dir)[1] or None)
     props = dict(itype.config_schema.get("properties", {}))
     required = set(itype.config_schema.get("required", []))
     for name, schema in props.items():
@@ -149,6 +166,8 @@ def _ask_instrument(a: Asker, host: PluginHost, used: set[str]) -> tuple[str, di
             label = f"{name}" + (f" ({desc})" if desc else "")
         else:  # left empty: the key stays out of the file and the type's default applies
             shown = "" if default is None else f", default {json.dumps(default)}"
+            if isinstance(default, str) and "\\" in shown:
+                shown += " (escapes such as \\n: in quotes, as shown)"
             label = f"{name}" + (f" ({desc})" if desc else "") + f" - optional{shown}"
         a.ask(label, "", _property_check(name, schema, block, name in required))
     hz = a.ask("poll rate in Hz", "10", _poll_rate_problem)
@@ -168,13 +187,18 @@ def _poll_rate_problem(text: str) -> str | None:
     return None
 
 
-def build(a: Asker, host: PluginHost) -> dict[str, Any]:
-    doc: dict[str, Any] = {"daqhub": {"output_dir": a.ask("output directory", "data")}}
+def build(a: Asker, host: PluginHost, base_dir: Path | None = None) -> dict[str, Any]:
+    """The lab's content; ``base_dir``: the directory the lab file goes to (relative paths
+    are read from there; default: the working directory)."""
+    base = base_dir or Path.cwd()
+    output_dir = a.ask("output directory", DAQHUB_KEYS["output_dir"]["default"],
+                       lambda d: check_output_dir(lab_path(base, d)))
+    doc: dict[str, Any] = {"daqhub": {"output_dir": output_dir}}
     backends = sorted(host.storage_backends())
     flavors: dict[str, list[dict[str, Any]]] = {"v2": [], "v4": []}
     used: set[str] = set()
     while a.yes("add an instrument?", default=not used):
-        flavor, block = _ask_instrument(a, host, used)
+        flavor, block = _ask_instrument(a, host, used, base)
         used.add(block["id"])
         flavors[flavor].append(block)
     for flavor, default in (("v2", "hdf5"), ("v4", "arrow")):
@@ -199,7 +223,7 @@ def main(args: argparse.Namespace, host: PluginHost) -> int:
 
     a = Asker(sys.stdin.readline, write)
     try:
-        doc = build(a, host)
+        doc = build(a, host, out.resolve().parent)
     except Aborted as exc:
         print(f"\nnothing written: {exc}", file=sys.stderr)
         return 2
@@ -208,15 +232,17 @@ def main(args: argparse.Namespace, host: PluginHost) -> int:
         problems = runnable_problems(parse(text, str(out), host, out.resolve().parent))
     except ConfigError as exc:
         problems = exc.problems
-    if problems:
+    if problems:  # the answers are not lost: the lab to fix and save by hand
         print("the lab does not validate; nothing written:", file=sys.stderr)
         for p in problems:
             print(f"  {p}", file=sys.stderr)
+        print(f"the lab was:\n{text}", file=sys.stderr)
         return 1
     try:
-        out.write_text(text)
+        write_whole(out, text)
     except OSError as exc:
-        print(f"cannot write {out}: {exc}; the lab was:\n{text}", file=sys.stderr)
+        print(f"cannot write {out}: {exc} (nothing written); the lab was:\n{text}",
+              file=sys.stderr)
         return 1
     print(f"\nwrote {out}; run it with: daqhub run {out}")
     return 0

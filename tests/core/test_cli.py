@@ -225,7 +225,7 @@ def test_inspect_of_a_file_that_is_no_data_file_says_what_it_is(
     path = tmp_path / name
     path.write_bytes(b"{}")
     assert daqhub_main(["inspect", str(path)]) == 2
-    assert says in capsys.readouterr().out
+    assert says in capsys.readouterr().err
 
 
 def test_a_signal_delivered_twice_is_one_request_to_stop_and_a_second_one_forces() -> None:
@@ -243,3 +243,101 @@ def test_a_signal_delivered_twice_is_one_request_to_stop_and_a_second_one_forces
     assert other.arrived(signal.SIGINT, 5.0) == 1
     assert other.arrived(signal.SIGTERM, 5.0) == 2  # another signal at once is a second one
 
+
+
+# --- plugins that fail, --strict, and what the commands say where ---------------------------
+
+BROKEN_PLUGIN = {  # an installed distribution, as a dist-info directory on PYTHONPATH
+    "broken_dist-0.1.dist-info/METADATA": "Metadata-Version: 2.1\nName: broken-dist\n"
+                                         "Version: 0.1\nRequires-Dist: daqhub>=0.1,<0.2\n",
+    "broken_dist-0.1.dist-info/entry_points.txt": "[daqhub]\nbroken = broken_mod\n"
+                                                 "hookfail = hookfail_mod\n",
+    "broken_mod.py": 'raise ImportError("the vendor SDK is not installed")\n',
+    "hookfail_mod.py": (
+        "from daqhub.hookspecs import hookimpl\n"
+        "from daqhub.specs import CliCommand\n\n"
+        "@hookimpl\ndef daqhub_instrument_types():\n"
+        "    raise RuntimeError('types hook broke')\n\n"
+        "@hookimpl\ndef daqhub_cli_commands():\n"
+        "    return [CliCommand('failcmd', 'a command that raises', lambda argv: 1 / 0)]\n"),
+}
+
+
+@pytest.fixture
+def broken_plugin(tmp_path: Path) -> Path:
+    """A directory that, on PYTHONPATH, installs a distribution with a plugin that fails to
+    import and one whose types hook raises and whose command raises."""
+    root = tmp_path / "site"
+    for name, text in BROKEN_PLUGIN.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def run_with(site: Path, *args: str, cwd: Path | None = None
+             ) -> subprocess.CompletedProcess[str]:
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    return subprocess.run([sys.executable, "-m", "daqhub", *args], capture_output=True,
+                          text=True, timeout=60, cwd=cwd, env=env)
+
+
+def test_an_unknown_type_names_the_plugins_that_failed_to_load(
+        broken_plugin: Path, tmp_path: Path) -> None:
+    """The import error was only in ``daqhub plugins``; validate listed installed types."""
+    lab = tmp_path / "lab.toml"
+    lab.write_text('[[v4.instruments]]\nid = "tc"\ntype = "acme.tc9"\n'
+                   'port = "sim://newport1830c"\n')
+    r = run_with(broken_plugin, "validate", "--offline", str(lab))
+    assert r.returncode == 2
+    assert (f"{lab}:3: unknown instrument type 'acme.tc9'; plugins that failed to load: "
+            "broken-dist 0.1 (broken): failed to import broken_mod: ImportError: the vendor "
+            "SDK is not installed; broken-dist 0.1 (hookfail): hook daqhub_instrument_types "
+            "raised RuntimeError: types hook broke (") in r.stderr
+    assert "daqhub plugins lists every plugin problem)" in r.stderr
+
+
+@pytest.mark.parametrize("args", [["ports", "--backend", "@py"],
+                                  ["view", "grpc://127.0.0.1:1", "--duration", "1"],
+                                  ["inspect", "."], ["failcmd"]])
+def test_strict_fails_every_command_with_every_plugin_problem(
+        args: list[str], broken_plugin: Path, tmp_path: Path) -> None:
+    """``ports`` and ``view`` ignored --strict; ``inspect`` and plugin commands listed only
+    the problems found before any hook ran."""
+    r = run_with(broken_plugin, "--strict", *args, cwd=tmp_path)
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "daqhub: 2 plugin problem(s) (strict mode):" in r.stderr
+    assert "failed to import broken_mod" in r.stderr
+    assert "hook daqhub_instrument_types raised RuntimeError: types hook broke" in r.stderr
+
+
+def test_a_plugin_command_that_raises_is_named_with_its_plugin(broken_plugin: Path) -> None:
+    r = run_with(broken_plugin, "failcmd")
+    assert r.returncode == 1
+    assert r.stderr == ("daqhub failcmd: plugin broken-dist 0.1's command 'failcmd' failed: "
+                        "ZeroDivisionError: division by zero\n")
+
+
+def test_a_lab_file_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    """Windows editors write one; it was "not valid TOML: Invalid statement, column 1"."""
+    lab = tmp_path / "lab.toml"
+    lab.write_text('\ufeff[daqhub]\noutput_dir = "x"\n\n[[v2.instruments]]\nid = "stage"\n'
+                   'type = "newport.esp300"\nport = "sim://esp300"\naxis = 1\n',
+                   encoding="utf-8")
+    r = run("validate", str(lab))
+    assert r.returncode == 0, r.stderr
+    assert "valid (1 instrument: stage [newport.esp300, v2])" in r.stdout
+
+
+@pytest.mark.parametrize("args", [["missing"], ["missing", "--json"], [".", "--plot", "p.txt"],
+                                  ["empty"]])
+def test_inspect_says_its_errors_on_stderr(args: list[str], tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """They were on stdout, under --json too, where a script reads the summary."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty").mkdir()
+    assert daqhub_main(["inspect", *args]) in (1, 2)
+    out = capsys.readouterr()
+    assert out.out == "" and out.err.startswith("daqhub inspect: ")
