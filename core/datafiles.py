@@ -508,23 +508,26 @@ def _hdf5_channel(path: Path, kwargs: dict[str, Any], g: h5py.Group, iid: str
     layout = "flat" if g.attrs.get("layout", "rows") == "flat" else spec.kind
     absent = [d for d in HDF5_DATASETS.get(layout, ()) if d not in g]
     if absent:
-        raise KeyError(f"its dataset(s) {', '.join(absent)} are missing")
+        raise Damaged(f"its dataset(s) {', '.join(absent)} are missing")
     rows, notes = hdf5_rows(g)
     try:
         ts = g["timestamp_ns"][:rows]
     except OSError as exc:
-        raise OSError(f"its rows cannot be read ({exc}); its writer was probably killed while "
+        raise Damaged(f"its rows cannot be read ({exc}); its writer was probably killed while "
                       "HDF5 rewrote the channel's chunk index (see the hdf5 storage "
                       "plugin)") from exc
     return ChannelReport(iid, spec, rows, ts, _hdf5_loader(path, kwargs, iid, spec, rows), notes)
 
 
+class Damaged(ValueError):
+    """A part of a data file that cannot be read, and why in the reader's words."""
+
+
 def _damaged(report: FileReport, what: str, exc: BaseException) -> None:
     """A part of an HDF5 file that cannot be read: named, and the rest is read."""
     report.status = "damaged"
-    why = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-    report.notes.append(f"{what}: cannot be read ({type(exc).__name__}: {why}); the rest of "
-                        "the file is read")
+    why = exc if isinstance(exc, Damaged) else f"cannot be read ({type(exc).__name__}: {exc})"
+    report.notes.append(f"{what}: {why}; the rest of the file is read")
 
 
 def hdf5_metadata(g: h5py.Group) -> tuple[np.ndarray, list[str]]:

@@ -126,7 +126,7 @@ def test_inspect_takes_a_session_id_and_covers_both_flavors(demo_dir: Path) -> N
                         ("v4", "dmm"), ("v4", "psu")}, r.stdout
         assert (demo_dir / "demo.png").stat().st_size > 0
     r = daqhub("inspect", "20000101T000000Z-00000000", cwd=demo_dir)
-    assert r.returncode == 1 and "does not exist" in r.stdout
+    assert r.returncode == 1 and "does not exist" in r.stderr
 
 
 def test_plot_names_the_session_and_shows_the_units(demo_dir: Path) -> None:
