@@ -15,7 +15,11 @@ without overlap. Rows that neither gives (produced before the recorder joined an
 yet when it asked, or lost while the link was down and never stored) are reported as gaps,
 per channel, with their row range. A broken link is retried with backoff; a recorder
 restarted into the same directory moves its predecessor's partial copy aside and starts the
-copy again from the files. Exit codes: 0 a complete copy, 1 a copy with gaps (listed) or a
+copy again from the files. A run that ended while the link was down (the service, back,
+runs a new session) is finished from its files: the new run's service offers them when it
+stores into the same directories, and when it does not the copy is incomplete, with the
+channels and record files it may lack named (how many rows is unknown). Exit codes: 0 a
+complete copy, 1 a copy with gaps (listed), an ended session's files not offered (named) or a
 link that never came back, 2 bad arguments or storage that cannot open.
 """
 
@@ -83,6 +87,7 @@ class Recorder:
         self.give_up_s = give_up_s
         self.result = RecordResult()
         self._written: dict[str, int] = {}
+        self._flavor_of: dict[str, str] = {}  # channel key -> its flavor
         self._storage: StorageSession | None = None
 
     @property
@@ -117,10 +122,11 @@ class Recorder:
                                             lab_config=manifest["lab_config"],
                                             session_id=sid, versions=manifest["versions"])
         self.result.session_id = sid
-        for f in manifest["flavors"].values():
+        for flavor, f in manifest["flavors"].items():
             for iid, specs in f["channels"].items():
                 for s in specs:
                     self._written.setdefault(f"{iid}/{s['name']}", 0)
+                    self._flavor_of[f"{iid}/{s['name']}"] = str(flavor)
         self.say(f"copying session {sid} into {self.output_dir}")
 
     # --- writing ------------------------------------------------------------------------
@@ -185,6 +191,33 @@ class Recorder:
         except Exception:  # the link broke: fetched again once the run has stopped
             failed.append(flavor)
 
+    def _finish_ended(self) -> None:
+        """The rest of a session that ended while the link was down: its rows and final record
+        files, from its files. The service still offers them when the lab that runs there now
+        stores into the same directories; what it does not offer is named in the result's
+        error (the copy is incomplete by an unknown number of rows)."""
+        assert self._storage is not None
+        offered = []
+        for flavor in sorted(self._storage.directories):
+            try:
+                self._copy_records([flavor])
+            except (flight.FlightServerError, pa.ArrowInvalid):  # "no session ... here"
+                continue
+            offered.append(flavor)
+        stored = self._stored()
+        for key in self._written:
+            self._fill(stored, key)
+        # a channel missing from an offered session's files had no row stored
+        lacking = [f"{key} from row {n}" for key, n in sorted(self._written.items())
+                   if key not in stored and self._flavor_of.get(key) not in offered]
+        lacking += [f"the record files of {f}" for f in sorted(self._storage.directories)
+                    if f not in offered]
+        if lacking:
+            self.result.error = (f"session {self.result.session_id} ended while the link was "
+                                 f"down and the service no longer offers its files: the copy "
+                                 f"may lack {', '.join(lacking)}")
+            self.say(self.result.error)
+
     # --- the loop -----------------------------------------------------------------------
 
     def _copy_once(self, stop: threading.Event) -> bool:
@@ -194,7 +227,8 @@ class Recorder:
             self._open(manifest)
         elif manifest.get("session_id") != self.result.session_id:
             self.say(f"the service now runs session {manifest.get('session_id')}: session "
-                     f"{self.result.session_id} has ended")
+                     f"{self.result.session_id} has ended; finishing the copy from its files")
+            self._finish_ended()
             return True
         else:
             self.say("link back: resuming (what was missed comes from the run's files)")

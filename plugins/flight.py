@@ -94,7 +94,8 @@ def record_main(argv: list[str]) -> int:
         prog="daqhub record", description="Copy the session a lab is running (from 'daqhub "
         "run --serve') into OUTPUT_DIR while it runs, in the same files and layout; resumes "
         "after a broken link and reports rows it could not get. Exit 0: complete copy; 1: "
-        "gaps or the link never came back; 2: bad arguments or storage.")
+        "gaps, the link never came back, or a session that ended while the link was down "
+        "whose files the service no longer offers; 2: bad arguments or storage.")
     _common(parser)
     parser.add_argument("--output-dir", required=True, metavar="DIR",
                         help="where the copy's v2/ and v4/ session directories go")

@@ -1,4 +1,6 @@
-"""A loopback TCP relay whose connections a test can cut: a network link that breaks."""
+"""A loopback TCP relay whose connections a test can cut: a network link that breaks, and one
+that stays down for a while (:meth:`TcpProxy.hold`) and comes back, maybe to a service started
+again meanwhile (:meth:`TcpProxy.release`)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ class TcpProxy:
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
         self._closed = False
+        self._held = False
         self._thread = threading.Thread(target=self._accept, daemon=True, name="tcp-proxy")
         self._thread.start()
 
@@ -25,8 +28,13 @@ class TcpProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            with self._lock:
+                held, target = self._held, self.target
+            if held:  # the link is down: refused, as a client sees it
+                client.close()
+                continue
             try:
-                upstream = socket.create_connection(self.target, timeout=5)
+                upstream = socket.create_connection(target, timeout=5)
             except OSError:
                 client.close()
                 continue
@@ -59,6 +67,20 @@ class TcpProxy:
             except OSError:
                 pass
             s.close()
+
+    def hold(self) -> None:
+        """The link goes down: every relayed connection breaks and new ones are dropped at once
+        until :meth:`release`."""
+        with self._lock:
+            self._held = True
+        self.cut()
+
+    def release(self, target: tuple[str, int] | None = None) -> None:
+        """The link is back, relaying to ``target`` when given (a service started again)."""
+        with self._lock:
+            self._held = False
+            if target is not None:
+                self.target = target
 
     def close(self) -> None:
         try:

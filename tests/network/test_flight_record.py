@@ -1,5 +1,6 @@
 """daqhub record through a link that breaks: it resumes, fills what it missed from the run's
-files, and reports as gaps only the rows it could get from neither."""
+files, and reports as gaps only the rows it could get from neither; a run that ended while the
+link was down is finished from its files, or the copy is reported incomplete."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from tcp_proxy import TcpProxy
 from test_lab_across_machines import assert_same_but_gaps, assert_same_session
 
 import daqhub
-from daqhub.flight_record import Recorder
+from daqhub.flight_record import Recorder, report
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -31,6 +32,11 @@ class FilesUnreadable(Recorder):
 
 def rows_of(rt: Any) -> int:
     return sum(sum(ch.values()) for ch in rt.counts().values())
+
+
+def channel_rows(rt: Any) -> dict[str, int]:
+    """``INSTRUMENT/CHANNEL`` -> rows the run has produced (the recorder's keys)."""
+    return {f"{i}/{c}": n for i, chans in rt.counts().items() for c, n in chans.items()}
 
 
 @pytest.mark.parametrize("recorder", [Recorder, FilesUnreadable])
@@ -75,3 +81,47 @@ def test_a_broken_link_is_resumed_and_only_unrecoverable_rows_are_gaps(
     assert result.rows == {f"{i}/{c}": n - sum(g.rows for g in result.gaps
                                                if g.channel == f"{i}/{c}")
                            for i, chans in counts.items() for c, n in chans.items()}
+
+
+@pytest.mark.parametrize("same_dir", [True, False], ids=["files-offered", "files-elsewhere"])
+def test_a_run_that_ended_while_the_link_was_down_is_finished_from_its_files(
+        same_dir: bool, tmp_path: Path, daqhub_host: Any,
+        visa_sim_backend: Callable[..., str], sim_url: Callable[..., str]) -> None:
+    """The link drops while the run goes on; the run ends and the lab is started again on the
+    same address. The new run's service offers the ended session's files when it stores into
+    the same directories: the copy is finished from them (rows and the final record files).
+    Stored elsewhere, the copy is reported incomplete, naming what it may lack."""
+    text = lab_text(tmp_path / "local", visa_sim_backend(), sim_url("esp300"), poll_hz=40)
+    out = io.StringIO()
+    with served_run(text, daqhub_host, tmp_path) as (rt, service):
+        proxy = TcpProxy(("127.0.0.1", service.port))
+        rec = Recorder(daqhub.connect(f"grpc://127.0.0.1:{proxy.port}", timeout=5),
+                       tmp_path / "copy", daqhub_host, out)
+        thread = threading.Thread(target=rec.run, daemon=True)
+        thread.start()
+        wait_until(lambda: rec.rows_copied > 20, "rows copied", timeout=30)
+        proxy.hold()  # down until the lab runs again
+        before = channel_rows(rt)
+        wait_until(lambda: all(n > before[k] + 10 for k, n in channel_rows(rt).items()),
+                   "every channel goes on", timeout=30)
+    sid, counts = rt.session_id, channel_rows(rt)
+    again = text if same_dir else lab_text(tmp_path / "elsewhere", visa_sim_backend(),
+                                           sim_url("esp300"), poll_hz=40)
+    with served_run(again, daqhub_host, tmp_path) as (rt2, service2):
+        assert rt2.session_id != sid
+        proxy.release(("127.0.0.1", service2.port))  # the link is back, to the new run
+        thread.join(60)
+        assert not thread.is_alive(), out.getvalue()
+    proxy.close()
+    report(rec.result, out)
+    said = out.getvalue()
+    assert f"session {sid} has ended" in said
+    if same_dir:
+        assert rec.result.exit_code == 0 and "copy complete" in said, said
+        assert rec.result.rows == counts
+        assert_same_session(tmp_path / "local", tmp_path / "copy", sid)  # budget.json too
+    else:
+        assert rec.result.exit_code == 1 and "copy INCOMPLETE" in said, said
+        for key, n in rec.result.rows.items():
+            assert n < counts[key] and f"{key} from row {n}" in said, said
+        assert "the record files of v2, the record files of v4" in said, said

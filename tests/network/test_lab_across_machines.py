@@ -105,15 +105,18 @@ def same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def data_files(root: Path) -> list[Path]:
-    """Every file of the sessions under ``root``: the channels' and the records'."""
-    return sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())
+def data_files(root: Path, sid: str | None = None) -> list[Path]:
+    """Every file of the sessions under ``root`` (of session ``sid`` only, when given): the
+    channels' and the records'."""
+    files = (p.relative_to(root) for p in root.rglob("*") if p.is_file())
+    return sorted(rel for rel in files if sid is None or rel.parts[1] == sid)
 
 
-def assert_same_session(local: Path, copy: Path) -> None:
-    """The copy equals the local session file for file: rows, units, metadata, records."""
-    assert data_files(copy) == data_files(local)
-    for rel in data_files(local):
+def assert_same_session(local: Path, copy: Path, sid: str | None = None) -> None:
+    """The copy equals the local session (``sid``: that one of the local sessions) file for
+    file: rows, units, metadata, records."""
+    assert data_files(copy) == data_files(local, sid)
+    for rel in data_files(local, sid):
         if rel.suffix == ".h5":
             assert same(h5_content(local / rel), h5_content(copy / rel)), rel
         elif rel.suffix == ".arrows":
