@@ -30,7 +30,7 @@ from daqhub.driver.bus import Collect, Exchange, Send
 
 from . import status
 from .frames import BadLine, Command, Frame, Line, address_of, from_hex32, hex32
-from .models import DeviceInfo, Model, Scale, parse_info, parse_motor_info, period_data
+from .models import IN_REPLY_S, DeviceInfo, Model, Scale, parse_info, parse_motor_info, period_data
 from .router import BusRouter, Expectation
 
 #: How long an immediate command is retried while the module answers busy (GS09).
@@ -325,18 +325,27 @@ class Axis:
     def change_address(self, new: int | str) -> Plan[str]:
         """Re-address the module (``ca``; the reply comes from the new address).
 
-        Volatile until :meth:`save_user_data`; the lab file must name the new
-        address for the next start.
+        The new address is asked first (``in``): a module there that no instrument of the lab
+        claims would, after ``ca``, execute every command with this one, and their replies
+        would collide (a position of 0.0, garbled replies). Volatile until
+        :meth:`save_user_data`; the lab file must name the new address for the next start.
         """
         target = address_of(new)
         yield from self._idle()
         if target == self.address:
             return target
+        text = f"{self.address}ca{target}"
         try:
             self.router.claim(target, self.id)
         except ValueError as exc:
-            raise DriverError(self.id, f"{self.address}ca{target}", str(exc)) from None
+            raise DriverError(self.id, text, str(exc)) from None
         try:
+            there = yield from self._answer_at(target)
+            if there is not None:
+                raise DriverError(self.id, text,
+                                  f"address {target} is in use: it answered 'in' {there}, and "
+                                  f"no instrument of this lab uses it; choose another address, "
+                                  f"or re-address that module first (with only it connected)")
             yield from self.query(self._command("ca", target, reply_address=target))
         except DriverError:
             self.router.release(target, self.id)
@@ -344,6 +353,23 @@ class Axis:
         self.router.release(self.address, self.id)
         self.address = target
         return target
+
+    def _answer_at(self, address: str) -> Plan[str | None]:
+        """How ``address`` answers ``in`` ("as ELL9 (serial ...)", "with <damaged bytes>", or
+        any other line of it), or None when nothing does in the time a module takes."""
+        expect = Expectation(Command(address, "in", reply="IN"))
+        line = yield Exchange(expect, IN_REPLY_S)
+        if line is None:
+            return f"with {', '.join(map(repr, expect.skipped))}" if expect.skipped else None
+        if isinstance(line, BadLine):
+            return f"with {line.describe()}"
+        if line.mnemonic == "IN":
+            try:
+                info = parse_info(line.data)
+            except ValueError:
+                return f"with {line.text!r}"
+            return f"as {info.model_name} (serial {info.serial})"
+        return f"with {line.text!r}"
 
     def save_user_data(self) -> Plan[None]:
         """Persist address, frequencies and the other user data in the module (``us``)."""

@@ -1,9 +1,16 @@
 """Which modules answer on a bus: ``in`` to each address 0-F with a short timeout.
 
-Useful before writing a lab file (which addresses, which models) and to spot
-two modules left on one address (factory default 0 for every unit): their
-replies collide on the open-drain line and arrive garbled. Addresses already
-claimed by a running instrument are not asked; their owner is reported instead.
+Useful before writing a lab file (which addresses, which models). Two modules
+left on one address (factory default 0 for every unit) both answer, and their
+replies collide on the open-drain line, a wired AND of their bits. Replies of
+different models mostly arrive damaged (``damaged``), but two modules of one
+model answer with replies of one length at about the same moment, which can
+merge into one well-formed ``IN`` reply whose serial (and other fields) may be
+neither module's. Nothing in the reply tells (no checksum; ANDed digits are
+digits), and asking again is no check (the same replies merge the same way), so
+such an address shows as one module: the manual's remedy, re-addressing modules
+with one connected at a time, is the only sure way. Addresses already claimed
+by a running instrument are not asked; their owner is reported instead.
 """
 
 from __future__ import annotations
@@ -17,11 +24,10 @@ from daqhub.specs import InstrumentContext
 
 from .driver import ElliptecBus
 from .frames import ADDRESSES, BadLine, Command, Frame
-from .models import DeviceInfo, parse_info
+from .models import IN_REPLY_S, DeviceInfo, parse_info
 from .router import BusRouter, Expectation
 
-#: A module answers `in` within a few ms plus ~36 ms of wire time for the reply.
-DEFAULT_SCAN_TIMEOUT_S = 0.1
+DEFAULT_SCAN_TIMEOUT_S = IN_REPLY_S
 OWNER = "elliptec-discovery"
 
 

@@ -76,6 +76,10 @@ class DeviceInfo:
         return bool(self.hardware & 0x80)
 
 
+#: How long a module takes to answer ``in``: a few ms, plus ~36 ms of wire time for the reply.
+IN_REPLY_S = 0.1
+
+
 def parse_info(data: str) -> DeviceInfo:
     """Fields of the `IN` data; raises ValueError naming the field that does not parse."""
     if len(data) < 30:

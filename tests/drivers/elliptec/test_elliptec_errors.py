@@ -176,6 +176,26 @@ def test_a_truncated_end_of_move_fails_the_move(
     assert call(inst, flavor, "position") == pytest.approx(90.0)
 
 
+@pytest.mark.parametrize("flavor", FLAVORS)
+@pytest.mark.parametrize("answer, says", [(b"5IN0E114", "truncated reply b'5IN0E114'"),
+                                          (b"\xfe#?!\r\n", "garbled reply")],
+                         ids=["truncated", "garbled"])
+def test_change_address_onto_an_address_that_answers_damaged_bytes_is_refused(
+        build: Callable[..., Any], scripted_url: str, flavor: str, answer: bytes,
+        says: str) -> None:
+    """Damaged bytes to ``in`` at the new address: something is there (two modules, say)."""
+    device = scripted(scripted_url)
+    inst = build(scripted_url, "elliptec.ell14", flavor, "rot", address=0)
+    call(inst, flavor, "connect")
+    device.script["5in"] = answer
+    with pytest.raises(DriverError) as err:
+        call(inst, flavor, "change_address", 5)
+    assert err.value.command == "0ca5"
+    assert "address 5 is in use" in err.value.message and says in err.value.message
+    assert "0ca5" not in device.received  # refused before anything was re-addressed
+    assert call(inst, flavor, "identity")["address"] == "0"
+
+
 #: Shorter than the router's TRUNCATION_GAP_S: the driver gives up on a reply cut short
 #: while its bytes are still an unfinished line.
 SHORT_REPLY_TIMEOUT = 0.15

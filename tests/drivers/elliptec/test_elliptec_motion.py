@@ -207,6 +207,28 @@ def test_change_address_answers_from_the_new_address(device: Callable[..., Drive
 
 
 @pytest.mark.parametrize("flavor", FLAVORS)
+def test_change_address_onto_a_module_the_lab_does_not_use_is_refused(
+        device: Callable[..., Drive], bus_url: Callable[..., str], flavor: str) -> None:
+    """Accepted, both modules would execute every command and their replies collide."""
+    url = bus_url("0:ELL14,1:ELL9")
+    rot = device("elliptec.ell14", flavor, url=url)
+    rot.connect()
+    rot.move_absolute(30)
+    rot.wait_until_done(5)
+    with pytest.raises(DriverError) as err:
+        rot.change_address(1)
+    assert err.value.command == "0ca1"
+    assert "address 1 is in use" in err.value.message and "ELL9 (serial" in err.value.message
+    assert rot.identity()["address"] == "0"  # nothing was re-addressed
+    assert rot.position() == pytest.approx(30.0, abs=0.01)
+    slider = device("elliptec.ell9", "v2", 1, url=url, instrument_id="slider")
+    slider.connect()  # address 1 was not left claimed by the refused change
+    assert slider.position() == 0
+    assert rot.change_address(5) == "5"  # a free address is still taken
+    assert rot.position() == pytest.approx(30.0, abs=0.01)
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
 def test_a_module_of_another_model_is_refused(device: Callable[..., Drive], flavor: str) -> None:
     wrong = device("elliptec.ell14", flavor, 1)
     with pytest.raises(DriverError) as err:

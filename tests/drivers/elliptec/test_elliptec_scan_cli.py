@@ -51,3 +51,38 @@ def test_two_modules_on_one_address_are_reported_as_a_collision(
 def test_a_port_that_cannot_be_opened_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert daqhub(["scan", "/dev/does-not-exist-daqhub", "--timeout", "0.05"]) == 2
     assert "/dev/does-not-exist-daqhub" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("timeout", ["0", "-1", "nan", "inf"])
+def test_a_timeout_that_cannot_wait_is_refused(timeout: str,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """``--timeout 0`` asked nobody long enough and reported an empty bus, exit 0."""
+    with pytest.raises(SystemExit) as exit_:
+        daqhub(["scan", bus("0:ELL14"), "--timeout", timeout])
+    assert exit_.value.code == 2
+    captured = capsys.readouterr()
+    assert "--timeout" in captured.err and "above 0" in captured.err
+    assert "module(s) answered" not in captured.out
+
+
+def test_a_bus_where_nothing_answers_is_not_all_clear(
+        scripted_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The wrong port, an unpowered bus: a script must not go on as if the modules were there."""
+    assert daqhub(["scan", scripted_url, "--timeout", "0.02"]) == 1  # it answers nothing
+    out = capsys.readouterr().out
+    assert "0 module(s) answered" in out and "no module answered" in out
+
+
+def test_two_modules_of_one_model_on_address_0_are_not_claimed_to_be_one(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Two ELL14 left on the factory address answer as one (their replies merge into a
+    well-formed IN); the scan cannot tell, and says so, in its help and next to address 0."""
+    assert daqhub(["scan", bus("1:ELL9,0:ELL14,0:ELL14"), "--timeout", "0.05"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^  0\s+ELL14\s", out, re.M)
+    assert re.search(r"note: address 0 .* two modules of one model .* answer as one", out)
+    with pytest.raises(SystemExit):
+        daqhub(["scan", "--help"])
+    helptext = " ".join(capsys.readouterr().out.split())
+    assert "two of the same model often answer as one module" in helptext
+    assert "one module connected at a time" in helptext
