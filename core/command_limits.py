@@ -66,10 +66,12 @@ class NoResult(TimeoutError):
 def result_within(fut: concurrent.futures.Future[T], limit: float) -> T:
     """``fut``'s result, or what it raised (a driver's own timeout error among them); a
     :class:`NoResult` when it has not finished within ``limit`` seconds."""
-    done, _ = concurrent.futures.wait((fut,), limit)
-    if not done:
-        raise NoResult(f"no result within {limit:g} s")
-    return fut.result()
+    try:
+        return fut.result(limit)
+    except TimeoutError as exc:
+        if fut.done() and not fut.cancelled() and fut.exception() is exc:
+            raise  # the command's own (a DriverTimeoutError)
+        raise NoResult(f"no result within {limit:g} s") from None
 
 
 async def aresult_within(fut: concurrent.futures.Future[T], limit: float) -> T:
@@ -77,11 +79,8 @@ async def aresult_within(fut: concurrent.futures.Future[T], limit: float) -> T:
     cancelled caller cancels the command if it has not started."""
     wrapped = asyncio.wrap_future(fut)
     try:
-        done, _ = await asyncio.wait((wrapped,), timeout=limit)
-    except asyncio.CancelledError:
-        wrapped.cancel()
-        raise
-    if not done:
-        wrapped.cancel()
-        raise NoResult(f"no result within {limit:g} s")
-    return wrapped.result()
+        return await asyncio.wait_for(wrapped, limit)
+    except TimeoutError as exc:
+        if wrapped.done() and not wrapped.cancelled() and wrapped.exception() is exc:
+            raise
+        raise NoResult(f"no result within {limit:g} s") from None

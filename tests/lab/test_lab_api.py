@@ -16,6 +16,7 @@ from typing import Any
 import h5py
 import pyarrow as pa
 import pytest
+from lab_fakes import GATED_TOML, GatedV2
 from lab_texts import optics_lab
 from polling import wait_until
 
@@ -172,6 +173,26 @@ def test_a_drivers_own_timeout_reaches_the_script_as_the_driver_raised_it(
         async with daqhub.open_lab_async(async_text, host=host, report=None) as lab:
             await awaited(lab)
     asyncio.run(main())
+
+
+def test_the_scripts_own_wait_running_out_is_its_own_timeout_error(
+        tmp_path: Path, host: PluginHost) -> None:
+    """The other side of the test above: no answer within the wait is the Lab API's own
+    TimeoutError, naming what the instrument is busy with, and not a DriverError."""
+    GatedV2.moving.clear()
+    GatedV2.gate.clear()
+    text = optics_lab(tmp_path, "v2", extra=GATED_TOML)
+    try:
+        with daqhub.open_lab(text, host=host, report=None) as lab:
+            sent = lab["gated"].send("move_absolute", 1.0)
+            assert GatedV2.moving.wait(30)
+            with pytest.raises(TimeoutError, match=r"^gated\.move_absolute: no result within "
+                                                   r"0\.2 s \(busy in 'move_absolute'\)$") as info:
+                lab["gated"].result(sent, "move_absolute", 0.2)
+            assert not isinstance(info.value, DriverError)
+            GatedV2.gate.set()
+    finally:
+        GatedV2.gate.set()
 
 
 def test_a_lab_whose_opener_gave_up_is_closed_once_open(tmp_path: Path,
