@@ -83,13 +83,17 @@ def changes_settings(method: str) -> bool:
 
 
 def parse_meta(pairs: list[str]) -> dict[str, str]:
-    """``key=value`` strings (``daqhub run --meta``) as a dict; a pair without ``=`` is refused."""
+    """``key=value`` strings (``daqhub run --meta``) as a dict; a pair without ``=`` is refused,
+    and so is a key given twice (only the last would be stored, without a word)."""
     out: dict[str, str] = {}
     for p in pairs:
         k, sep, v = p.partition("=")
-        if not sep or not k.strip():
+        key = k.strip()
+        if not sep or not key:
             raise ValueError(f"--meta {p!r}: expected key=value, e.g. operator=Ada")
-        out[k.strip()] = v
+        if key in out:
+            raise ValueError(f"--meta {p!r}: {key} is already {out[key]!r}; give each key once")
+        out[key] = v
     return out
 
 

@@ -96,7 +96,7 @@ from daqhub.hookspecs import hookimpl
 from daqhub.measurement import ChannelSpec
 from daqhub.resources.filelock import FileLock, claim_new_file
 from daqhub.schema import row_bytes, shown_bytes
-from daqhub.specs import StorageBackend, StorageTarget
+from daqhub.specs import ConfigProblem, StorageBackend, StorageTarget
 from daqhub.storage import (
     DEFAULT_FLUSH_INTERVAL,
     DeclaredChannels,
@@ -128,8 +128,10 @@ OPTIONS_SCHEMA: dict[str, Any] = {
                            "description": "seconds between flushes: the most a crash loses"},
         "swmr": {"type": "boolean",
                  "description": "single-writer/multiple-reader mode for live external readers"},
-        "compression": {"enum": [None, "gzip", "lzf"]},
-        "compression_level": {"type": "integer", "minimum": 0, "maximum": 9},
+        "compression": {"enum": ["gzip", "lzf"],
+                        "description": "leave the key out for no compression"},
+        "compression_level": {"type": "integer", "minimum": 0, "maximum": 9,
+                              "description": "gzip's level (with compression = \"gzip\")"},
         "block_bytes": {"type": "integer", "minimum": 1024,
                         "description": "rows are appended once a channel buffers this much"},
     },
@@ -147,6 +149,9 @@ class Hdf5Options:
     @classmethod
     def parse(cls, options: Mapping[str, Any]) -> Hdf5Options:
         problems = option_problems("hdf5", OPTIONS_SCHEMA, options)
+        level = _level_problem(options)
+        if level:
+            problems.append(f"storage option hdf5.compression_level: {level}")
         if problems:
             raise ValueError("; ".join(problems))
         return cls(**dict(options))
@@ -156,6 +161,20 @@ class Hdf5Options:
             return {}
         opts = self.compression_level if self.compression == "gzip" else None
         return {"compression": self.compression, "compression_opts": opts, "shuffle": True}
+
+
+def _level_problem(options: Mapping[str, Any]) -> str | None:
+    """Why ``compression_level`` would do nothing (None: it is used, absent, or compression
+    is wrong itself, which the schema says). Only gzip has levels: with lzf or without
+    compression the level was silently ignored."""
+    given = options.get("compression")
+    if "compression_level" not in options or given not in (None, "lzf"):
+        return None
+    without = ("without compression" if given is None
+               else f"with compression = {json.dumps(given)}")
+    return (f"compression_level = {json.dumps(options['compression_level'])} does nothing "
+            f'{without}: only compression = "gzip" has levels; set that, or leave '
+            "compression_level out")
 
 
 def _chunk_rows(row_bytes: int) -> int:
@@ -480,6 +499,16 @@ BACKEND = StorageBackend(
 @hookimpl
 def daqhub_storage_backends() -> list[StorageBackend]:
     return [BACKEND]
+
+
+@hookimpl
+def daqhub_validate_config(config: Mapping[str, Any]) -> list[ConfigProblem]:
+    """A ``compression_level`` that would do nothing, at its line (the schema cannot say it
+    in words)."""
+    storage = config.get("storage")
+    options = storage.get("hdf5") if isinstance(storage, dict) else None
+    problem = _level_problem(options) if isinstance(options, dict) else None
+    return [ConfigProblem(problem, ("storage", "hdf5", "compression_level"))] if problem else []
 
 
 __all__ = ["BACKEND", "FILE_NAME", "FORMAT", "Hdf5Options", "Hdf5Writer", "OPTIONS_SCHEMA",

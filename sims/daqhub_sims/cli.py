@@ -25,7 +25,7 @@ from daqhub_sims.bridge import Bridge
 from daqhub_sims.endpoint import Endpoint
 from daqhub_sims.fault_schedule import DEFAULT_GARBAGE, FaultPlan, FaultSchedule
 from daqhub_sims.pty_server import PtyServer
-from daqhub_sims.tcp_server import TcpServer
+from daqhub_sims.tcp_server import TcpServer, tcp_port
 
 #: How often the serving loop checks that its server threads are still alive.
 _HEALTH_CHECK_S = 0.5
@@ -43,12 +43,14 @@ def _serve_parser() -> argparse.ArgumentParser:
                "when it fires; periods count from the start of serving.",
     )
     parser.add_argument("model", help=f"device model: {', '.join(registry.models())}")
-    parser.add_argument("--devices", help="Elliptec bus layout, e.g. 0:ELL14,1:ELL9")
+    parser.add_argument("--devices", help="the layout of a model with a bus (elliptec), e.g. "
+                                          "0:ELL14,1:ELL9; the same as -o devices=...")
     parser.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
                         help="device option (repeatable), e.g. -o speed_scale=10")
     parser.add_argument("--pty", action="store_true", help="serve on a new pseudo-terminal")
-    parser.add_argument("--link", help="with --pty: keep a symlink here to the current pty")
-    parser.add_argument("--tcp", type=int, metavar="PORT",
+    parser.add_argument("--link", help="with --pty: keep a symlink here to the current pty (a "
+                                       "new path or an old symlink; removed at exit)")
+    parser.add_argument("--tcp", type=tcp_port, metavar="PORT",
                         help="serve on TCP (0 = any free port)")
     parser.add_argument("--host", default="127.0.0.1", help="TCP address (default 127.0.0.1)")
     parser.add_argument("--baud", action="store_true", help="emulate the device's wire speed")
@@ -103,13 +105,13 @@ def serve(argv: Sequence[str] | None = None, stop: threading.Event | None = None
     if args.link and not args.pty:
         parser.error("--link needs --pty")
     options: dict[str, str] = {}
-    for item in args.option:
+    for item in [*args.option, *([f"devices={args.devices}"] if args.devices else [])]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             parser.error(f"--option expects KEY=VALUE, got {item!r}")
+        if key in options:  # the last would win without a word
+            parser.error(f"option {key!r} given twice")
         options[key] = value
-    if args.devices:
-        options["devices"] = args.devices
     try:
         device = registry.create(args.model, options)
         plan = FaultPlan(
@@ -131,7 +133,11 @@ def serve(argv: Sequence[str] | None = None, stop: threading.Event | None = None
         if args.pty:
             pty = PtyServer(endpoint, link=args.link)
             servers.append(pty)
-            pty.start()
+            try:
+                pty.start()
+            except ValueError as exc:  # a --link it must not replace
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
             print(pty.path, flush=True)
             if args.link:
                 print(f"{args.link} -> {pty.path}", file=sys.stderr)

@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import ClassVar
 
-from daqhub_sims.model_options import SimOption
+from daqhub_sims.model_options import SimOption, option_problem
 
 
 class Clock(ABC):
@@ -68,7 +68,11 @@ class SimDevice(ABC):
 
     def __init__(self, options: Mapping[str, str] | None = None,
                  clock: Clock | None = None) -> None:
+        """Raises ValueError for an option outside :attr:`OPTIONS` (when it declares any)."""
         self.options: dict[str, str] = dict(options or {})
+        problem = option_problem(type(self).__name__, self.OPTIONS, self.options)
+        if problem:
+            raise ValueError(problem)
         self.clock: Clock = clock or RealClock()
 
     @abstractmethod

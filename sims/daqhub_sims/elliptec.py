@@ -279,10 +279,6 @@ class ElliptecBus(SimDevice):
         self, options: Mapping[str, str] | None = None, clock: Clock | None = None
     ) -> None:
         super().__init__(options, clock)
-        known = {o.name for o in self.OPTIONS}
-        unknown = sorted(set(self.options) - known)
-        if unknown:
-            raise ValueError(f"unknown elliptec option(s) {unknown}; known: {sorted(known)}")
         opts = with_defaults(self.OPTIONS, self.options)
         self.speed_scale = _positive_float(opts["speed_scale"], "speed_scale")
         self.drive_timeout = _positive_float(opts["drive_timeout"], "drive_timeout")

@@ -571,8 +571,8 @@ def _parse_options(given: Mapping[str, str]) -> _Options:
 class ESP300(SimDevice):
     """Newport ESP300 on RS-232.
 
-    Options: :data:`OPTIONS`. Unknown options are ignored because the same query string also
-    carries transport options.
+    Options: :data:`OPTIONS` (any other is refused; a ``sim://`` URL's line options never
+    reach the device).
     """
 
     baudrate = 19200

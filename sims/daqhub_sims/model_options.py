@@ -1,9 +1,9 @@
 """The ``sim://`` options each simulated model takes, declared once.
 
 A model declares its options as ``OPTIONS`` on its device class; the device takes its
-defaults from there (:func:`with_defaults`), and ``daqhub sim models`` and
-``docs/simulators.md`` print the same declaration, so the table a lab reads is the one the
-code runs.
+defaults from there (:func:`with_defaults`) and refuses any other (:func:`option_problem`, as
+``daqhub validate`` does), and ``daqhub sim models`` and ``docs/simulators.md`` print the same
+declaration, so the table a lab reads is the one the code runs.
 """
 
 from __future__ import annotations
@@ -26,6 +26,23 @@ def with_defaults(declared: Iterable[SimOption], given: Mapping[str, str]) -> di
     merged = {o.name: o.default for o in declared if o.default is not None}
     merged.update(given)
     return merged
+
+
+def option_problem(model: str, declared: Iterable[SimOption], given: Iterable[str],
+                   also: Iterable[str] = ()) -> str | None:
+    """Why ``model`` cannot take the options ``given`` (None: it can); ``also``: other names
+    the caller accepts, listed with the declared ones.
+
+    An option outside the declaration would be ignored, so a typo (``speed_sacle=10``) would
+    serve the defaults without a word. A model that declares none takes whatever it is given:
+    it reads its own (e.g. a bare factory function).
+    """
+    known = {o.name for o in declared}
+    unknown = sorted(set(given) - known)
+    if not known or not unknown:
+        return None
+    return (f"{model} takes no option {', '.join(map(repr, unknown))}; its options: "
+            f"{', '.join(sorted(known | set(also)))} (daqhub sim models)")
 
 
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:

@@ -166,8 +166,8 @@ def _flag(text: str) -> bool:
 class Newport1830C(SimDevice):
     """Newport 1830-C on RS-232.
 
-    Options: :data:`OPTIONS`. Unknown options are ignored because the same query string also
-    carries transport options.
+    Options: :data:`OPTIONS` (any other is refused; a ``sim://`` URL's line options never
+    reach the device).
     """
 
     baudrate = 9600

@@ -55,6 +55,7 @@ def daqhub_cli_commands() -> list[CliCommand]:
 def daqhub_validate_config(config: Mapping[str, Any]) -> list[ConfigProblem]:
     """A ``sim://`` port names a simulated device that exists, with options it takes: found
     by ``daqhub validate`` instead of when the run opens the port."""
+    from daqhub_sims.model_options import option_problem
     from daqhub_sims.registry import LINE_OPTIONS, UnknownModelError, model_factory, parse_url
 
     problems: list[ConfigProblem] = []
@@ -69,11 +70,8 @@ def daqhub_validate_config(config: Mapping[str, Any]) -> list[ConfigProblem]:
         except (ValueError, UnknownModelError) as exc:
             problems.append(ConfigProblem(str(exc), where))
             continue
-        known = {o.name for o in getattr(factory, "OPTIONS", ())}
-        unknown = sorted(set(url.device_options) - known)
-        if known and unknown:  # a model that declares none takes whatever it is given
-            problems.append(ConfigProblem(
-                f"sim://{url.model} takes no option {', '.join(map(repr, unknown))}; its "
-                f"options: {', '.join(sorted(known | LINE_OPTIONS))} (daqhub sim models)",
-                where))
+        problem = option_problem(f"sim://{url.model}", getattr(factory, "OPTIONS", ()),
+                                 url.device_options, LINE_OPTIONS)
+        if problem:
+            problems.append(ConfigProblem(problem, where))
     return problems

@@ -5,7 +5,9 @@ adapter (docs/architecture.md, "Library behaviour the code relies on"). Plugging
 in creates a *new* pty, whose number the
 kernel picks (it is often, not always, the same). Give ``link=`` to get a stable symlink that
 always points at the current pty, like socat's ``link=``; it is removed while unplugged, so a
-reopen fails with ``ENOENT`` as for a vanished ``/dev/ttyUSB0``.
+reopen fails with ``ENOENT`` as for a vanished ``/dev/ttyUSB0``. The link may replace an old
+symlink (one a killed server left) but nothing else, and only a link pointing at this
+server's pty is removed: a mistyped ``--link`` must not cost a user a file.
 
 A pty server forwards every byte its line sends, whether or not a client holds the pty open
 (the master cannot tell): another transport sharing the line (``sim://``, a TCP server) may
@@ -14,7 +16,6 @@ then miss replies. One host per line, as with real hardware.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import select
@@ -52,16 +53,15 @@ class PtyServer(Bridge):
         self.path = os.ttyname(slave)
         self._label = f"pty-server {self.path}"
         if self.link is not None:
-            tmp = self.link.with_name(self.link.name + ".tmp")
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            tmp.symlink_to(self.path)
-            tmp.replace(self.link)
+            try:
+                _point(self.link, self.path)
+            except BaseException:
+                self._link_down()  # the pty: the link is not ours
+                raise
 
     def _link_down(self) -> None:
-        if self.link is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self.link.unlink()
+        if self.link is not None and _points_at(self.link, self.path):
+            self.link.unlink()
         for fd in (self._master, self._slave):
             if fd >= 0:
                 os.close(fd)
@@ -96,3 +96,25 @@ class PtyServer(Bridge):
 
     def _has_peer(self) -> bool:
         return self._master >= 0
+
+
+def _point(link: Path, target: str) -> None:
+    """Make ``link`` a symlink to ``target`` in one rename (a client never finds it missing
+    while it moves); ValueError if ``link`` is something else, which it must not destroy."""
+    if link.exists() and not link.is_symlink():
+        raise ValueError(f"{link} exists and is not a symlink; the pty's link must be a new "
+                         "path or an old link")
+    tmp = link.with_name(f"{link.name}.{os.getpid()}.tmp")
+    tmp.symlink_to(target)
+    try:
+        tmp.replace(link)
+    except BaseException:
+        tmp.unlink()
+        raise
+
+
+def _points_at(link: Path, target: str) -> bool:
+    try:
+        return os.readlink(link) == target
+    except OSError:  # gone, or no symlink
+        return False

@@ -36,6 +36,7 @@ from types import FrameType, TracebackType
 from typing import Any
 
 from daqhub_sims.scpi import PROFILES, ScpiInstrument, make_instrument
+from daqhub_sims.tcp_server import tcp_port
 
 #: What :meth:`ScpiTcpServer.garbage_next_reply` sends when not told otherwise.
 DEFAULT_GARBAGE = b"#~?GARBAGE,@@,!!"
@@ -431,7 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--profile", choices=sorted(PROFILES), default="dmm")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--port", type=tcp_port, default=0, help="0 picks a free port")
     parser.add_argument("--seed", type=int, default=0, help="seed of the reading noise")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before each reply")
     args = parser.parse_args(argv)

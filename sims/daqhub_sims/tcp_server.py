@@ -9,6 +9,7 @@ ser2net does when its serial device is gone); the listening port stays.
 
 from __future__ import annotations
 
+import argparse
 import select
 import socket
 
@@ -17,6 +18,20 @@ from daqhub_sims.device import SimDevice
 from daqhub_sims.endpoint import Endpoint, EndpointDisconnected
 
 _READ_CHUNK = 4096
+
+
+def tcp_port(text: str) -> int:
+    """An argparse ``type``: a port to listen on, 0-65535 (0: any free one). Checked when the
+    command line is read, so a port out of range is a usage error, not ``bind()``'s
+    OverflowError once serving has begun."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"a port is a number from 0 to 65535 (0: any free port), got {text}")
+    return port
 
 
 class TcpServer(Bridge):

@@ -45,6 +45,18 @@ def test_run_refuses_meta_without_equals(tmp_path: Path) -> None:
     assert "expected key=value" in r.stderr
 
 
+def test_run_refuses_a_meta_key_given_twice(tmp_path: Path) -> None:
+    """Only the last value was stored, without a word."""
+    lab = tmp_path / "lab.toml"
+    lab.write_text(optics_lab(tmp_path / "data", "v2"))
+    r = subprocess.run([sys.executable, "-m", "daqhub", "run", str(lab), "--plain",
+                        "--duration", "1", "--meta", "operator=Ada", "--meta", "operator=Bob"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "--meta 'operator=Bob': operator is already 'Ada'; give each key once" in r.stderr
+    assert not (tmp_path / "data").exists()  # nothing ran
+
+
 #: ``daqhub run`` with every record file failing as on a full disk
 FULL_DISK_RUN = """
 import errno, sys

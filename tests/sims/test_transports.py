@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -71,6 +72,18 @@ def test_create_unknown_model_lists_known_ones() -> None:
     with pytest.raises(LookupError, match="elliptec.*esp300.*newport1830c"):
         registry.create("nosuch")
     assert isinstance(registry.create("elliptec", {"devices": "0:ELL6"}), ElliptecBus)
+
+
+@pytest.mark.parametrize(("model", "typo", "known"), [
+    ("esp300", "speed_sacle", "speed_scale"), ("newport1830c", "powr", "power"),
+    ("elliptec", "speed_sacle", "speed_scale"), ("esp300", "devices", "axes")])
+def test_every_model_refuses_an_option_it_does_not_declare(model: str, typo: str,
+                                                           known: str) -> None:
+    """esp300 and newport1830c served their defaults for a typo, without a word."""
+    with pytest.raises(ValueError, match=rf"takes no option '{typo}'; its options: .*{known}"):
+        registry.create(model, {typo: "10"})
+    with pytest.raises(serial.SerialException, match=f"takes no option '{typo}'"):
+        open_url(f"sim://{model}?{typo}=10")
 
 
 def test_same_line_whatever_the_option_order() -> None:
@@ -315,6 +328,21 @@ def test_pty_round_trip_and_disconnect(tmp_path: Path) -> None:
         port.close()
 
 
+def test_pty_link_replaces_an_old_symlink_and_removes_only_its_own(tmp_path: Path) -> None:
+    """The link a killed server left is replaced; at the end only a link to this server's
+    pty is removed, never what someone put there meanwhile."""
+    link = tmp_path / "ttyELL"
+    link.symlink_to("/dev/pts/nosuch")
+    with PtyServer(registry.endpoint(BUS), link=link) as pty:
+        assert os.readlink(link) == pty.path
+    assert not link.is_symlink() and not link.exists()
+    with PtyServer(registry.endpoint(BUS), link=link):
+        link.unlink()
+        link.write_text("my notes\n")
+    assert link.read_text() == "my notes\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ttyELL"]
+
+
 def test_pty_obeys_the_endpoint_faults_and_serves_deferred_replies() -> None:
     ep = registry.endpoint(FAST_BUS)
     with PtyServer(ep) as pty, serial.Serial(pty.path, timeout=1) as port:
@@ -443,6 +471,70 @@ def test_serve_rejects_an_unknown_model() -> None:
     from daqhub_sims.cli import serve
 
     assert serve(["nosuch", "--tcp", "0"]) == 2
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "65536", "http"])
+def test_serve_refuses_a_port_out_of_range_as_a_usage_error(
+        port: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """bind() raised OverflowError once serving had begun: a plugin crash, exit 1."""
+    from daqhub_sims.cli import serve
+    from daqhub_sims.scpi_tcp import main as scpi_tcp_main
+
+    for run, flag in ((lambda: serve(["esp300", "--tcp", port])), "--tcp"), (
+            (lambda: scpi_tcp_main(["--port", port])), "--port"):
+        with pytest.raises(SystemExit) as exit_info:
+            run()
+        assert exit_info.value.code == 2
+        assert f"argument {flag}: " in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args", [
+    ["esp300", "-o", "speed_sacle=10"], ["newport1830c", "-o", "powr=1e-3"],
+    ["esp300", "--devices", "0:ELL14"], ["elliptec", "-o", "speed_sacle=10"]])
+def test_serve_refuses_an_option_its_model_does_not_take(
+        args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """esp300 and newport1830c served their defaults for a typo (elliptec refused it)."""
+    from daqhub_sims.cli import serve
+
+    done = threading.Event()
+    done.set()  # a server that starts stops at once
+    assert serve([*args, "--tcp", "0"], done) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"takes no option '(speed_sacle|powr|devices)'; its options: ", err), err
+
+
+def test_serve_refuses_an_option_given_twice(capsys: pytest.CaptureFixture[str]) -> None:
+    """The last one won without a word."""
+    from daqhub_sims.cli import serve
+
+    done = threading.Event()
+    done.set()
+    for twice in (["-o", "speed_scale=2", "-o", "speed_scale=3"],
+                  ["--devices", "0:ELL14", "-o", "devices=0:ELL9"]):
+        with pytest.raises(SystemExit) as exit_info:
+            serve(["elliptec", "--tcp", "0", *twice], done)
+        assert exit_info.value.code == 2
+        assert "given twice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("existing", ["file", "directory"])
+def test_serve_refuses_a_link_over_a_file_and_leaves_nothing_behind(
+        existing: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--link over a file replaced it and removed it at exit; over a directory it failed but
+    left LINK.tmp behind."""
+    from daqhub_sims.cli import serve
+
+    link = tmp_path / "notes.txt"
+    if existing == "file":
+        link.write_text("my notes\n")
+    else:
+        link.mkdir()
+    done = threading.Event()
+    done.set()
+    assert serve(["esp300", "--pty", "--link", str(link)], done) == 2
+    assert f"{link} exists and is not a symlink" in capsys.readouterr().err
+    assert link.read_text() == "my notes\n" if existing == "file" else link.is_dir()
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
 def test_serve_function_stops_on_event() -> None:

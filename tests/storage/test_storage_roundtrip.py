@@ -305,3 +305,52 @@ def test_metadata_of_format_1_files_is_still_read(
     for d in data:
         got = tables[f"{d.instrument}.{d.spec.name}"].column("metadata").to_pylist()
         assert [json.loads(m) if m else None for m in got] == d.metadata
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize(("options", "line", "words"), [
+    ({"compression_level": 9}, 4, "does nothing without compression"),
+    ({"compression": "lzf", "compression_level": 9}, 5, 'does nothing with compression = "lzf"'),
+])
+def test_a_compression_level_that_would_do_nothing_is_refused_at_its_line(
+        tmp_path: Path, storage_host: PluginHost, options: dict[str, Any], line: int,
+        words: str) -> None:
+    """Only gzip has levels: the level was accepted and the file stored uncompressed (or
+    with lzf's fixed level)."""
+    from daqhub.config import ConfigError, parse
+
+    keys = "".join(f"{k} = {json.dumps(v)}\n" for k, v in options.items())
+    text = f'[daqhub]\noutput_dir = "{tmp_path}"\n[storage.hdf5]\n{keys}'
+    with pytest.raises(ConfigError) as info:
+        parse(text, "lab.toml", storage_host, tmp_path)
+    (problem,) = map(str, info.value.problems)
+    assert problem.startswith(f"lab.toml:{line}: compression_level = 9 {words}"), problem
+    assert 'only compression = "gzip" has levels' in problem
+    with pytest.raises(ValueError, match="compression_level = 9 does nothing"):
+        StorageSession.open(storage_host, tmp_path, {"v2": FlavorStorage(
+            "hdf5", CHANNELS, INSTRUMENTS, options)}, lab_config=LAB_CONFIG, versions=VERSIONS)
+    assert not list(tmp_path.rglob("*.h5"))
+
+
+@pytest.mark.timeout(20)
+def test_hdf5_compression_is_offered_as_toml_can_write_it(
+        tmp_path: Path, storage_host: PluginHost, channel_data: Any) -> None:
+    """TOML has no null: "leave the key out" is how a lab writes no compression. gzip with a
+    level compresses at that level."""
+    from daqhub.config import ConfigError, parse
+
+    text = f'[daqhub]\noutput_dir = "{tmp_path}"\n[storage.hdf5]\ncompression = "zstd"\n'
+    with pytest.raises(ConfigError) as info:
+        parse(text, "lab.toml", storage_host, tmp_path)
+    (problem,) = map(str, info.value.problems)
+    assert problem == ('lab.toml:4: compression = "zstd" is not allowed: compression must be '
+                       'one of "gzip", "lzf" (leave the key out for no compression)')
+    session = StorageSession.open(
+        storage_host, tmp_path, {"v2": FlavorStorage(
+            "hdf5", CHANNELS, INSTRUMENTS, {"compression": "gzip", "compression_level": 9})},
+        lab_config=LAB_CONFIG, versions=VERSIONS)
+    feed_session(session, channel_data(ROWS, seed=1), "v2", seed=2)
+    (path,) = session.close()["v2"]
+    with h5py.File(path) as f:
+        value = next(f[i][c]["value"] for i in f if i != "_daqhub" for c in f[i])
+        assert (value.compression, value.compression_opts) == ("gzip", 9)
