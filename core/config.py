@@ -31,6 +31,7 @@ from .labchecks import ChosenTypes, check_channels, check_shared_devices, chosen
 from .outdir import lab_path, unwritable
 from .resources import register_url_packages
 from .routines import ROUTINE_SCHEMA, routine_problems, step_lines
+from .scan import POINTS_KEYS
 from .schema_words import not_allowed
 from .serve_config import SERVE_SCHEMA
 from .specs import FLAVORS, InstrumentType
@@ -664,7 +665,8 @@ MIN_SLEEP_S = 0.001
 
 def _check_steps(c: _Collector, routine: Mapping[str, Any], path: tuple[Any, ...]) -> None:
     """``sleep`` takes one duration (1 ms up to MAX_SECONDS); a repeating routine needs a
-    step that takes time, else it would loop flat out."""
+    ``sleep`` step, else it may loop flat out: no other step is sure to take time (a
+    ``wait_until_done`` of an axis already in place returns at once)."""
     paced = False
     for k, step in enumerate(routine["steps"]):
         name, args = step[0], step[1:]
@@ -676,12 +678,10 @@ def _check_steps(c: _Collector, routine: Mapping[str, Any], path: tuple[Any, ...
                       f"{MIN_SLEEP_S:g} to {MAX_SECONDS:g} s, got {args!r}",
                       'e.g. ["sleep", 0.5]')
             paced = True
-        elif name.startswith("wait"):
-            paced = True
     if routine.get("repeat", False) and not paced:
-        c.add((*path, "repeat"), "a repeating routine needs a step that takes time (a sleep "
-              "or a wait_... command); without one it loops flat out",
-              'add e.g. ["sleep", 0.1]')
+        c.add((*path, "repeat"), "a repeating routine needs a sleep step: no other step is "
+              "sure to take time (a wait_until_done of an axis already in place returns at "
+              "once), and without one it may loop flat out", 'add e.g. ["sleep", 0.1]')
 
 
 def _check_instrument(c: _Collector, block: Mapping[str, Any], path: tuple[Any, ...],
@@ -713,6 +713,11 @@ def _check_instrument(c: _Collector, block: Mapping[str, Any], path: tuple[Any, 
         ok = False
     else:
         seen_ids[iid] = (flavor, line)
+        if iid in POINTS_KEYS:  # known, so a routine naming it is not "unknown" as well
+            c.add((*path, "id"), f"instrument id {iid!r} is reserved: every points table "
+                  f"(Lab.scan, routine record steps) has a column {iid!r}, and a mover's "
+                  "setpoints would go in a second one", "give the instrument another id")
+            ok = False
     tname = block.get("type")
     if not isinstance(tname, str):
         c.add(path, "instrument has no 'type'", f"installed types: {', '.join(type_names)}")

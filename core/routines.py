@@ -20,9 +20,12 @@ until the move is done before the next step runs, and a ``record`` (or
 (``["record", "power", "dmm.voltage"]``) and writes a row to the session's
 points table (``routine-<instrument>-<n>``, the same engine and columns as
 ``Lab.scan``, see :mod:`daqhub.scan`). Mistakes in steps (an unknown command, one
-the instrument's type lacks, a wrong number of arguments, ``sleep`` without a
-duration, a record step naming nothing known) are found by ``daqhub validate``
-(:func:`routine_problems`), before anything runs.
+the instrument's type lacks, a wrong number of arguments, a ``timeout`` no wait may
+take, ``sleep`` without a duration, a record step naming nothing known) are found by
+``daqhub validate`` (:func:`routine_problems`), before anything runs.
+
+A step and a cycle count as done only when they ran to their end: the shutdown's stop
+cuts a sleep or a wait short, and that step and its cycle are not counted.
 """
 
 from __future__ import annotations
@@ -34,13 +37,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .commands import argument_problem, command_names
+from .commands import argument_problem, command_names, command_signature, driver_class
+from .instrument import CommandRejected
+from .resources.timeouts import MAX_TIMEOUT_S, checked_timeout
 
 if TYPE_CHECKING:
     from .scan import RoutinePoints
     from .specs import InstrumentType
-
-from .instrument import CommandRejected
 
 ROUTINE_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -54,8 +57,9 @@ ROUTINE_SCHEMA: dict[str, Any] = {
                   "description": "[command, arg, ...] lists; 'sleep' pauses for N seconds"},
         "repeat": {"type": "boolean", "default": False},
         "start_delay_s": {"type": "number", "minimum": 0, "maximum": 1e7, "default": 0},
-        "step_timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 1e7,
-                           "default": 60},
+        "step_timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TIMEOUT_S,
+                           "default": 60, "description": "seconds each step may take, a "
+                           "move step's wait for the move included"},
     },
 }
 
@@ -129,27 +133,27 @@ class RoutineRunner:
             if self.points is not None:
                 self.points.end(self.state.state, self.state.error)
 
-    def _step(self, name: str, args: Sequence[Any], timeout: float) -> None:
-        instrument = self.state.instrument
+    def _step(self, name: str, args: Sequence[Any], timeout: float) -> bool:
+        """Run one step; False when the stop cut it short (a sleep or a wait it ended early,
+        a move it left unwaited for): such a step is not done, nor is its cycle."""
+        if name == "sleep":
+            return not self.stop.wait(sleep_s([name, *args]))
         if name in RECORD_STEPS:
             if self.points is None:
                 raise RuntimeError("record steps need the session's records (daqhub run or "
                                    "daqhub.open_lab start them)")
             self.points.row([str(a) for a in args])
-            return
+            return True
         if name == "wait_until_done":
-            result = self._wait_until_done(args, timeout)
-        else:
-            result = self.call(instrument, name, *args, timeout=timeout)
+            return self._wait_until_done(args, timeout)
+        self.call(self.state.instrument, name, *args, timeout=timeout)
         if name == "move_absolute":
             self.setpoint = float(args[0])
         elif name == "move_relative" and self.setpoint is not None:
             self.setpoint += float(args[0])
-        if name in MOVE_COMMANDS and not self.stop.is_set():
-            result = self._wait_until_done([timeout], timeout)
-            name = "wait_until_done"
-        if name == "wait_until_done" and isinstance(result, int | float):
-            self.readback = float(result)
+        if name in MOVE_COMMANDS:
+            return not self.stop.is_set() and self._wait_until_done([timeout], timeout)
+        return True
 
     def _run(self) -> None:
         st = self.state
@@ -161,34 +165,32 @@ class RoutineRunner:
         st.state = "running"
         st.steps_total = len(steps)
         sleeps = [sleep_s(s) for s in steps]
-        while not self.stop.is_set():
+        while True:
             st.cycle_started = time.monotonic()
             for i, step in enumerate(steps, start=1):
-                if self.stop.is_set():
-                    break
                 name, *args = step
                 st.step, st.step_name, st.sleep_left_s = i, str(name), sum(sleeps[i - 1:])
                 try:
-                    if name == "sleep":
-                        self.stop.wait(sleep_s(step))
-                    else:
-                        self._step(name, args, timeout)
-                    st.steps_done += 1
+                    done = not self.stop.is_set() and self._step(name, args, timeout)
                 except Exception as exc:
-                    if self.stop.is_set():  # a step cut short by the shutdown did not fail
-                        st.state = "stopped"
+                    if not self.stop.is_set():
+                        st.state = "failed"
+                        st.error = f"step {name}{tuple(args)!r} failed: {exc}"
                         return
-                    st.state = "failed"
-                    st.error = f"step {name}{tuple(args)!r} failed: {exc}"
+                    done = False  # a step cut short by the shutdown did not fail
+                if not done:
+                    st.state = "stopped"
                     return
+                st.steps_done += 1
             st.cycles += 1
             st.last_cycle_s = time.monotonic() - st.cycle_started
             if not self.spec.get("repeat", False):
-                break
-        st.state = "done" if not self.stop.is_set() else "stopped"
+                st.state = "done" if not self.stop.is_set() else "stopped"
+                return
 
-    def _wait_until_done(self, args: Sequence[Any], timeout: float) -> Any:
-        """Wait for a move in short ``is_moving()`` calls, then ``wait_until_done``.
+    def _wait_until_done(self, args: Sequence[Any], timeout: float) -> bool:
+        """Wait for a move in short ``is_moving()`` calls, then ``wait_until_done``, whose
+        result is the readback; False when the stop ended the wait first.
 
         One ``wait_until_done`` call holds a v2 instrument's thread for the whole move,
         and its polls (the position during the move, at the configured rate) stop
@@ -205,9 +207,12 @@ class RoutineRunner:
             if "has no command" not in str(exc):
                 raise
         if self.stop.is_set():
-            return None
+            return False
         # the driver's own wait gives up first and says why; the call's timeout is the backstop
-        return self.call(iid, "wait_until_done", *args, timeout=timeout + 10)
+        result = self.call(iid, "wait_until_done", *args, timeout=timeout + 10)
+        if isinstance(result, int | float):
+            self.readback = float(result)
+        return True
 
     def join(self, timeout: float) -> bool:
         self.thread.join(timeout)
@@ -307,10 +312,29 @@ def routine_problems(routine: Mapping[str, Any],
                             f"did you mean {' or '.join(map(repr, near))}?" if near else
                             f"{iid} has: {', '.join(commands)}"))
         else:
-            problem = argument_problem(itype, name, tuple(args))
+            problem = argument_problem(itype, name, tuple(args)) or \
+                _timeout_problem(itype, name, args)
             if problem:
                 out.append((line, f"{where}: {problem[0]}", problem[1]))
     return out
+
+
+def _timeout_problem(itype: InstrumentType, command: str, args: Sequence[Any]
+                     ) -> tuple[str, str] | None:
+    """A ``timeout`` argument outside the core's bound on every wait (``checked_timeout``,
+    which drivers apply): refused only when the step runs, after the steps before it ran."""
+    sig = command_signature(driver_class(itype), command)
+    try:
+        timeout = sig.bind(None, *args).arguments.get("timeout", 0.0) if sig else 0.0
+    except TypeError:
+        return None  # the number of arguments is argument_problem's to report
+    try:
+        checked_timeout(timeout)
+    except (TypeError, ValueError):
+        return (f"{command}'s timeout must be a number of seconds from 0 to "
+                f"{MAX_TIMEOUT_S:g}, got {timeout!r}",
+                "every wait is bounded; for a longer one, repeat the step")
+    return None
 
 
 def _record_problems(args: Sequence[Any],

@@ -57,6 +57,11 @@ if TYPE_CHECKING:
 
 #: How often ``read`` may come back without a requested channel before the step fails.
 READ_ATTEMPTS = 3
+#: The columns every points table starts with. An instrument named like one would put its
+#: setpoints in a second column of that name, so lab files may not (``config.validate``).
+POINTS_KEYS = {"run_id": pa.string(), "step": pa.int64(), "repeat": pa.int64()}
+#: How long a failed or interrupted scan waits for its movers to take ``stop``.
+HALT_S = 5.0
 
 
 class ScanError(RuntimeError):
@@ -149,11 +154,12 @@ def _plan(lab: Lab, kind: str, axes: Mapping[str, list[float]],
 
 def points_schema(rt: DualRuntimeManager, movers: Sequence[str],
                   reads: Sequence[tuple[str, ChannelSpec]], kind: str) -> pa.Schema:
+    """The points table's columns (see the module's docstring), each name once."""
+
     def unit(u: str) -> dict[bytes, bytes]:
         return {b"unit": u.encode()}
 
-    fields = [pa.field("run_id", pa.string()), pa.field("step", pa.int64()),
-              pa.field("repeat", pa.int64())]
+    fields = [pa.field(k, t) for k, t in POINTS_KEYS.items()]
     for m in movers:
         u = next((c.unit for (i, n), c in rt.channels.items() if i == m and n == "position"), "")
         fields += [pa.field(m, pa.float64(), metadata=unit(u)),
@@ -163,6 +169,12 @@ def points_schema(rt: DualRuntimeManager, movers: Sequence[str],
         fields += [pa.field(col, value_type(spec), metadata=unit(spec.unit)),
                    pa.field(f"{col}.requested_ns", pa.int64(), metadata=unit("ns")),
                    pa.field(f"{col}.answered_ns", pa.int64(), metadata=unit("ns"))]
+    names = [f.name for f in fields]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:  # a row is a dict: one column's values would land in the other, unnoticed
+        raise ScanError(f"the points table would have two columns named {', '.join(twice)} "
+                        f"(every table has {', '.join(POINTS_KEYS)} and <mover>.readback): "
+                        "rename the instrument or channel that takes the name")
     return pa.schema(fields, metadata={b"daqhub.kind": kind.encode(),
                                        b"daqhub.movers": ",".join(movers).encode()})
 
@@ -221,11 +233,11 @@ def _run_points(lab: Lab, plan: Plan, run: PointsRun, cmd: LabCommands,
                 records.add_row(run, row)
                 step += 1
     except KeyboardInterrupt:
-        halt(cmd, plan.movers)
+        lab.rt.halt(plan.movers, HALT_S)
         records.end_run(run, False, "interrupted")
         raise
     except Exception as exc:
-        halt(cmd, plan.movers)
+        lab.rt.halt(plan.movers, HALT_S)
         records.end_run(run, False, f"{type(exc).__name__}: {exc}")
         exc.add_note(f"daqhub: {run.run_id} ended at step {step}; the {len(run.rows)} row(s) "
                      "taken are stored, marked incomplete")
@@ -366,15 +378,6 @@ def _value(data: Any) -> Any:
     if isinstance(data, np.ndarray):
         return data.ravel().tolist()
     return data.item() if isinstance(data, np.generic) else data
-
-
-def halt(cmd: Commands, movers: Sequence[str]) -> None:
-    """Stop movers a failed or interrupted scan leaves moving (best effort, bounded)."""
-    for m in movers:
-        try:
-            cmd.result(m, cmd.send(m, "stop"), "stop", 5.0)
-        except Exception:  # halting is a courtesy; the scan's own error is what matters
-            pass
 
 
 class RoutinePoints:

@@ -8,7 +8,10 @@ Shutdown runs in phases, each bounded, and the whole bounded by
 ``shutdown_timeout``:
 
 0. stop the routines and join them (a step in flight is abandoned, and the
-   routine recorded ``stopped``, not failed), so no command races the stop;
+   routine recorded ``stopped``, not failed), so no command races the stop; the axis of
+   a Motion instrument whose routine was running is halted (:meth:`~DualRuntimeManager.halt`),
+   so a step that holds the instrument (a ``home``) ends now and the instrument stops in
+   its turn instead of being forced;
 1. signal both runtimes to stop;
 2. wait for the V4 actors (5 s by default), then for the V2 threads (5 s);
 3. force what did not stop: cancel actor tasks, close the hardware under
@@ -33,6 +36,7 @@ routines, commands, health and the report, and stops the workers after phase 2.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import concurrent.futures
 import dataclasses
@@ -40,14 +44,16 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import pyarrow as pa
 
+from ..command_limits import result_within
 from ..config import InstrumentConfig, LabConfig
+from ..driver.flavors import SessionActor, SessionInstrument
 from ..host import PluginHost, PluginProblem
 from ..measurement import ChannelSpec, V2Read
 from ..resources import PortEvent, SerialPortManager, VisaSessionManager, line_settings
@@ -489,6 +495,52 @@ class DualRuntimeManager:
             return self.pool.submit(instrument_id, method, *args, **kwargs)
         raise KeyError(f"no running instrument {instrument_id!r}")
 
+    def halt(self, instrument_ids: Sequence[str], timeout: float) -> None:
+        """Send ``stop`` to each instrument at once and wait up to ``timeout`` for them: the
+        movers of a failed or interrupted scan, the axes of routines at shutdown (best
+        effort: what fails is the caller's error's consequence, not a new error).
+
+        Queued like any command, ``stop`` waited behind the one in flight: a ``home`` or a
+        ``wait_until_done`` holds its v2 thread or v4 actor until the motion ends, so the axis
+        went on and the shutdown forced the instrument. A driver made with the toolkit
+        (:mod:`daqhub.driver`) does its I/O through the port's gate, where ``stop`` takes the
+        urgent lane, so its ``stop`` is called beside the command in flight (on a thread of
+        its own in v2, a task of its own in v4), which then sees the axis stopped and ends.
+        Other drivers, and instruments in worker processes, get it queued.
+        """
+        deadline = time.monotonic() + timeout
+        sent = []
+        for iid in instrument_ids:
+            try:
+                sent.append(self._beside(iid, "stop"))
+            except Exception:  # not running (any more): nothing to stop
+                continue
+        for fut in sent:
+            try:
+                result_within(fut, max(0.0, deadline - time.monotonic()))
+            except Exception:  # NoResult, or the driver's refusal: the stop was tried
+                fut.cancel()
+
+    def _beside(self, iid: str, method: str) -> concurrent.futures.Future[Any]:
+        """``method`` (a control command) beside the command in flight where the driver is
+        the toolkit's, else queued (see :meth:`halt`)."""
+        worker, runner = self.v2.workers.get(iid), self.v4.runners.get(iid)
+        if worker is not None and isinstance(worker.instrument, SessionInstrument):
+            call = getattr(worker.instrument, method)
+            fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+            def run() -> None:
+                try:
+                    fut.set_result(call())
+                except Exception as exc:
+                    fut.set_exception(exc)
+            threading.Thread(target=run, name=f"daqhub-{method}:{iid}", daemon=True).start()
+            return fut
+        if runner is not None and isinstance(runner.actor, SessionActor):
+            return asyncio.run_coroutine_threadsafe(getattr(runner.actor, method)(),
+                                                    self.v4.loop)
+        return self.submit(iid, method)
+
     def command_done(self, instrument_id: str, method: str) -> None:
         for listener in self.on_command:
             listener(instrument_id, method)
@@ -563,8 +615,11 @@ class DualRuntimeManager:
         def left(cap: float) -> float:
             return max(0.0, min(cap, deadline - time.monotonic()))
 
-        # 0. routines first: they would only send commands into a shutdown
+        # 0. routines first: they would only send commands into a shutdown; the axis of one
+        # that was running is halted, as the step in flight may hold the instrument (a home)
         self.routine_stop.set()
+        self.halt([r.state.instrument for r in self.routines if r.state.state == "running"
+                   and "Motion" in self.types[r.state.instrument].capabilities], left(1.0))
         for r in self.routines:
             if r.thread.ident is not None:
                 r.join(left(1.0))
@@ -580,16 +635,13 @@ class DualRuntimeManager:
                            report.errors)
         # 3. force: unblock producers waiting on full queues, cancel actors, close hardware
         self.stop_event.set()
+        forced = {i: f"v4 actor, busy in {self.v4.runners[i].busy_in or 'its poll loop'}"
+                  for i in v4_stuck}  # read before forcing, which clears it
+        forced.update((i, f"v2 thread, busy in {self.v2.workers[i].busy_in or 'its poll loop'}")
+                      for i in v2_stuck)
+        report.forced += [f"{i} ({how})" for i, how in forced.items()]
         if v4_stuck:
-            busy = {i: self.v4.runners[i].busy_in for i in v4_stuck}  # forcing clears it
-            still = self.v4.force(v4_stuck, left(2.0))
-            report.forced += [f"{i} (v4 actor, busy in {busy[i] or 'its poll loop'})"
-                              for i in v4_stuck]
-            report.leaked += [f"v4 actor {i}" for i in still]
-        if v2_stuck:
-            report.forced += [f"{i} (v2 thread, busy in "
-                              f"{self.v2.workers[i].busy_in or 'its poll loop'})"
-                              for i in v2_stuck]
+            report.leaked += [f"v4 actor {i}" for i in self.v4.force(v4_stuck, left(2.0))]
         self.watchdog.stop(left(1.0))
         # 4. release shared resources (this also wakes V2 threads hung in I/O)
         report.unclosed_resources += self.serial.close_all(left(3.0))
@@ -635,7 +687,7 @@ class DualRuntimeManager:
         report.errors += self.plugin_failures
         known_failures = len(self.plugin_failures)
         report.counts = self.counts()
-        self._judge(report)
+        self._judge(report, forced)
         report.duration_s = round(time.monotonic() - t0, 3)
         self._save_budget(report)
         if self._announced:
@@ -690,10 +742,12 @@ class DualRuntimeManager:
             else:
                 report.sink_results[name] = fut.result()
 
-    def _judge(self, report: ShutdownReport) -> None:
-        """One outcome per instrument and routine; only the ok ones are clean."""
+    def _judge(self, report: ShutdownReport, forced: Mapping[str, str]) -> None:
+        """One outcome per instrument and routine; only the ok ones are clean. ``forced``:
+        the instruments the shutdown forced, each with what it was busy in."""
         healths = [h for i in self.lab.instruments() if (h := self.health_of(i.id))]
-        report.instruments = [instrument_outcome(h, report.counts.get(h.id, {}))
+        report.instruments = [instrument_outcome(h, report.counts.get(h.id, {}),
+                                                 forced.get(h.id, ""))
                               for h in healths]
         report.routines = [routine_outcome(vars(r.state) | {"log": []}) for r in self.routines]
         report.clean = [o["id"] for o in report.instruments if o["ok"]]

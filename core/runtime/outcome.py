@@ -3,9 +3,10 @@
 A lab reads the exit code and the report the morning after, so neither may
 call a run clean that was not: an instrument is *ok* only when it connected,
 had samples stored, had none refused (samples of channels it did not declare, or that
-would not convert: data it produced and no file holds) and ended ``stopped``; a
-routine only when it completed or was stopped by the shutdown. Everything else is
-named with its reason.
+would not convert: data it produced and no file holds) and ended ``stopped`` without
+being forced by the shutdown (a thread that ended only once its port was closed under it
+did not stop cleanly); a routine only when it completed or was stopped by the shutdown.
+Everything else is named with its reason.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from typing import Any
 from .health import InstrumentHealth
 
 
-def instrument_outcome(h: InstrumentHealth, stored: Mapping[str, int]) -> dict[str, Any]:
-    """One instrument's final record; ``stored`` is its samples per channel in the stream."""
+def instrument_outcome(h: InstrumentHealth, stored: Mapping[str, int], forced: str = ""
+                       ) -> dict[str, Any]:
+    """One instrument's final record; ``stored`` is its samples per channel in the stream,
+    ``forced`` how the shutdown found it when it had to force it ("" when it did not)."""
     samples = sum(stored.values())
     snap = h.snapshot()
     if not h.connected:
@@ -26,6 +29,8 @@ def instrument_outcome(h: InstrumentHealth, stored: Mapping[str, int]) -> dict[s
         problem = "failed"
     elif h.state != "stopped":
         problem = f"did not stop (left {h.state})"
+    elif forced:
+        problem = f"forced at shutdown ({forced})"
     elif samples == 0 and h.measurements:
         problem = f"none of its {h.measurements} samples was accepted"
     elif samples == 0:

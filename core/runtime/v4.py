@@ -2,9 +2,10 @@
 
 Each v4 instrument is an actor with a bounded mailbox. Its runner alternates
 between poll ticks and messages, one at a time, so an actor never runs two of
-its own methods at once. Control messages (``stop``, ``abort`` ...) sit in a
-separate lane served before routine ones, so a stop never waits behind a queue
-of position requests.
+its own methods at once (bar the ``stop`` that ``DualRuntimeManager.halt`` sends a
+toolkit driver's actor beside the command in flight). Control messages (``stop``,
+``abort`` ...) sit in a separate lane served before routine ones, so a stop never
+waits behind a queue of position requests (it does wait for the command in flight).
 
 Supervision, alike for both flavors: what goes wrong with the device or its link
 is not a crash. A read that raises a device error (:data:`DEVICE_ERRORS`: a
@@ -159,6 +160,9 @@ class ActorRunner:
         # queued until the actor is up instead of finding no mailbox (a race seen in CI).
         self.mailbox = Mailbox(mailbox_capacity)
         self.task: asyncio.Task[None] | None = None
+        #: the actor while it is up, for a ``stop`` sent beside the command in flight
+        #: (:meth:`~daqhub.runtime.dual.DualRuntimeManager.halt`)
+        self.actor: V4Actor | None = None
         self.stopping = False
         self.busy_in = ""
         self.restarts = Restarts(policy)
@@ -185,6 +189,7 @@ class ActorRunner:
                     self.events(self.id, "reconnected", "")
                 self.health.set_state("running", "started")
                 self.restarts.started()
+                self.actor = actor
                 await self._serve(actor)
             except asyncio.CancelledError:
                 raise  # this task's own cancellation: every call into the actor is guarded
@@ -228,6 +233,7 @@ class ActorRunner:
         self.health.set_state("stopped", "shut down")
 
     async def _close(self, actor: V4Actor | None) -> None:
+        self.actor = None
         if actor is None:
             return
         self.busy_in = "close"

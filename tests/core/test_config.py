@@ -344,3 +344,20 @@ def test_an_output_dir_given_beside_the_lab_expands_the_home_directory(
     from_home = load_lab_config("~/lab.toml", host, None)  # a script's own "~" path
     assert from_home.output_dir == (home / "out").resolve()
     assert sorted(p.name for p in work.iterdir()) == ["lab.toml"]
+
+
+@pytest.mark.parametrize("iid", ["run_id", "step", "repeat"])
+def test_an_instrument_named_like_a_points_column_is_refused_at_its_id(host, tmp_path: Path,
+                                                                       iid: str) -> None:
+    """A mover named ``repeat`` put its setpoints in the points table's int ``repeat``
+    column (two columns of one name, the run exiting 0); named ``step``, records.h5 could
+    not be written at all, settings included."""
+    text = VALID.replace('id = "power"', f'id = "{iid}"') + (
+        f'\n[[routines]]\ninstrument = "{iid}"\nsteps = [["sleep", 1]]\n')
+    line = text.splitlines().index(f'id = "{iid}"') + 1
+    with pytest.raises(ConfigError) as info:
+        parse(text, "lab.toml", host, tmp_path)
+    [problem] = info.value.problems  # the routine naming it is not "unknown" as well
+    assert problem.line == line
+    assert f"instrument id {iid!r} is reserved: every points table" in problem.message
+    assert f"has a column {iid!r}" in problem.message

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import h5py
 import pyarrow as pa
 import pytest
 from lab_texts import optics_lab
+from polling import wait_until
 
 import daqhub
+from daqhub.config import ConfigError, Problem, parse
 from daqhub.host import PluginHost
+from daqhub.measurement import ChannelSpec
+from daqhub.runtime.report import print_report
+from daqhub.scan import ScanError, points_schema
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -84,6 +92,11 @@ MISTAKES = [
     (["move_absolute", "abc"], "move_absolute's position is a float, got 'abc'",
      "daqhub plugins elliptec.ell14 lists its commands and arguments"),
     (["record", "powr"], "record names unknown instrument 'powr'", "did you mean 'power'?"),
+    # the driver refuses these only when the step runs, after the move before it was sent
+    (["wait_until_done", 7200], "wait_until_done's timeout must be a number of seconds from "
+     "0 to 3600, got 7200", "every wait is bounded"),
+    (["wait_until_done", -1], "wait_until_done's timeout must be a number of seconds from "
+     "0 to 3600, got -1", "every wait is bounded"),
 ]
 
 
@@ -146,3 +159,100 @@ steps = [["sleep", 0.5]]
     assert any("record reads 'power', which will not run: it has enabled = false" in p
                for p in problems)
     assert any("routine of 'power', which will not run" in p for p in problems)
+
+
+def _problems(tmp_path: Path, host: PluginHost, routine: str) -> tuple[str, list[Problem]]:
+    """The optics lab with ``routine``, and what validation says of it."""
+    text = optics_lab(tmp_path, "v2", routines=routine)
+    try:
+        parse(text, "lab.toml", host, tmp_path)
+    except ConfigError as exc:
+        return text, list(exc.problems)
+    return text, []
+
+
+def test_a_step_timeout_no_wait_may_take_is_refused_at_its_line(tmp_path: Path,
+                                                               host: PluginHost) -> None:
+    """Every move step failed at run time ("timeout must be ... between 0 and 3600"), after
+    the move was sent: the routine's wait for the move is given the step's timeout."""
+    routine = '''
+[[routines]]
+instrument = "rotator"
+step_timeout_s = 7200
+steps = [["move_absolute", 10.0], ["sleep", 0.5]]
+'''
+    text, problems = _problems(tmp_path, host, routine)
+    [problem] = problems
+    assert problem.line == text.splitlines().index("step_timeout_s = 7200") + 1
+    assert "step_timeout_s = 7200 is not allowed" in problem.message
+    assert "at most 3600" in problem.message
+    assert _problems(tmp_path, host, routine.replace("7200", "3600"))[1] == []
+
+
+def test_a_repeating_routine_without_a_sleep_is_refused_at_its_repeat_line(
+        tmp_path: Path, host: PluginHost) -> None:
+    """``wait_until_done`` counted as pacing: on an axis already in place it returns at once,
+    and this routine looped ~700 times a second, rewriting its points file as it grew."""
+    routine = '''
+[[routines]]
+instrument = "rotator"
+repeat = true
+steps = [["wait_until_done", 1.0], ["record", "power"]]
+'''
+    text, problems = _problems(tmp_path, host, routine)
+    [problem] = problems
+    assert problem.line == text.splitlines().index("repeat = true") + 1
+    assert problem.message.startswith("a repeating routine needs a sleep step")
+    assert problem.suggestion == 'add e.g. ["sleep", 0.1]'
+    paced = routine.replace('"power"]]', '"power"], ["sleep", 0.1]]')
+    assert _problems(tmp_path, host, paced)[1] == []
+
+
+def test_points_columns_of_one_name_are_refused_not_mixed() -> None:
+    """A mover named ``repeat`` gave the table two ``repeat`` columns; its setpoints landed in
+    the int one. Lab files cannot name an instrument so (validate), and a table that would
+    hold a name twice by any other way is refused before anything moves."""
+    rt = SimpleNamespace(channels={})
+    names = points_schema(rt, ["stage"], [], "scan").names  # type: ignore[arg-type]
+    assert names == ["run_id", "step", "repeat", "stage", "stage.readback"]
+    with pytest.raises(ScanError, match="two columns named repeat"):
+        points_schema(rt, ["repeat"], [], "routine")  # type: ignore[arg-type]
+    readback = ChannelSpec("readback", "scalar", "mm")
+    with pytest.raises(ScanError, match=r"two columns named stage\.readback"):
+        points_schema(rt, ["stage"], [("stage", readback)], "scan")  # type: ignore[arg-type]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("flavor", ["v2", "v4"])
+def test_a_shutdown_during_a_routine_home_stops_the_axis_and_ends_cleanly(
+        tmp_path: Path, host: PluginHost, sim_url: Callable[..., str], flavor: str) -> None:
+    """Ctrl-C while a routine homed a slow stage: the home held the instrument, so the stop
+    the shutdown relied on never got through; the budget ran out, the instrument was forced
+    (the v2 one still listed as stopped cleanly) and the axis went on homing."""
+    url = sim_url("esp300", speed_scale=0.1, home=20)  # a home of ~100 s
+    text = f'''
+[daqhub]
+output_dir = "{tmp_path.as_posix()}/data"
+[[{flavor}.instruments]]
+id = "stage"
+type = "newport.esp300"
+port = "{url}"
+axis = 1
+poll_hz = 5
+[[routines]]
+instrument = "stage"
+start_delay_s = 1  # after the first poll: an instrument without samples is not ok either
+steps = [["home", 600]]
+'''
+    lab = daqhub.open_lab(text, host=host, report=None)
+    worker = lab.rt.v2.workers.get("stage") or lab.rt.v4.runners["stage"]
+    wait_until(lambda: worker.busy_in == "home", "the routine's home in flight", timeout=30)
+    assert lab.rt.health_of("stage").measurements > 0
+    report = lab.close()
+    out = io.StringIO()
+    print_report(lab.rt, report, out)
+    assert report.ok and not report.forced, out.getvalue()
+    assert "stopped cleanly: stage" in out.getvalue()
+    assert "routine stage: stopped, 0 cycle(s)" in out.getvalue()
+    [stage] = report.instruments
+    assert "HOMING ABORTED" in stage["last_error"]  # the stop reached the controller mid-home

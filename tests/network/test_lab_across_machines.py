@@ -170,7 +170,7 @@ address = "127.0.0.1:0"
 instrument = "stage"
 repeat = true
 steps = [["move_absolute", 2.0], ["wait_until_done", 10], ["move_absolute", 0.0],
-         ["wait_until_done", 10]]
+         ["wait_until_done", 10], ["sleep", 0.05]]
 """))
         run = start([*DAQHUB, "run", str(lab), "--plain", "--interval", "1",
                      "--duration", str(RUN_S)], "run")

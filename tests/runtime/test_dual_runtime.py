@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 import threading
 import time
@@ -13,6 +14,7 @@ from runtime_fakes import PRODUCED, make_lab
 
 from daqhub.plugins.converters import batch_to_rows
 from daqhub.runtime.dual import DualRuntimeManager, PhaseTimeouts, ShutdownReport
+from daqhub.runtime.report import print_report
 from daqhub.runtime.v4 import RestartPolicy
 from daqhub.storage import WriteFailed
 
@@ -381,6 +383,44 @@ def test_a_routine_step_in_flight_at_shutdown_is_stopped_not_failed(host, tmp_pa
     wait_until(lambda: rt.v2.workers["a"].busy_in == "dwell", what="the step in flight")
     report = rt.shutdown()
     assert report.routines[0]["state"] == "stopped" and report.ok, report.as_dict()
+
+
+@pytest.mark.timeout(30)
+def test_a_cycle_the_shutdown_cut_short_is_not_counted(host, tmp_path) -> None:
+    """A routine stopped in its sleep (the step after it never ran) was reported "stopped,
+    1 cycle(s)", the sleep counted as a step done."""
+    lab = make_lab(host, tmp_path, v2=[("a", "test.counter")], v4=[],
+                   extra='[[routines]]\ninstrument = "a"\n'
+                         'steps = [["add", 1, 2], ["sleep", 100], ["add", 3, 4]]\n')
+    rt = DualRuntimeManager(lab, host)
+    rt.start()
+    state = rt.routines[0].state
+    wait_until(lambda: state.step == 2, what="the routine in its sleep")
+    report = rt.shutdown()
+    out = io.StringIO()
+    print_report(rt, report, out)
+    assert "routine a: stopped, 0 cycle(s)" in out.getvalue()
+    [routine] = report.routines
+    assert (routine["cycles"], routine["steps_done"]) == (0, 1) and report.ok, routine
+
+
+@pytest.mark.timeout(30)
+def test_a_forced_instrument_is_never_listed_as_stopped_cleanly(host, tmp_path) -> None:
+    """A v2 thread forced at shutdown that ended once its command did ended ``stopped``,
+    and the report said "stopped cleanly" of it, with no NOT OK on its line."""
+    lab = make_lab(host, tmp_path, v2=[("a", "test.counter")], v4=[])
+    rt = DualRuntimeManager(lab, host, phases=PhaseTimeouts(v4_s=0.1, v2_s=0.1, total_s=5))
+    rt.start()
+    rt.submit("a", "dwell", 1.0)  # ends within the second the shutdown waits after forcing
+    wait_until(lambda: rt.v2.workers["a"].busy_in == "dwell", what="the command in flight")
+    report = rt.shutdown()
+    out = io.StringIO()
+    print_report(rt, report, out)
+    assert report.forced == ["a (v2 thread, busy in dwell)"] and not report.leaked, report
+    [a] = report.instruments
+    assert a["state"] == "stopped" and not a["ok"]
+    assert "stopped cleanly: -" in out.getvalue()
+    assert "<- NOT OK: forced at shutdown (v2 thread, busy in dwell)" in out.getvalue()
 
 
 def test_budget_history_stays_bounded_and_spans_the_run() -> None:

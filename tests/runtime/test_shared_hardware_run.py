@@ -97,17 +97,17 @@ poll_hz = 20
 instrument = "rot"
 repeat = true
 steps = [["move_absolute", 30.0], ["wait_until_done", 10], ["move_absolute", 0.0],
-         ["wait_until_done", 10]]
+         ["wait_until_done", 10], ["sleep", 0.05]]
 [[routines]]
 instrument = "slide"
 repeat = true
 steps = [["move_absolute", 1], ["wait_until_done", 10], ["move_absolute", 0],
-         ["wait_until_done", 10]]
+         ["wait_until_done", 10], ["sleep", 0.05]]
 [[routines]]
 instrument = "y"
 repeat = true
 steps = [["move_absolute", 1.0], ["wait_until_done", 10], ["move_absolute", 0.0],
-         ["wait_until_done", 10]]
+         ["wait_until_done", 10], ["sleep", 0.05]]
 """, "shared.toml", daqhub_host, tmp_path)
     rec = Recorder()
     rt = DualRuntimeManager(lab, daqhub_host, sinks={"rec": rec})
