@@ -25,6 +25,18 @@ id = "stage"
 type = "test.limited"
 poll_hz = 5
 '''
+#: the limited stage in each flavor at once (ids stage2 and stage4)
+BOTH = '''
+[[v2.instruments]]
+id = "stage2"
+type = "test.limited"
+poll_hz = 20
+
+[[v4.instruments]]
+id = "stage4"
+type = "test.limited"
+poll_hz = 20
+'''
 
 
 class LimitedV2(V2Instrument):

@@ -16,7 +16,7 @@ from typing import Any
 import h5py
 import pyarrow as pa
 import pytest
-from lab_fakes import GATED_TOML, GatedV2
+from lab_fakes import BOTH, GATED_TOML, GatedV2
 from lab_texts import optics_lab
 from polling import wait_until
 
@@ -27,17 +27,6 @@ from daqhub.instrument import DriverError, DriverTimeoutError
 
 pytestmark = pytest.mark.timeout(120)
 
-BOTH = '''
-[[v2.instruments]]
-id = "stage2"
-type = "test.limited"
-poll_hz = 20
-
-[[v4.instruments]]
-id = "stage4"
-type = "test.limited"
-poll_hz = 20
-'''
 
 
 def test_public_names_are_curated() -> None:

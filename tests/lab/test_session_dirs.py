@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from lab_fakes import BOTH
 
 import daqhub
 from daqhub.cli.inspect import summarize
@@ -27,17 +28,7 @@ shutdown_timeout = 10
 
 [v4]
 {v4}
-
-[[v2.instruments]]
-id = "stage2"
-type = "test.limited"
-poll_hz = 20
-
-[[v4.instruments]]
-id = "stage4"
-type = "test.limited"
-poll_hz = 20
-'''
+''' + BOTH
 CHANNELS = ["stage2.position", "stage4.position"]
 
 

@@ -6,13 +6,17 @@ import asyncio
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from daqhub.config import LabConfig, parse
 from daqhub.host import PluginHost
 from daqhub.instrument import V2Instrument, V4Actor, now_ns
-from daqhub.measurement import ChannelSpec, Measurement, Scalar
+from daqhub.measurement import ChannelSpec, Measurement, Scalar, V2Read
+from daqhub.plugins.converters import rows_to_batch
+from daqhub.runtime.bridge import MeasurementBridge, RowsToBatch
+from daqhub.runtime.broadcast import Broadcast, Subscription
 from daqhub.schema import build_batch
 from daqhub.specs import InstrumentType
 
@@ -248,3 +252,16 @@ def make_lab(host: PluginHost, tmp_path: Path, v2: list[tuple[str, str]],
         for iid, t in items:
             text += f'[[{flavor}.instruments]]\nid = "{iid}"\ntype = "{t}"\npoll_hz = {poll_hz}\n'
     return parse(text, "test.toml", host, tmp_path)
+
+
+def bare_bridge(channels: dict[tuple[str, str], ChannelSpec],
+                convert: RowsToBatch = rows_to_batch, window_s: float = 0.01
+                ) -> tuple[MeasurementBridge, Broadcast[V2Read], Subscription[Any],
+                           list[tuple[str, str]]]:
+    """A bridge alone (not started): its v2 input, a lossless subscriber to its output, and
+    the (instrument, message) of every refusal it reports."""
+    errors: list[tuple[str, str]] = []
+    v2_in: Broadcast[V2Read] = Broadcast("v2")
+    bridge = MeasurementBridge(channels, v2_in, convert, window_s=window_s,
+                               on_refused=lambda iid, n, msg: errors.append((iid, msg)))
+    return bridge, v2_in, bridge.unified.subscribe("test", lossless=True, capacity=100), errors

@@ -7,12 +7,9 @@ import threading
 
 import pytest
 from polling import wait_until
-from runtime_fakes import PRODUCED, make_lab
+from runtime_fakes import PRODUCED, bare_bridge, make_lab
 
-from daqhub.measurement import ChannelSpec, Measurement, Scalar, V2Read
-from daqhub.plugins.converters import rows_to_batch
-from daqhub.runtime.bridge import MeasurementBridge
-from daqhub.runtime.broadcast import Broadcast
+from daqhub.measurement import ChannelSpec, Measurement, Scalar
 from daqhub.runtime.dual import DualRuntimeManager, PhaseTimeouts
 from daqhub.runtime.restarts import RestartPolicy
 
@@ -87,12 +84,7 @@ def test_the_bridge_refuses_a_malformed_read_and_keeps_the_others() -> None:
     """A read that reaches the bridge malformed (published past the worker's check) is
     refused whole and named; the thread every v2 instrument needs lives on."""
     spec = ChannelSpec("x", "scalar", "V")
-    errors: list[tuple[str, str]] = []
-    v2_in: Broadcast[V2Read] = Broadcast("v2")
-    bridge = MeasurementBridge({("a", "x"): spec, ("b", "x"): spec}, v2_in, rows_to_batch,
-                               window_s=0.01,
-                               on_refused=lambda iid, n, msg: errors.append((iid, msg)))
-    out = bridge.unified.subscribe("test", lossless=True, capacity=100)
+    bridge, v2_in, out, errors = bare_bridge({("a", "x"): spec, ("b", "x"): spec})
     bridge.start()
     try:
         for t in range(1, 4):
@@ -113,11 +105,7 @@ def test_the_bridge_refuses_a_malformed_read_and_keeps_the_others() -> None:
 @pytest.mark.timeout(30)
 def test_a_row_with_a_nan_timestamp_costs_that_row_not_its_window() -> None:
     spec = ChannelSpec("x", "scalar", "V")
-    errors: list[tuple[str, str]] = []
-    v2_in: Broadcast[V2Read] = Broadcast("v2")
-    bridge = MeasurementBridge({("n", "x"): spec}, v2_in, rows_to_batch, window_s=0.2,
-                               on_refused=lambda iid, n, msg: errors.append((iid, msg)))
-    out = bridge.unified.subscribe("test", lossless=True, capacity=100)
+    bridge, v2_in, out, errors = bare_bridge({("n", "x"): spec}, window_s=0.2)
     stamps = [1, 2, float("nan"), 4, 5.0, 6.5, 7, None, 9]
     for i, t in enumerate(stamps):  # queued before the bridge starts: one window
         v2_in.publish(("n", [Measurement("n", "x", t, Scalar(float(i), "V"))]))  # type: ignore[arg-type]

@@ -8,13 +8,12 @@ import types
 
 import pytest
 from polling import wait_until
-from runtime_fakes import PRODUCED, make_lab
+from runtime_fakes import PRODUCED, bare_bridge, make_lab
 
 from daqhub.hookspecs import hookimpl
 from daqhub.instrument import DriverTimeoutError, V2Instrument
-from daqhub.measurement import ChannelSpec, Measurement, Scalar, V2Read
+from daqhub.measurement import ChannelSpec, Measurement, Scalar
 from daqhub.plugins.converters import rows_to_batch
-from daqhub.runtime.bridge import MeasurementBridge
 from daqhub.runtime.broadcast import Broadcast
 from daqhub.runtime.dual import DualRuntimeManager
 from daqhub.runtime.health import failure_text
@@ -59,12 +58,7 @@ def test_a_converter_that_raises_loses_that_channels_samples_not_the_bridge() ->
             raise TypeError("cannot handle this")
         return rows_to_batch(rows, spec)
 
-    errors: list[tuple[str, str]] = []
-    v2_in: Broadcast[V2Read] = Broadcast("v2")
-    bridge = MeasurementBridge({("a", "x"): good, ("a", "y"): bad}, v2_in, convert,
-                               window_s=0.01,
-                               on_refused=lambda iid, n, msg: errors.append((iid, msg)))
-    out = bridge.unified.subscribe("test", lossless=True, capacity=100)
+    bridge, v2_in, out, errors = bare_bridge({("a", "x"): good, ("a", "y"): bad}, convert)
     bridge.start()
     try:
         for t in range(1, 4):
