@@ -24,12 +24,13 @@ other flavor's directory is found from what the session stored (:func:`find_sess
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import tomllib
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -197,24 +198,25 @@ def _locate(path: Path) -> tuple[dict[Flavor, Path], dict[Flavor, list[Path]]]:
     lab = _stored_lab(given)
     ran = _flavors_run(lab)
     looked = _candidates(given, lab)
-    found = _place(given, looked, lab)
+    holding = functools.cache(lambda d: _flavor_holding(d, lab))  # its files, read once
+    found = _place(given, looked, holding)
     if any(d not in found.values() for d in given) or set(ran) - set(found):
         for flavor, d in _budget_dirs([*given, *found.values()]).items():  # where it wrote
             looked[flavor].insert(0, d)
-        found = _place(given, looked, lab)
+        found = _place(given, looked, holding)
     missing = {f: list(dict.fromkeys(looked[f])) for f in ran if f not in found}
     return found, missing
 
 
-def _place(given: list[Path], looked: Mapping[Flavor, list[Path]], lab: Mapping[str, Any]
-           ) -> dict[Flavor, Path]:
+def _place(given: list[Path], looked: Mapping[Flavor, list[Path]],
+           holding: Callable[[Path], Flavor | None]) -> dict[Flavor, Path]:
     """The given directories under their flavors (where they lie, else the instruments they
     hold), then the first existing directory looked for of each other flavor."""
     found: dict[Flavor, Path] = {}
     for d in given:
         flavor = next((f for f in FLAVORS if f not in found and d in looked[f]), None)
         if flavor is None:
-            flavor = _flavor_holding(d, lab)
+            flavor = holding(d)
         if flavor is not None and flavor not in found:
             found[flavor] = d
     for flavor in FLAVORS:
@@ -357,10 +359,12 @@ def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def find_data_files(path: Path) -> list[Path]:
+def find_data_files(path: Path, dirs: Sequence[Path] | None = None) -> list[Path]:
+    """The data files ``path`` names; ``dirs``: its session's directories when the caller
+    has them already (:func:`session_dirs`)."""
     if path.is_file():
         return [path]
-    roots = session_dirs(path) or [path]
+    roots = list(session_dirs(path) if dirs is None else dirs) or [path]
     return sorted(p for root in roots for p in root.rglob("*")
                   if p.is_file() and p.suffix in DATA_SUFFIXES
                   and not p.name.endswith(LOCK_SUFFIX) and not is_record_file(p))
@@ -375,11 +379,14 @@ HDF5_DATASETS = {"scalar": ("timestamp_ns", "value"), "image": ("timestamp_ns", 
                  "flat": ("timestamp_ns", "extent", "value", "axis")}
 
 
-def read_file(path: Path) -> FileReport:
-    """Summarize one data file; never raises for a damaged file (status ``unreadable``)."""
+def read_file(path: Path, located: dict[Path, dict[Flavor, Path]] | None = None
+              ) -> FileReport:
+    """Summarize one data file; never raises for a damaged file (status ``unreadable``).
+    ``located``: the sessions placed so far (:func:`_flavor_of`), for a caller reading many
+    files of one session."""
     suffix = path.suffix
     fmt = {".h5": "hdf5", ".hdf5": "hdf5", ".parquet": "parquet"}.get(suffix, "arrow")
-    report = FileReport(path, fmt, _flavor_of(path))
+    report = FileReport(path, fmt, _flavor_of(path, {} if located is None else located))
     _lock_notes(path, report)
     try:
         if fmt == "hdf5":
@@ -394,12 +401,15 @@ def read_file(path: Path) -> FileReport:
     return report
 
 
-def _flavor_of(path: Path) -> str | None:
+def _flavor_of(path: Path, located: dict[Path, dict[Flavor, Path]]) -> str | None:
     """The flavor of the session directory holding the file, as :func:`find_session` places
-    it; else from the directory layout ``<output_dir>/<flavor>/...``."""
+    it (each session once: ``located`` keeps them); else from the directory layout
+    ``<output_dir>/<flavor>/...``."""
     for parent in path.parents:
         if is_session_id(parent.name):
-            found, _ = _locate(parent)
+            if parent not in located:
+                located[parent] = _locate(parent)[0]
+            found = located[parent]
             here = resolved(parent)
             flavor = next((f for f, d in found.items() if d == here), None)
             if flavor is not None:

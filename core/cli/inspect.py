@@ -44,8 +44,11 @@ PLOT_EDGE_PX = 4
 # --- the summary --------------------------------------------------------------------
 
 
-def summarize(path: Path) -> list[FileReport]:
-    return [read_file(p) for p in find_data_files(path)]
+def summarize(path: Path, dirs: Sequence[Path] | None = None) -> list[FileReport]:
+    """Every data file ``path`` names, read; ``dirs``: its session's directories when the
+    caller has them already. Each session is placed once, not once per file."""
+    located: dict[Path, Any] = {}
+    return [read_file(p, located) for p in find_data_files(path, dirs)]
 
 
 def to_json(path: Path, reports: Sequence[FileReport], gap_factor: float) -> dict[str, Any]:
@@ -264,11 +267,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"daqhub inspect: {path} is {what}; inspect its session directory "
                   f"({path.parent}) or a data file in it", file=sys.stderr)
             return 2
-    if not path.exists() and not session_dirs(path):
+    dirs = session_dirs(path)
+    if not path.exists() and not dirs:
         print(f"daqhub inspect: {path} does not exist (give a data file, a session directory "
               "or a session id found under ./data)", file=sys.stderr)
         return 1
-    reports = summarize(path)
+    reports = summarize(path, dirs)
     if not reports:
         print(f"daqhub inspect: no data files ({', '.join(DATA_SUFFIXES)}) under {path}",
               file=sys.stderr)
@@ -280,7 +284,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        dirs = session_dirs(path)
         print(format_text(summary, dirs[0].parent.parent if dirs else path))
         if plot_to is not None:
             print(f"plot written to {plot_to}")
