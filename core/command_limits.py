@@ -41,7 +41,7 @@ def wait_limit(cls: type | None, method: str, args: tuple[Any, ...],
     """Seconds to wait for ``cls.method(*args, **kwargs)`` (``cls`` None: the driver class is
     unknown until it runs, so the default)."""
     sig = command_signature(cls, method)
-    if sig is None:
+    if sig is None or "timeout" not in sig.parameters:  # (a timeout= would land in **kw)
         return COMMAND_TIMEOUT_S
     try:
         bound = sig.bind(None, *args, **kwargs)
@@ -69,7 +69,7 @@ def result_within(fut: concurrent.futures.Future[T], limit: float) -> T:
     try:
         return fut.result(limit)
     except TimeoutError as exc:
-        if fut.done() and not fut.cancelled() and fut.exception() is exc:
+        if _raised_by(fut, exc):
             raise  # the command's own (a DriverTimeoutError)
         raise NoResult(f"no result within {limit:g} s") from None
 
@@ -81,6 +81,12 @@ async def aresult_within(fut: concurrent.futures.Future[T], limit: float) -> T:
     try:
         return await asyncio.wait_for(wrapped, limit)
     except TimeoutError as exc:
-        if wrapped.done() and not wrapped.cancelled() and wrapped.exception() is exc:
+        if _raised_by(wrapped, exc):
             raise
         raise NoResult(f"no result within {limit:g} s") from None
+
+
+def _raised_by(fut: concurrent.futures.Future[Any] | asyncio.Future[Any],
+               exc: BaseException) -> bool:
+    """Whether ``exc`` is what the finished command raised (not the wait running out)."""
+    return fut.done() and not fut.cancelled() and fut.exception() is exc

@@ -57,7 +57,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 
 from . import record_transfer, session_files
-from .command_limits import wait_limit
+from .command_limits import NoResult, result_within, wait_limit
 from .commands import driver_class
 from .runtime.broadcast import Subscription, SubscriptionClosed
 from .schema import channel_schema, describe
@@ -507,12 +507,12 @@ class FlightService(flight.FlightServerBase):  # type: ignore[misc]
         limit = wait_limit(None if itype is None else driver_class(itype), method,
                            tuple(args), kwargs)
         try:
-            result = fut.result(limit)
+            result = result_within(fut, limit)
+        except NoResult:
+            fut.cancel()
+            raise flight.FlightServerError(f"{iid}.{method}: no result within {limit:g} s"
+                                           ) from None
         except Exception as exc:  # a driver's own TimeoutError is the driver's answer
-            if not fut.done():
-                fut.cancel()
-                raise flight.FlightServerError(f"{iid}.{method}: no result within {limit:g} s"
-                                               ) from None
             raise flight.FlightServerError(f"{iid}.{method} failed: {exc}") from None
         self.rt.command_done(iid, method)
         return result

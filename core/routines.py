@@ -133,11 +133,12 @@ class RoutineRunner:
             if self.points is not None:
                 self.points.end(self.state.state, self.state.error)
 
-    def _step(self, name: str, args: Sequence[Any], timeout: float) -> bool:
-        """Run one step; False when the stop cut it short (a sleep or a wait it ended early,
-        a move it left unwaited for): such a step is not done, nor is its cycle."""
+    def _step(self, name: str, args: Sequence[Any], timeout: float, sleep: float) -> bool:
+        """Run one step (``sleep``: its seconds, for a sleep step); False when the stop cut
+        it short (a sleep or a wait it ended early, a move it left unwaited for): such a
+        step is not done, nor is its cycle."""
         if name == "sleep":
-            return not self.stop.wait(sleep_s([name, *args]))
+            return not self.stop.wait(sleep)
         if name in RECORD_STEPS:
             if self.points is None:
                 raise RuntimeError("record steps need the session's records (daqhub run or "
@@ -171,7 +172,7 @@ class RoutineRunner:
                 name, *args = step
                 st.step, st.step_name, st.sleep_left_s = i, str(name), sum(sleeps[i - 1:])
                 try:
-                    done = not self.stop.is_set() and self._step(name, args, timeout)
+                    done = not self.stop.is_set() and self._step(name, args, timeout, sleeps[i - 1])
                 except Exception as exc:
                     if not self.stop.is_set():
                         st.state = "failed"

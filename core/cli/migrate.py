@@ -63,8 +63,9 @@ class MigrateError(Exception):
 def migrate(doc: TOMLDocument, host: PluginHost) -> tuple[list[str], list[str], list[str]]:
     """Edit ``doc`` in place; return (ids moved to v4, reasons for each kept on v2, notes).
     Raises MigrateError, before any change, for a layout it does not edit."""
+    plain = doc.unwrap()
     for flavor in FLAVORS:
-        section = doc.unwrap().get(flavor, {})
+        section = plain.get(flavor, {})
         tables = [t for _, aot in _arrays(doc, flavor) for t in aot.body]
         if "instruments" in section and (not tables
                                          or len(section["instruments"]) != len(tables)):

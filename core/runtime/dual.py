@@ -40,6 +40,7 @@ import asyncio
 import collections
 import concurrent.futures
 import dataclasses
+import functools
 import json
 import logging
 import threading
@@ -85,6 +86,21 @@ ALARM_STACKS_KEPT = 20
 #: files are only complete once it returns, and a second is what a healthy close takes
 SINK_CLOSE_MIN_S = 1.0
 
+
+def on_daemon_thread(call: Callable[[], Any], name: str) -> concurrent.futures.Future[Any]:
+    """``call()`` on a daemon thread of its own; its result or exception in the future.
+
+    For plugin code that may never return (a sink's ``close()``, a driver's ``stop``):
+    the caller waits as long as its budget allows and names what is still running."""
+    fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+    def run() -> None:
+        try:
+            fut.set_result(call())
+        except Exception as exc:
+            fut.set_exception(exc)
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return fut
 
 class Sink(Protocol):
     """A lossless consumer of the unified stream (a storage session)."""
@@ -526,16 +542,7 @@ class DualRuntimeManager:
         the toolkit's, else queued (see :meth:`halt`)."""
         worker, runner = self.v2.workers.get(iid), self.v4.runners.get(iid)
         if worker is not None and isinstance(worker.instrument, SessionInstrument):
-            call = getattr(worker.instrument, method)
-            fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
-
-            def run() -> None:
-                try:
-                    fut.set_result(call())
-                except Exception as exc:
-                    fut.set_exception(exc)
-            threading.Thread(target=run, name=f"daqhub-{method}:{iid}", daemon=True).start()
-            return fut
+            return on_daemon_thread(getattr(worker.instrument, method), f"daqhub-{method}:{iid}")
         if runner is not None and isinstance(runner.actor, SessionActor):
             return asyncio.run_coroutine_threadsafe(getattr(runner.actor, method)(),
                                                     self.v4.loop)
@@ -715,18 +722,9 @@ class DualRuntimeManager:
         until = max(deadline, time.monotonic() + SINK_CLOSE_MIN_S)
         for name, sink in self._sinks.items():
             st = threads.get(name)
-            fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
-
-            def close(st: SinkThread | None = st, sink: Sink = sink,
-                      fut: concurrent.futures.Future[Any] = fut) -> None:
-                try:
-                    fut.set_result(st.close_sink(until) if st is not None
-                                   else close_sink(sink, until))
-                except Exception as exc:
-                    fut.set_exception(exc)
-
-            threading.Thread(target=close, name=f"daqhub-close:{name}", daemon=True).start()
-            closing[name] = fut
+            closing[name] = on_daemon_thread(
+                functools.partial(st.close_sink, until) if st is not None
+                else functools.partial(close_sink, sink, until), f"daqhub-close:{name}")
         for name, fut in closing.items():
             try:
                 exc = fut.exception(max(0.0, until - time.monotonic()))
