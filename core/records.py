@@ -129,7 +129,6 @@ class SessionRecords:
         json.dumps(self.meta)  # refuse what cannot be stored before anything starts
         self.settings: list[tuple[int, str, str, str]] = []
         self.runs: dict[str, PointsRun] = {}
-        self._numbers: dict[str, int] = {}  # kind -> the last run number given
         #: every failed write, as logged
         self.errors: list[str] = []
         #: flavor -> its records' failed writes (the report's errors, see :meth:`finish`)
@@ -165,9 +164,8 @@ class SessionRecords:
         finally:
             self._start_ended.set()
         with self._lock:
-            if not self._finished:
-                self._started = True
-                self.flush()
+            self._started = True
+            self.flush()  # (nothing once finish() has made the last one)
 
     def start_in_background(self) -> None:
         """:meth:`start` on a thread of its own (it waits for every instrument to answer).
@@ -227,9 +225,9 @@ class SessionRecords:
         """A new points run, numbered per kind (``scan-3``) under the lock: runs started at
         once in several threads got one id, and the last one's table replaced the others'."""
         with self._lock:
-            n = self._numbers[kind] = self._numbers.get(kind, 0) + 1
-            while f"{kind}-{n}" in self.runs:  # another kind's ids can look like ours
-                n = self._numbers[kind] = n + 1
+            n = 1  # the first number free: runs are never removed, and another kind's ids
+            while f"{kind}-{n}" in self.runs:  # can look like ours
+                n += 1
             run = self.runs[f"{kind}-{n}"] = PointsRun(f"{kind}-{n}", schema)
             return run
 

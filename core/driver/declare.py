@@ -18,6 +18,7 @@ a set template without its ``{}`` sent the command without the value, and said n
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import re
@@ -92,19 +93,24 @@ class Parameter(_Declared, Generic[T]):
         if self.get is None:
             raise TypeError(f"{self.name} is write-only")
         command = _filled(self.get, (), session, self.name)
-        parse = self.parse
-        if isinstance(self.choices, Mapping):
-            back = {wire: user for user, wire in self.choices.items()}
-            raw = self.parse
+        return Transaction(command, self.reply_parser, urgent=self.urgent)
 
-            def parse(text: str) -> Any:
-                wire = raw(text)
-                if wire not in back:
-                    raise ValueError(f"not one of the known values {sorted(map(str, back))}")
-                return back[wire]
-            parse.__qualname__ = f"{parser_name(raw)} and the choices of {self.name}"
+    @functools.cached_property
+    def reply_parser(self) -> Callable[[str], Any]:
+        """``parse``, read back through the choices when they map user values to wire ones
+        (made once: it is the same for every query)."""
+        raw = self.parse
+        if not isinstance(self.choices, Mapping):
+            return raw
+        back = {wire: user for user, wire in self.choices.items()}
 
-        return Transaction(command, parse, urgent=self.urgent)
+        def parse(text: str) -> Any:
+            wire = raw(text)
+            if wire not in back:
+                raise ValueError(f"not one of the known values {sorted(map(str, back))}")
+            return back[wire]
+        parse.__qualname__ = f"{parser_name(raw)} and the choices of {self.name}"
+        return parse
 
     def check(self, value: Any) -> Any:
         """``value`` as the wire carries it; ValueError (nothing sent) if it is not allowed."""
@@ -296,6 +302,7 @@ def check_templates(cls: type) -> None:
                     raise TypeError(f"{klass.__qualname__}.{name}: {problem}")
 
 
+@functools.cache  # one per acknowledgement text, not one per transaction
 def _ack(expected: str | None) -> Callable[[str], None] | None:
     if expected is None:
         return None
