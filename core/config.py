@@ -853,6 +853,14 @@ def runnable_problems(lab: LabConfig) -> list[Problem]:
                     "add [[v2.instruments]] or [[v4.instruments]] tables, or enable a flavor")]
 
 
+def runnable(lab: LabConfig) -> LabConfig:
+    """``lab``, or the ConfigError of :func:`runnable_problems`: what the commands that
+    check a lab as a whole (validate, migrate, new) refuse alike."""
+    if problems := runnable_problems(lab):
+        raise ConfigError(problems)
+    return lab
+
+
 def lab_schema(host: PluginHost) -> dict[str, Any]:
     """The JSON schema of a lab file, with one branch per installed instrument type."""
     types = host.instrument_types()

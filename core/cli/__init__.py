@@ -151,17 +151,14 @@ def _type_reference(host: PluginHost, name: str, as_json: bool) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from ..config import ConfigError, load, runnable_problems
+    from ..config import ConfigError, load, runnable
+    from .args import print_problems
 
     host = _host(args)
     try:
-        lab = load(args.lab, host, offline=args.offline)
-        if problems := runnable_problems(lab):
-            raise ConfigError(problems)
+        lab = runnable(load(args.lab, host, offline=args.offline))
     except ConfigError as exc:
-        print(f"{args.lab}: {len(exc.problems)} problem(s)", file=sys.stderr)
-        for p in exc.problems:
-            print(f"  {p}", file=sys.stderr)
+        print_problems(f"{args.lab}: {len(exc.problems)} problem(s)", exc.problems)
         return EXIT_USAGE
     n = len(lab.instruments())
     print(f"{args.lab}: valid ({n} instrument{'s' if n != 1 else ''}: "

@@ -10,8 +10,13 @@ import contextlib
 import math
 import os
 import shutil
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from ..config import Problem
 
 
 def number_above(lowest: float, what: str) -> Callable[[str], float]:
@@ -77,3 +82,12 @@ def write_whole(path: Path, text: str) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         raise
+
+
+def print_problems(heading: str, problems: Sequence[Problem], out: TextIO | None = None
+                   ) -> None:
+    """A lab's problems as the commands print them: the heading, then one per line."""
+    out = out or sys.stderr
+    print(heading, file=out)
+    for p in problems:
+        print(f"  {p}", file=out)

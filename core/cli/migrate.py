@@ -41,17 +41,16 @@ from tomlkit.toml_document import TOMLDocument
 from ..config import (
     DAQHUB_KEYS,
     ConfigError,
-    Problem,
     instrument_schema,
     load,
     parse,
     resolve_visa_backend,
-    runnable_problems,
+    runnable,
 )
 from ..host import PluginHost
 from ..outdir import lab_path
 from ..specs import FLAVORS
-from .args import output_file_problem, write_whole
+from .args import output_file_problem, print_problems, write_whole
 
 DEFAULT_STORAGE = {"v2": "hdf5", "v4": "arrow"}
 
@@ -303,11 +302,9 @@ def main(args: argparse.Namespace, host: PluginHost) -> int:
         print(problem, file=sys.stderr)
         return 2
     try:  # the lab's own problems are said as the lab's, not as the migration's
-        lab = load(path, host, offline=offline)
-        if problems := runnable_problems(lab):
-            raise ConfigError(problems)
+        lab = runnable(load(path, host, offline=offline))
     except ConfigError as exc:
-        _problems(f"{path}: the lab to migrate has {len(exc.problems)} problem(s); nothing "
+        print_problems(f"{path}: the lab to migrate has {len(exc.problems)} problem(s); nothing "
                   f"written", exc.problems)
         return 2
     try:
@@ -326,11 +323,9 @@ def main(args: argparse.Namespace, host: PluginHost) -> int:
                      + "; ".join(changes))
     out = tomlkit.dumps(doc)
     try:  # as it will be read: from where it is written
-        lab = parse(out, args.output or "<migrated>", host, new_dir, offline=offline)
-        if problems := runnable_problems(lab):
-            raise ConfigError(problems)
+        runnable(parse(out, args.output or "<migrated>", host, new_dir, offline=offline))
     except ConfigError as exc:
-        _problems("the migrated lab does not validate; nothing written:", exc.problems)
+        print_problems("the migrated lab does not validate; nothing written:", exc.problems)
         return 1
     if out_path is not None:
         try:
@@ -349,7 +344,3 @@ def main(args: argparse.Namespace, host: PluginHost) -> int:
     return 0
 
 
-def _problems(heading: str, problems: list[Problem]) -> None:
-    print(heading, file=sys.stderr)
-    for p in problems:
-        print(f"  {p}", file=sys.stderr)

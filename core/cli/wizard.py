@@ -28,7 +28,7 @@ from ..config import (
     finite_problem,
     parse,
     resolve_visa_backend,
-    runnable_problems,
+    runnable,
     serial_port_problem,
     visa_resource_problem,
 )
@@ -36,7 +36,7 @@ from ..host import PluginHost
 from ..outdir import lab_path
 from ..specs import InstrumentType
 from ..tomlwrite import dumps
-from .args import output_file_problem, write_whole
+from .args import output_file_problem, print_problems, write_whole
 
 MAX_TRIES = 5
 
@@ -229,13 +229,9 @@ def main(args: argparse.Namespace, host: PluginHost) -> int:
         return 2
     text = dumps(doc)
     try:
-        problems = runnable_problems(parse(text, str(out), host, out.resolve().parent))
-    except ConfigError as exc:
-        problems = exc.problems
-    if problems:  # the answers are not lost: the lab to fix and save by hand
-        print("the lab does not validate; nothing written:", file=sys.stderr)
-        for p in problems:
-            print(f"  {p}", file=sys.stderr)
+        runnable(parse(text, str(out), host, out.resolve().parent))
+    except ConfigError as exc:  # the answers are not lost: the lab to fix and save by hand
+        print_problems("the lab does not validate; nothing written:", exc.problems)
         print(f"the lab was:\n{text}", file=sys.stderr)
         return 1
     try:
