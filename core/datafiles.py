@@ -58,7 +58,7 @@ MAX_PLOT_POINTS = 200_000
 MAX_MEAN_FRAMES = 64
 MAX_PLOTTED_CHANNELS = 24
 _EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"
-_H5_META_GROUP = "_daqhub"
+H5_META_GROUP = "_daqhub"
 
 
 class SessionFileWarning(UserWarning):
@@ -249,8 +249,8 @@ def _stored_lab_text(d: Path) -> str:
         try:
             kwargs, _ = hdf5_open_kwargs(h5)
             with h5py.File(h5, "r", **kwargs) as f:
-                if _H5_META_GROUP in f and "lab_config" in f[_H5_META_GROUP]:
-                    return _text(f[_H5_META_GROUP]["lab_config"][()])
+                if text := _h5_lab_config(f):
+                    return text
         except READ_ERRORS:
             continue
     for stream in [*sorted(d.glob("*/*.arrows")), *sorted(d.glob("*/*.parquet"))]:
@@ -327,7 +327,7 @@ def _flavor_holding(d: Path, lab: Mapping[str, Any]) -> Flavor | None:
             try:
                 kwargs, _ = hdf5_open_kwargs(h5)
                 with h5py.File(h5, "r", **kwargs) as f:
-                    held.update(k for k in f if k != _H5_META_GROUP)
+                    held.update(k for k in f if k != H5_META_GROUP)
             except READ_ERRORS:
                 continue
     owners = [f for f in FLAVORS if isinstance(sec := lab.get(f), dict) and held & {
@@ -488,10 +488,9 @@ def _read_hdf5(path: Path, report: FileReport) -> None:
             report.status = "recovered"
         report.session_id = _text(f.attrs.get("session_id", ""))
         report.versions = json.loads(_text(f.attrs.get("versions", "{}")))
-        if _H5_META_GROUP in f and "lab_config" in f[_H5_META_GROUP]:
-            report.lab_config = _text(f[_H5_META_GROUP]["lab_config"][()])
+        report.lab_config = _h5_lab_config(f)
         for iid in f:
-            if iid == _H5_META_GROUP:
+            if iid == H5_META_GROUP:
                 continue
             try:
                 group = f[iid]
@@ -612,6 +611,12 @@ def _mean_rows(ds: h5py.Dataset, rows: int) -> np.ndarray:
     for i in range(0, rows, block):
         total += ds[i:min(rows, i + block)].astype(np.float64).sum(axis=0)
     return total / rows
+
+
+def _h5_lab_config(f: h5py.File) -> str:
+    """The lab file stored with the session in a daqhub HDF5 file, or ""."""
+    meta = f.get(H5_META_GROUP)
+    return _text(meta["lab_config"][()]) if meta is not None and "lab_config" in meta else ""
 
 
 def _text(value: Any) -> str:

@@ -141,6 +141,13 @@ class Recorder:
         flavors = self.conn.sessions(sid).get(sid, {})
         return {c.key: c for chans in flavors.values() for c in chans}
 
+    def _fill_all(self) -> dict[str, Channel]:
+        """Every channel's rows the stored files have beyond the copy's; what is stored."""
+        stored = self._stored()
+        for key in list(self._written):
+            self._fill(stored, key)
+        return stored
+
     def _fill(self, stored: dict[str, Channel], key: str, upto: int | None = None) -> None:
         """Rows from what this copy has up to ``upto`` (None: all), from the files."""
         channel = stored.get(key)
@@ -204,9 +211,7 @@ class Recorder:
             except (flight.FlightServerError, pa.ArrowInvalid):  # "no session ... here"
                 continue
             offered.append(flavor)
-        stored = self._stored()
-        for key in self._written:
-            self._fill(stored, key)
+        stored = self._fill_all()
         # a channel missing from an offered session's files had no row stored
         lacking = [f"{key} from row {n}" for key, n in sorted(self._written.items())
                    if key not in stored and self._flavor_of.get(key) not in offered]
@@ -241,9 +246,7 @@ class Recorder:
         try:
             for t in followers:
                 t.start()
-            stored = self._stored()
-            for key in list(self._written):
-                self._fill(stored, key)
+            self._fill_all()
             if live is None:
                 self._copy_records()
                 return True

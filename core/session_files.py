@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from .datafiles import hdf5_metadata, hdf5_rows
+from .datafiles import H5_META_GROUP, hdf5_metadata, hdf5_rows
 from .measurement import ChannelSpec
 from .schema import build_batch, channel_schema, describe
 from .specs import Flavor
@@ -30,7 +30,6 @@ from .specs import Flavor
 HDF5_FILE = "session.h5"
 ARROW_SUFFIX = ".arrows"
 PARQUET_SUFFIX = ".parquet"
-META_GROUP = "_daqhub"
 #: rows per batch read from a file
 READ_ROWS = 65536
 
@@ -87,7 +86,7 @@ def channels(flavor: Flavor, session_dir: Path) -> list[StoredChannel]:
 def hdf5_channels(f: h5py.File) -> Iterator[tuple[str, ChannelSpec, h5py.Group]]:
     """Instrument id, declaration and group of each channel an HDF5 session file holds."""
     for iid, group in f.items():
-        if iid == META_GROUP or not isinstance(group, h5py.Group):
+        if iid == H5_META_GROUP or not isinstance(group, h5py.Group):
             continue
         for g in group.values():
             yield iid, ChannelSpec.from_dict(json.loads(g.attrs["channel"])), g
