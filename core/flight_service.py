@@ -375,11 +375,14 @@ class FlightService(flight.FlightServerBase):  # type: ignore[misc]
                 "[daqhub.serve] live_streams_per_client")
 
     def _release(self, feed: ChannelFeed) -> None:
-        """The stream of ``feed`` ended (or never began): stop feeding it; free its place."""
+        """The stream of ``feed`` ended (or never began): stop feeding it; free its place.
+        Once per stream: a stream that ran is released by its generator's end and again by
+        the finalizer kept for one that never ran."""
+        with self._lock:
+            if self._streams.pop(feed, None) is None:
+                return
         self.counter.remove(feed)
         feed.close()
-        with self._lock:
-            self._streams.pop(feed, None)
 
     def live_streams(self) -> int:
         """How many live streams are open now."""
