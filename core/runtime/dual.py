@@ -66,7 +66,7 @@ from . import gcbaseline
 from .bridge import MeasurementBridge
 from .broadcast import Broadcast, Subscription, SubscriptionClosed
 from .budget import HISTORY_FILE, Budget, BudgetMonitor
-from .health import InstrumentHealth
+from .health import CONNECTED_STATES, InstrumentHealth, failure_text
 from .notify import Notifier
 from .outcome import instrument_outcome, routine_outcome
 from .rates import RateWatch
@@ -501,8 +501,13 @@ class DualRuntimeManager:
         """Send a command to an instrument of either flavor; its future holds the result.
 
         For callers that wait their own way (several instruments at once, or an
-        event loop); they call :meth:`command_done` after a command succeeded.
+        event loop); they call :meth:`command_done` after a command succeeded. ``stop``
+        is not queued where it can run at once (:meth:`_stop_at_once`).
         """
+        if method == "stop" and not args and not kwargs:
+            fut = self._stop_at_once(instrument_id)
+            if fut is not None:
+                return fut
         if instrument_id in self.v2.workers:
             return self.v2.workers[instrument_id].submit(method, *args, **kwargs)
         if instrument_id in self.v4.runners:
@@ -514,21 +519,12 @@ class DualRuntimeManager:
     def halt(self, instrument_ids: Sequence[str], timeout: float) -> None:
         """Send ``stop`` to each instrument at once and wait up to ``timeout`` for them: the
         movers of a failed or interrupted scan, the axes of routines at shutdown (best
-        effort: what fails is the caller's error's consequence, not a new error).
-
-        Queued like any command, ``stop`` waited behind the one in flight: a ``home`` or a
-        ``wait_until_done`` holds its v2 thread or v4 actor until the motion ends, so the axis
-        went on and the shutdown forced the instrument. A driver made with the toolkit
-        (:mod:`daqhub.driver`) does its I/O through the port's gate, where ``stop`` takes the
-        urgent lane, so its ``stop`` is called beside the command in flight (on a thread of
-        its own in v2, a task of its own in v4), which then sees the axis stopped and ends.
-        Other drivers, and instruments in worker processes, get it queued.
-        """
+        effort: what fails is the caller's error's consequence, not a new error)."""
         deadline = time.monotonic() + timeout
         sent = []
         for iid in instrument_ids:
             try:
-                sent.append(self._beside(iid, "stop"))
+                sent.append(self.submit(iid, "stop"))
             except Exception:  # not running (any more): nothing to stop
                 continue
         for fut in sent:
@@ -537,16 +533,41 @@ class DualRuntimeManager:
             except Exception:  # NoResult, or the driver's refusal: the stop was tried
                 fut.cancel()
 
-    def _beside(self, iid: str, method: str) -> concurrent.futures.Future[Any]:
-        """``method`` (a control command) beside the command in flight where the driver is
-        the toolkit's, else queued (see :meth:`halt`)."""
+    def _stop_at_once(self, iid: str) -> concurrent.futures.Future[Any] | None:
+        """``stop`` beside the command in flight, or None where it must be queued.
+
+        Queued like any command, ``stop`` waited behind the one in flight: a ``home`` or a
+        ``wait_until_done`` holds its v2 thread or v4 actor until the motion ends, so a
+        script's, a page's or a halting scan's stop came after the motion, and a shutdown
+        forced the instrument. A driver made with the toolkit (:mod:`daqhub.driver`) does its
+        I/O through the port's gate, where ``stop`` takes the urgent lane, so a connected
+        one's ``stop`` runs at once (on a thread of its own in v2, a task of its own in v4)
+        and the command in flight then sees the axis stopped and ends. In a worker process
+        the worker's own runtime applies this rule. Other drivers get it queued."""
         worker, runner = self.v2.workers.get(iid), self.v4.runners.get(iid)
-        if worker is not None and isinstance(worker.instrument, SessionInstrument):
-            return on_daemon_thread(getattr(worker.instrument, method), f"daqhub-{method}:{iid}")
-        if runner is not None and isinstance(runner.actor, SessionActor):
-            return asyncio.run_coroutine_threadsafe(getattr(runner.actor, method)(),
-                                                    self.v4.loop)
-        return self.submit(iid, method)
+        fut: concurrent.futures.Future[Any]
+        if worker is not None:
+            inst = worker.instrument
+            stop = getattr(inst, "stop", None) if isinstance(inst, SessionInstrument) else None
+            if stop is None or worker.health.state not in CONNECTED_STATES:
+                return None
+            fut = on_daemon_thread(stop, f"daqhub-stop:{iid}")
+        elif runner is not None:
+            actor = runner.actor
+            astop = getattr(actor, "stop", None) if isinstance(actor, SessionActor) else None
+            if astop is None or runner.health.state not in CONNECTED_STATES:
+                return None
+            fut = asyncio.run_coroutine_threadsafe(astop(), self.v4.loop)
+        else:
+            return None
+        health = self.health_of(iid)
+
+        def record(f: concurrent.futures.Future[Any]) -> None:
+            exc = None if f.cancelled() else f.exception()
+            if exc is not None:  # as a queued command's failure is recorded
+                health.error(f"stop failed: {failure_text(exc, command=True)}")
+        fut.add_done_callback(record)
+        return fut
 
     def command_done(self, instrument_id: str, method: str) -> None:
         for listener in self.on_command:

@@ -47,6 +47,8 @@ def failure_text(exc: BaseException, *, command: bool = False) -> str:
 
 #: states in which the instrument is cut off from its hardware (counted as time disconnected)
 DISCONNECTED_STATES = frozenset({"reconnecting", "restarting"})
+#: states in which the instrument's driver is connected (reads may be failing, in "error")
+CONNECTED_STATES = frozenset({"running", "error"})
 EVENT_HISTORY = 200  # the newest events kept per instrument (the total is counted)
 
 

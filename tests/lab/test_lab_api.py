@@ -164,6 +164,34 @@ def test_a_drivers_own_timeout_reaches_the_script_as_the_driver_raised_it(
     asyncio.run(main())
 
 
+@pytest.mark.parametrize("flavor", ["v2", "v4"])
+def test_a_scripts_stop_halts_the_axis_while_its_home_is_in_flight(
+        tmp_path: Path, host: PluginHost, sim_url: Any, sim_endpoint: Any, flavor: str) -> None:
+    """``stage.stop()`` while a ``stage.home()`` sent before is in flight: the stop was
+    queued behind the home, so it came when the homing had ended (here after ~100 s), and
+    the script's stop button did nothing when it mattered."""
+    sim = sim_url("esp300", speed_scale=0.1, home=20)  # a home of ~100 s
+    axis = sim_endpoint(sim).device.axis(1)
+    text = f'''
+[daqhub]
+output_dir = "{tmp_path.as_posix()}/data"
+[[{flavor}.instruments]]
+id = "stage"
+type = "newport.esp300"
+port = "{sim}"
+axis = 1
+poll_hz = 5
+'''
+    with daqhub.open_lab(text, host=host, report=None) as lab:
+        stage = lab["stage"]
+        homing = stage.send("home", 600)
+        wait_until(lambda: axis.state == "homing", "the home under way", timeout=30)
+        stage.stop()
+        assert axis.state != "homing"
+        with pytest.raises(DriverError, match="HOMING ABORTED"):
+            stage.result(homing, "home", 30)
+
+
 def test_the_scripts_own_wait_running_out_is_its_own_timeout_error(
         tmp_path: Path, host: PluginHost) -> None:
     """The other side of the test above: no answer within the wait is the Lab API's own

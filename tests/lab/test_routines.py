@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import h5py
 import pyarrow as pa
@@ -223,16 +224,22 @@ def test_points_columns_of_one_name_are_refused_not_mixed() -> None:
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("flavor", ["v2", "v4"])
+@pytest.mark.parametrize(("flavor", "workers"), [("v2", 1), ("v4", 1), ("v2", 2), ("v4", 2)])
 def test_a_shutdown_during_a_routine_home_stops_the_axis_and_ends_cleanly(
-        tmp_path: Path, host: PluginHost, sim_url: Callable[..., str], flavor: str) -> None:
+        tmp_path: Path, host: PluginHost, sim_url: Callable[..., str],
+        sim_tcp: Callable[[str], str], sim_endpoint: Callable[[str], Any], flavor: str,
+        workers: int) -> None:
     """Ctrl-C while a routine homed a slow stage: the home held the instrument, so the stop
     the shutdown relied on never got through; the budget ran out, the instrument was forced
-    (the v2 one still listed as stopped cleanly) and the axis went on homing."""
-    url = sim_url("esp300", speed_scale=0.1, home=20)  # a home of ~100 s
+    (the v2 one still listed as stopped cleanly) and the axis went on homing. In a worker
+    process (``workers = 2``) the stop was queued behind the home all the same."""
+    sim = sim_url("esp300", speed_scale=0.1, home=20)  # a home of ~100 s
+    url = sim_tcp(sim)  # served from here, so a worker process reaches this very device
+    axis = sim_endpoint(sim).device.axis(1)
     text = f'''
 [daqhub]
 output_dir = "{tmp_path.as_posix()}/data"
+workers = {workers}
 [[{flavor}.instruments]]
 id = "stage"
 type = "newport.esp300"
@@ -245,8 +252,8 @@ start_delay_s = 1  # after the first poll: an instrument without samples is not 
 steps = [["home", 600]]
 '''
     lab = daqhub.open_lab(text, host=host, report=None)
-    worker = lab.rt.v2.workers.get("stage") or lab.rt.v4.runners["stage"]
-    wait_until(lambda: worker.busy_in == "home", "the routine's home in flight", timeout=30)
+    assert (lab.rt.pool is not None) is (workers > 1)
+    wait_until(lambda: axis.state == "homing", "the routine's home under way", timeout=30)
     assert lab.rt.health_of("stage").measurements > 0
     report = lab.close()
     out = io.StringIO()
@@ -254,5 +261,6 @@ steps = [["home", 600]]
     assert report.ok and not report.forced, out.getvalue()
     assert "stopped cleanly: stage" in out.getvalue()
     assert "routine stage: stopped, 0 cycle(s)" in out.getvalue()
-    [stage] = report.instruments
-    assert "HOMING ABORTED" in stage["last_error"]  # the stop reached the controller mid-home
+    [outcome] = report.instruments
+    assert "HOMING ABORTED" in outcome["last_error"]  # the stop reached the controller mid-home
+    assert axis.state != "homing"
