@@ -129,6 +129,8 @@ class PhaseTimeouts:
 class ShutdownReport:
     clean: list[str] = field(default_factory=list)
     forced: list[str] = field(default_factory=list)
+    #: id -> what the shutdown found it busy in, of each instrument it forced (in a worker too)
+    forced_instruments: dict[str, str] = field(default_factory=dict)
     leaked: list[str] = field(default_factory=list)
     unclosed_resources: list[str] = field(default_factory=list)
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -660,7 +662,7 @@ class DualRuntimeManager:
         if self.pool is not None:  # each worker runs these phases for its own shard, within
             # its share of the budget; the pool waits that share (workers.StopBudget)
             self.pool.stop(report.forced, report.leaked, report.unclosed_resources,
-                           report.errors)
+                           report.errors, report.forced_instruments)
         # 3. force: unblock producers waiting on full queues, cancel actors, close hardware
         self.stop_event.set()
         forced = {i: f"v4 actor, busy in {self.v4.runners[i].busy_in or 'its poll loop'}"
@@ -668,6 +670,7 @@ class DualRuntimeManager:
         forced.update((i, f"v2 thread, busy in {self.v2.workers[i].busy_in or 'its poll loop'}")
                       for i in v2_stuck)
         report.forced += [f"{i} ({how})" for i, how in forced.items()]
+        report.forced_instruments.update(forced)
         if v4_stuck:
             report.leaked += [f"v4 actor {i}" for i in self.v4.force(v4_stuck, left(2.0))]
         self.watchdog.stop(left(1.0))
@@ -715,7 +718,7 @@ class DualRuntimeManager:
         report.errors += self.plugin_failures
         known_failures = len(self.plugin_failures)
         report.counts = self.counts()
-        self._judge(report, forced)
+        self._judge(report)
         report.duration_s = round(time.monotonic() - t0, 3)
         self._save_budget(report)
         if self._announced:
@@ -761,10 +764,10 @@ class DualRuntimeManager:
             else:
                 report.sink_results[name] = fut.result()
 
-    def _judge(self, report: ShutdownReport, forced: Mapping[str, str]) -> None:
-        """One outcome per instrument and routine; only the ok ones are clean. ``forced``:
-        the instruments the shutdown forced, each with what it was busy in."""
+    def _judge(self, report: ShutdownReport) -> None:
+        """One outcome per instrument and routine; only the ok ones are clean."""
         healths = [h for i in self.lab.instruments() if (h := self.health_of(i.id))]
+        forced = report.forced_instruments
         report.instruments = [instrument_outcome(h, report.counts.get(h.id, {}),
                                                  forced.get(h.id, ""))
                               for h in healths]

@@ -27,10 +27,10 @@ def instrument_outcome(h: InstrumentHealth, stored: Mapping[str, int], forced: s
         problem = "never connected"
     elif h.state == "failed":
         problem = "failed"
+    elif forced:  # what it was busy in says more than the state it was left in
+        problem = f"forced at shutdown ({forced})"
     elif h.state != "stopped":
         problem = f"did not stop (left {h.state})"
-    elif forced:
-        problem = f"forced at shutdown ({forced})"
     elif samples == 0 and h.measurements:
         problem = f"none of its {h.measurements} samples was accepted"
     elif samples == 0:

@@ -108,9 +108,23 @@ def portable(exc: BaseException) -> ExceptionState:
 
 
 def rebuild(state: ExceptionState) -> BaseException:
-    """The exception :func:`portable` took apart, of its own class, as the worker raised it."""
+    """The exception :func:`portable` took apart, of its own class, as the worker raised it.
+
+    Made without its ``__init__`` (see :func:`portable`), by the ``__new__`` of the base
+    that lays it out: ``cls.__new__`` is the first in the MRO, which for
+    ``DriverDisconnectedError(DriverError, ConnectionError)`` is RuntimeError's, and
+    Python refuses that for an OSError's layout (the TypeError killed the thread reading
+    the worker, and with it every later message of that worker, its report included)."""
     cls, args, attributes = state
-    exc = cls.__new__(cls)
+    for base in cls.__mro__:
+        if "__new__" in vars(base):
+            try:
+                exc: BaseException = base.__new__(cls, *args)  # type: ignore[call-overload]
+                break
+            except TypeError:
+                continue
+    else:  # object.__new__ cannot make an exception: not reached for a BaseException
+        return RuntimeError(f"{cls.__name__}: {args}")
     exc.args = args
     exc.__dict__.update(attributes)
     return exc
@@ -316,7 +330,8 @@ class ShardRuntime:
                                  "process: it stopped reading")
         self.report_health()  # the final states ("stopped") before the report
         self.outbox.post(("stopped", {k: getattr(report, k) for k in
-                                      ("forced", "leaked", "unclosed_resources", "errors")}))
+                                      ("forced", "leaked", "unclosed_resources", "errors",
+                                       "forced_instruments")}))
         self.outbox.close(5.0)
 
 

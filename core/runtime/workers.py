@@ -195,7 +195,8 @@ class Worker:
         self.finished = threading.Event()
         #: the socket ended during shutdown before the ``stopped`` report: the worker died
         self.cut_off = False
-        self.stop_report: dict[str, list[str]] = {}
+        #: the worker's own shutdown report: its lists, and ``forced_instruments``
+        self.stop_report: dict[str, Any] = {}
         self.probe: dict[str, Any] = {}
         self.pending: dict[int, tuple[str, concurrent.futures.Future[Any]]] = {}
         self.send_lock = threading.Lock()
@@ -299,11 +300,16 @@ class Worker:
             except (EOFError, OSError):
                 return
             self.heard_at = time.monotonic()
-            if data[:1] == BATCH:
-                for batch in decode_batches(data):
-                    self.pool.publish(batch)
-            else:
-                self._handle(pickle.loads(data[1:]))
+            try:
+                if data[:1] == BATCH:
+                    for batch in decode_batches(data):
+                        self.pool.publish(batch)
+                else:
+                    self._handle(pickle.loads(data[1:]))
+            except Exception as exc:  # one message: an uncaught error here ended the thread,
+                # and the parent heard nothing more of the worker (its report included)
+                self.pool.alarm("workers", f"{self.describe()}: a message from it could not "
+                                f"be taken in: {type(exc).__name__}: {exc}", None)
 
     def _handle(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
@@ -570,10 +576,12 @@ class WorkerPool:
         return probe
 
     def stop(self, forced: list[str], leaked: list[str], unclosed: list[str],
-             errors: list[str]) -> None:
+             errors: list[str], forced_instruments: dict[str, str]) -> None:
         """Stop every worker, waiting the budget's ``wait_s`` for its report; what it could
         not do goes in the lists (with :meth:`StopBudget.too_short`'s advice when the budget
-        is why). Its process's exit is waited for later, by :meth:`reap`."""
+        is why), each instrument a worker forced (or that was in a worker killed for want
+        of its report) in ``forced_instruments``. Its process's exit is waited for later,
+        by :meth:`reap`."""
         advice = self.budget.too_short()
         self.stopping.set()
         for w in self.workers:
@@ -597,6 +605,8 @@ class WorkerPool:
                               f"{self.budget.wait_s:g} s (its own shutdown had "
                               f"{self.budget.shard_s:g} s), killed" + (advice and f"; {advice}"))
                 w.process.kill()
+                forced_instruments.update(
+                    (i, f"{w.shard.name} killed: no shutdown report") for i in w.shard.ids)
             w.thread.join(left(1.0) + 0.1)  # it ends with the socket, before the process
             if w.thread.is_alive():
                 leaked.append(f"reader thread of {w.shard.name}")
@@ -606,6 +616,7 @@ class WorkerPool:
             for key, out in (("forced", forced), ("leaked", leaked),
                              ("unclosed_resources", unclosed), ("errors", errors)):
                 out += [f"{w.shard.name}: {x}" for x in w.stop_report.get(key, [])]
+            forced_instruments.update(w.stop_report.get("forced_instruments", {}))
 
     def reap(self, timeout: float) -> list[str]:
         """The worker processes still running ``timeout`` after the parent's own part of the

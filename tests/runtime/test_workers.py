@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pickle
 import re
 import signal
 import subprocess
@@ -25,6 +26,7 @@ import daqhub
 from daqhub.config import ConfigError, parse
 from daqhub.runtime.shards import plan
 from daqhub.runtime.workers import WorkerFailed
+from daqhub_sims.visa_files import SHARED_RESOURCE
 
 
 def lab_text(out: Path, visa: str, bus: str, workers: int, extra: str = "") -> str:
@@ -138,7 +140,7 @@ def test_instruments_sharing_a_device_are_placed_together(daqhub_host, visa_sim_
     visa = visa_sim_backend()
     lab = parse(lab_text(Path("/tmp/unused"), visa, "sim://elliptec?name=b", 2)
                 + '[[v4.instruments]]\nid = "dmm_c"\ntype = "scpi.dmm"\n'
-                  f'resource = "GPIB0::7::INSTR"\nvisa_backend = "{visa}"\npoll_hz = 200\n',
+                  f'resource = "{SHARED_RESOURCE}"\nvisa_backend = "{visa}"\npoll_hz = 200\n',
                 "<test>", daqhub_host, offline=True)
     insts = lab.instruments()
     types = {i.id: daqhub_host.instrument_type(i.type, i.flavor) for i in insts}
@@ -577,10 +579,80 @@ def test_a_worker_silent_in_its_drivers_close_is_waited_for_and_its_report_kept(
     assert sorted(report.forced) == [f"{name['s2']}: s2 (v2 thread, busy in close)",
                                      f"{name['s4']}: s4 (v4 actor, busy in close)"]
     assert not [e for e in report.errors if "hung" in e or "unknown" in e], report.errors
-    assert sorted(report.failed) == ["s2: did not stop (left running)",
-                                     "s4: did not stop (left running)"]
+    assert sorted(report.failed) == ["s2: forced at shutdown (v2 thread, busy in close)",
+                                     "s4: forced at shutdown (v4 actor, busy in close)"]
     assert report.clean == ["slow"]  # its slow close() ran to its end
     assert closed_in(log) == [f"slow closed (pid {owners['slow'][0]})"]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_instrument_the_shutdown_forced_is_not_ok_in_a_worker_too(
+        workers: int, worker_faults: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        sim_url: Callable[..., str], sim_tcp: Callable[[str], str]) -> None:
+    """Commands that outlast the shutdown's wait: a v2 one reading its port ends only when
+    the shutdown closes the port under it (its thread then ends ``stopped``), a v4 one is
+    cancelled. Both are forced, NOT OK, in the daqhub process; in a worker process the v2
+    one was listed as stopped cleanly, as the parent judged it from its final state alone
+    (what the worker forced reached the report's lines only)."""
+    log = tmp_path / "began.txt"
+    monkeypatch.setenv("WORKER_FAULTS_LOG", str(log))
+    text = faults_lab(tmp_path, workers, 20, [("held", "v4", "holds", ""),
+                                              ("good", "v2", "good", ""),
+                                              ("ear", "v2", "listens", "")])
+    # a line that takes the bytes and never answers them: an unfinished command to an ESP300
+    text += f'port = "{sim_tcp(sim_url("esp300"))}"\n'
+    with daqhub.open_lab(text, host=worker_faults, report=None) as lab:
+        rt = lab.rt
+        assert (rt.pool is not None) is (workers > 1)
+        wait_until(lambda: all(h["state"] == "running" and h["measurements"] > 3
+                               for h in rt.health()["instruments"]),
+                   "every instrument running with samples", timeout=60)
+        lab["ear"].send("listen", 300)
+        lab["held"].send("hold", 300)
+        wait_until(lambda: log.exists() and {"ear listen began", "held hold began"} <=
+                   set(log.read_text().splitlines()), "both commands in flight", timeout=30)
+    report = lab.report
+    assert report is not None and not report.ok
+    outcome = {o["id"]: o for o in report.instruments}
+    assert outcome["ear"]["state"] == "stopped", outcome["ear"]
+    assert outcome["ear"]["problem"] == "forced at shutdown (v2 thread, busy in listen)"
+    assert outcome["held"]["problem"] == "forced at shutdown (v4 actor, busy in hold)"
+    assert report.clean == ["good"]
+
+
+def test_a_drivers_exception_crosses_from_the_worker_as_its_own_class() -> None:
+    """``DriverDisconnectedError`` is a DriverError (a RuntimeError) and a ConnectionError
+    (an OSError): remade with RuntimeError's ``__new__`` it was a TypeError, which ended the
+    thread reading the worker, so the parent heard nothing more from it."""
+    from daqhub.instrument import DriverDisconnectedError, DriverError
+    from daqhub.runtime.worker_process import portable, rebuild
+
+    for exc in (DriverDisconnectedError("stage", "1MD?", "port closed", "disconnected"),
+                DriverError("a", "b", "c"), OSError(5, "Input/output error"), KeyError("x")):
+        back = rebuild(pickle.loads(pickle.dumps(portable(exc))))
+        assert type(back) is type(exc)
+        assert (str(back), back.args, vars(back)) == (str(exc), exc.args, vars(exc))
+
+
+@pytest.mark.timeout(120)
+def test_a_message_the_parent_cannot_take_in_costs_the_worker_nothing_else(
+        worker_faults: Any, tmp_path: Path) -> None:
+    text = faults_lab(tmp_path, 2, 10, [("a", "v2", "good", ""), ("b", "v2", "good", "")])
+    with daqhub.open_lab(text, host=worker_faults, report=None) as lab:
+        rt = lab.rt
+        wait_until(lambda: all(h["measurements"] > 3 for h in rt.health()["instruments"]),
+                   "every instrument with samples", timeout=60)
+        lab["a"].send("unloadable")
+        wait_until(lambda: any("could not be taken in" in a["message"] for a in rt.alarms),
+                   "the alarm", timeout=30)
+        [alarm] = [a["message"] for a in rt.alarms if "could not be taken in" in a["message"]]
+        assert "(pid" in alarm and "RuntimeError: only a worker process can load this" in alarm
+        seen = rt.health_of("a").measurements
+        wait_until(lambda: rt.health_of("a").measurements > seen + 3,
+                   "more samples from the worker after it", timeout=30)
+    assert lab.report is not None and lab.report.clean == ["a", "b"]
+    assert [w.stop_report for w in rt.pool.workers if "a" in w.shard.ids] != [{}]
 
 
 def test_a_type_registered_by_hand_is_named_before_any_worker_starts(

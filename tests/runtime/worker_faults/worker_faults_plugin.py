@@ -8,6 +8,7 @@ the ``worker_faults`` fixture there); the parent loads it the same way.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sys
@@ -20,6 +21,7 @@ import pyarrow as pa
 from daqhub.hookspecs import hookimpl
 from daqhub.instrument import V2Instrument, V4Actor, now_ns
 from daqhub.measurement import ChannelSpec, Measurement, Scalar
+from daqhub.resources import ReplyTimeoutError
 from daqhub.schema import build_batch
 from daqhub.specs import InstrumentType
 
@@ -43,6 +45,21 @@ class Good(V2Instrument):
             log.write(f"{self.id} hold began (pid {os.getpid()})\n")
         time.sleep(seconds)
         return "held"
+
+    def unloadable(self) -> Unloadable:
+        """A result that pickles in the worker and cannot be unpickled in the parent."""
+        return Unloadable()
+
+
+def _only_in_a_worker() -> Unloadable:
+    if getattr(sys.modules.get("__main__"), "BatchPump", None) is None:
+        raise RuntimeError("only a worker process can load this")
+    return Unloadable()
+
+
+class Unloadable:
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        return _only_in_a_worker, ()
 
 
 class DiesInClose(Good):
@@ -94,6 +111,40 @@ class StuckCloseV4(V4Actor):
         time.sleep(STUCK_S)  # blocks the event loop, as such a call does
 
 
+class HoldsV4(StuckCloseV4):
+    """A v4 driver with a command that takes ``seconds``: one the shutdown must force."""
+
+    async def close(self) -> None:
+        pass
+
+    async def hold(self, seconds: float) -> str:
+        """Appends ``<id> hold began`` to ``$WORKER_FAULTS_LOG``, then takes ``seconds``."""
+        with open(os.environ["WORKER_FAULTS_LOG"], "a") as log:
+            log.write(f"{self.id} hold began\n")
+        await asyncio.sleep(seconds)
+        return "held"
+
+
+class Listens(Good):
+    """On a serial port: a command that asks, again and again, for a reply that never comes,
+    until the port is closed under it (the shutdown closes ports, between two transactions,
+    to end such a command, as it ends a motion driver's wait polling ``MD?``)."""
+
+    def listen(self, seconds: float) -> bytes:
+        """Appends ``<id> listen began`` to ``$WORKER_FAULTS_LOG``, then asks for up to
+        ``seconds``."""
+        with open(os.environ["WORKER_FAULTS_LOG"], "a") as log:
+            log.write(f"{self.id} listen began\n")
+        assert self.ctx.port is not None
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                return self.ctx.port.query(b"?", terminator=b"never", read_timeout=0.1)
+            except ReplyTimeoutError:
+                continue
+        return b""
+
+
 def _die_after_the_shard_shutdown() -> None:
     """In a worker process (``python -m daqhub.runtime.worker_process``): once a
     ``dies_after_shutdown`` instrument closed, the process is killed right after its shard's
@@ -119,7 +170,9 @@ _die_after_the_shard_shutdown()
 
 @hookimpl
 def daqhub_instrument_types() -> list[InstrumentType]:
-    return [InstrumentType(f"worker_faults.{name}", flavor, "none", cls, [X], doc,
+    listens = InstrumentType("worker_faults.listens", "v2", "serial", Listens, [X],
+                             "listen(seconds) reads its port", capabilities=("Readable",))
+    return [listens] + [InstrumentType(f"worker_faults.{name}", flavor, "none", cls, [X], doc,
                            capabilities=("Readable",),
                            config_schema={"type": "object",
                                           "properties": {"close_s": {"type": "number"}}})
@@ -130,4 +183,5 @@ def daqhub_instrument_types() -> list[InstrumentType]:
                  "its process dies after its shard's shutdown"),
                 ("logs_close", "v2", LogsClose, "says when its close() ran"),
                 ("stuck_close", "v2", StuckCloseV2, "close() does not return"),
-                ("stuck_close", "v4", StuckCloseV4, "close() does not return"))]
+                ("stuck_close", "v4", StuckCloseV4, "close() does not return"),
+                ("holds", "v4", HoldsV4, "hold(seconds) takes that long"))]
