@@ -30,6 +30,7 @@ from .host import PluginHost
 from .labchecks import ChosenTypes, check_channels, check_shared_devices, chosen_types
 from .outdir import lab_path, unwritable
 from .resources import register_url_packages
+from .resources.visa import sim_file_problem
 from .routines import ROUTINE_SCHEMA, routine_problems, step_lines
 from .scan import POINTS_KEYS
 from .schema_words import not_allowed
@@ -757,6 +758,9 @@ def _check_instrument(c: _Collector, block: Mapping[str, Any], path: tuple[Any, 
         _check_visa(c, block["resource"], (*path, "resource"))
     if t.transport == "visa" and isinstance(block.get("visa_backend"), str):
         resolved, why = resolve_visa_backend(block["visa_backend"], c.base_dir)
+        resource = block["resource"] if isinstance(block.get("resource"), str) else None
+        if not why and (problem := sim_file_problem(resolved, resource)):
+            why = f"visa_backend {block['visa_backend']!r}: {problem}"
         if why:
             c.add((*path, "visa_backend"), why)
         block["visa_backend"] = resolved

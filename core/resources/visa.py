@@ -32,10 +32,18 @@ device path (``ASRL/dev/ttyUSB0::INSTR``) therefore also holds that device's own
 (:func:`.identity.visa_serial_identity`, :mod:`.ownership`), the one ``port = "/dev/ttyUSB0"``
 takes, from the first open to the close, and a second daqhub process is refused naming the
 holder whichever way either names the device.
+
+A pyvisa-sim backend (``path/file.yaml@sim``) reads its definitions file only when its
+ResourceManager is created, and reports a problem there as its own traceback escaped into
+the message, twice over. :func:`sim_file_problem` reads the file with pyvisa-sim's own
+loader instead (no session is opened) and says what is wrong in one line: validation reports
+it against the lab line, and the manager raises it in place of pyvisa-sim's message.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -108,6 +116,84 @@ def open_exclusive(rm: Any, name: str, settings: dict[str, Any]) -> tuple[Any, s
                 f"daqhub process on this or another machine): {exc}; close it there first",
                 resource=name, holder=None) from exc
     return session, "locked"
+
+
+def sim_file_problem(backend: str, resource: str | None = None) -> str:
+    """Why pyvisa-sim cannot simulate ``resource`` (or anything) with the definitions file of
+    ``backend``, in one line naming the file (and a YAML error's line and column); '' when it
+    can, and for a backend that names no file (``@py``, pyvisa-sim's own ``@sim``)."""
+    path, at, library = normalize_backend(backend).rpartition("@")
+    if not (at and path and library == "sim"):
+        return ""
+    try:
+        stat = os.stat(path)
+    except OSError as exc:
+        return f"simulation file {path}: {exc.strerror}"
+    problem, names = _read_sim_file(path, stat.st_mtime_ns, stat.st_size, stat.st_ino)
+    if problem or resource is None:
+        return problem
+    try:
+        wanted = rname.to_canonical_name(resource.strip())  # as pyvisa-sim names the file's
+    except rname.InvalidResourceName:
+        return ""  # the resource name's own check says what is wrong with it
+    if wanted in names:
+        return ""
+    return (f"simulation file {path} defines no resource {wanted} (it defines "
+            f"{', '.join(names) or 'none'})")
+
+
+@functools.lru_cache(maxsize=16)
+def _read_sim_file(path: str, *version: int) -> tuple[str, tuple[str, ...]]:
+    """Why pyvisa-sim refuses the file, else the resources it defines.
+
+    Cached while the file is unchanged (``version``: its modification time, size and inode):
+    pyvisa-sim takes about 50 ms to read a small file, and a lab's instruments often share one.
+    """
+    try:
+        from pyvisa_sim import parser
+    except ImportError:
+        return (f"simulation file {path} needs pyvisa-sim, which is not installed: "
+                "pip install pyvisa-sim"), ()
+    try:
+        devices = parser.get_devices(path, False)
+    except Exception as exc:  # pyvisa-sim lets whatever its reading of the file raised through
+        return f"simulation file {path}{_sim_load_error(exc)}", ()
+    return "", tuple(devices.list_resources())
+
+
+def _sim_load_error(exc: BaseException) -> str:
+    """pyvisa-sim's complaint about a file: ``, line L, column C: problem`` or ``: message``.
+
+    A YAML error is in the context chain: pyvisa-sim re-raises it with the traceback as its
+    text (a decoding error it fails to re-raise: a TypeError). Its other errors are its first
+    line, and the root cause when pyvisa-sim appended that (as a repr or a traceback).
+    """
+    import yaml  # pyvisa-sim's own dependency
+
+    chain: list[BaseException] = []
+    cause: BaseException | None = exc
+    while cause is not None and len(chain) < 8:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    for e in reversed(chain):
+        if isinstance(e, yaml.MarkedYAMLError) and e.problem_mark is not None:
+            at, context = e.problem_mark, e.context or ""
+            if context and e.context_mark is not None:
+                context += f" at line {e.context_mark.line + 1}, column {e.context_mark.column + 1}"
+            return (f", line {at.line + 1}, column {at.column + 1}: {e.problem or e.context}"
+                    + (f" ({context})" if context and e.problem else ""))
+        if isinstance(e, UnicodeDecodeError):
+            return f": not UTF-8 text ({e.reason})"
+        if isinstance(e, yaml.YAMLError):
+            return f": {str(e).strip().splitlines()[0]}"
+    outer, root = chain[0], chain[-1]
+    if isinstance(outer, KeyError) and outer.args and "\n" not in str(outer.args[0]):
+        return f": missing key {outer.args[0]!r}"
+    text = str(outer.args[0]) if isinstance(outer, KeyError) and outer.args else str(outer)
+    first, _, rest = text.strip().partition("\n")
+    if rest and root is not outer:
+        first += f" ({type(root).__name__}: {root})"
+    return f": {first or type(outer).__name__}"
 
 
 def _board_of(name: str) -> str:
@@ -267,7 +353,12 @@ class VisaSessionManager(EventSource):
     def _rm_locked(self, key: str) -> Any:
         rm = self._rms.get(key)
         if rm is None:
-            rm = self._rm_factory(key)
+            try:
+                rm = self._rm_factory(key)
+            except Exception as exc:
+                if problem := sim_file_problem(key):  # not pyvisa-sim's nested traceback
+                    raise ValueError(problem) from exc
+                raise
             self._rms[key] = rm
         return rm
 

@@ -309,7 +309,8 @@ def test_paths_in_the_lab_file_expand_the_home_directory(host, tmp_path: Path,
     """``~/data`` used to become a directory named ``~`` beside the lab file."""
     home = tmp_path / "home"
     (home / "sims").mkdir(parents=True)
-    (home / "sims" / "dmm.yaml").write_text("spec: '1.1'\n")
+    (home / "sims" / "dmm.yaml").write_text(
+        "spec: '1.1'\ndevices: {dmm: {}}\nresources: {'GPIB0::5::INSTR': {device: dmm}}\n")
     monkeypatch.setenv("HOME", str(home))
     labdir = tmp_path / "lab"
     labdir.mkdir()

@@ -108,7 +108,8 @@ def test_migrate_to_another_directory_keeps_what_relative_paths_name(
     (tmp_path / "lab").mkdir()
     (tmp_path / "out").mkdir()
     sim = tmp_path / "lab" / "dmm.yaml"
-    sim.write_text("spec: '1.1'\n")
+    sim.write_text(
+        "spec: '1.1'\ndevices: {dmm: {}}\nresources: {'GPIB0::5::INSTR': {device: dmm}}\n")
     lab = tmp_path / "lab" / "lab.toml"
     lab.write_text('[v2]\nstorage = "hdf5"\n\n[[v2.instruments]]\nid = "dmm"\n'
                    'type = "scpi.dmm"\nresource = "GPIB0::5::INSTR"\n'
