@@ -28,7 +28,7 @@ def test_1830c_meter(flavor: str, daqhub_instrument: Callable[..., Any],
                           wavelength_nm=800, range=6, filter="slow")
     assert m.settings() == {"model": "1830-C", "units": "dBm", "wavelength": 800.0,
                             "current_range": 6, "filter_speed": "slow", "attenuator": False,
-                            "zero": False}
+                            "zero": False, "running": True}
 
 
 @pytest.mark.parametrize("flavor", ["v2", "v4"])

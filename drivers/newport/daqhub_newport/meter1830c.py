@@ -19,7 +19,7 @@ from collections.abc import Generator, Mapping
 from typing import Any
 
 from daqhub.driver import Command, Parameter, Sample, Session, Transaction, command, parse_reply
-from daqhub.driver.lines import begin, integer, number
+from daqhub.driver.lines import integer, number
 from daqhub.measurement import ChannelSpec, MetaValue
 from daqhub.specs import InstrumentContext
 
@@ -29,11 +29,15 @@ from .meter1830c_protocol import (
     RANGES,
     UNIT_CODES,
     UNIT_NAMES,
+    begin,
     clear_status,
     echo_off,
     filter_command,
+    from_busy_spell,
+    is_query,
     parse_reading,
     query,
+    query_with_status,
     range_command,
     read_status,
     reading_flags,
@@ -53,8 +57,12 @@ class MeterState:
     ``units`` is None when unknown (a raw command may have changed them); a poll then sets
     the channel's unit and leaves it. ``shown`` is the unit a poll switched to and could not
     switch back from (it failed in between): the next transaction switches back first, so a
-    script's ``set_units`` is not undone by one bad reply. Changed only inside transactions
-    (under the port lock); the lock makes ``units`` visible across the threads that run them.
+    script's ``set_units`` is not undone by one bad reply. ``busy``: the last poll's reading
+    dated from a spell without readings (the meter busy, or held until connect ran it), so
+    the next is flagged too until the meter has a new reading
+    (:func:`~.meter1830c_protocol.from_busy_spell`). Changed only inside
+    transactions (under the port lock); the lock makes ``units`` visible across the threads
+    that run them.
     """
 
     KEY = "daqhub_newport.1830c.state"
@@ -63,6 +71,7 @@ class MeterState:
         self._lock = threading.Lock()
         self._units: str | None = None
         self.shown: str | None = None
+        self.busy = False
 
     @property
     def units(self) -> str | None:
@@ -125,6 +134,9 @@ class Meter1830c(Session):
     attenuator = Parameter("A?", "A{}", parse=_flag, format=lambda on: str(int(on)), kind=bool)
     zero = Parameter("Z?", "Z{}", parse=_flag, format=lambda on: str(int(on)), kind=bool,
                      doc="on: the next reading becomes an offset subtracted from later ones")
+    running = Parameter("G?", "G{}", parse=_flag, format=lambda on: str(int(on)), kind=bool,
+                        doc="on: taking readings (G1, set on connect); off: hold (G0), the "
+                            "reading frozen")
     store_reference = Command("S", doc="the current reading becomes the dB/REL reference")
 
     def __init__(self, ctx: InstrumentContext) -> None:
@@ -140,7 +152,7 @@ class Meter1830c(Session):
 
     def exchange(self, io: Any, command: str, reply: bool) -> str | None:
         """A query's reply, or a set command whose status byte is checked."""
-        begin(io, self.options.reply_timeout)
+        begin(io, self.options.reply_timeout, self.id, command)
         if reply:
             self.switch_back(io)
             return query(io, self.id, command)
@@ -149,15 +161,21 @@ class Meter1830c(Session):
 
     # ------------------------------------------------------------------ lifecycle
     def connect(self) -> Transaction[None]:
-        """Echo off, check the meter answers, clear old errors, set the lab's settings."""
+        """Echo off, check the meter answers, clear old errors, take it out of hold, set the
+        lab's settings. A meter left in hold (``G0``) shows the reading of when it stopped:
+        polls flag it ``busy`` until the meter has a new one."""
         s = self.options
 
         def connect(io: Any) -> None:
-            begin(io, s.reply_timeout)
+            begin(io, s.reply_timeout, self.id, "E0")
             if echo_off(io, self.id):
                 log.info("%s: the meter was in echo mode (E1); switched it off (E0)", self.id)
             clear_status(io)
             parse_reply(integer(1, 4), query(io, self.id, "U?"), self.id, "U?")  # a 1830-C?
+            if not parse_reply(_flag, query(io, self.id, "G?"), self.id, "G?"):
+                log.info("%s: the meter was in hold (G0); set it running (G1)", self.id)
+                set_command(io, self.id, "G1")
+                self.state.busy = True
             set_command(io, self.id, units_command(s.units, self.id))
             if s.wavelength_nm is not None:
                 set_command(io, self.id, wavelength_command(s.wavelength_nm, self.id))
@@ -172,11 +190,13 @@ class Meter1830c(Session):
         return Transaction("connect", fn=connect)
 
     def poll(self) -> Generator[Any, Any, dict[str, Sample]]:
-        """One ``power`` sample in the channel's unit, flagged as the status byte says."""
+        """One ``power`` sample in the channel's unit, flagged as the status byte read just
+        before says (``saturated``, ``over_range``, ``busy``: the reading dates from before
+        the meter's auto-ranging, power-up or calibration)."""
         channel_cmd = units_command(self.channel_units, self.id)
 
         def poll(io: Any) -> tuple[float, dict[str, MetaValue]]:
-            begin(io, self.options.reply_timeout)
+            begin(io, self.options.reply_timeout, self.id, "D?")
             state = self.state
             meter_units = state.units
             if meter_units is None:
@@ -185,14 +205,15 @@ class Meter1830c(Session):
             elif (state.shown or meter_units) != self.channel_units:
                 state.shown = self.channel_units  # until switched back, below or next time
                 set_command(io, self.id, channel_cmd)
-            value = parse_reading(query(io, self.id, "D?"), self.id)
-            status = read_status(io, self.id)
+            status = read_status(io, self.id)  # before D?, which clears its read-done bit
             err = status_error(self.id, "D?", status)
             if err is not None:
                 clear_status(io)
                 raise err
+            state.busy = busy = from_busy_spell(status, state.busy)
+            value = parse_reading(query(io, self.id, "D?"), self.id)
             self.switch_back(io)
-            return value, reading_flags(status)
+            return value, reading_flags(status, busy)
 
         value, meta = yield Transaction("poll D?", fn=poll)
         return {"power": Sample(value, meta)}
@@ -233,7 +254,7 @@ class Meter1830c(Session):
     def status(self) -> Transaction[int]:
         """The raw status byte (``Q?``), without clearing anything."""
         def status(io: Any) -> int:
-            begin(io, self.options.reply_timeout)
+            begin(io, self.options.reply_timeout, self.id, "Q?")
             return read_status(io, self.id)
 
         return Transaction("Q?", fn=status)
@@ -242,9 +263,12 @@ class Meter1830c(Session):
     def raw_command(self, text: str) -> Transaction[None]:
         """Send a command this driver does not wrap; raise what the status byte reports. One
         that may change the units makes them unknown (the next poll sets them again). Echo
-        (``E1``) is refused: replies are read as the next line, which echo would take."""
+        (``E1``) is refused: replies are read as the next line, which echo would take. So is
+        a query (``?``): its reply would be read as the status byte (use raw_query)."""
         if text.replace(" ", "").upper().startswith("E1"):
             raise ValueError(f"{self.id}: the driver keeps echo off (E0); {text!r} refused")
+        if is_query(text):
+            raise ValueError(f"{self.id}: {text!r} is a query; send it with raw_query")
 
         def raw(io: Any) -> None:
             if text.lstrip()[:1].upper() == "U":
@@ -255,5 +279,15 @@ class Meter1830c(Session):
 
     @command
     def raw_query(self, text: str) -> Transaction[str]:
-        """Send a query this driver does not wrap and return its reply line."""
-        return self.query(text)
+        """Send a query this driver does not wrap and return its reply line; raise what the
+        status byte reports if the meter refuses it. A query ends with ``?``."""
+        if not is_query(text):
+            raise ValueError(f"{self.id}: {text!r} is no query (a query ends with ?); send it "
+                             f"with raw_command")
+
+        def raw(io: Any) -> str:
+            begin(io, self.options.reply_timeout, self.id, text)
+            self.switch_back(io)
+            return query_with_status(io, self.id, text)
+
+        return Transaction(text, fn=raw)

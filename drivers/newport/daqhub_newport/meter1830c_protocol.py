@@ -3,18 +3,31 @@
 Written from the protocol reference. The meter never answers a set command and never prints
 an error: it sets bit 0 (parameter error) or bit 1 (command error) of its status byte and stays
 silent. So a set command is followed by ``Q?`` in the same transaction, and an error bit
-becomes a :class:`DriverError` naming the command that caused it; a query met with silence is
-explained the same way, once the line is quiet. Saturation and over-range (bits 2 and 3) are
-facts about a reading, not errors: they travel with the sample as metadata.
+becomes a :class:`DriverError` naming the command that caused it. Saturation, over-range and
+busy (bits 2, 3 and 5) are facts about a reading, not errors: they travel with the sample as
+metadata.
+
+Replies carry no name and none has a known text (every answer is a number that changes), so
+a reply given up on could be taken for a later query's answer. The meter answers each query
+it knows with one line (the reference's command table) and a refused one with none, in
+order, so the driver counts the replies still owed on the line (:func:`ask`) and reads as
+many lines as it is owed before it asks anything new (:func:`begin`): a late reply is
+skipped, up to :data:`LOST_AFTER_TIMEOUTS` read timeouts late. A query of the table is
+always answered, so its silence is a timeout, and ``Q?`` is never asked into a line still
+owed a reply; a query the driver does not wrap may be refused, so ``Q?`` goes with it
+(:func:`query_with_status`).
 """
 
 from __future__ import annotations
 
 import math
+import time
+import weakref
+from collections import deque
 from typing import Any
 
-from daqhub.driver import DriverError, lines, parse_reply
-from daqhub.driver.lines import integer, line_text, no_reply, number, read_line, send
+from daqhub.driver import DriverError, DriverTimeoutError, lines, parse_reply
+from daqhub.driver.lines import integer, line_text, no_reply, number, send
 from daqhub.measurement import MetaValue
 
 TERMINATOR = b"\n"  # both ways (the protocol reference: LF on RS-232, VISA drivers use \n)
@@ -38,10 +51,26 @@ SERVICE_REQUEST = 64
 READ_DONE = 128
 ERROR_BITS = PARAMETER_ERROR | COMMAND_ERROR
 
+#: A reply owed for this many read timeouts after its query is given up as lost (a meter
+#: switched off, a reply cut short) and no longer waited for: the bound on how late a reply
+#: can come and still be skipped, and on how long a lost one keeps the line out of step.
+LOST_AFTER_TIMEOUTS = 10
+
 STATUS_ERRORS: dict[int, str] = {
     PARAMETER_ERROR: "parameter error (status bit 0): the meter refused the command's argument",
     COMMAND_ERROR: "command error (status bit 1): the meter does not know the command",
 }
+
+#: per open link (:func:`_link`): (when, query) of each query whose reply has not been read
+#: yet, oldest first
+_owed: weakref.WeakKeyDictionary[Any, deque[tuple[float, str]]] = weakref.WeakKeyDictionary()
+
+
+def _link(io: Any) -> Any:
+    """The open link under a transaction's ``io``: the core's port's pyserial handle, which a
+    reopened port replaces (replies owed on the old link never come on the new one); a
+    test's line stands for itself."""
+    return getattr(io, "raw", io)
 
 
 def status_error(instrument_id: str, command: str, status: int) -> DriverError | None:
@@ -53,27 +82,150 @@ def status_error(instrument_id: str, command: str, status: int) -> DriverError |
     return DriverError(instrument_id, command, f"{text} (status byte {status})", code=bits)
 
 
-def reading_flags(status: int) -> dict[str, MetaValue]:
-    """What the status byte says about the reading taken with it (only the flags that hold).
+def reading_flags(status: int, busy: bool) -> dict[str, MetaValue]:
+    """What the status byte read right before ``D?`` says about that reading (only the flags
+    that hold); ``busy`` from :func:`from_busy_spell`.
 
-    Read as the meter's present condition: the driver never clears these two bits (``C``),
-    which would drop the flag from a repeated read of the same clipped sample. Whether the
-    real meter latches them until ``C`` is not documented (the protocol reference).
+    The bits' meanings are the manual's (the protocol reference, [M]). Saturation and
+    over-range are read as the meter's present condition: the driver never clears them
+    (``C``), which would drop the flag from a repeated read of the same clipped sample.
+    Whether the real meter latches them until ``C`` is not documented (the reference).
     """
     flags: dict[str, MetaValue] = {}
     if status & SATURATED:
         flags["saturated"] = True
     if status & OVER_RANGE:
         flags["over_range"] = True
+    if busy:
+        flags["busy"] = True
     return flags
 
 
-def read_status(io: Any, instrument_id: str) -> int:
-    send(io, "Q?", TERMINATOR)
-    text = read_line(io, instrument_id, "Q?", TERMINATOR)
+def from_busy_spell(status: int, was_busy: bool) -> bool:
+    """Whether the reading ``D?`` gives after this status byte dates from a spell when the
+    meter took no readings: it is busy (bit 5: auto-ranging, power-up or auto-calibration),
+    or it was at the last byte read or held until just now (``was_busy``) and has no new
+    reading yet (bit 7, read done, clear: set by a new valid reading, cleared by ``D?`` and
+    ``C``). Both bits are the manual's ([M] in the protocol reference); what ``D?`` returns
+    while busy is not documented (the simulator gives the reading from before), so such a
+    reading is flagged rather than passed off as current. A ``D?`` or ``C`` in between (a
+    script's ``power()``) makes a fresh reading look old: flagged too, never the reverse.
+    """
+    return bool(status & BUSY) or (was_busy and not status & READ_DONE)
+
+
+def begin(io: Any, timeout: float, instrument_id: str, command: str) -> None:
+    """Start a transaction: read the replies still owed, then :func:`lines.begin` (our read
+    timeout, and whatever else is waiting dropped).
+
+    Owed replies are read, not dropped with the rest: a late reply already waiting would
+    leave the count owing it, and the count would then take the next answer for it. Those
+    owed for more than :data:`LOST_AFTER_TIMEOUTS` read timeouts are given up as lost. If one
+    still owed does not come within a read timeout, the transaction fails before anything
+    is sent (:class:`DriverTimeoutError`, naming ``command``); the next one reads on.
+    """
+    owed = _owed.get(_link(io))
+    if owed:
+        io.timeout = timeout  # checked by lines.begin below (the lab file bounds it too)
+        lost_before = time.monotonic() - LOST_AFTER_TIMEOUTS * timeout
+        while owed and owed[0][0] < lost_before:
+            owed.popleft()
+        while owed:
+            if not io.read_until(TERMINATOR).endswith(TERMINATOR):
+                asked, late = owed[0]
+                raise DriverTimeoutError(
+                    instrument_id, command, f"{io.name} still owes the reply to {late}, given "
+                    f"up on {time.monotonic() - asked:.1f} s ago, and it did not come within "
+                    f"{timeout} s; it is read before anything new is asked, so that it is "
+                    f"never taken for another answer (is the instrument powered, cabled and "
+                    f"set to the right baud rate?)", "timeout")
+            owed.popleft()
+    lines.begin(io, timeout, instrument_id)
+
+
+def ask(io: Any, command: str) -> None:
+    """Send a query: its reply is owed until read (by :func:`query`, or the next
+    :func:`begin` if given up on)."""
+    send(io, command, TERMINATOR)
+    link = _link(io)
+    owed = _owed.get(link)
+    if owed is None:
+        owed = _owed[link] = deque()
+    owed.append((time.monotonic(), command))
+
+
+def _read_reply(io: Any, instrument_id: str, command: str, raw: bytes | None = None
+                ) -> str | None:
+    """The next line (``raw`` if already read), as the reply the oldest owed query waits for;
+    None if nothing came within a read timeout, and the reply stays owed.
+
+    A line cut short gets one more read timeout for its end, so that a late end is not read
+    as the next answer; if it does not come either, it is taken as lost (the reply is no
+    longer owed), and the reply raises ``truncated``, as a noisy one raises ``garbled``.
+    """
+    if raw is None:
+        raw = io.read_until(TERMINATOR)
+    if not raw:
+        return None
+    if not raw.endswith(TERMINATOR):
+        raw += io.read_until(TERMINATOR)
+    owed = _owed.get(_link(io))
+    if owed:
+        owed.popleft()
+    return line_text(io, raw, instrument_id, command, TERMINATOR)
+
+
+def query(io: Any, instrument_id: str, command: str) -> str:
+    """The reply to a query of the protocol table. The meter answers every one, so silence
+    is a timeout; the reply stays owed, and the next transaction reads it first."""
+    ask(io, command)
+    text = _read_reply(io, instrument_id, command)
     if text is None:
-        raise no_reply(io, instrument_id, "Q?")
-    return parse_reply(integer(0, 255), text, instrument_id, "Q?")
+        raise no_reply(io, instrument_id, command)
+    return text
+
+
+def read_status(io: Any, instrument_id: str) -> int:
+    return parse_reply(integer(0, 255), query(io, instrument_id, "Q?"), instrument_id, "Q?")
+
+
+def query_with_status(io: Any, instrument_id: str, command: str) -> str:
+    """The reply to a query the driver does not wrap, which the meter may refuse: silently,
+    with an error bit. ``Q?`` goes right after it, so a reply line and a status byte come
+    back, or the status byte alone, whose error bit is raised here (then cleared).
+
+    A line then silence for a read timeout is the status byte of a refusal if it is one
+    with an error bit; else it is the reply, and the status byte stays owed. A reply that
+    reads as such a byte (``1``, say) followed by its status byte more than a read timeout
+    later would be taken for a refusal, with that byte left uncounted: the one guess here.
+    """
+    ask(io, command)
+    ask(io, "Q?")
+    text = _read_reply(io, instrument_id, command)
+    if text is None:
+        raise no_reply(io, instrument_id, command)
+    status_text = _read_reply(io, instrument_id, "Q?")
+    if status_text is None:
+        try:
+            status = integer(0, 255)(text)
+        except ValueError:
+            return text
+        if not status & ERROR_BITS:
+            return text
+        _owed[_link(io)].pop()  # that line was the status byte: the refused query owes nothing
+    else:
+        status = parse_reply(integer(0, 255), status_text, instrument_id, "Q?")
+    err = status_error(instrument_id, command, status)
+    if err is not None:
+        clear_status(io)
+        raise err
+    return text
+
+
+def is_query(text: str) -> bool:
+    """Whether the meter answers ``text``: its queries end with ``?`` (the reference's
+    command table), spaces aside (the meter ignores them)."""
+    return "".join(text.split()).endswith("?")
 
 
 def echo_off(io: Any, instrument_id: str) -> bool:
@@ -85,12 +237,12 @@ def echo_off(io: Any, instrument_id: str) -> bool:
     echoing sends nothing for ``E0``; one without echo support flags an error, cleared here.
     """
     send(io, "E0", TERMINATOR)
-    send(io, "Q?", TERMINATOR)
+    ask(io, "Q?")
     raw = io.read_until(TERMINATOR)
     echoed = raw.endswith(TERMINATOR) and raw.rstrip(b"\r\n").upper() == b"E0"
     if echoed:
         raw = io.read_until(TERMINATOR)
-    text = line_text(io, raw, instrument_id, "Q?", TERMINATOR)
+    text = _read_reply(io, instrument_id, "Q?", raw)
     if text is None:
         raise no_reply(io, instrument_id, "Q?")
     if parse_reply(integer(0, 255), text, instrument_id, "Q?") & ERROR_BITS:
@@ -110,25 +262,6 @@ def set_command(io: Any, instrument_id: str, command: str) -> None:
     if err is not None:
         clear_status(io)
         raise err
-
-
-def query(io: Any, instrument_id: str, command: str) -> str:
-    """A query's reply; silence is explained by the status byte, or is a timeout."""
-    send(io, command, TERMINATOR)
-    text = read_line(io, instrument_id, command, TERMINATOR)
-    if text is None:
-        lines.begin(io, io.timeout, instrument_id)  # in step: a late reply is no status byte
-        try:
-            status = read_status(io, instrument_id)
-        except DriverError:  # silent too, or a reply later still (the status comes after it)
-            lines.gave_up(io, TERMINATOR)
-            raise no_reply(io, instrument_id, command) from None
-        err = status_error(instrument_id, command, status)
-        if err is not None:
-            clear_status(io)
-            raise err
-        raise no_reply(io, instrument_id, command)
-    return text
 
 
 def parse_reading(text: str, instrument_id: str, command: str = "D?") -> float:

@@ -204,3 +204,56 @@ def test_a_switch_takes_true_or_false_only(build: Build) -> None:
     assert argument_problem(itype, "set_attenuator", ("off",)) == (
         "set_attenuator's value is a bool, got 'off'",
         "daqhub plugins newport.1830c lists its commands and arguments")
+
+
+def test_readings_from_before_an_auto_range_are_flagged_busy(build: Build) -> None:
+    """The light steps from 1 uW to 100 uW: the meter auto-ranges (busy, status bit 5) and
+    takes no readings meanwhile, nor until its next sample after. Every poll in between gives
+    the 1 uW from before: each is flagged ``busy``, never stored as a current reading."""
+    url, clock = manual_clock_sim("newport1830c", noise=0, power=1e-6)
+    m = meter_v2(build, url)  # auto range (power-on), 1 uW on range 5
+    assert m.read()[0].metadata == {}
+    registry.endpoint(url).device.set_power(1e-4)
+    advance(url, clock, 0.05)  # the next sample is out of range 5: busy for 0.1 s from 0.04
+    samples = [m.read()[0]]
+    advance(url, clock, 0.05)  # still busy
+    samples.append(m.read()[0])
+    advance(url, clock, 0.05)  # busy no more, but the next sample is at 0.16
+    samples.append(m.read()[0])
+    assert [(s.data.value, s.metadata) for s in samples] == [(1e-6, {"busy": True})] * 3
+    advance(url, clock, 0.02)  # a sample on the new range
+    fresh = m.read()[0]
+    assert fresh.metadata == {} and math.isclose(fresh.data.value, 1e-4, rel_tol=1e-9)
+
+
+def test_connect_takes_a_meter_out_of_hold_and_the_settings_show_it(build: Build) -> None:
+    """A meter left in hold (``G0``) shows the reading of when it stopped. Connect sets it
+    running (``G1``); until its next reading, the held one is flagged ``busy``. The settings
+    snapshot records run or hold."""
+    url, clock = manual_clock_sim("newport1830c", noise=0, power=1e-6)
+    device = registry.endpoint(url).device
+    device.feed(b"G0\n")  # left in hold by an earlier program
+    device.set_power(1.5e-6)
+    advance(url, clock, 0.1)  # held: no readings
+    m = meter_v2(build, url)
+    held = m.read()[0]
+    assert (held.data.value, held.metadata) == (1e-6, {"busy": True})
+    advance(url, clock, 0.05)
+    fresh = m.read()[0]
+    assert fresh.metadata == {} and math.isclose(fresh.data.value, 1.5e-6, rel_tol=1e-9)
+    assert m.settings()["running"] is True
+    m.set_running(False)
+    assert m.settings()["running"] is False
+
+
+def test_raw_commands_and_raw_queries_are_told_apart(build: Build) -> None:
+    """A query sent as a raw command would have its reply read as the status byte (and the
+    status byte then left for the next query to read as its answer); a set command sent as
+    a raw query gets no reply. Both are refused before anything is sent."""
+    m = meter_v2(build, sim_url("newport1830c", **QUIET))
+    with pytest.raises(ValueError, match="raw_query"):
+        m.raw_command("W?")
+    with pytest.raises(ValueError, match="raw_command"):
+        m.raw_query("W800")
+    assert m.wavelength() == 633.0
+    assert m.raw_query("w ?") == "0633"

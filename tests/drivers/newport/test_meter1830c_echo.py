@@ -23,8 +23,9 @@ from daqhub_sims.scripted import ScriptedPort, scripted_instrument
 pytestmark = pytest.mark.timeout(20)
 FLAVORS = ("v2", "v4")
 
-AFTER_ECHO_OFF = [(b"C\n", b""), (b"U?\n", b"1\n"), (b"U1\n", b""), (b"Q?\n", b"0\n")]
-POLL = [(b"D?\n", b"+.11E-9\n"), (b"Q?\n", b"128\n")]
+AFTER_ECHO_OFF = [(b"C\n", b""), (b"U?\n", b"1\n"), (b"G?\n", b"1\n"), (b"U1\n", b""),
+                  (b"Q?\n", b"0\n")]
+POLL = [(b"Q?\n", b"128\n"), (b"D?\n", b"+.11E-9\n")]
 
 
 def call(inst: Any, name: str, *args: Any) -> Any:

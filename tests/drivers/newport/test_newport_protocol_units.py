@@ -7,10 +7,12 @@ errors reach the axis they belong to.
 
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 
 import pytest
 from fakeline import FakeLine
+from polling import wait_until
 
 from daqhub.driver import DriverTimeoutError, lines
 from daqhub.driver.lines import read_line
@@ -252,7 +254,18 @@ def test_status_error_bits(status: int, code: int, words: list[str]) -> None:
 ])
 def test_reading_flags(status: int, flags: dict[str, bool]) -> None:
     assert pm.status_error("meter", "D?", status) is None
-    assert pm.reading_flags(status) == flags
+    assert pm.reading_flags(status, False) == flags
+    assert pm.reading_flags(status, True) == {**flags, "busy": True}
+
+
+@pytest.mark.parametrize("status, was_busy, busy", [
+    (0, False, False), (128, False, False),  # no busy spell: a repeated reading is current
+    (32, False, True), (32 | 128, True, True),  # busy: the reading is from before
+    (0, True, True),  # busy no more, but no new reading yet: still the one from before
+    (128, True, False),  # a new reading since: current again
+])
+def test_a_reading_from_before_a_busy_spell(status: int, was_busy: bool, busy: bool) -> None:
+    assert pm.from_busy_spell(status, was_busy) is busy
 
 
 def test_meter_set_command_checks_and_clears_the_status_byte() -> None:
@@ -329,15 +342,42 @@ class LaggingLine(FakeLine):
         return super().read_until(expected, size)
 
 
-def test_a_late_reading_is_not_the_status_byte_nor_is_that_byte_a_reading() -> None:
-    """``D?`` goes unanswered, the line stays quiet for a read, and the reading arrives while
-    ``Q?`` (asked to explain the silence) is read: it is no status byte, so the query is
-    unanswered, and the line is out of step until the status byte that is still to come has
-    been waited out, so the next ``D?`` reads a power, not the status (0) as 0 W."""
-    line = LaggingLine({"D?": b"1E-6\n", "Q?": b"0\n"}, {"D?": 3, "Q?": 2})
+def test_a_late_reading_is_read_before_the_next_query_never_as_its_answer() -> None:
+    """``D?`` goes unanswered and no ``Q?`` is asked into the line (the meter answers every
+    ``D?``: its silence needs no explaining). The next transaction reads the reading still
+    owed before it sends anything, and fails while it has not come; once it has, the next
+    query gets its own answer: the status byte is 128, never read as a wavelength."""
+    line = LaggingLine({"D?": b"1E-6\n", "W?": b"0633\n", "Q?": b"128\n"},
+                       {"D?": 3, "W?": 1, "Q?": 1})
     with pytest.raises(DriverTimeoutError) as info:
         pm.query(line, "meter", "D?")
     assert (info.value.command, info.value.code) == ("D?", "timeout")
-    line.replies["D?"], line.lag["D?"] = b"2E-6\n", 1  # the meter answers at once again
-    lines.begin(line, line.timeout, "meter")  # what every exchange of the driver starts with
-    assert pm.parse_reading(pm.query(line, "meter", "D?"), "meter") == 2e-6
+    with pytest.raises(DriverTimeoutError, match=r"still owes the reply to D\?") as late:
+        pm.begin(line, line.timeout, "meter", "W?")
+    assert (late.value.command, late.value.code) == ("W?", "timeout")
+    assert line.sent == ["D?"]  # nothing asked while a reply is owed
+    pm.begin(line, line.timeout, "meter", "W?")  # the reading comes, and is skipped
+    assert pm.query(line, "meter", "W?") == "0633"
+    assert pm.read_status(line, "meter") == 128
+
+
+def test_a_reply_owed_too_long_is_given_up_as_lost() -> None:
+    """A reply that never comes (a meter switched off mid-query) keeps the line out of step
+    for :data:`LOST_AFTER_TIMEOUTS` read timeouts at most."""
+    line = FakeLine(lambda cmd: b"0633\n" if cmd == "W?" else None, terminator=b"\n")
+    line.timeout = 0.02
+    with pytest.raises(DriverTimeoutError):
+        pm.query(line, "meter", "D?")
+    asked = time.monotonic()
+
+    def in_step() -> bool:
+        try:
+            pm.begin(line, line.timeout, "meter", "W?")
+        except DriverTimeoutError:
+            return False
+        return True
+
+    assert not in_step()
+    wait_until(in_step, "the reply owed to be given up as lost", timeout=5)
+    assert time.monotonic() - asked >= pm.LOST_AFTER_TIMEOUTS * line.timeout
+    assert pm.query(line, "meter", "W?") == "0633"

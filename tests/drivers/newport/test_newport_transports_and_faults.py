@@ -202,9 +202,9 @@ def test_a_late_reply_is_never_read_as_the_error_that_explains_the_silence(
 @pytest.mark.parametrize("flavor", ["v2", "v4"])
 def test_a_late_reply_is_never_read_as_the_status_byte_that_explains_the_silence(
         build: Build, flavor: str) -> None:
-    """A meter query met with silence is explained by the status byte (``Q?``) in the same
-    transaction; the units (1, which reads as status 1: a parameter error) arriving meanwhile
-    are waited out, so the query fails as unanswered, not as a refused parameter."""
+    """A raw query is sent with ``Q?``, whose status byte alone would explain a refusal; the
+    units (1, which reads as status 1: a parameter error) come late, with the status byte,
+    so the query fails as unanswered, not as a refused parameter."""
     url = METER.url()
     meter = build("newport.1830c", flavor, url, METER.config, "dut")
 
@@ -223,9 +223,10 @@ def test_a_late_reply_is_never_read_as_the_status_byte_that_explains_the_silence
 @pytest.mark.parametrize("flavor", ["v2", "v4"])
 def test_a_late_power_reading_is_never_read_as_the_next_one(build: Build,
                                                             flavor: str) -> None:
-    """The 1830-C has no query with a fixed answer: after a reading given up on, the line is
-    waited out. Its late ``D?`` reply (1 uW) arrives while the next poll would be reading,
-    after the power changed to 2 uW: that poll reads 2 uW or fails, never 1 uW."""
+    """The 1830-C has no query with a fixed answer: after a reading given up on, the next
+    transactions read the reply still owed before asking anything. Its late ``D?`` reply
+    (1 uW) arrives while the next poll would be reading, after the power changed to 2 uW:
+    that poll reads 2 uW or fails, never 1 uW."""
     url = METER.url()
     meter = build("newport.1830c", flavor, url, METER.config, "dut")
 
@@ -250,6 +251,39 @@ def test_a_late_power_reading_is_never_read_as_the_next_one(build: Build,
             answers.append(exc)
     assert answers[-1] == pytest.approx(2e-6), answers
     assert not any(a == pytest.approx(1e-6) for a in answers), answers  # the late reading
+
+
+@pytest.mark.parametrize("flavor", ["v2", "v4"])
+@pytest.mark.parametrize("late", ["power", "raw_query"])
+def test_a_reply_given_up_on_is_never_taken_for_another_querys_answer(
+        build: Build, flavor: str, late: str) -> None:
+    """The meter answers once 2.5 read timeouts late (a reading, or a raw query's units).
+    That query fails as unanswered, and the wavelength asked next is 633 nm or an error
+    while the late replies are still coming, never another query's answer: the status byte
+    the driver asked to explain the silence (128) was read as the wavelength."""
+    url = METER.url()
+    meter = build("newport.1830c", flavor, url, METER.config, "dut")
+
+    def call(name: str, *args: Any) -> Any:
+        result = getattr(meter, name)(*args)
+        return result if flavor == "v2" else run(result)
+
+    call("connect" if flavor == "v2" else "start")
+    assert call("wavelength") == 633.0
+    faults = registry.endpoint(url).faults
+    faults.latency = 2.5 * REPLY_TIMEOUT
+    with pytest.raises(DriverTimeoutError):
+        call(*(("power",) if late == "power" else ("raw_query", "U?")))
+    faults.latency = 0.0
+    answers: list[Any] = []
+    for _ in range(5):  # errors are allowed while the late replies come
+        try:
+            answers.append(call("wavelength"))
+            break
+        except DriverError as exc:
+            answers.append(exc)
+    assert answers[-1] == 633.0, answers
+    assert all(a == 633.0 or isinstance(a, DriverError) for a in answers), answers
 
 
 @pytest.mark.parametrize("case", CASES)
