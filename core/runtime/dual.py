@@ -645,11 +645,12 @@ class DualRuntimeManager:
         def left(cap: float) -> float:
             return max(0.0, min(cap, deadline - time.monotonic()))
 
-        # 0. routines first: they would only send commands into a shutdown; the axis of one
-        # that was running is halted, as the step in flight may hold the instrument (a home)
+        # 0. routines first: they would only send commands into a shutdown; every axis is
+        # halted, as a command in flight (a routine's home, a script's wait_until_done) may
+        # hold its instrument past the budget, which then forces it and leaves it moving
         self.routine_stop.set()
-        self.halt([r.state.instrument for r in self.routines if r.state.state == "running"
-                   and "Motion" in self.types[r.state.instrument].capabilities], left(1.0))
+        self.halt([i for i in self.instrument_ids() if "Motion" in self.types[i].capabilities],
+                  left(1.0))
         for r in self.routines:
             if r.thread.ident is not None:
                 r.join(left(1.0))

@@ -192,6 +192,38 @@ poll_hz = 5
             stage.result(homing, "home", 30)
 
 
+@pytest.mark.parametrize("flavor", ["v2", "v4"])
+def test_closing_the_lab_during_a_scripts_move_stops_the_axis_and_ends_clean(
+        tmp_path: Path, host: PluginHost, sim_url: Any, sim_endpoint: Any, flavor: str) -> None:
+    """Ctrl-C (or any error) while a script waits on a long move leaves the ``with`` block:
+    nothing stopped the axis, the shutdown waited its budget, forced the instrument (NOT OK)
+    and the stage went on to the end of its move."""
+    sim = sim_url("esp300", speed_scale=0.01)  # 0.1 mm/s: a move of 20 mm takes ~200 s
+    axis = sim_endpoint(sim).device.axis(1)
+    text = f'''
+[daqhub]
+output_dir = "{tmp_path.as_posix()}/data"
+[[{flavor}.instruments]]
+id = "stage"
+type = "newport.esp300"
+port = "{sim}"
+axis = 1
+poll_hz = 5
+'''
+    with pytest.raises(KeyboardInterrupt):
+        with daqhub.open_lab(text, host=host, report=None) as lab:
+            wait_until(lambda: lab.rt.health_of("stage").measurements > 0, "a first sample",
+                       timeout=30)
+            lab["stage"].move_absolute(20.0)
+            lab["stage"].send("wait_until_done", 600)
+            wait_until(lambda: axis.state != "idle", "the move under way", timeout=30)
+            raise KeyboardInterrupt
+    report = lab.report
+    assert report is not None and report.ok, report.failed
+    assert report.clean == ["stage"] and report.duration_s < 5
+    assert axis.state == "idle" and axis.position < 10_000  # counts: stopped well short
+
+
 def test_the_scripts_own_wait_running_out_is_its_own_timeout_error(
         tmp_path: Path, host: PluginHost) -> None:
     """The other side of the test above: no answer within the wait is the Lab API's own
