@@ -14,11 +14,12 @@ later, after the next exchange began, and be read as that exchange's answer (a p
 taken for a velocity, another axis' reading for this one's). An instrument with a query
 whose answer is known (a firmware text) registers it with :func:`resync_by`; from a reply
 given up on until that answer comes back, :func:`begin` first asks it and skips every line
-before it, so a late reply is skipped instead of misread. A line without such a query (the
-1830-C's answers all change) is waited out instead: :func:`begin` drops every line until
-the line stays quiet for a read timeout. That bounds how late a reply can come and still be
-skipped, where the marker has no bound; it costs one read timeout after each reply given up
-on, which a dead instrument pays on every attempt.
+before it, so a late reply is skipped instead of misread. A line without such a query is
+waited out instead: :func:`begin` drops every line until the line stays quiet for a read
+timeout. That skips a reply at most a read timeout later than the last line heard (a later
+one is still misread: the 1830-C's driver, whose answers all change, counts the replies it
+is owed instead); it costs one read timeout after each reply given up on, which a dead
+instrument pays on every attempt.
 """
 
 from __future__ import annotations
