@@ -5,13 +5,15 @@ keeps a rolling, thinned history per scalar channel (at most ``MAX_POINTS`` over
 history window, so a 1 kHz channel costs the page no more than a 20 Hz one), the latest
 trace of each spectrum and the latest frame of each image (reduced to at most
 ``MAX_FRAME`` pixels a side). A page asks for everything newer than the tick it last
-saw, so a refresh moves only what changed.
+saw, so a refresh moves only what changed; the ticks are this model's, named by its
+``run`` id, so a page left open while another run took over the address starts over.
 """
 
 from __future__ import annotations
 
 import math
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +34,8 @@ FILES_EVERY_S = 2.0
 
 
 def _num(v: float) -> float | None:
-    """JSON has no NaN or infinity: the page shows a gap there."""
+    """JSON has no NaN or infinity: the page shows a gap there (the server refuses to send
+    one, and a single one in the state stopped the page)."""
     return v if math.isfinite(v) else None
 
 
@@ -65,6 +68,8 @@ class DashboardModel:
     def __init__(self, source: DashboardSource, history_s: float = 60.0) -> None:
         self.source = source
         self.history_ms = history_s * 1000.0
+        #: names the ticks below: another model (the next run on this address) has its own
+        self.run = uuid.uuid4().hex[:12]
         self.tick = 0
         self.instruments = source.instruments()
         self.channels: dict[tuple[str, str], ChannelView] = {}
@@ -74,7 +79,8 @@ class DashboardModel:
                     inst.id, spec, self.history_ms / MAX_POINTS)
         self.health: dict[str, Any] = {"instruments": [], "alarms": [], "routines": []}
         self.alarms: deque[tuple[int, dict[str, Any]]] = deque(maxlen=MAX_ALARMS)
-        self._alarms_seen = 0
+        self._alarms_total = 0  # the source's count of alarms at the last update
+        self.ended = False  # the source says its run has ended
         self.files: list[dict[str, Any]] = []
         self._files_at = 0.0
         self.errors = 0  # batches the model could not read (counted, shown)
@@ -83,21 +89,35 @@ class DashboardModel:
     # --- taking data in (the dashboard thread, every tick) -------------------------------
 
     def update(self) -> None:
+        """Take the batches that arrived, then the health. The health is read even when
+        taking fails (a remote run's link lost): the rows then say what the source makes of
+        it, not the states they had when the data stopped."""
         self.tick += 1
-        for batch in self.source.take():
+        try:
+            batches = self.source.take()
+        finally:
+            self._read_health()
+        for batch in batches:
             try:
                 self._ingest(batch)
             except (DataError, ValueError, KeyError, pa.ArrowException):
                 self.errors += 1
-        self.health = self.source.health()
-        alarms = self.health.get("alarms", [])
-        for a in alarms[self._alarms_seen:]:
-            self.alarms.append((self.tick, a))
-        self._alarms_seen = len(alarms)
         now = time.monotonic()
         if now - self._files_at >= FILES_EVERY_S:
             self._files_at = now
             self.files = self.source.files()
+
+    def _read_health(self) -> None:
+        self.health = self.source.health()
+        self.ended = bool(self.health.get("ended", False))
+        # new alarms by the source's count: its list keeps the newest only (the runtime's
+        # 500), so once full its length stays and no alarm after the 500th was shown
+        alarms = self.health.get("alarms", [])
+        total = int(self.health.get("alarms_total", len(alarms)))
+        new = min(total - self._alarms_total, len(alarms))
+        for a in alarms[len(alarms) - new:] if new > 0 else ():
+            self.alarms.append((self.tick, a))
+        self._alarms_total = total
 
     def _ingest(self, batch: pa.RecordBatch) -> None:
         if batch.num_rows == 0:
@@ -129,7 +149,8 @@ class DashboardModel:
             axis = batch.column("axis")[batch.num_rows - 1].values.to_numpy(zero_copy_only=False)
             step = max(1, math.ceil(len(last) / MAX_TRACE))
             y = last[::step].astype(float)
-            view.trace = {"t": int(t_ms[-1]), "x": axis[::step].tolist(),
+            view.trace = {"t": int(t_ms[-1]),
+                          "x": [_num(v) for v in axis[::step].astype(float).tolist()],
                           "y": [_num(v) for v in y.tolist()]}
             view.last_text = f"{len(last)} points, max {_text(float(np.nanmax(y)), spec.unit)}" \
                 if len(y) and np.isfinite(y).any() else f"{len(last)} points"
@@ -138,12 +159,16 @@ class DashboardModel:
             img = last.reshape(h, w).astype(float)
             step = max(1, math.ceil(max(h, w) / MAX_FRAME))
             small = img[::step, ::step]
-            finite = small[np.isfinite(small)]
-            lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
-            # sent as 0-255 levels between lo and hi: a quarter of the text of raw numbers
-            scaled = np.nan_to_num((small - lo) / (hi - lo) * 255 if hi > lo else small * 0)
+            ok = np.isfinite(small)
+            lo, hi = (float(small[ok].min()), float(small[ok].max())) if ok.any() else (0.0, 0.0)
+            # sent as 0-255 levels between lo and hi of the finite pixels (a quarter of the
+            # text of raw numbers); a NaN or infinite pixel (a dead one divided by) is a gap,
+            # null: as a level it overflowed, and the rest of the frame was drawn flat
+            levels = np.round((np.clip(small, lo, hi) - lo) * (255 / (hi - lo) if hi > lo else 0))
+            z = [[int(v) if k else None for v, k in zip(row, keep, strict=True)]
+                 for row, keep in zip(levels.tolist(), ok.tolist(), strict=True)]
             view.frame = {"t": int(t_ms[-1]), "w": small.shape[1], "h": small.shape[0],
-                          "lo": lo, "hi": hi, "z": scaled.round().astype(int).tolist()}
+                          "lo": lo, "hi": hi, "z": z}
             view.last_text = f"{h}x{w}, {_text(lo, spec.unit)} .. {_text(hi, spec.unit)}"
 
     # --- giving it out (requests, same thread) ---------------------------------------
@@ -181,8 +206,9 @@ class DashboardModel:
                 if view.frame is not None:
                     frames[view.key] = view.frame
         out: dict[str, Any] = {
-            "tick": self.tick, "instruments": rows, "series": series, "traces": traces,
-            "frames": frames, "alarms": [a for seq, a in self.alarms if seq > since],
+            "run": self.run, "tick": self.tick, "ended": self.ended, "instruments": rows,
+            "series": series, "traces": traces, "frames": frames,
+            "alarms": [a for seq, a in self.alarms if seq > since],
             "routines": self.health.get("routines", []), "files": self.files,
             "dropped": self.health.get("dropped", 0), "unreadable": self.errors,
             "problem": self.problem}

@@ -1,7 +1,10 @@
 """The dashboard of ``daqhub run``: bound before the lab starts, served once it runs.
 
 Binding first makes a busy or forbidden address an error before any instrument moves;
-serving needs the running runtime (its unified stream exists only then).
+serving needs the running runtime (its unified stream exists only then). At the end, after
+the runtime has shut down, the page is told: its instruments' final states and that the run
+ended, served for a moment (``DashboardServer.stop(last_word=True)``) before the server
+stops.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ class RunDashboard:
         self.settings = settings
         self.sock = sock
         self.server: Any = None
+        self.source: Any = None
 
     @classmethod
     def prepare(cls, lab: LabConfig, listen: str | None) -> RunDashboard | None:
@@ -49,7 +53,8 @@ class RunDashboard:
         from .server import DashboardServer
         from .source import RuntimeSource
 
-        self.server = DashboardServer(RuntimeSource(rt), self.settings, self.sock)
+        self.source = RuntimeSource(rt)
+        self.server = DashboardServer(self.source, self.settings, self.sock)
         try:
             self.server.start()
         except (RuntimeError, TimeoutError) as exc:  # the data matter more than the page
@@ -60,7 +65,9 @@ class RunDashboard:
         print(f"  dashboard -> {self.server.url} ({access})", file=out, flush=True)
 
     def stop(self) -> None:
+        """After the runtime has shut down: the pages get the end of the run, then no more."""
         if self.server is not None:
-            self.server.stop()
+            self.source.ended = True
+            self.server.stop(last_word=True)
         else:
             self.sock.close()

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import re
 import secrets
 import socket
@@ -49,7 +50,6 @@ from .source import DashboardSource
 log = logging.getLogger("daqhub.web")
 COOKIE = "daqhub_token"
 METHOD_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-COMMAND_TIMEOUT_S = 30.0
 STATIC = ("index.html", "app.js", "style.css")
 # Nothing but this server: the page works offline, and a test that passes proves it does.
 # plotly.js sets inline styles and draws some marks as data: images.
@@ -64,6 +64,9 @@ REQUEST_WAIT_S = 10.0
 #: a connection waiting this long for its next request gives its place to a newcomer
 #: when all are taken: longer than a page's gap between two requests on one connection
 YIELD_AFTER_S = 1.0
+#: the longest the run's dashboard serves its last update once the run has ended (two page
+#: refreshes, and no more than this: ``daqhub run`` exits that much later, with a page open)
+LAST_WORD_S = 1.0
 BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nConnection: close\r\n"
         b"Content-Length: 49\r\n\r\nthe dashboard has too many connections; try again\n")
 
@@ -84,6 +87,14 @@ def presented_token(request: web.Request) -> str:
             or request.cookies.get(COOKIE) or "")
 
 
+def token_matches(given: str, token: str) -> bool:
+    """Whether ``given`` is the token (constant time). A header byte that is not UTF-8 reaches
+    us as a lone surrogate, which ``str.encode()`` refuses: "t\\xf6ken" was a 500 and a
+    traceback per request, where it is simply a wrong token."""
+    return secrets.compare_digest(given.encode("utf-8", "surrogatepass"),
+                                  token.encode("utf-8", "surrogatepass"))
+
+
 def check_access(settings: WebSettings, request: web.Request, command: bool) -> None:
     """Raise the HTTP error a request deserves, or return when it may go on.
 
@@ -99,7 +110,7 @@ def check_access(settings: WebSettings, request: web.Request, command: bool) -> 
         if not given:
             raise web.HTTPUnauthorized(text="this dashboard needs its token: open the URL "
                                             "that daqhub printed (it ends in ?token=...)")
-        if not secrets.compare_digest(given.encode(), settings.token.encode()):
+        if not token_matches(given, settings.token):
             raise web.HTTPForbidden(text="wrong token")
     elif request.host.rsplit(":", 1)[0].strip("[]") not in {*LOOPBACK_NAMES, settings.host}:
         # a loopback page answers only to loopback names (no DNS rebinding)
@@ -238,6 +249,9 @@ class DashboardServer:
         self.port: int = self.sock.getsockname()[1]
         self.model: DashboardModel | None = None
         self.error: BaseException | None = None
+        #: the loop's time of the last state sent to a page (is a page watching?)
+        self.last_read = -math.inf
+        self._last_word = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
         self._ready = threading.Event()
@@ -255,8 +269,15 @@ class DashboardServer:
         if self.error is not None:
             raise RuntimeError(f"the dashboard could not start: {self.error}") from self.error
 
-    def stop(self, timeout: float = 5.0) -> bool:
-        """Stop serving (the run goes on); False when the thread did not end in time."""
+    def stop(self, timeout: float = 5.0, last_word: bool = False) -> bool:
+        """Stop serving; False when the thread did not end in time.
+
+        ``last_word``: the run has ended; first take one last update (the instruments' final
+        states, and the source's word that the run ended) and, if a page is watching, serve
+        it for two page refreshes (at most :data:`LAST_WORD_S`). A page otherwise kept the
+        states of its last poll, during the shutdown, and never heard that the run ended.
+        """
+        self._last_word = last_word
         if self._loop is not None and self._stopping is not None:
             try:
                 self._loop.call_soon_threadsafe(self._stopping.set)
@@ -310,6 +331,8 @@ class DashboardServer:
         self._ready.set()
         try:
             await self._stopping.wait()
+            if self._last_word:
+                await self._say_the_end()
         finally:
             ticker.cancel()
             listening.close()
@@ -317,17 +340,27 @@ class DashboardServer:
             self.problems.summary()
 
     async def _tick(self) -> None:
-        assert self.model is not None
         period = 1.0 / self.settings.rate_hz
         while True:
             await asyncio.sleep(period)
-            try:
-                self.model.update()
-            except Exception as exc:  # shown on the page; the next tick tries again
-                self.model.problem = f"the dashboard could not update: {exc!r}"
-                log.exception("dashboard update failed")
-            else:
-                self.model.problem = ""
+            self._update()
+
+    def _update(self) -> None:
+        assert self.model is not None
+        try:
+            self.model.update()
+        except Exception as exc:  # shown on the page; the next tick tries again
+            self.model.problem = f"the dashboard could not update: {exc!r}"
+            log.exception("dashboard update failed")
+        else:
+            self.model.problem = ""
+
+    async def _say_the_end(self) -> None:
+        """The last update, served while the pages that are watching poll it (see stop)."""
+        self._update()
+        refreshes = 2.0 / self.settings.rate_hz
+        if asyncio.get_running_loop().time() - self.last_read <= refreshes:
+            await asyncio.sleep(min(LAST_WORD_S, refreshes))
 
     # --- requests -----------------------------------------------------------------------
 
@@ -347,8 +380,7 @@ class DashboardServer:
                 conn.waiting_since = asyncio.get_running_loop().time()
         response.headers["Content-Security-Policy"] = CSP
         token = request.query.get("token")
-        if token and self.settings.token and secrets.compare_digest(
-                token.encode(), self.settings.token.encode()):
+        if token and self.settings.token and token_matches(token, self.settings.token):
             response.set_cookie(COOKIE, token, httponly=True, samesite="Strict")
         return response
 
@@ -381,8 +413,15 @@ class DashboardServer:
         state = self.model.state(since)
         state.update(title=self.source.title(), rate_hz=self.settings.rate_hz,
                      history_s=self.settings.history_s, commands=self.settings.commands)
-        return web.Response(text=json.dumps(state, separators=(",", ":")),
-                            content_type="application/json")
+        self.last_read = asyncio.get_running_loop().time()
+        try:  # NaN is not JSON: one in the state stopped the page's every update, silently
+            text = json.dumps(state, separators=(",", ":"), allow_nan=False)
+        except ValueError as exc:  # the model sends a gap (null) for each: a bug, said aloud
+            self.problems.note("state not JSON", f"the page's state is not JSON: {exc}")
+            raise web.HTTPInternalServerError(
+                text=f"the dashboard's state is not JSON ({exc}): a dashboard bug; see the "
+                     "run's log") from None
+        return web.Response(text=text, content_type="application/json")
 
     async def _call(self, request: web.Request) -> web.Response:
         try:
@@ -395,19 +434,41 @@ class DashboardServer:
         if not METHOD_RE.match(method) or not isinstance(args, list):
             raise web.HTTPBadRequest(text=f"{method!r}: not a public method name, or args is "
                                           "not a list")
-        try:
-            result = await asyncio.to_thread(self.source.call, instrument, method, args,
-                                             COMMAND_TIMEOUT_S)
-        except KeyError as exc:
-            raise web.HTTPNotFound(text=str(exc.args[0] if exc.args else exc)) from None
-        except Exception as exc:  # the instrument's error goes back to the page
+        assert self.model is not None
+        if instrument not in {i.id for i in self.model.instruments}:
+            raise web.HTTPNotFound(text=f"no instrument {instrument!r} in this run")
+        try:  # waits as long as the command itself allows (the source's call)
+            result = await asyncio.to_thread(self.source.call, instrument, method, args)
+        except Exception as exc:  # the instrument's error (a driver's KeyError too) goes back
             return web.json_response({"ok": False, "error": f"{type(exc).__name__}: {exc}"},
                                      status=502)
-        return web.json_response({"ok": True, "result": result}, dumps=_dumps)
+        return web.Response(text=result_json(result), content_type="application/json")
 
 
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, default=repr)
+def result_json(result: Any) -> str:
+    """``{"ok": true, "result": ...}`` that the page can parse.
+
+    NaN and infinities are not JSON (``json.dumps`` writes them, and the page could not read
+    a NaN result), so they go as the strings "NaN", "Infinity", "-Infinity"; other values
+    JSON has no word for as their repr, and so does a result JSON cannot hold at all (a dict
+    with tuple keys).
+    """
+    try:
+        return json.dumps({"ok": True, "result": _finite(result)}, default=repr,
+                          allow_nan=False)
+    except (TypeError, ValueError):
+        return json.dumps({"ok": True, "result": repr(result)})
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with each NaN or infinite float (in lists, tuples, dict values) as a string."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 _PLOTLY: list[bytes] = []

@@ -18,6 +18,8 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
+from ..command_limits import wait_limit
+from ..commands import driver_class
 from ..measurement import ChannelSpec
 from ..runtime.broadcast import Subscription, SubscriptionClosed
 from ..runtime.dual import DualRuntimeManager
@@ -47,15 +49,19 @@ class DashboardSource(Protocol):
         """Unified-stream batches that arrived since the last call; never waits."""
 
     def health(self) -> dict[str, Any]:
-        """``instruments`` (health snapshots), ``alarms``, ``routines`` (with ``steps`` per
-        cycle, so the page can show progress), ``dropped``."""
+        """``instruments`` (health snapshots), ``alarms`` (the newest), ``alarms_total`` (how
+        many the run raised in all; left out, every alarm is in ``alarms``), ``routines``
+        (with ``steps`` per cycle, so the page can show progress), ``dropped``, and
+        ``ended``: true once the run has ended (the page says so and stops refreshing)."""
 
     def files(self) -> list[dict[str, Any]]:
         """The session's files so far: ``path``, ``name`` (short, for the page), and ``bytes``
         (or ``rows``, where only the data service's row counts are known)."""
 
-    def call(self, instrument: str, method: str, args: Sequence[Any], timeout: float) -> Any:
-        """Run a command on an instrument (blocking; the server calls it off its loop)."""
+    def call(self, instrument: str, method: str, args: Sequence[Any]) -> Any:
+        """Run a command on an instrument and wait for its result as long as the command
+        allows (:func:`daqhub.command_limits.wait_limit`, as the Lab API waits); blocking,
+        the server calls it off its loop."""
 
     def close(self) -> None:
         """Stop receiving; the run goes on."""
@@ -68,6 +74,8 @@ class RuntimeSource:
         self.rt = rt
         self.sub: Subscription[pa.RecordBatch] = rt.subscribe("web", lossless=False,
                                                               capacity=capacity)
+        #: set by the run's owner once the runtime has shut down
+        self.ended = False
 
     def title(self) -> str:
         return f"{Path(self.rt.lab.path).name} - session {self.rt.session_id or '(no storage)'}"
@@ -94,7 +102,8 @@ class RuntimeSource:
                      "repeat": bool(r.spec.get("repeat", False))}
                     for r, state in zip(self.rt.routines, h["routines"], strict=True)]
         return {"instruments": h["instruments"], "alarms": h["alarms"],
-                "routines": routines, "dropped": self.sub.dropped}
+                "alarms_total": self.rt.alarms_total, "routines": routines,
+                "dropped": self.sub.dropped, "ended": self.ended}
 
     def files(self) -> list[dict[str, Any]]:
         out = []
@@ -108,8 +117,11 @@ class RuntimeSource:
                         continue
         return out
 
-    def call(self, instrument: str, method: str, args: Sequence[Any], timeout: float) -> Any:
-        return self.rt.call(instrument, method, *args, timeout=timeout)
+    def call(self, instrument: str, method: str, args: Sequence[Any]) -> Any:
+        itype = self.rt.types.get(instrument)
+        limit = wait_limit(None if itype is None else driver_class(itype), method,
+                           tuple(args), {})
+        return self.rt.call(instrument, method, *args, timeout=limit)
 
     def close(self) -> None:
         self.sub.close()

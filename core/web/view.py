@@ -9,7 +9,9 @@ Every network call happens on the source's own thread or the subscription's, nev
 dashboard's loop: the page keeps answering, and says so, when the link is slow or lost. A
 health answer that does not come (or fails) leaves the last one on the page, marked stale in
 the title, and is asked for again next time; only the service's refusal (actions off, no or
-a wrong token) turns the health requests off, and the states then come from the data.
+a wrong token) turns the health requests off, and the states then come from the data. Once
+the run has ended or the link is lost, every row says so ("ended", "link lost", rate 0),
+whatever the last health answer said, and the service is no longer asked.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ class FlightSource:
         self.ended = False
         self._lost: Exception | None = None
         self._health: dict[str, Any] = {}
+        self._alarms_total = 0  # counted here when the service's health does not count them
+        self._last_alarm: dict[str, Any] | None = None
         self._health_stale = ""  # why the health shown is not fresh ("" when it is)
         self._files: list[dict[str, Any]] = []
         self._seen: dict[str, collections.deque[float]] = {
@@ -60,8 +64,9 @@ class FlightSource:
         self._thread.start()
 
     def title(self) -> str:
-        state = " (the run ended)" if self.ended else ""
-        stale = f" (instrument states stale: {self._health_stale})" if self._health_stale else ""
+        state = " (the run ended)" if self.ended else " (link lost)" if self._lost else ""
+        stale = f" (instrument states stale: {self._health_stale})" \
+            if self._health_stale and not state else ""
         return f"{self.url} - session {self.session or '?'}{state}{stale}"
 
     def instruments(self) -> list[InstrumentInfo]:
@@ -91,29 +96,31 @@ class FlightSource:
 
     def health(self) -> dict[str, Any]:
         remote = {i["id"]: i for i in self._health.get("instruments", [])}
+        # the last health answer, or the data's last word, no longer hold
+        gone = "ended" if self.ended else "link lost" if self._lost is not None else ""
         rows = []
         for info in self._infos:
             if info.id in remote:
-                rows.append(remote[info.id])
-                continue
-            # without the service's health action: what the data itself says
-            seen = self._seen.get(info.id) or collections.deque()
-            fresh = bool(seen) and time.time() - seen[-1] < 5
-            span = seen[-1] - seen[0] if len(seen) > 1 else 0.0
-            rows.append({"id": info.id, "state": "ended" if self.ended else
-                         "receiving" if fresh else "silent",
-                         "rate_hz": round((len(seen) - 1) / span, 2) if fresh and span else 0.0,
-                         "measurements": self._counts.get(info.id, 0), "errors": None,
-                         "restarts": None, "reconnects": None, "last_error": ""})
+                row = remote[info.id]
+            else:  # without the service's health action: what the data itself says
+                seen = self._seen.get(info.id) or collections.deque()
+                fresh = bool(seen) and time.time() - seen[-1] < 5
+                span = seen[-1] - seen[0] if len(seen) > 1 else 0.0
+                row = {"id": info.id, "state": "receiving" if fresh else "silent",
+                       "rate_hz": round((len(seen) - 1) / span, 2) if fresh and span else 0.0,
+                       "measurements": self._counts.get(info.id, 0), "errors": None,
+                       "restarts": None, "reconnects": None, "last_error": ""}
+            rows.append({**row, "state": gone, "rate_hz": 0.0} if gone else row)
         return {"instruments": rows, "alarms": self._health.get("alarms", []),
+                "alarms_total": self._health.get("alarms_total", 0),
                 "routines": self._health.get("routines", []),
-                "dropped": sum(self.sub.lost.values())}
+                "dropped": sum(self.sub.lost.values()), "ended": self.ended}
 
     def files(self) -> list[dict[str, Any]]:
         return list(self._files)
 
-    def call(self, instrument: str, method: str, args: Sequence[Any], timeout: float) -> Any:
-        return self.conn.call(instrument, method, *args)
+    def call(self, instrument: str, method: str, args: Sequence[Any]) -> Any:
+        return self.conn.call(instrument, method, *args)  # waited for as the service waits
 
     def close(self) -> None:
         self._stop.set()
@@ -129,10 +136,10 @@ class FlightSource:
 
         refused = (flight.FlightUnauthorizedError, flight.FlightUnauthenticatedError)
         health_allowed = True
-        while not self._stop.wait(REFRESH_S):
+        while not self._stop.wait(REFRESH_S) and not (self.ended or self._lost):
             if health_allowed:
                 try:
-                    self._health = self.conn.health()
+                    self._health = self._counted(self.conn.health())
                     self._health_stale = ""
                 except refused:
                     health_allowed = False  # actions off or no token: the data alone then
@@ -146,6 +153,28 @@ class FlightSource:
                                for flavor, chans in sorted(stored.items()) for c in chans]
             except Exception:  # shown as stale files; the live data go on
                 continue
+
+    def _counted(self, health: dict[str, Any]) -> dict[str, Any]:
+        """``health`` with ``alarms_total``: the service's own, or counted here (its list
+        keeps the newest 500 alarms only, so the list's length stops growing)."""
+        alarms = health.get("alarms", [])
+        if "alarms_total" not in health:
+            self._alarms_total += alarms_after(alarms, self._last_alarm)
+            health = {**health, "alarms_total": self._alarms_total}
+        if alarms:
+            self._last_alarm = alarms[-1]
+        return health
+
+
+def alarms_after(alarms: list[dict[str, Any]], last: dict[str, Any] | None) -> int:
+    """How many of ``alarms`` (oldest first) came after ``last``, known by its time and
+    message; all of them when ``last`` is not among them (none yet, or pushed out)."""
+    if last is not None:
+        for i in range(len(alarms) - 1, -1, -1):
+            if (alarms[i].get("time"), alarms[i].get("message")) == \
+                    (last.get("time"), last.get("message")):
+                return len(alarms) - 1 - i
+    return len(alarms)
 
 
 def main(args: argparse.Namespace) -> int:

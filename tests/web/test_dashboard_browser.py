@@ -1,19 +1,28 @@
-"""The dashboard as a lab sees it: `daqhub run --web` on the demo lab, in a real Chromium."""
+"""The dashboard as a lab sees it, in a real Chromium: `daqhub run --web` on the demo lab, and
+the page's own behaviour (its command box, a run ending, the next run at its address)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from chromium import Chromium
 from conftest import needs_chromium
 from pixels import colour_pixels, distinct_colours
+from web_fakes import ScriptedSource
 from webtest import DEMO, LINE, dashboard, look_at, value_of, wait_for_line
+
+from daqhub.web.server import DashboardServer
+from daqhub.web.settings import WebSettings
 
 
 @needs_chromium
@@ -66,8 +75,6 @@ async def look_at_kinds(url: str, tmp_path: Path) -> dict[str, object]:
 @needs_chromium
 @pytest.mark.timeout(120)
 def test_spectra_show_their_latest_trace_and_images_their_latest_frame(tmp_path: Path) -> None:
-    from daqhub.web.settings import WebSettings
-
     with dashboard(tmp_path, WebSettings(port=0)) as (_, server):
         seen = asyncio.run(look_at_kinds(server.url, tmp_path))
     rects, shot = seen["rects"], Path(str(seen["shot"]))
@@ -76,3 +83,156 @@ def test_spectra_show_their_latest_trace_and_images_their_latest_frame(tmp_path:
     assert colour_pixels(shot, rects["scope0/level"], LINE) >= 40
     assert distinct_colours(shot, rects["scope0/frame"]) >= 20  # a heatmap, not a blank card
     assert str(seen["frame"]).startswith("24x32")
+
+
+RESULT = "document.getElementById('cmd-result')"
+ROWS = ("[...document.querySelectorAll('#instruments tbody tr')]"
+        ".map(r => r.dataset.instrument + ' ' + r.querySelector('[data-col=state]').textContent)"
+        ".join()")
+
+
+def send_js(method: str, args: str = "[]") -> str:
+    """Fill in the page's command form and send it, as a user does."""
+    return (f"document.getElementById('cmd-method').value = {json.dumps(method)};"
+            f"document.getElementById('cmd-args').value = {json.dumps(args)};"
+            "document.querySelector('#command-form button').click(); true")
+
+
+class CommandBox(ScriptedSource):
+    """Commands with each kind of outcome; ``hold`` lasts until ``release``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def call(self, instrument: str, method: str, args: Any) -> Any:
+        if method == "hold":
+            assert self.release.wait(30), "the test never released the command"
+            return "released"
+        if method == "lookup_gain":
+            return {"offset": 1.0}["gain"]  # a driver's own KeyError
+        return {"dark": math.nan, "add": sum(args)}[method]
+
+
+async def use_the_command_box(server: DashboardServer, source: CommandBox,
+                              tmp_path: Path) -> None:
+    async with Chromium(server.url, tmp_path / "profile") as page:
+        await page.wait_for("document.getElementById('commands')?.hidden === false && "
+                            "document.getElementById('cmd-instrument').value === 'oven'", 60,
+                            "the command form")
+
+        async def shows(text: str, cls: str) -> None:
+            await page.wait_for(f"{RESULT}.textContent === {json.dumps(text)} && "
+                                f"{RESULT}.className === {json.dumps(cls)}", 30,
+                                f"{text!r} in the command box")
+
+        for method, args, text, cls in (
+                ("add", "[2, 3]", '{"ok":true,"result":5}', ""),
+                ("dark", "[]", '{"ok":true,"result":"NaN"}', ""),
+                ("lookup_gain", "[]", '{"ok":false,"error":"KeyError: \'gain\'"}', "failed"),
+                ("hold", "[]", "sending ...", "sending")):
+            await page.evaluate(send_js(method, args))
+            await shows(f"oven.{method}: {text}", cls)
+        source.release.set()
+        await shows('oven.hold: {"ok":true,"result":"released"}', "")
+        assert await asyncio.to_thread(server.stop, 10)
+        await page.evaluate(send_js("add", "[1, 1]"))
+        await page.wait_for(f"{RESULT}.textContent.startsWith('oven.add: no answer (') && "
+                            f"{RESULT}.className === 'failed'", 30,
+                            "no answer from a dashboard that has gone")
+
+
+@needs_chromium
+@pytest.mark.timeout(120)
+def test_the_command_box_shows_each_command_s_own_outcome(tmp_path: Path) -> None:
+    """The box kept the previous result when a command returned NaN (not JSON), when the
+    dashboard had gone, and while a command was on its way."""
+    source = CommandBox()
+    server = DashboardServer(source, WebSettings(port=0, token="tok-for-tests",
+                                                 commands=True))
+    server.start()
+    try:
+        asyncio.run(use_the_command_box(server, source, tmp_path))
+    finally:
+        source.release.set()
+        server.stop(10)
+
+
+async def watch_two_runs(tmp_path: Path) -> dict[str, Any]:
+    first_source = ScriptedSource("oven")
+    first_source.alarms = [{"time": 1e9, "what": "test", "message": "oven too hot"}]
+    # the first run's ticks slow, the next run's fast: the page's first request to the next
+    # run asks for what changed after a tick that run has passed, so it gets no channels
+    first = DashboardServer(first_source, WebSettings(port=0, rate_hz=1))
+    first.start()
+    try:
+        async with Chromium(first.url, tmp_path / "profile") as page:
+            await page.wait_for(f"{ROWS} === 'oven running' && {value_of('oven/temp')} "
+                                "!== '-' && !!document.querySelector('#alarms li:not(.none)')",
+                                60, "the first run on the page")
+            assert await asyncio.to_thread(first.stop, 10)
+            # the next run on the same address, its ticks counting from 0 again
+            second = DashboardServer(ScriptedSource("kiln"),
+                                     WebSettings(port=first.port, rate_hz=20))
+            second.start()
+            try:
+                await page.wait_for(f"{ROWS} === 'kiln running' && {value_of('kiln/temp')} "
+                                    "!== '-'", 60, "the next run alone on the page")
+                return dict(await page.evaluate(
+                    "({cards: [...document.querySelectorAll('.card')].map(c => c.dataset.key),"
+                    " options: [...document.getElementById('cmd-instrument').options]"
+                    ".map(o => o.value),"
+                    " alarms: document.getElementById('alarms').textContent,"
+                    " values: [...document.querySelectorAll('.value')].map(v => v.dataset.key)})"))
+            finally:
+                second.stop(10)
+    finally:
+        first.stop(10)
+
+
+@needs_chromium
+@pytest.mark.timeout(120)
+def test_a_page_left_open_shows_the_next_run_alone(tmp_path: Path) -> None:
+    """The page kept the previous run's instruments ("running"), plots and alarms for good
+    when the next run took over its address."""
+    seen = asyncio.run(watch_two_runs(tmp_path))
+    assert seen == {"cards": ["kiln/temp"], "options": ["kiln"], "alarms": "none",
+                    "values": ["kiln/temp"]}
+
+
+async def watch_the_end(url: str, proc: subprocess.Popen[bytes], tmp_path: Path
+                        ) -> dict[str, Any]:
+    async with Chromium(url, tmp_path / "profile") as page:
+        await page.wait_for(f"{ROWS}.split(',').filter(r => r.endsWith(' running')).length "
+                            "=== 6", 60, "the six demo instruments running")
+        proc.send_signal(signal.SIGINT)
+        await page.wait_for("document.getElementById('status').textContent"
+                            ".startsWith('the run ended')", 60, "the end of the run")
+        ended = await page.evaluate(ROWS)
+        code = await asyncio.to_thread(proc.wait, 60)
+        status = await page.evaluate("document.getElementById('status').textContent")
+    return {"states": ended, "code": code, "status": status}
+
+
+@needs_chromium
+@pytest.mark.timeout(240)
+def test_the_page_says_when_the_run_ended(tmp_path: Path) -> None:
+    """`daqhub run --web`: the dashboard stopped as the shutdown returned, and the page kept
+    a mix of running and stopped instruments and never said that the run had ended."""
+    out = tmp_path / "out.txt"
+    with out.open("wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "daqhub", "run", "--plain", "--interval", "1",
+             "--web", "127.0.0.1:0", "--output-dir", str(tmp_path / "data")],
+            stdout=sink, stderr=subprocess.STDOUT, cwd=tmp_path,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        url = wait_for_line(out, r"dashboard -> (http://127\.0\.0\.1:\d+/)", proc, 60).group(1)
+        seen = asyncio.run(watch_the_end(url, proc, tmp_path))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert seen["code"] == 0, out.read_text()
+    assert sorted(str(seen["states"]).split(",")) == [f"{i} stopped" for i in sorted(DEMO)]
+    assert str(seen["status"]).startswith("the run ended")  # the dashboard gone: still said

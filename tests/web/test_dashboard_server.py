@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.client
+import math
 import socket
 import subprocess
 import sys
@@ -10,19 +12,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from polling import wait_until
-from web_fakes import web_host, web_lab
+from web_fakes import HELD, ScriptedSource, web_host, web_lab
 from webtest import dashboard, request, wait_state
 
 from daqhub.config import ConfigError
-from daqhub.measurement import ChannelSpec
 from daqhub.runtime.dual import DualRuntimeManager
-from daqhub.schema import build_batch
 from daqhub.web.server import DashboardServer
 from daqhub.web.settings import WebSettings, parse_listen, web_settings
-from daqhub.web.source import InstrumentInfo, RuntimeSource
+from daqhub.web.source import RuntimeSource
 
 
 @pytest.mark.timeout(90)
@@ -188,41 +187,6 @@ def test_run_refuses_a_bad_or_busy_address_before_starting(tmp_path: Path) -> No
     assert "starting" not in busy.stdout
 
 
-class ScriptedSource:
-    """A DashboardSource that is not a runtime (as a remote run's source will be)."""
-
-    def __init__(self) -> None:
-        self.spec = ChannelSpec("temp", "scalar", "K")
-        self.fail = False
-        self.n = 0
-
-    def title(self) -> str:
-        return "scripted"
-
-    def instruments(self) -> list[InstrumentInfo]:
-        return [InstrumentInfo("oven", "acme.oven", "v4", 2.0, (self.spec,))]
-
-    def take(self) -> list[Any]:
-        if self.fail:
-            raise OSError("link to the remote run lost")
-        self.n += 1
-        return [build_batch("oven", self.spec, [time.time_ns()], np.array([300.0 + self.n]),
-                            source="v4")]
-
-    def health(self) -> dict[str, Any]:
-        return {"instruments": [{"id": "oven", "state": "running", "rate_hz": 2.0}],
-                "alarms": [], "routines": []}
-
-    def files(self) -> list[dict[str, Any]]:
-        return []
-
-    def call(self, instrument: str, method: str, args: Any, timeout: float) -> Any:
-        raise AssertionError("read-only")
-
-    def close(self) -> None:
-        pass
-
-
 @pytest.mark.timeout(60)
 def test_any_source_can_feed_the_page_and_a_failing_one_is_shown_not_hidden() -> None:
     source = ScriptedSource()
@@ -275,7 +239,7 @@ class SlowCommands(ScriptedSource):
         self.started = threading.Event()
         self.release = threading.Event()
 
-    def call(self, instrument: str, method: str, args: Any, timeout: float) -> Any:
+    def call(self, instrument: str, method: str, args: Any) -> Any:
         self.started.set()
         assert self.release.wait(10), "the test never released the command"
         return 42
@@ -379,3 +343,121 @@ server.stop(10)
     err = (tmp_path / "err.txt").read_text()
     assert "Traceback" not in err, err
     assert sum("Too many open files" in line for line in err.splitlines()) == 1, err
+
+
+class Commands(ScriptedSource):
+    """Commands whose results JSON has no word for, and a driver's own bug."""
+
+    def call(self, instrument: str, method: str, args: Any) -> Any:
+        if method == "lookup_gain":
+            return {"offset": 1.0}["gain"]  # a driver's bug: a KeyError of its own
+        return {"dark": math.nan, "spectrum": [1.0, math.inf, -math.inf],
+                "table": {(1, 2): "a tuple key"}}[method]
+
+
+@pytest.mark.timeout(30)
+def test_any_command_result_is_sent_as_json_and_a_driver_s_key_error_as_its_error() -> None:
+    """A NaN result was sent as NaN, which the page could not read; a driver's own KeyError
+    was answered "404: gain", as if there were no such instrument."""
+    settings = WebSettings(port=0, token="tok-for-tests", commands=True)
+    server = DashboardServer(Commands(), settings)
+    server.start()
+    good = {"X-Daqhub-Token": settings.token}
+    try:
+        def call(method: str, instrument: str = "oven") -> tuple[int, Any]:
+            status, body, _ = request(server, "/api/call", good, {
+                "instrument": instrument, "method": method, "args": []})
+            return status, body  # read as the page reads it: NaN is not JSON
+
+        assert call("dark") == (200, {"ok": True, "result": "NaN"})
+        assert call("spectrum") == (200, {"ok": True, "result": [1.0, "Infinity", "-Infinity"]})
+        assert call("table") == (200, {"ok": True, "result": "{(1, 2): 'a tuple key'}"})
+        assert call("lookup_gain") == (502, {"ok": False, "error": "KeyError: 'gain'"})
+        status, text = call("dark", instrument="kiln")
+        assert status == 404 and text == "no instrument 'kiln' in this run"
+    finally:
+        assert server.stop(10)
+
+
+@pytest.mark.timeout(60)
+def test_a_command_is_waited_for_as_long_as_its_own_timeout_allows(tmp_path: Path) -> None:
+    """The page gave every command 30 s, whatever its own timeout: a 33 s move with
+    ``timeout=60`` failed on the page and went on in the run. It waits as the Lab API does
+    (command_limits): the command's own timeout plus a margin."""
+    from daqhub.command_limits import TIMEOUT_MARGIN_S
+
+    settings = WebSettings(port=0, token="tok-for-tests", commands=True)
+    HELD.clear()
+    with dashboard(tmp_path, settings) as (_, server):
+        try:
+            started = time.monotonic()
+            status, body, _ = request(server, "/api/call", {"X-Daqhub-Token": settings.token},
+                                      {"instrument": "scope0", "method": "hold", "args": [0.5]},
+                                      timeout=30)
+            waited = time.monotonic() - started
+        finally:
+            HELD.set()  # the command ends, and with it the instrument's wait
+    limit = 0.5 + TIMEOUT_MARGIN_S
+    assert status == 502 and body["ok"] is False, body
+    assert f"no result within {limit:g} s" in body["error"]
+    assert limit <= waited < limit + 5
+
+
+@pytest.mark.timeout(30)
+def test_a_token_that_is_not_utf_8_is_a_wrong_token() -> None:
+    """A token header with a byte that is not UTF-8 was a 500 and a traceback per request."""
+    settings = WebSettings(host="127.0.0.2", port=0, token="tok-for-tests", commands=True)
+    server = DashboardServer(ScriptedSource(), settings)
+    server.start()
+    odd = {"X-Daqhub-Token": "t\u00f6ken"}  # sent as the byte 0xf6 (latin-1)
+    try:
+        assert request(server, "/api/state", odd)[:2] == (403, "wrong token")
+        assert request(server, "/api/call", odd, {"instrument": "oven", "method": "add",
+                                                  "args": []})[:2] == (403, "wrong token")
+        assert request(server, "/api/state", {"X-Daqhub-Token": settings.token})[0] == 200
+    finally:
+        assert server.stop(10)
+    assert not server.problems.counts
+
+
+@pytest.mark.timeout(30)
+def test_the_end_of_the_run_reaches_a_watching_page_before_the_dashboard_stops() -> None:
+    """The dashboard stopped as the runtime's shutdown returned: a page kept the states of
+    its last poll, during the shutdown, and never heard that the run had ended."""
+    from daqhub.web.server import LAST_WORD_S
+
+    source = ScriptedSource()
+    server = DashboardServer(source, WebSettings(port=0, rate_hz=4))
+    server.start()
+    seen: list[dict[str, Any]] = []
+    polled = threading.Event()
+
+    def page() -> None:  # polls as the page does, until the dashboard is gone
+        try:
+            while True:
+                since = seen[-1]["tick"] if seen else 0
+                seen.append(request(server, f"/api/state?since={since}")[1])
+                polled.set()
+                time.sleep(0.05)  # the pace of a page's polls (20 Hz), not a wait for anything
+        except (OSError, http.client.HTTPException):  # gone, mid-answer or before
+            return
+
+    poller = threading.Thread(target=page)
+    poller.start()
+    try:
+        assert polled.wait(10), "the page got no state"
+        source.state, source.ended = "stopped", True  # the runtime has shut down
+        started = time.monotonic()
+        assert server.stop(10, last_word=True)
+        assert time.monotonic() - started < LAST_WORD_S + 1  # a second at most, and a margin
+    finally:
+        server.stop(10)
+        poller.join(10)
+    last = seen[-1]
+    assert last["ended"] is True and last["instruments"][0]["state"] == "stopped"
+    # with no page watching, the dashboard stops at once
+    server = DashboardServer(ScriptedSource(), WebSettings(port=0, rate_hz=0.2))
+    server.start()
+    started = time.monotonic()
+    assert server.stop(10, last_word=True)
+    assert time.monotonic() - started < LAST_WORD_S

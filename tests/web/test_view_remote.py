@@ -190,3 +190,72 @@ def test_a_refused_health_action_turns_health_off_for_the_session() -> None:
         source.close()
         service.close()
     assert service.health_calls == 1
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("end, says", [("release", "ended"), ("break_live", "link lost")])
+def test_every_row_says_when_the_run_ended_or_the_link_was_lost(end: str, says: str) -> None:
+    """The rows kept the service's last health answer ("running", its rate) after the run
+    ended, and after its process died (taking the data failed before the health was read)."""
+    import contextlib
+
+    from polling import wait_until
+    from web_fakes import FakeService
+
+    from daqhub.flight_client import connect
+    from daqhub.web.model import DashboardModel
+    from daqhub.web.view import FlightSource
+
+    service = FakeService()
+    source = FlightSource(connect(service.url, timeout=0.5), service.url)
+    model = DashboardModel(source)
+
+    def row() -> dict[str, Any]:
+        with contextlib.suppress(ConnectionError):  # the link lost: shown as the problem
+            model.update()
+        return model.state(0)["instruments"][0]  # type: ignore[no-any-return]
+
+    try:
+        wait_until(lambda: row()["state"] == "running", "the service's health", every=0.1)
+        getattr(service, end).set()
+        wait_until(lambda: row()["state"] == says, f"the row to say {says}", every=0.1)
+        assert row()["rate_hz"] == 0.0
+        assert model.state(0)["ended"] is (says == "ended")
+        assert source.title().endswith("(the run ended)" if says == "ended" else "(link lost)")
+    finally:
+        source.close()
+        service.close()
+
+
+@pytest.mark.timeout(30)
+def test_new_alarms_show_after_the_service_s_list_is_full() -> None:
+    """The service sends its newest alarms only (the run keeps 500); the page counted the
+    list's length, which stops growing, and showed no alarm after it was full."""
+    from polling import wait_until
+    from web_fakes import FakeService
+
+    from daqhub.flight_client import connect
+    from daqhub.web.model import DashboardModel
+    from daqhub.web.view import FlightSource
+
+    def alarm(i: int) -> dict[str, Any]:
+        return {"time": 1e9 + i, "what": "test", "message": f"alarm {i}"}
+
+    service = FakeService()
+    service.alarms = [alarm(0), alarm(1), alarm(2)]
+    source = FlightSource(connect(service.url, timeout=0.5), service.url)
+    model = DashboardModel(source)
+
+    def shown() -> list[str]:
+        model.update()
+        return [a["message"] for a in model.state(0)["alarms"]]
+
+    try:
+        wait_until(lambda: shown() == ["alarm 0", "alarm 1", "alarm 2"], "the alarms",
+                   every=0.1)
+        service.alarms = [alarm(1), alarm(2), alarm(3)]  # full: the oldest makes room
+        wait_until(lambda: shown()[-1] == "alarm 3", "the new alarm", every=0.1)
+        assert shown() == ["alarm 0", "alarm 1", "alarm 2", "alarm 3"]
+    finally:
+        source.close()
+        service.close()

@@ -1,11 +1,17 @@
-"""A lab of in-process instruments with every channel kind, for dashboard tests."""
+"""A lab of in-process instruments with every channel kind, for dashboard tests; a dashboard
+source that is not a runtime; a data service that answers where and how a test says."""
 
 from __future__ import annotations
 
+import collections
+import threading
+import time
 import types
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from daqhub.config import LabConfig, parse
 from daqhub.hookspecs import hookimpl
@@ -13,6 +19,7 @@ from daqhub.host import PluginHost
 from daqhub.instrument import V2Instrument, V4Actor, now_ns
 from daqhub.measurement import ChannelSpec, Image, Measurement, Scalar, Spectrum
 from daqhub.schema import build_batch
+from daqhub.web.source import InstrumentInfo
 
 SCOPE = [ChannelSpec("level", "scalar", "V"),
          ChannelSpec("trace", "spectrum", "V", shape=(64,), axis_unit="nm"),
@@ -39,6 +46,15 @@ class ScopeV2(V2Instrument):
 
     def add(self, a: int, b: int) -> int:
         return a + b
+
+    def hold(self, timeout: float = 60.0) -> str:
+        """A command that takes its own ``timeout`` (as a motion wait does); it lasts until
+        the test sets ``HELD``."""
+        HELD.wait(60)
+        return "released"
+
+
+HELD = threading.Event()
 
 
 class WaveV4(V4Actor):
@@ -74,19 +90,65 @@ def web_lab(host: PluginHost, tmp_path: Path, scopes: int = 1, waves: int = 1,
     return parse(text, "web-test.toml", host, tmp_path)
 
 
+class ScriptedSource:
+    """A DashboardSource that is not a runtime (as a remote run's source is): instrument ``iid``
+    with a temperature that rises every take, the batches a test puts in ``queued`` (for
+    the ``channels`` it declares as well); its health says ``state`` and the ``alarms``."""
+
+    def __init__(self, iid: str = "oven", channels: tuple[ChannelSpec, ...] = ()) -> None:
+        self.iid = iid
+        self.spec = ChannelSpec("temp", "scalar", "K")
+        self.channels = (self.spec, *channels)
+        self.queued: collections.deque[pa.RecordBatch] = collections.deque()
+        self.alarms: list[dict[str, Any]] = []
+        self.state = "running"
+        self.fail = False
+        self.ended = False
+        self.n = 0
+
+    def title(self) -> str:
+        return "scripted"
+
+    def instruments(self) -> list[InstrumentInfo]:
+        return [InstrumentInfo(self.iid, "acme.oven", "v4", 2.0, self.channels)]
+
+    def take(self) -> list[Any]:
+        if self.fail:
+            raise OSError("link to the remote run lost")
+        self.n += 1
+        out = [build_batch(self.iid, self.spec, [time.time_ns()], np.array([300.0 + self.n]),
+                           source="v4")]
+        while self.queued:
+            out.append(self.queued.popleft())
+        return out
+
+    def health(self) -> dict[str, Any]:
+        return {"instruments": [{"id": self.iid, "state": self.state, "rate_hz": 2.0}],
+                "alarms": list(self.alarms), "routines": [], "ended": self.ended}
+
+    def files(self) -> list[dict[str, Any]]:
+        return []
+
+    def call(self, instrument: str, method: str, args: Any) -> Any:
+        raise AssertionError("read-only")
+
+    def close(self) -> None:
+        pass
+
+
 class FakeService:
     """A Flight server that answers like a daqhub data service, slow where a test says.
 
     ``stall_live``: opening a live stream gets no answer (the handler waits for ``release``);
+    otherwise the live stream sends nothing and ends (the run ended) at ``release``, or
+    breaks (the link lost) at ``break_live``; the health answer holds ``alarms``;
     ``health``: what the health action does next, in order: ``"slow"`` (no answer for 5 s),
     ``"refuse"`` (unauthorized), ``"ok"``; the last one repeats.
     """
 
     def __init__(self, *, stall_live: bool = False, health: tuple[str, ...] = ("ok",)) -> None:
         import json
-        import threading
 
-        import pyarrow as pa
         import pyarrow.flight as flight
 
         from daqhub.schema import channel_schema
@@ -94,6 +156,8 @@ class FakeService:
         spec = ChannelSpec("v", "scalar", "V")
         schema = channel_schema("dmm", spec, unified=True)
         self.release = threading.Event()
+        self.break_live = threading.Event()
+        self.alarms: list[dict[str, Any]] = []
         self.health_calls = 0
         fake = self
 
@@ -116,7 +180,8 @@ class FakeService:
 
                 def nothing() -> object:
                     while not fake.release.wait(0.05) and not context.is_cancelled():  # type: ignore[attr-defined]
-                        pass
+                        if fake.break_live.is_set():
+                            raise flight.FlightServerError("the run's process died")
                     return
                     yield
 
@@ -130,7 +195,8 @@ class FakeService:
                 if kind == "refuse":
                     raise flight.FlightUnauthorizedError("remote commands are off")
                 return iter([json.dumps({"instruments": [
-                    {"id": "dmm", "state": "running", "rate_hz": 5.0}]}).encode()])
+                    {"id": "dmm", "state": "running", "rate_hz": 5.0}],
+                    "alarms": list(fake.alarms)}).encode()])
 
         self.server = Server("grpc://127.0.0.1:0")
         self.url = f"grpc://127.0.0.1:{self.server.port}"

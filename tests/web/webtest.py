@@ -41,8 +41,17 @@ def dashboard(tmp_path: Path, settings: WebSettings, **lab: Any
         assert rt.shutdown().ok
 
 
+def page_json(text: str) -> Any:
+    """``text`` read as the page's ``JSON.parse`` reads it: NaN and Infinity are not JSON
+    (Python's json reads them, and a state holding one froze the page)."""
+    def refuse(word: str) -> None:
+        raise ValueError(f"{word} is not JSON: the page cannot read this")
+
+    return json.loads(text, parse_constant=refuse)
+
+
 def request(server: DashboardServer, path: str, headers: dict[str, str] | None = None,
-            body: Any = None) -> tuple[int, Any, Any]:
+            body: Any = None, timeout: float = 10.0) -> tuple[int, Any, Any]:
     host = f"[{server.settings.host}]" if ":" in server.settings.host else server.settings.host
     req = urllib.request.Request(f"http://{host}:{server.port}{path}", headers=headers or {},
                                  data=None if body is None else json.dumps(body).encode(),
@@ -50,13 +59,13 @@ def request(server: DashboardServer, path: str, headers: dict[str, str] | None =
     if body is not None:
         req.add_header("Content-Type", "application/json")
     try:
-        r = urllib.request.urlopen(req, timeout=10)
+        r = urllib.request.urlopen(req, timeout=timeout)
     except urllib.error.HTTPError as exc:
         r = exc
     with r:
         raw = r.read()
         json_body = "json" in r.headers.get("Content-Type", "")
-        return r.status, json.loads(raw) if json_body else raw.decode(), r.headers
+        return r.status, page_json(raw.decode()) if json_body else raw.decode(), r.headers
 
 
 def wait_state(server: DashboardServer, cond: Any, what: str, since: int = 0,

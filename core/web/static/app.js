@@ -1,11 +1,15 @@
 // daqhub dashboard: polls api/state for what changed since the last tick and draws it.
 // Plots are redrawn only while on screen, so a lab of 40 instruments costs the browser
 // (and the machine running the lab) no more than the handful of plots in view.
+// Ticks count within one run (the state's run id): a page left open while the next run
+// took over the address showed the last run's instruments, "running", for good.
 "use strict";
 const token = new URLSearchParams(location.search).get("token") || "";
 const headers = token ? { "X-Daqhub-Token": token } : {};
-let since = 0, rate = 4, historyMs = 60000, failures = 0;
-const rows = {}, channels = {}, onScreen = new Set(), dirty = new Set();
+let run = "", since = 0, rate = 4, historyMs = 60000, failures = 0, ended = false;
+let rows = {}, channels = {};
+const onScreen = new Set(), dirty = new Set();
+const ENDED_POLL_MS = 10000;  // after the run ended: only to notice the next one here
 const PLOT_CONFIG = { staticPlot: true, responsive: false };
 const PLOT_EVERY_MS = 500, DRAW_SHARE = 0.15;  // see draw()
 let nextDrawAt = 0;
@@ -93,8 +97,22 @@ function progress(r) {
 }
 
 const alarms = [];
+function reset() {
+  observer.disconnect();
+  for (const c of Object.values(channels)) Plotly.purge(c.card);
+  rows = {}; channels = {}; alarms.length = 0; onScreen.clear(); dirty.clear();
+  for (const sel of ["#instruments tbody", "#cmd-instrument", "#plots"])
+    document.querySelector(sel).replaceChildren();
+}
+
 function apply(s) {
-  rate = s.rate_hz; historyMs = s.history_s * 1000;
+  rate = s.rate_hz;
+  if (s.run !== run) {  // another run answers here: start over, from its tick 0
+    if (run) reset();
+    run = s.run;
+    if (!s.channels) { since = 0; return; }
+  }
+  historyMs = s.history_s * 1000; ended = s.ended;
   document.getElementById("title").textContent = s.title;
   if (s.channels) for (const c of s.channels) channel(c.key, c.kind, c.unit, c.axis_unit);
   for (const inst of s.instruments) updateRow(inst);
@@ -118,8 +136,9 @@ function apply(s) {
   const cmd = document.getElementById("commands");
   cmd.hidden = !s.commands;
   const status = document.getElementById("status");
-  status.className = s.problem ? "lost" : "";
-  status.textContent = `updated ${new Date().toLocaleTimeString()}` +
+  status.className = s.problem ? "lost" : ended ? "ended" : "";
+  status.textContent = (ended ? "the run ended - " : "") +
+    `updated ${new Date().toLocaleTimeString()}` +
     (s.dropped ? ` - page dropped ${s.dropped} batch(es) to keep up` : "") +
     (s.unreadable ? ` - ${s.unreadable} batch(es) unreadable` : "") +
     (s.problem ? ` - ${s.problem}` : "");
@@ -172,24 +191,41 @@ async function poll() {
   } catch (e) {
     failures++;
     const status = document.getElementById("status");
-    status.className = "lost";
-    status.textContent = `no update (${e.message}); retrying`;
+    if (!ended) {  // an ended run's dashboard closes: its last word stays on the page
+      status.className = "lost";
+      status.textContent = `no update (${e.message}); retrying`;
+    }
   }
-  setTimeout(poll, Math.min(10000, (1000 / rate) * (1 + failures)));
+  setTimeout(poll, ended ? ENDED_POLL_MS : Math.min(10000, (1000 / rate) * (1 + failures)));
 }
 
+// The box shows the latest command, marked while it is on its way, then its own outcome:
+// an error, no answer (the dashboard gone) or an unreadable one, never the one before.
+let commandsSent = 0;
 document.getElementById("command-form").addEventListener("submit", async ev => {
   ev.preventDefault();
   const out = document.getElementById("cmd-result");
+  const show = (text, cls) => { out.textContent = text; out.className = cls; };
   let args;
   try { args = JSON.parse(document.getElementById("cmd-args").value || "[]"); }
-  catch (e) { out.textContent = "args: not JSON"; return; }
+  catch (e) { show("args: not JSON", "failed"); return; }
   const body = { instrument: document.getElementById("cmd-instrument").value,
                  method: document.getElementById("cmd-method").value, args };
-  const r = await fetch("api/call", { method: "POST", headers: { ...headers, "Content-Type": "application/json" },
-                                      body: JSON.stringify(body) });
-  out.textContent = r.headers.get("Content-Type")?.includes("json")
-    ? JSON.stringify(await r.json()) : `${r.status}: ${await r.text()}`;
+  const what = `${body.instrument}.${body.method}`, mine = ++commandsSent;
+  show(`${what}: sending ...`, "sending");
+  let text, failed = true;
+  try {
+    const r = await fetch("api/call", { method: "POST", headers: { ...headers, "Content-Type": "application/json" },
+                                        body: JSON.stringify(body) });
+    const raw = await r.text();
+    if (r.headers.get("Content-Type")?.includes("json")) {
+      const answer = JSON.parse(raw);
+      text = JSON.stringify(answer); failed = !answer.ok;
+    } else text = `${r.status}: ${raw}`;
+  } catch (e) {
+    text = `${e instanceof SyntaxError ? "unreadable answer" : "no answer"} (${e.message})`;
+  }
+  if (mine === commandsSent) show(`${what}: ${text}`, failed ? "failed" : "");
 });
 
 poll();
