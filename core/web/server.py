@@ -350,8 +350,10 @@ class DashboardServer:
         try:
             self.model.update()
         except Exception as exc:  # shown on the page; the next tick tries again
-            self.model.problem = f"the dashboard could not update: {exc!r}"
-            log.exception("dashboard update failed")
+            problem = f"the dashboard could not update: {exc!r}"
+            if problem != self.model.problem:  # logged once, not at every tick it lasts
+                log.exception("dashboard update failed")
+            self.model.problem = problem
         else:
             self.model.problem = ""
 

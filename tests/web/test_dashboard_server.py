@@ -461,3 +461,22 @@ def test_the_end_of_the_run_reaches_a_watching_page_before_the_dashboard_stops()
     started = time.monotonic()
     assert server.stop(10, last_word=True)
     assert time.monotonic() - started < LAST_WORD_S
+
+
+def test_an_update_that_keeps_failing_is_logged_once_not_at_every_tick(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A view whose link was lost failed every tick (4 a second) with a full traceback each
+    time in the log of whoever runs it; the page shows the problem all along."""
+    from types import SimpleNamespace
+
+    def update() -> None:
+        raise ConnectionError("link lost")
+
+    server = DashboardServer.__new__(DashboardServer)
+    server.model = SimpleNamespace(update=update, problem="")  # type: ignore[assignment]
+    with caplog.at_level("ERROR", logger="daqhub.web"):
+        for _ in range(5):
+            server._update()
+    assert server.model.problem == \
+        "the dashboard could not update: ConnectionError('link lost')"
+    assert [r.message for r in caplog.records] == ["dashboard update failed"]
