@@ -7,7 +7,8 @@ Exit codes (documented in ``daqhub --help``):
 * 2  bad usage or an invalid lab file (every problem is listed)
 * 3  plugin problems in ``--strict`` mode
 * 130 interrupted (Ctrl-C) before a clean shutdown could finish
-* 141 the reader of the output went away (``| head``)
+* 141 the reader of the output went away (``| head``); not ``daqhub run``, whose
+  acquisition goes on to its end and reports on stderr (see :mod:`daqhub.cli.run`)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import TextIO
 
 from .. import __version__
 from ..host import SLOW_IMPORT_S, PluginError, PluginHost
@@ -37,11 +39,13 @@ RUN_EXIT_CODES = (
     "that failed; a lab that could not start; something leaked; samples or session records "
     "storage could not write; a worker process that died in the shutdown); 2 invalid lab "
     "file; "
-    "130 interrupted before the run started, or forced by a second Ctrl-C.")
+    "130 interrupted before the run started, or forced by a second Ctrl-C. A closed output "
+    "(| head) changes none of this: the run goes on to its end and reports on stderr.")
 
 EPILOG = """\
 exit codes: 0 success; 1 failure; 2 bad usage or invalid lab file; 3 plugin problems
-with --strict; 130 interrupted; 141 the output pipe was closed (e.g. | head).
+with --strict; 130 interrupted; 141 the output pipe was closed (e.g. | head), except
+for `daqhub run`: its run goes on to its end, says so on stderr and reports there.
 For `daqhub run`, 0 means every enabled instrument connected, had samples stored and
 stopped, and every routine completed or was stopped; anything else is 1 (details:
 daqhub run --help).
@@ -369,9 +373,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         interrupted()
     except BrokenPipeError:
         # the reader closed the pipe (``daqhub inspect ... | head``): stop quietly like other
-        # Unix tools, and keep the interpreter's final flush from failing again
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        # Unix tools
+        discard(sys.stdout)
         return EXIT_PIPE
+
+
+def discard(stream: TextIO) -> None:
+    """Send what is still to be written to ``stream``, whose reader went away, to /dev/null:
+    the interpreter flushes it at exit, and a second broken pipe there would print a
+    traceback and change the exit code."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, stream.fileno())
+    os.close(devnull)
 
 
 def _exit_code(command: str, result: object) -> int:

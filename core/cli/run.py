@@ -10,6 +10,12 @@ start of ``run()`` to its end, so an interrupt at any moment ends in an exit
 code, never a traceback.
 
 Exit codes: see ``RUN_EXIT_CODES`` in :mod:`daqhub.cli` (``daqhub run --help``).
+
+A closed output (``daqhub run | head``) does not end the run: the acquisition is the point
+of the command, and a reader that has seen enough lines says nothing about the data. From
+the first broken pipe on, stdout is written no more (:class:`ClosableOutput`), stderr says
+so once with where the files are, and the report goes to stderr; the exit code is the
+run's, as without the pipe.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import time
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from ..config import ConfigError, LabConfig, load, output_override, parse, runnable_problems
 from ..host import PluginHost
@@ -33,6 +39,7 @@ from ..runtime.dual import DualRuntimeManager, StartError
 from ..runtime.report import print_report
 from ..serve_config import ServeConfigError, serve_config
 from ..web.runweb import RunDashboard, WebError
+from . import discard
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_FORCED = 0, 1, 2, 130
 
@@ -49,8 +56,73 @@ def load_lab(path: str | None, host: PluginHost, output_dir: str | None) -> LabC
     return load(path, host, override)
 
 
+#: the live table's columns, left to right
+COLUMNS = ("instrument", "fl", "type", "state", "polls/s", "last value", "samples", "err",
+           "rs/rc")
+#: what a narrow terminal gives up, first to last, until the table fits: a column left out
+#: whole, or shortened (a type to :data:`TYPE_MIN` with an ellipsis at its end, the ids from
+#: their middle, never so far that two read alike). Instrument, state and last value stay.
+GIVE_UP = (("drop", "fl"), ("shorten", "type"), ("drop", "type"), ("drop", "rs/rc"),
+           ("shorten", "instrument"), ("drop", "polls/s"), ("drop", "samples"),
+           ("drop", "err"))
+#: a terminal narrower than this gets plain status lines (as --plain), not the table
+MIN_TABLE_WIDTH = 40
+#: the narrowest a shortened type is
+TYPE_MIN = 8
+#: what a column costs besides its cells: a space of padding and one of border
+COLUMN_GAP = 2
+
+
+def shorten(text: str, width: int) -> str:
+    """``text`` in ``width`` characters, cut from the middle: ids tend to differ at their
+    end (``powermeter_north``, ``powermeter_south``), so the end stays whole."""
+    if len(text) <= width:
+        return text
+    head = (width - 1) // 2
+    return text[:head] + "…" + text[len(text) - (width - 1 - head):]
+
+
+def distinct_width(texts: list[str], least: int) -> int:
+    """The narrowest width from ``least`` on at which :func:`shorten` keeps ``texts`` apart."""
+    longest = max(map(len, texts), default=0)
+    for width in range(least, longest):
+        if len({shorten(t, width) for t in texts}) == len(set(texts)):
+            return width
+    return max(longest, least)
+
+
+def fit_columns(cells: dict[str, list[str]], width: int) -> dict[str, int]:
+    """The columns of ``cells`` (column -> its cells, in :data:`COLUMNS` order) shown in
+    ``width`` characters, and the width of each.
+
+    The table gives up what :data:`GIVE_UP` lists, in its order, until it fits; what is
+    left then widens the shortened ids, then the types. Every other column is as wide as
+    its widest cell or header: a value and its unit are never cut. (In a terminal too
+    narrow even for instrument, state and last value, rich folds the values.)
+    """
+    natural = {c: max([len(c), *map(len, texts)]) for c, texts in cells.items()}
+    least = {"instrument": distinct_width(cells["instrument"], len("instrument")),
+             "type": min(natural["type"], TYPE_MIN)}
+    widths = dict(natural)
+    for how, column in GIVE_UP:
+        if sum(w + COLUMN_GAP for w in widths.values()) <= width:
+            break
+        if how == "drop":
+            del widths[column]
+        else:
+            widths[column] = least[column]
+    spare = width - sum(w + COLUMN_GAP for w in widths.values())
+    for column in ("instrument", "type"):
+        if column in widths:
+            grow = max(0, min(spare, natural[column] - widths[column]))
+            widths[column] += grow
+            spare -= grow
+    return widths
+
+
 class LiveView:
-    """The rich table while running, or plain periodic lines (no TTY, or --plain)."""
+    """The rich table while running, or plain periodic lines (no TTY, --plain, or a terminal
+    narrower than :data:`MIN_TABLE_WIDTH`)."""
 
     def __init__(self, rt: DualRuntimeManager, plain: bool, out: TextIO,
                  interval_s: float, duration_s: float = 0.0) -> None:
@@ -67,8 +139,15 @@ class LiveView:
             from rich.console import Console
             from rich.live import Live
 
-            self._live = Live(self._table(), console=Console(file=self.out),
-                              refresh_per_second=4, transient=False)
+            console = Console(file=self.out)
+            if console.width < MIN_TABLE_WIDTH:
+                self.plain = True
+                print(f"daqhub: the terminal is {console.width} columns wide and the live "
+                      f"table needs {MIN_TABLE_WIDTH}: plain status lines every "
+                      f"{self.interval_s:g} s instead", file=self.out, flush=True)
+                return self
+            self._live = Live(console=console, refresh_per_second=4, transient=False)
+            self._live.update(self._table())
             self._live.__enter__()
         return self
 
@@ -103,7 +182,8 @@ class LiveView:
                   f"{c['old']} -> {c['new']}{reason}", file=self.out, flush=True)
 
     def _table(self, elapsed: float = 0.0) -> Any:
-        """Abbreviated to fit 80 columns; ``daqhub run --help`` explains every column."""
+        """Fitted to the terminal's width (:func:`fit_columns`); ``daqhub run --help``
+        explains every column."""
         from rich import box
         from rich.console import Group
         from rich.table import Table
@@ -114,22 +194,24 @@ class LiveView:
         t = Table(title=f"daqhub - session {self.rt.session_id or '(no storage)'} - "
                         f"{elapsed:.0f} s{of}", expand=False, box=box.SIMPLE_HEAD,
                   pad_edge=False, collapse_padding=True)
-        widths = {"fl": 2, "state": 7, "polls/s": 4, "samples": 6, "err": 3, "rs/rc": 5,
-                  "last value": 9, "type": 8}
-        for col in ("instrument", "fl", "type", "state", "polls/s", "last value", "samples",
-                    "err", "rs/rc"):
-            # the type column takes what the terminal's width leaves (rich shrinks it last)
-            t.add_column(col, no_wrap=True, overflow="ellipsis", min_width=widths.get(col),
-                         max_width=12 if col == "instrument" else None,
+        rows = [{"instrument": i["id"], "fl": i["flavor"], "type": i["type"],
+                 "state": i["state"], "polls/s": f"{i['rate_hz']:.1f}",
+                 "last value": i["last_value"][:28], "samples": str(i["measurements"]),
+                 "err": str(i["errors"]), "rs/rc": f"{i['restarts']}/{i['reconnects']}"}
+                for i in h["instruments"]]
+        widths = fit_columns({c: [r[c] for r in rows] for c in COLUMNS},
+                             self._live.console.width)
+        for col, width in widths.items():
+            t.add_column(col, width=width, no_wrap=col != "last value",
+                         overflow="ellipsis" if col == "type" else "fold",
                          justify="right" if col in ("polls/s", "samples", "err", "rs/rc")
                          else "left")
         styles = {"running": "green", "failed": "bold red", "reconnecting": "yellow",
                   "restarting": "yellow", "error": "yellow"}
-        for i in h["instruments"]:
-            t.add_row(i["id"], i["flavor"], i["type"],
-                      Text(i["state"], style=styles.get(i["state"], "")), f"{i['rate_hz']:.1f}",
-                      i["last_value"][:28], str(i["measurements"]), str(i["errors"]),
-                      f"{i['restarts']}/{i['reconnects']}")
+        for r in rows:
+            t.add_row(*(Text(r[c], style=styles.get(r[c], "")) if c == "state" else
+                        shorten(r[c], widths[c]) if c == "instrument" else r[c]
+                        for c in widths))
         b = h.get("budget", {})
         cpu = ", ".join(f"{k} {v:.0f}%" for k, v in sorted(b.get("cpu_percent", {}).items()))
         queues = ", ".join(f"{k} {v['depth']}/{v['capacity']}" for k, v in h["queues"].items())
@@ -148,8 +230,62 @@ class LiveView:
 
 def _say(text: str) -> None:
     """Write to stderr from a signal handler: os.write, because a buffered stream may be
-    in the middle of a write of the main thread (re-entering it raises)."""
-    os.write(2, text.encode())
+    in the middle of a write of the main thread (re-entering it raises). A stderr whose
+    reader went away (``2>&1 | head``) takes nothing: the handler must not raise."""
+    try:
+        os.write(2, text.encode())
+    except OSError:
+        pass
+
+
+class ClosableOutput:
+    """A stream whose reader may go away (``daqhub run | head``). The first broken pipe
+    calls ``on_close`` once (from the thread that wrote); from then on writes are dropped,
+    so no print anywhere in the run (the view, a dashboard's line, the report) ends it."""
+
+    def __init__(self, stream: TextIO, on_close: Callable[[], None] = lambda: None) -> None:
+        self.stream = stream
+        self.on_close = on_close
+        self.closed_by_reader = False
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        if not self.closed_by_reader:
+            try:
+                self.stream.write(text)
+            except BrokenPipeError:
+                self._reader_went_away()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.closed_by_reader:
+            try:
+                self.stream.flush()
+            except BrokenPipeError:
+                self._reader_went_away()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    @property
+    def encoding(self) -> str:
+        return self.stream.encoding
+
+    def as_text_io(self) -> TextIO:
+        """This, for what takes a TextIO (print, rich, the report): it writes and flushes
+        as one."""
+        return cast(TextIO, self)
+
+    def _reader_went_away(self) -> None:
+        with self._lock:
+            if self.closed_by_reader:
+                return
+            self.closed_by_reader = True
+        discard(self.stream)
+        self.on_close()
 
 
 #: a signal repeated sooner than this is one signal delivered twice (no one presses Ctrl-C
@@ -234,6 +370,9 @@ def _run(args: Any, host: PluginHost, out: TextIO, stop: threading.Event,
         return EXIT_FORCED
     plain = args.plain or not out.isatty()
     rt = DualRuntimeManager(lab, host, storage=not args.no_storage)
+    err = ClosableOutput(sys.stderr)
+    closable = ClosableOutput(out, lambda: _output_closed(rt, args, err.as_text_io()))
+    out = closable.as_text_io()
     records = SessionRecords(rt, meta)
     try:  # the live data service (--serve, [daqhub.serve]) listens before anything runs
         serving = serve_config(lab.serve, getattr(args, "serve", None), lab.path)
@@ -268,7 +407,7 @@ def _run(args: Any, host: PluginHost, out: TextIO, stop: threading.Event,
         t0 = time.monotonic()
         with LiveView(rt, plain, out, args.interval, args.duration) as view:
             # --duration ends on time whatever --interval is; the last status prints once
-            while not stop.wait(min(args.interval if plain else 0.25,
+            while not stop.wait(min(args.interval if view.plain else 0.25,
                                     args.duration - (time.monotonic() - t0) if args.duration
                                     else math.inf)):
                 elapsed = time.monotonic() - t0
@@ -285,7 +424,19 @@ def _run(args: Any, host: PluginHost, out: TextIO, stop: threading.Event,
         if serving is not None and not service.stop():
             print("daqhub: the data service did not stop within 5 s (a client stopped "
                   "reading)", file=sys.stderr)
-    if plain:
+    if view.plain:
         view.print_state_changes()
-    print_report(rt, report, out)
+    print_report(rt, report, err.as_text_io() if closable.closed_by_reader else out)
     return EXIT_OK if report.ok else EXIT_FAIL
+
+
+def _output_closed(rt: DualRuntimeManager, args: Any, err: TextIO) -> None:
+    """Said once, on stderr, when stdout's reader goes away: that the run goes on, until
+    when, and where its data are."""
+    until = (f"its --duration of {args.duration:g} s is up (or Ctrl-C)" if args.duration
+             else "Ctrl-C")
+    # no directories yet before the lab has started: then the report names the files
+    where = ("no session files (--no-storage); " if args.no_storage else
+             "".join(f"{flavor} data -> {d}; " for flavor, d in rt.output_dirs().items()))
+    print(f"daqhub: the output was closed (its reader went away); the run goes on without "
+          f"it until {until}; {where}the report follows here", file=err, flush=True)

@@ -187,7 +187,21 @@ def test_live_view_last_frame_width_and_progress(tmp_path: Path) -> None:
     assert "routine psu: done (1 cycle)" in frame
     narrow = last_frame(run_in_terminal(["run", "--duration", "2"], tmp_path, 70))
     table = narrow.split("queues:", 1)[0].splitlines()
-    assert "elliptec.ell…" in narrow and max(len(ln.rstrip()) for ln in table) <= 70, narrow
+    # fitted, not cropped: fl and type are left out whole, each value keeps its unit
+    assert re.search(r"instrument +state +polls/s +last value +samples +err +rs/rc", narrow)
+    assert re.search(r"\bdmm +running +[\d.]+ +[\d.]+ m?V +\d+ +0 +0/0", narrow), narrow
+    assert "…" not in "".join(table) and max(len(ln.rstrip()) for ln in table) <= 70, narrow
+
+
+@pytest.mark.timeout(120)
+def test_a_terminal_too_narrow_for_the_table_gets_plain_lines(tmp_path: Path) -> None:
+    """It got the table cropped: values without their unit prefix (``500 m``)."""
+    screen = run_in_terminal(["run", "--duration", "2", "--interval", "10"], tmp_path, 30)
+    assert "the live table needs 40: plain status lines every 10 s instead" in screen
+    assert "daqhub - session" not in screen
+    assert "stage: starting -> running" in screen            # --plain's state changes
+    status = [ln for ln in screen.splitlines() if ln.startswith("[")]
+    assert len(status) == 1 and "psu=running:" in status[0], screen  # the last one, once
 
 
 def test_plain_prints_the_last_status_once_and_duration_ends_on_time(tmp_path: Path) -> None:
