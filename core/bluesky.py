@@ -3,12 +3,14 @@
 ``devices(lab)`` gives one device per instrument of a running :class:`~daqhub.lab.Lab`,
 whatever its flavor:
 
-* every device is readable and triggerable: ``trigger()`` sends the
-  instrument's ``read`` command (a fresh sample, as ``Lab.scan`` takes it) and
-  ``read()`` returns that sample per channel, keyed ``<name>-<channel>``,
-  ``describe()`` gives each channel's unit, dtype and shape;
+* every device is readable and triggerable: ``trigger()`` takes a fresh sample
+  of every channel as ``Lab.scan`` takes it (the instrument's ``read`` command,
+  sent again while a channel is missing from its answer, then a
+  :class:`~daqhub.scan.ScanError` naming it) and ``read()`` returns that sample
+  per channel, keyed ``<name>-<channel>``, as plain Python values of the shape
+  ``describe()`` gives with each channel's unit and dtype (an image: nested lists);
 * ``read_configuration()`` is the instrument's ``settings()`` (also stored as a
-  snapshot in the session);
+  snapshot in the session; a failure fails the plan with the driver's error);
 * an instrument with the Motion capability is a movable: ``set(x)`` moves and
   its status completes when ``wait_until_done`` returns, or fails with the
   driver's own error; its ``position`` channel is keyed by the device name
@@ -16,7 +18,8 @@ whatever its flavor:
 
 The daqhub streams keep recording to the session while plans run. Commands go
 through the Lab's handles, which return awaitables inside the RunEngine's
-event loop, so no device call ever blocks that loop.
+event loop (a trigger's reads run on a thread), so no device call ever blocks
+that loop.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extra
 
 from .lab import Instrument, Lab
 from .measurement import ChannelSpec
-from .scan import samples_of
+from .scan import LabCommands, fresh_samples
 
 _DTYPES = {"f": "number", "i": "integer", "u": "integer", "b": "boolean"}
 
@@ -65,10 +68,15 @@ class LabDevice(Device):
 
     @AsyncStatus.wrap
     async def trigger(self) -> None:
-        result = await self.handle.call("read")
+        """A fresh sample of every channel, taken by the scan engine off the loop: a ``read``
+        may answer some channels only (a v4 actor's returns those with new samples), and
+        an event without every described channel aborted the plan."""
+        reads = [(self.handle.id, spec) for spec in self._specs.values()]
+        taken = await asyncio.to_thread(fresh_samples, LabCommands(self.handle.lab), reads)
         self._reading = {
-            self._key(ch): {"value": value, "timestamp": ts / 1e9, "alarm_severity": 0}
-            for ch, (value, ts) in samples_of(result).items()}
+            self._key(ch): {"value": fresh.value, "timestamp": fresh.answered_ns / 1e9,
+                            "alarm_severity": 0}
+            for (_, ch), fresh in taken.items()}
 
     async def read(self) -> dict[str, Any]:
         if not self._reading:

@@ -21,6 +21,7 @@ is a ``TimeoutError`` naming the instrument, the command and what it was busy wi
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import contextlib
 import difflib
@@ -30,6 +31,7 @@ import signal
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -42,7 +44,7 @@ from .command_limits import NoResult, aresult_within, result_within, wait_limit
 from .commands import argument_problem, command_names, driver_class
 from .config import LabConfig, load, output_override, parse
 from .host import PluginHost, default_host
-from .records import SessionRecords
+from .records import SessionRecords, failed_settings
 from .runtime.broadcast import Subscription, SubscriptionClosed
 from .runtime.dual import DualRuntimeManager, ShutdownReport
 from .runtime.report import print_report
@@ -92,7 +94,8 @@ def open_lab(lab: LabSource, *, output_dir: str | os.PathLike[str] | None = None
 
     ``lab`` is a path, TOML text or a dict. ``meta`` (operator, sample, notes ...)
     is stored with the session. ``report`` receives the shutdown report when the
-    lab closes (None: keep it quiet; :attr:`Lab.report` always has it).
+    lab closes (None: keep it quiet; :attr:`Lab.report` always has it). A lab never
+    closed is closed as the interpreter exits, with a warning on stderr naming it.
     Raises :class:`~daqhub.config.ConfigError` listing every problem of the lab.
     """
     host = host or default_host()
@@ -173,7 +176,8 @@ class Instrument:
 
     def __init__(self, lab: Lab, instrument_id: str) -> None:
         rt = lab.rt
-        self._lab = lab
+        #: the running lab this instrument belongs to
+        self.lab = lab
         self.id = instrument_id
         self.flavor = rt.health_of(instrument_id).flavor
         self.itype = rt.types[instrument_id]
@@ -218,7 +222,7 @@ class Instrument:
         if problem is not None:
             raise ValueError(f"{self.id}: {problem[0]} ({problem[1]})")
         try:
-            return self._lab.rt.submit(self.id, method, *args, **kwargs)
+            return self.lab.rt.submit(self.id, method, *args, **kwargs)
         except (CommandRejected, ActorFailed, MailboxFull, TimeoutError) as exc:
             raise CommandNotSent(str(exc)) from None
 
@@ -231,7 +235,7 @@ class Instrument:
             raise self._timeout(method, limit) from None
         except (CommandRejected, ActorFailed) as exc:
             raise CommandNotSent(str(exc)) from None
-        self._lab.rt.command_done(self.id, method)
+        self.lab.rt.command_done(self.id, method)
         return value
 
     async def _await(self, fut: concurrent.futures.Future[Any], method: str, limit: float
@@ -242,11 +246,11 @@ class Instrument:
             raise self._timeout(method, limit) from None
         except (CommandRejected, ActorFailed) as exc:
             raise CommandNotSent(str(exc)) from None
-        await asyncio.to_thread(self._lab.rt.command_done, self.id, method)
+        await asyncio.to_thread(self.lab.rt.command_done, self.id, method)
         return value
 
     def _timeout(self, method: str, limit: float) -> TimeoutError:
-        rt = self._lab.rt
+        rt = self.lab.rt
         worker: Any = rt.v2.workers.get(self.id) or rt.v4.runners.get(self.id)
         busy = getattr(worker, "busy_in", "") or "its poll loop"
         return TimeoutError(f"{self.id}.{method}: no result within {limit:g} s (busy in "
@@ -258,19 +262,36 @@ class Instrument:
 
     def latest(self, wait: float = 0.0) -> dict[str, dict[str, Any]]:
         """The last sample of each channel seen on the stream (see :meth:`Lab.latest`)."""
-        return self._lab.latest(self.id, wait)
+        return self.lab.latest(self.id, wait)
 
     def settings(self) -> Any:
-        """The instrument's settings now (also stored as a snapshot)."""
+        """The instrument's settings now, also stored as a snapshot (an awaitable inside an
+        event loop). A failure raises as the ``settings`` command's does (the driver's own
+        error, a TimeoutError): it used to come back as ``{"error": ...}``, settings
+        named "error". The records keep that form, as a snapshot that could not be taken."""
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return self._lab.records.snapshot(self.id, "requested")
-        return asyncio.to_thread(self._lab.records.snapshot, self.id, "requested")
+            return self._settings_now()
+        return asyncio.to_thread(self._settings_now)
+
+    def _settings_now(self) -> Any:
+        try:
+            value = self.result(self.send("settings"), "settings",
+                                self.wait_limit("settings", (), {}))
+        except Exception as exc:
+            self.lab.records.store_settings(self.id, "requested", failed_settings(exc))
+            raise
+        self.lab.records.store_settings(self.id, "requested", value)
+        return value
 
 
 class LiveData:
-    """Batches of the unified stream as they come, optionally only some instruments'."""
+    """Batches of the unified stream as they come, optionally only some instruments'.
+
+    Closed with its lab (or by :meth:`close`): iterating it then ends, once it has given
+    what had arrived. The iteration used to go on for ever after the lab closed, and a
+    script whose thread iterated it never exited."""
 
     def __init__(self, sub: Subscription[pa.RecordBatch], ids: set[str] | None) -> None:
         self.sub = sub
@@ -278,21 +299,30 @@ class LiveData:
 
     def get(self, timeout: float = 1.0) -> list[pa.RecordBatch]:
         """The batches of the chosen instruments that arrived, waiting up to ``timeout`` s for
-        the first of them (other instruments' batches do not end the wait); [] if none."""
+        the first of them (other instruments' batches do not end the wait); [] if none, and
+        at once once closed with nothing left."""
+        try:
+            return self._take(timeout)
+        except SubscriptionClosed:
+            return []
+
+    def _take(self, timeout: float) -> list[pa.RecordBatch]:
+        """:meth:`get`, raising SubscriptionClosed once closed with nothing left."""
         deadline = time.monotonic() + timeout
         while True:
-            try:
-                batches = self.sub.get_many(max(0.0, deadline - time.monotonic()))
-            except SubscriptionClosed:
-                return []
+            batches = self.sub.get_many(max(0.0, deadline - time.monotonic()))
             if self.ids is not None:
                 batches = [b for b in batches if describe(b.schema)[0] in self.ids]
             if batches or time.monotonic() >= deadline:
                 return batches
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
-        while not self.sub.closed:
-            yield from self.get(0.5)
+        while True:
+            try:
+                batches = self._take(0.5)
+            except SubscriptionClosed:
+                return
+            yield from batches
 
     def close(self) -> None:
         self.sub.close()
@@ -357,6 +387,9 @@ class Lab:
         self.closing = False
         self._close_lock = threading.Lock()
         self._latest = _Latest(rt.subscribe("lab-latest", lossless=False, capacity=100))
+        #: the live data handed out (:meth:`subscribe`), closed with the lab
+        self.live: weakref.WeakSet[LiveData] = weakref.WeakSet()
+        _close_at_exit(self)
 
     @property
     def session_id(self) -> str:
@@ -417,7 +450,12 @@ class Lab:
         if instruments is not None:
             ids = {self[i].id for i in instruments}
         name = f"lab-subscriber-{time.monotonic_ns()}"
-        return LiveData(self.rt.subscribe(name, lossless=lossless, capacity=capacity), ids)
+        live = LiveData(self.rt.subscribe(name, lossless=lossless, capacity=capacity), ids)
+        with self.plan_lock:  # (close() closes what it finds here under this lock)
+            self.live.add(live)
+            if self.closing:  # came too late to be found: nothing more arrives
+                live.close()
+        return live
 
     # --- recorded points (the engine is daqhub.scan) ---------------------------------
 
@@ -493,6 +531,8 @@ class Lab:
         if self.report is not None:  # closed already (maybe by another thread meanwhile)
             return self.report
         self.closing = True
+        with _open_labs_lock:  # (its close is under way: nothing left for the exit to do)
+            _open_labs.discard(self)
         interrupted: list[int] = []
         previous = None
         if threading.current_thread() is threading.main_thread():
@@ -500,6 +540,10 @@ class Lab:
         try:
             self.report = self.rt.shutdown()  # with the records' last flush, and its errors
             self._latest.sub.close()
+            with self.plan_lock:
+                live = list(self.live)
+            for data in live:
+                data.close()
             if self.service is not None:  # after the last records: recorders fetch them
                 self.service.stop()
         finally:
@@ -520,3 +564,39 @@ class Lab:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+#: Labs opened and not closed yet, closed at the interpreter's exit (:func:`_close_open_labs`).
+#: Held strongly: a lab the script dropped unclosed still runs, its threads hold the runtime.
+_open_labs: set[Lab] = set()
+_open_labs_lock = threading.Lock()
+
+
+def _close_at_exit(lab: Lab) -> None:
+    """Have ``lab`` closed at the interpreter's exit unless it is closed before."""
+    with _open_labs_lock:
+        _open_labs.add(lab)
+    # (again at every lab: exit functions run last registered first, so the lab is closed
+    # before those of the modules its start imported, h5py's among them, have run)
+    atexit.unregister(_close_open_labs)
+    atexit.register(_close_open_labs)
+
+
+def _close_open_labs() -> None:
+    """Close every lab still open as the interpreter exits, with its report and a warning.
+
+    A script that never closed its lab (no ``with`` block, no ``close()``) exited 0 with no
+    report, and its daemon threads stopped where they were: the last seconds of data not
+    written, files not closed cleanly, lock files left behind. Each close is bounded by the
+    lab's ``shutdown_timeout``, so the exit cannot hang on it."""
+    with _open_labs_lock:
+        labs = list(_open_labs)
+    for lab in labs:
+        print(f"daqhub: session {lab.session_id} was still open as the script ended; closing "
+              "it now (open it in a `with` block, or call close())", file=sys.stderr,
+              flush=True)
+        try:
+            lab.close()
+        except (Exception, KeyboardInterrupt) as exc:  # the other labs are closed all the same
+            print(f"daqhub: closing session {lab.session_id} at exit: {type(exc).__name__}: "
+                  f"{exc}", file=sys.stderr, flush=True)

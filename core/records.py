@@ -97,6 +97,11 @@ def parse_meta(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+def failed_settings(exc: BaseException) -> dict[str, str]:
+    """The snapshot stored for settings that could not be taken."""
+    return {"error": f"{type(exc).__name__}: {exc}"}
+
+
 @dataclass
 class PointsRun:
     """One scan's rows as they accumulate; ``table()`` is what scripts get and files hold."""
@@ -200,12 +205,17 @@ class SessionRecords:
         try:
             value = self.rt.submit(instrument_id, "settings").result(timeout)
         except Exception as exc:
-            value = {"error": f"{type(exc).__name__}: {exc}"}
+            value = failed_settings(exc)
+        self.store_settings(instrument_id, reason, value)
+        return value
+
+    def store_settings(self, instrument_id: str, reason: str, value: Any) -> None:
+        """Store settings the caller asked for itself and write them out (``Lab``'s
+        ``settings()``, which raises a failure and stores it as :func:`failed_settings`)."""
         self._add_settings(instrument_id, reason, value)
         with self._lock:
             if self._started:
                 self.flush()
-        return value
 
     def _after_command(self, instrument_id: str, method: str) -> None:
         if changes_settings(method):

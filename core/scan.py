@@ -11,7 +11,9 @@ A points table has these columns, in this order:
 ``repeat``                      int64, which of the ``repeat`` readings at one point
 ``<mover>``                     the setpoint sent to each mover (its position unit)
 ``<mover>.readback``            where the mover reported it ended (``wait_until_done``)
-``<id>.<channel>``              the reading, in the channel's declared unit
+``<id>.<channel>``              the reading, in the channel's declared unit (an image's
+                                pixels flat, row-major; its shape is the field's
+                                metadata ``shape``, JSON ``[h, w]``)
 ``<id>.<channel>.requested_ns`` when the engine asked the instrument for the reading
 ``<id>.<channel>.answered_ns``  when the instrument answered: the sample's own
                                 timestamp, which the driver takes as the reply arrives
@@ -35,11 +37,12 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import itertools
+import json
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -62,6 +65,8 @@ READ_ATTEMPTS = 3
 POINTS_KEYS = {"run_id": pa.string(), "step": pa.int64(), "repeat": pa.int64()}
 #: How long a failed or interrupted scan waits for its movers to take ``stop``.
 HALT_S = 5.0
+#: Field metadata of an image's points column: the image's shape, as JSON (``[h, w]``).
+META_SHAPE = b"shape"
 
 
 class ScanError(RuntimeError):
@@ -166,7 +171,10 @@ def points_schema(rt: DualRuntimeManager, movers: Sequence[str],
                    pa.field(f"{m}.readback", pa.float64(), metadata=unit(u))]
     for iid, spec in reads:
         col = f"{iid}.{spec.name}"
-        fields += [pa.field(col, value_type(spec), metadata=unit(spec.unit)),
+        meta = unit(spec.unit)
+        if spec.kind == "image":  # its pixels flat (as the streams hold them): say the shape
+            meta[META_SHAPE] = json.dumps(list(spec.shape)).encode()
+        fields += [pa.field(col, value_type(spec), metadata=meta),
                    pa.field(f"{col}.requested_ns", pa.int64(), metadata=unit("ns")),
                    pa.field(f"{col}.answered_ns", pa.int64(), metadata=unit("ns"))]
     names = [f.name for f in fields]
@@ -324,12 +332,27 @@ def _wait_all(cmd: Commands, sent: Mapping[str, concurrent.futures.Future[Any]],
     return out
 
 
-def read_fresh(cmd: Commands, reads: Sequence[tuple[str, ChannelSpec]]) -> dict[str, Any]:
-    """One fresh sample of each channel, asked now from every instrument at once."""
+class Fresh(NamedTuple):
+    """One fresh sample: its value as :func:`samples_of` gives it, when it was asked for and
+    when the instrument answered (the sample's own timestamp)."""
+
+    value: Any
+    requested_ns: int
+    answered_ns: int
+
+
+def fresh_samples(cmd: Commands, reads: Sequence[tuple[str, ChannelSpec]]
+                  ) -> dict[tuple[str, str], Fresh]:
+    """One fresh sample of each channel (keyed ``(id, channel)``), asked now from every
+    instrument at once.
+
+    A ``read`` may come back without some of the channels (a v4 actor returns the channels
+    that have new samples): those instruments are asked again, up to :data:`READ_ATTEMPTS`
+    times, then it is a :class:`ScanError` naming the channels still missing."""
     wanted: dict[str, list[ChannelSpec]] = {}
     for iid, spec in reads:
         wanted.setdefault(iid, []).append(spec)
-    out: dict[str, Any] = {}
+    out: dict[tuple[str, str], Fresh] = {}
     missing = dict(wanted)
     for _ in range(READ_ATTEMPTS):
         requested = time.time_ns()
@@ -342,14 +365,25 @@ def read_fresh(cmd: Commands, reads: Sequence[tuple[str, ChannelSpec]]) -> dict[
                 if got is None:
                     still.setdefault(iid, []).append(spec)
                     continue
-                col = f"{iid}.{spec.name}"
-                out[col], out[f"{col}.answered_ns"] = got
-                out[f"{col}.requested_ns"] = requested
+                out[iid, spec.name] = Fresh(got[0], requested, got[1])
         missing = still
         if not missing:
             return out
     names = ", ".join(f"{i}.{c.name}" for i, cs in missing.items() for c in cs)
     raise ScanError(f"read returned no sample of {names} in {READ_ATTEMPTS} attempts")
+
+
+def read_fresh(cmd: Commands, reads: Sequence[tuple[str, ChannelSpec]]) -> dict[str, Any]:
+    """:func:`fresh_samples` as a points row's columns (see the module doc)."""
+    taken = fresh_samples(cmd, reads)
+    out: dict[str, Any] = {}
+    for iid, spec in reads:
+        col, fresh = f"{iid}.{spec.name}", taken[iid, spec.name]
+        # an image's column holds its pixels flat (its shape is in the field, points_schema)
+        out[col] = np.ravel(fresh.value).tolist() if spec.kind == "image" else fresh.value
+        out[f"{col}.requested_ns"] = fresh.requested_ns
+        out[f"{col}.answered_ns"] = fresh.answered_ns
+    return out
 
 
 def samples_of(result: Any) -> dict[str, tuple[Any, int]]:
@@ -369,15 +403,16 @@ def samples_of(result: Any) -> dict[str, tuple[Any, int]]:
 
 
 def _value(data: Any) -> Any:
-    if isinstance(data, Scalar):
-        return data.value
+    """A sample's value as plain Python, in its channel's shape: a Python number (numpy's
+    are not JSON, nor what bluesky's documents may hold), a list for a spectrum, nested
+    lists for an image (a flat list contradicted the ``[h, w]`` that describe() gives)."""
     if isinstance(data, Spectrum):
-        return np.asarray(data.values).ravel().tolist()
+        return np.asarray(data.values).tolist()
     if isinstance(data, Image):
-        return np.asarray(data.pixels).ravel().tolist()
-    if isinstance(data, np.ndarray):
-        return data.ravel().tolist()
-    return data.item() if isinstance(data, np.generic) else data
+        return np.asarray(data.pixels).tolist()
+    if isinstance(data, Scalar):
+        data = data.value
+    return data.tolist() if isinstance(data, np.ndarray | np.generic) else data
 
 
 class RoutinePoints:

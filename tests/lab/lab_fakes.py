@@ -1,5 +1,7 @@
 """A mover that refuses to pass a limit, in both flavors (the failure the scan must report),
-and a mover whose moves wait until the test lets them go (a run held at a known step)."""
+a mover whose moves wait until the test lets them go (a run held at a known step), and
+detectors that read unlike the demo's: a v4 one whose read has one channel at a time, a
+camera (an image and an integer count) and a meter whose settings query gets no reply."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from daqhub.instrument import DriverError, DriverTimeoutError, V2Instrument, V4Actor, now_ns
-from daqhub.measurement import ChannelSpec, Measurement, Scalar
+from daqhub.measurement import ChannelSpec, Image, Measurement, Scalar
 from daqhub.schema import build_batch
 from daqhub.specs import InstrumentType
 
@@ -135,6 +137,69 @@ class GatedV2(LimitedV2):
         super().move_absolute(position)
 
 
+#: the detectors below as a lab-file block: ``alternating`` (v4), ``camera`` and ``mute`` (v2)
+DETECTORS_TOML = '''
+[[v4.instruments]]
+id = "alternating"
+type = "test.alternating"
+poll_hz = 2
+
+[[v2.instruments]]
+id = "camera"
+type = "test.camera"
+poll_hz = 2
+
+[[v2.instruments]]
+id = "mute"
+type = "test.mute"
+poll_hz = 2
+'''
+PAIR = [ChannelSpec("a", "scalar", "V", "float64"), ChannelSpec("b", "scalar", "V", "float64")]
+
+
+class AlternatingV4(V4Actor):
+    """Each read has a new sample of one channel only, a and b in turn: a v4 read returns
+    one batch per channel that has new samples."""
+
+    reads = 0
+
+    async def read(self) -> list[pa.RecordBatch]:
+        self.reads += 1
+        return [build_batch(self.id, PAIR[self.reads % 2], [now_ns()],
+                            np.array([float(self.reads)]))]
+
+
+#: an image of this shape and a count of the frames taken (numpy's int64, as drivers give)
+FRAME_SHAPE = (2, 3)
+CAMERA = [ChannelSpec("frame", "image", "counts", "uint16", FRAME_SHAPE),
+          ChannelSpec("frames", "scalar", "", "int64")]
+
+
+def frame(n: int) -> np.ndarray:
+    """The camera's ``n``-th frame: 0 1 2 / 3 4 5, plus ``n``."""
+    return np.arange(6, dtype=np.uint16).reshape(FRAME_SHAPE) + n
+
+
+class CameraV2(V2Instrument):
+    frames = 0
+
+    def read(self) -> list[Measurement]:
+        self.frames += 1
+        t = now_ns()
+        return [Measurement(self.id, "frame", t, Image(frame(self.frames), "counts")),
+                Measurement(self.id, "frames", t, Scalar(np.int64(self.frames), ""))]
+
+
+class MuteV2(V2Instrument):
+    """A meter whose settings query gets no reply (its readings come)."""
+
+    def read(self) -> list[Measurement]:
+        return [Measurement(self.id, "position", now_ns(), Scalar(1.0, "mm"))]
+
+    def settings(self) -> dict[str, Any]:
+        raise DriverError(self.id, "CONF?", "no reply", code=5)
+
+
 def fake_types() -> list[InstrumentType]:
     limited = [InstrumentType("test.limited", flavor, "none", cls,  # type: ignore[arg-type]
                               CHANNELS, "a stage with a limit switch at 25 mm",
@@ -142,4 +207,10 @@ def fake_types() -> list[InstrumentType]:
                for flavor, cls in (("v2", LimitedV2), ("v4", LimitedV4))]
     return [*limited, InstrumentType("test.gated", "v2", "none", GatedV2, CHANNELS,
                                      "a stage whose moves wait for the test",
-                                     capabilities=("Motion",))]
+                                     capabilities=("Motion",)),
+            InstrumentType("test.alternating", "v4", "none", AlternatingV4, PAIR,
+                           "a detector whose read has one channel at a time"),
+            InstrumentType("test.camera", "v2", "none", CameraV2, CAMERA,
+                           "a camera: an image and a frame count"),
+            InstrumentType("test.mute", "v2", "none", MuteV2, CHANNELS,
+                           "a meter whose settings query gets no reply")]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from lab_fakes import LIMITED_TOML
+from lab_fakes import DETECTORS_TOML, FRAME_SHAPE, LIMITED_TOML, frame
 from lab_texts import optics_lab
 
 import daqhub
@@ -16,7 +18,7 @@ from daqhub.instrument import DriverError
 
 bluesky = pytest.importorskip("bluesky", reason="the [bluesky] extra is not installed")
 from bluesky import RunEngine  # noqa: E402
-from bluesky.plans import scan  # noqa: E402
+from bluesky.plans import count, scan  # noqa: E402
 from bluesky.utils import FailedStatus  # noqa: E402
 
 from daqhub.bluesky import LabMotor, devices  # noqa: E402
@@ -71,3 +73,53 @@ def test_a_failing_move_fails_the_status_with_the_driver_error(
     cause = err.value.__cause__
     assert type(cause) is DriverError
     assert str(cause) == "stage: 'PA30.0' [code 7]: limit switch hit"
+
+
+def run_count(RE: RunEngine, det: Any, n: int) -> list[tuple[str, dict[str, Any]]]:
+    docs: list[tuple[str, dict[str, Any]]] = []
+    RE(count([det], n), lambda name, doc: docs.append((name, doc)))
+    return docs
+
+
+def test_a_read_that_answers_some_channels_is_read_again(tmp_path: Path,
+                                                         host: PluginHost) -> None:
+    """A v4 read has the channels with new samples; an event without every described channel
+    aborted the plan (EventModelValidationError), where Lab.measure asked again."""
+    text = optics_lab(tmp_path, "v2", extra=DETECTORS_TOML)
+    with daqhub.open_lab(text, host=host, report=None, storage=False) as lab:
+        docs = run_count(RunEngine({}), devices(lab)["alternating"], 3)
+    events = [d for name, d in docs if name == "event"]
+    assert len(events) == 3
+    for e in events:
+        assert set(e["data"]) == {"alternating-a", "alternating-b"}
+        assert all(isinstance(v, float) for v in e["data"].values())
+
+
+def test_event_data_have_the_described_shape_and_are_json(tmp_path: Path,
+                                                          host: PluginHost) -> None:
+    """An image was a flat list of its pixels against the [h, w] described, and an integer
+    numpy's int64: json.dumps of the event failed."""
+    text = optics_lab(tmp_path, "v2", extra=DETECTORS_TOML)
+    with daqhub.open_lab(text, host=host, report=None, storage=False) as lab:
+        docs = run_count(RunEngine({}), devices(lab)["camera"], 2)
+    json.dumps(docs)
+    (descriptor,) = [d for name, d in docs if name == "descriptor"]
+    keys = descriptor["data_keys"]
+    assert tuple(keys["camera-frame"]["shape"]) == FRAME_SHAPE
+    assert keys["camera-frames"]["dtype"] == "integer"
+    for e in (d for name, d in docs if name == "event"):
+        n = e["data"]["camera-frames"]
+        assert type(n) is int
+        assert np.shape(e["data"]["camera-frame"]) == FRAME_SHAPE
+        assert np.array_equal(e["data"]["camera-frame"], frame(n))
+
+
+def test_settings_that_cannot_be_read_fail_the_configuration(tmp_path: Path,
+                                                             host: PluginHost) -> None:
+    """They came as a configuration key ``<name>-error``, the error its value."""
+    text = optics_lab(tmp_path, "v2", extra=DETECTORS_TOML)
+    with daqhub.open_lab(text, host=host, report=None, storage=False) as lab:
+        mute = devices(lab)["mute"]
+        with pytest.raises(DriverError, match=r"^mute: 'CONF\?' \[code 5\]: no reply$"):
+            asyncio.run(mute.read_configuration())
+
