@@ -29,6 +29,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol, TypeVar
 
@@ -170,6 +171,11 @@ class PortIO:
         return self._serial
 
 
+#: the ports open in this process, of any manager: a busy device one of them holds is named
+#: as another lab's here (a URL has no lock record to name its holder)
+_OPEN_HERE: weakref.WeakSet[SharedSerialPort] = weakref.WeakSet()
+
+
 class SharedSerialPort(SharedResource[PortIO]):
     """One serial port (or multi-drop bus) shared by every instrument that names it."""
 
@@ -204,6 +210,7 @@ class SharedSerialPort(SharedResource[PortIO]):
         self._serial = ser
         self._io = PortIO(ser, name)
         self._connected = True
+        _OPEN_HERE.add(self)
 
     def __repr__(self) -> str:
         state = "connected" if self._connected else "disconnected"
@@ -239,7 +246,9 @@ class SharedSerialPort(SharedResource[PortIO]):
             raise
         except _OPEN_ERRORS as exc:
             if _is_busy(exc):
-                who = ("another program (not a daqhub process: none holds its lock record)"
+                here = any(p.identity == self.identity and p is not self for p in _OPEN_HERE)
+                who = ("another lab (another serial manager) in this process" if here else
+                       "another program (not a daqhub process: none holds its lock record)"
                        if local else "a handle opened without the manager (a driver or tool "
                        "calling serial_for_url itself?)")
                 raise ResourceBusyError(
@@ -397,6 +406,7 @@ class SharedSerialPort(SharedResource[PortIO]):
             except Exception as exc:
                 log.debug("closing %s: %r", self.name, exc)
             self._release_record()
+            _OPEN_HERE.discard(self)
         return idle and stopped
 
 

@@ -118,6 +118,21 @@ def test_second_owner_is_refused_naming_the_first(
     assert other_mgr.port(dev.path).query(b"Qnext\n", terminator=b"\n") == b"Rnext"
 
 
+def test_a_url_another_lab_of_this_process_holds_is_named_so(
+        serial_mgr: SerialPortManager, other_mgr: SerialPortManager,
+        sim_url: Callable[..., str]) -> None:
+    """Two labs in one script on one simulated (or ser2net) URL: a URL has no lock record,
+    and the refusal blamed "a handle opened without the manager (a driver or tool calling
+    serial_for_url itself?)"."""
+    url = sim_url("esp300")
+    serial_mgr.port(url)
+    with pytest.raises(ResourceBusyError, match="in use by another lab .another serial "
+                                                "manager. in this process"):
+        other_mgr.port(url)
+    serial_mgr.close_all(5.0)
+    assert other_mgr.port(url).query(b"VE?\r", terminator=b"\r\n").startswith(b"ESP300")
+
+
 def test_a_program_holding_the_port_is_named_as_not_daqhub(
         serial_mgr: SerialPortManager, pty_device: Callable[..., PtyDevice]) -> None:
     dev = pty_device()
