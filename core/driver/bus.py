@@ -10,6 +10,12 @@ variable (plus futures for coroutines) wakes whoever waits for that address. A w
 whom nobody else is reading drains the line itself, in short transactions (:meth:`~BusRouter.
 pump`) that let other instruments' traffic through in between.
 
+An exchange holds the port only to write its command and while nobody else wants it; the
+rest of its wait is a collect's, so one address that stays silent does not hold up the
+others. A reply given up on may still come: the address then owes it (:meth:`BusRouter.owe`)
+and the next line of that address it matches is taken as that late reply, never as the answer
+to a later command.
+
 A driver's plans yield the bus steps (:class:`Exchange`, :class:`Send`, :class:`Collect`)
 besides the toolkit's; :class:`BusSession` is the flavor hook that runs them. Router methods
 named ``exchange``/``send``/``pump`` are transaction functions (they run with the port
@@ -19,6 +25,7 @@ held); the others only touch the router's own state.
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from collections import Counter, deque
@@ -27,6 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, TypeAlias
 
+from ..resources import ResourceEvent
 from ..specs import InstrumentContext
 from .session import Session, arun, run
 from .transaction import Pause, Transaction
@@ -40,6 +48,11 @@ TRUNCATION_GAP_S = 0.2
 GARBAGE_GRACE_S = 0.1
 #: Lines kept per address for nobody (stale or unsolicited) before the oldest are dropped.
 INBOX_DEPTH = 16
+#: How long a reply given up on is still looked for, in reply timeouts: it may come late, or
+#: never (answers get lost too, so a debt cannot keep an address out of step for good).
+OWED_TIMEOUTS = 10
+#: Link outages remembered per bus, for the timeout messages of replies lost in one.
+OUTAGES_KEPT = 8
 
 
 class BusIO(Protocol):
@@ -104,8 +117,12 @@ class BadLine:
 
 @dataclass(frozen=True)
 class Exchange:
-    """Write a command and read its immediate reply (one transaction). Result: the
-    reply line, or None."""
+    """Write a command and wait up to ``reply_timeout`` s for its immediate reply. Result:
+    the reply line, or None (the reply is then owed: :meth:`BusRouter.owe`).
+
+    The port is held to write, and to read only while nobody else queues for it; the rest
+    of the wait is a :class:`Collect`'s, so a silent address does not hold up the others.
+    """
 
     expect: Expectation
     reply_timeout: float
@@ -134,6 +151,28 @@ class Collect:
     timeout: float
 
 
+@dataclass(frozen=True)
+class Asked:
+    """An exchange's command on the wire: what answers it, when it was written, and until
+    when its reply is awaited."""
+
+    expect: Expectation
+    at: float
+    deadline: float
+
+
+@dataclass(frozen=True)
+class _Debt:
+    """A reply given up on, looked for until ``until`` (monotonic)."""
+
+    expect: Expectation
+    until: float
+
+
+def _nobody() -> int:
+    return 0
+
+
 Step: TypeAlias = Exchange | Send | Collect | Pause
 
 
@@ -153,9 +192,15 @@ class BusRouter:
     :meth:`unsolicited`, :attr:`end` and :attr:`max_line`. ``stats`` counts what a bus health
     check wants to see: ``lines`` read, ``taken`` by their waiter, ``routed`` (read by one
     address's transaction, filed for another), ``stale`` (left unclaimed and dropped at the
-    address's next command, or an unfinished line nobody waits for, below), ``garbled``,
-    ``truncated``, ``unsolicited`` (lines no command asked for, e.g. a handset move's) and
-    ``overflow``.
+    address's next command, a late reply an address owed, or an unfinished line nobody
+    waits for, below), ``garbled``, ``truncated``, ``unsolicited`` (lines no command asked
+    for, e.g. a handset move's) and ``overflow``.
+
+    A reply given up on (an exchange's that did not come in time, a move's end its driver
+    stopped waiting for) leaves its address owing it (:meth:`owe`): the first line of that
+    address it matches (:meth:`late_reply`) is that reply coming late, counted ``stale`` and
+    never filed, so it cannot answer a later command of the same kind. A debt ends there,
+    at its expiry, or at a line that shows the address is in step again (:meth:`in_step`).
 
     Bytes without an end of line yet are joined with the bytes read next: one reply often
     arrives in several reads, and its waiter may give up (getting them as a truncated reply)
@@ -195,6 +240,9 @@ class BusRouter:
         self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._owners: dict[str, str] = {}
         self._damage: deque[tuple[float, BadLine]] = deque(maxlen=8)
+        self._debts: dict[str, _Debt] = {}
+        self._absorbed_at: dict[str, float] = {}  # when a debt of the address last took a line
+        self._outages: deque[list[float]] = deque(maxlen=OUTAGES_KEPT)  # [lost, back or inf]
         self.stats: Counter[str] = Counter()
 
     def __repr__(self) -> str:
@@ -212,6 +260,21 @@ class BusRouter:
 
     def unsolicited(self, line: Any) -> bool:
         """Whether a well-formed line is one no command asks for (counted, then filed)."""
+        return False
+
+    def late_reply(self, expect: Expectation, line: Any) -> bool:
+        """Whether ``line`` is the reply to ``expect``, owed since its waiter gave up."""
+        return expect.matches(line)
+
+    def owes_reply(self, expect: Expectation) -> bool:
+        """Whether a reply given up on leaves a debt; not for a command whose reply answers
+        no other (a late one harms nobody), the kind a driver asks to get back in step."""
+        return True
+
+    def in_step(self, line: Any) -> bool:
+        """Whether ``line`` shows its address has answered everything asked before it (the
+        reply to a query only it answers, from a device that answers in order): what the
+        address owed came before it, or was lost, so its debt ends."""
         return False
 
     # ------------------------------------------------------------------ ownership
@@ -267,6 +330,73 @@ class BusRouter:
         with self._cond:
             return [bad.describe() for t, bad in self._damage if t >= since]
 
+    # ------------------------------------------------------------------ replies owed
+    def owe(self, expect: Expectation, until: float) -> None:
+        """``expect``'s reply was given up on: look for it until ``until`` (monotonic; inf for
+        a move's end, which comes whenever the motion ends). One debt per address: a newer
+        one replaces it."""
+        with self._cond:
+            self._debts[expect.address] = _Debt(expect, until)
+
+    def owed(self, address: str) -> Expectation | None:
+        """The reply ``address`` still owes (its expectation), or None."""
+        with self._cond:
+            debt = self._debts.get(address)
+            if debt is not None and time.monotonic() >= debt.until:
+                del self._debts[address]
+                debt = None
+            return None if debt is None else debt.expect
+
+    def give_up(self, asked: Asked, partial: BadLine | None = None) -> BadLine | None:
+        """An exchange's reply did not come by its deadline. It gets garbage that no address
+        claimed since its command (maybe its reply, damaged), else ``partial`` (the start of
+        its reply, read with the port held), else nothing: the reply is then owed, unless a
+        debt of the address took a line meanwhile (which may have been this reply: owing
+        again would keep the address out of step for good)."""
+        garbage = self._garbage_since(asked.at)
+        if garbage is not None or partial is not None:
+            return garbage or partial
+        address = asked.expect.address
+        with self._cond:
+            absorbed = self._absorbed_at.get(address, -math.inf) >= asked.at
+        if self.owes_reply(asked.expect) and not absorbed:
+            self.owe(asked.expect, time.monotonic() + OWED_TIMEOUTS * (asked.deadline - asked.at))
+        return None
+
+    def reply_deadline(self, asked: Asked) -> float:
+        """When an exchange stops waiting: its deadline, or soon after garbage nobody claims
+        (``GARBAGE_GRACE_S``: it may be this reply damaged, or noise before it)."""
+        with self._cond:
+            for t, bad in self._damage:
+                if t >= asked.at and bad.address is None:
+                    return min(asked.deadline, t + GARBAGE_GRACE_S)
+        return asked.deadline
+
+    def _garbage_since(self, since: float) -> BadLine | None:
+        with self._cond:
+            return next((bad for t, bad in self._damage if t >= since and bad.address is None),
+                        None)
+
+    # ------------------------------------------------------------------ the link
+    def port_event(self, event: ResourceEvent) -> None:
+        """Listener of the port's disconnect/reconnect events: replies sent while the link was
+        down are lost, and a timeout message should say so (:meth:`outages_since`)."""
+        now = time.monotonic()
+        with self._cond:
+            if event.kind == "disconnected":
+                self._outages.append([now, math.inf])
+            elif self._outages and self._outages[-1][1] == math.inf:
+                self._outages[-1][1] = now
+
+    def outages_since(self, since: float) -> list[str]:
+        """When the link was down since ``since`` (monotonic), as text for timeout messages
+        ("went down 2.1 s in and was back 0.7 s later"; down from when the port noticed)."""
+        with self._cond:
+            spans = [(lost, back) for lost, back in self._outages if back >= since]
+        return [f"went down {max(0.0, lost - since):.1f} s in and "
+                + ("is not back yet" if back == math.inf else f"was back {back - lost:.1f} s later")
+                for lost, back in spans]
+
     # ------------------------------------------------------------------ transaction functions
     def send(self, io: BusIO, command: BusCommand, drop_stale: bool = True) -> None:
         """Write a command whose reply is collected later (a move)."""
@@ -275,73 +405,79 @@ class BusRouter:
             io.write(command.wire())
 
     def exchange(self, io: BusIO, expect: Expectation, reply_timeout: float,
-                 drop_stale: bool = True) -> Any:
-        """Write a command and read until its reply is filed; None if none came in time.
+                 drop_stale: bool = True, others_waiting: Callable[[], int] = _nobody,
+                 budget: float = math.inf) -> Any:
+        """Write a command and read until its reply is filed.
 
-        A garbled line that names no address may be this command's damaged
-        reply, or noise before it: the reply is awaited a little longer
-        (``GARBAGE_GRACE_S``) and the garbage returned only if none comes.
-        ``drop_stale`` forgets what the address said before (nobody waits for
-        it); not while a move of that address is pending, whose end may already
-        be filed.
+        Returns the reply; None once ``reply_timeout`` passed without one (:meth:`give_up`:
+        a garbled line that names no address may be this command's damaged reply, or noise
+        before it, so the reply is awaited ``GARBAGE_GRACE_S`` longer and the garbage
+        returned only if none comes); or an :class:`Asked` when other transactions queued
+        for the port, or ``budget`` s passed, first: the caller waits for the rest
+        (:class:`BusSession` does, like a :class:`Collect`). ``drop_stale`` forgets what
+        the address said before (nobody waits for it); not while a move of that address is
+        pending, whose end may already be filed.
         """
         command = expect.command
         with self._port_io():
             self._prepare(io, command, drop_stale)
-            with self._cond:
-                self._reading = True
-                self._reading_for = expect.address
+            self._begin_reading(expect.address)
             try:
                 io.write(command.wire())
-                deadline = time.monotonic() + reply_timeout
-                orphan: BadLine | None = None
-                while True:
-                    with self._cond:
-                        line = self._take_locked(expect)
-                    if line is not None:
-                        return line
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return orphan or self._partial_reply(expect.address)
-                    orphans = self._read_once(io, min(remaining, READ_SLICE_S))
-                    if orphans and orphan is None:
-                        orphan = orphans[0]
-                        deadline = min(deadline, time.monotonic() + GARBAGE_GRACE_S)
+                now = time.monotonic()
+                asked = Asked(expect, now, now + reply_timeout)
+                return self._read(io, expect, now + budget, others_waiting, asked)
             finally:
                 self._done_reading()
 
     def pump(self, io: BusIO, expect: Expectation, budget: float,
-             others_waiting: Callable[[], int]) -> Any:
+             others_waiting: Callable[[], int], asked: Asked | None = None) -> Any:
         """Read the bus for up to ``budget`` s on behalf of a waiter; its reply or None.
 
         Returns early once other transactions queue for the port (and no reply is
         half-read), so a long wait never delays other instruments by more than one
-        read slice.
+        read slice. For an exchange's wait (``asked``), "not yet" is ``asked`` itself, and
+        None that it gave up (as :meth:`exchange`).
         """
         with self._cond:
             line = self._take_locked(expect)
             if line is not None:
                 return line
-            self._reading = True
-            self._reading_for = expect.address
+        self._begin_reading(expect.address)
         try:
             with self._port_io():
-                deadline = time.monotonic() + budget
-                while True:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return None
-                    self._read_once(io, min(remaining, READ_SLICE_S))
-                    with self._cond:
-                        line = self._take_locked(expect)
-                    if line is not None:
-                        return line
-                    if not self._partial and others_waiting() > 0:
-                        return None
+                return self._read(io, expect, time.monotonic() + budget, others_waiting, asked)
         finally:
             self._done_reading()
 
     # ------------------------------------------------------------------ internals
+    def _read(self, io: BusIO, expect: Expectation, until: float,
+              others_waiting: Callable[[], int], asked: Asked | None) -> Any:
+        """Read (the port held) until ``expect``'s reply is filed, ``until``, or others queue
+        with no line half-read; then ``asked`` (not yet). An exchange's wait (``asked``)
+        that reaches its deadline here gives up with the port held (:meth:`give_up`)."""
+        while True:
+            with self._cond:
+                line = self._take_locked(expect)
+            if line is not None:
+                return line
+            now = time.monotonic()
+            stop = until
+            if asked is not None:
+                give_up = self.reply_deadline(asked)
+                if now >= give_up:
+                    return self.give_up(asked, self._partial_reply(expect.address))
+                stop = min(stop, give_up)
+            if now >= stop:
+                return asked
+            self._read_once(io, min(stop - now, READ_SLICE_S))
+            with self._cond:
+                line = self._take_locked(expect)
+            if line is not None:
+                return line
+            if not self._partial and others_waiting() > 0:
+                return asked
+
     @contextmanager
     def _port_io(self) -> Iterator[None]:
         """The I/O of a transaction function. An exception out of it is the port failing
@@ -385,24 +521,23 @@ class BusRouter:
             with self._cond:
                 self._drop_locked(command)
 
-    def _read_once(self, io: BusIO, timeout: float) -> list[BadLine]:
-        """Read at most one line (or time out) and file it; returns orphan garbage."""
+    def _read_once(self, io: BusIO, timeout: float) -> None:
+        """Read at most one line (or time out) and file it."""
         if io.timeout != timeout:
             io.timeout = timeout  # a real port reprograms termios on every assignment
         t0 = time.monotonic()
         data = io.read_until(self.end, self.max_line)
         if data:
-            return self._absorb(data)
-        if self._partial:
+            self._absorb(data)
+        elif self._partial:
             self._silent_s += time.monotonic() - t0
             if self._silent_s >= TRUNCATION_GAP_S:
                 lines = self._pieces(bytes(self._partial), ended=False)
                 self._partial.clear()
                 self._silent_s = 0.0
-                return self._file(lines) if lines else []
-        return []
+                self._file(lines)
 
-    def _absorb(self, data: bytes) -> list[BadLine]:
+    def _absorb(self, data: bytes) -> None:
         """Add bytes read; file every line they complete."""
         self._silent_s = 0.0
         self._partial += data
@@ -418,7 +553,7 @@ class BusRouter:
             lines.append(BadLine(None, bytes(self._partial), "garbled"))
             self._partial.clear()
             self._aside = 0
-        return self._file(lines) if lines else []
+        self._file(lines)
 
     def _pieces(self, raw: bytes, ended: bool) -> list[Any]:
         """The lines to file from ``raw``: bytes read up to an end of line (``ended``), or
@@ -451,19 +586,25 @@ class BusRouter:
             self.stats[line.reason] += 1
             self._damage.append((now, line))
 
-    def _file(self, lines: list[Any]) -> list[BadLine]:
-        orphans: list[BadLine] = []
+    def _file(self, lines: list[Any]) -> None:
+        """File lines in their address's inbox; a late reply an address owes is counted
+        instead (class doc); garbage that names no address is only counted (an exchange
+        waiting meanwhile may get it: :meth:`give_up`)."""
+        if not lines:
+            return
         now = time.monotonic()
         with self._cond:
             for line in lines:
                 self._count_locked(line, now)
-                if isinstance(line, BadLine):
-                    if line.address is None:
-                        orphans.append(line)
-                        continue
-                elif self.unsolicited(line):
-                    self.stats["unsolicited"] += 1
                 address = line.address
+                if address is None:
+                    continue  # garbage no address claims (in _damage)
+                if not isinstance(line, BadLine) and self.unsolicited(line):
+                    self.stats["unsolicited"] += 1
+                if self.in_step(line):
+                    self._debts.pop(address, None)
+                elif self._owed_locked(address, line, now):
+                    continue
                 if self._reading_for is not None and address != self._reading_for:
                     self.stats["routed"] += 1  # read by one instrument, filed for another
                 box = self._inbox.setdefault(address, deque(maxlen=INBOX_DEPTH))
@@ -471,7 +612,21 @@ class BusRouter:
                     self.stats["overflow"] += 1
                 box.append(line)
             self._bump_locked()
-        return orphans
+
+    def _owed_locked(self, address: str, line: Any, now: float) -> bool:
+        """Whether ``line`` is the late reply ``address`` owes (then counted, not filed)."""
+        debt = self._debts.get(address)
+        if debt is None:
+            return False
+        if now >= debt.until:
+            del self._debts[address]
+            return False
+        if not self.late_reply(debt.expect, line):
+            return False
+        del self._debts[address]
+        self._absorbed_at[address] = now
+        self.stats["stale"] += 1
+        return True
 
     def _take_locked(self, expect: Expectation) -> Any:
         """Remove and return the first line answering ``expect``.
@@ -505,6 +660,11 @@ class BusRouter:
         if len(self._partial) > self._aside and \
                 self.truncated(bytes(self._partial[self._aside:])).address in addresses:
             self._aside = len(self._partial)
+
+    def _begin_reading(self, address: str) -> None:
+        with self._cond:
+            self._reading = True
+            self._reading_for = address
 
     def _done_reading(self) -> None:
         with self._cond:
@@ -546,10 +706,11 @@ class BusSession(Session):
     """A session on a multi-drop bus: runs the router's steps as well as the toolkit's.
 
     ``router_class`` is the protocol's :class:`BusRouter`; one is shared per port (under
-    ``router_key``) by every instrument on it, of either flavor. An :class:`Exchange` or
-    :class:`Send` is one transaction; a :class:`Collect` is a plan of its own (:meth:`collect`)
-    whose only flavor-specific step is the wait on the router (a condition variable in v2,
-    a future in v4).
+    ``router_key``) by every instrument on it, of either flavor, and told of the port's
+    disconnects. A :class:`Send` is one transaction; an :class:`Exchange` (:meth:`ask`) is one
+    to write (and read while nobody else wants the port), then a wait like a
+    :class:`Collect`'s (:meth:`collect`), whose only flavor-specific step is the wait on the
+    router (a condition variable in v2, a future in v4).
     """
 
     router_class: ClassVar[type[BusRouter]] = BusRouter
@@ -558,55 +719,82 @@ class BusSession(Session):
     def __init__(self, ctx: InstrumentContext) -> None:
         super().__init__(ctx)
         port = self.resource
+
+        def new_router() -> BusRouter:
+            router = self.router_class(port.name)
+            port.add_listener(router.port_event)
+            return router
+
         self.router: BusRouter = port.shared(self.router_key or self.router_class.__qualname__,
-                                             lambda: self.router_class(port.name))
+                                             new_router)
         self.lock_timeout: float = port.default_timeout
 
     def step_command(self, step: Any) -> str:
         return command_of(step) if isinstance(step, Exchange | Send | Collect) else \
             super().step_command(step)
 
-    def transaction(self, step: Exchange | Send) -> Transaction[Any]:
-        router, text = self.router, command_of(step)
-        if isinstance(step, Exchange):
-            return Transaction(text, urgent=step.urgent,
-                               timeout=self.lock_timeout + step.reply_timeout,
-                               fn=lambda io: router.exchange(io, step.expect, step.reply_timeout,
-                                                             step.drop_stale))
-        return Transaction(text, urgent=step.urgent, timeout=self.lock_timeout,
+    def _others_waiting(self) -> int:
+        return self.resource.gate.queue_depth  # type: ignore[no-any-return]
+
+    def send(self, step: Send) -> Transaction[Any]:
+        router = self.router
+        return Transaction(command_of(step), urgent=step.urgent, timeout=self.lock_timeout,
                            fn=lambda io: router.send(io, step.command, step.drop_stale))
 
-    def _pump(self, expect: Expectation, remaining: float) -> Transaction[Any]:
-        """A short read of the bus on behalf of a waiter nobody else is reading for."""
-        budget = min(max(remaining, PEEK_S), PUMP_BUDGET_S)
-        router, gate = self.router, self.resource.gate
-        return Transaction(expect.command.text, timeout=self.lock_timeout + budget,
-                           fn=lambda io: router.pump(io, expect, budget,
-                                                     lambda: gate.queue_depth))
+    def ask(self, step: Exchange) -> Generator[Any, Any, Any]:
+        """An :class:`Exchange`: write the command and read while nobody else wants the port
+        (at most ``PUMP_BUDGET_S``); wait for the rest of the reply as :meth:`collect` does."""
+        router, others = self.router, self._others_waiting
+        budget = min(step.reply_timeout, PUMP_BUDGET_S)
+        result = yield Transaction(
+            command_of(step), urgent=step.urgent, timeout=self.lock_timeout + budget,
+            fn=lambda io: router.exchange(io, step.expect, step.reply_timeout, step.drop_stale,
+                                          others, budget))
+        if isinstance(result, Asked):
+            result = yield from self._wait(result.expect, result.deadline, result)
+        return result
 
     def collect(self, step: Collect) -> Generator[Any, Any, Any]:
         """The wait for a deferred reply: on the router while someone else reads the bus,
         else reading it in short transactions; the line, or None at the deadline."""
-        deadline = time.monotonic() + step.timeout
-        pumped = False
+        return (yield from self._wait(step.expect, time.monotonic() + step.timeout, None))
+
+    def _wait(self, expect: Expectation, deadline: float,
+              asked: Asked | None) -> Generator[Any, Any, Any]:
+        """Wait for ``expect``'s line until ``deadline``; for an exchange (``asked``, whose
+        transaction already read) giving up at its end as :meth:`BusRouter.give_up` says."""
+        router = self.router
+        pumped = asked is not None
         while True:
-            line, version, reading = self.router.poll(step.expect)
+            line, version, reading = router.poll(expect)
             if line is not None:
                 return line
+            if asked is not None:
+                deadline = router.reply_deadline(asked)
             remaining = deadline - time.monotonic()
             if remaining <= 0 and (pumped or reading):
-                return None
+                return None if asked is None else router.give_up(asked)
             if reading:
                 yield _Wait(version, min(remaining, PUMP_BUDGET_S))
                 continue
             pumped = True
-            line = yield self._pump(step.expect, remaining)
-            if line is not None:
+            line = yield self._pump(expect, remaining, asked)
+            if line is not asked:
                 return line
 
+    def _pump(self, expect: Expectation, remaining: float,
+              asked: Asked | None) -> Transaction[Any]:
+        """A short read of the bus on behalf of a waiter nobody else is reading for."""
+        budget = min(max(remaining, PEEK_S), PUMP_BUDGET_S)
+        router, others = self.router, self._others_waiting
+        return Transaction(expect.command.text, timeout=self.lock_timeout + budget,
+                           fn=lambda io: router.pump(io, expect, budget, others, asked))
+
     def run_step(self, step: Any) -> Any:
-        if isinstance(step, Exchange | Send):
-            step = self.transaction(step)
+        if isinstance(step, Send):
+            step = self.send(step)
+        elif isinstance(step, Exchange):
+            return run(self, self.ask(step))
         elif isinstance(step, Collect):
             return run(self, self.collect(step))
         elif isinstance(step, _Wait):
@@ -614,8 +802,10 @@ class BusSession(Session):
         return super().run_step(step)
 
     async def arun_step(self, step: Any) -> Any:
-        if isinstance(step, Exchange | Send):
-            step = self.transaction(step)
+        if isinstance(step, Send):
+            step = self.send(step)
+        elif isinstance(step, Exchange):
+            return await arun(self, self.ask(step))
         elif isinstance(step, Collect):
             return await arun(self, self.collect(step))
         elif isinstance(step, _Wait):

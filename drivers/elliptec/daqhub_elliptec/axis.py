@@ -15,7 +15,16 @@ position with ``moving=True``.
 A move that fails while only polls are watching it keeps its error, which the
 next motion call (``wait_until_done``, ``is_moving``, ``move_*``, ``home``,
 ``jog_*``) raises once: a failure is never dropped, and a poll never raises
-for a move it did not start.
+for a move it did not start. After a failed move the position is unknown
+(``pulses`` None) until the module is asked again.
+
+A reply the driver gave up on may still come: a query's that timed out, or the
+end of a move that outran its timeout (the module, still moving, answers a new
+move with ``GS09`` and never runs it). The router then holds the address as
+owing that reply (:meth:`~daqhub.driver.bus.BusRouter.owe`) and takes the late
+line as it, never as a later command's answer; and before anything else is sent
+to the address, :meth:`Axis._caught_up` asks ``in`` until the module answers
+it, waiting out an earlier move still running (``GS09``) or refusing to send.
 """
 
 from __future__ import annotations
@@ -25,7 +34,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from daqhub.driver import DriverError, DriverTimeoutError, Pause, Plan, checked_wait
+from daqhub.driver import (
+    DriverDisconnectedError,
+    DriverError,
+    DriverTimeoutError,
+    Pause,
+    Plan,
+    checked_wait,
+)
 from daqhub.driver.bus import Collect, Exchange, Send
 
 from . import status
@@ -146,6 +162,9 @@ class Axis:
         """
         yield from self._idle()
         self._not_isolated(command)
+        # `in` needs no `in` first: its own IN ends what the address owes (the router's rule)
+        if command.reply != "IN" and not (yield from self._caught_up(command, self.busy_timeout)):
+            raise self._still_busy(command, self.busy_timeout)
         busy_since: float | None = None
         retry = 0
         while True:
@@ -180,6 +199,8 @@ class Axis:
         """The module's status code, without raising for it (reading clears a sticky error)."""
         yield from self._idle()
         command = self._command("gs")
+        if not (yield from self._caught_up(command, 0.0)):
+            return status.BUSY
         line = yield Exchange(Expectation(command), self.options.reply_timeout)
         if isinstance(line, Frame) and line.status is not None:
             return line.status
@@ -310,9 +331,12 @@ class Axis:
         meanwhile, so polls report the last known position and commands are refused."""
         if isinstance(minutes, bool) or not isinstance(minutes, int) or not 1 <= minutes <= 255:
             raise ValueError(f"{self.id}: isolate takes whole minutes 1-255, got {minutes!r}")
+        command = self._command("is", f"{minutes:02X}")
         yield from self._idle()
-        self._not_isolated(self._command("is"))
-        yield Send(self._command("is", f"{minutes:02X}"))
+        self._not_isolated(command)
+        if not (yield from self._caught_up(command, self.busy_timeout)):
+            raise self._still_busy(command, self.busy_timeout)
+        yield Send(command)
         self.isolated_until = time.monotonic() + 60.0 * minutes
 
     def _not_isolated(self, command: Command) -> None:
@@ -447,18 +471,68 @@ class Axis:
         self.check(command, line, self.options.reply_timeout)
 
     def _start(self, command: Command, timeout: float | None = None) -> Plan[None]:
+        limit = self.options.move_timeout if timeout is None else timeout
         yield from self._idle()
         self._not_isolated(command)
         self._take_failure()
-        yield Send(command)
+        if not (yield from self._caught_up(command, limit)):
+            raise self._still_busy(command, limit)
+        expect = Expectation(command)
+        try:
+            yield Send(command)
+        except DriverError:
+            # Written or not, nobody can tell: the module may be moving now.
+            self.pulses = None
+            self.router.owe(expect, math.inf)
+            raise
         now = time.monotonic()
-        limit = self.options.move_timeout if timeout is None else timeout
-        self.pending = Pending(Expectation(command), now, now + limit)
+        self.pending = Pending(expect, now, now + limit)
 
     def _idle(self) -> Plan[None]:
         """Let a pending move end first (bounded by its own deadline)."""
         while self.pending is not None:
             yield from self._settle(self.pending.deadline - time.monotonic())
+
+    def _caught_up(self, command: Command, limit: float) -> Plan[bool]:
+        """Whether ``command`` may be sent: the module has answered all the driver gave up on.
+
+        While the router says the address owes a reply (module doc), ``in`` is asked: its IN
+        answers nothing else and the module answers in order, so once IN comes everything it
+        owed came before (taken as late) or was lost, and the router ends the debt. ``GS09``
+        (busy: an earlier move still running) is asked again until ``limit`` s have passed,
+        False then. Silence raises a timeout naming ``command``, which was not sent.
+        """
+        owed = self.router.owed(self.address)
+        deadline = time.monotonic() + limit
+        retry = 0
+        while owed is not None:
+            line = yield Exchange(Expectation(self._command("in", reply="IN")),
+                                  self.options.reply_timeout)
+            if self.router.owed(self.address) is None:  # IN, or the late reply, came
+                return True
+            if line is None:
+                raise DriverTimeoutError(
+                    self.id, command.text,
+                    f"no reply from address {self.address} to 'in' within "
+                    f"{self.options.reply_timeout:.2f} s (asked first, since its reply to "
+                    f"{owed.command.text!r} was given up on and may still come); not sent")
+            if time.monotonic() >= deadline:
+                return False
+            yield Pause(_BUSY_RETRY_S[min(retry, len(_BUSY_RETRY_S) - 1)])
+            retry += 1
+            owed = self.router.owed(self.address)
+        return True
+
+    def _still_busy(self, command: Command, waited: float) -> DriverError:
+        """The refusal of a command the module was too busy to take (never sent)."""
+        owed = self.router.owed(self.address)
+        what = f"still busy (GS09) after {waited:.1f} s of retries"
+        if isinstance(owed, Expectation) and owed.command.deferred:
+            what = (f"still running an earlier move ({owed.command.text!r}, given up on) "
+                    f"after waiting {waited:.1f} s")
+        return DriverError(self.id, command.text,
+                           f"module at address {self.address} {what}; {command.text!r} was "
+                           f"not sent", status.code_text(status.BUSY))
 
     def _settle(self, timeout: float) -> Plan[None]:
         """Collect the pending move's end if it arrives within ``timeout``."""
@@ -466,23 +540,34 @@ class Axis:
         if pending is None:
             return
         wait = max(0.0, min(timeout, pending.deadline - time.monotonic()))
-        line = yield Collect(pending.expect, wait)
+        try:
+            line = yield Collect(pending.expect, wait)
+        except DriverDisconnectedError:
+            self.pulses = None  # its end may come while the link is down: ask again after
+            raise
         if line is None:
             if time.monotonic() < pending.deadline:
                 return
             self.pending = None
-            self.failure = self._move_timeout(pending)
+            self._failed(self._move_timeout(pending))
+            self.router.owe(pending.expect, math.inf)  # the module may still be moving
             return
         self.pending = None
         try:
             frame = self.check(pending.command, line, time.monotonic() - pending.started)
         except DriverError as err:
-            self.failure = err
+            self._failed(err)
             if err.code is not None:
                 yield from self._clear_status()
             return
         # a move ends with PO and where it got to; a frequency search with GS00 (moved, maybe)
         self.pulses = from_hex32(frame.data) if frame.mnemonic == "PO" else None
+
+    def _failed(self, err: DriverError) -> None:
+        """A move failed: keep its error for the next motion call; where the module got to
+        is unknown, so the next position is asked, not the one from before the move."""
+        self.failure = err
+        self.pulses = None
 
     def _move_timeout(self, pending: Pending) -> DriverTimeoutError:
         notes = []
@@ -493,6 +578,10 @@ class Axis:
         damage = self.router.damage_since(pending.started)
         if damage:
             notes.append(f"damaged lines on the bus meanwhile: {'; '.join(damage)}")
+        outages = self.router.outages_since(pending.started)
+        if outages:
+            notes.append(f"the link to the bus {', then '.join(outages)}: the end may have "
+                         f"been sent while it was down")
         extra = f" ({'; '.join(notes)})" if notes else ""
         return DriverTimeoutError(
             self.id, pending.command.text,
@@ -515,12 +604,13 @@ class Axis:
         return self.position_units()
 
     def is_moving(self) -> Plan[bool]:
-        """Whether a move is still in flight (raises how a finished one failed)."""
+        """Whether a move is still in flight (raises how a finished one failed); after one
+        given up on, whether the module still answers busy."""
         yield from self._settle(0.0)
         if self.pending is not None:
             return True
         self._take_failure()
-        return False
+        return not (yield from self._caught_up(self._command("in", reply="IN"), 0.0))
 
     def position(self) -> Plan[float]:
         """Current position; during a move, the last known one (the module is not asked)."""

@@ -140,6 +140,14 @@ def _is_head(text: str) -> bool:
             and text[1:3] == text[1:3].upper())
 
 
+def _starts_like_reply(text: str) -> bool:
+    """The start of a reply, however short: an address char and an upper-case letter (every
+    reply mnemonic starts with one), then a head as :func:`_is_head` says. A reply cut to
+    its first two bytes (``0P``) is still known to be address 0's."""
+    return (len(text) >= 2 and text[0] in ADDRESSES and "A" <= text[1] <= "Z"
+            and (len(text) == 2 or _is_head(text)))
+
+
 def _frame(text: str, raw: bytes, strict: bool) -> Frame | None:
     if not _is_head(text):
         return None
@@ -162,10 +170,13 @@ def _frame(text: str, raw: bytes, strict: bool) -> Frame | None:
 def parse_line(raw: bytes) -> list[Line]:
     """Parse one line read up to ``<LF>`` into replies and damaged pieces.
 
-    A line that is not one reply is split at the leftmost position from which
-    the rest is a well-formed reply of a known mnemonic; the head becomes a
-    :class:`BadLine` (``truncated`` if it starts like a reply, else
-    ``garbled``). Without such a position the whole line is ``garbled``.
+    A line is one reply of a known mnemonic, or else is split at the leftmost position
+    from which the rest is one (the head becomes a :class:`BadLine`: ``truncated`` if it
+    starts like a reply, else ``garbled``). Only then is a line taken whole as a reply of a
+    mnemonic this driver does not know: a reply cut to its first bytes followed by another
+    module's complete one (``0P`` + ``1PO0000001F``) reads as one such reply (``0P1...``),
+    which would swallow the good reply and hide the damage. Otherwise the whole line is
+    ``garbled``.
     """
     body = raw.rstrip(b"\r\n")
     if not body:
@@ -174,7 +185,7 @@ def parse_line(raw: bytes) -> list[Line]:
         text = body.decode("ascii")
     except UnicodeDecodeError:
         text = body.decode("ascii", errors="replace")
-    whole = _frame(text, raw, strict=False)
+    whole = _frame(text, raw, strict=True)
     if whole is not None:
         return [whole]
     for i in range(1, len(text) - 2):
@@ -182,11 +193,14 @@ def parse_line(raw: bytes) -> list[Line]:
         if found is not None:
             head = text[:i]
             return [_damaged(head, body[:i], "truncated"), found]
+    unknown = _frame(text, raw, strict=False)
+    if unknown is not None:
+        return [unknown]
     return [_damaged(text, body, "garbled")]
 
 
 def _damaged(text: str, raw: bytes, reason: str) -> BadLine:
-    if _is_head(text):
+    if _starts_like_reply(text):
         return BadLine(text[0], raw, reason)
     return BadLine(None, raw, "garbled")
 

@@ -66,7 +66,10 @@ class Expectation:
 
 class BusRouter(bus.BusRouter):
     """Lines of an Elliptec bus: ``<CR><LF>``-terminated, parsed strictly (:mod:`.frames`);
-    ``BS``/``BO`` are a handset's moves, which no command asked for."""
+    ``BS``/``BO`` are a handset's moves, which no command asked for. ``IN`` answers ``in``
+    alone, so a late one harms nobody and owes nothing, and a module answers in order, so an
+    ``IN`` ends what its address owed: ``in`` is how the driver gets an address back in step
+    (:mod:`.axis`)."""
 
     max_line = 256  # the longest reply (IN) is 35 bytes
 
@@ -78,3 +81,15 @@ class BusRouter(bus.BusRouter):
 
     def unsolicited(self, line: Any) -> bool:
         return isinstance(line, Frame) and line.mnemonic in ("BS", "BO")
+
+    def late_reply(self, expect: Any, line: Any) -> bool:
+        """Never ``GS09``: busy says nothing a late reply could, and one coming now is more
+        likely the module telling a later command (the sync's ``in``) it is busy."""
+        busy = isinstance(line, Frame) and line.status == status.BUSY
+        return not busy and bool(expect.matches(line))
+
+    def owes_reply(self, expect: Any) -> bool:
+        return bool(expect.command.reply != "IN")
+
+    def in_step(self, line: Any) -> bool:
+        return isinstance(line, Frame) and line.mnemonic == "IN"

@@ -65,6 +65,18 @@ def test_a_truncated_reply_glued_to_the_next_is_split_and_both_routed() -> None:
     assert isinstance(reply, Frame) and reply.text == "0GS00"
 
 
+def test_a_reply_cut_to_two_bytes_does_not_swallow_the_next_modules_reply() -> None:
+    """``0P`` + ``1PO0000001F`` once read as one reply of address 0 with mnemonic ``P1``."""
+    head, reply = parse_line(b"0P1PO0000001F\r\n")
+    assert isinstance(head, BadLine) and head.address == "0" and head.reason == "truncated"
+    assert isinstance(reply, Frame) and reply.text == "1PO0000001F"
+
+
+def test_a_line_of_a_mnemonic_the_driver_does_not_know_is_still_one_reply() -> None:
+    [frame] = parse_line(b"0C1ABCDEF\r\n")
+    assert isinstance(frame, Frame) and (frame.mnemonic, frame.data) == ("C1", "ABCDEF")
+
+
 def test_noise_before_a_reply_is_reported_and_the_reply_kept() -> None:
     noise, reply = parse_line(b"\xff\x00#0PO0000001F\r\n")
     assert isinstance(noise, BadLine) and noise.address is None

@@ -12,8 +12,9 @@ import time
 from collections.abc import Callable
 
 import pytest
+from polling import wait_until
 
-from daqhub.driver.bus import TRUNCATION_GAP_S
+from daqhub.driver.bus import TRUNCATION_GAP_S, Asked
 from daqhub_elliptec.frames import BadLine, Command, Frame
 from daqhub_elliptec.router import BusRouter, Expectation
 
@@ -173,6 +174,88 @@ def test_a_late_reply_is_not_taken_as_the_answer_to_the_next_command() -> None:
     reply = router.exchange(io, query("0", "gv", "GV"), reply_timeout=1.0)
     assert isinstance(reply, Frame) and reply.data == "64"
     assert router.stats["stale"] == 1
+
+
+def test_a_late_reply_that_comes_after_the_next_command_is_not_its_answer() -> None:
+    router = BusRouter("bus")
+    io = FakeIO()
+    assert router.exchange(io, query("0"), reply_timeout=0.05) is None
+    # the old reply arrives only once the next command is on the wire, then the new one
+    io.answer = lambda cmd: b"0PO00000000\r\n0PO00002300\r\n"
+    reply = router.exchange(io, query("0"), reply_timeout=1.0)
+    assert isinstance(reply, Frame) and reply.data == "00002300"
+    assert router.stats["stale"] == 1
+
+
+def test_a_late_move_end_is_not_the_end_of_the_next_move() -> None:
+    router = BusRouter("bus")
+    io = FakeIO()
+    assert router.exchange(io, query("0"), reply_timeout=0.05) is None
+    pending = move("0")
+    router.send(io, pending.command)
+    io.feed(b"0PO00000000\r\n")  # the late answer to gp, while the module moves to 90 deg
+    assert router.pump(io, pending, budget=0.2, others_waiting=lambda: 0) is None
+    io.feed(b"0PO00008C00\r\n")
+    line = router.pump(io, pending, budget=1.0, others_waiting=lambda: 0)
+    assert isinstance(line, Frame) and line.data == "00008C00"
+
+
+def test_a_reply_owed_for_ten_reply_timeouts_is_taken_as_lost() -> None:
+    router = BusRouter("bus")
+    io = FakeIO()
+    assert router.exchange(io, query("0"), reply_timeout=0.01) is None
+    assert router.owed("0") is not None
+    wait_until(lambda: router.owed("0") is None, "the debt to expire", timeout=5)
+    io.answer = lambda cmd: b"0PO00002300\r\n"
+    reply = router.exchange(io, query("0"), reply_timeout=1.0)
+    assert isinstance(reply, Frame) and reply.data == "00002300"
+
+
+def test_an_in_ends_what_its_address_owed() -> None:
+    """A module answers in order, and IN answers ``in`` alone: what it owed came before."""
+    router = BusRouter("bus")
+    io = FakeIO()
+    assert router.exchange(io, query("0"), reply_timeout=0.01) is None
+    assert router.owed("0") is not None
+    io.answer = lambda cmd: b"0IN0E1140051720231701016800023000\r\n"
+    assert isinstance(router.exchange(io, query("0", "in", "IN"), reply_timeout=1.0), Frame)
+    assert router.owed("0") is None
+    io.answer = lambda cmd: b"0PO00002300\r\n"  # so the next answer is taken, not absorbed
+    reply = router.exchange(io, query("0"), reply_timeout=1.0)
+    assert isinstance(reply, Frame) and reply.data == "00002300"
+
+
+def test_an_in_given_up_on_owes_nothing() -> None:
+    """IN answers ``in`` alone: a late one harms nobody, and ``in`` is the driver's sync."""
+    router = BusRouter("bus")
+    assert router.exchange(FakeIO(), query("0", "in", "IN"), reply_timeout=0.01) is None
+    assert router.owed("0") is None
+
+
+def test_an_exchange_lets_go_of_the_port_when_others_queue_and_its_reply_is_late() -> None:
+    router = BusRouter("bus")
+    io = FakeIO()
+    t0 = time.monotonic()
+    asked = router.exchange(io, query("0"), reply_timeout=5.0, others_waiting=lambda: 1)
+    assert isinstance(asked, Asked) and time.monotonic() - t0 < 1.0
+    assert io.written == [b"0gp\r"]
+    io.feed(b"0PO00002300\r\n")  # read later by another transaction, or the waiter's pump
+    line = router.pump(io, asked.expect, budget=1.0, others_waiting=lambda: 0, asked=asked)
+    assert isinstance(line, Frame) and line.data == "00002300"
+
+
+def test_a_truncated_head_glued_to_another_modules_reply_reaches_both_waiters() -> None:
+    router = BusRouter("bus")
+    io = FakeIO()
+    pending = move("0")
+    router.send(io, pending.command)
+    io.answer = lambda cmd: b"0P1PO0000001F\r\n"  # address 0's end, cut to 2 bytes
+    reply = router.exchange(io, query("1"), reply_timeout=1.0)
+    assert isinstance(reply, Frame) and reply.text == "1PO0000001F"
+    line, _, _ = router.poll(pending)
+    assert isinstance(line, BadLine) and line.reason == "truncated" and line.raw == b"0P"
+    assert router.stats["truncated"] == 1 and router.damage_since(0.0) == [
+        "truncated reply b'0P'"]
 
 
 def test_a_pump_returns_early_when_other_transactions_queue() -> None:
