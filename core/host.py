@@ -27,7 +27,7 @@ import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import pluggy
 from packaging.requirements import InvalidRequirement, Requirement
@@ -46,6 +46,8 @@ from .specs import (
 )
 
 GROUP = "daqhub"
+#: the distribution of daqhub's own plugins (its converters and storage backends)
+OWN_DISTRIBUTION = "daqhub"
 TRACE_ENV = "DAQHUB_TRACE_HOOKS"
 #: a distribution whose plugins take longer than this to import is flagged by ``daqhub plugins``
 SLOW_IMPORT_S = 1.0
@@ -291,11 +293,14 @@ class PluginHost:
                 check: Callable[[T], list[str]] | None = None,
                 clashes: dict[Any, list[tuple[PluginInfo, T]]] | None = None,
                 rejected: dict[Any, list[str]] | None = None,
+                own_wins: bool = False,
                 ) -> dict[Any, tuple[PluginInfo, T]]:
         """Collect declarations; drop invalid ones and every side of a clash, with reports.
 
         ``clashes`` receives the dropped sides, so a lab file can choose one of them;
-        ``rejected`` why invalid ones were dropped, so a lab using one is told."""
+        ``rejected`` why invalid ones were dropped, so a lab using one is told; ``own_wins``:
+        in a clash with daqhub's own declaration, daqhub's is used and the others are
+        reported as not used (what no lab file chooses: the converters)."""
         found: dict[Any, list[tuple[PluginInfo, T]]] = {}
         for info, item in self._collect(hook, kind):
             bad = check(item) if check else []
@@ -313,6 +318,16 @@ class PluginHost:
                 out[k] = entries[0]
                 continue
             owners = ", ".join(f"{i.distribution} {i.version}" for i, _ in entries)
+            own = [e for e in entries if own_wins and e[0].distribution == OWN_DISTRIBUTION]
+            if len(own) == 1:
+                out[k] = own[0]
+                for info, item in entries:
+                    if info.distribution != OWN_DISTRIBUTION:
+                        self.report(PluginProblem(
+                            info.distribution, info.version, info.name,
+                            f"{label(item)} is declared by daqhub too ({owners}); daqhub's "
+                            f"own is used, not this one"))
+                continue
             if clashes is not None:
                 clashes[k] = entries
             unless = (" unless a lab file chooses one in [daqhub.providers]"
@@ -399,15 +414,36 @@ class PluginHost:
             lambda b: f"storage backend {b.name!r}"))
         return {k: v[1] for k, v in found.items()}
 
+    def _converters(self) -> dict[tuple[Format, Format], tuple[PluginInfo, Converter]]:
+        """(source, target) -> the converter in use and who declares it.
+
+        One converter per pair: another plugin's for a pair daqhub converts itself is
+        reported and not used (the first registered used to be taken, so a plugin replaced
+        daqhub's own without a word); a pair only plugins convert, declared by several of
+        them, is reported and none is used, as with storage backends."""
+        return self._cached("converters", lambda: self._unique(
+            "daqhub_converters", Converter, lambda c: (c.source, c.target),
+            lambda c: f"converter {c.name!r} ({c.source} -> {c.target})",
+            _converter_problems, own_wins=True))
+
     def converters(self) -> list[Converter]:
-        return [c for _, c in self._cached("converters", lambda: self._collect(
-            "daqhub_converters", Converter))]
+        """The converters in use, one per (source, target)."""
+        return [c for _, c in self._converters().values()]
 
     def converter(self, source: Format, target: Format) -> Converter:
-        for c in self.converters():
-            if c.source == source and c.target == target:
-                return c
-        raise LookupError(f"no converter from {source!r} to {target!r} is installed")
+        return self._converter_entry(source, target)[1]
+
+    def converter_owner(self, source: Format, target: Format) -> PluginInfo:
+        """Who declares the converter in use from ``source`` to ``target``: what a failure
+        of it names."""
+        return self._converter_entry(source, target)[0]
+
+    def _converter_entry(self, source: Format, target: Format
+                         ) -> tuple[PluginInfo, Converter]:
+        entry = self._converters().get((source, target))
+        if entry is None:
+            raise LookupError(f"no converter from {source!r} to {target!r} is installed")
+        return entry
 
     def reserve_commands(self, names: Iterable[str]) -> None:
         """Command names no plugin may take: the CLI's own (a plugin's ``run`` used to
@@ -501,7 +537,7 @@ class PluginHost:
         for name, (info, b) in sorted(backends.items()):
             dists[info.distribution]["storage_backends"].append(
                 {"name": name, "description": b.description})
-        for info, c in converters:
+        for info, c in converters.values():
             dists[info.distribution]["converters"].append(
                 {"name": c.name, "source": c.source, "target": c.target})
         return {
@@ -536,6 +572,14 @@ def _dist_key(name: str) -> str:
     """Distribution names compare as pip compares them (``daqhub_newport`` is
     ``daqhub-newport``)."""
     return name.lower().replace("_", "-").replace(".", "-")
+
+
+def _converter_problems(c: Converter) -> list[str]:
+    """A converter declaration's own checks, at load rather than at its first conversion."""
+    formats = get_args(Format)
+    out = [f"{end} {fmt!r} is not one of {', '.join(formats)}"
+           for end, fmt in (("source", c.source), ("target", c.target)) if fmt not in formats]
+    return out + ([] if callable(c.convert) else ["convert is not callable"])
 
 
 def _type_problems(t: InstrumentType) -> list[str]:

@@ -7,7 +7,7 @@ third-party one). The router opens every backend before acquisition starts,
 so files and datasets exist from the channel declarations, then routes each
 unified-stream batch by its ``source`` column.
 
-Two guarantees live here rather than in each backend:
+Guarantees that live here rather than in each backend:
 
 - a session id is unique even for processes started in the same second (UTC
   time plus a random suffix, and the session directory is created
@@ -21,7 +21,14 @@ Two guarantees live here rather than in each backend:
   files (those it still held, not just the batch in hand), and a flush that
   fails outside ``write()`` (the background one, ``flush()``) keeps its loss
   for the writer's next ``write()`` or ``close()`` to raise, never for another
-  flavor's batch.
+  flavor's batch;
+- one flavor's writer never holds up another's: each flavor is a sink of its own
+  (:meth:`StorageSession.lanes`), which the runtime feeds from a queue and thread of
+  its own and closes on a thread of its own, so a backend that hangs in ``write()``
+  or ``close()`` costs its own flavor's data only (both flavors' used to be lost);
+- a backend is a plugin's code, so what it does wrong is named with its flavor, name
+  and distribution (``v2 storage backend hdf5 (daqhub 0.1)``): an ``open()`` that
+  raises or returns no writer, a ``close()`` that does not return its list of files.
 
 Ids become file and HDF5 group names, so :func:`check_id` confines them to a
 safe alphabet: no configuration can make a backend write outside its
@@ -46,11 +53,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import __version__
-from .measurement import ChannelSpec, DataError
+from .measurement import ChannelSpec, DataError, value_for_error
 from .outdir import resolved, unwritable
 from .resources.filelock import remove_stale_locks
 from .schema import META_CHANNEL, META_INSTRUMENT, channel_schema, declared_channel
-from .specs import FLAVORS, Flavor, StorageTarget, StorageWriter
+from .specs import FLAVORS, Flavor, StorageBackend, StorageTarget, StorageWriter
 
 if TYPE_CHECKING:
     from .host import PluginHost
@@ -73,7 +80,14 @@ RESERVED_IDS = frozenset({"_daqhub"})
 
 
 class StorageError(RuntimeError):
-    """Storage could not be opened, written or closed; the message says which flavor and why."""
+    """Storage could not be opened, written or closed; the message says which flavor and why.
+
+    ``result``, from ``close()``: what it would have returned for the flavors that did close
+    (one flavor's failure does not hide the files of the others)."""
+
+    def __init__(self, message: str, result: Any = None) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 class WriteFailed(StorageError):
@@ -88,9 +102,8 @@ class WriteFailed(StorageError):
     """
 
     def __init__(self, message: str, lost: int, result: Any = None) -> None:
-        super().__init__(message)
+        super().__init__(message, result)
         self.lost = lost
-        self.result = result
 
     @classmethod
     def joined(cls, failures: Sequence[WriteFailed], result: Any = None) -> WriteFailed:
@@ -193,6 +206,13 @@ def versions_of(host: PluginHost | None) -> dict[str, str]:
            if not d["name"].startswith("<")}  # skip plugins registered in-process
     out.setdefault("daqhub", __version__)
     return out
+
+
+def backend_owners(host: PluginHost) -> dict[str, tuple[str, str]]:
+    """Storage backend name -> (distribution, version) of the plugin that declares it: what a
+    failure of the backend names, so a lab knows whose code failed."""
+    return {b["name"]: (d["name"], str(d["version"]))
+            for d in host.describe()["distributions"] for b in d["storage_backends"]}
 
 
 def option_problems(backend: str, schema: Mapping[str, Any], options: Mapping[str, Any]
@@ -327,6 +347,10 @@ class _Slot:
     directory: Path
     writer: StorageWriter
     interval: float
+    #: ``v2 storage backend hdf5 (daqhub 0.1)``: what a failure of this writer names
+    label: str
+    #: the ids of the instruments it stores
+    instruments: frozenset[str]
     lock: threading.Lock = field(default_factory=threading.Lock)
     last_flush: float = field(default_factory=time.monotonic)
     holder: str = ""
@@ -342,6 +366,9 @@ class StorageSession:
     def __init__(self, session_id: str, slots: dict[Flavor, _Slot]) -> None:
         self.session_id = session_id
         self._slots = slots
+        #: instrument id (as its batches' schema metadata holds it) -> its flavor
+        self._flavor_of = {iid.encode(): f for f, slot in slots.items()
+                           for iid in slot.instruments}
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
         if slots:
@@ -364,6 +391,8 @@ class StorageSession:
         reuses its directories, and the backends' file locks then stop a second
         writer of the same files. Any failure closes what was already opened.
         """
+        from .host import OWN_DISTRIBUTION  # loaded already (the caller has a host)
+
         problems = _plan_problems(host, flavors)
         dirs: dict[Flavor, Path] = {}
         defaults = flavor_dirs(output_dir)
@@ -384,6 +413,7 @@ class StorageSession:
         session_id, session_dirs = _make_session_dirs(dirs, session_id)
         vers = dict(versions) if versions is not None else versions_of(host)
         backends = host.storage_backends()
+        owners = backend_owners(host)
         slots: dict[Flavor, _Slot] = {}
         try:
             for flavor, plan in flavors.items():
@@ -391,14 +421,14 @@ class StorageSession:
                                        channels=plan.channels, instruments=plan.instruments,
                                        lab_config=lab_config, versions=vers,
                                        options=plan.options)
-                writer = backends[plan.backend].open(target)
-                interval = float(getattr(writer, "flush_interval", DEFAULT_FLUSH_INTERVAL))
-                slots[flavor] = _Slot(flavor, plan.backend, session_dirs[flavor], writer,
-                                      interval)
+                dist, version = owners.get(plan.backend, ("?", ""))
+                label = f"{flavor} storage backend {plan.backend} ({f'{dist} {version}'.strip()})"
+                slots[flavor] = _open_slot(backends[plan.backend], target, flavor, label,
+                                           dist == OWN_DISTRIBUTION)
         except BaseException:
             for slot in slots.values():
                 try:
-                    files = slot.writer.close()
+                    files = _listed_files(slot, slot.writer.close())
                 except Exception:  # the original failure is the one worth reporting
                     continue
                 if fresh:  # laid out moments ago for this session, and never written to
@@ -418,6 +448,24 @@ class StorageSession:
     @property
     def flavors(self) -> list[Flavor]:
         return list(self._slots)
+
+    def lanes(self) -> dict[Flavor, FlavorSink]:
+        """Each flavor's part of the session as a sink of its own, for a caller that gives
+        each its own queue and thread (the runtime): one writer that hangs then holds up
+        only its own flavor's batches."""
+        return {flavor: FlavorSink(self, flavor, slot.label)
+                for flavor, slot in self._slots.items()}
+
+    def lane_of(self, batch: pa.RecordBatch) -> Flavor:
+        """The flavor whose lane takes ``batch``: its instrument's, as the session was opened
+        with them. The runtime tags an instrument's batches with its flavor as their source,
+        by which :meth:`write` routes them, so this is the same writer, told by a dict
+        lookup (reading the source column is most of write()'s routing cost, and every lane
+        asks of every batch). A batch of an instrument the session does not know goes to
+        the first flavor's lane, whose write() routes it by its source or refuses it,
+        saying why: never to no lane."""
+        flavor = self._flavor_of.get((batch.schema.metadata or {}).get(META_INSTRUMENT, b""))
+        return flavor if flavor is not None else next(iter(self._slots))
 
     # --- writing ----------------------------------------------------------------------
 
@@ -439,9 +487,8 @@ class StorageSession:
                                    f"not enabled in this session (enabled: "
                                    f"{', '.join(self._slots) or 'none'})")
             if not slot.lock.acquire(timeout=WRITE_LOCK_TIMEOUT):
-                raise StorageError(f"write of {slot.flavor} storage ({slot.backend}) waited "
-                                   f"{WRITE_LOCK_TIMEOUT:.0f} s for its writer, held by "
-                                   f"{slot.holder or 'another thread'}")
+                raise StorageError(f"write of {slot.label} waited {WRITE_LOCK_TIMEOUT:.0f} s "
+                                   f"for its writer, held by {slot.holder or 'another thread'}")
             try:  # inlined (no context manager): this runs for every batch of the run
                 slot.holder = "a write"
                 if slot.closed:
@@ -460,14 +507,15 @@ class StorageSession:
         if failed:
             raise WriteFailed.joined(failed)
 
-    def flush(self) -> None:
-        """Make everything written so far durable and readable by plain tools, now.
+    def flush(self, flavor: Flavor | None = None) -> None:
+        """Make everything written so far durable and readable by plain tools, now (only
+        ``flavor``'s writer when given).
 
         A failure raises :class:`StorageError`; the samples it lost are raised by the
         writer's next ``write()`` or ``close()``, to the sink that counts them.
         """
         failures: list[str] = []
-        for slot in self._slots.values():
+        for slot in self._slots.values() if flavor is None else [self._slots[flavor]]:
             with self._locked(slot, "flush"):
                 if not self._flush_held(slot):
                     failures.append(slot.failure)
@@ -478,12 +526,13 @@ class StorageSession:
         """Flush and close every writer; return the files each flavor wrote.
 
         Every writer is closed even when one fails; the failures are then raised
-        together: :class:`WriteFailed` (with the files still in place as its
-        ``result``) when samples were lost, :class:`StorageError` otherwise.
+        together: :class:`WriteFailed` when samples were lost, :class:`StorageError`
+        otherwise, either with the files of the flavors that closed as its ``result``.
         ``timeout`` bounds the waits for the background flusher and each writer's lock
         together (a runtime's shutdown passes what is left of its budget); None: their own
         bounds (:data:`FLUSHER_JOIN_TIMEOUT`, :data:`WRITE_LOCK_TIMEOUT`). A writer's own
-        ``close()`` cannot be bounded here: the runtime runs this on a helper thread.
+        ``close()`` cannot be bounded here: the runtime closes each flavor
+        (:meth:`close_flavor`) on a helper thread of its own.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
 
@@ -499,23 +548,15 @@ class StorageSession:
         lost = 0
         for flavor, slot in self._slots.items():
             try:
-                with self._locked(slot, "close", bound(WRITE_LOCK_TIMEOUT)):
-                    if slot.closed:
-                        continue
-                    slot.closed = True
-                    if slot.failure:
-                        pending = _handed_over(slot, None)
-                        failures.append(str(pending))
-                        lost += pending.lost
-                    try:
-                        out[flavor] = list(slot.writer.close())
-                    except WriteFailed as exc:
-                        out[flavor] = list(exc.result or [])
-                        failures.append(str(_handed_over(slot, exc)))
-                        lost += exc.lost
-            except Exception as exc:
-                failures.append(f"{flavor} ({slot.backend}): closing failed: "
-                                f"{type(exc).__name__}: {exc}")
+                files = self._close_slot(slot, bound(WRITE_LOCK_TIMEOUT))
+            except StorageError as exc:
+                failures.append(str(exc))
+                if isinstance(exc, WriteFailed):
+                    out[flavor] = exc.result or []
+                    lost += exc.lost
+                continue
+            if files is not None:
+                out[flavor] = files
         if self._flusher is not None and self._flusher.is_alive():
             failures.append(f"the background flusher did not stop within "
                             f"{flusher_wait:.1f} s")
@@ -524,8 +565,46 @@ class StorageSession:
                 f"  - {f}" for f in failures)
             if lost:
                 raise WriteFailed(message, lost, out)
-            raise StorageError(message)
+            raise StorageError(message, out)
         return out
+
+    def close_flavor(self, flavor: Flavor, timeout: float = WRITE_LOCK_TIMEOUT) -> list[Path]:
+        """Flush and close one flavor's writer; the files it wrote (none when it was closed
+        already). Raises :class:`WriteFailed` (the files still in place as its ``result``)
+        when samples were lost, :class:`StorageError` when the close failed otherwise, each
+        naming the backend and its distribution. ``timeout`` bounds the wait for its lock
+        (a write or flush in progress)."""
+        files = self._close_slot(self._slots[flavor], timeout)
+        if all(s.closed for s in self._slots.values()):
+            self._stop.set()  # nothing left for the background flusher
+        return files or []
+
+    def _close_slot(self, slot: _Slot, timeout: float) -> list[Path] | None:
+        """:meth:`close_flavor`'s work; None when the slot was closed already."""
+        failed: list[WriteFailed] = []  # what its failed flushes and its close lost
+        files: list[Path] = []
+        try:
+            with self._locked(slot, "close", timeout):
+                if slot.closed:
+                    return None
+                slot.closed = True
+                if slot.failure:
+                    failed.append(_handed_over(slot, None))
+                try:
+                    result = slot.writer.close()
+                except WriteFailed as exc:
+                    failed.append(_handed_over(slot, exc))
+                    result = exc.result or []
+                files = _listed_files(slot, result)
+        except Exception as exc:  # the lock's wait, the list of files, the backend's bug
+            err = exc if isinstance(exc, StorageError) else StorageError(
+                f"{slot.label}: closing failed: {type(exc).__name__}: {exc}")
+            if not failed:
+                raise err from exc
+            failed.append(WriteFailed(str(err), 0))
+        if failed:
+            raise WriteFailed.joined(failed, files)
+        return files
 
     def __enter__(self) -> StorageSession:
         return self
@@ -547,7 +626,7 @@ class StorageSession:
                 slot.writer.flush()
             return True
         except Exception as exc:
-            slot.failure = f"{slot.flavor} ({slot.backend}): {type(exc).__name__}: {exc}"
+            slot.failure = f"{slot.label}: {type(exc).__name__}: {exc}"
             slot.lost += exc.lost if isinstance(exc, WriteFailed) else 0
             return False
         finally:
@@ -569,12 +648,70 @@ class StorageSession:
                     slot.lock.release()
 
 
+class FlavorSink:
+    """One flavor's part of a :class:`StorageSession` as a sink of its own
+    (:meth:`StorageSession.lanes`): it takes that flavor's batches (:meth:`takes`), and its
+    ``flush()`` and ``close()`` are that flavor's writer's only."""
+
+    def __init__(self, session: StorageSession, flavor: Flavor, label: str) -> None:
+        self.session = session
+        self.flavor = flavor
+        #: ``v2 storage backend hdf5 (daqhub 0.1)``
+        self.label = label
+
+    def takes(self, batch: pa.RecordBatch) -> bool:
+        return self.session.lane_of(batch) == self.flavor
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        self.session.write(batch)
+
+    def flush(self) -> None:
+        self.session.flush(self.flavor)
+
+    def close(self, timeout: float = WRITE_LOCK_TIMEOUT) -> list[Path]:
+        return self.session.close_flavor(self.flavor, timeout)
+
+
+def _open_slot(backend: StorageBackend, target: StorageTarget, flavor: Flavor,
+               label: str, own: bool) -> _Slot:
+    """Open one flavor's writer. A plugin's ``open()`` that raised used to stop the lab with
+    its bare message ("could not start the lab: cannot open"), naming no backend, and one
+    that returned None failed at the first write; both are named here. What daqhub's own
+    backends (``own``) raise is raised as it is: their errors name the option or file at
+    fault, and callers catch them by type (a ``FileLockError`` says who holds the file)."""
+    try:
+        writer = backend.open(target)
+    except Exception as exc:
+        if own:
+            raise
+        raise StorageError(f"{label} could not open {target.directory}: "
+                           f"{type(exc).__name__}: {exc}") from exc
+    missing = [m for m in ("write", "flush", "close") if not callable(getattr(writer, m, None))]
+    if missing:
+        raise StorageError(f"{label}: open() returned {value_for_error(writer)}, not a "
+                           f"storage writer (it has no {', '.join(missing)})")
+    interval = float(getattr(writer, "flush_interval", DEFAULT_FLUSH_INTERVAL))
+    return _Slot(flavor, backend.name, target.directory, writer, interval, label,
+                 frozenset({*target.channels, *target.instruments}))
+
+
+def _listed_files(slot: _Slot, result: Any) -> list[Path]:
+    """What a writer's ``close()`` returned, which must be the list of the files it wrote:
+    a string was listed a character a line as files, and None dropped every flavor's files
+    from the report."""
+    if isinstance(result, list | tuple) and all(isinstance(p, str | os.PathLike)
+                                                 for p in result):
+        return list(result)
+    raise StorageError(f"{slot.label}: close() returned {value_for_error(result)}, not the "
+                       "list of the files it wrote; its files are not listed")
+
+
 def _handed_over(slot: _Slot, exc: WriteFailed | None) -> WriteFailed:
     """What the slot's writer lost, ``exc``'s samples plus those of its failed flushes that
     no write or close has raised yet: each lost sample is raised once."""
     why = [slot.failure] if slot.failure else []
     if exc is not None:
-        why.append(f"{slot.flavor} ({slot.backend}): {exc}")
+        why.append(f"{slot.label}: {exc}")
     lost = slot.lost + (exc.lost if exc is not None else 0)
     slot.failure, slot.lost = "", 0
     return WriteFailed("; ".join(why), lost)
@@ -591,9 +728,8 @@ class _SlotLock:
     def __enter__(self) -> None:
         slot = self.slot
         if not slot.lock.acquire(timeout=self.timeout):
-            raise StorageError(f"{self.purpose} of {slot.flavor} storage ({slot.backend}) waited "
-                               f"{self.timeout:.1f} s for its writer, held by "
-                               f"{slot.holder or 'another thread'}")
+            raise StorageError(f"{self.purpose} of {slot.label} waited {self.timeout:.1f} s for "
+                               f"its writer, held by {slot.holder or 'another thread'}")
         slot.holder = f"a {self.purpose} in thread {threading.current_thread().name}"
 
     def __exit__(self, *exc: object) -> None:

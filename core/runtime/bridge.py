@@ -11,6 +11,13 @@ batch may pass v2 batches of the same moment. Within a channel the order is the 
 
 Every consumer (storage, live view, remote subscribers) reads only the unified
 stream.
+
+The v2 converter is a plugin's code (daqhub's own, unless no installed daqhub converts v2
+to Arrow), so what it returns is checked before anything publishes it: one
+``pa.RecordBatch`` of the channel it was given, with one row per sample. Anything else is
+refused as those samples' loss, counted against their instrument and naming the converter
+and its distribution (a converter that dropped rows used to leave a run "stopped cleanly",
+and one that returned None cost the bridge whole windows, blamed on the bridge).
 """
 
 from __future__ import annotations
@@ -33,7 +40,9 @@ from ..measurement import (
     as_flavor,
     group_by_channel,
     sample_count,
+    value_for_error,
 )
+from ..schema import channel_schema, describe
 from .broadcast import Broadcast, Subscription, SubscriptionClosed
 
 RowsToBatch = Callable[[list[Measurement | Columns], ChannelSpec], pa.RecordBatch]
@@ -51,15 +60,25 @@ ROWS_PER_WAKE = 4000
 SIFT_CONVERSIONS = 256
 
 
+class WrongConversion(Exception):
+    """A converter returned something else than the channel's batch of the samples it got."""
+
+
 class MeasurementBridge:
     def __init__(self, channels: Mapping[tuple[str, str], ChannelSpec],
                  v2_in: Broadcast[V2Read],
                  rows_to_batch: RowsToBatch, *, window_s: float = 0.05,
                  capacity: int = 10_000,
                  on_refused: Callable[[str, int, str], None] | None = None,
-                 on_alarm: Callable[[str, str], None] | None = None) -> None:
+                 on_alarm: Callable[[str, str], None] | None = None,
+                 converter: str = "the converter") -> None:
         self.channels = dict(channels)
         self.rows_to_batch = rows_to_batch
+        #: ``rows_to_batch`` as a refusal names it: ``converter 'v2-to-arrow' (daqhub 0.1)``
+        self.converter = converter
+        #: each channel's unified schema, as its converted batches must carry it
+        self.schemas = {key: channel_schema(key[0], spec, unified=True)
+                        for key, spec in self.channels.items()}
         self.window_s = window_s
         self.unified: Broadcast[pa.RecordBatch] = Broadcast("unified", on_alarm=on_alarm)
         self.inbound: Subscription[Any] = Subscription("bridge", lossless=True,
@@ -162,11 +181,45 @@ class MeasurementBridge:
         a bad row costs about two conversions per halving, only on the failure path.
         """
         try:
-            return [self.rows_to_batch(ms, declared)]
+            return [self._converted(key, ms, declared)]
         except Exception as exc:  # a converter's bug too: these samples, not the bridge
             good: list[pa.RecordBatch] = []
             self._sift(key, ms, declared, exc, good, SIFT_CONVERSIONS)
             return good
+
+    def _converted(self, key: tuple[str, str], ms: list[Measurement | Columns],
+                   declared: ChannelSpec) -> pa.RecordBatch:
+        """``ms`` converted, or :class:`WrongConversion` saying what the converter returned
+        instead of their batch: storage takes a batch as the samples it was made of, so one
+        of another channel, or with samples missing or added, must not pass for them."""
+        batch = self.rows_to_batch(ms, declared)
+        if not isinstance(batch, pa.RecordBatch):
+            raise WrongConversion(f"returned {value_for_error(batch)}, not a pyarrow "
+                                  "RecordBatch")
+        if not batch.schema.equals(self.schemas[key], check_metadata=True):
+            self._check_channel(key, batch, declared)  # the same, spelled otherwise?
+        n = sample_count(ms)
+        if batch.num_rows != n:
+            raise WrongConversion(f"returned {batch.num_rows} row(s) for {n} sample(s)")
+        return batch
+
+    def _check_channel(self, key: tuple[str, str], batch: pa.RecordBatch,
+                       declared: ChannelSpec) -> None:
+        """Raise :class:`WrongConversion` unless ``batch`` is a unified batch of ``key`` as
+        declared (its schema's metadata may be written otherwise than daqhub writes it)."""
+        where = f"{key[0]}.{key[1]}"
+        try:
+            iid, spec = describe(batch.schema)
+        except DataError as exc:
+            raise WrongConversion(f"returned a batch that is no channel's ({exc}) for "
+                                  f"{where}") from None
+        if (iid, spec.name) != key:
+            raise WrongConversion(f"returned a batch of {iid}.{spec.name} for {where}")
+        if spec != declared or not batch.schema.equals(self.schemas[key]):
+            raise WrongConversion(f"returned a batch of {where} with columns "
+                                  f"{batch.schema.names} ({spec.to_dict()}); the unified "
+                                  f"schema of its declaration has {self.schemas[key].names} "
+                                  f"({declared.to_dict()})")
 
     def _sift(self, key: tuple[str, str], ms: list[Measurement | Columns],
               declared: ChannelSpec, exc: Exception, good: list[pa.RecordBatch],
@@ -185,18 +238,23 @@ class MeasurementBridge:
         for part in (ms[:half], ms[half:]):
             budget -= 1
             try:
-                good.append(self.rows_to_batch(part, declared))
+                good.append(self._converted(key, part, declared))
             except Exception as part_exc:
                 budget = self._sift(key, part, declared, part_exc, good, budget)
         return budget
 
     def _refuse(self, key: tuple[str, str], ms: list[Measurement | Columns],
                 exc: Exception) -> None:
-        """Count samples of a channel that did not convert as its instrument's error."""
+        """Count samples of a channel that did not convert as its instrument's error: the
+        data's fault (a :class:`DataError`, which names the channel), else the converter's."""
         n = sample_count(ms)
         self.rejected += n
-        why = str(exc) if isinstance(exc, DataError) else \
-            f"the converter raised {type(exc).__name__}: {exc}"
+        if isinstance(exc, DataError):
+            why = str(exc)
+        elif isinstance(exc, WrongConversion):
+            why = f"{self.converter} {exc}"
+        else:
+            why = f"{self.converter} raised {type(exc).__name__}: {exc}"
         self.on_refused(key[0], n, f"rejected {n} sample(s) of channel {key[1]!r}: {why}")
 
     def _refuse_read(self, item: Any, exc: Exception) -> None:

@@ -17,10 +17,12 @@ Shutdown runs in phases, each bounded, and the whole bounded by
 3. force what did not stop: cancel actor tasks, close the hardware under
    hung V2 threads (their blocking I/O then fails and the thread usually ends);
 4. release shared resources: close every serial port and VISA session;
-5. drain the bridge, then flush and close every consumer (storage), each close on a
-   helper thread waited for until the budget ends (one still closing is named as leaked:
-   the run is not ok), and let the ``on_stopped`` listeners finish (the session records'
-   last flush): what they could not write is in the report's errors.
+5. drain the bridge, then flush and close every consumer (storage, each flavor of it on
+   its own: its *lanes*), each close on a helper thread waited for until the budget ends
+   (one still closing is named as leaked: the run is not ok; one whose thread is still in
+   its ``write()`` is not closed), and let the ``on_stopped`` listeners finish (the session
+   records' last flush): what they could not write is in the report's errors. ``budget.json``
+   is saved last, after the stop notification, so what that raised is in it too.
 
 It ends with a report: one outcome per instrument and routine (see
 :mod:`.outcome`; only those that are ok are "clean"), what was forced, what
@@ -59,9 +61,9 @@ from ..host import PluginHost, PluginProblem
 from ..measurement import ChannelSpec, V2Read
 from ..resources import PortEvent, SerialPortManager, VisaSessionManager, line_settings
 from ..routines import RoutineRunner
-from ..schema import describe
+from ..schema import META_INSTRUMENT, describe
 from ..specs import InstrumentContext, InstrumentType
-from ..storage import FlavorStorage, StorageSession, WriteFailed
+from ..storage import FlavorSink, FlavorStorage, StorageSession, WriteFailed
 from . import gcbaseline
 from .bridge import MeasurementBridge
 from .broadcast import Broadcast, Subscription, SubscriptionClosed
@@ -85,6 +87,10 @@ ALARM_STACKS_KEPT = 20
 #: the least a sink's close is waited for at shutdown, even when the budget is spent: its
 #: files are only complete once it returns, and a second is what a healthy close takes
 SINK_CLOSE_MIN_S = 1.0
+#: a sink's ``write()`` that has not returned for this long raises an alarm: its batches
+#: wait meanwhile, and once its queue is full their producers do (a backend on a network
+#: share that stopped answering); a healthy write of an image batch takes milliseconds
+SINK_STUCK_S = 2.0
 
 
 def on_daemon_thread(call: Callable[[], Any], name: str) -> concurrent.futures.Future[Any]:
@@ -166,9 +172,28 @@ def make_context(itype: InstrumentType, instrument_id: str, block: Mapping[str, 
 def close_sink(sink: Sink, until: float | None) -> Any:
     """``sink.close()``; a storage session's own waits (its flusher, its writers' locks) are
     bounded by ``until`` too, so they end with the shutdown's budget."""
-    if isinstance(sink, StorageSession) and until is not None:
+    if isinstance(sink, StorageSession | FlavorSink) and until is not None:
         return sink.close(max(0.0, until - time.monotonic()))
     return sink.close()
+
+
+def instrument_of(batch: pa.RecordBatch) -> str:
+    """The id of the instrument a unified batch is of ("?" if it does not say)."""
+    return (batch.schema.metadata or {}).get(META_INSTRUMENT, b"?").decode(errors="replace")
+
+
+class LaneSubscription(Subscription[pa.RecordBatch]):
+    """A lossless subscription to the batches one lane of a sink takes (a storage session's
+    flavor), passing over the others: a lane whose writer hangs fills its own queue, then
+    holds up the producers of its own batches, never another lane's."""
+
+    def __init__(self, name: str, takes: Callable[[pa.RecordBatch], bool], *, capacity: int,
+                 on_alarm: Callable[[str, str], None]) -> None:
+        super().__init__(name, lossless=True, capacity=capacity, on_alarm=on_alarm)
+        self.takes = takes
+
+    def offer(self, item: pa.RecordBatch, timeout: float, wake: bool = True) -> bool:
+        return super().offer(item, timeout, wake) if self.takes(item) else True
 
 
 class SinkThread:
@@ -176,19 +201,37 @@ class SinkThread:
 
     It counts every sample the sink did not store: a batch's rows when its write is
     refused, or what a :class:`.WriteFailed` says was lost (a writer that fails loses
-    what it still held, too), and what the sink's close says it lost.
+    what it still held, too), and what the sink's close says it lost. ``unstored`` keeps,
+    per instrument, the samples of the batches it did not store (what a writer held when
+    it failed is nobody's in particular: it is in the total only), so their instruments'
+    outcomes say so. A storage session is fed by one per flavor (its *lanes*), so one
+    backend that hangs in ``write()`` holds up only its own flavor's data; a write that has
+    not returned for :data:`SINK_STUCK_S` raises an alarm naming the backend (:meth:`check`).
     """
 
     def __init__(self, name: str, sink: Sink, sub: Subscription[pa.RecordBatch],
-                 on_error: Callable[[str, str], None]) -> None:
+                 on_error: Callable[[str, str], None], *, label: str = "", owner: str = "",
+                 lane: str | None = None) -> None:
         self.name = name
         self.sink = sink
         self.sub = sub
         self.on_error = on_error
+        #: what its errors name: ``v2 storage backend hdf5 (daqhub 0.1)``, else its name
+        self.label = label or name
+        #: the sink's name among the runtime's sinks (its results in the report), and the
+        #: lane of it this thread feeds (None: the whole sink)
+        self.owner = owner or name
+        self.lane = lane
         self.written = 0
         self.failed_writes = 0  # writes (and a close) the sink refused or failed (reported)
         self.failed_rows = 0  # samples those left out of the sink
+        self.unstored: collections.Counter[str] = collections.Counter()
         self.last_failure = ""
+        #: batches taken from the queue and not written yet (the first is in the sink's
+        #: write()), and since when that write runs (0: none)
+        self.held: collections.deque[pa.RecordBatch] = collections.deque()
+        self.busy_since = 0.0
+        self._stuck_alarmed = False
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._main, name=f"daqhub-storage:{name}",
                                        daemon=True)
@@ -202,23 +245,58 @@ class SinkThread:
                 batches = self.sub.get_many(0.2)
             except SubscriptionClosed:
                 return
-            for b in batches:
+            held = self.held
+            held.extend(batches)
+            while held:
+                b = held[0]
+                self.busy_since = time.monotonic()
                 try:
                     self.sink.write(b)
                     self.written += b.num_rows
                 except Exception as exc:  # a storage fault is reported, the run goes on
                     self.count_failure(f"write failed: {exc}", exc.lost
-                                       if isinstance(exc, WriteFailed) else b.num_rows)
+                                       if isinstance(exc, WriteFailed) else b.num_rows, b)
+                held.popleft()
+            self.busy_since = 0.0
             if self._stop.is_set() and self.sub.depth() == 0:
                 return
 
-    def count_failure(self, message: str, samples: int) -> None:
-        """Count samples the sink did not store; alarm once per new fault, not per batch."""
+    def count_failure(self, message: str, samples: int,
+                      batch: pa.RecordBatch | None = None) -> None:
+        """Count samples the sink did not store (those of ``batch`` against its instrument);
+        alarm once per new fault, not per batch."""
         self.failed_writes += 1
         self.failed_rows += samples
+        if batch is not None:
+            self.unstored[instrument_of(batch)] += min(samples, batch.num_rows)
         if message != self.last_failure:
             self.last_failure = message
-            self.on_error(self.name, message)
+            self.on_error(self.name, f"{self.label}: {message}")
+
+    def check(self) -> None:
+        """Alarm once per episode for a write that has not returned within
+        :data:`SINK_STUCK_S` (called by the watchdog: the thread in it cannot say so)."""
+        since = self.busy_since
+        stuck = bool(since) and time.monotonic() - since > SINK_STUCK_S
+        if stuck and not self._stuck_alarmed:
+            self.on_error(self.name, f"{self.label}: write() has not returned for "
+                          f"{time.monotonic() - since:.1f} s; its batches wait "
+                          f"({self.sub.depth()} queued), then their producers do")
+        self._stuck_alarmed = stuck
+
+    def abandon(self) -> tuple[int, int]:
+        """What it will not write, its thread having outlived the shutdown's wait (it is in
+        its sink's ``write()``): the batches it holds and those queued, counted against
+        their instruments as not stored; (batches, samples)."""
+        self.sub.close()
+        left = list(self.held)
+        try:
+            left += self.sub.get_many(0.0, max_items=self.sub.depth() + 1)
+        except SubscriptionClosed:
+            pass
+        for b in left:
+            self.unstored[instrument_of(b)] += b.num_rows
+        return len(left), sum(b.num_rows for b in left)
 
     def close_sink(self, until: float | None = None) -> Any:
         """Close the sink (its waits bounded by ``until``, a monotonic time, where it takes a
@@ -228,6 +306,10 @@ class SinkThread:
         except WriteFailed as exc:
             self.count_failure(f"close failed: {exc}", exc.lost)
             return exc.result
+
+    def signal_stop(self) -> None:
+        """Write what is queued, then end (:meth:`stop` waits for it)."""
+        self._stop.set()
 
     def stop(self, timeout: float) -> bool:
         self._stop.set()
@@ -272,7 +354,8 @@ class DualRuntimeManager:
         self.rates = RateWatch(self._alarm)
         self.watchdog = LoopWatchdog(
             self.v4.loop, self.v4.thread, self.v4.runners, self._alarm,
-            bound_s=lab.loop_watchdog_s, checks=[self.notifier.check, self._check_rates],
+            bound_s=lab.loop_watchdog_s,
+            checks=[self.notifier.check, self._check_rates, self._check_sinks],
             passes=self.v4.passes)
         self.state_changes: collections.deque[dict[str, Any]] = collections.deque(maxlen=1000)
         self.channels: dict[tuple[str, str], ChannelSpec] = {}
@@ -338,6 +421,10 @@ class DualRuntimeManager:
     def _check_rates(self) -> None:
         self.rates.check([(w.health, 1 / w.period) for w in self.v2.workers.values()]
                          + [(r.health, 1 / r.period) for r in self.v4.runners.values()])
+
+    def _check_sinks(self) -> None:
+        for st in self.sink_threads:
+            st.check()
 
     def _port_event(self, ev: PortEvent) -> None:
         """Tell plugins; on a reconnect, wake every instrument on the resource at once."""
@@ -407,18 +494,18 @@ class DualRuntimeManager:
             self.notifier.start()
             if self.use_storage:
                 self._open_storage()
-            self.bridge = MeasurementBridge(self.channels, self.distributor,
-                                            self.host.converter("v2", "arrow").convert,
-                                            on_refused=self._refused,
-                                            on_alarm=self._alarm)
+            v2_arrow = self.host.converter("v2", "arrow")
+            owner = self.host.converter_owner("v2", "arrow")
+            self.bridge = MeasurementBridge(
+                self.channels, self.distributor, v2_arrow.convert, on_refused=self._refused,
+                on_alarm=self._alarm, converter=f"converter {v2_arrow.name!r} "
+                f"({f'{owner.distribution} {owner.version}'.strip()})")
             for tap in self.taps:
                 self.bridge.unified.attach(tap)
             for name, sink in self._sinks.items():
-                sub = self.bridge.unified.subscribe(name, lossless=True,
-                                                    capacity=self.sink_capacity)
-                st = SinkThread(name, sink, sub, lambda n, m: self._alarm(f"sink:{n}", m))
-                self.sink_threads.append(st)
-                st.start()
+                for st in self._feed(name, sink, self.bridge.unified):
+                    self.sink_threads.append(st)
+                    st.start()
             self.bridge.start()
             self.v4.publish_to(self.bridge)  # v4 batches go straight to the unified stream
             # announced before any instrument runs, so no instrument event precedes it
@@ -459,6 +546,26 @@ class DualRuntimeManager:
                                            session_id=self.session_id or None)
         self.session_id = self.storage.session_id
         self._sinks["storage"] = self.storage
+
+    def _feed(self, name: str, sink: Sink, stream: Broadcast[pa.RecordBatch]
+              ) -> list[SinkThread]:
+        """A lossless queue and a thread for each lane of ``sink``: each flavor of a storage
+        session, so a backend that hangs holds up its own flavor's batches (then their
+        producers) and no other (one thread for both lost both flavors' data); one for any
+        other sink."""
+        def alarm(sink_name: str, message: str) -> None:
+            self._alarm(f"sink:{sink_name}", message)
+        if not isinstance(sink, StorageSession):
+            sub = stream.subscribe(name, lossless=True, capacity=self.sink_capacity)
+            return [SinkThread(name, sink, sub, alarm)]
+        threads = []
+        for flavor, lane in sink.lanes().items():
+            lane_sub = LaneSubscription(f"{name}:{flavor}", lane.takes,
+                                        capacity=self.sink_capacity, on_alarm=self._alarm)
+            stream.attach(lane_sub)
+            threads.append(SinkThread(f"{name}:{flavor}", lane, lane_sub, alarm,
+                                      label=lane.label, owner=name, lane=flavor))
+        return threads
 
     def output_dirs(self) -> dict[str, Path]:
         return {str(f): d for f, d in self.storage.directories.items()} if self.storage else {}
@@ -689,11 +796,15 @@ class DualRuntimeManager:
             if self.bridge.thread.is_alive() and not self.bridge.stop(left(3.0)):
                 report.leaked.append("bridge thread")
             self.bridge.close()
+        for st in self.sink_threads:  # all at once: each waits for its own writer only
+            st.signal_stop()
         for st in self.sink_threads:
             if not st.stop(left(5.0)):
-                report.leaked.append(f"storage thread {st.name}")
-                report.errors.append(f"{st.name}: {st.sub.depth()} batch(es) not written: the "
-                                     "shutdown budget ran out while storage was behind")
+                batches, samples = st.abandon()
+                report.leaked.append(f"storage thread {st.name} (in {st.label}'s write())")
+                report.errors.append(f"{st.label}: {batches} batch(es), {samples} sample(s), "
+                                     "not written: the shutdown budget ran out while its "
+                                     "write() had not returned")
             st.sub.close()
         self._close_sinks(report, deadline)
         if self.pool is not None:  # the workers' processes exited meanwhile, or are leaked
@@ -703,7 +814,7 @@ class DualRuntimeManager:
                                  "of its own (see the alarms)")
         for st in self.sink_threads:
             if st.failed_writes:  # samples that are in no file: the run did not go well
-                report.errors.append(f"{st.name}: {st.failed_rows} sample(s) not written "
+                report.errors.append(f"{st.label}: {st.failed_rows} sample(s) not written "
                                      f"({st.failed_writes} failed write(s)); last: "
                                      f"{st.last_failure}")
         self.budget.stop(left(1.0))
@@ -721,7 +832,6 @@ class DualRuntimeManager:
         report.counts = self.counts()
         self._judge(report)
         report.duration_s = round(time.monotonic() - t0, 3)
-        self._save_budget(report)
         if self._announced:
             self.notifier.notify("daqhub_session_stopped", session_id=self.session_id,
                                  report=report.as_dict())
@@ -729,48 +839,70 @@ class DualRuntimeManager:
             self._alarm("plugin", f"plugin {stuck} was still busy at shutdown")  # the run's ok
         # what the stop notification raised counts as what the start one did
         report.errors += self.plugin_failures[known_failures:]
+        report.duration_s = round(time.monotonic() - t0, 3)
+        # saved last: what made the run fail (a stop hook that raised) and the alarms about
+        # plugins still busy were missing from it, the stop notification coming after it
+        self._save_budget(report)
         if self._plugin_failed in self.host.notify_listeners:
             self.host.notify_listeners.remove(self._plugin_failed)
         return report
 
     def _close_sinks(self, report: ShutdownReport, deadline: float) -> None:
-        """Close every sink, all at once, each on a helper thread waited for until the
-        shutdown's ``deadline`` (at least :data:`SINK_CLOSE_MIN_S`).
+        """Close every sink, each lane of it on its own (a storage session's flavors), all
+        at once, each on a helper thread waited for until the shutdown's ``deadline`` (at
+        least :data:`SINK_CLOSE_MIN_S`).
 
         A sink's close is a plugin's code (a backend on a network share that stopped
         answering): called here it froze the shutdown for ever. One still closing at the
         deadline is left to its daemon thread and named in ``leaked`` and ``errors``, so the
-        run is not ok, and the shutdown goes on.
+        run is not ok, and the shutdown goes on. A lane whose thread is still in its
+        ``write()`` is not closed (its writer is in use), and says so. What each lane's close
+        returns is its own: one flavor's failure does not hide another's files.
         """
-        threads = {st.name: st for st in self.sink_threads}
-        closing: dict[str, concurrent.futures.Future[Any]] = {}
+        closing: dict[tuple[str, str | None], concurrent.futures.Future[Any]] = {}
         until = max(deadline, time.monotonic() + SINK_CLOSE_MIN_S)
-        for name, sink in self._sinks.items():
-            st = threads.get(name)
-            closing[name] = on_daemon_thread(
-                functools.partial(st.close_sink, until) if st is not None
-                else functools.partial(close_sink, sink, until), f"daqhub-close:{name}")
-        for name, fut in closing.items():
+        fed = {st.owner for st in self.sink_threads}
+        for name, sink in self._sinks.items():  # never fed: the start failed before
+            if name not in fed:
+                closing[(name, None)] = on_daemon_thread(
+                    functools.partial(close_sink, sink, until), f"daqhub-close:{name}")
+        for st in self.sink_threads:
+            if st.thread.is_alive():
+                report.errors.append(f"{st.label} was not closed: its write() had not "
+                                     "returned, so its files may be incomplete")
+                continue
+            closing[(st.owner, st.lane)] = on_daemon_thread(
+                functools.partial(st.close_sink, until), f"daqhub-close:{st.name}")
+        for (name, lane), fut in closing.items():
+            shown = name if lane is None else f"{name}:{lane}"
             try:
                 exc = fut.exception(max(0.0, until - time.monotonic()))
             except concurrent.futures.TimeoutError:
                 waited = self.phases.total_s if until == deadline else SINK_CLOSE_MIN_S
-                report.leaked.append(f"sink {name} (still in close() after the shutdown's "
+                report.leaked.append(f"sink {shown} (still in close() after the shutdown's "
                                      f"{waited:g} s)")
-                report.errors.append(f"closing {name} did not finish within the shutdown "
+                report.errors.append(f"closing {shown} did not finish within the shutdown "
                                      "budget: what it still held may not be on disk")
                 continue
             if exc is not None:
-                report.errors.append(f"closing {name} failed: {exc}")
-            else:
+                report.errors.append(f"closing {shown} failed: {exc}")
+            elif lane is None:
                 report.sink_results[name] = fut.result()
+            else:
+                report.sink_results.setdefault(name, {})[lane] = fut.result()
 
     def _judge(self, report: ShutdownReport) -> None:
         """One outcome per instrument and routine; only the ok ones are clean."""
         healths = [h for i in self.lab.instruments() if (h := self.health_of(i.id))]
         forced = report.forced_instruments
+        unstored: dict[str, dict[str, int]] = {}  # id -> sink -> its samples not stored
+        for st in self.sink_threads:
+            for iid, n in st.unstored.items():
+                unstored.setdefault(iid, {})[st.label] = n
+        remote = self.pool.health if self.pool is not None else {}
         report.instruments = [instrument_outcome(h, report.counts.get(h.id, {}),
-                                                 forced.get(h.id, ""))
+                                                 forced.get(h.id, ""), unstored.get(h.id, {}),
+                                                 in_process=h.id not in remote)
                               for h in healths]
         report.routines = [routine_outcome(vars(r.state) | {"log": []}) for r in self.routines]
         report.clean = [o["id"] for o in report.instruments if o["ok"]]

@@ -251,7 +251,7 @@ def test_samples_a_sink_failed_to_write_make_the_run_not_ok(host, tmp_path) -> N
         rf"disk: {lost} sample\(s\) not written \(\d+ failed write\(s\)\); last: write "
         r"failed: \[Errno 28\] No space left on device", report.errors[0]), report.errors
     assert [a["message"] for a in rt.alarms if a["what"] == "sink:disk"] == \
-        ["write failed: [Errno 28] No space left on device"]  # one alarm, not one per batch
+        ["disk: write failed: [Errno 28] No space left on device"]  # one, not one per batch
 
 
 @pytest.mark.timeout(30)
