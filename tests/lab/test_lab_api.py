@@ -164,6 +164,13 @@ def test_a_drivers_own_timeout_reaches_the_script_as_the_driver_raised_it(
     asyncio.run(main())
 
 
+def stage_lab(tmp_path: Path, flavor: str, port: str) -> str:
+    """A lab of one ESP300 axis on ``port``."""
+    return (f'[daqhub]\noutput_dir = "{tmp_path.as_posix()}/data"\n'
+            f'[[{flavor}.instruments]]\nid = "stage"\ntype = "newport.esp300"\n'
+            f'port = "{port}"\naxis = 1\npoll_hz = 5\n')
+
+
 @pytest.mark.parametrize("flavor", ["v2", "v4"])
 def test_a_scripts_stop_halts_the_axis_while_its_home_is_in_flight(
         tmp_path: Path, host: PluginHost, sim_url: Any, sim_endpoint: Any, flavor: str) -> None:
@@ -172,16 +179,7 @@ def test_a_scripts_stop_halts_the_axis_while_its_home_is_in_flight(
     the script's stop button did nothing when it mattered."""
     sim = sim_url("esp300", speed_scale=0.1, home=20)  # a home of ~100 s
     axis = sim_endpoint(sim).device.axis(1)
-    text = f'''
-[daqhub]
-output_dir = "{tmp_path.as_posix()}/data"
-[[{flavor}.instruments]]
-id = "stage"
-type = "newport.esp300"
-port = "{sim}"
-axis = 1
-poll_hz = 5
-'''
+    text = stage_lab(tmp_path, flavor, sim)
     with daqhub.open_lab(text, host=host, report=None) as lab:
         stage = lab["stage"]
         homing = stage.send("home", 600)
@@ -200,16 +198,7 @@ def test_closing_the_lab_during_a_scripts_move_stops_the_axis_and_ends_clean(
     and the stage went on to the end of its move."""
     sim = sim_url("esp300", speed_scale=0.01)  # 0.1 mm/s: a move of 20 mm takes ~200 s
     axis = sim_endpoint(sim).device.axis(1)
-    text = f'''
-[daqhub]
-output_dir = "{tmp_path.as_posix()}/data"
-[[{flavor}.instruments]]
-id = "stage"
-type = "newport.esp300"
-port = "{sim}"
-axis = 1
-poll_hz = 5
-'''
+    text = stage_lab(tmp_path, flavor, sim)
     with pytest.raises(KeyboardInterrupt):
         with daqhub.open_lab(text, host=host, report=None) as lab:
             wait_until(lambda: lab.rt.health_of("stage").measurements > 0, "a first sample",

@@ -4,6 +4,7 @@ the page's own behaviour (its command box, a run ending, the next run at its add
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -11,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +27,10 @@ from daqhub.web.server import DashboardServer
 from daqhub.web.settings import WebSettings
 
 
-@needs_chromium
-@pytest.mark.timeout(240)
-def test_demo_lab_dashboard_updates_live_in_chromium(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def demo_run_with_web(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path, str]]:
+    """``daqhub run --web`` of the demo lab: the process, its output file, the page's URL;
+    killed if it is still running at the end."""
     out = tmp_path / "out.txt"
     with out.open("wb") as sink:
         proc = subprocess.Popen(
@@ -38,13 +41,20 @@ def test_demo_lab_dashboard_updates_live_in_chromium(tmp_path: Path) -> None:
     try:
         url = wait_for_line(out, r"dashboard -> (http://127\.0\.0\.1:\d+/) \(read-only\)",
                             proc, 60).group(1)
-        seen = asyncio.run(look_at(url, tmp_path))
-        proc.send_signal(signal.SIGINT)
-        proc.wait(60)
+        yield proc, out, url
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+@needs_chromium
+@pytest.mark.timeout(240)
+def test_demo_lab_dashboard_updates_live_in_chromium(tmp_path: Path) -> None:
+    with demo_run_with_web(tmp_path) as (proc, out, url):
+        seen = asyncio.run(look_at(url, tmp_path))
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
     assert proc.returncode == 0, out.read_text()
     rows = seen["rows"]
     assert isinstance(rows, dict) and {i: r["flavor"] for i, r in rows.items()} == DEMO
@@ -219,20 +229,8 @@ async def watch_the_end(url: str, proc: subprocess.Popen[bytes], tmp_path: Path
 def test_the_page_says_when_the_run_ended(tmp_path: Path) -> None:
     """`daqhub run --web`: the dashboard stopped as the shutdown returned, and the page kept
     a mix of running and stopped instruments and never said that the run had ended."""
-    out = tmp_path / "out.txt"
-    with out.open("wb") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "daqhub", "run", "--plain", "--interval", "1",
-             "--web", "127.0.0.1:0", "--output-dir", str(tmp_path / "data")],
-            stdout=sink, stderr=subprocess.STDOUT, cwd=tmp_path,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        url = wait_for_line(out, r"dashboard -> (http://127\.0\.0\.1:\d+/)", proc, 60).group(1)
+    with demo_run_with_web(tmp_path) as (proc, out, url):
         seen = asyncio.run(watch_the_end(url, proc, tmp_path))
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
     assert seen["code"] == 0, out.read_text()
     assert sorted(str(seen["states"]).split(",")) == [f"{i} stopped" for i in sorted(DEMO)]
     assert str(seen["status"]).startswith("the run ended")  # the dashboard gone: still said
