@@ -118,7 +118,8 @@ class BadLine:
 @dataclass(frozen=True)
 class Exchange:
     """Write a command and wait up to ``reply_timeout`` s for its immediate reply. Result:
-    the reply line, or None (the reply is then owed: :meth:`BusRouter.owe`).
+    the reply line; a :class:`BadLine` (garbage that may be its reply damaged, or the start
+    of its reply); or None (the reply is then owed, :meth:`BusRouter.give_up` says when).
 
     The port is held to write, and to read only while nobody else queues for it; the rest
     of the wait is a :class:`Collect`'s, so a silent address does not hold up the others.
@@ -240,6 +241,7 @@ class BusRouter:
         self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._owners: dict[str, str] = {}
         self._damage: deque[tuple[float, BadLine]] = deque(maxlen=8)
+        self._garbage_taken: deque[BadLine] = deque(maxlen=8)  # given to an exchange each
         self._debts: dict[str, _Debt] = {}
         self._absorbed_at: dict[str, float] = {}  # when a debt of the address last took a line
         self._outages: deque[list[float]] = deque(maxlen=OUTAGES_KEPT)  # [lost, back or inf]
@@ -347,35 +349,46 @@ class BusRouter:
                 debt = None
             return None if debt is None else debt.expect
 
-    def give_up(self, asked: Asked, partial: BadLine | None = None) -> BadLine | None:
-        """An exchange's reply did not come by its deadline. It gets garbage that no address
-        claimed since its command (maybe its reply, damaged), else ``partial`` (the start of
-        its reply, read with the port held), else nothing: the reply is then owed, unless a
-        debt of the address took a line meanwhile (which may have been this reply: owing
-        again would keep the address out of step for good)."""
-        garbage = self._garbage_since(asked.at)
-        if garbage is not None or partial is not None:
-            return garbage or partial
+    def give_up(self, asked: Asked, partial: BadLine | None = None) -> Any:
+        """An exchange's reply did not come by its deadline. It gets its reply if that was
+        filed after all (by another transaction, since the waiter last looked), else garbage
+        that no address names and no other exchange took since its command (maybe its reply,
+        damaged; one piece of garbage is one exchange's), else ``partial`` (the start of its
+        reply, read with the port held), else nothing: the reply is then owed, unless a debt
+        of the address took a line meanwhile (which may have been this reply: owing again
+        would keep the address out of step for good). One look under the lock: a reply
+        filed between a last look and the debt was kept and owed too, and the debt then
+        swallowed the next command's answer."""
         address = asked.expect.address
         with self._cond:
+            line = self._take_locked(asked.expect)
+            if line is not None:
+                return line
+            found = self._garbage_locked(asked.at)
+            if found is not None:
+                self._garbage_taken.append(found[1])
+                return found[1]
+            if partial is not None:
+                return partial
             absorbed = self._absorbed_at.get(address, -math.inf) >= asked.at
-        if self.owes_reply(asked.expect) and not absorbed:
-            self.owe(asked.expect, time.monotonic() + OWED_TIMEOUTS * (asked.deadline - asked.at))
+            if self.owes_reply(asked.expect) and not absorbed:
+                self._debts[address] = _Debt(
+                    asked.expect, time.monotonic() + OWED_TIMEOUTS * (asked.deadline - asked.at))
         return None
 
     def reply_deadline(self, asked: Asked) -> float:
         """When an exchange stops waiting: its deadline, or soon after garbage nobody claims
         (``GARBAGE_GRACE_S``: it may be this reply damaged, or noise before it)."""
         with self._cond:
-            for t, bad in self._damage:
-                if t >= asked.at and bad.address is None:
-                    return min(asked.deadline, t + GARBAGE_GRACE_S)
-        return asked.deadline
+            found = self._garbage_locked(asked.at)
+        return asked.deadline if found is None else min(asked.deadline,
+                                                         found[0] + GARBAGE_GRACE_S)
 
-    def _garbage_since(self, since: float) -> BadLine | None:
-        with self._cond:
-            return next((bad for t, bad in self._damage if t >= since and bad.address is None),
-                        None)
+    def _garbage_locked(self, since: float) -> tuple[float, BadLine] | None:
+        """The first garbage since ``since`` that names no address and no exchange took."""
+        taken = self._garbage_taken
+        return next(((t, bad) for t, bad in self._damage if t >= since and bad.address is None
+                     and not any(bad is x for x in taken)), None)
 
     # ------------------------------------------------------------------ the link
     def port_event(self, event: ResourceEvent) -> None:

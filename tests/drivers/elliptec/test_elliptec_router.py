@@ -244,6 +244,40 @@ def test_an_exchange_lets_go_of_the_port_when_others_queue_and_its_reply_is_late
     assert isinstance(line, Frame) and line.data == "00002300"
 
 
+def test_one_piece_of_garbage_is_one_waiting_exchanges_not_every_ones() -> None:
+    """Two exchanges waiting at once (each let go of the port): one noise line was returned
+    to both as their damaged reply, neither owed its reply, and module 2's real reply,
+    coming later, answered its next ``gp``."""
+    router, io = BusRouter("bus"), FakeIO()
+    busy = lambda: 1  # noqa: E731 (someone queued: the exchange lets go after a read slice)
+    first = router.exchange(io, query("1"), 1.0, True, busy, 0.25)
+    second = router.exchange(io, query("2"), 1.0, True, busy, 0.25)
+    assert isinstance(first, Asked) and isinstance(second, Asked)
+    io.feed(b"\x00\x7f\r\n")  # one noise line, naming no address
+    router.pump(io, query("0"), 0.06, busy)  # read by another waiter
+    garbage = router.give_up(first)
+    assert isinstance(garbage, BadLine) and garbage.reason == "garbled"
+    assert router.give_up(second) is None and router.owed("2") is not None
+    io.answer = lambda cmd: b"2PO0000AAAA\r\n"  # the late reply, as the next gp is written
+    late_then_nothing = router.exchange(io, query("2"), 0.3)
+    if isinstance(late_then_nothing, Asked):
+        late_then_nothing = router.pump(io, query("2"), 0.4, lambda: 0, late_then_nothing)
+    assert late_then_nothing is None and router.stats["stale"] == 1
+
+
+def test_a_reply_filed_as_its_exchange_gives_up_is_its_answer_not_a_debt() -> None:
+    """Between an exchange's last look and its giving up, another transaction may file its
+    reply: it was kept, the address owed it too, and the debt took the next answer."""
+    router, io = BusRouter("bus"), FakeIO()
+    asked = router.exchange(io, query("1"), 0.05, True, lambda: 1, 0.25)
+    assert isinstance(asked, Asked)
+    io.feed(b"1PO00000010\r\n")
+    router.pump(io, query("0"), 0.06, lambda: 0)  # another waiter's read files it
+    line = router.give_up(asked)
+    assert isinstance(line, Frame) and line.data == "00000010"
+    assert router.owed("1") is None
+
+
 def test_a_truncated_head_glued_to_another_modules_reply_reaches_both_waiters() -> None:
     router = BusRouter("bus")
     io = FakeIO()
