@@ -21,7 +21,6 @@ is a ``TimeoutError`` naming the instrument, the command and what it was busy wi
 from __future__ import annotations
 
 import asyncio
-import atexit
 import concurrent.futures
 import contextlib
 import difflib
@@ -531,8 +530,6 @@ class Lab:
         if self.report is not None:  # closed already (maybe by another thread meanwhile)
             return self.report
         self.closing = True
-        with _open_labs_lock:  # (its close is under way: nothing left for the exit to do)
-            _open_labs.discard(self)
         interrupted: list[int] = []
         previous = None
         if threading.current_thread() is threading.main_thread():
@@ -549,6 +546,8 @@ class Lab:
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
+            with _open_labs_lock:  # closed: nothing left for the exit to do (not before: a
+                _open_labs.discard(self)  # close under way on a daemon thread was cut short)
         if self.report_to is not None:
             print_report(self.rt, self.report, self.report_to)
         if interrupted:
@@ -572,14 +571,29 @@ _open_labs: set[Lab] = set()
 _open_labs_lock = threading.Lock()
 
 
+#: a forked child (os.fork, not a worker process: those are fresh interpreters) has copies
+#: of its parent's labs without their threads; closing them there ran out the budget and
+#: printed a false NOT OK report of a session its parent still runs
+os.register_at_fork(after_in_child=_open_labs.clear)
+
+
 def _close_at_exit(lab: Lab) -> None:
-    """Have ``lab`` closed at the interpreter's exit unless it is closed before."""
+    """Have ``lab`` closed at the interpreter's exit unless it is closed before.
+
+    At the start of the exit, before Python waits for the script's non-daemon threads
+    (``threading``'s exit hook, as ``concurrent.futures`` uses): a thread iterating the
+    lab's live data ends only when the lab closes, and an ``atexit`` function runs only
+    after every such thread has ended, so the exit waited for ever. That also comes before
+    every ``atexit`` function, h5py's among them."""
+    global _exit_hook_registered
     with _open_labs_lock:
         _open_labs.add(lab)
-    # (again at every lab: exit functions run last registered first, so the lab is closed
-    # before those of the modules its start imported, h5py's among them, have run)
-    atexit.unregister(_close_open_labs)
-    atexit.register(_close_open_labs)
+        register, _exit_hook_registered = not _exit_hook_registered, True
+    if register:
+        threading._register_atexit(_close_open_labs)  # type: ignore[attr-defined]
+
+
+_exit_hook_registered = False
 
 
 def _close_open_labs() -> None:
@@ -588,13 +602,15 @@ def _close_open_labs() -> None:
     A script that never closed its lab (no ``with`` block, no ``close()``) exited 0 with no
     report, and its daemon threads stopped where they were: the last seconds of data not
     written, files not closed cleanly, lock files left behind. Each close is bounded by the
-    lab's ``shutdown_timeout``, so the exit cannot hang on it."""
+    lab's ``shutdown_timeout`` (one after the other); one another thread is closing is
+    waited for, not cut short."""
     with _open_labs_lock:
         labs = list(_open_labs)
     for lab in labs:
-        print(f"daqhub: session {lab.session_id} was still open as the script ended; closing "
-              "it now (open it in a `with` block, or call close())", file=sys.stderr,
-              flush=True)
+        print(f"daqhub: session {lab.session_id} was still "
+              + ("closing as the script ended; waiting for its close" if lab.closing else
+                 "open as the script ended; closing it now (open it in a `with` block, or "
+                 "call close())"), file=sys.stderr, flush=True)
         try:
             lab.close()
         except (Exception, KeyboardInterrupt) as exc:  # the other labs are closed all the same

@@ -98,6 +98,51 @@ def test_a_lab_the_script_never_closed_is_closed_at_exit(tmp_path: Path, opened:
     assert stored == counted and all(n > 0 for n in stored.values())
 
 
+ENDINGS = '''
+import os, sys, threading, time
+import daqhub
+
+lab = daqhub.open_lab(sys.argv[1])
+lab.latest("power", wait=30)
+if sys.argv[2] == "thread":  # a (non-daemon) thread iterating the live data
+    threading.Thread(target=lambda: sum(1 for _ in lab.subscribe(["power"]))).start()
+elif sys.argv[2] == "closing":  # the script ends while a daemon thread closes the lab
+    threading.Thread(target=lab.close, daemon=True).start()
+    while not lab.closing:
+        time.sleep(0.01)
+elif sys.argv[2] == "fork":  # a child that copies the lab and exits
+    child = os.fork()
+    if child == 0:
+        sys.exit(0)
+    os.waitpid(child, 0)
+    print("child gone", flush=True)
+    lab.close()
+'''
+
+
+@pytest.mark.parametrize("ending", ["thread", "closing", "fork"])
+def test_a_script_ends_once_and_its_lab_is_closed_once(tmp_path: Path, ending: str) -> None:
+    """A non-daemon thread iterating an unclosed lab's live data: Python waits for it before
+    ``atexit`` functions run, and the lab was closed in one: the script never ended. A close
+    under way on a daemon thread as the script ended was cut short (no report, lock files
+    left). A forked child that exited closed its copy of its parent's lab: the whole budget,
+    and a NOT OK report of a session its parent still ran."""
+    out = tmp_path / "data"
+    lab_file = tmp_path / "lab.toml"
+    lab_file.write_text(optics_lab(out, "v2"))
+    script = tmp_path / "ending.py"
+    script.write_text(textwrap.dedent(ENDINGS))
+    proc = subprocess.run([sys.executable, str(script), str(lab_file), ending],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("shutdown report") == 1, proc.stderr
+    assert "NOT OK" not in proc.stderr, proc.stderr
+    assert not list(out.rglob("*.lock"))
+    if ending == "fork":
+        assert proc.stdout.strip() == "child gone"
+        assert "still open" not in proc.stderr
+
+
 STUCK = '''
 import sys, types
 sys.path.insert(0, sys.argv[2])
