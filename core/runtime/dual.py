@@ -8,10 +8,10 @@ Shutdown runs in phases, each bounded, and the whole bounded by
 ``shutdown_timeout``:
 
 0. stop the routines and join them (a step in flight is abandoned, and the
-   routine recorded ``stopped``, not failed), so no command races the stop; the axis of
-   a Motion instrument whose routine was running is halted (:meth:`~DualRuntimeManager.halt`),
-   so a step that holds the instrument (a ``home``) ends now and the instrument stops in
-   its turn instead of being forced;
+   routine recorded ``stopped``, not failed), so no command races the stop; every
+   connected Motion instrument is halted (:meth:`~DualRuntimeManager.halt`), so a command
+   that holds the instrument (a routine's ``home``, a script's ``wait_until_done``) ends
+   now and the instrument stops in its turn instead of being forced;
 1. signal both runtimes to stop;
 2. wait for the V4 actors (5 s by default), then for the V2 threads (5 s);
 3. force what did not stop: cancel actor tasks, close the hardware under
@@ -233,6 +233,7 @@ class SinkThread:
         self.busy_since = 0.0
         self._stuck_alarmed = False
         self._stop = threading.Event()
+        self._abandoned = threading.Event()
         self.thread = threading.Thread(target=self._main, name=f"daqhub-storage:{name}",
                                        daemon=True)
 
@@ -252,10 +253,15 @@ class SinkThread:
                 self.busy_since = time.monotonic()
                 try:
                     self.sink.write(b)
-                    self.written += b.num_rows
                 except Exception as exc:  # a storage fault is reported, the run goes on
+                    if self._abandoned.is_set():
+                        return
                     self.count_failure(f"write failed: {exc}", exc.lost
                                        if isinstance(exc, WriteFailed) else b.num_rows, b)
+                else:
+                    if self._abandoned.is_set():  # counted as not written: its writer is
+                        return                     # never closed, so nothing more goes in
+                    self.written += b.num_rows
                 held.popleft()
             self.busy_since = 0.0
             if self._stop.is_set() and self.sub.depth() == 0:
@@ -287,7 +293,10 @@ class SinkThread:
     def abandon(self) -> tuple[int, int]:
         """What it will not write, its thread having outlived the shutdown's wait (it is in
         its sink's ``write()``): the batches it holds and those queued, counted against
-        their instruments as not stored; (batches, samples)."""
+        their instruments as not stored; (batches, samples). Its thread, once that write
+        returns, writes nothing more (it wrote on, and rows counted not written were then
+        also counted written, into a writer nobody closes)."""
+        self._abandoned.set()
         self.sub.close()
         left = list(self.held)
         try:
@@ -627,8 +636,9 @@ class DualRuntimeManager:
 
     def halt(self, instrument_ids: Sequence[str], timeout: float) -> None:
         """Send ``stop`` to each instrument at once and wait up to ``timeout`` for them: the
-        movers of a failed or interrupted scan, the axes of routines at shutdown (best
-        effort: what fails is the caller's error's consequence, not a new error)."""
+        movers of a failed or interrupted scan, every connected Motion instrument at
+        shutdown (best effort: what fails is the caller's error's consequence, not a new
+        error; a disconnected axis is not waited for, its stop could not run)."""
         deadline = time.monotonic() + timeout
         sent = []
         for iid in instrument_ids:
@@ -756,8 +766,8 @@ class DualRuntimeManager:
         # halted, as a command in flight (a routine's home, a script's wait_until_done) may
         # hold its instrument past the budget, which then forces it and leaves it moving
         self.routine_stop.set()
-        self.halt([i for i in self.instrument_ids() if "Motion" in self.types[i].capabilities],
-                  left(1.0))
+        self.halt([i for i in self.instrument_ids() if "Motion" in self.types[i].capabilities
+                   and self.health_of(i).state in CONNECTED_STATES], left(1.0))
         for r in self.routines:
             if r.thread.ident is not None:
                 r.join(left(1.0))

@@ -213,6 +213,29 @@ def test_closing_the_lab_during_a_scripts_move_stops_the_axis_and_ends_clean(
     assert axis.state == "idle" and axis.position < 10_000  # counts: stopped well short
 
 
+def test_the_shutdown_halts_no_axis_that_is_disconnected(
+        tmp_path: Path, host: PluginHost, sim_url: Any, sim_endpoint: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A disconnected axis's stop is queued behind its reconnect, where it cannot run: the
+    shutdown's halt waited its whole second for it, in an otherwise healthy close."""
+    from daqhub.runtime.dual import DualRuntimeManager
+
+    halted: list[list[str]] = []
+    halt = DualRuntimeManager.halt
+    monkeypatch.setattr(DualRuntimeManager, "halt", lambda rt, ids, timeout: (
+        halted.append(list(ids)), halt(rt, ids, timeout))[1])
+    gone = sim_url("esp300")
+    text = stage_lab(tmp_path, "v2", sim_url("esp300")) + stage_lab(
+        tmp_path, "v4", gone).split("\n", 2)[2].replace('id = "stage"', 'id = "gone"')
+    with daqhub.open_lab(text, host=host, report=None) as lab:
+        wait_until(lambda: all(h["measurements"] > 0 for h in lab.health()["instruments"]),
+                   "a first sample of both", timeout=30)
+        sim_endpoint(gone).faults.disconnect()
+        wait_until(lambda: lab.rt.health_of("gone").state == "reconnecting",
+                   "the axis reconnecting", timeout=30)
+    assert halted == [["stage"]]
+
+
 def test_the_scripts_own_wait_running_out_is_its_own_timeout_error(
         tmp_path: Path, host: PluginHost) -> None:
     """The other side of the test above: no answer within the wait is the Lab API's own

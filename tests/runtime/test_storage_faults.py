@@ -126,3 +126,43 @@ def test_a_backend_close_that_misbehaves_is_named_and_the_other_flavors_files_ar
     assert "v2" not in files
     assert files["v4"] and all(Path(p).is_file() for p in files["v4"])
     assert {p.parent.name for p in map(Path, files["v4"])} == {"c"}
+
+
+@pytest.mark.timeout(30)
+def test_a_writer_the_shutdown_gave_up_on_writes_nothing_more() -> None:
+    """The shutdown's wait for a lane ran out while its write() hung: the batches it held
+    and those queued were counted as not written, and when that write returned the thread
+    wrote them all the same, into a writer nobody closes (counted written and not)."""
+    import pyarrow as pa
+
+    from daqhub.measurement import ChannelSpec
+    from daqhub.runtime.broadcast import Subscription
+    from daqhub.schema import build_batch
+
+    release = threading.Event()
+
+    class Slow:
+        def __init__(self) -> None:
+            self.rows = 0
+
+        def write(self, batch: pa.RecordBatch) -> None:
+            release.wait(10)
+            self.rows += batch.num_rows
+
+        def close(self) -> list[str]:
+            return []
+
+    spec = ChannelSpec("x", "scalar", "V")
+    sink, sub = Slow(), Subscription[pa.RecordBatch]("storage:v2", lossless=True, capacity=100)
+    st = dual.SinkThread("storage:v2", sink, sub, lambda n, m: None)
+    for i in range(5):
+        sub.offer(build_batch("a", spec, [i], [1.0]), 1.0)
+    st.start()
+    wait_until(lambda: st.busy_since > 0, "the first write under way", timeout=10)
+    assert not st.stop(0.1)  # the shutdown's wait runs out
+    assert st.abandon() == (5, 5)
+    release.set()
+    st.thread.join(10)
+    assert not st.thread.is_alive()
+    assert sink.rows == 1 and st.written == 0  # the write in hand ended; nothing after it
+    assert st.unstored == {"a": 5}
