@@ -416,7 +416,6 @@ def _run(args: Any, host: PluginHost, out: TextIO, stop: threading.Event,
                 view.update(elapsed)
             view.update(time.monotonic() - t0)
         print("daqhub: shutting down ...", file=out, flush=True)
-        report = rt.shutdown()
     finally:
         report = rt.shutdown()
         if dashboard is not None:
