@@ -469,11 +469,14 @@ class BusRouter:
         """Read (the port held) until ``expect``'s reply is filed, ``until``, or others queue
         with no line half-read; then ``asked`` (not yet). An exchange's wait (``asked``)
         that reaches its deadline here gives up with the port held (:meth:`give_up`)."""
+        read = False
         while True:
             with self._cond:
                 line = self._take_locked(expect)
             if line is not None:
                 return line
+            if read and not self._partial and others_waiting() > 0:
+                return asked
             now = time.monotonic()
             stop = until
             if asked is not None:
@@ -484,12 +487,7 @@ class BusRouter:
             if now >= stop:
                 return asked
             self._read_once(io, min(stop - now, READ_SLICE_S))
-            with self._cond:
-                line = self._take_locked(expect)
-            if line is not None:
-                return line
-            if not self._partial and others_waiting() > 0:
-                return asked
+            read = True
 
     @contextmanager
     def _port_io(self) -> Iterator[None]:

@@ -124,32 +124,44 @@ class CommandBox(ScriptedSource):
         return {"dark": math.nan, "add": sum(args)}[method]
 
 
+#: what the command box shows after each command (its text, its class), in order
+BOX_SHOWS = [("oven.add: {\"ok\":true,\"result\":5}", ""),
+             ("oven.dark: {\"ok\":true,\"result\":\"NaN\"}", ""),
+             ("oven.lookup_gain: {\"ok\":false,\"error\":\"KeyError: 'gain'\"}", "failed"),
+             ("oven.hold: sending ...", "sending"),
+             ("oven.hold: {\"ok\":true,\"result\":\"released\"}", ""),
+             ("oven.add: no answer (", "failed")]
+
+
 async def use_the_command_box(server: DashboardServer, source: CommandBox,
-                              tmp_path: Path) -> None:
+                              tmp_path: Path) -> list[tuple[str, str]]:
+    """Send the commands of :data:`BOX_SHOWS` (the last once the dashboard has gone); what
+    the box showed after each, the last cut to the length of its expected start."""
+    seen: list[tuple[str, str]] = []
     async with Chromium(server.url, tmp_path / "profile") as page:
         await page.wait_for("document.getElementById('commands')?.hidden === false && "
                             "document.getElementById('cmd-instrument').value === 'oven'", 60,
                             "the command form")
 
         async def shows(text: str, cls: str) -> None:
-            await page.wait_for(f"{RESULT}.textContent === {json.dumps(text)} && "
+            await page.wait_for(f"{RESULT}.textContent.startsWith({json.dumps(text)}) && "
                                 f"{RESULT}.className === {json.dumps(cls)}", 30,
                                 f"{text!r} in the command box")
+            shown = await page.evaluate(f"[{RESULT}.textContent, {RESULT}.className]")
+            seen.append((str(shown[0])[:len(text)] if text.endswith("(") else str(shown[0]),
+                         str(shown[1])))
 
-        for method, args, text, cls in (
-                ("add", "[2, 3]", '{"ok":true,"result":5}', ""),
-                ("dark", "[]", '{"ok":true,"result":"NaN"}', ""),
-                ("lookup_gain", "[]", '{"ok":false,"error":"KeyError: \'gain\'"}', "failed"),
-                ("hold", "[]", "sending ...", "sending")):
+        for (method, args), (text, cls) in zip(
+                [("add", "[2, 3]"), ("dark", "[]"), ("lookup_gain", "[]"), ("hold", "[]")],
+                BOX_SHOWS, strict=False):
             await page.evaluate(send_js(method, args))
-            await shows(f"oven.{method}: {text}", cls)
+            await shows(text, cls)
         source.release.set()
-        await shows('oven.hold: {"ok":true,"result":"released"}', "")
+        await shows(*BOX_SHOWS[4])
         assert await asyncio.to_thread(server.stop, 10)
         await page.evaluate(send_js("add", "[1, 1]"))
-        await page.wait_for(f"{RESULT}.textContent.startsWith('oven.add: no answer (') && "
-                            f"{RESULT}.className === 'failed'", 30,
-                            "no answer from a dashboard that has gone")
+        await shows(*BOX_SHOWS[5])
+    return seen
 
 
 @needs_chromium
@@ -162,10 +174,11 @@ def test_the_command_box_shows_each_command_s_own_outcome(tmp_path: Path) -> Non
                                                  commands=True))
     server.start()
     try:
-        asyncio.run(use_the_command_box(server, source, tmp_path))
+        seen = asyncio.run(use_the_command_box(server, source, tmp_path))
     finally:
         source.release.set()
         server.stop(10)
+    assert seen == BOX_SHOWS
 
 
 async def watch_two_runs(tmp_path: Path) -> dict[str, Any]:
