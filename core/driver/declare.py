@@ -350,6 +350,20 @@ def declared_commands(cls: type) -> dict[str, Callable[..., Any]]:
     return out
 
 
+@functools.cache
+def urgent_commands(cls: type) -> frozenset[str]:
+    """The commands of a session class that take the urgent lane and no argument (an ESP300's
+    ``abort``): the runtime runs them at once, beside the command in flight, as it runs
+    ``stop``; an urgent command queued behind a ``home`` would come when the motion ended."""
+    names: set[str] = set()
+    for klass in reversed(cls.__mro__):
+        for name, value in vars(klass).items():
+            names.discard(name)  # a subclass may redeclare it as something else
+            if isinstance(value, Command) and value.urgent and not value.args:
+                names.add(name)
+    return frozenset(names)
+
+
 def parameters(cls: type) -> dict[str, Parameter[Any]]:
     """Declared parameters of a session class by name (base classes first)."""
     out: dict[str, Parameter[Any]] = {}

@@ -54,8 +54,9 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
-from ..command_limits import result_within
+from ..command_limits import NoResult, result_within
 from ..config import InstrumentConfig, LabConfig
+from ..driver.declare import urgent_commands
 from ..driver.flavors import SessionActor, SessionInstrument
 from ..host import PluginHost, PluginProblem
 from ..measurement import ChannelSpec, V2Read
@@ -107,6 +108,13 @@ def on_daemon_thread(call: Callable[[], Any], name: str) -> concurrent.futures.F
             fut.set_exception(exc)
     threading.Thread(target=run, name=name, daemon=True).start()
     return fut
+
+def runs_at_once(inst: SessionInstrument | SessionActor, method: str) -> bool:
+    """Whether a toolkit driver's command runs beside the one in flight: ``stop`` (the
+    Motion capability's halt) and its table's urgent commands without arguments."""
+    return callable(getattr(inst, method, None)) and (
+        method == "stop" or method in urgent_commands(type(inst.session)))
+
 
 class Sink(Protocol):
     """A lossless consumer of the unified stream (a storage session)."""
@@ -602,8 +610,16 @@ class DualRuntimeManager:
 
     def call(self, instrument_id: str, method: str, *args: Any, timeout: float = 30.0,
              **kwargs: Any) -> Any:
-        """Run a command on an instrument of either flavor and wait for its result."""
-        if instrument_id in self.v2.workers:
+        """Run a command on an instrument of either flavor and wait for its result (a
+        ``stop`` or other urgent command at once, as :meth:`submit` sends it)."""
+        at_once = self._at_once(instrument_id, method) if not args and not kwargs else None
+        if at_once is not None:
+            try:
+                result = result_within(at_once, timeout)
+            except NoResult:
+                raise TimeoutError(f"{instrument_id}.{method}: no result within {timeout:g} s "
+                                   "(sent at once, beside the command in flight)") from None
+        elif instrument_id in self.v2.workers:
             result = self.v2.call(instrument_id, method, *args, timeout=timeout, **kwargs)
         elif instrument_id in self.v4.runners:
             result = self.v4.ask(instrument_id, method, *args, timeout=timeout, **kwargs)
@@ -620,10 +636,11 @@ class DualRuntimeManager:
 
         For callers that wait their own way (several instruments at once, or an
         event loop); they call :meth:`command_done` after a command succeeded. ``stop``
-        is not queued where it can run at once (:meth:`_stop_at_once`).
+        and a toolkit driver's urgent commands are not queued where they can run at once
+        (:meth:`_at_once`).
         """
-        if method == "stop" and not args and not kwargs:
-            fut = self._stop_at_once(instrument_id)
+        if not args and not kwargs:
+            fut = self._at_once(instrument_id, method)
             if fut is not None:
                 return fut
         if instrument_id in self.v2.workers:
@@ -652,8 +669,9 @@ class DualRuntimeManager:
             except Exception:  # NoResult, or the driver's refusal: the stop was tried
                 fut.cancel()
 
-    def _stop_at_once(self, iid: str) -> concurrent.futures.Future[Any] | None:
-        """``stop`` beside the command in flight, or None where it must be queued.
+    def _at_once(self, iid: str, method: str) -> concurrent.futures.Future[Any] | None:
+        """``stop`` (or an urgent command of the driver's table, such as an ESP300's
+        ``abort``) beside the command in flight, or None where it must be queued.
 
         Queued like any command, ``stop`` waited behind the one in flight: a ``home`` or a
         ``wait_until_done`` holds its v2 thread or v4 actor until the motion ends, so a
@@ -667,16 +685,16 @@ class DualRuntimeManager:
         fut: concurrent.futures.Future[Any]
         if worker is not None:
             inst = worker.instrument
-            stop = getattr(inst, "stop", None) if isinstance(inst, SessionInstrument) else None
-            if stop is None or worker.health.state not in CONNECTED_STATES:
+            if not (isinstance(inst, SessionInstrument) and runs_at_once(inst, method)
+                    and worker.health.state in CONNECTED_STATES):
                 return None
-            fut = on_daemon_thread(stop, f"daqhub-stop:{iid}")
+            fut = on_daemon_thread(getattr(inst, method), f"daqhub-{method}:{iid}")
         elif runner is not None:
             actor = runner.actor
-            astop = getattr(actor, "stop", None) if isinstance(actor, SessionActor) else None
-            if astop is None or runner.health.state not in CONNECTED_STATES:
+            if not (isinstance(actor, SessionActor) and runs_at_once(actor, method)
+                    and runner.health.state in CONNECTED_STATES):
                 return None
-            fut = asyncio.run_coroutine_threadsafe(astop(), self.v4.loop)
+            fut = asyncio.run_coroutine_threadsafe(getattr(actor, method)(), self.v4.loop)
         else:
             return None
         health = self.health_of(iid)
@@ -684,7 +702,7 @@ class DualRuntimeManager:
         def record(f: concurrent.futures.Future[Any]) -> None:
             exc = None if f.cancelled() else f.exception()
             if exc is not None:  # as a queued command's failure is recorded
-                health.error(f"stop failed: {failure_text(exc, command=True)}")
+                health.error(f"{method} failed: {failure_text(exc, command=True)}")
         fut.add_done_callback(record)
         return fut
 

@@ -191,6 +191,25 @@ def test_a_scripts_stop_halts_the_axis_while_its_home_is_in_flight(
 
 
 @pytest.mark.parametrize("flavor", ["v2", "v4"])
+def test_an_urgent_command_and_the_pages_stop_run_while_a_home_is_in_flight(
+        tmp_path: Path, host: PluginHost, sim_url: Any, sim_endpoint: Any, flavor: str) -> None:
+    """Only a script's ``stop`` ran at once: the ESP300's ``abort`` (urgent in its protocol
+    table) was queued behind a ~100 s home, and so was a ``stop`` sent the way the dashboard
+    and routines send it (``rt.call``): each came when the homing had ended."""
+    sim = sim_url("esp300", speed_scale=0.1, home=20)  # a home of ~100 s
+    axis = sim_endpoint(sim).device.axis(1)
+    with daqhub.open_lab(stage_lab(tmp_path, flavor, sim), host=host, report=None) as lab:
+        stage = lab["stage"]
+        for halt in (lambda: stage.abort(), lambda: lab.rt.call("stage", "stop", timeout=10)):
+            homing = stage.send("home", 600)
+            wait_until(lambda: axis.state == "homing", "the home under way", timeout=30)
+            halt()
+            assert axis.state != "homing"
+            with pytest.raises(DriverError, match="HOMING ABORTED"):
+                stage.result(homing, "home", 30)
+
+
+@pytest.mark.parametrize("flavor", ["v2", "v4"])
 def test_closing_the_lab_during_a_scripts_move_stops_the_axis_and_ends_clean(
         tmp_path: Path, host: PluginHost, sim_url: Any, sim_endpoint: Any, flavor: str) -> None:
     """Ctrl-C (or any error) while a script waits on a long move leaves the ``with`` block:
