@@ -732,7 +732,8 @@ class DualRuntimeManager:
         return {"instruments": instruments, **self._probe(),
                 "routines": [{**vars(r.state), "progress": r.state.progress()}
                              for r in self.routines],
-                "budget": self.budget.latest(), "alarms": list(self.alarms)}
+                "budget": self.budget.latest(), "alarms": list(self.alarms),
+                "alarms_total": self.alarms_total}
 
     def _probe(self) -> dict[str, Any]:
         queues: dict[str, Any] = {}

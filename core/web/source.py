@@ -102,7 +102,7 @@ class RuntimeSource:
                      "repeat": bool(r.spec.get("repeat", False))}
                     for r, state in zip(self.rt.routines, h["routines"], strict=True)]
         return {"instruments": h["instruments"], "alarms": h["alarms"],
-                "alarms_total": self.rt.alarms_total, "routines": routines,
+                "alarms_total": h["alarms_total"], "routines": routines,
                 "dropped": self.sub.dropped, "ended": self.ended}
 
     def files(self) -> list[dict[str, Any]]:

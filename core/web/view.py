@@ -50,8 +50,6 @@ class FlightSource:
         self.ended = False
         self._lost: Exception | None = None
         self._health: dict[str, Any] = {}
-        self._alarms_total = 0  # counted here when the service's health does not count them
-        self._last_alarm: dict[str, Any] | None = None
         self._health_stale = ""  # why the health shown is not fresh ("" when it is)
         self._files: list[dict[str, Any]] = []
         self._seen: dict[str, collections.deque[float]] = {
@@ -111,8 +109,9 @@ class FlightSource:
                        "measurements": self._counts.get(info.id, 0), "errors": None,
                        "restarts": None, "reconnects": None, "last_error": ""}
             rows.append({**row, "state": gone, "rate_hz": 0.0} if gone else row)
-        return {"instruments": rows, "alarms": self._health.get("alarms", []),
-                "alarms_total": self._health.get("alarms_total", 0),
+        alarms = self._health.get("alarms", [])
+        return {"instruments": rows, "alarms": alarms,  # alarms_total: the run counts them
+                "alarms_total": self._health.get("alarms_total", len(alarms)),
                 "routines": self._health.get("routines", []),
                 "dropped": sum(self.sub.lost.values()), "ended": self.ended}
 
@@ -139,7 +138,7 @@ class FlightSource:
         while not self._stop.wait(REFRESH_S) and not (self.ended or self._lost):
             if health_allowed:
                 try:
-                    self._health = self._counted(self.conn.health())
+                    self._health = self.conn.health()
                     self._health_stale = ""
                 except refused:
                     health_allowed = False  # actions off or no token: the data alone then
@@ -153,28 +152,6 @@ class FlightSource:
                                for flavor, chans in sorted(stored.items()) for c in chans]
             except Exception:  # shown as stale files; the live data go on
                 continue
-
-    def _counted(self, health: dict[str, Any]) -> dict[str, Any]:
-        """``health`` with ``alarms_total``: the service's own, or counted here (its list
-        keeps the newest 500 alarms only, so the list's length stops growing)."""
-        alarms = health.get("alarms", [])
-        if "alarms_total" not in health:
-            self._alarms_total += alarms_after(alarms, self._last_alarm)
-            health = {**health, "alarms_total": self._alarms_total}
-        if alarms:
-            self._last_alarm = alarms[-1]
-        return health
-
-
-def alarms_after(alarms: list[dict[str, Any]], last: dict[str, Any] | None) -> int:
-    """How many of ``alarms`` (oldest first) came after ``last``, known by its time and
-    message; all of them when ``last`` is not among them (none yet, or pushed out)."""
-    if last is not None:
-        for i in range(len(alarms) - 1, -1, -1):
-            if (alarms[i].get("time"), alarms[i].get("message")) == \
-                    (last.get("time"), last.get("message")):
-                return len(alarms) - 1 - i
-    return len(alarms)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -155,6 +155,7 @@ def test_alarms_are_all_listed_but_only_the_newest_keep_their_stacks(host, tmp_p
         rt._alarm("loop:blocker", f"episode {i}", {"stack": f"frame {i}\n" * 200})
     alarms = list(rt.alarms)
     assert rt.alarms_total == n
+    assert rt.health()["alarms_total"] == n  # what the data service answers (daqhub view)
     assert [a["message"] for a in alarms] == [f"episode {i}" for i in range(30, n)]
     assert [a["stack"].splitlines()[0] for a in alarms[-ALARM_STACKS_KEPT:]] == [
         f"frame {i}" for i in range(n - ALARM_STACKS_KEPT, n)]

@@ -229,8 +229,9 @@ def test_every_row_says_when_the_run_ended_or_the_link_was_lost(end: str, says: 
 
 @pytest.mark.timeout(30)
 def test_new_alarms_show_after_the_service_s_list_is_full() -> None:
-    """The service sends its newest alarms only (the run keeps 500); the page counted the
-    list's length, which stops growing, and showed no alarm after it was full."""
+    """The service sends its newest alarms only (the run keeps 500) and how many the run
+    raised; the page counted the list's length, which stops growing, and showed no alarm
+    after it was full."""
     from polling import wait_until
     from web_fakes import FakeService
 
@@ -242,7 +243,7 @@ def test_new_alarms_show_after_the_service_s_list_is_full() -> None:
         return {"time": 1e9 + i, "what": "test", "message": f"alarm {i}"}
 
     service = FakeService()
-    service.alarms = [alarm(0), alarm(1), alarm(2)]
+    service.alarms, service.alarms_total = [alarm(0), alarm(1), alarm(2)], 3
     source = FlightSource(connect(service.url, timeout=0.5), service.url)
     model = DashboardModel(source)
 
@@ -254,6 +255,7 @@ def test_new_alarms_show_after_the_service_s_list_is_full() -> None:
         wait_until(lambda: shown() == ["alarm 0", "alarm 1", "alarm 2"], "the alarms",
                    every=0.1)
         service.alarms = [alarm(1), alarm(2), alarm(3)]  # full: the oldest makes room
+        service.alarms_total = 4
         wait_until(lambda: shown()[-1] == "alarm 3", "the new alarm", every=0.1)
         assert shown() == ["alarm 0", "alarm 1", "alarm 2", "alarm 3"]
     finally:

@@ -141,7 +141,8 @@ class FakeService:
 
     ``stall_live``: opening a live stream gets no answer (the handler waits for ``release``);
     otherwise the live stream sends nothing and ends (the run ended) at ``release``, or
-    breaks (the link lost) at ``break_live``; the health answer holds ``alarms``;
+    breaks (the link lost) at ``break_live``; the health answer holds ``alarms`` and, as a
+    run's does, ``alarms_total`` (how many the run raised; its list keeps the newest);
     ``health``: what the health action does next, in order: ``"slow"`` (no answer for 5 s),
     ``"refuse"`` (unauthorized), ``"ok"``; the last one repeats.
     """
@@ -158,6 +159,7 @@ class FakeService:
         self.release = threading.Event()
         self.break_live = threading.Event()
         self.alarms: list[dict[str, Any]] = []
+        self.alarms_total = 0
         self.health_calls = 0
         fake = self
 
@@ -196,7 +198,8 @@ class FakeService:
                     raise flight.FlightUnauthorizedError("remote commands are off")
                 return iter([json.dumps({"instruments": [
                     {"id": "dmm", "state": "running", "rate_hz": 5.0}],
-                    "alarms": list(fake.alarms)}).encode()])
+                    "alarms": list(fake.alarms),
+                    "alarms_total": fake.alarms_total}).encode()])
 
         self.server = Server("grpc://127.0.0.1:0")
         self.url = f"grpc://127.0.0.1:{self.server.port}"
