@@ -112,8 +112,9 @@ def on_daemon_thread(call: Callable[[], Any], name: str) -> concurrent.futures.F
 def runs_at_once(inst: SessionInstrument | SessionActor, method: str) -> bool:
     """Whether a toolkit driver's command runs beside the one in flight: ``stop`` (the
     Motion capability's halt) and its table's urgent commands without arguments."""
+    session_class: type = type(inst.session)
     return callable(getattr(inst, method, None)) and (
-        method == "stop" or method in urgent_commands(type(inst.session)))
+        method == "stop" or method in urgent_commands(session_class))
 
 
 class Sink(Protocol):
