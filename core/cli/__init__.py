@@ -254,7 +254,8 @@ def build_parser(host: PluginHost | None = None) -> argparse.ArgumentParser:
         "run", help="run a lab (no file: the built-in simulated demo lab)",
         description="Validate the lab file (all problems, then exit 2), start every instrument "
                     "of both flavors, show a live view, and write the session's HDF5/Arrow "
-                    "files. Ctrl-C or SIGTERM shuts down through the phased shutdown; a second "
+                    "files. Ctrl-C, SIGTERM or a closed terminal (SIGHUP) shuts down through the "
+                    "phased shutdown; a second "
                     "Ctrl-C forces. Ends with the shutdown report, counts per instrument and "
                     "the session files. " + RUN_EXIT_CODES,
         epilog=LIVE_VIEW_LEGEND, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -1,9 +1,9 @@
 """``daqhub run``: validate a lab, run it with a live view, shut down cleanly, report.
 
-Signals: the first Ctrl-C (SIGINT) or SIGTERM starts the phased shutdown; a
-second one during shutdown forces the process out at once (HDF5 and Arrow
-files stay readable up to their last flush). The same signal again within
-``ECHO_S`` is the first one delivered twice, not a second: GNU ``timeout -s INT``
+Signals: the first Ctrl-C (SIGINT), SIGTERM or SIGHUP (the terminal was closed, an SSH
+session lost) starts the phased shutdown; a second one during shutdown forces the process
+out at once (HDF5 and Arrow files stay readable up to their last flush). The same signal
+again within ``ECHO_S`` is the first one delivered twice, not a second: GNU ``timeout -s INT``
 signals the process and then its process group, and half the time daqhub saw
 both and forced its way out of a run it was stopping cleanly. The handler is in place from the
 start of ``run()`` to its end, so an interrupt at any moment ends in an exit
@@ -15,11 +15,14 @@ A closed output (``daqhub run | head``) does not end the run: the acquisition is
 of the command, and a reader that has seen enough lines says nothing about the data. From
 the first broken pipe on, stdout is written no more (:class:`ClosableOutput`), stderr says
 so once with where the files are, and the report goes to stderr; the exit code is the
-run's, as without the pipe.
+run's, as without the pipe. A closed terminal is the same (its writes fail with EIO after
+the SIGHUP): the shutdown runs to its end with nobody to read it, files and budget.json
+closed as after Ctrl-C.
 """
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import signal
@@ -238,10 +241,16 @@ def _say(text: str) -> None:
         pass
 
 
+#: a write's errors that say the reader went away: a pipe's reader closed it (EPIPE), a
+#: terminal was closed (EIO on a hung-up tty)
+READER_GONE = frozenset({errno.EPIPE, errno.EIO})
+
+
 class ClosableOutput:
-    """A stream whose reader may go away (``daqhub run | head``). The first broken pipe
-    calls ``on_close`` once (from the thread that wrote); from then on writes are dropped,
-    so no print anywhere in the run (the view, a dashboard's line, the report) ends it."""
+    """A stream whose reader may go away (``daqhub run | head``, a closed terminal). The
+    first broken pipe (or hung-up terminal) calls ``on_close`` once (from the thread that
+    wrote); from then on writes are dropped, so no print anywhere in the run (the view, a
+    dashboard's line, the report) ends it."""
 
     def __init__(self, stream: TextIO, on_close: Callable[[], None] = lambda: None) -> None:
         self.stream = stream
@@ -253,16 +262,16 @@ class ClosableOutput:
         if not self.closed_by_reader:
             try:
                 self.stream.write(text)
-            except BrokenPipeError:
-                self._reader_went_away()
+            except OSError as exc:
+                self._failed(exc)
         return len(text)
 
     def flush(self) -> None:
         if not self.closed_by_reader:
             try:
                 self.stream.flush()
-            except BrokenPipeError:
-                self._reader_went_away()
+            except OSError as exc:
+                self._failed(exc)
 
     def isatty(self) -> bool:
         return self.stream.isatty()
@@ -279,6 +288,11 @@ class ClosableOutput:
         as one."""
         return cast(TextIO, self)
 
+    def _failed(self, exc: OSError) -> None:
+        if exc.errno not in READER_GONE:
+            raise exc
+        self._reader_went_away()
+
     def _reader_went_away(self) -> None:
         with self._lock:
             if self.closed_by_reader:
@@ -288,6 +302,8 @@ class ClosableOutput:
         self.on_close()
 
 
+#: what stops a run cleanly: Ctrl-C, a service manager's stop, a closed terminal
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 #: a signal repeated sooner than this is one signal delivered twice (no one presses Ctrl-C
 #: twice within 50 ms; ``timeout`` sends its two copies microseconds apart)
 ECHO_S = 0.05
@@ -333,7 +349,7 @@ def run(args: Any, host: PluginHost, out: TextIO = sys.stdout) -> int:
         nonlocal running
         running = True
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    old = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
     try:
         code = _run(args, host, out, stop, mark_running)
         finished(code)  # the report is out: a Ctrl-C from here on keeps this code

@@ -19,7 +19,8 @@ all started), ``health`` (every instrument's counters, each state change as it
 happens), ``notify`` (plugin notifications, delivered by the parent's plugins),
 ``alarm``, ``result`` (of a command) and, last, ``stopped`` (what the shard's
 shutdown forced, leaked or could not close). The parent sends ``call`` and
-``stop``. A worker ignores SIGINT and SIGTERM (the parent decides when to stop)
+``stop``. A worker ignores SIGINT, SIGTERM and SIGHUP (the parent decides when to stop;
+a closed terminal sends SIGHUP to the workers too)
 and shuts down by itself when the parent's end of the socket closes (the parent
 died).
 """
@@ -339,6 +340,7 @@ def worker_main(fd: int) -> None:
     """Run the shard the parent sends first on socket ``fd`` until the parent stops it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     conn = Connection(fd)
     kind, lab, session_id = pickle.loads(conn.recv_bytes()[1:])
     assert kind == "lab" and isinstance(lab, LabConfig)

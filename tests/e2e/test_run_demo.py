@@ -125,3 +125,49 @@ def test_second_sigint_forces_exit_and_files_stay_readable(tmp_path: Path) -> No
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr      # readable up to its last flush
     assert "power" in r.stdout
+
+
+@pytest.mark.timeout(120)
+def test_closing_the_terminal_shuts_the_run_down_cleanly(tmp_path: Path) -> None:
+    """A terminal window closed (or an SSH session lost) under ``daqhub run``: the kernel
+    sends SIGHUP, whose default killed the process like ``kill -9``: no shutdown, no axis
+    stopped, no report or budget.json, every file "not closed cleanly"."""
+    import fcntl
+    import pty
+    import termios
+
+    master, slave = pty.openpty()
+
+    def own_terminal() -> None:  # the run's terminal, as a shell's job has it
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daqhub", "run", "--plain", "--interval", "0.5",
+         "--output-dir", str(tmp_path / "data")],
+        stdin=slave, stdout=slave, stderr=slave, cwd=tmp_path, env=env,
+        preexec_fn=own_terminal)
+    os.close(slave)
+    try:
+        seen = b""
+        deadline = time.monotonic() + 60
+        every = [rf"\b{i}=running:[1-9]".encode() for i in INSTRUMENTS]
+        while not all(re.search(p, seen) for p in every):
+            assert time.monotonic() < deadline, seen[-2000:]
+            try:
+                seen += os.read(master, 65536)
+            except OSError:  # EIO: the run ended, its side of the terminal closed
+                raise AssertionError(seen[-2000:].decode(errors="replace")) from None
+        os.close(master)  # the window closed
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0  # every instrument stopped cleanly, though nobody saw it
+    sessions = [s for flavor in ("v2", "v4") for s in (tmp_path / "data" / flavor).iterdir()]
+    assert (sessions[0] / "budget.json").is_file()  # saved last, by the shutdown
+    assert not list((tmp_path / "data").rglob("*.lock"))
+    r = subprocess.run([sys.executable, "-m", "daqhub", "inspect", str(sessions[0])],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "not closed cleanly" not in r.stdout, r.stdout + r.stderr
