@@ -30,8 +30,9 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Generator, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar, Protocol, TypeAlias
 
 from ..resources import ResourceEvent
@@ -339,6 +340,14 @@ class BusRouter:
         one replaces it."""
         with self._cond:
             self._debts[expect.address] = _Debt(expect, until)
+
+    def forgive(self, expect: Expectation) -> None:
+        """``expect``'s reply, owed, was taken after all (by a transaction whose plan had
+        stopped waiting): the debt is void, and must not take the address's next reply."""
+        with self._cond:
+            debt = self._debts.get(expect.address)
+            if debt is not None and debt.expect is expect:
+                del self._debts[expect.address]
 
     def owed(self, address: str) -> Expectation | None:
         """The reply ``address`` still owes (its expectation), or None."""
@@ -713,6 +722,61 @@ class _Wait:
     timeout: float
 
 
+class _Handover:
+    """One step of an exchange's plan, and the reply it leaves owed if the plan stops waiting.
+
+    A plan stops waiting when it is cancelled (a v4 call past ``call_timeout_s`` or a read
+    past ``read_timeout_s``, ``asyncio.wait_for``), closed, or gets an error thrown in (the
+    port too busy, a transaction overrun). Were the reply it awaits simply forgotten, it
+    would come late and answer the address's next command; so it is given up on there and
+    then (:meth:`BusRouter.give_up`: taken if it already arrived, else owed), as at a
+    deadline, and a driver that checks :meth:`BusRouter.owed` before its next command sees
+    the debt. ``owed`` is what the step awaits: an exchange's command owes nothing until
+    its transaction function runs (``ask``: then it is written), and nothing once the
+    function took the reply.
+
+    The function may still be running on the port's worker then (its result reaches
+    nobody): if it ends still awaiting the reply, that is given up on again; if it took the
+    reply before the plan gave it up, the debt is void.
+    """
+
+    def __init__(self, router: BusRouter, owed: Asked | None, ask: Exchange | None = None
+                 ) -> None:
+        self.router = router
+        self.owed = owed
+        self._ask = ask
+        self._lock = threading.Lock()  # taken before the router's
+        self._abandoned = False
+
+    def run(self, fn: Callable[[BusIO], Any], io: BusIO) -> Any:
+        """The transaction function: ``fn``, unless its plan stopped waiting before it began
+        (then nothing is written)."""
+        with self._lock:
+            if self._abandoned:
+                return None
+            if self._ask is not None:
+                now = time.monotonic()
+                self.owed = Asked(self._ask.expect, now, now + self._ask.reply_timeout)
+        result: Any = None
+        try:
+            result = fn(io)
+            return result
+        finally:
+            with self._lock:
+                given_up, self.owed = self.owed, result if isinstance(result, Asked) else None
+                if self._abandoned and isinstance(result, Asked):
+                    self.router.give_up(result)
+                elif self._abandoned and result is not None and given_up is not None:
+                    self.router.forgive(given_up.expect)
+
+    def abandon(self) -> None:
+        """The plan stopped waiting: give up on the reply it awaits."""
+        with self._lock:
+            self._abandoned = True
+            if self.owed is not None:
+                self.router.give_up(self.owed)
+
+
 class BusSession(Session):
     """A session on a multi-drop bus: runs the router's steps as well as the toolkit's.
 
@@ -721,7 +785,9 @@ class BusSession(Session):
     disconnects. A :class:`Send` is one transaction; an :class:`Exchange` (:meth:`ask`) is one
     to write (and read while nobody else wants the port), then a wait like a
     :class:`Collect`'s (:meth:`collect`), whose only flavor-specific step is the wait on the
-    router (a condition variable in v2, a future in v4).
+    router (a condition variable in v2, a future in v4). An exchange whose plan stops
+    waiting after its command was written (cancelled, closed) leaves its reply owed
+    (:class:`_Handover`), as one whose deadline passed.
     """
 
     router_class: ClassVar[type[BusRouter]] = BusRouter
@@ -757,10 +823,11 @@ class BusSession(Session):
         (at most ``PUMP_BUDGET_S``); wait for the rest of the reply as :meth:`collect` does."""
         router, others = self.router, self._others_waiting
         budget = min(step.reply_timeout, PUMP_BUDGET_S)
-        result = yield Transaction(
+        handover = _Handover(router, None, ask=step)
+        result = yield from self._awaiting(handover, Transaction(
             command_of(step), urgent=step.urgent, timeout=self.lock_timeout + budget,
-            fn=lambda io: router.exchange(io, step.expect, step.reply_timeout, step.drop_stale,
-                                          others, budget))
+            fn=partial(handover.run, lambda io: router.exchange(
+                io, step.expect, step.reply_timeout, step.drop_stale, others, budget))))
         if isinstance(result, Asked):
             result = yield from self._wait(result.expect, result.deadline, result)
         return result
@@ -785,27 +852,42 @@ class BusSession(Session):
             remaining = deadline - time.monotonic()
             if remaining <= 0 and (pumped or reading):
                 return None if asked is None else router.give_up(asked)
+            handover = _Handover(router, asked)
             if reading:
-                yield _Wait(version, min(remaining, PUMP_BUDGET_S))
+                yield from self._awaiting(handover, _Wait(version, min(remaining,
+                                                                       PUMP_BUDGET_S)))
                 continue
             pumped = True
-            line = yield self._pump(expect, remaining, asked)
+            line = yield from self._awaiting(handover, self._pump(expect, remaining, asked,
+                                                                  handover))
             if line is not asked:
                 return line
 
-    def _pump(self, expect: Expectation, remaining: float,
-              asked: Asked | None) -> Transaction[Any]:
+    def _pump(self, expect: Expectation, remaining: float, asked: Asked | None,
+              handover: _Handover) -> Transaction[Any]:
         """A short read of the bus on behalf of a waiter nobody else is reading for."""
         budget = min(max(remaining, PEEK_S), PUMP_BUDGET_S)
         router, others = self.router, self._others_waiting
         return Transaction(expect.command.text, timeout=self.lock_timeout + budget,
-                           fn=lambda io: router.pump(io, expect, budget, others, asked))
+                           fn=partial(handover.run,
+                                      lambda io: router.pump(io, expect, budget, others, asked)))
+
+    @staticmethod
+    def _awaiting(handover: _Handover, step: Any) -> Generator[Any, Any, Any]:
+        """Yield ``step``; if the plan stops waiting for its result (an exception thrown in,
+        or the plan closed), the reply ``handover`` awaits is given up on first."""
+        try:
+            return (yield step)
+        except BaseException:
+            handover.abandon()
+            raise
 
     def run_step(self, step: Any) -> Any:
         if isinstance(step, Send):
             step = self.send(step)
         elif isinstance(step, Exchange):
-            return run(self, self.ask(step))
+            with closing(self.ask(step)) as plan:  # an interrupted exchange settles its debt
+                return run(self, plan)
         elif isinstance(step, Collect):
             return run(self, self.collect(step))
         elif isinstance(step, _Wait):
@@ -816,7 +898,8 @@ class BusSession(Session):
         if isinstance(step, Send):
             step = self.send(step)
         elif isinstance(step, Exchange):
-            return await arun(self, self.ask(step))
+            with closing(self.ask(step)) as plan:  # a cancelled exchange settles its debt
+                return await arun(self, plan)
         elif isinstance(step, Collect):
             return await arun(self, self.collect(step))
         elif isinstance(step, _Wait):

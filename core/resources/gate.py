@@ -18,7 +18,9 @@ worker so the loop never does I/O), leases' acquisition, failing queued work and
 Job timeouts bound the wait *for the gate*; once started, a job is given the same time again
 to finish, and is never abandoned half-way (a late result is discarded with
 :class:`TransactionOverrunError`). A cancelled coroutine withdraws its job if it has not
-started; a started one runs to completion on the worker and its result is dropped.
+started; a started one runs to completion on the worker and its result is dropped. Inside a
+lease, the lease keeps the gate until then: its exit leaves the hand-over to the worker
+(``release``, in :mod:`.worker`), so nobody else talks to the device mid-exchange.
 
 Fairness between flavors is FIFO *at the gate*, and the gate also gives event loops the turns
 the GIL would withhold: a V2 thread running inline transactions back to back keeps the GIL, so a

@@ -3,7 +3,10 @@
 A lease takes its gates in the global order (:mod:`.ordering`), waiting at most its timeout in
 total; a wait that times out releases what the lease already holds. Gates are handed over
 directly: the releasing side grants the gate to the next waiter in FIFO order (urgent lane
-first), so a lease never races a newcomer for it.
+first), so a lease never races a newcomer for it. An async lease whose own transaction still
+runs on a gate's worker when it exits (the coroutine was cancelled, or its wait overran) keeps
+that gate until the transaction has finished: the worker then hands it on (see
+:meth:`.Gate.release`).
 """
 
 from __future__ import annotations

@@ -12,6 +12,10 @@ Disconnects: pyserial reports a lost device as ``SerialException``, ``OSError`` 
 Any of them marks the port disconnected and fails the transaction in flight and every queued
 one with :class:`PortDisconnectedError`; the reconnect that follows is :mod:`.shared`'s.
 
+Raw queries (:meth:`SharedSerialPort.query`, ``aquery``): a reply given up on may still
+come and would answer the next query, anyone's; the port remembers it and the next query
+waits it out first (see ``_query_fn``). The toolkit's exchanges keep in step themselves.
+
 Ownership: ports are keyed by the device they reach (:func:`.identity.serial_identity`), so a
 symlink and its target are one port with one gate. A local device is opened exclusively
 (``flock`` through pyserial's ``exclusive=True``, plus ``TIOCEXCL`` so the kernel refuses
@@ -31,6 +35,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import serial
@@ -79,6 +84,20 @@ _OPEN_ERRORS: tuple[type[BaseException], ...] = (*_IO_ERRORS, ValueError, PortOp
 
 
 PortEvent = ResourceEvent  # the name serial listeners have always used
+
+#: reads of a read timeout each that waiting out a late reply may take before the query fails
+#: (a line that sends bytes without the terminator and never pauses: noise, a wrong baud rate)
+LATE_REPLY_READS = 4
+
+
+@dataclass(frozen=True)
+class _GivenUp:
+    """A raw query whose reply was given up on: its late reply is the line's next one."""
+
+    sent: bytes
+    terminator: bytes
+    read_timeout: float | None  # the query's own: how long a pause means nothing more comes
+    owner: str
 
 
 class PortInfo(Protocol):
@@ -197,6 +216,9 @@ class SharedSerialPort(SharedResource[PortIO]):
         self._usb = UsbIdentity.parse(name)
         self._shared: dict[str, Any] = {}
         self._shared_lock = threading.RLock()
+        #: the raw query given up on, until its late reply is waited out (read and written
+        #: only under the gate; kept across reconnects, as the device may still answer)
+        self._given_up: _GivenUp | None = None
         self.device = ""
         # The record first: when a daqhub process holds the port, it names the holder. URLs
         # reach devices other processes own (a ser2net server, a simulator in this process).
@@ -337,10 +359,14 @@ class SharedSerialPort(SharedResource[PortIO]):
                     pass  # the next transaction will see the port's state for itself
 
     def _query_fn(self, data: bytes, terminator: bytes, read_timeout: float | None,
-                  clear_input: bool) -> Callable[[PortIO], bytes]:
+                  clear_input: bool, owner: str) -> Callable[[PortIO], bytes]:
+        """The transaction of :meth:`query` and :meth:`aquery`, and so the one place that
+        keeps the line in step: a reply given up on is waited out before the next query."""
         name = self.name
 
         def query(io: PortIO) -> bytes:
+            if self._given_up is not None:
+                self._wait_out(io, self._given_up, data)
             if read_timeout is not None:
                 io.timeout = read_timeout
             if clear_input:
@@ -348,33 +374,68 @@ class SharedSerialPort(SharedResource[PortIO]):
             io.write(data)
             reply = io.read_until(terminator)
             if not reply.endswith(terminator):
+                self._given_up = _GivenUp(data, terminator, io.timeout, owner)
                 raise ReplyTimeoutError(
                     f"no complete reply to {data!r} on {name} within {io.timeout} s "
-                    f"(expected it to end with {terminator!r}); got {reply!r}",
-                    port=name, sent=data, partial=reply)
+                    f"(expected it to end with {terminator!r}); got {reply!r} (the "
+                    f"next query waits for it to end first)", port=name, sent=data,
+                    partial=reply)
             return reply[:-len(terminator)]
 
         return query
+
+    def _wait_out(self, io: PortIO, late: _GivenUp, data: bytes) -> None:
+        """Read (and drop) what the line sends until the reply given up on has ended or the
+        line has been quiet for that query's read timeout, before ``data`` is sent.
+
+        The device answers in order, so the late reply is the next line; left on the line,
+        it would be the next query's answer, whoever asks (another instrument on the bus).
+        """
+        before = io.timeout
+        io.timeout = late.read_timeout
+        try:
+            heard = b""
+            for _ in range(LATE_REPLY_READS):
+                heard = io.read_until(late.terminator)
+                if not heard or heard.endswith(late.terminator):
+                    self._given_up = None
+                    return
+        finally:
+            io.timeout = before
+        raise ReplyTimeoutError(
+            f"{self.name} is out of step: the reply to {late.sent!r} that {late.owner!r} gave "
+            f"up on had not ended with {late.terminator!r} after {LATE_REPLY_READS} reads of "
+            f"{late.read_timeout} s, and the line did not pause for that long; last heard "
+            f"{heard!r}; {data!r} was not sent", port=self.name, sent=late.sent, partial=heard)
 
     def query(self, data: bytes, *, terminator: bytes = b"\r\n", owner: str | None = None,
               timeout: float | None = None, urgent: bool = False,
               read_timeout: float | None = None, clear_input: bool = False) -> bytes:
         """Write ``data`` and return the reply without ``terminator``.
 
-        Raises :class:`ReplyTimeoutError` when the reply does not end with ``terminator``.
+        Raises :class:`ReplyTimeoutError` when the reply does not end with ``terminator``;
+        the next query on the port (anyone's) then waits for that reply and drops it.
         """
         if not self._connected:
             raise self._disconnected_error()
-        return self.gate.run(self._run, self._query_fn(data, terminator, read_timeout, clear_input),
-                             owner or default_owner(), ("query", data), timeout, urgent,
-                             self._stats)
+        owner = owner or default_owner()
+        return self.gate.run(self._run, self._query_fn(data, terminator, read_timeout,
+                                                       clear_input, owner),
+                             owner, ("query", data), timeout, urgent, self._stats)
 
     async def aquery(self, data: bytes, *, terminator: bytes = b"\r\n", owner: str | None = None,
                      timeout: float | None = None, urgent: bool = False,
                      read_timeout: float | None = None, clear_input: bool = False) -> bytes:
-        return await self.atransaction(
-            self._query_fn(data, terminator, read_timeout, clear_input), owner=owner,
-            timeout=timeout, urgent=urgent, what=("query", data))
+        """:meth:`query` for coroutines."""
+        owner = owner or default_owner()
+        fn = self._query_fn(data, terminator, read_timeout, clear_input, owner)
+        if self._given_up is not None:
+            # waiting a late reply out takes up to a read timeout: on the worker, not in the
+            # loop's thread (a timeout landing after this test costs the loop one such wait)
+            return await self.gate.arun(self._run, fn, owner, ("query", data), timeout,
+                                        urgent, self._stats)
+        return await self.atransaction(fn, owner=owner, timeout=timeout, urgent=urgent,
+                                       what=("query", data))
 
     # ------------------------------------------------------------------ sharing
     def shared(self, key: str, factory: Callable[[], T]) -> T:

@@ -93,6 +93,12 @@ def _connection_lost(exc: BaseException | None) -> bool:
     return False
 
 
+def _timed_out(exc: BaseException) -> bool:
+    """pyvisa's reply timeout: the reply may still come, late."""
+    return (isinstance(exc, pyvisa.errors.VisaIOError)
+            and exc.error_code == pyvisa.constants.StatusCode.error_timeout)
+
+
 _BUSY_CODES = (pyvisa.constants.StatusCode.error_resource_locked,
                pyvisa.constants.StatusCode.error_timeout)
 
@@ -221,6 +227,8 @@ class SharedVisaResource(SharedResource[Any]):
         self._session, self.exclusive = session
         self._manager = manager
         self._idn: str | None = None
+        #: a raw query's reply was given up on and may still come (under the gate only)
+        self._given_up = False
         self._connected = True
         #: the device's ownership record (an ASRL resource on a local device), kept across
         #: reopens until the session is closed
@@ -240,14 +248,31 @@ class SharedVisaResource(SharedResource[Any]):
             raise
 
     def _query(self, command: str) -> str:
-        """``_run`` for the commonest transaction, without a function object per query."""
+        """``_run`` for the commonest transaction, without a function object per query; the
+        one place that keeps raw queries in step: a reply given up on (a timeout) is waited
+        out before the next query is sent, whoever sends it."""
         if not self._connected:
             raise self._disconnected_error()
         try:
+            if self._given_up:
+                self._wait_out()
             return self._session.query(command)  # type: ignore[no-any-return]
         except BaseException as exc:
+            if _timed_out(exc):
+                self._given_up = True
             self._failed(exc)
             raise
+
+    def _wait_out(self) -> None:
+        """Read (and drop) the late reply of a query given up on, or wait the session's
+        timeout for it: the instrument answers in order, so left there, it would answer the
+        next query."""
+        try:
+            self._session.read_raw()
+        except pyvisa.errors.VisaIOError as exc:
+            if not _timed_out(exc):  # a timeout: the reply is lost, nothing more comes
+                raise
+        self._given_up = False
 
     def _failed(self, exc: BaseException) -> None:
         """A transaction raised: if the connection is gone, say so and start reconnecting."""

@@ -36,6 +36,13 @@ _now = time.monotonic
 class Worker(Lanes):
     """Queueing, handing the gate on, and running queued jobs (worker thread or combiner)."""
 
+    # A lease's own jobs (``_direct``) run on the worker while the lease holds the gate. Set
+    # and read under the mutex: the worker is running one of them (set when it takes one,
+    # cleared when it looks for work again), and the lease has let go while one was queued or
+    # running, so the worker passes the gate on after the last (see release).
+    _direct_running = False
+    _release_deferred = False
+
     def _enqueue_locked(self, entry: Entry) -> None:
         """Queue an entry, then try the gate: if it is free, serve the queue from its head.
 
@@ -107,15 +114,32 @@ class Worker(Lanes):
             self._wake_worker_locked()
 
     def release(self) -> None:
-        """Give the gate up (lease exit, or a queued caller that found it free)."""
+        """Give the gate up (lease exit, or a queued caller that found it free).
+
+        A started job is never abandoned half-way, so a lease whose own job is still queued or
+        running (its coroutine was cancelled, or gave up with TransactionOverrunError) keeps
+        the gate until the worker has finished it: passing it on now would let the next holder
+        talk to the device mid-exchange, each reading the other's reply. Meanwhile the lease
+        stays the holder that timeout errors name; the worker passes the gate on.
+        """
         with self._mutex:
-            self._pass_on_locked()
+            if self._direct or self._direct_running:
+                self._release_deferred = True
+                if self._holder is not None:  # the lease's record: say why it still holds
+                    self._holder.what = "lease exited; its transaction still running"
+            else:
+                self._pass_on_locked()
 
     def _next_job_locked(self) -> Job | None:
         if self._direct:
             job = self._direct.popleft()
             job.state = RUNNING
+            self._direct_running = True
             return job
+        self._direct_running = False
+        if self._release_deferred:  # the lease let go; its last job has finished
+            self._release_deferred = False
+            self._pass_on_locked()
         if not self._draining:
             return None
         if not self._hand_on_locked():
