@@ -18,9 +18,9 @@ Guarantees that live here rather than in each backend:
   one writer are serialized, so a backend never sees two threads at once;
 - every sample a writer loses is counted once, by the sink that fed it: a
   backend raises :class:`WriteFailed` with the samples a failure left out of its
-  files (those it still held, not just the batch in hand), and a flush that
-  fails outside ``write()`` (the background one, ``flush()``) keeps its loss
-  for the writer's next ``write()`` or ``close()`` to raise, never for another
+  files (those it still held, not just the batch in hand) and whose they were, and a
+  flush that fails outside ``write()`` (the background one, ``flush()``) keeps its
+  loss for the writer's next ``write()`` or ``close()`` to raise, never for another
   flavor's batch;
 - one flavor's writer never holds up another's: each flavor is a sink of its own
   (:meth:`StorageSession.lanes`), which the runtime feeds from a queue and thread of
@@ -37,12 +37,15 @@ session directory.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import os
 import re
 import secrets
+import shutil
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -99,18 +102,27 @@ class WriteFailed(StorageError):
     counts ``lost``, not the batch's rows. ``result`` is what ``close()`` would
     have returned (the files still in place) when ``close()`` raises this after
     closing everything.
+
+    ``by_instrument`` says whose samples they were (instrument id -> samples): what a
+    writer held belongs to every instrument it held rows of, not to the batch in hand,
+    so without it a report charged one batch's instrument and called the others clean.
+    It may cover only part of ``lost`` (a failure joined with one that does not say); a
+    sink charges the rest as it can (to the batch in hand, at most its rows).
     """
 
-    def __init__(self, message: str, lost: int, result: Any = None) -> None:
+    def __init__(self, message: str, lost: int, result: Any = None, *,
+                 by_instrument: Mapping[str, int] | None = None) -> None:
         super().__init__(message, result)
         self.lost = lost
+        self.by_instrument = {i: n for i, n in (by_instrument or {}).items() if n > 0}
 
     @classmethod
     def joined(cls, failures: Sequence[WriteFailed], result: Any = None) -> WriteFailed:
-        """Several failures as one, their losses added."""
+        """Several failures as one, their losses (and whose they were) added."""
         if len(failures) == 1 and result is None:
             return failures[0]
-        return cls("; ".join(map(str, failures)), sum(f.lost for f in failures), result)
+        return cls("; ".join(map(str, failures)), sum(f.lost for f in failures), result,
+                   by_instrument=_summed(f.by_instrument for f in failures))
 
 
 # --- ids and directories ------------------------------------------------------------
@@ -253,17 +265,33 @@ def moved_away(path: Path, identity: tuple[int, int]) -> str | None:
     return None
 
 
-def raise_close_losses(path: Path, gone: str | None, kept: int,
+def raise_close_losses(path: Path, gone: str | None, kept: Mapping[str, int],
                        failed: WriteFailed | None) -> None:
     """What a writer's close must still say after closing its file at ``path``: everything
-    is lost when the file was removed meanwhile (``gone``, from :func:`moved_away`; its
-    ``kept`` rows too), else what ``failed`` lost, the file still being there."""
+    is lost when the file was removed meanwhile (``gone``, from :func:`moved_away`; the
+    rows it kept, ``kept`` per instrument, too), else what ``failed`` lost, the file still
+    being there."""
     if gone:
-        raise WriteFailed(f"{gone}: its {kept} row(s) are lost"
-                          + (f"; {failed}" if failed else ""),
-                          kept + (failed.lost if failed else 0), [])
+        lost = WriteFailed(f"{gone}: its {sum(kept.values())} row(s) are lost",
+                           sum(kept.values()), by_instrument=kept)
+        raise WriteFailed.joined([lost, *([failed] if failed else [])], [])
     if failed is not None:
-        raise WriteFailed(str(failed), failed.lost, [path])
+        raise WriteFailed(str(failed), failed.lost, [path], by_instrument=failed.by_instrument)
+
+
+def replace_whole(path: Path, write: Callable[[Path], object]) -> None:
+    """Make the file at ``path`` whole or not at all: ``write`` makes it as a temporary file
+    beside it, which then replaces it (``os.replace``). A failure (a full disk) leaves
+    ``path`` as it was, removes the temporary and raises: written in place, a full disk
+    left part of a file (20 KiB of a ``budget.json`` that was not JSON)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
 
 
 def discard_writes(fd: int) -> None:
@@ -355,9 +383,11 @@ class _Slot:
     last_flush: float = field(default_factory=time.monotonic)
     holder: str = ""
     closed: bool = False
-    #: a flush outside write() failed: why, and the samples it lost, for the next write or close
+    #: a flush outside write() failed: why, and the samples it lost (and whose), for the
+    #: next write or close to raise
     failure: str = ""
     lost: int = 0
+    lost_by: dict[str, int] = field(default_factory=dict)
 
 
 class StorageSession:
@@ -389,7 +419,8 @@ class StorageSession:
 
         ``session_id`` None draws a new one; giving one (to resume, or in tests)
         reuses its directories, and the backends' file locks then stop a second
-        writer of the same files. Any failure closes what was already opened.
+        writer of the same files. Any failure closes what was already opened, and
+        removes the session directories it created (a given id's are left as they were).
         """
         from .host import OWN_DISTRIBUTION  # loaded already (the caller has a host)
 
@@ -427,16 +458,13 @@ class StorageSession:
                                            dist == OWN_DISTRIBUTION)
         except BaseException:
             for slot in slots.values():
-                try:
-                    files = _listed_files(slot, slot.writer.close())
-                except Exception:  # the original failure is the one worth reporting
-                    continue
-                if fresh:  # laid out moments ago for this session, and never written to
-                    for path in files:
-                        Path(path).unlink(missing_ok=True)
-            if fresh:
+                with contextlib.suppress(Exception):  # the original failure is the one to report
+                    slot.writer.close()
+            if fresh:  # made for this session moments ago, so all in it is what the failed
+                # open left (laid out, never written to), not only the files of the writers
+                # that opened: a disk full at the start left a directory with a lock file
                 for d in session_dirs.values():
-                    _remove_empty_tree(d)
+                    shutil.rmtree(d, ignore_errors=True)
             raise
         return cls(session_id, slots)
 
@@ -545,7 +573,7 @@ class StorageSession:
             self._flusher.join(flusher_wait)
         out: dict[Flavor, list[Path]] = {}
         failures: list[str] = []
-        lost = 0
+        lost: list[WriteFailed] = []
         for flavor, slot in self._slots.items():
             try:
                 files = self._close_slot(slot, bound(WRITE_LOCK_TIMEOUT))
@@ -553,7 +581,7 @@ class StorageSession:
                 failures.append(str(exc))
                 if isinstance(exc, WriteFailed):
                     out[flavor] = exc.result or []
-                    lost += exc.lost
+                    lost.append(exc)
                 continue
             if files is not None:
                 out[flavor] = files
@@ -564,7 +592,8 @@ class StorageSession:
             message = f"storage session {self.session_id}:\n" + "\n".join(
                 f"  - {f}" for f in failures)
             if lost:
-                raise WriteFailed(message, lost, out)
+                raise WriteFailed(message, sum(f.lost for f in lost), out,
+                                  by_instrument=_summed(f.by_instrument for f in lost))
             raise StorageError(message, out)
         return out
 
@@ -574,9 +603,11 @@ class StorageSession:
         when samples were lost, :class:`StorageError` when the close failed otherwise, each
         naming the backend and its distribution. ``timeout`` bounds the wait for its lock
         (a write or flush in progress)."""
-        files = self._close_slot(self._slots[flavor], timeout)
-        if all(s.closed for s in self._slots.values()):
-            self._stop.set()  # nothing left for the background flusher
+        try:
+            files = self._close_slot(self._slots[flavor], timeout)
+        finally:  # a close that failed closed its slot all the same
+            if all(s.closed for s in self._slots.values()):
+                self._stop.set()  # nothing left for the background flusher
         return files or []
 
     def _close_slot(self, slot: _Slot, timeout: float) -> list[Path] | None:
@@ -627,7 +658,9 @@ class StorageSession:
             return True
         except Exception as exc:
             slot.failure = f"{slot.label}: {type(exc).__name__}: {exc}"
-            slot.lost += exc.lost if isinstance(exc, WriteFailed) else 0
+            if isinstance(exc, WriteFailed):
+                slot.lost += exc.lost
+                slot.lost_by = _summed([slot.lost_by, exc.by_instrument])
             return False
         finally:
             slot.last_flush = time.monotonic()
@@ -713,8 +746,9 @@ def _handed_over(slot: _Slot, exc: WriteFailed | None) -> WriteFailed:
     if exc is not None:
         why.append(f"{slot.label}: {exc}")
     lost = slot.lost + (exc.lost if exc is not None else 0)
-    slot.failure, slot.lost = "", 0
-    return WriteFailed("; ".join(why), lost)
+    by = _summed([slot.lost_by, exc.by_instrument if exc is not None else {}])
+    slot.failure, slot.lost, slot.lost_by = "", 0, {}
+    return WriteFailed("; ".join(why), lost, by_instrument=by)
 
 
 class _SlotLock:
@@ -782,17 +816,12 @@ def _make_session_dirs(dirs: Mapping[Flavor, Path], session_id: str | None
     raise StorageError(f"could not find a free session id under {where} in 100 tries")
 
 
-def _remove_empty_tree(root: Path) -> None:
-    """Remove a session directory a failed open left empty (empty subfolders included)."""
-    for d in sorted((p for p in root.rglob("*") if p.is_dir()), reverse=True):
-        try:
-            d.rmdir()
-        except OSError:
-            pass
-    try:
-        root.rmdir()
-    except OSError:
-        pass
+def _summed(counts: Iterable[Mapping[str, int]]) -> dict[str, int]:
+    """Per-instrument counts added up (what :attr:`WriteFailed.by_instrument` holds)."""
+    total: collections.Counter[str] = collections.Counter()
+    for c in counts:
+        total.update(c)
+    return dict(total)
 
 
 def _split_by_source(batch: pa.RecordBatch, rows: int

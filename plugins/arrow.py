@@ -20,7 +20,10 @@ row, and whatever is pending is written every ``flush_interval`` seconds. The
 file is written without user-space buffering, so what was written survives a
 killed process. ``parquet = true`` compacts each stream to
 ``<channel>.parquet`` on close (same schema and metadata) and removes the
-stream unless ``keep_stream = true``.
+stream unless ``keep_stream = true``. A compaction that fails (a full disk) loses
+nothing: the stream stays, listed with the files, and the failure names it and says
+it holds every row (a :class:`~daqhub.storage.WriteFailed` of no samples); no lock
+or partial Parquet file is left.
 
 A write that fails (a full disk) stops that channel's stream: the file is cut
 back to the end of its last complete batch (a batch written in part would make
@@ -134,14 +137,16 @@ class _Stream:
     def __init__(self, directory: Path, instrument_id: str, spec: ChannelSpec,
                  target: StorageTarget, opts: ArrowOptions) -> None:
         self.opts = opts
+        self.instrument = instrument_id
         self.where = f"{instrument_id}.{spec.name}"
         self.path = directory / instrument_id / f"{spec.name}{STREAM_SUFFIX}"
         self.path.parent.mkdir(exist_ok=True)
         self.lock: FileLock | None = claim_new_file(self.path)
+        sink: pa.NativeFile | None = None
         try:
             # claim_new_file checked the path is free under the lock. No O_EXCL pre-create:
             # reopening a created file with O_TRUNC makes ext4 flush it on close (~3 ms/MB).
-            self.sink = pa.OSFile(str(self.path), "wb")
+            self.sink = sink = pa.OSFile(str(self.path), "wb")
             self.fd = self.sink.fileno()
             self.identity = file_identity(self.path)
             self.schema = file_schema(instrument_id, spec, target)
@@ -149,8 +154,14 @@ class _Stream:
             self.writer = ipc.new_stream(self.sink, self.schema, options=options)
             self.writer.write_batch(pa.RecordBatch.from_arrays(
                 [pa.array([], type=f.type) for f in self.schema], schema=self.schema))
-        except BaseException:
+        except BaseException as exc:  # a full disk: the part-made file is removed, and named
+            if sink is not None:
+                with contextlib.suppress(Exception):
+                    sink.close()
+            self.path.unlink(missing_ok=True)  # ours: the path was free when claimed
             self.lock.release()
+            if isinstance(exc, OSError) and exc.errno and not exc.filename:  # pyarrow's
+                raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
             raise
         self.pending: list[pa.RecordBatch] = []
         self.pending_rows = 0
@@ -166,7 +177,7 @@ class _Stream:
         if self.failure:
             raise WriteFailed(f"{self.where}: not written: "
                               f"{self.path} stopped at an earlier error ({self.failure})",
-                              batch.num_rows)
+                              batch.num_rows, by_instrument={self.instrument: batch.num_rows})
         self.accepted += batch.num_rows
         size = shown_bytes(batch, self.row)
         if not self.pending and (batch.num_rows >= self.opts.batch_rows or size >= DIRECT_BYTES):
@@ -201,7 +212,8 @@ class _Stream:
             os.ftruncate(self.fd, self.end)
         discard_writes(self.fd)
         return WriteFailed(f"{self.path}: {self.failure}; stopped writing it, {lost} row(s) "
-                           "it held are lost (it keeps its complete batches)", lost)
+                           "it held are lost (it keeps its complete batches)", lost,
+                           by_instrument={self.instrument: lost})
 
     def close(self) -> list[Path]:
         """Finish the stream (end-of-stream marker), compact if asked, release the locks."""
@@ -219,8 +231,8 @@ class _Stream:
                     self.writer.close()  # after a failure, the marker goes to /dev/null
                 finally:
                     self.sink.close()
-            raise_close_losses(self.path, moved_away(self.path, self.identity), self.written,
-                               failed)
+            raise_close_losses(self.path, moved_away(self.path, self.identity),
+                               {self.instrument: self.written}, failed)
             if self.failure or not self.opts.parquet:
                 return [self.path]  # a stream cut at an error is not compacted: see above
             return self._compact()
@@ -242,22 +254,39 @@ class _Stream:
                 self.lock = None
 
     def _compact(self) -> list[Path]:
+        """The complete stream copied to ``<channel>.parquet``, the stream then removed unless
+        kept. A compaction that fails (a full disk) loses nothing, the stream holding every
+        row: it raises :class:`~daqhub.storage.WriteFailed` of no samples that names the
+        stream and lists it, and leaves no lock or partial Parquet file (it used to raise
+        bare, and the flavor's files went unlisted)."""
         target = self.path.with_suffix(PARQUET_SUFFIX)
-        lock = claim_new_file(target)
         try:
-            tmp = target.with_name(target.name + ".tmp")
+            lock = claim_new_file(target)
+        except Exception as exc:  # taken by another writer, there already, no room for it
+            raise self._not_compacted(target, exc) from exc
+        tmp = target.with_name(target.name + ".tmp")
+        try:
             with ipc.open_stream(self.path) as reader, pq.ParquetWriter(
                     tmp, reader.schema, compression=self.opts.parquet_compression) as out:
                 for batch in reader:
                     if batch.num_rows:
                         out.write_batch(batch)
             os.replace(tmp, target)
+        except Exception as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise self._not_compacted(target, exc) from exc
         finally:
             lock.release()
         if self.opts.keep_stream:
             return [self.path, target]
         self.path.unlink()
         return [target]
+
+    def _not_compacted(self, target: Path, exc: Exception) -> WriteFailed:
+        return WriteFailed(f"{self.where}: not compacted to {target.name} ({type(exc).__name__}: "
+                           f"{exc}); nothing is lost: {self.path}, kept, holds all its "
+                           f"{self.written} row(s)", 0, [self.path])
 
 
 class ArrowWriter:

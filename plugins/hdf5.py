@@ -80,7 +80,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -191,6 +191,7 @@ class _Channel:
     def __init__(self, parent: h5py.Group, instrument_id: str, spec: ChannelSpec,
                  opts: Hdf5Options) -> None:
         self.spec = spec
+        self.instrument = instrument_id
         self.where = f"{instrument_id}.{spec.name}"
         self.flat = spec.kind == "spectrum" and spec.fixed_size is None
         shape: tuple[int, ...] = () if self.flat or spec.kind == "scalar" else tuple(
@@ -345,22 +346,36 @@ class Hdf5Writer:
         try:
             self._file = h5py.File(self.path, "w-", libver="latest" if self.opts.swmr else None,
                                    meta_block_size=_META_BLOCK_BYTES)
-        except BaseException:
+        except BaseException as exc:
+            if not isinstance(exc, FileExistsError):  # a part-made file (a full disk): ours,
+                self.path.unlink(missing_ok=True)     # the path was free when claimed
             self._lock.release()
             raise
         try:
             self._identity = file_identity(self.path)
             self._layout(target)
         except BaseException:
-            self._file.close()
-            self.path.unlink(missing_ok=True)
-            self._lock.release()
+            self._abandon()
             raise
         self._last_flush = time.monotonic()
         self._dirty = False
         self._closed = False
         self._failure = ""  # why the writer stopped: nothing more goes to the file
         self._end = 0  # the file's end as HDF5 had it when the writer stopped
+
+    def _abandon(self) -> None:
+        """Close and remove the file after its layout failed. On a full disk its flush
+        fails, and then every later one, its close's too: that error ("slist already
+        enabled?") replaced the one that said what happened, and the file and its lock
+        stayed. What HDF5 still writes goes to /dev/null; the file is removed anyway."""
+        with contextlib.suppress(Exception):
+            if self._file.driver == "sec2":
+                discard_writes(self._file.id.get_vfd_handle())
+        with contextlib.suppress(Exception):
+            self._file.close()
+        self.path.unlink(missing_ok=True)
+        if self._lock is not None:
+            self._lock.release()
 
     def _layout(self, target: StorageTarget) -> None:
         f = self._file
@@ -371,7 +386,10 @@ class Hdf5Writer:
             "closed": np.int8(0),
         })
         meta = f.create_group(META_GROUP)
-        meta.create_dataset("lab_config", data=target.lab_config, dtype=h5py.string_dtype())
+        # held until the flush below writes it: closed on its own, a dataset whose write then
+        # failed (a full disk) stayed half-closed in HDF5, which crashed the process at exit
+        lab_config = meta.create_dataset("lab_config", data=target.lab_config,
+                                         dtype=h5py.string_dtype())
         for iid in sorted({*target.channels, *target.instruments}):
             g = f.create_group(iid)
             block = dict(target.instruments.get(iid, {}))
@@ -382,6 +400,7 @@ class Hdf5Writer:
         if self.opts.swmr:
             f.swmr_mode = True
         f.flush()
+        del lab_config
 
     def write(self, batch: pa.RecordBatch) -> None:
         if self._closed:
@@ -390,7 +409,7 @@ class Hdf5Writer:
         if self._failure:
             raise WriteFailed(f"{channel.where}: not written: "
                               f"{self.path} stopped at an earlier error ({self._failure})",
-                              batch.num_rows)
+                              batch.num_rows, by_instrument={channel.instrument: batch.num_rows})
         try:
             if batch.num_rows:
                 channel.add(batch, self.opts.block_bytes)
@@ -423,7 +442,8 @@ class Hdf5Writer:
     def _fail(self, exc: Exception) -> WriteFailed:
         """Stop writing the file at a write error: see the module docstring."""
         self._failure = f"{type(exc).__name__}: {exc}"
-        lost = sum(c.accepted - c.flushed[0] for c in self._channels.items.values())
+        lost_by = self._rows_by_instrument(lambda c: c.accepted - c.flushed[0])
+        lost = sum(lost_by.values())
         for channel in self._channels.items.values():
             channel.pending, channel.pending_bytes = [], 0
         fd: int | None = None
@@ -437,7 +457,14 @@ class Hdf5Writer:
             discard_writes(fd)
         return WriteFailed(f"{self.path}: {self._failure}; stopped writing it, {lost} row(s) "
                            "it held are lost (it keeps those its last completed flush counted)",
-                           lost)
+                           lost, by_instrument=lost_by)
+
+    def _rows_by_instrument(self, rows: Callable[[_Channel], int]) -> dict[str, int]:
+        """``rows`` of each channel, added up per instrument (whose samples a loss was)."""
+        out: dict[str, int] = {}
+        for channel in self._channels.items.values():
+            out[channel.instrument] = out.get(channel.instrument, 0) + rows(channel)
+        return out
 
     def _pad(self) -> None:
         """Make a failed file as long as its superblock may say it is: HDF5 refuses to open
@@ -479,8 +506,8 @@ class Hdf5Writer:
         gone = moved_away(self.path, self._identity)
         if self._failure and not gone:
             self._pad()
-        raise_close_losses(self.path, gone,
-                           sum(c.flushed[0] for c in self._channels.items.values()), failed)
+        raise_close_losses(self.path, gone, self._rows_by_instrument(lambda c: c.flushed[0]),
+                           failed)
         return [self.path]
 
 

@@ -182,16 +182,24 @@ class FileLock:
             os.close(fd)
 
     def _record_holder(self) -> None:
+        """Write who holds the lock into the lock file. When that fails (a full disk), the
+        lock is dropped and its file removed, and the error names the lock file: it said
+        only "No space left on device", and left the file locked until the process ended
+        (a run that could not start left its session directory behind, holding it)."""
         assert self._fd is not None
         since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         pid, command, via = _holder_of_this_process()
         text = (f"pid={pid}\nhost={socket.gethostname()}\nsince={since}\n"
                 f"command={command}\n" + (f"via={via}\n" if via else "")).encode()
-        if os.fstat(self._fd).st_size:  # a crashed holder's record: replace it
-            # only then: ext4 flushes a file truncated to 0 when it is closed, which made
-            # taking and dropping a lock 0.3 ms instead of 0.03
-            os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, text, 0)
+        try:
+            if os.fstat(self._fd).st_size:  # a crashed holder's record: replace it
+                # only then: ext4 flushes a file truncated to 0 when it is closed, which made
+                # taking and dropping a lock 0.3 ms instead of 0.03
+                os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, text, 0)
+        except OSError as exc:
+            self.release()
+            raise OSError(exc.errno, exc.strerror, str(self.lock_path)) from exc
 
     def _wait_for_holder_record(self) -> LockHolder | None:
         """The holder writes its record just after locking; give it a moment to appear."""

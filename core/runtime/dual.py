@@ -64,7 +64,7 @@ from ..resources import PortEvent, SerialPortManager, VisaSessionManager, line_s
 from ..routines import RoutineRunner
 from ..schema import META_INSTRUMENT, describe
 from ..specs import InstrumentContext, InstrumentType
-from ..storage import FlavorSink, FlavorStorage, StorageSession, WriteFailed
+from ..storage import FlavorSink, FlavorStorage, StorageSession, WriteFailed, replace_whole
 from . import gcbaseline
 from .bridge import MeasurementBridge
 from .broadcast import Broadcast, Subscription, SubscriptionClosed
@@ -210,10 +210,13 @@ class SinkThread:
 
     It counts every sample the sink did not store: a batch's rows when its write is
     refused, or what a :class:`.WriteFailed` says was lost (a writer that fails loses
-    what it still held, too), and what the sink's close says it lost. ``unstored`` keeps,
-    per instrument, the samples of the batches it did not store (what a writer held when
-    it failed is nobody's in particular: it is in the total only), so their instruments'
-    outcomes say so. A storage session is fed by one per flavor (its *lanes*), so one
+    what it still held, too), and what the sink's close says it lost. ``unstored`` keeps
+    them per instrument, as the WriteFailed's ``by_instrument`` says whose they were (a
+    writer's held rows are of every instrument it held rows of: charged to the batch in
+    hand, an instrument with 51 samples and none on disk was said to miss 46, and one
+    whose rows were lost at close was called clean), so their instruments' outcomes say
+    so; what a sink does not attribute is charged to the batch in hand, at most its rows.
+    A storage session is fed by one per flavor (its *lanes*), so one
     backend that hangs in ``write()`` holds up only its own flavor's data; a write that has
     not returned for :data:`SINK_STUCK_S` raises an alarm naming the backend (:meth:`check`).
     """
@@ -265,8 +268,9 @@ class SinkThread:
                 except Exception as exc:  # a storage fault is reported, the run goes on
                     if self._abandoned.is_set():
                         return
-                    self.count_failure(f"write failed: {exc}", exc.lost
-                                       if isinstance(exc, WriteFailed) else b.num_rows, b)
+                    lost = exc if isinstance(exc, WriteFailed) else WriteFailed(
+                        str(exc), b.num_rows)  # a refused batch: its rows
+                    self.count_failure(f"write failed: {exc}", lost, b)
                 else:
                     if self._abandoned.is_set():  # counted as not written: its writer is
                         return                     # never closed, so nothing more goes in
@@ -276,14 +280,17 @@ class SinkThread:
             if self._stop.is_set() and self.sub.depth() == 0:
                 return
 
-    def count_failure(self, message: str, samples: int,
+    def count_failure(self, message: str, failed: WriteFailed,
                       batch: pa.RecordBatch | None = None) -> None:
-        """Count samples the sink did not store (those of ``batch`` against its instrument);
-        alarm once per new fault, not per batch."""
+        """Count the samples ``failed`` says the sink did not store, against the instruments
+        it names; what it names no instrument for (a backend that does not say) against
+        ``batch``'s, at most its rows. Alarm once per new fault, not per batch."""
         self.failed_writes += 1
-        self.failed_rows += samples
-        if batch is not None:
-            self.unstored[instrument_of(batch)] += min(samples, batch.num_rows)
+        self.failed_rows += failed.lost
+        self.unstored.update(failed.by_instrument)
+        rest = failed.lost - sum(failed.by_instrument.values())
+        if batch is not None and rest > 0:
+            self.unstored[instrument_of(batch)] += min(rest, batch.num_rows)
         if message != self.last_failure:
             self.last_failure = message
             self.on_error(self.name, f"{self.label}: {message}")
@@ -322,7 +329,7 @@ class SinkThread:
         try:
             return close_sink(self.sink, until)
         except WriteFailed as exc:
-            self.count_failure(f"close failed: {exc}", exc.lost)
+            self.count_failure(f"close failed: {exc}", exc)
             return exc.result
 
     def signal_stop(self) -> None:
@@ -942,18 +949,21 @@ class DualRuntimeManager:
                           if not o["ok"]]
 
     def _save_budget(self, report: ShutdownReport) -> None:
-        """One budget.json per session, in the first flavor's session directory."""
+        """One budget.json per session, in the first flavor's session directory, written
+        whole or not at all: written in place, a full disk left 20 KiB of it that is not
+        JSON, though the report said it could not be saved."""
         dirs = list(self.output_dirs().values())
         if not dirs:
             return
+        text = json.dumps(
+            {"session_id": self.session_id, "samples": self.budget.history(),
+             "alarms": list(self.alarms), "alarms_total": self.alarms_total,
+             "instruments": report.instruments,
+             "routines": report.routines, "state_changes": list(self.state_changes),
+             "shutdown": {k: v for k, v in report.as_dict().items()
+                          if k not in ("instruments", "routines")}},
+            indent=1, default=str)
         try:
-            (dirs[0] / HISTORY_FILE).write_text(json.dumps(
-                {"session_id": self.session_id, "samples": self.budget.history(),
-                 "alarms": list(self.alarms), "alarms_total": self.alarms_total,
-                 "instruments": report.instruments,
-                 "routines": report.routines, "state_changes": list(self.state_changes),
-                 "shutdown": {k: v for k, v in report.as_dict().items()
-                              if k not in ("instruments", "routines")}},
-                indent=1, default=str))
+            replace_whole(dirs[0] / HISTORY_FILE, lambda tmp: tmp.write_text(text))
         except OSError as exc:
             report.errors.append(f"could not save {HISTORY_FILE} in {dirs[0]}: {exc}")
