@@ -53,6 +53,7 @@ class Lanes(HandBack):
         self._urgent: deque[Entry] = deque()
         self._normal: deque[Entry] = deque()
         self._direct: deque[Job] = deque()  # jobs of the lease that holds the gate
+        self._direct_running: Job | None = None  # the one the worker runs now (see .worker)
         self._worker: threading.Thread | None = None
         self._worker_idle = False
         self._closed = False
@@ -101,19 +102,33 @@ class Lanes(HandBack):
         lines.append(f"  worker: {state}")
         return lines
 
+    def held_by(self, holding: Holding) -> bool:
+        """Whether a held record still holds this gate: it is the holder, or the lease job the
+        worker is running (whose lease may have exited meanwhile; see ``release``).
+
+        A task or thread started inside a lease copies the lease's context and its record
+        with it; once the lease has let go, that copy holds nothing, and counting it would let
+        its transactions skip the queue while someone else talks to the device.
+        """
+        return holding is self._holder or holding is self._direct_running
+
     def holds_or_checks(self, held: tuple[Holding, ...], owner: str) -> bool:
-        """True if the caller's held set has this gate; else check the order for taking it."""
+        """True if the caller holds this gate (:meth:`held_by`); else check the order for
+        taking it. The one place that decides whether a caller runs "direct" (as its lease's
+        own, without queueing), and that a lease skips a gate it already holds."""
         for h in held:
-            if h.gate is self:
+            if self.held_by(h):
                 return True
         self.check_order(held, owner)
         return False
 
     def check_order(self, held: tuple[Holding, ...], owner: str) -> None:
-        """Refuse (before waiting) to take this gate against the global order."""
+        """Refuse (before waiting) to take this gate against the global order, judged by the
+        gates the caller still holds (a record its lease has let go of holds nothing)."""
         checker = self.checker
         if checker is not None and held:
-            checker.check(self, held, owner)  # type: ignore[arg-type]
+            live = tuple(h for h in held if h.gate.held_by(h))
+            checker.check(self, live, owner)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ records and errors
     def _left_locked(self) -> None:

@@ -49,6 +49,8 @@ class Lease:
     Usable once, with ``with`` from a thread or ``async with`` from a coroutine. Transactions
     made by the same thread or task inside the lease run without queueing (the lease already
     holds the gate); async ones still run on the gate's worker thread so the loop never blocks.
+    A task (or a thread run in a copy of the context) started inside the lease runs its
+    transactions so too while the lease lasts; once it has ended, they queue like anyone's.
     """
 
     def __init__(self, resources: Iterable[Leasable], *, owner: str | None = None,
@@ -68,9 +70,9 @@ class Lease:
         if self._token is not None:
             raise RuntimeError("a Lease object can be entered only once at a time")
         held = current_held()
-        todo = [g for g in self.gates if not any(h.gate is g for h in held)]
-        if todo:
-            todo[0].check_order(held, owner)
+        # a gate still held is skipped (a record copied from a lease that has ended holds
+        # nothing); the others are checked against the order
+        todo = [g for g in self.gates if not g.holds_or_checks(held, owner)]
         return held, todo
 
     def _failed(self, exc: BaseException) -> BaseException:

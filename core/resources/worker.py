@@ -25,7 +25,7 @@ import time
 from .entries import CANCELLED, DONE, GRANTED, RUNNING, Entry, Handoff, Job
 from .errors import ResourceClosedError
 from .lanes import Lanes
-from .ordering import reset_context_held, set_context_held
+from .ordering import Holding, reset_context_held, set_context_held
 
 # How many queued transactions a sync caller runs for others after its own (see _combine).
 COMBINE_BUDGET = 16
@@ -37,10 +37,10 @@ class Worker(Lanes):
     """Queueing, handing the gate on, and running queued jobs (worker thread or combiner)."""
 
     # A lease's own jobs (``_direct``) run on the worker while the lease holds the gate. Set
-    # and read under the mutex: the worker is running one of them (set when it takes one,
-    # cleared when it looks for work again), and the lease has let go while one was queued or
-    # running, so the worker passes the gate on after the last (see release).
-    _direct_running = False
+    # and read under the mutex: the one the worker is running (``_direct_running``, in
+    # .lanes: set when it takes one, cleared when it looks for work again), and the lease has
+    # let go while one was queued or running, so the worker passes the gate on after the last
+    # (see release).
     _release_deferred = False
 
     def _enqueue_locked(self, entry: Entry) -> None:
@@ -120,13 +120,20 @@ class Worker(Lanes):
         running (its coroutine was cancelled, or gave up with TransactionOverrunError) keeps
         the gate until the worker has finished it: passing it on now would let the next holder
         talk to the device mid-exchange, each reading the other's reply. Meanwhile the lease
-        stays the holder that timeout errors name; the worker passes the gate on.
+        stays the holder that timeout errors name, under a record of its own: the lease's
+        record, which tasks and threads it started may have copied, no longer holds the gate
+        (:meth:`held_by`), so they queue; the worker passes the gate on.
         """
         with self._mutex:
             if self._direct or self._direct_running:
                 self._release_deferred = True
-                if self._holder is not None:  # the lease's record: say why it still holds
-                    self._holder.what = "lease exited; its transaction still running"
+                lease = self._holder
+                if lease is not None:  # say why it still holds
+                    record = Holding(lease.gate, lease.owner,
+                                     "lease exited; its transaction still running",
+                                     lease.held, lease.group)
+                    record.since = lease.since
+                    self._holder = record
             else:
                 self._pass_on_locked()
 
@@ -134,9 +141,9 @@ class Worker(Lanes):
         if self._direct:
             job = self._direct.popleft()
             job.state = RUNNING
-            self._direct_running = True
+            self._direct_running = job
             return job
-        self._direct_running = False
+        self._direct_running = None
         if self._release_deferred:  # the lease let go; its last job has finished
             self._release_deferred = False
             self._pass_on_locked()
