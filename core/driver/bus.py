@@ -135,11 +135,18 @@ class Exchange:
 
 @dataclass(frozen=True)
 class Send:
-    """Write a command whose reply comes later (one transaction). Result: None."""
+    """Write a command whose reply comes later (one transaction). Result: None.
+
+    ``reply`` is that later reply (a move's end). If the plan stops waiting once the command
+    may have been written (cancelled, closed, an error thrown in), nobody will collect it,
+    so it is owed for good (:meth:`BusRouter.owe`: it comes whenever what the command
+    started ends), never taken as a later command's answer.
+    """
 
     command: BusCommand
     urgent: bool = False
     drop_stale: bool = True
+    reply: Expectation | None = None
 
 
 @dataclass(frozen=True)
@@ -348,6 +355,18 @@ class BusRouter:
             debt = self._debts.get(expect.address)
             if debt is not None and debt.expect is expect:
                 del self._debts[expect.address]
+
+    def put_back(self, expect: Expectation, line: Any) -> None:
+        """``line``, taken for ``expect`` by a transaction whose plan had stopped waiting,
+        reached nobody: it is filed again, first in the address's inbox, for the next wait
+        for it (a move's end the driver still expects)."""
+        with self._cond:
+            box = self._inbox.setdefault(expect.address, deque(maxlen=INBOX_DEPTH))
+            if len(box) == box.maxlen:
+                self.stats["overflow"] += 1
+            box.appendleft(line)
+            self.stats["taken"] -= 1
+            self._bump_locked()
 
     def owed(self, address: str) -> Expectation | None:
         """The reply ``address`` still owes (its expectation), or None."""
@@ -723,30 +742,41 @@ class _Wait:
 
 
 class _Handover:
-    """One step of an exchange's plan, and the reply it leaves owed if the plan stops waiting.
+    """One step of a bus plan, and what it leaves to settle if the plan stops waiting.
 
     A plan stops waiting when it is cancelled (a v4 call past ``call_timeout_s`` or a read
     past ``read_timeout_s``, ``asyncio.wait_for``), closed, or gets an error thrown in (the
-    port too busy, a transaction overrun). Were the reply it awaits simply forgotten, it
-    would come late and answer the address's next command; so it is given up on there and
-    then (:meth:`BusRouter.give_up`: taken if it already arrived, else owed), as at a
-    deadline, and a driver that checks :meth:`BusRouter.owed` before its next command sees
-    the debt. ``owed`` is what the step awaits: an exchange's command owes nothing until
-    its transaction function runs (``ask``: then it is written), and nothing once the
-    function took the reply.
+    port too busy, a transaction overrun). The step's transaction function may still be
+    running on the port's worker then, or have ended with a result that reaches nobody;
+    one that had not begun does not run (nothing is written). What is left depends on the
+    step:
 
-    The function may still be running on the port's worker then (its result reaches
-    nobody): if it ends still awaiting the reply, that is given up on again; if it took the
-    reply before the plan gave it up, the debt is void.
+    * an exchange's reply (``owed``; from when its function runs, ``ask``: the command is
+      then written; nothing once the function took the reply). Were it simply forgotten,
+      it would come late and answer the address's next command; so it is given up on there
+      and then (:meth:`BusRouter.give_up`: taken if it already arrived, else owed), as at a
+      deadline, and a driver that checks :meth:`BusRouter.owed` before its next command
+      sees the debt. If the function ends still awaiting the reply, that is given up on
+      again; if it took the reply before the plan gave it up, the debt is void.
+    * a line a collect's function took (``collect``): the driver still expects it (a move's
+      end, for its next wait), so it goes back to the address's inbox
+      (:meth:`BusRouter.put_back`).
+    * a send's later reply (``send``, :attr:`Send.reply`): once its function began, the
+      command may be on the wire and nobody will collect the reply, so it is owed for good.
     """
 
-    def __init__(self, router: BusRouter, owed: Asked | None, ask: Exchange | None = None
-                 ) -> None:
+    def __init__(self, router: BusRouter, owed: Asked | None = None, *,
+                 ask: Exchange | None = None, collect: Expectation | None = None,
+                 send: Expectation | None = None) -> None:
         self.router = router
         self.owed = owed
         self._ask = ask
+        self._collect = collect
+        self._send = send
         self._lock = threading.Lock()  # taken before the router's
         self._abandoned = False
+        self._began = False
+        self._taken: Any = None  # the collect's line its plan has not received
 
     def run(self, fn: Callable[[BusIO], Any], io: BusIO) -> Any:
         """The transaction function: ``fn``, unless its plan stopped waiting before it began
@@ -754,6 +784,7 @@ class _Handover:
         with self._lock:
             if self._abandoned:
                 return None
+            self._began = True
             if self._ask is not None:
                 now = time.monotonic()
                 self.owed = Asked(self._ask.expect, now, now + self._ask.reply_timeout)
@@ -764,17 +795,25 @@ class _Handover:
         finally:
             with self._lock:
                 given_up, self.owed = self.owed, result if isinstance(result, Asked) else None
+                if self._collect is not None:
+                    self._taken = result
                 if self._abandoned and isinstance(result, Asked):
                     self.router.give_up(result)
                 elif self._abandoned and result is not None and given_up is not None:
                     self.router.forgive(given_up.expect)
+                elif self._abandoned and self._collect is not None and result is not None:
+                    self.router.put_back(self._collect, result)
 
     def abandon(self) -> None:
-        """The plan stopped waiting: give up on the reply it awaits."""
+        """The plan stopped waiting: settle what its step awaits (the class doc)."""
         with self._lock:
             self._abandoned = True
             if self.owed is not None:
                 self.router.give_up(self.owed)
+            if self._collect is not None and self._taken is not None:
+                self.router.put_back(self._collect, self._taken)
+            if self._send is not None and self._began:
+                self.router.owe(self._send, math.inf)
 
 
 class BusSession(Session):
@@ -785,9 +824,11 @@ class BusSession(Session):
     disconnects. A :class:`Send` is one transaction; an :class:`Exchange` (:meth:`ask`) is one
     to write (and read while nobody else wants the port), then a wait like a
     :class:`Collect`'s (:meth:`collect`), whose only flavor-specific step is the wait on the
-    router (a condition variable in v2, a future in v4). An exchange whose plan stops
-    waiting after its command was written (cancelled, closed) leaves its reply owed
-    (:class:`_Handover`), as one whose deadline passed.
+    router (a condition variable in v2, a future in v4). A step whose plan stops waiting
+    (cancelled, closed) settles what it awaited (:class:`_Handover`): an exchange's reply,
+    once its command was written, is owed as one whose deadline passed; a line a collect
+    took goes back to the inbox; a send's later reply (:attr:`Send.reply`), once its
+    command may have been written, is owed.
     """
 
     router_class: ClassVar[type[BusRouter]] = BusRouter
@@ -813,17 +854,21 @@ class BusSession(Session):
     def _others_waiting(self) -> int:
         return self.resource.gate.queue_depth  # type: ignore[no-any-return]
 
-    def send(self, step: Send) -> Transaction[Any]:
+    def send(self, step: Send) -> Generator[Any, Any, None]:
+        """A :class:`Send`: one transaction to write the command."""
         router = self.router
-        return Transaction(command_of(step), urgent=step.urgent, timeout=self.lock_timeout,
-                           fn=lambda io: router.send(io, step.command, step.drop_stale))
+        handover = _Handover(router, send=step.reply)
+        yield from self._awaiting(handover, Transaction(
+            command_of(step), urgent=step.urgent, timeout=self.lock_timeout,
+            fn=partial(handover.run,
+                       lambda io: router.send(io, step.command, step.drop_stale))))
 
     def ask(self, step: Exchange) -> Generator[Any, Any, Any]:
         """An :class:`Exchange`: write the command and read while nobody else wants the port
         (at most ``PUMP_BUDGET_S``); wait for the rest of the reply as :meth:`collect` does."""
         router, others = self.router, self._others_waiting
         budget = min(step.reply_timeout, PUMP_BUDGET_S)
-        handover = _Handover(router, None, ask=step)
+        handover = _Handover(router, ask=step)
         result = yield from self._awaiting(handover, Transaction(
             command_of(step), urgent=step.urgent, timeout=self.lock_timeout + budget,
             fn=partial(handover.run, lambda io: router.exchange(
@@ -852,7 +897,7 @@ class BusSession(Session):
             remaining = deadline - time.monotonic()
             if remaining <= 0 and (pumped or reading):
                 return None if asked is None else router.give_up(asked)
-            handover = _Handover(router, asked)
+            handover = _Handover(router, asked, collect=expect if asked is None else None)
             if reading:
                 yield from self._awaiting(handover, _Wait(version, min(remaining,
                                                                        PUMP_BUDGET_S)))
@@ -875,33 +920,31 @@ class BusSession(Session):
     @staticmethod
     def _awaiting(handover: _Handover, step: Any) -> Generator[Any, Any, Any]:
         """Yield ``step``; if the plan stops waiting for its result (an exception thrown in,
-        or the plan closed), the reply ``handover`` awaits is given up on first."""
+        or the plan closed), what ``handover`` awaits is settled first."""
         try:
             return (yield step)
         except BaseException:
             handover.abandon()
             raise
 
-    def run_step(self, step: Any) -> Any:
+    def _plan(self, step: Send | Exchange | Collect) -> Generator[Any, Any, Any]:
+        """A bus step as the plan that runs it (closed by the caller when interrupted)."""
         if isinstance(step, Send):
-            step = self.send(step)
-        elif isinstance(step, Exchange):
-            with closing(self.ask(step)) as plan:  # an interrupted exchange settles its debt
+            return self.send(step)
+        return self.ask(step) if isinstance(step, Exchange) else self.collect(step)
+
+    def run_step(self, step: Any) -> Any:
+        if isinstance(step, Send | Exchange | Collect):
+            with closing(self._plan(step)) as plan:  # interrupted, it settles what it awaited
                 return run(self, plan)
-        elif isinstance(step, Collect):
-            return run(self, self.collect(step))
-        elif isinstance(step, _Wait):
+        if isinstance(step, _Wait):
             return self.router.wait(step.version, step.timeout)
         return super().run_step(step)
 
     async def arun_step(self, step: Any) -> Any:
-        if isinstance(step, Send):
-            step = self.send(step)
-        elif isinstance(step, Exchange):
-            with closing(self.ask(step)) as plan:  # a cancelled exchange settles its debt
+        if isinstance(step, Send | Exchange | Collect):
+            with closing(self._plan(step)) as plan:  # cancelled, it settles what it awaited
                 return await arun(self, plan)
-        elif isinstance(step, Collect):
-            return await arun(self, self.collect(step))
-        elif isinstance(step, _Wait):
+        if isinstance(step, _Wait):
             return await self.router.wait_async(step.version, step.timeout)
         return await super().arun_step(step)

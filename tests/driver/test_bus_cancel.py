@@ -1,6 +1,7 @@
 """daqhub.driver.bus: an exchange whose plan stops waiting (a v4 call cancelled by its
 timeout or ``asyncio.wait_for``, a plan closed) leaves its reply owed, as one whose deadline
-passed, so the late reply never answers the address's next command.
+passed, so the late reply never answers the address's next command; so does a send of a
+move, once written; and a line a cancelled collect took is there for the next one.
 
 A toolkit bus session (the Elliptec line format) on a simulated Elliptec bus, whose
 ``latency`` makes every reply come late; and the same through a lab, where a v4 read past
@@ -188,3 +189,114 @@ def test_a_v4_elliptec_whose_reads_are_cancelled_still_waits_for_the_end_of_its_
 
 def poll_errors(lab: daqhub.Lab) -> int:
     return int(lab.health()["instruments"][0]["errors"])
+
+
+def held_after(monkeypatch: pytest.MonkeyPatch, session: ElliptecBus, name: str,
+               then: Callable[[], object]) -> threading.Event:
+    """Make the router's transaction function ``name`` (``pump``, ``send``) call ``then``
+    once, when it has done its I/O (taken a line, or written), before its transaction ends.
+    The returned event is set then."""
+    router = session.router
+    original = getattr(router, name)
+    done = threading.Event()
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        result = original(*args, **kwargs)
+        if not done.is_set() and (name == "send" or result is not None):
+            done.set()
+            then()
+        return result
+
+    monkeypatch.setattr(router, name, held)
+    return done
+
+
+@pytest.mark.parametrize("cancelled", ["while its transaction runs", "as its transaction ends"])
+def test_the_line_a_cancelled_collect_took_is_there_for_the_next_collect(
+        bus: Callable[[float], ElliptecBus], monkeypatch: pytest.MonkeyPatch,
+        cancelled: str) -> None:
+    """A wait for a move's end (``wait_until_done``) cancelled while its read of the bus
+    takes the end, or once it took it but before the wait got it: the line used to reach
+    nobody, and the next wait for the same move timed out though the move had ended."""
+    session = bus(0.0)
+    move = move_to_90()
+    release = threading.Event()
+
+    async def cancelled_collect() -> None:
+        task = asyncio.create_task(arun(session, plan(Collect(move, 10.0))))
+        loop = asyncio.get_running_loop()
+        if cancelled == "while its transaction runs":
+            took = held_after(monkeypatch, session, "pump", lambda: release.wait(10.0))
+            await asyncio.to_thread(took.wait, 10.0)
+            task.cancel()
+        else:  # the cancel reaches the loop before the transaction's result does
+            held_after(monkeypatch, session, "pump",
+                       lambda: loop.call_soon_threadsafe(task.cancel))
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        release.set()
+
+    run(session, plan(Send(move.command)))
+    asyncio.run(cancelled_collect())
+    line = run(session, plan(Collect(move, 2.0)))
+    assert isinstance(line, Frame) and line.data == AT_90
+
+
+def test_a_send_cancelled_once_written_leaves_its_later_reply_owed(
+        bus: Callable[[float], ElliptecBus], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A move's send cancelled while its transaction runs, after the write: the move runs and
+    nobody will collect its end, which is owed at once, so it cannot answer the address's
+    next command (it used to be owed nothing)."""
+    session = bus(0.0)
+    move = move_to_90()
+    release = threading.Event()
+    written = held_after(monkeypatch, session, "send", lambda: release.wait(10.0))
+
+    async def cancelled_send() -> None:
+        task = asyncio.create_task(arun(session, plan(Send(move.command, reply=move))))
+        await asyncio.to_thread(written.wait, 10.0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert session.router.owed("0") is move  # while its transaction still runs
+
+    try:
+        asyncio.run(cancelled_send())
+    finally:
+        release.set()
+    assert session.router.owed("0") is move
+
+
+def test_a_send_cancelled_before_its_command_was_written_owes_nothing(
+        bus: Callable[[float], ElliptecBus]) -> None:
+    """Cancelled while queued for the port: nothing is sent, and nothing is owed."""
+    session = bus(0.0)
+    port = session.resource
+    move = move_to_90()
+    release = threading.Event()
+    held = threading.Event()
+
+    def hold_port() -> None:
+        with port.lease(owner="other"):
+            held.set()
+            release.wait(10.0)
+
+    async def cancelled_send() -> None:
+        task = asyncio.create_task(arun(session, plan(Send(move.command, reply=move))))
+        await asyncio.to_thread(wait_until, lambda: port.stats()["queue_depth"] == 1,
+                                "the send to queue for the port")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    holder = threading.Thread(target=hold_port)
+    holder.start()
+    try:
+        assert held.wait(10.0)
+        before = writes(session)
+        asyncio.run(cancelled_send())
+    finally:
+        release.set()
+        holder.join(10.0)
+    assert session.router.owed("0") is None
+    assert writes(session) == before

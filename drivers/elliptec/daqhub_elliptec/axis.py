@@ -18,9 +18,11 @@ next motion call (``wait_until_done``, ``is_moving``, ``move_*``, ``home``,
 for a move it did not start. After a failed move the position is unknown
 (``pulses`` None) until the module is asked again.
 
-A reply the driver gave up on may still come: a query's that timed out, or the
+A reply the driver gave up on may still come: a query's that timed out, the
 end of a move that outran its timeout (the module, still moving, answers a new
-move with ``GS09`` and never runs it). The router then holds the address as
+move with ``GS09`` and never runs it), or of a move whose send failed or was
+cancelled once it may have been written (its position is then unknown until
+asked again). The router then holds the address as
 owing that reply (:meth:`~daqhub.driver.bus.BusRouter.owe`) and takes the late
 line as it, never as a later command's answer; and before anything else is sent
 to the address, :meth:`Axis._caught_up` asks ``in`` until the module answers
@@ -478,13 +480,11 @@ class Axis:
         if not (yield from self._caught_up(command, limit)):
             raise self._still_busy(command, limit)
         expect = Expectation(command)
-        try:
-            yield Send(command)
-        except DriverError:
-            # Written or not, nobody can tell: the module may be moving now.
-            self.pulses = None
-            self.router.owe(expect, math.inf)
-            raise
+        # A send that fails or is cancelled may have been written: the module may be moving
+        # now, so its end is owed (the bus does that) and where it is, unknown until asked.
+        last, self.pulses = self.pulses, None
+        yield Send(command, reply=expect)
+        self.pulses = last  # the last known position, which polls report during the move
         now = time.monotonic()
         self.pending = Pending(expect, now, now + limit)
 
