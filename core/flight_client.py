@@ -21,9 +21,14 @@ slows down); each :class:`LiveBatch` says how many rows were lost just before it
 
 Every call waits at most the connection's ``timeout`` for the service's answer, and says what
 it waited for when none came (``TimeoutError``: "the channel list: no answer from URL within
-10 s"). A live stream has no deadline once open (it runs until the run stops), but opening
-it does: the service's first answer (the stream's schema) must come within ``timeout``. Those
-waits happen on a helper thread, so Ctrl-C interrupts them.
+10 s"). A stream (live, a stored channel, record files) has no deadline once open (it runs
+until the run stops, or for as long as the transfer takes), but opening it does: the
+service's first answer (the stream's schema) must come within ``timeout``. Those waits happen
+on a helper thread, so Ctrl-C interrupts them. Once open, each message of a stream must come
+within the connection's ``silence_limit`` (:class:`Watchdog`; the service sends a heartbeat
+on an idle live stream), else the stream ends with :class:`LinkLostError`: a host that froze
+or a network that drops packets does not close the connection, and a read waited for ever.
+A refused request raises the Flight error's own type with the service's message only.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import json
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +58,10 @@ from .serve_config import DEFAULT_TOKEN_ENV
 Key = tuple[str, str]
 T = TypeVar("T")
 _END = object()
+#: how long an open stream may stay silent (no data, no heartbeat) before its link counts as
+#: lost; the service sends a heartbeat on an idle live stream every 2 s
+#: (:data:`daqhub.flight_service.HEARTBEAT_S`)
+SILENCE_LIMIT_S = 15.0
 
 
 class LinkLostError(ConnectionError):
@@ -65,6 +75,79 @@ def clear_message(exc: BaseException) -> str:
         if cut in text:
             text = text.split(cut, 1)[0]
     return text
+
+
+def plain_error(exc: Exception) -> Exception:
+    """``exc`` as its own type with :func:`clear_message` for its text, so that callers catch
+    what they caught and read only what the service said."""
+    text = clear_message(exc)
+    if text == str(exc):
+        return exc
+    args = (text, exc.extra_info) if isinstance(exc, flight.FlightError) else (text,)
+    try:
+        return type(exc)(*args)
+    except TypeError:  # a type that takes other arguments
+        return exc
+
+
+class Watchdog:
+    """Ends a stream's read that waits longer than ``limit`` s for its next message.
+
+    A host that froze, or a network that drops packets, does not close the connection: a read
+    waited for ever (gRPC keepalive did not end it within 30 s either). An idle live stream
+    carries a heartbeat every few seconds and a stored read's messages follow each other, so a
+    longer silence is a lost link. Only the wait for a message counts, not the caller's own
+    pace between messages. One thread watches the streams of a subscription or of one read;
+    ``limit`` None watches nothing (a stream that is silent while nothing changes).
+    """
+
+    def __init__(self, url: str, limit: float | None) -> None:
+        self.url = url
+        self.limit = limit
+        self._waiting: dict[Any, float] = {}  # reader -> when its current read began
+        self._silent: set[Any] = set()  # readers cancelled here
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        if limit is not None:
+            threading.Thread(target=self._watch, args=(limit,), daemon=True,
+                             name=f"daqhub-watchdog:{url}").start()
+
+    def read(self, reader: Any, what: str) -> Any:
+        """The reader's next message (a ``FlightStreamChunk``), None at the stream's end;
+        :class:`LinkLostError` naming the service and the limit when none came in time."""
+        chunk = None
+        with self._lock:
+            self._waiting[reader] = time.monotonic()
+        try:
+            chunk = reader.read_chunk()
+        except StopIteration:
+            pass
+        except Exception:
+            if reader not in self._silent:
+                raise
+        finally:
+            with self._lock:
+                self._waiting.pop(reader, None)
+        if reader in self._silent:
+            raise LinkLostError(f"{what}: nothing came from {self.url} for {self.limit:g} s "
+                                "(the host or the network stopped answering)")
+        return chunk
+
+    def _watch(self, limit: float) -> None:
+        pause = limit
+        while not self._done.wait(pause):
+            now = time.monotonic()
+            with self._lock:
+                waiting = [(r, t) for r, t in self._waiting.items() if r not in self._silent]
+                late = [r for r, t in waiting if now - t >= limit]
+                self._silent.update(late)
+            for reader in late:
+                with contextlib.suppress(Exception):  # finished meanwhile
+                    reader.cancel()
+            pause = min((t + limit - now for r, t in waiting if r not in late), default=limit)
+
+    def close(self) -> None:
+        self._done.set()
 
 
 @dataclass(frozen=True)
@@ -115,7 +198,9 @@ class Subscription:
 
     def __init__(self, conn: Connection, channels: list[Channel], queue_batches: int) -> None:
         self.channels = channels
+        self.url = conn.url
         self.lost: dict[str, int] = {c.key: 0 for c in channels}
+        self._watchdog = Watchdog(conn.url, conn.silence_limit)
         self._items: queue.Queue[Any] = queue.Queue(maxsize=max(1, queue_batches))
         self._closed = threading.Event()
         self._readers: list[Any] = []
@@ -125,7 +210,7 @@ class Subscription:
         try:
             for c in channels:
                 ticket = json.loads(c.ticket)
-                ticket["queue"] = queue_batches
+                ticket.update(queue=queue_batches, heartbeat=True)  # for the watchdog
                 reader = conn.open_stream(ticket, f"the live stream of {c.key}")
                 self._readers.append(reader)
                 t = threading.Thread(target=self._pump, args=(c, reader), daemon=True,
@@ -151,12 +236,15 @@ class Subscription:
         outcome: Any = _END
         try:
             while not self._closed.is_set():
-                try:
-                    chunk = reader.read_chunk()
-                except StopIteration:
+                chunk = self._watchdog.read(reader, f"the live stream of {channel.key}")
+                if chunk is None:
                     break
                 meta = json.loads(chunk.app_metadata.to_pybytes()) if chunk.app_metadata \
                     else {}
+                if expected is None:  # rows dropped before the first batch count as lost
+                    expected = meta.get("since_row")
+                if not chunk.data.num_rows:  # a heartbeat: the channel is quiet, the link up
+                    continue
                 first = int(meta.get("first_row", expected or 0))
                 lost = first - expected if expected is not None and first > expected else 0
                 expected = first + chunk.data.num_rows
@@ -165,13 +253,18 @@ class Subscription:
                                  int(meta.get("dropped_batches", 0)))
                 if not self._put(item):
                     return
+        except LinkLostError as exc:  # the watchdog's
+            if not self._closed.is_set():
+                outcome = exc
         except Exception as exc:
             if not self._closed.is_set():
-                outcome = LinkLostError(f"live stream of {channel.key} broke: "
+                outcome = LinkLostError(f"live stream of {channel.key} from {self.url} broke: "
                                         f"{clear_message(exc)}")
         with self._lock:
             self._open -= 1
             last = self._open == 0
+        if last:
+            self._watchdog.close()
         if isinstance(outcome, LinkLostError):
             self._put(outcome)
         elif last:
@@ -205,6 +298,7 @@ class Subscription:
 
     def close(self) -> None:
         self._closed.set()
+        self._watchdog.close()
         for reader in self._readers:
             try:
                 reader.cancel()
@@ -225,11 +319,13 @@ class Connection:
     """A client of one daqhub data service."""
 
     def __init__(self, url: str, *, token: str | None = None,
-                 tls_root_certs: str | Path | None = None, timeout: float = 10.0) -> None:
+                 tls_root_certs: str | Path | None = None, timeout: float = 10.0,
+                 silence_limit: float = SILENCE_LIMIT_S) -> None:
         if "://" not in url:
             url = f"grpc://{url}"
         self.url = url
         self.timeout = timeout
+        self.silence_limit = silence_limit
         kwargs: dict[str, Any] = {}
         if tls_root_certs is not None:
             kwargs["tls_root_certs"] = Path(tls_root_certs).read_bytes()
@@ -248,12 +344,19 @@ class Connection:
 
     @contextlib.contextmanager
     def _waiting_for(self, what: str, limit: float | None = None) -> Iterator[None]:
-        """A call's deadline passing is a TimeoutError that names the call and the limit
-        (gRPC says only "Deadline Exceeded")."""
+        """The one place a Flight error becomes what a caller of this connection sees.
+
+        A call's deadline passing is a TimeoutError that names the call and the limit (gRPC
+        says only "Deadline Exceeded"); any other error keeps its type with the service's own
+        message only (:func:`plain_error`): the service's Python traceback, with its source
+        paths, and gRPC's debug context reached every client.
+        """
         try:
             yield
         except flight.FlightTimedOutError:
             raise self._no_answer(what, limit) from None
+        except (flight.FlightError, pa.ArrowException) as exc:
+            raise plain_error(exc) from None
 
     def _bounded(self, what: str, call: Callable[[], T],
                  discard: Callable[[T], None] | None = None) -> T:
@@ -298,6 +401,25 @@ class Connection:
         return self._bounded(f"opening {what}",
                              lambda: self.client.do_get(raw, self.options(stream=True)),
                              cancel)
+
+    def _batches(self, reader: flight.FlightStreamReader, what: str, *, watched: bool = True
+                 ) -> Iterator[pa.RecordBatch]:
+        """An open stream's batches (empty ones skipped), each waited for at most
+        ``silence_limit`` (:class:`Watchdog`; ``watched`` False: none, for a stream that is
+        silent while nothing changes). The stream is cancelled should the caller stop early."""
+        watchdog = Watchdog(self.url, self.silence_limit if watched else None)
+        try:
+            while True:
+                with self._waiting_for(what):
+                    chunk = watchdog.read(reader, what)
+                if chunk is None:
+                    return
+                if chunk.data.num_rows:
+                    yield chunk.data
+        finally:
+            watchdog.close()
+            with contextlib.suppress(Exception):  # ended already
+                reader.cancel()
 
     # --- what there is ------------------------------------------------------------------
 
@@ -347,10 +469,8 @@ class Connection:
         """A stored channel's batches from row ``start`` on (what the files hold now)."""
         ticket = json.loads(channel.ticket)
         ticket["start"] = start
-        reader = self.open_stream(ticket, f"the stored channel {channel.key}")
-        for chunk in reader:
-            if chunk.data.num_rows:
-                yield chunk.data
+        what = f"the stored channel {channel.key}"
+        yield from self._batches(self.open_stream(ticket, what), what)
 
     def read_session(self, session: str | None = None, pattern: str = "*", *,
                      pandas: bool = False) -> dict[str, Any]:
@@ -364,7 +484,7 @@ class Connection:
             except ImportError:
                 raise ImportError("pandas is not installed (pip install pandas); or take "
                                   "the Arrow tables: read_session(..., pandas=False)") from None
-        stored = self.sessions()
+        stored = self.sessions(session or "*")  # the one asked for: no other's files are read
         session = self._pick(stored, session)
         out: dict[str, Any] = {}
         for flavor, chans in sorted(stored[session].items()):
@@ -375,14 +495,14 @@ class Connection:
         return out
 
     def _pick(self, stored: dict[str, Any], session: str | None) -> str:
-        if not stored:
-            raise LookupError(f"{self.url} has no stored session")
         if session is None:
+            if not stored:
+                raise LookupError(f"{self.url} has no stored session")
             running = self.manifest().get("session_id") if self.channels() else ""
-            session = running if running in stored else max(stored)
+            return running if running in stored else max(stored)
         if session not in stored:
-            raise LookupError(f"no session {session!r} at {self.url} (there are "
-                              f"{', '.join(sorted(stored))})")
+            there = ", ".join(sorted(self.sessions())) or "none"
+            raise LookupError(f"no session {session!r} at {self.url} (there are {there})")
         return session
 
     def record_files(self, session: str, flavor: str, *, follow: bool = False
@@ -390,24 +510,21 @@ class Connection:
         """``(name, content)`` of each record file of one flavor of a session, byte for byte.
 
         With ``follow`` (the running session) a file comes again each time the run rewrites
-        it, and the iteration ends after the final versions, once the run has stopped.
+        it, and the iteration ends after the final versions, once the run has stopped; such
+        a stream is silent while no file changes, so it has no :class:`Watchdog`.
         """
         ticket = {"records": session, "flavor": flavor, "follow": follow}
-        if follow:
-            reader = self.open_stream(ticket, f"the record files of {session} ({flavor})")
-        else:
-            reader = self.client.do_get(flight.Ticket(json.dumps(ticket).encode()),
-                                        self.options())
+        what = f"the record files of {session} ({flavor})"
         files = FileAssembler()
-        for chunk in reader:
-            for name in files.add(chunk.data):
+        for batch in self._batches(self.open_stream(ticket, what), what, watched=not follow):
+            for name in files.add(batch):
                 yield name, files.files[name]
 
     def read_records(self, session: str | None = None) -> dict[str, bytes]:
         """``"FLAVOR/FILE"`` -> content of a session's record files (its metadata, settings
         snapshots and scan points tables; see :mod:`daqhub.records` for their layout), as
         stored. ``session`` None: as in :meth:`read_session`."""
-        stored = self.sessions()
+        stored = self.sessions(session or "*")  # the one asked for: no other's files are read
         session = self._pick(stored, session)
         return {f"{flavor}/{name}": data for flavor in sorted(stored[session])
                 for name, data in self.record_files(session, flavor)}
@@ -451,10 +568,13 @@ class Connection:
 
 
 def connect(url: str, *, token: str | None = None, tls_root_certs: str | Path | None = None,
-            timeout: float = 10.0) -> Connection:
+            timeout: float = 10.0, silence_limit: float = SILENCE_LIMIT_S) -> Connection:
     """A client of the daqhub data service at ``url`` (``grpc://host:port``, ``grpc+tls://``).
 
-    ``token`` None: read from ``$DAQHUB_TOKEN`` when set.
+    ``token`` None: read from ``$DAQHUB_TOKEN`` when set. ``timeout``: the wait for each
+    call's answer (or a stream's opening); ``silence_limit``: for each message of an open
+    stream (see the module's docstring).
     """
     return Connection(url, token=token if token is not None else os.environ.get(
-        DEFAULT_TOKEN_ENV), tls_root_certs=tls_root_certs, timeout=timeout)
+        DEFAULT_TOKEN_ENV), tls_root_certs=tls_root_certs, timeout=timeout,
+        silence_limit=silence_limit)

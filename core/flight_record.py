@@ -274,8 +274,9 @@ class Recorder:
                 try:
                     if self._copy_once(stop):
                         break
-                except (LinkLostError, flight.FlightUnavailableError,
+                except (LinkLostError, TimeoutError, flight.FlightUnavailableError,
                         flight.FlightTimedOutError, flight.FlightCancelledError) as exc:
+                    # TimeoutError: a call the host did not answer (a frozen host)
                     now = time.monotonic()
                     if down_since is None:
                         down_since = now

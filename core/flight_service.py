@@ -7,7 +7,7 @@ the channel's unified-stream schema, so the declaration (unit, dtype, shape) tra
 
 Tickets are small JSON objects (at most :data:`MAX_TICKET_BYTES`):
 
-``{"live": "INSTRUMENT/CHANNEL", "queue": N}``
+``{"live": "INSTRUMENT/CHANNEL", "queue": N, "heartbeat": true}``
     the channel's batches as the run produces them. Each subscriber has its own bounded queue
     (lossy): one that falls behind loses its *own* oldest batches and slows nobody. The
     :class:`RowCounter` hands each batch to its own channel's subscribers only, so the thread
@@ -16,7 +16,13 @@ Tickets are small JSON objects (at most :data:`MAX_TICKET_BYTES`):
     host); more are refused with ``FlightUnavailableError`` naming the limit. Every batch's
     ``app_metadata`` is JSON ``{"first_row": r, "dropped_batches": d}``: ``r`` is the index of
     its first row in the channel since the run started (the same index as in the session
-    files), so a client knows exactly which rows it missed. The stream ends when the run stops.
+    files), so a client knows exactly which rows it missed; the first message also holds
+    ``"since_row"``, the channel's row count when the subscription began (rows dropped before
+    the first batch are missed too). With ``heartbeat`` (optional) an idle stream sends a
+    heartbeat every :data:`HEARTBEAT_S`: a zero-row batch with ``"heartbeat": true`` and
+    ``first_row`` the next row it sends. A client that reads slowly (or not at all) loses
+    its own oldest batches, counted, and keeps its place; one whose process froze or whose
+    host went away is ended by gRPC's own keepalive. The stream ends when the run stops.
 ``{"session": ID, "flavor": "v2", "channel": "INSTRUMENT/CHANNEL", "start": ROW}``
     a finished or running session's channel, read from its files (a running session is flushed
     first).
@@ -42,23 +48,28 @@ nothing: the run never sees them.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import hmac
 import json
 import logging
 import re
 import threading
+import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.flight as flight
 
 from . import record_transfer, session_files
 from .command_limits import NoResult, result_within, wait_limit
 from .commands import driver_class
+from .measurement import Columns, Measurement, Scalar
 from .runtime.broadcast import Subscription, SubscriptionClosed
 from .schema import channel_schema, describe
 from .serve_config import ServeConfig, ServeConfigError
@@ -78,6 +89,9 @@ COALESCE_BYTES = 4 * 1024 * 1024
 #: how often a live stream with nothing to send checks whether its client left (a stopping
 #: service closes the feeds, which ends their streams at once)
 IDLE_CHECK_S = 1.0
+#: an idle live stream that asked for them sends a heartbeat (a zero-row batch) this often, so
+#: that its client can tell a quiet channel from a host that stopped answering (its watchdog)
+HEARTBEAT_S = 2.0
 
 Key = tuple[str, str]
 
@@ -93,6 +107,8 @@ class ChannelFeed(Subscription[Any]):
     def __init__(self, name: str, key: Key, capacity: int) -> None:
         super().__init__(name, lossless=False, capacity=capacity)
         self.key = key
+        #: the channel's row count when the feed was added: the row its subscriber starts at
+        self.since_row = 0
 
 
 class RowCounter(Subscription[pa.RecordBatch]):
@@ -120,6 +136,9 @@ class RowCounter(Subscription[pa.RecordBatch]):
             feeds = dict(self.feeds)
             feeds[feed.key] = (*feeds.get(feed.key, ()), feed)
             self.feeds = feeds
+        # read once the feed is in: every batch counted later reaches it, so rows between
+        # this count and its first batch's were dropped (it fell behind at once)
+        feed.since_row = self.rows.get(feed.key, 0)
 
     def remove(self, feed: ChannelFeed) -> None:
         with self._feeds_lock:
@@ -236,8 +255,51 @@ def _split_channel(text: Any) -> Key:
     return iid, ch
 
 
+class NotSendable(TypeError):
+    """A command's result holds a value that has no JSON form."""
+
+
+def plain_result(value: Any) -> Any:
+    """A command's result in plain JSON values, as close to what the Lab API returns in the
+    run's own process as JSON allows.
+
+    A sample (:class:`Measurement`, :class:`Scalar`, :class:`Columns`) or a dataclass
+    (:class:`Spectrum`, :class:`Image`) is a dict of its fields, an Arrow batch or table its
+    rows (``to_pylist``), a numpy array (nested) lists, a numpy number a Python one, an enum
+    its value. Anything else raises :class:`NotSendable`: the service sent ``str(result)``,
+    and a client took ``"Measurement(instrument_id='stage', ..."`` for the answer.
+    """
+    if value is None or type(value) in (bool, int, float, str):
+        return value
+    if isinstance(value, Enum):
+        return plain_result(value.value)
+    if isinstance(value, np.ndarray | np.generic):
+        return plain_result(value.tolist())
+    if isinstance(value, pa.RecordBatch | pa.Table | pa.Array | pa.ChunkedArray):
+        return plain_result(value.to_pylist())
+    if isinstance(value, pa.Scalar):
+        return plain_result(value.as_py())
+    if isinstance(value, Measurement | Scalar | Columns):  # slotted, not dataclasses
+        return {name: plain_result(getattr(value, name)) for name in value.__slots__}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain_result(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        bad = [k for k in value if not (k is None or isinstance(k, str | int | float))]
+        if bad:
+            raise NotSendable(f"a dict key of type {type(bad[0]).__name__}")
+        return {k: plain_result(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain_result(v) for v in value]
+    if isinstance(value, str | int | float):  # a subclass: its plain value
+        return value
+    raise NotSendable(f"a value of type {type(value).__name__}")
+
+
 class FlightService(flight.FlightServerBase):  # type: ignore[misc]
     """Serves one running lab (its live stream, its sessions' files, optional commands)."""
+
+    #: :data:`HEARTBEAT_S` of this service (a test shortens it)
+    heartbeat_s = HEARTBEAT_S
 
     def __init__(self, rt: DualRuntimeManager, config: ServeConfig, counter: RowCounter
                  ) -> None:
@@ -245,7 +307,7 @@ class FlightService(flight.FlightServerBase):  # type: ignore[misc]
         if config.tls_cert is not None and config.tls_key is not None:
             tls = [flight.CertKeyPair(config.tls_cert.read_bytes(), config.tls_key.read_bytes())]
         middleware = {"token": TokenCheck(config.token)} if config.token else {}
-        location = f"{config.scheme}://{config.host}:{config.port}"
+        location = f"{config.scheme}://{config.address()}"
         super().__init__(location, tls_certificates=tls, middleware=middleware)
         self.rt = rt
         self.config = config
@@ -259,8 +321,7 @@ class FlightService(flight.FlightServerBase):  # type: ignore[misc]
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.config.scheme}://{host}:{self.port}"
+        return f"{self.config.scheme}://{self.config.address(self.port)}"
 
     # --- what there is -----------------------------------------------------------------
 
@@ -300,7 +361,12 @@ class FlightService(flight.FlightServerBase):  # type: ignore[misc]
             for flavor, d in sorted(flavors.items()):
                 if not may_match(f"session/{sid}/{flavor}/"):
                     continue
-                for c in session_files.channels(flavor, d):  # type: ignore[arg-type]
+                try:
+                    stored = session_files.channels(flavor, d)  # type: ignore[arg-type]
+                except OSError as exc:  # one bad old file failed every listing, and the reads
+                    log.warning("session %s (%s) not listed: %s", sid, flavor, exc)
+                    continue
+                for c in stored:
                     path = f"session/{sid}/{flavor}/{c.instrument_id}/{c.spec.name}"
                     if fnmatch.fnmatchcase(path, pattern):
                         yield self._info(path, channel_schema(c.instrument_id, c.spec,
@@ -341,6 +407,9 @@ class FlightService(flight.FlightServerBase):  # type: ignore[misc]
         if not isinstance(capacity, int) or not 1 <= capacity <= MAX_QUEUE_BATCHES:
             raise _invalid(f"queue {capacity!r}: a whole number of batches, 1 to "
                            f"{MAX_QUEUE_BATCHES}")
+        beats = req.get("heartbeat", False)  # asked for: an older client has no use for them
+        if not isinstance(beats, bool):
+            raise _invalid(f"heartbeat {beats!r}: true or false")
         if self.rt.bridge is None:
             raise flight.FlightServerError("the run has not started")
         client = client_host(context.peer())
@@ -351,7 +420,8 @@ class FlightService(flight.FlightServerBase):  # type: ignore[misc]
             self._streams[feed] = client
         self.counter.add(feed)
         schema = channel_schema(key[0], spec, unified=True)
-        follow = self._follow(context, feed)
+        heartbeat = pa.RecordBatch.from_pylist([], schema=schema) if beats else None
+        follow = self._follow(context, feed, heartbeat)
         # a stream whose client left before it began never runs its generator's finally
         weakref.finalize(follow, self._release, feed)
         return flight.GeneratorStream(schema, follow)
@@ -389,20 +459,47 @@ class FlightService(flight.FlightServerBase):  # type: ignore[misc]
         with self._lock:
             return len(self._streams)
 
-    def _follow(self, context: Any, feed: ChannelFeed) -> Iterator[Any]:
+    def _follow(self, context: Any, feed: ChannelFeed, heartbeat: pa.RecordBatch | None
+                ) -> Iterator[Any]:
+        """The feed's batches, and on an idle stream ``heartbeat`` (when the ticket asked for
+        them) every :attr:`heartbeat_s`.
+
+        A heartbeat is a zero-row batch marked ``"heartbeat": true``: a Flight message without
+        a batch cannot be sent from pyarrow's GeneratorStream, and a daqhub client handed one
+        (``chunk.data`` None) took it for a broken link; an older one passed an empty batch
+        on, hence only on request. Its ``first_row`` is the next row the stream sends (a
+        client counts no loss from it). The first message also carries ``since_row``
+        (:attr:`ChannelFeed.since_row`), from which the client counts rows lost before the
+        first batch.
+        """
+        first: dict[str, Any] = {"since_row": feed.since_row}  # told with the first message
+        next_row, quiet = feed.since_row, time.monotonic()
         try:
             while True:
                 try:
-                    items = feed.get_many(IDLE_CHECK_S, 64)
+                    items = feed.get_many(min(IDLE_CHECK_S, self.heartbeat_s), 64)
                 except SubscriptionClosed:
                     return
                 for batch, first_row in coalesce(items):
-                    meta = json.dumps({"first_row": first_row, "dropped_batches": feed.dropped})
-                    yield batch, pa.py_buffer(meta.encode())
-                if not items and (self._stop.is_set() or context.is_cancelled()):
+                    yield from self._send(feed, batch, {**first, "first_row": first_row})
+                    first, next_row = {}, first_row + batch.num_rows
+                if items:
+                    quiet = time.monotonic()
+                elif self._stop.is_set() or context.is_cancelled():
                     return
+                elif heartbeat is not None and time.monotonic() - quiet >= self.heartbeat_s:
+                    yield from self._send(feed, heartbeat, {**first, "first_row": next_row,
+                                                            "heartbeat": True})
+                    first, quiet = {}, time.monotonic()
         finally:
             self._release(feed)
+
+    @staticmethod
+    def _send(feed: ChannelFeed, batch: pa.RecordBatch, meta: dict[str, Any]
+              ) -> Iterator[Any]:
+        """One message of a live stream, with the batches its client has lost so far."""
+        meta["dropped_batches"] = feed.dropped
+        yield batch, pa.py_buffer(json.dumps(meta).encode())
 
     def _session_dir(self, sid: Any, flavor: Any) -> tuple[Flavor, Path]:
         """The flavor and directory of a stored session named in a ticket."""
@@ -489,8 +586,14 @@ class FlightService(flight.FlightServerBase):  # type: ignore[misc]
                 and isinstance(kwargs, dict)) or method.startswith("_"):
             raise _invalid("call needs {\"instrument\": ID, \"method\": NAME, "
                            "\"args\": [...], \"kwargs\": {...}}")
-        return iter([json.dumps({"result": self._call(iid, method, args, kwargs)},
-                                default=str).encode()])
+        result = self._call(iid, method, args, kwargs)
+        try:
+            text = json.dumps({"result": plain_result(result)})
+        except NotSendable as exc:
+            raise flight.FlightServerError(
+                f"{iid}.{method} ran, but its result cannot be sent: it holds {exc}, which has "
+                "no JSON form (the command may have had its effect)") from None
+        return iter([text.encode()])
 
     def _call(self, iid: str, method: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
         """Run a remote command, waiting here for at most what the command itself allows.
@@ -551,7 +654,9 @@ def start_service(rt: DualRuntimeManager, config: ServeConfig) -> FlightService:
     try:
         service = FlightService(rt, config, counter)
     except pa.ArrowException as exc:  # gRPC logs the reason itself; say what to change
-        raise ServeConfigError(f"cannot listen on {config.host}:{config.port} (in use, or not "
-                               f"an address of this machine): {exc}") from exc
+        # gRPC's "Server did not start properly" is also what a bad certificate or key gives
+        raise ServeConfigError(config.tls_problem() or (
+            f"cannot listen on {config.address()} (in use, or not an address of this "
+            f"machine): {exc}")) from exc
     rt.taps.append(counter)
     return service

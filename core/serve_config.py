@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,14 +120,69 @@ class ServeConfig:
             out.append(f"remote commands (actions = true) need a token: set {token_env}")
         if (self.tls_cert is None) != (self.tls_key is None):
             out.append("TLS needs both tls_cert and tls_key")
-        for p in (self.tls_cert, self.tls_key):
-            if p is not None and not p.is_file():
-                out.append(f"TLS file {p} does not exist")
+        missing = [p for p in (self.tls_cert, self.tls_key) if p is not None and not p.is_file()]
+        out.extend(f"TLS file {p} does not exist" for p in missing)
+        tls = None if missing else self.tls_problem()
+        if tls:
+            out.append(tls)
         return out
+
+    def tls_problem(self) -> str | None:
+        """Why ``tls_cert`` and ``tls_key`` cannot serve TLS; None when they can (or no TLS).
+
+        Loaded here as gRPC will load them: gRPC says only "Server did not start properly"
+        of a file that is not PEM or a key that is not the certificate's, which was reported
+        as the address being in use. An encrypted key is refused rather than asked for a
+        passphrase on the terminal (gRPC takes none).
+        """
+        cert, key = self.tls_cert, self.tls_key
+        if cert is None or key is None:
+            return None
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                cert, key, password=_refuse_passphrase)
+        except _EncryptedKey:
+            why = f"{key} is encrypted; the service needs the key without a passphrase"
+        except ssl.SSLError as exc:
+            if exc.reason == "KEY_VALUES_MISMATCH":
+                why = f"{key} is not the private key of {cert}"
+            elif not _is_pem_certificate(cert):
+                why = f"{cert} is not a PEM certificate"
+            elif exc.reason is None:  # OpenSSL's "PEM lib": the key file is not PEM
+                why = f"{key} is not a PEM private key"
+            else:
+                why = f"{cert} with {key}: {exc}"
+        except OSError as exc:  # unreadable (permissions, a directory)
+            why = f"cannot read {cert} or {key}: {exc}"
+        else:
+            return None
+        return f"tls_cert/tls_key: {why}"
 
     @property
     def scheme(self) -> str:
         return "grpc+tls" if self.tls_cert else "grpc"
+
+    def address(self, port: int | None = None) -> str:
+        """``HOST:PORT`` with an IPv6 host in brackets, as URLs need (``grpc://::1:0`` is
+        not one); ``port``: the one listened on, when the configured one is 0."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port if port is None else port}"
+
+
+class _EncryptedKey(Exception):
+    """The TLS key asked for a passphrase."""
+
+
+def _refuse_passphrase() -> bytes:
+    raise _EncryptedKey
+
+
+def _is_pem_certificate(path: Path) -> bool:
+    try:
+        ssl.create_default_context().load_verify_locations(cafile=path)
+    except (ssl.SSLError, OSError):
+        return False
+    return True
 
 
 def serve_config(table: Mapping[str, Any], address: str | None, lab_file: str

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,12 +60,25 @@ def _h5(path: Path) -> h5py.File:
     return h5py.File(path, "r", swmr=True, libver="latest")
 
 
+@contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """An error reading ``path`` as an OSError that names it (h5py's "file signature not
+    found" and Parquet's footer errors name no file)."""
+    try:
+        yield
+    except (OSError, KeyError, ValueError) as exc:
+        raise OSError(f"cannot read {path}: {exc}") from exc
+
+
 def channels(flavor: Flavor, session_dir: Path) -> list[StoredChannel]:
-    """Every channel stored in one flavor's session directory, with its rows so far."""
+    """Every channel stored in one flavor's session directory, with its rows so far.
+
+    Raises OSError naming the file when one cannot be read (left empty by a run killed as
+    it began, a truncated copy)."""
     out: list[StoredChannel] = []
     h5 = session_dir / HDF5_FILE
     if h5.is_file():
-        with _h5(h5) as f:
+        with _naming(h5), _h5(h5) as f:
             for iid, spec, g in hdf5_channels(f):
                 out.append(StoredChannel(flavor, iid, spec, hdf5_rows(g)[0], h5))
     for path in sorted(session_dir.glob(f"*/*{ARROW_SUFFIX}")):
@@ -77,8 +91,9 @@ def channels(flavor: Flavor, session_dir: Path) -> list[StoredChannel]:
             continue  # created a moment ago, schema not written yet
         out.append(StoredChannel(flavor, iid, spec, rows, path))
     for path in sorted(session_dir.glob(f"*/*{PARQUET_SUFFIX}")):
-        meta = pq.read_metadata(path)
-        iid, spec = describe(meta.schema.to_arrow_schema())
+        with _naming(path):
+            meta = pq.read_metadata(path)
+            iid, spec = describe(meta.schema.to_arrow_schema())
         out.append(StoredChannel(flavor, iid, spec, meta.num_rows, path))
     return out
 

@@ -125,3 +125,21 @@ def test_a_run_that_ended_while_the_link_was_down_is_finished_from_its_files(
         for key, n in rec.result.rows.items():
             assert n < counts[key] and f"{key} from row {n}" in said, said
         assert "the record files of v2, the record files of v4" in said, said
+
+
+def test_a_host_that_stops_answering_is_a_lost_link_given_up_on_in_time(
+        tmp_path: Path, daqhub_host: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A frozen host does not close the connection: the recorder's reconnect then found a
+    call unanswered (TimeoutError), and ``daqhub record`` failed with "command 'record'
+    failed: TimeoutError" instead of retrying until its ``--give-up``."""
+    out = io.StringIO()
+    rec = Recorder(daqhub.connect("grpc://127.0.0.1:9", timeout=0.5), tmp_path / "copy",
+                   daqhub_host, out, give_up_s=0.2)
+
+    def unanswered(stop: threading.Event) -> bool:
+        raise TimeoutError("the manifest: no answer from grpc://127.0.0.1:9 within 0.5 s")
+    monkeypatch.setattr(rec, "_copy_once", unanswered)
+    result = rec.run()
+    assert result.links_lost == 1
+    assert result.error.startswith("the service did not come back within")
+    assert "link lost (the manifest: no answer" in out.getvalue()
