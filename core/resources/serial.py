@@ -13,8 +13,9 @@ Any of them marks the port disconnected and fails the transaction in flight and 
 one with :class:`PortDisconnectedError`; the reconnect that follows is :mod:`.shared`'s.
 
 Raw queries (:meth:`SharedSerialPort.query`, ``aquery``): a reply given up on may still
-come and would answer the next query, anyone's; the port remembers it and the next query
-waits it out first (see ``_query_fn``). The toolkit's exchanges keep in step themselves.
+come and would answer the next query, anyone's; the port counts the replies it is owed and
+the next query waits them out first, unless the device has gone quiet (see ``_catch_up``).
+The toolkit's exchanges keep in step themselves.
 
 Ownership: ports are keyed by the device they reach (:func:`.identity.serial_identity`), so a
 symlink and its target are one port with one gate. A local device is opened exclusively
@@ -34,6 +35,7 @@ import os
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -88,6 +90,11 @@ PortEvent = ResourceEvent  # the name serial listeners have always used
 #: reads of a read timeout each that waiting out a late reply may take before the query fails
 #: (a line that sends bytes without the terminator and never pauses: noise, a wrong baud rate)
 LATE_REPLY_READS = 4
+#: replies given up on that a port (or VISA session) keeps count of; a dead device queried for
+#: hours would otherwise grow the count without end (the oldest are forgotten)
+OWED_REPLIES_KEPT = 16
+#: the most bytes a raw query drops, without waiting, of what has come before it sends
+_DROP_BYTES = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -216,9 +223,11 @@ class SharedSerialPort(SharedResource[PortIO]):
         self._usb = UsbIdentity.parse(name)
         self._shared: dict[str, Any] = {}
         self._shared_lock = threading.RLock()
-        #: the raw query given up on, until its late reply is waited out (read and written
-        #: only under the gate; kept across reconnects, as the device may still answer)
-        self._given_up: _GivenUp | None = None
+        #: the raw queries given up on, oldest first, until their late replies are dropped;
+        #: and whether a wait for one heard nothing (the device has gone quiet). Read and
+        #: written only under the gate; kept across reconnects, as the device may still answer
+        self._owed: deque[_GivenUp] = deque(maxlen=OWED_REPLIES_KEPT)
+        self._unanswering = False
         self.device = ""
         # The record first: when a daqhub process holds the port, it names the holder. URLs
         # reach devices other processes own (a ser2net server, a simulator in this process).
@@ -361,12 +370,11 @@ class SharedSerialPort(SharedResource[PortIO]):
     def _query_fn(self, data: bytes, terminator: bytes, read_timeout: float | None,
                   clear_input: bool, owner: str) -> Callable[[PortIO], bytes]:
         """The transaction of :meth:`query` and :meth:`aquery`, and so the one place that
-        keeps the line in step: a reply given up on is waited out before the next query."""
+        keeps raw queries in step (see ``_catch_up``)."""
         name = self.name
 
         def query(io: PortIO) -> bytes:
-            if self._given_up is not None:
-                self._wait_out(io, self._given_up, data)
+            self._catch_up(io, data)
             if read_timeout is not None:
                 io.timeout = read_timeout
             if clear_input:
@@ -374,39 +382,85 @@ class SharedSerialPort(SharedResource[PortIO]):
             io.write(data)
             reply = io.read_until(terminator)
             if not reply.endswith(terminator):
-                self._given_up = _GivenUp(data, terminator, io.timeout, owner)
+                self._owed.append(_GivenUp(data, terminator, io.timeout, owner))
+                then = ("drops it if it has come by then, without waiting: the device has "
+                        "gone quiet" if self._unanswering else "waits for it to end first")
                 raise ReplyTimeoutError(
                     f"no complete reply to {data!r} on {name} within {io.timeout} s "
                     f"(expected it to end with {terminator!r}); got {reply!r} (the "
-                    f"next query waits for it to end first)", port=name, sent=data,
-                    partial=reply)
+                    f"next query {then})", port=name, sent=data, partial=reply)
+            self._unanswering = False  # it answers: a reply given up on is waited for again
             return reply[:-len(terminator)]
 
         return query
 
-    def _wait_out(self, io: PortIO, late: _GivenUp, data: bytes) -> None:
-        """Read (and drop) what the line sends until the reply given up on has ended or the
-        line has been quiet for that query's read timeout, before ``data`` is sent.
+    def _waits_out(self) -> bool:
+        """Whether the next raw query may wait for late replies before it sends (a read
+        timeout or more): replies are owed and the device has not gone quiet."""
+        return bool(self._owed) and not self._unanswering
 
-        The device answers in order, so the late reply is the next line; left on the line,
-        it would be the next query's answer, whoever asks (another instrument on the bus).
+    def _catch_up(self, io: PortIO, data: bytes) -> None:
+        """Before a raw query sends ``data``: drop the late replies of the queries given up
+        on, so none answers it.
+
+        The device answers in order, so the replies owed are the line's next lines, one each;
+        left there, each would answer the next query, whoever asks (another instrument on the
+        bus). They are waited for (``_wait_out``) until a wait hears nothing for the read
+        timeout of the query given up on: then every reply owed is taken as lost and the
+        device as quiet, and until a query is answered, queries drop only what has come and
+        send at once, so a silent device costs each query one read timeout, not two. The
+        limit: a reply that comes later than that is still read as the next query's answer
+        (once: the replies still owed stay counted, so the query after drops them and is
+        back in step); and a driver on the port that expects lines nobody asked for (a
+        move's end) may lose one that comes meanwhile: such a port should not use raw
+        queries after a timeout.
         """
+        if not (self._owed or self._unanswering):
+            return
+        if self._waits_out():
+            self._wait_out(io, data)
+        self._drop_buffered(io)
+
+    def _wait_out(self, io: PortIO, data: bytes) -> None:
+        """Read (and drop) a line per reply owed, in order, each until it has ended or the
+        line has been quiet for that query's read timeout (then all are lost), before
+        ``data`` is sent."""
         before = io.timeout
-        io.timeout = late.read_timeout
         try:
-            heard = b""
-            for _ in range(LATE_REPLY_READS):
-                heard = io.read_until(late.terminator)
-                if not heard or heard.endswith(late.terminator):
-                    self._given_up = None
-                    return
+            while self._owed:
+                late = self._owed[0]
+                io.timeout = late.read_timeout
+                heard = b""
+                for _ in range(LATE_REPLY_READS):
+                    heard = io.read_until(late.terminator)
+                    if not heard:
+                        self._owed.clear()
+                        self._unanswering = True
+                        return
+                    if heard.endswith(late.terminator):
+                        self._owed.popleft()
+                        break
+                else:
+                    raise ReplyTimeoutError(
+                        f"{self.name} is out of step: the reply to {late.sent!r} that "
+                        f"{late.owner!r} gave up on had not ended with {late.terminator!r} "
+                        f"after {LATE_REPLY_READS} reads of {late.read_timeout} s, and the "
+                        f"line did not pause for that long; last heard {heard!r}; {data!r} "
+                        f"was not sent", port=self.name, sent=late.sent, partial=heard)
         finally:
             io.timeout = before
-        raise ReplyTimeoutError(
-            f"{self.name} is out of step: the reply to {late.sent!r} that {late.owner!r} gave "
-            f"up on had not ended with {late.terminator!r} after {LATE_REPLY_READS} reads of "
-            f"{late.read_timeout} s, and the line did not pause for that long; last heard "
-            f"{heard!r}; {data!r} was not sent", port=self.name, sent=late.sent, partial=heard)
+
+    def _drop_buffered(self, io: PortIO) -> None:
+        """Drop what the line has sent so far, without waiting; each complete line in it
+        settles a reply owed, in order."""
+        before = io.timeout
+        io.timeout = 0  # pyserial's non-blocking read: what has come, nothing more
+        try:
+            heard = io.read(_DROP_BYTES)
+        finally:
+            io.timeout = before
+        while self._owed and self._owed[0].terminator in heard:
+            heard = heard.partition(self._owed.popleft().terminator)[2]
 
     def query(self, data: bytes, *, terminator: bytes = b"\r\n", owner: str | None = None,
               timeout: float | None = None, urgent: bool = False,
@@ -414,7 +468,8 @@ class SharedSerialPort(SharedResource[PortIO]):
         """Write ``data`` and return the reply without ``terminator``.
 
         Raises :class:`ReplyTimeoutError` when the reply does not end with ``terminator``;
-        the next query on the port (anyone's) then waits for that reply and drops it.
+        the next query on the port (anyone's) then drops that reply first (see
+        ``_catch_up`` for how long it waits for it).
         """
         if not self._connected:
             raise self._disconnected_error()
@@ -429,9 +484,9 @@ class SharedSerialPort(SharedResource[PortIO]):
         """:meth:`query` for coroutines."""
         owner = owner or default_owner()
         fn = self._query_fn(data, terminator, read_timeout, clear_input, owner)
-        if self._given_up is not None:
-            # waiting a late reply out takes up to a read timeout: on the worker, not in the
-            # loop's thread (a timeout landing after this test costs the loop one such wait)
+        if self._waits_out():
+            # waiting late replies out takes a read timeout or more: on the worker, not in
+            # the loop's thread (a timeout landing after this test costs the loop one wait)
             return await self.gate.arun(self._run, fn, owner, ("query", data), timeout,
                                         urgent, self._stats)
         return await self.atransaction(fn, owner=owner, timeout=timeout, urgent=urgent,

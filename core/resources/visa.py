@@ -64,6 +64,7 @@ from .identity import normalize_backend, visa_identity, visa_serial_identity
 from .lease import Leasable, Lease
 from .ordering import DEFAULT_CHECKER, VISA_ORDER, LockOrderChecker, default_owner
 from .ownership import claim
+from .serial import OWED_REPLIES_KEPT
 from .shared import EventSource, SharedResource
 
 T = TypeVar("T")
@@ -227,8 +228,10 @@ class SharedVisaResource(SharedResource[Any]):
         self._session, self.exclusive = session
         self._manager = manager
         self._idn: str | None = None
-        #: a raw query's reply was given up on and may still come (under the gate only)
-        self._given_up = False
+        #: raw queries whose replies were given up on (they may still come), and whether a
+        #: wait for one heard nothing (the instrument has gone quiet); under the gate only
+        self._owed = 0
+        self._unanswering = False
         self._connected = True
         #: the device's ownership record (an ASRL resource on a local device), kept across
         #: reopens until the session is closed
@@ -249,30 +252,71 @@ class SharedVisaResource(SharedResource[Any]):
 
     def _query(self, command: str) -> str:
         """``_run`` for the commonest transaction, without a function object per query; the
-        one place that keeps raw queries in step: a reply given up on (a timeout) is waited
-        out before the next query is sent, whoever sends it."""
+        one place that keeps raw queries in step: the replies given up on (timeouts) are
+        dropped before the next query is sent, whoever sends it, as a serial port's are
+        (:mod:`.serial` says how long that waits, and its limits)."""
         if not self._connected:
             raise self._disconnected_error()
         try:
-            if self._given_up:
-                self._wait_out()
-            return self._session.query(command)  # type: ignore[no-any-return]
+            if self._owed or self._unanswering:
+                self._catch_up()
+            try:
+                reply: str = self._session.query(command)
+            except pyvisa.errors.VisaIOError as exc:
+                if _timed_out(exc):
+                    self._owed = min(self._owed + 1, OWED_REPLIES_KEPT)
+                raise
         except BaseException as exc:
-            if _timed_out(exc):
-                self._given_up = True
             self._failed(exc)
             raise
+        self._unanswering = False  # it answers: a reply given up on is waited for again
+        return reply
 
-    def _wait_out(self) -> None:
-        """Read (and drop) the late reply of a query given up on, or wait the session's
-        timeout for it: the instrument answers in order, so left there, it would answer the
-        next query."""
+    def _catch_up(self) -> None:
+        """Read (and drop) a message per reply owed, each within the session's timeout,
+        unless the instrument has gone quiet (then only what has come is dropped): it answers
+        in order, so left there, they would answer the next queries. A wait that hears
+        nothing takes them all as lost and the instrument as quiet."""
+        if not self._unanswering:
+            while self._owed:
+                if not self._read_message():
+                    self._owed, self._unanswering = 0, True
+                    break
+                self._owed -= 1
+        self._drop_arrived()
+
+    def _drop_arrived(self) -> None:
+        """Drop what has come, without waiting; each message in it settles a reply owed.
+
+        A serial session says what it holds (``bytes_in_buffer``): pyvisa-py's immediate
+        read of a serial line returns after one byte. Others read a message at a time with
+        VISA's immediate timeout."""
+        session = self._session
+        if isinstance(session, pyvisa.resources.SerialInstrument):
+            waiting = session.bytes_in_buffer
+            heard = session.read_bytes(waiting) if waiting else b""
+            end = (session.read_termination or "").encode(session.encoding)
+            self._owed = max(self._owed - (heard.count(end) if end else 0), 0)
+            return
+        before = session.timeout
+        session.timeout = 0  # VI_TMO_IMMEDIATE: what has come, nothing more
+        try:
+            for _ in range(OWED_REPLIES_KEPT):
+                if not self._read_message():
+                    break
+                self._owed = max(self._owed - 1, 0)
+        finally:
+            session.timeout = before
+
+    def _read_message(self) -> bool:
+        """Read and drop one message; False if none came within the session's timeout."""
         try:
             self._session.read_raw()
         except pyvisa.errors.VisaIOError as exc:
-            if not _timed_out(exc):  # a timeout: the reply is lost, nothing more comes
+            if not _timed_out(exc):
                 raise
-        self._given_up = False
+            return False
+        return True
 
     def _failed(self, exc: BaseException) -> None:
         """A transaction raised: if the connection is gone, say so and start reconnecting."""

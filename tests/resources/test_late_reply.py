@@ -19,6 +19,7 @@ from daqhub.resources import (
     ReplyTimeoutError,
     SerialPortManager,
     SharedSerialPort,
+    SharedVisaResource,
     VisaSessionManager,
 )
 from daqhub_sims.scpi_tcp import ScpiTcpServer
@@ -158,3 +159,96 @@ def test_late_visa_reply_is_not_handed_to_the_next_query(visa_mgr: VisaSessionMa
                 res.query("*IDN?", owner="script")
         assert res.query("SYST:ERR?", owner="dmm") == '+0,"No error"'  # not the late idn
         assert asyncio.run(res.aquery("*IDN?", owner="dmm")) == idn
+
+
+def buffered(port: SharedSerialPort) -> int:
+    """Bytes the port has received and nobody has read yet."""
+    return port.transaction(lambda io: io.in_waiting, owner="probe")
+
+
+def answers_late_while_busy(release: threading.Event) -> Callable[[bytes], bytes]:
+    """A device that answers every query in order, but ``QSLOW`` (and so every query sent
+    after it) only once ``release`` is set: busy for as long as the test likes."""
+
+    def device(line: bytes) -> bytes:
+        if line == b"QSLOW":
+            release.wait(10)
+        return b"R" + line[1:] + b"\n"
+
+    return device
+
+
+@pytest.mark.parametrize("flavor", ["sync", "async"])
+def test_two_late_replies_in_a_row_are_both_dropped(
+        serial_mgr: SerialPortManager, pty_device: Callable[..., PtyDevice],
+        flavor: str) -> None:
+    release = threading.Event()
+    port = serial_mgr.port(pty_device(on_request=answers_late_while_busy(release)).path)
+    try:
+        for data, owner in ((b"QSLOW\n", "axis1"), (b"Q2\n", "axis2")):
+            with pytest.raises(ReplyTimeoutError):  # Q2 waits QSLOW's reply out in vain too
+                query_as(port, flavor, data, owner, read_timeout=0.3)
+    finally:
+        release.set()  # both replies come now, late and in order
+    wait_until(lambda: buffered(port) >= len(b"RSLOW\nR2\n"), "both late replies to come")
+    assert query_as(port, flavor, b"Q3\n", "axis2") == b"R3"  # neither RSLOW nor R2
+    assert query_as(port, flavor, b"Q4\n", "axis2") == b"R4"  # and the line stays in step
+
+
+def test_a_silent_device_costs_one_read_timeout_per_query(
+        serial_mgr: SerialPortManager, pty_device: Callable[..., PtyDevice]) -> None:
+    answering = threading.Event()
+    port = serial_mgr.port(pty_device(on_request=lambda line: b"R" + line[1:] + b"\n"
+                                      if answering.is_set() else None).path)
+    for n in (1, 2):  # Q2 first waits Q1's reply out: in vain, the device has gone quiet
+        with pytest.raises(ReplyTimeoutError):
+            port.query(b"Q%d\n" % n, terminator=b"\n", owner="axis1", read_timeout=0.5)
+    for n in (3, 4, 5):
+        start = time.monotonic()
+        with pytest.raises(ReplyTimeoutError) as info:
+            port.query(b"Q%d\n" % n, terminator=b"\n", owner="axis1", read_timeout=0.5)
+        assert time.monotonic() - start < 0.9  # its own read timeout, not the last one's too
+        assert "the device has gone quiet" in str(info.value)
+    answering.set()  # it answers again: so do the queries, in step
+    assert [port.query(b"Q%d\n" % n, terminator=b"\n", owner="axis2") for n in (6, 7, 8)] == [
+        b"R6", b"R7", b"R8"]
+
+
+def asrl_resource(visa_mgr: VisaSessionManager, dev: PtyDevice,
+                  timeout_ms: int) -> SharedVisaResource:
+    """The pty device as a VISA serial instrument (pyvisa-py), its lines ending in ``\\n``."""
+    return visa_mgr.resource(f"ASRL{dev.path}::INSTR", backend="@py", read_termination="\n",
+                             write_termination="\n", timeout_ms=timeout_ms)
+
+
+def test_two_late_visa_replies_in_a_row_are_both_dropped(
+        visa_mgr: VisaSessionManager, pty_device: Callable[..., PtyDevice]) -> None:
+    release = threading.Event()
+    res = asrl_resource(visa_mgr, pty_device(on_request=answers_late_while_busy(release)), 300)
+    try:
+        for command in ("QSLOW", "Q2"):
+            with pytest.raises(pyvisa.errors.VisaIOError, match="VI_ERROR_TMO"):
+                res.query(command, owner="script")
+    finally:
+        release.set()
+    wait_until(lambda: res.transaction(lambda s: s.bytes_in_buffer, owner="probe")
+               >= len(b"RSLOW\nR2\n"), "both late replies to come")
+    assert res.query("Q3", owner="dmm") == "R3"
+    assert asyncio.run(res.aquery("Q4", owner="dmm")) == "R4"
+
+
+def test_a_silent_visa_instrument_costs_one_timeout_per_query(
+        visa_mgr: VisaSessionManager, pty_device: Callable[..., PtyDevice]) -> None:
+    answering = threading.Event()
+    res = asrl_resource(visa_mgr, pty_device(on_request=lambda line: b"R" + line[1:] + b"\n"
+                                             if answering.is_set() else None), 500)
+    for n in (1, 2):
+        with pytest.raises(pyvisa.errors.VisaIOError, match="VI_ERROR_TMO"):
+            res.query(f"Q{n}", owner="script")
+    for n in (3, 4, 5):
+        start = time.monotonic()
+        with pytest.raises(pyvisa.errors.VisaIOError, match="VI_ERROR_TMO"):
+            res.query(f"Q{n}", owner="script")
+        assert time.monotonic() - start < 0.9
+    answering.set()
+    assert [res.query(f"Q{n}", owner="dmm") for n in (6, 7, 8)] == ["R6", "R7", "R8"]
