@@ -28,7 +28,16 @@ on a helper thread, so Ctrl-C interrupts them. Once open, each message of a stre
 within the connection's ``silence_limit`` (:class:`Watchdog`; the service sends a heartbeat
 on an idle live stream), else the stream ends with :class:`LinkLostError`: a host that froze
 or a network that drops packets does not close the connection, and a read waited for ever.
-A refused request raises the Flight error's own type with the service's message only.
+The limit is per message, which counts once it has arrived whole (gRPC hands over none in
+part): the service joins a live backlog, and slices stored rows, to about 4 MiB a message
+(:data:`daqhub.flight_service.MESSAGE_BYTES`), so a slow link is not taken for a lost one
+(a single live batch larger than that goes whole). A followed records stream
+(``record_files(..., follow=True)``) is silent while no file changes: it has no watchdog, and
+``stop`` ends it from another thread. A watchdog that finds its own process was paused
+(Ctrl-Z, a debugger) restarts the waits rather than calling the link lost.
+A refused request raises the Flight error's own type with the service's message only; a
+session's flavor the service cannot read is not shown as one without channels
+(:class:`UnreadableSessionWarning`, :meth:`Connection.stored`).
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ import os
 import queue
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,10 +72,23 @@ _END = object()
 #: lost; the service sends a heartbeat on an idle live stream every 2 s
 #: (:data:`daqhub.flight_service.HEARTBEAT_S`)
 SILENCE_LIMIT_S = 15.0
+#: a watchdog that wakes this much later than it planned was not running: its own process was
+#: paused (Ctrl-Z then fg, a debugger, a paused VM), and the data may be waiting unread
+LATE_WAKE_S = 1.0
+#: how often a stream read that may be stopped from another thread looks whether it is
+STOP_CHECK_S = 0.2
+#: the schema metadata key of a listing's entry for a session's flavor whose files the service
+#: cannot read (:mod:`daqhub.flight_service`)
+UNREADABLE_KEY = "daqhub.unreadable"
 
 
 class LinkLostError(ConnectionError):
     """A live stream broke before the run ended (network, server gone)."""
+
+
+class UnreadableSessionWarning(UserWarning):
+    """The service cannot read one flavor's files of a stored session (a truncated copy): its
+    channels are missing from what was listed or read."""
 
 
 def clear_message(exc: BaseException) -> str:
@@ -98,7 +121,9 @@ class Watchdog:
     carries a heartbeat every few seconds and a stored read's messages follow each other, so a
     longer silence is a lost link. Only the wait for a message counts, not the caller's own
     pace between messages. One thread watches the streams of a subscription or of one read;
-    ``limit`` None watches nothing (a stream that is silent while nothing changes).
+    ``limit`` None watches nothing (a stream that is silent while nothing changes). A wake
+    much later than planned (:data:`LATE_WAKE_S`) means this process itself was paused: the
+    waits restart, as the messages that came meanwhile were not read yet.
     """
 
     def __init__(self, url: str, limit: float | None) -> None:
@@ -135,9 +160,15 @@ class Watchdog:
 
     def _watch(self, limit: float) -> None:
         pause = limit
-        while not self._done.wait(pause):
+        while True:
+            planned = time.monotonic() + pause
+            if self._done.wait(pause):
+                return
             now = time.monotonic()
             with self._lock:
+                if now - planned > LATE_WAKE_S:  # this process was paused, not the link: the
+                    for reader in self._waiting:  # messages that came meanwhile are unread
+                        self._waiting[reader] = now
                 waiting = [(r, t) for r, t in self._waiting.items() if r not in self._silent]
                 late = [r for r, t in waiting if now - t >= limit]
                 self._silent.update(late)
@@ -148,6 +179,16 @@ class Watchdog:
 
     def close(self) -> None:
         self._done.set()
+
+
+def _cancel_when_set(stop: threading.Event, ended: threading.Event, reader: Any) -> None:
+    """Cancel ``reader`` once ``stop`` is set, unless its stream ``ended`` first (a thread
+    waits for one event only, hence a look every :data:`STOP_CHECK_S`)."""
+    while not ended.wait(STOP_CHECK_S):
+        if stop.is_set():
+            with contextlib.suppress(Exception):  # ended meanwhile
+                reader.cancel()
+            return
 
 
 @dataclass(frozen=True)
@@ -166,6 +207,17 @@ class Channel:
     @property
     def key(self) -> str:
         return f"{self.instrument}/{self.name}"
+
+
+@dataclass(frozen=True)
+class StoredSessions:
+    """Stored sessions as the service lists them (:meth:`Connection.stored`)."""
+
+    #: session id -> flavor -> channels, with ``rows`` = rows in the files now
+    sessions: dict[str, dict[str, list[Channel]]]
+    #: session id -> flavor -> why the service cannot read its files (it lists none of that
+    #: flavor's channels; the session is in ``sessions`` all the same)
+    unreadable: dict[str, dict[str, str]]
 
 
 @dataclass(frozen=True)
@@ -402,51 +454,83 @@ class Connection:
                              lambda: self.client.do_get(raw, self.options(stream=True)),
                              cancel)
 
-    def _batches(self, reader: flight.FlightStreamReader, what: str, *, watched: bool = True
-                 ) -> Iterator[pa.RecordBatch]:
+    def _batches(self, reader: flight.FlightStreamReader, what: str, *, watched: bool = True,
+                 stop: threading.Event | None = None) -> Iterator[pa.RecordBatch]:
         """An open stream's batches (empty ones skipped), each waited for at most
         ``silence_limit`` (:class:`Watchdog`; ``watched`` False: none, for a stream that is
-        silent while nothing changes). The stream is cancelled should the caller stop early."""
+        silent while nothing changes). The stream is cancelled should the caller stop early,
+        or once ``stop`` is set (from another thread: the iteration then ends)."""
         watchdog = Watchdog(self.url, self.silence_limit if watched else None)
+        ended = threading.Event()
+        if stop is not None:
+            threading.Thread(target=_cancel_when_set, args=(stop, ended, reader), daemon=True,
+                             name=f"daqhub-stop:{what}").start()
         try:
-            while True:
-                with self._waiting_for(what):
-                    chunk = watchdog.read(reader, what)
+            while stop is None or not stop.is_set():
+                try:
+                    with self._waiting_for(what):
+                        chunk = watchdog.read(reader, what)
+                except Exception:
+                    if stop is not None and stop.is_set():
+                        return  # cancelled by it
+                    raise
                 if chunk is None:
                     return
                 if chunk.data.num_rows:
                     yield chunk.data
         finally:
+            ended.set()
             watchdog.close()
             with contextlib.suppress(Exception):  # ended already
                 reader.cancel()
 
     # --- what there is ------------------------------------------------------------------
 
-    def _flights(self, criteria: str) -> list[Channel]:
+    def _flights(self, criteria: str) -> tuple[list[Channel], dict[str, dict[str, str]]]:
+        """The channels listed, and session -> flavor -> why the service cannot read that
+        flavor's files (its channels are not listed)."""
         with self._waiting_for("the channel list"):
             infos = list(self.client.list_flights(criteria.encode(), self.options()))
         out = []
+        unreadable: dict[str, dict[str, str]] = {}
         for info in infos:
             path = [p.decode() if isinstance(p, bytes) else p for p in info.descriptor.path]
+            why = (info.schema.metadata or {}).get(UNREADABLE_KEY.encode())
+            if why is not None:  # "session", ID, FLAVOR
+                unreadable.setdefault(path[1], {})[path[2]] = why.decode()
+                continue
             iid, spec = describe(info.schema)
             session, flavor = (path[1], path[2]) if path[0] == "session" else ("", "")
             out.append(Channel(iid, spec.name, spec, info.schema,
                                info.endpoints[0].ticket.ticket, session, flavor,
                                info.total_records))
-        return out
+        return out, unreadable
 
     def channels(self, pattern: str = "*") -> list[Channel]:
         """Live channels whose ``INSTRUMENT/CHANNEL`` matches ``pattern`` (fnmatch)."""
-        return [c for c in self._flights("live/*") if fnmatch.fnmatchcase(c.key, pattern)]
+        return [c for c in self._flights("live/*")[0] if fnmatch.fnmatchcase(c.key, pattern)]
+
+    def stored(self, session: str = "*") -> StoredSessions:
+        """Stored sessions (``session``: an id or pattern) as the service lists them, with the
+        flavors whose files it cannot read and why."""
+        found, unreadable = self._flights(f"session/{session}/*")
+        out: dict[str, dict[str, list[Channel]]] = {sid: {} for sid in unreadable}
+        for c in found:
+            out.setdefault(c.session, {}).setdefault(c.flavor, []).append(c)
+        return StoredSessions(out, unreadable)
 
     def sessions(self, session: str = "*") -> dict[str, dict[str, list[Channel]]]:
         """Stored sessions (``session``: an id or pattern): id -> flavor -> channels, with
-        ``rows`` = rows in the files now."""
-        out: dict[str, dict[str, list[Channel]]] = {}
-        for c in self._flights(f"session/{session}/*"):
-            out.setdefault(c.session, {}).setdefault(c.flavor, []).append(c)
-        return out
+        ``rows`` = rows in the files now. A flavor whose files the service cannot read has no
+        entry, and an :class:`UnreadableSessionWarning` says which and why (:meth:`stored`
+        gives the reasons as values)."""
+        found = self.stored(session)
+        for sid, flavors in sorted(found.unreadable.items()):
+            for flavor, why in sorted(flavors.items()):
+                warnings.warn(f"session {sid}: its {flavor} channels are left out, the "
+                              f"service cannot read them ({why})", UnreadableSessionWarning,
+                              stacklevel=2)
+        return found.sessions
 
     def manifest(self) -> dict[str, Any]:
         """What a copy of the running session needs (see the service's ``manifest`` ticket)."""
@@ -476,7 +560,8 @@ class Connection:
                      pandas: bool = False) -> dict[str, Any]:
         """``"FLAVOR/INSTRUMENT/CHANNEL"`` -> Table (or DataFrame) of a stored session.
 
-        ``session`` None: the running session (else the newest stored one).
+        ``session`` None: the running session (else the newest stored one). A flavor whose
+        files the service cannot read is missing, with an :class:`UnreadableSessionWarning`.
         """
         if pandas:
             try:
@@ -484,39 +569,44 @@ class Connection:
             except ImportError:
                 raise ImportError("pandas is not installed (pip install pandas); or take "
                                   "the Arrow tables: read_session(..., pandas=False)") from None
-        stored = self.sessions(session or "*")  # the one asked for: no other's files are read
-        session = self._pick(stored, session)
+        flavors, session = self._pick(session)
         out: dict[str, Any] = {}
-        for flavor, chans in sorted(stored[session].items()):
+        for flavor, chans in sorted(flavors.items()):
             for c in chans:
                 if fnmatch.fnmatchcase(c.key, pattern):
                     table = pa.Table.from_batches(list(self.read_channel(c)), schema=c.schema)
                     out[f"{flavor}/{c.key}"] = table.to_pandas() if pandas else table
         return out
 
-    def _pick(self, stored: dict[str, Any], session: str | None) -> str:
+    def _pick(self, session: str | None) -> tuple[dict[str, list[Channel]], str]:
+        """The channels (flavor -> channels) and id of ``session``; None: the running session,
+        else the newest stored one. Only the session asked for is listed: a listing reads the
+        files of every session it lists."""
+        stored = self.sessions(session or "*")
         if session is None:
             if not stored:
                 raise LookupError(f"{self.url} has no stored session")
             running = self.manifest().get("session_id") if self.channels() else ""
-            return running if running in stored else max(stored)
-        if session not in stored:
+            session = running if running in stored else max(stored)
+        elif session not in stored:
             there = ", ".join(sorted(self.sessions())) or "none"
             raise LookupError(f"no session {session!r} at {self.url} (there are {there})")
-        return session
+        return stored[session], session
 
-    def record_files(self, session: str, flavor: str, *, follow: bool = False
-                     ) -> Iterator[tuple[str, bytes]]:
+    def record_files(self, session: str, flavor: str, *, follow: bool = False,
+                     stop: threading.Event | None = None) -> Iterator[tuple[str, bytes]]:
         """``(name, content)`` of each record file of one flavor of a session, byte for byte.
 
         With ``follow`` (the running session) a file comes again each time the run rewrites
         it, and the iteration ends after the final versions, once the run has stopped; such
-        a stream is silent while no file changes, so it has no :class:`Watchdog`.
+        a stream is silent while no file changes, so it has no :class:`Watchdog`, and a
+        thread reading it is ended by setting ``stop`` (its stream is cancelled).
         """
         ticket = {"records": session, "flavor": flavor, "follow": follow}
         what = f"the record files of {session} ({flavor})"
         files = FileAssembler()
-        for batch in self._batches(self.open_stream(ticket, what), what, watched=not follow):
+        for batch in self._batches(self.open_stream(ticket, what), what, watched=not follow,
+                                   stop=stop):
             for name in files.add(batch):
                 yield name, files.files[name]
 
@@ -524,9 +614,8 @@ class Connection:
         """``"FLAVOR/FILE"`` -> content of a session's record files (its metadata, settings
         snapshots and scan points tables; see :mod:`daqhub.records` for their layout), as
         stored. ``session`` None: as in :meth:`read_session`."""
-        stored = self.sessions(session or "*")  # the one asked for: no other's files are read
-        session = self._pick(stored, session)
-        return {f"{flavor}/{name}": data for flavor in sorted(stored[session])
+        flavors, session = self._pick(session)
+        return {f"{flavor}/{name}": data for flavor in sorted(flavors)
                 for name, data in self.record_files(session, flavor)}
 
     # --- remote commands (the service must allow them) ------------------------------------

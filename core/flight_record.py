@@ -17,10 +17,12 @@ per channel, with their row range. A broken link is retried with backoff; a reco
 restarted into the same directory moves its predecessor's partial copy aside and starts the
 copy again from the files. A run that ended while the link was down (the service, back,
 runs a new session) is finished from its files: the new run's service offers them when it
-stores into the same directories, and when it does not the copy is incomplete, with the
-channels and record files it may lack named (how many rows is unknown). Exit codes: 0 a
-complete copy, 1 a copy with gaps (listed), an ended session's files not offered (named) or a
-link that never came back, 2 bad arguments or storage that cannot open.
+stores into the same directories, and when it does not, or cannot read them, the copy is
+incomplete, with the channels and record files it may lack named (how many rows is
+unknown). A lost link ends the attempt's streams, the followed record files' too, before the
+next attempt opens its own. Exit codes: 0 a complete copy, 1 a copy with gaps (listed), an
+ended session's files not offered or unreadable (named) or a link that never came back, 2
+bad arguments or storage that cannot open.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 5.0
 #: how long the record files' stream may take to end after the live streams have
 RECORDS_WAIT_S = 10.0
+#: how long an ended attempt's record-file follower may take to stop (its stream is cancelled)
+FOLLOWER_JOIN_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -136,17 +140,22 @@ class Recorder:
         self._storage.write(batch)
         self._written[key] = self._written.get(key, 0) + batch.num_rows
 
-    def _stored(self) -> dict[str, Channel]:
+    def _stored(self) -> tuple[dict[str, Channel], dict[str, str]]:
+        """This session's stored channels by key, and flavor -> why the service cannot read
+        that flavor's files (none of its channels are listed then)."""
         sid = self.result.session_id
-        flavors = self.conn.sessions(sid).get(sid, {})
-        return {c.key: c for chans in flavors.values() for c in chans}
+        found = self.conn.stored(sid)
+        flavors = found.sessions.get(sid, {})
+        return ({c.key: c for chans in flavors.values() for c in chans},
+                found.unreadable.get(sid, {}))
 
-    def _fill_all(self) -> dict[str, Channel]:
-        """Every channel's rows the stored files have beyond the copy's; what is stored."""
-        stored = self._stored()
+    def _fill_all(self) -> tuple[dict[str, Channel], dict[str, str]]:
+        """Every channel's rows the stored files have beyond the copy's; what is stored (and
+        which flavors cannot be read)."""
+        stored, unreadable = self._stored()
         for key in list(self._written):
             self._fill(stored, key)
-        return stored
+        return stored, unreadable
 
     def _fill(self, stored: dict[str, Channel], key: str, upto: int | None = None) -> None:
         """Rows from what this copy has up to ``upto`` (None: all), from the files."""
@@ -165,7 +174,7 @@ class Recorder:
         key = item.key
         have = self._written.setdefault(key, 0)
         if item.first_row > have:  # missed rows: maybe stored by now
-            self._fill(self._stored(), key, item.first_row)
+            self._fill(self._stored()[0], key, item.first_row)
             have = self._written[key]
             if item.first_row > have:
                 gap = Gap(key, have, item.first_row - have)
@@ -181,15 +190,15 @@ class Recorder:
     def _copy_records(self, flavors: list[str] | None = None, follow: bool = False,
                       stop: threading.Event | None = None) -> None:
         """The record files of ``flavors`` (None: all) into the copy (``follow``: until the
-        run stops)."""
+        run stops, or ``stop`` is set)."""
         assert self._storage is not None
         sid = self.result.session_id
         for flavor, directory in sorted(self._storage.directories.items()):
             if flavors is not None and flavor not in flavors:
                 continue
-            for name, data in self.conn.record_files(sid, flavor, follow=follow):
+            for name, data in self.conn.record_files(sid, flavor, follow=follow, stop=stop):
                 if stop is not None and stop.is_set():
-                    return  # the recorder was stopped: its copy is closed
+                    return  # its attempt ended: a newer one may write these files
                 write_file(directory, name, data)
 
     def _follow_records(self, flavor: str, failed: list[str], stop: threading.Event) -> None:
@@ -201,8 +210,10 @@ class Recorder:
     def _finish_ended(self) -> None:
         """The rest of a session that ended while the link was down: its rows and final record
         files, from its files. The service still offers them when the lab that runs there now
-        stores into the same directories; what it does not offer is named in the result's
-        error (the copy is incomplete by an unknown number of rows)."""
+        stores into the same directories. Every channel not finished so is named in the
+        result's error, whatever the reason (files not offered, or offered but unreadable: a
+        truncated file was left out of the listing, and the copy said complete): the copy is
+        incomplete by an unknown number of rows."""
         assert self._storage is not None
         offered = []
         for flavor in sorted(self._storage.directories):
@@ -211,16 +222,22 @@ class Recorder:
             except (flight.FlightServerError, pa.ArrowInvalid):  # "no session ... here"
                 continue
             offered.append(flavor)
-        stored = self._fill_all()
-        # a channel missing from an offered session's files had no row stored
+        stored, unreadable = self._fill_all()
+        readable = [f for f in offered if f not in unreadable]
+        # finished: read from the files to their end, or in none of a readable flavor's files
+        # while the copy has no row of it either (it stored none)
         lacking = [f"{key} from row {n}" for key, n in sorted(self._written.items())
-                   if key not in stored and self._flavor_of.get(key) not in offered]
+                   if key not in stored and (n or self._flavor_of.get(key) not in readable)]
         lacking += [f"the record files of {f}" for f in sorted(self._storage.directories)
                     if f not in offered]
         if lacking:
+            why = [f"the service no longer offers its {f} files"
+                   for f in sorted(self._storage.directories) if f not in offered]
+            why += [f"the service cannot read its {f} files ({unreadable[f]})"
+                    for f in sorted(unreadable)]
             self.result.error = (f"session {self.result.session_id} ended while the link was "
-                                 f"down and the service no longer offers its files: the copy "
-                                 f"may lack {', '.join(lacking)}")
+                                 f"down and {'; '.join(why) or 'its files lack channels'}: "
+                                 f"the copy may lack {', '.join(lacking)}")
             self.say(self.result.error)
 
     # --- the loop -----------------------------------------------------------------------
@@ -240,7 +257,8 @@ class Recorder:
         live = self.conn.subscribe("*") if manifest.get("running") else None
         assert self._storage is not None
         failed: list[str] = []
-        followers = [threading.Thread(target=self._follow_records, args=(str(f), failed, stop),
+        ended = threading.Event()  # this attempt's: its followers end with it
+        followers = [threading.Thread(target=self._follow_records, args=(str(f), failed, ended),
                                       daemon=True, name=f"daqhub-record-records:{f}")
                      for f in sorted(self._storage.directories)] if live is not None else []
         try:
@@ -262,8 +280,14 @@ class Recorder:
                 self._copy_records(late)
             return True
         finally:
+            # a lost link (the watchdog, a broken stream) or a stop: the followers' streams end
+            # here, else each reconnect added followers writing the same files
+            ended.set()
             if live is not None:
                 live.close()
+            for t in followers:
+                if t.is_alive():  # else ended, or never started (an earlier start failed)
+                    t.join(FOLLOWER_JOIN_S)
 
     def run(self, stop: threading.Event | None = None) -> RecordResult:
         stop = stop or threading.Event()

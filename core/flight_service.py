@@ -25,7 +25,8 @@ Tickets are small JSON objects (at most :data:`MAX_TICKET_BYTES`):
     host went away is ended by gRPC's own keepalive. The stream ends when the run stops.
 ``{"session": ID, "flavor": "v2", "channel": "INSTRUMENT/CHANNEL", "start": ROW}``
     a finished or running session's channel, read from its files (a running session is flushed
-    first).
+    first), in messages of about :data:`MESSAGE_BYTES` (a file's batch is sliced: a client
+    waits a limited time for each message).
 ``{"records": ID, "flavor": "v2", "follow": false}``
     the session's record files (metadata, settings snapshots, points tables; see
     :mod:`daqhub.record_transfer`) as they are on disk, byte for byte; with ``follow`` (the
@@ -36,6 +37,10 @@ Tickets are small JSON objects (at most :data:`MAX_TICKET_BYTES`):
 
 ``list_flights`` lists the live channels and every stored session's channels (criteria: an
 fnmatch pattern on ``live/INSTRUMENT/CHANNEL`` or ``session/ID/FLAVOR/INSTRUMENT/CHANNEL``).
+A session's flavor whose files cannot be read (a truncated copy) is listed as
+``session/ID/FLAVOR``, without endpoints, its schema empty but for the metadata
+``daqhub.unreadable``: why (the error naming the file), whenever the criteria could match
+its channels.
 ``do_action`` runs remote commands (``call``: an instrument command, ``health``) only when the
 service was started with ``actions`` and a token.
 
@@ -57,7 +62,7 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,6 +74,7 @@ import pyarrow.flight as flight
 from . import record_transfer, session_files
 from .command_limits import NoResult, result_within, wait_limit
 from .commands import driver_class
+from .flight_client import UNREADABLE_KEY
 from .measurement import Columns, Measurement, Scalar
 from .runtime.broadcast import Subscription, SubscriptionClosed
 from .schema import channel_schema, describe
@@ -84,8 +90,11 @@ log = logging.getLogger("daqhub.serve")
 MAX_TICKET_BYTES = 4096
 MAX_ACTION_BYTES = 64 * 1024
 MAX_QUEUE_BATCHES = 1_000_000
-#: queued batches of one channel are sent as one message up to this size
-COALESCE_BYTES = 4 * 1024 * 1024
+#: the size of a stream's message, about: queued live batches of a channel are joined up to
+#: it, stored rows sliced to it. A client waits at most its ``silence_limit`` for each whole
+#: message (it cannot see one arriving), so a message must arrive well inside that even over a
+#: slow link: 4 MiB take 2 s at 16 Mbit/s; an HDF5 read of 65 536 spectra (~105 MB) did not
+MESSAGE_BYTES = 4 * 1024 * 1024
 #: how often a live stream with nothing to send checks whether its client left (a stopping
 #: service closes the feeds, which ends their streams at once)
 IDLE_CHECK_S = 1.0
@@ -171,8 +180,9 @@ class RowCounter(Subscription[pa.RecordBatch]):
             feed.wake()
 
 
-def coalesce(items: list[tuple[pa.RecordBatch, int]]) -> list[tuple[pa.RecordBatch, int]]:
-    """Consecutive queued batches of a channel as one (up to :data:`COALESCE_BYTES`).
+def coalesce(items: list[tuple[pa.RecordBatch, int]], limit: int = MESSAGE_BYTES
+             ) -> list[tuple[pa.RecordBatch, int]]:
+    """Consecutive queued batches of a channel as one (up to ``limit`` bytes).
 
     A subscriber that is behind then gets fewer, larger messages: each message costs a
     crossing into Python on both ends, more than copying its rows (measured by
@@ -183,7 +193,7 @@ def coalesce(items: list[tuple[pa.RecordBatch, int]]) -> list[tuple[pa.RecordBat
     first = size = 0
     for batch, first_row in items:
         contiguous = bool(run) and first_row == first + sum(b.num_rows for b in run)
-        if run and (not contiguous or size >= COALESCE_BYTES):
+        if run and (not contiguous or size >= limit):
             out.append((run[0] if len(run) == 1 else pa.concat_batches(run), first))
             run = []
         if not run:
@@ -193,6 +203,21 @@ def coalesce(items: list[tuple[pa.RecordBatch, int]]) -> list[tuple[pa.RecordBat
     if run:
         out.append((run[0] if len(run) == 1 else pa.concat_batches(run), first))
     return out
+
+
+def sliced(batches: Iterable[pa.RecordBatch], limit: int = MESSAGE_BYTES
+           ) -> Iterator[pa.RecordBatch]:
+    """Each batch in slices of about ``limit`` bytes (a row at least), as the messages of a
+    stored channel's stream: a file's batch can be far larger (an HDF5 read of
+    :data:`~daqhub.session_files.READ_ROWS` rows), and a client's watchdog times whole
+    messages. A slice shares its batch's memory; only its rows are sent."""
+    for batch in batches:
+        if batch.nbytes <= limit:
+            yield batch
+            continue
+        step = max(1, batch.num_rows * limit // batch.nbytes)
+        for lo in range(0, batch.num_rows, step):
+            yield batch.slice(lo, step)
 
 
 class TokenCheck(flight.ServerMiddlewareFactory):  # type: ignore[misc]
@@ -269,10 +294,10 @@ def plain_result(value: Any) -> Any:
     its value. Anything else raises :class:`NotSendable`: the service sent ``str(result)``,
     and a client took ``"Measurement(instrument_id='stage', ..."`` for the answer.
     """
-    if value is None or type(value) in (bool, int, float, str):
-        return value
-    if isinstance(value, Enum):
+    if isinstance(value, Enum):  # before int and str: an IntEnum or StrEnum is one too
         return plain_result(value.value)
+    if value is None or isinstance(value, str | int | float):  # bool too; a subclass as is
+        return value
     if isinstance(value, np.ndarray | np.generic):
         return plain_result(value.tolist())
     if isinstance(value, pa.RecordBatch | pa.Table | pa.Array | pa.ChunkedArray):
@@ -290,8 +315,6 @@ def plain_result(value: Any) -> Any:
         return {k: plain_result(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [plain_result(v) for v in value]
-    if isinstance(value, str | int | float):  # a subclass: its plain value
-        return value
     raise NotSendable(f"a value of type {type(value).__name__}")
 
 
@@ -300,6 +323,8 @@ class FlightService(flight.FlightServerBase):  # type: ignore[misc]
 
     #: :data:`HEARTBEAT_S` of this service (a test shortens it)
     heartbeat_s = HEARTBEAT_S
+    #: :data:`MESSAGE_BYTES` of this service (a test lowers it)
+    message_bytes = MESSAGE_BYTES
 
     def __init__(self, rt: DualRuntimeManager, config: ServeConfig, counter: RowCounter
                  ) -> None:
@@ -365,6 +390,7 @@ class FlightService(flight.FlightServerBase):  # type: ignore[misc]
                     stored = session_files.channels(flavor, d)  # type: ignore[arg-type]
                 except OSError as exc:  # one bad old file failed every listing, and the reads
                     log.warning("session %s (%s) not listed: %s", sid, flavor, exc)
+                    yield self._unreadable(sid, flavor, str(exc))
                     continue
                 for c in stored:
                     path = f"session/{sid}/{flavor}/{c.instrument_id}/{c.spec.name}"
@@ -380,6 +406,15 @@ class FlightService(flight.FlightServerBase):  # type: ignore[misc]
         descriptor = flight.FlightDescriptor.for_path(*path.split("/"))
         endpoint = flight.FlightEndpoint(json.dumps(ticket).encode(), [])
         return flight.FlightInfo(schema, descriptor, [endpoint], rows, -1)
+
+    @staticmethod
+    def _unreadable(sid: str, flavor: str, why: str) -> flight.FlightInfo:
+        """The listing's entry for a session's flavor whose files cannot be read: said, so that
+        a client is not shown the session as if that flavor had no channels (a copy of an
+        ended run was reported complete, its rows missing)."""
+        schema = pa.schema([], metadata={UNREADABLE_KEY: why})
+        return flight.FlightInfo(schema, flight.FlightDescriptor.for_path("session", sid, flavor),
+                                 [], -1, -1)
 
     # --- data --------------------------------------------------------------------------
 
@@ -480,26 +515,26 @@ class FlightService(flight.FlightServerBase):  # type: ignore[misc]
                     items = feed.get_many(min(IDLE_CHECK_S, self.heartbeat_s), 64)
                 except SubscriptionClosed:
                     return
-                for batch, first_row in coalesce(items):
-                    yield from self._send(feed, batch, {**first, "first_row": first_row})
+                for batch, first_row in coalesce(items, self.message_bytes):
+                    yield self._send(feed, batch, {**first, "first_row": first_row})
                     first, next_row = {}, first_row + batch.num_rows
                 if items:
                     quiet = time.monotonic()
                 elif self._stop.is_set() or context.is_cancelled():
                     return
                 elif heartbeat is not None and time.monotonic() - quiet >= self.heartbeat_s:
-                    yield from self._send(feed, heartbeat, {**first, "first_row": next_row,
-                                                            "heartbeat": True})
+                    yield self._send(feed, heartbeat, {**first, "first_row": next_row,
+                                                       "heartbeat": True})
                     first, quiet = {}, time.monotonic()
         finally:
             self._release(feed)
 
     @staticmethod
     def _send(feed: ChannelFeed, batch: pa.RecordBatch, meta: dict[str, Any]
-              ) -> Iterator[Any]:
+              ) -> tuple[pa.RecordBatch, pa.Buffer]:
         """One message of a live stream, with the batches its client has lost so far."""
         meta["dropped_batches"] = feed.dropped
-        yield batch, pa.py_buffer(json.dumps(meta).encode())
+        return batch, pa.py_buffer(json.dumps(meta).encode())
 
     def _session_dir(self, sid: Any, flavor: Any) -> tuple[Flavor, Path]:
         """The flavor and directory of a stored session named in a ticket."""
@@ -538,7 +573,8 @@ class FlightService(flight.FlightServerBase):  # type: ignore[misc]
             raise flight.FlightServerError(f"session {sid} ({flavor}) has no channel "
                                            f"{key[0]}/{key[1]}")
         schema = channel_schema(key[0], found[0].spec, unified=True)
-        return flight.GeneratorStream(schema, session_files.read(found[0], start))
+        return flight.GeneratorStream(schema, sliced(session_files.read(found[0], start),
+                                                     self.message_bytes))
 
     def manifest(self) -> dict[str, Any]:
         rt = self.rt

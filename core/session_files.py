@@ -63,39 +63,54 @@ def _h5(path: Path) -> h5py.File:
 @contextmanager
 def _naming(path: Path) -> Iterator[None]:
     """An error reading ``path`` as an OSError that names it (h5py's "file signature not
-    found" and Parquet's footer errors name no file)."""
+    found" and Parquet's footer errors name no file); a file gone meanwhile stays
+    FileNotFoundError."""
     try:
         yield
-    except (OSError, KeyError, ValueError) as exc:
+    except FileNotFoundError:
+        raise
+    except (OSError, KeyError, ValueError) as exc:  # ArrowInvalid and DataError too
         raise OSError(f"cannot read {path}: {exc}") from exc
 
 
 def channels(flavor: Flavor, session_dir: Path) -> list[StoredChannel]:
     """Every channel stored in one flavor's session directory, with its rows so far.
 
-    Raises OSError naming the file when one cannot be read (left empty by a run killed as
-    it began, a truncated copy)."""
+    One rule for every file, whatever its format: an empty one holds no channel yet (created
+    a moment ago, or by a run killed as it began: nothing was stored in it), one removed
+    meanwhile is not there (an Arrow stream compacted to Parquet), and any other that cannot
+    be read raises OSError naming it (a truncated copy, a damaged file). A damaged Arrow file
+    was skipped quietly, and a reader was shown the session without its channels.
+    """
+    files = [session_dir / HDF5_FILE, *sorted(session_dir.glob(f"*/*{ARROW_SUFFIX}")),
+             *sorted(session_dir.glob(f"*/*{PARQUET_SUFFIX}"))]
     out: list[StoredChannel] = []
-    h5 = session_dir / HDF5_FILE
-    if h5.is_file():
-        with _naming(h5), _h5(h5) as f:
-            for iid, spec, g in hdf5_channels(f):
-                out.append(StoredChannel(flavor, iid, spec, hdf5_rows(g)[0], h5))
-    for path in sorted(session_dir.glob(f"*/*{ARROW_SUFFIX}")):
+    for path in files:
         try:
-            with pa.memory_map(str(path)) as source:
-                reader = ipc.open_stream(source)
-                iid, spec = describe(reader.schema)
-                rows = sum(b.num_rows for b in _complete_batches(reader))
-        except (pa.ArrowInvalid, OSError):
-            continue  # created a moment ago, schema not written yet
-        out.append(StoredChannel(flavor, iid, spec, rows, path))
-    for path in sorted(session_dir.glob(f"*/*{PARQUET_SUFFIX}")):
-        with _naming(path):
-            meta = pq.read_metadata(path)
-            iid, spec = describe(meta.schema.to_arrow_schema())
-        out.append(StoredChannel(flavor, iid, spec, meta.num_rows, path))
+            if path.stat().st_size == 0:
+                continue  # nothing written yet
+            with _naming(path):
+                out += _file_channels(flavor, path)
+        except FileNotFoundError:
+            continue  # removed meanwhile
     return out
+
+
+def _file_channels(flavor: Flavor, path: Path) -> list[StoredChannel]:
+    """The channels one session file holds (an HDF5 file several, a stream file one)."""
+    if path.suffix == ARROW_SUFFIX:
+        with pa.memory_map(str(path)) as source:
+            reader = ipc.open_stream(source)
+            iid, spec = describe(reader.schema)
+            rows = sum(b.num_rows for b in _complete_batches(reader))
+        return [StoredChannel(flavor, iid, spec, rows, path)]
+    if path.suffix == PARQUET_SUFFIX:
+        meta = pq.read_metadata(path)
+        iid, spec = describe(meta.schema.to_arrow_schema())
+        return [StoredChannel(flavor, iid, spec, meta.num_rows, path)]
+    with _h5(path) as f:
+        return [StoredChannel(flavor, iid, spec, hdf5_rows(g)[0], path)
+                for iid, spec, g in hdf5_channels(f)]
 
 
 def hdf5_channels(f: h5py.File) -> Iterator[tuple[str, ChannelSpec, h5py.Group]]:

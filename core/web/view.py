@@ -146,7 +146,8 @@ class FlightSource:
                 except Exception as exc:  # slow or lost: the last answer stays, marked
                     self._health_stale = clear_message(exc)
             try:
-                stored = self.conn.sessions().get(self.session, {})
+                # the run's own session only: listing every one read every old session's files
+                stored = self.conn.sessions(self.session).get(self.session, {})
                 self._files = [{"name": f"{flavor}: {c.key}", "path": f"{self.session}/"
                                 f"{flavor}/{c.key}", "rows": c.rows}
                                for flavor, chans in sorted(stored.items()) for c in chans]

@@ -1,18 +1,25 @@
-"""A loopback TCP relay whose connections a test can cut: a network link that breaks, and one
+"""A loopback TCP relay whose connections a test can cut: a network link that breaks, one
 that stays down for a while (:meth:`TcpProxy.hold`) and comes back, maybe to a service started
-again meanwhile (:meth:`TcpProxy.release`)."""
+again meanwhile (:meth:`TcpProxy.release`), one that stops carrying anything without closing
+(:meth:`TcpProxy.freeze`: a frozen host), and a slow one (``rate``)."""
 
 from __future__ import annotations
 
 import socket
 import threading
+import time
 
 
 class TcpProxy:
-    """Relays 127.0.0.1:``port`` to ``target``; :meth:`cut` drops every connection."""
+    """Relays 127.0.0.1:``port`` to ``target``; :meth:`cut` drops every connection.
 
-    def __init__(self, target: tuple[str, int]) -> None:
+    ``rate``: bytes per second from the target to the client at most (a slow link)."""
+
+    def __init__(self, target: tuple[str, int], rate: float | None = None) -> None:
         self.target = target
+        self.rate = rate
+        self._flowing = threading.Event()
+        self._flowing.set()
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self._listener.getsockname()[1])
         self._conns: list[socket.socket] = []
@@ -41,13 +48,15 @@ class TcpProxy:
             upstream.settimeout(None)
             with self._lock:
                 self._conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            for a, b, rate in ((client, upstream, None), (upstream, client, self.rate)):
+                threading.Thread(target=self._pipe, args=(a, b, rate), daemon=True).start()
 
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket, rate: float | None) -> None:
         try:
-            while data := src.recv(65536):
+            while data := src.recv(16384 if rate else 65536):
+                self._flowing.wait()  # frozen: held, the connection open
+                if rate:
+                    time.sleep(len(data) / rate)  # the link's pace, not a wait for a state
                 dst.sendall(data)
         except OSError:
             pass
@@ -82,7 +91,17 @@ class TcpProxy:
             if target is not None:
                 self.target = target
 
+    def freeze(self) -> None:
+        """The far end stops answering without closing anything (a frozen host): nothing is
+        relayed either way until :meth:`thaw`."""
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        """What was held, and what follows, is relayed again."""
+        self._flowing.set()
+
     def close(self) -> None:
+        self.thaw()  # a held relay ends with its connection
         try:
             self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept()
         except OSError:

@@ -1,15 +1,17 @@
 """The data service's answers and its start: a remote command's result in plain values, an
-unreadable old session left out of the listings, an IPv6 loopback address, and a bad TLS
+unreadable old session told apart from the others, an IPv6 loopback address, and a bad TLS
 certificate or key reported as such rather than as a port in use."""
 
 from __future__ import annotations
 
 import enum
 import logging
+import re
 import socket
 import subprocess
 import sys
 import types
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,8 @@ from polling import wait_until
 from tls_pair import make_pair
 
 import daqhub
+from daqhub import session_files
+from daqhub.flight_client import UnreadableSessionWarning
 from daqhub.hookspecs import hookimpl
 from daqhub.host import PluginHost
 from daqhub.instrument import V2Instrument, now_ns
@@ -144,36 +148,67 @@ def test_a_result_that_has_no_json_form_is_an_error_saying_the_command_ran(
         assert conn.call("answers", "raw_count") == 1  # it did run
 
 
+OLD = "20260101T000000Z-deadbeef"
+
+
 def damage_an_old_session(rt: Any) -> list[Path]:
-    """An old session of each flavor whose data file is unreadable (an HDF5 file left empty
-    by a run killed as it began, a Parquet file cut short): the files."""
-    sid = "20260101T000000Z-deadbeef"
-    h5 = Path(rt.lab.flavors["v2"].output_dir) / sid / "session.h5"
-    parquet = Path(rt.lab.flavors["v4"].output_dir) / sid / "dmm" / "voltage.parquet"
-    for path, content in ((h5, b""), (parquet, b"PAR1 cut")):
+    """An old session whose data files cannot be read (cut short: an HDF5 file, a Parquet
+    file), one of each flavor: the files."""
+    h5 = Path(rt.lab.flavors["v2"].output_dir) / OLD / "session.h5"
+    parquet = Path(rt.lab.flavors["v4"].output_dir) / OLD / "dmm" / "voltage.parquet"
+    for path, content in ((h5, b"\x89HDF\r\n\x1a\n cut"), (parquet, b"PAR1 cut")):
         path.parent.mkdir(parents=True)
         path.write_bytes(content)
     return [h5, parquet]
 
 
-def test_an_unreadable_old_session_is_left_out_and_the_others_stay_readable(
+def test_an_unreadable_old_session_is_told_and_the_others_stay_readable(
         served: Any, caplog: pytest.LogCaptureFixture) -> None:
-    """One empty session.h5 of an old run made every session listing fail with h5py's "file
-    signature not found" (naming no file), the running session's reads included."""
+    """One bad session.h5 of an old run made every session listing fail with h5py's "file
+    signature not found" (naming no file), the running session's reads included; then it
+    was left out without a word to the client, as if that flavor had no channels."""
     rt, service = served()
     wait_until(lambda: sum(rt.counts().get("dmm", {}).values()) >= 3, "rows from the dmm",
                timeout=30)
     bad = damage_an_old_session(rt)
     with caplog.at_level(logging.WARNING, "daqhub.serve"), \
             daqhub.connect(service.url, timeout=10) as conn:
-        assert list(conn.sessions()) == [rt.session_id]
-        for path in bad:  # the log says which file to look at
+        with pytest.warns(UnreadableSessionWarning) as warned:
+            listed = conn.sessions()
+        assert {sid: sorted(flavors) for sid, flavors in listed.items()} == {
+            OLD: [], rt.session_id: ["v2", "v4"]}
+        unreadable = conn.stored().unreadable
+        assert sorted(unreadable) == [OLD] and sorted(unreadable[OLD]) == ["v2", "v4"]
+        for path, flavor in zip(bad, ["v2", "v4"], strict=True):  # which file, and why
+            assert unreadable[OLD][flavor].startswith(f"cannot read {path}: ")
+            assert any(f"session {OLD}: its {flavor} channels are left out, the service "
+                       f"cannot read them (cannot read {path}: " in str(w.message)
+                       for w in warned), [str(w.message) for w in warned]
             assert any(str(path) in r.getMessage() for r in caplog.records), path
-        tables = conn.read_session()
+        with pytest.warns(UnreadableSessionWarning):  # it lists every session to pick one
+            tables = conn.read_session()
         assert tables["v4/dmm/voltage"].num_rows >= 3
         assert conn.read_session(rt.session_id).keys() == tables.keys()
-        assert isinstance(conn.read_records(), dict)
+        assert isinstance(conn.read_records(rt.session_id), dict)
         assert len(conn.channels()) == 3
+        with pytest.warns(UnreadableSessionWarning):
+            assert conn.read_session(OLD) == {}
+
+
+def test_every_session_file_that_cannot_be_read_is_named_and_an_empty_one_holds_nothing(
+        tmp_path: Path) -> None:
+    """A damaged Arrow stream was skipped quietly where an HDF5 or Parquet file raised: the
+    service listed its session as if the channel did not exist. An empty file (created a
+    moment ago, or by a run killed as it began) holds no channel yet, whatever its format."""
+    d = tmp_path / OLD
+    stream = d / "dmm" / "voltage.arrows"
+    stream.parent.mkdir(parents=True)
+    stream.write_bytes(b"not an Arrow stream")
+    with pytest.raises(OSError, match=f"^cannot read {re.escape(str(stream))}: "):
+        session_files.channels("v4", d)
+    for path in (d / "session.h5", stream, d / "dmm" / "current.parquet"):
+        path.write_bytes(b"")
+    assert session_files.channels("v4", d) == []
 
 
 def test_reading_one_session_reads_no_other_session_s_files(
@@ -186,11 +221,14 @@ def test_reading_one_session_reads_no_other_session_s_files(
     damage_an_old_session(rt)
     with caplog.at_level(logging.WARNING, "daqhub.serve"), \
             daqhub.connect(service.url, timeout=10) as conn:
-        assert conn.read_session(rt.session_id)["v4/dmm/voltage"].num_rows >= 3
-        assert isinstance(conn.read_records(rt.session_id), dict)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UnreadableSessionWarning)
+            assert conn.read_session(rt.session_id)["v4/dmm/voltage"].num_rows >= 3
+            assert isinstance(conn.read_records(rt.session_id), dict)
         assert not [r for r in caplog.records if "not listed" in r.getMessage()]
-        with pytest.raises(LookupError, match=rf"no session 'nope' .*there are "
-                                              rf"{rt.session_id}\)"):
+        with pytest.raises(LookupError, match=rf"no session 'nope' .*there are {OLD}, "
+                                              rf"{rt.session_id}\)"), \
+                pytest.warns(UnreadableSessionWarning):  # what there is: every session
             conn.read_session("nope")
 
 

@@ -1,6 +1,7 @@
 """Streams of the data service when a peer freezes: a lab host that stops answering without
 closing the connection (a frozen PC, a network that drops packets), a client that stops
-reading; and what a client is told: where its live stream starts, a request's refusal.
+reading or was paused itself, a slow link; and what a client is told: where its live stream
+starts, a request's refusal.
 
 A frozen host is a Flight server here whose streams send a few messages and then nothing,
 with the connection open (as ``kill -STOP`` of ``daqhub run`` left it).
@@ -9,6 +10,11 @@ with the connection open (as ``kill -STOP`` of ``daqhub run`` left it).
 from __future__ import annotations
 
 import json
+import os
+import queue
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +27,7 @@ import pyarrow.flight as flight
 import pytest
 from flight_lab import lab_text, served_run
 from polling import wait_until
+from tcp_proxy import TcpProxy
 
 import daqhub
 from daqhub.flight_client import LinkLostError
@@ -256,3 +263,69 @@ def test_a_refused_request_says_what_the_service_said_without_its_traceback(
         for refused in (call.value, read.value, missing.value):
             assert "Traceback" not in str(refused) and ".py" not in str(refused)
             assert "gRPC" not in str(refused)
+
+
+def test_a_stored_read_over_a_slow_link_is_not_taken_for_a_lost_link(
+        quiet_lab: str, daqhub_host: Any, tmp_path: Path) -> None:
+    """A stored channel went in the file's own batches (an HDF5 read of 65 536 spectra is
+    ~105 MB), and the watchdog, which sees only whole messages, called a slow link lost while
+    the bytes were still coming. The service slices them to ``message_bytes`` (4 MiB; lowered
+    here so that 1 MB over a 400 kB/s link shows it)."""
+    with served_run(quiet_lab, daqhub_host, tmp_path) as (rt, service):
+        service.message_bytes = 64 * 1024
+        path = Path(rt.lab.flavors["v4"].output_dir) / SID / "dmm" / "voltage.arrows"
+        path.parent.mkdir(parents=True)
+        big = rows(0, 40_000)  # ~1 MB, one batch in the file
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, big.schema) as file:
+            file.write_batch(big)
+        proxy = TcpProxy(("127.0.0.1", service.port), rate=400_000)  # it all: ~2.6 s
+        try:
+            with daqhub.connect(f"grpc://127.0.0.1:{proxy.port}", silence_limit=1) as conn:
+                table = conn.read_session(SID)["v4/dmm/voltage"]
+        finally:
+            proxy.close()
+    assert table.column("timestamp_ns").to_pylist() == list(range(40_000))
+
+
+PAUSED_CLIENT = """
+import sys, daqhub
+with daqhub.connect(sys.argv[1], silence_limit=1) as conn, conn.subscribe("*") as live:
+    try:
+        for item in live:
+            print("row", item.first_row, flush=True)
+    except Exception as exc:
+        print(type(exc).__name__, exc, flush=True)
+"""
+
+
+def test_a_client_paused_longer_than_the_limit_reads_on_once_resumed(
+        fake_host: Callable[..., FakeHost]) -> None:
+    """A script stopped with Ctrl-Z (or in a debugger) for longer than its silence_limit:
+    the messages that came meanwhile waited in its socket, yet its watchdog, waking first,
+    called the link lost."""
+    host = fake_host({"live": [(rows(i, 1), {"since_row": 0, "first_row": i} if i == 0
+                                else {"first_row": i}) for i in range(1200)]},
+                     freeze=False, pace_s=0.05)
+    client = subprocess.Popen([sys.executable, "-c", PAUSED_CLIENT, host.url],
+                              stdout=subprocess.PIPE, text=True)
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def collect() -> None:
+        assert client.stdout is not None
+        for line in client.stdout:
+            lines.put(line.strip())
+        lines.put(None)  # it exited
+
+    threading.Thread(target=collect, daemon=True).start()
+    try:
+        assert str(lines.get(timeout=30)).startswith("row")  # it reads
+        os.kill(client.pid, signal.SIGSTOP)
+        time.sleep(2.5)  # the pause itself: longer than the limit, and than LATE_WAKE_S late
+        os.kill(client.pid, signal.SIGCONT)
+        after: list[str] = []  # what came meanwhile, and on
+        while len(after) < 20 and (line := lines.get(timeout=10)) is not None:
+            after.append(line)
+    finally:
+        client.kill()
+        client.wait()
+    assert len(after) == 20 and all(line.startswith("row") for line in after), after

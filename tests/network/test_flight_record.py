@@ -1,6 +1,7 @@
 """daqhub record through a link that breaks: it resumes, fills what it missed from the run's
 files, and reports as gaps only the rows it could get from neither; a run that ended while the
-link was down is finished from its files, or the copy is reported incomplete."""
+link was down is finished from its files, or the copy is reported incomplete; a link that
+freezes ends the attempt's streams, the followed record files' too."""
 
 from __future__ import annotations
 
@@ -83,14 +84,16 @@ def test_a_broken_link_is_resumed_and_only_unrecoverable_rows_are_gaps(
                            for i, chans in counts.items() for c, n in chans.items()}
 
 
-@pytest.mark.parametrize("same_dir", [True, False], ids=["files-offered", "files-elsewhere"])
+@pytest.mark.parametrize("files", ["offered", "elsewhere", "unreadable"])
 def test_a_run_that_ended_while_the_link_was_down_is_finished_from_its_files(
-        same_dir: bool, tmp_path: Path, daqhub_host: Any,
+        files: str, tmp_path: Path, daqhub_host: Any,
         visa_sim_backend: Callable[..., str], sim_url: Callable[..., str]) -> None:
     """The link drops while the run goes on; the run ends and the lab is started again on the
     same address. The new run's service offers the ended session's files when it stores into
     the same directories: the copy is finished from them (rows and the final record files).
-    Stored elsewhere, the copy is reported incomplete, naming what it may lack."""
+    Stored elsewhere, the copy is reported incomplete, naming what it may lack. Offered but
+    unreadable (its session.h5 cut short), likewise: the flavor was left out of the listing,
+    and the copy said "copy complete", exit 0, rows missing."""
     text = lab_text(tmp_path / "local", visa_sim_backend(), sim_url("esp300"), poll_hz=40)
     out = io.StringIO()
     with served_run(text, daqhub_host, tmp_path) as (rt, service):
@@ -105,8 +108,12 @@ def test_a_run_that_ended_while_the_link_was_down_is_finished_from_its_files(
         wait_until(lambda: all(n > before[k] + 10 for k, n in channel_rows(rt).items()),
                    "every channel goes on", timeout=30)
     sid, counts = rt.session_id, channel_rows(rt)
-    again = text if same_dir else lab_text(tmp_path / "elsewhere", visa_sim_backend(),
-                                           sim_url("esp300"), poll_hz=40)
+    cut = Path(rt.lab.flavors["v2"].output_dir) / sid / "session.h5"
+    if files == "unreadable":
+        cut.write_bytes(cut.read_bytes()[:100])  # a truncated copy
+    again = text if files != "elsewhere" else lab_text(tmp_path / "elsewhere",
+                                                       visa_sim_backend(), sim_url("esp300"),
+                                                       poll_hz=40)
     with served_run(again, daqhub_host, tmp_path) as (rt2, service2):
         assert rt2.session_id != sid
         proxy.release(("127.0.0.1", service2.port))  # the link is back, to the new run
@@ -116,15 +123,22 @@ def test_a_run_that_ended_while_the_link_was_down_is_finished_from_its_files(
     report(rec.result, out)
     said = out.getvalue()
     assert f"session {sid} has ended" in said
-    if same_dir:
+    if files == "offered":
         assert rec.result.exit_code == 0 and "copy complete" in said, said
         assert rec.result.rows == counts
         assert_same_session(tmp_path / "local", tmp_path / "copy", sid)  # budget.json too
-    else:
+    elif files == "elsewhere":
         assert rec.result.exit_code == 1 and "copy INCOMPLETE" in said, said
         for key, n in rec.result.rows.items():
             assert n < counts[key] and f"{key} from row {n}" in said, said
         assert "the record files of v2, the record files of v4" in said, said
+    else:  # the v4 rows are finished; the stage's (v2) are said to be lacking, and why
+        assert rec.result.exit_code == 1 and "copy INCOMPLETE" in said, said
+        assert rec.result.rows["dmm/voltage"] == counts["dmm/voltage"]
+        n = rec.result.rows["stage/position"]
+        assert n < counts["stage/position"] and f"stage/position from row {n}" in said, said
+        assert f"the service cannot read its v2 files (cannot read {cut}: " in said, said
+        assert "the record files of" not in said, said
 
 
 def test_a_host_that_stops_answering_is_a_lost_link_given_up_on_in_time(
@@ -143,3 +157,40 @@ def test_a_host_that_stops_answering_is_a_lost_link_given_up_on_in_time(
     assert result.links_lost == 1
     assert result.error.startswith("the service did not come back within")
     assert "link lost (the manifest: no answer" in out.getvalue()
+
+
+def followers() -> list[str]:
+    """The recorder's threads following record files (one per flavor while it copies)."""
+    return sorted(t.name for t in threading.enumerate()
+                  if t.name.startswith("daqhub-record-records:"))
+
+
+def test_a_link_that_freezes_ends_the_attempt_s_record_file_streams(
+        tmp_path: Path, daqhub_host: Any, visa_sim_backend: Callable[..., str],
+        sim_url: Callable[..., str]) -> None:
+    """The watchdog ended a frozen host's live streams, but the followers of the record
+    files kept theirs: each reconnect added one more per flavor, writing the same files."""
+    text = lab_text(tmp_path / "local", visa_sim_backend(), sim_url("esp300"), poll_hz=20)
+    each = ["daqhub-record-records:v2", "daqhub-record-records:v4"]
+    with served_run(text, daqhub_host, tmp_path) as (rt, service):
+        proxy = TcpProxy(("127.0.0.1", service.port))
+        out = io.StringIO()
+        rec = Recorder(daqhub.connect(f"grpc://127.0.0.1:{proxy.port}", timeout=2,
+                                      silence_limit=1), tmp_path / "copy", daqhub_host, out)
+        stop = threading.Event()
+        thread = threading.Thread(target=rec.run, args=(stop,), daemon=True)
+        thread.start()
+        wait_until(lambda: rec.rows_copied > 20 and followers() == each, "copying", timeout=30)
+        proxy.freeze()  # the host stops answering; the connection stays open
+        wait_until(lambda: "link lost" in out.getvalue(), "the link lost", timeout=30)
+        assert followers() == [], out.getvalue()  # the attempt ended with its streams
+        proxy.thaw()
+        wait_until(lambda: "link back" in out.getvalue(), "the link back", timeout=30)
+        copied = rec.rows_copied
+        wait_until(lambda: rec.rows_copied > copied + 20, "copying again", timeout=30)
+        assert followers() == each, out.getvalue()
+        stop.set()
+        thread.join(30)
+        assert not thread.is_alive()
+        proxy.close()
+    assert followers() == []
