@@ -30,9 +30,8 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Generator, Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, ClassVar, Protocol, TypeAlias
 
 from ..resources import ResourceEvent
@@ -183,6 +182,9 @@ def _nobody() -> int:
 
 
 Step: TypeAlias = Exchange | Send | Collect | Pause
+#: The router's own steps, as a tuple: ``isinstance`` against a union written in place
+#: builds the union anew at every call, which costs three times the check itself.
+_BUS_STEPS = (Exchange, Send, Collect)
 
 
 def command_of(step: Step) -> str:
@@ -238,7 +240,10 @@ class BusRouter:
 
     def __init__(self, name: str = "") -> None:
         self.name = name
-        self._cond = threading.Condition()
+        # the condition's lock, taken directly (cheaper) by a step's handover, whose state
+        # changes under it (see _Handover)
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
         self._inbox: dict[str, deque[Any]] = {}
         self._partial = bytearray()
         self._aside = 0  # leading bytes of _partial that no waiter wants (see the class doc)
@@ -763,57 +768,84 @@ class _Handover:
       (:meth:`BusRouter.put_back`).
     * a send's later reply (``send``, :attr:`Send.reply`): once its function began, the
       command may be on the wire and nobody will collect the reply, so it is owed for good.
+
+    A step that can leave nothing has no handover, so the common path pays for none: a send
+    without a later reply, and a collect's wait on the router (it takes no line). A handover
+    is itself its step's transaction function (the router's ``fn(io, *args)``, with no
+    wrapper between), and its state changes under the router's lock: the plan's thread
+    settles while the port's worker may be running the function.
     """
 
-    def __init__(self, router: BusRouter, owed: Asked | None = None, *,
+    __slots__ = ("router", "fn", "args", "owed", "ask", "collect", "send", "began", "ended",
+                 "abandoned", "taken")
+
+    def __init__(self, router: BusRouter, fn: Callable[..., Any] | None = None,
+                 args: tuple[Any, ...] = (), *, owed: Asked | None = None,
                  ask: Exchange | None = None, collect: Expectation | None = None,
                  send: Expectation | None = None) -> None:
         self.router = router
+        self.fn = fn  # None: a wait on the router, no transaction (owed is all it has)
+        self.args = args
         self.owed = owed
-        self._ask = ask
-        self._collect = collect
-        self._send = send
-        self._lock = threading.Lock()  # taken before the router's
-        self._abandoned = False
-        self._began = False
-        self._taken: Any = None  # the collect's line its plan has not received
+        self.ask = ask
+        self.collect = collect
+        self.send = send
+        self.began: float | None = None  # when the function began (monotonic)
+        self.ended = False
+        self.abandoned = False
+        self.taken: Any = None  # the collect's line its plan has not received
 
-    def run(self, fn: Callable[[BusIO], Any], io: BusIO) -> Any:
+    def __call__(self, io: BusIO) -> Any:
         """The transaction function: ``fn``, unless its plan stopped waiting before it began
         (then nothing is written)."""
-        with self._lock:
-            if self._abandoned:
+        fn, lock = self.fn, self.router._lock
+        assert fn is not None
+        with lock:
+            if self.abandoned:
                 return None
-            self._began = True
-            if self._ask is not None:
-                now = time.monotonic()
-                self.owed = Asked(self._ask.expect, now, now + self._ask.reply_timeout)
+            self.began = time.monotonic()
         result: Any = None
         try:
-            result = fn(io)
+            result = fn(io, *self.args)
             return result
         finally:
-            with self._lock:
+            with lock:
                 given_up, self.owed = self.owed, result if isinstance(result, Asked) else None
-                if self._collect is not None:
-                    self._taken = result
-                if self._abandoned and isinstance(result, Asked):
-                    self.router.give_up(result)
-                elif self._abandoned and result is not None and given_up is not None:
-                    self.router.forgive(given_up.expect)
-                elif self._abandoned and self._collect is not None and result is not None:
-                    self.router.put_back(self._collect, result)
+                self.ended = True
+                if self.collect is not None:
+                    self.taken = result
+                if self.abandoned:
+                    self._settle_late(result, given_up)
+
+    def _awaited(self) -> Asked | None:
+        """The reply the step awaits now: ``owed``, or an exchange's while its function runs
+        (its command is written when the function begins). Made when the plan stops waiting,
+        not as the function begins: an uninterrupted exchange never needs it."""
+        ask, began = self.ask, self.began
+        if self.owed is None and ask is not None and began is not None and not self.ended:
+            self.owed = Asked(ask.expect, began, began + ask.reply_timeout)
+        return self.owed
+
+    def _settle_late(self, result: Any, given_up: Asked | None) -> None:
+        """What the function's result leaves when its plan stopped waiting before it ended."""
+        if isinstance(result, Asked):
+            self.router.give_up(result)
+        elif result is not None and given_up is not None:
+            self.router.forgive(given_up.expect)
+        elif self.collect is not None and result is not None:
+            self.router.put_back(self.collect, result)
 
     def abandon(self) -> None:
         """The plan stopped waiting: settle what its step awaits (the class doc)."""
-        with self._lock:
-            self._abandoned = True
-            if self.owed is not None:
-                self.router.give_up(self.owed)
-            if self._collect is not None and self._taken is not None:
-                self.router.put_back(self._collect, self._taken)
-            if self._send is not None and self._began:
-                self.router.owe(self._send, math.inf)
+        with self.router._lock:
+            self.abandoned = True
+            owed = self._awaited()
+            if owed is not None:
+                self.router.give_up(owed)
+            if self.collect is not None and self.taken is not None:
+                self.router.put_back(self.collect, self.taken)
+            if self.send is not None and self.began is not None:
+                self.router.owe(self.send, math.inf)
 
 
 class BusSession(Session):
@@ -848,31 +880,40 @@ class BusSession(Session):
         self.lock_timeout: float = port.default_timeout
 
     def step_command(self, step: Any) -> str:
-        return command_of(step) if isinstance(step, Exchange | Send | Collect) else \
+        return command_of(step) if isinstance(step, _BUS_STEPS) else \
             super().step_command(step)
 
     def _others_waiting(self) -> int:
         return self.resource.gate.queue_depth  # type: ignore[no-any-return]
 
-    def send(self, step: Send) -> Generator[Any, Any, None]:
-        """A :class:`Send`: one transaction to write the command."""
+    def send(self, step: Send) -> Transaction[Any] | Generator[Any, Any, Any]:
+        """A :class:`Send`: one transaction to write the command. Its later reply
+        (:attr:`Send.reply`) is owed if the plan stops waiting once the command may be
+        written; without one, nothing is left to settle, and the bare transaction is the plan.
+        """
         router = self.router
-        handover = _Handover(router, send=step.reply)
-        yield from self._awaiting(handover, Transaction(
-            command_of(step), urgent=step.urgent, timeout=self.lock_timeout,
-            fn=partial(handover.run,
-                       lambda io: router.send(io, step.command, step.drop_stale))))
+        if step.reply is None:
+            return self._write(step, lambda io: router.send(io, step.command, step.drop_stale))
+        handover = _Handover(router, router.send, (step.command, step.drop_stale),
+                             send=step.reply)
+        return self._awaiting(handover, self._write(step, handover))
+
+    def _write(self, step: Send, fn: Callable[[BusIO], Any]) -> Transaction[Any]:
+        """The transaction of a :class:`Send` (``fn`` writes its command)."""
+        return Transaction(command_of(step), urgent=step.urgent, timeout=self.lock_timeout,
+                           fn=fn)
 
     def ask(self, step: Exchange) -> Generator[Any, Any, Any]:
         """An :class:`Exchange`: write the command and read while nobody else wants the port
         (at most ``PUMP_BUDGET_S``); wait for the rest of the reply as :meth:`collect` does."""
-        router, others = self.router, self._others_waiting
+        router = self.router
         budget = min(step.reply_timeout, PUMP_BUDGET_S)
-        handover = _Handover(router, ask=step)
+        handover = _Handover(router, router.exchange, (
+            step.expect, step.reply_timeout, step.drop_stale, self._others_waiting, budget),
+            ask=step)
         result = yield from self._awaiting(handover, Transaction(
             command_of(step), urgent=step.urgent, timeout=self.lock_timeout + budget,
-            fn=partial(handover.run, lambda io: router.exchange(
-                io, step.expect, step.reply_timeout, step.drop_stale, others, budget))))
+            fn=handover))
         if isinstance(result, Asked):
             result = yield from self._wait(result.expect, result.deadline, result)
         return result
@@ -897,25 +938,23 @@ class BusSession(Session):
             remaining = deadline - time.monotonic()
             if remaining <= 0 and (pumped or reading):
                 return None if asked is None else router.give_up(asked)
-            handover = _Handover(router, asked, collect=expect if asked is None else None)
-            if reading:
-                yield from self._awaiting(handover, _Wait(version, min(remaining,
-                                                                       PUMP_BUDGET_S)))
+            if reading:  # someone else reads the bus: wait for what it files
+                wait = _Wait(version, min(remaining, PUMP_BUDGET_S))
+                if asked is None:  # a collect's wait takes no line: nothing to settle
+                    yield wait
+                else:
+                    yield from self._awaiting(_Handover(router, owed=asked), wait)
                 continue
+            # nobody reads: a short read of the bus, on behalf of this waiter
             pumped = True
-            line = yield from self._awaiting(handover, self._pump(expect, remaining, asked,
-                                                                  handover))
+            budget = min(max(remaining, PEEK_S), PUMP_BUDGET_S)
+            handover = _Handover(router, router.pump,
+                                 (expect, budget, self._others_waiting, asked), owed=asked,
+                                 collect=expect if asked is None else None)
+            line = yield from self._awaiting(handover, Transaction(
+                expect.command.text, timeout=self.lock_timeout + budget, fn=handover))
             if line is not asked:
                 return line
-
-    def _pump(self, expect: Expectation, remaining: float, asked: Asked | None,
-              handover: _Handover) -> Transaction[Any]:
-        """A short read of the bus on behalf of a waiter nobody else is reading for."""
-        budget = min(max(remaining, PEEK_S), PUMP_BUDGET_S)
-        router, others = self.router, self._others_waiting
-        return Transaction(expect.command.text, timeout=self.lock_timeout + budget,
-                           fn=partial(handover.run,
-                                      lambda io: router.pump(io, expect, budget, others, asked)))
 
     @staticmethod
     def _awaiting(handover: _Handover, step: Any) -> Generator[Any, Any, Any]:
@@ -927,24 +966,38 @@ class BusSession(Session):
             handover.abandon()
             raise
 
-    def _plan(self, step: Send | Exchange | Collect) -> Generator[Any, Any, Any]:
-        """A bus step as the plan that runs it (closed by the caller when interrupted)."""
-        if isinstance(step, Send):
-            return self.send(step)
-        return self.ask(step) if isinstance(step, Exchange) else self.collect(step)
+    def _plan(self, step: Send | Exchange | Collect
+              ) -> Transaction[Any] | Generator[Any, Any, Any]:
+        """A bus step as the plan that runs it: a generator (closed by the caller when
+        interrupted), or a bare transaction when it leaves nothing to settle."""
+        if isinstance(step, Exchange):
+            return self.ask(step)
+        return self.send(step) if isinstance(step, Send) else self.collect(step)
 
     def run_step(self, step: Any) -> Any:
-        if isinstance(step, Send | Exchange | Collect):
-            with closing(self._plan(step)) as plan:  # interrupted, it settles what it awaited
+        if isinstance(step, _BUS_STEPS):
+            plan = self._plan(step)
+            if isinstance(plan, Transaction):
+                return super().run_step(plan)
+            try:
                 return run(self, plan)
+            except BaseException:
+                plan.close()  # interrupted, it settles what it awaited
+                raise
         if isinstance(step, _Wait):
             return self.router.wait(step.version, step.timeout)
         return super().run_step(step)
 
     async def arun_step(self, step: Any) -> Any:
-        if isinstance(step, Send | Exchange | Collect):
-            with closing(self._plan(step)) as plan:  # cancelled, it settles what it awaited
+        if isinstance(step, _BUS_STEPS):
+            plan = self._plan(step)
+            if isinstance(plan, Transaction):
+                return await super().arun_step(plan)
+            try:
                 return await arun(self, plan)
+            except BaseException:
+                plan.close()  # cancelled, it settles what it awaited
+                raise
         if isinstance(step, _Wait):
             return await self.router.wait_async(step.version, step.timeout)
         return await super().arun_step(step)

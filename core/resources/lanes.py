@@ -112,13 +112,20 @@ class Lanes(HandBack):
         """
         return holding is self._holder or holding is self._direct_running
 
-    def holds_or_checks(self, held: tuple[Holding, ...], owner: str) -> bool:
-        """True if the caller holds this gate (:meth:`held_by`); else check the order for
-        taking it. The one place that decides whether a caller runs "direct" (as its lease's
+    def holds(self, held: tuple[Holding, ...]) -> bool:
+        """Whether one of the caller's held records holds this gate (:meth:`held_by`): the
+        one place that decides whether a caller's transaction runs "direct" (as its lease's
         own, without queueing), and that a lease skips a gate it already holds."""
         for h in held:
             if self.held_by(h):
                 return True
+        return False
+
+    def holds_or_checks(self, held: tuple[Holding, ...], owner: str) -> bool:
+        """A transaction's question: True if the caller holds this gate (:meth:`holds`), so
+        it runs direct; else check the order for taking it."""
+        if self.holds(held):
+            return True
         self.check_order(held, owner)
         return False
 
@@ -126,9 +133,13 @@ class Lanes(HandBack):
         """Refuse (before waiting) to take this gate against the global order, judged by the
         gates the caller still holds (a record its lease has let go of holds nothing)."""
         checker = self.checker
-        if checker is not None and held:
-            live = tuple(h for h in held if h.gate.held_by(h))
-            checker.check(self, live, owner)  # type: ignore[arg-type]
+        if checker is None or not held:
+            return
+        for h in held:
+            if not h.gate.held_by(h):  # the rare case: a new tuple only then
+                held = tuple(live for live in held if live.gate.held_by(live))
+                break
+        checker.check(self, held, owner)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ records and errors
     def _left_locked(self) -> None:

@@ -71,8 +71,11 @@ class Lease:
             raise RuntimeError("a Lease object can be entered only once at a time")
         held = current_held()
         # a gate still held is skipped (a record copied from a lease that has ended holds
-        # nothing); the others are checked against the order
-        todo = [g for g in self.gates if not g.holds_or_checks(held, owner)]
+        # nothing); the gates are sorted, so if the first one left to take is in order
+        # with what the caller holds, so are the rest
+        todo = [g for g in self.gates if not g.holds(held)] if held else list(self.gates)
+        if todo:
+            todo[0].check_order(held, owner)
         return held, todo
 
     def _failed(self, exc: BaseException) -> BaseException:
