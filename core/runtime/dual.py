@@ -20,9 +20,12 @@ Shutdown runs in phases, each bounded, and the whole bounded by
 5. drain the bridge, then flush and close every consumer (storage, each flavor of it on
    its own: its *lanes*), each close on a helper thread waited for until the budget ends
    (one still closing is named as leaked: the run is not ok; one whose thread is still in
-   its ``write()`` is not closed), and let the ``on_stopped`` listeners finish (the session
-   records' last flush): what they could not write is in the report's errors. ``budget.json``
-   is saved last, after the stop notification, so what that raised is in it too.
+   its ``write()`` is not closed); these last steps of the data get at least
+   :data:`SINK_CLOSE_MIN_S` however much of the budget a hung driver took, and the V4
+   loop's thread is waited for after them. Then let the ``on_stopped`` listeners finish
+   (the session records' last flush): what they could not write is in the report's
+   errors. ``budget.json`` is saved last, after the stop notification, so what that
+   raised is in it too.
 
 It ends with a report: one outcome per instrument and routine (see
 :mod:`.outcome`; only those that are ok are "clean"), what was forced, what
@@ -69,7 +72,7 @@ from . import gcbaseline
 from .bridge import MeasurementBridge
 from .broadcast import Broadcast, Subscription, SubscriptionClosed
 from .budget import HISTORY_FILE, Budget, BudgetMonitor
-from .health import CONNECTED_STATES, InstrumentHealth, failure_text
+from .health import CONNECTED_STATES, InstrumentHealth, as_error, failure_text
 from .notify import Notifier
 from .outcome import instrument_outcome, routine_outcome
 from .rates import RateWatch
@@ -86,26 +89,32 @@ ALARMS_KEPT = 500
 #: their message, so a lab that keeps blocking its loop holds 20 stacks, not 500)
 ALARM_STACKS_KEPT = 20
 #: the least a sink's close is waited for at shutdown, even when the budget is spent: its
-#: files are only complete once it returns, and a second is what a healthy close takes
+#: files are only complete once it returns, and a second is what a healthy close takes; the
+#: bridge's drain and the sink threads' last writes before it get as much
 SINK_CLOSE_MIN_S = 1.0
 #: a sink's ``write()`` that has not returned for this long raises an alarm: its batches
 #: wait meanwhile, and once its queue is full their producers do (a backend on a network
 #: share that stopped answering); a healthy write of an image batch takes milliseconds
 SINK_STUCK_S = 2.0
+#: how long a sink thread waits on its queue at a time (it sees a stop between two waits)
+QUEUE_WAIT_S = 0.2
 
 
 def on_daemon_thread(call: Callable[[], Any], name: str) -> concurrent.futures.Future[Any]:
     """``call()`` on a daemon thread of its own; its result or exception in the future.
 
     For plugin code that may never return (a sink's ``close()``, a driver's ``stop``):
-    the caller waits as long as its budget allows and names what is still running."""
+    the caller waits as long as its budget allows and names what is still running. A
+    ``SystemExit`` or ``KeyboardInterrupt`` it raises is its failure too (:func:`.as_error`):
+    it ended the thread with the future never done, so a close that had failed at once was
+    waited for to the end of the budget and named as still running."""
     fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
     def run() -> None:
         try:
             fut.set_result(call())
-        except Exception as exc:
-            fut.set_exception(exc)
+        except BaseException as exc:  # off the main thread, whatever it raises is its own
+            fut.set_exception(as_error(exc))
     threading.Thread(target=run, name=name, daemon=True).start()
     return fut
 
@@ -244,6 +253,8 @@ class SinkThread:
         self.held: collections.deque[pa.RecordBatch] = collections.deque()
         self.busy_since = 0.0
         self._stuck_alarmed = False
+        #: why its thread ended before it was told to stop ("" while it runs, or stopped)
+        self.died = ""
         self._stop = threading.Event()
         self._abandoned = threading.Event()
         self.thread = threading.Thread(target=self._main, name=f"daqhub-storage:{name}",
@@ -253,9 +264,24 @@ class SinkThread:
         self.thread.start()
 
     def _main(self) -> None:
+        """:meth:`_feed`; a thread that ended before it was told to stop (daqhub's own
+        code raised: what the sink raises is counted where it is called) says so at once,
+        and the shutdown counts what it left unwritten (:attr:`died`)."""
+        try:
+            self._feed()
+        except BaseException as exc:  # off the main thread, a KeyboardInterrupt too is code's
+            self.died = failure_text(exc)
+        else:
+            if self._stop.is_set() or self._abandoned.is_set():
+                return
+            self.died = "its subscription was closed during the run"
+        self.on_error(self.name, f"{self.label}: its storage thread ended during the run "
+                      f"({self.died}); what came after is not written")
+
+    def _feed(self) -> None:
         while True:
             try:
-                batches = self.sub.get_many(0.2)
+                batches = self.sub.get_many(QUEUE_WAIT_S)
             except SubscriptionClosed:
                 return
             held = self.held
@@ -265,12 +291,12 @@ class SinkThread:
                 self.busy_since = time.monotonic()
                 try:
                     self.sink.write(b)
-                except Exception as exc:  # a storage fault is reported, the run goes on
-                    if self._abandoned.is_set():
+                except BaseException as exc:  # a storage fault is reported, the run goes on:
+                    if self._abandoned.is_set():  # sys.exit() in a backend's write() too
                         return
                     lost = exc if isinstance(exc, WriteFailed) else WriteFailed(
-                        str(exc), b.num_rows)  # a refused batch: its rows
-                    self.count_failure(f"write failed: {exc}", lost, b)
+                        str(as_error(exc)), b.num_rows)  # a refused batch: its rows
+                    self.count_failure(f"write failed: {lost}", lost, b)
                 else:
                     if self._abandoned.is_set():  # counted as not written: its writer is
                         return                     # never closed, so nothing more goes in
@@ -297,14 +323,29 @@ class SinkThread:
 
     def check(self) -> None:
         """Alarm once per episode for a write that has not returned within
-        :data:`SINK_STUCK_S` (called by the watchdog: the thread in it cannot say so)."""
+        :data:`SINK_STUCK_S` (called by the watchdog: the thread in it cannot say so),
+        naming what it waits in: the backend's ``write()``, or whatever holds the writer
+        when the sink says (:meth:`waits_for`)."""
         since = self.busy_since
         stuck = bool(since) and time.monotonic() - since > SINK_STUCK_S
         if stuck and not self._stuck_alarmed:
-            self.on_error(self.name, f"{self.label}: write() has not returned for "
-                          f"{time.monotonic() - since:.1f} s; its batches wait "
+            waited = f"{time.monotonic() - since:.1f} s"
+            holder = self.waits_for()
+            what = (f"a write has waited {waited} for its writer, held by {holder} (which "
+                    "has not returned)" if holder else f"write() has not returned for {waited}")
+            self.on_error(self.name, f"{self.label}: {what}; its batches wait "
                           f"({self.sub.depth()} queued), then their producers do")
         self._stuck_alarmed = stuck
+
+    def waits_for(self) -> str:
+        """What else holds the sink's writer while this thread's write waits for it (the
+        background flush), as a sink that has writers says (``holder()``, which a storage
+        lane has: "a write", "the background flush", "a flush in thread ..."); "" when its
+        own write holds it, or the sink does not say. A flush stuck in the backend was
+        blamed on write(), which only waited for it."""
+        holder = getattr(self.sink, "holder", None)
+        held_by = holder() if callable(holder) else ""
+        return "" if held_by == "a write" else str(held_by or "")
 
     def abandon(self) -> tuple[int, int]:
         """What it will not write, its thread having outlived the shutdown's wait (it is in
@@ -337,8 +378,13 @@ class SinkThread:
         self._stop.set()
 
     def stop(self, timeout: float) -> bool:
+        """Write what is queued and end, waited for ``timeout``; False when it is still in a
+        write then. One waiting on its queue is ending, not stuck: it is waited for until its
+        wait ends (a ``timeout`` of 0, the budget spent, called idle threads leaked)."""
         self._stop.set()
         self.thread.join(timeout)
+        if self.thread.is_alive() and not self.busy_since:
+            self.thread.join(2 * QUEUE_WAIT_S)  # its wait, and its turn to run
         return not self.thread.is_alive()
 
 
@@ -826,24 +872,42 @@ class DualRuntimeManager:
             self.v2.wait(left(1.0))
             report.leaked += [f"v2 thread {w.id} (in {w.busy_in or '?'})"
                               for w in self.v2.workers.values() if w.thread.is_alive()]
-        if not self.v4.close(left(2.0)):
-            report.leaked.append("v4 event loop thread")
-        # 5. drain the bridge, then flush and close consumers
+        self.v4.stop_loop()  # its thread is waited for last, when it has long ended unless
+        # its loop is blocked: waited for here, with the budget spent it was named leaked
+        # though it had nothing left to do but end
+        # 5. drain the bridge, then flush and close consumers: the data's last steps get
+        # SINK_CLOSE_MIN_S even when the budget is spent (a driver hung until its end left
+        # every healthy instrument's file unclosed, its threads named as leaked though idle)
+        until = max(deadline, time.monotonic() + SINK_CLOSE_MIN_S)
+
+        def rest(cap: float) -> float:
+            return max(0.0, min(cap, until - time.monotonic()))
+
         if self.bridge is not None:
-            if self.bridge.thread.is_alive() and not self.bridge.stop(left(3.0)):
+            if self.bridge.thread.is_alive() and not self.bridge.stop(rest(3.0)):
                 report.leaked.append("bridge thread")
             self.bridge.close()
         for st in self.sink_threads:  # all at once: each waits for its own writer only
             st.signal_stop()
         for st in self.sink_threads:
-            if not st.stop(left(5.0)):
+            if not st.stop(rest(5.0)):
+                holder = st.waits_for()
+                waits = f", waiting for its writer, held by {holder}" if holder else ""
                 batches, samples = st.abandon()
-                report.leaked.append(f"storage thread {st.name} (in {st.label}'s write())")
+                report.leaked.append(f"storage thread {st.name} (in {st.label}'s write()"
+                                     f"{waits})")
                 report.errors.append(f"{st.label}: {batches} batch(es), {samples} sample(s), "
                                      "not written: the shutdown budget ran out while its "
-                                     "write() had not returned")
+                                     f"write() had not returned{waits}")
+            elif st.died:  # what it held and what was queued for it went nowhere
+                batches, samples = st.abandon()
+                report.errors.append(f"{st.label}: its storage thread ended during the run "
+                                     f"({st.died}): {batches} batch(es), {samples} sample(s) "
+                                     "not written")
             st.sub.close()
-        self._close_sinks(report, deadline)
+        self._close_sinks(report, until)
+        if not self.v4.close(left(2.0)):  # not past the budget: it is blocked if not ended
+            report.leaked.append("v4 event loop thread")
         if self.pool is not None:  # the workers' processes exited meanwhile, or are leaked
             report.leaked += self.pool.reap(left(self.phases.total_s))
         if self.bridge is not None and self.bridge.lost:

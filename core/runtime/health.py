@@ -45,6 +45,26 @@ def failure_text(exc: BaseException, *, command: bool = False) -> str:
              f"{frames[-1].name})" if frames else "")
     return f"{type(exc).__name__}: {exc}{where}"
 
+
+class PluginExit(RuntimeError):
+    """What a caller gets in place of a ``SystemExit``, ``KeyboardInterrupt`` or
+    ``GeneratorExit`` that plugin code raised on one of daqhub's threads (a driver's command,
+    a sink's close), which the runtime handles as any other error of that code.
+
+    Handed on as it is, it passed every ``except Exception`` of the caller and ended the
+    caller's thread too (``sys.exit()`` in a v2 driver's command ended a lab script with 0).
+    """
+
+
+def as_error(exc: BaseException) -> Exception:
+    """``exc`` as an error its caller can handle: itself when it is an ``Exception``, else a
+    :class:`PluginExit` naming it with the plugin's line (:func:`failure_text`)."""
+    if isinstance(exc, Exception):
+        return exc
+    error = PluginExit(failure_text(exc))
+    error.__cause__ = exc
+    return error
+
 #: states in which the instrument is cut off from its hardware (counted as time disconnected)
 DISCONNECTED_STATES = frozenset({"reconnecting", "restarting"})
 #: states in which the instrument's driver is connected (reads may be failing, in "error")

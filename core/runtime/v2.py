@@ -30,7 +30,14 @@ from ..instrument import (
 from ..measurement import Measurement, V2Read, last_sample, read_size
 from ..specs import InstrumentContext, InstrumentType
 from .broadcast import Broadcast, SubscriptionClosed
-from .health import DEVICE_ERRORS, EventSink, InstrumentHealth, describe_value, failure_text
+from .health import (
+    DEVICE_ERRORS,
+    EventSink,
+    InstrumentHealth,
+    as_error,
+    describe_value,
+    failure_text,
+)
 from .restarts import RestartPolicy, Restarts
 
 DataDistributor = Broadcast  # V2 producers publish lists of Measurements
@@ -110,6 +117,22 @@ class V2Worker:
     # --- the thread -------------------------------------------------------------------
 
     def _main(self) -> None:
+        """The thread: :meth:`_supervise`, and if that ever ends by an exception (daqhub's
+        own code: what the driver raises is counted where it calls it), the instrument
+        failed, with the cause, and its queued commands fail now. A thread that ended so
+        said ``running`` with 0 errors for the rest of the run, and its commands waited
+        their whole limits."""
+        try:
+            self._supervise()
+        except BaseException as exc:  # off the main thread, a KeyboardInterrupt too is code's
+            why = f"its thread ended: {failure_text(exc)}"
+            if not self.stop_event.is_set():
+                self.health.error(why)
+                self.health.set_state("failed", why)
+                self.events(self.id, "failed", why)
+            self._reject_pending(why)
+
+    def _supervise(self) -> None:
         while not self.stop_event.is_set():
             try:
                 self.busy_in = "connect"
@@ -123,7 +146,7 @@ class V2Worker:
                 self._failed_attempt(f"connect failed: {failure_text(exc)}")
                 self._back_off()
                 continue
-            except Exception as exc:  # a bug: a crash (restarts.py)
+            except BaseException as exc:  # a bug: a crash (restarts.py); sys.exit() too
                 if self._crashed("connect", exc):
                     continue
                 return
@@ -132,17 +155,17 @@ class V2Worker:
                 self.events(self.id, "reconnected", "")
             self.health.set_state("running", "connected")
             self.restarts.started()
-            crash: Exception | None = None
+            crash: BaseException | None = None
             try:
                 self._loop(inst)
-            except Exception as exc:  # what _loop lets through is a bug in the driver
+            except BaseException as exc:  # what _loop lets through is a bug in the driver
                 crash = exc
             finally:
                 self.busy_in = "close"
                 try:
                     inst.close()
-                except Exception as exc:  # closing a broken device must not hide why it broke
-                    self.health.error(f"close failed: {exc}")
+                except BaseException as exc:  # a broken device's close must not hide why
+                    self.health.error(f"close failed: {failure_text(exc)}")
                 self.busy_in = ""
             if crash is not None:
                 if self._crashed("read", crash):
@@ -153,7 +176,7 @@ class V2Worker:
         self._reject_pending("shutting down")
         self.health.set_state("stopped", "shut down")
 
-    def _crashed(self, what: str, exc: Exception) -> bool:
+    def _crashed(self, what: str, exc: BaseException) -> bool:
         """Count a crash; True after its backoff (start again), False when it failed."""
         stopping = self.stop_event.is_set()
         backoff = self.restarts.crash(self.health, self.events, what, exc, stopping)
@@ -243,9 +266,10 @@ class V2Worker:
         self.busy_in = method
         try:
             fut.set_result(getattr(inst, method)(*args, **kwargs))
-        except Exception as exc:
+        except BaseException as exc:  # sys.exit() in a command ended the thread, its caller
+            # waiting its whole limit: it fails that command alone, as any exception does
             self.health.error(f"{method} failed: {failure_text(exc, command=True)}")
-            fut.set_exception(exc)
+            fut.set_exception(as_error(exc))
         finally:
             self.busy_in = ""
 

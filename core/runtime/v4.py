@@ -43,11 +43,18 @@ from ..instrument import (
     is_command,
     public_methods,
 )
-from ..measurement import ChannelSpec, DataError
+from ..measurement import ChannelSpec, DataError, value_for_error
 from ..schema import declared_channel, describe, with_source
 from ..specs import InstrumentContext, InstrumentType
 from .broadcast import SubscriptionClosed
-from .health import DEVICE_ERRORS, EventSink, InstrumentHealth, failure_text, si_text
+from .health import (
+    DEVICE_ERRORS,
+    EventSink,
+    InstrumentHealth,
+    as_error,
+    failure_text,
+    si_text,
+)
 from .loopselect import LoopPasses
 from .restarts import RestartPolicy, Restarts
 from .v2 import POLL_GRAIN_S, RETRY_FIRST_S, RETRY_MAX_S, poll_grain
@@ -214,7 +221,9 @@ class ActorRunner:
                     pass
                 self.wake.clear()
                 self._retry = min(self._retry * 2, RETRY_MAX_S)
-            except Exception as exc:  # a crash (restarts.py)
+            except BaseException as exc:  # a crash (restarts.py): sys.exit() in a driver too
+                if not self._from_actor(exc):
+                    raise
                 stopping = self.stopping
                 backoff = self.restarts.crash(self.health, self.events,
                                               self.busy_in or "actor", exc, stopping)
@@ -234,14 +243,34 @@ class ActorRunner:
 
     async def _close(self, actor: V4Actor | None) -> None:
         self.actor = None
-        if actor is None:
-            return
+        if actor is None or _running_task() is not self.task:
+            return  # (not in its task: the runner's coroutine is closed after its loop died)
         self.busy_in = "close"
         try:
             await self._within("close", actor.close(), self.policy.start_timeout_s)
-        except Exception as exc:  # a broken actor's close must not mask why
-            self.health.error(f"close failed: {exc}")
+        except BaseException as exc:  # a broken actor's close must not mask why
+            if not self._from_actor(exc):
+                raise
+            self.health.error(f"close failed: {failure_text(exc)}")
         self.busy_in = ""
+
+    def _from_actor(self, exc: BaseException) -> bool:
+        """Whether ``exc``, which reached the runner, is its actor's to count (a crash, a
+        failed command or close): any ``Exception``, and a ``SystemExit``, ``KeyboardInterrupt``
+        or ``GeneratorExit`` the actor raised, which asyncio lets through a task and which
+        ended the whole loop, every v4 instrument with it, in silence.
+
+        Not the runner's own cancellation (a stray one is a StrayCancel where it is raised),
+        a real Ctrl-C (only ever on the main thread, where a loop of a test may run; never
+        the V4 runtime's), or a GeneratorExit thrown into the runner's coroutine to close
+        it: a task's step never closes its own coroutine, so the actor raised one only
+        while its task runs.
+        """
+        if isinstance(exc, asyncio.CancelledError):
+            return False
+        if isinstance(exc, KeyboardInterrupt):
+            return threading.current_thread() is not threading.main_thread()
+        return not isinstance(exc, GeneratorExit) or _running_task() is self.task
 
     async def _within(self, what: str, work: Awaitable[T], timeout: float) -> T:
         """The actor's ``start()`` or ``close()``, a TimeoutError past ``timeout``; a
@@ -381,7 +410,12 @@ class ActorRunner:
                 failed_reads = 0
                 self.health.set_state("running", "reads succeed again")
             rows, last = 0, None
-            for b in batches or ():
+            if not isinstance(batches, list | tuple):
+                batches = _nothing_or_refused(actor, batches)
+            for b in batches:
+                if not isinstance(b, pa.RecordBatch):
+                    at = next(i for i, item in enumerate(batches) if item is b)
+                    raise _refused_read(actor, b, f" as item {at} of {len(batches)}")
                 if b.num_rows == 0:
                     continue
                 rows += b.num_rows
@@ -418,10 +452,15 @@ class ActorRunner:
                 raise stray_cancel(self.id, msg.method, exc) from None
             if asyncio.iscoroutine(result):
                 result = await self._bounded(msg.method, result, self.policy.call_timeout_s)
-        except Exception as exc:
+        except BaseException as exc:
+            if not self._from_actor(exc):  # the runner's end (a forced shutdown): its caller
+                if fut:                      # hears it now, not at the end of its limit
+                    fut.set_exception(ActorFailed(f"{self.id} was stopped; {msg.method} did "
+                                                  "not finish"))
+                raise
             self.health.error(f"{msg.method} failed: {failure_text(exc, command=True)}")
             if fut:
-                fut.set_exception(exc)
+                fut.set_exception(as_error(exc))
             return  # a failed command is the caller's to handle, not a reason to restart
         finally:
             self.busy_in = ""
@@ -442,6 +481,14 @@ class StrayCancel(RuntimeError):
     the actor in a read or ``start()`` (restarted, or failed, per its policy) and a failure of
     only that command in a command, as any other exception is.
     """
+
+
+def _running_task() -> asyncio.Task[Any] | None:
+    """The task whose step runs now on this thread's loop (None: none, or no loop runs)."""
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # no running loop in this thread
+        return None
 
 
 def being_cancelled() -> bool:
@@ -499,6 +546,23 @@ class KnownSchemas:
 MAX_SCHEMAS = 16  # schemas a runner remembers (an actor with more channels re-reads some)
 
 
+def _refused_read(actor: V4Actor, value: object, where: str = "") -> TypeError:
+    """The crash of an actor whose ``read()`` returned ``value`` (``where``: as which item),
+    naming its read and what it must return: found out later, it was an AttributeError of
+    pyarrow's blamed on the runner's own line."""
+    described = " ".join(value_for_error(value).split())  # a batch's repr has many lines
+    return TypeError(f"{type(actor).__name__}.read() returned {described}{where}: a v4 read() "
+                     "returns a list of pyarrow.RecordBatch (one per channel with new samples)")
+
+
+def _nothing_or_refused(actor: V4Actor, batches: object) -> tuple[()]:
+    """A read's result that is not a list or tuple: None is nothing read, anything else its
+    actor's crash (:func:`_refused_read`)."""
+    if batches is None:
+        return ()
+    raise _refused_read(actor, batches)
+
+
 def _last_sample(batch: pa.RecordBatch) -> tuple[str, int]:
     """The live view's text and time of a batch's last sample."""
     last = batch.num_rows - 1
@@ -553,8 +617,23 @@ class V4Runtime:
         self._started.set()
         try:
             self.loop.run_forever()
+        except BaseException as exc:  # asyncio lets a SystemExit or KeyboardInterrupt out of
+            self._loop_died(exc)       # a callback or a task of no runner's (none of theirs)
         finally:
             self.loop.close()
+
+    def _loop_died(self, exc: BaseException) -> None:
+        """Every actor stopped with the loop: each still up is ``failed``, with the cause,
+        and its queued commands fail now. It said ``running`` for the rest of the run, and
+        its commands waited their whole limits; the watchdog raises the alarm."""
+        why = f"the v4 event loop thread ended: {failure_text(exc)}"
+        for r in self.runners.values():
+            if r.task is None or r.task.done():
+                continue
+            r.health.error(why)
+            r.health.set_state("failed", why)
+            r.events(r.id, "failed", why)
+            r._fail_messages(why)
 
     def start(self, timeout: float = 5.0) -> None:
         self.thread.start()
@@ -645,7 +724,10 @@ class V4Runtime:
             self.loop.call_soon_threadsafe(stop_all)
 
     def wait(self, timeout: float) -> list[str]:
-        """Wait for every actor to finish; ids of those still running after ``timeout``."""
+        """Wait for every actor to finish; ids of those still running after ``timeout``.
+
+        Waited for ``timeout`` and no longer, on this thread too: a blocked loop never runs
+        the wait, and a second more past the shutdown's budget was waited for it."""
         if not self.loop.is_running():
             return []
         tasks = [r.task for r in self.runners.values() if r.task]
@@ -654,32 +736,41 @@ class V4Runtime:
             if tasks:
                 await asyncio.wait(tasks, timeout=timeout)
         try:
-            asyncio.run_coroutine_threadsafe(gather(), self.loop).result(timeout + 1.0)
+            asyncio.run_coroutine_threadsafe(gather(), self.loop).result(timeout)
         except (concurrent.futures.TimeoutError, RuntimeError):
             pass
-        return [r.id for r in self.runners.values() if r.task and not r.task.done()]
+        return self._running(list(self.runners))
 
     def force(self, ids: list[str], timeout: float = 2.0) -> list[str]:
-        """Cancel the named actors' tasks; ids still not finished after ``timeout``."""
+        """Cancel the named actors' tasks; ids still not finished after ``timeout`` (no
+        longer, as :meth:`wait`)."""
         if not self.loop.is_running():
             return []
 
-        async def cancel() -> list[str]:
-            tasks = {i: t for i in ids if (t := self.runners[i].task) is not None}
-            for t in tasks.values():
+        async def cancel() -> None:
+            tasks = [t for i in ids if (t := self.runners[i].task) is not None]
+            for t in tasks:
                 t.cancel()
             if tasks:
-                await asyncio.wait(tasks.values(), timeout=timeout)
-            return [i for i, t in tasks.items() if not t.done()]
+                await asyncio.wait(tasks, timeout=timeout)
         try:
-            return asyncio.run_coroutine_threadsafe(cancel(), self.loop).result(timeout + 1.0)
-        except concurrent.futures.TimeoutError:
-            return ids
+            asyncio.run_coroutine_threadsafe(cancel(), self.loop).result(timeout)
+        except (concurrent.futures.TimeoutError, RuntimeError):
+            pass
+        return self._running(ids)
+
+    def _running(self, ids: list[str]) -> list[str]:
+        """Those of ``ids`` whose actor's task has not finished."""
+        return [i for i in ids if (t := self.runners[i].task) is not None and not t.done()]
+
+    def stop_loop(self) -> None:
+        """Ask the loop to stop (:meth:`close` waits for its thread)."""
+        if self.loop.is_running():
+            self.loop.call_soon_threadsafe(self.loop.stop)
 
     def close(self, timeout: float = 2.0) -> bool:
         """Stop the loop and join its thread; False if it did not end in time."""
-        if self.loop.is_running():
-            self.loop.call_soon_threadsafe(self.loop.stop)
+        self.stop_loop()
         if self.thread.is_alive():
             self.thread.join(timeout)
         return not self.thread.is_alive()

@@ -13,6 +13,10 @@ and the loop's read of it lets go of the GIL, which a v2 thread polling flat out
 for a switch interval (5 ms, 20 times a second, 10 % of the loop's time). A heartbeat goes
 out only once a tick passed without a pass: the loop is idle in its wait, or blocked.
 
+A loop whose thread ended while the watchdog runs (a ``SystemExit`` in a callback, which
+asyncio lets through) raises an alarm too, once: before, it went unnoticed for the rest of
+the run (the V4 runtime marks the actors it stopped failed, with the cause).
+
 The same thread runs the other periodic checks of a run (slow plugin hooks,
 instruments below their requested rate), so none of them needs its own thread.
 """
@@ -53,6 +57,7 @@ class LoopWatchdog:
         self._sent = 0.0          # when the pending heartbeat was posted (0: none pending)
         self._episode = False
         self._culprit: ActorRunner | None = None
+        self.loop_ended = False  # the loop's thread ended during the run (said once)
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._main, name="daqhub-watchdog", daemon=True)
 
@@ -76,6 +81,8 @@ class LoopWatchdog:
 
     def _watch_loop(self) -> None:
         if not self.loop.is_running():
+            if self.loop_thread.ident is not None and not self.loop_thread.is_alive():
+                self._loop_ended()
             return
         now = time.monotonic()
         if not self._sent:
@@ -99,6 +106,16 @@ class LoopWatchdog:
             if self._culprit is not None:
                 self._culprit.blocked_since = self._sent
             self._alarm(stalled)
+
+    def _loop_ended(self) -> None:
+        """The loop's thread ended while the watchdog runs (it is stopped before the
+        runtime closes the loop): every v4 instrument stopped with it. Said once; it
+        returned here in silence, and the live view said ``running`` for the rest of the run."""
+        if self.loop_ended:
+            return
+        self.loop_ended = True
+        self.on_alarm("loop", "the v4 event loop thread ended during the run: every v4 "
+                      "instrument still up stopped with it, failed (their errors say why)", {})
 
     def _running_actor(self) -> ActorRunner | None:
         task = asyncio.current_task(self.loop)  # only reads the loop's current-task entry
