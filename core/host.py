@@ -13,6 +13,13 @@ Set ``DAQHUB_TRACE_HOOKS=1`` to print to stderr every plugin import (with its du
 and every hook call: plugin, arguments, duration and result. The host traces its own calls,
 since it calls implementations itself rather than through ``pm.hook`` (pluggy's tracing
 would see nothing).
+
+Plugin code that does not return is named, not waited for in silence: the host records what
+each thread is in (:class:`PluginCall`: a hook, an import, a storage backend's ``open()``),
+and one watcher thread says on stderr which call has not returned after
+:data:`SLOW_CALL_S`; a Ctrl-C that ends such a call says which it ended. Only the main thread
+ever receives a real Ctrl-C, so a ``KeyboardInterrupt`` anywhere else is the plugin's own
+doing and is contained like any other error (:func:`is_plugin_fault`).
 """
 
 from __future__ import annotations
@@ -51,6 +58,9 @@ OWN_DISTRIBUTION = "daqhub"
 TRACE_ENV = "DAQHUB_TRACE_HOOKS"
 #: a distribution whose plugins take longer than this to import is flagged by ``daqhub plugins``
 SLOW_IMPORT_S = 1.0
+#: plugin code (a hook, an import, a backend's open()) that has not returned after this many
+#: seconds is named on stderr, once: a command that loads plugins must not hang unexplained
+SLOW_CALL_S = 5.0
 NOTIFICATION_HOOKS = ("daqhub_session_started", "daqhub_session_stopped",
                       "daqhub_resource_event", "daqhub_instrument_event")
 T = TypeVar("T")
@@ -86,6 +96,143 @@ class PluginInfo:
     version: str
     entry_point: str
     hooks: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        """``daqhub-evil 0.1 (evil)``, as a :class:`PluginProblem` names it."""
+        return f"{f'{self.distribution} {self.version}'.strip()} ({self.name})"
+
+
+def is_plugin_fault(exc: BaseException) -> bool:
+    """Whether ``exc``, raised by plugin code, is the plugin's failure to contain and name:
+    anything but a ``KeyboardInterrupt`` on the main thread, the only thread a real Ctrl-C
+    reaches. Elsewhere a ``KeyboardInterrupt``, like ``SystemExit`` or ``GeneratorExit``, is
+    the plugin's own doing, and let through it ended the thread it ran on (a notification
+    lane: every later notification of that plugin lost, no alarm, exit 0)."""
+    return not (isinstance(exc, KeyboardInterrupt)
+                and threading.current_thread() is threading.main_thread())
+
+
+class PluginCall:
+    """Plugin code a thread is in, as a context manager around the call: what it is (``hook
+    daqhub_instrument_types``, ``open()``), whose (``who``: a :class:`PluginInfo`, a storage
+    backend's label) and since when.
+
+    Inside it, :func:`current_call` tells what the thread is in (a signal handler names it);
+    a call still running after :data:`SLOW_CALL_S` is named on stderr once (``notice``
+    False: not, as a run's notification lanes raise alarms of their own); one that a Ctrl-C
+    ends says so, with ``after`` (what goes on regardless) and the note on the exception.
+    ``limit``: how long the caller waits at most, said in the notice."""
+
+    __slots__ = ("what", "who", "since", "limit", "after", "notice", "noticed", "_thread",
+                 "_outer")
+
+    def __init__(self, what: str, who: object, *, limit: float | None = None,
+                 after: str = "", notice: bool = True) -> None:
+        self.what, self.who, self.limit, self.after = what, who, limit, after
+        self.notice = notice
+        self.noticed = False
+        self.since = 0.0
+        self._thread = 0
+        self._outer: PluginCall | None = None
+
+    def __str__(self) -> str:
+        return f"{self.what} of {self.who}"
+
+    def took(self) -> float:
+        return time.perf_counter() - self.since
+
+    def __enter__(self) -> PluginCall:
+        # every hook call passes here: two dict operations, no lock (see _Watch)
+        self._thread = ident = threading.get_ident()
+        self._outer = _WATCH.calls.get(ident)
+        self.since = time.perf_counter()
+        _WATCH.calls[ident] = self
+        if _WATCH.parked and self.notice:
+            _WATCH.rouse()
+        return self
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        if self._outer is None:
+            _WATCH.calls.pop(self._thread, None)
+        else:
+            _WATCH.calls[self._thread] = self._outer
+        if exc is not None and not is_plugin_fault(exc) and not getattr(exc, "__notes__", ()):
+            # a Ctrl-C ended this call (the innermost: an outer one finds the note)
+            said = f"daqhub: interrupted in {self} after {self.took():.1f} s" + (
+                f"; {self.after}" if self.after else "")
+            exc.add_note(said)
+            _tell(said)
+
+
+def current_call() -> PluginCall | None:
+    """The plugin code this thread is in now, innermost, if any (a signal handler runs in
+    the main thread, so there it tells what the main thread was in)."""
+    return _WATCH.calls.get(threading.get_ident())
+
+
+def _tell(text: str) -> None:
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass  # stderr's reader went away, or it is closed: nobody to tell
+
+
+class _Watch:
+    """What plugin code each thread is in (thread id -> innermost :class:`PluginCall`), and
+    one daemon thread for the process that names a call once it has run for
+    :data:`SLOW_CALL_S`. It looks at most once per :data:`SLOW_CALL_S` while calls come and
+    go, and waits for the next call while none does: a call costs two dict operations, not a
+    timer or a thread."""
+
+    def __init__(self) -> None:
+        self.calls: dict[int, PluginCall] = {}
+        #: the watcher waits for a call to start: the next to start wakes it (rouse)
+        self.parked = True
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def rouse(self) -> None:
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._main, name="daqhub-plugin-watch",
+                                                daemon=True)
+                self._thread.start()
+        self._wake.set()
+
+    def _main(self) -> None:
+        while True:
+            self._wake.clear()
+            self.parked = True  # before looking: a call that starts after the look wakes it
+            wait = self._tell_slow()
+            if wait is None:
+                self._wake.wait()  # a call started: it is due SLOW_CALL_S from now, if ever
+                wait = SLOW_CALL_S
+            self.parked = False  # the calls that start meanwhile are seen at the next look
+            time.sleep(wait)
+
+    def _tell_slow(self) -> float | None:
+        """Name every call past :data:`SLOW_CALL_S` not named yet; the seconds until the next
+        one could be, None when no call is left to watch."""
+        now = time.perf_counter()
+        main = threading.main_thread().ident
+        wait: float | None = None
+        for ident, call in tuple(self.calls.items()):
+            if not call.notice or call.noticed:
+                continue
+            left = call.since + SLOW_CALL_S - now
+            if left > 0:
+                wait = left if wait is None else min(wait, left)
+                continue
+            call.noticed = True
+            bound = f"; daqhub waits {call.limit:g} s at most" if call.limit is not None else ""
+            stop = " (Ctrl-C stops waiting)" if ident == main else ""
+            _tell(f"daqhub: still waiting for {call}: it has not returned in "
+                  f"{now - call.since:.1f} s{bound}{stop}")
+        return wait
+
+
+_WATCH = _Watch()
 
 
 _TypeTables = tuple[dict[Any, tuple[PluginInfo, InstrumentType]],
@@ -166,9 +313,12 @@ class PluginHost:
                 continue
             started = time.perf_counter()
             try:
-                obj = ep.load()
-            except (Exception, SystemExit) as exc:  # a plugin's import may raise anything:
-                # sys.exit() in it ended every command with 0 and nothing said, --strict too
+                with PluginCall(f"import of {ep.value}", f"{dist_name} {version}"):
+                    obj = ep.load()
+            except BaseException as exc:  # a plugin's import may raise anything: sys.exit()
+                # in it ended every command with 0 and nothing said, --strict too
+                if not is_plugin_fault(exc):
+                    raise
                 self.report(PluginProblem(dist_name, version, ep.name,
                                           f"failed to import {ep.value}: {_short(exc)}",
                                           traceback.format_exc()))
@@ -235,6 +385,9 @@ class PluginHost:
         # registration order (installed plugins: by distribution, then entry-point name),
         # whatever order pluggy keeps them in
         impls = sorted(caller.get_hookimpls(), key=lambda i: self._order.get(i.plugin_name, -1))
+        # a run's notification lanes raise alarms of their own for a hook that does not return
+        notice = hook not in NOTIFICATION_HOOKS
+        what = f"hook {hook}"
         for impl in impls:
             if only is not None and impl.plugin_name != only:
                 continue
@@ -242,8 +395,11 @@ class PluginHost:
             args = {k: kwargs[k] for k in impl.argnames}
             started = time.perf_counter()
             try:
-                result = impl.function(**args)
-            except (Exception, SystemExit) as exc:  # isolate one plugin's bug from the rest
+                with PluginCall(what, info, notice=notice):
+                    result = impl.function(**args)
+            except BaseException as exc:  # isolate one plugin's bug from the rest
+                if not is_plugin_fault(exc):
+                    raise  # a Ctrl-C (PluginCall has said where it came)
                 result = exc
                 problem = PluginProblem(info.distribution, info.version, info.name,
                                         f"hook {hook} raised {_short(exc)}",

@@ -28,7 +28,12 @@ Guarantees that live here rather than in each backend:
   or ``close()`` costs its own flavor's data only (both flavors' used to be lost);
 - a backend is a plugin's code, so what it does wrong is named with its flavor, name
   and distribution (``v2 storage backend hdf5 (daqhub 0.1)``): an ``open()`` that
-  raises or returns no writer, a ``close()`` that does not return its list of files.
+  raises (``sys.exit()`` too) or returns no writer, or one whose ``flush_interval`` is no
+  number of seconds, a ``close()`` that does not return its list of files;
+- an ``open()`` is waited for :data:`OPEN_TIMEOUT` at most (a network share may take a few
+  seconds; one that never answers hung the start for ever): it runs on a daemon thread of
+  its own, which a hung ``open()`` keeps (a thread cannot be stopped; the process still
+  exits), and a Ctrl-C ends the wait at once.
 
 Ids become file and HDF5 group names, so :func:`check_id` confines them to a
 safe alphabet: no configuration can make a backend write outside its
@@ -39,6 +44,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import math
+import numbers
 import os
 import re
 import secrets
@@ -71,6 +78,12 @@ DEFAULT_FLUSH_INTERVAL = 1.0
 WRITE_LOCK_TIMEOUT = 30.0
 #: Longest ``close()`` waits for the background flusher to finish its current flush.
 FLUSHER_JOIN_TIMEOUT = 30.0
+#: Longest :meth:`StorageSession.open` waits for one backend's ``open()``.
+OPEN_TIMEOUT = 30.0
+#: That wait is taken in slices this long: a signal that lands just as a wait blocks is
+#: handled only once the wait ends (CPython looks for signals between bytecodes), which
+#: made a Ctrl-C, and the second one too, wait out the whole bound now and then.
+WAIT_SLICE_S = 0.2
 
 _ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
 _SESSION_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
@@ -458,8 +471,7 @@ class StorageSession:
                                            dist == OWN_DISTRIBUTION)
         except BaseException:
             for slot in slots.values():
-                with contextlib.suppress(Exception):  # the original failure is the one to report
-                    slot.writer.close()
+                _discard(slot.writer)  # the original failure is the one to report
             if fresh:  # made for this session moments ago, so all in it is what the failed
                 # open left (laid out, never written to), not only the files of the writers
                 # that opened: a disk full at the start left a directory with a lock file
@@ -712,20 +724,115 @@ def _open_slot(backend: StorageBackend, target: StorageTarget, flavor: Flavor,
     that returned None failed at the first write; both are named here. What daqhub's own
     backends (``own``) raise is raised as it is: their errors name the option or file at
     fault, and callers catch them by type (a ``FileLockError`` says who holds the file)."""
+    writer = _opened(backend, target, label, own)
     try:
-        writer = backend.open(target)
-    except Exception as exc:
-        if own:
-            raise
-        raise StorageError(f"{label} could not open {target.directory}: "
-                           f"{type(exc).__name__}: {exc}") from exc
-    missing = [m for m in ("write", "flush", "close") if not callable(getattr(writer, m, None))]
-    if missing:
-        raise StorageError(f"{label}: open() returned {value_for_error(writer)}, not a "
-                           f"storage writer (it has no {', '.join(missing)})")
-    interval = float(getattr(writer, "flush_interval", DEFAULT_FLUSH_INTERVAL))
+        missing = [m for m in ("write", "flush", "close")
+                   if not callable(getattr(writer, m, None))]
+        if missing:
+            raise StorageError(f"{label}: open() returned {value_for_error(writer)}, not a "
+                               f"storage writer (it has no {', '.join(missing)})")
+        interval = _flush_interval(writer, label)
+    except BaseException:
+        _discard(writer)  # in no slot yet: nothing else would close it
+        raise
     return _Slot(flavor, backend.name, target.directory, writer, interval, label,
                  frozenset({*target.channels, *target.instruments}))
+
+
+class _Opening:
+    """One backend's ``open()`` on a daemon thread of its own, so that the wait for it has a
+    bound and a Ctrl-C ends it. A writer it returns once nobody waits for it any more is
+    closed there and then."""
+
+    def __init__(self, backend: StorageBackend, target: StorageTarget) -> None:
+        self.backend, self.target = backend, target
+        self.writer: Any = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+        self._given_up = False
+        self._lock = threading.Lock()
+
+    def run(self) -> None:
+        writer, error = None, None
+        try:
+            writer = self.backend.open(self.target)
+        except BaseException as exc:  # off the main thread, whatever it is is the backend's
+            error = exc
+        with self._lock:
+            self.writer, self.error = writer, error
+            self.done.set()
+            late = self._given_up
+        if late:
+            _discard(writer)
+
+    def give_up(self) -> bool:
+        """Stop waiting; True when ``open()`` has returned meanwhile: its outcome stands."""
+        with self._lock:
+            self._given_up = not self.done.is_set()
+            return not self._given_up
+
+
+def _opened(backend: StorageBackend, target: StorageTarget, label: str, own: bool) -> Any:
+    """What ``backend.open(target)`` returned, waited for :data:`OPEN_TIMEOUT` at most. Its
+    failure is a :class:`StorageError` naming the backend (an own backend's ``Exception``
+    is raised as it is): whatever it raised, ``SystemExit`` too, which ended ``daqhub run``
+    with 0 having run nothing."""
+    from .host import PluginCall  # loaded already (the caller has a host)
+
+    timeout = OPEN_TIMEOUT
+    opening = _Opening(backend, target)
+    left = "its open() goes on in a thread that cannot be stopped, until the process ends"
+    try:
+        with PluginCall("open()", label, limit=timeout, after=left):
+            threading.Thread(target=opening.run, name=f"daqhub-storage-open:{label}",
+                             daemon=True).start()
+            deadline = time.monotonic() + timeout
+            while not opening.done.wait(min(WAIT_SLICE_S, deadline - time.monotonic())):
+                if time.monotonic() >= deadline:
+                    break
+    except BaseException:  # a Ctrl-C: the start ends
+        if opening.give_up():
+            _discard(opening.writer)  # it came as the wait ended
+        raise
+    if not opening.give_up():
+        raise StorageError(f"{label} did not open {target.directory} within {timeout:g} s; "
+                           f"{left} (a writer it returns then is closed at once)")
+    exc = opening.error
+    if exc is None:
+        return opening.writer
+    if own and isinstance(exc, Exception):
+        raise exc
+    raise StorageError(f"{label} could not open {target.directory}: "
+                       f"{type(exc).__name__}: {exc}") from exc
+
+
+def _flush_interval(writer: Any, label: str) -> float:
+    """The writer's ``flush_interval`` in seconds: a number above 0 (the background flush
+    runs on it), or absent (:data:`DEFAULT_FLUSH_INTERVAL`). None stopped the lab with a
+    bare ``float()`` message naming no backend."""
+    value = getattr(writer, "flush_interval", DEFAULT_FLUSH_INTERVAL)
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    seconds = float(value) if number else math.nan
+    if not 0 < seconds < math.inf:
+        raise StorageError(f"{label}: its writer's flush_interval is {value_for_error(value)}; "
+                           f"it must be a number of seconds above 0 (finite), or absent for "
+                           f"{DEFAULT_FLUSH_INTERVAL:g} s")
+    return seconds
+
+
+def _discard(writer: Any) -> None:
+    """Close a writer whose failure is not the one to report (another failure is, or nobody
+    waits for it any more); what it raises is dropped, but for a Ctrl-C."""
+    from .host import is_plugin_fault  # loaded already (the caller has a host)
+
+    close = getattr(writer, "close", None)
+    if not callable(close):
+        return
+    try:
+        close()
+    except BaseException as exc:
+        if not is_plugin_fault(exc):
+            raise
 
 
 def _listed_files(slot: _Slot, result: Any) -> list[Path]:

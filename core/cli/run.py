@@ -7,7 +7,10 @@ again within ``ECHO_S`` is the first one delivered twice, not a second: GNU ``ti
 signals the process and then its process group, and half the time daqhub saw
 both and forced its way out of a run it was stopping cleanly. The handler is in place from the
 start of ``run()`` to its end, so an interrupt at any moment ends in an exit
-code, never a traceback.
+code, never a traceback. Before the run has started, the first signal while the main thread
+waits in plugin code (a storage backend's ``open()`` on a share that does not answer, a hook
+that does not return) ends that wait at once, naming what it was (exit 130): one SIGINT
+was acknowledged, then ignored for as long as the plugin took, for ever if it hung.
 
 Exit codes: see ``RUN_EXIT_CODES`` in :mod:`daqhub.cli` (``daqhub run --help``).
 
@@ -29,13 +32,14 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO, cast
 
 from ..config import ConfigError, LabConfig, load, output_override, parse, runnable_problems
-from ..host import PluginHost
+from ..host import PluginHost, current_call
 from ..interrupt import finished
 from ..records import SessionRecords, parse_meta
 from ..runtime.dual import DualRuntimeManager, StartError
@@ -326,32 +330,51 @@ class Interrupts:
         return self.count
 
 
+class StartInterrupted(KeyboardInterrupt):
+    """The first stop signal, raised in the main thread while it waits in plugin code before
+    the run has started: the start ends there (undoing what it started), and the
+    :class:`~daqhub.host.PluginCall` it passes says which plugin code it ended. A
+    ``KeyboardInterrupt``, so that code containing a plugin's errors lets it through."""
+
+
+#: the moments of ``daqhub run`` its signals tell apart
+PREPARING, STARTING, RUNNING = "preparing", "starting", "running"
+
+
 def run(args: Any, host: PluginHost, out: TextIO = sys.stdout) -> int:
     stop = threading.Event()
     interrupts = Interrupts()
-    running = False
+    phase = PREPARING
 
     def on_signal(signum: int, frame: Any) -> None:
         before = interrupts.count
         if interrupts.arrived(signum, time.monotonic()) == before:
             return
-        if interrupts.count == 1 and running:
-            _say(f"\n{signal.Signals(signum).name}: shutting down (again to force)\n")
+        name = signal.Signals(signum).name
+        if interrupts.count == 1 and phase != RUNNING and current_call() is not None:
+            _say(f"\n{name}: stopping before the run started\n")
+            stop.set()
+            raise StartInterrupted  # out of the plugin code, which may never return
+        if interrupts.count == 1 and phase != PREPARING:
+            _say(f"\n{name}: shutting down (again to force)\n")
             stop.set()
         elif interrupts.count == 1:
-            _say(f"\n{signal.Signals(signum).name}: stopping before the run started\n")
+            _say(f"\n{name}: stopping before the run started\n")
             stop.set()
         else:
             _say("\nforced exit; files are readable up to their last flush\n")
             os._exit(EXIT_FORCED)
 
-    def mark_running() -> None:
-        nonlocal running
-        running = True
+    def mark(now: str) -> None:
+        nonlocal phase
+        phase = now
 
     old = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
     try:
-        code = _run(args, host, out, stop, mark_running)
+        try:
+            code = _run(args, host, out, stop, mark)
+        except StartInterrupted:  # said where, as it ended the plugin's call
+            code = EXIT_FORCED
         finished(code)  # the report is out: a Ctrl-C from here on keeps this code
         return code
     finally:
@@ -360,7 +383,7 @@ def run(args: Any, host: PluginHost, out: TextIO = sys.stdout) -> int:
 
 
 def _run(args: Any, host: PluginHost, out: TextIO, stop: threading.Event,
-         mark_running: Callable[[], None]) -> int:
+         mark: Callable[[str], None]) -> int:
     try:
         lab = load_lab(args.lab, host, args.output_dir)
     except ConfigError as exc:
@@ -399,7 +422,7 @@ def _run(args: Any, host: PluginHost, out: TextIO, stop: threading.Event,
     except ServeConfigError as exc:
         print(f"daqhub: cannot serve live data: {exc}; not started", file=sys.stderr)
         return EXIT_USAGE
-    mark_running()
+    mark(STARTING)
     try:
         print(f"daqhub: starting {len(lab.instruments())} instruments "
               f"({'demo lab' if args.lab is None else lab.path})", file=out, flush=True)
@@ -413,6 +436,15 @@ def _run(args: Any, host: PluginHost, out: TextIO, stop: threading.Event,
         except Exception as exc:
             print(f"daqhub: could not start the lab: {exc}", file=sys.stderr)
             return EXIT_FAIL
+        except StartInterrupted:
+            raise
+        except BaseException as exc:  # plugin code's sys.exit() (it ended the run with 0,
+            # having run nothing), or a KeyboardInterrupt no Ctrl-C raised (on_signal takes those)
+            print(f"daqhub: could not start the lab: {type(exc).__name__}: {exc} raised"
+                  f"{_raised_at(exc)}; plugin code must not end or interrupt daqhub",
+                  file=sys.stderr)
+            return EXIT_FAIL
+        mark(RUNNING)
         for flavor, d in rt.output_dirs().items():
             print(f"  {flavor} data -> {d}", file=out, flush=True)
         records.start_in_background()  # it waits for every instrument: not in the view's way
@@ -443,6 +475,12 @@ def _run(args: Any, host: PluginHost, out: TextIO, stop: threading.Event,
         view.print_state_changes()
     print_report(rt, report, err.as_text_io() if closable.closed_by_reader else out)
     return EXIT_OK if report.ok else EXIT_FAIL
+
+
+def _raised_at(exc: BaseException) -> str:
+    """`` at file:line``, where ``exc`` was raised (its traceback's last frame), if known."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
 
 
 def _output_closed(rt: DualRuntimeManager, args: Any, err: TextIO) -> None:
