@@ -566,7 +566,8 @@ class StorageSession:
         """Flush and close every writer; return the files each flavor wrote.
 
         Every writer is closed even when one fails; the failures are then raised
-        together: :class:`WriteFailed` when samples were lost, :class:`StorageError`
+        together: :class:`WriteFailed` when a writer's failure was one (samples lost, or a
+        Parquet compaction that lost none: its ``lost`` says), :class:`StorageError`
         otherwise, either with the files of the flavors that closed as its ``result``.
         ``timeout`` bounds the waits for the background flusher and each writer's lock
         together (a runtime's shutdown passes what is left of its budget); None: their own
@@ -609,10 +610,15 @@ class StorageSession:
             raise StorageError(message, out)
         return out
 
+    def holder(self, flavor: Flavor) -> str:
+        """What holds ``flavor``'s writer now ("" when nothing does)."""
+        return self._slots[flavor].holder
+
     def close_flavor(self, flavor: Flavor, timeout: float = WRITE_LOCK_TIMEOUT) -> list[Path]:
         """Flush and close one flavor's writer; the files it wrote (none when it was closed
         already). Raises :class:`WriteFailed` (the files still in place as its ``result``)
-        when samples were lost, :class:`StorageError` when the close failed otherwise, each
+        when samples were lost or the writer's close raised one (a failed Parquet compaction
+        loses none: its ``lost`` is 0), :class:`StorageError` when the close failed otherwise, each
         naming the backend and its distribution. ``timeout`` bounds the wait for its lock
         (a write or flush in progress)."""
         try:
@@ -715,6 +721,12 @@ class FlavorSink:
 
     def close(self, timeout: float = WRITE_LOCK_TIMEOUT) -> list[Path]:
         return self.session.close_flavor(self.flavor, timeout)
+
+    def holder(self) -> str:
+        """What holds this flavor's writer now ("a write", "the background flush", "a flush
+        in thread ..."; "" when nothing does): what a write that has not returned waits for
+        (the runtime's stuck-write alarm names it)."""
+        return self.session.holder(self.flavor)
 
 
 def _open_slot(backend: StorageBackend, target: StorageTarget, flavor: Flavor,

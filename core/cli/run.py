@@ -369,7 +369,9 @@ def run(args: Any, host: PluginHost, out: TextIO = sys.stdout) -> int:
         nonlocal phase
         phase = now
 
-    old = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
+    # a signal ignored on purpose stays ignored: `nohup daqhub run` must outlive its terminal
+    old = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS
+           if signal.getsignal(s) is not signal.SIG_IGN}
     try:
         try:
             code = _run(args, host, out, stop, mark)

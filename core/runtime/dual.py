@@ -585,6 +585,11 @@ class DualRuntimeManager:
             self._announced = True
             if self.pool is not None:
                 self.pool.attach()
+            # pyarrow imports pandas (when installed) on its first array, holding the import
+            # lock for ~0.3-1 s: here, not in the first poll, where the v4 loop waited for a v2
+            # thread's import and its actor was blamed for blocking the loop (storage used to
+            # do it first; a lab without storage, or a worker, did not)
+            pa.array([0.0])
             gcbaseline.hold()
             self._gc_held = True
             self.v4.start()

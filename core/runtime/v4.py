@@ -36,6 +36,7 @@ from typing import Any, Protocol, TypeVar
 import pyarrow as pa
 
 from ..command_limits import NoResult, result_within
+from ..host import is_plugin_fault
 from ..instrument import (
     CommandRejected,
     UnknownCommandError,
@@ -268,9 +269,9 @@ class ActorRunner:
         """
         if isinstance(exc, asyncio.CancelledError):
             return False
-        if isinstance(exc, KeyboardInterrupt):
-            return threading.current_thread() is not threading.main_thread()
-        return not isinstance(exc, GeneratorExit) or _running_task() is self.task
+        if isinstance(exc, GeneratorExit):
+            return _running_task() is self.task
+        return is_plugin_fault(exc)
 
     async def _within(self, what: str, work: Awaitable[T], timeout: float) -> T:
         """The actor's ``start()`` or ``close()``, a TimeoutError past ``timeout``; a

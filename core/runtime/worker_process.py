@@ -344,9 +344,6 @@ def worker_main(fd: int) -> None:
     conn = Connection(fd)
     kind, lab, session_id = pickle.loads(conn.recv_bytes()[1:])
     assert kind == "lab" and isinstance(lab, LabConfig)
-    # pyarrow imports pandas (when installed) on its first array: here, not on the event loop
-    # in an actor's first read (the parent's storage has done it there before anything runs)
-    pa.array([0.0])
     shard = ShardRuntime(conn, lab, session_id)
     if shard.start():
         shard.serve()

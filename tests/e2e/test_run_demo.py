@@ -171,3 +171,24 @@ def test_closing_the_terminal_shuts_the_run_down_cleanly(tmp_path: Path) -> None
     r = subprocess.run([sys.executable, "-m", "daqhub", "inspect", str(sessions[0])],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "not closed cleanly" not in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.timeout(120)
+def test_a_run_under_nohup_outlives_its_terminal(tmp_path: Path) -> None:
+    """``nohup daqhub run`` ignores SIGHUP so that the run survives a closed terminal or a
+    lost SSH session; daqhub's own SIGHUP handler replaced that ignore and stopped it."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daqhub", "run", "--plain", "--interval", "0.5",
+         "--duration", "4", "--output-dir", str(tmp_path / "data")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))  # what nohup does
+    try:
+        read_until(proc, r"\bpower=running:[1-9]", timeout=60)
+        proc.send_signal(signal.SIGHUP)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "SIGHUP" not in err and "shutdown report" in out

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -464,3 +466,27 @@ def test_asks_from_another_thread_do_not_wait_for_the_loop_and_a_full_mailbox_fa
         assert outcomes == [*range(capacity), *["full"] * 20]
     finally:
         rt.shutdown()
+
+
+@pytest.mark.timeout(60)
+def test_pandas_is_imported_before_any_instrument_polls(tmp_path) -> None:
+    """pyarrow imports pandas (when installed) on its first array, holding the import lock
+    for ~0.3-1 s. A lab without storage first did it in a poll: the v4 loop waited for a v2
+    thread's import, and its actor was blamed for blocking the loop (an error on it)."""
+    pytest.importorskip("pandas")
+    script = f"""
+import sys
+from daqhub.config import parse
+from daqhub.host import default_host
+from daqhub.runtime.dual import DualRuntimeManager
+host = default_host()
+lab = parse('[daqhub]\\noutput_dir = "{tmp_path.as_posix()}"\\n', "empty.toml", host)
+rt = DualRuntimeManager(lab, host, storage=False)
+rt.start()
+started = "pandas" in sys.modules
+rt.shutdown()
+print(started)
+"""
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       timeout=50)
+    assert r.stdout.strip() == "True", r.stdout + r.stderr
