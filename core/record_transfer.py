@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from .records import is_record_file
 from .runtime.budget import HISTORY_FILE
+from .storage import replace_whole
 
 RECORDS_SCHEMA = pa.schema([pa.field("name", pa.string()), pa.field("size", pa.int64()),
                             pa.field("offset", pa.int64()), pa.field("data", pa.binary())])
@@ -107,7 +108,5 @@ def write_file(directory: Path, name: str, data: bytes) -> Path:
     if Path(name).name != name or not is_carried(Path(name)):
         raise ValueError(f"{name!r} is not a session record file")
     path = directory / name
-    tmp = path.with_name(f".{name}.{threading.get_ident()}.tmp")  # a late fetch may overlap
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    replace_whole(path, lambda tmp: tmp.write_bytes(data))  # a late fetch may overlap
     return path

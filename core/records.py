@@ -42,17 +42,18 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+
+from .storage import replace_whole
 
 if TYPE_CHECKING:
     from .runtime.dual import DualRuntimeManager
@@ -336,14 +337,15 @@ class SessionRecords:
                 if not (r.run_id in unchanged  # (unless removed meanwhile)
                         and (directory / f"points-{r.run_id}.arrow").exists())]
         unwritten[:] = [SETTINGS_FILE, *(f"points-{r.run_id}.arrow" for r in runs)]
-        _replace(directory / SETTINGS_FILE, lambda p: _write_ipc(p, self._settings_table(meta)))
+        replace_whole(directory / SETTINGS_FILE,
+                      lambda p: _write_ipc(p, self._settings_table(meta)))
         unwritten.remove(SETTINGS_FILE)
         for run in runs:
             table = run.table()
             table = table.replace_schema_metadata({**(table.schema.metadata or {}),
                                                    META_SESSION: meta.encode()})
             name = f"points-{run.run_id}.arrow"
-            _replace(directory / name, functools.partial(_write_ipc, table=table))
+            replace_whole(directory / name, functools.partial(_write_ipc, table=table))
             unwritten.remove(name)
         self._wrote(directory, meta)
 
@@ -387,7 +389,7 @@ class SessionRecords:
                         if run.run_id in points:
                             del points[run.run_id]
                         _hdf5_points(points.create_group(run.run_id), run.table())
-        _replace(path, write)
+        replace_whole(path, write)
         unwritten.clear()
         self._wrote(path, meta, path.stat().st_size if whole or known is None
                     else known.size_whole)
@@ -470,9 +472,3 @@ def _hdf5_points(g: Any, table: pa.Table) -> None:
 def _write_ipc(path: Path, table: pa.Table) -> None:
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
         w.write_table(table)
-
-
-def _replace(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)

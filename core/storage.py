@@ -296,8 +296,10 @@ def replace_whole(path: Path, write: Callable[[Path], object]) -> None:
     """Make the file at ``path`` whole or not at all: ``write`` makes it as a temporary file
     beside it, which then replaces it (``os.replace``). A failure (a full disk) leaves
     ``path`` as it was, removes the temporary and raises: written in place, a full disk
-    left part of a file (20 KiB of a ``budget.json`` that was not JSON)."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    left part of a file (20 KiB of a ``budget.json`` that was not JSON). The temporary is
+    this thread's own, so two threads writing one file (a late fetch overlapping the next)
+    never write into each other's."""
+    tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
     try:
         write(tmp)
         os.replace(tmp, path)

@@ -6,7 +6,6 @@ writes (``migrate -o``, ``new -o``): whether it can be written, and writing it w
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
 import shutil
@@ -68,20 +67,18 @@ def write_whole(path: Path, text: str) -> None:
     user's file truncated (``migrate -o lab.toml --force`` destroyed the lab it read); now
     a failure leaves ``path`` as it was and raises the OSError. A symlink is written
     through, as writing in place did."""
+    from ..storage import replace_whole  # the rule, written once; imported when writing
+
     target = Path(os.path.realpath(path))
-    tmp = target.with_name(f".{target.name}.tmp")
-    try:
+
+    def write(tmp: Path) -> None:
         with open(tmp, "w", encoding="utf-8", newline="") as f:  # the text as it is
             if target.exists():  # keep the file's permissions, as writing in place did
                 shutil.copymode(target, tmp)
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise
+    replace_whole(target, write)
 
 
 def print_problems(heading: str, problems: Sequence[Problem], out: TextIO | None = None

@@ -38,6 +38,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO, cast
 
+from .. import host as host_module
 from ..config import ConfigError, LabConfig, load, output_override, parse, runnable_problems
 from ..host import PluginHost, current_call
 from ..interrupt import finished
@@ -337,6 +338,15 @@ class StartInterrupted(KeyboardInterrupt):
     ``KeyboardInterrupt``, so that code containing a plugin's errors lets it through."""
 
 
+def in_plugin_code(frame: Any) -> bool:
+    """Whether the main thread, interrupted at ``frame``, is in a plugin's call: inside a
+    :class:`~daqhub.host.PluginCall`, and not in the host's own bookkeeping around it,
+    where raising left the call recorded for good (the watcher then named a hook that had
+    returned, and asked for the Ctrl-C that forces the exit)."""
+    return current_call() is not None and (
+        frame is None or frame.f_code.co_filename != host_module.__file__)
+
+
 #: the moments of ``daqhub run`` its signals tell apart
 PREPARING, STARTING, RUNNING = "preparing", "starting", "running"
 
@@ -351,7 +361,7 @@ def run(args: Any, host: PluginHost, out: TextIO = sys.stdout) -> int:
         if interrupts.arrived(signum, time.monotonic()) == before:
             return
         name = signal.Signals(signum).name
-        if interrupts.count == 1 and phase != RUNNING and current_call() is not None:
+        if interrupts.count == 1 and phase != RUNNING and in_plugin_code(frame):
             _say(f"\n{name}: stopping before the run started\n")
             stop.set()
             raise StartInterrupted  # out of the plugin code, which may never return

@@ -413,9 +413,8 @@ class ActorRunner:
             rows, last = 0, None
             if not isinstance(batches, list | tuple):
                 batches = _nothing_or_refused(actor, batches)
-            for b in batches:
+            for at, b in enumerate(batches):
                 if not isinstance(b, pa.RecordBatch):
-                    at = next(i for i, item in enumerate(batches) if item is b)
                     raise _refused_read(actor, b, f" as item {at} of {len(batches)}")
                 if b.num_rows == 0:
                     continue

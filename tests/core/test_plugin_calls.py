@@ -294,3 +294,22 @@ def test_a_plugins_sys_exit_during_the_start_fails_the_run_saying_so(
     assert err.rstrip().endswith(": SystemExit: 0" if where == "open" else
                                  "; plugin code must not end or interrupt daqhub")
     assert out.startswith("daqhub: starting 1 instruments")
+
+
+def test_a_signal_in_the_hosts_bookkeeping_is_not_taken_for_one_in_plugin_code() -> None:
+    """``daqhub run`` raises out of plugin code at the first signal of its start; raised
+    inside PluginCall's own entry or exit, that left the call recorded for good, and 5 s
+    later the watcher named a hook that had returned and asked for the forcing Ctrl-C."""
+    import sys
+    import types
+
+    import daqhub.host
+    from daqhub.cli.run import in_plugin_code
+    from daqhub.host import PluginCall
+
+    in_host = types.SimpleNamespace(f_code=types.SimpleNamespace(
+        co_filename=daqhub.host.__file__))  # a frame of the host's bookkeeping
+    assert not in_plugin_code(sys._getframe())  # no plugin call under way
+    with PluginCall("hook daqhub_validate", "daqhub-x 1.0 (x)", notice=False):
+        assert in_plugin_code(sys._getframe())
+        assert not in_plugin_code(in_host)

@@ -66,7 +66,7 @@ from daqhub.cli import main
 def no_space(path, write):
     raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-records._replace = no_space
+records.replace_whole = no_space
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -264,7 +264,7 @@ def test_record_files_removed_during_a_session_are_written_again(
 
 
 def no_space(path: Path, write: Callable[[Path], None]) -> None:
-    """Stands in for ``records._replace`` on a full disk: every record file fails."""
+    """Stands in for ``records.replace_whole`` on a full disk: every record file fails."""
     raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
 
@@ -278,7 +278,7 @@ def test_records_that_cannot_be_written_make_the_run_not_ok(
     from daqhub import records
 
     with daqhub.open_lab(optics_lab(tmp_path, "v4"), host=host, report=None) as lab:
-        monkeypatch.setattr(records, "_replace", no_space)
+        monkeypatch.setattr(records, "replace_whole", no_space)
         table = lab.measure(["power"], repeat=2)
         dirs = lab.output_dirs()
     assert table.num_rows == 2  # the script has its rows all the same
@@ -300,7 +300,7 @@ def test_a_failure_of_the_last_records_flush_is_in_the_report(
 
     with daqhub.open_lab(optics_lab(tmp_path, "v4"), host=host, report=None) as lab:
         lab.measure(["power"], repeat=2)  # written in full when the run ended
-        monkeypatch.setattr(records, "_replace", no_space)  # only the shutdown's flush fails
+        monkeypatch.setattr(records, "replace_whole", no_space)  # only the shutdown's flush fails
         dirs = lab.output_dirs()
     assert lab.report is not None and not lab.report.ok
     assert records_errors(lab.report) == [
@@ -318,7 +318,7 @@ def test_records_a_later_flush_wrote_after_a_failure_leave_the_run_ok(
 
     with daqhub.open_lab(optics_lab(tmp_path, "v4"), host=host, report=None) as lab:
         with monkeypatch.context() as m:
-            m.setattr(records, "_replace", no_space)
+            m.setattr(records, "replace_whole", no_space)
             lab.measure(["power"], repeat=2)  # a disk full for a moment
         lab.measure(["power"], repeat=2)  # freed again: this run's end writes everything
         dirs = lab.output_dirs()
