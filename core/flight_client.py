@@ -62,7 +62,7 @@ import pyarrow.flight as flight
 from .command_limits import limit_for
 from .measurement import ChannelSpec
 from .record_transfer import FileAssembler
-from .schema import describe
+from .schema import META_UNREADABLE, describe
 from .serve_config import DEFAULT_TOKEN_ENV
 
 Key = tuple[str, str]
@@ -77,9 +77,6 @@ SILENCE_LIMIT_S = 15.0
 LATE_WAKE_S = 1.0
 #: how often a stream read that may be stopped from another thread looks whether it is
 STOP_CHECK_S = 0.2
-#: the schema metadata key of a listing's entry for a session's flavor whose files the service
-#: cannot read (:mod:`daqhub.flight_service`)
-UNREADABLE_KEY = "daqhub.unreadable"
 
 
 class LinkLostError(ConnectionError):
@@ -495,7 +492,7 @@ class Connection:
         unreadable: dict[str, dict[str, str]] = {}
         for info in infos:
             path = [p.decode() if isinstance(p, bytes) else p for p in info.descriptor.path]
-            why = (info.schema.metadata or {}).get(UNREADABLE_KEY.encode())
+            why = (info.schema.metadata or {}).get(META_UNREADABLE)
             if why is not None:  # "session", ID, FLAVOR
                 unreadable.setdefault(path[1], {})[path[2]] = why.decode()
                 continue

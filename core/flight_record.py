@@ -228,11 +228,10 @@ class Recorder:
         # while the copy has no row of it either (it stored none)
         lacking = [f"{key} from row {n}" for key, n in sorted(self._written.items())
                    if key not in stored and (n or self._flavor_of.get(key) not in readable)]
-        lacking += [f"the record files of {f}" for f in sorted(self._storage.directories)
-                    if f not in offered]
+        not_offered = [f for f in sorted(self._storage.directories) if f not in offered]
+        lacking += [f"the record files of {f}" for f in not_offered]
         if lacking:
-            why = [f"the service no longer offers its {f} files"
-                   for f in sorted(self._storage.directories) if f not in offered]
+            why = [f"the service no longer offers its {f} files" for f in not_offered]
             why += [f"the service cannot read its {f} files ({unreadable[f]})"
                     for f in sorted(unreadable)]
             self.result.error = (f"session {self.result.session_id} ended while the link was "

@@ -74,10 +74,9 @@ import pyarrow.flight as flight
 from . import record_transfer, session_files
 from .command_limits import NoResult, result_within, wait_limit
 from .commands import driver_class
-from .flight_client import UNREADABLE_KEY
 from .measurement import Columns, Measurement, Scalar
 from .runtime.broadcast import Subscription, SubscriptionClosed
-from .schema import channel_schema, describe
+from .schema import META_UNREADABLE, channel_schema, describe
 from .serve_config import ServeConfig, ServeConfigError
 from .specs import Flavor
 from .storage import check_id, is_session_id, versions_of
@@ -412,7 +411,7 @@ class FlightService(flight.FlightServerBase):  # type: ignore[misc]
         """The listing's entry for a session's flavor whose files cannot be read: said, so that
         a client is not shown the session as if that flavor had no channels (a copy of an
         ended run was reported complete, its rows missing)."""
-        schema = pa.schema([], metadata={UNREADABLE_KEY: why})
+        schema = pa.schema([], metadata={META_UNREADABLE: why})
         return flight.FlightInfo(schema, flight.FlightDescriptor.for_path("session", sid, flavor),
                                  [], -1, -1)
 

@@ -97,9 +97,14 @@ class PluginInfo:
     entry_point: str
     hooks: list[str] = field(default_factory=list)
 
+    @property
+    def release(self) -> str:
+        """``daqhub-evil 0.1`` (a plugin registered in-process may have no version)."""
+        return f"{self.distribution} {self.version}".strip()
+
     def __str__(self) -> str:
         """``daqhub-evil 0.1 (evil)``, as a :class:`PluginProblem` names it."""
-        return f"{f'{self.distribution} {self.version}'.strip()} ({self.name})"
+        return f"{self.release} ({self.name})"
 
 
 def is_plugin_fault(exc: BaseException) -> bool:
@@ -565,10 +570,17 @@ class PluginHost:
         return sorted({name for name, _ in self.instrument_types()})
 
     def storage_backends(self) -> dict[str, StorageBackend]:
-        found = self._cached("storage", lambda: self._unique(
+        return {k: v[1] for k, v in self._storage_entries().items()}
+
+    def storage_backend_owner(self, name: str) -> PluginInfo | None:
+        """Who declares storage backend ``name`` (None: no one): what a failure of it names."""
+        entry = self._storage_entries().get(name)
+        return None if entry is None else entry[0]
+
+    def _storage_entries(self) -> dict[str, tuple[PluginInfo, StorageBackend]]:
+        return self._cached("storage", lambda: self._unique(  # type: ignore[no-any-return]
             "daqhub_storage_backends", StorageBackend, lambda b: b.name,
             lambda b: f"storage backend {b.name!r}"))
-        return {k: v[1] for k, v in found.items()}
 
     def _converters(self) -> dict[tuple[Format, Format], tuple[PluginInfo, Converter]]:
         """(source, target) -> the converter in use and who declares it.

@@ -47,6 +47,9 @@ META_INSTRUMENT = b"daqhub.instrument_id"
 META_CHANNEL = b"daqhub.channel"
 META_VERSION = b"daqhub.schema_version"
 META_UNIT = b"unit"
+#: the schema metadata key of a data-service listing entry for a session's flavor whose files
+#: the service cannot read (its value: why)
+META_UNREADABLE = b"daqhub.unreadable"
 
 
 @functools.lru_cache(maxsize=64)

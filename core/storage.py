@@ -233,13 +233,6 @@ def versions_of(host: PluginHost | None) -> dict[str, str]:
     return out
 
 
-def backend_owners(host: PluginHost) -> dict[str, tuple[str, str]]:
-    """Storage backend name -> (distribution, version) of the plugin that declares it: what a
-    failure of the backend names, so a lab knows whose code failed."""
-    return {b["name"]: (d["name"], str(d["version"]))
-            for d in host.describe()["distributions"] for b in d["storage_backends"]}
-
-
 def option_problems(backend: str, schema: Mapping[str, Any], options: Mapping[str, Any]
                     ) -> list[str]:
     """Backend options checked against the backend's JSON schema, as plain sentences."""
@@ -289,7 +282,7 @@ def raise_close_losses(path: Path, gone: str | None, kept: Mapping[str, int],
                            sum(kept.values()), by_instrument=kept)
         raise WriteFailed.joined([lost, *([failed] if failed else [])], [])
     if failed is not None:
-        raise WriteFailed(str(failed), failed.lost, [path], by_instrument=failed.by_instrument)
+        raise WriteFailed.joined([failed], [path])
 
 
 def replace_whole(path: Path, write: Callable[[Path], object]) -> None:
@@ -459,7 +452,6 @@ class StorageSession:
         session_id, session_dirs = _make_session_dirs(dirs, session_id)
         vers = dict(versions) if versions is not None else versions_of(host)
         backends = host.storage_backends()
-        owners = backend_owners(host)
         slots: dict[Flavor, _Slot] = {}
         try:
             for flavor, plan in flavors.items():
@@ -467,10 +459,13 @@ class StorageSession:
                                        channels=plan.channels, instruments=plan.instruments,
                                        lab_config=lab_config, versions=vers,
                                        options=plan.options)
-                dist, version = owners.get(plan.backend, ("?", ""))
-                label = f"{flavor} storage backend {plan.backend} ({f'{dist} {version}'.strip()})"
+                # whose code it is, named by its failures (a lab knows whose code failed)
+                owner = host.storage_backend_owner(plan.backend)
+                label = (f"{flavor} storage backend {plan.backend} "
+                         f"({owner.release if owner else '?'})")
                 slots[flavor] = _open_slot(backends[plan.backend], target, flavor, label,
-                                           dist == OWN_DISTRIBUTION)
+                                           owner is not None
+                                           and owner.distribution == OWN_DISTRIBUTION)
         except BaseException:
             for slot in slots.values():
                 _discard(slot.writer)  # the original failure is the one to report

@@ -376,10 +376,7 @@ class BusRouter:
     def owed(self, address: str) -> Expectation | None:
         """The reply ``address`` still owes (its expectation), or None."""
         with self._cond:
-            debt = self._debts.get(address)
-            if debt is not None and time.monotonic() >= debt.until:
-                del self._debts[address]
-                debt = None
+            debt = self._live_debt_locked(address, time.monotonic())
             return None if debt is None else debt.expect
 
     def give_up(self, asked: Asked, partial: BadLine | None = None) -> Any:
@@ -657,15 +654,18 @@ class BusRouter:
                 box.append(line)
             self._bump_locked()
 
+    def _live_debt_locked(self, address: str, now: float) -> _Debt | None:
+        """``address``'s debt, dropped once it has lapsed (answers get lost too)."""
+        debt = self._debts.get(address)
+        if debt is not None and now >= debt.until:
+            del self._debts[address]
+            return None
+        return debt
+
     def _owed_locked(self, address: str, line: Any, now: float) -> bool:
         """Whether ``line`` is the late reply ``address`` owes (then counted, not filed)."""
-        debt = self._debts.get(address)
-        if debt is None:
-            return False
-        if now >= debt.until:
-            del self._debts[address]
-            return False
-        if not self.late_reply(debt.expect, line):
+        debt = self._live_debt_locked(address, now)
+        if debt is None or not self.late_reply(debt.expect, line):
             return False
         del self._debts[address]
         self._absorbed_at[address] = now

@@ -569,8 +569,7 @@ class DualRuntimeManager:
             owner = self.host.converter_owner("v2", "arrow")
             self.bridge = MeasurementBridge(
                 self.channels, self.distributor, v2_arrow.convert, on_refused=self._refused,
-                on_alarm=self._alarm, converter=f"converter {v2_arrow.name!r} "
-                f"({f'{owner.distribution} {owner.version}'.strip()})")
+                on_alarm=self._alarm, converter=f"converter {v2_arrow.name!r} ({owner.release})")
             for tap in self.taps:
                 self.bridge.unified.attach(tap)
             for name, sink in self._sinks.items():

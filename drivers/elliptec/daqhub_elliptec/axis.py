@@ -527,7 +527,7 @@ class Axis:
         """The refusal of a command the module was too busy to take (never sent)."""
         owed = self.router.owed(self.address)
         what = f"still busy (GS09) after {waited:.1f} s of retries"
-        if isinstance(owed, Expectation) and owed.command.deferred:
+        if owed is not None and owed.command.deferred:
             what = (f"still running an earlier move ({owed.command.text!r}, given up on) "
                     f"after waiting {waited:.1f} s")
         return DriverError(self.id, command.text,
