@@ -89,6 +89,9 @@ class InstrumentHealth:
     last_error: str = ""
     #: ... and the last one it ever had (for the final report)
     last_error_seen: str = ""
+    #: what its ``close()`` at shutdown raised ("" when it did not fail): the driver could not leave
+    #: the device as it meant to (an output left on), so the instrument did not stop cleanly
+    close_failure: str = ""
     #: the newest sample's (text, time); see :meth:`sample_made` for how a poll defers it
     last_sample: tuple[str, int] = ("", 0)
     connected: bool = False        # reached ``running`` at least once
@@ -158,6 +161,16 @@ class InstrumentHealth:
         with self._lock:
             self.errors += 1
             self.last_error = self.last_error_seen = message
+
+    def close_failed(self, exc: BaseException, stopping: bool) -> None:
+        """The driver's ``close()`` raised ``exc``: an error, and at shutdown (``stopping``)
+        the reason it did not stop cleanly; a close on the way to a reconnect is only an
+        error (the link it closes is usually gone, and the next connect starts afresh)."""
+        why = failure_text(exc)
+        self.error(f"close failed: {why}")
+        if stopping:
+            with self._lock:
+                self.close_failure = why
 
     def refused(self, n: int, message: str) -> None:
         """``n`` of the instrument's samples were refused: an error, and data lost."""

@@ -8,7 +8,9 @@ the unified stream (produced = in the stream + refused; checked for instruments 
 process), a sink stored every one of them
 (a storage backend that failed or hung in ``write()`` left them in no file) and it ended
 ``stopped`` without being forced by the shutdown (a thread that ended only once its port
-was closed under it did not stop cleanly); a routine only when it completed or was stopped
+was closed under it did not stop cleanly) and with its driver's ``close()`` at shutdown
+done (one that raised may have left the device as it should not be: an output on, an axis
+moving); a routine only when it completed or was stopped
 by the shutdown. Everything else is named with its reason.
 """
 
@@ -48,6 +50,8 @@ def instrument_outcome(h: InstrumentHealth, stored: Mapping[str, int], forced: s
         problem = f"forced at shutdown ({forced})"
     elif h.state != "stopped":
         problem = f"did not stop (left {h.state})"
+    elif h.close_failure:
+        problem = f"its close() at shutdown failed: {h.close_failure}"
     elif samples == 0 and h.measurements:
         problem = f"none of its {h.measurements} samples was accepted"
     elif samples == 0:

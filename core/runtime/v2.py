@@ -165,7 +165,7 @@ class V2Worker:
                 try:
                     inst.close()
                 except BaseException as exc:  # a broken device's close must not hide why
-                    self.health.error(f"close failed: {failure_text(exc)}")
+                    self.health.close_failed(exc, self.stop_event.is_set())
                 self.busy_in = ""
             if crash is not None:
                 if self._crashed("read", crash):

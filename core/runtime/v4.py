@@ -252,7 +252,7 @@ class ActorRunner:
         except BaseException as exc:  # a broken actor's close must not mask why
             if not self._from_actor(exc):
                 raise
-            self.health.error(f"close failed: {failure_text(exc)}")
+            self.health.close_failed(exc, self.stopping)
         self.busy_in = ""
 
     def _from_actor(self, exc: BaseException) -> bool:

@@ -136,6 +136,7 @@ def health_state(h: InstrumentHealth, events_sent: int) -> dict[str, Any]:
     after the first ``events_sent`` (the parent keeps the earlier ones)."""
     new = min(h.events_total - events_sent, len(h.events))
     return {**h.snapshot(), "last_error_seen": h.last_error_seen,
+            "close_failure": h.close_failure,
             "events_total": h.events_total, "event_counts": dict(h.event_counts),
             "new_events": list(h.events)[len(h.events) - new:] if new > 0 else []}
 

@@ -140,6 +140,7 @@ class RemoteHealth(InstrumentHealth):
             self.events.extend(s["new_events"])
             self.last_error = s["last_error"]
             self.last_error_seen = s["last_error_seen"] or self.last_error_seen
+            self.close_failure = s["close_failure"]
             self.rate_mirror = float(s["rate_hz"])
         self.sample_made(s["last_value"], s["last_timestamp_ns"])
         self.set_state(s["state"], reason)

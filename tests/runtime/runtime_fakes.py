@@ -222,6 +222,18 @@ class CancelStartV4(CounterV4):
         raise asyncio.CancelledError()
 
 
+class BadCloseV2(CounterV2):
+    """Its close() fails: the output it switches off is left on."""
+
+    def close(self) -> None:
+        raise OSError("OUTP OFF not acknowledged")
+
+
+class BadCloseV4(CounterV4):
+    async def close(self) -> None:
+        raise OSError("OUTP OFF not acknowledged")
+
+
 def fake_instrument_types() -> list[InstrumentType]:
     out = []
     for name, flavor, cls in [("test.counter", "v2", CounterV2), ("test.counter", "v4", CounterV4),
@@ -239,7 +251,9 @@ def fake_instrument_types() -> list[InstrumentType]:
                               ("test.noneitem", "v2", NoneItemV2),
                               ("test.nants", "v2", NanTimestampV2),
                               ("test.cancelread", "v4", CancelReadV4),
-                              ("test.cancelstart", "v4", CancelStartV4)]:
+                              ("test.cancelstart", "v4", CancelStartV4),
+                              ("test.badclose", "v2", BadCloseV2),
+                              ("test.badclose", "v4", BadCloseV4)]:
         out.append(InstrumentType(name, flavor, "none", cls, CHANNELS, f"{name} for tests",
                                   capabilities=("Readable",)))
     return out

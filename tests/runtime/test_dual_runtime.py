@@ -490,3 +490,26 @@ print(started)
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                        timeout=50)
     assert r.stdout.strip() == "True", r.stdout + r.stderr
+
+
+@pytest.mark.timeout(30)
+def test_a_close_that_fails_at_shutdown_is_not_a_clean_stop(host, tmp_path) -> None:
+    """A driver whose ``close()`` raised at shutdown (the output it switches off left on)
+    ended ``stopped`` and was listed "stopped cleanly", exit 0, the failure only an error
+    count on its line."""
+    lab = make_lab(host, tmp_path, v2=[("a", "test.badclose"), ("ok2", "test.counter")],
+                   v4=[("b", "test.badclose")])
+    rt = DualRuntimeManager(lab, host)
+    rt.start()
+    wait_until(lambda: all(rt.health_of(i).measurements > 0 for i in ("a", "b", "ok2")),
+               what="samples of every instrument")
+    report = rt.shutdown()
+    out = io.StringIO()
+    print_report(rt, report, out)
+    outcomes = {o["id"]: o for o in report.instruments}
+    assert not report.ok and report.clean == ["ok2"], report.as_dict()
+    for iid in ("a", "b"):
+        assert outcomes[iid]["state"] == "stopped", outcomes[iid]
+        assert outcomes[iid]["problem"] == ("its close() at shutdown failed: "
+                                            "OUTP OFF not acknowledged"), outcomes[iid]
+    assert "stopped cleanly: ok2" in out.getvalue()

@@ -69,6 +69,13 @@ class DiesInClose(Good):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+class FailsClose(Good):
+    """Its close() raises: the output it switches off is left on."""
+
+    def close(self) -> None:
+        raise OSError("OUTP OFF not acknowledged")
+
+
 class DiesAfterShutdown(Good):
     """Closes fine; its process dies after its shard's shutdown (see below)."""
 
@@ -179,6 +186,7 @@ def daqhub_instrument_types() -> list[InstrumentType]:
             for name, flavor, cls, doc in (
                 ("good", "v2", Good, "reads a counter"),
                 ("dies_in_close", "v2", DiesInClose, "kills its process in close()"),
+                ("fails_close", "v2", FailsClose, "close() raises"),
                 ("dies_after_shutdown", "v2", DiesAfterShutdown,
                  "its process dies after its shard's shutdown"),
                 ("logs_close", "v2", LogsClose, "says when its close() ran"),
