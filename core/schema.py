@@ -434,5 +434,8 @@ def column_values(batch: pa.RecordBatch | pa.Table, spec: ChannelSpec, name: str
     flat = col.flatten().to_numpy(zero_copy_only=False)
     if spec.fixed_size is not None:
         return flat.reshape((len(col), *spec.shape))  # type: ignore[arg-type]
+    # a slice's offsets go on from its parent's (a row of a window: Lab.latest), its
+    # flatten() starts at its own first value
     offsets = col.offsets.to_numpy()
+    offsets = offsets - offsets[0]
     return [flat[offsets[i]:offsets[i + 1]] for i in range(len(col))]

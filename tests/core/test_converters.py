@@ -36,7 +36,14 @@ from daqhub.measurement import (
 from daqhub.plugins.converters import batch_to_rows, rows_to_batch
 from daqhub.runtime.dual import DualRuntimeManager
 from daqhub.scan import samples_of
-from daqhub.schema import build_batch, channel_schema, describe, scalar_rows, with_source
+from daqhub.schema import (
+    build_batch,
+    channel_schema,
+    column_values,
+    describe,
+    scalar_rows,
+    with_source,
+)
 from daqhub.specs import InstrumentType
 
 ids = st.from_regex(r"[A-Za-z][A-Za-z0-9_-]{0,10}", fullmatch=True)
@@ -351,3 +358,19 @@ def test_a_scan_reads_the_last_sample_of_a_block() -> None:
     assert samples_of([block]) == {"x": (2.0, 20)}
 
 
+
+
+def test_the_values_of_a_row_sliced_from_a_window_of_spectra_are_that_rows() -> None:
+    """``Lab.latest`` and a scan's points table read one row of a window of variable-length
+    spectra: a slice, whose offsets go on from its parent's. Its values were another row's
+    tail (or empty), so ``lab.latest("s")["spec"]["value"]`` was wrong every time."""
+    spec = ChannelSpec("spec", "spectrum", "counts", "float64", (None,), axis_unit="nm")
+    rows = [np.array([10.0, 11.0, 12.0]), np.array([20.0, 21.0]), np.array([30.0])]
+    batch = build_batch("s", spec, [1, 2, 3], rows, axes=[np.arange(len(r), dtype=float) for r in rows],
+                        source="v2")
+    for start in range(3):
+        for length in range(1, 4 - start):
+            got = column_values(batch.slice(start, length), spec)
+            assert [list(v) for v in got] == [list(r) for r in rows[start:start + length]]
+        axes = column_values(batch.slice(start, 1), spec, "axis")
+        assert list(axes[0]) == list(range(len(rows[start])))
