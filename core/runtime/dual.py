@@ -79,7 +79,7 @@ from .rates import RateWatch
 from .restarts import RestartPolicy
 from .v2 import V2Runtime
 from .v4 import V4Runtime
-from .watchdog import LoopWatchdog
+from .watchdog import LoopWatchdog, check_v2_connects
 from .workers import WorkerPool
 
 log = logging.getLogger("daqhub.runtime")
@@ -426,7 +426,8 @@ class DualRuntimeManager:
         self.watchdog = LoopWatchdog(
             self.v4.loop, self.v4.thread, self.v4.runners, self._alarm,
             bound_s=lab.loop_watchdog_s,
-            checks=[self.notifier.check, self._check_rates, self._check_sinks],
+            checks=[self.notifier.check, self._check_rates, self._check_sinks,
+                    lambda: check_v2_connects(self.v2.workers.values(), self._alarm)],
             passes=self.v4.passes)
         self.state_changes: collections.deque[dict[str, Any]] = collections.deque(maxlen=1000)
         self.channels: dict[tuple[str, str], ChannelSpec] = {}

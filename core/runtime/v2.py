@@ -95,6 +95,11 @@ class V2Worker:
                                        daemon=True)
         self.busy_in = ""  # what the thread is doing now, for the shutdown report
         self.restarts = Restarts(policy or RestartPolicy())
+        #: when its driver's connect() began (0: not in one). A thread cannot be interrupted,
+        #: so one past the start limit is named instead (``watchdog.check_v2_connects``);
+        #: ``connect_named`` is the ``connect_since`` of the attempt named already
+        self.connect_since = 0.0
+        self.connect_named = 0.0
 
     def start(self) -> None:
         self.thread.start()
@@ -141,6 +146,7 @@ class V2Worker:
                     raise TypeError(f"factory of {self.itype.name} (v2) returned "
                                     f"{type(inst).__name__}, not a V2Instrument")
                 self.instrument = inst
+                self.connect_since = time.monotonic()
                 inst.connect()
             except DEVICE_ERRORS as exc:  # the device or its link: reconnect, for ever
                 self._failed_attempt(f"connect failed: {failure_text(exc)}")
@@ -150,6 +156,8 @@ class V2Worker:
                 if self._crashed("connect", exc):
                     continue
                 return
+            finally:
+                self.connect_since = 0.0
             if self.health.state in ("reconnecting", "error"):
                 self.health.reconnects += 1
                 self.events(self.id, "reconnected", "")

@@ -17,8 +17,14 @@ A loop whose thread ended while the watchdog runs (a ``SystemExit`` in a callbac
 asyncio lets through) raises an alarm too, once: before, it went unnoticed for the rest of
 the run (the V4 runtime marks the actors it stopped failed, with the cause).
 
+A v2 driver's ``connect()`` that does not return cannot be interrupted (it runs on the
+instrument's own thread) and left the instrument ``starting`` in silence until the shutdown
+forced it: one past the restart policy's ``start_timeout_s`` (the limit at which a v4
+``start()`` fails) is named once per attempt, with where it is (:func:`check_v2_connects`).
+
 The same thread runs the other periodic checks of a run (slow plugin hooks,
-instruments below their requested rate), so none of them needs its own thread.
+instruments below their requested rate, those connects), so none of them needs its own
+thread.
 """
 
 from __future__ import annotations
@@ -28,10 +34,11 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .loopselect import LoopPasses
+from .v2 import V2Worker
 from .v4 import ActorRunner
 
 Alarm = Callable[[str, str, dict[str, Any]], None]
@@ -124,10 +131,7 @@ class LoopWatchdog:
             if name.startswith("daqhub-v4:") else None
 
     def _alarm(self, stalled: float) -> None:
-        frame = sys._current_frames().get(self.loop_thread.ident or -1)
-        stack = "".join(traceback.format_stack(frame)) if frame is not None else ""
-        where = traceback.extract_stack(frame)[-1] if frame is not None else None
-        at = f" at {where.filename}:{where.lineno} in {where.name}" if where else ""
+        at, stack = where_is(self.loop_thread)
         r = self._culprit
         if r is not None:
             what, who = f"loop:{r.id}", f"v4 actor {r.id} (in {r.busy_in or 'its poll loop'})"
@@ -135,3 +139,33 @@ class LoopWatchdog:
             what, who = "loop", "a callback outside any actor"
         self.on_alarm(what, f"event loop blocked for over {stalled:.2f} s by {who}{at}; every "
                       "v4 instrument waits meanwhile", {"stack": stack})
+
+
+def where_is(thread: threading.Thread) -> tuple[str, str]:
+    """Where ``thread`` is now: ``" at FILE:LINE in FUNCTION"`` and its whole stack (both ""
+    when it is not running)."""
+    frame = sys._current_frames().get(thread.ident or -1)
+    if frame is None:
+        return "", ""
+    where = traceback.extract_stack(frame)[-1]
+    return (f" at {where.filename}:{where.lineno} in {where.name}",
+            "".join(traceback.format_stack(frame)))
+
+
+def check_v2_connects(workers: Iterable[V2Worker], on_alarm: Alarm) -> None:
+    """Name each v2 driver whose ``connect()`` has run past its ``start_timeout_s``: an
+    alarm with where its thread is, and a ``slow`` event (as a rate alarm); once per attempt. The instrument goes on waiting for it: a thread cannot
+    be interrupted, and a connect that returns late is a connect."""
+    now = time.monotonic()
+    for w in workers:
+        since = w.connect_since
+        limit = w.restarts.policy.start_timeout_s
+        if not since or w.connect_named == since or now - since < limit:
+            continue
+        w.connect_named = since
+        at, stack = where_is(w.thread)
+        message = (f"{w.id}: its v2 driver's connect() has not returned after "
+                   f"{now - since:.0f} s (start_timeout_s = {limit:g} s){at}; a thread cannot "
+                   "be interrupted: the instrument waits for it")
+        w.health.event("slow", message)
+        on_alarm(f"connect:{w.id}", message, {"stack": stack})

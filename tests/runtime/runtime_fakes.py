@@ -124,6 +124,16 @@ class HangV2(CounterV2):
         return []
 
 
+#: lets a ``test.lateconnect`` driver's connect() return
+CONNECT_GATE = threading.Event()
+
+
+class LateConnectV2(CounterV2):
+    def connect(self) -> None:
+        CONNECT_GATE.wait(60)  # a vendor library's open that waits on the device
+        super().connect()
+
+
 class CrashV2(CounterV2):
     def read(self) -> list[Measurement]:
         raise RuntimeError("sensor on fire")
@@ -253,6 +263,7 @@ def fake_instrument_types() -> list[InstrumentType]:
                               ("test.cancelread", "v4", CancelReadV4),
                               ("test.cancelstart", "v4", CancelStartV4),
                               ("test.badclose", "v2", BadCloseV2),
+                              ("test.lateconnect", "v2", LateConnectV2),
                               ("test.badclose", "v4", BadCloseV4)]:
         out.append(InstrumentType(name, flavor, "none", cls, CHANNELS, f"{name} for tests",
                                   capabilities=("Readable",)))

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import types
 
 import pytest
 from polling import wait_until
-from runtime_fakes import PRODUCED, RELEASE, BlockingV4, OnCueV4, make_lab
+from runtime_fakes import (
+    CONNECT_GATE,
+    PRODUCED,
+    RELEASE,
+    BlockingV4,
+    OnCueV4,
+    make_lab,
+)
 
 from daqhub.hookspecs import hookimpl
 from daqhub.runtime.dual import (
@@ -143,6 +151,36 @@ def test_an_instrument_far_below_its_requested_rate_raises_an_alarm(host, tmp_pa
     assert any(a["what"] == "rate:slowpoke" for a in saved["alarms"])
     slow = {i["id"]: i for i in saved["instruments"]}["slowpoke"]
     assert any(e["event"] == "slow" for e in slow["events"])
+
+
+@pytest.mark.timeout(30)
+def test_a_v2_connect_that_does_not_return_is_named_while_it_waits(host, tmp_path) -> None:
+    """A v2 driver's connect() that blocks cannot be interrupted: the instrument stayed
+    ``starting`` with no word until the shutdown forced it. Past ``start_timeout_s`` it is
+    named, with where its thread is; it still runs once the connect returns."""
+    lab = make_lab(host, tmp_path, v2=[("late", "test.lateconnect"), ("a", "test.counter")],
+                   v4=[], extra="[daqhub.restart]\nstart_timeout_s = 0.3\n")
+    rt = DualRuntimeManager(lab, host)
+    CONNECT_GATE.clear()
+    rt.start()
+    try:
+        wait_until(lambda: any(a["what"] == "connect:late" for a in rt.alarms), timeout=10,
+                   what="an alarm naming late's connect")
+        [alarm] = [a for a in rt.health()["alarms"] if a["what"] == "connect:late"]
+        assert re.fullmatch(r"late: its v2 driver's connect\(\) has not returned after \d+ s "
+                            r"\(start_timeout_s = 0.3 s\) at .*threading.py:\d+ in wait; a "
+                            r"thread cannot be interrupted: the instrument waits for it",
+                            alarm["message"]), alarm["message"]
+        assert "runtime_fakes.py" in alarm["stack"] and "in connect" in alarm["stack"]
+        assert rt.health_of("late").state == "starting"
+        assert not any(a["what"] == "connect:a" for a in rt.alarms)
+        CONNECT_GATE.set()
+        wait_until(lambda: rt.health_of("late").measurements > 0, what="late's samples")
+        assert [a["what"] for a in rt.alarms].count("connect:late") == 1  # once per attempt
+    finally:
+        CONNECT_GATE.set()
+        report = rt.shutdown()
+    assert report.ok, report.as_dict()  # a connect that returned late is a connect
 
 
 def test_alarms_are_all_listed_but_only_the_newest_keep_their_stacks(host, tmp_path) -> None:
