@@ -109,11 +109,13 @@ def open_lab(lab: LabSource, *, output_dir: str | os.PathLike[str] | None = None
         from .flight_service import start_service
 
         service = start_service(rt, serving)
+    latest = _Latest(rt)  # a tap: it sees the samples of the first polls, taken while starting
     try:
         rt.start()
         records.start()
-        return Lab(rt, records, report, service)
+        return Lab(rt, records, latest, report, service)
     except BaseException:
+        latest.sub.close()
         rt.shutdown()
         if service is not None:
             service.stop()
@@ -334,10 +336,18 @@ class LiveData:
 
 
 class _Latest:
-    """Keeps the last sample per channel from a lossy subscription, on its own thread."""
+    """Keeps the last sample per channel from a lossy subscription, on its own thread.
 
-    def __init__(self, sub: Subscription[pa.RecordBatch]) -> None:
-        self.sub = sub
+    Made before the runtime starts, as one of its taps (they see the unified stream from its
+    first batch): subscribed after ``open_lab`` had started the runtime and taken the settings
+    snapshot, it missed a channel that reports only in its first poll, and
+    ``latest(wait=...)`` timed out on a sample that was stored.
+    """
+
+    def __init__(self, rt: DualRuntimeManager) -> None:
+        self.sub: Subscription[pa.RecordBatch] = Subscription("lab-latest", lossless=False,
+                                                              capacity=100)
+        rt.taps.append(self.sub)
         self.values: dict[str, dict[str, dict[str, Any]]] = {}
         self.changed = threading.Condition()
         self.thread = threading.Thread(target=self._main, name="daqhub-lab-latest", daemon=True)
@@ -366,7 +376,7 @@ class _Latest:
 class Lab:
     """A running lab; closing it (or leaving its ``with`` block) shuts everything down."""
 
-    def __init__(self, rt: DualRuntimeManager, records: SessionRecords,
+    def __init__(self, rt: DualRuntimeManager, records: SessionRecords, latest: _Latest,
                  report_to: TextIO | None = None, service: FlightService | None = None
                  ) -> None:
         self.rt = rt
@@ -385,7 +395,7 @@ class Lab:
         #: set once close() begins: scans refuse to start, the report is printed once
         self.closing = False
         self._close_lock = threading.Lock()
-        self._latest = _Latest(rt.subscribe("lab-latest", lossless=False, capacity=100))
+        self._latest = latest
         #: the live data handed out (:meth:`subscribe`), closed with the lab
         self.live: weakref.WeakSet[LiveData] = weakref.WeakSet()
         _close_at_exit(self)

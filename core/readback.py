@@ -58,8 +58,9 @@ def read_session(path: str | Path, *, merge: bool = False
     time), or with ``merge=True`` one table: ``timestamp_ns`` (every instant any
     scalar channel was sampled, in order) and a column ``instrument.channel`` per
     scalar channel, null where that channel has no sample at that instant
-    (``df.ffill()`` in pandas gives the last known value). Spectra and images
-    are left out of the merged table: read them per channel.
+    (``df.ffill()`` in pandas gives the last known value); a channel sampled twice at
+    one instant has its last sample there, and a :class:`MergeWarning` says how many it
+    left out. Spectra and images are left out of the merged table: read them per channel.
     """
     tables = dict(sorted(_channels(Path(path))))
     if not merge:
@@ -67,8 +68,19 @@ def read_session(path: str | Path, *, merge: bool = False
     return merge_on_time(tables)
 
 
+class MergeWarning(UserWarning):
+    """The merged table left samples out: it holds one sample per channel and instant."""
+
+
 def merge_on_time(tables: dict[str, pa.Table]) -> pa.Table:
-    """Scalar channels joined on their timestamps (outer join), units kept per column."""
+    """Scalar channels joined on their timestamps (outer join), units kept per column.
+
+    A channel sampled more than once at one instant keeps its last sample there; the others
+    are a :class:`MergeWarning` naming each such channel and how many of its samples were
+    left out (they are in its own table). Both cannot be kept: a merged row is one instant,
+    and a second row of that instant would hold the other channels' samples twice.
+    """
+    dropped: dict[str, int] = {}
     scalars = {name: t for name, t in tables.items()
                if not pa.types.is_nested(t.schema.field("value").type)}
     times = np.unique(np.concatenate(
@@ -79,8 +91,9 @@ def merge_on_time(tables: dict[str, pa.Table]) -> pa.Table:
     for name, t in scalars.items():
         ts = t.column("timestamp_ns").to_numpy()
         values = t.column("value").combine_chunks()
-        # a channel sampled twice at one instant keeps its last sample there
-        ts_rev, first_of_rev = np.unique(ts[::-1], return_index=True)
+        ts_rev, first_of_rev = np.unique(ts[::-1], return_index=True)  # each instant's last
+        if len(ts_rev) < len(ts):
+            dropped[name] = len(ts) - len(ts_rev)
         last = len(ts) - 1 - first_of_rev
         slot = np.full(len(times), -1, np.int64)
         slot[np.searchsorted(times, ts_rev)] = last
@@ -88,6 +101,12 @@ def merge_on_time(tables: dict[str, pa.Table]) -> pa.Table:
         field = t.schema.field("value")
         fields.append(pa.field(name, field.type, nullable=True, metadata=field.metadata))
         columns.append(taken)
+    if dropped:  # stack: here, read_session, its caller
+        left_out = ", ".join(f"{n} sample(s) of {name}" for name, n in dropped.items())
+        warnings.warn(f"merged table: left out {left_out}, each at an instant where its "
+                      "channel has a later sample (one sample per channel and instant); the "
+                      "channel's own table (read_session without merge) has them all",
+                      MergeWarning, stacklevel=3)
     return pa.Table.from_arrays(columns, schema=pa.schema(fields))
 
 

@@ -4,8 +4,8 @@ V2 workers publish lists of ``Measurement``s (and ``Columns`` blocks) to one los
 subscription, read by the bridge's thread, which converts them into unified batches per
 channel and publishes them ordered by timestamp within a bounded reordering window:
 everything that arrived during one window (``window_s``, or less once ``ROWS_PER_WAKE`` rows
-are queued) is sorted by its first timestamp before it goes out. V4 actors make unified
-batches themselves and publish them straight from the event loop through
+are queued) is sorted by each channel's first timestamp before it goes out. V4 actors make
+unified batches themselves and publish them straight from the event loop through
 :meth:`MeasurementBridge.apublish` (counted, no hop through the bridge's thread), so a v4
 batch may pass v2 batches of the same moment. Within a channel the order is the producer's.
 
@@ -136,7 +136,7 @@ class MeasurementBridge:
         rows it fails on are refused, each named with its instrument, channel and cause.
         """
         rows: dict[tuple[str, str], list[Measurement | Columns]] = defaultdict(list)
-        out: list[pa.RecordBatch] = []
+        out: list[tuple[int, pa.RecordBatch]] = []  # (its channel's first timestamp, batch)
         emitted = 0
         for item in items:
             try:
@@ -159,13 +159,17 @@ class MeasurementBridge:
                 self.on_refused(key[0], n, f"rejected {n} sample(s) of undeclared channel "
                                 f"{key[1]!r}")
                 continue
-            for batch in self._convert(key, ms, declared):
-                out.append(batch)
+            batches = self._convert(key, ms, declared)
+            at = next((b.column("timestamp_ns")[0].as_py() for b in batches if b.num_rows), 0)
+            for batch in batches:
+                out.append((at, batch))
                 n = batch.num_rows
                 self.counts["v2"][key] += n
                 emitted += n
-        out.sort(key=lambda b: b.column("timestamp_ns")[0].as_py() if b.num_rows else 0)
-        for b in out:
+        # across channels only: a stable sort on the channel's first timestamp keeps the pieces
+        # of a channel that a refused row split (:meth:`_sift`) in the producer's order
+        out.sort(key=lambda item: item[0])
+        for _, b in out:
             self.unified.publish(b)
             self.batches_out += 1
         return emitted
