@@ -10,7 +10,8 @@ of writing something a reader would misinterpret later.
 from __future__ import annotations
 
 import math
-import sys
+import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -109,6 +110,62 @@ def _whole_ns(value: Any) -> bool:
     return False
 
 
+_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
+#: Names Windows refuses for files whatever the extension; refused everywhere so a
+#: session copied to a Windows machine stays readable.
+_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)),
+             *(f"lpt{i}" for i in range(10))}
+#: Names the backends use for their own bookkeeping (the HDF5 ``/_daqhub`` group).
+RESERVED_IDS = frozenset({"_daqhub"})
+
+
+def check_id(value: str, what: str = "id") -> str | None:
+    """Why ``value`` cannot name a file or HDF5 group, or None when it can.
+
+    Allowed: 1-64 ASCII letters, digits, ``_`` and ``-``, not starting with
+    ``-``, and not a name Windows reserves (``CON``, ``NUL``, ``COM1``...). This
+    rules out every path trick (``..``, ``a/b``, absolute paths, NUL bytes) by
+    construction rather than by listing them.
+
+    The one rule for every id that becomes a name on disk: instrument and session ids
+    (:mod:`daqhub.storage`, which re-exports it) and channel names, which
+    :meth:`ChannelSpec.problems` checks by it, so a plugin declaring a channel storage cannot
+    name (``'température'``, ``'con'``) fails when it loads, naming the plugin and the
+    channel, not every run at its start.
+    """
+    if not isinstance(value, str):
+        return f"{what} must be a string, got {type(value).__name__}"
+    if value == "":
+        return f"{what} must not be empty"
+    if _ID.match(value) is None:
+        bad = sorted({c for c in value if not (c.isascii() and (c.isalnum() or c in "_-"))})
+        shown = ", ".join(repr(c) for c in bad) if bad else ""
+        if len(value) > 64:
+            why = f"is {len(value)} characters long (at most 64)"
+        elif bad:
+            why = f"contains {shown}"
+        else:
+            why = "starts with '-'"
+        suggestion = _suggest(value)
+        return (f"{what} {value!r} {why}; ids name files and HDF5 groups, so they may hold only "
+                f"ASCII letters, digits, '_' and '-' (not starting with '-')"
+                + (f"; try {suggestion!r}" if suggestion else ""))
+    if value.lower() in _RESERVED:
+        return f"{what} {value!r} is a reserved device name on Windows; try {value + '_1'!r}"
+    if value in RESERVED_IDS:
+        return f"{what} {value!r} is reserved for daqhub's own records; try {value[1:]!r}"
+    return None
+
+
+def _suggest(value: str) -> str:
+    """An allowed id close to ``value``: accents dropped (``température`` -> ``temperature``),
+    anything else outside the alphabet made ``_``; empty when nothing of it is left (``温度``:
+    a made-up word would name something else)."""
+    plain = "".join(c for c in unicodedata.normalize("NFKD", value)
+                    if not unicodedata.combining(c))
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", plain).strip("_-")[:64]
+
+
 def as_flavor(value: object) -> Flavor:
     """``value`` checked to be a flavor (``DataError`` if not)."""
     if value == "v2" or value == "v4":
@@ -140,8 +197,9 @@ class ChannelSpec:
 
     def problems(self) -> list[str]:
         out: list[str] = []
-        if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
-            out.append("name must be non-empty letters, digits, '_' or '-'")
+        why = check_id(self.name, "name")  # storage's rule: the name names its files
+        if why:
+            out.append(why)
         if self.kind not in KINDS:
             out.append(f"kind {self.kind!r} is not one of {', '.join(KINDS)}")
         if self.dtype not in DTYPES:
@@ -460,12 +518,20 @@ class UnifiedMeasurement:
 def scalar_fits(value: Any, dtype: str | np.dtype[Any]) -> bool:
     """Whether a scalar value is stored in a channel of ``dtype`` as what it says.
 
-    The one rule for both flavors' scalar samples: a number converts when the conversion
-    loses nothing of its kind (an integer into a float channel, or into an integer channel
-    whose range holds it; a float into a float channel of any width); a bool only into a
-    bool channel, and a bool channel takes nothing else; anything else (a string, None, a
-    float for an integer channel) is refused, not parsed or truncated, because a driver
-    that returns it has a bug its author must see.
+    The one rule for both flavors' scalar samples: a number converts when the channel stores
+    that number, at the channel's precision. An integer goes into an integer channel whose
+    range holds it, or into a float channel that holds it exactly (``2**53 + 1`` is no
+    float64 and ``16777217`` no float32: each would be stored as its neighbour, a different
+    count). A float goes into a float channel of any width, rounded to it (``0.1`` is stored
+    as float32's nearest, which is what declaring float32 asks for), unless it is finite and
+    the width makes it an infinity (``1e308`` in float32). A bool goes only into a bool
+    channel, and a bool channel takes nothing else; anything else (a string, None, a float
+    for an integer channel) is refused, not parsed or truncated, because a driver that
+    returns it has a bug its author must see. :func:`scalar_refused` says which.
+
+    Cheap, as it is asked of every sample whose type alone does not settle it: the common
+    cases are a type test and a comparison or two; numpy converts the value only for a float
+    wider than float64 (``np.longdouble``).
     """
     want = np.dtype(dtype)
     if type(value) is np.ndarray and value.ndim == 0:
@@ -475,11 +541,53 @@ def scalar_fits(value: Any, dtype: str | np.dtype[Any]) -> bool:
     if want.kind == "b":
         return False
     if isinstance(value, int | np.integer):
-        if want.kind == "f":  # any integer a float holds (2**1024 is none)
-            return abs(int(value)) <= sys.float_info.max
+        if want.kind == "f":
+            n = abs(int(value))
+            return n < _EXACT_BELOW.get(want.itemsize, 0) or _float_holds(n, want)
         info = np.iinfo(want)
         return bool(info.min <= int(value) <= info.max)
-    return isinstance(value, float | np.floating) and want.kind == "f"
+    if not (isinstance(value, float | np.floating) and want.kind == "f"):
+        return False
+    size = 8 if isinstance(value, float) else value.itemsize  # (np.float64 is a float)
+    if size <= want.itemsize:
+        return True
+    if size == 8 and want.itemsize == 4:
+        return not _F32_INF_FROM <= abs(float(value)) < math.inf  # (Python's compare: fast)
+    with np.errstate(over="ignore"):
+        return not (np.isinf(want.type(value)) and np.isfinite(value))
+
+
+#: the smallest magnitude a float64 becomes float32's infinity from: float32's largest
+#: number, (2**24 - 1) * 2**104, plus half its last step (halfway rounds to the even 2**128)
+_F32_INF_FROM = 2.0 ** 128 - 2.0 ** 103
+#: float width in bytes -> the whole numbers below this bound it holds, all of them exactly
+#: (2**significand bits)
+_EXACT_BELOW = {8: 2 ** 53, 4: 2 ** 24}
+
+
+def _float_holds(n: int, want: np.dtype[Any]) -> bool:
+    """Whether the float dtype ``want`` holds the whole number ``n >= 0`` exactly: no more
+    significant bits than its significand has, and no higher than its largest number."""
+    info = np.finfo(want)
+    significant = n >> ((n & -n).bit_length() - 1) if n else 0  # trailing zeros dropped
+    return n.bit_length() <= info.maxexp and significant.bit_length() <= info.nmant + 1
+
+
+def scalar_refused(where: str, dtype: str, value: Any) -> DataError:
+    """The error for a value :func:`scalar_fits` refused: the channel (``where``:
+    ``instrument.channel``), its dtype and the value, and for a number a float channel would
+    change, what it would store instead, which says why a number was refused."""
+    text = f"channel {where} is declared {dtype}, got {value_for_error(value)}"
+    want = np.dtype(dtype)
+    if want.kind != "f" or isinstance(value, bool | np.bool_) or not isinstance(
+            value, int | float | np.integer | np.floating):
+        return DataError(text)
+    try:
+        with np.errstate(over="ignore"):
+            held = want.type(value).item()
+    except OverflowError:  # an int past float64's range
+        return DataError(f"{text}, which is beyond {dtype}'s range")
+    return DataError(f"{text}, which {dtype} would store as {held!r}")
 
 
 def value_for_error(value: Any) -> str:
@@ -496,8 +604,7 @@ def check_against(spec: ChannelSpec, data: Data, instrument_id: str = "") -> Non
         raise DataError(f"channel {where} is declared {spec.kind}, got a {kind}")
     if isinstance(data, Scalar):
         if not scalar_fits(data.value, spec.dtype):
-            raise DataError(f"channel {where} is declared {spec.dtype}, got "
-                            f"{value_for_error(data.value)}")
+            raise scalar_refused(where, spec.dtype, data.value)
     elif (dtype := dtype_of(data)) != np.dtype(spec.dtype):
         raise DataError(f"channel {where} is declared {spec.dtype}, got {dtype}")
     unit = data.unit

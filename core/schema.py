@@ -38,8 +38,8 @@ from .measurement import (
     Flavor,
     as_flavor,
     scalar_fits,
+    scalar_refused,
     timestamps_array,
-    value_for_error,
 )
 
 SCHEMA_VERSION = "1"
@@ -214,8 +214,8 @@ def build_batch(
         if len(metadata) != n:
             raise DataError(f"channel {_where(instrument_id, spec)}: {n} timestamps but "
                             f"{len(metadata)} metadata entries")
-        cols.append(pa.array([json.dumps(dict(m)) if m else None for m in metadata],
-                             type=pa.string()))
+        cols.append(pa.array([metadata_json(m, instrument_id, spec.name) if m else None
+                              for m in metadata], type=pa.string()))
     else:
         cols.append(_no_metadata(n))
     schema = _channel_schema(instrument_id, spec, source is not None)
@@ -229,9 +229,57 @@ def scalar_array(value: Any, spec: ChannelSpec, instrument_id: str = "") -> np.n
     :class:`DataError` naming the channel when the value does not fit it
     (:func:`~daqhub.measurement.scalar_fits`: never parsed, truncated or wrapped)."""
     if not scalar_fits(value, spec.dtype):
-        raise DataError(f"channel {_where(instrument_id, spec)} is declared {spec.dtype}, got "
-                        f"{value_for_error(value)}")
+        raise scalar_refused(_where(instrument_id, spec), spec.dtype, value)
     return np.array([value], dtype=_np_dtype(spec.dtype))
+
+
+def metadata_json(meta: Mapping[str, Any], instrument_id: str, channel: str) -> str:
+    """One sample's metadata as the JSON text of its ``metadata`` column: the one place
+    metadata becomes text (:func:`build_batch`, :class:`ScalarRows`), for both flavors.
+
+    A numpy scalar (what numpy arithmetic gives a driver: ``np.int64(3)``) is stored as
+    the Python value it is (``.item()``); anything else JSON has no value for (a numpy
+    array, an object) is a :class:`DataError` naming the instrument, channel and key, so the
+    sample is refused for what it is, alike in both flavors (a bare TypeError from
+    ``json`` blamed the v2 converter, and crashed a v4 actor over and over). Plain Python
+    metadata is dumped at once, as before; the numpy look is taken only when that fails.
+    """
+    try:
+        return json.dumps(dict(meta))
+    except (TypeError, ValueError):
+        pass
+    where = f"channel {instrument_id}.{channel}: metadata"
+    if not isinstance(meta, Mapping):
+        raise DataError(f"{where} is a {type(meta).__name__}, not a mapping of names to "
+                        "values")
+    for key, value in meta.items():
+        try:
+            json.dumps({key: value}, default=_numpy_scalar)
+        except _NotJSON as exc:
+            inside = isinstance(value, dict | list | tuple)  # name what is wrong in it
+            culprit = exc.value if inside else value
+            what = ("a numpy array" if isinstance(culprit, np.ndarray)
+                    else f"a {type(culprit).__name__}")
+            raise DataError(f"{where} {key!r} {'holds' if inside else 'is'} {what}, not a "
+                            "JSON value") from None
+        except (TypeError, ValueError) as exc:  # a key JSON has no name for, a cycle
+            raise DataError(f"{where} {key!r}: {exc}") from None
+    return json.dumps(dict(meta), default=_numpy_scalar)
+
+
+class _NotJSON(TypeError):
+    """A metadata value JSON has no value for (``value``)."""
+
+    def __init__(self, value: object) -> None:
+        super().__init__(type(value).__name__)
+        self.value = value
+
+
+def _numpy_scalar(value: object) -> object:
+    """``json.dumps``'s ``default``: a numpy scalar as its Python value, nothing else."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise _NotJSON(value)
 
 
 _INT64 = pa.int64()
@@ -279,7 +327,9 @@ class ScalarRows:
     an unknown null count, so a slice counts its nulls from its own bits.
 
     Only values of the types that always fit the dtype are packed here (``struct`` would
-    pack a bool as 1.0); any other value, an integer ``struct`` finds out of range, a boolean
+    pack a bool as 1.0), and an integer for a float channel once :func:`scalar_fits` found
+    the float holds it exactly (``struct`` would round ``2**53 + 1``); any other value, an
+    integer ``struct`` finds out of range, a float it finds beyond float32's range, a boolean
     channel (Arrow packs those in bits) and metadata longer than a block go through
     :func:`scalar_array` and :func:`build_batch`, which refuse what does not fit.
     """
@@ -288,9 +338,15 @@ class ScalarRows:
         self.instrument_id, self.spec, self.source = instrument_id, spec, source
         code = _PACK_CODES.get(spec.dtype)
         self.value_struct = struct.Struct(f"<{code}") if code is not None else None
-        # the types packed as they come: those whose values fit the dtype (struct refuses
-        # an integer out of range, which then goes through scalar_array and is refused)
-        self.numbers = frozenset(t for t in _NUMBERS if scalar_fits(t(0), spec.dtype))
+        self.dtype = np.dtype(spec.dtype)
+        fit = frozenset(t for t in _NUMBERS if scalar_fits(t(0), self.dtype))
+        # the types packed as they come: those whose values fit the dtype, or whose misfits
+        # struct refuses (an integer out of range, a float float32 makes infinite), which
+        # then go through scalar_array and are refused; an integer for a float channel,
+        # which struct rounds, is looked at first
+        self.looked_at = (frozenset(t for t in fit if issubclass(t, int | np.integer))
+                          if self.dtype.kind == "f" else frozenset())
+        self.numbers = fit - self.looked_at
         self.schema = channel_schema(instrument_id, spec, unified=True)
         self.block: pa.RecordBatch | None = None
         self.i = BLOCK_ROWS  # the next row's index in the block: none is open yet
@@ -298,9 +354,11 @@ class ScalarRows:
 
     def __call__(self, timestamp_ns: int, value: Any, meta: Mapping[str, Any] | None = None
                  ) -> pa.RecordBatch:
-        text = json.dumps(dict(meta)).encode() if meta else b""
-        if (self.value_struct is None or type(value) not in self.numbers
-                or len(text) > BLOCK_META_BYTES):
+        text = metadata_json(meta, self.instrument_id, self.spec.name).encode() if meta else b""
+        if (self.value_struct is None or len(text) > BLOCK_META_BYTES
+                or (type(value) not in self.numbers
+                    and not (type(value) in self.looked_at
+                             and scalar_fits(value, self.dtype)))):
             return self._general(timestamp_ns, value, meta)
         if self.i == BLOCK_ROWS or self.meta_end + len(text) > BLOCK_META_BYTES:
             self._new_block()

@@ -63,7 +63,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import __version__
-from .measurement import ChannelSpec, DataError, value_for_error
+from .measurement import ChannelSpec, DataError, check_id, value_for_error
 from .outdir import resolved, unwritable
 from .resources.filelock import remove_stale_locks
 from .schema import META_CHANNEL, META_INSTRUMENT, channel_schema, declared_channel
@@ -85,14 +85,7 @@ OPEN_TIMEOUT = 30.0
 #: made a Ctrl-C, and the second one too, wait out the whole bound now and then.
 WAIT_SLICE_S = 0.2
 
-_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
 _SESSION_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
-#: Names Windows refuses for files whatever the extension; refused everywhere so a
-#: session copied to a Windows machine stays readable.
-_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)),
-             *(f"lpt{i}" for i in range(10))}
-#: Names the backends use for their own bookkeeping (the HDF5 ``/_daqhub`` group).
-RESERVED_IDS = frozenset({"_daqhub"})
 
 
 class StorageError(RuntimeError):
@@ -154,41 +147,6 @@ def new_session_id(now: datetime | None = None) -> str:
 
 def is_session_id(text: str) -> bool:
     return bool(_SESSION_ID.match(text))
-
-
-def check_id(value: str, what: str = "id") -> str | None:
-    """Why ``value`` cannot name a file or HDF5 group, or None when it can.
-
-    Allowed: 1-64 ASCII letters, digits, ``_`` and ``-``, not starting with
-    ``-``, and not a name Windows reserves (``CON``, ``NUL``, ``COM1``...). This
-    rules out every path trick (``..``, ``a/b``, absolute paths, NUL bytes) by
-    construction rather than by listing them.
-    """
-    if not isinstance(value, str):
-        return f"{what} must be a string, got {type(value).__name__}"
-    if value == "":
-        return f"{what} must not be empty"
-    if _ID.match(value) is None:
-        bad = sorted({c for c in value if not (c.isascii() and (c.isalnum() or c in "_-"))})
-        shown = ", ".join(repr(c) for c in bad) if bad else ""
-        if len(value) > 64:
-            why = f"is {len(value)} characters long (at most 64)"
-        elif bad:
-            why = f"contains {shown}"
-        else:
-            why = "starts with '-'"
-        return (f"{what} {value!r} {why}; ids name files and HDF5 groups, so they may hold only "
-                f"letters, digits, '_' and '-' (not starting with '-'); try {_suggest(value)!r}")
-    if value.lower() in _RESERVED:
-        return f"{what} {value!r} is a reserved device name on Windows; try {value + '_1'!r}"
-    if value in RESERVED_IDS:
-        return f"{what} {value!r} is reserved for daqhub's own records; try {value[1:]!r}"
-    return None
-
-
-def _suggest(value: str) -> str:
-    cleaned = re.sub(r"[^A-Za-z0-9_-]+", "_", value).strip("_-")[:64]
-    return cleaned or "instrument"
 
 
 def flavor_dirs(output_dir: Path | str) -> dict[Flavor, Path]:
