@@ -600,7 +600,9 @@ class StorageSession:
                     failed.append(_handed_over(slot, exc))
                     result = exc.result or []
                 files = _listed_files(slot, result)
-        except Exception as exc:  # the lock's wait, the list of files, the backend's bug
+        except BaseException as exc:  # the lock's wait, the list of files, the backend's bug
+            if not _plugin_fault(exc):
+                raise
             err = exc if isinstance(exc, StorageError) else StorageError(
                 f"{slot.label}: closing failed: {type(exc).__name__}: {exc}")
             if not failed:
@@ -629,7 +631,9 @@ class StorageSession:
             if not slot.closed:
                 slot.writer.flush()
             return True
-        except Exception as exc:
+        except BaseException as exc:  # a sys.exit() in it ended the background flusher
+            if not _plugin_fault(exc):
+                raise
             slot.failure = f"{slot.label}: {type(exc).__name__}: {exc}"
             if isinstance(exc, WriteFailed):
                 slot.lost += exc.lost
@@ -787,18 +791,24 @@ def _flush_interval(writer: Any, label: str) -> float:
     return seconds
 
 
+def _plugin_fault(exc: BaseException) -> bool:
+    """``host.is_plugin_fault``: what a backend's writer raised is its failure to name (a
+    ``sys.exit()`` too), but for a real Ctrl-C."""
+    from .host import is_plugin_fault  # loaded already (the caller has a host)
+
+    return is_plugin_fault(exc)
+
+
 def _discard(writer: Any) -> None:
     """Close a writer whose failure is not the one to report (another failure is, or nobody
     waits for it any more); what it raises is dropped, but for a Ctrl-C."""
-    from .host import is_plugin_fault  # loaded already (the caller has a host)
-
     close = getattr(writer, "close", None)
     if not callable(close):
         return
     try:
         close()
     except BaseException as exc:
-        if not is_plugin_fault(exc):
+        if not _plugin_fault(exc):
             raise
 
 

@@ -233,3 +233,39 @@ def test_a_hung_open_does_not_keep_the_process_from_exiting(tmp_path: Path) -> N
                           timeout=30)
     assert done.returncode == 0, done.stderr
     assert "v2 storage backend hung (hung-store 1) did not open " in done.stdout
+
+
+class ExitingWriter(Writer):
+    """A writer whose first flush calls ``sys.exit()`` and whose close() does too."""
+
+    def __init__(self) -> None:
+        super().__init__(flush_interval=0.05)
+        self.flushes = 0
+        self.flushed_again = threading.Event()
+
+    def flush(self) -> None:
+        self.flushes += 1
+        if self.flushes == 1:
+            raise SystemExit(0)
+        self.flushed_again.set()
+
+    def close(self) -> list[Path]:
+        super().close()
+        raise SystemExit(3)
+
+
+@pytest.mark.timeout(30)
+def test_a_writer_that_exits_in_flush_or_close_is_a_failure_and_the_flusher_goes_on(
+        tmp_path: Path, storage_host: PluginHost) -> None:
+    """A ``sys.exit()`` in a writer's flush() ended the background flusher (no flush of any
+    flavor for the rest of the run, nothing said); one in close() went through the session's
+    close, naming no backend."""
+    writer = ExitingWriter()
+    session = open_session(with_backend(storage_host, lambda target: writer), tmp_path)
+    try:
+        assert writer.flushed_again.wait(10), "the background flusher stopped"
+    finally:
+        with pytest.raises(StorageError) as caught:
+            session.close(timeout=5)
+    assert f"{LABEL}: closing failed: SystemExit: 3" in str(caught.value), str(caught.value)
+    assert writer.closed.is_set()
