@@ -370,6 +370,21 @@ class PluginHost:
             self.report(PluginProblem(distribution, version, short, why))
             return False
         hooks = sorted(hc.name for hc in callers)
+        unmarked = _unmarked_hooks(obj, hooks)
+        if not hooks:  # listed with "-" and no word: a lab said only "unknown type"
+            self.pm.unregister(obj)
+            hint = (f"; {', '.join(unmarked)} lack(s) @hookimpl (from daqhub.hookspecs import "
+                    "hookimpl)" if unmarked else "")
+            self.report(PluginProblem(distribution, version, short,
+                                      f"{entry_point or name} implements no daqhub hook, so it "
+                                      f"adds nothing{hint}"))
+            return False
+        unmarked = [n for n in unmarked if n in self.hook_names()]  # not a helper's name
+        if unmarked:  # registered for the hooks it marks; these are never called
+            self.report(PluginProblem(distribution, version, short,
+                                      f"{', '.join(unmarked)} lack(s) @hookimpl (from "
+                                      "daqhub.hookspecs import hookimpl): daqhub never calls "
+                                      f"{'it' if len(unmarked) == 1 else 'them'}"))
         self.plugins[name] = PluginInfo(short, distribution, version, entry_point, hooks)
         self._order[name] = len(self._order)
         self._cache.clear()
@@ -425,7 +440,10 @@ class PluginHost:
         kinds = kind if isinstance(kind, tuple) else (kind,)
         items: list[tuple[PluginInfo, T]] = []
         for info, result in self._call_each(hook, **kwargs):
-            if result is None:
+            if result is None:  # read as "nothing to add", it hid every declaration it made
+                self.report(PluginProblem(info.distribution, info.version, info.name,
+                                          f"hook {hook} returned None: did it forget "
+                                          "`return`? (return [] when it has nothing)"))
                 continue
             if not isinstance(result, Iterable) or isinstance(result, str | bytes | Mapping):
                 self.report(PluginProblem(info.distribution, info.version, info.name,
@@ -721,6 +739,13 @@ def _class_of(factory: Callable[..., Any]) -> type | None:
     """The class an instrument factory builds: itself, or a ``functools.partial`` of it."""
     target = getattr(factory, "func", factory)
     return target if isinstance(target, type) else None
+
+
+def _unmarked_hooks(obj: object, marked: Sequence[str]) -> list[str]:
+    """The ``daqhub_*`` functions of a plugin object that pluggy did not register because
+    they lack ``@hookimpl``: what a plugin meant to add and never will."""
+    return sorted(n for n in dir(obj) if n.startswith("daqhub_") and n not in marked
+                  and callable(getattr(obj, n, None)))
 
 
 def _brief(value: Any, limit: int = 120) -> str:

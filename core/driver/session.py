@@ -170,12 +170,17 @@ class Session:
     def poll(self) -> Any:
         """Channel name -> value (or :class:`Sample`). The default queries, in one
         transaction, the declared parameter of each channel's name (planned once, and
-        again only when :attr:`fields` change)."""
+        again only when :attr:`fields` change). A channel without one is refused
+        (:func:`unpolled_channels`), unless an own ``poll`` fills it and calls this one for
+        the others."""
         key = tuple(self.fields.items())
         planned = self.__dict__.get("_planned_poll")
         if planned is None or planned[0] != key:
             params = parameters(type(self))
-            names = [c.name for c in self.channel_specs() if c.name in params]
+            specs = self.channel_specs()  # static ones were checked with the class
+            if unfilled := unpolled_channels(type(self), [c.name for c in specs]):
+                raise TypeError(f"{self.id}: {unfilled}")
+            names = [c.name for c in specs if c.name in params]
             planned = self._planned_poll = (
                 key, names, self.together(*(params[n].query(self) for n in names)))
         values = yield planned[2]
@@ -215,6 +220,10 @@ class Session:
             except ValueError as exc:
                 raise TypeError(str(exc)) from None
         check_templates(cls)
+        if isinstance(cls.channels, Sequence):  # a channels function's: at poll, per block
+            names = [c.name for c in cls.channels if isinstance(c, ChannelSpec)]
+            if unfilled := unpolled_channels(cls, names):
+                raise TypeError(unfilled)
 
     def run_step(self, step: Any) -> Any:
         """Execute one step in the calling thread (v2). The runners send a plain
@@ -241,6 +250,25 @@ class Session:
     def step_command(self, step: Any) -> str:
         """What a step is about, for error messages."""
         return getattr(step, "command", "") if not isinstance(step, Pause) else ""
+
+
+def unpolled_channels(cls: type[Session], channels: Sequence[str]) -> str | None:
+    """Why the default :meth:`Session.poll` of ``cls`` would never fill some of
+    ``channels``, or None: it reads each channel from the :class:`Parameter` of its name, so
+    a channel without one (or with a write-only one) got no value, and the run said
+    "stopped cleanly" over an empty column. A class with its own ``poll`` fills what it
+    says it does (some channels legitimately report only now and then)."""
+    if cls.poll is not Session.poll:
+        return None
+    params = parameters(cls)
+    missing = [n for n in channels if getattr(params.get(n), "get", None) is None]
+    if not missing:
+        return None
+    return (f"{cls.__qualname__}: channel(s) {', '.join(map(repr, missing))} would never get "
+            f"a value: the default poll reads each channel from the Parameter of its name, "
+            f"and {cls.__qualname__} declares none with a query for "
+            f"{'it' if len(missing) == 1 else 'them'}; declare one ({missing[0]} = "
+            f"Parameter(\"QUERY?\", ...)) or override poll()")
 
 
 # --- the runners --------------------------------------------------------------------------

@@ -14,10 +14,10 @@ that points at a fresh simulated device, and calls the kit from a test::
 It checks, for each case: the distribution loads with no plugin problem; the
 type's declarations are valid (flavors, config schema, channels) and the block
 validates in a lab file; both flavors give the same data for the same scripted
-sequence on fresh simulated devices; a short run shuts down cleanly, with no error
-and no alarm naming the instrument (a v4 poll blocking the event loop); and a
-garbage reply raises an error instead of hanging. Each failure names the case
-and the check, so the author knows what to fix.
+sequence on fresh simulated devices; a short run gets samples on every declared channel
+of each flavor and shuts down cleanly, with no error and no alarm naming the instrument (a
+v4 poll blocking the event loop); and a garbage reply raises an error instead of hanging.
+Each failure names the case and the check, so the author knows what to fix.
 """
 
 from __future__ import annotations
@@ -166,6 +166,19 @@ def _read_after_garbage(inst: Any, case: ConformanceCase, block: Mapping[str, An
     asyncio.run(go())
 
 
+def _channels_without_samples(rt: DualRuntimeManager, flavor_of: Mapping[str, str]
+                              ) -> dict[str, list[str]]:
+    """Instrument -> its declared channels that no sample has reached yet. Read with
+    ``dict.get``: the bridge's counters are its thread's, and a lookup of a missing key in
+    them (a ``defaultdict``) would add it from this one."""
+    counts = rt.bridge.counts if rt.bridge is not None else {}
+    out: dict[str, list[str]] = {}
+    for iid, channel in rt.channels:
+        if not counts.get(flavor_of[iid], {}).get((iid, channel)):
+            out.setdefault(iid, []).append(channel)
+    return out
+
+
 def _bounded(fn: Callable[[], Any], timeout: float, what: str) -> Any:
     """Run ``fn`` in a thread; a hang becomes a failure that says what hung."""
     out: dict[str, Any] = {}
@@ -204,6 +217,10 @@ class ConformanceKit:
     # --- the checks -------------------------------------------------------------------
 
     def check_registration(self, distribution: str) -> None:
+        # a declaration is checked (and a clash found) when the types are first collected:
+        # read before that, a clash passed here and the type was "not registered by any
+        # installed plugin"
+        self.host.instrument_types()
         mine = [p for p in self.host.problems if p.distribution == distribution]
         if mine:
             raise ConformanceError(f"{distribution} has plugin problems: "
@@ -292,13 +309,23 @@ class ConformanceKit:
         lab = parse(dumps(doc), f"<{case.type} run>", self.host)
         rt = DualRuntimeManager(lab, self.host, phases=PhaseTimeouts(total_s=case.timeout_s))
         rt.start()
+        flavor_of = {f"dut_{flavor}": flavor for flavor in types}
         deadline = time.monotonic() + case.timeout_s
         try:
-            while not all(h["measurements"] >= 2 for h in rt.health()["instruments"]):
-                if time.monotonic() > deadline:
-                    raise ConformanceError(f"{case.type}: no data within {case.timeout_s} s "
-                                           f"of starting: {rt.health()['instruments']}")
-                time.sleep(0.02)
+            while (unfed := _channels_without_samples(rt, flavor_of)) or not all(
+                    h["measurements"] >= 2 for h in rt.health()["instruments"]):
+                if time.monotonic() <= deadline:
+                    time.sleep(0.02)
+                    continue
+                if unfed and any(h["measurements"] for h in rt.health()["instruments"]):
+                    raise ConformanceError("; ".join(
+                        f"{case.type} ({flavor_of[iid]}): no sample on the declared "
+                        f"channel(s) {', '.join(names)} within {case.timeout_s} s of a short "
+                        "run on a fresh simulated device (a declared channel the driver "
+                        "never fills is an empty column in every run)"
+                        for iid, names in unfed.items()))
+                raise ConformanceError(f"{case.type}: no data within {case.timeout_s} s "
+                                       f"of starting: {rt.health()['instruments']}")
         finally:
             report = rt.shutdown()
         if not report.ok:
@@ -306,7 +333,6 @@ class ConformanceKit:
         bad = [h for h in rt.health()["instruments"] if h["state"] == "failed"]
         if bad:
             raise ConformanceError(f"{case.type}: failed during a short run: {bad}")
-        flavor_of = {f"dut_{flavor}": flavor for flavor in types}
         for alarm in rt.alarms:  # what is "loop:dut_v4", "mailbox:dut_v4" ...
             kind, _, about = alarm["what"].partition(":")
             if kind in DRIVER_ALARMS and about in flavor_of:

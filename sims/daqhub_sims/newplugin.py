@@ -178,15 +178,20 @@ from collections.abc import Mapping
 
 from daqhub_sims.device import Clock
 from daqhub_sims.linesim import LineDevice
+from daqhub_sims.model_options import SimOption, with_defaults
 
 
 class Simulator(LineDevice):
-    """Options: ``serial`` (``S0001``). The temperature follows the setpoint at once."""
+    """The temperature follows the setpoint at once. Options: :attr:`OPTIONS`, and no
+    other: a typo (``serail=X9``) is refused rather than served the defaults."""
+
+    summary = "$title temperature controller"
+    OPTIONS = (SimOption("serial", "S0001", "serial number in the *IDN? reply"),)
 
     def __init__(self, options: Mapping[str, str] | None = None,
                  clock: Clock | None = None) -> None:
-        super().__init__(options, clock)
-        self.serial = self.options.get("serial", "S0001")
+        super().__init__(options, clock)  # refuses an option OPTIONS does not declare
+        self.serial = with_defaults(self.OPTIONS, self.options)["serial"]
         self.setpoint = 293.15
 
     def answer(self, line: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import time
@@ -267,3 +268,53 @@ def test_errors_during_the_short_run_fail_it_naming_the_last() -> None:
                            r"a short run on a fresh simulated device, the last: .*dut_v[24]: "
                            r"'TEMP\?' \[code garbled\]: misread its own reply"):
             kit.check_clean_shutdown(c, kit.types_of(c))
+
+
+@pytest.mark.timeout(60)
+def test_a_declared_channel_without_samples_fails_the_short_run() -> None:
+    """A declared channel the driver never fills passed: the flavors agreed (neither had
+    it) and the short run counted samples over all channels together."""
+    from daqhub_acme.driver import Tc1
+
+    class NoHeater(Tc1):
+        type_name = "test.noheater"
+
+        def poll(self) -> Any:
+            values = yield from super().poll()
+            return {"temperature": values["temperature"]}  # heater: declared, never sent
+
+    kit = _kit_with(NoHeater)
+    with ExitStack() as stack:
+        c = case({"type": "test.noheater", "sim": "acmetemp", "options": {"tau": 0},
+                  "timeout_s": 1.0}, stack=stack)
+        with pytest.raises(ConformanceError, match=r"^test\.noheater \(v2\): no sample on the "
+                           r"declared channel\(s\) heater within 1\.0 s of a short run on a fresh "
+                           r"simulated device .*; test\.noheater \(v4\): no sample on the "
+                           r"declared channel\(s\) heater"):
+            kit.check_clean_shutdown(c, kit.types_of(c))
+
+
+def test_a_type_two_plugins_declare_is_named_as_a_clash() -> None:
+    """``daqhub check daqhub-acme`` said "acme.tc1: not registered by any installed plugin"
+    when another distribution declared acme.tc1 too: the kit read the plugin problems before
+    the types were collected, when the clash was not known yet."""
+    from daqhub_acme.driver import Tc1
+
+    from daqhub.driver import instrument_types
+    from daqhub.hookspecs import hookimpl
+
+    class Dup:
+        @staticmethod
+        @hookimpl
+        def daqhub_instrument_types() -> list[Any]:
+            return instrument_types(Tc1)
+
+    kit = ConformanceKit()
+    assert kit.host.register(Dup, "dup", "daqhub-dup", "0.1.0")
+    [spec] = [s for s in checks.declared()["daqhub-acme"] if "garbage" in s]
+    with ExitStack() as stack:
+        with pytest.raises(ConformanceError, match=re.escape(
+                "daqhub-acme has plugin problems: instrument type 'acme.tc1' (v2) is declared "
+                "by several plugins (daqhub-acme 0.1.0, daqhub-dup 0.1.0); none of them is "
+                "used unless a lab file chooses one in [daqhub.providers]")):
+            kit.check("daqhub-acme", [case(spec, stack=stack)])

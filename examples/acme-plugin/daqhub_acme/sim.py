@@ -19,6 +19,7 @@ from collections.abc import Mapping
 
 from daqhub_sims.device import Clock
 from daqhub_sims.linesim import LineDevice, number_option
+from daqhub_sims.model_options import SimOption, with_defaults
 
 SETPOINT_MIN_K = 3.0
 SETPOINT_MAX_K = 500.0
@@ -40,32 +41,42 @@ _DECIMAL = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)$")
 _SERIAL = re.compile(r"^[A-Za-z0-9]+$")
 
 
-def _number_option(options: Mapping[str, str], name: str, default: float) -> float:
-    return number_option(options, name, default, "TC-1")
+def _number_option(options: Mapping[str, str], name: str) -> float:
+    return number_option(options, name, device="TC-1")
 
 
 class AcmeTempSim(LineDevice):
     """ACME TC-1 on RS-232.
 
-    Options (strings, as they come from a ``sim://`` URL): ``serial`` (``A0001``), ``ambient``
-    (K, 293.15), ``tau`` (s, 5; 0 = the temperature jumps to the setpoint), ``noise`` (K rms
-    on each ``TEMP?``, 0), ``seed`` (0). Unknown options are ignored: the same query string
-    also carries transport options.
+    Options: :attr:`OPTIONS` (strings, as they come from a ``sim://`` URL); any other is
+    refused, so a typo (``serail=X9``) does not serve the defaults. The line options of a
+    ``sim://`` URL (``latency``, ``baud``, ``name``) never reach the device.
     """
 
+    summary = "ACME TC-1 temperature controller on RS-232"
+    OPTIONS = (
+        SimOption("serial", "A0001", "serial number in the *IDN? reply"),
+        SimOption("ambient", "293.15", "room temperature in K: the power-on temperature and "
+                                       "setpoint"),
+        SimOption("tau", "5", "time constant in s; 0 makes the temperature jump to the "
+                              "setpoint"),
+        SimOption("noise", "0", "rms of Gaussian noise (K) added to each TEMP? reading"),
+        SimOption("seed", "0", "seed of that noise, so a sequence of readings is repeatable"),
+    )
     baudrate = 9600
     line_end, reply_end, skip_leading, max_line = b"\r", b"\r\n", b"\n", MAX_LINE
 
     def __init__(self, options: Mapping[str, str] | None = None,
                  clock: Clock | None = None) -> None:
-        super().__init__(options, clock)
-        self.serial = self.options.get("serial", "A0001")
+        super().__init__(options, clock)  # refuses an option OPTIONS does not declare
+        given = with_defaults(self.OPTIONS, self.options)
+        self.serial = given["serial"]
         if not _SERIAL.match(self.serial):
             raise ValueError(f"TC-1 option serial={self.serial!r}: letters and digits only")
-        self.ambient = _number_option(self.options, "ambient", 293.15)
-        self.tau = _number_option(self.options, "tau", 5.0)
-        self.noise = _number_option(self.options, "noise", 0.0)
-        seed = _number_option(self.options, "seed", 0)
+        self.ambient = _number_option(given, "ambient")
+        self.tau = _number_option(given, "tau")
+        self.noise = _number_option(given, "noise")
+        seed = _number_option(given, "seed")
         if self.tau < 0 or self.noise < 0:
             raise ValueError("TC-1 options tau and noise must be >= 0")
         if self.ambient <= 0:

@@ -135,3 +135,11 @@ def test_reachable_as_a_sim_url(sim_url: Callable[..., str]) -> None:
     with serial.serial_for_url(sim_url("acmetemp", serial="URL1"), timeout=1.0) as line:
         line.write(b"*IDN?\r")
         assert line.read_until(b"\r\n") == b"ACME,TC-1,URL1,1.0\r\n"
+
+
+def test_an_option_it_does_not_declare_is_refused() -> None:
+    """``sim://acmetemp?ambeint=80`` served the defaults: a typo must not."""
+    assert [o.name for o in AcmeTempSim.OPTIONS] == ["serial", "ambient", "tau", "noise", "seed"]
+    with pytest.raises(ValueError, match=r"takes no option 'ambeint'; its options: ambient, "
+                                         r"noise, seed, serial, tau"):
+        AcmeTempSim({"ambeint": "80"}, ManualClock())
