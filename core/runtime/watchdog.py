@@ -154,8 +154,9 @@ def where_is(thread: threading.Thread) -> tuple[str, str]:
 
 def check_v2_connects(workers: Iterable[V2Worker], on_alarm: Alarm) -> None:
     """Name each v2 driver whose ``connect()`` has run past its ``start_timeout_s``: an
-    alarm with where its thread is, and a ``slow`` event (as a rate alarm); once per attempt. The instrument goes on waiting for it: a thread cannot
-    be interrupted, and a connect that returns late is a connect."""
+    alarm with where its thread is, and a ``slow`` event (as a rate alarm); once per
+    attempt. The instrument goes on waiting for it: a thread cannot be interrupted, and a
+    connect that returns late is a connect."""
     now = time.monotonic()
     for w in workers:
         since = w.connect_since
