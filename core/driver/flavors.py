@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
@@ -20,10 +21,13 @@ from ..instrument import LIFECYCLE, V2Instrument, V4Actor, now_ns
 from ..measurement import (
     NO_METADATA,
     ChannelSpec,
+    Data,
+    DataError,
     Image,
     Measurement,
     Scalar,
     Spectrum,
+    check_against,
     scalar_fits,
 )
 from ..schema import ScalarRows, build_batch, scalar_array, scalar_rows
@@ -38,10 +42,45 @@ def _split(value: Any, t: int) -> tuple[Any, Mapping[str, Any] | None, int]:
     return value, None, t
 
 
-#: Scalar types whose fit to a channel does not depend on the value (a float fits every
-#: float channel and no other, a bool only a bool channel: ``measurement.scalar_fits``), so
-#: the v2 flavor decides it once per channel; any other value is looked at each time.
-_FIT_BY_TYPE = (float, np.float64, np.float32, bool, np.bool_)
+class RefusedValues(DataError):
+    """A read refused some of its poll's values and has the rest to give: ``kept`` is what
+    the read returns without them, ``refused`` each refused value's channel and its
+    :class:`DataError` (which names the instrument, the channel and what is wrong).
+
+    Raised, not returned, so a script's or a scan's ``read`` fails naming the value as any
+    ``DataError`` does (its text is the refusals'); the runtimes' polls (both flavors) catch
+    it before the device errors, publish ``kept`` and count each value as a refused sample
+    (``InstrumentHealth.values_refused``). Until 2026-12-07 one such value cost the whole
+    poll, the good values of other channels too, counted as a failed read: the run said ok.
+    """
+
+    def __init__(self, kept: list[Any], refused: list[tuple[str, DataError]]) -> None:
+        super().__init__("; ".join(str(exc) for _, exc in refused))
+        self.kept = kept
+        self.refused = refused
+
+
+def _data(value: Any, spec: ChannelSpec, instrument_id: str) -> Data:
+    """A polled value as the data of its channel (a bare number is in the declared unit),
+    or the :class:`DataError` of ``measurement.check_against``, the rule the v2 bridge's
+    converter applies, naming the instrument, the channel and what is wrong: the kind, the
+    dtype (a scalar that does not fit, ``scalar_fits``), the unit, the axis or its unit, the
+    shape. Both flavors ask it of every value their fast paths do not settle, so a value
+    that cannot be stored as what it says is refused alike, with the same text."""
+    data = value if isinstance(value, Scalar | Spectrum | Image) else Scalar(value, spec.unit)
+    check_against(spec, data, instrument_id)
+    return data
+
+
+#: Scalar types whose fit to a channel may not depend on the value, each with its extremes:
+#: a type fits a channel by type when both do (a float fits a float64 channel whatever it
+#: is, a bool only a bool channel: ``measurement.scalar_fits``), so the v2 flavor decides it
+#: once per channel; any other value is looked at each time.
+_FIT_BY_TYPE: tuple[tuple[type, tuple[Any, Any]], ...] = (
+    (float, (0.0, sys.float_info.max)),
+    (np.float64, (np.float64(0), np.finfo(np.float64).max)),
+    (np.float32, (np.float32(0), np.finfo(np.float32).max)),
+    (bool, (False, True)), (np.bool_, (np.False_, np.True_)))
 
 
 class SessionInstrument(V2Instrument):
@@ -52,8 +91,10 @@ class SessionInstrument(V2Instrument):
     def __init__(self, ctx: InstrumentContext) -> None:
         super().__init__(ctx)
         self.session = self._session_class(ctx)
-        # channel -> (its declaration, its dtype, the value types that always fit it)
-        self._scalars: dict[str, tuple[ChannelSpec, np.dtype[Any], frozenset[type]]] = {}
+        # channel -> (its declaration, and for a scalar channel its dtype and the value
+        # types that always fit it)
+        self._channels: dict[str, tuple[ChannelSpec, np.dtype[Any] | None,
+                                        frozenset[type]]] = {}
 
     def connect(self) -> None:
         run(self.session, self.session.connect())
@@ -61,36 +102,49 @@ class SessionInstrument(V2Instrument):
     def read(self) -> list[Measurement]:
         """One poll: the current samples of this instrument's channels.
 
-        A scalar that does not fit its channel fails the whole poll with the DataError the
-        v4 flavor raises (``schema.scalar_array``), so both flavors refuse a driver's wrong
-        value alike, at once and by name."""
+        A value its channel cannot hold (:func:`_data`) is refused alone, as in the v4
+        flavor: :class:`RefusedValues` names it and carries the poll's other samples, which
+        the runtime stores (a script's ``read`` gets the error)."""
         values = run(self.session, self.session.poll())
         t: int | None = None  # when the poll ended: read only for a value without its own
         out = []
-        scalars = self._scalars
+        refused = None  # (channel, why) of each value refused: a list from the first on
+        channels = self._channels
         for name, item in values.items():
             if isinstance(item, Sample):  # _split, a call less per reading
                 value, meta, at = item
             else:
                 value, meta, at = item, None, None
+            spec, dtype, fits = channels.get(name) or self._channel(name)
+            # a scalar channel's number as declared passes at a look at its type (the usual
+            # case) or at scalar_fits, check_against's rule for it; anything else is _data's
+            if type(value) is Scalar:
+                fine = value.unit == spec.unit and (
+                    type(value.value) in fits or dtype is not None
+                    and scalar_fits(value.value, dtype))
+            elif fine := type(value) in fits or dtype is not None and scalar_fits(value, dtype):
+                value = Scalar(value, spec.unit)
+            if not fine:
+                try:
+                    value = _data(value, spec, self.id)
+                except DataError as exc:
+                    refused = [*(refused or ()), (name, exc)]
+                    continue
             if at is None:
                 at = t = now_ns() if t is None else t
-            spec, dtype, fits = scalars.get(name) or self._scalar_channel(name)
-            if type(value) is not Scalar and not isinstance(value, Scalar | Spectrum | Image):
-                value = Scalar(value, spec.unit)
-            if (type(value) is Scalar and type(value.value) not in fits
-                    and not scalar_fits(value.value, dtype)):
-                scalar_array(value.value, spec, self.id)  # which refuses it, naming it
             out.append(Measurement(self.id, name, at, value,
                                    dict(meta) if meta else NO_METADATA))
+        if refused:
+            raise RefusedValues(out, refused)
         return out
 
-    def _scalar_channel(self, name: str
-                        ) -> tuple[ChannelSpec, np.dtype[Any], frozenset[type]]:
+    def _channel(self, name: str
+                 ) -> tuple[ChannelSpec, np.dtype[Any] | None, frozenset[type]]:
         spec = self.channel(name)  # an undeclared channel: KeyError, as in v4
-        dtype = np.dtype(spec.dtype)
-        known = self._scalars[name] = (
-            spec, dtype, frozenset(t for t in _FIT_BY_TYPE if scalar_fits(t(0), dtype)))
+        dtype = np.dtype(spec.dtype) if spec.kind == "scalar" else None
+        fits = frozenset() if dtype is None else frozenset(
+            t for t, extremes in _FIT_BY_TYPE if all(scalar_fits(v, dtype) for v in extremes))
+        known = self._channels[name] = (spec, dtype, fits)
         return known
 
     def close(self) -> None:
@@ -115,19 +169,39 @@ class SessionActor(V4Actor):
         await arun(self.session, self.session.connect())
 
     async def read(self) -> list[pa.RecordBatch]:
+        """One poll: a batch per channel polled. A value its channel cannot hold is refused
+        alone, as in the v2 flavor (:class:`RefusedValues`, with the poll's other batches)."""
         values = await arun(self.session, self.session.poll())
         t = now_ns()
-        return [self._batch(name, t, item) for name, item in values.items()]
+        out = []
+        refused = None
+        for name, item in values.items():
+            try:
+                out.append(self._batch(name, t, item))
+            except DataError as exc:
+                refused = [*(refused or ()), (name, exc)]
+        if refused:
+            raise RefusedValues(out, refused)
+        return out
 
     def _batch(self, name: str, now: int, item: Any) -> pa.RecordBatch:
+        """One polled value's batch, or its :class:`DataError`. A scalar channel's value
+        goes straight to its :class:`ScalarRows` (which refuses, by ``scalar_fits``, one
+        that does not fit) unless it is a :class:`Scalar` in another unit; anything else is
+        checked by :func:`_data` first, the v2 flavor's rule."""
         value, meta, at = _split(item, now)
         row = self._rows.get(name)
-        if row is not None and not isinstance(value, Spectrum | Image):
-            return row(at, value.value if type(value) is Scalar else value, meta)
+        if row is not None:
+            if type(value) is Scalar:
+                if value.unit == row.spec.unit:
+                    return row(at, value.value, meta)
+            elif not isinstance(value, Spectrum | Image):
+                return row(at, value, meta)
         spec = self.channel(name)
+        data = _data(value, spec, self.id)
         if spec.kind == "scalar" and row is None:
             self._rows[name] = scalar_rows(self.id, spec, "v4")
-        return _batch(self.id, spec, at, value, meta)
+        return _batch(self.id, spec, at, data, meta)
 
     async def close(self) -> None:
         await arun(self.session, self.session.close())

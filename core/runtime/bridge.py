@@ -44,6 +44,7 @@ from ..measurement import (
 )
 from ..schema import channel_schema, describe
 from .broadcast import Broadcast, Subscription, SubscriptionClosed
+from .health import refused_text
 
 RowsToBatch = Callable[[list[Measurement | Columns], ChannelSpec], pa.RecordBatch]
 BatchToRows = Callable[[pa.RecordBatch], list[UnifiedMeasurement]]
@@ -259,7 +260,7 @@ class MeasurementBridge:
             why = f"{self.converter} {exc}"
         else:
             why = f"{self.converter} raised {type(exc).__name__}: {exc}"
-        self.on_refused(key[0], n, f"rejected {n} sample(s) of channel {key[1]!r}: {why}")
+        self.on_refused(key[0], n, refused_text(n, key[1], why))
 
     def _refuse_read(self, item: Any, exc: Exception) -> None:
         """A v2 read that is not its instrument's list of samples: refused whole, named."""

@@ -7,7 +7,7 @@ import threading
 import time
 import traceback
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,6 +26,13 @@ T = TypeVar("T")
 #: failures of the device or its link (bad or missing replies, a lost port): never a crash
 DEVICE_ERRORS: tuple[type[BaseException], ...] = (DriverError, DataError, ResourceError,
                                                   TimeoutError, OSError)
+
+
+def refused_text(n: int, channel: str, why: str) -> str:
+    """How a refusal of ``n`` samples of ``channel`` reads in its instrument's health and the
+    report, whoever refused them (the bridge, a toolkit flavor's poll): one wording, so the
+    same bad value reads the same in both flavors."""
+    return f"rejected {n} sample(s) of channel {channel!r}: {why}"
 
 
 def failure_text(exc: BaseException, *, command: bool = False) -> str:
@@ -172,12 +179,23 @@ class InstrumentHealth:
             with self._lock:
                 self.close_failure = why
 
-    def refused(self, n: int, message: str) -> None:
-        """``n`` of the instrument's samples were refused: an error, and data lost."""
+    def refused(self, n: int, message: str, *, produced: bool = False) -> None:
+        """``n`` of the instrument's samples were refused: an error, and data lost;
+        ``produced``: counted produced here too (refused by the read itself, they were
+        never handed on, where the others are counted)."""
         with self._lock:
             self.errors += 1
             self.refused_samples += n
+            if produced:
+                self.measurements += n
             self.last_error = self.last_error_seen = message
+
+    def values_refused(self, refused: Iterable[tuple[str, Exception]]) -> None:
+        """The values a read refused itself, each with its channel and why
+        (:class:`~daqhub.driver.flavors.RefusedValues`): one sample produced and refused
+        each, worded as the bridge words its refusals."""
+        for channel, exc in refused:
+            self.refused(1, refused_text(1, channel, str(exc)), produced=True)
 
     def set_state(self, state: str, reason: str = "") -> None:
         """Change state (a no-op when unchanged); the listener hears each change once."""

@@ -20,6 +20,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from ..command_limits import NoResult, result_within
+from ..driver.flavors import RefusedValues
 from ..instrument import (
     CommandRejected,
     UnknownCommandError,
@@ -236,7 +237,11 @@ class V2Worker:
                                                         / self.period))
             try:
                 self.busy_in = "read"
-                batch = inst.read()
+                try:
+                    batch = inst.read()
+                except RefusedValues as exc:  # those values alone: the rest is this read's
+                    self.health.values_refused(exc.refused)
+                    batch = exc.kept
                 self.busy_in = ""
                 self.health.polled()
             except DEVICE_ERRORS as exc:  # anything else is a crash: _main restarts it

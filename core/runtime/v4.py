@@ -18,7 +18,10 @@ actor with exponential backoff; after ``max_restarts`` restarts within
 ``window_s`` it is marked failed and reported while the others keep running. A command
 (any other public method) that raises or overruns ``call_timeout_s`` fails only that
 command: its caller gets the exception, health records it, and the actor is not restarted
-(a wrong argument from a script must not cost an instrument its state).
+(a wrong argument from a script must not cost an instrument its state). A read that
+refuses some of its values (:class:`~daqhub.driver.flavors.RefusedValues`: a toolkit
+poll's value its channel cannot hold) is a read of the rest, those values refused samples,
+as in a v2 worker.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from typing import Any, Protocol, TypeVar
 import pyarrow as pa
 
 from ..command_limits import NoResult, result_within
+from ..driver.flavors import RefusedValues
 from ..host import is_plugin_fault
 from ..instrument import (
     CommandRejected,
@@ -395,6 +399,9 @@ class ActorRunner:
                 batches = await self._bounded("read", actor.read(), read_timeout)
             except ConnectionError:
                 raise  # the link is gone: reopen when it is back
+            except RefusedValues as exc:  # those values alone: the rest is this read's
+                self.health.values_refused(exc.refused)
+                batches = exc.kept
             except DEVICE_ERRORS as exc:
                 failed_reads += 1
                 message = f"read failed: {exc or type(exc).__name__}"
