@@ -16,8 +16,9 @@ import importlib.util
 import math
 import os
 import re
+import stat
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from . import firstparty
 from .commands import command_names
 from .host import PluginHost
 from .labchecks import ChosenTypes, check_channels, check_shared_devices, chosen_types
+from .measurement import check_id
 from .outdir import lab_path, unwritable
 from .resources import register_url_packages
 from .resources.visa import sim_file_problem
@@ -44,6 +46,9 @@ ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 VISA_LOCK_SCOPES = ("resource", "board", "global")
 #: the longest duration a lab file may give (115 days): beyond it waits overflow
 MAX_SECONDS = 1e7
+#: the largest lab file read: a big lab is a few hundred KiB; beyond this it is no lab file
+#: (a device node, a log given by mistake), and reading it whole could exhaust memory
+MAX_LAB_BYTES = 16 * 2**20
 
 
 def seconds(description: str = "", *, minimum: float = 0.0, default: float | None = None,
@@ -113,8 +118,9 @@ FLAVOR_KEYS: dict[str, Any] = {
     "storage": {"type": "string",
                 "description": "storage backend name (daqhub plugins lists them)"},
     "output_dir": {"type": "string",
-                   "description": "where this flavor's sessions go "
-                                  "(default <output_dir>/<flavor>)"},
+                   "description": "where this flavor's sessions go (default "
+                                  "<output_dir>/<flavor>; an output directory given beside "
+                                  "the lab, --output-dir DIR, replaces it: DIR/<flavor>)"},
     "instruments": {"type": "array"},
 }
 COMMON_INSTRUMENT_KEYS: dict[str, Any] = {
@@ -179,6 +185,11 @@ class InstrumentConfig:
     def poll_hz(self) -> float:
         return float(self.block.get("poll_hz", 10))
 
+    @property
+    def enabled(self) -> bool:
+        """The block's own ``enabled`` (its flavor's is :attr:`FlavorConfig.enabled`)."""
+        return self.block.get("enabled", True) is not False
+
 
 @dataclass(frozen=True)
 class FlavorConfig:
@@ -210,7 +221,18 @@ class LabConfig:
     workers: int = 1
 
     def instruments(self) -> list[InstrumentConfig]:
-        return [i for f in self.flavors.values() if f.enabled for i in f.instruments]
+        """The instruments that run: enabled, in an enabled flavor. Every count and list of
+        what a lab runs (validate's summary, run's "starting N", the refusal of a lab with
+        nothing to run) reads this, so a lab of disabled instruments is refused like an
+        empty one rather than "run" with nothing in it."""
+        return [i for f in self.flavors.values() if f.enabled for i in f.instruments
+                if i.enabled]
+
+
+def idle_instruments(flavors: Iterable[FlavorConfig]) -> dict[str, str]:
+    """Instrument id -> why it will not run (its flavor, or its own ``enabled = false``)."""
+    return {inst.id: "its flavor is disabled" if not f.enabled else "it has enabled = false"
+            for f in flavors for inst in f.instruments if not f.enabled or not inst.enabled}
 
 
 # --- line numbers ---------------------------------------------------------------------
@@ -505,8 +527,11 @@ def check_output_dir(path: Path) -> str | None:
 def validate(data: Mapping[str, Any], text: str, file: str, host: PluginHost,
              base_dir: Path, output_dir: Path | None = None, offline: bool = False
              ) -> tuple[LabConfig | None, list[Problem]]:
-    """``output_dir`` (``daqhub run --output-dir``) replaces the file's ``[daqhub] output_dir``;
-    ``offline`` leaves out what only the lab PC can check (ports, output directories)."""
+    """``output_dir`` (``daqhub run --output-dir``, ``open_lab(output_dir=)``) replaces every
+    output directory the file gives: each flavor's sessions go to ``<output_dir>/<flavor>``,
+    whatever ``[daqhub]``, ``[v2]`` or ``[v4] output_dir`` say (relative or absolute), so the
+    directory asked for is where all the data go; ``offline`` leaves out what only the lab
+    PC can check (ports, output directories)."""
     where = locate_keys(text)
     c = _Collector(file, where, base_dir, offline, host.serial_url_packages())
     _check_finite(c, data, ())
@@ -547,7 +572,8 @@ def validate(data: Mapping[str, Any], text: str, file: str, host: PluginHost,
                   _did_you_mean(storage, sorted(backends)) or
                   f"installed backends: {', '.join(sorted(backends)) or 'none'}")
         fdir = section.get("output_dir")
-        fdir_path = lab_path(base_dir, fdir) if isinstance(fdir, str) else out_root / flavor
+        fdir_path = lab_path(base_dir, fdir) if isinstance(fdir, str) and output_dir is None \
+            else out_root / flavor
         instruments: list[InstrumentConfig] = []
         items = section.get("instruments", [])
         if not isinstance(items, list):
@@ -575,7 +601,9 @@ def validate(data: Mapping[str, Any], text: str, file: str, host: PluginHost,
     active = [f for f in flavors.values() if f.enabled]
     for f in active if not offline else []:
         why = check_output_dir(f.output_dir)
-        if why:
+        if why and output_dir is not None:  # given beside the lab: no line of the file says it
+            c.add_at(0, why)
+        elif why:
             c.add((f.flavor, "output_dir") if (f.flavor, "output_dir") in where
                   else ("daqhub", "output_dir"), why)
     if len(active) == 2:
@@ -592,9 +620,7 @@ def validate(data: Mapping[str, Any], text: str, file: str, host: PluginHost,
                        _channel_names(types[(inst.type, inst.flavor)], inst.block))
              for f in flavors.values() for inst in f.instruments}
     all_commands = sorted({n for t in types.values() for n in command_names(t) or []})
-    idle = {inst.id: "its flavor is disabled" if not f.enabled else "it has enabled = false"
-            for f in flavors.values() for inst in f.instruments
-            if not f.enabled or inst.block.get("enabled", True) is False}
+    idle = idle_instruments(flavors.values())
     first_routine: dict[str, tuple[int, int]] = {}  # instrument id -> (routine, its line)
     for i, r in enumerate(routines):
         before = len(c.problems)
@@ -704,6 +730,9 @@ def _check_instrument(c: _Collector, block: Mapping[str, Any], path: tuple[Any, 
     elif not ID_RE.match(iid):
         c.add((*path, "id"), f"instrument id {iid!r} is not a plain name",
               "use letters, digits, '_' and '-', starting with a letter (it names files)")
+        ok = False
+    elif (why := check_id(iid, "instrument id")) is not None:  # storage's rule (con, nul ...)
+        c.add((*path, "id"), why)
         ok = False
     elif iid in seen_ids:
         other_flavor, other_line = seen_ids[iid]
@@ -835,14 +864,29 @@ def parse(text: str | bytes, file: str, host: PluginHost, base_dir: Path | None 
 
 def load(path: str | os.PathLike[str], host: PluginHost, output_dir: Path | None = None,
          offline: bool = False) -> LabConfig:
+    """Read and validate the lab file at ``path``. Only a regular file of at most
+    MAX_LAB_BYTES is read: a FIFO (or a device that never answers) blocked validate and run
+    in the read, where Ctrl-C could not stop them, and ``/dev/zero`` was read until memory
+    ran out."""
     p = Path(path)
     try:
-        raw = p.read_bytes()
+        st = p.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError([Problem(str(p), 0, "not a regular file: a lab file is a TOML "
+                                                  "text file")])
+        raw = b""
+        if st.st_size <= MAX_LAB_BYTES:
+            with p.open("rb") as f:
+                raw = f.read(MAX_LAB_BYTES + 1)  # a file still growing stops here too
     except FileNotFoundError:
         raise ConfigError([Problem(str(p), 0, "the lab file does not exist")]) from None
     except OSError as exc:
         raise ConfigError([Problem(str(p), 0, f"cannot read the lab file: {exc.strerror}")]
                           ) from None
+    if max(st.st_size, len(raw)) > MAX_LAB_BYTES:
+        raise ConfigError([Problem(str(p), 0, f"too large for a lab file: "
+                                              f"{max(st.st_size, len(raw))} bytes, more than "
+                                              f"{MAX_LAB_BYTES // 2**20} MiB")])
     return parse(raw, str(p), host, p.resolve().parent, output_dir, offline)
 
 
@@ -850,11 +894,14 @@ NO_INSTRUMENTS = "the lab has no enabled instruments; nothing to run"
 
 
 def runnable_problems(lab: LabConfig) -> list[Problem]:
-    """Why a valid lab still cannot run; ``run`` and ``validate`` refuse the same labs."""
+    """Why a valid lab still cannot run; ``run`` and ``validate`` refuse the same labs: one
+    whose instruments are all disabled as one without any."""
     if lab.instruments():
         return []
-    return [Problem(lab.path, 0, NO_INSTRUMENTS,
-                    "add [[v2.instruments]] or [[v4.instruments]] tables, or enable a flavor")]
+    idle = idle_instruments(lab.flavors.values())
+    hint = "".join(f"{iid} will not run: {why}; " for iid, why in idle.items())
+    return [Problem(lab.path, 0, NO_INSTRUMENTS, f"{hint}enable one" if idle else
+                    "add [[v2.instruments]] or [[v4.instruments]] tables")]
 
 
 def runnable(lab: LabConfig) -> LabConfig:

@@ -264,7 +264,9 @@ def build_parser(host: PluginHost | None = None) -> argparse.ArgumentParser:
     p.add_argument("--duration", type=seconds, default=0.0, metavar="S",
                    help="stop after S seconds, S > 0 (default: run until Ctrl-C)")
     p.add_argument("--output-dir", metavar="DIR", type=path_named("output directory"),
-                   help="override the lab file's output_dir")
+                   help="store here instead of where the lab file says: each flavor's "
+                        "sessions go to DIR/v2 and DIR/v4, whatever [daqhub], [v2] or [v4] "
+                        "output_dir give")
     p.add_argument("--plain", action="store_true",
                    help="periodic plain lines instead of the live table (default without a TTY)")
     p.add_argument("--interval", type=seconds, default=2.0, metavar="S",

@@ -96,6 +96,8 @@ def migrate(doc: TOMLDocument, host: PluginHost) -> tuple[list[str], list[str], 
     notes: list[str] = []
     if not moving:
         return moved, kept, notes
+    # a disabled [v2] kept its instruments off; in [v4] each keeps off by its own key
+    v2_off = plain.get("v2", {}).get("enabled", True) is False
     order = [t for t in _tables(doc) if not t.is_super_table()]
     file_end = ""  # comments that ended the file after a moved table stay at its end
     for t in moving:  # in file order: each detach changes which table stands before the next
@@ -108,7 +110,7 @@ def migrate(doc: TOMLDocument, host: PluginHost) -> tuple[list[str], list[str], 
         if not aot.body:
             del holder["instruments"]
     emptied = not any(aot.body for _, aot in arrays)
-    if emptied and "v2" in doc:
+    if emptied and "v2" in doc and not v2_off:
         doc["v2"]["enabled"] = False
     if "v4" not in doc:
         v4 = tomlkit.table()
@@ -141,6 +143,12 @@ def migrate(doc: TOMLDocument, host: PluginHost) -> tuple[list[str], list[str], 
             gap = "" if _ends_blank(_own_tables(v4_aot.body[-1])[-1]) else "\n"
         table.trivia.indent = gap + table.trivia.indent.lstrip("\n")
         table.invalidate_display_name()  # its sub-tables' headers: [v4.instruments.restart]
+        if v2_off and table.get("enabled", True) is not False:
+            off = tomlkit.item(False).comment("it was in the disabled [v2]")
+            if "enabled" in table:
+                table["enabled"] = off
+            else:  # append() copies the first space of the header's comments as an indent
+                table.raw_append("enabled", off)
         v4_aot.append(table)
     _own_tables(v4_aot.body[-1])[-1].value.body.append((None, Whitespace("\n")))
     if file_end:
@@ -157,7 +165,11 @@ def migrate(doc: TOMLDocument, host: PluginHost) -> tuple[list[str], list[str], 
         notes.append(f"storage: {', '.join(moved)} now write(s) {v4_storage!r} ([v4] storage) "
                      f"instead of {v2_storage!r} ([v2] storage): each flavor stores with its "
                      f"own backend. Set [v4] storage = \"{v2_storage}\" to keep {v2_storage}.")
-    if emptied:
+    if v2_off:
+        notes.append(f"kept off: {', '.join(moved)} (enabled = false written into each "
+                     "moved block: [v2] is disabled, so they did not run before the migration;"
+                     " set enabled = true in a block to run it)")
+    elif emptied:
         notes.append("[v2] enabled = false: no v2 instruments are left")
     return moved, kept, notes
 

@@ -90,18 +90,20 @@ def test_a_flavor_whose_directory_is_gone_is_named_with_where_it_was_looked_for(
 
 def test_the_other_directory_is_found_from_the_session_when_the_lab_does_not_say(
         tmp_path: Path, host: PluginHost, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``open_lab(output_dir=...)`` for v2 and a relative ``[v4] output_dir`` of a lab given
-    as text: the lab file stored does not give v2's directory, nor where v4's is relative
-    to; budget.json (in v2's directory) lists the files each flavor wrote."""
+    """A relative ``[v4] output_dir`` of a lab given as text, and v2's session moved away
+    after the run: the lab file stored does not say where v2's directory is now, nor where
+    v4's is relative to; budget.json (in v2's directory) lists the files each flavor wrote.
+    (An ``output_dir`` given to ``open_lab`` now places both flavors.)"""
     (tmp_path / "lab").mkdir()
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "lab")
-    dirs = run_lab(LAB.format(v2="", v4='output_dir = "slow"'), host,
-                   output_dir=tmp_path / "given")
-    assert dirs["v2"].parent == tmp_path / "given" / "v2"
+    dirs = run_lab(LAB.format(v2="", v4='output_dir = "slow"'), host)
     assert dirs["v4"].parent == tmp_path / "lab" / "slow"
+    moved = tmp_path / "given" / "v2" / dirs["v2"].name
+    moved.parent.mkdir(parents=True)
+    dirs["v2"].rename(moved)
     monkeypatch.chdir(tmp_path / "elsewhere")
-    assert sorted(read_quietly(dirs["v2"])) == CHANNELS
+    assert sorted(read_quietly(moved)) == CHANNELS
     with pytest.warns(SessionFileWarning, match="its v2 directory was not found"):
         tables = daqhub.read_session(dirs["v4"])
     assert isinstance(tables, dict) and sorted(tables) == ["stage4.position"]
