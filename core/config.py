@@ -28,10 +28,16 @@ import jsonschema
 from . import firstparty
 from .commands import command_names
 from .host import PluginHost
-from .labchecks import ChosenTypes, check_channels, check_shared_devices, chosen_types
+from .labchecks import (
+    ChosenTypes,
+    check_channels,
+    check_plugin_rules,
+    check_services,
+    check_shared_devices,
+    chosen_types,
+)
 from .measurement import check_id
 from .outdir import lab_path, unwritable
-from .resources import register_url_packages
 from .resources.visa import sim_file_problem
 from .routines import ROUTINE_SCHEMA, routine_problems, step_lines
 from .scan import POINTS_KEYS
@@ -542,6 +548,7 @@ def validate(data: Mapping[str, Any], text: str, file: str, host: PluginHost,
         daq = {}
     _schema_problems(c, daq, {"type": "object", "properties": DAQHUB_KEYS,
                               "additionalProperties": False}, ("daqhub",))
+    check_services(c, daq)  # what run refuses in [daqhub.serve] and [daqhub.web]
     out_root = output_dir if output_dir is not None else lab_path(
         base_dir, str(daq.get("output_dir", "data")))
     backends = host.storage_backends()
@@ -556,6 +563,7 @@ def validate(data: Mapping[str, Any], text: str, file: str, host: PluginHost,
     if not isinstance(storage_tbl, dict):
         c.add(("storage",), "[storage] must be a table of backend options")
         storage_tbl = {}
+    refused = check_plugin_rules(c, host, data)  # first: their blocks are not read for channels
     for flavor in FLAVORS:
         section = data.get(flavor)
         if section is None:
@@ -587,7 +595,7 @@ def validate(data: Mapping[str, Any], text: str, file: str, host: PluginHost,
                                      unloaded)
             if inst:
                 instruments.append(inst)
-                check_channels(c, types, inst, path)
+                check_channels(c, types, inst, path, refused)
         flavors[flavor] = FlavorConfig(flavor, enabled, str(storage), fdir_path.resolve(),
                                        instruments)
     for name, opts in storage_tbl.items():
@@ -645,9 +653,6 @@ def validate(data: Mapping[str, Any], text: str, file: str, host: PluginHost,
                        routine_problems(r, known, all_commands, lines, idle)]
     check_shared_devices(c, types, [i for f in flavors.values() for i in f.instruments],
                          host.serial_url_packages())
-    register_url_packages(host.serial_url_packages())  # so plugins' checks know every port
-    for info, problem in host.validate_config(data):
-        c.add(problem.path, f"{problem.message} (from plugin {info.distribution})")
     if c.problems:
         return None, sorted(c.problems, key=lambda p: p.line)
     return LabConfig(

@@ -1,6 +1,7 @@
 """Lab checks that meet the plugins and the hardware: which declaration of a type a lab uses
-(``[daqhub.providers]``, clashes, refused declarations), what a channels function returns for
-each block, and lab entries that reach one device under two names.
+(``[daqhub.providers]``, clashes, refused declarations), the plugins' own lab checks, what a
+channels function returns for each block, lab entries that reach one device under two
+names, and what the live data service and the dashboard refuse beyond their schemas.
 
 They report through the validator's collector (see :mod:`daqhub.config`), so every problem
 has its file and line like the core's own checks.
@@ -8,10 +9,15 @@ has its file and line like the core's own checks.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+import jsonschema
+
+from . import serve_config
 from .host import PluginHost
+from .resources import register_url_packages
 from .resources.identity import (
     line_of,
     line_settings,
@@ -21,13 +27,18 @@ from .resources.identity import (
     visa_serial_identity,
 )
 from .specs import FLAVORS, InstrumentType, channel_problems
+from .web import settings as web_settings
 
 if TYPE_CHECKING:
     from .config import InstrumentConfig
 
 
 class Collector(Protocol):
-    """Where problems go: at the line of a key path, or at a line."""
+    """Where problems go: at the line of a key path, or at a line; with the lab file's
+    directory and whether the lab PC's own checks are left out (``validate --offline``)."""
+
+    base_dir: Path
+    offline: bool
 
     def add(self, path: Sequence[Any], message: str, suggestion: str = "") -> None: ...
     def add_at(self, line: int, message: str, suggestion: str = "") -> None: ...
@@ -73,13 +84,32 @@ def chosen_types(c: Collector, host: PluginHost, providers: Mapping[str, str]) -
     return types
 
 
+def check_plugin_rules(c: Collector, host: PluginHost, data: Mapping[str, Any]
+                       ) -> frozenset[tuple[Any, ...]]:
+    """Every plugin's ``daqhub_validate_config`` problems, reported with the plugin's name;
+    returns the instrument blocks they refuse (``(flavor, "instruments", i)``), which
+    :func:`check_channels` then leaves alone: a channels function is given a block its
+    plugin accepts, so what is wrong with the user's block is said once, by the check."""
+    register_url_packages(host.serial_url_packages())  # so plugins' checks know every port
+    refused = set()
+    for info, problem in host.validate_config(data):
+        c.add(problem.path, f"{problem.message} (from plugin {info.distribution})")
+        if len(problem.path) >= 3 and problem.path[0] in FLAVORS \
+                and problem.path[1] == "instruments":
+            refused.add(tuple(problem.path[:3]))
+    return frozenset(refused)
+
+
 def check_channels(c: Collector, types: ChosenTypes, inst: InstrumentConfig,
-                    path: tuple[Any, ...]) -> None:
+                   path: tuple[Any, ...], refused: Collection[tuple[Any, ...]] = ()) -> None:
     """Call a channels function for this block now, so its mistakes name plugin, type and
-    line here rather than surfacing as an AttributeError when the run starts."""
+    line here rather than surfacing as an AttributeError when the run starts. A block in
+    ``refused`` (:func:`check_plugin_rules`) is not called for: its plugin has said what is
+    wrong with it, and what its channels function makes of it is no bug. Of a block the
+    plugin accepts, a channels function that raises, or returns no channel list, is one."""
     key = (inst.type, inst.flavor)
     t = types[key]
-    if not callable(t.channels):
+    if not callable(t.channels) or path in refused:
         return
     try:
         found: object = t.channels(inst.block)
@@ -144,3 +174,24 @@ def check_shared_devices(c: Collector, types: ChosenTypes, instruments: Sequence
                      f"instrument {inst.id!r} (line {inst.line}) and instrument {other.id!r} "
                      f"(line {other.line}) share a {what}{same} but not its settings: {text}",
                      "one device has one line: give both the same settings")
+
+
+def check_services(c: Collector, daq: Mapping[str, Any]) -> None:
+    """What ``run`` refuses in ``[daqhub.serve]`` and ``[daqhub.web]`` beyond their schemas
+    (an address it cannot read, a port above 65535, a token it needs and the environment
+    lacks, TLS files), on the line of the key at fault. The rules are the service's and the
+    dashboard's own (their ``table_problems``), so ``validate`` and ``run`` cannot disagree.
+    A key its schema refuses (or does not know) is the schema's to report: the rules see
+    the others."""
+    checks = {"serve": (serve_config.SERVE_SCHEMA, lambda table: serve_config.table_problems(
+                  table, c.base_dir, offline=c.offline)),
+              "web": (web_settings.WEB_SCHEMA, web_settings.table_problems)}
+    for name, (schema, problems) in checks.items():
+        table = daq.get(name)
+        if not isinstance(table, dict):
+            continue
+        refused = {e.path[0] for e in jsonschema.Draft202012Validator(schema).iter_errors(table)
+                   if e.path}
+        for key, why in problems({k: v for k, v in table.items()
+                                  if k in schema["properties"] and k not in refused}):
+            c.add(("daqhub", name, key), why)

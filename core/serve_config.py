@@ -60,10 +60,12 @@ class ServeConfigError(ValueError):
     """The service cannot start as configured; the message says what to change."""
 
 
-def split_address(address: str) -> tuple[str, int]:
+def split_address(address: str, name: str) -> tuple[str, int]:
+    """``HOST:PORT`` as host and port; ``name``: where the address was given (``--serve``,
+    the lab file's ``serve.address``), for the message."""
     host, sep, port = address.strip().rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ServeConfigError(f"serve address {address!r}: expected HOST:PORT, e.g. "
+        raise ServeConfigError(f"{name} {address!r}: expected HOST:PORT, e.g. "
                                f"{DEFAULT_ADDRESS} (port 0 picks a free one)")
     return host.strip("[]"), int(port)
 
@@ -94,8 +96,24 @@ class ServeConfig:
                    base_dir: Path | None = None,
                    environ: Mapping[str, str] | None = None) -> ServeConfig:
         """From ``[daqhub.serve]`` (``address`` overrides, as ``--serve`` does); checked."""
+        cfg, problems = cls.checked(table, address=address, base_dir=base_dir, environ=environ)
+        if cfg is None or problems:
+            raise ServeConfigError("; ".join(why for _, why in problems))
+        return cfg
+
+    @classmethod
+    def checked(cls, table: Mapping[str, Any], *, address: str | None = None,
+                base_dir: Path | None = None, environ: Mapping[str, str] | None = None
+                ) -> tuple[ServeConfig | None, list[tuple[str, str]]]:
+        """The service ``table`` configures and why it cannot start, each reason with the
+        key of ``[daqhub.serve]`` it is about: ``run`` refuses them all, and the validator
+        reports each on its key's line (:func:`table_problems`). None: no address to read."""
         env = os.environ if environ is None else environ
-        host, port = split_address(address or str(table.get("address", DEFAULT_ADDRESS)))
+        try:
+            host, port = split_address(address or str(table.get("address", DEFAULT_ADDRESS)),
+                                       "--serve" if address else "serve.address")
+        except ServeConfigError as exc:
+            return None, [("address", str(exc))]
         token_env = str(table.get("token_env", DEFAULT_TOKEN_ENV))
         base = base_dir or Path.cwd()
 
@@ -106,25 +124,26 @@ class ServeConfig:
                   bool(table.get("actions", False)), int(table.get("queue_batches", 1000)),
                   int(table.get("live_streams", DEFAULT_LIVE_STREAMS)),
                   int(table.get("live_streams_per_client", DEFAULT_LIVE_STREAMS_PER_CLIENT)))
-        problems = cfg.problems(token_env)
-        if problems:
-            raise ServeConfigError("; ".join(problems))
-        return cfg
+        return cfg, cfg.problems(token_env)
 
-    def problems(self, token_env: str = DEFAULT_TOKEN_ENV) -> list[str]:
+    def problems(self, token_env: str = DEFAULT_TOKEN_ENV) -> list[tuple[str, str]]:
+        """Why this service cannot start, each reason with the key it is about."""
         out = []
         if not is_loopback(self.host) and not self.token:
-            out.append(f"serving on {self.host} (not loopback) needs a token: set "
-                       f"{token_env} in the environment, or serve on 127.0.0.1")
+            out.append(("address", f"serving on {self.host} (not loopback) needs a token: set "
+                        f"{token_env} in the environment, or serve on 127.0.0.1"))
         if self.actions and not self.token:
-            out.append(f"remote commands (actions = true) need a token: set {token_env}")
+            out.append(("actions", f"remote commands (actions = true) need a token: set "
+                        f"{token_env}"))
         if (self.tls_cert is None) != (self.tls_key is None):
-            out.append("TLS needs both tls_cert and tls_key")
-        missing = [p for p in (self.tls_cert, self.tls_key) if p is not None and not p.is_file()]
-        out.extend(f"TLS file {p} does not exist" for p in missing)
+            out.append(("tls_cert" if self.tls_cert else "tls_key",
+                        "TLS needs both tls_cert and tls_key"))
+        missing = [(k, p) for k, p in (("tls_cert", self.tls_cert), ("tls_key", self.tls_key))
+                   if p is not None and not p.is_file()]
+        out.extend((k, f"TLS file {p} does not exist") for k, p in missing)
         tls = None if missing else self.tls_problem()
         if tls:
-            out.append(tls)
+            out.append(("tls_cert", tls))
         return out
 
     def tls_problem(self) -> str | None:
@@ -183,6 +202,16 @@ def _is_pem_certificate(path: Path) -> bool:
     except (ssl.SSLError, OSError):
         return False
     return True
+
+
+def table_problems(table: Mapping[str, Any], base_dir: Path, *, offline: bool = False
+                   ) -> list[tuple[str, str]]:
+    """What ``daqhub run`` refuses in a lab file's ``[daqhub.serve]`` (one its schema accepts),
+    each with the key it is about, so ``validate`` says what ``run`` will. ``offline``: only
+    the address's form (the token's environment variable and the TLS files are the lab
+    PC's)."""
+    cfg, problems = ServeConfig.checked(table, base_dir=base_dir)
+    return problems if cfg is None or not offline else []
 
 
 def serve_config(table: Mapping[str, Any], address: str | None, lab_file: str

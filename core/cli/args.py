@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from ..outdir import unwritable
+
 if TYPE_CHECKING:
     from ..config import Problem
 
@@ -58,6 +60,11 @@ def output_file_problem(path: Path, *, force: bool = False) -> str | None:
         return f"{path} exists; use --force to overwrite it (nothing written)"
     if not path.parent.is_dir():
         return f"{path.parent} is not an existing directory (nothing written)"
+    # where write_whole makes its temporary file; a file made and removed there is the
+    # answer (os.access says yes to root in /proc, where no file can be made)
+    folder = Path(os.path.realpath(path)).parent
+    if why := unwritable(folder):
+        return f"directory {folder} {why} (nothing written)"
     return None
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..resources.identity import serial_identity
 from ..resources.ownership import held_devices, holder
+from ..resources.visa import visa_error_text
 
 
 def _openers(device: str) -> list[str]:
@@ -91,19 +92,6 @@ def visa_resources(backend: str) -> dict[str, Any]:
         return {"backend": backend, "resources": found, "error": ""}
     except Exception as exc:  # a missing VISA library is information, not a crash
         return {"backend": backend, "resources": [], "error": visa_error_text(exc)}
-
-
-def visa_error_text(exc: Exception) -> str:
-    """Why a VISA backend did not open, in words: pyvisa says nothing when no library exists."""
-    text = str(exc).strip()
-    if text.rstrip(":") == "Could not open VISA library":
-        return ("no VISA library found on this machine (pyvisa looked for NI-VISA, Keysight "
-                "IO Libraries and other IVI VISA libraries by their usual names); install one, "
-                "or use @py (pyvisa-py, installed with daqhub)")
-    if text.startswith("Could not open VISA library:"):
-        return "a VISA library was found but did not load: " + "; ".join(
-            line.strip() for line in text.splitlines()[1:] if line.strip())
-    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 def not_a_device(path: str) -> str | None:

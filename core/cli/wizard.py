@@ -92,12 +92,25 @@ def _convert(text: str, schema: Mapping[str, Any]) -> Any:
             raise ValueError('text with a backslash goes in double quotes, as JSON: "\\r\\n" '
                              'is CR LF, "C:\\\\data" one backslash')
         return text
-    if t is None:  # a union (e.g. an address as 0-15 or "0"-"F"): a JSON value if it is one
-        try:
-            return json.loads(text)
+    if t is None or isinstance(t, list):  # a union (an address as 0-15 or "0"-"F"; one DMM
+        try:  # function or a list of them): a JSON value if it is one the key takes
+            value = json.loads(text)
         except ValueError:
             return text
+        if t is None or jsonschema.Draft202012Validator({"type": t}).is_valid(value):
+            return value
+        return text if "string" in t else value  # "5" for text or a list is text
     return text
+
+
+def _typed_as(schema: Mapping[str, Any]) -> str:
+    """How an answer for a key that takes a list or a table is typed: as JSON."""
+    t = schema.get("type")
+    kinds = t if isinstance(t, list) else [t]
+    if "array" in kinds:
+        return ("; several as a JSON list, e.g. " if len(kinds) > 1 else
+                " - a JSON list, e.g. ") + '["a", "b"]'
+    return ' - a JSON table, e.g. {"key": 1}' if "object" in kinds else ""
 
 
 def _property_check(name: str, schema: Mapping[str, Any], out: dict[str, Any],
@@ -163,12 +176,13 @@ def _ask_instrument(a: Asker, host: PluginHost, used: set[str], base_dir: Path
         default = schema.get("default")
         desc = schema.get("description", "")
         if name in required:
-            label = f"{name}" + (f" ({desc})" if desc else "")
+            label = f"{name}" + (f" ({desc})" if desc else "") + _typed_as(schema)
         else:  # left empty: the key stays out of the file and the type's default applies
             shown = "" if default is None else f", default {json.dumps(default)}"
             if isinstance(default, str) and "\\" in shown:
                 shown += " (escapes such as \\n: in quotes, as shown)"
-            label = f"{name}" + (f" ({desc})" if desc else "") + f" - optional{shown}"
+            label = (f"{name}" + (f" ({desc})" if desc else "") + _typed_as(schema)
+                     + f" - optional{shown}")
         a.ask(label, "", _property_check(name, schema, block, name in required))
     hz = a.ask("poll rate in Hz", "10", _poll_rate_problem)
     block["poll_hz"] = float(hz)

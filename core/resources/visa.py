@@ -125,6 +125,25 @@ def open_exclusive(rm: Any, name: str, settings: dict[str, Any]) -> tuple[Any, s
     return session, "locked"
 
 
+#: how pyvisa begins when it found no VISA library, or none that loads (the reasons follow,
+#: one a line: none at all when it found none)
+NO_LIBRARY = "Could not open VISA library"
+
+
+def visa_error_text(exc: Exception) -> str:
+    """Why a VISA backend did not open, in words: pyvisa says nothing when no library exists.
+    ``daqhub ports`` and the start of a run say it alike."""
+    text = str(exc).strip()
+    if text.rstrip(":") == NO_LIBRARY:
+        return ("no VISA library found on this machine (pyvisa looked for NI-VISA, Keysight "
+                "IO Libraries and other IVI VISA libraries by their usual names); install one, "
+                "or use @py (pyvisa-py, installed with daqhub)")
+    if text.startswith(f"{NO_LIBRARY}:"):
+        return "a VISA library was found but did not load: " + "; ".join(
+            line.strip() for line in text.splitlines()[1:] if line.strip())
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
 def sim_file_problem(backend: str, resource: str | None = None) -> str:
     """Why pyvisa-sim cannot simulate ``resource`` (or anything) with the definitions file of
     ``backend``, in one line naming the file (and a YAML error's line and column); '' when it
@@ -427,6 +446,9 @@ class VisaSessionManager(EventSource):
             except Exception as exc:
                 if problem := sim_file_problem(key):  # not pyvisa-sim's nested traceback
                     raise ValueError(problem) from exc
+                if str(exc).startswith(NO_LIBRARY):  # pyvisa's words end where the reason would
+                    raise OSError(f"VISA {key or '(pyvisa default backend)'}: "
+                                  f"{visa_error_text(exc)}") from exc
                 raise
             self._rms[key] = rm
         return rm

@@ -22,7 +22,7 @@ WEB_SCHEMA: dict[str, Any] = {
     "properties": {
         "enabled": {"type": "boolean", "default": True,
                     "description": "serve the dashboard whenever this lab runs"},
-        "listen": {"type": "string", "pattern": r"^(\[[0-9A-Fa-f:.]+\]:|[^:\[\]]+:)?[0-9]{1,5}$",
+        "listen": {"type": "string",  # its form: parse_listen's, through table_problems
                    "default": f"{DEFAULT_HOST}:{DEFAULT_PORT}",
                    "description": "[HOST:]PORT; anything but 127.0.0.1/::1/localhost "
                                   "needs a token"},
@@ -61,6 +61,17 @@ def parse_listen(text: str) -> tuple[str, int]:
     if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
         raise ListenError(f"{text!r}: the port must be a number from 0 to 65535")
     return host, int(port_text)
+
+
+def table_problems(table: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """What ``daqhub run`` refuses in a lab file's ``[daqhub.web]`` (one its schema accepts),
+    each with the key it is about, so ``validate`` says what ``run`` will: the one rule is
+    :func:`parse_listen`."""
+    try:
+        parse_listen(str(table.get("listen", f"{DEFAULT_HOST}:{DEFAULT_PORT}")))
+    except ListenError as exc:
+        return [("listen", f"web.listen {exc}")]
+    return []
 
 
 def needs_token(host: str) -> bool:

@@ -295,3 +295,40 @@ def test_new_reads_text_in_quotes_as_the_default_shows_it(
     assert "text with a backslash goes in double quotes, as JSON" in asked
     [dmm] = load(out, installed).instruments()
     assert dmm.block["read_termination"] == "\r\n" and dmm.block["write_termination"] == "\r"
+
+
+def test_new_takes_several_dmm_functions_as_a_lab_file_does(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        installed: PluginHost) -> None:
+    """``function`` is one name or a list of them; a list typed was taken as one name and
+    refused ("is not one of ...")."""
+    out = tmp_path / "lab.toml"
+    code, asked, err = new(monkeypatch, capsys, out, ("add an instrument", "y"),
+                           ("type", "scpi.dmm"), ("id", "two"),
+                           ("VISA resource", "GPIB0::5::INSTR"),
+                           ("function", '["VOLT:DC", "CURR:DC"]'), ("add an instrument", "y"),
+                           ("type", "scpi.dmm"), ("id", "one"),
+                           ("VISA resource", "GPIB0::6::INSTR"), ("function", "RES"),
+                           ("add an instrument", "n"))
+    assert code == 0, asked + err
+    assert 'several as a JSON list, e.g. ["a", "b"]' in asked and "not a valid" not in asked
+    blocks = {i.id: i.block for i in load(out, installed).instruments()}
+    assert blocks["two"]["function"] == ["VOLT:DC", "CURR:DC"]
+    assert blocks["one"]["function"] == "RES"
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+@pytest.mark.parametrize("command", ["new", "migrate"])
+def test_an_output_directory_that_takes_no_file_is_refused_before_any_work(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        command: str) -> None:
+    """``new -o /proc/x.toml`` asked all 31 questions, then could not write the answers.
+    /proc takes no new file, even from root (whom os.access tells yes)."""
+    lab = tmp_path / "lab.toml"
+    lab.write_text(POWER)
+    answers = Answers()
+    monkeypatch.setattr("sys.stdin", answers)
+    args = ["new"] if command == "new" else ["migrate", str(lab)]
+    assert daqhub_main([*args, "-o", "/proc/x.toml"]) == 2
+    assert answers.asked == 0
+    assert "directory /proc is not writable" in capsys.readouterr().err
