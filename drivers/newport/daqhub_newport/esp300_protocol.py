@@ -88,6 +88,13 @@ def known_message(code: int) -> str:
     return GENERAL_ERRORS.get(code, f"ERROR {code}")
 
 
+#: The largest magnitude :func:`plain` writes (13 digits before the point, well within the
+#: 80-character command line), and its last decimal: a positive velocity or acceleration
+#: smaller than that would go out as 0, which the controller refuses (``x01``).
+NUMBER_MAX = 1e12
+NUMBER_STEP = 1e-9
+
+
 def plain(value: float) -> str:
     """A parameter as the controller reads it: plain decimal, never an exponent.
 
@@ -95,15 +102,18 @@ def plain(value: float) -> str:
     ``1e-05``, which is not promised to parse. Refused here (ValueError, nothing sent): a
     value no controller could take.
     """
-    if not math.isfinite(value) or abs(value) >= 1e12:
-        raise ValueError(f"needs a finite number below 1e12 in magnitude (an 80-character "
-                         f"command line), got {value!r}")
+    if not math.isfinite(value) or abs(value) > NUMBER_MAX:
+        raise ValueError(f"needs a finite number of at most {NUMBER_MAX:g} in magnitude (an "
+                         f"80-character command line), got {value!r}")
     text = f"{value:.9f}".rstrip("0").rstrip(".")
     return "0" if text in ("-0", "") else text
 
 
 #: Commands that start a motion: faults seen afterwards belong to them (see esp300_axis).
 MOTIONS = frozenset({"PA", "PR", "OR", "MV", "MT"})
+#: Commands that change the software limits' numbers: the limits themselves, and the units
+#: they are counted in.
+CHANGES_LIMITS = frozenset({"SL", "SR", "SN"})
 
 
 def mnemonic_of(cmd: str) -> str:

@@ -6,9 +6,12 @@ channel keeps its declared unit: while they differ, a poll switches the meter to
 unit for its ``D?`` and back afterwards, all in one transaction. dB and REL depend on the
 reference stored in the meter, so converting a reading afterwards would not be possible.
 
-What the meter is set to is a fact about the meter, not about one instrument object: two
-instruments may name the same meter (a v2 and a v4 one while a lab migrates, each with its
-own channel unit). So it lives in a :class:`MeterState` shared per port.
+What the meter is set to is a fact about the meter, not about one instrument object (a
+restart builds a new one; a program building drivers itself may make two on one port), so it
+lives in a :class:`MeterState` shared per port. A lab file gives a meter one block: it has
+one detector and one set of settings (wavelength, range, filter, attenuator), which two
+blocks would each set for both, so ``daqhub validate`` refuses a second
+(:func:`.plugin.daqhub_validate_config`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from .meter1830c_protocol import (
     RANGES,
     UNIT_CODES,
     UNIT_NAMES,
+    WAVELENGTH_NM,
     begin,
     clear_status,
     echo_off,
@@ -94,7 +98,13 @@ def _channels(config: Mapping[str, Any]) -> list[ChannelSpec]:
 
 
 class Meter1830c(Session):
-    """A Newport 1830-C (PowerMeter capability) on RS-232."""
+    """A Newport 1830-C (PowerMeter capability) on RS-232.
+
+    Values: the wavelength is whole nanometres of at most four digits (``Wnnnn``), checked
+    before sending (and by ``daqhub validate``); which of those the meter takes depends on
+    its detector head (400-1100 nm for a silicon one): it refuses the rest itself, with a
+    parameter error (status bit 0), raised as a DriverError.
+    """
 
     type_name = "newport.1830c"
     description = "Newport 1830-C optical power meter (power in W, dB, dBm or REL)"
@@ -104,7 +114,8 @@ class Meter1830c(Session):
         "properties": {
             "units": {"type": "string", "enum": list(UNIT_CODES), "default": "W",
                       "description": "unit of the power channel, set on the meter on connect"},
-            "wavelength_nm": {"type": "integer", "minimum": 1, "maximum": 9999,
+            "wavelength_nm": {"type": "integer", "minimum": WAVELENGTH_NM[0],
+                              "maximum": WAVELENGTH_NM[1],
                               "description": "calibration wavelength set on connect (W)"},
             "range": {"type": "integer", "minimum": RANGES.start, "maximum": RANGES.stop - 1,
                       "description": "0 = auto range, 1 (most gain) .. 8 (least), set on connect"},
@@ -125,8 +136,9 @@ class Meter1830c(Session):
                       doc="the reading in the meter's current units (see units)")
     units = Parameter("U?", parse=lambda t: UNIT_NAMES[integer(1, 4)(t)],
                       doc="the meter's units: W, dB, dBm or REL")
-    wavelength = Parameter("W?", "W{}", parse=lambda t: float(integer(1, 9999)(t)),
-                           format=whole_nm, unit="nm", doc="calibration wavelength")
+    wavelength = Parameter("W?", "W{}", parse=lambda t: float(integer(*WAVELENGTH_NM)(t)),
+                           format=whole_nm, unit="nm", kind=float, range=WAVELENGTH_NM,
+                           doc="calibration wavelength, a whole number")
     current_range = Parameter("R?", parse=integer(1, 8),
                               doc="the range in use (1..8), also while auto-ranging")
     filter_speed = Parameter("F?", parse=lambda t: FILTER_NAMES[integer(1, 3)(t)],

@@ -39,6 +39,9 @@ FILTER_CODES: dict[str, int] = {"slow": 1, "medium": 2, "fast": 3}
 FILTER_NAMES: dict[int, str] = {code: name for name, code in FILTER_CODES.items()}
 AUTO_RANGE = 0
 RANGES = range(0, 9)  # 0 = auto, 1 (most gain) .. 8 (least)
+#: What ``Wnnnn`` takes: whole nanometres, at most four digits (the detector head's own
+#: range is narrower; the meter refuses the rest itself).
+WAVELENGTH_NM = (1, 9999)
 
 # Status byte (Q?) bits.
 PARAMETER_ERROR = 1
@@ -270,10 +273,12 @@ def parse_reading(text: str, instrument_id: str, command: str = "D?") -> float:
 
 
 def whole_nm(nm: float) -> str:
-    """A wavelength as the meter takes it: whole nanometres, 1..9999 (``W``'s argument)."""
+    """A wavelength as the meter takes it: whole nanometres in :data:`WAVELENGTH_NM`
+    (``W``'s argument)."""
+    low, high = WAVELENGTH_NM
     rounded = round(nm) if math.isfinite(nm) else 0  # round() of inf raises OverflowError
-    if abs(nm - rounded) > 1e-6 or not 1 <= rounded <= 9999:
-        raise ValueError(f"must be a whole number of nm in 1..9999, got {nm!r}")
+    if abs(nm - rounded) > 1e-6 or not low <= rounded <= high:
+        raise ValueError(f"must be a whole number of nm in {low}..{high}, got {nm!r}")
     return str(rounded)
 
 

@@ -46,9 +46,8 @@ def percent(text: str) -> float:
 
 
 def decimal(kelvin: float) -> str:
-    """``77.000``: the TC-1 takes a plain decimal and keeps 0.001 K."""
-    if not math.isfinite(kelvin):
-        raise ValueError(f"a setpoint must be a finite number of kelvin, got {kelvin!r}")
+    """``77.000``: the TC-1 takes a plain decimal and keeps 0.001 K (the setpoint's declared
+    range has kept out what is no finite number of kelvin)."""
     return f"{kelvin:.3f}"
 
 
@@ -74,7 +73,10 @@ class Tc1(Session):
     # The protocol table: polled channels are the parameters named like them.
     temperature = Parameter("TEMP?", parse=kelvin, unit="K", setting=False)
     heater = Parameter("HEAT?", parse=percent, unit="%", setting=False)
+    #: ``range``: the TC-1's setpoint range (README, "Protocol"; it answers ``ERR 3``
+    #: outside it), checked before sending and by ``daqhub validate``
     setpoint = Parameter("SETP?", "SETP {}", parse=kelvin, unit="K", format=decimal, ack="OK",
+                         kind=float, range=(SETPOINT_MIN_K, SETPOINT_MAX_K),
                          doc="the temperature approaches it over the load's time constant")
 
     def check_reply(self, command: str, text: str) -> str:

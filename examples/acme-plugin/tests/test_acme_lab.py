@@ -59,6 +59,20 @@ def test_lab_file_checks_the_setpoint(daqhub_lab: Callable[[str], Any]) -> None:
     assert "setpoint_k" in str(info.value) and "900" in str(info.value)
 
 
+def test_validate_refuses_a_routine_setpoint_the_tc1_cannot_take(
+        daqhub_lab: Callable[[str], Any]) -> None:
+    """``["set_setpoint", 900]`` (the lab guide's example) passed validate; the routine
+    failed when the TC-1 answered ERR 3, after the steps before it had run."""
+    routine = '\n[[routines]]\ninstrument = "tc_new"\nsteps = [["sleep", 0.5], STEP]\n'
+    lab = LAB.format(port="sim://acmetemp") + routine
+    with pytest.raises(ConfigError) as info:
+        daqhub_lab(lab.replace("STEP", '["set_setpoint", 900]'))
+    [problem] = info.value.problems
+    assert problem.line == lab.splitlines().index(routine.splitlines()[-1]) + 1
+    assert "set_setpoint: setpoint must be a number from 3 to 500 K, got 900" in problem.message
+    daqhub_lab(lab.replace("STEP", '["set_setpoint", 300]'))  # in range: fine
+
+
 @pytest.mark.timeout(20)
 def test_a_v2_and_a_v4_tc1_share_one_port_in_a_run(
         daqhub_lab: Callable[[str], Any], daqhub_run: Callable[..., Any],

@@ -102,6 +102,7 @@ def test_an_idle_poll_is_two_exchanges_and_errors_are_read_when_they_can_be_wait
     inst, line = axis2(flavor, [
         *idle, CLEAR,                                     # first poll: reads the FIFO
         *idle, *idle,                                     # idle: TP? and MD? only
+        (b"2SL?\r", b"-25\r\n"), (b"2SR?\r", b"25\r\n"),    # limits unknown: read first
         (b"2PA5\r", b""), CLEAR,                          # a move: its errors read at once
         (tp, b"3.0\r\n"), (md, b"0\r\n"), CLEAR,          # moving: read the FIFO
         (tp, b"5.0\r\n"), (md, b"1\r\n"),                 # just stopped: read it once more

@@ -175,3 +175,83 @@ def test_one_controller_is_one_controller_however_its_port_is_spelt(
     assert any("'a' and 'b' share the ESP300" in p.message and "disagree on rtscts" in
                p.message and p.message.endswith("(from plugin daqhub-newport)")
                for p in info.value.problems)
+
+
+def _meters(port_b: str, enabled_b: str = "true") -> str:
+    return ('[[v2.instruments]]\nid = "p633"\ntype = "newport.1830c"\n'
+            'port = "socket://localhost:40127"\nwavelength_nm = 633\n\n'
+            '[[v4.instruments]]\nid = "p1064"\ntype = "newport.1830c"\n'
+            f'port = "{port_b}"\nwavelength_nm = 1064\nenabled = {enabled_b}\n')
+
+
+def test_a_second_block_on_one_1830c_is_refused_at_its_port(host: PluginHost) -> None:
+    """Two blocks on one meter with different wavelengths validated and ran: the meter keeps
+    one calibration, so one block's data were stored mis-calibrated, unflagged."""
+    text = _meters("socket://127.0.0.1:40127")  # the same meter, spelt another way
+    with pytest.raises(ConfigError) as info:
+        parse(text, "lab.toml", host)
+    [problem] = info.value.problems
+    assert problem.message.startswith(
+        "instruments 'p633' ([[v2.instruments]]) and 'p1064' ([[v4.instruments]]) both read "
+        "the 1830-C on socket://127.0.0.1:40127 ('socket://localhost:40127' and "
+        "'socket://127.0.0.1:40127' reach the same device")
+    assert "give the meter one instrument" in problem.message
+    assert problem.line == text.splitlines().index('port = "socket://127.0.0.1:40127"') + 1
+    assert parse(_meters("socket://localhost:40128"), "lab.toml", host) is not None
+    assert parse(_meters("socket://localhost:40127", "false"), "lab.toml", host) is not None
+
+
+STEPS = """
+[[v2.instruments]]
+id = "stage"
+type = "newport.esp300"
+port = "socket://localhost:40129"
+axis = 1
+
+[[v4.instruments]]
+id = "power"
+type = "newport.1830c"
+port = "socket://localhost:40130"
+
+[[routines]]
+instrument = "stage"
+steps = [
+    ["set_velocity", -5],
+    ["set_velocity", "fast"],
+    ["set_acceleration", 0],
+    ["set_left_limit", "x"],
+    ["move_absolute", "abc"],
+    ["move_relative", 1.5], ["set_velocity", 2.5], ["set_right_limit", 10],
+]
+
+[[routines]]
+instrument = "power"
+steps = [
+    ["set_wavelength", 20000],
+    ["set_wavelength", "abc"],
+    ["set_wavelength", 633],
+]
+"""
+
+
+def test_validate_refuses_values_the_instruments_cannot_take(host: PluginHost) -> None:
+    """These passed ``daqhub validate``; the routine failed when the step ran, after the
+    steps before it had run."""
+    with pytest.raises(ConfigError) as info:
+        parse(STEPS, "lab.toml", host)
+    found = {(p.line, p.message.split(": ", 1)[1].split(" (daqhub plugins")[0])
+             for p in info.value.problems}
+    lines = STEPS.splitlines()
+    assert found == {(lines.index(f"    {step},") + 1, why) for step, why in [
+        ('["set_velocity", -5]',
+         "set_velocity: velocity must be a number from 1e-09 to 1e+12 units/s, got -5"),
+        ('["set_velocity", "fast"]', "set_velocity's value is a float, got 'fast'"),
+        ('["set_acceleration", 0]',
+         "set_acceleration: acceleration must be a number from 1e-09 to 1e+12 units/s^2, "
+         "got 0"),
+        ('["set_left_limit", "x"]', "set_left_limit's value is a float, got 'x'"),
+        ('["move_absolute", "abc"]', "move_absolute's position is a float, got 'abc'"),
+        ('["set_wavelength", 20000]',
+         "set_wavelength: wavelength must be a number from 1 to 9999 nm, got 20000"),
+        ('["set_wavelength", "abc"]', "set_wavelength's value is a float, got 'abc'"),
+    ]}
