@@ -13,7 +13,10 @@ commands waiting on it fail, and it is spawned again after the lab's restart
 backoff (``[daqhub.restart]``: ``backoff_first_s`` doubling up to
 ``backoff_max_s``); more than ``max_restarts`` within ``window_s`` leaves its
 instruments ``failed``, as for a v4 actor. Every wait is bounded and its error
-names the worker, its process id and its instruments.
+names the worker, its process id and its instruments. A running worker reports every
+0.25 s: one silent for :data:`SILENT_AFTER_S` has its instruments' rates read 0, for
+:data:`SILENT_ALARM_S` is named in an alarm, and for :data:`HUNG_AFTER_S` is killed as
+hung and restarted; its instruments' time disconnected counts from the last message heard.
 
 At shutdown the parent sends ``stop`` and waits for the worker's ``stopped`` report or
 the end of its socket, whichever comes first, for as long as :class:`StopBudget` gives
@@ -54,10 +57,18 @@ from ..measurement import ChannelSpec
 from ..resources.filelock import holder_for_children
 from ..specs import InstrumentType
 from .health import InstrumentHealth
+from .rates import DEFAULT_AFTER_S
 from .restarts import RestartPolicy, Restarts
 from .shards import Shard, plan
 from .v2 import CommandRejected
-from .worker_process import BATCH, decode_batches, encode, rebuild, worker_host
+from .worker_process import (
+    BATCH,
+    HEALTH_INTERVAL_S,
+    decode_batches,
+    encode,
+    rebuild,
+    worker_host,
+)
 
 log = logging.getLogger("daqhub.workers")
 
@@ -66,6 +77,13 @@ log = logging.getLogger("daqhub.workers")
 SPAWN_ALLOWANCE_S = 30.0
 #: a running worker reports every 0.25 s: one silent this long is hung, and is killed
 HUNG_AFTER_S = 10.0
+#: silent this long (four reports missed), a worker's instruments read 0 polls/s: what it
+#: said last is no longer so (a hung worker's instruments showed their last rate until it
+#: was killed, while the remote viewer, which mirrors the stream, showed them silent)
+SILENT_AFTER_S = 4 * HEALTH_INTERVAL_S
+#: silent this long, a worker is named in an alarm: the wait a slow rate has before its
+#: alarm (the worker's own rate alarms do not come from a worker that sends nothing)
+SILENT_ALARM_S = DEFAULT_AFTER_S
 #: the longest a message to a worker may wait for room in its socket (a worker that stopped
 #: reading is stuck: the sender gets an error rather than hanging with it)
 SEND_TIMEOUT_S = 5.0
@@ -125,12 +143,18 @@ class RemoteHealth(InstrumentHealth):
     """
 
     rate_mirror: float = 0.0
+    #: when the worker's last word on it came (``time.monotonic()``)
+    mirrored_at: float = 0.0
     carried: dict[str, int] = field(default_factory=dict, repr=False)
     carried_counts: collections.Counter[str] = field(default_factory=collections.Counter,
                                                      repr=False)
 
     def rate_hz(self) -> float:
-        return self.rate_mirror
+        """The rate the worker last said, while it speaks: 0 once it has been silent for
+        :data:`SILENT_AFTER_S`, so the live view shows a hung worker's instruments silent."""
+        with self._lock:
+            fresh = time.monotonic() - self.mirrored_at <= SILENT_AFTER_S
+            return self.rate_mirror if fresh else 0.0
 
     def mirror(self, s: Mapping[str, Any], reason: str = "") -> None:
         with self._lock:
@@ -142,6 +166,7 @@ class RemoteHealth(InstrumentHealth):
             self.last_error_seen = s["last_error_seen"] or self.last_error_seen
             self.close_failure = s["close_failure"]
             self.rate_mirror = float(s["rate_hz"])
+            self.mirrored_at = time.monotonic()
         self.sample_made(s["last_value"], s["last_timestamp_ns"])
         self.set_state(s["state"], reason)
 
@@ -151,6 +176,16 @@ class RemoteHealth(InstrumentHealth):
             self.carried = {k: getattr(self, k) for k in COUNTERS}
             self.carried_counts = collections.Counter(self.event_counts)
             self.rate_mirror = 0.0
+
+    def cut_off(self, why: str, since: float) -> None:
+        """Its worker died: ``restarting``, and cut off from its hardware since ``since``, the
+        last message heard from the worker (a hung worker's instruments were silent for
+        :data:`HUNG_AFTER_S` before it was killed: counted from the kill, an 11 s outage was
+        reported as 1.8 s disconnected)."""
+        self.set_state("restarting", why)
+        with self._lock:
+            if self._down_since is not None:
+                self._down_since = min(self._down_since, since)
 
 
 def shard_lab(lab: LabConfig, shard: Shard, shutdown_s: float) -> LabConfig:
@@ -186,6 +221,8 @@ class Worker:
         self.start_causes: dict[str, str] = {}
         self.spawned_at = 0.0
         self.heard_at = 0.0
+        #: the silence it was named for in an alarm (one alarm per silence)
+        self.silence_alarmed = False
         #: a worker ran its instruments once: from then on a death is restarted
         self.ever_started = False
         #: why the parent killed the worker, for the report of its death
@@ -296,11 +333,18 @@ class Worker:
                                   "started")
                     elif self.started.is_set() and silent > HUNG_AFTER_S:
                         self.kill(f"sent nothing for {silent:.0f} s (hung)")
+                    elif self.started.is_set() and silent > SILENT_ALARM_S \
+                            and not self.silence_alarmed:
+                        self.silence_alarmed = True
+                        self.pool.alarm("workers", f"{self.describe()} has sent nothing for "
+                                        f"{silent:.0f} s: its instruments read 0 polls/s; it "
+                                        f"is killed as hung after {HUNG_AFTER_S:g} s", None)
                     continue
                 data = self.conn.recv_bytes()
             except (EOFError, OSError):
                 return
             self.heard_at = time.monotonic()
+            self.silence_alarmed = False
             try:
                 if data[:1] == BATCH:
                     for batch in decode_batches(data):
@@ -392,7 +436,7 @@ class Worker:
         for h in self.healths():
             h.error(why)
             self.pool.on_event(h.id, "worker died", why)  # recorded in h.events there
-            h.set_state("restarting", why)
+            h.cut_off(why, self.heard_at)
         return True
 
     def lost_in_shutdown(self) -> str:

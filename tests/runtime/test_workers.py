@@ -362,18 +362,41 @@ def test_a_worker_that_dies_too_often_leaves_its_instruments_failed(make_lab) ->
 
 
 @pytest.mark.timeout(240)
-def test_a_hung_worker_is_killed_and_restarted(make_lab) -> None:
-    from daqhub.runtime.workers import HUNG_AFTER_S
+def test_a_hung_worker_is_killed_and_restarted(make_lab, monkeypatch: pytest.MonkeyPatch
+                                               ) -> None:
+    """Before it is killed, a silent worker's instruments read 0 polls/s (as the remote
+    viewer shows them) and the worker is named in an alarm; their time disconnected counts
+    from its last message, not from the kill."""
+    from daqhub.runtime import workers
 
+    monkeypatch.setattr(workers, "HUNG_AFTER_S", 60.0)  # until the test has looked
+    monkeypatch.setattr(workers, "SILENT_ALARM_S", 2.0)
     with daqhub.open_lab(make_lab(2), report=None) as lab:
         rt = lab.rt
         worker = next(w for w in rt.pool.workers if "dmm_a" in w.shard.ids)
         hung = worker.process.pid
+        wait_until(lambda: all(rt.health_of(i).rate_hz() > 0 for i in worker.shard.ids),
+                   "a rate for each instrument of the worker", timeout=30)
         os.kill(hung, signal.SIGSTOP)  # alive, but silent: nothing it runs can go on
-        wait_measuring_again(rt, worker.shard.ids, HUNG_AFTER_S + 60)
+        stopped_at = time.time()  # its last message came before
+
+        def shown() -> dict[str, tuple[str, float]]:
+            return {i["id"]: (i["state"], i["rate_hz"]) for i in rt.health()["instruments"]
+                    if i["id"] in worker.shard.ids}
+        wait_until(lambda: shown() == {i: ("running", 0.0) for i in worker.shard.ids},
+                   "the silent worker's instruments at 0 polls/s", timeout=30)
+        wait_until(lambda: any(f"pid {hung}; " in a["message"] and "has sent nothing" in
+                               a["message"] for a in rt.alarms), "the silence's alarm",
+                   timeout=30)
+        monkeypatch.setattr(workers, "HUNG_AFTER_S", 0.5)  # now it is hung
+        wait_measuring_again(rt, worker.shard.ids, 60)
         assert worker.process.pid != hung and gone(hung)
         assert any(e["event"] == "worker died" and "(hung), so it was killed" in e["detail"]
                    for e in rt.health_of("dmm_a").events), list(rt.health_of("dmm_a").events)
+        for iid in worker.shard.ids:  # cut off from the stop (or before) until running again
+            back_at = next(c["time"] for c in rt.state_changes
+                           if c["id"] == iid and c["new"] == "running" and c["time"] > stopped_at)
+            assert rt.health_of(iid).disconnected_s() >= back_at - stopped_at - 0.05, iid
     assert lab.report is not None and lab.report.ok, lab.report.failed or lab.report.as_dict()
 
 
