@@ -233,15 +233,20 @@ class SharedSerialPort(SharedResource[PortIO]):
         # reach devices other processes own (a ser2net server, a simulator in this process).
         self._record: FileLock | None = (claim(self.identity, name)
                                          if "://" not in self.identity else None)
+        absent: BaseException | None = None
         try:
             ser = self._open()
-        except BaseException:
-            self._release_record()
-            raise
+        except BaseException as exc:
+            if not (manager.open_absent and isinstance(exc, self.open_errors)):
+                self._release_record()
+                raise
+            absent, ser = exc, serial.Serial()  # no port: a close closes nothing until it opens
         self._serial = ser
         self._io = PortIO(ser, name)
-        self._connected = True
+        self._connected = absent is None
         _OPEN_HERE.add(self)
+        if absent is not None:  # the record is kept, as across a reconnect
+            self._begin_absent(absent)
 
     def __repr__(self) -> str:
         state = "connected" if self._connected else "disconnected"
@@ -582,6 +587,9 @@ class SerialPortManager(EventSource):
         self.lister: Lister = lister or _default_lister
         self.reconnect_initial_s = reconnect_initial_s
         self.reconnect_max_s = reconnect_max_s
+        #: a port that cannot be opened is made disconnected and reopened in the background
+        #: (:mod:`.shared`), not refused: a restarted worker process's, whose ports were open
+        self.open_absent = False
         self._ports: dict[str, SharedSerialPort] = {}
         self._lock = threading.Lock()
 

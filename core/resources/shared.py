@@ -7,8 +7,11 @@ sees the loss fails with the resource's own "disconnected" error, every transact
 behind it fails without being sent, and a reconnect thread tells listeners
 ``disconnected``, reopens with capped exponential backoff (first try after 0.5 s by
 default) and tells them ``reconnected``. Nothing is retried on anybody's behalf, so nothing
-is sent twice. What differs (how a handle is opened and closed, which exception means the
-device is gone, the query's arguments) stays in :mod:`.serial` and :mod:`.visa`.
+is sent twice. A manager told to (``open_absent``: a restarted worker process's, whose
+devices were open in the process before it) makes a resource it cannot open begin that
+way, disconnected and reopened by the reconnect thread, rather than refuse it. What
+differs (how a handle is opened and closed, which exception means the device is gone, the
+query's arguments) stays in :mod:`.serial` and :mod:`.visa`.
 """
 
 from __future__ import annotations
@@ -225,10 +228,22 @@ class SharedResource(EventSource, Generic[H]):
         except Exception as close_exc:  # the device may already be gone
             log.debug("closing lost %s %s: %r", self.what, self.label, close_exc)
         if start:
-            self._reconnector = threading.Thread(
-                target=self._reconnect_main, args=(repr(exc),), daemon=True,
-                name=f"daqhub-reconnect {self.label}")
-            self._reconnector.start()
+            self._start_reconnecting(repr(exc))
+
+    def _begin_absent(self, exc: BaseException) -> None:
+        """Begin disconnected: the device could not be opened (``exc``) when the resource was
+        made, and the reconnect thread opens it once it is back, as after a loss."""
+        with self._state_lock:
+            self._connected = False
+            self._disconnected_at = time.monotonic()
+            self._last_error = repr(exc)
+            self._stats.disconnects += 1
+        self._start_reconnecting(repr(exc))
+
+    def _start_reconnecting(self, cause: str) -> None:
+        self._reconnector = threading.Thread(target=self._reconnect_main, args=(cause,),
+                                             daemon=True, name=f"daqhub-reconnect {self.label}")
+        self._reconnector.start()
 
     def _reconnect_main(self, cause: str) -> None:
         self._notify(ResourceEvent("disconnected", self.label, time.time(), cause,

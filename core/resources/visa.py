@@ -227,6 +227,14 @@ def _board_of(name: str) -> str:
     return f"{parsed.interface_type}{getattr(parsed, 'board', '')}"
 
 
+class NotOpen:
+    """The session of a resource that could not be opened yet (the manager's
+    ``open_absent``): closing it closes nothing."""
+
+    def close(self) -> None:
+        """Nothing is open."""
+
+
 class SharedVisaResource(SharedResource[Any]):
     """One VISA session shared by every instrument that names the resource."""
 
@@ -234,7 +242,7 @@ class SharedVisaResource(SharedResource[Any]):
 
     def __init__(self, manager: VisaSessionManager, name: str, backend: str, gate: Gate,
                  session: tuple[Any, str], settings: dict[str, Any],
-                 record: FileLock | None = None) -> None:
+                 record: FileLock | None = None, absent: BaseException | None = None) -> None:
         label = name if not backend else (
             f"{name}{backend}" if backend.startswith("@") else f"{name} ({backend})")
         super().__init__(label, manager, manager.default_timeout, manager.reconnect_initial_s,
@@ -255,6 +263,8 @@ class SharedVisaResource(SharedResource[Any]):
         #: the device's ownership record (an ASRL resource on a local device), kept across
         #: reopens until the session is closed
         self._record = record
+        if absent is not None:  # it could not be opened (the manager's open_absent)
+            self._begin_absent(absent)
 
     def __repr__(self) -> str:
         return f"<SharedVisaResource {self.label} via {self.gate.name}>"
@@ -426,6 +436,9 @@ class VisaSessionManager(EventSource):
         self.checker = checker
         self.reconnect_initial_s = reconnect_initial_s
         self.reconnect_max_s = reconnect_max_s
+        #: a session that cannot be opened is made disconnected and reopened in the background
+        #: (:mod:`.shared`), not refused: a restarted worker process's, whose sessions were open
+        self.open_absent = False
         self._rm_factory = rm_factory
         self._lock = threading.Lock()
         self._rms: dict[str, Any] = {}
@@ -489,15 +502,19 @@ class VisaSessionManager(EventSource):
                 # the record first, as for a serial port: a holder is named, not raced
                 record = (claim(device, name.strip(), SharedVisaResource.what) if device
                           else None)
+                absent: BaseException | None = None
                 try:
                     session = open_exclusive(rm, name.strip(), settings)
-                except BaseException:
-                    if record is not None:
-                        record.release()
-                    raise
+                except BaseException as exc:
+                    if not (self.open_absent
+                            and isinstance(exc, SharedVisaResource.open_errors)):
+                        if record is not None:
+                            record.release()
+                        raise
+                    absent, session = exc, (NotOpen(), "not open")
                 gate = self._gate_locked(canonical, key_backend)
                 res = SharedVisaResource(self, canonical, key_backend, gate, session, settings,
-                                         record)
+                                         record, absent)
                 self._resources[(key_backend, canonical)] = res
                 return res
         clash = {k: (res.settings.get(k), v) for k, v in settings.items()

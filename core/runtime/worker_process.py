@@ -13,6 +13,13 @@ port or VISA resource is in this process, which holds the device-ownership lock
 records (``core/resources/filelock.py``); a record names the run that started it (the
 process a user can stop), with this worker as detail.
 
+A restarted worker (one whose shard had started before, in an earlier process) opens its
+ports and VISA sessions with the managers' ``open_absent``: one it cannot open (ser2net
+down, an adapter unplugged when the worker died) is that device's disconnect, reopened in
+the background while its instruments reconnect and the shard's other instruments run, as
+when a port drops in a running process; a first start that cannot open one fails, naming
+it, as in process.
+
 Everything goes to the parent over one socket: unified batches as Arrow IPC
 streams, and pickled messages: ``started`` (per-instrument causes, empty when
 all started), ``health`` (every instrument's counters, each state change as it
@@ -223,12 +230,14 @@ class BatchPump:
 class ShardRuntime:
     """A DualRuntimeManager for one shard, talking to the parent through an :class:`Outbox`."""
 
-    def __init__(self, conn: Connection, lab: LabConfig, session_id: str) -> None:
+    def __init__(self, conn: Connection, lab: LabConfig, session_id: str,
+                 restarted: bool) -> None:
         from .dual import DualRuntimeManager
 
         self.conn = conn
         self.outbox = Outbox(conn)
         self.rt = DualRuntimeManager(lab, worker_host(), session_id=session_id)
+        self.rt.serial.open_absent = self.rt.visa.open_absent = restarted
         self.pump = BatchPump(self.outbox)
         self.rt.taps.append(self.pump.sub)
         # plugin notifications go to the parent's plugins: one delivery per lab, not per shard
@@ -343,9 +352,9 @@ def worker_main(fd: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     conn = Connection(fd)
-    kind, lab, session_id = pickle.loads(conn.recv_bytes()[1:])
+    kind, lab, session_id, restarted = pickle.loads(conn.recv_bytes()[1:])
     assert kind == "lab" and isinstance(lab, LabConfig)
-    shard = ShardRuntime(conn, lab, session_id)
+    shard = ShardRuntime(conn, lab, session_id, restarted)
     if shard.start():
         shard.serve()
     shard.stop()

@@ -12,7 +12,9 @@ once (the pipe closes): its instruments get the error and go ``restarting``,
 commands waiting on it fail, and it is spawned again after the lab's restart
 backoff (``[daqhub.restart]``: ``backoff_first_s`` doubling up to
 ``backoff_max_s``); more than ``max_restarts`` within ``window_s`` leaves its
-instruments ``failed``, as for a v4 actor. Every wait is bounded and its error
+instruments ``failed``, as for a v4 actor. Only deaths count: a port the restarted worker
+cannot open (ser2net still down) is its instruments' disconnect (see
+:mod:`.worker_process`), not a failed start. Every wait is bounded and its error
 names the worker, its process id and its instruments. A running worker reports every
 0.25 s: one silent for :data:`SILENT_AFTER_S` has its instruments' rates read 0, for
 :data:`SILENT_ALARM_S` is named in an alarm, and for :data:`HUNG_AFTER_S` is killed as
@@ -271,8 +273,8 @@ class Worker:
         parent_end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
                               struct.pack("ll", int(SEND_TIMEOUT_S), 0))
         self.conn = Connection(parent_end.detach())
-        try:
-            self.send(("lab", self.lab, ""))
+        try:  # once its shard started, a port it cannot open is down, not a failed start
+            self.send(("lab", self.lab, "", self.ever_started))
         except OSError:
             pass  # it died at once: its reader sees the end of the socket and reports it
         if not self.thread.is_alive():
