@@ -117,6 +117,11 @@ def is_plugin_fault(exc: BaseException) -> bool:
                 and threading.current_thread() is threading.main_thread())
 
 
+#: collecting hooks whose None is "nothing to say", not a forgotten ``return``: a lab check
+#: that finds nothing wrong (a None there made every lab invalid)
+NOTHING_TO_SAY = frozenset({"daqhub_validate_config"})
+
+
 class PluginCall:
     """Plugin code a thread is in, as a context manager around the call: what it is (``hook
     daqhub_instrument_types``, ``open()``), whose (``who``: a :class:`PluginInfo`, a storage
@@ -370,7 +375,7 @@ class PluginHost:
             self.report(PluginProblem(distribution, version, short, why))
             return False
         hooks = sorted(hc.name for hc in callers)
-        unmarked = _unmarked_hooks(obj, hooks)
+        unmarked = [n for n in _unmarked_hooks(obj, hooks) if n in self.hook_names()]
         if not hooks:  # listed with "-" and no word: a lab said only "unknown type"
             self.pm.unregister(obj)
             hint = (f"; {', '.join(unmarked)} lack(s) @hookimpl (from daqhub.hookspecs import "
@@ -379,7 +384,6 @@ class PluginHost:
                                       f"{entry_point or name} implements no daqhub hook, so it "
                                       f"adds nothing{hint}"))
             return False
-        unmarked = [n for n in unmarked if n in self.hook_names()]  # not a helper's name
         if unmarked:  # registered for the hooks it marks; these are never called
             self.report(PluginProblem(distribution, version, short,
                                       f"{', '.join(unmarked)} lack(s) @hookimpl (from "
@@ -440,6 +444,8 @@ class PluginHost:
         kinds = kind if isinstance(kind, tuple) else (kind,)
         items: list[tuple[PluginInfo, T]] = []
         for info, result in self._call_each(hook, **kwargs):
+            if result is None and hook in NOTHING_TO_SAY:
+                continue
             if result is None:  # read as "nothing to add", it hid every declaration it made
                 self.report(PluginProblem(info.distribution, info.version, info.name,
                                           f"hook {hook} returned None: did it forget "

@@ -142,12 +142,12 @@ class V2Worker:
         while not self.stop_event.is_set():
             try:
                 self.busy_in = "connect"
+                self.connect_since = time.monotonic()  # a factory opening a vendor library too
                 inst = self.itype.factory(self.ctx)
                 if not isinstance(inst, V2Instrument):
                     raise TypeError(f"factory of {self.itype.name} (v2) returned "
                                     f"{type(inst).__name__}, not a V2Instrument")
                 self.instrument = inst
-                self.connect_since = time.monotonic()
                 inst.connect()
             except DEVICE_ERRORS as exc:  # the device or its link: reconnect, for ever
                 self._failed_attempt(f"connect failed: {failure_text(exc)}")

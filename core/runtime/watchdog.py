@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import sysconfig
 import threading
 import time
 import traceback
@@ -141,13 +142,20 @@ class LoopWatchdog:
                       "v4 instrument waits meanwhile", {"stack": stack})
 
 
+#: where the standard library lives: a position in it (``threading.py in wait``) says
+#: less than the line of the plugin that called it
+_STDLIB = sysconfig.get_paths()["stdlib"]
+
+
 def where_is(thread: threading.Thread) -> tuple[str, str]:
-    """Where ``thread`` is now: ``" at FILE:LINE in FUNCTION"`` and its whole stack (both ""
-    when it is not running)."""
+    """Where ``thread`` is now: ``" at FILE:LINE in FUNCTION"`` of its innermost frame
+    outside the standard library (a plugin's line, not ``threading.py in wait``), and its
+    whole stack (both "" when it is not running)."""
     frame = sys._current_frames().get(thread.ident or -1)
     if frame is None:
         return "", ""
-    where = traceback.extract_stack(frame)[-1]
+    stack = traceback.extract_stack(frame)
+    where = next((f for f in reversed(stack) if not f.filename.startswith(_STDLIB)), stack[-1])
     return (f" at {where.filename}:{where.lineno} in {where.name}",
             "".join(traceback.format_stack(frame)))
 
@@ -166,7 +174,7 @@ def check_v2_connects(workers: Iterable[V2Worker], on_alarm: Alarm) -> None:
         w.connect_named = since
         at, stack = where_is(w.thread)
         message = (f"{w.id}: its v2 driver's connect() has not returned after "
-                   f"{now - since:.0f} s (start_timeout_s = {limit:g} s){at}; a thread cannot "
+                   f"{now - since:.1f} s (start_timeout_s = {limit:g} s){at}; a thread cannot "
                    "be interrupted: the instrument waits for it")
         w.health.event("slow", message)
         on_alarm(f"connect:{w.id}", message, {"stack": stack})

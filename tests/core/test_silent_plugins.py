@@ -51,6 +51,18 @@ MODULES = {
             return ["every lab is wrong"]
         """),
     "nothing": "VERSION = 1\n",
+    "quietcheck": textwrap.dedent("""
+        from daqhub.hookspecs import hookimpl
+
+        @hookimpl
+        def daqhub_validate_config(config):
+            if "nonsense" in config:  # finds nothing to say: None, not a forgotten return
+                return ["nonsense"]
+        """),
+    "helperonly": textwrap.dedent("""
+        def daqhub_vendor_dll_path():  # a helper of the author's, no hook
+            return "vendor.dll"
+        """),
 }
 
 
@@ -89,6 +101,10 @@ def test_a_plugin_that_registers_nothing_is_a_problem_naming_it(site: Path) -> N
                                           "nothing")
     assert problems["daqhub-retnone"] == ("hook daqhub_instrument_types returned None: did it "
                                           "forget `return`? (return [] when it has nothing)")
+    assert problems["daqhub-helperonly"] == ("oops_helperonly implements no daqhub hook, so "
+                                             "it adds nothing")  # its helper is no hook
+    assert "daqhub-quietcheck" not in problems
+    assert host.validate_config({}) == []  # a lab check with nothing to say: no lab is wrong
     assert problems["daqhub-halfmarked"] == (
         "daqhub_validate_config lack(s) @hookimpl (from daqhub.hookspecs import hookimpl): "
         "daqhub never calls it")
@@ -117,6 +133,8 @@ def test_strict_plugins_exits_3_and_a_lab_names_the_plugin(tmp_path: Path) -> No
     checked = subprocess.run([sys.executable, "-m", "daqhub", "validate", "--offline",
                               str(lab)], capture_output=True, text=True, timeout=50, env=env)
     assert checked.returncode == 2
+    assert "1 problem(s)" in checked.stderr, checked.stderr  # quietcheck's None is no problem
     assert ("unknown instrument type 'nohookimpl.tc9'; plugins that failed to load: "
-            "daqhub-nohookimpl 1.0 (nohookimpl): oops_nohookimpl implements no daqhub hook"
+            in checked.stderr), checked.stderr
+    assert ("daqhub-nohookimpl 1.0 (nohookimpl): oops_nohookimpl implements no daqhub hook"
             in checked.stderr), checked.stderr

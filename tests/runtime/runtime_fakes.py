@@ -134,6 +134,12 @@ class LateConnectV2(CounterV2):
         super().connect()
 
 
+class LateFactoryV2(CounterV2):
+    def __init__(self, ctx: Any) -> None:
+        CONNECT_GATE.wait(60)  # a vendor library opened as the driver is made
+        super().__init__(ctx)
+
+
 class CrashV2(CounterV2):
     def read(self) -> list[Measurement]:
         raise RuntimeError("sensor on fire")
@@ -264,6 +270,7 @@ def fake_instrument_types() -> list[InstrumentType]:
                               ("test.cancelstart", "v4", CancelStartV4),
                               ("test.badclose", "v2", BadCloseV2),
                               ("test.lateconnect", "v2", LateConnectV2),
+                              ("test.latefactory", "v2", LateFactoryV2),
                               ("test.badclose", "v4", BadCloseV4)]:
         out.append(InstrumentType(name, flavor, "none", cls, CHANNELS, f"{name} for tests",
                                   capabilities=("Readable",)))
