@@ -82,6 +82,11 @@ def link_lost(ser: serial.SerialBase) -> str | None:
     return None
 
 
+class ServerRefused(serial.SerialException):  # type: ignore[misc]
+    """The serial server turned this client away, and said why: the open's error needs no
+    guess at what to check (:func:`refused_hint`)."""
+
+
 def refusal(name: str, text: bytes) -> str | None:
     """Why the serial server behind ``name`` turned this client away, judged by the first
     data it sent (telnet negotiation taken off); None when that is not one of ser2net's
@@ -128,7 +133,7 @@ class SocketSerial(serial.urlhandler.protocol_socket.Serial):  # type: ignore[mi
         if why is not None:
             sock.close()
             self._socket = None
-            raise serial.SerialException(why)
+            raise ServerRefused(why)
 
     def _turned_away(self, sock: socket.socket, wait_s: float) -> str | None:
         """The server's refusal, if what it sends within ``wait_s`` is one."""
@@ -169,7 +174,7 @@ class Rfc2217Serial(serial.rfc2217.Serial):  # type: ignore[misc]
             why = refusal(self.portstr, self._received())
             if why is None:
                 raise
-            raise serial.SerialException(why) from exc
+            raise ServerRefused(why) from exc
 
     def _received(self) -> bytes:
         """The data the reader thread queued; after a failed open (pyserial closed the port
@@ -230,9 +235,10 @@ def serial_for_url(name: str, **kwargs: Any) -> serial.SerialBase:
     return ser
 
 
-def refused_hint(name: str) -> str:
-    """What to add to a failed open of a network port."""
-    if not is_network_port(name):
+def refused_hint(name: str, exc: BaseException | None = None) -> str:
+    """What to add to a failed open of a network port (``exc``: why it failed): nothing when
+    the server said why itself (:class:`ServerRefused`)."""
+    if not is_network_port(name) or isinstance(exc, ServerRefused):
         return ""
     return ("; is the serial server running, and is the port free? (ser2net serves one client "
             "at a time and turns the next away)")

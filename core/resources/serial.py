@@ -291,7 +291,7 @@ class SharedSerialPort(SharedResource[PortIO]):
                     f"serial port {self.name}{where} is in use by {who}: {exc}; close that "
                     f"first", resource=self.name, holder=None) from exc
             raise PortOpenError(f"cannot open serial port {self.name}{where}: {exc}"
-                                f"{refused_hint(target)}", port=self.name) from exc
+                                f"{refused_hint(target, exc)}", port=self.name) from exc
         if local:
             _exclusive_mode(ser, True)
         self.device = target

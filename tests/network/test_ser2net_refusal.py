@@ -73,6 +73,8 @@ def test_a_server_that_cannot_open_its_device_fails_the_open_and_says_so(
     assert (f"the serial server at 127.0.0.1:{server.port} turned this client away "
             f"('Device open failure") in str(info.value)
     assert "the server cannot open its serial device" in str(info.value)
+    # the server said why: no guess that it is not running or that another client holds it
+    assert "is the serial server running" not in str(info.value), str(info.value)
     assert thread_errors == []
 
 
