@@ -535,9 +535,7 @@ class DualRuntimeManager:
         self.started = True
         try:
             causes: dict[str, str] = {}
-            for inst in self.lab.instruments():
-                if inst.block.get("enabled", True) is False:
-                    continue
+            for inst in self.lab.instruments():  # the enabled ones
                 itype = self.host.instrument_type(inst.type, inst.flavor,
                                                   self.lab.providers.get(inst.type))
                 if itype is None:
