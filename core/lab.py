@@ -335,6 +335,13 @@ class LiveData:
         self.close()
 
 
+#: how many batches ``Lab.latest``'s tap holds while its thread catches up: a bridge window
+#: or a v4 poll of a wide instrument publishes a batch per channel at once (with 100, the
+#: oldest channels of each window of a 200-channel instrument were dropped every time, and
+#: ``latest(wait=...)`` timed out on them); references to batches made anyway
+LATEST_BATCHES = 10_000
+
+
 class _Latest:
     """Keeps the last sample per channel from a lossy subscription, on its own thread.
 
@@ -346,7 +353,7 @@ class _Latest:
 
     def __init__(self, rt: DualRuntimeManager) -> None:
         self.sub: Subscription[pa.RecordBatch] = Subscription("lab-latest", lossless=False,
-                                                              capacity=100)
+                                                              capacity=LATEST_BATCHES)
         rt.taps.append(self.sub)
         self.values: dict[str, dict[str, dict[str, Any]]] = {}
         self.changed = threading.Condition()

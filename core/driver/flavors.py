@@ -60,6 +60,17 @@ class RefusedValues(DataError):
         self.refused = refused
 
 
+def _declared(instrument: V2Instrument | V4Actor, name: str) -> ChannelSpec:
+    """The declaration of a channel a poll returned, or the :class:`DataError` that refuses
+    its value alone (a KeyError crashed the instrument, every poll's good values lost)."""
+    try:
+        return instrument.channel(name)
+    except KeyError:
+        declared = ", ".join(c.name for c in instrument.channels)
+        raise DataError(f"{instrument.id}: its poll returned channel {name!r}, which it does "
+                        f"not declare (declared: {declared})") from None
+
+
 def _data(value: Any, spec: ChannelSpec, instrument_id: str) -> Data:
     """A polled value as the data of its channel (a bare number is in the declared unit),
     or the :class:`DataError` of ``measurement.check_against``, the rule the v2 bridge's
@@ -115,7 +126,14 @@ class SessionInstrument(V2Instrument):
                 value, meta, at = item
             else:
                 value, meta, at = item, None, None
-            spec, dtype, fits = channels.get(name) or self._channel(name)
+            known = channels.get(name)
+            if known is None:
+                try:
+                    known = self._channel(name)
+                except DataError as exc:  # not a declared channel
+                    refused = [*(refused or ()), (name, exc)]
+                    continue
+            spec, dtype, fits = known
             # a scalar channel's number as declared passes at a look at its type (the usual
             # case) or at scalar_fits, check_against's rule for it; anything else is _data's
             if type(value) is Scalar:
@@ -140,7 +158,7 @@ class SessionInstrument(V2Instrument):
 
     def _channel(self, name: str
                  ) -> tuple[ChannelSpec, np.dtype[Any] | None, frozenset[type]]:
-        spec = self.channel(name)  # an undeclared channel: KeyError, as in v4
+        spec = _declared(self, name)
         dtype = np.dtype(spec.dtype) if spec.kind == "scalar" else None
         fits = frozenset() if dtype is None else frozenset(
             t for t, extremes in _FIT_BY_TYPE if all(scalar_fits(v, dtype) for v in extremes))
@@ -197,7 +215,7 @@ class SessionActor(V4Actor):
                     return row(at, value.value, meta)
             elif not isinstance(value, Spectrum | Image):
                 return row(at, value, meta)
-        spec = self.channel(name)
+        spec = _declared(self, name)
         data = _data(value, spec, self.id)
         if spec.kind == "scalar" and row is None:
             self._rows[name] = scalar_rows(self.id, spec, "v4")

@@ -115,6 +115,23 @@ def test_a_value_its_channel_cannot_hold_is_refused_alone_and_named_in_both_flav
     assert outcomes["a2"]["last_error"] == outcomes["a4"]["last_error"].replace("a4.", "a2.")
 
 
+def test_a_channel_the_poll_does_not_declare_is_refused_alone_in_both_flavors(
+        tmp_path: Path) -> None:
+    """A poll returning a channel it does not declare (a typo) raised a KeyError: a crash,
+    5 restarts, the instrument failed and every poll's good values lost."""
+    report, stored = run_both_flavors(tmp_path, {"tpyo": 1.0})
+    assert not report.ok
+    outcomes = {i["id"]: i for i in report.as_dict()["instruments"]}
+    for iid in ("a2", "a4"):
+        outcome = outcomes[iid]
+        assert (outcome["state"], outcome["restarts"], outcome["refused_samples"]) == \
+            ("stopped", 0, 1), outcome
+        assert outcome["last_error"] == (
+            f"rejected 1 sample(s) of channel 'tpyo': {iid}: its poll returned channel "
+            "'tpyo', which it does not declare (declared: good, n, v, sp, im)")
+        assert values(stored[f"{iid}.good"]) == [1.0, 2.0, 3.0]
+
+
 def test_values_as_declared_are_all_stored_and_the_run_is_ok(tmp_path: Path) -> None:
     """The check costs nothing it should not: a bare number, a Scalar in the declared unit, a
     Sample with metadata, a spectrum and an image as declared all pass, in both flavors."""
