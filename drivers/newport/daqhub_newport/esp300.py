@@ -35,7 +35,6 @@ from daqhub.specs import InstrumentContext
 from .esp300_axis import IDLE_ERROR_CHECK_S, ErrorRouter, raw_axis
 from .esp300_protocol import (
     AXES,
-    CHANGES_LIMITS,
     COMMAND_END,
     FIFO_DEPTH,
     MOTIONS,
@@ -84,16 +83,12 @@ class Esp300Axis(Session):
     with pauses in between, so a stop sent meanwhile (another thread in v2, a control message
     in v4) gets through.
 
-    Software limits: a move whose target lies beyond the axis' software limits (``SL``,
-    ``SR``, in the axis' units) cannot end where it was asked: the controller refuses it
-    (``x06``/``x07``) or stops at the limit (which of the two, the manual leaves open). So
-    :meth:`move_absolute` and :meth:`move_relative` refuse it before sending (ValueError
-    naming the limits; nothing moves). The limits are read at connect, and again before the
-    next move once the driver sent anything that may change them (``SL``, ``SR``, ``SN``, a
-    raw command) or the controller refused a move; a target the remembered limits refuse is
-    checked against limits read afresh in the same transaction, so limits changed behind the
-    driver's back (the front panel, another program) never refuse a move the controller
-    would take: at worst the controller refuses it itself, as before.
+    Software limits (``SL``, ``SR``) are the controller's to enforce: it refuses a move
+    beyond them, raised as a DriverError (``x06``/``x07``: code 106 on axis 1), or runs it
+    when its ``ZS`` (software limit configuration) switches the check off. The driver does
+    not check moves against them itself: it would have to read them before each move and
+    see the number as the controller does (``PA`` goes out with 9 decimals, ``ZS`` may
+    switch the check off), and it would add no safety, only refusals of moves that run.
 
     Values: ``VA`` and ``AC`` must be positive (the controller refuses 0 and less with
     ``x01``, more than the axis' maxima ``VU``/``AU`` with ``x10``/``x11``: those depend on
@@ -184,9 +179,6 @@ class Esp300Axis(Session):
         self._faults: list[EspError] = []
         self._motion_command = ""
         self._was_moving = True  # the first poll reads the FIFO
-        #: (left, right) software limits as last read; None: to be read before the next move.
-        #: Used and changed only inside transactions (under the port lock).
-        self._limits: tuple[float, float] | None = None
 
     def execute(self, io: Any, tx: Transaction[Any]) -> Any:
         """Declared commands go through the axis' exchanges (error FIFO drained after each);
@@ -223,19 +215,17 @@ class Esp300Axis(Session):
     # ------------------------------------------------------------------ Motion
     @command
     def move_absolute(self, position: float) -> Transaction[None]:
-        """Start a move to ``position`` (axis units; ``wait_until_done`` waits). One beyond
-        the axis' software limits is refused before anything is sent (ValueError)."""
+        """Start a move to ``position`` (axis units; ``wait_until_done`` waits): sends
+        ``{axis}PA{}``; the controller judges it against its software limits."""
         cmd = self.cmd("PA", self.arg_text(position, "PA"))
-        return Transaction(cmd, fn=self.motion_fn(cmd, lambda io: position))
+        return Transaction(cmd, fn=self.motion_fn(cmd))
 
     @command
     def move_relative(self, distance: float) -> Transaction[None]:
-        """Start a move by ``distance`` (axis units). From rest, one that would end beyond
-        the software limits is refused before it is sent (ValueError); during a motion the
-        controller judges it (what ``PR`` counts from then, the manual does not say)."""
+        """Start a move by ``distance`` (axis units): sends ``{axis}PR{}``; the controller
+        judges it against its software limits."""
         cmd = self.cmd("PR", self.arg_text(distance, "PR"))
-        return Transaction(cmd, fn=self.motion_fn(
-            cmd, lambda io: self.relative_target(io, distance)))
+        return Transaction(cmd, fn=self.motion_fn(cmd))
 
     @command
     def home(self, timeout: float = 30.0) -> Plan[None]:
@@ -289,17 +279,13 @@ class Esp300Axis(Session):
 
     @command
     def raw_command(self, text: str) -> Transaction[None]:
-        """Send a command this driver does not wrap (no axis prefix added); raise its errors.
-        The software limits are read again before the next move: it may have changed them."""
-        return Transaction(text, fn=self.forgetting_limits(
-            self.set_fn(text, also=raw_axis(text))))
+        """Send a command this driver does not wrap (no axis prefix added); raise its errors."""
+        return Transaction(text, fn=self.set_fn(text, also=raw_axis(text)))
 
     @command
     def raw_query(self, text: str) -> Transaction[str]:
-        """Send a query this driver does not wrap and return its reply line (the software
-        limits are read again before the next move, as after raw_command)."""
-        return Transaction(text, fn=self.forgetting_limits(
-            self.query_fn(text, str, also=raw_axis(text))))
+        """Send a query this driver does not wrap and return its reply line."""
+        return Transaction(text, fn=self.query_fn(text, str, also=raw_axis(text)))
 
     def cmd(self, mnemonic: str, parameter: str = "") -> str:
         """``[axis]MN[parameter]``, the controller's command syntax."""
@@ -312,48 +298,6 @@ class Esp300Axis(Session):
             return plain(value)
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{self.id}: {self.cmd(mnemonic)} {exc}") from None
-
-    # ------------------------------------------------------------------ software limits
-    # These run inside a transaction (the port lock held), like the *_fn below.
-    def read_limits(self, io: Any) -> tuple[float, float]:
-        """``SL?`` and ``SR?``, remembered for the next move."""
-        sl, sr = self.cmd("SL?"), self.cmd("SR?")
-        self._limits = (self._ask(io, sl, self.parse_float(sl), None),
-                        self._ask(io, sr, self.parse_float(sr), None))
-        return self._limits
-
-    def forgetting_limits(self, fn: Callable[[Any], T]) -> Callable[[Any], T]:
-        """``fn``, after which the software limits are read again before the next move."""
-        def run(io: Any) -> T:
-            self._limits = None
-            return fn(io)
-
-        return run
-
-    def relative_target(self, io: Any, distance: float) -> float | None:
-        """Where ``PR distance`` ends when the axis is at rest (``MD?``): its desired
-        position (``DP?``) plus ``distance``. None while it moves: the manual does not say
-        whether ``PR`` then counts from the running move's target, so the controller
-        judges it."""
-        md, dp = self.cmd("MD?"), self.cmd("DP?")
-        if not self._ask(io, md, self.parse_done(md), None):
-            return None
-        return self._ask(io, dp, self.parse_float(dp), None) + distance
-
-    def check_target(self, io: Any, cmd: str, target: float) -> None:
-        """Refuse ``cmd`` (ValueError, not sent) if it would end at ``target`` beyond the
-        software limits, as read afresh: remembered limits never refuse on their own (see
-        the class docstring)."""
-        remembered = self._limits
-        left, right = remembered or self.read_limits(io)
-        if remembered is not None and not left <= target <= right:
-            left, right = self.read_limits(io)
-        if not left <= target <= right:
-            unit = self.options.units
-            raise ValueError(
-                f"{self.id}: {cmd} not sent: it would end at {target:.10g} {unit}, beyond "
-                f"axis {self.axis}'s software limits {left:.10g} to {right:.10g} {unit} "
-                f"(SL?, SR?); set_limits changes them")
 
     # ------------------------------------------------------------------ the axis' exchanges
     # Methods named *_fn are transaction functions; they run on whichever thread holds the
@@ -442,37 +386,25 @@ class Esp300Axis(Session):
             if s.limits is not None:
                 self._set(io, self.cmd("SL", self.arg_text(s.limits[0], "SL")))
                 self._set(io, self.cmd("SR", self.arg_text(s.limits[1], "SR")))
-            self.read_limits(io)
 
         return connect
 
     def set_fn(self, cmd: str, *, also: int | None = None) -> Callable[[Any], None]:
-        """A set command: errors it causes raise; faults routed to us meanwhile are kept. One
-        that may change the software limits has them read again before the next move."""
-        forget = mnemonic_of(cmd) in CHANGES_LIMITS
+        """A set command: errors it causes raise; faults routed to us meanwhile are kept."""
 
         def set_command(io: Any) -> None:
             self._begin(io, cmd)
-            if forget:
-                self._limits = None
             self._add_faults(self.router.take(self.axis))
             self._set(io, cmd, also)
 
         return set_command
 
-    def motion_fn(self, cmd: str, target: Callable[[Any], float | None] | None = None
-                  ) -> Callable[[Any], None]:
-        """Start a motion (PA, PR, OR, MV, MT): refuse one whose ``target`` (where it would
-        end; None: not known) lies beyond the software limits (:meth:`check_target`), forget
-        earlier faults, remember what we asked for. One the controller refuses has the
-        limits read again before the next move (it may have refused at limits set behind
-        the driver's back)."""
+    def motion_fn(self, cmd: str) -> Callable[[Any], None]:
+        """Start a motion (PA, PR, OR, MV, MT): forget earlier faults, remember what we
+        asked for."""
 
         def start_motion(io: Any) -> None:
             self._begin(io, cmd)
-            end = target(io) if target is not None else None
-            if end is not None:
-                self.check_target(io, cmd, end)
             with self._lock:
                 old, self._faults = self._faults, []
                 self._motion_command = cmd
@@ -481,11 +413,7 @@ class Esp300Axis(Session):
             if old:
                 log.warning("%s: faults of an earlier motion nobody waited for: %s", self.id,
                             describe(old))
-            try:
-                self._set(io, cmd)
-            except DriverError:
-                self._limits = None  # refused at a limit the driver did not know: ask again
-                raise
+            self._set(io, cmd)
 
         return start_motion
 

@@ -111,9 +111,6 @@ def plain(value: float) -> str:
 
 #: Commands that start a motion: faults seen afterwards belong to them (see esp300_axis).
 MOTIONS = frozenset({"PA", "PR", "OR", "MV", "MT"})
-#: Commands that change the software limits' numbers: the limits themselves, and the units
-#: they are counted in.
-CHANGES_LIMITS = frozenset({"SL", "SR", "SN"})
 
 
 def mnemonic_of(cmd: str) -> str:

@@ -6,12 +6,11 @@ channel keeps its declared unit: while they differ, a poll switches the meter to
 unit for its ``D?`` and back afterwards, all in one transaction. dB and REL depend on the
 reference stored in the meter, so converting a reading afterwards would not be possible.
 
-What the meter is set to is a fact about the meter, not about one instrument object (a
-restart builds a new one; a program building drivers itself may make two on one port), so it
-lives in a :class:`MeterState` shared per port. A lab file gives a meter one block: it has
-one detector and one set of settings (wavelength, range, filter, attenuator), which two
-blocks would each set for both, so ``daqhub validate`` refuses a second
-(:func:`.plugin.daqhub_validate_config`).
+What the meter is set to is a fact about the meter, not about one instrument object: two
+instruments may name the same meter (a v2 and a v4 one while a lab migrates, each with its
+own channel unit). So it lives in a :class:`MeterState` shared per port. Such blocks must
+agree on the :data:`METER_SETTINGS` they give: each would set them for both, so ``daqhub
+validate`` refuses blocks that differ (:func:`.plugin.daqhub_validate_config`).
 """
 
 from __future__ import annotations
@@ -53,6 +52,11 @@ from .meter1830c_protocol import (
 )
 
 log = logging.getLogger(__name__)
+
+#: The lab-file keys that set the meter itself on connect (``W``, ``R``, ``F``, ``A``), so
+#: two blocks on one meter must agree on them. ``units`` is not one: it is a block's channel
+#: unit, which each poll switches the meter to for its reading (:class:`MeterState`).
+METER_SETTINGS = ("wavelength_nm", "range", "filter", "attenuator")
 
 
 class MeterState:

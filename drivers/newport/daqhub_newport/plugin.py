@@ -11,7 +11,7 @@ from daqhub.resources import serial_identity
 from daqhub.specs import ConfigProblem, InstrumentType
 
 from .esp300 import Esp300Axis
-from .meter1830c import Meter1830c
+from .meter1830c import METER_SETTINGS, Meter1830c
 
 
 @hookimpl
@@ -21,12 +21,15 @@ def daqhub_instrument_types() -> list[InstrumentType]:
 
 @hookimpl
 def daqhub_validate_config(config: Mapping[str, Any]) -> list[ConfigProblem]:
-    """Instruments that would share what only one can own: an axis of an ESP300 (and axes
-    of one ESP300 disagreeing on its handshake), or an 1830-C.
+    """Instruments that clash over one device: the same ESP300 axis twice, axes of one
+    ESP300 disagreeing on its handshake, or 1830-C blocks on one meter that set it
+    differently.
 
-    A meter has one detector and one set of settings (wavelength, range, filter,
-    attenuator): a second block on it would set them for both, and one block's data would
-    be read with the other's calibration, unflagged. A device is known by what its port
+    Two blocks may read one meter (a v2 and a v4 one while a lab migrates, each with its
+    own channel unit: :class:`~.meter1830c.MeterState` is shared per port for that), but
+    the meter has one detector and one of each :data:`~.meter1830c.METER_SETTINGS`: blocks
+    that give one differently would each set it for both, and one block's readings would
+    be taken with the other's wavelength, unflagged. A device is known by what its port
     reaches, not by how the port is spelt: ``socket://localhost:P`` and
     ``socket://127.0.0.1:P``, or a ``/dev/serial/by-id`` link and its device, are one."""
     problems: list[ConfigProblem] = []
@@ -49,21 +52,28 @@ def daqhub_validate_config(config: Mapping[str, Any]) -> list[ConfigProblem]:
             problems.append(ConfigProblem(
                 f"instruments {first[1]!r} and {ident!r} share the ESP300 on {port} but "
                 f"disagree on rtscts; one port has one handshake", (*path, "rtscts")))
-    meters: dict[str, tuple[str, str, str]] = {}  # device -> (id, its table, port)
+    meters: dict[str, list[tuple[str, str, str, Mapping[str, Any]]]] = {}
     for path, block in lab_blocks(config, [Meter1830c.type_name]):
         port, ident = block.get("port"), str(block.get("id"))
         device = _device(port)
         if device is None:
             continue
         table = f"[[{path[0]}.instruments]]"
-        other, other_table, other_port = meters.setdefault(device, (ident, table, str(port)))
-        if other != ident:
-            problems.append(ConfigProblem(
-                f"instruments {other!r} ({other_table}) and {ident!r} ({table}) both read "
-                f"the 1830-C on {port}{_spelt(other_port, str(port), device)}: it has one "
-                f"detector and one set of settings (wavelength, range, filter, attenuator), "
-                f"which each block would set for both; give the meter one instrument",
-                (*path, "port")))
+        earlier = meters.setdefault(device, [])  # (id, its table, port, block) on the device
+        for other, other_table, other_port, other_block in earlier:
+            differ = [key for key in METER_SETTINGS if key in block and key in other_block
+                      and block[key] != other_block[key]]
+            if differ:
+                problems.append(ConfigProblem(
+                    f"instruments {other!r} ({other_table}) and {ident!r} ({table}) read the "
+                    f"1830-C on {port}{_spelt(other_port, str(port), device)} but set it "
+                    f"differently: "
+                    + ", ".join(f"{key} {other_block[key]!r} and {block[key]!r}"
+                                for key in differ)
+                    + "; the meter has one of each, which each block would set for both "
+                      "(one block's readings taken with the other's settings): give them "
+                      "the same value, or give it in one block only", (*path, differ[0])))
+        earlier.append((ident, table, str(port), block))
     return problems
 
 

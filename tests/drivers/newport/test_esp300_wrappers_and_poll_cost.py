@@ -102,7 +102,6 @@ def test_an_idle_poll_is_two_exchanges_and_errors_are_read_when_they_can_be_wait
     inst, line = axis2(flavor, [
         *idle, CLEAR,                                     # first poll: reads the FIFO
         *idle, *idle,                                     # idle: TP? and MD? only
-        (b"2SL?\r", b"-25\r\n"), (b"2SR?\r", b"25\r\n"),    # limits unknown: read first
         (b"2PA5\r", b""), CLEAR,                          # a move: its errors read at once
         (tp, b"3.0\r\n"), (md, b"0\r\n"), CLEAR,          # moving: read the FIFO
         (tp, b"5.0\r\n"), (md, b"1\r\n"),                 # just stopped: read it once more
@@ -124,4 +123,23 @@ def test_an_idle_poll_is_two_exchanges_and_errors_are_read_when_they_can_be_wait
     with pytest.raises(DriverError) as err:  # the fault is the move's, raised by its wait
         call(inst, "wait_until_done", 1.0)
     assert (err.value.command, err.value.code) == ("2PA5", 205)
+    line.assert_done()
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+def test_a_move_is_its_command_and_the_fifo_read_whatever_came_before(
+        flavor: str, axis2: Any) -> None:
+    """A driver-side limit check made every move_relative ask ``MD?`` and ``DP?`` first,
+    and a move after any raw query re-read ``SL?``/``SR?``; it also refused ``3 * 0.1``
+    against a limit of 0.3 though ``2PA0.3`` goes out. The controller judges its limits."""
+    inst, line = axis2(flavor, [
+        (b"2PR0.1\r", b""), CLEAR,
+        (b"2ZS?\r", b"4H\r\n"), CLEAR,
+        (b"2PR0.1\r", b""), CLEAR,
+        (b"2PA0.3\r", b""), CLEAR,
+    ])
+    call(inst, "move_relative", 0.1)
+    assert call(inst, "raw_query", "2ZS?") == "4H"
+    call(inst, "move_relative", 0.1)
+    call(inst, "move_absolute", 3 * 0.1)
     line.assert_done()

@@ -177,28 +177,35 @@ def test_one_controller_is_one_controller_however_its_port_is_spelt(
                for p in info.value.problems)
 
 
-def _meters(port_b: str, enabled_b: str = "true") -> str:
+def _meters(port_b: str, b_settings: str = "wavelength_nm = 1064", enabled_b: str = "true"
+            ) -> str:
     return ('[[v2.instruments]]\nid = "p633"\ntype = "newport.1830c"\n'
-            'port = "socket://localhost:40127"\nwavelength_nm = 633\n\n'
+            'port = "socket://localhost:40127"\nwavelength_nm = 633\nrange = 0\n\n'
             '[[v4.instruments]]\nid = "p1064"\ntype = "newport.1830c"\n'
-            f'port = "{port_b}"\nwavelength_nm = 1064\nenabled = {enabled_b}\n')
+            f'port = "{port_b}"\nunits = "dBm"\n{b_settings}\nenabled = {enabled_b}\n')
 
 
-def test_a_second_block_on_one_1830c_is_refused_at_its_port(host: PluginHost) -> None:
+def test_two_blocks_on_one_1830c_must_set_it_alike(host: PluginHost) -> None:
     """Two blocks on one meter with different wavelengths validated and ran: the meter keeps
-    one calibration, so one block's data were stored mis-calibrated, unflagged."""
-    text = _meters("socket://127.0.0.1:40127")  # the same meter, spelt another way
+    one calibration, so one block's data were stored mis-calibrated, unflagged. Two that
+    agree (a v2 and a v4 block while a lab migrates, each with its own channel unit) are a
+    supported setup and validate."""
+    for agreeing in ("wavelength_nm = 633", "wavelength_nm = 633\nrange = 0", "filter = 'slow'",
+                     "attenuator = true"):
+        assert parse(_meters("socket://127.0.0.1:40127", agreeing), "lab.toml", host)
+    text = _meters("socket://127.0.0.1:40127", "range = 3\nwavelength_nm = 1064")
     with pytest.raises(ConfigError) as info:
         parse(text, "lab.toml", host)
     [problem] = info.value.problems
     assert problem.message.startswith(
-        "instruments 'p633' ([[v2.instruments]]) and 'p1064' ([[v4.instruments]]) both read "
-        "the 1830-C on socket://127.0.0.1:40127 ('socket://localhost:40127' and "
+        "instruments 'p633' ([[v2.instruments]]) and 'p1064' ([[v4.instruments]]) read the "
+        "1830-C on socket://127.0.0.1:40127 ('socket://localhost:40127' and "
         "'socket://127.0.0.1:40127' reach the same device")
-    assert "give the meter one instrument" in problem.message
-    assert problem.line == text.splitlines().index('port = "socket://127.0.0.1:40127"') + 1
+    assert "set it differently: wavelength_nm 633 and 1064, range 0 and 3;" in problem.message
+    assert problem.line == text.splitlines().index("wavelength_nm = 1064") + 1
     assert parse(_meters("socket://localhost:40128"), "lab.toml", host) is not None
-    assert parse(_meters("socket://localhost:40127", "false"), "lab.toml", host) is not None
+    assert parse(_meters("socket://localhost:40127", enabled_b="false"), "lab.toml",
+                 host) is not None
 
 
 STEPS = """
