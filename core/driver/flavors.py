@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import inspect
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -33,7 +33,7 @@ from ..measurement import (
 from ..schema import ScalarRows, build_batch, scalar_array, scalar_rows
 from ..specs import Flavor, InstrumentContext, InstrumentType
 from .declare import declared_commands
-from .session import Sample, Session, arun, run
+from .session import Sample, Session, arun, run, unpolled_channels
 
 
 def _split(value: Any, t: int) -> tuple[Any, Mapping[str, Any] | None, int]:
@@ -295,7 +295,17 @@ def instrument_types(session_class: type[Session], **overrides: Any) -> list[Ins
 
     ``overrides`` replaces any field (``name=``, ``factory`` is always the generated class)
     for a driver that declares several types from one session (models of one family).
+
+    Raises TypeError, naming the class and the channel, for a declared channel the default
+    poll would never fill (:func:`~daqhub.driver.session.unpolled_channels`): checked here,
+    where a class becomes a type, not when it is defined, since a shared base declares
+    channels its model subclasses fill (a channels function's: at the first poll).
     """
+    channels = overrides.get("channels", session_class.channels)
+    if isinstance(channels, Sequence):
+        names = [c.name for c in channels if isinstance(c, ChannelSpec)]
+        if unfilled := unpolled_channels(session_class, names):
+            raise TypeError(unfilled)
     out = []
     for flavor in ("v2", "v4"):
         fields: dict[str, Any] = {

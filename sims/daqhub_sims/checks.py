@@ -20,7 +20,9 @@ simulator instead of ``sim``: ``"visa": "dmm_psu.yaml"`` gives each block the
 ``visa_backend`` of a fresh copy of that pyvisa-sim file of daqhub-sims (``block`` names the
 ``resource``), ``"scpi_tcp": "dmm"`` its own :class:`~daqhub_sims.scpi_tcp.ScpiTcpServer`
 of that profile as ``resource`` (pyvisa-py), whose next reply ``garbage`` spoils. Simulated
-readings with noise compare within ``"rel_tol"`` across the flavors. The same dictionaries
+readings with noise compare within ``"rel_tol"`` across the flavors; ``"rare_channels"``
+lists declared channels that may stay empty in the short run (one that reports only on an
+event). The same dictionaries
 serve the distribution's own tests (:func:`case`). With ``--junit-xml PATH`` the outcome is
 also written as JUnit XML, for CI.
 """
@@ -125,7 +127,8 @@ def case(spec: Mapping[str, Any], url: Callable[..., str] | None = None,
     return ConformanceCase(spec["type"], block, steps=[tuple(s) for s in spec.get("steps", [])],
                            reads=int(spec.get("reads", 3)), garbage=inject,
                            same=close_values(spec["rel_tol"]) if "rel_tol" in spec else None,
-                           timeout_s=float(spec.get("timeout_s", 10.0)))
+                           timeout_s=float(spec.get("timeout_s", 10.0)),
+                           rare_channels=tuple(spec.get("rare_channels", ())))
 
 
 def declared() -> dict[str, list[dict[str, Any]]]:

@@ -68,7 +68,9 @@ class SimDevice(ABC):
 
     def __init__(self, options: Mapping[str, str] | None = None,
                  clock: Clock | None = None) -> None:
-        """Raises ValueError for an option outside :attr:`OPTIONS` (when it declares any)."""
+        """Raises ValueError for an option outside :attr:`OPTIONS` when it declares any; a
+        model that declares none reads its own from :attr:`options` and takes what it is
+        given (``daqhub validate`` reads the same declaration: registry.declared_options)."""
         self.options: dict[str, str] = dict(options or {})
         problem = option_problem(type(self).__name__, self.OPTIONS, self.options)
         if problem:

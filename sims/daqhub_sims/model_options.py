@@ -1,10 +1,10 @@
 """The ``sim://`` options each simulated model takes, declared once.
 
 A model declares its options as ``OPTIONS`` on its device class; the device takes its
-defaults from there (:func:`with_defaults`) and refuses any other, all of them when it
-declares none (:func:`option_problem`, as ``daqhub validate`` does), and ``daqhub sim
-models`` and ``docs/simulators.md`` print the same declaration, so the table a lab reads is
-the one the code runs.
+defaults from there (:func:`with_defaults`) and refuses any other (:func:`option_problem`, as
+``daqhub validate`` does), and ``daqhub sim models`` and ``docs/simulators.md`` print the same
+declaration, so the table a lab reads is the one the code runs. A model that declares none
+reads its own and takes what it is given.
 """
 
 from __future__ import annotations
@@ -35,18 +35,16 @@ def option_problem(model: str, declared: Iterable[SimOption], given: Iterable[st
     the caller accepts, listed with the declared ones.
 
     An option outside the declaration would be ignored, so a typo (``speed_sacle=10``) would
-    serve the defaults without a word. A model that declares none takes none: it used to take
-    anything, so a model written without ``OPTIONS`` (as the ``daqhub new-plugin`` template
-    was) served its defaults for ``serail=X9``. A bare factory function that reads options
-    declares them as an ``OPTIONS`` attribute, as a class does.
+    serve the defaults without a word. A model that declares none takes whatever it is given:
+    it reads its own (a model written from the old ``daqhub new-plugin`` template, before it
+    declared ``OPTIONS``, worked so, and refusing its options would break it).
     """
     known = {o.name for o in declared}
     unknown = sorted(set(given) - known)
-    if not unknown:
+    if not known or not unknown:
         return None
-    listed = ", ".join(sorted(known | set(also))) or "none (it declares no OPTIONS)"
-    return (f"{model} takes no option {', '.join(map(repr, unknown))}; its options: {listed} "
-            "(daqhub sim models)")
+    return (f"{model} takes no option {', '.join(map(repr, unknown))}; its options: "
+            f"{', '.join(sorted(known | set(also)))} (daqhub sim models)")
 
 
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:

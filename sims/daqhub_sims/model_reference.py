@@ -19,7 +19,7 @@ def _declared(name: str) -> tuple[str, tuple[SimOption, ...], list[tuple[str, li
     """Summary, options and extra tables of a model (empty for a bare factory function)."""
     made_by = registry.model_factory(name)
     summary = getattr(made_by, "summary", "") or ""
-    options: tuple[SimOption, ...] = getattr(made_by, "OPTIONS", ())
+    options: tuple[SimOption, ...] = tuple(registry.declared_options(made_by))
     tables_of = getattr(made_by, "reference_tables", None)
     tables = tables_of() if callable(tables_of) else []
     return summary, options, tables

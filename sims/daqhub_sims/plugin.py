@@ -56,7 +56,13 @@ def daqhub_validate_config(config: Mapping[str, Any]) -> list[ConfigProblem]:
     """A ``sim://`` port names a simulated device that exists, with options it takes: found
     by ``daqhub validate`` instead of when the run opens the port."""
     from daqhub_sims.model_options import option_problem
-    from daqhub_sims.registry import LINE_OPTIONS, UnknownModelError, model_factory, parse_url
+    from daqhub_sims.registry import (
+        LINE_OPTIONS,
+        UnknownModelError,
+        declared_options,
+        model_factory,
+        parse_url,
+    )
 
     problems: list[ConfigProblem] = []
     for path, block in lab_blocks(config, None, disabled=True):
@@ -70,7 +76,7 @@ def daqhub_validate_config(config: Mapping[str, Any]) -> list[ConfigProblem]:
         except (ValueError, UnknownModelError) as exc:
             problems.append(ConfigProblem(str(exc), where))
             continue
-        problem = option_problem(f"sim://{url.model}", getattr(factory, "OPTIONS", ()),
+        problem = option_problem(f"sim://{url.model}", declared_options(factory),
                                  url.device_options, LINE_OPTIONS)
         if problem:
             problems.append(ConfigProblem(problem, where))

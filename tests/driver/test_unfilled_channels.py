@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from daqhub.driver import Parameter, Session, flavor_class
+from daqhub.driver import Parameter, Session, flavor_class, instrument_types
 from daqhub.measurement import ChannelSpec
 from daqhub.plugins.converters import batch_to_rows
 from daqhub.specs import InstrumentContext
@@ -38,19 +38,51 @@ class Tc(Session):
     temperature = Parameter("T?", setting=False)
 
 
-def test_a_channel_without_a_parameter_refuses_the_class() -> None:
+def test_a_channel_without_a_parameter_is_refused_when_declared_as_a_type() -> None:
+    class Heated(Tc):
+        channels = [TEMPERATURE, HEATER]
+
     with pytest.raises(TypeError, match=r"\.Heated: channel\(s\) 'heater' would never get a "
                                         r"value: the default poll reads each channel from the "
                                         r"Parameter of its name"):
-        class Heated(Tc):
-            channels = [TEMPERATURE, HEATER]
+        instrument_types(Heated)
 
 
 def test_a_write_only_parameter_does_not_fill_its_channel() -> None:
+    class Heated(Tc):
+        channels = [TEMPERATURE, HEATER]
+        heater = Parameter(None, "H {}")
+
     with pytest.raises(TypeError, match=r"channel\(s\) 'heater' would never get a value"):
-        class Heated(Tc):
-            channels = [TEMPERATURE, HEATER]
-            heater = Parameter(None, "H {}")
+        instrument_types(Heated)
+
+
+def test_a_channels_override_is_checked_too() -> None:
+    """``instrument_types(cls, channels=...)`` declares the type's channels, not the class."""
+    assert [t.flavor for t in instrument_types(Tc, name="test.tc2")] == ["v2", "v4"]
+    with pytest.raises(TypeError, match=r"^Tc: channel\(s\) 'heater' would never get a value"):
+        instrument_types(Tc, name="test.tc2", channels=[TEMPERATURE, HEATER])
+
+
+POWER = ChannelSpec("power", "scalar", "W")
+
+
+@pytest.mark.parametrize("flavor", ["v2", "v4"])
+def test_an_abstract_base_declares_channels_its_models_fill(flavor: str) -> None:
+    """A shared base (framing and channels, no query; each model declares its own) was
+    refused as it was defined, so a plugin module built this way no longer imported."""
+    class MeterBase(Session):
+        channels = [POWER]
+        command_end, reply_end, read_timeout = b"\n", b"\n", 0.2
+
+    class M1(MeterBase):
+        type_name = "test.m1"
+        power = Parameter("D?", setting=False)
+
+    assert [t.name for t in instrument_types(M1)] == ["test.m1", "test.m1"]
+    assert read(M1, flavor, [(b"D?\n", b"0.5\n")]) == ["power"]
+    with pytest.raises(TypeError, match=r"MeterBase: channel\(s\) 'power' would never get"):
+        instrument_types(MeterBase, name="test.base")  # the base itself is no type
 
 
 def read(cls: type[Session], flavor: str, script: list[tuple[bytes, bytes]],
@@ -126,5 +158,5 @@ def test_strict_plugins_names_the_plugin_and_the_channel(tmp_path: Path) -> None
     r = subprocess.run([sys.executable, "-m", "daqhub", "--strict", "plugins"],
                        capture_output=True, text=True, timeout=50, env=env)
     assert r.returncode == 3, r.stdout + r.stderr
-    assert ("daqhub-noemit 1.0 (noemit): failed to import oops_noemit: TypeError: Tc9: "
+    assert ("daqhub-noemit 1.0 (noemit): hook daqhub_instrument_types raised TypeError: Tc9: "
             "channel(s) 'heater' would never get a value" in r.stderr), r.stderr

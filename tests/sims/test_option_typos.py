@@ -1,8 +1,12 @@
-"""A ``sim://`` option typo is refused for every model, not only for those that declare
-options: a model declaring none took whatever it was given, so ``sim://mytemp?serail=X9`` of
-a model written from the ``daqhub new-plugin`` template passed ``daqhub validate`` and
-``daqhub sim serve -o serail=X9`` served the defaults, while docs/simulators.md says "a typo
-never serves the defaults"."""
+"""A ``sim://`` option typo is refused for a model that declares its options, by
+``daqhub validate`` as by the run; a model that declares none reads its own and takes what it
+is given.
+
+d557a8e made a model declaring no options take none, which broke third-party models that
+worked: one written from the old ``daqhub new-plugin`` template (it reads ``self.options``)
+was refused outright, and for a factory function whose device class declares ``OPTIONS``,
+``registry.create`` took the option while ``daqhub validate`` refused it (it read the
+declaration from the function, the device reads it from its class)."""
 
 from __future__ import annotations
 
@@ -17,11 +21,12 @@ from daqhub.cli import main as daqhub_main
 from daqhub_sims import newplugin, registry
 from daqhub_sims.device import Clock
 from daqhub_sims.linesim import LineDevice
+from daqhub_sims.model_options import SimOption, with_defaults
 
 
 class Bare(LineDevice):
-    """A model as one was written before the template declared its options: reads
-    ``serial`` from ``self.options`` and declares nothing."""
+    """A model as the old ``daqhub new-plugin`` template wrote it: reads ``serial`` from
+    ``self.options`` and declares nothing."""
 
     def __init__(self, options: Mapping[str, str] | None = None,
                  clock: Clock | None = None) -> None:
@@ -32,23 +37,52 @@ class Bare(LineDevice):
         return self.serial
 
 
+class Declared(LineDevice):
+    """A device class that declares its options, made by a factory function."""
+
+    OPTIONS = (SimOption("serial", "S1", "serial number"),)
+
+    def __init__(self, options: Mapping[str, str] | None = None,
+                 clock: Clock | None = None) -> None:
+        super().__init__(options, clock)
+        self.serial = with_defaults(self.OPTIONS, self.options)["serial"]
+
+    def answer(self, line: str) -> str:
+        return self.serial
+
+
+def make_declared(options: Mapping[str, str] | None = None,
+                  clock: Clock | None = None) -> Declared:
+    return Declared(options, clock)
+
+
 registry.register_model("typobare", Bare)
+registry.register_model("typofactory", make_declared)
 
 
-def test_a_model_declaring_no_options_refuses_every_one() -> None:
-    with pytest.raises(ValueError, match=r"^Bare takes no option 'serail'; its options: none "
-                                         r"\(it declares no OPTIONS\)"):
-        registry.create("typobare", {"serail": "X9"})
-    assert registry.create("typobare").answer("*IDN?") == "S0001"
-
-
-def test_validate_refuses_the_typo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def validate(tmp_path: Path, port: str) -> int:
     lab = tmp_path / "lab.toml"
     lab.write_text(f'[daqhub]\noutput_dir = "{tmp_path}"\n[[v2.instruments]]\nid = "a"\n'
-                   'type = "newport.1830c"\nport = "sim://typobare?serail=X9&name=t"\n')
-    assert daqhub_main(["validate", str(lab)]) == 2
-    assert ("lab.toml:6: sim://typobare takes no option 'serail'; its options: baud, latency, "
-            "name (daqhub sim models)") in capsys.readouterr().err
+                   f'type = "newport.1830c"\nport = "{port}"\n')
+    return daqhub_main(["validate", "--offline", str(lab)])
+
+
+def test_a_model_declaring_no_options_reads_its_own(tmp_path: Path) -> None:
+    assert registry.create("typobare", {"serial": "X9"}).answer("*IDN?") == "X9"
+    assert registry.create("typobare").answer("*IDN?") == "S0001"
+    assert validate(tmp_path, "sim://typobare?serial=X9&name=t") == 0
+
+
+def test_validate_reads_a_factory_functions_options_as_create_does(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert registry.create("typofactory", {"serial": "X9"}).answer("*IDN?") == "X9"
+    assert validate(tmp_path, "sim://typofactory?serial=X9&name=f") == 0
+    with pytest.raises(ValueError, match=r"^Declared takes no option 'serail'; its options: "
+                                         r"serial \(daqhub sim models\)"):
+        registry.create("typofactory", {"serail": "X9"})
+    assert validate(tmp_path, "sim://typofactory?serail=X9") == 2
+    assert ("lab.toml:6: sim://typofactory takes no option 'serail'; its options: baud, "
+            "latency, name, serial (daqhub sim models)") in capsys.readouterr().err
 
 
 def test_serve_refuses_the_typo(capsys: pytest.CaptureFixture[str]) -> None:
@@ -56,7 +90,7 @@ def test_serve_refuses_the_typo(capsys: pytest.CaptureFixture[str]) -> None:
 
     done = threading.Event()
     done.set()  # a server that starts stops at once
-    assert serve(["typobare", "-o", "serail=X9", "--tcp", "0"], done) == 2
+    assert serve(["typofactory", "-o", "serail=X9", "--tcp", "0"], done) == 2
     assert "takes no option 'serail'" in capsys.readouterr().err
 
 
