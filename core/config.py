@@ -16,9 +16,11 @@ import importlib.util
 import math
 import os
 import re
+import select
 import stat
+import time
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,9 @@ MAX_SECONDS = 1e7
 #: the largest lab file read: a big lab is a few hundred KiB; beyond this it is no lab file
 #: (a device node, a log given by mistake), and reading it whole could exhaust memory
 MAX_LAB_BYTES = 16 * 2**20
+#: seconds a lab given as a pipe or a device (``<(cat lab.toml)``, ``/dev/stdin``) may send
+#: nothing before it is given up: a FIFO nobody writes to would otherwise block for ever
+LAB_READ_WAIT = 10.0
 
 
 def seconds(description: str = "", *, minimum: float = 0.0, default: float | None = None,
@@ -531,13 +536,16 @@ def check_output_dir(path: Path) -> str | None:
 
 
 def validate(data: Mapping[str, Any], text: str, file: str, host: PluginHost,
-             base_dir: Path, output_dir: Path | None = None, offline: bool = False
+             base_dir: Path, output_dir: Path | None = None, offline: bool = False,
+             overridden: Collection[tuple[str, str]] = ()
              ) -> tuple[LabConfig | None, list[Problem]]:
     """``output_dir`` (``daqhub run --output-dir``, ``open_lab(output_dir=)``) replaces every
     output directory the file gives: each flavor's sessions go to ``<output_dir>/<flavor>``,
     whatever ``[daqhub]``, ``[v2]`` or ``[v4] output_dir`` say (relative or absolute), so the
     directory asked for is where all the data go; ``offline`` leaves out what only the lab
-    PC can check (ports, output directories)."""
+    PC can check (ports, output directories); ``overridden``: the service keys the caller
+    gives values for (``run --serve``, ``--web``), which the file's are not judged for
+    (:func:`~daqhub.labchecks.check_services`)."""
     where = locate_keys(text)
     c = _Collector(file, where, base_dir, offline, host.serial_url_packages())
     _check_finite(c, data, ())
@@ -548,7 +556,7 @@ def validate(data: Mapping[str, Any], text: str, file: str, host: PluginHost,
         daq = {}
     _schema_problems(c, daq, {"type": "object", "properties": DAQHUB_KEYS,
                               "additionalProperties": False}, ("daqhub",))
-    check_services(c, daq)  # what run refuses in [daqhub.serve] and [daqhub.web]
+    check_services(c, daq, overridden)  # what run refuses in [daqhub.serve] and [daqhub.web]
     out_root = output_dir if output_dir is not None else lab_path(
         base_dir, str(daq.get("output_dir", "data")))
     backends = host.storage_backends()
@@ -838,8 +846,10 @@ def resolve_visa_backend(backend: str, base_dir: Path) -> tuple[str, str]:
 
 
 def parse(text: str | bytes, file: str, host: PluginHost, base_dir: Path | None = None,
-          output_dir: Path | None = None, offline: bool = False) -> LabConfig:
-    """Validate a lab file's content; raises ConfigError listing every problem."""
+          output_dir: Path | None = None, offline: bool = False,
+          overridden: Collection[tuple[str, str]] = ()) -> LabConfig:
+    """Validate a lab file's content; raises ConfigError listing every problem. ``output_dir``,
+    ``offline`` and ``overridden``: as for :func:`validate`."""
     if isinstance(text, bytes):
         raw = text
         try:
@@ -860,7 +870,7 @@ def parse(text: str | bytes, file: str, host: PluginHost, base_dir: Path | None 
     except (RecursionError, ValueError) as exc:
         raise ConfigError([Problem(file, 1, f"not valid TOML: {exc}")]) from None
     lab, problems = validate(data, text, file, host, base_dir or Path.cwd(), output_dir,
-                             offline)
+                             offline, overridden)
     if problems:
         raise ConfigError(problems)
     assert lab is not None
@@ -868,31 +878,69 @@ def parse(text: str | bytes, file: str, host: PluginHost, base_dir: Path | None 
 
 
 def load(path: str | os.PathLike[str], host: PluginHost, output_dir: Path | None = None,
-         offline: bool = False) -> LabConfig:
-    """Read and validate the lab file at ``path``. Only a regular file of at most
-    MAX_LAB_BYTES is read: a FIFO (or a device that never answers) blocked validate and run
-    in the read, where Ctrl-C could not stop them, and ``/dev/zero`` was read until memory
-    ran out."""
+         offline: bool = False, overridden: Collection[tuple[str, str]] = ()) -> LabConfig:
+    """Read and validate the lab file at ``path`` (:func:`read_lab_bytes`); ``output_dir``,
+    ``offline`` and ``overridden``: as for :func:`validate`. The paths in a lab that came
+    through a pipe (``/dev/stdin``, ``<(...)``) are from the working directory, as ``run``'s
+    service takes them: ``/proc/PID/fd`` is nowhere to keep data."""
     p = Path(path)
     try:
-        st = p.stat()
-        if not stat.S_ISREG(st.st_mode):
-            raise ConfigError([Problem(str(p), 0, "not a regular file: a lab file is a TOML "
-                                                  "text file")])
+        raw = read_lab_bytes(p)
+    except FileNotFoundError:
+        raise ConfigError([Problem(str(p), 0, "the lab file does not exist")]) from None
+    except OSError as exc:
+        raise ConfigError([Problem(str(p), 0, f"cannot read the lab file: {exc.strerror or exc}")]
+                          ) from None
+    base = p.resolve().parent if p.is_file() else Path.cwd()
+    return parse(raw, str(p), host, base, output_dir, offline, overridden)
+
+
+def read_lab_bytes(p: Path) -> bytes:
+    """The content of the lab file ``p``, of at most MAX_LAB_BYTES: ``/dev/zero`` was read
+    until memory ran out. A pipe or a character device (``validate <(cat lab.toml)``,
+    ``/dev/stdin``) is read until its end, but never waited on for more than LAB_READ_WAIT
+    seconds of silence: a FIFO nobody writes to blocked validate and run in the read, where
+    Ctrl-C could not stop them. A directory or a socket is no lab file."""
+    st = p.stat()
+    if stat.S_ISREG(st.st_mode):
         raw = b""
         if st.st_size <= MAX_LAB_BYTES:
             with p.open("rb") as f:
                 raw = f.read(MAX_LAB_BYTES + 1)  # a file still growing stops here too
-    except FileNotFoundError:
-        raise ConfigError([Problem(str(p), 0, "the lab file does not exist")]) from None
-    except OSError as exc:
-        raise ConfigError([Problem(str(p), 0, f"cannot read the lab file: {exc.strerror}")]
-                          ) from None
-    if max(st.st_size, len(raw)) > MAX_LAB_BYTES:
-        raise ConfigError([Problem(str(p), 0, f"too large for a lab file: "
-                                              f"{max(st.st_size, len(raw))} bytes, more than "
-                                              f"{MAX_LAB_BYTES // 2**20} MiB")])
-    return parse(raw, str(p), host, p.resolve().parent, output_dir, offline)
+        if (size := max(st.st_size, len(raw))) > MAX_LAB_BYTES:
+            raise ConfigError([Problem(str(p), 0, f"too large for a lab file: {size} bytes, "
+                                                  f"more than {MAX_LAB_BYTES // 2**20} MiB")])
+        return raw
+    if not (stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode)):
+        raise ConfigError([Problem(str(p), 0, "not a file, pipe or device to read: a lab file "
+                                              "is a TOML text file")])
+    chunks: list[bytes] = []
+    size = 0
+    fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO's open waits too
+    try:
+        silent_until = time.monotonic() + LAB_READ_WAIT
+        while size <= MAX_LAB_BYTES:
+            left = silent_until - time.monotonic()
+            if left <= 0:
+                raise ConfigError([Problem(str(p), 0, f"nothing came from {p} for "
+                                                      f"{LAB_READ_WAIT:g} s: a pipe or device "
+                                                      "given as the lab file must send it and "
+                                                      "close")])
+            if not select.select([fd], [], [], min(left, 0.2))[0]:
+                continue
+            try:
+                chunk = os.read(fd, 2**16)
+            except BlockingIOError:  # readable, then taken by another reader
+                continue
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+            size += len(chunk)
+            silent_until = time.monotonic() + LAB_READ_WAIT
+    finally:
+        os.close(fd)
+    raise ConfigError([Problem(str(p), 0, f"too large for a lab file: more than "
+                                          f"{MAX_LAB_BYTES // 2**20} MiB came from it")])
 
 
 NO_INSTRUMENTS = "the lab has no enabled instruments; nothing to run"

@@ -176,22 +176,26 @@ def check_shared_devices(c: Collector, types: ChosenTypes, instruments: Sequence
                      "one device has one line: give both the same settings")
 
 
-def check_services(c: Collector, daq: Mapping[str, Any]) -> None:
+def check_services(c: Collector, daq: Mapping[str, Any],
+                   overridden: Collection[tuple[str, str]] = ()) -> None:
     """What ``run`` refuses in ``[daqhub.serve]`` and ``[daqhub.web]`` beyond their schemas
     (an address it cannot read, a port above 65535, a token it needs and the environment
     lacks, TLS files), on the line of the key at fault. The rules are the service's and the
     dashboard's own (their ``table_problems``), so ``validate`` and ``run`` cannot disagree.
     A key its schema refuses (or does not know) is the schema's to report: the rules see
-    the others."""
+    the others. So is a table with ``enabled = false``: ``run`` does not read it. A key in
+    ``overridden`` (``("serve", "address")`` for ``run --serve``, ``("web", "listen")`` for
+    ``--web``) is not the one run uses, so neither it nor a rule that depends on it (the
+    token a non-loopback address needs) is judged: the flag's value is run's to check."""
     checks = {"serve": (serve_config.SERVE_SCHEMA, lambda table: serve_config.table_problems(
                   table, c.base_dir, offline=c.offline)),
               "web": (web_settings.WEB_SCHEMA, web_settings.table_problems)}
     for name, (schema, problems) in checks.items():
         table = daq.get(name)
-        if not isinstance(table, dict):
+        if not isinstance(table, dict) or table.get("enabled", True) is False:
             continue
-        refused = {e.path[0] for e in jsonschema.Draft202012Validator(schema).iter_errors(table)
-                   if e.path}
+        left_out = {e.path[0] for e in jsonschema.Draft202012Validator(schema).iter_errors(table)
+                    if e.path} | {key for where, key in overridden if where == name}
         for key, why in problems({k: v for k, v in table.items()
-                                  if k in schema["properties"] and k not in refused}):
+                                  if k in schema["properties"] and k not in left_out}):
             c.add(("daqhub", name, key), why)

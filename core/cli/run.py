@@ -56,12 +56,18 @@ def demo_lab_text() -> str:
     return (resources.files("daqhub") / "demo_lab.toml").read_text()
 
 
-def load_lab(path: str | None, host: PluginHost, output_dir: str | None) -> LabConfig:
-    """The lab file, or the built-in demo lab; ``output_dir`` overrides the file's."""
+def load_lab(path: str | None, host: PluginHost, output_dir: str | None,
+             serve: str | None = None, web: str | None = None) -> LabConfig:
+    """The lab file, or the built-in demo lab; ``output_dir`` overrides the file's, and
+    ``serve`` (``--serve``) and ``web`` (``--web``) its service addresses, so the file's are
+    not judged: run does not use them."""
     override = output_override(output_dir)
+    overridden = {key for key, given in ((("serve", "address"), serve), (("web", "listen"), web))
+                  if given is not None}
     if path is None:
-        return parse(demo_lab_text(), "<demo lab>", host, Path.cwd(), override)
-    return load(path, host, override)
+        return parse(demo_lab_text(), "<demo lab>", host, Path.cwd(), override,
+                     overridden=overridden)
+    return load(path, host, override, overridden=overridden)
 
 
 #: the live table's columns, left to right
@@ -397,7 +403,8 @@ def run(args: Any, host: PluginHost, out: TextIO = sys.stdout) -> int:
 def _run(args: Any, host: PluginHost, out: TextIO, stop: threading.Event,
          mark: Callable[[str], None]) -> int:
     try:
-        lab = load_lab(args.lab, host, args.output_dir)
+        lab = load_lab(args.lab, host, args.output_dir, getattr(args, "serve", None),
+                       getattr(args, "web", None))
     except ConfigError as exc:
         print(f"{args.lab or '<demo lab>'}: {len(exc.problems)} problem(s); not started",
               file=sys.stderr)

@@ -1,7 +1,8 @@
 """What the user asked for is what runs: an output directory given beside the lab wins over
 every flavor's own, a disabled instrument is not counted as one to run (nor switched on by
 ``migrate``), an id storage refuses is refused by ``validate`` at its line, and a lab path
-that is no regular file is refused rather than read (from the lab-file audit)."""
+that is a pipe or a device is read within bounds, one that is neither (nor a file) refused
+(from the lab-file audit)."""
 
 from __future__ import annotations
 
@@ -175,37 +176,69 @@ def test_validate_exits_2_for_a_reserved_id(
 
 # --- 5. a lab path that is no regular file ------------------------------------------------
 
-def test_a_fifo_is_refused_not_read(host: PluginHost, tmp_path: Path) -> None:
-    """validate and run blocked in the read (run's first Ctrl-C did not stop it)."""
-    fifo = tmp_path / "lab.toml"
-    os.mkfifo(fifo)
-    outcome: list[BaseException] = []
+def load_in_thread(path: Path, host: PluginHost) -> tuple[threading.Event, list[object]]:
+    """``load(path)`` on a thread: set when it returned (its lab) or raised (the error)."""
+    outcome: list[object] = []
     done = threading.Event()
 
     def validate() -> None:
         try:
-            load(fifo, host)
+            outcome.append(load(path, host))
         except BaseException as exc:  # noqa: BLE001 - handed to the test thread
             outcome.append(exc)
         done.set()
 
     threading.Thread(target=validate, daemon=True).start()
+    return done, outcome
+
+
+def test_a_fifo_is_read_from_its_writer(installed: PluginHost, tmp_path: Path) -> None:
+    """``validate <(cat lab.toml)`` worked, then was refused as "not a regular file"."""
+    fifo = tmp_path / "lab.toml"
+    os.mkfifo(fifo)
+    done, outcome = load_in_thread(fifo, installed)
+
+    def write() -> None:
+        with open(fifo, "w") as writer:  # waits for a reader's open
+            writer.write(POWER)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    assert done.wait(10), "load() did not end after its writer closed the FIFO"
+    if writer.is_alive():  # load() never opened the FIFO: free the writer
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        writer.join(10)
+        os.close(reader)
+    [lab] = outcome
+    assert not isinstance(lab, BaseException), lab
+    assert [i.id for i in lab.instruments()] == ["power"]
+
+
+def test_a_fifo_nobody_writes_to_is_given_up(host: PluginHost, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """validate and run blocked in the read for ever (run's first Ctrl-C did not stop it)."""
+    monkeypatch.setattr(daqhub.config, "LAB_READ_WAIT", 0.3)
+    fifo = tmp_path / "lab.toml"
+    os.mkfifo(fifo)
+    done, outcome = load_in_thread(fifo, host)
     if not done.wait(10):
         os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # unblock the reader: EOF
         done.wait(10)
         pytest.fail("load() blocked reading a FIFO")
     [exc] = outcome
     assert isinstance(exc, ConfigError)
-    assert str(exc) == f"{fifo}: not a regular file: a lab file is a TOML text file"
+    assert str(exc).startswith(f"{fifo}: nothing came from {fifo} for 0.3 s"), exc
 
 
-def test_a_device_or_an_oversized_file_is_refused_with_exit_2(
+def test_a_directory_an_endless_device_or_an_oversized_file_is_refused_with_exit_2(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """``validate /dev/zero`` read until MemoryError (a traceback); a device reads as
-    anything but a lab file."""
-    assert daqhub_main(["validate", os.devnull]) == 2
+    """``validate /dev/zero`` read until MemoryError (a traceback); a directory is no lab."""
+    assert daqhub_main(["validate", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert f"{os.devnull}: not a regular file: a lab file is a TOML text file" in err
+    assert f"{tmp_path}: not a file, pipe or device to read" in err
+    assert daqhub_main(["validate", "/dev/zero"]) == 2
+    err = capsys.readouterr().err
+    assert "/dev/zero: too large for a lab file: more than 16 MiB came from it" in err
     big, cap = tmp_path / "big.toml", 16 * 2**20  # the cap the guide gives
     with big.open("wb") as f:
         f.truncate(cap + 1)  # sparse: no disk used

@@ -112,6 +112,42 @@ def test_a_flag_is_named_as_the_flag(tmp_path: Path, monkeypatch: pytest.MonkeyP
                          "HOST:PORT" in out, out
 
 
+def test_an_address_a_flag_overrides_is_not_judged_by_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, installed: PluginHost,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``run --serve 127.0.0.1:0`` of a lab serving on 0.0.0.0 without a token ran, then
+    exited 2 at load for the file's address, which the flag replaces (and --web alike)."""
+    monkeypatch.delenv("DAQHUB_TOKEN", raising=False)
+    monkeypatch.chdir(tmp_path)
+    lab = tmp_path / "lab.toml"
+    lab.write_text(f'[daqhub.serve]\naddress = "0.0.0.0:8815"\n\n'
+                   f'[daqhub.web]\nlisten = "127.0.0.1:99999"\n\n{POWER}')
+    code, out = validate(capsys, lab)  # validate checks the file as it is
+    assert code == 2 and f"{lab}:2: serving on 0.0.0.0 (not loopback) needs a token" in out \
+        and f"{lab}:5: web.listen '127.0.0.1:99999'" in out, out
+    code, out = run(capsys, lab, "--serve", "127.0.0.1:0", "--web", "127.0.0.1:0")
+    assert code == 0, out
+    # what does not depend on the address is still the file's: actions need the token
+    text = f'[daqhub.serve]\naddress = "0.0.0.0:8815"\nactions = true\n\n{POWER}'
+    with pytest.raises(ConfigError) as info:
+        parse(text, "lab.toml", installed, tmp_path, overridden={("serve", "address")})
+    [problem] = info.value.problems
+    assert problem.line == 3 and problem.message.startswith("remote commands (actions = true)")
+
+
+def test_a_disabled_dashboard_table_is_judged_by_its_schema_only(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """run does not read ``[daqhub.web]`` with ``enabled = false`` (no --web): its listen
+    address was refused all the same."""
+    lab = tmp_path / "lab.toml"
+    lab.write_text(f'[daqhub.web]\nenabled = false\nlisten = "127.0.0.1:99999"\n\n{POWER}')
+    code, out = validate(capsys, lab)
+    assert code == 0, out
+    lab.write_text(f'[daqhub.web]\nenabled = false\nlisten = 8640\n\n{POWER}')
+    code, out = validate(capsys, lab)
+    assert code == 2 and f"{lab}:3:" in out, out
+
+
 # --- 2. a VISA library that is not there is said so when the run starts ---------------------
 
 def test_a_run_without_a_visa_library_says_what_ports_says(tmp_path: Path) -> None:
