@@ -8,6 +8,7 @@ interpreter's start-up; docs/lab-guide.md says how long that is.
 """
 
 import atexit
+import os
 import sys
 
 from .interrupt import exit_on_interrupt, hand_over, ignore_at_exit, interrupted, quit_on_interrupt
@@ -24,6 +25,14 @@ def main() -> int:
     except KeyboardInterrupt:  # between giving SIGINT back and the command's own handling
         interrupted()
     exit_on_interrupt(code)
+    served = sys.modules.get("daqhub.flight_service")
+    if served is not None and served.held_open():
+        # the run is over (files closed, report printed), but a data service client that
+        # stopped reading holds its server, which pyarrow's exit would wait for: for ever,
+        # if that client never reads again
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     return code
 
 

@@ -20,9 +20,12 @@ runs a new session) is finished from its files: the new run's service offers the
 stores into the same directories, and when it does not, or cannot read them, the copy is
 incomplete, with the channels and record files it may lack named (how many rows is
 unknown). A lost link ends the attempt's streams, the followed record files' too, before the
-next attempt opens its own. Exit codes: 0 a complete copy, 1 a copy with gaps (listed), an
-ended session's files not offered or unreadable (named) or a link that never came back, 2
-bad arguments or storage that cannot open.
+next attempt opens its own. A recorder stopped (``stop``: Ctrl-C, SIGTERM) before the service
+said the session ended keeps what it copied, closed and readable, and says the copy is
+incomplete: it cannot know what the session stored after. Exit codes: 0 a complete copy, 1 a
+copy with gaps (listed), an ended session's files not offered or unreadable (named) or a link
+that never came back, 2 bad arguments or storage that cannot open, 130 stopped before the
+session ended.
 """
 
 from __future__ import annotations
@@ -36,7 +39,15 @@ from typing import TYPE_CHECKING, Any, TextIO
 import pyarrow as pa
 import pyarrow.flight as flight
 
-from .flight_client import Channel, Connection, LinkLostError, LiveBatch, clear_message
+from .flight_client import (
+    STOP_CHECK_S,
+    Channel,
+    Connection,
+    LinkLostError,
+    LiveBatch,
+    clear_message,
+)
+from .interrupt import EXIT_INTERRUPTED
 from .measurement import ChannelSpec
 from .record_transfer import write_file
 from .storage import FlavorStorage, StorageError, StorageSession, check_id, is_session_id
@@ -45,6 +56,8 @@ if TYPE_CHECKING:
     from .host import PluginHost
 
 EXIT_COMPLETE, EXIT_GAPS, EXIT_USAGE = 0, 1, 2
+#: stopped before the session ended: the command's documented code for an interrupted command
+EXIT_STOPPED = EXIT_INTERRUPTED
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 5.0
 #: how long the record files' stream may take to end after the live streams have
@@ -73,9 +86,14 @@ class RecordResult:
     links_lost: int = 0
     moved_aside: list[Path] = field(default_factory=list)
     error: str = ""
+    #: told to stop before the service said the session ended (``error`` says what the copy
+    #: holds, and where): the copy is incomplete, whatever it holds
+    stopped: bool = False
 
     @property
     def exit_code(self) -> int:
+        if self.stopped:
+            return EXIT_STOPPED
         return EXIT_GAPS if self.gaps or self.error else EXIT_COMPLETE
 
 
@@ -242,7 +260,8 @@ class Recorder:
     # --- the loop -----------------------------------------------------------------------
 
     def _copy_once(self, stop: threading.Event) -> bool:
-        """Follow the run until it ends (True) or the link breaks (LinkLostError)."""
+        """Follow the run until it ends (True), ``stop`` is set first (False: what the live
+        streams had brought is written) or the link breaks (LinkLostError)."""
         manifest = self.conn.manifest()
         if self._storage is None:
             self._open(manifest)
@@ -267,10 +286,15 @@ class Recorder:
             if live is None:
                 self._copy_records()
                 return True
-            for item in live:
-                self._take(item)
-                if stop.is_set():
-                    return True
+            while True:  # not `for item in live`: with every channel quiet, a stop went unseen
+                try:
+                    item = live.get(0 if stop.is_set() else STOP_CHECK_S)
+                except StopIteration:  # every stream ended: the run stopped
+                    break
+                if item is not None:
+                    self._take(item)
+                elif stop.is_set():  # what had come is written; the run goes on
+                    return False
             deadline = time.monotonic() + RECORDS_WAIT_S
             for t in followers:
                 t.join(max(0.0, deadline - time.monotonic()))
@@ -292,10 +316,12 @@ class Recorder:
         stop = stop or threading.Event()
         retry = RETRY_FIRST_S
         down_since: float | None = None
+        finished = False  # the service said the session ended, and the copy was finished
         try:
             while not stop.is_set():
                 try:
                     if self._copy_once(stop):
+                        finished = True
                         break
                 except (LinkLostError, TimeoutError, flight.FlightUnavailableError,
                         flight.FlightTimedOutError, flight.FlightCancelledError) as exc:
@@ -319,7 +345,24 @@ class Recorder:
         self.result.rows = dict(self._written)
         for gap in self.result.gaps:
             self.result.rows[gap.channel] -= gap.rows
+        if not finished and not self.result.error:  # stopped: running, or the link down
+            self.result.stopped = True
+            self.result.error = self._stopped_early()
         return self.result
+
+    def _stopped_early(self) -> str:
+        """What a copy stopped before its session ended holds, where, and what it lacks."""
+        sid = self.result.session_id
+        if not sid:
+            return (f"stopped before the service named its session: nothing copied into "
+                    f"{self.output_dir}")
+        where = ", ".join(str(self.output_dir / flavor / sid)
+                          for flavor in sorted(self.result.files))
+        rows = sum(self.result.rows.values())
+        return (f"stopped before session {sid} ended: {rows} row(s) of "
+                f"{len(self.result.rows)} channel(s) copied, in {where} (closed, readable); "
+                "the rows after those and the record files the session writes as it ends "
+                "(budget.json) are not in the copy")
 
 
 def report(result: RecordResult, out: TextIO) -> None:

@@ -82,7 +82,7 @@ from .specs import Flavor
 from .storage import check_id, is_session_id, versions_of
 
 if TYPE_CHECKING:
-    from .runtime.dual import DualRuntimeManager
+    from .runtime.dual import DualRuntimeManager, ShutdownReport
 
 log = logging.getLogger("daqhub.serve")
 
@@ -100,6 +100,10 @@ IDLE_CHECK_S = 1.0
 #: an idle live stream that asked for them sends a heartbeat (a zero-row batch) this often, so
 #: that its client can tell a quiet channel from a host that stopped answering (its watchdog)
 HEARTBEAT_S = 2.0
+#: the least a service stopping after its run is given, however much of ``shutdown_timeout``
+#: the run's shutdown took: its live streams send what they hold and end (a recorder's copy
+#: gets the last rows), which takes a few milliseconds unless a client stopped reading
+STOP_MIN_S = 0.5
 
 Key = tuple[str, str]
 
@@ -664,7 +668,9 @@ class FlightService(flight.FlightServerBase):  # type: ignore[misc]
         """End live streams once they have sent what is queued, then stop serving.
 
         False when the server did not stop in ``timeout`` (a client that stopped reading
-        holds its stream); it is then left to the process exit.
+        holds its stream): it is then :func:`held_open` until it does, and the ``daqhub``
+        command ends its process without waiting for it (pyarrow shuts every server down at
+        exit and would wait for that client to read again, for ever if it never does).
         """
         self._stop.set()
         with self._lock:
@@ -676,9 +682,51 @@ class FlightService(flight.FlightServerBase):  # type: ignore[misc]
         def shut() -> None:
             self.shutdown()
             done.set()
+            _HELD.discard(self)
 
+        _HELD.add(self)
         threading.Thread(target=shut, name="daqhub-serve-shutdown", daemon=True).start()
         return done.wait(timeout)
+
+    def stop_after(self, report: ShutdownReport) -> str | None:
+        """Stop once the run has shut down (``report``), within what its shutdown left of the
+        lab's ``shutdown_timeout``, at least :data:`STOP_MIN_S`. The time it takes is added to
+        the report's ``duration_s`` (its "took"): the shutdown lasts until the service has
+        stopped. What to tell the user if it did not stop in time (who holds it), else None.
+
+        The one rule for ``daqhub run`` and ``Lab.close``: a stop after the runtime's with 5 s
+        of its own took a shutdown with a frozen client past its budget (15 s, the report 19 s
+        after SIGTERM), and the report's "took" left those seconds out.
+        """
+        total = self.rt.phases.total_s
+        limit = max(STOP_MIN_S, total - report.duration_s)
+        with self._lock:  # a stream whose client stopped reading leaves this list as it
+            # ends, yet its call lasts until the client has taken what was sent: named now
+            streams: dict[str, list[str]] = {}
+            for feed, client in self._streams.items():
+                streams.setdefault(client, []).append("/".join(feed.key))
+        t0 = time.monotonic()
+        stopped = self.stop(limit)
+        report.duration_s = round(report.duration_s + time.monotonic() - t0, 3)
+        if stopped:
+            return None
+        held = ("; live streams open as it stopped: " + "; ".join(
+            f"to {client}: " + ", ".join(k if keys.count(k) == 1 else f"{k} ({keys.count(k)})"
+                                         for k in sorted(set(keys)))
+            for client, keys in sorted(streams.items())) if streams else "")
+        return (f"the data service did not stop within {limit:.1f} s (the rest of "
+                f"shutdown_timeout = {total:g} s, at least {STOP_MIN_S:g} s): a client stopped "
+                f"reading{held}; the daqhub command ends without waiting for it")
+
+
+#: services stopping whose server has not stopped yet (a client that stopped reading)
+_HELD: set[FlightService] = set()
+
+
+def held_open() -> bool:
+    """Whether a service of this process was stopped and its server still waits on a client
+    that stopped reading: the process's exit would wait for it (see ``daqhub.__main__``)."""
+    return bool(_HELD)
 
 
 def start_service(rt: DualRuntimeManager, config: ServeConfig) -> FlightService:

@@ -116,9 +116,9 @@ def open_lab(lab: LabSource, *, output_dir: str | os.PathLike[str] | None = None
         return Lab(rt, records, latest, report, service)
     except BaseException:
         latest.sub.close()
-        rt.shutdown()
+        stopped = rt.shutdown()
         if service is not None:
-            service.stop()
+            service.stop_after(stopped)
         raise
 
 
@@ -549,6 +549,7 @@ class Lab:
         self.closing = True
         interrupted: list[int] = []
         previous = None
+        problem = None
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGINT, lambda s, f: interrupted.append(s))
         try:
@@ -558,14 +559,17 @@ class Lab:
                 live = list(self.live)
             for data in live:
                 data.close()
-            if self.service is not None:  # after the last records: recorders fetch them
-                self.service.stop()
+            if self.service is not None:  # after the last records: recorders fetch them;
+                # in what the shutdown left of its budget, its time in the report's "took"
+                problem = self.service.stop_after(self.report)
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
             with _open_labs_lock:  # closed: nothing left for the exit to do (not before: a
                 _open_labs.discard(self)  # close under way on a daemon thread was cut short)
         if self.report_to is not None:
+            if problem:
+                print(f"daqhub: {problem}", file=self.report_to)
             print_report(self.rt, self.report, self.report_to)
         if interrupted:
             raise KeyboardInterrupt

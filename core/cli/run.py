@@ -357,7 +357,10 @@ def in_plugin_code(frame: Any) -> bool:
 PREPARING, STARTING, RUNNING = "preparing", "starting", "running"
 
 
-def run(args: Any, host: PluginHost, out: TextIO = sys.stdout) -> int:
+def run(args: Any, host: PluginHost, out: TextIO | None = None) -> int:
+    """``daqhub run``; ``out`` (default: ``sys.stdout`` as it is now, not as it was when this
+    module was imported, a stream a test's capture may have closed since) takes the report."""
+    out = sys.stdout if out is None else out
     stop = threading.Event()
     interrupts = Interrupts()
     phase = PREPARING
@@ -485,11 +488,11 @@ def _run(args: Any, host: PluginHost, out: TextIO, stop: threading.Event,
         print("daqhub: shutting down ...", file=out, flush=True)
     finally:
         report = rt.shutdown()
+        # in what the shutdown left of its budget; its time is in the report's "took"
+        if serving is not None and (unstopped := service.stop_after(report)):
+            print(f"daqhub: {unstopped}", file=sys.stderr)
         if dashboard is not None:
             dashboard.stop()
-        if serving is not None and not service.stop():
-            print("daqhub: the data service did not stop within 5 s (a client stopped "
-                  "reading)", file=sys.stderr)
     if view.plain:
         view.print_state_changes()
     print_report(rt, report, err.as_text_io() if closable.closed_by_reader else out)
