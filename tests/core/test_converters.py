@@ -366,8 +366,8 @@ def test_the_values_of_a_row_sliced_from_a_window_of_spectra_are_that_rows() -> 
     tail (or empty), so ``lab.latest("s")["spec"]["value"]`` was wrong every time."""
     spec = ChannelSpec("spec", "spectrum", "counts", "float64", (None,), axis_unit="nm")
     rows = [np.array([10.0, 11.0, 12.0]), np.array([20.0, 21.0]), np.array([30.0])]
-    batch = build_batch("s", spec, [1, 2, 3], rows, axes=[np.arange(len(r), dtype=float) for r in rows],
-                        source="v2")
+    axes = [np.arange(len(r), dtype=float) for r in rows]
+    batch = build_batch("s", spec, [1, 2, 3], rows, axes=axes, source="v2")
     for start in range(3):
         for length in range(1, 4 - start):
             got = column_values(batch.slice(start, length), spec)

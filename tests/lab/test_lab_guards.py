@@ -68,7 +68,8 @@ def test_commands_refuse_arguments_of_the_wrong_kind_before_sending(
         assert lab["psu"].query("OUTP?") == "0"
         with pytest.raises(ValueError, match=r"^rotator: move_absolute's \w+ is a float, got"):
             lab["rotator"].move_absolute("abc")
-        with pytest.raises(ValueError, match=r"^power: set_wavelength's value is a float, got 'abc'"):
+        with pytest.raises(ValueError,
+                           match=r"^power: set_wavelength's value is a float, got 'abc'"):
             lab["power"].set_wavelength("abc")
         with pytest.raises(ValueError, match=r"^rotator: move_absolute takes 1 argument"):
             lab["rotator"].move_absolute()
