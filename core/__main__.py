@@ -30,8 +30,11 @@ def main() -> int:
         # the run is over (files closed, report printed), but a data service client that
         # stopped reading holds its server, which pyarrow's exit would wait for: for ever,
         # if that client never reads again
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # its reader went away: nothing more to say there
+                pass
         os._exit(code)
     return code
 

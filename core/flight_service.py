@@ -716,7 +716,7 @@ class FlightService(flight.FlightServerBase):  # type: ignore[misc]
             for client, keys in sorted(streams.items())) if streams else "")
         return (f"the data service did not stop within {limit:.1f} s (the rest of "
                 f"shutdown_timeout = {total:g} s, at least {STOP_MIN_S:g} s): a client stopped "
-                f"reading{held}; the daqhub command ends without waiting for it")
+                f"reading{held}")
 
 
 #: services stopping whose server has not stopped yet (a client that stopped reading)

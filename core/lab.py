@@ -30,6 +30,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -567,9 +568,14 @@ class Lab:
                 signal.signal(signal.SIGINT, previous)
             with _open_labs_lock:  # closed: nothing left for the exit to do (not before: a
                 _open_labs.discard(self)  # close under way on a daemon thread was cut short)
-        if self.report_to is not None:
-            if problem:
+        if problem:  # with no report stream too: the process's exit will wait on it
+            problem += ("; this process's exit waits for that client to read again or its "
+                        "connection to end")
+            if self.report_to is None:
+                warnings.warn(problem, RuntimeWarning, stacklevel=2)
+            else:
                 print(f"daqhub: {problem}", file=self.report_to)
+        if self.report_to is not None:
             print_report(self.rt, self.report, self.report_to)
         if interrupted:
             raise KeyboardInterrupt

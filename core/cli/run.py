@@ -490,7 +490,8 @@ def _run(args: Any, host: PluginHost, out: TextIO, stop: threading.Event,
         report = rt.shutdown()
         # in what the shutdown left of its budget; its time is in the report's "took"
         if serving is not None and (unstopped := service.stop_after(report)):
-            print(f"daqhub: {unstopped}", file=sys.stderr)
+            print(f"daqhub: {unstopped}; daqhub ends without waiting for it",
+                  file=err.as_text_io())
         if dashboard is not None:
             dashboard.stop()
     if view.plain:

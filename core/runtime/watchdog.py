@@ -143,8 +143,16 @@ class LoopWatchdog:
 
 
 #: where the standard library lives: a position in it (``threading.py in wait``) says
-#: less than the line of the plugin that called it
-_STDLIB = sysconfig.get_paths()["stdlib"]
+#: less than the line of the plugin that called it; outside a venv the installed packages
+#: (plugins among them) live inside it, and are not it
+_PATHS = sysconfig.get_paths()
+
+
+def in_stdlib(filename: str, paths: Mapping[str, str] = _PATHS) -> bool:
+    """Whether ``filename`` is the standard library's (not an installed package's), by the
+    interpreter's ``paths`` (``sysconfig.get_paths()``)."""
+    return filename.startswith(paths["stdlib"]) and not filename.startswith(
+        (paths["purelib"], paths["platlib"]))
 
 
 def where_is(thread: threading.Thread) -> tuple[str, str]:
@@ -155,7 +163,7 @@ def where_is(thread: threading.Thread) -> tuple[str, str]:
     if frame is None:
         return "", ""
     stack = traceback.extract_stack(frame)
-    where = next((f for f in reversed(stack) if not f.filename.startswith(_STDLIB)), stack[-1])
+    where = next((f for f in reversed(stack) if not in_stdlib(f.filename)), stack[-1])
     return (f" at {where.filename}:{where.lineno} in {where.name}",
             "".join(traceback.format_stack(frame)))
 

@@ -122,19 +122,14 @@ def model_factory(name: str) -> DeviceFactory:
 
 
 def declared_options(factory: DeviceFactory) -> tuple[SimOption, ...]:
-    """The options a model declares, read where its devices check them (``SimDevice`` reads
-    ``type(self).OPTIONS``), so ``daqhub validate`` refuses what :func:`create` refuses: the
-    ``OPTIONS`` of its class, or of the class of the device a factory function makes (one is
-    made with no options to see it). Empty: the model declares none and reads its own, as
-    one written from the old ``daqhub new-plugin`` template does, so it takes what it is
-    given (also a factory function that cannot make a device without options)."""
-    if isinstance(factory, type):
-        return tuple(getattr(factory, "OPTIONS", ()))
-    try:
-        made = factory(None, None)
-    except Exception:  # noqa: BLE001 - it needs options we do not have: it reads its own
-        return ()
-    return tuple(getattr(type(made), "OPTIONS", ()))
+    """The options a model declares, for ``daqhub validate`` and ``daqhub sim models``: the
+    ``OPTIONS`` of its class (where its devices check them), or of a factory function (set as
+    its attribute: ``make.OPTIONS = Device.OPTIONS``). Read, never made: a factory is not
+    called to see what its device declares (a device made there was never closed, and a
+    factory that blocks hung validate). Empty: the model declares none and reads its own,
+    as one written from the old ``daqhub new-plugin`` template does, so it takes what it is
+    given."""
+    return tuple(getattr(factory, "OPTIONS", ()))
 
 
 def create(

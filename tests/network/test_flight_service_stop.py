@@ -14,6 +14,8 @@ import os
 import re
 import signal
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -35,7 +37,7 @@ pytestmark = pytest.mark.timeout(60)
 #: (gRPC's window and buffers between them are full)
 BEHIND = 1500
 HELD = ("a client stopped reading; live streams open as it stopped: to 127.0.0.1: "
-        "dmm/voltage{}; the daqhub command ends without waiting for it")
+        "dmm/voltage{}")
 
 
 def fast_lab(tmp_path: Path, visa_backend: str, esp_url: str, port: int,
@@ -83,7 +85,8 @@ def test_lab_close_stops_its_service_within_the_budget_and_says_so(
     text = said.getvalue()
     assert (f"daqhub: the data service did not stop within {STOP_MIN_S:.1f} s (the rest of "
             f"shutdown_timeout = {STOP_MIN_S:g} s, at least {STOP_MIN_S:g} s): "
-            f"{HELD.format('')}") in text, text
+            f"{HELD.format('')}; this process's exit waits for that client to read again or "
+            "its connection to end") in text, text
     assert report.duration_s >= STOP_MIN_S  # the service's wait is in it
     assert f"took {report.duration_s:.2f} s" in text
 
@@ -145,9 +148,41 @@ def test_daqhub_run_s_report_counts_the_service_s_stop_in_the_budget(
     said = re.search(r"daqhub: the data service did not stop within ([\d.]+) s \(the rest of "
                      r"shutdown_timeout = 1.5 s, at least 0.5 s\): "
                      # the counting stream may not have ended yet: it was just closed
-                     + re.escape(HELD).replace(r"\{\}", r"(?: \(2\))?"), err)
+                     + re.escape(HELD).replace(r"\{\}", r"(?: \(2\))?")
+                     + re.escape("; daqhub ends without waiting for it"), err)
     assert said, err
     limit = float(said.group(1))
     assert STOP_MIN_S <= limit < 1.5
     took = re.search(r"took ([\d.]+) s", out)
     assert took and float(took.group(1)) >= limit, out  # the service's wait is in "took"
+
+
+def test_the_daqhub_process_ends_while_a_frozen_client_holds_its_service(
+        tmp_path: Path, visa_sim_backend: Callable[..., str], sim_url: Callable[..., str]) -> None:
+    """pyarrow shuts every server down at the process's exit and waits for a client that
+    stopped reading: the report came, then ``daqhub run`` waited until that client read
+    again (for ever if it never did)."""
+    port = free_port()
+    lab_file = tmp_path / "lab.toml"
+    lab_file.write_text(fast_lab(tmp_path, visa_sim_backend(), sim_url("esp300"), port, 1.0))
+    run = subprocess.Popen([sys.executable, "-m", "daqhub", "run", str(lab_file), "--plain",
+                            "--duration", "3"], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until(lambda: _serving(port), "the run serving", timeout=30, every=0.05)
+        with frozen_client(port):
+            out, _ = run.communicate(timeout=40)  # while the client stays frozen
+    finally:
+        run.kill()
+    assert run.returncode == 0, out[-2000:]
+    assert "daqhub ends without waiting for it" in out, out[-2000:]
+    assert "stopped cleanly: " in out
+
+
+def _serving(port: int) -> bool:
+    try:
+        with daqhub.connect(f"grpc://127.0.0.1:{port}", timeout=1) as conn, \
+                conn.subscribe("dmm/voltage"):
+            return True
+    except Exception:  # not listening, or the run not started yet
+        return False

@@ -201,3 +201,16 @@ def test_alarms_are_all_listed_but_only_the_newest_keep_their_stacks(host, tmp_p
     assert [a["stack"].splitlines()[0] for a in alarms[-ALARM_STACKS_KEPT:]] == [
         f"frame {i}" for i in range(n - ALARM_STACKS_KEPT, n)]
     assert not any("stack" in a for a in alarms[:-ALARM_STACKS_KEPT])
+
+
+def test_an_installed_plugins_line_is_not_taken_for_the_standard_library() -> None:
+    """Outside a venv (pyenv, conda, a container) site-packages lies inside the standard
+    library's directory: every plugin frame counted as the standard library's, and the
+    blocked-connect alarm named ``threading.py in wait`` again."""
+    from daqhub.runtime.watchdog import in_stdlib
+
+    assert in_stdlib(threading.__file__)
+    pyenv = {"stdlib": "/py/lib/python3.11", "purelib": "/py/lib/python3.11/site-packages",
+             "platlib": "/py/lib/python3.11/site-packages"}
+    assert in_stdlib("/py/lib/python3.11/threading.py", pyenv)
+    assert not in_stdlib("/py/lib/python3.11/site-packages/acme/driver.py", pyenv)

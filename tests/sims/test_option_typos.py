@@ -51,9 +51,16 @@ class Declared(LineDevice):
         return self.serial
 
 
+MADE: list[Mapping[str, str] | None] = []  # the options of each device make_declared made
+
+
 def make_declared(options: Mapping[str, str] | None = None,
                   clock: Clock | None = None) -> Declared:
+    MADE.append(options)
     return Declared(options, clock)
+
+
+make_declared.OPTIONS = Declared.OPTIONS  # type: ignore[attr-defined]
 
 
 registry.register_model("typobare", Bare)
@@ -80,9 +87,11 @@ def test_validate_reads_a_factory_functions_options_as_create_does(
     with pytest.raises(ValueError, match=r"^Declared takes no option 'serail'; its options: "
                                          r"serial \(daqhub sim models\)"):
         registry.create("typofactory", {"serail": "X9"})
+    MADE.clear()
     assert validate(tmp_path, "sim://typofactory?serail=X9") == 2
     assert ("lab.toml:6: sim://typofactory takes no option 'serail'; its options: baud, "
             "latency, name, serial (daqhub sim models)") in capsys.readouterr().err
+    assert MADE == []  # read from the function: validate makes no device (none is closed)
 
 
 def test_serve_refuses_the_typo(capsys: pytest.CaptureFixture[str]) -> None:
