@@ -339,8 +339,9 @@ class LiveData:
 #: how many batches ``Lab.latest``'s tap holds while its thread catches up: a bridge window
 #: or a v4 poll of a wide instrument publishes a batch per channel at once (with 100, the
 #: oldest channels of each window of a 200-channel instrument were dropped every time, and
-#: ``latest(wait=...)`` timed out on them); references to batches made anyway
-LATEST_BATCHES = 10_000
+#: ``latest(wait=...)`` timed out on them); not many more: a queue of a camera's frames,
+#: were its thread to fall behind, would hold that many images
+LATEST_BATCHES = 1_000
 
 
 class _Latest:
