@@ -26,10 +26,13 @@ def main() -> int:
         interrupted()
     exit_on_interrupt(code)
     served = sys.modules.get("daqhub.flight_service")
-    if served is not None and served.held_open():
-        # the run is over (files closed, report printed), but a data service client that
-        # stopped reading holds its server, which pyarrow's exit would wait for: for ever,
-        # if that client never reads again
+    storage = sys.modules.get("daqhub.storage")
+    if (served is not None and served.held_open()) or (
+            storage is not None and storage.opens_running()):
+        # the command is over (files closed, report printed), but a data service client that
+        # stopped reading holds its server, which pyarrow's exit would wait for (for ever, if
+        # that client never reads again), or a storage open() given up on still runs and may
+        # hold h5py's lock, which the interpreter's exit would wait for
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()

@@ -710,6 +710,20 @@ def _open_slot(backend: StorageBackend, target: StorageTarget, flavor: Flavor,
                  frozenset({*target.channels, *target.instruments}))
 
 
+#: how long a start interrupted during a backend's ``open()`` waits for it to end: left to
+#: its daemon thread as the process exited, h5py's open held h5py's global lock, which the
+#: interpreter's exit then waited for for ever (an object's dealloc; 1 exit in ~25 hung)
+INTERRUPT_GRACE_S = 2.0
+#: the backends' ``open()`` calls under way, each on its daemon thread (:func:`opens_running`)
+_RUNNING: set[_Opening] = set()
+
+
+def opens_running() -> bool:
+    """Whether a backend's ``open()`` given up on still runs: the interpreter's exit could
+    wait for ever on a lock it holds (the ``daqhub`` command then ends with ``os._exit``)."""
+    return bool(_RUNNING)
+
+
 class _Opening:
     """One backend's ``open()`` on a daemon thread of its own, so that the wait for it has a
     bound and a Ctrl-C ends it. A writer it returns once nobody waits for it any more is
@@ -724,17 +738,21 @@ class _Opening:
         self._lock = threading.Lock()
 
     def run(self) -> None:
-        writer, error = None, None
+        _RUNNING.add(self)
         try:
-            writer = self.backend.open(self.target)
-        except BaseException as exc:  # off the main thread, whatever it is is the backend's
-            error = exc
-        with self._lock:
-            self.writer, self.error = writer, error
-            self.done.set()
-            late = self._given_up
-        if late:
-            _discard(writer)
+            writer, error = None, None
+            try:
+                writer = self.backend.open(self.target)
+            except BaseException as exc:  # off the main thread, whatever it is is the backend's
+                error = exc
+            with self._lock:
+                self.writer, self.error = writer, error
+                self.done.set()
+                late = self._given_up
+            if late:
+                _discard(writer)
+        finally:
+            _RUNNING.discard(self)
 
     def give_up(self) -> bool:
         """Stop waiting; True when ``open()`` has returned meanwhile: its outcome stands."""
@@ -762,8 +780,11 @@ def _opened(backend: StorageBackend, target: StorageTarget, label: str, own: boo
                 if time.monotonic() >= deadline:
                     break
     except BaseException:  # a Ctrl-C: the start ends
-        if opening.give_up():
-            _discard(opening.writer)  # it came as the wait ended
+        try:  # once an open under way (milliseconds) has ended: see INTERRUPT_GRACE_S
+            opening.done.wait(INTERRUPT_GRACE_S)
+        finally:
+            if opening.give_up():
+                _discard(opening.writer)  # it came as the wait ended
         raise
     if not opening.give_up():
         raise StorageError(f"{label} did not open {target.directory} within {timeout:g} s; "
