@@ -119,7 +119,7 @@ class SessionInstrument(V2Instrument):
         values = run(self.session, self.session.poll())
         t: int | None = None  # when the poll ended: read only for a value without its own
         out = []
-        refused = None  # (channel, why) of each value refused: a list from the first on
+        refused: list[tuple[str, DataError]] = []  # (channel, why) of each value refused
         channels = self._channels
         for name, item in values.items():
             if isinstance(item, Sample):  # _split, a call less per reading
@@ -131,7 +131,7 @@ class SessionInstrument(V2Instrument):
                 try:
                     known = self._channel(name)
                 except DataError as exc:  # not a declared channel
-                    refused = [*(refused or ()), (name, exc)]
+                    refused.append((name, exc))
                     continue
             spec, dtype, fits = known
             # a scalar channel's number as declared passes at a look at its type (the usual
@@ -146,7 +146,7 @@ class SessionInstrument(V2Instrument):
                 try:
                     value = _data(value, spec, self.id)
                 except DataError as exc:
-                    refused = [*(refused or ()), (name, exc)]
+                    refused.append((name, exc))
                     continue
             if at is None:
                 at = t = now_ns() if t is None else t
@@ -192,12 +192,12 @@ class SessionActor(V4Actor):
         values = await arun(self.session, self.session.poll())
         t = now_ns()
         out = []
-        refused = None
+        refused: list[tuple[str, DataError]] = []
         for name, item in values.items():
             try:
                 out.append(self._batch(name, t, item))
             except DataError as exc:
-                refused = [*(refused or ()), (name, exc)]
+                refused.append((name, exc))
         if refused:
             raise RefusedValues(out, refused)
         return out

@@ -165,7 +165,7 @@ def where_is(thread: threading.Thread) -> tuple[str, str]:
     stack = traceback.extract_stack(frame)
     where = next((f for f in reversed(stack) if not in_stdlib(f.filename)), stack[-1])
     return (f" at {where.filename}:{where.lineno} in {where.name}",
-            "".join(traceback.format_stack(frame)))
+            "".join(traceback.format_list(stack)))
 
 
 def check_v2_connects(workers: Iterable[V2Worker], on_alarm: Alarm) -> None:

@@ -12,6 +12,7 @@ import textwrap
 import threading
 import types
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -175,14 +176,13 @@ class Interrupted(KeyboardInterrupt):
     """What a Ctrl-C handler raises in the main thread (pytest's own ends the session)."""
 
 
-@pytest.mark.timeout(30)
-def test_a_ctrl_c_while_an_open_does_not_return_ends_the_wait_and_names_the_backend(
-        tmp_path: Path, storage_host: PluginHost, capsys: pytest.CaptureFixture[str],
-        blocking_open: Any) -> None:
-    open_, entered, release, writer = blocking_open
-    host = with_backend(storage_host, open_)
-
+@contextmanager
+def interrupted_once(entered: threading.Event,
+                     as_it_comes: Callable[[], object] = lambda: None) -> Iterator[None]:
+    """The main thread gets an :class:`Interrupted` (as a Ctrl-C's KeyboardInterrupt) once
+    ``entered`` is set, ``as_it_comes()`` being called first."""
     def interrupt(signum: int, frame: Any) -> None:
+        as_it_comes()
         raise Interrupted
 
     previous = signal.signal(signal.SIGUSR1, interrupt)
@@ -191,11 +191,21 @@ def test_a_ctrl_c_while_an_open_does_not_return_ends_the_wait_and_names_the_back
                                                       signal.SIGUSR1))
     try:
         sender.start()
-        with pytest.raises(Interrupted):
-            open_session(host, tmp_path)
+        yield
     finally:
         sender.join(10)
         signal.signal(signal.SIGUSR1, previous)
+
+
+@pytest.mark.timeout(30)
+def test_a_ctrl_c_while_an_open_does_not_return_ends_the_wait_and_names_the_backend(
+        tmp_path: Path, storage_host: PluginHost, capsys: pytest.CaptureFixture[str],
+        blocking_open: Any) -> None:
+    open_, entered, release, writer = blocking_open
+    host = with_backend(storage_host, open_)
+
+    with interrupted_once(entered), pytest.raises(Interrupted):
+        open_session(host, tmp_path)
     err = capsys.readouterr().err
     assert f"daqhub: interrupted in open() of {LABEL} after " in err
     assert " s; its open() goes on in a thread that cannot be stopped, until the process " \
@@ -215,23 +225,12 @@ def test_a_ctrl_c_during_a_quick_open_waits_for_it_and_closes_its_writer_first(
     open_, entered, release, writer = blocking_open
     host = with_backend(storage_host, open_)
 
-    def interrupt(signum: int, frame: Any) -> None:
-        threading.Timer(0.2, release.set).start()  # the open returns soon after
-        raise Interrupted
-
-    previous = signal.signal(signal.SIGUSR1, interrupt)
-    sender = threading.Thread(target=lambda: entered.wait(10)
-                              and signal.pthread_kill(threading.main_thread().ident or 0,
-                                                      signal.SIGUSR1))
-    try:
-        sender.start()
+    # the open returns soon after the interrupt
+    with interrupted_once(entered, lambda: threading.Timer(0.2, release.set).start()):
         with pytest.raises(Interrupted):
             open_session(host, tmp_path)
         assert writer.closed.is_set()  # closed here, before the interrupt went on
         assert not storage.opens_running()
-    finally:
-        sender.join(10)
-        signal.signal(signal.SIGUSR1, previous)
 
 
 @pytest.mark.timeout(60)
