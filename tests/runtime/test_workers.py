@@ -580,9 +580,10 @@ def test_a_shutdown_budget_too_short_for_workers_is_said_where_a_worker_is_kille
     # its report in and its process gone in time: then the worker forced ``a`` itself
     named = [x for x in report.forced + report.leaked if f"(pid {pid}; a)" in x]
     assert all(advice in x for x in named), report.as_dict()
-    assert named or report.forced == ["worker 1: a (v2 thread, busy in close)"], \
+    assert named or "worker 1: a (v2 thread, busy in close)" in report.forced, \
         report.as_dict()
-    assert report.forced_instruments == {"a": "v2 thread, busy in close"}, report.as_dict()
+    # forced, by its worker or with it (b's worker, in the same too short budget, may be too)
+    assert "a" in report.forced_instruments, report.as_dict()
 
 
 @pytest.mark.timeout(180)
