@@ -724,6 +724,22 @@ def _check_steps(c: _Collector, routine: Mapping[str, Any], path: tuple[Any, ...
               "once), and without one it may loop flat out", 'add e.g. ["sleep", 0.1]')
 
 
+def instrument_id_problem(iid: str) -> tuple[str, str] | None:
+    """What is wrong with ``iid`` as an instrument id, and what to do, or None: the one rule
+    of lab files (validate, run) and ``daqhub new``'s question, which took ``con`` and
+    ``run_id`` and left the refusal to the check of the finished file."""
+    if not ID_RE.match(iid):
+        return (f"instrument id {iid!r} is not a plain name",
+                "use letters, digits, '_' and '-', starting with a letter (it names files)")
+    if (why := check_id(iid, "instrument id")) is not None:  # storage's rule (con, nul ...)
+        return why, ""
+    if iid in POINTS_KEYS:
+        return (f"instrument id {iid!r} is reserved: every points table (Lab.scan, routine "
+                f"record steps) has a column {iid!r}, and a mover's setpoints would go in a "
+                "second one", "give the instrument another id")
+    return None
+
+
 def _check_instrument(c: _Collector, block: Mapping[str, Any], path: tuple[Any, ...],
                       flavor: str, types: ChosenTypes,
                       type_names: Sequence[str], seen_ids: dict[str, tuple[str, int]],
@@ -740,13 +756,6 @@ def _check_instrument(c: _Collector, block: Mapping[str, Any], path: tuple[Any, 
     elif not isinstance(iid, str) or not iid:
         c.add(path, "instrument has no 'id'", "add id = \"<name>\"")
         ok = False
-    elif not ID_RE.match(iid):
-        c.add((*path, "id"), f"instrument id {iid!r} is not a plain name",
-              "use letters, digits, '_' and '-', starting with a letter (it names files)")
-        ok = False
-    elif (why := check_id(iid, "instrument id")) is not None:  # storage's rule (con, nul ...)
-        c.add((*path, "id"), why)
-        ok = False
     elif iid in seen_ids:
         other_flavor, other_line = seen_ids[iid]
         free = next(f"{iid}{k}" for k in range(2, 1000) if f"{iid}{k}" not in seen_ids)
@@ -755,11 +764,11 @@ def _check_instrument(c: _Collector, block: Mapping[str, Any], path: tuple[Any, 
               f"{free!r} is free")
         ok = False
     else:
-        seen_ids[iid] = (flavor, line)
-        if iid in POINTS_KEYS:  # known, so a routine naming it is not "unknown" as well
-            c.add((*path, "id"), f"instrument id {iid!r} is reserved: every points table "
-                  f"(Lab.scan, routine record steps) has a column {iid!r}, and a mover's "
-                  "setpoints would go in a second one", "give the instrument another id")
+        problem = instrument_id_problem(iid)
+        if problem is None or iid in POINTS_KEYS:  # known: a routine naming it is not
+            seen_ids[iid] = (flavor, line)  # "unknown" as well
+        if problem is not None:
+            c.add((*path, "id"), *problem)
             ok = False
     tname = block.get("type")
     if not isinstance(tname, str):

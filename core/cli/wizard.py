@@ -20,12 +20,12 @@ import jsonschema
 from ..config import (
     COMMON_INSTRUMENT_KEYS,
     DAQHUB_KEYS,
-    ID_RE,
     TRANSPORT_KEYS,
     ConfigError,
     check_output_dir,
     closest,
     finite_problem,
+    instrument_id_problem,
     parse,
     resolve_visa_backend,
     runnable,
@@ -155,8 +155,8 @@ def _ask_instrument(a: Asker, host: PluginHost, used: set[str], base_dir: Path
     default_id = next(f"{base}_{i}" for i in range(1, 1000) if f"{base}_{i}" not in used)
 
     def check_id(i: str) -> str | None:
-        if not ID_RE.match(i):
-            return "use letters, digits, '_' and '-', starting with a letter"
+        if (problem := instrument_id_problem(i)) is not None:
+            return "; ".join(filter(None, problem))
         return f"id {i!r} is taken" if i in used else None
 
     block: dict[str, Any] = {"id": a.ask("id", default_id, check_id), "type": tname}

@@ -280,6 +280,22 @@ def test_new_offers_an_id_its_own_check_accepts(
     assert [i.id for i in load(out, installed).instruments()] == ["newport_1830c_1"]
 
 
+def test_new_refuses_a_reserved_id_when_it_is_answered(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        installed: PluginHost) -> None:
+    """``con`` (a Windows device name) and ``run_id`` (a points-table column) were taken as
+    ids, every later answer given, then the whole lab refused by the final check."""
+    out = tmp_path / "lab.toml"
+    code, asked, err = new(monkeypatch, capsys, out, ("add an instrument", "y"),
+                           ("type", "newport.1830c"), ("id", "con"), ("id", "run_id"),
+                           ("id", "meter"), ("serial port", "sim://newport1830c"),
+                           ("add an instrument", "n"))
+    assert code == 0, asked + err
+    assert "instrument id 'con' is a reserved device name on Windows" in asked
+    assert "instrument id 'run_id' is reserved" in asked
+    assert [i.id for i in load(out, installed).instruments()] == ["meter"]
+
+
 def test_new_reads_text_in_quotes_as_the_default_shows_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
         installed: PluginHost) -> None:
