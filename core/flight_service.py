@@ -76,6 +76,7 @@ from .command_limits import NoResult, result_within, wait_limit
 from .commands import driver_class
 from .measurement import Columns, Measurement, Scalar
 from .runtime.broadcast import Subscription, SubscriptionClosed
+from .runtime.dual import SERVICE_STOP_MIN_S
 from .schema import META_UNREADABLE, channel_schema, describe
 from .serve_config import ServeConfig, ServeConfigError
 from .specs import Flavor
@@ -100,10 +101,6 @@ IDLE_CHECK_S = 1.0
 #: an idle live stream that asked for them sends a heartbeat (a zero-row batch) this often, so
 #: that its client can tell a quiet channel from a host that stopped answering (its watchdog)
 HEARTBEAT_S = 2.0
-#: the least a service stopping after its run is given, however much of ``shutdown_timeout``
-#: the run's shutdown took: its live streams send what they hold and end (a recorder's copy
-#: gets the last rows), which takes a few milliseconds unless a client stopped reading
-STOP_MIN_S = 0.5
 
 Key = tuple[str, str]
 
@@ -690,24 +687,21 @@ class FlightService(flight.FlightServerBase):  # type: ignore[misc]
 
     def stop_after(self, report: ShutdownReport) -> str | None:
         """Stop once the run has shut down (``report``), within what its shutdown left of the
-        lab's ``shutdown_timeout``, at least :data:`STOP_MIN_S`. The time it takes is added to
-        the report's ``duration_s`` (its "took"): the shutdown lasts until the service has
-        stopped. What to tell the user if it did not stop in time (who holds it), else None.
+        lab's ``shutdown_timeout``, its time in the report's "took"
+        (``ShutdownReport.stop_in_budget``). What to tell the user if it did not stop in time
+        (who holds it), else None.
 
         The one rule for ``daqhub run`` and ``Lab.close``: a stop after the runtime's with 5 s
         of its own took a shutdown with a frozen client past its budget (15 s, the report 19 s
         after SIGTERM), and the report's "took" left those seconds out.
         """
         total = self.rt.phases.total_s
-        limit = max(STOP_MIN_S, total - report.duration_s)
         with self._lock:  # a stream whose client stopped reading leaves this list as it
             # ends, yet its call lasts until the client has taken what was sent: named now
             streams: dict[str, list[str]] = {}
             for feed, client in self._streams.items():
                 streams.setdefault(client, []).append("/".join(feed.key))
-        t0 = time.monotonic()
-        stopped = self.stop(limit)
-        report.duration_s = round(report.duration_s + time.monotonic() - t0, 3)
+        stopped, limit = report.stop_in_budget(self.stop, total)
         if stopped:
             return None
         held = ("; live streams open as it stopped: " + "; ".join(
@@ -715,8 +709,8 @@ class FlightService(flight.FlightServerBase):  # type: ignore[misc]
                                          for k in sorted(set(keys)))
             for client, keys in sorted(streams.items())) if streams else "")
         return (f"the data service did not stop within {limit:.1f} s (the rest of "
-                f"shutdown_timeout = {total:g} s, at least {STOP_MIN_S:g} s): a client stopped "
-                f"reading{held}")
+                f"shutdown_timeout = {total:g} s, at least {SERVICE_STOP_MIN_S:g} s): a client "
+                f"stopped reading{held}")
 
 
 #: services stopping whose server has not stopped yet (a client that stopped reading)

@@ -492,8 +492,10 @@ def _run(args: Any, host: PluginHost, out: TextIO, stop: threading.Event,
         if serving is not None and (unstopped := service.stop_after(report)):
             print(f"daqhub: {unstopped}; daqhub ends without waiting for it",
                   file=err.as_text_io())
-        if dashboard is not None:
-            dashboard.stop()
+        if dashboard is not None and (unstopped := dashboard.stop_after(
+                report, rt.phases.total_s)):
+            print(f"daqhub: {unstopped}; daqhub ends without waiting for it",
+                  file=err.as_text_io())
     if view.plain:
         view.print_state_changes()
     print_report(rt, report, err.as_text_io() if closable.closed_by_reader else out)

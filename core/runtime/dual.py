@@ -96,6 +96,11 @@ SINK_CLOSE_MIN_S = 1.0
 #: wait meanwhile, and once its queue is full their producers do (a backend on a network
 #: share that stopped answering); a healthy write of an image batch takes milliseconds
 SINK_STUCK_S = 2.0
+#: the least a service stopped after the runtime (the data service, the dashboard) is given,
+#: however much of ``shutdown_timeout`` the runtime's shutdown took: the data service's live
+#: streams send what they hold and end (a recorder's copy gets the last rows), which takes a
+#: few milliseconds unless a client stopped reading
+SERVICE_STOP_MIN_S = 0.5
 #: how long a sink thread waits on its queue at a time (it sees a stop between two waits)
 QUEUE_WAIT_S = 0.2
 
@@ -167,6 +172,19 @@ class ShutdownReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items()}
+
+    def stop_in_budget(self, stop: Callable[[float], bool], total_s: float,
+                       least: float = SERVICE_STOP_MIN_S) -> tuple[bool, float]:
+        """``stop(limit)`` for a service that outlives the runtime's shutdown (the data
+        service, the dashboard), ``limit`` what this shutdown left of ``total_s`` (the lab's
+        ``shutdown_timeout``), at least ``least``; its time is added to ``duration_s`` (the
+        report's "took": the shutdown lasts until the service stopped). Whether it stopped,
+        and the limit it had. The one rule for every such service."""
+        limit = max(least, total_s - self.duration_s)
+        t0 = time.monotonic()
+        stopped = stop(limit)
+        self.duration_s = round(self.duration_s + time.monotonic() - t0, 3)
+        return stopped, limit
 
     @property
     def ok(self) -> bool:

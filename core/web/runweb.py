@@ -14,8 +14,12 @@ import sys
 from typing import Any, TextIO
 
 from ..config import LabConfig
-from ..runtime.dual import DualRuntimeManager
-from .settings import ListenError, WebSettings, web_settings
+from ..runtime.dual import DualRuntimeManager, ShutdownReport
+from .settings import HANDLER_GRACE_S, LAST_WORD_S, ListenError, WebSettings, web_settings
+
+#: the least the dashboard's stop is given, however much of ``shutdown_timeout`` the runtime's
+#: shutdown took: the page's last word, then the requests being answered
+STOP_LEAST_S = LAST_WORD_S + HANDLER_GRACE_S
 
 
 class WebError(Exception):
@@ -64,10 +68,22 @@ class RunDashboard:
                   "token") + ("; token required" if self.settings.token_required else "")
         print(f"  dashboard -> {self.server.url} ({access})", file=out, flush=True)
 
-    def stop(self) -> None:
-        """After the runtime has shut down: the pages get the end of the run, then no more."""
-        if self.server is not None:
-            self.source.ended = True
-            self.server.stop(last_word=True)
-        else:
+    def stop_after(self, report: ShutdownReport, total_s: float) -> str | None:
+        """After the runtime has shut down (``report``): the pages get the end of the run,
+        then no more; within what the shutdown left of ``total_s`` (the lab's
+        ``shutdown_timeout``), and at least the page's last word, its time in the report's
+        "took". What to tell the user if the server did not stop in time, else None (its
+        thread is a daemon: it holds no exit). It stopped within a fixed 5 s of its own, not
+        in the report's time, and a server that did not stop went unsaid."""
+        if self.server is None:
             self.sock.close()
+            return None
+        self.source.ended = True
+        server = self.server
+        stopped, limit = report.stop_in_budget(
+            lambda limit: server.stop(limit, last_word=True), total_s, STOP_LEAST_S)
+        if stopped:
+            return None
+        return (f"the dashboard did not stop within {limit:.1f} s "
+                f"(the rest of shutdown_timeout = {total_s:g} s, at least its last word): a "
+                f"request it was answering did not end")

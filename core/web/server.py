@@ -44,7 +44,7 @@ from typing import Any
 from aiohttp import web
 
 from .model import DashboardModel
-from .settings import LOOPBACK_NAMES, WebSettings
+from .settings import HANDLER_GRACE_S, LAST_WORD_S, LOOPBACK_NAMES, WebSettings
 from .source import DashboardSource
 
 log = logging.getLogger("daqhub.web")
@@ -64,9 +64,6 @@ REQUEST_WAIT_S = 10.0
 #: a connection waiting this long for its next request gives its place to a newcomer
 #: when all are taken: longer than a page's gap between two requests on one connection
 YIELD_AFTER_S = 1.0
-#: the longest the run's dashboard serves its last update once the run has ended (two page
-#: refreshes, and no more than this: ``daqhub run`` exits that much later, with a page open)
-LAST_WORD_S = 1.0
 BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nConnection: close\r\n"
         b"Content-Length: 49\r\n\r\nthe dashboard has too many connections; try again\n")
 
@@ -321,7 +318,8 @@ class DashboardServer:
         # aiohttp closes a connection that waits for a request this long (none yet, headers
         # in part, or idle after a response)
         runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                               shutdown_timeout=1.0, keepalive_timeout=self.request_wait_s)
+                               shutdown_timeout=HANDLER_GRACE_S,
+                               keepalive_timeout=self.request_wait_s)
         await runner.setup()
         assert runner.server is not None
         self.gate = ConnectionGate(runner.server, self.max_connections, self.problems,

@@ -15,6 +15,11 @@ from typing import Any
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "::1", "localhost"})
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8640
+#: the longest the run's dashboard serves its last update once the run has ended (two page
+#: refreshes, and no more than this: ``daqhub run`` exits that much later, with a page open)
+LAST_WORD_S = 1.0
+#: how long a stopping dashboard waits for the requests it is answering
+HANDLER_GRACE_S = 1.0
 
 WEB_SCHEMA: dict[str, Any] = {
     "type": "object", "additionalProperties": False,

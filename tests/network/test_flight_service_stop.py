@@ -30,7 +30,7 @@ from tcp_proxy import TcpProxy
 import daqhub
 from daqhub import flight_service
 from daqhub.cli import main as cli_main
-from daqhub.flight_service import STOP_MIN_S
+from daqhub.runtime.dual import SERVICE_STOP_MIN_S as STOP_MIN_S
 
 pytestmark = pytest.mark.timeout(60)
 #: rows of a 1 kHz DMM after which a client that reads nothing holds the service's stream

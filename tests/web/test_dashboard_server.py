@@ -424,7 +424,7 @@ def test_a_token_that_is_not_utf_8_is_a_wrong_token() -> None:
 def test_the_end_of_the_run_reaches_a_watching_page_before_the_dashboard_stops() -> None:
     """The dashboard stopped as the runtime's shutdown returned: a page kept the states of
     its last poll, during the shutdown, and never heard that the run had ended."""
-    from daqhub.web.server import LAST_WORD_S
+    from daqhub.web.settings import LAST_WORD_S
 
     source = ScriptedSource()
     server = DashboardServer(source, WebSettings(port=0, rate_hz=4))
@@ -461,6 +461,66 @@ def test_the_end_of_the_run_reaches_a_watching_page_before_the_dashboard_stops()
     started = time.monotonic()
     assert server.stop(10, last_word=True)
     assert time.monotonic() - started < LAST_WORD_S
+
+
+class Unanswered(ScriptedSource):
+    """A source whose commands do not end until the test says so (a remote run's call that
+    never answers)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.called, self.answer = threading.Event(), threading.Event()
+
+    def call(self, instrument: str, method: str, args: Any) -> Any:
+        self.called.set()
+        self.answer.wait(30)
+        return None
+
+
+@pytest.mark.timeout(60)
+def test_a_dashboard_that_does_not_stop_in_the_shutdown_s_budget_is_said_and_timed() -> None:
+    """``daqhub run`` stopped its dashboard within 5 s of its own after the shutdown, said
+    nothing when it did not stop, and left that time out of the report's "took"."""
+    from daqhub.runtime.dual import ShutdownReport
+    from daqhub.web.runweb import STOP_LEAST_S, RunDashboard
+    from daqhub.web.server import bind
+
+    def dashboard_of(source: ScriptedSource) -> RunDashboard:
+        settings = WebSettings(port=0, token="tok-for-tests", commands=True)
+        dash = RunDashboard(settings, bind(settings))
+        dash.source = source
+        dash.server = DashboardServer(source, settings, dash.sock)
+        dash.server.start()
+        return dash
+
+    source = Unanswered()
+    dash = dashboard_of(source)
+
+    def page_call() -> None:
+        try:
+            request(dash.server, "/api/call", {"X-Daqhub-Token": "tok-for-tests"},
+                    {"instrument": "oven", "method": "ramp", "args": []}, timeout=30)
+        except (OSError, http.client.HTTPException):  # the dashboard went away meanwhile
+            pass
+
+    caller = threading.Thread(target=page_call)
+    caller.start()
+    try:
+        assert source.called.wait(10), "the command never reached the source"
+        report = ShutdownReport(duration_s=14.0)  # the runtime's shutdown took most of 15 s
+        problem = dash.stop_after(report, 15.0)
+    finally:
+        source.answer.set()
+        caller.join(30)
+    assert problem == (f"the dashboard did not stop within {STOP_LEAST_S:.1f} s (the rest of "
+                       "shutdown_timeout = 15 s, at least its last word): a request it was "
+                       "answering did not end")
+    assert report.duration_s >= 14.0 + STOP_LEAST_S  # its wait is in the "took"
+    # nothing pending: it stops at once, and says nothing
+    idle = dashboard_of(ScriptedSource())
+    report = ShutdownReport(duration_s=1.0)
+    assert idle.stop_after(report, 15.0) is None
+    assert 1.0 <= report.duration_s < 1.0 + STOP_LEAST_S
 
 
 def test_an_update_that_keeps_failing_is_logged_once_not_at_every_tick(
