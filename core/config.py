@@ -764,11 +764,11 @@ def _check_instrument(c: _Collector, block: Mapping[str, Any], path: tuple[Any, 
               f"{free!r} is free")
         ok = False
     else:
-        problem = instrument_id_problem(iid)
-        if problem is None or iid in POINTS_KEYS:  # known: a routine naming it is not
+        wrong = instrument_id_problem(iid)
+        if wrong is None or iid in POINTS_KEYS:  # known: a routine naming it is not
             seen_ids[iid] = (flavor, line)  # "unknown" as well
-        if problem is not None:
-            c.add((*path, "id"), *problem)
+        if wrong is not None:
+            c.add((*path, "id"), *wrong)
             ok = False
     tname = block.get("type")
     if not isinstance(tname, str):
