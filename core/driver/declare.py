@@ -14,6 +14,11 @@ command with the declared arguments. Templates are ``str.format`` strings: ``{}`
 (or the arguments in order), and named fields (``{axis}``) come from :attr:`Session.fields`.
 A template's fields are checked when its session class is defined (:func:`check_templates`):
 a set template without its ``{}`` sent the command without the value, and said nothing.
+
+What a value may be is an :class:`Arg` (kind, range, choices), one rule for a parameter's
+value, a :class:`Command`'s arguments and an ``@command``'s (``@command(speed=Arg(...))``):
+checked before anything is sent, and by ``daqhub validate`` for a routine step
+(:data:`~daqhub.commands.ARGUMENT_CHECK`), which otherwise saw only parameters' checks.
 """
 
 from __future__ import annotations
@@ -36,14 +41,105 @@ T = TypeVar("T")
 COMMAND_MARK = "__daqhub_command__"
 
 
-def command(fn: Callable[..., Any]) -> Callable[..., Any]:
+class Arg:
+    """What a value may be: ``kind`` (``bool``, ``int``, ``float`` or ``str``), ``range``
+    (inclusive, a finite number; ``unit`` follows it in refusals), ``choices`` (of a
+    mapping, its keys: a :class:`Parameter` or :class:`Command` sends the values), and
+    ``rule``, a function of the value that raises ValueError in its own words (a check the
+    driver already has). Each one given is checked, in that order, by :meth:`check`: the one
+    rule for what the toolkit sends and what ``daqhub validate`` accepts."""
+
+    def __init__(self, kind: type | None = None, *, range: tuple[float, float] | None = None,
+                 choices: Sequence[Any] | Mapping[Any, Any] | None = None, unit: str = "",
+                 rule: Callable[[Any], Any] | None = None) -> None:
+        self.kind, self.range, self.choices, self.unit, self.rule = kind, range, choices, unit, rule
+
+    def check(self, name: str, value: Any) -> Any:
+        """``value`` as the wire carries it (translated by mapping choices); a ValueError
+        naming ``name``, what it may be and what it got, if it is not allowed."""
+        if self.kind is not None and not value_fits(self.kind.__name__, value):
+            article = "an" if self.kind.__name__[0] in "aeiou" else "a"
+            raise ValueError(f"{name} must be {article} {self.kind.__name__}, got {value!r}")
+        if self.range is not None:
+            low, high = self.range
+            if (not isinstance(value, int | float) or isinstance(value, bool)
+                    or not math.isfinite(value) or not low <= value <= high):
+                raise ValueError(f"{name} must be a number{self.allowed()}"
+                                 f"{' ' + self.unit if self.unit else ''}, got {value!r}")
+        if self.choices is not None and not _among(value, self.choices):
+            raise ValueError(f"{name} must be{self.allowed()}, got {value!r}")
+        if self.rule is not None:
+            self.rule(value)
+        return self.choices[value] if isinstance(self.choices, Mapping) else value
+
+    def allowed(self) -> str:
+        """`` from 1 to 9`` or `` one of 'a', 'b'`` (empty: anything of its kind), for
+        refusals and the generated commands' docstrings."""
+        if self.range is not None:
+            return f" from {self.range[0]:g} to {self.range[1]:g}"
+        if self.choices is not None:
+            return f" one of {', '.join(map(repr, self.choices))}"
+        return ""
+
+
+def _among(value: Any, choices: Sequence[Any] | Mapping[Any, Any]) -> bool:
+    """Whether ``value`` is one of ``choices`` (a list from a script is none of a mapping's
+    keys, not the TypeError ``in`` raises for it)."""
+    try:
+        return value in choices
+    except TypeError:
+        return False
+
+
+def command(fn: Callable[..., Any] | None = None, /, **args: Arg
+            ) -> Callable[..., Any]:
     """Mark a session method (a plan, a Transaction, or plain code) as a user command.
 
     Both flavors get a method of the same name, signature and docstring; the command list
     shown to users is built from these marks and the declarations of this module.
+
+    ``@command(speed=Arg(choices=SPEEDS))`` also declares checks of its arguments
+    (:class:`Arg`): a value one refuses is a ValueError naming the instrument (the object's
+    ``id``), the command and the argument, raised before the method runs (nothing sent),
+    and ``daqhub validate`` refuses a routine step with it. The same marks on a helper's
+    method declare the checks of the command a :class:`Delegate` forwards to it.
     """
-    setattr(fn, COMMAND_MARK, True)
-    return fn
+    if fn is None:
+        return functools.partial(_checked, args=args)
+    return _checked(fn, args)
+
+
+def _checked(fn: Callable[..., Any], args: Mapping[str, Arg]) -> Callable[..., Any]:
+    if not args:
+        setattr(fn, COMMAND_MARK, True)
+        return fn
+    sig = inspect.signature(fn)
+    if unknown := sorted(set(args) - set(list(sig.parameters)[1:])):
+        raise TypeError(f"{fn.__qualname__}: @command checks {', '.join(unknown)}, which it "
+                        f"does not take")
+
+    def check(*values: Any, **named: Any) -> None:
+        try:
+            bound = sig.bind(None, *values, **named)  # None stands for self
+        except TypeError:
+            return  # the number of arguments: Python's (and validate's) to report
+        for name, value in bound.arguments.items():
+            if name in args:
+                args[name].check(name, value)
+
+    @functools.wraps(fn)
+    def checked(owner: Any, *values: Any, **named: Any) -> Any:
+        try:
+            check(*values, **named)
+        except ValueError as exc:
+            who = getattr(owner, "id", None)
+            raise ValueError(f"{who + ': ' if isinstance(who, str) else ''}{fn.__name__}: "
+                             f"{exc}") from None
+        return fn(owner, *values, **named)
+
+    setattr(checked, ARGUMENT_CHECK, check)
+    setattr(checked, COMMAND_MARK, True)
+    return checked
 
 
 class _Declared:
@@ -83,9 +179,9 @@ class Parameter(_Declared, Generic[T]):
                  kind: type | None = None) -> None:
         if get is None and set is None:
             raise ValueError("a Parameter needs a query, a set command or both")
-        self.kind = kind
         self.get, self.set, self.parse, self.unit = get, set, parse, unit
-        self.range, self.choices, self.format, self.ack = range, choices, format, ack
+        self.arg = Arg(kind, range=range, choices=choices, unit=unit)
+        self.format, self.ack = format, ack
         self.doc, self.setting, self.urgent = doc, setting and get is not None, urgent
 
     def query(self, session: Session) -> Transaction[T]:
@@ -100,9 +196,10 @@ class Parameter(_Declared, Generic[T]):
         """``parse``, read back through the choices when they map user values to wire ones
         (made once: it is the same for every query)."""
         raw = self.parse
-        if not isinstance(self.choices, Mapping):
+        choices = self.arg.choices
+        if not isinstance(choices, Mapping):
             return raw
-        back = {wire: user for user, wire in self.choices.items()}
+        back = {wire: user for user, wire in choices.items()}
 
         def parse(text: str) -> Any:
             wire = raw(text)
@@ -114,18 +211,7 @@ class Parameter(_Declared, Generic[T]):
 
     def check(self, value: Any) -> Any:
         """``value`` as the wire carries it; ValueError (nothing sent) if it is not allowed."""
-        if self.kind is not None and not value_fits(self.kind.__name__, value):
-            raise ValueError(f"{self.name} must be a {self.kind.__name__}, got {value!r}")
-        if self.range is not None:
-            low, high = self.range
-            if (not isinstance(value, int | float) or isinstance(value, bool)
-                    or not math.isfinite(value) or not low <= value <= high):
-                raise ValueError(f"{self.name} must be a number from {low:g} to {high:g}"
-                                 f"{' ' + self.unit if self.unit else ''}, got {value!r}")
-        if self.choices is not None and value not in self.choices:
-            raise ValueError(f"{self.name} must be one of {', '.join(map(repr, self.choices))}"
-                             f", got {value!r}")
-        return self.choices[value] if isinstance(self.choices, Mapping) else value
+        return self.arg.check(self.name, value)
 
     def assign(self, session: Session, value: Any) -> Transaction[None]:
         """The transaction that sets the value (after :meth:`check`)."""
@@ -154,30 +240,42 @@ class Parameter(_Declared, Generic[T]):
         if self.set is not None:
             def set_(session: Session, value: Any) -> Transaction[None]:
                 return self.assign(session, value)
-            allowed = (f" from {self.range[0]:g} to {self.range[1]:g}" if self.range else
-                       f" one of {', '.join(map(repr, self.choices))}" if self.choices else "")
-            set_.__doc__ = f"Set {self.doc or self.name}{unit}{allowed}: sends {self.set!r}."
+            set_.__doc__ = (f"Set {self.doc or self.name}{unit}{self.arg.allowed()}: sends "
+                            f"{self.set!r}.")
             setattr(set_, ARGUMENT_CHECK, self.check)
-            out[f"set_{self.name}"] = _named(set_, f"set_{self.name}", ["value"],
-                                             {"value": self.kind} if self.kind else None)
+            out[f"set_{self.name}"] = _named(set_, f"set_{self.name}", ["value"], self.arg.kind)
         return out
 
 
 class Command(_Declared):
     """A plain command: ``template`` filled with the call's arguments, its reply parsed by
-    ``parse`` (None: no reply, or the ``ack`` it must get)."""
+    ``parse`` (None: no reply, or the ``ack`` it must get). ``kind``, ``range`` and
+    ``choices`` are what each argument may be (:class:`Arg`, as for a :class:`Parameter`):
+    checked before anything is sent, and by ``daqhub validate``."""
 
     def __init__(self, template: str, *args: str, parse: Callable[[str], Any] | None = None,
                  format: Callable[[Any], str] | None = None, ack: str | None = None,
-                 urgent: bool = False, doc: str = "") -> None:
+                 urgent: bool = False, doc: str = "", kind: type | None = None,
+                 range: tuple[float, float] | None = None,
+                 choices: Sequence[Any] | Mapping[Any, Any] | None = None) -> None:
         self.template, self.args, self.parse, self.format = template, args, parse, format
         self.ack, self.urgent, self.doc = ack, urgent, doc
+        self.arg = Arg(kind, range=range, choices=choices)
+
+    def check(self, *values: Any) -> list[Any]:
+        """The values as the wire carries them; ValueError naming the argument if one is not
+        allowed (the number of them is :meth:`transaction`'s to check)."""
+        return [self.arg.check(name, v) for name, v in zip(self.args, values, strict=False)]
 
     def transaction(self, session: Session, *values: Any) -> Transaction[Any]:
         if len(values) != len(self.args):
             raise TypeError(f"{self.name} takes {len(self.args)} argument(s) "
                             f"({', '.join(self.args)}), got {len(values)}")
-        texts = [_formatted(self.format, v, session, self.name) for v in values]
+        try:
+            wire = self.check(*values)
+        except ValueError as exc:
+            raise ValueError(f"{session.id}: {self.name}: {exc}") from None
+        texts = [_formatted(self.format, v, session, self.name) for v in wire]
         parse = self.parse if self.parse is not None else _ack(self.ack)
         return Transaction(_filled(self.template, texts, session, self.name), parse,
                            urgent=self.urgent)
@@ -189,15 +287,19 @@ class Command(_Declared):
     def commands(self) -> dict[str, Callable[..., Any]]:
         def run(session: Session, *values: Any) -> Transaction[Any]:
             return self.transaction(session, *values)
-        run.__doc__ = f"{self.doc or self.name}: sends {self.template!r}."
-        return {self.name: _named(run, self.name, list(self.args))}
+        allowed = self.arg.allowed()
+        each = f"; {', '.join(self.args)}{allowed}" if allowed and self.args else ""
+        run.__doc__ = f"{self.doc or self.name}{each}: sends {self.template!r}."
+        setattr(run, ARGUMENT_CHECK, self.check)
+        return {self.name: _named(run, self.name, self.args, self.arg.kind)}
 
 
 class Delegate(_Declared):
     """Commands carried out by a helper object the session holds (``self.<attribute>``),
     whose methods of the same names return plans: ``Delegate("axis", Axis, "home", "stop")``.
 
-    ``cls`` is the helper's class, for the commands' signatures and docstrings.
+    ``cls`` is the helper's class, for the commands' signatures and docstrings, and the
+    checks of their arguments (``@command(percent=Arg(...))`` on the helper's method).
     """
 
     def __init__(self, attribute: str, cls: type, *names: str) -> None:
@@ -213,6 +315,9 @@ class Delegate(_Declared):
             sig = inspect.signature(target)
             run.__signature__ = sig  # type: ignore[attr-defined]
             run.__name__ = run.__qualname__ = name
+            check = getattr(target, ARGUMENT_CHECK, None)
+            if check is not None:  # the helper's method checks them when called
+                setattr(run, ARGUMENT_CHECK, check)
             out[name] = command(run)
         return out
 
@@ -314,14 +419,14 @@ def _ack(expected: str | None) -> Callable[[str], None] | None:
     return ack
 
 
-def _named(fn: Callable[..., Any], name: str, args: list[str],
-           kinds: Mapping[str, type] | None = None) -> Callable[..., Any]:
+def _named(fn: Callable[..., Any], name: str, args: Sequence[str],
+           kind: type | None = None) -> Callable[..., Any]:
     """Give a generated command its user-facing name and signature (``inspect`` shows them;
-    ``kinds`` annotate arguments, so the checks of scripts and routines see them)."""
+    ``kind`` annotates the arguments, so the checks of scripts and routines see it)."""
     fn.__name__ = fn.__qualname__ = name
     params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     params += [inspect.Parameter(a, inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                 annotation=(kinds or {}).get(a, inspect.Parameter.empty))
+                                 annotation=inspect.Parameter.empty if kind is None else kind)
                for a in args]
     fn.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     setattr(fn, COMMAND_MARK, True)

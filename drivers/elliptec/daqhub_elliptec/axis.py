@@ -37,12 +37,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from daqhub.driver import (
+    Arg,
     DriverDisconnectedError,
     DriverError,
     DriverTimeoutError,
     Pause,
     Plan,
     checked_wait,
+    command,
 )
 from daqhub.driver.bus import Collect, Exchange, Send
 
@@ -61,6 +63,26 @@ def check_velocity(percent: Any) -> int:
             or not math.isfinite(percent) or percent != int(percent) or not 1 <= percent <= 100):
         raise ValueError(f"velocity is a whole percentage 1-100, got {percent!r}")
     return int(percent)
+
+
+def check_minutes(minutes: int) -> None:
+    if not 1 <= minutes <= 255:
+        raise ValueError(f"isolate takes whole minutes 1-255, got {minutes!r}")
+
+
+def check_motor(motor: int) -> None:
+    if motor not in (1, 2):
+        raise ValueError(f"motor is 1 or 2 (i2/f2/b2/s2 only on two-motor modules), got "
+                         f"{motor!r}")
+
+
+#: What the commands' arguments may be, checked before anything is sent and by ``daqhub
+#: validate`` (``@command`` below: the module's :class:`.driver.ElliptecModule` forwards them).
+DISTANCE = Arg(float)  # in the axis' unit; what fits 32 bits depends on the module's scale
+VELOCITY = Arg(rule=check_velocity)
+MINUTES = Arg(int, rule=check_minutes)
+MOTOR = Arg(int, rule=check_motor)
+FREQUENCY = Arg(rule=period_data)  # Hz, or None for the factory value
 
 
 @dataclass
@@ -256,18 +278,16 @@ class Axis:
         frame = yield from self.query(self._command("gv", reply="GV"))
         return int(frame.data, 16)
 
+    @command(percent=VELOCITY)
     def set_velocity(self, percent: int) -> Plan[None]:
         """Drive power in percent, 1-100 (``sv``); below ~45 % a loaded stage may stall."""
-        try:
-            value = check_velocity(percent)
-        except ValueError as exc:
-            raise ValueError(f"{self.id}: {exc}") from None
-        yield from self.query(self._command("sv", f"{value:02X}"))
+        yield from self.query(self._command("sv", f"{check_velocity(percent):02X}"))
 
     def jog_step(self) -> Plan[float]:
         """Distance of one jog step in the axis' unit (``gj``)."""
         return (yield from self._distance("jog step", "gj", "GJ"))
 
+    @command(step=DISTANCE)
     def set_jog_step(self, step: float) -> Plan[None]:
         """Distance of one jog step (``sj``); 0 makes ``fw``/``bw`` a continuous jog."""
         yield from self._set_distance("jog step", "sj", step)
@@ -276,6 +296,7 @@ class Axis:
         """Where home is, from the mechanical home, in the axis' unit (``go``)."""
         return (yield from self._distance("home offset", "go", "HO"))
 
+    @command(offset=DISTANCE)
     def set_home_offset(self, offset: float) -> Plan[None]:
         """Move home by ``offset`` (``so``); volatile until :meth:`save_user_data`."""
         yield from self._set_distance("home offset", "so", offset)
@@ -290,11 +311,11 @@ class Axis:
         yield from self.query(self._command(mnemonic, self._pulses(value)))
 
     # ------------------------------------------------------------------ motor tuning
+    @command(motor=MOTOR)
     def motor_info(self, motor: int = 1) -> Plan[dict[str, Any]]:
         """A motor's state (``i1``/``i2``): loop and motor flags, current (A), ramps, and
         its forward/backward drive frequencies (Hz)."""
-        m = _motor(motor)
-        command = self._command(f"i{m}", reply=f"I{m}")
+        command = self._command(f"i{motor}", reply=f"I{motor}")
         frame = yield from self.query(command)
         try:
             return parse_motor_info(frame.data)
@@ -302,37 +323,34 @@ class Axis:
             raise DriverError(self.id, command.text, f"bad reply {frame.text!r}: {exc}",
                               "garbled") from None
 
+    @command(motor=MOTOR)
     def frequency(self, motor: int = 1) -> Plan[tuple[float | None, float | None]]:
         """A motor's forward and backward drive frequencies in Hz (from ``i1``/``i2``)."""
         info = yield from self.motor_info(motor)
         return info["forward_hz"], info["backward_hz"]
 
+    @command(forward_hz=FREQUENCY, backward_hz=FREQUENCY, motor=MOTOR)
     def set_frequency(self, forward_hz: float | None, backward_hz: float | None,
                       motor: int = 1) -> Plan[None]:
         """Set a motor's drive frequencies in Hz (``f1``, ``b1``; None: the factory value).
         Volatile until :meth:`save_user_data`."""
-        m = _motor(motor)
-        try:
-            forward, backward = period_data(forward_hz), period_data(backward_hz)
-        except ValueError as exc:
-            raise ValueError(f"{self.id}: {exc}") from None
-        yield from self.query(self._command(f"f{m}", forward))
-        yield from self.query(self._command(f"b{m}", backward))
+        yield from self.query(self._command(f"f{motor}", period_data(forward_hz)))
+        yield from self.query(self._command(f"b{motor}", period_data(backward_hz)))
 
+    @command(motor=MOTOR)
     def search_frequency(self, motor: int = 1, timeout: float = 30.0
                          ) -> Plan[tuple[float | None, float | None]]:
         """Let the module search a motor's resonance (``s1``/``s2``: seconds, and the part
         may move), collected like a move; the frequencies it settled on."""
-        m, limit = _motor(motor), checked_wait(self.id, timeout)
-        yield from self._start(self._command(f"s{m}", deferred=True), limit)
+        limit = checked_wait(self.id, timeout)
+        yield from self._start(self._command(f"s{motor}", deferred=True), limit)
         yield from self.wait_until_done(timeout)
-        return (yield from self.frequency(m))
+        return (yield from self.frequency(motor))
 
+    @command(minutes=MINUTES)
     def isolate(self, minutes: int) -> Plan[None]:
         """Make the module ignore the bus for ``minutes`` (``is``, 1-255). It answers nothing
         meanwhile, so polls report the last known position and commands are refused."""
-        if isinstance(minutes, bool) or not isinstance(minutes, int) or not 1 <= minutes <= 255:
-            raise ValueError(f"{self.id}: isolate takes whole minutes 1-255, got {minutes!r}")
         command = self._command("is", f"{minutes:02X}")
         yield from self._idle()
         self._not_isolated(command)
@@ -348,6 +366,7 @@ class Axis:
                               f"module at address {self.address} is isolated (is) for another "
                               f"{left:.0f} s and answers nothing until then", "isolated")
 
+    @command(new=Arg(rule=address_of))
     def change_address(self, new: int | str) -> Plan[str]:
         """Re-address the module (``ca``; the reply comes from the new address).
 
@@ -415,6 +434,7 @@ class Axis:
             raise ValueError(f"{self.id}: cannot move by {value!r} {self.unit}: {exc}") from None
 
     # ------------------------------------------------------------------ moves
+    @command(position=DISTANCE)
     def move_absolute(self, position: float) -> Plan[None]:
         """Start a move to ``position`` (``ma``; sliders: a slot index); collect it with
         wait_until_done."""
@@ -427,6 +447,7 @@ class Axis:
                              ) from None
         yield from self._start(self._command("ma", data, reply="PO", deferred=True))
 
+    @command(distance=DISTANCE)
     def move_relative(self, distance: float) -> Plan[None]:
         """Start a move by ``distance`` (``mr``; sliders: slots)."""
         if self.is_slider:
@@ -439,14 +460,13 @@ class Axis:
         data = self._pulses(distance)
         yield from self._start(self._command("mr", data, reply="PO", deferred=True))
 
+    @command(direction=Arg(int, choices=(0, 1)))  # 0 clockwise, 1 counter-clockwise
     def home(self, timeout: float = 30.0, direction: int = 0) -> Plan[float]:
         """Home and wait for the end; sliders (which ignore ``ho``) go to slot 0."""
         checked_wait(self.id, timeout)
         if self.is_slider:
             yield from self.move_absolute(0)
         else:
-            if direction not in (0, 1):
-                raise ValueError(f"{self.id}: home direction is 0 (CW) or 1 (CCW)")
             yield from self._start(self._command("ho", str(direction), reply="PO",
                                                  deferred=True), timeout)
         return (yield from self.wait_until_done(timeout))
@@ -632,9 +652,3 @@ class Axis:
             return self.position_units(), False
         return (yield from self.refresh_position()), False
 
-
-def _motor(motor: int) -> int:
-    if motor not in (1, 2) or isinstance(motor, bool):
-        raise ValueError(f"motor is 1 or 2 (i2/f2/b2/s2 only on two-motor modules), got "
-                         f"{motor!r}")
-    return motor

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from daqhub.driver import (
+    Arg,
     Command,
     DriverError,
     DriverTimeoutError,
@@ -55,6 +56,9 @@ from .esp300_protocol import (
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+#: the numbers a position takes (:func:`~.esp300_protocol.plain` sends no more)
+NUMBERS = (-NUMBER_MAX, NUMBER_MAX)
+POSITION = Arg(float, range=NUMBERS)
 
 
 def renamed(exc: DriverError, command: str, prefix: str) -> DriverError:
@@ -148,12 +152,12 @@ class Esp300Axis(Session):
                              doc="acceleration (the controller also refuses more than the "
                                  "axis' AU)")
     left_limit = Parameter("{axis}SL?", "{axis}SL{}", parse=number, format=plain, kind=float,
-                           range=(-NUMBER_MAX, NUMBER_MAX), doc="left software travel limit")
+                           range=NUMBERS, doc="left software travel limit")
     right_limit = Parameter("{axis}SR?", "{axis}SR{}", parse=number, format=plain, kind=float,
-                            range=(-NUMBER_MAX, NUMBER_MAX), doc="right software travel limit")
+                            range=NUMBERS, doc="right software travel limit")
     firmware = Parameter("VE?", parse=str, setting=False, doc="controller firmware (VE?)")
     stage = Parameter("{axis}ID?", parse=str, setting=False, doc="stage model and serial")
-    define_position = Command("{axis}DH{}", "position", format=plain,
+    define_position = Command("{axis}DH{}", "position", format=plain, kind=float, range=NUMBERS,
                               doc="call the current position `position` (0: zero here)")
     jog = Command("{axis}MV{}", "direction", format=direction,
                   doc="move indefinitely, '+' or '-', until stop")
@@ -213,14 +217,14 @@ class Esp300Axis(Session):
             log.warning("%s: could not stop axis %d on close: %s", self.id, self.axis, exc)
 
     # ------------------------------------------------------------------ Motion
-    @command
+    @command(position=POSITION)
     def move_absolute(self, position: float) -> Transaction[None]:
         """Start a move to ``position`` (axis units; ``wait_until_done`` waits): sends
         ``{axis}PA{}``; the controller judges it against its software limits."""
         cmd = self.cmd("PA", self.arg_text(position, "PA"))
         return Transaction(cmd, fn=self.motion_fn(cmd))
 
-    @command
+    @command(distance=POSITION)
     def move_relative(self, distance: float) -> Transaction[None]:
         """Start a move by ``distance`` (axis units): sends ``{axis}PR{}``; the controller
         judges it against its software limits."""
@@ -265,7 +269,7 @@ class Esp300Axis(Session):
         return True
 
     # ------------------------------------------------------------------ more of the ESP300
-    @command
+    @command(left=POSITION, right=POSITION)
     def set_limits(self, left: float, right: float) -> Plan[None]:
         """Software travel limits (``SL``, ``SR``) in the axis' units."""
         yield type(self).left_limit.assign(self, left)

@@ -20,7 +20,16 @@ import threading
 from collections.abc import Generator, Mapping
 from typing import Any
 
-from daqhub.driver import Command, Parameter, Sample, Session, Transaction, command, parse_reply
+from daqhub.driver import (
+    Arg,
+    Command,
+    Parameter,
+    Sample,
+    Session,
+    Transaction,
+    command,
+    parse_reply,
+)
 from daqhub.driver.lines import integer, number
 from daqhub.measurement import ChannelSpec, MetaValue
 from daqhub.specs import InstrumentContext
@@ -244,7 +253,7 @@ class Meter1830c(Session):
             state.shown = None
 
     # ------------------------------------------------------------------ commands
-    @command
+    @command(units=Arg(str, choices=UNIT_CODES))
     def set_units(self, units: str) -> Transaction[None]:
         """``W``, ``dB``, ``dBm`` or ``REL`` for the display and :meth:`power`; the ``power``
         channel stays in the unit the lab file declares."""
@@ -256,12 +265,12 @@ class Meter1830c(Session):
 
         return Transaction(cmd, fn=set_units)
 
-    @command
+    @command(range_=Arg(int, range=(RANGES.start, RANGES.stop - 1)))
     def set_range(self, range_: int) -> Transaction[None]:
         """0 = auto range, 1 (most gain) .. 8 (least)."""
         return self.write(range_command(range_, self.id))
 
-    @command
+    @command(speed=Arg(str, choices=FILTER_CODES))
     def set_filter(self, speed: str) -> Transaction[None]:
         """``slow`` (16-reading average), ``medium`` (4) or ``fast`` (none)."""
         return self.write(filter_command(speed, self.id))

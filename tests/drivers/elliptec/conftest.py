@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from elliptec_scripted import ScriptedBus
+from elliptec_scripted import ELL14_IN, ScriptedBus, call
 
 import daqhub_sims
 from daqhub.resources import SerialPortManager, SharedSerialPort
@@ -70,3 +70,18 @@ def build(manager: SerialPortManager) -> Callable[..., Any]:
         return t.factory(ctx)
 
     return make
+
+
+@pytest.fixture
+def rotator(build: Callable[..., Any], scripted_url: str, request: pytest.FixtureRequest
+            ) -> tuple[Any, ScriptedBus, str]:
+    """An ELL14 at address 0 on the scripted bus, connected, in the flavor the test's
+    ``indirect`` parameter names: (instrument, the bus, the flavor)."""
+    flavor = request.param
+    device = registry.endpoint(scripted_url).device
+    assert isinstance(device, ScriptedBus)
+    device.script.update({"0in": ELL14_IN, "0gp": b"0PO00000000\r\n", "0gs": b"0GS00\r\n"})
+    inst = build(scripted_url, "elliptec.ell14", flavor, "rot", address=0)
+    call(inst, flavor, "connect")
+    device.received.clear()
+    return inst, device, flavor

@@ -14,28 +14,14 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from elliptec_scripted import ELL14_IN, ScriptedBus, call
+from elliptec_scripted import ScriptedBus, call
 
 from daqhub.instrument import DriverError
 from daqhub_elliptec import plugin
 from daqhub_elliptec.models import MODELS
-from daqhub_sims import registry
 
 pytestmark = pytest.mark.timeout(20)
 FLAVORS = ("v2", "v4")
-
-
-@pytest.fixture
-def rotator(build: Callable[..., Any], scripted_url: str, request: pytest.FixtureRequest
-            ) -> tuple[Any, ScriptedBus, str]:
-    flavor = request.param
-    device = registry.endpoint(scripted_url).device
-    assert isinstance(device, ScriptedBus)
-    device.script.update({"0in": ELL14_IN, "0gp": b"0PO00000000\r\n", "0gs": b"0GS00\r\n"})
-    inst = build(scripted_url, "elliptec.ell14", flavor, "rot", address=0)
-    call(inst, flavor, "connect")
-    device.received.clear()
-    return inst, device, flavor
 
 
 @pytest.mark.parametrize("rotator", FLAVORS, indirect=True)
