@@ -24,6 +24,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import difflib
+import enum
 import functools
 import os
 import signal
@@ -35,7 +36,7 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 import pyarrow as pa
 
@@ -60,6 +61,22 @@ if TYPE_CHECKING:
 CLOSE_MARGIN_S = 30.0
 
 LabSource = str | os.PathLike[str] | Mapping[str, Any]
+
+
+class Stderr(enum.Enum):
+    """The report's default stream: ``sys.stderr`` as it is when the lab closes. Bound when
+    ``open_lab`` was defined, it was the stderr of import time, and a script or test that
+    redirected stderr afterwards (``contextlib.redirect_stderr``, pytest's capture) had the
+    report written past the redirection."""
+
+    AT_CLOSE = "sys.stderr"
+
+    def __repr__(self) -> str:  # as help(open_lab) shows the default
+        return "sys.stderr"
+
+
+#: a report stream: a text stream, None (quiet) or stderr as it is at the close
+ReportTo = TextIO | None | Literal[Stderr.AT_CLOSE]
 
 
 class CommandNotSent(RuntimeError):
@@ -89,13 +106,14 @@ def load_lab_config(lab: LabSource, host: PluginHost, output_dir: str | os.PathL
 
 def open_lab(lab: LabSource, *, output_dir: str | os.PathLike[str] | None = None,
              storage: bool = True, meta: Mapping[str, Any] | None = None,
-             host: PluginHost | None = None, report: TextIO | None = sys.stderr) -> Lab:
+             host: PluginHost | None = None, report: ReportTo = Stderr.AT_CLOSE) -> Lab:
     """Validate and start a lab; use the result as a context manager.
 
     ``lab`` is a path, TOML text or a dict. ``meta`` (operator, sample, notes ...)
     is stored with the session. ``report`` receives the shutdown report when the
-    lab closes (None: keep it quiet; :attr:`Lab.report` always has it). A lab never
-    closed is closed as the interpreter exits, with a warning on stderr naming it.
+    lab closes (by default ``sys.stderr`` as it is then; None: keep it quiet;
+    :attr:`Lab.report` always has it). A lab never closed is closed as the
+    interpreter exits, with a warning on stderr naming it.
     Raises :class:`~daqhub.config.ConfigError` listing every problem of the lab.
     """
     host = host or default_host()
@@ -386,7 +404,7 @@ class Lab:
     """A running lab; closing it (or leaving its ``with`` block) shuts everything down."""
 
     def __init__(self, rt: DualRuntimeManager, records: SessionRecords, latest: _Latest,
-                 report_to: TextIO | None = None, service: FlightService | None = None
+                 report_to: ReportTo = None, service: FlightService | None = None
                  ) -> None:
         self.rt = rt
         self.records = records
@@ -569,15 +587,16 @@ class Lab:
                 signal.signal(signal.SIGINT, previous)
             with _open_labs_lock:  # closed: nothing left for the exit to do (not before: a
                 _open_labs.discard(self)  # close under way on a daemon thread was cut short)
+        out = sys.stderr if self.report_to is Stderr.AT_CLOSE else self.report_to
         if problem:  # with no report stream too: the process's exit will wait on it
             problem += ("; this process's exit waits for that client to read again or its "
                         "connection to end")
-            if self.report_to is None:
+            if out is None:
                 warnings.warn(problem, RuntimeWarning, stacklevel=2)
             else:
-                print(f"daqhub: {problem}", file=self.report_to)
-        if self.report_to is not None:
-            print_report(self.rt, self.report, self.report_to)
+                print(f"daqhub: {problem}", file=out)
+        if out is not None:
+            print_report(self.rt, self.report, out)
         if interrupted:
             raise KeyboardInterrupt
         return self.report

@@ -39,7 +39,31 @@ FLAVORS: tuple[Flavor, ...] = ("v2", "v4")
 
 
 class DataError(ValueError):
-    """Data contradicts the channel it claims to belong to."""
+    """Data contradicts the channel it claims to belong to.
+
+    Raised by a driver's ``read()`` (its own check, or :class:`RefusedValues`), the device
+    is fine: the runtimes count the read's values refused, not a failed read (see
+    ``InstrumentHealth.read_refused``)."""
+
+
+class RefusedValues(DataError):
+    """A read refused some of its poll's values and has the rest to give: ``kept`` is what
+    the read returns without them, ``refused`` each refused value's channel and its
+    :class:`DataError` (which names the instrument, the channel and what is wrong).
+
+    Raised, not returned, so a script's or a scan's ``read`` fails naming the value as any
+    ``DataError`` does (its text is the refusals'); the runtimes' polls (both flavors)
+    publish ``kept`` and count each value as a refused sample
+    (``InstrumentHealth.read_refused``). The driver toolkit raises it
+    (``daqhub.driver.flavors``); it lives here, beside :class:`DataError`, so the runtimes
+    need no driver toolkit to handle it. Until 2026-12-07 one such value cost the whole
+    poll, the good values of other channels too, counted as a failed read: the run said ok.
+    """
+
+    def __init__(self, kept: list[Any], refused: list[tuple[str, DataError]]) -> None:
+        super().__init__("; ".join(str(exc) for _, exc in refused))
+        self.kept = kept
+        self.refused = refused
 
 
 _INT64_MIN, _INT64_MAX = -(2 ** 63), 2 ** 63 - 1

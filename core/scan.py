@@ -48,7 +48,15 @@ import numpy as np
 import pyarrow as pa
 
 from .command_limits import NoResult, result_within
-from .measurement import ChannelSpec, Columns, Image, Measurement, Scalar, Spectrum
+from .measurement import (
+    ChannelSpec,
+    Columns,
+    Image,
+    Measurement,
+    RefusedValues,
+    Scalar,
+    Spectrum,
+)
 from .records import PointsRun, SessionRecords
 from .resources.timeouts import MAX_TIMEOUT_S
 from .routines import RoutineRunner
@@ -320,12 +328,28 @@ def move_all(cmd: Commands, targets: Mapping[str, float], timeout: float) -> dic
 
 
 def _wait_all(cmd: Commands, sent: Mapping[str, concurrent.futures.Future[Any]], method: str,
-              limit: float) -> dict[str, Any]:
-    """Results of commands sent to several instruments; the first failure is raised."""
+              limit: float, asked: Mapping[str, Sequence[ChannelSpec]] | None = None
+              ) -> dict[str, Any]:
+    """Results of commands sent to several instruments; the first failure is raised.
+
+    ``asked``: the channels each ``read`` was sent for. A read that refused some of its
+    values (:class:`RefusedValues`: one its channel cannot hold) then gives the values it
+    kept when none of the refused is of an asked channel: a measurement of ``power`` failed
+    on a refused ``temperature`` it never asked for. The refusal is counted in the
+    instrument's health by the runtime, as a poll's are (refused samples: the run's report is
+    not ok, naming the value), and one of an asked channel is raised, naming it."""
     out: dict[str, Any] = {}
     try:
         for iid, fut in sent.items():
-            out[iid] = cmd.result(iid, fut, method, limit)
+            try:
+                out[iid] = cmd.result(iid, fut, method, limit)
+            except RefusedValues as exc:
+                if asked is None:
+                    raise
+                names = {spec.name for spec in asked[iid]}
+                if any(channel in names for channel, _ in exc.refused):
+                    raise
+                out[iid] = exc.kept
     finally:
         for fut in sent.values():
             fut.cancel()
@@ -356,7 +380,8 @@ def fresh_samples(cmd: Commands, reads: Sequence[tuple[str, ChannelSpec]]
     missing = dict(wanted)
     for _ in range(READ_ATTEMPTS):
         requested = time.time_ns()
-        results = _wait_all(cmd, {iid: cmd.send(iid, "read") for iid in missing}, "read", 30.0)
+        results = _wait_all(cmd, {iid: cmd.send(iid, "read") for iid in missing}, "read", 30.0,
+                            missing)
         still: dict[str, list[ChannelSpec]] = {}
         for iid, specs in missing.items():
             samples = samples_of(results[iid])

@@ -25,6 +25,7 @@ from ..measurement import (
     DataError,
     Image,
     Measurement,
+    RefusedValues,
     Scalar,
     Spectrum,
     check_against,
@@ -40,24 +41,6 @@ def _split(value: Any, t: int) -> tuple[Any, Mapping[str, Any] | None, int]:
     if isinstance(value, Sample):
         return value.value, value.meta, t if value.timestamp_ns is None else value.timestamp_ns
     return value, None, t
-
-
-class RefusedValues(DataError):
-    """A read refused some of its poll's values and has the rest to give: ``kept`` is what
-    the read returns without them, ``refused`` each refused value's channel and its
-    :class:`DataError` (which names the instrument, the channel and what is wrong).
-
-    Raised, not returned, so a script's or a scan's ``read`` fails naming the value as any
-    ``DataError`` does (its text is the refusals'); the runtimes' polls (both flavors) catch
-    it before the device errors, publish ``kept`` and count each value as a refused sample
-    (``InstrumentHealth.values_refused``). Until 2026-12-07 one such value cost the whole
-    poll, the good values of other channels too, counted as a failed read: the run said ok.
-    """
-
-    def __init__(self, kept: list[Any], refused: list[tuple[str, DataError]]) -> None:
-        super().__init__("; ".join(str(exc) for _, exc in refused))
-        self.kept = kept
-        self.refused = refused
 
 
 def _declared(instrument: V2Instrument | V4Actor, name: str) -> ChannelSpec:

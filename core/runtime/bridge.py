@@ -154,11 +154,14 @@ class MeasurementBridge:
                               "instrument's samples only")
         for key, ms in rows.items():
             declared = self.channels.get(key)
-            if declared is None:
+            if declared is None:  # worded as the v4 runner's (schema.declared_channel)
                 n = sample_count(ms)
                 self.rejected += n
-                self.on_refused(key[0], n, f"rejected {n} sample(s) of undeclared channel "
-                                f"{key[1]!r}")
+                known = ", ".join(f"{i}.{c}" for i, c in sorted(self.channels)
+                                  if i == key[0]) or "none"
+                self.on_refused(key[0], n, refused_text(
+                    n, key[1], f"channel {key[0]}.{key[1]} was not declared (declared: "
+                    f"{known})"))
                 continue
             batches = self._convert(key, ms, declared)
             at = next((b.column("timestamp_ns")[0].as_py() for b in batches if b.num_rows), 0)

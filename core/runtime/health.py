@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..instrument import DriverError
-from ..measurement import DataError
+from ..measurement import DataError, RefusedValues
 from ..resources import ResourceError
 
 #: (instrument_id, event, detail) -> None; events: disconnected, reconnected, restarted, failed
@@ -23,16 +23,22 @@ StateListener = Callable[["InstrumentHealth", str, str, str], None]
 
 T = TypeVar("T")
 
-#: failures of the device or its link (bad or missing replies, a lost port): never a crash
+#: failures of the device or its link (bad or missing replies, a lost port): never a crash.
+#: A ``DataError`` from a read is not one of them: the device answered, and its values were
+#: refused (:meth:`InstrumentHealth.read_refused`); in ``connect()`` or a command it is.
 DEVICE_ERRORS: tuple[type[BaseException], ...] = (DriverError, DataError, ResourceError,
                                                   TimeoutError, OSError)
 
 
-def refused_text(n: int, channel: str, why: str) -> str:
+def refused_text(n: int | None, channel: str | None, why: str) -> str:
     """How a refusal of ``n`` samples of ``channel`` reads in its instrument's health and the
-    report, whoever refused them (the bridge, a toolkit flavor's poll): one wording, so the
-    same bad value reads the same in both flavors."""
-    return f"rejected {n} sample(s) of channel {channel!r}: {why}"
+    report, whoever refused them (the bridge, the v4 runner, a read that refused its own
+    values): one wording, so the same bad value reads the same in both flavors. ``channel``
+    None: the samples name none (a batch without daqhub metadata, a read that refused its
+    values whole); ``n`` None: a whole read's, not counted by the read that refused them."""
+    what = "a read's samples" if n is None else f"{n} sample(s)"
+    of = "" if channel is None else f" of channel {channel!r}"
+    return f"rejected {what}{of}: {why}"
 
 
 def failure_text(exc: BaseException, *, command: bool = False) -> str:
@@ -190,10 +196,27 @@ class InstrumentHealth:
                 self.measurements += n
             self.last_error = self.last_error_seen = message
 
+    def read_refused(self, exc: DataError) -> list[Any]:
+        """A read raised ``exc``: values it could not give as their channels are declared,
+        so they are refused samples (the run is not ok), not a failed read (the device
+        answered: no reconnect); what of the read is left to publish.
+
+        A :class:`~daqhub.measurement.RefusedValues` names each refused value's channel and
+        keeps the rest: one sample produced and refused each. Any other ``DataError`` (a
+        hand-written driver's own check) lost the read's values whole, how many it does not
+        say: one sample produced and refused, with its message. Until 2026-12-07 that counted
+        as a failed read, like a reply timeout, and a run that recovered from it was ok.
+        """
+        if isinstance(exc, RefusedValues):
+            self.values_refused(exc.refused)
+            return exc.kept
+        self.refused(1, refused_text(None, None, failure_text(exc)), produced=True)
+        return []
+
     def values_refused(self, refused: Iterable[tuple[str, Exception]]) -> None:
         """The values a read refused itself, each with its channel and why
-        (:class:`~daqhub.driver.flavors.RefusedValues`): one sample produced and refused
-        each, worded as the bridge words its refusals."""
+        (:class:`~daqhub.measurement.RefusedValues`): one sample produced and refused
+        each."""
         for channel, exc in refused:
             self.refused(1, refused_text(1, channel, str(exc)), produced=True)
 

@@ -20,7 +20,6 @@ from concurrent.futures import Future
 from typing import Any
 
 from ..command_limits import NoResult, result_within
-from ..driver.flavors import RefusedValues
 from ..instrument import (
     CommandRejected,
     UnknownCommandError,
@@ -28,7 +27,7 @@ from ..instrument import (
     is_command,
     public_methods,
 )
-from ..measurement import Measurement, V2Read, last_sample, read_size
+from ..measurement import DataError, Measurement, V2Read, last_sample, read_size
 from ..specs import InstrumentContext, InstrumentType
 from .broadcast import Broadcast, SubscriptionClosed
 from .health import (
@@ -239,9 +238,8 @@ class V2Worker:
                 self.busy_in = "read"
                 try:
                     batch = inst.read()
-                except RefusedValues as exc:  # those values alone: the rest is this read's
-                    self.health.values_refused(exc.refused)
-                    batch = exc.kept
+                except DataError as exc:  # values refused, the device fine: not a failed read
+                    batch = self.health.read_refused(exc)
                 self.busy_in = ""
                 self.health.polled()
             except DEVICE_ERRORS as exc:  # anything else is a crash: _main restarts it
@@ -281,7 +279,10 @@ class V2Worker:
             fut.set_result(getattr(inst, method)(*args, **kwargs))
         except BaseException as exc:  # sys.exit() in a command ended the thread, its caller
             # waiting its whole limit: it fails that command alone, as any exception does
-            self.health.error(f"{method} failed: {failure_text(exc, command=True)}")
+            if method == "read" and isinstance(exc, DataError):  # a script's or scan's read:
+                self.health.read_refused(exc)  # its values refused, as a poll's are
+            else:
+                self.health.error(f"{method} failed: {failure_text(exc, command=True)}")
             fut.set_exception(as_error(exc))
         finally:
             self.busy_in = ""

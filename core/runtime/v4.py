@@ -19,9 +19,10 @@ actor with exponential backoff; after ``max_restarts`` restarts within
 (any other public method) that raises or overruns ``call_timeout_s`` fails only that
 command: its caller gets the exception, health records it, and the actor is not restarted
 (a wrong argument from a script must not cost an instrument its state). A read that
-refuses some of its values (:class:`~daqhub.driver.flavors.RefusedValues`: a toolkit
-poll's value its channel cannot hold) is a read of the rest, those values refused samples,
-as in a v2 worker.
+raises a ``DataError`` (values it cannot give as their channels are declared) is a read
+made, its values refused samples (``InstrumentHealth.read_refused``), not a failed one: a
+:class:`~daqhub.measurement.RefusedValues` (a toolkit poll's value its channel cannot hold)
+names those and keeps the rest, which are published, as in a v2 worker.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from typing import Any, Protocol, TypeVar
 import pyarrow as pa
 
 from ..command_limits import NoResult, result_within
-from ..driver.flavors import RefusedValues
 from ..host import is_plugin_fault
 from ..instrument import (
     CommandRejected,
@@ -58,6 +58,7 @@ from .health import (
     InstrumentHealth,
     as_error,
     failure_text,
+    refused_text,
     si_text,
 )
 from .loopselect import LoopPasses
@@ -399,9 +400,8 @@ class ActorRunner:
                 batches = await self._bounded("read", actor.read(), read_timeout)
             except ConnectionError:
                 raise  # the link is gone: reopen when it is back
-            except RefusedValues as exc:  # those values alone: the rest is this read's
-                self.health.values_refused(exc.refused)
-                batches = exc.kept
+            except DataError as exc:  # values refused, the device fine: not a failed read
+                batches = self.health.read_refused(exc)
             except DEVICE_ERRORS as exc:
                 failed_reads += 1
                 message = f"read failed: {exc or type(exc).__name__}"
@@ -428,8 +428,9 @@ class ActorRunner:
                 rows += b.num_rows
                 try:
                     unified, channel = known.route(b.schema)
-                except DataError as exc:
-                    self.health.refused(b.num_rows, f"rejected {b.num_rows} sample(s): {exc}")
+                except RefusedChannel as exc:
+                    self.health.refused(b.num_rows,
+                                        refused_text(b.num_rows, exc.channel, str(exc)))
                     continue
                 last = b
                 try:
@@ -465,7 +466,10 @@ class ActorRunner:
                     fut.set_exception(ActorFailed(f"{self.id} was stopped; {msg.method} did "
                                                   "not finish"))
                 raise
-            self.health.error(f"{msg.method} failed: {failure_text(exc, command=True)}")
+            if msg.method == "read" and isinstance(exc, DataError):  # a script's or scan's
+                self.health.read_refused(exc)  # read: its values refused, as a poll's are
+            else:
+                self.health.error(f"{msg.method} failed: {failure_text(exc, command=True)}")
             if fut:
                 fut.set_exception(as_error(exc))
             return  # a failed command is the caller's to handle, not a reason to restart
@@ -513,6 +517,16 @@ def stray_cancel(instrument_id: str, what: str, exc: BaseException) -> StrayCanc
                        ).with_traceback(exc.__traceback__)
 
 
+class RefusedChannel(DataError):
+    """A batch's channel refused by :meth:`KnownSchemas.route`; ``channel`` is the name its
+    schema gives (None: it has no daqhub metadata), for the refusal's text
+    (:func:`~daqhub.runtime.health.refused_text`, the bridge's wording too)."""
+
+    def __init__(self, why: str, channel: str | None) -> None:
+        super().__init__(why)
+        self.channel = channel
+
+
 class KnownSchemas:
     """What a runner needs of each schema its actor sends, worked out once per schema.
 
@@ -527,27 +541,32 @@ class KnownSchemas:
 
     def __init__(self, declared: Mapping[tuple[str, str], ChannelSpec]) -> None:
         self.declared = declared
-        #: (schema, has its ``source`` column, (instrument id, channel) or why it is
-        #: refused), newest first
-        self.seen: list[tuple[pa.Schema, bool, tuple[str, str] | str]] = []
+        #: (schema, has its ``source`` column, (instrument id, channel) or its refusal, made
+        #: and never raised), newest first
+        self.seen: list[tuple[pa.Schema, bool, tuple[str, str] | RefusedChannel]] = []
 
     def route(self, schema: pa.Schema) -> tuple[bool, tuple[str, str]]:
-        """Whether the schema has its source column, and its channel; a DataError when the
-        channel is refused."""
+        """Whether the schema has its source column, and its channel; a
+        :class:`RefusedChannel` when the channel is refused."""
         for entry in self.seen:
             if schema.equals(entry[0], check_metadata=True):
                 break
         else:
-            channel: tuple[str, str] | str
+            channel: tuple[str, str] | RefusedChannel
             try:
                 channel = declared_channel(schema, self.declared)
             except DataError as exc:
-                channel = str(exc)
+                try:
+                    name: str | None = describe(schema)[1].name
+                except DataError:  # no daqhub metadata: it names no channel
+                    name = None
+                channel = RefusedChannel(str(exc), name)
             entry = (schema, schema.get_field_index("source") >= 0, channel)
             self.seen = [entry, *self.seen[:MAX_SCHEMAS - 1]]
-        if isinstance(entry[2], str):
-            raise DataError(entry[2])
-        return entry[1], entry[2]
+        found = entry[2]
+        if isinstance(found, RefusedChannel):  # a new one: the kept one gathers no traceback
+            raise RefusedChannel(str(found), found.channel)
+        return entry[1], found
 
 
 MAX_SCHEMAS = 16  # schemas a runner remembers (an actor with more channels re-reads some)
@@ -605,6 +624,8 @@ class V4Runtime:
         self.loop = asyncio.SelectorEventLoop(self.passes)
         self.thread = threading.Thread(target=self._main, name="daqhub-v4-loop", daemon=True)
         self._started = threading.Event()
+        #: done once the loop has stopped and closed: what runs on it has ended or never will
+        self._ended = concurrent.futures.Future[None]()
 
     def add(self, itype: InstrumentType, ctx: InstrumentContext, poll_hz: float,
             policy: RestartPolicy | None = None) -> ActorRunner:
@@ -628,6 +649,7 @@ class V4Runtime:
             self._loop_died(exc)       # a callback or a task of no runner's (none of theirs)
         finally:
             self.loop.close()
+            self._ended.set_result(None)
 
     def _loop_died(self, exc: BaseException) -> None:
         """Every actor stopped with the loop: each still up is ``failed``, with the cause,
@@ -737,33 +759,49 @@ class V4Runtime:
         the wait, and a second more past the shutdown's budget was waited for it."""
         if not self.loop.is_running():
             return []
-        tasks = [r.task for r in self.runners.values() if r.task]
-
-        async def gather() -> None:
-            if tasks:
-                await asyncio.wait(tasks, timeout=timeout)
-        try:
-            asyncio.run_coroutine_threadsafe(gather(), self.loop).result(timeout)
-        except (concurrent.futures.TimeoutError, RuntimeError):
-            pass
-        return self._running(list(self.runners))
+        return self._await_tasks(list(self.runners), timeout, cancel=False)
 
     def force(self, ids: list[str], timeout: float = 2.0) -> list[str]:
         """Cancel the named actors' tasks; ids still not finished after ``timeout`` (no
         longer, as :meth:`wait`)."""
         if not self.loop.is_running():
             return []
+        return self._await_tasks(ids, timeout, cancel=True)
 
-        async def cancel() -> None:
-            tasks = [t for i in ids if (t := self.runners[i].task) is not None]
-            for t in tasks:
-                t.cancel()
-            if tasks:
-                await asyncio.wait(tasks, timeout=timeout)
+    def _await_tasks(self, ids: list[str], timeout: float, *, cancel: bool) -> list[str]:
+        """Wait up to ``timeout`` for the named actors' tasks to end (cancelled first, when
+        ``cancel``); ids of those still running. The loop's end ends the wait too.
+
+        The loop gets a plain callback, which makes nothing until the loop runs it: the
+        coroutine this used to hand over (``run_coroutine_threadsafe``) was left never
+        awaited, a RuntimeWarning, when the loop stopped after the caller saw it running,
+        and that caller waited its whole ``timeout`` for it.
+        """
+        finished = concurrent.futures.Future[None]()
+
+        def watch() -> None:  # on the loop
+            pending = {t for i in ids if (t := self.runners[i].task) is not None
+                       and not t.done()}
+            if cancel:
+                for t in pending:
+                    t.cancel()
+
+            def ended(task: asyncio.Task[None]) -> None:
+                pending.discard(task)
+                if not pending and not finished.done():
+                    finished.set_result(None)
+
+            for t in pending:
+                t.add_done_callback(ended)
+            if not pending:
+                finished.set_result(None)
+
         try:
-            asyncio.run_coroutine_threadsafe(cancel(), self.loop).result(timeout)
-        except (concurrent.futures.TimeoutError, RuntimeError):
-            pass
+            self.loop.call_soon_threadsafe(watch)
+        except RuntimeError:  # closed since the caller saw it running: nothing runs on it
+            return self._running(ids)
+        concurrent.futures.wait([finished, self._ended], timeout,
+                                return_when=concurrent.futures.FIRST_COMPLETED)
         return self._running(ids)
 
     def _running(self, ids: list[str]) -> list[str]:

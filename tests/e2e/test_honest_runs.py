@@ -22,7 +22,7 @@ LIES = {
                "produced no data", "garbled reply"),
     # every sample rejected by the channel declaration
     "undeclared": ('[[v2.instruments]]\nid = "bad"\ntype = "liar.undeclared"\npoll_hz = 20\n',
-                   "none of its", "undeclared channel 'bogus'"),
+                   "none of its", "of channel 'bogus': channel bad.bogus was not declared"),
     # a v4 read() that awaits forever
     "forever": ('[[v4.instruments]]\nid = "bad"\ntype = "liar.forever"\npoll_hz = 20\n'
                 'restart = {read_timeout_s = 0.3}\n', "produced no data",
