@@ -29,7 +29,7 @@ import jsonschema
 
 from . import firstparty
 from .commands import command_names
-from .host import PluginHost
+from .host import PluginHost, dist_key
 from .labchecks import (
     ChosenTypes,
     check_channels,
@@ -40,7 +40,8 @@ from .labchecks import (
 )
 from .measurement import check_id
 from .outdir import lab_path, unwritable
-from .resources.visa import sim_file_problem
+from .resources.identity import normalize_backend
+from .resources.visa import VisaSessionManager, sim_file_problem
 from .routines import ROUTINE_SCHEMA, routine_problems, step_lines
 from .scan import POINTS_KEYS
 from .schema_words import not_allowed
@@ -584,9 +585,7 @@ def validate(data: Mapping[str, Any], text: str, file: str, host: PluginHost,
         enabled = section.get("enabled", True) is not False
         storage = section.get("storage", "hdf5" if flavor == "v2" else "arrow")
         if isinstance(storage, str) and storage not in backends:
-            c.add((flavor, "storage"), f"unknown storage backend {storage!r}",
-                  _did_you_mean(storage, sorted(backends)) or
-                  f"installed backends: {', '.join(sorted(backends)) or 'none'}")
+            _unknown_backend(c, (flavor, "storage"), storage, host)
         fdir = section.get("output_dir")
         fdir_path = lab_path(base_dir, fdir) if isinstance(fdir, str) and output_dir is None \
             else out_root / flavor
@@ -608,8 +607,7 @@ def validate(data: Mapping[str, Any], text: str, file: str, host: PluginHost,
                                        instruments)
     for name, opts in storage_tbl.items():
         if name not in backends:
-            c.add(("storage", name), f"options for unknown storage backend {name!r}",
-                  _did_you_mean(name, sorted(backends)))
+            _unknown_backend(c, ("storage", name), name, host, options=True)
         elif not isinstance(opts, dict):
             c.add(("storage", name), f"[storage.{name}] must be a table")
         else:
@@ -784,21 +782,21 @@ def _check_instrument(c: _Collector, block: Mapping[str, Any], path: tuple[Any, 
                   f"was refused: {'; '.join(rejected)}", "a bug in the plugin; report it to its "
                   "authors (daqhub plugins lists every plugin problem)")
         elif clash:
-            c.add((*path, "type"), f"type {tname!r} ({flavor}) is declared by several installed "
-                  f"distributions: {', '.join(clash)}; none of them is used until the lab "
+            dists = [owner.rsplit(" ", 1)[0] for owner in clash]
+            own = firstparty.type_provider(tname)  # not an impostor first in the alphabet
+            pick = next((d for d in dists if dist_key(d) == own), dists[0])
+            c.add((*path, "type"), f"type {tname!r} ({flavor}) {_clash(clash)} until the lab "
                   f"chooses one", f'choose one in the lab file: [daqhub.providers] "{tname}" = '
-                  f'"{clash[0].rsplit(" ", 1)[0]}"')
+                  f'"{pick}"')
         elif other:
             c.add((*path, "type"), f"type {tname!r} has no {flavor} flavor",
                   f"it has {', '.join(other)}: move it to [[{other[0]}.instruments]]")
         else:
-            c.add((*path, "type"), f"unknown instrument type {tname!r}" + (
-                  f"; plugins that failed to load: {'; '.join(unloaded)}" if unloaded else ""),
-                  (firstparty.missing_provider(firstparty.type_provider(tname), tname) or
-                   _did_you_mean(tname, type_names) or
-                   (f"installed types: {', '.join(type_names)}" if type_names
-                    else "no instrument types are installed"))
-                  + ("; daqhub plugins lists every plugin problem" if unloaded else ""))
+            _unknown(c, (*path, "type"), f"unknown instrument type {tname!r}",
+                     firstparty.missing_provider(firstparty.type_provider(tname), tname) or
+                     _did_you_mean(tname, type_names) or
+                     (f"installed types: {', '.join(type_names)}" if type_names
+                      else "no instrument types are installed"), unloaded)
         return None
     before = len(c.problems)
     _schema_problems(c, block, instrument_schema(t, core_checks=False), path)
@@ -820,13 +818,46 @@ def _check_instrument(c: _Collector, block: Mapping[str, Any], path: tuple[Any, 
     return InstrumentConfig(str(iid), tname, flavor, block, line)
 
 
-def _unloaded_plugins(host: PluginHost) -> list[str]:
-    """The plugins whose instrument types are missing, each with why: not loaded (an import
-    that failed, a daqhub version it does not support, a broken hook), or its types hook
+def _unloaded_plugins(host: PluginHost, hook: str = "daqhub_instrument_types") -> list[str]:
+    """The plugins whose declarations of ``hook`` are missing, each with why: not loaded (an
+    import that failed, a daqhub version it does not support, a broken hook), or that hook
     failed."""
-    loaded = {(info.distribution, info.name) for info in host.plugins.values()}
-    return [str(p) for p in host.problems if (p.distribution, p.plugin) not in loaded
-            or "daqhub_instrument_types" in p.error]
+    failed = host.load_problems()
+    return [str(p) for p in host.problems if p in failed or hook in p.error]
+
+
+def _unknown(c: _Collector, path: Sequence[Any], message: str, hint: str,
+             unloaded: Sequence[str]) -> None:
+    """``message`` about an unknown name (an instrument type, a storage backend), with the
+    plugins that failed to load: one of them may declare it, and only its own error says
+    why it is unknown."""
+    c.add(path, message + (
+          f"; plugins that failed to load: {'; '.join(unloaded)}" if unloaded else ""),
+          hint + ("; daqhub plugins lists every plugin problem" if unloaded else ""))
+
+
+def _clash(owners: Sequence[str]) -> str:
+    """What a lab is told of a name several distributions declare (``owners``: ``dist
+    version``), none of which is used."""
+    return (f"is declared by several installed distributions: {', '.join(owners)}; none of "
+            "them is used")
+
+
+def _unknown_backend(c: _Collector, path: Sequence[Any], name: str, host: PluginHost,
+                     options: bool = False) -> None:
+    """A storage backend the lab names (``options``: gives options for) that is not in use:
+    declared by several plugins (no lab file chooses one), or unknown, perhaps because its
+    plugin failed to load. It was "unknown" in every case, naming neither."""
+    if clash := host.storage_clashes().get(name):
+        owners = sorted(f"{i.distribution} {i.version}" for i, _ in clash)
+        c.add(path, (f"options for storage backend {name!r}, which " if options else
+                     f"storage backend {name!r} ") + _clash(owners),
+              "uninstall all of them but one (daqhub plugins lists them)")
+        return
+    known = sorted(host.storage_backends())
+    _unknown(c, path, f"{'options for ' if options else ''}unknown storage backend {name!r}",
+             _did_you_mean(name, known) or f"installed backends: {', '.join(known) or 'none'}",
+             _unloaded_plugins(host, "daqhub_storage_backends"))
 
 
 def resolve_visa_backend(backend: str, base_dir: Path) -> tuple[str, str]:
@@ -972,6 +1003,70 @@ def runnable(lab: LabConfig) -> LabConfig:
     if problems := runnable_problems(lab):
         raise ConfigError(problems)
     return lab
+
+
+def lab_pc_problems(lab: LabConfig, host: PluginHost) -> list[Problem]:
+    """What this PC lacks that ``run`` refuses ``lab`` for, in run's own words: a VISA
+    library (``@ivi``), a kind of resource the backend cannot open here (GPIB on ``@py``
+    without linux-gpib), the web extra for ``[daqhub.web]``. ``validate`` (not
+    ``--offline``) says these: it called such labs valid, and run then failed."""
+    from .web.runweb import WebError, dashboard_server
+    from .web.settings import web_settings
+
+    where = locate_keys(lab.text)
+    out: list[Problem] = []
+    daq = lab.data.get("daqhub", {})
+    if web_settings(daq.get("web") if isinstance(daq, dict) else None, None) is not None:
+        try:
+            dashboard_server()
+        except WebError as exc:  # RunDashboard.prepare's own check
+            out.append(Problem(lab.path, _line_of(where, ("daqhub", "web")), str(exc)))
+    with VisaSessionManager() as visa:  # run's own: its ResourceManager per backend
+        for flavor in lab.flavors.values():
+            for i, inst in enumerate(flavor.instruments):
+                t = host.instrument_type(inst.type, inst.flavor, lab.providers.get(inst.type))
+                if not (flavor.enabled and inst.enabled and t and t.transport == "visa"):
+                    continue
+                backend = str(inst.block.get("visa_backend", "@py"))
+                if normalize_backend(backend).endswith("@sim"):
+                    continue  # its file is validate's own check (sim_file_problem)
+                try:
+                    rm = visa.resource_manager(backend)
+                except Exception as exc:  # as the run's start says it (visa_error_text)
+                    why = str(exc)
+                else:
+                    why = _unopenable(rm, str(inst.block["resource"]))
+                if why:
+                    key = "visa_backend" if "visa_backend" in inst.block else "resource"
+                    out.append(Problem(lab.path, _line_of(where, (inst.flavor, "instruments",
+                                                                  i, key)),
+                                       f"{inst.id}: {' '.join(why.split())}"))
+    return out
+
+
+def _unopenable(rm: Any, resource: str) -> str:
+    """Why pyvisa-py would refuse to open ``resource`` on this PC for want of a library
+    (GPIB without linux-gpib or gpib-ctypes, USB without PyUSB), in its words; '' when it
+    would not, and for other VISA libraries. pyvisa-py registers such a kind of resource as
+    unavailable, for GPIB under its interface class (its INSTR class picks one at open)."""
+    from pyvisa import rname
+
+    if not type(rm.visalib).__module__.startswith("pyvisa_py"):
+        return ""
+    try:
+        from pyvisa_py.sessions import Session, UnavailableSession
+    except ImportError:  # another pyvisa-py than the one this reads: run will tell
+        return ""
+
+    parsed = rname.parse_resource_name(resource)
+    for kind in (parsed.resource_class, "INTFC"):
+        try:
+            cls = Session.get_session_class(parsed.interface_type_const, kind)
+        except ValueError:  # not a kind pyvisa-py knows here
+            continue
+        if issubclass(cls, UnavailableSession):
+            return str(cls.session_issue)
+    return ""
 
 
 def lab_schema(host: PluginHost) -> dict[str, Any]:

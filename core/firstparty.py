@@ -2,7 +2,9 @@
 
 A lab file written on another PC names types like ``newport.esp300`` and ports like
 ``sim://esp300``; on a PC without the distribution behind them, "unknown type" is true
-but unhelpful, so validation names what to install.
+but unhelpful, so validation names what to install. So do the commands those distributions
+add (``daqhub check``, ``daqhub scan``), which argparse called an "invalid choice", and the
+commands that need a part of pyarrow a PC may lack (:func:`flight_missing`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ TYPE_PREFIXES: dict[str, str] = {
     "newport.": "daqhub-newport", "elliptec.": "daqhub-elliptec", "scpi.": "daqhub-scpi",
 }
 URL_SCHEMES: dict[str, str] = {"sim": "daqhub-sims"}
+#: ``daqhub <command>`` -> the distribution that adds it
+COMMANDS: dict[str, str] = {"check": "daqhub-sims", "sim": "daqhub-sims",
+                            "new-plugin": "daqhub-sims", "scan": "daqhub-elliptec"}
 PACKAGES: dict[str, str] = {d.replace("-", "_"): d for d in DISTRIBUTIONS}
 
 
@@ -31,10 +36,15 @@ def is_installed(distribution: str) -> bool:
     return True
 
 
+def install_command(distribution: str) -> str:
+    """``pip install <dist>`` (and the checkout's folder)."""
+    return (f"pip install {distribution} "
+            f"(from a daqhub checkout: pip install ./{DISTRIBUTIONS[distribution]})")
+
+
 def install_hint(what: str, distribution: str) -> str:
     """``<what> is provided by <dist>: pip install <dist>`` (and the checkout's folder)."""
-    return (f"{what} is provided by {distribution}: pip install {distribution} "
-            f"(from a daqhub checkout: pip install ./{DISTRIBUTIONS[distribution]})")
+    return f"{what} is provided by {distribution}: {install_command(distribution)}"
 
 
 def missing_provider(distribution: str | None, what: str) -> str:
@@ -46,3 +56,20 @@ def missing_provider(distribution: str | None, what: str) -> str:
 
 def type_provider(type_name: str) -> str | None:
     return next((d for p, d in TYPE_PREFIXES.items() if type_name.startswith(p)), None)
+
+
+#: the modules of pyarrow's Flight, which a pyarrow built without it lacks
+FLIGHT_MODULES = ("pyarrow.flight", "pyarrow._flight")
+
+
+def flight_missing(exc: ImportError) -> str | None:
+    """What to install when ``exc`` is a pyarrow without Flight, else None. The live data
+    service (``run --serve``, ``[daqhub.serve]``), its clients (``tail``, ``record``,
+    ``view``, ``daqhub.connect``) need ``pyarrow.flight``: PyPI's wheels ship it, conda-forge's
+    ``pyarrow-core`` and source builds may not, and the service's start ended in a
+    traceback."""
+    if exc.name not in FLIGHT_MODULES:
+        return None
+    return ("this pyarrow has no Flight (pyarrow.flight is missing): install pyarrow's wheel "
+            "from PyPI (pip install --force-reinstall pyarrow) or conda-forge's full pyarrow "
+            "(not pyarrow-core)")

@@ -57,7 +57,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pyarrow as pa
-import pyarrow.flight as flight
+
+from .firstparty import flight_missing
+
+try:
+    import pyarrow.flight as flight
+except ImportError as exc:  # said as what to install, for daqhub.connect's callers too
+    raise ImportError(flight_missing(exc) or str(exc), name=exc.name) from exc
 
 from .command_limits import limit_for
 from .measurement import ChannelSpec

@@ -38,6 +38,7 @@ from typing import Any, TypeVar, get_args
 
 import pluggy
 from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from . import __version__, hookspecs
@@ -272,6 +273,14 @@ class PluginHost:
 
     # --- loading ----------------------------------------------------------------
 
+    def load_problems(self) -> list[PluginProblem]:
+        """The problems of the plugins that did not load (an import that failed, a daqhub
+        range that excludes this one, hooks daqhub does not know): nothing of them is used.
+        A loaded plugin's later problems (a hook that raised, a declaration refused) are not
+        among them."""
+        loaded = {(info.distribution, info.name) for info in self.plugins.values()}
+        return [p for p in self.problems if (p.distribution, p.plugin) not in loaded]
+
     def report(self, problem: PluginProblem) -> None:
         self.problems.append(problem)
         found = getattr(self._step, "found", None)
@@ -478,14 +487,15 @@ class PluginHost:
                 check: Callable[[T], list[str]] | None = None,
                 clashes: dict[Any, list[tuple[PluginInfo, T]]] | None = None,
                 rejected: dict[Any, list[str]] | None = None,
-                own_wins: bool = False,
+                own_wins: bool = False, choose_in: str = "",
                 ) -> dict[Any, tuple[PluginInfo, T]]:
         """Collect declarations; drop invalid ones and every side of a clash, with reports.
 
-        ``clashes`` receives the dropped sides, so a lab file can choose one of them;
+        ``clashes`` receives the dropped sides, so a lab using one is told why, and
+        ``choose_in`` names where a lab file chooses one of them, if it can;
         ``rejected`` why invalid ones were dropped, so a lab using one is told; ``own_wins``:
         in a clash with daqhub's own declaration, daqhub's is used and the others are
-        reported as not used (what no lab file chooses: the converters)."""
+        reported as not used (what no lab file chooses: converters, storage backends)."""
         found: dict[Any, list[tuple[PluginInfo, T]]] = {}
         for info, item in self._collect(hook, kind):
             bad = check(item) if check else []
@@ -515,8 +525,7 @@ class PluginHost:
                 continue
             if clashes is not None:
                 clashes[k] = entries
-            unless = (" unless a lab file chooses one in [daqhub.providers]"
-                      if clashes is not None else "")
+            unless = f" unless a lab file chooses one in {choose_in}" if choose_in else ""
             for info, item in entries:
                 self.report(PluginProblem(info.distribution, info.version, info.name,
                                           f"{label(item)} is declared by several plugins "
@@ -541,7 +550,7 @@ class PluginHost:
             found = self._unique(
                 "daqhub_instrument_types", InstrumentType, lambda t: (t.name, t.flavor),
                 lambda t: f"instrument type {t.name!r} ({t.flavor})", check, clashes,
-                rejected)
+                rejected, choose_in="[daqhub.providers]")
             return found, clashes, rejected
 
         return self._cached("types", build)
@@ -582,8 +591,8 @@ class PluginHost:
         if provider is None:
             return found.get((name, flavor))
         candidates = clashes.get((name, flavor)) or [e for e in [found.get((name, flavor))] if e]
-        want = _dist_key(provider)
-        return next((e for e in candidates if _dist_key(e[0].distribution) == want), None)
+        want = dist_key(provider)
+        return next((e for e in candidates if dist_key(e[0].distribution) == want), None)
 
     def type_owner(self, name: str, flavor: str,
                    provider: str | None = None) -> PluginInfo | None:
@@ -601,10 +610,28 @@ class PluginHost:
         entry = self._storage_entries().get(name)
         return None if entry is None else entry[0]
 
+    def storage_clashes(self) -> dict[str, list[tuple[PluginInfo, StorageBackend]]]:
+        """Backend name declared by several plugins, none of them daqhub -> every
+        declaration: none is used (no lab file chooses one), and a lab naming it is told
+        why rather than that it is unknown."""
+        return dict(self._storage()[1])
+
     def _storage_entries(self) -> dict[str, tuple[PluginInfo, StorageBackend]]:
-        return self._cached("storage", lambda: self._unique(  # type: ignore[no-any-return]
-            "daqhub_storage_backends", StorageBackend, lambda b: b.name,
-            lambda b: f"storage backend {b.name!r}"))
+        return self._storage()[0]
+
+    def _storage(self) -> tuple[dict[str, tuple[PluginInfo, StorageBackend]],
+                                dict[str, list[tuple[PluginInfo, StorageBackend]]]]:
+        """daqhub's own backend wins a clash, as its converters do: a plugin's ``hdf5``
+        took daqhub's away (both dropped), and every lab storing v2 data, the demo lab's
+        too, was told its backend was unknown."""
+        def build() -> tuple[dict[str, tuple[PluginInfo, StorageBackend]],
+                             dict[str, list[tuple[PluginInfo, StorageBackend]]]]:
+            clashes: dict[Any, list[tuple[PluginInfo, StorageBackend]]] = {}
+            found = self._unique("daqhub_storage_backends", StorageBackend, lambda b: b.name,
+                                 lambda b: f"storage backend {b.name!r}", clashes=clashes,
+                                 own_wins=True)
+            return found, clashes
+        return self._cached("storage", build)
 
     def _converters(self) -> dict[tuple[Format, Format], tuple[PluginInfo, Converter]]:
         """(source, target) -> the converter in use and who declares it.
@@ -657,7 +684,7 @@ class PluginHost:
     def cli_commands_of(self, distribution: str) -> list[str]:
         """The names of the commands ``distribution`` adds, sorted."""
         return sorted(k for k, (info, _) in self._cli_found().items()
-                      if _dist_key(info.distribution) == _dist_key(distribution))
+                      if dist_key(info.distribution) == dist_key(distribution))
 
     def serial_url_packages(self) -> list[str]:
         return self._cached("serial", lambda: sorted({
@@ -704,7 +731,7 @@ class PluginHost:
         """Everything ``daqhub plugins`` shows, JSON-ready."""
         self.instrument_types(), self.storage_backends(), self.converters()  # fill the caches
         found_types = self._cache["types"][0]
-        backends = self._cache["storage"]
+        backends = self._storage_entries()
         converters = self._cache["converters"]
         dists: dict[str, dict[str, Any]] = {}
         own = _dist_version("daqhub")
@@ -767,10 +794,10 @@ def _short(exc: BaseException) -> str:
     return line if exc.__cause__ is None else f"{line} (from {_short(exc.__cause__)})"
 
 
-def _dist_key(name: str) -> str:
-    """Distribution names compare as pip compares them (``daqhub_newport`` is
-    ``daqhub-newport``)."""
-    return name.lower().replace("_", "-").replace(".", "-")
+def dist_key(name: str) -> str:
+    """Distribution names compare as pip compares them (``daqhub_newport`` and
+    ``Daqhub-Newport`` are ``daqhub-newport``)."""
+    return canonicalize_name(name)
 
 
 def _converter_problems(c: Converter) -> list[str]:

@@ -182,11 +182,13 @@ def check_output_dirs(v2_dir: Path | str | None, v4_dir: Path | str | None) -> l
 
 
 def versions_of(host: PluginHost | None) -> dict[str, str]:
-    """daqhub's version and every plugin distribution's, as stored with the data."""
+    """daqhub's version and that of every distribution with a plugin loaded, as stored with
+    the data: one whose plugins all failed to load took no part in the session, and listed
+    it read as if it had."""
     if host is None:
         return {"daqhub": __version__}
-    out = {d["name"]: str(d["version"]) for d in host.describe()["distributions"]
-           if not d["name"].startswith("<")}  # skip plugins registered in-process
+    out = {info.distribution: info.version for info in host.plugins.values()
+           if not info.distribution.startswith("<")}  # skip plugins registered in-process
     out.setdefault("daqhub", __version__)
     return out
 

@@ -15,6 +15,7 @@ import threading
 from datetime import UTC, datetime
 from typing import Any
 
+from daqhub.firstparty import flight_missing
 from daqhub.hookspecs import hookimpl
 from daqhub.serve_config import DEFAULT_TOKEN_ENV
 from daqhub.specs import CliCommand
@@ -37,6 +38,22 @@ def _connect(args: argparse.Namespace) -> Any:
 
     return connect(args.url, token=os.environ.get(args.token_env) or "",
                    tls_root_certs=args.tls_root_certs)
+
+
+def _flight(command: str) -> tuple[Any, Any] | None:
+    """pyarrow and its Flight, loaded with the command that needs them (gRPC is not loaded
+    with every command); None, said in one line, when this pyarrow has no Flight: the
+    command's failure read as a traceback blamed on the plugin."""
+    import pyarrow as pa
+
+    try:
+        import pyarrow.flight as flight
+    except ImportError as exc:
+        if (why := flight_missing(exc)) is None:
+            raise
+        print(f"daqhub {command}: {why}", file=sys.stderr)
+        return None
+    return pa, flight
 
 
 def _failure(exc: BaseException) -> str:
@@ -62,8 +79,9 @@ def tail_main(argv: list[str]) -> int:
     parser.add_argument("pattern", nargs="?", default="*",
                         help="INSTRUMENT/CHANNEL pattern, e.g. 'stage/*' (default: all)")
     args = parser.parse_args(argv)
-    import pyarrow as pa  # gRPC loads with the command that needs it, not with every command
-    import pyarrow.flight as flight
+    if (loaded := _flight("tail")) is None:
+        return EXIT_USAGE
+    pa, flight = loaded
 
     from daqhub.flight_client import LinkLostError
     from daqhub.plugins.converters import batch_to_rows
@@ -104,8 +122,9 @@ def record_main(argv: list[str]) -> int:
     parser.add_argument("--give-up", type=float, default=60.0, metavar="S",
                         help="stop when the service stays unreachable this long (default 60)")
     args = parser.parse_args(argv)
-    import pyarrow as pa
-    import pyarrow.flight as flight
+    if (loaded := _flight("record")) is None:
+        return EXIT_USAGE
+    pa, flight = loaded
 
     from daqhub.flight_record import EXIT_USAGE as RECORD_USAGE
     from daqhub.flight_record import Recorder, report

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
-from .. import __version__
+from .. import __version__, firstparty
 from ..host import SLOW_IMPORT_S, PluginError, PluginHost
 from ..interrupt import interrupted
 from .args import path_named, seconds
@@ -155,12 +155,14 @@ def _type_reference(host: PluginHost, name: str, as_json: bool) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from ..config import ConfigError, load, runnable
+    from ..config import ConfigError, lab_pc_problems, load, runnable
     from .args import print_problems
 
     host = _host(args)
     try:
         lab = runnable(load(args.lab, host, offline=args.offline))
+        if not args.offline and (missing := lab_pc_problems(lab, host)):
+            raise ConfigError(missing)
     except ConfigError as exc:
         print_problems(f"{args.lab}: {len(exc.problems)} problem(s)", exc.problems)
         return EXIT_USAGE
@@ -432,6 +434,10 @@ def _main(argv: Sequence[str] | None) -> int:
     # (argparse would take their --help as ours).
     rest = argv[1:] if argv[:1] == ["--strict"] else argv
     plugin_commands = host.cli_commands()
+    if rest and rest[0] not in plugin_commands and (hint := firstparty.missing_provider(
+            firstparty.COMMANDS.get(rest[0]), f"daqhub {rest[0]}")):
+        print(hint, file=sys.stderr)  # argparse said "invalid choice", and nothing to install
+        return EXIT_USAGE
     if rest and (rest[0] == "inspect" or rest[0] in plugin_commands):
         if rest is not argv:
             try:

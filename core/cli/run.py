@@ -38,6 +38,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO, cast
 
+from .. import firstparty
 from .. import host as host_module
 from ..config import ConfigError, LabConfig, load, output_override, parse, runnable_problems
 from ..host import PluginHost, current_call
@@ -417,6 +418,10 @@ def _run(args: Any, host: PluginHost, out: TextIO, stop: threading.Event,
     for problem in runnable_problems(lab):
         print(problem, file=sys.stderr)
         return EXIT_USAGE
+    for failed in host.load_problems():  # a plugin of session hooks only: its absence said
+        # nothing, the run exited 0, and the session's versions listed it as present
+        print(f"daqhub: a plugin failed to load, the run goes on without it: {failed}",
+              file=sys.stderr)
     try:
         meta = parse_meta(getattr(args, "meta", None) or [])
     except ValueError as exc:
@@ -443,6 +448,11 @@ def _run(args: Any, host: PluginHost, out: TextIO, stop: threading.Event,
             service = start_service(rt, serving)
     except ServeConfigError as exc:
         print(f"daqhub: cannot serve live data: {exc}; not started", file=sys.stderr)
+        return EXIT_USAGE
+    except ImportError as exc:
+        if (why := firstparty.flight_missing(exc)) is None:
+            raise
+        print(f"daqhub: cannot serve live data: {why}; not started", file=sys.stderr)
         return EXIT_USAGE
     mark(STARTING)
     try:

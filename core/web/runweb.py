@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 import sys
+from types import ModuleType
 from typing import Any, TextIO
 
 from ..config import LabConfig
@@ -24,6 +25,20 @@ STOP_LEAST_S = LAST_WORD_S + HANDLER_GRACE_S
 
 class WebError(Exception):
     """The dashboard cannot be served as asked (the message says why and what to do)."""
+
+
+def dashboard_server() -> ModuleType:
+    """:mod:`daqhub.web.server`, or WebError naming the web extra when a package of it is
+    missing: aiohttp, or plotly, whose plotly.js every page loads (a missing plotly was
+    found by the page's request: a 500 and a traceback in the run's output). ``run --web``,
+    ``[daqhub.web]``, ``validate`` and ``daqhub view`` check it alike."""
+    try:
+        from . import server
+    except ImportError as exc:
+        missing = exc.name.partition(".")[0] if exc.name else str(exc)  # plotly, not .offline
+        raise WebError(f"the dashboard needs the web extra ({missing} is missing): "
+                       "pip install 'daqhub[web]'") from None
+    return server
 
 
 class RunDashboard:
@@ -43,13 +58,9 @@ class RunDashboard:
             raise WebError(f"--web {exc}") from None
         if settings is None:
             return None
+        server = dashboard_server()
         try:
-            from .server import bind
-        except ImportError as exc:
-            raise WebError(f"the dashboard needs the web extra ({exc.name} is missing): "
-                           "pip install 'daqhub[web]'") from None
-        try:
-            return cls(settings, bind(settings))
+            return cls(settings, server.bind(settings))
         except OSError as exc:
             raise WebError(str(exc)) from None
 

@@ -42,6 +42,7 @@ from importlib import resources
 from typing import Any
 
 from aiohttp import web
+from plotly.offline import get_plotlyjs  # at load: missing, it is said before a run starts
 
 from .model import DashboardModel
 from .settings import HANDLER_GRACE_S, LAST_WORD_S, LOOPBACK_NAMES, WebSettings
@@ -477,7 +478,5 @@ _PLOTLY: list[bytes] = []
 def plotly_js() -> bytes:
     """plotly.js from the installed ``plotly`` wheel (read once, 4-5 MB)."""
     if not _PLOTLY:
-        from plotly.offline import get_plotlyjs
-
         _PLOTLY.append(get_plotlyjs().encode())
     return _PLOTLY[0]

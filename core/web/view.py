@@ -157,22 +157,22 @@ class FlightSource:
 
 def main(args: argparse.Namespace) -> int:
     """``daqhub view URL``: serve the remote run's dashboard until Ctrl-C (or --duration)."""
+    from .runweb import WebError, dashboard_server
     from .settings import ListenError, web_settings
 
     try:
+        server = dashboard_server()
         from ..flight_client import (  # type: ignore[import-not-found,unused-ignore]
             clear_message,
             connect,
         )
-        from .server import DashboardServer, bind
-    except ImportError as exc:
-        print(f"daqhub view: {exc.name} is missing: the view needs the live data service "
-              "client and the web extra (pip install 'daqhub[web]')", file=sys.stderr)
+    except (WebError, ImportError) as exc:  # flight_client's says what to install
+        print(f"daqhub view: {exc}", file=sys.stderr)
         return 2
     try:
         settings = web_settings({"commands": args.commands}, args.web)
         assert settings is not None
-        sock = bind(settings)
+        sock = server.bind(settings)
     except (ListenError, OSError) as exc:
         print(f"daqhub view: {exc}", file=sys.stderr)
         return 2
@@ -186,15 +186,15 @@ def main(args: argparse.Namespace) -> int:
         sock.close()
         print(f"daqhub view: cannot follow {args.url}: {clear_message(exc)}", file=sys.stderr)
         return 1
-    server = DashboardServer(source, settings, sock)
-    server.start()
-    print(f"daqhub view: {args.url} -> {server.url}", flush=True)
+    dashboard = server.DashboardServer(source, settings, sock)
+    dashboard.start()
+    print(f"daqhub view: {args.url} -> {dashboard.url}", flush=True)
     t0 = time.monotonic()
     try:
         while not (args.duration and time.monotonic() - t0 >= args.duration):
             time.sleep(0.2)
     except KeyboardInterrupt:
         pass
-    server.stop()
+    dashboard.stop()
     return 0
 

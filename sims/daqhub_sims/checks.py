@@ -43,6 +43,8 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
+from daqhub import firstparty
+from daqhub.host import dist_key
 from daqhub.measurement import UnifiedMeasurement
 from daqhub_sims.conformance import ConformanceCase, ConformanceKit
 
@@ -161,15 +163,28 @@ class Outcome:
     detail: str = ""
 
 
+def not_checked(name: str, declaring: Sequence[str]) -> str:
+    """Why distribution ``name``, asked for, has no cases to check: not installed (with what
+    to install, for a first-party one), or declaring none (``declaring``: the installed
+    distributions that do)."""
+    if not firstparty.is_installed(name):
+        key = dist_key(name)
+        return f"{name} declares no conformance cases: it is not installed" + (
+            f"; {firstparty.install_command(key)}" if key in firstparty.DISTRIBUTIONS else "")
+    return (f"{name} declares no conformance cases (entry point group {GROUP!r}); installed: "
+            f"{', '.join(declaring) or 'none'}")
+
+
 def run_checks(distributions: Sequence[str]) -> list[Outcome]:
-    """Check each case of ``distributions`` (all declared when empty), one outcome each."""
+    """Check each case of ``distributions`` (all declared when empty), one outcome each;
+    a name is taken as pip takes it (``daqhub_newport``, ``Daqhub-Newport``)."""
     specs = declared()
-    unknown = [d for d in distributions if d not in specs]
-    names = list(distributions) or sorted(specs)
+    declaring = {dist_key(d): d for d in specs}
+    asked = [declaring.get(dist_key(d), d) for d in distributions]
+    names = asked or sorted(specs)
     kit = ConformanceKit()
-    outcomes = [Outcome(d, "-", 0.0, f"{d} declares no conformance cases (entry point group "
-                                     f"{GROUP!r}); installed: {', '.join(sorted(specs)) or 'none'}")
-                for d in unknown]
+    outcomes = [Outcome(d, "-", 0.0, not_checked(d, sorted(specs)))
+                for d in asked if d not in specs]
     for dist in names:
         for spec in specs.get(dist, []):
             t0 = time.monotonic()

@@ -1,0 +1,43 @@
+"""The web extra is aiohttp and plotly: without either, ``run --web``, ``[daqhub.web]``,
+``validate`` and ``daqhub view`` say so in one line, exit 2, before anything starts. Many
+environments have aiohttp (other packages pull it in) and not plotly: the dashboard was
+announced, its plotly.js answered 500 with a traceback in the run's output, exit 0."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+POWER = '[[v2.instruments]]\nid = "power"\ntype = "newport.1830c"\nport = "sim://newport1830c"\n'
+
+
+def daqhub(*args: str, cwd: Path, block: str) -> subprocess.CompletedProcess[str]:
+    """``daqhub ARGS`` in a fresh process, as on a PC without the module ``block``."""
+    code = (f"import sys; sys.modules[{block!r}] = None; from daqhub.cli import main; "
+            f"sys.exit(main({list(args)!r}))")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=cwd, env=dict(os.environ))
+
+
+@pytest.mark.parametrize("missing", ["plotly", "aiohttp"])
+@pytest.mark.parametrize("argv", [
+    ["run", "lab.toml", "--web", "127.0.0.1:0", "--no-storage", "--duration", "1", "--plain"],
+    ["run", "web_lab.toml", "--no-storage", "--duration", "1", "--plain"],
+    ["view", "grpc://127.0.0.1:1", "--web", "127.0.0.1:0"],
+    ["validate", "web_lab.toml"]], ids=["run --web", "run [daqhub.web]", "view", "validate"])
+def test_the_web_extra_missing_is_one_line_before_anything_starts(
+        tmp_path: Path, argv: list[str], missing: str) -> None:
+    (tmp_path / "lab.toml").write_text(POWER)
+    (tmp_path / "web_lab.toml").write_text(f'[daqhub.web]\nlisten = "127.0.0.1:0"\n\n{POWER}')
+    r = daqhub(*argv, cwd=tmp_path, block=missing)
+    assert r.returncode == 2, r.stdout + r.stderr
+    said = (f"the dashboard needs the web extra ({missing} is missing): "
+            "pip install 'daqhub[web]'")
+    where = {"run": "daqhub: ", "view": "daqhub view: ",
+             "validate": "  web_lab.toml:1: "}[argv[0]]
+    assert f"{where}{said}\n" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and "starting" not in r.stdout, r.stdout + r.stderr
