@@ -3,18 +3,26 @@
 Both the Lab API (an unknown attribute of a handle is an ``AttributeError`` at
 once, whatever the flavor) and routine validation (``daqhub validate`` names a
 step the type lacks, or one with the wrong number of arguments) need to know a
-type's commands without connecting to hardware; the driver class says it.
+type's commands without connecting to hardware; the driver class says it. The same class
+says what a command's arguments may be (the runtime refuses others, whoever sends them), and
+a command's result goes to a remote caller in the plain values of :func:`plain_result`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import numbers
 from collections.abc import Callable, Mapping
+from enum import Enum
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+
 from .instrument import public_methods
+from .measurement import Columns, Measurement, Scalar
 from .specs import InstrumentType
 
 #: attribute of a command holding a check of its arguments (a callable taking them, raising
@@ -76,6 +84,23 @@ def argument_problem(itype: InstrumentType, command: str, args: tuple[Any, ...],
     return None
 
 
+class ArgumentsRefused(ValueError):
+    """A command not sent: its arguments are not what its driver takes
+    (:func:`argument_problem`). A ValueError, as the Lab API raised it; a remote caller (the
+    dashboard, the data service) answers it as the client's mistake, not the instrument's."""
+
+
+def check_arguments(instrument_id: str, itype: InstrumentType | None, command: str,
+                    args: tuple[Any, ...], kwargs: Mapping[str, Any] | None = None) -> None:
+    """Raise :class:`ArgumentsRefused` for a command whose arguments the instrument's type
+    refuses (``itype`` None: not running here, nothing to check). The runtime checks every
+    command so, whoever sends it: the dashboard and the data service sent theirs unchecked,
+    and ``set_output("off")`` went out as ``OUTP 1`` (a string is true)."""
+    problem = None if itype is None else argument_problem(itype, command, args, kwargs)
+    if problem is not None:
+        raise ArgumentsRefused(f"{instrument_id}: {problem[0]} ({problem[1]})")
+
+
 def _is_bool(value: Any) -> bool:
     return isinstance(value, bool) or type(value).__name__ in ("bool", "bool_")  # numpy's
 
@@ -108,3 +133,43 @@ _SIMPLE: dict[str, Callable[[Any], bool]] = {
     "bool": _is_bool,
     "str": lambda v: isinstance(v, str),
 }
+
+
+class NotSendable(TypeError):
+    """A command's result holds a value that has no JSON form."""
+
+
+def plain_result(value: Any) -> Any:
+    """A remote command's result (the data service's ``call``, the dashboard's command box) in
+    plain JSON values, as close to what the Lab API returns in the run's own process as JSON
+    allows.
+
+    A sample (:class:`Measurement`, :class:`Scalar`, :class:`Columns`) or a dataclass
+    (:class:`Spectrum`, :class:`Image`) is a dict of its fields, an Arrow batch or table its
+    rows (``to_pylist``), a numpy array (nested) lists, a numpy number a Python one, an enum
+    its value. Anything else raises :class:`NotSendable`: the service sent ``str(result)``,
+    and a client took ``"Measurement(instrument_id='stage', ..."`` for the answer; the page
+    showed a batch's repr where ``daqhub view`` showed its rows.
+    """
+    if isinstance(value, Enum):  # before int and str: an IntEnum or StrEnum is one too
+        return plain_result(value.value)
+    if value is None or isinstance(value, str | int | float):  # bool too; a subclass as is
+        return value
+    if isinstance(value, np.ndarray | np.generic):
+        return plain_result(value.tolist())
+    if isinstance(value, pa.RecordBatch | pa.Table | pa.Array | pa.ChunkedArray):
+        return plain_result(value.to_pylist())
+    if isinstance(value, pa.Scalar):
+        return plain_result(value.as_py())
+    if isinstance(value, Measurement | Scalar | Columns):  # slotted, not dataclasses
+        return {name: plain_result(getattr(value, name)) for name in value.__slots__}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain_result(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        bad = [k for k in value if not (k is None or isinstance(k, str | int | float))]
+        if bad:
+            raise NotSendable(f"a dict key of type {type(bad[0]).__name__}")
+        return {k: plain_result(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain_result(v) for v in value]
+    raise NotSendable(f"a value of type {type(value).__name__}")

@@ -9,7 +9,8 @@ Tickets are small JSON objects (at most :data:`MAX_TICKET_BYTES`):
 
 ``{"live": "INSTRUMENT/CHANNEL", "queue": N, "heartbeat": true}``
     the channel's batches as the run produces them. Each subscriber has its own bounded queue
-    (lossy): one that falls behind loses its *own* oldest batches and slows nobody. The
+    (lossy) of ``queue`` batches, at most the lab's ``queue_batches`` (its default): one that
+    falls behind loses its *own* oldest batches and slows nobody. The
     :class:`RowCounter` hands each batch to its own channel's subscribers only, so the thread
     publishing a batch does work for the streams of that channel, not for every stream. At most
     ``live_streams`` streams are open at once (``live_streams_per_client`` from one client
@@ -41,8 +42,10 @@ A session's flavor whose files cannot be read (a truncated copy) is listed as
 ``session/ID/FLAVOR``, without endpoints, its schema empty but for the metadata
 ``daqhub.unreadable``: why (the error naming the file), whenever the criteria could match
 its channels.
-``do_action`` runs remote commands (``call``: an instrument command, ``health``) only when the
-service was started with ``actions`` and a token.
+``do_action`` runs remote commands (``call``: an instrument command, its arguments checked as
+the Lab API checks them; ``health``) only when the service was started with ``actions`` and a
+token. Nothing else is offered: ``do_put``, ``do_exchange``, ``get_schema`` and
+``get_flight_info`` are refused (:class:`OnlyServes`).
 
 Security: bound to loopback by default; any other address needs a bearer token
 (:mod:`daqhub.serve_config` refuses to start without one), checked on every call by a server
@@ -53,7 +56,6 @@ nothing: the run never sees them.
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 import hmac
 import json
@@ -62,19 +64,17 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
-from enum import Enum
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.flight as flight
 
 from . import record_transfer, session_files
 from .command_limits import NoResult, result_within, wait_limit
-from .commands import driver_class
-from .measurement import Columns, Measurement, Scalar
+from .commands import ArgumentsRefused, NotSendable, driver_class, plain_result
 from .runtime.broadcast import Subscription, SubscriptionClosed
 from .runtime.dual import SERVICE_STOP_MIN_S
 from .schema import META_UNREADABLE, channel_schema, describe
@@ -240,12 +240,36 @@ class TokenCheck(flight.ServerMiddlewareFactory):  # type: ignore[misc]
         return None
 
 
-def client_host(peer: str | bytes) -> str:
-    """The client's host from a gRPC peer (``ipv4:10.0.0.7:53412``, ``ipv6:[::1]:53412``).
+class OnlyServes(flight.ServerMiddlewareFactory):  # type: ignore[misc]
+    """Refuses the Flight calls this service does not offer (uploads, exchanges, and a
+    flight's info or schema alone: ``list_flights`` gives both).
 
-    The limit per client counts by host, not by connection: one client may open many.
+    Here, not in methods of the service: pyarrow answered each with an empty
+    NotImplementedError and the server's Python traceback, source paths included, and sends
+    whatever ``get_schema`` raises so too; a Flight error raised by middleware goes to the
+    client with its message alone.
     """
-    text = peer.decode(errors="replace") if isinstance(peer, bytes) else str(peer)
+
+    NOT_OFFERED = {flight.FlightMethod.DO_PUT: "do_put", flight.FlightMethod.DO_EXCHANGE:
+                   "do_exchange", flight.FlightMethod.GET_SCHEMA: "get_schema",
+                   flight.FlightMethod.GET_FLIGHT_INFO: "get_flight_info"}
+
+    def start_call(self, info: Any, headers: dict[str, list[Any]]) -> None:
+        name = self.NOT_OFFERED.get(info.method)
+        if name is not None:
+            raise flight.FlightServerError(
+                f"this daqhub service only serves data: {name} is not offered (list_flights "
+                "lists what there is with its schema and ticket; do_get reads it)")
+        return None
+
+
+def client_host(peer: str | bytes) -> str:
+    """The client's host from a gRPC peer (``ipv4:10.0.0.7:53412``, ``ipv6:%5B::1%5D:53412``).
+
+    The limit per client counts by host, not by connection: one client may open many. gRPC
+    sends an IPv6 peer URL-encoded, and a message named the client ``%5B::1%5D``.
+    """
+    text = unquote(peer.decode(errors="replace") if isinstance(peer, bytes) else str(peer))
     kind, _, address = text.partition(":")
     if kind in ("ipv4", "ipv6") and ":" in address:
         return address.rsplit(":", 1)[0].strip("[]")
@@ -264,6 +288,8 @@ def _parse_json(raw: bytes, limit: int, what: str) -> dict[str, Any]:
     except (UnicodeDecodeError, ValueError) as exc:
         raise _invalid(f"{what} is not JSON ({exc}); e.g. {{\"live\": \"stage/position\"}}"
                        ) from None
+    except RecursionError:  # [[[...]]] a few thousand deep, well within the size limit
+        raise _invalid(f"{what} is not JSON: nested too deeply") from None
     if not isinstance(obj, dict):
         raise _invalid(f"{what} must be a JSON object, got {type(obj).__name__}")
     return obj
@@ -280,44 +306,6 @@ def _split_channel(text: Any) -> Key:
     return iid, ch
 
 
-class NotSendable(TypeError):
-    """A command's result holds a value that has no JSON form."""
-
-
-def plain_result(value: Any) -> Any:
-    """A command's result in plain JSON values, as close to what the Lab API returns in the
-    run's own process as JSON allows.
-
-    A sample (:class:`Measurement`, :class:`Scalar`, :class:`Columns`) or a dataclass
-    (:class:`Spectrum`, :class:`Image`) is a dict of its fields, an Arrow batch or table its
-    rows (``to_pylist``), a numpy array (nested) lists, a numpy number a Python one, an enum
-    its value. Anything else raises :class:`NotSendable`: the service sent ``str(result)``,
-    and a client took ``"Measurement(instrument_id='stage', ..."`` for the answer.
-    """
-    if isinstance(value, Enum):  # before int and str: an IntEnum or StrEnum is one too
-        return plain_result(value.value)
-    if value is None or isinstance(value, str | int | float):  # bool too; a subclass as is
-        return value
-    if isinstance(value, np.ndarray | np.generic):
-        return plain_result(value.tolist())
-    if isinstance(value, pa.RecordBatch | pa.Table | pa.Array | pa.ChunkedArray):
-        return plain_result(value.to_pylist())
-    if isinstance(value, pa.Scalar):
-        return plain_result(value.as_py())
-    if isinstance(value, Measurement | Scalar | Columns):  # slotted, not dataclasses
-        return {name: plain_result(getattr(value, name)) for name in value.__slots__}
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: plain_result(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, Mapping):
-        bad = [k for k in value if not (k is None or isinstance(k, str | int | float))]
-        if bad:
-            raise NotSendable(f"a dict key of type {type(bad[0]).__name__}")
-        return {k: plain_result(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [plain_result(v) for v in value]
-    raise NotSendable(f"a value of type {type(value).__name__}")
-
-
 class FlightService(flight.FlightServerBase):  # type: ignore[misc]
     """Serves one running lab (its live stream, its sessions' files, optional commands)."""
 
@@ -331,7 +319,9 @@ class FlightService(flight.FlightServerBase):  # type: ignore[misc]
         tls = []
         if config.tls_cert is not None and config.tls_key is not None:
             tls = [flight.CertKeyPair(config.tls_cert.read_bytes(), config.tls_key.read_bytes())]
-        middleware = {"token": TokenCheck(config.token)} if config.token else {}
+        middleware: dict[str, flight.ServerMiddlewareFactory] = (
+            {"token": TokenCheck(config.token)} if config.token else {})
+        middleware["offers"] = OnlyServes()  # after the token: a stranger learns nothing
         location = f"{config.scheme}://{config.address()}"
         super().__init__(location, tls_certificates=tls, middleware=middleware)
         self.rt = rt
@@ -438,10 +428,13 @@ class FlightService(flight.FlightServerBase):  # type: ignore[misc]
         if spec is None:
             known = ", ".join(f"{i}/{c}" for i, c in sorted(self._live_channels())) or "none"
             raise flight.FlightServerError(f"no live channel {key[0]}/{key[1]} (live: {known})")
-        capacity = req.get("queue", self.config.queue_batches)
-        if not isinstance(capacity, int) or not 1 <= capacity <= MAX_QUEUE_BATCHES:
-            raise _invalid(f"queue {capacity!r}: a whole number of batches, 1 to "
+        asked = req.get("queue", self.config.queue_batches)
+        if not isinstance(asked, int) or not 1 <= asked <= MAX_QUEUE_BATCHES:
+            raise _invalid(f"queue {asked!r}: a whole number of batches, 1 to "
                            f"{MAX_QUEUE_BATCHES}")
+        # the lab's queue_batches bounds what a client may ask: a client's own 1,000,000 on
+        # 120 streams that read slowly grew the run by 3 MB/s (daqhub's clients ask 1000)
+        capacity = min(asked, self.config.queue_batches)
         beats = req.get("heartbeat", False)  # asked for: an older client has no use for them
         if not isinstance(beats, bool):
             raise _invalid(f"heartbeat {beats!r}: true or false")
@@ -642,6 +635,8 @@ class FlightService(flight.FlightServerBase):  # type: ignore[misc]
         itype = self.rt.types.get(iid)
         try:
             fut = self.rt.submit(iid, method, *args, **kwargs)
+        except ArgumentsRefused as exc:  # the Lab API's message; nothing was sent
+            raise _invalid(str(exc)) from None
         except KeyError as exc:
             raise _invalid(str(exc.args[0] if exc.args else exc)) from None
         except Exception as exc:  # not sent: shutting down, failed actor, full mailbox

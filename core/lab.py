@@ -42,7 +42,7 @@ import pyarrow as pa
 
 from . import tomlwrite
 from .command_limits import NoResult, aresult_within, result_within, wait_limit
-from .commands import argument_problem, command_names, driver_class
+from .commands import command_names, driver_class
 from .config import LabConfig, load, output_override, parse
 from .host import PluginHost, default_host
 from .records import SessionRecords, failed_settings
@@ -235,12 +235,10 @@ class Instrument:
         return self._await(fut, method, limit)
 
     def send(self, method: str, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
-        """Queue ``method`` without waiting (see :meth:`result`). Its arguments are checked
-        first, as a routine's are: ``set_output("off")`` was sent as ``OUTP 1`` (a string is
-        true), and a wrong kind of value came back as a bare TypeError from deep in a driver."""
-        problem = argument_problem(self.itype, method, args, kwargs)
-        if problem is not None:
-            raise ValueError(f"{self.id}: {problem[0]} ({problem[1]})")
+        """Queue ``method`` without waiting (see :meth:`result`). The runtime checks its
+        arguments first, as a routine's are (``commands.ArgumentsRefused``, a ValueError):
+        ``set_output("off")`` was sent as ``OUTP 1`` (a string is true), and a wrong kind of
+        value came back as a bare TypeError from deep in a driver."""
         try:
             return self.lab.rt.submit(self.id, method, *args, **kwargs)
         except (CommandRejected, ActorFailed, MailboxFull, TimeoutError) as exc:

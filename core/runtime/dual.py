@@ -58,6 +58,7 @@ from typing import Any, Protocol
 import pyarrow as pa
 
 from ..command_limits import NoResult, result_within
+from ..commands import check_arguments
 from ..config import InstrumentConfig, LabConfig
 from ..driver.declare import urgent_commands
 from ..driver.flavors import SessionActor, SessionInstrument
@@ -686,7 +687,9 @@ class DualRuntimeManager:
     def call(self, instrument_id: str, method: str, *args: Any, timeout: float = 30.0,
              **kwargs: Any) -> Any:
         """Run a command on an instrument of either flavor and wait for its result (a
-        ``stop`` or other urgent command at once, as :meth:`submit` sends it)."""
+        ``stop`` or other urgent command at once, as :meth:`submit` sends it). Arguments its
+        driver refuses raise :class:`~daqhub.commands.ArgumentsRefused`, nothing sent."""
+        check_arguments(instrument_id, self.types.get(instrument_id), method, args, kwargs)
         at_once = self._at_once(instrument_id, method) if not args and not kwargs else None
         if at_once is not None:
             try:
@@ -712,8 +715,11 @@ class DualRuntimeManager:
         For callers that wait their own way (several instruments at once, or an
         event loop); they call :meth:`command_done` after a command succeeded. ``stop``
         and a toolkit driver's urgent commands are not queued where they can run at once
-        (:meth:`_at_once`).
+        (:meth:`_at_once`). Every sender's command passes here or :meth:`call`, so both
+        check its arguments (:func:`~daqhub.commands.check_arguments`): arguments its driver
+        refuses raise :class:`~daqhub.commands.ArgumentsRefused`, nothing sent.
         """
+        check_arguments(instrument_id, self.types.get(instrument_id), method, args, kwargs)
         if not args and not kwargs:
             fut = self._at_once(instrument_id, method)
             if fut is not None:

@@ -16,15 +16,21 @@ What a client can cost the run is bounded before any of that: at most
 have not all come within :data:`REQUEST_WAIT_S` (after it opened, or after its last
 response) is closed. 1,100 idle connections used to hold all of the run's 1,024 file
 descriptors: the token holder's page timed out, and a thread of the run died opening a file.
-When every place is taken, a newcomer takes the place of the connection that has waited
-longest for its next request (at least :data:`YIELD_AFTER_S`; one whose request is being
-answered is never taken), and is answered 503 only when there is none: a client that holds
-all the places with idle or trickling connections, re-opened before each deadline, no longer
-locks the page out, since a page's own connections finish a request every poll.
+When every place is taken, a newcomer takes the place of a connection whose client
+pipelines (sends a request before the answer to its last one went out, which no browser
+does), else of the connection that has waited longest for its next request (at least
+:data:`YIELD_AFTER_S`; one whose request is being answered is never taken), and is answered
+503 only when there is none: a client that holds all the places with idle or trickling
+connections, re-opened before each deadline, no longer locks the page out, since a page's
+own connections finish a request every poll; nor does one that pipelines a megabyte of
+requests on each and never reads the answers (always being answered, 64 such connections,
+even with a wrong token, were a 503 for everyone for minutes). A connection whose client has
+taken nothing of what it was sent for :data:`WRITE_WAIT_S` is closed, newcomers or not.
 
-Errors of the server's loop (such as a failing ``accept``) are logged once per kind and
-counted, not once per occurrence (43,000 lines of tracebacks, with the file descriptors
-gone).
+Errors of the server's loop (such as a failing ``accept``) and aiohttp's own (a malformed
+request) are logged once per kind and counted, not once per occurrence (43,000 lines of
+tracebacks, with the file descriptors gone; a traceback on the run's terminal for each bad
+request, from anyone, token or not).
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from typing import Any
 from aiohttp import web
 from plotly.offline import get_plotlyjs  # at load: missing, it is said before a run starts
 
+from ..commands import ArgumentsRefused, NotSendable, plain_result
 from .model import DashboardModel
 from .settings import HANDLER_GRACE_S, LAST_WORD_S, LOOPBACK_NAMES, WebSettings
 from .source import DashboardSource
@@ -65,6 +72,9 @@ REQUEST_WAIT_S = 10.0
 #: a connection waiting this long for its next request gives its place to a newcomer
 #: when all are taken: longer than a page's gap between two requests on one connection
 YIELD_AFTER_S = 1.0
+#: a connection whose client takes none of what it is sent for this long is closed (a page
+#: reads its answers as they come; a reader paused for a moment resumes well within it)
+WRITE_WAIT_S = 10.0
 BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nConnection: close\r\n"
         b"Content-Length: 49\r\n\r\nthe dashboard has too many connections; try again\n")
 
@@ -134,16 +144,40 @@ class Condensed:
             if n > 1:
                 log.warning("dashboard: %s happened %d times", kind, n)
 
+    def logger(self) -> logging.Logger:
+        """A logger of its own for aiohttp (which takes one per server), noting what it logs
+        here: its ``aiohttp.server`` logger wrote a traceback for each malformed request to
+        the run's terminal, 300 requests 3,100 lines, burying the run's status and alarms."""
+        out = logging.Logger("daqhub.web.aiohttp", logging.WARNING)  # outside logging's tree:
+        out.addHandler(Noted(self))  # its records reach no other handler
+        return out
+
+
+class Noted(logging.Handler):
+    """Log records as :class:`Condensed` problems, one kind per exception type."""
+
+    def __init__(self, problems: Condensed) -> None:
+        super().__init__(logging.WARNING)
+        self.problems = problems
+
+    def emit(self, record: logging.LogRecord) -> None:
+        exc = record.exc_info[1] if record.exc_info else None
+        what = type(exc).__name__ if exc is not None else record.levelname.lower()
+        self.problems.note(f"aiohttp: {what}", f"aiohttp: {record.getMessage()}"
+                           + (f": {exc!r}" if exc is not None else ""))
+
 
 class ConnectionGate:
     """The dashboard's protocol factory: aiohttp's, behind a limit on open connections."""
 
     def __init__(self, factory: Callable[[], asyncio.Protocol], limit: int,
-                 problems: Condensed, yield_after_s: float = YIELD_AFTER_S) -> None:
+                 problems: Condensed, yield_after_s: float = YIELD_AFTER_S,
+                 write_wait_s: float = WRITE_WAIT_S) -> None:
         self.factory = factory
         self.limit = limit
         self.problems = problems
         self.yield_after_s = yield_after_s
+        self.write_wait_s = write_wait_s
         #: the admitted connections, by transport (a request finds its own through it)
         self.members: dict[asyncio.BaseTransport, GatedConnection] = {}
 
@@ -155,16 +189,18 @@ class ConnectionGate:
         return GatedConnection(self)
 
     def make_room(self, now: float) -> bool:
-        """Drop the connection waiting longest for a request, if one has waited long enough."""
+        """Drop a connection whose client pipelines, else the one waiting longest for a
+        request if one has waited long enough."""
+        piped = [c for c in self.members.values() if c.pipelined]
         idle = [c for c in self.members.values()
                 if c.answering == 0 and now - c.waiting_since >= self.yield_after_s]
-        if not idle:
+        if not piped and not idle:
             return False
-        oldest = min(idle, key=lambda c: c.waiting_since)
         self.problems.note("connection dropped for a newcomer",
-                           f"{self.limit} connections are open, the limit; the one waiting "
-                           "longest for a request is closed to let a new one in")
-        oldest.leave()
+                           f"{self.limit} connections are open, the limit; one whose client "
+                           "pipelines requests, or the one waiting longest for a request, is "
+                           "closed to let a new one in")
+        (piped[0] if piped else min(idle, key=lambda c: c.waiting_since)).leave()
         return True
 
     def answering(self, transport: asyncio.BaseTransport | None) -> GatedConnection | None:
@@ -183,6 +219,12 @@ class GatedConnection(asyncio.Protocol):
         #: for its next one (the loop's clock: opened, or its last request answered)
         self.answering = 0
         self.waiting_since = 0.0
+        #: when its client's bytes last came, and whether a request came before the answer to
+        #: the one before it went out (then the client does not wait to read its answers)
+        self.data_at = 0.0
+        self.pipelined = False
+        #: the closing of the connection if its client takes nothing for :data:`WRITE_WAIT_S`
+        self.deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         gate = self.gate
@@ -201,12 +243,31 @@ class GatedConnection(asyncio.Protocol):
         self.inner = gate.factory()
         self.inner.connection_made(transport)
 
+    def request_begins(self) -> None:
+        """A request of this connection is being answered (see :meth:`request_ends`)."""
+        # its bytes all came before the answer to the last one was sent (right after the
+        # handler's end): the client sent it without waiting for that answer
+        self.pipelined = self.pipelined or self.data_at < self.waiting_since
+        self.answering += 1
+
+    def request_ends(self) -> None:
+        self.answering -= 1
+        self.waiting_since = asyncio.get_running_loop().time()
+
     def leave(self) -> None:
         """Give up this connection's place at once (its bytes unsent are dropped)."""
         if self.transport is not None and self.gate.members.pop(self.transport, None) is self:
             self.transport.abort()  # close() would wait for a reader that may never read
 
+    def stalled(self) -> None:
+        """Its client took nothing for :data:`WRITE_WAIT_S`: close it."""
+        self.gate.problems.note("connection closed: its client does not read",
+                                f"a client took none of its answer for "
+                                f"{self.gate.write_wait_s:g} s; its connection is closed")
+        self.leave()
+
     def data_received(self, data: bytes) -> None:
+        self.data_at = asyncio.get_running_loop().time()
         if self.inner is not None:
             self.inner.data_received(data)
 
@@ -214,14 +275,20 @@ class GatedConnection(asyncio.Protocol):
         return self.inner.eof_received() if self.inner is not None else None
 
     def pause_writing(self) -> None:
+        self.deadline = asyncio.get_running_loop().call_later(self.gate.write_wait_s,
+                                                              self.stalled)
         if self.inner is not None:
             self.inner.pause_writing()
 
     def resume_writing(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
         if self.inner is not None:
             self.inner.resume_writing()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
         if self.transport is not None:
             self.gate.members.pop(self.transport, None)
         if self.inner is not None:
@@ -235,12 +302,14 @@ class DashboardServer:
     def __init__(self, source: DashboardSource, settings: WebSettings,
                  sock: socket.socket | None = None, *, max_connections: int = MAX_CONNECTIONS,
                  request_wait_s: float = REQUEST_WAIT_S,
-                 yield_after_s: float = YIELD_AFTER_S) -> None:
+                 yield_after_s: float = YIELD_AFTER_S,
+                 write_wait_s: float = WRITE_WAIT_S) -> None:
         self.source = source
         self.settings = settings
         self.max_connections = max_connections
         self.request_wait_s = request_wait_s
         self.yield_after_s = yield_after_s
+        self.write_wait_s = write_wait_s
         self.problems = Condensed()
         self.gate: ConnectionGate | None = None
         self.sock = sock or bind(settings)
@@ -318,13 +387,13 @@ class DashboardServer:
         app.router.add_post("/api/call", self._call)
         # aiohttp closes a connection that waits for a request this long (none yet, headers
         # in part, or idle after a response)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                               shutdown_timeout=HANDLER_GRACE_S,
+        runner = web.AppRunner(app, access_log=None, logger=self.problems.logger(),
+                               handle_signals=False, shutdown_timeout=HANDLER_GRACE_S,
                                keepalive_timeout=self.request_wait_s)
         await runner.setup()
         assert runner.server is not None
         self.gate = ConnectionGate(runner.server, self.max_connections, self.problems,
-                                   self.yield_after_s)
+                                   self.yield_after_s, self.write_wait_s)
         listening = await self._loop.create_server(self.gate, sock=self.sock)
         ticker = asyncio.create_task(self._tick())
         self._ready.set()
@@ -371,14 +440,13 @@ class DashboardServer:
                      ) -> web.StreamResponse:
         conn = self.gate.answering(request.transport) if self.gate is not None else None
         if conn is not None:
-            conn.answering += 1
+            conn.request_begins()
         try:
             check_access(self.settings, request, command=request.path == "/api/call")
             response = await handler(request)
         finally:
             if conn is not None:
-                conn.answering -= 1
-                conn.waiting_since = asyncio.get_running_loop().time()
+                conn.request_ends()
         response.headers["Content-Security-Policy"] = CSP
         token = request.query.get("token")
         if token and self.settings.token and token_matches(token, self.settings.token):
@@ -432,6 +500,8 @@ class DashboardServer:
         except (ValueError, KeyError, TypeError):
             raise web.HTTPBadRequest(text='send JSON {"instrument": ..., "method": ..., '
                                           '"args": [...]}') from None
+        except RecursionError:  # [[[...]]] some thousands deep: was a 500 and a traceback
+            raise web.HTTPBadRequest(text="not JSON: nested too deeply") from None
         if not METHOD_RE.match(method) or not isinstance(args, list):
             raise web.HTTPBadRequest(text=f"{method!r}: not a public method name, or args is "
                                           "not a list")
@@ -440,6 +510,8 @@ class DashboardServer:
             raise web.HTTPNotFound(text=f"no instrument {instrument!r} in this run")
         try:  # waits as long as the command itself allows (the source's call)
             result = await asyncio.to_thread(self.source.call, instrument, method, args)
+        except ArgumentsRefused as exc:  # the Lab API's message; nothing was sent
+            raise web.HTTPBadRequest(text=str(exc)) from None
         except Exception as exc:  # the instrument's error (a driver's KeyError too) goes back
             return web.json_response({"ok": False, "error": f"{type(exc).__name__}: {exc}"},
                                      status=502)
@@ -449,16 +521,17 @@ class DashboardServer:
 def result_json(result: Any) -> str:
     """``{"ok": true, "result": ...}`` that the page can parse.
 
-    NaN and infinities are not JSON (``json.dumps`` writes them, and the page could not read
-    a NaN result), so they go as the strings "NaN", "Infinity", "-Infinity"; other values
-    JSON has no word for as their repr, and so does a result JSON cannot hold at all (a dict
-    with tuple keys).
+    The result in the plain values the data service sends (:func:`plain_result`: a batch's
+    rows, a sample's fields; the page showed a batch's repr); NaN and infinities are not JSON
+    (``json.dumps`` writes them, and the page could not read a NaN result), so they go as the
+    strings "NaN", "Infinity", "-Infinity". A result that has no plain form (a dict with tuple
+    keys) goes as its repr, for the person reading the page.
     """
     try:
-        return json.dumps({"ok": True, "result": _finite(result)}, default=repr,
-                          allow_nan=False)
-    except (TypeError, ValueError):
+        plain = plain_result(result)
+    except NotSendable:
         return json.dumps({"ok": True, "result": repr(result)})
+    return json.dumps({"ok": True, "result": _finite(plain)}, allow_nan=False)
 
 
 def _finite(value: Any) -> Any:

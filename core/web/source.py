@@ -61,7 +61,9 @@ class DashboardSource(Protocol):
     def call(self, instrument: str, method: str, args: Sequence[Any]) -> Any:
         """Run a command on an instrument and wait for its result as long as the command
         allows (:func:`daqhub.command_limits.wait_limit`, as the Lab API waits); blocking,
-        the server calls it off its loop."""
+        the server calls it off its loop. Arguments the instrument's driver refuses raise
+        :class:`~daqhub.commands.ArgumentsRefused` (the runtime's check), nothing sent: the
+        server answers them 400, the client's mistake, and any other error 502."""
 
     def close(self) -> None:
         """Stop receiving; the run goes on."""

@@ -5,6 +5,7 @@ A module with a unique name rather than conftest.py (several test folders have o
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,3 +57,13 @@ def served_run(text: str, host: PluginHost, base: Path, config: ServeConfig | No
     finally:
         rt.shutdown()
         service.stop()
+
+
+def ipv6_loopback() -> bool:
+    """Whether this machine can bind the IPv6 loopback (some CI containers cannot)."""
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True

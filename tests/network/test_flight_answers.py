@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow.flight as flight
 import pytest
-from flight_lab import lab_text, served_run
+from flight_lab import ipv6_loopback, lab_text, served_run
 from polling import wait_until
 from tls_pair import make_pair
 
@@ -230,15 +230,6 @@ def test_reading_one_session_reads_no_other_session_s_files(
                                               rf"{rt.session_id}\)"), \
                 pytest.warns(UnreadableSessionWarning):  # what there is: every session
             conn.read_session("nope")
-
-
-def ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6) as s:
-            s.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
 
 @pytest.mark.skipif(not ipv6_loopback(), reason="this machine has no IPv6 loopback")
