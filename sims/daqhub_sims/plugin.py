@@ -80,4 +80,42 @@ def daqhub_validate_config(config: Mapping[str, Any]) -> list[ConfigProblem]:
                                  url.device_options, LINE_OPTIONS)
         if problem:
             problems.append(ConfigProblem(problem, where))
+    return problems + _coupling_problems(config)
+
+
+def _coupling_problems(config: Mapping[str, Any]) -> list[ConfigProblem]:
+    """A meter's ``polariser=LINE:ADDR`` reaches the Elliptec line through this process's
+    registry (:mod:`daqhub_sims.optics`): the lab must open that line (or this process have
+    it already, a script's own), and run in one process, else every reading fails."""
+    from daqhub_sims.optics import line_url, polariser_line
+    from daqhub_sims.registry import endpoints, parse_url
+
+    lines: set[str] = set()
+    couplings: list[tuple[tuple[Any, ...], str, str]] = []
+    for path, block in lab_blocks(config, None):
+        try:
+            url = parse_url(str(block.get("port", "")).strip())
+            spec = url.device_options.get("polariser")
+            line = polariser_line(spec)[0] if spec else None
+        except ValueError:
+            continue  # not a sim:// port, or reported above
+        if url.model == "elliptec" and url.line_options.get("name"):
+            lines.add(url.line_options["name"])
+        if line is not None:
+            couplings.append(((*path, "port"), spec or "", line))
+    daq = config.get("daqhub")
+    workers = daq.get("workers", 1) if isinstance(daq, Mapping) else 1
+    problems = []
+    for where, spec, line in couplings:
+        if isinstance(workers, int) and workers > 1:
+            problems.append(ConfigProblem(
+                f"polariser={spec} couples this simulated meter to the Elliptec line {line!r}, "
+                f"which it can reach only in its own process; with [daqhub] workers = "
+                f"{workers} the meter and the bus, on different ports, may run in different "
+                f"worker processes, and every reading would fail: set workers = 1", where))
+        elif line not in lines and line_url(line) not in endpoints():
+            problems.append(ConfigProblem(
+                f"polariser={spec} names the Elliptec line {line!r}, which no enabled "
+                f"instrument of this lab opens (sim://elliptec?name={line}&devices=...); "
+                f"lines it opens: {', '.join(sorted(lines)) or 'none'}", where))
     return problems

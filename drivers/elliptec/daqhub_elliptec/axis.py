@@ -108,7 +108,9 @@ class Axis:
         self.options = options
         self.busy_timeout = BUSY_TIMEOUT_S
         self.router = router
-        self.address = address_of(options.address)
+        #: the lab file's address, and the one the module answers at (moved by change_address)
+        self.configured = address_of(options.address)
+        self.address = router.current_address(instrument_id, self.configured)
         self.info: DeviceInfo | None = None
         self.scale: Scale | None = None
         self.pulses: int | None = None
@@ -145,6 +147,9 @@ class Axis:
     def check(self, command: Command, line: Line | None, waited: float) -> Frame:
         """The reply as a frame, or the DriverError it stands for."""
         where = f"address {command.answers_from}"
+        if command.answers_from == self.address != self.configured:
+            where += (f" (set by change_address in this session; the lab file says "
+                      f"{self.configured})")
         if line is None:
             raise DriverTimeoutError(self.id, command.text,
                                   f"no reply from {where} within {waited:.2f} s")
@@ -372,8 +377,11 @@ class Axis:
 
         The new address is asked first (``in``): a module there that no instrument of the lab
         claims would, after ``ca``, execute every command with this one, and their replies
-        would collide (a position of 0.0, garbled replies). Volatile until
-        :meth:`save_user_data`; the lab file must name the new address for the next start.
+        would collide (a position of 0.0, garbled replies). The instrument keeps the new
+        address when it reconnects (its bus router remembers it, :meth:`.BusRouter.
+        current_address`); a restarted worker process, or the next run, starts from the lab
+        file's. Volatile in the module until :meth:`save_user_data`; so save it and name the
+        new address in the lab file.
         """
         target = address_of(new)
         yield from self._idle()
@@ -396,6 +404,7 @@ class Axis:
             self.router.release(target, self.id)
             raise
         self.router.release(self.address, self.id)
+        self.router.moved(self.id, target)
         self.address = target
         return target
 

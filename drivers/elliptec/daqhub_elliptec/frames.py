@@ -14,7 +14,7 @@ Module -> host: address, two upper-case characters, data, ``<CR><LF>``. A line
 is parsed strictly (known reply mnemonics have a fixed data length) so that a
 line made of a truncated reply followed by a complete one can be split again:
 the complete reply is kept and the truncated head is reported to the address it
-names instead of being lost or misrouted.
+names instead of being lost or misrouted, with line noise in front of it or not.
 """
 
 from __future__ import annotations
@@ -140,12 +140,22 @@ def _is_head(text: str) -> bool:
             and text[1:3] == text[1:3].upper())
 
 
-def _starts_like_reply(text: str) -> bool:
-    """The start of a reply, however short: an address char and an upper-case letter (every
-    reply mnemonic starts with one), then a head as :func:`_is_head` says. A reply cut to
-    its first two bytes (``0P``) is still known to be address 0's."""
-    return (len(text) >= 2 and text[0] in ADDRESSES and "A" <= text[1] <= "Z"
-            and (len(text) == 2 or _is_head(text)))
+def _starts_like_reply(text: str, at: int = 0) -> bool:
+    """Whether a reply starts at ``at``, however short: an address char and an upper-case
+    letter (every reply mnemonic starts with one), then a head as :func:`_is_head` says. A
+    reply cut to its first two bytes (``0P``) is still known to be address 0's."""
+    left = len(text) - at
+    return (left >= 2 and text[at] in ADDRESSES and "A" <= text[at + 1] <= "Z"
+            and (left == 2 or _is_head(text[at:at + 3])))
+
+
+def _reply_start(text: str) -> int | None:
+    """Where the reply in damaged bytes starts: the first position a reply starts at, past
+    any line noise in front of it (``\\xfe\\x00~\\x81`` then a cut ``0P``), or None. The
+    one rule that says whose damaged bytes are, for a line (:func:`parse_line`) and for
+    bytes that fell silent without an end (:func:`truncated`) alike: noise alone names
+    nobody, and the cut reply's waiter must hear of it now, not at the end of its timeout."""
+    return next((i for i in range(len(text) - 1) if _starts_like_reply(text, i)), None)
 
 
 def _frame(text: str, raw: bytes, strict: bool) -> Frame | None:
@@ -171,8 +181,9 @@ def parse_line(raw: bytes) -> list[Line]:
     """Parse one line read up to ``<LF>`` into replies and damaged pieces.
 
     A line is one reply of a known mnemonic, or else is split at the leftmost position
-    from which the rest is one (the head becomes a :class:`BadLine`: ``truncated`` if it
-    starts like a reply, else ``garbled``). Only then is a line taken whole as a reply of a
+    from which the rest is one (the head becomes a :class:`BadLine`: ``truncated`` for the
+    address whose reply starts in it, past any line noise in front (:func:`_reply_start`),
+    else ``garbled``). Only then is a line taken whole as a reply of a
     mnemonic this driver does not know: a reply cut to its first bytes followed by another
     module's complete one (``0P`` + ``1PO0000001F``) reads as one such reply (``0P1...``),
     which would swallow the good reply and hide the damage. Otherwise the whole line is
@@ -200,12 +211,14 @@ def parse_line(raw: bytes) -> list[Line]:
 
 
 def _damaged(text: str, raw: bytes, reason: str) -> BadLine:
-    if _starts_like_reply(text):
-        return BadLine(text[0], raw, reason)
+    start = _reply_start(text)
+    if start is not None:
+        return BadLine(text[start], raw, reason)
     return BadLine(None, raw, "garbled")
 
 
 def truncated(raw: bytes) -> BadLine:
-    """Bytes left without an end of line once the line fell silent."""
+    """Bytes left without an end of line once the line fell silent: the address whose
+    reply starts in them (:func:`_reply_start`) is told its reply was cut."""
     text = raw.decode("ascii", errors="replace")
     return _damaged(text, raw, "truncated")

@@ -8,6 +8,7 @@ every Elliptec instrument of either flavor on a port reads through one :class:`B
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,9 +70,28 @@ class BusRouter(bus.BusRouter):
     ``BS``/``BO`` are a handset's moves, which no command asked for. ``IN`` answers ``in``
     alone, so a late one harms nobody and owes nothing, and a module answers in order, so an
     ``IN`` ends what its address owed: ``in`` is how the driver gets an address back in step
-    (:mod:`.axis`)."""
+    (:mod:`.axis`). It also keeps where ``change_address`` moved each instrument's module
+    (:meth:`current_address`), since it outlives the instrument's sessions."""
 
     max_line = 256  # the longest reply (IN) is 35 bytes
+
+    def __init__(self, name: str = "") -> None:
+        super().__init__(name)
+        self._moved_lock = threading.Lock()
+        self._moved: dict[str, str] = {}
+
+    def current_address(self, owner: str, configured: str) -> str:
+        """The address instrument ``owner``'s module answers at: where ``change_address``
+        last moved it in this process, else ``configured`` (the lab file's). The router
+        outlives an instrument's sessions (one per connect), so a reconnect after a
+        re-address asks the module where it is, not where it was when the run began."""
+        with self._moved_lock:
+            return self._moved.get(owner, configured)
+
+    def moved(self, owner: str, address: str) -> None:
+        """``owner``'s module answers at ``address`` now (``ca`` done): :meth:`current_address`."""
+        with self._moved_lock:
+            self._moved[owner] = address
 
     def parse_line(self, raw: bytes) -> list[Any]:
         return parse_line(raw)
