@@ -71,10 +71,15 @@ def argument_problem(itype: InstrumentType, command: str, args: tuple[Any, ...],
                 f"({shape}), got {len(args)}", "fix the number of arguments")
     hint = f"daqhub plugins {itype.name} lists its commands and arguments"
     for name, value in list(bound.arguments.items())[1:]:
-        kind = sig.parameters[name].annotation
+        param = sig.parameters[name]
+        kind = param.annotation
         kind = kind.__name__ if isinstance(kind, type) else str(kind)
-        if not value_fits(kind, value):
-            return f"{command}'s {name} is a {kind}, got {value!r}", hint
+        # *args and **kwargs are bound as a tuple and a dict: their annotation is each value's
+        values = (value if param.kind is param.VAR_POSITIONAL else
+                  value.values() if param.kind is param.VAR_KEYWORD else (value,))
+        for each in values:
+            if not value_fits(kind, each):
+                return f"{command}'s {name} is {a_kind(kind)}, got {each!r}", hint
     check = getattr(getattr(cls, command), ARGUMENT_CHECK, None)
     if check is not None:
         try:
@@ -116,6 +121,11 @@ def command_signature(cls: type | None, command: str) -> inspect.Signature | Non
         return inspect.signature(getattr(cls, command))
     except (AttributeError, TypeError, ValueError):
         return None
+
+
+def a_kind(kind: str) -> str:
+    """``a float``, ``an int``: a kind as refusals name it."""
+    return f"{'an' if kind[:1] in 'aeiou' else 'a'} {kind}"
 
 
 def value_fits(kind: str, value: Any) -> bool:

@@ -31,7 +31,7 @@ import string
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from ..commands import ARGUMENT_CHECK, value_fits
+from ..commands import ARGUMENT_CHECK, a_kind, value_fits
 from .transaction import Transaction, parser_name
 
 if TYPE_CHECKING:
@@ -58,12 +58,11 @@ class Arg:
         """``value`` as the wire carries it (translated by mapping choices); a ValueError
         naming ``name``, what it may be and what it got, if it is not allowed."""
         if self.kind is not None and not value_fits(self.kind.__name__, value):
-            article = "an" if self.kind.__name__[0] in "aeiou" else "a"
-            raise ValueError(f"{name} must be {article} {self.kind.__name__}, got {value!r}")
+            raise ValueError(f"{name} must be {a_kind(self.kind.__name__)}, got {value!r}")
         if self.range is not None:
             low, high = self.range
-            if (not isinstance(value, int | float) or isinstance(value, bool)
-                    or not math.isfinite(value) or not low <= value <= high):
+            if (not value_fits("float", value) or not math.isfinite(value)
+                    or not low <= value <= high):
                 raise ValueError(f"{name} must be a number{self.allowed()}"
                                  f"{' ' + self.unit if self.unit else ''}, got {value!r}")
         if self.choices is not None and not _among(value, self.choices):
@@ -91,8 +90,8 @@ def _among(value: Any, choices: Sequence[Any] | Mapping[Any, Any]) -> bool:
         return False
 
 
-def command(fn: Callable[..., Any] | None = None, /, **args: Arg
-            ) -> Callable[..., Any]:
+def command(fn: Callable[..., Any] | None = None, /, *,
+            rule: Callable[..., Any] | Arg | None = None, **args: Arg) -> Callable[..., Any]:
     """Mark a session method (a plan, a Transaction, or plain code) as a user command.
 
     Both flavors get a method of the same name, signature and docstring; the command list
@@ -101,16 +100,23 @@ def command(fn: Callable[..., Any] | None = None, /, **args: Arg
     ``@command(speed=Arg(choices=SPEEDS))`` also declares checks of its arguments
     (:class:`Arg`): a value one refuses is a ValueError naming the instrument (the object's
     ``id``), the command and the argument, raised before the method runs (nothing sent),
-    and ``daqhub validate`` refuses a routine step with it. The same marks on a helper's
-    method declare the checks of the command a :class:`Delegate` forwards to it.
+    and ``daqhub validate`` refuses a routine step with it. Each value of a ``*args`` or
+    ``**kwargs`` is checked by its ``Arg``; a default is not (it is the driver's, not the
+    caller's). ``rule``, a function taking the arguments by name (defaults filled in), checks
+    them together after each passed its own (an ESP300's left limit below its right one),
+    raising ValueError in its own words. The same marks on a helper's method declare the
+    checks of the command a :class:`Delegate` forwards to it.
     """
+    if isinstance(rule, Arg):  # the check of an argument named ``rule``
+        args, rule = {**args, "rule": rule}, None
     if fn is None:
-        return functools.partial(_checked, args=args)
-    return _checked(fn, args)
+        return functools.partial(_checked, args=args, rule=rule)
+    return _checked(fn, args, rule)
 
 
-def _checked(fn: Callable[..., Any], args: Mapping[str, Arg]) -> Callable[..., Any]:
-    if not args:
+def _checked(fn: Callable[..., Any], args: Mapping[str, Arg],
+             rule: Callable[..., Any] | None = None) -> Callable[..., Any]:
+    if not args and rule is None:
         setattr(fn, COMMAND_MARK, True)
         return fn
     sig = inspect.signature(fn)
@@ -123,12 +129,25 @@ def _checked(fn: Callable[..., Any], args: Mapping[str, Arg]) -> Callable[..., A
             bound = sig.bind(None, *values, **named)  # None stands for self
         except TypeError:
             return  # the number of arguments: Python's (and validate's) to report
-        for name, value in bound.arguments.items():
-            if name in args:
-                args[name].check(name, value)
+        for name, value in list(bound.arguments.items())[1:]:
+            arg = args.get(name)
+            if arg is None:
+                continue
+            kind = sig.parameters[name].kind
+            if kind is inspect.Parameter.VAR_POSITIONAL:
+                for i, each in enumerate(value):
+                    arg.check(f"{name}[{i}]", each)
+            elif kind is inspect.Parameter.VAR_KEYWORD:
+                for key, each in value.items():
+                    arg.check(key, each)
+            else:
+                arg.check(name, value)
+        if rule is not None:
+            bound.apply_defaults()
+            rule(**dict(list(bound.arguments.items())[1:]))
 
     @functools.wraps(fn)
-    def checked(owner: Any, *values: Any, **named: Any) -> Any:
+    def checked(owner: Any, /, *values: Any, **named: Any) -> Any:
         try:
             check(*values, **named)
         except ValueError as exc:
@@ -251,7 +270,8 @@ class Command(_Declared):
     """A plain command: ``template`` filled with the call's arguments, its reply parsed by
     ``parse`` (None: no reply, or the ``ack`` it must get). ``kind``, ``range`` and
     ``choices`` are what each argument may be (:class:`Arg`, as for a :class:`Parameter`):
-    checked before anything is sent, and by ``daqhub validate``."""
+    checked before anything is sent, and by ``daqhub validate``. The arguments are given in
+    order or by name (``define_position(position=0)``), as the command's signature says."""
 
     def __init__(self, template: str, *args: str, parse: Callable[[str], Any] | None = None,
                  format: Callable[[Any], str] | None = None, ack: str | None = None,
@@ -261,18 +281,22 @@ class Command(_Declared):
         self.template, self.args, self.parse, self.format = template, args, parse, format
         self.ack, self.urgent, self.doc = ack, urgent, doc
         self.arg = Arg(kind, range=range, choices=choices)
+        self.signature = inspect.Signature(_parameters(args, kind))
 
-    def check(self, *values: Any) -> list[Any]:
-        """The values as the wire carries them; ValueError naming the argument if one is not
-        allowed (the number of them is :meth:`transaction`'s to check)."""
-        return [self.arg.check(name, v) for name, v in zip(self.args, values, strict=False)]
-
-    def transaction(self, session: Session, *values: Any) -> Transaction[Any]:
-        if len(values) != len(self.args):
-            raise TypeError(f"{self.name} takes {len(self.args)} argument(s) "
-                            f"({', '.join(self.args)}), got {len(values)}")
+    def check(self, *values: Any, **named: Any) -> list[Any]:
+        """The values (given in order or by name) as the wire carries them, in the order of
+        the arguments; ValueError naming the argument if one is not allowed, TypeError
+        naming the command if they are not its arguments."""
         try:
-            wire = self.check(*values)
+            given = self.signature.bind(*values, **named).args
+        except TypeError as exc:
+            raise TypeError(f"{self.name} takes {len(self.args)} argument(s) "
+                            f"({', '.join(self.args)}): {exc}") from None
+        return [self.arg.check(name, v) for name, v in zip(self.args, given, strict=True)]
+
+    def transaction(self, session: Session, *values: Any, **named: Any) -> Transaction[Any]:
+        try:
+            wire = self.check(*values, **named)
         except ValueError as exc:
             raise ValueError(f"{session.id}: {self.name}: {exc}") from None
         texts = [_formatted(self.format, v, session, self.name) for v in wire]
@@ -285,8 +309,8 @@ class Command(_Declared):
         return _template_problem(self.template, len(self.args), "the command")
 
     def commands(self) -> dict[str, Callable[..., Any]]:
-        def run(session: Session, *values: Any) -> Transaction[Any]:
-            return self.transaction(session, *values)
+        def run(session: Session, /, *values: Any, **named: Any) -> Transaction[Any]:
+            return self.transaction(session, *values, **named)
         allowed = self.arg.allowed()
         each = f"; {', '.join(self.args)}{allowed}" if allowed and self.args else ""
         run.__doc__ = f"{self.doc or self.name}{each}: sends {self.template!r}."
@@ -308,7 +332,7 @@ class Delegate(_Declared):
     def commands(self) -> dict[str, Callable[..., Any]]:
         out = {}
         for name in self.names:
-            def run(session: Session, *args: Any, _name: str = name, **kwargs: Any) -> Any:
+            def run(session: Session, /, *args: Any, _name: str = name, **kwargs: Any) -> Any:
                 return getattr(getattr(session, self.attribute), _name)(*args, **kwargs)
             target = getattr(self.cls, name)
             run.__doc__ = target.__doc__
@@ -421,16 +445,21 @@ def _ack(expected: str | None) -> Callable[[str], None] | None:
 
 def _named(fn: Callable[..., Any], name: str, args: Sequence[str],
            kind: type | None = None) -> Callable[..., Any]:
-    """Give a generated command its user-facing name and signature (``inspect`` shows them;
-    ``kind`` annotates the arguments, so the checks of scripts and routines see it)."""
+    """Give a generated command its user-facing name and signature (``inspect`` shows them)."""
     fn.__name__ = fn.__qualname__ = name
-    params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-    params += [inspect.Parameter(a, inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                 annotation=inspect.Parameter.empty if kind is None else kind)
-               for a in args]
+    params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+              *_parameters(args, kind)]
     fn.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     setattr(fn, COMMAND_MARK, True)
     return fn
+
+
+def _parameters(names: Sequence[str], kind: type | None) -> list[inspect.Parameter]:
+    """A generated command's arguments, given in order or by name; ``kind`` annotates them,
+    so the checks of scripts and routines see it."""
+    return [inspect.Parameter(a, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                              annotation=inspect.Parameter.empty if kind is None else kind)
+            for a in names]
 
 
 def declared_commands(cls: type) -> dict[str, Callable[..., Any]]:

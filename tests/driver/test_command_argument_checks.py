@@ -12,6 +12,7 @@ import inspect
 from collections.abc import Generator
 from typing import Any
 
+import numpy as np
 import pytest
 
 from daqhub.commands import argument_problem
@@ -65,6 +66,32 @@ class Lamp(Session):
         """Flash ``colour`` for ``seconds``."""
         yield Transaction(f"FLASH {colour} {seconds:g}", None)
 
+    @command(levels=Arg(int, range=(0, 10)))
+    def sequence(self, *levels: int) -> Transaction[None]:
+        """Step through ``levels``."""
+        return Transaction("SEQ " + ",".join(map(str, levels)), None)
+
+    @command(gains=Arg(float, range=(0, 1)))
+    def tune(self, **gains: float) -> Transaction[None]:
+        """Set the named ``gains``."""
+        return Transaction("TUNE " + ",".join(f"{k}={v:g}" for k, v in gains.items()), None)
+
+    @command(owner=Arg(str, choices=("ann", "bob")))
+    def assign(self, owner: str) -> Transaction[None]:
+        """Hand the lamp to ``owner``."""
+        return Transaction(f"OWNER {owner}", None)
+
+    @command(low=Arg(int, range=(0, 10)), high=Arg(int, range=(0, 10)),
+             rule=lambda low, high: _below(low, high))
+    def window(self, low: int, high: int) -> Transaction[None]:
+        """Dim between ``low`` and ``high``."""
+        return Transaction(f"WIN {low} {high}", None)
+
+
+def _below(low: int, high: int) -> None:
+    if not low < high:
+        raise ValueError(f"low must be below high, got {low} and {high}")
+
 
 def lamp(flavor: str, script: list[tuple[bytes, bytes]]) -> tuple[Any, ScriptedPort]:
     port = ScriptedPort(script)
@@ -72,8 +99,8 @@ def lamp(flavor: str, script: list[tuple[bytes, bytes]]) -> tuple[Any, ScriptedP
     return flavor_class(Lamp, flavor)(ctx), port  # type: ignore[arg-type]
 
 
-def call(inst: Any, method: str, *args: Any) -> Any:
-    result = getattr(inst, method)(*args)
+def call(inst: Any, method: str, *args: Any, **kwargs: Any) -> Any:
+    result = getattr(inst, method)(*args, **kwargs)
     return asyncio.run(result) if inspect.isawaitable(result) else result
 
 
@@ -172,3 +199,99 @@ def test_the_command_keeps_its_signature_and_docs() -> None:
     assert inspect.getdoc(v2.flash) == "Flash ``colour`` for ``seconds``."
     assert str(inspect.signature(v2.open_to)) == "(self, fraction: 'float') -> 'Transaction[None]'"
     assert "mode one of 'steady', 'blink'" in (v2.mode.__doc__ or "")
+
+
+def lamp_type(flavor: str) -> InstrumentType:
+    return InstrumentType("test.lamp", flavor, "serial", flavor_class(Lamp, flavor), [], "")
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+def test_numpy_numbers_pass_ranges_and_are_sent(flavor: str) -> None:
+    """``np.arange``'s integers and a float32 array's values are numbers to the kind check;
+    the range check refused them (``level must be a number from 0 to 10, got
+    np.int64(3)``)."""
+    for method, args in [("set_level", (np.int64(3),)), ("flash", ("red", np.float32(0.5))),
+                         ("open_to", (np.float32(0.25),))]:
+        assert argument_problem(lamp_type(flavor), method, args) is None, (method, args)
+    inst, port = lamp(flavor, [(b"L 3\n", b""), (b"FLASH red 0.5\n", b""), (b"O 0.25\n", b"")])
+    call(inst, "set_level", np.int64(3))
+    call(inst, "flash", "red", np.float32(0.5))
+    call(inst, "open_to", np.float32(0.25))
+    port.assert_done()
+    assert Arg(float, range=(0, 10)).check("x", np.int32(10)) == 10
+    for refused in (np.int64(11), np.float64("nan"), np.True_):
+        with pytest.raises(ValueError, match="^x must be a number from 0 to 10"):
+            Arg(range=(0, 10)).check("x", refused)
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+def test_a_declared_command_takes_its_arguments_by_name(flavor: str) -> None:
+    """Its signature says ``mode(self, mode)``; ``mode(mode="blink")`` was refused by the
+    call and by validate (``Command.check() got an unexpected keyword argument``)."""
+    assert str(inspect.signature(flavor_class(Lamp, flavor).mode)) == "(self, mode)"
+    assert argument_problem(lamp_type(flavor), "mode", (), {"mode": "blink"}) is None
+    assert argument_problem(lamp_type(flavor), "mode", (), {"mode": "strobe"})[0] == (  # type: ignore[index]
+        "mode: mode must be one of 'steady', 'blink', got 'strobe'")
+    inst, port = lamp(flavor, [(b"MODE 2\n", b"")])
+    call(inst, "mode", mode="blink")
+    with pytest.raises(ValueError, match="^lamp1: mode: mode must be one of"):
+        call(inst, "mode", mode="strobe")
+    with pytest.raises(TypeError, match=r"^mode takes 1 argument\(s\) \(mode\): got an "
+                                        "unexpected keyword argument 'colour'"):
+        call(inst, "mode", mode="blink", colour="red")
+    with pytest.raises(TypeError, match=r"^mode takes 1 argument\(s\) \(mode\): missing"):
+        call(inst, "mode")
+    port.assert_done()
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+def test_each_value_of_star_args_and_star_star_kwargs_is_checked(flavor: str) -> None:
+    """The check got the whole tuple (``levels must be an int, got (1, 2)``) and refused
+    every call; now each value is checked and named."""
+    inst, port = lamp(flavor, [(b"SEQ 1,2\n", b""), (b"TUNE p=0.5,i=0.1\n", b"")])
+    call(inst, "sequence", 1, 2)
+    call(inst, "tune", p=0.5, i=0.1)
+    with pytest.raises(ValueError, match=r"^lamp1: sequence: levels\[1\] must be a number "
+                                         "from 0 to 10, got 11$"):
+        call(inst, "sequence", 1, 11)
+    with pytest.raises(ValueError, match="^lamp1: tune: i must be a number from 0 to 1, got 2$"):
+        call(inst, "tune", p=0.5, i=2)
+    port.assert_done()
+    # validate (and a Lab handle's send) the same: each value against the annotation too
+    itype = lamp_type(flavor)
+    assert argument_problem(itype, "sequence", (1, 2)) is None
+    assert argument_problem(itype, "sequence", (1, "2"))[0] == (  # type: ignore[index]
+        "sequence's levels is an int, got '2'")
+    assert argument_problem(itype, "sequence", (1, 11))[0] == (  # type: ignore[index]
+        "sequence: levels[1] must be a number from 0 to 10, got 11")
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+def test_an_argument_named_owner_is_checked_and_passed(flavor: str) -> None:
+    """The wrapper's own first argument was called ``owner``: ``assign(owner="ann")`` got
+    "multiple values for argument 'owner'" while validate passed it."""
+    assert argument_problem(lamp_type(flavor), "assign", (), {"owner": "ann"}) is None
+    assert argument_problem(lamp_type(flavor), "assign", (), {"owner": "eve"})[0] == (  # type: ignore[index]
+        "assign: owner must be one of 'ann', 'bob', got 'eve'")
+    inst, port = lamp(flavor, [(b"OWNER ann\n", b""), (b"OWNER bob\n", b"")])
+    call(inst, "assign", owner="ann")
+    call(inst, "assign", "bob")
+    with pytest.raises(ValueError, match="^lamp1: assign: owner must be one of"):
+        call(inst, "assign", owner="eve")
+    port.assert_done()
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+def test_a_rule_of_the_arguments_together_is_checked_by_both(flavor: str) -> None:
+    """``rule=`` sees the arguments by name once each passed its own check."""
+    message = "window: low must be below high, got 5 and 5"
+    assert argument_problem(lamp_type(flavor), "window", (5, 5))[0] == message  # type: ignore[index]
+    assert argument_problem(lamp_type(flavor), "window", (2,), {"high": 5}) is None
+    assert argument_problem(lamp_type(flavor), "window", (2, 11))[0] == (  # type: ignore[index]
+        "window: high must be a number from 0 to 10, got 11")
+    inst, port = lamp(flavor, [(b"WIN 2 5\n", b"")])
+    with pytest.raises(ValueError) as info:
+        call(inst, "window", low=5, high=5)
+    assert str(info.value) == f"lamp1: {message}"
+    call(inst, "window", 2, high=5)
+    port.assert_done()

@@ -39,7 +39,7 @@ def test_a_command_s_arguments_are_checked_as_the_lab_api_checks_them(tmp_path: 
         return status, body
 
     with dashboard(tmp_path, settings) as (rt, server):
-        assert add("1", 2) == (400, "scope0: add's a is a int, got '1' (daqhub plugins "
+        assert add("1", 2) == (400, "scope0: add's a is an int, got '1' (daqhub plugins "
                                     "webtest.scope lists its commands and arguments)")
         assert add(1) == (400, "scope0: add takes 2 arguments (a, b), got 1 (fix the number "
                                "of arguments)")

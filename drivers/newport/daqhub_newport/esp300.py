@@ -37,6 +37,7 @@ from .esp300_axis import IDLE_ERROR_CHECK_S, ErrorRouter, raw_axis
 from .esp300_protocol import (
     AXES,
     COMMAND_END,
+    DIRECTIONS,
     FIFO_DEPTH,
     MOTIONS,
     NUMBER_MAX,
@@ -47,9 +48,9 @@ from .esp300_protocol import (
     EspError,
     as_driver_error,
     describe,
-    direction,
     drain_errors,
     mnemonic_of,
+    ordered_limits,
     plain,
     unit_name,
 )
@@ -159,10 +160,10 @@ class Esp300Axis(Session):
     stage = Parameter("{axis}ID?", parse=str, setting=False, doc="stage model and serial")
     define_position = Command("{axis}DH{}", "position", format=plain, kind=float, range=NUMBERS,
                               doc="call the current position `position` (0: zero here)")
-    jog = Command("{axis}MV{}", "direction", format=direction,
-                  doc="move indefinitely, '+' or '-', until stop")
-    move_to_limit = Command("{axis}MT{}", "direction", format=direction,
-                            doc="move to the '+' or '-' hardware travel limit")
+    jog = Command("{axis}MV{}", "direction", choices=DIRECTIONS,
+                  doc="move indefinitely until stop")
+    move_to_limit = Command("{axis}MT{}", "direction", choices=DIRECTIONS,
+                            doc="move to the hardware travel limit")
     motor_on = Command("{axis}MO", doc="power the motor")
     motor_off = Command("{axis}MF", doc="switch the motor off")
     #: ST and AB take the port's urgent lane and skip the FIFO drain (write_fn)
@@ -171,10 +172,11 @@ class Esp300Axis(Session):
 
     def __init__(self, ctx: InstrumentContext) -> None:
         super().__init__(ctx)
-        limits = self.options.limits
-        if limits is not None and not limits[0] < limits[1]:
-            raise ValueError(f"{self.id}: ESP300 limits must be [left, right] with left < "
-                             f"right, got {limits}")
+        if self.options.limits is not None:
+            try:
+                ordered_limits(*self.options.limits)
+            except ValueError as exc:
+                raise ValueError(f"{self.id}: ESP300 {exc}") from None
         self.axis: int = self.options.axis
         self.fields = {"axis": self.axis}
         self.identity = {"model": "ESP300", "axis": self.axis}
@@ -269,9 +271,9 @@ class Esp300Axis(Session):
         return True
 
     # ------------------------------------------------------------------ more of the ESP300
-    @command(left=POSITION, right=POSITION)
+    @command(left=POSITION, right=POSITION, rule=ordered_limits)
     def set_limits(self, left: float, right: float) -> Plan[None]:
-        """Software travel limits (``SL``, ``SR``) in the axis' units."""
+        """Software travel limits (``SL``, ``SR``) in the axis' units, left < right."""
         yield type(self).left_limit.assign(self, left)
         yield type(self).right_limit.assign(self, right)
 

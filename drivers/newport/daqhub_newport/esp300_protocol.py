@@ -118,11 +118,17 @@ def mnemonic_of(cmd: str) -> str:
     return cmd.lstrip(" 0123456789")[:2].upper()
 
 
-def direction(value: str) -> str:
-    """``+`` or ``-``, the direction argument of ``MV`` and ``MT``."""
-    if value not in ("+", "-"):
-        raise ValueError(f"direction is '+' or '-', got {value!r}")
-    return value
+#: the direction argument of ``MV`` and ``MT``
+DIRECTIONS = ("+", "-")
+
+
+def ordered_limits(left: float, right: float) -> None:
+    """Refuse software limits (``SL``, ``SR``) with no travel between them, the lab file's
+    ``limits`` and ``set_limits``'s alike, before either is sent: they go out one at a time,
+    and a pair refused halfway would leave the axis with one new limit and one old."""
+    if not left < right:
+        raise ValueError(f"limits must be [left, right] with left < right, got "
+                         f"[{left!r}, {right!r}]")
 
 
 def unit_name(text: str) -> str:

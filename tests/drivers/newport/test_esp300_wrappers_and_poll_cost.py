@@ -54,7 +54,8 @@ def test_identity_define_position_jog_and_move_to_limit(flavor: str, axis2: Any)
     call(inst, "define_position", 0)
     call(inst, "jog", "+")
     call(inst, "move_to_limit", "-")
-    with pytest.raises(ValueError, match="direction is '\\+' or '-'"):
+    with pytest.raises(ValueError, match="^dut: jog: direction must be one of '\\+', '-', "
+                                         "got 'up'$"):
         call(inst, "jog", "up")
     line.assert_done()  # the refused direction sent nothing
 

@@ -13,8 +13,10 @@ import inspect
 import json
 from typing import Any
 
+import numpy as np
 import pytest
 
+from daqhub.commands import argument_problem
 from daqhub.config import ConfigError, parse
 from daqhub.host import PluginHost
 from daqhub.plugins import arrow, hdf5
@@ -51,7 +53,11 @@ steps = [
     ["move_absolute", -2e12],
     ["move_relative", 5e12],
     ["set_limits", -1, 1e15],
+    ["jog", "up"],
+    ["move_to_limit", 1],
+    ["set_limits", 10, -10],
     ["define_position", 0], ["move_absolute", 25.5], ["set_limits", -10, 10],
+    ["jog", "+"], ["move_to_limit", "-"],
 ]
 """
 
@@ -68,6 +74,10 @@ REFUSALS = {
         "move_relative: distance must be a number from -1e+12 to 1e+12, got 5000000000000.0",
     '["set_limits", -1, 1e15]':
         "set_limits: right must be a number from -1e+12 to 1e+12, got 1000000000000000.0",
+    '["jog", "up"]': "jog: direction must be one of '+', '-', got 'up'",
+    '["move_to_limit", 1]': "move_to_limit: direction must be one of '+', '-', got 1",
+    '["set_limits", 10, -10]':
+        "set_limits: limits must be [left, right] with left < right, got [10, -10]",
 }
 
 
@@ -94,12 +104,14 @@ def test_validate_refuses_each_step_the_command_would_refuse(host: PluginHost) -
                     ("stage", 1, '["define_position", 1e13]'),
                     ("stage", 2, '["move_absolute", -2e12]'),
                     ("stage", 3, '["move_relative", 5e12]'),
-                    ("stage", 4, '["set_limits", -1, 1e15]')]}
+                    ("stage", 4, '["set_limits", -1, 1e15]'),
+                    ("stage", 5, '["jog", "up"]'), ("stage", 6, '["move_to_limit", 1]'),
+                    ("stage", 7, '["set_limits", 10, -10]')]}
     assert {(p.line, p.message) for p in info.value.problems} == expected
 
 
-def call(inst: Any, name: str, *args: Any) -> Any:
-    result = getattr(inst, name)(*args)
+def call(inst: Any, name: str, *args: Any, **kwargs: Any) -> Any:
+    result = getattr(inst, name)(*args, **kwargs)
     return asyncio.run(result) if inspect.isawaitable(result) else result
 
 
@@ -111,6 +123,9 @@ def call(inst: Any, name: str, *args: Any) -> Any:
     ("newport.esp300", {"axis": 1}, '["define_position", 1e13]'),
     ("newport.esp300", {"axis": 1}, '["move_absolute", -2e12]'),
     ("newport.esp300", {"axis": 1}, '["set_limits", -1, 1e15]'),
+    ("newport.esp300", {"axis": 1}, '["jog", "up"]'),
+    ("newport.esp300", {"axis": 1}, '["move_to_limit", 1]'),
+    ("newport.esp300", {"axis": 1}, '["set_limits", 10, -10]'),
 ])
 def test_the_command_refuses_it_the_same_way_and_sends_nothing(
         daqhub_host: Any, flavor: str, type_name: str, config: dict[str, Any],
@@ -122,3 +137,59 @@ def test_the_command_refuses_it_the_same_way_and_sends_nothing(
         call(inst, name, *args)
     assert str(info.value) == f"dut: {REFUSALS[step]}"
     assert line.sent == []
+
+
+CLEAR = (b"TB?\r", b"0, 4410, NO ERROR DETECTED\r\n")
+STATUS_CLEAR = (b"Q?\n", b"0\n")  # the 1830-C's status byte: no error
+
+
+@pytest.mark.parametrize("flavor", ["v2", "v4"])
+def test_numpy_numbers_pass_validate_and_are_sent(host: PluginHost, daqhub_host: Any,
+                                                  flavor: str) -> None:
+    """A script's ``np.arange`` positions and float32 values: the range checks refused them
+    (``position must be a number ..., got np.int64(5)``), though they are numbers."""
+    steps: list[tuple[str, str, Any, bytes]] = [
+        ("newport.esp300", "move_absolute", np.int64(5), b"1PA5\r"),
+        ("newport.esp300", "move_relative", np.float32(2.5), b"1PR2.5\r"),
+        ("newport.esp300", "define_position", np.int64(0), b"1DH0\r"),
+        ("newport.esp300", "set_velocity", np.float32(2.5), b"1VA2.5\r"),
+        ("newport.1830c", "set_range", np.int64(3), b"R3\n"),
+    ]
+    for type_name, name, value, sent in steps:
+        itype = host.instrument_type(type_name, flavor)
+        assert argument_problem(itype, name, (value,)) is None, (name, value)
+        esp = type_name == "newport.esp300"
+        line = ScriptedPort([(sent, b""), CLEAR if esp else STATUS_CLEAR])
+        inst = scripted_instrument(daqhub_host, type_name, flavor, line,
+                                   {"axis": 1} if esp else {}, "dut")
+        call(inst, name, value)
+        line.assert_done()
+
+
+@pytest.mark.parametrize("flavor", ["v2", "v4"])
+def test_arguments_by_name_are_checked_and_sent(host: PluginHost, daqhub_host: Any,
+                                                flavor: str) -> None:
+    """``define_position(position=0)`` as its signature says: validate and the call refused
+    it (``Command.check() got an unexpected keyword argument 'position'``)."""
+    itype = host.instrument_type("newport.esp300", flavor)
+    assert argument_problem(itype, "define_position", (), {"position": 0}) is None
+    assert argument_problem(itype, "jog", (), {"direction": "up"})[0] == (  # type: ignore[index]
+        REFUSALS['["jog", "up"]'])
+    assert argument_problem(itype, "set_limits", (), {"left": 10, "right": -10})[0] == (  # type: ignore[index]
+        REFUSALS['["set_limits", 10, -10]'])
+    line = ScriptedPort([(b"1DH0\r", b""), CLEAR, (b"1MV-\r", b""), CLEAR])
+    inst = scripted_instrument(daqhub_host, "newport.esp300", flavor, line, {"axis": 1}, "dut")
+    call(inst, "define_position", position=0)
+    call(inst, "jog", direction="-")
+    with pytest.raises(ValueError) as info:
+        call(inst, "set_limits", left=10, right=-10)
+    assert str(info.value) == "dut: " + REFUSALS['["set_limits", 10, -10]']
+    line.assert_done()
+
+
+def test_the_lab_files_limits_are_refused_by_the_same_rule(daqhub_host: Any) -> None:
+    with pytest.raises(ValueError) as info:
+        scripted_instrument(daqhub_host, "newport.esp300", "v2", ScriptedPort([]),
+                            {"axis": 1, "limits": [10, -10]}, "dut")
+    assert str(info.value) == ("dut: ESP300 limits must be [left, right] with left < right, "
+                               "got [10, -10]")
