@@ -34,6 +34,10 @@ pytestmark = pytest.mark.timeout(30)
 POLL_PERIOD_S = 0.01
 ROTATOR_TARGETS = (90.0, 200.0, 45.0, 300.0, 0.0)
 SLIDER_SLOTS = (3.0, 1.0, 2.0, 0.0)
+#: the moves each instrument makes at least (the bus shared all the while) ...
+MIN_MOVES = 2
+#: ... for which the drive goes on past its seconds this long at most
+MORE_S = 10.0
 
 
 @contextmanager
@@ -61,11 +65,12 @@ class Tally:
         self.errors: list[BaseException] = []
 
 
-def drive_rotator(inst: Any, until: float, stop: threading.Event, tally: Tally) -> None:
+def drive_rotator(inst: Any, finished: Callable[[], bool], stop: threading.Event,
+                  tally: Tally) -> None:
     try:
         inst.connect()
         for target in cycle(ROTATOR_TARGETS):
-            if time.monotonic() >= until:
+            if finished():
                 return
             inst.move_absolute(target)
             while inst.read()[0].metadata["moving"]:
@@ -81,11 +86,12 @@ def drive_rotator(inst: Any, until: float, stop: threading.Event, tally: Tally) 
         stop.set()
 
 
-async def drive_slider(actor: Any, until: float, stop: threading.Event, tally: Tally) -> None:
+async def drive_slider(actor: Any, finished: Callable[[], bool], stop: threading.Event,
+                       tally: Tally) -> None:
     try:
         await actor.start()
         for slot in cycle(SLIDER_SLOTS):
-            if time.monotonic() >= until or stop.is_set():
+            if finished() or stop.is_set():
                 return
             await actor.move_absolute(slot)
             while True:
@@ -106,16 +112,24 @@ async def drive_slider(actor: Any, until: float, stop: threading.Event, tally: T
 
 def run_shared_bus(build: Callable[..., Any], port_name: str, seconds: float
                    ) -> tuple[Tally, Tally]:
+    """Both drive the bus for ``seconds``, and on until each has made ``MIN_MOVES`` moves (at
+    most ``MORE_S`` more): a fixed window left the slider one move short on a loaded box."""
     rotator = build(port_name, "elliptec.ell14", "v2", "rotator", address=0)
     slider = build(port_name, "elliptec.ell9", "v4", "slider", address=1)
     until = time.monotonic() + seconds
     stop = threading.Event()
     rot_tally, slider_tally = Tally(), Tally()
+
+    def finished() -> bool:
+        now = time.monotonic()
+        return now >= until + MORE_S or (now >= until and min(
+            rot_tally.moves, slider_tally.moves) >= MIN_MOVES)
+
     v4_thread = threading.Thread(
-        target=lambda: asyncio.run(drive_slider(slider, until, stop, slider_tally)),
+        target=lambda: asyncio.run(drive_slider(slider, finished, stop, slider_tally)),
         name="v4-loop")
     v4_thread.start()
-    drive_rotator(rotator, until, stop, rot_tally)
+    drive_rotator(rotator, finished, stop, rot_tally)
     v4_thread.join(15)
     assert not v4_thread.is_alive(), "the v4 loop did not finish"
     for tally in (rot_tally, slider_tally):
@@ -139,7 +153,7 @@ def test_v2_and_v4_instruments_share_one_bus_without_protocol_errors(
         rot, slider = run_shared_bus(build, port_name, seconds)
         router: BusRouter = manager.port(port_name).shared(ROUTER_KEY, lambda: BusRouter())
         stats = dict(router.stats)
-    assert rot.moves >= 2 and slider.moves >= 2, (rot.moves, slider.moves)
+    assert rot.moves >= MIN_MOVES and slider.moves >= MIN_MOVES, (rot.moves, slider.moves)
     assert rot.polls_while_moving > 0 and slider.polls_while_moving > 0
     for problem in ("garbled", "truncated", "stale", "overflow"):
         assert stats.get(problem, 0) == 0, stats
