@@ -12,8 +12,9 @@ bluesky devices in :mod:`daqhub.bluesky`) without ever blocking a loop.
 Errors are the same in both flavors: the driver's own exception (e.g.
 :class:`~daqhub.instrument.DriverError`) as the driver raised it; an unknown
 command is an ``AttributeError`` before anything is sent; a command the
-runtime could not deliver (shutting down, failed actor, full queue) is a
-:class:`CommandNotSent`; one whose worker process died before answering is a
+runtime could not deliver (shutting down, failed actor, full queue, an instrument cut off
+from its hardware: ``reconnecting`` or ``restarting``) is a :class:`CommandNotSent`, at
+once; one whose worker process died before answering is a
 :class:`~daqhub.instrument.CommandOutcomeUnknown` (it may have run); no answer in time
 is a ``TimeoutError`` naming the instrument, the command and what it was busy with.
 """
@@ -80,7 +81,8 @@ ReportTo = TextIO | None | Literal[Stderr.AT_CLOSE]
 
 
 class CommandNotSent(RuntimeError):
-    """The runtime could not deliver a command (shutting down, actor failed, queue full)."""
+    """The runtime could not deliver a command (shutting down, actor failed, queue full, the
+    instrument reconnecting or restarting: the message says since when, and its last error)."""
 
 
 def load_lab_config(lab: LabSource, host: PluginHost, output_dir: str | os.PathLike[str] | None
@@ -268,11 +270,8 @@ class Instrument:
         return value
 
     def _timeout(self, method: str, limit: float) -> TimeoutError:
-        rt = self.lab.rt
-        worker: Any = rt.v2.workers.get(self.id) or rt.v4.runners.get(self.id)
-        busy = getattr(worker, "busy_in", "") or "its poll loop"
-        return TimeoutError(f"{self.id}.{method}: no result within {limit:g} s (busy in "
-                            f"{busy!r})")
+        return TimeoutError(f"{self.id}.{method}: no result within {limit:g} s "
+                            f"({self.lab.rt.waits_behind(self.id)})")
 
     def wait_limit(self, method: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> float:
         """How long to wait (see :mod:`daqhub.command_limits`)."""

@@ -78,8 +78,8 @@ from .notify import Notifier
 from .outcome import instrument_outcome, routine_outcome
 from .rates import RateWatch
 from .restarts import RestartPolicy
-from .v2 import V2Runtime
-from .v4 import V4Runtime
+from .v2 import V2Runtime, V2Worker
+from .v4 import ActorRunner, V4Runtime
 from .watchdog import LoopWatchdog, check_v2_connects
 from .workers import WorkerPool
 
@@ -113,8 +113,16 @@ def on_daemon_thread(call: Callable[[], Any], name: str) -> concurrent.futures.F
     the caller waits as long as its budget allows and names what is still running. A
     ``SystemExit`` or ``KeyboardInterrupt`` it raises is its failure too (:func:`.as_error`):
     it ended the thread with the future never done, so a close that had failed at once was
-    waited for to the end of the budget and named as still running."""
+    waited for to the end of the budget and named as still running.
+
+    The future runs from the start, so it cannot be cancelled (``cancel()`` is False): the
+    thread cannot be interrupted, so the call goes on, and its outcome is still the
+    future's for its done-callbacks to say. A caller that gave up on it (the shutdown's
+    halt, after its second) cancelled it, and the thread's ``set_exception`` then raised
+    ``InvalidStateError``: a traceback on stderr at every close of a lab with a module that
+    did not answer its stop, and the stop's failure said nowhere."""
     fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    fut.set_running_or_notify_cancel()
 
     def run() -> None:
         try:
@@ -732,23 +740,37 @@ class DualRuntimeManager:
             return self.pool.submit(instrument_id, method, *args, **kwargs)
         raise KeyError(f"no running instrument {instrument_id!r}")
 
-    def halt(self, instrument_ids: Sequence[str], timeout: float) -> None:
+    def halt(self, instrument_ids: Sequence[str], timeout: float) -> list[tuple[str, str]]:
         """Send ``stop`` to each instrument at once and wait up to ``timeout`` for them: the
-        movers of a failed or interrupted scan, every connected Motion instrument at
-        shutdown (best effort: what fails is the caller's error's consequence, not a new
-        error; a disconnected axis is not waited for, its stop could not run)."""
+        movers of a failed or interrupted scan, every Motion instrument at shutdown. Best
+        effort: what fails is the caller's to say or not (a scan's own error says enough);
+        it returns (id, why) of each stop that failed or had no result in time. A stop
+        running beside the command in flight goes on past that (a thread cannot be
+        interrupted): its failure is then its instrument's error, as any command's.
+
+        Only connected ones (:data:`.CONNECTED_STATES`): a stop to one that is not could not
+        run, and was waited for in vain (a scan's Ctrl-C during an outage took its 5 s more).
+        """
         deadline = time.monotonic() + timeout
         sent = []
         for iid in instrument_ids:
+            health = self.health_of(iid)
+            if health is None or health.state not in CONNECTED_STATES:
+                continue
             try:
-                sent.append(self.submit(iid, "stop"))
+                sent.append((iid, self.submit(iid, "stop")))
             except Exception:  # not running (any more): nothing to stop
                 continue
-        for fut in sent:
+        failed = []
+        for iid, fut in sent:
             try:
                 result_within(fut, max(0.0, deadline - time.monotonic()))
-            except Exception:  # NoResult, or the driver's refusal: the stop was tried
-                fut.cancel()
+            except NoResult:
+                fut.cancel()  # a queued stop is not run later
+                failed.append((iid, f"its stop had no result within {timeout:g} s"))
+            except Exception as exc:  # the driver's refusal: the stop was tried
+                failed.append((iid, f"its stop failed: {failure_text(exc, command=True)}"))
+        return failed
 
     def _at_once(self, iid: str, method: str) -> concurrent.futures.Future[Any] | None:
         """``stop`` (or an urgent command of the driver's table, such as an ESP300's
@@ -786,6 +808,24 @@ class DualRuntimeManager:
                 health.error(f"{method} failed: {failure_text(exc, command=True)}")
         fut.add_done_callback(record)
         return fut
+
+    def waits_behind(self, instrument_id: str) -> str:
+        """What a command to the instrument that had no result in time waited behind, for
+        its ``TimeoutError``: the instrument cut off from its hardware (since when, its last
+        error), what its thread or actor is busy in, or the worker process that runs it.
+        "busy in 'connect'" was said of a v2 instrument waiting out its reconnect backoff,
+        and "busy in 'its poll loop'" of every instrument in a worker process."""
+        health = self.health_of(instrument_id)
+        outage = health.outage() if health is not None else ""
+        if outage:
+            return f"{instrument_id} is {outage}"
+        runner: V2Worker | ActorRunner | None = (self.v2.workers.get(instrument_id)
+                                                 or self.v4.runners.get(instrument_id))
+        if runner is not None:
+            return f"busy in {runner.busy_in or 'its poll loop'!r}"
+        if self.pool is not None and instrument_id in self.pool.owner:
+            return f"run by {self.pool.owner[instrument_id].describe()}"
+        return "not running"
 
     def command_done(self, instrument_id: str, method: str) -> None:
         for listener in self.on_command:
@@ -866,8 +906,9 @@ class DualRuntimeManager:
         # halted, as a command in flight (a routine's home, a script's wait_until_done) may
         # hold its instrument past the budget, which then forces it and leaves it moving
         self.routine_stop.set()
-        self.halt([i for i in self.instrument_ids() if "Motion" in self.types[i].capabilities
-                   and self.health_of(i).state in CONNECTED_STATES], left(1.0))
+        for iid, why in self.halt([i for i in self.instrument_ids()
+                                   if "Motion" in self.types[i].capabilities], left(1.0)):
+            self._alarm(f"halt:{iid}", f"{iid}: {why} at shutdown: it may not have stopped")
         for r in self.routines:
             if r.thread.ident is not None:
                 r.join(left(1.0))

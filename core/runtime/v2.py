@@ -37,6 +37,7 @@ from .health import (
     as_error,
     describe_value,
     failure_text,
+    reconnect_reason,
 )
 from .restarts import RestartPolicy, Restarts
 
@@ -112,6 +113,7 @@ class V2Worker:
                                   "not sent")
         if self.stop_event.is_set():
             raise CommandRejected(f"{self.id} is shutting down; {method} not sent")
+        self.health.refuse_during_outage(method)
         try:
             self.commands.put_nowait((method, args, kwargs, fut))
         except queue.Full:
@@ -140,14 +142,7 @@ class V2Worker:
     def _supervise(self) -> None:
         while not self.stop_event.is_set():
             try:
-                self.busy_in = "connect"
-                self.connect_since = time.monotonic()  # a factory opening a vendor library too
-                inst = self.itype.factory(self.ctx)
-                if not isinstance(inst, V2Instrument):
-                    raise TypeError(f"factory of {self.itype.name} (v2) returned "
-                                    f"{type(inst).__name__}, not a V2Instrument")
-                self.instrument = inst
-                inst.connect()
+                inst = self._connect()
             except DEVICE_ERRORS as exc:  # the device or its link: reconnect, for ever
                 self._failed_attempt(f"connect failed: {failure_text(exc)}")
                 self._back_off()
@@ -156,8 +151,6 @@ class V2Worker:
                 if self._crashed("connect", exc):
                     continue
                 return
-            finally:
-                self.connect_since = 0.0
             if self.health.state in ("reconnecting", "error"):
                 self.health.reconnects += 1
                 self.events(self.id, "reconnected", "")
@@ -184,6 +177,25 @@ class V2Worker:
         self._reject_pending("shutting down")
         self.health.set_state("stopped", "shut down")
 
+    def _connect(self) -> V2Instrument:
+        """A new driver, connected. ``connect_since`` covers the factory and ``connect()``
+        alone: set during the backoff that follows a failed attempt, it made the watchdog
+        say "connect() has not returned after 10 s" of a connect that had failed in 0.2 s,
+        every 10 s, pointing at the runtime's own wait."""
+        self.busy_in = "connect"
+        self.connect_since = time.monotonic()  # a factory opening a vendor library too
+        try:
+            inst = self.itype.factory(self.ctx)
+            if not isinstance(inst, V2Instrument):
+                raise TypeError(f"factory of {self.itype.name} (v2) returned "
+                                f"{type(inst).__name__}, not a V2Instrument")
+            self.instrument = inst
+            inst.connect()
+        finally:
+            self.connect_since = 0.0
+            self.busy_in = ""
+        return inst
+
     def _crashed(self, what: str, exc: BaseException) -> bool:
         """Count a crash; True after its backoff (start again), False when it failed."""
         stopping = self.stop_event.is_set()
@@ -195,21 +207,38 @@ class V2Worker:
         if backoff is None:
             self._reject_pending(f"failed: {failure_text(exc)}")
             return False
+        self._reject_in_outage()
+        self.busy_in = "restart backoff"
         self.stop_event.wait(backoff)
+        self.busy_in = ""
         return True
 
     def _back_off(self) -> None:
         """Wait before reopening: until the resource is back (a reconnect wakes every
         instrument on it) or the backoff, which only a successful read resets, runs out."""
+        self._reject_in_outage()
+        self.busy_in = "reconnect backoff"
         self.wake_event.wait(self._retry)
         self.wake_event.clear()
+        self.busy_in = ""
         self._retry = min(self._retry * 2, RETRY_MAX_S)
+
+    def _reject_in_outage(self) -> None:
+        """Fail the commands queued before the instrument was cut off from its hardware, as
+        :meth:`submit` refuses those sent since (``InstrumentHealth.refuse_during_outage``)."""
+        why = self.health.outage()
+        if why:
+            self._reject_pending(why)
 
     def _failed_attempt(self, message: str) -> None:
         self.health.error(message)
+        self._disconnected(message)
+
+    def _disconnected(self, why: str) -> None:
+        """``reconnecting`` (said once per outage, with ``why``)."""
         if self.health.state != "reconnecting":
-            self.health.set_state("reconnecting", message)
-            self.events(self.id, "disconnected", message)
+            self.health.set_state("reconnecting", why)
+            self.events(self.id, "disconnected", why)
 
     def _loop(self, inst: V2Instrument) -> None:
         next_poll = time.monotonic()
@@ -245,12 +274,13 @@ class V2Worker:
             except DEVICE_ERRORS as exc:  # anything else is a crash: _main restarts it
                 self.busy_in = ""
                 consecutive_errors += 1
-                self.health.error(f"read failed: {failure_text(exc)}")
-                if consecutive_errors >= 3:
-                    self._failed_attempt(f"{consecutive_errors} reads failed in a row: "
-                                          f"{failure_text(exc)}")
+                message = f"read failed: {failure_text(exc)}"
+                self.health.error(message)
+                why = reconnect_reason(exc, consecutive_errors)
+                if why:
+                    self._disconnected(why)
                     return  # close and reconnect through _main
-                self.health.set_state("error", f"read failed: {failure_text(exc)}")
+                self.health.set_state("error", message)
                 continue
             self._retry = RETRY_FIRST_S
             if consecutive_errors:

@@ -58,6 +58,7 @@ from .health import (
     InstrumentHealth,
     as_error,
     failure_text,
+    reconnect_reason,
     refused_text,
     si_text,
 )
@@ -81,7 +82,6 @@ class _Nowhere:
 
 
 CONTROL_METHODS = frozenset({"stop", "abort", "halt", "emergency_stop"})
-READS_BEFORE_RECONNECT = 3  # consecutive failed reads that make the runner reopen the device
 CATCH_UP_S = 2 * POLL_GRAIN_S  # a poll later than this starts its grid again
 T = TypeVar("T")
 
@@ -218,6 +218,8 @@ class ActorRunner:
                 if self.health.state != "reconnecting":
                     self.health.set_state("reconnecting", message)
                     self.events(self.id, "disconnected", message)
+                # what was queued before it was cut off fails as what is sent since does
+                self._fail_messages(f"{self.id} is {self.health.outage()}")
                 await self._close(actor)
                 actor = None
                 try:  # until the resource is back, or the backoff (reset by a good read) ends
@@ -238,6 +240,7 @@ class ActorRunner:
                 if backoff is None:
                     self._fail_messages(f"actor {self.id} failed: {failure_text(exc)}")
                     return
+                self._fail_messages(f"{self.id} is {self.health.outage()}")
                 await asyncio.sleep(backoff)
             finally:
                 await self._close(actor)
@@ -398,16 +401,15 @@ class ActorRunner:
             passes = loop_passes.passes
             try:
                 batches = await self._bounded("read", actor.read(), read_timeout)
-            except ConnectionError:
-                raise  # the link is gone: reopen when it is back
             except DataError as exc:  # values refused, the device fine: not a failed read
                 batches = self.health.read_refused(exc)
             except DEVICE_ERRORS as exc:
                 failed_reads += 1
-                message = f"read failed: {exc or type(exc).__name__}"
+                message = f"read failed: {failure_text(exc)}"
                 self.health.error(message)
-                if failed_reads >= READS_BEFORE_RECONNECT:
-                    raise DeviceLost(f"{failed_reads} reads failed in a row: {exc}") from exc
+                why = reconnect_reason(exc, failed_reads)
+                if why:  # reopen when its resource is back
+                    raise DeviceLost(why) from exc
                 self.health.set_state("error", message)
                 continue
             # the read let the loop run: the next poll needs no yield of its own (one loop
@@ -600,6 +602,7 @@ def _refuse_if_gone(runner: ActorRunner, msg: _Message) -> None:
     if runner.stopping or runner.health.state in ("failed", "stopped"):
         state = "shutting down" if runner.stopping else runner.health.state
         raise ActorFailed(f"{runner.id} is {state}; {msg.method} not sent")
+    runner.health.refuse_during_outage(msg.method)
 
 
 def _short(value: pa.Scalar, unit: str) -> str:
@@ -648,8 +651,10 @@ class V4Runtime:
         except BaseException as exc:  # asyncio lets a SystemExit or KeyboardInterrupt out of
             self._loop_died(exc)       # a callback or a task of no runner's (none of theirs)
         finally:
-            self.loop.close()
-            self._ended.set_result(None)
+            try:
+                self.loop.close()
+            finally:  # a close that raised leaves no wait for the loop's end to time out
+                self._ended.set_result(None)
 
     def _loop_died(self, exc: BaseException) -> None:
         """Every actor stopped with the loop: each still up is ``failed``, with the cause,
@@ -712,7 +717,7 @@ class V4Runtime:
                 try:
                     _refuse_if_gone(runner, msg)  # it may have stopped since
                     runner.mailbox.put(msg)
-                except (ActorFailed, MailboxFull) as exc:
+                except CommandRejected as exc:  # gone, cut off, or its mailbox full
                     if msg.future is not None and not msg.future.done():
                         msg.future.set_exception(exc)
 
