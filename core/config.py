@@ -12,7 +12,6 @@ from the text with a small line scanner (tables, arrays of tables, keys).
 from __future__ import annotations
 
 import difflib
-import importlib.util
 import math
 import os
 import re
@@ -47,7 +46,7 @@ from .scan import POINTS_KEYS
 from .schema_words import not_allowed
 from .serve_config import SERVE_SCHEMA
 from .specs import FLAVORS, InstrumentType
-from .web.settings import WEB_SCHEMA
+from .web.settings import WEB_SCHEMA, web_extra_problem, web_settings
 
 # Schemes pyserial (or a plugin's URL handler) resolves; a path without one must exist.
 URL_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
@@ -450,7 +449,7 @@ def _check_port(c: _Collector, port: str, path: Sequence[Any]) -> None:
             served = firstparty.is_installed(provider)
         else:
             handlers = ["serial.urlhandler", *c.url_packages]
-            served = any(_module_exists(f"{pkg}.protocol_{scheme}") for pkg in handlers)
+            served = any(firstparty.module_exists(f"{pkg}.protocol_{scheme}") for pkg in handlers)
         if not served:
             c.add(path, f"no installed package serves {scheme}:// ports ({port!r})",
                   firstparty.missing_provider(provider, f"{scheme}://")
@@ -460,13 +459,6 @@ def _check_port(c: _Collector, port: str, path: Sequence[Any]) -> None:
         return
     if not os.path.exists(port):
         c.add(path, f"serial device {port!r} does not exist", _existing_ports_hint())
-
-
-def _module_exists(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ImportError:  # a parent package is missing
-        return False
 
 
 def serial_port_problem(port: str, url_packages: Sequence[str] = ()) -> str | None:
@@ -1008,19 +1000,18 @@ def runnable(lab: LabConfig) -> LabConfig:
 def lab_pc_problems(lab: LabConfig, host: PluginHost) -> list[Problem]:
     """What this PC lacks that ``run`` refuses ``lab`` for, in run's own words: a VISA
     library (``@ivi``), a kind of resource the backend cannot open here (GPIB on ``@py``
-    without linux-gpib), the web extra for ``[daqhub.web]``. ``validate`` (not
+    without linux-gpib, USB without PyUSB, VICP without PyVICP), the web extra for
+    ``[daqhub.web]``, pyarrow's Flight for ``[daqhub.serve]``. ``validate`` (not
     ``--offline``) says these: it called such labs valid, and run then failed."""
-    from .web.runweb import WebError, dashboard_server
-    from .web.settings import web_settings
-
     where = locate_keys(lab.text)
     out: list[Problem] = []
     daq = lab.data.get("daqhub", {})
-    if web_settings(daq.get("web") if isinstance(daq, dict) else None, None) is not None:
-        try:
-            dashboard_server()
-        except WebError as exc:  # RunDashboard.prepare's own check
-            out.append(Problem(lab.path, _line_of(where, ("daqhub", "web")), str(exc)))
+    if web_settings(daq.get("web") if isinstance(daq, dict) else None, None) is not None \
+            and (why := web_extra_problem()) is not None:  # RunDashboard.prepare's own check
+        out.append(Problem(lab.path, _line_of(where, ("daqhub", "web")), why))
+    if lab.serve and (why := firstparty.flight_absent()) is not None:  # run serves it
+        out.append(Problem(lab.path, _line_of(where, ("daqhub", "serve")),
+                           f"cannot serve live data: {why}"))
     with VisaSessionManager() as visa:  # run's own: its ResourceManager per backend
         for flavor in lab.flavors.values():
             for i, inst in enumerate(flavor.instruments):

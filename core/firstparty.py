@@ -9,6 +9,7 @@ commands that need a part of pyarrow a PC may lack (:func:`flight_missing`).
 
 from __future__ import annotations
 
+import importlib.util
 from importlib import metadata
 
 #: distribution -> (what it provides, its folder in a daqhub checkout)
@@ -34,6 +35,15 @@ def is_installed(distribution: str) -> bool:
     except metadata.PackageNotFoundError:
         return False
     return True
+
+
+def module_exists(name: str) -> bool:
+    """Whether ``name`` can be found to import, without importing it (nor, for a top-level
+    name, anything else): what a check that runs for every lab file can afford."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a parent package is missing; one made None
+        return False
 
 
 def install_command(distribution: str) -> str:
@@ -73,3 +83,15 @@ def flight_missing(exc: ImportError) -> str | None:
     return ("this pyarrow has no Flight (pyarrow.flight is missing): install pyarrow's wheel "
             "from PyPI (pip install --force-reinstall pyarrow) or conda-forge's full pyarrow "
             "(not pyarrow-core)")
+
+
+def flight_absent() -> str | None:
+    """What to install when this pyarrow has no Flight, else None: ``validate`` says it for a
+    lab with ``[daqhub.serve]``, which ``run`` refuses on such a PC. Found as ``run`` finds it,
+    by importing ``pyarrow.flight`` (a few ms once pyarrow is loaded): a ``pyarrow/flight.py``
+    can be there without the compiled module it needs."""
+    try:
+        import pyarrow.flight  # noqa: F401
+    except ImportError as exc:
+        return flight_missing(exc) or str(exc)
+    return None

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from .. import __version__, firstparty
-from ..host import SLOW_IMPORT_S, PluginError, PluginHost
+from ..host import SLOW_IMPORT_S, PluginError, PluginHost, dist_key
 from ..interrupt import interrupted
 from .args import path_named, seconds
 
@@ -244,7 +244,11 @@ def build_parser(host: PluginHost | None = None) -> argparse.ArgumentParser:
     p.add_argument("lab", type=path_named("lab file"), help="lab file (TOML)")
     p.add_argument("--offline", action="store_true",
                    help="check the file away from the lab PC: no checks that serial devices "
-                        "exist or output directories can be written")
+                        "exist, output directories can be written, or the live data "
+                        "service's token and TLS files are there, nor of what this PC needs "
+                        "to run it (the VISA library and the kinds of resource its backend "
+                        "can open, the web extra for [daqhub.web], pyarrow's Flight for "
+                        "[daqhub.serve])")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("schema", help="print the JSON schema of a lab file",
@@ -420,6 +424,20 @@ def _plugin_command(host: PluginHost, name: str, main: Callable[[list[str]], obj
         return EXIT_FAIL
 
 
+def _first_party_absent(host: PluginHost, command: str) -> str:
+    """Why ``daqhub <command>``, a first-party distribution's, is not there: that distribution
+    to install, or (installed) its plugin's failure to load; '' for another command. argparse
+    said "invalid choice" for both, with nothing to install or to fix."""
+    dist = firstparty.COMMANDS.get(command)
+    if dist is None:
+        return ""
+    if hint := firstparty.missing_provider(dist, f"daqhub {command}"):
+        return hint
+    return "\n".join(f"daqhub {command} is provided by {dist}, installed, whose plugin failed "
+                     f"to load: {p}" for p in host.load_problems()
+                     if dist_key(p.distribution) == dist)
+
+
 def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "--version"):  # no plugin import to wait for
@@ -434,9 +452,8 @@ def _main(argv: Sequence[str] | None) -> int:
     # (argparse would take their --help as ours).
     rest = argv[1:] if argv[:1] == ["--strict"] else argv
     plugin_commands = host.cli_commands()
-    if rest and rest[0] not in plugin_commands and (hint := firstparty.missing_provider(
-            firstparty.COMMANDS.get(rest[0]), f"daqhub {rest[0]}")):
-        print(hint, file=sys.stderr)  # argparse said "invalid choice", and nothing to install
+    if rest and rest[0] not in plugin_commands and (why := _first_party_absent(host, rest[0])):
+        print(why, file=sys.stderr)
         return EXIT_USAGE
     if rest and (rest[0] == "inspect" or rest[0] in plugin_commands):
         if rest is not argv:

@@ -16,7 +16,15 @@ from typing import Any, TextIO
 
 from ..config import LabConfig
 from ..runtime.dual import DualRuntimeManager, ShutdownReport
-from .settings import HANDLER_GRACE_S, LAST_WORD_S, ListenError, WebSettings, web_settings
+from .settings import (
+    HANDLER_GRACE_S,
+    LAST_WORD_S,
+    ListenError,
+    WebSettings,
+    need_web_extra,
+    web_extra_problem,
+    web_settings,
+)
 
 #: the least the dashboard's stop is given, however much of ``shutdown_timeout`` the runtime's
 #: shutdown took: the page's last word, then the requests being answered
@@ -29,15 +37,17 @@ class WebError(Exception):
 
 def dashboard_server() -> ModuleType:
     """:mod:`daqhub.web.server`, or WebError naming the web extra when a package of it is
-    missing: aiohttp, or plotly, whose plotly.js every page loads (a missing plotly was
-    found by the page's request: a 500 and a traceback in the run's output). ``run --web``,
-    ``[daqhub.web]``, ``validate`` and ``daqhub view`` check it alike."""
+    missing (:func:`~.settings.web_extra_problem`, which ``validate`` asks too): aiohttp, or
+    plotly, whose plotly.js every page loads (a missing plotly was found by the page's
+    request: a 500 and a traceback in the run's output). ``run --web``, ``[daqhub.web]`` and
+    ``daqhub view`` check it alike."""
+    if (why := web_extra_problem()) is not None:
+        raise WebError(why)
     try:
         from . import server
-    except ImportError as exc:
-        missing = exc.name.partition(".")[0] if exc.name else str(exc)  # plotly, not .offline
-        raise WebError(f"the dashboard needs the web extra ({missing} is missing): "
-                       "pip install 'daqhub[web]'") from None
+    except ImportError as exc:  # the extra is there, but not whole (a package of its own)
+        raise WebError(need_web_extra(exc.name.partition(".")[0] if exc.name else str(exc))
+                       ) from None
     return server
 
 

@@ -30,24 +30,30 @@ taken nothing of what it was sent for :data:`WRITE_WAIT_S` is closed, newcomers 
 Errors of the server's loop (such as a failing ``accept``) and aiohttp's own (a malformed
 request) are logged once per kind and counted, not once per occurrence (43,000 lines of
 tracebacks, with the file descriptors gone; a traceback on the run's terminal for each bad
-request, from anyone, token or not).
+request, from anyone, token or not); a bug of a handler here keeps its traceback, the first
+time (:class:`Noted`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
 import math
 import re
 import secrets
 import socket
+import struct
+import termios
 import threading
+import traceback
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 from plotly.offline import get_plotlyjs  # at load: missing, it is said before a run starts
 
 from ..commands import ArgumentsRefused, NotSendable, plain_result
@@ -133,11 +139,14 @@ class Condensed:
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
 
-    def note(self, kind: str, message: str) -> None:
+    def note(self, kind: str, message: str, exc: BaseException | None = None) -> None:
+        """``exc``: a fault of the dashboard's own, whose first occurrence is logged with its
+        traceback (where to fix it); what clients cause is said in one line."""
         n = self.counts.get(kind, 0) + 1
         self.counts[kind] = n
         if n == 1:
-            log.warning("dashboard: %s (again: counted, not shown)", message)
+            log.log(logging.WARNING if exc is None else logging.ERROR,
+                    "dashboard: %s (again: counted, not shown)", message, exc_info=exc)
 
     def summary(self) -> None:
         for kind, n in self.counts.items():
@@ -153,8 +162,16 @@ class Condensed:
         return out
 
 
+#: what aiohttp logs that a client caused (a malformed request, a connection it reset):
+#: anyone can send thousands, and a traceback says nothing a fix needs
+CLIENT_FAULTS = (BadHttpMessage, ConnectionError)
+
+
 class Noted(logging.Handler):
-    """Log records as :class:`Condensed` problems, one kind per exception type."""
+    """Log records as :class:`Condensed` problems: a client's fault one kind per exception
+    type, in a line; any other (a handler's bug) one kind per exception type and the place
+    it was raised, with its traceback: condensed alike, the first bug lost its traceback and
+    a second one of the same type went unsaid."""
 
     def __init__(self, problems: Condensed) -> None:
         super().__init__(logging.WARNING)
@@ -162,9 +179,15 @@ class Noted(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         exc = record.exc_info[1] if record.exc_info else None
-        what = type(exc).__name__ if exc is not None else record.levelname.lower()
-        self.problems.note(f"aiohttp: {what}", f"aiohttp: {record.getMessage()}"
-                           + (f": {exc!r}" if exc is not None else ""))
+        message = f"aiohttp: {record.getMessage()}"
+        if exc is None:
+            self.problems.note(f"aiohttp: {record.levelname.lower()}", message)
+        elif isinstance(exc, CLIENT_FAULTS):
+            self.problems.note(f"aiohttp: {type(exc).__name__}", f"{message}: {exc!r}")
+        else:
+            where = traceback.extract_tb(exc.__traceback__)[-1:]
+            at = f" at {where[0].filename}:{where[0].lineno}" if where else ""
+            self.problems.note(f"aiohttp: {type(exc).__name__}{at}", message, exc)
 
 
 class ConnectionGate:
@@ -223,7 +246,7 @@ class GatedConnection(asyncio.Protocol):
         #: the one before it went out (then the client does not wait to read its answers)
         self.data_at = 0.0
         self.pipelined = False
-        #: the closing of the connection if its client takes nothing for :data:`WRITE_WAIT_S`
+        #: the next look at whether its client took anything (:meth:`pause_writing`)
         self.deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -259,10 +282,18 @@ class GatedConnection(asyncio.Protocol):
         if self.transport is not None and self.gate.members.pop(self.transport, None) is self:
             self.transport.abort()  # close() would wait for a reader that may never read
 
-    def stalled(self) -> None:
-        """Its client took nothing for :data:`WRITE_WAIT_S`: close it."""
+    def look_again(self, unsent: int) -> None:
+        """Close the connection if its client took nothing of the ``unsent`` bytes (see
+        :func:`unsent_bytes`) in the :data:`WRITE_WAIT_S` since the last look, else look
+        again that much later."""
+        assert self.transport is not None
+        now = unsent_bytes(self.transport)
+        if now < unsent:
+            self.deadline = asyncio.get_running_loop().call_later(
+                self.gate.write_wait_s, self.look_again, now)
+            return
         self.gate.problems.note("connection closed: its client does not read",
-                                f"a client took none of its answer for "
+                                f"a client took nothing of its answer for "
                                 f"{self.gate.write_wait_s:g} s; its connection is closed")
         self.leave()
 
@@ -275,8 +306,13 @@ class GatedConnection(asyncio.Protocol):
         return self.inner.eof_received() if self.inner is not None else None
 
     def pause_writing(self) -> None:
-        self.deadline = asyncio.get_running_loop().call_later(self.gate.write_wait_s,
-                                                              self.stalled)
+        """Its client reads slower than the answer is written: closed if it takes nothing
+        for :data:`WRITE_WAIT_S`, however slowly it reads. The deadline ran until writing
+        resumed, which takes the client reading some 48 KiB, after the kernel's buffers (MB
+        on loopback) are emptied that far: a page reading 16 KiB/s was closed."""
+        assert self.transport is not None
+        self.deadline = asyncio.get_running_loop().call_later(
+            self.gate.write_wait_s, self.look_again, unsent_bytes(self.transport))
         if self.inner is not None:
             self.inner.pause_writing()
 
@@ -294,6 +330,21 @@ class GatedConnection(asyncio.Protocol):
         if self.inner is not None:
             self.inner.connection_lost(exc)
             self.inner = None
+
+
+def unsent_bytes(transport: asyncio.Transport) -> int:
+    """The bytes written to ``transport`` that its client has not taken: what asyncio holds,
+    and (where the system says, as Linux does) what the socket holds unacknowledged. The
+    socket's share falls as soon as the client reads; asyncio's only once the socket has
+    room for a good part of it again."""
+    sock = transport.get_extra_info("socket")
+    try:
+        raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+    except (AttributeError, OSError):  # not a socket this system says it of
+        in_socket = 0
+    else:
+        in_socket = struct.unpack("i", raw)[0]
+    return transport.get_write_buffer_size() + in_socket
 
 
 class DashboardServer:
@@ -525,13 +576,14 @@ def result_json(result: Any) -> str:
     rows, a sample's fields; the page showed a batch's repr); NaN and infinities are not JSON
     (``json.dumps`` writes them, and the page could not read a NaN result), so they go as the
     strings "NaN", "Infinity", "-Infinity". A result that has no plain form (a dict with tuple
-    keys) goes as its repr, for the person reading the page.
+    keys, or with a NaN or infinite key, which JSON cannot hold either: it was a 500) goes as
+    its repr, for the person reading the page.
     """
     try:
-        plain = plain_result(result)
-    except NotSendable:
+        return json.dumps({"ok": True, "result": _finite(plain_result(result))},
+                          allow_nan=False)
+    except (NotSendable, ValueError):
         return json.dumps({"ok": True, "result": repr(result)})
-    return json.dumps({"ok": True, "result": _finite(plain)}, allow_nan=False)
 
 
 def _finite(value: Any) -> Any:

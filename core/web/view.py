@@ -26,6 +26,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from ..commands import ArgumentsRefused
 from .source import InstrumentInfo
 
 REFRESH_S = 1.0  # health and session listing
@@ -119,7 +120,15 @@ class FlightSource:
         return list(self._files)
 
     def call(self, instrument: str, method: str, args: Sequence[Any]) -> Any:
-        return self.conn.call(instrument, method, *args)  # waited for as the service waits
+        """The command, run by the service and waited for as the service waits. The service
+        answers ArrowInvalid (INVALID_ARGUMENT) for a command it refuses unsent: arguments
+        the driver does not take, an instrument or method the run does not have. That is
+        the client's mistake, as :class:`~daqhub.commands.ArgumentsRefused` says to the
+        page's server (a 400, as on the run's own page), not the instrument's (a 502)."""
+        try:
+            return self.conn.call(instrument, method, *args)
+        except pa.ArrowInvalid as exc:  # the service's message only (the client's)
+            raise ArgumentsRefused(str(exc)) from None
 
     def close(self) -> None:
         self._stop.set()

@@ -235,3 +235,34 @@ def test_validate_says_gpib_on_pyvisa_py_needs_its_library(
     lab.write_text('[daqhub]\noutput_dir = "data"\n\n[[v4.instruments]]\nid = "dmm"\n'
                    'type = "scpi.dmm"\nresource = "TCPIP::10.0.0.2::INSTR"\n')
     assert daqhub_main(["validate", str(lab)]) == 0, capsys.readouterr().err
+
+
+def test_validate_says_pyarrow_without_flight_for_a_lab_that_serves(tmp_path: Path) -> None:
+    """``[daqhub.serve]`` on a pyarrow without Flight: validate called the lab valid, and run
+    refused it (exit 2)."""
+    (tmp_path / "lab.toml").write_text(f'[daqhub.serve]\naddress = "127.0.0.1:0"\n\n{POWER}')
+    r = daqhub("validate", "lab.toml", cwd=tmp_path, block="pyarrow.flight")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert f"  lab.toml:1: cannot serve live data: {NO_FLIGHT}" in r.stderr, r.stderr
+    run = daqhub("run", "lab.toml", "--no-storage", "--plain", "--duration", "1",
+                 cwd=tmp_path, block="pyarrow.flight")
+    assert run.returncode == 2 and f"daqhub: cannot serve live data: {NO_FLIGHT}" in run.stderr
+    offline = daqhub("validate", "--offline", "lab.toml", cwd=tmp_path, block="pyarrow.flight")
+    assert offline.returncode == 0, offline.stderr  # away from the lab PC
+    (tmp_path / "lab.toml").write_text(POWER)  # a lab that does not serve needs no Flight
+    assert daqhub("validate", "lab.toml", cwd=tmp_path, block="pyarrow.flight").returncode == 0
+
+
+# --- a command of a distribution installed, whose plugin failed to load ---------------------
+
+def test_a_command_whose_plugin_failed_to_load_says_why(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """daqhub-sims installed, its plugin failing to import: ``daqhub check`` was argparse's
+    "invalid choice: 'check'", with neither the install hint (it is installed) nor why."""
+    monkeypatch.setitem(sys.modules, "daqhub_sims.plugin", None)  # its import fails
+    assert daqhub_main(["check"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("daqhub check is provided by daqhub-sims, installed, whose plugin "
+                          "failed to load: daqhub-sims "), err
+    assert "(sims): failed to import daqhub_sims.plugin: ModuleNotFoundError" in err, err
+    assert "invalid choice" not in err

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from polling import wait_until
 from web_fakes import ScriptedSource
 from webtest import dashboard, request
 
-from daqhub.web.server import DashboardServer
+from daqhub.web.server import DashboardServer, plotly_js
 from daqhub.web.settings import WebSettings
 
 TOKEN = "tok-for-hostile-tests"
@@ -181,3 +182,124 @@ def test_a_connection_whose_client_reads_nothing_is_closed() -> None:
     finally:
         s.close()
         assert server.stop(10)
+
+
+@pytest.mark.timeout(120)
+def test_daqhub_view_s_page_refuses_wrong_arguments_as_the_run_s_page_does(
+        tmp_path: Path) -> None:
+    """``daqhub view --commands``: the service's refusal (ArrowInvalid) went through
+    FlightSource as the instrument's error, a 502, where the run's own page answered 400."""
+    pytest.importorskip("daqhub.flight_client", reason="pyarrow without Flight")
+    from web_fakes import web_host, web_lab
+
+    from daqhub.flight_client import connect
+    from daqhub.flight_service import start_service
+    from daqhub.runtime.dual import DualRuntimeManager
+    from daqhub.serve_config import ServeConfig
+    from daqhub.web.source import RuntimeSource
+    from daqhub.web.view import FlightSource
+
+    host = web_host()
+    rt = DualRuntimeManager(web_lab(host, tmp_path), host, storage=True)  # stored: in the manifest
+    service = start_service(rt, ServeConfig(port=0, token=TOKEN, actions=True))
+    rt.start()
+    settings = WebSettings(port=0, token=TOKEN, commands=True)
+    pages: list[DashboardServer] = []
+    try:
+        wait_until(lambda: "scope0" in rt.counts(), "the scope's first samples")
+        pages.append(DashboardServer(RuntimeSource(rt), settings))
+        pages.append(DashboardServer(FlightSource(connect(service.url, token=TOKEN),
+                                                  service.url), settings))
+        answers = []
+        for page in pages:
+            page.start()
+            answers.append(request(page, "/api/call", {"X-Daqhub-Token": TOKEN},
+                                   {"instrument": "scope0", "method": "add", "args": ["1", 2]}
+                                   )[:2])
+        run_page, view_page = answers
+        assert run_page == (400, "scope0: add's a is an int, got '1' (daqhub plugins "
+                                 "webtest.scope lists its commands and arguments)")
+        assert view_page == run_page
+        assert scope_errors(rt) == 0  # nothing reached the instrument
+    finally:
+        for page in pages:
+            assert page.stop(10)
+        assert rt.shutdown().ok
+        service.stop()
+
+
+class Broken(ScriptedSource):
+    """A dashboard bug: the source's title raises."""
+
+    def title(self) -> str:
+        titles: dict[str, str] = {}
+        return titles["bug"]
+
+
+@pytest.mark.timeout(30)
+def test_a_bug_in_a_request_handler_is_logged_once_with_its_traceback(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """aiohttp's log went through the count of malformed requests: a bug of the dashboard's
+    own was one line, "KeyError('bug')", with no traceback to find it by."""
+    server = DashboardServer(Broken(), WebSettings(port=0))
+    server.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="daqhub.web"):
+            for _ in range(3):
+                assert request(server, "/api/state")[0] == 500
+    finally:
+        assert server.stop(10)
+    [logged] = [r for r in caplog.records if r.exc_info]
+    assert isinstance(logged.exc_info[1], KeyError), logged.exc_info  # type: ignore[index]
+    assert 'return titles["bug"]' in caplog.text  # the traceback, down to the faulty line
+    [kind] = [k for k in server.problems.counts if "KeyError" in k]
+    assert server.problems.counts[kind] == 3
+
+
+class Keyed(ScriptedSource):
+    """A command whose result is a dict with a non-finite float key."""
+
+    def call(self, instrument: str, method: str, args: Any) -> Any:
+        return {float("inf"): 1.0, 0.5: float("nan")}
+
+
+@pytest.mark.timeout(30)
+def test_a_result_json_cannot_hold_goes_as_its_repr() -> None:
+    """A dict keyed by an infinity: ``json.dumps(allow_nan=False)`` raised out of the
+    handler, a 500 for a command that had run."""
+    server = DashboardServer(Keyed(), WebSettings(port=0, token=TOKEN, commands=True))
+    server.start()
+    try:
+        status, body, _ = request(server, "/api/call", {"X-Daqhub-Token": TOKEN},
+                                  {"instrument": "oven", "method": "read", "args": []})
+    finally:
+        assert server.stop(10)
+    assert (status, body) == (200, {"ok": True, "result": "{inf: 1.0, 0.5: nan}"})
+
+
+@pytest.mark.timeout(60)
+def test_a_connection_whose_client_reads_slowly_is_not_closed() -> None:
+    """A client reading plotly.js a few KiB at a time, pausing no longer than the limit, was
+    closed: the limit ran until writing resumed, which took the client emptying the
+    kernel's buffers (megabytes, on loopback) by a third first."""
+    server = DashboardServer(ScriptedSource(), WebSettings(port=0), write_wait_s=1.0)
+    server.start()
+    s = socket.socket()
+    got = b""
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", server.port))
+        s.settimeout(10)
+        s.sendall(b"GET /vendor/plotly.min.js HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                  b"Connection: close\r\n\r\n")
+        for _ in range(60):  # 4 KiB every 0.05 s: three times the limit, taking something
+            got += s.recv(4096)  # in each tenth of it
+            time.sleep(0.05)  # the client's pace, not a wait for the server
+        got += b"".join(iter(lambda: s.recv(65536), b""))  # then the rest, at once
+    finally:
+        s.close()
+        assert server.stop(10)
+    head, _, body = got.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert body == plotly_js()
+    assert "connection closed: its client does not read" not in server.problems.counts

@@ -41,3 +41,19 @@ def test_the_web_extra_missing_is_one_line_before_anything_starts(
              "validate": "  web_lab.toml:1: "}[argv[0]]
     assert f"{where}{said}\n" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr and "starting" not in r.stdout, r.stdout + r.stderr
+
+
+def test_validate_finds_the_web_extra_without_importing_it_or_the_runtime(
+        tmp_path: Path) -> None:
+    """``validate`` imported the runtime (``daqhub.runtime.dual``, through ``web.runweb``) for
+    every lab, and aiohttp with the whole web server for a lab with ``[daqhub.web]``: a third
+    of a second and more, to find out whether two packages are there."""
+    (tmp_path / "web_lab.toml").write_text(f'[daqhub.web]\nlisten = "127.0.0.1:0"\n\n{POWER}')
+    heavy = ["aiohttp", "plotly", "daqhub.web.server", "daqhub.web.runweb",
+             "daqhub.runtime.dual"]
+    code = ("import sys; from daqhub.cli import main; code = main(['validate', 'web_lab.toml']); "
+            f"print([m for m in {heavy!r} if m in sys.modules]); sys.exit(code)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=60, cwd=tmp_path, env=dict(os.environ))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.splitlines()[-1] == "[]", r.stdout
