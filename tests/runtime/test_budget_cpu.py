@@ -24,15 +24,18 @@ def test_a_busy_v2_thread_is_counted_under_v2_and_its_end_leaves_no_spike() -> N
     stop = threading.Event()
     thread = threading.Thread(target=burn, args=(stop,), name="daqhub-v2:meter")
     monitor.sample()
+    cpu0, t0 = time.process_time(), time.monotonic()
     thread.start()
     try:
         time.sleep(0.5)  # the sampled interval: the thread burns meanwhile
         busy = monitor.sample()["cpu_percent"]
+        used = 100 * (time.process_time() - cpu0) / (time.monotonic() - t0)
     finally:
         stop.set()
         thread.join(10)
-    # GIL-bound, so it gets what the main thread (waiting here) leaves: most of a core
-    assert busy.get("v2", 0.0) > 50, busy
+    # nearly all the process's CPU in the interval is the thread's, and it is counted as v2's
+    # (not "more than half a core": a loaded CI box gave it 47 %)
+    assert used > 5 and busy.get("v2", 0.0) > 0.7 * used, (busy, used)
     assert busy.get("other", 0.0) < 30, busy
     time.sleep(0.3)  # an interval after it ended: its lifetime's CPU is not "other" now
     after = monitor.sample()["cpu_percent"]
