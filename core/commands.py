@@ -59,16 +59,18 @@ def argument_problem(itype: InstrumentType, command: str, args: tuple[Any, ...],
         return None
     kwargs = kwargs or {}
     try:
-        bound = sig.bind(None, *args, **kwargs)  # None stands for self
-    except TypeError:
+        bound = bind_arguments(sig, (None, *args), kwargs)  # None stands for self
+    except TypeError as exc:
         params = [p for p in list(sig.parameters.values())[1:]
                   if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         need = sum(1 for p in params if p.default is p.empty)
         shape = ", ".join(p.name if p.default is p.empty else f"{p.name}={p.default!r}"
                           for p in params)
         count = f"{need}" if need == len(params) else f"{need} to {len(params)}"
-        return (f"{command} takes {count} argument{'s' if len(params) != 1 else ''} "
-                f"({shape}), got {len(args)}", "fix the number of arguments")
+        takes = f"{command} takes {count} argument{'s' if len(params) != 1 else ''} ({shape})"
+        if kwargs:  # a count of the positions says nothing of a misspelt or doubled keyword
+            return f"{takes}: {exc}", "fix the arguments"
+        return f"{takes}, got {len(args)}", "fix the number of arguments"
     hint = f"daqhub plugins {itype.name} lists its commands and arguments"
     for name, value in list(bound.arguments.items())[1:]:
         param = sig.parameters[name]
@@ -87,6 +89,19 @@ def argument_problem(itype: InstrumentType, command: str, args: tuple[Any, ...],
         except (ValueError, TypeError) as exc:  # TypeError: a value of another kind
             return f"{command}: {exc}", hint
     return None
+
+
+def bind_arguments(sig: inspect.Signature, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+                   ) -> inspect.BoundArguments:
+    """``sig.bind(*args, **kwargs)``, whose TypeError names a keyword the signature does not
+    take, or one given twice, before an argument it then lacks: ``bind`` alone said
+    ``define_position(pos=0)`` was "missing a required argument: 'position'", not a word of
+    ``pos``."""
+    try:
+        return sig.bind(*args, **kwargs)
+    except TypeError:
+        sig.bind_partial(*args, **kwargs)  # raises the TypeError about the keywords, if any
+        raise
 
 
 class ArgumentsRefused(ValueError):

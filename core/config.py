@@ -1007,7 +1007,7 @@ def lab_pc_problems(lab: LabConfig, host: PluginHost) -> list[Problem]:
     out: list[Problem] = []
     daq = lab.data.get("daqhub", {})
     if web_settings(daq.get("web") if isinstance(daq, dict) else None, None) is not None \
-            and (why := web_extra_problem()) is not None:  # RunDashboard.prepare's own check
+            and (why := web_extra_problem()) is not None:  # run's own (dashboard_server)
         out.append(Problem(lab.path, _line_of(where, ("daqhub", "web")), why))
     if lab.serve and (why := firstparty.flight_absent()) is not None:  # run serves it
         out.append(Problem(lab.path, _line_of(where, ("daqhub", "serve")),

@@ -31,7 +31,7 @@ import string
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from ..commands import ARGUMENT_CHECK, a_kind, value_fits
+from ..commands import ARGUMENT_CHECK, a_kind, bind_arguments, value_fits
 from .transaction import Transaction, parser_name
 
 if TYPE_CHECKING:
@@ -102,10 +102,11 @@ def command(fn: Callable[..., Any] | None = None, /, *,
     ``id``), the command and the argument, raised before the method runs (nothing sent),
     and ``daqhub validate`` refuses a routine step with it. Each value of a ``*args`` or
     ``**kwargs`` is checked by its ``Arg``; a default is not (it is the driver's, not the
-    caller's). ``rule``, a function taking the arguments by name (defaults filled in), checks
-    them together after each passed its own (an ESP300's left limit below its right one),
-    raising ValueError in its own words. The same marks on a helper's method declare the
-    checks of the command a :class:`Delegate` forwards to it.
+    caller's). ``rule``, a function taking the arguments by name (defaults filled in; a
+    ``*args`` as a tuple, a ``**kwargs`` as a dict, under their names), checks them together
+    after each passed its own (an ESP300's left limit below its right one), raising
+    ValueError in its own words. The same marks on a helper's method declare the checks of
+    the command a :class:`Delegate` forwards to it.
     """
     if isinstance(rule, Arg):  # the check of an argument named ``rule``
         args, rule = {**args, "rule": rule}, None
@@ -120,9 +121,12 @@ def _checked(fn: Callable[..., Any], args: Mapping[str, Arg],
         setattr(fn, COMMAND_MARK, True)
         return fn
     sig = inspect.signature(fn)
-    if unknown := sorted(set(args) - set(list(sig.parameters)[1:])):
+    names = list(sig.parameters)[1:]
+    if unknown := sorted(set(args) - set(names)):
         raise TypeError(f"{fn.__qualname__}: @command checks {', '.join(unknown)}, which it "
                         f"does not take")
+    if rule is not None:
+        _rule_fits(fn, names, rule)
 
     def check(*values: Any, **named: Any) -> None:
         try:
@@ -150,15 +154,40 @@ def _checked(fn: Callable[..., Any], args: Mapping[str, Arg],
     def checked(owner: Any, /, *values: Any, **named: Any) -> Any:
         try:
             check(*values, **named)
-        except ValueError as exc:
-            who = getattr(owner, "id", None)
-            raise ValueError(f"{who + ': ' if isinstance(who, str) else ''}{fn.__name__}: "
-                             f"{exc}") from None
+        except (ValueError, TypeError) as exc:  # TypeError: a rule met a value of a kind
+            who = getattr(owner, "id", None)  # no Arg checked (``"x" < 1.0``)
+            refusal = TypeError if isinstance(exc, TypeError) else ValueError
+            raise refusal(f"{who + ': ' if isinstance(who, str) else ''}{fn.__name__}: "
+                          f"{exc}") from None
         return fn(owner, *values, **named)
 
     setattr(checked, ARGUMENT_CHECK, check)
     setattr(checked, COMMAND_MARK, True)
     return checked
+
+
+def _rule_fits(fn: Callable[..., Any], names: Sequence[str], rule: Callable[..., Any]
+               ) -> None:
+    """Refuse, when the class is defined, a whole-call ``rule`` that cannot take ``fn``'s
+    arguments by name (a function of one value, as :class:`Arg` takes, failed at the first
+    call only, with Python's TypeError), or one given to a method with an argument of its own
+    named ``rule``: ``rule=`` would be that argument's check or the whole call's, as the
+    value is an :class:`Arg` or a function."""
+    where = f"{fn.__qualname__}: @command(rule={getattr(rule, '__name__', repr(rule))})"
+    if "rule" in names:
+        raise TypeError(f"{where}: {fn.__name__} takes an argument named rule, so rule= can "
+                        f"only be that argument's check, an Arg (rule=Arg(str, choices=...)); "
+                        f"check the arguments together in the method's own code")
+    try:
+        rule_sig = inspect.signature(rule)
+    except (TypeError, ValueError):  # a builtin without one: its call will tell
+        return
+    try:
+        bind_arguments(rule_sig, (), dict.fromkeys(names))
+    except TypeError as exc:
+        raise TypeError(f"{where}: the rule is given {fn.__name__}'s arguments by name "
+                        f"({', '.join(names) or 'none'}), and cannot take them: {exc}"
+                        ) from None
 
 
 class _Declared:
@@ -288,7 +317,7 @@ class Command(_Declared):
         the arguments; ValueError naming the argument if one is not allowed, TypeError
         naming the command if they are not its arguments."""
         try:
-            given = self.signature.bind(*values, **named).args
+            given = bind_arguments(self.signature, values, named).args
         except TypeError as exc:
             raise TypeError(f"{self.name} takes {len(self.args)} argument(s) "
                             f"({', '.join(self.args)}): {exc}") from None

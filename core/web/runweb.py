@@ -21,7 +21,6 @@ from .settings import (
     LAST_WORD_S,
     ListenError,
     WebSettings,
-    need_web_extra,
     web_extra_problem,
     web_settings,
 )
@@ -36,18 +35,15 @@ class WebError(Exception):
 
 
 def dashboard_server() -> ModuleType:
-    """:mod:`daqhub.web.server`, or WebError naming the web extra when a package of it is
-    missing (:func:`~.settings.web_extra_problem`, which ``validate`` asks too): aiohttp, or
-    plotly, whose plotly.js every page loads (a missing plotly was found by the page's
+    """:mod:`daqhub.web.server`, or WebError naming the web extra when a module of it cannot
+    be imported (:func:`~.settings.web_extra_problem`, which ``validate`` asks too): aiohttp,
+    or plotly, whose plotly.js every page loads (a missing plotly was found by the page's
     request: a 500 and a traceback in the run's output). ``run --web``, ``[daqhub.web]`` and
     ``daqhub view`` check it alike."""
     if (why := web_extra_problem()) is not None:
         raise WebError(why)
-    try:
-        from . import server
-    except ImportError as exc:  # the extra is there, but not whole (a package of its own)
-        raise WebError(need_web_extra(exc.name.partition(".")[0] if exc.name else str(exc))
-                       ) from None
+    from . import server
+
     return server
 
 

@@ -7,12 +7,11 @@ machines and needs a token, and so does every command, whatever the address.
 
 from __future__ import annotations
 
+import importlib
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-
-from ..firstparty import module_exists
 
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "::1", "localhost"})
 DEFAULT_HOST = "127.0.0.1"
@@ -47,23 +46,26 @@ WEB_SCHEMA: dict[str, Any] = {
 }
 
 
-#: the packages of the web extra the dashboard's server imports: aiohttp, and plotly for the
-#: plotly.js every page loads
-WEB_EXTRA = ("aiohttp", "plotly")
-
-
-def need_web_extra(missing: str) -> str:
-    """What to say when ``missing``, a package of the web extra, is not installed."""
-    return f"the dashboard needs the web extra ({missing} is missing): pip install 'daqhub[web]'"
+#: the modules of the web extra the dashboard's server imports: aiohttp's server, and plotly's
+#: offline bundle for the plotly.js every page loads
+WEB_EXTRA = ("aiohttp.web", "plotly.offline")
 
 
 def web_extra_problem() -> str | None:
-    """:func:`need_web_extra` for the first package of :data:`WEB_EXTRA` not installed, else
-    None: ``run``, ``view`` and ``validate`` ask this before a dashboard, so they agree. Found
-    without importing them: ``validate`` imported aiohttp and the whole server (about 0.3 s)
-    for every lab with ``[daqhub.web]``."""
-    missing = next((name for name in WEB_EXTRA if not module_exists(name)), None)
-    return None if missing is None else need_web_extra(missing)
+    """What to install when a module of :data:`WEB_EXTRA` cannot be imported, else None:
+    ``run``, ``view`` (:func:`~.runweb.dashboard_server`) and ``validate`` (for a lab with
+    ``[daqhub.web]`` only) ask this before a dashboard, so they agree. Imported, not found
+    with ``find_spec``: an installed plotly whose own dependency is missing (narwhals) was
+    found, ``validate`` called the lab valid, and ``run`` refused it."""
+    for module in WEB_EXTRA:
+        package = module.partition(".")[0]
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # a broken install raises what it raises: no dashboard
+            absent = isinstance(exc, ImportError) and (exc.name or "").partition(".")[0] == package
+            why = f"{package} is missing" if absent else f"{package} cannot be imported: {exc}"
+            return f"the dashboard needs the web extra ({why}): pip install 'daqhub[web]'"
+    return None
 
 
 class ListenError(ValueError):

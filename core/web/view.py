@@ -122,9 +122,11 @@ class FlightSource:
     def call(self, instrument: str, method: str, args: Sequence[Any]) -> Any:
         """The command, run by the service and waited for as the service waits. The service
         answers ArrowInvalid (INVALID_ARGUMENT) for a command it refuses unsent: arguments
-        the driver does not take, an instrument or method the run does not have. That is
-        the client's mistake, as :class:`~daqhub.commands.ArgumentsRefused` says to the
-        page's server (a 400, as on the run's own page), not the instrument's (a 502)."""
+        the driver does not take, an instrument the run does not have. That is the client's
+        mistake, as :class:`~daqhub.commands.ArgumentsRefused` says to the page's server (a
+        400, as on the run's own page). A method the instrument does not have is found only
+        when the instrument's thread looks it up: the service answers it FlightServerError,
+        as the instrument's own failures, and the page a 502."""
         try:
             return self.conn.call(instrument, method, *args)
         except pa.ArrowInvalid as exc:  # the service's message only (the client's)

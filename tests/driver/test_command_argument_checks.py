@@ -295,3 +295,114 @@ def test_a_rule_of_the_arguments_together_is_checked_by_both(flavor: str) -> Non
     assert str(info.value) == f"lamp1: {message}"
     call(inst, "window", 2, high=5)
     port.assert_done()
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+@pytest.mark.parametrize(("method", "args", "kwargs", "said"), [
+    ("mode", (), {"pos": "blink"},
+     "mode takes 1 argument (mode): got an unexpected keyword argument 'pos'"),
+    ("flash", ("red",), {"colour": "red"},
+     "flash takes 1 to 2 arguments (colour, seconds=1.0): multiple values for argument "
+     "'colour'"),
+    ("window", (), {"low": 1, "hihg": 5},
+     "window takes 2 arguments (low, high): got an unexpected keyword argument 'hihg'"),
+    ("window", (), {"low": 1}, "window takes 2 arguments (low, high): missing a required "
+                               "argument: 'high'"),
+    ("mode", (), {}, "mode takes 1 argument (mode), got 0"),
+    ("window", (1, 2, 3), {}, "window takes 2 arguments (low, high), got 3"),
+], ids=["misspelt", "twice", "misspelt of two", "missing", "none", "too many"])
+def test_arguments_a_command_cannot_take_are_said_as_python_says_them(
+        flavor: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+        said: str) -> None:
+    """``mode(pos="blink")`` was "mode takes 1 argument (mode), got 0": the count of the
+    positions, not a word of the keyword given."""
+    assert argument_problem(lamp_type(flavor), method, args, kwargs) == (
+        said, "fix the arguments" if kwargs else "fix the number of arguments")
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+def test_a_declared_command_names_a_keyword_it_does_not_take(flavor: str) -> None:
+    """Called directly, ``mode(pos=...)`` said "missing a required argument: 'mode'"."""
+    inst, port = lamp(flavor, [])
+    with pytest.raises(TypeError, match=r"^mode takes 1 argument\(s\) \(mode\): got an "
+                                        "unexpected keyword argument 'pos'$"):
+        call(inst, "mode", pos="blink")
+    assert port.sent == []
+
+
+class Owner:
+    id = "dev"
+
+
+def test_a_rule_that_cannot_take_the_arguments_by_name_is_refused_when_declared() -> None:
+    """A function of one value (as ``Arg(rule=)`` takes) given as the whole call's rule: the
+    class was defined, and every call failed with "positive() got an unexpected keyword
+    argument 'speed'"."""
+    def positive(value: float) -> None:
+        if value <= 0:
+            raise ValueError("must be above 0")
+
+    with pytest.raises(TypeError, match=r"go: @command\(rule=positive\): the rule is given "
+                                        r"go's arguments by name \(speed\), and cannot take "
+                                        r"them: got an unexpected keyword argument 'speed'$"):
+        @command(speed=Arg(float), rule=positive)
+        def go(self: Any, speed: float) -> None:
+            """Go."""
+
+
+def test_a_rule_gets_star_args_and_star_star_kwargs_under_their_names() -> None:
+    got: list[tuple[Any, ...]] = []
+
+    @command(rule=lambda first, rest, named: got.append((first, rest, named)))
+    def spread(self: Any, first: int = 0, *rest: int, **named: int) -> None:
+        """Spread."""
+
+    spread(Owner(), 1, 2, 3, x=4)
+    spread(Owner())
+    assert got == [(1, (2, 3), {"x": 4}), (0, (), {})]
+
+
+def test_a_function_as_rule_of_a_method_with_an_argument_named_rule_is_refused() -> None:
+    """``rule=`` was the whole call's check or the argument's, as the value was a function or
+    an Arg: a function meant for the argument silently checked the whole call."""
+    with pytest.raises(TypeError, match=r"pick: @command\(rule=<lambda>\): pick takes an "
+                                        "argument named rule, so rule= can only be that "
+                                        r"argument's check, an Arg \(rule=Arg"):
+        @command(rule=lambda rule: None)
+        def pick(self: Any, rule: str) -> None:
+            """Pick."""
+
+    @command(rule=Arg(str, choices=("x", "y")))
+    def choose(self: Any, rule: str) -> str:
+        """Choose."""
+        return rule
+
+    assert choose(Owner(), "x") == "x"
+    with pytest.raises(ValueError, match="^dev: choose: rule must be one of 'x', 'y', got 'z'$"):
+        choose(Owner(), "z")
+
+
+def test_a_type_error_of_a_rule_names_the_instrument_and_the_command() -> None:
+    """A rule comparing values no Arg checked (``"x" < 1.0``) raised Python's bare
+    "'<' not supported between instances of 'str' and 'float'" from the call, while
+    ``validate`` said it naming the command."""
+    def ordered(low: Any, high: Any) -> None:
+        if not low < high:
+            raise ValueError(f"low must be below high, got {low!r} and {high!r}")
+
+    class Span:
+        @command(rule=ordered)
+        def span(self, low: Any, high: Any) -> tuple[Any, Any]:
+            """Span."""
+            return low, high
+
+    itype = InstrumentType("test.span", "v2", "none", Span, [], "")
+    said = "span: '<' not supported between instances of 'str' and 'float'"
+    assert argument_problem(itype, "span", ("x", 1.0)) == (
+        said, "daqhub plugins test.span lists its commands and arguments")
+    with pytest.raises(TypeError) as info:
+        Span.span(Owner(), "x", 1.0)
+    assert str(info.value) == f"dev: {said}"
+    with pytest.raises(ValueError, match="^dev: span: low must be below high, got 2 and 1$"):
+        Span.span(Owner(), 2, 1)
+    assert Span.span(Owner(), 1, 2) == (1, 2)

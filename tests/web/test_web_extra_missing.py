@@ -43,17 +43,44 @@ def test_the_web_extra_missing_is_one_line_before_anything_starts(
     assert "Traceback" not in r.stderr and "starting" not in r.stdout, r.stdout + r.stderr
 
 
-def test_validate_finds_the_web_extra_without_importing_it_or_the_runtime(
-        tmp_path: Path) -> None:
-    """``validate`` imported the runtime (``daqhub.runtime.dual``, through ``web.runweb``) for
-    every lab, and aiohttp with the whole web server for a lab with ``[daqhub.web]``: a third
-    of a second and more, to find out whether two packages are there."""
+@pytest.mark.parametrize("argv", [
+    ["run", "web_lab.toml", "--no-storage", "--duration", "1", "--plain"],
+    ["validate", "web_lab.toml"]], ids=["run", "validate"])
+def test_a_web_extra_installed_but_broken_is_said_by_validate_as_by_run(
+        tmp_path: Path, argv: list[str]) -> None:
+    """A plotly that is installed (``find_spec`` finds it) but whose own dependency is missing:
+    ``validate`` called the lab valid, and ``run`` refused it."""
+    broken = tmp_path / "site" / "plotly"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text(
+        "raise ImportError(\"No module named 'narwhals'\", name='narwhals')\n")
     (tmp_path / "web_lab.toml").write_text(f'[daqhub.web]\nlisten = "127.0.0.1:0"\n\n{POWER}')
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(broken.parent),
+                                                      env.get("PYTHONPATH")]))
+    r = subprocess.run([sys.executable, "-m", "daqhub", *argv], capture_output=True,
+                       text=True, timeout=60, cwd=tmp_path, env=env)
+    assert r.returncode == 2, r.stdout + r.stderr
+    said = ("the dashboard needs the web extra (plotly cannot be imported: No module named "
+            "'narwhals'): pip install 'daqhub[web]'")
+    where = {"run": "daqhub: ", "validate": "  web_lab.toml:1: "}[argv[0]]
+    assert f"{where}{said}\n" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and "starting" not in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("web", [False, True], ids=["lab", "web lab"])
+def test_validate_imports_the_web_extra_for_a_web_lab_only_and_never_the_runtime(
+        tmp_path: Path, web: bool) -> None:
+    """``validate`` imported the runtime (``daqhub.runtime.dual``, through ``web.runweb``) for
+    every lab: a third of a second and more. The web extra is imported (as ``run`` imports
+    it: being installed is not being importable) for a lab with ``[daqhub.web]`` only."""
+    (tmp_path / "lab.toml").write_text(
+        f'[daqhub.web]\nlisten = "127.0.0.1:0"\n\n{POWER}' if web else POWER)
     heavy = ["aiohttp", "plotly", "daqhub.web.server", "daqhub.web.runweb",
              "daqhub.runtime.dual"]
-    code = ("import sys; from daqhub.cli import main; code = main(['validate', 'web_lab.toml']); "
+    code = ("import sys; from daqhub.cli import main; code = main(['validate', 'lab.toml']); "
             f"print([m for m in {heavy!r} if m in sys.modules]); sys.exit(code)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=60, cwd=tmp_path, env=dict(os.environ))
     assert r.returncode == 0, r.stdout + r.stderr
-    assert r.stdout.splitlines()[-1] == "[]", r.stdout
+    assert r.stdout.splitlines()[-1] == str(["aiohttp", "plotly"] if web else []), r.stdout

@@ -11,6 +11,7 @@ from daqhub.resources import serial_identity
 from daqhub.specs import ConfigProblem, InstrumentType
 
 from .esp300 import Esp300Axis
+from .esp300_protocol import ordered_limits
 from .meter1830c import METER_SETTINGS, Meter1830c
 
 
@@ -21,9 +22,11 @@ def daqhub_instrument_types() -> list[InstrumentType]:
 
 @hookimpl
 def daqhub_validate_config(config: Mapping[str, Any]) -> list[ConfigProblem]:
-    """Instruments that clash over one device: the same ESP300 axis twice, axes of one
-    ESP300 disagreeing on its handshake, or 1830-C blocks on one meter that set it
-    differently.
+    """An ESP300's ``limits`` with no travel between them (:func:`ordered_limits`, the rule
+    its ``__init__`` and ``set_limits`` refuse them by: ``validate`` called such a lab valid,
+    and its instrument never connected), and instruments that clash over one device: the
+    same ESP300 axis twice, axes of one ESP300 disagreeing on its handshake, or 1830-C
+    blocks on one meter that set it differently.
 
     Two blocks may read one meter (a v2 and a v4 one while a lab migrates, each with its
     own channel unit: :class:`~.meter1830c.MeterState` is shared per port for that), but
@@ -37,6 +40,13 @@ def daqhub_validate_config(config: Mapping[str, Any]) -> list[ConfigProblem]:
     rtscts: dict[str, tuple[bool, str]] = {}
     for path, block in lab_blocks(config, [Esp300Axis.type_name]):
         port, axis, ident = block.get("port"), block.get("axis"), str(block.get("id"))
+        limits = block.get("limits")
+        if isinstance(limits, list) and len(limits) == 2 and all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in limits):
+            try:
+                ordered_limits(*limits)
+            except ValueError as exc:
+                problems.append(ConfigProblem(f"ESP300 {exc}", (*path, "limits")))
         device = _device(port)
         if device is None or not isinstance(axis, int):
             continue

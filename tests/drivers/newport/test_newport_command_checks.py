@@ -193,3 +193,28 @@ def test_the_lab_files_limits_are_refused_by_the_same_rule(daqhub_host: Any) -> 
                             {"axis": 1, "limits": [10, -10]}, "dut")
     assert str(info.value) == ("dut: ESP300 limits must be [left, right] with left < right, "
                                "got [10, -10]")
+
+
+def test_validate_refuses_the_lab_files_limits_by_the_same_rule(host: PluginHost) -> None:
+    """``limits = [10, -10]`` passed ``validate``; the run's instrument then never
+    connected (its ``__init__`` refused them)."""
+    lab = ('[[v2.instruments]]\nid = "stage"\ntype = "newport.esp300"\n'
+           'port = "socket://localhost:40132"\naxis = 1\nlimits = [10, -10]\n')
+    with pytest.raises(ConfigError) as info:
+        parse(lab, "lab.toml", host)
+    assert [(p.line, p.message) for p in info.value.problems] == [
+        (6, "ESP300 limits must be [left, right] with left < right, got [10, -10] "
+            "(from plugin daqhub-newport)")]
+    parse(lab.replace("[10, -10]", "[-10, 10]"), "lab.toml", host)
+
+
+@pytest.mark.parametrize("flavor", ["v2", "v4"])
+def test_a_keyword_the_command_does_not_take_is_named(host: PluginHost, flavor: str) -> None:
+    """``define_position(pos=0)`` was "takes 1 argument (position), got 0"."""
+    itype = host.instrument_type("newport.esp300", flavor)
+    assert argument_problem(itype, "define_position", (), {"pos": 0}) == (
+        "define_position takes 1 argument (position): got an unexpected keyword argument "
+        "'pos'", "fix the arguments")
+    assert argument_problem(itype, "define_position", (1,), {"position": 0}) == (
+        "define_position takes 1 argument (position): multiple values for argument "
+        "'position'", "fix the arguments")
