@@ -12,11 +12,11 @@ bluesky devices in :mod:`daqhub.bluesky`) without ever blocking a loop.
 Errors are the same in both flavors: the driver's own exception (e.g.
 :class:`~daqhub.instrument.DriverError`) as the driver raised it; an unknown
 command is an ``AttributeError`` before anything is sent; a command the
-runtime could not deliver (shutting down, failed actor, full queue, an instrument cut off
-from its hardware: ``reconnecting`` or ``restarting``) is a :class:`CommandNotSent`, at
-once; one whose worker process died before answering is a
+runtime could not deliver (shutting down, failed actor, full queue) is a
+:class:`CommandNotSent`; one whose worker process died before answering is a
 :class:`~daqhub.instrument.CommandOutcomeUnknown` (it may have run); no answer in time
-is a ``TimeoutError`` naming the instrument, the command and what it was busy with.
+is a ``TimeoutError`` naming the instrument, the command and what it waited behind (what
+the instrument was busy with, or that it is reconnecting, since when and why).
 """
 
 from __future__ import annotations

@@ -43,9 +43,11 @@ def lab_blocks(config: Mapping[str, Any], type_names: Collection[str] | None, *,
                disabled: bool = False
                ) -> Iterator[tuple[tuple[str, str, int], Mapping[str, Any]]]:
     """The instrument blocks of ``type_names`` (None: of every type) in a raw lab file (what a
-    ``daqhub_validate_config`` hook checks), each with its path for a ConfigProblem;
-    ``enabled = false`` ones only with ``disabled`` (they use no resource, but a user
-    enabling one later wants to know it is wrong now).
+    ``daqhub_validate_config`` hook checks), each with its path for a ConfigProblem; those
+    that do not run (``enabled = false`` on the block or on its flavor's table) only with
+    ``disabled`` (they use no resource, but a user enabling one later wants to know it is
+    wrong now). A disabled ``[v4]``'s blocks were yielded as running: a check of what runs
+    together (a simulated meter's polariser line) counted an instrument that never ran.
 
     The hook sees the lab file before the core's own checks, so anything malformed is
     skipped here: the core reports it, with its line number.
@@ -53,8 +55,9 @@ def lab_blocks(config: Mapping[str, Any], type_names: Collection[str] | None, *,
     for flavor in ("v2", "v4"):
         section = config.get(flavor)
         items = section.get("instruments", []) if isinstance(section, Mapping) else []
+        runs = not isinstance(section, Mapping) or section.get("enabled", True) is not False
         for i, block in enumerate(items if isinstance(items, list) else []):
             if (isinstance(block, Mapping)
                     and (type_names is None or block.get("type") in type_names)
-                    and (disabled or block.get("enabled", True) is not False)):
+                    and (disabled or (runs and block.get("enabled", True) is not False))):
                 yield (flavor, "instruments", i), block

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..instrument import CommandRejected, DriverError
+from ..instrument import DriverError
 from ..measurement import DataError, RefusedValues
 from ..resources import ResourceError
 
@@ -262,8 +262,8 @@ class InstrumentHealth:
     def outage(self) -> str:
         """Since when the instrument is cut off from its hardware (its state one of
         :data:`DISCONNECTED_STATES`) and its last error, "" when it is not: what a command
-        that cannot reach it says (``reconnecting since 12:03:07 (41 s ago; last error:
-        connect failed: ...)``)."""
+        that waited for it in vain says it waited behind (``reconnecting since 12:03:07 (41
+        s ago; last error: connect failed: ...)``)."""
         with self._lock:
             if self.state not in DISCONNECTED_STATES or self._down_since is None:
                 return ""
@@ -273,18 +273,6 @@ class InstrumentHealth:
         since = time.strftime("%H:%M:%S", time.localtime(time.time() - ago))
         last = f"; last error: {error}" if error else ""
         return f"{state} since {since} ({ago:.0f} s ago{last})"
-
-    def refuse_during_outage(self, method: str) -> None:
-        """Refuse ``method`` (:class:`CommandRejected`: the Lab API's ``CommandNotSent``) while
-        the instrument is cut off from its hardware, the rule of both flavors.
-
-        It fails at once, as one to a worker process that is gone does: queued behind the
-        reconnect, it waited its caller's whole limit (30-60 s) while the port stayed down,
-        then said the instrument was "busy in 'connect'". One sent while the instrument is
-        still ``starting`` waits for its first connect (a script's first command)."""
-        why = self.outage()
-        if why:
-            raise CommandRejected(f"{self.id} is {why}; {method} not sent")
 
     def event(self, kind: str, detail: str) -> None:
         """Record a lifecycle event (disconnected, reconnected, restarted, failed...)."""

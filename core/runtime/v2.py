@@ -113,7 +113,6 @@ class V2Worker:
                                   "not sent")
         if self.stop_event.is_set():
             raise CommandRejected(f"{self.id} is shutting down; {method} not sent")
-        self.health.refuse_during_outage(method)
         try:
             self.commands.put_nowait((method, args, kwargs, fut))
         except queue.Full:
@@ -207,7 +206,6 @@ class V2Worker:
         if backoff is None:
             self._reject_pending(f"failed: {failure_text(exc)}")
             return False
-        self._reject_in_outage()
         self.busy_in = "restart backoff"
         self.stop_event.wait(backoff)
         self.busy_in = ""
@@ -216,19 +214,11 @@ class V2Worker:
     def _back_off(self) -> None:
         """Wait before reopening: until the resource is back (a reconnect wakes every
         instrument on it) or the backoff, which only a successful read resets, runs out."""
-        self._reject_in_outage()
         self.busy_in = "reconnect backoff"
         self.wake_event.wait(self._retry)
         self.wake_event.clear()
         self.busy_in = ""
         self._retry = min(self._retry * 2, RETRY_MAX_S)
-
-    def _reject_in_outage(self) -> None:
-        """Fail the commands queued before the instrument was cut off from its hardware, as
-        :meth:`submit` refuses those sent since (``InstrumentHealth.refuse_during_outage``)."""
-        why = self.health.outage()
-        if why:
-            self._reject_pending(why)
 
     def _failed_attempt(self, message: str) -> None:
         self.health.error(message)

@@ -218,8 +218,6 @@ class ActorRunner:
                 if self.health.state != "reconnecting":
                     self.health.set_state("reconnecting", message)
                     self.events(self.id, "disconnected", message)
-                # what was queued before it was cut off fails as what is sent since does
-                self._fail_messages(f"{self.id} is {self.health.outage()}")
                 await self._close(actor)
                 actor = None
                 try:  # until the resource is back, or the backoff (reset by a good read) ends
@@ -240,7 +238,6 @@ class ActorRunner:
                 if backoff is None:
                     self._fail_messages(f"actor {self.id} failed: {failure_text(exc)}")
                     return
-                self._fail_messages(f"{self.id} is {self.health.outage()}")
                 await asyncio.sleep(backoff)
             finally:
                 await self._close(actor)
@@ -602,7 +599,6 @@ def _refuse_if_gone(runner: ActorRunner, msg: _Message) -> None:
     if runner.stopping or runner.health.state in ("failed", "stopped"):
         state = "shutting down" if runner.stopping else runner.health.state
         raise ActorFailed(f"{runner.id} is {state}; {msg.method} not sent")
-    runner.health.refuse_during_outage(msg.method)
 
 
 def _short(value: pa.Scalar, unit: str) -> str:
@@ -717,7 +713,7 @@ class V4Runtime:
                 try:
                     _refuse_if_gone(runner, msg)  # it may have stopped since
                     runner.mailbox.put(msg)
-                except CommandRejected as exc:  # gone, cut off, or its mailbox full
+                except CommandRejected as exc:  # gone, or its mailbox full
                     if msg.future is not None and not msg.future.done():
                         msg.future.set_exception(exc)
 

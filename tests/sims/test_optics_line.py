@@ -97,3 +97,21 @@ def test_validate_refuses_a_polariser_on_a_line_the_lab_does_not_open(
     err = capsys.readouterr().err
     assert "names the Elliptec line 'optic', which no enabled instrument of this lab opens" \
         in err and "lines it opens: optics" in err
+
+
+def test_a_disabled_flavor_s_instruments_neither_open_a_line_nor_need_one(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``[v2] enabled = false`` was read block by block: a mount in a disabled flavor counted
+    as opening its line (validate passed, the meter crash-looped at run), and a meter in a
+    disabled flavor was refused for a line or for workers it would never use."""
+    mount_off = LAB.format(line="optics", workers="").replace(
+        '[[v2.instruments]]\nid = "rot"', '[v4]\nenabled = false\n[[v4.instruments]]\nid = "rot"')
+    lab = tmp_path / "lab.toml"
+    lab.write_text(mount_off)
+    assert daqhub_main(["validate", "--offline", str(lab)]) == 2
+    assert "which no enabled instrument of this lab opens" in capsys.readouterr().err
+    meter_off = LAB.format(line="optic", workers="workers = 2").replace(
+        '[[v2.instruments]]\nid = "power"', '[v4]\nenabled = false\n[[v4.instruments]]\n'
+        'id = "power"')
+    lab.write_text(meter_off)
+    assert daqhub_main(["validate", "--offline", str(lab)]) == 0, capsys.readouterr().err

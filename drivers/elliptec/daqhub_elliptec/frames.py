@@ -150,12 +150,20 @@ def _starts_like_reply(text: str, at: int = 0) -> bool:
 
 
 def _reply_start(text: str) -> int | None:
-    """Where the reply in damaged bytes starts: the first position a reply starts at, past
-    any line noise in front of it (``\\xfe\\x00~\\x81`` then a cut ``0P``), or None. The
+    """Where the reply in damaged bytes starts: at their start, or past line noise in front
+    of it (``\\xfe\\x00~\\x81`` then a cut ``0P``: bytes no reply holds), or None. The
     one rule that says whose damaged bytes are, for a line (:func:`parse_line`) and for
     bytes that fell silent without an end (:func:`truncated`) alike: noise alone names
-    nobody, and the cut reply's waiter must hear of it now, not at the end of its timeout."""
-    return next((i for i in range(len(text) - 1) if _starts_like_reply(text, i)), None)
+    nobody, and the cut reply's waiter must hear of it now, not at the end of its timeout.
+    Only noise is skipped: a reply's own data is full of address-and-capital pairs
+    (``0pO00002EAB``, one mnemonic byte damaged, read as address 2's), so letters and digits
+    before a reply start make the bytes nobody's, not the next pair's."""
+    for i in range(len(text) - 1):
+        if _starts_like_reply(text, i):
+            return i
+        if text[i] in _ALNUM:
+            return None
+    return None
 
 
 def _frame(text: str, raw: bytes, strict: bool) -> Frame | None:

@@ -72,6 +72,15 @@ def test_a_cut_reply_behind_line_noise_belongs_to_the_address_it_names() -> None
     assert truncated(NOISE).address is None  # noise alone names nobody
 
 
+def test_a_damaged_reply_s_own_data_names_no_other_address() -> None:
+    """Only noise is skipped before a reply start: ``0pO00002EAB`` (module 0's reply, one
+    mnemonic byte damaged) was filed to address 2 ('2E' in its data), whose exchange then
+    took the garbage while module 0's waited out its timeout."""
+    for raw in (b"0pO00002EAB", b"O00001F"):
+        assert truncated(raw).address is None, raw
+        assert [getattr(line, "address", "?") for line in parse_line(raw + b"\r\n")] == [None]
+
+
 @pytest.mark.parametrize("flavor", FLAVORS)
 def test_a_move_end_cut_short_behind_noise_fails_the_move_at_once(
         build: Callable[..., Any], bus_url: Callable[..., str], flavor: str) -> None:
