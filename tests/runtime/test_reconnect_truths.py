@@ -71,7 +71,7 @@ class AbsentV2(BlipV2):
         raise DriverError(self.id, "5in", "no reply from address 5 within 0.20 s")
 
 
-#: lets an ``h6.late`` driver's connect() return
+#: lets an ``outage.late`` driver's connect() return
 CONNECTED = threading.Event()
 
 
@@ -84,19 +84,21 @@ class LateV2(BlipV2):
         """Stops the axis (queued: not a toolkit driver)."""
 
 
-def h6_types() -> list[InstrumentType]:
+def outage_types() -> list[InstrumentType]:
     return [InstrumentType(name, flavor, "none", cls, [CHANNEL], f"{name} for tests",
                            capabilities=("Readable",))
-            for name, flavor, cls in [("h6.blip", "v2", BlipV2), ("h6.blip", "v4", BlipV4),
-                                      ("h6.absent", "v2", AbsentV2), ("h6.late", "v2", LateV2)]]
+            for name, flavor, cls in [("outage.blip", "v2", BlipV2),
+                                      ("outage.blip", "v4", BlipV4),
+                                      ("outage.absent", "v2", AbsentV2),
+                                      ("outage.late", "v2", LateV2)]]
 
 
 @pytest.fixture
 def host() -> PluginHost:
     h = PluginHost()
     h.load_entry_points()
-    plugin = types.SimpleNamespace(daqhub_instrument_types=hookimpl(h6_types))
-    assert h.register(plugin, "h6-tests", "h6-tests", "0")
+    plugin = types.SimpleNamespace(daqhub_instrument_types=hookimpl(outage_types))
+    assert h.register(plugin, "outage-tests", "outage-tests", "0")
     return h
 
 
@@ -114,11 +116,11 @@ def test_both_flavors_count_time_disconnected_from_the_first_lost_link_error(
     lab = parse(lab_text(tmp_path, '''
 [[v2.instruments]]
 id = "m2"
-type = "h6.blip"
+type = "outage.blip"
 poll_hz = 20
 [[v4.instruments]]
 id = "m4"
-type = "h6.blip"
+type = "outage.blip"
 poll_hz = 20
 '''), "blip.toml", host, tmp_path)
     rt = DualRuntimeManager(lab, host)
@@ -149,7 +151,7 @@ def test_a_v2_connect_that_fails_fast_is_reconnecting_not_a_connect_that_has_not
     lab = parse(lab_text(tmp_path, '''
 [[v2.instruments]]
 id = "ghost"
-type = "h6.absent"
+type = "outage.absent"
 '''), "ghost.toml", host, tmp_path)
     # backoffs of 0.5 s and 1 s after the first two attempts: each longer than the limit
     rt = DualRuntimeManager(lab, host, restart_policy=RestartPolicy(start_timeout_s=0.2))
@@ -215,7 +217,7 @@ def test_a_halt_sends_no_stop_to_a_mover_that_is_not_connected(
     lab = parse(lab_text(tmp_path, '''
 [[v2.instruments]]
 id = "late"
-type = "h6.late"
+type = "outage.late"
 '''), "late.toml", host, tmp_path)
     sent: list[str] = []
     submit = DualRuntimeManager.submit

@@ -55,17 +55,23 @@ class Rows(ScriptedSource):
         return [pa.record_batch({"value": [1.25, float("nan")], "unit": ["V", "V"]})]
 
 
-@pytest.mark.timeout(30)
-def test_a_command_s_result_is_sent_in_the_values_the_data_service_sends() -> None:
-    """``dmm.read`` showed on the page as ``"pyarrow.RecordBatch\\nvalue: double ..."``,
-    where ``daqhub view`` and ``conn.call`` gave its rows."""
-    server = DashboardServer(Rows(), WebSettings(port=0, token=TOKEN, commands=True))
+def read_through_the_page(source: ScriptedSource) -> tuple[int, Any]:
+    """The status and body the page gets for ``oven.read()`` on a dashboard of ``source``."""
+    server = DashboardServer(source, WebSettings(port=0, token=TOKEN, commands=True))
     server.start()
     try:
         status, body, _ = request(server, "/api/call", {"X-Daqhub-Token": TOKEN},
                                   {"instrument": "oven", "method": "read", "args": []})
     finally:
         assert server.stop(10)
+    return status, body
+
+
+@pytest.mark.timeout(30)
+def test_a_command_s_result_is_sent_in_the_values_the_data_service_sends() -> None:
+    """``dmm.read`` showed on the page as ``"pyarrow.RecordBatch\\nvalue: double ..."``,
+    where ``daqhub view`` and ``conn.call`` gave its rows."""
+    status, body = read_through_the_page(Rows())
     assert status == 200
     assert body == {"ok": True, "result": [[{"value": 1.25, "unit": "V"},
                                             {"value": "NaN", "unit": "V"}]]}
@@ -267,13 +273,7 @@ class Keyed(ScriptedSource):
 def test_a_result_json_cannot_hold_goes_as_its_repr() -> None:
     """A dict keyed by an infinity: ``json.dumps(allow_nan=False)`` raised out of the
     handler, a 500 for a command that had run."""
-    server = DashboardServer(Keyed(), WebSettings(port=0, token=TOKEN, commands=True))
-    server.start()
-    try:
-        status, body, _ = request(server, "/api/call", {"X-Daqhub-Token": TOKEN},
-                                  {"instrument": "oven", "method": "read", "args": []})
-    finally:
-        assert server.stop(10)
+    status, body = read_through_the_page(Keyed())
     assert (status, body) == (200, {"ok": True, "result": "{inf: 1.0, 0.5: nan}"})
 
 
