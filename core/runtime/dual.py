@@ -815,14 +815,13 @@ class DualRuntimeManager:
         error), what its thread or actor is busy in, or the worker process that runs it.
         "busy in 'connect'" was said of a v2 instrument waiting out its reconnect backoff,
         and "busy in 'its poll loop'" of every instrument in a worker process."""
-        health = self.health_of(instrument_id)
-        outage = health.outage() if health is not None else ""
-        if outage:
-            return f"{instrument_id} is {outage}"
         runner: V2Worker | ActorRunner | None = (self.v2.workers.get(instrument_id)
                                                  or self.v4.runners.get(instrument_id))
         if runner is not None:
-            return f"busy in {runner.busy_in or 'its poll loop'!r}"
+            return runner.health.behind(runner.busy_in)
+        health = self.health_of(instrument_id)
+        if health is not None and (outage := health.outage()):  # a worker's, mirrored
+            return f"{instrument_id} is {outage}"
         if self.pool is not None and instrument_id in self.pool.owner:
             return f"run by {self.pool.owner[instrument_id].describe()}"
         return "not running"

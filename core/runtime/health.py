@@ -274,6 +274,15 @@ class InstrumentHealth:
         last = f"; last error: {error}" if error else ""
         return f"{state} since {since} ({ago:.0f} s ago{last})"
 
+    def behind(self, busy_in: str) -> str:
+        """What a command to it that had no result in time waited behind: the outage (since
+        when, its last error) while it is cut off from its hardware, else what its thread
+        or actor is busy in. The one wording of the timeouts of the Lab API's handles, of
+        routines and of the dashboard (``rt.call``), which said "busy in 'its poll loop'"
+        of an instrument that was reconnecting."""
+        outage = self.outage()
+        return f"{self.id} is {outage}" if outage else f"busy in {busy_in or 'its poll loop'!r}"
+
     def event(self, kind: str, detail: str) -> None:
         """Record a lifecycle event (disconnected, reconnected, restarted, failed...)."""
         with self._lock:

@@ -356,9 +356,8 @@ class V2Runtime:
             return result_within(fut, timeout)
         except NoResult:
             fut.cancel()
-            raise TimeoutError(f"{instrument_id}.{method}: no result within {timeout} s (its "
-                               f"thread is busy in {worker.busy_in or 'its poll loop'!r})"
-                               ) from None
+            raise TimeoutError(f"{instrument_id}.{method}: no result within {timeout:g} s "
+                               f"({worker.health.behind(worker.busy_in)})") from None
 
 
 def _described(m: Measurement) -> tuple[str, int]:

@@ -693,9 +693,9 @@ class V4Runtime:
             return result_within(fut, timeout)
         except NoResult:
             fut.cancel()
-            busy = self.runners[instrument_id].busy_in
-            raise TimeoutError(f"{instrument_id}.{method}: no result within {timeout} s (the "
-                               f"actor is busy in {busy or 'its poll loop'!r})") from None
+            runner = self.runners[instrument_id]
+            raise TimeoutError(f"{instrument_id}.{method}: no result within {timeout:g} s "
+                               f"({runner.health.behind(runner.busy_in)})") from None
 
     def _post(self, instrument_id: str, msg: _Message) -> None:
         runner = self.runners[instrument_id]

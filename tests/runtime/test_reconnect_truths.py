@@ -163,6 +163,12 @@ type = "outage.absent"
         assert ghost.last_error == "connect failed: ghost: '5in': no reply from address 5 " \
                                    "within 0.20 s"
         assert [a["message"] for a in rt.alarms if a["what"] == "connect:ghost"] == []
+        # a command waits behind the reconnect; one whose time runs out says so (routines'
+        # and the dashboard's rt.call said "busy in 'its poll loop'")
+        with pytest.raises(TimeoutError, match=r"^ghost\.read: no result within 0\.3 s \(ghost "
+                           r"is reconnecting since \d\d:\d\d:\d\d \(\d+ s ago; last error: "
+                           r"connect failed: ghost: '5in': no reply"):
+            rt.call("ghost", "read", timeout=0.3)
     finally:
         rt.shutdown()
 
