@@ -81,8 +81,7 @@ ReportTo = TextIO | None | Literal[Stderr.AT_CLOSE]
 
 
 class CommandNotSent(RuntimeError):
-    """The runtime could not deliver a command (shutting down, actor failed, queue full, the
-    instrument reconnecting or restarting: the message says since when, and its last error)."""
+    """The runtime could not deliver a command (shutting down, actor failed, queue full)."""
 
 
 def load_lab_config(lab: LabSource, host: PluginHost, output_dir: str | os.PathLike[str] | None

@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 import json
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -110,6 +110,14 @@ def describe(schema: pa.Schema) -> tuple[str, ChannelSpec]:
     return _describe(meta.get(META_INSTRUMENT), meta.get(META_CHANNEL))
 
 
+def undeclared(iid: str, channel: str, declared: Iterable[tuple[str, str]]) -> str:
+    """Why samples of ``iid``'s ``channel`` are refused, it being none of ``declared`` (the
+    ``(instrument id, channel)`` pairs a run knows): one wording, the v4 runner's
+    (:func:`declared_channel`) and the v2 bridge's."""
+    known = ", ".join(f"{i}.{c}" for i, c in sorted(declared)) or "none"
+    return f"channel {iid}.{channel} was not declared (declared: {known})"
+
+
 def declared_channel(schema: pa.Schema, declared: Mapping[tuple[str, str], ChannelSpec]
                      ) -> tuple[str, str]:
     """The ``(instrument id, channel)`` a batch's schema describes, if ``declared`` holds it
@@ -119,8 +127,7 @@ def declared_channel(schema: pa.Schema, declared: Mapping[tuple[str, str], Chann
     key = (iid, spec.name)
     found = declared.get(key)
     if found is None:
-        known = ", ".join(f"{i}.{c}" for i, c in sorted(declared)) or "none"
-        raise DataError(f"channel {iid}.{spec.name} was not declared (declared: {known})")
+        raise DataError(undeclared(iid, spec.name, declared))
     if found != spec:
         raise DataError(f"channel {iid}.{spec.name} was declared as {found.to_dict()}, but a "
                         f"batch describes it as {spec.to_dict()}")

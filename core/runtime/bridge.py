@@ -42,7 +42,7 @@ from ..measurement import (
     sample_count,
     value_for_error,
 )
-from ..schema import channel_schema, describe
+from ..schema import channel_schema, describe, undeclared
 from .broadcast import Broadcast, Subscription, SubscriptionClosed
 from .health import refused_text
 
@@ -154,14 +154,11 @@ class MeasurementBridge:
                               "instrument's samples only")
         for key, ms in rows.items():
             declared = self.channels.get(key)
-            if declared is None:  # worded as the v4 runner's (schema.declared_channel)
+            if declared is None:
                 n = sample_count(ms)
                 self.rejected += n
-                known = ", ".join(f"{i}.{c}" for i, c in sorted(self.channels)
-                                  if i == key[0]) or "none"
-                self.on_refused(key[0], n, refused_text(
-                    n, key[1], f"channel {key[0]}.{key[1]} was not declared (declared: "
-                    f"{known})"))
+                self.on_refused(key[0], n, refused_text(n, key[1], undeclared(
+                    *key, [k for k in self.channels if k[0] == key[0]])))
                 continue
             batches = self._convert(key, ms, declared)
             at = next((b.column("timestamp_ns")[0].as_py() for b in batches if b.num_rows), 0)

@@ -805,7 +805,7 @@ class DualRuntimeManager:
         def record(f: concurrent.futures.Future[Any]) -> None:
             exc = None if f.cancelled() else f.exception()
             if exc is not None:  # as a queued command's failure is recorded
-                health.error(f"{method} failed: {failure_text(exc, command=True)}")
+                health.command_failed(method, exc)
         fut.add_done_callback(record)
         return fut
 

@@ -232,6 +232,16 @@ class InstrumentHealth:
         self.refused(1, refused_text(None, None, failure_text(exc)), produced=True)
         return []
 
+    def command_failed(self, method: str, exc: BaseException) -> None:
+        """A command raised ``exc``: its error, counted and named with where it was raised;
+        a ``read`` that raised a ``DataError`` (a script's, a scan's) refused its values, as
+        a poll's does (:meth:`read_refused`). The one record of a failed command, whichever
+        flavor ran it and however it was sent (queued or at once)."""
+        if method == "read" and isinstance(exc, DataError):
+            self.read_refused(exc)
+        else:
+            self.error(f"{method} failed: {failure_text(exc, command=True)}")
+
     def values_refused(self, refused: Iterable[tuple[str, Exception]]) -> None:
         """The values a read refused itself, each with its channel and why
         (:class:`~daqhub.measurement.RefusedValues`): one sample produced and refused

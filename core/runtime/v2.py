@@ -299,10 +299,7 @@ class V2Worker:
             fut.set_result(getattr(inst, method)(*args, **kwargs))
         except BaseException as exc:  # sys.exit() in a command ended the thread, its caller
             # waiting its whole limit: it fails that command alone, as any exception does
-            if method == "read" and isinstance(exc, DataError):  # a script's or scan's read:
-                self.health.read_refused(exc)  # its values refused, as a poll's are
-            else:
-                self.health.error(f"{method} failed: {failure_text(exc, command=True)}")
+            self.health.command_failed(method, exc)
             fut.set_exception(as_error(exc))
         finally:
             self.busy_in = ""

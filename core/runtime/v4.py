@@ -465,10 +465,7 @@ class ActorRunner:
                     fut.set_exception(ActorFailed(f"{self.id} was stopped; {msg.method} did "
                                                   "not finish"))
                 raise
-            if msg.method == "read" and isinstance(exc, DataError):  # a script's or scan's
-                self.health.read_refused(exc)  # read: its values refused, as a poll's are
-            else:
-                self.health.error(f"{msg.method} failed: {failure_text(exc, command=True)}")
+            self.health.command_failed(msg.method, exc)
             if fut:
                 fut.set_exception(as_error(exc))
             return  # a failed command is the caller's to handle, not a reason to restart
