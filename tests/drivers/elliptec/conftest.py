@@ -14,6 +14,8 @@ import pytest
 from elliptec_scripted import ELL14_IN, ScriptedBus, call
 
 import daqhub_sims
+from daqhub.host import PluginHost
+from daqhub.plugins import arrow, hdf5
 from daqhub.resources import SerialPortManager, SharedSerialPort
 from daqhub.specs import InstrumentContext, InstrumentType
 from daqhub_elliptec import plugin
@@ -85,3 +87,15 @@ def rotator(build: Callable[..., Any], scripted_url: str, request: pytest.Fixtur
     call(inst, flavor, "connect")
     device.received.clear()
     return inst, device, flavor
+
+
+@pytest.fixture
+def host() -> PluginHost:
+    """A host with this plugin and the default storage backends a lab file names
+    implicitly (not every plugin installed: another distribution's problem must not fail
+    these tests)."""
+    h = PluginHost(strict=True)
+    assert h.register(plugin, "daqhub-elliptec:elliptec", "daqhub-elliptec", "0.1.0")
+    assert h.register(hdf5, "daqhub:hdf5", "daqhub")
+    assert h.register(arrow, "daqhub:arrow", "daqhub")
+    return h

@@ -17,8 +17,6 @@ from elliptec_scripted import ScriptedBus, call
 
 from daqhub.config import ConfigError, parse
 from daqhub.host import PluginHost
-from daqhub.plugins import arrow, hdf5
-from daqhub_elliptec import plugin
 
 pytestmark = pytest.mark.timeout(20)
 FLAVORS = ("v2", "v4")
@@ -53,15 +51,6 @@ REFUSALS = {
                                        "(or None for the factory value), got 1.0",
     '["change_address", 16]': "change_address: bus address must be 0-15, got 16",
 }
-
-
-@pytest.fixture
-def host() -> PluginHost:
-    h = PluginHost(strict=True)
-    h.register(plugin, "elliptec", "daqhub-elliptec", "0.1.0")
-    h.register(hdf5, "hdf5", "daqhub", "")
-    h.register(arrow, "arrow", "daqhub", "")
-    return h
 
 
 def test_validate_refuses_each_step_the_axis_would_refuse(host: PluginHost) -> None:

@@ -6,27 +6,14 @@ from pathlib import Path
 
 import pytest
 
-import daqhub.plugins.arrow
-import daqhub.plugins.hdf5
 from daqhub.config import ConfigError, parse
 from daqhub.host import PluginHost
-from daqhub_elliptec import plugin
 from daqhub_sims import plugin as sims_plugin
 
 #: every model the driver knows is a type (issue 17): sliders, rotation mounts, linear stages
 TYPE_NAMES = {"elliptec.ell6", "elliptec.ell9", "elliptec.ell14", "elliptec.ell15",
               "elliptec.ell16", "elliptec.ell17", "elliptec.ell18", "elliptec.ell20",
               "elliptec.ell21"}
-
-
-@pytest.fixture
-def host() -> PluginHost:
-    h = PluginHost(strict=True)
-    assert h.register(plugin, "daqhub-elliptec:elliptec", "daqhub-elliptec", "0.1.0")
-    # the default storage backends a lab file names implicitly
-    assert h.register(daqhub.plugins.hdf5, "daqhub:hdf5", "daqhub")
-    assert h.register(daqhub.plugins.arrow, "daqhub:arrow", "daqhub")
-    return h
 
 
 def test_every_type_comes_in_both_flavors_with_motion(host: PluginHost) -> None:

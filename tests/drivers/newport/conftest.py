@@ -13,9 +13,12 @@ import pytest
 from newport_helpers import Build, instrument_type
 
 import daqhub_sims
+from daqhub.host import PluginHost
 from daqhub.instrument import V2Instrument, V4Actor
+from daqhub.plugins import arrow, hdf5
 from daqhub.resources.serial import SerialPortManager, SharedSerialPort
 from daqhub.specs import InstrumentContext
+from daqhub_newport import plugin
 from daqhub_sims import registry
 
 
@@ -48,3 +51,14 @@ def build(manager: SerialPortManager) -> Build:
         return t.factory(ctx)  # type: ignore[no-any-return]
 
     return make
+
+
+@pytest.fixture
+def host() -> PluginHost:
+    """A host with this plugin and the core's built-in storage backends (not every plugin
+    installed: another distribution's problem must not fail these tests)."""
+    h = PluginHost(strict=True)
+    h.register(plugin, "newport", "daqhub-newport", "0.1.0")
+    h.register(hdf5, "hdf5", "daqhub", "")
+    h.register(arrow, "arrow", "daqhub", "")
+    return h

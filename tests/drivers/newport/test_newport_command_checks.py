@@ -19,8 +19,6 @@ import pytest
 from daqhub.commands import argument_problem
 from daqhub.config import ConfigError, parse
 from daqhub.host import PluginHost
-from daqhub.plugins import arrow, hdf5
-from daqhub_newport import plugin
 from daqhub_sims.scripted import ScriptedPort, scripted_instrument
 
 pytestmark = pytest.mark.timeout(20)
@@ -79,15 +77,6 @@ REFUSALS = {
     '["set_limits", 10, -10]':
         "set_limits: limits must be [left, right] with left < right, got [10, -10]",
 }
-
-
-@pytest.fixture
-def host() -> PluginHost:
-    h = PluginHost(strict=True)
-    h.register(plugin, "newport", "daqhub-newport", "0.1.0")
-    h.register(hdf5, "hdf5", "daqhub", "")
-    h.register(arrow, "arrow", "daqhub", "")
-    return h
 
 
 def test_validate_refuses_each_step_the_command_would_refuse(host: PluginHost) -> None:

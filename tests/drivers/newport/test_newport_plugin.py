@@ -11,21 +11,8 @@ import pytest
 from daqhub.capabilities import missing_methods
 from daqhub.config import ConfigError, instrument_schema, parse
 from daqhub.host import PluginHost
-from daqhub.plugins import arrow, hdf5
-from daqhub_newport import plugin
 
 pytestmark = pytest.mark.timeout(10)
-
-
-@pytest.fixture
-def host() -> PluginHost:
-    """A host with this plugin and the core's built-in storage backends (not every plugin
-    installed: another distribution's problem must not fail these tests)."""
-    h = PluginHost(strict=True)
-    h.register(plugin, "newport", "daqhub-newport", "0.1.0")
-    h.register(hdf5, "hdf5", "daqhub", "")
-    h.register(arrow, "arrow", "daqhub", "")
-    return h
 
 
 def test_both_types_in_both_flavors(host: PluginHost) -> None:
