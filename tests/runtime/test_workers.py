@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from polling import wait_until
 
@@ -244,11 +245,9 @@ def test_a_command_to_a_dead_worker_is_not_sent(make_lab) -> None:
 
 
 def _children(pid: int) -> set[int]:
-    found: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        text = (task / "children").read_text().split()
-        found |= {int(c) for c in text}
-    return found
+    """The pids of ``pid``'s child processes (psutil's: reading /proc/PID/task/*/children
+    by hand failed when a thread ended between the listing and the read)."""
+    return {child.pid for child in psutil.Process(pid).children()}
 
 
 def start_cli(lab_file: Path) -> tuple[subprocess.Popen[str], set[int]]:
